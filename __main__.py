@@ -1,0 +1,5 @@
+import sys
+
+from safeguards.cli import main
+
+sys.exit(main())

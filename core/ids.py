@@ -1,0 +1,79 @@
+"""Account ids, regions, NATS-safe subject tokens and partitions.
+
+Account ids are validated once at the edge. The subject token is a reversible escape of the id in
+which only ``[A-Za-z0-9_-]`` survive; every other byte becomes ``~XX``. So no account id, however
+hostile, can put ``.``, ``*``, ``>`` or whitespace into a NATS subject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from safeguards.core.errors import InvalidAccountId, InvalidRegion
+
+MAX_ACCOUNT_ID_LENGTH = 128
+_ACCOUNT_ID = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space, no control characters
+_REGION = re.compile(r"[a-z][a-z0-9]{0,15}")
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def validate_account_id(account_id: object) -> str:
+    """Return ``account_id`` if acceptable, else raise :class:`InvalidAccountId` saying why."""
+    if not isinstance(account_id, str):
+        raise InvalidAccountId(f"account id must be a string, got {type(account_id).__name__}")
+    if not account_id:
+        raise InvalidAccountId("account id is empty")
+    if len(account_id) > MAX_ACCOUNT_ID_LENGTH:
+        raise InvalidAccountId(
+            f"account id is {len(account_id)} characters; the limit is {MAX_ACCOUNT_ID_LENGTH}"
+        )
+    if not _ACCOUNT_ID.fullmatch(account_id):
+        raise InvalidAccountId(
+            "account id may hold only printable ASCII without spaces or control characters"
+        )
+    return account_id
+
+
+def validate_region(region: object) -> str:
+    if not isinstance(region, str) or not _REGION.fullmatch(region):
+        raise InvalidRegion(f"region must match {_REGION.pattern}, got {region!r}")
+    return region
+
+
+def subject_token(account_id: str) -> str:
+    """The account's token for NATS subjects: reversible, and never a wildcard or separator."""
+    data = validate_account_id(account_id).encode("ascii")
+    return "".join(chr(b) if b in _SAFE else f"~{b:02X}" for b in data)
+
+
+def account_from_token(token: str) -> str:
+    out = bytearray()
+    i = 0
+    while i < len(token):
+        ch = token[i]
+        if ch == "~":
+            try:
+                out.append(int(token[i + 1 : i + 3], 16))
+            except ValueError:
+                raise InvalidAccountId("subject token has a broken escape") from None
+            i += 3
+        else:
+            out.append(ord(ch))
+            i += 1
+    return validate_account_id(out.decode("ascii"))
+
+
+def partition_of(account_id: str, partitions: int) -> int:
+    """``hash(account) mod P`` with a hash that is stable across processes and versions."""
+    digest = hashlib.blake2b(account_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % partitions
+
+
+def derive_id(*parts: str) -> str:
+    """A deterministic id from its causes, so that replaying a decision yields the same ids."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(part.encode("utf-8"))
+        h.update(b"\x1f")
+    return h.hexdigest()

@@ -1,0 +1,279 @@
+"""The enforcement policy: a versioned TOML document, validated on load.
+
+Validation collects every problem and reports them together with their TOML path, so an operator
+fixing a candidate policy sees all of it at once. The default policy ships beside this module.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+from safeguards.core.errors import PolicyError
+
+LEVELS = range(6)  # L0 monitor .. L5 terminated
+KNOWN_INTERVENTIONS = frozenset(
+    {"annotate", "intervene", "sync_classify", "terminate_stream", "throttle", "block"}
+)
+KNOWN_RULES = ("strike.threshold", "escalate.points", "escalate.severe", "expire.level")
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryPolicy:
+    name: str
+    threshold: float
+    weight: float
+    half_life_s: float
+    severe: bool
+    severe_threshold: float
+    jump_to: int
+    on_unavailable: Literal["open", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rung:
+    level: int
+    name: str
+    points: float
+    duration_s: float  # 0 means: until an operator acts
+    interventions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RateTier:
+    requests_per_minute: int
+    tokens_per_minute: int
+
+
+@dataclass(frozen=True, slots=True)
+class GatePolicy:
+    max_staleness_s: float
+    classify_deadline_ms: float
+    stream_classify_chars: int
+    stream_stop_threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    version: str
+    description: str
+    categories: tuple[CategoryPolicy, ...]
+    ladder: tuple[Rung, ...]  # indexed by level
+    rate_tiers: tuple[RateTier, ...]  # indexed by level
+    shadow_rules: frozenset[str]
+    gate: GatePolicy
+
+    def category(self, name: str) -> CategoryPolicy | None:
+        for c in self.categories:
+            if c.name == name:
+                return c
+        return None
+
+    def is_shadow(self, rule_id: str) -> bool:
+        return rule_id in self.shadow_rules
+
+    def level_for_points(self, total: float) -> int:
+        level = 0
+        for rung in self.ladder:
+            if total >= rung.points:
+                level = rung.level
+        return level
+
+
+class _Checker:
+    """Reads typed values out of parsed TOML, remembering every problem instead of stopping."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def get(self, table: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str,
+            default: Any = ..., ) -> Any:
+        if key not in table:
+            if default is ...:
+                self.problems.append(f"{_join(path, key)}: missing")
+            return None if default is ... else default
+        value = table[key]
+        if isinstance(value, bool) and kind is not bool and not (
+            isinstance(kind, tuple) and bool in kind
+        ):
+            self.problems.append(f"{path}.{key}: expected a number, got a boolean")
+            return None
+        if not isinstance(value, kind):
+            self.problems.append(
+                f"{_join(path, key)}: expected {_kind_name(kind)}, got {type(value).__name__}"
+            )
+            return None
+        return value
+
+    def number(self, table: dict[str, Any], key: str, path: str, *, lo: float, hi: float,
+               default: Any = ...) -> float:
+        value = self.get(table, key, (int, float), path, default)
+        if value is None:
+            return 0.0
+        if not lo <= value <= hi:
+            self.problems.append(f"{path}.{key}: {value} is outside [{lo}, {hi}]")
+        return float(value)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return kind.__name__
+
+
+def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
+    """Parse and validate a policy document; raise :class:`PolicyError` listing every problem."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{source}: not valid TOML: {exc}") from None
+    c = _Checker()
+
+    head = c.get(doc, "policy", dict, "") or {}
+    version = c.get(head, "version", str, "policy") or ""
+    if head and not version.strip():
+        c.problems.append("policy.version: must not be empty")
+    description = c.get(head, "description", str, "policy", "") or ""
+
+    categories = _categories(c, c.get(doc, "categories", dict, "") or {})
+    ladder = _ladder(c, c.get(doc, "ladder", list, "") or [])
+    tiers = _rate_tiers(c, c.get(doc, "rate_tiers", dict, "") or {})
+    rules = c.get(doc, "rules", dict, "", {}) or {}
+    shadow: set[str] = set()
+    for rule_id, spec in rules.items():
+        if rule_id not in KNOWN_RULES:
+            c.problems.append(f"rules.{rule_id}: unknown rule (known: {', '.join(KNOWN_RULES)})")
+            continue
+        if not isinstance(spec, dict):
+            c.problems.append(f"rules.{rule_id}: expected a table")
+            continue
+        if c.get(spec, "shadow", bool, f"rules.{rule_id}", False):
+            shadow.add(rule_id)
+    for cat in categories:
+        if cat.severe and not 0 < cat.jump_to < len(ladder):
+            c.problems.append(f"categories.{cat.name}.jump_to: {cat.jump_to} is not a ladder level")
+    g = c.get(doc, "gate", dict, "", {}) or {}
+    gate = GatePolicy(
+        max_staleness_s=c.number(g, "max_staleness_s", "gate", lo=0.1, hi=86400, default=30),
+        classify_deadline_ms=c.number(
+            g, "classify_deadline_ms", "gate", lo=1, hi=10000, default=50
+        ),
+        stream_classify_chars=int(
+            c.number(g, "stream_classify_chars", "gate", lo=16, hi=1_000_000, default=400)
+        ),
+        stream_stop_threshold=c.number(g, "stream_stop_threshold", "gate", lo=0, hi=1, default=0.8),
+    )
+    for key in doc:
+        if key not in {"policy", "categories", "ladder", "rate_tiers", "rules", "gate"}:
+            c.problems.append(f"{key}: unknown section")
+    if c.problems:
+        listing = "\n  - ".join(c.problems)
+        raise PolicyError(f"{source}: {len(c.problems)} problem(s):\n  - {listing}")
+    return Policy(
+        version=version,
+        description=description,
+        categories=categories,
+        ladder=ladder,
+        rate_tiers=tiers,
+        shadow_rules=frozenset(shadow),
+        gate=gate,
+    )
+
+
+def _categories(c: _Checker, table: dict[str, Any]) -> tuple[CategoryPolicy, ...]:
+    if not table:
+        c.problems.append("categories: at least one category is required")
+    out = []
+    for name, spec in table.items():
+        path = f"categories.{name}"
+        if not isinstance(spec, dict):
+            c.problems.append(f"{path}: expected a table")
+            continue
+        severe = bool(c.get(spec, "severe", bool, path, False))
+        on_unavailable = c.get(spec, "on_unavailable", str, path, "open")
+        if on_unavailable not in ("open", "closed"):
+            c.problems.append(f"{path}.on_unavailable: must be \"open\" or \"closed\"")
+            on_unavailable = "open"
+        threshold = c.number(spec, "threshold", path, lo=0, hi=1)
+        severe_threshold = c.number(spec, "severe_threshold", path, lo=0, hi=1, default=1.0)
+        if severe and severe_threshold < threshold:
+            c.problems.append(f"{path}.severe_threshold: must not be below threshold")
+        out.append(
+            CategoryPolicy(
+                name=name,
+                threshold=threshold,
+                weight=c.number(spec, "weight", path, lo=0, hi=1000),
+                half_life_s=c.number(spec, "half_life_s", path, lo=1, hi=10 * 365 * 86400),
+                severe=severe,
+                severe_threshold=severe_threshold,
+                jump_to=int(c.number(spec, "jump_to", path, lo=0, hi=5, default=0)),
+                on_unavailable=on_unavailable,
+            )
+        )
+    return tuple(out)
+
+
+def _ladder(c: _Checker, rungs: list[Any]) -> tuple[Rung, ...]:
+    out: list[Rung] = []
+    for i, spec in enumerate(rungs):
+        path = f"ladder[{i}]"
+        if not isinstance(spec, dict):
+            c.problems.append(f"{path}: expected a table")
+            continue
+        interventions = c.get(spec, "interventions", list, path, []) or []
+        for item in interventions:
+            if item not in KNOWN_INTERVENTIONS:
+                c.problems.append(f"{path}.interventions: unknown intervention {item!r}")
+        out.append(
+            Rung(
+                level=int(c.number(spec, "level", path, lo=0, hi=5)),
+                name=c.get(spec, "name", str, path) or "",
+                points=c.number(spec, "points", path, lo=0, hi=1e12),
+                duration_s=c.number(spec, "duration_s", path, lo=0, hi=10 * 365 * 86400),
+                interventions=tuple(str(x) for x in interventions),
+            )
+        )
+    if [r.level for r in out] != list(LEVELS):
+        c.problems.append("ladder: must list levels 0 to 5 in order, once each")
+    elif out[0].points != 0:
+        c.problems.append("ladder[0].points: level 0 must start at 0 points")
+    for lower, upper in itertools.pairwise(out):
+        if upper.points <= lower.points:
+            c.problems.append(f"ladder[{upper.level}].points: must exceed level {lower.level}'s")
+    return tuple(out)
+
+
+def _rate_tiers(c: _Checker, table: dict[str, Any]) -> tuple[RateTier, ...]:
+    out = []
+    for level in LEVELS:
+        spec = table.get(str(level))
+        path = f"rate_tiers.{level}"
+        if not isinstance(spec, dict):
+            c.problems.append(f"{path}: missing")
+            out.append(RateTier(0, 0))
+            continue
+        out.append(
+            RateTier(
+                requests_per_minute=int(c.number(spec, "requests_per_minute", path, lo=0, hi=1e9)),
+                tokens_per_minute=int(c.number(spec, "tokens_per_minute", path, lo=0, hi=1e12)),
+            )
+        )
+    for key in table:
+        if key not in {str(level) for level in LEVELS}:
+            c.problems.append(f"rate_tiers.{key}: not a level 0-5")
+    return tuple(out)
+
+
+def default_policy_text() -> str:
+    return resources.files("safeguards.core").joinpath("default_policy.toml").read_text("utf-8")
+
+
+def default_policy() -> Policy:
+    return parse_policy(default_policy_text(), source="default_policy.toml")

@@ -1,0 +1,111 @@
+"""Ports: the Protocols the actors and operators program against.
+
+Each port has an in-memory implementation and a real adapter, and both pass one contract suite
+under ``tests/contracts/``. Async methods here are plain ``async def`` signatures: the core
+imports no event loop library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from safeguards.core.errors import ConcurrencyConflict
+from safeguards.core.events import Event
+from safeguards.core.state import AccountState
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A message to publish after the transaction that produced it commits."""
+
+    message_id: str  # becomes Nats-Msg-Id, so a re-publish is deduplicated by JetStream
+    subject: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PendingOutbox:
+    outbox_id: int
+    message: OutboxMessage
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    account_id: str
+    expected_version: int  # the version the writer's decision was made on
+    events: tuple[Event, ...]
+    inbox_key: str | None = None  # idempotency key of the input that caused these events
+    outbox: tuple[OutboxMessage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    account_id: str
+    version: int  # the account's version after the append (unchanged for a duplicate)
+    duplicate: bool = False  # the inbox key was already recorded: nothing was written
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """One event in the region's ordered feed; positions only grow, in commit order."""
+
+    position: int
+    event: Event
+
+
+class EventStore(Protocol):
+    """One region's event store. It refuses events of any other region."""
+
+    @property
+    def region(self) -> str: ...
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        """Atomically: record the inbox key, append the events at ``expected_version + 1..``,
+        write the outbox rows. A duplicate inbox key writes nothing and returns
+        ``duplicate=True``; a lost version race raises :class:`ConcurrencyConflict`."""
+        ...
+
+    async def append_batch(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[AppendResult | ConcurrencyConflict]:
+        """Group commit: many accounts' appends in one round trip. Each request succeeds or fails
+        on its own; a conflict for one account leaves the others committed."""
+        ...
+
+    async def load(self, account_id: str) -> AccountState:
+        """The account's current state: latest valid snapshot plus the tail after it."""
+        ...
+
+    async def history(
+        self,
+        account_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Event]: ...
+
+    async def state_at(
+        self, account_id: str, *, version: int | None = None, at: datetime | None = None
+    ) -> AccountState:
+        """The state as of a version, or as of a time (all events with occurred_at <= at)."""
+        ...
+
+    async def read_feed(self, after_position: int, limit: int) -> list[FeedEntry]:
+        """Events after ``after_position`` in commit order; never skips a late commit."""
+        ...
+
+    async def pending_outbox(self, limit: int) -> list[PendingOutbox]: ...
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None: ...
+
+    async def inbox_contains(self, inbox_key: str) -> bool: ...
+
+    async def account_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        """Account ids with at least one event, ascending; for backtests and operator listings."""
+        ...

