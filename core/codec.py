@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import msgpack
+from safeguards.core.content import ClassifyReply, ClassifyRequest, ContentItem
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.errors import (
     MalformedEnvelope,
@@ -187,6 +188,35 @@ class _DataclassCodec:
 
 _BODY_CODECS = {name: _DataclassCodec(cls) for name, cls in EVENT_TYPES.items()}
 _COMMAND_CODEC = _DataclassCodec(EnforcementCommand)
+
+
+# --- records that carry text: content for scoring and synchronous classification -------------
+
+CONTENT_MAX_BYTES = 1024 * 1024
+_RECORD_CODECS: dict[str, _DataclassCodec] = {
+    cls.__name__: _DataclassCodec(cls) for cls in (ContentItem, ClassifyRequest, ClassifyReply)
+}
+R = TypeVar("R", ContentItem, ClassifyRequest, ClassifyReply)
+
+
+def encode_record(record: ContentItem | ClassifyRequest | ClassifyReply) -> bytes:
+    name = type(record).__name__
+    packed: bytes = msgpack.packb(
+        {"t": name, "sv": 1, "b": _RECORD_CODECS[name].encode(record)}, use_bin_type=True
+    )
+    return packed
+
+
+def decode_record(data: bytes, cls: type[R], *, max_bytes: int = CONTENT_MAX_BYTES) -> R:
+    env = _check_keys(_unpack(data, max_bytes), _COMMAND_KEYS)
+    kind = _get(env, "t", str)
+    if kind != cls.__name__:
+        raise UnknownType(f"expected a {cls.__name__}, got type {kind[:64]!r}")
+    sv = _get(env, "sv", int)
+    if sv != 1:
+        raise UnsupportedSchemaVersion(f"{cls.__name__} schema version {sv}; this build reads 1")
+    record: R = _RECORD_CODECS[kind].decode(_get(env, "b", dict), kind)
+    return record
 
 
 # --- snapshots: an account's state, tagged with the fold version that produced it -------------
