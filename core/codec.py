@@ -17,6 +17,7 @@ Times travel as integer microseconds since the Unix epoch, UTC.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import msgpack
+
 from safeguards.core.content import ClassifyReply, ClassifyRequest, ContentItem
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.errors import (
@@ -82,6 +84,22 @@ _Encoder = Callable[[Any], Any]
 
 def _type_name(value: Any) -> str:
     return type(value).__name__
+
+
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,31}")
+
+
+def _type_label(name: str) -> str:
+    return repr(name) if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", name) else "<not a type name>"
+
+
+def _names(keys: list[Any]) -> str:
+    """Unexpected keys for an error message: plain field-like names are shown, anything else
+    (which could be content someone put in a key) only counted."""
+    shown = [k for k in keys[:5] if isinstance(k, str) and _PLAIN_NAME.fullmatch(k)]
+    hidden = len(keys) - len(shown)
+    parts = [repr(k) for k in shown] + ([f"{hidden} other key(s)"] if hidden else [])
+    return ", ".join(parts)
 
 
 def _field_codec(tp: Any) -> tuple[_Encoder, _Decoder]:
@@ -175,8 +193,7 @@ class _DataclassCodec:
             raise MalformedEnvelope(f"{path}: expected a map, got {_type_name(data)}")
         extra = [k for k in data if k not in self.names]
         if extra:
-            shown = ", ".join(repr(k)[:40] for k in extra[:5])
-            raise MalformedEnvelope(f"{path}: unexpected field(s) {shown}")
+            raise MalformedEnvelope(f"{path}: unexpected field(s) {_names(extra)}")
         kwargs = {}
         for name, _, dec, has_default in self.fields:
             if name in data:
@@ -211,7 +228,7 @@ def decode_record(data: bytes, cls: type[R], *, max_bytes: int = CONTENT_MAX_BYT
     env = _check_keys(_unpack(data, max_bytes), _COMMAND_KEYS)
     kind = _get(env, "t", str)
     if kind != cls.__name__:
-        raise UnknownType(f"expected a {cls.__name__}, got type {kind[:64]!r}")
+        raise UnknownType(f"expected a {cls.__name__}, got type {_type_label(kind)}")
     sv = _get(env, "sv", int)
     if sv != 1:
         raise UnsupportedSchemaVersion(f"{cls.__name__} schema version {sv}; this build reads 1")
@@ -250,7 +267,7 @@ def encode_body(body: EventBody) -> dict[str, Any]:
 def upcast(type_name: str, schema_version: int, body: dict[str, Any]) -> dict[str, Any]:
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
-        raise UnknownType(f"unknown event type {type_name[:64]!r}")
+        raise UnknownType(f"unknown event type {_type_label(type_name)}")
     current = cls.SCHEMA_VERSION
     if schema_version > current or schema_version < 1:
         raise UnsupportedSchemaVersion(
@@ -270,7 +287,7 @@ def upcast(type_name: str, schema_version: int, body: dict[str, Any]) -> dict[st
 
 def decode_body(type_name: str, schema_version: int, body: Any) -> EventBody:
     if not isinstance(body, dict):
-        raise MalformedEnvelope(f"body of {type_name[:64]!r}: expected a map")
+        raise MalformedEnvelope(f"body of {_type_label(type_name)}: expected a map")
     body = upcast(type_name, schema_version, body)
     decoded: EventBody = _BODY_CODECS[type_name].decode(body, type_name)
     return decoded
@@ -320,8 +337,7 @@ def _check_keys(env: Any, expected: frozenset[str]) -> dict[str, Any]:
         raise MalformedEnvelope(f"envelope must be a map, got {_type_name(env)}")
     extra = [k for k in env if k not in expected]
     if extra:
-        shown = ", ".join(repr(k)[:20] for k in extra[:5])
-        raise MalformedEnvelope(f"unexpected envelope field(s) {shown}")
+        raise MalformedEnvelope(f"unexpected envelope field(s) {_names(extra)}")
     return env
 
 
@@ -405,7 +421,7 @@ def decode_signal(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Signal:
     env = _check_keys(_unpack(data, max_bytes), _SIGNAL_KEYS)
     kind = _get(env, "t", str)
     if kind != "Signal":
-        raise UnknownType(f"expected a Signal, got type {kind[:64]!r}")
+        raise UnknownType(f"expected a Signal, got type {_type_label(kind)}")
     sv = _get(env, "sv", int)
     if sv != SIGNAL_SCHEMA_VERSION:
         raise UnsupportedSchemaVersion(f"Signal schema version {sv}; this build reads 1")
@@ -443,7 +459,7 @@ def decode_command(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Enforc
     env = _check_keys(_unpack(data, max_bytes), _COMMAND_KEYS)
     kind = _get(env, "t", str)
     if kind != "EnforcementCommand":
-        raise UnknownType(f"expected an EnforcementCommand, got type {kind[:64]!r}")
+        raise UnknownType(f"expected an EnforcementCommand, got type {_type_label(kind)}")
     sv = _get(env, "sv", int)
     if sv != COMMAND_SCHEMA_VERSION:
         raise UnsupportedSchemaVersion(

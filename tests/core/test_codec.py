@@ -1,0 +1,136 @@
+"""The msgpack codec: exact round trips, strict rejection of everything else."""
+
+from __future__ import annotations
+
+import contextlib
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from safeguards.core import codec
+from safeguards.core.enforcement import EnforcementCommand
+from safeguards.core.errors import (
+    CodecError,
+    MalformedEnvelope,
+    PayloadTooLarge,
+    UnknownType,
+    UnsupportedSchemaVersion,
+)
+from safeguards.core.events import Event, RequestObserved, Signal
+
+from strategies import commands, events, signals
+
+
+@given(events)
+def test_event_round_trip(event: Event) -> None:
+    assert codec.decode_event(codec.encode_event(event)) == event
+
+
+@given(signals)
+def test_signal_round_trip(signal: Signal) -> None:
+    assert codec.decode_signal(codec.encode_signal(signal)) == signal
+
+
+@given(commands)
+def test_command_round_trip(command: EnforcementCommand) -> None:
+    assert codec.decode_command(codec.encode_command(command)) == command
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=512))
+def test_garbage_bytes_raise_only_codec_errors(data: bytes) -> None:
+    for decode in (codec.decode_event, codec.decode_signal, codec.decode_command):
+        with contextlib.suppress(CodecError):
+            decode(data)
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
+    | st.text(max_size=10) | st.binary(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300)
+@given(json_like)
+def test_well_formed_msgpack_of_the_wrong_shape_raises_codec_errors(value: object) -> None:
+    data = msgpack.packb(value, use_bin_type=True)
+    for decode in (codec.decode_event, codec.decode_signal, codec.decode_command):
+        with pytest.raises(CodecError):
+            decode(data)
+
+
+@given(events, st.sampled_from(["t", "sv", "id", "a", "r", "n", "ts", "c", "k", "p", "b"]),
+       json_like)
+def test_a_mutated_envelope_field_decodes_or_fails_typed(event: Event, key: str,
+                                                          value: object) -> None:
+    wire = codec.event_to_wire(event)
+    wire[key] = value
+    with contextlib.suppress(CodecError):
+        codec.decode_event(msgpack.packb(wire, use_bin_type=True))
+
+
+def _wire(event: Event) -> dict[str, object]:
+    return codec.event_to_wire(event)
+
+
+@given(events)
+def test_unknown_type_and_versions_are_typed(event: Event) -> None:
+    wire = _wire(event)
+    wire["t"] = "NoSuchEvent"
+    with pytest.raises(UnknownType):
+        codec.decode_event(msgpack.packb(wire))
+    wire = _wire(event)
+    wire["sv"] = event.schema_version + 1
+    with pytest.raises(UnsupportedSchemaVersion):
+        codec.decode_event(msgpack.packb(wire))
+    wire["sv"] = 0
+    with pytest.raises(UnsupportedSchemaVersion):
+        codec.decode_event(msgpack.packb(wire))
+
+
+def test_size_limit_is_checked_before_parsing() -> None:
+    with pytest.raises(PayloadTooLarge):
+        codec.decode_event(b"\x00" * 70_000)
+    with pytest.raises(PayloadTooLarge):
+        codec.decode_signal(b"\x00" * 100, max_bytes=10)
+
+
+def test_account_ids_that_would_break_a_subject_are_refused() -> None:
+    wire = {"t": "Signal", "sv": 1, "id": "s1", "a": "bad account", "r": "eu", "ts": 0, "k": "",
+            "o": None}
+    with pytest.raises(MalformedEnvelope, match="printable ASCII"):
+        codec.decode_signal(msgpack.packb(wire))
+
+
+def test_a_signal_cannot_smuggle_a_decision() -> None:
+    body = {"level": 5, "previous_level": 0, "expires_at": None, "reason": "", "rule_id": "x",
+            "risk_total": 0.0, "caused_by_version": 1}
+    wire = {"t": "Signal", "sv": 1, "id": "s1", "a": "acct", "r": "eu", "ts": 0, "k": "",
+            "o": {"t": "EnforcementChanged", "sv": 1, "b": body}}
+    with pytest.raises(UnknownType, match="decision"):
+        codec.decode_signal(msgpack.packb(wire))
+
+
+def test_v1_request_observed_is_upcast() -> None:
+    v1 = {"request_id": "r", "model": "m", "input_tokens": 1, "output_tokens": 2,
+          "prompt_chars": 3, "prompt_sha256": "0" * 64, "streamed": False, "action": "allow"}
+    body = codec.decode_body("RequestObserved", 1, v1)
+    assert isinstance(body, RequestObserved) and body.surface == "proxy"
+
+
+def test_errors_never_echo_field_values() -> None:
+    canary = "CANARY-prompt-text-7f3a"
+    wire = {"t": "Signal", "sv": 1, "id": "s1", "a": "acct", "r": "eu", "ts": 0, "k": "",
+            "o": {"t": "RequestObserved", "sv": 2, "b": {"request_id": 5, "model": canary}}}
+    with pytest.raises(CodecError) as info:
+        codec.decode_signal(msgpack.packb(wire))
+    assert canary not in str(info.value)
+    wire["o"]["b"] = {canary: 1}  # type: ignore[index]
+    with pytest.raises(CodecError) as info:
+        codec.decode_signal(msgpack.packb(wire))
+    assert canary[:20] not in str(info.value)

@@ -1,0 +1,143 @@
+"""decide and evolve: scenarios from the policy, and properties over random signal sequences."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from safeguards.core.decide import decide
+from safeguards.core.enforcement import commands_for
+from safeguards.core.errors import VersionGap
+from safeguards.core.events import (
+    AppealFiled,
+    AppealResolved,
+    EnforcementChanged,
+    Event,
+    OperatorActionTaken,
+    ShadowDecision,
+    Signal,
+    StrikeRecorded,
+)
+from safeguards.core.policy import default_policy, default_policy_text, parse_policy
+from safeguards.core.state import AccountState, evolve, fold, initial_state
+
+from strategies import observations, score_signal
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+POLICY = default_policy()
+
+
+def run(state: AccountState, signal: Signal, at: datetime) -> tuple[AccountState, list[Event]]:
+    events = decide(state, signal, POLICY, at)
+    return fold(state, events), events
+
+
+def levels(events: list[Event]) -> list[int]:
+    return [e.body.level for e in events if isinstance(e.body, EnforcementChanged)]
+
+
+def test_benign_scores_record_observations_only() -> None:
+    s, events = run(initial_state("a", "eu"), score_signal(1, "a", T0, (("cyber", 0.2),)), T0)
+    assert [e.type for e in events] == ["ScoreRecorded"]
+    assert s.version == 1 and s.level == 0 and s.scores == 1
+    assert events[0].policy_version is None  # an observation is not a policy decision
+
+
+def test_repeated_jailbreaks_climb_the_ladder() -> None:
+    s = initial_state("a", "eu")
+    seen: list[int] = []
+    for i in range(4):
+        s, events = run(s, score_signal(i, "a", T0 + timedelta(minutes=i),
+                                        (("jailbreak", 0.95),)), T0 + timedelta(minutes=i))
+        seen += levels(events)
+    assert seen == [1, 2, 3]
+    assert s.level == 3 and s.strikes == 4 and s.level_rule == "escalate.points"
+
+
+def test_a_severe_category_jumps_rungs() -> None:
+    _s, events = run(initial_state("a", "eu"), score_signal(1, "a", T0, (("weapons", 0.97),)), T0)
+    assert levels(events) == [3]
+    change = events[-1]
+    assert isinstance(change.body, EnforcementChanged)
+    assert change.body.rule_id == "escalate.severe"
+    assert change.policy_version == POLICY.version
+    assert change.body.expires_at == T0 + timedelta(seconds=POLICY.ladder[3].duration_s)
+    (cmd,) = commands_for(events, POLICY)
+    assert cmd.level == 3 and "throttle" in cmd.interventions and cmd.version == change.version
+
+
+def test_levels_expire_to_what_decayed_points_justify() -> None:
+    s, _ = run(initial_state("a", "eu"), score_signal(1, "a", T0, (("weapons", 0.97),)), T0)
+    later = T0 + timedelta(days=30)
+    s, events = run(s, Signal("tick-1", "a", "eu", later, "c"), later)
+    assert [e.type for e in events] == ["EnforcementChanged"]
+    assert levels(events) == [0] and s.level == 0
+    assert isinstance(events[0].body, EnforcementChanged)
+    assert events[0].body.rule_id == "expire.level"
+
+
+def test_operator_set_and_clear() -> None:
+    s = initial_state("a", "eu")
+    op = OperatorActionTaken("alice", "set_level", 4, None, "case 17")
+    s, events = run(s, Signal("op1", "a", "eu", T0, "c", op), T0)
+    assert levels(events) == [4] and s.level_expires_at is None
+    clear = OperatorActionTaken("alice", "clear", None, None, "reviewed")
+    s, events = run(s, Signal("op2", "a", "eu", T0, "c", clear), T0)
+    assert levels(events) == [0] and s.risk == ()
+
+
+def test_appeal_overturned_restores_and_forgives() -> None:
+    s, _ = run(initial_state("a", "eu"), score_signal(1, "a", T0, (("weapons", 0.97),)), T0)
+    s, _ = run(s, Signal("ap1", "a", "eu", T0, "c", AppealFiled("ap-1", "a", "research")), T0)
+    assert s.open_appeals == ("ap-1",)
+    outcome = AppealResolved("ap-1", "bob", "overturned", 0, "false positive")
+    s, events = run(s, Signal("ap2", "a", "eu", T0, "c", outcome), T0)
+    assert levels(events) == [0] and s.open_appeals == () and s.risk == ()
+
+
+def test_shadowed_rule_records_without_acting() -> None:
+    text = default_policy_text().replace(
+        '[rules."escalate.severe"]\nshadow = false', '[rules."escalate.severe"]\nshadow = true')
+    shadow_policy = parse_policy(text)
+    events = decide(initial_state("a", "eu"), score_signal(1, "a", T0, (("weapons", 0.97),)),
+                    shadow_policy, T0)
+    assert [e.type for e in events] == ["ScoreRecorded", "StrikeRecorded", "ShadowDecision"]
+    assert isinstance(events[-1].body, ShadowDecision) and events[-1].body.would_level == 3
+
+
+def test_evolve_refuses_a_gap() -> None:
+    _, events = run(initial_state("a", "eu"), score_signal(1, "a", T0, (("weapons", 0.97),)), T0)
+    with pytest.raises(VersionGap):
+        evolve(initial_state("a", "eu"), events[1])
+
+
+def test_decide_is_deterministic() -> None:
+    sig = score_signal(1, "a", T0, (("jailbreak", 0.99), ("cyber", 0.9)))
+    assert decide(initial_state("a", "eu"), sig, POLICY, T0) == decide(
+        initial_state("a", "eu"), sig, POLICY, T0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.none() | observations, st.integers(0, 10 * 86400)), max_size=25))
+def test_any_signal_sequence_keeps_the_invariants(steps: list[tuple[object, int]]) -> None:
+    s = initial_state("acct", "eu")
+    at = T0
+    all_events: list[Event] = []
+    for i, (obs, gap) in enumerate(steps):
+        at += timedelta(seconds=gap)
+        sig = Signal(f"s{i}", "acct", "eu", at, "c", obs)  # type: ignore[arg-type]
+        events = decide(s, sig, POLICY, at)
+        for e in events:
+            assert e.account_id == "acct" and e.region == "eu" and e.occurred_at == at
+            decided = isinstance(e.body, StrikeRecorded | EnforcementChanged | ShadowDecision)
+            assert (e.policy_version == POLICY.version) if decided else e.policy_version is None
+        s = fold(s, events)
+        all_events += events
+        assert 0 <= s.level <= 5
+        assert all(r.total >= 0 for r in s.risk)
+    assert [e.version for e in all_events] == list(range(1, len(all_events) + 1))
+    assert len({e.event_id for e in all_events}) == len(all_events)
+    assert fold(initial_state("acct", "eu"), all_events) == s

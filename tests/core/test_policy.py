@@ -1,0 +1,50 @@
+"""Policy documents are validated on load, with every problem reported at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from safeguards.core.errors import PolicyError
+from safeguards.core.policy import default_policy, default_policy_text, parse_policy
+
+
+def test_default_policy_loads() -> None:
+    p = default_policy()
+    assert p.version and len(p.ladder) == 6 and len(p.rate_tiers) == 6
+    assert {c.name for c in p.categories} >= {"jailbreak", "weapons", "cyber"}
+    assert p.level_for_points(0) == 0 and p.level_for_points(3.0) == 3
+
+
+def test_every_problem_is_listed_with_its_path() -> None:
+    text = default_policy_text()
+    text = text.replace("threshold = 0.5", "threshold = 1.5", 1)
+    text = text.replace('on_unavailable = "closed"', 'on_unavailable = "sometimes"')
+    text = text.replace('interventions = ["block"]', 'interventions = ["explode"]', 1)
+    text += '\n[rules."no.such.rule"]\nshadow = true\n'
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, source="candidate.toml")
+    message = str(info.value)
+    assert message.startswith("candidate.toml: 4 problem(s)")
+    assert "categories.jailbreak.threshold: 1.5 is outside [0, 1]" in message
+    assert "categories.weapons.on_unavailable" in message
+    assert "unknown intervention 'explode'" in message
+    assert "rules.no.such.rule: unknown rule" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("not toml [", "not valid TOML"),
+        ("", "policy: missing"),
+        ('[policy]\nversion = 3\n', "policy.version: expected str, got int"),
+    ],
+)
+def test_broken_documents(text: str, expected: str) -> None:
+    with pytest.raises(PolicyError, match=expected.replace("[", r"\[")):
+        parse_policy(text)
+
+
+def test_ladder_must_be_ordered() -> None:
+    text = default_policy_text().replace("points = 2.9", "points = 1.0")
+    with pytest.raises(PolicyError, match=r"ladder\[3\].points: must exceed level 2's"):
+        parse_policy(text)
