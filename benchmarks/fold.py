@@ -1,0 +1,68 @@
+"""Pure-core fold rate over a synthetic 1M-event history.
+
+The history mixes what a busy account accumulates: requests, scores, strikes, enforcement changes
+and the occasional operator note, in realistic proportions. Only ``fold`` is timed (best and
+median of several passes); building the history is not.
+
+    python benchmarks/fold.py [--events 1000000] [--repeat 3]
+
+Last line: {"events_per_s": ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+from safeguards.core.events import (
+    EnforcementChanged,
+    Event,
+    EventBody,
+    OperatorActionTaken,
+    RequestObserved,
+    ScoreRecorded,
+    StrikeRecorded,
+)
+from safeguards.core.state import fold, initial_state
+
+
+def synthetic_history(n: int, account: str = "bench-acct", region: str = "eu") -> list[Event]:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    request = RequestObserved("r", "model-x", "proxy", 50, 300, 200, "0" * 64, True, "allow")
+    score = ScoreRecorded("r", "prompt", "1" * 64, 200, "default", "1",
+                          (("jailbreak", 0.7), ("cyber", 0.1), ("weapons", 0.01)))
+    strike = StrikeRecorded("jailbreak", 0.7, 0.7, 1.4, 86400.0, "strike.threshold", "r",
+                            "default", "1", 2)
+    change = EnforcementChanged(2, 1, t0 + timedelta(days=1), "points", "escalate.points", 2.0, 3)
+    note = OperatorActionTaken("oncall", "note", None, None, "looked at it")
+    cycle: list[EventBody] = [request, score] * 20 + [strike, change, note]
+    events = []
+    for i in range(n):
+        events.append(Event(f"e{i}", account, region, i + 1, t0 + timedelta(seconds=i), f"s{i}",
+                            "c", None, cycle[i % len(cycle)]))
+    return events
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    history = synthetic_history(args.events)
+    rates = []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        state = fold(initial_state("bench-acct", "eu"), history)
+        elapsed = time.perf_counter() - start
+        assert state.version == args.events
+        rates.append(args.events / elapsed)
+        print(f"fold of {args.events:,} events: {elapsed:.3f} s, {rates[-1]:,.0f} events/s")
+    print(f"median {statistics.median(rates):,.0f} events/s, best {max(rates):,.0f} events/s")
+    print(json.dumps({"events_per_s": round(statistics.median(rates))}))
+
+
+if __name__ == "__main__":
+    main()
