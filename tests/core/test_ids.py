@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import account_ids
 
 from safeguards.core.errors import InvalidAccountId
 from safeguards.core.ids import (
@@ -15,6 +14,8 @@ from safeguards.core.ids import (
     validate_account_id,
 )
 from safeguards.core.subjects import enforce_subject, inputs_subject
+
+from strategies import account_ids
 
 
 @given(account_ids)
