@@ -1,0 +1,107 @@
+"""``ops explain``: the causal chain behind one enforcement change.
+
+signal -> score (model name and version) -> strikes (points, decayed to the decision's time) ->
+rule -> policy version. Everything comes from the account's stored history: the explanation is a
+reading of the record, not a re-computation that could disagree with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from safeguards.core.events import (
+    AppealResolved,
+    EnforcementChanged,
+    Event,
+    OperatorActionTaken,
+    ScoreRecorded,
+    StrikeRecorded,
+)
+
+
+class NotAnEnforcement(LookupError):
+    """The version asked for is missing or is not an enforcement change."""
+
+
+@dataclass(frozen=True, slots=True)
+class StrikeLink:
+    strike: Event  # StrikeRecorded
+    score: Event | None  # the ScoreRecorded it came from
+    decayed_points: float  # what it still weighed when the decision was made
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    account_id: str
+    enforcement: Event  # EnforcementChanged
+    trigger: Event | None  # the event whose arrival made the decision
+    strikes: tuple[StrikeLink, ...]
+
+    @property
+    def change(self) -> EnforcementChanged:
+        body = self.enforcement.body
+        assert isinstance(body, EnforcementChanged)
+        return body
+
+
+def _forgives(e: Event) -> bool:
+    body = e.body
+    return (isinstance(body, OperatorActionTaken) and body.action == "clear") or (
+        isinstance(body, AppealResolved) and body.outcome == "overturned")
+
+
+def explain(history: list[Event], version: int) -> Explanation:
+    by_version = {e.version: e for e in history}
+    target = by_version.get(version)
+    if target is None or not isinstance(target.body, EnforcementChanged):
+        kind = "missing" if target is None else target.type
+        raise NotAnEnforcement(f"version {version} is {kind}, not an EnforcementChanged")
+    body = target.body
+    trigger = by_version.get(body.caused_by_version)
+    links: list[StrikeLink] = []
+    for e in history:
+        if e.version >= version:
+            break
+        if _forgives(e):
+            links.clear()  # points were forgiven here; earlier strikes no longer count
+        s = e.body
+        if isinstance(s, StrikeRecorded):
+            elapsed = (target.occurred_at - e.occurred_at).total_seconds()
+            decayed = s.points * 0.5 ** (max(elapsed, 0.0) / s.half_life_s)
+            links.append(StrikeLink(e, by_version.get(s.caused_by_version), decayed))
+    return Explanation(target.account_id, target, trigger, tuple(links))
+
+
+def render(ex: Explanation) -> str:
+    e, c = ex.enforcement, ex.change
+    lines = [
+        f"account {ex.account_id}  version {e.version}  at {e.occurred_at.isoformat()}",
+        f"enforcement  L{c.previous_level} -> L{c.level}"
+        + (f" until {c.expires_at.isoformat()}" if c.expires_at else " (no expiry)"),
+        f"rule         {c.rule_id}",
+        f"policy       {e.policy_version}",
+        f"reason       {c.reason}",
+        f"risk total   {c.risk_total:.3f} points at decision time",
+    ]
+    if ex.trigger is not None:
+        t = ex.trigger
+        lines.append(f"triggered by v{t.version} {t.type} (signal {t.causation_id}, "
+                     f"correlation {t.correlation_id})")
+    if ex.strikes:
+        lines.append("strikes that counted (points decayed to decision time):")
+        for link in ex.strikes:
+            s = link.strike.body
+            assert isinstance(s, StrikeRecorded)
+            origin = ""
+            if link.score is not None and isinstance(link.score.body, ScoreRecorded):
+                score = link.score.body
+                origin = (f" <- v{link.score.version} score of {score.content_kind} "
+                          f"{score.content_sha256[:12]} ({score.content_chars} chars) by "
+                          f"{score.model_name} {score.model_version}, request {score.request_id}")
+            lines.append(
+                f"  v{link.strike.version} {link.strike.occurred_at.isoformat()} {s.category} "
+                f"score {s.score:.3f} -> {s.points:.3f} pts, now {link.decayed_points:.3f}{origin}"
+            )
+    elif c.rule_id.startswith("operator") or c.rule_id.startswith("appeal"):
+        lines.append("no strikes: this change was made by a person; see the reason above")
+    return "\n".join(lines)
