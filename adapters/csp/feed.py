@@ -1,0 +1,143 @@
+"""Feeds the gate's enforcement cache from the region's enforcement stream.
+
+The stream keeps the last command per account (``sg.<region>.enforce.<token>``, one message per
+subject). A session creates an ephemeral push consumer with ``DeliverLastPerSubject``, so the
+first messages are the full current state and everything after is live; it asks for idle
+heartbeats and flow control and handles both itself, because a heartbeat is what tells the gate
+that its cache is current while nothing changes (``Gate.touch``). A gap in consumer sequences, a
+missed heartbeat or a lost connection ends the session and a new one re-reads the last values;
+commands are applied only when newer than what the cache holds, so re-reading is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import anyio
+import nats
+from anyio.abc import TaskStatus
+from nats.aio.msg import Msg
+from nats.js import api
+
+from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.link import BusLink
+from safeguards.core.codec import decode_command
+from safeguards.core.errors import CodecError
+from safeguards.core.ids import validate_region
+from safeguards.core.subjects import stream_name
+
+log = logging.getLogger(__name__)
+
+_STATUS = "Status"
+_DESCRIPTION = "Description"
+_LAST_CONSUMER = "Nats-Last-Consumer"
+_STALLED = "Nats-Consumer-Stalled"
+
+
+class EnforcementFeed:
+    def __init__(self, link: BusLink, region: str, gate: Gate, *, heartbeat_s: float = 1.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.link = link
+        self.region = validate_region(region)
+        self.gate = gate
+        self.heartbeat_s = heartbeat_s
+        self.clock = clock
+        self.stream = stream_name(region, "ENFORCE")
+        self.ready = anyio.Event()  # set once the initial state has been read
+        self.sessions = 0
+        self.resyncs = 0
+        self.rejected = 0  # commands that failed to decode or belong to another region
+        self._expected = 1
+        self._broken = False
+        self._last_seen = 0.0
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await self.link.connected.wait()
+        while True:
+            try:
+                await self._session()
+            except (OSError, TimeoutError, nats.errors.Error) as exc:
+                log.warning("enforcement feed for %s: session ended (%s); re-reading",
+                            self.region, type(exc).__name__)
+            self.resyncs += 1
+            await anyio.sleep(min(self.heartbeat_s, 1.0))
+
+    async def _session(self) -> None:
+        nc, js = self.link.nc, self.link.js
+        if nc is None or js is None:
+            raise nats.errors.ConnectionClosedError
+        self.sessions += 1
+        self._expected = 1
+        self._broken = False
+        self._last_seen = time.monotonic()
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=self._on_msg)
+        consumer: str | None = None
+        try:
+            config = api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+                ack_policy=api.AckPolicy.NONE, filter_subject=f"sg.{self.region}.enforce.>",
+                deliver_subject=inbox, idle_heartbeat=self.heartbeat_s, flow_control=True,
+                mem_storage=True, inactive_threshold=max(10.0, 5 * self.heartbeat_s),
+                max_deliver=1,
+            )
+            with anyio.fail_after(5.0):
+                info = await js.add_consumer(self.stream, config)
+            consumer = info.name
+            delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+            if info.num_pending == 0 and not delivered:
+                self.gate.touch(self.clock())
+                self.ready.set()
+            while not self._broken:
+                await anyio.sleep(self.heartbeat_s / 2)
+                if time.monotonic() - self._last_seen > 3 * self.heartbeat_s:
+                    log.warning("enforcement feed for %s: heartbeats missed", self.region)
+                    return
+        finally:
+            with anyio.move_on_after(2.0, shield=True):
+                try:
+                    await sub.unsubscribe()
+                    if consumer is not None and nc.is_connected:
+                        await js.delete_consumer(self.stream, consumer)
+                except (OSError, TimeoutError, nats.errors.Error):
+                    pass  # the server drops an inactive ephemeral consumer by itself
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self._last_seen = time.monotonic()
+        now = self.clock()
+        headers = msg.headers
+        if headers and headers.get(_STATUS) == "100":  # idle heartbeat or flow control request
+            self.gate.touch(now)
+            if msg.reply:
+                await msg._client.publish(msg.reply, b"")
+            stalled = headers.get(_STALLED)
+            if stalled:
+                await msg._client.publish(stalled, b"")
+            last = headers.get(_LAST_CONSUMER)
+            if last is not None and int(last) != self._expected - 1:
+                self._broken = True  # we missed messages
+            return
+        meta = msg.metadata
+        if meta.sequence.consumer != self._expected:
+            self._broken = True
+            return
+        self._expected += 1
+        self.gate.touch(now)
+        try:
+            command = decode_command(msg.data)
+        except CodecError as exc:
+            self.rejected += 1
+            log.error("enforcement feed for %s: undecodable command at stream seq %d: %s",
+                      self.region, meta.sequence.stream, exc)
+        else:
+            if command.region != self.region:
+                self.rejected += 1
+                log.error("enforcement feed for %s: command of region %r refused",
+                          self.region, command.region)
+            else:
+                self.gate.apply(command)
+        if meta.num_pending == 0:
+            self.ready.set()

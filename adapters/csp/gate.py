@@ -1,0 +1,376 @@
+"""The inline gate: a local enforcement cache, GCRA rate limits, and the per-request decision.
+
+Everything here is synchronous and allocation-light, because ``check`` runs on the serving path of
+every request: one dict lookup, a few float comparisons, and a decision object that was built when
+the account's enforcement command arrived (only a throttle allocates, for its ``retry-after``).
+Time is passed in as Unix seconds, so tests and benchmarks drive the clock.
+
+Flow per request::
+
+    decision = gate.check(request, now)          # fast, never waits
+    if decision.needs_classify:                  # the account asks for synchronous scoring
+        scores = await classify(...)             # caller's I/O, with the policy's deadline
+        decision = gate.resolve(decision, scores, now, failure)
+    ... serve / refuse ...
+    gate.observe(request, response, now)         # charges tokens to the token GCRA
+
+Counters (decisions by action and reason, fallbacks by cause and mode) are plain ints read by the
+Prometheus collector at scrape time, so the hot path never touches a metrics library.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import datetime
+
+from safeguards.core.enforcement import EnforcementCommand
+from safeguards.core.events import Scores
+from safeguards.core.policy import Policy
+
+# Intervention flags (a bitmask, so the hot path tests bits instead of tuple membership).
+ANNOTATE = 1
+INTERVENE = 2
+SYNC_CLASSIFY = 4
+TERMINATE_STREAM = 8
+THROTTLE = 16
+BLOCK = 32
+FLAGS = {
+    "annotate": ANNOTATE, "intervene": INTERVENE, "sync_classify": SYNC_CLASSIFY,
+    "terminate_stream": TERMINATE_STREAM, "throttle": THROTTLE, "block": BLOCK,
+}
+
+# Actions (the enforcement vocabulary of ARCHITECTURE.md).
+ALLOW = "allow"
+ANNOTATE_ACTION = "annotate"
+INTERVENE_ACTION = "intervene"
+THROTTLE_ACTION = "throttle"
+BLOCK_ACTION = "block"
+TERMINATE_ACTION = "terminate_stream"
+
+RATE_WINDOW_S = 60.0  # GCRA burst tolerance: one minute's quota may be spent at once
+DEFAULT_MAX_UNCOMMANDED = 200_000  # rate state kept for accounts without a command
+
+
+def flags_of(interventions: Iterable[str]) -> int:
+    bits = 0
+    for name in interventions:
+        bits |= FLAGS.get(name, 0)
+    return bits
+
+
+class Decision:
+    """What the gate says about one request. Shared instances: treat as read-only."""
+
+    __slots__ = ("action", "flags", "key", "level", "needs_classify", "reason", "retry_after_s",
+                 "status")
+
+    def __init__(self, action: str, reason: str, level: int, flags: int, *,
+                 needs_classify: bool = False, status: int = 200,
+                 retry_after_s: float = 0.0) -> None:
+        self.action = action
+        self.reason = reason
+        self.level = level
+        self.flags = flags
+        self.needs_classify = needs_classify
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.key = (action, reason)
+
+    @property
+    def refused(self) -> bool:
+        return self.status != 200
+
+    @property
+    def safety_prompt(self) -> bool:
+        return bool(self.flags & INTERVENE) and self.status == 200
+
+    @property
+    def classify_stream(self) -> bool:
+        return bool(self.flags & TERMINATE_STREAM) and self.status == 200
+
+    def __repr__(self) -> str:
+        return (f"Decision({self.action!r}, {self.reason!r}, level={self.level}, "
+                f"status={self.status}, needs_classify={self.needs_classify})")
+
+
+class GateRequest:
+    """One request as the gate sees it: metadata only (the text stays with the caller)."""
+
+    __slots__ = ("account_id", "model", "prompt_chars", "prompt_sha256", "request_id", "streamed",
+                 "surface")
+
+    def __init__(self, account_id: str, request_id: str, *, model: str = "", streamed: bool = False,
+                 prompt_chars: int = 0, prompt_sha256: str = "", surface: str = "proxy") -> None:
+        self.account_id = account_id
+        self.request_id = request_id
+        self.model = model
+        self.streamed = streamed
+        self.prompt_chars = prompt_chars
+        self.prompt_sha256 = prompt_sha256
+        self.surface = surface
+
+
+class GateResponse:
+    __slots__ = ("action", "input_tokens", "output_tokens")
+
+    def __init__(self, action: str, input_tokens: int = 0, output_tokens: int = 0) -> None:
+        self.action = action
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+
+
+class _Entry:
+    """One account in the cache: its command (if any) and its GCRA state."""
+
+    __slots__ = ("expires", "level", "ok", "req_interval", "req_tat", "tok_interval", "tok_tat",
+                 "version")
+
+    def __init__(self, level: int, version: int, expires: float, req_interval: float,
+                 tok_interval: float, ok: Decision) -> None:
+        self.level = level
+        self.version = version
+        self.expires = expires
+        self.req_interval = req_interval
+        self.tok_interval = tok_interval
+        self.ok = ok
+        self.req_tat = 0.0
+        self.tok_tat = 0.0
+
+
+def _interval(per_minute: int) -> float:
+    return math.inf if per_minute <= 0 else 60.0 / per_minute
+
+
+def _carry_usage(old: _Entry, new: _Entry, now: float) -> None:
+    """Move the requests and tokens spent in the current window from one tier's GCRA to another's.
+
+    A TAT ahead of ``now`` by ``d`` seconds means ``d / interval`` units spent; the new TAT puts
+    the same count at the new interval. An infinite interval (a tier of zero) spent nothing.
+    """
+    for tat_name, interval_name in (("req_tat", "req_interval"), ("tok_tat", "tok_interval")):
+        ahead = getattr(old, tat_name) - now
+        old_interval = getattr(old, interval_name)
+        new_interval = getattr(new, interval_name)
+        if ahead <= 0 or math.isinf(ahead) or math.isinf(old_interval):
+            continue
+        spent = ahead / old_interval
+        setattr(new, tat_name, now + min(spent * new_interval, 2 * RATE_WINDOW_S))
+
+
+def _epoch(at: datetime | None) -> float:
+    return math.inf if at is None else at.timestamp()
+
+
+class Gate:
+    """The per-region inline gate: enforcement cache + rate limits + decisions + counters."""
+
+    def __init__(self, policy: Policy, *, max_uncommanded: int = DEFAULT_MAX_UNCOMMANDED) -> None:
+        self.policy = policy
+        self.max_staleness_s = policy.gate.max_staleness_s
+        self._closed = tuple(c.name for c in policy.categories if c.on_unavailable == "closed")
+        self._thresholds = tuple((c.name, c.threshold, c.on_unavailable == "closed")
+                                 for c in policy.categories)
+        self._decisions: dict[tuple[str, str, int, int, bool], Decision] = {}
+        tier0 = policy.rate_tiers[0]
+        flags0 = flags_of(policy.ladder[0].interventions)
+        self._default_req_interval = _interval(tier0.requests_per_minute)
+        self._default_tok_interval = _interval(tier0.tokens_per_minute)
+        self._default_ok = self._ok_decision(0, flags0)
+        self._commanded: dict[str, _Entry] = {}
+        self._uncommanded: dict[str, _Entry] = {}
+        self._max_uncommanded = max_uncommanded
+        self.last_contact = -math.inf  # Unix seconds of the last message/heartbeat from the stream
+        self.counts: dict[tuple[str, str], int] = {}
+        self.fallbacks: dict[tuple[str, str], int] = {}
+        self.commands_applied = 0
+        self.commands_ignored = 0
+
+    # --- the cache ------------------------------------------------------------------------------
+
+    def _intern(self, action: str, reason: str, level: int, flags: int,
+                needs_classify: bool = False, status: int = 200) -> Decision:
+        key = (action, reason, level, flags, needs_classify)
+        found = self._decisions.get(key)
+        if found is None:
+            found = Decision(action, reason, level, flags, needs_classify=needs_classify,
+                             status=status)
+            self._decisions[key] = found
+        return found
+
+    def _ok_decision(self, level: int, flags: int) -> Decision:
+        if flags & BLOCK:
+            return self._intern(BLOCK_ACTION, f"level_{level}", level, flags, status=403)
+        if flags & SYNC_CLASSIFY:
+            return self._intern(INTERVENE_ACTION, f"level_{level}", level, flags, True)
+        if flags & INTERVENE:
+            return self._intern(INTERVENE_ACTION, f"level_{level}", level, flags)
+        if flags & ANNOTATE:
+            return self._intern(ANNOTATE_ACTION, f"level_{level}", level, flags)
+        return self._intern(ALLOW, "ok" if level == 0 else f"level_{level}", level, flags)
+
+    def apply(self, command: EnforcementCommand, now: float | None = None) -> bool:
+        """Install ``command`` if it is newer than what the cache holds; True when applied.
+
+        ``now`` (Unix seconds) carries the account's recent usage over to the new tier: the
+        requests and tokens it spent in the current window count against the new rates.
+        """
+        account = command.account_id
+        entry = self._commanded.get(account)
+        if entry is not None and command.version <= entry.version:
+            self.commands_ignored += 1
+            return False
+        ok = self._ok_decision(command.level, flags_of(command.interventions))
+        fresh = _Entry(command.level, command.version, _epoch(command.expires_at),
+                       _interval(command.requests_per_minute),
+                       _interval(command.tokens_per_minute), ok)
+        previous = entry or self._uncommanded.pop(account, None)
+        if previous is not None and now is not None:
+            _carry_usage(previous, fresh, now)
+        self._commanded[account] = fresh
+        self.commands_applied += 1
+        return True
+
+    def held_version(self, account_id: str) -> int | None:
+        entry = self._commanded.get(account_id)
+        return None if entry is None else entry.version
+
+    def level_of(self, account_id: str, now: float) -> int:
+        entry = self._commanded.get(account_id)
+        return 0 if entry is None or entry.expires <= now else entry.level
+
+    @property
+    def size(self) -> int:
+        return len(self._commanded)
+
+    def touch(self, now: float) -> None:
+        """The enforcement stream spoke (a message or a heartbeat)."""
+        self.last_contact = now
+
+    def staleness(self, now: float) -> float:
+        return now - self.last_contact
+
+    # --- the decision ---------------------------------------------------------------------------
+
+    def check(self, request: GateRequest, now: float) -> Decision:
+        account = request.account_id
+        entry = self._commanded.get(account)
+        if entry is None or entry.expires <= now:
+            if entry is not None:  # expired: back to the default tier, keep the usage
+                del self._commanded[account]
+                expired = entry
+                entry = self._new_uncommanded(account)
+                _carry_usage(expired, entry, now)
+            else:
+                entry = self._uncommanded.get(account)
+                if entry is None:
+                    entry = self._new_uncommanded(account)
+            ok = self._default_ok
+        else:
+            ok = entry.ok
+        if now - self.last_contact > self.max_staleness_s:
+            self._fallback("stale_cache", "open")
+        if ok.status != 200:
+            self._count(ok)
+            return ok
+        # GCRA on requests: the theoretical arrival time may run at most one window ahead.
+        tat = entry.req_tat if entry.req_tat > now else now
+        new_tat = tat + entry.req_interval
+        if new_tat - now > RATE_WINDOW_S:
+            return self._throttle(ok, "rate_requests", new_tat - now - RATE_WINDOW_S)
+        # Tokens are charged after the response (observe); refuse while the account is in debt.
+        if entry.tok_tat - now > RATE_WINDOW_S:
+            return self._throttle(ok, "rate_tokens", entry.tok_tat - now - RATE_WINDOW_S)
+        entry.req_tat = new_tat
+        if not ok.needs_classify:
+            self._count(ok)
+        return ok
+
+    def _new_uncommanded(self, account: str) -> _Entry:
+        if len(self._uncommanded) >= self._max_uncommanded:
+            # Forget the oldest rate history (dicts keep insertion order): bounded memory.
+            del self._uncommanded[next(iter(self._uncommanded))]
+        entry = _Entry(0, 0, math.inf, self._default_req_interval, self._default_tok_interval,
+                       self._default_ok)
+        self._uncommanded[account] = entry
+        return entry
+
+    def _throttle(self, ok: Decision, reason: str, retry_after_s: float) -> Decision:
+        retry = 60.0 if math.isinf(retry_after_s) else retry_after_s
+        decision = Decision(THROTTLE_ACTION, reason, ok.level, ok.flags, status=429,
+                            retry_after_s=retry)
+        self._count(decision)
+        return decision
+
+    def resolve(self, decision: Decision, scores: Scores | None, *,
+                failure: str = "classifier_timeout") -> Decision:
+        """The final decision once synchronous classification answered (or did not)."""
+        if not decision.needs_classify:
+            return decision
+        present = dict(scores) if scores is not None else {}
+        closed_missing: list[str] = []
+        for name, threshold, closed in self._thresholds:
+            score = present.get(name)
+            if score is None:
+                if closed:
+                    closed_missing.append(name)
+                continue
+            if score >= threshold:
+                final = self._intern(BLOCK_ACTION, f"classified_{name}", decision.level,
+                                     decision.flags, status=403)
+                self._count(final)
+                return final
+        if scores is None or closed_missing:
+            mode = "closed" if closed_missing else "open"
+            self._fallback(failure, mode)
+            if closed_missing:
+                final = self._intern(BLOCK_ACTION, "fail_closed", decision.level, decision.flags,
+                                     status=529)
+                self._count(final)
+                return final
+            final = self._intern(INTERVENE_ACTION, "fail_open", decision.level, decision.flags)
+            self._count(final)
+            return final
+        final = self._intern(INTERVENE_ACTION, "classified_clear", decision.level, decision.flags)
+        self._count(final)
+        return final
+
+    def stream_verdict(self, scores: Scores | None, *,
+                       failure: str = "classifier_timeout") -> str | None:
+        """Whether a stream must end: a category name (or ``fail_closed``), else None."""
+        threshold = self.policy.gate.stream_stop_threshold
+        if scores is None:
+            mode = "closed" if self._closed else "open"
+            self._fallback(failure, mode)
+            return "fail_closed" if self._closed else None
+        for name, score in scores:
+            if score >= threshold:
+                return name
+        return None
+
+    def count_terminated(self, level: int, reason: str) -> None:
+        key = (TERMINATE_ACTION, reason)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def observe(self, request: GateRequest, response: GateResponse, now: float) -> None:
+        """Charge the response's tokens to the account's token GCRA."""
+        entry = self._commanded.get(request.account_id) or self._uncommanded.get(
+            request.account_id)
+        if entry is None:
+            entry = self._new_uncommanded(request.account_id)
+        tokens = response.input_tokens + response.output_tokens
+        if tokens <= 0:
+            return
+        tat = entry.tok_tat if entry.tok_tat > now else now
+        entry.tok_tat = tat + tokens * entry.tok_interval
+
+    # --- counters -------------------------------------------------------------------------------
+
+    def _count(self, decision: Decision) -> None:
+        counts = self.counts
+        key = decision.key
+        counts[key] = counts.get(key, 0) + 1
+
+    def _fallback(self, cause: str, mode: str) -> None:
+        key = (cause, mode)
+        self.fallbacks[key] = self.fallbacks.get(key, 0) + 1

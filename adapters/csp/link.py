@@ -1,0 +1,73 @@
+"""The gate's NATS connection: established in the background, never awaited by a request.
+
+A proxy must start and serve while NATS is down, so the connection is made (and re-made, if the
+first attempt fails) by a task; until it exists the enforcement cache is stale and telemetry is
+counted as unsent. After that nats-py reconnects on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import nats
+from anyio.abc import TaskStatus
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+log = logging.getLogger(__name__)
+
+
+class BusLink:
+    def __init__(self, url: str, *, name: str = "safeguards-csp",
+                 connect_timeout_s: float = 2.0, retry_s: float = 0.5) -> None:
+        self.url = url
+        self.name = name
+        self.connect_timeout_s = connect_timeout_s
+        self.retry_s = retry_s
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self.connected = anyio.Event()
+        self.connect_failures = 0
+
+    @property
+    def is_connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats connection error: %s", type(exc).__name__)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("nats disconnected; reconnecting in the background")
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats reconnected")
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while self.nc is None:
+                try:
+                    with anyio.fail_after(self.connect_timeout_s + 1.0):
+                        nc = await nats.connect(
+                            self.url, name=self.name, connect_timeout=self.connect_timeout_s,
+                            allow_reconnect=True, max_reconnect_attempts=-1,
+                            reconnect_time_wait=self.retry_s, error_cb=self._on_error,
+                            disconnected_cb=self._on_disconnected,
+                            reconnected_cb=self._on_reconnected,
+                        )
+                except (OSError, TimeoutError, nats.errors.Error) as exc:
+                    self.connect_failures += 1
+                    log.warning("nats connect to the gate's bus failed (%s); retrying",
+                                type(exc).__name__)
+                    await anyio.sleep(self.retry_s)
+                    continue
+                self.nc = nc
+                self.js = nc.jetstream()
+                self.connected.set()
+            await anyio.sleep_forever()
+        finally:
+            nc_, self.nc, self.js = self.nc, None, None
+            if nc_ is not None:
+                with anyio.move_on_after(2.0, shield=True):
+                    await nc_.close()

@@ -1,0 +1,159 @@
+"""The inline gate on its own: cache versions, expiry, GCRA tiers, classification outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from safeguards.adapters.csp.gate import (
+    BLOCK_ACTION,
+    INTERVENE_ACTION,
+    THROTTLE_ACTION,
+    Gate,
+    GateRequest,
+    GateResponse,
+)
+from safeguards.core.enforcement import EnforcementCommand
+from safeguards.core.policy import Policy, default_policy
+
+T0 = 1_800_000_000.0
+
+
+def command(account: str, level: int, version: int, policy: Policy,
+            expires_at: datetime | None = None) -> EnforcementCommand:
+    tier = policy.rate_tiers[level]
+    return EnforcementCommand(
+        command_id=f"c{version}", account_id=account, region="eu", level=level,
+        requests_per_minute=tier.requests_per_minute, tokens_per_minute=tier.tokens_per_minute,
+        interventions=policy.ladder[level].interventions, expires_at=expires_at, version=version,
+        policy_version=policy.version, reason="test", issued_at=datetime.fromtimestamp(T0, UTC),
+    )
+
+
+@pytest.fixture
+def gate() -> Gate:
+    g = Gate(default_policy())
+    g.touch(T0)
+    return g
+
+
+def req(account: str = "acct-1") -> GateRequest:
+    return GateRequest(account, "r1")
+
+
+def test_unknown_account_gets_tier_zero_and_is_allowed(gate: Gate) -> None:
+    d = gate.check(req(), T0)
+    assert (d.action, d.reason, d.status, d.level) == ("allow", "ok", 200, 0)
+    assert gate.counts[("allow", "ok")] == 1
+    assert gate.size == 0
+
+
+def test_only_newer_versions_apply(gate: Gate) -> None:
+    policy = gate.policy
+    assert gate.apply(command("a", 4, 5, policy))
+    assert not gate.apply(command("a", 0, 5, policy))  # replay of the same version
+    assert not gate.apply(command("a", 0, 3, policy))  # an older one arriving late
+    assert gate.held_version("a") == 5
+    assert gate.check(req("a"), T0).action == BLOCK_ACTION
+    assert gate.apply(command("a", 0, 6, policy))
+    assert gate.check(req("a"), T0).action == "allow"
+    assert (gate.commands_applied, gate.commands_ignored) == (2, 2)
+
+
+def test_block_is_a_403_and_expiry_returns_to_tier_zero(gate: Gate) -> None:
+    expires = datetime.fromtimestamp(T0 + 60, UTC)
+    gate.apply(command("a", 4, 1, gate.policy, expires))
+    d = gate.check(req("a"), T0 + 59)
+    assert (d.action, d.status) == (BLOCK_ACTION, 403)
+    assert gate.check(req("a"), T0 + 61).action == "allow"
+    assert gate.size == 0
+
+
+def test_level_three_throttles_with_gcra_and_retry_after(gate: Gate) -> None:
+    gate.apply(command("a", 3, 1, gate.policy))  # 10 requests/minute, burst of one minute
+    decisions = [gate.check(req("a"), T0) for _ in range(11)]
+    assert all(d.action == INTERVENE_ACTION and d.needs_classify for d in decisions[:10])
+    last = decisions[10]
+    assert (last.action, last.reason, last.status) == (THROTTLE_ACTION, "rate_requests", 429)
+    assert last.retry_after_s == pytest.approx(6.0)
+    assert gate.check(req("a"), T0 + 6.01).action == INTERVENE_ACTION  # one emission interval on
+
+
+def test_tokens_are_charged_after_the_response(gate: Gate) -> None:
+    gate.apply(command("a", 3, 1, gate.policy))  # 20,000 tokens/minute
+    r = req("a")
+    assert gate.check(r, T0).status == 200
+    gate.observe(r, GateResponse("intervene", 15_000, 15_000), T0)  # 1.5 minutes' worth
+    d = gate.check(r, T0 + 1)
+    assert (d.action, d.reason) == (THROTTLE_ACTION, "rate_tokens")
+    assert d.retry_after_s == pytest.approx(29.0)
+    assert gate.check(r, T0 + 31).status == 200
+
+
+def test_rate_history_survives_a_level_change(gate: Gate) -> None:
+    for _ in range(10):
+        gate.check(req("a"), T0)
+    gate.apply(command("a", 3, 1, gate.policy), T0)  # 10 spent at tier 0 count at tier 3
+    assert gate.check(req("a"), T0).action == THROTTLE_ACTION
+    gate.apply(command("a", 0, 2, gate.policy), T0)
+    assert gate.check(req("a"), T0).action == "allow"
+
+
+def test_classification_blocks_above_a_category_threshold(gate: Gate) -> None:
+    gate.apply(command("a", 2, 1, gate.policy))
+    pending = gate.check(req("a"), T0)
+    assert pending.needs_classify and pending.safety_prompt and pending.classify_stream
+    clear = gate.resolve(pending, (("weapons", 0.1), ("cyber", 0.2)))
+    assert (clear.action, clear.reason, clear.status) == (INTERVENE_ACTION, "classified_clear", 200)
+    hit = gate.resolve(pending, (("weapons", 0.1), ("cyber", 0.95)))
+    assert (hit.action, hit.reason, hit.status) == (BLOCK_ACTION, "classified_cyber", 403)
+
+
+def test_classifier_miss_fails_closed_per_the_policy(gate: Gate) -> None:
+    gate.apply(command("a", 2, 1, gate.policy))
+    pending = gate.check(req("a"), T0)
+    d = gate.resolve(pending, None, failure="classifier_timeout")
+    assert (d.action, d.reason, d.status) == (BLOCK_ACTION, "fail_closed", 529)
+    assert gate.fallbacks[("classifier_timeout", "closed")] == 1
+    # a reply that lacks the fail-closed category is as good as none for that category
+    d2 = gate.resolve(pending, (("cyber", 0.1),))
+    assert d2.reason == "fail_closed"
+
+
+def test_classifier_miss_fails_open_when_every_category_is_open() -> None:
+    base = default_policy()
+    cats = tuple(replace(c, on_unavailable="open") for c in base.categories)
+    gate = Gate(replace(base, categories=cats))
+    gate.touch(T0)
+    gate.apply(command("a", 2, 1, gate.policy))
+    d = gate.resolve(gate.check(req("a"), T0), None, failure="classifier_unavailable")
+    assert (d.action, d.reason, d.status) == (INTERVENE_ACTION, "fail_open", 200)
+    assert gate.fallbacks[("classifier_unavailable", "open")] == 1
+    assert gate.stream_verdict(None) is None
+
+
+def test_stale_cache_serves_last_known_state_and_counts(gate: Gate) -> None:
+    gate.apply(command("a", 4, 1, gate.policy))
+    late = T0 + gate.policy.gate.max_staleness_s + 1
+    assert gate.check(req("a"), late).action == BLOCK_ACTION
+    assert gate.check(req("b"), late).action == "allow"
+    assert gate.fallbacks[("stale_cache", "open")] == 2
+    gate.touch(late)
+    gate.check(req("b"), late)
+    assert gate.fallbacks[("stale_cache", "open")] == 2
+
+
+def test_stream_verdict_uses_the_stop_threshold(gate: Gate) -> None:
+    assert gate.stream_verdict((("violence", 0.79),)) is None
+    assert gate.stream_verdict((("violence", 0.8),)) == "violence"
+    assert gate.stream_verdict(None) == "fail_closed"  # weapons is fail-closed by default
+
+
+def test_uncommanded_rate_state_is_bounded() -> None:
+    gate = Gate(default_policy(), max_uncommanded=100)
+    gate.touch(T0)
+    for i in range(1000):
+        gate.check(req(f"acct-{i}"), T0)
+    assert len(gate._uncommanded) == 100
