@@ -38,7 +38,8 @@ def synthetic_history(n: int, account: str = "bench-acct", region: str = "eu") -
                             "default", "1", 2)
     change = EnforcementChanged(2, 1, t0 + timedelta(days=1), "points", "escalate.points", 2.0, 3)
     note = OperatorActionTaken("oncall", "note", None, None, "looked at it")
-    cycle: list[EventBody] = [request, score] * 20 + [strike, change, note]
+    pair: list[EventBody] = [request, score]
+    cycle: list[EventBody] = [*pair * 20, strike, change, note]
     events = []
     for i in range(n):
         events.append(Event(f"e{i}", account, region, i + 1, t0 + timedelta(seconds=i), f"s{i}",
