@@ -1,0 +1,219 @@
+"""The in-memory event store: the PostgreSQL store's semantics without a server.
+
+Used by simulations and tests, and held to the same contract suite as the real store. Every
+operation runs without an await in between its checks and its writes, so on one event loop each
+append is atomic, exactly as the PostgreSQL transaction is. Snapshots go through the codec, so a
+change of ``FOLD_VERSION`` discards them here as it does there.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from safeguards.adapters.store.common import (
+    DEFAULT_SNAPSHOT_EVERY,
+    check_batch,
+    check_limit,
+    check_range,
+    check_request,
+    check_state_at,
+    crosses_snapshot,
+)
+from safeguards.core import codec
+from safeguards.core import state as fold_module
+from safeguards.core.errors import ConcurrencyConflict, InvalidInput
+from safeguards.core.events import Event
+from safeguards.core.ids import validate_account_id, validate_region
+from safeguards.core.ports import AppendRequest, AppendResult, FeedEntry, PendingOutbox
+from safeguards.core.state import AccountState, fold, initial_state
+
+
+@dataclass
+class _Outbox:
+    pending: PendingOutbox
+    published: bool = False
+
+
+@dataclass
+class _Stream:
+    events: list[Event] = field(default_factory=list)
+    # version -> (fold version, encoded state); encoded so FOLD_VERSION changes are honoured
+    snapshots: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+
+
+class InMemoryEventStore:
+    """One region's event store in process memory."""
+
+    def __init__(self, region: str, *, snapshot_every: int = DEFAULT_SNAPSHOT_EVERY) -> None:
+        if snapshot_every < 1:
+            raise ValueError("snapshot_every must be >= 1")
+        self._region = validate_region(region)
+        self.snapshot_every = snapshot_every
+        self._streams: dict[str, _Stream] = {}
+        self._feed: list[Event] = []  # index i holds position i + 1
+        self._inbox: set[str] = set()
+        self._event_ids: set[str] = set()
+        self._outbox: dict[int, _Outbox] = {}
+        self._next_outbox_id = 1
+
+    @property
+    def region(self) -> str:
+        return self._region
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def _version(self, account_id: str) -> int:
+        stream = self._streams.get(account_id)
+        return len(stream.events) if stream else 0
+
+    def _apply(self, request: AppendRequest) -> AppendResult | ConcurrencyConflict:
+        current = self._version(request.account_id)
+        if request.inbox_key is not None and request.inbox_key in self._inbox:
+            return AppendResult(request.account_id, current, duplicate=True)
+        if request.expected_version != current:
+            return ConcurrencyConflict(request.account_id, request.expected_version, current)
+        event_ids = {e.event_id for e in request.events}
+        if len(event_ids) != len(request.events) or any(
+            e.event_id in self._event_ids for e in request.events
+        ):
+            return ConcurrencyConflict(request.account_id, request.expected_version, current)
+        if request.inbox_key is not None:
+            self._inbox.add(request.inbox_key)
+        if request.events:
+            stream = self._streams.setdefault(request.account_id, _Stream())
+            stream.events.extend(request.events)
+            self._feed.extend(request.events)
+            self._event_ids.update(event_ids)
+        for message in request.outbox:
+            self._outbox[self._next_outbox_id] = _Outbox(
+                PendingOutbox(self._next_outbox_id, message, 0))
+            self._next_outbox_id += 1
+        new_version = current + len(request.events)
+        if crosses_snapshot(current, new_version, self.snapshot_every):
+            self._snapshot(request.account_id, new_version)
+        return AppendResult(request.account_id, new_version)
+
+    def _snapshot(self, account_id: str, version: int) -> None:
+        state = self._state(account_id, version)
+        self.save_snapshot(state)
+
+    def save_snapshot(self, state: AccountState) -> None:
+        """Store ``state`` as the snapshot at its version (a cache; never the truth)."""
+        stream = self._streams.setdefault(state.account_id, _Stream())
+        stream.snapshots[state.version] = (fold_module.FOLD_VERSION, codec.encode_state(state))
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        check_request(self._region, request)
+        result = self._apply(request)
+        if isinstance(result, ConcurrencyConflict):
+            raise result
+        return result
+
+    async def append_batch(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[AppendResult | ConcurrencyConflict]:
+        check_batch(self._region, requests)
+        return [self._apply(r) for r in requests]
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def _state(self, account_id: str, version: int) -> AccountState:
+        """The state at ``version`` (at most the current one): best snapshot plus the tail."""
+        stream = self._streams.get(account_id)
+        state = initial_state(account_id, self._region)
+        if stream is None:
+            return state
+        version = min(version, len(stream.events))
+        for snap_version in sorted(stream.snapshots, reverse=True):
+            if snap_version > version:
+                continue
+            fold_version, data = stream.snapshots[snap_version]
+            if fold_version != fold_module.FOLD_VERSION:
+                continue
+            decoded = codec.decode_state(data)
+            if decoded is not None:
+                state = decoded
+                break
+        return fold(state, stream.events[state.version:version])
+
+    async def load(self, account_id: str) -> AccountState:
+        validate_account_id(account_id)
+        return self._state(account_id, self._version(account_id))
+
+    async def history(
+        self,
+        account_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Event]:
+        validate_account_id(account_id)
+        check_range(from_version, to_version, since, until)
+        stream = self._streams.get(account_id)
+        if stream is None:
+            return []
+        end = len(stream.events) if to_version is None else to_version
+        return [e for e in stream.events[from_version - 1:end]
+                if (since is None or e.occurred_at >= since)
+                and (until is None or e.occurred_at <= until)]
+
+    async def state_at(
+        self, account_id: str, *, version: int | None = None, at: datetime | None = None
+    ) -> AccountState:
+        validate_account_id(account_id)
+        check_state_at(version, at)
+        if at is not None:
+            stream = self._streams.get(account_id)
+            events = stream.events if stream else []
+            version = max((e.version for e in events if e.occurred_at <= at), default=0)
+        assert version is not None
+        return self._state(account_id, version)
+
+    async def read_feed(self, after_position: int, limit: int) -> list[FeedEntry]:
+        check_limit(limit)
+        if after_position < 0:
+            raise InvalidInput("after_position must be >= 0")
+        chunk = self._feed[after_position:after_position + limit]
+        return [FeedEntry(after_position + 1 + i, e) for i, e in enumerate(chunk)]
+
+    async def pending_outbox(self, limit: int) -> list[PendingOutbox]:
+        """Unpublished messages, oldest first; each call counts one attempt for each message."""
+        check_limit(limit)
+        out = []
+        for outbox_id in sorted(self._outbox):
+            row = self._outbox[outbox_id]
+            if row.published:
+                continue
+            row.pending = PendingOutbox(outbox_id, row.pending.message, row.pending.attempts + 1)
+            out.append(row.pending)
+            if len(out) == limit:
+                break
+        return out
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+        for outbox_id in outbox_ids:
+            row = self._outbox.get(outbox_id)
+            if row is not None:
+                row.published = True
+
+    async def inbox_contains(self, inbox_key: str) -> bool:
+        return inbox_key in self._inbox
+
+    async def account_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        check_limit(limit)
+        names = sorted(a for a, s in self._streams.items() if s.events)
+        start = 0 if after is None else bisect.bisect_right(names, after)
+        return names[start:start + limit]
+
+    async def snapshot_versions(self, account_id: str) -> list[int]:
+        """Versions of the account's snapshots that the current fold can use, ascending."""
+        stream = self._streams.get(account_id)
+        if stream is None:
+            return []
+        return sorted(v for v, (f, _) in stream.snapshots.items()
+                      if f == fold_module.FOLD_VERSION)

@@ -1,0 +1,1 @@
+"""Revision scripts (alembic skips this file)."""

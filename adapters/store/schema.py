@@ -1,0 +1,79 @@
+"""The regional event store's tables, as SQLAlchemy Core metadata.
+
+The migrations under ``migrations/versions`` create exactly these tables; the store builds its
+queries from them. Account ids are compared with the "C" collation so that ordering is the same
+byte order on every server (and in the in-memory store), whatever the database's locale.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+metadata = sa.MetaData()
+
+C_TEXT = sa.Text(collation="C")
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("account_id", C_TEXT, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),  # the region's feed, in commit order
+    sa.Column("region", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("schema_version", sa.Integer, nullable=False),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("causation_id", sa.Text, nullable=False),
+    sa.Column("correlation_id", sa.Text, nullable=False),
+    sa.Column("policy_version", sa.Text, nullable=True),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # msgpack of the typed body (codec)
+    sa.PrimaryKeyConstraint("account_id", "version", name="events_account_version_key"),
+    sa.UniqueConstraint("event_id", name="events_event_id_key"),
+    sa.UniqueConstraint("region", "position", name="events_feed_key"),
+)
+sa.Index("events_account_time_idx", events.c.account_id, events.c.occurred_at)
+
+# The feed's counter: one row per region, locked by every append for the rest of its transaction.
+feed_counter = sa.Table(
+    "feed_counter",
+    metadata,
+    sa.Column("region", sa.Text, primary_key=True),
+    sa.Column("last_position", sa.BigInteger, nullable=False),
+)
+
+snapshots = sa.Table(
+    "snapshots",
+    metadata,
+    sa.Column("account_id", C_TEXT, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("fold_version", sa.Integer, nullable=False),
+    sa.Column("state", sa.LargeBinary, nullable=False),  # codec.encode_state
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.PrimaryKeyConstraint("account_id", "version", "fold_version", name="snapshots_pkey"),
+)
+
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("inbox_key", sa.Text, primary_key=True),
+    sa.Column("account_id", C_TEXT, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("message_id", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("payload", pg.BYTEA, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+)
+sa.Index("outbox_pending_idx", outbox.c.id, postgresql_where=outbox.c.published_at.is_(None))
