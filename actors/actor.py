@@ -1,0 +1,49 @@
+"""One account's actor: its folded state and its bounded mailbox.
+
+An actor is activated by the first signal for its account (its state is loaded from the store:
+snapshot plus tail) and passivated when idle (its state is dropped; the store keeps everything).
+The partition dispatcher gives each actor at most one turn at a time, so an account's signals
+are decided one after another on the state the previous one committed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+
+from safeguards.core.events import Signal
+from safeguards.core.state import AccountState
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A decoded signal and the bus message to ack once its effect is committed."""
+
+    signal: Signal
+    msg: Msg
+    deliveries: int
+    conflicts: int = 0
+
+
+class MailboxFull(Exception):
+    """The account already holds ``capacity`` signals awaiting their turn."""
+
+
+@dataclass(slots=True)
+class AccountActor:
+    account_id: str
+    capacity: int
+    state: AccountState | None = None  # None: not loaded, or stale after a failed commit
+    last_active: float = 0.0
+    mailbox: deque[Envelope] = field(default_factory=deque)
+
+    def offer(self, envelope: Envelope) -> None:
+        if len(self.mailbox) >= self.capacity:
+            raise MailboxFull(self.account_id)
+        self.mailbox.append(envelope)
+
+    @property
+    def idle(self) -> bool:
+        return not self.mailbox

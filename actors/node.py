@@ -1,0 +1,170 @@
+"""A node of one region: the partitions it owns, their actors, and the outbox relay.
+
+``Node.run`` connects to the region's NATS, provisions its streams, then lets the ownership
+loop start and stop partition workers as leases come and go. ``request_stop`` (SIGTERM) drains:
+no new fetches, batches in hand finish and are acked, leases are released so that other nodes
+take over at once, pending commands are relayed, then the connection is drained.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import anyio
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from safeguards.actors.clock import Clock, SystemClock
+from safeguards.actors.metrics import NodeMetrics
+from safeguards.actors.ownership import PartitionOwnership
+from safeguards.actors.partition import PartitionWorker
+from safeguards.actors.relay import OutboxRelay
+from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.bus.consumers import PartitionConsumer
+from safeguards.adapters.bus.dlq import DeadLetters
+from safeguards.adapters.bus.leases import LeaseBucket
+from safeguards.adapters.bus.streams import provision_region
+from safeguards.core.ids import validate_region
+from safeguards.core.policy import Policy, default_policy
+from safeguards.core.ports import EventStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Running:
+    worker: PartitionWorker
+    scope: anyio.CancelScope
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+class Node:
+    def __init__(self, *, region: str, partitions: int, nats_url: str, store: EventStore,
+                 node_id: str | None = None, clock: Clock | None = None,
+                 policy: Policy | None = None, settings: NodeSettings | None = None,
+                 static_partitions: Iterable[int] | None = None) -> None:
+        """``static_partitions`` pins the node to those partitions without leases (benchmarks,
+        and the fault test of two nodes that both believe they own a partition)."""
+        self.region = validate_region(region)
+        self.partitions = partitions
+        self.nats_url = nats_url
+        self.store = store
+        self.node_id = node_id or f"{region}-{uuid.uuid4().hex[:8]}"
+        self.clock: Clock = clock or SystemClock()
+        self.policy = policy or default_policy()
+        self.settings = settings or NodeSettings()
+        self.static_partitions = None if static_partitions is None else sorted(static_partitions)
+        self.metrics = NodeMetrics()
+        self.ownership: PartitionOwnership | None = None
+        self.relay: OutboxRelay | None = None
+        self.running: dict[int, _Running] = {}
+        self._stop = anyio.Event()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._js: JetStreamContext | None = None
+        self._dead_letters: DeadLetters | None = None
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(self.running)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        nc = await connect(self.nats_url, name=f"safeguards-node-{self.node_id}")
+        try:
+            await self._run(nc, task_status)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
+                if not nc.is_closed:
+                    await nc.drain()
+
+    async def _run(self, nc: Client, task_status: anyio.abc.TaskStatus[None]) -> None:
+        s = self.settings
+        js = nc.jetstream(timeout=5.0)
+        self._js = js
+        await provision_region(js, self.region, s.streams)
+        self._dead_letters = DeadLetters(js, self.region)
+        self.relay = OutboxRelay(store=self.store, js=js, region=self.region,
+                                 metrics=self.metrics, poll_s=s.relay_poll_s,
+                                 batch=s.relay_batch, store_timeout_s=s.store_timeout_s)
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await tg.start(self.relay.run)
+            if self.static_partitions is not None:
+                for p in self.static_partitions:
+                    await self._start_partition(p)
+            else:
+                leases = await LeaseBucket.open(js, self.region, s.lease_ttl_s)
+                self.ownership = PartitionOwnership(
+                    leases=leases, node_id=self.node_id, partitions=self.partitions,
+                    ttl_s=s.lease_ttl_s, renew_s=s.lease_renew_s,
+                    start=self._start_partition, stop=self._stop_partition,
+                    abort=self._abort_partition, monotonic=self.clock.monotonic,
+                )
+                ownership_scope = anyio.CancelScope()
+
+                async def own() -> None:
+                    with ownership_scope:
+                        assert self.ownership is not None
+                        await self.ownership.run()
+
+                tg.start_soon(own)
+            task_status.started()
+            await self._stop.wait()
+            log.info("node %s draining", self.node_id)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(s.drain_timeout_s):
+                if self.ownership is not None:
+                    ownership_scope.cancel()
+                    await self.ownership.shutdown()
+                for p in list(self.running):
+                    await self._stop_partition(p)
+                await self.relay.flush()
+            tg.cancel_scope.cancel()
+
+    async def _start_partition(self, partition: int) -> None:
+        assert self._tg is not None and self._js is not None and self._dead_letters is not None
+        if partition in self.running:
+            return
+        consumer = PartitionConsumer(self._js, self.region, partition, self.settings.consumers)
+        relay = self.relay
+        worker = PartitionWorker(
+            region=self.region, partitions=self.partitions, partition=partition,
+            store=self.store, consumer=consumer, dead_letters=self._dead_letters,
+            policy=self.policy, clock=self.clock, settings=self.settings, metrics=self.metrics,
+            on_commands=relay.wake if relay is not None else (lambda: None),
+        )
+        running = _Running(worker, anyio.CancelScope())
+        self.running[partition] = running
+
+        async def run_worker() -> None:
+            try:
+                with running.scope:
+                    await worker.run()
+            finally:
+                running.done.set()
+                if self.running.get(partition) is running:
+                    del self.running[partition]
+
+        self._tg.start_soon(run_worker)
+        log.info("node %s runs partition %d", self.node_id, partition)
+
+    async def _stop_partition(self, partition: int) -> None:
+        running = self.running.get(partition)
+        if running is None:
+            return
+        running.worker.request_stop()
+        with anyio.move_on_after(self.settings.drain_timeout_s):
+            await running.done.wait()
+        running.scope.cancel()
+        await running.done.wait()
+
+    def _abort_partition(self, partition: int) -> None:
+        running = self.running.get(partition)
+        if running is not None:
+            running.scope.cancel()

@@ -1,0 +1,126 @@
+"""Which node runs which partitions: leases in a NATS KV bucket, spread by rendezvous hashing.
+
+Every node heartbeats ``node.<id>`` and holds ``part.<p>`` for the partitions it runs. Each tick
+it computes, from the live nodes, the partitions that rendezvous hashing gives it; it renews the
+leases it holds (a revision-checked update: a lease that expired and was taken cannot be renewed),
+releases the partitions another live node should have, and creates the leases of its own that are
+free. A dead node's keys expire with the bucket's TTL, so its partitions move within
+``ttl + renew`` seconds. Leases only spread the work: PostgreSQL's expected version still rejects
+a stale owner's append.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.leases import Lease, LeaseBucket
+
+log = logging.getLogger(__name__)
+
+
+def owner_of(partition: int, nodes: Sequence[str]) -> str:
+    """Rendezvous (highest random weight) hashing: stable when nodes come and go."""
+    def weight(node: str) -> bytes:
+        return hashlib.blake2b(f"{node}/{partition}".encode(), digest_size=8).digest()
+
+    return max(nodes, key=weight)
+
+
+class PartitionOwnership:
+    def __init__(self, *, leases: LeaseBucket, node_id: str, partitions: int,
+                 ttl_s: float, renew_s: float,
+                 start: Callable[[int], Awaitable[None]],
+                 stop: Callable[[int], Awaitable[None]],
+                 abort: Callable[[int], None],
+                 monotonic: Callable[[], float]) -> None:
+        self.leases = leases
+        self.node_id = node_id
+        self.partitions = partitions
+        self.ttl_s = ttl_s
+        self.renew_s = renew_s
+        self._start = start  # begin running a partition whose lease we now hold
+        self._stop = stop  # drain a partition gracefully before releasing its lease
+        self._abort = abort  # stop at once: the lease is lost, someone else may hold it
+        self._monotonic = monotonic
+        self.held: dict[int, Lease] = {}
+        self._node_lease: Lease | None = None
+        self._last_ok = monotonic()
+        self.live_nodes: list[str] = []
+
+    @property
+    def owned(self) -> frozenset[int]:
+        return frozenset(self.held)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        started = False
+        while True:
+            try:
+                await self.tick()
+                self._last_ok = self._monotonic()
+            except BusUnavailable as exc:
+                log.warning("ownership of node %s: %s", self.node_id, exc)
+                if self._monotonic() - self._last_ok > self.ttl_s:
+                    # We could not renew for a whole TTL: our leases may be someone else's now.
+                    self._lose_all()
+            if not started:
+                task_status.started()
+                started = True
+            await anyio.sleep(self.renew_s)
+
+    def _lose_all(self) -> None:
+        for p in list(self.held):
+            del self.held[p]
+            self._abort(p)
+        self._node_lease = None
+
+    async def tick(self) -> None:
+        await self._heartbeat()
+        nodes = await self.leases.holders("node.")
+        self.live_nodes = sorted(set(nodes.values()) | {self.node_id})
+        desired = {p for p in range(self.partitions)
+                   if owner_of(p, self.live_nodes) == self.node_id}
+        for p, lease in list(self.held.items()):
+            renewed = await self.leases.renew(lease)
+            if renewed is None:
+                log.warning("node %s lost the lease of partition %d", self.node_id, p)
+                del self.held[p]
+                self._abort(p)
+            else:
+                self.held[p] = renewed
+        for p in sorted(set(self.held) - desired):
+            lease = self.held.pop(p)
+            await self._stop(p)
+            await self.leases.release(lease)
+        for p in sorted(desired - set(self.held)):
+            got = await self.leases.acquire(f"part.{p}", self.node_id)
+            if got is not None:
+                self.held[p] = got
+                await self._start(p)
+
+    async def _heartbeat(self) -> None:
+        if self._node_lease is not None:
+            self._node_lease = await self.leases.renew(self._node_lease)
+        if self._node_lease is None:
+            key = f"node.{self.node_id}"
+            self._node_lease = await self.leases.acquire(key, self.node_id)
+            if self._node_lease is None:
+                raise BusUnavailable(f"node key {key} is held by another process")
+
+    async def shutdown(self) -> None:
+        """Drain every partition, then release its lease and the node's heartbeat."""
+        for p in sorted(self.held):
+            lease = self.held.pop(p)
+            await self._stop(p)
+            with contextlib.suppress(BusUnavailable):  # else it expires with the TTL
+                await self.leases.release(lease)
+        if self._node_lease is not None:
+            with contextlib.suppress(BusUnavailable):
+                await self.leases.release(self._node_lease)
+            self._node_lease = None

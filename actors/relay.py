@@ -1,0 +1,98 @@
+"""The outbox relay: publish committed enforcement commands, then mark them published.
+
+Rows are published in outbox order with ``Nats-Msg-Id`` = command id, and a batch stops at its
+first unconfirmed publish, so an account's commands reach the last-value stream in version order
+and a re-publish (after a crash between publish and mark, or by a second relay) is dropped by
+JetStream's duplicate window. Adapters apply a command only if its version is newer than theirs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.errors import APIError
+
+from safeguards.actors.metrics import NodeMetrics
+from safeguards.actors.partition import is_store_failure
+from safeguards.core.ports import EventStore
+from safeguards.core.subjects import stream_name
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S = 2.0
+
+
+class OutboxRelay:
+    def __init__(self, *, store: EventStore, js: JetStreamContext, region: str,
+                 metrics: NodeMetrics, poll_s: float = 0.5, batch: int = 256,
+                 store_timeout_s: float = 10.0) -> None:
+        self.store = store
+        self.js = js
+        self.region = region
+        self.metrics = metrics
+        self.poll_s = poll_s
+        self.batch = batch
+        self.store_timeout_s = store_timeout_s
+        self._stream = stream_name(region, "ENFORCE")
+        self._wake = anyio.Event()
+
+    def wake(self) -> None:
+        """Called after a commit that wrote outbox rows, so they go out without a poll's wait."""
+        self._wake.set()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        task_status.started()
+        while True:
+            with anyio.move_on_after(self.poll_s):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Publish everything pending now; returns how many rows were confirmed."""
+        total = 0
+        while True:
+            try:
+                with anyio.fail_after(self.store_timeout_s):
+                    rows = await self.store.pending_outbox(self.batch)
+            except Exception as exc:
+                if not is_store_failure(exc):
+                    raise
+                self.metrics.store_failures += 1
+                return total
+            if not rows:
+                return total
+            confirmed: list[int] = []
+            for row in rows:
+                try:
+                    with anyio.fail_after(PUBLISH_TIMEOUT_S):
+                        await self.js.publish(
+                            row.message.subject, row.message.payload,
+                            timeout=PUBLISH_TIMEOUT_S, stream=self._stream,
+                            headers={"Nats-Msg-Id": row.message.message_id},
+                        )
+                except (TimeoutError, nats.errors.Error, APIError) as exc:
+                    # Stop here: publishing this account's next version before this one would
+                    # let the last-value stream end on a stale command.
+                    log.warning("relay: publish not confirmed (%s); retrying later",
+                                type(exc).__name__)
+                    self.metrics.bus_failures += 1
+                    break
+                confirmed.append(row.outbox_id)
+            if confirmed:
+                try:
+                    with anyio.fail_after(self.store_timeout_s):
+                        await self.store.mark_published(confirmed)
+                except Exception as exc:
+                    if not is_store_failure(exc):
+                        raise
+                    self.metrics.store_failures += 1
+                    return total  # published but not marked: re-published later, deduplicated
+                self.metrics.commands_published += len(confirmed)
+                total += len(confirmed)
+            if len(confirmed) < len(rows) or len(rows) < self.batch:
+                return total

@@ -1,0 +1,29 @@
+"""Tunables of a node; the defaults suit one machine and the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from safeguards.adapters.bus.consumers import ConsumerSettings
+from safeguards.adapters.bus.streams import StreamSettings
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    fetch_batch: int = 256  # messages pulled per fetch of one partition
+    fetch_timeout_s: float = 0.5  # a fetch's wait when the partition is idle
+    mailbox_capacity: int = 64  # signals one account may hold awaiting its turn
+    max_conflict_retries: int = 8  # decide-again rounds for one signal within a batch
+    reject_after_deliveries: int = 5  # a signal whose decision keeps failing goes to the DLQ
+    passivate_after_s: float = 120.0  # an actor idle this long drops its state from memory
+    load_concurrency: int = 16  # concurrent state loads when a batch wakes many accounts
+    store_timeout_s: float = 10.0  # deadline of one store call
+    store_retry_s: float = 0.5  # first wait before retrying a failed store call (doubles)
+    store_retry_max_s: float = 5.0
+    lease_ttl_s: float = 6.0  # a dead node's partitions are free this long after its last renew
+    lease_renew_s: float = 1.5
+    relay_poll_s: float = 0.5  # outbox rows of other nodes (or of a crashed one) wait this long
+    relay_batch: int = 256
+    drain_timeout_s: float = 15.0
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    consumers: ConsumerSettings = field(default_factory=ConsumerSettings)

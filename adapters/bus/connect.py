@@ -1,0 +1,36 @@
+"""Connecting to a region's NATS with bounded waits and unbounded reconnects."""
+
+from __future__ import annotations
+
+import anyio
+import nats
+from nats.aio.client import Client
+
+from safeguards.adapters.bus.errors import BusUnavailable
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+async def connect(url: str, *, name: str, timeout_s: float = 15.0) -> Client:
+    """A connection that keeps reconnecting after it was once established.
+
+    The first connect is bounded by ``timeout_s``; after that nats-py reconnects forever and
+    buffers publishes meanwhile (acks included), which is what the actors want through a server
+    restart: every other await on the connection carries its own deadline.
+    """
+    try:
+        with anyio.fail_after(timeout_s):
+            nc: Client = await nats.connect(
+                url,
+                name=name,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                allow_reconnect=True,
+                ping_interval=5,
+                max_outstanding_pings=3,
+                pending_size=32 * 1024 * 1024,
+            )
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        raise BusUnavailable(f"cannot connect to NATS: {type(exc).__name__}") from None
+    return nc

@@ -1,0 +1,76 @@
+"""The dead-letter stream: poison messages with their reason, kept for operators to inspect.
+
+The original bytes travel unchanged (they may be undecodable); the reason, the error class and
+where the message came from travel in headers. Reasons never carry message content: they are a
+fixed vocabulary plus the typed error's own content-free message.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import anyio
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import APIError
+
+from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.core.subjects import dead_letter_subject, stream_name
+
+PUBLISH_TIMEOUT_S = 5.0
+
+H_REASON = "Sg-Dlq-Reason"
+H_ERROR = "Sg-Dlq-Error"
+H_DETAIL = "Sg-Dlq-Detail"
+H_SUBJECT = "Sg-Dlq-Subject"
+H_STREAM = "Sg-Dlq-Stream"
+H_SEQUENCE = "Sg-Dlq-Sequence"
+H_DELIVERIES = "Sg-Dlq-Deliveries"
+
+
+class DeadLetterReason(enum.StrEnum):
+    UNDECODABLE = "undecodable"  # not a signal we can read (bad msgpack, unknown type, ...)
+    REGION_MISMATCH = "region_mismatch"  # a signal of another region on this region's bus
+    SUBJECT_MISMATCH = "subject_mismatch"  # the subject does not belong to the signal's account
+    REJECTED = "rejected"  # decoded, but deciding on it failed on every bounded retry
+    MAILBOX_OVERFLOW = "mailbox_overflow"  # the account's mailbox stayed full on every retry
+
+
+def _header_safe(text: str, limit: int = 200) -> str:
+    cleaned = "".join(ch if 0x20 <= ord(ch) < 0x7F else "?" for ch in text)
+    return cleaned[:limit]
+
+
+class DeadLetters:
+    """Publishes poison messages of one region to ``sg.<region>.dlq.<source>``."""
+
+    def __init__(self, js: JetStreamContext, region: str) -> None:
+        self._js = js
+        self.region = region
+        self._stream = stream_name(region, "DLQ")
+
+    async def send(self, msg: Msg, source: str, reason: DeadLetterReason,
+                   error: BaseException | None = None) -> None:
+        """Dead-letter ``msg``; raises :class:`BusUnavailable` if JetStream did not confirm it,
+        in which case the caller must not ack the original."""
+        meta = msg.metadata
+        headers = {
+            H_REASON: reason.value,
+            H_SUBJECT: _header_safe(msg.subject),
+            H_STREAM: meta.stream,
+            H_SEQUENCE: str(meta.sequence.stream),
+            H_DELIVERIES: str(meta.num_delivered),
+            # Dead-lettering twice (a crash between this publish and the ack) stays one entry.
+            "Nats-Msg-Id": f"dlq:{meta.stream}:{meta.sequence.stream}",
+        }
+        if error is not None:
+            headers[H_ERROR] = type(error).__name__
+            headers[H_DETAIL] = _header_safe(str(error))
+        try:
+            with anyio.fail_after(PUBLISH_TIMEOUT_S):
+                await self._js.publish(dead_letter_subject(self.region, source), msg.data,
+                                       timeout=PUBLISH_TIMEOUT_S, stream=self._stream,
+                                       headers=headers)
+        except (TimeoutError, nats.errors.Error, APIError) as exc:
+            raise BusUnavailable(f"dead-letter publish failed: {type(exc).__name__}") from None

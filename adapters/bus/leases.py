@@ -1,0 +1,138 @@
+"""Leases in a NATS KV bucket: revision-checked create/update with a bucket TTL.
+
+A lease is a key whose value names its holder. ``acquire`` is a create (it succeeds only if the
+key is absent, expired or deleted), ``renew`` and ``release`` are checked against the revision
+the holder last wrote, so two holders can never both renew one key. A holder that stops renewing
+loses the key when the bucket's TTL (its max age) removes it. This is JetStream's own
+compare-and-set; nothing here votes or elects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
+from nats.js.kv import KeyValue
+
+from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.core.ids import validate_region
+
+OP_TIMEOUT_S = 3.0
+_TRANSPORT = (TimeoutError, nats.errors.Error)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    key: str
+    holder: str
+    revision: int
+
+
+def lease_bucket_name(region: str) -> str:
+    return f"sg_{validate_region(region)}_leases"
+
+
+class LeaseBucket:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, region: str, ttl_s: float) -> LeaseBucket:
+        name = lease_bucket_name(region)
+        try:
+            with anyio.fail_after(OP_TIMEOUT_S * 2):
+                try:
+                    kv = await js.key_value(name)
+                except BucketNotFoundError:
+                    try:
+                        kv = await js.create_key_value(bucket=name, history=1, ttl=ttl_s,
+                                                       description="partition and node leases")
+                    except APIError:
+                        kv = await js.key_value(name)  # another node created it first
+        except _TRANSPORT as exc:
+            raise BusUnavailable(f"opening lease bucket: {type(exc).__name__}") from None
+        return cls(kv)
+
+    async def acquire(self, key: str, holder: str) -> Lease | None:
+        """The lease if ``key`` was free, None if someone holds it."""
+        try:
+            with anyio.fail_after(OP_TIMEOUT_S):
+                rev = await self._kv.create(key, holder.encode())
+        except KeyWrongLastSequenceError:
+            return None
+        except APIError as exc:
+            if exc.err_code in (10071, 10164):
+                return None
+            raise BusUnavailable(f"acquire {key}: {exc.description}") from None
+        except _TRANSPORT as exc:
+            raise BusUnavailable(f"acquire {key}: {type(exc).__name__}") from None
+        return Lease(key, holder, rev)
+
+    async def renew(self, lease: Lease) -> Lease | None:
+        """The renewed lease, or None if it was lost (expired and maybe taken by another)."""
+        try:
+            with anyio.fail_after(OP_TIMEOUT_S):
+                rev = await self._kv.update(lease.key, lease.holder.encode(), last=lease.revision)
+        except KeyWrongLastSequenceError:
+            return None
+        except APIError as exc:
+            if exc.err_code in (10071, 10164):
+                return None
+            raise BusUnavailable(f"renew {lease.key}: {exc.description}") from None
+        except _TRANSPORT as exc:
+            raise BusUnavailable(f"renew {lease.key}: {type(exc).__name__}") from None
+        return Lease(lease.key, lease.holder, rev)
+
+    async def release(self, lease: Lease) -> None:
+        """Delete the key if we still hold it, so the next holder need not wait for the TTL."""
+        try:
+            with anyio.fail_after(OP_TIMEOUT_S):
+                await self._kv.delete(lease.key, last=lease.revision)
+        except (KeyWrongLastSequenceError, APIError):
+            return  # no longer ours: nothing to release
+        except _TRANSPORT as exc:
+            raise BusUnavailable(f"release {lease.key}: {type(exc).__name__}") from None
+
+    async def holder(self, key: str) -> str | None:
+        try:
+            with anyio.fail_after(OP_TIMEOUT_S):
+                entry = await self._kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
+        except _TRANSPORT as exc:
+            raise BusUnavailable(f"read {key}: {type(exc).__name__}") from None
+        return None if entry.value is None else entry.value.decode()
+
+    async def holders(self, prefix: str) -> dict[str, str]:
+        """Every live key under ``prefix`` (e.g. ``node.``) with its holder."""
+        try:
+            with anyio.fail_after(OP_TIMEOUT_S):
+                try:
+                    # No server-side filter: nats-py matches filters by substring, and 2.9
+                    # ignores them; the bucket holds tens of keys.
+                    keys = await self._kv.keys()
+                except NoKeysError:
+                    return {}
+                out: dict[str, str] = {}
+                for key in keys:
+                    if not key.startswith(prefix):
+                        continue
+                    try:
+                        entry = await self._kv.get(key)
+                    except (KeyNotFoundError, KeyDeletedError):
+                        continue
+                    if entry.value is not None:
+                        out[key] = entry.value.decode()
+                return out
+        except _TRANSPORT as exc:
+            raise BusUnavailable(f"list {prefix}: {type(exc).__name__}") from None

@@ -1,0 +1,152 @@
+"""One node end to end on a real NATS: signals in, events and enforcement commands out."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import anyio
+import msgpack
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from safeguards.actors.checker import check_end_to_end, score_signal
+from safeguards.actors.clock import ManualClock
+from safeguards.actors.node import Node
+from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.bus.dlq import H_DELIVERIES, H_ERROR, H_REASON
+from safeguards.adapters.store.memory import InMemoryEventStore
+from safeguards.core.codec import decode_command, encode_signal
+from safeguards.core.events import EnforcementChanged, Signal
+from safeguards.core.ids import partition_of, subject_token
+from safeguards.core.subjects import inputs_subject, stream_name
+
+P = 4
+T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+
+def region_name() -> str:
+    return "t" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.drain()
+
+
+async def publish(js: JetStreamContext, region: str, signals: list[Signal]) -> None:
+    for s in signals:
+        await js.publish(inputs_subject(region, P, s.account_id), encode_signal(s),
+                         headers={"Nats-Msg-Id": s.signal_id}, timeout=5)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    with anyio.fail_after(timeout_s):
+        while True:
+            if predicate():
+                return
+            await anyio.sleep(0.05)
+
+
+def fast_settings() -> NodeSettings:
+    return NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2)
+
+
+async def test_node_commits_each_signal_once_and_emits_enforcement(
+    nc: Client, nats_url: str
+) -> None:
+    region = region_name()
+    js = nc.jetstream()
+    store = InMemoryEventStore(region)
+    clock = ManualClock(T0)
+    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+                clock=clock, settings=fast_settings(), static_partitions=range(P))
+    received: list[str] = []
+
+    async def on_command(msg: Msg) -> None:
+        received.append(decode_command(msg.data).command_id)
+
+    await nc.subscribe(f"sg.{region}.enforce.>", cb=on_command)
+    signals = [
+        score_signal(region, f"acct-{i % 10}", f"sig-{i}", T0, (("jailbreak", 0.1),))
+        for i in range(40)
+    ]
+    # One severe weapons score: the policy jumps that account to L3 at once.
+    signals.append(score_signal(region, "acct-3", "sig-weapons", T0, (("weapons", 0.97),)))
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await publish(js, region, signals)
+        await wait_until(lambda: node.metrics.committed == len(signals))
+        await wait_until(lambda: len(received) == 1)
+        node.request_stop()
+    report = await check_end_to_end(store, js, region, signals, received)
+    assert report.ok, report.summary()
+    assert report.accounted == len(signals)
+    assert report.enforcement_changes == 1
+    history = await store.history("acct-3")
+    change = [e for e in history if isinstance(e.body, EnforcementChanged)]
+    assert change[0].body.level == 3  # type: ignore[union-attr]
+    assert change[0].occurred_at == T0  # decided at the node's (injected) clock
+
+
+async def test_poison_messages_are_dead_lettered_and_others_flow(nc: Client, nats_url: str) -> None:
+    region = region_name()
+    js = nc.jetstream()
+    store = InMemoryEventStore(region)
+    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+                clock=ManualClock(T0), settings=fast_settings(), static_partitions=range(P))
+    good = [score_signal(region, "acct-good", f"good-{i}", T0, (("cyber", 0.2),))
+            for i in range(5)]
+    p = partition_of("acct-x", P)
+    subject = f"sg.{region}.acct.{p}.{subject_token('acct-x')}"
+    foreign = score_signal("zz", "acct-x", "foreign-1", T0, (("cyber", 0.2),))
+    misrouted = score_signal(region, "acct-y", "misrouted-1", T0, (("cyber", 0.2),))
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await js.publish(subject, b"\xc1 not msgpack", timeout=5)
+        await js.publish(subject, msgpack.packb({"t": "Gossip", "sv": 1}), timeout=5)
+        await js.publish(subject, encode_signal(foreign), timeout=5)
+        await js.publish(subject, encode_signal(misrouted), timeout=5)  # acct-y on acct-x's subject
+        await publish(js, region, good)
+        await wait_until(lambda: node.metrics.dead_lettered == 4
+                         and node.metrics.committed == len(good))
+        node.request_stop()
+    dlq = await js.pull_subscribe(f"sg.{region}.dlq.>", durable=None,
+                                  stream=stream_name(region, "DLQ"))
+    msgs = await dlq.fetch(10, timeout=5)
+    reasons = sorted(m.headers[H_REASON] for m in msgs if m.headers)
+    assert reasons == ["region_mismatch", "subject_mismatch", "undecodable", "undecodable"]
+    errors = {m.headers[H_ERROR] for m in msgs if m.headers and H_ERROR in m.headers}
+    assert errors == {"MalformedEnvelope", "UnknownType"}
+    assert all(m.headers and m.headers[H_DELIVERIES] == "1" for m in msgs)  # no retries for these
+    info = await js.consumer_info(stream_name(region, "INPUTS"), f"actors-{region}-p{p}")
+    assert info.num_ack_pending == 0 and info.num_pending == 0  # nothing left hanging
+    assert (await check_end_to_end(store, js, region, good)).ok
+
+
+async def test_duplicate_and_reordered_deliveries_apply_once(nc: Client, nats_url: str) -> None:
+    region = region_name()
+    js = nc.jetstream()
+    store = InMemoryEventStore(region)
+    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+                clock=ManualClock(T0), settings=fast_settings(), static_partitions=range(P))
+    signals = [score_signal(region, f"acct-{i % 3}", f"s-{i}", T0, (("violence", 0.7),))
+               for i in range(30)]
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        # Every signal twice, under distinct Nats-Msg-Ids so JetStream keeps both copies, and the
+        # second round in reverse order.
+        for s in [*signals, *reversed(signals)]:
+            await js.publish(inputs_subject(region, P, s.account_id), encode_signal(s),
+                             headers={"Nats-Msg-Id": uuid.uuid4().hex}, timeout=5)
+        await wait_until(lambda: node.metrics.committed + node.metrics.duplicates == 60)
+        node.request_stop()
+    assert node.metrics.committed == 30 and node.metrics.duplicates == 30
+    report = await check_end_to_end(store, js, region, signals)
+    assert report.ok, report.summary()
