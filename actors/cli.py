@@ -1,0 +1,68 @@
+"""``safeguards node``: run one node of a region (several per region share its partitions)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from safeguards.regions.config import DEFAULT_PARTITIONS
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+def register(sub: Any) -> None:
+    node = sub.add_parser("node", help="run one account-actor node of a region")
+    node.add_argument("--region", required=True, help="the region this node serves (e.g. eu)")
+    node.add_argument("--nats", default=os.environ.get("SAFEGUARDS_NATS_URL") or DEFAULT_NATS_URL,
+                      help="the region's NATS (default: $SAFEGUARDS_NATS_URL or %(default)s)")
+    node.add_argument("--database-url", default=os.environ.get("SAFEGUARDS_DATABASE_URL"),
+                      help="the region's PostgreSQL (default: $SAFEGUARDS_DATABASE_URL)")
+    node.add_argument("--node-id", default=None, help="a stable name for this node")
+    node.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
+                      help="partitions of the region (fixed per region; default %(default)s)")
+    node.add_argument("--log-level", default="INFO")
+    node.set_defaults(handler=_node)
+
+
+def _node(args: argparse.Namespace) -> int:
+    import anyio
+
+    if not args.database_url:
+        print("safeguards node: --database-url (or SAFEGUARDS_DATABASE_URL) is required",
+              file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics = anyio.run(run_node, args.region, args.nats, args.database_url, args.node_id,
+                        args.partitions)
+    print(json.dumps(metrics), flush=True)
+    return 0
+
+
+async def run_node(region: str, nats_url: str, database_url: str, node_id: str | None,
+                   partitions: int) -> dict[str, int]:
+    """Migrate the region's store, run a node until SIGTERM/SIGINT, drain, return its counters."""
+    import anyio
+
+    from safeguards.actors.node import Node
+    from safeguards.adapters.store import PostgresEventStore, migrate
+
+    with anyio.fail_after(120):
+        await migrate(database_url)
+    async with PostgresEventStore(region, database_url) as store:
+        node = Node(region=region, partitions=partitions, nats_url=nats_url, store=store,
+                    node_id=node_id)
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+            print(json.dumps({"node": node.node_id, "region": region, "ready": True}),
+                  flush=True)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    node.request_stop()
+                    break
+        return node.metrics.snapshot()
