@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 import anyio
+import asyncpg
 import msgpack
 import nats
 import pytest
@@ -19,10 +21,11 @@ from safeguards.actors.clock import ManualClock
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.dlq import H_DELIVERIES, H_ERROR, H_REASON
-from safeguards.adapters.store.memory import InMemoryEventStore
+from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
 from safeguards.core.codec import decode_command, encode_signal
 from safeguards.core.events import EnforcementChanged, Signal
 from safeguards.core.ids import partition_of, subject_token
+from safeguards.core.ports import EventStore
 from safeguards.core.subjects import inputs_subject, stream_name
 
 P = 4
@@ -54,16 +57,55 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> 
             await anyio.sleep(0.05)
 
 
+class PostgresServer(Protocol):
+    admin_url: str
+
+    def database_url(self, name: str) -> str: ...
+
+
+async def create_database(server: PostgresServer) -> str:
+    name = f"sg_actors_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server.admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server.database_url(name)
+
+
+StoreFactory = Callable[[str], Awaitable[EventStore]]
+
+
+@pytest.fixture(params=["memory", "postgres"])
+async def make_store(request: pytest.FixtureRequest,
+                     postgres_server: PostgresServer) -> AsyncIterator[StoreFactory]:
+    """The in-memory store and the real PostgreSQL one: the node must not care which."""
+    opened: list[PostgresEventStore] = []
+
+    async def make(region: str) -> EventStore:
+        if request.param == "memory":
+            return InMemoryEventStore(region)
+        url = await create_database(postgres_server)
+        await migrate(url)
+        store = PostgresEventStore(region, url)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
 def fast_settings() -> NodeSettings:
     return NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2)
 
 
 async def test_node_commits_each_signal_once_and_emits_enforcement(
-    nc: Client, nats_url: str
+    nc: Client, nats_url: str, make_store: StoreFactory
 ) -> None:
     region = region_name()
     js = nc.jetstream()
-    store = InMemoryEventStore(region)
+    store = await make_store(region)
     clock = ManualClock(T0)
     node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
                 clock=clock, settings=fast_settings(), static_partitions=range(P))
@@ -130,10 +172,12 @@ async def test_poison_messages_are_dead_lettered_and_others_flow(nc: Client, nat
     assert (await check_end_to_end(store, js, region, good)).ok
 
 
-async def test_duplicate_and_reordered_deliveries_apply_once(nc: Client, nats_url: str) -> None:
+async def test_duplicate_and_reordered_deliveries_apply_once(
+    nc: Client, nats_url: str, make_store: StoreFactory
+) -> None:
     region = region_name()
     js = nc.jetstream()
-    store = InMemoryEventStore(region)
+    store = await make_store(region)
     node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
                 clock=ManualClock(T0), settings=fast_settings(), static_partitions=range(P))
     signals = [score_signal(region, f"acct-{i % 3}", f"s-{i}", T0, (("violence", 0.7),))

@@ -1,0 +1,106 @@
+"""Partition ownership across nodes: spread while alive, taken over when a node dies."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import anyio
+import nats
+import pytest
+from nats.aio.client import Client
+
+from safeguards.actors.checker import check_end_to_end, score_signal
+from safeguards.actors.node import Node
+from safeguards.actors.ownership import owner_of
+from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.bus.leases import LeaseBucket
+from safeguards.adapters.store import InMemoryEventStore
+from safeguards.core.codec import encode_signal
+from safeguards.core.subjects import inputs_subject
+
+P = 6
+T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.drain()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float) -> float:
+    start = time.monotonic()
+    with anyio.fail_after(timeout_s):
+        while True:
+            if predicate():
+                return time.monotonic() - start
+            await anyio.sleep(0.05)
+
+
+def test_rendezvous_spreads_and_moves_little() -> None:
+    nodes = ["a", "b", "c"]
+    owners = [owner_of(p, nodes) for p in range(64)]
+    assert all(owners.count(n) >= 10 for n in nodes)
+    # Removing a node moves only its own partitions.
+    after = [owner_of(p, ["a", "b"]) for p in range(64)]
+    assert all(before == now for before, now in zip(owners, after, strict=True) if before != "c")
+
+
+async def test_lease_is_revision_checked(nc: Client) -> None:
+    region = "t" + uuid.uuid4().hex[:8]
+    leases = await LeaseBucket.open(nc.jetstream(), region, ttl_s=30)
+    first = await leases.acquire("part.0", "n1")
+    assert first is not None
+    assert await leases.acquire("part.0", "n2") is None  # held: a create cannot take it
+    renewed = await leases.renew(first)
+    assert renewed is not None and renewed.revision > first.revision
+    assert await leases.renew(first) is None  # a stale revision can never renew
+    await leases.release(renewed)
+    assert await leases.acquire("part.0", "n2") is not None
+
+
+async def test_partitions_spread_and_move_when_a_node_dies(nc: Client, nats_url: str) -> None:
+    region = "t" + uuid.uuid4().hex[:8]
+    js = nc.jetstream()
+    store = InMemoryEventStore(region)
+    settings = NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2, lease_ttl_s=2.0,
+                            lease_renew_s=0.5)
+    a = Node(region=region, partitions=P, nats_url=nats_url, store=store, node_id="a",
+             settings=settings)
+    b = Node(region=region, partitions=P, nats_url=nats_url, store=store, node_id="b",
+             settings=settings)
+    signals = [score_signal(region, f"acct-{i}", f"s-{i}", T0, (("hate", 0.65),))
+               for i in range(60)]
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(a.run)
+        await wait_until(lambda: len(a.owned) == P, 10)
+        b_scope = anyio.CancelScope()
+
+        async def run_b(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with b_scope:
+                await b.run(task_status=task_status)
+
+        await tg.start(run_b)
+        # Rebalanced: each runs the partitions rendezvous hashing gives it, none twice.
+        await wait_until(lambda: set(a.owned) | set(b.owned) == set(range(P))
+                         and not set(a.owned) & set(b.owned) and bool(b.owned), 15)
+        for s in signals[:30]:
+            await js.publish(inputs_subject(region, P, s.account_id), encode_signal(s),
+                             headers={"Nats-Msg-Id": s.signal_id}, timeout=5)
+        # b dies without a word: no drain, no lease release.
+        b_scope.cancel()
+        for s in signals[30:]:
+            await js.publish(inputs_subject(region, P, s.account_id), encode_signal(s),
+                             headers={"Nats-Msg-Id": s.signal_id}, timeout=5)
+        took = await wait_until(lambda: len(a.owned) == P, 10)
+        assert took <= settings.lease_ttl_s + 3 * settings.lease_renew_s + 1.0
+        await wait_until(lambda: a.metrics.committed + b.metrics.committed
+                         + a.metrics.duplicates >= len(signals), 30)
+        a.request_stop()
+    report = await check_end_to_end(store, js, region, signals)
+    assert report.ok, report.summary()
