@@ -16,13 +16,15 @@ from safeguards.core.events import (
     Event,
     EventBody,
     OperatorActionTaken,
+    RequestObserved,
     ScoreRecorded,
+    Scores,
     ShadowDecision,
     Signal,
     StrikeRecorded,
 )
 from safeguards.core.ids import derive_id
-from safeguards.core.policy import Policy
+from safeguards.core.policy import THROTTLE_CATEGORY, Policy
 from safeguards.core.state import AccountState, evolve
 
 
@@ -77,7 +79,12 @@ def decide(state: AccountState, signal: Signal, policy: Policy, now: datetime) -
         return d.events
     recorded = d.emit(obs, decided=False)
     if isinstance(obs, ScoreRecorded) and not obs.shadow:
-        _strikes(d, obs, recorded.version)
+        _strikes(d, obs.scores, obs.request_id, obs.model_name, obs.model_version,
+                 recorded.version)
+    elif isinstance(obs, RequestObserved) and obs.action == "throttle":
+        if policy.category(THROTTLE_CATEGORY) is not None:
+            _strikes(d, ((THROTTLE_CATEGORY, 1.0),), obs.request_id, "inline-gate", "gcra",
+                     recorded.version)
     elif isinstance(obs, OperatorActionTaken):
         _operator(d, obs, recorded.version)
     elif isinstance(obs, AppealResolved) and obs.outcome == "overturned":
@@ -96,33 +103,41 @@ def _expire(d: _Decision) -> None:
                    f"L{s.level} expired; decayed points justify L{justified}", s.level_version)
 
 
-def _strikes(d: _Decision, obs: ScoreRecorded, caused_by: int) -> None:
+def _strikes(d: _Decision, scores: Scores, request_id: str, model_name: str,
+             model_version: str, caused_by: int) -> None:
     jump_to = 0
     jump_reason = ""
     struck: list[str] = []
-    for category, score in obs.scores:
+    for category, score in scores:
         cat = d.policy.category(category)
-        if cat is None or score < cat.threshold:
+        if cat is None or score < cat.accumulate_above:
+            continue
+        if score >= cat.threshold:
+            points = cat.weight * score
+            rule = "strike.throttled" if category == THROTTLE_CATEGORY else "strike.threshold"
+        else:
+            points = cat.weight * score * cat.accumulate_factor
+            rule = "strike.accumulate"
+        if points <= 0:
             continue
         previous = d.state.risk_of(category)
         before = previous.at(d.now) if previous else 0.0
-        points = cat.weight * score
         strike = StrikeRecorded(
             category=category,
             score=score,
             points=round(points, 6),
             total_after=round(before + points, 6),
             half_life_s=cat.half_life_s,
-            rule_id="strike.threshold",
-            request_id=obs.request_id,
-            model_name=obs.model_name,
-            model_version=obs.model_version,
+            rule_id=rule,
+            request_id=request_id,
+            model_name=model_name,
+            model_version=model_version,
             caused_by_version=caused_by,
         )
-        if d.policy.is_shadow("strike.threshold"):
-            d.emit(ShadowDecision("strike.threshold", d.state.level, d.state.level,
-                                  f"{category} score {score:.3f} >= {cat.threshold}", caused_by),
-                   decided=True)
+        if d.policy.is_shadow(rule):
+            d.emit(ShadowDecision(rule, d.state.level, d.state.level,
+                                  f"{category} score {score:.3f} would add {points:.3f} points",
+                                  caused_by), decided=True)
             continue
         d.emit(strike, decided=True)
         struck.append(f"{category} {score:.2f}")

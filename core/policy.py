@@ -18,7 +18,11 @@ LEVELS = range(6)  # L0 monitor .. L5 terminated
 KNOWN_INTERVENTIONS = frozenset(
     {"annotate", "intervene", "sync_classify", "terminate_stream", "throttle", "block"}
 )
-KNOWN_RULES = ("strike.threshold", "escalate.points", "escalate.severe", "expire.level")
+KNOWN_RULES = ("strike.threshold", "strike.accumulate", "strike.throttled", "escalate.points",
+               "escalate.severe", "expire.level")
+# A request the inline gate throttled counts as a score of 1.0 in this category, when the policy
+# defines it: probing the rate limits is itself a signal.
+THROTTLE_CATEGORY = "rate_abuse"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,11 @@ class CategoryPolicy:
     severe: bool
     severe_threshold: float
     jump_to: int
+    # Scores in [accumulate_above, threshold) add ``weight * score * accumulate_factor`` points:
+    # a slow drip of borderline requests adds up even though none crosses the threshold.
+    # accumulate_above == threshold (the default) turns this off.
+    accumulate_above: float
+    accumulate_factor: float
     on_unavailable: Literal["open", "closed"]
 
 
@@ -203,6 +212,11 @@ def _categories(c: _Checker, table: dict[str, Any]) -> tuple[CategoryPolicy, ...
             on_unavailable = "open"
         threshold = c.number(spec, "threshold", path, lo=0, hi=1)
         severe_threshold = c.number(spec, "severe_threshold", path, lo=0, hi=1, default=1.0)
+        accumulate_above = threshold
+        if "accumulate_above" in spec:
+            accumulate_above = c.number(spec, "accumulate_above", path, lo=0, hi=1)
+        if accumulate_above > threshold:
+            c.problems.append(f"{path}.accumulate_above: must not exceed threshold")
         if severe and severe_threshold < threshold:
             c.problems.append(f"{path}.severe_threshold: must not be below threshold")
         out.append(
@@ -214,6 +228,9 @@ def _categories(c: _Checker, table: dict[str, Any]) -> tuple[CategoryPolicy, ...
                 severe=severe,
                 severe_threshold=severe_threshold,
                 jump_to=int(c.number(spec, "jump_to", path, lo=0, hi=5, default=0)),
+                accumulate_above=accumulate_above,
+                accumulate_factor=c.number(spec, "accumulate_factor", path, lo=0, hi=1,
+                                           default=0.5),
                 on_unavailable=on_unavailable,
             )
         )

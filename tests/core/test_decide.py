@@ -17,6 +17,7 @@ from safeguards.core.events import (
     EnforcementChanged,
     Event,
     OperatorActionTaken,
+    RequestObserved,
     ShadowDecision,
     Signal,
     StrikeRecorded,
@@ -106,6 +107,31 @@ def test_shadowed_rule_records_without_acting() -> None:
                     shadow_policy, T0)
     assert [e.type for e in events] == ["ScoreRecorded", "StrikeRecorded", "ShadowDecision"]
     assert isinstance(events[-1].body, ShadowDecision) and events[-1].body.would_level == 3
+
+
+def test_a_slow_drip_of_borderline_scores_adds_up() -> None:
+    s = initial_state("a", "eu")
+    seen: list[int] = []
+    rules: set[str] = set()
+    for i in range(12):
+        at = T0 + timedelta(minutes=10 * i)
+        s, events = run(s, score_signal(i, "a", at, (("weapons", 0.5),)), at)
+        seen += levels(events)
+        rules |= {e.body.rule_id for e in events if isinstance(e.body, StrikeRecorded)}
+    assert rules == {"strike.accumulate"}  # 0.5 never crosses the 0.6 threshold
+    assert seen[:3] == [1, 2, 3]
+
+
+def test_throttled_requests_count_as_rate_abuse() -> None:
+    s = initial_state("a", "eu")
+    seen: list[int] = []
+    for i in range(40):
+        at = T0 + timedelta(seconds=i)
+        obs = RequestObserved(f"r{i}", "m", "proxy", 1, 0, 10, "0" * 64, False, "throttle")
+        s, events = run(s, Signal(f"t{i}", "a", "eu", at, "c", obs), at)
+        seen += levels(events)
+    assert seen == [1, 2, 3]
+    assert s.risk_of("rate_abuse") is not None
 
 
 def test_evolve_refuses_a_gap() -> None:

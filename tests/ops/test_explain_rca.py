@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from xml.etree import ElementTree
 
 import pytest
-from golden_events import golden_history
+from golden_events import GOLDEN, golden_history
 
 from safeguards.core.backtest import backtest
 from safeguards.core.events import EnforcementChanged
-from safeguards.core.policy import default_policy, default_policy_text, parse_policy
+from safeguards.core.policy import default_policy, parse_policy
 from safeguards.ops.explain import NotAnEnforcement, explain, render
 from safeguards.ops.rca import rca_html, timeline_svg
 
@@ -67,7 +67,8 @@ def test_backtest_same_policy_changes_nothing() -> None:
 
 
 def test_backtest_of_a_laxer_policy_reports_how_it_differs() -> None:
-    lax = parse_policy(default_policy_text().replace("threshold = 0.5", "threshold = 0.99"))
+    golden_policy = (GOLDEN / "policy-default-2026.11.1.toml").read_text()
+    lax = parse_policy(golden_policy.replace("threshold = 0.5", "threshold = 0.99"))
     result = backtest(golden_history(), lax)
     assert result.differs
     assert "strikes 5 -> 1" in result.describe()
