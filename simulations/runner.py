@@ -1,0 +1,179 @@
+"""Sends a plan through the real inline proxy with the official ``anthropic`` SDK, and records it.
+
+Each account's requests go in order, paced by the plan; accounts run concurrently (bounded).
+Every request becomes one trace record (JSONL). Traces hold the synthetic prompts so that a run
+can be replayed against another policy or build; they are red-team inputs, not logs, and the
+service itself never stores or logs prompt text.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import anyio
+
+from safeguards.simulations.plan import PlannedRequest
+
+ACCOUNT_HEADER = "x-csp-account-id"
+MODEL = "claude-sim-1"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRecord:
+    persona: str
+    kind: str
+    account: str
+    region: str
+    seq: int
+    offset_s: float
+    sent_at: str  # ISO time the request left the client
+    harmful: bool
+    stream: bool
+    abusive_volume: bool
+    prompt: str
+    status: int
+    outcome: str  # served | refused | blocked | throttled | error
+    stop_reason: str | None
+    error_type: str | None
+    latency_ms: float
+
+    @property
+    def sent(self) -> datetime:
+        return datetime.fromisoformat(self.sent_at)
+
+
+class Progress:
+    """A one-line progress report on stderr, refreshed at most every ``every_s`` seconds."""
+
+    def __init__(self, total: int, every_s: float = 1.0, out: Any = sys.stderr) -> None:
+        self.total = total
+        self.done = 0
+        self.outcomes: dict[str, int] = defaultdict(int)
+        self.every_s = every_s
+        self.out = out
+        self._last = 0.0
+
+    def add(self, record: TraceRecord) -> None:
+        self.done += 1
+        self.outcomes[record.outcome] += 1
+        now = time.monotonic()
+        if now - self._last >= self.every_s or self.done == self.total:
+            self._last = now
+            parts = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
+            print(f"\r[simulate] {self.done}/{self.total} requests: {parts}   ", end="",
+                  file=self.out, flush=True)
+            if self.done == self.total:
+                print(file=self.out, flush=True)
+
+
+Sent = tuple[int, str, str | None, str | None]  # status, outcome, stop reason, error type
+
+
+async def _send(client: anthropic.AsyncAnthropic, req: PlannedRequest) -> Sent:
+    messages: list[Any] = [{"role": "user", "content": req.prompt}]
+    try:
+        if req.stream:
+            async with client.messages.stream(model=MODEL, max_tokens=256,
+                                              messages=messages) as stream:
+                async for _ in stream.text_stream:
+                    pass
+                final = await stream.get_final_message()
+            stop = final.stop_reason
+        else:
+            message = await client.messages.create(model=MODEL, max_tokens=256,
+                                                   messages=messages)
+            stop = message.stop_reason
+    except anthropic.RateLimitError as exc:
+        return exc.status_code, "throttled", None, "rate_limit_error"
+    except anthropic.APIStatusError as exc:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        err = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
+        error_type = str(err.get("type", type(exc).__name__))
+        outcome = "blocked" if exc.status_code in (400, 403) and error_type in (
+            "permission_error", "invalid_request_error") else "error"
+        return exc.status_code, outcome, None, error_type
+    except anthropic.APIError as exc:  # connection failures, a stream cut mid-way
+        return 0, "error", None, type(exc).__name__
+    return 200, ("refused" if stop == "refusal" else "served"), stop, None
+
+
+async def run_plan(
+    plan: list[PlannedRequest],
+    proxies: dict[str, str],
+    *,
+    concurrency: int = 32,
+    account_header: str = ACCOUNT_HEADER,
+    on_record: Callable[[TraceRecord], None] | None = None,
+    speed: float = 1.0,
+) -> list[TraceRecord]:
+    """Send ``plan`` through the proxy of each request's region; return the trace."""
+    by_account: dict[str, list[PlannedRequest]] = defaultdict(list)
+    for req in plan:
+        by_account[req.account].append(req)
+    records: list[TraceRecord] = []
+    limiter = anyio.CapacityLimiter(concurrency)
+    clients: dict[str, anthropic.AsyncAnthropic] = {
+        region: anthropic.AsyncAnthropic(base_url=url, api_key="simulation", max_retries=0,
+                                         timeout=30.0)
+        for region, url in proxies.items()
+    }
+    start = time.monotonic()
+
+    async def account_worker(requests: list[PlannedRequest]) -> None:
+        async with limiter:
+            for req in sorted(requests, key=lambda r: r.seq):
+                delay = start + req.offset_s / speed - time.monotonic()
+                if delay > 0:
+                    await anyio.sleep(delay)
+                client = clients[req.region].with_options(
+                    default_headers={account_header: req.account})
+                sent_at = datetime.now(UTC)
+                t0 = time.perf_counter()
+                status, outcome, stop, error_type = await _send(client, req)
+                record = TraceRecord(
+                    req.persona, req.kind, req.account, req.region, req.seq, req.offset_s,
+                    sent_at.isoformat(), req.harmful, req.stream, req.abusive_volume, req.prompt,
+                    status, outcome, stop, error_type, (time.perf_counter() - t0) * 1000)
+                records.append(record)
+                if on_record is not None:
+                    on_record(record)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for requests in by_account.values():
+                tg.start_soon(account_worker, requests)
+    finally:
+        for client in clients.values():
+            await client.close()
+    return sorted(records, key=lambda r: (r.sent_at, r.account, r.seq))
+
+
+def write_trace(records: list[TraceRecord], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(asdict(r), sort_keys=True) + "\n")
+
+
+def read_trace(path: Path) -> list[TraceRecord]:
+    return [TraceRecord(**json.loads(line)) for line in path.read_text("utf-8").splitlines()
+            if line.strip()]
+
+
+def replay_plan(trace: list[TraceRecord], run_id: str) -> list[PlannedRequest]:
+    """The plan that re-sends a recorded trace, on fresh accounts named for ``run_id`` (the
+    original accounts carry the enforcement they earned)."""
+    out = []
+    for r in trace:
+        account = f"{r.account}-replay-{run_id}"
+        out.append(PlannedRequest(r.persona, r.kind, account, r.region, r.seq, r.offset_s,
+                                  r.prompt, r.harmful, r.stream, r.abusive_volume))
+    return out
