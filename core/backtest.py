@@ -71,9 +71,11 @@ class BacktestResult:
         return "; ".join(parts) or "same"
 
 
-def backtest(events: list[Event], candidate: Policy) -> BacktestResult:
-    """Replay ``events``' observations through ``candidate``; ``events`` is one account's history
-    in version order."""
+def backtest(events: list[Event], candidate: Policy,
+             since: datetime | None = None) -> BacktestResult:
+    """Replay ``events``' observations through ``candidate``; ``events`` is one account's whole
+    history in version order. With ``since``, the whole history is replayed (earlier strikes
+    still weigh) but only the decisions from ``since`` on are compared."""
     if not events:
         raise ValueError("backtest needs at least one event")
     account, region = events[0].account_id, events[0].region
@@ -88,4 +90,7 @@ def backtest(events: list[Event], candidate: Policy) -> BacktestResult:
         for new in decide(state, signal, candidate, e.occurred_at):
             state = evolve(state, new)
             replayed.append(new)
+    if since is not None:
+        events = [e for e in events if e.occurred_at >= since]
+        replayed = [e for e in replayed if e.occurred_at >= since]
     return BacktestResult(account, len(events), Trajectory.of(events), Trajectory.of(replayed))

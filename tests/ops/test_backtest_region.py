@@ -1,0 +1,45 @@
+"""Region backtests over a real store: the in-memory twin and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from golden_events import GOLDEN, golden_history
+
+from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
+from safeguards.core.policy import parse_policy
+from safeguards.core.ports import AppendRequest, EventStore
+from safeguards.ops.backtest import backtest_region
+
+GOLDEN_POLICY = (GOLDEN / "policy-default-2026.11.1.toml").read_text()
+
+
+async def _fill(store: EventStore) -> int:
+    total = 0
+    for index in (0, 1):
+        history = golden_history(index)
+        await store.append(AppendRequest(history[0].account_id, 0, tuple(history)))
+        total += len(history)
+    return total
+
+
+async def _check(store: EventStore) -> None:
+    total = await _fill(store)
+    same = await backtest_region(store, parse_policy(GOLDEN_POLICY))
+    assert (same.accounts, same.events, same.differing) == (2, total, [])
+    lax = parse_policy(GOLDEN_POLICY.replace("threshold = 0.5", "threshold = 0.99"))
+    report = await backtest_region(store, lax, concurrency=2, page=1)
+    assert [r.account_id for r in report.differing] == ["golden-acct-1", "golden:acct.2"]
+    assert "strikes 5 -> 1" in report.render()
+    late = golden_history()[-1].occurred_at + timedelta(days=1)
+    assert (await backtest_region(store, lax, since=late)).accounts == 0
+
+
+async def test_backtest_region_in_memory() -> None:
+    await _check(InMemoryEventStore("eu"))
+
+
+async def test_backtest_region_postgres(fresh_database_url: str) -> None:
+    await migrate(fresh_database_url)
+    async with PostgresEventStore("eu", fresh_database_url) as store:
+        await _check(store)
