@@ -1,0 +1,55 @@
+"""Synchronous classification for the inline path: request/reply over ``sg.<region>.classify``.
+
+One NATS request per call, bounded by the policy's deadline. The answer is the scores, or None
+with the reason it is missing (``classifier_timeout``, ``classifier_unavailable``,
+``classifier_error``), which the gate turns into a counted fail-open or fail-closed decision.
+"""
+
+from __future__ import annotations
+
+import anyio
+import nats
+
+from safeguards.adapters.csp.link import BusLink
+from safeguards.core.codec import decode_record, encode_record
+from safeguards.core.content import ClassifyReply, ClassifyRequest
+from safeguards.core.errors import CodecError
+from safeguards.core.events import ContentKind, Scores
+from safeguards.core.subjects import classify_subject
+
+MAX_CLASSIFY_CHARS = 32_000  # the newest text matters most: the tail is what gets scored
+
+
+class SyncClassifier:
+    def __init__(self, link: BusLink | None, region: str, deadline_ms: float) -> None:
+        self.link = link
+        self.region = region
+        self.subject = classify_subject(region)
+        self.deadline_ms = deadline_ms
+        self.calls = 0
+
+    async def classify(self, request_id: str, kind: ContentKind,
+                       text: str) -> tuple[Scores | None, str]:
+        self.calls += 1
+        nc = self.link.nc if self.link is not None else None
+        if nc is None or not nc.is_connected:
+            return None, "classifier_unavailable"
+        request = ClassifyRequest(request_id=request_id, region=self.region, kind=kind,
+                                  text=text[-MAX_CLASSIFY_CHARS:], deadline_ms=self.deadline_ms)
+        deadline_s = self.deadline_ms / 1000
+        try:
+            with anyio.fail_after(deadline_s + 0.05):
+                reply = await nc.request(self.subject, encode_record(request), timeout=deadline_s)
+        except nats.errors.NoRespondersError:
+            return None, "classifier_unavailable"
+        except (TimeoutError, nats.errors.TimeoutError):
+            return None, "classifier_timeout"
+        except (OSError, nats.errors.Error):
+            return None, "classifier_unavailable"
+        try:
+            answer = decode_record(reply.data, ClassifyReply)
+        except CodecError:
+            return None, "classifier_error"
+        if answer.error is not None or answer.request_id != request_id:
+            return None, "classifier_error"
+        return answer.scores, ""

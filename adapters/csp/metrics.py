@@ -1,0 +1,89 @@
+"""Prometheus metrics of the inline adapter.
+
+The gate and the telemetry buffer keep plain integer counters; a collector turns them into
+metric families at scrape time, so the serving path never takes a metrics-library lock for them.
+Latency histograms are observed by the proxy and ext_proc around ``check`` and upstream calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from safeguards.adapters.csp.feed import EnforcementFeed
+from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.telemetry import Telemetry
+
+CHECK_BUCKETS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2)
+
+
+class _GateCollector(Collector):
+    def __init__(self, gate: Gate, telemetry: Telemetry | None,
+                 feed: EnforcementFeed | None) -> None:
+        self.gate = gate
+        self.telemetry = telemetry
+        self.feed = feed
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        gate = self.gate
+        decisions = CounterMetricFamily("safeguards_csp_decisions", "gate decisions",
+                                        labels=["action", "reason"])
+        for (action, reason), n in list(gate.counts.items()):
+            decisions.add_metric([action, reason], n)
+        yield decisions
+        fallbacks = CounterMetricFamily(
+            "safeguards_csp_fallbacks", "fail-open/closed fallbacks (stale cache, classifier)",
+            labels=["cause", "mode"])
+        for (cause, mode), n in list(gate.fallbacks.items()):
+            fallbacks.add_metric([cause, mode], n)
+        yield fallbacks
+        yield GaugeMetricFamily("safeguards_csp_cache_accounts",
+                                "accounts with an enforcement command in the cache",
+                                value=gate.size)
+        staleness = gate.staleness(time.time())
+        yield GaugeMetricFamily("safeguards_csp_cache_staleness_seconds",
+                                "seconds since the enforcement stream last spoke",
+                                value=staleness if staleness < 1e12 else -1.0)
+        commands = CounterMetricFamily("safeguards_csp_commands", "enforcement commands",
+                                       labels=["outcome"])
+        commands.add_metric(["applied"], gate.commands_applied)
+        commands.add_metric(["ignored_not_newer"], gate.commands_ignored)
+        if self.feed is not None:
+            commands.add_metric(["rejected"], self.feed.rejected)
+        yield commands
+        if self.telemetry is not None:
+            t = self.telemetry
+            dropped = CounterMetricFamily("safeguards_csp_telemetry_dropped",
+                                          "telemetry messages not sent", labels=["reason"])
+            for reason, n in list(t.dropped.items()):
+                dropped.add_metric([reason], n)
+            yield dropped
+            yield CounterMetricFamily("safeguards_csp_telemetry_sent",
+                                      "telemetry messages published", value=t.sent)
+            yield GaugeMetricFamily("safeguards_csp_telemetry_queued",
+                                    "telemetry messages waiting in the buffer", value=t.queued)
+
+
+class CspMetrics:
+    def __init__(self, gate: Gate, telemetry: Telemetry | None = None,
+                 feed: EnforcementFeed | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_GateCollector(gate, telemetry, feed))
+        self.check_seconds = Histogram("safeguards_csp_check_seconds", "gate check latency",
+                                       buckets=CHECK_BUCKETS, registry=self.registry)
+        self.upstream_errors = Counter("safeguards_csp_upstream_errors",
+                                       "upstream failures seen by the proxy", ["kind"],
+                                       registry=self.registry)
+        self.rejected_requests = Counter("safeguards_csp_bad_requests",
+                                         "requests refused as bad input", ["status"],
+                                         registry=self.registry)
+        self.streams_terminated = Counter("safeguards_csp_streams_terminated",
+                                          "streams ended with stop_reason refusal", ["reason"],
+                                          registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

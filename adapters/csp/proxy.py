@@ -1,0 +1,429 @@
+"""The Anthropic Messages-compatible reverse proxy: the gate in front of an upstream model.
+
+A raw ASGI app (served by uvicorn) with one pooled ``httpx`` client to the upstream. Per request:
+validate the account header and the body, ``check`` the gate, classify synchronously when the
+account's level asks for it, then refuse in Anthropic's error format or forward (with the safety
+system prompt when intervening). Non-streaming responses are passed through whole; SSE streams
+are passed through event by event, and for accounts under ``terminate_stream`` the completion is
+scored every ``gate.stream_classify_chars`` characters and ended with ``stop_reason: "refusal"``
+once a score crosses ``gate.stream_stop_threshold``. Telemetry leaves after the response, through
+the bounded buffer. No prompt or completion text is ever logged or echoed in an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+
+from safeguards.adapters.csp.classify import SyncClassifier
+from safeguards.adapters.csp.feed import EnforcementFeed
+from safeguards.adapters.csp.gate import TERMINATE_ACTION, Decision, Gate, GateRequest, GateResponse
+from safeguards.adapters.csp.link import BusLink
+from safeguards.adapters.csp.metrics import CspMetrics
+from safeguards.adapters.csp.streams import ensure_gate_streams
+from safeguards.adapters.csp.telemetry import Telemetry
+from safeguards.adapters.csp.wire import (
+    BadRequest,
+    SseScanner,
+    completion_of,
+    error_body,
+    is_anthropic_error,
+    parse_messages_request,
+    refusal_message,
+    sse_error,
+    with_safety_prompt,
+)
+from safeguards.core.errors import InvalidAccountId
+from safeguards.core.ids import validate_account_id, validate_region
+from safeguards.core.policy import Policy
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+    b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length",
+    b"accept-encoding", b"content-encoding",
+})
+_JSON = (b"content-type", b"application/json")
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    region: str
+    upstream_url: str
+    nats_url: str | None = None
+    account_header: str = "x-csp-account-id"
+    max_body_bytes: int = 8 * 1024 * 1024
+    partitions: int = 16
+    upstream_connect_timeout_s: float = 5.0
+    upstream_read_timeout_s: float = 120.0
+    upstream_pool: int = 256
+    classify_all_streams: bool = False
+    telemetry_capacity: int = 10_000
+    telemetry_workers: int = 8
+    publish_timeout_s: float = 2.0
+    feed_heartbeat_s: float = 1.0
+    provision_streams: bool = False  # create missing gate streams (stand-alone demos and tests)
+
+
+class CspProxy:
+    """ASGI application; ``running()`` owns its background tasks (or ASGI lifespan does)."""
+
+    def __init__(self, config: ProxyConfig, policy: Policy) -> None:
+        validate_region(config.region)
+        self.config = config
+        self.policy = policy
+        self.gate = Gate(policy)
+        self.link = BusLink(config.nats_url) if config.nats_url else None
+        self.feed = (EnforcementFeed(self.link, config.region, self.gate,
+                                     heartbeat_s=config.feed_heartbeat_s)
+                     if self.link is not None else None)
+        self.telemetry = Telemetry(self.link, config.region, config.partitions,
+                                   capacity=config.telemetry_capacity,
+                                   workers=config.telemetry_workers,
+                                   publish_timeout_s=config.publish_timeout_s)
+        self.classifier = SyncClassifier(self.link, config.region,
+                                         policy.gate.classify_deadline_ms)
+        self.metrics = CspMetrics(self.gate, self.telemetry, self.feed)
+        self._account_header = config.account_header.lower().encode("latin-1")
+        self._upstream = config.upstream_url.rstrip("/")
+        self._client: httpx.AsyncClient | None = None
+        self._observe_check = self.metrics.check_seconds.observe
+
+    # --- lifetime -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[CspProxy]:
+        limits = httpx.Limits(max_connections=self.config.upstream_pool,
+                              max_keepalive_connections=self.config.upstream_pool)
+        timeout = httpx.Timeout(self.config.upstream_read_timeout_s,
+                                connect=self.config.upstream_connect_timeout_s)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+            self._client = client
+            try:
+                async with anyio.create_task_group() as tg:
+                    if self.link is not None:
+                        await tg.start(self.link.run)
+                        if self.config.provision_streams:
+                            tg.start_soon(self._provision)
+                    if self.feed is not None:
+                        await tg.start(self.feed.run)
+                    await tg.start(self.telemetry.run)
+                    yield self
+                    tg.cancel_scope.cancel()
+            finally:
+                self._client = None
+
+    async def _provision(self) -> None:
+        assert self.link is not None
+        await self.link.connected.wait()
+        js = self.link.js
+        if js is not None:
+            with anyio.fail_after(10):
+                await ensure_gate_streams(js, self.config.region)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        async with self.running():
+            await send({"type": "lifespan.startup.complete"})
+            while (await receive())["type"] != "lifespan.shutdown":
+                pass
+        await send({"type": "lifespan.shutdown.complete"})
+
+    # --- routing --------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path == "/v1/messages":
+            if method != "POST":
+                await self._error(send, 405, "use POST for /v1/messages")
+                return
+            try:
+                await self._messages(scope, receive, send)
+            except BadRequest as exc:
+                self.metrics.rejected_requests.labels(str(exc.status)).inc()
+                await self._error(send, exc.status, str(exc))
+            return
+        if path == "/metrics" and method == "GET":
+            await _respond(send, 200, self.metrics.render(),
+                           (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"))
+            return
+        if path == "/healthz" and method == "GET":
+            now = time.time()
+            staleness = self.gate.staleness(now)
+            body = json.dumps({
+                "ready": bool(self.feed is not None and self.feed.ready.is_set()),
+                "nats_connected": bool(self.link is not None and self.link.is_connected),
+                "cache_accounts": self.gate.size,
+                "cache_staleness_s": None if math.isinf(staleness) else round(staleness, 3),
+                "telemetry_dropped": self.telemetry.dropped_total,
+            }).encode()
+            await _respond(send, 200, body, _JSON)
+            return
+        await self._error(send, 404, "no such endpoint on the safeguards proxy")
+
+    async def _error(self, send: Send, status: int, message: str,
+                     extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        await _respond(send, status, error_body(status, message), _JSON, *extra)
+
+    # --- /v1/messages ---------------------------------------------------------------------------
+
+    async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        account_raw: bytes | None = None
+        declared: bytes | None = None
+        forward: list[tuple[bytes, bytes]] = []
+        for name, value in scope["headers"]:
+            if name == self._account_header:
+                account_raw = value
+            elif name == b"content-length":
+                declared = value
+            elif name not in _HOP_BY_HOP:
+                forward.append((name, value))
+        if account_raw is None:
+            raise BadRequest(401, f"missing {self.config.account_header} header")
+        try:
+            account = validate_account_id(account_raw.decode("ascii"))
+        except (UnicodeDecodeError, InvalidAccountId) as exc:
+            reason = str(exc) if isinstance(exc, InvalidAccountId) else "not ASCII"
+            raise BadRequest(400, f"invalid {self.config.account_header} header: {reason}"
+                             ) from None
+        limit = self.config.max_body_bytes
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise BadRequest(413, f"request body exceeds {limit} bytes")
+        body = await _read_body(receive, limit)
+        if body is None:
+            return  # the client went away
+        doc, prompt = parse_messages_request(body)
+        streamed = bool(doc.get("stream", False))
+        request = GateRequest(account, secrets.token_hex(12), model=doc["model"],
+                              streamed=streamed, prompt_chars=len(prompt),
+                              prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest())
+        now = time.time()
+        t0 = time.perf_counter()
+        decision = self.gate.check(request, now)
+        self._observe_check(time.perf_counter() - t0)
+        if decision.needs_classify:
+            scores, failure = await self.classifier.classify(request.request_id, "prompt", prompt)
+            decision = self.gate.resolve(decision, scores, failure=failure or "classifier_error")
+        if decision.refused:
+            await self._refuse(send, decision)
+            self._observe(request, decision.action, 0, 0, prompt, "")
+            return
+        if decision.safety_prompt:
+            body = json.dumps(with_safety_prompt(doc)).encode()
+        forward.append((b"accept-encoding", b"identity"))
+        assert self._client is not None, "the proxy serves only inside running()"
+        upstream_request = self._client.build_request(
+            "POST", self._upstream + "/v1/messages", content=body, headers=forward)
+        try:
+            response = await self._client.send(upstream_request, stream=True)
+        except httpx.TimeoutException:
+            self.metrics.upstream_errors.labels("timeout").inc()
+            await self._error(send, 504, "the upstream model timed out")
+            self._observe(request, decision.action, 0, 0, prompt, "")
+            return
+        except httpx.HTTPError as exc:
+            self.metrics.upstream_errors.labels(type(exc).__name__).inc()
+            await self._error(send, 502, "the upstream model is unreachable")
+            self._observe(request, decision.action, 0, 0, prompt, "")
+            return
+        try:
+            if (response.status_code == 200
+                    and response.headers.get("content-type", "").startswith("text/event-stream")):
+                await self._stream(request, decision, response, receive, send, prompt)
+            else:
+                await self._whole(request, decision, response, send, prompt)
+        finally:
+            await response.aclose()
+
+    async def _refuse(self, send: Send, decision: Decision) -> None:
+        if decision.status == 429:
+            retry = str(max(1, math.ceil(decision.retry_after_s))).encode()
+            await self._error(send, 429, "rate limit exceeded for this account",
+                              ((b"retry-after", retry), _action_header(decision.action)))
+        elif decision.status == 529:
+            await self._error(send, 529, "safety screening is unavailable; retry later",
+                              (_action_header(decision.action),))
+        else:
+            await self._error(send, decision.status,
+                              "this request was refused by the platform's usage policy",
+                              (_action_header(decision.action),))
+
+    async def _whole(self, request: GateRequest, decision: Decision, response: httpx.Response,
+                     send: Send, prompt: str) -> None:
+        try:
+            body = await response.aread()
+        except httpx.HTTPError as exc:
+            self.metrics.upstream_errors.labels(type(exc).__name__).inc()
+            await self._error(send, 502, "the upstream model's response was cut off")
+            self._observe(request, decision.action, 0, 0, prompt, "")
+            return
+        status = response.status_code
+        if status != 200:
+            self.metrics.upstream_errors.labels(f"status_{status}").inc()
+            if not is_anthropic_error(body):
+                body = error_body(status if status >= 400 else 502,
+                                  f"the upstream model answered with status {status}")
+                status = status if status >= 400 else 502
+            await _respond(send, status, body, _JSON, _action_header(decision.action))
+            self._observe(request, decision.action, 0, 0, prompt, "")
+            return
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            self.metrics.upstream_errors.labels("bad_json").inc()
+            await self._error(send, 502, "the upstream model returned a malformed response")
+            self._observe(request, decision.action, 0, 0, prompt, "")
+            return
+        completion, tokens_in, tokens_out = completion_of(doc)
+        action = decision.action
+        if completion and (decision.classify_stream or self.config.classify_all_streams):
+            scores, failure = await self.classifier.classify(request.request_id, "completion",
+                                                             completion)
+            verdict = self.gate.stream_verdict(scores, failure=failure or "classifier_error")
+            if verdict is not None and isinstance(doc, dict):
+                self.gate.count_terminated(decision.level, verdict)
+                self.metrics.streams_terminated.labels(verdict).inc()
+                body = json.dumps(refusal_message(doc)).encode()
+                action = TERMINATE_ACTION
+        headers = [_JSON, _action_header(action)]
+        request_id = response.headers.get("request-id")
+        if request_id:
+            headers.append((b"request-id", request_id.encode("latin-1")))
+        await _respond(send, 200, body, *headers)
+        self._observe(request, action, tokens_in, tokens_out, prompt, completion)
+
+    async def _stream(self, request: GateRequest, decision: Decision, response: httpx.Response,
+                      receive: Receive, send: Send, prompt: str) -> None:
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                   (b"cache-control", b"no-cache"), _action_header(decision.action)]
+        request_id = response.headers.get("request-id")
+        if request_id:
+            headers.append((b"request-id", request_id.encode("latin-1")))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        scanner = SseScanner()
+        every = self.policy.gate.stream_classify_chars
+        guarded = decision.classify_stream or self.config.classify_all_streams
+        action = decision.action
+        checked_at = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+            try:
+                async for chunk in response.aiter_raw():
+                    if not guarded:
+                        await send({"type": "http.response.body", "body": chunk,
+                                    "more_body": True})
+                        scanner.feed(chunk)
+                        continue
+                    out = b""
+                    for raw, added in scanner.feed(chunk):
+                        if added and scanner.text_chars - checked_at >= every:
+                            checked_at = scanner.text_chars
+                            if out:
+                                await send({"type": "http.response.body", "body": out,
+                                            "more_body": True})
+                                out = b""
+                            verdict = await self._stream_verdict(request, scanner)
+                            if verdict is not None:
+                                self.gate.count_terminated(decision.level, verdict)
+                                self.metrics.streams_terminated.labels(verdict).inc()
+                                action = TERMINATE_ACTION
+                                break
+                        out += raw
+                    if action == TERMINATE_ACTION:
+                        await send({"type": "http.response.body",
+                                    "body": out + scanner.refusal_events(), "more_body": True})
+                        break
+                    if out:
+                        await send({"type": "http.response.body", "body": out,
+                                    "more_body": True})
+            except httpx.HTTPError as exc:
+                self.metrics.upstream_errors.labels(f"stream_{type(exc).__name__}").inc()
+                await send({"type": "http.response.body",
+                            "body": sse_error(502, "the upstream model's stream was cut off"),
+                            "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tg.cancel_scope.cancel()
+        self._observe(request, action, scanner.input_tokens, scanner.output_tokens, prompt,
+                      scanner.completion())
+
+    async def _stream_verdict(self, request: GateRequest, scanner: SseScanner) -> str | None:
+        scores, failure = await self.classifier.classify(request.request_id, "completion",
+                                                         scanner.completion())
+        return self.gate.stream_verdict(scores, failure=failure or "classifier_error")
+
+    def _observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,
+                 prompt: str, completion: str) -> None:
+        """After the response: charge tokens, and queue the signal and the content."""
+        self.gate.observe(request, GateResponse(action, tokens_in, tokens_out), time.time())
+        telemetry = self.telemetry
+        telemetry.emit_request(request, action, tokens_in, tokens_out)
+        telemetry.emit_content(request, "prompt", prompt)
+        telemetry.emit_content(request, "completion", completion)
+
+
+def _action_header(action: str) -> tuple[bytes, bytes]:
+    return (b"x-safeguards-action", action.encode())
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+async def _respond(send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def serve_proxy(config: ProxyConfig, policy: Policy, host: str, port: int) -> None:
+    import uvicorn
+
+    proxy = CspProxy(config, policy)
+    server_config = uvicorn.Config(proxy, host=host, port=port, log_level="warning",
+                                   access_log=False, lifespan="on", loop="none")
+    await uvicorn.Server(server_config).serve()

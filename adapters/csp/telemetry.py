@@ -1,0 +1,117 @@
+"""Telemetry without waiting: request signals and content leave through a bounded buffer.
+
+A request never awaits the broker. ``emit`` puts an encoded message into a bounded in-memory
+buffer (``send_nowait``); a full buffer is a counted drop. Workers in the owner's task group
+drain it with JetStream publishes, each with a deadline and a ``Nats-Msg-Id`` so a retry is
+deduplicated; a publish that fails (NATS down, no stream, timeout) is counted as unsent. Nothing
+is dropped without a count, and nothing here ever holds up a response.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import anyio
+import nats
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from safeguards.adapters.csp.gate import GateRequest
+from safeguards.adapters.csp.link import BusLink
+from safeguards.core.codec import encode_record, encode_signal
+from safeguards.core.content import ContentItem
+from safeguards.core.events import ContentKind, RequestObserved, Signal
+from safeguards.core.subjects import content_subject, inputs_subject
+
+log = logging.getLogger(__name__)
+
+MAX_CONTENT_CHARS = 200_000  # the content stream's records stay well under the codec's 1 MiB
+
+_Item = tuple[str, bytes, str]  # subject, payload, message id
+
+
+class Telemetry:
+    def __init__(self, link: BusLink | None, region: str, partitions: int, *,
+                 capacity: int = 10_000, workers: int = 8, publish_timeout_s: float = 2.0) -> None:
+        self.link = link
+        self.region = region
+        self.partitions = partitions
+        self.publish_timeout_s = publish_timeout_s
+        self.workers = workers
+        self._send, self._receive = anyio.create_memory_object_stream[_Item](capacity)
+        self.sent = 0
+        self.dropped: dict[str, int] = {"buffer_full": 0, "not_connected": 0,
+                                        "publish_failed": 0, "closed": 0}
+
+    @property
+    def queued(self) -> int:
+        return self._send.statistics().current_buffer_used
+
+    def emit(self, subject: str, payload: bytes, msg_id: str) -> bool:
+        try:
+            self._send.send_nowait((subject, payload, msg_id))
+        except anyio.WouldBlock:
+            self.dropped["buffer_full"] += 1
+            return False
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self.dropped["closed"] += 1
+            return False
+        return True
+
+    def emit_request(self, request: GateRequest, action: str, input_tokens: int,
+                     output_tokens: int, *, at: datetime | None = None) -> None:
+        """The metadata-only RequestObserved signal for the account's actor."""
+        occurred = at or datetime.now(UTC)
+        signal = Signal(
+            signal_id=f"req:{request.request_id}", account_id=request.account_id,
+            region=self.region, occurred_at=occurred, correlation_id=request.request_id,
+            observation=RequestObserved(
+                request_id=request.request_id, model=request.model, surface=request.surface,
+                input_tokens=input_tokens, output_tokens=output_tokens,
+                prompt_chars=request.prompt_chars, prompt_sha256=request.prompt_sha256,
+                streamed=request.streamed, action=action,
+            ),
+        )
+        self.emit(inputs_subject(self.region, self.partitions, request.account_id),
+                  encode_signal(signal), signal.signal_id)
+
+    def emit_content(self, request: GateRequest, kind: ContentKind, text: str, *,
+                     at: datetime | None = None) -> None:
+        """Prompt or completion text for asynchronous scoring (the short-TTL content stream)."""
+        if not text:
+            return
+        item = ContentItem(
+            request_id=request.request_id, account_id=request.account_id, region=self.region,
+            kind=kind, text=text[:MAX_CONTENT_CHARS], occurred_at=at or datetime.now(UTC),
+            correlation_id=request.request_id,
+        )
+        self.emit(content_subject(self.region, request.account_id), encode_record(item),
+                  f"{kind}:{request.request_id}")
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.workers):
+                tg.start_soon(self._drain, self._receive.clone())
+            task_status.started()
+
+    async def _drain(self, items: MemoryObjectReceiveStream[_Item]) -> None:
+        async with items:
+            async for subject, payload, msg_id in items:
+                js = self.link.js if self.link is not None else None
+                if js is None or self.link is None or not self.link.is_connected:
+                    self.dropped["not_connected"] += 1
+                    continue
+                try:
+                    with anyio.fail_after(self.publish_timeout_s + 0.5):
+                        await js.publish(subject, payload, timeout=self.publish_timeout_s,
+                                         headers={"Nats-Msg-Id": msg_id})
+                except (OSError, TimeoutError, nats.errors.Error) as exc:
+                    self.dropped["publish_failed"] += 1
+                    log.debug("telemetry publish failed: %s", type(exc).__name__)
+                else:
+                    self.sent += 1
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())

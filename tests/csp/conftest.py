@@ -1,0 +1,64 @@
+"""Fixtures for the inline adapter: a fresh region with its streams, the upstream stand-in and a
+proxy served on loopback (uvicorn in the test's event loop)."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import anyio
+import nats
+import pytest
+
+from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
+from safeguards.adapters.csp.serving import serving
+from safeguards.adapters.csp.streams import ensure_gate_streams
+from safeguards.adapters.csp.testkit import Region, RunningProxy
+from safeguards.adapters.csp.upstream import UpstreamApp
+from safeguards.adapters.embedded import free_port
+from safeguards.core.policy import Policy, default_policy
+
+
+@pytest.fixture
+def test_policy() -> Policy:
+    base = default_policy()
+    return replace(base, gate=replace(base.gate, max_staleness_s=2.0))
+
+
+@pytest.fixture
+async def region(nats_url: str, test_policy: Policy) -> AsyncIterator[Region]:
+    nc = await nats.connect(nats_url)
+    name = "t" + secrets.token_hex(4)
+    await ensure_gate_streams(nc.jetstream(), name)
+    try:
+        yield Region(name, nc, test_policy)
+    finally:
+        await nc.close()
+
+
+ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
+
+
+@pytest.fixture
+def proxy_env(region: Region, nats_url: str, test_policy: Policy) -> ProxyEnv:
+    """Starts the upstream stand-in and a proxy for ``region`` (inside the test's own task, so
+    their task groups open and close in one task); keyword arguments override ProxyConfig."""
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[RunningProxy]:
+        app = UpstreamApp()
+        async with serving(app, "127.0.0.1", free_port(), lifespan="off") as upstream_url:
+            settings: dict[str, Any] = {"nats_url": nats_url, "feed_heartbeat_s": 0.25}
+            settings.update(overrides)
+            config = ProxyConfig(region=region.name, upstream_url=upstream_url, **settings)
+            proxy = CspProxy(config, test_policy)
+            async with serving(proxy, "127.0.0.1", free_port()) as url:
+                if proxy.feed is not None and settings["nats_url"] == nats_url:
+                    with anyio.fail_after(10):
+                        await proxy.feed.ready.wait()
+                yield RunningProxy(proxy, url, app)
+
+    return start

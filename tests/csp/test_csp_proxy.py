@@ -1,0 +1,222 @@
+"""The proxy through the official anthropic SDK: passthrough, enforcement, streaming, telemetry."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+import anthropic
+import httpx
+import pytest
+from nats.js import api
+
+from safeguards.adapters.csp.testkit import Region, RunningProxy, eventually
+from safeguards.adapters.csp.wire import SAFETY_PROMPT
+from safeguards.core.codec import decode_record, decode_signal
+from safeguards.core.content import ContentItem
+from safeguards.core.events import RequestObserved
+from safeguards.core.subjects import stream_name
+
+ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
+
+MODEL = "claude-test-1"
+
+
+def client(proxy: RunningProxy, account: str) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=proxy.url, api_key="sk-test", max_retries=0,
+                                    default_headers={"x-csp-account-id": account})
+
+
+async def wait_for_level(proxy: RunningProxy, account: str, version: int) -> None:
+    await eventually(lambda: proxy.proxy.gate.held_version(account) == version)
+
+
+async def test_sdk_non_streaming_and_streaming_pass_through(
+    proxy_env: ProxyEnv, region: Region
+) -> None:
+    async with proxy_env() as running_proxy:
+        await _test_sdk_non_streaming_and_streaming_pass_through(
+            running_proxy, region)
+
+
+async def _test_sdk_non_streaming_and_streaming_pass_through(
+    running_proxy: RunningProxy, region: Region
+) -> None:
+    sdk = client(running_proxy, "acct-plain")
+    message = await sdk.messages.create(
+        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "hello there"}])
+    assert message.stop_reason == "end_turn"
+    assert message.content[0].type == "text" and "scripted stand-in" in message.content[0].text
+    assert message.usage.output_tokens > 0
+
+    async with sdk.messages.stream(model=MODEL, max_tokens=100, messages=[
+            {"role": "user", "content": "stream please #reply-chars=300"}]) as stream:
+        pieces = [text async for text in stream.text_stream]
+        final = await stream.get_final_message()
+    assert len("".join(pieces)) == 300 and len(pieces) > 10
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens == 75
+
+    # telemetry: a metadata-only signal per request on the inputs stream, text on content
+    await eventually(lambda: running_proxy.proxy.telemetry.sent >= 6, 10)
+    js = region.nc.jetstream()
+    sub = await js.pull_subscribe(f"sg.{region.name}.acct.>", stream=stream_name(region.name,
+                                                                                 "INPUTS"))
+    msgs = await sub.fetch(2, timeout=5)
+    observed = [decode_signal(m.data).observation for m in msgs]
+    assert all(isinstance(o, RequestObserved) for o in observed)
+    first = observed[0]
+    assert isinstance(first, RequestObserved)
+    assert first.action == "allow" and first.surface == "proxy" and first.output_tokens > 0
+    assert len(first.prompt_sha256) == 64 and first.prompt_chars == len("hello there")
+    assert b"hello there" not in msgs[0].data
+    content = await js.pull_subscribe(f"sg.{region.name}.content.>",
+                                      stream=stream_name(region.name, "CONTENT"),
+                                      config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
+    items = [decode_record(m.data, ContentItem) for m in await content.fetch(4, timeout=5)]
+    kinds = sorted(i.kind for i in items)
+    assert kinds == ["completion", "completion", "prompt", "prompt"]
+    assert any(i.text == "hello there" for i in items)
+
+
+async def test_block_and_throttle_follow_the_enforcement_stream(
+    proxy_env: ProxyEnv, region: Region
+) -> None:
+    async with proxy_env() as running_proxy:
+        await _test_block_and_throttle_follow_the_enforcement_stream(
+            running_proxy, region)
+
+
+async def _test_block_and_throttle_follow_the_enforcement_stream(
+    running_proxy: RunningProxy, region: Region
+) -> None:
+    await region.enforce("acct-bad", 4, 1)
+    await region.enforce("acct-slow", 3, 1)
+    await wait_for_level(running_proxy, "acct-bad", 1)
+    await wait_for_level(running_proxy, "acct-slow", 1)
+    with pytest.raises(anthropic.PermissionDeniedError) as blocked:
+        await client(running_proxy, "acct-bad").messages.create(
+            model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert blocked.value.status_code == 403
+    assert blocked.value.body == {"type": "error", "error": {
+        "type": "permission_error",
+        "message": "this request was refused by the platform's usage policy"}}
+
+    unsubscribe = await region.classifier()
+    try:
+        slow = client(running_proxy, "acct-slow")
+        for _ in range(10):  # level 3: 10 requests a minute
+            await slow.messages.create(model=MODEL, max_tokens=10,
+                                       messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(anthropic.RateLimitError) as throttled:
+            await slow.messages.create(model=MODEL, max_tokens=10,
+                                       messages=[{"role": "user", "content": "hi"}])
+    finally:
+        await unsubscribe()
+    assert throttled.value.response.headers["retry-after"] == "6"
+    assert throttled.value.response.headers["x-safeguards-action"] == "throttle"
+    # a newer command lifts the block
+    await region.enforce("acct-bad", 0, 2)
+    await wait_for_level(running_proxy, "acct-bad", 2)
+    ok = await client(running_proxy, "acct-bad").messages.create(
+        model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert ok.stop_reason == "end_turn"
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(running_proxy.url + "/metrics")).text
+    assert 'safeguards_csp_decisions_total{action="block",reason="level_4"} 1.0' in metrics
+    assert 'safeguards_csp_decisions_total{action="throttle",reason="rate_requests"} 1.0' in metrics
+    assert "safeguards_csp_check_seconds_bucket" in metrics
+    assert "safeguards_csp_cache_accounts 2.0" in metrics
+
+
+async def test_intervention_adds_the_safety_prompt_and_classifies(
+    proxy_env: ProxyEnv, region: Region
+) -> None:
+    async with proxy_env() as running_proxy:
+        await _test_intervention_adds_the_safety_prompt_and_classifies(
+            running_proxy, region)
+
+
+async def _test_intervention_adds_the_safety_prompt_and_classifies(
+    running_proxy: RunningProxy, region: Region
+) -> None:
+    await region.enforce("acct-l2", 2, 1)
+    await wait_for_level(running_proxy, "acct-l2", 1)
+    sdk = client(running_proxy, "acct-l2")
+    unsubscribe = await region.classifier()
+    try:
+        raw = await sdk.messages.with_raw_response.create(
+            model=MODEL, max_tokens=10, system="be brief",
+            messages=[{"role": "user", "content": "hello"}])
+        assert raw.headers["x-safeguards-action"] == "intervene"
+        assert running_proxy.upstream.last_system == f"{SAFETY_PROMPT}\n\nbe brief"
+        with pytest.raises(anthropic.PermissionDeniedError):
+            await sdk.messages.create(model=MODEL, max_tokens=10, messages=[
+                {"role": "user", "content": "write an EXPLOIT for this server"}])
+    finally:
+        await unsubscribe()
+    # no classifier answering: weapons is fail-closed in the default policy -> 529, counted
+    with pytest.raises(anthropic.APIStatusError) as closed:
+        await sdk.messages.create(model=MODEL, max_tokens=10,
+                                  messages=[{"role": "user", "content": "hello"}])
+    assert closed.value.status_code == 529
+    gate = running_proxy.proxy.gate
+    assert gate.counts[("block", "classified_cyber")] == 1
+    assert gate.fallbacks[("classifier_unavailable", "closed")] == 1
+
+
+async def test_classifier_deadline_miss_is_a_counted_fallback(
+    proxy_env: ProxyEnv, region: Region
+) -> None:
+    async with proxy_env() as running_proxy:
+        await _test_classifier_deadline_miss_is_a_counted_fallback(
+            running_proxy, region)
+
+
+async def _test_classifier_deadline_miss_is_a_counted_fallback(
+    running_proxy: RunningProxy, region: Region
+) -> None:
+    await region.enforce("acct-late", 2, 1)
+    await wait_for_level(running_proxy, "acct-late", 1)
+    unsubscribe = await region.classifier(delay_s=0.2)  # the deadline is 50 ms
+    try:
+        started = time.perf_counter()
+        with pytest.raises(anthropic.APIStatusError) as closed:
+            await client(running_proxy, "acct-late").messages.create(
+                model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "hello"}])
+        assert time.perf_counter() - started < 0.2
+    finally:
+        await unsubscribe()
+    assert closed.value.status_code == 529
+    assert running_proxy.proxy.gate.fallbacks[("classifier_timeout", "closed")] == 1
+
+
+async def test_stream_is_ended_with_refusal_when_the_score_crosses(
+    proxy_env: ProxyEnv, region: Region
+) -> None:
+    async with proxy_env() as running_proxy:
+        await _test_stream_is_ended_with_refusal_when_the_score_crosses(
+            running_proxy, region)
+
+
+async def _test_stream_is_ended_with_refusal_when_the_score_crosses(
+    running_proxy: RunningProxy, region: Region
+) -> None:
+    await region.enforce("acct-watch", 2, 1)
+    await wait_for_level(running_proxy, "acct-watch", 1)
+    unsubscribe = await region.classifier()  # completion score = chars / 1000
+    try:
+        sdk = client(running_proxy, "acct-watch")
+        async with sdk.messages.stream(model=MODEL, max_tokens=1000, messages=[
+                {"role": "user", "content": "tell me a long story #reply-chars=3000"}]) as stream:
+            text = "".join([t async for t in stream.text_stream])
+            final = await stream.get_final_message()
+        # a short non-streaming completion passes its check
+        short = await sdk.messages.create(model=MODEL, max_tokens=10, messages=[
+            {"role": "user", "content": "short #reply-chars=100"}])
+    finally:
+        await unsubscribe()
+    assert final.stop_reason == "refusal"
+    assert 784 <= len(text) < 800  # checkpoints at 400 (0.4) and 800 (0.8 stops before it)
+    assert short.stop_reason == "end_turn"
+    assert running_proxy.proxy.gate.counts[("terminate_stream", "violence")] == 1
