@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 COMMAND_MODULES = (
     "safeguards.regions.cli",
     "safeguards.actors.cli",
+    "safeguards.adapters.classifier.cli",
 )
 
 

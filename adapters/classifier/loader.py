@@ -1,0 +1,213 @@
+"""Load a manifest and its ONNX model into an ONNX Runtime session, CUDA first, then CPU.
+
+``onnxruntime-gpu`` lists ``CUDAExecutionProvider`` as available even on a machine with no GPU;
+asking for it there makes ONNX Runtime print library errors and fall back to the CPU. So CUDA is
+requested only when the provider is built in *and* the CUDA driver reports a device, and the
+provider actually in use is read back from the session afterwards (``LoadedModel.provider``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from safeguards.adapters.classifier.errors import ModelLoadError
+from safeguards.adapters.classifier.manifest import ModelManifest, read_manifest
+from safeguards.core.policy import default_policy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "default"
+PROVIDER_PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def policy_categories() -> frozenset[str]:
+    return frozenset(c.name for c in default_policy().categories)
+
+
+def cuda_device_count() -> int:
+    """Devices the CUDA driver reports; 0 when there is no driver or no device."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        try:
+            if lib.cuInit(0) != 0:
+                return 0
+            count = ctypes.c_int(0)
+            if lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+                return 0
+            return int(count.value)
+        except (AttributeError, OSError):
+            return 0
+    return 0
+
+
+def choose_providers(available: Sequence[str], *, allow_gpu: bool = True) -> list[str]:
+    """The providers to request, in preference order, given what the runtime offers."""
+    chosen: list[str] = []
+    for name in PROVIDER_PREFERENCE:
+        if name not in available:
+            continue
+        if name == "CUDAExecutionProvider" and (not allow_gpu or cuda_device_count() == 0):
+            log.debug("CUDAExecutionProvider is built in but no CUDA device is present")
+            continue
+        chosen.append(name)
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    """A ready ONNX Runtime session plus the manifest that says how to read its output."""
+
+    manifest: ModelManifest
+    session: Any
+    provider: str  # the provider the session actually runs on
+    providers: tuple[str, ...]
+    _tokenizer: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def raw(self, texts: Sequence[str]) -> np.ndarray:
+        """The model's output columns for a batch of texts, shape (n, labels)."""
+        inp = self.manifest.input
+        if inp.kind == "string":
+            feed: dict[str, Any] = {inp.name: np.asarray(list(texts), dtype=object)}
+        else:
+            feed = self._token_feed(texts)
+        out = self.session.run([self.manifest.output_name], feed)[0]
+        arr = np.asarray(out, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] < len(self.manifest.labels):
+            raise ModelLoadError(
+                f"model output {self.manifest.output_name!r} has shape {arr.shape}; "
+                f"expected (n, {len(self.manifest.labels)})"
+            )
+        return arr
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """Calibrated probabilities, shape (n, labels), columns in manifest label order."""
+        if not texts:
+            return np.zeros((0, len(self.manifest.labels)))
+        raw = self.raw(texts)
+        out = np.empty((len(texts), len(self.manifest.labels)))
+        for j, lab in enumerate(self.manifest.labels):
+            col = raw[:, lab.index]
+            cal = lab.calibration
+            if cal.kind == "identity":
+                out[:, j] = np.clip(col, 0.0, 1.0)
+            else:
+                x = cal.a * col + cal.b if cal.kind == "platt" else col / cal.t
+                out[:, j] = 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+        return out
+
+    def _token_feed(self, texts: Sequence[str]) -> dict[str, Any]:
+        inp = self.manifest.input
+        assert self._tokenizer is not None and inp.max_length is not None
+        encodings = self._tokenizer.encode_batch(list(texts))
+        n, width = len(texts), min(inp.max_length, max(len(e.ids) for e in encodings) or 1)
+        ids = np.zeros((n, width), dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        for i, enc in enumerate(encodings):
+            row = enc.ids[:width]
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        feed: dict[str, Any] = {inp.name: ids}
+        if inp.attention_mask:
+            feed[inp.attention_mask] = mask
+        return feed
+
+
+def load_model(directory: Path = DEFAULT_MODEL_DIR, *, manifest_name: str = "manifest.json",
+               allow_gpu: bool = True, intra_op_threads: int = 0) -> LoadedModel:
+    """Read the manifest in ``directory``, verify and open its model; typed errors throughout."""
+    manifest = read_manifest(directory / manifest_name, known_categories=policy_categories())
+    model_path = directory / manifest.model_file
+    if not model_path.is_file():
+        raise ModelLoadError(f"model file not found: {model_path}")
+    if manifest.sha256 is not None and _sha256(model_path) != manifest.sha256:
+        raise ModelLoadError(f"model file {model_path.name} does not match the manifest sha256")
+    tokenizer = None
+    if manifest.input.kind == "token_ids":
+        tokenizer = _load_tokenizer(directory, manifest)
+
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)  # errors only: no provider-fallback chatter
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = intra_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    requested = choose_providers(ort.get_available_providers(), allow_gpu=allow_gpu)
+    try:
+        session = ort.InferenceSession(str(model_path), sess_options=options, providers=requested)
+    except Exception as exc:  # onnxruntime raises its own pybind types: map at the boundary
+        raise ModelLoadError(
+            f"ONNX Runtime cannot load {model_path.name}: {type(exc).__name__}"
+        ) from None
+    in_use = tuple(session.get_providers())
+    _check_signature(session, manifest)
+    provider = in_use[0] if in_use else "unknown"
+    if requested[0] != provider:
+        log.warning("classifier %s asked for %s, runs on %s", manifest.name, requested[0], provider)
+    log.info("classifier %s %s loaded on %s", manifest.name, manifest.version, provider)
+    return LoadedModel(manifest, session, provider, in_use, tokenizer)
+
+
+def _load_tokenizer(directory: Path, manifest: ModelManifest) -> Any:
+    try:
+        from tokenizers import Tokenizer  # type: ignore[import-not-found]
+    except ImportError:
+        raise ModelLoadError(
+            "token_ids models need the 'tokenizers' package (pip install tokenizers)"
+        ) from None
+    assert manifest.input.tokenizer is not None
+    path = directory / manifest.input.tokenizer
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:
+        raise ModelLoadError(f"tokenizer {path.name} unusable: {type(exc).__name__}") from None
+
+
+def _check_signature(session: Any, manifest: ModelManifest) -> None:
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    problems = []
+    if manifest.input.name not in inputs:
+        problems.append(f"input {manifest.input.name!r} not in model (has {sorted(inputs)})")
+    elif manifest.input.kind == "string" and inputs[manifest.input.name].type != "tensor(string)":
+        problems.append(f"input {manifest.input.name!r} is {inputs[manifest.input.name].type}, "
+                        "the manifest says string")
+    if manifest.output_name not in outputs:
+        problems.append(f"output {manifest.output_name!r} not in model (has {sorted(outputs)})")
+    else:
+        shape = outputs[manifest.output_name].shape
+        width = shape[-1] if shape else None
+        if isinstance(width, int) and width < len(manifest.labels):
+            problems.append(f"output has {width} columns; the manifest names "
+                            f"{len(manifest.labels)} labels")
+    if problems:
+        raise ModelLoadError("model does not match its manifest: " + "; ".join(problems))

