@@ -66,3 +66,17 @@ async def run_node(region: str, nats_url: str, database_url: str, node_id: str |
                     node.request_stop()
                     break
         return node.metrics.snapshot()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m safeguards.actors.cli node ...``: the node command alone, for process-level
+    tests and supervisors that should not load every other area's commands."""
+    parser = argparse.ArgumentParser(prog="safeguards-node")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""Fault injection with an end-to-end checker: lost 0, double-applied 0, every change emitted.
+
+Nodes run as real processes (``python -m safeguards.actors.cli node``, the ``safeguards node``
+command alone) so they can be SIGKILLed mid-batch; NATS and PostgreSQL are restarted under load in
+tests that own their servers. Every test prints one ``FAULTS {...}`` line with its counts (run
+with ``-s`` to see them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+import asyncpg
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.errors import APIError
+
+from safeguards.actors.checker import CheckReport, check_end_to_end, score_signal
+from safeguards.actors.node import Node
+from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.bus.leases import LeaseBucket
+from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
+from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.core.codec import decode_command, encode_signal
+from safeguards.core.events import Signal
+from safeguards.core.subjects import inputs_subject
+
+pytestmark = pytest.mark.slow
+
+P = 8
+T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+
+class PostgresServer(Protocol):
+    admin_url: str
+
+    def database_url(self, name: str) -> str: ...
+
+
+async def create_database(admin_url: str, server_url: str) -> str:
+    name = f"sg_faults_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def make_signals(region: str, n: int, accounts: int, seed: int) -> list[Signal]:
+    """A mix of benign scores, points that accumulate, and severe scores that jump a level."""
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        account = f"acct-{rnd.randrange(accounts)}"
+        roll = rnd.random()
+        if roll < 0.03:
+            scores: tuple[tuple[str, float], ...] = (("weapons", 0.95),)
+        elif roll < 0.25:
+            scores = (("jailbreak", 0.8),)
+        else:
+            scores = (("jailbreak", 0.1), ("cyber", 0.2))
+        out.append(score_signal(region, account, f"{region}-sig-{i}", T0, scores))
+    return out
+
+
+class NodeProcess:
+    """``python -m safeguards node`` as a child process we can SIGKILL."""
+
+    def __init__(self, *, region: str, nats_url: str, database_url: str, node_id: str,
+                 log_dir: Path) -> None:
+        self.node_id = node_id
+        self.out = log_dir / f"{node_id}.out"
+        self.err = log_dir / f"{node_id}.err"
+        cmd = [sys.executable, "-m", "safeguards.actors.cli", "node", "--region", region,
+               "--nats", nats_url, "--database-url", database_url, "--node-id", node_id,
+               "--partitions", str(P), "--log-level", "WARNING"]
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        with anyio.fail_after(timeout_s):
+            while True:
+                if self.proc.poll() is not None:
+                    tail = self.err.read_text()[-2000:]
+                    raise RuntimeError(f"node {self.node_id} exited: {tail}")
+                if self.out.exists() and '"ready": true' in self.out.read_text():
+                    return
+                await anyio.sleep(0.1)
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    async def terminate(self, timeout_s: float = 30.0) -> dict[str, int]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        with anyio.fail_after(timeout_s):
+            while True:
+                if self.proc.poll() is not None:
+                    break
+                await anyio.sleep(0.1)
+        assert self.proc.returncode == 0, self.err.read_text()[-3000:]
+        lines = [ln for ln in self.out.read_text().splitlines() if ln.startswith("{")]
+        counters: dict[str, int] = json.loads(lines[-1])
+        return counters
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
+
+
+class Harness:
+    """Publishes signals (retrying until JetStream confirms each), collects commands, checks."""
+
+    def __init__(self, nc: Client, region: str, signals: list[Signal]) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.region = region
+        self.signals = signals
+        self.published = 0
+        self.received: set[str] = set()
+
+    async def subscribe(self) -> None:
+        async def on_command(msg: Msg) -> None:
+            self.received.add(decode_command(msg.data).command_id)
+
+        await self.nc.subscribe(f"sg.{self.region}.enforce.>", cb=on_command)
+
+    async def publish_all(self, rate_per_s: float) -> None:
+        interval = 1.0 / rate_per_s
+        start = time.monotonic()
+        for i, s in enumerate(self.signals):
+            delay = start + i * interval - time.monotonic()
+            if delay > 0:
+                await anyio.sleep(delay)
+            while True:
+                try:
+                    await self.js.publish(inputs_subject(self.region, P, s.account_id),
+                                          encode_signal(s), timeout=2,
+                                          headers={"Nats-Msg-Id": s.signal_id})
+                    break
+                except (nats.errors.Error, APIError, TimeoutError):
+                    await anyio.sleep(0.2)  # the server is down: the same id dedups the retry
+            self.published += 1
+
+    async def wait_accounted(self, store: PostgresEventStore, timeout_s: float,
+                             with_received: bool) -> CheckReport:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                report = await check_end_to_end(store, self.js, self.region, self.signals,
+                                                self.received if with_received else None)
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await anyio.sleep(1.0)
+                continue
+            if report.ok or time.monotonic() > deadline:
+                return report
+            await anyio.sleep(1.0)
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    yield client
+    await client.drain()
+
+
+def report_line(name: str, report: CheckReport, faults: int, **extra: object) -> None:
+    summary = {"test": name, "faults_injected": faults, **report.summary(), **extra}
+    print("FAULTS " + json.dumps(summary), flush=True)
+
+
+async def test_kill9_nodes_mid_batch_repeatedly(nc: Client, nats_url: str,
+                                                postgres_server: PostgresServer,
+                                                log_dir: Path) -> None:
+    region = "t" + uuid.uuid4().hex[:8]
+    db = await create_database(postgres_server.admin_url, postgres_server.database_url("x"))
+    await migrate(db)
+    signals = make_signals(region, 3000, accounts=150, seed=1)
+    h = Harness(nc, region, signals)
+    await h.subscribe()
+    nodes = [NodeProcess(region=region, nats_url=nats_url, database_url=db, node_id=f"n{i}",
+                         log_dir=log_dir) for i in range(2)]
+    for n in nodes:
+        await n.wait_ready()
+    leases = await LeaseBucket.open(h.js, region, ttl_s=NodeSettings().lease_ttl_s)
+    kills = 0
+    takeovers: list[float] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(h.publish_all, 150.0)
+        for round_ in range(4):
+            await anyio.sleep(3.0)
+            victim = nodes[round_ % 2]
+            victim.kill9()
+            kills += 1
+            t_kill = time.monotonic()
+            with anyio.fail_after(15):  # the survivor takes every partition over
+                while True:
+                    held = await leases.holders("part.")
+                    if len(held) == P and victim.node_id not in held.values():
+                        break
+                    await anyio.sleep(0.1)
+            takeovers.append(round(time.monotonic() - t_kill, 2))
+            nodes[round_ % 2] = NodeProcess(region=region, nats_url=nats_url, database_url=db,
+                                            node_id=f"n{round_ % 2}-r{round_}", log_dir=log_dir)
+            await nodes[round_ % 2].wait_ready()
+    async with PostgresEventStore(region, db) as store:
+        report = await h.wait_accounted(store, 90, with_received=True)
+    counters = [await n.terminate() for n in nodes]
+    report_line("kill9_nodes", report, kills, takeover_s=takeovers,
+                duplicates_seen=sum(c["duplicates"] for c in counters))
+    assert report.ok, report.summary()
+    assert report.accounted == len(signals)
+    assert report.enforcement_changes > 0
+    assert max(takeovers) <= 10.0, takeovers
+
+
+async def test_nats_server_restart_under_load(postgres_server: PostgresServer,
+                                              log_dir: Path) -> None:
+    region = "t" + uuid.uuid4().hex[:8]
+    db = await create_database(postgres_server.admin_url, postgres_server.database_url("x"))
+    await migrate(db)
+    server = EmbeddedNats(log_dir / "nats")
+    server.start()
+    try:
+        client = await nats.connect(server.url, max_reconnect_attempts=-1,
+                                    reconnect_time_wait=0.2)
+        signals = make_signals(region, 1500, accounts=100, seed=2)
+        h = Harness(client, region, signals)
+        nodes = [NodeProcess(region=region, nats_url=server.url, database_url=db,
+                             node_id=f"n{i}", log_dir=log_dir) for i in range(2)]
+        for n in nodes:
+            await n.wait_ready()
+        restarts = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(h.publish_all, 150.0)
+            for _ in range(2):
+                await anyio.sleep(3.0)
+                server.kill()  # SIGKILL: no goodbye to clients
+                restarts += 1
+                await anyio.sleep(2.0)
+                server.start()
+        async with PostgresEventStore(region, db) as store:
+            report = await h.wait_accounted(store, 120, with_received=False)
+        counters = [await n.terminate() for n in nodes]
+        await client.close()
+        report_line("nats_restart", report, restarts,
+                    bus_failures=sum(c["bus_failures"] for c in counters))
+        assert report.ok, report.summary()
+        assert report.accounted == len(signals)
+    finally:
+        server.close()
+
+
+async def test_postgres_restart_under_load(nc: Client, nats_url: str, log_dir: Path) -> None:
+    region = "t" + uuid.uuid4().hex[:8]
+    pg = EmbeddedPostgres(log_dir / "pg")
+    pg.start()
+    try:
+        db = pg.create_database("faults")
+        await migrate(db)
+        signals = make_signals(region, 1500, accounts=100, seed=3)
+        h = Harness(nc, region, signals)
+        await h.subscribe()
+        nodes = [NodeProcess(region=region, nats_url=nats_url, database_url=db,
+                             node_id=f"n{i}", log_dir=log_dir) for i in range(2)]
+        for n in nodes:
+            await n.wait_ready()
+        restarts = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(h.publish_all, 150.0)
+            for how in ("kill", "stop"):
+                await anyio.sleep(3.0)
+                if how == "kill":
+                    pg.kill()  # SIGKILL: crash recovery on the next start
+                else:
+                    pg.stop()
+                restarts += 1
+                await anyio.sleep(2.0)
+                pg.start()
+        async with PostgresEventStore(region, db) as store:
+            report = await h.wait_accounted(store, 120, with_received=True)
+        counters = [await n.terminate() for n in nodes]
+        report_line("postgres_restart", report, restarts,
+                    store_failures=sum(c["store_failures"] for c in counters))
+        assert report.ok, report.summary()
+        assert report.accounted == len(signals)
+    finally:
+        pg.close()
+
+
+async def test_two_nodes_that_both_own_every_partition(nc: Client, nats_url: str,
+                                                       postgres_server: PostgresServer) -> None:
+    """No leases: both nodes run every partition (a split brain). PostgreSQL's expected version
+    and the inbox must still make every signal count exactly once."""
+    region = "t" + uuid.uuid4().hex[:8]
+    db = await create_database(postgres_server.admin_url, postgres_server.database_url("x"))
+    await migrate(db)
+    signals = make_signals(region, 2000, accounts=12, seed=4)  # few accounts: many races
+    h = Harness(nc, region, signals)
+    await h.subscribe()
+    settings = NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2)
+    async with PostgresEventStore(region, db) as s1, PostgresEventStore(region, db) as s2:
+        a = Node(region=region, partitions=P, nats_url=nats_url, store=s1, node_id="a",
+                 settings=settings, static_partitions=range(P))
+        b = Node(region=region, partitions=P, nats_url=nats_url, store=s2, node_id="b",
+                 settings=settings, static_partitions=range(P))
+        async with anyio.create_task_group() as tg:
+            await tg.start(a.run)
+            await tg.start(b.run)
+            # Every signal twice, the copies under different ids so both nodes may get one.
+            for s in signals:
+                for _ in range(2):
+                    await h.js.publish(inputs_subject(region, P, s.account_id), encode_signal(s),
+                                       headers={"Nats-Msg-Id": uuid.uuid4().hex}, timeout=5)
+            report = await h.wait_accounted(s1, 90, with_received=True)
+            a.request_stop()
+            b.request_stop()
+    # Faults: the split brain itself, plus one duplicated delivery per signal.
+    report_line("dual_owner", report, 1, duplicated_deliveries=len(signals),
+                conflicts=a.metrics.conflicts + b.metrics.conflicts,
+                duplicates=a.metrics.duplicates + b.metrics.duplicates,
+                committed_by_a=a.metrics.committed, committed_by_b=b.metrics.committed)
+    assert report.ok, report.summary()
+    assert a.metrics.committed + b.metrics.committed == len(signals)
+    assert a.metrics.committed > 0 and b.metrics.committed > 0
