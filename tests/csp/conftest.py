@@ -52,6 +52,7 @@ def proxy_env(region: Region, nats_url: str, test_policy: Policy) -> ProxyEnv:
         app = UpstreamApp()
         async with serving(app, "127.0.0.1", free_port(), lifespan="off") as upstream_url:
             settings: dict[str, Any] = {"nats_url": nats_url, "feed_heartbeat_s": 0.25}
+            upstream_url = overrides.pop("upstream_url_override", upstream_url)
             settings.update(overrides)
             config = ProxyConfig(region=region.name, upstream_url=upstream_url, **settings)
             proxy = CspProxy(config, test_policy)
