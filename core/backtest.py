@@ -4,18 +4,21 @@ Observations (requests seen, scores, operator actions, appeals) are facts no pol
 decisions (strikes, enforcement) are what a policy made of them. A backtest replays the facts in
 their recorded order, at their recorded times, through ``decide`` with the candidate policy and
 compares the enforcement trajectory with the one that was stored. Pure, like the rest of core.
+
+:class:`AccountReplay` is incremental (one stored event at a time, in version order), so a whole
+region can be backtested in one pass over its commit-ordered feed without holding histories in
+memory; :func:`backtest` is the same over one history in a list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from safeguards.core.decide import decide
-from safeguards.core.events import EnforcementChanged, Event, Signal
+from safeguards.core.decide import decide_and_fold
+from safeguards.core.events import EnforcementChanged, Event, Signal, StrikeRecorded
 from safeguards.core.policy import Policy
-from safeguards.core.state import AccountState, evolve, initial_state
+from safeguards.core.state import initial_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,22 +31,36 @@ class Trajectory:
     first_l3_at: datetime | None
     strikes: int
 
-    @staticmethod
-    def of(events: Iterable[Event]) -> Trajectory:
-        changes: list[tuple[datetime, int, str]] = []
-        max_level = final = strikes = 0
-        first_l3: datetime | None = None
-        for e in events:
-            body = e.body
-            if isinstance(body, EnforcementChanged):
-                changes.append((e.occurred_at, body.level, body.rule_id))
-                final = body.level
-                max_level = max(max_level, body.level)
-                if body.level >= 3 and first_l3 is None:
-                    first_l3 = e.occurred_at
-            elif body.TYPE == "StrikeRecorded":
-                strikes += 1
-        return Trajectory(tuple(changes), max_level, final, first_l3, strikes)
+
+class _TrajectoryBuilder:
+    __slots__ = ("changes", "final", "first_l3", "max_level", "strikes")
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[datetime, int, str]] = []
+        self.max_level = self.final = self.strikes = 0
+        self.first_l3: datetime | None = None
+
+    def add(self, e: Event) -> None:
+        body = e.body
+        if isinstance(body, EnforcementChanged):
+            self.changes.append((e.occurred_at, body.level, body.rule_id))
+            self.final = body.level
+            self.max_level = max(self.max_level, body.level)
+            if body.level >= 3 and self.first_l3 is None:
+                self.first_l3 = e.occurred_at
+        elif isinstance(body, StrikeRecorded):
+            self.strikes += 1
+
+    def build(self) -> Trajectory:
+        return Trajectory(tuple(self.changes), self.max_level, self.final, self.first_l3,
+                          self.strikes)
+
+
+def trajectory_of(events: list[Event]) -> Trajectory:
+    builder = _TrajectoryBuilder()
+    for e in events:
+        builder.add(e)
+    return builder.build()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,26 +88,51 @@ class BacktestResult:
         return "; ".join(parts) or "same"
 
 
-def backtest(events: list[Event], candidate: Policy,
-             since: datetime | None = None) -> BacktestResult:
-    """Replay ``events``' observations through ``candidate``; ``events`` is one account's whole
-    history in version order. With ``since``, the whole history is replayed (earlier strikes
-    still weigh) but only the decisions from ``since`` on are compared."""
-    if not events:
-        raise ValueError("backtest needs at least one event")
-    account, region = events[0].account_id, events[0].region
-    state: AccountState = initial_state(account, region)
-    replayed: list[Event] = []
-    for e in events:
+class AccountReplay:
+    """Replays one account's stored events, as they arrive in version order, through a policy.
+
+    With ``since``, everything is replayed (earlier strikes still weigh) but only decisions at
+    or after ``since`` are compared.
+    """
+
+    __slots__ = ("_candidate", "_policy", "_since", "_state", "_stored", "account_id", "events")
+
+    def __init__(self, account_id: str, region: str, candidate: Policy,
+                 since: datetime | None = None) -> None:
+        self.account_id = account_id
+        self.events = 0
+        self._policy = candidate
+        self._since = since
+        self._state = initial_state(account_id, region)
+        self._stored = _TrajectoryBuilder()
+        self._candidate = _TrajectoryBuilder()
+
+    def add(self, e: Event) -> None:
+        counted = self._since is None or e.occurred_at >= self._since
+        if counted:
+            self.events += 1
+            self._stored.add(e)
         body = e.body
         if not body.OBSERVATION:
-            continue
-        signal = Signal(e.causation_id, account, region, e.occurred_at, e.correlation_id,
-                        body)  # type: ignore[arg-type]
-        for new in decide(state, signal, candidate, e.occurred_at):
-            state = evolve(state, new)
-            replayed.append(new)
-    if since is not None:
-        events = [e for e in events if e.occurred_at >= since]
-        replayed = [e for e in replayed if e.occurred_at >= since]
-    return BacktestResult(account, len(events), Trajectory.of(events), Trajectory.of(replayed))
+            return
+        signal = Signal(e.causation_id, e.account_id, e.region, e.occurred_at,
+                        e.correlation_id, body)  # type: ignore[arg-type]
+        new, self._state = decide_and_fold(self._state, signal, self._policy, e.occurred_at)
+        if counted:
+            for n in new:
+                self._candidate.add(n)
+
+    def result(self) -> BacktestResult:
+        return BacktestResult(self.account_id, self.events, self._stored.build(),
+                              self._candidate.build())
+
+
+def backtest(events: list[Event], candidate: Policy,
+             since: datetime | None = None) -> BacktestResult:
+    """Replay one account's whole history (version order) through ``candidate``."""
+    if not events:
+        raise ValueError("backtest needs at least one event")
+    replay = AccountReplay(events[0].account_id, events[0].region, candidate, since)
+    for e in events:
+        replay.add(e)
+    return replay.result()

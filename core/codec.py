@@ -110,7 +110,7 @@ def _field_codec(tp: Any) -> tuple[_Encoder, _Decoder]:
         return nested.encode, nested.decode
     if tp is str:
         def dec_str(v: Any, path: str) -> Any:
-            if not isinstance(v, str):
+            if type(v) is not str:
                 raise MalformedEnvelope(f"{path}: expected str, got {_type_name(v)}")
             return v
         return (lambda v: v), dec_str
@@ -128,6 +128,8 @@ def _field_codec(tp: Any) -> tuple[_Encoder, _Decoder]:
         return (lambda v: v), dec_int
     if tp is float:
         def dec_float(v: Any, path: str) -> Any:
+            if type(v) is float:
+                return v
             if not isinstance(v, int | float) or isinstance(v, bool):
                 raise MalformedEnvelope(f"{path}: expected float, got {_type_name(v)}")
             return float(v)
@@ -162,44 +164,63 @@ def _field_codec(tp: Any) -> tuple[_Encoder, _Decoder]:
             def dec_var(v: Any, path: str) -> Any:
                 if not isinstance(v, list | tuple):
                     raise MalformedEnvelope(f"{path}: expected an array, got {_type_name(v)}")
-                return tuple(dec(x, f"{path}[{i}]") for i, x in enumerate(v))
+                # The element path is only spelled out when an element is bad: this is the
+                # hot path of every history read.
+                try:
+                    return tuple([dec(x, path) for x in v])
+                except MalformedEnvelope:
+                    for i, x in enumerate(v):
+                        dec(x, f"{path}[{i}]")
+                    raise
             return (lambda v: [enc(x) for x in v]), dec_var
         codecs = [_field_codec(a) for a in args]
+        if len(codecs) == 2:  # pairs, such as (category, score), get an unrolled decoder
+            (_, first), (_, second) = codecs
+            def dec_pair(v: Any, path: str) -> Any:
+                if not isinstance(v, list | tuple) or len(v) != 2:
+                    raise MalformedEnvelope(f"{path}: expected an array of 2")
+                return (first(v[0], path), second(v[1], path))
+            return (lambda v: [c[0](x) for c, x in zip(codecs, v)]), dec_pair  # noqa: B905
         def dec_fixed(v: Any, path: str) -> Any:
             if not isinstance(v, list | tuple) or len(v) != len(codecs):
                 raise MalformedEnvelope(f"{path}: expected an array of {len(codecs)}")
-            return tuple(c[1](x, f"{path}[{i}]") for i, (c, x) in enumerate(zip(codecs, v)))  # noqa: B905
+            return tuple([c[1](x, path) for c, x in zip(codecs, v)])  # noqa: B905
         return (lambda v: [c[0](x) for c, x in zip(codecs, v)]), dec_fixed  # noqa: B905
     raise TypeError(f"no wire codec for {tp!r}")
 
 
 class _DataclassCodec:
-    """Encodes a frozen dataclass as a map and decodes it back, strictly."""
+    """Encodes a frozen dataclass as a map and decodes it back, strictly.
+
+    Error paths name the class and field (``ScoreRecorded.scores``); they are precomputed, since
+    decoding runs for every event of every history read.
+    """
 
     def __init__(self, cls: type) -> None:
         hints = typing.get_type_hints(cls)
         self.cls = cls
-        self.fields = []
+        self.fields: list[tuple[str, _Encoder, _Decoder, bool, str]] = []
         for f in fields(cls):
             enc, dec = _field_codec(hints[f.name])
-            self.fields.append((f.name, enc, dec, f.default is not MISSING))
+            has_default = f.default is not MISSING
+            self.fields.append((f.name, enc, dec, has_default, f"{cls.__name__}.{f.name}"))
         self.names = frozenset(f[0] for f in self.fields)
 
     def encode(self, obj: Any) -> dict[str, Any]:
-        return {name: enc(getattr(obj, name)) for name, enc, _, _ in self.fields}
+        return {name: enc(getattr(obj, name)) for name, enc, _, _, _ in self.fields}
 
     def decode(self, data: Any, path: str) -> Any:
-        if not isinstance(data, dict):
+        if type(data) is not dict:
             raise MalformedEnvelope(f"{path}: expected a map, got {_type_name(data)}")
-        extra = [k for k in data if k not in self.names]
-        if extra:
+        if not self.names.issuperset(data):
+            extra = [k for k in data if k not in self.names]
             raise MalformedEnvelope(f"{path}: unexpected field(s) {_names(extra)}")
         kwargs = {}
-        for name, _, dec, has_default in self.fields:
+        for name, _, dec, has_default, field_path in self.fields:
             if name in data:
-                kwargs[name] = dec(data[name], f"{path}.{name}")
+                kwargs[name] = dec(data[name], field_path)
             elif not has_default:
-                raise MalformedEnvelope(f"{path}.{name}: missing")
+                raise MalformedEnvelope(f"{field_path}: missing")
         return self.cls(**kwargs)
 
 

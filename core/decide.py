@@ -72,11 +72,23 @@ class _Decision:
 
 
 def decide(state: AccountState, signal: Signal, policy: Policy, now: datetime) -> list[Event]:
+    return decide_and_fold(state, signal, policy, now)[0]
+
+
+def decide_and_fold(state: AccountState, signal: Signal, policy: Policy,
+                    now: datetime) -> tuple[list[Event], AccountState]:
+    """``decide`` plus the state its events fold to, which it computes anyway: callers that need
+    both (actors, backtests) save folding every event a second time."""
     d = _Decision(state, signal, policy, now, [])
+    _decide(d, signal, policy)
+    return d.events, d.state
+
+
+def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
     _expire(d)
     obs = signal.observation
     if obs is None:
-        return d.events
+        return
     recorded = d.emit(obs, decided=False)
     if isinstance(obs, ScoreRecorded) and not obs.shadow:
         _strikes(d, obs.scores, obs.request_id, obs.model_name, obs.model_version,
@@ -90,7 +102,6 @@ def decide(state: AccountState, signal: Signal, policy: Policy, now: datetime) -
     elif isinstance(obs, AppealResolved) and obs.outcome == "overturned":
         d.change_level(obs.level_after, "appeal.overturned",
                        f"appeal {obs.appeal_id} overturned by {obs.operator}", recorded.version)
-    return d.events
 
 
 def _expire(d: _Decision) -> None:

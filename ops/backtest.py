@@ -1,8 +1,9 @@
 """``ops backtest``: a candidate policy against a region's stored histories.
 
-Reads every account with events since ``since`` from the region's store (a few accounts at a
-time, concurrently), replays each history's observations through the candidate with the pure
-``core.backtest``, and reports which accounts would have been treated differently, and how.
+One pass over the region's commit-ordered feed (pages of ``page`` events): each event goes to
+its account's incremental replay (``core.backtest.AccountReplay``), so memory holds one state per
+account, never whole histories, and the database serves a few large ordered reads instead of one
+query per account. The report lists the accounts the candidate would have treated differently.
 """
 
 from __future__ import annotations
@@ -11,10 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
-
-from safeguards.core.backtest import BacktestResult, backtest
+from safeguards.core.backtest import AccountReplay, BacktestResult
 from safeguards.core.policy import Policy
 from safeguards.core.ports import EventStore
 
@@ -47,43 +45,30 @@ class BacktestReport:
 
 
 async def backtest_region(store: EventStore, candidate: Policy, *,
-                          since: datetime | None = None, concurrency: int = 4,
-                          page: int = 500) -> BacktestReport:
+                          since: datetime | None = None, page: int = 5000) -> BacktestReport:
     report = BacktestReport(store.region, candidate.version)
     started = time.perf_counter()
-    send, receive = anyio.create_memory_object_stream[str](page)
-
-    async def producer() -> None:
-        async with send:
-            after: str | None = None
-            while True:
-                ids = await store.account_ids(after=after, limit=page)
-                if not ids:
-                    return
-                for account in ids:
-                    await send.send(account)
-                after = ids[-1]
-
-    async def worker(accounts: MemoryObjectReceiveStream[str]) -> None:
-        async with accounts:
-            async for account in accounts:
-                await replay(account)
-
-    async def replay(account: str) -> None:
-        history = await store.history(account)
-        if not history or (since is not None and history[-1].occurred_at < since):
-            return
-        result = backtest(history, candidate, since)
+    replays: dict[str, AccountReplay] = {}
+    position = 0
+    while True:
+        entries = await store.read_feed(position, page)
+        if not entries:
+            break
+        for entry in entries:
+            e = entry.event
+            replay = replays.get(e.account_id)
+            if replay is None:
+                replay = replays[e.account_id] = AccountReplay(e.account_id, e.region,
+                                                               candidate, since)
+            replay.add(e)
+        position = entries[-1].position
+    for account in sorted(replays):
+        result = replays[account].result()
+        if result.events_replayed == 0:
+            continue  # nothing since ``since``
         report.accounts += 1
-        report.events += len(history)
+        report.events += result.events_replayed
         if result.differs:
             report.differing.append(result)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(producer)
-        with receive:  # each worker holds its own clone; the original closes here
-            for _ in range(concurrency):
-                tg.start_soon(worker, receive.clone())
-    report.differing.sort(key=lambda r: r.account_id)
     report.seconds = time.perf_counter() - started
     return report

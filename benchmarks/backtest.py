@@ -1,0 +1,102 @@
+"""Backtest rate over a stored history of >= 1M events in (embedded) PostgreSQL.
+
+Builds the history with the real pure core (signals through ``decide``), stores it with the
+region store's group commit, then backtests a candidate policy (a stricter jailbreak threshold)
+over the whole region and reports events replayed per second, end to end (reads included).
+
+    python benchmarks/backtest.py [--accounts 5000] [--signals-per-account 160]
+
+Uses SAFEGUARDS_DATABASE_URL when set, else starts embedded PostgreSQL. Last line:
+{"events", "accounts", "backtest_events_per_s", "differing_accounts"}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from datetime import UTC, datetime, timedelta
+
+import anyio
+
+from safeguards.adapters.embedded import EmbeddedPostgres
+from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.core.decide import decide
+from safeguards.core.events import Event, RequestObserved, ScoreRecorded, Signal
+from safeguards.core.policy import default_policy, default_policy_text, parse_policy
+from safeguards.core.ports import AppendRequest
+from safeguards.core.state import fold, initial_state
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+def account_history(account: str, signals: int, rng: random.Random) -> list[Event]:
+    policy = default_policy()
+    state = initial_state(account, "eu")
+    events: list[Event] = []
+    at = T0 + timedelta(seconds=rng.uniform(0, 3600))
+    risky = rng.random() < 0.2
+    for i in range(signals):
+        at += timedelta(seconds=rng.expovariate(1 / 300))
+        if i % 2 == 0:
+            obs: RequestObserved | ScoreRecorded = RequestObserved(
+                f"{account}-r{i}", "model-x", "proxy", 40, 300, 160, f"{i:064x}", False, "allow")
+        else:
+            jail = rng.uniform(0.4, 0.99) if risky and rng.random() < 0.2 else rng.uniform(0, 0.3)
+            obs = ScoreRecorded(f"{account}-r{i - 1}", "prompt", f"{i:064x}", 160, "default",
+                                "1", (("jailbreak", round(jail, 3)), ("cyber", 0.05)))
+        new = decide(state, Signal(f"{account}-s{i}", account, "eu", at, "c", obs), policy, at)
+        state = fold(state, new)
+        events += new
+    return events
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--accounts", type=int, default=5000)
+    parser.add_argument("--signals-per-account", type=int, default=190)
+    args = parser.parse_args()
+    url = os.environ.get("SAFEGUARDS_DATABASE_URL")
+    pg = None
+    if url is None:
+        pg = EmbeddedPostgres().start()
+        url = pg.create_database("bench_backtest")
+    try:
+        await migrate(url)
+        rng = random.Random(11)
+        t = time.perf_counter()
+        stored = 0
+        async with PostgresEventStore("eu", url, snapshot_every=1000) as store:
+            batch: list[AppendRequest] = []
+            for a in range(args.accounts):
+                account = f"bt-{a:06d}"
+                history = account_history(account, args.signals_per_account, rng)
+                stored += len(history)
+                batch.append(AppendRequest(account, 0, tuple(history)))
+                if len(batch) == 50:
+                    await store.append_batch(batch)
+                    batch = []
+            if batch:
+                await store.append_batch(batch)
+            print(f"stored {stored:,} events for {args.accounts:,} accounts in "
+                  f"{time.perf_counter() - t:.1f} s")
+            candidate = parse_policy(default_policy_text()
+                                     .replace('version = "default-2026.11.1"',
+                                              'version = "candidate-strict-jailbreak"')
+                                     .replace("threshold = 0.5", "threshold = 0.4", 1))
+            from safeguards.ops.backtest import backtest_region
+
+            report = await backtest_region(store, candidate)
+            print(report.render(limit=5))
+    finally:
+        if pg is not None:
+            pg.close()
+    print(json.dumps({"events": report.events, "accounts": report.accounts,
+                      "backtest_events_per_s": round(report.events_per_s),
+                      "differing_accounts": len(report.differing)}))
+
+
+if __name__ == "__main__":
+    anyio.run(main)
