@@ -97,11 +97,13 @@ class InMemoryEventStore:
         return AppendResult(request.account_id, new_version)
 
     def _snapshot(self, account_id: str, version: int) -> None:
-        state = self._state(account_id, version)
-        self.save_snapshot(state)
+        self._put_snapshot(self._state(account_id, version))
 
-    def save_snapshot(self, state: AccountState) -> None:
+    async def save_snapshot(self, state: AccountState) -> None:
         """Store ``state`` as the snapshot at its version (a cache; never the truth)."""
+        self._put_snapshot(state)
+
+    def _put_snapshot(self, state: AccountState) -> None:
         stream = self._streams.setdefault(state.account_id, _Stream())
         stream.snapshots[state.version] = (fold_module.FOLD_VERSION, codec.encode_state(state))
 

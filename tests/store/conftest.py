@@ -10,13 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from store_events import SNAPSHOT_EVERY, StoreUnderTest, create_database, unique_region
 
 from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
-from store_events import unique_region
-
-SNAPSHOT_EVERY = 5
-
-StoreUnderTest = InMemoryEventStore | PostgresEventStore
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -25,7 +21,10 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[StoreUnderTest]
     if request.param == "memory":
         yield InMemoryEventStore(region, snapshot_every=SNAPSHOT_EVERY)
         return
-    url: str = request.getfixturevalue("fresh_database_url")
+    # fresh_database_url is async, and an async fixture cannot ask for one by name; this does
+    # what it does on the same session server.
+    server = request.getfixturevalue("postgres_server")
+    url = await create_database(server.admin_url)
     await migrate(url)
     pg = PostgresEventStore(region, url, snapshot_every=SNAPSHOT_EVERY)
     try:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
+
+from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore
 from safeguards.core.events import (
     EnforcementChanged,
     Event,
@@ -17,6 +21,20 @@ from safeguards.core.events import (
 from safeguards.core.ports import AppendRequest, OutboxMessage
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+SNAPSHOT_EVERY = 5  # small, so that the contract suite crosses snapshot boundaries often
+
+StoreUnderTest = InMemoryEventStore | PostgresEventStore
+
+
+async def create_database(admin_url: str) -> str:
+    """A new empty database on the server ``admin_url`` points at; returns its URL."""
+    name = f"sg_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
 
 
 def unique_region() -> str:

@@ -1,0 +1,151 @@
+"""What only the PostgreSQL store can show: commit order across real connections, migrations,
+and driver failures translated at the boundary."""
+
+from __future__ import annotations
+
+import importlib.resources
+
+import anyio
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+from store_events import make_request, unique_region
+
+from safeguards.adapters.embedded.ports import free_port
+from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.adapters.store.errors import SchemaMissing, translate_errors
+from safeguards.adapters.store.migrate import head_revision
+from safeguards.core.errors import StoreUnavailable
+from safeguards.core.ports import FeedEntry
+
+
+async def _wait_for_lock_waiter(engine: AsyncEngine) -> None:
+    """Until some backend of this database is blocked on a lock."""
+    q = sa.text("SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'")
+    with anyio.fail_after(10):
+        while True:
+            async with engine.connect() as conn:
+                if (await conn.execute(q)).scalar_one() > 0:
+                    return
+            await anyio.sleep(0.02)
+
+
+async def test_feed_reader_never_skips_a_transaction_that_commits_late(
+    pg_store: PostgresEventStore,
+) -> None:
+    store, region = pg_store, pg_store.region
+    consumed: list[FeedEntry] = []
+    b_committed = anyio.Event()
+
+    async def reader() -> None:
+        # A live tail: remembers only its cursor, as a projection or the outbox relay would.
+        cursor = 0
+        while len(consumed) < 5:
+            batch = await store.read_feed(cursor, 100)
+            consumed.extend(batch)
+            if batch:
+                cursor = batch[-1].position
+            await anyio.sleep(0.005)
+
+    async def writer_b() -> None:
+        await store.append(make_request("B", region, 0, 3))
+        b_committed.set()
+
+    async with store.engine.connect() as conn_a:
+        tx_a = await conn_a.begin()
+        await store._write(conn_a, [make_request("A", region, 0, 2)], check_event_ids=False)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            tg.start_soon(writer_b)
+            # B, on its own connection, reaches the feed lock while A is still open: it must
+            # queue behind A instead of committing first with the later positions.
+            await _wait_for_lock_waiter(store.engine)
+            await anyio.sleep(0.2)
+            assert not b_committed.is_set()
+            assert consumed == []
+            await tx_a.commit()
+            with anyio.fail_after(10):
+                await b_committed.wait()
+    assert [(e.position, e.event.account_id, e.event.version) for e in consumed] == [
+        (1, "A", 1), (2, "A", 2), (3, "B", 1), (4, "B", 2), (5, "B", 3)]
+
+
+async def test_rolled_back_transaction_leaves_no_gap_in_the_feed(
+    pg_store: PostgresEventStore,
+) -> None:
+    async with pg_store.engine.connect() as conn:
+        tx = await conn.begin()
+        await pg_store._write(conn, [make_request("A", pg_store.region, 0, 2)],
+                              check_event_ids=False)
+        await tx.rollback()
+    await pg_store.append(make_request("B", pg_store.region, 0, 2))
+    assert [e.position for e in await pg_store.read_feed(0, 10)] == [1, 2]
+    assert await pg_store.history("A") == []
+
+
+async def test_connection_lost_mid_append_writes_nothing_and_is_retryable(
+    pg_store: PostgresEventStore,
+) -> None:
+    request = make_request("A", pg_store.region, 0, 2, inbox_key="k", outbox=1)
+    with pytest.raises(StoreUnavailable) as info:
+        async with pg_store.engine.connect() as conn:
+            tx = await conn.begin()
+            await pg_store._write(conn, [request], check_event_ids=False)
+            pid = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+            async with pg_store.engine.connect() as killer:
+                await killer.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            with translate_errors():
+                await tx.commit()
+    assert info.value.retryable
+    assert await pg_store.history("A") == []
+    assert not await pg_store.inbox_contains("k")
+    assert await pg_store.pending_outbox(10) == []
+    assert (await pg_store.append(request)).version == 2  # the pool recovered; the retry lands
+
+
+async def test_unreachable_server_is_store_unavailable() -> None:
+    store = PostgresEventStore(unique_region(), f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+                               connect_timeout_s=2)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.append(make_request("A", store.region, 0, 1))
+        with pytest.raises(StoreUnavailable):
+            await store.load("A")
+    finally:
+        await store.close()
+
+
+async def test_unmigrated_database_says_so(fresh_database_url: str) -> None:
+    async with PostgresEventStore(unique_region(), fresh_database_url) as store:
+        with pytest.raises(SchemaMissing, match="migrate"):
+            await store.load("A")
+
+
+async def test_migrate_is_idempotent_and_safe_to_run_concurrently(
+    fresh_database_url: str,
+) -> None:
+    revisions: list[str] = []
+
+    async def run() -> None:
+        revisions.append(await migrate(fresh_database_url))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(run)
+    revisions.append(await migrate(fresh_database_url))
+    assert revisions == [head_revision()] * 4
+    async with PostgresEventStore(unique_region(), fresh_database_url) as store:
+        await store.append(make_request("A", store.region, 0, 1))
+        async with store.engine.connect() as conn:
+            tables = set((await conn.execute(sa.text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))).scalars())
+    assert {"events", "snapshots", "inbox", "outbox", "feed_counter",
+            "alembic_version"} <= tables
+
+
+def test_migrations_ship_inside_the_package() -> None:
+    root = importlib.resources.files("safeguards.adapters.store.migrations")
+    assert root.joinpath("env.py").is_file()
+    assert root.joinpath("script.py.mako").is_file()
+    assert any(p.name.startswith("v0001") for p in root.joinpath("versions").iterdir())
