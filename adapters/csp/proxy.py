@@ -13,11 +13,9 @@ the bounded buffer. No prompt or completion text is ever logged or echoed in an 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -26,9 +24,10 @@ from typing import Any
 import anyio
 import httpx
 
+from safeguards.adapters.csp.admission import Admission, account_from_header
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.feed import EnforcementFeed
-from safeguards.adapters.csp.gate import TERMINATE_ACTION, Decision, Gate, GateRequest, GateResponse
+from safeguards.adapters.csp.gate import TERMINATE_ACTION, Decision, Gate, GateRequest
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.streams import ensure_gate_streams
@@ -39,13 +38,11 @@ from safeguards.adapters.csp.wire import (
     completion_of,
     error_body,
     is_anthropic_error,
-    parse_messages_request,
     refusal_message,
     sse_error,
     with_safety_prompt,
 )
-from safeguards.core.errors import InvalidAccountId
-from safeguards.core.ids import validate_account_id, validate_region
+from safeguards.core.ids import validate_region
 from safeguards.core.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -104,7 +101,7 @@ class CspProxy:
         self._account_header = config.account_header.lower().encode("latin-1")
         self._upstream = config.upstream_url.rstrip("/")
         self._client: httpx.AsyncClient | None = None
-        self._observe_check = self.metrics.check_seconds.observe
+        self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics)
 
     # --- lifetime -------------------------------------------------------------------------------
 
@@ -203,32 +200,16 @@ class CspProxy:
                 declared = value
             elif name not in _HOP_BY_HOP:
                 forward.append((name, value))
-        if account_raw is None:
-            raise BadRequest(401, f"missing {self.config.account_header} header")
-        try:
-            account = validate_account_id(account_raw.decode("ascii"))
-        except (UnicodeDecodeError, InvalidAccountId) as exc:
-            reason = str(exc) if isinstance(exc, InvalidAccountId) else "not ASCII"
-            raise BadRequest(400, f"invalid {self.config.account_header} header: {reason}"
-                             ) from None
+        account = account_from_header(account_raw, self.config.account_header)
         limit = self.config.max_body_bytes
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise BadRequest(413, f"request body exceeds {limit} bytes")
         body = await _read_body(receive, limit)
         if body is None:
             return  # the client went away
-        doc, prompt = parse_messages_request(body)
-        streamed = bool(doc.get("stream", False))
-        request = GateRequest(account, secrets.token_hex(12), model=doc["model"],
-                              streamed=streamed, prompt_chars=len(prompt),
-                              prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest())
-        now = time.time()
-        t0 = time.perf_counter()
-        decision = self.gate.check(request, now)
-        self._observe_check(time.perf_counter() - t0)
-        if decision.needs_classify:
-            scores, failure = await self.classifier.classify(request.request_id, "prompt", prompt)
-            decision = self.gate.resolve(decision, scores, failure=failure or "classifier_error")
+        admitted = await self.admission.admit(account, body, "proxy")
+        request, decision, doc, prompt = (admitted.request, admitted.decision, admitted.doc,
+                                          admitted.prompt)
         if decision.refused:
             await self._refuse(send, decision)
             self._observe(request, decision.action, 0, 0, prompt, "")
@@ -302,9 +283,7 @@ class CspProxy:
         completion, tokens_in, tokens_out = completion_of(doc)
         action = decision.action
         if completion and (decision.classify_stream or self.config.classify_all_streams):
-            scores, failure = await self.classifier.classify(request.request_id, "completion",
-                                                             completion)
-            verdict = self.gate.stream_verdict(scores, failure=failure or "classifier_error")
+            verdict = await self.admission.completion_verdict(request, completion)
             if verdict is not None and isinstance(doc, dict):
                 self.gate.count_terminated(decision.level, verdict)
                 self.metrics.streams_terminated.labels(verdict).inc()
@@ -372,18 +351,12 @@ class CspProxy:
                       scanner.completion())
 
     async def _stream_verdict(self, request: GateRequest, scanner: SseScanner) -> str | None:
-        scores, failure = await self.classifier.classify(request.request_id, "completion",
-                                                         scanner.completion())
-        return self.gate.stream_verdict(scores, failure=failure or "classifier_error")
+        return await self.admission.completion_verdict(request, scanner.completion())
 
     def _observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,
                  prompt: str, completion: str) -> None:
         """After the response: charge tokens, and queue the signal and the content."""
-        self.gate.observe(request, GateResponse(action, tokens_in, tokens_out), time.time())
-        telemetry = self.telemetry
-        telemetry.emit_request(request, action, tokens_in, tokens_out)
-        telemetry.emit_content(request, "prompt", prompt)
-        telemetry.emit_content(request, "completion", completion)
+        self.admission.observe(request, action, tokens_in, tokens_out, prompt, completion)
 
 
 def _action_header(action: str) -> tuple[bytes, bytes]:

@@ -1,0 +1,81 @@
+"""The request half of the gate shared by the HTTP proxy and ext_proc: admit, then observe.
+
+``admit`` validates the account header and the Messages body, runs ``Gate.check`` (timed into
+the latency histogram) and, when the account's level asks for it, synchronous classification
+with the policy's deadline. ``observe`` runs after the response: it charges tokens to the GCRA
+and queues the metadata-only signal and the content for scoring (never waiting on NATS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from safeguards.adapters.csp.classify import SyncClassifier
+from safeguards.adapters.csp.gate import Decision, Gate, GateRequest, GateResponse
+from safeguards.adapters.csp.metrics import CspMetrics
+from safeguards.adapters.csp.telemetry import Telemetry
+from safeguards.adapters.csp.wire import BadRequest, parse_messages_request
+from safeguards.core.errors import InvalidAccountId
+from safeguards.core.ids import validate_account_id
+
+
+@dataclass(slots=True)
+class Admitted:
+    request: GateRequest
+    decision: Decision
+    doc: dict[str, Any]
+    prompt: str
+
+
+def account_from_header(raw: bytes | str | None, header: str) -> str:
+    if raw is None:
+        raise BadRequest(401, f"missing {header} header")
+    try:
+        text = raw.decode("ascii") if isinstance(raw, bytes) else raw
+        return validate_account_id(text)
+    except UnicodeDecodeError:
+        raise BadRequest(400, f"invalid {header} header: not ASCII") from None
+    except InvalidAccountId as exc:
+        raise BadRequest(400, f"invalid {header} header: {exc}") from None
+
+
+class Admission:
+    def __init__(self, gate: Gate, classifier: SyncClassifier, telemetry: Telemetry,
+                 metrics: CspMetrics) -> None:
+        self.gate = gate
+        self.classifier = classifier
+        self.telemetry = telemetry
+        self._observe_check = metrics.check_seconds.observe
+
+    async def admit(self, account: str, body: bytes, surface: str) -> Admitted:
+        doc, prompt = parse_messages_request(body)
+        request = GateRequest(account, secrets.token_hex(12), model=doc["model"],
+                              streamed=bool(doc.get("stream", False)), prompt_chars=len(prompt),
+                              prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
+                              surface=surface)
+        now = time.time()
+        t0 = time.perf_counter()
+        decision = self.gate.check(request, now)
+        self._observe_check(time.perf_counter() - t0)
+        if decision.needs_classify:
+            scores, failure = await self.classifier.classify(request.request_id, "prompt", prompt)
+            decision = self.gate.resolve(decision, scores, failure=failure or "classifier_error")
+        return Admitted(request, decision, doc, prompt)
+
+    async def completion_verdict(self, request: GateRequest, completion: str) -> str | None:
+        """Score the completion so far; a category (or ``fail_closed``) means: end it now."""
+        scores, failure = await self.classifier.classify(request.request_id, "completion",
+                                                         completion)
+        return self.gate.stream_verdict(scores, failure=failure or "classifier_error")
+
+    def observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,
+                prompt: str, completion: str) -> None:
+        self.gate.observe(request, GateResponse(action, tokens_in, tokens_out), time.time())
+        telemetry = self.telemetry
+        telemetry.emit_request(request, action, tokens_in, tokens_out)
+        telemetry.emit_content(request, "prompt", prompt)
+        telemetry.emit_content(request, "completion", completion)
