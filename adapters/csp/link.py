@@ -29,6 +29,7 @@ class BusLink:
         self.js: JetStreamContext | None = None
         self.connected = anyio.Event()
         self.connect_failures = 0
+        self._closing = False
 
     @property
     def is_connected(self) -> bool:
@@ -38,6 +39,8 @@ class BusLink:
         log.debug("nats connection error: %s", type(exc).__name__)
 
     async def _on_disconnected(self) -> None:
+        if self._closing:
+            return
         log.warning("nats disconnected; reconnecting in the background")
 
     async def _on_reconnected(self) -> None:
@@ -67,6 +70,7 @@ class BusLink:
                 self.connected.set()
             await anyio.sleep_forever()
         finally:
+            self._closing = True
             nc_, self.nc, self.js = self.nc, None, None
             if nc_ is not None:
                 with anyio.move_on_after(2.0, shield=True):

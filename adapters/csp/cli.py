@@ -1,0 +1,85 @@
+"""``safeguards proxy`` (the inline adapter's HTTP proxy), ``safeguards upstream`` (the model
+stand-in) and ``safeguards extproc`` (the Envoy ext_proc server)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    proxy = sub.add_parser("proxy", help="run the Anthropic-compatible safeguards proxy")
+    proxy.add_argument("--region", required=True)
+    proxy.add_argument("--upstream", required=True, help="the model endpoint's base URL")
+    proxy.add_argument("--nats", default="nats://127.0.0.1:4222", help="the region's NATS URL")
+    proxy.add_argument("--host", default="127.0.0.1")
+    proxy.add_argument("--port", type=int, default=8080)
+    proxy.add_argument("--account-header", default="x-csp-account-id")
+    proxy.add_argument("--partitions", type=int, default=16)
+    proxy.add_argument("--policy", type=Path, help="policy TOML (default: the shipped policy)")
+    proxy.add_argument("--provision", action="store_true",
+                       help="create the region's gate streams if they are missing")
+    proxy.set_defaults(handler=_proxy)
+
+    upstream = sub.add_parser("upstream", help="run the scripted Messages API model stand-in")
+    upstream.add_argument("--host", default="127.0.0.1")
+    upstream.add_argument("--port", type=int, default=8081)
+    upstream.set_defaults(handler=_upstream)
+
+    extproc = sub.add_parser("extproc", help="run the Envoy ext_proc gRPC server")
+    extproc.add_argument("--region", required=True)
+    extproc.add_argument("--nats", default="nats://127.0.0.1:4222")
+    extproc.add_argument("--listen", default="127.0.0.1:50051")
+    extproc.add_argument("--account-header", default="x-csp-account-id")
+    extproc.add_argument("--partitions", type=int, default=16)
+    extproc.add_argument("--policy", type=Path)
+    extproc.set_defaults(handler=_extproc)
+
+
+def _policy(path: Path | None) -> Any:
+    from safeguards.core.policy import default_policy, parse_policy
+
+    if path is None:
+        return default_policy()
+    return parse_policy(path.read_text("utf-8"), source=str(path))
+
+
+def _run(main: Any, *args: Any) -> int:
+    import anyio
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        import uvloop  # noqa: F401
+
+        options = {"use_uvloop": True}
+    except ImportError:
+        options = {}
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(main, *args, backend_options=options)
+    return 0
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    from safeguards.adapters.csp.proxy import ProxyConfig, serve_proxy
+
+    config = ProxyConfig(region=args.region, upstream_url=args.upstream, nats_url=args.nats,
+                         account_header=args.account_header, partitions=args.partitions,
+                         provision_streams=args.provision)
+    return _run(serve_proxy, config, _policy(args.policy), args.host, args.port)
+
+
+def _upstream(args: argparse.Namespace) -> int:
+    from safeguards.adapters.csp.upstream import serve_upstream
+
+    return _run(serve_upstream, args.host, args.port)
+
+
+def _extproc(args: argparse.Namespace) -> int:
+    from safeguards.adapters.csp.extproc import ExtProcConfig, serve_extproc
+
+    config = ExtProcConfig(region=args.region, nats_url=args.nats, listen=args.listen,
+                           account_header=args.account_header, partitions=args.partitions)
+    return _run(serve_extproc, config, _policy(args.policy))

@@ -1,0 +1,191 @@
+"""Envoy ext_proc at the protocol level: a real grpc client speaking ProcessingRequest messages."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from safeguards.adapters.csp.extproc import ExtProcConfig, ExtProcServer
+from safeguards.adapters.csp.testkit import Region, eventually
+from safeguards.adapters.csp.wire import SAFETY_PROMPT, sse
+from safeguards.core.codec import decode_signal
+from safeguards.core.events import RequestObserved
+from safeguards.core.policy import Policy
+from safeguards.core.subjects import stream_name
+
+CANARY = "CANARY-ext-proc-91b2"
+
+
+def headers(pairs: dict[str, str], *, end: bool = False) -> pb.HttpHeaders:
+    return pb.HttpHeaders(end_of_stream=end, headers=base_pb2.HeaderMap(headers=[
+        base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs.items()]))
+
+
+def request_headers(account: str | None = "acct-x") -> pb.ProcessingRequest:
+    pairs = {":method": "POST", ":path": "/v1/messages", "content-type": "application/json"}
+    if account is not None:
+        pairs["x-csp-account-id"] = account
+    return pb.ProcessingRequest(request_headers=headers(pairs))
+
+
+def request_body(doc: object) -> pb.ProcessingRequest:
+    raw = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    return pb.ProcessingRequest(request_body=pb.HttpBody(body=raw, end_of_stream=True))
+
+
+def body_of(content: str, stream: bool = False) -> dict[str, object]:
+    return {"model": "m", "max_tokens": 10, "stream": stream,
+            "messages": [{"role": "user", "content": content}]}
+
+
+class Exchange:
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        self.call = call
+
+    async def send(self, message: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        await self.call.write(message)
+        response = await self.call.read()
+        assert isinstance(response, pb.ProcessingResponse)
+        return response
+
+    async def close(self) -> None:
+        await self.call.done_writing()
+        assert await self.call.read() == grpc.aio.EOF
+
+
+@contextlib.asynccontextmanager
+async def ext_proc(region: Region, nats_url: str, policy: Policy) -> AsyncIterator[
+        tuple[ExtProcServer, pb_grpc.ExternalProcessorStub]]:
+    server = ExtProcServer(ExtProcConfig(region=region.name, nats_url=nats_url,
+                                         listen="127.0.0.1:0", feed_heartbeat_s=0.25), policy)
+    async with server.running():
+        assert server.feed is not None
+        await eventually(server.feed.ready.is_set, 10)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield server, pb_grpc.ExternalProcessorStub(channel)
+
+
+def immediate(response: pb.ProcessingResponse) -> tuple[int, dict[str, object]]:
+    assert response.HasField("immediate_response")
+    body = json.loads(response.immediate_response.body)
+    assert isinstance(body, dict)
+    return response.immediate_response.status.code, body
+
+
+async def test_allow_path_and_telemetry(region: Region, nats_url: str,
+                                        test_policy: Policy) -> None:
+    async with ext_proc(region, nats_url, test_policy) as (server, stub):
+        ex = Exchange(stub.Process())
+        r = await ex.send(request_headers())
+        assert r.HasField("request_headers") and not r.request_headers.response.HasField(
+            "header_mutation")
+        r = await ex.send(request_body(body_of("hello")))
+        assert r.HasField("request_body")
+        assert not r.request_body.response.body_mutation.HasField("body")
+        r = await ex.send(pb.ProcessingRequest(response_headers=headers(
+            {":status": "200", "content-type": "application/json"})))
+        assert r.HasField("response_headers")
+        completion = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                      "content": [{"type": "text", "text": "hi back"}], "stop_reason": "end_turn",
+                      "usage": {"input_tokens": 3, "output_tokens": 2}}
+        r = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
+            body=json.dumps(completion).encode(), end_of_stream=True)))
+        assert r.HasField("response_body")
+        await ex.close()
+        await eventually(lambda: server.telemetry.sent >= 3, 10)
+        js = region.nc.jetstream()
+        sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
+                                      stream=stream_name(region.name, "INPUTS"))
+        obs = decode_signal((await sub.fetch(1, timeout=5))[0].data).observation
+        assert isinstance(obs, RequestObserved)
+        assert (obs.surface, obs.action, obs.input_tokens, obs.output_tokens) == (
+            "ext_proc", "allow", 3, 2)
+
+
+async def test_refusals_are_immediate_responses(region: Region, nats_url: str,
+                                                test_policy: Policy,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    await region.enforce("acct-blocked", 4, 1)
+    async with ext_proc(region, nats_url, test_policy) as (server, stub):
+        await eventually(lambda: server.gate.held_version("acct-blocked") == 1)
+        ex = Exchange(stub.Process())
+        status, body = immediate(await ex.send(request_headers(None)))
+        assert status == 401 and body["error"] == {"type": "authentication_error",
+                                                   "message": "missing x-csp-account-id header"}
+        ex = Exchange(stub.Process())
+        status, _ = immediate(await ex.send(request_headers("bad id")))
+        assert status == 400
+        ex = Exchange(stub.Process())
+        await ex.send(request_headers())
+        status, body = immediate(await ex.send(request_body(b"{" + CANARY.encode())))
+        assert status == 400 and CANARY not in json.dumps(body)
+        ex = Exchange(stub.Process())
+        await ex.send(request_headers("acct-blocked"))
+        status, body = immediate(await ex.send(request_body(body_of(CANARY))))
+        assert status == 403 and body["error"]["type"] == "permission_error"  # type: ignore[index]
+        # a path the gate does not own passes through untouched
+        ex = Exchange(stub.Process())
+        r = await ex.send(pb.ProcessingRequest(request_headers=headers(
+            {":method": "GET", ":path": "/v1/models"}, end=True)))
+        assert r.HasField("request_headers")
+    assert CANARY not in caplog.text
+
+
+async def test_intervention_rewrites_the_body_and_streams_end_in_refusal(
+    region: Region, nats_url: str, test_policy: Policy
+) -> None:
+    await region.enforce("acct-l2", 2, 1)
+    unsubscribe = await region.classifier()
+    try:
+        async with ext_proc(region, nats_url, test_policy) as (server, stub):
+            await eventually(lambda: server.gate.held_version("acct-l2") == 1)
+            ex = Exchange(stub.Process())
+            await ex.send(request_headers("acct-l2"))
+            r = await ex.send(request_body(body_of("hello", stream=True)))
+            mutated = json.loads(r.request_body.response.body_mutation.body)
+            assert mutated["system"] == SAFETY_PROMPT
+            r = await ex.send(pb.ProcessingRequest(response_headers=headers(
+                {":status": "200", "content-type": "text/event-stream"})))
+            assert list(r.response_headers.response.header_mutation.remove_headers) == [
+                "content-length"]
+            start = sse("message_start", {"type": "message_start", "message": {
+                "id": "m", "type": "message", "role": "assistant", "model": "m", "content": [],
+                "stop_reason": None, "usage": {"input_tokens": 5, "output_tokens": 1}}})
+            start += sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                                 "content_block": {"type": "text", "text": ""}})
+            r = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(body=start)))
+            assert r.response_body.response.body_mutation.body == start
+            seen = b""
+            deltas_sent = 0
+            for _ in range(10):  # 100 characters per delta: checks at 400 (0.4), 800 (0.8)
+                delta = sse("content_block_delta", {
+                    "type": "content_block_delta", "index": 0,
+                    "delta": {"type": "text_delta", "text": "x" * 100}})
+                # split each event across two chunks: partial events wait for the rest
+                r1 = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
+                    body=delta[:30])))
+                r2 = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
+                    body=delta[30:])))
+                seen += r1.response_body.response.body_mutation.body
+                seen += r2.response_body.response.body_mutation.body
+                deltas_sent += 1
+                if b"refusal" in seen:
+                    break
+            assert deltas_sent == 8  # the 8th crossed 800 and was withheld
+            assert seen.count(b"event: content_block_delta") == 7
+            assert seen.endswith(b'"type":"message_stop"}\n\n')
+            assert b'"stop_reason":"refusal"' in seen
+            r = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
+                body=b"event: ping\ndata: {}\n\n", end_of_stream=True)))
+            assert r.response_body.response.body_mutation.clear_body
+            await ex.close()
+            assert server.gate.counts[("terminate_stream", "violence")] == 1
+    finally:
+        await unsubscribe()
