@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 COMMAND_MODULES = (
     "safeguards.regions.cli",
     "safeguards.adapters.csp.cli",
-    "safeguards.actors.cli",
+    "safeguards.regions.node_cli",
     "safeguards.adapters.classifier.cli",
 )
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import anyio
+import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -81,8 +82,12 @@ class Node:
             await self._run(nc, task_status)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
-                if not nc.is_closed:
+                try:
                     await nc.drain()
+                except nats.errors.Error:
+                    # Not connected (the server is gone or we are reconnecting): nothing to
+                    # flush; whatever was not acked is redelivered and deduplicated.
+                    await nc.close()
 
     async def _run(self, nc: Client, task_status: anyio.abc.TaskStatus[None]) -> None:
         s = self.settings

@@ -115,12 +115,16 @@ class PartitionOwnership:
 
     async def shutdown(self) -> None:
         """Drain every partition, then release its lease and the node's heartbeat."""
+        reachable = True
         for p in sorted(self.held):
             lease = self.held.pop(p)
             await self._stop(p)
-            with contextlib.suppress(BusUnavailable):  # else it expires with the TTL
-                await self.leases.release(lease)
-        if self._node_lease is not None:
+            if reachable:
+                try:
+                    await self.leases.release(lease)
+                except BusUnavailable:
+                    reachable = False  # the rest expire with the TTL
+        if self._node_lease is not None and reachable:
             with contextlib.suppress(BusUnavailable):
                 await self.leases.release(self._node_lease)
-            self._node_lease = None
+        self._node_lease = None

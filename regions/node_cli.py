@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from typing import Any
 
@@ -38,38 +37,16 @@ def _node(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from safeguards.regions.nodes import run_node
+
     metrics = anyio.run(run_node, args.region, args.nats, args.database_url, args.node_id,
                         args.partitions)
     print(json.dumps(metrics), flush=True)
     return 0
 
 
-async def run_node(region: str, nats_url: str, database_url: str, node_id: str | None,
-                   partitions: int) -> dict[str, int]:
-    """Migrate the region's store, run a node until SIGTERM/SIGINT, drain, return its counters."""
-    import anyio
-
-    from safeguards.actors.node import Node
-    from safeguards.adapters.store import PostgresEventStore, migrate
-
-    with anyio.fail_after(120):
-        await migrate(database_url)
-    async with PostgresEventStore(region, database_url) as store:
-        node = Node(region=region, partitions=partitions, nats_url=nats_url, store=store,
-                    node_id=node_id)
-        async with anyio.create_task_group() as tg:
-            await tg.start(node.run)
-            print(json.dumps({"node": node.node_id, "region": region, "ready": True}),
-                  flush=True)
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    node.request_stop()
-                    break
-        return node.metrics.snapshot()
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m safeguards.actors.cli node ...``: the node command alone, for process-level
+    """``python -m safeguards.regions.node_cli node ...``: the node command alone, for process-level
     tests and supervisors that should not load every other area's commands."""
     parser = argparse.ArgumentParser(prog="safeguards-node")
     register(parser.add_subparsers(dest="command", required=True))

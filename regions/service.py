@@ -8,6 +8,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import anyio
+
 from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
 from safeguards.regions.config import RegionConfig, env_override
 
@@ -38,8 +39,19 @@ async def run_embedded(data_dir: Path, regions: tuple[str, ...]) -> None:
         print(f"  NATS (JetStream)   {configs[0].nats_url}")
         for cfg in configs:
             print(f"  region {cfg.name:<4} PostgreSQL {cfg.database_url}")
-        print("Press Ctrl-C to stop.", flush=True)
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                print("stopping ...", flush=True)
-                break
+        from safeguards.regions.nodes import RegionNodes
+
+        async with anyio.create_task_group() as tg:
+            # Two account-actor nodes per region (they split its partitions by lease); each
+            # migrates its region's store before it starts.
+            regional = [RegionNodes(cfg, count=2) for cfg in configs]
+            for group in regional:
+                await tg.start(group.run)
+            print(f"  account actors    {len(regional) * 2} nodes (2 per region)")
+            print("Press Ctrl-C to stop.", flush=True)
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    print("stopping ...", flush=True)
+                    break
+            for group in regional:
+                group.request_stop()

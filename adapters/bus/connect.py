@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 import nats
 from nats.aio.client import Client
 
 from safeguards.adapters.bus.errors import BusUnavailable
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -18,6 +22,13 @@ async def connect(url: str, *, name: str, timeout_s: float = 15.0) -> Client:
     buffers publishes meanwhile (acks included), which is what the actors want through a server
     restart: every other await on the connection carries its own deadline.
     """
+    async def on_error(exc: Exception) -> None:
+        # nats-py's default prints a traceback per failed reconnect attempt; one line will do.
+        log.warning("NATS connection %s: %s", name, type(exc).__name__)
+
+    async def on_disconnect() -> None:
+        log.info("NATS connection %s: disconnected", name)
+
     try:
         with anyio.fail_after(timeout_s):
             nc: Client = await nats.connect(
@@ -30,6 +41,8 @@ async def connect(url: str, *, name: str, timeout_s: float = 15.0) -> Client:
                 ping_interval=5,
                 max_outstanding_pings=3,
                 pending_size=32 * 1024 * 1024,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
             )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         raise BusUnavailable(f"cannot connect to NATS: {type(exc).__name__}") from None

@@ -46,7 +46,10 @@ class EmbeddedNats:
             nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js",
             "-sd", str(self.data_dir / "jetstream"), "-l", str(log),
         ]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session, as PostgreSQL's: a Ctrl-C meant for `safeguards run` must not kill the
+        # server before the nodes have drained through it; our context stops it afterwards.
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True)
         proc = self._proc
         try:
             wait_for_port(self.host, self.port, timeout_s, alive=lambda: proc.poll() is None)

@@ -1,6 +1,6 @@
 """Fault injection with an end-to-end checker: lost 0, double-applied 0, every change emitted.
 
-Nodes run as real processes (``python -m safeguards.actors.cli node``, the ``safeguards node``
+Nodes run as real processes (``python -m safeguards.regions.node_cli node``, the ``safeguards node``
 command alone) so they can be SIGKILLed mid-batch; NATS and PostgreSQL are restarted under load in
 tests that own their servers. Every test prints one ``FAULTS {...}`` line with its counts (run
 with ``-s`` to see them).
@@ -87,7 +87,7 @@ class NodeProcess:
         self.node_id = node_id
         self.out = log_dir / f"{node_id}.out"
         self.err = log_dir / f"{node_id}.err"
-        cmd = [sys.executable, "-m", "safeguards.actors.cli", "node", "--region", region,
+        cmd = [sys.executable, "-m", "safeguards.regions.node_cli", "node", "--region", region,
                "--nats", nats_url, "--database-url", database_url, "--node-id", node_id,
                "--partitions", str(P), "--log-level", "WARNING"]
         with open(self.out, "wb") as out, open(self.err, "wb") as err:

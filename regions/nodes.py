@@ -1,0 +1,74 @@
+"""Composition of a region's account-actor nodes: migrated store, nodes, drain.
+
+``run_node`` is one process's node (``safeguards node``); ``RegionNodes`` runs several nodes of
+one region in one process (``safeguards run`` starts two per region), sharing one store pool.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+
+import anyio
+
+from safeguards.actors.node import Node
+from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.regions.config import RegionConfig
+
+MIGRATE_TIMEOUT_S = 120.0
+
+
+async def run_node(region: str, nats_url: str, database_url: str, node_id: str | None,
+                   partitions: int) -> dict[str, int]:
+    """Migrate the region's store, run a node until SIGTERM/SIGINT, drain, return its counters."""
+    with anyio.fail_after(MIGRATE_TIMEOUT_S):
+        await migrate(database_url)
+    async with PostgresEventStore(region, database_url) as store:
+        node = Node(region=region, partitions=partitions, nats_url=nats_url, store=store,
+                    node_id=node_id)
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+            print(json.dumps({"node": node.node_id, "region": region, "ready": True}),
+                  flush=True)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    node.request_stop()
+                    break
+        return node.metrics.snapshot()
+
+
+class RegionNodes:
+    """``count`` nodes of one region in this process; they split its partitions by lease."""
+
+    def __init__(self, config: RegionConfig, count: int = 2,
+                 settings: NodeSettings | None = None) -> None:
+        self.config = config
+        self.count = count
+        self.settings = settings
+        self.nodes: list[Node] = []
+        self._stop = anyio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        cfg = self.config
+        with anyio.fail_after(MIGRATE_TIMEOUT_S):
+            await migrate(cfg.database_url)
+        async with PostgresEventStore(cfg.name, cfg.database_url) as store:
+            self.nodes = [
+                Node(region=cfg.name, partitions=cfg.partitions, nats_url=cfg.nats_url,
+                     store=store, node_id=f"{cfg.name}-{i}-{uuid.uuid4().hex[:6]}",
+                     settings=self.settings)
+                for i in range(self.count)
+            ]
+            async with anyio.create_task_group() as tg:
+                for node in self.nodes:
+                    await tg.start(node.run)
+                task_status.started()
+                await self._stop.wait()
+                for node in self.nodes:
+                    node.request_stop()
