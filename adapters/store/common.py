@@ -21,6 +21,10 @@ DEFAULT_SNAPSHOT_EVERY = 100
 def check_text(value: object, what: str, *, nullable: bool = False) -> None:
     if value is None and nullable:
         return
+    # Fast path for the usual ids: short ASCII without NUL (checked per event on every append).
+    if type(value) is str and len(value) <= MAX_ID_LENGTH and value.isascii() \
+            and "\x00" not in value:
+        return
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be a string, got {type(value).__name__}")
     if len(value) > MAX_ID_LENGTH:
@@ -45,20 +49,31 @@ def check_request(region: str, request: AppendRequest) -> None:
     check_text(request.inbox_key, "inbox key", nullable=True)
     if request.inbox_key == "":
         raise InvalidInput("inbox key is empty")
+    region_ok = region
+    account = request.account_id
+    want = request.expected_version
     for i, event in enumerate(request.events):
-        if event.region != region:
+        want += 1
+        if event.region != region_ok:
             raise ResidencyViolation(region, event.region)
-        if event.account_id != request.account_id:
+        if event.account_id != account:
             raise InvalidInput(f"event {i} belongs to another account than the append")
-        want = request.expected_version + 1 + i
         if event.version != want:
             raise InvalidInput(f"event {i} has version {event.version}; expected {want}")
         if event.occurred_at.tzinfo is None:
             raise InvalidInput(f"event {i}: occurred_at must carry a timezone")
-        check_text(event.event_id, f"event {i} event_id")
-        check_text(event.causation_id, f"event {i} causation_id")
-        check_text(event.correlation_id, f"event {i} correlation_id")
-        check_text(event.policy_version, f"event {i} policy_version", nullable=True)
+        # One check for the usual case (short ASCII ids, no NUL); field by field otherwise.
+        try:
+            joined = "\x01".join((event.event_id, event.causation_id, event.correlation_id,
+                                   event.policy_version or ""))
+        except TypeError:
+            joined = ""
+        if not joined or len(joined) > MAX_ID_LENGTH or not joined.isascii() \
+                or "\x00" in joined:
+            check_text(event.event_id, f"event {i} event_id")
+            check_text(event.causation_id, f"event {i} causation_id")
+            check_text(event.correlation_id, f"event {i} correlation_id")
+            check_text(event.policy_version, f"event {i} policy_version", nullable=True)
     for message in request.outbox:
         check_text(message.message_id, "outbox message_id")
         check_text(message.subject, "outbox subject")

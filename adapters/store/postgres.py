@@ -23,11 +23,12 @@ that fails the append stands and the next boundary writes one).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import msgpack
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -147,6 +148,7 @@ class PostgresEventStore:
         self._region = validate_region(region)
         self.snapshot_every = snapshot_every
         self._timeout = statement_timeout_s
+        self._packer = msgpack.Packer(use_bin_type=True)
         self.snapshot_failures = 0  # snapshots that could not be written after a commit
         if isinstance(engine_or_url, AsyncEngine):
             self._engine, self._owns_engine = engine_or_url, False
@@ -246,13 +248,11 @@ class PostgresEventStore:
                                                                timeout=self._timeout)}
 
         results: list[AppendResult | ConcurrencyConflict] = []
-        rows: list[tuple[Any, ...]] = []
+        accepted: list[AppendRequest] = []
         inbox_keys: list[str] = []
         inbox_accounts: list[str] = []
         outbox_rows: list[OutboxMessage] = []
         before = dict(current)
-        position = last
-        region = self._region
         for request in requests:
             account = request.account_id
             version = current[account]
@@ -263,16 +263,11 @@ class PostgresEventStore:
                 results.append(ConcurrencyConflict(account, request.expected_version, version))
                 continue
             ids = [e.event_id for e in request.events]
-            if len(set(ids)) != len(ids) or any(i in known_ids for i in ids):
+            if len(set(ids)) != len(ids) or not known_ids.isdisjoint(ids):
                 results.append(ConcurrencyConflict(account, request.expected_version, version))
                 continue
             known_ids.update(ids)
-            for event in request.events:
-                position += 1
-                rows.append((account, event.version, position, region, event.event_id,
-                             event.type, event.schema_version, event.occurred_at,
-                             event.causation_id, event.correlation_id, event.policy_version,
-                             codec.pack_body(event.body)))
+            accepted.append(request)
             if request.inbox_key is not None:
                 known_keys.add(request.inbox_key)
                 inbox_keys.append(request.inbox_key)
@@ -281,24 +276,44 @@ class PostgresEventStore:
             current[account] = version + len(request.events)
             results.append(AppendResult(account, current[account]))
 
-        if rows:
+        count = sum(len(r.events) for r in accepted)
+        if count:
             try:
-                await driver.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS,
-                                                   timeout=self._timeout)
+                # A generator, not a list: asyncpg streams the COPY in chunks as it encodes, so
+                # the server indexes one chunk while this process packs the next bodies.
+                await driver.copy_records_to_table(
+                    "events", records=self._rows(accepted, last), columns=EVENT_COLUMNS,
+                    timeout=self._timeout)
             except Exception as exc:
                 if getattr(exc, "constraint_name", None) == "events_event_id_key" and \
                         not check_event_ids:
                     raise _EventIdTaken from exc
                 raise
-        if inbox_keys or outbox_rows or position != last:
+        position = last + count
+        if inbox_keys or outbox_rows or count:
             await driver.execute(
-                _FINISH, region, inbox_keys, inbox_accounts,
+                _FINISH, self._region, inbox_keys, inbox_accounts,
                 [m.message_id for m in outbox_rows], [m.subject for m in outbox_rows],
                 [m.payload for m in outbox_rows], position, timeout=self._timeout,
             )
         due = {a: v for a, v in current.items()
                if crosses_snapshot(before[a], v, self.snapshot_every)}
         return results, due
+
+    def _rows(self, accepted: list[AppendRequest], last: int) -> Iterator[tuple[Any, ...]]:
+        """The COPY rows of the accepted appends, with feed positions after ``last``."""
+        position = last
+        region = self._region
+        # codec.pack_body's bytes exactly (same map, same options), without building a new
+        # msgpack Packer for every event: the packing is most of this process' share of an append.
+        pack = self._packer.pack
+        encode = codec.encode_body
+        for request in accepted:
+            for e in request.events:
+                position += 1
+                yield (e.account_id, e.version, position, region, e.event_id, e.body.TYPE,
+                       e.body.SCHEMA_VERSION, e.occurred_at, e.causation_id, e.correlation_id,
+                       e.policy_version, pack(encode(e.body)))
 
     @staticmethod
     async def _driver(conn: AsyncConnection) -> Any:

@@ -1,0 +1,174 @@
+"""Group-committed appends across many accounts vs a raw binary COPY of the same rows.
+
+Both run in the same process against the same server, alternating for ``--repeat`` passes (the
+best pass of each counts): the store's ``append_batch`` (inbox keys, version checks, feed
+positions, snapshots every ``--snapshot-every`` events, one transaction per batch) and asyncpg's
+``copy_records_to_table`` of exactly the event rows the store wrote, into a scratch copy of the
+events table with the same indexes, in one COPY. Building the requests and the baseline's rows is
+not timed; encoding the bodies inside the store is.
+
+    python benchmarks/store_append.py [--accounts 2000] [--rounds 15] [--events-per-append 4]
+                                      [--batch 1000]
+
+Starts its own embedded PostgreSQL unless SAFEGUARDS_DATABASE_URL names a server (a fresh
+database is created on it). Last line: {"events_per_s", "raw_copy_per_s", "ratio"}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import asyncpg
+
+from safeguards.adapters.embedded import EmbeddedPostgres
+from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.adapters.store.postgres import EVENT_COLUMNS
+from safeguards.core.codec import pack_body
+from safeguards.core.events import (
+    EnforcementChanged,
+    Event,
+    EventBody,
+    RequestObserved,
+    ScoreRecorded,
+    StrikeRecorded,
+)
+from safeguards.core.ports import AppendRequest, AppendResult
+
+REGION = "eu"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CYCLE: list[EventBody] = [
+    RequestObserved("r", "model-x", "proxy", 50, 300, 200, "0" * 64, True, "allow"),
+    ScoreRecorded("r", "prompt", "1" * 64, 200, "default", "1",
+                  (("jailbreak", 0.7), ("cyber", 0.1), ("weapons", 0.01))),
+    StrikeRecorded("jailbreak", 0.7, 0.7, 1.4, 86400.0, "strike.threshold", "r", "default", "1",
+                   2),
+    EnforcementChanged(2, 1, T0 + timedelta(days=1), "points", "escalate.points", 2.0, 3),
+]
+
+
+def build_rounds(accounts: int, rounds: int, per_append: int) -> list[list[AppendRequest]]:
+    out = []
+    for r in range(rounds):
+        batch = []
+        for a in range(accounts):
+            account = f"acct-{a:06d}"
+            expected = r * per_append
+            events = tuple(
+                Event(f"{account}/{expected + i + 1}", account, REGION, expected + i + 1,
+                      T0 + timedelta(seconds=expected + i), f"sig-{account}-{r}", "corr",
+                      "2026.11.1", CYCLE[(expected + i) % len(CYCLE)])
+                for i in range(per_append)
+            )
+            batch.append(AppendRequest(account, expected, events, inbox_key=f"sig-{account}-{r}"))
+        out.append(batch)
+    return out
+
+
+def baseline_rows(rounds: list[list[AppendRequest]]) -> list[tuple[Any, ...]]:
+    rows = []
+    position = 0
+    for batch in rounds:
+        for request in batch:
+            for e in request.events:
+                position += 1
+                rows.append((e.account_id, e.version, position, REGION, e.event_id, e.type,
+                             e.schema_version, e.occurred_at, e.causation_id, e.correlation_id,
+                             e.policy_version, pack_body(e.body)))
+    return rows
+
+
+async def _store_pass(url: str, rounds: list[list[AppendRequest]], args: argparse.Namespace
+                      ) -> float:
+    store = PostgresEventStore(REGION, url, snapshot_every=args.snapshot_every)
+    try:
+        start = time.perf_counter()
+        for batch in rounds:
+            for i in range(0, len(batch), args.batch):
+                results = await store.append_batch(batch[i:i + args.batch])
+                if not all(isinstance(r, AppendResult) and not r.duplicate for r in results):
+                    raise RuntimeError("unexpected conflict or duplicate in the benchmark")
+        return time.perf_counter() - start
+    finally:
+        await store.close()
+
+
+async def run(url: str, args: argparse.Namespace) -> dict[str, float]:
+    await migrate(url)
+    rounds = build_rounds(args.accounts, args.rounds, args.events_per_append)
+    total = sum(len(r.events) for batch in rounds for r in batch)
+    rows = baseline_rows(rounds)
+    conn = await asyncpg.connect(url)
+    store_times, copy_times = [], []
+    try:
+        await conn.execute("CREATE TABLE events_copy (LIKE events INCLUDING ALL)")
+        for rep in range(args.repeat):
+            # The two alternate, so that a noisy neighbour on the machine hits both alike.
+            await conn.execute("TRUNCATE events, snapshots, inbox, outbox, feed_counter, "
+                               "events_copy RESTART IDENTITY")
+            await conn.execute("CHECKPOINT")
+            store_s = await _store_pass(url, rounds, args)
+            stored = await conn.fetchval("SELECT count(*) FROM events")
+            snaps = await conn.fetchval("SELECT count(*) FROM snapshots")
+            if stored != total:
+                raise RuntimeError(f"store holds {stored} events, expected {total}")
+            await conn.execute("CHECKPOINT")
+            start = time.perf_counter()
+            await conn.copy_records_to_table("events_copy", records=rows,
+                                             columns=EVENT_COLUMNS, timeout=600)
+            copy_s = time.perf_counter() - start
+            store_times.append(store_s)
+            copy_times.append(copy_s)
+            print(f"pass {rep + 1}: store {total / store_s:,.0f} events/s, "
+                  f"raw COPY {total / copy_s:,.0f} events/s, ratio {copy_s / store_s:.2f}")
+    finally:
+        await conn.close()
+    events_per_s = total / min(store_times)
+    raw_per_s = total / min(copy_times)
+    print(f"events: {total} ({args.accounts} accounts x {args.rounds} rounds x "
+          f"{args.events_per_append} events, group commits of {args.batch} appends, "
+          f"each with an inbox key; {snaps} snapshots written per pass)")
+    print(f"store append_batch (best of {args.repeat}): {events_per_s:,.0f} events/s")
+    print(f"raw COPY, one statement (best of {args.repeat}): {raw_per_s:,.0f} events/s")
+    print(f"ratio: {events_per_s / raw_per_s:.2f}")
+    return {"events_per_s": round(events_per_s), "raw_copy_per_s": round(raw_per_s),
+            "ratio": round(events_per_s / raw_per_s, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--accounts", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--events-per-append", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=1000, help="appends per group commit")
+    parser.add_argument("--snapshot-every", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3, help="alternating passes; best counts")
+    args = parser.parse_args()
+    server = os.environ.get("SAFEGUARDS_DATABASE_URL")
+    if server:
+        name = f"sg_bench_{uuid.uuid4().hex[:8]}"
+
+        async def create() -> None:
+            conn = await asyncpg.connect(server)
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.close()
+
+        anyio.run(create)
+        figures = anyio.run(run, urlunsplit(urlsplit(server)._replace(path=f"/{name}")), args)
+    else:
+        with EmbeddedPostgres() as pg:
+            figures = anyio.run(run, pg.create_database("bench"), args)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
