@@ -51,6 +51,8 @@ def _run(main: Any, *args: Any) -> int:
     import anyio
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every upstream request at INFO: a line per request on the serving path.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         import uvloop  # noqa: F401
 

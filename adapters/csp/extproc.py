@@ -63,7 +63,7 @@ class ExtProcConfig:
     partitions: int = 16
     classify_all_streams: bool = False
     telemetry_capacity: int = 10_000
-    telemetry_workers: int = 8
+    telemetry_workers: int = 1
     publish_timeout_s: float = 2.0
     feed_heartbeat_s: float = 1.0
 

@@ -1,6 +1,6 @@
 """The Anthropic Messages-compatible reverse proxy: the gate in front of an upstream model.
 
-A raw ASGI app (served by uvicorn) with one pooled ``httpx`` client to the upstream. Per request:
+A raw ASGI app (served by uvicorn) with one pooled HTTP/1.1 client to the upstream. Per request:
 validate the account header and the body, ``check`` the gate, classify synchronously when the
 account's level asks for it, then refuse in Anthropic's error format or forward (with the safety
 system prompt when intervening). Non-streaming responses are passed through whole; SSE streams
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import httpx
 
 from safeguards.adapters.csp.admission import Admission, account_from_header
 from safeguards.adapters.csp.classify import SyncClassifier
@@ -32,6 +31,12 @@ from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.streams import ensure_gate_streams
 from safeguards.adapters.csp.telemetry import Telemetry
+from safeguards.adapters.csp.upstream_client import (
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 from safeguards.adapters.csp.wire import (
     BadRequest,
     SseScanner,
@@ -73,7 +78,7 @@ class ProxyConfig:
     upstream_pool: int = 256
     classify_all_streams: bool = False
     telemetry_capacity: int = 10_000
-    telemetry_workers: int = 8
+    telemetry_workers: int = 1
     publish_timeout_s: float = 2.0
     feed_heartbeat_s: float = 1.0
     provision_streams: bool = False  # create missing gate streams (stand-alone demos and tests)
@@ -99,33 +104,31 @@ class CspProxy:
                                          policy.gate.classify_deadline_ms)
         self.metrics = CspMetrics(self.gate, self.telemetry, self.feed)
         self._account_header = config.account_header.lower().encode("latin-1")
-        self._upstream = config.upstream_url.rstrip("/")
-        self._client: httpx.AsyncClient | None = None
+        self._client: UpstreamClient | None = None
         self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics)
 
     # --- lifetime -------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[CspProxy]:
-        limits = httpx.Limits(max_connections=self.config.upstream_pool,
-                              max_keepalive_connections=self.config.upstream_pool)
-        timeout = httpx.Timeout(self.config.upstream_read_timeout_s,
-                                connect=self.config.upstream_connect_timeout_s)
-        async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-            self._client = client
-            try:
-                async with anyio.create_task_group() as tg:
-                    if self.link is not None:
-                        await tg.start(self.link.run)
-                        if self.config.provision_streams:
-                            tg.start_soon(self._provision)
-                    if self.feed is not None:
-                        await tg.start(self.feed.run)
-                    await tg.start(self.telemetry.run)
-                    yield self
-                    tg.cancel_scope.cancel()
-            finally:
-                self._client = None
+        client = UpstreamClient(self.config.upstream_url, pool=self.config.upstream_pool,
+                                connect_timeout_s=self.config.upstream_connect_timeout_s,
+                                read_timeout_s=self.config.upstream_read_timeout_s)
+        self._client = client
+        try:
+            async with anyio.create_task_group() as tg:
+                if self.link is not None:
+                    await tg.start(self.link.run)
+                    if self.config.provision_streams:
+                        tg.start_soon(self._provision)
+                if self.feed is not None:
+                    await tg.start(self.feed.run)
+                await tg.start(self.telemetry.run)
+                yield self
+                tg.cancel_scope.cancel()
+        finally:
+            self._client = None
+            await client.aclose()
 
     async def _provision(self) -> None:
         assert self.link is not None
@@ -218,23 +221,20 @@ class CspProxy:
             body = json.dumps(with_safety_prompt(doc)).encode()
         forward.append((b"accept-encoding", b"identity"))
         assert self._client is not None, "the proxy serves only inside running()"
-        upstream_request = self._client.build_request(
-            "POST", self._upstream + "/v1/messages", content=body, headers=forward)
         try:
-            response = await self._client.send(upstream_request, stream=True)
-        except httpx.TimeoutException:
+            response = await self._client.post("/v1/messages", body, forward)
+        except UpstreamTimeout:
             self.metrics.upstream_errors.labels("timeout").inc()
             await self._error(send, 504, "the upstream model timed out")
             self._observe(request, decision.action, 0, 0, prompt, "")
             return
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             self.metrics.upstream_errors.labels(type(exc).__name__).inc()
             await self._error(send, 502, "the upstream model is unreachable")
             self._observe(request, decision.action, 0, 0, prompt, "")
             return
         try:
-            if (response.status_code == 200
-                    and response.headers.get("content-type", "").startswith("text/event-stream")):
+            if response.status == 200 and response.content_type.startswith("text/event-stream"):
                 await self._stream(request, decision, response, receive, send, prompt)
             else:
                 await self._whole(request, decision, response, send, prompt)
@@ -254,16 +254,16 @@ class CspProxy:
                               "this request was refused by the platform's usage policy",
                               (_action_header(decision.action),))
 
-    async def _whole(self, request: GateRequest, decision: Decision, response: httpx.Response,
+    async def _whole(self, request: GateRequest, decision: Decision, response: UpstreamResponse,
                      send: Send, prompt: str) -> None:
         try:
-            body = await response.aread()
-        except httpx.HTTPError as exc:
+            body = await response.read()
+        except UpstreamError as exc:
             self.metrics.upstream_errors.labels(type(exc).__name__).inc()
             await self._error(send, 502, "the upstream model's response was cut off")
             self._observe(request, decision.action, 0, 0, prompt, "")
             return
-        status = response.status_code
+        status = response.status
         if status != 200:
             self.metrics.upstream_errors.labels(f"status_{status}").inc()
             if not is_anthropic_error(body):
@@ -290,19 +290,19 @@ class CspProxy:
                 body = json.dumps(refusal_message(doc)).encode()
                 action = TERMINATE_ACTION
         headers = [_JSON, _action_header(action)]
-        request_id = response.headers.get("request-id")
+        request_id = response.headers.get(b"request-id")
         if request_id:
-            headers.append((b"request-id", request_id.encode("latin-1")))
+            headers.append((b"request-id", request_id))
         await _respond(send, 200, body, *headers)
         self._observe(request, action, tokens_in, tokens_out, prompt, completion)
 
-    async def _stream(self, request: GateRequest, decision: Decision, response: httpx.Response,
+    async def _stream(self, request: GateRequest, decision: Decision, response: UpstreamResponse,
                       receive: Receive, send: Send, prompt: str) -> None:
         headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
                    (b"cache-control", b"no-cache"), _action_header(decision.action)]
-        request_id = response.headers.get("request-id")
+        request_id = response.headers.get(b"request-id")
         if request_id:
-            headers.append((b"request-id", request_id.encode("latin-1")))
+            headers.append((b"request-id", request_id))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         scanner = SseScanner()
         every = self.policy.gate.stream_classify_chars
@@ -312,7 +312,7 @@ class CspProxy:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in response.chunks():
                     if not guarded:
                         await send({"type": "http.response.body", "body": chunk,
                                     "more_body": True})
@@ -340,7 +340,7 @@ class CspProxy:
                     if out:
                         await send({"type": "http.response.body", "body": out,
                                     "more_body": True})
-            except httpx.HTTPError as exc:
+            except UpstreamError as exc:
                 self.metrics.upstream_errors.labels(f"stream_{type(exc).__name__}").inc()
                 await send({"type": "http.response.body",
                             "body": sse_error(502, "the upstream model's stream was cut off"),

@@ -1,21 +1,27 @@
 """Telemetry without waiting: request signals and content leave through a bounded buffer.
 
 A request never awaits the broker. ``emit`` puts an encoded message into a bounded in-memory
-buffer (``send_nowait``); a full buffer is a counted drop. Workers in the owner's task group
-drain it with JetStream publishes, each with a deadline and a ``Nats-Msg-Id`` so a retry is
-deduplicated; a publish that fails (NATS down, no stream, timeout) is counted as unsent. Nothing
-is dropped without a count, and nothing here ever holds up a response.
+buffer (``send_nowait``); a full buffer is a counted drop. A drain task in the owner's task group
+publishes to JetStream asynchronously (``publish_async``, with a ``Nats-Msg-Id`` so a retry is
+deduplicated) and does not wait for each acknowledgement: acks resolve futures, and a sweeper
+counts as unsent every publish not acknowledged within its deadline, as well as every one that
+failed (NATS down, no stream, a stall past the in-flight limit). Nothing is dropped without a
+count, and nothing here ever holds up a response.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections import deque
 from datetime import UTC, datetime
 
 import anyio
 import nats
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
+from nats.js.api import PubAck
 
 from safeguards.adapters.csp.gate import GateRequest
 from safeguards.adapters.csp.link import BusLink
@@ -33,13 +39,14 @@ _Item = tuple[str, bytes, str]  # subject, payload, message id
 
 class Telemetry:
     def __init__(self, link: BusLink | None, region: str, partitions: int, *,
-                 capacity: int = 10_000, workers: int = 8, publish_timeout_s: float = 2.0) -> None:
+                 capacity: int = 10_000, workers: int = 1, publish_timeout_s: float = 2.0) -> None:
         self.link = link
         self.region = region
         self.partitions = partitions
         self.publish_timeout_s = publish_timeout_s
         self.workers = workers
         self._send, self._receive = anyio.create_memory_object_stream[_Item](capacity)
+        self._inflight: deque[tuple[float, asyncio.Future[PubAck]]] = deque()
         self.sent = 0
         self.dropped: dict[str, int] = {"buffer_full": 0, "not_connected": 0,
                                         "publish_failed": 0, "closed": 0}
@@ -91,6 +98,7 @@ class Telemetry:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
+            tg.start_soon(self._sweep)
             for _ in range(self.workers):
                 tg.start_soon(self._drain, self._receive.clone())
             task_status.started()
@@ -98,19 +106,42 @@ class Telemetry:
     async def _drain(self, items: MemoryObjectReceiveStream[_Item]) -> None:
         async with items:
             async for subject, payload, msg_id in items:
-                js = self.link.js if self.link is not None else None
-                if js is None or self.link is None or not self.link.is_connected:
+                link = self.link
+                js = link.js if link is not None else None
+                if js is None or link is None or not link.is_connected:
                     self.dropped["not_connected"] += 1
                     continue
                 try:
                     with anyio.fail_after(self.publish_timeout_s + 0.5):
-                        await js.publish(subject, payload, timeout=self.publish_timeout_s,
-                                         headers={"Nats-Msg-Id": msg_id})
+                        ack = await js.publish_async(subject, payload,
+                                                     wait_stall=self.publish_timeout_s,
+                                                     headers={"Nats-Msg-Id": msg_id})
                 except (OSError, TimeoutError, nats.errors.Error) as exc:
                     self.dropped["publish_failed"] += 1
                     log.debug("telemetry publish failed: %s", type(exc).__name__)
-                else:
-                    self.sent += 1
+                    continue
+                ack.add_done_callback(self._acknowledged)
+                self._inflight.append((time.monotonic() + self.publish_timeout_s, ack))
+
+    def _acknowledged(self, ack: asyncio.Future[PubAck]) -> None:
+        if ack.cancelled():
+            return  # the sweeper gave up on it and counted it
+        if ack.exception() is not None:
+            self.dropped["publish_failed"] += 1
+        else:
+            self.sent += 1
+
+    async def _sweep(self) -> None:
+        """Count publishes whose acknowledgement did not come within the deadline."""
+        inflight = self._inflight
+        while True:
+            await anyio.sleep(min(0.25, self.publish_timeout_s / 2))
+            now = time.monotonic()
+            while inflight and (inflight[0][1].done() or inflight[0][0] <= now):
+                _, ack = inflight.popleft()
+                if not ack.done():
+                    ack.cancel()
+                    self.dropped["publish_failed"] += 1
 
     @property
     def dropped_total(self) -> int:
