@@ -42,6 +42,13 @@ def headers() -> dict[str, str]:
     return {**HEADERS, "x-csp-account-id": f"bench-{next(_counter) % 50_000}"}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (a noise-robust cost measure)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def quantile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -86,7 +93,8 @@ async def ttft(url: str, total: int) -> list[float]:
     return samples
 
 
-async def run(args: argparse.Namespace, upstream: str, proxy: str) -> dict[str, Any]:
+async def run(args: argparse.Namespace, upstream: str, proxy: str,
+              proxy_pid: int) -> dict[str, Any]:
     await load(upstream, 8, 400)  # warm both paths (connections, caches, JIT-free but lazy)
     await load(proxy, 8, 400)
     results: dict[str, Any] = {}
@@ -94,14 +102,18 @@ async def run(args: argparse.Namespace, upstream: str, proxy: str) -> dict[str, 
     for concurrency in (1, 16, 64):
         total = max(args.requests, concurrency * 20)
         direct = await load(upstream, concurrency, total)
+        cpu0 = cpu_seconds(proxy_pid)
         proxied = await load(proxy, concurrency, total)
+        cpu_us = (cpu_seconds(proxy_pid) - cpu0) / len(proxied) * 1e6
         d50, d99 = quantile(direct, 0.5) * 1e3, quantile(direct, 0.99) * 1e3
         p50, p99 = quantile(proxied, 0.5) * 1e3, quantile(proxied, 0.99) * 1e3
         print(f"c={concurrency:>2}: direct p50={d50:.3f}ms p99={d99:.3f}ms | proxy "
               f"p50={p50:.3f}ms p99={p99:.3f}ms | added p50={p50 - d50:.3f}ms "
-              f"p99={p99 - d99:.3f}ms (n={len(proxied)})")
-        results[f"c{concurrency}"] = {"direct_p50_ms": round(d50, 3), "direct_p99_ms": round(d99, 3),
-                                      "proxy_p50_ms": round(p50, 3), "proxy_p99_ms": round(p99, 3)}
+              f"p99={p99 - d99:.3f}ms (n={len(proxied)}; proxy CPU {cpu_us:.0f}us/request)")
+        results[f"c{concurrency}"] = {
+            "direct_p50_ms": round(d50, 3), "direct_p99_ms": round(d99, 3),
+            "proxy_p50_ms": round(p50, 3), "proxy_p99_ms": round(p99, 3),
+            "proxy_cpu_us_per_request": round(cpu_us)}
         worst50, worst99 = max(worst50, p50 - d50), max(worst99, p99 - d99)
     await ttft(upstream, 20)
     await ttft(proxy, 20)
@@ -143,7 +155,8 @@ def main() -> None:
         wait_for_port("127.0.0.1", proxy_port, 30)
         time.sleep(1.0)  # let the proxy's feed read the (empty) enforcement stream
         results = anyio.run(run, args, f"http://127.0.0.1:{up_port}",
-                            f"http://127.0.0.1:{proxy_port}", backend_options={"use_uvloop": True})
+                            f"http://127.0.0.1:{proxy_port}", procs[1].pid,
+                            backend_options={"use_uvloop": True})
         metrics = httpx.get(f"http://127.0.0.1:{proxy_port}/metrics").text
         drops = [line for line in metrics.splitlines()
                  if line.startswith(("safeguards_csp_telemetry_dropped_total",

@@ -2,14 +2,17 @@
 
 The proxy's budget is a millisecond, and on loopback most of a general-purpose client's cost is
 Python bookkeeping and extra write calls. This client keeps a pool of keep-alive connections to a
-single origin, writes each request in one ``send`` (head and body together), parses responses
-with ``httptools`` (content-length and chunked alike) and hands the body back either whole or as
-it arrives (SSE). Every network wait has a deadline. Failures are typed: the proxy maps them to
-Anthropic-shaped 502/504 errors, and none carries request or response content.
+single origin (idle ones retire before the upstream's keep-alive timeout; a request that meets a
+connection the upstream already closed is retried once on a fresh one), writes each request in
+one ``send`` (head and body together), parses responses with ``httptools`` (content-length and
+chunked alike) and hands the body back whole or as it arrives (SSE). Every network wait has a
+deadline. Failures are typed: the proxy maps them to Anthropic-shaped 502/504 errors, and none
+carries request or response content.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -106,14 +109,14 @@ class UpstreamResponse:
         self._closed = True
         if (self._parsed.complete and self._parsed.keep_alive
                 and len(self._client._idle) < self._client.pool_size):
-            self._client._idle.append(self._stream)
+            self._client._idle.append((self._stream, time.monotonic()))
         else:
             await self._client._discard(self._stream)
 
 
 class UpstreamClient:
     def __init__(self, base_url: str, *, pool: int = 256, connect_timeout_s: float = 5.0,
-                 read_timeout_s: float = 120.0) -> None:
+                 read_timeout_s: float = 120.0, max_idle_s: float = 4.0) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError("the upstream must be an http:// URL (TLS ends before the proxy)")
@@ -124,7 +127,8 @@ class UpstreamClient:
         self.pool_size = pool
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
-        self._idle: list[SocketStream] = []
+        self.max_idle_s = max_idle_s
+        self._idle: list[tuple[SocketStream, float]] = []
         self.connections_opened = 0
 
     async def post(self, path: str, body: bytes,
@@ -137,12 +141,15 @@ class UpstreamClient:
         head.append(b"\r\n")
         request = b"".join(head) + body
         for attempt in (0, 1):
-            stream, reused = await self._acquire()
+            stream, reused = await self._acquire(fresh=attempt > 0)
             parser_state = _Parsed()
             parser = httptools.HttpResponseParser(parser_state)
             parser_state.parser = parser
             try:
-                await stream.send(request)
+                try:
+                    await stream.send(request)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    raise UpstreamUnavailable("the upstream closed the connection") from None
                 while not parser_state.headers_done:
                     await self._receive_into(stream, parser, mid_body=False)
             except UpstreamUnavailable:
@@ -156,9 +163,13 @@ class UpstreamClient:
             return UpstreamResponse(self, stream, parser, parser_state)
         raise UpstreamUnavailable("the upstream closed the connection")  # pragma: no cover
 
-    async def _acquire(self) -> tuple[SocketStream, bool]:
-        if self._idle:
-            return self._idle.pop(), True
+    async def _acquire(self, *, fresh: bool = False) -> tuple[SocketStream, bool]:
+        now = time.monotonic()
+        while self._idle and not fresh:
+            stream, idle_since = self._idle.pop()
+            if now - idle_since < self.max_idle_s:
+                return stream, True
+            await self._discard(stream)  # the upstream may have closed it by now
         try:
             with anyio.fail_after(self.connect_timeout_s):
                 stream = await anyio.connect_tcp(self.host, self.port)
@@ -193,5 +204,5 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
-        for stream in idle:
+        for stream, _ in idle:
             await self._discard(stream)
