@@ -36,6 +36,7 @@ class AccountActor:
     account_id: str
     capacity: int
     state: AccountState | None = None  # None: not loaded, or stale after a failed commit
+    assumed_new: bool = False  # state is the initial one, not read from the store (see below)
     last_active: float = 0.0
     mailbox: deque[Envelope] = field(default_factory=deque)
 

@@ -16,9 +16,11 @@ class NodeMetrics:
     store_failures: int = 0
     bus_failures: int = 0
     loads: int = 0
+    activations_refused: int = 0  # optimistic activations of accounts that already had events
     passivated: int = 0
     batches: int = 0
-    commands_published: int = 0
+    commands_published: int = 0  # rows confirmed and marked by the slow path
+    fast_path_overflow: int = 0  # commands left to the slow path because its queue was full
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

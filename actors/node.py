@@ -142,7 +142,7 @@ class Node:
             region=self.region, partitions=self.partitions, partition=partition,
             store=self.store, consumer=consumer, dead_letters=self._dead_letters,
             policy=self.policy, clock=self.clock, settings=self.settings, metrics=self.metrics,
-            on_commands=relay.wake if relay is not None else (lambda: None),
+            on_commands=relay.offer if relay is not None else (lambda _: None),
         )
         running = _Running(worker, anyio.CancelScope())
         self.running[partition] = running

@@ -33,7 +33,7 @@ from safeguards.core.errors import CodecError, ConcurrencyConflict, SafeguardsEr
 from safeguards.core.events import Event
 from safeguards.core.policy import Policy
 from safeguards.core.ports import AppendRequest, AppendResult, EventStore, OutboxMessage
-from safeguards.core.state import AccountState, fold
+from safeguards.core.state import AccountState, fold, initial_state
 from safeguards.core.subjects import enforce_subject, inputs_subject
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ class PartitionWorker:
     def __init__(self, *, region: str, partitions: int, partition: int, store: EventStore,
                  consumer: PartitionConsumer, dead_letters: DeadLetters, policy: Policy,
                  clock: Clock, settings: NodeSettings, metrics: NodeMetrics,
-                 on_commands: Callable[[], None] = lambda: None) -> None:
+                 on_commands: Callable[[Sequence[OutboxMessage]], None] = lambda _: None
+                 ) -> None:
         self.region = region
         self.partitions = partitions
         self.partition = partition
@@ -150,6 +151,9 @@ class PartitionWorker:
             actor = self.actors.get(signal.account_id)
             if actor is None:
                 actor = AccountActor(signal.account_id, self.settings.mailbox_capacity)
+                if self.settings.optimistic_activation:
+                    actor.state = initial_state(signal.account_id, self.region)
+                    actor.assumed_new = True
                 self.actors[signal.account_id] = actor
             actor.last_active = now
             try:
@@ -189,7 +193,7 @@ class PartitionWorker:
         await self._load([a for a in ready if a.state is None])
         now = self.clock.now()
         requests: list[AppendRequest] = []
-        turns: list[tuple[AccountActor, Envelope, list[Event], bool]] = []
+        turns: list[tuple[AccountActor, Envelope, list[Event], tuple[OutboxMessage, ...]]] = []
         for actor in ready:
             env = actor.mailbox[0]
             state = actor.state
@@ -210,13 +214,19 @@ class PartitionWorker:
             requests.append(AppendRequest(account_id=actor.account_id,
                                           expected_version=state.version, events=tuple(events),
                                           inbox_key=env.signal.signal_id, outbox=outbox))
-            turns.append((actor, env, events, bool(outbox)))
+            turns.append((actor, env, events, outbox))
         if not requests:
             return
         results = await self._append(requests)
-        any_commands = False
-        for (actor, env, events, has_commands), result in zip(turns, results, strict=True):
+        committed_commands: list[OutboxMessage] = []
+        for (actor, env, events, outbox), result in zip(turns, results, strict=True):
             if isinstance(result, ConcurrencyConflict):
+                if actor.assumed_new:
+                    # The guess that the account was new was wrong: load it, no retry counted.
+                    actor.assumed_new = False
+                    actor.state = None
+                    self.metrics.activations_refused += 1
+                    continue
                 self.metrics.conflicts += 1
                 actor.state = None
                 env.conflicts += 1
@@ -226,6 +236,7 @@ class PartitionWorker:
                     await self._settle(env.msg, "nak", delay=1.0)
                 continue
             actor.mailbox.popleft()
+            actor.assumed_new = False
             if result.duplicate:
                 self.metrics.duplicates += 1
                 actor.state = None  # someone else committed this signal: our state may be behind
@@ -233,10 +244,10 @@ class PartitionWorker:
                 self.metrics.committed += 1
                 assert actor.state is not None
                 actor.state = fold(actor.state, events)
-                any_commands = any_commands or has_commands
+                committed_commands.extend(outbox)
             await self._settle(env.msg, "ack")
-        if any_commands:
-            self.on_commands()
+        if committed_commands:
+            self.on_commands(committed_commands)
 
     def _decide(self, state: AccountState, env: Envelope, now: datetime) -> list[Event]:
         return decide(state, env.signal, self.policy, now)
@@ -252,6 +263,7 @@ class PartitionWorker:
                 try:
                     with anyio.fail_after(self.settings.store_timeout_s):
                         actor.state = await self.store.load(actor.account_id)
+                    actor.assumed_new = False
                     self.metrics.loads += 1
                 except Exception as exc:
                     if not is_store_failure(exc):

@@ -1,5 +1,11 @@
 """The outbox relay: publish committed enforcement commands, then mark them published.
 
+Two paths. The fast path publishes what a partition just committed, straight from memory, for
+latency. The slow path reads pending rows back from the store, publishes them and marks them
+published; it alone is the guarantee (a node that dies between commit and publish leaves rows
+that any node's relay sends), and it re-publishes what the fast path already sent, which
+JetStream drops as duplicates.
+
 Rows are published in outbox order with ``Nats-Msg-Id`` = command id, and a batch stops at its
 first unconfirmed publish, so an account's commands reach the last-value stream in version order
 and a re-publish (after a crash between publish and mark, or by a second relay) is dropped by
@@ -9,6 +15,7 @@ JetStream's duplicate window. Adapters apply a command only if its version is ne
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import anyio
 import nats.errors
@@ -17,7 +24,7 @@ from nats.js.errors import APIError
 
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.partition import is_store_failure
-from safeguards.core.ports import EventStore
+from safeguards.core.ports import EventStore, OutboxMessage
 from safeguards.core.subjects import stream_name
 
 log = logging.getLogger(__name__)
@@ -28,7 +35,7 @@ PUBLISH_TIMEOUT_S = 2.0
 class OutboxRelay:
     def __init__(self, *, store: EventStore, js: JetStreamContext, region: str,
                  metrics: NodeMetrics, poll_s: float = 0.5, batch: int = 256,
-                 store_timeout_s: float = 10.0) -> None:
+                 store_timeout_s: float = 10.0, fast_queue: int = 4096) -> None:
         self.store = store
         self.js = js
         self.region = region
@@ -38,19 +45,55 @@ class OutboxRelay:
         self.store_timeout_s = store_timeout_s
         self._stream = stream_name(region, "ENFORCE")
         self._wake = anyio.Event()
+        self._fast_in, self._fast_out = anyio.create_memory_object_stream[OutboxMessage](
+            fast_queue)
+        self._fast_failed: set[str] = set()
 
     def wake(self) -> None:
         """Called after a commit that wrote outbox rows, so they go out without a poll's wait."""
         self._wake.set()
 
+    def offer(self, messages: Sequence[OutboxMessage]) -> None:
+        """The fast path: publish just-committed messages now, without reading them back.
+
+        The rows stay pending in the store until a flush re-publishes (deduplicated) and marks
+        them, so a lost fast publish costs latency, never a command. A full queue sends the
+        messages by the slow path only (counted)."""
+        for m in messages:
+            try:
+                self._fast_in.send_nowait(m)
+            except anyio.WouldBlock:
+                self.metrics.fast_path_overflow += 1
+        self.wake()
+
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
-        task_status.started()
-        while True:
-            with anyio.move_on_after(self.poll_s):
-                await self._wake.wait()
-            self._wake = anyio.Event()
-            await self.flush()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._fast_path)
+            task_status.started()
+            while True:
+                with anyio.move_on_after(self.poll_s):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+                await self.flush()
+
+    async def _fast_path(self) -> None:
+        async for m in self._fast_out:
+            if m.subject in self._fast_failed:
+                continue  # an older command of this account is unconfirmed: keep the order
+            if not await self._publish(m):
+                self._fast_failed.add(m.subject)
+
+    async def _publish(self, m: OutboxMessage) -> bool:
+        try:
+            with anyio.fail_after(PUBLISH_TIMEOUT_S):
+                await self.js.publish(m.subject, m.payload, timeout=PUBLISH_TIMEOUT_S,
+                                      stream=self._stream, headers={"Nats-Msg-Id": m.message_id})
+        except (TimeoutError, nats.errors.Error, APIError) as exc:
+            log.warning("relay: publish not confirmed (%s); retrying later", type(exc).__name__)
+            self.metrics.bus_failures += 1
+            return False
+        return True
 
     async def flush(self) -> int:
         """Publish everything pending now; returns how many rows were confirmed."""
@@ -65,22 +108,14 @@ class OutboxRelay:
                 self.metrics.store_failures += 1
                 return total
             if not rows:
+                # Everything committed is confirmed: the fast path may serve every account again.
+                self._fast_failed.clear()
                 return total
             confirmed: list[int] = []
             for row in rows:
-                try:
-                    with anyio.fail_after(PUBLISH_TIMEOUT_S):
-                        await self.js.publish(
-                            row.message.subject, row.message.payload,
-                            timeout=PUBLISH_TIMEOUT_S, stream=self._stream,
-                            headers={"Nats-Msg-Id": row.message.message_id},
-                        )
-                except (TimeoutError, nats.errors.Error, APIError) as exc:
+                if not await self._publish(row.message):
                     # Stop here: publishing this account's next version before this one would
                     # let the last-value stream end on a stale command.
-                    log.warning("relay: publish not confirmed (%s); retrying later",
-                                type(exc).__name__)
-                    self.metrics.bus_failures += 1
                     break
                 confirmed.append(row.outbox_id)
             if confirmed:

@@ -16,6 +16,11 @@ class NodeSettings:
     max_conflict_retries: int = 8  # decide-again rounds for one signal within a batch
     reject_after_deliveries: int = 5  # a signal whose decision keeps failing goes to the DLQ
     passivate_after_s: float = 120.0  # an actor idle this long drops its state from memory
+    # Activate an account the node has never seen on the initial state instead of reading the
+    # store first: for a new account that saves the load; for an existing one the append's
+    # expected version (0) is refused as a conflict, and the actor loads and decides again.
+    # PostgreSQL's version check makes the guess safe; it only ever costs one extra round.
+    optimistic_activation: bool = True
     load_concurrency: int = 16  # concurrent state loads when a batch wakes many accounts
     store_timeout_s: float = 10.0  # deadline of one store call
     store_retry_s: float = 0.5  # first wait before retrying a failed store call (doubles)

@@ -1,0 +1,222 @@
+"""Signals through one node vs raw JetStream consume-and-ack; signal -> enforcement latency; RSS.
+
+1. Publishes N benign score signals over A accounts to a fresh region's input stream.
+2. Raw: P plain pull consumers (one per partition, same batch size as the node) fetch and ack
+   every message: the ceiling the bus alone allows in this process, measured in the same run.
+3. Pipeline: one node (all P partitions, real PostgreSQL store) consumes the same messages:
+   decode, decide, one transaction per group commit (inbox + events + outbox), ack after commit.
+4. Latency: benign load at half the node's measured rate, with a violating signal (a severe
+   weapons score, L0 -> L3) for a fresh account every 20 ms; latency is publish -> the
+   enforcement command arriving at a subscriber of ``sg.<region>.enforce.>``.
+5. Memory: RSS of this process (node, publisher and subscriber together) with all A >= 10,000
+   accounts' actors active in memory.
+
+    python benchmarks/pipeline.py [--signals 40000] [--accounts 10000] [--latency-s 10]
+
+Uses SAFEGUARDS_NATS_URL / SAFEGUARDS_DATABASE_URL when set, else starts embedded servers.
+Last line: {"signals_per_s", "raw_consume_per_s", "ratio", "enforce_p50_ms", "enforce_p99_ms"}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import api
+
+from safeguards.actors.checker import score_signal
+from safeguards.actors.node import Node
+from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.bus.streams import provision_region
+from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
+from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.core.codec import decode_command, encode_signal
+from safeguards.core.events import Signal
+from safeguards.core.subjects import inputs_subject, partition_filter, stream_name
+
+P = 16
+BATCH = 256
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def until(predicate: Callable[[], bool], poll_s: float) -> None:
+    while True:
+        if predicate():
+            return
+        await anyio.sleep(poll_s)
+
+
+async def publish_many(nc: Client, region: str, signals: list[Signal], concurrency: int = 64
+                       ) -> float:
+    js = nc.jetstream()
+    it = iter(signals)
+    start = time.perf_counter()
+
+    async def worker() -> None:
+        for s in it:
+            await js.publish(inputs_subject(region, P, s.account_id), encode_signal(s),
+                             headers={"Nats-Msg-Id": s.signal_id}, timeout=10)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(concurrency):
+            tg.start_soon(worker)
+    return time.perf_counter() - start
+
+
+async def raw_consume(nc: Client, region: str, total: int) -> float:
+    """P durable pull consumers fetching BATCH at a time and acking each message."""
+    js = nc.jetstream()
+    stream = stream_name(region, "INPUTS")
+    done = 0
+    start = time.perf_counter()
+
+    async def consume(p: int) -> None:
+        nonlocal done
+        name = f"raw-{p}"
+        await js.add_consumer(stream, api.ConsumerConfig(
+            durable_name=name, filter_subject=partition_filter(region, p),
+            ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=2048, ack_wait=30))
+        sub = await js.pull_subscribe_bind(name, stream=stream)
+        while done < total:
+            try:
+                msgs = await sub.fetch(BATCH, timeout=0.5)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            for m in msgs:
+                await m.ack()
+            done += len(msgs)
+
+    with anyio.fail_after(300):
+        async with anyio.create_task_group() as tg:
+            for p in range(P):
+                tg.start_soon(consume, p)
+    return total / (time.perf_counter() - start)
+
+
+async def main(args: argparse.Namespace) -> dict[str, float]:
+    region = "bench" + uuid.uuid4().hex[:6]
+    with ExitStack() as stack:
+        nats_url = os.environ.get("SAFEGUARDS_NATS_URL") or stack.enter_context(
+            EmbeddedNats()).url
+        db_url = os.environ.get("SAFEGUARDS_DATABASE_URL")
+        if not db_url:
+            pg = stack.enter_context(EmbeddedPostgres())
+            db_url = pg.create_database("bench_" + region)
+        await migrate(db_url)
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        await provision_region(js, region)
+        t0 = datetime.now(UTC)
+        signals = [score_signal(region, f"acct-{i % args.accounts}", f"s-{i}", t0,
+                                (("jailbreak", 0.1), ("cyber", 0.05)))
+                   for i in range(args.signals)]
+        took = await publish_many(nc, region, signals)
+        print(f"published {len(signals)} signals over {args.accounts} accounts "
+              f"in {took:.1f}s ({len(signals) / took:.0f}/s)", flush=True)
+
+        raw = await raw_consume(nc, region, len(signals))
+        print(f"raw consume-and-ack: {raw:.0f} msgs/s ({P} consumers, batch {BATCH})", flush=True)
+        rss_before = rss_mb()
+
+        async with PostgresEventStore(region, db_url, pool_size=P) as store:
+            settings = NodeSettings(fetch_batch=BATCH, passivate_after_s=3600)
+            node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+                        settings=settings, static_partitions=range(P))
+            arrivals: dict[str, float] = {}
+
+            async def on_command(msg: Msg) -> None:
+                arrivals.setdefault(decode_command(msg.data).account_id, time.perf_counter())
+
+            await nc.subscribe(f"sg.{region}.enforce.>", cb=on_command)
+            async with anyio.create_task_group() as tg:
+                start = time.perf_counter()
+                await tg.start(node.run)
+                with anyio.fail_after(600):
+                    await until(lambda: node.metrics.committed >= len(signals), 0.01)
+                elapsed = time.perf_counter() - start
+                rate = len(signals) / elapsed
+                print(f"pipeline: {rate:.0f} signals/s through one node "
+                      f"({node.metrics.batches} batches, {node.metrics.loads} loads, "
+                      f"{node.metrics.conflicts} conflicts)", flush=True)
+                actors = sum(len(r.worker.actors) for r in node.running.values())
+                rss = rss_mb()
+                print(f"memory: RSS {rss:.0f} MB with {actors} active actors in memory "
+                      f"(process held {rss_before:.0f} MB before the node started)", flush=True)
+
+                # Latency at half the node's rate: benign load plus violating signals.
+                half = rate / 2
+                sent: dict[str, float] = {}
+                end = time.perf_counter() + args.latency_s
+                js2 = nc.jetstream()
+
+                async def benign() -> None:
+                    i = 0
+                    t = time.perf_counter()
+                    while time.perf_counter() < end:
+                        s = score_signal(region, f"acct-{i % args.accounts}", f"b-{i}",
+                                         datetime.now(UTC), (("jailbreak", 0.1),))
+                        await js2.publish(inputs_subject(region, P, s.account_id),
+                                          encode_signal(s), timeout=10)
+                        i += 1
+                        t += 1 / half
+                        delay = t - time.perf_counter()
+                        if delay > 0:
+                            await anyio.sleep(delay)
+
+                async def violating() -> None:
+                    j = 0
+                    while time.perf_counter() < end:
+                        acct = f"viol-{j}"
+                        s = score_signal(region, acct, f"v-{j}", datetime.now(UTC),
+                                         (("weapons", 0.97),))
+                        sent[acct] = time.perf_counter()
+                        await js2.publish(inputs_subject(region, P, acct), encode_signal(s),
+                                          timeout=10)
+                        j += 1
+                        await anyio.sleep(0.02)
+
+                async with anyio.create_task_group() as load:
+                    load.start_soon(benign)
+                    load.start_soon(violating)
+                with anyio.move_on_after(10):
+                    await until(lambda: len(arrivals.keys() & sent.keys()) >= len(sent), 0.05)
+                node.request_stop()
+        lat = sorted((arrivals[a] - t) * 1000 for a, t in sent.items() if a in arrivals)
+        missing = len(sent) - len(lat)
+        p50 = statistics.median(lat)
+        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+        print(f"signal -> enforcement at {half:.0f} signals/s: p50 {p50:.1f} ms, "
+              f"p99 {p99:.1f} ms over {len(lat)} violations ({missing} missing)", flush=True)
+        await nc.drain()
+    return {"signals_per_s": round(rate, 1), "raw_consume_per_s": round(raw, 1),
+            "ratio": round(rate / raw, 3), "enforce_p50_ms": round(p50, 2),
+            "enforce_p99_ms": round(p99, 2), "rss_mb_10k_actors": round(rss, 1),
+            "active_actors": actors}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--signals", type=int, default=40_000)
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--latency-s", type=float, default=10.0)
+    result = anyio.run(main, parser.parse_args())
+    print(json.dumps({k: result[k] for k in ("signals_per_s", "raw_consume_per_s", "ratio",
+                                              "enforce_p50_ms", "enforce_p99_ms")}))
