@@ -23,16 +23,18 @@ that fails the append stands and the next boundary writes one).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import msgpack
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from safeguards.adapters.store.bodies import BodyPacker
 from safeguards.adapters.store.common import (
     DEFAULT_SNAPSHOT_EVERY,
     check_batch,
@@ -40,7 +42,6 @@ from safeguards.adapters.store.common import (
     check_range,
     check_request,
     check_state_at,
-    crosses_snapshot,
 )
 from safeguards.adapters.store.errors import translate_errors
 from safeguards.adapters.store.migrate import async_url
@@ -86,6 +87,10 @@ WITH i AS (
 ), o AS (
   INSERT INTO outbox (message_id, subject, payload)
   SELECT * FROM unnest($4::text[], $5::text[], $6::bytea[])
+), s AS (
+  INSERT INTO snapshots (account_id, version, fold_version, state)
+  SELECT a, v, $10::int4, st FROM unnest($8::text[], $9::int8[], $11::bytea[]) AS t(a, v, st)
+  ON CONFLICT DO NOTHING
 )
 UPDATE feed_counter SET last_position = $7 WHERE region = $1
 """
@@ -126,6 +131,13 @@ def _event_from_row(row: Any) -> Event:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    results: list[AppendResult | ConcurrencyConflict]
+    states: dict[str, AccountState | None]  # after the append; None where the store can't tell
+    unsnapshotted: dict[str, int]  # snapshots due that need a read of the stored tail
+
+
 class _EventIdTaken(Exception):
     """The fast path hit an event id that is already stored: redo the batch, checking ids."""
 
@@ -142,13 +154,17 @@ class PostgresEventStore:
         statement_timeout_s: float = 30.0,
         connect_timeout_s: float = 10.0,
         pool_size: int = 10,
+        recent_states: int = 10_000,
     ) -> None:
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be >= 1")
         self._region = validate_region(region)
         self.snapshot_every = snapshot_every
         self._timeout = statement_timeout_s
-        self._packer = msgpack.Packer(use_bin_type=True)
+        self._bodies = BodyPacker()
+        # account -> (fold version, state at the version this store last appended), LRU
+        self._recent: OrderedDict[str, tuple[int, AccountState]] = OrderedDict()
+        self._recent_size = recent_states
         self.snapshot_failures = 0  # snapshots that could not be written after a commit
         if isinstance(engine_or_url, AsyncEngine):
             self._engine, self._owns_engine = engine_or_url, False
@@ -209,19 +225,43 @@ class PostgresEventStore:
         async with self._connect() as conn:
             try:
                 async with conn.begin():
-                    results, due = await self._write(conn, requests, check_event_ids=False)
+                    written = await self._write(conn, requests, check_event_ids=False)
             except _EventIdTaken:
                 # Rare: a re-decided input reused stored event ids. The transaction rolled back;
                 # redo it with the ids checked, so only the requests that reuse them fail.
                 async with conn.begin():
-                    results, due = await self._write(conn, requests, check_event_ids=True)
-            if due:
-                await self._write_snapshots(conn, due)
-        return results
+                    written = await self._write(conn, requests, check_event_ids=True)
+            self._remember(written.states)
+            if written.unsnapshotted:
+                await self._write_snapshots(conn, written.unsnapshotted)
+        return written.results
+
+    def _remember(self, states: dict[str, AccountState | None]) -> None:
+        """Keep the committed states for the next appends (LRU, ``recent_states`` accounts)."""
+        recent = self._recent
+        fold_version = fold_module.FOLD_VERSION
+        for account, state in states.items():
+            recent.pop(account, None)
+            if state is not None:
+                recent[account] = (fold_version, state)
+        while len(recent) > self._recent_size:
+            recent.popitem(last=False)
+
+    def _known_state(self, account: str, version: int) -> AccountState | None:
+        """The account's state at ``version`` if this store holds it: it does when it appended
+        the events up to there itself (or loaded them for a snapshot). Whoever wrote the earlier
+        events, a state at exactly the version the store is at is the fold of what is stored."""
+        if version == 0:
+            return initial_state(account, self._region)
+        entry = self._recent.get(account)
+        if entry is not None and entry[0] == fold_module.FOLD_VERSION \
+                and entry[1].version == version:
+            return entry[1]
+        return None
 
     async def _write(
         self, conn: AsyncConnection, requests: Sequence[AppendRequest], *, check_event_ids: bool
-    ) -> tuple[list[AppendResult | ConcurrencyConflict], dict[str, int]]:
+    ) -> _Written:
         """The append transaction's body; the caller owns the transaction (tests hold it open)."""
         # This statement, through SQLAlchemy, also starts the driver's transaction: the raw
         # driver calls below must never run before it, or they would autocommit.
@@ -289,31 +329,43 @@ class PostgresEventStore:
                         not check_event_ids:
                     raise _EventIdTaken from exc
                 raise
+
+        # The states after this append, where the store knows the state it appends onto; the
+        # snapshots due are written by the same statement as the inbox, in this transaction.
+        states: dict[str, AccountState | None] = {}
+        for request in accepted:
+            account = request.account_id
+            base = states[account] if account in states else self._known_state(
+                account, request.expected_version)
+            states[account] = None if base is None else fold(base, request.events)
+        every = self.snapshot_every
+        snapshot_due = [a for a, v in current.items() if v // every > before[a] // every]
+        snap_states = [st for a in snapshot_due if (st := states.get(a)) is not None]
+        unsnapshotted = {a: current[a] for a in snapshot_due if states.get(a) is None}
+
         position = last + count
         if inbox_keys or outbox_rows or count:
             await driver.execute(
                 _FINISH, self._region, inbox_keys, inbox_accounts,
                 [m.message_id for m in outbox_rows], [m.subject for m in outbox_rows],
-                [m.payload for m in outbox_rows], position, timeout=self._timeout,
+                [m.payload for m in outbox_rows], position,
+                [st.account_id for st in snap_states], [st.version for st in snap_states],
+                fold_module.FOLD_VERSION, [codec.encode_state(st) for st in snap_states],
+                timeout=self._timeout,
             )
-        due = {a: v for a, v in current.items()
-               if crosses_snapshot(before[a], v, self.snapshot_every)}
-        return results, due
+        return _Written(results, states, unsnapshotted)
 
     def _rows(self, accepted: list[AppendRequest], last: int) -> Iterator[tuple[Any, ...]]:
         """The COPY rows of the accepted appends, with feed positions after ``last``."""
         position = last
         region = self._region
-        # codec.pack_body's bytes exactly (same map, same options), without building a new
-        # msgpack Packer for every event: the packing is most of this process' share of an append.
-        pack = self._packer.pack
-        encode = codec.encode_body
+        pack = self._bodies.pack  # codec.pack_body's bytes; see bodies.py
         for request in accepted:
             for e in request.events:
                 position += 1
                 yield (e.account_id, e.version, position, region, e.event_id, e.body.TYPE,
                        e.body.SCHEMA_VERSION, e.occurred_at, e.causation_id, e.correlation_id,
-                       e.policy_version, pack(encode(e.body)))
+                       e.policy_version, pack(e.body))
 
     @staticmethod
     async def _driver(conn: AsyncConnection) -> Any:
@@ -321,7 +373,8 @@ class PostgresEventStore:
         return raw.driver_connection
 
     async def _write_snapshots(self, conn: AsyncConnection, due: dict[str, int]) -> None:
-        """Snapshots for accounts that just passed a multiple of ``snapshot_every``.
+        """Snapshots due for accounts whose state this store did not hold (it has not appended
+        to them since it started): read the newest snapshot and the tail, fold, write.
 
         The append has committed: a failure here is counted and logged, not raised, because a
         snapshot is only a cache (the next boundary writes one; loads fold a longer tail).
@@ -330,12 +383,12 @@ class PostgresEventStore:
             async with conn.begin():
                 states = await self._states(conn, due)
                 driver = await self._driver(conn)
-                fold_version = fold_module.FOLD_VERSION
                 await driver.execute(
                     _INSERT_SNAPSHOTS, list(states), [s.version for s in states.values()],
-                    [fold_version] * len(states),
+                    [fold_module.FOLD_VERSION] * len(states),
                     [codec.encode_state(s) for s in states.values()], timeout=self._timeout,
                 )
+            self._remember(dict(states))
         except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
             self.snapshot_failures += 1
             log.warning("snapshot write failed after a committed append (%s); %d accounts",

@@ -1,0 +1,134 @@
+"""Load time of a 100k-event account (with snapshots) vs a 10-event account.
+
+The big account holds 100,099 events, so that with the store's default ``snapshot_every`` of 100
+its newest snapshot (at 100,000) leaves the longest tail a load ever folds: 99 events. The small
+account holds 10 events and no snapshot. Loads alternate between the two (median of
+``--repeat`` each, after a warm-up), through ``PostgresEventStore.load``.
+
+    python benchmarks/load.py [--repeat 300] [--snapshot-every 100]
+
+Starts its own embedded PostgreSQL unless SAFEGUARDS_DATABASE_URL names a server (a fresh
+database is created on it). Last line: {"load_100k_ms", "load_10_ms", "ratio"}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import asyncpg
+
+from safeguards.adapters.embedded import EmbeddedPostgres
+from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.core.events import (
+    EnforcementChanged,
+    Event,
+    EventBody,
+    RequestObserved,
+    ScoreRecorded,
+    StrikeRecorded,
+)
+from safeguards.core.ports import AppendRequest
+from safeguards.core.state import fold, initial_state
+
+REGION = "eu"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CYCLE: list[EventBody] = [
+    RequestObserved("r", "model-x", "proxy", 50, 300, 200, "0" * 64, True, "allow"),
+    ScoreRecorded("r", "prompt", "1" * 64, 200, "default", "1",
+                  (("jailbreak", 0.7), ("cyber", 0.1), ("weapons", 0.01))),
+    StrikeRecorded("jailbreak", 0.7, 0.7, 1.4, 86400.0, "strike.threshold", "r", "default", "1",
+                   2),
+    EnforcementChanged(2, 1, T0 + timedelta(days=1), "points", "escalate.points", 2.0, 3),
+]
+BIG = 100_099
+SMALL = 10
+
+
+def events(account: str, first: int, count: int) -> tuple[Event, ...]:
+    return tuple(Event(f"{account}/{v}", account, REGION, v, T0 + timedelta(seconds=v),
+                       f"sig-{v}", "corr", "2026.11.1", CYCLE[v % len(CYCLE)])
+                 for v in range(first, first + count))
+
+
+async def fill(store: PostgresEventStore, account: str, total: int, chunk: int) -> None:
+    version = 0
+    while version < total:
+        n = min(chunk, total - version)
+        await store.append(AppendRequest(account, version, events(account, version + 1, n)))
+        version += n
+
+
+async def timed_load(store: PostgresEventStore, account: str) -> float:
+    start = time.perf_counter()
+    await store.load(account)
+    return (time.perf_counter() - start) * 1000
+
+
+async def run(url: str, args: argparse.Namespace) -> dict[str, float]:
+    await migrate(url)
+    async with PostgresEventStore(REGION, url, snapshot_every=args.snapshot_every) as store:
+        await fill(store, "big", BIG - 99, 10_000)
+        await fill_tail(store, "big", BIG - 99, 99)
+        await fill(store, "small", SMALL, SMALL)
+        snaps = await store.snapshot_versions("big")
+        big = await store.load("big")
+        if big != fold(initial_state("big", REGION), await store.history("big")):
+            raise RuntimeError("load disagrees with a full fold")
+        for _ in range(20):
+            await store.load("big")
+            await store.load("small")
+        big_ms, small_ms = [], []
+        for _ in range(args.repeat):
+            big_ms.append(await timed_load(store, "big"))
+            small_ms.append(await timed_load(store, "small"))
+    load_big = statistics.median(big_ms)
+    load_small = statistics.median(small_ms)
+    print(f"big account: {BIG} events, newest snapshot at {snaps[-1]} "
+          f"(tail {BIG - snaps[-1]}); small account: {SMALL} events, no snapshot")
+    print(f"load big   (median of {args.repeat}): {load_big:.3f} ms")
+    print(f"load small (median of {args.repeat}): {load_small:.3f} ms")
+    print(f"ratio: {load_big / load_small:.2f}")
+    return {"load_100k_ms": round(load_big, 3), "load_10_ms": round(load_small, 3),
+            "ratio": round(load_big / load_small, 3)}
+
+
+async def fill_tail(store: PostgresEventStore, account: str, version: int, count: int) -> None:
+    """Single-event appends, the way an actor writes (no snapshot until the next boundary)."""
+    for v in range(version, version + count):
+        await store.append(AppendRequest(account, v, events(account, v + 1, 1)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=300)
+    parser.add_argument("--snapshot-every", type=int, default=100)
+    args = parser.parse_args()
+    server = os.environ.get("SAFEGUARDS_DATABASE_URL")
+    if server:
+        name = f"sg_bench_{uuid.uuid4().hex[:8]}"
+
+        async def create() -> None:
+            conn = await asyncpg.connect(server)
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.close()
+
+        anyio.run(create)
+        figures = anyio.run(run, urlunsplit(urlsplit(server)._replace(path=f"/{name}")), args)
+    else:
+        with EmbeddedPostgres() as pg:
+            figures = anyio.run(run, pg.create_database("bench"), args)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
