@@ -10,7 +10,7 @@ A manifest is a JSON document next to the model file::
             |  {"kind": "token_ids", "name": "input_ids", "tokenizer": "tokenizer.json",
                 "max_length": 128, "attention_mask": "attention_mask"},
       "output": {"name": "logits", "kind": "logits" | "probabilities"},
-      "max_chars": 4096, "max_windows": 16,
+      "max_chars": 1024, "max_windows": 128, "fine_chars": 256,
       "labels": [{"index": 0, "category": "jailbreak", "threshold": 0.5,
                   "calibration": {"kind": "platt", "a": 1.0, "b": 0.0}}, ...],
       "unsupported_categories": {"<category>": "why the data cannot support it"},
@@ -84,6 +84,7 @@ class ModelManifest:
     labels: tuple[LabelSpec, ...]
     max_chars: int
     max_windows: int
+    fine_chars: int = 0  # a second, finer window size (0: none), against dilution in long text
     unsupported_categories: tuple[tuple[str, str], ...] = ()
     metrics: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -106,6 +107,7 @@ class ModelManifest:
             "output": {"name": self.output_name, "kind": self.output_kind},
             "max_chars": self.max_chars,
             "max_windows": self.max_windows,
+            "fine_chars": self.fine_chars,
             "labels": [
                 {
                     "index": lab.index,
@@ -186,9 +188,12 @@ def parse_manifest(data: Any, *, known_categories: frozenset[str] | None = None)
     if isinstance(max_chars, int) and not 16 <= max_chars <= 1_000_000:
         p.add("manifest.max_chars: must be between 16 and 1000000")
     max_windows = p.get(data, "max_windows", int, "manifest")
-    if isinstance(max_windows, int) and not 1 <= max_windows <= 256:
-        p.add("manifest.max_windows: must be between 1 and 256")
+    if isinstance(max_windows, int) and not 1 <= max_windows <= 4096:
+        p.add("manifest.max_windows: must be between 1 and 4096")
 
+    fine_chars = p.get(data, "fine_chars", int, "manifest", optional=True) or 0
+    if isinstance(max_chars, int) and not (fine_chars == 0 or 16 <= fine_chars < max_chars):
+        p.add("manifest.fine_chars: must be 0 or between 16 and max_chars")
     labels = _parse_labels(p, data.get("labels"), known_categories)
     unsupported_raw = p.get(data, "unsupported_categories", dict, "manifest", optional=True) or {}
     unsupported: list[tuple[str, str]] = []
@@ -199,7 +204,7 @@ def parse_manifest(data: Any, *, known_categories: frozenset[str] | None = None)
             unsupported.append((str(cat), why))
     metrics = p.get(data, "metrics", dict, "manifest", optional=True) or {}
     known = {"format", "name", "version", "model_file", "sha256", "input", "output", "max_chars",
-             "max_windows", "labels", "unsupported_categories", "metrics"}
+             "max_windows", "fine_chars", "labels", "unsupported_categories", "metrics"}
     extra = sorted(k for k in data if k not in known)
     if extra:
         p.add(f"manifest: unexpected field(s) {', '.join(repr(k)[:40] for k in extra[:5])}")
@@ -208,7 +213,7 @@ def parse_manifest(data: Any, *, known_categories: frozenset[str] | None = None)
     return ModelManifest(
         name=name, version=version, model_file=model_file, sha256=sha, input=inp,
         output_name=out_name, output_kind=out_kind, labels=labels,  # type: ignore[arg-type]
-        max_chars=max_chars, max_windows=max_windows,
+        max_chars=max_chars, max_windows=max_windows, fine_chars=fine_chars,
         unsupported_categories=tuple(unsupported), metrics=metrics,
     )
 

@@ -1,7 +1,8 @@
 """Input checks before scoring: empty, non-UTF-8, binary and huge content get a typed outcome.
 
-Long text is cut into windows of the model's ``max_chars`` (each window is scored and a
-category's score is its maximum over windows), so harmful content cannot hide behind benign
+Long text is cut into half-overlapping windows of the model's ``max_chars``, and, where the
+manifest names ``fine_chars``, into finer windows too (each window is scored and a category's
+score is its maximum over windows), so harmful content is harder to hide behind benign
 padding; only past ``max_windows`` windows is the rest dropped, and that is recorded as
 ``truncated``. The hash and length always describe the whole original text.
 """
@@ -25,7 +26,8 @@ class PreparedText:
     truncated: bool  # windows beyond max_windows were not scored
 
 
-def prepare_text(raw: str | bytes, *, max_chars: int, max_windows: int) -> PreparedText:
+def prepare_text(raw: str | bytes, *, max_chars: int, max_windows: int,
+                 fine_chars: int = 0) -> PreparedText:
     """Check and window one piece of content, or raise :class:`TextRejected` with a reason."""
     if isinstance(raw, bytes | bytearray | memoryview):
         try:
@@ -48,22 +50,34 @@ def prepare_text(raw: str | bytes, *, max_chars: int, max_windows: int) -> Prepa
     )
     if controls > BINARY_CONTROL_FRACTION * len(sample):
         raise TextRejected("binary", f"{controls} control characters in {len(sample)}")
-    windows = _windows(text, max_chars, max_windows)
-    truncated = len(text) > max_chars * max_windows
+    windows, truncated = split_windows(text, max_chars, max_windows)
+    if fine_chars and len(text) > fine_chars:
+        # A short harmful passage inside a long benign text is diluted in a big window; the
+        # fine windows see it with little company. Both scales are scored, the maximum kept.
+        budget = max_windows * max_chars // fine_chars
+        fine, fine_truncated = split_windows(text, fine_chars, budget)
+        windows += fine
+        truncated = truncated or fine_truncated
+
     return PreparedText(windows, hashlib.sha256(encoded).hexdigest(), len(text), truncated)
 
 
-def _windows(text: str, max_chars: int, max_windows: int) -> tuple[str, ...]:
+def split_windows(text: str, max_chars: int, max_windows: int) -> tuple[tuple[str, ...], bool]:
+    """Windows of at most ``max_chars``, each starting half a window after the previous one, so
+    any span of up to ``max_chars // 2`` characters lies whole inside some window."""
     if len(text) <= max_chars:
-        return (text,)
+        return (text,), False
     out: list[str] = []
     start = 0
-    while start < len(text) and len(out) < max_windows:
+    half = max(1, max_chars // 2)
+    while len(out) < max_windows:
         end = min(len(text), start + max_chars)
         if end < len(text):
-            # cut at whitespace so a word is not split across windows
-            cut = text.rfind(" ", start + max_chars // 2, end)
+            cut = text.rfind(" ", start + half, end)  # do not split a word
             end = cut if cut > start else end
         out.append(text[start:end])
-        start = end
-    return tuple(out)
+        if end >= len(text):
+            return tuple(out), False
+        nxt = text.find(" ", start + half, end)
+        start = nxt + 1 if nxt > start else start + half
+    return tuple(out), True

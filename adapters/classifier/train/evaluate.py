@@ -30,7 +30,8 @@ def score_texts(model: LoadedModel, texts: Sequence[str], *, batch: int = 256) -
     owner: list[int] = []
     for i, text in enumerate(texts):
         try:
-            prepared = prepare_text(text, max_chars=m.max_chars, max_windows=m.max_windows)
+            prepared = prepare_text(text, max_chars=m.max_chars, max_windows=m.max_windows,
+                                    fine_chars=m.fine_chars)
         except TextRejected:
             continue
         flat += prepared.windows

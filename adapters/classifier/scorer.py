@@ -1,0 +1,274 @@
+"""Dynamic micro-batching in front of one loaded model.
+
+Callers ``await scorer.score(text)``; requests wait in a bounded queue (a full queue raises the
+typed :class:`ScorerOverloaded` after ``enqueue_timeout_s`` of backpressure, never a silent drop).
+A collector takes the first waiting request, then gathers more until ``max_batch`` windows or
+``max_wait_s`` have passed, sorts them into length buckets (so short texts are not padded or
+slowed by long ones), and hands each bucket to an inference worker. Inference runs in a worker
+thread (``anyio.to_thread``), so the event loop stays free while ONNX Runtime computes. While a
+batch runs, the collector keeps gathering the next one: under load, batches grow by themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+import anyio
+import numpy as np
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from safeguards.adapters.classifier.errors import (
+    InferenceFailed,
+    ScorerClosed,
+    ScorerOverloaded,
+)
+from safeguards.adapters.classifier.loader import LoadedModel
+from safeguards.adapters.classifier.text import PreparedText, prepare_text
+from safeguards.core.events import Scores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerConfig:
+    max_batch: int = 64  # windows per inference call
+    max_wait_s: float = 0.002  # how long the first request of a batch may wait for company
+    queue_size: int = 2048  # requests waiting to be batched
+    enqueue_timeout_s: float = 0.05  # backpressure before ScorerOverloaded
+    workers: int = 1  # concurrent inference calls (threads)
+    bucket_edges: tuple[int, ...] = (128, 512, 2048)  # window lengths (chars) per bucket
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreResult:
+    model_name: str
+    model_version: str
+    scores: Scores  # (category, calibrated probability), in manifest order
+    content_sha256: str
+    content_chars: int
+    truncated: bool
+    windows: int
+
+    def flagged(self, thresholds: dict[str, float]) -> list[str]:
+        return [c for c, s in self.scores if s >= thresholds.get(c, math.inf)]
+
+
+@dataclass(eq=False)
+class _Pending:
+    prepared: PreparedText
+    done: anyio.Event = field(default_factory=anyio.Event)
+    remaining: int = 0
+    best: np.ndarray | None = None
+    error: BaseException | None = None
+    abandoned: bool = False  # the caller stopped waiting (deadline, cancellation)
+
+    def deliver(self, row: np.ndarray) -> None:
+        self.best = row.copy() if self.best is None else np.maximum(self.best, row)
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done.set()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = exc
+            self.done.set()
+
+
+@dataclass
+class ScorerStats:
+    requests: int = 0
+    batches: int = 0
+    windows: int = 0
+    overloaded: int = 0
+    rejected: int = 0
+    truncated: int = 0
+    inference_s: float = 0.0
+
+    @property
+    def mean_batch(self) -> float:
+        return self.windows / self.batches if self.batches else 0.0
+
+
+_Batch = list[tuple[_Pending, str]]
+
+
+class MicroBatchScorer:
+    """Micro-batching scorer for one model; an async context manager that owns its tasks."""
+
+    def __init__(self, model: LoadedModel, config: ScorerConfig | None = None) -> None:
+        self.model = model
+        self.config = config or ScorerConfig()
+        self.stats = ScorerStats()
+        self._tg: TaskGroup | None = None
+        self._send: MemoryObjectSendStream[_Pending] | None = None
+        self._limiter = anyio.CapacityLimiter(self.config.workers)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    async def __aenter__(self) -> Self:
+        send, receive = anyio.create_memory_object_stream[_Pending](self.config.queue_size)
+        batch_send, batch_receive = anyio.create_memory_object_stream[_Batch](
+            self.config.workers)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._send = send
+        self._tg.start_soon(self._collect, receive, batch_send)
+        for _ in range(self.config.workers):
+            self._tg.start_soon(self._infer_loop, batch_receive.clone())
+        batch_receive.close()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> bool | None:
+        assert self._tg is not None
+        if self._send is not None:
+            self._send.close()  # the collector drains what is queued, then the workers stop
+            self._send = None
+        return await self._tg.__aexit__(et, exc, tb)
+
+    def prepare(self, text: str | bytes) -> PreparedText:
+        """Validate and window ``text``; raises TextRejected (counted) for unusable input."""
+        m = self.model.manifest
+        try:
+            prepared = prepare_text(text, max_chars=m.max_chars, max_windows=m.max_windows,
+                                    fine_chars=m.fine_chars)
+        except Exception:
+            self.stats.rejected += 1
+            raise
+        if prepared.truncated:
+            self.stats.truncated += 1
+        return prepared
+
+    async def score(self, text: str | bytes | PreparedText) -> ScoreResult:
+        """Score one text. Raises TextRejected, ScorerOverloaded, ScorerClosed, InferenceFailed."""
+        prepared = text if isinstance(text, PreparedText) else self.prepare(text)
+        if self._send is None:
+            raise ScorerClosed("scorer is not running")
+        pending = _Pending(prepared, remaining=len(prepared.windows))
+        try:
+            pending_sent = False
+            try:
+                self._send.send_nowait(pending)
+                pending_sent = True
+            except anyio.WouldBlock:
+                with anyio.move_on_after(self.config.enqueue_timeout_s):
+                    await self._send.send(pending)
+                    pending_sent = True
+            if not pending_sent:
+                self.stats.overloaded += 1
+                raise ScorerOverloaded(
+                    f"scoring queue full ({self.config.queue_size} waiting)"
+                )
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise ScorerClosed("scorer is shutting down") from None
+        self.stats.requests += 1
+        try:
+            await pending.done.wait()
+        except BaseException:
+            pending.abandoned = True  # its windows are skipped if not yet computed
+            raise
+        if pending.error is not None:
+            raise pending.error
+        assert pending.best is not None
+        labels = self.model.manifest.labels
+        return ScoreResult(
+            model_name=self.model.name,
+            model_version=self.model.version,
+            scores=tuple((lab.category, round(float(pending.best[j]), 6))
+                         for j, lab in enumerate(labels)),
+            content_sha256=prepared.sha256,
+            content_chars=prepared.chars,
+            truncated=prepared.truncated,
+            windows=len(prepared.windows),
+        )
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _bucket(self, window: str) -> int:
+        for i, edge in enumerate(self.config.bucket_edges):
+            if len(window) <= edge:
+                return i
+        return len(self.config.bucket_edges)
+
+    async def _collect(self, receive: MemoryObjectReceiveStream[_Pending],
+                       batches: MemoryObjectSendStream[_Batch]) -> None:
+        cfg = self.config
+        async with receive, batches:
+            buckets: dict[int, _Batch] = {}
+            closed = False
+            while not closed:
+                try:
+                    first = await receive.receive()
+                except anyio.EndOfStream:
+                    break
+                n = self._add(buckets, first)
+                deadline = anyio.current_time() + cfg.max_wait_s
+                while n < cfg.max_batch:
+                    try:
+                        nxt = await self._next(receive, deadline - anyio.current_time())
+                    except anyio.EndOfStream:
+                        closed = True
+                        break
+                    if nxt is None:
+                        break
+                    n += self._add(buckets, nxt)
+                for key in sorted(buckets):
+                    batch = buckets[key]
+                    for start in range(0, len(batch), cfg.max_batch):
+                        await batches.send(batch[start : start + cfg.max_batch])
+                buckets = {}
+
+    @staticmethod
+    async def _next(receive: MemoryObjectReceiveStream[_Pending],
+                    remaining: float) -> _Pending | None:
+        """The next queued request, waiting at most ``remaining`` seconds; None on timeout."""
+        try:
+            return receive.receive_nowait()
+        except anyio.WouldBlock:
+            if remaining <= 0:
+                return None
+        with anyio.move_on_after(remaining):
+            return await receive.receive()
+        return None
+
+    def _add(self, buckets: dict[int, _Batch], pending: _Pending) -> int:
+        for window in pending.prepared.windows:
+            buckets.setdefault(self._bucket(window), []).append((pending, window))
+        return len(pending.prepared.windows)
+
+    async def _infer_loop(self, batches: MemoryObjectReceiveStream[_Batch]) -> None:
+        async with batches:
+            async for queued in batches:
+                batch = [(p, w) for p, w in queued if not p.abandoned]
+                if not batch:
+                    continue
+                texts = [w for _, w in batch]
+                started = time.perf_counter()
+                try:
+                    probs = await anyio.to_thread.run_sync(
+                        self.model.predict, texts, limiter=self._limiter)
+                except Exception as exc:  # ORT errors: fail this batch's callers, keep serving
+                    log.error("inference failed for a batch of %d: %s", len(texts),
+                              type(exc).__name__)
+                    err = InferenceFailed(f"inference failed: {type(exc).__name__}")
+                    for pending, _ in batch:
+                        pending.fail(err)
+                    continue
+                self.stats.inference_s += time.perf_counter() - started
+                self.stats.batches += 1
+                self.stats.windows += len(texts)
+                for (pending, _), row in zip(batch, probs, strict=True):
+                    if pending.error is None:
+                        pending.deliver(row)

@@ -1,0 +1,398 @@
+"""The classifier on NATS for one region: content-stream consumer and ``classify`` responder.
+
+*Consumer.* A durable pull consumer on the region's CONTENT stream (work queue, minutes of
+retention). Each item is scored by the primary model and every shadow model; each result becomes
+a :class:`Signal` whose observation is a :class:`ScoreRecorded` (hash, length, scores, model name
+and version; never text), published to the account's input subject with ``Nats-Msg-Id`` = the
+signal id. The id derives from (request, kind, model, version), so a redelivery publishes the same
+id and the actor's inbox (and JetStream's duplicate window) make it idempotent. The content
+message is acked only after every publish is confirmed. Retryable failures are nak'ed with a
+delay; after ``max_attempts`` deliveries, or at once for poison (undecodable, wrong region,
+unusable text), the message goes to ``sg.<region>.dlq.classifier`` with its reason in headers.
+The dead letter carries metadata only (stream, sequence, size, sha256): raw text never leaves
+the short-TTL content stream.
+
+*Responder.* ``sg.<region>.classify`` request/reply for the inline gate, queue group
+``classifier``. The reply comes within the request's ``deadline_ms`` (measured from receipt), or
+says ``error="deadline"``; other typed errors: ``malformed``, ``wrong_region``, ``overloaded``,
+``unavailable``, ``inference_failed`` and the input reasons (``empty_text``, ``binary``, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import msgpack
+import nats.errors
+from anyio.abc import TaskGroup, TaskStatus
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.errors import APIError
+
+from safeguards.adapters.bus.dlq import (
+    H_DELIVERIES,
+    H_DETAIL,
+    H_ERROR,
+    H_REASON,
+    H_SEQUENCE,
+    H_STREAM,
+    H_SUBJECT,
+)
+from safeguards.adapters.bus.streams import (
+    StreamSettings,
+    content_config,
+    dlq_config,
+    ensure_stream,
+)
+from safeguards.adapters.classifier.errors import (
+    InferenceFailed,
+    ScorerClosed,
+    ScorerOverloaded,
+    TextRejected,
+)
+from safeguards.adapters.classifier.scorer import MicroBatchScorer, ScoreResult
+from safeguards.core.codec import decode_record, encode_record, encode_signal
+from safeguards.core.content import ClassifyReply, ClassifyRequest, ContentItem
+from safeguards.core.errors import CodecError, SafeguardsError
+from safeguards.core.events import ScoreRecorded, Signal
+from safeguards.core.ids import derive_id, validate_region
+from safeguards.core.subjects import (
+    classify_subject,
+    content_subject,
+    dead_letter_subject,
+    inputs_subject,
+    stream_name,
+)
+
+log = logging.getLogger(__name__)
+
+DLQ_SOURCE = "classifier"
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierSettings:
+    partitions: int  # the region's partition count (inputs subjects are partitioned)
+    durable: str = "classifier"
+    fetch_batch: int = 128
+    fetch_timeout_s: float = 0.5
+    in_flight: int = 512  # content messages being scored/published at once
+    max_attempts: int = 5  # deliveries before a retryable failure becomes a dead letter
+    retry_delay_s: float = 0.5
+    ack_wait_s: float = 30.0
+    publish_timeout_s: float = 5.0
+    responder_in_flight: int = 1024  # classify requests being served at once
+    reply_margin_s: float = 0.001  # time kept back to send the reply itself
+    streams: StreamSettings = field(default_factory=StreamSettings)
+
+
+@dataclass
+class ServiceStats:
+    scored: int = 0
+    published: int = 0
+    shadow_failures: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    classify_replies: int = 0
+    classify_errors: dict[str, int] = field(default_factory=dict)
+
+
+class _Retry(Exception):
+    """Internal: this delivery failed in a way a later delivery may not."""
+
+    def __init__(self, reason: str, error: BaseException) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error = error
+
+
+class ClassifierService:
+    """Runs the consumer and the responder of one region until cancelled."""
+
+    def __init__(self, nc: Client, region: str, primary: MicroBatchScorer,
+                 settings: ClassifierSettings, shadows: Sequence[MicroBatchScorer] = ()) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=settings.publish_timeout_s)
+        self.region = validate_region(region)
+        self.primary = primary
+        self.shadows = tuple(shadows)
+        self.settings = settings
+        self.stats = ServiceStats()
+        self._content_stream = stream_name(region, "CONTENT")
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def provision(self) -> None:
+        """The CONTENT and DLQ streams, created if absent; existing ones are adopted as they are
+        (the bus adapter provisions the same streams with the same names and subjects)."""
+        await ensure_stream(self.js, content_config(self.region, self.settings.streams),
+                            adopt_existing=True)
+        await ensure_stream(self.js, dlq_config(self.region, self.settings.streams),
+                            adopt_existing=True)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self.provision()
+        s = self.settings
+        with anyio.fail_after(s.publish_timeout_s):
+            psub = await self.js.pull_subscribe(
+                f"sg.{self.region}.content.>", durable=s.durable, stream=self._content_stream,
+                config=api.ConsumerConfig(ack_wait=s.ack_wait_s, max_deliver=-1,
+                                          max_ack_pending=s.in_flight * 2),
+            )
+            rsub = await self.nc.subscribe(classify_subject(self.region), queue="classifier")
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._consume, psub, tg)
+                tg.start_soon(self._respond, rsub, tg)
+                log.info("classifier serving region %s with %s %s (+%d shadow) on %s",
+                         self.region, self.primary.name, self.primary.version,
+                         len(self.shadows), self.primary.model.provider)
+                task_status.started()
+        finally:
+            with anyio.move_on_after(2.0, shield=True):
+                for sub in (rsub, psub):
+                    with contextlib.suppress(nats.errors.Error, APIError):
+                        await sub.unsubscribe()
+
+    # --- content stream -------------------------------------------------------------------
+
+    async def _consume(self, psub: Any, tg: TaskGroup) -> None:
+        limiter = anyio.Semaphore(self.settings.in_flight)
+        while True:
+            try:
+                msgs = await psub.fetch(self.settings.fetch_batch,
+                                        timeout=self.settings.fetch_timeout_s)
+            except nats.errors.TimeoutError:
+                continue
+            except nats.errors.Error as exc:  # connection trouble: back off, nats-py reconnects
+                log.warning("content fetch failed: %s", type(exc).__name__)
+                await anyio.sleep(self.settings.retry_delay_s)
+                continue
+            for msg in msgs:
+                await limiter.acquire()  # backpressure: stop fetching while saturated
+                tg.start_soon(self._handle_content_guarded, msg, limiter)
+
+    async def _handle_content_guarded(self, msg: Msg, limiter: anyio.Semaphore) -> None:
+        try:
+            await self._handle_content(msg)
+        finally:
+            limiter.release()
+
+    async def _handle_content(self, msg: Msg) -> None:
+        try:
+            item = decode_record(msg.data, ContentItem)
+        except CodecError as exc:
+            await self._dead_letter(msg, "undecodable", exc)
+            return
+        if item.region != self.region:
+            await self._dead_letter(msg, "region_mismatch", None)
+            return
+        try:
+            if msg.subject != content_subject(self.region, item.account_id):
+                await self._dead_letter(msg, "subject_mismatch", None)
+                return
+            prepared = self.primary.prepare(item.text)
+        except TextRejected as exc:
+            await self._dead_letter(msg, f"text_{exc.reason}", exc)
+            return
+        except SafeguardsError as exc:  # InvalidAccountId and friends
+            await self._dead_letter(msg, "invalid_item", exc)
+            return
+        try:
+            results = await self._score_all(prepared)
+            for result, shadow in results:
+                await self._publish(item, result, shadow)
+            await self._ack(msg)
+        except _Retry as retry:
+            await self._retry_or_dead_letter(msg, retry)
+
+    async def _score_all(self, prepared: Any) -> list[tuple[ScoreResult, bool]]:
+        out: list[tuple[ScoreResult, bool]] = []
+        try:
+            out.append((await self.primary.score(prepared), False))
+        except (ScorerOverloaded, ScorerClosed, InferenceFailed) as exc:
+            raise _Retry("scoring_failed", exc) from None
+        self.stats.scored += 1
+        if self.shadows:
+            shadow_results: list[ScoreResult | None] = [None] * len(self.shadows)
+
+            async def one(i: int, scorer: MicroBatchScorer) -> None:
+                try:
+                    shadow_results[i] = await scorer.score(prepared)
+                except SafeguardsError as exc:  # a shadow never holds up the primary path
+                    self.stats.shadow_failures += 1
+                    log.warning("shadow model %s failed: %s", scorer.name, type(exc).__name__)
+
+            async with anyio.create_task_group() as tg:
+                for i, scorer in enumerate(self.shadows):
+                    tg.start_soon(one, i, scorer)
+            out += [(r, True) for r in shadow_results if r is not None]
+        return out
+
+    def signal_for(self, item: ContentItem, result: ScoreResult, shadow: bool) -> Signal:
+        signal_id = derive_id("score", item.request_id, item.kind, result.model_name,
+                              result.model_version)
+        return Signal(
+            signal_id=signal_id,
+            account_id=item.account_id,
+            region=item.region,
+            occurred_at=item.occurred_at,  # the content's time, so redelivery is identical
+            correlation_id=item.correlation_id,
+            observation=ScoreRecorded(
+                request_id=item.request_id,
+                content_kind=item.kind,
+                content_sha256=result.content_sha256,
+                content_chars=result.content_chars,
+                model_name=result.model_name,
+                model_version=result.model_version,
+                scores=result.scores,
+                shadow=shadow,
+            ),
+        )
+
+    async def _publish(self, item: ContentItem, result: ScoreResult, shadow: bool) -> None:
+        signal = self.signal_for(item, result, shadow)
+        subject = inputs_subject(self.region, self.settings.partitions, item.account_id)
+        try:
+            with anyio.fail_after(self.settings.publish_timeout_s):
+                await self.js.publish(subject, encode_signal(signal),
+                                      timeout=self.settings.publish_timeout_s,
+                                      headers={"Nats-Msg-Id": signal.signal_id})
+        except (TimeoutError, nats.errors.Error, APIError) as exc:
+            raise _Retry("publish_failed", exc) from None
+        self.stats.published += 1
+
+    async def _ack(self, msg: Msg) -> None:
+        try:
+            with anyio.fail_after(self.settings.publish_timeout_s):
+                await msg.ack_sync(timeout=self.settings.publish_timeout_s)
+        except (TimeoutError, nats.errors.Error) as exc:
+            # not confirmed: the message is redelivered after ack_wait and re-publishes the same
+            # signal ids, which the inbox and the duplicate window absorb
+            log.warning("content ack not confirmed: %s", type(exc).__name__)
+
+    async def _retry_or_dead_letter(self, msg: Msg, retry: _Retry) -> None:
+        delivered = msg.metadata.num_delivered
+        if delivered >= self.settings.max_attempts:
+            await self._dead_letter(msg, retry.reason, retry.error)
+            return
+        self.stats.retried += 1
+        log.info("content delivery %d failed (%s); retrying", delivered, retry.reason)
+        try:
+            with anyio.fail_after(self.settings.publish_timeout_s):
+                await msg.nak(delay=self.settings.retry_delay_s * delivered)
+        except (TimeoutError, nats.errors.Error):
+            pass  # ack_wait expiry redelivers it anyway
+
+    async def _dead_letter(self, msg: Msg, reason: str, error: BaseException | None) -> None:
+        meta = msg.metadata
+        payload = msgpack.packb({
+            "stream": meta.stream, "sequence": meta.sequence.stream,
+            "subject": _header_safe(msg.subject), "bytes": len(msg.data),
+            "sha256": hashlib.sha256(msg.data).hexdigest(),
+        })
+        headers = {
+            H_REASON: reason,
+            H_SUBJECT: _header_safe(msg.subject),
+            H_STREAM: meta.stream,
+            H_SEQUENCE: str(meta.sequence.stream),
+            H_DELIVERIES: str(meta.num_delivered),
+            "Nats-Msg-Id": f"dlq:{meta.stream}:{meta.sequence.stream}",
+        }
+        if error is not None:
+            headers[H_ERROR] = type(error).__name__
+            headers[H_DETAIL] = _header_safe(str(error))
+        try:
+            with anyio.fail_after(self.settings.publish_timeout_s):
+                await self.js.publish(dead_letter_subject(self.region, DLQ_SOURCE), payload,
+                                      timeout=self.settings.publish_timeout_s,
+                                      stream=stream_name(self.region, "DLQ"), headers=headers)
+        except (TimeoutError, nats.errors.Error, APIError) as exc:
+            # not confirmed: leave the content message unacked so it comes back
+            log.warning("dead letter not confirmed (%s): %s", reason, type(exc).__name__)
+            return
+        self.stats.dead_lettered += 1
+        log.info("content message dead-lettered: %s", reason)
+        await self._ack(msg)
+
+    # --- classify request/reply ----------------------------------------------------------------
+
+    async def _respond(self, rsub: Any, tg: TaskGroup) -> None:
+        limiter = anyio.Semaphore(self.settings.responder_in_flight)
+        async for msg in rsub.messages:
+            received = anyio.current_time()
+            try:
+                limiter.acquire_nowait()
+            except anyio.WouldBlock:
+                tg.start_soon(self._reply_error, msg, "", "overloaded")
+                continue
+            tg.start_soon(self._handle_classify_guarded, msg, received, limiter)
+
+    async def _handle_classify_guarded(self, msg: Msg, received: float,
+                                       limiter: anyio.Semaphore) -> None:
+        try:
+            await self._handle_classify(msg, received)
+        finally:
+            limiter.release()
+
+    async def _handle_classify(self, msg: Msg, received: float) -> None:
+        try:
+            req = decode_record(msg.data, ClassifyRequest)
+        except CodecError:
+            await self._reply_error(msg, "", "malformed")
+            return
+        if req.region != self.region:
+            await self._reply_error(msg, req.request_id, "wrong_region")
+            return
+        budget = req.deadline_ms / 1000.0 - (anyio.current_time() - received)
+        budget -= self.settings.reply_margin_s
+        if not budget > 0:
+            await self._reply_error(msg, req.request_id, "deadline")
+            return
+        error: str | None = None
+        result: ScoreResult | None = None
+        with anyio.move_on_after(budget) as scope:
+            try:
+                result = await self.primary.score(req.text)
+            except TextRejected as exc:
+                error = exc.reason
+            except ScorerOverloaded:
+                error = "overloaded"
+            except ScorerClosed:
+                error = "unavailable"
+            except InferenceFailed:
+                error = "inference_failed"
+        if scope.cancelled_caught:
+            error = "deadline"
+        if result is None or error is not None:
+            await self._reply_error(msg, req.request_id, error or "deadline")
+            return
+        await self._reply(msg, ClassifyReply(req.request_id, result.model_name,
+                                             result.model_version, result.scores))
+
+    async def _reply_error(self, msg: Msg, request_id: str, error: str) -> None:
+        self.stats.classify_errors[error] = self.stats.classify_errors.get(error, 0) + 1
+        await self._reply(msg, ClassifyReply(request_id, self.primary.name,
+                                             self.primary.version, (), error=error))
+
+    async def _reply(self, msg: Msg, reply: ClassifyReply) -> None:
+        if not msg.reply:
+            return  # a publish without a reply subject: nobody is waiting
+        try:
+            with anyio.fail_after(self.settings.publish_timeout_s):
+                await msg.respond(encode_record(reply))
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("classify reply not sent: %s", type(exc).__name__)
+            return
+        if reply.error is None:
+            self.stats.classify_replies += 1
+
+
+def _header_safe(text: str, limit: int = 200) -> str:
+    return "".join(ch if 0x20 <= ord(ch) < 0x7F else "?" for ch in text)[:limit]

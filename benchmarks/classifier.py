@@ -1,0 +1,106 @@
+"""Classifier throughput on the CPU: micro-batched scorer vs one inference call per request.
+
+Same model, same texts, same concurrency, same run. The per-request arm is the same scorer with
+``max_batch=1`` (every request is its own ONNX Runtime call); the batched arm lets requests that
+arrive together share a call. Prints both arms' throughput and latency, then one JSON line:
+``{"batched_per_s", "per_request_per_s", "ratio", "provider"}``.
+
+    python benchmarks/classifier.py [--requests 4000] [--concurrency 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import anyio
+import numpy as np
+
+from safeguards.adapters.classifier.loader import LoadedModel, load_model
+from safeguards.adapters.classifier.scorer import MicroBatchScorer, ScorerConfig
+from safeguards.adapters.classifier.train import longform
+
+
+def workload(n: int, seed: int = 7) -> list[str]:
+    """Prompt-sized texts (40 to 400 characters) cut from generated prose, deterministic."""
+    rng = random.Random(seed)
+    docs = [d.text for d in longform.generate(50, seed=seed, max_chars=4000)]
+    out = []
+    for _ in range(n):
+        doc = rng.choice(docs)
+        size = rng.randint(40, 400)
+        start = rng.randint(0, max(0, len(doc) - size))
+        out.append(doc[start : start + size])
+    return out
+
+
+async def run_arm(model: LoadedModel, config: ScorerConfig, texts: list[str],
+                  concurrency: int) -> dict[str, float]:
+    latencies: list[float] = []
+    next_index = 0
+    async with MicroBatchScorer(model, config) as scorer:
+        async def client() -> None:
+            nonlocal next_index
+            while next_index < len(texts):
+                text = texts[next_index]
+                next_index += 1
+                t0 = time.perf_counter()
+                await scorer.score(text)
+                latencies.append(time.perf_counter() - t0)
+
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(concurrency):
+                tg.start_soon(client)
+        elapsed = time.perf_counter() - started
+        mean_batch = scorer.stats.mean_batch
+    lat = np.array(latencies) * 1000
+    return {"per_s": len(texts) / elapsed, "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99)), "mean_batch": mean_batch}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads")
+    args = parser.parse_args()
+
+    model = load_model(intra_op_threads=args.threads)
+    texts = workload(args.requests)
+    print(f"model {model.name} {model.version} on {model.provider}; {len(texts)} requests, "
+          f"mean {sum(map(len, texts)) / len(texts):.0f} chars, concurrency {args.concurrency}")
+    model.predict(texts[:64])  # warm up
+
+    per_request_cfg = ScorerConfig(max_batch=1, max_wait_s=0.0)
+    batched_cfg = ScorerConfig(max_batch=64, max_wait_s=0.002)
+    per_request = anyio.run(run_arm, model, per_request_cfg, texts, args.concurrency)
+    batched = anyio.run(run_arm, model, batched_cfg, texts, args.concurrency)
+    for name, r in (("per-request", per_request), ("micro-batched", batched)):
+        print(f"{name:>14}: {r['per_s']:8.0f} texts/s  p50 {r['p50_ms']:7.2f} ms  "
+              f"p99 {r['p99_ms']:7.2f} ms  mean batch {r['mean_batch']:.1f}")
+
+    # the same comparison without the scorer: raw ONNX Runtime calls, for reference
+    t0 = time.perf_counter()
+    for t in texts[:1000]:
+        model.predict([t])
+    raw_single = 1000 / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for i in range(0, 1000, 64):
+        model.predict(texts[i : i + 64])
+    raw_batched = 1000 / (time.perf_counter() - t0)
+    print(f"raw ONNX Runtime: {raw_single:.0f} texts/s one by one, "
+          f"{raw_batched:.0f} texts/s in batches of 64")
+
+    print(json.dumps({
+        "batched_per_s": round(batched["per_s"], 1),
+        "per_request_per_s": round(per_request["per_s"], 1),
+        "ratio": round(batched["per_s"] / per_request["per_s"], 2),
+        "provider": model.provider,
+    }))
+
+
+if __name__ == "__main__":
+    main()
