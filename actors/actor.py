@@ -23,8 +23,13 @@ class Envelope:
 
     signal: Signal
     msg: Msg
-    deliveries: int
     conflicts: int = 0
+
+    @property
+    def deliveries(self) -> int:
+        """How many times JetStream delivered it (parsed on demand: only rejects need it)."""
+        n: int = self.msg.metadata.num_delivered
+        return n
 
 
 class MailboxFull(Exception):

@@ -19,6 +19,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from safeguards.actors.clock import Clock, SystemClock
+from safeguards.actors.commit import GroupCommitter
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.ownership import PartitionOwnership
 from safeguards.actors.partition import PartitionWorker
@@ -62,6 +63,7 @@ class Node:
         self.metrics = NodeMetrics()
         self.ownership: PartitionOwnership | None = None
         self.relay: OutboxRelay | None = None
+        self.committer: GroupCommitter | None = None
         self.running: dict[int, _Running] = {}
         self._stop = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
@@ -98,9 +100,11 @@ class Node:
         self.relay = OutboxRelay(store=self.store, js=js, region=self.region,
                                  metrics=self.metrics, poll_s=s.relay_poll_s,
                                  batch=s.relay_batch, store_timeout_s=s.store_timeout_s)
+        self.committer = GroupCommitter(self.store, timeout_s=s.store_timeout_s)
         async with anyio.create_task_group() as tg:
             self._tg = tg
             await tg.start(self.relay.run)
+            await tg.start(self.committer.run)
             if self.static_partitions is not None:
                 for p in self.static_partitions:
                     await self._start_partition(p)
@@ -143,6 +147,7 @@ class Node:
             store=self.store, consumer=consumer, dead_letters=self._dead_letters,
             policy=self.policy, clock=self.clock, settings=self.settings, metrics=self.metrics,
             on_commands=relay.offer if relay is not None else (lambda _: None),
+            committer=self.committer,
         )
         running = _Running(worker, anyio.CancelScope())
         self.running[partition] = running

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
 
 import anyio
 import nats.errors
@@ -21,19 +20,19 @@ from nats.aio.msg import Msg
 
 from safeguards.actors.actor import AccountActor, Envelope, MailboxFull
 from safeguards.actors.clock import Clock
+from safeguards.actors.commit import GroupCommitter
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.consumers import PartitionConsumer
 from safeguards.adapters.bus.dlq import DeadLetterReason, DeadLetters
 from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.core.codec import decode_signal, encode_command
-from safeguards.core.decide import decide
+from safeguards.core.decide import decide_and_fold
 from safeguards.core.enforcement import commands_for
 from safeguards.core.errors import CodecError, ConcurrencyConflict, SafeguardsError
-from safeguards.core.events import Event
 from safeguards.core.policy import Policy
 from safeguards.core.ports import AppendRequest, AppendResult, EventStore, OutboxMessage
-from safeguards.core.state import AccountState, fold, initial_state
+from safeguards.core.state import AccountState, initial_state
 from safeguards.core.subjects import enforce_subject, inputs_subject
 
 log = logging.getLogger(__name__)
@@ -55,8 +54,8 @@ class PartitionWorker:
     def __init__(self, *, region: str, partitions: int, partition: int, store: EventStore,
                  consumer: PartitionConsumer, dead_letters: DeadLetters, policy: Policy,
                  clock: Clock, settings: NodeSettings, metrics: NodeMetrics,
-                 on_commands: Callable[[Sequence[OutboxMessage]], None] = lambda _: None
-                 ) -> None:
+                 on_commands: Callable[[Sequence[OutboxMessage]], None] = lambda _: None,
+                 committer: GroupCommitter | None = None) -> None:
         self.region = region
         self.partitions = partitions
         self.partition = partition
@@ -68,6 +67,7 @@ class PartitionWorker:
         self.settings = settings
         self.metrics = metrics
         self.on_commands = on_commands
+        self.committer = committer
         self.actors: dict[str, AccountActor] = {}
         self._stop = anyio.Event()
         self.stopped = anyio.Event()
@@ -136,7 +136,6 @@ class PartitionWorker:
         now = self.clock.monotonic()
         for msg in msgs:
             self.metrics.received += 1
-            deliveries = msg.metadata.num_delivered
             try:
                 signal = decode_signal(msg.data)
             except CodecError as exc:
@@ -157,9 +156,9 @@ class PartitionWorker:
                 self.actors[signal.account_id] = actor
             actor.last_active = now
             try:
-                actor.offer(Envelope(signal, msg, deliveries))
+                actor.offer(Envelope(signal, msg))
             except MailboxFull:
-                if deliveries >= self.settings.reject_after_deliveries:
+                if msg.metadata.num_delivered >= self.settings.reject_after_deliveries:
                     await self._dead_letter(msg, DeadLetterReason.MAILBOX_OVERFLOW, None)
                 else:
                     self.metrics.redelivery_requested += 1
@@ -193,13 +192,13 @@ class PartitionWorker:
         await self._load([a for a in ready if a.state is None])
         now = self.clock.now()
         requests: list[AppendRequest] = []
-        turns: list[tuple[AccountActor, Envelope, list[Event], tuple[OutboxMessage, ...]]] = []
+        turns: list[tuple[AccountActor, Envelope, AccountState, tuple[OutboxMessage, ...]]] = []
         for actor in ready:
             env = actor.mailbox[0]
             state = actor.state
             assert state is not None
             try:
-                events = self._decide(state, env, now)
+                events, after = decide_and_fold(state, env.signal, self.policy, now)
                 commands = commands_for(events, self.policy)
             except Exception as exc:  # a decision that fails is a rejected signal, not a crash
                 actor.mailbox.popleft()
@@ -214,12 +213,13 @@ class PartitionWorker:
             requests.append(AppendRequest(account_id=actor.account_id,
                                           expected_version=state.version, events=tuple(events),
                                           inbox_key=env.signal.signal_id, outbox=outbox))
-            turns.append((actor, env, events, outbox))
+            turns.append((actor, env, after, outbox))
         if not requests:
             return
         results = await self._append(requests)
         committed_commands: list[OutboxMessage] = []
-        for (actor, env, events, outbox), result in zip(turns, results, strict=True):
+        to_ack: list[Msg] = []
+        for (actor, env, after, outbox), result in zip(turns, results, strict=True):
             if isinstance(result, ConcurrencyConflict):
                 if actor.assumed_new:
                     # The guess that the account was new was wrong: load it, no retry counted.
@@ -242,15 +242,12 @@ class PartitionWorker:
                 actor.state = None  # someone else committed this signal: our state may be behind
             else:
                 self.metrics.committed += 1
-                assert actor.state is not None
-                actor.state = fold(actor.state, events)
+                actor.state = after
                 committed_commands.extend(outbox)
-            await self._settle(env.msg, "ack")
+            to_ack.append(env.msg)
         if committed_commands:
             self.on_commands(committed_commands)
-
-    def _decide(self, state: AccountState, env: Envelope, now: datetime) -> list[Event]:
-        return decide(state, env.signal, self.policy, now)
+        await self._ack_all(to_ack)
 
     async def _load(self, actors: list[AccountActor]) -> None:
         if not actors:
@@ -279,12 +276,9 @@ class PartitionWorker:
     async def _append(self, requests: list[AppendRequest]
                       ) -> list[AppendResult | ConcurrencyConflict]:
         try:
+            if self.committer is not None:
+                return await self.committer.append(requests)
             with anyio.fail_after(self.settings.store_timeout_s):
-                if len(requests) == 1:
-                    try:
-                        return [await self.store.append(requests[0])]
-                    except ConcurrencyConflict as conflict:
-                        return [conflict]
                 return await self.store.append_batch(requests)
         except Exception as exc:
             if is_store_failure(exc):
@@ -325,6 +319,20 @@ class PartitionWorker:
                     await msg.term()
         except (TimeoutError, nats.errors.Error):
             self.metrics.bus_failures += 1
+
+    async def _ack_all(self, msgs: list[Msg]) -> None:
+        """Acks are buffered publishes: one deadline for the lot, not one per message."""
+        done = 0
+        try:
+            with anyio.fail_after(ACK_TIMEOUT_S):
+                for msg in msgs:
+                    done += 1
+                    try:
+                        await msg.ack()
+                    except nats.errors.Error:
+                        self.metrics.bus_failures += 1  # redelivered, then deduplicated
+        except TimeoutError:
+            self.metrics.bus_failures += len(msgs) - done
 
     async def _keep_alive(self, actors: list[AccountActor]) -> None:
         with contextlib.suppress(TimeoutError, nats.errors.Error), anyio.fail_after(ACK_TIMEOUT_S):

@@ -64,7 +64,9 @@ class OutboxRelay:
                 self._fast_in.send_nowait(m)
             except anyio.WouldBlock:
                 self.metrics.fast_path_overflow += 1
-        self.wake()
+                self.wake()
+        # Otherwise the slow path picks the rows up at its next poll, re-publishes them (dropped
+        # as duplicates) and marks them: no store round trip on the latency path.
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:

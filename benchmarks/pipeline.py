@@ -205,7 +205,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
         print(f"signal -> enforcement at {half:.0f} signals/s: p50 {p50:.1f} ms, "
               f"p99 {p99:.1f} ms over {len(lat)} violations ({missing} missing)", flush=True)
-        await nc.drain()
+        await nc.close()
     return {"signals_per_s": round(rate, 1), "raw_consume_per_s": round(raw, 1),
             "ratio": round(rate / raw, 3), "enforce_p50_ms": round(p50, 2),
             "enforce_p99_ms": round(p99, 2), "rss_mb_10k_actors": round(rss, 1),
