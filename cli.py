@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 COMMAND_MODULES = (
     "safeguards.regions.cli",
+    "safeguards.ops.cli",
     "safeguards.adapters.csp.cli",
     "safeguards.regions.node_cli",
     "safeguards.adapters.classifier.cli",

@@ -39,6 +39,11 @@ async def run_embedded(data_dir: Path, regions: tuple[str, ...]) -> None:
         print(f"  NATS (JetStream)   {configs[0].nats_url}")
         for cfg in configs:
             print(f"  region {cfg.name:<4} PostgreSQL {cfg.database_url}")
+        from safeguards.adapters.store import migrate
+
+        for cfg in configs:  # idempotent: a restart finds the schema at head
+            revision = await migrate(cfg.database_url)
+            print(f"  region {cfg.name:<4} schema migrated (revision {revision})", flush=True)
         from safeguards.regions.nodes import RegionNodes
 
         async with anyio.create_task_group() as tg:
