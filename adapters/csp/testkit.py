@@ -67,7 +67,12 @@ class Region:
 
         sub = await self.nc.subscribe(classify_subject(self.name), cb=answer)
         await self.nc.flush()
-        return sub.unsubscribe
+
+        async def unsubscribe() -> None:
+            await sub.unsubscribe()
+            await self.nc.flush()  # the server has dropped our interest once this returns
+
+        return unsubscribe
 
 
 @dataclass
