@@ -12,10 +12,11 @@ import uvicorn
 
 @contextlib.asynccontextmanager
 async def serving(app: Any, host: str, port: int, *, lifespan: str = "on",
-                  startup_timeout_s: float = 20.0) -> AsyncIterator[str]:
-    """Run ``app`` on ``host:port`` until the block exits; yields its base URL."""
+                  startup_timeout_s: float = 20.0, **options: Any) -> AsyncIterator[str]:
+    """Run ``app`` on ``host:port`` until the block exits; yields its base URL. ``options`` go to
+    ``uvicorn.Config`` (for example ``timeout_keep_alive``)."""
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                            lifespan=lifespan, loop="none")  # type: ignore[arg-type]
+                            lifespan=lifespan, loop="none", **options)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     # Signals belong to whoever runs the event loop (the CLI, pytest), not to this server.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
