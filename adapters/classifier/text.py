@@ -10,12 +10,15 @@ padding; only past ``max_windows`` windows is the rest dropped, and that is reco
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 from dataclasses import dataclass, field
 
 from safeguards.adapters.classifier.errors import TextRejected
 
 BINARY_CONTROL_FRACTION = 0.10  # share of control characters above which content is binary
+# C0 and C1 control characters (Unicode category Cc) other than tab, newline and carriage
+# return; str.translate deletes them in C, far faster than a per-character category lookup.
+# (Lone surrogates, the other binary marker, are already refused as not UTF-8.)
+_CONTROL_CHARS = {c: None for c in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if c not in (9, 10, 13)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +48,7 @@ def prepare_text(raw: str | bytes, *, max_chars: int, max_windows: int,
     if not text.strip():
         raise TextRejected("empty_text")
     sample = text[:65536]
-    controls = sum(
-        1 for ch in sample if ch not in "\t\n\r" and unicodedata.category(ch) in ("Cc", "Cs")
-    )
+    controls = len(sample) - len(sample.translate(_CONTROL_CHARS))
     if controls > BINARY_CONTROL_FRACTION * len(sample):
         raise TextRejected("binary", f"{controls} control characters in {len(sample)}")
     windows, truncated = split_windows(text, max_chars, max_windows)

