@@ -115,3 +115,14 @@ def test_cuda_is_requested_only_with_a_device() -> None:
     assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"],
                             allow_gpu=False) == ["CPUExecutionProvider"]
     assert choose_providers([]) == ["CPUExecutionProvider"]
+
+
+def test_loading_prints_no_provider_errors(capfd: pytest.CaptureFixture[str]) -> None:
+    """onnxruntime-gpu on a machine without a GPU prints library errors when CUDA is requested;
+    the loader only requests it when the driver reports a device."""
+    model = load_model()
+    model.predict(["hello"])
+    captured = capfd.readouterr()
+    if cuda_device_count() == 0:
+        assert "CUDAExecutionProvider" not in captured.err + captured.out
+        assert "[E:onnxruntime" not in captured.err
