@@ -12,6 +12,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from safeguards.adapters.csp.classify import SyncClassifier
@@ -76,6 +77,7 @@ class Admission:
                 prompt: str, completion: str) -> None:
         self.gate.observe(request, GateResponse(action, tokens_in, tokens_out), time.time())
         telemetry = self.telemetry
-        telemetry.emit_request(request, action, tokens_in, tokens_out)
-        telemetry.emit_content(request, "prompt", prompt)
-        telemetry.emit_content(request, "completion", completion)
+        at = datetime.now(UTC)
+        telemetry.emit_request(request, action, tokens_in, tokens_out, at=at)
+        telemetry.emit_content(request, "prompt", prompt, at=at)
+        telemetry.emit_content(request, "completion", completion, at=at)

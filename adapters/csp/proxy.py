@@ -398,5 +398,6 @@ async def serve_proxy(config: ProxyConfig, policy: Policy, host: str, port: int)
 
     proxy = CspProxy(config, policy)
     server_config = uvicorn.Config(proxy, host=host, port=port, log_level="warning",
-                                   access_log=False, lifespan="on", loop="none")
+                                   access_log=False, lifespan="on", loop="none",
+                                   proxy_headers=False, date_header=False)
     await uvicorn.Server(server_config).serve()

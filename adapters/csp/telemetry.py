@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_CONTENT_CHARS = 200_000  # the content stream's records stay well under the codec's 1 MiB
 
+SUBJECT_CACHE_SIZE = 100_000
 _Item = tuple[str, bytes, str]  # subject, payload, message id
 
 
@@ -46,6 +47,7 @@ class Telemetry:
         self.publish_timeout_s = publish_timeout_s
         self.workers = workers
         self._send, self._receive = anyio.create_memory_object_stream[_Item](capacity)
+        self._subject_cache: dict[str, tuple[str, str]] = {}
         self._inflight: deque[tuple[float, asyncio.Future[PubAck]]] = deque()
         self.sent = 0
         self.dropped: dict[str, int] = {"buffer_full": 0, "not_connected": 0,
@@ -80,8 +82,7 @@ class Telemetry:
                 streamed=request.streamed, action=action,
             ),
         )
-        self.emit(inputs_subject(self.region, self.partitions, request.account_id),
-                  encode_signal(signal), signal.signal_id)
+        self.emit(self._subjects(request.account_id)[0], encode_signal(signal), signal.signal_id)
 
     def emit_content(self, request: GateRequest, kind: ContentKind, text: str, *,
                      at: datetime | None = None) -> None:
@@ -93,8 +94,19 @@ class Telemetry:
             kind=kind, text=text[:MAX_CONTENT_CHARS], occurred_at=at or datetime.now(UTC),
             correlation_id=request.request_id,
         )
-        self.emit(content_subject(self.region, request.account_id), encode_record(item),
+        self.emit(self._subjects(request.account_id)[1], encode_record(item),
                   f"{kind}:{request.request_id}")
+
+    def _subjects(self, account_id: str) -> tuple[str, str]:
+        """The account's inputs and content subjects, memoised (bounded) off the hot path."""
+        found = self._subject_cache.get(account_id)
+        if found is None:
+            if len(self._subject_cache) >= SUBJECT_CACHE_SIZE:
+                del self._subject_cache[next(iter(self._subject_cache))]
+            found = (inputs_subject(self.region, self.partitions, account_id),
+                     content_subject(self.region, account_id))
+            self._subject_cache[account_id] = found
+        return found
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:

@@ -195,5 +195,6 @@ async def serve_upstream(host: str, port: int, script: Script | None = None) -> 
     import uvicorn
 
     config = uvicorn.Config(UpstreamApp(script), host=host, port=port, log_level="warning",
-                            access_log=False, lifespan="off", loop="none")
+                            access_log=False, lifespan="off", loop="none",
+                            proxy_headers=False, date_header=False)
     await uvicorn.Server(config).serve()
