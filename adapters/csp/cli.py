@@ -36,6 +36,8 @@ def register(sub: Any) -> None:
     extproc.add_argument("--account-header", default="x-csp-account-id")
     extproc.add_argument("--partitions", type=int, default=16)
     extproc.add_argument("--policy", type=Path)
+    extproc.add_argument("--metrics-port", type=int, default=9464,
+                         help="serve Prometheus metrics on this port (0: none)")
     extproc.set_defaults(handler=_extproc)
 
 
@@ -83,5 +85,6 @@ def _extproc(args: argparse.Namespace) -> int:
     from safeguards.adapters.csp.extproc import ExtProcConfig, serve_extproc
 
     config = ExtProcConfig(region=args.region, nats_url=args.nats, listen=args.listen,
-                           account_header=args.account_header, partitions=args.partitions)
+                           account_header=args.account_header, partitions=args.partitions,
+                           metrics_port=args.metrics_port)
     return _run(serve_extproc, config, _policy(args.policy))

@@ -66,6 +66,7 @@ class ExtProcConfig:
     telemetry_workers: int = 1
     publish_timeout_s: float = 2.0
     feed_heartbeat_s: float = 1.0
+    metrics_port: int = 0  # a Prometheus /metrics endpoint on this port (0: none)
 
 
 @dataclass(slots=True)
@@ -340,5 +341,10 @@ class ExtProcServer:
 async def serve_extproc(config: ExtProcConfig, policy: Policy) -> None:
     server = ExtProcServer(config, policy)
     async with server.running():
+        if config.metrics_port:
+            from prometheus_client import start_http_server
+
+            host = config.listen.rsplit(":", 1)[0] or "127.0.0.1"
+            start_http_server(config.metrics_port, addr=host, registry=server.metrics.registry)
         log.info("ext_proc listening on %s", config.listen)
         await anyio.sleep_forever()

@@ -60,8 +60,9 @@ class EnforcementFeed:
             try:
                 await self._session()
             except (OSError, TimeoutError, nats.errors.Error) as exc:
-                log.warning("enforcement feed for %s: session ended (%s); re-reading",
-                            self.region, type(exc).__name__)
+                if self.resyncs % 30 == 0:  # once, then every 30th retry: no log flood
+                    log.warning("enforcement feed for %s: session ended (%s); re-reading",
+                                self.region, type(exc).__name__)
             self.resyncs += 1
             await anyio.sleep(min(self.heartbeat_s, 1.0))
 

@@ -60,9 +60,10 @@ class BusLink:
                             reconnected_cb=self._on_reconnected,
                         )
                 except (OSError, TimeoutError, nats.errors.Error) as exc:
+                    if self.connect_failures % 20 == 0:  # once, then every 20th: no flood
+                        log.warning("nats connect to the gate's bus failed (%s); retrying",
+                                    type(exc).__name__)
                     self.connect_failures += 1
-                    log.warning("nats connect to the gate's bus failed (%s); retrying",
-                                type(exc).__name__)
                     await anyio.sleep(self.retry_s)
                     continue
                 self.nc = nc
