@@ -126,3 +126,19 @@ def test_loading_prints_no_provider_errors(capfd: pytest.CaptureFixture[str]) ->
     if cuda_device_count() == 0:
         assert "CUDAExecutionProvider" not in captured.err + captured.out
         assert "[E:onnxruntime" not in captured.err
+
+
+def test_token_id_manifests_parse_and_fail_typed_without_a_tokenizer(tmp_path: Path) -> None:
+    d = _copy_model(tmp_path)
+    data = _manifest()
+    data["input"] = {"kind": "token_ids", "name": "input_ids", "tokenizer": "tokenizer.json",
+                     "max_length": 128, "attention_mask": "attention_mask"}
+    m = parse_manifest(data, known_categories=policy_categories())
+    assert m.input.kind == "token_ids" and m.input.max_length == 128
+    (d / "manifest.json").write_text(json.dumps(data))
+    # no tokenizer.json beside it (or no tokenizers package): a typed error, not a crash
+    with pytest.raises(ModelLoadError, match="tokeniz"):
+        load_model(d)
+    data["input"]["max_length"] = 0
+    with pytest.raises(ManifestError, match="max_length"):
+        parse_manifest(data)

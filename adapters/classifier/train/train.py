@@ -326,6 +326,7 @@ def _export(vec: Any, weights: np.ndarray, bias: np.ndarray) -> bytes:
     graph.output.extend([helper.make_tensor_value_info("logits", TensorProto.FLOAT,
                                                        [None, weights.shape[1]])])
     onx.producer_name = "safeguards-classifier-train"
+    graph.name = "safeguards_classifier"  # skl2onnx names graphs with a random uuid
     onnx.checker.check_model(onx)
     data: bytes = onx.SerializeToString()
     return data
