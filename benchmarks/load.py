@@ -1,11 +1,11 @@
 """Load time of a 100k-event account (with snapshots) vs a 10-event account.
 
-The big account holds 100,099 events, so that with the store's default ``snapshot_every`` of 100
-its newest snapshot (at 100,000) leaves the longest tail a load ever folds: 99 events. The small
-account holds 10 events and no snapshot. Loads alternate between the two (median of
+The big account holds 100,000 + ``snapshot_every`` - 1 events, so that its newest snapshot (at
+100,000) leaves the longest tail a load ever folds (31 events with the store's default of 32).
+The small account holds 10 events and no snapshot. Loads alternate between the two (median of
 ``--repeat`` each, after a warm-up), through ``PostgresEventStore.load``.
 
-    python benchmarks/load.py [--repeat 300] [--snapshot-every 100]
+    python benchmarks/load.py [--repeat 300] [--snapshot-every 32]
 
 Starts its own embedded PostgreSQL unless SAFEGUARDS_DATABASE_URL names a server (a fresh
 database is created on it). Last line: {"load_100k_ms", "load_10_ms", "ratio"}
@@ -27,6 +27,7 @@ import asyncpg
 
 from safeguards.adapters.embedded import EmbeddedPostgres
 from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.adapters.store.common import DEFAULT_SNAPSHOT_EVERY
 from safeguards.core.events import (
     EnforcementChanged,
     Event,
@@ -48,7 +49,6 @@ CYCLE: list[EventBody] = [
                    2),
     EnforcementChanged(2, 1, T0 + timedelta(days=1), "points", "escalate.points", 2.0, 3),
 ]
-BIG = 100_099
 SMALL = 10
 
 
@@ -74,9 +74,11 @@ async def timed_load(store: PostgresEventStore, account: str) -> float:
 
 async def run(url: str, args: argparse.Namespace) -> dict[str, float]:
     await migrate(url)
+    tail = args.snapshot_every - 1
+    big_total = 100_000 + tail
     async with PostgresEventStore(REGION, url, snapshot_every=args.snapshot_every) as store:
-        await fill(store, "big", BIG - 99, 10_000)
-        await fill_tail(store, "big", BIG - 99, 99)
+        await fill(store, "big", 100_000, 10_000)
+        await fill_tail(store, "big", 100_000, tail)
         await fill(store, "small", SMALL, SMALL)
         snaps = await store.snapshot_versions("big")
         big = await store.load("big")
@@ -91,8 +93,8 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, float]:
             small_ms.append(await timed_load(store, "small"))
     load_big = statistics.median(big_ms)
     load_small = statistics.median(small_ms)
-    print(f"big account: {BIG} events, newest snapshot at {snaps[-1]} "
-          f"(tail {BIG - snaps[-1]}); small account: {SMALL} events, no snapshot")
+    print(f"big account: {big_total} events, newest snapshot at {snaps[-1]} "
+          f"(tail {big_total - snaps[-1]}); small account: {SMALL} events, no snapshot")
     print(f"load big   (median of {args.repeat}): {load_big:.3f} ms")
     print(f"load small (median of {args.repeat}): {load_small:.3f} ms")
     print(f"ratio: {load_big / load_small:.2f}")
@@ -109,7 +111,7 @@ async def fill_tail(store: PostgresEventStore, account: str, version: int, count
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=300)
-    parser.add_argument("--snapshot-every", type=int, default=100)
+    parser.add_argument("--snapshot-every", type=int, default=DEFAULT_SNAPSHOT_EVERY)
     args = parser.parse_args()
     server = os.environ.get("SAFEGUARDS_DATABASE_URL")
     if server:

@@ -30,6 +30,7 @@ import asyncpg
 
 from safeguards.adapters.embedded import EmbeddedPostgres
 from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.adapters.store.common import DEFAULT_SNAPSHOT_EVERY
 from safeguards.adapters.store.postgres import EVENT_COLUMNS
 from safeguards.core.codec import pack_body
 from safeguards.core.events import (
@@ -148,7 +149,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--events-per-append", type=int, default=4)
     parser.add_argument("--batch", type=int, default=1000, help="appends per group commit")
-    parser.add_argument("--snapshot-every", type=int, default=100)
+    parser.add_argument("--snapshot-every", type=int, default=DEFAULT_SNAPSHOT_EVERY)
     parser.add_argument("--repeat", type=int, default=3, help="alternating passes; best counts")
     args = parser.parse_args()
     server = os.environ.get("SAFEGUARDS_DATABASE_URL")

@@ -114,21 +114,38 @@ SELECT * FROM unnest($1::text[], $2::int8[], $3::int4[], $4::bytea[])
 ON CONFLICT DO NOTHING
 """
 
-_READ_COLUMNS = (events.c.account_id, events.c.version, events.c.region, events.c.event_id,
-                 events.c.type, events.c.schema_version, events.c.occurred_at,
-                 events.c.causation_id, events.c.correlation_id, events.c.policy_version,
-                 events.c.body)
+_NO_LIMIT = 2**62
+_LATEST_SNAPSHOT = """
+SELECT state FROM snapshots WHERE account_id = $1 AND fold_version = $2 AND version <= $3
+ ORDER BY version DESC LIMIT 1
+"""
+_TAIL = """
+SELECT account_id, version, region, event_id, type, schema_version, occurred_at, causation_id,
+       correlation_id, policy_version, body
+  FROM events WHERE account_id = $1 AND version > $2 AND version <= $3 ORDER BY version
+"""
+_HISTORY = """
+SELECT account_id, version, region, event_id, type, schema_version, occurred_at, causation_id,
+       correlation_id, policy_version, body
+  FROM events
+ WHERE account_id = $1 AND version >= $2 AND version <= $3
+   AND ($4::timestamptz IS NULL OR occurred_at >= $4)
+   AND ($5::timestamptz IS NULL OR occurred_at <= $5)
+ ORDER BY version
+"""
+_FEED = """
+SELECT position, account_id, version, region, event_id, type, schema_version, occurred_at,
+       causation_id, correlation_id, policy_version, body
+  FROM events WHERE region = $1 AND position > $2 ORDER BY position LIMIT $3
+"""
 
 
 def _event_from_row(row: Any) -> Event:
     (account_id, version, region, event_id, type_name, schema_version, occurred_at,
      causation_id, correlation_id, policy_version, body) = row
-    return Event(
-        event_id=event_id, account_id=account_id, region=region, version=version,
-        occurred_at=occurred_at, causation_id=causation_id, correlation_id=correlation_id,
-        policy_version=policy_version,
-        body=codec.unpack_body(type_name, schema_version, bytes(body)),
-    )
+    return Event(event_id, account_id, region, version, occurred_at, causation_id,
+                 correlation_id, policy_version,
+                 codec.unpack_body(type_name, schema_version, bytes(body)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,28 +333,25 @@ class PostgresEventStore:
             current[account] = version + len(request.events)
             results.append(AppendResult(account, current[account]))
 
+        # The states after this append, where the store knows the state it appends onto (see
+        # _advance); the snapshots due go out with the inbox rows, in this transaction.
+        states: dict[str, AccountState | None] = {}
         count = sum(len(r.events) for r in accepted)
         if count:
             try:
                 # A generator, not a list: asyncpg streams the COPY in chunks as it encodes, so
-                # the server indexes one chunk while this process packs the next bodies.
+                # the server indexes one chunk while this process packs and folds the next.
                 await driver.copy_records_to_table(
-                    "events", records=self._rows(accepted, last), columns=EVENT_COLUMNS,
+                    "events", records=self._rows(accepted, last, states), columns=EVENT_COLUMNS,
                     timeout=self._timeout)
             except Exception as exc:
                 if getattr(exc, "constraint_name", None) == "events_event_id_key" and \
                         not check_event_ids:
                     raise _EventIdTaken from exc
                 raise
-
-        # The states after this append, where the store knows the state it appends onto; the
-        # snapshots due are written by the same statement as the inbox, in this transaction.
-        states: dict[str, AccountState | None] = {}
-        for request in accepted:
-            account = request.account_id
-            base = states[account] if account in states else self._known_state(
-                account, request.expected_version)
-            states[account] = None if base is None else fold(base, request.events)
+        else:
+            for request in accepted:
+                self._advance(states, request)
         every = self.snapshot_every
         snapshot_due = [a for a, v in current.items() if v // every > before[a] // every]
         snap_states = [st for a in snapshot_due if (st := states.get(a)) is not None]
@@ -355,8 +369,16 @@ class PostgresEventStore:
             )
         return _Written(results, states, unsnapshotted)
 
-    def _rows(self, accepted: list[AppendRequest], last: int) -> Iterator[tuple[Any, ...]]:
-        """The COPY rows of the accepted appends, with feed positions after ``last``."""
+    def _advance(self, states: dict[str, AccountState | None], request: AppendRequest) -> None:
+        account = request.account_id
+        base = states[account] if account in states else self._known_state(
+            account, request.expected_version)
+        states[account] = None if base is None else fold(base, request.events)
+
+    def _rows(self, accepted: list[AppendRequest], last: int,
+              states: dict[str, AccountState | None]) -> Iterator[tuple[Any, ...]]:
+        """The COPY rows of the accepted appends, with feed positions after ``last``; each
+        request's events are folded into ``states`` once its rows are out."""
         position = last
         region = self._region
         pack = self._bodies.pack  # codec.pack_body's bytes; see bodies.py
@@ -366,6 +388,7 @@ class PostgresEventStore:
                 yield (e.account_id, e.version, position, region, e.event_id, e.body.TYPE,
                        e.body.SCHEMA_VERSION, e.occurred_at, e.causation_id, e.correlation_id,
                        e.policy_version, pack(e.body))
+            self._advance(states, request)
 
     @staticmethod
     async def _driver(conn: AsyncConnection) -> Any:
@@ -430,25 +453,17 @@ class PostgresEventStore:
         return await self._state_at_version(account_id, None)
 
     async def _state_at_version(self, account_id: str, version: int | None) -> AccountState:
+        """The state at ``version`` (None: the current one). Two statements on an idle pooled
+        connection, straight through the driver: this is every actor activation's read."""
+        hi = _NO_LIMIT if version is None else version
         async with self._connect() as conn:
-            snap_q = (sa.select(snapshots.c.state)
-                      .where(snapshots.c.account_id == account_id,
-                             snapshots.c.fold_version == fold_module.FOLD_VERSION)
-                      .order_by(snapshots.c.version.desc()).limit(1))
-            if version is not None:
-                snap_q = snap_q.where(snapshots.c.version <= version)
-            data = (await conn.execute(snap_q)).scalar_one_or_none()
+            driver = await self._driver(conn)
+            data = await driver.fetchval(_LATEST_SNAPSHOT, account_id, fold_module.FOLD_VERSION,
+                                         hi, timeout=self._timeout)
             state = None if data is None else codec.decode_state(bytes(data))
-            if state is None:
+            if state is None:  # none, or another fold's: rebuild from the events
                 state = initial_state(account_id, self._region)
-            tail_q = (sa.select(*_READ_COLUMNS)
-                      .where(events.c.account_id == account_id,
-                             events.c.version > state.version)
-                      .order_by(events.c.version))
-            if version is not None:
-                tail_q = tail_q.where(events.c.version <= version)
-            rows = (await conn.execute(tail_q)).all()
-            await conn.rollback()
+            rows = await driver.fetch(_TAIL, account_id, state.version, hi, timeout=self._timeout)
         return fold(state, [_event_from_row(r) for r in rows])
 
     async def history(
@@ -463,18 +478,11 @@ class PostgresEventStore:
         """Events in version order within both ranges (each bound inclusive)."""
         validate_account_id(account_id)
         check_range(from_version, to_version, since, until)
-        q = (sa.select(*_READ_COLUMNS)
-             .where(events.c.account_id == account_id, events.c.version >= from_version)
-             .order_by(events.c.version))
-        if to_version is not None:
-            q = q.where(events.c.version <= to_version)
-        if since is not None:
-            q = q.where(events.c.occurred_at >= since)
-        if until is not None:
-            q = q.where(events.c.occurred_at <= until)
+        hi = _NO_LIMIT if to_version is None else to_version
         async with self._connect() as conn:
-            rows = (await conn.execute(q)).all()
-            await conn.rollback()
+            driver = await self._driver(conn)
+            rows = await driver.fetch(_HISTORY, account_id, from_version, hi, since, until,
+                                      timeout=self._timeout)
         return [_event_from_row(r) for r in rows]
 
     async def state_at(
@@ -495,12 +503,10 @@ class PostgresEventStore:
         check_limit(limit)
         if after_position < 0:
             raise InvalidInput("after_position must be >= 0")
-        q = (sa.select(events.c.position, *_READ_COLUMNS)
-             .where(events.c.region == self._region, events.c.position > after_position)
-             .order_by(events.c.position).limit(limit))
         async with self._connect() as conn:
-            rows = (await conn.execute(q)).all()
-            await conn.rollback()
+            driver = await self._driver(conn)
+            rows = await driver.fetch(_FEED, self._region, after_position, limit,
+                                      timeout=self._timeout)
         return [FeedEntry(r[0], _event_from_row(r[1:])) for r in rows]
 
     async def pending_outbox(self, limit: int) -> list[PendingOutbox]:
