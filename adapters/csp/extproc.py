@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -184,6 +185,11 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         except BadRequest as exc:
             self.metrics.rejected_requests.labels(str(exc.status)).inc()
             return _immediate(exc.status, str(exc))
+        # A blocked account is refused on its headers: Envoy need not buffer the body.
+        standing = self.gate.peek(ex.account, time.time())
+        if standing.status == 403:
+            self.gate.count(standing)
+            return self._refusal(standing)
         return pb.ProcessingResponse(request_headers=_continue_headers())
 
     async def _request_body(self, ex: _Exchange, body: pb.HttpBody) -> pb.ProcessingResponse:

@@ -286,6 +286,18 @@ class Gate:
             self._count(ok)
         return ok
 
+    def peek(self, account_id: str, now: float) -> Decision:
+        """The account's standing decision without charging its rate limits or counting it
+        (for a front end that sees headers before the body, e.g. ext_proc)."""
+        entry = self._commanded.get(account_id)
+        if entry is None or entry.expires <= now:
+            return self._default_ok
+        return entry.ok
+
+    def count(self, decision: Decision) -> None:
+        """Count a decision a front end acted on without going through ``check``."""
+        self._count(decision)
+
     def _new_uncommanded(self, account: str) -> _Entry:
         if len(self._uncommanded) >= self._max_uncommanded:
             # Forget the oldest rate history (dicts keep insertion order): bounded memory.

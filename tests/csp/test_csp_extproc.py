@@ -126,10 +126,10 @@ async def test_refusals_are_immediate_responses(region: Region, nats_url: str,
         await ex.send(request_headers())
         status, body = immediate(await ex.send(request_body(b"{" + CANARY.encode())))
         assert status == 400 and CANARY not in json.dumps(body)
-        ex = Exchange(stub.Process())
-        await ex.send(request_headers("acct-blocked"))
-        status, body = immediate(await ex.send(request_body(body_of(CANARY))))
+        ex = Exchange(stub.Process())  # a blocked account is refused on its headers
+        status, body = immediate(await ex.send(request_headers("acct-blocked")))
         assert status == 403 and body["error"]["type"] == "permission_error"  # type: ignore[index]
+        assert server.gate.counts[("block", "level_4")] == 1
         # a path the gate does not own passes through untouched
         ex = Exchange(stub.Process())
         r = await ex.send(pb.ProcessingRequest(request_headers=headers(
