@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,18 @@ def register(sub: Any) -> None:
     ev.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     ev.add_argument("--json", action="store_true", help="print the full report as JSON")
     ev.set_defaults(handler=_eval)
+
+    serve = cmds.add_parser("serve", help="score a region's content stream and answer "
+                                          "sg.<region>.classify (Ctrl-C stops)")
+    serve.add_argument("--region", required=True)
+    serve.add_argument("--nats-url", default=os.environ.get("SAFEGUARDS_NATS_URL",
+                                                            "nats://127.0.0.1:4222"))
+    serve.add_argument("--partitions", type=int, default=16,
+                       help="the region's partition count (must match the actors')")
+    serve.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
+    serve.add_argument("--shadow", type=Path, action="append", default=[],
+                       help="a shadow model directory (repeatable): scored and recorded as shadow")
+    serve.set_defaults(handler=_serve)
 
     info = cmds.add_parser("info", help="load a model and print its manifest and provider")
     info.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
@@ -75,6 +89,46 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"{model.name} {model.version} on {model.provider}: {len(texts)} texts")
         _print_table(result)
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    anyio.run(_serve_async, args)  # SIGINT/SIGTERM end it cleanly (see _serve_async)
+    return 0
+
+
+async def _serve_async(args: argparse.Namespace) -> None:
+    from contextlib import AsyncExitStack
+
+    import anyio
+
+    from safeguards.adapters.bus.connect import connect
+    from safeguards.adapters.classifier.loader import load_model
+    from safeguards.adapters.classifier.scorer import MicroBatchScorer
+    from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
+
+    primary = MicroBatchScorer(load_model(args.model))
+    shadows = [MicroBatchScorer(load_model(d)) for d in args.shadow]
+    nc = await connect(args.nats_url, name=f"classifier-{args.region}")
+    try:
+        async with AsyncExitStack() as stack:
+            for scorer in (primary, *shadows):
+                await stack.enter_async_context(scorer)
+            service = ClassifierService(nc, args.region, primary,
+                                        ClassifierSettings(partitions=args.partitions), shadows)
+            async with anyio.create_task_group() as tg:
+                await tg.start(service.run)
+                print(f"classifier serving region {args.region}: {primary.name} "
+                      f"{primary.version} on {primary.model.provider}, {len(shadows)} shadow(s)",
+                      flush=True)
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        break
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.move_on_after(2, shield=True):
+            await nc.close()
 
 
 def _info(args: argparse.Namespace) -> int:

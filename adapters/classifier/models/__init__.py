@@ -1,0 +1,1 @@
+"""Packaged classifier models (data only)."""

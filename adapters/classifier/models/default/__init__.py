@@ -1,0 +1,1 @@
+"""The default model: model.onnx, manifest.json, DATA_SOURCES.md."""
