@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "safeguards.adapters.csp.cli",
     "safeguards.regions.node_cli",
     "safeguards.adapters.classifier.cli",
+    "safeguards.simulations.cli",
 )
 
 

@@ -168,7 +168,7 @@ class ClassifierService:
             try:
                 msgs = await psub.fetch(self.settings.fetch_batch,
                                         timeout=self.settings.fetch_timeout_s)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats' own, or asyncio's from deep inside fetch: no messages
                 continue
             except nats.errors.Error as exc:  # connection trouble: back off, nats-py reconnects
                 log.warning("content fetch failed: %s", type(exc).__name__)

@@ -1,0 +1,146 @@
+"""The whole service of one region in this process, and the embedded default around it.
+
+A :class:`RegionStack` runs, for one region: its account-actor nodes (two by default, splitting
+the partitions by lease), the classifier adapter (content consumer and synchronous classify
+responder) and the inline proxy. :func:`running_stack` starts the region stacks and the model
+stand-in (the provider's model: the only thing here that is not ours) and yields the endpoints.
+It is what ``safeguards run`` serves and what the end-to-end simulation test drives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskStatus
+
+from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.classifier.loader import load_model
+from safeguards.adapters.classifier.scorer import MicroBatchScorer
+from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
+from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
+from safeguards.adapters.csp.serving import serving
+from safeguards.adapters.csp.upstream import UpstreamApp
+from safeguards.adapters.embedded.ports import free_port
+from safeguards.adapters.store import PostgresEventStore
+from safeguards.core.policy import Policy, default_policy
+from safeguards.regions.config import RegionConfig
+from safeguards.regions.nodes import RegionNodes
+
+log = logging.getLogger(__name__)
+HOST = "127.0.0.1"
+
+
+@dataclass(slots=True)
+class RegionEndpoints:
+    region: str
+    proxy_url: str
+    database_url: str
+    nats_url: str
+    classifier: str  # model name, version and execution provider
+
+
+@dataclass(slots=True)
+class StackEndpoints:
+    upstream_url: str
+    regions: dict[str, RegionEndpoints] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        lines = [f"  model stand-in      {self.upstream_url}  (the provider's model, scripted)"]
+        for r in self.regions.values():
+            lines += [
+                f"  region {r.region}",
+                f"    inline proxy      {r.proxy_url}/v1/messages",
+                f"    proxy metrics     {r.proxy_url}/metrics",
+                f"    PostgreSQL        {r.database_url}",
+                f"    classifier        {r.classifier}",
+                "    account actors    2 nodes",
+            ]
+        nats = next(iter(self.regions.values())).nats_url if self.regions else "-"
+        lines.insert(0, f"  NATS (JetStream)    {nats}")
+        return "\n".join(lines)
+
+
+class RegionStack:
+    def __init__(self, config: RegionConfig, upstream_url: str, *, policy: Policy | None = None,
+                 proxy_port: int | None = None, nodes: int = 2) -> None:
+        self.config = config
+        self.upstream_url = upstream_url
+        self.policy = policy or default_policy()
+        self.proxy_port = proxy_port or free_port()
+        self.nodes = RegionNodes(config, count=nodes)
+        self.proxy: CspProxy | None = None
+        self.classifier: ClassifierService | None = None
+        self.endpoints: RegionEndpoints | None = None
+        self._stop = anyio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, task_status: TaskStatus[RegionEndpoints] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        cfg = self.config
+        async with anyio.create_task_group() as tg:
+            # Nodes first: they migrate the region's store and provision its streams.
+            await tg.start(self.nodes.run)
+            model = await anyio.to_thread.run_sync(load_model)
+            nc = await connect(cfg.nats_url, name=f"safeguards-classifier-{cfg.name}")
+            try:
+                async with MicroBatchScorer(model) as scorer:
+                    self.classifier = ClassifierService(
+                        nc, cfg.name, scorer, ClassifierSettings(partitions=cfg.partitions))
+                    async with anyio.create_task_group() as classifier_tg:
+                        await classifier_tg.start(self.classifier.run)
+                        proxy = CspProxy(ProxyConfig(region=cfg.name,
+                                                     upstream_url=self.upstream_url,
+                                                     nats_url=cfg.nats_url,
+                                                     partitions=cfg.partitions), self.policy)
+                        self.proxy = proxy
+                        async with proxy.running(), serving(proxy, HOST, self.proxy_port,
+                                                            lifespan="off") as url:
+                            self.endpoints = RegionEndpoints(
+                                cfg.name, url, cfg.database_url, cfg.nats_url,
+                                f"{model.manifest.name} {model.manifest.version} "
+                                f"on {model.provider}")
+                            task_status.started(self.endpoints)
+                            await self._stop.wait()
+                        # The proxy has stopped taking requests and flushed its telemetry; the
+                        # classifier's unacked content stays in its stream for the next start.
+                        classifier_tg.cancel_scope.cancel()
+            finally:
+                with anyio.move_on_after(5, shield=True):
+                    await nc.drain()
+                # The nodes drain last: batches in hand commit and are acked, leases released.
+                self.nodes.request_stop()
+
+
+@contextlib.asynccontextmanager
+async def running_stack(configs: list[RegionConfig], *, policy: Policy | None = None,
+                        upstream_port: int | None = None) -> AsyncIterator[StackEndpoints]:
+    """Start every region's stack and the model stand-in; stop them all when the block exits."""
+    upstream = UpstreamApp()
+    async with serving(upstream, HOST, upstream_port or free_port(), lifespan="off") as up_url:
+        endpoints = StackEndpoints(up_url)
+        stacks = [RegionStack(cfg, up_url, policy=policy) for cfg in configs]
+        async with anyio.create_task_group() as tg:
+            for stack in stacks:
+                endpoints.regions[stack.config.name] = await tg.start(stack.run)
+            try:
+                yield endpoints
+            finally:
+                for stack in stacks:
+                    stack.request_stop()
+
+
+@contextlib.asynccontextmanager
+async def region_stores(endpoints: StackEndpoints) -> AsyncIterator[dict[str, PostgresEventStore]]:
+    """Read access to each region's store (simulations score from them)."""
+    async with contextlib.AsyncExitStack() as stack:
+        stores = {}
+        for r in endpoints.regions.values():
+            stores[r.region] = await stack.enter_async_context(
+                PostgresEventStore(r.region, r.database_url))
+        yield stores
