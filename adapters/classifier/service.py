@@ -58,6 +58,7 @@ from safeguards.adapters.classifier.errors import (
     TextRejected,
 )
 from safeguards.adapters.classifier.scorer import MicroBatchScorer, ScoreResult
+from safeguards.adapters.classifier.text import PreparedText
 from safeguards.core.codec import decode_record, encode_record, encode_signal
 from safeguards.core.content import ClassifyReply, ClassifyRequest, ContentItem
 from safeguards.core.errors import CodecError, SafeguardsError
@@ -205,26 +206,31 @@ class ClassifierService:
             await self._dead_letter(msg, "invalid_item", exc)
             return
         try:
-            results = await self._score_all(prepared)
+            results = await self._score_all(prepared, item.text)
             for result, shadow in results:
                 await self._publish(item, result, shadow)
             await self._ack(msg)
         except _Retry as retry:
             await self._retry_or_dead_letter(msg, retry)
 
-    async def _score_all(self, prepared: Any) -> list[tuple[ScoreResult, bool]]:
+    async def _score_all(self, prepared: PreparedText,
+                         text: str) -> list[tuple[ScoreResult, bool]]:
         out: list[tuple[ScoreResult, bool]] = []
         try:
             out.append((await self.primary.score(prepared), False))
         except (ScorerOverloaded, ScorerClosed, InferenceFailed) as exc:
             raise _Retry("scoring_failed", exc) from None
         self.stats.scored += 1
+        if out[0][0].truncated:
+            # beyond max_windows: the tail was not scored (content_chars still says how long)
+            log.info("content sha256 %s... truncated for scoring", prepared.sha256[:12])
         if self.shadows:
             shadow_results: list[ScoreResult | None] = [None] * len(self.shadows)
 
             async def one(i: int, scorer: MicroBatchScorer) -> None:
                 try:
-                    shadow_results[i] = await scorer.score(prepared)
+                    # each model windows the text by its own manifest
+                    shadow_results[i] = await scorer.score(text)
                 except SafeguardsError as exc:  # a shadow never holds up the primary path
                     self.stats.shadow_failures += 1
                     log.warning("shadow model %s failed: %s", scorer.name, type(exc).__name__)
