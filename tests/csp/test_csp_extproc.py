@@ -189,3 +189,46 @@ async def test_intervention_rewrites_the_body_and_streams_end_in_refusal(
             assert server.gate.counts[("terminate_stream", "violence")] == 1
     finally:
         await unsubscribe()
+
+
+async def test_throttle_and_a_withheld_json_completion(region: Region, nats_url: str,
+                                                       test_policy: Policy) -> None:
+    await region.enforce("acct-l3", 3, 1)  # 10 requests a minute, sync classification
+    unsubscribe = await region.classifier()
+    try:
+        async with ext_proc(region, nats_url, test_policy) as (server, stub):
+            await eventually(lambda: server.gate.held_version("acct-l3") == 1)
+            # a long JSON completion scores 0.9 on violence: replaced by a refusal
+            ex = Exchange(stub.Process())
+            await ex.send(request_headers("acct-l3"))
+            await ex.send(request_body(body_of("hello")))
+            await ex.send(pb.ProcessingRequest(response_headers=headers(
+                {":status": "200", "content-type": "application/json"})))
+            completion = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                          "content": [{"type": "text", "text": "y" * 900}],
+                          "stop_reason": "end_turn",
+                          "usage": {"input_tokens": 3, "output_tokens": 225}}
+            raw = json.dumps(completion).encode()
+            r1 = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(body=raw[:100])))
+            assert not r1.response_body.response.body_mutation.HasField("body")
+            r2 = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
+                body=raw[100:], end_of_stream=True)))
+            withheld = json.loads(r2.response_body.response.body_mutation.body)
+            assert withheld["stop_reason"] == "refusal" and withheld["content"] == []
+            await ex.close()
+            for _ in range(9):
+                ex = Exchange(stub.Process())
+                await ex.send(request_headers("acct-l3"))
+                r = await ex.send(request_body(body_of("hello")))
+                assert r.HasField("request_body")
+                await ex.close()
+            ex = Exchange(stub.Process())
+            await ex.send(request_headers("acct-l3"))
+            r = await ex.send(request_body(body_of("hello")))
+            status, body = immediate(r)
+            assert status == 429 and body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+            sent = {h.header.key: h.header.raw_value
+                    for h in r.immediate_response.headers.set_headers}
+            assert sent["retry-after"] == b"6" and sent["x-safeguards-action"] == b"throttle"
+    finally:
+        await unsubscribe()
