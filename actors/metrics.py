@@ -18,6 +18,7 @@ class NodeMetrics:
     loads: int = 0
     activations_refused: int = 0  # optimistic activations of accounts that already had events
     passivated: int = 0
+    mailbox_full: int = 0  # batches that parked signals behind a full mailbox (fetch paused)
     batches: int = 0
     commands_published: int = 0  # rows confirmed and marked by the slow path
     fast_path_overflow: int = 0  # commands left to the slow path because its queue was full

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import anyio
@@ -133,7 +134,8 @@ class PartitionWorker:
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
         woken: dict[str, AccountActor] = {}
-        now = self.clock.monotonic()
+        parked: deque[tuple[AccountActor, Envelope]] = deque()
+        now = kept_alive = self.clock.monotonic()
         for msg in msgs:
             self.metrics.received += 1
             try:
@@ -155,17 +157,44 @@ class PartitionWorker:
                     actor.assumed_new = True
                 self.actors[signal.account_id] = actor
             actor.last_active = now
+            envelope = Envelope(signal, msg)
+            if parked:
+                parked.append((actor, envelope))  # keep the account's order behind its backlog
+                continue
             try:
-                actor.offer(Envelope(signal, msg))
+                actor.offer(envelope)
             except MailboxFull:
-                if msg.metadata.num_delivered >= self.settings.reject_after_deliveries:
-                    await self._dead_letter(msg, DeadLetterReason.MAILBOX_OVERFLOW, None)
-                else:
-                    self.metrics.redelivery_requested += 1
-                    await self._settle(msg, "nak", delay=1.0)
+                parked.append((actor, envelope))
                 continue
             woken[signal.account_id] = actor
         await self._turns(list(woken.values()))
+        # Backpressure: a full mailbox parks the rest of the batch, and the partition fetches
+        # nothing more until every parked signal has had its turn.
+        while parked:
+            if self.stopping:
+                for _, envelope in parked:  # handed back: the next owner gets them at once
+                    self.metrics.redelivery_requested += 1
+                    await self._settle(envelope.msg, "nak")
+                return
+            self.metrics.mailbox_full += 1
+            if self.clock.monotonic() - kept_alive > self.settings.consumers.backoff[0] / 3:
+                await self._keep_alive_parked(parked)  # still ours: no redelivery meanwhile
+                kept_alive = self.clock.monotonic()
+            woken = {}
+            rest: deque[tuple[AccountActor, Envelope]] = deque()
+            while parked:
+                actor, envelope = parked.popleft()
+                if rest:
+                    rest.append((actor, envelope))
+                    continue
+                try:
+                    actor.offer(envelope)
+                except MailboxFull:
+                    rest.append((actor, envelope))
+                    continue
+                woken[actor.account_id] = actor
+            parked = rest
+            await self._turns(list(woken.values()))
 
     async def _turns(self, actors: list[AccountActor]) -> None:
         delay = self.settings.store_retry_s
@@ -333,6 +362,11 @@ class PartitionWorker:
                         self.metrics.bus_failures += 1  # redelivered, then deduplicated
         except TimeoutError:
             self.metrics.bus_failures += len(msgs) - done
+
+    async def _keep_alive_parked(self, parked: deque[tuple[AccountActor, Envelope]]) -> None:
+        with contextlib.suppress(TimeoutError, nats.errors.Error), anyio.fail_after(ACK_TIMEOUT_S):
+            for _, env in parked:
+                await env.msg.in_progress()
 
     async def _keep_alive(self, actors: list[AccountActor]) -> None:
         with contextlib.suppress(TimeoutError, nats.errors.Error), anyio.fail_after(ACK_TIMEOUT_S):

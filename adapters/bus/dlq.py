@@ -34,7 +34,6 @@ class DeadLetterReason(enum.StrEnum):
     REGION_MISMATCH = "region_mismatch"  # a signal of another region on this region's bus
     SUBJECT_MISMATCH = "subject_mismatch"  # the subject does not belong to the signal's account
     REJECTED = "rejected"  # decoded, but deciding on it failed on every bounded retry
-    MAILBOX_OVERFLOW = "mailbox_overflow"  # the account's mailbox stayed full on every retry
 
 
 def _header_safe(text: str, limit: int = 200) -> str:

@@ -1,0 +1,139 @@
+"""Actor life cycle on a real NATS: passivation, bounded mailboxes, rejected signals, drain."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import anyio
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from safeguards.actors.checker import check_end_to_end, score_signal
+from safeguards.actors.clock import ManualClock
+from safeguards.actors.node import Node
+from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.bus.dlq import H_ERROR, H_REASON
+from safeguards.adapters.bus.streams import provision_region
+from safeguards.adapters.store import InMemoryEventStore
+from safeguards.core.codec import encode_signal
+from safeguards.core.events import OperatorActionTaken, ScoreRecorded, Signal
+from safeguards.core.subjects import inputs_subject, stream_name
+
+P = 2
+T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    yield client
+    await client.drain()
+
+
+async def publish(js: JetStreamContext, region: str, signals: list[Signal]) -> None:
+    for s in signals:
+        await js.publish(inputs_subject(region, P, s.account_id), encode_signal(s),
+                         headers={"Nats-Msg-Id": s.signal_id}, timeout=5)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    with anyio.fail_after(timeout_s):
+        while True:
+            if predicate():
+                return
+            await anyio.sleep(0.05)
+
+
+def actors_in_memory(node: Node) -> int:
+    return sum(len(r.worker.actors) for r in node.running.values())
+
+
+async def test_passivated_actor_holds_nothing_and_resumes_from_the_store(
+    nc: Client, nats_url: str
+) -> None:
+    region = "t" + uuid.uuid4().hex[:8]
+    js = nc.jetstream()
+    store = InMemoryEventStore(region)
+    clock = ManualClock(T0)
+    node = Node(region=region, partitions=P, nats_url=nats_url, store=store, clock=clock,
+                settings=NodeSettings(fetch_timeout_s=0.2, passivate_after_s=60),
+                static_partitions=range(P))
+    first = [score_signal(region, "acct-p", f"a-{i}", T0, (("jailbreak", 0.8),))
+             for i in range(3)]
+    second = [score_signal(region, "acct-p", f"b-{i}", T0, (("jailbreak", 0.8),))
+              for i in range(3)]
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await publish(js, region, first)
+        await wait_until(lambda: node.metrics.committed == 3)
+        assert actors_in_memory(node) == 1
+        clock.advance(61)  # idle past the passivation age
+        await wait_until(lambda: actors_in_memory(node) == 0)
+        await publish(js, region, second)
+        await wait_until(lambda: node.metrics.committed == 6)
+        node.request_stop()
+    assert node.metrics.passivated == 1
+    # Re-activated on a guess that the account was new; the version fence refused it and the
+    # actor loaded what the store had, then decided again.
+    assert node.metrics.activations_refused == 1 and node.metrics.loads == 1
+    history = await store.history("acct-p")
+    assert [e.version for e in history] == list(range(1, len(history) + 1))
+    assert sum(isinstance(e.body, ScoreRecorded) for e in history) == 6
+    assert (await check_end_to_end(store, js, region, first + second)).ok
+
+
+async def test_full_mailbox_pauses_the_partition_and_loses_nothing(
+    nc: Client, nats_url: str
+) -> None:
+    region = "t" + uuid.uuid4().hex[:8]
+    js = nc.jetstream()
+    store = InMemoryEventStore(region)
+    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+                clock=ManualClock(T0),
+                settings=NodeSettings(fetch_timeout_s=0.2, mailbox_capacity=2),
+                static_partitions=range(P))
+    signals = [score_signal(region, "acct-hot", f"h-{i}", T0, (("cyber", 0.1),))
+               for i in range(12)]
+    await provision_region(js, region)
+    await publish(js, region, signals)  # all in the stream before the node fetches a batch
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await wait_until(lambda: node.metrics.committed == len(signals), 30)
+        node.request_stop()
+    assert node.metrics.mailbox_full > 0  # the batch parked behind the full mailbox
+    assert node.metrics.redelivery_requested == 0 and node.metrics.dead_lettered == 0
+    assert (await check_end_to_end(store, js, region, signals)).ok
+
+
+async def test_signal_that_fails_its_decision_is_dead_lettered_after_bounded_retries(
+    nc: Client, nats_url: str
+) -> None:
+    region = "t" + uuid.uuid4().hex[:8]
+    js = nc.jetstream()
+    store = InMemoryEventStore(region)
+    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+                clock=ManualClock(T0),
+                settings=NodeSettings(fetch_timeout_s=0.2, reject_after_deliveries=2),
+                static_partitions=range(P))
+    # Decodes fine, but names a level the policy's ladder does not have.
+    bad = Signal("bad-1", "acct-b", region, T0, "c",
+                 OperatorActionTaken("op", "set_level", 42, None, "typo"))
+    good = [score_signal(region, "acct-b", f"g-{i}", T0, (("cyber", 0.1),)) for i in range(3)]
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await publish(js, region, [bad, *good])
+        await wait_until(lambda: node.metrics.dead_lettered == 1
+                         and node.metrics.committed == 3, 30)
+        node.request_stop()
+    assert node.metrics.redelivery_requested == 1  # one retry, then the dead-letter stream
+    sub = await js.pull_subscribe(f"sg.{region}.dlq.>", durable=None,
+                                  stream=stream_name(region, "DLQ"))
+    (msg,) = await sub.fetch(1, timeout=5)
+    assert msg.headers is not None
+    assert msg.headers[H_REASON] == "rejected" and msg.headers[H_ERROR] == "IndexError"
+    assert not await store.inbox_contains("bad-1")
+    assert (await check_end_to_end(store, js, region, good)).ok
