@@ -2,7 +2,9 @@
 
 Same model, same texts, same concurrency, same run. The per-request arm is the same scorer with
 ``max_batch=1`` (every request is its own ONNX Runtime call); the batched arm lets requests that
-arrive together share a call. Prints both arms' throughput and latency, then one JSON line:
+arrive together share a call. The arms alternate over several rounds and each reports its median
+round, so load from other processes on a shared machine skews both alike. Prints both arms'
+throughput and latency, then one JSON line:
 ``{"batched_per_s", "per_request_per_s", "ratio", "provider"}``.
 
     python benchmarks/classifier.py [--requests 4000] [--concurrency 256]
@@ -65,7 +67,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per arm")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="ONNX Runtime intra-op threads (0: one per core)")
     args = parser.parse_args()
 
     model = load_model(intra_op_threads=args.threads)
@@ -76,11 +80,20 @@ def main() -> None:
 
     per_request_cfg = ScorerConfig(max_batch=1, max_wait_s=0.0)
     batched_cfg = ScorerConfig(max_batch=64, max_wait_s=0.002)
-    per_request = anyio.run(run_arm, model, per_request_cfg, texts, args.concurrency)
-    batched = anyio.run(run_arm, model, batched_cfg, texts, args.concurrency)
-    for name, r in (("per-request", per_request), ("micro-batched", batched)):
+    rounds: dict[str, list[dict[str, float]]] = {"per-request": [], "micro-batched": []}
+    for _ in range(args.rounds):
+        rounds["per-request"].append(
+            anyio.run(run_arm, model, per_request_cfg, texts, args.concurrency))
+        rounds["micro-batched"].append(
+            anyio.run(run_arm, model, batched_cfg, texts, args.concurrency))
+    median: dict[str, dict[str, float]] = {}
+    for name, results in rounds.items():
+        results.sort(key=lambda r: r["per_s"])
+        median[name] = r = results[len(results) // 2]
         print(f"{name:>14}: {r['per_s']:8.0f} texts/s  p50 {r['p50_ms']:7.2f} ms  "
-              f"p99 {r['p99_ms']:7.2f} ms  mean batch {r['mean_batch']:.1f}")
+              f"p99 {r['p99_ms']:7.2f} ms  mean batch {r['mean_batch']:.1f}  "
+              f"(rounds: {', '.join(str(round(x['per_s'])) for x in results)})")
+    per_request, batched = median["per-request"], median["micro-batched"]
 
     # the same comparison without the scorer: raw ONNX Runtime calls, for reference
     t0 = time.perf_counter()
