@@ -15,9 +15,18 @@ checks race-free: the inbox lookup and the version check run under it, so ``UNIQ
 version)`` is the last fence rather than the everyday path.
 
 Round trips per group commit: begin + lock, one pre-check (current versions and known inbox
-keys of all the batch's accounts), a binary COPY of the events, one statement for inbox rows,
-outbox rows and the counter, commit. Snapshots are written right after the commit (a cache: if
-that fails the append stands and the next boundary writes one).
+keys of all the batch's accounts), a binary COPY of the events, one statement for the inbox
+rows, outbox rows, due snapshots and the counter, commit. The schema and the less frequent
+statements go through SQLAlchemy Core; the hot ones (the append, load, history, feed) go straight
+to the asyncpg connection SQLAlchemy pools, which saves its per-row overhead.
+
+Snapshots every ``snapshot_every`` events, in the append's own transaction. The store keeps the
+state it last appended for each account (LRU) and folds each append onto it while the COPY
+streams, so a snapshot costs one encode, not a read and decode of the tail. A kept state is used
+only when its version is exactly the append's expected version, so it is always the fold of what
+is stored. (An erasure that deletes an account's events must also drop it: ``forget``.) Where no
+state is kept (the first append since start-up), the snapshot is built from the stored snapshot
+and tail right after the commit; a failure there is counted, not raised: snapshots are a cache.
 """
 
 from __future__ import annotations
@@ -252,6 +261,10 @@ class PostgresEventStore:
             if written.unsnapshotted:
                 await self._write_snapshots(conn, written.unsnapshotted)
         return written.results
+
+    def forget(self, account_id: str) -> None:
+        """Drop the kept state of an account whose stored history changed under the store."""
+        self._recent.pop(account_id, None)
 
     def _remember(self, states: dict[str, AccountState | None]) -> None:
         """Keep the committed states for the next appends (LRU, ``recent_states`` accounts)."""

@@ -16,8 +16,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from store_events import T0, create_database, make_request
 
 from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
+from safeguards.core import codec
 from safeguards.core.errors import ConcurrencyConflict, ResidencyViolation
 from safeguards.core.ports import AppendRequest, AppendResult
+from safeguards.core.state import fold, initial_state
 
 ACCOUNTS = ("a", "b", "c")
 KEYS = (None, "k1", "k2", "k3")
@@ -55,6 +57,18 @@ def test_memory_and_postgres_stores_agree(postgres_server: Any, portal: Blocking
         async with pg_store.engine.begin() as conn:
             await conn.execute(sa.text(
                 "TRUNCATE events, snapshots, inbox, outbox, feed_counter RESTART IDENTITY"))
+        for account in ACCOUNTS:  # the history it appended to is gone
+            pg_store.forget(account)
+
+    async def snapshots_are_folds(account: str) -> None:
+        async with pg_store.engine.connect() as conn:
+            rows = (await conn.execute(sa.text(
+                "SELECT version, state FROM snapshots WHERE account_id = :a"),
+                {"a": account})).all()
+        history = await pg_store.history(account)
+        for version, data in rows:
+            assert codec.decode_state(bytes(data)) == fold(initial_state(account, "eu"),
+                                                           history[:version])
 
     class StoresAgree(RuleBasedStateMachine):
         def __init__(self) -> None:
@@ -129,6 +143,10 @@ def test_memory_and_postgres_stores_agree(postgres_server: Any, portal: Blocking
             for key in KEYS[1:]:
                 mem, pg = self._both("inbox_contains", key)
                 assert mem == pg
+            for account in ACCOUNTS:
+                mem, pg = self._both("snapshot_versions", account)
+                assert mem == pg
+                portal.call(snapshots_are_folds, account)
 
     try:
         run_state_machine_as_test(StoresAgree, settings=settings(
