@@ -179,6 +179,7 @@ class Gate:
         self._default_ok = self._ok_decision(0, flags0)
         self._commanded: dict[str, _Entry] = {}
         self._uncommanded: dict[str, _Entry] = {}
+        self._expired: dict[str, int] = {}  # version floor of accounts whose command expired
         self._max_uncommanded = max_uncommanded
         self.last_contact = -math.inf  # Unix seconds of the last message/heartbeat from the stream
         self.counts: dict[tuple[str, str], int] = {}
@@ -201,8 +202,10 @@ class Gate:
     def _ok_decision(self, level: int, flags: int) -> Decision:
         if flags & BLOCK:
             return self._intern(BLOCK_ACTION, f"level_{level}", level, flags, status=403)
-        if flags & SYNC_CLASSIFY:
-            return self._intern(INTERVENE_ACTION, f"level_{level}", level, flags, True)
+        if flags & SYNC_CLASSIFY:  # the action it will keep if the classifier clears it
+            action = (INTERVENE_ACTION if flags & INTERVENE
+                      else ANNOTATE_ACTION if flags & ANNOTATE else ALLOW)
+            return self._intern(action, f"level_{level}", level, flags, True)
         if flags & INTERVENE:
             return self._intern(INTERVENE_ACTION, f"level_{level}", level, flags)
         if flags & ANNOTATE:
@@ -217,9 +220,11 @@ class Gate:
         """
         account = command.account_id
         entry = self._commanded.get(account)
-        if entry is not None and command.version <= entry.version:
+        floor = entry.version if entry is not None else self._expired.get(account)
+        if floor is not None and command.version <= floor:
             self.commands_ignored += 1
             return False
+        self._expired.pop(account, None)
         ok = self._ok_decision(command.level, flags_of(command.interventions))
         fresh = _Entry(command.level, command.version, _epoch(command.expires_at),
                        _interval(command.requests_per_minute),
@@ -258,6 +263,7 @@ class Gate:
         if entry is None or entry.expires <= now:
             if entry is not None:  # expired: back to the default tier, keep the usage
                 del self._commanded[account]
+                self._expired[account] = entry.version  # a replay of it must not return
                 expired = entry
                 entry = self._new_uncommanded(account)
                 _carry_usage(expired, entry, now)
@@ -340,10 +346,10 @@ class Gate:
                                      status=529)
                 self._count(final)
                 return final
-            final = self._intern(INTERVENE_ACTION, "fail_open", decision.level, decision.flags)
+            final = self._intern(decision.action, "fail_open", decision.level, decision.flags)
             self._count(final)
             return final
-        final = self._intern(INTERVENE_ACTION, "classified_clear", decision.level, decision.flags)
+        final = self._intern(decision.action, "classified_clear", decision.level, decision.flags)
         self._count(final)
         return final
 

@@ -69,6 +69,10 @@ def test_block_is_a_403_and_expiry_returns_to_tier_zero(gate: Gate) -> None:
     assert (d.action, d.status) == (BLOCK_ACTION, 403)
     assert gate.check(req("a"), T0 + 61).action == "allow"
     assert gate.size == 0
+    assert not gate.apply(command("a", 4, 1, gate.policy, expires))  # a replay stays expired
+    assert gate.check(req("a"), T0 + 62).action == "allow"
+    assert gate.apply(command("a", 1, 2, gate.policy))
+    assert gate.check(req("a"), T0 + 62).action == "annotate"
 
 
 def test_level_three_throttles_with_gcra_and_retry_after(gate: Gate) -> None:
@@ -157,3 +161,15 @@ def test_uncommanded_rate_state_is_bounded() -> None:
     for i in range(1000):
         gate.check(req(f"acct-{i}"), T0)
     assert len(gate._uncommanded) == 100
+
+
+def test_a_level_that_classifies_without_intervening_keeps_its_action(gate: Gate) -> None:
+    level_one = gate.policy.ladder[1].interventions
+    gate.apply(command("a", 1, 1, gate.policy))
+    pending = gate.check(req("a"), T0)
+    if "sync_classify" not in level_one:
+        pytest.skip("the policy does not classify at level 1")
+    assert pending.needs_classify and not pending.safety_prompt
+    clear = gate.resolve(pending, (("weapons", 0.1), ("cyber", 0.1)))
+    assert (clear.action, clear.reason, clear.status) == (pending.action, "classified_clear", 200)
+    assert gate.resolve(pending, (("weapons", 0.95),)).status == 403
