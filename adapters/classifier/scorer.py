@@ -108,6 +108,7 @@ class MicroBatchScorer:
         self._tg: TaskGroup | None = None
         self._send: MemoryObjectSendStream[_Pending] | None = None
         self._limiter = anyio.CapacityLimiter(self.config.workers)
+        self._batches_in_flight = 0  # sent to the workers and not finished
 
     @property
     def name(self) -> str:
@@ -214,7 +215,10 @@ class MicroBatchScorer:
                 except anyio.EndOfStream:
                     break
                 n = self._add(buckets, first)
-                deadline = anyio.current_time() + cfg.max_wait_s
+                # Wait for company only while inference is busy anyway: an idle scorer sends a
+                # lone request at once (latency), a busy one lets requests pile up (throughput).
+                wait = cfg.max_wait_s if self._batches_in_flight else 0.0
+                deadline = anyio.current_time() + wait
                 while n < cfg.max_batch:
                     try:
                         nxt = await self._next(receive, deadline - anyio.current_time())
@@ -227,6 +231,7 @@ class MicroBatchScorer:
                 for key in sorted(buckets):
                     batch = buckets[key]
                     for start in range(0, len(batch), cfg.max_batch):
+                        self._batches_in_flight += 1
                         await batches.send(batch[start : start + cfg.max_batch])
                 buckets = {}
 
@@ -251,24 +256,30 @@ class MicroBatchScorer:
     async def _infer_loop(self, batches: MemoryObjectReceiveStream[_Batch]) -> None:
         async with batches:
             async for queued in batches:
-                batch = [(p, w) for p, w in queued if not p.abandoned]
-                if not batch:
-                    continue
-                texts = [w for _, w in batch]
-                started = time.perf_counter()
                 try:
-                    probs = await anyio.to_thread.run_sync(
-                        self.model.predict, texts, limiter=self._limiter)
-                except Exception as exc:  # ORT errors: fail this batch's callers, keep serving
-                    log.error("inference failed for a batch of %d: %s", len(texts),
-                              type(exc).__name__)
-                    err = InferenceFailed(f"inference failed: {type(exc).__name__}")
-                    for pending, _ in batch:
-                        pending.fail(err)
-                    continue
-                self.stats.inference_s += time.perf_counter() - started
-                self.stats.batches += 1
-                self.stats.windows += len(texts)
-                for (pending, _), row in zip(batch, probs, strict=True):
-                    if pending.error is None:
-                        pending.deliver(row)
+                    await self._run_batch(queued)
+                finally:
+                    self._batches_in_flight -= 1
+
+    async def _run_batch(self, queued: _Batch) -> None:
+        batch = [(p, w) for p, w in queued if not p.abandoned]
+        if not batch:
+            return
+        texts = [w for _, w in batch]
+        started = time.perf_counter()
+        try:
+            probs = await anyio.to_thread.run_sync(
+                self.model.predict, texts, limiter=self._limiter)
+        except Exception as exc:  # ORT errors: fail this batch's callers, keep serving
+            log.error("inference failed for a batch of %d: %s", len(texts),
+                      type(exc).__name__)
+            err = InferenceFailed(f"inference failed: {type(exc).__name__}")
+            for pending, _ in batch:
+                pending.fail(err)
+            return
+        self.stats.inference_s += time.perf_counter() - started
+        self.stats.batches += 1
+        self.stats.windows += len(texts)
+        for (pending, _), row in zip(batch, probs, strict=True):
+            if pending.error is None:
+                pending.deliver(row)

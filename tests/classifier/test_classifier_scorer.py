@@ -128,3 +128,12 @@ async def test_cancelled_caller_leaves_scorer_healthy(model: LoadedModel) -> Non
         with anyio.move_on_after(0):
             await scorer.score(BENIGN)
         assert dict((await scorer.score(ATTACK)).scores)["jailbreak"] > 0.9
+
+
+async def test_idle_scorer_does_not_wait_for_company(model: LoadedModel) -> None:
+    # max_wait_s only applies while inference is busy: a lone request goes out at once
+    async with MicroBatchScorer(model, ScorerConfig(max_wait_s=0.5)) as s:
+        await s.score(BENIGN)
+        started = time.perf_counter()
+        await s.score(BENIGN)
+        assert time.perf_counter() - started < 0.25
