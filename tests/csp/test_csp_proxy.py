@@ -113,7 +113,8 @@ async def _test_block_and_throttle_follow_the_enforcement_stream(
                                        messages=[{"role": "user", "content": "hi"}])
     finally:
         await unsubscribe()
-    assert throttled.value.response.headers["retry-after"] == "6"
+    # one emission interval (6 s at 10/minute), less the time the ten requests took
+    assert 1 <= int(throttled.value.response.headers["retry-after"]) <= 6
     assert throttled.value.response.headers["x-safeguards-action"] == "throttle"
     # a newer command lifts the block
     await region.enforce("acct-bad", 0, 2)
