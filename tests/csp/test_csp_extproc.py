@@ -229,6 +229,7 @@ async def test_throttle_and_a_withheld_json_completion(region: Region, nats_url:
             assert status == 429 and body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
             sent = {h.header.key: h.header.raw_value
                     for h in r.immediate_response.headers.set_headers}
-            assert sent["retry-after"] == b"6" and sent["x-safeguards-action"] == b"throttle"
+            assert 1 <= int(sent["retry-after"]) <= 6
+            assert sent["x-safeguards-action"] == b"throttle"
     finally:
         await unsubscribe()
