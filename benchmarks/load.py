@@ -108,6 +108,14 @@ async def fill_tail(store: PostgresEventStore, account: str, version: int, count
         await store.append(AppendRequest(account, v, events(account, v + 1, 1)))
 
 
+async def _admin(server: str, statement: str) -> None:
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=300)
@@ -116,16 +124,12 @@ def main() -> None:
     server = os.environ.get("SAFEGUARDS_DATABASE_URL")
     if server:
         name = f"sg_bench_{uuid.uuid4().hex[:8]}"
-
-        async def create() -> None:
-            conn = await asyncpg.connect(server)
-            try:
-                await conn.execute(f'CREATE DATABASE "{name}"')
-            finally:
-                await conn.close()
-
-        anyio.run(create)
-        figures = anyio.run(run, urlunsplit(urlsplit(server)._replace(path=f"/{name}")), args)
+        anyio.run(_admin, server, f'CREATE DATABASE "{name}"')
+        try:
+            figures = anyio.run(run, urlunsplit(urlsplit(server)._replace(path=f"/{name}")),
+                                args)
+        finally:
+            anyio.run(_admin, server, f'DROP DATABASE IF EXISTS "{name}"')
     else:
         with EmbeddedPostgres() as pg:
             figures = anyio.run(run, pg.create_database("bench"), args)

@@ -20,6 +20,14 @@ MAX_EVENTS_PER_APPEND = 10_000
 DEFAULT_SNAPSHOT_EVERY = 32
 
 
+class UnencodableBody(InvalidInput):
+    """An event body the codec cannot pack (a field of the wrong kind); the batch is refused."""
+
+    def __init__(self, version: int, exc: BaseException) -> None:
+        super().__init__(f"event at version {version}: body cannot be encoded "
+                         f"({type(exc).__name__})")
+
+
 def check_text(value: object, what: str, *, nullable: bool = False) -> None:
     if value is None and nullable:
         return

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from safeguards.adapters.store.common import (
     DEFAULT_SNAPSHOT_EVERY,
+    UnencodableBody,
     check_batch,
     check_limit,
     check_range,
@@ -107,8 +108,19 @@ class InMemoryEventStore:
         stream = self._streams.setdefault(state.account_id, _Stream())
         stream.snapshots[state.version] = (fold_module.FOLD_VERSION, codec.encode_state(state))
 
+    @staticmethod
+    def _check_bodies(requests: Sequence[AppendRequest]) -> None:
+        """What the PostgreSQL store finds when it packs the bodies: refuse the whole batch."""
+        for request in requests:
+            for event in request.events:
+                try:
+                    codec.pack_body(event.body)
+                except (TypeError, ValueError, OverflowError) as exc:
+                    raise UnencodableBody(event.version, exc) from None
+
     async def append(self, request: AppendRequest) -> AppendResult:
         check_request(self._region, request)
+        self._check_bodies([request])
         result = self._apply(request)
         if isinstance(result, ConcurrencyConflict):
             raise result
@@ -118,6 +130,7 @@ class InMemoryEventStore:
         self, requests: Sequence[AppendRequest]
     ) -> list[AppendResult | ConcurrencyConflict]:
         check_batch(self._region, requests)
+        self._check_bodies(requests)
         return [self._apply(r) for r in requests]
 
     # --- reads ----------------------------------------------------------------------------------

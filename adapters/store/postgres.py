@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from safeguards.adapters.store.bodies import BodyPacker
 from safeguards.adapters.store.common import (
     DEFAULT_SNAPSHOT_EVERY,
+    UnencodableBody,
     check_batch,
     check_limit,
     check_range,
@@ -398,9 +399,14 @@ class PostgresEventStore:
         for request in accepted:
             for e in request.events:
                 position += 1
+                try:
+                    body = pack(e.body)
+                except (TypeError, ValueError, OverflowError) as exc:
+                    # Aborts the COPY, so the whole transaction: nothing of the batch is written.
+                    raise UnencodableBody(e.version, exc) from None
                 yield (e.account_id, e.version, position, region, e.event_id, e.body.TYPE,
                        e.body.SCHEMA_VERSION, e.occurred_at, e.causation_id, e.correlation_id,
-                       e.policy_version, pack(e.body))
+                       e.policy_version, body)
             self._advance(states, request)
 
     @staticmethod

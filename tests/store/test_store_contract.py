@@ -17,7 +17,7 @@ from safeguards.core.errors import (
     InvalidInput,
     ResidencyViolation,
 )
-from safeguards.core.events import Event
+from safeguards.core.events import Event, RequestObserved
 from safeguards.core.ports import AppendRequest, AppendResult
 from safeguards.core.state import fold, initial_state
 
@@ -104,6 +104,17 @@ async def test_bad_requests_are_refused_before_any_write(store: StoreUnderTest) 
         with pytest.raises(error):
             await store.append(request)
     await _nothing_written(store, "a", 0, 0, None)
+
+
+async def test_unencodable_body_refuses_the_batch(store: StoreUnderTest) -> None:
+    good = make_request("a", store.region, 0, 2, inbox_key="k")
+    broken = make_event("b", store.region, 1)
+    broken = Event(**{**{f: getattr(broken, f) for f in broken.__dataclass_fields__},
+                      "body": RequestObserved("r", "m", "proxy", 1, 2, 3, "0" * 64, False,
+                                              object())})  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="cannot be encoded"):
+        await store.append_batch([good, AppendRequest("b", 0, (broken,))])
+    await _nothing_written(store, "a", 0, 0, "k")
 
 
 async def test_reused_event_id_conflicts_alone_in_a_batch(store: StoreUnderTest) -> None:
