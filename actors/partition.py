@@ -276,6 +276,8 @@ class PartitionWorker:
             to_ack.append(env.msg)
         if committed_commands:
             self.on_commands(committed_commands)
+        if self.settings.fault_ack_delay_s:
+            await anyio.sleep(self.settings.fault_ack_delay_s)
         await self._ack_all(to_ack)
 
     async def _load(self, actors: list[AccountActor]) -> None:

@@ -25,6 +25,8 @@ def register(sub: Any) -> None:
     node.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
                       help="partitions of the region (fixed per region; default %(default)s)")
     node.add_argument("--log-level", default="INFO")
+    node.add_argument("--stats-interval", type=float, default=0.0,
+                      help="print the node's counters as a JSON line every N seconds")
     node.set_defaults(handler=_node)
 
 
@@ -37,10 +39,14 @@ def _node(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from safeguards.actors.settings import NodeSettings
     from safeguards.regions.nodes import run_node
 
+    # Fault tests widen the commit-to-ack window of node processes they will SIGKILL.
+    fault_delay = float(os.environ.get("SAFEGUARDS_FAULT_ACK_DELAY_S", "0") or 0)
+    settings = NodeSettings(fault_ack_delay_s=fault_delay)
     metrics = anyio.run(run_node, args.region, args.nats, args.database_url, args.node_id,
-                        args.partitions)
+                        args.partitions, settings, args.stats_interval)
     print(json.dumps(metrics), flush=True)
     return 0
 

@@ -21,21 +21,37 @@ MIGRATE_TIMEOUT_S = 120.0
 
 
 async def run_node(region: str, nats_url: str, database_url: str, node_id: str | None,
-                   partitions: int) -> dict[str, int]:
+                   partitions: int, settings: NodeSettings | None = None,
+                   stats_interval_s: float = 0.0) -> dict[str, int]:
     """Migrate the region's store, run a node until SIGTERM/SIGINT, drain, return its counters."""
     with anyio.fail_after(MIGRATE_TIMEOUT_S):
         await migrate(database_url)
     async with PostgresEventStore(region, database_url) as store:
         node = Node(region=region, partitions=partitions, nats_url=nats_url, store=store,
-                    node_id=node_id)
+                    node_id=node_id, settings=settings)
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
             print(json.dumps({"node": node.node_id, "region": region, "ready": True}),
                   flush=True)
+
+            stats_scope = anyio.CancelScope()
+
+            async def report() -> None:
+                # A counters line on stdout: what supervisors (and fault tests that SIGKILL this
+                # process) read; it holds no account ids and no content.
+                with stats_scope:
+                    while True:
+                        await anyio.sleep(stats_interval_s)
+                        print(json.dumps({"stats": node.metrics.snapshot(),
+                                          "partitions": node.owned}), flush=True)
+
+            if stats_interval_s > 0:
+                tg.start_soon(report)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
                     node.request_stop()
                     break
+            stats_scope.cancel()
         return node.metrics.snapshot()
 
 
