@@ -150,7 +150,7 @@ def test_memory_and_postgres_stores_agree(postgres_server: Any, portal: Blocking
 
     try:
         run_state_machine_as_test(StoresAgree, settings=settings(
-            max_examples=12, stateful_step_count=12, deadline=None,
+            max_examples=10, stateful_step_count=10, deadline=None,
             suppress_health_check=[HealthCheck.too_slow], database=None))
     finally:
         portal.call(pg_store.close)
