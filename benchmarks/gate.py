@@ -4,7 +4,8 @@
 
 Commands are applied one at a time (as the enforcement feed does) with a mix of levels; checks hit
 random cached accounts plus 10% unknown ones. Each check is timed on its own with
-``perf_counter_ns``; the clock is read once per batch, as the proxy reads it once per request.
+``perf_counter_ns`` with the garbage collector on (the cache frozen out of its scans, as the
+servers do after the initial sync); the clock is read once per batch of 1,000 checks.
 The last line is JSON: ``{"accounts", "check_p50_us", "check_p99_us", ...}``.
 """
 
@@ -65,17 +66,15 @@ def main() -> None:
     check = gate.check
     clock = time.perf_counter_ns
     samples = []
-    gc.disable()
-    try:
-        for i in range(args.checks):
-            r = requests[i % len(requests)]
-            if i % 1000 == 0:
-                now = time.time()
-            t0 = clock()
-            check(r, now)
-            samples.append(clock() - t0)
-    finally:
-        gc.enable()
+    # As the servers do once the cache is loaded: the long-lived cache leaves the GC's scans.
+    gc.freeze()
+    for i in range(args.checks):
+        r = requests[i % len(requests)]
+        if i % 1000 == 0:
+            now = time.time()
+        t0 = clock()
+        check(r, now)
+        samples.append(clock() - t0)
     samples.sort()
     n = len(samples)
     p50 = samples[n // 2] / 1000

@@ -71,7 +71,7 @@ def _proxy(args: argparse.Namespace) -> int:
 
     config = ProxyConfig(region=args.region, upstream_url=args.upstream, nats_url=args.nats,
                          account_header=args.account_header, partitions=args.partitions,
-                         provision_streams=args.provision)
+                         provision_streams=args.provision, freeze_gc_after_sync=True)
     return _run(serve_proxy, config, _policy(args.policy), args.host, args.port)
 
 

@@ -39,6 +39,7 @@ from safeguards.adapters.csp.feed import EnforcementFeed
 from safeguards.adapters.csp.gate import TERMINATE_ACTION, Decision, Gate
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.metrics import CspMetrics
+from safeguards.adapters.csp.proxy import freeze_gc_when_ready
 from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.wire import (
     BadRequest,
@@ -346,7 +347,9 @@ class ExtProcServer:
 
 async def serve_extproc(config: ExtProcConfig, policy: Policy) -> None:
     server = ExtProcServer(config, policy)
-    async with server.running():
+    async with server.running(), anyio.create_task_group() as tg:
+        if server.feed is not None:
+            tg.start_soon(freeze_gc_when_ready, server.feed)
         if config.metrics_port:
             from prometheus_client import start_http_server
 

@@ -13,6 +13,7 @@ the bounded buffer. No prompt or completion text is ever logged or echoed in an 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -82,6 +83,7 @@ class ProxyConfig:
     publish_timeout_s: float = 2.0
     feed_heartbeat_s: float = 1.0
     provision_streams: bool = False  # create missing gate streams (stand-alone demos and tests)
+    freeze_gc_after_sync: bool = False  # a server process: move the loaded cache out of GC scans
 
 
 class CspProxy:
@@ -123,6 +125,8 @@ class CspProxy:
                         tg.start_soon(self._provision)
                 if self.feed is not None:
                     await tg.start(self.feed.run)
+                    if self.config.freeze_gc_after_sync:
+                        tg.start_soon(freeze_gc_when_ready, self.feed)
                 await tg.start(self.telemetry.run)
                 yield self
                 tg.cancel_scope.cancel()
@@ -391,6 +395,15 @@ async def _respond(send: Send, status: int, body: bytes, *headers: tuple[bytes, 
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def freeze_gc_when_ready(feed: EnforcementFeed) -> None:
+    """Once the initial enforcement state is loaded, take it out of the collector's scans: a full
+    collection over 100k long-lived cache entries would otherwise be a multi-millisecond pause on
+    the serving path."""
+    await feed.ready.wait()
+    gc.collect()
+    gc.freeze()
 
 
 async def serve_proxy(config: ProxyConfig, policy: Policy, host: str, port: int) -> None:
