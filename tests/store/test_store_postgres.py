@@ -183,3 +183,22 @@ def test_migrations_ship_inside_the_package() -> None:
     assert root.joinpath("env.py").is_file()
     assert root.joinpath("script.py.mako").is_file()
     assert any(p.name.startswith("v0001") for p in root.joinpath("versions").iterdir())
+
+
+async def test_a_statement_past_its_deadline_is_store_unavailable(
+    fresh_database_url: str,
+) -> None:
+    await migrate(fresh_database_url)
+    region = unique_region()
+    async with PostgresEventStore(region, fresh_database_url) as holder, \
+            PostgresEventStore(region, fresh_database_url, statement_timeout_s=0.5) as hasty:
+        await holder.append(make_request("A", region, 0, 1))
+        async with holder.engine.connect() as conn:
+            tx = await conn.begin()
+            await holder._write(conn, [make_request("A", region, 1, 1)], check_event_ids=False)
+            with anyio.fail_after(10), pytest.raises(StoreUnavailable) as info:
+                await hasty.append(make_request("B", region, 0, 1))  # waits on the feed lock
+            assert info.value.retryable
+            await tx.rollback()
+        assert (await hasty.append(make_request("B", region, 0, 1))).version == 1
+        assert [e.position for e in await hasty.read_feed(0, 10)] == [1, 2]
