@@ -13,7 +13,6 @@ the bounded buffer. No prompt or completion text is ever logged or echoed in an 
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import math
@@ -26,7 +25,7 @@ import anyio
 
 from safeguards.adapters.csp.admission import Admission, account_from_header
 from safeguards.adapters.csp.classify import SyncClassifier
-from safeguards.adapters.csp.feed import EnforcementFeed
+from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
 from safeguards.adapters.csp.gate import TERMINATE_ACTION, Decision, Gate, GateRequest
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.metrics import CspMetrics
@@ -395,15 +394,6 @@ async def _respond(send: Send, status: int, body: bytes, *headers: tuple[bytes, 
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-async def freeze_gc_when_ready(feed: EnforcementFeed) -> None:
-    """Once the initial enforcement state is loaded, take it out of the collector's scans: a full
-    collection over 100k long-lived cache entries would otherwise be a multi-millisecond pause on
-    the serving path."""
-    await feed.ready.wait()
-    gc.collect()
-    gc.freeze()
 
 
 async def serve_proxy(config: ProxyConfig, policy: Policy, host: str, port: int) -> None:
