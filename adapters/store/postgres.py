@@ -254,8 +254,9 @@ class PostgresEventStore:
                 async with conn.begin():
                     written = await self._write(conn, requests, check_event_ids=False)
             except _EventIdTaken:
-                # Rare: a re-decided input reused stored event ids. The transaction rolled back;
-                # redo it with the ids checked, so only the requests that reuse them fail.
+                # Rare: a re-decided input reused event ids (stored ones, or another request's
+                # in this batch). The transaction rolled back; redo it with the ids checked, so
+                # only the requests that reuse them fail.
                 async with conn.begin():
                     written = await self._write(conn, requests, check_event_ids=True)
             self._remember(written.states)
@@ -333,11 +334,13 @@ class PostgresEventStore:
             if request.expected_version != version:
                 results.append(ConcurrencyConflict(account, request.expected_version, version))
                 continue
-            ids = [e.event_id for e in request.events]
-            if len(set(ids)) != len(ids) or not known_ids.isdisjoint(ids):
-                results.append(ConcurrencyConflict(account, request.expected_version, version))
-                continue
-            known_ids.update(ids)
+            if check_event_ids:  # the fast path leaves event id clashes to the unique index
+                ids = [e.event_id for e in request.events]
+                if len(set(ids)) != len(ids) or not known_ids.isdisjoint(ids):
+                    results.append(
+                        ConcurrencyConflict(account, request.expected_version, version))
+                    continue
+                known_ids.update(ids)
             accepted.append(request)
             if request.inbox_key is not None:
                 known_keys.add(request.inbox_key)

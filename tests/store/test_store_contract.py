@@ -134,6 +134,28 @@ async def test_reused_event_id_conflicts_alone_in_a_batch(store: StoreUnderTest)
     assert [e.event.event_id for e in await store.read_feed(0, 100)] == ["a/1", "c/1", "c/2"]
 
 
+async def test_event_id_reused_within_a_batch_fails_only_its_request(
+    store: StoreUnderTest,
+) -> None:
+    first = make_request("a", store.region, 0, 1)
+    clash = make_event("b", store.region, 1)
+    clash = Event(**{**{f: getattr(clash, f) for f in clash.__dataclass_fields__},
+                     "event_id": first.events[0].event_id})
+    twice = make_event("c", store.region, 2)
+    twice = Event(**{**{f: getattr(twice, f) for f in twice.__dataclass_fields__},
+                     "event_id": "c/1"})
+    results = await store.append_batch([
+        first, AppendRequest("b", 0, (clash,)),
+        AppendRequest("c", 0, (make_event("c", store.region, 1), twice)),
+        make_request("d", store.region, 0, 1),
+    ])
+    assert results[0] == AppendResult("a", 1) and results[3] == AppendResult("d", 1)
+    assert isinstance(results[1], ConcurrencyConflict)
+    assert isinstance(results[2], ConcurrencyConflict)
+    assert [e.position for e in await store.read_feed(0, 10)] == [1, 2]
+    assert await store.account_ids() == ["a", "d"]
+
+
 async def test_append_batch_requests_succeed_or_fail_on_their_own(store: StoreUnderTest) -> None:
     r = store.region
     await store.append(make_request("b", r, 0, 1))
