@@ -1,0 +1,132 @@
+"""``safeguards ops explain | rca | backtest``: explaining and re-deciding from stored history.
+
+    safeguards ops explain ACCOUNT VERSION --region eu
+    safeguards ops rca ACCOUNT --region eu --out report.html
+    safeguards ops backtest --policy candidate.toml --region eu [--since TIME]
+
+Databases are found as for ``ops history`` (``--database-url``, then
+``SAFEGUARDS_DATABASE_URL_<REGION>``, then ``SAFEGUARDS_DATABASE_URL``). Nothing here writes to
+the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from safeguards.core.errors import SafeguardsError
+from safeguards.core.events import Event
+from safeguards.core.ids import validate_account_id, validate_region
+from safeguards.ops.cli import DB_HELP, _fail, _run, _time, database_url
+
+
+def register_ops(ops_sub: Any) -> None:
+    explain = ops_sub.add_parser("explain", help="the causal chain behind one enforcement change")
+    explain.add_argument("account")
+    explain.add_argument("version", type=int, help="the version of an EnforcementChanged event")
+    _region(explain)
+    explain.set_defaults(handler=_explain)
+
+    rca = ops_sub.add_parser("rca", help="a self-contained HTML root-cause report for an account")
+    rca.add_argument("account")
+    rca.add_argument("--out", type=Path, required=True, help="where to write the HTML report")
+    _region(rca)
+    rca.set_defaults(handler=_rca)
+
+    backtest = ops_sub.add_parser(
+        "backtest", help="replay a region's stored histories through a candidate policy")
+    backtest.add_argument("--policy", type=Path, required=True, help="candidate policy TOML")
+    backtest.add_argument("--since", type=_time, default=None,
+                          help="compare decisions from this ISO time on (with a zone)")
+    backtest.add_argument("--limit", type=int, default=50, help="accounts listed (default 50)")
+    backtest.add_argument("--json", action="store_true", help="machine-readable output")
+    _region(backtest)
+    backtest.set_defaults(handler=_backtest)
+
+
+def _region(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--region", required=True, help="the residency region")
+    parser.add_argument("--database-url", default=None, help=DB_HELP)
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from safeguards.adapters.store import PostgresEventStore
+
+    region = validate_region(args.region)
+    return PostgresEventStore(region, database_url(region, args.database_url), pool_size=2)
+
+
+async def _account_history(args: argparse.Namespace) -> list[Event]:
+    validate_account_id(args.account)
+    store = _store(args)
+    try:
+        events: list[Event] = await store.history(args.account)
+        return events
+    finally:
+        await store.close()
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from safeguards.ops.explain import NotAnEnforcement, explain, render
+
+    try:
+        history = _run(_account_history, args)
+        print(render(explain(history, args.version)))
+    except SafeguardsError as exc:
+        return _fail(exc)
+    except NotAnEnforcement as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _rca(args: argparse.Namespace) -> int:
+    from safeguards.ops.rca import rca_html
+
+    try:
+        history = _run(_account_history, args)
+    except SafeguardsError as exc:
+        return _fail(exc)
+    if not history:
+        print(f"error: no events for account {args.account!r} in region {args.region!r}",
+              file=sys.stderr)
+        return 2
+    args.out.write_text(rca_html(args.account, args.region, history, datetime.now(UTC)),
+                        "utf-8")
+    print(f"wrote {args.out} ({len(history)} events)")
+    return 0
+
+
+async def _backtest_async(args: argparse.Namespace) -> Any:
+    from safeguards.ops.backtest import backtest_region
+
+    store = _store(args)
+    try:
+        return await backtest_region(store, args.candidate, since=args.since)
+    finally:
+        await store.close()
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from safeguards.core.policy import parse_policy
+
+    try:
+        args.candidate = parse_policy(args.policy.read_text("utf-8"), source=str(args.policy))
+        report = _run(_backtest_async, args)
+    except SafeguardsError as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps({
+            "region": report.region, "policy_version": report.candidate_version,
+            "accounts": report.accounts, "events": report.events,
+            "events_per_s": round(report.events_per_s),
+            "differing": [{"account": r.account_id, "change": r.describe()}
+                          for r in report.differing],
+        }))
+    else:
+        print(report.render(limit=args.limit))
+    return 0
