@@ -138,11 +138,17 @@ _HISTORY = """
 SELECT account_id, version, region, event_id, type, schema_version, occurred_at, causation_id,
        correlation_id, policy_version, body
   FROM events
- WHERE account_id = $1 AND version >= $2 AND version <= $3
-   AND ($4::timestamptz IS NULL OR occurred_at >= $4)
-   AND ($5::timestamptz IS NULL OR occurred_at <= $5)
+ WHERE account_id = $1 AND version >= $2 AND version <= $3{time}
  ORDER BY version
 """
+# One statement per combination of time bounds, so that each gets a plan that can use the
+# (account_id, occurred_at) index when a time range narrows a long history.
+_HISTORY_BY_BOUNDS = {
+    (False, False): _HISTORY.format(time=""),
+    (True, False): _HISTORY.format(time=" AND occurred_at >= $4"),
+    (False, True): _HISTORY.format(time=" AND occurred_at <= $4"),
+    (True, True): _HISTORY.format(time=" AND occurred_at >= $4 AND occurred_at <= $5"),
+}
 _FEED = """
 SELECT position, account_id, version, region, event_id, type, schema_version, occurred_at,
        causation_id, correlation_id, policy_version, body
@@ -503,7 +509,9 @@ class PostgresEventStore:
         hi = _NO_LIMIT if to_version is None else to_version
         async with self._connect() as conn:
             driver = await self._driver(conn)
-            rows = await driver.fetch(_HISTORY, account_id, from_version, hi, since, until,
+            bounds = [t for t in (since, until) if t is not None]
+            rows = await driver.fetch(_HISTORY_BY_BOUNDS[since is not None, until is not None],
+                                      account_id, from_version, hi, *bounds,
                                       timeout=self._timeout)
         return [_event_from_row(r) for r in rows]
 
