@@ -5,8 +5,9 @@
 The upstream stand-in and the proxy each run in their own process (``safeguards upstream`` and
 ``safeguards proxy``, on uvloop); NATS is an embedded server unless ``--nats`` names one. The
 load generator (this process) sends non-streaming Messages requests over keep-alive connections
-at 1, 16 and 64 concurrent clients, first straight to the upstream and then through the proxy,
-and compares latency quantiles. Streaming: time to the first ``content_block_delta`` byte, direct
+at 1, 16 and 64 concurrent clients (each client's first three requests, which open the
+connections, are not timed), first straight to the upstream and then through the proxy, and
+compares latency quantiles. Streaming: time to the first ``content_block_delta`` byte, direct
 vs proxied, at 1 client. The last line is JSON with the worst figure over the concurrency levels:
 ``{"added_p50_ms", "added_p99_ms", "ttft_added_p50_ms", ...}``.
 """
@@ -62,6 +63,8 @@ async def load(url: str, concurrency: int, total: int) -> list[float]:
         per_client = max(1, total // concurrency)
 
         async def one_client() -> None:
+            for _ in range(3):  # connections (client->proxy->upstream) open before we time
+                await client.post("/v1/messages", content=BODY, headers=headers())
             for _ in range(per_client):
                 t0 = time.perf_counter()
                 r = await client.post("/v1/messages", content=BODY, headers=headers())
