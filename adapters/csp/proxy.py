@@ -343,6 +343,11 @@ class CspProxy:
                     if out:
                         await send({"type": "http.response.body", "body": out,
                                     "more_body": True})
+                else:
+                    if guarded and scanner.pending:
+                        # a last event without its blank line: the client gets it as sent
+                        await send({"type": "http.response.body", "body": scanner.pending,
+                                    "more_body": True})
             except UpstreamError as exc:
                 self.metrics.upstream_errors.labels(f"stream_{type(exc).__name__}").inc()
                 await send({"type": "http.response.body",
