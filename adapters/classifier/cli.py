@@ -155,5 +155,11 @@ def _print_table(result: dict[str, Any]) -> None:
             return "   -  " if v is None else f"{v:6.3f}"
         print(f"{cat:<10} {r['positives']:>5} {r['threshold']:>5.2f} {f(r['precision'])} "
               f"{f(r['recall'])} {f(r['roc_auc'])} {f(r['calibration']['ece'])}")
+    pooled = result.get("calibration_all_categories")
+    if pooled:
+        print(f"reliability, all categories pooled (ECE {pooled['ece']}):")
+        for b in pooled["bins"]:
+            print(f"  score {b['bin']}: n={b['n']:<6} mean score {b['mean_score']:.3f}  "
+                  f"positive rate {b['positive_rate']:.3f}")
     if "benign_false_positive_rate" in result:
         print(f"benign false-positive rate (any category): {result['benign_false_positive_rate']}")

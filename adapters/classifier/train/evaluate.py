@@ -101,6 +101,10 @@ def report(model: LoadedModel, texts: Sequence[str],
             "roc_auc": None if auc is None else round(auc, 4),
             "calibration": calibration(y, s),
         }
+    # reliability over every (text, category) pair: does a score of 0.8 mean 80 %?
+    y_all = np.array([[1 if lab.category in ls else 0 for lab in model.manifest.labels]
+                      for ls in labels]).reshape(-1)
+    out["calibration_all_categories"] = calibration(y_all, scores.reshape(-1))
     benign = np.array([not ls for ls in labels])
     if benign.any():
         any_flag = np.array([
