@@ -41,8 +41,8 @@ class _Outbox:
 @dataclass
 class _Stream:
     events: list[Event] = field(default_factory=list)
-    # version -> (fold version, encoded state); encoded so FOLD_VERSION changes are honoured
-    snapshots: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    # (version, fold version) -> encoded state; encoded so FOLD_VERSION changes are honoured
+    snapshots: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
 
 class InMemoryEventStore:
@@ -106,7 +106,9 @@ class InMemoryEventStore:
 
     def _put_snapshot(self, state: AccountState) -> None:
         stream = self._streams.setdefault(state.account_id, _Stream())
-        stream.snapshots[state.version] = (fold_module.FOLD_VERSION, codec.encode_state(state))
+        # Like the table's primary key with ON CONFLICT DO NOTHING: the first one written stays.
+        stream.snapshots.setdefault((state.version, fold_module.FOLD_VERSION),
+                                    codec.encode_state(state))
 
     @staticmethod
     def _check_bodies(requests: Sequence[AppendRequest]) -> None:
@@ -142,16 +144,12 @@ class InMemoryEventStore:
         if stream is None:
             return state
         version = min(version, len(stream.events))
-        for snap_version in sorted(stream.snapshots, reverse=True):
-            if snap_version > version:
-                continue
-            fold_version, data = stream.snapshots[snap_version]
-            if fold_version != fold_module.FOLD_VERSION:
-                continue
-            decoded = codec.decode_state(data)
+        usable = [v for v, f in stream.snapshots if f == fold_module.FOLD_VERSION and v <= version]
+        if usable:
+            best = max(usable)
+            decoded = codec.decode_state(stream.snapshots[best, fold_module.FOLD_VERSION])
             if decoded is not None:
                 state = decoded
-                break
         return fold(state, stream.events[state.version:version])
 
     async def load(self, account_id: str) -> AccountState:
@@ -230,5 +228,4 @@ class InMemoryEventStore:
         stream = self._streams.get(account_id)
         if stream is None:
             return []
-        return sorted(v for v, (f, _) in stream.snapshots.items()
-                      if f == fold_module.FOLD_VERSION)
+        return sorted(v for v, f in stream.snapshots if f == fold_module.FOLD_VERSION)

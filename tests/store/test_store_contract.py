@@ -259,8 +259,15 @@ async def test_snapshots_are_written_every_n_events(store: StoreUnderTest) -> No
     await _fill(store, "a", 3 * SNAPSHOT_EVERY + 2, per_append=3)
     # Appends of 3 cross the multiples of 5 at versions 6, 12 and 15.
     assert await store.snapshot_versions("a") == [6, 12, 15]
-    assert await store.load("a") == fold(initial_state("a", store.region),
-                                         await store.history("a"))
+    history = await store.history("a")
+    assert await store.load("a") == fold(initial_state("a", store.region), history)
+    # A snapshot already stored at a version stays: a second one there is ignored.
+    at_six = await store.state_at("a", version=6)
+    await store.save_snapshot(type(at_six)(**{**{f: getattr(at_six, f)
+                                                 for f in at_six.__dataclass_fields__},
+                                              "level_reason": "second"}))
+    assert await store.state_at("a", version=6) == at_six == fold(
+        initial_state("a", store.region), history[:6])
 
 
 async def test_load_uses_snapshot_and_discards_it_when_the_fold_changes(
