@@ -198,10 +198,17 @@ class PartitionWorker:
 
     async def _turns(self, actors: list[AccountActor]) -> None:
         delay = self.settings.store_retry_s
+        kept_alive = self.clock.monotonic()
+        keep_alive_every = self.settings.consumers.backoff[0] / 3
         while True:
             ready = [a for a in actors if a.mailbox]
             if not ready:
                 return
+            if self.clock.monotonic() - kept_alive > keep_alive_every:
+                # A hot account's backlog takes a round per signal: the messages still waiting
+                # are ours, so JetStream must not redeliver them to someone else meanwhile.
+                await self._keep_alive(ready)
+                kept_alive = self.clock.monotonic()
             try:
                 await self._round(ready)
                 delay = self.settings.store_retry_s
@@ -260,9 +267,14 @@ class PartitionWorker:
                 actor.state = None
                 env.conflicts += 1
                 if env.conflicts > self.settings.max_conflict_retries:
+                    # Another writer keeps winning this account: step back and retry later,
+                    # unless this is the last delivery JetStream will make.
                     actor.mailbox.popleft()
-                    self.metrics.redelivery_requested += 1
-                    await self._settle(env.msg, "nak", delay=1.0)
+                    if env.deliveries >= self.settings.consumers.max_deliver:
+                        await self._dead_letter(env.msg, DeadLetterReason.REJECTED, result)
+                    else:
+                        self.metrics.redelivery_requested += 1
+                        await self._settle(env.msg, "nak", delay=1.0)
                 continue
             actor.mailbox.popleft()
             actor.assumed_new = False
