@@ -137,3 +137,22 @@ async def test_idle_scorer_does_not_wait_for_company(model: LoadedModel) -> None
         started = time.perf_counter()
         await s.score(BENIGN)
         assert time.perf_counter() - started < 0.25
+
+
+async def test_onnx_runtime_failure_fails_the_batch_not_the_scorer(model: LoadedModel) -> None:
+    from dataclasses import replace as dc_replace
+
+    from safeguards.adapters.classifier.errors import InferenceFailed
+    from safeguards.adapters.classifier.loader import LoadedModel as Loaded
+
+    # the same real session fed under a wrong input name: ONNX Runtime itself raises
+    broken = Loaded(dc_replace(model.manifest, input=dc_replace(model.manifest.input,
+                                                                  name="not_an_input")),
+                    model.session, model.provider, model.providers)
+    async with MicroBatchScorer(broken) as s:
+        with pytest.raises(InferenceFailed):
+            await s.score(BENIGN)
+        with pytest.raises(InferenceFailed):  # still serving, still failing cleanly
+            await s.score(ATTACK)
+    async with MicroBatchScorer(model) as s:
+        assert dict((await s.score(ATTACK)).scores)["jailbreak"] > 0.9
