@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "safeguards.regions.node_cli",
     "safeguards.adapters.classifier.cli",
     "safeguards.simulations.cli",
+    "safeguards.regions.stack_cli",
 )
 
 

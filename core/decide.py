@@ -129,6 +129,8 @@ def _strikes(d: _Decision, scores: Scores, request_id: str, model_name: str,
         else:
             points = cat.weight * score * cat.accumulate_factor
             rule = "strike.accumulate"
+        if d.state.level:
+            points *= 1 + d.policy.recidivism_factor * d.state.level
         if points <= 0:
             continue
         previous = d.state.risk_of(category)

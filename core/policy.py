@@ -74,6 +74,9 @@ class Policy:
     rate_tiers: tuple[RateTier, ...]  # indexed by level
     shadow_rules: frozenset[str]
     gate: GatePolicy
+    # Strikes recorded while an account is already enforced weigh more: points are multiplied by
+    # 1 + recidivism_factor * current level. Persisting after a warning is itself a signal.
+    recidivism_factor: float = 0.0
 
     def category(self, name: str) -> CategoryPolicy | None:
         for c in self.categories:
@@ -179,8 +182,14 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         ),
         stream_stop_threshold=c.number(g, "stream_stop_threshold", "gate", lo=0, hi=1, default=0.8),
     )
+    esc = c.get(doc, "escalation", dict, "", {}) or {}
+    recidivism = c.number(esc, "recidivism_factor", "escalation", lo=0, hi=10, default=0.0)
+    for key in esc:
+        if key != "recidivism_factor":
+            c.problems.append(f"escalation.{key}: unknown setting")
     for key in doc:
-        if key not in {"policy", "categories", "ladder", "rate_tiers", "rules", "gate"}:
+        if key not in {"policy", "categories", "ladder", "rate_tiers", "rules", "gate",
+                       "escalation"}:
             c.problems.append(f"{key}: unknown section")
     if c.problems:
         listing = "\n  - ".join(c.problems)
@@ -193,6 +202,7 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         rate_tiers=tiers,
         shadow_rules=frozenset(shadow),
         gate=gate,
+        recidivism_factor=recidivism,
     )
 
 

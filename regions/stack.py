@@ -10,12 +10,17 @@ It is what ``safeguards run`` serves and what the end-to-end simulation test dri
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import anyio
 from anyio.abc import TaskStatus
+from anyio.streams.text import TextReceiveStream
 
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.classifier.loader import load_model
@@ -118,21 +123,59 @@ class RegionStack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(configs: list[RegionConfig], *, policy: Policy | None = None,
+async def region_process(config: RegionConfig, upstream_url: str, *,
+                         policy_path: str | None = None,
+                         ready_timeout_s: float = 120.0) -> AsyncIterator[RegionEndpoints]:
+    """One region's stack in a child process (``safeguards region``): each region gets its own
+    interpreter and event loop, as it would on its own machine. Yields its endpoints once it
+    serves; on exit sends SIGTERM (drain) and waits, killing it only if it will not stop."""
+    cmd = [sys.executable, "-m", "safeguards", "region", "--region", config.name,
+           "--nats", config.nats_url, "--database-url", config.database_url,
+           "--upstream", upstream_url, "--partitions", str(config.partitions)]
+    if policy_path:
+        cmd += ["--policy", policy_path]
+    process = await anyio.open_process(cmd, stdout=subprocess.PIPE, stderr=None)
+    try:
+        assert process.stdout is not None
+        lines = TextReceiveStream(process.stdout)
+        buffer = ""
+        with anyio.fail_after(ready_timeout_s):
+            while "\n" not in buffer:
+                try:
+                    buffer += await lines.receive()
+                except anyio.EndOfStream:
+                    raise RuntimeError(f"region {config.name} exited before it was ready "
+                                       f"(exit code {await process.wait()})") from None
+        ready = json.loads(buffer.splitlines()[0])
+        yield RegionEndpoints(ready["region"], ready["proxy_url"], ready["database_url"],
+                              ready["nats_url"], ready["classifier"])
+    finally:
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                with anyio.move_on_after(60):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+            await process.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running_stack(configs: list[RegionConfig], *, policy_path: str | None = None,
                         upstream_port: int | None = None) -> AsyncIterator[StackEndpoints]:
-    """Start every region's stack and the model stand-in; stop them all when the block exits."""
+    """Start the model stand-in here and every region's stack in its own process; stop them all
+    (regions drain first) when the block exits."""
     upstream = UpstreamApp()
     async with serving(upstream, HOST, upstream_port or free_port(), lifespan="off") as up_url:
         endpoints = StackEndpoints(up_url)
-        stacks = [RegionStack(cfg, up_url, policy=policy) for cfg in configs]
-        async with anyio.create_task_group() as tg:
-            for stack in stacks:
-                endpoints.regions[stack.config.name] = await tg.start(stack.run)
-            try:
-                yield endpoints
-            finally:
-                for stack in stacks:
-                    stack.request_stop()
+        async with contextlib.AsyncExitStack() as regions:
+            # Started one after the other: each migrates its own database, and two classifier
+            # models loading at once only slow each other down on a small machine.
+            for cfg in configs:
+                endpoints.regions[cfg.name] = await regions.enter_async_context(
+                    region_process(cfg, up_url, policy_path=policy_path))
+            yield endpoints
 
 
 @contextlib.asynccontextmanager

@@ -62,7 +62,8 @@ async def _main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="sg-sim-") as tmp:
         data_dir = args.data_dir or Path(tmp)
         with embedded_infrastructure(data_dir, tuple(regions)) as configs:
-            async with running_stack(configs, policy=policy) as endpoints:
+            policy_path = str(args.policy.resolve()) if args.policy else None
+            async with running_stack(configs, policy_path=policy_path) as endpoints:
                 print("simulation stack:\n" + endpoints.describe(), flush=True)
                 proxies = {name: r.proxy_url for name, r in endpoints.regions.items()}
                 async with region_stores(endpoints) as stores:
