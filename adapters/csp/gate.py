@@ -275,6 +275,13 @@ class Gate:
         else:
             ok = entry.ok
         if now - self.last_contact > self.max_staleness_s:
+            if ok.needs_classify and self._closed:
+                # What we know of an account under screening may be out of date: the policy's
+                # fail-closed categories refuse rather than serve on stale knowledge.
+                self._fallback("stale_cache", "closed")
+                refused = self._stale_closed(ok)
+                self._count(refused)
+                return refused
             self._fallback("stale_cache", "open")
         if ok.status != 200:
             self._count(ok)
@@ -303,6 +310,9 @@ class Gate:
     def count(self, decision: Decision) -> None:
         """Count a decision a front end acted on without going through ``check``."""
         self._count(decision)
+
+    def _stale_closed(self, ok: Decision) -> Decision:
+        return self._intern(BLOCK_ACTION, "fail_closed", ok.level, ok.flags, status=529)
 
     def _new_uncommanded(self, account: str) -> _Entry:
         if len(self._uncommanded) >= self._max_uncommanded:

@@ -35,7 +35,7 @@ def command(account: str, level: int, version: int, policy: Policy,
 @pytest.fixture
 def gate() -> Gate:
     g = Gate(default_policy())
-    g.touch(T0)
+    g.touch(T0 + 10_000)  # fresh throughout; the staleness test sets its own contact time
     return g
 
 
@@ -72,6 +72,7 @@ def test_block_is_a_403_and_expiry_returns_to_tier_zero(gate: Gate) -> None:
     assert not gate.apply(command("a", 4, 1, gate.policy, expires))  # a replay stays expired
     assert gate.check(req("a"), T0 + 62).action == "allow"
     assert gate.apply(command("a", 1, 2, gate.policy))
+    gate.touch(T0 + 62)
     assert gate.check(req("a"), T0 + 62).action == "annotate"
 
 
@@ -139,11 +140,17 @@ def test_classifier_miss_fails_open_when_every_category_is_open() -> None:
 
 
 def test_stale_cache_serves_last_known_state_and_counts(gate: Gate) -> None:
+    gate.touch(T0)
     gate.apply(command("a", 4, 1, gate.policy))
+    gate.apply(command("c", 2, 1, gate.policy))
     late = T0 + gate.policy.gate.max_staleness_s + 1
     assert gate.check(req("a"), late).action == BLOCK_ACTION
     assert gate.check(req("b"), late).action == "allow"
     assert gate.fallbacks[("stale_cache", "open")] == 2
+    # an account under screening, on stale knowledge: the fail-closed categories refuse
+    d = gate.check(req("c"), late)
+    assert (d.action, d.reason, d.status) == (BLOCK_ACTION, "fail_closed", 529)
+    assert gate.fallbacks[("stale_cache", "closed")] == 1
     gate.touch(late)
     gate.check(req("b"), late)
     assert gate.fallbacks[("stale_cache", "open")] == 2

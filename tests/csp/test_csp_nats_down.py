@@ -56,6 +56,7 @@ async def test_proxy_serves_through_a_nats_outage(tmp_path: Path) -> None:
 
                 server.kill()
                 await eventually(lambda: not proxy.link.is_connected if proxy.link else True)
+                await eventually(lambda: proxy.gate.staleness(time.time()) > 1.0)
                 for _ in range(5):  # an account in good standing is served (fail-open)
                     ok = await plain.messages.create(model=MODEL, max_tokens=5, messages=msg)
                     assert ok.stop_reason == "end_turn"
@@ -67,16 +68,14 @@ async def test_proxy_serves_through_a_nats_outage(tmp_path: Path) -> None:
                     await watched.messages.create(model=MODEL, max_tokens=5, messages=msg)
                 assert closed.value.status_code == 529
                 await eventually(lambda: proxy.telemetry.dropped_total >= 18, 10)
-                await eventually(lambda: proxy.gate.staleness(time.time()) > 1.0)
-                await plain.messages.create(model=MODEL, max_tokens=5, messages=msg)
                 async with httpx.AsyncClient() as http:
                     health = (await http.get(url + "/healthz")).json()
                     metrics = (await http.get(url + "/metrics")).text
                 assert health["nats_connected"] is False
                 assert health["telemetry_dropped"] >= 18
                 assert 'safeguards_csp_telemetry_dropped_total{reason="not_connected"}' in metrics
-                assert proxy.gate.fallbacks[("stale_cache", "open")] >= 1
-                assert proxy.gate.fallbacks[("classifier_unavailable", "closed")] == 1
+                assert proxy.gate.fallbacks[("stale_cache", "open")] >= 6
+                assert proxy.gate.fallbacks[("stale_cache", "closed")] == 1
 
                 # NATS comes back on the same port and store: the feed re-reads, telemetry flows
                 server = EmbeddedNats(tmp_path / "nats", port=port).start()
