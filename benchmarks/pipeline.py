@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -142,12 +143,6 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
             settings = NodeSettings(fetch_batch=BATCH, passivate_after_s=3600)
             node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
                         settings=settings, static_partitions=range(P))
-            arrivals: dict[str, float] = {}
-
-            async def on_command(msg: Msg) -> None:
-                arrivals.setdefault(decode_command(msg.data).account_id, time.perf_counter())
-
-            await nc.subscribe(f"sg.{region}.enforce.>", cb=on_command)
             async with anyio.create_task_group() as tg:
                 start = time.perf_counter()
                 await tg.start(node.run)
@@ -164,42 +159,13 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
                       f"(process held {rss_before:.0f} MB before the node started)", flush=True)
 
                 # Latency at half the node's rate: benign load plus violating signals.
+                # The load comes from another process, as it would from the inline adapters:
+                # the node's event loop runs only the node.
                 half = rate / 2
-                sent: dict[str, float] = {}
-                end = time.perf_counter() + args.latency_s
-                js2 = nc.jetstream()
-
-                async def benign() -> None:
-                    i = 0
-                    t = time.perf_counter()
-                    while time.perf_counter() < end:
-                        s = score_signal(region, f"acct-{i % args.accounts}", f"b-{i}",
-                                         datetime.now(UTC), (("jailbreak", 0.1),))
-                        await js2.publish(inputs_subject(region, P, s.account_id),
-                                          encode_signal(s), timeout=10)
-                        i += 1
-                        t += 1 / half
-                        delay = t - time.perf_counter()
-                        if delay > 0:
-                            await anyio.sleep(delay)
-
-                async def violating() -> None:
-                    j = 0
-                    while time.perf_counter() < end:
-                        acct = f"viol-{j}"
-                        s = score_signal(region, acct, f"v-{j}", datetime.now(UTC),
-                                         (("weapons", 0.97),))
-                        sent[acct] = time.perf_counter()
-                        await js2.publish(inputs_subject(region, P, acct), encode_signal(s),
-                                          timeout=10)
-                        j += 1
-                        await anyio.sleep(0.02)
-
-                async with anyio.create_task_group() as load:
-                    load.start_soon(benign)
-                    load.start_soon(violating)
-                with anyio.move_on_after(10):
-                    await until(lambda: len(arrivals.keys() & sent.keys()) >= len(sent), 0.05)
+                client = await anyio.run_process(
+                    [sys.executable, __file__, "--load-client", nats_url, region, str(half),
+                     str(args.accounts), str(args.latency_s)], check=True)
+                load = json.loads(client.stdout.decode().splitlines()[-1])
                 node.request_stop()
             # A restarted node: every account exists in the store and none is in memory, so
             # each first signal costs a refused optimistic activation and a load.
@@ -219,11 +185,12 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
             print(f"restarted node over existing accounts: {cold_rate:.0f} signals/s "
                   f"({cold.metrics.loads} loads, {cold.metrics.activations_refused} refused "
                   f"activations)", flush=True)
-        lat = sorted((arrivals[a] - t) * 1000 for a, t in sent.items() if a in arrivals)
-        missing = len(sent) - len(lat)
+        lat = sorted(load["latencies_ms"])
+        missing = load["missing"]
         p50 = statistics.median(lat)
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
-        print(f"signal -> enforcement at {half:.0f} signals/s: p50 {p50:.1f} ms, "
+        print(f"signal -> enforcement at {load['benign_per_s']:.0f} signals/s "
+              f"(target {half:.0f}): p50 {p50:.1f} ms, "
               f"p99 {p99:.1f} ms over {len(lat)} violations ({missing} missing)", flush=True)
         await nc.close()
     return {"signals_per_s": round(rate, 1), "raw_consume_per_s": round(raw, 1),
@@ -232,7 +199,64 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
             "active_actors": actors, "restarted_signals_per_s": round(cold_rate, 1)}
 
 
+async def load_client(nats_url: str, region: str, rate: float, accounts: int,
+                      seconds: float) -> dict[str, object]:
+    """Benign signals at ``rate`` plus a violating one (a fresh account, severe weapons score)
+    every 20 ms; the latency of each is publish -> its command arriving at our subscriber."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    sent: dict[str, float] = {}
+    arrivals: dict[str, float] = {}
+
+    async def on_command(msg: Msg) -> None:
+        arrivals.setdefault(decode_command(msg.data).account_id, time.perf_counter())
+
+    await nc.subscribe(f"sg.{region}.enforce.>", cb=on_command)
+    end = time.perf_counter() + seconds
+    benign_sent = 0
+
+    async def benign() -> None:
+        nonlocal benign_sent
+        t = time.perf_counter()
+        while time.perf_counter() < end:
+            s = score_signal(region, f"acct-{benign_sent % accounts}", f"b-{benign_sent}",
+                             datetime.now(UTC), (("jailbreak", 0.1),))
+            # Fire-and-forget into the stream (no PubAck wait): the load generator must not be
+            # the bottleneck of the run; the violating signals below do wait for their PubAck.
+            await nc.publish(inputs_subject(region, P, s.account_id), encode_signal(s))
+            benign_sent += 1
+            t += 1 / rate
+            delay = t - time.perf_counter()
+            if delay > 0:
+                await anyio.sleep(delay)
+
+    async def violating() -> None:
+        j = 0
+        while time.perf_counter() < end:
+            acct = f"viol-{j}"
+            s = score_signal(region, acct, f"v-{j}", datetime.now(UTC), (("weapons", 0.97),))
+            sent[acct] = time.perf_counter()
+            await js.publish(inputs_subject(region, P, acct), encode_signal(s), timeout=10)
+            j += 1
+            await anyio.sleep(0.02)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(benign)
+        tg.start_soon(violating)
+    with anyio.move_on_after(10):
+        await until(lambda: len(arrivals.keys() & sent.keys()) >= len(sent), 0.05)
+    await nc.close()
+    lat = [(arrivals[a] - t) * 1000 for a, t in sent.items() if a in arrivals]
+    return {"latencies_ms": lat, "missing": len(sent) - len(lat), "benign": benign_sent,
+            "benign_per_s": benign_sent / seconds}
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--load-client":
+        url, reg, rate_s, accounts_s, seconds_s = sys.argv[2:7]
+        out = anyio.run(load_client, url, reg, float(rate_s), int(accounts_s), float(seconds_s))
+        print(json.dumps(out))
+        sys.exit(0)
     parser = argparse.ArgumentParser()
     parser.add_argument("--signals", type=int, default=40_000)
     parser.add_argument("--accounts", type=int, default=10_000)

@@ -19,8 +19,9 @@ def register(sub: Any) -> None:
     node.add_argument("--region", required=True, help="the region this node serves (e.g. eu)")
     node.add_argument("--nats", default=os.environ.get("SAFEGUARDS_NATS_URL") or DEFAULT_NATS_URL,
                       help="the region's NATS (default: $SAFEGUARDS_NATS_URL or %(default)s)")
-    node.add_argument("--database-url", default=os.environ.get("SAFEGUARDS_DATABASE_URL"),
-                      help="the region's PostgreSQL (default: $SAFEGUARDS_DATABASE_URL)")
+    node.add_argument("--database-url", default=None,
+                      help="the region's PostgreSQL (default: $SAFEGUARDS_DATABASE_URL_<REGION>, "
+                           "else $SAFEGUARDS_DATABASE_URL)")
     node.add_argument("--node-id", default=None, help="a stable name for this node")
     node.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
                       help="partitions of the region (fixed per region; default %(default)s)")
@@ -33,9 +34,12 @@ def register(sub: Any) -> None:
 def _node(args: argparse.Namespace) -> int:
     import anyio
 
-    if not args.database_url:
-        print("safeguards node: --database-url (or SAFEGUARDS_DATABASE_URL) is required",
-              file=sys.stderr)
+    database_url = args.database_url or os.environ.get(
+        f"SAFEGUARDS_DATABASE_URL_{args.region.upper()}") or os.environ.get(
+        "SAFEGUARDS_DATABASE_URL")
+    if not database_url:
+        print("safeguards node: --database-url (or SAFEGUARDS_DATABASE_URL_<REGION> or "
+              "SAFEGUARDS_DATABASE_URL) is required", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -45,7 +49,7 @@ def _node(args: argparse.Namespace) -> int:
     # Fault tests widen the commit-to-ack window of node processes they will SIGKILL.
     fault_delay = float(os.environ.get("SAFEGUARDS_FAULT_ACK_DELAY_S", "0") or 0)
     settings = NodeSettings(fault_ack_delay_s=fault_delay)
-    metrics = anyio.run(run_node, args.region, args.nats, args.database_url, args.node_id,
+    metrics = anyio.run(run_node, args.region, args.nats, database_url, args.node_id,
                         args.partitions, settings, args.stats_interval)
     print(json.dumps(metrics), flush=True)
     return 0
