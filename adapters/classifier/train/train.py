@@ -48,7 +48,8 @@ MAX_WINDOWS = 128
 FINE_CHARS = 256  # second window scale; see the trade-off table in DATA_SOURCES.md
 WINDOWS_PER_TRAINING_TEXT = 3
 N_CONVERSATION = 2000
-N_EMBEDDED_TRAIN = 0  # 6000 found 31% of hidden jailbreaks but doubled prose FPR
+N_EMBEDDED_TRAIN = 0  # see the trade-off table in DATA_SOURCES.md (1,000 and 3,000 measured)
+EMBED_WINDOW = FINE_CHARS  # a guest and its benign company fit one fine window
 TOKEN_PATTERN = r"[a-zA-Z0-9_]{2,}"  # the same regex in sklearn and in the ONNX Tokenizer
 # Sources left out on purpose (see DATA_SOURCES.md): jailbreak templates that overlap the
 # in-the-wild collection reserved for independent evaluation.
@@ -103,7 +104,7 @@ def build_dataset(wheel_dir: Path) -> Dataset:
     test = [e for e in examples if e.source != "generated:longform" and _in_test(e.group)]
     rng = random.Random(SEED)
     short_train = [e for e in train_plain
-                   if e.source != "generated:longform" and len(e.text) <= MAX_CHARS // 2]
+                   if e.source != "generated:longform" and len(e.text) <= EMBED_WINDOW]
     train = _windowed(train_plain) + _embedded(short_train, [d.text for d in docs],
                                                N_EMBEDDED_TRAIN, rng, whole=False)
     heldout = longform.generate(N_LONGFORM_HELDOUT, seed=SEED + 1,
@@ -133,7 +134,7 @@ def _embedded(guests: list[Example], hosts: list[str], n: int, rng: random.Rando
         else:
             before = "\n\n".join(paras[:k])
             after = "\n\n".join(paras[k:])
-            room = MAX_CHARS - len(guest.text) - 4
+            room = max(0, EMBED_WINDOW - len(guest.text) - 4)
             left = rng.randint(0, max(0, room))
             text = "\n\n".join(
                 p for p in (before[len(before) - left:] if left else "", guest.text,
@@ -334,6 +335,10 @@ def _export(vec: Any, weights: np.ndarray, bias: np.ndarray) -> bytes:
                                                        [None, weights.shape[1]])])
     onx.producer_name = "safeguards-classifier-train"
     graph.name = "safeguards_classifier"  # skl2onnx names graphs with a random uuid
+    # and lists opset imports in set order, which string hash randomisation changes per process
+    imports = sorted(onx.opset_import, key=lambda o: o.domain)
+    del onx.opset_import[:]
+    onx.opset_import.extend(imports)
     onnx.checker.check_model(onx)
     data: bytes = onx.SerializeToString()
     return data
