@@ -243,8 +243,14 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
     }
     embedded_report = evaluate.evaluate_examples(model, data.embedded_test)
     parity = _parity(vec, weights, bias, model, data.test)
+    import onnx
+    import sklearn
+    import skl2onnx
+
     metrics = {
         "seed": SEED,
+        "toolchain": {"scikit-learn": sklearn.__version__, "skl2onnx": skl2onnx.__version__,
+                      "onnx": onnx.__version__, "numpy": np.__version__},
         "data_wheels": dict(WHEELS),
         "excluded_sources": sorted(EXCLUDED_SOURCES),
         "examples": {"train": len(data.train), "test": len(data.test),
