@@ -202,3 +202,34 @@ async def test_a_statement_past_its_deadline_is_store_unavailable(
             await tx.rollback()
         assert (await hasty.append(make_request("B", region, 0, 1))).version == 1
         assert [e.position for e in await hasty.read_feed(0, 10)] == [1, 2]
+
+
+async def test_appends_cancelled_at_any_point_land_whole_or_not_at_all(
+    pg_store: PostgresEventStore,
+) -> None:
+    # Cancel appends after ever longer delays, so that some die in every phase (checkout, lock,
+    # pre-check, COPY, finish, commit). Afterwards each one has landed whole or not at all, the
+    # feed is dense, and the store still works.
+    region = pg_store.region
+    version = 0
+    outcomes = []
+    for step in range(40):
+        request = make_request("A", region, version, 3, inbox_key=f"k{step}", outbox=1,
+                               tag=f"-{step}")
+        with anyio.move_on_after(step * 0.0005):
+            await pg_store.append(request)
+        history = await pg_store.history("A")
+        landed = len(history) > version
+        if landed:
+            assert [e.event_id for e in history[version:]] == [e.event_id for e in request.events]
+            version += 3
+        assert len(history) == version
+        assert await pg_store.inbox_contains(f"k{step}") == landed
+        outcomes.append(landed)
+    assert any(outcomes) and not all(outcomes)
+    feed = await pg_store.read_feed(0, 1000)
+    assert [e.position for e in feed] == list(range(1, version + 1))
+    assert len(await pg_store.pending_outbox(1000)) == version // 3
+    assert await stored_snapshots_are_folds(pg_store, "A") is not None
+    assert (await pg_store.append(make_request("A", region, version, 1, tag="-end"))).version \
+        == version + 1
