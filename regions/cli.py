@@ -21,6 +21,7 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     import anyio
+
     from safeguards.regions.service import run_embedded
 
     regions = tuple(r.strip() for r in args.regions.split(",") if r.strip())

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
 from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
 
 
