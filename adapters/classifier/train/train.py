@@ -244,8 +244,8 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
     embedded_report = evaluate.evaluate_examples(model, data.embedded_test)
     parity = _parity(vec, weights, bias, model, data.test)
     import onnx
-    import sklearn
     import skl2onnx
+    import sklearn
 
     metrics = {
         "seed": SEED,
