@@ -18,6 +18,8 @@ from safeguards.core.events import ContentKind, Scores
 from safeguards.core.subjects import classify_subject
 
 MAX_CLASSIFY_CHARS = 32_000  # the newest text matters most: the tail is what gets scored
+_REPLY_FAILURES = {"deadline": "classifier_timeout", "overloaded": "classifier_unavailable",
+                   "unavailable": "classifier_unavailable"}
 
 
 class SyncClassifier:
@@ -50,6 +52,10 @@ class SyncClassifier:
             answer = decode_record(reply.data, ClassifyReply)
         except CodecError:
             return None, "classifier_error"
-        if answer.error is not None or answer.request_id != request_id:
+        if answer.request_id != request_id:
             return None, "classifier_error"
+        if answer.error is not None:
+            # The classifier's own verdicts on why it has no scores: it ran out of our deadline,
+            # or it is shedding load / shutting down; anything else is an error.
+            return None, _REPLY_FAILURES.get(answer.error, "classifier_error")
         return answer.scores, ""

@@ -1,5 +1,7 @@
-"""Fixtures for the inline adapter: a fresh region with its streams, the upstream stand-in and a
-proxy served on loopback (uvicorn in the test's event loop)."""
+"""Fixtures for the inline adapter: a fresh region with its streams, the upstream stand-in, a
+proxy served on loopback (uvicorn in the test's event loop) and the real classifier adapter
+(the shipped default model, loaded once per session, behind MicroBatchScorer and
+ClassifierService on the session's NATS)."""
 
 from __future__ import annotations
 
@@ -13,11 +15,14 @@ import anyio
 import nats
 import pytest
 
+from safeguards.adapters.classifier.loader import LoadedModel, load_model
+from safeguards.adapters.classifier.scorer import MicroBatchScorer
+from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.csp.streams import ensure_gate_streams
 from safeguards.adapters.csp.testkit import Region, RunningProxy
-from safeguards.adapters.csp.upstream import UpstreamApp
+from safeguards.adapters.csp.upstream import Script, UpstreamApp
 from safeguards.adapters.embedded import free_port
 from safeguards.core.policy import Policy, default_policy
 
@@ -25,7 +30,7 @@ from safeguards.core.policy import Policy, default_policy
 @pytest.fixture
 def test_policy() -> Policy:
     base = default_policy()
-    # a generous classify deadline: the scripted classifier shares a busy 2-core test machine
+    # a generous classify deadline: the classifier shares a busy 2-core test machine
     return replace(base, gate=replace(base.gate, max_staleness_s=2.0, classify_deadline_ms=500))
 
 
@@ -46,21 +51,60 @@ ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
 @pytest.fixture
 def proxy_env(region: Region, nats_url: str, test_policy: Policy) -> ProxyEnv:
     """Starts the upstream stand-in and a proxy for ``region`` (inside the test's own task, so
-    their task groups open and close in one task); keyword arguments override ProxyConfig."""
+    their task groups open and close in one task); keyword arguments override ProxyConfig, except
+    ``script`` (the model stand-in's Script) and ``policy`` (instead of ``test_policy``)."""
 
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[RunningProxy]:
-        app = UpstreamApp()
+        script: Script | None = overrides.pop("script", None)
+        policy: Policy = overrides.pop("policy", test_policy)
+        app = UpstreamApp(script)
         async with serving(app, "127.0.0.1", free_port(), lifespan="off") as upstream_url:
             settings: dict[str, Any] = {"nats_url": nats_url, "feed_heartbeat_s": 0.25}
             upstream_url = overrides.pop("upstream_url_override", upstream_url)
             settings.update(overrides)
             config = ProxyConfig(region=region.name, upstream_url=upstream_url, **settings)
-            proxy = CspProxy(config, test_policy)
+            proxy = CspProxy(config, policy)
             async with serving(proxy, "127.0.0.1", free_port()) as url:
                 if proxy.feed is not None and settings["nats_url"] == nats_url:
                     with anyio.fail_after(10):
                         await proxy.feed.ready.wait()
                 yield RunningProxy(proxy, url, app)
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def classifier_model() -> LoadedModel:
+    """The shipped default model, loaded once (ONNX Runtime sessions are reusable)."""
+    return load_model(allow_gpu=False)
+
+
+ClassifierEnv = Callable[[], contextlib.AbstractAsyncContextManager[ClassifierService]]
+
+
+@pytest.fixture
+def classifier_env(region: Region, nats_url: str,
+                   classifier_model: LoadedModel) -> ClassifierEnv:
+    """Runs the real classifier adapter for ``region`` (its own NATS connection, a fresh
+    MicroBatchScorer, ClassifierService answering ``sg.<region>.classify``) inside the test's
+    task; on exit its subscriptions are gone from the server before the block returns."""
+
+    @contextlib.asynccontextmanager
+    async def start() -> AsyncIterator[ClassifierService]:
+        nc = await nats.connect(nats_url, name="csp-test-classifier")
+        try:
+            async with MicroBatchScorer(classifier_model) as scorer:
+                service = ClassifierService(nc, region.name, scorer,
+                                            ClassifierSettings(partitions=16))
+                async with anyio.create_task_group() as tg:
+                    await tg.start(service.run)
+                    await nc.flush()
+                    yield service
+                    tg.cancel_scope.cancel()
+            with anyio.fail_after(5):
+                await nc.flush()  # the server has dropped the classify interest
+        finally:
+            await nc.close()
 
     return start

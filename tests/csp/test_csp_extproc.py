@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
@@ -12,6 +12,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
+from safeguards.adapters.classifier.service import ClassifierService
 from safeguards.adapters.csp.extproc import ExtProcConfig, ExtProcServer
 from safeguards.adapters.csp.testkit import Region, eventually
 from safeguards.adapters.csp.wire import SAFETY_PROMPT, sse
@@ -21,6 +22,14 @@ from safeguards.core.policy import Policy
 from safeguards.core.subjects import stream_name
 
 CANARY = "CANARY-ext-proc-91b2"
+ClassifierEnv = Callable[[], contextlib.AbstractAsyncContextManager[ClassifierService]]
+
+# Real texts scored by the shipped default model: a recipe question is clear on every category,
+# the lorem filler too, and the violent sentence scores ~1.0 on violence.
+BENIGN = "What is a good recipe for banana bread with walnuts?"
+FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
+VIOLENT = "Stab him in the neck with the knife, then beat his family to death and kill them all. "
+HARMFUL_STORY = (FILLER * 6)[:400] + VIOLENT * 12
 
 
 def headers(pairs: dict[str, str], *, end: bool = False) -> pb.HttpHeaders:
@@ -139,97 +148,92 @@ async def test_refusals_are_immediate_responses(region: Region, nats_url: str,
 
 
 async def test_intervention_rewrites_the_body_and_streams_end_in_refusal(
-    region: Region, nats_url: str, test_policy: Policy
+    region: Region, nats_url: str, test_policy: Policy, classifier_env: ClassifierEnv
 ) -> None:
     await region.enforce("acct-l2", 2, 1)
-    unsubscribe = await region.classifier()
-    try:
-        async with ext_proc(region, nats_url, test_policy) as (server, stub):
-            await eventually(lambda: server.gate.held_version("acct-l2") == 1)
-            ex = Exchange(stub.Process())
-            await ex.send(request_headers("acct-l2"))
-            r = await ex.send(request_body(body_of("hello", stream=True)))
-            mutated = json.loads(r.request_body.response.body_mutation.body)
-            assert mutated["system"] == SAFETY_PROMPT
-            r = await ex.send(pb.ProcessingRequest(response_headers=headers(
-                {":status": "200", "content-type": "text/event-stream"})))
-            assert list(r.response_headers.response.header_mutation.remove_headers) == [
-                "content-length"]
-            start = sse("message_start", {"type": "message_start", "message": {
-                "id": "m", "type": "message", "role": "assistant", "model": "m", "content": [],
-                "stop_reason": None, "usage": {"input_tokens": 5, "output_tokens": 1}}})
-            start += sse("content_block_start", {"type": "content_block_start", "index": 0,
-                                                 "content_block": {"type": "text", "text": ""}})
-            r = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(body=start)))
-            assert r.response_body.response.body_mutation.body == start
-            seen = b""
-            deltas_sent = 0
-            for _ in range(10):  # 100 characters per delta: checks at 400 (0.4), 800 (0.8)
-                delta = sse("content_block_delta", {
-                    "type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": "x" * 100}})
-                # split each event across two chunks: partial events wait for the rest
-                r1 = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
-                    body=delta[:30])))
-                r2 = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
-                    body=delta[30:])))
-                seen += r1.response_body.response.body_mutation.body
-                seen += r2.response_body.response.body_mutation.body
-                deltas_sent += 1
-                if b"refusal" in seen:
-                    break
-            assert deltas_sent == 8  # the 8th crossed 800 and was withheld
-            assert seen.count(b"event: content_block_delta") == 7
-            assert seen.endswith(b'"type":"message_stop"}\n\n')
-            assert b'"stop_reason":"refusal"' in seen
-            r = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
-                body=b"event: ping\ndata: {}\n\n", end_of_stream=True)))
-            assert r.response_body.response.body_mutation.clear_body
-            await ex.close()
-            assert server.gate.counts[("terminate_stream", "violence")] == 1
-    finally:
-        await unsubscribe()
-
-
-async def test_throttle_and_a_withheld_json_completion(region: Region, nats_url: str,
-                                                       test_policy: Policy) -> None:
-    await region.enforce("acct-l3", 3, 1)  # 10 requests a minute, sync classification
-    unsubscribe = await region.classifier()
-    try:
-        async with ext_proc(region, nats_url, test_policy) as (server, stub):
-            await eventually(lambda: server.gate.held_version("acct-l3") == 1)
-            # a long JSON completion scores 0.9 on violence: replaced by a refusal
-            ex = Exchange(stub.Process())
-            await ex.send(request_headers("acct-l3"))
-            await ex.send(request_body(body_of("hello")))
-            await ex.send(pb.ProcessingRequest(response_headers=headers(
-                {":status": "200", "content-type": "application/json"})))
-            completion = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
-                          "content": [{"type": "text", "text": "y" * 900}],
-                          "stop_reason": "end_turn",
-                          "usage": {"input_tokens": 3, "output_tokens": 225}}
-            raw = json.dumps(completion).encode()
-            r1 = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(body=raw[:100])))
-            assert not r1.response_body.response.body_mutation.HasField("body")
+    async with classifier_env(), ext_proc(region, nats_url, test_policy) as (server, stub):
+        await eventually(lambda: server.gate.held_version("acct-l2") == 1)
+        ex = Exchange(stub.Process())
+        await ex.send(request_headers("acct-l2"))
+        r = await ex.send(request_body(body_of(BENIGN, stream=True)))
+        mutated = json.loads(r.request_body.response.body_mutation.body)
+        assert mutated["system"] == SAFETY_PROMPT
+        r = await ex.send(pb.ProcessingRequest(response_headers=headers(
+            {":status": "200", "content-type": "text/event-stream"})))
+        assert list(r.response_headers.response.header_mutation.remove_headers) == [
+            "content-length"]
+        start = sse("message_start", {"type": "message_start", "message": {
+            "id": "m", "type": "message", "role": "assistant", "model": "m", "content": [],
+            "stop_reason": None, "usage": {"input_tokens": 5, "output_tokens": 1}}})
+        start += sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                             "content_block": {"type": "text", "text": ""}})
+        r = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(body=start)))
+        assert r.response_body.response.body_mutation.body == start
+        seen = b""
+        deltas_sent = 0
+        for i in range(10):  # 100 characters per delta: checks at 400 (filler: clear) and
+            # 800 (violence: crosses)
+            delta = sse("content_block_delta", {
+                "type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta",
+                          "text": HARMFUL_STORY[i * 100:(i + 1) * 100]}})
+            # split each event across two chunks: partial events wait for the rest
+            r1 = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
+                body=delta[:30])))
             r2 = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
-                body=raw[100:], end_of_stream=True)))
-            withheld = json.loads(r2.response_body.response.body_mutation.body)
-            assert withheld["stop_reason"] == "refusal" and withheld["content"] == []
-            await ex.close()
-            for _ in range(9):
-                ex = Exchange(stub.Process())
-                await ex.send(request_headers("acct-l3"))
-                r = await ex.send(request_body(body_of("hello")))
-                assert r.HasField("request_body")
-                await ex.close()
+                body=delta[30:])))
+            seen += r1.response_body.response.body_mutation.body
+            seen += r2.response_body.response.body_mutation.body
+            deltas_sent += 1
+            if b"refusal" in seen:
+                break
+        assert deltas_sent == 8  # the 8th crossed 800 and was withheld
+        assert seen.count(b"event: content_block_delta") == 7
+        assert seen.endswith(b'"type":"message_stop"}\n\n')
+        assert b'"stop_reason":"refusal"' in seen
+        r = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
+            body=b"event: ping\ndata: {}\n\n", end_of_stream=True)))
+        assert r.response_body.response.body_mutation.clear_body
+        await ex.close()
+        assert server.gate.counts[("terminate_stream", "violence")] == 1
+
+
+async def test_throttle_and_a_withheld_json_completion(
+    region: Region, nats_url: str, test_policy: Policy, classifier_env: ClassifierEnv
+) -> None:
+    await region.enforce("acct-l3", 3, 1)  # 10 requests a minute, sync classification
+    async with classifier_env(), ext_proc(region, nats_url, test_policy) as (server, stub):
+        await eventually(lambda: server.gate.held_version("acct-l3") == 1)
+        # a violent JSON completion (~1.0 on violence): replaced by a refusal
+        ex = Exchange(stub.Process())
+        await ex.send(request_headers("acct-l3"))
+        await ex.send(request_body(body_of(BENIGN)))
+        await ex.send(pb.ProcessingRequest(response_headers=headers(
+            {":status": "200", "content-type": "application/json"})))
+        completion = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                      "content": [{"type": "text", "text": VIOLENT * 10}],
+                      "stop_reason": "end_turn",
+                      "usage": {"input_tokens": 3, "output_tokens": 225}}
+        raw = json.dumps(completion).encode()
+        r1 = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(body=raw[:100])))
+        assert not r1.response_body.response.body_mutation.HasField("body")
+        r2 = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
+            body=raw[100:], end_of_stream=True)))
+        withheld = json.loads(r2.response_body.response.body_mutation.body)
+        assert withheld["stop_reason"] == "refusal" and withheld["content"] == []
+        await ex.close()
+        for _ in range(9):
             ex = Exchange(stub.Process())
             await ex.send(request_headers("acct-l3"))
-            r = await ex.send(request_body(body_of("hello")))
-            status, body = immediate(r)
-            assert status == 429 and body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
-            sent = {h.header.key: h.header.raw_value
-                    for h in r.immediate_response.headers.set_headers}
-            assert 1 <= int(sent["retry-after"]) <= 6
-            assert sent["x-safeguards-action"] == b"throttle"
-    finally:
-        await unsubscribe()
+            r = await ex.send(request_body(body_of(BENIGN)))
+            assert r.HasField("request_body")
+            await ex.close()
+        ex = Exchange(stub.Process())
+        await ex.send(request_headers("acct-l3"))
+        r = await ex.send(request_body(body_of(BENIGN)))
+        status, body = immediate(r)
+        assert status == 429 and body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        sent = {h.header.key: h.header.raw_value
+                for h in r.immediate_response.headers.set_headers}
+        assert 1 <= int(sent["retry-after"]) <= 6
+        assert sent["x-safeguards-action"] == b"throttle"
