@@ -101,6 +101,8 @@ class PartitionWorker:
                 if msgs:
                     self.metrics.batches += 1
                     await self.handle(msgs)
+                    if len(msgs) < self.settings.fetch_batch // 4 and self.settings.fetch_linger_s:
+                        await anyio.sleep(self.settings.fetch_linger_s)
                 self.passivate_idle()
         finally:
             with anyio.CancelScope(shield=True):
@@ -248,7 +250,8 @@ class PartitionWorker:
             )
             requests.append(AppendRequest(account_id=actor.account_id,
                                           expected_version=state.version, events=tuple(events),
-                                          inbox_key=env.signal.signal_id, outbox=outbox))
+                                          inbox_key=env.signal.signal_id, outbox=outbox,
+                                          state_after=after))
             turns.append((actor, env, after, outbox))
         if not requests:
             return

@@ -43,6 +43,7 @@ from safeguards.core.events import (
     StrikeRecorded,
 )
 from safeguards.core.ports import AppendRequest, AppendResult
+from safeguards.core.state import fold, initial_state
 
 REGION = "eu"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -57,7 +58,10 @@ CYCLE: list[EventBody] = [
 
 
 def build_rounds(accounts: int, rounds: int, per_append: int) -> list[list[AppendRequest]]:
+    """The appends, each carrying the writer's fold of its events (``state_after``), as the
+    actors' appends do (decide_and_fold hands them the state for free)."""
     out = []
+    states = {f"acct-{a:06d}": initial_state(f"acct-{a:06d}", REGION) for a in range(accounts)}
     for r in range(rounds):
         batch = []
         for a in range(accounts):
@@ -69,7 +73,9 @@ def build_rounds(accounts: int, rounds: int, per_append: int) -> list[list[Appen
                       "2026.11.1", CYCLE[(expected + i) % len(CYCLE)])
                 for i in range(per_append)
             )
-            batch.append(AppendRequest(account, expected, events, inbox_key=f"sig-{account}-{r}"))
+            states[account] = fold(states[account], events)
+            batch.append(AppendRequest(account, expected, events, inbox_key=f"sig-{account}-{r}",
+                                       state_after=states[account]))
         out.append(batch)
     return out
 

@@ -40,6 +40,10 @@ class AppendRequest:
     events: tuple[Event, ...]
     inbox_key: str | None = None  # idempotency key of the input that caused these events
     outbox: tuple[OutboxMessage, ...] = ()
+    # The writer's own fold of ``events`` onto the state at ``expected_version``, when it has it
+    # (actors do: decide_and_fold). Stores use it for snapshots instead of folding again; a
+    # snapshot is a cache, and one whose version does not match the append is ignored.
+    state_after: AccountState | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -325,3 +325,28 @@ async def test_concurrent_writers_one_winner_per_version(store: StoreUnderTest) 
         assert f"-w{wins[event.version]}-" in event.event_id
     assert len(wins) + conflicts == writers * attempts
     assert conflicts > 0 and wins  # the writers did race
+
+
+async def test_state_after_feeds_snapshots_and_a_mismatched_one_is_ignored(
+        store: StoreUnderTest) -> None:
+    import dataclasses
+
+    first = make_request("a", store.region, 0, SNAPSHOT_EVERY - 1)
+    await store.append(first)
+    truth = fold(initial_state("a", store.region), first.events)
+    second = make_request("a", store.region, SNAPSHOT_EVERY - 1, 2)
+    after = fold(truth, second.events)
+    # The writer's own fold is what the snapshot holds (marked, to see that it was used).
+    marked = dataclasses.replace(after, level_reason="writer's fold")
+    await store.append(dataclasses.replace(second, state_after=marked))
+    # (a store may also fold for itself; either way the state is the fold's)
+    assert await store.state_at("a", version=SNAPSHOT_EVERY + 1) in (marked, after)
+    # A state_after at the wrong version is not trusted: the store folds for itself.
+    third = make_request("a", store.region, SNAPSHOT_EVERY + 1, SNAPSHOT_EVERY)
+    wrong = dataclasses.replace(after, level_reason="wrong version")
+    await store.append(dataclasses.replace(third, state_after=wrong))
+    history = await store.history("a")
+    snapshot_at = max(await store.snapshot_versions("a"))
+    assert snapshot_at > SNAPSHOT_EVERY + 1
+    assert await store.state_at("a", version=snapshot_at) == fold(
+        initial_state("a", store.region), history[:snapshot_at])
