@@ -1,11 +1,24 @@
-"""The composition root of the embedded default: servers, schemas and the region's services."""
+"""The embedded default: everything the service needs, on this machine, started by us.
+
+``embedded_infrastructure`` starts NATS (JetStream) and one PostgreSQL per region, each on a free
+port with its own data directory, unless the environment names servers to use instead:
+``SAFEGUARDS_NATS_URL``; ``SAFEGUARDS_DATABASE_URL_<REGION>`` for one region's database; or
+``SAFEGUARDS_DATABASE_URL``, a server on which each region gets its own database
+(``safeguards_<region>``), so that no two regions ever share one.
+
+``run_embedded`` (``safeguards run``) then starts the model stand-in and each region's whole
+service (two actor nodes, the classifier adapter, the inline proxy) in its own process, prints
+the endpoints and what to try, and on Ctrl-C drains the regions before the servers stop.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
@@ -13,50 +26,83 @@ from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
 from safeguards.regions.config import RegionConfig, env_override
 
 
-@contextmanager
-def embedded_infrastructure(data_dir: Path, regions: tuple[str, ...]) -> Iterator[
-    list[RegionConfig]
-]:
-    """Start (or reuse, via the environment) NATS and one PostgreSQL per region."""
-    with ExitStack() as stack:
+async def _database_on(server_url: str, name: str) -> str:
+    """``name`` on the server of ``server_url`` (created if missing); its URL."""
+    import asyncpg
+
+    with anyio.fail_after(30):
+        conn = await asyncpg.connect(server_url)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+@contextlib.asynccontextmanager
+async def embedded_infrastructure(data_dir: Path, regions: tuple[str, ...]
+                                  ) -> AsyncIterator[list[RegionConfig]]:
+    """NATS and a PostgreSQL database per region, embedded unless the environment names them."""
+    with contextlib.ExitStack() as stack:
         nats_url = env_override("SAFEGUARDS_NATS_URL")
         if nats_url is None:
-            nats_url = stack.enter_context(EmbeddedNats(data_dir / "nats")).url
+            nats = EmbeddedNats(data_dir / "nats")
+            stack.callback(nats.close)
+            await anyio.to_thread.run_sync(nats.start)
+            nats_url = nats.url
         configs = []
         for region in regions:
-            db_url = env_override("SAFEGUARDS_DATABASE_URL")
+            db_url = os.environ.get(f"SAFEGUARDS_DATABASE_URL_{region.upper()}") or None
+            shared = env_override("SAFEGUARDS_DATABASE_URL")
+            if db_url is None and shared is not None:
+                db_url = await _database_on(shared, f"safeguards_{region}")
             if db_url is None:
-                pg = stack.enter_context(EmbeddedPostgres(data_dir / f"postgres-{region}"))
-                db_url = pg.create_database(f"safeguards_{region}")
+                pg = EmbeddedPostgres(data_dir / f"postgres-{region}")
+                stack.callback(pg.close)
+                await anyio.to_thread.run_sync(pg.start)
+                db_url = await anyio.to_thread.run_sync(pg.create_database,
+                                                        f"safeguards_{region}")
             configs.append(RegionConfig(name=region, database_url=db_url, nats_url=nats_url))
         yield configs
 
 
+NEXT_STEPS = """
+Try it (the official anthropic SDK works against the proxy unmodified):
+
+  .venv/bin/python - <<'PY'
+  import anthropic
+  client = anthropic.Anthropic(base_url="{proxy}", api_key="unused",
+                               default_headers={{"x-csp-account-id": "demo-account"}})
+  print(client.messages.create(model="claude-demo", max_tokens=64,
+                               messages=[{{"role": "user", "content": "Hello!"}}]).content)
+  PY
+
+  .venv/bin/safeguards simulate --json          # attacker and benign personas, scored
+  .venv/bin/safeguards ops history demo-account --region {region} --database-url {db}
+  .venv/bin/safeguards ops rca demo-account --region {region} --database-url {db} --out rca.html
+"""
+
+
 async def run_embedded(data_dir: Path, regions: tuple[str, ...]) -> None:
+    from safeguards.adapters.store import migrate
+    from safeguards.regions.stack import running_stack
+
     await anyio.Path(data_dir).mkdir(parents=True, exist_ok=True)
-    with embedded_infrastructure(data_dir, regions) as configs:
-        print("safeguards is running on its embedded default:")
-        print(f"  NATS (JetStream)   {configs[0].nats_url}")
-        for cfg in configs:
-            print(f"  region {cfg.name:<4} PostgreSQL {cfg.database_url}")
-        from safeguards.adapters.store import migrate
-
-        for cfg in configs:  # idempotent: a restart finds the schema at head
-            revision = await migrate(cfg.database_url)
-            print(f"  region {cfg.name:<4} schema migrated (revision {revision})", flush=True)
-        from safeguards.regions.nodes import RegionNodes
-
-        async with anyio.create_task_group() as tg:
-            # Two account-actor nodes per region (they split its partitions by lease); each
-            # migrates its region's store before it starts.
-            regional = [RegionNodes(cfg, count=2) for cfg in configs]
-            for group in regional:
-                await tg.start(group.run)
-            print(f"  account actors    {len(regional) * 2} nodes (2 per region)")
-            print("Press Ctrl-C to stop.", flush=True)
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with embedded_infrastructure(data_dir, regions) as configs:
+            for cfg in configs:  # idempotent: a restart finds the schema at head
+                revision = await migrate(cfg.database_url)
+                print(f"region {cfg.name}: schema migrated (revision {revision})", flush=True)
+            async with running_stack(configs) as endpoints:
+                print("\nsafeguards is running on its embedded default (data in "
+                      f"{data_dir}):\n{endpoints.describe()}")
+                first = next(iter(endpoints.regions.values()))
+                print(NEXT_STEPS.format(proxy=first.proxy_url, region=first.region,
+                                        db=first.database_url))
+                print("Press Ctrl-C to stop (regions drain first, then the servers).",
+                      flush=True)
                 async for _ in signals:
-                    print("stopping ...", flush=True)
+                    print("stopping: draining the regions ...", flush=True)
                     break
-            for group in regional:
-                group.request_stop()
+        print("stopped.", flush=True)

@@ -61,7 +61,7 @@ async def _main(args: argparse.Namespace) -> int:
                      else {region for p in personas for region in p.regions})
     with tempfile.TemporaryDirectory(prefix="sg-sim-") as tmp:
         data_dir = args.data_dir or Path(tmp)
-        with embedded_infrastructure(data_dir, tuple(regions)) as configs:
+        async with embedded_infrastructure(data_dir, tuple(regions)) as configs:
             policy_path = str(args.policy.resolve()) if args.policy else None
             async with running_stack(configs, policy_path=policy_path) as endpoints:
                 print("simulation stack:\n" + endpoints.describe(), flush=True)
