@@ -68,10 +68,12 @@ class LeaseBucket:
         try:
             with anyio.fail_after(OP_TIMEOUT_S):
                 rev = await self._kv.create(key, holder.encode())
-        except KeyWrongLastSequenceError:
+        except (KeyWrongLastSequenceError, KeyNotFoundError, KeyDeletedError):
+            # A race with another holder or with the TTL purge (nats-py's create reads the key
+            # back after a wrong-sequence answer, and that read can find it gone): not ours.
             return None
         except APIError as exc:
-            if exc.err_code in (10071, 10164):
+            if getattr(exc, "err_code", None) in (10071, 10164):
                 return None
             raise BusUnavailable(f"acquire {key}: {exc.description}") from None
         except _TRANSPORT as exc:
@@ -83,10 +85,12 @@ class LeaseBucket:
         try:
             with anyio.fail_after(OP_TIMEOUT_S):
                 rev = await self._kv.update(lease.key, lease.holder.encode(), last=lease.revision)
-        except KeyWrongLastSequenceError:
+        except (KeyWrongLastSequenceError, KeyNotFoundError, KeyDeletedError):
+            # A race with another holder or with the TTL purge (nats-py's create reads the key
+            # back after a wrong-sequence answer, and that read can find it gone): not ours.
             return None
         except APIError as exc:
-            if exc.err_code in (10071, 10164):
+            if getattr(exc, "err_code", None) in (10071, 10164):
                 return None
             raise BusUnavailable(f"renew {lease.key}: {exc.description}") from None
         except _TRANSPORT as exc:
