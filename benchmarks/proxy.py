@@ -1,14 +1,20 @@
 """Proxy benchmark: latency the proxy adds over calling the upstream stand-in directly.
 
-    python benchmarks/proxy.py [--requests 400] [--nats URL]
+    python benchmarks/proxy.py [--requests 2000] [--rounds 4] [--nats URL]
 
 The upstream stand-in and the proxy each run in their own process (``safeguards upstream`` and
-``safeguards proxy``, on uvloop); NATS is an embedded server unless ``--nats`` names one. The
-load generator (this process) sends non-streaming Messages requests over keep-alive connections
-at 1, 16 and 64 concurrent clients (each client's first three requests, which open the
-connections, are not timed), first straight to the upstream and then through the proxy, and
-compares latency quantiles. Streaming: time to the first ``content_block_delta`` byte, direct
-vs proxied, at 1 client. The last line is JSON with the worst figure over the concurrency levels:
+``safeguards proxy``, on uvloop); NATS is an embedded server unless ``--nats`` names one. The load
+comes from a third process, ``benchmarks/loadgen.py`` (raw keep-alive connections on uvloop, a few
+tens of microseconds of client CPU per request, so the client is not what is measured), at 1, 16
+and 64 concurrent clients, non-streaming. Direct and proxied runs alternate in ``--rounds``
+rounds per level, so load from other work on a shared machine falls on both alike. Streaming:
+time to the first ``content_block_delta`` byte, direct vs proxied, at 1 client.
+
+Per level it prints direct and proxied p50/p99, the added latency and the ratio, the CPU each
+process spent per request (proxy, upstream, load generator) and how busy the whole machine was:
+when the machine is saturated (closed-loop clients keep every core busy) latency is queueing for
+CPU, and the proxy's cost shows up as its CPU per request times the queue, not as its own delay.
+The last line is JSON with the worst figure over the levels:
 ``{"added_p50_ms", "added_p99_ms", "ttft_added_p50_ms", ...}``.
 """
 
@@ -23,24 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 
 from safeguards.adapters.embedded import EmbeddedNats, free_port
 from safeguards.adapters.embedded.ports import wait_for_port
 
-BODY = json.dumps({"model": "claude-bench", "max_tokens": 64,
-                   "messages": [{"role": "user", "content": "Say something short."}]}).encode()
-STREAM_BODY = json.dumps({"model": "claude-bench", "max_tokens": 64, "stream": True,
-                          "messages": [{"role": "user", "content": "Stream something."}]}).encode()
-HEADERS = {"content-type": "application/json", "anthropic-version": "2023-06-01",
-           "x-api-key": "bench"}
-_counter = iter(range(10**9))
-
-
-def headers() -> dict[str, str]:
-    """Each request from its own account, so tier 0's 600 requests/minute never bind."""
-    return {**HEADERS, "x-csp-account-id": f"bench-{next(_counter) % 50_000}"}
+LOADGEN = Path(__file__).with_name("loadgen.py")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -50,80 +44,105 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 def quantile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-async def load(url: str, concurrency: int, total: int) -> list[float]:
-    """Latency (s) of ``total`` requests issued by ``concurrency`` clients."""
-    samples: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        per_client = max(1, total // concurrency)
+class Run:
+    """Samples (ms) and the CPU seconds spent by the load generator and the servers."""
 
-        async def one_client() -> None:
-            for _ in range(3):  # connections (client->proxy->upstream) open before we time
-                await client.post("/v1/messages", content=BODY, headers=headers())
-            for _ in range(per_client):
-                t0 = time.perf_counter()
-                r = await client.post("/v1/messages", content=BODY, headers=headers())
-                elapsed = time.perf_counter() - t0
-                if r.status_code != 200:
-                    raise RuntimeError(f"status {r.status_code} from {url}")
-                samples.append(elapsed)
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(concurrency):
-                tg.start_soon(one_client)
-    return samples
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.loadgen_cpu = 0.0
+        self.server_cpu: dict[str, float] = {}
+        self.busy = 0.0
+        self.total = 0.0
 
 
-async def ttft(url: str, total: int) -> list[float]:
-    samples: list[float] = []
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        for _ in range(total):
-            t0 = time.perf_counter()
-            first: float | None = None
-            async with client.stream("POST", "/v1/messages", content=STREAM_BODY,
-                                     headers=headers()) as r:
-                async for chunk in r.aiter_raw():
-                    if first is None and b"content_block_delta" in chunk:
-                        first = time.perf_counter() - t0
-            if first is None:
-                raise RuntimeError(f"no content_block_delta from {url}")
-            samples.append(first)
-    return samples
+_account_base = iter(range(0, 10**9, 1_000_000))
 
 
-async def run(args: argparse.Namespace, upstream: str, proxy: str,
-              proxy_pid: int) -> dict[str, Any]:
-    await load(upstream, 8, 400)  # warm both paths (connections, caches, JIT-free but lazy)
-    await load(proxy, 8, 400)
+def load(url: str, concurrency: int, total: int, run: Run, pids: dict[str, int], *,
+         stream: bool = False) -> None:
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    busy0, total0 = machine_busy()
+    cmd = [sys.executable, str(LOADGEN), url, str(concurrency), str(total),
+           "--account-base", str(next(_account_base))]
+    if stream:
+        cmd.append("--stream")
+    out = subprocess.run(cmd, check=True, capture_output=True, timeout=600).stdout
+    busy1, total1 = machine_busy()
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    run.samples += result["samples_ms"]
+    run.loadgen_cpu += result["cpu_s"]
+    for name, pid in pids.items():
+        run.server_cpu[name] = run.server_cpu.get(name, 0.0) + cpu_seconds(pid) - cpu0[name]
+    run.busy += busy1 - busy0
+    run.total += total1 - total0
+
+
+def per_request_us(run: Run, name: str) -> int:
+    return round(run.server_cpu.get(name, 0.0) / max(1, len(run.samples)) * 1e6)
+
+
+def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
+               pids: dict[str, int]) -> dict[str, Any]:
+    load(upstream, 8, 400, Run(), pids)  # warm both paths (connections, caches)
+    load(proxy, 8, 400, Run(), pids)
     results: dict[str, Any] = {}
     worst50 = worst99 = -1e9
+    cores = os.cpu_count() or 1
     for concurrency in (1, 16, 64):
         total = max(args.requests, concurrency * 20)
-        direct = await load(upstream, concurrency, total)
-        cpu0 = cpu_seconds(proxy_pid)
-        proxied = await load(proxy, concurrency, total)
-        cpu_us = (cpu_seconds(proxy_pid) - cpu0) / len(proxied) * 1e6
-        d50, d99 = quantile(direct, 0.5) * 1e3, quantile(direct, 0.99) * 1e3
-        p50, p99 = quantile(proxied, 0.5) * 1e3, quantile(proxied, 0.99) * 1e3
-        print(f"c={concurrency:>2}: direct p50={d50:.3f}ms p99={d99:.3f}ms | proxy "
-              f"p50={p50:.3f}ms p99={p99:.3f}ms | added p50={p50 - d50:.3f}ms "
-              f"p99={p99 - d99:.3f}ms (n={len(proxied)}; proxy CPU {cpu_us:.0f}us/request)")
-        results[f"c{concurrency}"] = {
+        per_round = max(concurrency, total // args.rounds)
+        direct, proxied = Run(), Run()
+        for _ in range(args.rounds):
+            load(upstream, concurrency, per_round, direct, pids)
+            load(proxy, concurrency, per_round, proxied, pids)
+        d50, d99 = quantile(direct.samples, 0.5), quantile(direct.samples, 0.99)
+        p50, p99 = quantile(proxied.samples, 0.5), quantile(proxied.samples, 0.99)
+        busy = proxied.busy / max(1.0, proxied.total)
+        level = {
             "direct_p50_ms": round(d50, 3), "direct_p99_ms": round(d99, 3),
             "proxy_p50_ms": round(p50, 3), "proxy_p99_ms": round(p99, 3),
-            "proxy_cpu_us_per_request": round(cpu_us)}
+            "added_p50_ms": round(p50 - d50, 3), "added_p99_ms": round(p99 - d99, 3),
+            "ratio_p50": round(p50 / d50, 2), "ratio_p99": round(p99 / d99, 2),
+            "proxy_cpu_us_per_request": per_request_us(proxied, "proxy"),
+            "upstream_cpu_us_per_request": per_request_us(proxied, "upstream"),
+            "loadgen_cpu_us_per_request": round(
+                proxied.loadgen_cpu / max(1, len(proxied.samples)) * 1e6),
+            "machine_busy_during_proxied": round(busy, 2),
+            "machine_busy_during_direct": round(direct.busy / max(1.0, direct.total), 2),
+            "n": len(proxied.samples),
+        }
+        print(f"c={concurrency:>2}: direct p50={d50:.3f}ms p99={d99:.3f}ms | proxy "
+              f"p50={p50:.3f}ms p99={p99:.3f}ms | added p50={p50 - d50:.3f}ms "
+              f"p99={p99 - d99:.3f}ms | ratio p50 x{p50 / d50:.2f} p99 x{p99 / d99:.2f} "
+              f"(n={len(proxied.samples)}; CPU/request: proxy "
+              f"{level['proxy_cpu_us_per_request']}us, upstream "
+              f"{level['upstream_cpu_us_per_request']}us, loadgen "
+              f"{level['loadgen_cpu_us_per_request']}us; machine {busy:.0%} busy of {cores} "
+              f"cores{' - SATURATED: latency is CPU queueing' if busy > 0.9 else ''})")
+        results[f"c{concurrency}"] = level
         worst50, worst99 = max(worst50, p50 - d50), max(worst99, p99 - d99)
-    await ttft(upstream, 20)
-    await ttft(proxy, 20)
-    t_direct = await ttft(upstream, args.stream_requests)
-    t_proxy = await ttft(proxy, args.stream_requests)
-    td, tp = quantile(t_direct, 0.5) * 1e3, quantile(t_proxy, 0.5) * 1e3
+    load(upstream, 1, 20, Run(), pids, stream=True)
+    load(proxy, 1, 20, Run(), pids, stream=True)
+    t_direct, t_proxy = Run(), Run()
+    for _ in range(args.rounds):
+        load(upstream, 1, args.stream_requests // args.rounds, t_direct, pids, stream=True)
+        load(proxy, 1, args.stream_requests // args.rounds, t_proxy, pids, stream=True)
+    td, tp = quantile(t_direct.samples, 0.5), quantile(t_proxy.samples, 0.5)
     print(f"streaming TTFT p50: direct {td:.3f}ms, proxy {tp:.3f}ms, added {tp - td:.3f}ms")
+    results["ttft"] = {"direct_p50_ms": round(td, 3), "proxy_p50_ms": round(tp, 3)}
     results["summary"] = {"added_p50_ms": round(worst50, 3), "added_p99_ms": round(worst99, 3),
                           "ttft_added_p50_ms": round(tp - td, 3)}
     return results
@@ -138,7 +157,8 @@ def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--stream-requests", type=int, default=200)
     parser.add_argument("--nats", default=None)
     parser.add_argument("--logs", type=Path, default=Path("/tmp"))
@@ -157,9 +177,9 @@ def main() -> None:
         wait_for_port("127.0.0.1", up_port, 30)
         wait_for_port("127.0.0.1", proxy_port, 30)
         time.sleep(1.0)  # let the proxy's feed read the (empty) enforcement stream
-        results = anyio.run(run, args, f"http://127.0.0.1:{up_port}",
-                            f"http://127.0.0.1:{proxy_port}", procs[1].pid,
-                            backend_options={"use_uvloop": True})
+        results = run_levels(args, f"http://127.0.0.1:{up_port}",
+                             f"http://127.0.0.1:{proxy_port}",
+                             {"upstream": procs[0].pid, "proxy": procs[1].pid})
         metrics = httpx.get(f"http://127.0.0.1:{proxy_port}/metrics").text
         drops = [line for line in metrics.splitlines()
                  if line.startswith(("safeguards_csp_telemetry_dropped_total",

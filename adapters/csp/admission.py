@@ -8,11 +8,11 @@ and queues the metadata-only signal and the content for scoring (never waiting o
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from hashlib import sha256
 from typing import Any
 
 from safeguards.adapters.csp.classify import SyncClassifier
@@ -22,6 +22,10 @@ from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.wire import BadRequest, parse_messages_request
 from safeguards.core.errors import InvalidAccountId
 from safeguards.core.ids import validate_account_id
+
+# Request ids: a random per-process prefix and a counter (unique without a system call each).
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count()
 
 
 @dataclass(slots=True)
@@ -54,9 +58,9 @@ class Admission:
 
     async def admit(self, account: str, body: bytes, surface: str) -> Admitted:
         doc, prompt = parse_messages_request(body)
-        request = GateRequest(account, secrets.token_hex(12), model=doc["model"],
+        request = GateRequest(account, f"{_ID_PREFIX}{next(_ID_COUNTER):08x}", model=doc["model"],
                               streamed=bool(doc.get("stream", False)), prompt_chars=len(prompt),
-                              prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest(),
+                              prompt_sha256=sha256(prompt.encode()).hexdigest(),
                               surface=surface)
         now = time.time()
         t0 = time.perf_counter()
@@ -76,8 +80,4 @@ class Admission:
     def observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,
                 prompt: str, completion: str) -> None:
         self.gate.observe(request, GateResponse(action, tokens_in, tokens_out), time.time())
-        telemetry = self.telemetry
-        at = datetime.now(UTC)
-        telemetry.emit_request(request, action, tokens_in, tokens_out, at=at)
-        telemetry.emit_content(request, "prompt", prompt, at=at)
-        telemetry.emit_content(request, "completion", completion, at=at)
+        self.telemetry.emit_observed(request, action, tokens_in, tokens_out, prompt, completion)

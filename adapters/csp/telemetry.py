@@ -1,17 +1,21 @@
 """Telemetry without waiting: request signals and content leave through a bounded buffer.
 
-A request never awaits the broker. ``emit`` puts an encoded message into a bounded in-memory
-buffer (``send_nowait``); a full buffer is a counted drop. A drain task in the owner's task group
-publishes to JetStream asynchronously (``publish_async``, with a ``Nats-Msg-Id`` so a retry is
-deduplicated) and does not wait for each acknowledgement: acks resolve futures, and a sweeper
-counts as unsent every publish not acknowledged within its deadline, as well as every one that
-failed (NATS down, no stream, a stall past the in-flight limit). Nothing is dropped without a
-count, and nothing here ever holds up a response.
+A request never awaits the broker, nor pays for encoding on its way out. ``emit_observed`` (and
+the single-message ``emit_request`` / ``emit_content``) puts one small tuple of references into a
+bounded in-memory buffer (``send_nowait``), after the response has been sent; a full buffer is a
+counted drop. A drain task in the owner's task group takes whatever is queued, encodes it (the
+metadata-only RequestObserved signal to the account's partition subject, the prompt and the
+completion to the region's content subject) and hands the whole batch to NATS as core publishes
+that carry a reply subject naming the batch (``<inbox>.<batch>``): JetStream stores each message
+and answers on that subject, one wildcard subscription counts the answers, and a sweeper counts
+as unsent whatever a batch has not had acknowledged within its deadline, as well as every
+negative answer (no stream, a store failure: the server says so on the reply subject). No
+per-message futures, tasks or timers, nothing dropped without a count, and nothing here ever
+holds up a response.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
@@ -21,7 +25,7 @@ import anyio
 import nats
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
-from nats.js.api import PubAck
+from nats.aio.msg import Msg
 
 from safeguards.adapters.csp.gate import GateRequest
 from safeguards.adapters.csp.link import BusLink
@@ -35,8 +39,24 @@ log = logging.getLogger(__name__)
 MAX_CONTENT_CHARS = 200_000  # the content stream's records stay well under the codec's 1 MiB
 
 SUBJECT_CACHE_SIZE = 100_000
-PUBLISH_BATCH = 256
-_Item = tuple[str, bytes, str]  # subject, payload, message id
+PUBLISH_BATCH = 256  # queued items encoded and written per drain pass
+
+# A queued item: what the drain needs to build the messages of one request, by reference.
+# (request, action, input tokens, output tokens, prompt, completion, unix time, messages)
+# ``messages`` is 1 for a signal only (prompt and completion None), else what it expands to.
+_Item = tuple[GateRequest, str, int, int, "str | None", "str | None", float, int]
+_CONTENT_ONLY = ""  # the action of an item that carries content and no signal
+_KINDS: tuple[ContentKind, ContentKind] = ("prompt", "completion")
+
+
+class _Batch:
+    __slots__ = ("acked", "deadline", "expected", "failed")
+
+    def __init__(self, expected: int, deadline: float) -> None:
+        self.expected = expected
+        self.deadline = deadline
+        self.acked = 0
+        self.failed = 0
 
 
 class Telemetry:
@@ -49,7 +69,10 @@ class Telemetry:
         self.workers = workers
         self._send, self._receive = anyio.create_memory_object_stream[_Item](capacity)
         self._subject_cache: dict[str, tuple[str, str]] = {}
-        self._inflight: deque[tuple[float, asyncio.Future[PubAck]]] = deque()
+        self._batches: dict[int, _Batch] = {}
+        self._deadlines: deque[tuple[float, int]] = deque()
+        self._next_batch = 0
+        self._inbox: str | None = None
         self.sent = 0
         self.dropped: dict[str, int] = {"buffer_full": 0, "not_connected": 0,
                                         "publish_failed": 0, "closed": 0}
@@ -58,45 +81,38 @@ class Telemetry:
     def queued(self) -> int:
         return self._send.statistics().current_buffer_used
 
-    def emit(self, subject: str, payload: bytes, msg_id: str) -> bool:
+    def _put(self, item: _Item) -> bool:
         try:
-            self._send.send_nowait((subject, payload, msg_id))
+            self._send.send_nowait(item)
         except anyio.WouldBlock:
-            self.dropped["buffer_full"] += 1
+            self.dropped["buffer_full"] += item[7]
             return False
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self.dropped["closed"] += 1
+            self.dropped["closed"] += item[7]
             return False
         return True
 
+    def emit_observed(self, request: GateRequest, action: str, input_tokens: int,
+                      output_tokens: int, prompt: str, completion: str) -> bool:
+        """After a response: its signal, and its prompt and completion for scoring."""
+        messages = 1 + bool(prompt) + bool(completion)
+        return self._put((request, action, input_tokens, output_tokens, prompt, completion,
+                          time.time(), messages))
+
     def emit_request(self, request: GateRequest, action: str, input_tokens: int,
-                     output_tokens: int, *, at: datetime | None = None) -> None:
+                     output_tokens: int, *, at: datetime | None = None) -> bool:
         """The metadata-only RequestObserved signal for the account's actor."""
-        occurred = at or datetime.now(UTC)
-        signal = Signal(
-            signal_id=f"req:{request.request_id}", account_id=request.account_id,
-            region=self.region, occurred_at=occurred, correlation_id=request.request_id,
-            observation=RequestObserved(
-                request_id=request.request_id, model=request.model, surface=request.surface,
-                input_tokens=input_tokens, output_tokens=output_tokens,
-                prompt_chars=request.prompt_chars, prompt_sha256=request.prompt_sha256,
-                streamed=request.streamed, action=action,
-            ),
-        )
-        self.emit(self._subjects(request.account_id)[0], encode_signal(signal), signal.signal_id)
+        when = at.timestamp() if at is not None else time.time()
+        return self._put((request, action, input_tokens, output_tokens, None, None, when, 1))
 
     def emit_content(self, request: GateRequest, kind: ContentKind, text: str, *,
-                     at: datetime | None = None) -> None:
+                     at: datetime | None = None) -> bool:
         """Prompt or completion text for asynchronous scoring (the short-TTL content stream)."""
         if not text:
-            return
-        item = ContentItem(
-            request_id=request.request_id, account_id=request.account_id, region=self.region,
-            kind=kind, text=text[:MAX_CONTENT_CHARS], occurred_at=at or datetime.now(UTC),
-            correlation_id=request.request_id,
-        )
-        self.emit(self._subjects(request.account_id)[1], encode_record(item),
-                  f"{kind}:{request.request_id}")
+            return True
+        when = at.timestamp() if at is not None else time.time()
+        prompt, completion = (text, None) if kind == "prompt" else (None, text)
+        return self._put((request, _CONTENT_ONLY, 0, 0, prompt, completion, when, 1))
 
     def _subjects(self, account_id: str) -> tuple[str, str]:
         """The account's inputs and content subjects, memoised (bounded) off the hot path."""
@@ -108,6 +124,32 @@ class Telemetry:
                      content_subject(self.region, account_id))
             self._subject_cache[account_id] = found
         return found
+
+    def _encode(self, item: _Item, out: list[tuple[str, bytes]]) -> None:
+        request, action, tokens_in, tokens_out, prompt, completion, when, _ = item
+        at = datetime.fromtimestamp(when, UTC)
+        inputs, content = self._subjects(request.account_id)
+        if action:
+            signal = Signal(
+                signal_id=f"req:{request.request_id}", account_id=request.account_id,
+                region=self.region, occurred_at=at, correlation_id=request.request_id,
+                observation=RequestObserved(
+                    request_id=request.request_id, model=request.model,
+                    surface=request.surface, input_tokens=tokens_in, output_tokens=tokens_out,
+                    prompt_chars=request.prompt_chars, prompt_sha256=request.prompt_sha256,
+                    streamed=request.streamed, action=action,
+                ),
+            )
+            out.append((inputs, encode_signal(signal)))
+        for kind, text in zip(_KINDS, (prompt, completion), strict=True):
+            if text:
+                record = ContentItem(
+                    request_id=request.request_id, account_id=request.account_id,
+                    region=self.region, kind=kind,
+                    text=text[:MAX_CONTENT_CHARS], occurred_at=at,
+                    correlation_id=request.request_id,
+                )
+                out.append((content, encode_record(record)))
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -129,50 +171,90 @@ class Telemetry:
                         break
                 await self._publish(batch)
 
-    async def _publish(self, batch: list[_Item]) -> None:
+    async def _ack_inbox(self) -> str | None:
+        """The wildcard subscription that counts acknowledgements (made once connected)."""
+        if self._inbox is not None:
+            return self._inbox
         link = self.link
-        js = link.js if link is not None else None
-        if js is None or link is None or not link.is_connected:
-            self.dropped["not_connected"] += len(batch)
-            return
-        deadline = time.monotonic() + self.publish_timeout_s
-        for index, (subject, payload, msg_id) in enumerate(batch):
-            try:
-                # Our own deadline bounds a stall on nats-py's in-flight limit: its wait_stall
-                # would wrap every publish in a task (twice the CPU).
-                with anyio.fail_after(self.publish_timeout_s + 0.5):
-                    ack = await js.publish_async(subject, payload,
-                                                 headers={"Nats-Msg-Id": msg_id})
-            except TimeoutError:
-                self.dropped["publish_failed"] += len(batch) - index  # stalled: give up on it
-                log.debug("telemetry publish stalled past its deadline")
-                return
-            except (OSError, nats.errors.Error) as exc:
-                self.dropped["publish_failed"] += 1
-                log.debug("telemetry publish failed: %s", type(exc).__name__)
-                continue
-            ack.add_done_callback(self._acknowledged)
-            self._inflight.append((deadline, ack))
+        nc = link.nc if link is not None else None
+        if nc is None or not nc.is_connected:
+            return None
+        inbox = nc.new_inbox()
+        with anyio.fail_after(self.publish_timeout_s):
+            await nc.subscribe(inbox + ".*", cb=self._acknowledged)
+        self._inbox = inbox
+        return inbox
 
-    def _acknowledged(self, ack: asyncio.Future[PubAck]) -> None:
-        if ack.cancelled():
-            return  # the sweeper gave up on it and counted it
-        if ack.exception() is not None:
+    async def _publish(self, items: list[_Item]) -> None:
+        expected = sum(item[7] for item in items)
+        link = self.link
+        nc = link.nc if link is not None else None
+        if nc is None or not nc.is_connected:
+            self.dropped["not_connected"] += expected
+            return
+        try:
+            inbox = await self._ack_inbox()
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            log.debug("telemetry acknowledgement inbox failed: %s", type(exc).__name__)
+            inbox = None
+        if inbox is None:
+            self.dropped["not_connected"] += expected
+            return
+        messages: list[tuple[str, bytes]] = []
+        for item in items:
+            self._encode(item, messages)
+        batch_id = self._next_batch
+        self._next_batch += 1
+        reply = f"{inbox}.{batch_id}"
+        deadline = time.monotonic() + self.publish_timeout_s
+        batch = _Batch(len(messages), deadline)
+        self._batches[batch_id] = batch
+        self._deadlines.append((deadline, batch_id))
+        publish = nc.publish
+        for index, (subject, payload) in enumerate(messages):
+            try:
+                await publish(subject, payload, reply=reply)
+            except (OSError, nats.errors.Error) as exc:
+                # not written (disconnected with a full reconnect buffer, closed): the rest of
+                # the batch would meet the same fate
+                unsent = len(messages) - index
+                batch.expected -= unsent
+                self.dropped["publish_failed"] += unsent
+                log.debug("telemetry publish failed: %s", type(exc).__name__)
+                break
+        self._settle(batch_id, batch)
+
+    async def _acknowledged(self, msg: Msg) -> None:
+        batch_id = int(msg.subject.rpartition(".")[2])
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            return  # the sweeper gave up on this batch and counted it
+        data = msg.data
+        # a PubAck is {"stream":..,"seq":..}; an error has "error", and a publish nothing
+        # stores gets an empty no-responders status
+        if not data or b'"error"' in data:
+            batch.failed += 1
             self.dropped["publish_failed"] += 1
         else:
+            batch.acked += 1
             self.sent += 1
+        self._settle(batch_id, batch)
+
+    def _settle(self, batch_id: int, batch: _Batch) -> None:
+        if batch.acked + batch.failed >= batch.expected:
+            self._batches.pop(batch_id, None)
 
     async def _sweep(self) -> None:
         """Count publishes whose acknowledgement did not come within the deadline."""
-        inflight = self._inflight
+        deadlines = self._deadlines
         while True:
             await anyio.sleep(min(0.25, self.publish_timeout_s / 2))
             now = time.monotonic()
-            while inflight and (inflight[0][1].done() or inflight[0][0] <= now):
-                _, ack = inflight.popleft()
-                if not ack.done():
-                    ack.cancel()
-                    self.dropped["publish_failed"] += 1
+            while deadlines and deadlines[0][0] <= now:
+                _, batch_id = deadlines.popleft()
+                batch = self._batches.pop(batch_id, None)
+                if batch is not None:
+                    self.dropped["publish_failed"] += batch.expected - batch.acked - batch.failed
 
     @property
     def dropped_total(self) -> int:

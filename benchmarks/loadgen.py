@@ -1,0 +1,159 @@
+"""A lean HTTP/1.1 load generator for the proxy benchmark, run as its own process.
+
+    python benchmarks/loadgen.py URL CONCURRENCY REQUESTS [--stream]
+
+A general-purpose client (httpx) spends several hundred microseconds of Python per request, so
+at 16 or 64 clients on a small machine it becomes the bottleneck it is meant to measure around.
+This one keeps ``CONCURRENCY`` keep-alive connections (asyncio protocols on uvloop), writes each
+pre-formatted request in one call and finds the end of each response from its content-length
+(or, streaming, the final chunk), so the client's own cost stays in the tens of microseconds.
+Each connection's first three requests open the path (client -> proxy -> upstream) and are not
+timed. Output: one JSON line, ``{"samples_ms": [...], "cpu_s": ..., "wall_s": ...}``; with
+``--stream`` the samples are the time to the first ``content_block_delta`` byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from typing import cast
+from urllib.parse import urlsplit
+
+BODY = json.dumps({"model": "claude-bench", "max_tokens": 64,
+                   "messages": [{"role": "user", "content": "Say something short."}]}).encode()
+STREAM_BODY = json.dumps({"model": "claude-bench", "max_tokens": 64, "stream": True,
+                          "messages": [{"role": "user", "content": "Stream something."}]}).encode()
+WARMUP = 3
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection; ``request`` sends and waits for the whole response."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.done: asyncio.Future[int] | None = None
+        self.first_delta: float | None = None
+        self.streaming = False
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionError("connection closed")
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(self.lost)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer
+        buf += data
+        if self.streaming:
+            if self.first_delta is None and b"content_block_delta" in buf:
+                self.first_delta = time.perf_counter()
+            if buf.endswith(b"0\r\n\r\n"):
+                self._finish()
+            return
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        start = buf.find(b"content-length:", 0, end)
+        if start < 0:
+            start = buf.find(b"Content-Length:", 0, end)
+        if start < 0:
+            raise RuntimeError("a response without content-length")
+        line_end = buf.find(b"\r\n", start)
+        length = int(buf[start + 15:line_end])
+        if len(buf) >= end + 4 + length:
+            self._finish()
+
+    def _finish(self) -> None:
+        status = int(self.buffer[9:12])
+        self.buffer.clear()
+        if self.done is not None and not self.done.done():
+            self.done.set_result(status)
+
+    async def request(self, data: bytes, *, streaming: bool = False) -> int:
+        if self.lost is not None:
+            raise self.lost
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
+        self.streaming = streaming
+        self.first_delta = None
+        self.transport.write(data)
+        return await self.done
+
+
+def request_bytes(host: str, account: int, body: bytes) -> bytes:
+    # each request from its own account, so tier 0's 600 requests/minute never bind
+    return (b"POST /v1/messages HTTP/1.1\r\nhost: " + host.encode()
+            + b"\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
+            b"x-api-key: bench\r\nx-csp-account-id: bench-" + str(account % 50_000).encode()
+            + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+async def run(url: str, concurrency: int, total: int, streaming: bool,
+              account_base: int) -> list[float]:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    netloc = parts.netloc
+    loop = asyncio.get_running_loop()
+    body = STREAM_BODY if streaming else BODY
+    counter = iter(range(account_base, account_base + 10**8))
+    samples: list[float] = []
+    per_client = max(1, total // concurrency)
+
+    async def one_client() -> None:
+        _, conn = await loop.create_connection(Connection, host, port)
+        try:
+            for i in range(WARMUP + per_client):
+                data = request_bytes(netloc, next(counter), body)
+                t0 = time.perf_counter()
+                status = await asyncio.wait_for(conn.request(data, streaming=streaming), 30)
+                t1 = time.perf_counter()
+                if status != 200:
+                    raise RuntimeError(f"status {status} from {url}")
+                if i < WARMUP:
+                    continue
+                if streaming:
+                    if conn.first_delta is None:
+                        raise RuntimeError(f"no content_block_delta from {url}")
+                    samples.append(conn.first_delta - t0)
+                else:
+                    samples.append(t1 - t0)
+        finally:
+            if conn.transport is not None:
+                conn.transport.close()
+
+    await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("concurrency", type=int)
+    parser.add_argument("requests", type=int)
+    parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--account-base", type=int, default=0)
+    args = parser.parse_args()
+    t0, c0 = time.perf_counter(), time.process_time()
+    work = run(args.url, args.concurrency, args.requests, args.stream, args.account_base)
+    try:
+        import uvloop
+
+        samples = uvloop.run(work)
+    except ImportError:
+        samples = asyncio.run(work)
+    print(json.dumps({"samples_ms": [round(s * 1e3, 4) for s in samples],
+                      "cpu_s": round(time.process_time() - c0, 4),
+                      "wall_s": round(time.perf_counter() - t0, 4),
+                      "pid": os.getpid()}))
+
+
+if __name__ == "__main__":
+    main()
