@@ -29,8 +29,11 @@ class _Submission:
 
 
 class GroupCommitter:
-    def __init__(self, store: EventStore, *, timeout_s: float, max_requests: int = 4096) -> None:
+    def __init__(self, store: EventStore, *, timeout_s: float, max_requests: int = 4096,
+                 linger_s: float = 0.0, linger_below: int = 128) -> None:
         self.store = store
+        self.linger_s = linger_s  # a small cycle waits this long for more submissions
+        self.linger_below = linger_below
         self.timeout_s = timeout_s
         self.max_requests = max_requests
         self._queue: list[_Submission] = []
@@ -55,6 +58,8 @@ class GroupCommitter:
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
+                if self.linger_s and sum(len(q.requests) for q in self._queue) < self.linger_below:
+                    await anyio.sleep(self.linger_s)
                 while self._queue:
                     cycle = self._take()
                     await self._commit(cycle)

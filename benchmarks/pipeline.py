@@ -161,7 +161,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
                 # Latency at half the node's rate: benign load plus violating signals.
                 # The load comes from another process, as it would from the inline adapters:
                 # the node's event loop runs only the node.
-                half = rate / 2
+                half = rate * args.load_fraction
                 client = await anyio.run_process(
                     [sys.executable, __file__, "--load-client", nats_url, region, str(half),
                      str(args.accounts), str(args.latency_s)], check=True)
@@ -212,18 +212,24 @@ async def load_client(nats_url: str, region: str, rate: float, accounts: int,
         arrivals.setdefault(decode_command(msg.data).account_id, time.perf_counter())
 
     await nc.subscribe(f"sg.{region}.enforce.>", cb=on_command)
-    end = time.perf_counter() + seconds
     benign_sent = 0
+
+    # Encoded up front: the load generator's own work must not eat the node's CPU share.
+    now = datetime.now(UTC)
+    payloads = []
+    for i in range(int(rate * seconds) + 1):
+        s = score_signal(region, f"acct-{i % accounts}", f"b-{i}", now, (("jailbreak", 0.1),))
+        payloads.append((inputs_subject(region, P, s.account_id), encode_signal(s)))
+    end = time.perf_counter() + seconds
 
     async def benign() -> None:
         nonlocal benign_sent
         t = time.perf_counter()
-        while time.perf_counter() < end:
-            s = score_signal(region, f"acct-{benign_sent % accounts}", f"b-{benign_sent}",
-                             datetime.now(UTC), (("jailbreak", 0.1),))
-            # Fire-and-forget into the stream (no PubAck wait): the load generator must not be
-            # the bottleneck of the run; the violating signals below do wait for their PubAck.
-            await nc.publish(inputs_subject(region, P, s.account_id), encode_signal(s))
+        while time.perf_counter() < end and benign_sent < len(payloads):
+            subject, payload = payloads[benign_sent]
+            # Fire-and-forget into the stream (no PubAck wait); the violating signals below do
+            # wait for theirs.
+            await nc.publish(subject, payload)
             benign_sent += 1
             t += 1 / rate
             delay = t - time.perf_counter()
@@ -261,6 +267,8 @@ if __name__ == "__main__":
     parser.add_argument("--signals", type=int, default=40_000)
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--latency-s", type=float, default=10.0)
+    parser.add_argument("--load-fraction", type=float, default=0.5,
+                        help="latency phase load as a fraction of the measured node rate")
     result = anyio.run(main, parser.parse_args())
     print(json.dumps({k: result[k] for k in ("signals_per_s", "raw_consume_per_s", "ratio",
                                               "enforce_p50_ms", "enforce_p99_ms")}))

@@ -15,6 +15,7 @@ from safeguards.adapters.bus.errors import BusUnavailable, ProvisioningConflict
 from safeguards.core.subjects import partition_filter, stream_name
 
 API_TIMEOUT_S = 5.0
+DRAIN_TIMEOUT_S = 0.003  # a no-wait batch answers at once; this only bounds an empty answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +105,25 @@ class PartitionConsumer:
             raise BusUnavailable(f"binding consumer {name}: no answer") from None
 
     async def fetch(self, batch: int, timeout_s: float) -> list[Msg]:
-        """Up to ``batch`` messages; an empty list when none came within ``timeout_s``."""
+        """Up to ``batch`` messages, returned as soon as any are there; an empty list when none
+        came within ``timeout_s``.
+
+        nats-py's ``fetch(n)`` on an idle consumer long-polls and, once a first message arrives,
+        keeps waiting for the other ``n - 1`` until its timeout: a lone signal would wait out
+        the whole poll. So: take what is already there (a no-wait batch), else long-poll for
+        one message, then take whatever came with it."""
         if self._sub is None:
             raise RuntimeError("PartitionConsumer.fetch before open")
+        msgs = await self._fetch(batch, DRAIN_TIMEOUT_S)
+        if msgs:
+            return msgs
+        first = await self._fetch(1, timeout_s)
+        if not first or batch == 1:
+            return first
+        return first + await self._fetch(batch - 1, DRAIN_TIMEOUT_S)
+
+    async def _fetch(self, batch: int, timeout_s: float) -> list[Msg]:
+        assert self._sub is not None
         try:
             with anyio.fail_after(timeout_s + 2.0):
                 msgs: list[Msg] = await self._sub.fetch(batch, timeout=timeout_s)
