@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import anyio
 from safeguards.adapters.csp.admission import Admission, account_from_header
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
-from safeguards.adapters.csp.gate import TERMINATE_ACTION, Decision, Gate, GateRequest
+from safeguards.adapters.csp.gate import BLOCK, TERMINATE_ACTION, Decision, Gate, GateRequest
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.streams import ensure_gate_streams
@@ -43,6 +44,7 @@ from safeguards.adapters.csp.wire import (
     completion_of,
     error_body,
     is_anthropic_error,
+    parse_messages_request,
     refusal_message,
     sse_error,
     with_safety_prompt,
@@ -63,6 +65,7 @@ _HOP_BY_HOP = frozenset({
     b"accept-encoding", b"content-encoding",
 })
 _JSON = (b"content-type", b"application/json")
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")  # what /v1/models/{id} may name
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,14 @@ class CspProxy:
                 self.metrics.rejected_requests.labels(str(exc.status)).inc()
                 await self._error(send, exc.status, str(exc))
             return
+        if path == "/v1/messages/count_tokens" or path == "/v1/models" or path.startswith(
+                "/v1/models/"):
+            try:
+                await self._passthrough(scope, receive, send)
+            except BadRequest as exc:
+                self.metrics.rejected_requests.labels(str(exc.status)).inc()
+                await self._error(send, exc.status, str(exc))
+            return
         if path == "/metrics" and method == "GET":
             await _respond(send, 200, self.metrics.render(),
                            (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"))
@@ -195,7 +206,10 @@ class CspProxy:
 
     # --- /v1/messages ---------------------------------------------------------------------------
 
-    async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _account_and_body(self, scope: Scope, receive: Receive
+                                ) -> tuple[str, bytes | None, list[tuple[bytes, bytes]]]:
+        """The validated account, the body (None: the client went away) and the headers to
+        forward (the account header and hop-by-hop ones stay here)."""
         account_raw: bytes | None = None
         declared: bytes | None = None
         forward: list[tuple[bytes, bytes]] = []
@@ -211,6 +225,10 @@ class CspProxy:
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise BadRequest(413, f"request body exceeds {limit} bytes")
         body = await _read_body(receive, limit)
+        return account, body, forward
+
+    async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+        account, body, forward = await self._account_and_body(scope, receive)
         if body is None:
             return  # the client went away
         admitted = await self.admission.admit(account, body, "proxy")
@@ -241,6 +259,66 @@ class CspProxy:
                 await self._stream(request, decision, response, receive, send, prompt)
             else:
                 await self._whole(request, decision, response, send, prompt)
+        finally:
+            await response.aclose()
+
+    # --- /v1/messages/count_tokens and /v1/models ----------------------------------------------
+
+    async def _passthrough(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Requests that generate nothing: the account header is checked like everywhere;
+        count_tokens (POST) is refused for a blocked account but is not rate limited and sends
+        no telemetry; the models list and lookup (GET) only need a valid account."""
+        path, method = scope["path"], scope["method"]
+        counting = path == "/v1/messages/count_tokens"
+        if method != ("POST" if counting else "GET"):
+            raise BadRequest(405, f"use {'POST' if counting else 'GET'} for {path}")
+        account, body, forward = await self._account_and_body(scope, receive)
+        if body is None:
+            return  # the client went away
+        if not counting and path != "/v1/models" and not _MODEL_ID.fullmatch(path[11:]):
+            raise BadRequest(404, "no such model")
+        if counting:
+            parse_messages_request(body)  # malformed requests get the same 400s as /v1/messages
+            decision = self.gate.peek(account, time.time())
+            if decision.flags & BLOCK:
+                self.gate.count(decision)
+                await self._refuse(send, decision)
+                return
+        target = scope.get("raw_path") or path.encode("latin-1")
+        query = scope.get("query_string", b"")
+        if query:
+            target += b"?" + query
+        forward.append((b"accept-encoding", b"identity"))
+        assert self._client is not None, "the proxy serves only inside running()"
+        try:
+            response = await self._client.request(method.encode(), target, body, forward)
+        except UpstreamTimeout:
+            self.metrics.upstream_errors.labels("timeout").inc()
+            await self._error(send, 504, "the upstream model timed out")
+            return
+        except UpstreamError as exc:
+            self.metrics.upstream_errors.labels(type(exc).__name__).inc()
+            await self._error(send, 502, "the upstream model is unreachable")
+            return
+        try:
+            try:
+                answer = await response.read()
+            except UpstreamError as exc:
+                self.metrics.upstream_errors.labels(type(exc).__name__).inc()
+                await self._error(send, 502, "the upstream model's response was cut off")
+                return
+            status = response.status
+            if status >= 300:
+                self.metrics.upstream_errors.labels(f"status_{status}").inc()
+                if not is_anthropic_error(answer):
+                    status = status if status >= 400 else 502
+                    answer = error_body(status, f"the upstream model answered with status "
+                                                f"{response.status}")
+            headers = [_JSON]
+            request_id = response.headers.get(b"request-id")
+            if request_id:
+                headers.append((b"request-id", request_id))
+            await _respond(send, status, answer, *headers)
         finally:
             await response.aclose()
 

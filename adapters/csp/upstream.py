@@ -35,6 +35,10 @@ Send = Callable[[Message], Awaitable[None]]
 DEFAULT_REPLY = ("Here is a short, helpful answer from the scripted stand-in model. It says the "
                  "same thing every time, so tests and benchmarks can rely on it.")
 _DIRECTIVE = re.compile(r"#(reply-chars|status|disconnect-after|delay-ms)=(\d{1,7})|#(echo)")
+MODELS: tuple[dict[str, str], ...] = tuple(
+    {"type": "model", "id": name, "display_name": display, "created_at": "2025-01-01T00:00:00Z"}
+    for name, display in (("claude-stand-in-1", "Stand-in 1"),
+                          ("claude-stand-in-2", "Stand-in 2")))
 _FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
 
 
@@ -54,11 +58,14 @@ def _tokens(chars: int) -> int:
 
 
 class UpstreamApp:
-    """ASGI app: ``POST /v1/messages`` (JSON or SSE) and ``GET /healthz``."""
+    """ASGI app: ``POST /v1/messages`` (JSON or SSE), ``POST /v1/messages/count_tokens``,
+    ``GET /v1/models`` (and ``/v1/models/{id}``) and ``GET /healthz``."""
 
     def __init__(self, script: Script | None = None) -> None:
         self.script = script or Script()
         self.requests = 0
+        self.count_tokens_requests = 0
+        self.model_requests = 0
         self.last_system: Any = None  # what the last request's system prompt was (for tests)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,7 +82,12 @@ class UpstreamApp:
         if scope["path"] == "/healthz":
             await _respond(send, 200, b'{"ok":true}')
             return
-        if scope["path"] != "/v1/messages" or scope["method"] != "POST":
+        path, method = scope["path"], scope["method"]
+        if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
+            await self._models(path, send)
+            return
+        counting = path == "/v1/messages/count_tokens"
+        if (path != "/v1/messages" and not counting) or method != "POST":
             await _respond(send, 404, error_body(404, "no such endpoint"))
             return
         body = b""
@@ -94,9 +106,28 @@ class UpstreamApp:
         except BadRequest as exc:
             await _respond(send, exc.status, error_body(exc.status, str(exc)))
             return
+        if counting:
+            self.count_tokens_requests += 1
+            prompt_chars = sum(len(t) for t in _all_texts(doc))
+            await _respond(send, 200, json.dumps({"input_tokens": _tokens(prompt_chars)}).encode())
+            return
         self.requests += 1
         self.last_system = doc.get("system")
         await self._complete(doc, send)
+
+    async def _models(self, path: str, send: Send) -> None:
+        self.model_requests += 1
+        if path == "/v1/models":
+            await _respond(send, 200, json.dumps({
+                "data": list(MODELS), "has_more": False, "first_id": MODELS[0]["id"],
+                "last_id": MODELS[-1]["id"]}).encode())
+            return
+        wanted = path.removeprefix("/v1/models/")
+        for model in MODELS:
+            if model["id"] == wanted:
+                await _respond(send, 200, json.dumps(model).encode())
+                return
+        await _respond(send, 404, error_body(404, "no such model"))
 
     async def _complete(self, doc: dict[str, Any], send: Send) -> None:
         last_user = _last_user_text(doc)

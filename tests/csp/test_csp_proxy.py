@@ -233,3 +233,55 @@ async def _test_stream_is_ended_with_refusal_when_the_score_crosses(
     assert text == HARMFUL_STORY[:784]
     assert short.stop_reason == "end_turn"
     assert running_proxy.proxy.gate.counts[("terminate_stream", "violence")] == 1
+
+
+async def test_count_tokens_and_models_pass_through(proxy_env: ProxyEnv, region: Region) -> None:
+    async with proxy_env() as running_proxy:
+        await _test_count_tokens_and_models_pass_through(running_proxy, region)
+
+
+async def _test_count_tokens_and_models_pass_through(running_proxy: RunningProxy,
+                                                     region: Region) -> None:
+    await region.enforce("acct-bad", 4, 1)
+    await region.enforce("acct-slow", 3, 1)  # 10 requests a minute, synchronous screening
+    await wait_for_level(running_proxy, "acct-bad", 1)
+    await wait_for_level(running_proxy, "acct-slow", 1)
+    upstream = running_proxy.upstream
+    slow = client(running_proxy, "acct-slow")
+    # count_tokens: not rate limited, not screened (no classifier runs here), no telemetry
+    for _ in range(15):
+        counted = await slow.messages.count_tokens(
+            model=MODEL, messages=[{"role": "user", "content": "x" * 40}])
+        assert counted.input_tokens == 10
+    assert upstream.count_tokens_requests == 15 and upstream.requests == 0
+    models = await slow.models.list()
+    assert [m.id for m in models.data] == ["claude-stand-in-1", "claude-stand-in-2"]
+    assert (await slow.models.retrieve("claude-stand-in-2")).display_name == "Stand-in 2"
+    with pytest.raises(anthropic.NotFoundError):
+        await slow.models.retrieve("claude-nonexistent")
+    # a blocked account may not count tokens (the gate's block check), counted as a block
+    bad = client(running_proxy, "acct-bad")
+    with pytest.raises(anthropic.PermissionDeniedError):
+        await bad.messages.count_tokens(model=MODEL,
+                                        messages=[{"role": "user", "content": "hi"}])
+    assert upstream.count_tokens_requests == 15
+    assert running_proxy.proxy.gate.counts[("block", "level_4")] == 1
+    # the same account-header validation as /v1/messages, and typed errors for bad requests
+    async with httpx.AsyncClient(base_url=running_proxy.url) as http:
+        missing = await http.get("/v1/models")
+        assert missing.status_code == 401
+        assert missing.json()["error"]["type"] == "authentication_error"
+        invalid = await http.get("/v1/models", headers={"x-csp-account-id": "bad id"})
+        assert invalid.status_code == 400
+        ok = {"x-csp-account-id": "acct-ok"}
+        assert (await http.post("/v1/models", headers=ok)).status_code == 405
+        assert (await http.get("/v1/messages/count_tokens", headers=ok)).status_code == 405
+        malformed = await http.post("/v1/messages/count_tokens", headers=ok, content=b"{")
+        assert malformed.status_code == 400
+        assert malformed.json()["error"]["type"] == "invalid_request_error"
+        listed = await http.get("/v1/models?limit=1", headers=ok)
+        assert listed.status_code == 200 and listed.json()["has_more"] is False
+    assert upstream.model_requests == 4
+    proxy = running_proxy.proxy
+    assert proxy.telemetry.queued == 0 and proxy.telemetry.sent == 0
+    assert proxy.telemetry.dropped_total == 0
