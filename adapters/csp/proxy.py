@@ -82,6 +82,7 @@ class ProxyConfig:
     classify_all_streams: bool = False
     telemetry_capacity: int = 10_000
     telemetry_workers: int = 1
+    telemetry_linger_s: float = 0.005  # how long a telemetry batch waits to fill
     publish_timeout_s: float = 2.0
     feed_heartbeat_s: float = 1.0
     provision_streams: bool = False  # create missing gate streams (stand-alone demos and tests)
@@ -103,7 +104,8 @@ class CspProxy:
         self.telemetry = Telemetry(self.link, config.region, config.partitions,
                                    capacity=config.telemetry_capacity,
                                    workers=config.telemetry_workers,
-                                   publish_timeout_s=config.publish_timeout_s)
+                                   publish_timeout_s=config.publish_timeout_s,
+                                   linger_s=config.telemetry_linger_s)
         self.classifier = SyncClassifier(self.link, config.region,
                                          policy.gate.classify_deadline_ms)
         self.metrics = CspMetrics(self.gate, self.telemetry, self.feed)
@@ -484,6 +486,6 @@ async def serve_proxy(config: ProxyConfig, policy: Policy, host: str, port: int)
 
     proxy = CspProxy(config, policy)
     server_config = uvicorn.Config(proxy, host=host, port=port, log_level="warning",
-                                   access_log=False, lifespan="on", loop="none",
+                                   http="httptools", access_log=False, lifespan="on", loop="none",
                                    proxy_headers=False, date_header=False)
     await uvicorn.Server(server_config).serve()

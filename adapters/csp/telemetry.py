@@ -1,17 +1,17 @@
 """Telemetry without waiting: request signals and content leave through a bounded buffer.
 
-A request never awaits the broker, nor pays for encoding on its way out. ``emit_observed`` (and
-the single-message ``emit_request`` / ``emit_content``) puts one small tuple of references into a
+A request never awaits the broker, nor pays for encoding on its way out. ``emit_observed`` (and the
+single-message ``emit_request`` / ``emit_content``) puts one small tuple of references into a
 bounded in-memory buffer (``send_nowait``), after the response has been sent; a full buffer is a
-counted drop. A drain task in the owner's task group takes whatever is queued, encodes it (the
-metadata-only RequestObserved signal to the account's partition subject, the prompt and the
-completion to the region's content subject) and hands the whole batch to NATS as core publishes
-that carry a reply subject naming the batch (``<inbox>.<batch>``): JetStream stores each message
-and answers on that subject, one wildcard subscription counts the answers, and a sweeper counts
-as unsent whatever a batch has not had acknowledged within its deadline, as well as every
-negative answer (no stream, a store failure: the server says so on the reply subject). No
-per-message futures, tasks or timers, nothing dropped without a count, and nothing here ever
-holds up a response.
+counted drop. A drain task in the owner's task group waits a few milliseconds for company
+(``linger_s``), takes whatever is queued, encodes it (the metadata-only RequestObserved signal to
+the account's partition subject, the prompt and the completion to the region's content subject) and
+hands the whole batch to NATS as core publishes that carry a reply subject naming the batch
+(``<inbox>.<batch>``): JetStream stores each message and answers on that subject, one wildcard
+subscription counts the answers, and a sweeper counts as unsent whatever a batch has not had
+acknowledged within its deadline, as well as every negative answer (no stream, a store failure: the
+server says so on the reply subject). No per-message futures, tasks or timers, nothing dropped
+without a count, and nothing here ever holds up a response.
 """
 
 from __future__ import annotations
@@ -61,8 +61,10 @@ class _Batch:
 
 class Telemetry:
     def __init__(self, link: BusLink | None, region: str, partitions: int, *,
-                 capacity: int = 10_000, workers: int = 1, publish_timeout_s: float = 2.0) -> None:
+                 capacity: int = 10_000, workers: int = 1, publish_timeout_s: float = 2.0,
+                 linger_s: float = 0.005) -> None:
         self.link = link
+        self.linger_s = linger_s
         self.region = region
         self.partitions = partitions
         self.publish_timeout_s = publish_timeout_s
@@ -164,6 +166,10 @@ class Telemetry:
                 # Take whatever else is already queued and publish it without yielding, so
                 # nats-py's flusher writes the whole batch in one system call, not one each.
                 batch = [first]
+                if self.linger_s > 0:
+                    # let a few more requests finish: one write to NATS (and one read of its
+                    # acknowledgements) per batch instead of per request
+                    await anyio.sleep(self.linger_s)
                 while len(batch) < PUBLISH_BATCH:
                     try:
                         batch.append(items.receive_nowait())
