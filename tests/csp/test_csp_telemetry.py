@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 
 import anyio
+import nats
+from nats.aio.msg import Msg
 
 from safeguards.adapters.csp.gate import GateRequest
 from safeguards.adapters.csp.link import BusLink
@@ -42,3 +44,35 @@ async def test_publishes_nobody_stores_are_counted_as_failed(nats_url: str) -> N
         offline.emit_request(request, "allow", 1, 1)
         await eventually(lambda: offline.dropped["not_connected"] == 1)
         tg.cancel_scope.cancel()
+
+
+async def test_publishes_nobody_acknowledges_are_swept_as_failed(nats_url: str) -> None:
+    """A plain subscriber takes the messages (so the server sends no "no responders") but no
+    stream stores them: no acknowledgement ever comes, and the sweeper counts them at the
+    deadline. Messages of one request travel as one batch with one reply subject."""
+    region = "t" + secrets.token_hex(4)
+    nc = await nats.connect(nats_url)
+    seen: list[str] = []
+
+    async def take(msg: Msg) -> None:
+        seen.append(msg.reply)
+
+    await nc.subscribe(f"sg.{region}.>", cb=take)
+    await nc.flush()
+    link = BusLink(nats_url)
+    telemetry = Telemetry(link, region, 4, publish_timeout_s=0.3)
+    request = GateRequest("acct", "r1", model="m")
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(link.run)
+            await link.connected.wait()
+            await tg.start(telemetry.run)
+            telemetry.emit_observed(request, "allow", 1, 1, "a prompt", "a completion")
+            await eventually(lambda: len(seen) == 3)
+            assert len(set(seen)) == 1  # one batch, one reply subject
+            assert telemetry.dropped["publish_failed"] == 0  # not before the deadline
+            await eventually(lambda: telemetry.dropped["publish_failed"] == 3, 3)
+            assert telemetry.sent == 0
+            tg.cancel_scope.cancel()
+    finally:
+        await nc.close()
