@@ -5,11 +5,12 @@
    every message: the ceiling the bus alone allows in this process, measured in the same run.
 3. Pipeline: one node (all P partitions, real PostgreSQL store) consumes the same messages:
    decode, decide, one transaction per group commit (inbox + events + outbox), ack after commit.
-4. Latency: benign load at half the node's measured rate, with a violating signal (a severe
-   weapons score, L0 -> L3) for a fresh account every 20 ms; latency is publish -> the
-   enforcement command arriving at a subscriber of ``sg.<region>.enforce.>``.
-5. Memory: RSS of this process (node, publisher and subscriber together) with all A >= 10,000
-   accounts' actors active in memory.
+4. Latency: a separate load process publishes benign signals at half the node's measured rate
+   (``--load-fraction``) and a violating signal (a severe weapons score, L0 -> L3) for a fresh
+   account every 20 ms; latency is publish -> the enforcement command arriving at that
+   process's subscriber of ``sg.<region>.enforce.>``.
+5. Memory: RSS of this process (the node, with the raw consumers' leftovers) with all
+   A >= 10,000 accounts' actors active in memory.
 6. Restart: a fresh node consumes N/2 more signals for the same, now existing, accounts (every
    first touch is a refused optimistic activation plus a load): the cold-cache rate.
 
