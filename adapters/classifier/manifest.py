@@ -11,6 +11,7 @@ A manifest is a JSON document next to the model file::
                 "max_length": 128, "attention_mask": "attention_mask"},
       "output": {"name": "logits", "kind": "logits" | "probabilities"},
       "max_chars": 1024, "max_windows": 128, "fine_chars": 256,
+      "normalizer": "sg-norm-1",
       "labels": [{"index": 0, "category": "jailbreak", "threshold": 0.5,
                   "calibration": {"kind": "platt", "a": 1.0, "b": 0.0}}, ...],
       "unsupported_categories": {"<category>": "why the data cannot support it"},
@@ -19,6 +20,8 @@ A manifest is a JSON document next to the model file::
 
 Calibration turns an output column into a probability: ``platt`` is ``sigmoid(a*z + b)``,
 ``temperature`` is ``sigmoid(z / t)``, ``identity`` takes the column as already a probability.
+``normalizer`` (optional) names the text normaliser (see ``normalize.py``) the model was trained
+behind; the scoring path applies it to every text before windowing.
 Parsing is strict and reports every problem at once.
 """
 
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from safeguards.adapters.classifier.errors import ManifestError
+from safeguards.adapters.classifier.normalize import NORMALIZER_VERSIONS
 
 MANIFEST_FORMAT = 1
 InputKind = Literal["string", "token_ids"]
@@ -86,6 +90,7 @@ class ModelManifest:
     max_windows: int
     fine_chars: int = 0  # a second, finer window size (0: none), against dilution in long text
     unsupported_categories: tuple[tuple[str, str], ...] = ()
+    normalizer: str | None = None  # a NORMALIZER_VERSIONS name, applied before windowing
     metrics: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -108,6 +113,7 @@ class ModelManifest:
             "max_chars": self.max_chars,
             "max_windows": self.max_windows,
             "fine_chars": self.fine_chars,
+            **({"normalizer": self.normalizer} if self.normalizer else {}),
             "labels": [
                 {
                     "index": lab.index,
@@ -194,6 +200,10 @@ def parse_manifest(data: Any, *, known_categories: frozenset[str] | None = None)
     fine_chars = p.get(data, "fine_chars", int, "manifest", optional=True) or 0
     if isinstance(max_chars, int) and not (fine_chars == 0 or 16 <= fine_chars < max_chars):
         p.add("manifest.fine_chars: must be 0 or between 16 and max_chars")
+    normalizer = p.get(data, "normalizer", str, "manifest", optional=True)
+    if isinstance(normalizer, str) and normalizer not in NORMALIZER_VERSIONS:
+        p.add(f"manifest.normalizer: {normalizer[:40]!r} is not one of "
+              f"{', '.join(NORMALIZER_VERSIONS)}")
     labels = _parse_labels(p, data.get("labels"), known_categories)
     unsupported_raw = p.get(data, "unsupported_categories", dict, "manifest", optional=True) or {}
     unsupported: list[tuple[str, str]] = []
@@ -204,7 +214,8 @@ def parse_manifest(data: Any, *, known_categories: frozenset[str] | None = None)
             unsupported.append((str(cat), why))
     metrics = p.get(data, "metrics", dict, "manifest", optional=True) or {}
     known = {"format", "name", "version", "model_file", "sha256", "input", "output", "max_chars",
-             "max_windows", "fine_chars", "labels", "unsupported_categories", "metrics"}
+             "max_windows", "fine_chars", "normalizer", "labels", "unsupported_categories",
+             "metrics"}
     extra = sorted(k for k in data if k not in known)
     if extra:
         p.add(f"manifest: unexpected field(s) {', '.join(repr(k)[:40] for k in extra[:5])}")
@@ -214,7 +225,7 @@ def parse_manifest(data: Any, *, known_categories: frozenset[str] | None = None)
         name=name, version=version, model_file=model_file, sha256=sha, input=inp,
         output_name=out_name, output_kind=out_kind, labels=labels,  # type: ignore[arg-type]
         max_chars=max_chars, max_windows=max_windows, fine_chars=fine_chars,
-        unsupported_categories=tuple(unsupported), metrics=metrics,
+        unsupported_categories=tuple(unsupported), normalizer=normalizer, metrics=metrics,
     )
 
 

