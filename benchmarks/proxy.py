@@ -15,7 +15,8 @@ process spent per request (proxy, upstream, load generator) and how busy the who
 when the machine is saturated (closed-loop clients keep every core busy) latency is queueing for
 CPU, and the proxy's cost shows up as its CPU per request times the queue, not as its own delay.
 The last line is JSON with the worst figure over the levels:
-``{"added_p50_ms", "added_p99_ms", "ttft_added_p50_ms", ...}``.
+``{"added_p50_ms", "added_p99_ms", "ttft_added_p50_ms", ...}``, then the one-client figures, the
+proxy's highest CPU per request and how busy the machine got.
 """
 
 from __future__ import annotations
@@ -143,8 +144,15 @@ def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
     td, tp = quantile(t_direct.samples, 0.5), quantile(t_proxy.samples, 0.5)
     print(f"streaming TTFT p50: direct {td:.3f}ms, proxy {tp:.3f}ms, added {tp - td:.3f}ms")
     results["ttft"] = {"direct_p50_ms": round(td, 3), "proxy_p50_ms": round(tp, 3)}
-    results["summary"] = {"added_p50_ms": round(worst50, 3), "added_p99_ms": round(worst99, 3),
-                          "ttft_added_p50_ms": round(tp - td, 3)}
+    levels = [results[f"c{c}"] for c in (1, 16, 64)]
+    results["summary"] = {
+        "added_p50_ms": round(worst50, 3), "added_p99_ms": round(worst99, 3),
+        "ttft_added_p50_ms": round(tp - td, 3),
+        # the same figures at one client (no queueing), and what explains the rest
+        "c1_added_p50_ms": levels[0]["added_p50_ms"], "c1_added_p99_ms": levels[0]["added_p99_ms"],
+        "proxy_cpu_us_per_request": max(lv["proxy_cpu_us_per_request"] for lv in levels),
+        "max_machine_busy": max(lv["machine_busy_during_proxied"] for lv in levels),
+    }
     return results
 
 
