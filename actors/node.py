@@ -129,6 +129,10 @@ class Node:
             await self._stop.wait()
             log.info("node %s draining", self.node_id)
             with anyio.CancelScope(shield=True), anyio.move_on_after(s.drain_timeout_s):
+                # Every partition finishes its batch in hand at once (each may sit in a fetch's
+                # long poll); then leases are released one by one without waiting again.
+                for running in self.running.values():
+                    running.worker.request_stop()
                 if self.ownership is not None:
                     ownership_scope.cancel()
                     await self.ownership.shutdown()
