@@ -36,7 +36,7 @@ class DeadLetterReason(enum.StrEnum):
     REJECTED = "rejected"  # decoded, but deciding on it failed on every bounded retry
 
 
-def _header_safe(text: str, limit: int = 200) -> str:
+def header_safe(text: str, limit: int = 200) -> str:
     cleaned = "".join(ch if 0x20 <= ord(ch) < 0x7F else "?" for ch in text)
     return cleaned[:limit]
 
@@ -49,14 +49,16 @@ class DeadLetters:
         self.region = region
         self._stream = stream_name(region, "DLQ")
 
-    async def send(self, msg: Msg, source: str, reason: DeadLetterReason,
-                   error: BaseException | None = None) -> None:
+    async def send(self, msg: Msg, source: str, reason: DeadLetterReason | str,
+                   error: BaseException | None = None, *, payload: bytes | None = None,
+                   timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
         """Dead-letter ``msg``; raises :class:`BusUnavailable` if JetStream did not confirm it,
-        in which case the caller must not ack the original."""
+        in which case the caller must not ack the original. ``payload`` replaces the original
+        bytes where those must not be kept (content text: the classifier keeps a digest)."""
         meta = msg.metadata
         headers = {
-            H_REASON: reason.value,
-            H_SUBJECT: _header_safe(msg.subject),
+            H_REASON: str(reason),
+            H_SUBJECT: header_safe(msg.subject),
             H_STREAM: meta.stream,
             H_SEQUENCE: str(meta.sequence.stream),
             H_DELIVERIES: str(meta.num_delivered),
@@ -65,11 +67,11 @@ class DeadLetters:
         }
         if error is not None:
             headers[H_ERROR] = type(error).__name__
-            headers[H_DETAIL] = _header_safe(str(error))
+            headers[H_DETAIL] = header_safe(str(error))
         try:
-            with anyio.fail_after(PUBLISH_TIMEOUT_S):
-                await self._js.publish(dead_letter_subject(self.region, source), msg.data,
-                                       timeout=PUBLISH_TIMEOUT_S, stream=self._stream,
-                                       headers=headers)
+            with anyio.fail_after(timeout_s):
+                await self._js.publish(dead_letter_subject(self.region, source),
+                                       msg.data if payload is None else payload,
+                                       timeout=timeout_s, stream=self._stream, headers=headers)
         except (TimeoutError, nats.errors.Error, APIError) as exc:
             raise BusUnavailable(f"dead-letter publish failed: {type(exc).__name__}") from None

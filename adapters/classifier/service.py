@@ -36,15 +36,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError
 
-from safeguards.adapters.bus.dlq import (
-    H_DELIVERIES,
-    H_DETAIL,
-    H_ERROR,
-    H_REASON,
-    H_SEQUENCE,
-    H_STREAM,
-    H_SUBJECT,
-)
+from safeguards.adapters.bus.dlq import DeadLetters, header_safe
+from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.streams import (
     StreamSettings,
     content_config,
@@ -67,7 +60,6 @@ from safeguards.core.ids import derive_id, validate_region
 from safeguards.core.subjects import (
     classify_subject,
     content_subject,
-    dead_letter_subject,
     inputs_subject,
     stream_name,
 )
@@ -301,28 +293,16 @@ class ClassifierService:
         meta = msg.metadata
         payload = msgpack.packb({
             "stream": meta.stream, "sequence": meta.sequence.stream,
-            "subject": _header_safe(msg.subject), "bytes": len(msg.data),
+            "subject": header_safe(msg.subject), "bytes": len(msg.data),
             "sha256": hashlib.sha256(msg.data).hexdigest(),
         })
-        headers = {
-            H_REASON: reason,
-            H_SUBJECT: _header_safe(msg.subject),
-            H_STREAM: meta.stream,
-            H_SEQUENCE: str(meta.sequence.stream),
-            H_DELIVERIES: str(meta.num_delivered),
-            "Nats-Msg-Id": f"dlq:{meta.stream}:{meta.sequence.stream}",
-        }
-        if error is not None:
-            headers[H_ERROR] = type(error).__name__
-            headers[H_DETAIL] = _header_safe(str(error))
         try:
-            with anyio.fail_after(self.settings.publish_timeout_s):
-                await self.js.publish(dead_letter_subject(self.region, DLQ_SOURCE), payload,
-                                      timeout=self.settings.publish_timeout_s,
-                                      stream=stream_name(self.region, "DLQ"), headers=headers)
-        except (TimeoutError, nats.errors.Error, APIError) as exc:
+            await DeadLetters(self.js, self.region).send(
+                msg, DLQ_SOURCE, reason, error, payload=payload,
+                timeout_s=self.settings.publish_timeout_s)
+        except BusUnavailable as exc:
             # not confirmed: leave the content message unacked so it comes back
-            log.warning("dead letter not confirmed (%s): %s", reason, type(exc).__name__)
+            log.warning("dead letter not confirmed (%s): %s", reason, exc)
             return
         self.stats.dead_lettered += 1
         log.info("content message dead-lettered: %s", reason)
@@ -399,7 +379,3 @@ class ClassifierService:
             return
         if reply.error is None:
             self.stats.classify_replies += 1
-
-
-def _header_safe(text: str, limit: int = 200) -> str:
-    return "".join(ch if 0x20 <= ord(ch) < 0x7F else "?" for ch in text)[:limit]
