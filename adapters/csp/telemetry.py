@@ -231,7 +231,10 @@ class Telemetry:
         self._settle(batch_id, batch)
 
     async def _acknowledged(self, msg: Msg) -> None:
-        batch_id = int(msg.subject.rpartition(".")[2])
+        try:
+            batch_id = int(msg.subject.rpartition(".")[2])
+        except ValueError:
+            return  # not an answer to one of our batches
         batch = self._batches.get(batch_id)
         if batch is None:
             return  # the sweeper gave up on this batch and counted it
