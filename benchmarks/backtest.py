@@ -1,7 +1,8 @@
 """Backtest rate over a stored history of >= 1M events in (embedded) PostgreSQL.
 
 Builds the history with the real pure core (signals through ``decide``), stores it with the
-region store's group commit, then backtests a candidate policy (a stricter jailbreak threshold)
+region store's group commit, then backtests a candidate policy (jailbreak strikes weigh 1.5,
+not 1.0)
 over the whole region and reports events replayed per second, end to end (reads included).
 
     python benchmarks/backtest.py [--accounts 5000] [--signals-per-account 160]
@@ -85,7 +86,7 @@ async def main() -> None:
             candidate = parse_policy(default_policy_text()
                                      .replace('version = "default-2026.11.1"',
                                               'version = "candidate-strict-jailbreak"')
-                                     .replace("threshold = 0.5", "threshold = 0.4", 1))
+                                     .replace("weight = 1.0", "weight = 1.5", 1))
             from safeguards.ops.backtest import backtest_region
 
             report = await backtest_region(store, candidate)
