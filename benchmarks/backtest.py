@@ -2,10 +2,10 @@
 
 Builds the history with the real pure core (signals through ``decide``), stores it with the
 region store's group commit, then backtests a candidate policy (jailbreak strikes weigh 1.5,
-not 1.0)
-over the whole region and reports events replayed per second, end to end (reads included).
+not 1.0) over the whole region and reports events replayed per second, end to end (reads
+included).
 
-    python benchmarks/backtest.py [--accounts 5000] [--signals-per-account 160]
+    python benchmarks/backtest.py [--accounts 5000] [--signals-per-account 200]
 
 Uses SAFEGUARDS_DATABASE_URL when set, else starts embedded PostgreSQL. Last line:
 {"events", "accounts", "backtest_events_per_s", "differing_accounts"}
@@ -57,7 +57,7 @@ def account_history(account: str, signals: int, rng: random.Random) -> list[Even
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accounts", type=int, default=5000)
-    parser.add_argument("--signals-per-account", type=int, default=190)
+    parser.add_argument("--signals-per-account", type=int, default=200)
     args = parser.parse_args()
     url = os.environ.get("SAFEGUARDS_DATABASE_URL")
     pg = None
