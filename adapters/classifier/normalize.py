@@ -12,9 +12,9 @@ sees its text unchanged.
    bidi controls) are deleted;
 2. NFKC (full-width letters, mathematical alphanumerics, ligatures become plain letters), then
    accents are stripped (NFKD, combining marks dropped);
-3. Cyrillic and Greek look-alike letters become their Latin twins: everywhere when most letters
-   of the text are Latin, else only inside words that also hold a Latin letter (so Russian or
-   Greek text keeps its words);
+3. a word made only of Latin letters and Cyrillic or Greek look-alikes (``bоmb`` with a
+   Cyrillic ``о``) becomes Latin; a word with any other Cyrillic or Greek letter is left alone,
+   so most Russian or Greek words keep their spelling;
 4. the text is case-folded;
 5. spaced-out letters -- at least three single letters or digits separated by spaces or by one
    of ``. - _ *`` -- are joined; inside such a run, two or more spaces mark a word boundary
@@ -50,8 +50,7 @@ _CONFUSABLE_CHARS = frozenset(chr(c) for c in _CONFUSABLE)
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
                        "9": "g", "@": "a", "$": "s", "!": "i", "|": "l"})
 
-_LATIN = re.compile(r"[a-z]")
-_MIXED_SCRIPT_WORD = re.compile(r"[^\W\d_]*[a-z][^\W\d_]*")
+_LETTER_WORD = re.compile(r"[^\W\d_]+")
 # a run of >= 3 single characters, each separated by spaces or one of . - _ *
 _SPACED = re.compile(r"(?<![\w@$])(?:[a-z0-9](?: {1,4}|[.\-_*])){2,}[a-z0-9](?![\w@$])")
 _SEPARATORS = re.compile(r"[.\-_*]")
@@ -62,6 +61,7 @@ _QUANTITY = re.compile(
     r"\d+(?:st|nd|rd|th|s|k|m|g|d|h|p|x|mg|kg|gb|mb|tb|kb|km|cm|mm|ml|am|pm|hz|khz|mhz|ghz|px|"
     r"min|ft|lb|lbs|yo|bit|fps)|[a-z]+\d+|0x[0-9a-f]+|@.*")
 _WHITESPACE = re.compile(r"\s+")
+_OTHER_SPACE = re.compile(r"[^\S ]")
 
 
 def normalize(text: str, version: str = "sg-norm-1") -> str:
@@ -74,26 +74,28 @@ def normalize(text: str, version: str = "sg-norm-1") -> str:
         s = "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c))
         s = s.casefold()
         if any(c in _CONFUSABLE_CHARS for c in s):
-            latin = len(_LATIN.findall(s))
-            if latin > sum(1 for c in s if c.isalpha()) - latin:  # mostly Latin text
-                s = s.translate(_CONFUSABLE)
-            else:
-                s = _MIXED_SCRIPT_WORD.sub(_unconfuse, s)
+            s = _LETTER_WORD.sub(_unconfuse, s)
     else:
         s = s.lower()
+    s = _OTHER_SPACE.sub(" ", s)  # one space per whitespace character, so runs keep their width
     s = _SPACED.sub(_join_spaced, s)
     s = _WORDISH.sub(_unleet, s)
     return _WHITESPACE.sub(" ", s).strip()
 
 
 def _unconfuse(m: re.Match[str]) -> str:
-    return m.group(0).translate(_CONFUSABLE)
+    word = m.group(0)
+    mapped = word.translate(_CONFUSABLE)
+    return mapped if mapped.isascii() else word  # only words wholly Latin or look-alike
 
 
 def _join_spaced(m: re.Match[str]) -> str:
     run = m.group(0)
-    words = re.split(r" {2,}", run) if "  " in run else [run]
-    return " ".join(_SEPARATORS.sub("", w).replace(" ", "") for w in words)
+    words = [_SEPARATORS.sub("", w).replace(" ", "")
+             for w in (re.split(r" {2,}", run) if "  " in run else [run])]
+    if all(len(w) == 1 for w in words):  # evenly spaced: no word boundaries to keep
+        return "".join(words)
+    return " ".join(words)
 
 
 def _unleet(m: re.Match[str]) -> str:
