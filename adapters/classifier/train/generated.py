@@ -642,6 +642,59 @@ def fiction_dialogue(n: int, *, seed: int, family: Family) -> list[Example]:
     return out
 
 
+_BENIGN_COMPOSED: dict[str, tuple[list[str], dict[str, list[str]]]] = {
+    "roleplay": (
+        ["Pretend to be {persona} and {task}.", "Let's roleplay: you are {persona}. {Task}.",
+         "Act as {persona} and {task}.", "Imagine you're {persona}; {task}.",
+         "You are {persona}. Stay in character and {task}.",
+         "From now on, be {persona} and {task}.",
+         "Play the part of {persona} and {task}.", "Can you act like {persona} and {task}?"],
+        {"persona": ["a grumpy but kind grandpa", "a museum tour guide", "a job interviewer",
+                     "a patient maths tutor", "a pirate captain in a children's story",
+                     "a fitness coach", "a medieval bard", "a customer support agent",
+                     "a Shakespearean actor", "a travel agent", "a chess coach",
+                     "a friendly librarian"],
+         "task": ["help me practise for my interview", "explain fractions to a ten-year-old",
+                  "tell me about your favourite painting", "plan my week of workouts",
+                  "describe your ship to the crew", "recommend three mystery novels",
+                  "greet visitors at the door", "answer my questions about returns",
+                  "teach me the Italian opening", "give me feedback on my essay",
+                  "tell a bedtime story about a dragon", "suggest a weekend in Porto"]}),
+    "defensive": (
+        ["How can {who} {verb} {threat}?", "What should {who} do to {verb} {threat}?",
+         "What are the best ways for {who} to {verb} {threat}?",
+         "Explain how {who} can {verb} {threat}.", "Any tips for {who} to {verb} {threat}?"],
+        {"who": ["I", "small businesses", "schools", "hospitals", "parents", "elderly people",
+                 "our IT team", "a charity", "remote workers", "banks", "students", "councils"],
+         "verb": ["protect against", "detect", "recover from", "report", "train staff to spot",
+                  "reduce the risk of", "respond to", "prevent"],
+         "threat": ["ransomware", "phishing emails", "credential stuffing", "SIM swapping",
+                    "romance scams", "identity theft", "malware on laptops", "DDoS attacks",
+                    "insider threats", "card skimming", "fake invoices", "account takeover"]}),
+    "history": (
+        ["Why did {event} happen?", "How did {event} change the world?",
+         "What were the causes of {event}?", "What can we learn from {event}?",
+         "Summarise the consequences of {event} for my history essay.",
+         "Who were the key figures in {event}?"],
+        {"event": ["the First World War", "the bombing of Dresden", "the Cuban Missile Crisis",
+                   "the assassination of Julius Caesar", "the Black Death", "the Rwandan genocide",
+                   "the Troubles in Northern Ireland", "the Prohibition era", "the Gulf War",
+                   "the Spanish Civil War", "the Salem witch trials", "the Chernobyl disaster",
+                   "the Opium Wars", "the Tokyo subway sarin attack", "the fall of the Berlin Wall",
+                   "the Boston Tea Party"]}),
+    "health": (
+        ["What should I do if {who} {cond}?", "How can I help when {who} {cond}?",
+         "Where can I get support if {who} {cond}?", "Is it an emergency if {who} {cond}?"],
+        {"who": ["my friend", "my dad", "my teenager", "a coworker", "my partner",
+                 "someone at a party", "my grandmother", "my roommate"],
+         "cond": ["has taken too many pills", "talks about wanting to die",
+                  "is drinking every night", "stopped eating", "has cuts on their arms",
+                  "collapsed after taking something", "is having a panic attack",
+                  "swallowed bleach by accident", "mixes alcohol with sleeping pills",
+                  "seems to be using heroin again"]}),
+}
+
+
 def benign_negatives(n: int, *, seed: int, family: Family) -> list[Example]:
     """``n`` hard benign texts (no labels), from the ``family`` half of every bank."""
     rng = random.Random(seed)
@@ -690,8 +743,19 @@ def benign_negatives(n: int, *, seed: int, family: Family) -> list[Example]:
         return (rng.choice(qframes).format(n=rng.choice(qnouns), p=rng.choice(qpreds))
                 + rng.choice(_SUFFIX), "question")
 
+    composed = {k: (_split(frames, family), {v: _split(vals, family) for v, vals in slots.items()})
+                for k, (frames, slots) in _BENIGN_COMPOSED.items()}
+
+    def composed_text() -> tuple[str, str]:
+        kind = rng.choice(sorted(composed))
+        frames, slots = composed[kind]
+        fill = {k: rng.choice(v) for k, v in slots.items()}
+        fill.update({k[:1].upper() + k[1:]: v[:1].upper() + v[1:] for k, v in fill.items()})
+        return rng.choice(frames).format(**fill) + rng.choice(_SUFFIX), kind
+
     makers: list[Callable[[], tuple[str, str]]] = [same_shape, same_shape, task, task, question,
-                                                    task_over_fixed, fixed_text, fixed_text]
+                                                    task_over_fixed, fixed_text, fixed_text,
+                                                    composed_text, composed_text]
     out = []
     for _ in range(n):
         text, kind = rng.choice(makers)()
