@@ -98,8 +98,11 @@ async def _send(client: anthropic.AsyncAnthropic, req: PlannedRequest) -> Sent:
         body = exc.body if isinstance(exc.body, dict) else {}
         err = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
         error_type = str(err.get("type", type(exc).__name__))
-        outcome = "blocked" if exc.status_code in (400, 403) and error_type in (
-            "permission_error", "invalid_request_error") else "error"
+        # 403 is a block; 529 is the gate failing closed (screening could not answer in time
+        # for an account under it): both are refusals of ours, not failures of the run.
+        refused = (exc.status_code == 403 and error_type == "permission_error") or (
+            exc.status_code == 529 and error_type == "overloaded_error")
+        outcome = "blocked" if refused else "error"
         return exc.status_code, outcome, None, error_type
     except anthropic.APIError as exc:  # connection failures, a stream cut mid-way
         return 0, "error", None, type(exc).__name__
