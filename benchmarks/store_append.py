@@ -19,17 +19,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg
 
-from safeguards.adapters.embedded import EmbeddedPostgres
+from safeguards.adapters.embedded.scratch import scratch_database
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.adapters.store.common import DEFAULT_SNAPSHOT_EVERY
 from safeguards.adapters.store.postgres import EVENT_COLUMNS
@@ -174,14 +171,6 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, float]:
             "ratio": round(events_per_s / raw_per_s, 3)}
 
 
-async def _admin(server: str, statement: str) -> None:
-    conn = await asyncpg.connect(server)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accounts", type=int, default=2000)
@@ -191,18 +180,8 @@ def main() -> None:
     parser.add_argument("--snapshot-every", type=int, default=DEFAULT_SNAPSHOT_EVERY)
     parser.add_argument("--repeat", type=int, default=3, help="alternating passes; best counts")
     args = parser.parse_args()
-    server = os.environ.get("SAFEGUARDS_DATABASE_URL")
-    if server:
-        name = f"sg_bench_{uuid.uuid4().hex[:8]}"
-        anyio.run(_admin, server, f'CREATE DATABASE "{name}"')
-        try:
-            figures = anyio.run(run, urlunsplit(urlsplit(server)._replace(path=f"/{name}")),
-                                args)
-        finally:
-            anyio.run(_admin, server, f'DROP DATABASE IF EXISTS "{name}"')
-    else:
-        with EmbeddedPostgres() as pg:
-            figures = anyio.run(run, pg.create_database("bench"), args)
+    with scratch_database() as url:
+        figures = anyio.run(run, url, args)
     print(json.dumps(figures))
 
 
