@@ -7,28 +7,28 @@ included).
 
     python benchmarks/backtest.py [--accounts 5000] [--signals-per-account 200]
 
-Uses SAFEGUARDS_DATABASE_URL when set, else starts embedded PostgreSQL. Last line:
-{"events", "accounts", "backtest_events_per_s", "differing_accounts"}
+Uses a scratch database on SAFEGUARDS_DATABASE_URL's server when set, else embedded PostgreSQL.
+Last line: {"events", "accounts", "backtest_events_per_s", "differing_accounts"}
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import time
 from datetime import UTC, datetime, timedelta
 
 import anyio
 
-from safeguards.adapters.embedded import EmbeddedPostgres
+from safeguards.adapters.embedded.scratch import scratch_database
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.core.decide import decide
 from safeguards.core.events import Event, RequestObserved, ScoreRecorded, Signal
 from safeguards.core.policy import default_policy, default_policy_text, parse_policy
 from safeguards.core.ports import AppendRequest
 from safeguards.core.state import fold, initial_state
+from safeguards.ops.backtest import BacktestReport, backtest_region
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -54,50 +54,45 @@ def account_history(account: str, signals: int, rng: random.Random) -> list[Even
     return events
 
 
-async def main() -> None:
+async def run(url: str, args: argparse.Namespace) -> BacktestReport:
+    await migrate(url)
+    rng = random.Random(11)
+    t = time.perf_counter()
+    stored = 0
+    async with PostgresEventStore("eu", url, snapshot_every=1000) as store:
+        batch: list[AppendRequest] = []
+        for a in range(args.accounts):
+            account = f"bt-{a:06d}"
+            history = account_history(account, args.signals_per_account, rng)
+            stored += len(history)
+            batch.append(AppendRequest(account, 0, tuple(history)))
+            if len(batch) == 50:
+                await store.append_batch(batch)
+                batch = []
+        if batch:
+            await store.append_batch(batch)
+        print(f"stored {stored:,} events for {args.accounts:,} accounts in "
+              f"{time.perf_counter() - t:.1f} s")
+        candidate = parse_policy(default_policy_text()
+                                 .replace('version = "default-2026.11.1"',
+                                          'version = "candidate-heavier-jailbreak"')
+                                 .replace("weight = 1.0", "weight = 1.5", 1))
+        report = await backtest_region(store, candidate)
+        print(report.render(limit=5))
+        return report
+
+
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accounts", type=int, default=5000)
     parser.add_argument("--signals-per-account", type=int, default=200)
     args = parser.parse_args()
-    url = os.environ.get("SAFEGUARDS_DATABASE_URL")
-    pg = None
-    if url is None:
-        pg = EmbeddedPostgres().start()
-        url = pg.create_database("bench_backtest")
-    try:
-        await migrate(url)
-        rng = random.Random(11)
-        t = time.perf_counter()
-        stored = 0
-        async with PostgresEventStore("eu", url, snapshot_every=1000) as store:
-            batch: list[AppendRequest] = []
-            for a in range(args.accounts):
-                account = f"bt-{a:06d}"
-                history = account_history(account, args.signals_per_account, rng)
-                stored += len(history)
-                batch.append(AppendRequest(account, 0, tuple(history)))
-                if len(batch) == 50:
-                    await store.append_batch(batch)
-                    batch = []
-            if batch:
-                await store.append_batch(batch)
-            print(f"stored {stored:,} events for {args.accounts:,} accounts in "
-                  f"{time.perf_counter() - t:.1f} s")
-            candidate = parse_policy(default_policy_text()
-                                     .replace('version = "default-2026.11.1"',
-                                              'version = "candidate-strict-jailbreak"')
-                                     .replace("weight = 1.0", "weight = 1.5", 1))
-            from safeguards.ops.backtest import backtest_region
-
-            report = await backtest_region(store, candidate)
-            print(report.render(limit=5))
-    finally:
-        if pg is not None:
-            pg.close()
+    with scratch_database() as url:
+        report = anyio.run(run, url, args)
     print(json.dumps({"events": report.events, "accounts": report.accounts,
                       "backtest_events_per_s": round(report.events_per_s),
                       "differing_accounts": len(report.differing)}))
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    main()
