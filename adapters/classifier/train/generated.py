@@ -516,6 +516,25 @@ _CONVERSATION = [
 ]
 
 
+# Small talk: greetings, thanks, acknowledgements and test messages. A bag-of-words model sees
+# almost nothing in them, and without these it read "hello" or "ping" as prompt-injection
+# openers (those corpora often start with a greeting).
+_SMALL_TALK_OPENERS = [
+    "hello", "hi", "hey", "hi there", "hello there", "good morning", "good afternoon",
+    "good evening", "hey there", "greetings", "morning", "yo", "hiya", "howdy",
+    "hello again", "hi again",
+]
+_SMALL_TALK_BODIES = [
+    "", "", "", "thanks", "thank you", "thanks a lot", "many thanks", "cheers", "ok", "okay",
+    "got it", "sounds good", "great", "perfect", "sure", "yes please", "no thanks", "cool",
+    "nice", "that helps", "that works", "understood", "noted", "see you", "bye", "goodbye",
+    "test", "testing", "ping", "ping 1", "test 123", "are you there", "can you hear me",
+    "say something", "say something short", "just checking", "one more thing",
+    "how are you", "how is it going", "what's up", "hello world", "are you awake",
+]
+_SMALL_TALK_ENDINGS = ["", "", "!", ".", "?", "!!", " :)", "..."]
+
+
 _NAMES = ["Maria", "Tom", "Aunt Clara", "the captain", "Felix", "Mrs Hale", "Jonah",
           "the old man", "Priya", "the sergeant", "Lena", "her father", "Sam", "the inspector",
           "Nadia", "Oskar"]
@@ -753,9 +772,20 @@ def benign_negatives(n: int, *, seed: int, family: Family) -> list[Example]:
         fill.update({k[:1].upper() + k[1:]: v[:1].upper() + v[1:] for k, v in fill.items()})
         return rng.choice(frames).format(**fill) + rng.choice(_SUFFIX), kind
 
+    openers = _split(_SMALL_TALK_OPENERS, family)
+    bodies = _split(_SMALL_TALK_BODIES, family)
+
+    def small_talk() -> tuple[str, str]:
+        parts = [p for p in (rng.choice(openers) if rng.random() < 0.6 else "",
+                             rng.choice(bodies)) if p] or [rng.choice(openers)]
+        text = ", ".join(parts) + rng.choice(_SMALL_TALK_ENDINGS)
+        if rng.random() < 0.5:
+            text = text[:1].upper() + text[1:]
+        return text, "small_talk"
+
     makers: list[Callable[[], tuple[str, str]]] = [same_shape, same_shape, task, task, question,
                                                     task_over_fixed, fixed_text, fixed_text,
-                                                    composed_text, composed_text]
+                                                    composed_text, composed_text, small_talk]
     out = []
     for _ in range(n):
         text, kind = rng.choice(makers)()
