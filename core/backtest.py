@@ -83,9 +83,22 @@ class BacktestResult:
             parts.append(f"final level L{s.final_level} -> L{c.final_level}")
         if (s.first_l3_at is None) != (c.first_l3_at is None):
             parts.append("reaches L3+" if c.first_l3_at else "no longer reaches L3+")
+        elif s.first_l3_at is not None and c.first_l3_at is not None \
+                and s.first_l3_at != c.first_l3_at:
+            delta = (c.first_l3_at - s.first_l3_at).total_seconds()
+            parts.append(f"L3+ {_span(abs(delta))} {'later' if delta > 0 else 'earlier'}")
+        if len(s.changes) != len(c.changes):
+            parts.append(f"enforcement changes {len(s.changes)} -> {len(c.changes)}")
         if s.strikes != c.strikes:
             parts.append(f"strikes {s.strikes} -> {c.strikes}")
         return "; ".join(parts) or "same"
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 class AccountReplay:

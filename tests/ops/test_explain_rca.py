@@ -10,7 +10,7 @@ from golden_events import GOLDEN, golden_history
 
 from safeguards.core.backtest import backtest
 from safeguards.core.events import EnforcementChanged
-from safeguards.core.policy import default_policy, parse_policy
+from safeguards.core.policy import parse_policy
 from safeguards.ops.explain import NotAnEnforcement, explain, render
 from safeguards.ops.rca import rca_html, timeline_svg
 
@@ -61,7 +61,9 @@ def test_rca_report_is_self_contained_html_with_a_valid_svg() -> None:
 
 
 def test_backtest_same_policy_changes_nothing() -> None:
-    result = backtest(golden_history(), default_policy())
+    # The policy the history was decided under: replaying it must change nothing at all.
+    same = parse_policy((GOLDEN / "policy-default-2026.11.1.toml").read_text())
+    result = backtest(golden_history(), same)
     assert not result.differs and result.describe() == "same"
     assert result.stored.max_level == 4 and result.stored.first_l3_at is not None
 
