@@ -17,7 +17,6 @@ import argparse
 import json
 import statistics
 import time
-from datetime import UTC, datetime, timedelta
 
 import anyio
 
@@ -25,33 +24,18 @@ from safeguards.adapters.embedded.scratch import scratch_database
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.adapters.store.common import DEFAULT_SNAPSHOT_EVERY
 from safeguards.core.events import (
-    EnforcementChanged,
     Event,
-    EventBody,
-    RequestObserved,
-    ScoreRecorded,
-    StrikeRecorded,
 )
 from safeguards.core.ports import AppendRequest
 from safeguards.core.state import fold, initial_state
 
-REGION = "eu"
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-CYCLE: list[EventBody] = [
-    RequestObserved("r", "model-x", "proxy", 50, 300, 200, "0" * 64, True, "allow"),
-    ScoreRecorded("r", "prompt", "1" * 64, 200, "default", "1",
-                  (("jailbreak", 0.7), ("cyber", 0.1), ("weapons", 0.01))),
-    StrikeRecorded("jailbreak", 0.7, 0.7, 1.4, 86400.0, "strike.threshold", "r", "default", "1",
-                   2),
-    EnforcementChanged(2, 1, T0 + timedelta(days=1), "points", "escalate.points", 2.0, 3),
-]
+from synthetic import REGION, synthetic_event
+
 SMALL = 10
 
 
 def events(account: str, first: int, count: int) -> tuple[Event, ...]:
-    return tuple(Event(f"{account}/{v}", account, REGION, v, T0 + timedelta(seconds=v),
-                       f"sig-{v}", "corr", "2026.11.1", CYCLE[v % len(CYCLE)])
-                 for v in range(first, first + count))
+    return tuple(synthetic_event(account, v, f"sig-{v}") for v in range(first, first + count))
 
 
 async def fill(store: PostgresEventStore, account: str, total: int, chunk: int) -> None:

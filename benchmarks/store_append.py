@@ -20,7 +20,6 @@ import argparse
 import gc
 import json
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -31,27 +30,10 @@ from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.adapters.store.common import DEFAULT_SNAPSHOT_EVERY
 from safeguards.adapters.store.postgres import EVENT_COLUMNS
 from safeguards.core.codec import pack_body
-from safeguards.core.events import (
-    EnforcementChanged,
-    Event,
-    EventBody,
-    RequestObserved,
-    ScoreRecorded,
-    StrikeRecorded,
-)
 from safeguards.core.ports import AppendRequest, AppendResult
 from safeguards.core.state import fold, initial_state
 
-REGION = "eu"
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-CYCLE: list[EventBody] = [
-    RequestObserved("r", "model-x", "proxy", 50, 300, 200, "0" * 64, True, "allow"),
-    ScoreRecorded("r", "prompt", "1" * 64, 200, "default", "1",
-                  (("jailbreak", 0.7), ("cyber", 0.1), ("weapons", 0.01))),
-    StrikeRecorded("jailbreak", 0.7, 0.7, 1.4, 86400.0, "strike.threshold", "r", "default", "1",
-                   2),
-    EnforcementChanged(2, 1, T0 + timedelta(days=1), "points", "escalate.points", 2.0, 3),
-]
+from synthetic import REGION, synthetic_event
 
 
 def build_rounds(accounts: int, rounds: int, per_append: int) -> list[list[AppendRequest]]:
@@ -65,9 +47,7 @@ def build_rounds(accounts: int, rounds: int, per_append: int) -> list[list[Appen
             account = f"acct-{a:06d}"
             expected = r * per_append
             events = tuple(
-                Event(f"{account}/{expected + i + 1}", account, REGION, expected + i + 1,
-                      T0 + timedelta(seconds=expected + i), f"sig-{account}-{r}", "corr",
-                      "2026.11.1", CYCLE[(expected + i) % len(CYCLE)])
+                synthetic_event(account, expected + i + 1, f"sig-{account}-{r}")
                 for i in range(per_append)
             )
             states[account] = fold(states[account], events)

@@ -283,11 +283,10 @@ class ClassifierService:
             return
         self.stats.retried += 1
         log.info("content delivery %d failed (%s); retrying", delivered, retry.reason)
-        try:
-            with anyio.fail_after(self.settings.publish_timeout_s):
-                await msg.nak(delay=self.settings.retry_delay_s * delivered)
-        except (TimeoutError, nats.errors.Error):
-            pass  # ack_wait expiry redelivers it anyway
+        # A lost NAK costs only time: the ack_wait expiry redelivers the message anyway.
+        with contextlib.suppress(TimeoutError, nats.errors.Error), \
+                anyio.fail_after(self.settings.publish_timeout_s):
+            await msg.nak(delay=self.settings.retry_delay_s * delivered)
 
     async def _dead_letter(self, msg: Msg, reason: str, error: BaseException | None) -> None:
         meta = msg.metadata

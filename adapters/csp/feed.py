@@ -11,6 +11,7 @@ commands are applied only when newer than what the cache holds, so re-reading is
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
@@ -100,12 +101,11 @@ class EnforcementFeed:
                     return
         finally:
             with anyio.move_on_after(2.0, shield=True):
-                try:
+                # Best effort: the server drops an inactive ephemeral consumer by itself.
+                with contextlib.suppress(OSError, TimeoutError, nats.errors.Error):
                     await sub.unsubscribe()
                     if consumer is not None and nc.is_connected:
                         await js.delete_consumer(self.stream, consumer)
-                except (OSError, TimeoutError, nats.errors.Error):
-                    pass  # the server drops an inactive ephemeral consumer by itself
 
     async def _on_msg(self, msg: Msg) -> None:
         self._last_seen = time.monotonic()
