@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from safeguards.core.ids import partition_of, subject_token, validate_region
 
+# Partitions per region: ``hash(account) mod P``. P is fixed for the life of a region's streams;
+# every writer to a region's input subjects must use the region's P.
+DEFAULT_PARTITIONS = 16
+
 
 def inputs_subject(region: str, partitions: int, account_id: str) -> str:
     """Signals for one account: ``sg.<region>.acct.<partition>.<token>``."""

@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 
 from safeguards.core.ids import validate_region
+from safeguards.core.subjects import DEFAULT_PARTITIONS
 
 DEFAULT_REGIONS = ("us", "eu")
-DEFAULT_PARTITIONS = 16
 
 
 @dataclass(frozen=True, slots=True)

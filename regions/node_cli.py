@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from safeguards.regions.config import DEFAULT_PARTITIONS
+from safeguards.core.subjects import DEFAULT_PARTITIONS
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 

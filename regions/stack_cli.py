@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from safeguards.regions.config import DEFAULT_PARTITIONS
+from safeguards.core.subjects import DEFAULT_PARTITIONS
 
 
 def register(sub: Any) -> None:

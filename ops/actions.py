@@ -1,0 +1,65 @@
+"""Operator actions: overrides and appeals, sent to the account's actor like any other signal.
+
+An operator never writes the store directly: the action becomes a ``Signal`` carrying an
+``OperatorActionTaken``, ``AppealFiled`` or ``AppealResolved`` observation, published to the
+account's input subject with ``Nats-Msg-Id`` = its signal id (a retried command is deduplicated),
+and the account's actor decides on it, so the change, its reason and the operator's identity land
+in the history and reach the inline adapters exactly as any other enforcement does.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+import anyio
+import nats
+
+from safeguards.core.codec import encode_signal
+from safeguards.core.errors import InvalidInput
+from safeguards.core.events import (
+    AppealResolved,
+    Observation,
+    OperatorActionTaken,
+    Signal,
+)
+from safeguards.core.ids import derive_id, validate_account_id, validate_region
+from safeguards.core.subjects import inputs_subject
+
+PUBLISH_TIMEOUT_S = 10.0
+
+
+def operator_signal(account_id: str, region: str, observation: Observation, *,
+                    now: datetime, nonce: str) -> Signal:
+    """The signal for one operator action; ``nonce`` makes a deliberate repeat a new action."""
+    validate_account_id(account_id)
+    validate_region(region)
+    if isinstance(observation, OperatorActionTaken | AppealResolved):
+        if not observation.operator.strip():
+            raise InvalidInput("an operator action needs the operator's identity")
+        if not observation.reason.strip():
+            raise InvalidInput("an operator action needs a reason")
+    level = (observation.level if isinstance(observation, OperatorActionTaken)
+             else observation.level_after if isinstance(observation, AppealResolved) else None)
+    if level is not None and not 0 <= level <= 5:
+        raise InvalidInput(f"level must be 0..5, got {level}")
+    signal_id = derive_id("operator", account_id, observation.TYPE, nonce)
+    return Signal(signal_id, account_id, region, now, f"ops-{signal_id[:12]}", observation)
+
+
+async def send_operator_signal(nats_url: str, partitions: int, signal: Signal) -> None:
+    """Publish to the account's input stream and wait for JetStream to confirm it."""
+    with anyio.fail_after(PUBLISH_TIMEOUT_S):
+        nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=0)
+        try:
+            js = nc.jetstream()
+            await js.publish(inputs_subject(signal.region, partitions, signal.account_id),
+                             encode_signal(signal), headers={"Nats-Msg-Id": signal.signal_id},
+                             timeout=PUBLISH_TIMEOUT_S)
+        finally:
+            await nc.drain()
+
+
+def now_and_nonce() -> tuple[datetime, str]:
+    return datetime.now(UTC), secrets.token_hex(8)
+

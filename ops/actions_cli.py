@@ -1,0 +1,109 @@
+"""``safeguards ops override | clear | appeal-file | appeal-resolve``: operator actions.
+
+    safeguards ops override ACCOUNT --region eu --level 4 --operator alice --reason "case 4411"
+    safeguards ops clear ACCOUNT --region eu --operator alice --reason "verified business"
+    safeguards ops appeal-file ACCOUNT --region eu --appeal-id A-17 --by ACCOUNT --reason "..."
+    safeguards ops appeal-resolve ACCOUNT --region eu --appeal-id A-17 --outcome overturned \\
+        --level-after 0 --operator bob --reason "false positive"
+
+Each action is a signal to the account's actor over the region's NATS (``--nats``, default
+``$SAFEGUARDS_NATS_URL``); the decision, with the operator and reason, lands in the history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime
+from typing import Any
+
+from safeguards.core.errors import SafeguardsError
+from safeguards.core.events import AppealFiled, AppealResolved, Observation, OperatorActionTaken
+from safeguards.core.subjects import DEFAULT_PARTITIONS
+from safeguards.ops.actions import now_and_nonce, operator_signal, send_operator_signal
+from safeguards.ops.cli import _fail, _time
+
+
+def register_ops(ops_sub: Any) -> None:
+    override = ops_sub.add_parser("override", help="set an account's enforcement level")
+    _common(override)
+    override.add_argument("--level", type=int, required=True, choices=range(6))
+    override.add_argument("--expires", type=_time, default=None,
+                          help="ISO time with a zone (default: the level's policy duration)")
+    _who(override)
+    override.set_defaults(handler=_override)
+
+    clear = ops_sub.add_parser("clear", help="return an account to L0 and forgive its points")
+    _common(clear)
+    _who(clear)
+    clear.set_defaults(handler=_clear)
+
+    filed = ops_sub.add_parser("appeal-file", help="record an appeal against an enforcement")
+    _common(filed)
+    filed.add_argument("--appeal-id", required=True)
+    filed.add_argument("--by", required=True, help="who filed it")
+    filed.add_argument("--reason", required=True)
+    filed.set_defaults(handler=_appeal_file)
+
+    resolved = ops_sub.add_parser("appeal-resolve", help="record the outcome of an appeal")
+    _common(resolved)
+    resolved.add_argument("--appeal-id", required=True)
+    resolved.add_argument("--outcome", required=True, choices=("upheld", "overturned"))
+    resolved.add_argument("--level-after", type=int, required=True, choices=range(6))
+    _who(resolved)
+    resolved.set_defaults(handler=_appeal_resolve)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("account")
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--nats", default=os.environ.get("SAFEGUARDS_NATS_URL"),
+                        help="the region's NATS (default: $SAFEGUARDS_NATS_URL)")
+    parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
+                        help="the region's partition count (default %(default)s)")
+
+
+def _who(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--operator", required=True, help="the operator's identity")
+    parser.add_argument("--reason", required=True, help="why (kept in the history)")
+
+
+def _send(args: argparse.Namespace, observation: Observation) -> int:
+    import anyio
+
+    if not args.nats:
+        print("error: no NATS: pass --nats or set SAFEGUARDS_NATS_URL", file=sys.stderr)
+        return 2
+    now, nonce = now_and_nonce()
+    try:
+        signal = operator_signal(args.account, args.region, observation, now=now, nonce=nonce)
+        anyio.run(send_operator_signal, args.nats, args.partitions, signal)
+    except SafeguardsError as exc:
+        return _fail(exc)
+    except (OSError, TimeoutError) as exc:
+        print(f"error: could not reach NATS at {args.nats}: {type(exc).__name__}",
+              file=sys.stderr)
+        return 1
+    print(f"sent {observation.TYPE} for {args.account} (signal {signal.signal_id}); "
+          f"the account's actor records and applies it")
+    return 0
+
+
+def _override(args: argparse.Namespace) -> int:
+    expires: datetime | None = args.expires
+    return _send(args, OperatorActionTaken(args.operator, "set_level", args.level, expires,
+                                           args.reason))
+
+
+def _clear(args: argparse.Namespace) -> int:
+    return _send(args, OperatorActionTaken(args.operator, "clear", None, None, args.reason))
+
+
+def _appeal_file(args: argparse.Namespace) -> int:
+    return _send(args, AppealFiled(args.appeal_id, args.by, args.reason))
+
+
+def _appeal_resolve(args: argparse.Namespace) -> int:
+    return _send(args, AppealResolved(args.appeal_id, args.operator, args.outcome,
+                                      args.level_after, args.reason))
