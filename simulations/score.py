@@ -122,14 +122,14 @@ def table(scores: list[PersonaScore]) -> str:
 
 def plot_svg(scores: list[PersonaScore]) -> str:
     """A bar chart per persona: harmful served before L3 (worst account) and share at L3+."""
-    w, bar_h, pad = 760, 22, 170
-    h = pad // 2 + bar_h * 2 * len(scores) + 40
+    w, bar_h, pad = 860, 22, 250
+    h = 80 + bar_h * 2 * len(scores) + 40
     top = max([3, *[s.max_harmful_served for s in scores]])
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
              'font-family="sans-serif" font-size="12">',
              '<text x="10" y="20" font-weight="bold">Simulation: harmful completions served '
              'before L3 (red, worst account) and accounts at L3+ (blue, share)</text>']
-    scale = (w - pad - 40) / top
+    scale = (w - pad - 60) / top
     x3 = pad + 3 * scale
     parts.append(f'<line x1="{x3:.1f}" y1="30" x2="{x3:.1f}" y2="{h - 10}" stroke="#d62728" '
                  'stroke-dasharray="4 3"/><text x="{0:.1f}" y="{1}" fill="#d62728">'
@@ -138,10 +138,16 @@ def plot_svg(scores: list[PersonaScore]) -> str:
     for s in scores:
         share = s.enforced_accounts / s.accounts if s.accounts else 0
         parts.append(f'<text x="10" y="{y + 15}">{html.escape(s.persona)} ({s.kind})</text>')
-        parts.append(f'<rect x="{pad}" y="{y}" width="{s.max_harmful_served * scale:.1f}" '
+        served_w = s.max_harmful_served * scale
+        share_w = share * (w - pad - 40)
+        parts.append(f'<rect x="{pad}" y="{y}" width="{served_w:.1f}" '
                      f'height="{bar_h - 6}" fill="#d62728"/>')
-        parts.append(f'<rect x="{pad}" y="{y + bar_h - 4}" width="{share * (w - pad - 40):.1f}" '
+        parts.append(f'<text x="{pad + served_w + 4:.1f}" y="{y + 12}" fill="#d62728">'
+                     f'{s.max_harmful_served}</text>')
+        parts.append(f'<rect x="{pad}" y="{y + bar_h - 4}" width="{share_w:.1f}" '
                      f'height="{bar_h - 6}" fill="#1f77b4"/>')
+        parts.append(f'<text x="{pad + share_w + 4:.1f}" y="{y + bar_h + 8}" fill="#1f77b4">'
+                     f'{s.enforced_accounts}/{s.accounts}</text>')
         y += bar_h * 2
     parts.append("</svg>")
     return "".join(parts)
