@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import anyio
-import nats
-import pytest
 from nats.aio.client import Client
-from nats.js import JetStreamContext
 
 from safeguards.actors.checker import check_end_to_end, score_signal
 from safeguards.actors.clock import ManualClock
@@ -19,33 +15,13 @@ from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.dlq import H_ERROR, H_REASON
 from safeguards.adapters.bus.streams import provision_region
 from safeguards.adapters.store import InMemoryEventStore
-from safeguards.core.codec import encode_signal
 from safeguards.core.events import OperatorActionTaken, ScoreRecorded, Signal
-from safeguards.core.subjects import inputs_subject, stream_name
+from safeguards.core.subjects import stream_name
+
+from bus_support import publish_signals, wait_until
 
 P = 2
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.drain()
-
-
-async def publish(js: JetStreamContext, region: str, signals: list[Signal]) -> None:
-    for s in signals:
-        await js.publish(inputs_subject(region, P, s.account_id), encode_signal(s),
-                         headers={"Nats-Msg-Id": s.signal_id}, timeout=5)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    with anyio.fail_after(timeout_s):
-        while True:
-            if predicate():
-                return
-            await anyio.sleep(0.05)
 
 
 def actors_in_memory(node: Node) -> int:
@@ -68,12 +44,12 @@ async def test_passivated_actor_holds_nothing_and_resumes_from_the_store(
               for i in range(3)]
     async with anyio.create_task_group() as tg:
         await tg.start(node.run)
-        await publish(js, region, first)
+        await publish_signals(js, region, P, first)
         await wait_until(lambda: node.metrics.committed == 3)
         assert actors_in_memory(node) == 1
         clock.advance(61)  # idle past the passivation age
         await wait_until(lambda: actors_in_memory(node) == 0)
-        await publish(js, region, second)
+        await publish_signals(js, region, P, second)
         await wait_until(lambda: node.metrics.committed == 6)
         node.request_stop()
     assert node.metrics.passivated == 1
@@ -99,7 +75,8 @@ async def test_full_mailbox_pauses_the_partition_and_loses_nothing(
     signals = [score_signal(region, "acct-hot", f"h-{i}", T0, (("cyber", 0.1),))
                for i in range(12)]
     await provision_region(js, region)
-    await publish(js, region, signals)  # all in the stream before the node fetches a batch
+    # all in the stream before the node fetches a batch
+    await publish_signals(js, region, P, signals)
     async with anyio.create_task_group() as tg:
         await tg.start(node.run)
         await wait_until(lambda: node.metrics.committed == len(signals), 30)
@@ -125,7 +102,7 @@ async def test_signal_that_fails_its_decision_is_dead_lettered_after_bounded_ret
     good = [score_signal(region, "acct-b", f"g-{i}", T0, (("cyber", 0.1),)) for i in range(3)]
     async with anyio.create_task_group() as tg:
         await tg.start(node.run)
-        await publish(js, region, [bad, *good])
+        await publish_signals(js, region, P, [bad, *good])
         await wait_until(lambda: node.metrics.dead_lettered == 1
                          and node.metrics.committed == 3, 30)
         node.request_stop()

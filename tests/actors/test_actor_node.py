@@ -10,11 +10,9 @@ from typing import Protocol
 import anyio
 import asyncpg
 import msgpack
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from safeguards.actors.checker import check_end_to_end, score_signal
 from safeguards.actors.clock import ManualClock
@@ -23,10 +21,12 @@ from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.dlq import H_DELIVERIES, H_ERROR, H_REASON
 from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
 from safeguards.core.codec import decode_command, encode_signal
-from safeguards.core.events import EnforcementChanged, Signal
+from safeguards.core.events import EnforcementChanged
 from safeguards.core.ids import partition_of, subject_token
 from safeguards.core.ports import EventStore
 from safeguards.core.subjects import inputs_subject, stream_name
+
+from bus_support import publish_signals, wait_until
 
 P = 4
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -34,27 +34,6 @@ T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 def region_name() -> str:
     return "t" + uuid.uuid4().hex[:8]
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.drain()
-
-
-async def publish(js: JetStreamContext, region: str, signals: list[Signal]) -> None:
-    for s in signals:
-        await js.publish(inputs_subject(region, P, s.account_id), encode_signal(s),
-                         headers={"Nats-Msg-Id": s.signal_id}, timeout=5)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    with anyio.fail_after(timeout_s):
-        while True:
-            if predicate():
-                return
-            await anyio.sleep(0.05)
 
 
 class PostgresServer(Protocol):
@@ -123,7 +102,7 @@ async def test_node_commits_each_signal_once_and_emits_enforcement(
     signals.append(score_signal(region, "acct-3", "sig-weapons", T0, (("weapons", 0.97),)))
     async with anyio.create_task_group() as tg:
         await tg.start(node.run)
-        await publish(js, region, signals)
+        await publish_signals(js, region, P, signals)
         await wait_until(lambda: node.metrics.committed == len(signals))
         await wait_until(lambda: len(received) == 1)
         node.request_stop()
@@ -155,7 +134,7 @@ async def test_poison_messages_are_dead_lettered_and_others_flow(nc: Client, nat
         await js.publish(subject, msgpack.packb({"t": "Gossip", "sv": 1}), timeout=5)
         await js.publish(subject, encode_signal(foreign), timeout=5)
         await js.publish(subject, encode_signal(misrouted), timeout=5)  # acct-y on acct-x's subject
-        await publish(js, region, good)
+        await publish_signals(js, region, P, good)
         await wait_until(lambda: node.metrics.dead_lettered == 4
                          and node.metrics.committed == len(good))
         node.request_stop()

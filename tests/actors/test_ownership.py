@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import anyio
-import nats
-import pytest
 from nats.aio.client import Client
 
 from safeguards.actors.checker import check_end_to_end, score_signal
@@ -21,24 +17,10 @@ from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core.codec import encode_signal
 from safeguards.core.subjects import inputs_subject
 
+from bus_support import wait_until
+
 P = 6
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    yield client
-    await client.drain()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float) -> float:
-    start = time.monotonic()
-    with anyio.fail_after(timeout_s):
-        while True:
-            if predicate():
-                return time.monotonic() - start
-            await anyio.sleep(0.05)
 
 
 def test_rendezvous_spreads_and_moves_little() -> None:

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import anyio
 import pytest
-from golden_events import GOLDEN, golden_history
 
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.cli import main
 from safeguards.core.events import EnforcementChanged
 from safeguards.core.ports import AppendRequest
+
+from golden_events import GOLDEN, golden_history
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from golden_events import GOLDEN, golden_history
-
 from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
 from safeguards.core.policy import parse_policy
 from safeguards.core.ports import AppendRequest, EventStore
 from safeguards.ops.backtest import backtest_region
+
+from golden_events import GOLDEN, golden_history
 
 GOLDEN_POLICY = (GOLDEN / "policy-default-2026.11.1.toml").read_text()
 

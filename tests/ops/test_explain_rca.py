@@ -6,13 +6,14 @@ from datetime import UTC, datetime
 from xml.etree import ElementTree
 
 import pytest
-from golden_events import GOLDEN, golden_history
 
 from safeguards.core.backtest import backtest
 from safeguards.core.events import EnforcementChanged
 from safeguards.core.policy import parse_policy
 from safeguards.ops.explain import NotAnEnforcement, explain, render
 from safeguards.ops.rca import rca_html, timeline_svg
+
+from golden_events import GOLDEN, golden_history
 
 
 def test_explain_walks_from_enforcement_back_to_scores_and_models() -> None:

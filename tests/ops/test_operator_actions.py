@@ -4,7 +4,6 @@ history with the operator's identity and reason; bad actions are refused before 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import anyio
@@ -21,15 +20,9 @@ from safeguards.core.errors import InvalidInput
 from safeguards.core.events import EnforcementChanged, OperatorActionTaken
 from safeguards.ops.actions import operator_signal
 
+from bus_support import wait_until
+
 P = 4
-
-
-async def _until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    with anyio.fail_after(timeout_s):
-        while True:
-            if predicate():
-                return
-            await anyio.sleep(0.05)
 
 
 async def _cli(*argv: str) -> int:
@@ -55,13 +48,13 @@ async def test_override_clear_and_appeal_through_a_node(nats_url: str) -> None:
             await tg.start(node.run)
             assert await _cli("ops", "override", "acct:1", *common, "--level", "4",
                               "--operator", "alice", "--reason", "case 4411") == 0
-            await _until(lambda: 4 in levels)
+            await wait_until(lambda: 4 in levels)
             assert await _cli("ops", "appeal-file", "acct:1", *common, "--appeal-id", "A-1",
                               "--by", "acct:1", "--reason", "research") == 0
             assert await _cli("ops", "appeal-resolve", "acct:1", *common, "--appeal-id", "A-1",
                               "--outcome", "overturned", "--level-after", "0",
                               "--operator", "bob", "--reason", "false positive") == 0
-            await _until(lambda: levels[-1:] == [0])
+            await wait_until(lambda: levels[-1:] == [0])
             node.request_stop()
     finally:
         await nc.drain()

@@ -8,11 +8,12 @@ from datetime import timedelta
 
 import anyio
 import pytest
-from store_events import T0, make_request, unique_region
 
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.cli import main
 from safeguards.core.state import fold, initial_state
+
+from store_events import T0, make_request, unique_region
 
 ACCOUNT = "acct-ops-1"
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from store_events import SNAPSHOT_EVERY, StoreUnderTest, create_database, unique_region
 
 from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
+
+from store_events import SNAPSHOT_EVERY, StoreUnderTest, create_database, unique_region
 
 
 @pytest.fixture(params=["memory", "postgres"])

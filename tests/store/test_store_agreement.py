@@ -13,13 +13,14 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from store_events import T0, create_database, make_request
 
 from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
 from safeguards.core import codec
 from safeguards.core.errors import ConcurrencyConflict, ResidencyViolation
 from safeguards.core.ports import AppendRequest, AppendResult
 from safeguards.core.state import fold, initial_state
+
+from store_events import T0, create_database, make_request
 
 ACCOUNTS = ("a", "b", "c")
 KEYS = (None, "k1", "k2", "k3")

@@ -7,7 +7,6 @@ from datetime import timedelta
 import anyio
 import anyio.lowlevel
 import pytest
-from store_events import SNAPSHOT_EVERY, T0, StoreUnderTest, make_event, make_request
 
 from safeguards.core import codec
 from safeguards.core import state as fold_module
@@ -20,6 +19,8 @@ from safeguards.core.errors import (
 from safeguards.core.events import Event, RequestObserved
 from safeguards.core.ports import AppendRequest, AppendResult
 from safeguards.core.state import fold, initial_state
+
+from store_events import SNAPSHOT_EVERY, T0, StoreUnderTest, make_event, make_request
 
 
 async def _fill(store: StoreUnderTest, account: str, count: int, per_append: int = 1) -> None:

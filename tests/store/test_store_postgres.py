@@ -9,7 +9,6 @@ import anyio
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
-from store_events import make_request, unique_region
 
 from safeguards.adapters.embedded.ports import free_port
 from safeguards.adapters.store import PostgresEventStore, migrate
@@ -19,6 +18,8 @@ from safeguards.core import codec
 from safeguards.core.errors import StoreUnavailable
 from safeguards.core.ports import FeedEntry
 from safeguards.core.state import fold, initial_state
+
+from store_events import make_request, unique_region
 
 
 async def stored_snapshots_are_folds(store: PostgresEventStore, account: str) -> list[int]:

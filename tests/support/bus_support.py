@@ -1,0 +1,30 @@
+"""Helpers for tests that drive a real NATS: publishing signals and waiting for an outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+from nats.js import JetStreamContext
+
+from safeguards.core.codec import encode_signal
+from safeguards.core.events import Signal
+from safeguards.core.subjects import inputs_subject
+
+
+async def publish_signals(js: JetStreamContext, region: str, partitions: int,
+                          signals: list[Signal]) -> None:
+    """Each signal to its account's input subject, deduplicated by its id, as producers do."""
+    for s in signals:
+        await js.publish(inputs_subject(region, partitions, s.account_id), encode_signal(s),
+                         headers={"Nats-Msg-Id": s.signal_id}, timeout=5)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> float:
+    """Poll ``predicate`` until it holds; the seconds it took. Fails the test at the deadline."""
+    start = anyio.current_time()
+    with anyio.fail_after(timeout_s):
+        while True:
+            if predicate():
+                return anyio.current_time() - start
+            await anyio.sleep(0.05)
