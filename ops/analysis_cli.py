@@ -20,8 +20,8 @@ from typing import Any
 
 from safeguards.core.errors import SafeguardsError
 from safeguards.core.events import Event
-from safeguards.core.ids import validate_account_id, validate_region
-from safeguards.ops.cli import DB_HELP, _fail, _run, _time, database_url
+from safeguards.core.ids import validate_account_id
+from safeguards.ops.cli import DB_HELP, _fail, _run, _time, open_store
 
 
 def register_ops(ops_sub: Any) -> None:
@@ -53,16 +53,9 @@ def _region(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", default=None, help=DB_HELP)
 
 
-def _store(args: argparse.Namespace) -> Any:
-    from safeguards.adapters.store import PostgresEventStore
-
-    region = validate_region(args.region)
-    return PostgresEventStore(region, database_url(region, args.database_url), pool_size=2)
-
-
 async def _account_history(args: argparse.Namespace) -> list[Event]:
     validate_account_id(args.account)
-    store = _store(args)
+    store = open_store(args, pool_size=2)
     try:
         events: list[Event] = await store.history(args.account)
         return events
@@ -104,7 +97,7 @@ def _rca(args: argparse.Namespace) -> int:
 async def _backtest_async(args: argparse.Namespace) -> Any:
     from safeguards.ops.backtest import backtest_region
 
-    store = _store(args)
+    store = open_store(args, pool_size=2)
     try:
         return await backtest_region(store, args.candidate, since=args.since)
     finally:

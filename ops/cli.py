@@ -215,12 +215,18 @@ def render_state(state: AccountState, at: datetime | None, out: TextIO) -> None:
 # --- handlers -----------------------------------------------------------------------------------
 
 
-def _open(args: argparse.Namespace) -> Any:
+def open_store(args: argparse.Namespace, pool_size: int = 1) -> Any:
+    """The store of ``args.region`` (the database from the flag or the environment)."""
     from safeguards.adapters.store import PostgresEventStore
 
     region = validate_region(args.region)
+    return PostgresEventStore(region, database_url(region, args.database_url),
+                              pool_size=pool_size)
+
+
+def _open(args: argparse.Namespace) -> Any:
     validate_account_id(args.account)
-    return PostgresEventStore(region, database_url(region, args.database_url), pool_size=1)
+    return open_store(args)
 
 
 async def _history_async(args: argparse.Namespace) -> list[Event]:

@@ -36,61 +36,43 @@ class StreamSettings:
     replicas: int = 1  # R3 on a cluster
 
 
+def _config(region: str, kind: str, subject: str, description: str, s: StreamSettings,
+            **overrides: object) -> api.StreamConfig:
+    """What every stream of a region shares: file storage, limits retention that drops the
+    oldest, deduplication by Nats-Msg-Id, the cluster's replica count."""
+    fields: dict[str, object] = {
+        "name": stream_name(region, kind), "description": description,
+        "subjects": [f"sg.{region}.{subject}.>"], "retention": api.RetentionPolicy.LIMITS,
+        "storage": api.StorageType.FILE, "duplicate_window": s.duplicate_window_s,
+        "discard": api.DiscardPolicy.OLD, "num_replicas": s.replicas,
+    }
+    fields.update(overrides)
+    return api.StreamConfig(**fields)  # type: ignore[arg-type]
+
+
 def inputs_config(region: str, s: StreamSettings) -> api.StreamConfig:
-    return api.StreamConfig(
-        name=stream_name(region, "INPUTS"),
-        description=f"signals for the account actors of region {region}",
-        subjects=[f"sg.{region}.acct.>"],
-        retention=api.RetentionPolicy.LIMITS,
-        storage=api.StorageType.FILE,
-        max_age=s.inputs_max_age_s,
-        duplicate_window=s.duplicate_window_s,
-        discard=api.DiscardPolicy.OLD,
-        num_replicas=s.replicas,
-    )
+    return _config(region, "INPUTS", "acct", f"signals for the account actors of region {region}",
+                   s, max_age=s.inputs_max_age_s)
 
 
 def enforce_config(region: str, s: StreamSettings) -> api.StreamConfig:
-    return api.StreamConfig(
-        name=stream_name(region, "ENFORCE"),
-        description=f"current enforcement command per account of region {region}",
-        subjects=[f"sg.{region}.enforce.>"],
-        retention=api.RetentionPolicy.LIMITS,
-        storage=api.StorageType.FILE,
-        max_msgs_per_subject=1,  # last value per account
-        duplicate_window=s.duplicate_window_s,
-        discard=api.DiscardPolicy.OLD,
-        num_replicas=s.replicas,
-        allow_direct=True,
-    )
+    return _config(region, "ENFORCE", "enforce",
+                   f"current enforcement command per account of region {region}", s,
+                   max_msgs_per_subject=1,  # last value per account
+                   allow_direct=True)
 
 
 def content_config(region: str, s: StreamSettings) -> api.StreamConfig:
-    return api.StreamConfig(
-        name=stream_name(region, "CONTENT"),
-        description=f"prompt/completion text awaiting scoring in region {region} (short TTL)",
-        subjects=[f"sg.{region}.content.>"],
-        retention=api.RetentionPolicy.WORK_QUEUE,
-        storage=api.StorageType.FILE,
-        max_age=s.content_max_age_s,
-        duplicate_window=min(s.duplicate_window_s, s.content_max_age_s),
-        discard=api.DiscardPolicy.OLD,
-        num_replicas=s.replicas,
-    )
+    return _config(region, "CONTENT", "content",
+                   f"prompt/completion text awaiting scoring in region {region} (short TTL)", s,
+                   retention=api.RetentionPolicy.WORK_QUEUE, max_age=s.content_max_age_s,
+                   duplicate_window=min(s.duplicate_window_s, s.content_max_age_s))
 
 
 def dlq_config(region: str, s: StreamSettings) -> api.StreamConfig:
-    return api.StreamConfig(
-        name=stream_name(region, "DLQ"),
-        description=f"poison messages of region {region}, with their reason in headers",
-        subjects=[f"sg.{region}.dlq.>"],
-        retention=api.RetentionPolicy.LIMITS,
-        storage=api.StorageType.FILE,
-        max_age=s.dlq_max_age_s,
-        duplicate_window=s.duplicate_window_s,
-        discard=api.DiscardPolicy.OLD,
-        num_replicas=s.replicas,
-    )
+    return _config(region, "DLQ", "dlq",
+                   f"poison messages of region {region}, with their reason in headers", s,
+                   max_age=s.dlq_max_age_s)
 
 
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig, *,

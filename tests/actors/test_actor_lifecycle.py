@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 from nats.aio.client import Client
@@ -28,16 +29,23 @@ def actors_in_memory(node: Node) -> int:
     return sum(len(r.worker.actors) for r in node.running.values())
 
 
+def memory_node(nats_url: str, clock: ManualClock,
+                **settings: Any) -> tuple[Node, InMemoryEventStore, str]:
+    """A node of a fresh region over an in-memory store, owning every partition."""
+    region = "t" + uuid.uuid4().hex[:8]
+    store = InMemoryEventStore(region)
+    node = Node(region=region, partitions=P, nats_url=nats_url, store=store, clock=clock,
+                settings=NodeSettings(fetch_timeout_s=0.2, **settings),
+                static_partitions=range(P))
+    return node, store, region
+
+
 async def test_passivated_actor_holds_nothing_and_resumes_from_the_store(
     nc: Client, nats_url: str
 ) -> None:
-    region = "t" + uuid.uuid4().hex[:8]
     js = nc.jetstream()
-    store = InMemoryEventStore(region)
     clock = ManualClock(T0)
-    node = Node(region=region, partitions=P, nats_url=nats_url, store=store, clock=clock,
-                settings=NodeSettings(fetch_timeout_s=0.2, passivate_after_s=60),
-                static_partitions=range(P))
+    node, store, region = memory_node(nats_url, clock, passivate_after_s=60)
     first = [score_signal(region, "acct-p", f"a-{i}", T0, (("jailbreak", 0.8),))
              for i in range(3)]
     second = [score_signal(region, "acct-p", f"b-{i}", T0, (("jailbreak", 0.8),))
@@ -65,13 +73,8 @@ async def test_passivated_actor_holds_nothing_and_resumes_from_the_store(
 async def test_full_mailbox_pauses_the_partition_and_loses_nothing(
     nc: Client, nats_url: str
 ) -> None:
-    region = "t" + uuid.uuid4().hex[:8]
     js = nc.jetstream()
-    store = InMemoryEventStore(region)
-    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
-                clock=ManualClock(T0),
-                settings=NodeSettings(fetch_timeout_s=0.2, mailbox_capacity=2),
-                static_partitions=range(P))
+    node, store, region = memory_node(nats_url, ManualClock(T0), mailbox_capacity=2)
     signals = [score_signal(region, "acct-hot", f"h-{i}", T0, (("cyber", 0.1),))
                for i in range(12)]
     await provision_region(js, region)
@@ -89,13 +92,8 @@ async def test_full_mailbox_pauses_the_partition_and_loses_nothing(
 async def test_signal_that_fails_its_decision_is_dead_lettered_after_bounded_retries(
     nc: Client, nats_url: str
 ) -> None:
-    region = "t" + uuid.uuid4().hex[:8]
     js = nc.jetstream()
-    store = InMemoryEventStore(region)
-    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
-                clock=ManualClock(T0),
-                settings=NodeSettings(fetch_timeout_s=0.2, reject_after_deliveries=2),
-                static_partitions=range(P))
+    node, store, region = memory_node(nats_url, ManualClock(T0), reject_after_deliveries=2)
     # Decodes fine, but names a level the policy's ladder does not have.
     bad = Signal("bad-1", "acct-b", region, T0, "c",
                  OperatorActionTaken("op", "set_level", 42, None, "typo"))
