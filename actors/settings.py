@@ -13,8 +13,10 @@ class NodeSettings:
     fetch_batch: int = 256  # messages pulled per fetch of one partition
     fetch_timeout_s: float = 0.5  # a fetch's wait when the partition is idle
     # After a small batch, wait this long before fetching again so that the next fetch (and
-    # the group commit it feeds) carries more: latency traded for CPU per signal (off by default).
-    fetch_linger_s: float = 0.01
+    # the group commit it feeds) carries more: CPU per signal traded for latency. Off by default:
+    # the group commit already merges what the partitions bring, and every wait here adds to
+    # the signal -> enforcement latency.
+    fetch_linger_s: float = 0.0
     commit_linger_s: float = 0.0  # the committer's wait for more work when a cycle is small
     mailbox_capacity: int = 64  # signals one account may hold awaiting its turn
     max_conflict_retries: int = 8  # decide-again rounds for one signal within a batch

@@ -16,6 +16,7 @@ from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.regions.config import RegionConfig
+from safeguards.runtime import settle_heap
 
 MIGRATE_TIMEOUT_S = 120.0
 
@@ -31,6 +32,7 @@ async def run_node(region: str, nats_url: str, database_url: str, node_id: str |
                     node_id=node_id, settings=settings)
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
+            settle_heap()  # start-up is done: later collections only walk the working set
             print(json.dumps({"node": node.node_id, "region": region, "ready": True}),
                   flush=True)
 

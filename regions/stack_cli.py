@@ -53,6 +53,7 @@ async def _serve(args: argparse.Namespace, policy: Any) -> None:
 
     from safeguards.regions.config import RegionConfig
     from safeguards.regions.stack import RegionStack
+    from safeguards.runtime import settle_heap
 
     config = RegionConfig(args.region, args.database_url, args.nats, args.partitions)
     stack = RegionStack(config, args.upstream, policy=policy,
@@ -60,6 +61,7 @@ async def _serve(args: argparse.Namespace, policy: Any) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with anyio.create_task_group() as tg:
             endpoints = await tg.start(stack.run)
+            settle_heap()  # models, caches and modules are loaded: keep them out of GC scans
             print(json.dumps({"ready": True, **asdict(endpoints)}), flush=True)
             async for _ in signals:
                 stack.request_stop()

@@ -12,7 +12,6 @@ commands are applied only when newer than what the cache holds, so re-reading is
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from safeguards.core.codec import decode_command
 from safeguards.core.errors import CodecError
 from safeguards.core.ids import validate_region
 from safeguards.core.subjects import stream_name
+from safeguards.runtime import settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -150,5 +150,4 @@ async def freeze_gc_when_ready(feed: EnforcementFeed) -> None:
     collection over 100k long-lived cache entries would otherwise be a multi-millisecond pause on
     the serving path."""
     await feed.ready.wait()
-    gc.collect()
-    gc.freeze()
+    settle_heap()
