@@ -169,6 +169,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--stream-requests", type=int, default=200)
     parser.add_argument("--nats", default=None)
+    parser.add_argument("--upstream-latency-ms", type=float, default=0.0,
+                        help="the stand-in model's time to answer (0: at once, which makes the "
+                             "closed-loop clients saturate the machine's CPU)")
     parser.add_argument("--logs", type=Path, default=Path("/tmp"))
     args = parser.parse_args()
     nats_server = None if args.nats else EmbeddedNats().start()
@@ -176,7 +179,8 @@ def main() -> None:
     up_port, proxy_port = free_port(), free_port()
     procs = []
     try:
-        procs.append(spawn(["upstream", "--port", str(up_port)],
+        procs.append(spawn(["upstream", "--port", str(up_port),
+                            "--latency-ms", str(args.upstream_latency_ms)],
                            args.logs / "bench-upstream.log"))
         procs.append(spawn(["proxy", "--region", "bench", "--upstream",
                             f"http://127.0.0.1:{up_port}", "--nats", nats_url,

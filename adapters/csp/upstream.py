@@ -10,6 +10,11 @@ message change the script, so a test can ask for what it needs through an unmodi
 - ``#disconnect-after=N`` (streaming) drop the connection after N characters of completion
 - ``#delay-ms=N``        wait N ms between streamed chunks
 
+``Script.latency_ms`` makes completions take about that long before their first byte, as a
+model's prefill and generation do: each draws its time uniformly within ``latency_jitter`` of the
+mean (a model's time varies with the request; a fixed one would make closed-loop clients move in
+lockstep). 0, the default, answers at once.
+
 Streaming follows Anthropic's event sequence (message_start, content_block_start, ping,
 content_block_delta..., content_block_stop, message_delta, message_stop) with usage tokens.
 """
@@ -17,6 +22,7 @@ content_block_delta..., content_block_stop, message_delta, message_stop) with us
 from __future__ import annotations
 
 import json
+import random
 import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -51,6 +57,8 @@ class Script:
     reply: str = DEFAULT_REPLY
     chunk_chars: int = 16
     max_body_bytes: int = 32 * 1024 * 1024
+    latency_ms: float = 0.0  # the model's mean time before its first byte
+    latency_jitter: float = 0.5  # each completion takes latency_ms x (1 +- this), uniformly
 
 
 def _tokens(chars: int) -> int:
@@ -63,6 +71,7 @@ class UpstreamApp:
 
     def __init__(self, script: Script | None = None) -> None:
         self.script = script or Script()
+        self._rng = random.Random(0)  # a model's varying answer times, reproducibly
         self.requests = 0
         self.count_tokens_requests = 0
         self.model_requests = 0
@@ -151,6 +160,10 @@ class UpstreamApp:
         if status != 200:
             await _respond(send, status, error_body(status, "scripted upstream failure"))
             return
+        if self.script.latency_ms > 0:
+            jitter = self.script.latency_jitter
+            await anyio.sleep(self.script.latency_ms / 1000
+                              * self._rng.uniform(1 - jitter, 1 + jitter))
         prompt_chars = sum(len(t) for t in _all_texts(doc))
         message_id = "msg_" + secrets.token_hex(12)
         usage_in, usage_out = _tokens(prompt_chars), _tokens(len(reply))

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from safeguards.adapters.csp.serving import serving
-from safeguards.adapters.csp.upstream import UpstreamApp
+from safeguards.adapters.csp.upstream import Script, UpstreamApp
 from safeguards.adapters.csp.upstream_client import (
     UpstreamClient,
     UpstreamDisconnected,
@@ -69,3 +69,24 @@ async def test_reuse_stale_retry_chunked_and_typed_failures() -> None:
         await refused.post("/v1/messages", body("hi"), HEADERS)
     with pytest.raises(ValueError, match="http://"):
         UpstreamClient("https://example.invalid")
+
+
+async def test_stand_in_model_time_varies_within_its_jitter() -> None:
+    """``Script.latency_ms``: every completion (whole or streamed) waits within latency x (1 +-
+    jitter) before its first byte, and the waits differ from request to request."""
+    script = Script(latency_ms=60, latency_jitter=0.5)
+    async with serving(UpstreamApp(script), "127.0.0.1", free_port(), lifespan="off") as url:
+        client = UpstreamClient(url)
+        try:
+            took: list[float] = []
+            for stream in (False, False, False, False, True):
+                start = anyio.current_time()
+                r = await client.post("/v1/messages", body("hi", stream=stream), HEADERS)
+                await r.read()
+                await r.aclose()
+                assert r.status == 200
+                took.append(anyio.current_time() - start)
+            assert min(took) >= 0.030  # never under latency x (1 - jitter)
+            assert len({round(t, 3) for t in took}) > 1
+        finally:
+            await client.aclose()
