@@ -68,6 +68,7 @@ class Node:
         self._stop = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._js: JetStreamContext | None = None
+        self._nc: Client | None = None
         self._dead_letters: DeadLetters | None = None
 
     def request_stop(self) -> None:
@@ -94,6 +95,7 @@ class Node:
     async def _run(self, nc: Client, task_status: anyio.abc.TaskStatus[None]) -> None:
         s = self.settings
         js = nc.jetstream(timeout=5.0)
+        self._nc = nc
         self._js = js
         await provision_region(js, self.region, s.streams)
         self._dead_letters = DeadLetters(js, self.region)
@@ -142,10 +144,10 @@ class Node:
             tg.cancel_scope.cancel()
 
     async def _start_partition(self, partition: int) -> None:
-        assert self._tg is not None and self._js is not None and self._dead_letters is not None
+        assert self._tg is not None and self._nc is not None and self._dead_letters is not None
         if partition in self.running:
             return
-        consumer = PartitionConsumer(self._js, self.region, partition, self.settings.consumers)
+        consumer = PartitionConsumer(self._nc, self.region, partition, self.settings.consumers)
         relay = self.relay
         worker = PartitionWorker(
             region=self.region, partitions=self.partitions, partition=partition,

@@ -384,12 +384,14 @@ class PartitionWorker:
         with contextlib.suppress(TimeoutError, nats.errors.Error), anyio.fail_after(ACK_TIMEOUT_S):
             for _, env in parked:
                 await env.msg.in_progress()
+            await self.consumer.keep_alive()
 
     async def _keep_alive(self, actors: list[AccountActor]) -> None:
         with contextlib.suppress(TimeoutError, nats.errors.Error), anyio.fail_after(ACK_TIMEOUT_S):
             for actor in actors:
                 for env in actor.mailbox:
                     await env.msg.in_progress()
+            await self.consumer.keep_alive()
 
     # --- passivation ---------------------------------------------------------------------------
 

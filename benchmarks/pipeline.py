@@ -149,11 +149,12 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
             node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
                         settings=settings, static_partitions=range(P))
             async with anyio.create_task_group() as tg:
-                start = time.perf_counter()
+                start, cpu0 = time.perf_counter(), time.process_time()
                 await tg.start(node.run)
                 with anyio.fail_after(600):
                     await until(lambda: node.metrics.committed >= len(signals), 0.01)
                 elapsed = time.perf_counter() - start
+                backlog_cpu_us = (time.process_time() - cpu0) / len(signals) * 1e6
                 rate = len(signals) / elapsed
                 print(f"pipeline: {rate:.0f} signals/s through one node "
                       f"({node.metrics.batches} batches, {node.metrics.loads} loads, "
@@ -167,10 +168,13 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
                 # The load comes from another process, as it would from the inline adapters:
                 # the node's event loop runs only the node.
                 half = rate * args.load_fraction
+                committed0, cpu0 = node.metrics.committed, time.process_time()
                 with GcPauses() as pauses:
                     client = await anyio.run_process(
                         [sys.executable, __file__, "--load-client", nats_url, region, str(half),
                          str(args.accounts), str(args.latency_s)], check=True)
+                live_cpu_us = ((time.process_time() - cpu0)
+                               / max(1, node.metrics.committed - committed0) * 1e6)
                 load = json.loads(client.stdout.decode().splitlines()[-1])
                 node.request_stop()
             # A restarted node: every account exists in the store and none is in memory, so
@@ -199,6 +203,8 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
               f"(target {half:.0f}): p50 {p50:.1f} ms, "
               f"p99 {p99:.1f} ms over {len(lat)} violations ({missing} missing); node process "
               f"GC meanwhile: {pauses.summary()}", flush=True)
+        print(f"node CPU per signal: {backlog_cpu_us:.0f} us on the backlog, {live_cpu_us:.0f} us "
+              f"live at half rate (x{live_cpu_us / backlog_cpu_us:.2f})", flush=True)
         await nc.close()
     return {"signals_per_s": round(rate, 1), "raw_consume_per_s": round(raw, 1),
             "ratio": round(rate / raw, 3), "enforce_p50_ms": round(p50, 2),

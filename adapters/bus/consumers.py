@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import anyio
 import nats.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
-from nats.js.errors import APIError, FetchTimeoutError
+from nats.js.errors import APIError
 
 from safeguards.adapters.bus.errors import BusUnavailable, ProvisioningConflict
 from safeguards.core.subjects import partition_filter, stream_name
 
 API_TIMEOUT_S = 5.0
-DRAIN_TIMEOUT_S = 0.003  # a no-wait batch answers at once; this only bounds an empty answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,68 +86,155 @@ async def ensure_partition_consumer(js: JetStreamContext, region: str, partition
 
 
 class PartitionConsumer:
-    """Fetches batches of one partition's durable consumer."""
+    """Takes batches from one partition's durable consumer through a standing pull.
 
-    def __init__(self, js: JetStreamContext, region: str, partition: int,
-                 settings: ConsumerSettings | None = None) -> None:
-        self._js = js
+    Messages flow into a local buffer as JetStream delivers them, while the worker is busy with
+    the previous batch, so a signal that arrives mid-batch is in hand the moment the worker asks:
+    no fetch round trips on the latency path. Flow control is by credit: pull requests
+    (expiring after ``expires_s``) are kept outstanding so that credit plus buffer stays within
+    one batch (topped up when it falls to half); JetStream's own ``max_ack_pending`` bounds the
+    rest. Buffered messages are kept alive (``in_progress``) when they wait longer than a third
+    of the ack wait, so a slow worker is never overtaken by redeliveries of its own messages. A
+    request that ends (filled, or a 408/409 status when it expires or the server refuses it)
+    is replaced at once; one that neither delivers nor ends within its expiry plus a grace
+    period (the server restarted and forgot it) is written off and replaced, so a restart of
+    NATS heals by itself. On ``close`` no new requests go out, the outstanding ones are let run
+    out, and whatever is buffered but was never handed out is given back (``nak``) so that the
+    partition's next owner gets it at once instead of after the ack wait.
+    """
+
+    def __init__(self, nc: Client, region: str, partition: int,
+                 settings: ConsumerSettings | None = None, *,
+                 expires_s: float = 0.5, grace_s: float = 1.0) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(timeout=API_TIMEOUT_S)
         self.region = region
         self.partition = partition
         self.settings = settings or ConsumerSettings()
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self.expires_s = expires_s
+        self.grace_s = grace_s
+        self._sub: Subscription | None = None
+        self._next_subject = ""
+        self._inbox = ""
+        self._buffer: deque[Msg] = deque()
+        self._arrived = anyio.Event()
+        # outstanding pull requests, oldest first: [credit left, monotonic deadline]
+        self._requests: deque[list[float]] = deque()
+        self._batch = 1
+        self._closing = False
+        self._kept_alive = time.monotonic()
+        self.pulls = 0  # pull requests sent (for metrics and tests)
+        self.written_off = 0  # requests that vanished (server restart) and were replaced
+
+    @property
+    def credit(self) -> int:
+        return int(sum(r[0] for r in self._requests))
 
     async def open(self) -> None:
         name = await ensure_partition_consumer(self._js, self.region, self.partition,
                                                self.settings)
+        stream = stream_name(self.region, "INPUTS")
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"
+        self._inbox = self._nc.new_inbox()
         try:
             with anyio.fail_after(API_TIMEOUT_S):
-                self._sub = await self._js.pull_subscribe_bind(
-                    name, stream=stream_name(self.region, "INPUTS"),
-                    pending_msgs_limit=4 * self.settings.max_ack_pending,
-                )
-        except TimeoutError:
-            raise BusUnavailable(f"binding consumer {name}: no answer") from None
+                self._sub = await self._nc.subscribe(
+                    self._inbox, cb=self._on_message,
+                    pending_msgs_limit=4 * self.settings.max_ack_pending)
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise BusUnavailable(f"subscribing for partition {self.partition}: "
+                                 f"{type(exc).__name__}") from None
 
     async def fetch(self, batch: int, timeout_s: float) -> list[Msg]:
-        """Up to ``batch`` messages, returned as soon as any are there; an empty list when none
-        came within ``timeout_s``.
-
-        nats-py's ``fetch(n)`` on an idle consumer long-polls and, once a first message arrives,
-        keeps waiting for the other ``n - 1`` until its timeout: a lone signal would wait out
-        the whole poll. So: take what is already there (a no-wait batch), else long-poll for
-        one message, then take whatever came with it."""
+        """Up to ``batch`` messages: those already delivered at once, else the first to arrive
+        within ``timeout_s`` (an empty list when none did)."""
         if self._sub is None:
             raise RuntimeError("PartitionConsumer.fetch before open")
-        msgs = await self._fetch(batch, DRAIN_TIMEOUT_S)
-        if msgs:
-            return msgs
-        first = await self._fetch(1, timeout_s)
-        if not first or batch == 1:
-            return first
-        return first + await self._fetch(batch - 1, DRAIN_TIMEOUT_S)
+        self._batch = batch
+        await self._top_up()
+        if not self._buffer:
+            with anyio.move_on_after(timeout_s):
+                while not self._buffer:
+                    await self._arrived.wait()
+                    if not self._buffer:
+                        self._arrived = anyio.Event()
+        out = [self._buffer.popleft() for _ in range(min(batch, len(self._buffer)))]
+        if not self._buffer:
+            self._arrived = anyio.Event()
+        elif time.monotonic() - self._kept_alive > self.settings.backoff[0] / 3:
+            await self.keep_alive()
+        await self._top_up()
+        return out
 
-    async def _fetch(self, batch: int, timeout_s: float) -> list[Msg]:
-        assert self._sub is not None
+    async def _top_up(self) -> None:
+        """Write off requests past their deadline, then request enough to keep credit plus
+        buffer at two batches once they fall to one."""
+        if self._closing or self._sub is None:
+            return
+        now = time.monotonic()
+        while self._requests and self._requests[0][1] < now:
+            self._requests.popleft()
+            self.written_off += 1
+        have = self.credit + len(self._buffer)
+        if have > self._batch // 2:
+            return
+        want = self._batch - have
+        self._requests.append([want, now + self.expires_s + self.grace_s])
+        request = json.dumps({"batch": want,
+                              "expires": int(self.expires_s * 1_000_000_000)}).encode()
         try:
-            with anyio.fail_after(timeout_s + 2.0):
-                msgs: list[Msg] = await self._sub.fetch(batch, timeout=timeout_s)
-                return msgs
-        except (FetchTimeoutError, nats.errors.TimeoutError):
-            return []
-        except TimeoutError:
-            return []
+            await self._nc.publish(self._next_subject, request, reply=self._inbox)
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
-                nats.errors.ConnectionDrainingError, nats.errors.NoRespondersError,
-                nats.errors.SlowConsumerError) as exc:
-            raise BusUnavailable(f"fetch from partition {self.partition}: "
+                nats.errors.ConnectionDrainingError, nats.errors.OutboundBufferLimitError
+                ) as exc:
+            self._requests.pop()
+            raise BusUnavailable(f"pull from partition {self.partition}: "
                                  f"{type(exc).__name__}") from None
-        except APIError as exc:
-            raise BusUnavailable(f"fetch from partition {self.partition}: {exc.description}"
-                                 ) from None
+        self.pulls += 1
+
+    async def _on_message(self, msg: Msg) -> None:
+        status = msg.headers.get(api.Header.STATUS) if msg.headers else None
+        if status is None:
+            if self._requests:
+                self._requests[0][0] -= 1
+                if self._requests[0][0] <= 0:
+                    self._requests.popleft()
+            self._buffer.append(msg)
+            self._arrived.set()
+        elif status == api.StatusCode.CONTROL_MESSAGE:
+            return  # a heartbeat
+        else:
+            # 404/408: the oldest request ended unfilled (expired); 409: refused or cut short
+            # (max waiting, leadership change, consumer deleted). Either way it is over.
+            if self._requests:
+                self._requests.popleft()
+        if not self._closing and self.credit + len(self._buffer) <= self._batch // 2:
+            with contextlib.suppress(BusUnavailable):
+                await self._top_up()
+        if self._closing and not self._requests:
+            self._arrived.set()
+
+    async def keep_alive(self) -> None:
+        """Tell JetStream the buffered messages are still ours (the worker is slow, held up by
+        a store outage or a full mailbox), so they are not redelivered meanwhile."""
+        self._kept_alive = time.monotonic()
+        for msg in list(self._buffer):
+            await msg.in_progress()
 
     async def close(self) -> None:
         sub, self._sub = self._sub, None
-        if sub is not None:
-            with anyio.move_on_after(2.0):
-                with contextlib.suppress(nats.errors.Error):
-                    await sub.unsubscribe()
+        self._closing = True
+        if sub is None:
+            return
+        # Let the outstanding requests run out (at most their expiry), so nothing is delivered
+        # to an inbox nobody reads; then give back what was never handed out.
+        with anyio.move_on_after(self.expires_s + 0.2):
+            while self._requests:
+                self._arrived = anyio.Event()
+                await self._arrived.wait()
+        with anyio.move_on_after(2.0):
+            with contextlib.suppress(nats.errors.Error):
+                while self._buffer:
+                    await self._buffer.popleft().nak()
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
