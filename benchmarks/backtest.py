@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -73,9 +74,9 @@ async def run(url: str, args: argparse.Namespace) -> BacktestReport:
             await store.append_batch(batch)
         print(f"stored {stored:,} events for {args.accounts:,} accounts in "
               f"{time.perf_counter() - t:.1f} s")
-        candidate = parse_policy(default_policy_text()
-                                 .replace('version = "default-2026.11.1"',
-                                          'version = "candidate-heavier-jailbreak"')
+        candidate = parse_policy(re.sub(r'(?m)^version = ".*"$',
+                                        'version = "candidate-heavier-jailbreak"',
+                                        default_policy_text(), count=1)
                                  .replace("weight = 1.0", "weight = 1.5", 1))
         report = await backtest_region(store, candidate)
         print(report.render(limit=5))

@@ -49,6 +49,9 @@ class Rung:
     points: float
     duration_s: float  # 0 means: until an operator acts
     interventions: tuple[str, ...]
+    # Inline classification at this level refuses at category threshold x this scale: enhanced
+    # filtering is stricter for an account that has already shown abuse (1 = the thresholds).
+    classify_threshold_scale: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +268,8 @@ def _ladder(c: _Checker, rungs: list[Any]) -> tuple[Rung, ...]:
                 points=c.number(spec, "points", path, lo=0, hi=1e12),
                 duration_s=c.number(spec, "duration_s", path, lo=0, hi=10 * 365 * 86400),
                 interventions=tuple(str(x) for x in interventions),
+                classify_threshold_scale=c.number(spec, "classify_threshold_scale", path,
+                                                  lo=0.05, hi=1.0, default=1.0),
             )
         )
     if [r.level for r in out] != list(LEVELS):

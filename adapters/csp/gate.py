@@ -169,8 +169,11 @@ class Gate:
         self.policy = policy
         self.max_staleness_s = policy.gate.max_staleness_s
         self._closed = tuple(c.name for c in policy.categories if c.on_unavailable == "closed")
-        self._thresholds = tuple((c.name, c.threshold, c.on_unavailable == "closed")
-                                 for c in policy.categories)
+        # per level: (category, threshold x the rung's classify_threshold_scale, fails closed)
+        self._thresholds = tuple(
+            tuple((c.name, c.threshold * rung.classify_threshold_scale,
+                   c.on_unavailable == "closed") for c in policy.categories)
+            for rung in policy.ladder)
         self._decisions: dict[tuple[str, str, int, int, bool], Decision] = {}
         tier0 = policy.rate_tiers[0]
         flags0 = flags_of(policy.ladder[0].interventions)
@@ -337,7 +340,7 @@ class Gate:
             return decision
         present = dict(scores) if scores is not None else {}
         closed_missing: list[str] = []
-        for name, threshold, closed in self._thresholds:
+        for name, threshold, closed in self._thresholds[decision.level]:
             score = present.get(name)
             if score is None:
                 if closed:

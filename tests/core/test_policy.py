@@ -48,3 +48,13 @@ def test_ladder_must_be_ordered() -> None:
     text = default_policy_text().replace("points = 2.9", "points = 1.0")
     with pytest.raises(PolicyError, match=r"ladder\[3\].points: must exceed level 2's"):
         parse_policy(text)
+
+
+def test_classify_threshold_scale_is_per_rung_and_bounded() -> None:
+    p = default_policy()
+    assert p.ladder[0].classify_threshold_scale == 1.0  # absent: the thresholds as they are
+    assert p.ladder[2].classify_threshold_scale == 0.5
+    text = default_policy_text().replace("classify_threshold_scale = 0.5",
+                                         "classify_threshold_scale = 1.5", 1)
+    with pytest.raises(PolicyError, match=r"ladder\[2\].classify_threshold_scale: 1.5 is outside"):
+        parse_policy(text)

@@ -180,3 +180,20 @@ def test_a_level_that_classifies_without_intervening_keeps_its_action(gate: Gate
     clear = gate.resolve(pending, (("weapons", 0.1), ("cyber", 0.1)))
     assert (clear.action, clear.reason, clear.status) == (pending.action, "classified_clear", 200)
     assert gate.resolve(pending, (("weapons", 0.95),)).status == 403
+
+
+def test_enhanced_filtering_refuses_at_the_rungs_scaled_threshold(gate: Gate) -> None:
+    """At a level whose rung scales the thresholds down (enhanced filtering), a borderline
+    score is refused that a level-1 account would be served with."""
+    policy = gate.policy
+    cyber = next(c.threshold for c in policy.categories if c.name == "cyber")
+    scale = policy.ladder[2].classify_threshold_scale
+    assert scale < 1 and policy.ladder[1].classify_threshold_scale == 1
+    # between the scaled and the plain threshold (weapons scored too: it fails closed if absent)
+    borderline = (("cyber", cyber * (1 + scale) / 2), ("weapons", 0.0))
+    gate.apply(command("l2", 2, 1, policy))
+    gate.apply(command("l1", 1, 1, policy))
+    assert gate.resolve(gate.check(req("l2"), T0), borderline).status == 403
+    level_one = gate.check(req("l1"), T0)
+    if level_one.needs_classify:
+        assert gate.resolve(level_one, borderline).status == 200
