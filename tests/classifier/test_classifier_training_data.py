@@ -78,3 +78,47 @@ def test_generated_families_are_deterministic_and_disjoint() -> None:
     assert not benign_train & benign_held
     assert all(not e.labels for e in generated.news(50, seed=9, family="train")
                + generated.fiction_dialogue(50, seed=9, family="train"))
+
+
+# words that only the never-trained ("unseen vocabulary") harmful phrases use
+_UNSEEN_ONLY = {"backdoor", "bacteria", "bludgeon", "bootkit", "bump", "catalytic", "cheques",
+                "classmate", "claymore", "converters", "corpse", "dodge", "embezzled", "fence",
+                "ghb", "heart", "incendiary", "landmine", "lithium", "maim", "mall", "massacre",
+                "mixtures", "napalm", "phosgene", "plague", "plane", "pwn", "sedatives",
+                "silent", "slit", "smother", "stock", "submachine", "wiper", "wrists"}
+
+
+def test_evasive_families_are_deterministic_disjoint_and_labelled() -> None:
+    from safeguards.adapters.classifier.train import generated
+
+    a = generated.evasive_requests(500, seed=3, family="train")
+    assert [e.text for e in a] == [e.text for e in generated.evasive_requests(
+        500, seed=3, family="train")]
+    assert {c for e in a for c in e.labels} == {"weapons", "violence", "illicit"}
+    assert all(e.labels and "{" not in e.text for e in a)
+    held = generated.evasive_requests(500, seed=4, family="heldout")
+    assert not {e.text for e in a} & {e.text for e in held}
+    # every bank is split: no held-out slot value or template occurs in a training text
+    train_text = " ".join(e.text for e in generated.evasive_requests(
+        3000, seed=6, family="train")).lower()
+    for bank in (generated._EVASIVE_SHARED["dodge"], generated._EVASIVE_SHARED["unnoticed"],
+                 generated._EVASIVE_KINDS["firearms"][1]["pred"],
+                 generated._EVASIVE_KINDS["toxins"][1]["step"]):
+        held_values = generated._split(bank, "heldout")
+        assert held_values and not any(v.lower() in train_text for v in held_values
+                                       if len(v) > 12)
+    assert not _UNSEEN_ONLY & set(re.findall(r"[a-z]+", train_text))
+    benign = generated.evasive_benign(2000, seed=7, family="train")
+    assert all(not e.labels and "{" not in e.text for e in benign)
+    benign_held = generated.evasive_benign(500, seed=8, family="heldout")
+    assert not {e.text for e in benign} & {e.text for e in benign_held}
+    assert not _UNSEEN_ONLY & set(re.findall(r"[a-z]+", " ".join(e.text for e in benign).lower()))
+
+
+def test_training_code_never_reads_the_simulation_personas() -> None:
+    """The personas are the external test set for evasive requests."""
+    from safeguards.adapters.classifier.train import generated
+
+    for path in Path(generated.__file__ or "").parent.glob("*.py"):
+        text = path.read_text()
+        assert "personas" not in text and "simulations" not in text, path.name

