@@ -17,7 +17,10 @@ class NodeSettings:
     # the group commit already merges what the partitions bring, and every wait here adds to
     # the signal -> enforcement latency.
     fetch_linger_s: float = 0.0
-    commit_linger_s: float = 0.0  # the committer's wait for more work when a cycle is small
+    # The committer's wait for more partitions' work when a cycle is small (under 128 appends):
+    # in live traffic, fewer and larger transactions cost less CPU per signal, which keeps the
+    # node's loop (and with it the latency tail) out of queueing; a backlog never waits.
+    commit_linger_s: float = 0.005
     mailbox_capacity: int = 64  # signals one account may hold awaiting its turn
     max_conflict_retries: int = 8  # decide-again rounds for one signal within a batch
     reject_after_deliveries: int = 5  # a signal whose decision keeps failing goes to the DLQ
