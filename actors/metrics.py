@@ -22,6 +22,7 @@ class NodeMetrics:
     batches: int = 0
     commands_published: int = 0  # rows confirmed and marked by the slow path
     fast_path_overflow: int = 0  # commands left to the slow path because its queue was full
+    commands_repaired: int = 0  # newest commands re-published after a broker lost them
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

@@ -101,7 +101,8 @@ class Node:
         self._dead_letters = DeadLetters(js, self.region)
         self.relay = OutboxRelay(store=self.store, js=js, region=self.region,
                                  metrics=self.metrics, poll_s=s.relay_poll_s,
-                                 batch=s.relay_batch, store_timeout_s=s.store_timeout_s)
+                                 batch=s.relay_batch, store_timeout_s=s.store_timeout_s,
+                                 reconnects=lambda: int(nc.stats["reconnects"]))
         self.committer = GroupCommitter(self.store, timeout_s=s.store_timeout_s,
                                         linger_s=s.commit_linger_s)
         async with anyio.create_task_group() as tg:

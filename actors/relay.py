@@ -10,20 +10,29 @@ Rows are published in outbox order with ``Nats-Msg-Id`` = command id, and a batc
 first unconfirmed publish, so an account's commands reach the last-value stream in version order
 and a re-publish (after a crash between publish and mark, or by a second relay) is dropped by
 JetStream's duplicate window. Adapters apply a command only if its version is newer than theirs.
+
+A NATS server that is killed can lose the last messages it had already acknowledged (a single
+server writes its file store behind its acks). So after each reconnect the relay repairs: for
+the accounts among the most recently published rows it compares the stream's last command with
+the newest one it published, and re-publishes ours when the stream's is older or missing, with
+``Nats-Expected-Last-Subject-Sequence`` set to what it saw, so a newer command published
+meanwhile is never overwritten by an older one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NotFoundError
 
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.partition import is_store_failure
+from safeguards.core.codec import decode_command
+from safeguards.core.errors import CodecError
 from safeguards.core.ports import EventStore, OutboxMessage
 from safeguards.core.subjects import stream_name
 
@@ -35,7 +44,8 @@ PUBLISH_TIMEOUT_S = 2.0
 class OutboxRelay:
     def __init__(self, *, store: EventStore, js: JetStreamContext, region: str,
                  metrics: NodeMetrics, poll_s: float = 0.5, batch: int = 256,
-                 store_timeout_s: float = 10.0, fast_queue: int = 4096) -> None:
+                 store_timeout_s: float = 10.0, fast_queue: int = 4096,
+                 reconnects: Callable[[], int] = lambda: 0, repair_scan: int = 4096) -> None:
         self.store = store
         self.js = js
         self.region = region
@@ -48,6 +58,9 @@ class OutboxRelay:
         self._fast_in, self._fast_out = anyio.create_memory_object_stream[OutboxMessage](
             fast_queue)
         self._fast_failed: set[str] = set()
+        self._reconnects = reconnects
+        self._repaired_at = reconnects()
+        self.repair_scan = repair_scan
 
     def wake(self) -> None:
         """Called after a commit that wrote outbox rows, so they go out without a poll's wait."""
@@ -78,6 +91,9 @@ class OutboxRelay:
                     await self._wake.wait()
                 self._wake = anyio.Event()
                 await self.flush()
+                seen = self._reconnects()
+                if seen != self._repaired_at and await self.repair() is not None:
+                    self._repaired_at = seen
 
     async def _fast_path(self) -> None:
         async for m in self._fast_out:
@@ -96,6 +112,49 @@ class OutboxRelay:
             self.metrics.bus_failures += 1
             return False
         return True
+
+    async def repair(self) -> int | None:
+        """Re-publish the newest command of each recently published account whose command the
+        stream lost; returns how many were restored, None when the bus or store failed (the next
+        poll tries again)."""
+        try:
+            with anyio.fail_after(self.store_timeout_s):
+                newest = await self.store.latest_published(self.repair_scan)
+        except Exception as exc:
+            if not is_store_failure(exc):
+                raise
+            self.metrics.store_failures += 1
+            return None
+        restored = 0
+        for m in newest:
+            try:
+                ours = decode_command(m.payload).version
+                with anyio.fail_after(PUBLISH_TIMEOUT_S):
+                    try:
+                        last = await self.js.get_last_msg(self._stream, m.subject)
+                        seen_seq = last.seq or 0
+                        seen_version = decode_command(last.data or b"").version
+                    except NotFoundError:
+                        seen_seq, seen_version = 0, 0
+                    if seen_version >= ours:
+                        continue
+                    await self.js.publish(m.subject, m.payload, timeout=PUBLISH_TIMEOUT_S,
+                                          stream=self._stream, headers={
+                                              "Nats-Msg-Id": m.message_id,
+                                              "Nats-Expected-Last-Subject-Sequence": str(seen_seq)})
+                restored += 1
+            except CodecError:
+                log.error("relay repair: an undecodable command on %s; left as it is", m.subject)
+            except APIError as exc:
+                # The stream's last command changed since we looked (a newer one arrived): fine.
+                log.info("relay repair: %s not re-published (%s)", m.subject, exc.description)
+            except (TimeoutError, nats.errors.Error):
+                self.metrics.bus_failures += 1
+                return None
+        if restored:
+            log.warning("relay repair: re-published %d command(s) the stream had lost", restored)
+        self.metrics.commands_repaired += restored
+        return restored
 
     async def flush(self) -> int:
         """Publish everything pending now; returns how many rows were confirmed."""

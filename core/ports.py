@@ -108,6 +108,11 @@ class EventStore(Protocol):
 
     async def mark_published(self, outbox_ids: Sequence[int]) -> None: ...
 
+    async def latest_published(self, scan: int) -> list[OutboxMessage]:
+        """Among the ``scan`` most recently published outbox rows, the newest of each subject
+        (for a relay that re-checks what a crashed broker may have lost)."""
+        ...
+
     async def inbox_contains(self, inbox_key: str) -> bool: ...
 
     async def account_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:

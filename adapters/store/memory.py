@@ -28,7 +28,13 @@ from safeguards.core import state as fold_module
 from safeguards.core.errors import ConcurrencyConflict, InvalidInput
 from safeguards.core.events import Event
 from safeguards.core.ids import validate_account_id, validate_region
-from safeguards.core.ports import AppendRequest, AppendResult, FeedEntry, PendingOutbox
+from safeguards.core.ports import (
+    AppendRequest,
+    AppendResult,
+    FeedEntry,
+    OutboxMessage,
+    PendingOutbox,
+)
 from safeguards.core.state import AccountState, fold, initial_state
 
 
@@ -213,6 +219,15 @@ class InMemoryEventStore:
             row = self._outbox.get(outbox_id)
             if row is not None:
                 row.published = True
+
+    async def latest_published(self, scan: int) -> list[OutboxMessage]:
+        check_limit(scan)
+        published = [i for i in sorted(self._outbox, reverse=True) if self._outbox[i].published]
+        newest: dict[str, OutboxMessage] = {}
+        for outbox_id in published[:scan]:
+            message = self._outbox[outbox_id].pending.message
+            newest.setdefault(message.subject, message)
+        return sorted(newest.values(), key=lambda m: m.subject)
 
     async def inbox_contains(self, inbox_key: str) -> bool:
         return inbox_key in self._inbox

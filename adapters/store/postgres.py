@@ -41,6 +41,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from safeguards.adapters.store.bodies import BodyPacker
@@ -569,6 +570,17 @@ class PostgresEventStore:
              .values(published_at=sa.func.now()))
         async with self._connect() as conn, conn.begin():
             await conn.execute(q)
+
+    async def latest_published(self, scan: int) -> list[OutboxMessage]:
+        check_limit(scan)
+        recent = (sa.select(outbox.c.id, outbox.c.message_id, outbox.c.subject, outbox.c.payload)
+                  .where(outbox.c.published_at.is_not(None))
+                  .order_by(outbox.c.id.desc()).limit(scan).subquery())
+        q = (sa.select(recent.c.message_id, recent.c.subject, recent.c.payload)
+             .ext(distinct_on(recent.c.subject)).order_by(recent.c.subject, recent.c.id.desc()))
+        async with self._connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [OutboxMessage(message_id=r[0], subject=r[1], payload=bytes(r[2])) for r in rows]
 
     async def inbox_contains(self, inbox_key: str) -> bool:
         q = sa.text("SELECT EXISTS (SELECT 1 FROM inbox WHERE inbox_key = :k)")

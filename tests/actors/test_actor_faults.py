@@ -282,7 +282,8 @@ async def test_nats_server_restart_under_load(postgres_server: PostgresServer,
         counters = [await n.terminate() for n in nodes]
         await client.close()
         report_line("nats_restart", report, restarts,
-                    bus_failures=sum(c["bus_failures"] for c in counters))
+                    bus_failures=sum(c["bus_failures"] for c in counters),
+                    commands_repaired=sum(c["commands_repaired"] for c in counters))
         assert report.ok, report.summary()
         assert report.accounted == len(signals)
     finally:

@@ -351,3 +351,21 @@ async def test_state_after_feeds_snapshots_and_a_mismatched_one_is_ignored(
     assert snapshot_at > SNAPSHOT_EVERY + 1
     assert await store.state_at("a", version=snapshot_at) == fold(
         initial_state("a", store.region), history[:snapshot_at])
+
+
+async def test_latest_published_is_the_newest_published_row_of_each_subject(
+        store: StoreUnderTest) -> None:
+    assert await store.latest_published(100) == []
+    await store.append(make_request("a", store.region, 0, 1, outbox=2))
+    await store.append(make_request("b", store.region, 0, 1, outbox=1))
+    await store.append(make_request("a", store.region, 1, 1, outbox=1))  # pending: not listed
+    rows = await store.pending_outbox(10)
+    await store.mark_published([p.outbox_id for p in rows[:3]])
+    latest = await store.latest_published(100)
+    prefix = f"sg.{store.region}.enforce"
+    assert [(m.subject, m.message_id) for m in latest] == [
+        (f"{prefix}.a", "msg-a-0-1"), (f"{prefix}.b", "msg-b-0-0")]
+    # only the most recent rows are scanned
+    assert [m.message_id for m in await store.latest_published(1)] == ["msg-b-0-0"]
+    with pytest.raises(InvalidInput):
+        await store.latest_published(0)

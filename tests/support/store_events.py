@@ -84,6 +84,7 @@ def make_request(account: str, region: str, expected: int, count: int = 1, *,
                  at: datetime | None = None) -> AppendRequest:
     events = tuple(make_event(account, region, expected + 1 + i, tag=tag, at=at)
                    for i in range(count))
-    messages = tuple(OutboxMessage(f"msg-{account}-{expected}-{j}{tag}", f"sg.{region}.enforce.x",
+    messages = tuple(OutboxMessage(f"msg-{account}-{expected}-{j}{tag}",
+                                   f"sg.{region}.enforce.{account}",
                                    b"\x81\xa1v\x01") for j in range(outbox))
     return AppendRequest(account, expected, events, inbox_key, messages)
