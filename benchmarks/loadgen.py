@@ -10,6 +10,11 @@ pre-formatted request in one call and finds the end of each response from its co
 Each connection's first three requests open the path (client -> proxy -> upstream) and are not
 timed. Output: one JSON line, ``{"samples_ms": [...], "cpu_s": ..., "wall_s": ...}``; with
 ``--stream`` the samples are the time to the first ``content_block_delta`` byte.
+
+``--model-ms M`` gives every request a model time drawn uniformly from [M/2, 3M/2] (seeded per
+client, so a direct run and a proxied run draw the same sequence), asked of the stand-in with a
+``#wait-us=N`` directive; each sample is then the request's latency minus the time it asked the
+model to take: what the path, not the model, cost. Closed-loop clients stay out of lockstep.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import time
 from typing import cast
 from urllib.parse import urlsplit
@@ -96,8 +102,15 @@ def request_bytes(host: str, account: int, body: bytes) -> bytes:
             + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
+def body_with_wait(streaming: bool, wait_us: int) -> bytes:
+    return json.dumps({"model": "claude-bench", "max_tokens": 64, "stream": streaming,
+                       "messages": [{"role": "user",
+                                     "content": f"Say something short. #wait-us={wait_us}"}]}
+                      ).encode()
+
+
 async def run(url: str, concurrency: int, total: int, streaming: bool,
-              account_base: int) -> list[float]:
+              account_base: int, model_ms: float = 0.0) -> list[float]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     netloc = parts.netloc
@@ -107,11 +120,17 @@ async def run(url: str, concurrency: int, total: int, streaming: bool,
     samples: list[float] = []
     per_client = max(1, total // concurrency)
 
-    async def one_client() -> None:
+    async def one_client(index: int) -> None:
+        rng = random.Random(index)
         _, conn = await loop.create_connection(Connection, host, port)
         try:
             for i in range(WARMUP + per_client):
-                data = request_bytes(netloc, next(counter), body)
+                wait_s, payload = 0.0, body
+                if model_ms > 0:
+                    wait_us = round(model_ms * 1000 * rng.uniform(0.5, 1.5))
+                    wait_s = wait_us / 1e6
+                    payload = body_with_wait(streaming, wait_us)
+                data = request_bytes(netloc, next(counter), payload)
                 t0 = time.perf_counter()
                 status = await asyncio.wait_for(conn.request(data, streaming=streaming), 30)
                 t1 = time.perf_counter()
@@ -122,14 +141,14 @@ async def run(url: str, concurrency: int, total: int, streaming: bool,
                 if streaming:
                     if conn.first_delta is None:
                         raise RuntimeError(f"no content_block_delta from {url}")
-                    samples.append(conn.first_delta - t0)
+                    samples.append(conn.first_delta - t0 - wait_s)
                 else:
-                    samples.append(t1 - t0)
+                    samples.append(t1 - t0 - wait_s)
         finally:
             if conn.transport is not None:
                 conn.transport.close()
 
-    await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    await asyncio.gather(*(one_client(i) for i in range(concurrency)))
     return samples
 
 
@@ -140,9 +159,11 @@ def main() -> None:
     parser.add_argument("requests", type=int)
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--account-base", type=int, default=0)
+    parser.add_argument("--model-ms", type=float, default=0.0)
     args = parser.parse_args()
     t0, c0 = time.perf_counter(), time.process_time()
-    work = run(args.url, args.concurrency, args.requests, args.stream, args.account_base)
+    work = run(args.url, args.concurrency, args.requests, args.stream, args.account_base,
+               args.model_ms)
     try:
         import uvloop
 

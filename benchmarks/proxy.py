@@ -1,6 +1,6 @@
 """Proxy benchmark: latency the proxy adds over calling the upstream stand-in directly.
 
-    python benchmarks/proxy.py [--requests 2000] [--rounds 4] [--nats URL]
+    python benchmarks/proxy.py [--requests 2000] [--rounds 4] [--nats URL] [--model-ms 50]
 
 The upstream stand-in and the proxy each run in their own process (``safeguards upstream`` and
 ``safeguards proxy``, on uvloop); NATS is an embedded server unless ``--nats`` names one. The load
@@ -9,6 +9,11 @@ tens of microseconds of client CPU per request, so the client is not what is mea
 and 64 concurrent clients, non-streaming. Direct and proxied runs alternate in ``--rounds``
 rounds per level, so load from other work on a shared machine falls on both alike. Streaming:
 time to the first ``content_block_delta`` byte, direct vs proxied, at 1 client.
+
+With ``--model-ms M`` each request asks the stand-in to take a model time drawn from
+[M/2, 3M/2] (the same sequence direct and proxied) and each sample leaves that time out, so the
+figures are what the path costs while the clients wait on a model-like upstream, as they would
+in production, instead of CPU queueing on a saturated machine.
 
 Per level it prints direct and proxied p50/p99, the added latency and the ratio, the CPU each
 process spent per request (proxy, upstream, load generator) and how busy the whole machine was:
@@ -36,6 +41,7 @@ from safeguards.adapters.embedded import EmbeddedNats, free_port
 from safeguards.adapters.embedded.ports import wait_for_port
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
+MODEL_MS = 0.0  # set from --model-ms
 
 
 def cpu_seconds(pid: int) -> float:
@@ -77,7 +83,7 @@ def load(url: str, concurrency: int, total: int, run: Run, pids: dict[str, int],
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     busy0, total0 = machine_busy()
     cmd = [sys.executable, str(LOADGEN), url, str(concurrency), str(total),
-           "--account-base", str(next(_account_base))]
+           "--account-base", str(next(_account_base)), "--model-ms", str(MODEL_MS)]
     if stream:
         cmd.append("--stream")
     out = subprocess.run(cmd, check=True, capture_output=True, timeout=600).stdout
@@ -169,18 +175,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--stream-requests", type=int, default=200)
     parser.add_argument("--nats", default=None)
-    parser.add_argument("--upstream-latency-ms", type=float, default=0.0,
-                        help="the stand-in model's time to answer (0: at once, which makes the "
-                             "closed-loop clients saturate the machine's CPU)")
+    parser.add_argument("--model-ms", type=float, default=0.0,
+                        help="a model time per request, uniform in [M/2, 3M/2], that the "
+                             "stand-in takes and the samples leave out (0: it answers at once, "
+                             "and 16 or 64 closed-loop clients saturate a small machine's CPU)")
     parser.add_argument("--logs", type=Path, default=Path("/tmp"))
     args = parser.parse_args()
+    global MODEL_MS
+    MODEL_MS = args.model_ms
     nats_server = None if args.nats else EmbeddedNats().start()
     nats_url = args.nats or (nats_server.url if nats_server else "")
     up_port, proxy_port = free_port(), free_port()
     procs = []
     try:
-        procs.append(spawn(["upstream", "--port", str(up_port),
-                            "--latency-ms", str(args.upstream_latency_ms)],
+        procs.append(spawn(["upstream", "--port", str(up_port)],
                            args.logs / "bench-upstream.log"))
         procs.append(spawn(["proxy", "--region", "bench", "--upstream",
                             f"http://127.0.0.1:{up_port}", "--nats", nats_url,

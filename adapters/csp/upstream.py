@@ -9,6 +9,8 @@ message change the script, so a test can ask for what it needs through an unmodi
 - ``#status=NNN``        answer with that HTTP status and an Anthropic error body
 - ``#disconnect-after=N`` (streaming) drop the connection after N characters of completion
 - ``#delay-ms=N``        wait N ms between streamed chunks
+- ``#wait-us=N``         take N microseconds before the first byte (a model's time for this
+                         request; a benchmark client that chose it can subtract it exactly)
 
 ``Script.latency_ms`` makes completions take about that long before their first byte, as a
 model's prefill and generation do: each draws its time uniformly within ``latency_jitter`` of the
@@ -40,7 +42,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 DEFAULT_REPLY = ("Here is a short, helpful answer from the scripted stand-in model. It says the "
                  "same thing every time, so tests and benchmarks can rely on it.")
-_DIRECTIVE = re.compile(r"#(reply-chars|status|disconnect-after|delay-ms)=(\d{1,7})|#(echo)")
+_DIRECTIVE = re.compile(
+    r"#(reply-chars|status|disconnect-after|delay-ms|wait-us)=(\d{1,8})|#(echo)")
 MODELS: tuple[dict[str, str], ...] = tuple(
     {"type": "model", "id": name, "display_name": display, "created_at": "2025-01-01T00:00:00Z"}
     for name, display in (("claude-stand-in-1", "Stand-in 1"),
@@ -144,6 +147,7 @@ class UpstreamApp:
         status = 200
         disconnect_after = -1
         delay_s = 0.0
+        wait_s: float | None = None
         for m in _DIRECTIVE.finditer(last_user):
             name, value, flag = m.group(1), m.group(2), m.group(3)
             if flag == "echo":
@@ -157,13 +161,16 @@ class UpstreamApp:
                 disconnect_after = int(value)
             elif name == "delay-ms":
                 delay_s = int(value) / 1000
+            elif name == "wait-us":
+                wait_s = int(value) / 1_000_000
         if status != 200:
             await _respond(send, status, error_body(status, "scripted upstream failure"))
             return
-        if self.script.latency_ms > 0:
+        if wait_s is None and self.script.latency_ms > 0:
             jitter = self.script.latency_jitter
-            await anyio.sleep(self.script.latency_ms / 1000
-                              * self._rng.uniform(1 - jitter, 1 + jitter))
+            wait_s = self.script.latency_ms / 1000 * self._rng.uniform(1 - jitter, 1 + jitter)
+        if wait_s:
+            await anyio.sleep(wait_s)
         prompt_chars = sum(len(t) for t in _all_texts(doc))
         message_id = "msg_" + secrets.token_hex(12)
         usage_in, usage_out = _tokens(prompt_chars), _tokens(len(reply))
