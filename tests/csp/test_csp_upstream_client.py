@@ -88,5 +88,10 @@ async def test_stand_in_model_time_varies_within_its_jitter() -> None:
                 took.append(anyio.current_time() - start)
             assert min(took) >= 0.030  # never under latency x (1 - jitter)
             assert len({round(t, 3) for t in took}) > 1
+            start = anyio.current_time()  # a client-chosen model time overrides the script's
+            r = await client.post("/v1/messages", body("hi #wait-us=120000"), HEADERS)
+            await r.read()
+            await r.aclose()
+            assert anyio.current_time() - start >= 0.120
         finally:
             await client.aclose()
