@@ -169,12 +169,16 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
                 # the node's event loop runs only the node.
                 half = rate * args.load_fraction
                 committed0, cpu0 = node.metrics.committed, time.process_time()
+                assert node.committer is not None
+                cycles0, batches0 = node.committer.cycles, node.metrics.batches
                 with GcPauses() as pauses:
                     client = await anyio.run_process(
                         [sys.executable, __file__, "--load-client", nats_url, region, str(half),
                          str(args.accounts), str(args.latency_s)], check=True)
-                live_cpu_us = ((time.process_time() - cpu0)
-                               / max(1, node.metrics.committed - committed0) * 1e6)
+                live_signals = max(1, node.metrics.committed - committed0)
+                live_cpu_us = (time.process_time() - cpu0) / live_signals * 1e6
+                live_cycles = node.committer.cycles - cycles0
+                live_batches = node.metrics.batches - batches0
                 load = json.loads(client.stdout.decode().splitlines()[-1])
                 node.request_stop()
             # A restarted node: every account exists in the store and none is in memory, so
@@ -205,7 +209,10 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
               f"GC meanwhile: {pauses.summary()}", flush=True)
         print(f"node CPU per signal: {backlog_cpu_us:.0f} us on the backlog, {live_cpu_us:.0f} us "
               f"live at half rate (x{live_cpu_us / backlog_cpu_us:.2f}); the load process spent "
-              f"{load['client_cpu_s']:.1f} s of CPU in {args.latency_s:.0f} s", flush=True)
+              f"{load['client_cpu_s']:.1f} s of CPU in {args.latency_s:.0f} s; live: "
+              f"{live_batches} partition batches ({live_signals / max(1, live_batches):.1f} "
+              f"signals each), {live_cycles} commit cycles "
+              f"({live_signals / max(1, live_cycles):.1f} appends each)", flush=True)
         await nc.close()
     return {"signals_per_s": round(rate, 1), "raw_consume_per_s": round(raw, 1),
             "ratio": round(rate / raw, 3), "enforce_p50_ms": round(p50, 2),
