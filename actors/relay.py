@@ -22,7 +22,8 @@ meanwhile is never overwritten by an older one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import anyio
 import nats.errors
@@ -39,6 +40,8 @@ from safeguards.core.subjects import stream_name
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 2.0
+
+T = TypeVar("T")
 
 
 class OutboxRelay:
@@ -117,13 +120,8 @@ class OutboxRelay:
         """Re-publish the newest command of each recently published account whose command the
         stream lost; returns how many were restored, None when the bus or store failed (the next
         poll tries again)."""
-        try:
-            with anyio.fail_after(self.store_timeout_s):
-                newest = await self.store.latest_published(self.repair_scan)
-        except Exception as exc:
-            if not is_store_failure(exc):
-                raise
-            self.metrics.store_failures += 1
+        newest = await self._store(self.store.latest_published(self.repair_scan))
+        if newest is None:
             return None
         restored = 0
         for m in newest:
@@ -156,17 +154,25 @@ class OutboxRelay:
         self.metrics.commands_repaired += restored
         return restored
 
+    async def _store(self, call: Awaitable[T], *, done: T | None = None) -> T | None:
+        """A store call with its deadline: its result (``done`` for one that returns nothing),
+        or None after a store failure (counted; the caller gives up until its next turn)."""
+        try:
+            with anyio.fail_after(self.store_timeout_s):
+                result = await call
+        except Exception as exc:
+            if not is_store_failure(exc):
+                raise
+            self.metrics.store_failures += 1
+            return None
+        return done if result is None else result
+
     async def flush(self) -> int:
         """Publish everything pending now; returns how many rows were confirmed."""
         total = 0
         while True:
-            try:
-                with anyio.fail_after(self.store_timeout_s):
-                    rows = await self.store.pending_outbox(self.batch)
-            except Exception as exc:
-                if not is_store_failure(exc):
-                    raise
-                self.metrics.store_failures += 1
+            rows = await self._store(self.store.pending_outbox(self.batch))
+            if rows is None:
                 return total
             if not rows:
                 # Everything committed is confirmed: the fast path may serve every account again.
@@ -180,13 +186,7 @@ class OutboxRelay:
                     break
                 confirmed.append(row.outbox_id)
             if confirmed:
-                try:
-                    with anyio.fail_after(self.store_timeout_s):
-                        await self.store.mark_published(confirmed)
-                except Exception as exc:
-                    if not is_store_failure(exc):
-                        raise
-                    self.metrics.store_failures += 1
+                if await self._store(self.store.mark_published(confirmed), done=True) is None:
                     return total  # published but not marked: re-published later, deduplicated
                 self.metrics.commands_published += len(confirmed)
                 total += len(confirmed)
