@@ -44,13 +44,15 @@ def classify(exc: BaseException) -> SafeguardsError | None:
         # SQLAlchemy's asyncpg adapter wraps the driver's exception one level further down.
         orig = getattr(orig, "__cause__", None) or orig
     elif not isinstance(exc, sa_exc.SQLAlchemyError | asyncpg.PostgresError
-                        | asyncpg.InterfaceError | OSError | TimeoutError):
+                        | asyncpg.InterfaceError | asyncpg.InternalClientError | OSError
+                        | TimeoutError):
         return None
     name = type(orig).__name__
     state = _sqlstate(orig)
     if state == "42P01":
         return SchemaMissing("the event store's tables are missing: migrate the database first")
     if (isinstance(orig, OSError | TimeoutError | asyncpg.InterfaceError
+                   | asyncpg.InternalClientError  # a connection left mid-operation (cancelled)
                    | asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError)
             or isinstance(exc, sa_exc.TimeoutError | sa_exc.InterfaceError)
             or (state is not None and (state[:2] in _UNAVAILABLE_SQLSTATE_CLASSES

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import distinct_on
@@ -234,7 +235,13 @@ class PostgresEventStore:
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
         with translate_errors():
             async with self._engine.connect() as conn:
-                yield conn
+                try:
+                    yield conn
+                except asyncpg.InternalClientError:
+                    # The driver connection is mid-operation (a call cancelled by its deadline
+                    # while the server restarted): never hand it to the next caller.
+                    await conn.invalidate()
+                    raise
 
     # --- writes ---------------------------------------------------------------------------------
 

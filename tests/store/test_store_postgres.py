@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.resources
 
 import anyio
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -234,3 +235,20 @@ async def test_appends_cancelled_at_any_point_land_whole_or_not_at_all(
     assert await stored_snapshots_are_folds(pg_store, "A") is not None
     assert (await pg_store.append(make_request("A", region, version, 1, tag="-end"))).version \
         == version + 1
+
+
+async def test_a_connection_left_mid_operation_is_retryable_and_never_reused(
+    pg_store: PostgresEventStore,
+) -> None:
+    """A call cancelled by its deadline while the server restarts can leave the driver's
+    connection mid-operation; the next use fails with asyncpg's InternalClientError. That is a
+    retryable outage, and the connection is dropped, not returned to the pool."""
+    with pytest.raises(StoreUnavailable) as info:
+        async with pg_store._connect() as conn:
+            first = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+            raise asyncpg.InternalClientError(
+                "cannot switch to state 11; another operation (2) is in progress")
+    assert info.value.retryable
+    async with pg_store._connect() as conn:
+        again = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()
+    assert again != first
