@@ -94,10 +94,19 @@ class PartitionOwnership:
                 self._abort(p)
             else:
                 self.held[p] = renewed
-        for p in sorted(set(self.held) - desired):
-            lease = self.held.pop(p)
-            await self._stop(p)
-            await self.leases.release(lease)
+        # Hand over what another live node should run: all at once, since each drain waits
+        # for its batch in hand and its pull requests, and one after another they could
+        # outlast our own leases' TTL before the next renewal.
+        handed = {p: self.held.pop(p) for p in sorted(set(self.held) - desired)}
+        if handed:
+            async def stop(partition: int) -> None:
+                await self._stop(partition)
+
+            async with anyio.create_task_group() as tg:
+                for p in handed:
+                    tg.start_soon(stop, p)
+            for lease in handed.values():
+                await self.leases.release(lease)
         for p in sorted(desired - set(self.held)):
             got = await self.leases.acquire(f"part.{p}", self.node_id)
             if got is not None:

@@ -78,6 +78,7 @@ class PartitionWorker:
     def request_stop(self) -> None:
         """Finish the batch in hand, then stop fetching (graceful drain)."""
         self._stop.set()
+        self.consumer.interrupt()
 
     @property
     def stopping(self) -> bool:

@@ -7,18 +7,22 @@ one region in one process (``safeguards run`` starts two per region), sharing on
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import uuid
 
 import anyio
 
 from safeguards.actors.node import Node
+from safeguards.actors.ownership import owner_of
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.regions.config import RegionConfig
 from safeguards.runtime import settle_heap
 
 MIGRATE_TIMEOUT_S = 120.0
+
+log = logging.getLogger(__name__)
 
 
 async def run_node(region: str, nats_url: str, database_url: str, node_id: str | None,
@@ -57,6 +61,9 @@ async def run_node(region: str, nats_url: str, database_url: str, node_id: str |
         return node.metrics.snapshot()
 
 
+CONVERGE_TIMEOUT_S = 20.0
+
+
 class RegionNodes:
     """``count`` nodes of one region in this process; they split its partitions by lease."""
 
@@ -70,6 +77,24 @@ class RegionNodes:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    async def _settled(self) -> None:
+        """Wait until the nodes own their partitions the way rendezvous hashing spreads them:
+        the first node to start takes every partition until the others' heartbeats show, then
+        hands half over, and a signal that arrives during a handover waits for it (about a
+        second). Traffic should meet the steady state. Nodes of this region in other processes
+        change the spread: then this gives up after CONVERGE_TIMEOUT_S and says so."""
+        ids = [n.node_id for n in self.nodes]
+        partitions = self.config.partitions
+        want = {p: owner_of(p, ids) for p in range(partitions)}
+        with anyio.move_on_after(CONVERGE_TIMEOUT_S):
+            while True:
+                have = {p: n.node_id for n in self.nodes for p in n.owned}
+                if have == want and sum(len(n.owned) for n in self.nodes) == partitions:
+                    return
+                await anyio.sleep(0.05)
+        log.warning("region %s: partition ownership did not settle within %.0f s (nodes of "
+                    "this region in other processes?)", self.config.name, CONVERGE_TIMEOUT_S)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -86,6 +111,7 @@ class RegionNodes:
             async with anyio.create_task_group() as tg:
                 for node in self.nodes:
                     await tg.start(node.run)
+                await self._settled()
                 task_status.started()
                 await self._stop.wait()
                 for node in self.nodes:

@@ -122,6 +122,7 @@ class PartitionConsumer:
         self._requests: deque[list[float]] = deque()
         self._batch = 1
         self._closing = False
+        self._interrupted = False
         self._kept_alive = time.monotonic()
         self.pulls = 0  # pull requests sent (for metrics and tests)
         self.written_off = 0  # requests that vanished (server restart) and were replaced
@@ -152,9 +153,9 @@ class PartitionConsumer:
             raise RuntimeError("PartitionConsumer.fetch before open")
         self._batch = batch
         await self._top_up()
-        if not self._buffer:
+        if not self._buffer and not self._interrupted:
             with anyio.move_on_after(timeout_s):
-                while not self._buffer:
+                while not self._buffer and not self._interrupted:
                     await self._arrived.wait()
                     if not self._buffer:
                         self._arrived = anyio.Event()
@@ -213,6 +214,12 @@ class PartitionConsumer:
                 await self._top_up()
         if self._closing and not self._requests:
             self._arrived.set()
+
+    def interrupt(self) -> None:
+        """Make a waiting ``fetch`` (and every later one) return at once: the worker is
+        stopping and should not sit out the wait."""
+        self._interrupted = True
+        self._arrived.set()
 
     async def keep_alive(self) -> None:
         """Tell JetStream the buffered messages are still ours (the worker is slow, held up by
