@@ -25,13 +25,7 @@ pytestmark = pytest.mark.slow
 
 # Where the default classifier is known to fall short of "L3+ within 3 harmful completions",
 # the bound that holds today and why; each entry is a defect to remove, not a tolerance to keep.
-KNOWN_GAPS = {
-    # In 2 of 6 runs (2026-11-27) the region hopper's account took about 1 s to its first
-    # enforcement, against 0.3-0.4 s otherwise, and 5 of its 6 requests were served before L3
-    # (2 in the other runs). Both regions and every persona start at once; the cause of the
-    # slow first enforcement is not found yet.
-    "region_hopper": 6,
-}
+KNOWN_GAPS: dict[str, int] = {}
 
 
 async def test_short_simulation_enforces_attackers_and_spares_benign_users(
