@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 import anyio
 
@@ -36,7 +37,7 @@ class PartitionOwnership:
     def __init__(self, *, leases: LeaseBucket, node_id: str, partitions: int,
                  ttl_s: float, renew_s: float,
                  start: Callable[[int], Awaitable[None]],
-                 stop: Callable[[int], Awaitable[None]],
+                 stop: Callable[[int], Coroutine[Any, Any, None]],
                  abort: Callable[[int], None],
                  monotonic: Callable[[], float]) -> None:
         self.leases = leases
@@ -99,12 +100,9 @@ class PartitionOwnership:
         # outlast our own leases' TTL before the next renewal.
         handed = {p: self.held.pop(p) for p in sorted(set(self.held) - desired)}
         if handed:
-            async def stop(partition: int) -> None:
-                await self._stop(partition)
-
             async with anyio.create_task_group() as tg:
                 for p in handed:
-                    tg.start_soon(stop, p)
+                    tg.start_soon(self._stop, p)
             for lease in handed.values():
                 await self.leases.release(lease)
         for p in sorted(desired - set(self.held)):

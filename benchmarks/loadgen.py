@@ -28,10 +28,13 @@ import time
 from typing import cast
 from urllib.parse import urlsplit
 
-BODY = json.dumps({"model": "claude-bench", "max_tokens": 64,
-                   "messages": [{"role": "user", "content": "Say something short."}]}).encode()
-STREAM_BODY = json.dumps({"model": "claude-bench", "max_tokens": 64, "stream": True,
-                          "messages": [{"role": "user", "content": "Stream something."}]}).encode()
+
+def request_body(streaming: bool, wait_us: int = 0) -> bytes:
+    """A Messages request; ``wait_us`` asks the stand-in for that much model time."""
+    text = "Say something short." + (f" #wait-us={wait_us}" if wait_us else "")
+    return json.dumps({"model": "claude-bench", "max_tokens": 64, "stream": streaming,
+                       "messages": [{"role": "user", "content": text}]}).encode()
+
 WARMUP = 3
 
 
@@ -102,20 +105,13 @@ def request_bytes(host: str, account: int, body: bytes) -> bytes:
             + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
-def body_with_wait(streaming: bool, wait_us: int) -> bytes:
-    return json.dumps({"model": "claude-bench", "max_tokens": 64, "stream": streaming,
-                       "messages": [{"role": "user",
-                                     "content": f"Say something short. #wait-us={wait_us}"}]}
-                      ).encode()
-
-
 async def run(url: str, concurrency: int, total: int, streaming: bool,
               account_base: int, model_ms: float = 0.0) -> list[float]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     netloc = parts.netloc
     loop = asyncio.get_running_loop()
-    body = STREAM_BODY if streaming else BODY
+    body = request_body(streaming)
     counter = iter(range(account_base, account_base + 10**8))
     samples: list[float] = []
     per_client = max(1, total // concurrency)
@@ -129,7 +125,7 @@ async def run(url: str, concurrency: int, total: int, streaming: bool,
                 if model_ms > 0:
                     wait_us = round(model_ms * 1000 * rng.uniform(0.5, 1.5))
                     wait_s = wait_us / 1e6
-                    payload = body_with_wait(streaming, wait_us)
+                    payload = request_body(streaming, wait_us)
                 data = request_bytes(netloc, next(counter), payload)
                 t0 = time.perf_counter()
                 status = await asyncio.wait_for(conn.request(data, streaming=streaming), 30)

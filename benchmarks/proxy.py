@@ -27,6 +27,7 @@ proxy's highest CPU per request and how busy the machine got.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -41,7 +42,6 @@ from safeguards.adapters.embedded import EmbeddedNats, free_port
 from safeguards.adapters.embedded.ports import wait_for_port
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
-MODEL_MS = 0.0  # set from --model-ms
 
 
 def cpu_seconds(pid: int) -> float:
@@ -79,11 +79,11 @@ _account_base = iter(range(0, 10**9, 1_000_000))
 
 
 def load(url: str, concurrency: int, total: int, run: Run, pids: dict[str, int], *,
-         stream: bool = False) -> None:
+         model_ms: float, stream: bool = False) -> None:
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     busy0, total0 = machine_busy()
     cmd = [sys.executable, str(LOADGEN), url, str(concurrency), str(total),
-           "--account-base", str(next(_account_base)), "--model-ms", str(MODEL_MS)]
+           "--account-base", str(next(_account_base)), "--model-ms", str(model_ms)]
     if stream:
         cmd.append("--stream")
     out = subprocess.run(cmd, check=True, capture_output=True, timeout=600).stdout
@@ -103,8 +103,9 @@ def per_request_us(run: Run, name: str) -> int:
 
 def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
                pids: dict[str, int]) -> dict[str, Any]:
-    load(upstream, 8, 400, Run(), pids)  # warm both paths (connections, caches)
-    load(proxy, 8, 400, Run(), pids)
+    go = functools.partial(load, pids=pids, model_ms=args.model_ms)
+    go(upstream, 8, 400, Run())  # warm both paths (connections, caches)
+    go(proxy, 8, 400, Run())
     results: dict[str, Any] = {}
     worst50 = worst99 = -1e9
     cores = os.cpu_count() or 1
@@ -113,8 +114,8 @@ def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
         per_round = max(concurrency, total // args.rounds)
         direct, proxied = Run(), Run()
         for _ in range(args.rounds):
-            load(upstream, concurrency, per_round, direct, pids)
-            load(proxy, concurrency, per_round, proxied, pids)
+            go(upstream, concurrency, per_round, direct)
+            go(proxy, concurrency, per_round, proxied)
         d50, d99 = quantile(direct.samples, 0.5), quantile(direct.samples, 0.99)
         p50, p99 = quantile(proxied.samples, 0.5), quantile(proxied.samples, 0.99)
         busy = proxied.busy / max(1.0, proxied.total)
@@ -141,12 +142,12 @@ def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
               f"cores{' - SATURATED: latency is CPU queueing' if busy > 0.9 else ''})")
         results[f"c{concurrency}"] = level
         worst50, worst99 = max(worst50, p50 - d50), max(worst99, p99 - d99)
-    load(upstream, 1, 20, Run(), pids, stream=True)
-    load(proxy, 1, 20, Run(), pids, stream=True)
+    go(upstream, 1, 20, Run(), stream=True)
+    go(proxy, 1, 20, Run(), stream=True)
     t_direct, t_proxy = Run(), Run()
     for _ in range(args.rounds):
-        load(upstream, 1, args.stream_requests // args.rounds, t_direct, pids, stream=True)
-        load(proxy, 1, args.stream_requests // args.rounds, t_proxy, pids, stream=True)
+        go(upstream, 1, args.stream_requests // args.rounds, t_direct, stream=True)
+        go(proxy, 1, args.stream_requests // args.rounds, t_proxy, stream=True)
     td, tp = quantile(t_direct.samples, 0.5), quantile(t_proxy.samples, 0.5)
     print(f"streaming TTFT p50: direct {td:.3f}ms, proxy {tp:.3f}ms, added {tp - td:.3f}ms")
     results["ttft"] = {"direct_p50_ms": round(td, 3), "proxy_p50_ms": round(tp, 3)}
@@ -181,8 +182,6 @@ def main() -> None:
                              "and 16 or 64 closed-loop clients saturate a small machine's CPU)")
     parser.add_argument("--logs", type=Path, default=Path("/tmp"))
     args = parser.parse_args()
-    global MODEL_MS
-    MODEL_MS = args.model_ms
     nats_server = None if args.nats else EmbeddedNats().start()
     nats_url = args.nats or (nats_server.url if nats_server else "")
     up_port, proxy_port = free_port(), free_port()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from safeguards.adapters.bus.errors import BusUnavailable, ProvisioningConflict
 from safeguards.core.subjects import partition_filter, stream_name
 
 API_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +127,6 @@ class PartitionConsumer:
         self._closing = False
         self._interrupted = False
         self._kept_alive = time.monotonic()
-        self.pulls = 0  # pull requests sent (for metrics and tests)
-        self.written_off = 0  # requests that vanished (server restart) and were replaced
 
     @property
     def credit(self) -> int:
@@ -168,14 +169,18 @@ class PartitionConsumer:
         return out
 
     async def _top_up(self) -> None:
-        """Write off requests past their deadline, then request enough to keep credit plus
-        buffer at two batches once they fall to one."""
+        """Write off requests past their deadline, then request enough to bring credit plus
+        buffer back to one batch once they fall to half of one."""
         if self._closing or self._sub is None:
             return
         now = time.monotonic()
-        while self._requests and self._requests[0][1] < now:
-            self._requests.popleft()
-            self.written_off += 1
+        if self._requests and self._requests[0][1] < now:
+            lost = 0
+            while self._requests and self._requests[0][1] < now:
+                self._requests.popleft()
+                lost += 1
+            log.warning("partition %d: %d pull request(s) neither filled nor expired (the "
+                        "server restarted?); requesting again", self.partition, lost)
         have = self.credit + len(self._buffer)
         if have > self._batch // 2:
             return
@@ -191,7 +196,6 @@ class PartitionConsumer:
             self._requests.pop()
             raise BusUnavailable(f"pull from partition {self.partition}: "
                                  f"{type(exc).__name__}") from None
-        self.pulls += 1
 
     async def _on_message(self, msg: Msg) -> None:
         status = msg.headers.get(api.Header.STATUS) if msg.headers else None

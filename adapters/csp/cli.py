@@ -27,9 +27,6 @@ def register(sub: Any) -> None:
     upstream = sub.add_parser("upstream", help="run the scripted Messages API model stand-in")
     upstream.add_argument("--host", default="127.0.0.1")
     upstream.add_argument("--port", type=int, default=8081)
-    upstream.add_argument("--latency-ms", type=float, default=0.0,
-                          help="time each completion takes before its first byte, as a model's "
-                               "would (default: answer at once)")
     upstream.set_defaults(handler=_upstream)
 
     extproc = sub.add_parser("extproc", help="run the Envoy ext_proc gRPC server")
@@ -79,9 +76,9 @@ def _proxy(args: argparse.Namespace) -> int:
 
 
 def _upstream(args: argparse.Namespace) -> int:
-    from safeguards.adapters.csp.upstream import Script, serve_upstream
+    from safeguards.adapters.csp.upstream import serve_upstream
 
-    return _run(serve_upstream, args.host, args.port, Script(latency_ms=args.latency_ms))
+    return _run(serve_upstream, args.host, args.port)
 
 
 def _extproc(args: argparse.Namespace) -> int:

@@ -12,11 +12,6 @@ message change the script, so a test can ask for what it needs through an unmodi
 - ``#wait-us=N``         take N microseconds before the first byte (a model's time for this
                          request; a benchmark client that chose it can subtract it exactly)
 
-``Script.latency_ms`` makes completions take about that long before their first byte, as a
-model's prefill and generation do: each draws its time uniformly within ``latency_jitter`` of the
-mean (a model's time varies with the request; a fixed one would make closed-loop clients move in
-lockstep). 0, the default, answers at once.
-
 Streaming follows Anthropic's event sequence (message_start, content_block_start, ping,
 content_block_delta..., content_block_stop, message_delta, message_stop) with usage tokens.
 """
@@ -24,7 +19,6 @@ content_block_delta..., content_block_stop, message_delta, message_stop) with us
 from __future__ import annotations
 
 import json
-import random
 import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -60,8 +54,6 @@ class Script:
     reply: str = DEFAULT_REPLY
     chunk_chars: int = 16
     max_body_bytes: int = 32 * 1024 * 1024
-    latency_ms: float = 0.0  # the model's mean time before its first byte
-    latency_jitter: float = 0.5  # each completion takes latency_ms x (1 +- this), uniformly
 
 
 def _tokens(chars: int) -> int:
@@ -74,7 +66,6 @@ class UpstreamApp:
 
     def __init__(self, script: Script | None = None) -> None:
         self.script = script or Script()
-        self._rng = random.Random(0)  # a model's varying answer times, reproducibly
         self.requests = 0
         self.count_tokens_requests = 0
         self.model_requests = 0
@@ -147,7 +138,7 @@ class UpstreamApp:
         status = 200
         disconnect_after = -1
         delay_s = 0.0
-        wait_s: float | None = None
+        wait_s = 0.0
         for m in _DIRECTIVE.finditer(last_user):
             name, value, flag = m.group(1), m.group(2), m.group(3)
             if flag == "echo":
@@ -166,9 +157,6 @@ class UpstreamApp:
         if status != 200:
             await _respond(send, status, error_body(status, "scripted upstream failure"))
             return
-        if wait_s is None and self.script.latency_ms > 0:
-            jitter = self.script.latency_jitter
-            wait_s = self.script.latency_ms / 1000 * self._rng.uniform(1 - jitter, 1 + jitter)
         if wait_s:
             await anyio.sleep(wait_s)
         prompt_chars = sum(len(t) for t in _all_texts(doc))

@@ -137,6 +137,16 @@ def _phrases(category: str) -> list[tuple[str, bool]]:
     return out
 
 
+def _pool(items: list[tuple[str, bool]], family: Family, unseen_vocabulary: bool) -> list[str]:
+    """The items of one family: training takes seen vocabulary outside the held-out quarter;
+    held-out takes that quarter, or with ``unseen_vocabulary`` only never-trained words."""
+    if family == "train":
+        return [x for x, unseen in items if not unseen and not _held(x)]
+    if unseen_vocabulary:
+        return [x for x, unseen in items if unseen]
+    return [x for x, unseen in items if not unseen and _held(x)]
+
+
 def _held(phrase: str) -> bool:
     """A quarter of the phrases (by a stable hash) belong to the held-out family."""
     return int(hashlib.blake2b(phrase.encode(), digest_size=4).hexdigest(), 16) % 4 == 3
@@ -260,20 +270,8 @@ def harmful_requests(n: int, *, seed: int, family: Family,
     pools: dict[str, list[str]] = {}
     qpools: dict[str, list[str]] = {}
     for cat in cats:
-        questions = _questions(cat)
-        if family == "train":
-            qpools[cat] = [q for q, unseen in questions if not unseen and not _held(q)]
-        elif unseen_vocabulary:
-            qpools[cat] = [q for q, unseen in questions if unseen]
-        else:
-            qpools[cat] = [q for q, unseen in questions if not unseen and _held(q)]
-        phrases = _phrases(cat)
-        if family == "train":
-            pools[cat] = [p for p, unseen in phrases if not unseen and not _held(p)]
-        elif unseen_vocabulary:
-            pools[cat] = [p for p, unseen in phrases if unseen]
-        else:
-            pools[cat] = [p for p, unseen in phrases if not unseen and _held(p)]
+        qpools[cat] = _pool(_questions(cat), family, unseen_vocabulary)
+        pools[cat] = _pool(_phrases(cat), family, unseen_vocabulary)
     out = []
     kind = "unseen_vocab" if unseen_vocabulary else family
     for i in range(n):
