@@ -23,6 +23,7 @@ class Envelope:
 
     signal: Signal
     msg: Msg
+    since: float = 0.0  # monotonic: when it arrived, or was last kept alive
     conflicts: int = 0
 
     @property
@@ -42,6 +43,8 @@ class AccountActor:
     capacity: int
     state: AccountState | None = None  # None: not loaded, or stale after a failed commit
     assumed_new: bool = False  # state is the initial one, not read from the store (see below)
+    in_turn: bool = False  # its head signal is in a commit cycle
+    loading: bool = False  # its state is being read from the store
     last_active: float = 0.0
     mailbox: deque[Envelope] = field(default_factory=deque)
 

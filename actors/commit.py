@@ -1,115 +1,139 @@
 """Group commit across the partitions of a node: one store transaction per cycle.
 
 The regional store orders its feed under one lock, so many small concurrent transactions mostly
-wait for each other. Partitions submit each round's appends here; one committer task takes
-everything submitted since its last cycle and appends it with one ``append_batch``. A batch the
-store refuses as a whole (a malformed request: a bug, not a race) is split, so only the
-partition that sent the bad request sees the error.
+wait for each other. So the node commits in cycles: each cycle takes a round from every
+partition (the head signal of each of its ready actors, decided at once), appends them all with
+one ``append_batch``, and hands the results back. While a cycle commits, the partitions fetch and
+route what arrives, and the next cycle starts the moment this one ends with whatever is ready
+then: a signal waits for at most the cycle in progress, and the node's transactions grow with its
+load instead of its partition count. A cycle after an idle spell waits ``linger_s`` for more
+work when it would be small (fewer, larger transactions cost less CPU per signal); a backlog
+never waits.
+
+The enforcement commands a cycle committed go to ``on_committed`` (the relay's fast path) before
+any partition acks or decides again, so they are published first. A store failure fails every
+round of the cycle (their states are reloaded) and the next cycle waits, with backoff. A batch
+the store refuses as a whole as malformed (a bug, not a race) is split, so only the partition
+that sent the bad request sees the error; if one request alone is refused, it fails the node.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 
 from safeguards.core.errors import ConcurrencyConflict
-from safeguards.core.ports import AppendRequest, AppendResult, EventStore
+from safeguards.core.ports import AppendResult, EventStore, OutboxMessage
+
+if TYPE_CHECKING:
+    from safeguards.actors.partition import PartitionWorker, Round
+
+log = logging.getLogger(__name__)
 
 Result = AppendResult | ConcurrencyConflict
 
 
-@dataclass(slots=True)
-class _Submission:
-    requests: Sequence[AppendRequest]
-    done: anyio.Event = field(default_factory=anyio.Event)
-    results: list[Result] | None = None
-    error: BaseException | None = None
-
-
 class GroupCommitter:
-    def __init__(self, store: EventStore, *, timeout_s: float, max_requests: int = 4096,
-                 linger_s: float = 0.0, linger_below: int = 128) -> None:
+    def __init__(self, store: EventStore, *, timeout_s: float, linger_s: float = 0.0,
+                 linger_below: int = 128, retry_s: float = 0.5, retry_max_s: float = 5.0,
+                 is_store_failure: Callable[[BaseException], bool] = lambda _: False,
+                 on_committed: Callable[[Sequence[OutboxMessage]], None] = lambda _: None
+                 ) -> None:
         self.store = store
-        self.linger_s = linger_s  # a small cycle waits this long for more submissions
-        self.linger_below = linger_below
         self.timeout_s = timeout_s
-        self.max_requests = max_requests
-        self._queue: list[_Submission] = []
+        self.linger_s = linger_s
+        self.linger_below = linger_below
+        self.retry_s = retry_s
+        self.retry_max_s = retry_max_s
+        self.is_store_failure = is_store_failure
+        self.on_committed = on_committed
+        self._sources: dict[int, PartitionWorker] = {}
         self._wake = anyio.Event()
         self.cycles = 0
+        self.failures = 0
 
-    async def append(self, requests: Sequence[AppendRequest]) -> list[Result]:
-        """Append with the next cycle; raises what the store raised for this submission."""
-        sub = _Submission(requests)
-        self._queue.append(sub)
+    def register(self, worker: PartitionWorker) -> None:
+        self._sources[id(worker)] = worker
+
+    def unregister(self, worker: PartitionWorker) -> None:
+        self._sources.pop(id(worker), None)
+
+    def wake(self) -> None:
+        """A partition has a ready actor: start a cycle (at once, or after the one running)."""
         self._wake.set()
-        await sub.done.wait()
-        if sub.error is not None:
-            raise sub.error
-        assert sub.results is not None
-        return sub.results
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
         task_status.started()
-        try:
+        delay = self.retry_s
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            if self.linger_s and self._ready_count() < self.linger_below:
+                await anyio.sleep(self.linger_s)
             while True:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                if self.linger_s and sum(len(q.requests) for q in self._queue) < self.linger_below:
-                    await anyio.sleep(self.linger_s)
-                while self._queue:
-                    cycle = self._take()
-                    await self._commit(cycle)
-        finally:
-            for sub in self._queue:  # cancelled: nobody will commit these
-                sub.error = anyio.get_cancelled_exc_class()()
-                sub.done.set()
-
-    def _take(self) -> list[_Submission]:
-        """Submissions for one cycle: one request per account (a later request for the same
-        account would be decided on a state the earlier one has not committed yet)."""
-        cycle: list[_Submission] = []
-        accounts: set[str] = set()
-        count = 0
-        rest: list[_Submission] = []
-        for sub in self._queue:
-            mine = {r.account_id for r in sub.requests}
-            if (cycle and count + len(sub.requests) > self.max_requests) or mine & accounts \
-                    or len(mine) != len(sub.requests):
-                if not cycle:  # alone in its cycle, it goes as it is
-                    cycle.append(sub)
-                    count += len(sub.requests)
-                    accounts |= mine
+                rounds = [r for w in list(self._sources.values()) if (r := w.take_round())]
+                if not rounds:
+                    break
+                if await self._cycle(rounds):
+                    delay = self.retry_s
                 else:
-                    rest.append(sub)
-                continue
-            cycle.append(sub)
-            count += len(sub.requests)
-            accounts |= mine
-        self._queue = rest
-        return cycle
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, self.retry_max_s)
+            # What woke us meanwhile was taken by the loop above, unless it came after.
 
-    async def _commit(self, cycle: list[_Submission]) -> None:
+    def _ready_count(self) -> int:
+        return sum(w.ready_count for w in self._sources.values())
+
+    async def _cycle(self, rounds: list[Round]) -> bool:
+        """Commit and finish the rounds; False when the store failed (the caller backs off)."""
         self.cycles += 1
-        merged = [r for sub in cycle for r in sub.requests]
+        results = await self._append(rounds)
+        ok = True
+        try:
+            for rnd, outcome in zip(rounds, results, strict=True):
+                if isinstance(outcome, BaseException):
+                    if not self.is_store_failure(outcome):
+                        raise outcome
+                    ok = False
+                    await rnd.worker.finish_round(rnd, None)
+                else:
+                    await rnd.worker.finish_round(rnd, outcome)
+        finally:
+            for rnd in rounds:
+                rnd.worker.cycle_ended()
+        if not ok:
+            self.failures += 1
+        return ok
+
+    async def _append(self, rounds: list[Round]) -> list[list[Result] | BaseException]:
+        """Each round's results, or the exception that failed it."""
+        merged = [r for rnd in rounds for r in rnd.requests]
+        if not merged:
+            return [[] for _ in rounds]
         try:
             with anyio.fail_after(self.timeout_s):
                 results = await self.store.append_batch(merged)
         except Exception as exc:
-            if len(cycle) > 1 and not getattr(exc, "retryable", True):
-                for sub in cycle:  # find the culprit: each submission on its own
-                    await self._commit([sub])
-                return
-            for sub in cycle:
-                sub.error = exc
-                sub.done.set()
-            return
+            if len(rounds) > 1 and not getattr(exc, "retryable", True):
+                log.error("group commit refused (%s): committing its rounds one by one",
+                          type(exc).__name__)
+                return [outcome for rnd in rounds for outcome in await self._append([rnd])]
+            if not self.is_store_failure(exc):
+                log.error("group commit failed: %s", type(exc).__name__)
+            return [exc for _ in rounds]
+        commands = [m for request, result in zip(merged, results, strict=True)
+                    if isinstance(result, AppendResult) and not result.duplicate
+                    for m in request.outbox]
+        if commands:
+            self.on_committed(commands)
+        out: list[list[Result] | BaseException] = []
         i = 0
-        for sub in cycle:
-            n = len(sub.requests)
-            sub.results = results[i:i + n]
+        for rnd in rounds:
+            n = len(rnd.requests)
+            out.append(results[i:i + n])
             i += n
-            sub.done.set()
+        return out

@@ -22,7 +22,7 @@ from safeguards.actors.clock import Clock, SystemClock
 from safeguards.actors.commit import GroupCommitter
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.ownership import PartitionOwnership
-from safeguards.actors.partition import PartitionWorker
+from safeguards.actors.partition import PartitionWorker, is_store_failure
 from safeguards.actors.relay import OutboxRelay
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.connect import connect
@@ -104,7 +104,10 @@ class Node:
                                  batch=s.relay_batch, store_timeout_s=s.store_timeout_s,
                                  reconnects=lambda: int(nc.stats["reconnects"]))
         self.committer = GroupCommitter(self.store, timeout_s=s.store_timeout_s,
-                                        linger_s=s.commit_linger_s)
+                                        linger_s=s.commit_linger_s, retry_s=s.store_retry_s,
+                                        retry_max_s=s.store_retry_max_s,
+                                        is_store_failure=is_store_failure,
+                                        on_committed=self.relay.offer)
         async with anyio.create_task_group() as tg:
             self._tg = tg
             await tg.start(self.relay.run)
@@ -149,12 +152,11 @@ class Node:
         if partition in self.running:
             return
         consumer = PartitionConsumer(self._nc, self.region, partition, self.settings.consumers)
-        relay = self.relay
+        assert self.committer is not None
         worker = PartitionWorker(
             region=self.region, partitions=self.partitions, partition=partition,
             store=self.store, consumer=consumer, dead_letters=self._dead_letters,
             policy=self.policy, clock=self.clock, settings=self.settings, metrics=self.metrics,
-            on_commands=relay.offer if relay is not None else (lambda _: None),
             committer=self.committer,
         )
         running = _Running(worker, anyio.CancelScope())

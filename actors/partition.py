@@ -1,11 +1,17 @@
-"""The dispatcher of one partition: pull a batch, route it to account actors, commit, ack.
+"""One partition of a node: fetch its signals, route them to account actors, take part in the
+node's group commits, ack.
 
-Per batch, each actor with mail takes one turn per round: its oldest signal is decided on its
-state, and the round's appends (one per account) go to the store as one group commit. A signal
-is acked only after the transaction holding its inbox key, events and outbox rows committed, or
-after the store said the inbox already held it. A lost version race reloads the account and
-decides again; a failed store call keeps the messages alive (``in_progress``) and retries the
-round, so an outage becomes backpressure rather than redelivery.
+An actor with mail is *ready* once its state is in memory (a new account starts from the initial
+state; an existing one is loaded: snapshot plus tail, by the partition's loader). Each cycle of
+the node's ``GroupCommitter`` takes a round from every partition: the head signal of each ready
+actor, decided on the actor's state, one append per account. While a cycle commits, the
+partitions keep fetching and routing, so a signal waits for at most the cycle in progress, and a
+hot account's next signal is decided on the state its previous one committed. A signal is acked
+only after the transaction holding its inbox key, events and outbox rows committed, or after the
+store said the inbox already held it. A lost version race reloads the account and decides
+again; a failed store call drops the round's states (they are reloaded) and the committer backs
+off, while held messages are kept alive (``in_progress``), so an outage becomes backpressure
+rather than redelivery.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import anyio
 import nats.errors
@@ -40,9 +47,7 @@ log = logging.getLogger(__name__)
 
 ACK_TIMEOUT_S = 2.0
 
-
-class StoreFailure(Exception):
-    """A store call failed or missed its deadline; the round is retried on fresh state."""
+Result = AppendResult | ConcurrencyConflict
 
 
 def is_store_failure(exc: BaseException) -> bool:
@@ -51,12 +56,21 @@ def is_store_failure(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError | ConnectionError | OSError)
 
 
+@dataclass(slots=True)
+class Round:
+    """What one partition brings to one commit cycle: a decided head signal per ready actor."""
+
+    worker: PartitionWorker
+    turns: list[tuple[AccountActor, Envelope, AccountState]] = field(default_factory=list)
+    requests: list[AppendRequest] = field(default_factory=list)
+    rejected: list[tuple[AccountActor, Envelope, Exception]] = field(default_factory=list)
+
+
 class PartitionWorker:
     def __init__(self, *, region: str, partitions: int, partition: int, store: EventStore,
                  consumer: PartitionConsumer, dead_letters: DeadLetters, policy: Policy,
                  clock: Clock, settings: NodeSettings, metrics: NodeMetrics,
-                 on_commands: Callable[[Sequence[OutboxMessage]], None] = lambda _: None,
-                 committer: GroupCommitter | None = None) -> None:
+                 committer: GroupCommitter) -> None:
         self.region = region
         self.partitions = partitions
         self.partition = partition
@@ -67,18 +81,32 @@ class PartitionWorker:
         self.clock = clock
         self.settings = settings
         self.metrics = metrics
-        self.on_commands = on_commands
         self.committer = committer
         self.actors: dict[str, AccountActor] = {}
         self._stop = anyio.Event()
         self.stopped = anyio.Event()
         self._source = f"acct-p{partition}"
         self._last_passivation = 0.0
+        self._kept_alive = 0.0
+        # Every actor holding mail, and those of them that wait for a decision or for a load
+        # (an actor with a turn in a commit cycle is in neither, until the cycle ends).
+        self._holding: dict[str, AccountActor] = {}
+        self._ready: dict[str, AccountActor] = {}
+        self._unloaded: dict[str, AccountActor] = {}
+        # Signals behind a full mailbox, in arrival order: nothing more is fetched meanwhile.
+        self._parked: deque[tuple[AccountActor, Envelope]] = deque()
+        self._in_cycle = False  # a round of ours is in a commit cycle
+        self._room = anyio.Event()  # a round ended: the intake may fetch again
+        self._load_wanted = anyio.Event()
+        self._load_delay = settings.store_retry_s
 
     def request_stop(self) -> None:
-        """Finish the batch in hand, then stop fetching (graceful drain)."""
+        """Finish the round in a commit cycle, then stop (graceful drain); mail that has not had
+        its turn is handed back to JetStream for the partition's next owner."""
         self._stop.set()
         self.consumer.interrupt()
+        self._room.set()
+        self._load_wanted.set()
 
     @property
     def stopping(self) -> bool:
@@ -90,27 +118,46 @@ class PartitionWorker:
                   ) -> None:
         try:
             await self._open()
+            self.committer.register(self)
             task_status.started()
-            while not self.stopping:
-                try:
-                    msgs = await self.consumer.fetch(self.settings.fetch_batch,
-                                                     self.settings.fetch_timeout_s)
-                except BusUnavailable:
-                    self.metrics.bus_failures += 1
-                    await anyio.sleep(0.25)
-                    continue
-                if msgs:
-                    self.metrics.batches += 1
-                    await self.handle(msgs)
-                    if len(msgs) < self.settings.fetch_batch // 4 and self.settings.fetch_linger_s:
-                        await anyio.sleep(self.settings.fetch_linger_s)
-                self.passivate_idle()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._loader)
+                await self._intake()
+                tg.cancel_scope.cancel()
+            # The round in a cycle commits and is acked; the committer takes no new one.
+            while self._in_cycle:
+                self._room = anyio.Event()
+                await self._room.wait()
         finally:
+            self.committer.unregister(self)
             with anyio.CancelScope(shield=True):
                 await self._release_mail()
                 self.actors.clear()
                 await self.consumer.close()
             self.stopped.set()
+
+    async def _intake(self) -> None:
+        keep_alive_every = self.settings.consumers.backoff[0] / 3
+        while not self.stopping:
+            if self.clock.monotonic() - self._kept_alive > keep_alive_every:
+                await self._keep_alive_mail(keep_alive_every)
+            if self._parked or self._pending() >= self.settings.fetch_batch:
+                # Backpressure: nothing more is fetched until rounds make room.
+                with anyio.move_on_after(keep_alive_every):
+                    await self._room.wait()
+                self._room = anyio.Event()
+                continue
+            try:
+                msgs = await self.consumer.fetch(self.settings.fetch_batch,
+                                                 self.settings.fetch_timeout_s)
+            except BusUnavailable:
+                self.metrics.bus_failures += 1
+                await anyio.sleep(0.25)
+                continue
+            if msgs:
+                self.metrics.batches += 1
+                await self.handle(msgs)
+            self.passivate_idle()
 
     async def _open(self) -> None:
         delay = 0.25
@@ -127,18 +174,30 @@ class PartitionWorker:
         """On the way out, hand back what we hold so the next owner gets it without waiting for
         the ack timeout; whatever committed is deduplicated by the inbox on redelivery."""
         with anyio.move_on_after(ACK_TIMEOUT_S):
-            for actor in self.actors.values():
-                while actor.mailbox:
-                    env = actor.mailbox.popleft()
-                    await self._settle(env.msg, "nak")
-                    self.metrics.redelivery_requested += 1
+            for env in self._mail():
+                await self._settle(env.msg, "nak")
+                self.metrics.redelivery_requested += 1
+        for actor in self._holding.values():
+            actor.mailbox.clear()
+        self._holding.clear()
+        self._ready.clear()
+        self._unloaded.clear()
+        self._parked.clear()
 
-    # --- one batch -----------------------------------------------------------------------------
+    def _mail(self) -> list[Envelope]:
+        """Every signal held and not yet acked: in mailboxes, then parked."""
+        held = [env for a in self._holding.values() for env in a.mailbox]
+        return held + [env for _, env in self._parked]
+
+    def _pending(self) -> int:
+        return sum(len(a.mailbox) for a in self._holding.values())
+
+    # --- routing -------------------------------------------------------------------------------
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
-        woken: dict[str, AccountActor] = {}
-        parked: deque[tuple[AccountActor, Envelope]] = deque()
-        now = kept_alive = self.clock.monotonic()
+        """Route a fetched batch to its accounts' mailboxes; the ready ones join the next
+        commit cycle."""
+        now = self.clock.monotonic()
         for msg in msgs:
             self.metrics.received += 1
             try:
@@ -160,145 +219,81 @@ class PartitionWorker:
                     actor.assumed_new = True
                 self.actors[signal.account_id] = actor
             actor.last_active = now
-            envelope = Envelope(signal, msg)
-            if parked:
-                parked.append((actor, envelope))  # keep the account's order behind its backlog
+            envelope = Envelope(signal, msg, since=now)
+            if self._parked:
+                self._parked.append((actor, envelope))  # keeps the order behind the backlog
                 continue
             try:
                 actor.offer(envelope)
             except MailboxFull:
-                parked.append((actor, envelope))
+                self.metrics.mailbox_full += 1
+                self._parked.append((actor, envelope))
                 continue
-            woken[signal.account_id] = actor
-        await self._turns(list(woken.values()))
-        # Backpressure: a full mailbox parks the rest of the batch, and the partition fetches
-        # nothing more until every parked signal has had its turn.
-        while parked:
-            if self.stopping:
-                for _, envelope in parked:  # handed back: the next owner gets them at once
-                    self.metrics.redelivery_requested += 1
-                    await self._settle(envelope.msg, "nak")
-                return
-            self.metrics.mailbox_full += 1
-            if self.clock.monotonic() - kept_alive > self.settings.consumers.backoff[0] / 3:
-                await self._keep_alive_parked(parked)  # still ours: no redelivery meanwhile
-                kept_alive = self.clock.monotonic()
-            woken = {}
-            rest: deque[tuple[AccountActor, Envelope]] = deque()
-            while parked:
-                actor, envelope = parked.popleft()
-                if rest:
-                    rest.append((actor, envelope))
-                    continue
-                try:
-                    actor.offer(envelope)
-                except MailboxFull:
-                    rest.append((actor, envelope))
-                    continue
-                woken[actor.account_id] = actor
-            parked = rest
-            await self._turns(list(woken.values()))
+            self._wake(actor)
 
-    async def _turns(self, actors: list[AccountActor]) -> None:
-        delay = self.settings.store_retry_s
-        kept_alive = self.clock.monotonic()
-        keep_alive_every = self.settings.consumers.backoff[0] / 3
+    def _wake(self, actor: AccountActor) -> None:
+        """An actor with mail and no turn in flight: ready, or due a load first."""
+        key = actor.account_id
+        self._holding[key] = actor
+        if actor.in_turn or actor.loading:
+            return  # the turn's end, or the load's, wakes it again
+        if actor.state is None:
+            self._unloaded[key] = actor
+            self._load_wanted.set()
+        else:
+            self._ready[key] = actor
+            self.committer.wake()
+
+    def _unpark(self) -> None:
+        rest: deque[tuple[AccountActor, Envelope]] = deque()
+        while self._parked:
+            actor, envelope = self._parked.popleft()
+            if rest:
+                rest.append((actor, envelope))
+                continue
+            try:
+                actor.offer(envelope)
+            except MailboxFull:
+                rest.append((actor, envelope))
+                continue
+            self._wake(actor)
+        self._parked = rest
+
+    # --- loads ---------------------------------------------------------------------------------
+
+    async def _loader(self) -> None:
+        """Loads the state of actors that have mail and none in memory (an account seen for the
+        first time without optimistic activation, a refused activation, a lost race, a failed
+        store call); a failed load is retried with backoff."""
         while True:
-            ready = [a for a in actors if a.mailbox]
-            if not ready:
+            await self._load_wanted.wait()
+            self._load_wanted = anyio.Event()
+            if self.stopping:
                 return
-            if self.clock.monotonic() - kept_alive > keep_alive_every:
-                # A hot account's backlog takes a round per signal: the messages still waiting
-                # are ours, so JetStream must not redeliver them to someone else meanwhile.
-                await self._keep_alive(ready)
-                kept_alive = self.clock.monotonic()
+            actors = list(self._unloaded.values())
+            self._unloaded.clear()
+            if not actors:
+                continue
+            for actor in actors:
+                actor.loading = True
             try:
-                await self._round(ready)
-                delay = self.settings.store_retry_s
-            except StoreFailure as exc:
+                failed = await self._load(actors)
+            finally:
+                for actor in actors:
+                    actor.loading = False
+            for actor in actors:
+                if actor.mailbox and actor.account_id in self._holding:
+                    self._wake(actor)  # ready, or back among the unloaded when its load failed
+            if failed:
                 self.metrics.store_failures += 1
-                log.warning("partition %d: store call failed (%s); retrying in %.1fs",
-                            self.partition, exc, delay)
-                for a in ready:
-                    a.state = None  # the failed call may or may not have committed
-                if self.stopping:
-                    return  # the finally of run() hands the mail back
-                await self._keep_alive(ready)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, self.settings.store_retry_max_s)
-
-    async def _round(self, ready: list[AccountActor]) -> None:
-        await self._load([a for a in ready if a.state is None])
-        now = self.clock.now()
-        requests: list[AppendRequest] = []
-        turns: list[tuple[AccountActor, Envelope, AccountState, tuple[OutboxMessage, ...]]] = []
-        for actor in ready:
-            env = actor.mailbox[0]
-            state = actor.state
-            assert state is not None
-            try:
-                events, after = decide_and_fold(state, env.signal, self.policy, now)
-                commands = commands_for(events, self.policy)
-            except Exception as exc:  # a decision that fails is a rejected signal, not a crash
-                actor.mailbox.popleft()
-                await self._reject(env, exc)
-                continue
-            outbox = tuple(
-                OutboxMessage(message_id=c.command_id,
-                              subject=enforce_subject(self.region, c.account_id),
-                              payload=encode_command(c))
-                for c in commands
-            )
-            requests.append(AppendRequest(account_id=actor.account_id,
-                                          expected_version=state.version, events=tuple(events),
-                                          inbox_key=env.signal.signal_id, outbox=outbox,
-                                          state_after=after))
-            turns.append((actor, env, after, outbox))
-        if not requests:
-            return
-        results = await self._append(requests)
-        committed_commands: list[OutboxMessage] = []
-        to_ack: list[Msg] = []
-        for (actor, env, after, outbox), result in zip(turns, results, strict=True):
-            if isinstance(result, ConcurrencyConflict):
-                if actor.assumed_new:
-                    # The guess that the account was new was wrong: load it, no retry counted.
-                    actor.assumed_new = False
-                    actor.state = None
-                    self.metrics.activations_refused += 1
-                    continue
-                self.metrics.conflicts += 1
-                actor.state = None
-                env.conflicts += 1
-                if env.conflicts > self.settings.max_conflict_retries:
-                    # Another writer keeps winning this account: step back and retry later,
-                    # unless this is the last delivery JetStream will make.
-                    actor.mailbox.popleft()
-                    if env.deliveries >= self.settings.consumers.max_deliver:
-                        await self._dead_letter(env.msg, DeadLetterReason.REJECTED, result)
-                    else:
-                        self.metrics.redelivery_requested += 1
-                        await self._settle(env.msg, "nak", delay=1.0)
-                continue
-            actor.mailbox.popleft()
-            actor.assumed_new = False
-            if result.duplicate:
-                self.metrics.duplicates += 1
-                actor.state = None  # someone else committed this signal: our state may be behind
+                log.warning("partition %d: loading %d account(s) failed (%s); retrying in %.1fs",
+                            self.partition, failed[1], failed[0], self._load_delay)
+                await anyio.sleep(self._load_delay)
+                self._load_delay = min(self._load_delay * 2, self.settings.store_retry_max_s)
             else:
-                self.metrics.committed += 1
-                actor.state = after
-                committed_commands.extend(outbox)
-            to_ack.append(env.msg)
-        if committed_commands:
-            self.on_commands(committed_commands)
-        if self.settings.fault_ack_delay_s:
-            await anyio.sleep(self.settings.fault_ack_delay_s)
-        await self._ack_all(to_ack)
+                self._load_delay = self.settings.store_retry_s
 
-    async def _load(self, actors: list[AccountActor]) -> None:
-        if not actors:
-            return
+    async def _load(self, actors: list[AccountActor]) -> tuple[str, int] | None:
         failures: list[BaseException] = []
         limiter = anyio.CapacityLimiter(self.settings.load_concurrency)
 
@@ -317,20 +312,113 @@ class PartitionWorker:
         async with anyio.create_task_group() as tg:
             for actor in actors:
                 tg.start_soon(load_one, actor)
-        if failures:
-            raise StoreFailure(f"load: {type(failures[0]).__name__}")
+        return (type(failures[0]).__name__, len(failures)) if failures else None
 
-    async def _append(self, requests: list[AppendRequest]
-                      ) -> list[AppendResult | ConcurrencyConflict]:
-        try:
-            if self.committer is not None:
-                return await self.committer.append(requests)
-            with anyio.fail_after(self.settings.store_timeout_s):
-                return await self.store.append_batch(requests)
-        except Exception as exc:
-            if is_store_failure(exc):
-                raise StoreFailure(f"append: {type(exc).__name__}") from exc
-            raise
+    # --- rounds (called by the committer) ------------------------------------------------------
+
+    def take_round(self) -> Round | None:
+        """This partition's part of the commit cycle that starts now: each ready actor's head
+        signal, decided on its state (pure CPU, no await, so the cycle starts at once)."""
+        if not self._ready or self.stopping:
+            return None
+        actors = list(self._ready.values())
+        self._ready.clear()
+        rnd = Round(self)
+        now = self.clock.now()
+        for actor in actors:
+            env = actor.mailbox[0]
+            state = actor.state
+            assert state is not None
+            try:
+                events, after = decide_and_fold(state, env.signal, self.policy, now)
+                commands = commands_for(events, self.policy)
+            except Exception as exc:  # a decision that fails is a rejected signal, not a crash
+                actor.mailbox.popleft()
+                actor.in_turn = True
+                rnd.rejected.append((actor, env, exc))
+                continue
+            outbox = tuple(
+                OutboxMessage(message_id=c.command_id,
+                              subject=enforce_subject(self.region, c.account_id),
+                              payload=encode_command(c))
+                for c in commands
+            )
+            rnd.requests.append(AppendRequest(account_id=actor.account_id,
+                                              expected_version=state.version,
+                                              events=tuple(events),
+                                              inbox_key=env.signal.signal_id, outbox=outbox,
+                                              state_after=after))
+            rnd.turns.append((actor, env, after))
+            actor.in_turn = True
+        self._in_cycle = True
+        return rnd
+
+    async def finish_round(self, rnd: Round, results: Sequence[Result] | None) -> None:
+        """The cycle committed (``results``, in request order) or failed (None: nothing is
+        known, so the states are dropped and reloaded). Acks what committed."""
+        to_ack: list[Msg] = []
+        to_nak: list[Envelope] = []
+        to_dead_letter: list[tuple[Envelope, ConcurrencyConflict]] = []
+        if results is None:
+            for actor, _, _ in rnd.turns:
+                actor.state = None  # the failed call may or may not have committed
+        else:
+            for (actor, env, after), result in zip(rnd.turns, results, strict=True):
+                if isinstance(result, ConcurrencyConflict):
+                    if actor.assumed_new:
+                        # The guess that the account was new was wrong: load it, no retry
+                        # counted.
+                        actor.assumed_new = False
+                        actor.state = None
+                        self.metrics.activations_refused += 1
+                        continue
+                    self.metrics.conflicts += 1
+                    actor.state = None
+                    env.conflicts += 1
+                    if env.conflicts > self.settings.max_conflict_retries:
+                        # Another writer keeps winning this account: step back and retry
+                        # later, unless this is the last delivery JetStream will make.
+                        actor.mailbox.popleft()
+                        if env.deliveries >= self.settings.consumers.max_deliver:
+                            to_dead_letter.append((env, result))
+                        else:
+                            to_nak.append(env)
+                    continue
+                actor.mailbox.popleft()
+                actor.assumed_new = False
+                if result.duplicate:
+                    self.metrics.duplicates += 1
+                    actor.state = None  # another node committed this signal: ours may be behind
+                else:
+                    self.metrics.committed += 1
+                    actor.state = after
+                to_ack.append(env.msg)
+        for actor in [t[0] for t in rnd.turns] + [r[0] for r in rnd.rejected]:
+            actor.in_turn = False
+            if actor.mailbox:
+                self._wake(actor)
+            else:
+                self._holding.pop(actor.account_id, None)
+        self._unpark()
+        for _, env, exc in rnd.rejected:
+            await self._reject(env, exc)
+        for env, conflict in to_dead_letter:
+            await self._dead_letter(env.msg, DeadLetterReason.REJECTED, conflict)
+        for env in to_nak:
+            self.metrics.redelivery_requested += 1
+            await self._settle(env.msg, "nak", delay=1.0)
+        if self.settings.fault_ack_delay_s:
+            await anyio.sleep(self.settings.fault_ack_delay_s)
+        await self._ack_all(to_ack)
+
+    def cycle_ended(self) -> None:
+        """The committer is done with our round (finished, or abandoned when it was cancelled)."""
+        self._in_cycle = False
+        self._room.set()
+
+    @property
+    def ready_count(self) -> int:
+        return len(self._ready)
 
     # --- poison, rejects, acks -----------------------------------------------------------------
 
@@ -381,24 +469,24 @@ class PartitionWorker:
         except TimeoutError:
             self.metrics.bus_failures += len(msgs) - done
 
-    async def _keep_alive_parked(self, parked: deque[tuple[AccountActor, Envelope]]) -> None:
+    async def _keep_alive_mail(self, older_than_s: float) -> None:
+        """Tell JetStream that signals held longer than ``older_than_s`` (a hot account's
+        backlog, a store outage, a full mailbox) are still ours, so none is redelivered to
+        someone else meanwhile; the consumer does the same for what it buffers."""
+        now = self._kept_alive = self.clock.monotonic()
         with contextlib.suppress(TimeoutError, nats.errors.Error), anyio.fail_after(ACK_TIMEOUT_S):
-            for _, env in parked:
-                await env.msg.in_progress()
-            await self.consumer.keep_alive()
-
-    async def _keep_alive(self, actors: list[AccountActor]) -> None:
-        with contextlib.suppress(TimeoutError, nats.errors.Error), anyio.fail_after(ACK_TIMEOUT_S):
-            for actor in actors:
-                for env in actor.mailbox:
+            for env in self._mail():
+                if now - env.since > older_than_s:
                     await env.msg.in_progress()
+                    env.since = now
             await self.consumer.keep_alive()
 
     # --- passivation ---------------------------------------------------------------------------
 
     def passivate_idle(self) -> None:
         now = self.clock.monotonic()
-        if now - self._last_passivation < 1.0:
+        if self._parked or now - self._last_passivation < 1.0:
+            # (A parked signal holds its actor: that actor must stay the account's only one.)
             return
         self._last_passivation = now
         cutoff = now - self.settings.passivate_after_s

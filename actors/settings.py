@@ -12,11 +12,6 @@ from safeguards.adapters.bus.streams import StreamSettings
 class NodeSettings:
     fetch_batch: int = 256  # messages pulled per fetch of one partition
     fetch_timeout_s: float = 0.5  # a fetch's wait when the partition is idle
-    # After a small batch, wait this long before fetching again so that the next fetch (and
-    # the group commit it feeds) carries more: CPU per signal traded for latency. Off by default:
-    # the group commit already merges what the partitions bring, and every wait here adds to
-    # the signal -> enforcement latency.
-    fetch_linger_s: float = 0.0
     # The committer's wait for more partitions' work when a cycle is small (under 128 appends):
     # in live traffic, fewer and larger transactions cost less CPU per signal, which keeps the
     # node's loop (and with it the latency tail) out of queueing; a backlog never waits.
