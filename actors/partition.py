@@ -56,6 +56,13 @@ def is_store_failure(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError | ConnectionError | OSError)
 
 
+def _pop(actor: AccountActor, env: Envelope) -> None:
+    """Take a decided signal off its mailbox (unless a partition that lost its lease already
+    handed its mail back while the cycle committed)."""
+    if actor.mailbox and actor.mailbox[0] is env:
+        actor.mailbox.popleft()
+
+
 @dataclass(slots=True)
 class Round:
     """What one partition brings to one commit cycle: a decided head signal per ready actor."""
@@ -141,8 +148,9 @@ class PartitionWorker:
         while not self.stopping:
             if self.clock.monotonic() - self._kept_alive > keep_alive_every:
                 await self._keep_alive_mail(keep_alive_every)
-            if self._parked or self._pending() >= self.settings.fetch_batch:
-                # Backpressure: nothing more is fetched until rounds make room.
+            if self._parked or self._pending() >= 2 * self.settings.fetch_batch:
+                # Backpressure: nothing more is fetched until rounds make room (up to one batch
+                # is routed while the cycle in progress commits, ready for the next one).
                 with anyio.move_on_after(keep_alive_every):
                     await self._room.wait()
                 self._room = anyio.Event()
@@ -326,9 +334,12 @@ class PartitionWorker:
         rnd = Round(self)
         now = self.clock.now()
         for actor in actors:
-            env = actor.mailbox[0]
             state = actor.state
-            assert state is not None
+            if state is None or not actor.mailbox:  # not expected: every path wakes it again
+                if actor.mailbox:
+                    self._wake(actor)  # to the loader
+                continue
+            env = actor.mailbox[0]
             try:
                 events, after = decide_and_fold(state, env.signal, self.policy, now)
                 commands = commands_for(events, self.policy)
@@ -378,13 +389,13 @@ class PartitionWorker:
                     if env.conflicts > self.settings.max_conflict_retries:
                         # Another writer keeps winning this account: step back and retry
                         # later, unless this is the last delivery JetStream will make.
-                        actor.mailbox.popleft()
+                        _pop(actor, env)
                         if env.deliveries >= self.settings.consumers.max_deliver:
                             to_dead_letter.append((env, result))
                         else:
                             to_nak.append(env)
                     continue
-                actor.mailbox.popleft()
+                _pop(actor, env)
                 actor.assumed_new = False
                 if result.duplicate:
                     self.metrics.duplicates += 1

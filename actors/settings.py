@@ -12,10 +12,10 @@ from safeguards.adapters.bus.streams import StreamSettings
 class NodeSettings:
     fetch_batch: int = 256  # messages pulled per fetch of one partition
     fetch_timeout_s: float = 0.5  # a fetch's wait when the partition is idle
-    # The committer's wait for more partitions' work when a cycle is small (under 128 appends):
-    # in live traffic, fewer and larger transactions cost less CPU per signal, which keeps the
-    # node's loop (and with it the latency tail) out of queueing; a backlog never waits.
-    commit_linger_s: float = 0.005
+    # After an idle spell, a commit cycle that would carry fewer than 128 appends waits this long
+    # for more: fewer, larger transactions for sparse traffic, at that much latency. Under load
+    # cycles run back to back and grow with the load by themselves, so it is off by default.
+    commit_linger_s: float = 0.0
     mailbox_capacity: int = 64  # signals one account may hold awaiting its turn
     max_conflict_retries: int = 8  # decide-again rounds for one signal within a batch
     reject_after_deliveries: int = 5  # a signal whose decision keeps failing goes to the DLQ

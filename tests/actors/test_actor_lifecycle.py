@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,9 @@ from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.dlq import H_ERROR, H_REASON
 from safeguards.adapters.bus.streams import provision_region
 from safeguards.adapters.store import InMemoryEventStore
+from safeguards.core.errors import ConcurrencyConflict
 from safeguards.core.events import OperatorActionTaken, ScoreRecorded, Signal
+from safeguards.core.ports import AppendRequest, AppendResult
 from safeguards.core.subjects import stream_name
 
 from bus_support import publish_signals, wait_until
@@ -112,3 +115,55 @@ async def test_signal_that_fails_its_decision_is_dead_lettered_after_bounded_ret
     assert msg.headers[H_REASON] == "rejected" and msg.headers[H_ERROR] == "IndexError"
     assert not await store.inbox_contains("bad-1")
     assert (await check_end_to_end(store, js, region, good)).ok
+
+
+class GatedStore(InMemoryEventStore):
+    """Holds its first group commit until released, and records what each one carried."""
+
+    def __init__(self, region: str) -> None:
+        super().__init__(region)
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+        self.cycles: list[list[tuple[str, int]]] = []  # (account, expected version)
+        self.committed: list[dict[str, int]] = []  # account -> version after each cycle
+
+    async def append_batch(self, requests: Sequence[AppendRequest]
+                           ) -> list[AppendResult | ConcurrencyConflict]:
+        self.cycles.append([(r.account_id, r.expected_version) for r in requests])
+        if len(self.cycles) == 1:
+            self.entered.set()
+            await self.release.wait()
+        results = await super().append_batch(requests)
+        self.committed.append({r.account_id: r.version for r in results
+                               if isinstance(r, AppendResult)})
+        return results
+
+
+async def test_signals_arriving_during_a_commit_go_with_the_next_cycle(
+    nc: Client, nats_url: str
+) -> None:
+    """A partition keeps routing while a commit cycle is in the store: what arrives meanwhile
+    (another account's signal, and the committing account's next one) is decided the moment that
+    cycle ends, on the state it committed, and goes in the very next cycle."""
+    js = nc.jetstream()
+    region = "t" + uuid.uuid4().hex[:8]
+    store = GatedStore(region)
+    node = Node(region=region, partitions=1, nats_url=nats_url, store=store,
+                clock=ManualClock(T0), settings=NodeSettings(fetch_timeout_s=0.2),
+                static_partitions=[0])
+    a1, a2, b1 = (score_signal(region, acct, sid, T0, (("cyber", 0.1),))
+                  for acct, sid in (("acct-a", "a-1"), ("acct-a", "a-2"), ("acct-b", "b-1")))
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await publish_signals(js, region, 1, [a1])
+        with anyio.fail_after(10):
+            await store.entered.wait()
+        await publish_signals(js, region, 1, [a2, b1])
+        await wait_until(lambda: node.metrics.received == 3)  # routed while the cycle waits
+        store.release.set()
+        await wait_until(lambda: node.metrics.committed == 3)
+        node.request_stop()
+    first, second = store.cycles
+    assert first == [("acct-a", 0)]
+    assert sorted(second) == [("acct-a", store.committed[0]["acct-a"]), ("acct-b", 0)]
+    assert (await check_end_to_end(store, js, region, [a1, a2, b1])).ok
