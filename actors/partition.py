@@ -302,25 +302,33 @@ class PartitionWorker:
                 self._load_delay = self.settings.store_retry_s
 
     async def _load(self, actors: list[AccountActor]) -> tuple[str, int] | None:
-        failures: list[BaseException] = []
+        """Reads the states, ``load_batch`` accounts per store call and ``load_concurrency``
+        calls at once; returns (error, accounts not loaded) when some call failed."""
+        failures: list[tuple[BaseException, int]] = []
         limiter = anyio.CapacityLimiter(self.settings.load_concurrency)
 
-        async def load_one(actor: AccountActor) -> None:
+        async def load_chunk(chunk: list[AccountActor]) -> None:
             async with limiter:
                 try:
                     with anyio.fail_after(self.settings.store_timeout_s):
-                        actor.state = await self.store.load(actor.account_id)
-                    actor.assumed_new = False
-                    self.metrics.loads += 1
+                        states = await self.store.load_many([a.account_id for a in chunk])
                 except Exception as exc:
                     if not is_store_failure(exc):
                         raise
-                    failures.append(exc)
+                    failures.append((exc, len(chunk)))
+                    return
+                for actor in chunk:
+                    actor.state = states[actor.account_id]
+                    actor.assumed_new = False
+                self.metrics.loads += len(chunk)
 
+        size = self.settings.load_batch
         async with anyio.create_task_group() as tg:
-            for actor in actors:
-                tg.start_soon(load_one, actor)
-        return (type(failures[0]).__name__, len(failures)) if failures else None
+            for i in range(0, len(actors), size):
+                tg.start_soon(load_chunk, actors[i:i + size])
+        if not failures:
+            return None
+        return type(failures[0][0]).__name__, sum(n for _, n in failures)
 
     # --- rounds (called by the committer) ------------------------------------------------------
 

@@ -25,7 +25,8 @@ class NodeSettings:
     # expected version (0) is refused as a conflict, and the actor loads and decides again.
     # PostgreSQL's version check makes the guess safe; it only ever costs one extra round.
     optimistic_activation: bool = True
-    load_concurrency: int = 16  # concurrent state loads when a batch wakes many accounts
+    load_batch: int = 128  # accounts whose states one store call reads (snapshots + tails)
+    load_concurrency: int = 4  # such calls at once, per partition
     store_timeout_s: float = 10.0  # deadline of one store call
     store_retry_s: float = 0.5  # first wait before retrying a failed store call (doubles)
     store_retry_max_s: float = 5.0

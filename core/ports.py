@@ -84,6 +84,11 @@ class EventStore(Protocol):
         """The account's current state: latest valid snapshot plus the tail after it."""
         ...
 
+    async def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
+        """``load`` of many accounts in a few round trips (a node taking over partitions
+        activates thousands); an account without events gets its initial state."""
+        ...
+
     async def history(
         self,
         account_id: str,

@@ -162,6 +162,11 @@ class InMemoryEventStore:
         validate_account_id(account_id)
         return self._state(account_id, self._version(account_id))
 
+    async def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
+        for account_id in account_ids:
+            validate_account_id(account_id)
+        return {a: self._state(a, self._version(a)) for a in account_ids}
+
     async def history(
         self,
         account_id: str,

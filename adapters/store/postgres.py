@@ -493,6 +493,16 @@ class PostgresEventStore:
         validate_account_id(account_id)
         return await self._state_at_version(account_id, None)
 
+    async def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
+        """Two statements for all of them: the newest snapshots, then every tail after them."""
+        accounts = list(dict.fromkeys(account_ids))
+        for account_id in accounts:
+            validate_account_id(account_id)
+        if not accounts:
+            return {}
+        async with self._connect() as conn:
+            return await self._states(conn, dict.fromkeys(accounts, _NO_LIMIT))
+
     async def _state_at_version(self, account_id: str, version: int | None) -> AccountState:
         """The state at ``version`` (None: the current one). Two statements on an idle pooled
         connection, straight through the driver: this is every actor activation's read."""

@@ -292,6 +292,26 @@ async def test_load_uses_snapshot_and_discards_it_when_the_fold_changes(
     assert await store.snapshot_versions("a") == [5]
 
 
+async def test_load_many_is_load_of_each(store: StoreUnderTest) -> None:
+    await _fill(store, "short", 2)
+    await _fill(store, "long", 2 * SNAPSHOT_EVERY + 3, per_append=2)  # snapshots, then a tail
+    await _fill(store, "planted", 3)
+    truth = await store.load("planted")
+    planted = type(truth)(**{**{f: getattr(truth, f) for f in truth.__dataclass_fields__},
+                             "level_reason": "planted"})
+    await store.save_snapshot(planted)  # load_many reads snapshots as load does
+    accounts = ["long", "nobody", "short", "planted", "short"]
+    many = await store.load_many(accounts)
+    assert set(many) == set(accounts)
+    for account in accounts:
+        assert many[account] == await store.load(account), account
+    assert many["planted"].level_reason == "planted"
+    assert many["nobody"] == initial_state("nobody", store.region)
+    assert await store.load_many([]) == {}
+    with pytest.raises(InvalidAccountId):
+        await store.load_many(["ok", "bad id"])
+
+
 async def test_concurrent_writers_one_winner_per_version(store: StoreUnderTest) -> None:
     writers, attempts = 10, 100
     wins: dict[int, int] = {}
