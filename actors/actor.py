@@ -43,6 +43,7 @@ class AccountActor:
     capacity: int
     state: AccountState | None = None  # None: not loaded, or stale after a failed commit
     assumed_new: bool = False  # state is the initial one, not read from the store (see below)
+    activating: bool = False  # first seen, state being loaded (not guessed new)
     in_turn: bool = False  # its head signal is in a commit cycle
     loading: bool = False  # its state is being read from the store
     last_active: float = 0.0

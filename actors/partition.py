@@ -106,6 +106,7 @@ class PartitionWorker:
         self._room = anyio.Event()  # a round ended: the intake may fetch again
         self._load_wanted = anyio.Event()
         self._load_delay = settings.store_retry_s
+        self._new_accounts = 1.0  # moving share of first-seen accounts that were new
 
     def request_stop(self) -> None:
         """Finish the round in a commit cycle, then stop (graceful drain); mail that has not had
@@ -222,9 +223,11 @@ class PartitionWorker:
             actor = self.actors.get(signal.account_id)
             if actor is None:
                 actor = AccountActor(signal.account_id, self.settings.mailbox_capacity)
-                if self.settings.optimistic_activation:
+                if self.settings.optimistic_activation and self._new_accounts >= 0.5:
                     actor.state = initial_state(signal.account_id, self.region)
                     actor.assumed_new = True
+                else:
+                    actor.activating = True  # loaded first; the load tells whether it was new
                 self.actors[signal.account_id] = actor
             actor.last_active = now
             envelope = Envelope(signal, msg, since=now)
@@ -320,6 +323,9 @@ class PartitionWorker:
                 for actor in chunk:
                     actor.state = states[actor.account_id]
                     actor.assumed_new = False
+                    if actor.activating:
+                        actor.activating = False
+                        self._learn_activation(new=actor.state.version == 0)
                 self.metrics.loads += len(chunk)
 
         size = self.settings.load_batch
@@ -329,6 +335,13 @@ class PartitionWorker:
         if not failures:
             return None
         return type(failures[0][0]).__name__, sum(n for _, n in failures)
+
+    def _learn_activation(self, *, new: bool) -> None:
+        """Follow how often a first-seen account turns out to be new (a moving average over
+        about the last 20): while most are, activate on the initial state and save the load;
+        once most are not (a node that took over partitions, or restarted), load first and save
+        the refused append."""
+        self._new_accounts = 0.95 * self._new_accounts + (0.05 if new else 0.0)
 
     # --- rounds (called by the committer) ------------------------------------------------------
 
@@ -390,6 +403,7 @@ class PartitionWorker:
                         actor.assumed_new = False
                         actor.state = None
                         self.metrics.activations_refused += 1
+                        self._learn_activation(new=False)
                         continue
                     self.metrics.conflicts += 1
                     actor.state = None
@@ -404,7 +418,9 @@ class PartitionWorker:
                             to_nak.append(env)
                     continue
                 _pop(actor, env)
-                actor.assumed_new = False
+                if actor.assumed_new:
+                    actor.assumed_new = False
+                    self._learn_activation(new=True)
                 if result.duplicate:
                     self.metrics.duplicates += 1
                     actor.state = None  # another node committed this signal: ours may be behind

@@ -23,7 +23,9 @@ class NodeSettings:
     # Activate an account the node has never seen on the initial state instead of reading the
     # store first: for a new account that saves the load; for an existing one the append's
     # expected version (0) is refused as a conflict, and the actor loads and decides again.
-    # PostgreSQL's version check makes the guess safe; it only ever costs one extra round.
+    # PostgreSQL's version check makes the guess safe; it only ever costs one extra round. A
+    # partition guesses only while most first-seen accounts turned out new; otherwise (after a
+    # takeover or a restart) it loads first, and the loads tell it when guessing pays again.
     optimistic_activation: bool = True
     load_batch: int = 128  # accounts whose states one store call reads (snapshots + tails)
     load_concurrency: int = 4  # such calls at once, per partition

@@ -23,6 +23,7 @@ from safeguards.core.ports import AppendRequest, AppendResult
 from safeguards.core.subjects import stream_name
 
 from bus_support import publish_signals, wait_until
+from store_events import make_event
 
 P = 2
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -167,3 +168,32 @@ async def test_signals_arriving_during_a_commit_go_with_the_next_cycle(
     assert first == [("acct-a", 0)]
     assert sorted(second) == [("acct-a", store.committed[0]["acct-a"]), ("acct-b", 0)]
     assert (await check_end_to_end(store, js, region, [a1, a2, b1])).ok
+
+
+async def test_a_partition_that_meets_existing_accounts_loads_them_before_deciding(
+    nc: Client, nats_url: str
+) -> None:
+    """Activating on the initial state is a guess that pays for new accounts; a partition that
+    keeps meeting existing ones (a takeover, a restart) soon loads first instead, and goes back
+    to guessing once first-seen accounts are new again."""
+    js = nc.jetstream()
+    clock = ManualClock(T0)
+    node, store, region = memory_node(nats_url, clock)
+    old = [f"old-{i}" for i in range(200)]
+    for account in old:  # history written before this node ever ran
+        await store.append(AppendRequest(account, 0, (make_event(account, region, 1),)))
+    existing = [score_signal(region, a, f"e-{a}", T0, (("cyber", 0.1),)) for a in old]
+    fresh = [score_signal(region, f"new-{i}", f"n-{i}", T0, (("cyber", 0.1),))
+             for i in range(200)]
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await publish_signals(js, region, P, existing)
+        await wait_until(lambda: node.metrics.committed == len(existing), 30)
+        refused_on_existing = node.metrics.activations_refused
+        await publish_signals(js, region, P, fresh)
+        await wait_until(lambda: node.metrics.committed == len(existing) + len(fresh), 30)
+        node.request_stop()
+    assert refused_on_existing <= 2 * 20  # about a score per partition, then loads first
+    assert node.metrics.loads >= len(existing)
+    assert node.metrics.loads < len(existing) + len(fresh) // 2  # guessing again on new ones
+    assert (await check_end_to_end(store, js, region, existing + fresh)).ok
