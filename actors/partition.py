@@ -341,7 +341,16 @@ class PartitionWorker:
         about the last 20): while most are, activate on the initial state and save the load;
         once most are not (a node that took over partitions, or restarted), load first and save
         the refused append."""
-        self._new_accounts = 0.95 * self._new_accounts + (0.05 if new else 0.0)
+        was = self._new_accounts
+        self._new_accounts = 0.95 * was + (0.05 if new else 0.0)
+        if was >= 0.5 > self._new_accounts:
+            # Guessed actors still waiting for their first decision are most likely existing
+            # accounts too: load them rather than spend an append on each.
+            for key, actor in list(self._ready.items()):
+                if actor.assumed_new:
+                    del self._ready[key]
+                    actor.state, actor.assumed_new, actor.activating = None, False, True
+                    self._wake(actor)
 
     # --- rounds (called by the committer) ------------------------------------------------------
 
