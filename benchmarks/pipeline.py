@@ -55,6 +55,11 @@ P = 16
 BATCH = 256
 
 
+# Account and signal ids carry the run's region: on a shared server (SAFEGUARDS_DATABASE_URL)
+# an earlier run's accounts and inbox keys would otherwise turn this run's signals into version
+# conflicts and duplicates.
+
+
 def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -130,7 +135,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         js = nc.jetstream()
         await provision_region(js, region)
         t0 = datetime.now(UTC)
-        signals = [score_signal(region, f"acct-{i % args.accounts}", f"s-{i}", t0,
+        signals = [score_signal(region, f"{region}-{i % args.accounts}", f"{region}-s-{i}", t0,
                                 (("jailbreak", 0.1), ("cyber", 0.05)))
                    for i in range(args.signals)]
         took = await publish_many(nc, region, signals)
@@ -183,7 +188,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
                 node.request_stop()
             # A restarted node: every account exists in the store and none is in memory, so
             # each first signal costs a refused optimistic activation and a load.
-            again = [score_signal(region, f"acct-{i % args.accounts}", f"r-{i}",
+            again = [score_signal(region, f"{region}-{i % args.accounts}", f"{region}-r-{i}",
                                   datetime.now(UTC), (("jailbreak", 0.1),))
                      for i in range(args.signals // 2)]
             await publish_many(nc, region, again)
@@ -239,7 +244,8 @@ async def load_client(nats_url: str, region: str, rate: float, accounts: int,
     now = datetime.now(UTC)
     payloads = []
     for i in range(int(rate * seconds) + 1):
-        s = score_signal(region, f"acct-{i % accounts}", f"b-{i}", now, (("jailbreak", 0.1),))
+        s = score_signal(region, f"{region}-{i % accounts}", f"{region}-b-{i}", now,
+                         (("jailbreak", 0.1),))
         payloads.append((inputs_subject(region, P, s.account_id), encode_signal(s)))
     end = time.perf_counter() + seconds
 
@@ -264,8 +270,9 @@ async def load_client(nats_url: str, region: str, rate: float, accounts: int,
     async def violating() -> None:
         j = 0
         while time.perf_counter() < end:
-            acct = f"viol-{j}"
-            s = score_signal(region, acct, f"v-{j}", datetime.now(UTC), (("weapons", 0.97),))
+            acct = f"{region}-viol-{j}"
+            s = score_signal(region, acct, f"{region}-v-{j}", datetime.now(UTC),
+                             (("weapons", 0.97),))
             sent[acct] = time.perf_counter()
             await js.publish(inputs_subject(region, P, acct), encode_signal(s), timeout=10)
             j += 1
