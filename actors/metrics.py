@@ -20,7 +20,7 @@ class NodeMetrics:
     passivated: int = 0
     mailbox_full: int = 0  # batches that parked signals behind a full mailbox (fetch paused)
     batches: int = 0
-    commands_published: int = 0  # rows confirmed and marked by the slow path
+    commands_published: int = 0  # rows confirmed by JetStream and marked (either path)
     fast_path_overflow: int = 0  # commands left to the slow path because its queue was full
     commands_repaired: int = 0  # newest commands re-published after a broker lost them
 

@@ -1,10 +1,11 @@
 """The outbox relay: publish committed enforcement commands, then mark them published.
 
-Two paths. The fast path publishes what a partition just committed, straight from memory, for
-latency. The slow path reads pending rows back from the store, publishes them and marks them
-published; it alone is the guarantee (a node that dies between commit and publish leaves rows
-that any node's relay sends), and it re-publishes what the fast path already sent, which
-JetStream drops as duplicates.
+Two paths. The fast path publishes what a commit cycle just committed, straight from memory,
+for latency, and marks what JetStream confirmed as published (in batches, by message id), so
+the rows are not sent again. The slow path reads the rows still pending back from the store,
+publishes them and marks them; it alone is the guarantee (a node that dies between commit and
+publish or mark leaves rows that any node's relay sends), and whatever it re-publishes that was
+already sent, JetStream drops as a duplicate.
 
 Rows are published in outbox order with ``Nats-Msg-Id`` = command id, and a batch stops at its
 first unconfirmed publish, so an account's commands reach the last-value stream in version order
@@ -21,6 +22,7 @@ meanwhile is never overwritten by an older one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -61,6 +63,8 @@ class OutboxRelay:
         self._fast_in, self._fast_out = anyio.create_memory_object_stream[OutboxMessage](
             fast_queue)
         self._fast_failed: set[str] = set()
+        self._confirmed_in, self._confirmed_out = anyio.create_memory_object_stream[str](
+            fast_queue)
         self._reconnects = reconnects
         self._repaired_at = reconnects()
         self.repair_scan = repair_scan
@@ -72,22 +76,21 @@ class OutboxRelay:
     def offer(self, messages: Sequence[OutboxMessage]) -> None:
         """The fast path: publish just-committed messages now, without reading them back.
 
-        The rows stay pending in the store until a flush re-publishes (deduplicated) and marks
-        them, so a lost fast publish costs latency, never a command. A full queue sends the
-        messages by the slow path only (counted)."""
+        The rows stay pending in the store until the fast path or a flush marks them, so a lost
+        fast publish costs latency, never a command. A full queue sends the messages by the slow
+        path only (counted)."""
         for m in messages:
             try:
                 self._fast_in.send_nowait(m)
             except anyio.WouldBlock:
                 self.metrics.fast_path_overflow += 1
                 self.wake()
-        # Otherwise the slow path picks the rows up at its next poll, re-publishes them (dropped
-        # as duplicates) and marks them: no store round trip on the latency path.
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._fast_path)
+            tg.start_soon(self._mark_fast)
             task_status.started()
             while True:
                 with anyio.move_on_after(self.poll_s):
@@ -104,6 +107,23 @@ class OutboxRelay:
                 continue  # an older command of this account is unconfirmed: keep the order
             if not await self._publish(m):
                 self._fast_failed.add(m.subject)
+            else:
+                # When the marker is behind (a slow store), the slow path marks these instead.
+                with contextlib.suppress(anyio.WouldBlock):
+                    self._confirmed_in.send_nowait(m.message_id)
+
+    async def _mark_fast(self) -> None:
+        """Marks what the fast path published, in batches; a failed mark leaves the rows to the
+        slow path, which re-publishes (deduplicated) and marks them."""
+        async for first in self._confirmed_out:
+            ids = [first]
+            while len(ids) < self.batch:
+                try:
+                    ids.append(self._confirmed_out.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            if await self._store(self.store.mark_published_messages(ids), done=True):
+                self.metrics.commands_published += len(ids)
 
     async def _publish(self, m: OutboxMessage) -> bool:
         try:

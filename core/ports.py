@@ -113,6 +113,11 @@ class EventStore(Protocol):
 
     async def mark_published(self, outbox_ids: Sequence[int]) -> None: ...
 
+    async def mark_published_messages(self, message_ids: Sequence[str]) -> None:
+        """``mark_published`` by message id, for a relay that published rows straight from the
+        commit, without reading them back; ids that are not pending are ignored."""
+        ...
+
     async def latest_published(self, scan: int) -> list[OutboxMessage]:
         """Among the ``scan`` most recently published outbox rows, the newest of each subject
         (for a relay that re-checks what a crashed broker may have lost)."""

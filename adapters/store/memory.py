@@ -225,6 +225,12 @@ class InMemoryEventStore:
             if row is not None:
                 row.published = True
 
+    async def mark_published_messages(self, message_ids: Sequence[str]) -> None:
+        wanted = set(message_ids)
+        for row in self._outbox.values():
+            if not row.published and row.pending.message.message_id in wanted:
+                row.published = True
+
     async def latest_published(self, scan: int) -> list[OutboxMessage]:
         check_limit(scan)
         published = [i for i in sorted(self._outbox, reverse=True) if self._outbox[i].published]

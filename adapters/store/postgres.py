@@ -588,6 +588,16 @@ class PostgresEventStore:
         async with self._connect() as conn, conn.begin():
             await conn.execute(q)
 
+    async def mark_published_messages(self, message_ids: Sequence[str]) -> None:
+        if not message_ids:
+            return
+        # Only pending rows qualify: the partial index on them keeps this a small scan.
+        q = (sa.update(outbox)
+             .where(outbox.c.published_at.is_(None), outbox.c.message_id.in_(list(message_ids)))
+             .values(published_at=sa.func.now()))
+        async with self._connect() as conn, conn.begin():
+            await conn.execute(q)
+
     async def latest_published(self, scan: int) -> list[OutboxMessage]:
         check_limit(scan)
         recent = (sa.select(outbox.c.id, outbox.c.message_id, outbox.c.subject, outbox.c.payload)

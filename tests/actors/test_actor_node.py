@@ -173,3 +173,27 @@ async def test_duplicate_and_reordered_deliveries_apply_once(
     assert node.metrics.committed == 30 and node.metrics.duplicates == 30
     report = await check_end_to_end(store, js, region, signals)
     assert report.ok, report.summary()
+
+
+async def test_the_fast_path_marks_what_it_published(nc: Client, nats_url: str) -> None:
+    """A command published straight from the commit is marked published by the fast path, so
+    no relay's poll sends it again (the poll here is too slow to be the one that marked it)."""
+    region = region_name()
+    store = InMemoryEventStore(region)
+    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+                clock=ManualClock(T0), settings=NodeSettings(relay_poll_s=60),
+                static_partitions=range(P))
+    received: list[str] = []
+
+    async def on_command(msg: Msg) -> None:
+        received.append(decode_command(msg.data).command_id)
+
+    await nc.subscribe(f"sg.{region}.enforce.>", cb=on_command)
+    signal = score_signal(region, "acct-w", "w-1", T0, (("weapons", 0.97),))
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await publish_signals(nc.jetstream(), region, P, [signal])
+        await wait_until(lambda: node.metrics.commands_published == 1)
+        assert await store.pending_outbox(10) == []
+        node.request_stop()
+    assert len(received) == 1

@@ -243,6 +243,11 @@ async def test_outbox_attempts_and_publishing(store: StoreUnderTest) -> None:
     await store.mark_published([])
     (left,) = await store.pending_outbox(10)
     assert left.message.message_id == "msg-b-0-0"
+    await store.mark_published_messages(["msg-b-0-0", "msg-a-0-0", "never-written"])
+    await store.mark_published_messages([])
+    assert await store.pending_outbox(10) == []
+    published = await store.latest_published(10)
+    assert sorted(m.message_id for m in published) == ["msg-a-0-1", "msg-b-0-0"]
 
 
 async def test_account_ids_are_listed_in_order_and_paged(store: StoreUnderTest) -> None:
