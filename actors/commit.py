@@ -6,9 +6,10 @@ partition (the head signal of each of its ready actors, decided at once), append
 one ``append_batch``, and hands the results back. While a cycle commits, the partitions fetch and
 route what arrives, and the next cycle starts the moment this one ends with whatever is ready
 then: a signal waits for at most the cycle in progress, and the node's transactions grow with its
-load instead of its partition count. A cycle after an idle spell waits ``linger_s`` for more
-work when it would be small (fewer, larger transactions cost less CPU per signal); a backlog
-never waits.
+load instead of its partition count. A cycle carries at most ``max_appends``, shared evenly by
+the partitions, so one partition's backlog cannot make a cycle that keeps the others waiting. A
+cycle after an idle spell waits ``linger_s`` for more work when it would be small (fewer, larger
+transactions cost less CPU per signal); a backlog never waits.
 
 The enforcement commands a cycle committed go to ``on_committed`` (the relay's fast path) before
 any partition acks or decides again, so they are published first. A store failure fails every
@@ -37,13 +38,15 @@ Result = AppendResult | ConcurrencyConflict
 
 
 class GroupCommitter:
-    def __init__(self, store: EventStore, *, timeout_s: float, linger_s: float = 0.0,
-                 linger_below: int = 128, retry_s: float = 0.5, retry_max_s: float = 5.0,
+    def __init__(self, store: EventStore, *, timeout_s: float, max_appends: int = 4096,
+                 linger_s: float = 0.0, linger_below: int = 128, retry_s: float = 0.5,
+                 retry_max_s: float = 5.0,
                  is_store_failure: Callable[[BaseException], bool] = lambda _: False,
                  on_committed: Callable[[Sequence[OutboxMessage]], None] = lambda _: None
                  ) -> None:
         self.store = store
         self.timeout_s = timeout_s
+        self.max_appends = max_appends  # per cycle, shared evenly by the partitions
         self.linger_s = linger_s
         self.linger_below = linger_below
         self.retry_s = retry_s
@@ -75,7 +78,9 @@ class GroupCommitter:
             if self.linger_s and self._ready_count() < self.linger_below:
                 await anyio.sleep(self.linger_s)
             while True:
-                rounds = [r for w in list(self._sources.values()) if (r := w.take_round())]
+                sources = list(self._sources.values())
+                share = max(1, self.max_appends // max(1, len(sources)))
+                rounds = [r for w in sources if (r := w.take_round(share))]
                 if not rounds:
                     break
                 if await self._cycle(rounds):

@@ -104,6 +104,7 @@ class Node:
                                  batch=s.relay_batch, store_timeout_s=s.store_timeout_s,
                                  reconnects=lambda: int(nc.stats["reconnects"]))
         self.committer = GroupCommitter(self.store, timeout_s=s.store_timeout_s,
+                                        max_appends=s.commit_max_appends,
                                         linger_s=s.commit_linger_s, retry_s=s.store_retry_s,
                                         retry_max_s=s.store_retry_max_s,
                                         is_store_failure=is_store_failure,

@@ -17,6 +17,7 @@ rather than redelivery.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -354,13 +355,17 @@ class PartitionWorker:
 
     # --- rounds (called by the committer) ------------------------------------------------------
 
-    def take_round(self) -> Round | None:
-        """This partition's part of the commit cycle that starts now: each ready actor's head
-        signal, decided on its state (pure CPU, no await, so the cycle starts at once)."""
+    def take_round(self, limit: int) -> Round | None:
+        """This partition's part of the commit cycle that starts now: the head signal of each
+        ready actor (at most ``limit``, longest ready first), decided on its state (pure CPU, no
+        await, so the cycle starts at once)."""
         if not self._ready or self.stopping:
             return None
-        actors = list(self._ready.values())
-        self._ready.clear()
+        if len(self._ready) <= limit:
+            actors = list(self._ready.values())
+            self._ready.clear()
+        else:
+            actors = [self._ready.pop(key) for key in list(itertools.islice(self._ready, limit))]
         rnd = Round(self)
         now = self.clock.now()
         for actor in actors:

@@ -16,6 +16,8 @@ class NodeSettings:
     # for more: fewer, larger transactions for sparse traffic, at that much latency. Under load
     # cycles run back to back and grow with the load by themselves, so it is off by default.
     commit_linger_s: float = 0.0
+    # Appends in one commit cycle (one transaction), shared evenly by the node's partitions.
+    commit_max_appends: int = 4096
     mailbox_capacity: int = 64  # signals one account may hold awaiting its turn
     max_conflict_retries: int = 8  # decide-again rounds for one signal within a batch
     reject_after_deliveries: int = 5  # a signal whose decision keeps failing goes to the DLQ

@@ -197,3 +197,37 @@ async def test_a_partition_that_meets_existing_accounts_loads_them_before_decidi
     assert node.metrics.loads >= len(existing)
     assert node.metrics.loads < len(existing) + len(fresh) // 2  # guessing again on new ones
     assert (await check_end_to_end(store, js, region, existing + fresh)).ok
+
+
+class RecordingStore(InMemoryEventStore):
+    def __init__(self, region: str) -> None:
+        super().__init__(region)
+        self.cycle_sizes: list[int] = []
+
+    async def append_batch(self, requests: Sequence[AppendRequest]
+                           ) -> list[AppendResult | ConcurrencyConflict]:
+        self.cycle_sizes.append(len(requests))
+        return await super().append_batch(requests)
+
+
+async def test_a_commit_cycle_carries_at_most_its_share_of_each_partition(
+    nc: Client, nats_url: str
+) -> None:
+    js = nc.jetstream()
+    region = "t" + uuid.uuid4().hex[:8]
+    store = RecordingStore(region)
+    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+                clock=ManualClock(T0),
+                settings=NodeSettings(fetch_timeout_s=0.2, commit_max_appends=6),
+                static_partitions=range(P))
+    signals = [score_signal(region, f"acct-{i}", f"c-{i}", T0, (("cyber", 0.1),))
+               for i in range(40)]
+    await provision_region(js, region)
+    await publish_signals(js, region, P, signals)  # a backlog in both partitions
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await wait_until(lambda: node.metrics.committed == len(signals), 30)
+        node.request_stop()
+    assert max(store.cycle_sizes) <= 6  # 3 per partition
+    assert sum(store.cycle_sizes) == len(signals)
+    assert (await check_end_to_end(store, js, region, signals)).ok
