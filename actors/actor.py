@@ -41,6 +41,7 @@ class MailboxFull(Exception):
 class AccountActor:
     account_id: str
     capacity: int
+    subject: str  # the input subject its signals must arrive on
     state: AccountState | None = None  # None: not loaded, or stale after a failed commit
     assumed_new: bool = False  # state is the initial one, not read from the store (see below)
     activating: bool = False  # first seen, state being loaded (not guessed new)

@@ -12,10 +12,11 @@ cycle after an idle spell waits ``linger_s`` for more work when it would be smal
 transactions cost less CPU per signal); a backlog never waits.
 
 The enforcement commands a cycle committed go to ``on_committed`` (the relay's fast path) before
-any partition acks or decides again, so they are published first. A store failure fails every
-round of the cycle (their states are reloaded) and the next cycle waits, with backoff. A batch
-the store refuses as a whole as malformed (a bug, not a race) is split, so only the partition
-that sent the bad request sees the error; if one request alone is refused, it fails the node.
+any partition decides again, and before the cycle's acks (one deadline for them all), so they
+are published first. A store failure fails every round of the cycle (their states are reloaded)
+and the next cycle waits, with backoff. A batch the store refuses as a whole as malformed (a
+bug, not a race) is split, so only the partition that sent the bad request sees the error; if
+one request alone is refused, it fails the node.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
+import nats.errors
+from nats.aio.msg import Msg
 
 from safeguards.core.errors import ConcurrencyConflict
 from safeguards.core.ports import AppendResult, EventStore, OutboxMessage
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ACK_TIMEOUT_S = 2.0
+
 Result = AppendResult | ConcurrencyConflict
 
 
@@ -42,8 +47,9 @@ class GroupCommitter:
                  linger_s: float = 0.0, linger_below: int = 128, retry_s: float = 0.5,
                  retry_max_s: float = 5.0,
                  is_store_failure: Callable[[BaseException], bool] = lambda _: False,
-                 on_committed: Callable[[Sequence[OutboxMessage]], None] = lambda _: None
-                 ) -> None:
+                 on_committed: Callable[[Sequence[OutboxMessage]], None] = lambda _: None,
+                 on_bus_failures: Callable[[int], None] = lambda _: None,
+                 ack_delay_s: float = 0.0) -> None:
         self.store = store
         self.timeout_s = timeout_s
         self.max_appends = max_appends  # per cycle, shared evenly by the partitions
@@ -53,6 +59,8 @@ class GroupCommitter:
         self.retry_max_s = retry_max_s
         self.is_store_failure = is_store_failure
         self.on_committed = on_committed
+        self.on_bus_failures = on_bus_failures  # acks that could not be sent
+        self.ack_delay_s = ack_delay_s  # fault injection only: hold each cycle's acks this long
         self._sources: dict[int, PartitionWorker] = {}
         self._wake = anyio.Event()
         self.cycles = 0
@@ -98,6 +106,7 @@ class GroupCommitter:
         self.cycles += 1
         results = await self._append(rounds)
         ok = True
+        acks: list[Msg] = []
         try:
             for rnd, outcome in zip(rounds, results, strict=True):
                 if isinstance(outcome, BaseException):
@@ -106,13 +115,31 @@ class GroupCommitter:
                     ok = False
                     await rnd.worker.finish_round(rnd, None)
                 else:
-                    await rnd.worker.finish_round(rnd, outcome)
+                    acks += await rnd.worker.finish_round(rnd, outcome)
+            if self.ack_delay_s:
+                await anyio.sleep(self.ack_delay_s)
+            await self._ack(acks)
         finally:
             for rnd in rounds:
                 rnd.worker.cycle_ended()
         if not ok:
             self.failures += 1
         return ok
+
+    async def _ack(self, msgs: list[Msg]) -> None:
+        """Acks are buffered publishes: one deadline for the cycle's lot. A lost ack only means
+        a redelivery that the inbox deduplicates."""
+        done = 0
+        try:
+            with anyio.fail_after(ACK_TIMEOUT_S):
+                for msg in msgs:
+                    done += 1
+                    try:
+                        await msg.ack()
+                    except nats.errors.Error:
+                        self.on_bus_failures(1)
+        except TimeoutError:
+            self.on_bus_failures(len(msgs) - done)
 
     async def _append(self, rounds: list[Round]) -> list[list[Result] | BaseException]:
         """Each round's results, or the exception that failed it."""

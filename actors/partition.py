@@ -218,12 +218,14 @@ class PartitionWorker:
             if signal.region != self.region:
                 await self._dead_letter(msg, DeadLetterReason.REGION_MISMATCH, None)
                 continue
-            if msg.subject != inputs_subject(self.region, self.partitions, signal.account_id):
+            actor = self.actors.get(signal.account_id)
+            subject = actor.subject if actor is not None else inputs_subject(
+                self.region, self.partitions, signal.account_id)
+            if msg.subject != subject:
                 await self._dead_letter(msg, DeadLetterReason.SUBJECT_MISMATCH, None)
                 continue
-            actor = self.actors.get(signal.account_id)
             if actor is None:
-                actor = AccountActor(signal.account_id, self.settings.mailbox_capacity)
+                actor = AccountActor(signal.account_id, self.settings.mailbox_capacity, subject)
                 if self.settings.optimistic_activation and self._new_accounts >= 0.5:
                     actor.state = initial_state(signal.account_id, self.region)
                     actor.assumed_new = True
@@ -399,9 +401,10 @@ class PartitionWorker:
         self._in_cycle = True
         return rnd
 
-    async def finish_round(self, rnd: Round, results: Sequence[Result] | None) -> None:
+    async def finish_round(self, rnd: Round, results: Sequence[Result] | None) -> list[Msg]:
         """The cycle committed (``results``, in request order) or failed (None: nothing is
-        known, so the states are dropped and reloaded). Acks what committed."""
+        known, so the states are dropped and reloaded). Returns the messages to ack: the
+        committer acks every partition's at once."""
         to_ack: list[Msg] = []
         to_nak: list[Envelope] = []
         to_dead_letter: list[tuple[Envelope, ConcurrencyConflict]] = []
@@ -456,9 +459,7 @@ class PartitionWorker:
         for env in to_nak:
             self.metrics.redelivery_requested += 1
             await self._settle(env.msg, "nak", delay=1.0)
-        if self.settings.fault_ack_delay_s:
-            await anyio.sleep(self.settings.fault_ack_delay_s)
-        await self._ack_all(to_ack)
+        return to_ack
 
     def cycle_ended(self) -> None:
         """The committer is done with our round (finished, or abandoned when it was cancelled)."""
@@ -503,20 +504,6 @@ class PartitionWorker:
                     await msg.term()
         except (TimeoutError, nats.errors.Error):
             self.metrics.bus_failures += 1
-
-    async def _ack_all(self, msgs: list[Msg]) -> None:
-        """Acks are buffered publishes: one deadline for the lot, not one per message."""
-        done = 0
-        try:
-            with anyio.fail_after(ACK_TIMEOUT_S):
-                for msg in msgs:
-                    done += 1
-                    try:
-                        await msg.ack()
-                    except nats.errors.Error:
-                        self.metrics.bus_failures += 1  # redelivered, then deduplicated
-        except TimeoutError:
-            self.metrics.bus_failures += len(msgs) - done
 
     async def _keep_alive_mail(self, older_than_s: float) -> None:
         """Tell JetStream that signals held longer than ``older_than_s`` (a hot account's

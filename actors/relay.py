@@ -113,9 +113,11 @@ class OutboxRelay:
                     self._confirmed_in.send_nowait(m.message_id)
 
     async def _mark_fast(self) -> None:
-        """Marks what the fast path published, in batches; a failed mark leaves the rows to the
-        slow path, which re-publishes (deduplicated) and marks them."""
+        """Marks what the fast path published, in batches at most every 0.1 s (one statement per
+        batch, whatever the command rate); a failed mark leaves the rows to the slow path, which
+        re-publishes (deduplicated) and marks them."""
         async for first in self._confirmed_out:
+            await anyio.sleep(min(0.1, self.poll_s / 5))
             ids = [first]
             while len(ids) < self.batch:
                 try:

@@ -39,7 +39,7 @@ class NodeSettings:
     relay_poll_s: float = 0.5  # outbox rows of other nodes (or of a crashed one) wait this long
     relay_batch: int = 256
     drain_timeout_s: float = 15.0
-    # Fault injection only: hold acks this long after each commit, so a test's kill -9 lands
+    # Fault injection only: hold acks this long after each commit cycle, so a test's kill -9 lands
     # between commit and ack (the window the inbox must cover). Zero in production.
     fault_ack_delay_s: float = 0.0
     streams: StreamSettings = field(default_factory=StreamSettings)

@@ -136,6 +136,10 @@ SELECT account_id, version, region, event_id, type, schema_version, occurred_at,
        correlation_id, policy_version, body
   FROM events WHERE account_id = $1 AND version > $2 AND version <= $3 ORDER BY version
 """
+_MARK_PUBLISHED_MESSAGES = """
+UPDATE outbox SET published_at = now()
+ WHERE published_at IS NULL AND message_id = ANY($1::text[])
+"""
 _HISTORY = """
 SELECT account_id, version, region, event_id, type, schema_version, occurred_at, causation_id,
        correlation_id, policy_version, body
@@ -591,12 +595,13 @@ class PostgresEventStore:
     async def mark_published_messages(self, message_ids: Sequence[str]) -> None:
         if not message_ids:
             return
-        # Only pending rows qualify: the partial index on them keeps this a small scan.
-        q = (sa.update(outbox)
-             .where(outbox.c.published_at.is_(None), outbox.c.message_id.in_(list(message_ids)))
-             .values(published_at=sa.func.now()))
-        async with self._connect() as conn, conn.begin():
-            await conn.execute(q)
+        # One statement on an idle pooled connection, straight through the driver (it runs for
+        # every command the relay publishes). Only pending rows qualify: the partial index on
+        # them keeps this a small scan.
+        async with self._connect() as conn:
+            driver = await self._driver(conn)
+            await driver.execute(_MARK_PUBLISHED_MESSAGES, list(message_ids),
+                                 timeout=self._timeout)
 
     async def latest_published(self, scan: int) -> list[OutboxMessage]:
         check_limit(scan)
