@@ -30,7 +30,7 @@ class NodeSettings:
     # takeover or a restart) it loads first, and the loads tell it when guessing pays again.
     optimistic_activation: bool = True
     load_batch: int = 128  # accounts whose states one store call reads (snapshots + tails)
-    load_concurrency: int = 4  # such calls at once, per partition
+    load_concurrency: int = 1  # such calls at once, per partition (the pool serves them all)
     store_timeout_s: float = 10.0  # deadline of one store call
     store_retry_s: float = 0.5  # first wait before retrying a failed store call (doubles)
     store_retry_max_s: float = 5.0
