@@ -29,6 +29,7 @@ import anyio
 import nats.errors
 from nats.aio.msg import Msg
 
+from safeguards.actors.metrics import NodeMetrics
 from safeguards.core.errors import ConcurrencyConflict
 from safeguards.core.ports import AppendResult, EventStore, OutboxMessage
 
@@ -48,8 +49,7 @@ class GroupCommitter:
                  retry_max_s: float = 5.0,
                  is_store_failure: Callable[[BaseException], bool] = lambda _: False,
                  on_committed: Callable[[Sequence[OutboxMessage]], None] = lambda _: None,
-                 on_bus_failures: Callable[[int], None] = lambda _: None,
-                 ack_delay_s: float = 0.0) -> None:
+                 metrics: NodeMetrics | None = None, ack_delay_s: float = 0.0) -> None:
         self.store = store
         self.timeout_s = timeout_s
         self.max_appends = max_appends  # per cycle, shared evenly by the partitions
@@ -59,12 +59,11 @@ class GroupCommitter:
         self.retry_max_s = retry_max_s
         self.is_store_failure = is_store_failure
         self.on_committed = on_committed
-        self.on_bus_failures = on_bus_failures  # acks that could not be sent
+        self.metrics = metrics or NodeMetrics()  # store failures, acks that were not sent
         self.ack_delay_s = ack_delay_s  # fault injection only: hold each cycle's acks this long
         self._sources: dict[int, PartitionWorker] = {}
         self._wake = anyio.Event()
         self.cycles = 0
-        self.failures = 0
 
     def register(self, worker: PartitionWorker) -> None:
         self._sources[id(worker)] = worker
@@ -94,6 +93,9 @@ class GroupCommitter:
                 if await self._cycle(rounds):
                     delay = self.retry_s
                 else:
+                    self.metrics.store_failures += 1
+                    log.warning("group commit failed (the store is unavailable); the accounts "
+                                "are reloaded and the next cycle waits %.1fs", delay)
                     await anyio.sleep(delay)
                     delay = min(delay * 2, self.retry_max_s)
             # What woke us meanwhile was taken by the loop above, unless it came after.
@@ -122,8 +124,6 @@ class GroupCommitter:
         finally:
             for rnd in rounds:
                 rnd.worker.cycle_ended()
-        if not ok:
-            self.failures += 1
         return ok
 
     async def _ack(self, msgs: list[Msg]) -> None:
@@ -137,9 +137,9 @@ class GroupCommitter:
                     try:
                         await msg.ack()
                     except nats.errors.Error:
-                        self.on_bus_failures(1)
+                        self.metrics.bus_failures += 1
         except TimeoutError:
-            self.on_bus_failures(len(msgs) - done)
+            self.metrics.bus_failures += len(msgs) - done
 
     async def _append(self, rounds: list[Round]) -> list[list[Result] | BaseException]:
         """Each round's results, or the exception that failed it."""

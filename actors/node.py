@@ -109,7 +109,7 @@ class Node:
                                         retry_max_s=s.store_retry_max_s,
                                         is_store_failure=is_store_failure,
                                         on_committed=self.relay.offer,
-                                        on_bus_failures=self._count_bus_failures,
+                                        metrics=self.metrics,
                                         ack_delay_s=s.fault_ack_delay_s)
         async with anyio.create_task_group() as tg:
             self._tg = tg
@@ -186,9 +186,6 @@ class Node:
             await running.done.wait()
         running.scope.cancel()
         await running.done.wait()
-
-    def _count_bus_failures(self, n: int) -> None:
-        self.metrics.bus_failures += n
 
     def _abort_partition(self, partition: int) -> None:
         running = self.running.get(partition)

@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 
 from safeguards.actors.actor import AccountActor, Envelope, MailboxFull
 from safeguards.actors.clock import Clock
-from safeguards.actors.commit import GroupCommitter
+from safeguards.actors.commit import ACK_TIMEOUT_S, GroupCommitter, Result
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.consumers import PartitionConsumer
@@ -40,28 +40,16 @@ from safeguards.core.decide import decide_and_fold
 from safeguards.core.enforcement import commands_for
 from safeguards.core.errors import CodecError, ConcurrencyConflict, SafeguardsError
 from safeguards.core.policy import Policy
-from safeguards.core.ports import AppendRequest, AppendResult, EventStore, OutboxMessage
+from safeguards.core.ports import AppendRequest, EventStore, OutboxMessage
 from safeguards.core.state import AccountState, initial_state
 from safeguards.core.subjects import enforce_subject, inputs_subject
 
 log = logging.getLogger(__name__)
 
-ACK_TIMEOUT_S = 2.0
-
-Result = AppendResult | ConcurrencyConflict
-
-
 def is_store_failure(exc: BaseException) -> bool:
     if isinstance(exc, SafeguardsError):
         return exc.retryable and not isinstance(exc, ConcurrencyConflict)
     return isinstance(exc, TimeoutError | ConnectionError | OSError)
-
-
-def _pop(actor: AccountActor, env: Envelope) -> None:
-    """Take a decided signal off its mailbox (unless a partition that lost its lease already
-    handed its mail back while the cycle committed)."""
-    if actor.mailbox and actor.mailbox[0] is env:
-        actor.mailbox.popleft()
 
 
 @dataclass(slots=True)
@@ -101,6 +89,7 @@ class PartitionWorker:
         self._holding: dict[str, AccountActor] = {}
         self._ready: dict[str, AccountActor] = {}
         self._unloaded: dict[str, AccountActor] = {}
+        self._held = 0  # signals in mailboxes (parked ones excluded)
         # Signals behind a full mailbox, in arrival order: nothing more is fetched meanwhile.
         self._parked: deque[tuple[AccountActor, Envelope]] = deque()
         self._in_cycle = False  # a round of ours is in a commit cycle
@@ -150,7 +139,7 @@ class PartitionWorker:
         while not self.stopping:
             if self.clock.monotonic() - self._kept_alive > keep_alive_every:
                 await self._keep_alive_mail(keep_alive_every)
-            if self._parked or self._pending() >= 2 * self.settings.fetch_batch:
+            if self._parked or self._held >= 2 * self.settings.fetch_batch:
                 # Backpressure: nothing more is fetched until rounds make room (up to one batch
                 # is routed while the cycle in progress commits, ready for the next one).
                 with anyio.move_on_after(keep_alive_every):
@@ -189,6 +178,7 @@ class PartitionWorker:
                 self.metrics.redelivery_requested += 1
         for actor in self._holding.values():
             actor.mailbox.clear()
+        self._held = 0
         self._holding.clear()
         self._ready.clear()
         self._unloaded.clear()
@@ -198,9 +188,6 @@ class PartitionWorker:
         """Every signal held and not yet acked: in mailboxes, then parked."""
         held = [env for a in self._holding.values() for env in a.mailbox]
         return held + [env for _, env in self._parked]
-
-    def _pending(self) -> int:
-        return sum(len(a.mailbox) for a in self._holding.values())
 
     # --- routing -------------------------------------------------------------------------------
 
@@ -243,6 +230,7 @@ class PartitionWorker:
                 self.metrics.mailbox_full += 1
                 self._parked.append((actor, envelope))
                 continue
+            self._held += 1
             self._wake(actor)
 
     def _wake(self, actor: AccountActor) -> None:
@@ -270,6 +258,7 @@ class PartitionWorker:
             except MailboxFull:
                 rest.append((actor, envelope))
                 continue
+            self._held += 1
             self._wake(actor)
         self._parked = rest
 
@@ -381,7 +370,7 @@ class PartitionWorker:
                 events, after = decide_and_fold(state, env.signal, self.policy, now)
                 commands = commands_for(events, self.policy)
             except Exception as exc:  # a decision that fails is a rejected signal, not a crash
-                actor.mailbox.popleft()
+                self._pop(actor, env)
                 actor.in_turn = True
                 rnd.rejected.append((actor, env, exc))
                 continue
@@ -428,13 +417,13 @@ class PartitionWorker:
                     if env.conflicts > self.settings.max_conflict_retries:
                         # Another writer keeps winning this account: step back and retry
                         # later, unless this is the last delivery JetStream will make.
-                        _pop(actor, env)
+                        self._pop(actor, env)
                         if env.deliveries >= self.settings.consumers.max_deliver:
                             to_dead_letter.append((env, result))
                         else:
                             to_nak.append(env)
                     continue
-                _pop(actor, env)
+                self._pop(actor, env)
                 if actor.assumed_new:
                     actor.assumed_new = False
                     self._learn_activation(new=True)
@@ -460,6 +449,13 @@ class PartitionWorker:
             self.metrics.redelivery_requested += 1
             await self._settle(env.msg, "nak", delay=1.0)
         return to_ack
+
+    def _pop(self, actor: AccountActor, env: Envelope) -> None:
+        """Take a decided signal off its mailbox (unless a partition that lost its lease already
+        handed its mail back while the cycle committed)."""
+        if actor.mailbox and actor.mailbox[0] is env:
+            actor.mailbox.popleft()
+            self._held -= 1
 
     def cycle_ended(self) -> None:
         """The committer is done with our round (finished, or abandoned when it was cancelled)."""

@@ -118,11 +118,13 @@ async def test_signal_that_fails_its_decision_is_dead_lettered_after_bounded_ret
     assert (await check_end_to_end(store, js, region, good)).ok
 
 
-class GatedStore(InMemoryEventStore):
-    """Holds its first group commit until released, and records what each one carried."""
+class RecordingStore(InMemoryEventStore):
+    """Records what each group commit carried; with ``hold_first``, holds the first one until
+    ``release`` is set."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, *, hold_first: bool = False) -> None:
         super().__init__(region)
+        self.hold_first = hold_first
         self.entered = anyio.Event()
         self.release = anyio.Event()
         self.cycles: list[list[tuple[str, int]]] = []  # (account, expected version)
@@ -131,7 +133,7 @@ class GatedStore(InMemoryEventStore):
     async def append_batch(self, requests: Sequence[AppendRequest]
                            ) -> list[AppendResult | ConcurrencyConflict]:
         self.cycles.append([(r.account_id, r.expected_version) for r in requests])
-        if len(self.cycles) == 1:
+        if self.hold_first and len(self.cycles) == 1:
             self.entered.set()
             await self.release.wait()
         results = await super().append_batch(requests)
@@ -148,7 +150,7 @@ async def test_signals_arriving_during_a_commit_go_with_the_next_cycle(
     cycle ends, on the state it committed, and goes in the very next cycle."""
     js = nc.jetstream()
     region = "t" + uuid.uuid4().hex[:8]
-    store = GatedStore(region)
+    store = RecordingStore(region, hold_first=True)
     node = Node(region=region, partitions=1, nats_url=nats_url, store=store,
                 clock=ManualClock(T0), settings=NodeSettings(fetch_timeout_s=0.2),
                 static_partitions=[0])
@@ -199,17 +201,6 @@ async def test_a_partition_that_meets_existing_accounts_loads_them_before_decidi
     assert (await check_end_to_end(store, js, region, existing + fresh)).ok
 
 
-class RecordingStore(InMemoryEventStore):
-    def __init__(self, region: str) -> None:
-        super().__init__(region)
-        self.cycle_sizes: list[int] = []
-
-    async def append_batch(self, requests: Sequence[AppendRequest]
-                           ) -> list[AppendResult | ConcurrencyConflict]:
-        self.cycle_sizes.append(len(requests))
-        return await super().append_batch(requests)
-
-
 async def test_a_commit_cycle_carries_at_most_its_share_of_each_partition(
     nc: Client, nats_url: str
 ) -> None:
@@ -228,6 +219,7 @@ async def test_a_commit_cycle_carries_at_most_its_share_of_each_partition(
         await tg.start(node.run)
         await wait_until(lambda: node.metrics.committed == len(signals), 30)
         node.request_stop()
-    assert max(store.cycle_sizes) <= 6  # 3 per partition
-    assert sum(store.cycle_sizes) == len(signals)
+    sizes = [len(cycle) for cycle in store.cycles]
+    assert max(sizes) <= 6  # 3 per partition
+    assert sum(sizes) == len(signals)
     assert (await check_end_to_end(store, js, region, signals)).ok
