@@ -12,6 +12,18 @@ from datetime import datetime
 
 from safeguards.core.events import ContentKind, Scores
 
+CLIP_MARK = "\n[...]\n"
+
+
+def clip_middle(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` if it fits in ``limit`` characters, else its head and its tail (half each) with
+    a mark between, and True. Padding a prompt with benign text never pushes its end out of
+    what is scored; the caller treats a clipped text as risk (the middle went unscored)."""
+    if len(text) <= limit:
+        return text, False
+    half = max(0, (limit - len(CLIP_MARK)) // 2)
+    return text[:half] + CLIP_MARK + text[len(text) - half:], True
+
 
 @dataclass(frozen=True, slots=True)
 class ContentItem:

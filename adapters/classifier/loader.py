@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from safeguards.adapters.classifier.encoder.build import Variant, built_graph
+from safeguards.adapters.classifier.encoder.windows import TokenWindows, tokenizer_from_json
 from safeguards.adapters.classifier.errors import ModelLoadError
 from safeguards.adapters.classifier.manifest import ModelManifest, read_manifest
 from safeguards.core.policy import default_policy
@@ -83,6 +85,8 @@ class LoadedModel:
     provider: str  # the provider the session actually runs on
     providers: tuple[str, ...]
     _tokenizer: Any = None
+    variant: str = "fp32"  # the graph's precision (encoder models: int8 on CPU, fp16 on CUDA)
+    _windows: TokenWindows | None = None
 
     @property
     def name(self) -> str:
@@ -93,28 +97,30 @@ class LoadedModel:
         return self.manifest.version
 
     def raw(self, texts: Sequence[str]) -> np.ndarray:
-        """The model's output columns for a batch of texts, shape (n, labels)."""
+        """The model's output columns for a batch of texts, shape (n, columns). A text longer
+        than the encoder's window is scored in overlapping token windows, each column's maximum
+        kept: nothing is cut off."""
         inp = self.manifest.input
         if inp.kind == "string":
-            feed: dict[str, Any] = {inp.name: np.asarray(list(texts), dtype=object)}
+            out = self._run({inp.name: np.asarray(list(texts), dtype=object)})
+        elif self._windows is not None:
+            out = self._windows.run(texts, self._run_tokens)
         else:
-            feed = self._token_feed(texts)
-        out = self.session.run([self.manifest.output_name], feed)[0]
-        arr = np.asarray(out, dtype=np.float64)
-        if arr.ndim != 2 or arr.shape[1] < len(self.manifest.labels):
+            out = self._run(self._token_feed(texts))
+        width = max((lab.index for lab in (*self.manifest.labels,
+                                           *self.manifest.completion_labels)), default=-1) + 1
+        if out.ndim != 2 or out.shape[1] < width:
             raise ModelLoadError(
-                f"model output {self.manifest.output_name!r} has shape {arr.shape}; "
-                f"expected (n, {len(self.manifest.labels)})"
+                f"model output {self.manifest.output_name!r} has shape {out.shape}; "
+                f"expected (n, {width})"
             )
-        return arr
+        return out
 
-    def predict(self, texts: Sequence[str]) -> np.ndarray:
-        """Calibrated probabilities, shape (n, labels), columns in manifest label order."""
-        if not texts:
-            return np.zeros((0, len(self.manifest.labels)))
-        raw = self.raw(texts)
-        out = np.empty((len(texts), len(self.manifest.labels)))
-        for j, lab in enumerate(self.manifest.labels):
+    def calibrate(self, raw: np.ndarray, kind: str = "prompt") -> np.ndarray:
+        """Calibrated probabilities from raw output rows, columns in the kind's label order."""
+        labels = self.manifest.labels_for(kind)
+        out = np.empty((raw.shape[0], len(labels)))
+        for j, lab in enumerate(labels):
             col = raw[:, lab.index]
             cal = lab.calibration
             if cal.kind == "identity":
@@ -123,6 +129,23 @@ class LoadedModel:
                 x = cal.a * col + cal.b if cal.kind == "platt" else col / cal.t
                 out[:, j] = 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
         return out
+
+    def predict(self, texts: Sequence[str], kind: str = "prompt") -> np.ndarray:
+        """Calibrated probabilities, shape (n, labels), columns in the kind's label order."""
+        if not texts:
+            return np.zeros((0, len(self.manifest.labels_for(kind))))
+        return self.calibrate(self.raw(texts), kind)
+
+    def _run(self, feed: dict[str, Any]) -> np.ndarray:
+        out = self.session.run([self.manifest.output_name], feed)[0]
+        return np.asarray(out, dtype=np.float64)
+
+    def _run_tokens(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        inp = self.manifest.input
+        feed: dict[str, Any] = {inp.name: ids}
+        if inp.attention_mask:
+            feed[inp.attention_mask] = mask
+        return self._run(feed)
 
     def _token_feed(self, texts: Sequence[str]) -> dict[str, Any]:
         inp = self.manifest.input
@@ -142,28 +165,42 @@ class LoadedModel:
 
 
 def load_model(directory: Path = DEFAULT_MODEL_DIR, *, manifest_name: str = "manifest.json",
-               allow_gpu: bool = True, intra_op_threads: int = 0) -> LoadedModel:
-    """Read the manifest in ``directory``, verify and open its model; typed errors throughout."""
+               allow_gpu: bool = True, intra_op_threads: int = 0,
+               variant: Variant | None = None, cache_dir: Path | None = None) -> LoadedModel:
+    """Read the manifest in ``directory``, verify and open its model; typed errors throughout.
+
+    An encoder model's graph is built once from its pinned package and the trained tensors, in
+    the precision of the device that runs it (``variant`` overrides), and cached."""
     manifest = read_manifest(directory / manifest_name, known_categories=policy_categories())
     model_path = directory / manifest.model_file
     if not model_path.is_file():
         raise ModelLoadError(f"model file not found: {model_path}")
-    if manifest.sha256 is not None and _sha256(model_path) != manifest.sha256:
+    model_sha = _sha256(model_path)
+    if manifest.sha256 is not None and model_sha != manifest.sha256:
         raise ModelLoadError(f"model file {model_path.name} does not match the manifest sha256")
-    tokenizer = None
-    if manifest.input.kind == "token_ids":
-        tokenizer = _load_tokenizer(directory, manifest)
 
     import onnxruntime as ort
 
     ort.set_default_logger_severity(3)  # errors only: no provider-fallback chatter
+    requested = choose_providers(ort.get_available_providers(), allow_gpu=allow_gpu)
+    tokenizer: Any = None
+    windows: TokenWindows | None = None
+    graph_path, chosen = model_path, "fp32"
+    if manifest.encoder is not None:
+        chosen = variant or ("fp16" if requested[0] == "CUDAExecutionProvider" else "int8")
+        graph_path, tokenizer_json = built_graph(manifest.encoder, model_path, model_sha, chosen,
+                                                 cache_dir)
+        tokenizer = tokenizer_from_json(tokenizer_json)
+        windows = TokenWindows(tokenizer, manifest.encoder.max_length, manifest.encoder.stride)
+    elif manifest.input.kind == "token_ids":
+        tokenizer = _load_tokenizer(directory, manifest)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = intra_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    requested = choose_providers(ort.get_available_providers(), allow_gpu=allow_gpu)
     try:
-        session = ort.InferenceSession(str(model_path), sess_options=options, providers=requested)
+        session = ort.InferenceSession(str(graph_path), sess_options=options,
+                                       providers=requested)
     except Exception as exc:  # onnxruntime raises its own pybind types: map at the boundary
         raise ModelLoadError(
             f"ONNX Runtime cannot load {model_path.name}: {type(exc).__name__}"
@@ -173,8 +210,9 @@ def load_model(directory: Path = DEFAULT_MODEL_DIR, *, manifest_name: str = "man
     provider = in_use[0] if in_use else "unknown"
     if requested[0] != provider:
         log.warning("classifier %s asked for %s, runs on %s", manifest.name, requested[0], provider)
-    log.info("classifier %s %s loaded on %s", manifest.name, manifest.version, provider)
-    return LoadedModel(manifest, session, provider, in_use, tokenizer)
+    log.info("classifier %s %s loaded on %s (%s)", manifest.name, manifest.version, provider,
+             chosen)
+    return LoadedModel(manifest, session, provider, in_use, tokenizer, chosen, windows)
 
 
 def _load_tokenizer(directory: Path, manifest: ModelManifest) -> Any:

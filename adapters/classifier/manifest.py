@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from safeguards.adapters.classifier.encoder.source import EncoderSource, parse_source
 from safeguards.adapters.classifier.errors import ManifestError
 from safeguards.adapters.classifier.normalize import NORMALIZER_VERSIONS
 
@@ -92,10 +93,21 @@ class ModelManifest:
     unsupported_categories: tuple[tuple[str, str], ...] = ()
     normalizer: str | None = None  # a NORMALIZER_VERSIONS name, applied before windowing
     metrics: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # A pretrained encoder from a pinned package: ``model_file`` then holds the trained tensors
+    # (safetensors) and the runnable graph is built from both (see ``encoder/build.py``).
+    encoder: EncoderSource | None = None
+    # Heads trained on model responses: how completions are read (prompts use ``labels``).
+    completion_labels: tuple[LabelSpec, ...] = ()
 
     @property
     def categories(self) -> tuple[str, ...]:
         return tuple(label.category for label in self.labels)
+
+    def labels_for(self, kind: str) -> tuple[LabelSpec, ...]:
+        """The label set that reads ``kind`` ("prompt" or "completion") content."""
+        if kind == "completion" and self.completion_labels:
+            return self.completion_labels
+        return self.labels
 
     def to_json(self) -> dict[str, Any]:
         inp: dict[str, Any] = {"kind": self.input.kind, "name": self.input.name}
@@ -114,19 +126,20 @@ class ModelManifest:
             "max_windows": self.max_windows,
             "fine_chars": self.fine_chars,
             **({"normalizer": self.normalizer} if self.normalizer else {}),
-            "labels": [
-                {
-                    "index": lab.index,
-                    "category": lab.category,
-                    "threshold": lab.threshold,
-                    "calibration": {"kind": lab.calibration.kind, "a": lab.calibration.a,
-                                    "b": lab.calibration.b, "t": lab.calibration.t},
-                }
-                for lab in self.labels
-            ],
+            "labels": _labels_json(self.labels),
+            **({"completion_labels": _labels_json(self.completion_labels)}
+               if self.completion_labels else {}),
+            **({"encoder": self.encoder.to_json()} if self.encoder else {}),
             "unsupported_categories": dict(self.unsupported_categories),
             "metrics": self.metrics,
         }
+
+
+def _labels_json(labels: tuple[LabelSpec, ...]) -> list[dict[str, Any]]:
+    return [{"index": lab.index, "category": lab.category, "threshold": lab.threshold,
+             "calibration": {"kind": lab.calibration.kind, "a": lab.calibration.a,
+                             "b": lab.calibration.b, "t": lab.calibration.t}}
+            for lab in labels]
 
 
 class _Problems:
@@ -205,6 +218,20 @@ def parse_manifest(data: Any, *, known_categories: frozenset[str] | None = None)
         p.add(f"manifest.normalizer: {normalizer[:40]!r} is not one of "
               f"{', '.join(NORMALIZER_VERSIONS)}")
     labels = _parse_labels(p, data.get("labels"), known_categories)
+    completion_labels: tuple[LabelSpec, ...] = ()
+    if data.get("completion_labels") is not None:
+        completion_labels = _parse_labels(p, data.get("completion_labels"), known_categories,
+                                          path="manifest.completion_labels", contiguous=False)
+    encoder: EncoderSource | None = None
+    if data.get("encoder") is not None:
+        try:
+            encoder = parse_source(data["encoder"])
+        except ManifestError as exc:
+            p.add(str(exc).removeprefix("invalid model manifest: "))
+        if inp is not None and inp.kind != "token_ids":
+            p.add("manifest.input.kind: an encoder model takes token_ids")
+    elif inp is not None and inp.kind == "token_ids" and inp.tokenizer is None:
+        p.add("manifest.input.tokenizer: missing (required unless an encoder names it)")
     unsupported_raw = p.get(data, "unsupported_categories", dict, "manifest", optional=True) or {}
     unsupported: list[tuple[str, str]] = []
     for cat, why in unsupported_raw.items():
@@ -215,7 +242,7 @@ def parse_manifest(data: Any, *, known_categories: frozenset[str] | None = None)
     metrics = p.get(data, "metrics", dict, "manifest", optional=True) or {}
     known = {"format", "name", "version", "model_file", "sha256", "input", "output", "max_chars",
              "max_windows", "fine_chars", "normalizer", "labels", "unsupported_categories",
-             "metrics"}
+             "metrics", "encoder", "completion_labels"}
     extra = sorted(k for k in data if k not in known)
     if extra:
         p.add(f"manifest: unexpected field(s) {', '.join(repr(k)[:40] for k in extra[:5])}")
@@ -226,6 +253,7 @@ def parse_manifest(data: Any, *, known_categories: frozenset[str] | None = None)
         output_name=out_name, output_kind=out_kind, labels=labels,  # type: ignore[arg-type]
         max_chars=max_chars, max_windows=max_windows, fine_chars=fine_chars,
         unsupported_categories=tuple(unsupported), normalizer=normalizer, metrics=metrics,
+        encoder=encoder, completion_labels=completion_labels,
     )
 
 
@@ -238,7 +266,8 @@ def _parse_input(p: _Problems, raw: Any) -> InputSpec | None:
     if kind == "string":
         return InputSpec("string", name or "")
     if kind == "token_ids":
-        tok = p.get(raw, "tokenizer", str, "manifest.input")
+        # optional: an encoder model's tokenizer comes with the encoder's package
+        tok = p.get(raw, "tokenizer", str, "manifest.input", optional=True)
         max_len = p.get(raw, "max_length", int, "manifest.input")
         mask = p.get(raw, "attention_mask", str, "manifest.input", optional=True)
         if isinstance(max_len, int) and not 1 <= max_len <= 8192:
@@ -250,14 +279,17 @@ def _parse_input(p: _Problems, raw: Any) -> InputSpec | None:
     return None
 
 
-def _parse_labels(p: _Problems, raw: Any,
-                  known: frozenset[str] | None) -> tuple[LabelSpec, ...]:
+def _parse_labels(p: _Problems, raw: Any, known: frozenset[str] | None, *,
+                  path: str = "manifest.labels", contiguous: bool = True) -> tuple[LabelSpec, ...]:
+    """A label set; ``contiguous`` sets must use indices 0..n-1 (others index further columns
+    of the same output)."""
+    where = path
     if not isinstance(raw, list) or not raw:
-        p.add("manifest.labels: must be a non-empty array")
+        p.add(f"{where}: must be a non-empty array")
         return ()
     out: list[LabelSpec] = []
     for i, lab in enumerate(raw):
-        path = f"manifest.labels[{i}]"
+        path = f"{where}[{i}]"
         if not isinstance(lab, dict):
             p.add(f"{path}: must be an object")
             continue
@@ -272,11 +304,14 @@ def _parse_labels(p: _Problems, raw: Any,
         if index is not None and cat is not None and thr is not None and cal is not None:
             out.append(LabelSpec(index, cat, float(thr), cal))
     indices = [lab.index for lab in out]
-    if sorted(indices) != list(range(len(raw))) and len(out) == len(raw):
-        p.add("manifest.labels: indices must be 0..n-1, each once")
+    if len(out) == len(raw) and (
+            (contiguous and sorted(indices) != list(range(len(raw))))
+            or len(set(indices)) != len(indices) or any(i < 0 for i in indices)):
+        p.add(f"{where}: indices must be " + ("0..n-1, each once" if contiguous
+                                              else "distinct and non-negative"))
     cats = [lab.category for lab in out]
     if len(set(cats)) != len(cats):
-        p.add("manifest.labels: a category appears twice")
+        p.add(f"{where}: a category appears twice")
     return tuple(sorted(out, key=lambda lab: lab.index))
 
 
@@ -294,6 +329,9 @@ def _parse_calibration(p: _Problems, raw: Any, path: str) -> Calibration | None:
             vals[key] = float(v)
     if kind == "temperature" and vals.get("t", 1.0) <= 0:
         p.add(f"{path}.t: must be positive")
+    if kind == "platt" and vals.get("a", 1.0) <= 0:
+        # a score is the maximum over windows: only an increasing calibration keeps that right
+        p.add(f"{path}.a: must be positive")
     if kind not in ("platt", "temperature", "identity"):
         p.add(f"{path}.kind: must be 'platt', 'temperature' or 'identity'")
         return None

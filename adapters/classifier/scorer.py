@@ -62,6 +62,7 @@ class ScoreResult:
 @dataclass(eq=False)
 class _Pending:
     prepared: PreparedText
+    kind: str = "prompt"  # which label set reads the result ("prompt" or "completion")
     done: anyio.Event = field(default_factory=anyio.Event)
     remaining: int = 0
     best: np.ndarray | None = None
@@ -152,12 +153,13 @@ class MicroBatchScorer:
             self.stats.truncated += 1
         return prepared
 
-    async def score(self, text: str | bytes | PreparedText) -> ScoreResult:
-        """Score one text. Raises TextRejected, ScorerOverloaded, ScorerClosed, InferenceFailed."""
+    async def score(self, text: str | bytes | PreparedText, kind: str = "prompt") -> ScoreResult:
+        """Score one text as ``kind`` content ("prompt" or "completion"). Raises TextRejected,
+        ScorerOverloaded, ScorerClosed, InferenceFailed."""
         prepared = text if isinstance(text, PreparedText) else self.prepare(text)
         if self._send is None:
             raise ScorerClosed("scorer is not running")
-        pending = _Pending(prepared, remaining=len(prepared.windows))
+        pending = _Pending(prepared, kind, remaining=len(prepared.windows))
         try:
             pending_sent = False
             try:
@@ -183,11 +185,14 @@ class MicroBatchScorer:
         if pending.error is not None:
             raise pending.error
         assert pending.best is not None
-        labels = self.model.manifest.labels
+        # Raw columns were maxed over windows; calibration is monotonic, so this is the
+        # maximum calibrated score of each category.
+        probs = self.model.calibrate(pending.best[None, :], kind)[0]
+        labels = self.model.manifest.labels_for(kind)
         return ScoreResult(
             model_name=self.model.name,
             model_version=self.model.version,
-            scores=tuple((lab.category, round(float(pending.best[j]), 6))
+            scores=tuple((lab.category, round(float(probs[j]), 6))
                          for j, lab in enumerate(labels)),
             content_sha256=prepared.sha256,
             content_chars=prepared.chars,
@@ -268,8 +273,8 @@ class MicroBatchScorer:
         texts = [w for _, w in batch]
         started = time.perf_counter()
         try:
-            probs = await anyio.to_thread.run_sync(
-                self.model.predict, texts, limiter=self._limiter)
+            raw = await anyio.to_thread.run_sync(
+                self.model.raw, texts, limiter=self._limiter)
         except Exception as exc:  # ORT errors: fail this batch's callers, keep serving
             log.error("inference failed for a batch of %d: %s", len(texts),
                       type(exc).__name__)
@@ -280,6 +285,6 @@ class MicroBatchScorer:
         self.stats.inference_s += time.perf_counter() - started
         self.stats.batches += 1
         self.stats.windows += len(texts)
-        for (pending, _), row in zip(batch, probs, strict=True):
+        for (pending, _), row in zip(batch, raw, strict=True):
             if pending.error is None:
                 pending.deliver(row)

@@ -198,18 +198,18 @@ class ClassifierService:
             await self._dead_letter(msg, "invalid_item", exc)
             return
         try:
-            results = await self._score_all(prepared, item.text)
+            results = await self._score_all(prepared, item.text, item.kind)
             for result, shadow in results:
                 await self._publish(item, result, shadow)
             await self._ack(msg)
         except _Retry as retry:
             await self._retry_or_dead_letter(msg, retry)
 
-    async def _score_all(self, prepared: PreparedText,
-                         text: str) -> list[tuple[ScoreResult, bool]]:
+    async def _score_all(self, prepared: PreparedText, text: str,
+                         kind: str) -> list[tuple[ScoreResult, bool]]:
         out: list[tuple[ScoreResult, bool]] = []
         try:
-            out.append((await self.primary.score(prepared), False))
+            out.append((await self.primary.score(prepared, kind), False))
         except (ScorerOverloaded, ScorerClosed, InferenceFailed) as exc:
             raise _Retry("scoring_failed", exc) from None
         self.stats.scored += 1
@@ -222,7 +222,7 @@ class ClassifierService:
             async def one(i: int, scorer: MicroBatchScorer) -> None:
                 try:
                     # each model windows the text by its own manifest
-                    shadow_results[i] = await scorer.score(text)
+                    shadow_results[i] = await scorer.score(text, kind)
                 except SafeguardsError as exc:  # a shadow never holds up the primary path
                     self.stats.shadow_failures += 1
                     log.warning("shadow model %s failed: %s", scorer.name, type(exc).__name__)
@@ -345,7 +345,7 @@ class ClassifierService:
         result: ScoreResult | None = None
         with anyio.move_on_after(budget) as scope:
             try:
-                result = await self.primary.score(req.text)
+                result = await self.primary.score(req.text, req.kind)
             except TextRejected as exc:
                 error = exc.reason
             except ScorerOverloaded:

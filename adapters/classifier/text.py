@@ -3,8 +3,9 @@
 Long text is cut into half-overlapping windows of the model's ``max_chars``, and, where the
 manifest names ``fine_chars``, into finer windows too (each window is scored and a category's
 score is its maximum over windows), so harmful content is harder to hide behind benign
-padding; only past ``max_windows`` windows is the rest dropped, and that is recorded as
-``truncated``. The hash and length always describe the whole original text.
+padding; past what ``max_windows`` windows cover, the head and the tail are scored and the
+middle is not, which is recorded as ``truncated`` (risk, for the caller). The hash and length
+always describe the whole original text.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from safeguards.adapters.classifier.errors import TextRejected
 from safeguards.adapters.classifier.normalize import normalize
+from safeguards.core.content import clip_middle
 
 BINARY_CONTROL_FRACTION = 0.10  # share of control characters above which content is binary
 # C0 and C1 control characters (Unicode category Cc) other than tab, newline and carriage
@@ -60,7 +62,10 @@ def prepare_text(raw: str | bytes, *, max_chars: int, max_windows: int,
         text = normalize(text, normalizer)
         if not text:  # only invisible characters
             raise TextRejected("empty_text", "nothing left after normalisation")
-    windows, truncated = split_windows(text, max_chars, max_windows)
+    # What the windows can cover; beyond it the head and the tail are scored (padding never
+    # pushes a prompt's end out of view) and ``truncated`` says the middle was not.
+    text, truncated = clip_middle(text, covered_chars(max_chars, max_windows))
+    windows, _ = split_windows(text, max_chars, max_windows)
     if fine_chars and len(text) > fine_chars:
         # A short harmful passage inside a long benign text is diluted in a big window; the
         # fine windows see it with little company. Both scales are scored, the maximum kept.
@@ -70,6 +75,15 @@ def prepare_text(raw: str | bytes, *, max_chars: int, max_windows: int,
         truncated = truncated or fine_truncated
 
     return PreparedText(windows, hashlib.sha256(encoded).hexdigest(), chars, truncated)
+
+
+def covered_chars(max_chars: int, max_windows: int) -> int:
+    """How long a text ``max_windows`` half-overlapping windows always cover whole: each window
+    reaches at least half a window past its start, and starts at least half a window after the
+    previous one (``split_windows``)."""
+    if max_windows <= 1:
+        return max_chars
+    return (max_windows + 1) * max(1, max_chars // 2) - 1
 
 
 def split_windows(text: str, max_chars: int, max_windows: int) -> tuple[tuple[str, ...], bool]:

@@ -1,9 +1,11 @@
 """The request half of the gate shared by the HTTP proxy and ext_proc: admit, then observe.
 
-``admit`` validates the account header and the Messages body, runs ``Gate.check`` (timed into
-the latency histogram) and, when the account's level asks for it, synchronous classification
-with the policy's deadline. ``observe`` runs after the response: it charges tokens to the GCRA
-and queues the metadata-only signal and the content for scoring (never waiting on NATS).
+``admit`` validates the account header and the Messages body, picks what of the conversation is
+scored (``turns.scoring_text``: the newest turn in context, and earlier turns only the first time
+this process sees them), runs ``Gate.check`` (timed into the latency histogram) and, when the
+account's level asks for it, synchronous classification with the policy's deadline. ``observe``
+runs after the response: it charges tokens to the GCRA and queues the metadata-only signal and
+the content for scoring (never waiting on NATS).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.gate import Decision, Gate, GateRequest, GateResponse
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.telemetry import Telemetry
+from safeguards.adapters.csp.turns import SeenTurns, scoring_text
 from safeguards.adapters.csp.wire import BadRequest, parse_messages_request
 from safeguards.core.errors import InvalidAccountId
 from safeguards.core.ids import validate_account_id
@@ -54,10 +57,14 @@ class Admission:
         self.gate = gate
         self.classifier = classifier
         self.telemetry = telemetry
+        self.seen = SeenTurns()
         self._observe_check = metrics.check_seconds.observe
 
     async def admit(self, account: str, body: bytes, surface: str) -> Admitted:
-        doc, prompt = parse_messages_request(body)
+        doc, conversation = parse_messages_request(body)
+        # The newest turn in its context and whatever this process has not scored before for
+        # the account: an earlier turn is never counted again on every follow-up.
+        prompt = scoring_text(account, conversation, self.seen)
         request = GateRequest(account, f"{_ID_PREFIX}{next(_ID_COUNTER):08x}", model=doc["model"],
                               streamed=bool(doc.get("stream", False)), prompt_chars=len(prompt),
                               prompt_sha256=sha256(prompt.encode()).hexdigest(),

@@ -17,7 +17,10 @@ from safeguards.core.errors import CodecError
 from safeguards.core.events import ContentKind, Scores
 from safeguards.core.subjects import classify_subject
 
-MAX_CLASSIFY_CHARS = 32_000  # the newest text matters most: the tail is what gets scored
+# Longer text is not scored inline (it could not be in time) and never cut short silently:
+# it is reported as ``classifier_too_long``, which the gate treats like a missing score (its
+# fail-closed categories refuse); the content stream still scores its head and tail.
+MAX_CLASSIFY_CHARS = 200_000
 _REPLY_FAILURES = {"deadline": "classifier_timeout", "overloaded": "classifier_unavailable",
                    "unavailable": "classifier_unavailable"}
 
@@ -33,11 +36,13 @@ class SyncClassifier:
     async def classify(self, request_id: str, kind: ContentKind,
                        text: str) -> tuple[Scores | None, str]:
         self.calls += 1
+        if len(text) > MAX_CLASSIFY_CHARS:
+            return None, "classifier_too_long"
         nc = self.link.nc if self.link is not None else None
         if nc is None or not nc.is_connected:
             return None, "classifier_unavailable"
         request = ClassifyRequest(request_id=request_id, region=self.region, kind=kind,
-                                  text=text[-MAX_CLASSIFY_CHARS:], deadline_ms=self.deadline_ms)
+                                  text=text, deadline_ms=self.deadline_ms)
         deadline_s = self.deadline_ms / 1000
         try:
             with anyio.fail_after(deadline_s + 0.05):

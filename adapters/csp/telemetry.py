@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from safeguards.adapters.csp.gate import GateRequest
 from safeguards.adapters.csp.link import BusLink
 from safeguards.core.codec import encode_record, encode_signal
-from safeguards.core.content import ContentItem
+from safeguards.core.content import ContentItem, clip_middle
 from safeguards.core.events import ContentKind, RequestObserved, Signal
 from safeguards.core.subjects import content_subject, inputs_subject
 
@@ -148,7 +148,7 @@ class Telemetry:
                 record = ContentItem(
                     request_id=request.request_id, account_id=request.account_id,
                     region=self.region, kind=kind,
-                    text=text[:MAX_CONTENT_CHARS], occurred_at=at,
+                    text=clip_middle(text, MAX_CONTENT_CHARS)[0], occurred_at=at,
                     correlation_id=request.request_id,
                 )
                 out.append((content, encode_record(record)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from safeguards.adapters.csp.turns import Conversation, conversation_of
 from safeguards.core.errors import InvalidInput
 
 ERROR_TYPES = {
@@ -54,8 +55,8 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def parse_messages_request(body: bytes) -> tuple[dict[str, Any], str]:
-    """The request document and its prompt text (system + every text block), validated."""
+def parse_messages_request(body: bytes) -> tuple[dict[str, Any], Conversation]:
+    """The request document and its conversation (the text of every block), validated."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -70,36 +71,28 @@ def parse_messages_request(body: bytes) -> tuple[dict[str, Any], str]:
         raise BadRequest(400, "messages: field required (a non-empty array)")
     if not isinstance(doc.get("stream", False), bool):
         raise BadRequest(400, "stream: expected a boolean")
-    parts: list[str] = []
     system = doc.get("system")
-    if isinstance(system, str):
-        parts.append(system)
-    elif isinstance(system, list):
-        _texts(system, "system", parts)
-    elif system is not None:
+    if isinstance(system, list):
+        _check_blocks(system, "system")
+    elif system is not None and not isinstance(system, str):
         raise BadRequest(400, "system: expected a string or an array of content blocks")
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
             raise BadRequest(400, f"messages.{i}: expected an object with role user or assistant")
         content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            _texts(content, f"messages.{i}.content", parts)
-        else:
+        if isinstance(content, list):
+            _check_blocks(content, f"messages.{i}.content")
+        elif not isinstance(content, str):
             raise BadRequest(400, f"messages.{i}.content: expected a string or an array")
-    return doc, "\n".join(parts)
+    return doc, conversation_of(system, messages)
 
 
-def _texts(blocks: list[Any], path: str, out: list[str]) -> None:
+def _check_blocks(blocks: list[Any], path: str) -> None:
     for j, block in enumerate(blocks):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
             raise BadRequest(400, f"{path}.{j}: expected a content block object")
-        if block["type"] == "text":
-            text = block.get("text")
-            if not isinstance(text, str):
-                raise BadRequest(400, f"{path}.{j}.text: expected a string")
-            out.append(text)
+        if block["type"] == "text" and not isinstance(block.get("text"), str):
+            raise BadRequest(400, f"{path}.{j}.text: expected a string")
 
 
 def with_safety_prompt(doc: dict[str, Any]) -> dict[str, Any]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from safeguards.adapters.classifier.errors import TextRejected
-from safeguards.adapters.classifier.text import prepare_text
+from safeguards.adapters.classifier.text import covered_chars, prepare_text, split_windows
 
 
 def _reason(raw: object) -> str:
@@ -50,3 +52,21 @@ def test_long_text_is_windowed_and_truncation_recorded() -> None:
     assert len(q.windows) == 2 and q.truncated
     # hash and length always describe the whole original text
     assert q.sha256 == hashlib.sha256(text.encode()).hexdigest() and q.chars == len(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(words=st.lists(st.text(alphabet="ab", min_size=1, max_size=30), min_size=1, max_size=400),
+       max_chars=st.integers(16, 120), max_windows=st.integers(1, 12))
+def test_windows_always_cover_what_they_promise(words: list[str], max_chars: int,
+                                                max_windows: int) -> None:
+    text = " ".join(words)[: covered_chars(max_chars, max_windows)]
+    windows, truncated = split_windows(text, max_chars, max_windows)
+    assert not truncated and len(windows) <= max_windows
+
+
+def test_a_padded_prompt_keeps_its_tail() -> None:
+    text = "filler " * 5000 + "the harmful tail"
+    p = prepare_text(text, max_chars=100, max_windows=10)
+    assert p.truncated and p.chars == len(text)
+    assert p.windows[-1].endswith("the harmful tail")
+    assert p.windows[0].startswith("filler")

@@ -1,0 +1,241 @@
+"""Write a BERT-family encoder and our heads as one ONNX graph: token ids to per-label logits.
+
+The graph is written op by op from the weights (HF ``BertModel`` tensor names, with or without a
+``bert.`` prefix), so the conversion needs numpy and ``onnx`` only. Layout::
+
+    input_ids, attention_mask (int64, [batch, seq])
+      -> word + position + token-type embeddings -> LayerNorm
+      -> N x (self-attention -> add & LayerNorm -> GELU feed-forward -> add & LayerNorm)
+      -> masked mean pooling (the sentence embedding the encoder was trained to give)
+      -> heads: [hidden layer with ReLU] -> linear -> logits ([batch, labels])
+
+Heads are ``heads.hidden.weight`` [features, hidden] / ``heads.hidden.bias`` (optional) and
+``heads.out.weight`` [hidden or features, labels] / ``heads.out.bias``. Several heads trained
+apart are stored as one hidden layer with a block-structured output matrix. Trained tensors named
+like encoder tensors replace them (fine-tuned top layers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from safeguards.adapters.classifier.errors import ModelLoadError
+
+OPSET = 17
+LOGITS = "logits"
+EMBEDDING = "embedding"
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderConfig:
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    vocab_size: int
+    max_positions: int
+    layer_norm_eps: float = 1e-12
+    position_offset: int = 0  # XLM-R style models start positions after the padding index
+
+    @classmethod
+    def from_hf(cls, config: Mapping[str, object]) -> EncoderConfig:
+        """From a Hugging Face ``config.json`` of a BERT-family model; typed error otherwise."""
+        model_type = config.get("model_type")
+        if model_type not in ("bert", "xlm-roberta", "roberta"):
+            raise ModelLoadError(f"encoder model_type {str(model_type)[:40]!r} is not supported")
+        if config.get("hidden_act", "gelu") != "gelu":
+            raise ModelLoadError("encoder activation must be gelu")
+        try:
+            pad = int(config.get("pad_token_id", 0))  # type: ignore[call-overload]
+            return cls(
+                hidden_size=int(config["hidden_size"]),  # type: ignore[call-overload]
+                num_layers=int(config["num_hidden_layers"]),  # type: ignore[call-overload]
+                num_heads=int(config["num_attention_heads"]),  # type: ignore[call-overload]
+                intermediate_size=int(config["intermediate_size"]),  # type: ignore[call-overload]
+                vocab_size=int(config["vocab_size"]),  # type: ignore[call-overload]
+                max_positions=int(config["max_position_embeddings"]),  # type: ignore[call-overload]
+                layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),  # type: ignore[arg-type]
+                position_offset=pad + 1 if model_type != "bert" else 0,
+            )
+        except (KeyError, TypeError, ValueError):
+            raise ModelLoadError("encoder config.json lacks a required size field") from None
+
+
+def _strip_prefix(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, arr in weights.items():
+        for prefix in ("bert.", "roberta.", "model."):
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                break
+        out[name] = arr
+    return out
+
+
+class _Builder:
+    def __init__(self) -> None:
+        import onnx
+        from onnx import helper
+
+        self.onnx = onnx
+        self.helper = helper
+        self.nodes: list[object] = []
+        self.inits: list[object] = []
+        self._n = 0
+
+    def name(self, stem: str) -> str:
+        self._n += 1
+        return f"{stem}_{self._n}"
+
+    def const(self, stem: str, value: np.ndarray) -> str:
+        name = self.name(stem)
+        self.inits.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def op(self, kind: str, inputs: list[str], stem: str | None = None, **attrs: Any) -> str:
+        out = self.name(stem or kind.lower())
+        self.nodes.append(self.helper.make_node(kind, inputs, [out], **attrs))
+        return out
+
+    def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, stem: str) -> str:
+        # HF stores nn.Linear weights as [out, in]; MatMul wants [in, out].
+        y = self.op("MatMul", [x, self.const(f"{stem}.w", weight.T.astype(np.float32))])
+        if bias is None:
+            return y
+        return self.op("Add", [y, self.const(f"{stem}.b", bias.astype(np.float32))], stem)
+
+    def layer_norm(self, x: str, gamma: np.ndarray, beta: np.ndarray, eps: float,
+                   stem: str) -> str:
+        return self.op("LayerNormalization",
+                       [x, self.const(f"{stem}.g", gamma), self.const(f"{stem}.b", beta)],
+                       stem, axis=-1, epsilon=eps)
+
+    def gelu(self, x: str) -> str:
+        # exact GELU, 0.5 x (1 + erf(x / sqrt 2)): the pattern ONNX Runtime fuses into one op
+        scaled = self.op("Div", [x, self.const("sqrt2", np.array(math.sqrt(2.0), np.float32))])
+        erf = self.op("Erf", [scaled])
+        one = self.op("Add", [erf, self.const("one", np.array(1.0, np.float32))])
+        return self.op("Mul", [self.op("Mul", [x, one]),
+                               self.const("half", np.array(0.5, np.float32))])
+
+
+def _ln(w: Mapping[str, np.ndarray], stem: str) -> tuple[np.ndarray, np.ndarray]:
+    gamma = w.get(f"{stem}.weight", w.get(f"{stem}.gamma"))
+    beta = w.get(f"{stem}.bias", w.get(f"{stem}.beta"))
+    if gamma is None or beta is None:
+        raise ModelLoadError(f"encoder weights lack {stem}")
+    return gamma, beta
+
+
+def _need(w: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    arr = w.get(name)
+    if arr is None:
+        raise ModelLoadError(f"encoder weights lack {name}")
+    return arr
+
+
+def build_graph(cfg: EncoderConfig, encoder: Mapping[str, np.ndarray],
+                trained: Mapping[str, np.ndarray], *, with_embedding: bool = False) -> bytes:
+    """The serialized ONNX model (fp32). ``with_embedding`` adds the pooled embedding output
+    (training reads it to fit the heads)."""
+    w = _strip_prefix(encoder)
+    w.update({k: v for k, v in trained.items() if not k.startswith("heads.")})
+    b = _Builder()
+    helper, onnx = b.helper, b.onnx
+    hidden, heads = cfg.hidden_size, cfg.num_heads
+    head_dim = hidden // heads
+
+    ids, mask = "input_ids", "attention_mask"
+    word = b.op("Gather", [b.const("word_emb", _need(w, "embeddings.word_embeddings.weight")),
+                           ids], "word")
+    seq = b.op("Shape", [ids], "seq", start=1, end=2)  # 1-D: [seq]
+    offset = np.array([cfg.position_offset], np.int64)
+    pos = b.op("Slice", [b.const("pos_emb", _need(w, "embeddings.position_embeddings.weight")),
+                         b.const("pos0", offset), b.op("Add", [seq, b.const("pos_off", offset)]),
+                         b.const("ax0", np.array([0], np.int64))], "pos")
+    token_type = w.get("embeddings.token_type_embeddings.weight")
+    x = b.op("Add", [word, pos])
+    if token_type is not None:
+        x = b.op("Add", [x, b.const("type_emb", token_type[0])])
+    x = b.layer_norm(x, *_ln(w, "embeddings.LayerNorm"), cfg.layer_norm_eps, "emb_ln")
+
+    # attention bias: 0 where attended, -10000 where padded; [batch, 1, 1, seq]
+    maskf = b.op("Cast", [mask], "maskf", to=onnx.TensorProto.FLOAT)
+    bias = b.op("Mul", [b.op("Sub", [b.const("one_f", np.array(1.0, np.float32)), maskf]),
+                        b.const("neg", np.array(-10000.0, np.float32))])
+    bias = b.op("Unsqueeze", [bias, b.const("ax12", np.array([1, 2], np.int64))], "attn_bias")
+    split_shape = b.const("split", np.array([0, 0, heads, head_dim], np.int64))
+    merge_shape = b.const("merge", np.array([0, 0, hidden], np.int64))
+    scale = b.const("scale", np.array(1.0 / math.sqrt(head_dim), np.float32))
+
+    for i in range(cfg.num_layers):
+        p = f"encoder.layer.{i}."
+
+        def proj(kind: str, perm: list[int], inp: str, layer: str = p, n: int = i) -> str:
+            y = b.linear(inp, _need(w, f"{layer}attention.self.{kind}.weight"),
+                         _need(w, f"{layer}attention.self.{kind}.bias"), f"l{n}.{kind}")
+            return b.op("Transpose", [b.op("Reshape", [y, split_shape])], perm=perm)
+
+        q = proj("query", [0, 2, 1, 3], x)
+        k = proj("key", [0, 2, 3, 1], x)
+        v = proj("value", [0, 2, 1, 3], x)
+        scores = b.op("Add", [b.op("Mul", [b.op("MatMul", [q, k]), scale]), bias])
+        probs = b.op("Softmax", [scores], axis=-1)
+        ctx = b.op("Transpose", [b.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+        ctx = b.op("Reshape", [ctx, merge_shape])
+        attn = b.linear(ctx, _need(w, f"{p}attention.output.dense.weight"),
+                        _need(w, f"{p}attention.output.dense.bias"), f"l{i}.attn_out")
+        x = b.layer_norm(b.op("Add", [attn, x]), *_ln(w, f"{p}attention.output.LayerNorm"),
+                         cfg.layer_norm_eps, f"l{i}.ln1")
+        inter = b.gelu(b.linear(x, _need(w, f"{p}intermediate.dense.weight"),
+                                _need(w, f"{p}intermediate.dense.bias"), f"l{i}.ffn_in"))
+        out = b.linear(inter, _need(w, f"{p}output.dense.weight"),
+                       _need(w, f"{p}output.dense.bias"), f"l{i}.ffn_out")
+        x = b.layer_norm(b.op("Add", [out, x]), *_ln(w, f"{p}output.LayerNorm"),
+                         cfg.layer_norm_eps, f"l{i}.ln2")
+
+    # masked mean pooling
+    m3 = b.op("Unsqueeze", [maskf, b.const("ax2", np.array([2], np.int64))])
+    summed = b.op("ReduceSum", [b.op("Mul", [x, m3]), b.const("ax1", np.array([1], np.int64))],
+                  keepdims=0)
+    count = b.op("ReduceSum", [m3, b.const("ax1b", np.array([1], np.int64))], keepdims=0)
+    count = b.op("Max", [count, b.const("eps", np.array(1e-9, np.float32))])
+    pooled = b.op("Div", [summed, count], "pooled")
+
+    outputs = [helper.make_tensor_value_info(LOGITS, onnx.TensorProto.FLOAT, ["batch", "labels"])]
+    b.nodes.append(helper.make_node("Identity", [_heads(b, pooled, trained)], [LOGITS]))
+    if with_embedding:
+        b.nodes.append(helper.make_node("Identity", [pooled], [EMBEDDING]))
+        outputs.append(helper.make_tensor_value_info(EMBEDDING, onnx.TensorProto.FLOAT,
+                                                     ["batch", hidden]))
+    graph = helper.make_graph(
+        b.nodes, "sg_encoder_heads",
+        [helper.make_tensor_value_info(ids, onnx.TensorProto.INT64, ["batch", "seq"]),
+         helper.make_tensor_value_info(mask, onnx.TensorProto.INT64, ["batch", "seq"])],
+        outputs, initializer=b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="safeguards")
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def _heads(b: _Builder, features: str, trained: Mapping[str, np.ndarray]) -> str:
+    out_w = trained.get("heads.out.weight")
+    out_b = trained.get("heads.out.bias")
+    if out_w is None or out_b is None:
+        raise ModelLoadError("trained weights lack heads.out.weight / heads.out.bias")
+    x = features
+    hidden_w = trained.get("heads.hidden.weight")
+    if hidden_w is not None:
+        hidden_b = trained.get("heads.hidden.bias")
+        if hidden_b is None:
+            raise ModelLoadError("trained weights lack heads.hidden.bias")
+        x = b.op("MatMul", [x, b.const("head_h.w", hidden_w.astype(np.float32))])
+        x = b.op("Relu", [b.op("Add", [x, b.const("head_h.b", hidden_b.astype(np.float32))])])
+    x = b.op("MatMul", [x, b.const("head_o.w", out_w.astype(np.float32))])
+    return b.op("Add", [x, b.const("head_o.b", out_b.astype(np.float32))], "head_logits")

@@ -1,0 +1,88 @@
+"""Token windows: every token of every text is scored, however long the text.
+
+A text is tokenised once without special tokens; its tokens are cut into windows of
+``max_length`` minus the special tokens, each starting ``stride`` tokens after the previous one,
+and each window gets the encoder's own special tokens back (``[CLS] ... [SEP]``, ``<s> ... </s>``).
+Windows of similar length are run together (little padding), and a text's output is the
+column-wise maximum over its windows: a harmful passage anywhere decides, as it would alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from safeguards.adapters.classifier.errors import ModelLoadError
+
+RUN_BATCH = 64  # windows per session run
+
+
+def tokenizer_from_json(data: bytes) -> Any:
+    try:
+        from tokenizers import Tokenizer  # type: ignore[import-not-found]
+    except ImportError:
+        raise ModelLoadError("encoder models need the 'tokenizers' package") from None
+    try:
+        tok = Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as exc:  # the Rust side raises its own exception type
+        raise ModelLoadError(f"encoder tokenizer unusable: {type(exc).__name__}") from None
+    tok.no_padding()  # windows and padding are ours: a packaged padding setting would
+    tok.no_truncation()  # pad every text to its own length, or silently cut it
+    return tok
+
+
+class TokenWindows:
+    def __init__(self, tokenizer: Any, max_length: int, stride: int) -> None:
+        self.tokenizer = tokenizer
+        specials = tokenizer.encode("").ids  # e.g. [CLS, SEP]: where the text's tokens go
+        if not specials:
+            raise ModelLoadError("encoder tokenizer adds no special tokens")
+        self.prefix = list(specials[:1])
+        self.suffix = list(specials[1:])
+        self.body = max_length - len(specials)
+        if self.body < 1 or not 1 <= stride <= self.body:
+            raise ModelLoadError("encoder window length and stride do not fit")
+        self.stride = stride
+
+    def split(self, ids: Sequence[int]) -> list[list[int]]:
+        """The windows of one text's tokens (special tokens added); at least one."""
+        body, stride = self.body, self.stride
+        starts = list(range(0, max(1, len(ids) - body + stride), stride))
+        if starts[-1] + body < len(ids):
+            starts.append(len(ids) - body)
+        return [self.prefix + list(ids[s : s + body]) + self.suffix for s in starts]
+
+    def windows(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+        """All windows of ``texts`` and, for each, the index of the text it came from."""
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        windows: list[list[int]] = []
+        owners: list[int] = []
+        for i, enc in enumerate(encodings):
+            for window in self.split(enc.ids):
+                windows.append(window)
+                owners.append(i)
+        return windows, owners
+
+    def run(self, texts: Sequence[str],
+            run: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+        """Each text's column-wise maximum of ``run`` over its windows."""
+        windows, owners = self.windows(texts)
+        order = sorted(range(len(windows)), key=lambda k: len(windows[k]))
+        best: np.ndarray | None = None
+        for start in range(0, len(order), RUN_BATCH):
+            chunk = order[start : start + RUN_BATCH]
+            width = max(len(windows[k]) for k in chunk)
+            ids = np.zeros((len(chunk), width), dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, k in enumerate(chunk):
+                ids[row, : len(windows[k])] = windows[k]
+                mask[row, : len(windows[k])] = 1
+            out = run(ids, mask)
+            if best is None:
+                best = np.full((len(texts), out.shape[1]), -np.inf)
+            idx = np.asarray([owners[k] for k in chunk])
+            np.maximum.at(best, idx, out)
+        assert best is not None
+        return best
