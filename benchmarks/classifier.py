@@ -3,9 +3,11 @@
 Same model, same texts, same concurrency, same run. The per-request arm is the same scorer with
 ``max_batch=1`` (every request is its own ONNX Runtime call); the batched arm lets requests that
 arrive together share a call. The arms alternate over several rounds and each reports its median
-round, so load from other processes on a shared machine skews both alike. Prints both arms'
+round, so load from other processes on a shared machine skews both alike. Then one 1,000-character
+text is scored alone, many times, with every core (the inline path's case). Prints both arms'
 throughput and latency, then one JSON line:
-``{"batched_per_s", "per_request_per_s", "ratio", "provider"}``.
+``{"batched_per_s", "per_request_per_s", "ratio", "provider", "model",
+"alone_1000_chars_p50_ms", "alone_1000_chars_p99_ms"}``.
 
     python benchmarks/classifier.py [--requests 4000] [--concurrency 256]
 """
@@ -70,6 +72,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per arm")
     parser.add_argument("--threads", type=int, default=1,
                         help="ONNX Runtime intra-op threads (0: one per core)")
+    parser.add_argument("--alone-rounds", type=int, default=300,
+                        help="repetitions of the one-text latency measurement")
     args = parser.parse_args()
 
     model = load_model(intra_op_threads=args.threads)
@@ -107,12 +111,39 @@ def main() -> None:
     print(f"raw ONNX Runtime: {raw_single:.0f} texts/s one by one, "
           f"{raw_batched:.0f} texts/s in batches of 64")
 
+    alone = one_text_alone(args.alone_rounds)
+    print(f"one 1,000-character text alone ({alone['threads']} threads): "
+          f"p50 {alone['p50_ms']:.2f} ms, p99 {alone['p99_ms']:.2f} ms")
+
     print(json.dumps({
         "batched_per_s": round(batched["per_s"], 1),
         "per_request_per_s": round(per_request["per_s"], 1),
         "ratio": round(batched["per_s"] / per_request["per_s"], 2),
         "provider": model.provider,
+        "model": f"{model.name} {model.version} ({model.variant})",
+        "alone_1000_chars_p50_ms": alone["p50_ms"],
+        "alone_1000_chars_p99_ms": alone["p99_ms"],
     }))
+
+
+def one_text_alone(rounds: int) -> dict[str, float]:
+    """A 1,000-character prompt scored by itself, as the inline path does for one request:
+    every core on it (ONNX Runtime's default), windows and tokenisation included."""
+    model = load_model(intra_op_threads=0)
+    text = workload(1, seed=11)[0]
+    while len(text) < 1000:
+        text += " " + workload(1, seed=len(text))[0]
+    text = text[:1000]
+    for _ in range(5):
+        model.predict([text])
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        model.predict([text])
+        times.append(time.perf_counter() - t0)
+    ms = np.asarray(times) * 1000
+    return {"p50_ms": round(float(np.median(ms)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2), "threads": 0}
 
 
 if __name__ == "__main__":

@@ -1,175 +1,146 @@
-"""GPU check of the classifier adapter: providers, CUDA vs CPU scores, node placement, benchmark.
+"""GPU check of the classifier: the encoder model on CUDA (fp16, IO binding) against the CPU.
 
-Meant for a machine with a CUDA device and ``onnxruntime-gpu`` installed; on a machine without one
-it still runs and reports that the loader chose the CPU. Prints human-readable lines and one JSON
-line per section (prefixed ``JSON``).
+Meant for a machine with a CUDA device and ``onnxruntime-gpu`` installed (``../shared/gpu``);
+without one it reports that the loader chose the CPU and measures that. Sections, each one JSON
+line prefixed ``JSON``:
 
-    python benchmarks/gpu_check.py [--texts 2000] [--profile-dir DIR] [--bench]
-    python benchmarks/gpu_check.py --cpu-bench [classifier.py args]   # classifier.py on the CPU
+- ``env`` and ``load``: providers, the graph variant chosen (fp16 on CUDA, int8 on the CPU);
+- ``agreement``: scores of the fp16 CUDA graph against the int8 CPU graph on the same texts;
+- ``throughput``: texts/s and per-batch p50/p99 latency at batch 1 to 512, sequence 128 and
+  512 tokens, the graph fed through IO binding (inputs copied once, output left on the device);
+- ``pytorch`` (when torch with CUDA is present): the same encoder in PyTorch eager fp16, the
+  reference the issue names.
+
+    python benchmarks/gpu_check.py [--batches 1,8,32,128,512] [--seqs 128,512] [--rounds 20]
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.util
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from safeguards.adapters.classifier.loader import (
-    DEFAULT_MODEL_DIR,
-    LoadedModel,
-    cuda_device_count,
-    load_model,
-)
-
-HERE = Path(__file__).resolve().parent
-
-
-def _classifier_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("classifier_bench", HERE / "classifier.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from safeguards.adapters.classifier.loader import LoadedModel, cuda_device_count, load_model
 
 
 def emit(section: str, data: dict[str, Any]) -> None:
     print("JSON " + json.dumps({"section": section, **data}), flush=True)
 
 
-def predict_batched(model: LoadedModel, texts: list[str], batch: int) -> tuple[np.ndarray, float]:
-    started = time.perf_counter()
-    parts = [model.predict(texts[i : i + batch]) for i in range(0, len(texts), batch)]
-    return np.concatenate(parts), time.perf_counter() - started
+_WORDS = ("the", "model", "answers", "questions", "about", "weather", "code", "history",
+          "medicine", "travel", "and", "cooking", "while", "the", "proxy", "checks", "every",
+          "request", "before", "it", "reaches", "the", "model")
 
 
-def raw_batched(model: LoadedModel, texts: list[str], batch: int) -> np.ndarray:
-    return np.concatenate([model.raw(texts[i : i + batch]) for i in range(0, len(texts), batch)])
+def _texts(n: int) -> list[str]:
+    rng = np.random.default_rng(7)
+    return [" ".join(rng.choice(_WORDS, int(rng.integers(8, 200)))) for _ in range(n)]
 
 
-def placement(texts: list[str], profile_dir: Path) -> dict[str, Any]:
-    """Which provider ran each node, read from an ONNX Runtime profile of a CUDA-first session."""
-    import onnxruntime as ort
+def throughput(model: LoadedModel, batch: int, seq: int, rounds: int) -> dict[str, Any]:
+    session = model.session
+    rng = np.random.default_rng(batch * 1000 + seq)
+    ids = rng.integers(1000, 20000, (batch, seq), dtype=np.int64)
+    mask = np.ones_like(ids)
+    on_gpu = model.provider == "CUDAExecutionProvider"
+    if on_gpu:
+        import onnxruntime as ort
 
-    model_path = DEFAULT_MODEL_DIR / json.loads(
-        (DEFAULT_MODEL_DIR / "manifest.json").read_text())["model_file"]
-    options = ort.SessionOptions()
-    options.enable_profiling = True
-    options.profile_file_prefix = str(profile_dir / "ort_profile")
-    options.log_severity_level = 0  # verbose: ORT prints its node placements on stderr
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    ort.set_default_logger_severity(0)
-    print("--- ORT verbose session log (stderr) begins ---", flush=True)
-    sys.stderr.flush()
-    session = ort.InferenceSession(str(model_path), sess_options=options,
-                                   providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
-    ort.set_default_logger_severity(3)
-    feed = {session.get_inputs()[0].name: np.asarray(texts[:64], dtype=object)}
+        binding = session.io_binding()
+        binding.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(ids, "cuda", 0))
+        binding.bind_ortvalue_input("attention_mask",
+                                    ort.OrtValue.ortvalue_from_numpy(mask, "cuda", 0))
+        binding.bind_output("logits", "cuda", 0)
+
+        def run() -> None:
+            session.run_with_iobinding(binding)
+    else:
+        def run() -> None:
+            session.run(["logits"], {"input_ids": ids, "attention_mask": mask})
     for _ in range(3):
-        session.run(None, feed)
-    profile = Path(session.end_profiling())
-    sys.stderr.flush()
-    print("--- ORT verbose session log ends ---", flush=True)
-    nodes: dict[str, dict[str, str]] = {}
-    for event in json.loads(profile.read_text()):
-        if event.get("cat") != "Node":
-            continue
-        args = event.get("args", {})
-        name = str(event.get("name", "")).removesuffix("_kernel_time")
-        if "provider" in args and name and not name.endswith(("_fence_before", "_fence_after")):
-            nodes[name] = {"op": str(args.get("op_name", "")), "provider": str(args["provider"])}
-    return {"session_providers": session.get_providers(), "nodes": nodes,
-            "profile_file": profile.name}
+        run()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    ms = np.asarray(times) * 1000
+    return {"batch": batch, "seq": seq, "p50_ms": round(float(np.median(ms)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "texts_per_s": round(batch / float(np.median(ms)) * 1000, 1)}
+
+
+def pytorch_reference(model: LoadedModel, batch: int, seq: int, rounds: int) -> dict[str, Any]:
+    import torch
+
+    from safeguards.adapters.classifier.encoder.build import encoder_weights
+    from safeguards.adapters.classifier.encoder.source import read_files
+    from safeguards.adapters.classifier.train.finetune import Encoder, FinetuneConfig
+
+    assert model.manifest.encoder is not None
+    cfg, weights = encoder_weights(model.manifest.encoder, read_files(model.manifest.encoder))
+    encoder = Encoder(cfg, weights, FinetuneConfig(rank=0)).half().cuda().eval()
+    ids = torch.randint(1000, 20000, (batch, seq), device="cuda")
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        for _ in range(3):
+            encoder.top(encoder.bottom(ids, mask), mask)
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            encoder.top(encoder.bottom(ids, mask), mask)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    ms = np.asarray(times) * 1000
+    return {"batch": batch, "seq": seq, "p50_ms": round(float(np.median(ms)), 3),
+            "texts_per_s": round(batch / float(np.median(ms)) * 1000, 1)}
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--cpu-bench":
-        bench = _classifier_bench()
-        setattr(bench, "load_model", functools.partial(load_model, allow_gpu=False))  # noqa: B010
-        sys.argv = [str(HERE / "classifier.py"), *sys.argv[2:]]
-        bench.main()
-        return
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--texts", type=int, default=2000)
-    parser.add_argument("--profile-dir", type=Path, default=None)
-    parser.add_argument("--bench", action="store_true",
-                        help="also run benchmarks/classifier.py, default provider and CPU")
-    parser.add_argument("--bench-args", default="", help="extra args for classifier.py")
-    args = parser.parse_args()
-
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", default="1,8,32,128,512")
+    ap.add_argument("--seqs", default="128,512")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--texts", type=int, default=500)
+    args = ap.parse_args()
     import onnxruntime as ort
 
     emit("env", {"python": sys.version.split()[0], "onnxruntime": ort.__version__,
-                 "onnxruntime_file": ort.__file__,
                  "available_providers": ort.get_available_providers(),
                  "cuda_device_count": cuda_device_count()})
-
     t0 = time.perf_counter()
     default = load_model()
-    load_default_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    cpu = load_model(allow_gpu=False)
-    load_cpu_s = time.perf_counter() - t0
-    emit("load", {"default_provider": default.provider, "default_providers": default.providers,
-                  "cpu_provider": cpu.provider, "load_default_s": round(load_default_s, 3),
-                  "load_cpu_s": round(load_cpu_s, 3), "model": default.name,
+    emit("load", {"provider": default.provider, "variant": default.variant,
+                  "load_s": round(time.perf_counter() - t0, 2), "model": default.name,
                   "version": default.version})
-
-    texts = _classifier_bench().workload(args.texts)
-    default.predict(texts[:64])
-    cpu.predict(texts[:64])
-    p_default, s_default = predict_batched(default, texts, 64)
-    p_cpu, s_cpu = predict_batched(cpu, texts, 64)
-    r_default, r_cpu = raw_batched(default, texts, 64), raw_batched(cpu, texts, 64)
-    one = texts[:500]
-    _, s1_default = predict_batched(default, one, 1)
-    _, s1_cpu = predict_batched(cpu, one, 1)
-    emit("scores", {
-        "n_texts": len(texts), "labels": [lab.category for lab in default.manifest.labels],
-        "max_abs_diff_prob": float(np.max(np.abs(p_default - p_cpu))),
-        "max_abs_diff_raw": float(np.max(np.abs(r_default - r_cpu))),
-        "mean_abs_diff_prob": float(np.mean(np.abs(p_default - p_cpu))),
-        "default_batch64_texts_per_s": round(len(texts) / s_default, 1),
-        "cpu_batch64_texts_per_s": round(len(texts) / s_cpu, 1),
-        "default_batch1_texts_per_s": round(len(one) / s1_default, 1),
-        "cpu_batch1_texts_per_s": round(len(one) / s1_cpu, 1),
-    })
-
-    profile_dir = args.profile_dir or Path(tempfile.mkdtemp())
-    profile_dir.mkdir(parents=True, exist_ok=True)
+    cpu = load_model(allow_gpu=False)
+    texts = _texts(args.texts)
+    p_default, p_cpu = default.predict(texts), cpu.predict(texts)
+    emit("agreement", {"n_texts": len(texts), "default": default.variant, "cpu": cpu.variant,
+                       "max_abs_diff_prob": round(float(np.max(np.abs(p_default - p_cpu))), 5),
+                       "mean_abs_diff_prob": round(float(np.mean(np.abs(p_default - p_cpu))), 6)})
+    seqs = [int(s) for s in args.seqs.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    for seq in seqs:
+        for batch in batches:
+            if default.provider != "CUDAExecutionProvider" and batch * seq > 32 * 512:
+                continue  # the CPU would take minutes: the GPU figures are what this is for
+            emit("throughput", {"provider": default.provider, "variant": default.variant,
+                                **throughput(default, batch, seq, args.rounds)})
     try:
-        emit("placement", placement(texts, profile_dir))
-    except Exception as exc:  # report and go on: placement is informative only
-        emit("placement", {"error": f"{type(exc).__name__}: {exc}"})
+        import torch
 
-    if args.bench:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        extra = args.bench_args.split()
-        for label, cmd in (
-            ("default", [sys.executable, str(HERE / "classifier.py"), *extra]),
-            ("cpu", [sys.executable, str(Path(__file__).resolve()), "--cpu-bench", *extra]),
-        ):
-            print(f"--- benchmarks/classifier.py ({label}) ---", flush=True)
-            t0 = time.perf_counter()
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-            print(done.stdout, end="", flush=True)
-            if done.returncode:
-                print(done.stderr[-3000:], flush=True)
-            last = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-            emit(f"bench_{label}", {"rc": done.returncode,
-                                    "wall_s": round(time.perf_counter() - t0, 1),
-                                    "json": json.loads(last[-1]) if last else None})
+        if torch.cuda.is_available():
+            for batch in batches:
+                emit("pytorch", {"precision": "fp16",
+                                 **pytorch_reference(default, batch, 128, args.rounds)})
+    except ImportError:
+        emit("pytorch", {"skipped": "torch is not installed"})
 
 
 if __name__ == "__main__":

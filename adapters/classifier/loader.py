@@ -27,6 +27,7 @@ from safeguards.core.policy import default_policy
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "models" / "default"
+LEXICAL_MODEL_DIR = Path(__file__).parent / "models" / "lexical"
 PROVIDER_PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -191,7 +192,8 @@ def load_model(directory: Path = DEFAULT_MODEL_DIR, *, manifest_name: str = "man
         graph_path, tokenizer_json = built_graph(manifest.encoder, model_path, model_sha, chosen,
                                                  cache_dir)
         tokenizer = tokenizer_from_json(tokenizer_json)
-        windows = TokenWindows(tokenizer, manifest.encoder.max_length, manifest.encoder.stride)
+        windows = TokenWindows(tokenizer, manifest.encoder.max_length, manifest.encoder.stride,
+                               manifest.encoder.prefix, manifest.encoder.fine_length)
     elif manifest.input.kind == "token_ids":
         tokenizer = _load_tokenizer(directory, manifest)
     options = ort.SessionOptions()

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from safeguards.adapters.classifier.encoder.source import EncoderSource, parse_source
 from safeguards.adapters.classifier.errors import ManifestError
 from safeguards.adapters.classifier.normalize import NORMALIZER_VERSIONS
@@ -49,6 +51,14 @@ class Calibration:
     a: float = 1.0  # platt slope
     b: float = 0.0  # platt intercept
     t: float = 1.0  # temperature
+
+    def apply_array(self, z: np.ndarray) -> np.ndarray:
+        if self.kind == "identity":
+            out: np.ndarray = np.clip(z, 0.0, 1.0)
+            return out
+        x = self.a * z + self.b if self.kind == "platt" else z / self.t
+        result: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+        return result
 
     def apply(self, z: float) -> float:
         if self.kind == "identity":

@@ -14,37 +14,7 @@ from safeguards.adapters.classifier.encoder.graph import EncoderConfig, build_gr
 from safeguards.adapters.classifier.encoder.tensors import read_tensors, write_tensors
 from safeguards.adapters.classifier.errors import ModelLoadError
 
-CFG = EncoderConfig(hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32,
-                    vocab_size=50, max_positions=40)
-
-
-def _random_bert(seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    h, i = CFG.hidden_size, CFG.intermediate_size
-
-    def r(*shape: int) -> np.ndarray:
-        return rng.normal(0, 0.3, shape).astype(np.float32)
-
-    w = {"bert.embeddings.word_embeddings.weight": r(CFG.vocab_size, h),
-         "bert.embeddings.position_embeddings.weight": r(CFG.max_positions, h),
-         "bert.embeddings.token_type_embeddings.weight": r(2, h),
-         "bert.embeddings.LayerNorm.weight": 1 + r(h), "bert.embeddings.LayerNorm.bias": r(h)}
-    for n in range(CFG.num_layers):
-        p = f"bert.encoder.layer.{n}."
-        for name in ("query", "key", "value"):
-            w[f"{p}attention.self.{name}.weight"] = r(h, h)
-            w[f"{p}attention.self.{name}.bias"] = r(h)
-        w[f"{p}attention.output.dense.weight"] = r(h, h)
-        w[f"{p}attention.output.dense.bias"] = r(h)
-        w[f"{p}attention.output.LayerNorm.weight"] = 1 + r(h)
-        w[f"{p}attention.output.LayerNorm.bias"] = r(h)
-        w[f"{p}intermediate.dense.weight"] = r(i, h)
-        w[f"{p}intermediate.dense.bias"] = r(i)
-        w[f"{p}output.dense.weight"] = r(h, i)
-        w[f"{p}output.dense.bias"] = r(h)
-        w[f"{p}output.LayerNorm.weight"] = 1 + r(h)
-        w[f"{p}output.LayerNorm.bias"] = r(h)
-    return w
+from tiny_bert import CFG, random_bert
 
 
 def _heads(seed: int, hidden: int = 8, labels: int = 3) -> dict[str, np.ndarray]:
@@ -91,7 +61,8 @@ def _reference(w: dict[str, np.ndarray], heads: dict[str, np.ndarray],
         inter = 0.5 * inter * (1 + erf(inter / math.sqrt(2)))
         x = ln(lin("output.dense", inter) + x, p + "output.LayerNorm")
     pooled = x.mean(0)
-    hid = np.maximum(0, pooled @ heads["heads.hidden.weight"] + heads["heads.hidden.bias"])
+    unit = pooled / np.linalg.norm(pooled)
+    hid = np.maximum(0, unit @ heads["heads.hidden.weight"] + heads["heads.hidden.bias"])
     return pooled, hid @ heads["heads.out.weight"] + heads["heads.out.bias"]
 
 
@@ -101,7 +72,7 @@ def _reference(w: dict[str, np.ndarray], heads: dict[str, np.ndarray],
 def test_graph_matches_numpy_bert_with_padding(seed: int, lengths: list[int]) -> None:
     import onnxruntime as ort
 
-    w, heads = _random_bert(seed), _heads(seed)
+    w, heads = random_bert(seed), _heads(seed)
     graph = build_graph(CFG, w, heads, with_embedding=True)
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
@@ -123,7 +94,7 @@ def test_graph_matches_numpy_bert_with_padding(seed: int, lengths: list[int]) ->
 def test_trained_tensors_replace_encoder_tensors() -> None:
     import onnxruntime as ort
 
-    w, heads = _random_bert(3), _heads(3)
+    w, heads = random_bert(3), _heads(3)
     name = "encoder.layer.1.output.dense.bias"
     tuned = {**heads, name: np.full(CFG.hidden_size, 2.0, np.float32)}
     ids = np.array([[5, 6, 7]], np.int64)
@@ -134,12 +105,12 @@ def test_trained_tensors_replace_encoder_tensors() -> None:
 
 
 def test_missing_tensors_and_configs_are_typed_errors() -> None:
-    w = _random_bert(1)
+    w = random_bert(1)
     del w["bert.encoder.layer.0.intermediate.dense.weight"]
     with pytest.raises(ModelLoadError, match=r"intermediate\.dense\.weight"):
         build_graph(CFG, w, _heads(1))
     with pytest.raises(ModelLoadError, match=r"heads\.out"):
-        build_graph(CFG, _random_bert(1), {})
+        build_graph(CFG, random_bert(1), {})
     with pytest.raises(ModelLoadError, match="model_type"):
         EncoderConfig.from_hf({"model_type": "gpt2"})
     with pytest.raises(ModelLoadError, match="size field"):

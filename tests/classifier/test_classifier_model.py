@@ -1,4 +1,5 @@
-"""Manifest parsing, model loading and provider choice, on the committed default model."""
+"""Manifest parsing, model loading and provider choice, on the committed lexical model (a
+plain ONNX file; the encoder model has its own tests in test_classifier_encoder_model.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from safeguards.adapters.classifier.errors import ManifestError, ModelLoadError
 from safeguards.adapters.classifier.loader import (
-    DEFAULT_MODEL_DIR,
+    LEXICAL_MODEL_DIR,
     choose_providers,
     cuda_device_count,
     load_model,
@@ -22,18 +23,18 @@ from safeguards.adapters.classifier.manifest import parse_manifest, read_manifes
 
 
 def _manifest() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
+    data: dict[str, Any] = json.loads((LEXICAL_MODEL_DIR / "manifest.json").read_text())
     return data
 
 
 def _copy_model(tmp_path: Path) -> Path:
     for name in ("model.onnx", "manifest.json"):
-        shutil.copy(DEFAULT_MODEL_DIR / name, tmp_path / name)
+        shutil.copy(LEXICAL_MODEL_DIR / name, tmp_path / name)
     return tmp_path
 
 
-def test_default_manifest_maps_to_policy_categories() -> None:
-    m = read_manifest(DEFAULT_MODEL_DIR / "manifest.json", known_categories=policy_categories())
+def test_lexical_manifest_maps_to_policy_categories() -> None:
+    m = read_manifest(LEXICAL_MODEL_DIR / "manifest.json", known_categories=policy_categories())
     assert m.categories == ("jailbreak", "cyber", "weapons", "violence", "self_harm", "hate",
                             "sexual", "illicit")
     assert m.input.kind == "string" and m.output_kind == "logits"
@@ -94,7 +95,7 @@ def test_manifest_that_does_not_match_the_model(tmp_path: Path) -> None:
 
 
 def test_loads_on_cpu_and_scores_calibrated_probabilities() -> None:
-    model = load_model()
+    model = load_model(LEXICAL_MODEL_DIR)
     assert model.provider in model.providers
     if cuda_device_count() == 0:
         assert model.provider == "CPUExecutionProvider"

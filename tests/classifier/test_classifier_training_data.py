@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from safeguards.adapters.classifier.loader import DEFAULT_MODEL_DIR
+from safeguards.adapters.classifier.loader import LEXICAL_MODEL_DIR
 from safeguards.adapters.classifier.manifest import parse_manifest, read_manifest
 from safeguards.adapters.classifier.train import longform
 from safeguards.adapters.classifier.train.sources import Wheel, keyword_categories
@@ -51,7 +51,7 @@ def test_longform_generation_is_deterministic_and_topic_disjoint() -> None:
 
 
 def test_manifest_round_trips_through_json() -> None:
-    m = read_manifest(DEFAULT_MODEL_DIR / "manifest.json")
+    m = read_manifest(LEXICAL_MODEL_DIR / "manifest.json")
     assert parse_manifest(m.to_json()) == m
 
 

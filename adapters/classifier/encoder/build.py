@@ -10,6 +10,7 @@ file is rebuilt, never loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 
+from safeguards.adapters.classifier.encoder.e5s1 import read_e5s1
 from safeguards.adapters.classifier.encoder.graph import EncoderConfig, build_graph
 from safeguards.adapters.classifier.encoder.source import (
     EncoderSource,
@@ -37,9 +39,35 @@ Variant = Literal["fp32", "int8", "fp16"]
 
 
 def cache_key(source: EncoderSource, trained_sha256: str, variant: Variant) -> str:
-    parts = [GRAPH_VERSION, variant, trained_sha256,
-             *(f"{role}={f.sha256}" for role, f in source.files)]
+    parts = [GRAPH_VERSION, variant, trained_sha256, source.weights_format,
+             f"layers={source.layers}", *(f"{role}={f.sha256}" for role, f in source.files)]
     return sha256_bytes("\n".join(parts).encode())[:32]
+
+
+def encoder_weights(source: EncoderSource,
+                    files: Mapping[str, bytes]) -> tuple[EncoderConfig, dict[str, np.ndarray]]:
+    """The encoder's configuration and fp32 weights, cut to ``source.layers``."""
+    if source.weights_format == "e5s1-q4":
+        cfg, weights = read_e5s1(files["weights"])
+    else:
+        try:
+            config = json.loads(files["config"])
+        except (KeyError, ValueError):
+            raise ModelLoadError("encoder config.json is missing or not JSON") from None
+        cfg = EncoderConfig.from_hf(config)
+        with tempfile.TemporaryDirectory() as tmp:
+            weights_path = Path(tmp) / "weights.safetensors"
+            weights_path.write_bytes(files["weights"])
+            weights = read_tensors(weights_path)
+    if source.layers is not None:
+        if source.layers > cfg.num_layers:
+            raise ModelLoadError(f"encoder.layers {source.layers} exceeds the model's "
+                                 f"{cfg.num_layers}")
+        cfg = dataclasses.replace(cfg, num_layers=source.layers)
+    if source.max_length > cfg.max_positions:
+        raise ModelLoadError(f"encoder.max_length {source.max_length} exceeds the model's "
+                             f"{cfg.max_positions} positions")
+    return cfg, weights
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -57,18 +85,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def encoder_graph(source: EncoderSource, files: Mapping[str, bytes],
                   trained: Mapping[str, np.ndarray], *, with_embedding: bool = False) -> bytes:
     """The fp32 graph from the encoder's files and the trained tensors."""
-    try:
-        config = json.loads(files["config"])
-    except ValueError:
-        raise ModelLoadError("encoder config.json is not JSON") from None
-    cfg = EncoderConfig.from_hf(config)
-    with tempfile.TemporaryDirectory() as tmp:
-        weights_path = Path(tmp) / "weights.safetensors"
-        weights_path.write_bytes(files["weights"])
-        weights = read_tensors(weights_path)
-    if source.max_length > cfg.max_positions:
-        raise ModelLoadError(f"encoder.max_length {source.max_length} exceeds the model's "
-                             f"{cfg.max_positions} positions")
+    cfg, weights = encoder_weights(source, files)
     return build_graph(cfg, weights, trained, with_embedding=with_embedding)
 
 
@@ -84,7 +101,8 @@ def quantize(fp32: bytes, variant: Variant) -> bytes:
 
             # Only the matrix products: an int8 embedding table costs recall on rare tokens
             # and saves no compute.
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"])
         else:
             import onnx
             from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -105,8 +123,8 @@ def built_graph(source: EncoderSource, trained_path: Path, trained_sha256: str,
         if sha256_bytes(graph_path.read_bytes()) == sidecar.read_text().strip():
             return graph_path, files["tokenizer"]
         log.warning("cached classifier graph %s is damaged; rebuilding", graph_path.name)
-    log.info("building the classifier graph (%s) for %s==%s", variant, source.package,
-             source.version)
+    log.info("building the classifier graph (%s) from %s", variant,
+             ", ".join(f"{p.name}=={p.version}" for p in source.packages))
     trained = read_tensors(trained_path)
     graph = quantize(encoder_graph(source, files, trained), variant)
     _atomic_write(graph_path, graph)

