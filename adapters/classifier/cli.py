@@ -70,13 +70,17 @@ def register(sub: Any) -> None:
     info.set_defaults(handler=_info)
 
 
+def _missing_train_extra(exc: ImportError) -> int:
+    print(f"training needs the 'train' extra ({exc.name} is missing): "
+          "pip install -e '.[train]'", file=sys.stderr)
+    return 2
+
+
 def _train(args: argparse.Namespace) -> int:
     try:
         from safeguards.adapters.classifier.train.encoder_model import train as train_encoder
     except ImportError as exc:
-        print(f"training needs the 'train' extra ({exc.name} is missing): "
-              "pip install -e '.[train]'", file=sys.stderr)
-        return 2
+        return _missing_train_extra(exc)
     manifest = train_encoder(args.out, args.wheels, version=args.version)
     print(f"wrote {args.out / manifest.model_file} and manifest.json "
           f"({manifest.name} {manifest.version})")
@@ -122,9 +126,7 @@ def _train_lexical(args: argparse.Namespace) -> int:
     try:
         from safeguards.adapters.classifier.train.train import train
     except ImportError as exc:
-        print(f"training needs the 'train' extra ({exc.name} is missing): "
-              "pip install -e '.[train]'", file=sys.stderr)
-        return 2
+        return _missing_train_extra(exc)
     manifest = train(args.out, args.wheels, version=args.version)
     m = manifest.metrics
     print(f"wrote {args.out / manifest.model_file} and manifest.json "

@@ -9,7 +9,6 @@ provider actually in use is read back from the session afterwards (``LoadedModel
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from safeguards.adapters.classifier.encoder.build import Variant, built_graph
+from safeguards.adapters.classifier.encoder.source import sha256_file
 from safeguards.adapters.classifier.encoder.windows import TokenWindows, tokenizer_from_json
 from safeguards.adapters.classifier.errors import ModelLoadError
 from safeguards.adapters.classifier.manifest import ModelManifest, read_manifest
@@ -67,14 +67,6 @@ def choose_providers(available: Sequence[str], *, allow_gpu: bool = True) -> lis
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -176,7 +168,7 @@ def load_model(directory: Path = DEFAULT_MODEL_DIR, *, manifest_name: str = "man
     model_path = directory / manifest.model_file
     if not model_path.is_file():
         raise ModelLoadError(f"model file not found: {model_path}")
-    model_sha = _sha256(model_path)
+    model_sha = sha256_file(model_path)
     if manifest.sha256 is not None and model_sha != manifest.sha256:
         raise ModelLoadError(f"model file {model_path.name} does not match the manifest sha256")
 

@@ -123,7 +123,7 @@ class _Builder:
 
     def op(self, kind: str, inputs: list[str], stem: str | None = None, **attrs: Any) -> str:
         out = self.name(stem or kind.lower())
-        self.nodes.append(self.helper.make_node(kind, inputs, [out], **attrs))
+        self.nodes.append(self.helper.make_node(kind, inputs, [out], name=out, **attrs))
         return out
 
     def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, stem: str) -> str:
@@ -262,7 +262,7 @@ def _heads(b: _Builder, features: str, trained: Mapping[str, np.ndarray]) -> str
         hidden_b = trained.get("heads.hidden.bias")
         if hidden_b is None:
             raise ModelLoadError("trained weights lack heads.hidden.bias")
-        x = b.op("MatMul", [x, b.const("head_h.w", hidden_w.astype(np.float32))])
+        x = b.op("MatMul", [x, b.const("head_h.w", hidden_w.astype(np.float32))], "head_mm")
         x = b.op("Relu", [b.op("Add", [x, b.const("head_h.b", hidden_b.astype(np.float32))])])
-    x = b.op("MatMul", [x, b.const("head_o.w", out_w.astype(np.float32))])
+    x = b.op("MatMul", [x, b.const("head_o.w", out_w.astype(np.float32))], "head_mm")
     return b.op("Add", [x, b.const("head_o.b", out_b.astype(np.float32))], "head_logits")

