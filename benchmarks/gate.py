@@ -19,7 +19,8 @@ import random
 import time
 from datetime import UTC, datetime
 
-from safeguards.adapters.csp.gate import Gate, GateRequest
+from safeguards.adapters.csp.decision import GateRequest
+from safeguards.adapters.csp.gate import Gate
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.policy import default_policy
 

@@ -3,6 +3,12 @@
 Pure: the same state, signal, policy and ``now`` always give the same events, ids included
 (they are derived from the signal id). ``decide`` folds its own events as it goes, so the rules
 later in a decision see the observation and strikes recorded earlier in it.
+
+People before severe sanctions: escalation on its own stops at the policy's
+``automatic_max_level``. Past it, the account waits there and a ``ReviewRequested`` puts it in
+the operators' queue, unless a severe category has high-confidence evidence from enough distinct
+requests, which takes it to L4 (never L5) under ``escalate.severe_evidence``. Operators set any
+level directly.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from safeguards.core.events import (
     EventBody,
     OperatorActionTaken,
     RequestObserved,
+    ReviewRequested,
     ScoreRecorded,
     Scores,
     ShadowDecision,
@@ -26,6 +33,10 @@ from safeguards.core.events import (
 from safeguards.core.ids import derive_id
 from safeguards.core.policy import THROTTLE_CATEGORY, Policy
 from safeguards.core.state import AccountState, evolve
+
+# The highest level evidence may take an account to without a person: L4 suspends pending review;
+# L5 (terminated) always takes an operator.
+SEVERE_EVIDENCE_MAX_LEVEL = 4
 
 
 @dataclass(slots=True)
@@ -89,8 +100,11 @@ def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
     obs = signal.observation
     if obs is None:
         return
+    # Escalation needs evidence from distinct requests: content scored again (a retry, a replayed
+    # prompt) is recorded, but it is the same evidence and strikes no second time.
+    repeated = isinstance(obs, ScoreRecorded) and obs.content_sha256 in d.state.recent_content
     recorded = d.emit(obs, decided=False)
-    if isinstance(obs, ScoreRecorded) and not obs.shadow:
+    if isinstance(obs, ScoreRecorded) and not obs.shadow and not repeated:
         _strikes(d, obs.scores, obs.request_id, obs.model_name, obs.model_version,
                  recorded.version)
     elif isinstance(obs, RequestObserved) and obs.action == "throttle":
@@ -163,11 +177,52 @@ def _strikes(d: _Decision, scores: Scores, request_id: str, model_name: str,
     by_points = d.policy.level_for_points(total)
     current = d.state.level
     if jump_to > max(by_points, current):
-        d.change_level(jump_to, "escalate.severe", jump_reason, caused_by)
+        _escalate(d, jump_to, "escalate.severe", jump_reason, caused_by)
     elif by_points > current:
         rung = d.policy.ladder[by_points]
-        d.change_level(by_points, "escalate.points",
-                       f"{total:.2f} points >= {rung.points} ({', '.join(struck)})", caused_by)
+        _escalate(d, by_points, "escalate.points",
+                  f"{total:.2f} points >= {rung.points} ({', '.join(struck)})", caused_by)
+
+
+def _escalate(d: _Decision, target: int, rule_id: str, reason: str, caused_by: int) -> None:
+    """Raise the level to ``target``, or as far as the policy lets automation go and ask a person
+    for the rest."""
+    limit = d.policy.automatic_max_level
+    if target <= limit or d.policy.is_shadow(rule_id):  # a shadowed rule records what it would do
+        d.change_level(target, rule_id, reason, caused_by)
+        return
+    level, level_rule, level_reason = limit, rule_id, f"{reason}; L{target} awaits review"
+    evidence = _severe_evidence(d) if limit < SEVERE_EVIDENCE_MAX_LEVEL else None
+    if evidence is not None:
+        lifted = min(target, SEVERE_EVIDENCE_MAX_LEVEL)
+        lifted_reason = f"{reason}; {evidence}" + (
+            f"; L{target} awaits review" if lifted < target else "")
+        if not d.policy.is_shadow("escalate.severe_evidence"):
+            level, level_rule, level_reason = lifted, "escalate.severe_evidence", lifted_reason
+        elif lifted > d.state.level:  # records what the rule would have done
+            d.change_level(lifted, "escalate.severe_evidence", lifted_reason, caused_by)
+    if level > d.state.level:
+        d.change_level(level, level_rule, level_reason, caused_by)
+    if target > d.state.level and target > d.state.review_level:
+        why = (f"{rule_id} proposes L{target}: {reason}; automatic enforcement stops at "
+               f"L{d.state.level}")
+        if d.policy.is_shadow("escalate.review"):
+            d.emit(ShadowDecision("escalate.review", target, d.state.level, why, caused_by),
+                   decided=True)
+        else:
+            d.emit(ReviewRequested(target, why, "escalate.review", caused_by), decided=True)
+
+
+def _severe_evidence(d: _Decision) -> str | None:
+    """Why the evidence allows an automatic escalation past the limit, or None if it does not."""
+    for cat in d.policy.categories:
+        if not cat.severe:
+            continue
+        count = d.state.evidence(cat.name, cat.severe_threshold)
+        if count >= cat.severe_evidence:
+            return (f"{count} distinct requests scored >= {cat.severe_threshold} in severe "
+                    f"category {cat.name} (policy asks {cat.severe_evidence})")
+    return None
 
 
 def _operator(d: _Decision, obs: OperatorActionTaken, caused_by: int) -> None:

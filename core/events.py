@@ -5,9 +5,9 @@ causation, correlation, policy version); its ``body`` is one of the typed bodies
 hold metadata only: scores, categories, hashes and lengths, never prompt or completion text.
 
 Events split in two families. *Observations* record what came in (a request was seen, a
-classifier scored it, an operator acted, an appeal was filed); they are facts a new policy cannot
-change. *Decisions* (strikes, enforcement changes, shadow decisions, appeal outcomes) are what a
-policy made of them; a backtest re-derives decisions from the observations.
+classifier scored it, an operator acted or claimed a review, an appeal was filed); they are facts a
+new policy cannot change. *Decisions* (strikes, enforcement changes, review requests, shadow
+decisions) are what a policy made of them; a backtest re-derives decisions from the observations.
 """
 
 from __future__ import annotations
@@ -108,6 +108,33 @@ class OperatorActionTaken:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewRequested:
+    """Automatic enforcement stopped short of ``proposed_level``: a person decides whether the
+    account goes there. The review stays open until an operator sets or clears the level."""
+
+    TYPE: ClassVar[str] = "ReviewRequested"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = False
+
+    proposed_level: int
+    reason: str
+    rule_id: str
+    caused_by_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewClaimed:
+    """An operator took an account's open review; the decision follows as an operator action."""
+
+    TYPE: ClassVar[str] = "ReviewClaimed"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = True
+
+    operator: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class AppealFiled:
     TYPE: ClassVar[str] = "AppealFiled"
     SCHEMA_VERSION: ClassVar[int] = 1
@@ -147,7 +174,8 @@ class ShadowDecision:
 
 
 Observation: TypeAlias = (
-    RequestObserved | ScoreRecorded | OperatorActionTaken | AppealFiled | AppealResolved
+    RequestObserved | ScoreRecorded | OperatorActionTaken | ReviewClaimed | AppealFiled
+    | AppealResolved
 )
 
 EventBody: TypeAlias = (
@@ -156,6 +184,8 @@ EventBody: TypeAlias = (
     | StrikeRecorded
     | EnforcementChanged
     | OperatorActionTaken
+    | ReviewRequested
+    | ReviewClaimed
     | AppealFiled
     | AppealResolved
     | ShadowDecision
@@ -169,6 +199,8 @@ EVENT_TYPES: dict[str, type[EventBody]] = {
         StrikeRecorded,
         EnforcementChanged,
         OperatorActionTaken,
+        ReviewRequested,
+        ReviewClaimed,
         AppealFiled,
         AppealResolved,
         ShadowDecision,

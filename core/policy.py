@@ -13,13 +13,14 @@ from importlib import resources
 from typing import Any, Literal
 
 from safeguards.core.errors import PolicyError
+from safeguards.core.state import STRONGEST_KEPT
 
 LEVELS = range(6)  # L0 monitor .. L5 terminated
 KNOWN_INTERVENTIONS = frozenset(
-    {"annotate", "intervene", "sync_classify", "terminate_stream", "throttle", "block"}
+    {"annotate", "intervene", "sync_classify", "terminate_stream", "throttle", "block", "screen"}
 )
 KNOWN_RULES = ("strike.threshold", "strike.accumulate", "strike.throttled", "escalate.points",
-               "escalate.severe", "expire.level")
+               "escalate.severe", "escalate.severe_evidence", "escalate.review", "expire.level")
 # A request the inline gate throttled counts as a score of 1.0 in this category, when the policy
 # defines it: probing the rate limits is itself a signal.
 THROTTLE_CATEGORY = "rate_abuse"
@@ -40,6 +41,13 @@ class CategoryPolicy:
     accumulate_above: float
     accumulate_factor: float
     on_unavailable: Literal["open", "closed"]
+    # Inline classification refuses one request only at this score in its own category (high
+    # confidence); a score from the rung's intervention threshold up to here is served with the
+    # safety system prompt instead. 1.0 never refuses inline on this category alone.
+    refuse_threshold: float = 1.0
+    # A severe category takes an account past ``Policy.automatic_max_level`` (to L4 at most) only
+    # once this many distinct requests scored at least ``severe_threshold`` in it.
+    severe_evidence: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +57,9 @@ class Rung:
     points: float
     duration_s: float  # 0 means: until an operator acts
     interventions: tuple[str, ...]
-    # Inline classification at this level refuses at category threshold x this scale: enhanced
-    # filtering is stricter for an account that has already shown abuse (1 = the thresholds).
+    # Inline classification at this level intervenes (safety system prompt) from category
+    # threshold x this scale: enhanced filtering is stricter for an account that has already shown
+    # abuse (1 = the thresholds). Refusal stays at each category's ``refuse_threshold``.
     classify_threshold_scale: float = 1.0
 
 
@@ -66,6 +75,10 @@ class GatePolicy:
     classify_deadline_ms: float
     stream_classify_chars: int
     stream_stop_threshold: float
+    # Screening (the "screen" intervention: fresh and L0 accounts) waits at most this long for
+    # the classifier and skips prompts longer than ``screen_max_chars`` (served, scored after).
+    screen_deadline_ms: float = 10.0
+    screen_max_chars: int = 4000
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +93,10 @@ class Policy:
     # Strikes recorded while an account is already enforced weigh more: points are multiplied by
     # 1 + recidivism_factor * current level. Persisting after a warning is itself a signal.
     recidivism_factor: float = 0.0
+    # The highest level points (or a severe jump) reach on their own; above it, the account waits
+    # at this level with a review request, unless a severe category has the evidence for L4.
+    # L4 and L5 otherwise come from operators: people before severe sanctions.
+    automatic_max_level: int = 3
 
     def category(self, name: str) -> CategoryPolicy | None:
         for c in self.categories:
@@ -184,11 +201,21 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
             c.number(g, "stream_classify_chars", "gate", lo=16, hi=1_000_000, default=400)
         ),
         stream_stop_threshold=c.number(g, "stream_stop_threshold", "gate", lo=0, hi=1, default=0.8),
+        screen_deadline_ms=c.number(g, "screen_deadline_ms", "gate", lo=1, hi=10000, default=10),
+        screen_max_chars=int(
+            c.number(g, "screen_max_chars", "gate", lo=0, hi=1_000_000, default=4000)
+        ),
     )
     esc = c.get(doc, "escalation", dict, "", {}) or {}
     recidivism = c.number(esc, "recidivism_factor", "escalation", lo=0, hi=10, default=0.0)
+    automatic_max = c.get(esc, "automatic_max_level", int, "escalation", 3)
+    if automatic_max is None or automatic_max not in LEVELS:
+        if automatic_max is not None:
+            c.problems.append(f"escalation.automatic_max_level: {automatic_max} is not a level "
+                              "0 to 5")
+        automatic_max = 3
     for key in esc:
-        if key != "recidivism_factor":
+        if key not in {"recidivism_factor", "automatic_max_level"}:
             c.problems.append(f"escalation.{key}: unknown setting")
     for key in doc:
         if key not in {"policy", "categories", "ladder", "rate_tiers", "rules", "gate",
@@ -206,6 +233,7 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         shadow_rules=frozenset(shadow),
         gate=gate,
         recidivism_factor=recidivism,
+        automatic_max_level=automatic_max,
     )
 
 
@@ -232,6 +260,17 @@ def _categories(c: _Checker, table: dict[str, Any]) -> tuple[CategoryPolicy, ...
             c.problems.append(f"{path}.accumulate_above: must not exceed threshold")
         if severe and severe_threshold < threshold:
             c.problems.append(f"{path}.severe_threshold: must not be below threshold")
+        refuse_threshold = c.number(spec, "refuse_threshold", path, lo=0, hi=1, default=1.0)
+        if refuse_threshold < threshold <= 1:
+            c.problems.append(f"{path}.refuse_threshold: must not be below threshold")
+        severe_evidence = c.get(spec, "severe_evidence", int, path, 3)
+        if "severe_evidence" in spec and not severe:
+            c.problems.append(f"{path}.severe_evidence: only a severe category takes evidence")
+        if severe_evidence is None or not 1 <= severe_evidence <= STRONGEST_KEPT:
+            if severe_evidence is not None:
+                c.problems.append(f"{path}.severe_evidence: {severe_evidence} is outside "
+                                  f"[1, {STRONGEST_KEPT}]")
+            severe_evidence = 3
         out.append(
             CategoryPolicy(
                 name=name,
@@ -245,6 +284,8 @@ def _categories(c: _Checker, table: dict[str, Any]) -> tuple[CategoryPolicy, ...
                 accumulate_factor=c.number(spec, "accumulate_factor", path, lo=0, hi=1,
                                            default=0.5),
                 on_unavailable=on_unavailable,
+                refuse_threshold=refuse_threshold,
+                severe_evidence=severe_evidence,
             )
         )
     return tuple(out)

@@ -61,6 +61,21 @@ class FeedEntry:
     event: Event
 
 
+@dataclass(frozen=True, slots=True)
+class OpenReview:
+    """An account waiting for a person: its latest ``ReviewRequested`` and who (if anyone) took
+    it. A review stays open until an operator sets or clears the account's level."""
+
+    account_id: str
+    version: int  # of the ReviewRequested
+    requested_at: datetime
+    proposed_level: int
+    rule_id: str
+    reason: str
+    claimed_by: str | None = None
+    claimed_at: datetime | None = None
+
+
 class EventStore(Protocol):
     """One region's event store. It refuses events of any other region."""
 
@@ -127,4 +142,10 @@ class EventStore(Protocol):
 
     async def account_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
         """Account ids with at least one event, ascending; for backtests and operator listings."""
+        ...
+
+    async def open_reviews(self, *, after: str | None = None,
+                           limit: int = 1000) -> list[OpenReview]:
+        """The region's review queue: accounts (ascending, after ``after``) whose latest
+        ``ReviewRequested`` no operator has yet decided with a ``set_level`` or ``clear``."""
         ...

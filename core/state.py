@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeAlias
 
 from safeguards.core.errors import VersionGap
 from safeguards.core.events import (
@@ -18,6 +19,8 @@ from safeguards.core.events import (
     Event,
     OperatorActionTaken,
     RequestObserved,
+    ReviewClaimed,
+    ReviewRequested,
     ScoreRecorded,
     ShadowDecision,
     StrikeRecorded,
@@ -25,7 +28,16 @@ from safeguards.core.events import (
 
 # Bump whenever ``evolve`` or AccountState changes meaning: stored snapshots made by another fold
 # version are discarded and rebuilt from events, never trusted.
-FOLD_VERSION = 1
+FOLD_VERSION = 2
+# How many recently scored contents an account remembers (by sha256): the same content scored
+# again is the same evidence, never a second strike.
+RECENT_CONTENT = 64
+# How many of its strongest strikes (from distinct requests) an account keeps per category: the
+# evidence that lets a severe category escalate past the automatic limit. A policy may ask for at
+# most this many (``severe_evidence``).
+STRONGEST_KEPT = 10
+
+Evidence: TypeAlias = tuple[str, float, str]  # (category, score, request id) of one strike
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +73,14 @@ class AccountState:
     scores: int = 0
     last_seen: datetime | None = None
     open_appeals: tuple[str, ...] = ()
+    recent_content: tuple[str, ...] = ()  # sha256 of the last RECENT_CONTENT scored contents
+    strongest: tuple[Evidence, ...] = ()  # each category's STRONGEST_KEPT strongest strikes
+    review_level: int = 0  # the level an open review proposes; 0: no review is open
+
+    def evidence(self, category: str, at_least: float) -> int:
+        """Distinct requests whose strike in ``category`` scored ``at_least`` (counted up to
+        STRONGEST_KEPT)."""
+        return sum(1 for cat, score, _ in self.strongest if cat == category and score >= at_least)
 
     def risk_of(self, category: str) -> CategoryRisk | None:
         for r in self.risk:
@@ -91,44 +111,91 @@ def evolve(state: AccountState, event: Event) -> AccountState:
     if isinstance(body, RequestObserved):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
-                            s.strikes, s.requests + 1, s.scores, at, s.open_appeals)
+                            s.strikes, s.requests + 1, s.scores, at, s.open_appeals,
+                            s.recent_content, s.strongest, s.review_level)
     if isinstance(body, ScoreRecorded):
+        recent = s.recent_content
+        if body.content_sha256 not in recent:
+            recent = (*recent[1 - RECENT_CONTENT:], body.content_sha256)
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
-                            s.strikes, s.requests, s.scores + 1, at, s.open_appeals)
+                            s.strikes, s.requests, s.scores + 1, at, s.open_appeals, recent,
+                            s.strongest, s.review_level)
     if isinstance(body, StrikeRecorded):
         updated = CategoryRisk(body.category, body.total_after, at, body.half_life_s)
         risk = (*tuple(r for r in s.risk if r.category != body.category), updated)
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, risk,
-                            s.strikes + 1, s.requests, s.scores, s.last_seen, s.open_appeals)
+                            s.strikes + 1, s.requests, s.scores, s.last_seen, s.open_appeals,
+                            s.recent_content,
+                            _stronger(s.strongest, body.category, body.score, body.request_id),
+                            s.review_level)
     if isinstance(body, EnforcementChanged):
         return AccountState(s.account_id, s.region, v, body.level, body.expires_at, body.reason,
                             body.rule_id, v, event.policy_version, s.risk, s.strikes, s.requests,
-                            s.scores, s.last_seen, s.open_appeals)
+                            s.scores, s.last_seen, s.open_appeals, s.recent_content, s.strongest,
+                            s.review_level)
     if isinstance(body, OperatorActionTaken):
-        # Clearing an account forgives its accumulated points: otherwise the next strike would
-        # put it straight back where the operator took it from.
-        risk = () if body.action == "clear" else s.risk
+        # Clearing an account forgives its accumulated points (and the evidence behind them):
+        # otherwise the next strike would put it straight back where the operator took it from.
+        # Setting or clearing the level is the decision an open review waits for.
+        if body.action == "note":
+            risk, strongest, review = s.risk, s.strongest, s.review_level
+        else:
+            risk, strongest = ((), ()) if body.action == "clear" else (s.risk, s.strongest)
+            review = 0
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, risk,
-                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals)
+                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
+                            s.recent_content, strongest, review)
+    if isinstance(body, ReviewRequested):
+        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
+                            s.recent_content, s.strongest, body.proposed_level)
     if isinstance(body, AppealFiled):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen,
-                            (*s.open_appeals, body.appeal_id))
+                            (*s.open_appeals, body.appeal_id), s.recent_content, s.strongest,
+                            s.review_level)
     if isinstance(body, AppealResolved):
-        risk = () if body.outcome == "overturned" else s.risk
+        overturned = body.outcome == "overturned"
         appeals = tuple(a for a in s.open_appeals if a != body.appeal_id)
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version, risk,
-                            s.strikes, s.requests, s.scores, s.last_seen, appeals)
-    if isinstance(body, ShadowDecision):
+                            s.level_rule, s.level_version, s.level_policy_version,
+                            () if overturned else s.risk, s.strikes, s.requests, s.scores,
+                            s.last_seen, appeals, s.recent_content,
+                            () if overturned else s.strongest, s.review_level)
+    if isinstance(body, ShadowDecision | ReviewClaimed):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
-                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals)
+                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
+                            s.recent_content, s.strongest, s.review_level)
     raise TypeError(f"evolve has no case for {type(body).__name__}")
+
+
+def _stronger(strongest: tuple[Evidence, ...], category: str, score: float,
+              request_id: str) -> tuple[Evidence, ...]:
+    """``strongest`` with this strike counted: per category, the STRONGEST_KEPT highest scores
+    from distinct requests (a request scored twice, prompt and completion, counts once)."""
+    kept = 0
+    weakest = -1
+    for i, (cat, kept_score, kept_request) in enumerate(strongest):
+        if cat != category:
+            continue
+        if kept_request == request_id:
+            if kept_score >= score:
+                return strongest
+            return (*strongest[:i], (category, score, request_id), *strongest[i + 1:])
+        kept += 1
+        if weakest < 0 or kept_score < strongest[weakest][1]:
+            weakest = i
+    if kept < STRONGEST_KEPT:
+        return (*strongest, (category, score, request_id))
+    if score <= strongest[weakest][1]:
+        return strongest
+    return (*strongest[:weakest], (category, score, request_id), *strongest[weakest + 1:])
 
 
 def fold(state: AccountState, events: list[Event] | tuple[Event, ...]) -> AccountState:

@@ -1,10 +1,12 @@
-"""Operator actions: overrides and appeals, sent to the account's actor like any other signal.
+"""Operator actions: overrides, reviews and appeals, sent to the account's actor like any other
+signal.
 
 An operator never writes the store directly: the action becomes a ``Signal`` carrying an
-``OperatorActionTaken``, ``AppealFiled`` or ``AppealResolved`` observation, published to the
-account's input subject with ``Nats-Msg-Id`` = its signal id (a retried command is deduplicated),
-and the account's actor decides on it, so the change, its reason and the operator's identity land
-in the history and reach the inline adapters exactly as any other enforcement does.
+``OperatorActionTaken``, ``ReviewClaimed``, ``AppealFiled`` or ``AppealResolved`` observation,
+published to the account's input subject with ``Nats-Msg-Id`` = its signal id (a retried command
+is deduplicated), and the account's actor decides on it, so the change, its reason and the
+operator's identity land in the history and reach the inline adapters exactly as any other
+enforcement does.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from safeguards.core.events import (
     AppealResolved,
     Observation,
     OperatorActionTaken,
+    ReviewClaimed,
     Signal,
 )
 from safeguards.core.ids import derive_id, validate_account_id, validate_region
@@ -34,7 +37,7 @@ def operator_signal(account_id: str, region: str, observation: Observation, *,
     """The signal for one operator action; ``nonce`` makes a deliberate repeat a new action."""
     validate_account_id(account_id)
     validate_region(region)
-    if isinstance(observation, OperatorActionTaken | AppealResolved):
+    if isinstance(observation, OperatorActionTaken | AppealResolved | ReviewClaimed):
         if not observation.operator.strip():
             raise InvalidInput("an operator action needs the operator's identity")
         if not observation.reason.strip():

@@ -29,6 +29,8 @@ from safeguards.core.events import (
     Event,
     OperatorActionTaken,
     RequestObserved,
+    ReviewClaimed,
+    ReviewRequested,
     ScoreRecorded,
     ShadowDecision,
     StrikeRecorded,
@@ -42,7 +44,8 @@ MAX_CELL = 48
 
 # Other ops modules may add subcommands under ``ops`` through ``register_ops(ops_subparsers)``;
 # list them here (one ``ops`` parser, so two modules never claim the same top-level name).
-OPS_MODULES: tuple[str, ...] = ("safeguards.ops.analysis_cli", "safeguards.ops.actions_cli")
+OPS_MODULES: tuple[str, ...] = ("safeguards.ops.analysis_cli", "safeguards.ops.actions_cli",
+                                "safeguards.ops.queue_cli")
 
 
 class UsageError(InvalidInput):
@@ -140,6 +143,13 @@ def timeline_row(event: Event) -> dict[str, Any]:
         level = {"set_level": f"->L{b.level}", "clear": "cleared"}.get(b.action, "")
         detail = f"{b.action} by {b.operator}" + (f", expires {_iso(b.expires_at)}"
                                                   if b.expires_at else "")
+    elif isinstance(b, ReviewRequested):
+        reason, rule = b.reason, b.rule_id
+        level = f"(review L{b.proposed_level})"
+        detail = f"awaits an operator (from v{b.caused_by_version})"
+    elif isinstance(b, ReviewClaimed):
+        reason = b.reason
+        detail = f"review claimed by {b.operator}"
     elif isinstance(b, AppealFiled):
         reason = b.reason
         detail = f"appeal {b.appeal_id} by {b.filed_by}"
@@ -202,6 +212,7 @@ def render_state(state: AccountState, at: datetime | None, out: TextIO) -> None:
         ("strikes", state.strikes), ("requests", state.requests), ("scores", state.scores),
         ("last seen", _iso(state.last_seen)),
         ("open appeals", ", ".join(state.open_appeals)),
+        ("open review", f"proposes L{state.review_level}" if state.review_level else ""),
     ]
     for risk in state.risk:
         decayed = f", {risk.at(now):.3f} at {_iso(now)}" if now is not None else ""

@@ -14,6 +14,8 @@ from safeguards.core.events import (
     EnforcementChanged,
     Event,
     OperatorActionTaken,
+    ReviewClaimed,
+    ReviewRequested,
     ScoreRecorded,
     ShadowDecision,
     StrikeRecorded,
@@ -103,6 +105,12 @@ def _decision_rows(history: list[Event]) -> str:
             rule, reason, detail = body.rule_id, body.reason, ""
         elif isinstance(body, OperatorActionTaken):
             what = f"operator {html.escape(body.action)}"
+            rule, reason, detail = body.operator, body.reason, ""
+        elif isinstance(body, ReviewRequested):
+            what = f"review: proposes L{body.proposed_level}"
+            rule, reason, detail = body.rule_id, body.reason, ""
+        elif isinstance(body, ReviewClaimed):
+            what = "review claimed"
             rule, reason, detail = body.operator, body.reason, ""
         else:
             continue

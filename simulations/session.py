@@ -32,7 +32,7 @@ class SimulationResult:
     personas: list[PersonaScore]
 
     @property
-    def summary(self) -> dict[str, int]:
+    def summary(self) -> dict[str, float]:
         return summary(self.personas)
 
     def table(self) -> str:

@@ -3,7 +3,8 @@
 ``admit`` validates the account header and the Messages body, picks what of the conversation is
 scored (``turns.scoring_text``: the newest turn in context, and earlier turns only the first time
 this process sees them), runs ``Gate.check`` (timed into the latency histogram) and, when the
-account's level asks for it, synchronous classification with the policy's deadline. ``observe``
+account's level asks for it, synchronous classification with the policy's deadline (for fresh and
+L0 accounts, screening: a short deadline, failing open). ``observe``
 runs after the response: it charges tokens to the GCRA and queues the metadata-only signal and
 the content for scoring (never waiting on NATS).
 """
@@ -18,7 +19,8 @@ from hashlib import sha256
 from typing import Any
 
 from safeguards.adapters.csp.classify import SyncClassifier
-from safeguards.adapters.csp.gate import Decision, Gate, GateRequest, GateResponse
+from safeguards.adapters.csp.decision import Decision, GateRequest, GateResponse
+from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.turns import SeenTurns, scoring_text
@@ -74,9 +76,23 @@ class Admission:
         decision = self.gate.check(request, now)
         self._observe_check(time.perf_counter() - t0)
         if decision.needs_classify:
-            scores, failure = await self.classifier.classify(request.request_id, "prompt", prompt)
-            decision = self.gate.resolve(decision, scores, failure=failure or "classifier_error")
+            decision = await self._classify(request, decision, prompt)
         return Admitted(request, decision, doc, prompt)
+
+    async def _classify(self, request: GateRequest, decision: Decision, prompt: str) -> Decision:
+        if not decision.screen_only:  # the account's level asks for it: the policy's deadline
+            scores, failure = await self.classifier.classify(request.request_id, "prompt",
+                                                             prompt)
+            return self.gate.resolve(decision, scores, failure=failure or "classifier_error")
+        # Screening: a short deadline, fail open; what it cannot score in time is served and
+        # scored afterwards from the content stream like every request.
+        gate_policy = self.gate.policy.gate
+        if len(prompt) > gate_policy.screen_max_chars:
+            return self.gate.resolve(decision, None, failure="screen_too_long")
+        scores, failure = await self.classifier.classify(
+            request.request_id, "prompt", prompt, deadline_ms=gate_policy.screen_deadline_ms)
+        return self.gate.resolve(decision, scores,
+                                 failure=f"screen_{failure}" if failure else "screen_error")
 
     async def completion_verdict(self, request: GateRequest, completion: str) -> str | None:
         """Score the completion so far; a category (or ``fail_closed``) means: end it now."""

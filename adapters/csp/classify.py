@@ -33,17 +33,19 @@ class SyncClassifier:
         self.deadline_ms = deadline_ms
         self.calls = 0
 
-    async def classify(self, request_id: str, kind: ContentKind,
-                       text: str) -> tuple[Scores | None, str]:
+    async def classify(self, request_id: str, kind: ContentKind, text: str, *,
+                       deadline_ms: float | None = None) -> tuple[Scores | None, str]:
+        """Scores, or None and why; ``deadline_ms`` overrides the policy's (screening)."""
         self.calls += 1
+        deadline_ms = self.deadline_ms if deadline_ms is None else deadline_ms
         if len(text) > MAX_CLASSIFY_CHARS:
             return None, "classifier_too_long"
         nc = self.link.nc if self.link is not None else None
         if nc is None or not nc.is_connected:
             return None, "classifier_unavailable"
         request = ClassifyRequest(request_id=request_id, region=self.region, kind=kind,
-                                  text=text, deadline_ms=self.deadline_ms)
-        deadline_s = self.deadline_ms / 1000
+                                  text=text, deadline_ms=deadline_ms)
+        deadline_s = deadline_ms / 1000
         try:
             with anyio.fail_after(deadline_s + 0.05):
                 reply = await nc.request(self.subject, encode_record(request), timeout=deadline_s)

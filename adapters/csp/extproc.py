@@ -35,8 +35,9 @@ from envoy.type.v3 import http_status_pb2
 
 from safeguards.adapters.csp.admission import Admission, Admitted, account_from_header
 from safeguards.adapters.csp.classify import SyncClassifier
+from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
-from safeguards.adapters.csp.gate import TERMINATE_ACTION, Decision, Gate
+from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.telemetry import Telemetry

@@ -8,8 +8,8 @@ Time is passed in as Unix seconds, so tests and benchmarks drive the clock.
 Flow per request::
 
     decision = gate.check(request, now)          # fast, never waits
-    if decision.needs_classify:                  # the account asks for synchronous scoring
-        scores = await classify(...)             # caller's I/O, with the policy's deadline
+    if decision.needs_classify:                  # screening (L0, short deadline, fail open) or
+        scores = await classify(...)             # the level's sync scoring; caller's I/O
         decision = gate.resolve(decision, scores, now, failure)
     ... serve / refuse ...
     gate.observe(request, response, now)         # charges tokens to the token GCRA
@@ -21,103 +21,31 @@ Prometheus collector at scrape time, so the hot path never touches a metrics lib
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from datetime import datetime
 
+from safeguards.adapters.csp.decision import (
+    ALLOW,
+    ANNOTATE,
+    ANNOTATE_ACTION,
+    BLOCK,
+    BLOCK_ACTION,
+    INTERVENE,
+    INTERVENE_ACTION,
+    SCREEN,
+    SYNC_CLASSIFY,
+    TERMINATE_ACTION,
+    THROTTLE_ACTION,
+    Decision,
+    GateRequest,
+    GateResponse,
+    flags_of,
+)
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.events import Scores
 from safeguards.core.policy import Policy
 
-# Intervention flags (a bitmask, so the hot path tests bits instead of tuple membership).
-ANNOTATE = 1
-INTERVENE = 2
-SYNC_CLASSIFY = 4
-TERMINATE_STREAM = 8
-THROTTLE = 16
-BLOCK = 32
-FLAGS = {
-    "annotate": ANNOTATE, "intervene": INTERVENE, "sync_classify": SYNC_CLASSIFY,
-    "terminate_stream": TERMINATE_STREAM, "throttle": THROTTLE, "block": BLOCK,
-}
-
-# Actions (the enforcement vocabulary of ARCHITECTURE.md).
-ALLOW = "allow"
-ANNOTATE_ACTION = "annotate"
-INTERVENE_ACTION = "intervene"
-THROTTLE_ACTION = "throttle"
-BLOCK_ACTION = "block"
-TERMINATE_ACTION = "terminate_stream"
-
 RATE_WINDOW_S = 60.0  # GCRA burst tolerance: one minute's quota may be spent at once
 DEFAULT_MAX_UNCOMMANDED = 200_000  # rate state kept for accounts without a command
-
-
-def flags_of(interventions: Iterable[str]) -> int:
-    bits = 0
-    for name in interventions:
-        bits |= FLAGS.get(name, 0)
-    return bits
-
-
-class Decision:
-    """What the gate says about one request. Shared instances: treat as read-only."""
-
-    __slots__ = ("action", "flags", "key", "level", "needs_classify", "reason", "retry_after_s",
-                 "status")
-
-    def __init__(self, action: str, reason: str, level: int, flags: int, *,
-                 needs_classify: bool = False, status: int = 200,
-                 retry_after_s: float = 0.0) -> None:
-        self.action = action
-        self.reason = reason
-        self.level = level
-        self.flags = flags
-        self.needs_classify = needs_classify
-        self.status = status
-        self.retry_after_s = retry_after_s
-        self.key = (action, reason)
-
-    @property
-    def refused(self) -> bool:
-        return self.status != 200
-
-    @property
-    def safety_prompt(self) -> bool:
-        return bool(self.flags & INTERVENE) and self.status == 200
-
-    @property
-    def classify_stream(self) -> bool:
-        return bool(self.flags & TERMINATE_STREAM) and self.status == 200
-
-    def __repr__(self) -> str:
-        return (f"Decision({self.action!r}, {self.reason!r}, level={self.level}, "
-                f"status={self.status}, needs_classify={self.needs_classify})")
-
-
-class GateRequest:
-    """One request as the gate sees it: metadata only (the text stays with the caller)."""
-
-    __slots__ = ("account_id", "model", "prompt_chars", "prompt_sha256", "request_id", "streamed",
-                 "surface")
-
-    def __init__(self, account_id: str, request_id: str, *, model: str = "", streamed: bool = False,
-                 prompt_chars: int = 0, prompt_sha256: str = "", surface: str = "proxy") -> None:
-        self.account_id = account_id
-        self.request_id = request_id
-        self.model = model
-        self.streamed = streamed
-        self.prompt_chars = prompt_chars
-        self.prompt_sha256 = prompt_sha256
-        self.surface = surface
-
-
-class GateResponse:
-    __slots__ = ("action", "input_tokens", "output_tokens")
-
-    def __init__(self, action: str, input_tokens: int = 0, output_tokens: int = 0) -> None:
-        self.action = action
-        self.input_tokens = input_tokens
-        self.output_tokens = output_tokens
 
 
 class _Entry:
@@ -169,9 +97,10 @@ class Gate:
         self.policy = policy
         self.max_staleness_s = policy.gate.max_staleness_s
         self._closed = tuple(c.name for c in policy.categories if c.on_unavailable == "closed")
-        # per level: (category, threshold x the rung's classify_threshold_scale, fails closed)
+        # per level: (category, intervene at: threshold x the rung's classify_threshold_scale,
+        # refuse at: the category's refuse_threshold, fails closed)
         self._thresholds = tuple(
-            tuple((c.name, c.threshold * rung.classify_threshold_scale,
+            tuple((c.name, c.threshold * rung.classify_threshold_scale, c.refuse_threshold,
                    c.on_unavailable == "closed") for c in policy.categories)
             for rung in policy.ladder)
         self._decisions: dict[tuple[str, str, int, int, bool], Decision] = {}
@@ -205,10 +134,11 @@ class Gate:
     def _ok_decision(self, level: int, flags: int) -> Decision:
         if flags & BLOCK:
             return self._intern(BLOCK_ACTION, f"level_{level}", level, flags, status=403)
-        if flags & SYNC_CLASSIFY:  # the action it will keep if the classifier clears it
+        if flags & (SYNC_CLASSIFY | SCREEN):  # the action it keeps if the classifier clears it
             action = (INTERVENE_ACTION if flags & INTERVENE
                       else ANNOTATE_ACTION if flags & ANNOTATE else ALLOW)
-            return self._intern(action, f"level_{level}", level, flags, True)
+            reason = "ok" if level == 0 else f"level_{level}"
+            return self._intern(action, reason, level, flags, True)
         if flags & INTERVENE:
             return self._intern(INTERVENE_ACTION, f"level_{level}", level, flags)
         if flags & ANNOTATE:
@@ -278,7 +208,7 @@ class Gate:
         else:
             ok = entry.ok
         if now - self.last_contact > self.max_staleness_s:
-            if ok.needs_classify and self._closed:
+            if ok.flags & SYNC_CLASSIFY and self._closed:
                 # What we know of an account under screening may be out of date: the policy's
                 # fail-closed categories refuse rather than serve on stale knowledge.
                 self._fallback("stale_cache", "closed")
@@ -340,17 +270,23 @@ class Gate:
             return decision
         present = dict(scores) if scores is not None else {}
         closed_missing: list[str] = []
-        for name, threshold, closed in self._thresholds[decision.level]:
+        borderline = ""
+        # Screening (fresh and L0 accounts) fails open: only an account the policy already
+        # classifies is refused for want of a fail-closed category's score.
+        may_close = not decision.screen_only
+        for name, intervene_at, refuse_at, closed in self._thresholds[decision.level]:
             score = present.get(name)
             if score is None:
-                if closed:
+                if closed and may_close:
                     closed_missing.append(name)
                 continue
-            if score >= threshold:
+            if score >= refuse_at:  # high confidence in this request's own category
                 final = self._intern(BLOCK_ACTION, f"classified_{name}", decision.level,
                                      decision.flags, status=403)
                 self._count(final)
                 return final
+            if score >= intervene_at and not borderline:
+                borderline = name
         if scores is None or closed_missing:
             mode = "closed" if closed_missing else "open"
             self._fallback(failure, mode)
@@ -362,7 +298,13 @@ class Gate:
             final = self._intern(decision.action, "fail_open", decision.level, decision.flags)
             self._count(final)
             return final
-        final = self._intern(decision.action, "classified_clear", decision.level, decision.flags)
+        if borderline:  # served, with the safety system prompt: proportionate, not refused
+            final = self._intern(INTERVENE_ACTION, f"borderline_{borderline}", decision.level,
+                                 decision.flags | INTERVENE)
+        else:
+            final = self._intern(decision.action,
+                                 "screened_clear" if decision.screen_only else "classified_clear",
+                                 decision.level, decision.flags)
         self._count(final)
         return final
 

@@ -26,8 +26,9 @@ import anyio
 
 from safeguards.adapters.csp.admission import Admission, account_from_header
 from safeguards.adapters.csp.classify import SyncClassifier
+from safeguards.adapters.csp.decision import BLOCK, TERMINATE_ACTION, Decision, GateRequest
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
-from safeguards.adapters.csp.gate import BLOCK, TERMINATE_ACTION, Decision, Gate, GateRequest
+from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.streams import ensure_gate_streams

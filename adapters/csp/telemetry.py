@@ -27,7 +27,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.msg import Msg
 
-from safeguards.adapters.csp.gate import GateRequest
+from safeguards.adapters.csp.decision import GateRequest
 from safeguards.adapters.csp.link import BusLink
 from safeguards.core.codec import encode_record, encode_signal
 from safeguards.core.content import ContentItem, clip_middle

@@ -23,6 +23,7 @@ from safeguards.adapters.store.common import (
     check_state_at,
     crosses_snapshot,
 )
+from safeguards.adapters.store.reviews import REVIEW_TYPES, open_review
 from safeguards.core import codec
 from safeguards.core import state as fold_module
 from safeguards.core.errors import ConcurrencyConflict, InvalidInput
@@ -32,6 +33,7 @@ from safeguards.core.ports import (
     AppendRequest,
     AppendResult,
     FeedEntry,
+    OpenReview,
     OutboxMessage,
     PendingOutbox,
 )
@@ -248,6 +250,21 @@ class InMemoryEventStore:
         names = sorted(a for a, s in self._streams.items() if s.events)
         start = 0 if after is None else bisect.bisect_right(names, after)
         return names[start:start + limit]
+
+    async def open_reviews(self, *, after: str | None = None,
+                           limit: int = 1000) -> list[OpenReview]:
+        check_limit(limit)
+        out: list[OpenReview] = []
+        for account in sorted(self._streams):
+            if after is not None and account <= after:
+                continue
+            review = open_review(e for e in self._streams[account].events
+                                 if e.type in REVIEW_TYPES)
+            if review is not None:
+                out.append(review)
+                if len(out) == limit:
+                    break
+        return out
 
     async def snapshot_versions(self, account_id: str) -> list[int]:
         """Versions of the account's snapshots that the current fold can use, ascending."""

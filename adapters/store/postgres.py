@@ -57,6 +57,7 @@ from safeguards.adapters.store.common import (
 )
 from safeguards.adapters.store.errors import translate_errors
 from safeguards.adapters.store.migrate import async_url
+from safeguards.adapters.store.reviews import postgres_open_reviews
 from safeguards.adapters.store.schema import events, outbox, snapshots
 from safeguards.core import codec
 from safeguards.core import state as fold_module
@@ -67,6 +68,7 @@ from safeguards.core.ports import (
     AppendRequest,
     AppendResult,
     FeedEntry,
+    OpenReview,
     OutboxMessage,
     PendingOutbox,
 )
@@ -630,6 +632,14 @@ class PostgresEventStore:
             rows = (await conn.execute(q)).scalars().all()
             await conn.rollback()
         return list(rows)
+
+    async def open_reviews(self, *, after: str | None = None,
+                           limit: int = 1000) -> list[OpenReview]:
+        check_limit(limit)
+        async with self._connect() as conn:
+            driver = await self._driver(conn)
+            return await postgres_open_reviews(driver, _event_from_row, after, limit,
+                                               self._timeout)
 
     async def snapshot_versions(self, account_id: str) -> list[int]:
         """Versions of the account's snapshots that the current fold can use, ascending."""

@@ -34,6 +34,10 @@ events = sa.Table(
     sa.UniqueConstraint("region", "position", name="events_feed_key"),
 )
 sa.Index("events_account_time_idx", events.c.account_id, events.c.occurred_at)
+# The review queue (reviews.py): only the few events of the review types are indexed.
+sa.Index("events_review_idx", events.c.type, events.c.account_id, events.c.version,
+         postgresql_where=events.c.type.in_(
+             ["ReviewRequested", "ReviewClaimed", "OperatorActionTaken"]))
 
 # The feed's counter: one row per region, locked by every append for the rest of its transaction.
 feed_counter = sa.Table(

@@ -18,9 +18,17 @@ from safeguards.core.errors import (
     UnknownType,
     UnsupportedSchemaVersion,
 )
-from safeguards.core.events import Event, RequestObserved, Signal
+from safeguards.core.events import (
+    EVENT_TYPES,
+    Event,
+    RequestObserved,
+    ReviewClaimed,
+    ReviewRequested,
+    Signal,
+)
+from safeguards.core.state import AccountState
 
-from strategies import commands, events, signals
+from strategies import bodies, commands, events, signals
 
 
 @given(events)
@@ -114,6 +122,36 @@ def test_a_signal_cannot_smuggle_a_decision() -> None:
             "o": {"t": "EnforcementChanged", "sv": 1, "b": body}}
     with pytest.raises(UnknownType, match="decision"):
         codec.decode_signal(msgpack.packb(wire))
+
+
+def test_review_requests_are_decisions_and_claims_observations() -> None:
+    request = ReviewRequested(4, "points past the automatic limit", "escalate.review", 7)
+    wire = {"t": "Signal", "sv": 1, "id": "s1", "a": "acct", "r": "eu", "ts": 0, "k": "",
+            "o": {"t": request.TYPE, "sv": 1, "b": codec.encode_body(request)}}
+    with pytest.raises(UnknownType, match="decision"):
+        codec.decode_signal(msgpack.packb(wire))
+    claim = ReviewClaimed("alice", "taking it")
+    signal = Signal("s1", "acct", "eu", codec.from_micros(0), "k", claim)
+    assert codec.decode_signal(codec.encode_signal(signal)) == signal
+
+
+def test_strategies_cover_every_event_type() -> None:
+    seen: set[str] = set()
+
+    @settings(max_examples=400, database=None)
+    @given(bodies)
+    def collect(body: object) -> None:
+        seen.add(type(body).__name__)
+
+    collect()
+    assert seen == set(EVENT_TYPES)
+
+
+def test_a_snapshot_keeps_the_review_and_the_evidence() -> None:
+    state = AccountState("acct", "eu", version=9, level=3,
+                         strongest=(("weapons", 0.97, "r1"), ("weapons", 0.95, "r2")),
+                         review_level=4)
+    assert codec.decode_state(codec.encode_state(state)) == state
 
 
 def test_v1_request_observed_is_upcast() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,12 +19,14 @@ from safeguards.core.events import (
     Event,
     OperatorActionTaken,
     RequestObserved,
+    ReviewRequested,
+    ScoreRecorded,
     ShadowDecision,
     Signal,
     StrikeRecorded,
 )
 from safeguards.core.policy import default_policy, default_policy_text, parse_policy
-from safeguards.core.state import AccountState, evolve, fold, initial_state
+from safeguards.core.state import RECENT_CONTENT, AccountState, evolve, fold, initial_state
 
 from strategies import observations, score_signal
 
@@ -56,6 +59,28 @@ def test_repeated_jailbreaks_climb_the_ladder() -> None:
         seen += levels(events)
     assert seen == [1, 2, 3]
     assert s.level == 3 and s.strikes == 4 and s.level_rule == "escalate.points"
+
+
+def test_the_same_content_scored_again_strikes_once() -> None:
+    """Escalation needs distinct requests: a retried or replayed prompt (same content hash) is
+    recorded each time but is one piece of evidence."""
+    s = initial_state("a", "eu")
+    for i in range(4):
+        signal = score_signal(i, "a", T0 + timedelta(minutes=i), (("jailbreak", 0.95),))
+        assert isinstance(signal.observation, ScoreRecorded)
+        same = replace(signal.observation, content_sha256="ab" * 32)
+        s, events = run(s, replace(signal, observation=same), T0 + timedelta(minutes=i))
+        assert events[0].type == "ScoreRecorded"
+    assert s.scores == 4 and s.strikes == 1 and s.level == 1
+    assert s.recent_content == ("ab" * 32,)
+
+
+def test_remembered_content_is_bounded() -> None:
+    s = initial_state("a", "eu")
+    for i in range(RECENT_CONTENT + 10):
+        s, _ = run(s, score_signal(i, "a", T0, (("cyber", 0.1),)), T0)
+    assert len(s.recent_content) == RECENT_CONTENT
+    assert s.recent_content[-1] == f"{RECENT_CONTENT + 9:064x}"
 
 
 def test_a_severe_category_jumps_rungs() -> None:
@@ -158,8 +183,14 @@ def test_any_signal_sequence_keeps_the_invariants(steps: list[tuple[object, int]
         events = decide(s, sig, POLICY, at)
         for e in events:
             assert e.account_id == "acct" and e.region == "eu" and e.occurred_at == at
-            decided = isinstance(e.body, StrikeRecorded | EnforcementChanged | ShadowDecision)
+            decided = isinstance(e.body, StrikeRecorded | EnforcementChanged | ShadowDecision
+                                 | ReviewRequested)
             assert (e.policy_version == POLICY.version) if decided else e.policy_version is None
+            # Past the automatic limit, only people or severe evidence raise the level.
+            if isinstance(e.body, EnforcementChanged) and e.body.level > e.body.previous_level \
+                    and e.body.level > POLICY.automatic_max_level:
+                assert e.body.rule_id in {"operator.set_level", "appeal.overturned",
+                                          "escalate.severe_evidence"}
         s = fold(s, events)
         all_events += events
         assert 0 <= s.level <= 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from safeguards.core.errors import PolicyError
-from safeguards.core.policy import default_policy, default_policy_text, parse_policy
+from safeguards.core.policy import KNOWN_RULES, default_policy, default_policy_text, parse_policy
 
 
 def test_default_policy_loads() -> None:
@@ -29,6 +29,16 @@ def test_every_problem_is_listed_with_its_path() -> None:
     assert "categories.weapons.on_unavailable" in message
     assert "unknown intervention 'explode'" in message
     assert "rules.no.such.rule: unknown rule" in message
+
+
+def test_refusal_cannot_come_before_the_strike_threshold() -> None:
+    cyber = next(c for c in default_policy().categories if c.name == "cyber")
+    assert cyber.threshold < cyber.refuse_threshold <= 1
+    text = default_policy_text().replace(
+        "[categories.cyber]\nthreshold = 0.6", "[categories.cyber]\nthreshold = 0.95", 1)
+    with pytest.raises(PolicyError,
+                       match=r"categories\.cyber\.refuse_threshold: must not be below"):
+        parse_policy(text)
 
 
 @pytest.mark.parametrize(
@@ -58,3 +68,40 @@ def test_classify_threshold_scale_is_per_rung_and_bounded() -> None:
                                          "classify_threshold_scale = 1.5", 1)
     with pytest.raises(PolicyError, match=r"ladder\[2\].classify_threshold_scale: 1.5 is outside"):
         parse_policy(text)
+
+
+def test_escalation_limits_are_validated_with_their_paths() -> None:
+    p = default_policy()
+    assert p.automatic_max_level == 3
+    assert {"escalate.severe_evidence", "escalate.review"} <= set(KNOWN_RULES)
+    text = default_policy_text().replace("automatic_max_level = 3", "automatic_max_level = 7")
+    text = text.replace("jump_to = 3\n", "jump_to = 3\nsevere_evidence = 0\n")
+    text = text.replace("[categories.cyber]\n", "[categories.cyber]\nsevere_evidence = 2\n")
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, source="candidate.toml")
+    message = str(info.value)
+    assert message.startswith("candidate.toml: 3 problem(s)")
+    assert "escalation.automatic_max_level: 7 is not a level 0 to 5" in message
+    assert "categories.weapons.severe_evidence: 0 is outside [1, 10]" in message
+    assert "categories.cyber.severe_evidence: only a severe category takes evidence" in message
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("automatic_max_level = 3.5", "escalation.automatic_max_level: expected int, got float"),
+        ("automatic_max_level = true", "escalation.automatic_max_level: expected a number"),
+    ],
+)
+def test_automatic_max_level_must_be_an_integer(setting: str, expected: str) -> None:
+    text = default_policy_text().replace("automatic_max_level = 3", setting)
+    with pytest.raises(PolicyError, match=expected):
+        parse_policy(text)
+
+
+def test_severe_evidence_defaults_and_reads_per_category() -> None:
+    weapons = default_policy().category("weapons")
+    assert weapons is not None and weapons.severe_evidence == 3
+    text = default_policy_text().replace("jump_to = 3\n", "jump_to = 3\nsevere_evidence = 5\n")
+    weapons = parse_policy(text).category("weapons")
+    assert weapons is not None and weapons.severe_evidence == 5

@@ -30,8 +30,10 @@ from safeguards.core.policy import Policy, default_policy
 @pytest.fixture
 def test_policy() -> Policy:
     base = default_policy()
-    # a generous classify deadline: the classifier shares a busy 2-core test machine
-    return replace(base, gate=replace(base.gate, max_staleness_s=2.0, classify_deadline_ms=500))
+    # generous classify and screen deadlines: the classifier shares a busy 2-core test machine,
+    # and a screen that answers late would make what a fresh account gets depend on the load
+    return replace(base, gate=replace(base.gate, max_staleness_s=2.0, classify_deadline_ms=500,
+                                      screen_deadline_ms=500))
 
 
 @pytest.fixture

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from safeguards.adapters.csp.gate import (
+from safeguards.adapters.csp.decision import (
     BLOCK_ACTION,
     INTERVENE_ACTION,
     THROTTLE_ACTION,
-    Gate,
     GateRequest,
     GateResponse,
 )
+from safeguards.adapters.csp.gate import Gate
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.policy import Policy, default_policy
 
@@ -46,8 +46,35 @@ def req(account: str = "acct-1") -> GateRequest:
 def test_unknown_account_gets_tier_zero_and_is_allowed(gate: Gate) -> None:
     d = gate.check(req(), T0)
     assert (d.action, d.reason, d.status, d.level) == ("allow", "ok", 200, 0)
-    assert gate.counts[("allow", "ok")] == 1
+    assert d.needs_classify and d.screen_only  # screened: counted once the screen has answered
+    clear = gate.resolve(d, (("cyber", 0.1), ("weapons", 0.0)))
+    assert (clear.action, clear.reason, clear.status) == ("allow", "screened_clear", 200)
+    assert gate.counts[("allow", "screened_clear")] == 1
     assert gate.size == 0
+
+
+def test_a_fresh_accounts_first_harmful_request_is_refused_at_high_confidence(
+        gate: Gate) -> None:
+    cyber = next(c for c in gate.policy.categories if c.name == "cyber")
+    d = gate.check(req("fresh"), T0)
+    refused = gate.resolve(d, (("cyber", cyber.refuse_threshold),))
+    assert (refused.action, refused.reason, refused.status) == (
+        BLOCK_ACTION, "classified_cyber", 403)
+    borderline = gate.resolve(d, (("cyber", cyber.threshold),))
+    assert (borderline.action, borderline.status) == (INTERVENE_ACTION, 200)
+    assert borderline.safety_prompt
+
+
+def test_screening_fails_open(gate: Gate) -> None:
+    """A late, missing or partial answer serves a fresh account's request (weapons, which fails
+    closed for accounts under classification, included), and a stale cache refuses nothing."""
+    d = gate.check(req("fresh"), T0)
+    late = gate.resolve(d, None, failure="screen_classifier_timeout")
+    assert (late.action, late.reason, late.status) == ("allow", "fail_open", 200)
+    assert gate.fallbacks[("screen_classifier_timeout", "open")] == 1
+    assert gate.resolve(d, (("cyber", 0.1),)).reason == "screened_clear"
+    stale = gate.check(req("fresh"), T0 + 10_000 + gate.policy.gate.max_staleness_s + 1)
+    assert stale.status == 200 and stale.screen_only
 
 
 def test_only_newer_versions_apply(gate: Gate) -> None:
@@ -106,14 +133,22 @@ def test_rate_history_survives_a_level_change(gate: Gate) -> None:
     assert gate.check(req("a"), T0).action == "allow"
 
 
-def test_classification_blocks_above_a_category_threshold(gate: Gate) -> None:
+def test_classification_refuses_only_at_high_confidence(gate: Gate) -> None:
     gate.apply(command("a", 2, 1, gate.policy))
     pending = gate.check(req("a"), T0)
     assert pending.needs_classify and pending.safety_prompt and pending.classify_stream
     clear = gate.resolve(pending, (("weapons", 0.1), ("cyber", 0.2)))
     assert (clear.action, clear.reason, clear.status) == (INTERVENE_ACTION, "classified_clear", 200)
-    hit = gate.resolve(pending, (("weapons", 0.1), ("cyber", 0.95)))
+    cyber = next(c for c in gate.policy.categories if c.name == "cyber")
+    assert cyber.threshold < cyber.refuse_threshold < 1
+    hit = gate.resolve(pending, (("weapons", 0.1), ("cyber", cyber.refuse_threshold)))
     assert (hit.action, hit.reason, hit.status) == (BLOCK_ACTION, "classified_cyber", 403)
+    # above the threshold but short of high confidence: served, with the safety system prompt
+    between = (cyber.threshold + cyber.refuse_threshold) / 2
+    guarded = gate.resolve(pending, (("weapons", 0.1), ("cyber", between)))
+    assert (guarded.action, guarded.reason, guarded.status) == (
+        INTERVENE_ACTION, "borderline_cyber", 200)
+    assert guarded.safety_prompt and gate.counts[(INTERVENE_ACTION, "borderline_cyber")] == 1
 
 
 def test_classifier_miss_fails_closed_per_the_policy(gate: Gate) -> None:
@@ -182,18 +217,24 @@ def test_a_level_that_classifies_without_intervening_keeps_its_action(gate: Gate
     assert gate.resolve(pending, (("weapons", 0.95),)).status == 403
 
 
-def test_enhanced_filtering_refuses_at_the_rungs_scaled_threshold(gate: Gate) -> None:
+def test_enhanced_filtering_guards_from_the_rungs_scaled_threshold(gate: Gate) -> None:
     """At a level whose rung scales the thresholds down (enhanced filtering), a borderline
-    score is refused that a level-1 account would be served with."""
+    score gets the safety system prompt that a level-1 account would be served without; both
+    are refused only at the category's refuse threshold."""
     policy = gate.policy
-    cyber = next(c.threshold for c in policy.categories if c.name == "cyber")
+    cyber = next(c for c in policy.categories if c.name == "cyber")
     scale = policy.ladder[2].classify_threshold_scale
     assert scale < 1 and policy.ladder[1].classify_threshold_scale == 1
     # between the scaled and the plain threshold (weapons scored too: it fails closed if absent)
-    borderline = (("cyber", cyber * (1 + scale) / 2), ("weapons", 0.0))
+    borderline = (("cyber", cyber.threshold * (1 + scale) / 2), ("weapons", 0.0))
+    sure = (("cyber", cyber.refuse_threshold), ("weapons", 0.0))
     gate.apply(command("l2", 2, 1, policy))
     gate.apply(command("l1", 1, 1, policy))
-    assert gate.resolve(gate.check(req("l2"), T0), borderline).status == 403
+    l2 = gate.resolve(gate.check(req("l2"), T0), borderline)
+    assert (l2.status, l2.reason) == (200, "borderline_cyber") and l2.safety_prompt
+    assert gate.resolve(gate.check(req("l2"), T0), sure).status == 403
     level_one = gate.check(req("l1"), T0)
     if level_one.needs_classify:
-        assert gate.resolve(level_one, borderline).status == 200
+        l1 = gate.resolve(level_one, borderline)
+        assert (l1.status, l1.reason) == (200, "classified_clear") and not l1.safety_prompt
+        assert gate.resolve(level_one, sure).status == 403

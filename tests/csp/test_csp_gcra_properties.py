@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from safeguards.adapters.csp.gate import Gate, GateRequest
+from safeguards.adapters.csp.decision import GateRequest
+from safeguards.adapters.csp.gate import Gate
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.policy import default_policy
 

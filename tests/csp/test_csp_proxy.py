@@ -179,6 +179,30 @@ async def _test_intervention_adds_the_safety_prompt_and_classifies(
     assert gate.fallbacks[("classifier_unavailable", "closed")] == 1
 
 
+async def test_a_fresh_account_is_screened_and_refused_only_at_high_confidence(
+    proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv
+) -> None:
+    """No strike yet, no enforcement command: the first harmful request is still refused (not
+    served and scored afterwards); a benign one is served as is; no classifier: served."""
+    async with proxy_env() as running_proxy:
+        sdk = client(running_proxy, "acct-fresh")
+        async with classifier_env():
+            raw = await sdk.messages.with_raw_response.create(
+                model=MODEL, max_tokens=10, messages=[{"role": "user", "content": BENIGN}])
+            assert raw.headers["x-safeguards-action"] == "allow"
+            assert running_proxy.upstream.last_system is None
+            with pytest.raises(anthropic.PermissionDeniedError):
+                await sdk.messages.create(model=MODEL, max_tokens=10, messages=[
+                    {"role": "user", "content": CYBER}])
+        served = await sdk.messages.create(model=MODEL, max_tokens=10, messages=[
+            {"role": "user", "content": BENIGN}])
+        assert served.stop_reason == "end_turn"
+        gate = running_proxy.proxy.gate
+        assert gate.counts[("allow", "screened_clear")] == 1
+        assert gate.counts[("block", "classified_cyber")] == 1
+        assert gate.fallbacks[("screen_classifier_unavailable", "open")] == 1
+
+
 async def test_classifier_deadline_miss_is_a_counted_fallback(
     proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv, test_policy: Policy
 ) -> None:

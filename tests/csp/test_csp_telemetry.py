@@ -8,7 +8,7 @@ import anyio
 import nats
 from nats.aio.msg import Msg
 
-from safeguards.adapters.csp.gate import GateRequest
+from safeguards.adapters.csp.decision import GateRequest
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.testkit import eventually

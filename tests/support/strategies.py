@@ -15,6 +15,8 @@ from safeguards.core.events import (
     EventBody,
     OperatorActionTaken,
     RequestObserved,
+    ReviewClaimed,
+    ReviewRequested,
     ScoreRecorded,
     ShadowDecision,
     Signal,
@@ -53,7 +55,9 @@ appeal_filed = st.builds(AppealFiled, appeal_id=texts, filed_by=texts, reason=te
 appeal_resolved = st.builds(AppealResolved, appeal_id=texts, operator=texts,
                             outcome=st.sampled_from(("upheld", "overturned")),
                             level_after=levels, reason=texts)
-observations = request_observed | score_recorded | operator_action | appeal_filed | appeal_resolved
+review_claimed = st.builds(ReviewClaimed, operator=texts, reason=texts)
+observations = (request_observed | score_recorded | operator_action | review_claimed
+                | appeal_filed | appeal_resolved)
 
 decisions = (
     st.builds(StrikeRecorded, category=st.sampled_from(CATEGORIES), score=unit, points=unit,
@@ -64,6 +68,8 @@ decisions = (
                 caused_by_version=small)
     | st.builds(ShadowDecision, rule_id=texts, would_level=levels, current_level=levels,
                 reason=texts, caused_by_version=small)
+    | st.builds(ReviewRequested, proposed_level=levels, reason=texts, rule_id=texts,
+                caused_by_version=small)
 )
 bodies: st.SearchStrategy[EventBody] = observations | decisions
 
@@ -86,7 +92,7 @@ commands = st.builds(EnforcementCommand, command_id=texts, account_id=account_id
 def score_signal(i: int, account: str, at: datetime, scores: tuple[tuple[str, float], ...],
                  region: str = "eu") -> Signal:
     return Signal(f"sig-{i}", account, region, at, f"corr-{i}",
-                  ScoreRecorded(f"req-{i}", "prompt", "0" * 64, 120, "default", "1", scores))
+                  ScoreRecorded(f"req-{i}", "prompt", f"{i:064x}", 120, "default", "1", scores))
 
 
 def step(at: datetime, seconds: float) -> datetime:

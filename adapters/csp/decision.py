@@ -1,0 +1,102 @@
+"""What the inline gate says about a request: intervention flags, actions, and the request,
+response and decision objects shared by the gate, the proxy and ext_proc."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# Intervention flags (a bitmask, so the hot path tests bits instead of tuple membership).
+ANNOTATE = 1
+INTERVENE = 2
+SYNC_CLASSIFY = 4
+TERMINATE_STREAM = 8
+THROTTLE = 16
+BLOCK = 32
+SCREEN = 64  # classified inline within a short deadline; refused only at high confidence
+FLAGS = {
+    "annotate": ANNOTATE, "intervene": INTERVENE, "sync_classify": SYNC_CLASSIFY,
+    "terminate_stream": TERMINATE_STREAM, "throttle": THROTTLE, "block": BLOCK,
+    "screen": SCREEN,
+}
+
+# Actions (the enforcement vocabulary of ARCHITECTURE.md).
+ALLOW = "allow"
+ANNOTATE_ACTION = "annotate"
+INTERVENE_ACTION = "intervene"
+THROTTLE_ACTION = "throttle"
+BLOCK_ACTION = "block"
+TERMINATE_ACTION = "terminate_stream"
+
+
+
+def flags_of(interventions: Iterable[str]) -> int:
+    bits = 0
+    for name in interventions:
+        bits |= FLAGS.get(name, 0)
+    return bits
+
+
+class Decision:
+    """What the gate says about one request. Shared instances: treat as read-only."""
+
+    __slots__ = ("action", "flags", "key", "level", "needs_classify", "reason", "retry_after_s",
+                 "status")
+
+    def __init__(self, action: str, reason: str, level: int, flags: int, *,
+                 needs_classify: bool = False, status: int = 200,
+                 retry_after_s: float = 0.0) -> None:
+        self.action = action
+        self.reason = reason
+        self.level = level
+        self.flags = flags
+        self.needs_classify = needs_classify
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.key = (action, reason)
+
+    @property
+    def refused(self) -> bool:
+        return self.status != 200
+
+    @property
+    def safety_prompt(self) -> bool:
+        return bool(self.flags & INTERVENE) and self.status == 200
+
+    @property
+    def screen_only(self) -> bool:
+        """Screened (a short deadline, fail open), not under the level's sync classification."""
+        return self.needs_classify and not self.flags & SYNC_CLASSIFY
+
+    @property
+    def classify_stream(self) -> bool:
+        return bool(self.flags & TERMINATE_STREAM) and self.status == 200
+
+    def __repr__(self) -> str:
+        return (f"Decision({self.action!r}, {self.reason!r}, level={self.level}, "
+                f"status={self.status}, needs_classify={self.needs_classify})")
+
+
+class GateRequest:
+    """One request as the gate sees it: metadata only (the text stays with the caller)."""
+
+    __slots__ = ("account_id", "model", "prompt_chars", "prompt_sha256", "request_id", "streamed",
+                 "surface")
+
+    def __init__(self, account_id: str, request_id: str, *, model: str = "", streamed: bool = False,
+                 prompt_chars: int = 0, prompt_sha256: str = "", surface: str = "proxy") -> None:
+        self.account_id = account_id
+        self.request_id = request_id
+        self.model = model
+        self.streamed = streamed
+        self.prompt_chars = prompt_chars
+        self.prompt_sha256 = prompt_sha256
+        self.surface = surface
+
+
+class GateResponse:
+    __slots__ = ("action", "input_tokens", "output_tokens")
+
+    def __init__(self, action: str, input_tokens: int = 0, output_tokens: int = 0) -> None:
+        self.action = action
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens

@@ -1,0 +1,41 @@
+"""The simulation's figures: attackers enforced within 3 harmful completions, benign refusals per
+1,000 requests and the highest level a benign account reached."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from safeguards.core.events import EnforcementChanged, Event
+from safeguards.simulations.runner import TraceRecord
+from safeguards.simulations.score import score_account, score_personas, summary
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def record(persona: str, kind: str, account: str, seq: int, *, harmful: bool,
+           outcome: str) -> TraceRecord:
+    return TraceRecord(persona, kind, account, "us", seq, float(seq),
+                       (T0 + timedelta(seconds=seq)).isoformat(), harmful, False, False, "",
+                       200 if outcome == "served" else 403, outcome, None, None, 1.0)
+
+
+def level_at(account: str, version: int, level: int, seconds: float) -> Event:
+    return Event(f"e{version}", account, "us", version, T0 + timedelta(seconds=seconds),
+                 "c", "c", "p", EnforcementChanged(level, 0, None, "r", "escalate.points", 3.0, 1))
+
+
+def test_summary_counts_attackers_in_time_and_benign_refusals() -> None:
+    fast = [record("fast", "attacker", "a1", i, harmful=True, outcome="served") for i in range(2)]
+    slow = [record("slow", "attacker", "a2", i, harmful=True, outcome="served") for i in range(5)]
+    benign = [record("user", "benign", "b1", i, harmful=False,
+                     outcome="blocked" if i == 0 else "served") for i in range(500)]
+    outcomes = [
+        score_account(fast, [level_at("a1", 1, 3, 1.5)]),
+        score_account(slow, [level_at("a2", 1, 3, 4.5)]),
+        score_account(benign, [level_at("b1", 1, 1, 10)]),
+    ]
+    s = summary(score_personas(outcomes))
+    assert s["attackers_enforced"] == 2 and s["attackers_within_3"] == 1
+    assert s["max_harmful_served"] == 5
+    assert s["benign_refused_per_1000"] == 2.0 and s["benign_max_level"] == 1
+    assert s["benign_throttled"] == 0
