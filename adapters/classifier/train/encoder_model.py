@@ -81,7 +81,14 @@ PROMPT_CATEGORIES = ("jailbreak", "cyber", "weapons", "violence", "self_harm", "
                      "illicit", "disinformation")
 COMPLETION_CATEGORIES = ("cyber", "weapons", "violence", "self_harm", "hate", "sexual",
                          "illicit", "disinformation")
-TARGET_FPR = 0.002  # per category, on the calibration split's benign texts
+TARGET_FPR = 0.002  # per category, on the calibration split's benign texts: the strike point
+REFUSE_FPR = 0.0005  # the refusal point (inline refusal of one request on its own)
+# The answer heads are trained, calibrated and reported (metrics.ood.completion_heads) but not
+# served: out of distribution they rank refusals above harmful answers (ROC AUC 0.38) and, with
+# their strike point set on benign answers and prose (0.2 %), still flag 8.9 % of benign requests'
+# text, so every benign account would collect strikes from its own answers.
+# Until they hold up, answers are read by the prompt heads of the same categories.
+SERVE_COMPLETION_HEADS = False
 COMPLETION_TARGET_FPR = 0.002
 FINETUNE = FinetuneConfig()
 DOC_CHARS = 400  # benign texts at least this long also teach the completion heads
@@ -143,25 +150,36 @@ def translation_pairs(wheels: Path, windows: TokenWindows,
 def _calibrate(z: np.ndarray, rows: Sequence[Record], categories: Sequence[str],
                positive_labels: tuple[str, ...], negative_labels: tuple[str, ...],
                target_fpr: float, offset: int) -> tuple[tuple[LabelSpec, ...], dict[str, Any]]:
+    """Per category: Platt scaling (reported), the strike point (``target_fpr`` of the benign
+    rows, never below Platt's even odds) and the refusal point (REFUSE_FPR), mapped onto the
+    policy's threshold and refuse_threshold (``heads.align_two_points``)."""
+    policy = {c.name: (c.threshold, c.refuse_threshold) for c in default_policy().categories}
     keep = np.array([r.label in positive_labels + negative_labels for r in rows])
     benign = np.array([r.label in negative_labels for r in rows])
-    calibrations, thresholds, report = [], [], {}
+    labels, report = [], {}
     for j, c in enumerate(categories):
         pos = np.array([r.label in positive_labels and (
             _category(r, categories) == c or c in r.extra_categories) for r in rows]) & keep
         sel = pos | benign
-        cal = H.fit_platt(z[sel, j], pos[sel])
-        probs = 1 / (1 + np.exp(-(cal.a * z[:, j] + cal.b)))
-        thr = H.operating_point(probs[sel], pos[sel], benign[sel], target_fpr=target_fpr)
-        calibrations.append(cal)
-        thresholds.append(thr)
-        flagged = probs >= thr
+        platt = H.fit_platt(z[sel, j], pos[sel])
+        z_strike = max(H.benign_point(z[:, j], benign, target_fpr), -platt.b / platt.a)
+        z_refuse = max(H.benign_point(z[:, j], benign, REFUSE_FPR), z_strike + H.MIN_POINT_GAP)
+        strike_at, refuse_at = policy[c]
+        labels.append(H.align_two_points(LabelSpec(offset + j, c, strike_at, platt),
+                                         z_strike, z_refuse, strike_at, refuse_at))
+        probs = platt.apply_array(z[:, j])
         report[c] = {"positives": int(pos.sum()),
-                     "recall": round(float(flagged[pos].mean()), 4) if pos.any() else None,
-                     "benign_fpr": round(float(flagged[benign].mean()), 5),
+                     "recall": _share(z[pos, j] >= z_strike),
+                     "benign_fpr": round(float((z[benign, j] >= z_strike).mean()), 5),
+                     "refuse_recall": _share(z[pos, j] >= z_refuse),
+                     "refuse_benign_fpr": round(float((z[benign, j] >= z_refuse).mean()), 5),
                      "auc": round(ood.roc_auc(z[sel, j], pos[sel]), 4),
-                     "ece": H.expected_calibration_error(probs[sel], pos[sel])}
-    return H.label_specs(categories, calibrations, thresholds, offset=offset), report
+                     "platt_ece": H.expected_calibration_error(probs[sel], pos[sel])}
+    return tuple(labels), report
+
+
+def _share(flags: np.ndarray) -> float | None:
+    return round(float(flags.mean()), 4) if flags.size else None
 
 
 def _probs(raw: np.ndarray, labels: Sequence[LabelSpec]) -> np.ndarray:
@@ -186,7 +204,7 @@ def train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None = Non
                            ENCODER.stride, ENCODER.prefix)
     trained = ft.train(cfg, weights, training_windows(splits.fit, windows),
                        (len(PROMPT_CATEGORIES), len(COMPLETION_CATEGORIES)), finetune,
-                       translation_pairs(wheels, windows, seed))
+                       translation_pairs(wheels, windows, seed) if finetune.pair_weight else ())
     # score calibration and evaluation rows through the served graph (int8, as on the CPU)
     placeholder = _write(out_dir, version, trained, _identity(PROMPT_CATEGORIES, 0),
                          _identity(COMPLETION_CATEGORIES, len(PROMPT_CATEGORIES)), {}, splits,
@@ -207,19 +225,28 @@ def finish(out_dir: Path, version: str, trained: dict[str, np.ndarray], z_cal: n
         target_fpr, 0)
     completion_labels, completion_cal = _calibrate(
         z_cal, splits.calibration, COMPLETION_CATEGORIES, ("response_harmful",),
-        ("response_benign",), COMPLETION_TARGET_FPR, len(PROMPT_CATEGORIES))
-    policy = {c.name: c.threshold for c in default_policy().categories}
-    prompt_labels = H.align_to_policy(prompt_labels, policy)
-    completion_labels = H.align_to_policy(completion_labels, policy)
+        ("response_benign", "benign"), COMPLETION_TARGET_FPR, len(PROMPT_CATEGORIES))
+    heads_report = ood.completion_report(splits.evaluation, _probs(z_ev, completion_labels),
+                                         [lab.threshold for lab in completion_labels])
+    if not SERVE_COMPLETION_HEADS:  # the prompt heads read answers too (see the constant)
+        completion_labels = tuple(lab for lab in prompt_labels
+                                  if lab.category in COMPLETION_CATEGORIES)
+    refuse_at = {c.name: c.refuse_threshold for c in default_policy().categories}
+    p_ev = _probs(z_ev, prompt_labels)
+    refusals = ood.prompt_report(splits.evaluation, p_ev, PROMPT_CATEGORIES,
+                                 [refuse_at[lab.category] for lab in prompt_labels])
     report = {
         "calibration": {"prompt": prompt_cal, "completion": completion_cal},
         "ood": {
-            "prompt": ood.prompt_report(splits.evaluation, _probs(z_ev, prompt_labels),
-                                        PROMPT_CATEGORIES,
+            "prompt": ood.prompt_report(splits.evaluation, p_ev, PROMPT_CATEGORIES,
                                         [lab.threshold for lab in prompt_labels]),
+            # the same rows at the policy's refuse thresholds (what inline screening refuses)
+            "prompt_refuse": {k: v for k, v in refusals.items()
+                              if k not in ("recall_by_source", "ece")},
             "completion": ood.completion_report(
                 splits.evaluation, _probs(z_ev, completion_labels),
                 [lab.threshold for lab in completion_labels]),
+            "completion_heads": heads_report,  # the trained answer heads, served or not
         },
     }
     return _write(out_dir, version, trained, prompt_labels, completion_labels, report, splits,
@@ -270,7 +297,8 @@ def _write(out_dir: Path, version: str, trained: dict[str, np.ndarray],
             "finetune": asdict(finetune),
             "recipe": {"train_packages": list(recipe.TRAIN_PACKAGES),
                        "eval_packages": list(recipe.EVAL_PACKAGES),
-                       "target_fpr": TARGET_FPR, "completion_target_fpr": COMPLETION_TARGET_FPR},
+                       "target_fpr": TARGET_FPR, "refuse_fpr": REFUSE_FPR,
+                       "completion_target_fpr": COMPLETION_TARGET_FPR},
             **report,
             "examples": {"fit": counts(splits.fit), "calibration": counts(splits.calibration),
                          "evaluation": counts(splits.evaluation)},

@@ -44,7 +44,9 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     max_pos_weight: float = 10.0
     pair_batch: int = 16  # translation pairs per step, pulled together (languages stay aligned)
-    pair_weight: float = 1.0
+    # 0 turns the translation-pair loss off (the default: a run with it at 1.0, together with
+    # more generated jailbreak frames and refusals, fell from OOD ROC AUC 0.85 to 0.63)
+    pair_weight: float = 0.0
     threads: int = 2
     seed: int = 20261201
 

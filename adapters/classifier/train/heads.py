@@ -6,10 +6,14 @@ everywhere), and the first and last windows of a harmful one are positives.
 
 Each category's raw score is turned into a probability by Platt scaling fitted on the
 *calibration* rows (never the rows the heads learned from), class-balanced: 0.5 means as likely
-harmful as not under equal priors. Each category's operating point is the lowest calibrated score
-at which at most ``target_fpr`` of the calibration benign texts are flagged and which still keeps
-``min_precision`` on the calibration rows; ``align_to_policy`` then shifts each calibration so
-that its operating point scores exactly the policy's threshold for that category.
+harmful as not under equal priors.
+
+The default model aligns its scores with the policy (``align_two_points``): two operating points
+per category, both read off the calibration benign texts' raw scores (``benign_point``), the
+strike point (at most 0.2 % of them flagged) and the refusal point (0.05 %), are mapped onto the
+policy's ``threshold`` and ``refuse_threshold`` by one increasing logistic map; the served score
+is then a policy-aligned score (what 0.6 and 0.9 mean is fixed by held-out benign text), not a
+probability.
 """
 
 from __future__ import annotations
@@ -106,39 +110,28 @@ def fit_platt(z: np.ndarray, positive: np.ndarray) -> Calibration:
     return Calibration("platt", max(a, 1e-3), float(model.intercept_[0]))
 
 
-def operating_point(probs: np.ndarray, positive: np.ndarray, benign: np.ndarray, *,
-                    target_fpr: float, min_precision: float = 0.0,
-                    floor: float = 0.5) -> float:
-    """The lowest threshold (two decimals) with benign FPR <= target and the precision kept."""
-    best = 0.99
-    for t in np.arange(0.99, floor - 0.005, -0.01):
-        flagged = probs >= t
-        fpr = float(flagged[benign].mean()) if benign.any() else 0.0
-        tp = int((flagged & positive).sum())
-        precision = tp / max(1, int(flagged.sum()))
-        if fpr <= target_fpr and precision >= min_precision:
-            best = float(t)
-        else:
-            break
-    return round(best, 2)
+def benign_point(z: np.ndarray, benign: np.ndarray, target_fpr: float) -> float:
+    """The lowest raw score at which at most ``target_fpr`` of the benign rows score as high."""
+    scores = np.sort(np.asarray(z, dtype=np.float64)[benign])[::-1]
+    allowed = math.floor(target_fpr * len(scores))  # benign rows that may be flagged
+    if allowed >= len(scores):
+        return -math.inf
+    return float(np.nextafter(scores[allowed], math.inf))
 
 
-def align_to_policy(labels: Sequence[LabelSpec],
-                    policy_thresholds: dict[str, float]) -> tuple[LabelSpec, ...]:
-    """Each label's calibration shifted so that its operating point scores exactly the policy's
-    threshold for its category: the policy's strike rule, the inline gate and the stream check
-    then all act where the model was calibrated to. The ranking, and what is flagged, do not
-    change; the score at the operating point does."""
-    out = []
-    for lab in labels:
-        target = policy_thresholds.get(lab.category)
-        if target is None or lab.calibration.kind != "platt":
-            out.append(lab)
-            continue
-        shift = _logit(target) - _logit(lab.threshold)
-        cal = Calibration("platt", lab.calibration.a, lab.calibration.b + shift)
-        out.append(LabelSpec(lab.index, lab.category, target, cal))
-    return tuple(out)
+MIN_POINT_GAP = 0.05  # raw-score distance kept between the strike and the refusal point
+
+
+def align_two_points(lab: LabelSpec, z_strike: float, z_refuse: float, strike_at: float,
+                     refuse_at: float) -> LabelSpec:
+    """``lab`` with the calibration that scores raw ``z_strike`` exactly ``strike_at`` and raw
+    ``z_refuse`` exactly ``refuse_at`` (increasing; the points at least MIN_POINT_GAP apart)."""
+    if not 0 < strike_at < refuse_at < 1:
+        raise ValueError(f"{lab.category}: need 0 < strike {strike_at} < refuse {refuse_at} < 1")
+    gap = max(z_refuse - z_strike, MIN_POINT_GAP)
+    a = (_logit(refuse_at) - _logit(strike_at)) / gap
+    b = _logit(strike_at) - a * z_strike
+    return LabelSpec(lab.index, lab.category, strike_at, Calibration("platt", a, b))
 
 
 def _logit(p: float) -> float:

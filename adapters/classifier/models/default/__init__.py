@@ -1,1 +1,2 @@
-"""The default model: model.onnx, manifest.json, DATA_SOURCES.md."""
+"""The default model: manifest.json and trained.safetensors (heads on a pinned pretrained
+encoder), DATA_SOURCES.md."""
