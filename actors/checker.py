@@ -9,6 +9,7 @@ Fault tests and the benchmark use it; an operator can run it after an incident.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -113,7 +114,10 @@ def score_signal(region: str, account_id: str, signal_id: str, at: datetime,
         signal_id=signal_id, account_id=account_id, region=region, occurred_at=at,
         correlation_id=rid,
         observation=ScoreRecorded(
-            request_id=rid, content_kind="prompt", content_sha256="0" * 64, content_chars=100,
+            # each signal stands for distinct content (the same hash would be one piece of
+            # evidence, struck once)
+            request_id=rid, content_kind="prompt",
+            content_sha256=hashlib.sha256(signal_id.encode()).hexdigest(), content_chars=100,
             model_name="bench-classifier", model_version="1", scores=scores,
         ),
     )

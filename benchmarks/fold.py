@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from safeguards.core.events import (
@@ -42,8 +43,12 @@ def synthetic_history(n: int, account: str = "bench-acct", region: str = "eu") -
     cycle: list[EventBody] = [*pair * 20, strike, change, note]
     events = []
     for i in range(n):
+        body = cycle[i % len(cycle)]
+        if body is score:  # distinct content each time, as a real account's (the fold keeps the
+            # recent hashes, so a constant one would measure the cheap path)
+            body = replace(score, content_sha256=f"{i:064x}")
         events.append(Event(f"e{i}", account, region, i + 1, t0 + timedelta(seconds=i), f"s{i}",
-                            "c", None, cycle[i % len(cycle)]))
+                            "c", None, body))
     return events
 
 

@@ -270,7 +270,8 @@ class Gate:
             return decision
         present = dict(scores) if scores is not None else {}
         closed_missing: list[str] = []
-        borderline = ""
+        borderline = refused = ""
+        top = -1.0
         # Screening (fresh and L0 accounts) fails open: only an account the policy already
         # classifies is refused for want of a fail-closed category's score.
         may_close = not decision.screen_only
@@ -280,13 +281,14 @@ class Gate:
                 if closed and may_close:
                     closed_missing.append(name)
                 continue
-            if score >= refuse_at:  # high confidence in this request's own category
-                final = self._intern(BLOCK_ACTION, f"classified_{name}", decision.level,
-                                     decision.flags, status=403)
-                self._count(final)
-                return final
-            if score >= intervene_at and not borderline:
-                borderline = name
+            if score >= intervene_at and score > top:  # the request's own (highest) category
+                top = score
+                borderline, refused = name, (name if score >= refuse_at else "")
+        if refused:  # high confidence in this request's own category
+            final = self._intern(BLOCK_ACTION, f"classified_{refused}", decision.level,
+                                 decision.flags, status=403)
+            self._count(final)
+            return final
         if scores is None or closed_missing:
             mode = "closed" if closed_missing else "open"
             self._fallback(failure, mode)
