@@ -6,16 +6,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-import anyio
-import nats
 import pytest
-from nats.aio.msg import Msg
+from node_support import run_cli, running_node
 
-from safeguards.actors.node import Node
-from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.store import InMemoryEventStore
-from safeguards.cli import main
-from safeguards.core.codec import decode_command
 from safeguards.core.errors import InvalidInput
 from safeguards.core.events import EnforcementChanged, OperatorActionTaken
 from safeguards.ops.actions import operator_signal
@@ -25,39 +19,20 @@ from bus_support import wait_until
 P = 4
 
 
-async def _cli(*argv: str) -> int:
-    return await anyio.to_thread.run_sync(main, list(argv))
-
-
 async def test_override_clear_and_appeal_through_a_node(nats_url: str) -> None:
     region = "t" + uuid.uuid4().hex[:8]
     store = InMemoryEventStore(region)
-    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
-                settings=NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2),
-                static_partitions=range(P))
-    levels: list[int] = []
-    nc = await nats.connect(nats_url)
-
-    async def on_command(msg: Msg) -> None:
-        levels.append(decode_command(msg.data).level)
-
-    await nc.subscribe(f"sg.{region}.enforce.>", cb=on_command)
     common = ["--region", region, "--nats", nats_url, "--partitions", str(P)]
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(node.run)
-            assert await _cli("ops", "override", "acct:1", *common, "--level", "4",
-                              "--operator", "alice", "--reason", "case 4411") == 0
-            await wait_until(lambda: 4 in levels)
-            assert await _cli("ops", "appeal-file", "acct:1", *common, "--appeal-id", "A-1",
-                              "--by", "acct:1", "--reason", "research") == 0
-            assert await _cli("ops", "appeal-resolve", "acct:1", *common, "--appeal-id", "A-1",
-                              "--outcome", "overturned", "--level-after", "0",
-                              "--operator", "bob", "--reason", "false positive") == 0
-            await wait_until(lambda: levels[-1:] == [0])
-            node.request_stop()
-    finally:
-        await nc.drain()
+    async with running_node(nats_url, region, store, P) as (levels, _):
+        assert await run_cli("ops", "override", "acct:1", *common, "--level", "4",
+                             "--operator", "alice", "--reason", "case 4411") == 0
+        await wait_until(lambda: 4 in levels)
+        assert await run_cli("ops", "appeal-file", "acct:1", *common, "--appeal-id", "A-1",
+                             "--by", "acct:1", "--reason", "research") == 0
+        assert await run_cli("ops", "appeal-resolve", "acct:1", *common, "--appeal-id", "A-1",
+                             "--outcome", "overturned", "--level-after", "0",
+                             "--operator", "bob", "--reason", "false positive") == 0
+        await wait_until(lambda: levels[-1:] == [0])
     history = await store.history("acct:1")
     changes = [e.body for e in history if isinstance(e.body, EnforcementChanged)]
     assert [c.level for c in changes] == [4, 0]
@@ -76,6 +51,6 @@ async def test_bad_actions_are_refused_before_sending(nats_url: str,
         operator_signal("bad account", "eu",
                         OperatorActionTaken("alice", "set_level", 3, None, "why"),
                         now=now, nonce="n")
-    assert await _cli("ops", "override", "bad account", "--region", "eu", "--nats", nats_url,
-                      "--level", "3", "--operator", "alice", "--reason", "why") == 2
+    assert await run_cli("ops", "override", "bad account", "--region", "eu", "--nats", nats_url,
+                         "--level", "3", "--operator", "alice", "--reason", "why") == 2
     assert "printable ASCII" in capsys.readouterr().err

@@ -10,15 +10,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import anyio
-import nats
 import pytest
-from nats.aio.msg import Msg
+from node_support import run_cli, running_node
 
-from safeguards.actors.node import Node
-from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.store import PostgresEventStore, migrate
-from safeguards.cli import main
-from safeguards.core.codec import decode_command
 from safeguards.core.events import (
     EnforcementChanged,
     OperatorActionTaken,
@@ -33,10 +28,6 @@ P = 4
 ACCOUNT = "acct:review-1"
 
 
-async def _cli(*argv: str) -> int:
-    return await anyio.to_thread.run_sync(main, list(argv))
-
-
 async def _eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
     with anyio.fail_after(timeout_s):
         while True:
@@ -47,7 +38,7 @@ async def _eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 3
 
 async def _queue(capsys: pytest.CaptureFixture[str], *common: str) -> list[dict[str, object]]:
     capsys.readouterr()
-    assert await _cli("ops", "queue", "list", *common, "--json") == 0
+    assert await run_cli("ops", "queue", "list", *common, "--json") == 0
     rows: list[dict[str, object]] = json.loads(capsys.readouterr().out)
     return rows
 
@@ -57,16 +48,6 @@ async def test_queue_list_claim_and_decide_through_a_node(
     await migrate(fresh_database_url)
     region = "t" + uuid.uuid4().hex[:8]
     store = PostgresEventStore(region, fresh_database_url)
-    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
-                settings=NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2),
-                static_partitions=range(P))
-    levels: list[int] = []
-    nc = await nats.connect(nats_url)
-
-    async def on_command(msg: Msg) -> None:
-        levels.append(decode_command(msg.data).level)
-
-    await nc.subscribe(f"sg.{region}.enforce.>", cb=on_command)
     db = ["--region", region, "--database-url", fresh_database_url]
     bus = ["--region", region, "--nats", nats_url, "--partitions", str(P)]
     now = datetime.now(UTC)
@@ -77,8 +58,7 @@ async def test_queue_list_claim_and_decide_through_a_node(
         return bool(await store.open_reviews())
 
     try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(node.run)
+        async with running_node(nats_url, region, store, P) as (levels, nc):
             await publish_signals(nc.jetstream(), region, P, signals)
             await _eventually(reviewed)
 
@@ -86,13 +66,13 @@ async def test_queue_list_claim_and_decide_through_a_node(
             assert row["account"] == ACCOUNT and row["level"] == 3
             assert row["proposed_level"] == 4 and row["rule"] == "escalate.review"
             assert row["claimed_by"] is None
-            assert await _cli("ops", "queue", "list", *db) == 0
+            assert await run_cli("ops", "queue", "list", *db) == 0
             table = capsys.readouterr().out.splitlines()
             assert table[0].split()[:3] == ["ACCOUNT", "LEVEL", "PROPOSED"]
             assert table[1].split()[:4] == [ACCOUNT, "L3", "L4", row["requested_at"]]
 
-            assert await _cli("ops", "queue", "claim", ACCOUNT, *bus,
-                              "--operator", "alice") == 0
+            assert await run_cli("ops", "queue", "claim", ACCOUNT, *bus,
+                                 "--operator", "alice") == 0
 
             async def claimed() -> bool:
                 reviews = await store.open_reviews()
@@ -102,8 +82,8 @@ async def test_queue_list_claim_and_decide_through_a_node(
             (row,) = await _queue(capsys, *db)
             assert row["claimed_by"] == "alice"
 
-            assert await _cli("ops", "queue", "decide", ACCOUNT, *bus, "--level", "4",
-                              "--operator", "alice", "--reason", "case 4411") == 0
+            assert await run_cli("ops", "queue", "decide", ACCOUNT, *bus, "--level", "4",
+                                 "--operator", "alice", "--reason", "case 4411") == 0
 
             async def decided() -> bool:
                 return not await store.open_reviews()
@@ -111,9 +91,7 @@ async def test_queue_list_claim_and_decide_through_a_node(
             await _eventually(decided)
             assert await _queue(capsys, *db) == []
             await wait_until(lambda: 4 in levels)
-            node.request_stop()
     finally:
-        await nc.drain()
         await store.close()
 
     async with PostgresEventStore(region, fresh_database_url) as reader:
@@ -133,6 +111,7 @@ async def test_queue_list_claim_and_decide_through_a_node(
 async def test_an_empty_queue_says_so(fresh_database_url: str,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     await migrate(fresh_database_url)
-    assert await _cli("ops", "queue", "list", "--region", "eu",
-                      "--database-url", fresh_database_url) == 0
+    assert await run_cli("ops", "queue", "list", "--region", "eu",
+                         "--database-url", fresh_database_url) == 0
     assert capsys.readouterr().out.strip() == "no open reviews in region eu"
+
