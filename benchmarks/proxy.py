@@ -1,6 +1,7 @@
 """Proxy benchmark: latency the proxy adds over calling the upstream stand-in directly.
 
     python benchmarks/proxy.py [--requests 2000] [--rounds 4] [--nats URL] [--model-ms 50]
+                               [--classifier]
 
 The upstream stand-in and the proxy each run in their own process (``safeguards upstream`` and
 ``safeguards proxy``, on uvloop); NATS is an embedded server unless ``--nats`` names one. The load
@@ -181,6 +182,10 @@ def main() -> None:
                              "stand-in takes and the samples leave out (0: it answers at once, "
                              "and 16 or 64 closed-loop clients saturate a small machine's CPU)")
     parser.add_argument("--logs", type=Path, default=Path("/tmp"))
+    parser.add_argument("--classifier", action="store_true",
+                        help="also run the classifier adapter (the shipped model, CPU), so that "
+                             "fresh accounts' requests are screened as in production; without "
+                             "it every screen fails open at once (no responders)")
     args = parser.parse_args()
     nats_server = None if args.nats else EmbeddedNats().start()
     nats_url = args.nats or (nats_server.url if nats_server else "")
@@ -193,6 +198,15 @@ def main() -> None:
                             f"http://127.0.0.1:{up_port}", "--nats", nats_url,
                             "--port", str(proxy_port), "--provision"],
                            args.logs / "bench-proxy.log"))
+        if args.classifier:
+            log = args.logs / "bench-classifier.log"
+            procs.append(spawn(["classifier", "serve", "--region", "bench", "--nats-url",
+                                nats_url], log))
+            deadline = time.monotonic() + 120
+            while b"classifier serving region" not in log.read_bytes():
+                if time.monotonic() > deadline or procs[-1].poll() is not None:
+                    raise RuntimeError(f"the classifier did not start: see {log}")
+                time.sleep(0.5)
         wait_for_port("127.0.0.1", up_port, 30)
         wait_for_port("127.0.0.1", proxy_port, 30)
         time.sleep(1.0)  # let the proxy's feed read the (empty) enforcement stream
@@ -202,7 +216,8 @@ def main() -> None:
         metrics = httpx.get(f"http://127.0.0.1:{proxy_port}/metrics").text
         drops = [line for line in metrics.splitlines()
                  if line.startswith(("safeguards_csp_telemetry_dropped_total",
-                                     "safeguards_csp_telemetry_sent_total"))]
+                                     "safeguards_csp_telemetry_sent_total",
+                                     "safeguards_csp_fallbacks_total"))]
         print("proxy telemetry:", "; ".join(drops))
         summary = results.pop("summary")
         print("levels:", json.dumps(results))
