@@ -3,11 +3,10 @@
 A raw ASGI app (served by uvicorn) with one pooled HTTP/1.1 client to the upstream. Per request:
 validate the account header and the body, ``check`` the gate, classify synchronously when the
 account's level asks for it, then refuse in Anthropic's error format or forward (with the safety
-system prompt when intervening). Non-streaming responses are passed through whole; SSE streams
-are passed through event by event, and for accounts under ``terminate_stream`` the completion is
-scored every ``gate.stream_classify_chars`` characters and ended with ``stop_reason: "refusal"``
-once a score crosses ``gate.stream_stop_threshold``. Telemetry leaves after the response, through
-the bounded buffer. No prompt or completion text is ever logged or echoed in an error.
+system prompt when intervening). The answer goes back through ``answers.AnswerRelay``: whole, or
+event by event for SSE, with the completion checks of ``terminate_stream``. Telemetry leaves after
+the response, through the bounded buffer. No prompt or completion text is ever logged or echoed
+in an error.
 """
 
 from __future__ import annotations
@@ -18,15 +17,25 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 
 from safeguards.adapters.csp.admission import Admission, account_from_header
+from safeguards.adapters.csp.answers import (
+    JSON_HEADER,
+    AnswerRelay,
+    Receive,
+    Scope,
+    Send,
+    action_header,
+    read_body,
+    respond,
+    send_error,
+)
 from safeguards.adapters.csp.classify import SyncClassifier
-from safeguards.adapters.csp.decision import BLOCK, TERMINATE_ACTION, Decision, GateRequest
+from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.link import BusLink
@@ -36,18 +45,13 @@ from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.upstream_client import (
     UpstreamClient,
     UpstreamError,
-    UpstreamResponse,
     UpstreamTimeout,
 )
 from safeguards.adapters.csp.wire import (
     BadRequest,
-    SseScanner,
-    completion_of,
     error_body,
     is_anthropic_error,
     parse_messages_request,
-    refusal_message,
-    sse_error,
     with_safety_prompt,
 )
 from safeguards.core.ids import validate_region
@@ -55,17 +59,11 @@ from safeguards.core.policy import Policy
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 _HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
     b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length",
     b"accept-encoding", b"content-encoding",
 })
-_JSON = (b"content-type", b"application/json")
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")  # what /v1/models/{id} may name
 
 
@@ -113,6 +111,8 @@ class CspProxy:
         self._account_header = config.account_header.lower().encode("latin-1")
         self._client: UpstreamClient | None = None
         self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics)
+        self.answers = AnswerRelay(self.admission, self.gate, self.metrics, policy,
+                                   classify_all_streams=config.classify_all_streams)
 
     # --- lifetime -------------------------------------------------------------------------------
 
@@ -186,7 +186,7 @@ class CspProxy:
                 await self._error(send, exc.status, str(exc))
             return
         if path == "/metrics" and method == "GET":
-            await _respond(send, 200, self.metrics.render(),
+            await respond(send, 200, self.metrics.render(),
                            (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"))
             return
         if path == "/healthz" and method == "GET":
@@ -199,13 +199,13 @@ class CspProxy:
                 "cache_staleness_s": None if math.isinf(staleness) else round(staleness, 3),
                 "telemetry_dropped": self.telemetry.dropped_total,
             }).encode()
-            await _respond(send, 200, body, _JSON)
+            await respond(send, 200, body, JSON_HEADER)
             return
         await self._error(send, 404, "no such endpoint on the safeguards proxy")
 
     async def _error(self, send: Send, status: int, message: str,
                      extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-        await _respond(send, status, error_body(status, message), _JSON, *extra)
+        await send_error(send, status, message, extra)
 
     # --- /v1/messages ---------------------------------------------------------------------------
 
@@ -227,7 +227,7 @@ class CspProxy:
         limit = self.config.max_body_bytes
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise BadRequest(413, f"request body exceeds {limit} bytes")
-        body = await _read_body(receive, limit)
+        body = await read_body(receive, limit)
         return account, body, forward
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -259,9 +259,9 @@ class CspProxy:
             return
         try:
             if response.status == 200 and response.content_type.startswith("text/event-stream"):
-                await self._stream(request, decision, response, receive, send, prompt)
+                await self.answers.stream(request, decision, response, receive, send, prompt)
             else:
-                await self._whole(request, decision, response, send, prompt)
+                await self.answers.whole(request, decision, response, send, prompt)
         finally:
             await response.aclose()
 
@@ -317,11 +317,11 @@ class CspProxy:
                     status = status if status >= 400 else 502
                     answer = error_body(status, f"the upstream model answered with status "
                                                 f"{response.status}")
-            headers = [_JSON]
+            headers = [JSON_HEADER]
             request_id = response.headers.get(b"request-id")
             if request_id:
                 headers.append((b"request-id", request_id))
-            await _respond(send, status, answer, *headers)
+            await respond(send, status, answer, *headers)
         finally:
             await response.aclose()
 
@@ -329,157 +329,19 @@ class CspProxy:
         if decision.status == 429:
             retry = str(max(1, math.ceil(decision.retry_after_s))).encode()
             await self._error(send, 429, "rate limit exceeded for this account",
-                              ((b"retry-after", retry), _action_header(decision.action)))
+                              ((b"retry-after", retry), action_header(decision.action)))
         elif decision.status == 529:
             await self._error(send, 529, "safety screening is unavailable; retry later",
-                              (_action_header(decision.action),))
+                              (action_header(decision.action),))
         else:
             await self._error(send, decision.status,
                               "this request was refused by the platform's usage policy",
-                              (_action_header(decision.action),))
-
-    async def _whole(self, request: GateRequest, decision: Decision, response: UpstreamResponse,
-                     send: Send, prompt: str) -> None:
-        try:
-            body = await response.read()
-        except UpstreamError as exc:
-            self.metrics.upstream_errors.labels(type(exc).__name__).inc()
-            await self._error(send, 502, "the upstream model's response was cut off")
-            self._observe(request, decision.action, 0, 0, prompt, "")
-            return
-        status = response.status
-        if status != 200:
-            self.metrics.upstream_errors.labels(f"status_{status}").inc()
-            if not is_anthropic_error(body):
-                body = error_body(status if status >= 400 else 502,
-                                  f"the upstream model answered with status {status}")
-                status = status if status >= 400 else 502
-            await _respond(send, status, body, _JSON, _action_header(decision.action))
-            self._observe(request, decision.action, 0, 0, prompt, "")
-            return
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            self.metrics.upstream_errors.labels("bad_json").inc()
-            await self._error(send, 502, "the upstream model returned a malformed response")
-            self._observe(request, decision.action, 0, 0, prompt, "")
-            return
-        completion, tokens_in, tokens_out = completion_of(doc)
-        action = decision.action
-        if completion and (decision.classify_stream or self.config.classify_all_streams):
-            verdict = await self.admission.completion_verdict(request, completion)
-            if verdict is not None and isinstance(doc, dict):
-                self.gate.count_terminated(decision.level, verdict)
-                self.metrics.streams_terminated.labels(verdict).inc()
-                body = json.dumps(refusal_message(doc)).encode()
-                action = TERMINATE_ACTION
-        headers = [_JSON, _action_header(action)]
-        request_id = response.headers.get(b"request-id")
-        if request_id:
-            headers.append((b"request-id", request_id))
-        await _respond(send, 200, body, *headers)
-        self._observe(request, action, tokens_in, tokens_out, prompt, completion)
-
-    async def _stream(self, request: GateRequest, decision: Decision, response: UpstreamResponse,
-                      receive: Receive, send: Send, prompt: str) -> None:
-        headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
-                   (b"cache-control", b"no-cache"), _action_header(decision.action)]
-        request_id = response.headers.get(b"request-id")
-        if request_id:
-            headers.append((b"request-id", request_id))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        scanner = SseScanner()
-        every = self.policy.gate.stream_classify_chars
-        guarded = decision.classify_stream or self.config.classify_all_streams
-        action = decision.action
-        checked_at = 0
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
-            try:
-                async for chunk in response.chunks():
-                    if not guarded:
-                        await send({"type": "http.response.body", "body": chunk,
-                                    "more_body": True})
-                        scanner.feed(chunk)
-                        continue
-                    out = b""
-                    for raw, added in scanner.feed(chunk):
-                        if added and scanner.text_chars - checked_at >= every:
-                            checked_at = scanner.text_chars
-                            if out:
-                                await send({"type": "http.response.body", "body": out,
-                                            "more_body": True})
-                                out = b""
-                            verdict = await self._stream_verdict(request, scanner)
-                            if verdict is not None:
-                                self.gate.count_terminated(decision.level, verdict)
-                                self.metrics.streams_terminated.labels(verdict).inc()
-                                action = TERMINATE_ACTION
-                                break
-                        out += raw
-                    if action == TERMINATE_ACTION:
-                        await send({"type": "http.response.body",
-                                    "body": out + scanner.refusal_events(), "more_body": True})
-                        break
-                    if out:
-                        await send({"type": "http.response.body", "body": out,
-                                    "more_body": True})
-                else:
-                    if guarded and scanner.pending:
-                        # a last event without its blank line: the client gets it as sent
-                        await send({"type": "http.response.body", "body": scanner.pending,
-                                    "more_body": True})
-            except UpstreamError as exc:
-                self.metrics.upstream_errors.labels(f"stream_{type(exc).__name__}").inc()
-                await send({"type": "http.response.body",
-                            "body": sse_error(502, "the upstream model's stream was cut off"),
-                            "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            tg.cancel_scope.cancel()
-        self._observe(request, action, scanner.input_tokens, scanner.output_tokens, prompt,
-                      scanner.completion())
-
-    async def _stream_verdict(self, request: GateRequest, scanner: SseScanner) -> str | None:
-        return await self.admission.completion_verdict(request, scanner.completion())
+                              (action_header(decision.action),))
 
     def _observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,
                  prompt: str, completion: str) -> None:
         """After the response: charge tokens, and queue the signal and the content."""
         self.admission.observe(request, action, tokens_in, tokens_out, prompt, completion)
-
-
-def _action_header(action: str) -> tuple[bytes, bytes]:
-    return (b"x-safeguards-action", action.encode())
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(413, f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
-
-
-async def _respond(send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
 
 
 async def serve_proxy(config: ProxyConfig, policy: Policy, host: str, port: int) -> None:
