@@ -28,7 +28,7 @@ import asyncpg
 from safeguards.adapters.embedded.scratch import scratch_database
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.adapters.store.common import DEFAULT_SNAPSHOT_EVERY
-from safeguards.adapters.store.postgres import EVENT_COLUMNS
+from safeguards.adapters.store.pg_sql import EVENT_COLUMNS
 from safeguards.core.codec import pack_body
 from safeguards.core.ports import AppendRequest, AppendResult
 from safeguards.core.state import fold, initial_state

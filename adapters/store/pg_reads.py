@@ -1,0 +1,279 @@
+"""The read side of the PostgreSQL event store: connections, states (newest snapshot plus the
+tail), history, the feed, the outbox relay's calls and the operator queries. The hot reads go
+straight to the asyncpg connection SQLAlchemy pools (statements in ``pg_sql``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from safeguards.adapters.store import pg_sql as sql
+from safeguards.adapters.store.common import (
+    check_limit,
+    check_range,
+    check_state_at,
+)
+from safeguards.adapters.store.errors import translate_errors
+from safeguards.adapters.store.migrate import async_url
+from safeguards.adapters.store.reviews import postgres_open_reviews
+from safeguards.adapters.store.schema import events, outbox, snapshots
+from safeguards.core import codec
+from safeguards.core import state as fold_module
+from safeguards.core.errors import InvalidInput
+from safeguards.core.events import Event
+from safeguards.core.ids import validate_account_id, validate_region
+from safeguards.core.ports import (
+    FeedEntry,
+    OpenReview,
+    OutboxMessage,
+    PendingOutbox,
+)
+from safeguards.core.state import AccountState, fold, initial_state
+
+
+def event_from_row(row: Any) -> Event:
+    (account_id, version, region, event_id, type_name, schema_version, occurred_at,
+     causation_id, correlation_id, policy_version, body) = row
+    return Event(event_id, account_id, region, version, occurred_at, causation_id,
+                 correlation_id, policy_version,
+                 codec.unpack_body(type_name, schema_version, bytes(body)))
+
+
+
+class PostgresReadSide:
+    """A region's store on PostgreSQL: connections, and every read (states, history, the feed,
+    the outbox relay's calls, the operator queries). ``PostgresEventStore`` adds the appends."""
+
+    def __init__(self, region: str, engine_or_url: AsyncEngine | str, *,
+                 statement_timeout_s: float, connect_timeout_s: float, pool_size: int) -> None:
+        self._region = validate_region(region)
+        self._timeout = statement_timeout_s
+        if isinstance(engine_or_url, AsyncEngine):
+            self._engine, self._owns_engine = engine_or_url, False
+        else:
+            # Deadlines: connecting, waiting for a pooled connection, and every statement.
+            self._engine = create_async_engine(
+                async_url(engine_or_url), pool_size=pool_size, max_overflow=pool_size,
+                pool_timeout=connect_timeout_s,
+                connect_args={"timeout": connect_timeout_s,
+                              "command_timeout": statement_timeout_s},
+            )
+            self._owns_engine = True
+
+    @property
+    def region(self) -> str:
+        return self._region
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def close(self) -> None:
+        if self._owns_engine:
+            await self._engine.dispose()
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        with translate_errors():
+            async with self._engine.connect() as conn:
+                try:
+                    yield conn
+                except asyncpg.InternalClientError:
+                    # The driver connection is mid-operation (a call cancelled by its deadline
+                    # while the server restarted): never hand it to the next caller.
+                    await conn.invalidate()
+                    raise
+
+    @staticmethod
+    async def _driver(conn: AsyncConnection) -> Any:
+        raw = await conn.get_raw_connection()
+        return raw.driver_connection
+
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def _states(
+        self, conn: AsyncConnection, targets: dict[str, int]
+    ) -> dict[str, AccountState]:
+        """Each account's state at its target version (capped at its current one): the newest
+        snapshot at or below the target that this fold wrote, plus the events after it."""
+        driver = await self._driver(conn)
+        accounts = list(targets)
+        his = [targets[a] for a in accounts]
+        states = {a: initial_state(a, self._region) for a in accounts}
+        for account, _version, data in await driver.fetch(
+            sql.SNAPSHOT_BASES, accounts, his, fold_module.FOLD_VERSION, timeout=self._timeout
+        ):
+            decoded = codec.decode_state(bytes(data))
+            if decoded is not None:  # another fold wrote it: rebuild from events instead
+                states[account] = decoded
+        los = [states[a].version for a in accounts]
+        tails: dict[str, list[Event]] = {a: [] for a in accounts}
+        for row in await driver.fetch(sql.TAILS, accounts, los, his, timeout=self._timeout):
+            tails[row[0]].append(event_from_row(row))
+        return {a: fold(states[a], tails[a]) for a in accounts}
+
+    async def load(self, account_id: str) -> AccountState:
+        validate_account_id(account_id)
+        return await self._state_at_version(account_id, None)
+
+    async def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
+        """Two statements for all of them: the newest snapshots, then every tail after them."""
+        accounts = list(dict.fromkeys(account_ids))
+        for account_id in accounts:
+            validate_account_id(account_id)
+        if not accounts:
+            return {}
+        async with self._connect() as conn:
+            return await self._states(conn, dict.fromkeys(accounts, sql.NO_LIMIT))
+
+    async def _state_at_version(self, account_id: str, version: int | None) -> AccountState:
+        """The state at ``version`` (None: the current one). Two statements on an idle pooled
+        connection, straight through the driver: this is every actor activation's read."""
+        hi = sql.NO_LIMIT if version is None else version
+        async with self._connect() as conn:
+            driver = await self._driver(conn)
+            data = await driver.fetchval(sql.LATEST_SNAPSHOT, account_id, fold_module.FOLD_VERSION,
+                                         hi, timeout=self._timeout)
+            state = None if data is None else codec.decode_state(bytes(data))
+            if state is None:  # none, or another fold's: rebuild from the events
+                state = initial_state(account_id, self._region)
+            rows = await driver.fetch(sql.TAIL, account_id, state.version, hi,
+                                      timeout=self._timeout)
+        return fold(state, [event_from_row(r) for r in rows])
+
+    async def history(
+        self,
+        account_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Event]:
+        """Events in version order within both ranges (each bound inclusive)."""
+        validate_account_id(account_id)
+        check_range(from_version, to_version, since, until)
+        hi = sql.NO_LIMIT if to_version is None else to_version
+        async with self._connect() as conn:
+            driver = await self._driver(conn)
+            bounds = [t for t in (since, until) if t is not None]
+            rows = await driver.fetch(sql.HISTORY_BY_BOUNDS[since is not None, until is not None],
+                                      account_id, from_version, hi, *bounds,
+                                      timeout=self._timeout)
+        return [event_from_row(r) for r in rows]
+
+    async def state_at(
+        self, account_id: str, *, version: int | None = None, at: datetime | None = None
+    ) -> AccountState:
+        """The state at a version, or at a time: up to the last version that occurred by then."""
+        validate_account_id(account_id)
+        check_state_at(version, at)
+        if at is not None:
+            q = sa.select(sa.func.max(events.c.version)).where(
+                events.c.account_id == account_id, events.c.occurred_at <= at)
+            async with self._connect() as conn:
+                version = (await conn.execute(q)).scalar_one_or_none() or 0
+                await conn.rollback()
+        return await self._state_at_version(account_id, version)
+
+    async def read_feed(self, after_position: int, limit: int) -> list[FeedEntry]:
+        check_limit(limit)
+        if after_position < 0:
+            raise InvalidInput("after_position must be >= 0")
+        async with self._connect() as conn:
+            driver = await self._driver(conn)
+            rows = await driver.fetch(sql.FEED, self._region, after_position, limit,
+                                      timeout=self._timeout)
+        return [FeedEntry(r[0], event_from_row(r[1:])) for r in rows]
+
+    async def pending_outbox(self, limit: int) -> list[PendingOutbox]:
+        """Unpublished messages, oldest first; each call counts one attempt for each message.
+        Rows another relay is handing out at the same moment are skipped, not waited for."""
+        check_limit(limit)
+        pick = (sa.select(outbox.c.id).where(outbox.c.published_at.is_(None))
+                .order_by(outbox.c.id).limit(limit).with_for_update(skip_locked=True))
+        q = (sa.update(outbox).where(outbox.c.id.in_(pick.scalar_subquery()))
+             .values(attempts=outbox.c.attempts + 1)
+             .returning(outbox.c.id, outbox.c.message_id, outbox.c.subject, outbox.c.payload,
+                        outbox.c.attempts))
+        async with self._connect() as conn, conn.begin():
+            rows = (await conn.execute(q)).all()
+        return sorted(
+            (PendingOutbox(r[0], OutboxMessage(r[1], r[2], bytes(r[3])), r[4]) for r in rows),
+            key=lambda p: p.outbox_id,
+        )
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+        if not outbox_ids:
+            return
+        q = (sa.update(outbox)
+             .where(outbox.c.id.in_(list(outbox_ids)), outbox.c.published_at.is_(None))
+             .values(published_at=sa.func.now()))
+        async with self._connect() as conn, conn.begin():
+            await conn.execute(q)
+
+    async def mark_published_messages(self, message_ids: Sequence[str]) -> None:
+        if not message_ids:
+            return
+        # One statement on an idle pooled connection, straight through the driver (it runs for
+        # every command the relay publishes). Only pending rows qualify: the partial index on
+        # them keeps this a small scan.
+        async with self._connect() as conn:
+            driver = await self._driver(conn)
+            await driver.execute(sql.MARK_PUBLISHED_MESSAGES, list(message_ids),
+                                 timeout=self._timeout)
+
+    async def latest_published(self, scan: int) -> list[OutboxMessage]:
+        check_limit(scan)
+        recent = (sa.select(outbox.c.id, outbox.c.message_id, outbox.c.subject, outbox.c.payload)
+                  .where(outbox.c.published_at.is_not(None))
+                  .order_by(outbox.c.id.desc()).limit(scan).subquery())
+        q = (sa.select(recent.c.message_id, recent.c.subject, recent.c.payload)
+             .ext(distinct_on(recent.c.subject)).order_by(recent.c.subject, recent.c.id.desc()))
+        async with self._connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [OutboxMessage(message_id=r[0], subject=r[1], payload=bytes(r[2])) for r in rows]
+
+    async def inbox_contains(self, inbox_key: str) -> bool:
+        q = sa.text("SELECT EXISTS (SELECT 1 FROM inbox WHERE inbox_key = :k)")
+        async with self._connect() as conn:
+            found = bool((await conn.execute(q, {"k": inbox_key})).scalar_one())
+            await conn.rollback()
+        return found
+
+    async def account_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        check_limit(limit)
+        q = sa.select(events.c.account_id).distinct().order_by(events.c.account_id).limit(limit)
+        if after is not None:
+            q = q.where(events.c.account_id > after)
+        async with self._connect() as conn:
+            rows = (await conn.execute(q)).scalars().all()
+            await conn.rollback()
+        return list(rows)
+
+    async def open_reviews(self, *, after: str | None = None,
+                           limit: int = 1000) -> list[OpenReview]:
+        check_limit(limit)
+        async with self._connect() as conn:
+            driver = await self._driver(conn)
+            return await postgres_open_reviews(driver, event_from_row, after, limit,
+                                               self._timeout)
+
+    async def snapshot_versions(self, account_id: str) -> list[int]:
+        """Versions of the account's snapshots that the current fold can use, ascending."""
+        q = (sa.select(snapshots.c.version)
+             .where(snapshots.c.account_id == account_id,
+                    snapshots.c.fold_version == fold_module.FOLD_VERSION)
+             .order_by(snapshots.c.version))
+        async with self._connect() as conn:
+            rows = (await conn.execute(q)).scalars().all()
+            await conn.rollback()
+        return list(rows)

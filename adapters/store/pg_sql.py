@@ -1,0 +1,93 @@
+"""The PostgreSQL event store's statements: the hot ones as raw SQL for the asyncpg
+connection (append, load, history, feed), the feed lock through SQLAlchemy ``text``."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+EVENT_COLUMNS = ("account_id", "version", "position", "region", "event_id", "type",
+                 "schema_version", "occurred_at", "causation_id", "correlation_id",
+                 "policy_version", "body")
+
+LOCK_FEED = sa.text("SELECT last_position FROM feed_counter WHERE region = :region FOR UPDATE")
+CREATE_FEED = sa.text(
+    "INSERT INTO feed_counter (region, last_position) VALUES (:region, 0) "
+    "ON CONFLICT (region) DO NOTHING"
+)
+# Current version of each account and which of the batch's inbox keys are already recorded.
+PRECHECK = """
+SELECT 0 AS kind, a.id AS key,
+       (SELECT max(e.version) FROM events e WHERE e.account_id = a.id) AS version
+  FROM unnest($1::text[]) AS a(id)
+UNION ALL
+SELECT 1, i.inbox_key, NULL FROM inbox i WHERE i.inbox_key = ANY($2::text[])
+"""
+KNOWN_EVENT_IDS = "SELECT event_id FROM events WHERE event_id = ANY($1::text[])"
+# Inbox rows, outbox rows and the feed counter in one statement, one round trip.
+FINISH = """
+WITH i AS (
+  INSERT INTO inbox (inbox_key, account_id) SELECT * FROM unnest($2::text[], $3::text[])
+), o AS (
+  INSERT INTO outbox (message_id, subject, payload)
+  SELECT * FROM unnest($4::text[], $5::text[], $6::bytea[])
+), s AS (
+  INSERT INTO snapshots (account_id, version, fold_version, state)
+  SELECT a, v, $10::int4, st FROM unnest($8::text[], $9::int8[], $11::bytea[]) AS t(a, v, st)
+  ON CONFLICT DO NOTHING
+)
+UPDATE feed_counter SET last_position = $7 WHERE region = $1
+"""
+SNAPSHOT_BASES = """
+SELECT DISTINCT ON (s.account_id) s.account_id, s.version, s.state
+  FROM snapshots s JOIN unnest($1::text[], $2::int8[]) AS t(a, hi)
+    ON s.account_id = t.a AND s.version <= t.hi
+ WHERE s.fold_version = $3
+ ORDER BY s.account_id, s.version DESC
+"""
+TAILS = """
+SELECT e.account_id, e.version, e.region, e.event_id, e.type, e.schema_version, e.occurred_at,
+       e.causation_id, e.correlation_id, e.policy_version, e.body
+  FROM unnest($1::text[], $2::int8[], $3::int8[]) AS t(a, lo, hi)
+  JOIN events e ON e.account_id = t.a AND e.version > t.lo AND e.version <= t.hi
+ ORDER BY e.account_id, e.version
+"""
+INSERT_SNAPSHOTS = """
+INSERT INTO snapshots (account_id, version, fold_version, state)
+SELECT * FROM unnest($1::text[], $2::int8[], $3::int4[], $4::bytea[])
+ON CONFLICT DO NOTHING
+"""
+
+NO_LIMIT = 2**62
+LATEST_SNAPSHOT = """
+SELECT state FROM snapshots WHERE account_id = $1 AND fold_version = $2 AND version <= $3
+ ORDER BY version DESC LIMIT 1
+"""
+TAIL = """
+SELECT account_id, version, region, event_id, type, schema_version, occurred_at, causation_id,
+       correlation_id, policy_version, body
+  FROM events WHERE account_id = $1 AND version > $2 AND version <= $3 ORDER BY version
+"""
+MARK_PUBLISHED_MESSAGES = """
+UPDATE outbox SET published_at = now()
+ WHERE published_at IS NULL AND message_id = ANY($1::text[])
+"""
+HISTORY = """
+SELECT account_id, version, region, event_id, type, schema_version, occurred_at, causation_id,
+       correlation_id, policy_version, body
+  FROM events
+ WHERE account_id = $1 AND version >= $2 AND version <= $3{time}
+ ORDER BY version
+"""
+# One statement per combination of time bounds, so that each gets a plan that can use the
+# (account_id, occurred_at) index when a time range narrows a long history.
+HISTORY_BY_BOUNDS = {
+    (False, False): HISTORY.format(time=""),
+    (True, False): HISTORY.format(time=" AND occurred_at >= $4"),
+    (False, True): HISTORY.format(time=" AND occurred_at <= $4"),
+    (True, True): HISTORY.format(time=" AND occurred_at >= $4 AND occurred_at <= $5"),
+}
+FEED = """
+SELECT position, account_id, version, region, event_id, type, schema_version, occurred_at,
+       causation_id, correlation_id, policy_version, body
+  FROM events WHERE region = $1 AND position > $2 ORDER BY position LIMIT $3
+"""
