@@ -28,9 +28,7 @@ from safeguards.ops.cli import _fail, _time
 def register_ops(ops_sub: Any) -> None:
     override = ops_sub.add_parser("override", help="set an account's enforcement level")
     _common(override)
-    override.add_argument("--level", type=int, required=True, choices=range(6))
-    override.add_argument("--expires", type=_time, default=None,
-                          help="ISO time with a zone (default: the level's policy duration)")
+    _level(override)
     _who(override)
     override.set_defaults(handler=_override)
 
@@ -62,6 +60,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="the region's NATS (default: $SAFEGUARDS_NATS_URL)")
     parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
                         help="the region's partition count (default %(default)s)")
+
+
+def _level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--level", type=int, required=True, choices=range(6))
+    parser.add_argument("--expires", type=_time, default=None,
+                        help="ISO time with a zone (default: the level's policy duration)")
 
 
 def _who(parser: argparse.ArgumentParser) -> None:

@@ -24,8 +24,8 @@ from safeguards.core.errors import SafeguardsError
 from safeguards.core.events import OperatorActionTaken, ReviewClaimed
 from safeguards.core.ports import OpenReview
 from safeguards.core.state import AccountState
-from safeguards.ops.actions_cli import _common, _send, _who
-from safeguards.ops.cli import DB_HELP, _fail, _iso, _run, _time, open_store
+from safeguards.ops.actions_cli import _common, _level, _send, _who
+from safeguards.ops.cli import DB_HELP, _fail, _iso, _run, open_store
 
 MAX_REASON = 60
 
@@ -52,9 +52,7 @@ def register_ops(ops_sub: Any) -> None:
 
     decide = queue_sub.add_parser("decide", help="decide a review: set the account's level")
     _common(decide)
-    decide.add_argument("--level", type=int, required=True, choices=range(6))
-    decide.add_argument("--expires", type=_time, default=None,
-                        help="ISO time with a zone (default: the level's policy duration)")
+    _level(decide)
     _who(decide)
     decide.set_defaults(handler=_decide)
 
