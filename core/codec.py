@@ -54,8 +54,20 @@ def upcast_request_observed_v1_v2(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "surface": "proxy"}
 
 
+def upcast_request_observed_v2_v3(body: dict[str, Any]) -> dict[str, Any]:
+    """v2 predates organisation, project and API-key ids: none were passed."""
+    return body
+
+
+def upcast_score_recorded_v1_v2(body: dict[str, Any]) -> dict[str, Any]:
+    """v1 predates organisation histories: every score was the account's own."""
+    return body
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("RequestObserved", 1): upcast_request_observed_v1_v2,
+    ("RequestObserved", 2): upcast_request_observed_v2_v3,
+    ("ScoreRecorded", 1): upcast_score_recorded_v1_v2,
 }
 
 SIGNAL_SCHEMA_VERSION = 1

@@ -27,7 +27,8 @@ def clip_middle(text: str, limit: int) -> tuple[str, bool]:
 
 @dataclass(frozen=True, slots=True)
 class ContentItem:
-    """One prompt or completion to score asynchronously; scores go to the account's actor."""
+    """One prompt or completion to score asynchronously; scores go to the account's actor and,
+    when the request named an organisation, to the organisation's."""
 
     request_id: str
     account_id: str
@@ -36,6 +37,7 @@ class ContentItem:
     text: str = field(repr=False)
     occurred_at: datetime
     correlation_id: str
+    organization_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,11 @@ ContentKind: TypeAlias = Literal["prompt", "completion"]
 
 @dataclass(frozen=True, slots=True)
 class RequestObserved:
-    """One request through the serving path; metadata only."""
+    """One request through the serving path; metadata only. The organisation, project and API
+    key are the ids the CSP passed with the request (None when it passed none)."""
 
     TYPE: ClassVar[str] = "RequestObserved"
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
     OBSERVATION: ClassVar[bool] = True
 
     request_id: str
@@ -37,14 +38,20 @@ class RequestObserved:
     prompt_sha256: str
     streamed: bool
     action: str  # what the gate did: allow, intervene, throttle, block, terminate_stream
+    organization_id: str | None = None
+    project_id: str | None = None
+    api_key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ScoreRecorded:
-    """A classifier's scores for one piece of content; the text itself is never stored."""
+    """A classifier's scores for one piece of content; the text itself is never stored.
+
+    In an organisation's history, ``member_account`` names the account whose request it was;
+    in an account's own history it is None."""
 
     TYPE: ClassVar[str] = "ScoreRecorded"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2
     OBSERVATION: ClassVar[bool] = True
 
     request_id: str
@@ -55,6 +62,7 @@ class ScoreRecorded:
     model_version: str
     scores: Scores
     shadow: bool = False
+    member_account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,12 @@
 """Account ids, regions, NATS-safe subject tokens and partitions.
 
-Account ids are validated once at the edge. The subject token is a reversible escape of the id in
-which only ``[A-Za-z0-9_-]`` survive; every other byte becomes ``~XX``. So no account id, however
-hostile, can put ``.``, ``*``, ``>`` or whitespace into a NATS subject.
+Account ids are validated once at the edge. An organisation is an entity with its own history
+too, under the reserved id ``org:<organisation id>``; a caller's account id may not take that
+prefix, so no account can write into (or be mistaken for) an organisation's stream.
+
+The subject token is a reversible escape of the id in which only ``[A-Za-z0-9_-]`` survive;
+every other byte becomes ``~XX``. So no account id, however hostile, can put ``.``, ``*``,
+``>`` or whitespace into a NATS subject.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from safeguards.core.errors import InvalidAccountId, InvalidRegion
 MAX_ACCOUNT_ID_LENGTH = 128
 _ACCOUNT_ID = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space, no control characters
 _REGION = re.compile(r"[a-z][a-z0-9]{0,15}")
+ORGANIZATION_PREFIX = "org:"
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -33,6 +38,32 @@ def validate_account_id(account_id: object) -> str:
             "account id may hold only printable ASCII without spaces or control characters"
         )
     return account_id
+
+
+def validate_caller_account_id(account_id: object) -> str:
+    """An account id as a caller presents it: valid, and not in the organisations' namespace."""
+    account = validate_account_id(account_id)
+    if account.startswith(ORGANIZATION_PREFIX):
+        raise InvalidAccountId(f"account ids may not start with {ORGANIZATION_PREFIX!r}")
+    return account
+
+
+def organization_entity(organization_id: object) -> str:
+    """The id under which an organisation's own history and enforcement are kept."""
+    if not isinstance(organization_id, str) or not organization_id:
+        raise InvalidAccountId("organisation id is empty")
+    limit = MAX_ACCOUNT_ID_LENGTH - len(ORGANIZATION_PREFIX)
+    if len(organization_id) > limit:
+        raise InvalidAccountId(
+            f"organisation id is {len(organization_id)} characters; the limit is {limit}")
+    if not _ACCOUNT_ID.fullmatch(organization_id):
+        raise InvalidAccountId(
+            "organisation id may hold only printable ASCII without spaces or control characters")
+    return ORGANIZATION_PREFIX + organization_id
+
+
+def is_organization(entity_id: str) -> bool:
+    return entity_id.startswith(ORGANIZATION_PREFIX)
 
 
 def validate_region(region: object) -> str:

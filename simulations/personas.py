@@ -1,6 +1,9 @@
 """Personas as data: red teamers add one by dropping a TOML file in ``simulations/personas/``.
 
 A persona names its kind (attacker or benign), how many accounts it uses and in which regions,
+whether the CSP names an organisation for them (``organization``: "none", "shared" for one
+organisation behind all its accounts, "per_account") and whether it uses its accounts one after
+another (``rotate``: a rotator opens the next account when the previous one has sent its share),
 how fast and how much it sends, and a bank of prompt templates whose ``{slots}`` are filled from
 its ``[vars]``. Files are validated on load and every problem is reported with its path.
 """
@@ -42,6 +45,8 @@ class Persona:
     interval_s: float
     stream_fraction: float
     abusive_volume: bool  # the volume itself is the abuse (a rate-limit prober)
+    organization: Literal["none", "shared", "per_account"]
+    rotate: bool  # its accounts take turns, one after another
     prompts: tuple[PromptTemplate, ...]
     vars: dict[str, tuple[str, ...]]
 
@@ -94,6 +99,10 @@ def parse_persona(text: str, *, source: str) -> Persona:
     stream_fraction = float(get("stream_fraction", (int, float), 0.0) or 0.0)
     if not 0 <= stream_fraction <= 1:
         problems.append("stream_fraction: must be within [0, 1]")
+    organization = get("organization", str, "none") or "none"
+    if organization not in ("none", "shared", "per_account"):
+        problems.append('organization: must be "none", "shared" or "per_account"')
+    rotate = get("rotate", bool, False)
     raw_vars = get("vars", dict, {}) or {}
     variables: dict[str, tuple[str, ...]] = {}
     for key, values in raw_vars.items():
@@ -117,7 +126,7 @@ def parse_persona(text: str, *, source: str) -> Persona:
         raise PersonaError(f"{source}: " + "; ".join(problems))
     return Persona(name, kind, str(doc.get("description", "")), accounts, regions,  # type: ignore[arg-type]
                    per_account, interval, stream_fraction, bool(doc.get("abusive_volume", False)),
-                   tuple(prompts), variables)
+                   organization, bool(rotate), tuple(prompts), variables)  # type: ignore[arg-type]
 
 
 def load_persona(path: Path) -> Persona:

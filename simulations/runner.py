@@ -24,6 +24,7 @@ import anyio
 from safeguards.simulations.plan import PlannedRequest
 
 ACCOUNT_HEADER = "x-csp-account-id"
+ORGANIZATION_HEADER = "x-csp-organization-id"
 MODEL = "claude-sim-1"
 
 
@@ -45,6 +46,7 @@ class TraceRecord:
     stop_reason: str | None
     error_type: str | None
     latency_ms: float
+    organization: str | None = None
 
     @property
     def sent(self) -> datetime:
@@ -137,15 +139,18 @@ async def run_plan(
                 delay = start + req.offset_s / speed - time.monotonic()
                 if delay > 0:
                     await anyio.sleep(delay)
-                client = clients[req.region].with_options(
-                    default_headers={account_header: req.account})
+                identity = {account_header: req.account}
+                if req.organization is not None:
+                    identity[ORGANIZATION_HEADER] = req.organization
+                client = clients[req.region].with_options(default_headers=identity)
                 sent_at = datetime.now(UTC)
                 t0 = time.perf_counter()
                 status, outcome, stop, error_type = await _send(client, req)
                 record = TraceRecord(
                     req.persona, req.kind, req.account, req.region, req.seq, req.offset_s,
                     sent_at.isoformat(), req.harmful, req.stream, req.abusive_volume, req.prompt,
-                    status, outcome, stop, error_type, (time.perf_counter() - t0) * 1000)
+                    status, outcome, stop, error_type, (time.perf_counter() - t0) * 1000,
+                    req.organization)
                 records.append(record)
                 if on_record is not None:
                     on_record(record)
@@ -177,6 +182,8 @@ def replay_plan(trace: list[TraceRecord], run_id: str) -> list[PlannedRequest]:
     out = []
     for r in trace:
         account = f"{r.account}-replay-{run_id}"
+        organization = None if r.organization is None else f"{r.organization}-replay-{run_id}"
         out.append(PlannedRequest(r.persona, r.kind, account, r.region, r.seq, r.offset_s,
-                                  r.prompt, r.harmful, r.stream, r.abusive_volume))
+                                  r.prompt, r.harmful, r.stream, r.abusive_volume,
+                                  organization))
     return out

@@ -1,4 +1,9 @@
-"""Scores a simulation: per persona, what got through and how fast enforcement came."""
+"""Scores a simulation: per persona, what got through and how fast enforcement came.
+
+An account's enforcement is its own level or its organisation's, whichever is higher (the gate
+applies both). A persona whose accounts share one organisation is one actor: what it got served
+before enforcement adds up across its accounts.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ class AccountOutcome:
     max_level: int
     first_enforcement_s: float | None  # from the account's first request to its first L1+
     l3_at_s: float | None
+    organization: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +42,8 @@ class PersonaScore:
     accounts: int
     requests: int
     harmful_sent: int
-    max_harmful_served: int  # worst account: harmful completions served before it reached L3
+    # harmful completions served before L3: the worst account, or all accounts of one actor
+    max_harmful_served: int
     enforced_accounts: int  # accounts at L3+ (for a benign persona: false positives)
     blocked: int
     median_time_to_enforcement_s: float | None
@@ -48,19 +55,26 @@ class PersonaScore:
         return self.accounts > 0 and self.enforced_accounts == self.accounts
 
 
-def score_account(records: list[TraceRecord], history: list[Event]) -> AccountOutcome:
+def _earliest(at: datetime | None, other: datetime) -> datetime:
+    return other if at is None or other < at else at
+
+
+def score_account(records: list[TraceRecord], history: list[Event],
+                  organization_history: list[Event] | None = None) -> AccountOutcome:
+    """``organization_history``: the history of the organisation the account's requests named,
+    whose levels apply to the account too."""
     first = records[0]
     start = min(r.sent for r in records)
     l3_at: datetime | None = None
     first_at: datetime | None = None
     max_level = 0
-    for e in history:
+    for e in [*history, *(organization_history or [])]:
         if isinstance(e.body, EnforcementChanged):
             max_level = max(max_level, e.body.level)
-            if e.body.level >= 1 and first_at is None:
-                first_at = e.occurred_at
-            if e.body.level >= ENFORCED_LEVEL and l3_at is None:
-                l3_at = e.occurred_at
+            if e.body.level >= 1:
+                first_at = _earliest(first_at, e.occurred_at)
+            if e.body.level >= ENFORCED_LEVEL:
+                l3_at = _earliest(l3_at, e.occurred_at)
     harmful = [r for r in records if r.harmful]
     served_before = [r for r in harmful
                      if r.outcome == "served" and (l3_at is None or r.sent < l3_at)]
@@ -68,8 +82,10 @@ def score_account(records: list[TraceRecord], history: list[Event]) -> AccountOu
         first.account, first.persona, first.kind, first.region, len(records), len(harmful),
         len(served_before), sum(r.outcome in ("refused", "blocked", "throttled") for r in records),
         max_level,
-        (first_at - start).total_seconds() if first_at else None,
-        (l3_at - start).total_seconds() if l3_at else None,
+        # an organisation may have been enforced before this account's first request: 0
+        max(0.0, (first_at - start).total_seconds()) if first_at else None,
+        max(0.0, (l3_at - start).total_seconds()) if l3_at else None,
+        first.organization,
     )
 
 
@@ -80,10 +96,13 @@ def score_personas(outcomes: list[AccountOutcome]) -> list[PersonaScore]:
     scores = []
     for persona, accts in sorted(grouped.items()):
         times = [a.first_enforcement_s for a in accts if a.first_enforcement_s is not None]
+        organizations = {a.organization for a in accts}
+        one_actor = len(accts) > 1 and len(organizations) == 1 and None not in organizations
+        served = [a.harmful_served_before_l3 for a in accts]
         scores.append(PersonaScore(
             persona, accts[0].kind, len(accts), sum(a.requests for a in accts),
             sum(a.harmful_sent for a in accts),
-            max(a.harmful_served_before_l3 for a in accts),
+            sum(served) if one_actor else max(served),
             sum(a.max_level >= ENFORCED_LEVEL for a in accts),
             sum(a.blocked for a in accts),
             statistics.median(times) if times else None,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import anyio
 
+from safeguards.core.events import Event
+from safeguards.core.ids import organization_entity
 from safeguards.core.ports import EventStore
 from safeguards.simulations.personas import Persona
 from safeguards.simulations.plan import PlannedRequest, plan
@@ -77,9 +79,18 @@ async def score_run(trace: list[TraceRecord], stores: dict[str, EventStore]
     for r in trace:
         by_account[r.account].append(r)
     outcomes = []
+    organizations: dict[tuple[str, str], list[Event]] = {}
     for account, records in sorted(by_account.items()):
-        history = await stores[records[0].region].history(account)
-        outcomes.append(score_account(records, history))
+        store = stores[records[0].region]
+        history = await store.history(account)
+        organization = records[0].organization
+        organization_history = None
+        if organization is not None:
+            key = (records[0].region, organization)
+            if key not in organizations:
+                organizations[key] = await store.history(organization_entity(organization))
+            organization_history = organizations[key]
+        outcomes.append(score_account(records, history, organization_history))
     return outcomes
 
 

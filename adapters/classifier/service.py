@@ -54,9 +54,9 @@ from safeguards.adapters.classifier.scorer import MicroBatchScorer, ScoreResult
 from safeguards.adapters.classifier.text import PreparedText
 from safeguards.core.codec import decode_record, encode_record, encode_signal
 from safeguards.core.content import ClassifyReply, ClassifyRequest, ContentItem
-from safeguards.core.errors import CodecError, SafeguardsError
+from safeguards.core.errors import CodecError, InvalidAccountId, SafeguardsError
 from safeguards.core.events import ScoreRecorded, Signal
-from safeguards.core.ids import derive_id, validate_region
+from safeguards.core.ids import derive_id, is_organization, organization_entity, validate_region
 from safeguards.core.subjects import (
     classify_subject,
     content_subject,
@@ -190,6 +190,10 @@ class ClassifierService:
             if msg.subject != content_subject(self.region, item.account_id):
                 await self._dead_letter(msg, "subject_mismatch", None)
                 return
+            if is_organization(item.account_id):
+                raise InvalidAccountId("content cannot be an organisation's own")
+            if item.organization_id is not None:
+                organization_entity(item.organization_id)
             prepared = self.primary.prepare(item.text)
         except TextRejected as exc:
             await self._dead_letter(msg, f"text_{exc.reason}", exc)
@@ -233,12 +237,23 @@ class ClassifierService:
             out += [(r, True) for r in shadow_results if r is not None]
         return out
 
-    def signal_for(self, item: ContentItem, result: ScoreResult, shadow: bool) -> Signal:
+    def signals_for(self, item: ContentItem, result: ScoreResult, shadow: bool) -> list[Signal]:
+        """The score for the account's actor and, when the request named an organisation, the
+        same score for the organisation's (its strikes add up across all its accounts)."""
+        signals = [self._signal(item, result, shadow, item.account_id, None)]
+        if item.organization_id is not None:
+            signals.append(self._signal(item, result, shadow,
+                                        organization_entity(item.organization_id),
+                                        item.account_id))
+        return signals
+
+    def _signal(self, item: ContentItem, result: ScoreResult, shadow: bool, entity: str,
+                member: str | None) -> Signal:
         signal_id = derive_id("score", item.request_id, item.kind, result.model_name,
-                              result.model_version)
+                              result.model_version, *(() if member is None else (entity,)))
         return Signal(
             signal_id=signal_id,
-            account_id=item.account_id,
+            account_id=entity,
             region=item.region,
             occurred_at=item.occurred_at,  # the content's time, so redelivery is identical
             correlation_id=item.correlation_id,
@@ -251,20 +266,21 @@ class ClassifierService:
                 model_version=result.model_version,
                 scores=result.scores,
                 shadow=shadow,
+                member_account=member,
             ),
         )
 
     async def _publish(self, item: ContentItem, result: ScoreResult, shadow: bool) -> None:
-        signal = self.signal_for(item, result, shadow)
-        subject = inputs_subject(self.region, self.settings.partitions, item.account_id)
-        try:
-            with anyio.fail_after(self.settings.publish_timeout_s):
-                await self.js.publish(subject, encode_signal(signal),
-                                      timeout=self.settings.publish_timeout_s,
-                                      headers={"Nats-Msg-Id": signal.signal_id})
-        except (TimeoutError, nats.errors.Error, APIError) as exc:
-            raise _Retry("publish_failed", exc) from None
-        self.stats.published += 1
+        for signal in self.signals_for(item, result, shadow):
+            subject = inputs_subject(self.region, self.settings.partitions, signal.account_id)
+            try:
+                with anyio.fail_after(self.settings.publish_timeout_s):
+                    await self.js.publish(subject, encode_signal(signal),
+                                          timeout=self.settings.publish_timeout_s,
+                                          headers={"Nats-Msg-Id": signal.signal_id})
+            except (TimeoutError, nats.errors.Error, APIError) as exc:
+                raise _Retry("publish_failed", exc) from None
+            self.stats.published += 1
 
     async def _ack(self, msg: Msg) -> None:
         # A plain ack, not ack_sync: everything it guards (the signals) is already confirmed, and

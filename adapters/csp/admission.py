@@ -1,12 +1,12 @@
 """The request half of the gate shared by the HTTP proxy and ext_proc: admit, then observe.
 
-``admit`` validates the account header and the Messages body, picks what of the conversation is
-scored (``turns.scoring_text``: the newest turn in context, and earlier turns only the first time
-this process sees them), runs ``Gate.check`` (timed into the latency histogram) and, when the
-account's level asks for it, synchronous classification with the policy's deadline (for fresh and
-L0 accounts, screening: a short deadline, failing open). ``observe``
-runs after the response: it charges tokens to the GCRA and queues the metadata-only signal and
-the content for scoring (never waiting on NATS).
+``admit`` takes the caller (``identity.IdentityHeaders`` read it), validates the Messages body,
+picks what of the conversation is scored (``turns.scoring_text``: the newest turn in context, and
+earlier turns only the first time this process sees them), runs ``Gate.check`` (timed into the
+latency histogram) and, when the account's level asks for it, synchronous classification with the
+policy's deadline (for fresh and L0 accounts, screening: a short deadline, failing open).
+``observe`` runs after the response: it charges tokens to the GCRA and queues the metadata-only
+signal and the content for scoring (never waiting on NATS).
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ from typing import Any
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.decision import Decision, GateRequest, GateResponse
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.turns import SeenTurns, scoring_text
-from safeguards.adapters.csp.wire import BadRequest, parse_messages_request
-from safeguards.core.errors import InvalidAccountId
-from safeguards.core.ids import validate_account_id
+from safeguards.adapters.csp.wire import parse_messages_request
 
 # Request ids: a random per-process prefix and a counter (unique without a system call each).
 _ID_PREFIX = secrets.token_hex(8)
@@ -41,18 +40,6 @@ class Admitted:
     prompt: str
 
 
-def account_from_header(raw: bytes | str | None, header: str) -> str:
-    if raw is None:
-        raise BadRequest(401, f"missing {header} header")
-    try:
-        text = raw.decode("ascii") if isinstance(raw, bytes) else raw
-        return validate_account_id(text)
-    except UnicodeDecodeError:
-        raise BadRequest(400, f"invalid {header} header: not ASCII") from None
-    except InvalidAccountId as exc:
-        raise BadRequest(400, f"invalid {header} header: {exc}") from None
-
-
 class Admission:
     def __init__(self, gate: Gate, classifier: SyncClassifier, telemetry: Telemetry,
                  metrics: CspMetrics) -> None:
@@ -62,15 +49,17 @@ class Admission:
         self.seen = SeenTurns()
         self._observe_check = metrics.check_seconds.observe
 
-    async def admit(self, account: str, body: bytes, surface: str) -> Admitted:
+    async def admit(self, caller: Caller, body: bytes, surface: str) -> Admitted:
         doc, conversation = parse_messages_request(body)
         # The newest turn in its context and whatever this process has not scored before for
         # the account: an earlier turn is never counted again on every follow-up.
-        prompt = scoring_text(account, conversation, self.seen)
-        request = GateRequest(account, f"{_ID_PREFIX}{next(_ID_COUNTER):08x}", model=doc["model"],
-                              streamed=bool(doc.get("stream", False)), prompt_chars=len(prompt),
+        prompt = scoring_text(caller.account, conversation, self.seen)
+        request = GateRequest(caller.account, f"{_ID_PREFIX}{next(_ID_COUNTER):08x}",
+                              model=doc["model"], streamed=bool(doc.get("stream", False)),
+                              prompt_chars=len(prompt),
                               prompt_sha256=sha256(prompt.encode()).hexdigest(),
-                              surface=surface)
+                              surface=surface, organization_id=caller.organization_id,
+                              project_id=caller.project_id, api_key_id=caller.api_key_id)
         now = time.time()
         t0 = time.perf_counter()
         decision = self.gate.check(request, now)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from safeguards.core.ids import ORGANIZATION_PREFIX
+
 # Intervention flags (a bitmask, so the hot path tests bits instead of tuple membership).
 ANNOTATE = 1
 INTERVENE = 2
@@ -77,13 +79,19 @@ class Decision:
 
 
 class GateRequest:
-    """One request as the gate sees it: metadata only (the text stays with the caller)."""
+    """One request as the gate sees it: metadata only (the text stays with the caller).
 
-    __slots__ = ("account_id", "model", "prompt_chars", "prompt_sha256", "request_id", "streamed",
+    ``organization`` is the organisation's entity id (``org:<id>``) when the CSP named one: its
+    enforcement applies to the request as well as the account's own."""
+
+    __slots__ = ("account_id", "api_key_id", "model", "organization", "organization_id",
+                 "project_id", "prompt_chars", "prompt_sha256", "request_id", "streamed",
                  "surface")
 
     def __init__(self, account_id: str, request_id: str, *, model: str = "", streamed: bool = False,
-                 prompt_chars: int = 0, prompt_sha256: str = "", surface: str = "proxy") -> None:
+                 prompt_chars: int = 0, prompt_sha256: str = "", surface: str = "proxy",
+                 organization_id: str | None = None, project_id: str | None = None,
+                 api_key_id: str | None = None) -> None:
         self.account_id = account_id
         self.request_id = request_id
         self.model = model
@@ -91,6 +99,11 @@ class GateRequest:
         self.prompt_chars = prompt_chars
         self.prompt_sha256 = prompt_sha256
         self.surface = surface
+        self.organization_id = organization_id
+        self.organization = (None if organization_id is None
+                             else ORGANIZATION_PREFIX + organization_id)
+        self.project_id = project_id
+        self.api_key_id = api_key_id
 
 
 class GateResponse:

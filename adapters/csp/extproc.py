@@ -4,7 +4,8 @@ One ``Process`` stream is one HTTP exchange. Expected filter settings: request h
 request body BUFFERED (so a safety system prompt can replace the whole body), response headers
 SEND, response body STREAMED (SSE) or BUFFERED (JSON). Per message:
 
-- request headers: the account header is validated; a bad one is an immediate Anthropic error.
+- request headers: the identity headers are validated (``identity``); a bad or duplicate one is
+  an immediate Anthropic error.
 - request body: ``admit`` (check + synchronous classification); a refusal is an immediate
   response (403/429 with ``retry-after``/529), an intervention replaces the body.
 - response headers: remembers whether the response streams; drops ``content-length`` when the
@@ -33,11 +34,12 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 
-from safeguards.adapters.csp.admission import Admission, Admitted, account_from_header
+from safeguards.adapters.csp.admission import Admission, Admitted
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.identity import Caller, IdentityHeaders
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.telemetry import Telemetry
@@ -75,7 +77,7 @@ class ExtProcConfig:
 class _Exchange:
     """What one HTTP exchange has shown so far."""
 
-    account: str | None = None
+    caller: Caller | None = None
     gated: bool = False  # a POST to /v1/messages
     body: bytearray = field(default_factory=bytearray)
     admitted: Admitted | None = None
@@ -137,6 +139,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.gate = gate
         self.admission = admission
         self.metrics = metrics
+        self.identity = IdentityHeaders(config.account_header)
         self.exchanges = 0
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
@@ -175,8 +178,9 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             return pb.ProcessingResponse(request_headers=_continue_headers())
         ex.gated = True
         try:
-            ex.account = account_from_header(
-                _header(headers.headers, self.config.account_header), self.config.account_header)
+            ex.caller = self.identity.caller(
+                (h.key.lower(), h.raw_value if h.raw_value else str(h.value))
+                for h in headers.headers.headers)
             declared = _header(headers.headers, "content-length")
             limit = self.config.max_body_bytes
             if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -187,14 +191,14 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             self.metrics.rejected_requests.labels(str(exc.status)).inc()
             return _immediate(exc.status, str(exc))
         # A blocked account is refused on its headers: Envoy need not buffer the body.
-        standing = self.gate.peek(ex.account, time.time())
+        standing = self.gate.peek(ex.caller.account, time.time(), ex.caller.organization)
         if standing.status == 403:
             self.gate.count(standing)
             return self._refusal(standing)
         return pb.ProcessingResponse(request_headers=_continue_headers())
 
     async def _request_body(self, ex: _Exchange, body: pb.HttpBody) -> pb.ProcessingResponse:
-        if not ex.gated or ex.account is None:
+        if not ex.gated or ex.caller is None:
             return pb.ProcessingResponse(request_body=_body_response())
         ex.body += body.body
         try:
@@ -202,7 +206,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 raise BadRequest(413, f"request body exceeds {self.config.max_body_bytes} bytes")
             if not body.end_of_stream:
                 return pb.ProcessingResponse(request_body=_body_response())
-            admitted = await self.admission.admit(ex.account, bytes(ex.body), "ext_proc")
+            admitted = await self.admission.admit(ex.caller, bytes(ex.body), "ext_proc")
         except BadRequest as exc:
             self.metrics.rejected_requests.labels(str(exc.status)).inc()
             return _immediate(exc.status, str(exc))

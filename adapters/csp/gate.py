@@ -42,6 +42,7 @@ from safeguards.adapters.csp.decision import (
 )
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.events import Scores
+from safeguards.core.ids import is_organization
 from safeguards.core.policy import Policy
 
 RATE_WINDOW_S = 60.0  # GCRA burst tolerance: one minute's quota may be spent at once
@@ -131,19 +132,20 @@ class Gate:
             self._decisions[key] = found
         return found
 
-    def _ok_decision(self, level: int, flags: int) -> Decision:
+    def _ok_decision(self, level: int, flags: int, scope: str = "") -> Decision:
+        """The standing decision of a level; ``scope`` ("org_") marks an organisation's."""
+        named = f"{scope}level_{level}"
         if flags & BLOCK:
-            return self._intern(BLOCK_ACTION, f"level_{level}", level, flags, status=403)
+            return self._intern(BLOCK_ACTION, named, level, flags, status=403)
         if flags & (SYNC_CLASSIFY | SCREEN):  # the action it keeps if the classifier clears it
             action = (INTERVENE_ACTION if flags & INTERVENE
                       else ANNOTATE_ACTION if flags & ANNOTATE else ALLOW)
-            reason = "ok" if level == 0 else f"level_{level}"
-            return self._intern(action, reason, level, flags, True)
+            return self._intern(action, "ok" if level == 0 else named, level, flags, True)
         if flags & INTERVENE:
-            return self._intern(INTERVENE_ACTION, f"level_{level}", level, flags)
+            return self._intern(INTERVENE_ACTION, named, level, flags)
         if flags & ANNOTATE:
-            return self._intern(ANNOTATE_ACTION, f"level_{level}", level, flags)
-        return self._intern(ALLOW, "ok" if level == 0 else f"level_{level}", level, flags)
+            return self._intern(ANNOTATE_ACTION, named, level, flags)
+        return self._intern(ALLOW, "ok" if level == 0 else named, level, flags)
 
     def apply(self, command: EnforcementCommand, now: float | None = None) -> bool:
         """Install ``command`` if it is newer than what the cache holds; True when applied.
@@ -158,7 +160,8 @@ class Gate:
             self.commands_ignored += 1
             return False
         self._expired.pop(account, None)
-        ok = self._ok_decision(command.level, flags_of(command.interventions))
+        ok = self._ok_decision(command.level, flags_of(command.interventions),
+                               "org_" if is_organization(account) else "")
         fresh = _Entry(command.level, command.version, _epoch(command.expires_at),
                        _interval(command.requests_per_minute),
                        _interval(command.tokens_per_minute), ok)
@@ -207,6 +210,8 @@ class Gate:
             ok = self._default_ok
         else:
             ok = entry.ok
+        if request.organization is not None:
+            ok = self._with_organization(ok, request.organization, now)
         if now - self.last_contact > self.max_staleness_s:
             if ok.flags & SYNC_CLASSIFY and self._closed:
                 # What we know of an account under screening may be out of date: the policy's
@@ -232,13 +237,21 @@ class Gate:
             self._count(ok)
         return ok
 
-    def peek(self, account_id: str, now: float) -> Decision:
-        """The account's standing decision without charging its rate limits or counting it
-        (for a front end that sees headers before the body, e.g. ext_proc)."""
+    def _with_organization(self, ok: Decision, organization: str, now: float) -> Decision:
+        """The organisation's standing decision where its level is above the account's: an
+        organisation's enforcement applies to every one of its accounts."""
+        held = self._commanded.get(organization)
+        if held is None or held.level <= ok.level or held.expires <= now:
+            return ok
+        return held.ok
+
+    def peek(self, account_id: str, now: float, organization: str | None = None) -> Decision:
+        """The account's standing decision (and its organisation's, where higher) without
+        charging its rate limits or counting it (for a front end that sees headers before the
+        body, e.g. ext_proc)."""
         entry = self._commanded.get(account_id)
-        if entry is None or entry.expires <= now:
-            return self._default_ok
-        return entry.ok
+        ok = self._default_ok if entry is None or entry.expires <= now else entry.ok
+        return ok if organization is None else self._with_organization(ok, organization, now)
 
     def count(self, decision: Decision) -> None:
         """Count a decision a front end acted on without going through ``check``."""

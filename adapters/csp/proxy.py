@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from safeguards.adapters.csp.admission import Admission, account_from_header
+from safeguards.adapters.csp.admission import Admission
 from safeguards.adapters.csp.answers import (
     JSON_HEADER,
     AnswerRelay,
@@ -38,6 +38,7 @@ from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.identity import Caller, IdentityHeaders
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.streams import ensure_gate_streams
@@ -108,7 +109,7 @@ class CspProxy:
         self.classifier = SyncClassifier(self.link, config.region,
                                          policy.gate.classify_deadline_ms)
         self.metrics = CspMetrics(self.gate, self.telemetry, self.feed)
-        self._account_header = config.account_header.lower().encode("latin-1")
+        self.identity = IdentityHeaders(config.account_header)
         self._client: UpstreamClient | None = None
         self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics)
         self.answers = AnswerRelay(self.admission, self.gate, self.metrics, policy,
@@ -209,32 +210,33 @@ class CspProxy:
 
     # --- /v1/messages ---------------------------------------------------------------------------
 
-    async def _account_and_body(self, scope: Scope, receive: Receive
-                                ) -> tuple[str, bytes | None, list[tuple[bytes, bytes]]]:
-        """The validated account, the body (None: the client went away) and the headers to
-        forward (the account header and hop-by-hop ones stay here)."""
-        account_raw: bytes | None = None
+    async def _caller_and_body(self, scope: Scope, receive: Receive
+                               ) -> tuple[Caller, bytes | None, list[tuple[bytes, bytes]]]:
+        """The validated caller, the body (None: the client went away) and the headers to
+        forward (the identity headers and hop-by-hop ones stay here)."""
+        identity: list[tuple[str, bytes]] = []
         declared: bytes | None = None
         forward: list[tuple[bytes, bytes]] = []
+        identity_names = self.identity.raw_names
         for name, value in scope["headers"]:
-            if name == self._account_header:
-                account_raw = value
+            if name in identity_names:
+                identity.append((name.decode("latin-1"), value))
             elif name == b"content-length":
                 declared = value
             elif name not in _HOP_BY_HOP:
                 forward.append((name, value))
-        account = account_from_header(account_raw, self.config.account_header)
+        caller = self.identity.caller(identity)
         limit = self.config.max_body_bytes
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise BadRequest(413, f"request body exceeds {limit} bytes")
         body = await read_body(receive, limit)
-        return account, body, forward
+        return caller, body, forward
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
-        account, body, forward = await self._account_and_body(scope, receive)
+        caller, body, forward = await self._caller_and_body(scope, receive)
         if body is None:
             return  # the client went away
-        admitted = await self.admission.admit(account, body, "proxy")
+        admitted = await self.admission.admit(caller, body, "proxy")
         request, decision, doc, prompt = (admitted.request, admitted.decision, admitted.doc,
                                           admitted.prompt)
         if decision.refused:
@@ -275,14 +277,14 @@ class CspProxy:
         counting = path == "/v1/messages/count_tokens"
         if method != ("POST" if counting else "GET"):
             raise BadRequest(405, f"use {'POST' if counting else 'GET'} for {path}")
-        account, body, forward = await self._account_and_body(scope, receive)
+        caller, body, forward = await self._caller_and_body(scope, receive)
         if body is None:
             return  # the client went away
         if not counting and path != "/v1/models" and not _MODEL_ID.fullmatch(path[11:]):
             raise BadRequest(404, "no such model")
         if counting:
             parse_messages_request(body)  # malformed requests get the same 400s as /v1/messages
-            decision = self.gate.peek(account, time.time())
+            decision = self.gate.peek(caller.account, time.time(), caller.organization)
             if decision.flags & BLOCK:
                 self.gate.count(decision)
                 await self._refuse(send, decision)

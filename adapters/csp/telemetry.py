@@ -140,6 +140,8 @@ class Telemetry:
                     surface=request.surface, input_tokens=tokens_in, output_tokens=tokens_out,
                     prompt_chars=request.prompt_chars, prompt_sha256=request.prompt_sha256,
                     streamed=request.streamed, action=action,
+                    organization_id=request.organization_id, project_id=request.project_id,
+                    api_key_id=request.api_key_id,
                 ),
             )
             out.append((inputs, encode_signal(signal)))
@@ -150,6 +152,7 @@ class Telemetry:
                     region=self.region, kind=kind,
                     text=clip_middle(text, MAX_CONTENT_CHARS)[0], occurred_at=at,
                     correlation_id=request.request_id,
+                    organization_id=request.organization_id,
                 )
                 out.append((content, encode_record(record)))
 

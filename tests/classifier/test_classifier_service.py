@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import anyio
@@ -157,8 +157,8 @@ async def test_redelivery_publishes_the_same_signal_id(nats_url: str,
                                                        model: LoadedModel) -> None:
     async with running(nats_url, model) as h:
         item = _item(h.region, "acct-1", BENIGN)
-        signal = h.service.signal_for(item, await h.service.primary.score(BENIGN), False)
-        again = h.service.signal_for(item, await h.service.primary.score(BENIGN), False)
+        [signal] = h.service.signals_for(item, await h.service.primary.score(BENIGN), False)
+        [again] = h.service.signals_for(item, await h.service.primary.score(BENIGN), False)
         assert signal == again  # deterministic: content time, derived id, same scores
         # the same content twice (a redelivery): JetStream's duplicate window keeps one signal
         for _ in range(2):
@@ -166,6 +166,28 @@ async def test_redelivery_publishes_the_same_signal_id(nats_url: str,
         await _wait_for(lambda: h.service.stats.published == 2)
         info = await h.js.stream_info(stream_name(h.region, "INPUTS"))
         assert info.state.messages == 1
+
+
+async def test_a_named_organisation_gets_the_same_score_for_its_own_history(
+        nats_url: str, model: LoadedModel) -> None:
+    async with running(nats_url, model) as h:
+        item = replace(_item(h.region, "acct-5", ATTACK), organization_id="acme")
+        await h.js.publish(content_subject(h.region, "acct-5"), encode_record(item))
+        [(own, _)] = await _signals(h.js, h.region, "acct-5", 1)
+        [(org, _)] = await _signals(h.js, h.region, "org:acme", 1)
+        assert isinstance(own.observation, ScoreRecorded)
+        assert isinstance(org.observation, ScoreRecorded)
+        assert own.observation.member_account is None
+        assert org.observation.member_account == "acct-5"  # whose request it was
+        assert org.observation.scores == own.observation.scores
+        assert org.signal_id != own.signal_id  # two inbox keys: both actors record it once
+        # content claiming to be an organisation's own, or naming a bad organisation, is poison
+        for bad in (_item(h.region, "org:acme", ATTACK),
+                    replace(_item(h.region, "acct-5", ATTACK), organization_id="no spaces")):
+            await h.js.publish(content_subject(h.region, bad.account_id), encode_record(bad))
+        dead = await _dead_letters(h.js, h.region, 2)
+        assert sorted((m.headers or {}).get(H_REASON, "") for m in dead) == [
+            "invalid_item", "invalid_item"]
 
 
 async def test_poison_goes_to_the_dead_letter_stream_with_a_reason(

@@ -50,6 +50,29 @@ def test_benign_scores_record_observations_only() -> None:
     assert events[0].policy_version is None  # an observation is not a policy decision
 
 
+def test_an_organisation_adds_up_its_accounts_strikes_but_counts_shared_content_once() -> None:
+    """Each fresh account strikes once and stays below L1 on its own; the organisation, which
+    sees every account's scores, climbs. The same content from several accounts (a shared
+    system prompt, a replayed attack) is one piece of evidence for it."""
+    org = initial_state("org:acme", "eu")
+    seen: list[int] = []
+    for i in range(4):
+        at = T0 + timedelta(minutes=i)
+        own = score_signal(i, f"fresh-{i}", at, (("jailbreak", 0.6),))
+        account, events = run(initial_state(f"fresh-{i}", "eu"), own, at)
+        assert account.level == 0 and levels(events) == []
+        assert isinstance(own.observation, ScoreRecorded)
+        member = replace(own, account_id="org:acme", signal_id=f"org-{i}",
+                         observation=replace(own.observation, member_account=f"fresh-{i}"))
+        org, events = run(org, member, at)
+        seen += levels(events)
+    assert seen == [1, 2] and org.strikes == 4
+    at = T0 + timedelta(minutes=5)
+    replayed = score_signal(3, "fresh-9", at, (("jailbreak", 0.6),))  # fresh-3's content again
+    org, events = run(org, replace(replayed, account_id="org:acme", signal_id="org-9"), at)
+    assert [e.type for e in events] == ["ScoreRecorded"] and org.strikes == 4
+
+
 def test_repeated_jailbreaks_climb_the_ladder() -> None:
     s = initial_state("a", "eu")
     seen: list[int] = []

@@ -238,3 +238,34 @@ def test_enhanced_filtering_guards_from_the_rungs_scaled_threshold(gate: Gate) -
         l1 = gate.resolve(level_one, borderline)
         assert (l1.status, l1.reason) == (200, "classified_clear") and not l1.safety_prompt
         assert gate.resolve(level_one, sure).status == 403
+
+
+def member(account: str, organization: str | None) -> GateRequest:
+    return GateRequest(account, "r1", organization_id=organization)
+
+
+def test_an_organisations_level_applies_to_every_one_of_its_accounts(gate: Gate) -> None:
+    policy = gate.policy
+    assert gate.apply(command("org:acme", 4, 1, policy), T0)
+    for account in ("fresh-1", "fresh-2"):
+        d = gate.check(member(account, "acme"), T0)
+        assert (d.action, d.reason, d.status, d.level) == (BLOCK_ACTION, "org_level_4", 403, 4)
+    # an account of another organisation, or named without one, keeps its own standing
+    assert gate.check(member("fresh-3", "other"), T0).status == 200
+    assert gate.check(req("fresh-1"), T0).status == 200
+    assert gate.peek("fresh-1", T0, "org:acme").reason == "org_level_4"
+    assert gate.peek("fresh-1", T0).status == 200
+
+
+def test_the_higher_of_account_and_organisation_decides_and_an_expired_one_lapses(
+        gate: Gate) -> None:
+    policy = gate.policy
+    soon = datetime.fromtimestamp(T0 + 60, UTC)
+    gate.apply(command("org:acme", 2, 1, policy, expires_at=soon), T0)
+    gate.apply(command("acct-4", 4, 1, policy), T0)
+    assert gate.check(member("acct-4", "acme"), T0).reason == "level_4"  # its own is higher
+    d = gate.check(member("acct-5", "acme"), T0)
+    assert (d.level, d.reason, d.needs_classify) == (2, "org_level_2", True)
+    assert not d.screen_only  # the organisation's level classifies under its own thresholds
+    later = gate.check(member("acct-5", "acme"), T0 + 61)
+    assert (later.level, later.screen_only) == (0, True)

@@ -12,6 +12,9 @@ from safeguards.adapters.csp.decision import GateRequest
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.testkit import eventually
+from safeguards.core.codec import decode_record, decode_signal
+from safeguards.core.content import ContentItem
+from safeguards.core.events import RequestObserved
 
 
 def test_a_full_buffer_counts_drops_without_waiting() -> None:
@@ -76,3 +79,36 @@ async def test_publishes_nobody_acknowledges_are_swept_as_failed(nats_url: str) 
             tg.cancel_scope.cancel()
     finally:
         await nc.close()
+
+
+async def test_the_organisation_project_and_key_travel_with_the_signal_and_the_content(
+        nats_url: str) -> None:
+    region = "t" + secrets.token_hex(4)
+    nc = await nats.connect(nats_url)
+    seen: list[Msg] = []
+
+    async def take(msg: Msg) -> None:
+        seen.append(msg)
+
+    await nc.subscribe(f"sg.{region}.>", cb=take)
+    await nc.flush()
+    link = BusLink(nats_url)
+    telemetry = Telemetry(link, region, 4, publish_timeout_s=0.3)
+    request = GateRequest("acct", "r1", model="m", organization_id="acme", project_id="p1",
+                          api_key_id="k1")
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(link.run)
+            await link.connected.wait()
+            await tg.start(telemetry.run)
+            telemetry.emit_observed(request, "allow", 1, 1, "a prompt", "")
+            await eventually(lambda: len(seen) == 2)
+            tg.cancel_scope.cancel()
+    finally:
+        await nc.close()
+    signal = decode_signal(next(m.data for m in seen if ".acct." in m.subject))
+    assert isinstance(signal.observation, RequestObserved)
+    assert (signal.observation.organization_id, signal.observation.project_id,
+            signal.observation.api_key_id) == ("acme", "p1", "k1")
+    item = decode_record(next(m.data for m in seen if ".content." in m.subject), ContentItem)
+    assert (item.account_id, item.organization_id) == ("acct", "acme")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from safeguards.core.events import EnforcementChanged, Event
@@ -39,3 +40,24 @@ def test_summary_counts_attackers_in_time_and_benign_refusals() -> None:
     assert s["max_harmful_served"] == 5
     assert s["benign_refused_per_1000"] == 2.0 and s["benign_max_level"] == 1
     assert s["benign_throttled"] == 0
+
+
+def test_an_organisations_level_enforces_its_accounts_and_one_actor_adds_up() -> None:
+    """A rotator's accounts never reach L3 themselves; its organisation does, which enforces
+    all of them. What it got served before that counts for the one actor, across accounts."""
+    accounts = [f"r{i}" for i in range(4)]
+    org_history = [level_at("org:rot", 1, 3, 5.5)]
+    outcomes = []
+    for i, account in enumerate(accounts):
+        records = [replace(record("rotator", "attacker", account, 2 * i + j, harmful=True,
+                                  outcome="served"), organization="rot") for j in range(2)]
+        outcomes.append(score_account(records, [], org_history))
+    [persona] = score_personas(outcomes)
+    assert persona.enforced and persona.enforced_accounts == 4
+    assert persona.max_harmful_served == 6  # sent at 0..5 s, the organisation at L3 at 5.5 s
+    assert summary([persona])["attackers_within_3"] == 0
+    # the same accounts without an organisation are separate attackers: the worst one counts
+    alone = [score_account([replace(r, organization=None) for r in
+                            [record("solo", "attacker", a, j, harmful=True, outcome="served")
+                             for j in range(2)]], [level_at(a, 1, 3, 1.5)]) for a in accounts]
+    assert score_personas(alone)[0].max_harmful_served == 2

@@ -43,11 +43,15 @@ small = st.integers(min_value=0, max_value=10**9)
 
 request_observed = st.builds(RequestObserved, request_id=texts, model=texts, surface=texts,
                              input_tokens=small, output_tokens=small, prompt_chars=small,
-                             prompt_sha256=sha, streamed=st.booleans(), action=texts)
+                             prompt_sha256=sha, streamed=st.booleans(), action=texts,
+                             organization_id=st.none() | account_ids,
+                             project_id=st.none() | account_ids,
+                             api_key_id=st.none() | account_ids)
 score_recorded = st.builds(ScoreRecorded, request_id=texts,
                            content_kind=st.sampled_from(("prompt", "completion")),
                            content_sha256=sha, content_chars=small, model_name=texts,
-                           model_version=texts, scores=scores, shadow=st.booleans())
+                           model_version=texts, scores=scores, shadow=st.booleans(),
+                           member_account=st.none() | account_ids)
 operator_action = st.builds(OperatorActionTaken, operator=texts,
                             action=st.sampled_from(("set_level", "clear", "note")),
                             level=st.none() | levels, expires_at=optional_times, reason=texts)
