@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from safeguards.core.events import ContentKind, Scores
+from safeguards.core.ids import api_key_entity, organization_entity
 
 CLIP_MARK = "\n[...]\n"
 
@@ -27,8 +28,8 @@ def clip_middle(text: str, limit: int) -> tuple[str, bool]:
 
 @dataclass(frozen=True, slots=True)
 class ContentItem:
-    """One prompt or completion to score asynchronously; scores go to the account's actor and,
-    when the request named an organisation, to the organisation's."""
+    """One prompt or completion to score asynchronously; scores go to the account's actor and to
+    those of the aggregates the request named (its organisation, its API key's fingerprint)."""
 
     request_id: str
     account_id: str
@@ -38,6 +39,16 @@ class ContentItem:
     occurred_at: datetime
     correlation_id: str
     organization_id: str | None = None
+    api_key_fingerprint: str | None = None
+
+    def aggregates(self) -> tuple[str, ...]:
+        """The entity ids of the aggregates it names; InvalidAccountId for a malformed one."""
+        out = []
+        if self.organization_id is not None:
+            out.append(organization_entity(self.organization_id))
+        if self.api_key_fingerprint is not None:
+            out.append(api_key_entity(self.api_key_fingerprint))
+        return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from safeguards.core.events import (
+    AccountLinked,
     AppealResolved,
     EnforcementChanged,
     Event,
@@ -30,7 +32,7 @@ from safeguards.core.events import (
     Signal,
     StrikeRecorded,
 )
-from safeguards.core.ids import derive_id
+from safeguards.core.ids import API_KEY_PREFIX, ORGANIZATION_PREFIX, derive_id
 from safeguards.core.policy import THROTTLE_CATEGORY, Policy
 from safeguards.core.state import AccountState, evolve
 
@@ -107,8 +109,10 @@ def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
     if isinstance(obs, ScoreRecorded) and not obs.shadow and not repeated:
         _strikes(d, obs.scores, obs.request_id, obs.model_name, obs.model_version,
                  recorded.version)
-    elif isinstance(obs, RequestObserved) and obs.action == "throttle":
-        if policy.category(THROTTLE_CATEGORY) is not None:
+    elif isinstance(obs, RequestObserved):
+        if obs.organization_id is not None or obs.api_key_fingerprint is not None:
+            _link(d, obs, recorded.version)
+        if obs.action == "throttle" and policy.category(THROTTLE_CATEGORY) is not None:
             _strikes(d, ((THROTTLE_CATEGORY, 1.0),), obs.request_id, "inline-gate", "gcra",
                      recorded.version)
     elif isinstance(obs, OperatorActionTaken):
@@ -116,6 +120,18 @@ def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
     elif isinstance(obs, AppealResolved) and obs.outcome == "overturned":
         d.change_level(obs.level_after, "appeal.overturned",
                        f"appeal {obs.appeal_id} overturned by {obs.operator}", recorded.version)
+
+
+def _link(d: _Decision, obs: RequestObserved, caused_by: int) -> None:
+    """The first request that names an aggregate (organisation, API key) links the account to
+    it: from then on its history records where the account's scores also count."""
+    named: tuple[tuple[Literal["organization", "api_key"], str | None], ...] = (
+        ("organization", obs.organization_id and ORGANIZATION_PREFIX + obs.organization_id),
+        ("api_key", obs.api_key_fingerprint and API_KEY_PREFIX + obs.api_key_fingerprint))
+    for link, aggregate in named:
+        if aggregate and aggregate not in d.state.links:
+            d.emit(AccountLinked(link, aggregate, "link.identity", obs.request_id, caused_by),
+                   decided=True)
 
 
 def _expire(d: _Decision) -> None:

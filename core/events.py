@@ -22,8 +22,9 @@ ContentKind: TypeAlias = Literal["prompt", "completion"]
 
 @dataclass(frozen=True, slots=True)
 class RequestObserved:
-    """One request through the serving path; metadata only. The organisation, project and API
-    key are the ids the CSP passed with the request (None when it passed none)."""
+    """One request through the serving path; metadata only. The organisation and project are
+    the ids the CSP passed with the request, the API key its regional fingerprint (an HMAC of the
+    key's id, never the id); None when the CSP passed none."""
 
     TYPE: ClassVar[str] = "RequestObserved"
     SCHEMA_VERSION: ClassVar[int] = 3
@@ -40,7 +41,7 @@ class RequestObserved:
     action: str  # what the gate did: allow, intervene, throttle, block, terminate_stream
     organization_id: str | None = None
     project_id: str | None = None
-    api_key_id: str | None = None
+    api_key_fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,23 @@ class StrikeRecorded:
     model_name: str
     model_version: str
     caused_by_version: int  # the ScoreRecorded event this strike came from
+
+
+@dataclass(frozen=True, slots=True)
+class AccountLinked:
+    """The account was first seen with an aggregate (its organisation, an API key shared with
+    other accounts): the aggregate's history adds up this account's scores with theirs, and the
+    aggregate's level applies to this account too."""
+
+    TYPE: ClassVar[str] = "AccountLinked"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = False
+
+    link: Literal["organization", "api_key"]
+    aggregate: str  # the aggregate's entity id: org:<id> or key:<fingerprint>
+    rule_id: str
+    request_id: str
+    caused_by_version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +208,7 @@ EventBody: TypeAlias = (
     RequestObserved
     | ScoreRecorded
     | StrikeRecorded
+    | AccountLinked
     | EnforcementChanged
     | OperatorActionTaken
     | ReviewRequested
@@ -205,6 +224,7 @@ EVENT_TYPES: dict[str, type[EventBody]] = {
         RequestObserved,
         ScoreRecorded,
         StrikeRecorded,
+        AccountLinked,
         EnforcementChanged,
         OperatorActionTaken,
         ReviewRequested,

@@ -1,8 +1,10 @@
 """Account ids, regions, NATS-safe subject tokens and partitions.
 
-Account ids are validated once at the edge. An organisation is an entity with its own history
-too, under the reserved id ``org:<organisation id>``; a caller's account id may not take that
-prefix, so no account can write into (or be mistaken for) an organisation's stream.
+Account ids are validated once at the edge. Two kinds of *aggregate* have a history of their own
+too, under reserved ids: an organisation (``org:<organisation id>``) and an API key
+(``key:<its regional fingerprint>``); each is fed the scores of every account that names it, and
+its level applies to all of them. A caller's account id may not take a reserved prefix, so no
+account can write into (or be mistaken for) an aggregate's stream.
 
 The subject token is a reversible escape of the id in which only ``[A-Za-z0-9_-]`` survive;
 every other byte becomes ``~XX``. So no account id, however hostile, can put ``.``, ``*``,
@@ -20,6 +22,9 @@ MAX_ACCOUNT_ID_LENGTH = 128
 _ACCOUNT_ID = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space, no control characters
 _REGION = re.compile(r"[a-z][a-z0-9]{0,15}")
 ORGANIZATION_PREFIX = "org:"
+API_KEY_PREFIX = "key:"
+AGGREGATE_PREFIXES = (ORGANIZATION_PREFIX, API_KEY_PREFIX)
+_FINGERPRINT = re.compile(r"[0-9a-f]{32}")
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -41,10 +46,11 @@ def validate_account_id(account_id: object) -> str:
 
 
 def validate_caller_account_id(account_id: object) -> str:
-    """An account id as a caller presents it: valid, and not in the organisations' namespace."""
+    """An account id as a caller presents it: valid, and not in an aggregate's namespace."""
     account = validate_account_id(account_id)
-    if account.startswith(ORGANIZATION_PREFIX):
-        raise InvalidAccountId(f"account ids may not start with {ORGANIZATION_PREFIX!r}")
+    if account.startswith(AGGREGATE_PREFIXES):
+        raise InvalidAccountId(
+            f"account ids may not start with {' or '.join(map(repr, AGGREGATE_PREFIXES))}")
     return account
 
 
@@ -62,8 +68,21 @@ def organization_entity(organization_id: object) -> str:
     return ORGANIZATION_PREFIX + organization_id
 
 
-def is_organization(entity_id: str) -> bool:
-    return entity_id.startswith(ORGANIZATION_PREFIX)
+def api_key_entity(fingerprint: object) -> str:
+    """The id under which an API key's own history and enforcement are kept: its regional
+    fingerprint (32 lower-case hex digits, an HMAC of the key's id), never the id itself."""
+    if not isinstance(fingerprint, str) or not _FINGERPRINT.fullmatch(fingerprint):
+        raise InvalidAccountId("API key fingerprint must be 32 lower-case hex digits")
+    return API_KEY_PREFIX + fingerprint
+
+
+def aggregate_kind(entity_id: str) -> str | None:
+    """``"org"`` or ``"key"`` for an aggregate's id; None for an account's."""
+    if entity_id.startswith(ORGANIZATION_PREFIX):
+        return "org"
+    if entity_id.startswith(API_KEY_PREFIX):
+        return "key"
+    return None
 
 
 def validate_region(region: object) -> str:

@@ -13,6 +13,7 @@ from typing import TypeAlias
 
 from safeguards.core.errors import VersionGap
 from safeguards.core.events import (
+    AccountLinked,
     AppealFiled,
     AppealResolved,
     EnforcementChanged,
@@ -28,7 +29,7 @@ from safeguards.core.events import (
 
 # Bump whenever ``evolve`` or AccountState changes meaning: stored snapshots made by another fold
 # version are discarded and rebuilt from events, never trusted.
-FOLD_VERSION = 2
+FOLD_VERSION = 3
 # How many recently scored contents an account remembers (by sha256): the same content scored
 # again (a retry, a replayed prompt) is the same evidence, never a second strike. The fold
 # rebuilds this tuple on every score: 16 keeps the fold at 0.76x of its speed without it, 64
@@ -38,6 +39,8 @@ RECENT_CONTENT = 16
 # evidence that lets a severe category escalate past the automatic limit. A policy may ask for at
 # most this many (``severe_evidence``).
 STRONGEST_KEPT = 10
+# How many aggregates (organisations, API keys) an account remembers being linked to, newest kept.
+MAX_LINKS = 16
 
 Evidence: TypeAlias = tuple[str, float, str]  # (category, score, request id) of one strike
 
@@ -78,6 +81,7 @@ class AccountState:
     recent_content: tuple[str, ...] = ()  # sha256 of the last RECENT_CONTENT scored contents
     strongest: tuple[Evidence, ...] = ()  # each category's STRONGEST_KEPT strongest strikes
     review_level: int = 0  # the level an open review proposes; 0: no review is open
+    links: tuple[str, ...] = ()  # aggregates (org:<id>, key:<fingerprint>) it was linked to
 
     def evidence(self, category: str, at_least: float) -> int:
         """Distinct requests whose strike in ``category`` scored ``at_least`` (counted up to
@@ -114,7 +118,7 @@ def evolve(state: AccountState, event: Event) -> AccountState:
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests + 1, s.scores, at, s.open_appeals,
-                            s.recent_content, s.strongest, s.review_level)
+                            s.recent_content, s.strongest, s.review_level, s.links)
     if isinstance(body, ScoreRecorded):
         recent = s.recent_content
         if body.content_sha256 not in recent:
@@ -122,7 +126,7 @@ def evolve(state: AccountState, event: Event) -> AccountState:
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores + 1, at, s.open_appeals, recent,
-                            s.strongest, s.review_level)
+                            s.strongest, s.review_level, s.links)
     if isinstance(body, StrikeRecorded):
         updated = CategoryRisk(body.category, body.total_after, at, body.half_life_s)
         risk = (*tuple(r for r in s.risk if r.category != body.category), updated)
@@ -131,12 +135,12 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.strikes + 1, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content,
                             _stronger(s.strongest, body.category, body.score, body.request_id),
-                            s.review_level)
+                            s.review_level, s.links)
     if isinstance(body, EnforcementChanged):
         return AccountState(s.account_id, s.region, v, body.level, body.expires_at, body.reason,
                             body.rule_id, v, event.policy_version, s.risk, s.strikes, s.requests,
                             s.scores, s.last_seen, s.open_appeals, s.recent_content, s.strongest,
-                            s.review_level)
+                            s.review_level, s.links)
     if isinstance(body, OperatorActionTaken):
         # Clearing an account forgives its accumulated points (and the evidence behind them):
         # otherwise the next strike would put it straight back where the operator took it from.
@@ -149,18 +153,18 @@ def evolve(state: AccountState, event: Event) -> AccountState:
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, strongest, review)
+                            s.recent_content, strongest, review, s.links)
     if isinstance(body, ReviewRequested):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, s.strongest, body.proposed_level)
+                            s.recent_content, s.strongest, body.proposed_level, s.links)
     if isinstance(body, AppealFiled):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen,
                             (*s.open_appeals, body.appeal_id), s.recent_content, s.strongest,
-                            s.review_level)
+                            s.review_level, s.links)
     if isinstance(body, AppealResolved):
         overturned = body.outcome == "overturned"
         appeals = tuple(a for a in s.open_appeals if a != body.appeal_id)
@@ -168,12 +172,19 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version,
                             () if overturned else s.risk, s.strikes, s.requests, s.scores,
                             s.last_seen, appeals, s.recent_content,
-                            () if overturned else s.strongest, s.review_level)
+                            () if overturned else s.strongest, s.review_level, s.links)
+    if isinstance(body, AccountLinked):
+        links = s.links if body.aggregate in s.links else (
+            *s.links[1 - MAX_LINKS:], body.aggregate)
+        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
+                            s.recent_content, s.strongest, s.review_level, links)
     if isinstance(body, ShadowDecision | ReviewClaimed):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, s.strongest, s.review_level)
+                            s.recent_content, s.strongest, s.review_level, s.links)
     raise TypeError(f"evolve has no case for {type(body).__name__}")
 
 

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from safeguards.core.errors import InvalidInput, SafeguardsError
 from safeguards.core.events import (
+    AccountLinked,
     AppealFiled,
     AppealResolved,
     EnforcementChanged,
@@ -124,11 +125,18 @@ def timeline_row(event: Event) -> dict[str, Any]:
     reason = rule = level = detail = ""
     if isinstance(b, RequestObserved):
         detail = f"{b.action} via {b.surface}, model {b.model}, {b.input_tokens}+" \
-                 f"{b.output_tokens} tokens"
+                 f"{b.output_tokens} tokens" + (f", organisation {b.organization_id}"
+                                                if b.organization_id else "")
     elif isinstance(b, ScoreRecorded):
         top = sorted(b.scores, key=lambda s: -s[1])[:3]
+        notes = [b.content_kind, f"{b.model_name} {b.model_version}"]
+        notes += ["shadow"] * b.shadow + [f"from account {b.member_account}"] * bool(
+            b.member_account)
         detail = (", ".join(f"{c} {s:.2f}" for c, s in top) or "no scores") + \
-            f" ({b.content_kind}, {b.model_name} {b.model_version}{', shadow' if b.shadow else ''})"
+            f" ({', '.join(notes)})"
+    elif isinstance(b, AccountLinked):
+        rule = b.rule_id
+        detail = f"linked to {b.aggregate} ({b.link}, request {b.request_id})"
     elif isinstance(b, StrikeRecorded):
         rule = b.rule_id
         detail = (f"{b.category} +{b.points:.2f} -> {b.total_after:.2f} "

@@ -11,6 +11,7 @@ import html
 from datetime import datetime
 
 from safeguards.core.events import (
+    AccountLinked,
     EnforcementChanged,
     Event,
     OperatorActionTaken,
@@ -112,6 +113,10 @@ def _decision_rows(history: list[Event]) -> str:
         elif isinstance(body, ReviewClaimed):
             what = "review claimed"
             rule, reason, detail = body.operator, body.reason, ""
+        elif isinstance(body, AccountLinked):
+            what = f"linked to {html.escape(body.aggregate)}"
+            rule, reason = body.rule_id, f"first request naming its {body.link.replace('_', ' ')}"
+            detail = ""
         else:
             continue
         rows.append(

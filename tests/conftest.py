@@ -16,6 +16,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -37,6 +38,19 @@ class PostgresServer:
 class NatsServer:
     url: str
     embedded: EmbeddedNats | None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def link_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Regions' link keys (API-key fingerprints) live in a scratch folder, not the checkout."""
+    folder = tmp_path_factory.mktemp("keys")
+    before = os.environ.get("SAFEGUARDS_STATE_DIR")
+    os.environ["SAFEGUARDS_STATE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        del os.environ["SAFEGUARDS_STATE_DIR"]
+    else:
+        os.environ["SAFEGUARDS_STATE_DIR"] = before
 
 
 def _backend() -> str:

@@ -56,7 +56,7 @@ from safeguards.core.codec import decode_record, encode_record, encode_signal
 from safeguards.core.content import ClassifyReply, ClassifyRequest, ContentItem
 from safeguards.core.errors import CodecError, InvalidAccountId, SafeguardsError
 from safeguards.core.events import ScoreRecorded, Signal
-from safeguards.core.ids import derive_id, is_organization, organization_entity, validate_region
+from safeguards.core.ids import aggregate_kind, derive_id, validate_region
 from safeguards.core.subjects import (
     classify_subject,
     content_subject,
@@ -190,10 +190,9 @@ class ClassifierService:
             if msg.subject != content_subject(self.region, item.account_id):
                 await self._dead_letter(msg, "subject_mismatch", None)
                 return
-            if is_organization(item.account_id):
-                raise InvalidAccountId("content cannot be an organisation's own")
-            if item.organization_id is not None:
-                organization_entity(item.organization_id)
+            if aggregate_kind(item.account_id) is not None:
+                raise InvalidAccountId("content cannot be an aggregate's own")
+            aggregates = item.aggregates()
             prepared = self.primary.prepare(item.text)
         except TextRejected as exc:
             await self._dead_letter(msg, f"text_{exc.reason}", exc)
@@ -204,7 +203,7 @@ class ClassifierService:
         try:
             results = await self._score_all(prepared, item.text, item.kind)
             for result, shadow in results:
-                await self._publish(item, result, shadow)
+                await self._publish(item, aggregates, result, shadow)
             await self._ack(msg)
         except _Retry as retry:
             await self._retry_or_dead_letter(msg, retry)
@@ -237,15 +236,12 @@ class ClassifierService:
             out += [(r, True) for r in shadow_results if r is not None]
         return out
 
-    def signals_for(self, item: ContentItem, result: ScoreResult, shadow: bool) -> list[Signal]:
-        """The score for the account's actor and, when the request named an organisation, the
-        same score for the organisation's (its strikes add up across all its accounts)."""
-        signals = [self._signal(item, result, shadow, item.account_id, None)]
-        if item.organization_id is not None:
-            signals.append(self._signal(item, result, shadow,
-                                        organization_entity(item.organization_id),
-                                        item.account_id))
-        return signals
+    def signals_for(self, item: ContentItem, result: ScoreResult, shadow: bool,
+                    aggregates: tuple[str, ...] = ()) -> list[Signal]:
+        """The score for the account's actor and the same score for each aggregate's the request
+        named (organisation, API key): their strikes add up across all their accounts."""
+        return [self._signal(item, result, shadow, item.account_id, None),
+                *(self._signal(item, result, shadow, a, item.account_id) for a in aggregates)]
 
     def _signal(self, item: ContentItem, result: ScoreResult, shadow: bool, entity: str,
                 member: str | None) -> Signal:
@@ -270,8 +266,9 @@ class ClassifierService:
             ),
         )
 
-    async def _publish(self, item: ContentItem, result: ScoreResult, shadow: bool) -> None:
-        for signal in self.signals_for(item, result, shadow):
+    async def _publish(self, item: ContentItem, aggregates: tuple[str, ...], result: ScoreResult,
+                       shadow: bool) -> None:
+        for signal in self.signals_for(item, result, shadow, aggregates):
             subject = inputs_subject(self.region, self.settings.partitions, signal.account_id)
             try:
                 with anyio.fail_after(self.settings.publish_timeout_s):

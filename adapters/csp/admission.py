@@ -59,7 +59,8 @@ class Admission:
                               prompt_chars=len(prompt),
                               prompt_sha256=sha256(prompt.encode()).hexdigest(),
                               surface=surface, organization_id=caller.organization_id,
-                              project_id=caller.project_id, api_key_id=caller.api_key_id)
+                              project_id=caller.project_id,
+                              api_key_fingerprint=caller.api_key_fingerprint)
         now = time.time()
         t0 = time.perf_counter()
         decision = self.gate.check(request, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from safeguards.core.ids import ORGANIZATION_PREFIX
+from safeguards.core.ids import API_KEY_PREFIX, ORGANIZATION_PREFIX
 
 # Intervention flags (a bitmask, so the hot path tests bits instead of tuple membership).
 ANNOTATE = 1
@@ -29,6 +29,17 @@ THROTTLE_ACTION = "throttle"
 BLOCK_ACTION = "block"
 TERMINATE_ACTION = "terminate_stream"
 
+
+
+def aggregates_of(organization_id: str | None,
+                  api_key_fingerprint: str | None) -> tuple[str, ...]:
+    """The entity ids of the aggregates a request names (validated where they were read)."""
+    if organization_id is None and api_key_fingerprint is None:
+        return ()
+    out = [] if organization_id is None else [ORGANIZATION_PREFIX + organization_id]
+    if api_key_fingerprint is not None:
+        out.append(API_KEY_PREFIX + api_key_fingerprint)
+    return tuple(out)
 
 
 def flags_of(interventions: Iterable[str]) -> int:
@@ -81,17 +92,18 @@ class Decision:
 class GateRequest:
     """One request as the gate sees it: metadata only (the text stays with the caller).
 
-    ``organization`` is the organisation's entity id (``org:<id>``) when the CSP named one: its
-    enforcement applies to the request as well as the account's own."""
+    ``aggregates`` are the entity ids of the organisation (``org:<id>``) and the API key
+    (``key:<fingerprint>``) the CSP named: their enforcement applies to the request as well as
+    the account's own."""
 
-    __slots__ = ("account_id", "api_key_id", "model", "organization", "organization_id",
+    __slots__ = ("account_id", "aggregates", "api_key_fingerprint", "model", "organization_id",
                  "project_id", "prompt_chars", "prompt_sha256", "request_id", "streamed",
                  "surface")
 
     def __init__(self, account_id: str, request_id: str, *, model: str = "", streamed: bool = False,
                  prompt_chars: int = 0, prompt_sha256: str = "", surface: str = "proxy",
                  organization_id: str | None = None, project_id: str | None = None,
-                 api_key_id: str | None = None) -> None:
+                 api_key_fingerprint: str | None = None) -> None:
         self.account_id = account_id
         self.request_id = request_id
         self.model = model
@@ -100,10 +112,9 @@ class GateRequest:
         self.prompt_sha256 = prompt_sha256
         self.surface = surface
         self.organization_id = organization_id
-        self.organization = (None if organization_id is None
-                             else ORGANIZATION_PREFIX + organization_id)
         self.project_id = project_id
-        self.api_key_id = api_key_id
+        self.api_key_fingerprint = api_key_fingerprint
+        self.aggregates = aggregates_of(organization_id, api_key_fingerprint)
 
 
 class GateResponse:

@@ -39,7 +39,7 @@ from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
 from safeguards.adapters.csp.gate import Gate
-from safeguards.adapters.csp.identity import Caller, IdentityHeaders
+from safeguards.adapters.csp.identity import Caller, IdentityHeaders, load_link_key
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.telemetry import Telemetry
@@ -63,6 +63,7 @@ class ExtProcConfig:
     nats_url: str | None = None
     listen: str = "127.0.0.1:50051"
     account_header: str = "x-csp-account-id"
+    link_key: bytes | None = None  # the region's API-key fingerprint key (None: load_link_key)
     max_body_bytes: int = 8 * 1024 * 1024
     partitions: int = 16
     classify_all_streams: bool = False
@@ -139,7 +140,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.gate = gate
         self.admission = admission
         self.metrics = metrics
-        self.identity = IdentityHeaders(config.account_header)
+        self.identity = IdentityHeaders(config.link_key or load_link_key(config.region),
+                                        config.account_header)
         self.exchanges = 0
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
@@ -191,7 +193,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             self.metrics.rejected_requests.labels(str(exc.status)).inc()
             return _immediate(exc.status, str(exc))
         # A blocked account is refused on its headers: Envoy need not buffer the body.
-        standing = self.gate.peek(ex.caller.account, time.time(), ex.caller.organization)
+        standing = self.gate.peek(ex.caller.account, time.time(), ex.caller.aggregates)
         if standing.status == 403:
             self.gate.count(standing)
             return self._refusal(standing)

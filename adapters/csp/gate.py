@@ -42,7 +42,7 @@ from safeguards.adapters.csp.decision import (
 )
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.events import Scores
-from safeguards.core.ids import is_organization
+from safeguards.core.ids import aggregate_kind
 from safeguards.core.policy import Policy
 
 RATE_WINDOW_S = 60.0  # GCRA burst tolerance: one minute's quota may be spent at once
@@ -133,7 +133,7 @@ class Gate:
         return found
 
     def _ok_decision(self, level: int, flags: int, scope: str = "") -> Decision:
-        """The standing decision of a level; ``scope`` ("org_") marks an organisation's."""
+        """The standing decision of a level; ``scope`` ("org_", "key_") marks an aggregate's."""
         named = f"{scope}level_{level}"
         if flags & BLOCK:
             return self._intern(BLOCK_ACTION, named, level, flags, status=403)
@@ -160,8 +160,9 @@ class Gate:
             self.commands_ignored += 1
             return False
         self._expired.pop(account, None)
+        kind = aggregate_kind(account)
         ok = self._ok_decision(command.level, flags_of(command.interventions),
-                               "org_" if is_organization(account) else "")
+                               f"{kind}_" if kind else "")
         fresh = _Entry(command.level, command.version, _epoch(command.expires_at),
                        _interval(command.requests_per_minute),
                        _interval(command.tokens_per_minute), ok)
@@ -210,8 +211,8 @@ class Gate:
             ok = self._default_ok
         else:
             ok = entry.ok
-        if request.organization is not None:
-            ok = self._with_organization(ok, request.organization, now)
+        if request.aggregates:
+            ok = self._with_aggregates(ok, request.aggregates, now)
         if now - self.last_contact > self.max_staleness_s:
             if ok.flags & SYNC_CLASSIFY and self._closed:
                 # What we know of an account under screening may be out of date: the policy's
@@ -237,21 +238,22 @@ class Gate:
             self._count(ok)
         return ok
 
-    def _with_organization(self, ok: Decision, organization: str, now: float) -> Decision:
-        """The organisation's standing decision where its level is above the account's: an
-        organisation's enforcement applies to every one of its accounts."""
-        held = self._commanded.get(organization)
-        if held is None or held.level <= ok.level or held.expires <= now:
-            return ok
-        return held.ok
+    def _with_aggregates(self, ok: Decision, aggregates: tuple[str, ...], now: float) -> Decision:
+        """The highest standing decision among the account's and its aggregates' (organisation,
+        API key): an aggregate's enforcement applies to every account that names it."""
+        for aggregate in aggregates:
+            held = self._commanded.get(aggregate)
+            if held is not None and held.level > ok.level and held.expires > now:
+                ok = held.ok
+        return ok
 
-    def peek(self, account_id: str, now: float, organization: str | None = None) -> Decision:
-        """The account's standing decision (and its organisation's, where higher) without
-        charging its rate limits or counting it (for a front end that sees headers before the
-        body, e.g. ext_proc)."""
+    def peek(self, account_id: str, now: float, aggregates: tuple[str, ...] = ()) -> Decision:
+        """The account's standing decision (or an aggregate's, where higher) without charging
+        its rate limits or counting it (for a front end that sees headers before the body,
+        e.g. ext_proc)."""
         entry = self._commanded.get(account_id)
         ok = self._default_ok if entry is None or entry.expires <= now else entry.ok
-        return ok if organization is None else self._with_organization(ok, organization, now)
+        return self._with_aggregates(ok, aggregates, now) if aggregates else ok
 
     def count(self, decision: Decision) -> None:
         """Count a decision a front end acted on without going through ``check``."""

@@ -4,23 +4,32 @@ The account header (``x-csp-account-id`` unless configured otherwise) is require
 organisation, project and API-key ids are optional and documented in the README. Each may
 appear at most once: a request that names two accounts (or two organisations) is ambiguous and
 refused, whichever front end sees it, rather than one front end taking the first value and
-another the last. Values are printable ASCII; an account id may not use the organisations'
-reserved ``org:`` prefix. Error messages name the header, never echo its value.
+another the last. Values are printable ASCII; an account id may not use an aggregate's reserved
+prefix (``org:``, ``key:``). Error messages name the header, never echo its value.
+
+The API key's id never goes further than this module: what is kept and compared is its regional
+fingerprint, an HMAC-SHA256 of the id under the region's link key (``link_key``), so two
+accounts sharing a key are linked without the key's id being stored, and fingerprints from
+different regions cannot be joined.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import os
+import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
+from safeguards.adapters.csp.decision import aggregates_of
 from safeguards.adapters.csp.wire import BadRequest
 from safeguards.core.errors import InvalidAccountId
-from safeguards.core.ids import (
-    ORGANIZATION_PREFIX,
-    organization_entity,
-    validate_account_id,
-    validate_caller_account_id,
-)
+from safeguards.core.ids import organization_entity, validate_account_id, validate_caller_account_id
+
+log = logging.getLogger(__name__)
 
 ACCOUNT_HEADER = "x-csp-account-id"
 ORGANIZATION_HEADER = "x-csp-organization-id"
@@ -30,24 +39,60 @@ API_KEY_HEADER = "x-csp-api-key-id"
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The account a request is charged to, and the organisation, project and API key the CSP
-    named with it (None where it named none)."""
+    """The account a request is charged to, and the organisation, project and API key (by its
+    fingerprint) the CSP named with it (None where it named none)."""
 
     account: str
     organization_id: str | None = None
     project_id: str | None = None
-    api_key_id: str | None = None
+    api_key_fingerprint: str | None = None
 
     @property
-    def organization(self) -> str | None:
-        """The organisation's entity id (its own history and enforcement)."""
-        return None if self.organization_id is None else ORGANIZATION_PREFIX + self.organization_id
+    def aggregates(self) -> tuple[str, ...]:
+        """The entity ids of its organisation and API key (their own histories)."""
+        return aggregates_of(self.organization_id, self.api_key_fingerprint)
+
+
+def api_key_fingerprint(link_key: bytes, api_key_id: str) -> str:
+    return hmac.new(link_key, b"api-key\x1f" + api_key_id.encode("ascii"),
+                    hashlib.sha256).hexdigest()[:32]
+
+
+def load_link_key(region: str, directory: Path | None = None) -> bytes:
+    """The region's link key: ``SAFEGUARDS_LINK_KEY_<REGION>`` (hex, >= 32 bytes) where set, else
+    a key kept in ``<directory>/link-<region>.key`` (``$SAFEGUARDS_STATE_DIR`` or ``./var/keys``),
+    made on first use with owner-only permissions, so every process of the region agrees."""
+    raw = os.environ.get(f"SAFEGUARDS_LINK_KEY_{region.upper()}")
+    if raw:
+        key = bytes.fromhex(raw)
+        if len(key) < 32:
+            raise ValueError(f"SAFEGUARDS_LINK_KEY_{region.upper()} must hold at least 32 bytes")
+        return key
+    folder = directory or Path(os.environ.get("SAFEGUARDS_STATE_DIR", "var/keys"))
+    path = folder / f"link-{region}.key"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process of the region made it first
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+            log.info("made the %s region's link key in %s", region, path)
+    key = bytes.fromhex(path.read_text().strip())
+    if len(key) < 32:
+        raise ValueError(f"{path} must hold at least 32 bytes of hex")
+    return key
 
 
 class IdentityHeaders:
     """Reads a :class:`Caller` from a request's headers (names compared in lower case)."""
 
-    def __init__(self, account_header: str = ACCOUNT_HEADER) -> None:
+    def __init__(self, link_key: bytes, account_header: str = ACCOUNT_HEADER) -> None:
+        if len(link_key) < 32:
+            raise ValueError("the link key must hold at least 32 bytes")
+        self.link_key = link_key
         self.account_header = account_header.lower()
         if self.account_header in (ORGANIZATION_HEADER, PROJECT_HEADER, API_KEY_HEADER):
             raise ValueError(f"the account header cannot be {self.account_header!r}")
@@ -76,7 +121,8 @@ class IdentityHeaders:
             None if organization is None else _checked(
                 ORGANIZATION_HEADER, organization, _organization_id),
             None if project is None else _checked(PROJECT_HEADER, project, validate_account_id),
-            None if api_key is None else _checked(API_KEY_HEADER, api_key, validate_account_id),
+            None if api_key is None else api_key_fingerprint(
+                self.link_key, _checked(API_KEY_HEADER, api_key, validate_account_id)),
         )
 
 

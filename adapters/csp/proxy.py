@@ -38,7 +38,7 @@ from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
 from safeguards.adapters.csp.gate import Gate
-from safeguards.adapters.csp.identity import Caller, IdentityHeaders
+from safeguards.adapters.csp.identity import Caller, IdentityHeaders, load_link_key
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.streams import ensure_gate_streams
@@ -74,6 +74,7 @@ class ProxyConfig:
     upstream_url: str
     nats_url: str | None = None
     account_header: str = "x-csp-account-id"
+    link_key: bytes | None = None  # the region's API-key fingerprint key (None: load_link_key)
     max_body_bytes: int = 8 * 1024 * 1024
     partitions: int = 16
     upstream_connect_timeout_s: float = 5.0
@@ -109,7 +110,8 @@ class CspProxy:
         self.classifier = SyncClassifier(self.link, config.region,
                                          policy.gate.classify_deadline_ms)
         self.metrics = CspMetrics(self.gate, self.telemetry, self.feed)
-        self.identity = IdentityHeaders(config.account_header)
+        self.identity = IdentityHeaders(config.link_key or load_link_key(config.region),
+                                        config.account_header)
         self._client: UpstreamClient | None = None
         self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics)
         self.answers = AnswerRelay(self.admission, self.gate, self.metrics, policy,
@@ -284,7 +286,7 @@ class CspProxy:
             raise BadRequest(404, "no such model")
         if counting:
             parse_messages_request(body)  # malformed requests get the same 400s as /v1/messages
-            decision = self.gate.peek(caller.account, time.time(), caller.organization)
+            decision = self.gate.peek(caller.account, time.time(), caller.aggregates)
             if decision.flags & BLOCK:
                 self.gate.count(decision)
                 await self._refuse(send, decision)

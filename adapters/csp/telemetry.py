@@ -141,7 +141,7 @@ class Telemetry:
                     prompt_chars=request.prompt_chars, prompt_sha256=request.prompt_sha256,
                     streamed=request.streamed, action=action,
                     organization_id=request.organization_id, project_id=request.project_id,
-                    api_key_id=request.api_key_id,
+                    api_key_fingerprint=request.api_key_fingerprint,
                 ),
             )
             out.append((inputs, encode_signal(signal)))
@@ -153,6 +153,7 @@ class Telemetry:
                     text=clip_middle(text, MAX_CONTENT_CHARS)[0], occurred_at=at,
                     correlation_id=request.request_id,
                     organization_id=request.organization_id,
+                    api_key_fingerprint=request.api_key_fingerprint,
                 )
                 out.append((content, encode_record(record)))
 

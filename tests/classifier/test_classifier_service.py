@@ -168,26 +168,30 @@ async def test_redelivery_publishes_the_same_signal_id(nats_url: str,
         assert info.state.messages == 1
 
 
-async def test_a_named_organisation_gets_the_same_score_for_its_own_history(
+async def test_named_aggregates_get_the_same_score_for_their_own_histories(
         nats_url: str, model: LoadedModel) -> None:
+    key = "c" * 32
     async with running(nats_url, model) as h:
-        item = replace(_item(h.region, "acct-5", ATTACK), organization_id="acme")
+        item = replace(_item(h.region, "acct-5", ATTACK), organization_id="acme",
+                       api_key_fingerprint=key)
         await h.js.publish(content_subject(h.region, "acct-5"), encode_record(item))
         [(own, _)] = await _signals(h.js, h.region, "acct-5", 1)
         [(org, _)] = await _signals(h.js, h.region, "org:acme", 1)
+        [(api_key, _)] = await _signals(h.js, h.region, f"key:{key}", 1)
         assert isinstance(own.observation, ScoreRecorded)
-        assert isinstance(org.observation, ScoreRecorded)
         assert own.observation.member_account is None
-        assert org.observation.member_account == "acct-5"  # whose request it was
-        assert org.observation.scores == own.observation.scores
-        assert org.signal_id != own.signal_id  # two inbox keys: both actors record it once
-        # content claiming to be an organisation's own, or naming a bad organisation, is poison
+        for aggregate in (org, api_key):
+            assert isinstance(aggregate.observation, ScoreRecorded)
+            assert aggregate.observation.member_account == "acct-5"  # whose request it was
+            assert aggregate.observation.scores == own.observation.scores
+        assert len({own.signal_id, org.signal_id, api_key.signal_id}) == 3  # one inbox key each
+        # content claiming to be an aggregate's own, or naming a malformed one, is poison
         for bad in (_item(h.region, "org:acme", ATTACK),
-                    replace(_item(h.region, "acct-5", ATTACK), organization_id="no spaces")):
+                    replace(_item(h.region, "acct-5", ATTACK), organization_id="no spaces"),
+                    replace(_item(h.region, "acct-5", ATTACK), api_key_fingerprint="raw-key-id")):
             await h.js.publish(content_subject(h.region, bad.account_id), encode_record(bad))
-        dead = await _dead_letters(h.js, h.region, 2)
-        assert sorted((m.headers or {}).get(H_REASON, "") for m in dead) == [
-            "invalid_item", "invalid_item"]
+        dead = await _dead_letters(h.js, h.region, 3)
+        assert {(m.headers or {}).get(H_REASON, "") for m in dead} == {"invalid_item"}
 
 
 async def test_poison_goes_to_the_dead_letter_stream_with_a_reason(

@@ -13,13 +13,13 @@ from safeguards.core.decide import decide
 from safeguards.core.enforcement import commands_for
 from safeguards.core.errors import VersionGap
 from safeguards.core.events import (
+    AccountLinked,
     AppealFiled,
     AppealResolved,
     EnforcementChanged,
     Event,
     OperatorActionTaken,
     RequestObserved,
-    ReviewRequested,
     ScoreRecorded,
     ShadowDecision,
     Signal,
@@ -71,6 +71,25 @@ def test_an_organisation_adds_up_its_accounts_strikes_but_counts_shared_content_
     replayed = score_signal(3, "fresh-9", at, (("jailbreak", 0.6),))  # fresh-3's content again
     org, events = run(org, replace(replayed, account_id="org:acme", signal_id="org-9"), at)
     assert [e.type for e in events] == ["ScoreRecorded"] and org.strikes == 4
+
+
+def test_the_first_request_naming_an_aggregate_links_the_account_once() -> None:
+    def request(i: int, organization: str | None, key: str | None) -> Signal:
+        return Signal(f"r{i}", "a", "eu", T0, "c", RequestObserved(
+            f"req-{i}", "m", "proxy", 1, 1, 10, "0" * 64, False, "allow",
+            organization_id=organization, api_key_fingerprint=key))
+
+    s, events = run(initial_state("a", "eu"), request(1, "acme", "f" * 32), T0)
+    linked = [e.body for e in events if isinstance(e.body, AccountLinked)]
+    assert [(b.link, b.aggregate, b.rule_id) for b in linked] == [
+        ("organization", "org:acme", "link.identity"), ("api_key", "key:" + "f" * 32,
+                                                         "link.identity")]
+    assert s.links == ("org:acme", "key:" + "f" * 32)
+    s, events = run(s, request(2, "acme", "f" * 32), T0)
+    assert [e.type for e in events] == ["RequestObserved"]  # already linked
+    s, events = run(s, request(3, None, "e" * 32), T0)
+    assert [e.type for e in events] == ["RequestObserved", "AccountLinked"]
+    assert len(s.links) == 3
 
 
 def test_repeated_jailbreaks_climb_the_ladder() -> None:
@@ -206,8 +225,7 @@ def test_any_signal_sequence_keeps_the_invariants(steps: list[tuple[object, int]
         events = decide(s, sig, POLICY, at)
         for e in events:
             assert e.account_id == "acct" and e.region == "eu" and e.occurred_at == at
-            decided = isinstance(e.body, StrikeRecorded | EnforcementChanged | ShadowDecision
-                                 | ReviewRequested)
+            decided = not e.body.OBSERVATION
             assert (e.policy_version == POLICY.version) if decided else e.policy_version is None
             # Past the automatic limit, only people or severe evidence raise the level.
             if isinstance(e.body, EnforcementChanged) and e.body.level > e.body.previous_level \

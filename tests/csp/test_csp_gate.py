@@ -253,7 +253,7 @@ def test_an_organisations_level_applies_to_every_one_of_its_accounts(gate: Gate)
     # an account of another organisation, or named without one, keeps its own standing
     assert gate.check(member("fresh-3", "other"), T0).status == 200
     assert gate.check(req("fresh-1"), T0).status == 200
-    assert gate.peek("fresh-1", T0, "org:acme").reason == "org_level_4"
+    assert gate.peek("fresh-1", T0, ("org:acme",)).reason == "org_level_4"
     assert gate.peek("fresh-1", T0).status == 200
 
 
@@ -269,3 +269,15 @@ def test_the_higher_of_account_and_organisation_decides_and_an_expired_one_lapse
     assert not d.screen_only  # the organisation's level classifies under its own thresholds
     later = gate.check(member("acct-5", "acme"), T0 + 61)
     assert (later.level, later.screen_only) == (0, True)
+
+
+def test_an_api_keys_level_applies_to_every_account_that_uses_it(gate: Gate) -> None:
+    policy = gate.policy
+    key = "ab" * 16
+    assert gate.apply(command(f"key:{key}", 3, 1, policy), T0)
+    shared = GateRequest("second-account", "r1", api_key_fingerprint=key)
+    d = gate.check(shared, T0)
+    assert (d.level, d.reason) == (3, "key_level_3")
+    both = GateRequest("third", "r1", organization_id="acme", api_key_fingerprint=key)
+    gate.apply(command("org:acme", 4, 1, policy), T0)
+    assert gate.check(both, T0).reason == "org_level_4"  # the highest of all applies

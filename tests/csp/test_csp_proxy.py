@@ -316,3 +316,26 @@ async def _test_count_tokens_and_models_pass_through(running_proxy: RunningProxy
     proxy = running_proxy.proxy
     assert proxy.telemetry.queued == 0 and proxy.telemetry.sent == 0
     assert proxy.telemetry.dropped_total == 0
+
+
+async def test_an_organisations_enforcement_reaches_its_accounts_and_identity_is_unambiguous(
+        proxy_env: ProxyEnv, region: Region) -> None:
+    async with proxy_env() as running_proxy:
+        await region.enforce("org:acme", 4, 1)
+        await wait_for_level(running_proxy, "org:acme", 1)
+        member = anthropic.AsyncAnthropic(
+            base_url=running_proxy.url, api_key="unused", max_retries=0,
+            default_headers={"x-csp-account-id": "fresh-member",
+                             "x-csp-organization-id": "acme"})
+        with pytest.raises(anthropic.PermissionDeniedError):
+            await member.messages.create(model=MODEL, max_tokens=10,
+                                         messages=[{"role": "user", "content": "hi"}])
+        assert running_proxy.proxy.gate.counts[("block", "org_level_4")] == 1
+        body = {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+        async with httpx.AsyncClient(base_url=running_proxy.url) as http:
+            twice = await http.post("/v1/messages", json=body, headers=[
+                ("x-csp-account-id", "a"), ("x-csp-account-id", "b")])
+            assert twice.status_code == 400 and "duplicate" in twice.json()["error"]["message"]
+            reserved = await http.post("/v1/messages", json=body,
+                                       headers={"x-csp-account-id": "org:acme"})
+            assert reserved.status_code == 400

@@ -95,7 +95,7 @@ async def test_the_organisation_project_and_key_travel_with_the_signal_and_the_c
     link = BusLink(nats_url)
     telemetry = Telemetry(link, region, 4, publish_timeout_s=0.3)
     request = GateRequest("acct", "r1", model="m", organization_id="acme", project_id="p1",
-                          api_key_id="k1")
+                          api_key_fingerprint="0" * 32)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(link.run)
@@ -109,6 +109,7 @@ async def test_the_organisation_project_and_key_travel_with_the_signal_and_the_c
     signal = decode_signal(next(m.data for m in seen if ".acct." in m.subject))
     assert isinstance(signal.observation, RequestObserved)
     assert (signal.observation.organization_id, signal.observation.project_id,
-            signal.observation.api_key_id) == ("acme", "p1", "k1")
+            signal.observation.api_key_fingerprint) == ("acme", "p1", "0" * 32)
     item = decode_record(next(m.data for m in seen if ".content." in m.subject), ContentItem)
     assert (item.account_id, item.organization_id) == ("acct", "acme")
+    assert item.aggregates() == ("org:acme", "key:" + "0" * 32)

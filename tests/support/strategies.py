@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.events import (
+    AccountLinked,
     AppealFiled,
     AppealResolved,
     EnforcementChanged,
@@ -46,7 +47,8 @@ request_observed = st.builds(RequestObserved, request_id=texts, model=texts, sur
                              prompt_sha256=sha, streamed=st.booleans(), action=texts,
                              organization_id=st.none() | account_ids,
                              project_id=st.none() | account_ids,
-                             api_key_id=st.none() | account_ids)
+                             api_key_fingerprint=st.none() | st.text(alphabet="0123456789abcdef",
+                                                                     min_size=32, max_size=32))
 score_recorded = st.builds(ScoreRecorded, request_id=texts,
                            content_kind=st.sampled_from(("prompt", "completion")),
                            content_sha256=sha, content_chars=small, model_name=texts,
@@ -74,6 +76,8 @@ decisions = (
                 reason=texts, caused_by_version=small)
     | st.builds(ReviewRequested, proposed_level=levels, reason=texts, rule_id=texts,
                 caused_by_version=small)
+    | st.builds(AccountLinked, link=st.sampled_from(("organization", "api_key")),
+                aggregate=account_ids, rule_id=texts, request_id=texts, caused_by_version=small)
 )
 bodies: st.SearchStrategy[EventBody] = observations | decisions
 
