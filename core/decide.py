@@ -231,7 +231,7 @@ def _escalate(d: _Decision, target: int, rule_id: str, reason: str, caused_by: i
 
 def _severe_evidence(d: _Decision) -> str | None:
     """Why the evidence allows an automatic escalation past the limit, or None if it does not."""
-    for cat in d.policy.categories:
+    for cat in d.policy.enabled_categories:
         if not cat.severe:
             continue
         count = d.state.evidence(cat.name, cat.severe_threshold)

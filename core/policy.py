@@ -2,6 +2,15 @@
 
 Validation collects every problem and reports them together with their TOML path, so an operator
 fixing a candidate policy sees all of it at once. The default policy ships beside this module.
+
+Kill switches and global overrides are settings of the document like any other, so they change
+the way every policy change does (an operator action in the region's policy history, applied
+live by every part): ``[categories.X] enabled = false`` switches a category off (no strikes, no
+inline refusal or intervention, no stream stop on it), and ``[policy] mode`` overrides the whole
+region: ``enforce`` (normal), ``shadow`` (every rule only records what it would do; gates serve
+everything and count what they would have done), ``fail_open`` / ``fail_closed`` (what a gate
+does when the classifier cannot answer, whatever each category says) and ``refuse`` (an
+emergency stop: gates refuse every generating request).
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ KNOWN_RULES = ("strike.threshold", "strike.accumulate", "strike.throttled", "esc
 # A request the inline gate throttled counts as a score of 1.0 in this category, when the policy
 # defines it: probing the rate limits is itself a signal.
 THROTTLE_CATEGORY = "rate_abuse"
+MODES = ("enforce", "shadow", "fail_open", "fail_closed", "refuse")
+PolicyMode = Literal["enforce", "shadow", "fail_open", "fail_closed", "refuse"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +59,7 @@ class CategoryPolicy:
     # A severe category takes an account past ``Policy.automatic_max_level`` (to L4 at most) only
     # once this many distinct requests scored at least ``severe_threshold`` in it.
     severe_evidence: int = 3
+    enabled: bool = True  # the kill switch: a disabled category strikes and refuses nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,15 +109,21 @@ class Policy:
     # at this level with a review request, unless a severe category has the evidence for L4.
     # L4 and L5 otherwise come from operators: people before severe sanctions.
     automatic_max_level: int = 3
+    mode: PolicyMode = "enforce"
 
     def category(self, name: str) -> CategoryPolicy | None:
+        """The category's policy; None for an unknown or switched-off category."""
         for c in self.categories:
             if c.name == name:
-                return c
+                return c if c.enabled else None
         return None
 
+    @property
+    def enabled_categories(self) -> tuple[CategoryPolicy, ...]:
+        return tuple(c for c in self.categories if c.enabled)
+
     def is_shadow(self, rule_id: str) -> bool:
-        return rule_id in self.shadow_rules
+        return self.mode == "shadow" or rule_id in self.shadow_rules
 
     def level_for_points(self, total: float) -> int:
         level = 0
@@ -173,6 +191,15 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
     if head and not version.strip():
         c.problems.append("policy.version: must not be empty")
     description = c.get(head, "description", str, "policy", "") or ""
+    raw_mode = c.get(head, "mode", str, "policy", "enforce") or "enforce"
+    mode: PolicyMode = "enforce"
+    if raw_mode in MODES:
+        mode = raw_mode  # type: ignore[assignment]  # one of MODES, the Literal's values
+    else:
+        c.problems.append(f"policy.mode: {raw_mode!r} is not one of {', '.join(MODES)}")
+    for key in head:
+        if key not in {"version", "description", "mode"}:
+            c.problems.append(f"policy.{key}: unknown setting")
 
     categories = _categories(c, c.get(doc, "categories", dict, "") or {})
     ladder = _ladder(c, c.get(doc, "ladder", list, "") or [])
@@ -234,6 +261,7 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         gate=gate,
         recidivism_factor=recidivism,
         automatic_max_level=automatic_max,
+        mode=mode,
     )
 
 
@@ -286,6 +314,7 @@ def _categories(c: _Checker, table: dict[str, Any]) -> tuple[CategoryPolicy, ...
                 on_unavailable=on_unavailable,
                 refuse_threshold=refuse_threshold,
                 severe_evidence=severe_evidence,
+                enabled=bool(c.get(spec, "enabled", bool, path, True)),
             )
         )
     return tuple(out)

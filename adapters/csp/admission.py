@@ -71,8 +71,9 @@ class Admission:
 
     async def _classify(self, request: GateRequest, decision: Decision, prompt: str) -> Decision:
         if not decision.screen_only:  # the account's level asks for it: the policy's deadline
-            scores, failure = await self.classifier.classify(request.request_id, "prompt",
-                                                             prompt)
+            scores, failure = await self.classifier.classify(
+                request.request_id, "prompt", prompt,
+                deadline_ms=self.gate.policy.gate.classify_deadline_ms)
             return self.gate.resolve(decision, scores, failure=failure or "classifier_error")
         # Screening: a short deadline, fail open; what it cannot score in time is served and
         # scored afterwards from the content stream like every request.
@@ -86,8 +87,9 @@ class Admission:
 
     async def completion_verdict(self, request: GateRequest, completion: str) -> str | None:
         """Score the completion so far; a category (or ``fail_closed``) means: end it now."""
-        scores, failure = await self.classifier.classify(request.request_id, "completion",
-                                                         completion)
+        scores, failure = await self.classifier.classify(
+            request.request_id, "completion", completion,
+            deadline_ms=self.gate.policy.gate.classify_deadline_ms)
         return self.gate.stream_verdict(scores, failure=failure or "classifier_error")
 
     def observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,

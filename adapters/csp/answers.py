@@ -99,7 +99,7 @@ class AnswerRelay:
             headers.append((b"request-id", request_id))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         scanner = SseScanner()
-        every = self.policy.gate.stream_classify_chars
+        every = self.gate.policy.gate.stream_classify_chars  # the policy in force now
         guarded = decision.classify_stream or self.classify_all_streams
         action = decision.action
         checked_at = 0

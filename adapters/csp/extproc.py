@@ -277,7 +277,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         if not ex.guarded:
             return _body_response()
         out = b""
-        every = self.policy.gate.stream_classify_chars
+        every = self.gate.policy.gate.stream_classify_chars  # the policy in force now
         for raw, added in events:
             if added and scanner.text_chars - ex.checked_at >= every:
                 ex.checked_at = scanner.text_chars

@@ -95,21 +95,8 @@ class Gate:
     """The per-region inline gate: enforcement cache + rate limits + decisions + counters."""
 
     def __init__(self, policy: Policy, *, max_uncommanded: int = DEFAULT_MAX_UNCOMMANDED) -> None:
-        self.policy = policy
-        self.max_staleness_s = policy.gate.max_staleness_s
-        self._closed = tuple(c.name for c in policy.categories if c.on_unavailable == "closed")
-        # per level: (category, intervene at: threshold x the rung's classify_threshold_scale,
-        # refuse at: the category's refuse_threshold, fails closed)
-        self._thresholds = tuple(
-            tuple((c.name, c.threshold * rung.classify_threshold_scale, c.refuse_threshold,
-                   c.on_unavailable == "closed") for c in policy.categories)
-            for rung in policy.ladder)
         self._decisions: dict[tuple[str, str, int, int, bool], Decision] = {}
-        tier0 = policy.rate_tiers[0]
-        flags0 = flags_of(policy.ladder[0].interventions)
-        self._default_req_interval = _interval(tier0.requests_per_minute)
-        self._default_tok_interval = _interval(tier0.tokens_per_minute)
-        self._default_ok = self._ok_decision(0, flags0)
+        self.set_policy(policy)
         self._commanded: dict[str, _Entry] = {}
         self._uncommanded: dict[str, _Entry] = {}
         self._expired: dict[str, int] = {}  # version floor of accounts whose command expired
@@ -119,6 +106,32 @@ class Gate:
         self.fallbacks: dict[tuple[str, str], int] = {}
         self.commands_applied = 0
         self.commands_ignored = 0
+
+    def set_policy(self, policy: Policy) -> None:
+        """Apply a (new) policy: thresholds, kill switches, the region's mode and the default
+        tier. Commands in the cache keep the level, rates and interventions they carry."""
+        self.policy = policy
+        self.max_staleness_s = policy.gate.max_staleness_s
+        enabled = policy.enabled_categories
+        if policy.mode == "fail_open":
+            closed: set[str] = set()
+        elif policy.mode == "fail_closed":
+            closed = {c.name for c in enabled}
+        else:
+            closed = {c.name for c in enabled if c.on_unavailable == "closed"}
+        self._closed = tuple(sorted(closed))
+        self._enabled = frozenset(c.name for c in enabled)
+        # per level: (category, intervene at: threshold x the rung's classify_threshold_scale,
+        # refuse at: the category's refuse_threshold, fails closed)
+        self._thresholds = tuple(
+            tuple((c.name, c.threshold * rung.classify_threshold_scale, c.refuse_threshold,
+                   c.name in closed) for c in enabled)
+            for rung in policy.ladder)
+        self._override = policy.mode if policy.mode in ("refuse", "shadow") else None
+        tier0 = policy.rate_tiers[0]
+        self._default_req_interval = _interval(tier0.requests_per_minute)
+        self._default_tok_interval = _interval(tier0.tokens_per_minute)
+        self._default_ok = self._ok_decision(0, flags_of(policy.ladder[0].interventions))
 
     # --- the cache ------------------------------------------------------------------------------
 
@@ -195,6 +208,21 @@ class Gate:
     # --- the decision ---------------------------------------------------------------------------
 
     def check(self, request: GateRequest, now: float) -> Decision:
+        if self._override is None:
+            return self._check(request, now)
+        if self._override == "refuse":  # the region's emergency stop
+            refused = self._intern(BLOCK_ACTION, "policy_refuse", 0, 0, status=403)
+            self._count(refused)
+            return refused
+        # shadow: what the gate would have done is counted; the request is served as it is
+        would = self._check(request, now)
+        key = (f"shadow_{would.action}", would.reason)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        served = self._intern(ALLOW, "shadow", would.level, 0)
+        self._count(served)
+        return served
+
+    def _check(self, request: GateRequest, now: float) -> Decision:
         account = request.account_id
         entry = self._commanded.get(account)
         if entry is None or entry.expires <= now:
@@ -251,9 +279,12 @@ class Gate:
         """The account's standing decision (or an aggregate's, where higher) without charging
         its rate limits or counting it (for a front end that sees headers before the body,
         e.g. ext_proc)."""
+        if self._override == "refuse":
+            return self._intern(BLOCK_ACTION, "policy_refuse", 0, 0, status=403)
         entry = self._commanded.get(account_id)
         ok = self._default_ok if entry is None or entry.expires <= now else entry.ok
-        return self._with_aggregates(ok, aggregates, now) if aggregates else ok
+        ok = self._with_aggregates(ok, aggregates, now) if aggregates else ok
+        return self._intern(ALLOW, "shadow", ok.level, 0) if self._override else ok
 
     def count(self, decision: Decision) -> None:
         """Count a decision a front end acted on without going through ``check``."""
@@ -334,7 +365,7 @@ class Gate:
             self._fallback(failure, mode)
             return "fail_closed" if self._closed else None
         for name, score in scores:
-            if score >= threshold:
+            if score >= threshold and name in self._enabled:
                 return name
         return None
 

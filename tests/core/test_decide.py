@@ -239,3 +239,20 @@ def test_any_signal_sequence_keeps_the_invariants(steps: list[tuple[object, int]
     assert [e.version for e in all_events] == list(range(1, len(all_events) + 1))
     assert len({e.event_id for e in all_events}) == len(all_events)
     assert fold(initial_state("acct", "eu"), all_events) == s
+
+
+def test_a_switched_off_category_strikes_nothing_and_shadow_mode_only_records() -> None:
+    text = default_policy_text()
+    off = parse_policy(text.replace("[categories.jailbreak]\n",
+                                    "[categories.jailbreak]\nenabled = false\n", 1))
+    signal = score_signal(1, "a", T0, (("jailbreak", 0.99),))
+    events = decide(initial_state("a", "eu"), signal, off, T0)
+    assert [e.type for e in events] == ["ScoreRecorded"]
+    shadow = parse_policy(text.replace("[policy]\n", '[policy]\nmode = "shadow"\n', 1))
+    s = initial_state("a", "eu")
+    for i in range(4):
+        at = T0 + timedelta(minutes=i)
+        events = decide(s, score_signal(i, "a", at, (("jailbreak", 0.95),)), shadow, at)
+        s = fold(s, events)
+        assert not any(isinstance(e.body, StrikeRecorded | EnforcementChanged) for e in events)
+    assert s.level == 0 and s.strikes == 0

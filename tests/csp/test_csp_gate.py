@@ -16,7 +16,7 @@ from safeguards.adapters.csp.decision import (
 )
 from safeguards.adapters.csp.gate import Gate
 from safeguards.core.enforcement import EnforcementCommand
-from safeguards.core.policy import Policy, default_policy
+from safeguards.core.policy import Policy, default_policy, default_policy_text, parse_policy
 
 T0 = 1_800_000_000.0
 
@@ -281,3 +281,42 @@ def test_an_api_keys_level_applies_to_every_account_that_uses_it(gate: Gate) -> 
     both = GateRequest("third", "r1", organization_id="acme", api_key_fingerprint=key)
     gate.apply(command("org:acme", 4, 1, policy), T0)
     assert gate.check(both, T0).reason == "org_level_4"  # the highest of all applies
+
+
+def _policy_with(mode: str | None = None, off: str | None = None) -> Policy:
+    text = default_policy_text()
+    if mode is not None:
+        text = text.replace("[policy]\n", f'[policy]\nmode = "{mode}"\n', 1)
+    if off is not None:
+        text = text.replace(f"[categories.{off}]\n", f"[categories.{off}]\nenabled = false\n", 1)
+    return parse_policy(text)
+
+
+def test_a_live_policy_change_switches_a_category_off_and_the_region_into_modes(
+        gate: Gate) -> None:
+    weapons = (("weapons", 0.99),)
+    assert gate.resolve(gate.check(req("a"), T0), weapons).reason == "classified_weapons"
+    gate.set_policy(_policy_with(off="weapons"))  # the kill switch
+    assert gate.resolve(gate.check(req("a"), T0), weapons).reason == "screened_clear"
+    assert gate.stream_verdict(weapons) is None
+    gate.apply(command("blocked", 4, 1, gate.policy), T0)
+    gate.set_policy(_policy_with("shadow"))
+    shadowed = gate.check(req("blocked"), T0)
+    assert (shadowed.action, shadowed.reason, shadowed.status) == ("allow", "shadow", 200)
+    assert gate.counts[("shadow_block", "level_4")] == 1
+    assert gate.peek("blocked", T0).status == 200
+    gate.set_policy(_policy_with("refuse"))  # the emergency stop
+    stopped = gate.check(req("anyone"), T0)
+    assert (stopped.status, stopped.reason) == (403, "policy_refuse")
+    assert gate.peek("anyone", T0).status == 403
+    # what a gate does when the classifier does not answer for an account under classification
+    gate.set_policy(default_policy())
+    gate.apply(command("watched", 1, 1, gate.policy), T0)
+    partial = (("weapons", 0.1),)  # only the category the default policy fails closed on
+    assert gate.resolve(gate.check(req("watched"), T0), partial).reason == "classified_clear"
+    assert gate.resolve(gate.check(req("watched"), T0), None).reason == "fail_closed"
+    gate.set_policy(_policy_with("fail_closed"))  # every category
+    assert gate.resolve(gate.check(req("watched"), T0), partial).reason == "fail_closed"
+    assert gate.resolve(gate.check(req("fresh"), T0), None).reason == "fail_open"  # screening
+    gate.set_policy(_policy_with("fail_open"))  # none
+    assert gate.resolve(gate.check(req("watched"), T0), None).reason == "fail_open"
