@@ -29,6 +29,12 @@ from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.consumers import PartitionConsumer
 from safeguards.adapters.bus.dlq import DeadLetters
 from safeguards.adapters.bus.leases import LeaseBucket
+from safeguards.adapters.bus.policy_board import (
+    PolicyBoard,
+    PolicyPublisher,
+    PublishedPolicy,
+    follow_policy,
+)
 from safeguards.adapters.bus.streams import provision_region
 from safeguards.core.ids import validate_region
 from safeguards.core.policy import Policy, default_policy
@@ -70,6 +76,7 @@ class Node:
         self._js: JetStreamContext | None = None
         self._nc: Client | None = None
         self._dead_letters: DeadLetters | None = None
+        self.policy_publisher: PolicyPublisher | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -111,8 +118,16 @@ class Node:
                                         on_committed=self.relay.offer,
                                         metrics=self.metrics,
                                         ack_delay_s=s.fault_ack_delay_s)
+        board = await PolicyBoard.open(js, self.region)
+        self.policy_publisher = PolicyPublisher(self.store, self.region)
+
+        async def opened() -> PolicyBoard:
+            return board
+
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(self.policy_publisher.run, board)
+            tg.start_soon(follow_policy, opened, self.region, self._apply_policy)
             await tg.start(self.relay.run)
             await tg.start(self.committer.run)
             if self.static_partitions is not None:
@@ -149,6 +164,12 @@ class Node:
                     await self._stop_partition(p)
                 await self.relay.flush()
             tg.cancel_scope.cancel()
+
+    def _apply_policy(self, policy: Policy, published: PublishedPolicy) -> None:
+        """The region's policy changed: partitions decide by it from their next signal on."""
+        self.policy = policy
+        for running in self.running.values():
+            running.worker.policy = policy
 
     async def _start_partition(self, partition: int) -> None:
         assert self._tg is not None and self._nc is not None and self._dead_letters is not None

@@ -13,10 +13,12 @@ level directly.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from safeguards.core.errors import PolicyError
 from safeguards.core.events import (
     AccountLinked,
     AppealResolved,
@@ -24,6 +26,9 @@ from safeguards.core.events import (
     Event,
     EventBody,
     OperatorActionTaken,
+    PolicyChanged,
+    PolicyProposed,
+    PolicyRejected,
     RequestObserved,
     ReviewRequested,
     ScoreRecorded,
@@ -32,8 +37,8 @@ from safeguards.core.events import (
     Signal,
     StrikeRecorded,
 )
-from safeguards.core.ids import API_KEY_PREFIX, ORGANIZATION_PREFIX, derive_id
-from safeguards.core.policy import THROTTLE_CATEGORY, Policy
+from safeguards.core.ids import API_KEY_PREFIX, ORGANIZATION_PREFIX, derive_id, policy_entity
+from safeguards.core.policy import THROTTLE_CATEGORY, Policy, parse_policy
 from safeguards.core.state import AccountState, evolve
 
 # The highest level evidence may take an account to without a person: L4 suspends pending review;
@@ -117,6 +122,8 @@ def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
                      recorded.version)
     elif isinstance(obs, OperatorActionTaken):
         _operator(d, obs, recorded.version)
+    elif isinstance(obs, PolicyProposed):
+        _propose_policy(d, obs, recorded.version)
     elif isinstance(obs, AppealResolved) and obs.outcome == "overturned":
         d.change_level(obs.level_after, "appeal.overturned",
                        f"appeal {obs.appeal_id} overturned by {obs.operator}", recorded.version)
@@ -132,6 +139,23 @@ def _link(d: _Decision, obs: RequestObserved, caused_by: int) -> None:
         if aggregate and aggregate not in d.state.links:
             d.emit(AccountLinked(link, aggregate, "link.identity", obs.request_id, caused_by),
                    decided=True)
+
+
+def _propose_policy(d: _Decision, obs: PolicyProposed, caused_by: int) -> None:
+    """A valid document proposed in the region's policy history becomes the policy in force;
+    anything else is rejected with its problems listed."""
+    if d.state.account_id != policy_entity(d.state.region):
+        d.emit(PolicyRejected(f"a policy is proposed in {policy_entity(d.state.region)}, not in "
+                              "an account's history", caused_by), decided=True)
+        return
+    try:
+        proposed = parse_policy(obs.document, source="proposed policy")
+    except PolicyError as exc:
+        d.emit(PolicyRejected(str(exc), caused_by), decided=True)
+        return
+    digest = hashlib.sha256(obs.document.encode("utf-8")).hexdigest()
+    d.emit(PolicyChanged(proposed.version, digest, obs.document, obs.operator, obs.reason,
+                         caused_by), decided=True)
 
 
 def _expire(d: _Decision) -> None:

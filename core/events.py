@@ -185,6 +185,48 @@ class AppealResolved:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyProposed:
+    """An operator asked for a new region policy (in the region's policy history,
+    ``policy:<region>``). ``document`` is the whole TOML text: policies hold no user content."""
+
+    TYPE: ClassVar[str] = "PolicyProposed"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = True
+
+    operator: str
+    reason: str
+    document: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChanged:
+    """The region's policy in force from here on: every part (actors, gates) applies it."""
+
+    TYPE: ClassVar[str] = "PolicyChanged"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = False
+
+    policy_version: str
+    sha256: str
+    document: str
+    operator: str
+    reason: str
+    caused_by_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRejected:
+    """A proposed policy that did not validate; ``problems`` lists why. Nothing changed."""
+
+    TYPE: ClassVar[str] = "PolicyRejected"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = False
+
+    problems: str
+    caused_by_version: int
+
+
+@dataclass(frozen=True, slots=True)
 class ShadowDecision:
     """What a rule in shadow mode would have done; it changes no enforcement."""
 
@@ -201,7 +243,7 @@ class ShadowDecision:
 
 Observation: TypeAlias = (
     RequestObserved | ScoreRecorded | OperatorActionTaken | ReviewClaimed | AppealFiled
-    | AppealResolved
+    | AppealResolved | PolicyProposed
 )
 
 EventBody: TypeAlias = (
@@ -216,6 +258,9 @@ EventBody: TypeAlias = (
     | AppealFiled
     | AppealResolved
     | ShadowDecision
+    | PolicyProposed
+    | PolicyChanged
+    | PolicyRejected
 )
 
 EVENT_TYPES: dict[str, type[EventBody]] = {
@@ -232,6 +277,9 @@ EVENT_TYPES: dict[str, type[EventBody]] = {
         AppealFiled,
         AppealResolved,
         ShadowDecision,
+        PolicyProposed,
+        PolicyChanged,
+        PolicyRejected,
     )
 }
 

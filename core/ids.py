@@ -1,6 +1,7 @@
 """Account ids, regions, NATS-safe subject tokens and partitions.
 
-Account ids are validated once at the edge. Two kinds of *aggregate* have a history of their own
+Account ids are validated once at the edge. A region's policy changes are a history of their own
+too, ``policy:<region>``. Two kinds of *aggregate* have a history of their own
 too, under reserved ids: an organisation (``org:<organisation id>``) and an API key
 (``key:<its regional fingerprint>``); each is fed the scores of every account that names it, and
 its level applies to all of them. A caller's account id may not take a reserved prefix, so no
@@ -24,6 +25,8 @@ _REGION = re.compile(r"[a-z][a-z0-9]{0,15}")
 ORGANIZATION_PREFIX = "org:"
 API_KEY_PREFIX = "key:"
 AGGREGATE_PREFIXES = (ORGANIZATION_PREFIX, API_KEY_PREFIX)
+POLICY_PREFIX = "policy:"  # the region's policy history: policy:<region>
+RESERVED_PREFIXES = (*AGGREGATE_PREFIXES, POLICY_PREFIX)
 _FINGERPRINT = re.compile(r"[0-9a-f]{32}")
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
@@ -46,12 +49,17 @@ def validate_account_id(account_id: object) -> str:
 
 
 def validate_caller_account_id(account_id: object) -> str:
-    """An account id as a caller presents it: valid, and not in an aggregate's namespace."""
+    """An account id as a caller presents it: valid, and not in a reserved namespace."""
     account = validate_account_id(account_id)
-    if account.startswith(AGGREGATE_PREFIXES):
+    if account.startswith(RESERVED_PREFIXES):
         raise InvalidAccountId(
-            f"account ids may not start with {' or '.join(map(repr, AGGREGATE_PREFIXES))}")
+            f"account ids may not start with {', '.join(map(repr, RESERVED_PREFIXES))}")
     return account
+
+
+def policy_entity(region: str) -> str:
+    """The id of the region's policy history."""
+    return POLICY_PREFIX + validate_region(region)
 
 
 def organization_entity(organization_id: object) -> str:

@@ -19,6 +19,9 @@ from safeguards.core.events import (
     EnforcementChanged,
     Event,
     OperatorActionTaken,
+    PolicyChanged,
+    PolicyProposed,
+    PolicyRejected,
     RequestObserved,
     ReviewClaimed,
     ReviewRequested,
@@ -180,7 +183,8 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, links)
-    if isinstance(body, ShadowDecision | ReviewClaimed):
+    if isinstance(body, ShadowDecision | ReviewClaimed | PolicyProposed | PolicyChanged
+                  | PolicyRejected):  # facts of the history that change no account's state
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,

@@ -17,6 +17,7 @@ from safeguards.actors.node import Node
 from safeguards.actors.ownership import owner_of
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.core.policy import Policy
 from safeguards.regions.config import RegionConfig
 from safeguards.runtime import settle_heap
 
@@ -68,8 +69,10 @@ class RegionNodes:
     """``count`` nodes of one region in this process; they split its partitions by lease."""
 
     def __init__(self, config: RegionConfig, count: int = 2,
-                 settings: NodeSettings | None = None) -> None:
+                 settings: NodeSettings | None = None, policy: Policy | None = None) -> None:
+        """``policy``: what the nodes decide by until the region's policy history has one."""
         self.config = config
+        self.policy = policy
         self.count = count
         self.settings = settings
         self.nodes: list[Node] = []
@@ -105,7 +108,7 @@ class RegionNodes:
             self.nodes = [
                 Node(region=cfg.name, partitions=cfg.partitions, nats_url=cfg.nats_url,
                      store=store, node_id=f"{cfg.name}-{i}-{uuid.uuid4().hex[:6]}",
-                     settings=self.settings)
+                     settings=self.settings, policy=self.policy)
                 for i in range(self.count)
             ]
             async with anyio.create_task_group() as tg:

@@ -76,7 +76,9 @@ class RegionStack:
         self.upstream_url = upstream_url
         self.policy = policy or default_policy()
         self.proxy_port = proxy_port or free_port()
-        self.nodes = RegionNodes(config, count=nodes)
+        # the nodes start on the same policy as the gate; the region's policy board, once it
+        # holds a change, moves them all together
+        self.nodes = RegionNodes(config, count=nodes, policy=self.policy)
         self.proxy: CspProxy | None = None
         self.classifier: ClassifierService | None = None
         self.endpoints: RegionEndpoints | None = None

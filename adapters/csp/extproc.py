@@ -339,6 +339,7 @@ class ExtProcServer:
         async with anyio.create_task_group() as tg:
             if self.link is not None:
                 await tg.start(self.link.run)
+                tg.start_soon(self.link.follow_policy, self.config.region, self.gate)
             if self.feed is not None:
                 await tg.start(self.feed.run)
             await tg.start(self.telemetry.run)

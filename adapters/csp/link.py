@@ -15,6 +15,9 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from safeguards.adapters.bus.policy_board import PolicyBoard, follow_policy
+from safeguards.adapters.csp.gate import Gate
+
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +37,17 @@ class BusLink:
     @property
     def is_connected(self) -> bool:
         return self.nc is not None and self.nc.is_connected
+
+    async def policy_board(self, region: str) -> PolicyBoard | None:
+        """The region's policy board, or None while there is no connection."""
+        if self.js is None or not self.is_connected:
+            return None
+        return await PolicyBoard.open(self.js, region)
+
+    async def follow_policy(self, region: str, gate: Gate) -> None:
+        """Keep ``gate`` on the policy the region's board shows (a front end's follower)."""
+        await follow_policy(lambda: self.policy_board(region), region,
+                            lambda policy, _: gate.set_policy(policy))
 
     async def _on_error(self, exc: Exception) -> None:
         log.debug("nats connection error: %s", type(exc).__name__)

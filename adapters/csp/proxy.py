@@ -129,6 +129,7 @@ class CspProxy:
             async with anyio.create_task_group() as tg:
                 if self.link is not None:
                     await tg.start(self.link.run)
+                    tg.start_soon(self.link.follow_policy, self.config.region, self.gate)
                     if self.config.provision_streams:
                         tg.start_soon(self._provision)
                 if self.feed is not None:

@@ -19,6 +19,9 @@ from safeguards.core.events import (
     EnforcementChanged,
     Event,
     OperatorActionTaken,
+    PolicyChanged,
+    PolicyProposed,
+    PolicyRejected,
     RequestObserved,
     ScoreRecorded,
     ShadowDecision,
@@ -256,3 +259,23 @@ def test_a_switched_off_category_strikes_nothing_and_shadow_mode_only_records() 
         s = fold(s, events)
         assert not any(isinstance(e.body, StrikeRecorded | EnforcementChanged) for e in events)
     assert s.level == 0 and s.strikes == 0
+
+
+def test_a_policy_proposed_in_the_regions_policy_history_is_validated_then_in_force() -> None:
+    text = default_policy_text().replace('version = "', 'version = "candidate-', 1)
+    history = initial_state("policy:eu", "eu")
+    proposal = Signal("p1", "policy:eu", "eu", T0, "c",
+                      PolicyProposed("alice", "switch cyber off", text))
+    history, events = run(history, proposal, T0)
+    [changed] = [e.body for e in events if isinstance(e.body, PolicyChanged)]
+    assert changed.policy_version.startswith("candidate-") and changed.operator == "alice"
+    assert parse_policy(changed.document).version == changed.policy_version
+    broken = Signal("p2", "policy:eu", "eu", T0, "c",
+                    PolicyProposed("alice", "oops", text.replace("threshold = 0.5", "x = 1", 1)))
+    history, events = run(history, broken, T0)
+    [rejected] = [e.body for e in events if isinstance(e.body, PolicyRejected)]
+    assert "categories.jailbreak.threshold: missing" in rejected.problems
+    # an account's history is not where policies change
+    elsewhere = Signal("p3", "acct", "eu", T0, "c", PolicyProposed("mallory", "x", text))
+    _, events = run(initial_state("acct", "eu"), elsewhere, T0)
+    assert [e.type for e in events] == ["PolicyProposed", "PolicyRejected"]

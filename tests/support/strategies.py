@@ -15,6 +15,9 @@ from safeguards.core.events import (
     Event,
     EventBody,
     OperatorActionTaken,
+    PolicyChanged,
+    PolicyProposed,
+    PolicyRejected,
     RequestObserved,
     ReviewClaimed,
     ReviewRequested,
@@ -62,8 +65,9 @@ appeal_resolved = st.builds(AppealResolved, appeal_id=texts, operator=texts,
                             outcome=st.sampled_from(("upheld", "overturned")),
                             level_after=levels, reason=texts)
 review_claimed = st.builds(ReviewClaimed, operator=texts, reason=texts)
+policy_proposed = st.builds(PolicyProposed, operator=texts, reason=texts, document=texts)
 observations = (request_observed | score_recorded | operator_action | review_claimed
-                | appeal_filed | appeal_resolved)
+                | appeal_filed | appeal_resolved | policy_proposed)
 
 decisions = (
     st.builds(StrikeRecorded, category=st.sampled_from(CATEGORIES), score=unit, points=unit,
@@ -76,6 +80,9 @@ decisions = (
                 reason=texts, caused_by_version=small)
     | st.builds(ReviewRequested, proposed_level=levels, reason=texts, rule_id=texts,
                 caused_by_version=small)
+    | st.builds(PolicyChanged, policy_version=texts, sha256=sha, document=texts,
+                operator=texts, reason=texts, caused_by_version=small)
+    | st.builds(PolicyRejected, problems=texts, caused_by_version=small)
     | st.builds(AccountLinked, link=st.sampled_from(("organization", "api_key")),
                 aggregate=account_ids, rule_id=texts, request_id=texts, caused_by_version=small)
 )
