@@ -16,13 +16,8 @@ Times travel as integer microseconds since the Unix epoch, UTC.
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import types
-import typing
 from collections.abc import Callable
-from dataclasses import MISSING, fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgpack
@@ -38,9 +33,18 @@ from safeguards.core.errors import (
 from safeguards.core.events import EVENT_TYPES, Event, EventBody, Signal
 from safeguards.core.ids import validate_account_id, validate_region
 from safeguards.core.state import FOLD_VERSION, AccountState
+from safeguards.core.wire_fields import (
+    DataclassCodec,
+    from_micros,
+    to_micros,
+    type_label,
+    type_name,
+    unexpected_names,
+)
+
+__all__ = ["from_micros", "to_micros"]  # the wire's time representation, re-exported
 
 DEFAULT_MAX_BYTES = 64 * 1024
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -74,177 +78,15 @@ SIGNAL_SCHEMA_VERSION = 1
 COMMAND_SCHEMA_VERSION = 1
 
 
-# --- time ---------------------------------------------------------------------------------------
-
-
-def to_micros(at: datetime) -> int:
-    if at.tzinfo is None:
-        raise MalformedEnvelope("naive datetime: times must carry a timezone")
-    delta = at - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
-
-
-# --- type-driven field codecs -------------------------------------------------------------------
-
-_Decoder = Callable[[Any, str], Any]
-_Encoder = Callable[[Any], Any]
-
-
-def _type_name(value: Any) -> str:
-    return type(value).__name__
-
-
-_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,31}")
-
-
-def _type_label(name: str) -> str:
-    return repr(name) if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", name) else "<not a type name>"
-
-
-def _names(keys: list[Any]) -> str:
-    """Unexpected keys for an error message: plain field-like names are shown, anything else
-    (which could be content someone put in a key) only counted."""
-    shown = [k for k in keys[:5] if isinstance(k, str) and _PLAIN_NAME.fullmatch(k)]
-    hidden = len(keys) - len(shown)
-    parts = [repr(k) for k in shown] + ([f"{hidden} other key(s)"] if hidden else [])
-    return ", ".join(parts)
-
-
-def _field_codec(tp: Any) -> tuple[_Encoder, _Decoder]:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        nested = _DataclassCodec(tp)  # type: ignore[arg-type]
-        return nested.encode, nested.decode
-    if tp is str:
-        def dec_str(v: Any, path: str) -> Any:
-            if type(v) is not str:
-                raise MalformedEnvelope(f"{path}: expected str, got {_type_name(v)}")
-            return v
-        return (lambda v: v), dec_str
-    if tp is bool:
-        def dec_bool(v: Any, path: str) -> Any:
-            if not isinstance(v, bool):
-                raise MalformedEnvelope(f"{path}: expected bool, got {_type_name(v)}")
-            return v
-        return (lambda v: v), dec_bool
-    if tp is int:
-        def dec_int(v: Any, path: str) -> Any:
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise MalformedEnvelope(f"{path}: expected int, got {_type_name(v)}")
-            return v
-        return (lambda v: v), dec_int
-    if tp is float:
-        def dec_float(v: Any, path: str) -> Any:
-            if type(v) is float:
-                return v
-            if not isinstance(v, int | float) or isinstance(v, bool):
-                raise MalformedEnvelope(f"{path}: expected float, got {_type_name(v)}")
-            return float(v)
-        return (lambda v: v), dec_float
-    if tp is datetime:
-        def dec_dt(v: Any, path: str) -> Any:
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise MalformedEnvelope(f"{path}: expected a time in microseconds")
-            try:
-                return from_micros(v)
-            except OverflowError:
-                raise MalformedEnvelope(f"{path}: time out of range") from None
-        return to_micros, dec_dt
-    if origin is typing.Literal:
-        allowed = frozenset(args)
-        def dec_lit(v: Any, path: str) -> Any:
-            if not isinstance(v, str) or v not in allowed:
-                raise MalformedEnvelope(f"{path}: expected one of {sorted(allowed)}")
-            return v
-        return (lambda v: v), dec_lit
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) != 1 or len(args) != 2:
-            raise TypeError(f"unsupported union {tp}")
-        enc, dec = _field_codec(inner[0])
-        return (lambda v: None if v is None else enc(v)), (
-            lambda v, path: None if v is None else dec(v, path)
-        )
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            enc, dec = _field_codec(args[0])
-            def dec_var(v: Any, path: str) -> Any:
-                if not isinstance(v, list | tuple):
-                    raise MalformedEnvelope(f"{path}: expected an array, got {_type_name(v)}")
-                # The element path is only spelled out when an element is bad: this is the
-                # hot path of every history read.
-                try:
-                    return tuple([dec(x, path) for x in v])
-                except MalformedEnvelope:
-                    for i, x in enumerate(v):
-                        dec(x, f"{path}[{i}]")
-                    raise
-            return (lambda v: [enc(x) for x in v]), dec_var
-        codecs = [_field_codec(a) for a in args]
-        if len(codecs) == 2:  # pairs, such as (category, score), get an unrolled decoder
-            (_, first), (_, second) = codecs
-            def dec_pair(v: Any, path: str) -> Any:
-                if not isinstance(v, list | tuple) or len(v) != 2:
-                    raise MalformedEnvelope(f"{path}: expected an array of 2")
-                return (first(v[0], path), second(v[1], path))
-            return (lambda v: [c[0](x) for c, x in zip(codecs, v)]), dec_pair  # noqa: B905
-        def dec_fixed(v: Any, path: str) -> Any:
-            if not isinstance(v, list | tuple) or len(v) != len(codecs):
-                raise MalformedEnvelope(f"{path}: expected an array of {len(codecs)}")
-            return tuple([c[1](x, path) for c, x in zip(codecs, v)])  # noqa: B905
-        return (lambda v: [c[0](x) for c, x in zip(codecs, v)]), dec_fixed  # noqa: B905
-    raise TypeError(f"no wire codec for {tp!r}")
-
-
-class _DataclassCodec:
-    """Encodes a frozen dataclass as a map and decodes it back, strictly.
-
-    Error paths name the class and field (``ScoreRecorded.scores``); they are precomputed, since
-    decoding runs for every event of every history read.
-    """
-
-    def __init__(self, cls: type) -> None:
-        hints = typing.get_type_hints(cls)
-        self.cls = cls
-        self.fields: list[tuple[str, _Encoder, _Decoder, bool, str]] = []
-        for f in fields(cls):
-            enc, dec = _field_codec(hints[f.name])
-            has_default = f.default is not MISSING
-            self.fields.append((f.name, enc, dec, has_default, f"{cls.__name__}.{f.name}"))
-        self.names = frozenset(f[0] for f in self.fields)
-
-    def encode(self, obj: Any) -> dict[str, Any]:
-        return {name: enc(getattr(obj, name)) for name, enc, _, _, _ in self.fields}
-
-    def decode(self, data: Any, path: str) -> Any:
-        if type(data) is not dict:
-            raise MalformedEnvelope(f"{path}: expected a map, got {_type_name(data)}")
-        if not self.names.issuperset(data):
-            extra = [k for k in data if k not in self.names]
-            raise MalformedEnvelope(f"{path}: unexpected field(s) {_names(extra)}")
-        kwargs = {}
-        for name, _, dec, has_default, field_path in self.fields:
-            if name in data:
-                kwargs[name] = dec(data[name], field_path)
-            elif not has_default:
-                raise MalformedEnvelope(f"{field_path}: missing")
-        return self.cls(**kwargs)
-
-
-_BODY_CODECS = {name: _DataclassCodec(cls) for name, cls in EVENT_TYPES.items()}
-_COMMAND_CODEC = _DataclassCodec(EnforcementCommand)
+_BODY_CODECS = {name: DataclassCodec(cls) for name, cls in EVENT_TYPES.items()}
+_COMMAND_CODEC = DataclassCodec(EnforcementCommand)
 
 
 # --- records that carry text: content for scoring and synchronous classification -------------
 
 CONTENT_MAX_BYTES = 1024 * 1024
-_RECORD_CODECS: dict[str, _DataclassCodec] = {
-    cls.__name__: _DataclassCodec(cls) for cls in (ContentItem, ClassifyRequest, ClassifyReply)
+_RECORD_CODECS: dict[str, DataclassCodec] = {
+    cls.__name__: DataclassCodec(cls) for cls in (ContentItem, ClassifyRequest, ClassifyReply)
 }
 R = TypeVar("R", ContentItem, ClassifyRequest, ClassifyReply)
 
@@ -261,7 +103,7 @@ def decode_record(data: bytes, cls: type[R], *, max_bytes: int = CONTENT_MAX_BYT
     env = _check_keys(_unpack(data, max_bytes), _COMMAND_KEYS)
     kind = _get(env, "t", str)
     if kind != cls.__name__:
-        raise UnknownType(f"expected a {cls.__name__}, got type {_type_label(kind)}")
+        raise UnknownType(f"expected a {cls.__name__}, got type {type_label(kind)}")
     sv = _get(env, "sv", int)
     if sv != 1:
         raise UnsupportedSchemaVersion(f"{cls.__name__} schema version {sv}; this build reads 1")
@@ -271,7 +113,7 @@ def decode_record(data: bytes, cls: type[R], *, max_bytes: int = CONTENT_MAX_BYT
 
 # --- snapshots: an account's state, tagged with the fold version that produced it -------------
 
-_STATE_CODEC = _DataclassCodec(AccountState)
+_STATE_CODEC = DataclassCodec(AccountState)
 
 
 def encode_state(state: AccountState) -> bytes:
@@ -300,7 +142,7 @@ def encode_body(body: EventBody) -> dict[str, Any]:
 def upcast(type_name: str, schema_version: int, body: dict[str, Any]) -> dict[str, Any]:
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
-        raise UnknownType(f"unknown event type {_type_label(type_name)}")
+        raise UnknownType(f"unknown event type {type_label(type_name)}")
     current = cls.SCHEMA_VERSION
     if schema_version > current or schema_version < 1:
         raise UnsupportedSchemaVersion(
@@ -320,7 +162,7 @@ def upcast(type_name: str, schema_version: int, body: dict[str, Any]) -> dict[st
 
 def decode_body(type_name: str, schema_version: int, body: Any) -> EventBody:
     if not isinstance(body, dict):
-        raise MalformedEnvelope(f"body of {_type_label(type_name)}: expected a map")
+        raise MalformedEnvelope(f"body of {type_label(type_name)}: expected a map")
     body = upcast(type_name, schema_version, body)
     decoded: EventBody = _BODY_CODECS[type_name].decode(body, type_name)
     return decoded
@@ -340,7 +182,7 @@ def unpack_body(type_name: str, schema_version: int, data: bytes) -> EventBody:
 
 def _unpack(data: bytes, max_bytes: int) -> Any:
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise MalformedEnvelope(f"expected bytes, got {_type_name(data)}")
+        raise MalformedEnvelope(f"expected bytes, got {type_name(data)}")
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"message is {len(data)} bytes; the limit is {max_bytes}")
     try:
@@ -361,16 +203,16 @@ def _get(env: dict[str, Any], key: str, kind: type | tuple[type, ...], *,
     if value is None and nullable:
         return None
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise MalformedEnvelope(f"envelope field {key!r}: wrong type {_type_name(value)}")
+        raise MalformedEnvelope(f"envelope field {key!r}: wrong type {type_name(value)}")
     return value
 
 
 def _check_keys(env: Any, expected: frozenset[str]) -> dict[str, Any]:
     if not isinstance(env, dict):
-        raise MalformedEnvelope(f"envelope must be a map, got {_type_name(env)}")
+        raise MalformedEnvelope(f"envelope must be a map, got {type_name(env)}")
     extra = [k for k in env if k not in expected]
     if extra:
-        raise MalformedEnvelope(f"unexpected envelope field(s) {_names(extra)}")
+        raise MalformedEnvelope(f"unexpected envelope field(s) {unexpected_names(extra)}")
     return env
 
 
@@ -454,7 +296,7 @@ def decode_signal(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Signal:
     env = _check_keys(_unpack(data, max_bytes), _SIGNAL_KEYS)
     kind = _get(env, "t", str)
     if kind != "Signal":
-        raise UnknownType(f"expected a Signal, got type {_type_label(kind)}")
+        raise UnknownType(f"expected a Signal, got type {type_label(kind)}")
     sv = _get(env, "sv", int)
     if sv != SIGNAL_SCHEMA_VERSION:
         raise UnsupportedSchemaVersion(f"Signal schema version {sv}; this build reads 1")
@@ -492,7 +334,7 @@ def decode_command(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Enforc
     env = _check_keys(_unpack(data, max_bytes), _COMMAND_KEYS)
     kind = _get(env, "t", str)
     if kind != "EnforcementCommand":
-        raise UnknownType(f"expected an EnforcementCommand, got type {_type_label(kind)}")
+        raise UnknownType(f"expected an EnforcementCommand, got type {type_label(kind)}")
     sv = _get(env, "sv", int)
     if sv != COMMAND_SCHEMA_VERSION:
         raise UnsupportedSchemaVersion(
