@@ -12,6 +12,7 @@ class NodeMetrics:
     duplicates: int = 0  # signals the inbox already held: acked, nothing written
     conflicts: int = 0  # appends that lost a version race and were decided again
     dead_lettered: int = 0
+    decide_errors: int = 0  # decisions that raised a coding error (logged with the traceback)
     redelivery_requested: int = 0  # naks (mailbox overflow, repeated failures, drain)
     store_failures: int = 0
     bus_failures: int = 0

@@ -469,8 +469,17 @@ class PartitionWorker:
     # --- poison, rejects, acks -----------------------------------------------------------------
 
     async def _reject(self, env: Envelope, exc: Exception) -> None:
+        # A domain error (a signal the account's history refuses) is a rejected input; anything
+        # else is a bug in deciding: loud, with its traceback, and dead-lettered under its own
+        # reason so it is never mistaken for bad input. Either way only this signal waits.
+        bug = not isinstance(exc, SafeguardsError)
+        if bug:
+            self.metrics.decide_errors += 1
+            log.error("partition %d: deciding failed with a coding error (delivery %d)",
+                      self.partition, env.deliveries, exc_info=exc)
         if env.deliveries >= self.settings.reject_after_deliveries:
-            await self._dead_letter(env.msg, DeadLetterReason.REJECTED, exc)
+            await self._dead_letter(env.msg, DeadLetterReason.DECIDE_FAILED if bug
+                                    else DeadLetterReason.REJECTED, exc)
         else:
             log.warning("partition %d: decision failed (%s), delivery %d; retrying later",
                         self.partition, type(exc).__name__, env.deliveries)

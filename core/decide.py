@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from safeguards.core.errors import PolicyError
+from safeguards.core.errors import InvalidInput, PolicyError
 from safeguards.core.events import (
     AccountLinked,
     AppealResolved,
@@ -125,7 +125,7 @@ def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
     elif isinstance(obs, PolicyProposed):
         _propose_policy(d, obs, recorded.version)
     elif isinstance(obs, AppealResolved) and obs.outcome == "overturned":
-        d.change_level(obs.level_after, "appeal.overturned",
+        d.change_level(_on_ladder(d, obs.level_after), "appeal.overturned",
                        f"appeal {obs.appeal_id} overturned by {obs.operator}", recorded.version)
 
 
@@ -265,8 +265,16 @@ def _severe_evidence(d: _Decision) -> str | None:
     return None
 
 
+def _on_ladder(d: _Decision, level: int) -> int:
+    if not 0 <= level < len(d.policy.ladder):
+        raise InvalidInput(f"level {level} is not on the policy's ladder "
+                           f"(0 to {len(d.policy.ladder) - 1})")
+    return level
+
+
 def _operator(d: _Decision, obs: OperatorActionTaken, caused_by: int) -> None:
     if obs.action == "set_level" and obs.level is not None:
+        _on_ladder(d, obs.level)
         d.change_level(obs.level, "operator.set_level", f"operator {obs.operator}: {obs.reason}",
                        caused_by, obs.expires_at, explicit_expiry=obs.expires_at is not None)
     elif obs.action == "clear" and d.state.level != 0:

@@ -33,7 +33,8 @@ class DeadLetterReason(enum.StrEnum):
     UNDECODABLE = "undecodable"  # not a signal we can read (bad msgpack, unknown type, ...)
     REGION_MISMATCH = "region_mismatch"  # a signal of another region on this region's bus
     SUBJECT_MISMATCH = "subject_mismatch"  # the subject does not belong to the signal's account
-    REJECTED = "rejected"  # decoded, but deciding on it failed on every bounded retry
+    REJECTED = "rejected"  # decoded, but the account's history refused it on every retry
+    DECIDE_FAILED = "decide_failed"  # deciding on it raised a coding error on every retry
 
 
 def header_safe(text: str, limit: int = 200) -> str:

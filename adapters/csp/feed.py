@@ -51,6 +51,7 @@ class EnforcementFeed:
         self.sessions = 0
         self.resyncs = 0
         self.rejected = 0  # commands that failed to decode or belong to another region
+        self.callback_failures = 0  # messages whose handling raised (the session re-reads)
         self._expected = 1
         self._broken = False
         self._last_seen = 0.0
@@ -108,6 +109,19 @@ class EnforcementFeed:
                         await js.delete_consumer(self.stream, consumer)
 
     async def _on_msg(self, msg: Msg) -> None:
+        """The subscription's callback: nothing raised here may vanish into nats-py's error
+        callback. A failure (a malformed header, a bug applying a command) is counted, logged
+        with its traceback, and breaks the session, so the next one re-reads the stream and the
+        command is not lost."""
+        try:
+            await self._handle(msg)
+        except Exception:
+            self.callback_failures += 1
+            self._broken = True
+            log.exception("enforcement feed for %s: a message could not be handled; "
+                          "re-reading the stream", self.region)
+
+    async def _handle(self, msg: Msg) -> None:
         self._last_seen = time.monotonic()
         now = self.clock()
         headers = msg.headers

@@ -32,6 +32,7 @@ class BusLink:
         self.js: JetStreamContext | None = None
         self.connected = anyio.Event()
         self.connect_failures = 0
+        self.errors = 0
         self._closing = False
 
     @property
@@ -50,7 +51,13 @@ class BusLink:
                             lambda policy, _: gate.set_policy(policy))
 
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("nats connection error: %s", type(exc).__name__)
+        """nats-py reports here connection errors and anything a subscription callback raised;
+        both are counted, and a callback's exception is logged with its traceback."""
+        self.errors += 1
+        if isinstance(exc, OSError | TimeoutError | nats.errors.Error):
+            log.warning("nats connection error: %s", type(exc).__name__)
+        else:
+            log.error("nats callback failed", exc_info=exc)
 
     async def _on_disconnected(self) -> None:
         if self._closing:

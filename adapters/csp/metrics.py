@@ -54,6 +54,7 @@ class _GateCollector(Collector):
         commands.add_metric(["ignored_not_newer"], gate.commands_ignored)
         if self.feed is not None:
             commands.add_metric(["rejected"], self.feed.rejected)
+            commands.add_metric(["handling_failed"], self.feed.callback_failures)
         yield commands
         if self.telemetry is not None:
             t = self.telemetry

@@ -113,7 +113,8 @@ async def test_signal_that_fails_its_decision_is_dead_lettered_after_bounded_ret
                                   stream=stream_name(region, "DLQ"))
     (msg,) = await sub.fetch(1, timeout=5)
     assert msg.headers is not None
-    assert msg.headers[H_REASON] == "rejected" and msg.headers[H_ERROR] == "IndexError"
+    assert msg.headers[H_REASON] == "rejected" and msg.headers[H_ERROR] == "InvalidInput"
+    assert node.metrics.decide_errors == 0  # bad input, not a bug
     assert not await store.inbox_contains("bad-1")
     assert (await check_end_to_end(store, js, region, good)).ok
 
@@ -140,6 +141,37 @@ class RecordingStore(InMemoryEventStore):
         self.committed.append({r.account_id: r.version for r in results
                                if isinstance(r, AppendResult)})
         return results
+
+
+async def test_a_coding_error_in_deciding_is_loud_and_dead_lettered_as_such(
+    nc: Client, nats_url: str, monkeypatch: Any
+) -> None:
+    from safeguards.actors import partition
+    from safeguards.core.decide import decide_and_fold as real
+
+    def buggy(state: Any, signal: Signal, policy: Any, now: datetime) -> Any:
+        if signal.signal_id == "bug-1":
+            raise ZeroDivisionError("a bug in deciding")
+        return real(state, signal, policy, now)
+
+    monkeypatch.setattr(partition, "decide_and_fold", buggy)
+    js = nc.jetstream()
+    node, _, region = memory_node(nats_url, ManualClock(T0), reject_after_deliveries=1)
+    signals = [score_signal(region, "acct-c", "bug-1", T0, (("cyber", 0.1),)),
+               score_signal(region, "acct-c", "ok-1", T0, (("cyber", 0.1),))]
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await publish_signals(js, region, P, signals)
+        await wait_until(lambda: node.metrics.dead_lettered == 1
+                         and node.metrics.committed == 1, 30)
+        node.request_stop()
+    assert node.metrics.decide_errors == 1
+    sub = await js.pull_subscribe(f"sg.{region}.dlq.>", durable=None,
+                                  stream=stream_name(region, "DLQ"))
+    (msg,) = await sub.fetch(1, timeout=5)
+    assert msg.headers is not None
+    assert msg.headers[H_REASON] == "decide_failed"
+    assert msg.headers[H_ERROR] == "ZeroDivisionError"
 
 
 async def test_signals_arriving_during_a_commit_go_with_the_next_cycle(

@@ -82,3 +82,41 @@ async def test_feed_reads_last_values_then_live_updates(nats_url: str) -> None:
             tg.cancel_scope.cancel()
     finally:
         await nc.close()
+
+
+class _FlakyGate(Gate):
+    """A gate whose first ``apply`` raises, as a bug in it would."""
+
+    def __init__(self, policy: Policy) -> None:
+        super().__init__(policy)
+        self.failures_left = 1
+
+    def apply(self, command: EnforcementCommand, now: float | None = None) -> bool:
+        if self.failures_left:
+            self.failures_left -= 1
+            raise RuntimeError("a bug while applying")
+        return super().apply(command, now)
+
+
+async def test_a_failure_while_handling_a_command_is_counted_and_the_stream_re_read(
+        nats_url: str) -> None:
+    region = "t" + secrets.token_hex(4)
+    policy = default_policy()
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await ensure_gate_streams(js, region)
+        await js.publish(enforce_subject(region, "acct"),
+                         encode_command(make_command(region, "acct", 4, 1, policy)))
+        gate = _FlakyGate(policy)
+        link = BusLink(nats_url)
+        feed = EnforcementFeed(link, region, gate, heartbeat_s=0.2)
+        async with anyio.create_task_group() as tg:
+            await tg.start(link.run)
+            await tg.start(feed.run)
+            # the first delivery fails inside the callback; the next session applies it
+            await eventually(lambda: gate.held_version("acct") == 1, 5)
+            assert feed.callback_failures == 1 and feed.sessions >= 2
+            tg.cancel_scope.cancel()
+    finally:
+        await nc.close()
