@@ -40,7 +40,6 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
-from safeguards.actors.checker import score_signal
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.streams import provision_region
@@ -50,6 +49,9 @@ from safeguards.core.codec import decode_command, encode_signal
 from safeguards.core.events import Signal
 from safeguards.core.subjects import inputs_subject, partition_filter, stream_name
 from safeguards.runtime import GcPauses, settle_heap
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+from checker import score_signal
 
 P = 16
 BATCH = 256

@@ -26,11 +26,11 @@ import asyncpg
 import nats
 import nats.errors
 import pytest
+from checker import CheckReport, check_end_to_end, score_signal
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import APIError
 
-from safeguards.actors.checker import CheckReport, check_end_to_end, score_signal
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.leases import LeaseBucket

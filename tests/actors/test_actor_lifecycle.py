@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+from checker import check_end_to_end, score_signal
 from nats.aio.client import Client
 
-from safeguards.actors.checker import check_end_to_end, score_signal
 from safeguards.actors.clock import ManualClock
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings

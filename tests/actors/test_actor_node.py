@@ -11,10 +11,10 @@ import anyio
 import asyncpg
 import msgpack
 import pytest
+from checker import check_end_to_end, score_signal
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from safeguards.actors.checker import check_end_to_end, score_signal
 from safeguards.actors.clock import ManualClock
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings

@@ -6,9 +6,9 @@ import uuid
 from datetime import UTC, datetime
 
 import anyio
+from checker import check_end_to_end, score_signal
 from nats.aio.client import Client
 
-from safeguards.actors.checker import check_end_to_end, score_signal
 from safeguards.actors.node import Node
 from safeguards.actors.ownership import owner_of
 from safeguards.actors.settings import NodeSettings

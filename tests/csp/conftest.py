@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import nats
 import pytest
+from csp_testkit import Region, RunningProxy
 
 from safeguards.adapters.classifier.loader import LoadedModel, load_model
 from safeguards.adapters.classifier.scorer import MicroBatchScorer
@@ -21,7 +22,6 @@ from safeguards.adapters.classifier.service import ClassifierService, Classifier
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.csp.streams import ensure_gate_streams
-from safeguards.adapters.csp.testkit import Region, RunningProxy
 from safeguards.adapters.csp.upstream import Script, UpstreamApp
 from safeguards.adapters.embedded import free_port
 from safeguards.core.policy import Policy, default_policy

@@ -10,8 +10,7 @@ from collections.abc import Callable
 import anthropic
 import httpx
 import pytest
-
-from safeguards.adapters.csp.testkit import Region, RunningProxy
+from csp_testkit import Region, RunningProxy
 
 ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
 CANARY = "CANARY-7f3a9c-do-not-log"

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
+from csp_testkit import Region, eventually
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from safeguards.adapters.classifier.service import ClassifierService
 from safeguards.adapters.csp.extproc import ExtProcConfig, ExtProcServer
-from safeguards.adapters.csp.testkit import Region, eventually
 from safeguards.adapters.csp.wire import SAFETY_PROMPT, sse
 from safeguards.core.codec import decode_signal
 from safeguards.core.events import RequestObserved

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 
 import anyio
 import nats
+from csp_testkit import eventually
 
 from safeguards.adapters.csp.feed import EnforcementFeed
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.streams import ensure_gate_streams
-from safeguards.adapters.csp.testkit import eventually
 from safeguards.core.codec import encode_command
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.policy import Policy, default_policy

@@ -13,11 +13,11 @@ import httpx
 import nats
 import pytest
 from anthropic.types import MessageParam
+from csp_testkit import Region, eventually
 
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.csp.streams import ensure_gate_streams
-from safeguards.adapters.csp.testkit import Region, eventually
 from safeguards.adapters.csp.upstream import UpstreamApp
 from safeguards.adapters.embedded import EmbeddedNats, free_port
 from safeguards.core.policy import default_policy

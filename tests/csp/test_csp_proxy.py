@@ -10,10 +10,10 @@ from dataclasses import replace
 import anthropic
 import httpx
 import pytest
+from csp_testkit import Region, RunningProxy, eventually
 from nats.js import api
 
 from safeguards.adapters.classifier.service import ClassifierService
-from safeguards.adapters.csp.testkit import Region, RunningProxy, eventually
 from safeguards.adapters.csp.upstream import Script
 from safeguards.adapters.csp.wire import SAFETY_PROMPT
 from safeguards.core.codec import decode_record, decode_signal
