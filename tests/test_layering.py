@@ -1,0 +1,66 @@
+"""The import layers: ``core`` imports nothing of ours but ``core``; adapters never import the
+actors, the composition root (``regions``, ``runtime``, ``cli``), operator tools or simulations;
+actors reach adapters only through ports. What breaks a rule today is listed below with why,
+and the list must stay exact: a new violation fails, and so does a listed one that is gone."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "actors", "adapters", "regions", "ops", "simulations")
+
+# (importing folder, imported package) -> the modules that do it today, and why
+KNOWN = {
+    # issue 12, part 1: the bus port. Until it exists the actors use nats-py's JetStream through
+    # adapters.bus directly.
+    ("actors", "adapters"): {"actors/node.py", "actors/ownership.py", "actors/partition.py",
+                             "actors/settings.py"},
+    # issue 12, part 3: process tuning (gc freeze once the cache is loaded) belongs to the
+    # composition root; the proxy's feed still calls it.
+    ("adapters", "runtime"): {"adapters/csp/feed.py"},
+}
+
+
+def forbidden(folder: str, target: str) -> bool:
+    if folder == "core":
+        return target != "core"
+    if folder == "adapters":
+        return target in ("actors", "regions", "runtime", "cli", "ops", "simulations")
+    if folder == "actors":
+        return target == "adapters"
+    return False
+
+
+def imports_of(path: Path) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def violations() -> dict[tuple[str, str], set[str]]:
+    found: dict[tuple[str, str], set[str]] = {}
+    for folder in PACKAGES:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for module in imports_of(path):
+                parts = module.split(".")
+                if parts[0] != "safeguards" or len(parts) < 2:
+                    continue
+                if forbidden(folder, parts[1]):
+                    rel = path.relative_to(ROOT).as_posix()
+                    found.setdefault((folder, parts[1]), set()).add(rel)
+    return found
+
+
+def test_the_layers_hold_except_for_the_listed_debts() -> None:
+    assert violations() == KNOWN
+
+
+def test_the_rule_check_sees_a_violation() -> None:
+    assert forbidden("core", "adapters") and forbidden("adapters", "actors")
+    assert not forbidden("core", "core") and not forbidden("regions", "adapters")
