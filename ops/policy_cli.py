@@ -20,6 +20,7 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,17 @@ async def wait_in_force(nats_url: str, region: str, sha256: str,
     return None
 
 
+def _from_board(read: Callable[..., Awaitable[PublishedPolicy | None]],
+                *args: Any) -> tuple[PublishedPolicy | None, bool]:
+    """What ``read`` got from the board, and whether it failed (the error is printed)."""
+    try:
+        return anyio.run(read, *args), False
+    except (OSError, TimeoutError, BusUnavailable) as exc:
+        print(f"error: could not read the region's policy board: {type(exc).__name__}",
+              file=sys.stderr)
+        return None, True
+
+
 def _apply(args: argparse.Namespace) -> int:
     if not args.nats:
         print("error: no NATS: pass --nats or set SAFEGUARDS_NATS_URL", file=sys.stderr)
@@ -104,11 +116,8 @@ def _apply(args: argparse.Namespace) -> int:
     if args.wait <= 0:
         return 0
     digest = hashlib.sha256(document.encode("utf-8")).hexdigest()
-    try:
-        published = anyio.run(wait_in_force, args.nats, args.region, digest, args.wait)
-    except (OSError, TimeoutError, BusUnavailable) as exc:
-        print(f"error: could not read the region's policy board: {type(exc).__name__}",
-              file=sys.stderr)
+    published, failed = _from_board(wait_in_force, args.nats, args.region, digest, args.wait)
+    if failed:
         return 1
     if published is None:
         print(f"not in force after {args.wait:.0f} s: see `safeguards ops history "
@@ -123,11 +132,8 @@ def _show(args: argparse.Namespace) -> int:
     if not args.nats:
         print("error: no NATS: pass --nats or set SAFEGUARDS_NATS_URL", file=sys.stderr)
         return 2
-    try:
-        published = anyio.run(read_board, args.nats, args.region)
-    except (OSError, TimeoutError, BusUnavailable) as exc:
-        print(f"error: could not read the region's policy board: {type(exc).__name__}",
-              file=sys.stderr)
+    published, failed = _from_board(read_board, args.nats, args.region)
+    if failed:
         return 1
     if published is None:
         print(f"region {args.region}: no policy change yet; every part runs the policy it "

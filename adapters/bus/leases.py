@@ -38,6 +38,22 @@ class Lease:
     revision: int
 
 
+async def open_bucket(js: JetStreamContext, name: str, **config: object) -> KeyValue:
+    """The KV bucket ``name``, created with ``config`` if it does not exist yet (whoever creates
+    it first wins; the others open it)."""
+    try:
+        with anyio.fail_after(OP_TIMEOUT_S * 2):
+            try:
+                return await js.key_value(name)
+            except BucketNotFoundError:
+                try:
+                    return await js.create_key_value(bucket=name, **config)  # type: ignore[arg-type]
+                except APIError:
+                    return await js.key_value(name)  # another process created it first
+    except _TRANSPORT as exc:
+        raise BusUnavailable(f"opening KV bucket {name}: {type(exc).__name__}") from None
+
+
 def lease_bucket_name(region: str) -> str:
     return f"sg_{validate_region(region)}_leases"
 
@@ -48,20 +64,8 @@ class LeaseBucket:
 
     @classmethod
     async def open(cls, js: JetStreamContext, region: str, ttl_s: float) -> LeaseBucket:
-        name = lease_bucket_name(region)
-        try:
-            with anyio.fail_after(OP_TIMEOUT_S * 2):
-                try:
-                    kv = await js.key_value(name)
-                except BucketNotFoundError:
-                    try:
-                        kv = await js.create_key_value(bucket=name, history=1, ttl=ttl_s,
-                                                       description="partition and node leases")
-                    except APIError:
-                        kv = await js.key_value(name)  # another node created it first
-        except _TRANSPORT as exc:
-            raise BusUnavailable(f"opening lease bucket: {type(exc).__name__}") from None
-        return cls(kv)
+        return cls(await open_bucket(js, lease_bucket_name(region), history=1, ttl=ttl_s,
+                                     description="partition and node leases"))
 
     async def acquire(self, key: str, holder: str) -> Lease | None:
         """The lease if ``key`` was free, None if someone holds it."""

@@ -21,7 +21,6 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import (
     APIError,
-    BucketNotFoundError,
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
@@ -29,6 +28,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.leases import open_bucket
 from safeguards.core.errors import PolicyError
 from safeguards.core.events import PolicyChanged
 from safeguards.core.ids import policy_entity, validate_region
@@ -76,20 +76,8 @@ class PolicyBoard:
 
     @classmethod
     async def open(cls, js: JetStreamContext, region: str) -> PolicyBoard:
-        name = policy_bucket_name(region)
-        try:
-            with anyio.fail_after(OP_TIMEOUT_S * 2):
-                try:
-                    kv = await js.key_value(name)
-                except BucketNotFoundError:
-                    try:
-                        kv = await js.create_key_value(bucket=name, history=8,
-                                                       description="the region's policy")
-                    except APIError:
-                        kv = await js.key_value(name)  # another process created it first
-        except _TRANSPORT as exc:
-            raise BusUnavailable(f"opening the policy board: {type(exc).__name__}") from None
-        return cls(kv)
+        return cls(await open_bucket(js, policy_bucket_name(region), history=8,
+                                     description="the region's policy"))
 
     async def read(self) -> tuple[PublishedPolicy | None, int]:
         """The published policy (None: nothing published yet) and the key's revision (0)."""

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from policies import policy_text
 
 from safeguards.core.decide import decide
 from safeguards.core.enforcement import commands_for
@@ -245,13 +246,11 @@ def test_any_signal_sequence_keeps_the_invariants(steps: list[tuple[object, int]
 
 
 def test_a_switched_off_category_strikes_nothing_and_shadow_mode_only_records() -> None:
-    text = default_policy_text()
-    off = parse_policy(text.replace("[categories.jailbreak]\n",
-                                    "[categories.jailbreak]\nenabled = false\n", 1))
+    off = parse_policy(policy_text(off="jailbreak"))
     signal = score_signal(1, "a", T0, (("jailbreak", 0.99),))
     events = decide(initial_state("a", "eu"), signal, off, T0)
     assert [e.type for e in events] == ["ScoreRecorded"]
-    shadow = parse_policy(text.replace("[policy]\n", '[policy]\nmode = "shadow"\n', 1))
+    shadow = parse_policy(policy_text("shadow"))
     s = initial_state("a", "eu")
     for i in range(4):
         at = T0 + timedelta(minutes=i)
@@ -262,7 +261,7 @@ def test_a_switched_off_category_strikes_nothing_and_shadow_mode_only_records() 
 
 
 def test_a_policy_proposed_in_the_regions_policy_history_is_validated_then_in_force() -> None:
-    text = default_policy_text().replace('version = "', 'version = "candidate-', 1)
+    text = policy_text(version="candidate-")
     history = initial_state("policy:eu", "eu")
     proposal = Signal("p1", "policy:eu", "eu", T0, "c",
                       PolicyProposed("alice", "switch cyber off", text))

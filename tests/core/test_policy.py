@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from policies import policy_text
 
 from safeguards.core.errors import PolicyError
 from safeguards.core.policy import KNOWN_RULES, default_policy, default_policy_text, parse_policy
@@ -107,23 +108,13 @@ def test_severe_evidence_defaults_and_reads_per_category() -> None:
     assert weapons is not None and weapons.severe_evidence == 5
 
 
-def switched(mode: str | None = None, off: str | None = None) -> str:
-    """The default policy with a region mode and/or one category switched off."""
-    text = default_policy_text()
-    if mode is not None:
-        text = text.replace('[policy]\n', f'[policy]\nmode = "{mode}"\n', 1)
-    if off is not None:
-        text = text.replace(f"[categories.{off}]\n", f"[categories.{off}]\nenabled = false\n", 1)
-    return text
-
-
 def test_kill_switches_and_the_region_mode_are_policy_settings() -> None:
     assert default_policy().mode == "enforce"
-    p = parse_policy(switched("shadow", "cyber"))
+    p = parse_policy(policy_text("shadow", "cyber"))
     assert p.mode == "shadow" and p.is_shadow("strike.threshold")
     assert p.category("cyber") is None and "cyber" not in {c.name for c in p.enabled_categories}
     assert p.category("weapons") is not None
     with pytest.raises(PolicyError) as info:
-        parse_policy(switched("panic").replace("[policy]\n", "[policy]\ncolour = 1\n", 1))
+        parse_policy(policy_text("panic").replace("[policy]\n", "[policy]\ncolour = 1\n", 1))
     assert "policy.mode: 'panic' is not one of enforce, shadow" in str(info.value)
     assert "policy.colour: unknown setting" in str(info.value)

@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from policies import policy_text
 
 from safeguards.adapters.csp.decision import (
     BLOCK_ACTION,
@@ -16,7 +17,7 @@ from safeguards.adapters.csp.decision import (
 )
 from safeguards.adapters.csp.gate import Gate
 from safeguards.core.enforcement import EnforcementCommand
-from safeguards.core.policy import Policy, default_policy, default_policy_text, parse_policy
+from safeguards.core.policy import Policy, default_policy, parse_policy
 
 T0 = 1_800_000_000.0
 
@@ -284,12 +285,7 @@ def test_an_api_keys_level_applies_to_every_account_that_uses_it(gate: Gate) -> 
 
 
 def _policy_with(mode: str | None = None, off: str | None = None) -> Policy:
-    text = default_policy_text()
-    if mode is not None:
-        text = text.replace("[policy]\n", f'[policy]\nmode = "{mode}"\n', 1)
-    if off is not None:
-        text = text.replace(f"[categories.{off}]\n", f"[categories.{off}]\nenabled = false\n", 1)
-    return parse_policy(text)
+    return parse_policy(policy_text(mode, off))
 
 
 def test_a_live_policy_change_switches_a_category_off_and_the_region_into_modes(

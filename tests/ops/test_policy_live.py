@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 from node_support import run_cli
+from policies import policy_text
 
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
@@ -29,11 +30,8 @@ P = 2
 
 
 def candidate(tmp_path: Path, *, mode: str = "enforce") -> Path:
-    text = default_policy_text().replace('version = "', 'version = "live-', 1)
-    text = text.replace("[policy]\n", f'[policy]\nmode = "{mode}"\n', 1)
-    text = text.replace("[categories.weapons]\n", "[categories.weapons]\nenabled = false\n", 1)
     path = tmp_path / f"{mode}.toml"
-    path.write_text(text)
+    path.write_text(policy_text(mode, off="weapons", version="live-"))
     return path
 
 
