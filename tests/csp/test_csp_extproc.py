@@ -238,3 +238,23 @@ async def test_throttle_and_a_withheld_json_completion(
                 for h in r.immediate_response.headers.set_headers}
         assert 1 <= int(sent["retry-after"]) <= 6
         assert sent["x-safeguards-action"] == b"throttle"
+
+
+async def test_an_organisation_blocks_on_headers_and_duplicate_identity_is_refused(
+        region: Region, nats_url: str, test_policy: Policy) -> None:
+    await region.enforce("org:acme", 4, 1)
+    async with ext_proc(region, nats_url, test_policy) as (server, stub):
+        await eventually(lambda: server.gate.held_version("org:acme") == 1)
+        pairs = {":method": "POST", ":path": "/v1/messages", "x-csp-account-id": "fresh",
+                 "x-csp-organization-id": "acme"}
+        status, _ = immediate(await Exchange(stub.Process()).send(
+            pb.ProcessingRequest(request_headers=headers(pairs))))
+        assert status == 403 and server.gate.counts[("block", "org_level_4")] == 1
+        twice = pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=[
+            base_pb2.HeaderValue(key=":method", raw_value=b"POST"),
+            base_pb2.HeaderValue(key=":path", raw_value=b"/v1/messages"),
+            base_pb2.HeaderValue(key="x-csp-account-id", raw_value=b"a"),
+            base_pb2.HeaderValue(key="x-csp-account-id", raw_value=b"b")]))
+        status, body = immediate(await Exchange(stub.Process()).send(
+            pb.ProcessingRequest(request_headers=twice)))
+        assert status == 400 and "duplicate" in json.dumps(body)
