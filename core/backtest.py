@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from safeguards.core.decide import decide_and_fold
-from safeguards.core.events import EnforcementChanged, Event, Signal, StrikeRecorded
+from safeguards.core.events import (
+    EnforcementChanged,
+    Event,
+    EventBody,
+    RequestObserved,
+    ScoreRecorded,
+    Signal,
+    StrikeRecorded,
+)
 from safeguards.core.policy import Policy
 from safeguards.core.state import initial_state
 
@@ -101,6 +109,24 @@ def _span(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
+def strike_potential(body: EventBody) -> float:
+    """The highest score this event could strike on under any policy: a score's maximum, 0 for
+    a request the gate did not throttle, 1 for everything else (decisions, operator actions,
+    appeals, throttles), which always needs a replay. An account whose every event is below a
+    candidate's lowest ``accumulate_above`` cannot be treated differently by it: it strikes
+    nothing under either policy, and has no decisions or operator actions to compare."""
+    if isinstance(body, ScoreRecorded):
+        return 0.0 if body.shadow else max((s for _, s in body.scores), default=0.0)
+    if isinstance(body, RequestObserved):
+        return 1.0 if body.action == "throttle" else 0.0
+    return 1.0
+
+
+def replay_floor(policy: Policy) -> float:
+    """The lowest score on which ``policy`` strikes (1.0: never, so only decided accounts)."""
+    return min((c.accumulate_above for c in policy.enabled_categories), default=1.0)
+
+
 class AccountReplay:
     """Replays one account's stored events, as they arrive in version order, through a policy.
 
@@ -130,7 +156,8 @@ class AccountReplay:
             return
         signal = Signal(e.causation_id, e.account_id, e.region, e.occurred_at,
                         e.correlation_id, body)  # type: ignore[arg-type]
-        new, self._state = decide_and_fold(self._state, signal, self._policy, e.occurred_at)
+        new, self._state = decide_and_fold(self._state, signal, self._policy, e.occurred_at,
+                                           ids=False)
         if counted:
             for n in new:
                 self._candidate.add(n)

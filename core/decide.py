@@ -55,11 +55,12 @@ class _Decision:
     policy: Policy
     now: datetime
     events: list[Event]
+    ids: bool = True  # derive event ids (a backtest compares trajectories and needs none)
 
     def emit(self, body: EventBody, *, decided: bool) -> Event:
         version = self.state.version + 1
         event = Event(
-            event_id=derive_id(self.signal.signal_id, str(len(self.events))),
+            event_id=derive_id(self.signal.signal_id, str(len(self.events))) if self.ids else "",
             account_id=self.state.account_id,
             region=self.state.region,
             version=version,
@@ -93,11 +94,12 @@ def decide(state: AccountState, signal: Signal, policy: Policy, now: datetime) -
     return decide_and_fold(state, signal, policy, now)[0]
 
 
-def decide_and_fold(state: AccountState, signal: Signal, policy: Policy,
-                    now: datetime) -> tuple[list[Event], AccountState]:
+def decide_and_fold(state: AccountState, signal: Signal, policy: Policy, now: datetime, *,
+                    ids: bool = True) -> tuple[list[Event], AccountState]:
     """``decide`` plus the state its events fold to, which it computes anyway: callers that need
-    both (actors, backtests) save folding every event a second time."""
-    d = _Decision(state, signal, policy, now, [])
+    both (actors, backtests) save folding every event a second time. ``ids=False`` leaves event
+    ids empty (for a backtest, whose events are compared, never stored)."""
+    d = _Decision(state, signal, policy, now, [], ids)
     _decide(d, signal, policy)
     return d.events, d.state
 

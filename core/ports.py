@@ -62,6 +62,16 @@ class FeedEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountRisk:
+    """What a backtest needs to know before reading an account: how many of its events are in
+    scope and the highest strike potential among all of them (``core.backtest``)."""
+
+    account_id: str
+    events_since: int
+    strike_potential: float
+
+
+@dataclass(frozen=True, slots=True)
 class OpenReview:
     """An account waiting for a person: its latest ``ReviewRequested`` and who (if anyone) took
     it. A review stays open until an operator sets or clears the account's level."""
@@ -120,8 +130,15 @@ class EventStore(Protocol):
         """The state as of a version, or as of a time (all events with occurred_at <= at)."""
         ...
 
-    async def read_feed(self, after_position: int, limit: int) -> list[FeedEntry]:
-        """Events after ``after_position`` in commit order; never skips a late commit."""
+    async def read_feed(self, after_position: int, limit: int,
+                        accounts: Sequence[str] | None = None) -> list[FeedEntry]:
+        """Events after ``after_position`` in commit order; never skips a late commit. With
+        ``accounts``, only theirs (the positions stay the feed's)."""
+        ...
+
+    async def account_risks(self, since: datetime | None = None) -> list[AccountRisk]:
+        """Every account of the region with its events since ``since`` counted and its highest
+        strike potential (over all its events), in account order."""
         ...
 
     async def pending_outbox(self, limit: int) -> list[PendingOutbox]: ...

@@ -26,10 +26,12 @@ from safeguards.adapters.store.common import (
 from safeguards.adapters.store.reviews import REVIEW_TYPES, open_review
 from safeguards.core import codec
 from safeguards.core import state as fold_module
+from safeguards.core.backtest import strike_potential
 from safeguards.core.errors import ConcurrencyConflict, InvalidInput
 from safeguards.core.events import Event
 from safeguards.core.ids import validate_account_id, validate_region
 from safeguards.core.ports import (
+    AccountRisk,
     AppendRequest,
     AppendResult,
     FeedEntry,
@@ -200,12 +202,32 @@ class InMemoryEventStore:
         assert version is not None
         return self._state(account_id, version)
 
-    async def read_feed(self, after_position: int, limit: int) -> list[FeedEntry]:
+    async def read_feed(self, after_position: int, limit: int,
+                        accounts: Sequence[str] | None = None) -> list[FeedEntry]:
         check_limit(limit)
         if after_position < 0:
             raise InvalidInput("after_position must be >= 0")
-        chunk = self._feed[after_position:after_position + limit]
-        return [FeedEntry(after_position + 1 + i, e) for i, e in enumerate(chunk)]
+        if accounts is None:
+            chunk = self._feed[after_position:after_position + limit]
+            return [FeedEntry(after_position + 1 + i, e) for i, e in enumerate(chunk)]
+        wanted = set(accounts)
+        out = []
+        for i in range(after_position, len(self._feed)):
+            if self._feed[i].account_id in wanted:
+                out.append(FeedEntry(i + 1, self._feed[i]))
+                if len(out) == limit:
+                    break
+        return out
+
+    async def account_risks(self, since: datetime | None = None) -> list[AccountRisk]:
+        out = []
+        for account in sorted(self._streams):
+            events = self._streams[account].events
+            if events:
+                out.append(AccountRisk(
+                    account, sum(since is None or e.occurred_at >= since for e in events),
+                    max(strike_potential(e.body) for e in events)))
+        return out
 
     async def pending_outbox(self, limit: int) -> list[PendingOutbox]:
         """Unpublished messages, oldest first; each call counts one attempt for each message."""

@@ -30,6 +30,7 @@ from safeguards.core.errors import InvalidInput
 from safeguards.core.events import Event
 from safeguards.core.ids import validate_account_id, validate_region
 from safeguards.core.ports import (
+    AccountRisk,
     FeedEntry,
     OpenReview,
     OutboxMessage,
@@ -184,15 +185,27 @@ class PostgresReadSide:
                 await conn.rollback()
         return await self._state_at_version(account_id, version)
 
-    async def read_feed(self, after_position: int, limit: int) -> list[FeedEntry]:
+    async def read_feed(self, after_position: int, limit: int,
+                        accounts: Sequence[str] | None = None) -> list[FeedEntry]:
         check_limit(limit)
         if after_position < 0:
             raise InvalidInput("after_position must be >= 0")
         async with self._connect() as conn:
             driver = await self._driver(conn)
-            rows = await driver.fetch(sql.FEED, self._region, after_position, limit,
-                                      timeout=self._timeout)
+            if accounts is None:
+                rows = await driver.fetch(sql.FEED, self._region, after_position, limit,
+                                          timeout=self._timeout)
+            else:
+                rows = await driver.fetch(sql.FEED_OF, self._region, after_position, limit,
+                                          list(accounts), timeout=self._timeout)
         return [FeedEntry(r[0], event_from_row(r[1:])) for r in rows]
+
+    async def account_risks(self, since: datetime | None = None) -> list[AccountRisk]:
+        async with self._connect() as conn:
+            driver = await self._driver(conn)
+            rows = await driver.fetch(sql.ACCOUNT_RISKS, self._region, since,
+                                      timeout=self._timeout)
+        return [AccountRisk(r[0], r[1], float(r[2])) for r in rows]
 
     async def pending_outbox(self, limit: int) -> list[PendingOutbox]:
         """Unpublished messages, oldest first; each call counts one attempt for each message.

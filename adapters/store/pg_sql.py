@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 EVENT_COLUMNS = ("account_id", "version", "position", "region", "event_id", "type",
                  "schema_version", "occurred_at", "causation_id", "correlation_id",
-                 "policy_version", "body")
+                 "policy_version", "body", "strike_potential")
 
 LOCK_FEED = sa.text("SELECT last_position FROM feed_counter WHERE region = :region FOR UPDATE")
 CREATE_FEED = sa.text(
@@ -90,4 +90,15 @@ FEED = """
 SELECT position, account_id, version, region, event_id, type, schema_version, occurred_at,
        causation_id, correlation_id, policy_version, body
   FROM events WHERE region = $1 AND position > $2 ORDER BY position LIMIT $3
+"""
+FEED_OF = """
+SELECT position, account_id, version, region, event_id, type, schema_version, occurred_at,
+       causation_id, correlation_id, policy_version, body
+  FROM events WHERE region = $1 AND position > $2 AND account_id = ANY($4::text[])
+ ORDER BY position LIMIT $3
+"""
+ACCOUNT_RISKS = """
+SELECT account_id, count(*) FILTER (WHERE $2::timestamptz IS NULL OR occurred_at >= $2),
+       max(strike_potential)
+  FROM events WHERE region = $1 GROUP BY account_id ORDER BY account_id
 """

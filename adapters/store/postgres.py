@@ -52,6 +52,7 @@ from safeguards.adapters.store.pg_reads import PostgresReadSide
 from safeguards.adapters.store.pg_sql import EVENT_COLUMNS
 from safeguards.core import codec
 from safeguards.core import state as fold_module
+from safeguards.core.backtest import strike_potential
 from safeguards.core.errors import ConcurrencyConflict
 from safeguards.core.ports import (
     AppendRequest,
@@ -291,7 +292,7 @@ class PostgresEventStore(PostgresReadSide):
                     raise UnencodableBody(e.version, exc) from None
                 yield (e.account_id, e.version, position, region, e.event_id, e.body.TYPE,
                        e.body.SCHEMA_VERSION, e.occurred_at, e.causation_id, e.correlation_id,
-                       e.policy_version, body)
+                       e.policy_version, body, strike_potential(e.body))
             self._advance(states, request)
 
     async def _write_snapshots(self, conn: AsyncConnection, due: dict[str, int]) -> None:

@@ -29,6 +29,8 @@ events = sa.Table(
     sa.Column("correlation_id", sa.Text, nullable=False),
     sa.Column("policy_version", sa.Text, nullable=True),
     sa.Column("body", sa.LargeBinary, nullable=False),  # msgpack of the typed body (codec)
+    # the highest score this event could strike on under any policy (core.backtest)
+    sa.Column("strike_potential", sa.Float(precision=24), nullable=False, server_default="1"),
     sa.PrimaryKeyConstraint("account_id", "version", name="events_account_version_key"),
     sa.UniqueConstraint("event_id", name="events_event_id_key"),
     sa.UniqueConstraint("region", "position", name="events_feed_key"),

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
+from safeguards.core.events import Event, RequestObserved, ScoreRecorded
 from safeguards.core.policy import parse_policy
 from safeguards.core.ports import AppendRequest, EventStore
 from safeguards.ops.backtest import backtest_region
 
 from golden_events import GOLDEN, golden_history
 
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 GOLDEN_POLICY = (GOLDEN / "policy-default-2026.11.1.toml").read_text()
+
+
+def _benign(account: str, n: int) -> tuple[Event, ...]:
+    """Requests and low scores only: nothing any of these policies strikes on."""
+    return tuple(
+        Event(f"{account}/{v}", account, "eu", v, T0 + timedelta(minutes=v), f"c{v}", "k", None,
+              ScoreRecorded(f"r{v}", "prompt", f"{v:064x}", 10, "m", "1", (("cyber", 0.2),))
+              if v % 2 else RequestObserved(f"r{v}", "m", "proxy", 1, 1, 10, "0" * 64, False,
+                                            "allow"))
+        for v in range(1, n + 1))
 
 
 async def _fill(store: EventStore) -> int:
@@ -20,17 +32,27 @@ async def _fill(store: EventStore) -> int:
         history = golden_history(index)
         await store.append(AppendRequest(history[0].account_id, 0, tuple(history)))
         total += len(history)
-    return total
+    await store.append(AppendRequest("benign-1", 0, _benign("benign-1", 6)))
+    return total + 6
 
 
 async def _check(store: EventStore) -> None:
     total = await _fill(store)
     same = await backtest_region(store, parse_policy(GOLDEN_POLICY))
-    assert (same.accounts, same.events, same.differing) == (2, total, [])
+    assert (same.accounts, same.events, same.differing) == (3, total, [])
+    # the benign account cannot differ under a policy that strikes no lower than 0.35: counted,
+    # not replayed
+    assert same.skipped_accounts == 1 and same.replayed_events == total - 6
     lax = parse_policy(GOLDEN_POLICY.replace("threshold = 0.5", "threshold = 0.99"))
     report = await backtest_region(store, lax, page=7)
     assert [r.account_id for r in report.differing] == ["golden-acct-1", "golden:acct.2"]
     assert "strikes 5 -> 1" in report.render()
+    # a candidate striking cyber from 0.1 must replay the benign account too: it now differs
+    eager = parse_policy(GOLDEN_POLICY.replace("[categories.cyber]\nthreshold = 0.6",
+                                               "[categories.cyber]\nthreshold = 0.1"))
+    everyone = await backtest_region(store, eager)
+    assert everyone.skipped_accounts == 0 and everyone.accounts == 3
+    assert "benign-1" in [r.account_id for r in everyone.differing]
     late = golden_history()[-1].occurred_at + timedelta(days=1)
     assert (await backtest_region(store, lax, since=late)).accounts == 0
 
