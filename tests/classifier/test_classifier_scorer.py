@@ -121,11 +121,9 @@ async def test_event_loop_stays_free_during_inference(model: LoadedModel) -> Non
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(ticker)
-            started = time.perf_counter()
             await s.score(long_text)
-            elapsed = time.perf_counter() - started
             tg.cancel_scope.cancel()
-    assert elapsed > 0 and ticks >= 1  # the loop ran other tasks while ONNX Runtime worked
+    assert ticks >= 1  # the loop ran other tasks while ONNX Runtime worked
 
 
 async def test_cancelled_caller_leaves_scorer_healthy(model: LoadedModel) -> None:
