@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -35,14 +35,11 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 
 from safeguards.adapters.csp.admission import Admission, Admitted
-from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision
-from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
 from safeguards.adapters.csp.gate import Gate
-from safeguards.adapters.csp.identity import Caller, IdentityHeaders, load_link_key
-from safeguards.adapters.csp.link import BusLink
+from safeguards.adapters.csp.identity import Caller, IdentityHeaders
+from safeguards.adapters.csp.inline_gate import InlineGate
 from safeguards.adapters.csp.metrics import CspMetrics
-from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.wire import (
     BadRequest,
     SseScanner,
@@ -51,7 +48,6 @@ from safeguards.adapters.csp.wire import (
     refusal_message,
     with_safety_prompt,
 )
-from safeguards.core.ids import validate_region
 from safeguards.core.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -69,8 +65,10 @@ class ExtProcConfig:
     classify_all_streams: bool = False
     telemetry_capacity: int = 10_000
     telemetry_workers: int = 1
+    telemetry_linger_s: float = 0.005  # how long a telemetry batch waits to fill
     publish_timeout_s: float = 2.0
     feed_heartbeat_s: float = 1.0
+    freeze_gc_after_sync: bool = False  # a server process: move the loaded cache out of GC scans
     metrics_port: int = 0  # a Prometheus /metrics endpoint on this port (0: none)
 
 
@@ -134,14 +132,13 @@ def _header(headers: Any, name: str) -> str | None:
 
 class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     def __init__(self, config: ExtProcConfig, policy: Policy, gate: Gate,
-                 admission: Admission, metrics: CspMetrics) -> None:
+                 admission: Admission, metrics: CspMetrics, identity: IdentityHeaders) -> None:
         self.config = config
         self.policy = policy
         self.gate = gate
         self.admission = admission
         self.metrics = metrics
-        self.identity = IdentityHeaders(config.link_key or load_link_key(config.region),
-                                        config.account_header)
+        self.identity = identity
         self.exchanges = 0
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
@@ -313,22 +310,20 @@ class ExtProcServer:
     """The ext_proc gRPC server with its gate, feed and telemetry; ``running()`` owns them."""
 
     def __init__(self, config: ExtProcConfig, policy: Policy) -> None:
-        validate_region(config.region)
         self.config = config
-        self.gate = Gate(policy)
-        self.link = BusLink(config.nats_url, name="safeguards-extproc") if config.nats_url else None
-        self.feed = (EnforcementFeed(self.link, config.region, self.gate,
-                                     heartbeat_s=config.feed_heartbeat_s)
-                     if self.link is not None else None)
-        self.telemetry = Telemetry(self.link, config.region, config.partitions,
-                                   capacity=config.telemetry_capacity,
-                                   workers=config.telemetry_workers,
-                                   publish_timeout_s=config.publish_timeout_s)
-        self.classifier = SyncClassifier(self.link, config.region,
-                                         policy.gate.classify_deadline_ms)
-        self.metrics = CspMetrics(self.gate, self.telemetry, self.feed)
-        self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics)
-        self.service = ExtProcService(config, policy, self.gate, self.admission, self.metrics)
+        self.inline = InlineGate(
+            policy, region=config.region, nats_url=config.nats_url, partitions=config.partitions,
+            account_header=config.account_header, link_key=config.link_key,
+            telemetry_capacity=config.telemetry_capacity,
+            telemetry_workers=config.telemetry_workers,
+            telemetry_linger_s=config.telemetry_linger_s,
+            publish_timeout_s=config.publish_timeout_s, feed_heartbeat_s=config.feed_heartbeat_s,
+            connection_name="safeguards-extproc", freeze_gc_after_sync=config.freeze_gc_after_sync)
+        i = self.inline
+        self.gate, self.link, self.feed, self.telemetry = i.gate, i.link, i.feed, i.telemetry
+        self.classifier, self.metrics, self.admission = i.classifier, i.metrics, i.admission
+        self.service = ExtProcService(config, policy, self.gate, self.admission, self.metrics,
+                                      i.identity)
         self.port: int | None = None
 
     @contextlib.asynccontextmanager
@@ -336,27 +331,18 @@ class ExtProcServer:
         server = grpc.aio.server()
         pb_grpc.add_ExternalProcessorServicer_to_server(self.service, server)
         self.port = server.add_insecure_port(self.config.listen)
-        async with anyio.create_task_group() as tg:
-            if self.link is not None:
-                await tg.start(self.link.run)
-                tg.start_soon(self.link.follow_policy, self.config.region, self.gate)
-            if self.feed is not None:
-                await tg.start(self.feed.run)
-            await tg.start(self.telemetry.run)
+        async with self.inline.running():
             await server.start()
             try:
                 yield self
             finally:
                 with anyio.move_on_after(5, shield=True):
                     await server.stop(grace=1.0)
-                tg.cancel_scope.cancel()
 
 
 async def serve_extproc(config: ExtProcConfig, policy: Policy) -> None:
-    server = ExtProcServer(config, policy)
-    async with server.running(), anyio.create_task_group() as tg:
-        if server.feed is not None:
-            tg.start_soon(freeze_gc_when_ready, server.feed)
+    server = ExtProcServer(replace(config, freeze_gc_after_sync=True), policy)
+    async with server.running():
         if config.metrics_port:
             from prometheus_client import start_http_server
 

@@ -20,9 +20,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import anyio
-
-from safeguards.adapters.csp.admission import Admission
 from safeguards.adapters.csp.answers import (
     JSON_HEADER,
     AnswerRelay,
@@ -34,15 +31,9 @@ from safeguards.adapters.csp.answers import (
     respond,
     send_error,
 )
-from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest
-from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
-from safeguards.adapters.csp.gate import Gate
-from safeguards.adapters.csp.identity import Caller, IdentityHeaders, load_link_key
-from safeguards.adapters.csp.link import BusLink
-from safeguards.adapters.csp.metrics import CspMetrics
-from safeguards.adapters.csp.streams import ensure_gate_streams
-from safeguards.adapters.csp.telemetry import Telemetry
+from safeguards.adapters.csp.identity import Caller
+from safeguards.adapters.csp.inline_gate import InlineGate
 from safeguards.adapters.csp.upstream_client import (
     UpstreamClient,
     UpstreamError,
@@ -55,7 +46,6 @@ from safeguards.adapters.csp.wire import (
     parse_messages_request,
     with_safety_prompt,
 )
-from safeguards.core.ids import validate_region
 from safeguards.core.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -94,26 +84,22 @@ class CspProxy:
     """ASGI application; ``running()`` owns its background tasks (or ASGI lifespan does)."""
 
     def __init__(self, config: ProxyConfig, policy: Policy) -> None:
-        validate_region(config.region)
         self.config = config
         self.policy = policy
-        self.gate = Gate(policy)
-        self.link = BusLink(config.nats_url) if config.nats_url else None
-        self.feed = (EnforcementFeed(self.link, config.region, self.gate,
-                                     heartbeat_s=config.feed_heartbeat_s)
-                     if self.link is not None else None)
-        self.telemetry = Telemetry(self.link, config.region, config.partitions,
-                                   capacity=config.telemetry_capacity,
-                                   workers=config.telemetry_workers,
-                                   publish_timeout_s=config.publish_timeout_s,
-                                   linger_s=config.telemetry_linger_s)
-        self.classifier = SyncClassifier(self.link, config.region,
-                                         policy.gate.classify_deadline_ms)
-        self.metrics = CspMetrics(self.gate, self.telemetry, self.feed)
-        self.identity = IdentityHeaders(config.link_key or load_link_key(config.region),
-                                        config.account_header)
+        self.inline = InlineGate(
+            policy, region=config.region, nats_url=config.nats_url, partitions=config.partitions,
+            account_header=config.account_header, link_key=config.link_key,
+            telemetry_capacity=config.telemetry_capacity,
+            telemetry_workers=config.telemetry_workers,
+            telemetry_linger_s=config.telemetry_linger_s,
+            publish_timeout_s=config.publish_timeout_s, feed_heartbeat_s=config.feed_heartbeat_s,
+            connection_name="safeguards-proxy", provision_streams=config.provision_streams,
+            freeze_gc_after_sync=config.freeze_gc_after_sync)
+        i = self.inline
+        self.gate, self.link, self.feed, self.telemetry = i.gate, i.link, i.feed, i.telemetry
+        self.classifier, self.metrics, self.identity = i.classifier, i.metrics, i.identity
+        self.admission = i.admission
         self._client: UpstreamClient | None = None
-        self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics)
         self.answers = AnswerRelay(self.admission, self.gate, self.metrics, policy,
                                    classify_all_streams=config.classify_all_streams)
 
@@ -126,30 +112,11 @@ class CspProxy:
                                 read_timeout_s=self.config.upstream_read_timeout_s)
         self._client = client
         try:
-            async with anyio.create_task_group() as tg:
-                if self.link is not None:
-                    await tg.start(self.link.run)
-                    tg.start_soon(self.link.follow_policy, self.config.region, self.gate)
-                    if self.config.provision_streams:
-                        tg.start_soon(self._provision)
-                if self.feed is not None:
-                    await tg.start(self.feed.run)
-                    if self.config.freeze_gc_after_sync:
-                        tg.start_soon(freeze_gc_when_ready, self.feed)
-                await tg.start(self.telemetry.run)
+            async with self.inline.running():
                 yield self
-                tg.cancel_scope.cancel()
         finally:
             self._client = None
             await client.aclose()
-
-    async def _provision(self) -> None:
-        assert self.link is not None
-        await self.link.connected.wait()
-        js = self.link.js
-        if js is not None:
-            with anyio.fail_after(10):
-                await ensure_gate_streams(js, self.config.region)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()

@@ -1,0 +1,72 @@
+"""The inline gate runtime both front ends share (the HTTP proxy and Envoy ext_proc).
+
+One place wires what a front end needs around the gate: the background NATS link, the region's
+policy follower, the enforcement feed, telemetry, the synchronous classify client, the metrics,
+the caller's identity headers and admission. ``running()`` owns their background tasks; the
+front ends add only their own protocol (ASGI routes, the gRPC servicer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import anyio
+
+from safeguards.adapters.csp.admission import Admission
+from safeguards.adapters.csp.classify import SyncClassifier
+from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
+from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.identity import IdentityHeaders, load_link_key
+from safeguards.adapters.csp.link import BusLink
+from safeguards.adapters.csp.metrics import CspMetrics
+from safeguards.adapters.csp.streams import ensure_gate_streams
+from safeguards.adapters.csp.telemetry import Telemetry
+from safeguards.core.ids import validate_region
+from safeguards.core.policy import Policy
+
+
+class InlineGate:
+    def __init__(self, policy: Policy, *, region: str, nats_url: str | None, partitions: int,
+                 account_header: str, link_key: bytes | None, telemetry_capacity: int,
+                 telemetry_workers: int, telemetry_linger_s: float, publish_timeout_s: float,
+                 feed_heartbeat_s: float, connection_name: str,
+                 provision_streams: bool = False, freeze_gc_after_sync: bool = False) -> None:
+        self.region = validate_region(region)
+        self.provision_streams = provision_streams
+        self.freeze_gc_after_sync = freeze_gc_after_sync
+        self.gate = Gate(policy)
+        self.link = BusLink(nats_url, name=connection_name) if nats_url else None
+        self.feed = (EnforcementFeed(self.link, region, self.gate, heartbeat_s=feed_heartbeat_s)
+                     if self.link is not None else None)
+        self.telemetry = Telemetry(self.link, region, partitions, capacity=telemetry_capacity,
+                                   workers=telemetry_workers, publish_timeout_s=publish_timeout_s,
+                                   linger_s=telemetry_linger_s)
+        self.classifier = SyncClassifier(self.link, region, policy.gate.classify_deadline_ms)
+        self.metrics = CspMetrics(self.gate, self.telemetry, self.feed)
+        self.identity = IdentityHeaders(link_key or load_link_key(region), account_header)
+        self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[InlineGate]:
+        async with anyio.create_task_group() as tg:
+            if self.link is not None:
+                await tg.start(self.link.run)
+                tg.start_soon(self.link.follow_policy, self.region, self.gate)
+                if self.provision_streams:
+                    tg.start_soon(self._provision)
+            if self.feed is not None:
+                await tg.start(self.feed.run)
+                if self.freeze_gc_after_sync:
+                    tg.start_soon(freeze_gc_when_ready, self.feed)
+            await tg.start(self.telemetry.run)
+            yield self
+            tg.cancel_scope.cancel()
+
+    async def _provision(self) -> None:
+        assert self.link is not None
+        await self.link.connected.wait()
+        js = self.link.js
+        if js is not None:
+            with anyio.fail_after(10):
+                await ensure_gate_streams(js, self.region)
