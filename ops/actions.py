@@ -15,8 +15,8 @@ import secrets
 from datetime import UTC, datetime
 
 import anyio
-import nats
 
+from safeguards.adapters.bus.connect import connect
 from safeguards.core.codec import encode_signal
 from safeguards.core.errors import InvalidInput
 from safeguards.core.events import (
@@ -53,7 +53,7 @@ def operator_signal(account_id: str, region: str, observation: Observation, *,
 async def send_operator_signal(nats_url: str, partitions: int, signal: Signal) -> None:
     """Publish to the account's input stream and wait for JetStream to confirm it."""
     with anyio.fail_after(PUBLISH_TIMEOUT_S):
-        nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=0)
+        nc = await connect(nats_url, name="safeguards-ops", once=True)
         try:
             js = nc.jetstream()
             await js.publish(inputs_subject(signal.region, partitions, signal.account_id),

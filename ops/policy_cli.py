@@ -26,6 +26,7 @@ from typing import Any
 
 import anyio
 
+from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.policy_board import PolicyBoard, PublishedPolicy
 from safeguards.core.errors import SafeguardsError
@@ -62,9 +63,7 @@ def _bus(parser: argparse.ArgumentParser) -> None:
 
 
 async def read_board(nats_url: str, region: str) -> PublishedPolicy | None:
-    import nats
-
-    nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=0)
+    nc = await connect(nats_url, name="safeguards-ops", once=True)
     try:
         board = await PolicyBoard.open(nc.jetstream(), region)
         return (await board.read())[0]

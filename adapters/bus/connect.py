@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import anyio
 import nats
@@ -15,12 +16,20 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 
 
-async def connect(url: str, *, name: str, timeout_s: float = 15.0) -> Client:
-    """A connection that keeps reconnecting after it was once established.
+Callback = Callable[..., Awaitable[None]]
+
+
+async def connect(url: str, *, name: str, timeout_s: float = 15.0, once: bool = False,
+                  error_cb: Callback | None = None, disconnected_cb: Callback | None = None,
+                  reconnected_cb: Callback | None = None,
+                  connect_timeout_s: float = CONNECT_TIMEOUT_S) -> Client:
+    """The one way this project connects to NATS: a connection that keeps reconnecting after
+    it was once established (``once``: a one-shot tool's, which gives up instead).
 
     The first connect is bounded by ``timeout_s``; after that nats-py reconnects forever and
     buffers publishes meanwhile (acks included), which is what the actors want through a server
-    restart: every other await on the connection carries its own deadline.
+    restart: every other await on the connection carries its own deadline. The callbacks replace
+    the default one-line logging of errors and disconnects.
     """
     async def on_error(exc: Exception) -> None:
         # nats-py's default prints a traceback per failed reconnect attempt; one line will do.
@@ -29,20 +38,24 @@ async def connect(url: str, *, name: str, timeout_s: float = 15.0) -> Client:
     async def on_disconnect() -> None:
         log.info("NATS connection %s: disconnected", name)
 
+    async def on_reconnect() -> None:
+        log.info("NATS connection %s: reconnected", name)
+
     try:
         with anyio.fail_after(timeout_s):
             nc: Client = await nats.connect(
                 url,
                 name=name,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                max_reconnect_attempts=-1,
+                connect_timeout=connect_timeout_s,
+                max_reconnect_attempts=0 if once else -1,
                 reconnect_time_wait=0.25,
-                allow_reconnect=True,
+                allow_reconnect=not once,
                 ping_interval=5,
                 max_outstanding_pings=3,
                 pending_size=32 * 1024 * 1024,
-                error_cb=on_error,
-                disconnected_cb=on_disconnect,
+                error_cb=error_cb or on_error,
+                disconnected_cb=disconnected_cb or on_disconnect,
+                reconnected_cb=reconnected_cb or on_reconnect,
             )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         raise BusUnavailable(f"cannot connect to NATS: {type(exc).__name__}") from None

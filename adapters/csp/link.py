@@ -15,6 +15,8 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.policy_board import PolicyBoard, follow_policy
 from safeguards.adapters.csp.gate import Gate
 
@@ -72,15 +74,13 @@ class BusLink:
         try:
             while self.nc is None:
                 try:
-                    with anyio.fail_after(self.connect_timeout_s + 1.0):
-                        nc = await nats.connect(
-                            self.url, name=self.name, connect_timeout=self.connect_timeout_s,
-                            allow_reconnect=True, max_reconnect_attempts=-1,
-                            reconnect_time_wait=self.retry_s, error_cb=self._on_error,
-                            disconnected_cb=self._on_disconnected,
-                            reconnected_cb=self._on_reconnected,
-                        )
-                except (OSError, TimeoutError, nats.errors.Error) as exc:
+                    nc = await connect(self.url, name=self.name,
+                                       timeout_s=self.connect_timeout_s + 1.0,
+                                       connect_timeout_s=self.connect_timeout_s,
+                                       error_cb=self._on_error,
+                                       disconnected_cb=self._on_disconnected,
+                                       reconnected_cb=self._on_reconnected)
+                except BusUnavailable as exc:
                     if self.connect_failures % 20 == 0:  # once, then every 20th: no flood
                         log.warning("nats connect to the gate's bus failed (%s); retrying",
                                     type(exc).__name__)
