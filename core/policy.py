@@ -73,6 +73,11 @@ class Rung:
     # threshold x this scale: enhanced filtering is stricter for an account that has already shown
     # abuse (1 = the thresholds). Refusal stays at each category's ``refuse_threshold``.
     classify_threshold_scale: float = 1.0
+    # Whether the rung's inline classification refuses when the classifier cannot answer for a
+    # category marked ``on_unavailable = "closed"`` (screening at L0 never does): a warned
+    # account is not refused because the classifier is slow, an account under enhanced
+    # filtering is.
+    fail_closed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +345,7 @@ def _ladder(c: _Checker, rungs: list[Any]) -> tuple[Rung, ...]:
                 interventions=tuple(str(x) for x in interventions),
                 classify_threshold_scale=c.number(spec, "classify_threshold_scale", path,
                                                   lo=0.05, hi=1.0, default=1.0),
+                fail_closed=bool(c.get(spec, "fail_closed", bool, path, True)),
             )
         )
     if [r.level for r in out] != list(LEVELS):

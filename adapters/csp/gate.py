@@ -125,7 +125,8 @@ class Gate:
         # refuse at: the category's refuse_threshold, fails closed)
         self._thresholds = tuple(
             tuple((c.name, c.threshold * rung.classify_threshold_scale, c.refuse_threshold,
-                   c.name in closed) for c in enabled)
+                   c.name in closed and (rung.fail_closed or policy.mode == "fail_closed"))
+                  for c in enabled)
             for rung in policy.ladder)
         self._override = policy.mode if policy.mode in ("refuse", "shadow") else None
         tier0 = policy.rate_tiers[0]
