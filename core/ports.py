@@ -130,10 +130,13 @@ class EventStore(Protocol):
         """The state as of a version, or as of a time (all events with occurred_at <= at)."""
         ...
 
-    async def read_feed(self, after_position: int, limit: int,
-                        accounts: Sequence[str] | None = None) -> list[FeedEntry]:
-        """Events after ``after_position`` in commit order; never skips a late commit. With
-        ``accounts``, only theirs (the positions stay the feed's)."""
+    async def read_feed(self, after_position: int, limit: int) -> list[FeedEntry]:
+        """Events after ``after_position`` in commit order; never skips a late commit."""
+        ...
+
+    async def histories(self, account_ids: Sequence[str]) -> dict[str, list[Event]]:
+        """The whole histories of several accounts in one read (each in version order; an
+        account without events is left out)."""
         ...
 
     async def account_risks(self, since: datetime | None = None) -> list[AccountRisk]:

@@ -51,11 +51,43 @@ class BacktestReport:
         return "\n".join(lines)
 
 
-ACCOUNTS_PER_SCAN = 5000  # accounts whose events one pass over the feed collects
+def _count(report: BacktestReport, replay: AccountReplay) -> None:
+    result = replay.result()
+    if result.events_replayed == 0:
+        return  # nothing since ``since``
+    report.accounts += 1
+    report.events += result.events_replayed
+    report.replayed_events += result.events_replayed
+    if result.differs:
+        report.differing.append(result)
+
+
+async def _replay_feed(store: EventStore, candidate: Policy, since: datetime | None, page: int,
+                       wanted: set[str], report: BacktestReport) -> None:
+    """Most accounts need a replay: one pass over the whole commit-ordered feed."""
+    replays: dict[str, AccountReplay] = {}
+    position = 0
+    while True:
+        entries = await store.read_feed(position, page)
+        if not entries:
+            break
+        for entry in entries:
+            e = entry.event
+            account_replay = replays.get(e.account_id)
+            if account_replay is None:
+                if e.account_id not in wanted:
+                    continue  # counted without a replay
+                account_replay = replays[e.account_id] = AccountReplay(
+                    e.account_id, e.region, candidate, since)
+            account_replay.add(e)
+        position = entries[-1].position
+    for account in sorted(replays):
+        _count(report, replays[account])
 
 
 async def backtest_region(store: EventStore, candidate: Policy, *,
-                          since: datetime | None = None, page: int = 5000) -> BacktestReport:
+                          since: datetime | None = None, page: int = 5000,
+                          accounts_per_read: int = 200) -> BacktestReport:
     report = BacktestReport(store.region, candidate.version)
     started = time.perf_counter()
     # Accounts whose every event stays below the candidate's lowest strike score, with nothing
@@ -63,43 +95,21 @@ async def backtest_region(store: EventStore, candidate: Policy, *,
     floor = replay_floor(candidate)
     risks = await store.account_risks(since)
     replay = [r.account_id for r in risks if r.strike_potential >= floor]
-    wanted = set(replay)
     for r in risks:
         if r.strike_potential < floor and r.events_since:
             report.accounts += 1
             report.events += r.events_since
             report.skipped_accounts += 1
     if len(replay) * 2 > len(risks):
-        groups: list[list[str] | None] = [None]  # most accounts: one pass over the whole feed
+        await _replay_feed(store, candidate, since, page, set(replay), report)
     else:
-        groups = [replay[i:i + ACCOUNTS_PER_SCAN]
-                  for i in range(0, len(replay), ACCOUNTS_PER_SCAN)]
-    for group in groups:
-        replays: dict[str, AccountReplay] = {}
-        position = 0
-        while True:
-            entries = await store.read_feed(position, page, group)
-            if not entries:
-                break
-            for entry in entries:
-                e = entry.event
-                account_replay = replays.get(e.account_id)
-                if account_replay is None:
-                    if e.account_id not in wanted:
-                        continue  # counted above without a replay
-                    account_replay = replays[e.account_id] = AccountReplay(
-                        e.account_id, e.region, candidate, since)
-                account_replay.add(e)
-            position = entries[-1].position
-        for account in sorted(replays):
-            result = replays[account].result()
-            if result.events_replayed == 0:
-                continue  # nothing since ``since``
-            report.accounts += 1
-            report.events += result.events_replayed
-            report.replayed_events += result.events_replayed
-            if result.differs:
-                report.differing.append(result)
+        for i in range(0, len(replay), accounts_per_read):
+            histories = await store.histories(replay[i:i + accounts_per_read])
+            for account, history in histories.items():
+                account_replay = AccountReplay(account, store.region, candidate, since)
+                for e in history:
+                    account_replay.add(e)
+                _count(report, account_replay)
     report.differing.sort(key=lambda r: r.account_id)
     report.seconds = time.perf_counter() - started
     return report

@@ -202,21 +202,20 @@ class InMemoryEventStore:
         assert version is not None
         return self._state(account_id, version)
 
-    async def read_feed(self, after_position: int, limit: int,
-                        accounts: Sequence[str] | None = None) -> list[FeedEntry]:
+    async def read_feed(self, after_position: int, limit: int) -> list[FeedEntry]:
         check_limit(limit)
         if after_position < 0:
             raise InvalidInput("after_position must be >= 0")
-        if accounts is None:
-            chunk = self._feed[after_position:after_position + limit]
-            return [FeedEntry(after_position + 1 + i, e) for i, e in enumerate(chunk)]
-        wanted = set(accounts)
-        out = []
-        for i in range(after_position, len(self._feed)):
-            if self._feed[i].account_id in wanted:
-                out.append(FeedEntry(i + 1, self._feed[i]))
-                if len(out) == limit:
-                    break
+        chunk = self._feed[after_position:after_position + limit]
+        return [FeedEntry(after_position + 1 + i, e) for i, e in enumerate(chunk)]
+
+    async def histories(self, account_ids: Sequence[str]) -> dict[str, list[Event]]:
+        out = {}
+        for account in account_ids:
+            validate_account_id(account)
+            stream = self._streams.get(account)
+            if stream is not None and stream.events:
+                out[account] = list(stream.events)
         return out
 
     async def account_risks(self, since: datetime | None = None) -> list[AccountRisk]:

@@ -185,20 +185,29 @@ class PostgresReadSide:
                 await conn.rollback()
         return await self._state_at_version(account_id, version)
 
-    async def read_feed(self, after_position: int, limit: int,
-                        accounts: Sequence[str] | None = None) -> list[FeedEntry]:
+    async def read_feed(self, after_position: int, limit: int) -> list[FeedEntry]:
         check_limit(limit)
         if after_position < 0:
             raise InvalidInput("after_position must be >= 0")
         async with self._connect() as conn:
             driver = await self._driver(conn)
-            if accounts is None:
-                rows = await driver.fetch(sql.FEED, self._region, after_position, limit,
-                                          timeout=self._timeout)
-            else:
-                rows = await driver.fetch(sql.FEED_OF, self._region, after_position, limit,
-                                          list(accounts), timeout=self._timeout)
+            rows = await driver.fetch(sql.FEED, self._region, after_position, limit,
+                                      timeout=self._timeout)
         return [FeedEntry(r[0], event_from_row(r[1:])) for r in rows]
+
+    async def histories(self, account_ids: Sequence[str]) -> dict[str, list[Event]]:
+        accounts = [validate_account_id(a) for a in account_ids]
+        out: dict[str, list[Event]] = {}
+        if not accounts:
+            return out
+        async with self._connect() as conn:
+            driver = await self._driver(conn)
+            rows = await driver.fetch(sql.TAILS, accounts, [0] * len(accounts),
+                                      [sql.NO_LIMIT] * len(accounts), timeout=self._timeout)
+        for row in rows:
+            event = event_from_row(row)
+            out.setdefault(event.account_id, []).append(event)
+        return out
 
     async def account_risks(self, since: datetime | None = None) -> list[AccountRisk]:
         async with self._connect() as conn:

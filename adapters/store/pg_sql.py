@@ -91,12 +91,6 @@ SELECT position, account_id, version, region, event_id, type, schema_version, oc
        causation_id, correlation_id, policy_version, body
   FROM events WHERE region = $1 AND position > $2 ORDER BY position LIMIT $3
 """
-FEED_OF = """
-SELECT position, account_id, version, region, event_id, type, schema_version, occurred_at,
-       causation_id, correlation_id, policy_version, body
-  FROM events WHERE region = $1 AND position > $2 AND account_id = ANY($4::text[])
- ORDER BY position LIMIT $3
-"""
 ACCOUNT_RISKS = """
 SELECT account_id, count(*) FILTER (WHERE $2::timestamptz IS NULL OR occurred_at >= $2),
        max(strike_potential)

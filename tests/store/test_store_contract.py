@@ -230,17 +230,20 @@ async def test_feed_is_dense_ordered_and_pages(store: StoreUnderTest) -> None:
         await store.read_feed(0, 0)
 
 
-async def test_the_feed_of_some_accounts_and_every_accounts_strike_potential(
+async def test_several_histories_at_once_and_every_accounts_strike_potential(
         store: StoreUnderTest) -> None:
     # versions 1, 2, 3: a request (0), a score of 0.9, a strike (a decision: 1)
     await store.append_batch([make_request("a", store.region, 0, 1),
                               make_request("b", store.region, 0, 2),
                               make_request("c", store.region, 0, 3)])
     await store.append(make_request("b", store.region, 2, 1))
-    some = await store.read_feed(0, 100, ["b"])
-    assert [(e.position, e.event.version) for e in some] == [(2, 1), (3, 2), (7, 3)]
-    assert await store.read_feed(3, 1, ["b", "c"]) == (await store.read_feed(3, 1))
-    assert await store.read_feed(0, 100, []) == []
+    some = await store.histories(["b", "c", "nobody"])
+    assert sorted(some) == ["b", "c"]
+    assert [e.version for e in some["b"]] == [1, 2, 3]
+    assert some["c"] == await store.history("c")
+    assert await store.histories([]) == {}
+    with pytest.raises(InvalidAccountId):
+        await store.histories(["bad account"])
     risks = await store.account_risks()
     assert [(r.account_id, r.events_since) for r in risks] == [("a", 1), ("b", 3), ("c", 3)]
     assert [r.strike_potential for r in risks] == pytest.approx([0.0, 1.0, 1.0])
