@@ -96,9 +96,10 @@ class RegionStack:
             model = await anyio.to_thread.run_sync(load_model)
             nc = await connect(cfg.nats_url, name=f"safeguards-classifier-{cfg.name}")
             try:
-                async with MicroBatchScorer(model) as scorer:
+                async with MicroBatchScorer(model) as scorer, MicroBatchScorer(model) as inline:
                     self.classifier = ClassifierService(
-                        nc, cfg.name, scorer, ClassifierSettings(partitions=cfg.partitions))
+                        nc, cfg.name, scorer, ClassifierSettings(partitions=cfg.partitions),
+                        inline=inline)
                     async with anyio.create_task_group() as classifier_tg:
                         await classifier_tg.start(self.classifier.run)
                         proxy = CspProxy(ProxyConfig(region=cfg.name,

@@ -207,15 +207,17 @@ async def _serve_async(args: argparse.Namespace) -> None:
     from safeguards.adapters.classifier.scorer import MicroBatchScorer
     from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
 
-    primary = MicroBatchScorer(load_model(args.model))
+    model = load_model(args.model)
+    primary, inline = MicroBatchScorer(model), MicroBatchScorer(model)
     shadows = [MicroBatchScorer(load_model(d)) for d in args.shadow]
     nc = await connect(args.nats_url, name=f"classifier-{args.region}")
     try:
         async with AsyncExitStack() as stack:
-            for scorer in (primary, *shadows):
+            for scorer in (primary, inline, *shadows):
                 await stack.enter_async_context(scorer)
             service = ClassifierService(nc, args.region, primary,
-                                        ClassifierSettings(partitions=args.partitions), shadows)
+                                        ClassifierSettings(partitions=args.partitions), shadows,
+                                        inline=inline)
             async with anyio.create_task_group() as tg:
                 await tg.start(service.run)
                 print(f"classifier serving region {args.region}: {primary.name} "

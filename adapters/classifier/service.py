@@ -109,11 +109,15 @@ class ClassifierService:
     """Runs the consumer and the responder of one region until cancelled."""
 
     def __init__(self, nc: Client, region: str, primary: MicroBatchScorer,
-                 settings: ClassifierSettings, shadows: Sequence[MicroBatchScorer] = ()) -> None:
+                 settings: ClassifierSettings, shadows: Sequence[MicroBatchScorer] = (),
+                 inline: MicroBatchScorer | None = None) -> None:
+        """``inline`` answers the gates' synchronous requests (same model, its own queue and
+        inference thread), so a screening never waits behind background content scoring."""
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=settings.publish_timeout_s)
         self.region = validate_region(region)
         self.primary = primary
+        self.inline = inline or primary
         self.shadows = tuple(shadows)
         self.settings = settings
         self.stats = ServiceStats()
@@ -358,7 +362,7 @@ class ClassifierService:
         result: ScoreResult | None = None
         with anyio.move_on_after(budget) as scope:
             try:
-                result = await self.primary.score(req.text, req.kind)
+                result = await self.inline.score(req.text, req.kind)
             except TextRejected as exc:
                 error = exc.reason
             except ScorerOverloaded:

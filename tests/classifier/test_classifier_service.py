@@ -57,7 +57,8 @@ class Harness:
 
 @asynccontextmanager
 async def running(nats_url: str, model: LoadedModel, *, shadow: LoadedModel | None = None,
-                  settings: ClassifierSettings | None = None) -> AsyncIterator[Harness]:
+                  settings: ClassifierSettings | None = None,
+                  separate_inline: bool = False) -> AsyncIterator[Harness]:
     region = _region()
     nc = await nats.connect(nats_url, connect_timeout=5)
     js = nc.jetstream(timeout=5)
@@ -65,11 +66,12 @@ async def running(nats_url: str, model: LoadedModel, *, shadow: LoadedModel | No
         await ensure_stream(js, inputs_config(region, StreamSettings()))
         primary = MicroBatchScorer(model, ScorerConfig(max_wait_s=0.002))
         shadows = [MicroBatchScorer(shadow, ScorerConfig(max_wait_s=0.002))] if shadow else []
+        inline = MicroBatchScorer(model) if separate_inline else None
         cfg = settings or ClassifierSettings(partitions=PARTITIONS, retry_delay_s=0.05)
         async with primary, anyio.create_task_group() as tg:
-            for s in shadows:
+            for s in (*shadows, *([inline] if inline is not None else [])):
                 await tg.start(_hold, s)
-            service = ClassifierService(nc, region, primary, cfg, shadows=shadows)
+            service = ClassifierService(nc, region, primary, cfg, shadows=shadows, inline=inline)
             await tg.start(service.run)
             try:
                 yield Harness(nc, js, region, service)
@@ -267,6 +269,21 @@ async def test_classify_request_reply(nats_url: str, model: LoadedModel) -> None
         started = anyio.current_time()
         late = await ask(huge, deadline_ms=1.0)
         assert late.error == "deadline" and anyio.current_time() - started < 1.0
+
+
+async def test_the_gates_requests_have_their_own_scorer(nats_url: str,
+                                                       model: LoadedModel) -> None:
+    """Screening never queues behind background content scoring: a separate scorer (same
+    model, its own queue and inference thread) answers the synchronous requests."""
+    async with running(nats_url, model, separate_inline=True) as h:
+        req = ClassifyRequest("r-2", h.region, "prompt", ATTACK, 2000.0)
+        msg = await h.nc.request(classify_subject(h.region), encode_record(req), timeout=5)
+        assert decode_record(msg.data, ClassifyReply).error is None
+        await h.js.publish(content_subject(h.region, "acct-9"),
+                           encode_record(_item(h.region, "acct-9", BENIGN)))
+        await _wait_for(lambda: h.service.stats.published == 1)
+        assert h.service.inline is not h.service.primary
+        assert (h.service.inline.stats.requests, h.service.primary.stats.requests) == (1, 1)
 
 
 async def test_provisioning_is_idempotent_and_adopts_existing_streams(
