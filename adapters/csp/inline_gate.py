@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import anyio
 
@@ -26,25 +27,53 @@ from safeguards.core.ids import validate_region
 from safeguards.core.policy import Policy
 
 
+class FrontEndConfig(Protocol):
+    """The settings the proxy's and ext_proc's configurations share."""
+
+    @property
+    def region(self) -> str: ...
+    @property
+    def nats_url(self) -> str | None: ...
+    @property
+    def partitions(self) -> int: ...
+    @property
+    def account_header(self) -> str: ...
+    @property
+    def link_key(self) -> bytes | None: ...
+    @property
+    def telemetry_capacity(self) -> int: ...
+    @property
+    def telemetry_workers(self) -> int: ...
+    @property
+    def telemetry_linger_s(self) -> float: ...
+    @property
+    def publish_timeout_s(self) -> float: ...
+    @property
+    def feed_heartbeat_s(self) -> float: ...
+    @property
+    def freeze_gc_after_sync(self) -> bool: ...
+
+
 class InlineGate:
-    def __init__(self, policy: Policy, *, region: str, nats_url: str | None, partitions: int,
-                 account_header: str, link_key: bytes | None, telemetry_capacity: int,
-                 telemetry_workers: int, telemetry_linger_s: float, publish_timeout_s: float,
-                 feed_heartbeat_s: float, connection_name: str,
-                 provision_streams: bool = False, freeze_gc_after_sync: bool = False) -> None:
-        self.region = validate_region(region)
+    def __init__(self, policy: Policy, config: FrontEndConfig, *, connection_name: str,
+                 provision_streams: bool = False) -> None:
+        region = self.region = validate_region(config.region)
         self.provision_streams = provision_streams
-        self.freeze_gc_after_sync = freeze_gc_after_sync
+        self.freeze_gc_after_sync = config.freeze_gc_after_sync
         self.gate = Gate(policy)
-        self.link = BusLink(nats_url, name=connection_name) if nats_url else None
-        self.feed = (EnforcementFeed(self.link, region, self.gate, heartbeat_s=feed_heartbeat_s)
+        self.link = BusLink(config.nats_url, name=connection_name) if config.nats_url else None
+        self.feed = (EnforcementFeed(self.link, region, self.gate,
+                                     heartbeat_s=config.feed_heartbeat_s)
                      if self.link is not None else None)
-        self.telemetry = Telemetry(self.link, region, partitions, capacity=telemetry_capacity,
-                                   workers=telemetry_workers, publish_timeout_s=publish_timeout_s,
-                                   linger_s=telemetry_linger_s)
+        self.telemetry = Telemetry(self.link, region, config.partitions,
+                                   capacity=config.telemetry_capacity,
+                                   workers=config.telemetry_workers,
+                                   publish_timeout_s=config.publish_timeout_s,
+                                   linger_s=config.telemetry_linger_s)
         self.classifier = SyncClassifier(self.link, region, policy.gate.classify_deadline_ms)
         self.metrics = CspMetrics(self.gate, self.telemetry, self.feed)
-        self.identity = IdentityHeaders(link_key or load_link_key(region), account_header)
+        self.identity = IdentityHeaders(config.link_key or load_link_key(region),
+                                        config.account_header)
         self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics)
 
     @contextlib.asynccontextmanager

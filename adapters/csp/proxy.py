@@ -86,15 +86,8 @@ class CspProxy:
     def __init__(self, config: ProxyConfig, policy: Policy) -> None:
         self.config = config
         self.policy = policy
-        self.inline = InlineGate(
-            policy, region=config.region, nats_url=config.nats_url, partitions=config.partitions,
-            account_header=config.account_header, link_key=config.link_key,
-            telemetry_capacity=config.telemetry_capacity,
-            telemetry_workers=config.telemetry_workers,
-            telemetry_linger_s=config.telemetry_linger_s,
-            publish_timeout_s=config.publish_timeout_s, feed_heartbeat_s=config.feed_heartbeat_s,
-            connection_name="safeguards-proxy", provision_streams=config.provision_streams,
-            freeze_gc_after_sync=config.freeze_gc_after_sync)
+        self.inline = InlineGate(policy, config, connection_name="safeguards-proxy",
+                                 provision_streams=config.provision_streams)
         i = self.inline
         self.gate, self.link, self.feed, self.telemetry = i.gate, i.link, i.feed, i.telemetry
         self.classifier, self.metrics, self.identity = i.classifier, i.metrics, i.identity
