@@ -34,7 +34,8 @@ from safeguards.core.errors import ConcurrencyConflict
 from safeguards.core.ports import AppendResult, EventStore, OutboxMessage
 
 if TYPE_CHECKING:
-    from safeguards.actors.partition import PartitionWorker, Round
+    from safeguards.actors.partition import PartitionWorker
+    from safeguards.actors.turns import Round
 
 log = logging.getLogger(__name__)
 

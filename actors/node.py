@@ -20,9 +20,10 @@ from nats.js import JetStreamContext
 
 from safeguards.actors.clock import Clock, SystemClock
 from safeguards.actors.commit import GroupCommitter
+from safeguards.actors.loading import is_store_failure
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.ownership import PartitionOwnership
-from safeguards.actors.partition import PartitionWorker, is_store_failure
+from safeguards.actors.partition import PartitionWorker
 from safeguards.actors.relay import OutboxRelay
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.connect import connect

@@ -16,50 +16,32 @@ rather than redelivery.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import anyio
-import nats.errors
 from nats.aio.msg import Msg
 
 from safeguards.actors.actor import AccountActor, Envelope, MailboxFull
 from safeguards.actors.clock import Clock
-from safeguards.actors.commit import ACK_TIMEOUT_S, GroupCommitter, Result
+from safeguards.actors.commit import GroupCommitter, Result
+from safeguards.actors.loading import ActivationGuess, load_states
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.settings import NodeSettings
+from safeguards.actors.settlement import MailSettlement
+from safeguards.actors.turns import Round, decided_append
 from safeguards.adapters.bus.consumers import PartitionConsumer
-from safeguards.adapters.bus.dlq import DeadLetterReason, DeadLetters
+from safeguards.adapters.bus.dlq import DeadLetters
 from safeguards.adapters.bus.errors import BusUnavailable
-from safeguards.core.codec import decode_signal, encode_command
-from safeguards.core.decide import decide_and_fold
-from safeguards.core.enforcement import commands_for
-from safeguards.core.errors import CodecError, ConcurrencyConflict, SafeguardsError
+from safeguards.core.errors import ConcurrencyConflict
 from safeguards.core.policy import Policy
-from safeguards.core.ports import AppendRequest, EventStore, OutboxMessage
-from safeguards.core.state import AccountState, initial_state
-from safeguards.core.subjects import enforce_subject, inputs_subject
+from safeguards.core.ports import EventStore
+from safeguards.core.state import initial_state
+from safeguards.core.subjects import inputs_subject
 
 log = logging.getLogger(__name__)
-
-def is_store_failure(exc: BaseException) -> bool:
-    if isinstance(exc, SafeguardsError):
-        return exc.retryable and not isinstance(exc, ConcurrencyConflict)
-    return isinstance(exc, TimeoutError | ConnectionError | OSError)
-
-
-@dataclass(slots=True)
-class Round:
-    """What one partition brings to one commit cycle: a decided head signal per ready actor."""
-
-    worker: PartitionWorker
-    turns: list[tuple[AccountActor, Envelope, AccountState]] = field(default_factory=list)
-    requests: list[AppendRequest] = field(default_factory=list)
-    rejected: list[tuple[AccountActor, Envelope, Exception]] = field(default_factory=list)
 
 
 class PartitionWorker:
@@ -81,7 +63,7 @@ class PartitionWorker:
         self.actors: dict[str, AccountActor] = {}
         self._stop = anyio.Event()
         self.stopped = anyio.Event()
-        self._source = f"acct-p{partition}"
+        self.settlement = MailSettlement(partition, dead_letters, settings, metrics)
         self._last_passivation = 0.0
         self._kept_alive = 0.0
         # Every actor holding mail, and those of them that wait for a decision or for a load
@@ -96,11 +78,10 @@ class PartitionWorker:
         self._room = anyio.Event()  # a round ended: the intake may fetch again
         self._load_wanted = anyio.Event()
         self._load_delay = settings.store_retry_s
-        self._new_accounts = 1.0  # moving share of first-seen accounts that were new
+        self._activation = ActivationGuess()
 
     def request_stop(self) -> None:
-        """Finish the round in a commit cycle, then stop (graceful drain); mail that has not had
-        its turn is handed back to JetStream for the partition's next owner."""
+        """Finish the round in a commit cycle, then stop; untaken mail goes back to JetStream."""
         self._stop.set()
         self.consumer.interrupt()
         self._room.set()
@@ -138,7 +119,9 @@ class PartitionWorker:
         keep_alive_every = self.settings.consumers.backoff[0] / 3
         while not self.stopping:
             if self.clock.monotonic() - self._kept_alive > keep_alive_every:
-                await self._keep_alive_mail(keep_alive_every)
+                self._kept_alive = self.clock.monotonic()
+                await self.settlement.keep_alive(self._mail(), self.consumer, self._kept_alive,
+                                                 keep_alive_every)
             if self._parked or self._held >= 2 * self.settings.fetch_batch:
                 # Backpressure: nothing more is fetched until rounds make room (up to one batch
                 # is routed while the cycle in progress commits, ready for the next one).
@@ -170,12 +153,8 @@ class PartitionWorker:
                 delay = min(delay * 2, 5.0)
 
     async def _release_mail(self) -> None:
-        """On the way out, hand back what we hold so the next owner gets it without waiting for
-        the ack timeout; whatever committed is deduplicated by the inbox on redelivery."""
-        with anyio.move_on_after(ACK_TIMEOUT_S):
-            for env in self._mail():
-                await self._settle(env.msg, "nak")
-                self.metrics.redelivery_requested += 1
+        """On the way out, hand back what we hold to the partition's next owner."""
+        await self.settlement.release(self._mail())
         for actor in self._holding.values():
             actor.mailbox.clear()
         self._held = 0
@@ -197,23 +176,14 @@ class PartitionWorker:
         now = self.clock.monotonic()
         for msg in msgs:
             self.metrics.received += 1
-            try:
-                signal = decode_signal(msg.data)
-            except CodecError as exc:
-                await self._dead_letter(msg, DeadLetterReason.UNDECODABLE, exc)
-                continue
-            if signal.region != self.region:
-                await self._dead_letter(msg, DeadLetterReason.REGION_MISMATCH, None)
-                continue
+            signal = await self.settlement.admit(msg, self.region, self._subject_of)
+            if signal is None:
+                continue  # poison: dead-lettered alone with its reason
             actor = self.actors.get(signal.account_id)
-            subject = actor.subject if actor is not None else inputs_subject(
-                self.region, self.partitions, signal.account_id)
-            if msg.subject != subject:
-                await self._dead_letter(msg, DeadLetterReason.SUBJECT_MISMATCH, None)
-                continue
             if actor is None:
-                actor = AccountActor(signal.account_id, self.settings.mailbox_capacity, subject)
-                if self.settings.optimistic_activation and self._new_accounts >= 0.5:
+                actor = AccountActor(signal.account_id, self.settings.mailbox_capacity,
+                                     self._subject_of(signal.account_id))
+                if self.settings.optimistic_activation and self._activation.assume_new:
                     actor.state = initial_state(signal.account_id, self.region)
                     actor.assumed_new = True
                 else:
@@ -232,6 +202,11 @@ class PartitionWorker:
                 continue
             self._held += 1
             self._wake(actor)
+
+    def _subject_of(self, account_id: str) -> str:
+        actor = self.actors.get(account_id)
+        return actor.subject if actor is not None else inputs_subject(
+            self.region, self.partitions, account_id)
 
     def _wake(self, actor: AccountActor) -> None:
         """An actor with mail and no turn in flight: ready, or due a load first."""
@@ -280,7 +255,8 @@ class PartitionWorker:
             for actor in actors:
                 actor.loading = True
             try:
-                failed = await self._load(actors)
+                failed = await load_states(self.store, actors, self.settings, self.metrics,
+                                           self._learn_activation)
             finally:
                 for actor in actors:
                     actor.loading = False
@@ -296,46 +272,8 @@ class PartitionWorker:
             else:
                 self._load_delay = self.settings.store_retry_s
 
-    async def _load(self, actors: list[AccountActor]) -> tuple[str, int] | None:
-        """Reads the states, ``load_batch`` accounts per store call and ``load_concurrency``
-        calls at once; returns (error, accounts not loaded) when some call failed."""
-        failures: list[tuple[BaseException, int]] = []
-        limiter = anyio.CapacityLimiter(self.settings.load_concurrency)
-
-        async def load_chunk(chunk: list[AccountActor]) -> None:
-            async with limiter:
-                try:
-                    with anyio.fail_after(self.settings.store_timeout_s):
-                        states = await self.store.load_many([a.account_id for a in chunk])
-                except Exception as exc:
-                    if not is_store_failure(exc):
-                        raise
-                    failures.append((exc, len(chunk)))
-                    return
-                for actor in chunk:
-                    actor.state = states[actor.account_id]
-                    actor.assumed_new = False
-                    if actor.activating:
-                        actor.activating = False
-                        self._learn_activation(new=actor.state.version == 0)
-                self.metrics.loads += len(chunk)
-
-        size = self.settings.load_batch
-        async with anyio.create_task_group() as tg:
-            for i in range(0, len(actors), size):
-                tg.start_soon(load_chunk, actors[i:i + size])
-        if not failures:
-            return None
-        return type(failures[0][0]).__name__, sum(n for _, n in failures)
-
-    def _learn_activation(self, *, new: bool) -> None:
-        """Follow how often a first-seen account turns out to be new (a moving average over
-        about the last 20): while most are, activate on the initial state and save the load;
-        once most are not (a node that took over partitions, or restarted), load first and save
-        the refused append."""
-        was = self._new_accounts
-        self._new_accounts = 0.95 * was + (0.05 if new else 0.0)
-        if was >= 0.5 > self._new_accounts:
+    def _learn_activation(self, new: bool) -> None:
+        if self._activation.learn(new):
             # Guessed actors still waiting for their first decision are most likely existing
             # accounts too: load them rather than spend an append on each.
             for key, actor in list(self._ready.items()):
@@ -367,24 +305,13 @@ class PartitionWorker:
                 continue
             env = actor.mailbox[0]
             try:
-                events, after = decide_and_fold(state, env.signal, self.policy, now)
-                commands = commands_for(events, self.policy)
+                request, after = decided_append(state, env.signal, self.policy, now)
             except Exception as exc:  # a decision that fails is a rejected signal, not a crash
                 self._pop(actor, env)
                 actor.in_turn = True
                 rnd.rejected.append((actor, env, exc))
                 continue
-            outbox = tuple(
-                OutboxMessage(message_id=c.command_id,
-                              subject=enforce_subject(self.region, c.account_id),
-                              payload=encode_command(c))
-                for c in commands
-            )
-            rnd.requests.append(AppendRequest(account_id=actor.account_id,
-                                              expected_version=state.version,
-                                              events=tuple(events),
-                                              inbox_key=env.signal.signal_id, outbox=outbox,
-                                              state_after=after))
+            rnd.requests.append(request)
             rnd.turns.append((actor, env, after))
             actor.in_turn = True
         self._in_cycle = True
@@ -441,18 +368,11 @@ class PartitionWorker:
             else:
                 self._holding.pop(actor.account_id, None)
         self._unpark()
-        for _, env, exc in rnd.rejected:
-            await self._reject(env, exc)
-        for env, conflict in to_dead_letter:
-            await self._dead_letter(env.msg, DeadLetterReason.REJECTED, conflict)
-        for env in to_nak:
-            self.metrics.redelivery_requested += 1
-            await self._settle(env.msg, "nak", delay=1.0)
+        await self.settlement.settle_round(rnd.rejected, to_dead_letter, to_nak)
         return to_ack
 
     def _pop(self, actor: AccountActor, env: Envelope) -> None:
-        """Take a decided signal off its mailbox (unless a partition that lost its lease already
-        handed its mail back while the cycle committed)."""
+        """Take a decided signal off its mailbox (unless a revoked partition handed it back)."""
         if actor.mailbox and actor.mailbox[0] is env:
             actor.mailbox.popleft()
             self._held -= 1
@@ -466,65 +386,8 @@ class PartitionWorker:
     def ready_count(self) -> int:
         return len(self._ready)
 
-    # --- poison, rejects, acks -----------------------------------------------------------------
-
-    async def _reject(self, env: Envelope, exc: Exception) -> None:
-        # A domain error (a signal the account's history refuses) is a rejected input; anything
-        # else is a bug in deciding: loud, with its traceback, and dead-lettered under its own
-        # reason so it is never mistaken for bad input. Either way only this signal waits.
-        bug = not isinstance(exc, SafeguardsError)
-        if bug:
-            self.metrics.decide_errors += 1
-            log.error("partition %d: deciding failed with a coding error (delivery %d)",
-                      self.partition, env.deliveries, exc_info=exc)
-        if env.deliveries >= self.settings.reject_after_deliveries:
-            await self._dead_letter(env.msg, DeadLetterReason.DECIDE_FAILED if bug
-                                    else DeadLetterReason.REJECTED, exc)
-        else:
-            log.warning("partition %d: decision failed (%s), delivery %d; retrying later",
-                        self.partition, type(exc).__name__, env.deliveries)
-            self.metrics.redelivery_requested += 1
-            await self._settle(env.msg, "nak", delay=1.0)
-
-    async def _dead_letter(self, msg: Msg, reason: DeadLetterReason,
-                           error: BaseException | None) -> None:
-        try:
-            await self.dead_letters.send(msg, self._source, reason, error)
-        except BusUnavailable:
-            # Not confirmed: leave it unacked, so it comes back and is dead-lettered then.
-            self.metrics.bus_failures += 1
-            return
-        self.metrics.dead_lettered += 1
-        await self._settle(msg, "term")
-
-    async def _settle(self, msg: Msg, how: str, delay: float | None = None) -> None:
-        """Ack, nak or terminate. A lost ack only means a redelivery the inbox deduplicates."""
-        try:
-            with anyio.fail_after(ACK_TIMEOUT_S):
-                if how == "ack":
-                    await msg.ack()
-                elif how == "nak":
-                    await msg.nak(delay=delay)
-                else:
-                    await msg.term()
-        except (TimeoutError, nats.errors.Error):
-            self.metrics.bus_failures += 1
-
-    async def _keep_alive_mail(self, older_than_s: float) -> None:
-        """Tell JetStream that signals held longer than ``older_than_s`` (a hot account's
-        backlog, a store outage, a full mailbox) are still ours, so none is redelivered to
-        someone else meanwhile; the consumer does the same for what it buffers."""
-        now = self._kept_alive = self.clock.monotonic()
-        with contextlib.suppress(TimeoutError, nats.errors.Error), anyio.fail_after(ACK_TIMEOUT_S):
-            for env in self._mail():
-                if now - env.since > older_than_s:
-                    await env.msg.in_progress()
-                    env.since = now
-            await self.consumer.keep_alive()
-
-    # --- passivation ---------------------------------------------------------------------------
-
     def passivate_idle(self) -> None:
+        """Forget actors idle for ``passivate_after_s`` (their state is in the store)."""
         now = self.clock.monotonic()
         if self._parked or now - self._last_passivation < 1.0:
             # (A parked signal holds its actor: that actor must stay the account's only one.)

@@ -32,8 +32,8 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
+from safeguards.actors.loading import is_store_failure
 from safeguards.actors.metrics import NodeMetrics
-from safeguards.actors.partition import is_store_failure
 from safeguards.core.codec import decode_command
 from safeguards.core.errors import CodecError
 from safeguards.core.ports import EventStore, OutboxMessage

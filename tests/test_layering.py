@@ -16,7 +16,7 @@ KNOWN = {
     # issue 12, part 1: the bus port. Until it exists the actors use nats-py's JetStream through
     # adapters.bus directly.
     ("actors", "adapters"): {"actors/node.py", "actors/ownership.py", "actors/partition.py",
-                             "actors/settings.py"},
+                             "actors/settings.py", "actors/settlement.py"},
     # issue 12, part 3: process tuning (gc freeze once the cache is loaded) belongs to the
     # composition root; the proxy's feed still calls it.
     ("adapters", "runtime"): {"adapters/csp/feed.py"},

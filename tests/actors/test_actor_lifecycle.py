@@ -146,7 +146,7 @@ class RecordingStore(InMemoryEventStore):
 async def test_a_coding_error_in_deciding_is_loud_and_dead_lettered_as_such(
     nc: Client, nats_url: str, monkeypatch: Any
 ) -> None:
-    from safeguards.actors import partition
+    from safeguards.actors import turns
     from safeguards.core.decide import decide_and_fold as real
 
     def buggy(state: Any, signal: Signal, policy: Any, now: datetime) -> Any:
@@ -154,7 +154,7 @@ async def test_a_coding_error_in_deciding_is_loud_and_dead_lettered_as_such(
             raise ZeroDivisionError("a bug in deciding")
         return real(state, signal, policy, now)
 
-    monkeypatch.setattr(partition, "decide_and_fold", buggy)
+    monkeypatch.setattr(turns, "decide_and_fold", buggy)
     js = nc.jetstream()
     node, _, region = memory_node(nats_url, ManualClock(T0), reject_after_deliveries=1)
     signals = [score_signal(region, "acct-c", "bug-1", T0, (("cyber", 0.1),)),
