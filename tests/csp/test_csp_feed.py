@@ -102,21 +102,17 @@ async def test_a_failure_while_handling_a_command_is_counted_and_the_stream_re_r
         nats_url: str) -> None:
     region = "t" + secrets.token_hex(4)
     policy = default_policy()
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        await ensure_gate_streams(js, region)
-        await js.publish(enforce_subject(region, "acct"),
-                         encode_command(make_command(region, "acct", 4, 1, policy)))
-        gate = _FlakyGate(policy)
-        link = BusLink(nats_url)
-        feed = EnforcementFeed(link, region, gate, heartbeat_s=0.2)
-        async with anyio.create_task_group() as tg:
-            await tg.start(link.run)
-            await tg.start(feed.run)
-            # the first delivery fails inside the callback; the next session applies it
-            await eventually(lambda: gate.held_version("acct") == 1, 5)
-            assert feed.callback_failures == 1 and feed.sessions >= 2
-            tg.cancel_scope.cancel()
-    finally:
-        await nc.close()
+    command = make_command(region, "acct", 4, 1, policy)
+    async with await nats.connect(nats_url) as nc:
+        await ensure_gate_streams(nc.jetstream(), region)
+        await nc.jetstream().publish(enforce_subject(region, "acct"), encode_command(command))
+    gate = _FlakyGate(policy)
+    link = BusLink(nats_url)
+    feed = EnforcementFeed(link, region, gate, heartbeat_s=0.2)
+    async with anyio.create_task_group() as tg:
+        await tg.start(link.run)
+        await tg.start(feed.run)
+        # the first delivery fails inside the callback; the next session applies it
+        await eventually(lambda: gate.held_version("acct") == 1, 5)
+        assert feed.callback_failures == 1 and feed.sessions >= 2
+        tg.cancel_scope.cancel()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import AsyncIterator
 
 import anyio
 import nats
@@ -49,40 +51,10 @@ async def test_publishes_nobody_stores_are_counted_as_failed(nats_url: str) -> N
         tg.cancel_scope.cancel()
 
 
-async def test_publishes_nobody_acknowledges_are_swept_as_failed(nats_url: str) -> None:
-    """A plain subscriber takes the messages (so the server sends no "no responders") but no
-    stream stores them: no acknowledgement ever comes, and the sweeper counts them at the
-    deadline. Messages of one request travel as one batch with one reply subject."""
-    region = "t" + secrets.token_hex(4)
-    nc = await nats.connect(nats_url)
-    seen: list[str] = []
-
-    async def take(msg: Msg) -> None:
-        seen.append(msg.reply)
-
-    await nc.subscribe(f"sg.{region}.>", cb=take)
-    await nc.flush()
-    link = BusLink(nats_url)
-    telemetry = Telemetry(link, region, 4, publish_timeout_s=0.3)
-    request = GateRequest("acct", "r1", model="m")
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(link.run)
-            await link.connected.wait()
-            await tg.start(telemetry.run)
-            telemetry.emit_observed(request, "allow", 1, 1, "a prompt", "a completion")
-            await eventually(lambda: len(seen) == 3)
-            assert len(set(seen)) == 1  # one batch, one reply subject
-            assert telemetry.dropped["publish_failed"] == 0  # not before the deadline
-            await eventually(lambda: telemetry.dropped["publish_failed"] == 3, 3)
-            assert telemetry.sent == 0
-            tg.cancel_scope.cancel()
-    finally:
-        await nc.close()
-
-
-async def test_the_organisation_project_and_key_travel_with_the_signal_and_the_content(
-        nats_url: str) -> None:
+@contextlib.asynccontextmanager
+async def unstored_telemetry(nats_url: str) -> AsyncIterator[tuple[Telemetry, list[Msg]]]:
+    """Running telemetry for a region whose messages a plain subscriber takes (so the server
+    sends no "no responders") and no stream stores: nothing is ever acknowledged."""
     region = "t" + secrets.token_hex(4)
     nc = await nats.connect(nats_url)
     seen: list[Msg] = []
@@ -94,18 +66,37 @@ async def test_the_organisation_project_and_key_travel_with_the_signal_and_the_c
     await nc.flush()
     link = BusLink(nats_url)
     telemetry = Telemetry(link, region, 4, publish_timeout_s=0.3)
-    request = GateRequest("acct", "r1", model="m", organization_id="acme", project_id="p1",
-                          api_key_fingerprint="0" * 32)
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(link.run)
             await link.connected.wait()
             await tg.start(telemetry.run)
-            telemetry.emit_observed(request, "allow", 1, 1, "a prompt", "")
-            await eventually(lambda: len(seen) == 2)
+            yield telemetry, seen
             tg.cancel_scope.cancel()
     finally:
         await nc.close()
+
+
+async def test_publishes_nobody_acknowledges_are_swept_as_failed(nats_url: str) -> None:
+    """No acknowledgement ever comes, and the sweeper counts the messages at the deadline.
+    Messages of one request travel as one batch with one reply subject."""
+    async with unstored_telemetry(nats_url) as (telemetry, seen):
+        telemetry.emit_observed(GateRequest("acct", "r1", model="m"), "allow", 1, 1, "a prompt",
+                                "a completion")
+        await eventually(lambda: len(seen) == 3)
+        assert len({m.reply for m in seen}) == 1  # one batch, one reply subject
+        assert telemetry.dropped["publish_failed"] == 0  # not before the deadline
+        await eventually(lambda: telemetry.dropped["publish_failed"] == 3, 3)
+        assert telemetry.sent == 0
+
+
+async def test_the_organisation_project_and_key_travel_with_the_signal_and_the_content(
+        nats_url: str) -> None:
+    request = GateRequest("acct", "r1", model="m", organization_id="acme", project_id="p1",
+                          api_key_fingerprint="0" * 32)
+    async with unstored_telemetry(nats_url) as (telemetry, seen):
+        telemetry.emit_observed(request, "allow", 1, 1, "a prompt", "")
+        await eventually(lambda: len(seen) == 2)
     signal = decode_signal(next(m.data for m in seen if ".acct." in m.subject))
     assert isinstance(signal.observation, RequestObserved)
     assert (signal.observation.organization_id, signal.observation.project_id,
