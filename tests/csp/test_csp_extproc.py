@@ -244,7 +244,7 @@ async def test_an_organisation_blocks_on_headers_and_duplicate_identity_is_refus
         region: Region, nats_url: str, test_policy: Policy) -> None:
     await region.enforce("org:acme", 4, 1)
     async with ext_proc(region, nats_url, test_policy) as (server, stub):
-        await eventually(lambda: server.gate.held_version("org:acme") == 1)
+        await eventually(lambda: server.gate.held_version("org:acme") == 1, 15)
         pairs = {":method": "POST", ":path": "/v1/messages", "x-csp-account-id": "fresh",
                  "x-csp-organization-id": "acme"}
         status, _ = immediate(await Exchange(stub.Process()).send(
