@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from nats.aio.msg import Msg
-
+from safeguards.core.bus import InboundMessage
 from safeguards.core.events import Signal
 from safeguards.core.state import AccountState
 
@@ -22,15 +21,14 @@ class Envelope:
     """A decoded signal and the bus message to ack once its effect is committed."""
 
     signal: Signal
-    msg: Msg
+    msg: InboundMessage
     since: float = 0.0  # monotonic: when it arrived, or was last kept alive
     conflicts: int = 0
 
     @property
     def deliveries(self) -> int:
-        """How many times JetStream delivered it (parsed on demand: only rejects need it)."""
-        n: int = self.msg.metadata.num_delivered
-        return n
+        """How many times the bus delivered it (read on demand: only rejects need it)."""
+        return self.msg.deliveries
 
 
 class MailboxFull(Exception):

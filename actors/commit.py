@@ -26,10 +26,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
-import nats.errors
-from nats.aio.msg import Msg
 
 from safeguards.actors.metrics import NodeMetrics
+from safeguards.core.bus import BusUnavailable, InboundMessage
 from safeguards.core.errors import ConcurrencyConflict
 from safeguards.core.ports import AppendResult, EventStore, OutboxMessage
 
@@ -109,7 +108,7 @@ class GroupCommitter:
         self.cycles += 1
         results = await self._append(rounds)
         ok = True
-        acks: list[Msg] = []
+        acks: list[InboundMessage] = []
         try:
             for rnd, outcome in zip(rounds, results, strict=True):
                 if isinstance(outcome, BaseException):
@@ -127,7 +126,7 @@ class GroupCommitter:
                 rnd.worker.cycle_ended()
         return ok
 
-    async def _ack(self, msgs: list[Msg]) -> None:
+    async def _ack(self, msgs: list[InboundMessage]) -> None:
         """Acks are buffered publishes: one deadline for the cycle's lot. A lost ack only means
         a redelivery that the inbox deduplicates."""
         done = 0
@@ -137,7 +136,7 @@ class GroupCommitter:
                     done += 1
                     try:
                         await msg.ack()
-                    except nats.errors.Error:
+                    except BusUnavailable:
                         self.metrics.bus_failures += 1
         except TimeoutError:
             self.metrics.bus_failures += len(msgs) - done

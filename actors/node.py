@@ -1,6 +1,7 @@
 """A node of one region: the partitions it owns, their actors, and the outbox relay.
 
-``Node.run`` connects to the region's NATS, provisions its streams, then lets the ownership
+``Node.run`` connects to the region's bus (the bus port, ``core.bus``: NATS JetStream in
+production, the in-memory twin in tests), provisions its streams, then lets the ownership
 loop start and stop partition workers as leases come and go. ``request_stop`` (SIGTERM) drains:
 no new fetches, batches in hand finish and are acked, leases are released so that other nodes
 take over at once, pending commands are relayed, then the connection is drained.
@@ -14,9 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import anyio
-import nats.errors
-from nats.aio.client import Client
-from nats.js import JetStreamContext
 
 from safeguards.actors.clock import Clock, SystemClock
 from safeguards.actors.commit import GroupCommitter
@@ -26,17 +24,7 @@ from safeguards.actors.ownership import PartitionOwnership
 from safeguards.actors.partition import PartitionWorker
 from safeguards.actors.relay import OutboxRelay
 from safeguards.actors.settings import NodeSettings
-from safeguards.adapters.bus.connect import connect
-from safeguards.adapters.bus.consumers import PartitionConsumer
-from safeguards.adapters.bus.dlq import DeadLetters
-from safeguards.adapters.bus.leases import LeaseBucket
-from safeguards.adapters.bus.policy_board import (
-    PolicyBoard,
-    PolicyPublisher,
-    PublishedPolicy,
-    follow_policy,
-)
-from safeguards.adapters.bus.streams import provision_region
+from safeguards.core.bus import BusConnector, RegionBus
 from safeguards.core.ids import validate_region
 from safeguards.core.policy import Policy, default_policy
 from safeguards.core.ports import EventStore
@@ -52,7 +40,7 @@ class _Running:
 
 
 class Node:
-    def __init__(self, *, region: str, partitions: int, nats_url: str, store: EventStore,
+    def __init__(self, *, region: str, partitions: int, bus: BusConnector, store: EventStore,
                  node_id: str | None = None, clock: Clock | None = None,
                  policy: Policy | None = None, settings: NodeSettings | None = None,
                  static_partitions: Iterable[int] | None = None) -> None:
@@ -60,7 +48,7 @@ class Node:
         and the fault test of two nodes that both believe they own a partition)."""
         self.region = validate_region(region)
         self.partitions = partitions
-        self.nats_url = nats_url
+        self.bus_connector = bus
         self.store = store
         self.node_id = node_id or f"{region}-{uuid.uuid4().hex[:8]}"
         self.clock: Clock = clock or SystemClock()
@@ -74,10 +62,7 @@ class Node:
         self.running: dict[int, _Running] = {}
         self._stop = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
-        self._js: JetStreamContext | None = None
-        self._nc: Client | None = None
-        self._dead_letters: DeadLetters | None = None
-        self.policy_publisher: PolicyPublisher | None = None
+        self._bus: RegionBus | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -88,29 +73,16 @@ class Node:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
-        nc = await connect(self.nats_url, name=f"safeguards-node-{self.node_id}")
-        try:
-            await self._run(nc, task_status)
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
-                try:
-                    await nc.drain()
-                except nats.errors.Error:
-                    # Not connected (the server is gone or we are reconnecting): nothing to
-                    # flush; whatever was not acked is redelivered and deduplicated.
-                    await nc.close()
+        async with self.bus_connector.connect(f"safeguards-node-{self.node_id}") as bus:
+            await self._run(bus, task_status)
 
-    async def _run(self, nc: Client, task_status: anyio.abc.TaskStatus[None]) -> None:
+    async def _run(self, bus: RegionBus, task_status: anyio.abc.TaskStatus[None]) -> None:
         s = self.settings
-        js = nc.jetstream(timeout=5.0)
-        self._nc = nc
-        self._js = js
-        await provision_region(js, self.region, s.streams)
-        self._dead_letters = DeadLetters(js, self.region)
-        self.relay = OutboxRelay(store=self.store, js=js, region=self.region,
-                                 metrics=self.metrics, poll_s=s.relay_poll_s,
-                                 batch=s.relay_batch, store_timeout_s=s.store_timeout_s,
-                                 reconnects=lambda: int(nc.stats["reconnects"]))
+        self._bus = bus
+        await bus.provision()
+        self.relay = OutboxRelay(store=self.store, commands=bus.commands, metrics=self.metrics,
+                                 poll_s=s.relay_poll_s, batch=s.relay_batch,
+                                 store_timeout_s=s.store_timeout_s, reconnects=bus.reconnects)
         self.committer = GroupCommitter(self.store, timeout_s=s.store_timeout_s,
                                         max_appends=s.commit_max_appends,
                                         linger_s=s.commit_linger_s, retry_s=s.store_retry_s,
@@ -119,23 +91,17 @@ class Node:
                                         on_committed=self.relay.offer,
                                         metrics=self.metrics,
                                         ack_delay_s=s.fault_ack_delay_s)
-        board = await PolicyBoard.open(js, self.region)
-        self.policy_publisher = PolicyPublisher(self.store, self.region)
-
-        async def opened() -> PolicyBoard:
-            return board
 
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tg.start_soon(self.policy_publisher.run, board)
-            tg.start_soon(follow_policy, opened, self.region, self._apply_policy)
+            tg.start_soon(bus.run_policy, self.store, self._apply_policy)
             await tg.start(self.relay.run)
             await tg.start(self.committer.run)
             if self.static_partitions is not None:
                 for p in self.static_partitions:
                     await self._start_partition(p)
             else:
-                leases = await LeaseBucket.open(js, self.region, s.lease_ttl_s)
+                leases = await bus.lease_table(s.lease_ttl_s)
                 self.ownership = PartitionOwnership(
                     leases=leases, node_id=self.node_id, partitions=self.partitions,
                     ttl_s=s.lease_ttl_s, renew_s=s.lease_renew_s,
@@ -166,21 +132,20 @@ class Node:
                 await self.relay.flush()
             tg.cancel_scope.cancel()
 
-    def _apply_policy(self, policy: Policy, published: PublishedPolicy) -> None:
+    def _apply_policy(self, policy: Policy) -> None:
         """The region's policy changed: partitions decide by it from their next signal on."""
         self.policy = policy
         for running in self.running.values():
             running.worker.policy = policy
 
     async def _start_partition(self, partition: int) -> None:
-        assert self._tg is not None and self._nc is not None and self._dead_letters is not None
+        assert self._tg is not None and self._bus is not None
         if partition in self.running:
             return
-        consumer = PartitionConsumer(self._nc, self.region, partition, self.settings.consumers)
         assert self.committer is not None
         worker = PartitionWorker(
             region=self.region, partitions=self.partitions, partition=partition,
-            store=self.store, consumer=consumer, dead_letters=self._dead_letters,
+            store=self.store, source=self._bus.signal_source(partition), bus=self._bus,
             policy=self.policy, clock=self.clock, settings=self.settings, metrics=self.metrics,
             committer=self.committer,
         )

@@ -19,8 +19,7 @@ from typing import Any
 
 import anyio
 
-from safeguards.adapters.bus.errors import BusUnavailable
-from safeguards.adapters.bus.leases import Lease, LeaseBucket
+from safeguards.core.bus import BusUnavailable, Lease, LeaseTable
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ def owner_of(partition: int, nodes: Sequence[str]) -> str:
 
 
 class PartitionOwnership:
-    def __init__(self, *, leases: LeaseBucket, node_id: str, partitions: int,
+    def __init__(self, *, leases: LeaseTable, node_id: str, partitions: int,
                  ttl_s: float, renew_s: float,
                  start: Callable[[int], Awaitable[None]],
                  stop: Callable[[int], Coroutine[Any, Any, None]],

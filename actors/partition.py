@@ -22,7 +22,6 @@ from collections import deque
 from collections.abc import Sequence
 
 import anyio
-from nats.aio.msg import Msg
 
 from safeguards.actors.actor import AccountActor, Envelope, MailboxFull
 from safeguards.actors.clock import Clock
@@ -32,9 +31,7 @@ from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.settings import NodeSettings
 from safeguards.actors.settlement import MailSettlement
 from safeguards.actors.turns import Round, decided_append
-from safeguards.adapters.bus.consumers import PartitionConsumer
-from safeguards.adapters.bus.dlq import DeadLetters
-from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.core.bus import BusUnavailable, InboundMessage, RegionBus, SignalSource
 from safeguards.core.errors import ConcurrencyConflict
 from safeguards.core.policy import Policy
 from safeguards.core.ports import EventStore
@@ -46,15 +43,15 @@ log = logging.getLogger(__name__)
 
 class PartitionWorker:
     def __init__(self, *, region: str, partitions: int, partition: int, store: EventStore,
-                 consumer: PartitionConsumer, dead_letters: DeadLetters, policy: Policy,
+                 source: SignalSource, bus: RegionBus, policy: Policy,
                  clock: Clock, settings: NodeSettings, metrics: NodeMetrics,
                  committer: GroupCommitter) -> None:
         self.region = region
         self.partitions = partitions
         self.partition = partition
         self.store = store
-        self.consumer = consumer
-        self.dead_letters = dead_letters
+        self.consumer = source
+        self.bus = bus
         self.policy = policy
         self.clock = clock
         self.settings = settings
@@ -63,7 +60,7 @@ class PartitionWorker:
         self.actors: dict[str, AccountActor] = {}
         self._stop = anyio.Event()
         self.stopped = anyio.Event()
-        self.settlement = MailSettlement(partition, dead_letters, settings, metrics)
+        self.settlement = MailSettlement(partition, bus.dead_letters, settings, metrics)
         self._last_passivation = 0.0
         self._kept_alive = 0.0
         # Every actor holding mail, and those of them that wait for a decision or for a load
@@ -116,7 +113,7 @@ class PartitionWorker:
             self.stopped.set()
 
     async def _intake(self) -> None:
-        keep_alive_every = self.settings.consumers.backoff[0] / 3
+        keep_alive_every = self.bus.ack_wait_s / 3
         while not self.stopping:
             if self.clock.monotonic() - self._kept_alive > keep_alive_every:
                 self._kept_alive = self.clock.monotonic()
@@ -170,7 +167,7 @@ class PartitionWorker:
 
     # --- routing -------------------------------------------------------------------------------
 
-    async def handle(self, msgs: Sequence[Msg]) -> None:
+    async def handle(self, msgs: Sequence[InboundMessage]) -> None:
         """Route a fetched batch to its accounts' mailboxes; the ready ones join the next
         commit cycle."""
         now = self.clock.monotonic()
@@ -317,11 +314,12 @@ class PartitionWorker:
         self._in_cycle = True
         return rnd
 
-    async def finish_round(self, rnd: Round, results: Sequence[Result] | None) -> list[Msg]:
+    async def finish_round(self, rnd: Round, results: Sequence[Result] | None
+                           ) -> list[InboundMessage]:
         """The cycle committed (``results``, in request order) or failed (None: nothing is
         known, so the states are dropped and reloaded). Returns the messages to ack: the
         committer acks every partition's at once."""
-        to_ack: list[Msg] = []
+        to_ack: list[InboundMessage] = []
         to_nak: list[Envelope] = []
         to_dead_letter: list[tuple[Envelope, ConcurrencyConflict]] = []
         if results is None:
@@ -345,7 +343,7 @@ class PartitionWorker:
                         # Another writer keeps winning this account: step back and retry
                         # later, unless this is the last delivery JetStream will make.
                         self._pop(actor, env)
-                        if env.deliveries >= self.settings.consumers.max_deliver:
+                        if env.deliveries >= self.bus.max_deliveries:
                             to_dead_letter.append((env, result))
                         else:
                             to_nak.append(env)

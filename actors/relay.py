@@ -28,16 +28,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import anyio
-import nats.errors
-from nats.js import JetStreamContext
-from nats.js.errors import APIError, NotFoundError
 
 from safeguards.actors.loading import is_store_failure
 from safeguards.actors.metrics import NodeMetrics
+from safeguards.core.bus import BusUnavailable, CommandStream
 from safeguards.core.codec import decode_command
 from safeguards.core.errors import CodecError
 from safeguards.core.ports import EventStore, OutboxMessage
-from safeguards.core.subjects import stream_name
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +44,16 @@ T = TypeVar("T")
 
 
 class OutboxRelay:
-    def __init__(self, *, store: EventStore, js: JetStreamContext, region: str,
+    def __init__(self, *, store: EventStore, commands: CommandStream,
                  metrics: NodeMetrics, poll_s: float = 0.5, batch: int = 256,
                  store_timeout_s: float = 10.0, fast_queue: int = 4096,
                  reconnects: Callable[[], int] = lambda: 0, repair_scan: int = 4096) -> None:
         self.store = store
-        self.js = js
-        self.region = region
+        self.commands = commands
         self.metrics = metrics
         self.poll_s = poll_s
         self.batch = batch
         self.store_timeout_s = store_timeout_s
-        self._stream = stream_name(region, "ENFORCE")
         self._wake = anyio.Event()
         self._fast_in, self._fast_out = anyio.create_memory_object_stream[OutboxMessage](
             fast_queue)
@@ -130,9 +125,8 @@ class OutboxRelay:
     async def _publish(self, m: OutboxMessage) -> bool:
         try:
             with anyio.fail_after(PUBLISH_TIMEOUT_S):
-                await self.js.publish(m.subject, m.payload, timeout=PUBLISH_TIMEOUT_S,
-                                      stream=self._stream, headers={"Nats-Msg-Id": m.message_id})
-        except (TimeoutError, nats.errors.Error, APIError) as exc:
+                await self.commands.publish(m)
+        except (TimeoutError, BusUnavailable) as exc:
             log.warning("relay: publish not confirmed (%s); retrying later", type(exc).__name__)
             self.metrics.bus_failures += 1
             return False
@@ -150,25 +144,20 @@ class OutboxRelay:
             try:
                 ours = decode_command(m.payload).version
                 with anyio.fail_after(PUBLISH_TIMEOUT_S):
-                    try:
-                        last = await self.js.get_last_msg(self._stream, m.subject)
-                        seen_seq = last.seq or 0
-                        seen_version = decode_command(last.data or b"").version
-                    except NotFoundError:
-                        seen_seq, seen_version = 0, 0
+                    last = await self.commands.last(m.subject)
+                    seen_seq, seen_version = (0, 0) if last is None else (
+                        last[0], decode_command(last[1]).version)
                     if seen_version >= ours:
                         continue
-                    await self.js.publish(m.subject, m.payload, timeout=PUBLISH_TIMEOUT_S,
-                                          stream=self._stream, headers={
-                                              "Nats-Msg-Id": m.message_id,
-                                              "Nats-Expected-Last-Subject-Sequence": str(seen_seq)})
+                    if not await self.commands.publish_after(m, seen_seq):
+                        # The stream's last command changed since we looked (a newer one): fine.
+                        log.info("relay repair: %s not re-published (a newer command arrived)",
+                                 m.subject)
+                        continue
                 restored += 1
             except CodecError:
                 log.error("relay repair: an undecodable command on %s; left as it is", m.subject)
-            except APIError as exc:
-                # The stream's last command changed since we looked (a newer one arrived): fine.
-                log.info("relay repair: %s not re-published (%s)", m.subject, exc.description)
-            except (TimeoutError, nats.errors.Error):
+            except (TimeoutError, BusUnavailable):
                 self.metrics.bus_failures += 1
                 return None
         if restored:

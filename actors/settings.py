@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from safeguards.adapters.bus.consumers import ConsumerSettings
-from safeguards.adapters.bus.streams import StreamSettings
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,5 +39,3 @@ class NodeSettings:
     # Fault injection only: hold acks this long after each commit cycle, so a test's kill -9 lands
     # between commit and ack (the window the inbox must cover). Zero in production.
     fault_ack_delay_s: float = 0.0
-    streams: StreamSettings = field(default_factory=StreamSettings)
-    consumers: ConsumerSettings = field(default_factory=ConsumerSettings)

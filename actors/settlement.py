@@ -10,16 +10,18 @@ import logging
 from collections.abc import Callable, Sequence
 
 import anyio
-import nats.errors
-from nats.aio.msg import Msg
 
 from safeguards.actors.actor import Envelope
 from safeguards.actors.commit import ACK_TIMEOUT_S
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.settings import NodeSettings
-from safeguards.adapters.bus.consumers import PartitionConsumer
-from safeguards.adapters.bus.dlq import DeadLetterReason, DeadLetters
-from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.core.bus import (
+    BusUnavailable,
+    DeadLetterReason,
+    DeadLetterSink,
+    InboundMessage,
+    SignalSource,
+)
 from safeguards.core.codec import decode_signal
 from safeguards.core.errors import CodecError, ConcurrencyConflict, SafeguardsError
 from safeguards.core.events import Signal
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 class MailSettlement:
-    def __init__(self, partition: int, dead_letters: DeadLetters, settings: NodeSettings,
+    def __init__(self, partition: int, dead_letters: DeadLetterSink, settings: NodeSettings,
                  metrics: NodeMetrics) -> None:
         self.partition = partition
         self.dead_letters = dead_letters
@@ -55,7 +57,7 @@ class MailSettlement:
             self.metrics.redelivery_requested += 1
             await self.settle(env.msg, "nak", delay=1.0)
 
-    async def admit(self, msg: Msg, region: str,
+    async def admit(self, msg: InboundMessage, region: str,
                     subject_of: Callable[[str], str]) -> Signal | None:
         """The signal a fetched message carries, or None for poison (not a signal we can read,
         another region's, or on another account's subject), dead-lettered alone with why."""
@@ -72,12 +74,12 @@ class MailSettlement:
             return None
         return signal
 
-    async def keep_alive(self, mail: Sequence[Envelope], consumer: PartitionConsumer,
+    async def keep_alive(self, mail: Sequence[Envelope], consumer: SignalSource,
                          now: float, older_than_s: float) -> None:
         """Tell JetStream that signals held longer than ``older_than_s`` (a hot account's
         backlog, a store outage, a full mailbox) are still ours, so none is redelivered to
         someone else meanwhile; the consumer does the same for what it buffers."""
-        with contextlib.suppress(TimeoutError, nats.errors.Error), anyio.fail_after(ACK_TIMEOUT_S):
+        with contextlib.suppress(TimeoutError, BusUnavailable), anyio.fail_after(ACK_TIMEOUT_S):
             for env in mail:
                 if now - env.since > older_than_s:
                     await env.msg.in_progress()
@@ -105,7 +107,7 @@ class MailSettlement:
                 await self.settle(env.msg, "nak")
                 self.metrics.redelivery_requested += 1
 
-    async def dead_letter(self, msg: Msg, reason: DeadLetterReason,
+    async def dead_letter(self, msg: InboundMessage, reason: DeadLetterReason,
                           error: BaseException | None) -> None:
         try:
             await self.dead_letters.send(msg, self.source, reason, error)
@@ -116,7 +118,7 @@ class MailSettlement:
         self.metrics.dead_lettered += 1
         await self.settle(msg, "term")
 
-    async def settle(self, msg: Msg, how: str, delay: float | None = None) -> None:
+    async def settle(self, msg: InboundMessage, how: str, delay: float | None = None) -> None:
         """Ack, nak or terminate. A lost ack only means a redelivery the inbox deduplicates."""
         try:
             with anyio.fail_after(ACK_TIMEOUT_S):
@@ -126,5 +128,5 @@ class MailSettlement:
                     await msg.nak(delay=delay)
                 else:
                     await msg.term()
-        except (TimeoutError, nats.errors.Error):
+        except (TimeoutError, BusUnavailable):
             self.metrics.bus_failures += 1

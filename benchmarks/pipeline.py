@@ -42,6 +42,7 @@ from nats.js import api
 
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.bus.streams import provision_region
 from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
 from safeguards.adapters.store import PostgresEventStore, migrate
@@ -153,7 +154,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         settle_heap()
         async with PostgresEventStore(region, db_url, pool_size=P) as store:
             settings = NodeSettings(fetch_batch=BATCH, passivate_after_s=3600)
-            node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+            node = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
                         settings=settings, static_partitions=range(P))
             async with anyio.create_task_group() as tg:
                 start, cpu0 = time.perf_counter(), time.process_time()
@@ -194,7 +195,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
                                   datetime.now(UTC), (("jailbreak", 0.1),))
                      for i in range(args.signals // 2)]
             await publish_many(nc, region, again)
-            cold = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+            cold = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
                         settings=settings, static_partitions=range(P))
             async with anyio.create_task_group() as tg:
                 start = time.perf_counter()

@@ -16,6 +16,7 @@ import anyio
 from safeguards.actors.node import Node
 from safeguards.actors.ownership import owner_of
 from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.core.policy import Policy
 from safeguards.regions.config import RegionConfig
@@ -33,8 +34,8 @@ async def run_node(region: str, nats_url: str, database_url: str, node_id: str |
     with anyio.fail_after(MIGRATE_TIMEOUT_S):
         await migrate(database_url)
     async with PostgresEventStore(region, database_url) as store:
-        node = Node(region=region, partitions=partitions, nats_url=nats_url, store=store,
-                    node_id=node_id, settings=settings)
+        node = Node(region=region, partitions=partitions, bus=NatsBus(nats_url, region),
+                    store=store, node_id=node_id, settings=settings)
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
             settle_heap()  # start-up is done: later collections only walk the working set
@@ -106,8 +107,9 @@ class RegionNodes:
             await migrate(cfg.database_url)
         async with PostgresEventStore(cfg.name, cfg.database_url) as store:
             self.nodes = [
-                Node(region=cfg.name, partitions=cfg.partitions, nats_url=cfg.nats_url,
-                     store=store, node_id=f"{cfg.name}-{i}-{uuid.uuid4().hex[:6]}",
+                Node(region=cfg.name, partitions=cfg.partitions,
+                     bus=NatsBus(cfg.nats_url, cfg.name), store=store,
+                     node_id=f"{cfg.name}-{i}-{uuid.uuid4().hex[:6]}",
                      settings=self.settings, policy=self.policy)
                 for i in range(self.count)
             ]

@@ -13,10 +13,6 @@ PACKAGES = ("core", "actors", "adapters", "regions", "ops", "simulations")
 
 # (importing folder, imported package) -> the modules that do it today, and why
 KNOWN = {
-    # issue 12, part 1: the bus port. Until it exists the actors use nats-py's JetStream through
-    # adapters.bus directly.
-    ("actors", "adapters"): {"actors/node.py", "actors/ownership.py", "actors/partition.py",
-                             "actors/settings.py", "actors/settlement.py"},
     # issue 12, part 3: process tuning (gc freeze once the cache is loaded) belongs to the
     # composition root; the proxy's feed still calls it.
     ("adapters", "runtime"): {"adapters/csp/feed.py"},
@@ -64,3 +60,11 @@ def test_the_layers_hold_except_for_the_listed_debts() -> None:
 def test_the_rule_check_sees_a_violation() -> None:
     assert forbidden("core", "adapters") and forbidden("adapters", "actors")
     assert not forbidden("core", "core") and not forbidden("regions", "adapters")
+
+
+def test_the_actors_reach_the_bus_only_through_its_port() -> None:
+    """No actor module imports nats-py: partitions, settlement, the relay and the node speak
+    ``core.bus`` (its NATS adapter and its in-memory twin live in ``adapters.bus``)."""
+    offenders = {path.relative_to(ROOT).as_posix() for path in (ROOT / "actors").rglob("*.py")
+                 if any(m == "nats" or m.startswith("nats.") for m in imports_of(path))}
+    assert offenders == set()

@@ -18,6 +18,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import APIError
 
 from safeguards.adapters.bus.errors import BusUnavailable, ProvisioningConflict
+from safeguards.adapters.bus.inbound import JetStreamMessage
 from safeguards.core.subjects import partition_filter, stream_name
 
 API_TIMEOUT_S = 5.0
@@ -88,7 +89,7 @@ async def ensure_partition_consumer(js: JetStreamContext, region: str, partition
     return config.durable_name
 
 
-class PartitionConsumer:
+class PartitionConsumer:  # the bus port's SignalSource on JetStream
     """Takes batches from one partition's durable consumer through a standing pull.
 
     Messages flow into a local buffer as JetStream delivers them, while the worker is busy with
@@ -119,7 +120,7 @@ class PartitionConsumer:
         self._sub: Subscription | None = None
         self._next_subject = ""
         self._inbox = ""
-        self._buffer: deque[Msg] = deque()
+        self._buffer: deque[JetStreamMessage] = deque()
         self._arrived = anyio.Event()
         # outstanding pull requests, oldest first: [credit left, monotonic deadline]
         self._requests: deque[list[float]] = deque()
@@ -147,7 +148,7 @@ class PartitionConsumer:
             raise BusUnavailable(f"subscribing for partition {self.partition}: "
                                  f"{type(exc).__name__}") from None
 
-    async def fetch(self, batch: int, timeout_s: float) -> list[Msg]:
+    async def fetch(self, batch: int, timeout_s: float) -> list[JetStreamMessage]:
         """Up to ``batch`` messages: those already delivered at once, else the first to arrive
         within ``timeout_s`` (an empty list when none did)."""
         if self._sub is None:
@@ -204,7 +205,7 @@ class PartitionConsumer:
                 self._requests[0][0] -= 1
                 if self._requests[0][0] <= 0:
                     self._requests.popleft()
-            self._buffer.append(msg)
+            self._buffer.append(JetStreamMessage(msg))
             self._arrived.set()
         elif status == api.StatusCode.CONTROL_MESSAGE:
             return  # a heartbeat
@@ -230,7 +231,7 @@ class PartitionConsumer:
         a store outage or a full mailbox), so they are not redelivered meanwhile."""
         self._kept_alive = time.monotonic()
         for msg in list(self._buffer):
-            await msg.in_progress()
+            await msg.in_progress()  # BusUnavailable: the caller's to count
 
     async def close(self) -> None:
         sub, self._sub = self._sub, None
@@ -244,7 +245,7 @@ class PartitionConsumer:
                 self._arrived = anyio.Event()
                 await self._arrived.wait()
         with anyio.move_on_after(2.0):
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(BusUnavailable):
                 while self._buffer:
                     await self._buffer.popleft().nak()
             with contextlib.suppress(nats.errors.Error):

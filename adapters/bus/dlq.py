@@ -7,8 +7,6 @@ fixed vocabulary plus the typed error's own content-free message.
 
 from __future__ import annotations
 
-import enum
-
 import anyio
 import nats.errors
 from nats.aio.msg import Msg
@@ -16,7 +14,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
 from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.inbound import JetStreamMessage
+from safeguards.core.bus import DeadLetterReason, InboundMessage
 from safeguards.core.subjects import dead_letter_subject, stream_name
+
+__all__ = ["DeadLetterReason", "DeadLetters", "header_safe"]
 
 PUBLISH_TIMEOUT_S = 5.0
 
@@ -29,42 +31,36 @@ H_SEQUENCE = "Sg-Dlq-Sequence"
 H_DELIVERIES = "Sg-Dlq-Deliveries"
 
 
-class DeadLetterReason(enum.StrEnum):
-    UNDECODABLE = "undecodable"  # not a signal we can read (bad msgpack, unknown type, ...)
-    REGION_MISMATCH = "region_mismatch"  # a signal of another region on this region's bus
-    SUBJECT_MISMATCH = "subject_mismatch"  # the subject does not belong to the signal's account
-    REJECTED = "rejected"  # decoded, but the account's history refused it on every retry
-    DECIDE_FAILED = "decide_failed"  # deciding on it raised a coding error on every retry
-
-
 def header_safe(text: str, limit: int = 200) -> str:
     cleaned = "".join(ch if 0x20 <= ord(ch) < 0x7F else "?" for ch in text)
     return cleaned[:limit]
 
 
 class DeadLetters:
-    """Publishes poison messages of one region to ``sg.<region>.dlq.<source>``."""
+    """The bus port's DeadLetterSink on JetStream: poison messages of one region go to
+    ``sg.<region>.dlq.<source>``."""
 
     def __init__(self, js: JetStreamContext, region: str) -> None:
         self._js = js
         self.region = region
         self._stream = stream_name(region, "DLQ")
 
-    async def send(self, msg: Msg, source: str, reason: DeadLetterReason | str,
+    async def send(self, msg: InboundMessage | Msg, source: str, reason: DeadLetterReason | str,
                    error: BaseException | None = None, *, payload: bytes | None = None,
                    timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
         """Dead-letter ``msg``; raises :class:`BusUnavailable` if JetStream did not confirm it,
         in which case the caller must not ack the original. ``payload`` replaces the original
         bytes where those must not be kept (content text: the classifier keeps a digest)."""
-        meta = msg.metadata
+        if isinstance(msg, Msg):
+            msg = JetStreamMessage(msg)
         headers = {
             H_REASON: str(reason),
             H_SUBJECT: header_safe(msg.subject),
-            H_STREAM: meta.stream,
-            H_SEQUENCE: str(meta.sequence.stream),
-            H_DELIVERIES: str(meta.num_delivered),
+            H_STREAM: msg.stream,
+            H_SEQUENCE: str(msg.sequence),
+            H_DELIVERIES: str(msg.deliveries),
             # Dead-lettering twice (a crash between this publish and the ack) stays one entry.
-            "Nats-Msg-Id": f"dlq:{meta.stream}:{meta.sequence.stream}",
+            "Nats-Msg-Id": f"dlq:{msg.stream}:{msg.sequence}",
         }
         if error is not None:
             headers[H_ERROR] = type(error).__name__

@@ -1,18 +1,16 @@
-"""Errors of the bus adapter, translated from nats-py at the boundary."""
+"""Errors of the bus adapter, translated from nats-py at the boundary. ``BusUnavailable`` is the
+bus port's (``core.bus``), re-exported here so adapters and actors catch one class."""
 
 from __future__ import annotations
 
+from safeguards.core.bus import BusUnavailable
 from safeguards.core.errors import SafeguardsError
+
+__all__ = ["BusError", "BusUnavailable", "ProvisioningConflict"]
 
 
 class BusError(SafeguardsError):
     """Something went wrong talking to NATS."""
-
-
-class BusUnavailable(BusError):
-    """NATS could not be reached or did not answer before the deadline; nothing was confirmed."""
-
-    retryable = True
 
 
 class ProvisioningConflict(BusError):

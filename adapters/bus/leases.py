@@ -9,8 +9,6 @@ compare-and-set; nothing here votes or elects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import anyio
 import nats.errors
 from nats.js import JetStreamContext
@@ -25,17 +23,11 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.core.bus import Lease
 from safeguards.core.ids import validate_region
 
 OP_TIMEOUT_S = 3.0
 _TRANSPORT = (TimeoutError, nats.errors.Error)
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    key: str
-    holder: str
-    revision: int
 
 
 async def open_bucket(js: JetStreamContext, name: str, **config: object) -> KeyValue:
@@ -59,6 +51,8 @@ def lease_bucket_name(region: str) -> str:
 
 
 class LeaseBucket:
+    """The lease table (``core.bus.LeaseTable``) of a region in a NATS KV bucket."""
+
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 

@@ -34,6 +34,7 @@ from nats.js.errors import APIError
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.leases import LeaseBucket
+from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.core.codec import decode_command, encode_signal
@@ -339,9 +340,9 @@ async def test_two_nodes_that_both_own_every_partition(nc: Client, nats_url: str
     await h.subscribe()
     settings = NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2)
     async with PostgresEventStore(region, db) as s1, PostgresEventStore(region, db) as s2:
-        a = Node(region=region, partitions=P, nats_url=nats_url, store=s1, node_id="a",
+        a = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=s1, node_id="a",
                  settings=settings, static_partitions=range(P))
-        b = Node(region=region, partitions=P, nats_url=nats_url, store=s2, node_id="b",
+        b = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=s2, node_id="b",
                  settings=settings, static_partitions=range(P))
         async with anyio.create_task_group() as tg:
             await tg.start(a.run)

@@ -15,6 +15,7 @@ from safeguards.actors.clock import ManualClock
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.dlq import H_ERROR, H_REASON
+from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.bus.streams import provision_region
 from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core.errors import ConcurrencyConflict
@@ -38,7 +39,8 @@ def memory_node(nats_url: str, clock: ManualClock,
     """A node of a fresh region over an in-memory store, owning every partition."""
     region = "t" + uuid.uuid4().hex[:8]
     store = InMemoryEventStore(region)
-    node = Node(region=region, partitions=P, nats_url=nats_url, store=store, clock=clock,
+    node = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
+                clock=clock,
                 settings=NodeSettings(fetch_timeout_s=0.2, **settings),
                 static_partitions=range(P))
     return node, store, region
@@ -183,7 +185,7 @@ async def test_signals_arriving_during_a_commit_go_with_the_next_cycle(
     js = nc.jetstream()
     region = "t" + uuid.uuid4().hex[:8]
     store = RecordingStore(region, hold_first=True)
-    node = Node(region=region, partitions=1, nats_url=nats_url, store=store,
+    node = Node(region=region, partitions=1, bus=NatsBus(nats_url, region), store=store,
                 clock=ManualClock(T0), settings=NodeSettings(fetch_timeout_s=0.2),
                 static_partitions=[0])
     a1, a2, b1 = (score_signal(region, acct, sid, T0, (("cyber", 0.1),))
@@ -239,7 +241,7 @@ async def test_a_commit_cycle_carries_at_most_its_share_of_each_partition(
     js = nc.jetstream()
     region = "t" + uuid.uuid4().hex[:8]
     store = RecordingStore(region)
-    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+    node = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
                 clock=ManualClock(T0),
                 settings=NodeSettings(fetch_timeout_s=0.2, commit_max_appends=6),
                 static_partitions=range(P))

@@ -19,6 +19,7 @@ from safeguards.actors.clock import ManualClock
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.dlq import H_DELIVERIES, H_ERROR, H_REASON
+from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
 from safeguards.core.codec import decode_command, encode_signal
 from safeguards.core.events import EnforcementChanged
@@ -86,7 +87,7 @@ async def test_node_commits_each_signal_once_and_emits_enforcement(
     js = nc.jetstream()
     store = await make_store(region)
     clock = ManualClock(T0)
-    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+    node = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
                 clock=clock, settings=fast_settings(), static_partitions=range(P))
     received: set[str] = set()  # the fast path and the relay may both deliver a command
 
@@ -120,7 +121,7 @@ async def test_poison_messages_are_dead_lettered_and_others_flow(nc: Client, nat
     region = region_name()
     js = nc.jetstream()
     store = InMemoryEventStore(region)
-    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+    node = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
                 clock=ManualClock(T0), settings=fast_settings(), static_partitions=range(P))
     good = [score_signal(region, "acct-good", f"good-{i}", T0, (("cyber", 0.2),))
             for i in range(5)]
@@ -157,7 +158,7 @@ async def test_duplicate_and_reordered_deliveries_apply_once(
     region = region_name()
     js = nc.jetstream()
     store = await make_store(region)
-    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+    node = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
                 clock=ManualClock(T0), settings=fast_settings(), static_partitions=range(P))
     signals = [score_signal(region, f"acct-{i % 3}", f"s-{i}", T0, (("violence", 0.7),))
                for i in range(30)]
@@ -180,7 +181,7 @@ async def test_the_fast_path_marks_what_it_published(nc: Client, nats_url: str) 
     no relay's poll sends it again (the poll here is too slow to be the one that marked it)."""
     region = region_name()
     store = InMemoryEventStore(region)
-    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+    node = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
                 clock=ManualClock(T0), settings=NodeSettings(relay_poll_s=60),
                 static_partitions=range(P))
     received: list[str] = []

@@ -13,6 +13,7 @@ from safeguards.actors.node import Node
 from safeguards.actors.ownership import owner_of
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.leases import LeaseBucket
+from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core.codec import encode_signal
 from safeguards.core.subjects import inputs_subject
@@ -51,9 +52,9 @@ async def test_partitions_spread_and_move_when_a_node_dies(nc: Client, nats_url:
     store = InMemoryEventStore(region)
     settings = NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2, lease_ttl_s=2.0,
                             lease_renew_s=0.5)
-    a = Node(region=region, partitions=P, nats_url=nats_url, store=store, node_id="a",
+    a = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store, node_id="a",
              settings=settings)
-    b = Node(region=region, partitions=P, nats_url=nats_url, store=store, node_id="b",
+    b = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store, node_id="b",
              settings=settings)
     signals = [score_signal(region, f"acct-{i}", f"s-{i}", T0, (("hate", 0.65),))
                for i in range(60)]

@@ -16,6 +16,7 @@ from policies import policy_text
 
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.store import InMemoryEventStore
@@ -39,7 +40,7 @@ async def test_an_operators_policy_is_in_force_everywhere_within_a_second(
         nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     region = "t" + uuid.uuid4().hex[:8]
     store = InMemoryEventStore(region)
-    node = Node(region=region, partitions=P, nats_url=nats_url, store=store,
+    node = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
                 settings=NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2),
                 static_partitions=range(P))
     gate = Gate(default_policy())

@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.bus.region import NatsBus
 from safeguards.cli import main
 from safeguards.core.codec import decode_command
 from safeguards.core.ports import EventStore
@@ -28,7 +29,7 @@ async def running_node(nats_url: str, region: str, store: EventStore,
                        partitions: int) -> AsyncIterator[tuple[list[int], Client]]:
     """Yields the list the published commands' levels are appended to, and the connection
     that listens for them (for publishing signals)."""
-    node = Node(region=region, partitions=partitions, nats_url=nats_url, store=store,
+    node = Node(region=region, partitions=partitions, bus=NatsBus(nats_url, region), store=store,
                 settings=NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2),
                 static_partitions=range(partitions))
     levels: list[int] = []

@@ -1,0 +1,140 @@
+"""The bus port (``core.bus``) on NATS JetStream: what an actor node connects to.
+
+``NatsBus(url).connect(name)`` opens one connection (``connect.connect``) and yields a
+``NatsRegionBus``: the region's partition consumers, dead letters, lease bucket, enforcement
+stream and policy board over it. The connection is drained on the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import anyio
+import nats.errors
+from nats.aio.client import Client
+from nats.js.errors import APIError, NotFoundError
+
+from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.bus.consumers import ConsumerSettings, PartitionConsumer
+from safeguards.adapters.bus.dlq import DeadLetters
+from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.leases import LeaseBucket
+from safeguards.adapters.bus.policy_board import PolicyBoard, PolicyPublisher, follow_policy
+from safeguards.adapters.bus.streams import StreamSettings, provision_region
+from safeguards.core.bus import LeaseTable
+from safeguards.core.ids import validate_region
+from safeguards.core.policy import Policy
+from safeguards.core.ports import EventStore, OutboxMessage
+from safeguards.core.subjects import stream_name
+
+PUBLISH_TIMEOUT_S = 2.0
+_TRANSPORT = (TimeoutError, nats.errors.Error)
+
+
+@dataclass(frozen=True, slots=True)
+class NatsBus:
+    """The bus connector of one region on the NATS server(s) at ``url``."""
+
+    url: str
+    region: str
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    consumers: ConsumerSettings = field(default_factory=ConsumerSettings)
+
+    @contextlib.asynccontextmanager
+    async def connect(self, name: str) -> AsyncIterator[NatsRegionBus]:
+        nc = await connect(self.url, name=name)
+        try:
+            yield NatsRegionBus(nc, self.region, self.streams, self.consumers)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
+                try:
+                    await nc.drain()
+                except nats.errors.Error:
+                    # Not connected (the server is gone or we are reconnecting): nothing to
+                    # flush; whatever was not acked is redelivered and deduplicated.
+                    await nc.close()
+
+
+class JetStreamCommands:
+    """The region's enforcement stream (``core.bus.CommandStream``)."""
+
+    def __init__(self, nc: Client, region: str) -> None:
+        self._js = nc.jetstream(timeout=5.0)
+        self._stream = stream_name(region, "ENFORCE")
+
+    async def publish(self, message: OutboxMessage) -> None:
+        await self._publish(message, {"Nats-Msg-Id": message.message_id})
+
+    async def _publish(self, message: OutboxMessage, headers: dict[str, str]) -> None:
+        try:
+            with anyio.fail_after(PUBLISH_TIMEOUT_S):
+                await self._js.publish(message.subject, message.payload,
+                                       timeout=PUBLISH_TIMEOUT_S, stream=self._stream,
+                                       headers=headers)
+        except APIError:
+            raise
+        except _TRANSPORT as exc:
+            raise BusUnavailable(f"command publish: {type(exc).__name__}") from None
+
+    async def last(self, subject: str) -> tuple[int, bytes] | None:
+        try:
+            with anyio.fail_after(PUBLISH_TIMEOUT_S):
+                msg = await self._js.get_last_msg(self._stream, subject)
+        except NotFoundError:
+            return None
+        except (*_TRANSPORT, APIError) as exc:
+            raise BusUnavailable(f"reading the last command: {type(exc).__name__}") from None
+        return msg.seq or 0, msg.data or b""
+
+    async def publish_after(self, message: OutboxMessage, last_sequence: int) -> bool:
+        try:
+            await self._publish(message, {"Nats-Msg-Id": message.message_id,
+                                          "Nats-Expected-Last-Subject-Sequence":
+                                              str(last_sequence)})
+        except APIError:
+            return False  # the subject's last command changed since it was read
+        return True
+
+
+class NatsRegionBus:
+    def __init__(self, nc: Client, region: str, streams: StreamSettings,
+                 consumers: ConsumerSettings) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(timeout=5.0)
+        self.region = validate_region(region)
+        self._streams = streams
+        self._consumers = consumers
+        self.dead_letters = DeadLetters(self._js, self.region)
+        self.commands = JetStreamCommands(nc, self.region)
+
+    @property
+    def ack_wait_s(self) -> float:
+        return self._consumers.backoff[0]
+
+    @property
+    def max_deliveries(self) -> int:
+        return self._consumers.max_deliver
+
+    def reconnects(self) -> int:
+        return int(self._nc.stats["reconnects"])
+
+    async def provision(self) -> None:
+        await provision_region(self._js, self.region, self._streams)
+
+    def signal_source(self, partition: int) -> PartitionConsumer:
+        return PartitionConsumer(self._nc, self.region, partition, self._consumers)
+
+    async def lease_table(self, ttl_s: float) -> LeaseTable:
+        return await LeaseBucket.open(self._js, self.region, ttl_s)
+
+    async def run_policy(self, store: EventStore, apply: Callable[[Policy], None]) -> None:
+        board = await PolicyBoard.open(self._js, self.region)
+
+        async def opened() -> PolicyBoard:
+            return board
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(PolicyPublisher(store, self.region).run, board)
+            await follow_policy(opened, self.region, lambda policy, _: apply(policy))
