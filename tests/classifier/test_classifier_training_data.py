@@ -119,6 +119,7 @@ def test_training_code_never_reads_the_simulation_personas() -> None:
     """The personas are the external test set for evasive requests."""
     from safeguards.adapters.classifier.train import generated
 
-    for path in Path(generated.__file__ or "").parent.glob("*.py"):
+    package = Path(generated.__file__ or "").parent  # train/generated/, next to the trainers
+    for path in [*package.parent.glob("*.py"), *package.glob("*.py")]:
         text = path.read_text()
         assert "personas" not in text and "simulations" not in text, path.name

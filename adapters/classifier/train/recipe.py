@@ -8,7 +8,7 @@ only; llamator (CC BY-NC-SA, HarmBench translations that overlap training) is no
 Within training, rows are split by ``group`` into *fit* (the heads learn on it) and *calibration*
 (Platt scaling and operating points are chosen on it), so near-duplicates never straddle the two.
 Caps keep any one source or kind from dominating; generated text (our own templates, see
-``generated.py``) augments the hard negatives and evasive harm and stays a minority of each side.
+``generated/``) augments the hard negatives and evasive harm and stays a minority of each side.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ TRAIN_CAPS: dict[tuple[str, str], int] = {
 EVAL_CAP_PER_KIND = 1500  # benign rows per (kind) in the OOD evaluation
 CALIBRATION_SHARE = 0.2  # of training groups, held out for calibration and operating points
 
-# generated augmentation (train family of generated.py): hard negatives and evasive harm
+# generated augmentation (train family of generated/): hard negatives and evasive harm
 N_GENERATED_BENIGN = 2500
 N_GENERATED_EVASIVE_BENIGN = 1500
 N_GENERATED_HARMFUL = 1200
