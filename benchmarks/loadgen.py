@@ -28,10 +28,12 @@ import time
 from typing import cast
 from urllib.parse import urlsplit
 
+PROMPT = "Say something short."
 
-def request_body(streaming: bool, wait_us: int = 0) -> bytes:
+
+def request_body(streaming: bool, wait_us: int = 0, prompt: str = PROMPT) -> bytes:
     """A Messages request; ``wait_us`` asks the stand-in for that much model time."""
-    text = "Say something short." + (f" #wait-us={wait_us}" if wait_us else "")
+    text = prompt + (f" #wait-us={wait_us}" if wait_us else "")
     return json.dumps({"model": "claude-bench", "max_tokens": 64, "stream": streaming,
                        "messages": [{"role": "user", "content": text}]}).encode()
 
@@ -106,12 +108,12 @@ def request_bytes(host: str, account: int, body: bytes) -> bytes:
 
 
 async def run(url: str, concurrency: int, total: int, streaming: bool,
-              account_base: int, model_ms: float = 0.0) -> list[float]:
+              account_base: int, model_ms: float = 0.0, prompt: str = PROMPT) -> list[float]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     netloc = parts.netloc
     loop = asyncio.get_running_loop()
-    body = request_body(streaming)
+    body = request_body(streaming, prompt=prompt)
     counter = iter(range(account_base, account_base + 10**8))
     samples: list[float] = []
     per_client = max(1, total // concurrency)
@@ -125,7 +127,7 @@ async def run(url: str, concurrency: int, total: int, streaming: bool,
                 if model_ms > 0:
                     wait_us = round(model_ms * 1000 * rng.uniform(0.5, 1.5))
                     wait_s = wait_us / 1e6
-                    payload = request_body(streaming, wait_us)
+                    payload = request_body(streaming, wait_us, prompt)
                 data = request_bytes(netloc, next(counter), payload)
                 t0 = time.perf_counter()
                 status = await asyncio.wait_for(conn.request(data, streaming=streaming), 30)
@@ -156,10 +158,11 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--account-base", type=int, default=0)
     parser.add_argument("--model-ms", type=float, default=0.0)
+    parser.add_argument("--prompt", default=PROMPT)
     args = parser.parse_args()
     t0, c0 = time.perf_counter(), time.process_time()
     work = run(args.url, args.concurrency, args.requests, args.stream, args.account_base,
-               args.model_ms)
+               args.model_ms, args.prompt)
     try:
         import uvloop
 

@@ -80,11 +80,12 @@ _account_base = iter(range(0, 10**9, 1_000_000))
 
 
 def load(url: str, concurrency: int, total: int, run: Run, pids: dict[str, int], *,
-         model_ms: float, stream: bool = False) -> None:
+         model_ms: float, prompt: str, stream: bool = False) -> None:
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     busy0, total0 = machine_busy()
     cmd = [sys.executable, str(LOADGEN), url, str(concurrency), str(total),
-           "--account-base", str(next(_account_base)), "--model-ms", str(model_ms)]
+           "--account-base", str(next(_account_base)), "--model-ms", str(model_ms),
+           "--prompt", prompt]
     if stream:
         cmd.append("--stream")
     out = subprocess.run(cmd, check=True, capture_output=True, timeout=600).stdout
@@ -104,7 +105,7 @@ def per_request_us(run: Run, name: str) -> int:
 
 def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
                pids: dict[str, int]) -> dict[str, Any]:
-    go = functools.partial(load, pids=pids, model_ms=args.model_ms)
+    go = functools.partial(load, pids=pids, model_ms=args.model_ms, prompt=args.prompt)
     go(upstream, 8, 400, Run())  # warm both paths (connections, caches)
     go(proxy, 8, 400, Run())
     results: dict[str, Any] = {}
@@ -182,6 +183,10 @@ def main() -> None:
                              "stand-in takes and the samples leave out (0: it answers at once, "
                              "and 16 or 64 closed-loop clients saturate a small machine's CPU)")
     parser.add_argument("--logs", type=Path, default=Path("/tmp"))
+    parser.add_argument("--prompt", default="Say something short.",
+                        help="the user turn of every request (with --classifier: a prompt the "
+                             "screening cascade's first stage clears, the default, or one it "
+                             "passes on to the contextual model)")
     parser.add_argument("--classifier", action="store_true",
                         help="also run the classifier adapter (the shipped model, CPU), so that "
                              "fresh accounts' requests are screened as in production; without "
@@ -217,7 +222,8 @@ def main() -> None:
         drops = [line for line in metrics.splitlines()
                  if line.startswith(("safeguards_csp_telemetry_dropped_total",
                                      "safeguards_csp_telemetry_sent_total",
-                                     "safeguards_csp_fallbacks_total"))]
+                                     "safeguards_csp_fallbacks_total",
+                                     "safeguards_csp_first_stage_total"))]
         print("proxy telemetry:", "; ".join(drops))
         summary = results.pop("summary")
         print("levels:", json.dumps(results))

@@ -96,6 +96,9 @@ class GatePolicy:
     # the classifier and skips prompts longer than ``screen_max_chars`` (served, scored after).
     screen_deadline_ms: float = 10.0
     screen_max_chars: int = 4000
+    # The cascade: a microsecond first stage clears what the contextual model would not flag;
+    # only what it passes on waits for the classifier (false: every screened prompt does).
+    screen_first_stage: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +240,7 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         screen_max_chars=int(
             c.number(g, "screen_max_chars", "gate", lo=0, hi=1_000_000, default=4000)
         ),
+        screen_first_stage=bool(c.get(g, "screen_first_stage", bool, "gate", True)),
     )
     esc = c.get(doc, "escalation", dict, "", {}) or {}
     recidivism = c.number(esc, "recidivism_factor", "escalation", lo=0, hi=10, default=0.0)

@@ -24,7 +24,7 @@ from anyio.streams.text import TextReceiveStream
 
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.classifier.loader import load_model
-from safeguards.adapters.classifier.scorer import MicroBatchScorer
+from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
 from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
@@ -96,7 +96,9 @@ class RegionStack:
             model = await anyio.to_thread.run_sync(load_model)
             nc = await connect(cfg.nats_url, name=f"safeguards-classifier-{cfg.name}")
             try:
-                async with MicroBatchScorer(model) as scorer, MicroBatchScorer(model) as inline:
+                recent = RecentScores()  # what the gates screened, not scored twice
+                async with MicroBatchScorer(model, recent=recent) as scorer, \
+                        MicroBatchScorer(model, recent=recent) as inline:
                     self.classifier = ClassifierService(
                         nc, cfg.name, scorer, ClassifierSettings(partitions=cfg.partitions),
                         inline=inline)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from safeguards.adapters.classifier.first_stage import FIRST_STAGE_DIR
 from safeguards.adapters.classifier.loader import DEFAULT_MODEL_DIR, LEXICAL_MODEL_DIR
 
 
@@ -34,6 +35,15 @@ def register(sub: Any) -> None:
     lexical.add_argument("--wheels", type=Path, default=Path("var/classifier-wheels"))
     lexical.add_argument("--version", default="2026.11.3")
     lexical.set_defaults(handler=_train_lexical)
+
+    first = cmds.add_parser("train-first-stage", help="distil the screening cascade's first "
+                                                      "stage from the default model")
+    first.add_argument("--out", type=Path, default=FIRST_STAGE_DIR)
+    first.add_argument("--wheels", type=Path, default=Path("var/classifier-wheels"))
+    first.add_argument("--cache", type=Path, default=Path("var/first-stage-teacher"),
+                       help="the teacher's scores, kept between runs")
+    first.add_argument("--version", default="2026.12.4")
+    first.set_defaults(handler=_train_first_stage)
 
     fetch = cmds.add_parser("fetch", help="download the pinned encoder weights into the model "
                                           "cache and build the graph, so the service starts "
@@ -127,6 +137,15 @@ def _print_ood(report: dict[str, Any]) -> None:
               f"benign FPR {c['benign_fpr']}")
 
 
+def _train_first_stage(args: argparse.Namespace) -> int:
+    from safeguards.adapters.classifier.train.first_stage import train_first_stage
+
+    report = train_first_stage(args.out, args.wheels, version=args.version, cache=args.cache)
+    print(f"wrote {args.out}/weights.safetensors and manifest.json")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _train_lexical(args: argparse.Namespace) -> int:
     try:
         from safeguards.adapters.classifier.train.train import train
@@ -204,11 +223,13 @@ async def _serve_async(args: argparse.Namespace) -> None:
 
     from safeguards.adapters.bus.connect import connect
     from safeguards.adapters.classifier.loader import load_model
-    from safeguards.adapters.classifier.scorer import MicroBatchScorer
+    from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
     from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
 
     model = load_model(args.model)
-    primary, inline = MicroBatchScorer(model), MicroBatchScorer(model)
+    recent = RecentScores()  # what the gates screened, not scored twice
+    primary = MicroBatchScorer(model, recent=recent)
+    inline = MicroBatchScorer(model, recent=recent)
     shadows = [MicroBatchScorer(load_model(d)) for d in args.shadow]
     nc = await connect(args.nats_url, name=f"classifier-{args.region}")
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -89,6 +90,7 @@ class ScorerStats:
     overloaded: int = 0
     rejected: int = 0
     truncated: int = 0
+    reused: int = 0  # answered from RecentScores, no inference
     inference_s: float = 0.0
 
     @property
@@ -99,12 +101,39 @@ class ScorerStats:
 _Batch = list[tuple[_Pending, str]]
 
 
+class RecentScores:
+    """The newest results of one model, by content kind and text digest, shared by the scorers
+    of that model in a process: a prompt screened inline is not run through the model a second
+    time when its content item arrives from the stream a moment later (same model, same text,
+    same result: inference is deterministic)."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._results: OrderedDict[tuple[str, str, str], ScoreResult] = OrderedDict()
+
+    @staticmethod
+    def _model_id(model: LoadedModel) -> str:
+        return model.manifest.sha256 or f"{model.name} {model.version}"
+
+    def get(self, model: LoadedModel, kind: str, sha256: str) -> ScoreResult | None:
+        return self._results.get((self._model_id(model), kind, sha256))
+
+    def put(self, model: LoadedModel, kind: str, result: ScoreResult) -> None:
+        key = (self._model_id(model), kind, result.content_sha256)
+        self._results[key] = result
+        self._results.move_to_end(key)
+        while len(self._results) > self.capacity:
+            self._results.popitem(last=False)
+
+
 class MicroBatchScorer:
     """Micro-batching scorer for one model; an async context manager that owns its tasks."""
 
-    def __init__(self, model: LoadedModel, config: ScorerConfig | None = None) -> None:
+    def __init__(self, model: LoadedModel, config: ScorerConfig | None = None, *,
+                 recent: RecentScores | None = None) -> None:
         self.model = model
         self.config = config or ScorerConfig()
+        self.recent = recent
         self.stats = ScorerStats()
         self._tg: TaskGroup | None = None
         self._send: MemoryObjectSendStream[_Pending] | None = None
@@ -159,6 +188,11 @@ class MicroBatchScorer:
         prepared = text if isinstance(text, PreparedText) else self.prepare(text)
         if self._send is None:
             raise ScorerClosed("scorer is not running")
+        if self.recent is not None:
+            known = self.recent.get(self.model, kind, prepared.sha256)
+            if known is not None:
+                self.stats.reused += 1
+                return known
         pending = _Pending(prepared, kind, remaining=len(prepared.windows))
         try:
             pending_sent = False
@@ -189,7 +223,7 @@ class MicroBatchScorer:
         # maximum calibrated score of each category.
         probs = self.model.calibrate(pending.best[None, :], kind)[0]
         labels = self.model.manifest.labels_for(kind)
-        return ScoreResult(
+        result = ScoreResult(
             model_name=self.model.name,
             model_version=self.model.version,
             scores=tuple((lab.category, round(float(probs[j]), 6))
@@ -199,6 +233,9 @@ class MicroBatchScorer:
             truncated=prepared.truncated,
             windows=len(prepared.windows),
         )
+        if self.recent is not None:
+            self.recent.put(self.model, kind, result)
+        return result
 
     # --- internals -------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@
 picks what of the conversation is scored (``turns.scoring_text``: the newest turn in context, and
 earlier turns only the first time this process sees them), runs ``Gate.check`` (timed into the
 latency histogram) and, when the account's level asks for it, synchronous classification with the
-policy's deadline (for fresh and L0 accounts, screening: a short deadline, failing open).
+policy's deadline (for fresh and L0 accounts, screening: a cascade whose first stage clears what
+the contextual model would not flag, then the classifier on a short deadline, failing open).
 ``observe`` runs after the response: it charges tokens to the GCRA and queues the metadata-only
 signal and the content for scoring (never waiting on NATS).
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
 
+from safeguards.adapters.classifier.first_stage import FirstStage
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.decision import Decision, GateRequest, GateResponse
 from safeguards.adapters.csp.gate import Gate
@@ -42,10 +44,12 @@ class Admitted:
 
 class Admission:
     def __init__(self, gate: Gate, classifier: SyncClassifier, telemetry: Telemetry,
-                 metrics: CspMetrics) -> None:
+                 metrics: CspMetrics, first_stage: FirstStage | None = None) -> None:
         self.gate = gate
         self.classifier = classifier
         self.telemetry = telemetry
+        self.first_stage = first_stage
+        self._first_stage_verdicts = metrics.first_stage
         self.seen = SeenTurns()
         self._observe_check = metrics.check_seconds.observe
 
@@ -80,6 +84,11 @@ class Admission:
         gate_policy = self.gate.policy.gate
         if len(prompt) > gate_policy.screen_max_chars:
             return self.gate.resolve(decision, None, failure="screen_too_long")
+        if self.first_stage is not None and gate_policy.screen_first_stage:
+            verdict = self.first_stage.check(prompt)
+            self._first_stage_verdicts.labels(verdict.reason).inc()
+            if verdict.clear:  # served without waiting on the classifier, scored afterwards
+                return self.gate.resolve(decision, (), clear_reason="first_stage_clear")
         scores, failure = await self.classifier.classify(
             request.request_id, "prompt", prompt, deadline_ms=gate_policy.screen_deadline_ms)
         return self.gate.resolve(decision, scores,

@@ -311,8 +311,9 @@ class Gate:
         return decision
 
     def resolve(self, decision: Decision, scores: Scores | None, *,
-                failure: str = "classifier_timeout") -> Decision:
-        """The final decision once synchronous classification answered (or did not)."""
+                failure: str = "classifier_timeout", clear_reason: str = "") -> Decision:
+        """The final decision once synchronous classification answered (or did not);
+        ``clear_reason`` names what cleared it when no score did (the cascade's first stage)."""
         if not decision.needs_classify:
             return decision
         present = dict(scores) if scores is not None else {}
@@ -351,9 +352,9 @@ class Gate:
             final = self._intern(INTERVENE_ACTION, f"borderline_{borderline}", decision.level,
                                  decision.flags | INTERVENE)
         else:
-            final = self._intern(decision.action,
-                                 "screened_clear" if decision.screen_only else "classified_clear",
-                                 decision.level, decision.flags)
+            final = self._intern(decision.action, clear_reason or (
+                "screened_clear" if decision.screen_only else "classified_clear"),
+                decision.level, decision.flags)
         self._count(final)
         return final
 

@@ -9,11 +9,14 @@ front ends add only their own protocol (ASGI routes, the gRPC servicer).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Protocol
 
 import anyio
 
+from safeguards.adapters.classifier.errors import ModelLoadError
+from safeguards.adapters.classifier.first_stage import FirstStage, load_first_stage
 from safeguards.adapters.csp.admission import Admission
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
@@ -54,6 +57,20 @@ class FrontEndConfig(Protocol):
     def freeze_gc_after_sync(self) -> bool: ...
 
 
+log = logging.getLogger(__name__)
+
+
+def _first_stage() -> FirstStage | None:
+    """The screening cascade's first stage; without it (damaged files) every screened prompt
+    waits for the classifier: slower, never less safe."""
+    try:
+        return load_first_stage()
+    except ModelLoadError:
+        log.exception("the screening first stage did not load: every screened prompt goes to "
+                      "the classifier")
+        return None
+
+
 class InlineGate:
     def __init__(self, policy: Policy, config: FrontEndConfig, *, connection_name: str,
                  provision_streams: bool = False) -> None:
@@ -74,7 +91,8 @@ class InlineGate:
         self.metrics = CspMetrics(self.gate, self.telemetry, self.feed)
         self.identity = IdentityHeaders(config.link_key or load_link_key(region),
                                         config.account_header)
-        self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics)
+        self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics,
+                                   _first_stage())
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[InlineGate]:

@@ -82,6 +82,10 @@ class CspMetrics:
         self.rejected_requests = Counter("safeguards_csp_bad_requests",
                                          "requests refused as bad input", ["status"],
                                          registry=self.registry)
+        self.first_stage = Counter("safeguards_csp_first_stage",
+                                   "screened prompts by the cascade's first stage verdict "
+                                   "(clear: no classifier call)", ["verdict"],
+                                   registry=self.registry)
         self.streams_terminated = Counter("safeguards_csp_streams_terminated",
                                           "streams ended with stop_reason refusal", ["reason"],
                                           registry=self.registry)

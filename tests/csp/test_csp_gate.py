@@ -52,6 +52,10 @@ def test_unknown_account_gets_tier_zero_and_is_allowed(gate: Gate) -> None:
     assert (clear.action, clear.reason, clear.status) == ("allow", "screened_clear", 200)
     assert gate.counts[("allow", "screened_clear")] == 1
     assert gate.size == 0
+    # cleared by the screening cascade's first stage: no score, no fallback, its own reason
+    first = gate.resolve(gate.check(req(), T0), (), clear_reason="first_stage_clear")
+    assert (first.action, first.reason, first.status) == ("allow", "first_stage_clear", 200)
+    assert gate.counts[("allow", "first_stage_clear")] == 1 and not gate.fallbacks
 
 
 def test_a_fresh_accounts_first_harmful_request_is_refused_at_high_confidence(

@@ -185,14 +185,17 @@ async def test_a_fresh_account_is_screened_and_refused_only_at_high_confidence(
     proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv
 ) -> None:
     """No strike yet, no enforcement command: the first harmful request is still refused (not
-    served and scored afterwards); a benign one is served as is; no classifier: served."""
+    served and scored afterwards); a benign one is cleared by the cascade's first stage and
+    served as is, without waiting on the classifier; no classifier: served."""
     async with proxy_env() as running_proxy:
         sdk = client(running_proxy, "acct-fresh")
+        calls = running_proxy.proxy.classifier
         async with classifier_env():
             raw = await sdk.messages.with_raw_response.create(
                 model=MODEL, max_tokens=10, messages=[{"role": "user", "content": BENIGN}])
             assert raw.headers["x-safeguards-action"] == "allow"
             assert running_proxy.upstream.last_system is None
+            assert calls.calls == 0  # cleared by the first stage
             with pytest.raises(anthropic.PermissionDeniedError):
                 await sdk.messages.create(model=MODEL, max_tokens=10, messages=[
                     {"role": "user", "content": BOMB}])
@@ -200,14 +203,29 @@ async def test_a_fresh_account_is_screened_and_refused_only_at_high_confidence(
                 model=MODEL, max_tokens=10, messages=[{"role": "user", "content": CYBER}])
             assert guarded.headers["x-safeguards-action"] == "intervene"
             assert running_proxy.upstream.last_system == SAFETY_PROMPT
+            assert calls.calls == 2  # the first stage passed both on to the contextual model
         served = await sdk.messages.create(model=MODEL, max_tokens=10, messages=[
-            {"role": "user", "content": BENIGN}])
+            {"role": "user", "content": "Tell me more about buffer overflows: " + CYBER}])
         assert served.stop_reason == "end_turn"
         gate = running_proxy.proxy.gate
-        assert gate.counts[("allow", "screened_clear")] == 1
+        assert gate.counts[("allow", "first_stage_clear")] == 1
         assert gate.counts[("block", "classified_weapons")] == 1
         assert gate.counts[("intervene", "borderline_cyber")] == 1
         assert gate.fallbacks[("screen_classifier_unavailable", "open")] == 1
+
+
+async def test_without_the_first_stage_every_screened_prompt_waits_for_the_classifier(
+    proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv, test_policy: Policy
+) -> None:
+    """The policy's switch for the cascade (``gate.screen_first_stage``): off, an everyday
+    prompt is screened by the contextual model too."""
+    off = replace(test_policy, gate=replace(test_policy.gate, screen_first_stage=False))
+    async with proxy_env(policy=off) as running_proxy, classifier_env():
+        raw = await client(running_proxy, "acct-no-cascade").messages.with_raw_response.create(
+            model=MODEL, max_tokens=10, messages=[{"role": "user", "content": BENIGN}])
+        assert raw.headers["x-safeguards-action"] == "allow"
+        assert running_proxy.proxy.classifier.calls == 1
+        assert running_proxy.proxy.gate.counts[("allow", "screened_clear")] == 1
 
 
 async def test_classifier_deadline_miss_is_a_counted_fallback(

@@ -1,0 +1,106 @@
+"""The screening cascade's first stage: a hashed word n-gram linear model, tens of microseconds
+a request, that clears text the contextual model would not flag and passes the rest on.
+
+It never refuses and never strikes: it only decides which screened requests (fresh and L0
+accounts) skip the contextual model inline. What it clears is still served and scored in the
+background from the content stream like every request, so an account's history loses nothing;
+only the inline refusal of a first harmful request rests on it passing what it should.
+
+It is trained by distillation (``train/first_stage.py``): its target is "the contextual model
+flags this, or nearly does, or the row is labelled harmful", and its pass threshold is read off
+held-out rows so that it passes (nearly) everything the contextual model flags. Features: the
+lower-cased words (``\\w+``) and word pairs, and character pairs inside long words of scripts
+written without spaces, hashed with CRC-32 into ``2**bits`` buckets, as a binary vector scaled
+to unit length. Text it has too little familiar vocabulary for (``min_known``) is passed on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import zlib
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from safeguards.adapters.classifier.encoder.tensors import read_tensors
+from safeguards.adapters.classifier.errors import ModelLoadError
+
+FIRST_STAGE_DIR = Path(__file__).parent / "models" / "first_stage"
+_WORD = re.compile(r"\w+")
+MAX_CHARS = 8000  # features read at most this much (head and tail); longer text is passed on
+LONG_WORD = 12  # a "word" this long in a script without spaces gets character pairs too
+
+
+def features(text: str, bits: int) -> np.ndarray:
+    """The sorted unique feature buckets of ``text``."""
+    mask = (1 << bits) - 1
+    words = _WORD.findall(text.lower())
+    crc = zlib.crc32
+    out = {crc(w.encode()) & mask for w in words}
+    out.update(crc(f"{a} {b}".encode()) & mask for a, b in pairwise(words))
+    for w in words:
+        if len(w) >= LONG_WORD and not w.isascii():
+            out.update(crc(f"#{w[i:i + 2]}".encode()) & mask for i in range(len(w) - 1))
+    return np.fromiter(sorted(out), dtype=np.int64, count=len(out))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    clear: bool
+    reason: str  # "clear", "flagged", "unfamiliar", "too_long"
+    score: float
+
+
+class FirstStage:
+    """The loaded first stage: ``check(text)`` says whether it clears ``text``."""
+
+    def __init__(self, weights: np.ndarray, bias: float, threshold: float, min_known: float,
+                 *, name: str, version: str) -> None:
+        if weights.ndim != 1 or weights.size & (weights.size - 1):
+            raise ModelLoadError("first stage: weights must be one power-of-two vector")
+        self.weights = weights.astype(np.float32)
+        self.bits = int(weights.size).bit_length() - 1
+        self.bias, self.threshold, self.min_known = bias, threshold, min_known
+        self.name, self.version = name, version
+
+    def score(self, text: str) -> tuple[float, float]:
+        """(the linear score, the share of its features the model has weights for)."""
+        idx = features(text, self.bits)
+        if idx.size == 0:
+            return self.bias, 1.0
+        w = self.weights[idx]
+        known = float(np.count_nonzero(w)) / idx.size
+        return self.bias + float(w.sum()) / math.sqrt(idx.size), known
+
+    def check(self, text: str) -> Verdict:
+        if len(text) > MAX_CHARS:
+            return Verdict(False, "too_long", math.inf)
+        s, known = self.score(text)
+        if s >= self.threshold:
+            return Verdict(False, "flagged", s)
+        if known < self.min_known:
+            return Verdict(False, "unfamiliar", s)
+        return Verdict(True, "clear", s)
+
+
+def load_first_stage(directory: Path = FIRST_STAGE_DIR) -> FirstStage:
+    """The committed first stage; ModelLoadError when its files are missing or damaged."""
+    try:
+        manifest: dict[str, Any] = json.loads((directory / "manifest.json").read_text("utf-8"))
+        path = directory / str(manifest["model_file"])
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != manifest["sha256"]:
+            raise ModelLoadError(f"first stage {path.name}: sha256 {digest[:12]} does not match "
+                                 "its manifest")
+        tensors = read_tensors(path)
+        return FirstStage(tensors["weights"], float(manifest["bias"]),
+                          float(manifest["threshold"]), float(manifest["min_known"]),
+                          name=str(manifest["name"]), version=str(manifest["version"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"first stage in {directory}: {type(exc).__name__}") from None
