@@ -9,9 +9,10 @@ only the inline refusal of a first harmful request rests on it passing what it s
 It is trained by distillation (``train/first_stage.py``): its target is "the contextual model
 flags this, or nearly does, or the row is labelled harmful", and its pass threshold is read off
 held-out rows so that it passes (nearly) everything the contextual model flags. Features: the
-lower-cased words (``\\w+``) and word pairs, and character pairs inside long words of scripts
-written without spaces, hashed with CRC-32 into ``2**bits`` buckets, as a binary vector scaled
-to unit length. Text it has too little familiar vocabulary for (``min_known``) is passed on.
+lower-cased words (``\\w+``) and word pairs, character pairs inside long words of scripts
+written without spaces, and the text's length class (words, in powers of two), hashed with
+CRC-32 into ``2**bits`` buckets, as a binary vector scaled to unit length. Text it has too
+little familiar vocabulary for (``min_known``) is passed on.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def features(text: str, bits: int) -> np.ndarray:
     for w in words:
         if len(w) >= LONG_WORD and not w.isascii():
             out.update(crc(f"#{w[i:i + 2]}".encode()) & mask for i in range(len(w) - 1))
+    # how long it is, in powers of two of words: short everyday turns have few features, and
+    # without it their score would be mostly the bias (they were passed on far more often)
+    out.add(crc(f"#len{min(7, len(words).bit_length())}".encode()) & mask)
     return np.fromiter(sorted(out), dtype=np.int64, count=len(out))
 
 

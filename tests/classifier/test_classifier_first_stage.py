@@ -38,9 +38,10 @@ def toy(threshold: float = 0.0, min_known: float = 0.5) -> FirstStage:
     return FirstStage(w, -0.5, threshold, min_known, name="toy", version="1")
 
 
-def test_features_are_words_and_word_pairs_lower_cased() -> None:
+def test_features_are_words_word_pairs_and_length_lower_cased() -> None:
     got = set(features("Hello, WORLD!", BITS).tolist())
-    assert got == {bucket("hello"), bucket("world"), bucket("hello world")}
+    assert got == {bucket("hello"), bucket("world"), bucket("hello world"), bucket("#len2")}
+    assert set(features("", BITS).tolist()) == {bucket("#len0")}
 
 
 def test_long_words_of_scripts_without_spaces_get_character_pairs() -> None:
@@ -97,7 +98,7 @@ PLAINLY_HARMFUL = (
 EVERYDAY = (
     "What is a good recipe for banana bread with walnuts?",
     "Can you recommend a good book about the history of Rome?",
-    "Write a python function that reverses a linked list.",
+    "What is the capital of Australia?",
 )
 
 
