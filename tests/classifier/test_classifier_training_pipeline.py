@@ -56,11 +56,11 @@ def test_generated_refusals_decline_a_real_request() -> None:
     assert all(r.source == "generated:refusal" and r.kind == "response" for r in refusals)
 
 
-def test_generated_jailbreak_frames_are_multi_label() -> None:
+def test_generated_jailbreak_frames_are_labelled_with_their_harm_alone() -> None:
     rows = recipe.generated_rows(7)
-    framed = [r for r in rows if r.extra_categories]
-    assert framed and all(r.extra_categories == ("jailbreak",) and r.category != "jailbreak"
-                          for r in framed)
+    harmful = [r for r in rows if r.label == "harmful"]
+    assert harmful and not any(r.extra_categories for r in rows)
+    assert {r.category for r in harmful} - {"jailbreak"}  # harm categories, not only frames
     assert sum(r.label == "benign" for r in rows) >= len(rows) // 3
 
 

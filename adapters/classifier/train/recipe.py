@@ -125,11 +125,12 @@ def generated_rows(seed: int) -> list[Record]:
                 out.append(Record(e.text, "benign", None, "hard_negative", "en", source,
                                   f"gen:{e.group}"))
             else:
+                # A harmful request in a jailbreak frame is labelled with its harm alone: also
+                # labelling it jailbreak (multi-label) collapsed jailbreak recall out of
+                # distribution in two full runs (OOD ROC AUC 0.63 against 0.81 without).
                 cats = sorted(e.labels - {"jailbreak"}) or sorted(e.labels)
-                extra = ("jailbreak",) if "jailbreak" in e.labels and cats != ["jailbreak"] \
-                    else ()
                 out.append(Record(e.text, "harmful", cats[0], "harmful", "en", source,
-                                  f"gen:{e.group}", extra_categories=extra))
+                                  f"gen:{e.group}"))
 
     add(generated.benign_negatives(N_GENERATED_BENIGN, seed=seed + 11, family="train"), "benign")
     add(generated.evasive_benign(N_GENERATED_EVASIVE_BENIGN, seed=seed + 31, family="train"),
