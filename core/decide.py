@@ -37,7 +37,13 @@ from safeguards.core.events import (
     Signal,
     StrikeRecorded,
 )
-from safeguards.core.ids import API_KEY_PREFIX, ORGANIZATION_PREFIX, derive_id, policy_entity
+from safeguards.core.ids import (
+    API_KEY_PREFIX,
+    ORGANIZATION_PREFIX,
+    aggregate_kind,
+    derive_id,
+    policy_entity,
+)
 from safeguards.core.policy import THROTTLE_CATEGORY, Policy, parse_policy
 from safeguards.core.state import AccountState, evolve
 
@@ -175,9 +181,12 @@ def _strikes(d: _Decision, scores: Scores, request_id: str, model_name: str,
     jump_to = 0
     jump_reason = ""
     struck: list[str] = []
+    high_only = (d.policy.aggregate_evidence == "refuse_threshold"
+                 and aggregate_kind(d.state.account_id) is not None)
     for category, score in scores:
         cat = d.policy.category(category)
-        if cat is None or score < cat.accumulate_above:
+        if cat is None or score < cat.accumulate_above or (
+                high_only and score < cat.refuse_threshold):
             continue
         if score >= cat.threshold:
             points = cat.weight * score

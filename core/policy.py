@@ -118,6 +118,10 @@ class Policy:
     # L4 and L5 otherwise come from operators: people before severe sanctions.
     automatic_max_level: int = 3
     mode: PolicyMode = "enforce"
+    # What an organisation's or API key's history counts: only scores at a category's
+    # refuse_threshold ("refuse_threshold"), or every strike ("threshold"). Borderline scores,
+    # which is where false positives sit, otherwise add up across all of an organisation's users.
+    aggregate_evidence: Literal["threshold", "refuse_threshold"] = "refuse_threshold"
 
     def category(self, name: str) -> CategoryPolicy | None:
         """The category's policy; None for an unknown or switched-off category."""
@@ -250,8 +254,12 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
             c.problems.append(f"escalation.automatic_max_level: {automatic_max} is not a level "
                               "0 to 5")
         automatic_max = 3
+    evidence = c.get(esc, "aggregate_evidence", str, "escalation", "refuse_threshold")
+    if evidence not in ("threshold", "refuse_threshold"):
+        c.problems.append(f"escalation.aggregate_evidence: {evidence!r} is not \"threshold\" "
+                          "or \"refuse_threshold\"")
     for key in esc:
-        if key not in {"recidivism_factor", "automatic_max_level"}:
+        if key not in {"recidivism_factor", "automatic_max_level", "aggregate_evidence"}:
             c.problems.append(f"escalation.{key}: unknown setting")
     for key in doc:
         if key not in {"policy", "categories", "ladder", "rate_tiers", "rules", "gate",
@@ -271,6 +279,7 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         recidivism_factor=recidivism,
         automatic_max_level=automatic_max,
         mode=mode,
+        aggregate_evidence="threshold" if evidence == "threshold" else "refuse_threshold",
     )
 
 

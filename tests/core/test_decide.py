@@ -29,7 +29,7 @@ from safeguards.core.events import (
     Signal,
     StrikeRecorded,
 )
-from safeguards.core.policy import default_policy, default_policy_text, parse_policy
+from safeguards.core.policy import Policy, default_policy, default_policy_text, parse_policy
 from safeguards.core.state import RECENT_CONTENT, AccountState, evolve, fold, initial_state
 
 from strategies import observations, score_signal
@@ -38,8 +38,9 @@ T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 POLICY = default_policy()
 
 
-def run(state: AccountState, signal: Signal, at: datetime) -> tuple[AccountState, list[Event]]:
-    events = decide(state, signal, POLICY, at)
+def run(state: AccountState, signal: Signal, at: datetime, policy: Policy = POLICY
+        ) -> tuple[AccountState, list[Event]]:
+    events = decide(state, signal, policy, at)
     return fold(state, events), events
 
 
@@ -54,27 +55,50 @@ def test_benign_scores_record_observations_only() -> None:
     assert events[0].policy_version is None  # an observation is not a policy decision
 
 
-def test_an_organisation_adds_up_its_accounts_strikes_but_counts_shared_content_once() -> None:
-    """Each fresh account strikes once and stays below L1 on its own; the organisation, which
-    sees every account's scores, climbs. The same content from several accounts (a shared
-    system prompt, a replayed attack) is one piece of evidence for it."""
-    org = initial_state("org:acme", "eu")
-    seen: list[int] = []
+def org_run(org: AccountState, i: int, score: float, policy: Policy = POLICY
+            ) -> tuple[AccountState, list[int]]:
+    """Fresh account ``i`` sends one jailbreak-scored request of its own content; its score goes
+    to its own history and to the organisation's."""
+    at = T0 + timedelta(minutes=i)
+    own = score_signal(i, f"fresh-{i}", at, (("jailbreak", score),))
+    account, events = run(initial_state(f"fresh-{i}", "eu"), own, at, policy)
+    assert account.level <= 1  # one request is never more than a warning on its own
+    assert isinstance(own.observation, ScoreRecorded)
+    member = replace(own, account_id="org:acme", signal_id=f"org-{i}",
+                     observation=replace(own.observation, member_account=f"fresh-{i}"))
+    org, events = run(org, member, at, policy)
+    return org, levels(events)
+
+
+def test_an_organisation_adds_up_its_accounts_high_confidence_strikes_once_each() -> None:
+    """Each fresh account strikes once and is at most warned on its own; the organisation, which
+    sees every account's scores, climbs on those at the refuse threshold. The same content from
+    several accounts (a shared system prompt, a replayed attack) is one piece of evidence."""
+    org, seen = initial_state("org:acme", "eu"), []
     for i in range(4):
-        at = T0 + timedelta(minutes=i)
-        own = score_signal(i, f"fresh-{i}", at, (("jailbreak", 0.6),))
-        account, events = run(initial_state(f"fresh-{i}", "eu"), own, at)
-        assert account.level == 0 and levels(events) == []
-        assert isinstance(own.observation, ScoreRecorded)
-        member = replace(own, account_id="org:acme", signal_id=f"org-{i}",
-                         observation=replace(own.observation, member_account=f"fresh-{i}"))
-        org, events = run(org, member, at)
-        seen += levels(events)
-    assert seen == [1, 2] and org.strikes == 4
+        org, changed = org_run(org, i, 0.95)
+        seen += changed
+    assert seen[:1] == [1] and org.level >= 2 and org.strikes == 4
     at = T0 + timedelta(minutes=5)
-    replayed = score_signal(3, "fresh-9", at, (("jailbreak", 0.6),))  # fresh-3's content again
+    replayed = score_signal(3, "fresh-9", at, (("jailbreak", 0.95),))  # fresh-3's content again
     org, events = run(org, replace(replayed, account_id="org:acme", signal_id="org-9"), at)
     assert [e.type for e in events] == ["ScoreRecorded"] and org.strikes == 4
+
+
+def test_borderline_scores_stay_with_the_account_unless_the_policy_counts_them() -> None:
+    """Borderline scores (where false positives sit) do not add up across an organisation's
+    users by default; ``escalation.aggregate_evidence = "threshold"`` counts every strike."""
+    org = initial_state("org:acme", "eu")
+    for i in range(6):
+        org, changed = org_run(org, i, 0.6)
+        assert changed == []
+    assert org.strikes == 0 and org.scores == 6
+    counting = replace(POLICY, aggregate_evidence="threshold")
+    org, seen = initial_state("org:acme", "eu"), []
+    for i in range(4):
+        org, changed = org_run(org, i, 0.6, counting)
+        seen += changed
+    assert seen == [1, 2] and org.strikes == 4
 
 
 def test_the_first_request_naming_an_aggregate_links_the_account_once() -> None:
