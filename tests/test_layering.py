@@ -11,12 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("core", "actors", "adapters", "regions", "ops", "simulations")
 
-# (importing folder, imported package) -> the modules that do it today, and why
-KNOWN = {
-    # issue 12, part 3: process tuning (gc freeze once the cache is loaded) belongs to the
-    # composition root; the proxy's feed still calls it.
-    ("adapters", "runtime"): {"adapters/csp/feed.py"},
-}
+# (importing folder, imported package) -> the modules that do it today, and why (none left: the
+# bus port removed actors -> adapters, and heap tuning moved from the root to adapters.heap)
+KNOWN: dict[tuple[str, str], set[str]] = {}
 
 
 def forbidden(folder: str, target: str) -> bool:

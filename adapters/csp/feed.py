@@ -24,11 +24,11 @@ from nats.js import api
 
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.link import BusLink
+from safeguards.adapters.heap import settle_heap
 from safeguards.core.codec import decode_command
 from safeguards.core.errors import CodecError
 from safeguards.core.ids import validate_region
 from safeguards.core.subjects import stream_name
-from safeguards.runtime import settle_heap
 
 log = logging.getLogger(__name__)
 
