@@ -130,11 +130,25 @@ class NatsRegionBus:
         return await LeaseBucket.open(self._js, self.region, ttl_s)
 
     async def run_policy(self, store: EventStore, apply: Callable[[Policy], None]) -> None:
-        board = await PolicyBoard.open(self._js, self.region)
+        board: PolicyBoard | None = None
 
         async def opened() -> PolicyBoard:
+            """The board, opened on first use; BusUnavailable while NATS cannot open it (the
+            follower retries on its next poll, the publisher after a pause)."""
+            nonlocal board
+            if board is None:
+                board = await PolicyBoard.open(self._js, self.region)
             return board
 
+        async def publish() -> None:
+            while True:
+                try:
+                    ready = await opened()
+                except BusUnavailable:
+                    await anyio.sleep(1.0)
+                    continue
+                await PolicyPublisher(store, self.region).run(ready)
+
         async with anyio.create_task_group() as tg:
-            tg.start_soon(PolicyPublisher(store, self.region).run, board)
+            tg.start_soon(publish)
             await follow_policy(opened, self.region, lambda policy, _: apply(policy))
