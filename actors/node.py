@@ -145,7 +145,7 @@ class Node:
         assert self.committer is not None
         worker = PartitionWorker(
             region=self.region, partitions=self.partitions, partition=partition,
-            store=self.store, source=self._bus.signal_source(partition), bus=self._bus,
+            store=self.store, bus=self._bus,
             policy=self.policy, clock=self.clock, settings=self.settings, metrics=self.metrics,
             committer=self.committer,
         )

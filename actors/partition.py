@@ -31,7 +31,7 @@ from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.settings import NodeSettings
 from safeguards.actors.settlement import MailSettlement
 from safeguards.actors.turns import Round, decided_append
-from safeguards.core.bus import BusUnavailable, InboundMessage, RegionBus, SignalSource
+from safeguards.core.bus import BusUnavailable, InboundMessage, RegionBus
 from safeguards.core.errors import ConcurrencyConflict
 from safeguards.core.policy import Policy
 from safeguards.core.ports import EventStore
@@ -43,14 +43,14 @@ log = logging.getLogger(__name__)
 
 class PartitionWorker:
     def __init__(self, *, region: str, partitions: int, partition: int, store: EventStore,
-                 source: SignalSource, bus: RegionBus, policy: Policy,
+                 bus: RegionBus, policy: Policy,
                  clock: Clock, settings: NodeSettings, metrics: NodeMetrics,
                  committer: GroupCommitter) -> None:
         self.region = region
         self.partitions = partitions
         self.partition = partition
         self.store = store
-        self.consumer = source
+        self.consumer = bus.signal_source(partition)
         self.bus = bus
         self.policy = policy
         self.clock = clock

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import anyio
 import nats.errors
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
 from safeguards.adapters.bus.errors import BusUnavailable
-from safeguards.adapters.bus.inbound import JetStreamMessage
 from safeguards.core.bus import DeadLetterReason, InboundMessage
 from safeguards.core.subjects import dead_letter_subject, stream_name
 
@@ -45,14 +43,12 @@ class DeadLetters:
         self.region = region
         self._stream = stream_name(region, "DLQ")
 
-    async def send(self, msg: InboundMessage | Msg, source: str, reason: DeadLetterReason | str,
+    async def send(self, msg: InboundMessage, source: str, reason: DeadLetterReason | str,
                    error: BaseException | None = None, *, payload: bytes | None = None,
                    timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
         """Dead-letter ``msg``; raises :class:`BusUnavailable` if JetStream did not confirm it,
         in which case the caller must not ack the original. ``payload`` replaces the original
         bytes where those must not be kept (content text: the classifier keeps a digest)."""
-        if isinstance(msg, Msg):
-            msg = JetStreamMessage(msg)
         headers = {
             H_REASON: str(reason),
             H_SUBJECT: header_safe(msg.subject),

@@ -13,22 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
 
-from safeguards.adapters.bus.policy_board import newest_policy_change
+from safeguards.adapters.bus.policy_board import PublishedPolicy, run_policy
 from safeguards.core.bus import BusUnavailable, InboundMessage, Lease
-from safeguards.core.codec import decode_command
-from safeguards.core.errors import PolicyError
 from safeguards.core.ids import validate_region
-from safeguards.core.policy import Policy, parse_policy
+from safeguards.core.policy import Policy
 from safeguards.core.ports import EventStore, OutboxMessage
 from safeguards.core.subjects import stream_name
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -68,10 +63,9 @@ class MemoryBroker:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     dead_letter_ids: set[str] = field(default_factory=set)
     leases: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # holder, rev, until
-    policy_document: tuple[int, str] | None = None  # history version, document
+    policy: PublishedPolicy | None = None  # the policy board's entry
     _sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: anyio.Event | None = None
-    connections: int = 0
 
     def __post_init__(self) -> None:
         self.region = validate_region(self.region)
@@ -106,9 +100,6 @@ class MemoryBroker:
     def pending(self, partition: int) -> int:
         return sum(not m.done for m in self.inputs.get(partition, ()))
 
-    def connect(self, name: str) -> contextlib.AbstractAsyncContextManager[MemoryRegionBus]:
-        return MemoryBus(self).connect(name)
-
 
 @dataclass(frozen=True, slots=True)
 class MemoryBus:
@@ -119,7 +110,6 @@ class MemoryBus:
     @contextlib.asynccontextmanager
     async def connect(self, name: str) -> AsyncIterator[MemoryRegionBus]:
         self.broker.check()
-        self.broker.connections += 1
         yield MemoryRegionBus(self.broker)
 
 
@@ -259,9 +249,6 @@ class MemoryCommands:
         await self.publish(message)
         return True
 
-    def newest_level(self, subject: str) -> int | None:
-        entries = self.broker.commands.get(subject)
-        return decode_command(entries[-1][1]).level if entries else None
 
 
 class MemoryLeases:
@@ -330,19 +317,30 @@ class MemoryRegionBus:
         self.broker.check()
         return MemoryLeases(self.broker, ttl_s)
 
-    async def run_policy(self, store: EventStore, apply: Callable[[Policy], None],
-                         poll_s: float = 0.25) -> None:
-        b, applied = self.broker, ""
-        while True:
-            newest = await newest_policy_change(store, b.region)
-            if newest is not None and (b.policy_document is None
-                                       or b.policy_document[0] < newest.history_version):
-                b.policy_document = (newest.history_version, newest.document)
-            if b.policy_document is not None and b.policy_document[1] != applied:
-                applied = b.policy_document[1]
-                try:
-                    apply(parse_policy(applied, source=f"{b.region} policy"))
-                except PolicyError:
-                    log.exception("the %s region's published policy does not validate; keeping "
-                                  "the one in force", b.region)
-            await anyio.sleep(poll_s)
+    async def run_policy(self, store: EventStore, apply: Callable[[Policy], None]) -> None:
+        board = MemoryPolicyBoard(self.broker)
+
+        async def opened() -> MemoryPolicyBoard:
+            self.broker.check()
+            return board
+
+        await run_policy(store, self.broker.region, opened, apply)
+
+
+class MemoryPolicyBoard:
+    """The policy board (``policy_board.Board``): one entry, written only by a newer version."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+
+    async def read(self) -> tuple[PublishedPolicy | None, int]:
+        self.broker.check()
+        current = self.broker.policy
+        return current, 0 if current is None else current.history_version
+
+    async def publish(self, policy: PublishedPolicy) -> bool:
+        current, _ = await self.read()
+        if current is not None and current.history_version >= policy.history_version:
+            return False
+        self.broker.policy = policy
+        return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 import msgpack
@@ -68,6 +69,15 @@ class PublishedPolicy:
                 and isinstance(digest, str) and isinstance(document, str)):
             raise PolicyError("policy board entry has the wrong shape")
         return cls(version, policy_version, digest, document)
+
+
+class Board(Protocol):
+    """What publishers and followers need of a board (``PolicyBoard`` on NATS KV, the in-memory
+    twin's in ``memory.py``)."""
+
+    async def read(self) -> tuple[PublishedPolicy | None, int]: ...
+
+    async def publish(self, policy: PublishedPolicy) -> bool: ...
 
 
 class PolicyBoard:
@@ -134,7 +144,7 @@ class PolicyPublisher:
         self.seen = 0
         self.failures = 0
 
-    async def run(self, board: PolicyBoard) -> None:
+    async def run(self, board: Board) -> None:
         while True:
             try:
                 newest = await newest_policy_change(self.store, self.region, self.seen)
@@ -147,11 +157,11 @@ class PolicyPublisher:
             await anyio.sleep(self.poll_s)
 
 
-async def follow_policy(open_board: Callable[[], Awaitable[PolicyBoard | None]], region: str,
+async def follow_policy(open_board: Callable[[], Awaitable[Board | None]], region: str,
                         apply: Callable[[Policy, PublishedPolicy], None], *,
                         poll_s: float = 0.25) -> None:
     """Apply every new document the region's board shows (a process's policy follower)."""
-    board: PolicyBoard | None = None
+    board: Board | None = None
     applied = ""
     while True:
         try:
@@ -175,3 +185,23 @@ async def follow_policy(open_board: Callable[[], Awaitable[PolicyBoard | None]],
             log.debug("policy board unavailable: %s", exc)
             board = None
         await anyio.sleep(poll_s)
+
+
+async def run_policy(store: EventStore, region: str, open_board: Callable[[], Awaitable[Board]],
+                     apply: Callable[[Policy], None]) -> None:
+    """An actor node's two policy loops over one board (``core.bus.RegionBus.run_policy``):
+    publish the store's newest change, follow what the board shows. ``open_board`` may raise
+    BusUnavailable while the bus cannot open it; both loops retry."""
+
+    async def publish() -> None:
+        while True:
+            try:
+                board = await open_board()
+            except BusUnavailable:
+                await anyio.sleep(1.0)
+                continue
+            await PolicyPublisher(store, region).run(board)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(publish)
+        await follow_policy(open_board, region, lambda policy, _: apply(policy))

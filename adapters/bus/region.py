@@ -21,7 +21,7 @@ from safeguards.adapters.bus.consumers import ConsumerSettings, PartitionConsume
 from safeguards.adapters.bus.dlq import DeadLetters
 from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.leases import LeaseBucket
-from safeguards.adapters.bus.policy_board import PolicyBoard, PolicyPublisher, follow_policy
+from safeguards.adapters.bus.policy_board import PolicyBoard, run_policy
 from safeguards.adapters.bus.streams import StreamSettings, provision_region
 from safeguards.core.bus import LeaseTable
 from safeguards.core.ids import validate_region
@@ -133,22 +133,10 @@ class NatsRegionBus:
         board: PolicyBoard | None = None
 
         async def opened() -> PolicyBoard:
-            """The board, opened on first use; BusUnavailable while NATS cannot open it (the
-            follower retries on its next poll, the publisher after a pause)."""
+            """The board, opened on first use (BusUnavailable while NATS cannot open it)."""
             nonlocal board
             if board is None:
                 board = await PolicyBoard.open(self._js, self.region)
             return board
 
-        async def publish() -> None:
-            while True:
-                try:
-                    ready = await opened()
-                except BusUnavailable:
-                    await anyio.sleep(1.0)
-                    continue
-                await PolicyPublisher(store, self.region).run(ready)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(publish)
-            await follow_policy(opened, self.region, lambda policy, _: apply(policy))
+        await run_policy(store, self.region, opened, apply)

@@ -38,6 +38,7 @@ from nats.js.errors import APIError
 
 from safeguards.adapters.bus.dlq import DeadLetters, header_safe
 from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.inbound import JetStreamMessage
 from safeguards.adapters.bus.streams import (
     StreamSettings,
     content_config,
@@ -314,7 +315,7 @@ class ClassifierService:
         })
         try:
             await DeadLetters(self.js, self.region).send(
-                msg, DLQ_SOURCE, reason, error, payload=payload,
+                JetStreamMessage(msg), DLQ_SOURCE, reason, error, payload=payload,
                 timeout_s=self.settings.publish_timeout_s)
         except BusUnavailable as exc:
             # not confirmed: leave the content message unacked so it comes back

@@ -49,7 +49,6 @@ class Admission:
         self.classifier = classifier
         self.telemetry = telemetry
         self.first_stage = first_stage
-        self._first_stage_verdicts = metrics.first_stage
         self.seen = SeenTurns()
         self._observe_check = metrics.check_seconds.observe
 
@@ -86,7 +85,8 @@ class Admission:
             return self.gate.resolve(decision, None, failure="screen_too_long")
         if self.first_stage is not None and gate_policy.screen_first_stage:
             verdict = self.first_stage.check(prompt)
-            self._first_stage_verdicts.labels(verdict.reason).inc()
+            counts = self.gate.first_stage_verdicts
+            counts[verdict.reason] = counts.get(verdict.reason, 0) + 1
             if verdict.clear:  # served without waiting on the classifier, scored afterwards
                 return self.gate.resolve(decision, (), clear_reason="first_stage_clear")
         scores, failure = await self.classifier.classify(

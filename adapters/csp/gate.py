@@ -104,6 +104,7 @@ class Gate:
         self.last_contact = -math.inf  # Unix seconds of the last message/heartbeat from the stream
         self.counts: dict[tuple[str, str], int] = {}
         self.fallbacks: dict[tuple[str, str], int] = {}
+        self.first_stage_verdicts: dict[str, int] = {}  # the screening cascade's, by verdict
         self.commands_applied = 0
         self.commands_ignored = 0
 

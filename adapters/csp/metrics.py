@@ -56,6 +56,12 @@ class _GateCollector(Collector):
             commands.add_metric(["rejected"], self.feed.rejected)
             commands.add_metric(["handling_failed"], self.feed.callback_failures)
         yield commands
+        verdicts = CounterMetricFamily("safeguards_csp_first_stage",
+                                       "screened prompts by the cascade's first stage verdict "
+                                       "(clear: no classifier call)", labels=["verdict"])
+        for verdict, n in list(gate.first_stage_verdicts.items()):
+            verdicts.add_metric([verdict], n)
+        yield verdicts
         if self.telemetry is not None:
             t = self.telemetry
             dropped = CounterMetricFamily("safeguards_csp_telemetry_dropped",
@@ -82,10 +88,6 @@ class CspMetrics:
         self.rejected_requests = Counter("safeguards_csp_bad_requests",
                                          "requests refused as bad input", ["status"],
                                          registry=self.registry)
-        self.first_stage = Counter("safeguards_csp_first_stage",
-                                   "screened prompts by the cascade's first stage verdict "
-                                   "(clear: no classifier call)", ["verdict"],
-                                   registry=self.registry)
         self.streams_terminated = Counter("safeguards_csp_streams_terminated",
                                           "streams ended with stop_reason refusal", ["reason"],
                                           registry=self.registry)

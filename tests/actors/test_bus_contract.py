@@ -9,6 +9,7 @@ deduplication and publish-if-last."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,9 +21,16 @@ import pytest
 from safeguards.adapters.bus.consumers import ConsumerSettings
 from safeguards.adapters.bus.memory import MemoryBroker, MemoryBus
 from safeguards.adapters.bus.region import NatsBus
+from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core.bus import InboundMessage, RegionBus
-from safeguards.core.ports import OutboxMessage
+from safeguards.core.events import PolicyChanged
+from safeguards.core.ids import policy_entity
+from safeguards.core.policy import default_policy, default_policy_text
+from safeguards.core.ports import AppendRequest, OutboxMessage
 from safeguards.core.subjects import dead_letter_subject, enforce_subject, inputs_subject
+
+from bus_support import wait_until
+from store_events import make_event
 
 ACK_WAIT_S = 1.0
 MAX_DELIVER = 3
@@ -211,3 +219,24 @@ async def test_commands_newest_per_subject_deduplicated_and_published_if_last(
         assert await commands.publish_after(OutboxMessage("c3", subject_a, b"v3"), second[0])
         third = await commands.last(subject_a)
         assert third is not None and third[1] == b"v3"
+
+
+async def test_the_memory_bus_publishes_and_follows_the_stores_newest_policy() -> None:
+    """The twin runs the same publisher and follower as NATS (``policy_board.run_policy``): the
+    newest PolicyChanged committed in the store is applied; an invalid document is not."""
+    region = "b" + uuid.uuid4().hex[:8]
+    store = InMemoryEventStore(region)
+    applied: list[str] = []
+    text = default_policy_text().replace('version = "default-', 'version = "candidate-', 1)
+    events = [make_event(policy_entity(region), region, v, body=PolicyChanged(
+        f"v{v}", hashlib.sha256(doc.encode()).hexdigest(), doc, "op", "test", v))
+        for v, doc in ((1, text), (2, "not toml ["))]
+    await store.append(AppendRequest(policy_entity(region), 0, (events[0],)))
+    async with MemoryBus(MemoryBroker(region)).connect("policy") as bus, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(bus.run_policy, store, lambda p: applied.append(p.version))
+        await wait_until(lambda: len(applied) == 1, 5)
+        await store.append(AppendRequest(policy_entity(region), 1, (events[1],)))
+        await anyio.sleep(1.0)  # the follower polls 4 times a second
+        tg.cancel_scope.cancel()
+    assert applied == [default_policy().version.replace("default-", "candidate-", 1)]

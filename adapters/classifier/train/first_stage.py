@@ -104,11 +104,11 @@ def train_first_stage(out_dir: Path, wheels: Path, *, version: str, seed: int = 
     log.info("first stage: %d fit rows, %d positive", len(fit), int(y.sum()))
     clf = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, solver="liblinear",
                              random_state=seed)
-    clf.fit(_matrix([r.text for r in fit], BITS), y)
+    x = _matrix([r.text for r in fit], BITS)
+    clf.fit(x, y)
     weights = clf.coef_[0].astype(np.float16)
     seen = np.zeros(1 << BITS, bool)
-    for r in fit:
-        seen[features(r.text, BITS)] = True
+    seen[x.indices] = True  # every feature some training row has
     weights[seen & (weights == 0)] = np.float16(6e-8)  # a seen feature is never "unknown"
     weights[~seen] = 0
     stage = FirstStage(weights.astype(np.float32), float(clf.intercept_[0]), 0.0, MIN_KNOWN,
