@@ -21,6 +21,7 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+TOP_LEVEL = ("core", "actors", "adapters", "regions", "ops", "simulations")  # as in setup.py
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".safeguards-installed"
@@ -55,13 +56,18 @@ def ensure_model() -> None:
 
 
 def _typecheck_root() -> Path:
-    # mypy finds ``safeguards`` through a link to the repository root (the folders install under
-    # that name through setuptools' package-dir mapping, which mypy does not follow).
+    # mypy does not follow setuptools' package-dir mapping (``core/`` installs as
+    # ``safeguards.core``), so it reads the folders through a tree of links that spells the same
+    # mapping: .typecheck/safeguards/core -> core, and so on (``safeguards`` is a namespace).
     root = ROOT / ".typecheck"
-    root.mkdir(exist_ok=True)
-    link = root / "safeguards"
-    if not link.is_symlink():
-        link.symlink_to("..", target_is_directory=True)
+    namespace = root / "safeguards"
+    if namespace.is_symlink():  # the old layout linked the whole repository root
+        namespace.unlink()
+    namespace.mkdir(parents=True, exist_ok=True)
+    for top in TOP_LEVEL:
+        link = namespace / top
+        if not link.is_symlink():
+            link.symlink_to(Path("..", "..", top), target_is_directory=True)
     return root
 
 

@@ -45,11 +45,11 @@ from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.bus.streams import provision_region
 from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
+from safeguards.adapters.heap import GcPauses, settle_heap
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.core.codec import decode_command, encode_signal
 from safeguards.core.events import Signal
 from safeguards.core.subjects import inputs_subject, partition_filter, stream_name
-from safeguards.runtime import GcPauses, settle_heap
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 from checker import score_signal

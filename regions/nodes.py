@@ -17,10 +17,10 @@ from safeguards.actors.node import Node
 from safeguards.actors.ownership import owner_of
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.region import NatsBus
+from safeguards.adapters.heap import settle_heap
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.core.policy import Policy
 from safeguards.regions.config import RegionConfig
-from safeguards.runtime import settle_heap
 
 MIGRATE_TIMEOUT_S = 120.0
 

@@ -134,7 +134,7 @@ async def region_process(config: RegionConfig, upstream_url: str, *,
     """One region's stack in a child process (``safeguards region``): each region gets its own
     interpreter and event loop, as it would on its own machine. Yields its endpoints once it
     serves; on exit sends SIGTERM (drain) and waits, killing it only if it will not stop."""
-    cmd = [sys.executable, "-m", "safeguards", "region", "--region", config.name,
+    cmd = [sys.executable, "-m", "safeguards.regions", "region", "--region", config.name,
            "--nats", config.nats_url, "--database-url", config.database_url,
            "--upstream", upstream_url, "--partitions", str(config.partitions)]
     if policy_path:

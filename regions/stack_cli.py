@@ -51,9 +51,9 @@ def _region(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace, policy: Any) -> None:
     import anyio
 
+    from safeguards.adapters.heap import settle_heap
     from safeguards.regions.config import RegionConfig
     from safeguards.regions.stack import RegionStack
-    from safeguards.runtime import settle_heap
 
     config = RegionConfig(args.region, args.database_url, args.nats, args.partitions)
     stack = RegionStack(config, args.upstream, policy=policy,

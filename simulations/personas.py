@@ -1,4 +1,4 @@
-"""Personas as data: red teamers add one by dropping a TOML file in ``simulations/personas/``.
+"""Personas as data: red teamers add one by dropping a TOML file in ``simulations/persona_files/``.
 
 A persona names its kind (attacker or benign), how many accounts it uses and in which regions,
 whether the CSP names an organisation for them (``organization``: "none", "shared" for one
@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from safeguards.core.errors import InvalidInput
 
-BUILTIN_DIR = Path(__file__).resolve().parent / "personas"
+BUILTIN_DIR = Path(__file__).resolve().parent / "persona_files"
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")
 
 

@@ -81,7 +81,7 @@ def make_signals(region: str, n: int, accounts: int, seed: int) -> list[Signal]:
 
 
 class NodeProcess:
-    """``python -m safeguards node`` as a child process we can SIGKILL."""
+    """``python -m safeguards.regions.node_cli node`` as a child process we can SIGKILL."""
 
     def __init__(self, *, region: str, nats_url: str, database_url: str, node_id: str,
                  log_dir: Path, ack_delay_s: float = 0.0) -> None:

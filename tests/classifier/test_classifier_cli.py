@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from safeguards.cli import main
+from safeguards.regions.command_line import main
 
 
 def _write(path: Path, rows: list[dict[str, object]]) -> Path:
@@ -71,7 +71,7 @@ async def test_serve_answers_and_stops_on_sigint(nats_url: str) -> None:
     from safeguards.core.subjects import classify_subject
 
     region = "t" + secrets.token_hex(4)
-    cmd = [sys.executable, "-m", "safeguards.cli", "classifier", "serve", "--region", region,
+    cmd = [sys.executable, "-m", "safeguards.regions", "classifier", "serve", "--region", region,
            "--nats-url", nats_url, "--partitions", "4"]
     async with await anyio.open_process(cmd, stderr=None) as proc:
         try:

@@ -30,7 +30,7 @@ def test_training_rebuilds_the_shipped_model_byte_for_byte(
     pytest.importorskip("sklearn")
     pytest.importorskip("skl2onnx")
     from safeguards.adapters.classifier.train.sources import fetch_wheels
-    from safeguards.cli import main
+    from safeguards.regions.command_line import main
 
     try:
         fetch_wheels(WHEELS)

@@ -8,9 +8,9 @@ import anyio
 import pytest
 
 from safeguards.adapters.store import PostgresEventStore, migrate
-from safeguards.cli import main
 from safeguards.core.events import EnforcementChanged
 from safeguards.core.ports import AppendRequest
+from safeguards.regions.command_line import main
 
 from golden_events import GOLDEN, golden_history
 

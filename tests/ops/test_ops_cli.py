@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 from safeguards.adapters.store import PostgresEventStore, migrate
-from safeguards.cli import main
 from safeguards.core.state import fold, initial_state
+from safeguards.regions.command_line import main
 
 from store_events import T0, make_request, unique_region
 

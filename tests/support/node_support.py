@@ -14,9 +14,9 @@ from nats.aio.msg import Msg
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.region import NatsBus
-from safeguards.cli import main
 from safeguards.core.codec import decode_command
 from safeguards.core.ports import EventStore
+from safeguards.regions.command_line import main
 
 
 async def run_cli(*argv: str) -> int:

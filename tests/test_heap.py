@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from safeguards.runtime import GEN0_THRESHOLD, GcPauses, settle_heap
+from safeguards.adapters.heap import GEN0_THRESHOLD, GcPauses, settle_heap
 
 
 def test_settle_heap_freezes_what_exists_and_pauses_are_recorded() -> None:

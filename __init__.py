@@ -1,3 +1,0 @@
-"""safeguards: actor-based, event-sourced enforcement for a model served through cloud providers."""
-
-__version__ = "0.1.0"

@@ -1,5 +1,0 @@
-import sys
-
-from safeguards.cli import main
-
-sys.exit(main())
