@@ -19,7 +19,9 @@ from typing import Any
 
 import anyio
 import nats
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from safeguards.adapters.bus.signing import CommandSigner
 from safeguards.adapters.csp.feed import EnforcementFeed
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.link import BusLink
@@ -34,6 +36,7 @@ from safeguards.core.subjects import enforce_subject
 async def run(url: str, accounts: int) -> dict[str, Any]:
     region = "b" + secrets.token_hex(4)
     policy = default_policy()
+    signer = CommandSigner(Ed25519PrivateKey.generate())  # as the region's relay signs
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
@@ -50,8 +53,9 @@ async def run(url: str, accounts: int) -> dict[str, Any]:
                 tokens_per_minute=tier.tokens_per_minute,
                 interventions=policy.ladder[level].interventions, expires_at=None, version=1,
                 policy_version=policy.version, reason="bench", issued_at=issued)
-            pending.append(await js.publish_async(enforce_subject(region, f"acct-{i}"),
-                                                  encode_command(command)))
+            subject, payload = enforce_subject(region, f"acct-{i}"), encode_command(command)
+            pending.append(await js.publish_async(subject, payload,
+                                                  headers=signer.headers(subject, payload)))
             if len(pending) >= 2000:
                 await asyncio.gather(*pending)
                 pending = []
@@ -61,7 +65,7 @@ async def run(url: str, accounts: int) -> dict[str, Any]:
         await nc.close()
     gate = Gate(policy)
     link = BusLink(url)
-    feed = EnforcementFeed(link, region, gate)
+    feed = EnforcementFeed(link, region, gate, signer.verifier())  # verifies every command
     async with anyio.create_task_group() as tg:
         await tg.start(link.run)
         await link.connected.wait()

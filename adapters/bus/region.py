@@ -22,6 +22,7 @@ from safeguards.adapters.bus.dlq import DeadLetters
 from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.leases import LeaseBucket
 from safeguards.adapters.bus.policy_board import PolicyBoard, run_policy
+from safeguards.adapters.bus.signing import CommandSigner, load_signer
 from safeguards.adapters.bus.streams import StreamSettings, provision_region
 from safeguards.core.bus import LeaseTable
 from safeguards.core.ids import validate_region
@@ -41,12 +42,14 @@ class NatsBus:
     region: str
     streams: StreamSettings = field(default_factory=StreamSettings)
     consumers: ConsumerSettings = field(default_factory=ConsumerSettings)
+    signer: CommandSigner | None = None  # the region's enforcement key (default: load_signer)
 
     @contextlib.asynccontextmanager
     async def connect(self, name: str) -> AsyncIterator[NatsRegionBus]:
+        signer = self.signer or load_signer(self.region)
         nc = await connect(self.url, name=name)
         try:
-            yield NatsRegionBus(nc, self.region, self.streams, self.consumers)
+            yield NatsRegionBus(nc, self.region, self.streams, self.consumers, signer)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
                 try:
@@ -58,16 +61,19 @@ class NatsBus:
 
 
 class JetStreamCommands:
-    """The region's enforcement stream (``core.bus.CommandStream``)."""
+    """The region's enforcement stream (``core.bus.CommandStream``): every command goes out
+    signed with the region's enforcement key (``signing``), which is what gates check."""
 
-    def __init__(self, nc: Client, region: str) -> None:
+    def __init__(self, nc: Client, region: str, signer: CommandSigner) -> None:
         self._js = nc.jetstream(timeout=5.0)
         self._stream = stream_name(region, "ENFORCE")
+        self._signer = signer
 
     async def publish(self, message: OutboxMessage) -> None:
         await self._publish(message, {"Nats-Msg-Id": message.message_id})
 
     async def _publish(self, message: OutboxMessage, headers: dict[str, str]) -> None:
+        headers.update(self._signer.headers(message.subject, message.payload))
         try:
             with anyio.fail_after(PUBLISH_TIMEOUT_S):
                 await self._js.publish(message.subject, message.payload,
@@ -100,14 +106,14 @@ class JetStreamCommands:
 
 class NatsRegionBus:
     def __init__(self, nc: Client, region: str, streams: StreamSettings,
-                 consumers: ConsumerSettings) -> None:
+                 consumers: ConsumerSettings, signer: CommandSigner) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=5.0)
         self.region = validate_region(region)
         self._streams = streams
         self._consumers = consumers
         self.dead_letters = DeadLetters(self._js, self.region)
-        self.commands = JetStreamCommands(nc, self.region)
+        self.commands = JetStreamCommands(nc, self.region, signer)
 
     @property
     def ack_wait_s(self) -> float:

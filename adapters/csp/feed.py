@@ -7,6 +7,13 @@ heartbeats and flow control and handles both itself, because a heartbeat is what
 that its cache is current while nothing changes (``Gate.touch``). A gap in consumer sequences, a
 missed heartbeat or a lost connection ends the session and a new one re-reads the last values;
 commands are applied only when newer than what the cache holds, so re-reading is harmless.
+
+Only the region's relay can command a gate: a message is applied only when a trusted
+enforcement key signed its subject and payload, and the command it holds is sound for the
+subject it came on (``bus.signing``). Anything else (unsigned, an unknown key, a bad signature,
+another account's subject, another region, a level off the ladder, an impossible version) is
+refused, counted by reason (``safeguards_csp_commands_rejected_total``) and logged as an alarm
+without its contents.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
 from nats.js import api
 
+from safeguards.adapters.bus.signing import CommandVerifier, command_problem
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.heap import settle_heap
@@ -39,10 +47,11 @@ _STALLED = "Nats-Consumer-Stalled"
 
 
 class EnforcementFeed:
-    def __init__(self, link: BusLink, region: str, gate: Gate, *, heartbeat_s: float = 1.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, link: BusLink, region: str, gate: Gate, verifier: CommandVerifier, *,
+                 heartbeat_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
         self.link = link
         self.region = validate_region(region)
+        self.verifier = verifier
         self.gate = gate
         self.heartbeat_s = heartbeat_s
         self.clock = clock
@@ -50,7 +59,7 @@ class EnforcementFeed:
         self.ready = anyio.Event()  # set once the initial state has been read
         self.sessions = 0
         self.resyncs = 0
-        self.rejected = 0  # commands that failed to decode or belong to another region
+        self.rejected: dict[str, int] = {}  # refused commands by reason (never applied)
         self.callback_failures = 0  # messages whose handling raised (the session re-reads)
         self._expected = 1
         self._broken = False
@@ -142,19 +151,20 @@ class EnforcementFeed:
             return
         self._expected += 1
         self.gate.touch(now)
-        try:
-            command = decode_command(msg.data)
-        except CodecError as exc:
-            self.rejected += 1
-            log.error("enforcement feed for %s: undecodable command at stream seq %d: %s",
-                      self.region, meta.sequence.stream, exc)
-        else:
-            if command.region != self.region:
-                self.rejected += 1
-                log.error("enforcement feed for %s: command of region %r refused",
-                          self.region, command.region)
+        problem = self.verifier.problem(msg.subject, msg.data, headers)
+        if problem is None:
+            try:
+                command = decode_command(msg.data)
+            except CodecError:
+                problem = "undecodable"
             else:
-                self.gate.apply(command)
+                problem = command_problem(command, msg.subject, self.region)
+        if problem is None:
+            self.gate.apply(command)
+        else:
+            self.rejected[problem] = self.rejected.get(problem, 0) + 1
+            log.error("enforcement feed for %s: ALARM command refused (%s) at stream seq %d",
+                      self.region, problem, meta.sequence.stream)
         if meta.num_pending == 0:
             self.ready.set()
 

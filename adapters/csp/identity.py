@@ -26,6 +26,7 @@ from pathlib import Path
 
 from safeguards.adapters.csp.decision import aggregates_of
 from safeguards.adapters.csp.wire import BadRequest
+from safeguards.adapters.keyfiles import read_or_make, state_dir
 from safeguards.core.errors import InvalidAccountId
 from safeguards.core.ids import organization_entity, validate_account_id, validate_caller_account_id
 
@@ -68,19 +69,9 @@ def load_link_key(region: str, directory: Path | None = None) -> bytes:
         if len(key) < 32:
             raise ValueError(f"SAFEGUARDS_LINK_KEY_{region.upper()} must hold at least 32 bytes")
         return key
-    folder = directory or Path(os.environ.get("SAFEGUARDS_STATE_DIR", "var/keys"))
-    path = folder / f"link-{region}.key"
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process of the region made it first
-            pass
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-            log.info("made the %s region's link key in %s", region, path)
-    key = bytes.fromhex(path.read_text().strip())
+    path = state_dir(directory) / f"link-{region}.key"
+    text = read_or_make(path, secrets.token_hex(32), f"the {region} region's link key")
+    key = bytes.fromhex(text)
     if len(key) < 32:
         raise ValueError(f"{path} must hold at least 32 bytes of hex")
     return key

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import anyio
 
+from safeguards.adapters.bus.signing import load_verifier
 from safeguards.adapters.classifier.errors import ModelLoadError
 from safeguards.adapters.classifier.first_stage import FirstStage, load_first_stage
 from safeguards.adapters.csp.admission import Admission
@@ -79,7 +80,7 @@ class InlineGate:
         self.freeze_gc_after_sync = config.freeze_gc_after_sync
         self.gate = Gate(policy)
         self.link = BusLink(config.nats_url, name=connection_name) if config.nats_url else None
-        self.feed = (EnforcementFeed(self.link, region, self.gate,
+        self.feed = (EnforcementFeed(self.link, region, self.gate, load_verifier(region),
                                      heartbeat_s=config.feed_heartbeat_s)
                      if self.link is not None else None)
         self.telemetry = Telemetry(self.link, region, config.partitions,

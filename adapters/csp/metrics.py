@@ -53,9 +53,17 @@ class _GateCollector(Collector):
         commands.add_metric(["applied"], gate.commands_applied)
         commands.add_metric(["ignored_not_newer"], gate.commands_ignored)
         if self.feed is not None:
-            commands.add_metric(["rejected"], self.feed.rejected)
+            commands.add_metric(["rejected"], sum(self.feed.rejected.values()))
             commands.add_metric(["handling_failed"], self.feed.callback_failures)
         yield commands
+        if self.feed is not None:
+            rejected = CounterMetricFamily(
+                "safeguards_csp_commands_rejected",
+                "enforcement messages refused (unsigned, bad signature, wrong subject, ...)",
+                labels=["reason"])
+            for reason, n in list(self.feed.rejected.items()):
+                rejected.add_metric([reason], n)
+            yield rejected
         verdicts = CounterMetricFamily("safeguards_csp_first_stage",
                                        "screened prompts by the cascade's first stage verdict "
                                        "(clear: no classifier call)", labels=["verdict"])

@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.relay import OutboxRelay
 from safeguards.adapters.bus.region import JetStreamCommands
+from safeguards.adapters.bus.signing import load_signer
 from safeguards.adapters.bus.streams import provision_region
 from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core.codec import decode_command, encode_command
@@ -60,7 +61,8 @@ async def test_repair_restores_lost_commands_and_never_goes_back(nc: Client) -> 
 
     reconnects = 0
     metrics = NodeMetrics()
-    relay = OutboxRelay(store=store, commands=JetStreamCommands(nc, region), metrics=metrics,
+    commands = JetStreamCommands(nc, region, load_signer(region))
+    relay = OutboxRelay(store=store, commands=commands, metrics=metrics,
                         reconnects=lambda: reconnects)
     assert await relay.repair() == 2  # "lost" v2 and "gone" v1
 

@@ -1,15 +1,20 @@
-"""The enforcement feed against a real JetStream: initial state, live updates, heartbeats."""
+"""The enforcement feed against a real JetStream: initial state, live updates, heartbeats, and
+only what the region's relay signed applies."""
 
 from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import anyio
 import nats
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from csp_testkit import eventually
+from nats.js.client import JetStreamContext
 
+from safeguards.adapters.bus.signing import KEY_ID_HEADER, CommandSigner, command_problem
 from safeguards.adapters.csp.feed import EnforcementFeed
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.link import BusLink
@@ -31,9 +36,18 @@ def make_command(region: str, account: str, level: int, version: int,
     )
 
 
+async def publish(js: JetStreamContext, signer: CommandSigner, command: EnforcementCommand,
+                  subject: str | None = None) -> None:
+    """As the relay does: the command on its account's subject, signed."""
+    subject = subject or enforce_subject(command.region, command.account_id)
+    payload = encode_command(command)
+    await js.publish(subject, payload, headers=signer.headers(subject, payload))
+
+
 async def test_feed_reads_last_values_then_live_updates(nats_url: str) -> None:
     region = "t" + secrets.token_hex(4)
     policy = default_policy()
+    signer = CommandSigner(Ed25519PrivateKey.generate())
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
@@ -41,14 +55,15 @@ async def test_feed_reads_last_values_then_live_updates(nats_url: str) -> None:
         await ensure_gate_streams(js, region)  # idempotent
         for account, level, version in [("a.1", 1, 1), ("a.1", 4, 2), ("b*2", 2, 7),
                                         ("c/3", 3, 1)]:
-            cmd = make_command(region, account, level, version, policy)
-            await js.publish(enforce_subject(region, account), encode_command(cmd))
-        await nc.publish(enforce_subject(region, "junk"), b"\x93not a command")
+            await publish(js, signer, make_command(region, account, level, version, policy))
+        junk_subject = enforce_subject(region, "junk")
+        await nc.publish(junk_subject, b"\x93not a command",
+                         headers=signer.headers(junk_subject, b"\x93not a command"))
         await nc.flush()
 
         gate = Gate(policy)
         link = BusLink(nats_url)
-        feed = EnforcementFeed(link, region, gate, heartbeat_s=0.2)
+        feed = EnforcementFeed(link, region, gate, signer.verifier(), heartbeat_s=0.2)
         async with anyio.create_task_group() as tg:
             await tg.start(link.run)
             await tg.start(feed.run)
@@ -58,21 +73,19 @@ async def test_feed_reads_last_values_then_live_updates(nats_url: str) -> None:
             now = time.time()
             assert gate.held_version("a.1") == 2 and gate.level_of("a.1", now) == 4
             assert gate.level_of("b*2", now) == 2 and gate.level_of("c/3", now) == 3
-            await eventually(lambda: feed.rejected == 1)  # the undecodable one: counted, logged
+            # the undecodable one: counted, logged
+            await eventually(lambda: feed.rejected == {"undecodable": 1})
             # live: a newer command applies, an older one does not
-            await js.publish(enforce_subject(region, "a.1"),
-                             encode_command(make_command(region, "a.1", 0, 3, policy)))
+            await publish(js, signer, make_command(region, "a.1", 0, 3, policy))
             await eventually(lambda: gate.held_version("a.1") == 3)
-            await js.publish(enforce_subject(region, "b*2"),
-                             encode_command(make_command(region, "b*2", 0, 5, policy)))
-            await js.publish(enforce_subject(region, "d"),
-                             encode_command(make_command(region, "d", 1, 1, policy)))
+            await publish(js, signer, make_command(region, "b*2", 0, 5, policy))
+            await publish(js, signer, make_command(region, "d", 1, 1, policy))
             await eventually(lambda: gate.held_version("d") == 1)
             assert gate.held_version("b*2") == 7 and gate.commands_ignored >= 1
             # a command of another region on this region's stream is refused, and counted
-            other = make_command("zz", "e", 4, 1, policy)
-            await js.publish(enforce_subject(region, "e"), encode_command(other))
-            await eventually(lambda: feed.rejected == 2)
+            await publish(js, signer, make_command("zz", "e", 4, 1, policy),
+                          enforce_subject(region, "e"))
+            await eventually(lambda: feed.rejected.get("wrong_region") == 1)
             assert gate.held_version("e") is None
             # heartbeats keep the cache fresh while nothing changes
             before = gate.last_contact
@@ -102,13 +115,13 @@ async def test_a_failure_while_handling_a_command_is_counted_and_the_stream_re_r
         nats_url: str) -> None:
     region = "t" + secrets.token_hex(4)
     policy = default_policy()
-    command = make_command(region, "acct", 4, 1, policy)
+    signer = CommandSigner(Ed25519PrivateKey.generate())
     async with await nats.connect(nats_url) as nc:
         await ensure_gate_streams(nc.jetstream(), region)
-        await nc.jetstream().publish(enforce_subject(region, "acct"), encode_command(command))
+        await publish(nc.jetstream(), signer, make_command(region, "acct", 4, 1, policy))
     gate = _FlakyGate(policy)
     link = BusLink(nats_url)
-    feed = EnforcementFeed(link, region, gate, heartbeat_s=0.2)
+    feed = EnforcementFeed(link, region, gate, signer.verifier(), heartbeat_s=0.2)
     async with anyio.create_task_group() as tg:
         await tg.start(link.run)
         await tg.start(feed.run)
@@ -116,3 +129,53 @@ async def test_a_failure_while_handling_a_command_is_counted_and_the_stream_re_r
         await eventually(lambda: gate.held_version("acct") == 1, 5)
         assert feed.callback_failures == 1 and feed.sessions >= 2
         tg.cancel_scope.cancel()
+
+
+async def test_only_commands_the_relay_signed_for_their_subject_apply(nats_url: str) -> None:
+    """The forgeries an outsider on the network could publish are refused by reason, and a
+    forged command never pins the account: the relay's next real command still applies."""
+    region = "t" + secrets.token_hex(4)
+    policy = default_policy()
+    relay = CommandSigner(Ed25519PrivateKey.generate())
+    mallory = CommandSigner(Ed25519PrivateKey.generate())
+    gate = Gate(policy)
+    link = BusLink(nats_url)
+    feed = EnforcementFeed(link, region, gate, relay.verifier(), heartbeat_s=0.2)
+    async with await nats.connect(nats_url) as nc, anyio.create_task_group() as tg:
+        js = nc.jetstream()
+        await ensure_gate_streams(js, region)
+        await tg.start(link.run)
+        await tg.start(feed.run)
+        await publish(js, relay, make_command(region, "victim", 5, 3, policy))
+        await eventually(lambda: gate.held_version("victim") == 3)
+        subject = enforce_subject(region, "victim")
+        # unsigned, at a version far ahead (it would pin the account) and level 0 (an unblock)
+        forged = encode_command(make_command(region, "victim", 0, 2**62, policy))
+        await js.publish(subject, forged)
+        await publish(js, mallory, make_command(region, "victim", 0, 2**62, policy))
+        # a real signature, with the key id swapped for the relay's
+        headers = mallory.headers(subject, forged) | {KEY_ID_HEADER: relay.key_id}
+        await js.publish(subject, forged, headers=headers)
+        # the relay's real command for another account, replayed on the victim's subject
+        await publish(js, relay, make_command(region, "other", 0, 9, policy), subject)
+        # the relay's next real command for the victim
+        await publish(js, relay, make_command(region, "victim", 1, 4, policy))
+        await eventually(lambda: sum(feed.rejected.values()) == 4)
+        assert feed.rejected == {"unsigned": 1, "unknown_key": 1, "bad_signature": 1,
+                                 "wrong_subject": 1}
+        assert gate.held_version("victim") == 4  # the relay's real command applied
+        assert gate.level_of("victim", time.time()) == 1
+        tg.cancel_scope.cancel()
+
+
+def test_signed_commands_with_impossible_contents_are_refused() -> None:
+    policy = default_policy()
+    good = make_command("eu", "acct", 2, 7, policy)
+    subject = enforce_subject("eu", "acct")
+    assert command_problem(good, subject, "eu") is None
+    assert command_problem(replace(good, level=6), subject, "eu") == "level_off_ladder"
+    assert command_problem(replace(good, level=-1), subject, "eu") == "level_off_ladder"
+    assert command_problem(replace(good, version=2**62), subject, "eu") == "version_out_of_range"
+    assert command_problem(replace(good, version=0), subject, "eu") == "version_out_of_range"
+    assert command_problem(good, enforce_subject("eu", "acct2"), "eu") == "wrong_subject"
+    assert command_problem(good, subject.replace("sg.eu", "sg.us"), "us") == "wrong_region"

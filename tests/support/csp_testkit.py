@@ -1,6 +1,6 @@
 """Test support for the inline adapter: a region handle that publishes enforcement commands over
-real NATS (as the region's account actors do), the running-proxy handle and a polling wait.
-Synchronous classification in tests comes from the real classifier adapter."""
+real NATS, signed with the region's key (as the region's relay does), the running-proxy handle
+and a polling wait. Synchronous classification in tests comes from the real classifier adapter."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import anyio
 from nats.aio.client import Client as NATS
 
+from safeguards.adapters.bus.signing import load_signer
 from safeguards.adapters.csp.proxy import CspProxy
 from safeguards.adapters.csp.upstream import UpstreamApp
 from safeguards.core.codec import encode_command
@@ -36,8 +37,9 @@ class Region:
             version=version, policy_version=self.policy.version, reason="test",
             issued_at=datetime.now(UTC),
         )
-        js = self.nc.jetstream()
-        await js.publish(enforce_subject(self.name, account), encode_command(command))
+        subject, payload = enforce_subject(self.name, account), encode_command(command)
+        await self.nc.jetstream().publish(subject, payload,
+                                          headers=load_signer(self.name).headers(subject, payload))
         return command
 
 
