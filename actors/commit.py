@@ -15,8 +15,9 @@ The enforcement commands a cycle committed go to ``on_committed`` (the relay's f
 any partition decides again, and before the cycle's acks (one deadline for them all), so they
 are published first. A store failure fails every round of the cycle (their states are reloaded)
 and the next cycle waits, with backoff. A batch the store refuses as a whole as malformed (a
-bug, not a race) is split, so only the partition that sent the bad request sees the error; if
-one request alone is refused, it fails the node.
+bug, not a race) is split by round, then by request, so only the signal behind the request the
+store refuses is set aside: dead-lettered alone with the store's reason (``store_refused``),
+never failing the cycle's other accounts or the node.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import anyio
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.core.bus import BusUnavailable, InboundMessage
 from safeguards.core.errors import ConcurrencyConflict
-from safeguards.core.ports import AppendResult, EventStore, OutboxMessage
+from safeguards.core.ports import AppendRequest, AppendResult, EventStore, OutboxMessage
 
 if TYPE_CHECKING:
     from safeguards.actors.partition import PartitionWorker
@@ -40,7 +41,19 @@ log = logging.getLogger(__name__)
 
 ACK_TIMEOUT_S = 2.0
 
-Result = AppendResult | ConcurrencyConflict
+
+
+class StoreRefused:
+    """One request the store refused as malformed (not a race, not an outage): its signal is
+    dead-lettered alone with the store's reason."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+Result = AppendResult | ConcurrencyConflict | StoreRefused
 
 
 class GroupCommitter:
@@ -148,24 +161,53 @@ class GroupCommitter:
             return [[] for _ in rounds]
         try:
             with anyio.fail_after(self.timeout_s):
-                results = await self.store.append_batch(merged)
+                results: Sequence[Result] = await self.store.append_batch(merged)
         except Exception as exc:
-            if len(rounds) > 1 and not getattr(exc, "retryable", True):
-                log.error("group commit refused (%s): committing its rounds one by one",
-                          type(exc).__name__)
-                return [outcome for rnd in rounds for outcome in await self._append([rnd])]
+            if not getattr(exc, "retryable", True):
+                # The store refuses the batch as malformed (a request it cannot hold): commit
+                # the rounds, then the requests, one by one, so only the signal behind the
+                # refused request is set aside; the rest of the cycle commits.
+                log.error("group commit refused (%s): committing its %s one by one",
+                          type(exc).__name__, "rounds" if len(rounds) > 1 else "requests")
+                if len(rounds) > 1:
+                    return [outcome for rnd in rounds for outcome in await self._append([rnd])]
+                return [await self._append_alone(rounds[0].requests)]
             if not self.is_store_failure(exc):
                 log.error("group commit failed: %s", type(exc).__name__)
             return [exc for _ in rounds]
-        commands = [m for request, result in zip(merged, results, strict=True)
-                    if isinstance(result, AppendResult) and not result.duplicate
-                    for m in request.outbox]
-        if commands:
-            self.on_committed(commands)
+        self._committed(merged, results)
         out: list[list[Result] | BaseException] = []
         i = 0
         for rnd in rounds:
             n = len(rnd.requests)
-            out.append(results[i:i + n])
+            out.append(list(results[i:i + n]))
             i += n
         return out
+
+    async def _append_alone(self, requests: Sequence[AppendRequest]
+                            ) -> list[Result] | BaseException:
+        """A refused round's requests, each in its own append: its result, or the refusal that
+        names the one request the store will never take (a store failure fails the round)."""
+        results: list[Result] = []
+        for request in requests:
+            try:
+                with anyio.fail_after(self.timeout_s):
+                    (result,) = await self.store.append_batch([request])
+            except Exception as exc:
+                if getattr(exc, "retryable", True):
+                    return exc
+                self.metrics.store_refused += 1
+                log.error("the store refused one account's append (%s); its signal is "
+                          "dead-lettered", type(exc).__name__, exc_info=exc)
+                results.append(StoreRefused(exc))
+                continue
+            self._committed([request], [result])
+            results.append(result)
+        return results
+
+    def _committed(self, requests: Sequence[AppendRequest], results: Sequence[Result]) -> None:
+        commands = [m for request, result in zip(requests, results, strict=True)
+                    if isinstance(result, AppendResult) and not result.duplicate
+                    for m in request.outbox]
+        if commands:
+            self.on_committed(commands)

@@ -15,6 +15,7 @@ class NodeMetrics:
     decide_errors: int = 0  # decisions that raised a coding error (logged with the traceback)
     redelivery_requested: int = 0  # naks (mailbox overflow, repeated failures, drain)
     store_failures: int = 0
+    store_refused: int = 0  # appends the store refused as malformed (their signals dead-lettered)
     bus_failures: int = 0
     loads: int = 0
     activations_refused: int = 0  # optimistic activations of accounts that already had events

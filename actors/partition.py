@@ -25,7 +25,7 @@ import anyio
 
 from safeguards.actors.actor import AccountActor, Envelope, MailboxFull
 from safeguards.actors.clock import Clock
-from safeguards.actors.commit import GroupCommitter, Result
+from safeguards.actors.commit import GroupCommitter, Result, StoreRefused
 from safeguards.actors.loading import ActivationGuess, load_states
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.settings import NodeSettings
@@ -321,16 +321,19 @@ class PartitionWorker:
         committer acks every partition's at once."""
         to_ack: list[InboundMessage] = []
         to_nak: list[Envelope] = []
-        to_dead_letter: list[tuple[Envelope, ConcurrencyConflict]] = []
+        to_dead_letter: list[tuple[Envelope, ConcurrencyConflict | StoreRefused]] = []
         if results is None:
             for actor, _, _ in rnd.turns:
                 actor.state = None  # the failed call may or may not have committed
         else:
             for (actor, env, after), result in zip(rnd.turns, results, strict=True):
+                if isinstance(result, StoreRefused):
+                    self._pop(actor, env)
+                    actor.state = None  # nothing of it was written: reload on the next signal
+                    to_dead_letter.append((env, result))
+                    continue
                 if isinstance(result, ConcurrencyConflict):
-                    if actor.assumed_new:
-                        # The guess that the account was new was wrong: load it, no retry
-                        # counted.
+                    if actor.assumed_new:  # the guess that it was new was wrong: load it
                         actor.assumed_new = False
                         actor.state = None
                         self.metrics.activations_refused += 1
@@ -340,8 +343,7 @@ class PartitionWorker:
                     actor.state = None
                     env.conflicts += 1
                     if env.conflicts > self.settings.max_conflict_retries:
-                        # Another writer keeps winning this account: step back and retry
-                        # later, unless this is the last delivery JetStream will make.
+                        # Another writer keeps winning it: retry later, unless last delivery.
                         self._pop(actor, env)
                         if env.deliveries >= self.bus.max_deliveries:
                             to_dead_letter.append((env, result))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import anyio
 
 from safeguards.actors.actor import Envelope
-from safeguards.actors.commit import ACK_TIMEOUT_S
+from safeguards.actors.commit import ACK_TIMEOUT_S, StoreRefused
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.settings import NodeSettings
 from safeguards.core.bus import (
@@ -87,14 +87,18 @@ class MailSettlement:
             await consumer.keep_alive()
 
     async def settle_round(self, rejected: Sequence[tuple[object, Envelope, Exception]],
-                           lost_races: Sequence[tuple[Envelope, ConcurrencyConflict]],
+                           set_aside: Sequence[tuple[Envelope, ConcurrencyConflict | StoreRefused]],
                            retry_later: Sequence[Envelope]) -> None:
-        """After a commit cycle: signals whose decision failed, signals whose account another
-        writer kept winning on their last delivery, and those to retry after a pause."""
+        """After a commit cycle: signals whose decision failed, signals set aside (another
+        writer kept winning their account on their last delivery, or the store refused their
+        append as malformed), and those to retry after a pause."""
         for _, env, exc in rejected:
             await self.reject(env, exc)
-        for env, conflict in lost_races:
-            await self.dead_letter(env.msg, DeadLetterReason.REJECTED, conflict)
+        for env, why in set_aside:
+            if isinstance(why, StoreRefused):
+                await self.dead_letter(env.msg, DeadLetterReason.STORE_REFUSED, why.error)
+            else:
+                await self.dead_letter(env.msg, DeadLetterReason.REJECTED, why)
         for env in retry_later:
             self.metrics.redelivery_requested += 1
             await self.settle(env.msg, "nak", delay=1.0)

@@ -37,6 +37,7 @@ class DeadLetterReason(enum.StrEnum):
     SUBJECT_MISMATCH = "subject_mismatch"  # the subject does not belong to the signal's account
     REJECTED = "rejected"  # decoded, but the account's history refused it on every retry
     DECIDE_FAILED = "decide_failed"  # deciding on it raised a coding error on every retry
+    STORE_REFUSED = "store_refused"  # the store refused its append as malformed (never retried)
 
 
 class InboundMessage(Protocol):

@@ -310,17 +310,28 @@ def decode_signal(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Signal:
         if not getattr(body, "OBSERVATION", False):
             raise UnknownType(f"{body.TYPE} is a decision, not an observation a signal may carry")
         observation = body
-    signal_id = _get(env, "id", str)
-    if not signal_id or len(signal_id) > 200:
-        raise MalformedEnvelope("envelope field 'id': must be 1 to 200 characters")
     return Signal(
-        signal_id=signal_id,
+        signal_id=_envelope_id(env, "id"),
         account_id=account,
         region=region,
         occurred_at=_time(env, "ts"),
-        correlation_id=_get(env, "k", str),
+        correlation_id=_envelope_id(env, "k", min_len=0),
         observation=observation,  # type: ignore[arg-type]
     )
+
+
+MAX_ENVELOPE_ID = 200  # within the store's limit on ids (256), whatever is derived from them
+
+
+def _envelope_id(env: dict[str, Any], key: str, *, min_len: int = 1) -> str:
+    """An id a signal carries into the store (its id becomes the inbox key and causation id,
+    its correlation id the events'): checked here against what the store accepts, so a signal
+    the store would refuse is poison at decode, dead-lettered alone, never a failed commit."""
+    value: str = _get(env, key, str)
+    if not min_len <= len(value) <= MAX_ENVELOPE_ID or "\x00" in value:
+        raise MalformedEnvelope(f"envelope field {key!r}: must be {min_len} to "
+                                f"{MAX_ENVELOPE_ID} characters without NUL")
+    return value
 
 
 def encode_command(command: EnforcementCommand) -> bytes:

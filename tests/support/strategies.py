@@ -93,8 +93,9 @@ events = st.builds(Event, event_id=texts, account_id=account_ids, region=regions
                    causation_id=texts, correlation_id=texts, policy_version=st.none() | texts,
                    body=bodies)
 
-signals = st.builds(Signal, signal_id=st.text(min_size=1, max_size=40), account_id=account_ids,
-                    region=regions, occurred_at=times, correlation_id=texts,
+envelope_ids = st.text(st.characters(blacklist_characters="\x00"), max_size=40)
+signals = st.builds(Signal, signal_id=envelope_ids.filter(bool), account_id=account_ids,
+                    region=regions, occurred_at=times, correlation_id=envelope_ids,
                     observation=st.none() | observations)
 
 commands = st.builds(EnforcementCommand, command_id=texts, account_id=account_ids, region=regions,
