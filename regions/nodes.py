@@ -6,10 +6,12 @@ one region in one process (``safeguards run`` starts two per region), sharing on
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
 import uuid
+from collections.abc import Callable
 
 import anyio
 
@@ -21,6 +23,7 @@ from safeguards.adapters.heap import settle_heap
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.core.policy import Policy
 from safeguards.regions.config import RegionConfig
+from safeguards.regions.supervision import Supervisor
 
 MIGRATE_TIMEOUT_S = 120.0
 
@@ -77,6 +80,7 @@ class RegionNodes:
         self.count = count
         self.settings = settings
         self.nodes: list[Node] = []
+        self.supervisor = Supervisor(config.name)  # a crashed node restarts, counted
         self._stop = anyio.Event()
 
     def request_stop(self) -> None:
@@ -106,18 +110,32 @@ class RegionNodes:
         with anyio.fail_after(MIGRATE_TIMEOUT_S):
             await migrate(cfg.database_url)
         async with PostgresEventStore(cfg.name, cfg.database_url) as store:
-            self.nodes = [
-                Node(region=cfg.name, partitions=cfg.partitions,
-                     bus=NatsBus(cfg.nats_url, cfg.name), store=store,
-                     node_id=f"{cfg.name}-{i}-{uuid.uuid4().hex[:6]}",
-                     settings=self.settings, policy=self.policy)
-                for i in range(self.count)
-            ]
+            self.nodes = [self._node(i, store) for i in range(self.count)]
+
+            first = [True] * self.count
+
+            def incarnation(i: int) -> Callable[[], Node]:
+                def make() -> Node:  # the node made above, then a fresh one per restart
+                    if not first[i]:
+                        self.nodes[i] = self._node(i, store)
+                    first[i] = False
+                    return self.nodes[i]
+                return make
+
             async with anyio.create_task_group() as tg:
-                for node in self.nodes:
-                    await tg.start(node.run)
+                for i in range(self.count):
+                    await tg.start(functools.partial(self.supervisor.keep_running,
+                                                     f"node {i}", incarnation(i)))
                 await self._settled()
                 task_status.started()
                 await self._stop.wait()
+                self.supervisor.request_stop()
                 for node in self.nodes:
                     node.request_stop()
+
+    def _node(self, i: int, store: PostgresEventStore) -> Node:
+        cfg = self.config
+        return Node(region=cfg.name, partitions=cfg.partitions,
+                    bus=NatsBus(cfg.nats_url, cfg.name), store=store,
+                    node_id=f"{cfg.name}-{i}-{uuid.uuid4().hex[:6]}",
+                    settings=self.settings, policy=self.policy)

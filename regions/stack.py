@@ -10,6 +10,7 @@ It is what ``safeguards run`` serves and what the end-to-end simulation test dri
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -99,11 +100,15 @@ class RegionStack:
                 recent = RecentScores()  # what the gates screened, not scored twice
                 async with MicroBatchScorer(model, recent=recent) as scorer, \
                         MicroBatchScorer(model, recent=recent) as inline:
-                    self.classifier = ClassifierService(
-                        nc, cfg.name, scorer, ClassifierSettings(partitions=cfg.partitions),
-                        inline=inline)
+                    def classifier() -> ClassifierService:  # again after a crash
+                        self.classifier = ClassifierService(
+                            nc, cfg.name, scorer, ClassifierSettings(partitions=cfg.partitions),
+                            inline=inline)
+                        return self.classifier
+
                     async with anyio.create_task_group() as classifier_tg:
-                        await classifier_tg.start(self.classifier.run)
+                        await classifier_tg.start(functools.partial(
+                            self.nodes.supervisor.keep_running, "classifier", classifier))
                         proxy = CspProxy(ProxyConfig(region=cfg.name,
                                                      upstream_url=self.upstream_url,
                                                      nats_url=cfg.nats_url,
