@@ -22,6 +22,7 @@ from importlib import resources
 from typing import Any, Literal
 
 from safeguards.core.errors import PolicyError
+from safeguards.core.policy_document import DocumentChecker
 from safeguards.core.state import STRONGEST_KEPT
 
 LEVELS = range(6)  # L0 monitor .. L5 terminated
@@ -99,6 +100,10 @@ class GatePolicy:
     # The cascade: a microsecond first stage clears what the contextual model would not flag;
     # only what it passes on waits for the classifier (false: every screened prompt does).
     screen_first_stage: bool = True
+    # A gate that has not yet read its region's enforcement (a start while NATS is down, with no
+    # local snapshot) holds a request at most this long for it, then refuses (HTTP 503): an
+    # account it knows nothing about is never served as if it were at L0. 0: refuse at once.
+    before_sync_hold_ms: float = 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,58 +150,13 @@ class Policy:
         return level
 
 
-class _Checker:
-    """Reads typed values out of parsed TOML, remembering every problem instead of stopping."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def get(self, table: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str,
-            default: Any = ..., ) -> Any:
-        if key not in table:
-            if default is ...:
-                self.problems.append(f"{_join(path, key)}: missing")
-            return None if default is ... else default
-        value = table[key]
-        if isinstance(value, bool) and kind is not bool and not (
-            isinstance(kind, tuple) and bool in kind
-        ):
-            self.problems.append(f"{path}.{key}: expected a number, got a boolean")
-            return None
-        if not isinstance(value, kind):
-            self.problems.append(
-                f"{_join(path, key)}: expected {_kind_name(kind)}, got {type(value).__name__}"
-            )
-            return None
-        return value
-
-    def number(self, table: dict[str, Any], key: str, path: str, *, lo: float, hi: float,
-               default: Any = ...) -> float:
-        value = self.get(table, key, (int, float), path, default)
-        if value is None:
-            return 0.0
-        if not lo <= value <= hi:
-            self.problems.append(f"{path}.{key}: {value} is outside [{lo}, {hi}]")
-        return float(value)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    if isinstance(kind, tuple):
-        return " or ".join(k.__name__ for k in kind)
-    return kind.__name__
-
-
 def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
     """Parse and validate a policy document; raise :class:`PolicyError` listing every problem."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: not valid TOML: {exc}") from None
-    c = _Checker()
+    c = DocumentChecker()
 
     head = c.get(doc, "policy", dict, "") or {}
     version = c.get(head, "version", str, "policy") or ""
@@ -245,6 +205,8 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
             c.number(g, "screen_max_chars", "gate", lo=0, hi=1_000_000, default=4000)
         ),
         screen_first_stage=bool(c.get(g, "screen_first_stage", bool, "gate", True)),
+        before_sync_hold_ms=c.number(g, "before_sync_hold_ms", "gate", lo=0, hi=60_000,
+                                     default=1000),
     )
     esc = c.get(doc, "escalation", dict, "", {}) or {}
     recidivism = c.number(esc, "recidivism_factor", "escalation", lo=0, hi=10, default=0.0)
@@ -283,7 +245,7 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
     )
 
 
-def _categories(c: _Checker, table: dict[str, Any]) -> tuple[CategoryPolicy, ...]:
+def _categories(c: DocumentChecker, table: dict[str, Any]) -> tuple[CategoryPolicy, ...]:
     if not table:
         c.problems.append("categories: at least one category is required")
     out = []
@@ -338,7 +300,7 @@ def _categories(c: _Checker, table: dict[str, Any]) -> tuple[CategoryPolicy, ...
     return tuple(out)
 
 
-def _ladder(c: _Checker, rungs: list[Any]) -> tuple[Rung, ...]:
+def _ladder(c: DocumentChecker, rungs: list[Any]) -> tuple[Rung, ...]:
     out: list[Rung] = []
     for i, spec in enumerate(rungs):
         path = f"ladder[{i}]"
@@ -371,7 +333,7 @@ def _ladder(c: _Checker, rungs: list[Any]) -> tuple[Rung, ...]:
     return tuple(out)
 
 
-def _rate_tiers(c: _Checker, table: dict[str, Any]) -> tuple[RateTier, ...]:
+def _rate_tiers(c: DocumentChecker, table: dict[str, Any]) -> tuple[RateTier, ...]:
     out = []
     for level in LEVELS:
         spec = table.get(str(level))

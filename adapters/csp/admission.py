@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
 
+import anyio
+
 from safeguards.adapters.classifier.first_stage import FirstStage
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.decision import Decision, GateRequest, GateResponse
@@ -44,8 +46,10 @@ class Admitted:
 
 class Admission:
     def __init__(self, gate: Gate, classifier: SyncClassifier, telemetry: Telemetry,
-                 metrics: CspMetrics, first_stage: FirstStage | None = None) -> None:
+                 metrics: CspMetrics, first_stage: FirstStage | None = None, *,
+                 synced: anyio.Event | None = None) -> None:
         self.gate = gate
+        self.synced = synced  # set once the gate has read its region's enforcement
         self.classifier = classifier
         self.telemetry = telemetry
         self.first_stage = first_stage
@@ -64,6 +68,10 @@ class Admission:
                               surface=surface, organization_id=caller.organization_id,
                               project_id=caller.project_id,
                               api_key_fingerprint=caller.api_key_fingerprint)
+        if not self.gate.synced and self.synced is not None:
+            # Fail-closed start: hold for the enforcement state a while, then the gate refuses.
+            with anyio.move_on_after(self.gate.policy.gate.before_sync_hold_ms / 1000):
+                await self.synced.wait()
         now = time.time()
         t0 = time.perf_counter()
         decision = self.gate.check(request, now)

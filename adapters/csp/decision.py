@@ -3,6 +3,7 @@ response and decision objects shared by the gate, the proxy and ext_proc."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from safeguards.core.ids import API_KEY_PREFIX, ORGANIZATION_PREFIX
@@ -124,3 +125,17 @@ class GateResponse:
         self.action = action
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
+
+
+def refusal(decision: Decision) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """What a front end tells the caller of a refused request (in its own protocol): the
+    message and the extra headers, by the decision's status."""
+    if decision.status == 429:
+        retry = str(max(1, math.ceil(decision.retry_after_s)))
+        return "rate limit exceeded for this account", (("retry-after", retry),)
+    if decision.status == 529:
+        return "safety screening is unavailable; retry later", ()
+    if decision.status == 503:
+        return "the safeguards gate is starting; retry shortly", (("retry-after", "1"),)
+    return "this request was refused by the platform's usage policy", ()
+

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -35,7 +34,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 
 from safeguards.adapters.csp.admission import Admission, Admitted
-from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision
+from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision, refusal
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.identity import Caller, IdentityHeaders
 from safeguards.adapters.csp.inline_gate import InlineGate
@@ -222,15 +221,9 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         return pb.ProcessingResponse(request_body=_body_response())
 
     def _refusal(self, decision: Decision) -> pb.ProcessingResponse:
-        action = ("x-safeguards-action", decision.action)
-        if decision.status == 429:
-            retry = str(max(1, math.ceil(decision.retry_after_s)))
-            return _immediate(429, "rate limit exceeded for this account", ("retry-after", retry),
-                              action)
-        if decision.status == 529:
-            return _immediate(529, "safety screening is unavailable; retry later", action)
-        return _immediate(decision.status,
-                          "this request was refused by the platform's usage policy", action)
+        message, extra = refusal(decision)
+        return _immediate(decision.status, message, *extra,
+                          ("x-safeguards-action", decision.action))
 
     def _response_headers(self, ex: _Exchange,
                           headers: pb.HttpHeaders) -> pb.ProcessingResponse:

@@ -30,6 +30,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from safeguards.adapters.bus.signing import CommandVerifier, command_problem
+from safeguards.adapters.csp.feed_snapshot import FeedSnapshot
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.heap import settle_heap
@@ -48,10 +49,12 @@ _STALLED = "Nats-Consumer-Stalled"
 
 class EnforcementFeed:
     def __init__(self, link: BusLink, region: str, gate: Gate, verifier: CommandVerifier, *,
-                 heartbeat_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+                 heartbeat_s: float = 1.0, clock: Callable[[], float] = time.time,
+                 snapshot: FeedSnapshot | None = None) -> None:
         self.link = link
         self.region = validate_region(region)
         self.verifier = verifier
+        self.snapshot = snapshot  # the last synced state on local disk, kept by ``persist``
         self.gate = gate
         self.heartbeat_s = heartbeat_s
         self.clock = clock
@@ -103,7 +106,7 @@ class EnforcementFeed:
             delivered = info.delivered.consumer_seq if info.delivered is not None else 0
             if info.num_pending == 0 and not delivered:
                 self.gate.touch(self.clock())
-                self.ready.set()
+                self._synced()
             while not self._broken:
                 await anyio.sleep(self.heartbeat_s / 2)
                 if time.monotonic() - self._last_seen > 3 * self.heartbeat_s:
@@ -161,12 +164,32 @@ class EnforcementFeed:
                 problem = command_problem(command, msg.subject, self.region)
         if problem is None:
             self.gate.apply(command)
+            if self.snapshot is not None and headers:
+                self.snapshot.remember(msg.subject, headers, msg.data)
         else:
             self.rejected[problem] = self.rejected.get(problem, 0) + 1
             log.error("enforcement feed for %s: ALARM command refused (%s) at stream seq %d",
                       self.region, problem, meta.sequence.stream)
         if meta.num_pending == 0:
-            self.ready.set()
+            self._synced()
+
+    def _synced(self) -> None:
+        self.gate.synced = True  # from here on the gate serves by what it holds
+        self.ready.set()
+
+    async def persist(self, every_s: float = 5.0) -> None:
+        """Once synced, keep the local snapshot current (written off the event loop, only when
+        something changed); a failed write is logged and retried at the next turn."""
+        if self.snapshot is None:
+            return
+        await self.ready.wait()
+        while True:
+            if self.snapshot.dirty:
+                try:
+                    await anyio.to_thread.run_sync(self.snapshot.save)
+                except OSError:
+                    log.exception("enforcement snapshot for %s not written", self.region)
+            await anyio.sleep(every_s)
 
 
 async def freeze_gc_when_ready(feed: EnforcementFeed) -> None:

@@ -21,7 +21,6 @@ Prometheus collector at scrape time, so the hot path never touches a metrics lib
 from __future__ import annotations
 
 import math
-from datetime import datetime
 
 from safeguards.adapters.csp.decision import (
     ALLOW,
@@ -40,55 +39,19 @@ from safeguards.adapters.csp.decision import (
     GateResponse,
     flags_of,
 )
+from safeguards.adapters.csp.gate_entry import (
+    RATE_WINDOW_S,
+    CacheEntry,
+    carry_usage,
+    epoch,
+    interval,
+)
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.events import Scores
 from safeguards.core.ids import aggregate_kind
 from safeguards.core.policy import Policy
 
-RATE_WINDOW_S = 60.0  # GCRA burst tolerance: one minute's quota may be spent at once
 DEFAULT_MAX_UNCOMMANDED = 200_000  # rate state kept for accounts without a command
-
-
-class _Entry:
-    """One account in the cache: its command (if any) and its GCRA state."""
-
-    __slots__ = ("expires", "level", "ok", "req_interval", "req_tat", "tok_interval", "tok_tat",
-                 "version")
-
-    def __init__(self, level: int, version: int, expires: float, req_interval: float,
-                 tok_interval: float, ok: Decision) -> None:
-        self.level = level
-        self.version = version
-        self.expires = expires
-        self.req_interval = req_interval
-        self.tok_interval = tok_interval
-        self.ok = ok
-        self.req_tat = 0.0
-        self.tok_tat = 0.0
-
-
-def _interval(per_minute: int) -> float:
-    return math.inf if per_minute <= 0 else 60.0 / per_minute
-
-
-def _carry_usage(old: _Entry, new: _Entry, now: float) -> None:
-    """Move the requests and tokens spent in the current window from one tier's GCRA to another's.
-
-    A TAT ahead of ``now`` by ``d`` seconds means ``d / interval`` units spent; the new TAT puts
-    the same count at the new interval. An infinite interval (a tier of zero) spent nothing.
-    """
-    for tat_name, interval_name in (("req_tat", "req_interval"), ("tok_tat", "tok_interval")):
-        ahead = getattr(old, tat_name) - now
-        old_interval = getattr(old, interval_name)
-        new_interval = getattr(new, interval_name)
-        if ahead <= 0 or math.isinf(ahead) or math.isinf(old_interval):
-            continue
-        spent = ahead / old_interval
-        setattr(new, tat_name, now + min(spent * new_interval, 2 * RATE_WINDOW_S))
-
-
-def _epoch(at: datetime | None) -> float:
-    return math.inf if at is None else at.timestamp()
 
 
 class Gate:
@@ -97,8 +60,8 @@ class Gate:
     def __init__(self, policy: Policy, *, max_uncommanded: int = DEFAULT_MAX_UNCOMMANDED) -> None:
         self._decisions: dict[tuple[str, str, int, int, bool], Decision] = {}
         self.set_policy(policy)
-        self._commanded: dict[str, _Entry] = {}
-        self._uncommanded: dict[str, _Entry] = {}
+        self._commanded: dict[str, CacheEntry] = {}
+        self._uncommanded: dict[str, CacheEntry] = {}
         self._expired: dict[str, int] = {}  # version floor of accounts whose command expired
         self._max_uncommanded = max_uncommanded
         self.last_contact = -math.inf  # Unix seconds of the last message/heartbeat from the stream
@@ -107,6 +70,10 @@ class Gate:
         self.first_stage_verdicts: dict[str, int] = {}  # the screening cascade's, by verdict
         self.commands_applied = 0
         self.commands_ignored = 0
+        # False until the region's enforcement has been read (the feed's initial state or a
+        # verified local snapshot); until then every request is refused (fail-closed start). A
+        # gate without a feed (tests, benchmarks) is synced by whoever applies its commands.
+        self.synced = True
 
     def set_policy(self, policy: Policy) -> None:
         """Apply a (new) policy: thresholds, kill switches, the region's mode and the default
@@ -131,8 +98,8 @@ class Gate:
             for rung in policy.ladder)
         self._override = policy.mode if policy.mode in ("refuse", "shadow") else None
         tier0 = policy.rate_tiers[0]
-        self._default_req_interval = _interval(tier0.requests_per_minute)
-        self._default_tok_interval = _interval(tier0.tokens_per_minute)
+        self._default_req_interval = interval(tier0.requests_per_minute)
+        self._default_tok_interval = interval(tier0.tokens_per_minute)
         self._default_ok = self._ok_decision(0, flags_of(policy.ladder[0].interventions))
 
     # --- the cache ------------------------------------------------------------------------------
@@ -178,12 +145,12 @@ class Gate:
         kind = aggregate_kind(account)
         ok = self._ok_decision(command.level, flags_of(command.interventions),
                                f"{kind}_" if kind else "")
-        fresh = _Entry(command.level, command.version, _epoch(command.expires_at),
-                       _interval(command.requests_per_minute),
-                       _interval(command.tokens_per_minute), ok)
+        fresh = CacheEntry(command.level, command.version, epoch(command.expires_at),
+                       interval(command.requests_per_minute),
+                       interval(command.tokens_per_minute), ok)
         previous = entry or self._uncommanded.pop(account, None)
         if previous is not None and now is not None:
-            _carry_usage(previous, fresh, now)
+            carry_usage(previous, fresh, now)
         self._commanded[account] = fresh
         self.commands_applied += 1
         return True
@@ -210,6 +177,11 @@ class Gate:
     # --- the decision ---------------------------------------------------------------------------
 
     def check(self, request: GateRequest, now: float) -> Decision:
+        if not self.synced:  # what we know of every account is nothing yet: refuse, never L0
+            self._fallback("not_synced", "closed")
+            refused = self._intern(BLOCK_ACTION, "not_synced", 0, 0, status=503)
+            self._count(refused)
+            return refused
         if self._override is None:
             return self._check(request, now)
         if self._override == "refuse":  # the region's emergency stop
@@ -233,7 +205,7 @@ class Gate:
                 self._expired[account] = entry.version  # a replay of it must not return
                 expired = entry
                 entry = self._new_uncommanded(account)
-                _carry_usage(expired, entry, now)
+                carry_usage(expired, entry, now)
             else:
                 entry = self._uncommanded.get(account)
                 if entry is None:
@@ -295,11 +267,11 @@ class Gate:
     def _stale_closed(self, ok: Decision) -> Decision:
         return self._intern(BLOCK_ACTION, "fail_closed", ok.level, ok.flags, status=529)
 
-    def _new_uncommanded(self, account: str) -> _Entry:
+    def _new_uncommanded(self, account: str) -> CacheEntry:
         if len(self._uncommanded) >= self._max_uncommanded:
             # Forget the oldest rate history (dicts keep insertion order): bounded memory.
             del self._uncommanded[next(iter(self._uncommanded))]
-        entry = _Entry(0, 0, math.inf, self._default_req_interval, self._default_tok_interval,
+        entry = CacheEntry(0, 0, math.inf, self._default_req_interval, self._default_tok_interval,
                        self._default_ok)
         self._uncommanded[account] = entry
         return entry

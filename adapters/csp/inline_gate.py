@@ -21,12 +21,14 @@ from safeguards.adapters.classifier.first_stage import FirstStage, load_first_st
 from safeguards.adapters.csp.admission import Admission
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
+from safeguards.adapters.csp.feed_snapshot import FeedSnapshot
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.identity import IdentityHeaders, load_link_key
 from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.streams import ensure_gate_streams
 from safeguards.adapters.csp.telemetry import Telemetry
+from safeguards.adapters.keyfiles import state_dir
 from safeguards.core.ids import validate_region
 from safeguards.core.policy import Policy
 
@@ -80,9 +82,14 @@ class InlineGate:
         self.freeze_gc_after_sync = config.freeze_gc_after_sync
         self.gate = Gate(policy)
         self.link = BusLink(config.nats_url, name=connection_name) if config.nats_url else None
-        self.feed = (EnforcementFeed(self.link, region, self.gate, load_verifier(region),
-                                     heartbeat_s=config.feed_heartbeat_s)
-                     if self.link is not None else None)
+        self.feed = None
+        if self.link is not None:
+            verifier = load_verifier(region)
+            snapshot = FeedSnapshot(state_dir() / f"enforce-cache-{region}.snapshot", region,
+                                    verifier)
+            self.feed = EnforcementFeed(self.link, region, self.gate, verifier,
+                                        heartbeat_s=config.feed_heartbeat_s, snapshot=snapshot)
+            self.gate.synced = self._restore(snapshot)
         self.telemetry = Telemetry(self.link, region, config.partitions,
                                    capacity=config.telemetry_capacity,
                                    workers=config.telemetry_workers,
@@ -93,7 +100,21 @@ class InlineGate:
         self.identity = IdentityHeaders(config.link_key or load_link_key(region),
                                         config.account_header)
         self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics,
-                                   _first_stage())
+                                   _first_stage(),
+                                   synced=self.feed.ready if self.feed is not None else None)
+
+    def _restore(self, snapshot: FeedSnapshot) -> bool:
+        """Fail-closed start: the gate serves before its feed has read the stream only when a
+        verified snapshot of the last synced state is on local disk (a restart during a NATS
+        outage keeps enforcing what it last knew; staleness rules apply from there)."""
+        commands = snapshot.load()
+        if commands is None:
+            return False
+        for command in commands:
+            self.gate.apply(command)
+        log.warning("gate for %s: enforcement restored from %s (%d accounts) until the stream "
+                    "is read", self.region, snapshot.path, len(commands))
+        return True
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[InlineGate]:
@@ -105,6 +126,7 @@ class InlineGate:
                     tg.start_soon(self._provision)
             if self.feed is not None:
                 await tg.start(self.feed.run)
+                tg.start_soon(self.feed.persist)
                 if self.freeze_gc_after_sync:
                     tg.start_soon(freeze_gc_when_ready, self.feed)
             await tg.start(self.telemetry.run)

@@ -31,7 +31,7 @@ from safeguards.adapters.csp.answers import (
     respond,
     send_error,
 )
-from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest
+from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest, refusal
 from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.inline_gate import InlineGate
 from safeguards.adapters.csp.upstream_client import (
@@ -153,17 +153,22 @@ class CspProxy:
             await respond(send, 200, self.metrics.render(),
                            (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"))
             return
-        if path == "/healthz" and method == "GET":
+        if path in ("/healthz", "/readyz") and method == "GET":
+            # /healthz: the process is alive (always 200). /readyz: 503 until the gate holds
+            # its region's enforcement (read from the stream or a verified local snapshot).
             now = time.time()
             staleness = self.gate.staleness(now)
+            ready = self.gate.synced
             body = json.dumps({
-                "ready": bool(self.feed is not None and self.feed.ready.is_set()),
+                "ready": ready,
+                "stream_synced": bool(self.feed is not None and self.feed.ready.is_set()),
                 "nats_connected": bool(self.link is not None and self.link.is_connected),
                 "cache_accounts": self.gate.size,
                 "cache_staleness_s": None if math.isinf(staleness) else round(staleness, 3),
                 "telemetry_dropped": self.telemetry.dropped_total,
             }).encode()
-            await respond(send, 200, body, JSON_HEADER)
+            await respond(send, 503 if path == "/readyz" and not ready else 200, body,
+                          JSON_HEADER)
             return
         await self._error(send, 404, "no such endpoint on the safeguards proxy")
 
@@ -291,17 +296,10 @@ class CspProxy:
             await response.aclose()
 
     async def _refuse(self, send: Send, decision: Decision) -> None:
-        if decision.status == 429:
-            retry = str(max(1, math.ceil(decision.retry_after_s))).encode()
-            await self._error(send, 429, "rate limit exceeded for this account",
-                              ((b"retry-after", retry), action_header(decision.action)))
-        elif decision.status == 529:
-            await self._error(send, 529, "safety screening is unavailable; retry later",
-                              (action_header(decision.action),))
-        else:
-            await self._error(send, decision.status,
-                              "this request was refused by the platform's usage policy",
-                              (action_header(decision.action),))
+        message, extra = refusal(decision)
+        await self._error(send, decision.status, message,
+                          (*((k.encode(), v.encode()) for k, v in extra),
+                           action_header(decision.action)))
 
     def _observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,
                  prompt: str, completion: str) -> None:

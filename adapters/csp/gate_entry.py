@@ -1,0 +1,53 @@
+"""One account in the inline gate's cache: its enforcement command's decision and its GCRA
+rate state (requests and tokens), with the carry-over of usage from one tier to another."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from safeguards.adapters.csp.decision import Decision
+
+RATE_WINDOW_S = 60.0  # GCRA burst tolerance: one minute's quota may be spent at once
+
+
+class CacheEntry:
+    """One account in the cache: its command (if any) and its GCRA state."""
+
+    __slots__ = ("expires", "level", "ok", "req_interval", "req_tat", "tok_interval", "tok_tat",
+                 "version")
+
+    def __init__(self, level: int, version: int, expires: float, req_interval: float,
+                 tok_interval: float, ok: Decision) -> None:
+        self.level = level
+        self.version = version
+        self.expires = expires
+        self.req_interval = req_interval
+        self.tok_interval = tok_interval
+        self.ok = ok
+        self.req_tat = 0.0
+        self.tok_tat = 0.0
+
+
+def interval(per_minute: int) -> float:
+    return math.inf if per_minute <= 0 else 60.0 / per_minute
+
+
+def carry_usage(old: CacheEntry, new: CacheEntry, now: float) -> None:
+    """Move the requests and tokens spent in the current window from one tier's GCRA to another's.
+
+    A TAT ahead of ``now`` by ``d`` seconds means ``d / interval`` units spent; the new TAT puts
+    the same count at the new interval. An infinite interval (a tier of zero) spent nothing.
+    """
+    for tat_name, interval_name in (("req_tat", "req_interval"), ("tok_tat", "tok_interval")):
+        ahead = getattr(old, tat_name) - now
+        old_interval = getattr(old, interval_name)
+        new_interval = getattr(new, interval_name)
+        if ahead <= 0 or math.isinf(ahead) or math.isinf(old_interval):
+            continue
+        spent = ahead / old_interval
+        setattr(new, tat_name, now + min(spent * new_interval, 2 * RATE_WINDOW_S))
+
+
+def epoch(at: datetime | None) -> float:
+    return math.inf if at is None else at.timestamp()
