@@ -11,6 +11,9 @@ Each connection's first three requests open the path (client -> proxy -> upstrea
 timed. Output: one JSON line, ``{"samples_ms": [...], "cpu_s": ..., "wall_s": ...}``; with
 ``--stream`` the samples are the time to the first ``content_block_delta`` byte.
 
+``--sign KID:HEX`` adds the front door's signed caller assertion to each request (computed
+before the request's clock starts; the proxy's verification is part of what is measured).
+
 ``--model-ms M`` gives every request a model time drawn uniformly from [M/2, 3M/2] (seeded per
 client, so a direct run and a proxied run draw the same sequence), asked of the stand-in with a
 ``#wait-us=N`` directive; each sample is then the request's latency minus the time it asked the
@@ -27,6 +30,8 @@ import random
 import time
 from typing import cast
 from urllib.parse import urlsplit
+
+from safeguards.adapters.csp.caller_auth import CallerKey, assertion
 
 PROMPT = "Say something short."
 
@@ -99,16 +104,22 @@ class Connection(asyncio.Protocol):
         return await self.done
 
 
-def request_bytes(host: str, account: int, body: bytes) -> bytes:
-    # each request from its own account, so tier 0's 600 requests/minute never bind
+def request_bytes(host: str, account: int, body: bytes, key: CallerKey | None = None) -> bytes:
+    # each request from its own account, so tier 0's 600 requests/minute never bind; signed as
+    # the provider's front door signs (the caller assertion) when a key is given
+    name = f"bench-{account % 50_000}"
+    proof = b"" if key is None else (
+        b"\r\nx-csp-caller-assertion: "
+        + assertion(key, account=name, body=body, now=time.time()).encode())
     return (b"POST /v1/messages HTTP/1.1\r\nhost: " + host.encode()
             + b"\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
-            b"x-api-key: bench\r\nx-csp-account-id: bench-" + str(account % 50_000).encode()
+            b"x-api-key: bench\r\nx-csp-account-id: " + name.encode() + proof
             + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
 async def run(url: str, concurrency: int, total: int, streaming: bool,
-              account_base: int, model_ms: float = 0.0, prompt: str = PROMPT) -> list[float]:
+              account_base: int, model_ms: float = 0.0, prompt: str = PROMPT,
+              key: CallerKey | None = None) -> list[float]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     netloc = parts.netloc
@@ -128,7 +139,7 @@ async def run(url: str, concurrency: int, total: int, streaming: bool,
                     wait_us = round(model_ms * 1000 * rng.uniform(0.5, 1.5))
                     wait_s = wait_us / 1e6
                     payload = request_body(streaming, wait_us, prompt)
-                data = request_bytes(netloc, next(counter), payload)
+                data = request_bytes(netloc, next(counter), payload, key)
                 t0 = time.perf_counter()
                 status = await asyncio.wait_for(conn.request(data, streaming=streaming), 30)
                 t1 = time.perf_counter()
@@ -159,10 +170,15 @@ def main() -> None:
     parser.add_argument("--account-base", type=int, default=0)
     parser.add_argument("--model-ms", type=float, default=0.0)
     parser.add_argument("--prompt", default=PROMPT)
+    parser.add_argument("--sign", metavar="KID:HEX", help="sign each request with this caller key")
     args = parser.parse_args()
+    key = None
+    if args.sign:
+        kid, secret = args.sign.split(":", 1)
+        key = CallerKey(kid, bytes.fromhex(secret))
     t0, c0 = time.perf_counter(), time.process_time()
     work = run(args.url, args.concurrency, args.requests, args.stream, args.account_base,
-               args.model_ms, args.prompt)
+               args.model_ms, args.prompt, key)
     try:
         import uvloop
 

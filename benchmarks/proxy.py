@@ -39,10 +39,18 @@ from typing import Any
 
 import httpx
 
+from safeguards.adapters.csp.caller_auth import CallerKey, load_caller_keys
 from safeguards.adapters.embedded import EmbeddedNats, free_port
 from safeguards.adapters.embedded.ports import wait_for_port
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
+
+
+@functools.cache
+def caller_key() -> CallerKey:
+    """The proxy requires signed callers (its default); the clients sign with the region's key
+    (the state folder's, which the proxy process reads too)."""
+    return load_caller_keys("bench")[0]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -85,7 +93,7 @@ def load(url: str, concurrency: int, total: int, run: Run, pids: dict[str, int],
     busy0, total0 = machine_busy()
     cmd = [sys.executable, str(LOADGEN), url, str(concurrency), str(total),
            "--account-base", str(next(_account_base)), "--model-ms", str(model_ms),
-           "--prompt", prompt]
+           "--prompt", prompt, "--sign", f"{caller_key().key_id}:{caller_key().secret.hex()}"]
     if stream:
         cmd.append("--stream")
     out = subprocess.run(cmd, check=True, capture_output=True, timeout=600).stdout

@@ -27,10 +27,12 @@ from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.classifier.loader import load_model
 from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
 from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
+from safeguards.adapters.csp.caller_auth import load_caller_keys
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.csp.upstream import UpstreamApp
 from safeguards.adapters.embedded.ports import free_port
+from safeguards.adapters.keyfiles import state_dir
 from safeguards.adapters.store import PostgresEventStore
 from safeguards.core.policy import Policy, default_policy
 from safeguards.regions.config import RegionConfig
@@ -64,9 +66,16 @@ class StackEndpoints:
                 f"    PostgreSQL        {r.database_url}",
                 f"    classifier        {r.classifier}",
                 "    account actors    2 nodes",
+                f"    caller key        {load_caller_keys(r.region)[0].key_id} in "
+                f"{state_dir() / f'caller-{r.region}.keys'} (unsigned callers: 127.0.0.1 only)",
             ]
         nats = next(iter(self.regions.values())).nats_url if self.regions else "-"
         lines.insert(0, f"  NATS (JetStream)    {nats}")
+        lines += ["  a caller elsewhere signs each request as the provider's front door would:",
+                  "    from safeguards.adapters.csp.caller_auth import SignedCaller, "
+                  "load_caller_keys",
+                  "    anthropic.Anthropic(base_url=PROXY, api_key='k', http_client=httpx2."
+                  "Client(auth=SignedCaller(load_caller_keys(REGION)[0], 'acct-1')))"]
         return "\n".join(lines)
 
 
@@ -112,7 +121,9 @@ class RegionStack:
                         proxy = CspProxy(ProxyConfig(region=cfg.name,
                                                      upstream_url=self.upstream_url,
                                                      nats_url=cfg.nats_url,
-                                                     partitions=cfg.partitions), self.policy)
+                                                     partitions=cfg.partitions,
+                                                     # listens on 127.0.0.1 only
+                                                     caller_auth="loopback"), self.policy)
                         self.proxy = proxy
                         async with proxy.running(), serving(proxy, HOST, self.proxy_port,
                                                             lifespan="off") as url:

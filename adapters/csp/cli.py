@@ -22,6 +22,9 @@ def register(sub: Any) -> None:
     proxy.add_argument("--policy", type=Path, help="policy TOML (default: the shipped policy)")
     proxy.add_argument("--provision", action="store_true",
                        help="create the region's gate streams if they are missing")
+    proxy.add_argument("--caller-auth", choices=("required", "loopback"), default="required",
+                       help="required: every request carries the front door's signed caller "
+                            "assertion; loopback: unsigned requests from this machine too")
     proxy.set_defaults(handler=_proxy)
 
     upstream = sub.add_parser("upstream", help="run the scripted Messages API model stand-in")
@@ -71,7 +74,8 @@ def _proxy(args: argparse.Namespace) -> int:
 
     config = ProxyConfig(region=args.region, upstream_url=args.upstream, nats_url=args.nats,
                          account_header=args.account_header, partitions=args.partitions,
-                         provision_streams=args.provision, freeze_gc_after_sync=True)
+                         provision_streams=args.provision, freeze_gc_after_sync=True,
+                         caller_auth=args.caller_auth)
     return _run(serve_proxy, config, _policy(args.policy), args.host, args.port)
 
 

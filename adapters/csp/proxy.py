@@ -31,6 +31,12 @@ from safeguards.adapters.csp.answers import (
     respond,
     send_error,
 )
+from safeguards.adapters.csp.caller_auth import (
+    ASSERTION_HEADER,
+    CallerAuth,
+    CallerKey,
+    load_caller_keys,
+)
 from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest, refusal
 from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.inline_gate import InlineGate
@@ -56,6 +62,7 @@ _HOP_BY_HOP = frozenset({
     b"accept-encoding", b"content-encoding",
 })
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")  # what /v1/models/{id} may name
+_ASSERTION = ASSERTION_HEADER.encode()  # checked here, never forwarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,10 @@ class ProxyConfig:
     feed_heartbeat_s: float = 1.0
     provision_streams: bool = False  # create missing gate streams (stand-alone demos and tests)
     freeze_gc_after_sync: bool = False  # a server process: move the loaded cache out of GC scans
+    # Caller authentication (``caller_auth``): "required" (every request signed by the front
+    # door) or "loopback" (unsigned requests from this machine too); keys: load_caller_keys.
+    caller_auth: str = "required"
+    caller_keys: tuple[CallerKey, ...] | None = None
 
 
 class CspProxy:
@@ -91,6 +102,8 @@ class CspProxy:
         i = self.inline
         self.gate, self.link, self.feed, self.telemetry = i.gate, i.link, i.feed, i.telemetry
         self.classifier, self.metrics, self.identity = i.classifier, i.metrics, i.identity
+        keys = config.caller_keys or tuple(load_caller_keys(config.region))
+        self.caller_auth = CallerAuth(list(keys), config.caller_auth, config.account_header)
         self.admission = i.admission
         self._client: UpstreamClient | None = None
         self.answers = AnswerRelay(self.admission, self.gate, self.metrics, policy,
@@ -185,10 +198,13 @@ class CspProxy:
         identity: list[tuple[str, bytes]] = []
         declared: bytes | None = None
         forward: list[tuple[bytes, bytes]] = []
+        proofs: list[bytes] = []
         identity_names = self.identity.raw_names
         for name, value in scope["headers"]:
             if name in identity_names:
                 identity.append((name.decode("latin-1"), value))
+            elif name == _ASSERTION:
+                proofs.append(value)
             elif name == b"content-length":
                 declared = value
             elif name not in _HOP_BY_HOP:
@@ -198,6 +214,13 @@ class CspProxy:
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise BadRequest(413, f"request body exceeds {limit} bytes")
         body = await read_body(receive, limit)
+        if body is not None:
+            if len(proofs) > 1:
+                raise BadRequest(400, f"duplicate {ASSERTION_HEADER} header")
+            peer = scope.get("client")
+            self.caller_auth.check({n: v.decode("latin-1") for n, v in identity},
+                                   proofs[0].decode("latin-1") if proofs else None, body,
+                                   peer[0] if peer else None, time.time())
         return caller, body, forward
 
     async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -18,7 +18,7 @@ from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.memory import MemoryBroker, MemoryBus
 from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core import codec
-from safeguards.core.errors import InvalidInput, MalformedEnvelope
+from safeguards.core.errors import ConcurrencyConflict, InvalidInput, MalformedEnvelope
 from safeguards.core.events import Signal
 from safeguards.core.ports import AppendRequest, AppendResult
 from safeguards.core.subjects import inputs_subject
@@ -55,7 +55,8 @@ class RefusingStore(InMemoryEventStore):
         self.refused = refused
         self.refusals = 0
 
-    async def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+    async def append_batch(self, requests: Sequence[AppendRequest]
+                           ) -> list[AppendResult | ConcurrencyConflict]:
         if any(r.account_id == self.refused for r in requests):
             self.refusals += 1
             raise InvalidInput("the store refuses this account's append")

@@ -62,7 +62,9 @@ def proxy_env(region: Region, nats_url: str, test_policy: Policy) -> ProxyEnv:
         policy: Policy = overrides.pop("policy", test_policy)
         app = UpstreamApp(script)
         async with serving(app, "127.0.0.1", free_port(), lifespan="off") as upstream_url:
-            settings: dict[str, Any] = {"nats_url": nats_url, "feed_heartbeat_s": 0.25}
+            # Unsigned test clients on this machine; tests/csp/test_csp_caller_auth.py signs.
+            settings: dict[str, Any] = {"nats_url": nats_url, "feed_heartbeat_s": 0.25,
+                                        "caller_auth": "loopback"}
             upstream_url = overrides.pop("upstream_url_override", upstream_url)
             settings.update(overrides)
             config = ProxyConfig(region=region.name, upstream_url=upstream_url, **settings)

@@ -10,7 +10,9 @@ from pathlib import Path
 import anthropic
 import anyio
 import pytest
+from csp_testkit import sdk_http
 
+from safeguards.adapters.csp.caller_auth import SignedCaller, load_caller_keys
 from safeguards.adapters.embedded import free_port
 from safeguards.adapters.embedded.ports import wait_for_port
 
@@ -33,7 +35,9 @@ async def test_cli_proxy_in_front_of_cli_upstream(nats_url: str) -> None:
         await anyio.to_thread.run_sync(wait_for_port, "127.0.0.1", port, 30)
         sdk = anthropic.AsyncAnthropic(base_url=f"http://127.0.0.1:{port}", api_key="k",
                                        max_retries=0,
-                                       default_headers={"x-csp-account-id": "cli-acct"})
+                                       # the proxy requires signed callers by default
+                                       http_client=sdk_http().AsyncClient(auth=SignedCaller(
+                                           load_caller_keys(region)[0], "cli-acct")))
         message = await sdk.messages.create(model="m", max_tokens=5,
                                             messages=[{"role": "user", "content": "hi"}])
         assert message.stop_reason == "end_turn"

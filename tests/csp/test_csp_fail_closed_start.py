@@ -64,7 +64,8 @@ async def test_a_gate_started_without_nats_refuses_until_synced_or_restored(
             await Region(name, nc, policy).enforce("acct-terminated", 5, 3)
         async with serving(UpstreamApp(), "127.0.0.1", free_port(), lifespan="off") as up:
             config = ProxyConfig(region=name, upstream_url=up, nats_url=server.url,
-                                 feed_heartbeat_s=0.2, publish_timeout_s=0.5)
+                                 feed_heartbeat_s=0.2, publish_timeout_s=0.5,
+                                 caller_auth="loopback")
             # 1. A proxy reads the stream and keeps a snapshot of what it read.
             first = CspProxy(config, policy)
             async with serving(first, "127.0.0.1", free_port()) as url:

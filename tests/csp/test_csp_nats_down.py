@@ -40,7 +40,8 @@ async def test_proxy_serves_through_a_nats_outage(tmp_path: Path) -> None:
         await nc.close()
         async with serving(UpstreamApp(), "127.0.0.1", free_port(), lifespan="off") as up:
             config = ProxyConfig(region=name, upstream_url=up, nats_url=server.url,
-                                 feed_heartbeat_s=0.2, publish_timeout_s=0.5)
+                                 feed_heartbeat_s=0.2, publish_timeout_s=0.5,
+                                 caller_auth="loopback")
             proxy = CspProxy(config, policy)
             async with serving(proxy, "127.0.0.1", free_port()) as url:
                 assert proxy.feed is not None

@@ -4,10 +4,14 @@ and a polling wait. Synchronous classification in tests comes from the real clas
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+import anthropic
 import anyio
 from nats.aio.client import Client as NATS
 
@@ -55,3 +59,11 @@ async def eventually(predicate: Callable[[], bool], within_s: float = 5.0) -> No
     with anyio.fail_after(within_s):
         while not predicate():  # noqa: ASYNC110
             await anyio.sleep(0.02)
+
+
+def sdk_http() -> Any:
+    """The HTTP library the installed ``anthropic`` SDK is built on (httpx, or httpx2 in newer
+    releases): its client is what the SDK takes as ``http_client``."""
+    annotation = str(inspect.signature(anthropic.AsyncAnthropic).parameters["http_client"]
+                     .annotation)
+    return importlib.import_module("httpx2" if "httpx2" in annotation else "httpx")
