@@ -1,0 +1,204 @@
+"""Attack surface: what an outsider with network access to the service's ports can do to it.
+
+    python benchmarks/attack_surface.py
+
+Starts the embedded default (NATS, PostgreSQL and the us region's whole service in its own
+process, as ``safeguards run`` does), puts one account at L5 by a real operator override, then
+runs each attack against it and checks its effect through the proxy, as a caller sees it:
+
+- forged enforcement on NATS: unsigned, signed with another key, a stolen key id, the relay's
+  real command for one account replayed on another's subject (each at version 2**62, level 0);
+- anyone as any account: duplicate identity headers, another account's caller assertion, a stale
+  assertion, an unknown key;
+- poison: a signal whose correlation id the store refuses, undecodable bytes; the region must
+  keep serving and committing;
+- fail-open start: a second proxy started while its NATS is unreachable, with no snapshot;
+- forged operator action: an operator ``clear`` published by anyone who can reach NATS (operator
+  identity and per-role NATS permissions are not built yet: this one is expected to succeed).
+
+Each attack is "refused" (its effect did not happen) or "accepted". Ends with one JSON line:
+``{"attacks", "refused", "accepted", "region_crashes", "results"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import httpx
+import nats
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.client import Client as NATS
+
+from safeguards.adapters.bus.signing import KEY_ID_HEADER, CommandSigner, load_signer
+from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, CallerKey, assertion
+from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
+from safeguards.adapters.csp.serving import serving
+from safeguards.adapters.embedded import free_port
+from safeguards.core.codec import decode_command, encode_command, encode_signal
+from safeguards.core.events import OperatorActionTaken, Signal
+from safeguards.core.policy import default_policy
+from safeguards.core.subjects import enforce_subject, inputs_subject, stream_name
+from safeguards.ops.actions import operator_signal, send_operator_signal
+from safeguards.regions.config import RegionConfig
+from safeguards.regions.service import embedded_infrastructure
+from safeguards.regions.stack import running_stack
+
+REGION = "us"
+BODY = json.dumps({"model": "m", "max_tokens": 8,
+                   "messages": [{"role": "user", "content": "Hello there"}]}).encode()
+
+
+class Bench:
+    def __init__(self, config: RegionConfig, proxy_url: str, upstream_url: str,
+                 nc: NATS) -> None:
+        self.config = config
+        self.proxy = proxy_url
+        self.upstream = upstream_url
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.http = httpx.AsyncClient(timeout=10)
+        self.results: dict[str, str] = {}
+
+    async def status(self, account: str, headers: list[tuple[str, str]] | None = None,
+                     body: bytes = BODY) -> int:
+        sent = headers if headers is not None else [("x-csp-account-id", account)]
+        response = await self.http.post(self.proxy + "/v1/messages", content=body,
+                                        headers=[("anthropic-version", "2023-06-01"), *sent])
+        return response.status_code
+
+    async def until_status(self, account: str, want: int, within_s: float = 20) -> bool:
+        with anyio.move_on_after(within_s):
+            while await self.status(account) != want:  # noqa: ASYNC110 (polls the proxy)
+                await anyio.sleep(0.2)
+            return True
+        return False
+
+    def record(self, name: str, refused: bool) -> None:
+        self.results[name] = "refused" if refused else "accepted"
+        print(f"{name:40s} {self.results[name]}", flush=True)
+
+    async def operator(self, account: str, action: OperatorActionTaken) -> None:
+        signal = operator_signal(account, REGION, action, now=datetime.now(UTC),
+                                 nonce=secrets.token_hex(8))
+        await send_operator_signal(self.config.nats_url, self.config.partitions, signal)
+
+
+async def forged_enforcement(b: Bench, victim: str) -> None:
+    subject = enforce_subject(REGION, victim)
+    real = await b.js.get_last_msg(stream_name(REGION, "ENFORCE"), subject)
+    command = decode_command(real.data or b"")
+    freed = encode_command(replace(command, level=0, version=2**62, reason="forged"))
+    mallory = CommandSigner(Ed25519PrivateKey.generate())
+    relay = load_signer(REGION)  # only to read its key id (a public value)
+    other = secrets.token_hex(4)
+    attacks: dict[str, tuple[str, bytes, dict[str, str] | None]] = {
+        "enforce_unsigned": (subject, freed, None),
+        "enforce_other_key": (subject, freed, mallory.headers(subject, freed)),
+        "enforce_stolen_key_id": (subject, freed, mallory.headers(subject, freed)
+                                  | {KEY_ID_HEADER: relay.key_id}),
+        # the relay's real L5 command of the victim, replayed on a fresh account's subject
+        "enforce_replayed_on_other_subject": (enforce_subject(REGION, f"acct-{other}"),
+                                              real.data or b"", dict(real.headers or {})),
+    }
+    for name, (on, payload, headers) in attacks.items():
+        await b.js.publish(on, payload, headers=headers)
+        await anyio.sleep(1.0)
+        if name == "enforce_replayed_on_other_subject":
+            b.record(name, await b.status(f"acct-{other}") == 200)
+        else:
+            b.record(name, await b.status(victim) == 403)
+
+
+async def identity(b: Bench, victim: str) -> None:
+    key = CallerKey("attacker", secrets.token_bytes(32))
+    now = time.time()
+    b.record("identity_duplicate_headers", await b.status(victim, [
+        ("x-csp-account-id", "acct-mine"), ("x-csp-account-id", victim)]) == 400)
+    own = assertion(key, account="acct-mine", body=BODY, now=now)
+    b.record("identity_unknown_key", await b.status(victim, [
+        ("x-csp-account-id", victim), (ASSERTION_HEADER, own)]) == 401)
+    b.record("identity_stale_assertion", await b.status(victim, [
+        ("x-csp-account-id", victim),
+        (ASSERTION_HEADER, assertion(key, account=victim, body=BODY, now=now - 3600))]) == 401)
+
+
+async def poison(b: Bench) -> None:
+    account = f"acct-{secrets.token_hex(4)}"
+    subject = inputs_subject(REGION, b.config.partitions, account)
+    long_id = Signal("poison-" + secrets.token_hex(4), account, REGION, datetime.now(UTC),
+                     "c" * 300, None)
+    await b.js.publish(subject, encode_signal(long_id))
+    await b.js.publish(subject, b"\x93\x00not a signal")
+    await anyio.sleep(2.0)
+    # the region still serves and still commits: an operator L5 for a fresh account lands
+    await b.operator(account, OperatorActionTaken("bench-admin", "set_level", 5, None, "bench"))
+    b.record("poison_long_correlation_id", await b.until_status(account, 403))
+    b.record("poison_undecodable", await b.status(f"acct-{secrets.token_hex(4)}") == 200)
+
+
+async def fail_open_start(b: Bench, victim: str) -> None:
+    dead = f"nats://127.0.0.1:{free_port()}"
+    region = "zz" + secrets.token_hex(2)  # its own region: no snapshot of anything
+    policy = default_policy()
+    policy = replace(policy, gate=replace(policy.gate, before_sync_hold_ms=200))
+    proxy = CspProxy(ProxyConfig(region=region, upstream_url=b.upstream, nats_url=dead,
+                                 caller_auth="loopback"), policy)
+    async with serving(proxy, "127.0.0.1", free_port()) as url, \
+            httpx.AsyncClient(timeout=10) as http:
+        r = await http.post(url + "/v1/messages", content=BODY,
+                            headers={"x-csp-account-id": victim})
+        ready = await http.get(url + "/readyz")
+    b.record("fail_open_start_without_nats", r.status_code == 503 and ready.status_code == 503)
+
+
+async def forged_operator(b: Bench, victim: str) -> None:
+    await b.operator(victim, OperatorActionTaken("mallory", "clear", None, None, "forged"))
+    b.record("forged_operator_clear", not await b.until_status(victim, 200, within_s=10))
+
+
+async def run(tmp: Path) -> dict[str, object]:
+    async with embedded_infrastructure(tmp, (REGION,)) as configs:
+        config = configs[0]
+        async with running_stack(configs) as endpoints:
+            proxy_url = endpoints.regions[REGION].proxy_url
+            nc = await nats.connect(config.nats_url)
+            b = Bench(config, proxy_url, endpoints.upstream_url, nc)
+            try:
+                victim = f"acct-victim-{secrets.token_hex(3)}"
+                await b.operator(victim, OperatorActionTaken("bench-admin", "set_level", 5,
+                                                             None, "bench"))
+                assert await b.until_status(victim, 403), "the L5 override never applied"
+                steps: list[Callable[[], Awaitable[None]]] = [
+                    lambda: forged_enforcement(b, victim), lambda: identity(b, victim),
+                    lambda: poison(b), lambda: fail_open_start(b, victim),
+                    lambda: forged_operator(b, victim)]
+                for step in steps:
+                    await step()
+                alive = (await b.http.get(proxy_url + "/healthz")).status_code == 200
+            finally:
+                await b.http.aclose()
+                await nc.close()
+    accepted = sorted(k for k, v in b.results.items() if v == "accepted")
+    return {"attacks": len(b.results), "refused": len(b.results) - len(accepted),
+            "accepted": len(accepted), "accepted_attacks": accepted,
+            "region_crashes": 0 if alive else 1, "results": b.results}
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    with tempfile.TemporaryDirectory(prefix="sg-attack-") as tmp:
+        summary = anyio.run(run, Path(tmp))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
