@@ -26,6 +26,7 @@ from safeguards.actors.relay import OutboxRelay
 from safeguards.actors.settings import NodeSettings
 from safeguards.core.bus import BusConnector, RegionBus
 from safeguards.core.ids import validate_region
+from safeguards.core.operators import NoOperators, OperatorAuthority
 from safeguards.core.policy import Policy, default_policy
 from safeguards.core.ports import EventStore
 
@@ -43,9 +44,12 @@ class Node:
     def __init__(self, *, region: str, partitions: int, bus: BusConnector, store: EventStore,
                  node_id: str | None = None, clock: Clock | None = None,
                  policy: Policy | None = None, settings: NodeSettings | None = None,
-                 static_partitions: Iterable[int] | None = None) -> None:
+                 static_partitions: Iterable[int] | None = None,
+                 operators: OperatorAuthority | None = None) -> None:
         """``static_partitions`` pins the node to those partitions without leases (benchmarks,
-        and the fault test of two nodes that both believe they own a partition)."""
+        and the fault test of two nodes that both believe they own a partition). ``operators``
+        checks operator actions (default: none is accepted)."""
+        self.operators: OperatorAuthority = operators or NoOperators()
         self.region = validate_region(region)
         self.partitions = partitions
         self.bus_connector = bus
@@ -146,8 +150,8 @@ class Node:
         worker = PartitionWorker(
             region=self.region, partitions=self.partitions, partition=partition,
             store=self.store, bus=self._bus,
-            policy=self.policy, clock=self.clock, settings=self.settings, metrics=self.metrics,
-            committer=self.committer,
+            policy=self.policy, operators=self.operators, clock=self.clock,
+            settings=self.settings, metrics=self.metrics, committer=self.committer,
         )
         running = _Running(worker, anyio.CancelScope())
         self.running[partition] = running

@@ -23,16 +23,23 @@ from safeguards.core.bus import (
     SignalSource,
 )
 from safeguards.core.codec import decode_signal
-from safeguards.core.errors import CodecError, ConcurrencyConflict, SafeguardsError
+from safeguards.core.errors import (
+    CodecError,
+    ConcurrencyConflict,
+    InvalidInput,
+    SafeguardsError,
+)
 from safeguards.core.events import Signal
+from safeguards.core.operators import OperatorAuthority, needs_operator
 
 log = logging.getLogger(__name__)
 
 
 class MailSettlement:
     def __init__(self, partition: int, dead_letters: DeadLetterSink, settings: NodeSettings,
-                 metrics: NodeMetrics) -> None:
+                 metrics: NodeMetrics, operators: OperatorAuthority) -> None:
         self.partition = partition
+        self.operators = operators
         self.dead_letters = dead_letters
         self.settings = settings
         self.metrics = metrics
@@ -60,7 +67,8 @@ class MailSettlement:
     async def admit(self, msg: InboundMessage, region: str,
                     subject_of: Callable[[str], str]) -> Signal | None:
         """The signal a fetched message carries, or None for poison (not a signal we can read,
-        another region's, or on another account's subject), dead-lettered alone with why."""
+        another region's, on another account's subject, or an operator action no registered
+        operator with that role signed), dead-lettered alone with why."""
         try:
             signal = decode_signal(msg.data)
         except CodecError as exc:
@@ -72,6 +80,14 @@ class MailSettlement:
         if msg.subject != subject_of(signal.account_id):
             await self.dead_letter(msg, DeadLetterReason.SUBJECT_MISMATCH, None)
             return None
+        if needs_operator(signal.observation):
+            problem = self.operators.problem(msg.subject, msg.data, msg.headers, signal)
+            if problem is not None:
+                log.error("partition %d: ALARM operator action refused (%s)", self.partition,
+                          problem)
+                await self.dead_letter(msg, DeadLetterReason.OPERATOR_UNVERIFIED,
+                                       InvalidInput(problem))
+                return None
         return signal
 
     async def keep_alive(self, mail: Sequence[Envelope], consumer: SignalSource,

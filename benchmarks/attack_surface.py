@@ -13,8 +13,9 @@ runs each attack against it and checks its effect through the proxy, as a caller
 - poison: a signal whose correlation id the store refuses, undecodable bytes; the region must
   keep serving and committing;
 - fail-open start: a second proxy started while its NATS is unreachable, with no snapshot;
-- forged operator action: an operator ``clear`` published by anyone who can reach NATS (operator
-  identity and per-role NATS permissions are not built yet: this one is expected to succeed).
+- forged operator actions: an operator ``clear`` published by anyone who can reach NATS,
+  unsigned, signed with a key no operator of the region holds, and signed by a registered analyst
+  in an admin's name.
 
 Each attack is "refused" (its effect did not happen) or "accepted". Ends with one JSON line:
 ``{"attacks", "refused", "accepted", "region_crashes", "results"}``.
@@ -43,6 +44,7 @@ from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, CallerKey, ass
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.embedded import free_port
+from safeguards.adapters.operators import OperatorSigner, add_operator
 from safeguards.core.codec import decode_command, encode_command, encode_signal
 from safeguards.core.events import OperatorActionTaken, Signal
 from safeguards.core.policy import default_policy
@@ -87,9 +89,11 @@ class Bench:
         print(f"{name:40s} {self.results[name]}", flush=True)
 
     async def operator(self, account: str, action: OperatorActionTaken) -> None:
+        """As ``safeguards ops`` sends it: signed by the registered bench-admin."""
         signal = operator_signal(account, REGION, action, now=datetime.now(UTC),
                                  nonce=secrets.token_hex(8))
-        await send_operator_signal(self.config.nats_url, self.config.partitions, signal)
+        await send_operator_signal(self.config.nats_url, self.config.partitions, signal,
+                                   "bench-admin")
 
 
 async def forged_enforcement(b: Bench, victim: str) -> None:
@@ -161,8 +165,24 @@ async def fail_open_start(b: Bench, victim: str) -> None:
 
 
 async def forged_operator(b: Bench, victim: str) -> None:
-    await b.operator(victim, OperatorActionTaken("mallory", "clear", None, None, "forged"))
-    b.record("forged_operator_clear", not await b.until_status(victim, 200, within_s=10))
+    """Anyone who can reach NATS publishes an operator clear: unsigned, signed with a key no
+    operator of the region holds, and signed by a registered analyst in an admin's name."""
+    subject = inputs_subject(REGION, b.config.partitions, victim)
+    add_operator("zz", "mallory", "admin")  # a real key, registered in another region only
+    add_operator(REGION, "bench-analyst", "analyst")
+    forgeries = {
+        "operator_clear_unsigned": ("mallory", None),
+        "operator_clear_unregistered_key": ("mallory", "mallory"),
+        "operator_clear_in_admins_name": ("bench-admin", "bench-analyst"),
+    }
+    for name, (named, signer) in forgeries.items():
+        signal = operator_signal(victim, REGION, OperatorActionTaken(
+            named, "clear", None, None, "forged"), now=datetime.now(UTC),
+            nonce=secrets.token_hex(8))
+        data = encode_signal(signal)
+        headers = OperatorSigner(signer).headers(subject, data) if signer else None
+        await b.js.publish(subject, data, headers=headers)
+        b.record(name, not await b.until_status(victim, 200, within_s=5))
 
 
 async def run(tmp: Path) -> dict[str, object]:
@@ -173,6 +193,7 @@ async def run(tmp: Path) -> dict[str, object]:
             nc = await nats.connect(config.nats_url)
             b = Bench(config, proxy_url, endpoints.upstream_url, nc)
             try:
+                add_operator(REGION, "bench-admin", "admin")
                 victim = f"acct-victim-{secrets.token_hex(3)}"
                 await b.operator(victim, OperatorActionTaken("bench-admin", "set_level", 5,
                                                              None, "bench"))

@@ -38,6 +38,8 @@ class DeadLetterReason(enum.StrEnum):
     REJECTED = "rejected"  # decoded, but the account's history refused it on every retry
     DECIDE_FAILED = "decide_failed"  # deciding on it raised a coding error on every retry
     STORE_REFUSED = "store_refused"  # the store refused its append as malformed (never retried)
+    OPERATOR_UNVERIFIED = "operator_unverified"  # an operator action no registered operator
+    # with that role signed (unsigned, unknown operator, bad signature, another's name, role)
 
 
 class InboundMessage(Protocol):
@@ -48,6 +50,11 @@ class InboundMessage(Protocol):
 
     @property
     def data(self) -> bytes: ...
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Its message headers (empty when it has none)."""
+        ...
 
     @property
     def deliveries(self) -> int:

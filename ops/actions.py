@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import anyio
 
 from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.operators import OperatorSigner
 from safeguards.core.codec import encode_signal
 from safeguards.core.errors import InvalidInput
 from safeguards.core.events import (
@@ -50,14 +51,19 @@ def operator_signal(account_id: str, region: str, observation: Observation, *,
     return Signal(signal_id, account_id, region, now, f"ops-{signal_id[:12]}", observation)
 
 
-async def send_operator_signal(nats_url: str, partitions: int, signal: Signal) -> None:
-    """Publish to the account's input stream and wait for JetStream to confirm it."""
+async def send_operator_signal(nats_url: str, partitions: int, signal: Signal,
+                               operator: str) -> None:
+    """Publish to the account's input stream, signed with ``operator``'s key (the nodes refuse
+    an operator action no registered operator signed), and wait for JetStream to confirm it."""
+    signer = OperatorSigner(operator)
+    subject = inputs_subject(signal.region, partitions, signal.account_id)
+    data = encode_signal(signal)
     with anyio.fail_after(PUBLISH_TIMEOUT_S):
         nc = await connect(nats_url, name="safeguards-ops", once=True)
         try:
             js = nc.jetstream()
-            await js.publish(inputs_subject(signal.region, partitions, signal.account_id),
-                             encode_signal(signal), headers={"Nats-Msg-Id": signal.signal_id},
+            await js.publish(subject, data, headers={"Nats-Msg-Id": signal.signal_id,
+                                                     **signer.headers(subject, data)},
                              timeout=PUBLISH_TIMEOUT_S)
         finally:
             await nc.drain()

@@ -7,7 +7,9 @@
         --level-after 0 --operator bob --reason "false positive"
 
 Each action is a signal to the account's actor over the region's NATS (``--nats``, default
-``$SAFEGUARDS_NATS_URL``); the decision, with the operator and reason, lands in the history.
+``$SAFEGUARDS_NATS_URL``), signed with the operator's key (``safeguards ops operator add``); the
+decision, with the operator and reason, lands in the history. A node refuses (dead-letters) an
+action that no registered operator, whose role allows it, signed in the name it gives.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def register_ops(ops_sub: Any) -> None:
     _common(filed)
     filed.add_argument("--appeal-id", required=True)
     filed.add_argument("--by", required=True, help="who filed it")
+    filed.add_argument("--operator", required=True, help="the operator recording it")
     filed.add_argument("--reason", required=True)
     filed.set_defaults(handler=_appeal_file)
 
@@ -82,7 +85,7 @@ def _send(args: argparse.Namespace, observation: Observation) -> int:
     now, nonce = now_and_nonce()
     try:
         signal = operator_signal(args.account, args.region, observation, now=now, nonce=nonce)
-        anyio.run(send_operator_signal, args.nats, args.partitions, signal)
+        anyio.run(send_operator_signal, args.nats, args.partitions, signal, args.operator)
     except SafeguardsError as exc:
         return _fail(exc)
     except (OSError, TimeoutError) as exc:

@@ -46,7 +46,8 @@ MAX_CELL = 48
 # Other ops modules may add subcommands under ``ops`` through ``register_ops(ops_subparsers)``;
 # list them here (one ``ops`` parser, so two modules never claim the same top-level name).
 OPS_MODULES: tuple[str, ...] = ("safeguards.ops.analysis_cli", "safeguards.ops.actions_cli",
-                                "safeguards.ops.queue_cli", "safeguards.ops.policy_cli")
+                                "safeguards.ops.queue_cli", "safeguards.ops.policy_cli",
+                                "safeguards.ops.operators_cli")
 
 
 class UsageError(InvalidInput):

@@ -104,7 +104,7 @@ def _apply(args: argparse.Namespace) -> int:
         signal = operator_signal(policy_entity(args.region), args.region,
                                  PolicyProposed(args.operator, args.reason, document),
                                  now=now, nonce=nonce)
-        anyio.run(send_operator_signal, args.nats, args.partitions, signal)
+        anyio.run(send_operator_signal, args.nats, args.partitions, signal, args.operator)
     except OSError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ from safeguards.actors.ownership import owner_of
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.heap import settle_heap
+from safeguards.adapters.operators import OperatorRegistry
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.core.policy import Policy
 from safeguards.regions.config import RegionConfig
@@ -38,7 +39,8 @@ async def run_node(region: str, nats_url: str, database_url: str, node_id: str |
         await migrate(database_url)
     async with PostgresEventStore(region, database_url) as store:
         node = Node(region=region, partitions=partitions, bus=NatsBus(nats_url, region),
-                    store=store, node_id=node_id, settings=settings)
+                    store=store, node_id=node_id, settings=settings,
+                    operators=OperatorRegistry(region))
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
             settle_heap()  # start-up is done: later collections only walk the working set
@@ -138,4 +140,5 @@ class RegionNodes:
         return Node(region=cfg.name, partitions=cfg.partitions,
                     bus=NatsBus(cfg.nats_url, cfg.name), store=store,
                     node_id=f"{cfg.name}-{i}-{uuid.uuid4().hex[:6]}",
-                    settings=self.settings, policy=self.policy)
+                    settings=self.settings, policy=self.policy,
+                    operators=OperatorRegistry(cfg.name))

@@ -32,6 +32,10 @@ class JetStreamMessage:
         return self.msg.data
 
     @property
+    def headers(self) -> dict[str, str]:
+        return dict(self.msg.headers or {})
+
+    @property
     def deliveries(self) -> int:
         return int(self._metadata().num_delivered)
 

@@ -31,6 +31,7 @@ class _Stored:
     subject: str
     data: bytes
     sequence: int
+    headers: dict[str, str] = field(default_factory=dict)
     deliveries: int = 0
     due: float = 0.0  # when it may be delivered (again)
     done: bool = False  # acked or terminated
@@ -85,7 +86,8 @@ class MemoryBroker:
         with anyio.move_on_after(max(0.0, timeout_s)):
             await self._changed.wait()
 
-    def publish_input(self, subject: str, data: bytes) -> int:
+    def publish_input(self, subject: str, data: bytes,
+                      headers: dict[str, str] | None = None) -> int:
         """A signal on ``sg.<region>.acct.<partition>.<token>``; its stream sequence."""
         self.check()
         parts = subject.split(".")
@@ -93,7 +95,7 @@ class MemoryBroker:
             raise ValueError(f"not an input subject of region {self.region}: {subject[:80]!r}")
         seq = next(self._sequence)
         self.inputs.setdefault(int(parts[3]), []).append(
-            _Stored(subject, data, seq, due=self.monotonic()))
+            _Stored(subject, data, seq, dict(headers or {}), due=self.monotonic()))
         self.notify()
         return seq
 
@@ -129,6 +131,10 @@ class MemoryMessage:
     @property
     def data(self) -> bytes:
         return self._stored.data
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._stored.headers
 
     @property
     def sequence(self) -> int:

@@ -37,7 +37,7 @@ from safeguards.adapters.heap import settle_heap
 from safeguards.core.codec import decode_command
 from safeguards.core.errors import CodecError
 from safeguards.core.ids import validate_region
-from safeguards.core.subjects import stream_name
+from safeguards.core.subjects import enforce_subject, stream_name
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,10 @@ class EnforcementFeed:
         self.region = validate_region(region)
         self.verifier = verifier
         self.snapshot = snapshot  # the last synced state on local disk, kept by ``persist``
+        # Accounts a snapshot restored: until the first sync the stream's values replace them,
+        # and those the stream does not hold are dropped (an old snapshot never outranks it).
+        self.restored: set[str] = set()
+        self._seen_in_first_sync: set[str] = set()
         self.gate = gate
         self.heartbeat_s = heartbeat_s
         self.clock = clock
@@ -163,7 +167,10 @@ class EnforcementFeed:
             else:
                 problem = command_problem(command, msg.subject, self.region)
         if problem is None:
-            self.gate.apply(command)
+            first_sync = not self.ready.is_set()
+            self.gate.apply(command, authoritative=first_sync and bool(self.restored))
+            if first_sync:
+                self._seen_in_first_sync.add(command.account_id)
             if self.snapshot is not None and headers:
                 self.snapshot.remember(msg.subject, headers, msg.data)
         else:
@@ -174,6 +181,12 @@ class EnforcementFeed:
             self._synced()
 
     def _synced(self) -> None:
+        if not self.ready.is_set():
+            for account in self.restored - self._seen_in_first_sync:
+                self.gate.forget(account)
+                if self.snapshot is not None:
+                    self.snapshot.forget(enforce_subject(self.region, account))
+            self.restored, self._seen_in_first_sync = set(), set()
         self.gate.synced = True  # from here on the gate serves by what it holds
         self.ready.set()
 

@@ -50,6 +50,10 @@ class FeedSnapshot:
                                  payload)
         self.dirty = True
 
+    def forget(self, subject: str) -> None:
+        if self._newest.pop(subject, None) is not None:
+            self.dirty = True
+
     def save(self) -> int:
         """Write what was remembered; returns how many commands the file holds."""
         rows = list(self._newest.values())

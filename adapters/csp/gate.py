@@ -129,16 +129,20 @@ class Gate:
             return self._intern(ANNOTATE_ACTION, named, level, flags)
         return self._intern(ALLOW, "ok" if level == 0 else named, level, flags)
 
-    def apply(self, command: EnforcementCommand, now: float | None = None) -> bool:
+    def apply(self, command: EnforcementCommand, now: float | None = None, *,
+              authoritative: bool = False) -> bool:
         """Install ``command`` if it is newer than what the cache holds; True when applied.
 
         ``now`` (Unix seconds) carries the account's recent usage over to the new tier: the
         requests and tokens it spent in the current window count against the new rates.
+        ``authoritative``: the stream's own last value replacing what a local snapshot restored
+        (applied whatever its version: the stream, not an old snapshot, is the truth).
         """
         account = command.account_id
         entry = self._commanded.get(account)
         floor = entry.version if entry is not None else self._expired.get(account)
-        if floor is not None and command.version <= floor:
+        if floor is not None and command.version <= floor and not (
+                authoritative and command.version != floor):
             self.commands_ignored += 1
             return False
         self._expired.pop(account, None)
@@ -154,6 +158,10 @@ class Gate:
         self._commanded[account] = fresh
         self.commands_applied += 1
         return True
+
+    def forget(self, account_id: str) -> None:
+        """Drop an account's command (one a snapshot restored that the stream no longer has)."""
+        self._commanded.pop(account_id, None)
 
     def held_version(self, account_id: str) -> int | None:
         entry = self._commanded.get(account_id)

@@ -89,7 +89,7 @@ class InlineGate:
                                     verifier)
             self.feed = EnforcementFeed(self.link, region, self.gate, verifier,
                                         heartbeat_s=config.feed_heartbeat_s, snapshot=snapshot)
-            self.gate.synced = self._restore(snapshot)
+            self.gate.synced = self._restore(snapshot, self.feed)
         self.telemetry = Telemetry(self.link, region, config.partitions,
                                    capacity=config.telemetry_capacity,
                                    workers=config.telemetry_workers,
@@ -103,7 +103,7 @@ class InlineGate:
                                    _first_stage(),
                                    synced=self.feed.ready if self.feed is not None else None)
 
-    def _restore(self, snapshot: FeedSnapshot) -> bool:
+    def _restore(self, snapshot: FeedSnapshot, feed: EnforcementFeed) -> bool:
         """Fail-closed start: the gate serves before its feed has read the stream only when a
         verified snapshot of the last synced state is on local disk (a restart during a NATS
         outage keeps enforcing what it last knew; staleness rules apply from there)."""
@@ -112,6 +112,7 @@ class InlineGate:
             return False
         for command in commands:
             self.gate.apply(command)
+        feed.restored = {c.account_id for c in commands}
         log.warning("gate for %s: enforcement restored from %s (%d accounts) until the stream "
                     "is read", self.region, snapshot.path, len(commands))
         return True

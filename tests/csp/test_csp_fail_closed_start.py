@@ -132,3 +132,34 @@ async def test_a_tampered_snapshot_entry_is_refused_alone(tmp_path: Path, nats_u
     snapshot.path.write_bytes(b"not a snapshot")
     assert FeedSnapshot(snapshot.path, name, load_verifier(name)).load() is None
     assert FeedSnapshot(tmp_path / "absent", name, load_verifier(name)).load() is None
+
+
+async def test_the_stream_outranks_an_old_snapshot_once_read(nats_url: str) -> None:
+    """A snapshot from an earlier deployment (higher versions, accounts the stream no longer
+    has) serves only until the stream is read; then the stream's values stand."""
+    name = "t" + secrets.token_hex(4)
+    policy = default_policy()
+    snapshot = FeedSnapshot(state_dir() / f"enforce-cache-{name}.snapshot", name,
+                            load_verifier(name))
+    async with await nats.connect(nats_url) as nc:
+        js = nc.jetstream()
+        await ensure_gate_streams(js, name)
+        region = Region(name, nc, policy)
+        for account, level, version in (("acct-ghost", 5, 9), ("acct-gone", 4, 3)):
+            await region.enforce(account, level, version)
+            msg = await js.get_last_msg(stream_name(name, "ENFORCE"),
+                                        enforce_subject(name, account))
+            assert msg.headers is not None and msg.data is not None
+            snapshot.remember(msg.subject or "", dict(msg.headers), msg.data)
+        snapshot.save()
+        await js.purge_stream(stream_name(name, "ENFORCE"))  # a new deployment's stream
+        await region.enforce("acct-ghost", 1, 2)
+    async with serving(UpstreamApp(), "127.0.0.1", free_port(), lifespan="off") as up:
+        proxy = CspProxy(ProxyConfig(region=name, upstream_url=up, nats_url=nats_url,
+                                     feed_heartbeat_s=0.2, caller_auth="loopback"), policy)
+        assert proxy.gate.synced and proxy.gate.held_version("acct-ghost") == 9  # restored
+        async with serving(proxy, "127.0.0.1", free_port()):
+            assert proxy.feed is not None
+            await eventually(lambda: proxy.feed is not None and proxy.feed.ready.is_set(), 10)
+            assert proxy.gate.held_version("acct-ghost") == 2
+            assert proxy.gate.held_version("acct-gone") is None

@@ -104,11 +104,12 @@ class _FlakyGate(Gate):
         super().__init__(policy)
         self.failures_left = 1
 
-    def apply(self, command: EnforcementCommand, now: float | None = None) -> bool:
+    def apply(self, command: EnforcementCommand, now: float | None = None, *,
+              authoritative: bool = False) -> bool:
         if self.failures_left:
             self.failures_left -= 1
             raise RuntimeError("a bug while applying")
-        return super().apply(command, now)
+        return super().apply(command, now, authoritative=authoritative)
 
 
 async def test_a_failure_while_handling_a_command_is_counted_and_the_stream_re_read(

@@ -28,7 +28,7 @@ async def test_override_clear_and_appeal_through_a_node(nats_url: str) -> None:
                              "--operator", "alice", "--reason", "case 4411") == 0
         await wait_until(lambda: 4 in levels)
         assert await run_cli("ops", "appeal-file", "acct:1", *common, "--appeal-id", "A-1",
-                             "--by", "acct:1", "--reason", "research") == 0
+                             "--by", "acct:1", "--operator", "carol", "--reason", "research") == 0
         assert await run_cli("ops", "appeal-resolve", "acct:1", *common, "--appeal-id", "A-1",
                              "--outcome", "overturned", "--level-after", "0",
                              "--operator", "bob", "--reason", "false positive") == 0

@@ -19,6 +19,7 @@ from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.link import BusLink
+from safeguards.adapters.operators import OperatorRegistry, add_operator
 from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core.codec import encode_signal
 from safeguards.core.events import PolicyChanged, PolicyProposed, ScoreRecorded, Signal
@@ -40,9 +41,11 @@ async def test_an_operators_policy_is_in_force_everywhere_within_a_second(
         nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     region = "t" + uuid.uuid4().hex[:8]
     store = InMemoryEventStore(region)
+    for name in ("alice", "bob"):
+        add_operator(region, name, "admin")
     node = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
                 settings=NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2),
-                static_partitions=range(P))
+                static_partitions=range(P), operators=OperatorRegistry(region))
     gate = Gate(default_policy())
     link = BusLink(nats_url)
     common = ["--region", region, "--nats", nats_url, "--partitions", str(P)]

@@ -1,0 +1,78 @@
+"""Who may act on an account: operator roles and what each may do (pure rules).
+
+An observation that only operators' tools send (overrides and clears, review claims, appeals,
+policy proposals) is decided on only when a registered operator signed it (the adapters check the
+signature, ``OperatorAuthority``) and that operator's role allows it:
+
+- ``viewer``: reads only; no action.
+- ``analyst``: notes, claims a review, files an appeal, sets a level up to L3.
+- ``admin``: everything, including L4 and L5, clears, appeal outcomes and policy proposals.
+
+The operator an observation names must be the operator who signed it: nobody acts in another's
+name.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from safeguards.core.events import (
+    AppealFiled,
+    AppealResolved,
+    Observation,
+    OperatorActionTaken,
+    PolicyProposed,
+    ReviewClaimed,
+    Signal,
+)
+
+ROLES = ("viewer", "analyst", "admin")
+ANALYST_MAX_LEVEL = 3
+OPERATOR_OBSERVATIONS = (OperatorActionTaken, ReviewClaimed, AppealFiled, AppealResolved,
+                         PolicyProposed)
+
+
+def needs_operator(observation: Observation | None) -> bool:
+    return isinstance(observation, OPERATOR_OBSERVATIONS)
+
+
+def named_operator(observation: Observation) -> str | None:
+    """The operator the observation says acted (None where it names none: an appeal is filed
+    on the account holder's behalf)."""
+    if isinstance(observation, AppealFiled):
+        return None
+    return getattr(observation, "operator", None)
+
+
+def role_problem(role: str, observation: Observation) -> str | None:
+    """None when ``role`` may do what ``observation`` records, else why not."""
+    if role == "admin":
+        return None
+    if role != "analyst":
+        return f"role {role!r} may not act"
+    if isinstance(observation, ReviewClaimed | AppealFiled):
+        return None
+    if isinstance(observation, OperatorActionTaken):
+        if observation.action == "note":
+            return None
+        if observation.action == "set_level" and (observation.level or 0) <= ANALYST_MAX_LEVEL:
+            return None
+    return f"role 'analyst' may not record {observation.TYPE} like this"
+
+
+class OperatorAuthority(Protocol):
+    """Checks an operator observation's proof (the adapters hold the keys)."""
+
+    def problem(self, subject: str, data: bytes, headers: dict[str, str],
+                signal: Signal) -> str | None:
+        """None when a registered operator, whose role allows it, signed exactly this message
+        and is the operator it names; else a short reason (a dead letter's)."""
+        ...
+
+
+class NoOperators:
+    """Where no operator registry is configured: every operator action is refused."""
+
+    def problem(self, subject: str, data: bytes, headers: dict[str, str],
+                signal: Signal) -> str | None:
+        return "no operator registry"
