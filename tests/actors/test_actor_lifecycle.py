@@ -17,11 +17,13 @@ from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.dlq import H_ERROR, H_REASON
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.bus.streams import provision_region
+from safeguards.adapters.operators import OperatorRegistry, OperatorSigner, add_operator
 from safeguards.adapters.store import InMemoryEventStore
+from safeguards.core.codec import encode_signal
 from safeguards.core.errors import ConcurrencyConflict
 from safeguards.core.events import OperatorActionTaken, ScoreRecorded, Signal
 from safeguards.core.ports import AppendRequest, AppendResult
-from safeguards.core.subjects import stream_name
+from safeguards.core.subjects import inputs_subject, stream_name
 
 from bus_support import publish_signals, wait_until
 from store_events import make_event
@@ -39,10 +41,11 @@ def memory_node(nats_url: str, clock: ManualClock,
     """A node of a fresh region over an in-memory store, owning every partition."""
     region = "t" + uuid.uuid4().hex[:8]
     store = InMemoryEventStore(region)
+    add_operator(region, "op", "admin")
     node = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
                 clock=clock,
                 settings=NodeSettings(fetch_timeout_s=0.2, **settings),
-                static_partitions=range(P))
+                static_partitions=range(P), operators=OperatorRegistry(region))
     return node, store, region
 
 
@@ -100,13 +103,16 @@ async def test_signal_that_fails_its_decision_is_dead_lettered_after_bounded_ret
 ) -> None:
     js = nc.jetstream()
     node, store, region = memory_node(nats_url, ManualClock(T0), reject_after_deliveries=2)
-    # Decodes fine, but names a level the policy's ladder does not have.
+    # Decodes fine and a registered operator signed it, but it names a level the policy's
+    # ladder does not have.
     bad = Signal("bad-1", "acct-b", region, T0, "c",
                  OperatorActionTaken("op", "set_level", 42, None, "typo"))
     good = [score_signal(region, "acct-b", f"g-{i}", T0, (("cyber", 0.1),)) for i in range(3)]
     async with anyio.create_task_group() as tg:
         await tg.start(node.run)
-        await publish_signals(js, region, P, [bad, *good])
+        subject, data = inputs_subject(region, P, "acct-b"), encode_signal(bad)
+        await js.publish(subject, data, headers=OperatorSigner("op").headers(subject, data))
+        await publish_signals(js, region, P, good)
         await wait_until(lambda: node.metrics.dead_lettered == 1
                          and node.metrics.committed == 3, 30)
         node.request_stop()
