@@ -29,6 +29,7 @@ from safeguards.adapters.embedded.scratch import scratch_database
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.adapters.store.common import DEFAULT_SNAPSHOT_EVERY
 from safeguards.adapters.store.pg_sql import EVENT_COLUMNS
+from safeguards.core.backtest import strike_potential
 from safeguards.core.codec import pack_body
 from safeguards.core.ports import AppendRequest, AppendResult
 from safeguards.core.state import fold, initial_state
@@ -66,7 +67,7 @@ def baseline_rows(rounds: list[list[AppendRequest]]) -> list[tuple[Any, ...]]:
                 position += 1
                 rows.append((e.account_id, e.version, position, REGION, e.event_id, e.type,
                              e.schema_version, e.occurred_at, e.causation_id, e.correlation_id,
-                             e.policy_version, pack_body(e.body)))
+                             e.policy_version, pack_body(e.body), strike_potential(e.body)))
     return rows
 
 
