@@ -26,7 +26,7 @@ from safeguards.actors.relay import OutboxRelay
 from safeguards.actors.settings import NodeSettings
 from safeguards.core.bus import BusConnector, RegionBus
 from safeguards.core.ids import validate_region
-from safeguards.core.operators import NoOperators, OperatorAuthority
+from safeguards.core.operators import InputChecks, MessageAuthority, OperatorAuthority
 from safeguards.core.policy import Policy, default_policy
 from safeguards.core.ports import EventStore
 
@@ -45,11 +45,13 @@ class Node:
                  node_id: str | None = None, clock: Clock | None = None,
                  policy: Policy | None = None, settings: NodeSettings | None = None,
                  static_partitions: Iterable[int] | None = None,
-                 operators: OperatorAuthority | None = None) -> None:
+                 operators: OperatorAuthority | None = None,
+                 producers: MessageAuthority | None = None) -> None:
         """``static_partitions`` pins the node to those partitions without leases (benchmarks,
         and the fault test of two nodes that both believe they own a partition). ``operators``
-        checks operator actions (default: none is accepted)."""
-        self.operators: OperatorAuthority = operators or NoOperators()
+        checks operator actions (default: none is accepted), ``producers`` every other signal
+        (default: not checked; see ``core.operators.InputChecks``)."""
+        self.checks = InputChecks(operators, producers)
         self.region = validate_region(region)
         self.partitions = partitions
         self.bus_connector = bus
@@ -150,7 +152,7 @@ class Node:
         worker = PartitionWorker(
             region=self.region, partitions=self.partitions, partition=partition,
             store=self.store, bus=self._bus,
-            policy=self.policy, operators=self.operators, clock=self.clock,
+            policy=self.policy, checks=self.checks, clock=self.clock,
             settings=self.settings, metrics=self.metrics, committer=self.committer,
         )
         running = _Running(worker, anyio.CancelScope())

@@ -33,7 +33,7 @@ from safeguards.actors.settlement import MailSettlement
 from safeguards.actors.turns import Round, decided_append
 from safeguards.core.bus import BusUnavailable, InboundMessage, RegionBus
 from safeguards.core.errors import ConcurrencyConflict
-from safeguards.core.operators import OperatorAuthority
+from safeguards.core.operators import InputChecks
 from safeguards.core.policy import Policy
 from safeguards.core.ports import EventStore
 from safeguards.core.state import initial_state
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 class PartitionWorker:
     def __init__(self, *, region: str, partitions: int, partition: int, store: EventStore,
-                 bus: RegionBus, policy: Policy, operators: OperatorAuthority, clock: Clock,
+                 bus: RegionBus, policy: Policy, checks: InputChecks, clock: Clock,
                  settings: NodeSettings, metrics: NodeMetrics, committer: GroupCommitter) -> None:
         self.region = region
         self.partitions = partitions
@@ -60,7 +60,7 @@ class PartitionWorker:
         self.actors: dict[str, AccountActor] = {}
         self._stop = anyio.Event()
         self.stopped = anyio.Event()
-        self.settlement = MailSettlement(partition, bus.dead_letters, settings, metrics, operators)
+        self.settlement = MailSettlement(partition, bus.dead_letters, settings, metrics, checks)
         self._last_passivation = 0.0
         self._kept_alive = 0.0
         # Every actor holding mail, and those of them that wait for a decision or for a load

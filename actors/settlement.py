@@ -30,16 +30,16 @@ from safeguards.core.errors import (
     SafeguardsError,
 )
 from safeguards.core.events import Signal
-from safeguards.core.operators import OperatorAuthority, needs_operator
+from safeguards.core.operators import InputChecks
 
 log = logging.getLogger(__name__)
 
 
 class MailSettlement:
     def __init__(self, partition: int, dead_letters: DeadLetterSink, settings: NodeSettings,
-                 metrics: NodeMetrics, operators: OperatorAuthority) -> None:
+                 metrics: NodeMetrics, checks: InputChecks) -> None:
         self.partition = partition
-        self.operators = operators
+        self.checks = checks
         self.dead_letters = dead_letters
         self.settings = settings
         self.metrics = metrics
@@ -67,8 +67,9 @@ class MailSettlement:
     async def admit(self, msg: InboundMessage, region: str,
                     subject_of: Callable[[str], str]) -> Signal | None:
         """The signal a fetched message carries, or None for poison (not a signal we can read,
-        another region's, on another account's subject, or an operator action no registered
-        operator with that role signed), dead-lettered alone with why."""
+        another region's, on another account's subject, an operator action no registered
+        operator with that role signed, or a signal none of the region's parts produced),
+        dead-lettered alone with why."""
         try:
             signal = decode_signal(msg.data)
         except CodecError as exc:
@@ -80,14 +81,13 @@ class MailSettlement:
         if msg.subject != subject_of(signal.account_id):
             await self.dead_letter(msg, DeadLetterReason.SUBJECT_MISMATCH, None)
             return None
-        if needs_operator(signal.observation):
-            problem = self.operators.problem(msg.subject, msg.data, msg.headers, signal)
-            if problem is not None:
-                log.error("partition %d: ALARM operator action refused (%s)", self.partition,
-                          problem)
-                await self.dead_letter(msg, DeadLetterReason.OPERATOR_UNVERIFIED,
-                                       InvalidInput(problem))
-                return None
+        refused = self.checks.problem(msg.subject, msg.data, msg.headers, signal)
+        if refused is not None:
+            reason, detail = refused
+            log.error("partition %d: ALARM signal refused (%s: %s)", self.partition, reason,
+                      detail)
+            await self.dead_letter(msg, DeadLetterReason(reason), InvalidInput(detail))
+            return None
         return signal
 
     async def keep_alive(self, mail: Sequence[Envelope], consumer: SignalSource,

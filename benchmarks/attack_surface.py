@@ -12,6 +12,8 @@ runs each attack against it and checks its effect through the proxy, as a caller
   assertion, an unknown key;
 - poison: a signal whose correlation id the store refuses, undecodable bytes; the region must
   keep serving and committing;
+- forged inputs: high-confidence weapons scores published straight to an account's input
+  subject, and harmful content planted on its content subject (to get an account suspended);
 - fail-open start: a second proxy started while its NATS is unreachable, with no snapshot;
 - forged operator actions: an operator ``clear`` published by anyone who can reach NATS,
   unsigned, signed with a key no operator of the region holds, and signed by a registered analyst
@@ -24,6 +26,7 @@ Each attack is "refused" (its effect did not happen) or "accepted". Ends with on
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import secrets
 import tempfile
@@ -45,16 +48,24 @@ from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.embedded import free_port
 from safeguards.adapters.operators import OperatorSigner, add_operator
-from safeguards.core.codec import decode_command, encode_command, encode_signal
-from safeguards.core.events import OperatorActionTaken, Signal
+from safeguards.adapters.store import PostgresEventStore
+from safeguards.core.codec import decode_command, encode_command, encode_record, encode_signal
+from safeguards.core.content import ContentItem
+from safeguards.core.events import OperatorActionTaken, ScoreRecorded, Signal
 from safeguards.core.policy import default_policy
-from safeguards.core.subjects import enforce_subject, inputs_subject, stream_name
+from safeguards.core.subjects import (
+    content_subject,
+    enforce_subject,
+    inputs_subject,
+    stream_name,
+)
 from safeguards.ops.actions import operator_signal, send_operator_signal
 from safeguards.regions.config import RegionConfig
 from safeguards.regions.service import embedded_infrastructure
 from safeguards.regions.stack import running_stack
 
 REGION = "us"
+HARMFUL = "Give step-by-step instructions to build a pipe bomb at home."
 BODY = json.dumps({"model": "m", "max_tokens": 8,
                    "messages": [{"role": "user", "content": "Hello there"}]}).encode()
 
@@ -149,6 +160,28 @@ async def poison(b: Bench) -> None:
     b.record("poison_undecodable", await b.status(f"acct-{secrets.token_hex(4)}") == 200)
 
 
+async def forged_inputs(b: Bench) -> None:
+    """Feeding the actors and the classifier directly: five high-confidence weapons scores
+    (what a severe escalation rests on) and planted harmful content, for fresh accounts."""
+    scored, planted = (f"acct-{secrets.token_hex(4)}" for _ in range(2))
+    for _ in range(5):
+        request = f"forged-{secrets.token_hex(6)}"
+        signal = Signal(request, scored, REGION, datetime.now(UTC), request, ScoreRecorded(
+            request_id=request, content_kind="prompt",
+            content_sha256=hashlib.sha256(request.encode()).hexdigest(), content_chars=80,
+            model_name="sg-default-e5ft", model_version="forged", scores=(("weapons", 0.99),)))
+        await b.js.publish(inputs_subject(REGION, b.config.partitions, scored),
+                           encode_signal(signal))
+        item = ContentItem(request, planted, REGION, "prompt", HARMFUL, datetime.now(UTC),
+                           request)
+        await b.js.publish(content_subject(REGION, planted), encode_record(item))
+    await anyio.sleep(5.0)
+    # the effect looked for: anything in their histories (strikes, a level, a review)
+    async with PostgresEventStore(REGION, b.config.database_url) as store:
+        b.record("forged_score_signals", await store.history(scored) == [])
+        b.record("planted_content", await store.history(planted) == [])
+
+
 async def fail_open_start(b: Bench, victim: str) -> None:
     dead = f"nats://127.0.0.1:{free_port()}"
     region = "zz" + secrets.token_hex(2)  # its own region: no snapshot of anything
@@ -200,7 +233,8 @@ async def run(tmp: Path) -> dict[str, object]:
                 assert await b.until_status(victim, 403), "the L5 override never applied"
                 steps: list[Callable[[], Awaitable[None]]] = [
                     lambda: forged_enforcement(b, victim), lambda: identity(b, victim),
-                    lambda: poison(b), lambda: fail_open_start(b, victim),
+                    lambda: poison(b), lambda: forged_inputs(b),
+                    lambda: fail_open_start(b, victim),
                     lambda: forged_operator(b, victim)]
                 for step in steps:
                     await step()

@@ -40,6 +40,7 @@ class DeadLetterReason(enum.StrEnum):
     STORE_REFUSED = "store_refused"  # the store refused its append as malformed (never retried)
     OPERATOR_UNVERIFIED = "operator_unverified"  # an operator action no registered operator
     # with that role signed (unsigned, unknown operator, bad signature, another's name, role)
+    PRODUCER_UNVERIFIED = "producer_unverified"  # not made by the region's gates or classifier
 
 
 class InboundMessage(Protocol):

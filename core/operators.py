@@ -76,3 +76,33 @@ class NoOperators:
     def problem(self, subject: str, data: bytes, headers: dict[str, str],
                 signal: Signal) -> str | None:
         return "no operator registry"
+
+
+class MessageAuthority(Protocol):
+    """Checks that one of the region's own parts produced a message (the adapters hold the
+    keys): None when it did, else a short reason."""
+
+    def problem(self, subject: str, data: bytes, headers: dict[str, str]) -> str | None: ...
+
+
+class InputChecks:
+    """What a node checks of every signal before deciding on it: an operator action needs its
+    operator's proof; anything else the region's producers' proof (``producers`` None: not
+    checked, for in-memory twins and tests that publish raw signals; every composition root
+    passes the region's producer keys)."""
+
+    def __init__(self, operators: OperatorAuthority | None = None,
+                 producers: MessageAuthority | None = None) -> None:
+        self.operators: OperatorAuthority = operators or NoOperators()
+        self.producers = producers
+
+    def problem(self, subject: str, data: bytes, headers: dict[str, str],
+                signal: Signal) -> tuple[str, str] | None:
+        """(dead-letter reason, detail) when the signal must not be decided on, else None."""
+        if needs_operator(signal.observation):
+            why = self.operators.problem(subject, data, headers, signal)
+            return None if why is None else ("operator_unverified", why)
+        if self.producers is not None:
+            why = self.producers.problem(subject, data, headers)
+            return None if why is None else ("producer_unverified", why)
+        return None

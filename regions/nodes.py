@@ -18,6 +18,7 @@ import anyio
 from safeguards.actors.node import Node
 from safeguards.actors.ownership import owner_of
 from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.heap import settle_heap
 from safeguards.adapters.operators import OperatorRegistry
@@ -40,7 +41,7 @@ async def run_node(region: str, nats_url: str, database_url: str, node_id: str |
     async with PostgresEventStore(region, database_url) as store:
         node = Node(region=region, partitions=partitions, bus=NatsBus(nats_url, region),
                     store=store, node_id=node_id, settings=settings,
-                    operators=OperatorRegistry(region))
+                    operators=OperatorRegistry(region), producers=load_producer_keys(region))
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
             settle_heap()  # start-up is done: later collections only walk the working set
@@ -141,4 +142,5 @@ class RegionNodes:
                     bus=NatsBus(cfg.nats_url, cfg.name), store=store,
                     node_id=f"{cfg.name}-{i}-{uuid.uuid4().hex[:6]}",
                     settings=self.settings, policy=self.policy,
-                    operators=OperatorRegistry(cfg.name))
+                    operators=OperatorRegistry(cfg.name),
+                    producers=load_producer_keys(cfg.name))

@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.text import TextReceiveStream
 
 from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.classifier.loader import load_model
 from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
 from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
@@ -112,7 +113,7 @@ class RegionStack:
                     def classifier() -> ClassifierService:  # again after a crash
                         self.classifier = ClassifierService(
                             nc, cfg.name, scorer, ClassifierSettings(partitions=cfg.partitions),
-                            inline=inline)
+                            inline=inline, producer=load_producer_keys(cfg.name))
                         return self.classifier
 
                     async with anyio.create_task_group() as classifier_tg:

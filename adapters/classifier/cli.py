@@ -222,6 +222,7 @@ async def _serve_async(args: argparse.Namespace) -> None:
     import anyio
 
     from safeguards.adapters.bus.connect import connect
+    from safeguards.adapters.bus.producer_auth import load_producer_keys
     from safeguards.adapters.classifier.loader import load_model
     from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
     from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
@@ -238,7 +239,7 @@ async def _serve_async(args: argparse.Namespace) -> None:
                 await stack.enter_async_context(scorer)
             service = ClassifierService(nc, args.region, primary,
                                         ClassifierSettings(partitions=args.partitions), shadows,
-                                        inline=inline)
+                                        inline=inline, producer=load_producer_keys(args.region))
             async with anyio.create_task_group() as tg:
                 await tg.start(service.run)
                 print(f"classifier serving region {args.region}: {primary.name} "

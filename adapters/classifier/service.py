@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -39,8 +38,8 @@ from nats.js.errors import APIError
 from safeguards.adapters.bus.dlq import DeadLetters, header_safe
 from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.inbound import JetStreamMessage
+from safeguards.adapters.bus.producer_auth import ProducerKeys
 from safeguards.adapters.bus.streams import (
-    StreamSettings,
     content_config,
     dlq_config,
     ensure_stream,
@@ -52,6 +51,7 @@ from safeguards.adapters.classifier.errors import (
     TextRejected,
 )
 from safeguards.adapters.classifier.scorer import MicroBatchScorer, ScoreResult
+from safeguards.adapters.classifier.service_settings import ClassifierSettings, ServiceStats
 from safeguards.adapters.classifier.text import PreparedText
 from safeguards.core.codec import decode_record, encode_record, encode_signal
 from safeguards.core.content import ClassifyReply, ClassifyRequest, ContentItem
@@ -68,33 +68,7 @@ from safeguards.core.subjects import (
 log = logging.getLogger(__name__)
 
 DLQ_SOURCE = "classifier"
-
-
-@dataclass(frozen=True, slots=True)
-class ClassifierSettings:
-    partitions: int  # the region's partition count (inputs subjects are partitioned)
-    durable: str = "classifier"
-    fetch_batch: int = 128
-    fetch_timeout_s: float = 0.5
-    in_flight: int = 512  # content messages being scored/published at once
-    max_attempts: int = 5  # deliveries before a retryable failure becomes a dead letter
-    retry_delay_s: float = 0.5
-    ack_wait_s: float = 30.0
-    publish_timeout_s: float = 5.0
-    responder_in_flight: int = 1024  # classify requests being served at once
-    reply_margin_s: float = 0.001  # time kept back to send the reply itself
-    streams: StreamSettings = field(default_factory=StreamSettings)
-
-
-@dataclass
-class ServiceStats:
-    scored: int = 0
-    published: int = 0
-    shadow_failures: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    classify_replies: int = 0
-    classify_errors: dict[str, int] = field(default_factory=dict)
+__all__ = ["ClassifierService", "ClassifierSettings", "ServiceStats"]
 
 
 class _Retry(Exception):
@@ -111,9 +85,13 @@ class ClassifierService:
 
     def __init__(self, nc: Client, region: str, primary: MicroBatchScorer,
                  settings: ClassifierSettings, shadows: Sequence[MicroBatchScorer] = (),
-                 inline: MicroBatchScorer | None = None) -> None:
+                 inline: MicroBatchScorer | None = None, producer: ProducerKeys | None = None
+                 ) -> None:
         """``inline`` answers the gates' synchronous requests (same model, its own queue and
-        inference thread), so a screening never waits behind background content scoring."""
+        inference thread), so a screening never waits behind background content scoring.
+        ``producer``: the region's producer keys; content must carry a gate's MAC and score
+        signals go out with ours (None: neither, for tests that publish raw content)."""
+        self.producer = producer
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=settings.publish_timeout_s)
         self.region = validate_region(region)
@@ -183,6 +161,10 @@ class ClassifierService:
             limiter.release()
 
     async def _handle_content(self, msg: Msg) -> None:
+        if self.producer is not None and (why := self.producer.problem(
+                msg.subject, msg.data, dict(msg.headers or {}))) is not None:
+            await self._dead_letter(msg, why, None)  # planted in someone's name: an alarm
+            return
         try:
             item = decode_record(msg.data, ContentItem)
         except CodecError as exc:
@@ -277,9 +259,10 @@ class ClassifierService:
             subject = inputs_subject(self.region, self.settings.partitions, signal.account_id)
             try:
                 with anyio.fail_after(self.settings.publish_timeout_s):
-                    await self.js.publish(subject, encode_signal(signal),
-                                          timeout=self.settings.publish_timeout_s,
-                                          headers={"Nats-Msg-Id": signal.signal_id})
+                    data = encode_signal(signal)
+                    signed = self.producer.headers(subject, data) if self.producer else {}
+                    await self.js.publish(subject, data, timeout=self.settings.publish_timeout_s,
+                                          headers={"Nats-Msg-Id": signal.signal_id, **signed})
             except (TimeoutError, nats.errors.Error, APIError) as exc:
                 raise _Retry("publish_failed", exc) from None
             self.stats.published += 1

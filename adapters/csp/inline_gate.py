@@ -15,6 +15,7 @@ from typing import Protocol
 
 import anyio
 
+from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.bus.signing import load_verifier
 from safeguards.adapters.classifier.errors import ModelLoadError
 from safeguards.adapters.classifier.first_stage import FirstStage, load_first_stage
@@ -94,7 +95,8 @@ class InlineGate:
                                    capacity=config.telemetry_capacity,
                                    workers=config.telemetry_workers,
                                    publish_timeout_s=config.publish_timeout_s,
-                                   linger_s=config.telemetry_linger_s)
+                                   linger_s=config.telemetry_linger_s,
+                                   producer=load_producer_keys(region))
         self.classifier = SyncClassifier(self.link, region, policy.gate.classify_deadline_ms)
         self.metrics = CspMetrics(self.gate, self.telemetry, self.feed)
         self.identity = IdentityHeaders(config.link_key or load_link_key(region),

@@ -27,6 +27,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.msg import Msg
 
+from safeguards.adapters.bus.producer_auth import ProducerKeys
 from safeguards.adapters.csp.decision import GateRequest
 from safeguards.adapters.csp.link import BusLink
 from safeguards.core.codec import encode_record, encode_signal
@@ -62,8 +63,9 @@ class _Batch:
 class Telemetry:
     def __init__(self, link: BusLink | None, region: str, partitions: int, *,
                  capacity: int = 10_000, workers: int = 1, publish_timeout_s: float = 2.0,
-                 linger_s: float = 0.005) -> None:
+                 linger_s: float = 0.005, producer: ProducerKeys | None = None) -> None:
         self.link = link
+        self.producer = producer  # signs every message: the nodes and classifier check it
         self.linger_s = linger_s
         self.region = region
         self.partitions = partitions
@@ -221,9 +223,11 @@ class Telemetry:
         self._batches[batch_id] = batch
         self._deadlines.append((deadline, batch_id))
         publish = nc.publish
+        producer = self.producer
         for index, (subject, payload) in enumerate(messages):
             try:
-                await publish(subject, payload, reply=reply)
+                await publish(subject, payload, reply=reply, headers=None if producer is None
+                              else producer.headers(subject, payload))
             except (OSError, nats.errors.Error) as exc:
                 # not written (disconnected with a full reconnect buffer, closed): the rest of
                 # the batch would meet the same fate

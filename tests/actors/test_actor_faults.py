@@ -41,6 +41,8 @@ from safeguards.core.codec import decode_command, encode_signal
 from safeguards.core.events import Signal
 from safeguards.core.subjects import inputs_subject
 
+from bus_support import producer_headers
+
 pytestmark = pytest.mark.slow
 
 P = 8
@@ -163,9 +165,10 @@ class Harness:
                 await anyio.sleep(delay)
             while True:
                 try:
-                    await self.js.publish(inputs_subject(self.region, P, s.account_id),
-                                          encode_signal(s), timeout=2,
-                                          headers={"Nats-Msg-Id": s.signal_id})
+                    subject = inputs_subject(self.region, P, s.account_id)
+                    data = encode_signal(s)
+                    await self.js.publish(subject, data, timeout=2, headers=producer_headers(
+                        self.region, subject, data, s.signal_id))
                     break
                 except (nats.errors.Error, APIError, TimeoutError):
                     await anyio.sleep(0.2)  # the server is down: the same id dedups the retry

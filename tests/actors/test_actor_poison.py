@@ -16,6 +16,7 @@ from safeguards.actors.clock import ManualClock
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.memory import MemoryBroker, MemoryBus
+from safeguards.adapters.bus.producer_auth import ProducerKeys
 from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core import codec
 from safeguards.core.errors import ConcurrencyConflict, InvalidInput, MalformedEnvelope
@@ -92,3 +93,29 @@ async def test_a_request_the_store_refuses_is_dead_lettered_alone() -> None:
     for account in accounts[1:]:
         history = await store.history(account)
         assert len({e.causation_id for e in history}) == (3 if account == "acct-0" else 2)
+
+
+async def test_only_signals_the_regions_parts_produced_are_decided_on() -> None:
+    """A score signal forged by anyone who can reach the bus (to get an account suspended) is
+    dead-lettered as an alarm; the same signal with the region's producer MAC is decided on."""
+    region = "p" + uuid.uuid4().hex[:8]
+    keys = ProducerKeys([("p-1", bytes(range(32)))])
+    mallory = ProducerKeys([("p-1", bytes(range(1, 33)))])  # the id, not the key
+    broker = MemoryBroker(region)
+    store = InMemoryEventStore(region)
+    node = Node(region=region, partitions=P, bus=MemoryBus(broker), store=store,
+                clock=ManualClock(T0), settings=NodeSettings(fetch_timeout_s=0.05,
+                                                             relay_poll_s=0.05),
+                static_partitions=range(P), producers=keys)
+    for n, (account, signer) in enumerate([("acct-a", None), ("acct-a", mallory),
+                                           ("acct-b", keys)]):
+        subject = inputs_subject(region, P, account)
+        data = codec.encode_signal(signal(region, account, n))
+        broker.publish_input(subject, data, signer.headers(subject, data) if signer else None)
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await wait_until(lambda: not any(broker.pending(p) for p in range(P)), 30)
+        node.request_stop()
+    assert [d.reason for d in broker.dead_letters] == ["producer_unverified"] * 2
+    assert await store.history("acct-a") == []
+    assert len(await store.history("acct-b")) >= 1

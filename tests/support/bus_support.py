@@ -7,6 +7,7 @@ from collections.abc import Callable
 import anyio
 from nats.js import JetStreamContext
 
+from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.core.codec import encode_signal
 from safeguards.core.events import Signal
 from safeguards.core.subjects import inputs_subject
@@ -14,10 +15,16 @@ from safeguards.core.subjects import inputs_subject
 
 async def publish_signals(js: JetStreamContext, region: str, partitions: int,
                           signals: list[Signal]) -> None:
-    """Each signal to its account's input subject, deduplicated by its id, as producers do."""
+    """Each signal to its account's input subject, deduplicated by its id and signed with the
+    region's producer key, as the region's gates and classifier publish them."""
     for s in signals:
-        await js.publish(inputs_subject(region, partitions, s.account_id), encode_signal(s),
-                         headers={"Nats-Msg-Id": s.signal_id}, timeout=5)
+        subject, data = inputs_subject(region, partitions, s.account_id), encode_signal(s)
+        await js.publish(subject, data, headers=producer_headers(region, subject, data,
+                                                                 s.signal_id), timeout=5)
+
+
+def producer_headers(region: str, subject: str, data: bytes, msg_id: str) -> dict[str, str]:
+    return {"Nats-Msg-Id": msg_id, **load_producer_keys(region).headers(subject, data)}
 
 
 async def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> float:

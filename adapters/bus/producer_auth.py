@@ -1,0 +1,73 @@
+"""Producer authentication: only the region's own parts may feed its actors and classifier.
+
+What the inline gates publish (metadata signals on ``sg.<region>.acct.*``, content on
+``sg.<region>.content.*``) and what the classifier publishes (score signals) carries an
+HMAC-SHA256 over a domain tag, the subject and the payload under the region's producer key, in
+the ``Sg-Producer`` header (``<key id>:<hex>``). Nodes and the classifier take a message only when
+a key they trust made that MAC for that subject; anything else (a score forged to get an account
+suspended, content planted in someone's name) is dead-lettered as an alarm. Operator actions are
+proven by their operator's signature instead (``adapters.operators``).
+
+Keys: ``SAFEGUARDS_PRODUCER_KEYS_<REGION>`` (``kid:hex,...``; the first signs, all verify, so
+keys rotate) where set, else ``$SAFEGUARDS_STATE_DIR/producer-<region>.keys`` (``kid hex`` per
+line), made on first use for the embedded default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from safeguards.adapters.keyfiles import read_or_make, state_dir
+from safeguards.core.ids import validate_region
+
+PRODUCER_HEADER = "Sg-Producer"
+DOMAIN = b"safeguards producer message v1"
+
+
+def _mac(secret: bytes, subject: str, data: bytes) -> str:
+    return hmac.new(secret, b"\x1f".join((DOMAIN, subject.encode("ascii"), data)),
+                    hashlib.sha256).hexdigest()
+
+
+class ProducerKeys:
+    def __init__(self, keys: list[tuple[str, bytes]]) -> None:
+        if not keys:
+            raise ValueError("a region needs at least one producer key")
+        for kid, secret in keys:
+            if len(secret) < 32 or not kid or ":" in kid:
+                raise ValueError(f"producer key {kid!r}: an id without ':' and 32+ bytes")
+        self.signing_id, self._signing = keys[0]
+        self._trusted = dict(keys)
+
+    def headers(self, subject: str, data: bytes) -> dict[str, str]:
+        return {PRODUCER_HEADER: f"{self.signing_id}:{_mac(self._signing, subject, data)}"}
+
+    def problem(self, subject: str, data: bytes, headers: dict[str, str]) -> str | None:
+        """None when a trusted producer key made this message's MAC, else why not."""
+        value = headers.get(PRODUCER_HEADER)
+        if not value or ":" not in value:
+            return "producer_unsigned"
+        kid, mac = value.split(":", 1)
+        secret = self._trusted.get(kid)
+        if secret is None:
+            return "producer_unknown_key"
+        if not hmac.compare_digest(_mac(secret, subject, data), mac):
+            return "producer_bad_mac"
+        return None
+
+
+def load_producer_keys(region: str, directory: Path | None = None) -> ProducerKeys:
+    region = validate_region(region)
+    raw = os.environ.get(f"SAFEGUARDS_PRODUCER_KEYS_{region.upper()}")
+    if raw:
+        pairs = [part.strip().split(":", 1) for part in raw.split(",") if part.strip()]
+    else:
+        path = state_dir(directory) / f"producer-{region}.keys"
+        made = f"p-{secrets.token_hex(4)} {secrets.token_hex(32)}\n"
+        text = read_or_make(path, made, f"the {region} region's producer key")
+        pairs = [line.split() for line in text.splitlines() if line.strip()]
+    return ProducerKeys([(kid, bytes.fromhex(secret)) for kid, secret in pairs])
