@@ -61,7 +61,7 @@ from safeguards.core.subjects import (
 )
 from safeguards.ops.actions import operator_signal, send_operator_signal
 from safeguards.regions.config import RegionConfig
-from safeguards.regions.service import embedded_infrastructure
+from safeguards.regions.embedded import embedded_infrastructure
 from safeguards.regions.stack import running_stack
 
 REGION = "us"

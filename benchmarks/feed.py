@@ -22,9 +22,9 @@ import nats
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from safeguards.adapters.bus.signing import CommandSigner
+from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.feed import EnforcementFeed
 from safeguards.adapters.csp.gate import Gate
-from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.streams import ensure_gate_streams
 from safeguards.adapters.embedded import EmbeddedNats
 from safeguards.core.codec import encode_command

@@ -22,7 +22,7 @@ import anyio
 
 from safeguards.adapters.embedded.scratch import scratch_database
 from safeguards.adapters.store import PostgresEventStore, migrate
-from safeguards.adapters.store.common import DEFAULT_SNAPSHOT_EVERY
+from safeguards.adapters.store.validation import DEFAULT_SNAPSHOT_EVERY
 from safeguards.core.events import (
     Event,
 )

@@ -27,8 +27,8 @@ import asyncpg
 
 from safeguards.adapters.embedded.scratch import scratch_database
 from safeguards.adapters.store import PostgresEventStore, migrate
-from safeguards.adapters.store.common import DEFAULT_SNAPSHOT_EVERY
 from safeguards.adapters.store.pg_sql import EVENT_COLUMNS
+from safeguards.adapters.store.validation import DEFAULT_SNAPSHOT_EVERY
 from safeguards.core.backtest import strike_potential
 from safeguards.core.codec import pack_body
 from safeguards.core.ports import AppendRequest, AppendResult

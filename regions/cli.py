@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     import anyio
 
-    from safeguards.regions.service import run_embedded
+    from safeguards.regions.embedded import run_embedded
 
     regions = tuple(r.strip() for r in args.regions.split(",") if r.strip())
     with contextlib.suppress(KeyboardInterrupt):

@@ -26,8 +26,8 @@ from anyio.streams.text import TextReceiveStream
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.classifier.loader import load_model
+from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
-from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
 from safeguards.adapters.csp.caller_auth import load_caller_keys
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving

@@ -50,7 +50,7 @@ async def _main(args: argparse.Namespace) -> int:
     import anyio
 
     from safeguards.core.policy import default_policy, parse_policy
-    from safeguards.regions.service import embedded_infrastructure
+    from safeguards.regions.embedded import embedded_infrastructure
     from safeguards.regions.stack import region_stores, running_stack
     from safeguards.simulations.personas import load_personas
     from safeguards.simulations.runner import read_trace, replay_plan

@@ -224,8 +224,8 @@ async def _serve_async(args: argparse.Namespace) -> None:
     from safeguards.adapters.bus.connect import connect
     from safeguards.adapters.bus.producer_auth import load_producer_keys
     from safeguards.adapters.classifier.loader import load_model
+    from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
     from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
-    from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
 
     model = load_model(args.model)
     recent = RecentScores()  # what the gates screened, not scored twice

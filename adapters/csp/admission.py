@@ -26,10 +26,10 @@ from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.decision import Decision, GateRequest, GateResponse
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.identity import Caller
+from safeguards.adapters.csp.messages_api import parse_messages_request
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.turns import SeenTurns, scoring_text
-from safeguards.adapters.csp.wire import parse_messages_request
 
 # Request ids: a random per-process prefix and a counter (unique without a system call each).
 _ID_PREFIX = secrets.token_hex(8)

@@ -18,9 +18,7 @@ import anyio
 from safeguards.adapters.csp.admission import Admission
 from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision, GateRequest
 from safeguards.adapters.csp.gate import Gate
-from safeguards.adapters.csp.metrics import CspMetrics
-from safeguards.adapters.csp.upstream_client import UpstreamError, UpstreamResponse
-from safeguards.adapters.csp.wire import (
+from safeguards.adapters.csp.messages_api import (
     BadRequest,
     SseScanner,
     completion_of,
@@ -29,6 +27,8 @@ from safeguards.adapters.csp.wire import (
     refusal_message,
     sse_error,
 )
+from safeguards.adapters.csp.metrics import CspMetrics
+from safeguards.adapters.csp.upstream_client import UpstreamError, UpstreamResponse
 from safeguards.core.policy import Policy
 
 Scope = MutableMapping[str, Any]

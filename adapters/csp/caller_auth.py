@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import NoReturn, Protocol, TypeVar
 
 from safeguards.adapters.csp.identity import API_KEY_HEADER, ORGANIZATION_HEADER, PROJECT_HEADER
-from safeguards.adapters.csp.wire import BadRequest
+from safeguards.adapters.csp.messages_api import BadRequest
 from safeguards.adapters.keyfiles import read_or_make, state_dir
 from safeguards.core.ids import validate_region
 

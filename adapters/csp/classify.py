@@ -10,7 +10,7 @@ from __future__ import annotations
 import anyio
 import nats
 
-from safeguards.adapters.csp.link import BusLink
+from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.core.codec import decode_record, encode_record
 from safeguards.core.content import ClassifyReply, ClassifyRequest
 from safeguards.core.errors import CodecError

@@ -38,8 +38,7 @@ from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision, refusal
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.identity import Caller, IdentityHeaders
 from safeguards.adapters.csp.inline_gate import InlineGate
-from safeguards.adapters.csp.metrics import CspMetrics
-from safeguards.adapters.csp.wire import (
+from safeguards.adapters.csp.messages_api import (
     BadRequest,
     SseScanner,
     completion_of,
@@ -47,6 +46,7 @@ from safeguards.adapters.csp.wire import (
     refusal_message,
     with_safety_prompt,
 )
+from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.core.policy import Policy
 
 log = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from safeguards.adapters.bus.signing import CommandVerifier, command_problem
+from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.feed_snapshot import FeedSnapshot
 from safeguards.adapters.csp.gate import Gate
-from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.heap import settle_heap
 from safeguards.core.codec import decode_command
 from safeguards.core.errors import CodecError

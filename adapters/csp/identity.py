@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safeguards.adapters.csp.decision import aggregates_of
-from safeguards.adapters.csp.wire import BadRequest
+from safeguards.adapters.csp.messages_api import BadRequest
 from safeguards.adapters.keyfiles import read_or_make, state_dir
 from safeguards.core.errors import InvalidAccountId
 from safeguards.core.ids import organization_entity, validate_account_id, validate_caller_account_id

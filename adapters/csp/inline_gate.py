@@ -20,12 +20,12 @@ from safeguards.adapters.bus.signing import load_verifier
 from safeguards.adapters.classifier.errors import ModelLoadError
 from safeguards.adapters.classifier.first_stage import FirstStage, load_first_stage
 from safeguards.adapters.csp.admission import Admission
+from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
 from safeguards.adapters.csp.feed_snapshot import FeedSnapshot
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.identity import IdentityHeaders, load_link_key
-from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.streams import ensure_gate_streams
 from safeguards.adapters.csp.telemetry import Telemetry

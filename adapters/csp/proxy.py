@@ -40,17 +40,17 @@ from safeguards.adapters.csp.caller_auth import (
 from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest, refusal
 from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.inline_gate import InlineGate
-from safeguards.adapters.csp.upstream_client import (
-    UpstreamClient,
-    UpstreamError,
-    UpstreamTimeout,
-)
-from safeguards.adapters.csp.wire import (
+from safeguards.adapters.csp.messages_api import (
     BadRequest,
     error_body,
     is_anthropic_error,
     parse_messages_request,
     with_safety_prompt,
+)
+from safeguards.adapters.csp.upstream_client import (
+    UpstreamClient,
+    UpstreamError,
+    UpstreamTimeout,
 )
 from safeguards.core.policy import Policy
 

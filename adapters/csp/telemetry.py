@@ -28,8 +28,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.msg import Msg
 
 from safeguards.adapters.bus.producer_auth import ProducerKeys
+from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.decision import GateRequest
-from safeguards.adapters.csp.link import BusLink
 from safeguards.core.codec import encode_record, encode_signal
 from safeguards.core.content import ContentItem, clip_middle
 from safeguards.core.events import ContentKind, RequestObserved, Signal

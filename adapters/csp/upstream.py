@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 
-from safeguards.adapters.csp.wire import BadRequest, error_body, parse_messages_request, sse
+from safeguards.adapters.csp.messages_api import BadRequest, error_body, parse_messages_request, sse
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from safeguards.adapters.store.common import (
+from safeguards.adapters.store.reviews import REVIEW_TYPES, open_review
+from safeguards.adapters.store.validation import (
     DEFAULT_SNAPSHOT_EVERY,
     UnencodableBody,
     check_batch,
@@ -23,7 +24,6 @@ from safeguards.adapters.store.common import (
     check_state_at,
     crosses_snapshot,
 )
-from safeguards.adapters.store.reviews import REVIEW_TYPES, open_review
 from safeguards.core import codec
 from safeguards.core import state as fold_module
 from safeguards.core.backtest import strike_potential

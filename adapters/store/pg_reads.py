@@ -15,15 +15,15 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from safeguards.adapters.store import pg_sql as sql
-from safeguards.adapters.store.common import (
-    check_limit,
-    check_range,
-    check_state_at,
-)
 from safeguards.adapters.store.errors import translate_errors
 from safeguards.adapters.store.migrate import async_url
 from safeguards.adapters.store.reviews import postgres_open_reviews
 from safeguards.adapters.store.schema import events, outbox, snapshots
+from safeguards.adapters.store.validation import (
+    check_limit,
+    check_range,
+    check_state_at,
+)
 from safeguards.core import codec
 from safeguards.core import state as fold_module
 from safeguards.core.errors import InvalidInput

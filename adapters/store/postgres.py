@@ -42,14 +42,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from safeguards.adapters.store import pg_sql as sql
 from safeguards.adapters.store.bodies import BodyPacker
-from safeguards.adapters.store.common import (
+from safeguards.adapters.store.pg_reads import PostgresReadSide
+from safeguards.adapters.store.pg_sql import EVENT_COLUMNS
+from safeguards.adapters.store.validation import (
     DEFAULT_SNAPSHOT_EVERY,
     UnencodableBody,
     check_batch,
     check_request,
 )
-from safeguards.adapters.store.pg_reads import PostgresReadSide
-from safeguards.adapters.store.pg_sql import EVENT_COLUMNS
 from safeguards.core import codec
 from safeguards.core import state as fold_module
 from safeguards.core.backtest import strike_potential

@@ -11,8 +11,8 @@ import pytest
 
 from safeguards.adapters.bus.streams import StreamSettings, ensure_stream, inputs_config
 from safeguards.adapters.classifier.loader import load_model
+from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer
-from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
 from safeguards.adapters.embedded import EmbeddedNats
 from safeguards.core.codec import decode_signal, encode_record
 from safeguards.core.content import ContentItem

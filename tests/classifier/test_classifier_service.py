@@ -20,8 +20,8 @@ from nats.js import JetStreamContext, api
 from safeguards.adapters.bus.dlq import H_REASON
 from safeguards.adapters.bus.streams import StreamSettings, ensure_stream, inputs_config
 from safeguards.adapters.classifier.loader import LoadedModel, load_model
+from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer, ScorerConfig
-from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
 from safeguards.core.codec import decode_record, decode_signal, encode_record
 from safeguards.core.content import ClassifyReply, ClassifyRequest, ContentItem
 from safeguards.core.events import ScoreRecorded, Signal

@@ -17,8 +17,8 @@ import pytest
 from csp_testkit import Region, RunningProxy
 
 from safeguards.adapters.classifier.loader import LoadedModel, load_model
+from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer
-from safeguards.adapters.classifier.service import ClassifierService, ClassifierSettings
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.csp.streams import ensure_gate_streams

@@ -21,7 +21,7 @@ from safeguards.adapters.csp.caller_auth import (
     SignedCaller,
     assertion,
 )
-from safeguards.adapters.csp.wire import BadRequest
+from safeguards.adapters.csp.messages_api import BadRequest
 
 KEY = CallerKey("door-1", bytes(range(32)))
 NEXT = CallerKey("door-2", bytes(range(1, 33)))

@@ -13,9 +13,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from safeguards.adapters.classifier.service import ClassifierService
+from safeguards.adapters.classifier.nats_service import ClassifierService
 from safeguards.adapters.csp.extproc import ExtProcConfig, ExtProcServer
-from safeguards.adapters.csp.wire import SAFETY_PROMPT, sse
+from safeguards.adapters.csp.messages_api import SAFETY_PROMPT, sse
 from safeguards.core.codec import decode_signal
 from safeguards.core.events import RequestObserved
 from safeguards.core.policy import Policy

@@ -15,9 +15,9 @@ from csp_testkit import eventually
 from nats.js.client import JetStreamContext
 
 from safeguards.adapters.bus.signing import KEY_ID_HEADER, CommandSigner, command_problem
+from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.feed import EnforcementFeed
 from safeguards.adapters.csp.gate import Gate
-from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.streams import ensure_gate_streams
 from safeguards.core.codec import encode_command
 from safeguards.core.enforcement import EnforcementCommand

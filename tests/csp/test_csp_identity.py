@@ -14,7 +14,7 @@ from safeguards.adapters.csp.identity import (
     api_key_fingerprint,
     load_link_key,
 )
-from safeguards.adapters.csp.wire import BadRequest
+from safeguards.adapters.csp.messages_api import BadRequest
 
 KEY = bytes(range(32))
 

@@ -13,9 +13,9 @@ import pytest
 from csp_testkit import Region, RunningProxy, eventually
 from nats.js import api
 
-from safeguards.adapters.classifier.service import ClassifierService
+from safeguards.adapters.classifier.nats_service import ClassifierService
+from safeguards.adapters.csp.messages_api import SAFETY_PROMPT
 from safeguards.adapters.csp.upstream import Script
-from safeguards.adapters.csp.wire import SAFETY_PROMPT
 from safeguards.core.codec import decode_record, decode_signal
 from safeguards.core.content import ContentItem
 from safeguards.core.events import RequestObserved

@@ -11,8 +11,8 @@ import nats
 from csp_testkit import eventually
 from nats.aio.msg import Msg
 
+from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.decision import GateRequest
-from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.core.codec import decode_record, decode_signal
 from safeguards.core.content import ContentItem

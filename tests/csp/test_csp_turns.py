@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from safeguards.adapters.csp.messages_api import BadRequest, parse_messages_request
 from safeguards.adapters.csp.turns import (
     CONTEXT_CHARS,
     SeenTurns,
@@ -13,7 +14,6 @@ from safeguards.adapters.csp.turns import (
     conversation_of,
     scoring_text,
 )
-from safeguards.adapters.csp.wire import BadRequest, parse_messages_request
 from safeguards.core.content import CLIP_MARK, clip_middle
 
 

@@ -8,6 +8,7 @@ import json
 import anyio
 import pytest
 
+from safeguards.adapters.csp.messages_api import SseScanner
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.csp.upstream import UpstreamApp
 from safeguards.adapters.csp.upstream_client import (
@@ -15,7 +16,6 @@ from safeguards.adapters.csp.upstream_client import (
     UpstreamDisconnected,
     UpstreamUnavailable,
 )
-from safeguards.adapters.csp.wire import SseScanner
 from safeguards.adapters.embedded import free_port
 
 HEADERS = [(b"content-type", b"application/json")]

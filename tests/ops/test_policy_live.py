@@ -17,8 +17,8 @@ from policies import policy_text
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.region import NatsBus
+from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.gate import Gate
-from safeguards.adapters.csp.link import BusLink
 from safeguards.adapters.operators import OperatorRegistry, add_operator
 from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core.codec import encode_signal

@@ -50,8 +50,8 @@ from safeguards.adapters.classifier.errors import (
     ScorerOverloaded,
     TextRejected,
 )
+from safeguards.adapters.classifier.nats_service_settings import ClassifierSettings, ServiceStats
 from safeguards.adapters.classifier.scorer import MicroBatchScorer, ScoreResult
-from safeguards.adapters.classifier.service_settings import ClassifierSettings, ServiceStats
 from safeguards.adapters.classifier.text import PreparedText
 from safeguards.core.codec import decode_record, encode_record, encode_signal
 from safeguards.core.content import ClassifyReply, ClassifyRequest, ContentItem
