@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -32,3 +33,19 @@ def read_or_make(path: Path, make: str, what: str) -> str:
                 f.write(make)
             log.info("made %s in %s", what, path)
     return path.read_text().strip()
+
+
+def shared_secrets(region: str, name: str, *, id_prefix: str, what: str,
+                   directory: Path | None = None) -> list[tuple[str, bytes]]:
+    """A region's shared secrets by key id, the first one signing: ``SAFEGUARDS_<NAME>_KEYS_
+    <REGION>`` (``kid:hex,...``) where set, else ``<state>/<name>-<region>.keys`` (``kid hex``
+    per line), made on first use with one key."""
+    raw = os.environ.get(f"SAFEGUARDS_{name.upper()}_KEYS_{region.upper()}")
+    if raw:
+        pairs = [part.strip().split(":", 1) for part in raw.split(",") if part.strip()]
+    else:
+        path = state_dir(directory) / f"{name}-{region}.keys"
+        made = f"{id_prefix}-{secrets.token_hex(4)} {secrets.token_hex(32)}\n"
+        pairs = [line.split() for line in read_or_make(path, made, what).splitlines()
+                 if line.strip()]
+    return [(kid, bytes.fromhex(secret)) for kid, secret in pairs]

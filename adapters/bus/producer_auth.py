@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
 from pathlib import Path
 
-from safeguards.adapters.keyfiles import read_or_make, state_dir
+from safeguards.adapters.keyfiles import shared_secrets
 from safeguards.core.ids import validate_region
 
 PRODUCER_HEADER = "Sg-Producer"
@@ -62,12 +60,5 @@ class ProducerKeys:
 
 def load_producer_keys(region: str, directory: Path | None = None) -> ProducerKeys:
     region = validate_region(region)
-    raw = os.environ.get(f"SAFEGUARDS_PRODUCER_KEYS_{region.upper()}")
-    if raw:
-        pairs = [part.strip().split(":", 1) for part in raw.split(",") if part.strip()]
-    else:
-        path = state_dir(directory) / f"producer-{region}.keys"
-        made = f"p-{secrets.token_hex(4)} {secrets.token_hex(32)}\n"
-        text = read_or_make(path, made, f"the {region} region's producer key")
-        pairs = [line.split() for line in text.splitlines() if line.strip()]
-    return ProducerKeys([(kid, bytes.fromhex(secret)) for kid, secret in pairs])
+    return ProducerKeys(shared_secrets(region, "producer", id_prefix="p", directory=directory,
+                                       what=f"the {region} region's producer key"))

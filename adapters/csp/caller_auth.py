@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
 import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ from typing import NoReturn, Protocol, TypeVar
 
 from safeguards.adapters.csp.identity import API_KEY_HEADER, ORGANIZATION_HEADER, PROJECT_HEADER
 from safeguards.adapters.csp.messages_api import BadRequest
-from safeguards.adapters.keyfiles import read_or_make, state_dir
+from safeguards.adapters.keyfiles import shared_secrets
 from safeguards.core.ids import validate_region
 
 ASSERTION_HEADER = "x-csp-caller-assertion"
@@ -126,15 +124,9 @@ def _is_loopback(peer: str | None) -> bool:
 
 def load_caller_keys(region: str, directory: Path | None = None) -> list[CallerKey]:
     region = validate_region(region)
-    raw = os.environ.get(f"SAFEGUARDS_CALLER_KEYS_{region.upper()}")
-    if raw:
-        pairs = [part.strip().split(":", 1) for part in raw.split(",") if part.strip()]
-    else:
-        path = state_dir(directory) / f"caller-{region}.keys"
-        made = f"dev-{secrets.token_hex(4)} {secrets.token_hex(32)}\n"
-        text = read_or_make(path, made, f"the {region} region's development caller key")
-        pairs = [line.split() for line in text.splitlines() if line.strip()]
-    return [CallerKey(kid, bytes.fromhex(secret)) for kid, secret in pairs]
+    return [CallerKey(kid, secret) for kid, secret in shared_secrets(
+        region, "caller", id_prefix="dev", directory=directory,
+        what=f"the {region} region's development caller key")]
 
 
 class SignedCaller:
