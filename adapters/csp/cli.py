@@ -39,6 +39,9 @@ def register(sub: Any) -> None:
     extproc.add_argument("--account-header", default="x-csp-account-id")
     extproc.add_argument("--partitions", type=int, default=16)
     extproc.add_argument("--policy", type=Path)
+    extproc.add_argument("--caller-auth", choices=("required", "loopback"), default="required",
+                         help="required: each request carries the front door's signed caller "
+                              "assertion; loopback: unsigned when Envoy calls from this machine")
     extproc.add_argument("--metrics-port", type=int, default=9464,
                          help="serve Prometheus metrics on this port (0: none)")
     extproc.set_defaults(handler=_extproc)
@@ -90,5 +93,5 @@ def _extproc(args: argparse.Namespace) -> int:
 
     config = ExtProcConfig(region=args.region, nats_url=args.nats, listen=args.listen,
                            account_header=args.account_header, partitions=args.partitions,
-                           metrics_port=args.metrics_port)
+                           metrics_port=args.metrics_port, caller_auth=args.caller_auth)
     return _run(serve_extproc, config, _policy(args.policy))

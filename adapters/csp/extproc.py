@@ -34,6 +34,12 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 
 from safeguards.adapters.csp.admission import Admission, Admitted
+from safeguards.adapters.csp.caller_auth import (
+    ASSERTION_HEADER,
+    CallerAuth,
+    CallerKey,
+    load_caller_keys,
+)
 from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision, refusal
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.identity import Caller, IdentityHeaders
@@ -69,6 +75,10 @@ class ExtProcConfig:
     feed_heartbeat_s: float = 1.0
     freeze_gc_after_sync: bool = False  # a server process: move the loaded cache out of GC scans
     metrics_port: int = 0  # a Prometheus /metrics endpoint on this port (0: none)
+    # Caller authentication, as on the proxy: "required", or "loopback" (unsigned requests when
+    # the front door, Envoy, calls from this machine); keys: load_caller_keys.
+    caller_auth: str = "required"
+    caller_keys: tuple[CallerKey, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -76,6 +86,9 @@ class _Exchange:
     """What one HTTP exchange has shown so far."""
 
     caller: Caller | None = None
+    identity: dict[str, str] = field(default_factory=dict)  # the identity headers as sent
+    proof: str | None = None  # the caller assertion
+    peer: str | None = None  # the front door's address (the gRPC peer)
     gated: bool = False  # a POST to /v1/messages
     body: bytearray = field(default_factory=bytearray)
     admitted: Admitted | None = None
@@ -122,6 +135,21 @@ def _body_response(body: bytes | None = None, *, clear: bool = False,
     return pb.BodyResponse(response=common)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _peer_host(context: Any) -> str | None:
+    """The gRPC peer's address (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``) without its port."""
+    peer = str(context.peer()) if context is not None else ""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return None
+
+
 def _header(headers: Any, name: str) -> str | None:
     for h in headers.headers:
         if h.key.lower() == name:
@@ -138,12 +166,14 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.admission = admission
         self.metrics = metrics
         self.identity = identity
+        keys = config.caller_keys or tuple(load_caller_keys(config.region))
+        self.caller_auth = CallerAuth(list(keys), config.caller_auth, config.account_header)
         self.exchanges = 0
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
                       context: Any) -> AsyncIterator[pb.ProcessingResponse]:
         self.exchanges += 1
-        ex = _Exchange()
+        ex = _Exchange(peer=_peer_host(context))
         try:
             async for message in request_iterator:
                 response = await self._handle(ex, message)
@@ -176,9 +206,14 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             return pb.ProcessingResponse(request_headers=_continue_headers())
         ex.gated = True
         try:
-            ex.caller = self.identity.caller(
-                (h.key.lower(), h.raw_value if h.raw_value else str(h.value))
-                for h in headers.headers.headers)
+            pairs = [(h.key.lower(), h.raw_value if h.raw_value else str(h.value))
+                     for h in headers.headers.headers]
+            ex.caller = self.identity.caller(pairs)
+            ex.identity = {k: _text(v) for k, v in pairs if k in self.identity.names}
+            proofs = [_text(v) for k, v in pairs if k == ASSERTION_HEADER]
+            if len(proofs) > 1:
+                raise BadRequest(400, f"duplicate {ASSERTION_HEADER} header")
+            ex.proof = proofs[0] if proofs else None
             declared = _header(headers.headers, "content-length")
             limit = self.config.max_body_bytes
             if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -204,6 +239,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 raise BadRequest(413, f"request body exceeds {self.config.max_body_bytes} bytes")
             if not body.end_of_stream:
                 return pb.ProcessingResponse(request_body=_body_response())
+            self.caller_auth.check(ex.identity, ex.proof, bytes(ex.body), ex.peer, time.time())
             admitted = await self.admission.admit(ex.caller, bytes(ex.body), "ext_proc")
         except BadRequest as exc:
             self.metrics.rejected_requests.labels(str(exc.status)).inc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -14,6 +15,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from safeguards.adapters.classifier.nats_service import ClassifierService
+from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, CallerKey, assertion
 from safeguards.adapters.csp.extproc import ExtProcConfig, ExtProcServer
 from safeguards.adapters.csp.messages_api import SAFETY_PROMPT, sse
 from safeguards.core.codec import decode_signal
@@ -22,6 +24,7 @@ from safeguards.core.policy import Policy
 from safeguards.core.subjects import stream_name
 
 CANARY = "CANARY-ext-proc-91b2"
+DOOR = CallerKey("door-1", bytes(range(32)))
 ClassifierEnv = Callable[[], contextlib.AbstractAsyncContextManager[ClassifierService]]
 
 # Real texts scored by the shipped default model: a recipe question is clear on every category,
@@ -71,10 +74,12 @@ class Exchange:
 
 
 @contextlib.asynccontextmanager
-async def ext_proc(region: Region, nats_url: str, policy: Policy) -> AsyncIterator[
-        tuple[ExtProcServer, pb_grpc.ExternalProcessorStub]]:
+async def ext_proc(region: Region, nats_url: str, policy: Policy, caller_auth: str = "loopback"
+                   ) -> AsyncIterator[tuple[ExtProcServer, pb_grpc.ExternalProcessorStub]]:
+    """An ext_proc server; by default Envoy (this test, on 127.0.0.1) sends unsigned callers."""
     server = ExtProcServer(ExtProcConfig(region=region.name, nats_url=nats_url,
-                                         listen="127.0.0.1:0", feed_heartbeat_s=0.25), policy)
+                                         listen="127.0.0.1:0", feed_heartbeat_s=0.25,
+                                         caller_auth=caller_auth, caller_keys=(DOOR,)), policy)
     async with server.running():
         assert server.feed is not None
         await eventually(server.feed.ready.is_set, 10)
@@ -258,3 +263,32 @@ async def test_an_organisation_blocks_on_headers_and_duplicate_identity_is_refus
         status, body = immediate(await Exchange(stub.Process()).send(
             pb.ProcessingRequest(request_headers=twice)))
         assert status == 400 and "duplicate" in json.dumps(body)
+
+
+async def test_a_required_caller_assertion_is_checked_on_the_body(
+        region: Region, nats_url: str, test_policy: Policy) -> None:
+    doc = body_of(BENIGN)
+    raw = json.dumps(doc).encode()
+    async with ext_proc(region, nats_url, test_policy, caller_auth="required") as (server, stub):
+        unsigned = Exchange(stub.Process())
+        await unsigned.send(request_headers("acct-door"))
+        status, _ = immediate(await unsigned.send(request_body(doc)))
+        await unsigned.close()
+        assert status == 401
+
+        proof = assertion(DOOR, account="acct-door", body=raw, now=time.time())
+        signed = Exchange(stub.Process())
+        pairs = {":method": "POST", ":path": "/v1/messages", "x-csp-account-id": "acct-door",
+                 ASSERTION_HEADER: proof}
+        await signed.send(pb.ProcessingRequest(request_headers=headers(pairs)))
+        answer = await signed.send(request_body(raw))
+        assert not answer.HasField("immediate_response")  # admitted
+        await signed.close()
+
+        stolen = Exchange(stub.Process())  # the same proof for another account
+        await stolen.send(pb.ProcessingRequest(request_headers=headers(
+            pairs | {"x-csp-account-id": "acct-victim"})))
+        status, _ = immediate(await stolen.send(request_body(raw)))
+        await stolen.close()
+        assert status == 401
+        assert server.service.caller_auth.refused == {"unsigned": 1, "bad_signature": 1}
