@@ -27,9 +27,11 @@ import asyncpg
 
 from safeguards.adapters.embedded.scratch import scratch_database
 from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.adapters.store.chain_keys import chain_row, load_chain_key
 from safeguards.adapters.store.pg_sql import EVENT_COLUMNS
 from safeguards.adapters.store.validation import DEFAULT_SNAPSHOT_EVERY
 from safeguards.core.backtest import strike_potential
+from safeguards.core.chain import GENESIS, link
 from safeguards.core.codec import pack_body
 from safeguards.core.ports import AppendRequest, AppendResult
 from safeguards.core.state import fold, initial_state
@@ -59,15 +61,21 @@ def build_rounds(accounts: int, rounds: int, per_append: int) -> list[list[Appen
 
 
 def baseline_rows(rounds: list[list[AppendRequest]]) -> list[tuple[Any, ...]]:
+    """The rows the store writes, chain links included (computed here, untimed)."""
     rows = []
     position = 0
+    key = load_chain_key(REGION)
+    heads: dict[str, bytes] = {}
     for batch in rounds:
         for request in batch:
             for e in request.events:
                 position += 1
+                body = pack_body(e.body)
+                chained = heads[e.account_id] = link(key, heads.get(e.account_id, GENESIS),
+                                                     chain_row(e, body, None))
                 rows.append((e.account_id, e.version, position, REGION, e.event_id, e.type,
                              e.schema_version, e.occurred_at, e.causation_id, e.correlation_id,
-                             e.policy_version, pack_body(e.body), strike_potential(e.body)))
+                             e.policy_version, body, strike_potential(e.body), chained))
     return rows
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from safeguards.core.chain import ChainRow
 from safeguards.core.errors import ConcurrencyConflict
 from safeguards.core.events import Event
 from safeguards.core.state import AccountState
@@ -112,6 +113,11 @@ class EventStore(Protocol):
     async def load_many(self, account_ids: Sequence[str]) -> dict[str, AccountState]:
         """``load`` of many accounts in a few round trips (a node taking over partitions
         activates thousands); an account without events gets its initial state."""
+        ...
+
+    async def chain(self, account_id: str) -> list[ChainRow]:
+        """The account's stored events with their chain links, in version order, as stored
+        (``core.chain.verify`` checks them)."""
         ...
 
     async def history(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from safeguards.adapters.store.chain_keys import chain_row, load_chain_key
 from safeguards.adapters.store.reviews import REVIEW_TYPES, open_review
 from safeguards.adapters.store.validation import (
     DEFAULT_SNAPSHOT_EVERY,
@@ -27,6 +28,7 @@ from safeguards.adapters.store.validation import (
 from safeguards.core import codec
 from safeguards.core import state as fold_module
 from safeguards.core.backtest import strike_potential
+from safeguards.core.chain import GENESIS, ChainRow, link
 from safeguards.core.errors import ConcurrencyConflict, InvalidInput
 from safeguards.core.events import Event
 from safeguards.core.ids import validate_account_id, validate_region
@@ -51,6 +53,7 @@ class _Outbox:
 @dataclass
 class _Stream:
     events: list[Event] = field(default_factory=list)
+    chains: list[bytes] = field(default_factory=list)  # each event's chain link (core.chain)
     # (version, fold version) -> encoded state; encoded so FOLD_VERSION changes are honoured
     snapshots: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
@@ -58,10 +61,12 @@ class _Stream:
 class InMemoryEventStore:
     """One region's event store in process memory."""
 
-    def __init__(self, region: str, *, snapshot_every: int = DEFAULT_SNAPSHOT_EVERY) -> None:
+    def __init__(self, region: str, *, snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+                 chain_key: bytes | None = None) -> None:
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be >= 1")
         self._region = validate_region(region)
+        self._chain_key = chain_key or load_chain_key(self._region)
         self.snapshot_every = snapshot_every
         self._streams: dict[str, _Stream] = {}
         self._feed: list[Event] = []  # index i holds position i + 1
@@ -95,6 +100,10 @@ class InMemoryEventStore:
             self._inbox.add(request.inbox_key)
         if request.events:
             stream = self._streams.setdefault(request.account_id, _Stream())
+            for event in request.events:
+                previous = stream.chains[-1] if stream.chains else GENESIS
+                row = chain_row(event, codec.pack_body(event.body), None)
+                stream.chains.append(link(self._chain_key, previous, row))
             stream.events.extend(request.events)
             self._feed.extend(request.events)
             self._event_ids.update(event_ids)
@@ -170,6 +179,14 @@ class InMemoryEventStore:
         for account_id in account_ids:
             validate_account_id(account_id)
         return {a: self._state(a, self._version(a)) for a in account_ids}
+
+    async def chain(self, account_id: str) -> list[ChainRow]:
+        validate_account_id(account_id)
+        stream = self._streams.get(account_id)
+        if stream is None:
+            return []
+        return [chain_row(e, codec.pack_body(e.body), c)
+                for e, c in zip(stream.events, stream.chains, strict=True)]
 
     async def history(
         self,

@@ -26,6 +26,7 @@ from safeguards.adapters.store.validation import (
 )
 from safeguards.core import codec
 from safeguards.core import state as fold_module
+from safeguards.core.chain import ChainRow
 from safeguards.core.errors import InvalidInput
 from safeguards.core.events import Event
 from safeguards.core.ids import validate_account_id, validate_region
@@ -149,6 +150,14 @@ class PostgresReadSide:
             rows = await driver.fetch(sql.TAIL, account_id, state.version, hi,
                                       timeout=self._timeout)
         return fold(state, [event_from_row(r) for r in rows])
+
+    async def chain(self, account_id: str) -> list[ChainRow]:
+        validate_account_id(account_id)
+        async with self._connect() as conn:
+            driver = await self._driver(conn)
+            rows = await driver.fetch(sql.CHAIN, account_id, timeout=self._timeout)
+        return [ChainRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bytes(r[10]),
+                         None if r[11] is None else bytes(r[11])) for r in rows]
 
     async def history(
         self,

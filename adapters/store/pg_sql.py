@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 EVENT_COLUMNS = ("account_id", "version", "position", "region", "event_id", "type",
                  "schema_version", "occurred_at", "causation_id", "correlation_id",
-                 "policy_version", "body", "strike_potential")
+                 "policy_version", "body", "strike_potential", "chain_hash")
 
 LOCK_FEED = sa.text("SELECT last_position FROM feed_counter WHERE region = :region FOR UPDATE")
 CREATE_FEED = sa.text(
@@ -15,12 +15,19 @@ CREATE_FEED = sa.text(
     "ON CONFLICT (region) DO NOTHING"
 )
 # Current version of each account and which of the batch's inbox keys are already recorded.
+# Each account's newest version and chain link, and which inbox keys are already taken.
 PRECHECK = """
-SELECT 0 AS kind, a.id AS key,
-       (SELECT max(e.version) FROM events e WHERE e.account_id = a.id) AS version
+SELECT 0 AS kind, a.id AS key, h.version, h.chain_hash
   FROM unnest($1::text[]) AS a(id)
+  LEFT JOIN LATERAL (SELECT e.version, e.chain_hash FROM events e WHERE e.account_id = a.id
+                      ORDER BY e.version DESC LIMIT 1) h ON true
 UNION ALL
-SELECT 1, i.inbox_key, NULL FROM inbox i WHERE i.inbox_key = ANY($2::text[])
+SELECT 1, i.inbox_key, NULL, NULL FROM inbox i WHERE i.inbox_key = ANY($2::text[])
+"""
+CHAIN = """
+SELECT account_id, version, region, event_id, type, schema_version, occurred_at, causation_id,
+       correlation_id, policy_version, body, chain_hash
+  FROM events WHERE account_id = $1 ORDER BY version
 """
 KNOWN_EVENT_IDS = "SELECT event_id FROM events WHERE event_id = ANY($1::text[])"
 # Inbox rows, outbox rows and the feed counter in one statement, one round trip.

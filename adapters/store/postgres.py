@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from safeguards.adapters.store import pg_sql as sql
 from safeguards.adapters.store.bodies import BodyPacker
+from safeguards.adapters.store.chain_keys import load_chain_key
 from safeguards.adapters.store.pg_reads import PostgresReadSide
 from safeguards.adapters.store.pg_sql import EVENT_COLUMNS
 from safeguards.adapters.store.validation import (
@@ -53,6 +54,7 @@ from safeguards.adapters.store.validation import (
 from safeguards.core import codec
 from safeguards.core import state as fold_module
 from safeguards.core.backtest import strike_potential
+from safeguards.core.chain import GENESIS, link_values
 from safeguards.core.errors import ConcurrencyConflict
 from safeguards.core.ports import (
     AppendRequest,
@@ -89,11 +91,13 @@ class PostgresEventStore(PostgresReadSide):
         connect_timeout_s: float = 10.0,
         pool_size: int = 10,
         recent_states: int = 10_000,
+        chain_key: bytes | None = None,
     ) -> None:
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be >= 1")
         super().__init__(region, engine_or_url, statement_timeout_s=statement_timeout_s,
                          connect_timeout_s=connect_timeout_s, pool_size=pool_size)
+        self._chain_key = chain_key or load_chain_key(self._region)
         self.snapshot_every = snapshot_every
         self._bodies = BodyPacker()
         # account -> (fold version, state at the version this store last appended), LRU
@@ -185,10 +189,12 @@ class PostgresEventStore(PostgresReadSide):
         keys = [r.inbox_key for r in requests if r.inbox_key is not None]
         current: dict[str, int] = {}
         known_keys: set[str] = set()
-        for kind, key, version in await driver.fetch(sql.PRECHECK, accounts, keys,
-                                                     timeout=self._timeout):
+        heads: dict[str, bytes] = {}  # each account's newest chain link (core.chain)
+        for kind, key, version, head in await driver.fetch(sql.PRECHECK, accounts, keys,
+                                                           timeout=self._timeout):
             if kind == 0:
                 current[key] = version or 0
+                heads[key] = head or GENESIS
             else:
                 known_keys.add(key)
         known_ids: set[str] = set()
@@ -237,8 +243,8 @@ class PostgresEventStore(PostgresReadSide):
                 # A generator, not a list: asyncpg streams the COPY in chunks as it encodes, so
                 # the server indexes one chunk while this process packs and folds the next.
                 await driver.copy_records_to_table(
-                    "events", records=self._rows(accepted, last, states), columns=EVENT_COLUMNS,
-                    timeout=self._timeout)
+                    "events", records=self._rows(accepted, last, states, heads),
+                    columns=EVENT_COLUMNS, timeout=self._timeout)
             except Exception as exc:
                 if getattr(exc, "constraint_name", None) == "events_event_id_key" and \
                         not check_event_ids:
@@ -276,12 +282,15 @@ class PostgresEventStore(PostgresReadSide):
         states[account] = None if base is None else fold(base, request.events)
 
     def _rows(self, accepted: list[AppendRequest], last: int,
-              states: dict[str, AccountState | None]) -> Iterator[tuple[Any, ...]]:
-        """The COPY rows of the accepted appends, with feed positions after ``last``; each
-        request's events are folded into ``states`` once its rows are out."""
+              states: dict[str, AccountState | None],
+              heads: dict[str, bytes]) -> Iterator[tuple[Any, ...]]:
+        """The COPY rows of the accepted appends, with feed positions after ``last`` and each
+        event's chain link after ``heads`` (updated); each request's events are folded into
+        ``states`` once its rows are out."""
         position = last
         region = self._region
         pack = self._bodies.pack  # codec.pack_body's bytes; see bodies.py
+        key = self._chain_key
         for request in accepted:
             for e in request.events:
                 position += 1
@@ -290,9 +299,14 @@ class PostgresEventStore(PostgresReadSide):
                 except (TypeError, ValueError, OverflowError) as exc:
                     # Aborts the COPY, so the whole transaction: nothing of the batch is written.
                     raise UnencodableBody(e.version, exc) from None
-                yield (e.account_id, e.version, position, region, e.event_id, e.body.TYPE,
-                       e.body.SCHEMA_VERSION, e.occurred_at, e.causation_id, e.correlation_id,
-                       e.policy_version, body, strike_potential(e.body))
+                kind = e.body
+                chained = heads[e.account_id] = link_values(
+                    key, heads[e.account_id], e.account_id, e.version, e.region, e.event_id,
+                    kind.TYPE, kind.SCHEMA_VERSION, e.occurred_at, e.causation_id,
+                    e.correlation_id, e.policy_version, body)
+                yield (e.account_id, e.version, position, region, e.event_id, kind.TYPE,
+                       kind.SCHEMA_VERSION, e.occurred_at, e.causation_id, e.correlation_id,
+                       e.policy_version, body, strike_potential(kind), chained)
             self._advance(states, request)
 
     async def _write_snapshots(self, conn: AsyncConnection, due: dict[str, int]) -> None:

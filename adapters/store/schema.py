@@ -31,6 +31,8 @@ events = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),  # msgpack of the typed body (codec)
     # the highest score this event could strike on under any policy (core.backtest)
     sa.Column("strike_potential", sa.Float(precision=24), nullable=False, server_default="1"),
+    # the event's keyed chain link (core.chain); NULL for rows written before migration 0004
+    sa.Column("chain_hash", sa.LargeBinary, nullable=True),
     sa.PrimaryKeyConstraint("account_id", "version", name="events_account_version_key"),
     sa.UniqueConstraint("event_id", name="events_event_id_key"),
     sa.UniqueConstraint("region", "position", name="events_feed_key"),
