@@ -14,6 +14,8 @@ runs each attack against it and checks its effect through the proxy, as a caller
   keep serving and committing;
 - forged inputs: high-confidence weapons scores published straight to an account's input
   subject, and harmful content planted on its content subject (to get an account suspended);
+- reading prompts off the bus (content and classify subjects), and answering the gates'
+  classify requests from inside the classifier's queue group with all-clear scores;
 - fail-open start: a second proxy started while its NATS is unreachable, with no snapshot;
 - forged operator actions: an operator ``clear`` published by anyone who can reach NATS,
   unsigned, signed with a key no operator of the region holds, and signed by a registered analyst
@@ -41,6 +43,7 @@ import httpx
 import nats
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from safeguards.adapters.bus.signing import KEY_ID_HEADER, CommandSigner, load_signer
 from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, CallerKey, assertion
@@ -49,8 +52,15 @@ from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.embedded import free_port
 from safeguards.adapters.operators import OperatorSigner, add_operator
 from safeguards.adapters.store import PostgresEventStore
-from safeguards.core.codec import decode_command, encode_command, encode_record, encode_signal
-from safeguards.core.content import ContentItem
+from safeguards.core.codec import (
+    decode_command,
+    decode_record,
+    encode_command,
+    encode_record,
+    encode_signal,
+)
+from safeguards.core.content import ClassifyReply, ClassifyRequest, ContentItem
+from safeguards.core.errors import CodecError
 from safeguards.core.events import OperatorActionTaken, ScoreRecorded, Signal
 from safeguards.core.policy import default_policy
 from safeguards.core.subjects import (
@@ -182,6 +192,50 @@ async def forged_inputs(b: Bench) -> None:
         b.record("planted_content", await store.history(planted) == [])
 
 
+async def eavesdrop_and_hijack(b: Bench) -> None:
+    """Reading prompts off the bus, and answering the gates' classify requests in the
+    classifier's queue group with all-clear scores so harmful prompts are served."""
+    canary = f"canary {secrets.token_hex(8)} in a prompt"
+    seen: list[bytes] = []
+
+    async def keep(msg: Msg) -> None:
+        seen.append(msg.data)
+
+    taps = [await b.nc.subscribe(f"sg.{REGION}.content.>", cb=keep),
+            await b.nc.subscribe(f"sg.{REGION}.classify", cb=keep)]
+    body = json.dumps({"model": "m", "max_tokens": 8,
+                       "messages": [{"role": "user", "content": canary}]}).encode()
+    await b.status(f"acct-{secrets.token_hex(4)}", body=body)
+    await anyio.sleep(1.0)
+    for tap in taps:
+        await tap.unsubscribe()
+    b.record("eavesdrop_prompt_text", bool(seen) and not any(canary.encode() in m for m in seen))
+
+    harmful = json.dumps({"model": "m", "max_tokens": 8,
+                          "messages": [{"role": "user", "content": HARMFUL}]}).encode()
+    baseline = [await b.status(f"acct-{secrets.token_hex(4)}", body=harmful) for _ in range(4)]
+
+    async def all_clear(msg: Msg) -> None:
+        try:  # sealed requests cannot be read: answer all-clear for an unknown request id
+            request_id = decode_record(msg.data, ClassifyRequest).request_id
+        except CodecError:
+            request_id = ""
+        await msg.respond(encode_record(ClassifyReply(request_id, "forged", "1", ())))
+
+    async def steal(msg: Msg) -> None:
+        return None  # take the request and never answer: the gate's screen times out
+
+    for name, cb in (("classify_reply_hijack", all_clear), ("classify_request_theft", steal)):
+        tap = await b.nc.subscribe(f"sg.{REGION}.classify", queue="classifier", cb=cb)
+        await b.nc.flush()
+        during = [await b.status(f"acct-{secrets.token_hex(4)}", body=harmful)
+                  for _ in range(8)]
+        await tap.unsubscribe()
+        print(f"harmful prompt from fresh accounts: {baseline} without, {during} during "
+              f"{name}", flush=True)
+        b.record(name, during.count(200) <= baseline.count(200))
+
+
 async def fail_open_start(b: Bench, victim: str) -> None:
     dead = f"nats://127.0.0.1:{free_port()}"
     region = "zz" + secrets.token_hex(2)  # its own region: no snapshot of anything
@@ -233,7 +287,7 @@ async def run(tmp: Path) -> dict[str, object]:
                 assert await b.until_status(victim, 403), "the L5 override never applied"
                 steps: list[Callable[[], Awaitable[None]]] = [
                     lambda: forged_enforcement(b, victim), lambda: identity(b, victim),
-                    lambda: poison(b), lambda: forged_inputs(b),
+                    lambda: poison(b), lambda: forged_inputs(b), lambda: eavesdrop_and_hijack(b),
                     lambda: fail_open_start(b, victim),
                     lambda: forged_operator(b, victim)]
                 for step in steps:

@@ -8,6 +8,10 @@ a key they trust made that MAC for that subject; anything else (a score forged t
 suspended, content planted in someone's name) is dead-lettered as an alarm. Operator actions are
 proven by their operator's signature instead (``adapters.operators``).
 
+Content (prompt and completion text) is also sealed on the bus: AES-256-GCM under a key derived
+from the producer key, the subject as associated data (``seal``/``open``), so whoever can
+subscribe to the content stream without the key reads nothing.
+
 Keys: ``SAFEGUARDS_PRODUCER_KEYS_<REGION>`` (``kid:hex,...``; the first signs, all verify, so
 keys rotate) where set, else ``$SAFEGUARDS_STATE_DIR/producer-<region>.keys`` (``kid hex`` per
 line), made on first use for the embedded default.
@@ -17,13 +21,26 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from safeguards.adapters.keyfiles import shared_secrets
 from safeguards.core.ids import validate_region
 
 PRODUCER_HEADER = "Sg-Producer"
 DOMAIN = b"safeguards producer message v1"
+SEALED = b"SGC1"  # sealed content: SEALED, key id length, key id, 12-byte nonce, ciphertext
+
+
+class Unsealable(ValueError):
+    """Content that is not sealed under a key this region trusts, or was altered."""
+
+
+def _content_key(secret: bytes) -> AESGCM:
+    return AESGCM(hashlib.sha256(b"safeguards content key v1\x1f" + secret).digest())
 
 
 def _mac(secret: bytes, subject: str, data: bytes) -> str:
@@ -40,6 +57,27 @@ class ProducerKeys:
                 raise ValueError(f"producer key {kid!r}: an id without ':' and 32+ bytes")
         self.signing_id, self._signing = keys[0]
         self._trusted = dict(keys)
+        self._sealers = {kid: _content_key(secret) for kid, secret in keys}
+
+    def seal(self, subject: str, plain: bytes) -> bytes:
+        nonce = os.urandom(12)
+        kid = self.signing_id.encode("ascii")
+        sealed = self._sealers[self.signing_id].encrypt(nonce, plain, subject.encode("ascii"))
+        return b"".join((SEALED, bytes([len(kid)]), kid, nonce, sealed))
+
+    def open(self, subject: str, data: bytes) -> bytes:
+        if not data.startswith(SEALED) or len(data) < 6:
+            raise Unsealable("not sealed content")
+        n = data[4]
+        kid = data[5:5 + n].decode("ascii", "replace")
+        sealer = self._sealers.get(kid)
+        if sealer is None:
+            raise Unsealable("sealed under a key this region does not trust")
+        nonce, sealed = data[5 + n:17 + n], data[17 + n:]
+        try:
+            return sealer.decrypt(nonce, sealed, subject.encode("ascii"))
+        except InvalidTag:
+            raise Unsealable("sealed content was altered") from None
 
     def headers(self, subject: str, data: bytes) -> dict[str, str]:
         return {PRODUCER_HEADER: f"{self.signing_id}:{_mac(self._signing, subject, data)}"}

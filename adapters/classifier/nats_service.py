@@ -38,7 +38,7 @@ from nats.js.errors import APIError
 from safeguards.adapters.bus.dlq import DeadLetters, header_safe
 from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.inbound import JetStreamMessage
-from safeguards.adapters.bus.producer_auth import ProducerKeys
+from safeguards.adapters.bus.producer_auth import ProducerKeys, Unsealable
 from safeguards.adapters.bus.streams import (
     content_config,
     dlq_config,
@@ -161,12 +161,19 @@ class ClassifierService:
             limiter.release()
 
     async def _handle_content(self, msg: Msg) -> None:
-        if self.producer is not None and (why := self.producer.problem(
-                msg.subject, msg.data, dict(msg.headers or {}))) is not None:
-            await self._dead_letter(msg, why, None)  # planted in someone's name: an alarm
-            return
+        data = msg.data
+        if self.producer is not None:
+            why = self.producer.problem(msg.subject, data, dict(msg.headers or {}))
+            if why is None:
+                try:
+                    data = self.producer.open(msg.subject, data)  # sealed by the gate
+                except Unsealable as exc:
+                    why = f"content_unsealable: {exc}"
+            if why is not None:
+                await self._dead_letter(msg, why, None)  # planted in someone's name: an alarm
+                return
         try:
-            item = decode_record(msg.data, ContentItem)
+            item = decode_record(data, ContentItem)
         except CodecError as exc:
             await self._dead_letter(msg, "undecodable", exc)
             return
@@ -330,8 +337,10 @@ class ClassifierService:
 
     async def _handle_classify(self, msg: Msg, received: float) -> None:
         try:
-            req = decode_record(msg.data, ClassifyRequest)
-        except CodecError:
+            data = msg.data if self.producer is None else self.producer.open(msg.subject,
+                                                                             msg.data)
+            req = decode_record(data, ClassifyRequest)
+        except (CodecError, Unsealable):
             await self._reply_error(msg, "", "malformed")
             return
         if req.region != self.region:
@@ -371,9 +380,12 @@ class ClassifierService:
     async def _reply(self, msg: Msg, reply: ClassifyReply) -> None:
         if not msg.reply:
             return  # a publish without a reply subject: nobody is waiting
+        data = encode_record(reply)
+        if self.producer is not None:  # sealed for the asking gate's inbox
+            data = self.producer.seal(msg.reply, data)
         try:
             with anyio.fail_after(self.settings.publish_timeout_s):
-                await msg.respond(encode_record(reply))
+                await msg.respond(data)
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("classify reply not sent: %s", type(exc).__name__)
             return

@@ -2,7 +2,8 @@
 
 One NATS request per call, bounded by the policy's deadline. The answer is the scores, or None
 with the reason it is missing (``classifier_timeout``, ``classifier_unavailable``,
-``classifier_error``), which the gate turns into a counted fail-open or fail-closed decision.
+``classifier_error``), which the gate turns into a counted fail-open or fail-closed decision;
+``classifier_forged`` (an answer not sealed by the region's classifier) always fails closed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import anyio
 import nats
 
+from safeguards.adapters.bus.producer_auth import ProducerKeys, Unsealable
 from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.core.codec import decode_record, encode_record
 from safeguards.core.content import ClassifyReply, ClassifyRequest
@@ -26,8 +28,12 @@ _REPLY_FAILURES = {"deadline": "classifier_timeout", "overloaded": "classifier_u
 
 
 class SyncClassifier:
-    def __init__(self, link: BusLink | None, region: str, deadline_ms: float) -> None:
+    def __init__(self, link: BusLink | None, region: str, deadline_ms: float,
+                 producer: ProducerKeys | None = None) -> None:
+        """``producer``: the region's producer keys; the request (the prompt) goes out sealed
+        and only a reply sealed under them counts (None: plain, for tests)."""
         self.link = link
+        self.producer = producer
         self.region = region
         self.subject = classify_subject(region)
         self.deadline_ms = deadline_ms
@@ -46,9 +52,12 @@ class SyncClassifier:
         request = ClassifyRequest(request_id=request_id, region=self.region, kind=kind,
                                   text=text, deadline_ms=deadline_ms)
         deadline_s = deadline_ms / 1000
+        payload = encode_record(request)
+        if self.producer is not None:
+            payload = self.producer.seal(self.subject, payload)
         try:
             with anyio.fail_after(deadline_s + 0.05):
-                reply = await nc.request(self.subject, encode_record(request), timeout=deadline_s)
+                reply = await nc.request(self.subject, payload, timeout=deadline_s)
         except nats.errors.NoRespondersError:
             return None, "classifier_unavailable"
         except (TimeoutError, nats.errors.TimeoutError):
@@ -56,11 +65,15 @@ class SyncClassifier:
         except (OSError, nats.errors.Error):
             return None, "classifier_unavailable"
         try:
-            answer = decode_record(reply.data, ClassifyReply)
+            data = reply.data if self.producer is None else self.producer.open(reply.subject,
+                                                                               reply.data)
+            answer = decode_record(data, ClassifyReply)
+        except Unsealable:  # not our classifier's answer: someone on the bus (fails closed)
+            return None, "classifier_forged"
         except CodecError:
             return None, "classifier_error"
         if answer.request_id != request_id:
-            return None, "classifier_error"
+            return None, "classifier_forged" if self.producer is not None else "classifier_error"
         if answer.error is not None:
             # The classifier's own verdicts on why it has no scores: it ran out of our deadline,
             # or it is shedding load / shutting down; anything else is an error.

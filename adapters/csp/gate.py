@@ -297,6 +297,13 @@ class Gate:
         ``clear_reason`` names what cleared it when no score did (the cascade's first stage)."""
         if not decision.needs_classify:
             return decision
+        if scores is None and failure.endswith("classifier_forged"):
+            # An answer that is not the region's classifier's: the path is under attack, and
+            # serving on it would let the attacker choose; refuse, even under screening.
+            self._fallback(failure, "closed")
+            final = self._stale_closed(decision)
+            self._count(final)
+            return final
         present = dict(scores) if scores is not None else {}
         closed_missing: list[str] = []
         borderline = refused = ""

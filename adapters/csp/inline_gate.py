@@ -91,13 +91,14 @@ class InlineGate:
             self.feed = EnforcementFeed(self.link, region, self.gate, verifier,
                                         heartbeat_s=config.feed_heartbeat_s, snapshot=snapshot)
             self.gate.synced = self._restore(snapshot, self.feed)
+        producer = load_producer_keys(region)  # signs and seals what the gate publishes
         self.telemetry = Telemetry(self.link, region, config.partitions,
                                    capacity=config.telemetry_capacity,
                                    workers=config.telemetry_workers,
                                    publish_timeout_s=config.publish_timeout_s,
-                                   linger_s=config.telemetry_linger_s,
-                                   producer=load_producer_keys(region))
-        self.classifier = SyncClassifier(self.link, region, policy.gate.classify_deadline_ms)
+                                   linger_s=config.telemetry_linger_s, producer=producer)
+        self.classifier = SyncClassifier(self.link, region, policy.gate.classify_deadline_ms,
+                                         producer)
         self.metrics = CspMetrics(self.gate, self.telemetry, self.feed)
         self.identity = IdentityHeaders(config.link_key or load_link_key(region),
                                         config.account_header)

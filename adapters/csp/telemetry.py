@@ -157,7 +157,9 @@ class Telemetry:
                     organization_id=request.organization_id,
                     api_key_fingerprint=request.api_key_fingerprint,
                 )
-                out.append((content, encode_record(record)))
+                data = encode_record(record)
+                out.append((content, data if self.producer is None
+                            else self.producer.seal(content, data)))
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:

@@ -16,6 +16,7 @@ import nats
 import pytest
 from csp_testkit import Region, RunningProxy
 
+from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.classifier.loader import LoadedModel, load_model
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer
@@ -99,8 +100,10 @@ def classifier_env(region: Region, nats_url: str,
         nc = await nats.connect(nats_url, name="csp-test-classifier")
         try:
             async with MicroBatchScorer(classifier_model) as scorer:
+                # the region's producer keys, as the gates under test seal and sign with them
                 service = ClassifierService(nc, region.name, scorer,
-                                            ClassifierSettings(partitions=16))
+                                            ClassifierSettings(partitions=16),
+                                            producer=load_producer_keys(region.name))
                 async with anyio.create_task_group() as tg:
                     await tg.start(service.run)
                     await nc.flush()

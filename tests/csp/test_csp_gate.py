@@ -82,6 +82,15 @@ def test_screening_fails_open(gate: Gate) -> None:
     assert stale.status == 200 and stale.screen_only
 
 
+def test_a_forged_classifier_answer_fails_closed_even_under_screening(gate: Gate) -> None:
+    """An answer the region's classifier did not seal means someone on the bus is answering:
+    serving on it would let them choose, so the request is refused and counted."""
+    d = gate.check(req("fresh"), T0)
+    forged = gate.resolve(d, None, failure="screen_classifier_forged")
+    assert (forged.reason, forged.status) == ("fail_closed", 529)
+    assert gate.fallbacks[("screen_classifier_forged", "closed")] == 1
+
+
 def test_only_newer_versions_apply(gate: Gate) -> None:
     policy = gate.policy
     assert gate.apply(command("a", 4, 5, policy))

@@ -13,6 +13,7 @@ import pytest
 from csp_testkit import Region, RunningProxy, eventually
 from nats.js import api
 
+from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.classifier.nats_service import ClassifierService
 from safeguards.adapters.csp.messages_api import SAFETY_PROMPT
 from safeguards.adapters.csp.upstream import Script
@@ -92,7 +93,11 @@ async def _test_sdk_non_streaming_and_streaming_pass_through(
     content = await js.pull_subscribe(f"sg.{region.name}.content.>",
                                       stream=stream_name(region.name, "CONTENT"),
                                       config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
-    items = [decode_record(m.data, ContentItem) for m in await content.fetch(4, timeout=5)]
+    fetched = await content.fetch(4, timeout=5)
+    # sealed on the bus: only holders of the region's producer key read the text
+    assert not any(b"hello there" in m.data for m in fetched)
+    keys = load_producer_keys(region.name)
+    items = [decode_record(keys.open(m.subject, m.data), ContentItem) for m in fetched]
     kinds = sorted(i.kind for i in items)
     assert kinds == ["completion", "completion", "prompt", "prompt"]
     assert any(i.text == "hello there" for i in items)
