@@ -24,7 +24,7 @@ import numpy as np
 
 from safeguards.adapters.classifier.loader import LoadedModel, load_model
 from safeguards.adapters.classifier.scorer import MicroBatchScorer, ScorerConfig
-from safeguards.adapters.classifier.train import longform
+from safeguards.adapters.classifier_training import longform
 
 
 def workload(n: int, seed: int = 7) -> list[str]:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from safeguards.adapters.classifier.loader import DEFAULT_MODEL_DIR, load_model
-from safeguards.adapters.classifier.train import ood
+from safeguards.adapters.classifier_training import ood
 
 
 def main() -> None:

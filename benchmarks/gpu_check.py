@@ -79,7 +79,7 @@ def pytorch_reference(model: LoadedModel, batch: int, seq: int, rounds: int) -> 
 
     from safeguards.adapters.classifier.encoder.build import encoder_weights
     from safeguards.adapters.classifier.encoder.source import read_files
-    from safeguards.adapters.classifier.train.finetune import Encoder, FinetuneConfig
+    from safeguards.adapters.classifier_training.finetune import Encoder, FinetuneConfig
 
     assert model.manifest.encoder is not None
     cfg, weights = encoder_weights(model.manifest.encoder, read_files(model.manifest.encoder))

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from safeguards.adapters.classifier.train.corpus.records import Record
+from safeguards.adapters.classifier_training.corpus.records import Record
 from safeguards.simulations.personas import Persona, PromptTemplate
 
 SEED = 20261201
@@ -52,6 +52,6 @@ def personas_from_rows(rows: Sequence[Record], *, per_kind: int, accounts: int =
 
 def heldout_personas(wheels: Path, *, per_kind: int = 40) -> list[Persona]:
     """Personas from the recipe's evaluation split, read from the archives in ``wheels``."""
-    from safeguards.adapters.classifier.train.ood import evaluation_rows
+    from safeguards.adapters.classifier_training.ood import evaluation_rows
 
     return personas_from_rows(evaluation_rows(wheels, per_kind, SEED), per_kind=per_kind)

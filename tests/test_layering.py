@@ -65,3 +65,14 @@ def test_the_actors_reach_the_bus_only_through_its_port() -> None:
     offenders = {path.relative_to(ROOT).as_posix() for path in (ROOT / "actors").rglob("*.py")
                  if any(m == "nats" or m.startswith("nats.") for m in imports_of(path))}
     assert offenders == set()
+
+
+def test_the_runtime_classifier_never_imports_its_training_code() -> None:
+    """Training (corpora, fine-tuning, calibration) lives in ``adapters/classifier_training``;
+    the served adapter reaches it only from its command line (``classifier train ...``)."""
+    runtime = ROOT / "adapters" / "classifier"
+    offenders = {path.relative_to(ROOT).as_posix() for path in runtime.rglob("*.py")
+                 if path.name != "cli.py" and any(
+                     m.startswith("safeguards.adapters.classifier_training")
+                     for m in imports_of(path))}
+    assert offenders == set()

@@ -88,7 +88,7 @@ def _missing_train_extra(exc: ImportError) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     try:
-        from safeguards.adapters.classifier.train.encoder_model import train as train_encoder
+        from safeguards.adapters.classifier_training.encoder_model import train as train_encoder
     except ImportError as exc:
         return _missing_train_extra(exc)
     manifest = train_encoder(args.out, args.wheels, version=args.version)
@@ -138,7 +138,7 @@ def _print_ood(report: dict[str, Any]) -> None:
 
 
 def _train_first_stage(args: argparse.Namespace) -> int:
-    from safeguards.adapters.classifier.train.first_stage import train_first_stage
+    from safeguards.adapters.classifier_training.first_stage import train_first_stage
 
     report = train_first_stage(args.out, args.wheels, version=args.version, cache=args.cache)
     print(f"wrote {args.out}/weights.safetensors and manifest.json")
@@ -148,7 +148,7 @@ def _train_first_stage(args: argparse.Namespace) -> int:
 
 def _train_lexical(args: argparse.Namespace) -> int:
     try:
-        from safeguards.adapters.classifier.train.train import train
+        from safeguards.adapters.classifier_training.train import train
     except ImportError as exc:
         return _missing_train_extra(exc)
     manifest = train(args.out, args.wheels, version=args.version)
@@ -167,7 +167,7 @@ def _train_lexical(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from safeguards.adapters.classifier.errors import ModelError
     from safeguards.adapters.classifier.loader import load_model
-    from safeguards.adapters.classifier.train.evaluate import read_jsonl, report
+    from safeguards.adapters.classifier_training.evaluate import read_jsonl, report
     from safeguards.core.errors import InvalidInput
 
     if args.file is None:
@@ -190,7 +190,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _eval_ood(args: argparse.Namespace) -> int:
     from safeguards.adapters.classifier.errors import ModelError
     from safeguards.adapters.classifier.loader import load_model
-    from safeguards.adapters.classifier.train import ood
+    from safeguards.adapters.classifier_training import ood
 
     try:
         model = load_model(args.model)

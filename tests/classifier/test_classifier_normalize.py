@@ -15,8 +15,8 @@ from safeguards.adapters.classifier.loader import LEXICAL_MODEL_DIR, load_model
 from safeguards.adapters.classifier.manifest import parse_manifest, read_manifest
 from safeguards.adapters.classifier.normalize import normalize
 from safeguards.adapters.classifier.text import prepare_text
-from safeguards.adapters.classifier.train.evaluate import score_texts
-from safeguards.adapters.classifier.train.generated import obfuscate
+from safeguards.adapters.classifier_training.evaluate import score_texts
+from safeguards.adapters.classifier_training.generated import obfuscate
 
 WORDS = st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=2, max_size=9),
                  min_size=1, max_size=8)

@@ -29,7 +29,7 @@ def test_training_rebuilds_the_shipped_model_byte_for_byte(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("sklearn")
     pytest.importorskip("skl2onnx")
-    from safeguards.adapters.classifier.train.sources import fetch_wheels
+    from safeguards.adapters.classifier_training.sources import fetch_wheels
     from safeguards.regions.command_line import main
 
     try:
@@ -68,7 +68,7 @@ def _same_up_to_rounding(a: Any, b: Any, where: str) -> None:
 
 def _probe_texts() -> list[str]:
     """Held-out phrasing the model never trained on: harmful, evasive and benign."""
-    from safeguards.adapters.classifier.train import generated
+    from safeguards.adapters.classifier_training import generated
 
     examples = [*generated.harmful_requests(300, seed=7, family="heldout"),
                 *generated.evasive_requests(300, seed=7, family="heldout"),

@@ -11,8 +11,8 @@ import pytest
 
 from safeguards.adapters.classifier.loader import LEXICAL_MODEL_DIR
 from safeguards.adapters.classifier.manifest import parse_manifest, read_manifest
-from safeguards.adapters.classifier.train import longform
-from safeguards.adapters.classifier.train.sources import Wheel, keyword_categories
+from safeguards.adapters.classifier_training import longform
+from safeguards.adapters.classifier_training.sources import Wheel, keyword_categories
 
 
 def test_reserved_evaluation_files_are_never_read(tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ def test_manifest_round_trips_through_json() -> None:
 
 
 def test_generated_families_are_deterministic_and_disjoint() -> None:
-    from safeguards.adapters.classifier.train import generated
+    from safeguards.adapters.classifier_training import generated
 
     a = generated.harmful_requests(300, seed=3, family="train")
     assert [e.text for e in a] == [e.text for e in generated.harmful_requests(
@@ -89,7 +89,7 @@ _UNSEEN_ONLY = {"backdoor", "bacteria", "bludgeon", "bootkit", "bump", "catalyti
 
 
 def test_evasive_families_are_deterministic_disjoint_and_labelled() -> None:
-    from safeguards.adapters.classifier.train import generated
+    from safeguards.adapters.classifier_training import generated
 
     a = generated.evasive_requests(500, seed=3, family="train")
     assert [e.text for e in a] == [e.text for e in generated.evasive_requests(
@@ -117,7 +117,7 @@ def test_evasive_families_are_deterministic_disjoint_and_labelled() -> None:
 
 def test_training_code_never_reads_the_simulation_personas() -> None:
     """The personas are the external test set for evasive requests."""
-    from safeguards.adapters.classifier.train import generated
+    from safeguards.adapters.classifier_training import generated
 
     package = Path(generated.__file__ or "").parent  # train/generated/, next to the trainers
     for path in [*package.parent.glob("*.py"), *package.glob("*.py")]:

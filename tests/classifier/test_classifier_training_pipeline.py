@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from safeguards.adapters.classifier.manifest import Calibration, LabelSpec
-from safeguards.adapters.classifier.train import heads as H
-from safeguards.adapters.classifier.train import ood, recipe
-from safeguards.adapters.classifier.train.corpus.records import Record
+from safeguards.adapters.classifier_training import heads as H
+from safeguards.adapters.classifier_training import ood, recipe
+from safeguards.adapters.classifier_training.corpus.records import Record
 
 
 def _rec(text: str, label: str, source: str, category: str | None = None,

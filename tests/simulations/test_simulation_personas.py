@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from safeguards.adapters.classifier.train.corpus.records import Record
+from safeguards.adapters.classifier_training.corpus.records import Record
 from safeguards.simulations.heldout import personas_from_rows
 from safeguards.simulations.personas import PersonaError, load_personas, parse_persona
 from safeguards.simulations.plan import plan_persona

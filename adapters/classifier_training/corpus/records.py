@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Final, TypeVar
 
-from safeguards.adapters.classifier.train.corpus import filters
+from safeguards.adapters.classifier_training.corpus import filters
 
 LABELS: Final = ("harmful", "jailbreak", "benign", "response_harmful", "response_benign")
 CATEGORIES: Final = ("jailbreak", "cyber", "weapons", "violence", "self_harm", "hate", "sexual",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import random
 
-from safeguards.adapters.classifier.train.generated.families import Family, _split
-from safeguards.adapters.classifier.train.sources import Example
+from safeguards.adapters.classifier_training.generated.families import Family, _split
+from safeguards.adapters.classifier_training.sources import Example
 
 # --- harmful requests ------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from safeguards.adapters.classifier.manifest import (
     LabelSpec,
     ModelManifest,
 )
-from safeguards.adapters.classifier.train.lexical_data import (
+from safeguards.adapters.classifier_training.lexical_data import (
     EXCLUDED_SOURCES,
     FINE_CHARS,
     MAX_CHARS,
@@ -39,12 +39,12 @@ from safeguards.adapters.classifier.train.lexical_data import (
     build_dataset,
     labels_matrix,
 )
-from safeguards.adapters.classifier.train.lexical_export import (
+from safeguards.adapters.classifier_training.lexical_export import (
     export_onnx,
     onnx_parity,
     write_manifest,
 )
-from safeguards.adapters.classifier.train.sources import WHEELS
+from safeguards.adapters.classifier_training.sources import WHEELS
 from safeguards.core.policy import default_policy
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ def _manifest(version: str, sha: str, labels: list[LabelSpec], *,
 # --- metrics ------------------------------------------------------------------------------------
 
 def _false_positive_rates(model: LoadedModel, data: Dataset) -> dict[str, Any]:
-    from safeguards.adapters.classifier.train import evaluate
+    from safeguards.adapters.classifier_training import evaluate
 
     return {
         "test_benign_package_sources": evaluate.false_positive_rate(model, [
@@ -224,7 +224,7 @@ def _obfuscated_recall(model: LoadedModel, data: Dataset, labels: list[LabelSpec
                        cats: list[str]) -> dict[str, Any]:
     """Recall per category on the obfuscated held-out requests, and the share flagged in any of
     their own categories."""
-    from safeguards.adapters.classifier.train import evaluate
+    from safeguards.adapters.classifier_training import evaluate
 
     obfuscated_report = evaluate.evaluate_examples(model, data.obfuscated_heldout)
     obfuscated_recall = {c: r["recall"] for c, r in obfuscated_report["categories"].items()
@@ -246,7 +246,7 @@ def _measure(model: LoadedModel, data: Dataset, fitted: _Fitted, cats: list[str]
     import skl2onnx
     import sklearn
 
-    from safeguards.adapters.classifier.train import evaluate
+    from safeguards.adapters.classifier_training import evaluate
 
     test_report = evaluate.evaluate_examples(model, data.test)
     fpr = _false_positive_rates(model, data)

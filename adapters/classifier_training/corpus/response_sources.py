@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from safeguards.adapters.classifier.train.corpus.records import (
+from safeguards.adapters.classifier_training.corpus.records import (
     Record,
     dataset_or_guess,
     extractor,
@@ -40,8 +40,8 @@ from safeguards.adapters.classifier.train.corpus.records import (
     near_key,
     response,
 )
-from safeguards.adapters.classifier.train.corpus.textutil import csv_rows, jsonl
-from safeguards.adapters.classifier.train.corpus.wheels import Archive
+from safeguards.adapters.classifier_training.corpus.textutil import csv_rows, jsonl
+from safeguards.adapters.classifier_training.corpus.wheels import Archive
 
 _VERDICT = re.compile(r'^[\s"\']*(answer:\s*)?', re.I)
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from safeguards.adapters.classifier.normalize import normalize
 from safeguards.adapters.classifier.text import split_windows as _split
-from safeguards.adapters.classifier.train import generated, longform
-from safeguards.adapters.classifier.train.sources import (
+from safeguards.adapters.classifier_training import generated, longform
+from safeguards.adapters.classifier_training.sources import (
     Example,
     Wheel,
     external_prose,

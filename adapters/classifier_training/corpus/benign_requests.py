@@ -31,15 +31,15 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from safeguards.adapters.classifier.train.corpus.filters import is_unsafe_request
-from safeguards.adapters.classifier.train.corpus.records import (
+from safeguards.adapters.classifier_training.corpus.filters import is_unsafe_request
+from safeguards.adapters.classifier_training.corpus.records import (
     Record,
     benign,
     extractor,
     guess_lang,
 )
-from safeguards.adapters.classifier.train.corpus.textutil import clip, csv_rows, dedup_key, jsonl
-from safeguards.adapters.classifier.train.corpus.wheels import Archive
+from safeguards.adapters.classifier_training.corpus.textutil import clip, csv_rows, dedup_key, jsonl
+from safeguards.adapters.classifier_training.corpus.wheels import Archive
 
 _CODE: Final = re.compile(r"""(?ix) ```|\bdef\s+\w+\(|\bclass\s+\w+[:(]|\bimport\s+\w+|\#include
  |console\.log|;\s*$|=>|\bSELECT\b.+\bFROM\b

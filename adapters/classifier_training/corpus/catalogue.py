@@ -17,17 +17,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from safeguards.adapters.classifier.train.corpus import benign_code as code
-from safeguards.adapters.classifier.train.corpus import benign_dialogue as dialogue
-from safeguards.adapters.classifier.train.corpus import benign_prompts as prompts
-from safeguards.adapters.classifier.train.corpus import benign_requests as requests
-from safeguards.adapters.classifier.train.corpus import benign_texts as texts
-from safeguards.adapters.classifier.train.corpus import harmful_sources as harm
-from safeguards.adapters.classifier.train.corpus import jailbreak_sources as jb
-from safeguards.adapters.classifier.train.corpus import response_sources as resp
-from safeguards.adapters.classifier.train.corpus import sharegpt
-from safeguards.adapters.classifier.train.corpus.records import Record
-from safeguards.adapters.classifier.train.corpus.wheels import Archive, fetch
+from safeguards.adapters.classifier_training.corpus import benign_code as code
+from safeguards.adapters.classifier_training.corpus import benign_dialogue as dialogue
+from safeguards.adapters.classifier_training.corpus import benign_prompts as prompts
+from safeguards.adapters.classifier_training.corpus import benign_requests as requests
+from safeguards.adapters.classifier_training.corpus import benign_texts as texts
+from safeguards.adapters.classifier_training.corpus import harmful_sources as harm
+from safeguards.adapters.classifier_training.corpus import jailbreak_sources as jb
+from safeguards.adapters.classifier_training.corpus import response_sources as resp
+from safeguards.adapters.classifier_training.corpus import sharegpt
+from safeguards.adapters.classifier_training.corpus.records import Record
+from safeguards.adapters.classifier_training.corpus.wheels import Archive, fetch
 
 
 @dataclass(frozen=True, slots=True)

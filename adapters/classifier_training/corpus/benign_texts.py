@@ -43,9 +43,9 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from safeguards.adapters.classifier.train.corpus.records import Record, benign, extractor
-from safeguards.adapters.classifier.train.corpus.textutil import Seen, cap, chunk_paragraphs, ws
-from safeguards.adapters.classifier.train.corpus.wheels import Archive
+from safeguards.adapters.classifier_training.corpus.records import Record, benign, extractor
+from safeguards.adapters.classifier_training.corpus.textutil import Seen, cap, chunk_paragraphs, ws
+from safeguards.adapters.classifier_training.corpus.wheels import Archive
 
 
 @contextmanager

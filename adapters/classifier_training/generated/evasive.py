@@ -6,13 +6,13 @@ from __future__ import annotations
 import random
 import string
 
-from safeguards.adapters.classifier.train.generated.evasive_kinds import (
+from safeguards.adapters.classifier_training.generated.evasive_kinds import (
     _EVASIVE_KINDS,
     _EVASIVE_SCHEMES,
     _EVASIVE_SHARED,
 )
-from safeguards.adapters.classifier.train.generated.families import Family, _split
-from safeguards.adapters.classifier.train.sources import Example
+from safeguards.adapters.classifier_training.generated.families import Family, _split
+from safeguards.adapters.classifier_training.sources import Example
 
 
 def _lower_first(text: str) -> str:

@@ -31,7 +31,7 @@ import ast
 import json
 from collections.abc import Iterable
 
-from safeguards.adapters.classifier.train.corpus.records import (
+from safeguards.adapters.classifier_training.corpus.records import (
     Record,
     benign,
     extractor,
@@ -39,8 +39,8 @@ from safeguards.adapters.classifier.train.corpus.records import (
     jailbreak,
     response,
 )
-from safeguards.adapters.classifier.train.corpus.textutil import csv_rows, jsonl, literal_lists
-from safeguards.adapters.classifier.train.corpus.wheels import Archive
+from safeguards.adapters.classifier_training.corpus.textutil import csv_rows, jsonl, literal_lists
+from safeguards.adapters.classifier_training.corpus.wheels import Archive
 
 
 @extractor

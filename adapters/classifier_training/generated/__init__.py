@@ -34,19 +34,19 @@ code uses.
 
 from __future__ import annotations
 
-from safeguards.adapters.classifier.train.generated.benign import (
+from safeguards.adapters.classifier_training.generated.benign import (
     benign_negatives,
     fiction_dialogue,
     news,
 )
-from safeguards.adapters.classifier.train.generated.evasive import evasive_requests
-from safeguards.adapters.classifier.train.generated.evasive_kinds import (
+from safeguards.adapters.classifier_training.generated.evasive import evasive_requests
+from safeguards.adapters.classifier_training.generated.evasive_kinds import (
     _EVASIVE_KINDS,
     _EVASIVE_SHARED,
 )
-from safeguards.adapters.classifier.train.generated.evasive_negatives import evasive_benign
-from safeguards.adapters.classifier.train.generated.families import Family, _split
-from safeguards.adapters.classifier.train.generated.harmful import harmful_requests, obfuscate
+from safeguards.adapters.classifier_training.generated.evasive_negatives import evasive_benign
+from safeguards.adapters.classifier_training.generated.families import Family, _split
+from safeguards.adapters.classifier_training.generated.harmful import harmful_requests, obfuscate
 
 __all__ = [
     "_EVASIVE_KINDS",
