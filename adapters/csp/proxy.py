@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
 from safeguards.adapters.csp.answers import (
@@ -50,6 +50,7 @@ from safeguards.adapters.csp.messages_api import (
 from safeguards.adapters.csp.upstream_client import (
     UpstreamClient,
     UpstreamError,
+    UpstreamResponse,
     UpstreamTimeout,
 )
 from safeguards.core.policy import Policy
@@ -185,6 +186,20 @@ class CspProxy:
             return
         await self._error(send, 404, "no such endpoint on the safeguards proxy")
 
+    async def _upstream(self, send: Send, call: Awaitable[UpstreamResponse]
+                        ) -> UpstreamResponse | None:
+        """The upstream's response, or None once its failure has been answered (the one table
+        of upstream failures: a timeout is a 504, anything else unreachable a 502)."""
+        try:
+            return await call
+        except UpstreamTimeout:
+            self.metrics.upstream_errors.labels("timeout").inc()
+            await self._error(send, 504, "the upstream model timed out")
+        except UpstreamError as exc:
+            self.metrics.upstream_errors.labels(type(exc).__name__).inc()
+            await self._error(send, 502, "the upstream model is unreachable")
+        return None
+
     async def _error(self, send: Send, status: int, message: str,
                      extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         await send_error(send, status, message, extra)
@@ -238,16 +253,8 @@ class CspProxy:
             body = json.dumps(with_safety_prompt(doc)).encode()
         forward.append((b"accept-encoding", b"identity"))
         assert self._client is not None, "the proxy serves only inside running()"
-        try:
-            response = await self._client.post("/v1/messages", body, forward)
-        except UpstreamTimeout:
-            self.metrics.upstream_errors.labels("timeout").inc()
-            await self._error(send, 504, "the upstream model timed out")
-            self._observe(request, decision.action, 0, 0, prompt, "")
-            return
-        except UpstreamError as exc:
-            self.metrics.upstream_errors.labels(type(exc).__name__).inc()
-            await self._error(send, 502, "the upstream model is unreachable")
+        response = await self._upstream(send, self._client.post("/v1/messages", body, forward))
+        if response is None:
             self._observe(request, decision.action, 0, 0, prompt, "")
             return
         try:
@@ -286,15 +293,9 @@ class CspProxy:
             target += b"?" + query
         forward.append((b"accept-encoding", b"identity"))
         assert self._client is not None, "the proxy serves only inside running()"
-        try:
-            response = await self._client.request(method.encode(), target, body, forward)
-        except UpstreamTimeout:
-            self.metrics.upstream_errors.labels("timeout").inc()
-            await self._error(send, 504, "the upstream model timed out")
-            return
-        except UpstreamError as exc:
-            self.metrics.upstream_errors.labels(type(exc).__name__).inc()
-            await self._error(send, 502, "the upstream model is unreachable")
+        response = await self._upstream(
+            send, self._client.request(method.encode(), target, body, forward))
+        if response is None:
             return
         try:
             try:
