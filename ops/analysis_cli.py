@@ -21,7 +21,7 @@ from typing import Any
 from safeguards.core.errors import SafeguardsError
 from safeguards.core.events import Event
 from safeguards.core.ids import validate_account_id
-from safeguards.ops.cli import DB_HELP, _fail, _run, _time, open_store
+from safeguards.ops.cli import DB_HELP, _fail, _run, _time, audited_store
 
 
 def register_ops(ops_sub: Any) -> None:
@@ -55,7 +55,7 @@ def _region(parser: argparse.ArgumentParser) -> None:
 
 async def _account_history(args: argparse.Namespace) -> list[Event]:
     validate_account_id(args.account)
-    store = open_store(args, pool_size=2)
+    store = await audited_store(args, args.account, pool_size=2)
     try:
         events: list[Event] = await store.history(args.account)
         return events
@@ -97,7 +97,7 @@ def _rca(args: argparse.Namespace) -> int:
 async def _backtest_async(args: argparse.Namespace) -> Any:
     from safeguards.ops.backtest import backtest_region
 
-    store = open_store(args, pool_size=2)
+    store = await audited_store(args, f"region:{args.region}", pool_size=2)
     try:
         return await backtest_region(store, args.candidate, since=args.since)
     finally:

@@ -244,13 +244,34 @@ def open_store(args: argparse.Namespace, pool_size: int = 1) -> Any:
                               pool_size=pool_size)
 
 
-def _open(args: argparse.Namespace) -> Any:
+def reader(args: argparse.Namespace) -> str:
+    """Who is reading: ``--operator`` where the command has it, else $SAFEGUARDS_OPERATOR,
+    else the OS user."""
+    import getpass
+
+    return (getattr(args, "operator", None) or os.environ.get("SAFEGUARDS_OPERATOR")
+            or getpass.getuser())
+
+
+async def audited_store(args: argparse.Namespace, subject: str, pool_size: int = 1) -> Any:
+    """The region's store, once this read is recorded in its audit of operator reads (who,
+    which command, which account or scope); a read that cannot be recorded does not happen."""
+    store = open_store(args, pool_size)
+    try:
+        await store.record_read(reader(args), args.ops_command, subject)
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+async def _open(args: argparse.Namespace) -> Any:
     validate_account_id(args.account)
-    return open_store(args)
+    return await audited_store(args, args.account)
 
 
 async def _history_async(args: argparse.Namespace) -> list[Event]:
-    store = _open(args)
+    store = await _open(args)
     try:
         events: list[Event] = await store.history(
             args.account, from_version=args.from_version, to_version=args.to_version,
@@ -261,7 +282,7 @@ async def _history_async(args: argparse.Namespace) -> list[Event]:
 
 
 async def _state_at_async(args: argparse.Namespace) -> AccountState:
-    store = _open(args)
+    store = await _open(args)
     try:
         if isinstance(args.at, int):
             state: AccountState = await store.state_at(args.account, version=args.at)

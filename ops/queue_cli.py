@@ -25,7 +25,7 @@ from safeguards.core.events import OperatorActionTaken, ReviewClaimed
 from safeguards.core.ports import OpenReview
 from safeguards.core.state import AccountState
 from safeguards.ops.actions_cli import _common, _level, _send, _who
-from safeguards.ops.cli import DB_HELP, _fail, _iso, _run, open_store
+from safeguards.ops.cli import DB_HELP, _fail, _iso, _run, audited_store
 
 MAX_REASON = 60
 
@@ -58,7 +58,7 @@ def register_ops(ops_sub: Any) -> None:
 
 
 async def _open_reviews(args: argparse.Namespace) -> list[tuple[OpenReview, AccountState]]:
-    store = open_store(args)
+    store = await audited_store(args, f"queue:{args.region}")
     try:
         reviews: list[OpenReview] = await store.open_reviews(after=args.after, limit=args.limit)
         states: dict[str, AccountState] = await store.load_many([r.account_id for r in reviews])

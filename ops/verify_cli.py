@@ -18,7 +18,7 @@ from typing import Any
 
 from safeguards.core.chain import ChainReport, verify
 from safeguards.core.errors import SafeguardsError
-from safeguards.ops.cli import DB_HELP, _fail, _run, open_store
+from safeguards.ops.cli import DB_HELP, _fail, _run, audited_store
 
 
 def register_ops(ops_sub: Any) -> None:
@@ -35,7 +35,8 @@ async def _reports(args: argparse.Namespace) -> list[ChainReport]:
     from safeguards.adapters.store.chain_keys import load_chain_key
 
     key = load_chain_key(args.region)
-    store = open_store(args)
+    subject = f"region:{args.region}" if args.all else ",".join(args.accounts)[:256]
+    store = await audited_store(args, subject)
     reports: list[ChainReport] = []
     try:
         accounts: list[str] = list(args.accounts)

@@ -18,11 +18,12 @@ from safeguards.adapters.store import pg_sql as sql
 from safeguards.adapters.store.errors import translate_errors
 from safeguards.adapters.store.migrate import async_url
 from safeguards.adapters.store.reviews import postgres_open_reviews
-from safeguards.adapters.store.schema import events, outbox, snapshots
+from safeguards.adapters.store.schema import events, operator_reads, outbox, snapshots
 from safeguards.adapters.store.validation import (
     check_limit,
     check_range,
     check_state_at,
+    check_text,
 )
 from safeguards.core import codec
 from safeguards.core import state as fold_module
@@ -150,6 +151,14 @@ class PostgresReadSide:
             rows = await driver.fetch(sql.TAIL, account_id, state.version, hi,
                                       timeout=self._timeout)
         return fold(state, [event_from_row(r) for r in rows])
+
+    async def record_read(self, operator: str, command: str, subject: str) -> None:
+        """Audit one operator read before it happens (a read that cannot be recorded fails)."""
+        for value, what in ((operator, "operator"), (command, "command"), (subject, "subject")):
+            check_text(value, what)
+        async with self._connect() as conn, conn.begin():
+            await conn.execute(operator_reads.insert().values(
+                operator=operator, command=command, subject=subject))
 
     async def chain(self, account_id: str) -> list[ChainRow]:
         validate_account_id(account_id)

@@ -85,3 +85,14 @@ outbox = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
 )
 sa.Index("outbox_pending_idx", outbox.c.id, postgresql_where=outbox.c.published_at.is_(None))
+
+# Every operator read of the store (ops tools), append-only (migration 0005).
+operator_reads = sa.Table(
+    "operator_reads",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("operator", sa.Text, nullable=False),
+    sa.Column("command", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+)

@@ -4,6 +4,7 @@ change or remove an event in place."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from typing import Protocol
 
@@ -79,3 +80,21 @@ async def test_postgres_refuses_changes_in_place_and_a_bypass_is_found(
     assert await run_cli(*verify_cli, "--all") == 1
     out = capsys.readouterr().out
     assert "acct-t: BROKEN at version 5" in out and "acct-other: ok (2 events" in out
+    # every operator read is recorded, append-only, before it happens
+    os.environ["SAFEGUARDS_OPERATOR"] = "alice"
+    try:
+        assert await run_cli("ops", "history", "acct-t", "--region", region,
+                             "--database-url", url) == 0
+    finally:
+        del os.environ["SAFEGUARDS_OPERATOR"]
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        reads = await conn.fetch("SELECT operator, command, subject FROM operator_reads "
+                                 "ORDER BY id")
+        assert [tuple(r)[1:] for r in reads] == [("verify", f"region:{region}")] * 2 + [
+            ("history", "acct-t")]
+        assert reads[-1]["operator"] == "alice"
+        with pytest.raises(asyncpg.PostgresError, match="append-only"):
+            await conn.execute("DELETE FROM operator_reads")
+    finally:
+        await conn.close()
