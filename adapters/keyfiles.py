@@ -49,3 +49,10 @@ def shared_secrets(region: str, name: str, *, id_prefix: str, what: str,
         pairs = [line.split() for line in read_or_make(path, made, what).splitlines()
                  if line.strip()]
     return [(kid, bytes.fromhex(secret)) for kid, secret in pairs]
+
+
+def bound_message(domain: bytes, subject: str, data: bytes) -> bytes:
+    """What every signature and MAC on the bus covers: a domain tag (so one kind of proof is
+    never accepted as another), the subject (so a message cannot be replayed on another) and
+    the payload."""
+    return b"\x1f".join((domain, subject.encode("ascii"), data))

@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from safeguards.adapters.keyfiles import read_or_make, state_dir
+from safeguards.adapters.keyfiles import bound_message, read_or_make, state_dir
 from safeguards.core.errors import InvalidInput
 from safeguards.core.events import Signal
 from safeguards.core.ids import validate_region
@@ -35,7 +35,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 def _signed(subject: str, data: bytes) -> bytes:
-    return b"\x1f".join((DOMAIN, subject.encode("ascii"), data))
+    return bound_message(DOMAIN, subject, data)
 
 
 def registry_path(region: str, directory: Path | None = None) -> Path:

@@ -27,7 +27,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from safeguards.adapters.keyfiles import shared_secrets
+from safeguards.adapters.keyfiles import bound_message, shared_secrets
 from safeguards.core.ids import validate_region
 
 PRODUCER_HEADER = "Sg-Producer"
@@ -44,8 +44,7 @@ def _content_key(secret: bytes) -> AESGCM:
 
 
 def _mac(secret: bytes, subject: str, data: bytes) -> str:
-    return hmac.new(secret, b"\x1f".join((DOMAIN, subject.encode("ascii"), data)),
-                    hashlib.sha256).hexdigest()
+    return hmac.new(secret, bound_message(DOMAIN, subject, data), hashlib.sha256).hexdigest()
 
 
 class ProducerKeys:

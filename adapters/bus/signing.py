@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from safeguards.adapters.keyfiles import read_or_make, state_dir
+from safeguards.adapters.keyfiles import bound_message, read_or_make, state_dir
 from safeguards.core.enforcement import LEVEL_NAMES, EnforcementCommand
 from safeguards.core.ids import validate_region
 from safeguards.core.subjects import enforce_subject
@@ -41,7 +41,7 @@ MAX_COMMAND_VERSION = 2**40
 
 
 def signed_bytes(subject: str, payload: bytes) -> bytes:
-    return b"\x1f".join((DOMAIN, subject.encode("ascii"), payload))
+    return bound_message(DOMAIN, subject, payload)
 
 
 def _raw(public: Ed25519PublicKey) -> bytes:

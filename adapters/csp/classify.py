@@ -13,6 +13,7 @@ import nats
 
 from safeguards.adapters.bus.producer_auth import ProducerKeys, Unsealable
 from safeguards.adapters.csp.bus_link import BusLink
+from safeguards.adapters.csp.decision import CLASSIFIER_FORGED
 from safeguards.core.codec import decode_record, encode_record
 from safeguards.core.content import ClassifyReply, ClassifyRequest
 from safeguards.core.errors import CodecError
@@ -69,11 +70,11 @@ class SyncClassifier:
                                                                                reply.data)
             answer = decode_record(data, ClassifyReply)
         except Unsealable:  # not our classifier's answer: someone on the bus (fails closed)
-            return None, "classifier_forged"
+            return None, CLASSIFIER_FORGED
         except CodecError:
             return None, "classifier_error"
         if answer.request_id != request_id:
-            return None, "classifier_forged" if self.producer is not None else "classifier_error"
+            return None, CLASSIFIER_FORGED if self.producer is not None else "classifier_error"
         if answer.error is not None:
             # The classifier's own verdicts on why it has no scores: it ran out of our deadline,
             # or it is shedding load / shutting down; anything else is an error.

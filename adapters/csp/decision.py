@@ -127,6 +127,11 @@ class GateResponse:
         self.output_tokens = output_tokens
 
 
+# A classifier answer not sealed by the region's classifier: the path is under attack, so the
+# request always fails closed (``Gate.resolve``), whatever the rung or screening says.
+CLASSIFIER_FORGED = "classifier_forged"
+
+
 def refusal(decision: Decision) -> tuple[str, tuple[tuple[str, str], ...]]:
     """What a front end tells the caller of a refused request (in its own protocol): the
     message and the extra headers, by the decision's status."""

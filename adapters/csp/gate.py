@@ -28,6 +28,7 @@ from safeguards.adapters.csp.decision import (
     ANNOTATE_ACTION,
     BLOCK,
     BLOCK_ACTION,
+    CLASSIFIER_FORGED,
     INTERVENE,
     INTERVENE_ACTION,
     SCREEN,
@@ -297,7 +298,7 @@ class Gate:
         ``clear_reason`` names what cleared it when no score did (the cascade's first stage)."""
         if not decision.needs_classify:
             return decision
-        if scores is None and failure.endswith("classifier_forged"):
+        if scores is None and failure.endswith(CLASSIFIER_FORGED):  # screen_ prefix or not
             # An answer that is not the region's classifier's: the path is under attack, and
             # serving on it would let the attacker choose; refuse, even under screening.
             self._fallback(failure, "closed")

@@ -85,7 +85,8 @@ class InMemoryEventStore:
         stream = self._streams.get(account_id)
         return len(stream.events) if stream else 0
 
-    def _apply(self, request: AppendRequest) -> AppendResult | ConcurrencyConflict:
+    def _apply(self, request: AppendRequest,
+               bodies: list[bytes]) -> AppendResult | ConcurrencyConflict:
         current = self._version(request.account_id)
         if request.inbox_key is not None and request.inbox_key in self._inbox:
             return AppendResult(request.account_id, current, duplicate=True)
@@ -100,10 +101,9 @@ class InMemoryEventStore:
             self._inbox.add(request.inbox_key)
         if request.events:
             stream = self._streams.setdefault(request.account_id, _Stream())
-            for event in request.events:
+            for event, body in zip(request.events, bodies, strict=True):
                 previous = stream.chains[-1] if stream.chains else GENESIS
-                row = chain_row(event, codec.pack_body(event.body), None)
-                stream.chains.append(link(self._chain_key, previous, row))
+                stream.chains.append(link(self._chain_key, previous, chain_row(event, body, None)))
             stream.events.extend(request.events)
             self._feed.extend(request.events)
             self._event_ids.update(event_ids)
@@ -130,19 +130,24 @@ class InMemoryEventStore:
                                     codec.encode_state(state))
 
     @staticmethod
-    def _check_bodies(requests: Sequence[AppendRequest]) -> None:
-        """What the PostgreSQL store finds when it packs the bodies: refuse the whole batch."""
+    def _packed_bodies(requests: Sequence[AppendRequest]) -> list[list[bytes]]:
+        """Each request's bodies as stored (chained from these bytes); what the PostgreSQL
+        store finds when it packs them: an unencodable one refuses the whole batch."""
+        packed: list[list[bytes]] = []
         for request in requests:
+            bodies = []
             for event in request.events:
                 try:
-                    codec.pack_body(event.body)
+                    bodies.append(codec.pack_body(event.body))
                 except (TypeError, ValueError, OverflowError) as exc:
                     raise UnencodableBody(event.version, exc) from None
+            packed.append(bodies)
+        return packed
 
     async def append(self, request: AppendRequest) -> AppendResult:
         check_request(self._region, request)
-        self._check_bodies([request])
-        result = self._apply(request)
+        (bodies,) = self._packed_bodies([request])
+        result = self._apply(request, bodies)
         if isinstance(result, ConcurrencyConflict):
             raise result
         return result
@@ -151,8 +156,8 @@ class InMemoryEventStore:
         self, requests: Sequence[AppendRequest]
     ) -> list[AppendResult | ConcurrencyConflict]:
         check_batch(self._region, requests)
-        self._check_bodies(requests)
-        return [self._apply(r) for r in requests]
+        packed = self._packed_bodies(requests)
+        return [self._apply(r, b) for r, b in zip(requests, packed, strict=True)]
 
     # --- reads ----------------------------------------------------------------------------------
 
