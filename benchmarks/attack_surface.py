@@ -6,6 +6,11 @@ Starts the embedded default (NATS, PostgreSQL and the us region's whole service 
 process, as ``safeguards run`` does), puts one account at L5 by a real operator override, then
 runs each attack against it and checks its effect through the proxy, as a caller sees it:
 
+- the bus itself: connecting to NATS with no key, and with a key the server never issued;
+
+Everything below then runs with a *stolen* key: the region's gate (proxy) credential, the one
+most exposed at the edge, so each attack also meets the layers behind least-privilege NATS:
+
 - forged enforcement on NATS: unsigned, signed with another key, a stolen key id, the relay's
   real command for one account replayed on another's subject (each at version 2**62, level 0);
 - anyone as any account: duplicate identity headers, another account's caller assertion, a stale
@@ -40,11 +45,14 @@ from pathlib import Path
 
 import anyio
 import httpx
-import nats
+import nats.errors
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.nats_auth import NatsIdentity, NatsRole, nats_identity, new_seed
 from safeguards.adapters.bus.signing import KEY_ID_HEADER, CommandSigner, load_signer
 from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, CallerKey, assertion
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
@@ -90,6 +98,16 @@ class Bench:
         self.js = nc.jetstream()
         self.http = httpx.AsyncClient(timeout=10)
         self.results: dict[str, str] = {}
+        self.bus_refusals = 0  # publishes NATS itself refused (permissions)
+
+    async def publish(self, subject: str, data: bytes,
+                      headers: dict[str, str] | None = None) -> None:
+        """As an attacker publishes: whatever NATS refuses (no permission, no answer) is
+        counted; the attack's effect is judged afterwards either way."""
+        try:
+            await self.js.publish(subject, data, headers=headers, timeout=2)
+        except (nats.errors.Error, TimeoutError):
+            self.bus_refusals += 1
 
     async def status(self, account: str, headers: list[tuple[str, str]] | None = None,
                      body: bytes = BODY) -> int:
@@ -119,7 +137,11 @@ class Bench:
 
 async def forged_enforcement(b: Bench, victim: str) -> None:
     subject = enforce_subject(REGION, victim)
-    real = await b.js.get_last_msg(stream_name(REGION, "ENFORCE"), subject)
+    # the relay's real command for the victim, as any gate may read it (following the stream)
+    follow = await b.js.subscribe(subject, stream=stream_name(REGION, "ENFORCE"),
+                                  ordered_consumer=True)
+    real = await follow.next_msg(timeout=10)
+    await follow.unsubscribe()
     command = decode_command(real.data or b"")
     freed = encode_command(replace(command, level=0, version=2**62, reason="forged"))
     mallory = CommandSigner(Ed25519PrivateKey.generate())
@@ -135,7 +157,7 @@ async def forged_enforcement(b: Bench, victim: str) -> None:
                                               real.data or b"", dict(real.headers or {})),
     }
     for name, (on, payload, headers) in attacks.items():
-        await b.js.publish(on, payload, headers=headers)
+        await b.publish(on, payload, headers=headers)
         await anyio.sleep(1.0)
         if name == "enforce_replayed_on_other_subject":
             b.record(name, await b.status(f"acct-{other}") == 200)
@@ -161,8 +183,8 @@ async def poison(b: Bench) -> None:
     subject = inputs_subject(REGION, b.config.partitions, account)
     long_id = Signal("poison-" + secrets.token_hex(4), account, REGION, datetime.now(UTC),
                      "c" * 300, None)
-    await b.js.publish(subject, encode_signal(long_id))
-    await b.js.publish(subject, b"\x93\x00not a signal")
+    await b.publish(subject, encode_signal(long_id))
+    await b.publish(subject, b"\x93\x00not a signal")
     await anyio.sleep(2.0)
     # the region still serves and still commits: an operator L5 for a fresh account lands
     await b.operator(account, OperatorActionTaken("bench-admin", "set_level", 5, None, "bench"))
@@ -180,11 +202,11 @@ async def forged_inputs(b: Bench) -> None:
             request_id=request, content_kind="prompt",
             content_sha256=hashlib.sha256(request.encode()).hexdigest(), content_chars=80,
             model_name="sg-default-e5ft", model_version="forged", scores=(("weapons", 0.99),)))
-        await b.js.publish(inputs_subject(REGION, b.config.partitions, scored),
-                           encode_signal(signal))
+        await b.publish(inputs_subject(REGION, b.config.partitions, scored),
+                        encode_signal(signal))
         item = ContentItem(request, planted, REGION, "prompt", HARMFUL, datetime.now(UTC),
                            request)
-        await b.js.publish(content_subject(REGION, planted), encode_record(item))
+        await b.publish(content_subject(REGION, planted), encode_record(item))
     await anyio.sleep(5.0)
     # the effect looked for: anything in their histories (strikes, a level, a review)
     async with PostgresEventStore(REGION, b.config.database_url) as store:
@@ -209,7 +231,8 @@ async def eavesdrop_and_hijack(b: Bench) -> None:
     await anyio.sleep(1.0)
     for tap in taps:
         await tap.unsubscribe()
-    b.record("eavesdrop_prompt_text", bool(seen) and not any(canary.encode() in m for m in seen))
+    # refused: the taps saw nothing (NATS refused the subscriptions) or only sealed bytes
+    b.record("eavesdrop_prompt_text", not any(canary.encode() in m for m in seen))
 
     harmful = json.dumps({"model": "m", "max_tokens": 8,
                           "messages": [{"role": "user", "content": HARMFUL}]}).encode()
@@ -268,8 +291,24 @@ async def forged_operator(b: Bench, victim: str) -> None:
             nonce=secrets.token_hex(8))
         data = encode_signal(signal)
         headers = OperatorSigner(signer).headers(subject, data) if signer else None
-        await b.js.publish(subject, data, headers=headers)
+        await b.publish(subject, data, headers=headers)
         b.record(name, not await b.until_status(victim, 200, within_s=5))
+
+
+async def bus_without_a_key(url: str) -> dict[str, bool]:
+    """Connecting with no key and with one the server never issued: refused means no
+    connection at all."""
+    refused = {}
+    for name, key in (("bus_connect_without_key", None),
+                      ("bus_connect_unknown_key", NatsIdentity(REGION, NatsRole.GATE, new_seed()))):
+        try:
+            nc = await connect(url, name="outsider", once=True, timeout_s=5, identity=key)
+        except BusUnavailable:
+            refused[name] = True
+        else:
+            refused[name] = False
+            await nc.close()
+    return refused
 
 
 async def run(tmp: Path) -> dict[str, object]:
@@ -277,8 +316,16 @@ async def run(tmp: Path) -> dict[str, object]:
         config = configs[0]
         async with running_stack(configs) as endpoints:
             proxy_url = endpoints.regions[REGION].proxy_url
-            nc = await nats.connect(config.nats_url)
+            outsider = await bus_without_a_key(config.nats_url)
+
+            async def quiet(exc: Exception) -> None:  # permission errors: counted by Bench
+                return None
+
+            nc = await connect(config.nats_url, name="stolen-gate-key", once=True,
+                               identity=nats_identity(REGION, NatsRole.GATE), error_cb=quiet)
             b = Bench(config, proxy_url, endpoints.upstream_url, nc)
+            for name, refused in outsider.items():
+                b.record(name, refused)
             try:
                 add_operator(REGION, "bench-admin", "admin")
                 victim = f"acct-victim-{secrets.token_hex(3)}"
@@ -299,7 +346,8 @@ async def run(tmp: Path) -> dict[str, object]:
     accepted = sorted(k for k, v in b.results.items() if v == "accepted")
     return {"attacks": len(b.results), "refused": len(b.results) - len(accepted),
             "accepted": len(accepted), "accepted_attacks": accepted,
-            "region_crashes": 0 if alive else 1, "results": b.results}
+            "region_crashes": 0 if alive else 1, "bus_refused_publishes": b.bus_refusals,
+            "results": b.results}
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import anyio
 
 from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.operators import OperatorSigner
 from safeguards.core.codec import encode_signal
 from safeguards.core.errors import InvalidInput
@@ -59,7 +60,8 @@ async def send_operator_signal(nats_url: str, partitions: int, signal: Signal,
     subject = inputs_subject(signal.region, partitions, signal.account_id)
     data = encode_signal(signal)
     with anyio.fail_after(PUBLISH_TIMEOUT_S):
-        nc = await connect(nats_url, name="safeguards-ops", once=True)
+        nc = await connect(nats_url, name="safeguards-ops", once=True,
+                           identity=nats_identity(signal.region, NatsRole.OPERATOR))
         try:
             js = nc.jetstream()
             await js.publish(subject, data, headers={"Nats-Msg-Id": signal.signal_id,

@@ -47,7 +47,8 @@ MAX_CELL = 48
 # list them here (one ``ops`` parser, so two modules never claim the same top-level name).
 OPS_MODULES: tuple[str, ...] = ("safeguards.ops.analysis_cli", "safeguards.ops.actions_cli",
                                 "safeguards.ops.queue_cli", "safeguards.ops.policy_cli",
-                                "safeguards.ops.operators_cli", "safeguards.ops.verify_cli")
+                                "safeguards.ops.operators_cli", "safeguards.ops.verify_cli",
+                                "safeguards.ops.nats_cli")
 
 
 class UsageError(InvalidInput):

@@ -28,6 +28,7 @@ import anyio
 
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.policy_board import PolicyBoard, PublishedPolicy
 from safeguards.core.errors import SafeguardsError
 from safeguards.core.events import PolicyProposed
@@ -63,7 +64,8 @@ def _bus(parser: argparse.ArgumentParser) -> None:
 
 
 async def read_board(nats_url: str, region: str) -> PublishedPolicy | None:
-    nc = await connect(nats_url, name="safeguards-ops", once=True)
+    nc = await connect(nats_url, name="safeguards-ops", once=True,
+                       identity=nats_identity(region, NatsRole.OPERATOR))
     try:
         board = await PolicyBoard.open(nc.jetstream(), region)
         return (await board.read())[0]

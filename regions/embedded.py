@@ -4,7 +4,9 @@
 port with its own data directory, unless the environment names servers to use instead:
 ``SAFEGUARDS_NATS_URL``; ``SAFEGUARDS_DATABASE_URL_<REGION>`` for one region's database; or
 ``SAFEGUARDS_DATABASE_URL``, a server on which each region gets its own database
-(``safeguards_<region>``), so that no two regions ever share one.
+(``safeguards_<region>``), so that no two regions ever share one. The NATS it starts admits
+no one but the regions' role identities (``bus.nats_auth``: gate, node, classifier, operator
+per region, keys in the state folder), each allowed only its own region's subjects.
 
 ``run_embedded`` (``safeguards run``) then starts the model stand-in and each region's whole
 service (two actor nodes, the classifier adapter, the inline proxy) in its own process, prints
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
+from safeguards.adapters.bus.nats_auth import make_identities, server_authorization
 from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
 from safeguards.regions.config import RegionConfig, env_override
 
@@ -47,7 +50,9 @@ async def embedded_infrastructure(data_dir: Path, regions: tuple[str, ...]
     with contextlib.ExitStack() as stack:
         nats_url = env_override("SAFEGUARDS_NATS_URL")
         if nats_url is None:
-            nats = EmbeddedNats(data_dir / "nats")
+            # Our own server admits only the regions' role identities, each to its own subjects
+            nats = EmbeddedNats(data_dir / "nats", authorization=server_authorization(
+                make_identities(regions)))
             stack.callback(nats.close)
             await anyio.to_thread.run_sync(nats.start)
             nats_url = nats.url

@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.text import TextReceiveStream
 
 from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.classifier.loader import load_model
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
@@ -105,7 +106,8 @@ class RegionStack:
             # Nodes first: they migrate the region's store and provision its streams.
             await tg.start(self.nodes.run)
             model = await anyio.to_thread.run_sync(load_model)
-            nc = await connect(cfg.nats_url, name=f"safeguards-classifier-{cfg.name}")
+            nc = await connect(cfg.nats_url, name=f"safeguards-classifier-{cfg.name}",
+                               identity=nats_identity(cfg.name, NatsRole.CLASSIFIER))
             try:
                 recent = RecentScores()  # what the gates screened, not scored twice
                 async with MicroBatchScorer(model, recent=recent) as scorer, \

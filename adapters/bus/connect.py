@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import nats
 from nats.aio.client import Client
 
 from safeguards.adapters.bus.errors import BusUnavailable
+
+if TYPE_CHECKING:
+    from safeguards.adapters.bus.nats_auth import NatsIdentity
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +26,16 @@ Callback = Callable[..., Awaitable[None]]
 async def connect(url: str, *, name: str, timeout_s: float = 15.0, once: bool = False,
                   error_cb: Callback | None = None, disconnected_cb: Callback | None = None,
                   reconnected_cb: Callback | None = None,
-                  connect_timeout_s: float = CONNECT_TIMEOUT_S) -> Client:
+                  connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                  identity: NatsIdentity | None = None) -> Client:
     """The one way this project connects to NATS: a connection that keeps reconnecting after
     it was once established (``once``: a one-shot tool's, which gives up instead).
 
     The first connect is bounded by ``timeout_s``; after that nats-py reconnects forever and
     buffers publishes meanwhile (acks included), which is what the actors want through a server
     restart: every other await on the connection carries its own deadline. The callbacks replace
-    the default one-line logging of errors and disconnects.
+    the default one-line logging of errors and disconnects. ``identity``: the region role this
+    connection authenticates as (``nats_auth``); None connects anonymously.
     """
     async def on_error(exc: Exception) -> None:
         # nats-py's default prints a traceback per failed reconnect attempt; one line will do.
@@ -41,6 +47,9 @@ async def connect(url: str, *, name: str, timeout_s: float = 15.0, once: bool = 
     async def on_reconnect() -> None:
         log.info("NATS connection %s: reconnected", name)
 
+    auth: dict[str, Any] = {}
+    if identity is not None:
+        auth = {"nkeys_seed_str": identity.seed, "inbox_prefix": identity.inbox_prefix}
     try:
         with anyio.fail_after(timeout_s):
             nc: Client = await nats.connect(
@@ -56,7 +65,13 @@ async def connect(url: str, *, name: str, timeout_s: float = 15.0, once: bool = 
                 error_cb=error_cb or on_error,
                 disconnected_cb=disconnected_cb or on_disconnect,
                 reconnected_cb=reconnected_cb or on_reconnect,
+                **auth,
             )
-    except (TimeoutError, OSError, nats.errors.Error) as exc:
+    except nats.errors.Error as exc:
+        if "authorization" in str(exc).lower():
+            who = repr(identity) if identity else "anonymously (no NATS key for this role)"
+            raise BusUnavailable(f"NATS refused the connection {who}: authorization") from None
+        raise BusUnavailable(f"cannot connect to NATS: {type(exc).__name__}") from None
+    except (TimeoutError, OSError) as exc:
         raise BusUnavailable(f"cannot connect to NATS: {type(exc).__name__}") from None
     return nc

@@ -21,6 +21,7 @@ from safeguards.adapters.bus.consumers import ConsumerSettings, PartitionConsume
 from safeguards.adapters.bus.dlq import DeadLetters
 from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.leases import LeaseBucket
+from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.policy_board import PolicyBoard, run_policy
 from safeguards.adapters.bus.signing import CommandSigner, load_signer
 from safeguards.adapters.bus.streams import StreamSettings, provision_region
@@ -47,7 +48,8 @@ class NatsBus:
     @contextlib.asynccontextmanager
     async def connect(self, name: str) -> AsyncIterator[NatsRegionBus]:
         signer = self.signer or load_signer(self.region)
-        nc = await connect(self.url, name=name)
+        nc = await connect(self.url, name=name,
+                           identity=nats_identity(self.region, NatsRole.NODE))
         try:
             yield NatsRegionBus(nc, self.region, self.streams, self.consumers, signer)
         finally:

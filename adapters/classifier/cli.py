@@ -222,6 +222,7 @@ async def _serve_async(args: argparse.Namespace) -> None:
     import anyio
 
     from safeguards.adapters.bus.connect import connect
+    from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
     from safeguards.adapters.bus.producer_auth import load_producer_keys
     from safeguards.adapters.classifier.loader import load_model
     from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
@@ -232,7 +233,8 @@ async def _serve_async(args: argparse.Namespace) -> None:
     primary = MicroBatchScorer(model, recent=recent)
     inline = MicroBatchScorer(model, recent=recent)
     shadows = [MicroBatchScorer(load_model(d)) for d in args.shadow]
-    nc = await connect(args.nats_url, name=f"classifier-{args.region}")
+    nc = await connect(args.nats_url, name=f"classifier-{args.region}",
+                       identity=nats_identity(args.region, NatsRole.CLASSIFIER))
     try:
         async with AsyncExitStack() as stack:
             for scorer in (primary, inline, *shadows):

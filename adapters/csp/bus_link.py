@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.nats_auth import NatsIdentity
 from safeguards.adapters.bus.policy_board import PolicyBoard, follow_policy
 from safeguards.adapters.csp.gate import Gate
 
@@ -25,9 +26,11 @@ log = logging.getLogger(__name__)
 
 class BusLink:
     def __init__(self, url: str, *, name: str = "safeguards-csp",
-                 connect_timeout_s: float = 2.0, retry_s: float = 0.5) -> None:
+                 connect_timeout_s: float = 2.0, retry_s: float = 0.5,
+                 identity: NatsIdentity | None = None) -> None:
         self.url = url
         self.name = name
+        self.identity = identity  # the region's gate role (``nats_auth``); None: anonymous
         self.connect_timeout_s = connect_timeout_s
         self.retry_s = retry_s
         self.nc: NATS | None = None
@@ -79,7 +82,8 @@ class BusLink:
                                        connect_timeout_s=self.connect_timeout_s,
                                        error_cb=self._on_error,
                                        disconnected_cb=self._on_disconnected,
-                                       reconnected_cb=self._on_reconnected)
+                                       reconnected_cb=self._on_reconnected,
+                                       identity=self.identity)
                 except BusUnavailable as exc:
                     if self.connect_failures % 20 == 0:  # once, then every 20th: no flood
                         log.warning("nats connect to the gate's bus failed (%s); retrying",

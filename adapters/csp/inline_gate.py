@@ -15,6 +15,7 @@ from typing import Protocol
 
 import anyio
 
+from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.bus.signing import load_verifier
 from safeguards.adapters.classifier.errors import ModelLoadError
@@ -82,7 +83,9 @@ class InlineGate:
         self.provision_streams = provision_streams
         self.freeze_gc_after_sync = config.freeze_gc_after_sync
         self.gate = Gate(policy)
-        self.link = BusLink(config.nats_url, name=connection_name) if config.nats_url else None
+        self.link = (BusLink(config.nats_url, name=connection_name,
+                             identity=nats_identity(region, NatsRole.GATE))
+                     if config.nats_url else None)
         self.feed = None
         if self.link is not None:
             verifier = load_verifier(region)

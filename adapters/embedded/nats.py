@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from safeguards.adapters.embedded.ports import free_port, wait_for_port
 from safeguards.adapters.embedded.process import ServerProcess
@@ -21,15 +23,20 @@ def nats_server_binary() -> str:
 
 
 class EmbeddedNats(ServerProcess):
-    """A JetStream-enabled ``nats-server`` on a free loopback port with its own store directory."""
+    """A JetStream-enabled ``nats-server`` on a free loopback port with its own store directory.
+
+    ``authorization``: the server configuration's ``authorization`` block (``bus.nats_auth.
+    server_authorization``); the server then admits no one it does not name."""
 
     tmp_prefix = "sg-nats-"
 
-    def __init__(self, data_dir: Path | None = None, *, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path | None = None, *, port: int | None = None,
+                 authorization: dict[str, Any] | None = None) -> None:
         super().__init__(data_dir)
         self.data_dir = self.root
         self.port = port or free_port()
         self.host = "127.0.0.1"
+        self.authorization = authorization
 
     @property
     def url(self) -> str:
@@ -42,6 +49,11 @@ class EmbeddedNats(ServerProcess):
             nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js",
             "-sd", str(self.data_dir / "jetstream"), "-l", str(log),
         ]
+        if self.authorization is not None:
+            # nats-server reads JSON as its configuration format; public keys only
+            conf = self.data_dir / "nats-server.conf"
+            conf.write_text(json.dumps({"authorization": self.authorization}, indent=1))
+            cmd += ["-c", str(conf)]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True)
         try:

@@ -4,22 +4,27 @@ goes above L1 or is refused, except the known gaps listed below, each with its b
 
 Real everything: NATS, a PostgreSQL database per region, two actor nodes, the classifier adapter
 with the shipped model and the inline proxy per region, the official ``anthropic`` SDK as the
-client. Regions get fresh names so the shared test NATS server holds no streams of theirs.
+client. NATS is secured as the embedded default secures it (each process connects as its
+region's role and may use only that role's subjects), so the whole loop shows the permissions
+suffice.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import secrets
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from safeguards.adapters.bus.nats_auth import make_identities, server_authorization
+from safeguards.adapters.embedded import EmbeddedNats
 from safeguards.regions.config import RegionConfig
 from safeguards.regions.stack import region_stores, running_stack
-from safeguards.simulations.personas import load_personas
-from safeguards.simulations.session import simulate
+from safeguards.simulations.personas import Persona, load_personas
+from safeguards.simulations.session import SimulationResult, simulate
 
 pytestmark = pytest.mark.slow
 
@@ -50,26 +55,20 @@ KNOWN_BENIGN_REFUSALS = {
 
 
 async def test_short_simulation_enforces_attackers_and_spares_benign_users(
-        nats_url: str, postgres_server: Any) -> None:
+        postgres_server: Any, tmp_path: Path) -> None:
     names = {"us": "s" + secrets.token_hex(4), "eu": "s" + secrets.token_hex(4)}
     personas = [
         dataclasses.replace(p, regions=tuple(names[r] for r in p.regions))
         for p in load_personas()
     ]
-    configs = []
-    for region in names.values():
-        admin = await asyncpg.connect(postgres_server.admin_url)
-        try:
-            await admin.execute(f'CREATE DATABASE "sg_{region}"')
-        finally:
-            await admin.close()
-        configs.append(RegionConfig(region, postgres_server.database_url(f"sg_{region}"),
-                                    nats_url))
-    async with running_stack(configs) as endpoints:
-        proxies = {name: r.proxy_url for name, r in endpoints.regions.items()}
-        async with region_stores(endpoints) as stores:
-            result = await simulate(personas, proxies, dict(stores), run_id="e2e",
-                                    show_progress=False)
+    secured = EmbeddedNats(tmp_path / "nats", authorization=server_authorization(
+        make_identities(tuple(names.values()))))
+    with secured:
+        result = await _simulate(list(names.values()), personas, postgres_server, secured.url)
+    # no process was refused anything it tried: each role's permissions are enough
+    violations = [line for line in (tmp_path / "nats" / "nats-server.log").read_text().splitlines()
+                  if "Violation" in line]
+    assert not violations, violations[:5]
     print(result.table())
     summary = result.summary
     print(summary)
@@ -82,3 +81,20 @@ async def test_short_simulation_enforces_attackers_and_spares_benign_users(
             bound = KNOWN_GAPS.get(score.persona, 3)
             assert score.max_harmful_served <= bound, (score.persona, result.table())
 
+
+async def _simulate(regions: list[str], personas: list[Persona], postgres_server: Any,
+                    nats_url: str) -> SimulationResult:
+    configs = []
+    for region in regions:
+        admin = await asyncpg.connect(postgres_server.admin_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "sg_{region}"')
+        finally:
+            await admin.close()
+        configs.append(RegionConfig(region, postgres_server.database_url(f"sg_{region}"),
+                                    nats_url))
+    async with running_stack(configs) as endpoints:
+        proxies = {name: r.proxy_url for name, r in endpoints.regions.items()}
+        async with region_stores(endpoints) as stores:
+            return await simulate(personas, proxies, dict(stores), run_id="e2e",
+                                  show_progress=False)

@@ -1,0 +1,179 @@
+"""Least-privilege NATS: one NKey identity per region and role, each allowed only its subjects.
+
+A region's processes connect as one of four roles, each with its own Ed25519 NKey (the server
+holds only public keys) and its own inbox prefix (``_INBOX_<region>_<role>``), so no role reads
+another's replies:
+
+- ``gate`` (the inline proxy, ext_proc): publishes request signals and content, asks
+  ``classify``, follows the enforcement stream and the policy board. It can neither publish an
+  enforcement command nor answer ``classify``.
+- ``node`` (account actors): consumes its region's inputs, publishes enforcement commands and
+  dead letters, holds partition leases, provisions the region's streams and buckets.
+- ``classifier``: consumes content, answers ``classify`` (responses only to those who asked),
+  publishes score signals and dead letters.
+- ``operator`` (``safeguards ops``): publishes operator signals, reads the policy board.
+
+No role may touch another region's subjects, streams or buckets, or any JetStream API beyond
+the operations it needs on its own streams (no stream deletion, no purge, for anyone).
+
+Identities: ``SAFEGUARDS_NATS_NKEY_<REGION>_<ROLE>`` (the seed) where set, else the file
+``<state>/nats-<region>-<role>.nk`` where it exists; with neither, the connection is anonymous
+(a server without authorization, as in development against a shared server). The embedded
+default makes every seed on first use and starts its nats-server with the matching
+``authorization`` block (:func:`server_authorization`), so nothing there connects without one;
+``safeguards ops nats-authorization`` prints that block for a server run elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import nkeys
+
+from safeguards.adapters.bus.leases import lease_bucket_name
+from safeguards.adapters.bus.policy_board import policy_bucket_name
+from safeguards.adapters.keyfiles import read_or_make, state_dir
+from safeguards.core.ids import validate_region
+from safeguards.core.subjects import stream_name
+
+
+class NatsRole(StrEnum):
+    GATE = "gate"
+    NODE = "node"
+    CLASSIFIER = "classifier"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class NatsIdentity:
+    region: str
+    role: NatsRole
+    seed: str  # the NKey seed ("SU..."): a secret, never logged
+
+    @property
+    def public_key(self) -> str:
+        return str(nkeys.from_seed(bytearray(self.seed.encode())).public_key.decode())
+
+    @property
+    def inbox_prefix(self) -> str:
+        return inbox_prefix(self.region, self.role)
+
+    def __repr__(self) -> str:  # the seed stays out of logs and tracebacks
+        return f"NatsIdentity({self.region!r}, {self.role.value!r}, {self.public_key})"
+
+
+def inbox_prefix(region: str, role: NatsRole) -> str:
+    return f"_INBOX_{validate_region(region)}_{role.value}"
+
+
+def new_seed() -> str:
+    return str(nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER).decode())
+
+
+def _seed_path(region: str, role: NatsRole, directory: Path | None) -> Path:
+    return state_dir(directory) / f"nats-{validate_region(region)}-{role.value}.nk"
+
+
+def nats_identity(region: str, role: NatsRole, *,
+                  directory: Path | None = None) -> NatsIdentity | None:
+    """This process's identity as ``role`` of ``region``, or None (connect anonymously)."""
+    seed = os.environ.get(f"SAFEGUARDS_NATS_NKEY_{region.upper()}_{role.value.upper()}")
+    if not seed:
+        path = _seed_path(region, role, directory)
+        if not path.exists():
+            return None
+        seed = path.read_text().strip()
+    identity = NatsIdentity(validate_region(region), role, seed.strip())
+    identity.public_key  # noqa: B018 - a damaged seed fails here, not at connect time
+    return identity
+
+
+def make_identities(regions: tuple[str, ...], *,
+                    directory: Path | None = None) -> list[NatsIdentity]:
+    """Every role's identity for ``regions``: from the environment or the state folder, where
+    missing made there (mode 0600) on first use."""
+    out = []
+    for region in regions:
+        for role in NatsRole:
+            found = nats_identity(region, role, directory=directory)
+            if found is None:
+                path = _seed_path(region, role, directory)
+                seed = read_or_make(path, new_seed() + "\n", f"NATS {role.value} key of {region}")
+                found = NatsIdentity(validate_region(region), role, seed)
+            out.append(found)
+    return out
+
+
+# --- what each role may do --------------------------------------------------------------------
+
+def _stream_info(stream: str) -> list[str]:
+    return [f"$JS.API.STREAM.INFO.{stream}"]
+
+
+def _stream_admin(stream: str) -> list[str]:
+    return [f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.UPDATE.{stream}",
+            *_stream_info(stream)]
+
+
+def _consume(stream: str) -> list[str]:
+    """Consumers on ``stream``: create (every API form), inspect, delete one's own, pull, ack,
+    answer flow control."""
+    api = "$JS.API.CONSUMER"
+    return [f"{api}.CREATE.{stream}", f"{api}.CREATE.{stream}.>",
+            f"{api}.DURABLE.CREATE.{stream}.>", f"{api}.INFO.{stream}.>",
+            f"{api}.DELETE.{stream}.>", f"{api}.MSG.NEXT.{stream}.>",
+            f"$JS.ACK.{stream}.>", f"$JS.FC.{stream}.>"]
+
+
+def _get(stream: str) -> list[str]:
+    return [f"$JS.API.STREAM.MSG.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}",
+            f"$JS.API.DIRECT.GET.{stream}.>"]
+
+
+def _kv_read(bucket: str) -> list[str]:
+    return [*_stream_info(f"KV_{bucket}"), *_get(f"KV_{bucket}"), *_consume(f"KV_{bucket}")]
+
+
+def role_permissions(region: str, role: NatsRole) -> dict[str, Any]:
+    """The nats-server ``permissions`` of ``role`` in ``region``: allow lists only (everything
+    else is denied)."""
+    r = validate_region(region)
+    inputs, content, enforce, dlq = (stream_name(r, k)
+                                     for k in ("INPUTS", "CONTENT", "ENFORCE", "DLQ"))
+    leases, policy = lease_bucket_name(r), policy_bucket_name(r)
+    publish: list[str] = ["$JS.API.INFO"]
+    subscribe: list[str] = [f"{inbox_prefix(r, role)}.>"]
+    responses = False
+    if role is NatsRole.GATE:
+        publish += [f"sg.{r}.acct.>", f"sg.{r}.content.>", f"sg.{r}.classify",
+                    *_stream_info(inputs), *_stream_info(content), *_stream_info(enforce),
+                    *_consume(enforce), *_kv_read(policy)]
+    elif role is NatsRole.NODE:
+        publish += [f"sg.{r}.enforce.>", f"sg.{r}.dlq.>", f"$KV.{leases}.>", f"$KV.{policy}.>"]
+        for stream in (inputs, content, enforce, dlq, f"KV_{leases}", f"KV_{policy}"):
+            publish += _stream_admin(stream)
+        publish += [*_consume(inputs), *_get(enforce), *_kv_read(leases), *_kv_read(policy)]
+    elif role is NatsRole.CLASSIFIER:
+        publish += [f"sg.{r}.acct.>", f"sg.{r}.dlq.>", *_stream_info(inputs),
+                    *_stream_info(content), *_stream_info(dlq), *_consume(content)]
+        subscribe += [f"sg.{r}.classify"]
+        responses = True  # answers go to the asker's reply subject, nowhere else
+    else:  # operator
+        publish += [f"sg.{r}.acct.>", *_stream_info(inputs), *_kv_read(policy)]
+    permissions: dict[str, Any] = {"publish": {"allow": sorted(set(publish))},
+                                   "subscribe": {"allow": sorted(set(subscribe))}}
+    if responses:
+        permissions["allow_responses"] = {"max": 1, "expires": "30s"}
+    return permissions
+
+
+def server_authorization(identities: list[NatsIdentity]) -> dict[str, Any]:
+    """The nats-server ``authorization`` block admitting exactly these identities, each with
+    its role's permissions (public keys only: no secret in the server's configuration)."""
+    return {"users": [{"nkey": i.public_key, "permissions": role_permissions(i.region, i.role)}
+                      for i in identities]}

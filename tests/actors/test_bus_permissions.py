@@ -1,0 +1,214 @@
+"""Least-privilege NATS against a real nats-server started with our authorization block: no
+anonymous or unknown client gets in, each role of a region may use only its own subjects, and no
+role may touch another region's (``bus.nats_auth``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import nats.errors
+import pytest
+
+from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.nats_auth import (
+    NatsIdentity,
+    NatsRole,
+    make_identities,
+    nats_identity,
+    new_seed,
+    role_permissions,
+    server_authorization,
+)
+from safeguards.adapters.bus.streams import StreamSettings, provision_region
+from safeguards.adapters.embedded import EmbeddedNats
+
+REGIONS = ("us", "eu")
+_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"')
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, NatsRole], NatsIdentity]:
+    directory = tmp_path_factory.mktemp("nats-keys")
+    return {(i.region, i.role): i for i in make_identities(REGIONS, directory=directory)}
+
+
+@pytest.fixture(scope="module")
+def secured_url(keys: dict[tuple[str, NatsRole], NatsIdentity],
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    authorization = server_authorization(list(keys.values()))
+    with EmbeddedNats(tmp_path_factory.mktemp("nats"), authorization=authorization) as server:
+        yield server.url
+
+
+async def _violations(url: str, identity: NatsIdentity, *, publish: tuple[str, ...] = (),
+                      subscribe: tuple[str, ...] = ()) -> set[tuple[str, str]]:
+    """What the server refused of these publishes and subscriptions: (kind, subject)."""
+    refused: set[tuple[str, str]] = set()
+
+    async def on_error(exc: Exception) -> None:
+        found = _VIOLATION.search(str(exc).lower())
+        if found:
+            refused.add((found.group(1), found.group(2)))
+
+    nc = await connect(url, name="permissions-test", once=True, identity=identity,
+                       error_cb=on_error)
+    try:
+        for subject in subscribe:
+            await nc.subscribe(subject)
+        for subject in publish:
+            await nc.publish(subject, b"x")
+        await nc.flush()
+        await anyio.sleep(0.3)  # the server's -ERR lines arrive after the flush's PONG
+    finally:
+        await nc.close()
+    return refused
+
+
+def _pub(*subjects: str) -> set[tuple[str, str]]:
+    return {("publish", s.lower()) for s in subjects}  # nats-py reports errors in lower case
+
+
+def _sub(*subjects: str) -> set[tuple[str, str]]:
+    return {("subscription", s.lower()) for s in subjects}
+
+
+# role -> (publishes that must pass, publishes refused, subscriptions that must pass, refused)
+CASES: dict[NatsRole, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    NatsRole.GATE: (
+        ("sg.us.acct.3.t0", "sg.us.content.t0", "sg.us.classify"),
+        ("sg.us.enforce.t0", "sg.us.dlq.gate", "sg.eu.acct.3.t0", "sg.eu.classify",
+         "$JS.API.STREAM.DELETE.SG_US_ENFORCE", "$JS.API.STREAM.PURGE.SG_US_INPUTS",
+         "$JS.API.STREAM.CREATE.SG_US_ENFORCE", "$KV.sg_us_policy.current",
+         "_INBOX_us_classifier.x"),
+        ("_INBOX_us_gate.x.*",),
+        ("sg.us.classify", "sg.us.enforce.>", "sg.us.acct.>", "_INBOX.>",
+         "_INBOX_us_classifier.>", "sg.eu.enforce.>", ">"),
+    ),
+    NatsRole.NODE: (
+        ("sg.us.enforce.t0", "sg.us.dlq.actors", "$KV.sg_us_leases.p1",
+         "$JS.API.STREAM.CREATE.SG_US_INPUTS"),
+        ("sg.us.content.t0", "sg.us.classify", "sg.eu.enforce.t0", "sg.eu.dlq.actors",
+         "$JS.API.STREAM.DELETE.SG_US_INPUTS", "$KV.sg_eu_leases.p1",
+         "$JS.API.STREAM.CREATE.SG_EU_INPUTS"),
+        ("_INBOX_us_node.>",),
+        ("sg.us.classify", "sg.us.content.>", "_INBOX_us_gate.>", "sg.eu.acct.>"),
+    ),
+    NatsRole.CLASSIFIER: (
+        ("sg.us.acct.3.t0", "sg.us.dlq.classifier"),
+        ("sg.us.enforce.t0", "sg.eu.acct.3.t0", "sg.us.content.t0", "_INBOX_us_gate.x",
+         "$KV.sg_us_policy.current", "$JS.API.STREAM.DELETE.SG_US_CONTENT"),
+        ("sg.us.classify", "_INBOX_us_classifier.>"),
+        ("sg.eu.classify", "sg.us.enforce.>", "_INBOX_us_gate.>"),
+    ),
+    NatsRole.OPERATOR: (
+        ("sg.us.acct.3.t0",),
+        ("sg.us.enforce.t0", "sg.us.content.t0", "sg.us.classify", "sg.eu.acct.3.t0",
+         "$KV.sg_us_policy.current", "$JS.API.STREAM.PURGE.SG_US_DLQ"),
+        ("_INBOX_us_operator.>",),
+        ("sg.us.classify", "sg.us.enforce.>", "sg.us.dlq.>"),
+    ),
+}
+
+
+@pytest.mark.parametrize("role", list(NatsRole))
+async def test_each_role_may_use_only_its_own_subjects(
+        role: NatsRole, keys: dict[tuple[str, NatsRole], NatsIdentity], secured_url: str) -> None:
+    allowed_pub, denied_pub, allowed_sub, denied_sub = CASES[role]
+    refused = await _violations(secured_url, keys[("us", role)],
+                                publish=allowed_pub + denied_pub,
+                                subscribe=allowed_sub + denied_sub)
+    assert refused == _pub(*denied_pub) | _sub(*denied_sub)
+
+
+async def test_strangers_cannot_connect(secured_url: str, tmp_path: Path) -> None:
+    with pytest.raises(BusUnavailable, match="authorization"):
+        await connect(secured_url, name="anonymous", once=True, timeout_s=5)
+    stranger = NatsIdentity("us", NatsRole.GATE, new_seed())  # a key the server never heard of
+    with pytest.raises(BusUnavailable, match="authorization"):
+        await connect(secured_url, name="stranger", once=True, timeout_s=5, identity=stranger)
+
+
+async def test_a_gate_asks_classify_and_only_the_classifier_answers(
+        keys: dict[tuple[str, NatsRole], NatsIdentity], secured_url: str) -> None:
+    classifier = await connect(secured_url, name="classifier", once=True,
+                               identity=keys[("us", NatsRole.CLASSIFIER)])
+    gate = await connect(secured_url, name="gate", once=True, identity=keys[("us", NatsRole.GATE)])
+    try:
+        async def answer(msg: nats.aio.msg.Msg) -> None:
+            await msg.respond(b"scores:" + msg.data)
+
+        await classifier.subscribe("sg.us.classify", queue="classifier", cb=answer)
+        await classifier.flush()
+        reply = await gate.request("sg.us.classify", b"sealed", timeout=5)
+        assert reply.data == b"scores:sealed"
+        # the classifier's right to answer is only the asker's reply subject, once
+        refused = await _violations(secured_url, keys[("us", NatsRole.CLASSIFIER)],
+                                    publish=("_INBOX_us_gate.forged",))
+        assert refused == _pub("_INBOX_us_gate.forged")
+    finally:
+        await gate.close()
+        await classifier.close()
+
+
+async def test_the_node_provisions_and_the_gate_writes_and_follows(
+        keys: dict[tuple[str, NatsRole], NatsIdentity], secured_url: str) -> None:
+    node = await connect(secured_url, name="node", once=True, identity=keys[("us", NatsRole.NODE)])
+    gate = await connect(secured_url, name="gate", once=True, identity=keys[("us", NatsRole.GATE)])
+    try:
+        await provision_region(node.jetstream(), "us", StreamSettings())
+        ack = await gate.jetstream().publish("sg.us.acct.3.t0", b"signal", timeout=5)
+        assert ack.stream == "SG_US_INPUTS"
+        sub = await gate.jetstream().subscribe("sg.us.enforce.>", stream="SG_US_ENFORCE",
+                                               ordered_consumer=True)
+        await node.jetstream().publish("sg.us.enforce.t0", b"command", timeout=5)
+        msg = await sub.next_msg(timeout=5)
+        assert msg.data == b"command"
+        with pytest.raises(nats.errors.TimeoutError):  # refused: no answer from JetStream
+            await gate.jetstream().delete_stream("SG_US_ENFORCE")
+    finally:
+        await gate.close()
+        await node.close()
+
+
+def test_identities_come_from_the_environment_or_the_state_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert nats_identity("us", NatsRole.GATE, directory=tmp_path) is None  # anonymous
+    made = {(i.region, i.role): i for i in make_identities(("us",), directory=tmp_path)}
+    assert (tmp_path / "nats-us-gate.nk").stat().st_mode & 0o777 == 0o600
+    again = nats_identity("us", NatsRole.GATE, directory=tmp_path)
+    assert again == made[("us", NatsRole.GATE)]
+    assert again.seed not in repr(again) and again.public_key.startswith("U")
+    seed = new_seed()
+    monkeypatch.setenv("SAFEGUARDS_NATS_NKEY_US_GATE", seed)
+    assert nats_identity("us", NatsRole.GATE, directory=tmp_path).seed == seed  # type: ignore[union-attr]
+    monkeypatch.setenv("SAFEGUARDS_NATS_NKEY_US_GATE", "not-a-seed")
+    with pytest.raises(Exception):  # noqa: B017 - nkeys' own error type for a damaged seed
+        nats_identity("us", NatsRole.GATE, directory=tmp_path)
+
+
+def test_no_role_may_delete_purge_or_reach_another_region() -> None:
+    for role in NatsRole:
+        allowed = role_permissions("us", role)["publish"]["allow"]
+        assert not [s for s in allowed if ".DELETE.SG_" in s.replace("CONSUMER.DELETE", "")]
+        assert not [s for s in allowed if "PURGE" in s or "_EU_" in s or ".eu." in s
+                    or s in (">", "$JS.API.>", "sg.>")]
+
+
+def test_the_ops_command_prints_the_servers_authorization(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from safeguards.regions.command_line import main
+
+    assert main(["ops", "nats-authorization", "--region", "us", "--region", "eu"]) == 0
+    users = json.loads(capsys.readouterr().out)["authorization"]["users"]
+    assert len(users) == 2 * len(NatsRole)
+    made = {i.public_key for i in make_identities(("us", "eu"))}  # the same keys, kept
+    assert {u["nkey"] for u in users} == made
+    seeds = [i.seed for i in make_identities(("us", "eu"))]
+    assert not [s for s in seeds if s in json.dumps(users)]  # no secret in a server's config
+    assert main(["ops", "nats-authorization", "--region", "U S"]) == 2
