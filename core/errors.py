@@ -86,6 +86,17 @@ class ResidencyViolation(SafeguardsError):
         )
 
 
+class WrongRegionDatabase(ResidencyViolation):
+    """A store opened on a database that another region claimed (its region marker)."""
+
+    def __init__(self, store_region: str, database_region: str):
+        SafeguardsError.__init__(
+            self, f"this database holds region {database_region!r}; the {store_region!r} store "
+                  "refuses to read or write it (check the region's database URL)")
+        self.store_region = store_region
+        self.event_region = database_region
+
+
 class StoreUnavailable(SafeguardsError):
     """The regional store could not be reached or failed mid-operation; nothing was committed."""
 

@@ -28,7 +28,7 @@ from safeguards.adapters.store.validation import (
 from safeguards.core import codec
 from safeguards.core import state as fold_module
 from safeguards.core.chain import ChainRow
-from safeguards.core.errors import InvalidInput
+from safeguards.core.errors import InvalidInput, WrongRegionDatabase
 from safeguards.core.events import Event
 from safeguards.core.ids import validate_account_id, validate_region
 from safeguards.core.ports import (
@@ -57,6 +57,7 @@ class PostgresReadSide:
     def __init__(self, region: str, engine_or_url: AsyncEngine | str, *,
                  statement_timeout_s: float, connect_timeout_s: float, pool_size: int) -> None:
         self._region = validate_region(region)
+        self._region_checked = False  # the database's region marker, read once
         self._timeout = statement_timeout_s
         if isinstance(engine_or_url, AsyncEngine):
             self._engine, self._owns_engine = engine_or_url, False
@@ -86,6 +87,8 @@ class PostgresReadSide:
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
         with translate_errors():
             async with self._engine.connect() as conn:
+                if not self._region_checked:
+                    await self._check_region(conn)
                 try:
                     yield conn
                 except asyncpg.InternalClientError:
@@ -93,6 +96,16 @@ class PostgresReadSide:
                     # while the server restarted): never hand it to the next caller.
                     await conn.invalidate()
                     raise
+
+    async def _check_region(self, conn: AsyncConnection) -> None:
+        """The database's region marker is this store's region (the first store to open a
+        database claims it); anything else is refused before any read or write."""
+        driver = await self._driver(conn)
+        await driver.execute(sql.CLAIM_REGION, self._region, timeout=self._timeout)
+        claimed = await driver.fetchval(sql.REGION_MARKER, timeout=self._timeout)
+        if claimed != self._region:
+            raise WrongRegionDatabase(self._region, str(claimed))
+        self._region_checked = True
 
     @staticmethod
     async def _driver(conn: AsyncConnection) -> Any:

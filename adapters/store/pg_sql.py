@@ -103,3 +103,6 @@ SELECT account_id, count(*) FILTER (WHERE $2::timestamptz IS NULL OR occurred_at
        max(strike_potential)
   FROM events WHERE region = $1 GROUP BY account_id ORDER BY account_id
 """
+# The database's region (migration 0006): the first store to open it claims it.
+CLAIM_REGION = "INSERT INTO region_marker (region) VALUES ($1) ON CONFLICT DO NOTHING"
+REGION_MARKER = "SELECT region FROM region_marker"

@@ -96,3 +96,14 @@ operator_reads = sa.Table(
     sa.Column("command", sa.Text, nullable=False),
     sa.Column("subject", sa.Text, nullable=False),
 )
+
+# The region this database holds, one row claimed by the first store to open it (migration 0006).
+region_marker = sa.Table(
+    "region_marker",
+    metadata,
+    sa.Column("singleton", sa.Boolean, primary_key=True, server_default=sa.true()),
+    sa.Column("region", sa.Text, nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.CheckConstraint("singleton", name="region_marker_one_row"),
+)
