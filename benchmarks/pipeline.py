@@ -16,7 +16,8 @@
 
     python benchmarks/pipeline.py [--signals 40000] [--accounts 10000] [--latency-s 10]
 
-Uses SAFEGUARDS_NATS_URL / SAFEGUARDS_DATABASE_URL when set, else starts embedded servers.
+Uses SAFEGUARDS_NATS_URL when set, else an embedded server, and a scratch database on
+SAFEGUARDS_DATABASE_URL's server (else an embedded PostgreSQL).
 Last line: {"signals_per_s", "raw_consume_per_s", "ratio", "enforce_p50_ms", "enforce_p99_ms"}
 """
 
@@ -44,7 +45,8 @@ from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.bus.streams import provision_region
-from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
+from safeguards.adapters.embedded import EmbeddedNats
+from safeguards.adapters.embedded.scratch import scratch_database
 from safeguards.adapters.heap import GcPauses, settle_heap
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.core.codec import decode_command, encode_signal
@@ -124,16 +126,12 @@ async def raw_consume(nc: Client, region: str, total: int) -> float:
     return total / (time.perf_counter() - start)
 
 
-async def main(args: argparse.Namespace) -> dict[str, float]:
+async def main(args: argparse.Namespace, db_url: str) -> dict[str, float]:
     region = "bench" + uuid.uuid4().hex[:6]
     with ExitStack() as stack:
         nats_url = os.environ.get("SAFEGUARDS_NATS_URL") or stack.enter_context(
             EmbeddedNats()).url
-        db_url = os.environ.get("SAFEGUARDS_DATABASE_URL")
-        if not db_url:
-            pg = stack.enter_context(EmbeddedPostgres())
-            db_url = pg.create_database("bench_" + region)
-        await migrate(db_url)
+        await migrate(db_url)  # a scratch database: a database holds one region
         nc = await nats.connect(nats_url)
         js = nc.jetstream()
         await provision_region(js, region)
@@ -304,6 +302,7 @@ if __name__ == "__main__":
     parser.add_argument("--latency-s", type=float, default=10.0)
     parser.add_argument("--load-fraction", type=float, default=0.5,
                         help="latency phase load as a fraction of the measured node rate")
-    result = anyio.run(main, parser.parse_args())
+    with scratch_database("sg_pipeline") as scratch:
+        result = anyio.run(main, parser.parse_args(), scratch)
     print(json.dumps({k: result[k] for k in ("signals_per_s", "raw_consume_per_s", "ratio",
                                               "enforce_p50_ms", "enforce_p99_ms")}))
