@@ -24,7 +24,9 @@ most exposed at the edge, so each attack also meets the layers behind least-priv
 - fail-open start: a second proxy started while its NATS is unreachable, with no snapshot;
 - forged operator actions: an operator ``clear`` published by anyone who can reach NATS,
   unsigned, signed with a key no operator of the region holds, and signed by a registered analyst
-  in an admin's name.
+  in an admin's name;
+- one admin alone (a stolen operator key): terminating a fresh account, and clearing the
+  terminated victim, each approved by the same admin (the policy's two-person rule).
 
 Each attack is "refused" (its effect did not happen) or "accepted". Ends with one JSON line:
 ``{"attacks", "refused", "accepted", "region_crashes", "results"}``.
@@ -128,11 +130,18 @@ class Bench:
         print(f"{name:40s} {self.results[name]}", flush=True)
 
     async def operator(self, account: str, action: OperatorActionTaken) -> None:
-        """As ``safeguards ops`` sends it: signed by the registered bench-admin."""
+        """As ``safeguards ops`` sends it: signed by the registered operator it names."""
         signal = operator_signal(account, REGION, action, now=datetime.now(UTC),
                                  nonce=secrets.token_hex(8))
         await send_operator_signal(self.config.nats_url, self.config.partitions, signal,
-                                   "bench-admin")
+                                   action.operator)
+
+    async def terminate(self, account: str) -> None:
+        """L5, as the policy asks: one admin's override, a second admin's approval."""
+        await self.operator(account, OperatorActionTaken("bench-admin", "set_level", 5, None,
+                                                         "bench"))
+        await self.operator(account, OperatorActionTaken("bench-admin-2", "approve", 5, None,
+                                                         "bench"))
 
 
 async def forged_enforcement(b: Bench, victim: str) -> None:
@@ -187,7 +196,7 @@ async def poison(b: Bench) -> None:
     await b.publish(subject, b"\x93\x00not a signal")
     await anyio.sleep(2.0)
     # the region still serves and still commits: an operator L5 for a fresh account lands
-    await b.operator(account, OperatorActionTaken("bench-admin", "set_level", 5, None, "bench"))
+    await b.terminate(account)
     b.record("poison_long_correlation_id", await b.until_status(account, 403))
     b.record("poison_undecodable", await b.status(f"acct-{secrets.token_hex(4)}") == 200)
 
@@ -311,6 +320,18 @@ async def bus_without_a_key(url: str) -> dict[str, bool]:
     return refused
 
 
+async def one_admin_alone(b: Bench, victim: str) -> None:
+    """A registered admin acting alone (a stolen key, a rogue operator): terminating an account
+    and clearing a terminated one each take a second admin under the default policy."""
+    fresh = f"acct-{secrets.token_hex(4)}"
+    await b.operator(fresh, OperatorActionTaken("bench-admin", "set_level", 5, None, "alone"))
+    await b.operator(fresh, OperatorActionTaken("bench-admin", "approve", 5, None, "myself"))
+    b.record("operator_terminate_alone", not await b.until_status(fresh, 403, within_s=5))
+    await b.operator(victim, OperatorActionTaken("bench-admin", "clear", None, None, "alone"))
+    await b.operator(victim, OperatorActionTaken("bench-admin", "approve", 0, None, "myself"))
+    b.record("operator_clear_alone", not await b.until_status(victim, 200, within_s=5))
+
+
 async def run(tmp: Path) -> dict[str, object]:
     async with embedded_infrastructure(tmp, (REGION,)) as configs:
         config = configs[0]
@@ -328,15 +349,15 @@ async def run(tmp: Path) -> dict[str, object]:
                 b.record(name, refused)
             try:
                 add_operator(REGION, "bench-admin", "admin")
+                add_operator(REGION, "bench-admin-2", "admin")
                 victim = f"acct-victim-{secrets.token_hex(3)}"
-                await b.operator(victim, OperatorActionTaken("bench-admin", "set_level", 5,
-                                                             None, "bench"))
+                await b.terminate(victim)
                 assert await b.until_status(victim, 403), "the L5 override never applied"
                 steps: list[Callable[[], Awaitable[None]]] = [
                     lambda: forged_enforcement(b, victim), lambda: identity(b, victim),
                     lambda: poison(b), lambda: forged_inputs(b), lambda: eavesdrop_and_hijack(b),
                     lambda: fail_open_start(b, victim),
-                    lambda: forged_operator(b, victim)]
+                    lambda: forged_operator(b, victim), lambda: one_admin_alone(b, victim)]
                 for step in steps:
                     await step()
                 alive = (await b.http.get(proxy_url + "/healthz")).status_code == 200

@@ -22,6 +22,8 @@ from safeguards.core.errors import InvalidInput, PolicyError
 from safeguards.core.events import (
     AccountLinked,
     AppealResolved,
+    ApprovalGranted,
+    ApprovalRequested,
     EnforcementChanged,
     Event,
     EventBody,
@@ -44,6 +46,7 @@ from safeguards.core.ids import (
     derive_id,
     policy_entity,
 )
+from safeguards.core.operators import APPROVAL_WINDOW_S, needs_second_operator
 from safeguards.core.policy import THROTTLE_CATEGORY, Policy, parse_policy
 from safeguards.core.state import AccountState, evolve
 
@@ -118,6 +121,16 @@ def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
     # Escalation needs evidence from distinct requests: content scored again (a retry, a replayed
     # prompt) is recorded, but it is the same evidence and strikes no second time.
     repeated = isinstance(obs, ScoreRecorded) and obs.content_sha256 in d.state.recent_content
+    if (isinstance(obs, OperatorActionTaken) and obs.action in ("set_level", "clear")
+            and needs_second_operator(obs, d.state.level, set_level=policy.two_person_set_level,
+                                      lower_from=policy.two_person_lower_from)):
+        # Recorded as a request in place of the action: it changes nothing until approved.
+        action: Literal["set_level", "clear"] = "clear" if obs.action == "clear" else "set_level"
+        if action == "set_level":
+            _on_ladder(d, obs.level or 0)
+        d.emit(ApprovalRequested(obs.operator, action, obs.level or 0 if action == "set_level"
+                                 else 0, obs.expires_at, obs.reason), decided=True)
+        return
     recorded = d.emit(obs, decided=False)
     if isinstance(obs, ScoreRecorded) and not obs.shadow and not repeated:
         _strikes(d, obs.scores, obs.request_id, obs.model_name, obs.model_version,
@@ -129,7 +142,10 @@ def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
             _strikes(d, ((THROTTLE_CATEGORY, 1.0),), obs.request_id, "inline-gate", "gcra",
                      recorded.version)
     elif isinstance(obs, OperatorActionTaken):
-        _operator(d, obs, recorded.version)
+        if obs.action == "approve":
+            _approve(d, obs, recorded.version)
+        else:
+            _operator(d, obs, recorded.version)
     elif isinstance(obs, PolicyProposed):
         _propose_policy(d, obs, recorded.version)
     elif isinstance(obs, AppealResolved) and obs.outcome == "overturned":
@@ -281,6 +297,25 @@ def _on_ladder(d: _Decision, level: int) -> int:
         raise InvalidInput(f"level {level} is not on the policy's ladder "
                            f"(0 to {len(d.policy.ladder) - 1})")
     return level
+
+
+def _approve(d: _Decision, obs: OperatorActionTaken, caused_by: int) -> None:
+    """A second operator's approval carries out the pending action, if there is one, another
+    operator asked for it, it has not lapsed, and the approval names the same target level."""
+    pending = d.state.pending_approval
+    if (pending is None or pending.operator == obs.operator or obs.level != pending.level
+            or (d.now - pending.requested_at).total_seconds() > APPROVAL_WINDOW_S):
+        return
+    action: Literal["set_level", "clear"] = "clear" if pending.action == "clear" else "set_level"
+    d.emit(ApprovalGranted(obs.operator, pending.operator, action, pending.level, obs.reason,
+                           caused_by), decided=True)
+    reason = f"operator {pending.operator}, approved by {obs.operator}: {pending.reason}"
+    if action == "clear":
+        if d.state.level != 0:
+            d.change_level(0, "operator.clear", reason, caused_by)
+    else:
+        d.change_level(_on_ladder(d, pending.level), "operator.set_level", reason, caused_by,
+                       pending.expires_at, explicit_expiry=pending.expires_at is not None)
 
 
 def _operator(d: _Decision, obs: OperatorActionTaken, caused_by: int) -> None:

@@ -120,17 +120,55 @@ class EnforcementChanged:
 
 @dataclass(frozen=True, slots=True)
 class OperatorActionTaken:
-    """An operator's override; ``action`` is ``set_level``, ``clear`` or ``note``."""
+    """An operator's override; ``action`` is ``set_level``, ``clear``, ``note`` or ``approve``.
+
+    ``approve`` is a second operator agreeing to the action an account's ``ApprovalRequested``
+    holds; its ``level`` repeats that action's target (0 for a clear), so nobody approves
+    something other than what they read."""
 
     TYPE: ClassVar[str] = "OperatorActionTaken"
     SCHEMA_VERSION: ClassVar[int] = 1
     OBSERVATION: ClassVar[bool] = True
 
     operator: str
-    action: Literal["set_level", "clear", "note"]
+    action: Literal["set_level", "clear", "note", "approve"]
     level: int | None
     expires_at: datetime | None
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequested:
+    """An operator asked for an action that takes two people (``core.operators.
+    needs_second_operator``: terminating an account, clearing or lowering a suspended one). It is
+    recorded in place of the action and changes nothing until another operator approves it."""
+
+    TYPE: ClassVar[str] = "ApprovalRequested"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = False
+
+    operator: str
+    action: Literal["set_level", "clear"]
+    level: int  # the target level (0 for a clear)
+    expires_at: datetime | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalGranted:
+    """A second operator approved the pending ``ApprovalRequested``: its action takes effect now
+    (a clear also forgives the account's points, as a clear does)."""
+
+    TYPE: ClassVar[str] = "ApprovalGranted"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = False
+
+    approver: str
+    operator: str  # who asked
+    action: Literal["set_level", "clear"]
+    level: int
+    reason: str  # the approver's
+    caused_by_version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +291,8 @@ EventBody: TypeAlias = (
     | AccountLinked
     | EnforcementChanged
     | OperatorActionTaken
+    | ApprovalRequested
+    | ApprovalGranted
     | ReviewRequested
     | ReviewClaimed
     | AppealFiled
@@ -272,6 +312,8 @@ EVENT_TYPES: dict[str, type[EventBody]] = {
         AccountLinked,
         EnforcementChanged,
         OperatorActionTaken,
+        ApprovalRequested,
+        ApprovalGranted,
         ReviewRequested,
         ReviewClaimed,
         AppealFiled,

@@ -6,10 +6,15 @@ signature, ``OperatorAuthority``) and that operator's role allows it:
 
 - ``viewer``: reads only; no action.
 - ``analyst``: notes, claims a review, files an appeal, sets a level up to L3.
-- ``admin``: everything, including L4 and L5, clears, appeal outcomes and policy proposals.
+- ``admin``: everything, including L4 and L5, clears, approvals, appeal outcomes and policy
+  proposals.
 
 The operator an observation names must be the operator who signed it: nobody acts in another's
-name.
+name. Where the policy asks for it, two people decide the gravest actions
+(``needs_second_operator``; the default policy: terminating an account, and clearing or lowering
+a suspended one). The first operator's action is recorded as an ``ApprovalRequested`` and changes
+nothing; a second admin's ``approve`` naming the same target level within ``APPROVAL_WINDOW_S``
+carries it out.
 """
 
 from __future__ import annotations
@@ -28,8 +33,20 @@ from safeguards.core.events import (
 
 ROLES = ("viewer", "analyst", "admin")
 ANALYST_MAX_LEVEL = 3
+APPROVAL_WINDOW_S = 86_400  # an approval request lapses unapproved after a day
 OPERATOR_OBSERVATIONS = (OperatorActionTaken, ReviewClaimed, AppealFiled, AppealResolved,
                          PolicyProposed)
+
+
+def needs_second_operator(action: OperatorActionTaken, current_level: int, *,
+                          set_level: int | None, lower_from: int | None) -> bool:
+    """Whether ``action`` on an account now at ``current_level`` takes a second operator, under
+    a policy's ``two_person_set_level`` and ``two_person_lower_from`` (None: never)."""
+    lowering = lower_from is not None and current_level >= lower_from
+    if action.action == "set_level" and action.level is not None:
+        return ((set_level is not None and action.level >= set_level)
+                or (lowering and action.level < current_level))
+    return action.action == "clear" and lowering
 
 
 def needs_operator(observation: Observation | None) -> bool:

@@ -127,6 +127,11 @@ class Policy:
     # refuse_threshold ("refuse_threshold"), or every strike ("threshold"). Borderline scores,
     # which is where false positives sit, otherwise add up across all of an organisation's users.
     aggregate_evidence: Literal["threshold", "refuse_threshold"] = "refuse_threshold"
+    # Two people decide the gravest operator actions: setting a level at or above
+    # ``two_person_set_level``, and clearing or lowering an account at or above
+    # ``two_person_lower_from`` (None: one operator suffices, as under policies before the rule).
+    two_person_set_level: int | None = None
+    two_person_lower_from: int | None = None
 
     def category(self, name: str) -> CategoryPolicy | None:
         """The category's policy; None for an unknown or switched-off category."""
@@ -220,8 +225,15 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
     if evidence not in ("threshold", "refuse_threshold"):
         c.problems.append(f"escalation.aggregate_evidence: {evidence!r} is not \"threshold\" "
                           "or \"refuse_threshold\"")
+    two_person = {}
+    for key in ("two_person_set_level", "two_person_lower_from"):
+        level = c.get(esc, key, int, "escalation", None)
+        if level is not None and level not in LEVELS:
+            c.problems.append(f"escalation.{key}: {level} is not a level 0 to 5")
+        two_person[key] = level
     for key in esc:
-        if key not in {"recidivism_factor", "automatic_max_level", "aggregate_evidence"}:
+        if key not in {"recidivism_factor", "automatic_max_level", "aggregate_evidence",
+                       "two_person_set_level", "two_person_lower_from"}:
             c.problems.append(f"escalation.{key}: unknown setting")
     for key in doc:
         if key not in {"policy", "categories", "ladder", "rate_tiers", "rules", "gate",
@@ -242,6 +254,7 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         automatic_max_level=automatic_max,
         mode=mode,
         aggregate_evidence="threshold" if evidence == "threshold" else "refuse_threshold",
+        **two_person,
     )
 
 

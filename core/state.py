@@ -16,6 +16,8 @@ from safeguards.core.events import (
     AccountLinked,
     AppealFiled,
     AppealResolved,
+    ApprovalGranted,
+    ApprovalRequested,
     EnforcementChanged,
     Event,
     OperatorActionTaken,
@@ -32,7 +34,7 @@ from safeguards.core.events import (
 
 # Bump whenever ``evolve`` or AccountState changes meaning: stored snapshots made by another fold
 # version are discarded and rebuilt from events, never trusted.
-FOLD_VERSION = 3
+FOLD_VERSION = 4
 # How many recently scored contents an account remembers (by sha256): the same content scored
 # again (a retry, a replayed prompt) is the same evidence, never a second strike. The fold
 # rebuilds this tuple on every score: 16 keeps the fold at 0.76x of its speed without it, 64
@@ -65,6 +67,19 @@ class CategoryRisk:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingApproval:
+    """An action waiting for a second operator (``ApprovalRequested`` at ``version``)."""
+
+    version: int
+    operator: str
+    action: str  # "set_level" or "clear"
+    level: int
+    expires_at: datetime | None
+    reason: str
+    requested_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class AccountState:
     account_id: str
     region: str
@@ -85,6 +100,7 @@ class AccountState:
     strongest: tuple[Evidence, ...] = ()  # each category's STRONGEST_KEPT strongest strikes
     review_level: int = 0  # the level an open review proposes; 0: no review is open
     links: tuple[str, ...] = ()  # aggregates (org:<id>, key:<fingerprint>) it was linked to
+    pending_approval: PendingApproval | None = None  # an action awaiting a second operator
 
     def evidence(self, category: str, at_least: float) -> int:
         """Distinct requests whose strike in ``category`` scored ``at_least`` (counted up to
@@ -121,7 +137,8 @@ def evolve(state: AccountState, event: Event) -> AccountState:
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests + 1, s.scores, at, s.open_appeals,
-                            s.recent_content, s.strongest, s.review_level, s.links)
+                            s.recent_content, s.strongest, s.review_level, s.links,
+                            s.pending_approval)
     if isinstance(body, ScoreRecorded):
         recent = s.recent_content
         if body.content_sha256 not in recent:
@@ -129,7 +146,7 @@ def evolve(state: AccountState, event: Event) -> AccountState:
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores + 1, at, s.open_appeals, recent,
-                            s.strongest, s.review_level, s.links)
+                            s.strongest, s.review_level, s.links, s.pending_approval)
     if isinstance(body, StrikeRecorded):
         updated = CategoryRisk(body.category, body.total_after, at, body.half_life_s)
         risk = (*tuple(r for r in s.risk if r.category != body.category), updated)
@@ -138,36 +155,54 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.strikes + 1, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content,
                             _stronger(s.strongest, body.category, body.score, body.request_id),
-                            s.review_level, s.links)
+                            s.review_level, s.links, s.pending_approval)
     if isinstance(body, EnforcementChanged):
         return AccountState(s.account_id, s.region, v, body.level, body.expires_at, body.reason,
                             body.rule_id, v, event.policy_version, s.risk, s.strikes, s.requests,
                             s.scores, s.last_seen, s.open_appeals, s.recent_content, s.strongest,
-                            s.review_level, s.links)
+                            s.review_level, s.links, s.pending_approval)
     if isinstance(body, OperatorActionTaken):
         # Clearing an account forgives its accumulated points (and the evidence behind them):
         # otherwise the next strike would put it straight back where the operator took it from.
         # Setting or clearing the level is the decision an open review waits for.
-        if body.action == "note":
+        # An action that takes effect also settles any action still waiting for approval.
+        if body.action in ("note", "approve"):
             risk, strongest, review = s.risk, s.strongest, s.review_level
+            pending = s.pending_approval
         else:
             risk, strongest = ((), ()) if body.action == "clear" else (s.risk, s.strongest)
-            review = 0
+            review, pending = 0, None
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, strongest, review, s.links)
+                            s.recent_content, strongest, review, s.links, pending)
+    if isinstance(body, ApprovalRequested):
+        pending = PendingApproval(v, body.operator, body.action, body.level, body.expires_at,
+                                  body.reason, at)
+        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
+                            s.recent_content, s.strongest, s.review_level, s.links, pending)
+    if isinstance(body, ApprovalGranted):
+        # what the approved action does: a clear forgives, either settles an open review
+        forgiven = body.action == "clear"
+        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                            s.level_rule, s.level_version, s.level_policy_version,
+                            () if forgiven else s.risk, s.strikes, s.requests, s.scores,
+                            s.last_seen, s.open_appeals, s.recent_content,
+                            () if forgiven else s.strongest, 0, s.links, None)
     if isinstance(body, ReviewRequested):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, s.strongest, body.proposed_level, s.links)
+                            s.recent_content, s.strongest, body.proposed_level, s.links,
+                            s.pending_approval)
     if isinstance(body, AppealFiled):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen,
                             (*s.open_appeals, body.appeal_id), s.recent_content, s.strongest,
-                            s.review_level, s.links)
+                            s.review_level, s.links, s.pending_approval)
     if isinstance(body, AppealResolved):
         overturned = body.outcome == "overturned"
         appeals = tuple(a for a in s.open_appeals if a != body.appeal_id)
@@ -175,20 +210,23 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version,
                             () if overturned else s.risk, s.strikes, s.requests, s.scores,
                             s.last_seen, appeals, s.recent_content,
-                            () if overturned else s.strongest, s.review_level, s.links)
+                            () if overturned else s.strongest, s.review_level, s.links,
+                            s.pending_approval)
     if isinstance(body, AccountLinked):
         links = s.links if body.aggregate in s.links else (
             *s.links[1 - MAX_LINKS:], body.aggregate)
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, s.strongest, s.review_level, links)
+                            s.recent_content, s.strongest, s.review_level, links,
+                            s.pending_approval)
     if isinstance(body, ShadowDecision | ReviewClaimed | PolicyProposed | PolicyChanged
                   | PolicyRejected):  # facts of the history that change no account's state
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, s.strongest, s.review_level, s.links)
+                            s.recent_content, s.strongest, s.review_level, s.links,
+                            s.pending_approval)
     raise TypeError(f"evolve has no case for {type(body).__name__}")
 
 

@@ -1,7 +1,8 @@
-"""``safeguards ops override | clear | appeal-file | appeal-resolve``: operator actions.
+"""``safeguards ops override | clear | approve | appeal-file | appeal-resolve``: operator actions.
 
     safeguards ops override ACCOUNT --region eu --level 4 --operator alice --reason "case 4411"
     safeguards ops clear ACCOUNT --region eu --operator alice --reason "verified business"
+    safeguards ops approve ACCOUNT --region eu --level 0 --operator bob --reason "read case 4411"
     safeguards ops appeal-file ACCOUNT --region eu --appeal-id A-17 --by ACCOUNT --reason "..."
     safeguards ops appeal-resolve ACCOUNT --region eu --appeal-id A-17 --outcome overturned \\
         --level-after 0 --operator bob --reason "false positive"
@@ -10,6 +11,11 @@ Each action is a signal to the account's actor over the region's NATS (``--nats`
 ``$SAFEGUARDS_NATS_URL``), signed with the operator's key (``safeguards ops operator add``); the
 decision, with the operator and reason, lands in the history. A node refuses (dead-letters) an
 action that no registered operator, whose role allows it, signed in the name it gives.
+
+Under the default policy two people decide the gravest actions: an override to L5, and a clear
+or a lower level for an account at L4 or L5, are recorded as an approval request (``ops history``
+shows it) and change nothing until a second admin runs ``ops approve`` with the same target level
+(0 for a clear) within a day.
 """
 
 from __future__ import annotations
@@ -38,6 +44,14 @@ def register_ops(ops_sub: Any) -> None:
     _common(clear)
     _who(clear)
     clear.set_defaults(handler=_clear)
+
+    approve = ops_sub.add_parser("approve", help="as a second operator, carry out the action an "
+                                                 "account's approval request holds")
+    _common(approve)
+    approve.add_argument("--level", type=int, required=True, choices=range(6),
+                         help="the target level of the request you approve (0 for a clear)")
+    _who(approve)
+    approve.set_defaults(handler=_approve)
 
     filed = ops_sub.add_parser("appeal-file", help="record an appeal against an enforcement")
     _common(filed)
@@ -105,6 +119,11 @@ def _override(args: argparse.Namespace) -> int:
 
 def _clear(args: argparse.Namespace) -> int:
     return _send(args, OperatorActionTaken(args.operator, "clear", None, None, args.reason))
+
+
+def _approve(args: argparse.Namespace) -> int:
+    return _send(args, OperatorActionTaken(args.operator, "approve", args.level, None,
+                                           args.reason))
 
 
 def _appeal_file(args: argparse.Namespace) -> int:

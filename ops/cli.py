@@ -26,6 +26,8 @@ from safeguards.core.events import (
     AccountLinked,
     AppealFiled,
     AppealResolved,
+    ApprovalGranted,
+    ApprovalRequested,
     EnforcementChanged,
     Event,
     OperatorActionTaken,
@@ -153,6 +155,14 @@ def timeline_row(event: Event) -> dict[str, Any]:
         level = {"set_level": f"->L{b.level}", "clear": "cleared"}.get(b.action, "")
         detail = f"{b.action} by {b.operator}" + (f", expires {_iso(b.expires_at)}"
                                                   if b.expires_at else "")
+    elif isinstance(b, ApprovalRequested):
+        reason = b.reason
+        level = f"(awaits approval: {'clear' if b.action == 'clear' else f'L{b.level}'})"
+        detail = f"{b.action} asked by {b.operator}; a second operator must approve"
+    elif isinstance(b, ApprovalGranted):
+        reason = b.reason
+        level = "cleared" if b.action == "clear" else f"->L{b.level}"
+        detail = f"{b.action} asked by {b.operator}, approved by {b.approver}"
     elif isinstance(b, ReviewRequested):
         reason, rule = b.reason, b.rule_id
         level = f"(review L{b.proposed_level})"

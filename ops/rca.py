@@ -12,6 +12,8 @@ from datetime import datetime
 
 from safeguards.core.events import (
     AccountLinked,
+    ApprovalGranted,
+    ApprovalRequested,
     EnforcementChanged,
     Event,
     OperatorActionTaken,
@@ -107,6 +109,12 @@ def _decision_rows(history: list[Event]) -> str:
         elif isinstance(body, OperatorActionTaken):
             what = f"operator {html.escape(body.action)}"
             rule, reason, detail = body.operator, body.reason, ""
+        elif isinstance(body, ApprovalRequested):
+            what = f"approval requested: {html.escape(body.action)} to L{body.level}"
+            rule, reason, detail = body.operator, body.reason, ""
+        elif isinstance(body, ApprovalGranted):
+            what = f"approved: {html.escape(body.action)} to L{body.level}"
+            rule, reason, detail = body.approver, body.reason, f"asked by {body.operator}"
         elif isinstance(body, ReviewRequested):
             what = f"review: proposes L{body.proposed_level}"
             rule, reason, detail = body.rule_id, body.reason, ""

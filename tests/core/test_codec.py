@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 
 import msgpack
 import pytest
@@ -26,7 +27,7 @@ from safeguards.core.events import (
     ReviewRequested,
     Signal,
 )
-from safeguards.core.state import AccountState
+from safeguards.core.state import AccountState, PendingApproval
 
 from strategies import bodies, commands, events, signals
 
@@ -147,10 +148,13 @@ def test_strategies_cover_every_event_type() -> None:
     assert seen == set(EVENT_TYPES)
 
 
-def test_a_snapshot_keeps_the_review_and_the_evidence() -> None:
+def test_a_snapshot_keeps_the_review_the_evidence_and_a_pending_approval() -> None:
     state = AccountState("acct", "eu", version=9, level=3,
                          strongest=(("weapons", 0.97, "r1"), ("weapons", 0.95, "r2")),
-                         review_level=4)
+                         review_level=4,
+                         pending_approval=PendingApproval(8, "alice", "set_level", 5, None,
+                                                          "confirmed abuse",
+                                                          datetime(2026, 12, 5, tzinfo=UTC)))
     assert codec.decode_state(codec.encode_state(state)) == state
 
 

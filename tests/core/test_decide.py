@@ -29,6 +29,7 @@ from safeguards.core.events import (
     Signal,
     StrikeRecorded,
 )
+from safeguards.core.operators import APPROVAL_WINDOW_S
 from safeguards.core.policy import Policy, default_policy, default_policy_text, parse_policy
 from safeguards.core.state import RECENT_CONTENT, AccountState, evolve, fold, initial_state
 
@@ -176,13 +177,61 @@ def test_levels_expire_to_what_decayed_points_justify() -> None:
 
 
 def test_operator_set_and_clear() -> None:
-    s = initial_state("a", "eu")
-    op = OperatorActionTaken("alice", "set_level", 4, None, "case 17")
+    s, _ = run(initial_state("a", "eu"), score_signal(1, "a", T0, (("cyber", 0.7),)), T0)
+    op = OperatorActionTaken("alice", "set_level", 3, None, "case 17")
     s, events = run(s, Signal("op1", "a", "eu", T0, "c", op), T0)
-    assert levels(events) == [4] and s.level_expires_at is None
+    assert levels(events) == [3]
     clear = OperatorActionTaken("alice", "clear", None, None, "reviewed")
     s, events = run(s, Signal("op2", "a", "eu", T0, "c", clear), T0)
     assert levels(events) == [0] and s.risk == ()
+
+
+def _act(s: AccountState, signal_id: str, action: OperatorActionTaken,
+         at: datetime = T0) -> tuple[AccountState, list[Event]]:
+    return run(s, Signal(signal_id, "a", "eu", at, "c", action), at)
+
+
+def test_terminating_takes_a_second_operator() -> None:
+    s, events = _act(initial_state("a", "eu"), "op1",
+                     OperatorActionTaken("alice", "set_level", 5, None, "case 17"))
+    assert [e.type for e in events] == ["ApprovalRequested"] and s.level == 0
+    assert s.pending_approval is not None and s.pending_approval.operator == "alice"
+    # the same operator cannot approve their own request, nor anyone approve another target
+    s, events = _act(s, "op2", OperatorActionTaken("alice", "approve", 5, None, "me again"))
+    assert levels(events) == [] and s.level == 0
+    s, events = _act(s, "op3", OperatorActionTaken("bob", "approve", 4, None, "not that"))
+    assert levels(events) == [] and s.level == 0
+    s, events = _act(s, "op4", OperatorActionTaken("bob", "approve", 5, None, "seen the case"))
+    assert levels(events) == [5] and s.level == 5 and s.pending_approval is None
+    changed = events[-1].body
+    assert isinstance(changed, EnforcementChanged) and changed.rule_id == "operator.set_level"
+    assert "approved by bob" in changed.reason
+    # an approval with nothing pending does nothing
+    s, events = _act(s, "op5", OperatorActionTaken("carol", "approve", 5, None, "late"))
+    assert levels(events) == []
+
+
+def test_clearing_a_suspended_account_takes_a_second_operator() -> None:
+    s, _ = run(initial_state("a", "eu"), score_signal(1, "a", T0, (("cyber", 0.7),)), T0)
+    s, _ = _act(s, "op1", OperatorActionTaken("alice", "set_level", 4, None, "case 17"))
+    assert s.level == 4  # suspending is one person's call
+    s, events = _act(s, "op2", OperatorActionTaken("alice", "clear", None, None, "reviewed"))
+    assert [e.type for e in events] == ["ApprovalRequested"] and s.level == 4
+    assert s.risk != ()  # nothing forgiven yet
+    lower = OperatorActionTaken("bob", "set_level", 2, None, "lower instead")
+    s, events = _act(s, "op3", lower)  # lowering from L4 takes two as well
+    assert [e.type for e in events] == ["ApprovalRequested"] and s.level == 4
+    assert s.pending_approval is not None and s.pending_approval.operator == "bob"
+    s, events = _act(s, "op4", OperatorActionTaken("alice", "approve", 2, None, "agreed"))
+    assert levels(events) == [2] and s.pending_approval is None
+
+
+def test_an_approval_lapses_after_its_window() -> None:
+    s, _ = _act(initial_state("a", "eu"), "op1",
+                OperatorActionTaken("alice", "set_level", 5, None, "case 17"))
+    late = T0 + timedelta(seconds=APPROVAL_WINDOW_S + 1)
+    s, events = _act(s, "op2", OperatorActionTaken("bob", "approve", 5, None, "too late"), late)
+    assert levels(events) == [] and s.level == 0
 
 
 def test_appeal_overturned_restores_and_forgives() -> None:

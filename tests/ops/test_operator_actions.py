@@ -54,3 +54,21 @@ async def test_bad_actions_are_refused_before_sending(nats_url: str,
     assert await run_cli("ops", "override", "bad account", "--region", "eu", "--nats", nats_url,
                          "--level", "3", "--operator", "alice", "--reason", "why") == 2
     assert "printable ASCII" in capsys.readouterr().err
+
+
+async def test_terminating_takes_a_second_admin_through_the_cli(nats_url: str) -> None:
+    region = "t" + uuid.uuid4().hex[:8]
+    store = InMemoryEventStore(region)
+    common = ["--region", region, "--nats", nats_url, "--partitions", str(P)]
+    async with running_node(nats_url, region, store, P) as (levels, _):
+        assert await run_cli("ops", "override", "acct:5", *common, "--level", "5",
+                             "--operator", "alice", "--reason", "case 5") == 0
+        assert await run_cli("ops", "approve", "acct:5", *common, "--level", "5",
+                             "--operator", "bob", "--reason", "read case 5") == 0
+        await wait_until(lambda: 5 in levels)
+    history = await store.history("acct:5")
+    assert [e.type for e in history] == ["ApprovalRequested", "OperatorActionTaken",
+                                         "ApprovalGranted", "EnforcementChanged"]
+    changed = history[-1].body
+    assert isinstance(changed, EnforcementChanged)
+    assert changed.reason == "operator alice, approved by bob: case 5"

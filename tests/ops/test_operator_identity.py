@@ -53,6 +53,7 @@ def test_what_each_role_may_do() -> None:
 async def test_only_registered_operators_in_their_own_name_and_role_act() -> None:
     region = "o" + uuid.uuid4().hex[:8]
     add_operator(region, "alice", "admin")
+    add_operator(region, "bob", "admin")
     add_operator(region, "carol", "analyst")
     add_operator("elsewhere", "mallory", "admin")  # a key, but not this region's operator
     broker = MemoryBroker(region)
@@ -70,6 +71,10 @@ async def test_only_registered_operators_in_their_own_name_and_role_act() -> Non
         broker.publish_input(subject, data, headers)
 
     send("acct-1", OperatorActionTaken("alice", "set_level", 5, None, "case 1"), "alice")
+    # terminating takes two admins: not alice again, not an analyst; bob carries it out
+    send("acct-1", OperatorActionTaken("alice", "approve", 5, None, "mine"), "alice")
+    send("acct-1", OperatorActionTaken("carol", "approve", 5, None, "agree"), "carol")  # role
+    send("acct-1", OperatorActionTaken("bob", "approve", 5, None, "read case 1"), "bob")
     send("acct-1", OperatorActionTaken("mallory", "clear", None, None, "x"), None)  # unsigned
     send("acct-1", OperatorActionTaken("mallory", "clear", None, None, "x"), "mallory")
     send("acct-1", OperatorActionTaken("alice", "clear", None, None, "x"), "carol")  # as alice
@@ -80,7 +85,7 @@ async def test_only_registered_operators_in_their_own_name_and_role_act() -> Non
         await wait_until(lambda: not any(broker.pending(p) for p in range(P)), 30)
         node.request_stop()
 
-    assert [d.reason for d in broker.dead_letters] == ["operator_unverified"] * 4
+    assert [d.reason for d in broker.dead_letters] == ["operator_unverified"] * 5
     levels = {a: [e.body.level for e in await store.history(a)
                   if isinstance(e.body, EnforcementChanged)] for a in ("acct-1", "acct-2")}
     assert levels == {"acct-1": [5], "acct-2": [3]}

@@ -11,6 +11,8 @@ from safeguards.core.events import (
     AccountLinked,
     AppealFiled,
     AppealResolved,
+    ApprovalGranted,
+    ApprovalRequested,
     EnforcementChanged,
     Event,
     EventBody,
@@ -58,7 +60,7 @@ score_recorded = st.builds(ScoreRecorded, request_id=texts,
                            model_version=texts, scores=scores, shadow=st.booleans(),
                            member_account=st.none() | account_ids)
 operator_action = st.builds(OperatorActionTaken, operator=texts,
-                            action=st.sampled_from(("set_level", "clear", "note")),
+                            action=st.sampled_from(("set_level", "clear", "note", "approve")),
                             level=st.none() | levels, expires_at=optional_times, reason=texts)
 appeal_filed = st.builds(AppealFiled, appeal_id=texts, filed_by=texts, reason=texts)
 appeal_resolved = st.builds(AppealResolved, appeal_id=texts, operator=texts,
@@ -83,6 +85,12 @@ decisions = (
     | st.builds(PolicyChanged, policy_version=texts, sha256=sha, document=texts,
                 operator=texts, reason=texts, caused_by_version=small)
     | st.builds(PolicyRejected, problems=texts, caused_by_version=small)
+    | st.builds(ApprovalRequested, operator=texts,
+                action=st.sampled_from(("set_level", "clear")), level=levels,
+                expires_at=optional_times, reason=texts)
+    | st.builds(ApprovalGranted, approver=texts, operator=texts,
+                action=st.sampled_from(("set_level", "clear")), level=levels, reason=texts,
+                caused_by_version=small)
     | st.builds(AccountLinked, link=st.sampled_from(("organization", "api_key")),
                 aggregate=account_ids, rule_id=texts, request_id=texts, caused_by_version=small)
 )
