@@ -11,6 +11,7 @@ import nats
 from nats.aio.client import Client
 
 from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.nats_tls import client_tls
 
 if TYPE_CHECKING:
     from safeguards.adapters.bus.nats_auth import NatsIdentity
@@ -35,7 +36,8 @@ async def connect(url: str, *, name: str, timeout_s: float = 15.0, once: bool = 
     buffers publishes meanwhile (acks included), which is what the actors want through a server
     restart: every other await on the connection carries its own deadline. The callbacks replace
     the default one-line logging of errors and disconnects. ``identity``: the region role this
-    connection authenticates as (``nats_auth``); None connects anonymously.
+    connection authenticates as (``nats_auth``); None connects anonymously. TLS where the
+    environment asks for it (``nats_tls``).
     """
     async def on_error(exc: Exception) -> None:
         # nats-py's default prints a traceback per failed reconnect attempt; one line will do.
@@ -50,6 +52,9 @@ async def connect(url: str, *, name: str, timeout_s: float = 15.0, once: bool = 
     auth: dict[str, Any] = {}
     if identity is not None:
         auth = {"nkeys_seed_str": identity.seed, "inbox_prefix": identity.inbox_prefix}
+    tls = client_tls(url)
+    if tls is not None:
+        auth["tls"] = tls
     try:
         with anyio.fail_after(timeout_s):
             nc: Client = await nats.connect(

@@ -26,17 +26,20 @@ class EmbeddedNats(ServerProcess):
     """A JetStream-enabled ``nats-server`` on a free loopback port with its own store directory.
 
     ``authorization``: the server configuration's ``authorization`` block (``bus.nats_auth.
-    server_authorization``); the server then admits no one it does not name."""
+    server_authorization``); the server then admits no one it does not name. ``tls``: its
+    ``tls`` block; clients then need ``SAFEGUARDS_NATS_TLS_CA`` (``bus.nats_tls``)."""
 
     tmp_prefix = "sg-nats-"
 
     def __init__(self, data_dir: Path | None = None, *, port: int | None = None,
-                 authorization: dict[str, Any] | None = None) -> None:
+                 authorization: dict[str, Any] | None = None,
+                 tls: dict[str, Any] | None = None) -> None:
         super().__init__(data_dir)
         self.data_dir = self.root
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.authorization = authorization
+        self.tls = tls  # the server's ``tls`` block (cert_file, key_file, ca_file, verify)
 
     @property
     def url(self) -> str:
@@ -49,10 +52,14 @@ class EmbeddedNats(ServerProcess):
             nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js",
             "-sd", str(self.data_dir / "jetstream"), "-l", str(log),
         ]
+        config: dict[str, Any] = {}
         if self.authorization is not None:
-            # nats-server reads JSON as its configuration format; public keys only
+            config["authorization"] = self.authorization  # public keys only
+        if self.tls is not None:
+            config["tls"] = self.tls
+        if config:  # nats-server reads JSON as its configuration format
             conf = self.data_dir / "nats-server.conf"
-            conf.write_text(json.dumps({"authorization": self.authorization}, indent=1))
+            conf.write_text(json.dumps(config, indent=1))
             cmd += ["-c", str(conf)]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True)
