@@ -1,0 +1,215 @@
+"""Residency you can test: what one region's credentials and stores can do to another region.
+
+    python benchmarks/residency.py
+
+Starts the embedded default's parts for two regions (``us`` and ``eu``): a nats-server that
+admits only the regions' role identities (``bus.nats_auth``) plus an auditor that may only
+listen, a PostgreSQL database per region, and each region's whole service. Then:
+
+- ``cross_region_publish_refused`` / ``_subscribe_refused``: every us role (gate, node,
+  classifier, operator) publishes to, and subscribes on, every eu subject family (inputs,
+  content, enforcement, classify, dead letters, policy and lease buckets, the JetStream API of
+  eu's streams); each refusal by the server counted against the attempts;
+- ``foreign_writes_refused``: a us store opened on eu's database (append and read), and an eu
+  event appended through a us store;
+- ``canary_leaks``: prompts carrying a canary through the us proxy; every message the auditor
+  sees on eu subjects, and every event and dead letter in eu's database, is searched for it (a
+  leak is any hit). ``canary_in_us_store`` and ``canary_on_us_bus`` say whether raw text
+  reached us's own store or bus in the clear (content on the bus is sealed);
+- ``hopper_harmful_served``: the region-hopper persona (one account alternating between the us
+  and eu proxies) run against the stack, harmful completions served before L3;
+- ``erased_plaintext_found``: null, erasure by crypto-shredding is not built yet.
+
+Ends with one JSON line: ``{"cross_region_publish_refused", "cross_region_subscribe_refused",
+"foreign_writes_refused", "canary_leaks", "erased_plaintext_found", "hopper_harmful_served",
+...}`` (each refusal figure as "refused/attempted").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+import httpx
+from nats.aio.msg import Msg
+
+from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.bus.nats_auth import (
+    NatsIdentity,
+    NatsRole,
+    make_identities,
+    new_seed,
+    server_authorization,
+)
+from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
+from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.core.errors import ResidencyViolation
+from safeguards.regions.config import RegionConfig
+from safeguards.regions.stack import region_stores, running_stack
+from safeguards.simulations.personas import load_personas
+from safeguards.simulations.session import simulate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+from store_events import make_request
+
+HOME, OTHER = "us", "eu"
+_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"')
+# eu's subject families, as a us process would have to name them to reach eu
+TARGETS = (
+    f"sg.{OTHER}.acct.1.t0", f"sg.{OTHER}.content.t0", f"sg.{OTHER}.enforce.t0",
+    f"sg.{OTHER}.classify", f"sg.{OTHER}.dlq.x", f"$KV.sg_{OTHER}_policy.current",
+    f"$KV.sg_{OTHER}_leases.p1", f"$JS.API.STREAM.INFO.SG_{OTHER.upper()}_INPUTS",
+    f"$JS.API.CONSUMER.CREATE.SG_{OTHER.upper()}_ENFORCE",
+    f"$JS.API.STREAM.MSG.GET.SG_{OTHER.upper()}_ENFORCE",
+)
+SUBSCRIPTIONS = (f"sg.{OTHER}.>", f"sg.{OTHER}.content.>", f"sg.{OTHER}.classify",
+                 f"sg.{OTHER}.enforce.>", f"_INBOX_{OTHER}_gate.>", ">")
+
+
+async def cross_region(url: str, identities: list[NatsIdentity]) -> dict[str, list[int]]:
+    """[refused, attempted] for publishes and subscriptions of every us role on eu."""
+    out = {"publish": [0, 0], "subscribe": [0, 0]}
+    for identity in (i for i in identities if i.region == HOME):
+        refused: set[tuple[str, str]] = set()
+
+        async def on_error(exc: Exception, seen: set[tuple[str, str]] = refused) -> None:
+            found = _VIOLATION.search(str(exc).lower())
+            if found:
+                seen.add((found.group(1), found.group(2)))
+
+        nc = await connect(url, name=f"residency-{identity.role}", once=True,
+                           identity=identity, error_cb=on_error)
+        try:
+            for subject in SUBSCRIPTIONS:
+                await nc.subscribe(subject)
+            for subject in TARGETS:
+                await nc.publish(subject, b"x")
+            await nc.flush()
+            await anyio.sleep(0.5)
+        finally:
+            await nc.close()
+        out["publish"][0] += sum(kind == "publish" for kind, _ in refused)
+        out["publish"][1] += len(TARGETS)
+        out["subscribe"][0] += sum(kind == "subscription" for kind, _ in refused)
+        out["subscribe"][1] += len(SUBSCRIPTIONS)
+    return out
+
+
+async def foreign_writes(configs: dict[str, RegionConfig]) -> list[int]:
+    refused = attempted = 0
+    async with PostgresEventStore(HOME, configs[OTHER].database_url) as lost:
+        for attempt in (lost.append(make_request("acct-x", HOME, 0, 1)), lost.history("acct-x")):
+            attempted += 1
+            try:
+                await attempt
+            except ResidencyViolation:
+                refused += 1
+    async with PostgresEventStore(HOME, configs[HOME].database_url) as home:
+        attempted += 1
+        try:
+            await home.append(make_request("acct-y", OTHER, 0, 1))
+        except ResidencyViolation:
+            refused += 1
+    return [refused, attempted]
+
+
+async def canary_through(proxy: str, canary: str) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        for i in range(5):
+            body = {"model": "m", "max_tokens": 16, "messages": [
+                {"role": "user", "content": f"{canary} please summarise this note {i}"}]}
+            response = await http.post(proxy + "/v1/messages", json=body, headers={
+                "anthropic-version": "2023-06-01", "x-csp-account-id": f"acct-canary-{i}"})
+            response.raise_for_status()
+
+
+async def found_in_database(url: str, canary: bytes) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        hits = 0
+        for table, column in (("events", "body"), ("outbox", "payload"),
+                              ("snapshots", "state")):
+            hits += await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE position($1::bytea in {column}) > 0",
+                canary)
+        return int(hits)
+    finally:
+        await conn.close()
+
+
+async def run(tmp: Path) -> dict[str, Any]:
+    os.environ["SAFEGUARDS_STATE_DIR"] = str(tmp / "keys")
+    identities = make_identities((HOME, OTHER))
+    auditor = NatsIdentity(HOME, NatsRole.OPERATOR, new_seed())  # listens to everything
+    authorization = server_authorization(identities)
+    authorization["users"].append({"nkey": auditor.public_key, "permissions": {
+        "publish": {"deny": [">"]}, "subscribe": {"allow": [">"]}}})
+    canary = f"CANARY-{secrets.token_hex(8)}"
+    seen: list[tuple[str, bytes]] = []
+    with contextlib.ExitStack() as stack:
+        nats = stack.enter_context(EmbeddedNats(tmp / "nats", authorization=authorization))
+        configs = {}
+        for region in (HOME, OTHER):
+            pg = stack.enter_context(EmbeddedPostgres(tmp / f"pg-{region}"))
+            url = pg.create_database(f"safeguards_{region}")
+            await migrate(url)
+            configs[region] = RegionConfig(region, url, nats.url)
+        figures = await cross_region(nats.url, identities)
+        async with running_stack(list(configs.values())) as endpoints:
+            listener = await connect(nats.url, name="auditor", once=True,
+                                     identity=NatsIdentity(HOME, NatsRole.OPERATOR,
+                                                           auditor.seed))
+
+            async def keep(msg: Msg) -> None:
+                seen.append((msg.subject, msg.data))
+
+            await listener.subscribe(">", cb=keep)
+            await canary_through(endpoints.regions[HOME].proxy_url, canary)
+            hopper = [p for p in load_personas() if p.name == "region_hopper"]
+            async with region_stores(endpoints) as stores:
+                result = await simulate(hopper, {r: e.proxy_url for r, e in
+                                                 endpoints.regions.items()},
+                                        dict(stores), run_id="residency", show_progress=False)
+            await listener.close()
+        writes = await foreign_writes(configs)
+        token = canary.encode()
+        leaks_bus = sum(token in data for subject, data in seen
+                        if subject.startswith(f"sg.{OTHER}."))
+        leaks_db = await found_in_database(configs[OTHER].database_url, token)
+        in_us_store = await found_in_database(configs[HOME].database_url, token)
+    return {
+        "cross_region_publish_refused": "{}/{}".format(*figures["publish"]),
+        "cross_region_subscribe_refused": "{}/{}".format(*figures["subscribe"]),
+        "foreign_writes_refused": "{}/{}".format(*writes),
+        "canary_leaks": leaks_bus + leaks_db,
+        "erased_plaintext_found": None,
+        "hopper_harmful_served": result.personas[0].max_harmful_served,
+        "canary_in_us_store": in_us_store,
+        "canary_on_us_bus": sum(token in data for subject, data in seen
+                                if subject.startswith(f"sg.{HOME}.")),
+        "messages_audited": len(seen),
+        # the canary's own content messages, seen sealed (what makes "no canary" mean something)
+        "us_content_messages_audited": sum(subject.startswith(f"sg.{HOME}.content.")
+                                           for subject, _ in seen),
+    }
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    with tempfile.TemporaryDirectory(prefix="sg-residency-") as tmp:
+        summary = anyio.run(run, Path(tmp))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
