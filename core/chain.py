@@ -72,8 +72,13 @@ class ChainReport:
     why: str = ""
 
 
-def verify(key: bytes, account_id: str, rows: Sequence[ChainRow]) -> ChainReport:
-    """Check an account's stored events (in version order) against their chain."""
+def verify(keys: bytes | Sequence[bytes], account_id: str,
+           rows: Sequence[ChainRow]) -> ChainReport:
+    """Check an account's stored events (in version order) against their chain. ``keys``: the
+    region's chain keys, newest first; a link made under any of them holds (keys rotate: new
+    events are chained under the newest, older ones still verify under the key they were
+    written with)."""
+    ring = (keys,) if isinstance(keys, bytes) else tuple(keys)
     previous = GENESIS
     unchained = 0
     for expected, row in enumerate(rows, start=1):
@@ -86,9 +91,8 @@ def verify(key: bytes, account_id: str, rows: Sequence[ChainRow]) -> ChainReport
                                    "an unchained event after chained ones")
             unchained += 1
             continue
-        computed = link(key, previous, row)
-        if not hmac.compare_digest(computed, row.chain):
+        if not any(hmac.compare_digest(link(key, previous, row), row.chain) for key in ring):
             return ChainReport(account_id, len(rows), unchained, row.version,
                                "the event or an earlier one was changed")
-        previous = computed
+        previous = row.chain
     return ChainReport(account_id, len(rows), unchained, None)

@@ -32,9 +32,9 @@ def register_ops(ops_sub: Any) -> None:
 
 
 async def _reports(args: argparse.Namespace) -> list[ChainReport]:
-    from safeguards.adapters.store.chain_keys import load_chain_key
+    from safeguards.adapters.store.chain_keys import load_chain_keys
 
-    key = load_chain_key(args.region)
+    keys = load_chain_keys(args.region)
     subject = f"region:{args.region}" if args.all else ",".join(args.accounts)[:256]
     store = await audited_store(args, subject)
     reports: list[ChainReport] = []
@@ -46,7 +46,7 @@ async def _reports(args: argparse.Namespace) -> list[ChainReport]:
                 accounts += page
                 after = page[-1]
         for account in accounts:
-            reports.append(verify(key, account, await store.chain(account)))
+            reports.append(verify(keys, account, await store.chain(account)))
     finally:
         await store.close()
     return reports

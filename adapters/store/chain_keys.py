@@ -12,9 +12,17 @@ from safeguards.core.chain import ChainRow
 from safeguards.core.events import Event
 
 
+def load_chain_keys(region: str, directory: Path | None = None) -> list[bytes]:
+    """The region's chain keys, newest first: the first chains new events, all verify (list a
+    new key before the old ones to rotate; keep the old ones while their events are kept)."""
+    return [secret for _, secret in shared_secrets(
+        region, "chain", id_prefix="c", directory=directory,
+        what=f"the {region} region's chain key")]
+
+
 def load_chain_key(region: str, directory: Path | None = None) -> bytes:
-    return shared_secrets(region, "chain", id_prefix="c", directory=directory,
-                          what=f"the {region} region's chain key")[0][1]
+    """The key new events are chained under."""
+    return load_chain_keys(region, directory)[0]
 
 
 def chain_row(event: Event, body: bytes, chain: bytes | None) -> ChainRow:

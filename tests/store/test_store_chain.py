@@ -98,3 +98,27 @@ async def test_postgres_refuses_changes_in_place_and_a_bypass_is_found(
             await conn.execute("DELETE FROM operator_reads")
     finally:
         await conn.close()
+
+
+async def test_a_rotated_key_chains_new_events_and_the_old_ones_still_verify(
+        postgres_server: PostgresServer) -> None:
+    url = await create_database(postgres_server.admin_url)
+    await migrate(url)
+    region = unique_region()
+    old, new = os.urandom(32), os.urandom(32)
+    async with PostgresEventStore(region, url, chain_key=old) as before:
+        await before.append(make_request("acct-r", region, 0, 3))
+    async with PostgresEventStore(region, url, chain_key=new) as after:  # rotated
+        await after.append(make_request("acct-r", region, 3, 2))
+        rows = await after.chain("acct-r")
+    assert verify([new, old], "acct-r", rows).first_break is None
+    assert verify([new], "acct-r", rows).first_break == 1  # the old key is still needed
+    assert verify([old], "acct-r", rows).first_break == 4  # and the new one from its first
+
+
+def test_the_chain_keys_rotate_newest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from safeguards.adapters.store.chain_keys import load_chain_keys
+
+    monkeypatch.setenv("SAFEGUARDS_CHAIN_KEYS_ROT", f"c-new:{'ab' * 32},c-old:{'cd' * 32}")
+    assert load_chain_keys("rot") == [bytes.fromhex("ab" * 32), bytes.fromhex("cd" * 32)]
+    assert load_chain_key("rot") == bytes.fromhex("ab" * 32)
