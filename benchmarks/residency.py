@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import secrets
 import sys
 import tempfile
@@ -60,10 +59,10 @@ from safeguards.simulations.personas import load_personas
 from safeguards.simulations.session import simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+from bus_support import refused_by_server
 from store_events import make_request
 
 HOME, OTHER = "us", "eu"
-_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"')
 # eu's subject families, as a us process would have to name them to reach eu
 TARGETS = (
     f"sg.{OTHER}.acct.1.t0", f"sg.{OTHER}.content.t0", f"sg.{OTHER}.enforce.t0",
@@ -80,24 +79,8 @@ async def cross_region(url: str, identities: list[NatsIdentity]) -> dict[str, li
     """[refused, attempted] for publishes and subscriptions of every us role on eu."""
     out = {"publish": [0, 0], "subscribe": [0, 0]}
     for identity in (i for i in identities if i.region == HOME):
-        refused: set[tuple[str, str]] = set()
-
-        async def on_error(exc: Exception, seen: set[tuple[str, str]] = refused) -> None:
-            found = _VIOLATION.search(str(exc).lower())
-            if found:
-                seen.add((found.group(1), found.group(2)))
-
-        nc = await connect(url, name=f"residency-{identity.role}", once=True,
-                           identity=identity, error_cb=on_error)
-        try:
-            for subject in SUBSCRIPTIONS:
-                await nc.subscribe(subject)
-            for subject in TARGETS:
-                await nc.publish(subject, b"x")
-            await nc.flush()
-            await anyio.sleep(0.5)
-        finally:
-            await nc.close()
+        refused = await refused_by_server(url, identity, publish=TARGETS,
+                                          subscribe=SUBSCRIPTIONS)
         out["publish"][0] += sum(kind == "publish" for kind, _ in refused)
         out["publish"][1] += len(TARGETS)
         out["subscribe"][0] += sum(kind == "subscription" for kind, _ in refused)

@@ -4,13 +4,12 @@ role may touch another region's (``bus.nats_auth``)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import anyio
 import nats.errors
 import pytest
+from nats.aio.msg import Msg
 
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.errors import BusUnavailable
@@ -26,8 +25,9 @@ from safeguards.adapters.bus.nats_auth import (
 from safeguards.adapters.bus.streams import StreamSettings, provision_region
 from safeguards.adapters.embedded import EmbeddedNats
 
+from bus_support import refused_by_server
+
 REGIONS = ("us", "eu")
-_VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"')
 
 
 @pytest.fixture(scope="module")
@@ -42,30 +42,6 @@ def secured_url(keys: dict[tuple[str, NatsRole], NatsIdentity],
     authorization = server_authorization(list(keys.values()))
     with EmbeddedNats(tmp_path_factory.mktemp("nats"), authorization=authorization) as server:
         yield server.url
-
-
-async def _violations(url: str, identity: NatsIdentity, *, publish: tuple[str, ...] = (),
-                      subscribe: tuple[str, ...] = ()) -> set[tuple[str, str]]:
-    """What the server refused of these publishes and subscriptions: (kind, subject)."""
-    refused: set[tuple[str, str]] = set()
-
-    async def on_error(exc: Exception) -> None:
-        found = _VIOLATION.search(str(exc).lower())
-        if found:
-            refused.add((found.group(1), found.group(2)))
-
-    nc = await connect(url, name="permissions-test", once=True, identity=identity,
-                       error_cb=on_error)
-    try:
-        for subject in subscribe:
-            await nc.subscribe(subject)
-        for subject in publish:
-            await nc.publish(subject, b"x")
-        await nc.flush()
-        await anyio.sleep(0.3)  # the server's -ERR lines arrive after the flush's PONG
-    finally:
-        await nc.close()
-    return refused
 
 
 def _pub(*subjects: str) -> set[tuple[str, str]]:
@@ -118,7 +94,7 @@ CASES: dict[NatsRole, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], t
 async def test_each_role_may_use_only_its_own_subjects(
         role: NatsRole, keys: dict[tuple[str, NatsRole], NatsIdentity], secured_url: str) -> None:
     allowed_pub, denied_pub, allowed_sub, denied_sub = CASES[role]
-    refused = await _violations(secured_url, keys[("us", role)],
+    refused = await refused_by_server(secured_url, keys[("us", role)],
                                 publish=allowed_pub + denied_pub,
                                 subscribe=allowed_sub + denied_sub)
     assert refused == _pub(*denied_pub) | _sub(*denied_sub)
@@ -138,7 +114,7 @@ async def test_a_gate_asks_classify_and_only_the_classifier_answers(
                                identity=keys[("us", NatsRole.CLASSIFIER)])
     gate = await connect(secured_url, name="gate", once=True, identity=keys[("us", NatsRole.GATE)])
     try:
-        async def answer(msg: nats.aio.msg.Msg) -> None:
+        async def answer(msg: Msg) -> None:
             await msg.respond(b"scores:" + msg.data)
 
         await classifier.subscribe("sg.us.classify", queue="classifier", cb=answer)
@@ -146,7 +122,7 @@ async def test_a_gate_asks_classify_and_only_the_classifier_answers(
         reply = await gate.request("sg.us.classify", b"sealed", timeout=5)
         assert reply.data == b"scores:sealed"
         # the classifier's right to answer is only the asker's reply subject, once
-        refused = await _violations(secured_url, keys[("us", NatsRole.CLASSIFIER)],
+        refused = await refused_by_server(secured_url, keys[("us", NatsRole.CLASSIFIER)],
                                     publish=("_INBOX_us_gate.forged",))
         assert refused == _pub("_INBOX_us_gate.forged")
     finally:
