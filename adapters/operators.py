@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import re
+import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -31,6 +32,7 @@ from safeguards.core.operators import ROLES, named_operator, role_problem
 OPERATOR_HEADER = "Sg-Operator"
 SIGNATURE_HEADER = "Sg-Operator-Signature"
 DOMAIN = b"safeguards operator action v1"
+READ_DOMAIN = b"safeguards operator read v1"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
@@ -106,6 +108,17 @@ class OperatorSigner:
         return {OPERATOR_HEADER: self.name,
                 SIGNATURE_HEADER: base64.b64encode(signature).decode("ascii")}
 
+    def sign_read(self, region: str, command: str, subject: str) -> str:
+        """The signature an audited read carries (``nonce:base64``)."""
+        nonce = secrets.token_hex(8)
+        signature = self._key.sign(_read_message(region, self.name, command, subject, nonce))
+        return f"{nonce}:{base64.b64encode(signature).decode('ascii')}"
+
+
+def _read_message(region: str, operator: str, command: str, subject: str, nonce: str) -> bytes:
+    return bound_message(READ_DOMAIN, f"sg.{validate_region(region)}.reads",
+                         "\x1f".join((operator, command, subject, nonce)).encode())
+
 
 class OperatorRegistry:
     """``core.operators.OperatorAuthority`` over the region's registry file."""
@@ -128,6 +141,23 @@ class OperatorRegistry:
                 for name, entry in _read(self.path).items()}
             self._seen = mtime
         return self._operators
+
+    def read_status(self, region: str, operator: str, command: str, subject: str,
+                    signature: str | None) -> str:
+        """"signed" when a registered operator's key signed this audited read, else why not
+        ("unsigned", "unknown_operator", "bad_signature")."""
+        if not signature:
+            return "unsigned"
+        known = self._current().get(operator)
+        if known is None:
+            return "unknown_operator"
+        nonce, _, encoded = signature.partition(":")
+        try:
+            known[1].verify(base64.b64decode(encoded, validate=True),
+                            _read_message(region, operator, command, subject, nonce))
+        except (InvalidSignature, ValueError):
+            return "bad_signature"
+        return "signed"
 
     def problem(self, subject: str, data: bytes, headers: dict[str, str],
                 signal: Signal) -> str | None:

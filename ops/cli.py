@@ -266,10 +266,20 @@ def reader(args: argparse.Namespace) -> str:
 
 async def audited_store(args: argparse.Namespace, subject: str, pool_size: int = 1) -> Any:
     """The region's store, once this read is recorded in its audit of operator reads (who,
-    which command, which account or scope); a read that cannot be recorded does not happen."""
+    which command, which account or scope, signed with the reader's operator key where they
+    hold one); a read that cannot be recorded does not happen."""
+    from safeguards.adapters.operators import OperatorSigner
+
     store = open_store(args, pool_size)
+    who = reader(args)
     try:
-        await store.record_read(reader(args), args.ops_command, subject)
+        signer = OperatorSigner(who)
+    except InvalidInput:  # no operator key here: recorded as an unsigned read
+        signature = None
+    else:
+        signature = signer.sign_read(args.region, args.ops_command, subject)
+    try:
+        await store.record_read(who, args.ops_command, subject, signature)
     except BaseException:
         await store.close()
         raise

@@ -1,12 +1,17 @@
-"""``safeguards ops verify``: is each history still the one that was written?
+"""``safeguards ops verify``: is each history still the one that was written? ``ops reads``:
+who read what, and whether a registered operator's key signed it.
 
     safeguards ops verify ACCOUNT [ACCOUNT ...] --region eu [--database-url URL]
     safeguards ops verify --all --region eu
+    safeguards ops reads --region eu [--limit 100] [--json]
 
 Reads each account's stored events with their chain links and checks them under the region's
 chain key (``core.chain``): the first version where a history stops matching its chain is
 reported (a changed, removed or re-ordered event; events written before chaining began are
 counted as unchained). Exit status 1 when any history is broken.
+
+``reads`` lists the newest audited reads (itself one), each "signed" when a registered operator's
+key of the region signed it, else "unsigned", "unknown_operator" or "bad_signature".
 """
 
 from __future__ import annotations
@@ -29,6 +34,39 @@ def register_ops(ops_sub: Any) -> None:
     parser.add_argument("--database-url", default=None, help=DB_HELP)
     parser.add_argument("--json", action="store_true", help="one JSON line per account")
     parser.set_defaults(handler=_verify)
+
+    reads = ops_sub.add_parser("reads", help="the audit of operator reads, signatures checked")
+    reads.add_argument("--region", required=True)
+    reads.add_argument("--database-url", default=None, help=DB_HELP)
+    reads.add_argument("--limit", type=int, default=100)
+    reads.add_argument("--json", action="store_true", help="one JSON line per read")
+    reads.set_defaults(handler=_reads)
+
+
+async def _audited_reads(args: argparse.Namespace) -> list[dict[str, str]]:
+    from safeguards.adapters.operators import OperatorRegistry
+
+    registry = OperatorRegistry(args.region)
+    store = await audited_store(args, "operator_reads")
+    try:
+        rows = await store.operator_reads(args.limit)
+    finally:
+        await store.close()
+    return [{"at": at.isoformat(), "operator": operator, "command": command,
+             "subject": subject,
+             "status": registry.read_status(args.region, operator, command, subject, signature)}
+            for at, operator, command, subject, signature in rows]
+
+
+def _reads(args: argparse.Namespace) -> int:
+    try:
+        reads = _run(_audited_reads, args)
+    except SafeguardsError as exc:
+        return _fail(exc)
+    for r in reads:
+        print(json.dumps(r) if args.json else
+              f"{r['at']}  {r['operator']:<20} {r['status']:<16} {r['command']} {r['subject']}")
+    return 0
 
 
 async def _reports(args: argparse.Namespace) -> list[ChainReport]:

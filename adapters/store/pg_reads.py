@@ -165,13 +165,28 @@ class PostgresReadSide:
                                       timeout=self._timeout)
         return fold(state, [event_from_row(r) for r in rows])
 
-    async def record_read(self, operator: str, command: str, subject: str) -> None:
-        """Audit one operator read before it happens (a read that cannot be recorded fails)."""
+    async def record_read(self, operator: str, command: str, subject: str,
+                          signature: str | None = None) -> None:
+        """Audit one operator read before it happens (a read that cannot be recorded fails);
+        ``signature``: the reader's (``operators.read_signature``), where they hold a key."""
         for value, what in ((operator, "operator"), (command, "command"), (subject, "subject")):
             check_text(value, what)
+        if signature is not None:
+            check_text(signature, "signature")
         async with self._connect() as conn, conn.begin():
             await conn.execute(operator_reads.insert().values(
-                operator=operator, command=command, subject=subject))
+                operator=operator, command=command, subject=subject, signature=signature))
+
+    async def operator_reads(self, limit: int = 100) -> list[tuple[Any, ...]]:
+        """The newest audited reads: (at, operator, command, subject, signature)."""
+        check_limit(limit)
+        async with self._connect() as conn:
+            rows = await conn.execute(
+                sa.select(operator_reads.c.at, operator_reads.c.operator,
+                          operator_reads.c.command, operator_reads.c.subject,
+                          operator_reads.c.signature)
+                .order_by(operator_reads.c.id.desc()).limit(limit))
+            return [tuple(r) for r in rows]
 
     async def chain(self, account_id: str) -> list[ChainRow]:
         validate_account_id(account_id)

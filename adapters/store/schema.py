@@ -95,6 +95,7 @@ operator_reads = sa.Table(
     sa.Column("operator", sa.Text, nullable=False),
     sa.Column("command", sa.Text, nullable=False),
     sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("signature", sa.Text, nullable=True),  # the reader's (migration 0007)
 )
 
 # The region this database holds, one row claimed by the first store to open it (migration 0006).
