@@ -76,7 +76,8 @@ class ExtProcConfig:
     freeze_gc_after_sync: bool = False  # a server process: move the loaded cache out of GC scans
     metrics_port: int = 0  # a Prometheus /metrics endpoint on this port (0: none)
     # Caller authentication, as on the proxy: "required", or "loopback" (unsigned requests when
-    # the front door, Envoy, calls from this machine); keys: load_caller_keys.
+    # the front door, Envoy, calls from this machine; where Envoy sends the ``source.address``
+    # attribute, when the downstream client itself is on this machine); keys: load_caller_keys.
     caller_auth: str = "required"
     caller_keys: tuple[CallerKey, ...] | None = None
 
@@ -150,6 +151,18 @@ def _peer_host(context: Any) -> str | None:
     return None
 
 
+def _downstream_host(message: pb.ProcessingRequest) -> str | None:
+    """The downstream client's address where Envoy sends it (``request_attributes:
+    ["source.address"]``, as ``10.0.0.5:41000`` or ``[::1]:41000``), without its port; "" for
+    one that does not parse (never loopback)."""
+    attributes = message.attributes.get("envoy.filters.http.ext_proc")
+    if attributes is None or "source.address" not in attributes.fields:
+        return None
+    address = attributes.fields["source.address"].string_value
+    host, sep, port = address.rpartition(":")
+    return host.strip("[]") if sep and port.isdigit() else ""
+
+
 def _header(headers: Any, name: str) -> str | None:
     for h in headers.headers:
         if h.key.lower() == name:
@@ -186,6 +199,9 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     async def _handle(self, ex: _Exchange, message: pb.ProcessingRequest) -> pb.ProcessingResponse:
         kind = message.WhichOneof("request")
         if kind == "request_headers":
+            downstream = _downstream_host(message)
+            if downstream is not None:  # Envoy names the client: judge it, not Envoy itself
+                ex.peer = downstream
             return self._request_headers(ex, message.request_headers)
         if kind == "request_body":
             return await self._request_body(ex, message.request_body)

@@ -292,3 +292,30 @@ async def test_a_required_caller_assertion_is_checked_on_the_body(
         await stolen.close()
         assert status == 401
         assert server.service.caller_auth.refused == {"unsigned": 1, "bad_signature": 1}
+
+
+async def test_loopback_judges_the_downstream_client_where_envoy_names_it(
+        region: Region, nats_url: str, test_policy: Policy) -> None:
+    """Envoy on this machine forwards everyone: with ``source.address`` sent, an unsigned
+    request is taken only from a client that is itself on this machine."""
+    from google.protobuf import struct_pb2
+
+    def from_client(address: str) -> pb.ProcessingRequest:
+        message = request_headers("acct-downstream")
+        message.attributes["envoy.filters.http.ext_proc"].CopyFrom(
+            struct_pb2.Struct(fields={"source.address": struct_pb2.Value(string_value=address)}))
+        return message
+
+    async with ext_proc(region, nats_url, test_policy) as (server, stub):
+        outside = Exchange(stub.Process())
+        await outside.send(from_client("10.1.2.3:41000"))
+        status, _ = immediate(await outside.send(request_body(body_of(BENIGN))))
+        await outside.close()
+        assert status == 401
+        for address in ("127.0.0.1:41000", "[::1]:41000"):
+            local = Exchange(stub.Process())
+            await local.send(from_client(address))
+            answer = await local.send(request_body(body_of(BENIGN)))
+            assert not answer.HasField("immediate_response")  # admitted
+            await local.close()
+        assert server.service.caller_auth.refused == {"unsigned": 1}
