@@ -4,6 +4,8 @@ who read what, and whether a registered operator's key signed it.
     safeguards ops verify ACCOUNT [ACCOUNT ...] --region eu [--database-url URL]
     safeguards ops verify --all --region eu
     safeguards ops reads --region eu [--limit 100] [--json]
+    safeguards ops retention --region eu [--inbox-days 30 --outbox-days 7 --snapshot-days 7]
+                             [--dry-run]
 
 Reads each account's stored events with their chain links and checks them under the region's
 chain key (``core.chain``): the first version where a history stops matching its chain is
@@ -12,6 +14,10 @@ counted as unchained). Exit status 1 when any history is broken.
 
 ``reads`` lists the newest audited reads (itself one), each "signed" when a registered operator's
 key of the region signed it, else "unsigned", "unknown_operator" or "bad_signature".
+
+``retention`` removes (``--dry-run``: counts) inbox keys, published outbox rows and superseded
+snapshots past their time-to-live (``adapters/store/retention.py`` says what stays and why);
+events are kept. Recorded in the audit like a read.
 """
 
 from __future__ import annotations
@@ -41,6 +47,42 @@ def register_ops(ops_sub: Any) -> None:
     reads.add_argument("--limit", type=int, default=100)
     reads.add_argument("--json", action="store_true", help="one JSON line per read")
     reads.set_defaults(handler=_reads)
+
+    retention = ops_sub.add_parser("retention", help="remove inbox keys, published outbox rows "
+                                                     "and old snapshots past their TTL")
+    retention.add_argument("--region", required=True)
+    retention.add_argument("--database-url", default=None, help=DB_HELP)
+    retention.add_argument("--inbox-days", type=float, default=30.0)
+    retention.add_argument("--outbox-days", type=float, default=7.0)
+    retention.add_argument("--snapshot-days", type=float, default=7.0)
+    retention.add_argument("--dry-run", action="store_true", help="count, remove nothing")
+    retention.set_defaults(handler=_retention)
+
+
+async def _purge(args: argparse.Namespace) -> dict[str, int]:
+    from datetime import UTC, datetime
+
+    from safeguards.adapters.store.retention import RetentionPolicy
+
+    policy = RetentionPolicy(args.inbox_days * 86400, args.outbox_days * 86400,
+                             args.snapshot_days * 86400)
+    store = await audited_store(args, "dry-run" if args.dry_run else "purge")
+    try:
+        counts: dict[str, int] = await store.purge(policy, datetime.now(UTC),
+                                                   dry_run=args.dry_run)
+        return counts
+    finally:
+        await store.close()
+
+
+def _retention(args: argparse.Namespace) -> int:
+    try:
+        counts = _run(_purge, args)
+    except SafeguardsError as exc:
+        return _fail(exc)
+    verb = "would remove" if args.dry_run else "removed"
+    print(json.dumps({"dry_run": args.dry_run, verb.replace(" ", "_"): counts}))
+    return 0
 
 
 async def _audited_reads(args: argparse.Namespace) -> list[dict[str, str]]:

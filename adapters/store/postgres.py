@@ -35,6 +35,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -45,6 +46,7 @@ from safeguards.adapters.store.bodies import BodyPacker
 from safeguards.adapters.store.chain_keys import load_chain_key
 from safeguards.adapters.store.pg_reads import PostgresReadSide
 from safeguards.adapters.store.pg_sql import EVENT_COLUMNS
+from safeguards.adapters.store.retention import RetentionPolicy, purge
 from safeguards.adapters.store.validation import (
     DEFAULT_SNAPSHOT_EVERY,
     UnencodableBody,
@@ -112,6 +114,15 @@ class PostgresEventStore(PostgresReadSide):
         await self.close()
 
     # --- writes ---------------------------------------------------------------------------------
+
+    async def purge(self, policy: RetentionPolicy, now: datetime, *,
+                    dry_run: bool = False) -> dict[str, int]:
+        """Retention (``retention``): inbox keys, published outbox rows and superseded snapshots
+        past their TTL; rows removed (or that would be) per table. Events stay."""
+        async with self._connect() as conn:
+            driver = await self._driver(conn)
+            return await purge(driver, policy, now, dry_run=dry_run,
+                               statement_timeout_s=self._timeout)
 
     async def append(self, request: AppendRequest) -> AppendResult:
         check_request(self._region, request)
