@@ -126,10 +126,9 @@ def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
                                       lower_from=policy.two_person_lower_from)):
         # Recorded as a request in place of the action: it changes nothing until approved.
         action: Literal["set_level", "clear"] = "clear" if obs.action == "clear" else "set_level"
-        if action == "set_level":
-            _on_ladder(d, obs.level or 0)
-        d.emit(ApprovalRequested(obs.operator, action, obs.level or 0 if action == "set_level"
-                                 else 0, obs.expires_at, obs.reason), decided=True)
+        target = _on_ladder(d, obs.level or 0) if action == "set_level" else 0
+        d.emit(ApprovalRequested(obs.operator, action, target, obs.expires_at, obs.reason),
+               decided=True)
         return
     recorded = d.emit(obs, decided=False)
     if isinstance(obs, ScoreRecorded) and not obs.shadow and not repeated:
@@ -309,19 +308,22 @@ def _approve(d: _Decision, obs: OperatorActionTaken, caused_by: int) -> None:
     action: Literal["set_level", "clear"] = "clear" if pending.action == "clear" else "set_level"
     d.emit(ApprovalGranted(obs.operator, pending.operator, action, pending.level, obs.reason,
                            caused_by), decided=True)
-    reason = f"operator {pending.operator}, approved by {obs.operator}: {pending.reason}"
-    if action == "clear":
-        if d.state.level != 0:
-            d.change_level(0, "operator.clear", reason, caused_by)
-    else:
-        d.change_level(_on_ladder(d, pending.level), "operator.set_level", reason, caused_by,
-                       pending.expires_at, explicit_expiry=pending.expires_at is not None)
+    _carry_out(d, action, pending.level, pending.expires_at,
+               f"operator {pending.operator}, approved by {obs.operator}: {pending.reason}",
+               caused_by)
 
 
 def _operator(d: _Decision, obs: OperatorActionTaken, caused_by: int) -> None:
-    if obs.action == "set_level" and obs.level is not None:
-        _on_ladder(d, obs.level)
-        d.change_level(obs.level, "operator.set_level", f"operator {obs.operator}: {obs.reason}",
-                       caused_by, obs.expires_at, explicit_expiry=obs.expires_at is not None)
-    elif obs.action == "clear" and d.state.level != 0:
-        d.change_level(0, "operator.clear", f"operator {obs.operator}: {obs.reason}", caused_by)
+    if obs.action in ("set_level", "clear") and (obs.action == "clear" or obs.level is not None):
+        _carry_out(d, obs.action, obs.level or 0, obs.expires_at,
+                   f"operator {obs.operator}: {obs.reason}", caused_by)
+
+
+def _carry_out(d: _Decision, action: str, level: int, expires_at: datetime | None, reason: str,
+               caused_by: int) -> None:
+    """An operator's set_level or clear (one operator's, or approved by a second)."""
+    if action == "set_level":
+        d.change_level(_on_ladder(d, level), "operator.set_level", reason, caused_by, expires_at,
+                       explicit_expiry=expires_at is not None)
+    elif d.state.level != 0:
+        d.change_level(0, "operator.clear", reason, caused_by)

@@ -167,15 +167,12 @@ def evolve(state: AccountState, event: Event) -> AccountState:
         # Setting or clearing the level is the decision an open review waits for.
         # An action that takes effect also settles any action still waiting for approval.
         if body.action in ("note", "approve"):
-            risk, strongest, review = s.risk, s.strongest, s.review_level
-            pending = s.pending_approval
-        else:
-            risk, strongest = ((), ()) if body.action == "clear" else (s.risk, s.strongest)
-            review, pending = 0, None
-        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version, risk,
-                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, strongest, review, s.links, pending)
+            return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at,
+                                s.level_reason, s.level_rule, s.level_version,
+                                s.level_policy_version, s.risk, s.strikes, s.requests, s.scores,
+                                s.last_seen, s.open_appeals, s.recent_content, s.strongest,
+                                s.review_level, s.links, s.pending_approval)
+        return _acted(s, v, cleared=body.action == "clear")
     if isinstance(body, ApprovalRequested):
         pending = PendingApproval(v, body.operator, body.action, body.level, body.expires_at,
                                   body.reason, at)
@@ -183,14 +180,8 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, s.links, pending)
-    if isinstance(body, ApprovalGranted):
-        # what the approved action does: a clear forgives, either settles an open review
-        forgiven = body.action == "clear"
-        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version,
-                            () if forgiven else s.risk, s.strikes, s.requests, s.scores,
-                            s.last_seen, s.open_appeals, s.recent_content,
-                            () if forgiven else s.strongest, 0, s.links, None)
+    if isinstance(body, ApprovalGranted):  # the approved action takes effect, as one would
+        return _acted(s, v, cleared=body.action == "clear")
     if isinstance(body, ReviewRequested):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
@@ -228,6 +219,16 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.recent_content, s.strongest, s.review_level, s.links,
                             s.pending_approval)
     raise TypeError(f"evolve has no case for {type(body).__name__}")
+
+
+def _acted(s: AccountState, v: int, *, cleared: bool) -> AccountState:
+    """An operator's set_level or clear took effect: a clear forgives the points (and the
+    evidence behind them); either settles an open review and any action awaiting approval."""
+    return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                        s.level_rule, s.level_version, s.level_policy_version,
+                        () if cleared else s.risk, s.strikes, s.requests, s.scores, s.last_seen,
+                        s.open_appeals, s.recent_content, () if cleared else s.strongest, 0,
+                        s.links, None)
 
 
 def _stronger(strongest: tuple[Evidence, ...], category: str, score: float,

@@ -15,6 +15,7 @@ import secrets
 from datetime import UTC, datetime
 
 import anyio
+from nats.aio.client import Client
 
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
@@ -52,6 +53,12 @@ def operator_signal(account_id: str, region: str, observation: Observation, *,
     return Signal(signal_id, account_id, region, now, f"ops-{signal_id[:12]}", observation)
 
 
+async def operator_connection(nats_url: str, region: str) -> Client:
+    """A one-shot connection of the ops tools, as the region's operator role."""
+    return await connect(nats_url, name="safeguards-ops", once=True,
+                         identity=nats_identity(region, NatsRole.OPERATOR))
+
+
 async def send_operator_signal(nats_url: str, partitions: int, signal: Signal,
                                operator: str) -> None:
     """Publish to the account's input stream, signed with ``operator``'s key (the nodes refuse
@@ -60,8 +67,7 @@ async def send_operator_signal(nats_url: str, partitions: int, signal: Signal,
     subject = inputs_subject(signal.region, partitions, signal.account_id)
     data = encode_signal(signal)
     with anyio.fail_after(PUBLISH_TIMEOUT_S):
-        nc = await connect(nats_url, name="safeguards-ops", once=True,
-                           identity=nats_identity(signal.region, NatsRole.OPERATOR))
+        nc = await operator_connection(nats_url, signal.region)
         try:
             js = nc.jetstream()
             await js.publish(subject, data, headers={"Nats-Msg-Id": signal.signal_id,

@@ -26,16 +26,19 @@ from typing import Any
 
 import anyio
 
-from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.errors import BusUnavailable
-from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.policy_board import PolicyBoard, PublishedPolicy
 from safeguards.core.errors import SafeguardsError
 from safeguards.core.events import PolicyProposed
 from safeguards.core.ids import policy_entity
 from safeguards.core.policy import parse_policy
 from safeguards.core.subjects import DEFAULT_PARTITIONS
-from safeguards.ops.actions import now_and_nonce, operator_signal, send_operator_signal
+from safeguards.ops.actions import (
+    now_and_nonce,
+    operator_connection,
+    operator_signal,
+    send_operator_signal,
+)
 from safeguards.ops.cli import _fail
 
 
@@ -64,8 +67,7 @@ def _bus(parser: argparse.ArgumentParser) -> None:
 
 
 async def read_board(nats_url: str, region: str) -> PublishedPolicy | None:
-    nc = await connect(nats_url, name="safeguards-ops", once=True,
-                       identity=nats_identity(region, NatsRole.OPERATOR))
+    nc = await operator_connection(nats_url, region)
     try:
         board = await PolicyBoard.open(nc.jetstream(), region)
         return (await board.read())[0]

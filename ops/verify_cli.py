@@ -80,8 +80,8 @@ def _retention(args: argparse.Namespace) -> int:
         counts = _run(_purge, args)
     except SafeguardsError as exc:
         return _fail(exc)
-    verb = "would remove" if args.dry_run else "removed"
-    print(json.dumps({"dry_run": args.dry_run, verb.replace(" ", "_"): counts}))
+    print(json.dumps({"dry_run": args.dry_run,
+                      ("would_remove" if args.dry_run else "removed"): counts}))
     return 0
 
 

@@ -101,8 +101,10 @@ class PostgresReadSide:
         """The database's region marker is this store's region (the first store to open a
         database claims it); anything else is refused before any read or write."""
         driver = await self._driver(conn)
-        await driver.execute(sql.CLAIM_REGION, self._region, timeout=self._timeout)
         claimed = await driver.fetchval(sql.REGION_MARKER, timeout=self._timeout)
+        if claimed is None:  # the first store here (a write only then, not on every open)
+            await driver.execute(sql.CLAIM_REGION, self._region, timeout=self._timeout)
+            claimed = await driver.fetchval(sql.REGION_MARKER, timeout=self._timeout)
         if claimed != self._region:
             raise WrongRegionDatabase(self._region, str(claimed))
         self._region_checked = True
