@@ -4,18 +4,30 @@ One ``Process`` stream is one HTTP exchange. Expected filter settings: request h
 request body BUFFERED (so a safety system prompt can replace the whole body), response headers
 SEND, response body STREAMED (SSE) or BUFFERED (JSON). Per message:
 
-- request headers: the identity headers are validated (``identity``); a bad or duplicate one is
-  an immediate Anthropic error.
-- request body: ``admit`` (check + synchronous classification); a refusal is an immediate
-  response (403/429 with ``retry-after``/529), an intervention replaces the body.
+- request headers: deny by default. The path is normalised and matched against the route table
+  (``routes``: ``POST /v1/messages`` is gated; ``POST /v1/messages/count_tokens`` and ``GET
+  /v1/models[/{id}]`` generate nothing and pass with the identity and caller checks, as on the
+  proxy); anything else is an immediate 404 or 405, counted in
+  ``safeguards_csp_extproc_denied_total{reason}``, never passed through. A request that matches
+  goes on with the normalised path. The identity headers are validated (``identity``); a bad or
+  duplicate one is an immediate Anthropic error; a blocked account is refused here.
+- request body: the caller assertion is checked; on ``/v1/messages``, ``admit`` (check +
+  synchronous classification); a refusal is an immediate response (403/429 with
+  ``retry-after``/529), an intervention replaces the body. A body with no request headers before
+  it has no route: an immediate 500.
 - response headers: remembers whether the response streams; drops ``content-length`` when the
   body may be rewritten.
 - response body: the completion is scored every ``gate.stream_classify_chars`` characters for
   accounts under ``terminate_stream``; once a score crosses the threshold, the chunk is cut at
   the crossing event and ends with ``stop_reason: "refusal"``, and later chunks are emptied.
   At end of stream the tokens are charged and telemetry queued.
-"""
 
+Failures fail closed: an exception while handling any message is answered with an immediate 500
+(``api_error``) on the open stream, instead of ending the stream (which Envoy's
+``failure_mode_allow`` would turn into an ungated request); it is counted in
+``safeguards_csp_extproc_errors_total{stage}`` (the message kind) and logged with its traceback
+but without exception messages, which may quote the request.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -28,10 +40,8 @@ from typing import Any
 
 import anyio
 import grpc
-from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from envoy.type.v3 import http_status_pb2
 
 from safeguards.adapters.csp.admission import Admission, Admitted
 from safeguards.adapters.csp.caller_auth import (
@@ -41,6 +51,16 @@ from safeguards.adapters.csp.caller_auth import (
     load_caller_keys,
 )
 from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision, refusal
+from safeguards.adapters.csp.extproc_wire import (
+    body_response,
+    continue_headers,
+    downstream_host,
+    header,
+    immediate,
+    peer_host,
+    redacted_traceback,
+    text,
+)
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.identity import Caller, IdentityHeaders
 from safeguards.adapters.csp.inline_gate import InlineGate
@@ -48,11 +68,11 @@ from safeguards.adapters.csp.messages_api import (
     BadRequest,
     SseScanner,
     completion_of,
-    error_body,
     refusal_message,
     with_safety_prompt,
 )
 from safeguards.adapters.csp.metrics import CspMetrics
+from safeguards.adapters.csp.routes import Denied, Route, match
 from safeguards.core.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -90,7 +110,7 @@ class _Exchange:
     identity: dict[str, str] = field(default_factory=dict)  # the identity headers as sent
     proof: str | None = None  # the caller assertion
     peer: str | None = None  # the front door's address (the gRPC peer)
-    gated: bool = False  # a POST to /v1/messages
+    route: Route | None = None  # the route table's match (None: no request headers seen)
     body: bytearray = field(default_factory=bytearray)
     admitted: Admitted | None = None
     streaming: bool = False
@@ -101,73 +121,6 @@ class _Exchange:
     action: str = ""
     terminated: bool = False
     observed: bool = False
-
-
-def _continue_headers(*, remove: tuple[str, ...] = ()) -> pb.HeadersResponse:
-    common = pb.CommonResponse()
-    if remove:
-        common.header_mutation.remove_headers.extend(remove)
-    return pb.HeadersResponse(response=common)
-
-
-def _immediate(status: int, message: str, *extra: tuple[str, str]) -> pb.ProcessingResponse:
-    headers = pb.HeaderMutation(set_headers=[
-        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, raw_value=v.encode()))
-        for k, v in (("content-type", "application/json"), *extra)
-    ])
-    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
-        status=http_status_pb2.HttpStatus(code=status),  # type: ignore[arg-type]
-        headers=headers, body=error_body(status, message),
-        details=f"safeguards_{status}",
-    ))
-
-
-def _body_response(body: bytes | None = None, *, clear: bool = False,
-                   content_length: bool = False) -> pb.BodyResponse:
-    common = pb.CommonResponse()
-    if clear:
-        common.body_mutation.clear_body = True
-    elif body is not None:
-        common.body_mutation.body = body
-        if content_length:
-            common.header_mutation.set_headers.append(base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key="content-length",
-                                            raw_value=str(len(body)).encode())))
-    return pb.BodyResponse(response=common)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("latin-1") if isinstance(value, bytes) else value
-
-
-def _peer_host(context: Any) -> str | None:
-    """The gRPC peer's address (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``) without its port."""
-    peer = str(context.peer()) if context is not None else ""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv4":
-        return rest.rsplit(":", 1)[0]
-    if kind == "ipv6":
-        return rest.rsplit(":", 1)[0].strip("[]")
-    return None
-
-
-def _downstream_host(message: pb.ProcessingRequest) -> str | None:
-    """The downstream client's address where Envoy sends it (``request_attributes:
-    ["source.address"]``, as ``10.0.0.5:41000`` or ``[::1]:41000``), without its port; "" for
-    one that does not parse (never loopback)."""
-    attributes = message.attributes.get("envoy.filters.http.ext_proc")
-    if attributes is None or "source.address" not in attributes.fields:
-        return None
-    address = attributes.fields["source.address"].string_value
-    host, sep, port = address.rpartition(":")
-    return host.strip("[]") if sep and port.isdigit() else ""
-
-
-def _header(headers: Any, name: str) -> str | None:
-    for h in headers.headers:
-        if h.key.lower() == name:
-            return h.raw_value.decode("latin-1") if h.raw_value else str(h.value)
-    return None
 
 
 class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
@@ -186,20 +139,38 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
                       context: Any) -> AsyncIterator[pb.ProcessingResponse]:
         self.exchanges += 1
-        ex = _Exchange(peer=_peer_host(context))
+        ex = _Exchange(peer=peer_host(context))
         try:
             async for message in request_iterator:
-                response = await self._handle(ex, message)
+                response = await self._answer(ex, message)
                 yield response
                 if response.HasField("immediate_response"):
                     return
         finally:
-            self._observe(ex)
+            try:
+                self._observe(ex)
+            except Exception as exc:  # the answer is out: count and log, the stream ends well
+                self._failed("observe", exc, answered=False)
+
+    async def _answer(self, ex: _Exchange, message: pb.ProcessingRequest
+                      ) -> pb.ProcessingResponse:
+        """``_handle``'s answer, or a fail-closed 500 where it raised: an ended stream would let
+        Envoy's ``failure_mode_allow`` pass the request ungated."""
+        try:
+            return await self._handle(ex, message)
+        except Exception as exc:
+            self._failed(message.WhichOneof("request") or "unknown", exc)
+            return immediate(500, "the safety gate failed on this request")
+
+    def _failed(self, stage: str, exc: Exception, *, answered: bool = True) -> None:
+        self.metrics.extproc_errors.labels(stage).inc()
+        log.error("ext_proc failed handling %s%s\n%s", stage,
+                  "; answered 500" if answered else " after the answer", redacted_traceback(exc))
 
     async def _handle(self, ex: _Exchange, message: pb.ProcessingRequest) -> pb.ProcessingResponse:
         kind = message.WhichOneof("request")
         if kind == "request_headers":
-            downstream = _downstream_host(message)
+            downstream = downstream_host(message)
             if downstream is not None:  # Envoy names the client: judge it, not Envoy itself
                 ex.peer = downstream
             return self._request_headers(ex, message.request_headers)
@@ -213,53 +184,62 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
         if kind == "response_trailers":
             return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
-        raise BadRequest(400, f"unexpected ext_proc message {kind!r}")
+        raise ValueError(f"unexpected ext_proc message {kind!r}")
 
     def _request_headers(self, ex: _Exchange, headers: pb.HttpHeaders) -> pb.ProcessingResponse:
-        path = (_header(headers.headers, ":path") or "").split("?", 1)[0]
-        method = _header(headers.headers, ":method") or ""
-        if path != "/v1/messages" or method != "POST":
-            return pb.ProcessingResponse(request_headers=_continue_headers())
-        ex.gated = True
+        target = match(header(headers.headers, ":method") or "",
+                       header(headers.headers, ":path") or "")
+        if isinstance(target, Denied):
+            self.metrics.extproc_denied.labels(target.reason).inc()
+            allow = (("allow", target.allow),) if target.allow else ()
+            return immediate(target.status, target.message, *allow)
+        ex.route = target.route
         try:
             pairs = [(h.key.lower(), h.raw_value if h.raw_value else str(h.value))
                      for h in headers.headers.headers]
             ex.caller = self.identity.caller(pairs)
-            ex.identity = {k: _text(v) for k, v in pairs if k in self.identity.names}
-            proofs = [_text(v) for k, v in pairs if k == ASSERTION_HEADER]
+            ex.identity = {k: text(v) for k, v in pairs if k in self.identity.names}
+            proofs = [text(v) for k, v in pairs if k == ASSERTION_HEADER]
             if len(proofs) > 1:
                 raise BadRequest(400, f"duplicate {ASSERTION_HEADER} header")
             ex.proof = proofs[0] if proofs else None
-            declared = _header(headers.headers, "content-length")
+            declared = header(headers.headers, "content-length")
             limit = self.config.max_body_bytes
             if declared is not None and (not declared.isdigit() or int(declared) > limit):
                 raise BadRequest(413, f"request body exceeds {limit} bytes")
             if headers.end_of_stream:
-                raise BadRequest(400, "request body is required")
+                if target.route is not Route.MODELS:
+                    raise BadRequest(400, "request body is required")
+                self.caller_auth.check(ex.identity, ex.proof, b"", ex.peer, time.time())
         except BadRequest as exc:
             self.metrics.rejected_requests.labels(str(exc.status)).inc()
-            return _immediate(exc.status, str(exc))
-        # A blocked account is refused on its headers: Envoy need not buffer the body.
-        standing = self.gate.peek(ex.caller.account, time.time(), ex.caller.aggregates)
-        if standing.status == 403:
-            self.gate.count(standing)
-            return self._refusal(standing)
-        return pb.ProcessingResponse(request_headers=_continue_headers())
+            return immediate(exc.status, str(exc))
+        if target.route is not Route.MODELS:
+            # A blocked account is refused on its headers: Envoy need not buffer the body.
+            standing = self.gate.peek(ex.caller.account, time.time(), ex.caller.aggregates)
+            if standing.status == 403:
+                self.gate.count(standing)
+                return self._refusal(standing)
+        return pb.ProcessingResponse(request_headers=continue_headers(path=target.forward))
 
     async def _request_body(self, ex: _Exchange, body: pb.HttpBody) -> pb.ProcessingResponse:
-        if not ex.gated or ex.caller is None:
-            return pb.ProcessingResponse(request_body=_body_response())
+        if ex.route is None or ex.caller is None:
+            # No request headers came first (a filter that skips them): nothing to route by.
+            self.metrics.extproc_denied.labels("no_request_headers").inc()
+            return immediate(500, "the safety gate saw no request headers")
         ex.body += body.body
         try:
             if len(ex.body) > self.config.max_body_bytes:
                 raise BadRequest(413, f"request body exceeds {self.config.max_body_bytes} bytes")
             if not body.end_of_stream:
-                return pb.ProcessingResponse(request_body=_body_response())
+                return pb.ProcessingResponse(request_body=body_response())
             self.caller_auth.check(ex.identity, ex.proof, bytes(ex.body), ex.peer, time.time())
+            if ex.route is not Route.MESSAGES:  # generates nothing: checked on its headers
+                return pb.ProcessingResponse(request_body=body_response())
             admitted = await self.admission.admit(ex.caller, bytes(ex.body), "ext_proc")
         except BadRequest as exc:
             self.metrics.rejected_requests.labels(str(exc.status)).inc()
-            return _immediate(exc.status, str(exc))
+            return immediate(exc.status, str(exc))
         ex.admitted = admitted
         decision = admitted.decision
         ex.action = decision.action
@@ -269,38 +249,38 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         if decision.safety_prompt:
             new_body = json.dumps(with_safety_prompt(admitted.doc)).encode()
             return pb.ProcessingResponse(
-                request_body=_body_response(new_body, content_length=True))
-        return pb.ProcessingResponse(request_body=_body_response())
+                request_body=body_response(new_body, content_length=True))
+        return pb.ProcessingResponse(request_body=body_response())
 
     def _refusal(self, decision: Decision) -> pb.ProcessingResponse:
         message, extra = refusal(decision)
-        return _immediate(decision.status, message, *extra,
+        return immediate(decision.status, message, *extra,
                           ("x-safeguards-action", decision.action))
 
     def _response_headers(self, ex: _Exchange,
                           headers: pb.HttpHeaders) -> pb.ProcessingResponse:
-        content_type = _header(headers.headers, "content-type") or ""
+        content_type = header(headers.headers, "content-type") or ""
         ex.streaming = content_type.startswith("text/event-stream")
-        status = _header(headers.headers, ":status") or "200"
+        status = header(headers.headers, ":status") or "200"
         if status != "200":
             ex.guarded = False
         remove = ("content-length",) if ex.guarded else ()
-        return pb.ProcessingResponse(response_headers=_continue_headers(remove=remove))
+        return pb.ProcessingResponse(response_headers=continue_headers(remove=remove))
 
     async def _response_body(self, ex: _Exchange, body: pb.HttpBody) -> pb.ProcessingResponse:
         if ex.admitted is None:
-            return pb.ProcessingResponse(response_body=_body_response())
+            return pb.ProcessingResponse(response_body=body_response())
         if ex.terminated:
-            return pb.ProcessingResponse(response_body=_body_response(clear=True))
+            return pb.ProcessingResponse(response_body=body_response(clear=True))
         if ex.streaming:
             return pb.ProcessingResponse(response_body=await self._stream_chunk(ex, body))
         ex.response_body += body.body
         if not body.end_of_stream:
-            return pb.ProcessingResponse(response_body=_body_response())
+            return pb.ProcessingResponse(response_body=body_response())
         try:
             doc = json.loads(bytes(ex.response_body))
         except (ValueError, UnicodeDecodeError):
-            return pb.ProcessingResponse(response_body=_body_response())
+            return pb.ProcessingResponse(response_body=body_response())
         completion, tokens_in, tokens_out = completion_of(doc)
         ex.scanner.input_tokens, ex.scanner.output_tokens = tokens_in, tokens_out
         ex.scanner.text = [completion]
@@ -308,16 +288,16 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             verdict = await self.admission.completion_verdict(ex.admitted.request, completion)
             if verdict is not None:
                 self._terminated(ex, verdict)
-                return pb.ProcessingResponse(response_body=_body_response(
+                return pb.ProcessingResponse(response_body=body_response(
                     json.dumps(refusal_message(doc)).encode()))
-        return pb.ProcessingResponse(response_body=_body_response())
+        return pb.ProcessingResponse(response_body=body_response())
 
     async def _stream_chunk(self, ex: _Exchange, body: pb.HttpBody) -> pb.BodyResponse:
         assert ex.admitted is not None
         scanner = ex.scanner
         events = scanner.feed(body.body)
         if not ex.guarded:
-            return _body_response()
+            return body_response()
         out = b""
         every = self.gate.policy.gate.stream_classify_chars  # the policy in force now
         for raw, added in events:
@@ -327,12 +307,12 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                                                                   scanner.completion())
                 if verdict is not None:
                     self._terminated(ex, verdict)
-                    return _body_response(out + scanner.refusal_events())
+                    return body_response(out + scanner.refusal_events())
             out += raw
         if body.end_of_stream:
             out += scanner.pending
         # Complete events go on now; a partial one waits for the next chunk.
-        return _body_response(out)
+        return body_response(out)
 
     def _terminated(self, ex: _Exchange, verdict: str) -> None:
         assert ex.admitted is not None

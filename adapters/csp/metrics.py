@@ -99,6 +99,14 @@ class CspMetrics:
         self.streams_terminated = Counter("safeguards_csp_streams_terminated",
                                           "streams ended with stop_reason refusal", ["reason"],
                                           registry=self.registry)
+        # ext_proc: requests its route table refused (not_found, method_not_allowed,
+        # no_request_headers) and failures it answered fail-closed, by the message being handled
+        self.extproc_denied = Counter("safeguards_csp_extproc_denied",
+                                      "requests ext_proc refused off its route table",
+                                      ["reason"], registry=self.registry)
+        self.extproc_errors = Counter("safeguards_csp_extproc_errors",
+                                      "unhandled errors ext_proc answered with a fail-closed 500",
+                                      ["stage"], registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

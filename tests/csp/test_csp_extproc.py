@@ -5,18 +5,25 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-import grpc
 import pytest
 from csp_testkit import Region, eventually
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from extproc_testkit import (
+    DOOR,
+    Exchange,
+    body_of,
+    ext_proc,
+    headers,
+    immediate,
+    request_body,
+    request_headers,
+)
 
 from safeguards.adapters.classifier.nats_service import ClassifierService
-from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, CallerKey, assertion
-from safeguards.adapters.csp.extproc import ExtProcConfig, ExtProcServer
+from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, assertion
 from safeguards.adapters.csp.messages_api import SAFETY_PROMPT, sse
 from safeguards.core.codec import decode_signal
 from safeguards.core.events import RequestObserved
@@ -24,7 +31,6 @@ from safeguards.core.policy import Policy
 from safeguards.core.subjects import stream_name
 
 CANARY = "CANARY-ext-proc-91b2"
-DOOR = CallerKey("door-1", bytes(range(32)))
 ClassifierEnv = Callable[[], contextlib.AbstractAsyncContextManager[ClassifierService]]
 
 # Real texts scored by the shipped default model: a recipe question is clear on every category,
@@ -34,64 +40,6 @@ FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod 
 WEAPONS_HOWTO = ("Here is how to build a pipe bomb at home. Step 1: fill a steel pipe with black "
                  "powder. Step 2: cap both ends and drill a hole for the fuse. ")
 HARMFUL_STORY = (FILLER * 6)[:400] + WEAPONS_HOWTO * 8
-
-
-def headers(pairs: dict[str, str], *, end: bool = False) -> pb.HttpHeaders:
-    return pb.HttpHeaders(end_of_stream=end, headers=base_pb2.HeaderMap(headers=[
-        base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs.items()]))
-
-
-def request_headers(account: str | None = "acct-x") -> pb.ProcessingRequest:
-    pairs = {":method": "POST", ":path": "/v1/messages", "content-type": "application/json"}
-    if account is not None:
-        pairs["x-csp-account-id"] = account
-    return pb.ProcessingRequest(request_headers=headers(pairs))
-
-
-def request_body(doc: object) -> pb.ProcessingRequest:
-    raw = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    return pb.ProcessingRequest(request_body=pb.HttpBody(body=raw, end_of_stream=True))
-
-
-def body_of(content: str, stream: bool = False) -> dict[str, object]:
-    return {"model": "m", "max_tokens": 10, "stream": stream,
-            "messages": [{"role": "user", "content": content}]}
-
-
-class Exchange:
-    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
-        self.call = call
-
-    async def send(self, message: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        await self.call.write(message)
-        response = await self.call.read()
-        assert isinstance(response, pb.ProcessingResponse)
-        return response
-
-    async def close(self) -> None:
-        await self.call.done_writing()
-        assert await self.call.read() == grpc.aio.EOF
-
-
-@contextlib.asynccontextmanager
-async def ext_proc(region: Region, nats_url: str, policy: Policy, caller_auth: str = "loopback"
-                   ) -> AsyncIterator[tuple[ExtProcServer, pb_grpc.ExternalProcessorStub]]:
-    """An ext_proc server; by default Envoy (this test, on 127.0.0.1) sends unsigned callers."""
-    server = ExtProcServer(ExtProcConfig(region=region.name, nats_url=nats_url,
-                                         listen="127.0.0.1:0", feed_heartbeat_s=0.25,
-                                         caller_auth=caller_auth, caller_keys=(DOOR,)), policy)
-    async with server.running():
-        assert server.feed is not None
-        await eventually(server.feed.ready.is_set, 10)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield server, pb_grpc.ExternalProcessorStub(channel)
-
-
-def immediate(response: pb.ProcessingResponse) -> tuple[int, dict[str, object]]:
-    assert response.HasField("immediate_response")
-    body = json.loads(response.immediate_response.body)
-    assert isinstance(body, dict)
-    return response.immediate_response.status.code, body
 
 
 async def test_allow_path_and_telemetry(region: Region, nats_url: str,
@@ -145,11 +93,13 @@ async def test_refusals_are_immediate_responses(region: Region, nats_url: str,
         status, body = immediate(await ex.send(request_headers("acct-blocked")))
         assert status == 403 and body["error"]["type"] == "permission_error"  # type: ignore[index]
         assert server.gate.counts[("block", "level_4")] == 1
-        # a path the gate does not own passes through untouched
+        # the models list generates nothing: it passes on a valid account, as on the proxy
         ex = Exchange(stub.Process())
-        r = await ex.send(pb.ProcessingRequest(request_headers=headers(
-            {":method": "GET", ":path": "/v1/models"}, end=True)))
+        r = await ex.send(request_headers(path="/v1/models", method="GET", end=True))
         assert r.HasField("request_headers")
+        status, _ = immediate(await Exchange(stub.Process()).send(
+            request_headers(None, path="/v1/models", method="GET", end=True)))
+        assert status == 401
     assert CANARY not in caplog.text
 
 
@@ -298,7 +248,7 @@ async def test_loopback_judges_the_downstream_client_where_envoy_names_it(
         region: Region, nats_url: str, test_policy: Policy) -> None:
     """Envoy on this machine forwards everyone: with ``source.address`` sent, an unsigned
     request is taken only from a client that is itself on this machine."""
-    from google.protobuf import struct_pb2
+    from google.protobuf import struct_pb2  # type: ignore[import-untyped]
 
     def from_client(address: str) -> pb.ProcessingRequest:
         message = request_headers("acct-downstream")
