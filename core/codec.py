@@ -63,6 +63,16 @@ def upcast_request_observed_v2_v3(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def upcast_request_observed_v3_v4(body: dict[str, Any]) -> dict[str, Any]:
+    """v3 predates prompt link keys: none was computed."""
+    return body
+
+
+def upcast_account_linked_v1_v2(body: dict[str, Any]) -> dict[str, Any]:
+    """v1 predates prompt links: every link was an organisation's or an API key's."""
+    return body
+
+
 def upcast_score_recorded_v1_v2(body: dict[str, Any]) -> dict[str, Any]:
     """v1 predates organisation histories: every score was the account's own."""
     return body
@@ -71,6 +81,8 @@ def upcast_score_recorded_v1_v2(body: dict[str, Any]) -> dict[str, Any]:
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("RequestObserved", 1): upcast_request_observed_v1_v2,
     ("RequestObserved", 2): upcast_request_observed_v2_v3,
+    ("RequestObserved", 3): upcast_request_observed_v3_v4,
+    ("AccountLinked", 1): upcast_account_linked_v1_v2,
     ("ScoreRecorded", 1): upcast_score_recorded_v1_v2,
 }
 

@@ -42,13 +42,16 @@ from safeguards.core.events import (
 from safeguards.core.ids import (
     API_KEY_PREFIX,
     ORGANIZATION_PREFIX,
+    PROMPT_PREFIX,
     aggregate_kind,
     derive_id,
     policy_entity,
+    prompt_entity,
 )
 from safeguards.core.operators import APPROVAL_WINDOW_S, needs_second_operator
 from safeguards.core.policy import THROTTLE_CATEGORY, Policy, parse_policy
-from safeguards.core.state import AccountState, evolve
+from safeguards.core.prompt_links import PROMPT_LINK_RULE
+from safeguards.core.state import AccountState, evidence_key, evolve
 
 # The highest level evidence may take an account to without a person: L4 suspends pending review;
 # L5 (terminated) always takes an operator.
@@ -120,7 +123,8 @@ def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
         return
     # Escalation needs evidence from distinct requests: content scored again (a retry, a replayed
     # prompt) is recorded, but it is the same evidence and strikes no second time.
-    repeated = isinstance(obs, ScoreRecorded) and obs.content_sha256 in d.state.recent_content
+    repeated = (isinstance(obs, ScoreRecorded)
+                and evidence_key(d.state.account_id, obs) in d.state.recent_content)
     if (isinstance(obs, OperatorActionTaken) and obs.action in ("set_level", "clear")
             and needs_second_operator(obs, d.state.level, set_level=policy.two_person_set_level,
                                       lower_from=policy.two_person_lower_from)):
@@ -130,10 +134,14 @@ def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
         d.emit(ApprovalRequested(obs.operator, action, target, obs.expires_at, obs.reason),
                decided=True)
         return
+    if isinstance(obs, RequestObserved) and obs.prompt_link is not None:
+        prompt_entity(obs.prompt_link)  # InvalidAccountId: not a link key the gates make
     recorded = d.emit(obs, decided=False)
     if isinstance(obs, ScoreRecorded) and not obs.shadow and not repeated:
-        _strikes(d, obs.scores, obs.request_id, obs.model_name, obs.model_version,
-                 recorded.version)
+        flagged = _strikes(d, obs.scores, obs.request_id, obs.model_name, obs.model_version,
+                           recorded.version)
+        if flagged and obs.content_kind == "prompt":
+            _link_prompt(d, obs.request_id, recorded.version)
     elif isinstance(obs, RequestObserved):
         if obs.organization_id is not None or obs.api_key_fingerprint is not None:
             _link(d, obs, recorded.version)
@@ -164,6 +172,23 @@ def _link(d: _Decision, obs: RequestObserved, caused_by: int) -> None:
                    decided=True)
 
 
+def _link_prompt(d: _Decision, request_id: str, caused_by: int) -> None:
+    """A prompt the classifier flagged (a strike at its category's threshold) links the account
+    to the prompt's own history, once: the actor forwards the score there
+    (``prompt_links.forwarded_scores``), where every account that sent it counts once."""
+    link = d.state.prompt_of(request_id)
+    if link is None or PROMPT_PREFIX + link in d.state.links:
+        return
+    aggregate = PROMPT_PREFIX + link
+    if d.policy.is_shadow(PROMPT_LINK_RULE):
+        d.emit(ShadowDecision(PROMPT_LINK_RULE, d.state.level, d.state.level,
+                              f"would link to {aggregate} (request {request_id})", caused_by),
+               decided=True)
+        return
+    d.emit(AccountLinked("prompt", aggregate, PROMPT_LINK_RULE, request_id, caused_by),
+           decided=True)
+
+
 def _propose_policy(d: _Decision, obs: PolicyProposed, caused_by: int) -> None:
     """A valid document proposed in the region's policy history becomes the policy in force;
     anything else is rejected with its problems listed."""
@@ -192,12 +217,17 @@ def _expire(d: _Decision) -> None:
 
 
 def _strikes(d: _Decision, scores: Scores, request_id: str, model_name: str,
-             model_version: str, caused_by: int) -> None:
+             model_version: str, caused_by: int) -> bool:
+    """Records the strikes the scores earn and escalates on them; True when one of them was at
+    its category's threshold (the classifier flagged the content, not a borderline score)."""
     jump_to = 0
     jump_reason = ""
     struck: list[str] = []
+    flagged = False
+    # An organisation's or API key's history counts high-confidence evidence only (per policy);
+    # a prompt's is fed flagged scores only, one per account, and counts them all.
     high_only = (d.policy.aggregate_evidence == "refuse_threshold"
-                 and aggregate_kind(d.state.account_id) is not None)
+                 and aggregate_kind(d.state.account_id) in ("org", "key"))
     for category, score in scores:
         cat = d.policy.category(category)
         if cat is None or score < cat.accumulate_above or (
@@ -234,11 +264,12 @@ def _strikes(d: _Decision, scores: Scores, request_id: str, model_name: str,
             continue
         d.emit(strike, decided=True)
         struck.append(f"{category} {score:.2f}")
+        flagged = flagged or rule == "strike.threshold"
         if cat.severe and score >= cat.severe_threshold and cat.jump_to > jump_to:
             jump_to = cat.jump_to
             jump_reason = f"severe {category} score {score:.3f} >= {cat.severe_threshold}"
     if not struck:
-        return
+        return False
     total = d.state.risk_total(d.now)
     by_points = d.policy.level_for_points(total)
     current = d.state.level
@@ -248,6 +279,7 @@ def _strikes(d: _Decision, scores: Scores, request_id: str, model_name: str,
         rung = d.policy.ladder[by_points]
         _escalate(d, by_points, "escalate.points",
                   f"{total:.2f} points >= {rung.points} ({', '.join(struck)})", caused_by)
+    return flagged
 
 
 def _escalate(d: _Decision, target: int, rule_id: str, reason: str, caused_by: int) -> None:

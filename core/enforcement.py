@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from safeguards.core.events import EnforcementChanged, Event
-from safeguards.core.ids import derive_id
+from safeguards.core.ids import aggregate_kind, derive_id
 from safeguards.core.policy import Policy
 
+# What a prompt's command carries from the policy's ``prompt_refuse_level`` on: the gates refuse
+# every request whose newest user turn is that prompt.
+PROMPT_REFUSED = ("block",)
 LEVEL_NAMES = ("monitor", "warn", "enhanced_filtering", "throttle", "suspend_pending_review",
                "terminated")
 
@@ -44,6 +47,10 @@ def command_for(event: Event, policy: Policy) -> EnforcementCommand | None:
     if not isinstance(body, EnforcementChanged):
         return None
     tier = policy.rate_tiers[body.level]
+    interventions = policy.ladder[body.level].interventions
+    if (policy.prompt_refuse_level is not None and body.level >= policy.prompt_refuse_level
+            and aggregate_kind(event.account_id) == "prompt"):
+        interventions = PROMPT_REFUSED  # the same harmful prompt from too many accounts
     return EnforcementCommand(
         command_id=derive_id("enforce", event.account_id, str(event.version)),
         account_id=event.account_id,
@@ -51,7 +58,7 @@ def command_for(event: Event, policy: Policy) -> EnforcementCommand | None:
         level=body.level,
         requests_per_minute=tier.requests_per_minute,
         tokens_per_minute=tier.tokens_per_minute,
-        interventions=policy.ladder[body.level].interventions,
+        interventions=interventions,
         expires_at=body.expires_at,
         version=event.version,
         policy_version=event.policy_version or policy.version,

@@ -24,10 +24,12 @@ ContentKind: TypeAlias = Literal["prompt", "completion"]
 class RequestObserved:
     """One request through the serving path; metadata only. The organisation and project are
     the ids the CSP passed with the request, the API key its regional fingerprint (an HMAC of the
-    key's id, never the id); None when the CSP passed none."""
+    key's id, never the id); None when the CSP passed none. ``prompt_link`` is the regional link
+    key of its newest user turn (``core.prompt_links``: an HMAC, never the text); None where it
+    had none."""
 
     TYPE: ClassVar[str] = "RequestObserved"
-    SCHEMA_VERSION: ClassVar[int] = 3
+    SCHEMA_VERSION: ClassVar[int] = 4
     OBSERVATION: ClassVar[bool] = True
 
     request_id: str
@@ -42,6 +44,7 @@ class RequestObserved:
     organization_id: str | None = None
     project_id: str | None = None
     api_key_fingerprint: str | None = None
+    prompt_link: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +92,18 @@ class StrikeRecorded:
 @dataclass(frozen=True, slots=True)
 class AccountLinked:
     """The account was first seen with an aggregate (its organisation, an API key shared with
-    other accounts): the aggregate's history adds up this account's scores with theirs, and the
-    aggregate's level applies to this account too."""
+    other accounts), or sent a prompt the classifier flagged (link ``prompt``, rule
+    ``link.prompt``: its score is forwarded to the prompt's own history, where every account
+    that sent the same prompt flagged counts once): the aggregate's history adds up this
+    account's scores with theirs, and the aggregate's level applies to this account too (a
+    prompt's, to the requests that carry that prompt)."""
 
     TYPE: ClassVar[str] = "AccountLinked"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2
     OBSERVATION: ClassVar[bool] = False
 
-    link: Literal["organization", "api_key"]
-    aggregate: str  # the aggregate's entity id: org:<id> or key:<fingerprint>
+    link: Literal["organization", "api_key", "prompt"]
+    aggregate: str  # the aggregate's entity id: org:<id>, key:<fingerprint> or prompt:<link key>
     rule_id: str
     request_id: str
     caused_by_version: int

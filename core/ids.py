@@ -1,11 +1,13 @@
 """Account ids, regions, NATS-safe subject tokens and partitions.
 
 Account ids are validated once at the edge. A region's policy changes are a history of their own
-too, ``policy:<region>``. Two kinds of *aggregate* have a history of their own
-too, under reserved ids: an organisation (``org:<organisation id>``) and an API key
-(``key:<its regional fingerprint>``); each is fed the scores of every account that names it, and
-its level applies to all of them. A caller's account id may not take a reserved prefix, so no
-account can write into (or be mistaken for) an aggregate's stream.
+too, ``policy:<region>``. Three kinds of *aggregate* have a history of their own
+too, under reserved ids: an organisation (``org:<organisation id>``), an API key
+(``key:<its regional fingerprint>``) and a harmful prompt (``prompt:<its regional link key>``, an
+HMAC of the normalised newest user turn: ``core.prompt_links``); each is fed the scores of every
+account that names it (a prompt: only scores that struck), and its level applies to all of them.
+A caller's account id may not take a reserved prefix, so no account can write into (or be
+mistaken for) an aggregate's stream.
 
 The subject token is a reversible escape of the id in which only ``[A-Za-z0-9_-]`` survive;
 every other byte becomes ``~XX``. So no account id, however hostile, can put ``.``, ``*``,
@@ -24,7 +26,8 @@ _ACCOUNT_ID = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space, no contr
 _REGION = re.compile(r"[a-z][a-z0-9]{0,15}")
 ORGANIZATION_PREFIX = "org:"
 API_KEY_PREFIX = "key:"
-AGGREGATE_PREFIXES = (ORGANIZATION_PREFIX, API_KEY_PREFIX)
+PROMPT_PREFIX = "prompt:"
+AGGREGATE_PREFIXES = (ORGANIZATION_PREFIX, API_KEY_PREFIX, PROMPT_PREFIX)
 POLICY_PREFIX = "policy:"  # the region's policy history: policy:<region>
 RESERVED_PREFIXES = (*AGGREGATE_PREFIXES, POLICY_PREFIX)
 _FINGERPRINT = re.compile(r"[0-9a-f]{32}")
@@ -84,12 +87,22 @@ def api_key_entity(fingerprint: object) -> str:
     return API_KEY_PREFIX + fingerprint
 
 
+def prompt_entity(link_key: object) -> str:
+    """The id under which a harmful prompt's own history and enforcement are kept: its regional
+    link key (32 lower-case hex digits, an HMAC of the normalised prompt), never its text."""
+    if not isinstance(link_key, str) or not _FINGERPRINT.fullmatch(link_key):
+        raise InvalidAccountId("prompt link key must be 32 lower-case hex digits")
+    return PROMPT_PREFIX + link_key
+
+
 def aggregate_kind(entity_id: str) -> str | None:
-    """``"org"`` or ``"key"`` for an aggregate's id; None for an account's."""
+    """``"org"``, ``"key"`` or ``"prompt"`` for an aggregate's id; None for an account's."""
     if entity_id.startswith(ORGANIZATION_PREFIX):
         return "org"
     if entity_id.startswith(API_KEY_PREFIX):
         return "key"
+    if entity_id.startswith(PROMPT_PREFIX):
+        return "prompt"
     return None
 
 

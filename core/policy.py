@@ -30,7 +30,8 @@ KNOWN_INTERVENTIONS = frozenset(
     {"annotate", "intervene", "sync_classify", "terminate_stream", "throttle", "block", "screen"}
 )
 KNOWN_RULES = ("strike.threshold", "strike.accumulate", "strike.throttled", "escalate.points",
-               "escalate.severe", "escalate.severe_evidence", "escalate.review", "expire.level")
+               "escalate.severe", "escalate.severe_evidence", "escalate.review", "expire.level",
+               "link.prompt")
 # A request the inline gate throttled counts as a score of 1.0 in this category, when the policy
 # defines it: probing the rate limits is itself a signal.
 THROTTLE_CATEGORY = "rate_abuse"
@@ -132,6 +133,10 @@ class Policy:
     # ``two_person_lower_from`` (None: one operator suffices, as under policies before the rule).
     two_person_set_level: int | None = None
     two_person_lower_from: int | None = None
+    # A prompt's own history (``prompt:<link key>``: the same flagged prompt from several
+    # accounts) at this level or above refuses that prompt at the gates, whatever account sends
+    # it; below it (and with None), its rung applies as an organisation's does.
+    prompt_refuse_level: int | None = None
 
     def category(self, name: str) -> CategoryPolicy | None:
         """The category's policy; None for an unknown or switched-off category."""
@@ -225,15 +230,18 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
     if evidence not in ("threshold", "refuse_threshold"):
         c.problems.append(f"escalation.aggregate_evidence: {evidence!r} is not \"threshold\" "
                           "or \"refuse_threshold\"")
-    two_person = {}
-    for key in ("two_person_set_level", "two_person_lower_from"):
+    optional_levels = {}
+    for key in ("two_person_set_level", "two_person_lower_from", "prompt_refuse_level"):
         level = c.get(esc, key, int, "escalation", None)
         if level is not None and level not in LEVELS:
             c.problems.append(f"escalation.{key}: {level} is not a level 0 to 5")
-        two_person[key] = level
+        elif level == 0 and key == "prompt_refuse_level":
+            c.problems.append(f"escalation.{key}: 0 would refuse every prompt ever flagged")
+        optional_levels[key] = level
     for key in esc:
         if key not in {"recidivism_factor", "automatic_max_level", "aggregate_evidence",
-                       "two_person_set_level", "two_person_lower_from"}:
+                       "two_person_set_level", "two_person_lower_from",
+                       "prompt_refuse_level"}:
             c.problems.append(f"escalation.{key}: unknown setting")
     for key in doc:
         if key not in {"policy", "categories", "ladder", "rate_tiers", "rules", "gate",
@@ -254,7 +262,7 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         automatic_max_level=automatic_max,
         mode=mode,
         aggregate_evidence="threshold" if evidence == "threshold" else "refuse_threshold",
-        **two_person,
+        **optional_levels,
     )
 
 

@@ -31,10 +31,11 @@ from safeguards.core.events import (
     ShadowDecision,
     StrikeRecorded,
 )
+from safeguards.core.ids import PROMPT_PREFIX
 
 # Bump whenever ``evolve`` or AccountState changes meaning: stored snapshots made by another fold
 # version are discarded and rebuilt from events, never trusted.
-FOLD_VERSION = 4
+FOLD_VERSION = 5
 # How many recently scored contents an account remembers (by sha256): the same content scored
 # again (a retry, a replayed prompt) is the same evidence, never a second strike. The fold
 # rebuilds this tuple on every score: 16 keeps the fold at 0.76x of its speed without it, 64
@@ -44,8 +45,12 @@ RECENT_CONTENT = 16
 # evidence that lets a severe category escalate past the automatic limit. A policy may ask for at
 # most this many (``severe_evidence``).
 STRONGEST_KEPT = 10
-# How many aggregates (organisations, API keys) an account remembers being linked to, newest kept.
+# How many aggregates (organisations, API keys, prompts) an account remembers being linked to,
+# newest kept.
 MAX_LINKS = 16
+# How many of its latest requests' prompt link keys an account remembers (request id, key), so
+# that a score arriving after its request can link the account to the prompt it flagged.
+RECENT_PROMPTS = 16
 
 Evidence: TypeAlias = tuple[str, float, str]  # (category, score, request id) of one strike
 
@@ -99,8 +104,17 @@ class AccountState:
     recent_content: tuple[str, ...] = ()  # sha256 of the last RECENT_CONTENT scored contents
     strongest: tuple[Evidence, ...] = ()  # each category's STRONGEST_KEPT strongest strikes
     review_level: int = 0  # the level an open review proposes; 0: no review is open
-    links: tuple[str, ...] = ()  # aggregates (org:<id>, key:<fingerprint>) it was linked to
+    links: tuple[str, ...] = ()  # aggregates (org:<id>, key:<fp>, prompt:<key>) it was linked to
     pending_approval: PendingApproval | None = None  # an action awaiting a second operator
+    # (request id, prompt link key) of its last RECENT_PROMPTS requests that had one
+    recent_prompts: tuple[tuple[str, str], ...] = ()
+
+    def prompt_of(self, request_id: str) -> str | None:
+        """The prompt link key of one of its recent requests (None: none remembered)."""
+        for request, link in self.recent_prompts:
+            if request == request_id:
+                return link
+        return None
 
     def evidence(self, category: str, at_least: float) -> int:
         """Distinct requests whose strike in ``category`` scored ``at_least`` (counted up to
@@ -115,6 +129,15 @@ class AccountState:
 
     def risk_total(self, now: datetime) -> float:
         return sum(r.at(now) for r in self.risk)
+
+
+def evidence_key(account_id: str, score: ScoreRecorded) -> str:
+    """What makes a score distinct evidence in ``account_id``'s history (kept in
+    ``recent_content``): its content, except in a prompt's history, whose every score is of the
+    same prompt: there each account that sent it counts once."""
+    if score.member_account is not None and account_id.startswith(PROMPT_PREFIX):
+        return "member:" + score.member_account
+    return score.content_sha256
 
 
 def initial_state(account_id: str, region: str) -> AccountState:
@@ -134,19 +157,23 @@ def evolve(state: AccountState, event: Event) -> AccountState:
     # Each branch builds the new state in one constructor call: the fold is the hot path of
     # loads, replays and backtests, and dataclasses.replace costs several times more.
     if isinstance(body, RequestObserved):
+        prompts = s.recent_prompts if body.prompt_link is None else (
+            *s.recent_prompts[1 - RECENT_PROMPTS:], (body.request_id, body.prompt_link))
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests + 1, s.scores, at, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, s.links,
-                            s.pending_approval)
+                            s.pending_approval, prompts)
     if isinstance(body, ScoreRecorded):
         recent = s.recent_content
-        if body.content_sha256 not in recent:
-            recent = (*recent[1 - RECENT_CONTENT:], body.content_sha256)
+        key = evidence_key(s.account_id, body)
+        if key not in recent:
+            recent = (*recent[1 - RECENT_CONTENT:], key)
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores + 1, at, s.open_appeals, recent,
-                            s.strongest, s.review_level, s.links, s.pending_approval)
+                            s.strongest, s.review_level, s.links, s.pending_approval,
+                            s.recent_prompts)
     if isinstance(body, StrikeRecorded):
         updated = CategoryRisk(body.category, body.total_after, at, body.half_life_s)
         risk = (*tuple(r for r in s.risk if r.category != body.category), updated)
@@ -155,12 +182,12 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.strikes + 1, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content,
                             _stronger(s.strongest, body.category, body.score, body.request_id),
-                            s.review_level, s.links, s.pending_approval)
+                            s.review_level, s.links, s.pending_approval, s.recent_prompts)
     if isinstance(body, EnforcementChanged):
         return AccountState(s.account_id, s.region, v, body.level, body.expires_at, body.reason,
                             body.rule_id, v, event.policy_version, s.risk, s.strikes, s.requests,
                             s.scores, s.last_seen, s.open_appeals, s.recent_content, s.strongest,
-                            s.review_level, s.links, s.pending_approval)
+                            s.review_level, s.links, s.pending_approval, s.recent_prompts)
     if isinstance(body, OperatorActionTaken):
         # Clearing an account forgives its accumulated points (and the evidence behind them):
         # otherwise the next strike would put it straight back where the operator took it from.
@@ -171,7 +198,7 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                                 s.level_reason, s.level_rule, s.level_version,
                                 s.level_policy_version, s.risk, s.strikes, s.requests, s.scores,
                                 s.last_seen, s.open_appeals, s.recent_content, s.strongest,
-                                s.review_level, s.links, s.pending_approval)
+                                s.review_level, s.links, s.pending_approval, s.recent_prompts)
         return _acted(s, v, cleared=body.action == "clear")
     if isinstance(body, ApprovalRequested):
         pending = PendingApproval(v, body.operator, body.action, body.level, body.expires_at,
@@ -179,7 +206,8 @@ def evolve(state: AccountState, event: Event) -> AccountState:
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, s.strongest, s.review_level, s.links, pending)
+                            s.recent_content, s.strongest, s.review_level, s.links, pending,
+                            s.recent_prompts)
     if isinstance(body, ApprovalGranted):  # the approved action takes effect, as one would
         return _acted(s, v, cleared=body.action == "clear")
     if isinstance(body, ReviewRequested):
@@ -187,13 +215,13 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, body.proposed_level, s.links,
-                            s.pending_approval)
+                            s.pending_approval, s.recent_prompts)
     if isinstance(body, AppealFiled):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen,
                             (*s.open_appeals, body.appeal_id), s.recent_content, s.strongest,
-                            s.review_level, s.links, s.pending_approval)
+                            s.review_level, s.links, s.pending_approval, s.recent_prompts)
     if isinstance(body, AppealResolved):
         overturned = body.outcome == "overturned"
         appeals = tuple(a for a in s.open_appeals if a != body.appeal_id)
@@ -202,7 +230,7 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             () if overturned else s.risk, s.strikes, s.requests, s.scores,
                             s.last_seen, appeals, s.recent_content,
                             () if overturned else s.strongest, s.review_level, s.links,
-                            s.pending_approval)
+                            s.pending_approval, s.recent_prompts)
     if isinstance(body, AccountLinked):
         links = s.links if body.aggregate in s.links else (
             *s.links[1 - MAX_LINKS:], body.aggregate)
@@ -210,14 +238,14 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, links,
-                            s.pending_approval)
+                            s.pending_approval, s.recent_prompts)
     if isinstance(body, ShadowDecision | ReviewClaimed | PolicyProposed | PolicyChanged
                   | PolicyRejected):  # facts of the history that change no account's state
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, s.links,
-                            s.pending_approval)
+                            s.pending_approval, s.recent_prompts)
     raise TypeError(f"evolve has no case for {type(body).__name__}")
 
 
@@ -228,7 +256,7 @@ def _acted(s: AccountState, v: int, *, cleared: bool) -> AccountState:
                         s.level_rule, s.level_version, s.level_policy_version,
                         () if cleared else s.risk, s.strikes, s.requests, s.scores, s.last_seen,
                         s.open_appeals, s.recent_content, () if cleared else s.strongest, 0,
-                        s.links, None)
+                        s.links, None, s.recent_prompts)
 
 
 def _stronger(strongest: tuple[Evidence, ...], category: str, score: float,

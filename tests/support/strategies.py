@@ -46,14 +46,15 @@ levels = st.integers(min_value=0, max_value=5)
 sha = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
 scores = st.lists(st.tuples(st.sampled_from(CATEGORIES), unit), max_size=5).map(tuple)
 small = st.integers(min_value=0, max_value=10**9)
+keyed_hashes = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)  # regional HMACs
 
 request_observed = st.builds(RequestObserved, request_id=texts, model=texts, surface=texts,
                              input_tokens=small, output_tokens=small, prompt_chars=small,
                              prompt_sha256=sha, streamed=st.booleans(), action=texts,
                              organization_id=st.none() | account_ids,
                              project_id=st.none() | account_ids,
-                             api_key_fingerprint=st.none() | st.text(alphabet="0123456789abcdef",
-                                                                     min_size=32, max_size=32))
+                             api_key_fingerprint=st.none() | keyed_hashes,
+                             prompt_link=st.none() | keyed_hashes)
 score_recorded = st.builds(ScoreRecorded, request_id=texts,
                            content_kind=st.sampled_from(("prompt", "completion")),
                            content_sha256=sha, content_chars=small, model_name=texts,
@@ -91,7 +92,7 @@ decisions = (
     | st.builds(ApprovalGranted, approver=texts, operator=texts,
                 action=st.sampled_from(("set_level", "clear")), level=levels, reason=texts,
                 caused_by_version=small)
-    | st.builds(AccountLinked, link=st.sampled_from(("organization", "api_key")),
+    | st.builds(AccountLinked, link=st.sampled_from(("organization", "api_key", "prompt")),
                 aggregate=account_ids, rule_id=texts, request_id=texts, caused_by_version=small)
 )
 bodies: st.SearchStrategy[EventBody] = observations | decisions

@@ -1,0 +1,72 @@
+"""The same harmful prompt across accounts: its regional link key, and the scores it forwards.
+
+An attacker who rotates fresh accounts sends the same harmful prompt from each; every account
+starts clean, so each is served until its own history escalates. A prompt's *link key* joins
+them without keeping the prompt: an HMAC-SHA256, under the region's link key (the secret the
+API-key fingerprint uses), of the newest user turn after :func:`normalise_prompt`, cut to 32 hex
+digits. The gate computes it for every request (a microsecond or two) and sends it with the
+request's metadata; only the HMAC leaves the process, never the text, and keys from different
+regions cannot be joined.
+
+A prompt becomes an aggregate (``prompt:<link key>``, ``core.ids.prompt_entity``) only when the
+classifier flags it: an account's actor that records a strike on a prompt's score links the
+account to the prompt (``AccountLinked``, rule ``link.prompt``) and forwards that score to the
+prompt's own history (:func:`forwarded_scores`), where it counts once per account. Benign prompts
+never get a history. The prompt's level applies to every request that carries the same prompt,
+and from the policy's ``escalation.prompt_refuse_level`` on, refuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import unicodedata
+from collections.abc import Sequence
+
+from safeguards.core.events import AccountLinked, Event, ScoreRecorded, Signal
+from safeguards.core.ids import derive_id
+
+LINK_KEY_HEX = 32  # hex digits kept of the HMAC (128 bits)
+PROMPT_LINK_RULE = "link.prompt"
+_DOMAIN = b"prompt\x1f"  # apart from the API-key fingerprints made under the same key
+
+
+def normalise_prompt(text: str) -> str:
+    """The form in which two prompts count as the same: Unicode NFKC (compatibility forms such
+    as full-width letters fold to plain ones), case-folded, whitespace runs collapsed to one
+    space and trimmed. Idempotent."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    return " ".join(folded.split())
+
+
+def prompt_link_key(secret: bytes, text: str) -> str | None:
+    """The prompt's regional link key (32 lower-case hex digits); None for a prompt that is
+    empty once normalised (nothing to link)."""
+    normalised = normalise_prompt(text)
+    if not normalised:
+        return None
+    data = _DOMAIN + normalised.encode("utf-8", "surrogatepass")
+    return hmac.new(secret, data, hashlib.sha256).hexdigest()[:LINK_KEY_HEX]
+
+
+def forwarded_scores(signal: Signal, events: Sequence[Event]) -> list[Signal]:
+    """The score signals an account's decision sends on: one to each prompt the decision linked
+    the account to (``AccountLinked`` with link ``prompt``), naming the account as the member
+    whose request it was. Ids derive from the score's signal id and the prompt, so a decision
+    replayed forwards the same signals (deduplicated by the bus and the prompt's inbox)."""
+    score = signal.observation
+    if not isinstance(score, ScoreRecorded):
+        return []
+    return [
+        Signal(
+            signal_id=derive_id("forward", signal.signal_id, e.body.aggregate),
+            account_id=e.body.aggregate,
+            region=signal.region,
+            occurred_at=signal.occurred_at,
+            correlation_id=signal.correlation_id,
+            observation=dataclasses.replace(score, member_account=signal.account_id),
+        )
+        for e in events
+        if isinstance(e.body, AccountLinked) and e.body.link == "prompt"
+    ]
