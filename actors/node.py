@@ -86,8 +86,8 @@ class Node:
         s = self.settings
         self._bus = bus
         await bus.provision()
-        self.relay = OutboxRelay(store=self.store, commands=bus.commands, metrics=self.metrics,
-                                 poll_s=s.relay_poll_s, batch=s.relay_batch,
+        self.relay = OutboxRelay(store=self.store, commands=bus.commands, signals=bus.signals,
+                                 metrics=self.metrics, poll_s=s.relay_poll_s, batch=s.relay_batch,
                                  store_timeout_s=s.store_timeout_s, reconnects=bus.reconnects)
         self.committer = GroupCommitter(self.store, timeout_s=s.store_timeout_s,
                                         max_appends=s.commit_max_appends,

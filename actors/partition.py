@@ -30,7 +30,7 @@ from safeguards.actors.loading import ActivationGuess, load_states
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.settings import NodeSettings
 from safeguards.actors.settlement import MailSettlement
-from safeguards.actors.turns import Round, decided_append
+from safeguards.actors.turns import Round
 from safeguards.core.bus import BusUnavailable, InboundMessage, RegionBus
 from safeguards.core.errors import ConcurrencyConflict
 from safeguards.core.operators import InputChecks
@@ -301,15 +301,8 @@ class PartitionWorker:
                     self._wake(actor)  # to the loader
                 continue
             env = actor.mailbox[0]
-            try:
-                request, after = decided_append(state, env.signal, self.policy, now)
-            except Exception as exc:  # a decision that fails is a rejected signal, not a crash
+            if not rnd.decide(actor, env, state, now):  # rejected: it leaves the mailbox now
                 self._pop(actor, env)
-                actor.in_turn = True
-                rnd.rejected.append((actor, env, exc))
-                continue
-            rnd.requests.append(request)
-            rnd.turns.append((actor, env, after))
             actor.in_turn = True
         self._in_cycle = True
         return rnd

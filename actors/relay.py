@@ -1,4 +1,5 @@
-"""The outbox relay: publish committed enforcement commands, then mark them published.
+"""The outbox relay: publish committed enforcement commands (and the score signals decisions
+forward to prompts' histories), then mark them published.
 
 Two paths. The fast path publishes what a commit cycle just committed, straight from memory,
 for latency, and marks what JetStream confirmed as published (in batches, by message id), so
@@ -11,6 +12,8 @@ Rows are published in outbox order with ``Nats-Msg-Id`` = command id, and a batc
 first unconfirmed publish, so an account's commands reach the last-value stream in version order
 and a re-publish (after a crash between publish and mark, or by a second relay) is dropped by
 JetStream's duplicate window. Adapters apply a command only if its version is newer than theirs.
+A row on an input subject is a forwarded signal: it goes to the inputs stream
+(``RegionBus.signals``) under the same rules, and the receiving actor's inbox absorbs a repeat.
 
 A NATS server that is killed can lose the last messages it had already acknowledged (a single
 server writes its file store behind its acks). So after each reconnect the relay repairs: for
@@ -31,10 +34,11 @@ import anyio
 
 from safeguards.actors.loading import is_store_failure
 from safeguards.actors.metrics import NodeMetrics
-from safeguards.core.bus import BusUnavailable, CommandStream
+from safeguards.core.bus import BusUnavailable, CommandStream, SignalPublisher
 from safeguards.core.codec import decode_command
 from safeguards.core.errors import CodecError
 from safeguards.core.ports import EventStore, OutboxMessage
+from safeguards.core.subjects import is_inputs_subject
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +48,13 @@ T = TypeVar("T")
 
 
 class OutboxRelay:
-    def __init__(self, *, store: EventStore, commands: CommandStream,
+    def __init__(self, *, store: EventStore, commands: CommandStream, signals: SignalPublisher,
                  metrics: NodeMetrics, poll_s: float = 0.5, batch: int = 256,
                  store_timeout_s: float = 10.0, fast_queue: int = 4096,
                  reconnects: Callable[[], int] = lambda: 0, repair_scan: int = 4096) -> None:
         self.store = store
         self.commands = commands
+        self.signals = signals
         self.metrics = metrics
         self.poll_s = poll_s
         self.batch = batch
@@ -125,7 +130,10 @@ class OutboxRelay:
     async def _publish(self, m: OutboxMessage) -> bool:
         try:
             with anyio.fail_after(PUBLISH_TIMEOUT_S):
-                await self.commands.publish(m)
+                if is_inputs_subject(m.subject):
+                    await self.signals.publish(m)
+                else:
+                    await self.commands.publish(m)
         except (TimeoutError, BusUnavailable) as exc:
             log.warning("relay: publish not confirmed (%s); retrying later", type(exc).__name__)
             self.metrics.bus_failures += 1
@@ -141,6 +149,8 @@ class OutboxRelay:
             return None
         restored = 0
         for m in newest:
+            if is_inputs_subject(m.subject):
+                continue  # a forwarded signal: the receiving inbox, not a last value, is the truth
             try:
                 ours = decode_command(m.payload).version
                 with anyio.fail_after(PUBLISH_TIMEOUT_S):

@@ -1,6 +1,10 @@
 """An actor's turn in a commit cycle: its head signal decided on its state, as the append that
-records it (events, inbox key, outbox commands, the state after). Pure CPU, no await, so a
-commit cycle starts at once."""
+records it (events, inbox key, outbox rows, the state after). Pure CPU, no await, so a commit
+cycle starts at once.
+
+The outbox carries the enforcement commands the events send, and the score signals they forward
+to prompts the account was linked to (``core.prompt_links``): both leave only after the
+transaction that decided them commits, so a forward is never lost and never made twice."""
 
 from __future__ import annotations
 
@@ -9,14 +13,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from safeguards.actors.actor import AccountActor, Envelope
-from safeguards.core.codec import encode_command
+from safeguards.core.codec import encode_command, encode_signal
 from safeguards.core.decide import decide_and_fold
 from safeguards.core.enforcement import commands_for
 from safeguards.core.events import Signal
 from safeguards.core.policy import Policy
 from safeguards.core.ports import AppendRequest, OutboxMessage
+from safeguards.core.prompt_links import forwarded_scores
 from safeguards.core.state import AccountState
-from safeguards.core.subjects import enforce_subject
+from safeguards.core.subjects import enforce_subject, inputs_subject
 
 if TYPE_CHECKING:
     from safeguards.actors.partition import PartitionWorker
@@ -31,16 +36,40 @@ class Round:
     requests: list[AppendRequest] = field(default_factory=list)
     rejected: list[tuple[AccountActor, Envelope, Exception]] = field(default_factory=list)
 
+    def decide(self, actor: AccountActor, env: Envelope, state: AccountState, now: datetime
+               ) -> bool:
+        """Decide the actor's head signal into this round (True), or record it as rejected
+        (False: deciding raised, and the signal leaves the mailbox)."""
+        worker = self.worker
+        try:
+            request, after = decided_append(state, env.signal, worker.policy, now,
+                                            worker.partitions)
+        except Exception as exc:  # a decision that fails is a rejected signal, not a crash
+            self.rejected.append((actor, env, exc))
+            return False
+        self.requests.append(request)
+        self.turns.append((actor, env, after))
+        return True
 
-def decided_append(state: AccountState, signal: Signal, policy: Policy,
-                   now: datetime) -> tuple[AppendRequest, AccountState]:
-    """The append of one decision and the state it leads to; raises what deciding raised."""
+
+def decided_append(state: AccountState, signal: Signal, policy: Policy, now: datetime,
+                   partitions: int) -> tuple[AppendRequest, AccountState]:
+    """The append of one decision and the state it leads to; raises what deciding raised.
+    ``partitions``: the region's, which name the input subject of a forwarded signal."""
     events, after = decide_and_fold(state, signal, policy, now)
     outbox = tuple(
         OutboxMessage(message_id=c.command_id, subject=enforce_subject(state.region, c.account_id),
                       payload=encode_command(c))
         for c in commands_for(events, policy)
     )
+    forwarded = forwarded_scores(signal, events)
+    if forwarded:
+        outbox += tuple(
+            OutboxMessage(message_id=f.signal_id,
+                          subject=inputs_subject(state.region, partitions, f.account_id),
+                          payload=encode_signal(f))
+            for f in forwarded
+        )
     return AppendRequest(account_id=state.account_id, expected_version=state.version,
                          events=tuple(events), inbox_key=signal.signal_id, outbox=outbox,
                          state_after=after), after

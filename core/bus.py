@@ -166,6 +166,17 @@ class CommandStream(Protocol):
         ...
 
 
+class SignalPublisher(Protocol):
+    """The region's inputs, as an actor reaches another entity's actor: a score an account's
+    decision forwards to the prompt it linked to (``core.prompt_links``), published from the
+    outbox after the decision committed, as one of the region's producers."""
+
+    async def publish(self, message: OutboxMessage) -> None:
+        """Publish to the inputs stream, deduplicated by ``message_id``; BusUnavailable when not
+        confirmed."""
+        ...
+
+
 class RegionBus(Protocol):
     """One process's connection to a region's bus, as an actor node uses it."""
 
@@ -184,6 +195,9 @@ class RegionBus(Protocol):
 
     @property
     def commands(self) -> CommandStream: ...
+
+    @property
+    def signals(self) -> SignalPublisher: ...
 
     def reconnects(self) -> int:
         """How often the connection was re-established (the relay repairs after each)."""

@@ -18,6 +18,13 @@ def inputs_subject(region: str, partitions: int, account_id: str) -> str:
     return f"sg.{validate_region(region)}.acct.{p}.{subject_token(account_id)}"
 
 
+def is_inputs_subject(subject: str) -> bool:
+    """Whether ``subject`` is an input subject (``sg.<region>.acct.<partition>.<token>``), as an
+    outbox row that forwards a signal names one; enforcement commands name ``enforce`` ones."""
+    parts = subject.split(".")
+    return len(parts) == 5 and parts[0] == "sg" and parts[2] == "acct"
+
+
 def partition_filter(region: str, partition: int) -> str:
     return f"sg.{validate_region(region)}.acct.{partition}.*"
 

@@ -3,7 +3,8 @@
 ``MemoryBroker`` stands in for a region's JetStream: input messages per partition with durable
 delivery state (ack wait, redelivery after the consumer's backoff or a nak's delay, a limit on
 deliveries, in-progress, term), the enforcement stream (newest command per subject, message-id
-deduplication, publish-if-last), dead letters, leases with a time-to-live, and the policy board.
+deduplication, publish-if-last), forwarded signals onto the inputs (message-id deduplication),
+dead letters, leases with a time-to-live, and the policy board.
 It keeps JetStream's semantics where the actors rely on them and passes the same contract suite
 (``tests/actors/test_bus_contract.py``); time comes from ``monotonic`` (anyio's clock unless
 a test passes its own).
@@ -61,6 +62,7 @@ class MemoryBroker:
     inputs: dict[int, list[_Stored]] = field(default_factory=dict)
     commands: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
     command_ids: set[str] = field(default_factory=set)
+    signal_ids: set[str] = field(default_factory=set)  # forwarded signals' message ids
     dead_letters: list[DeadLetter] = field(default_factory=list)
     dead_letter_ids: set[str] = field(default_factory=set)
     leases: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # holder, rev, until
@@ -257,6 +259,21 @@ class MemoryCommands:
 
 
 
+class MemorySignals:
+    """Forwarded signals onto the inputs, deduplicated by message id as JetStream does."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+
+    async def publish(self, message: OutboxMessage) -> None:
+        b = self.broker
+        b.check()
+        if message.message_id in b.signal_ids:
+            return
+        b.publish_input(message.subject, message.payload)
+        b.signal_ids.add(message.message_id)
+
+
 class MemoryLeases:
     def __init__(self, broker: MemoryBroker, ttl_s: float) -> None:
         self.broker, self.ttl_s = broker, ttl_s
@@ -301,6 +318,7 @@ class MemoryRegionBus:
         self.broker = broker
         self.dead_letters = MemoryDeadLetters(broker)
         self.commands = MemoryCommands(broker)
+        self.signals = MemorySignals(broker)
 
     @property
     def ack_wait_s(self) -> float:

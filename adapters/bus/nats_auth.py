@@ -7,8 +7,10 @@ another's replies:
 - ``gate`` (the inline proxy, ext_proc): publishes request signals and content, asks
   ``classify``, follows the enforcement stream and the policy board. It can neither publish an
   enforcement command nor answer ``classify``.
-- ``node`` (account actors): consumes its region's inputs, publishes enforcement commands and
-  dead letters, holds partition leases, provisions the region's streams and buckets.
+- ``node`` (account actors): consumes its region's inputs, publishes enforcement commands, the
+  score signals an account's decision forwards to a prompt's history (signed with the region's
+  producer key, as every input is) and dead letters, holds partition leases, provisions the
+  region's streams and buckets.
 - ``classifier``: consumes content, answers ``classify`` (responses only to those who asked),
   publishes score signals and dead letters.
 - ``operator`` (``safeguards ops``): publishes operator signals, reads the policy board.
@@ -154,7 +156,8 @@ def role_permissions(region: str, role: NatsRole) -> dict[str, Any]:
                     *_stream_info(inputs), *_stream_info(content), *_stream_info(enforce),
                     *_consume(enforce), *_kv_read(policy)]
     elif role is NatsRole.NODE:
-        publish += [f"sg.{r}.enforce.>", f"sg.{r}.dlq.>", f"$KV.{leases}.>", f"$KV.{policy}.>"]
+        publish += [f"sg.{r}.enforce.>", f"sg.{r}.acct.>", f"sg.{r}.dlq.>", f"$KV.{leases}.>",
+                    f"$KV.{policy}.>"]
         for stream in (inputs, content, enforce, dlq, f"KV_{leases}", f"KV_{policy}"):
             publish += _stream_admin(stream)
         publish += [*_consume(inputs), *_get(enforce), *_kv_read(leases), *_kv_read(policy)]

@@ -2,7 +2,7 @@
 
 ``NatsBus(url).connect(name)`` opens one connection (``connect.connect``) and yields a
 ``NatsRegionBus``: the region's partition consumers, dead letters, lease bucket, enforcement
-stream and policy board over it. The connection is drained on the way out.
+stream, forwarded signals and policy board over it. The connection is drained on the way out.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.leases import LeaseBucket
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.policy_board import PolicyBoard, run_policy
+from safeguards.adapters.bus.producer_auth import ProducerKeys, load_producer_keys
 from safeguards.adapters.bus.signing import CommandSigner, load_signer
 from safeguards.adapters.bus.streams import StreamSettings, provision_region
 from safeguards.core.bus import LeaseTable
@@ -44,14 +45,17 @@ class NatsBus:
     streams: StreamSettings = field(default_factory=StreamSettings)
     consumers: ConsumerSettings = field(default_factory=ConsumerSettings)
     signer: CommandSigner | None = None  # the region's enforcement key (default: load_signer)
+    # the region's producer keys, for forwarded signals (default: load_producer_keys)
+    producer: ProducerKeys | None = None
 
     @contextlib.asynccontextmanager
     async def connect(self, name: str) -> AsyncIterator[NatsRegionBus]:
         signer = self.signer or load_signer(self.region)
+        producer = self.producer or load_producer_keys(self.region)
         nc = await connect(self.url, name=name,
                            identity=nats_identity(self.region, NatsRole.NODE))
         try:
-            yield NatsRegionBus(nc, self.region, self.streams, self.consumers, signer)
+            yield NatsRegionBus(nc, self.region, self.streams, self.consumers, signer, producer)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
                 try:
@@ -106,9 +110,33 @@ class JetStreamCommands:
         return True
 
 
+class JetStreamSignals:
+    """Signals an actor forwards to another entity's actor (``core.bus.SignalPublisher``): to the
+    region's inputs stream, deduplicated by message id, with the region's producer MAC that every
+    node checks before deciding (``producer_auth``), as the gates' and classifier's carry."""
+
+    def __init__(self, nc: Client, region: str, producer: ProducerKeys) -> None:
+        self._js = nc.jetstream(timeout=5.0)
+        self._stream = stream_name(region, "INPUTS")
+        self._producer = producer
+
+    async def publish(self, message: OutboxMessage) -> None:
+        headers = {"Nats-Msg-Id": message.message_id,
+                   **self._producer.headers(message.subject, message.payload)}
+        try:
+            with anyio.fail_after(PUBLISH_TIMEOUT_S):
+                await self._js.publish(message.subject, message.payload,
+                                       timeout=PUBLISH_TIMEOUT_S, stream=self._stream,
+                                       headers=headers)
+        except (*_TRANSPORT, APIError) as exc:
+            # A refusal (a full inputs stream) is retried like an outage: the row stays pending.
+            raise BusUnavailable(f"signal publish: {type(exc).__name__}") from None
+
+
 class NatsRegionBus:
     def __init__(self, nc: Client, region: str, streams: StreamSettings,
-                 consumers: ConsumerSettings, signer: CommandSigner) -> None:
+                 consumers: ConsumerSettings, signer: CommandSigner,
+                 producer: ProducerKeys) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=5.0)
         self.region = validate_region(region)
@@ -116,6 +144,7 @@ class NatsRegionBus:
         self._consumers = consumers
         self.dead_letters = DeadLetters(self._js, self.region)
         self.commands = JetStreamCommands(nc, self.region, signer)
+        self.signals = JetStreamSignals(nc, self.region, producer)
 
     @property
     def ack_wait_s(self) -> float:

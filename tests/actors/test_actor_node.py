@@ -19,10 +19,18 @@ from safeguards.actors.clock import ManualClock
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.dlq import H_DELIVERIES, H_ERROR, H_REASON
+from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
 from safeguards.core.codec import decode_command, encode_signal
-from safeguards.core.events import EnforcementChanged
+from safeguards.core.enforcement import EnforcementCommand
+from safeguards.core.events import (
+    AccountLinked,
+    EnforcementChanged,
+    RequestObserved,
+    ScoreRecorded,
+    Signal,
+)
 from safeguards.core.ids import partition_of, subject_token
 from safeguards.core.ports import EventStore
 from safeguards.core.subjects import inputs_subject, stream_name
@@ -198,3 +206,54 @@ async def test_the_fast_path_marks_what_it_published(nc: Client, nats_url: str) 
         assert await store.pending_outbox(10) == []
         node.request_stop()
     assert len(received) == 1
+
+
+async def test_a_flagged_prompt_is_forwarded_to_its_own_history_once_per_account(
+    nc: Client, nats_url: str, make_store: StoreFactory
+) -> None:
+    """Two accounts send the same prompt (one link key) and the classifier flags it; a third
+    sends another prompt, scored benign. Each flagged account is linked to the prompt and its
+    score forwarded through the outbox (signed as a producer: the node checks every input), so
+    the prompt's own history counts both and refuses the prompt; the benign prompt has none."""
+    region = region_name()
+    js = nc.jetstream()
+    store = await make_store(region)
+    node = Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
+                clock=ManualClock(T0), settings=fast_settings(), static_partitions=range(P),
+                producers=load_producer_keys(region))
+    harmful, benign = "ab" * 16, "cd" * 16
+    refused: list[EnforcementCommand] = []
+
+    async def on_command(msg: Msg) -> None:
+        command = decode_command(msg.data)
+        if command.account_id == "prompt:" + harmful and "block" in command.interventions:
+            refused.append(command)
+
+    await nc.subscribe(f"sg.{region}.enforce.>", cb=on_command)
+    signals = []
+    for i, (account, link, cyber) in enumerate(
+            [("fresh-1", harmful, 0.8), ("fresh-2", harmful, 0.8), ("fresh-3", benign, 0.1)]):
+        signals += [
+            Signal(f"req-{i}", account, region, T0, f"c{i}", RequestObserved(
+                f"r{i}", "m", "proxy", 1, 1, 10, "0" * 64, False, "intervene",
+                prompt_link=link)),
+            score_signal(region, account, f"score-{i}", T0, (("cyber", cyber),),
+                         request_id=f"r{i}")]
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await publish_signals(js, region, P, signals)
+        await wait_until(lambda: node.metrics.committed == len(signals) + 2)
+        await wait_until(lambda: bool(refused))
+        node.request_stop()
+    assert node.metrics.dead_lettered == 0
+    prompt = await store.history("prompt:" + harmful)
+    members = [e.body.member_account for e in prompt if isinstance(e.body, ScoreRecorded)]
+    assert sorted(m for m in members if m) == ["fresh-1", "fresh-2"]
+    assert refused[-1].level == 2
+    for account in ("fresh-1", "fresh-2"):
+        linked = [e.body for e in await store.history(account)
+                  if isinstance(e.body, AccountLinked)]
+        assert [(b.link, b.aggregate) for b in linked] == [("prompt", "prompt:" + harmful)]
+    assert not [e for e in await store.history("fresh-3") if isinstance(e.body, AccountLinked)]
+    assert await store.history("prompt:" + benign) == []
+    assert await store.pending_outbox(10) == []

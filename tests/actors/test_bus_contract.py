@@ -3,8 +3,8 @@
 Each test gets a fresh region on one of the two with a short ack wait (1 s) and three
 deliveries at most, publishes inputs the way producers do, and checks what the actors rely on:
 settling (ack, nak, term, in-progress), redelivery after the ack wait, the delivery limit,
-dead letters kept once per delivery, leases, and the enforcement stream's newest command,
-deduplication and publish-if-last."""
+dead letters kept once per delivery, leases, the enforcement stream's newest command,
+deduplication and publish-if-last, and forwarded signals deduplicated onto the inputs."""
 
 from __future__ import annotations
 
@@ -219,6 +219,17 @@ async def test_commands_newest_per_subject_deduplicated_and_published_if_last(
         assert await commands.publish_after(OutboxMessage("c3", subject_a, b"v3"), second[0])
         third = await commands.last(subject_a)
         assert third is not None and third[1] == b"v3"
+
+
+async def test_forwarded_signals_reach_their_partition_once(harness: HarnessFactory) -> None:
+    async with harness() as h:
+        forwarded = OutboxMessage("f1", subject(h, "prompt:" + "ab" * 16), b"score")
+        await h.bus.signals.publish(forwarded)
+        await h.bus.signals.publish(forwarded)  # a relay's re-publish: deduplicated
+        [got] = await take(h, 0, 1)
+        assert (got.subject, got.data) == (forwarded.subject, b"score")
+        await got.ack()
+        assert await take(h, 0, 1, timeout_s=ACK_WAIT_S / 2) == []  # no second copy
 
 
 async def test_the_memory_bus_publishes_and_follows_the_stores_newest_policy() -> None:

@@ -66,8 +66,9 @@ CASES: dict[NatsRole, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], t
     ),
     NatsRole.NODE: (
         ("sg.us.enforce.t0", "sg.us.dlq.actors", "$KV.sg_us_leases.p1",
-         "$JS.API.STREAM.CREATE.SG_US_INPUTS"),
+         "$JS.API.STREAM.CREATE.SG_US_INPUTS", "sg.us.acct.3.prompt~3Aab"),
         ("sg.us.content.t0", "sg.us.classify", "sg.eu.enforce.t0", "sg.eu.dlq.actors",
+         "sg.eu.acct.3.t0",
          "$JS.API.STREAM.DELETE.SG_US_INPUTS", "$KV.sg_eu_leases.p1",
          "$JS.API.STREAM.CREATE.SG_EU_INPUTS"),
         ("_INBOX_us_node.>",),

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from nats.aio.client import Client
 
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.relay import OutboxRelay
-from safeguards.adapters.bus.region import JetStreamCommands
+from safeguards.adapters.bus.producer_auth import load_producer_keys
+from safeguards.adapters.bus.region import JetStreamCommands, JetStreamSignals
 from safeguards.adapters.bus.signing import load_signer
 from safeguards.adapters.bus.streams import provision_region
 from safeguards.adapters.store import InMemoryEventStore
-from safeguards.core.codec import decode_command, encode_command
+from safeguards.core.codec import decode_command, encode_command, encode_signal
 from safeguards.core.enforcement import EnforcementCommand
+from safeguards.core.events import ScoreRecorded, Signal
 from safeguards.core.ports import AppendRequest, OutboxMessage
-from safeguards.core.subjects import enforce_subject, stream_name
+from safeguards.core.subjects import enforce_subject, inputs_subject, stream_name
 
 from store_events import make_event
 
@@ -29,6 +32,46 @@ def command(region: str, account: str, version: int) -> OutboxMessage:
         expires_at=None, version=version, policy_version="p", reason="test",
         issued_at=datetime(2026, 11, 27, tzinfo=UTC))
     return OutboxMessage(c.command_id, enforce_subject(region, account), encode_command(c))
+
+
+def forward(region: str, signal_id: str) -> OutboxMessage:
+    """An outbox row forwarding a score to a prompt's history (``core.prompt_links``)."""
+    prompt = "prompt:" + "ab" * 16
+    signal = Signal(signal_id, prompt, region, datetime(2026, 11, 27, tzinfo=UTC), "c",
+                    ScoreRecorded("req-1", "prompt", "0" * 64, 10, "m", "1", (("cyber", 0.8),),
+                                  member_account="acct-1"))
+    return OutboxMessage(signal_id, inputs_subject(region, 16, prompt), encode_signal(signal))
+
+
+def relay_for(nc: Client, store: InMemoryEventStore, region: str, metrics: NodeMetrics,
+              **kwargs: Any) -> OutboxRelay:
+    return OutboxRelay(store=store, commands=JetStreamCommands(nc, region, load_signer(region)),
+                       signals=JetStreamSignals(nc, region, load_producer_keys(region)),
+                       metrics=metrics, **kwargs)
+
+
+async def test_a_forwarded_signal_goes_to_the_inputs_stream_signed_once(nc: Client) -> None:
+    """A row on an input subject goes to the inputs stream (not the enforcement stream) with the
+    region's producer MAC that nodes check, once however often it is relayed."""
+    region = "r" + uuid.uuid4().hex[:8]
+    js = nc.jetstream()
+    await provision_region(js, region)
+    store = InMemoryEventStore(region)
+    row = forward(region, "fwd-1")
+    await store.append(AppendRequest("acct-1", 0, (make_event("acct-1", region, 1),), None,
+                                     (row, command(region, "acct-1", 1))))
+    relay = relay_for(nc, store, region, NodeMetrics())
+    assert await relay.flush() == 2
+    await relay._publish(row)  # a re-publish (a crash before the mark): deduplicated
+    inputs = stream_name(region, "INPUTS")
+    info = await js.stream_info(inputs)
+    assert info.state.messages == 1
+    got = await js.get_last_msg(inputs, row.subject)
+    assert got.data == row.payload and got.headers is not None
+    assert load_producer_keys(region).problem(row.subject, row.payload, dict(got.headers)) is None
+    enforced = await js.get_last_msg(stream_name(region, "ENFORCE"),
+                                      enforce_subject(region, "acct-1"))
+    assert enforced.data is not None and decode_command(enforced.data).version == 1
 
 
 async def test_repair_restores_lost_commands_and_never_goes_back(nc: Client) -> None:
@@ -58,12 +101,15 @@ async def test_repair_restores_lost_commands_and_never_goes_back(nc: Client) -> 
     gone = command(region, "gone", 1)
     await store.append(AppendRequest("gone", 0, (make_event("gone", region, 1),), None, (gone,)))
     await store.mark_published([p.outbox_id for p in await store.pending_outbox(100)])
+    # A forwarded signal among the published rows is not a command: repair leaves it alone.
+    forwarded = forward(region, "fwd-1")
+    await store.append(AppendRequest("fwd", 0, (make_event("fwd", region, 1),), None,
+                                     (forwarded,)))
+    await store.mark_published([p.outbox_id for p in await store.pending_outbox(100)])
 
     reconnects = 0
     metrics = NodeMetrics()
-    commands = JetStreamCommands(nc, region, load_signer(region))
-    relay = OutboxRelay(store=store, commands=commands, metrics=metrics,
-                        reconnects=lambda: reconnects)
+    relay = relay_for(nc, store, region, metrics, reconnects=lambda: reconnects)
     assert await relay.repair() == 2  # "lost" v2 and "gone" v1
 
     async def last_version(account: str) -> int:
