@@ -8,6 +8,11 @@ policy's deadline (for fresh and L0 accounts, screening: a cascade whose first s
 the contextual model would not flag, then the classifier on a short deadline, failing open).
 ``observe`` runs after the response: it charges tokens to the GCRA and queues the metadata-only
 signal and the content for scoring (never waiting on NATS).
+
+With the region's link key, each request also carries its prompt's link key (an HMAC of the
+normalised newest user turn, ``core.prompt_links``): the gate applies that prompt's enforcement
+(once the classifier has flagged it from several accounts, a refusal) and the signal takes the
+key, never the text, to the account's actor.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.messages_api import parse_messages_request
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.telemetry import Telemetry
-from safeguards.adapters.csp.turns import SeenTurns, scoring_text
+from safeguards.adapters.csp.turns import SeenTurns, newest_user_text, scoring_text
+from safeguards.core.prompt_links import prompt_link_key
 
 # Request ids: a random per-process prefix and a counter (unique without a system call each).
 _ID_PREFIX = secrets.token_hex(8)
@@ -47,8 +53,9 @@ class Admitted:
 class Admission:
     def __init__(self, gate: Gate, classifier: SyncClassifier, telemetry: Telemetry,
                  metrics: CspMetrics, first_stage: FirstStage | None = None, *,
-                 synced: anyio.Event | None = None) -> None:
+                 synced: anyio.Event | None = None, link_key: bytes | None = None) -> None:
         self.gate = gate
+        self.link_key = link_key  # the region's (identity.load_link_key); None: no prompt links
         self.synced = synced  # set once the gate has read its region's enforcement
         self.classifier = classifier
         self.telemetry = telemetry
@@ -61,13 +68,15 @@ class Admission:
         # The newest turn in its context and whatever this process has not scored before for
         # the account: an earlier turn is never counted again on every follow-up.
         prompt = scoring_text(caller.account, conversation, self.seen)
+        link = (None if self.link_key is None
+                else prompt_link_key(self.link_key, newest_user_text(conversation)))
         request = GateRequest(caller.account, f"{_ID_PREFIX}{next(_ID_COUNTER):08x}",
                               model=doc["model"], streamed=bool(doc.get("stream", False)),
                               prompt_chars=len(prompt),
                               prompt_sha256=sha256(prompt.encode()).hexdigest(),
                               surface=surface, organization_id=caller.organization_id,
                               project_id=caller.project_id,
-                              api_key_fingerprint=caller.api_key_fingerprint)
+                              api_key_fingerprint=caller.api_key_fingerprint, prompt_link=link)
         if not self.gate.synced and self.synced is not None:
             # Fail-closed start: hold for the enforcement state a while, then the gate refuses.
             with anyio.move_on_after(self.gate.policy.gate.before_sync_hold_ms / 1000):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from safeguards.core.ids import API_KEY_PREFIX, ORGANIZATION_PREFIX
+from safeguards.core.ids import API_KEY_PREFIX, ORGANIZATION_PREFIX, PROMPT_PREFIX
 
 # Intervention flags (a bitmask, so the hot path tests bits instead of tuple membership).
 ANNOTATE = 1
@@ -32,14 +32,17 @@ TERMINATE_ACTION = "terminate_stream"
 
 
 
-def aggregates_of(organization_id: str | None,
-                  api_key_fingerprint: str | None) -> tuple[str, ...]:
-    """The entity ids of the aggregates a request names (validated where they were read)."""
+def aggregates_of(organization_id: str | None, api_key_fingerprint: str | None,
+                  prompt_link: str | None = None) -> tuple[str, ...]:
+    """The entity ids of the aggregates a request names (validated where they were read): its
+    organisation, its API key and the prompt its newest user turn is."""
     if organization_id is None and api_key_fingerprint is None:
-        return ()
+        return () if prompt_link is None else (PROMPT_PREFIX + prompt_link,)
     out = [] if organization_id is None else [ORGANIZATION_PREFIX + organization_id]
     if api_key_fingerprint is not None:
         out.append(API_KEY_PREFIX + api_key_fingerprint)
+    if prompt_link is not None:
+        out.append(PROMPT_PREFIX + prompt_link)
     return tuple(out)
 
 
@@ -94,17 +97,18 @@ class GateRequest:
     """One request as the gate sees it: metadata only (the text stays with the caller).
 
     ``aggregates`` are the entity ids of the organisation (``org:<id>``) and the API key
-    (``key:<fingerprint>``) the CSP named: their enforcement applies to the request as well as
-    the account's own."""
+    (``key:<fingerprint>``) the CSP named, and of the prompt (``prompt:<link key>``: the regional
+    HMAC of its newest user turn, ``core.prompt_links``): their enforcement applies to the
+    request as well as the account's own (a prompt has one only once it was flagged)."""
 
     __slots__ = ("account_id", "aggregates", "api_key_fingerprint", "model", "organization_id",
-                 "project_id", "prompt_chars", "prompt_sha256", "request_id", "streamed",
-                 "surface")
+                 "project_id", "prompt_chars", "prompt_link", "prompt_sha256", "request_id",
+                 "streamed", "surface")
 
     def __init__(self, account_id: str, request_id: str, *, model: str = "", streamed: bool = False,
                  prompt_chars: int = 0, prompt_sha256: str = "", surface: str = "proxy",
                  organization_id: str | None = None, project_id: str | None = None,
-                 api_key_fingerprint: str | None = None) -> None:
+                 api_key_fingerprint: str | None = None, prompt_link: str | None = None) -> None:
         self.account_id = account_id
         self.request_id = request_id
         self.model = model
@@ -115,7 +119,8 @@ class GateRequest:
         self.organization_id = organization_id
         self.project_id = project_id
         self.api_key_fingerprint = api_key_fingerprint
-        self.aggregates = aggregates_of(organization_id, api_key_fingerprint)
+        self.prompt_link = prompt_link
+        self.aggregates = aggregates_of(organization_id, api_key_fingerprint, prompt_link)
 
 
 class GateResponse:

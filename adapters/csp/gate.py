@@ -116,7 +116,8 @@ class Gate:
         return found
 
     def _ok_decision(self, level: int, flags: int, scope: str = "") -> Decision:
-        """The standing decision of a level; ``scope`` ("org_", "key_") marks an aggregate's."""
+        """The standing decision of a level; ``scope`` ("org_", "key_", "prompt_") marks an
+        aggregate's."""
         named = f"{scope}level_{level}"
         if flags & BLOCK:
             return self._intern(BLOCK_ACTION, named, level, flags, status=403)
@@ -250,11 +251,14 @@ class Gate:
         return ok
 
     def _with_aggregates(self, ok: Decision, aggregates: tuple[str, ...], now: float) -> Decision:
-        """The highest standing decision among the account's and its aggregates' (organisation,
-        API key): an aggregate's enforcement applies to every account that names it."""
+        """The strictest standing decision among the account's and its aggregates' (organisation,
+        API key, prompt): a refusal before anything served, then the highest level. An
+        aggregate's enforcement applies to every request that names it (a prompt refused at L2
+        stays refused for an account at L3, whose own rung would serve it)."""
         for aggregate in aggregates:
             held = self._commanded.get(aggregate)
-            if held is not None and held.level > ok.level and held.expires > now:
+            if held is not None and held.expires > now and (
+                    (held.ok.refused, held.level) > (ok.refused, ok.level)):
                 ok = held.ok
         return ok
 

@@ -5,12 +5,13 @@ organisation, project and API-key ids are optional and documented in the README.
 appear at most once: a request that names two accounts (or two organisations) is ambiguous and
 refused, whichever front end sees it, rather than one front end taking the first value and
 another the last. Values are printable ASCII; an account id may not use an aggregate's reserved
-prefix (``org:``, ``key:``). Error messages name the header, never echo its value.
+prefix (``org:``, ``key:``, ``prompt:``). Error messages name the header, never echo its value.
 
 The API key's id never goes further than this module: what is kept and compared is its regional
 fingerprint, an HMAC-SHA256 of the id under the region's link key (``link_key``), so two
 accounts sharing a key are linked without the key's id being stored, and fingerprints from
-different regions cannot be joined.
+different regions cannot be joined. The same key makes the prompts' link keys
+(``core.prompt_links``, under another domain tag), so the same holds for them.
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ class InlineGate:
                                         config.account_header)
         self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics,
                                    _first_stage(),
-                                   synced=self.feed.ready if self.feed is not None else None)
+                                   synced=self.feed.ready if self.feed is not None else None,
+                                   link_key=self.identity.link_key)
 
     def _restore(self, snapshot: FeedSnapshot, feed: EnforcementFeed) -> bool:
         """Fail-closed start: the gate serves before its feed has read the stream only when a

@@ -97,6 +97,15 @@ def content_text(content: Any) -> str:
     return ""
 
 
+def newest_user_text(conversation: Conversation) -> str:
+    """The text of the conversation's newest user turn ("" without one): what a prompt's link
+    key is made of (``core.prompt_links``), whatever context came before it."""
+    for turn in reversed(conversation.turns):
+        if turn.role == "user":
+            return turn.text
+    return ""
+
+
 def conversation_of(system: Any, messages: list[Any]) -> Conversation:
     turns = [Turn("system", content_text(system))] if system else []
     turns += [Turn(str(m.get("role")), content_text(m.get("content"))) for m in messages]

@@ -297,6 +297,31 @@ def test_an_api_keys_level_applies_to_every_account_that_uses_it(gate: Gate) -> 
     assert gate.check(both, T0).reason == "org_level_4"  # the highest of all applies
 
 
+def test_a_refused_prompt_is_refused_to_every_account_and_a_benign_one_is_not(
+        gate: Gate) -> None:
+    """A prompt's command (core.enforcement: from the policy's prompt_refuse_level on it carries
+    a block) refuses every request whose newest user turn is that prompt, even for an account
+    whose own, higher level would have served it; other prompts keep the account's standing."""
+    policy = gate.policy
+    harmful, benign = "ab" * 16, "cd" * 16
+    refused = replace(command(f"prompt:{harmful}", 2, 1, policy), interventions=("block",))
+    assert gate.apply(refused, T0)
+    d = gate.check(GateRequest("fresh", "r1", prompt_link=harmful), T0)
+    assert (d.action, d.reason, d.status, d.level) == (BLOCK_ACTION, "prompt_level_2", 403, 2)
+    gate.apply(command("watched", 3, 1, policy), T0)
+    assert gate.check(GateRequest("watched", "r1", prompt_link=harmful), T0).status == 403
+    assert gate.check(GateRequest("watched", "r2", prompt_link=benign), T0).reason == "level_3"
+    fresh = gate.check(GateRequest("fresh", "r3", prompt_link=benign), T0)
+    assert (fresh.status, fresh.level, fresh.screen_only) == (200, 0, True)
+    both = GateRequest("member", "r4", organization_id="acme", prompt_link=harmful)
+    assert both.aggregates == ("org:acme", f"prompt:{harmful}")
+    assert gate.check(both, T0).reason == "prompt_level_2"
+    # below the refusal level, a prompt's rung applies as an organisation's does
+    gate.apply(command(f"prompt:{benign}", 1, 1, policy), T0)
+    watched = gate.check(GateRequest("fresh", "r5", prompt_link=benign), T0)
+    assert (watched.level, watched.reason, watched.screen_only) == (1, "prompt_level_1", False)
+
+
 def _policy_with(mode: str | None = None, off: str | None = None) -> Policy:
     return parse_policy(policy_text(mode, off))
 

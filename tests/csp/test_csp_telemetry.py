@@ -90,17 +90,19 @@ async def test_publishes_nobody_acknowledges_are_swept_as_failed(nats_url: str) 
         assert telemetry.sent == 0
 
 
-async def test_the_organisation_project_and_key_travel_with_the_signal_and_the_content(
+async def test_the_organisation_project_key_and_prompt_link_travel_with_the_signal(
         nats_url: str) -> None:
     request = GateRequest("acct", "r1", model="m", organization_id="acme", project_id="p1",
-                          api_key_fingerprint="0" * 32)
+                          api_key_fingerprint="0" * 32, prompt_link="1" * 32)
     async with unstored_telemetry(nats_url) as (telemetry, seen):
         telemetry.emit_observed(request, "allow", 1, 1, "a prompt", "")
         await eventually(lambda: len(seen) == 2)
     signal = decode_signal(next(m.data for m in seen if ".acct." in m.subject))
     assert isinstance(signal.observation, RequestObserved)
     assert (signal.observation.organization_id, signal.observation.project_id,
-            signal.observation.api_key_fingerprint) == ("acme", "p1", "0" * 32)
+            signal.observation.api_key_fingerprint, signal.observation.prompt_link) == (
+        "acme", "p1", "0" * 32, "1" * 32)
     item = decode_record(next(m.data for m in seen if ".content." in m.subject), ContentItem)
     assert (item.account_id, item.organization_id) == ("acct", "acme")
+    # a prompt is no aggregate of its content: only an actor that saw it flagged forwards it
     assert item.aggregates() == ("org:acme", "key:" + "0" * 32)

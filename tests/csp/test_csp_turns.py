@@ -12,6 +12,7 @@ from safeguards.adapters.csp.turns import (
     SeenTurns,
     block_texts,
     conversation_of,
+    newest_user_text,
     scoring_text,
 )
 from safeguards.core.content import CLIP_MARK, clip_middle
@@ -111,3 +112,17 @@ def test_clip_middle_keeps_head_and_tail() -> None:
     clipped, was = clip_middle(text, 300)
     assert was and len(clipped) <= 300 and CLIP_MARK in clipped
     assert clipped.startswith("H" * 100) and clipped.endswith("T" * 100)
+
+
+def test_the_newest_user_turn_is_what_a_prompt_link_is_made_of() -> None:
+    conversation = conversation_of("be terse", [
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "an answer"},
+        {"role": "user", "content": [{"type": "text", "text": "the newest"},
+                                     {"type": "text", "text": "ask"}]},
+        {"role": "assistant", "content": "Sure, here"},  # a prefill
+    ])
+    assert newest_user_text(conversation) == "the newest\nask"
+    assert newest_user_text(conversation_of(None, [])) == ""
+    assert newest_user_text(conversation_of("system only", [
+        {"role": "assistant", "content": "hi"}])) == ""
