@@ -130,7 +130,8 @@ def timeline_row(event: Event) -> dict[str, Any]:
     if isinstance(b, RequestObserved):
         detail = f"{b.action} via {b.surface}, model {b.model}, {b.input_tokens}+" \
                  f"{b.output_tokens} tokens" + (f", organisation {b.organization_id}"
-                                                if b.organization_id else "")
+                                                if b.organization_id else "") + (
+                     f", prompt link {b.prompt_link}" if b.prompt_link else "")
     elif isinstance(b, ScoreRecorded):
         top = sorted(b.scores, key=lambda s: -s[1])[:3]
         notes = [b.content_kind, f"{b.model_name} {b.model_version}"]

@@ -123,8 +123,7 @@ def _decision_rows(history: list[Event]) -> str:
             rule, reason, detail = body.operator, body.reason, ""
         elif isinstance(body, AccountLinked):
             what = f"linked to {html.escape(body.aggregate)}"
-            rule, reason = body.rule_id, f"first request naming its {body.link.replace('_', ' ')}"
-            detail = ""
+            rule, reason, detail = body.rule_id, _link_reason(body), ""
         else:
             continue
         rows.append(
@@ -134,6 +133,14 @@ def _decision_rows(history: list[Event]) -> str:
             f"<td>{'<details><summary>chain</summary><pre>' + html.escape(detail) + '</pre></details>' if detail else ''}</td></tr>"  # noqa: E501
         )
     return "\n".join(rows)
+
+
+def _link_reason(body: AccountLinked) -> str:
+    if body.link == "prompt":
+        return (f"request {body.request_id}'s prompt was flagged: its score also counts in the "
+                "history of that prompt (a keyed hash of it, no text), with every other account "
+                "that sent it flagged")
+    return f"first request naming its {body.link.replace('_', ' ')}"
 
 
 def rca_html(account_id: str, region: str, history: list[Event], generated_at: datetime) -> str:

@@ -8,8 +8,17 @@ from xml.etree import ElementTree
 import pytest
 
 from safeguards.core.backtest import backtest
-from safeguards.core.events import EnforcementChanged
-from safeguards.core.policy import parse_policy
+from safeguards.core.decide import decide
+from safeguards.core.events import (
+    EnforcementChanged,
+    Event,
+    RequestObserved,
+    ScoreRecorded,
+    Signal,
+)
+from safeguards.core.policy import default_policy_text, parse_policy
+from safeguards.core.state import fold, initial_state
+from safeguards.ops.cli import timeline_row
 from safeguards.ops.explain import NotAnEnforcement, explain, render
 from safeguards.ops.rca import rca_html, timeline_svg
 
@@ -75,3 +84,26 @@ def test_backtest_of_a_laxer_policy_reports_how_it_differs() -> None:
     result = backtest(golden_history(), lax)
     assert result.differs
     assert "strikes 5 -> 1" in result.describe()
+
+
+def test_rca_and_the_history_timeline_show_a_prompt_link() -> None:
+    """An account whose flagged prompt linked it to the prompt's history: the report names the
+    prompt by its keyed hash and why, and the timeline carries the request's link key."""
+    policy = parse_policy(default_policy_text())
+    at = datetime(2026, 12, 8, tzinfo=UTC)
+    link = "ab" * 16
+    state, history = initial_state("acct-r", "eu"), list[Event]()
+    for signal in (
+            Signal("s1", "acct-r", "eu", at, "c1", RequestObserved(
+                "req-1", "m", "proxy", 1, 1, 10, "0" * 64, False, "intervene",
+                prompt_link=link)),
+            Signal("s2", "acct-r", "eu", at, "c1", ScoreRecorded(
+                "req-1", "prompt", "1" * 64, 10, "default", "1", (("cyber", 0.8),)))):
+        events = decide(state, signal, policy, at)
+        state, history = fold(state, events), history + events
+    page = rca_html("acct-r", "eu", history, at)
+    assert f"linked to prompt:{link}" in page and "link.prompt" in page
+    assert "request req-1&#x27;s prompt was flagged" in page
+    rows = [timeline_row(e) for e in history]
+    assert f"prompt link {link}" in rows[0]["detail"]
+    assert any(r["detail"].startswith(f"linked to prompt:{link} (prompt") for r in rows)
