@@ -104,6 +104,41 @@ def test_trained_tensors_replace_encoder_tensors() -> None:
     assert not np.allclose(base.run(["logits"], feed)[0], new.run(["logits"], feed)[0])
 
 
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 1000), length=st.integers(1, 30))
+def test_semantic_tower_blends_the_pretrained_reading_into_the_tuned_one(seed: int,
+                                                                         length: int) -> None:
+    """Layer 1 fine-tuned, layer 0 shared: the blended logits are the tuned model's and the
+    pretrained encoder's (with the semantic heads) combined per label by the blend tensors."""
+    import onnxruntime as ort
+
+    w, heads = random_bert(seed), _heads(seed)
+    name = "encoder.layer.1.output.dense.bias"
+    rng = np.random.default_rng(seed + 7)
+    semantic = {k.replace("heads.", "semantic.heads."): v for k, v in _heads(seed + 3).items()}
+    blend = {"blend.tuned": rng.uniform(0, 1, 3).astype("f4"),
+             "blend.semantic": rng.uniform(0, 1, 3).astype("f4"),
+             "blend.bias": rng.normal(0, 1, 3).astype("f4")}
+    trained = {**heads, name: rng.normal(0, 1, CFG.hidden_size).astype("f4"), **semantic, **blend}
+    graph = build_graph(CFG, w, trained, semantic_layers=CFG.num_layers)
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    ids = rng.integers(1, CFG.vocab_size, length).tolist()
+    [logits] = session.run(["logits"], {"input_ids": np.array([ids], np.int64),
+                                        "attention_mask": np.ones((1, length), np.int64)})
+    tuned_w = {**w, "bert." + name: trained[name]}
+    _, tuned = _reference(tuned_w, heads, ids)
+    _, pretrained = _reference(w, {k.replace("semantic.heads.", "heads."): v
+                                   for k, v in semantic.items()}, ids)
+    expected = tuned * blend["blend.tuned"] + pretrained * blend["blend.semantic"] \
+        + blend["blend.bias"]
+    np.testing.assert_allclose(logits[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_semantic_tower_without_its_tensors_is_a_typed_error() -> None:
+    with pytest.raises(ModelLoadError, match=r"semantic\.heads"):
+        build_graph(CFG, random_bert(1), _heads(1), semantic_layers=CFG.num_layers)
+
+
 def test_missing_tensors_and_configs_are_typed_errors() -> None:
     w = random_bert(1)
     del w["bert.encoder.layer.0.intermediate.dense.weight"]

@@ -40,13 +40,16 @@ Variant = Literal["fp32", "int8", "fp16"]
 
 def cache_key(source: EncoderSource, trained_sha256: str, variant: Variant) -> str:
     parts = [GRAPH_VERSION, variant, trained_sha256, source.weights_format,
-             f"layers={source.layers}", *(f"{role}={f.sha256}" for role, f in source.files)]
+             f"layers={source.layers}",
+             *([f"semantic={source.semantic_layers}"] if source.semantic_layers else []),
+             *(f"{role}={f.sha256}" for role, f in source.files)]
     return sha256_bytes("\n".join(parts).encode())[:32]
 
 
-def encoder_weights(source: EncoderSource,
-                    files: Mapping[str, bytes]) -> tuple[EncoderConfig, dict[str, np.ndarray]]:
-    """The encoder's configuration and fp32 weights, cut to ``source.layers``."""
+def encoder_weights(source: EncoderSource, files: Mapping[str, bytes], *,
+                    layers: int | None = None) -> tuple[EncoderConfig, dict[str, np.ndarray]]:
+    """The encoder's configuration (cut to ``layers``, by default ``source.layers``: the tuned
+    tower) and its fp32 weights (all of them)."""
     if source.weights_format == "e5s1-q4":
         cfg, weights = read_e5s1(files["weights"])
     else:
@@ -59,11 +62,13 @@ def encoder_weights(source: EncoderSource,
             weights_path = Path(tmp) / "weights.safetensors"
             weights_path.write_bytes(files["weights"])
             weights = read_tensors(weights_path)
-    if source.layers is not None:
-        if source.layers > cfg.num_layers:
-            raise ModelLoadError(f"encoder.layers {source.layers} exceeds the model's "
-                                 f"{cfg.num_layers}")
-        cfg = dataclasses.replace(cfg, num_layers=source.layers)
+    for depth in (source.layers, source.semantic_layers):
+        if depth is not None and depth > cfg.num_layers:
+            raise ModelLoadError(f"encoder depth {depth} exceeds the model's {cfg.num_layers} "
+                                 "layers")
+    layers = layers or source.layers
+    if layers is not None:
+        cfg = dataclasses.replace(cfg, num_layers=layers)
     if source.max_length > cfg.max_positions:
         raise ModelLoadError(f"encoder.max_length {source.max_length} exceeds the model's "
                              f"{cfg.max_positions} positions")
@@ -86,7 +91,8 @@ def encoder_graph(source: EncoderSource, files: Mapping[str, bytes],
                   trained: Mapping[str, np.ndarray], *, with_embedding: bool = False) -> bytes:
     """The fp32 graph from the encoder's files and the trained tensors."""
     cfg, weights = encoder_weights(source, files)
-    return build_graph(cfg, weights, trained, with_embedding=with_embedding)
+    return build_graph(cfg, weights, trained, with_embedding=with_embedding,
+                       semantic_layers=source.semantic_layers)
 
 
 def quantize(fp32: bytes, variant: Variant) -> bytes:

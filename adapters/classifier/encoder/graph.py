@@ -164,82 +164,44 @@ def _need(w: Mapping[str, np.ndarray], name: str) -> np.ndarray:
 
 
 def build_graph(cfg: EncoderConfig, encoder: Mapping[str, np.ndarray],
-                trained: Mapping[str, np.ndarray], *, with_embedding: bool = False) -> bytes:
+                trained: Mapping[str, np.ndarray], *, with_embedding: bool = False,
+                semantic_layers: int | None = None) -> bytes:
     """The serialized ONNX model (fp32). ``with_embedding`` adds the pooled embedding output
-    (training reads it to fit the heads)."""
+    (training reads it to fit the heads). ``semantic_layers`` adds the semantic tower: the same
+    windows read through that many layers of the encoder as pretrained (no trained tensor
+    applied; the leading layers both towers share are computed once), pooled, with heads of its
+    own (``semantic.heads.*``), blended per label into the tuned tower's logits::
+
+        logits = tuned * blend.tuned + semantic * blend.semantic + blend.bias
+    """
     w = merged_weights(encoder, trained)
     b = _Builder()
     helper, onnx = b.helper, b.onnx
-    hidden, heads = cfg.hidden_size, cfg.num_heads
-    head_dim = hidden // heads
-
     ids, mask = "input_ids", "attention_mask"
-    word = b.op("Gather", [b.const("word_emb", _need(w, "embeddings.word_embeddings.weight")),
-                           ids], "word")
-    seq = b.op("Shape", [ids], "seq", start=1, end=2)  # 1-D: [seq]
-    offset = np.array([cfg.position_offset], np.int64)
-    pos = b.op("Slice", [b.const("pos_emb", _need(w, "embeddings.position_embeddings.weight")),
-                         b.const("pos0", offset), b.op("Add", [seq, b.const("pos_off", offset)]),
-                         b.const("ax0", np.array([0], np.int64))], "pos")
-    token_type = w.get("embeddings.token_type_embeddings.weight")
-    x = b.op("Add", [word, pos])
-    if token_type is not None:
-        x = b.op("Add", [x, b.const("type_emb", token_type[0])])
-    x = b.layer_norm(x, *_ln(w, "embeddings.LayerNorm"), cfg.layer_norm_eps, "emb_ln")
-
-    # attention bias: 0 where attended, -10000 where padded; [batch, 1, 1, seq]
-    maskf = b.op("Cast", [mask], "maskf", to=onnx.TensorProto.FLOAT)
-    bias = b.op("Mul", [b.op("Sub", [b.const("one_f", np.array(1.0, np.float32)), maskf]),
-                        b.const("neg", np.array(-10000.0, np.float32))])
-    bias = b.op("Unsqueeze", [bias, b.const("ax12", np.array([1, 2], np.int64))], "attn_bias")
-    split_shape = b.const("split", np.array([0, 0, heads, head_dim], np.int64))
-    merge_shape = b.const("merge", np.array([0, 0, hidden], np.int64))
-    scale = b.const("scale", np.array(1.0 / math.sqrt(head_dim), np.float32))
-
-    for i in range(cfg.num_layers):
-        p = f"encoder.layer.{i}."
-
-        def proj(kind: str, perm: list[int], inp: str, layer: str = p, n: int = i) -> str:
-            y = b.linear(inp, _need(w, f"{layer}attention.self.{kind}.weight"),
-                         _need(w, f"{layer}attention.self.{kind}.bias"), f"l{n}.{kind}")
-            return b.op("Transpose", [b.op("Reshape", [y, split_shape])], perm=perm)
-
-        q = proj("query", [0, 2, 1, 3], x)
-        k = proj("key", [0, 2, 3, 1], x)
-        v = proj("value", [0, 2, 1, 3], x)
-        scores = b.op("Add", [b.op("Mul", [b.op("MatMul", [q, k]), scale]), bias])
-        probs = b.op("Softmax", [scores], axis=-1)
-        ctx = b.op("Transpose", [b.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
-        ctx = b.op("Reshape", [ctx, merge_shape])
-        attn = b.linear(ctx, _need(w, f"{p}attention.output.dense.weight"),
-                        _need(w, f"{p}attention.output.dense.bias"), f"l{i}.attn_out")
-        x = b.layer_norm(b.op("Add", [attn, x]), *_ln(w, f"{p}attention.output.LayerNorm"),
-                         cfg.layer_norm_eps, f"l{i}.ln1")
-        inter = b.gelu(b.linear(x, _need(w, f"{p}intermediate.dense.weight"),
-                                _need(w, f"{p}intermediate.dense.bias"), f"l{i}.ffn_in"))
-        out = b.linear(inter, _need(w, f"{p}output.dense.weight"),
-                       _need(w, f"{p}output.dense.bias"), f"l{i}.ffn_out")
-        x = b.layer_norm(b.op("Add", [out, x]), *_ln(w, f"{p}output.LayerNorm"),
-                         cfg.layer_norm_eps, f"l{i}.ln2")
-
-    # masked mean pooling
-    m3 = b.op("Unsqueeze", [maskf, b.const("ax2", np.array([2], np.int64))])
-    summed = b.op("ReduceSum", [b.op("Mul", [x, m3]), b.const("ax1", np.array([1], np.int64))],
-                  keepdims=0)
-    count = b.op("ReduceSum", [m3, b.const("ax1b", np.array([1], np.int64))], keepdims=0)
-    count = b.op("Max", [count, b.const("eps", np.array(1e-9, np.float32))])
-    pooled = b.op("Div", [summed, count], "pooled")
-
-    # the heads read the unit-length embedding (what they were fitted on)
-    norm = b.op("ReduceL2", [pooled], axes=[-1], keepdims=1)  # opset 17: axes is an attribute
-    unit = b.op("Div", [pooled, b.op("Max", [norm, b.const("tiny", np.array(1e-12, np.float32))])],
-                "unit")
+    t = _Towers(b, cfg, ids, mask, _embeddings(b, cfg, w, ids))
+    x = t.run(w, 0, cfg.num_layers)
+    pooled, unit = _pool(b, x, t.maskf)
+    logits = _heads(b, unit, trained)
     outputs = [helper.make_tensor_value_info(LOGITS, onnx.TensorProto.FLOAT, ["batch", "labels"])]
-    b.nodes.append(helper.make_node("Identity", [_heads(b, unit, trained)], [LOGITS]))
+    if semantic_layers:
+        base = _strip_prefix(encoder)
+        shared = 0
+        while shared < min(cfg.num_layers, semantic_layers) and all(
+                np.array_equal(w[k], base[k]) for k in base
+                if k.startswith(f"encoder.layer.{shared}.")):
+            shared += 1
+        y = t.run(base, shared, semantic_layers, t.after[shared] if shared else None)
+        semantic = _heads(b, _pool(b, y, t.maskf)[1], trained, "semantic.heads.")
+        logits = b.op("Add", [
+            b.op("Add", [b.op("Mul", [logits, b.const("blend_t", _need(trained, "blend.tuned"))]),
+                         b.op("Mul", [semantic,
+                                      b.const("blend_s", _need(trained, "blend.semantic"))])]),
+            b.const("blend_b", _need(trained, "blend.bias"))], "blended")
+    b.nodes.append(helper.make_node("Identity", [logits], [LOGITS]))
     if with_embedding:
         b.nodes.append(helper.make_node("Identity", [pooled], [EMBEDDING]))
         outputs.append(helper.make_tensor_value_info(EMBEDDING, onnx.TensorProto.FLOAT,
-                                                     ["batch", hidden]))
+                                                     ["batch", cfg.hidden_size]))
     graph = helper.make_graph(
         b.nodes, "sg_encoder_heads",
         [helper.make_tensor_value_info(ids, onnx.TensorProto.INT64, ["batch", "seq"]),
@@ -251,17 +213,102 @@ def build_graph(cfg: EncoderConfig, encoder: Mapping[str, np.ndarray],
     return bytes(model.SerializeToString())
 
 
-def _heads(b: _Builder, features: str, trained: Mapping[str, np.ndarray]) -> str:
-    out_w = trained.get("heads.out.weight")
-    out_b = trained.get("heads.out.bias")
+def _embeddings(b: _Builder, cfg: EncoderConfig, w: Mapping[str, np.ndarray], ids: str) -> str:
+    word = b.op("Gather", [b.const("word_emb", _need(w, "embeddings.word_embeddings.weight")),
+                           ids], "word")
+    seq = b.op("Shape", [ids], "seq", start=1, end=2)  # 1-D: [seq]
+    offset = np.array([cfg.position_offset], np.int64)
+    pos = b.op("Slice", [b.const("pos_emb", _need(w, "embeddings.position_embeddings.weight")),
+                         b.const("pos0", offset), b.op("Add", [seq, b.const("pos_off", offset)]),
+                         b.const("ax0", np.array([0], np.int64))], "pos")
+    token_type = w.get("embeddings.token_type_embeddings.weight")
+    x = b.op("Add", [word, pos])
+    if token_type is not None:
+        x = b.op("Add", [x, b.const("type_emb", token_type[0])])
+    return b.layer_norm(x, *_ln(w, "embeddings.LayerNorm"), cfg.layer_norm_eps, "emb_ln")
+
+
+class _Towers:
+    """Transformer layers over one embedded input; remembers each layer's output so a second
+    tower can start from the layers it shares with the first."""
+
+    def __init__(self, b: _Builder, cfg: EncoderConfig, ids: str, mask: str, x: str) -> None:
+        self.b, self.cfg = b, cfg
+        self.after: dict[int, str] = {}  # layers run -> output
+        self.x0 = x
+        # attention bias: 0 where attended, -10000 where padded; [batch, 1, 1, seq]
+        self.maskf = b.op("Cast", [mask], "maskf", to=b.onnx.TensorProto.FLOAT)
+        bias = b.op("Mul", [b.op("Sub", [b.const("one_f", np.array(1.0, np.float32)),
+                                         self.maskf]),
+                            b.const("neg", np.array(-10000.0, np.float32))])
+        self.bias = b.op("Unsqueeze", [bias, b.const("ax12", np.array([1, 2], np.int64))],
+                         "attn_bias")
+        heads, hidden = cfg.num_heads, cfg.hidden_size
+        self.head_dim = hidden // heads
+        self.split_shape = b.const("split", np.array([0, 0, heads, self.head_dim], np.int64))
+        self.merge_shape = b.const("merge", np.array([0, 0, hidden], np.int64))
+        self.scale = b.const("scale", np.array(1.0 / math.sqrt(self.head_dim), np.float32))
+
+    def run(self, w: Mapping[str, np.ndarray], start: int, stop: int,
+            x: str | None = None) -> str:
+        x = x or self.x0
+        for i in range(start, stop):
+            x = self._layer(w, i, x)
+            self.after.setdefault(i + 1, x)
+        return x
+
+    def _layer(self, w: Mapping[str, np.ndarray], i: int, x: str) -> str:
+        b, p, eps = self.b, f"encoder.layer.{i}.", self.cfg.layer_norm_eps
+
+        def proj(kind: str, perm: list[int]) -> str:
+            y = b.linear(x, _need(w, f"{p}attention.self.{kind}.weight"),
+                         _need(w, f"{p}attention.self.{kind}.bias"), f"l{i}.{kind}")
+            return b.op("Transpose", [b.op("Reshape", [y, self.split_shape])], perm=perm)
+
+        q = proj("query", [0, 2, 1, 3])
+        k = proj("key", [0, 2, 3, 1])
+        v = proj("value", [0, 2, 1, 3])
+        scores = b.op("Add", [b.op("Mul", [b.op("MatMul", [q, k]), self.scale]), self.bias])
+        probs = b.op("Softmax", [scores], axis=-1)
+        ctx = b.op("Transpose", [b.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+        ctx = b.op("Reshape", [ctx, self.merge_shape])
+        attn = b.linear(ctx, _need(w, f"{p}attention.output.dense.weight"),
+                        _need(w, f"{p}attention.output.dense.bias"), f"l{i}.attn_out")
+        x = b.layer_norm(b.op("Add", [attn, x]), *_ln(w, f"{p}attention.output.LayerNorm"),
+                         eps, f"l{i}.ln1")
+        inter = b.gelu(b.linear(x, _need(w, f"{p}intermediate.dense.weight"),
+                                _need(w, f"{p}intermediate.dense.bias"), f"l{i}.ffn_in"))
+        out = b.linear(inter, _need(w, f"{p}output.dense.weight"),
+                       _need(w, f"{p}output.dense.bias"), f"l{i}.ffn_out")
+        return b.layer_norm(b.op("Add", [out, x]), *_ln(w, f"{p}output.LayerNorm"), eps,
+                            f"l{i}.ln2")
+
+
+def _pool(b: _Builder, x: str, maskf: str) -> tuple[str, str]:
+    """Masked mean pooling, and that at unit length (what the heads were fitted on)."""
+    m3 = b.op("Unsqueeze", [maskf, b.const("ax2", np.array([2], np.int64))])
+    summed = b.op("ReduceSum", [b.op("Mul", [x, m3]), b.const("ax1", np.array([1], np.int64))],
+                  keepdims=0)
+    count = b.op("ReduceSum", [m3, b.const("ax1b", np.array([1], np.int64))], keepdims=0)
+    count = b.op("Max", [count, b.const("eps", np.array(1e-9, np.float32))])
+    pooled = b.op("Div", [summed, count], "pooled")
+    norm = b.op("ReduceL2", [pooled], axes=[-1], keepdims=1)  # opset 17: axes is an attribute
+    tiny = b.const("tiny", np.array(1e-12, np.float32))
+    return pooled, b.op("Div", [pooled, b.op("Max", [norm, tiny])], "unit")
+
+
+def _heads(b: _Builder, features: str, trained: Mapping[str, np.ndarray],
+           prefix: str = "heads.") -> str:
+    out_w = trained.get(f"{prefix}out.weight")
+    out_b = trained.get(f"{prefix}out.bias")
     if out_w is None or out_b is None:
-        raise ModelLoadError("trained weights lack heads.out.weight / heads.out.bias")
+        raise ModelLoadError(f"trained weights lack {prefix}out.weight / {prefix}out.bias")
     x = features
-    hidden_w = trained.get("heads.hidden.weight")
+    hidden_w = trained.get(f"{prefix}hidden.weight")
     if hidden_w is not None:
-        hidden_b = trained.get("heads.hidden.bias")
+        hidden_b = trained.get(f"{prefix}hidden.bias")
         if hidden_b is None:
-            raise ModelLoadError("trained weights lack heads.hidden.bias")
+            raise ModelLoadError(f"trained weights lack {prefix}hidden.bias")
         x = b.op("MatMul", [x, b.const("head_h.w", hidden_w.astype(np.float32))], "head_mm")
         x = b.op("Relu", [b.op("Add", [x, b.const("head_h.b", hidden_b.astype(np.float32))])])
     x = b.op("MatMul", [x, b.const("head_o.w", out_w.astype(np.float32))], "head_mm")

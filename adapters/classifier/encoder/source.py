@@ -59,6 +59,17 @@ class EncoderSource:
     layers: int | None = None  # use only the first N layers (None: all)
     prefix: str = ""  # text the encoder expects before every input (e5: "query: ")
     fine_length: int = 0  # long texts are also read in windows this short (0: not)
+    # A second, frozen reading of the same windows through this many layers of the pretrained
+    # encoder (its own sentence embedding), with heads of its own, blended into the prompt
+    # logits (``graph.build_graph``); None: the fine-tuned tower alone.
+    semantic_layers: int | None = None
+
+    @property
+    def depth(self) -> int | None:
+        """Layers of the pretrained encoder the served graph needs (None: all)."""
+        if self.layers is None or self.semantic_layers is None:
+            return self.layers
+        return max(self.layers, self.semantic_layers)
 
     def file(self, role: str) -> PinnedFile:
         return dict(self.files)[role]
@@ -72,7 +83,8 @@ class EncoderSource:
                           for role, f in self.files},
                 "weights_format": self.weights_format, "layers": self.layers,
                 "prefix": self.prefix, "max_length": self.max_length, "stride": self.stride,
-                "fine_length": self.fine_length}
+                "fine_length": self.fine_length,
+                **({"semantic_layers": self.semantic_layers} if self.semantic_layers else {})}
 
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -137,6 +149,11 @@ def parse_source(raw: Any) -> EncoderSource:
     if layers is not None and (not isinstance(layers, int) or isinstance(layers, bool)
                                or not 1 <= layers <= 64):
         problems.append("manifest.encoder.layers: must be null or an integer in 1..64")
+    semantic_layers = raw.get("semantic_layers")
+    if semantic_layers is not None and (not isinstance(semantic_layers, int)
+                                        or isinstance(semantic_layers, bool)
+                                        or not 1 <= semantic_layers <= 64):
+        problems.append("manifest.encoder.semantic_layers: must be null or an integer in 1..64")
     prefix = raw.get("prefix", "")
     if not isinstance(prefix, str) or len(prefix) > 64:
         problems.append("manifest.encoder.prefix: must be a string of at most 64 characters")
@@ -156,7 +173,7 @@ def parse_source(raw: Any) -> EncoderSource:
         raise ManifestError("invalid model manifest: " + "; ".join(problems))
     return EncoderSource(tuple(packages), tuple(files), int(max_length),  # type: ignore[arg-type]
                          int(stride), str(weights_format), layers, str(prefix),  # type: ignore[arg-type]
-                         int(fine_length))
+                         int(fine_length), semantic_layers)  # type: ignore[arg-type]
 
 
 def default_cache_dir() -> Path:
