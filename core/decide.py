@@ -272,6 +272,9 @@ def _strikes(d: _Decision, scores: Scores, request_id: str, model_name: str,
         return False
     total = d.state.risk_total(d.now)
     by_points = d.policy.level_for_points(total)
+    cap = _prompt_cap(d)
+    if cap is not None:
+        by_points, jump_to = min(by_points, cap), min(jump_to, cap)
     current = d.state.level
     if jump_to > max(by_points, current):
         _escalate(d, jump_to, "escalate.severe", jump_reason, caused_by)
@@ -280,6 +283,17 @@ def _strikes(d: _Decision, scores: Scores, request_id: str, model_name: str,
         _escalate(d, by_points, "escalate.points",
                   f"{total:.2f} points >= {rung.points} ({', '.join(struck)})", caused_by)
     return flagged
+
+
+def _prompt_cap(d: _Decision) -> int | None:
+    """The highest level a prompt's history may take on this strike: below the policy's
+    refusal level until ``prompt_refuse_accounts`` distinct accounts sent the prompt flagged
+    (None: no cap; an account's or another aggregate's history, or enough accounts)."""
+    p = d.policy
+    if (p.prompt_refuse_level is None or aggregate_kind(d.state.account_id) != "prompt"
+            or d.state.members >= p.prompt_refuse_accounts):
+        return None
+    return p.prompt_refuse_level - 1
 
 
 def _escalate(d: _Decision, target: int, rule_id: str, reason: str, caused_by: int) -> None:

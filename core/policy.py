@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from safeguards.core.errors import PolicyError
 from safeguards.core.policy_document import DocumentChecker
-from safeguards.core.state import STRONGEST_KEPT
+from safeguards.core.state import RECENT_CONTENT, STRONGEST_KEPT
 
 LEVELS = range(6)  # L0 monitor .. L5 terminated
 KNOWN_INTERVENTIONS = frozenset(
@@ -135,8 +135,11 @@ class Policy:
     two_person_lower_from: int | None = None
     # A prompt's own history (``prompt:<link key>``: the same flagged prompt from several
     # accounts) at this level or above refuses that prompt at the gates, whatever account sends
-    # it; below it (and with None), its rung applies as an organisation's does.
+    # it; below it (and with None), its rung applies as an organisation's does. It reaches the
+    # level only once ``prompt_refuse_accounts`` distinct accounts sent the prompt flagged: one
+    # classifier false positive shared by a couple of users never refuses it to everyone.
     prompt_refuse_level: int | None = None
+    prompt_refuse_accounts: int = 1
 
     def category(self, name: str) -> CategoryPolicy | None:
         """The category's policy; None for an unknown or switched-off category."""
@@ -238,10 +241,16 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         elif level == 0 and key == "prompt_refuse_level":
             c.problems.append(f"escalation.{key}: 0 would refuse every prompt ever flagged")
         optional_levels[key] = level
+    prompt_accounts = c.get(esc, "prompt_refuse_accounts", int, "escalation", 1)
+    if prompt_accounts is None or not 1 <= prompt_accounts <= RECENT_CONTENT:
+        if prompt_accounts is not None:
+            c.problems.append(f"escalation.prompt_refuse_accounts: {prompt_accounts} is outside "
+                              f"[1, {RECENT_CONTENT}] (the accounts a prompt's history remembers)")
+        prompt_accounts = 1
     for key in esc:
         if key not in {"recidivism_factor", "automatic_max_level", "aggregate_evidence",
                        "two_person_set_level", "two_person_lower_from",
-                       "prompt_refuse_level"}:
+                       "prompt_refuse_level", "prompt_refuse_accounts"}:
             c.problems.append(f"escalation.{key}: unknown setting")
     for key in doc:
         if key not in {"policy", "categories", "ladder", "rate_tiers", "rules", "gate",
@@ -262,6 +271,7 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         automatic_max_level=automatic_max,
         mode=mode,
         aggregate_evidence="threshold" if evidence == "threshold" else "refuse_threshold",
+        prompt_refuse_accounts=prompt_accounts,
         **optional_levels,
     )
 

@@ -13,7 +13,8 @@ classifier flags it: an account's actor that records a strike on a prompt's scor
 account to the prompt (``AccountLinked``, rule ``link.prompt``) and forwards that score to the
 prompt's own history (:func:`forwarded_scores`), where it counts once per account. Benign prompts
 never get a history. The prompt's level applies to every request that carries the same prompt,
-and from the policy's ``escalation.prompt_refuse_level`` on, refuses it.
+and from the policy's ``escalation.prompt_refuse_level`` on (which it reaches only once
+``prompt_refuse_accounts`` distinct accounts sent it flagged), refuses it.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ MAX_LINKS = 16
 # How many of its latest requests' prompt link keys an account remembers (request id, key), so
 # that a score arriving after its request can link the account to the prompt it flagged.
 RECENT_PROMPTS = 16
+MEMBER_KEY = "member:"  # a prompt's evidence key: the account that sent it (``evidence_key``)
 
 Evidence: TypeAlias = tuple[str, float, str]  # (category, score, request id) of one strike
 
@@ -116,6 +117,12 @@ class AccountState:
                 return link
         return None
 
+    @property
+    def members(self) -> int:
+        """In a prompt's history: how many distinct accounts (of the last RECENT_CONTENT) sent
+        it flagged."""
+        return sum(1 for key in self.recent_content if key.startswith(MEMBER_KEY))
+
     def evidence(self, category: str, at_least: float) -> int:
         """Distinct requests whose strike in ``category`` scored ``at_least`` (counted up to
         STRONGEST_KEPT)."""
@@ -136,7 +143,7 @@ def evidence_key(account_id: str, score: ScoreRecorded) -> str:
     ``recent_content``): its content, except in a prompt's history, whose every score is of the
     same prompt: there each account that sent it counts once."""
     if score.member_account is not None and account_id.startswith(PROMPT_PREFIX):
-        return "member:" + score.member_account
+        return MEMBER_KEY + score.member_account
     return score.content_sha256
 
 

@@ -192,8 +192,10 @@ def member_score(i: int, account: str, value: float) -> Signal:
 
 
 def test_a_prompt_counts_each_account_once_and_refuses_from_the_policys_level() -> None:
-    """Every member sent the same prompt (one content hash): each account is evidence once, and
-    the second account's flagged score takes the prompt to L2, whose command refuses it."""
+    """Every member sent the same prompt (one content hash): each account is evidence once. Two
+    accounts' flagged scores earn L2 by points, but the prompt waits at L1 (its rung: classified
+    inline) until a third account sent it; then it climbs, and its command refuses it."""
+    assert (POLICY.prompt_refuse_level, POLICY.prompt_refuse_accounts) == (2, 3)
     p = initial_state(PROMPT, "eu")
     p, events = run(p, member_score(1, "fresh-1", 0.8))
     assert [e.body.level for e in events if isinstance(e.body, EnforcementChanged)] == [1]
@@ -201,15 +203,33 @@ def test_a_prompt_counts_each_account_once_and_refuses_from_the_policys_level() 
     p, events = run(p, member_score(2, "fresh-1", 0.8))  # the same account again
     assert [e.type for e in events] == ["ScoreRecorded"]
     p, events = run(p, member_score(3, "fresh-2", 0.8))
-    assert p.level == 2 and p.strikes == 2
-    assert POLICY.prompt_refuse_level == 2
+    assert (p.level, p.strikes, p.members) == (1, 2, 2)
+    assert POLICY.level_for_points(p.risk_total(T0)) == 2  # held back: two accounts only
+    p, events = run(p, member_score(4, "fresh-3", 0.8))
+    assert (p.level, p.members) == (3, 3)
     assert commands_for(events, POLICY)[0].interventions == PROMPT_REFUSED
     # an organisation at the same level refuses nothing: only a prompt's command carries it
     org = replace(events[-1], account_id="org:acme")
-    assert commands_for([org], POLICY)[0].interventions == POLICY.ladder[2].interventions
-    # a policy without the setting lets the prompt's rung apply, as an organisation's does
+    assert commands_for([org], POLICY)[0].interventions == POLICY.ladder[3].interventions
+    # a policy without the settings lets the prompt's rung apply, as an organisation's does
     unset = replace(POLICY, prompt_refuse_level=None)
-    assert commands_for(events, unset)[0].interventions == POLICY.ladder[2].interventions
+    assert commands_for(events, unset)[0].interventions == POLICY.ladder[3].interventions
+
+
+def test_without_an_account_minimum_the_level_alone_refuses() -> None:
+    """``prompt_refuse_accounts = 1``: points decide, so a severe score jumps a prompt sent by
+    one account straight past the refusal level."""
+    one = replace(POLICY, prompt_refuse_accounts=1)
+    p, events = run(initial_state(PROMPT, "eu"), member_score(1, "fresh-1", 0.8), one)
+    p, events = run(p, member_score(2, "fresh-2", 0.8), one)
+    assert p.level == 2 and commands_for(events, one)[0].interventions == PROMPT_REFUSED
+    severe = replace(member_score(3, "fresh-3", 0.8), observation=replace(
+        member_score(3, "fresh-3", 0.8).observation,  # type: ignore[type-var]
+        scores=(("weapons", 0.95),)))
+    p, events = run(initial_state(PROMPT, "eu"), severe, one)
+    assert p.level == 3
+    p, events = run(initial_state(PROMPT, "eu"), severe)  # the default asks for three accounts
+    assert p.level == 1
 
 
 def test_a_prompt_counts_borderline_strikes_an_organisation_would_not() -> None:
@@ -220,9 +240,15 @@ def test_a_prompt_counts_borderline_strikes_an_organisation_would_not() -> None:
     assert org.strikes == 0
 
 
-@pytest.mark.parametrize("level, problem", [(0, "every prompt"), (6, "not a level")])
-def test_the_prompt_refuse_level_is_validated(level: int, problem: str) -> None:
-    text = policy_text().replace("prompt_refuse_level = 2", f"prompt_refuse_level = {level}")
+@pytest.mark.parametrize("setting, problem", [
+    ("prompt_refuse_level = 0", "every prompt"), ("prompt_refuse_level = 6", "not a level"),
+    ("prompt_refuse_accounts = 0", "outside"), ("prompt_refuse_accounts = 17", "outside"),
+])
+def test_the_prompt_settings_are_validated(setting: str, problem: str) -> None:
+    key = setting.split(" =")[0]
+    default = {"prompt_refuse_level": "2", "prompt_refuse_accounts": "3"}[key]
+    text = policy_text().replace(f"{key} = {default}", setting)
+    assert text != policy_text()
     with pytest.raises(PolicyError, match=problem):
         parse_policy(text)
 

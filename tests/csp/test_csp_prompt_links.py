@@ -78,24 +78,25 @@ async def test_fresh_accounts_sending_one_harmful_prompt_get_it_refused_to_the_n
     async with classifier_env(), running_node(nats_url, region.name, store, test_policy), \
             proxy_env() as running:
         gate = running.proxy.gate
-        senders = ["fresh-1", "fresh-2"]
+        senders = ["fresh-1", "fresh-2", "fresh-3"]
         for account in senders:  # each fresh account is served the prompt: only 0.8
             assert (await ask(running, account, CYBER)).stop_reason == "end_turn"
-        # The prompt's history climbs on both accounts' flagged scores to the refusal level.
+        # The prompt's history climbs on the three accounts' flagged scores (the policy asks
+        # for three before it refuses a prompt) to the refusal level.
+        assert (test_policy.prompt_refuse_level, test_policy.prompt_refuse_accounts) == (2, 3)
         await eventually(lambda: gate.level_of(prompt, time.time()) >= 2, within_s=30)
-        assert test_policy.prompt_refuse_level == 2
         # The next fresh account, whatever its case and spacing, is refused before it is served.
         upstream_calls = running.upstream.model_requests
         with pytest.raises(anthropic.PermissionDeniedError):
-            await ask(running, "fresh-3", "  " + CYBER.upper().replace(" ", "\n "))
+            await ask(running, "fresh-next", "  " + CYBER.upper().replace(" ", "\n "))
         level = gate.level_of(prompt, time.time())  # other categories' strikes may add to it
         assert gate.counts[("block", f"prompt_level_{level}")] == 1
         assert running.upstream.model_requests == upstream_calls
         # A fresh account's benign prompt is served as it always was.
-        benign = await ask(running, "fresh-4", BENIGN)
+        benign = await ask(running, "fresh-benign", BENIGN)
         assert benign.stop_reason == "end_turn"
         # Its score reaches its account's history, and nothing else.
-        await scored(store, "fresh-4")
+        await scored(store, "fresh-benign")
     for account in senders:
         history = await store.history(account)
         observed = [e.body for e in history if isinstance(e.body, RequestObserved)]
@@ -106,6 +107,7 @@ async def test_fresh_accounts_sending_one_harmful_prompt_get_it_refused_to_the_n
     members = {e.body.member_account for e in await store.history(prompt)
                if isinstance(e.body, ScoreRecorded)}
     assert members == set(senders)
-    assert not any(isinstance(e.body, AccountLinked) for e in await store.history("fresh-4"))
+    assert not any(isinstance(e.body, AccountLinked)
+                   for e in await store.history("fresh-benign"))
     # one prompt has a history: the harmful one (the benign prompt has none)
     assert [a for a in await store.account_ids() if a.startswith("prompt:")] == [prompt]
