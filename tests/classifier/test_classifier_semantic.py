@@ -1,0 +1,81 @@
+"""The semantic tower's heads and blend (classifier_training/semantic.py), on small data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from safeguards.adapters.classifier_training import semantic
+from safeguards.adapters.classifier_training.corpus.records import Record
+
+CATEGORIES = ("jailbreak", "cyber", "weapons")
+
+
+def _row(text: str, label: str, source: str = "pkg:src", category: str | None = None,
+         kind: str | None = None) -> Record:
+    kind = kind or ("general_request" if label == "benign" else label)
+    return Record(text, label, category, kind, "en", source, text)
+
+
+def test_heads_give_each_category_its_log_odds_against_benign() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (len(CATEGORIES) + 1, 8))
+    owners = np.repeat(np.arange(40), 2)
+    rows = [_row(f"b{i}", "benign") for i in range(10)] + [
+        _row(f"h{i}", "jailbreak" if i < 10 else "harmful", category=CATEGORIES[i // 10])
+        for i in range(30)]
+    klass = [0] * 10 + [1 + i // 10 for i in range(30)]
+    emb = centres[np.asarray(klass)[owners]] + rng.normal(0, 0.3, (len(owners), 8))
+    weight, bias = semantic.fit_heads(emb, owners, rows, CATEGORIES, seed=1)
+    assert weight.shape == (8, len(CATEGORIES)) and bias.shape == (len(CATEGORIES),)
+    logits = emb @ weight + bias
+    # each row's own category scores highest, and benign rows score below zero everywhere
+    for i, k in enumerate(np.asarray(klass)[owners]):
+        if k:
+            assert logits[i].argmax() == k - 1
+        else:
+            assert (logits[i] < 0).all()
+
+
+def test_heads_need_every_category() -> None:
+    emb = np.eye(4)
+    rows = [_row("a", "benign"), _row("b", "jailbreak"), _row("c", "benign"),
+            _row("d", "jailbreak")]
+    with pytest.raises(ValueError, match="every prompt category"):
+        semantic.fit_heads(emb, np.arange(4), rows, CATEGORIES, seed=1)
+
+
+def test_blend_standardises_both_towers_on_benign_rows() -> None:
+    rng = np.random.default_rng(1)
+    tuned = rng.normal(3, 2, (500, 5))  # 3 prompt labels, then 2 completion labels
+    sem = rng.normal(-1, 0.5, (500, 3))
+    b = semantic.blend(tuned, sem, labels=5)
+    blended = tuned[:, :3] * b["blend.tuned"][:3] + sem * b["blend.semantic"][:3] \
+        + b["blend.bias"][:3]
+    # each tower enters with its weight, in units of its own benign spread, centred on benign
+    assert np.allclose(b["blend.tuned"][:3] * tuned[:, :3].std(0), semantic.TUNED_WEIGHT,
+                       rtol=1e-4)
+    assert np.allclose(b["blend.semantic"][:3] * sem.std(0), 1 - semantic.TUNED_WEIGHT,
+                       rtol=1e-4)
+    assert np.abs(np.median(blended, 0)).max() < 0.1
+    # completion labels keep the tuned logits
+    assert list(b["blend.tuned"][3:]) == [1, 1] and list(b["blend.semantic"][3:]) == [0, 0]
+    assert list(b["blend.bias"][3:]) == [0, 0]
+
+
+def test_training_rows_keep_real_harm_and_generated_hard_negatives_only() -> None:
+    rows = ([_row(f"benign {i}", "benign") for i in range(5)]
+            + [_row("hard", "benign", "generated:benign", kind="hard_negative"),
+               _row("made up harm", "harmful", "generated:harmful", category="cyber"),
+               _row("real harm", "harmful", category="cyber"),
+               _row("an answer", "response_benign", kind="response")])
+    kept = {r.text for r in semantic.training_rows(rows, seed=3)}
+    assert {"hard", "real harm"} <= kept
+    assert "made up harm" not in kept and "an answer" not in kept
+    assert sum(t.startswith("benign") for t in kept) == 5
+
+
+def test_row_max_takes_each_rows_best_window() -> None:
+    logits = np.array([[0.0, 1.0], [2.0, -1.0], [5.0, 5.0]])
+    out = semantic.row_max(logits, np.array([0, 0, 1]), 2)
+    assert out.tolist() == [[2.0, 1.0], [5.0, 5.0]]
