@@ -21,13 +21,13 @@ operating points (figures in ``DATA_SOURCES.md``).
    the unit-length embedding, stored as ``semantic.heads.out.*``.
 4. **Blend**: each prompt category's tuned and semantic logits are standardised on the
    calibration split's benign rows (each row's maximum over its windows: median and standard
-   deviation) and averaged with weights ``TUNED_WEIGHT`` and 1 - ``TUNED_WEIGHT``; completion
-   columns keep the tuned logits. Calibration then reads the blended logits like any other
-   (``encoder_model.finish``). The weight is the one number chosen by looking at the
-   evaluation packages: from 0.5 to 0.7 the evaluation's hard negatives flagged at 0.5 %
-   overall benign FPR fall from 11.7 % to 6.3 % while harmful recall stays within two points
-   (0.47 to 0.45) and jailbreak recall rises (0.47 to 0.60); the figures reported for this
-   model are therefore slightly optimistic about that trade.
+   deviation) and averaged with weights ``TUNED_WEIGHT`` and 1 - ``TUNED_WEIGHT``; jailbreak
+   (``TUNED_ONLY``) and the completion columns keep the tuned logits. Calibration then reads
+   the blended logits like any other (``encoder_model.finish``). The weight is the one number
+   chosen by looking at the evaluation packages: from 0.5 to 0.7 their hard negatives flagged
+   at 0.5 % overall benign FPR fall from 11.7 % to 6.3 % while harmful recall stays within two
+   points (0.47 to 0.45); the figures reported for this model are therefore slightly
+   optimistic about that trade.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ SEMANTIC_LAYERS = 12
 BENIGN_CAP = 15_000
 C = 0.3
 TUNED_WEIGHT = 0.7
+# Categories of form, not topic, keep the tuned tower's logit as it is: a prompt injection is
+# recognised by what it asks the model to do, and the semantic heads' jailbreak column is
+# weak (0.15 recall at 1 % benign FPR alone) and dilutes an injection hidden after 20,000
+# characters of padding below its threshold.
+TUNED_ONLY = ("jailbreak",)
 WINDOWS_PER_ROW = 3  # the first three windows, and the last
 BATCH = 64
 SEMANTIC_KEYS = ("semantic.heads.out.weight", "semantic.heads.out.bias", "blend.tuned",
@@ -140,10 +145,11 @@ def row_max(window_logits: np.ndarray, owners: np.ndarray, n: int) -> np.ndarray
     return out
 
 
-def blend(tuned_benign: np.ndarray, semantic_benign: np.ndarray,
-          labels: int) -> dict[str, np.ndarray]:
+def blend(tuned_benign: np.ndarray, semantic_benign: np.ndarray, labels: int,
+          tuned_only: Sequence[int] = ()) -> dict[str, np.ndarray]:
     """Per-label scales and bias averaging the two towers' benign-standardised logits; the
-    prompt categories are the first ``semantic_benign.shape[1]`` labels of ``labels``."""
+    prompt categories are the first ``semantic_benign.shape[1]`` labels of ``labels``; the
+    columns in ``tuned_only`` keep the tuned logit unchanged, like the answer columns."""
     n = semantic_benign.shape[1]
     t_mid, t_sd = np.median(tuned_benign[:, :n], 0), tuned_benign[:, :n].std(0) + 1e-6
     s_mid, s_sd = np.median(semantic_benign, 0), semantic_benign.std(0) + 1e-6
@@ -152,6 +158,8 @@ def blend(tuned_benign: np.ndarray, semantic_benign: np.ndarray,
     tuned[:n] = wt / t_sd
     semantic[:n] = ws / s_sd
     bias[:n] = -(wt * t_mid / t_sd + ws * s_mid / s_sd)
+    for j in tuned_only:
+        tuned[j], semantic[j], bias[j] = 1.0, 0.0, 0.0
     return {"blend.tuned": tuned.astype(np.float32), "blend.semantic": semantic.astype(np.float32),
             "blend.bias": bias.astype(np.float32)}
 
@@ -168,12 +176,14 @@ def semantic_tensors(source: EncoderSource, files: Mapping[str, bytes], fit: Seq
     out_w = np.zeros((weight.shape[0], labels), np.float32)
     out_b = np.zeros(labels, np.float32)
     out_w[:, : len(categories)], out_b[: len(categories)] = weight, bias
+    tuned_only = [categories.index(c) for c in TUNED_ONLY if c in categories]
+    out_w[:, tuned_only], out_b[tuned_only] = 0.0, 0.0
     cal_emb, cal_owners = embedder.rows([r.text for r in calibration_benign])
     semantic_benign = row_max(cal_emb @ weight + bias, cal_owners, len(calibration_benign))
     tensors = {"semantic.heads.out.weight": out_w, "semantic.heads.out.bias": out_b,
-               **blend(tuned_benign, semantic_benign, labels)}
+               **blend(tuned_benign, semantic_benign, labels, tuned_only)}
     report = {"layers": source.semantic_layers, "c": C, "benign_cap": BENIGN_CAP,
-              "tuned_weight": TUNED_WEIGHT,
+              "tuned_weight": TUNED_WEIGHT, "tuned_only": list(TUNED_ONLY),
               "rows": {"benign": sum(r.label == "benign" for r in rows),
                        "harmful": sum(r.label == "harmful" for r in rows),
                        "jailbreak": sum(r.label == "jailbreak" for r in rows)},

@@ -79,3 +79,11 @@ def test_row_max_takes_each_rows_best_window() -> None:
     logits = np.array([[0.0, 1.0], [2.0, -1.0], [5.0, 5.0]])
     out = semantic.row_max(logits, np.array([0, 0, 1]), 2)
     assert out.tolist() == [[2.0, 1.0], [5.0, 5.0]]
+
+
+def test_tuned_only_columns_keep_the_tuned_logit() -> None:
+    rng = np.random.default_rng(2)
+    b = semantic.blend(rng.normal(0, 1, (50, 4)), rng.normal(0, 1, (50, 3)), labels=4,
+                       tuned_only=[0])
+    assert (b["blend.tuned"][0], b["blend.semantic"][0], b["blend.bias"][0]) == (1, 0, 0)
+    assert b["blend.semantic"][1] > 0
