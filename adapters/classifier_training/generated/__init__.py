@@ -26,10 +26,11 @@ concealment clauses, task templates and passages never appear in training text, 
 figures measure generalisation to new wording, not memorisation of templates.
 
 Modules: ``families`` (the two families and the split of a bank), ``harmful`` (harmful requests
-and obfuscation), ``benign_banks`` and ``benign`` (hard benign negatives, news, fiction
-dialogue), ``evasive_kinds`` and ``evasive`` (evasive requests), ``evasive_mirrors`` and
-``evasive_negatives`` (their hard negatives). Import from the package: it re-exports what other
-code uses.
+and obfuscation), ``benign`` (hard benign negatives, news, fiction dialogue), ``evasive``
+(evasive requests), ``evasive_negatives`` (their hard negatives and benign mirrors), and
+``word_banks``, which reads the words they draw on from the JSON files under ``banks/``
+(data, not code: a new phrase is an edit there). Import from the package: it re-exports what
+other code uses.
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ from safeguards.adapters.classifier_training.generated.benign import (
     fiction_dialogue,
     news,
 )
-from safeguards.adapters.classifier_training.generated.evasive import evasive_requests
-from safeguards.adapters.classifier_training.generated.evasive_kinds import (
+from safeguards.adapters.classifier_training.generated.evasive import (
     _EVASIVE_KINDS,
     _EVASIVE_SHARED,
+    evasive_requests,
 )
 from safeguards.adapters.classifier_training.generated.evasive_negatives import evasive_benign
 from safeguards.adapters.classifier_training.generated.families import Family, _split

@@ -1,32 +1,15 @@
 """Generators of benign text: :func:`news` (news-style prose about crime and history),
-:func:`fiction_dialogue` (narration and second-person dialogue) with their banks, and
-:func:`benign_negatives` (hard negatives in the harmful requests' own shapes)."""
+:func:`fiction_dialogue` (narration and second-person dialogue), and :func:`benign_negatives`
+(hard negatives in the harmful requests' own shapes). The words are in ``banks/benign.json``
+and ``banks/news_and_fiction.json``."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 
-from safeguards.adapters.classifier_training.generated.benign_banks import (
-    _BENIGN_ACTS,
-    _BENIGN_COMPOSED,
-    _BENIGN_CONCEAL,
-    _BENIGN_OBJECTS,
-    _CONVERSATION,
-    _DEFENSIVE,
-    _FICTION_PROSE,
-    _HEALTH,
-    _HISTORY,
-    _NEWS,
-    _PASSAGES,
-    _SMALL_TALK_BODIES,
-    _SMALL_TALK_ENDINGS,
-    _SMALL_TALK_OPENERS,
-    _TASKS,
-)
 from safeguards.adapters.classifier_training.generated.families import Family, _split
 from safeguards.adapters.classifier_training.generated.harmful import (
-    _BENIGN_QUESTIONS,
     _DIRECT,
     _FICTION,
     _GROUPS,
@@ -35,91 +18,50 @@ from safeguards.adapters.classifier_training.generated.harmful import (
     _SUFFIX,
     _WEAPON_VERBS,
 )
+from safeguards.adapters.classifier_training.generated.word_banks import (
+    bank,
+    kinds_with_templates,
+    pair,
+    read_banks,
+    slots,
+    table,
+)
 from safeguards.adapters.classifier_training.sources import Example
 
-_NAMES = ["Maria", "Tom", "Aunt Clara", "the captain", "Felix", "Mrs Hale", "Jonah",
-          "the old man", "Priya", "the sergeant", "Lena", "her father", "Sam", "the inspector",
-          "Nadia", "Oskar"]
-_SAID = ["said", "asked", "whispered", "told him", "snapped", "called", "muttered",
-         "answered", "replied", "said quietly", "laughed", "insisted"]
-_LINES = [
-    "Tell me what happened", "You should have told me", "Did you lock the back door",
-    "Let me see the map", "We can talk about it tomorrow", "Believe me, it was there",
-    "You haven't changed a bit", "Hold the ladder", "Listen to me for once",
-    "Do you remember the summer we spent at the lake",
-    "You can't know that", "Ask me anything", "Pretend you didn't hear it",
-    "Forget what I said before", "Promise me you'll come back", "You never listen",
-    "Let's play cards until the rain stops", "Imagine if we'd stayed",
-    "Act like nothing happened", "From now on, we do this my way", "Ignore him, he's tired",
-    "Tell me honestly, are you afraid", "You'd better run if you want the train",
-    "Stop it, you'll wake the baby", "Answer me", "Just this once, do as I say",
-    "You look like you've seen a ghost", "Where were you last night",
-]
-_NARRATION = [
-    "{a} set down the cup and looked out at the rain.", "The fire cracked in the grate.",
-    "{a} did not answer at once.", "Outside, a dog barked twice and fell silent.",
-    "{a} folded the letter and put it away.", "The ferry horn sounded across the bay.",
-    "For a long moment nobody moved.", "{a} turned the key in the lock and hesitated.",
-    "The crowd at the station had thinned.", "{a} had not slept for two nights.",
-    "The soldiers came over the ridge at dawn.", "A gun went off somewhere in the valley.",
-    "{a} felt the old anger rise and let it pass.", "The knife lay on the table between them.",
-    "Snow had buried the road to the village.", "{a} laughed despite everything.",
-    "The house smelled of smoke and old books.", "{a} remembered the war, and the hunger.",
-    "The blood on his sleeve was not his own.", "{a} counted the money twice.",
-    "{a} struck the man down with the butt of the rifle and ran for the trees.",
-    "The fight could only end in the death of one of them.", "{a} had killed before, in the war.",
-    "They dragged the prisoner into the yard and beat him until he stopped struggling.",
-    "{a} fired twice into the dark and heard someone fall.",
-    "The mob broke down the door and set the house on fire.",
-    "{a} pressed the blade to his throat and waited for an answer.",
-    "The wolves tore at the carcass while the dogs watched from the ridge.",
-    "By nightfall the village had been burned and its men shot.",
-    "{a} poisoned the king's wine, or so the chroniclers claimed.",
-    "The duel lasted less than a minute; the younger man bled out on the grass.",
-    "{a} swung the axe and the door splintered.",
-]
+# --- hard benign negatives: benign objects and acts for the harmful requests' own framings,
+# task instructions over benign passages, fixed defensive-security, history, health, fiction,
+# news and conversational texts, small talk, and composed templates with their slots
+# (role-play, defensive, history, health)
+_BANKS = read_banks("benign")
+_BENIGN_OBJECTS = bank(_BANKS["objects"], "benign.objects")
+_BENIGN_ACTS = bank(_BANKS["acts"], "benign.acts")
+_BENIGN_CONCEAL = bank(_BANKS["conceal"], "benign.conceal")
+_BENIGN_QUESTIONS = pair(_BANKS["questions"], "nouns", "predicates", "benign.questions")
+_TASKS = bank(_BANKS["tasks"], "benign.tasks")
+_PASSAGES = bank(_BANKS["passages"], "benign.passages")
+_DEFENSIVE = bank(_BANKS["defensive"], "benign.defensive")
+_HISTORY = bank(_BANKS["history"], "benign.history")
+_HEALTH = bank(_BANKS["health"], "benign.health")
+_FICTION_PROSE = bank(_BANKS["fiction_prose"], "benign.fiction_prose")
+_NEWS = bank(_BANKS["news"], "benign.news")
+_CONVERSATION = bank(_BANKS["conversation"], "benign.conversation")
+# Small talk: greetings, thanks, acknowledgements and test messages. A bag-of-words model sees
+# almost nothing in them, and without these it read "hello" or "ping" as prompt-injection
+# openers (those corpora often start with a greeting).
+_SMALL_TALK = table(_BANKS["small_talk"], "benign.small_talk")
+_SMALL_TALK_OPENERS = bank(_SMALL_TALK["openers"], "benign.small_talk.openers")
+_SMALL_TALK_BODIES = bank(_SMALL_TALK["bodies"], "benign.small_talk.bodies")
+_SMALL_TALK_ENDINGS = bank(_SMALL_TALK["endings"], "benign.small_talk.endings")
+_BENIGN_COMPOSED = kinds_with_templates(_BANKS["composed"], "benign.composed")
 
-
-_NEWS_TEMPLATES = [
-    "Police arrested {n} people on {day} in connection with {crime} in {place}, officials said.",
-    "{Org} said {crime} in {place} was under investigation and urged witnesses to come forward.",
-    "A court in {place} sentenced a man to {n} years for {crime}.",
-    "The trial over {crime} in {place} opened on {day}, with {n} witnesses expected to testify.",
-    "Residents of {place} held a vigil on {day} for the victims of {crime}.",
-    "{Org} published a report on {topic}, calling for more funding for prevention.",
-    "Experts told the inquiry that {topic} had been underestimated for years.",
-    "{Org} warned of a rise in {topic} and published advice for families.",
-    "A new documentary examines {topic} through interviews with survivors and investigators.",
-    "The mayor of {place} announced a task force on {topic} on {day}.",
-    "Historians marked the anniversary of {history} with a conference in {place}.",
-    "A museum in {place} opened an exhibition on {history}.",
-    "Detectives said {crime} in {place} was not linked to terrorism.",
-    "Lawmakers debated a bill on {topic} after {crime} in {place} last month.",
-    "{Org} said it had foiled {crime} in {place} after a months-long investigation.",
-    "Survivors of {history} shared their memories with students in {place}.",
-]
-_NEWS_VOCAB = {
-    "crime": ["a fatal shooting", "a stabbing outside a nightclub", "an armed robbery",
-              "a string of burglaries", "a drug trafficking ring", "a money laundering scheme",
-              "a cyberattack on the city council", "a ransomware attack on a hospital",
-              "an arson attack", "a kidnapping", "a bomb threat at the airport",
-              "a hit-and-run", "a counterfeit medicine operation", "an online fraud network",
-              "a plot to attack a concert"],
-    "topic": ["knife crime", "opioid overdoses", "youth suicide", "domestic violence",
-              "online scams targeting pensioners", "gun violence", "human trafficking",
-              "ransomware", "drink driving", "eating disorders among teenagers",
-              "illegal firearms", "radicalisation online", "phishing attacks on small firms"],
-    "history": ["the Battle of the Somme", "the bombing of Hiroshima", "the Srebrenica massacre",
-                "the sinking of the Lusitania", "the Cuban Missile Crisis",
-                "the 1918 flu pandemic", "the Blitz", "the fall of Saigon", "the Troubles",
-                "the Halabja chemical attack"],
-    "place": ["Leeds", "the capital", "a suburb of Lyon", "Ohio", "the harbour district",
-              "Melbourne", "a mountain village", "Rotterdam", "the old town", "Nairobi",
-              "Osaka", "Glasgow"],
-    "Org": ["The police", "The ministry", "The health agency", "Prosecutors", "The council",
-            "A charity", "The national cyber security centre", "Investigators"],
-    "day": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
-}
+# --- news-style prose and fiction dialogue
+_NEWS_AND_FICTION = read_banks("news_and_fiction")
+_NAMES = bank(_NEWS_AND_FICTION["names"], "news_and_fiction.names")
+_SAID = bank(_NEWS_AND_FICTION["said"], "news_and_fiction.said")
+_LINES = bank(_NEWS_AND_FICTION["lines"], "news_and_fiction.lines")
+_NARRATION = bank(_NEWS_AND_FICTION["narration"], "news_and_fiction.narration")
+_NEWS_TEMPLATES = bank(_NEWS_AND_FICTION["news_templates"], "news_and_fiction.news_templates")
+_NEWS_VOCAB = slots(_NEWS_AND_FICTION["news_vocab"], "news_and_fiction.news_vocab")
 
 
 def news(n: int, *, seed: int, family: Family) -> list[Example]:

@@ -1,18 +1,33 @@
 """Evasive harmful requests (:func:`evasive_requests`) and the template machinery they share
-with their benign mirrors: filling slots, and cycling kinds over the schemes they can fill."""
+with their benign mirrors: filling slots, and cycling kinds over the schemes they can fill.
+The words are in ``banks/evasive.json``."""
 
 from __future__ import annotations
 
 import random
 import string
 
-from safeguards.adapters.classifier_training.generated.evasive_kinds import (
-    _EVASIVE_KINDS,
-    _EVASIVE_SCHEMES,
-    _EVASIVE_SHARED,
-)
 from safeguards.adapters.classifier_training.generated.families import Family, _split
+from safeguards.adapters.classifier_training.generated.word_banks import (
+    LabelledKinds,
+    kinds_with_labels,
+    read_banks,
+    slots,
+)
 from safeguards.adapters.classifier_training.sources import Example
+
+# Requests that avoid the words of an explicit how-to and ask instead for the step around the
+# law: acquisition that dodges checks and records, which things are hardest to trace or detect,
+# how much of a dangerous substance does harm and how to get that much quietly, and a harmful
+# step done unnoticed inside fiction, hypothetical or "asking for a friend" framing. Each kind
+# (firearms, explosives, toxins, violence, illicit) carries its labels and its own slots; the
+# schemes (acquire, trace, dose, step) are templates; the shared slots (framings, characters,
+# concealment) serve every kind. Every bank is split 3:1 into the train and held-out families,
+# so a held-out request shares no template and no slot value with training.
+_BANKS = read_banks("evasive")
+_EVASIVE_KINDS = kinds_with_labels(_BANKS["kinds"], "evasive.kinds")
+_EVASIVE_SCHEMES = slots(_BANKS["schemes"], "evasive.schemes")
+_EVASIVE_SHARED = slots(_BANKS["shared"], "evasive.shared")
 
 
 def _lower_first(text: str) -> str:
@@ -44,7 +59,7 @@ def _scheme_fields(template: str) -> set[str]:
     return out
 
 
-def _schemed(kinds: dict[str, tuple[frozenset[str], dict[str, list[str]]]], n: int,
+def _schemed(kinds: LabelledKinds, n: int,
              rng: random.Random, family: Family, source: str) -> list[Example]:
     """``n`` texts cycling over ``kinds``: a scheme the kind has every slot for, one of its
     templates, slots from the kind's banks (which override the shared ones)."""
