@@ -2,8 +2,8 @@
 
 Decoding is strict. The size limit is checked before parsing; the envelope and the body must hold
 exactly the expected keys with the expected types; a known type at an older schema version is
-upcast (``upcast_vN_vM``) before it is decoded; anything else raises a typed :class:`CodecError`
-whose message names fields and types but never echoes content.
+upcast (``upcast_vN_vM``, in :mod:`safeguards.core.upcasters`) before it is decoded; anything else
+raises a typed :class:`CodecError` whose message names fields and types but never echoes content.
 
 Wire layout (all keys short strings)::
 
@@ -16,7 +16,6 @@ Times travel as integer microseconds since the Unix epoch, UTC.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -33,6 +32,7 @@ from safeguards.core.errors import (
 from safeguards.core.events import EVENT_TYPES, Event, EventBody, Signal
 from safeguards.core.ids import validate_account_id, validate_region
 from safeguards.core.state import FOLD_VERSION, AccountState
+from safeguards.core.upcasters import upcast
 from safeguards.core.wire_fields import (
     DataclassCodec,
     from_micros,
@@ -46,45 +46,6 @@ __all__ = ["from_micros", "to_micros"]  # the wire's time representation, re-exp
 
 DEFAULT_MAX_BYTES = 64 * 1024
 T = TypeVar("T")
-
-Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-# --- upcasters: old payloads are brought to the current schema before decoding -----------------
-
-
-def upcast_request_observed_v1_v2(body: dict[str, Any]) -> dict[str, Any]:
-    """v1 predates ``surface``: every v1 request came through the HTTP proxy."""
-    return {**body, "surface": "proxy"}
-
-
-def upcast_request_observed_v2_v3(body: dict[str, Any]) -> dict[str, Any]:
-    """v2 predates organisation, project and API-key ids: none were passed."""
-    return body
-
-
-def upcast_request_observed_v3_v4(body: dict[str, Any]) -> dict[str, Any]:
-    """v3 predates prompt link keys: none was computed."""
-    return body
-
-
-def upcast_account_linked_v1_v2(body: dict[str, Any]) -> dict[str, Any]:
-    """v1 predates prompt links: every link was an organisation's or an API key's."""
-    return body
-
-
-def upcast_score_recorded_v1_v2(body: dict[str, Any]) -> dict[str, Any]:
-    """v1 predates organisation histories: every score was the account's own."""
-    return body
-
-
-UPCASTERS: dict[tuple[str, int], Upcaster] = {
-    ("RequestObserved", 1): upcast_request_observed_v1_v2,
-    ("RequestObserved", 2): upcast_request_observed_v2_v3,
-    ("RequestObserved", 3): upcast_request_observed_v3_v4,
-    ("AccountLinked", 1): upcast_account_linked_v1_v2,
-    ("ScoreRecorded", 1): upcast_score_recorded_v1_v2,
-}
 
 SIGNAL_SCHEMA_VERSION = 1
 COMMAND_SCHEMA_VERSION = 1
@@ -149,27 +110,6 @@ def decode_state(data: bytes) -> AccountState | None:
 
 def encode_body(body: EventBody) -> dict[str, Any]:
     return _BODY_CODECS[body.TYPE].encode(body)
-
-
-def upcast(type_name: str, schema_version: int, body: dict[str, Any]) -> dict[str, Any]:
-    cls = EVENT_TYPES.get(type_name)
-    if cls is None:
-        raise UnknownType(f"unknown event type {type_label(type_name)}")
-    current = cls.SCHEMA_VERSION
-    if schema_version > current or schema_version < 1:
-        raise UnsupportedSchemaVersion(
-            f"{type_name} schema version {schema_version}; this build reads 1..{current}"
-        )
-    version = schema_version
-    while version < current:
-        step = UPCASTERS.get((type_name, version))
-        if step is None:
-            raise UnsupportedSchemaVersion(
-                f"{type_name} has no upcaster from schema version {version}"
-            )
-        body = step(body)
-        version += 1
-    return body
 
 
 def decode_body(type_name: str, schema_version: int, body: Any) -> EventBody:
