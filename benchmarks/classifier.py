@@ -7,9 +7,9 @@ round, so load from other processes on a shared machine skews both alike. Then o
 text is scored alone, many times, with every core (the inline path's case). Prints both arms'
 throughput and latency, then one JSON line:
 ``{"batched_per_s", "per_request_per_s", "ratio", "provider", "model",
-"alone_1000_chars_p50_ms", "alone_1000_chars_p99_ms"}``.
+"alone_1000_chars_p50_ms", "alone_1000_chars_p99_ms", "escalated_windows"}``.
 
-    python benchmarks/classifier.py [--requests 4000] [--concurrency 256]
+    python benchmarks/classifier.py [--requests 4000] [--concurrency 256] [--model DIR]
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import argparse
 import json
 import random
 import time
+from pathlib import Path
 
 import anyio
 import numpy as np
 
-from safeguards.adapters.classifier.loader import LoadedModel, load_model
+from safeguards.adapters.classifier.loader import DEFAULT_MODEL_DIR, LoadedModel, load_model
 from safeguards.adapters.classifier.scorer import MicroBatchScorer, ScorerConfig
 from safeguards.adapters.classifier_training import longform
 
@@ -74,9 +75,11 @@ def main() -> None:
                         help="ONNX Runtime intra-op threads (0: one per core)")
     parser.add_argument("--alone-rounds", type=int, default=300,
                         help="repetitions of the one-text latency measurement")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR,
+                        help="model directory (default: the shipped model)")
     args = parser.parse_args()
 
-    model = load_model(intra_op_threads=args.threads)
+    model = load_model(args.model, intra_op_threads=args.threads)
     texts = workload(args.requests)
     print(f"model {model.name} {model.version} on {model.provider}; {len(texts)} requests, "
           f"mean {sum(map(len, texts)) / len(texts):.0f} chars, concurrency {args.concurrency}")
@@ -111,7 +114,7 @@ def main() -> None:
     print(f"raw ONNX Runtime: {raw_single:.0f} texts/s one by one, "
           f"{raw_batched:.0f} texts/s in batches of 64")
 
-    alone = one_text_alone(args.alone_rounds)
+    alone = one_text_alone(args.model, args.alone_rounds)
     print(f"one 1,000-character text alone ({alone['threads']} threads): "
           f"p50 {alone['p50_ms']:.2f} ms, p99 {alone['p99_ms']:.2f} ms")
 
@@ -123,13 +126,17 @@ def main() -> None:
         "model": f"{model.name} {model.version} ({model.variant})",
         "alone_1000_chars_p50_ms": alone["p50_ms"],
         "alone_1000_chars_p99_ms": alone["p99_ms"],
+        # a cascade model: the share of windows its second tower read
+        "escalated_windows": round(model.cascade.stats.escalated
+                                   / max(1, model.cascade.stats.windows), 4)
+        if model.cascade is not None else None,
     }))
 
 
-def one_text_alone(rounds: int) -> dict[str, float]:
+def one_text_alone(directory: Path, rounds: int) -> dict[str, float]:
     """A 1,000-character prompt scored by itself, as the inline path does for one request:
     every core on it (ONNX Runtime's default), windows and tokenisation included."""
-    model = load_model(intra_op_threads=0)
+    model = load_model(directory, intra_op_threads=0)
     text = workload(1, seed=11)[0]
     while len(text) < 1000:
         text += " " + workload(1, seed=len(text))[0]

@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from safeguards.adapters.classifier.encoder.build import Variant, built_graph
+from safeguards.adapters.classifier.encoder.build import Variant, built_graphs
+from safeguards.adapters.classifier.encoder.cascade import Blend, CascadeRunner
 from safeguards.adapters.classifier.encoder.source import sha256_file
+from safeguards.adapters.classifier.encoder.tensors import read_tensors
 from safeguards.adapters.classifier.encoder.windows import TokenWindows, tokenizer_from_json
 from safeguards.adapters.classifier.errors import ModelLoadError
 from safeguards.adapters.classifier.manifest import ModelManifest, read_manifest
@@ -80,6 +82,7 @@ class LoadedModel:
     _tokenizer: Any = None
     variant: str = "fp32"  # the graph's precision (encoder models: int8 on CPU, fp16 on CUDA)
     _windows: TokenWindows | None = None
+    cascade: CascadeRunner | None = None  # a two-tower model served as a cascade
 
     @property
     def name(self) -> str:
@@ -134,6 +137,8 @@ class LoadedModel:
         return np.asarray(out, dtype=np.float64)
 
     def _run_tokens(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.cascade is not None:
+            return self.cascade.run(ids, mask)
         inp = self.manifest.input
         feed: dict[str, Any] = {inp.name: ids}
         if inp.attention_mask:
@@ -178,11 +183,12 @@ def load_model(directory: Path = DEFAULT_MODEL_DIR, *, manifest_name: str = "man
     requested = choose_providers(ort.get_available_providers(), allow_gpu=allow_gpu)
     tokenizer: Any = None
     windows: TokenWindows | None = None
-    graph_path, chosen = model_path, "fp32"
+    graphs: tuple[Path, ...] = (model_path,)
+    chosen = "fp32"
     if manifest.encoder is not None:
         chosen = variant or ("fp16" if requested[0] == "CUDAExecutionProvider" else "int8")
-        graph_path, tokenizer_json = built_graph(manifest.encoder, model_path, model_sha, chosen,
-                                                 cache_dir)
+        graphs, tokenizer_json = built_graphs(manifest.encoder, model_path, model_sha, chosen,
+                                              cache_dir)
         tokenizer = tokenizer_from_json(tokenizer_json)
         windows = TokenWindows(tokenizer, manifest.encoder.max_length, manifest.encoder.stride,
                                manifest.encoder.prefix, manifest.encoder.fine_length)
@@ -193,12 +199,18 @@ def load_model(directory: Path = DEFAULT_MODEL_DIR, *, manifest_name: str = "man
     options.intra_op_num_threads = intra_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        session = ort.InferenceSession(str(graph_path), sess_options=options,
-                                       providers=requested)
+        sessions = [ort.InferenceSession(str(path), sess_options=options, providers=requested)
+                    for path in graphs]
     except Exception as exc:  # onnxruntime raises its own pybind types: map at the boundary
         raise ModelLoadError(
             f"ONNX Runtime cannot load {model_path.name}: {type(exc).__name__}"
         ) from None
+    session = sessions[0]
+    cascade = None
+    if len(sessions) == 2:
+        blend = Blend.from_trained(read_tensors(model_path))
+        assert blend is not None  # built_graphs splits a model in two only when it has one
+        cascade = CascadeRunner(sessions[0], sessions[1], blend)
     in_use = tuple(session.get_providers())
     _check_signature(session, manifest)
     provider = in_use[0] if in_use else "unknown"
@@ -206,7 +218,8 @@ def load_model(directory: Path = DEFAULT_MODEL_DIR, *, manifest_name: str = "man
         log.warning("classifier %s asked for %s, runs on %s", manifest.name, requested[0], provider)
     log.info("classifier %s %s loaded on %s (%s)", manifest.name, manifest.version, provider,
              chosen)
-    return LoadedModel(manifest, session, provider, in_use, tokenizer, chosen, windows)
+    return LoadedModel(manifest, session, provider, in_use, tokenizer, chosen, windows,
+                       cascade)
 
 
 def _load_tokenizer(directory: Path, manifest: ModelManifest) -> Any:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from safeguards.adapters.classifier.encoder.build import encoder_weights
+from safeguards.adapters.classifier.encoder.cascade import GATE
 from safeguards.adapters.classifier.encoder.source import (
     EncoderSource,
     PinnedFile,
@@ -229,12 +230,25 @@ def train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None = Non
         ENCODER, files, splits.fit, benign, _raw(tuned, benign), PROMPT_CATEGORIES,
         len(PROMPT_CATEGORIES) + len(COMPLETION_CATEGORIES), seed)
     trained = {**trained, **added}
-    # score calibration and evaluation rows through the served graph (int8, as on the CPU)
-    placeholder = _write(out_dir, version, trained, *labels, {}, splits, seed, finetune)
+    # both towers read the calibration and evaluation rows window by window through the served
+    # graphs (int8, as on the CPU); the cascade's gate and the figures come from those readings
+    _write(out_dir, version, trained, *labels, {}, splits, seed, finetune)
     model = load_model(out_dir, allow_gpu=False, variant="int8", cache_dir=cache)
-    assert model.manifest.sha256 == placeholder.sha256
-    return finish(out_dir, version, trained, _raw(model, splits.calibration),
-                  _raw(model, splits.evaluation), splits, seed, finetune,
+    cal = sem.window_towers(model, [r.text for r in splits.calibration])
+    ev = sem.window_towers(model, [r.text for r in splits.evaluation])
+    np.savez_compressed(cache / f"{NAME}-{version}-towers.npz", cal_tuned=cal[0],
+                        cal_semantic=cal[1], cal_owners=cal[2], ev_tuned=ev[0],
+                        ev_semantic=ev[1], ev_owners=ev[2])  # kept for analysis, not shipped
+    benign_rows = np.flatnonzero([r.label == "benign" for r in splits.calibration])
+    benign_windows = np.isin(cal[2], benign_rows)
+    trained[GATE] = np.array([sem.cascade_gate(trained, cal[0][benign_windows])], np.float32)
+    z_cal, cal_share = sem.cascade_rows(trained, *cal, len(splits.calibration))
+    z_ev, ev_share = sem.cascade_rows(trained, *ev, len(splits.evaluation))
+    semantic_report["cascade"] = {
+        "escalate_share_benign": sem.ESCALATE_SHARE, "gate": round(float(trained[GATE][0]), 5),
+        "escalated_windows": {"calibration": round(cal_share, 4),
+                              "evaluation": round(ev_share, 4)}}
+    return finish(out_dir, version, trained, z_cal, z_ev, splits, seed, finetune,
                   semantic_report=semantic_report)
 
 

@@ -39,9 +39,11 @@ from typing import Any
 import numpy as np
 
 from safeguards.adapters.classifier.encoder.build import encoder_weights, quantize
+from safeguards.adapters.classifier.encoder.cascade import CASCADE_KEYS, FILL, GATE, Blend
 from safeguards.adapters.classifier.encoder.graph import EMBEDDING, build_graph
 from safeguards.adapters.classifier.encoder.source import EncoderSource
 from safeguards.adapters.classifier.encoder.windows import TokenWindows, tokenizer_from_json
+from safeguards.adapters.classifier.loader import LoadedModel
 from safeguards.adapters.classifier_training import recipe
 from safeguards.adapters.classifier_training.corpus.records import Record
 
@@ -58,8 +60,11 @@ TUNED_WEIGHT = 0.7
 TUNED_ONLY = ("jailbreak",)
 WINDOWS_PER_ROW = 3  # the first three windows, and the last
 BATCH = 64
+# The cascade (``encoder/cascade.py``): the share of the calibration split's benign windows
+# whose tuned reading sends them on to the semantic tower (the gate is set there).
+ESCALATE_SHARE = 0.2
 SEMANTIC_KEYS = ("semantic.heads.out.weight", "semantic.heads.out.bias", "blend.tuned",
-                 "blend.semantic", "blend.bias")
+                 "blend.semantic", "blend.bias", *CASCADE_KEYS)
 
 
 class Embedder:
@@ -158,10 +163,34 @@ def blend(tuned_benign: np.ndarray, semantic_benign: np.ndarray, labels: int,
     tuned[:n] = wt / t_sd
     semantic[:n] = ws / s_sd
     bias[:n] = -(wt * t_mid / t_sd + ws * s_mid / s_sd)
+    fill = np.zeros(labels)
+    fill[:n] = s_mid  # the cascade's stand-in: the blended logit is then wt * tuned's z-score
     for j in tuned_only:
-        tuned[j], semantic[j], bias[j] = 1.0, 0.0, 0.0
+        tuned[j], semantic[j], bias[j], fill[j] = 1.0, 0.0, 0.0, 0.0
     return {"blend.tuned": tuned.astype(np.float32), "blend.semantic": semantic.astype(np.float32),
-            "blend.bias": bias.astype(np.float32)}
+            "blend.bias": bias.astype(np.float32), FILL: fill.astype(np.float32),
+            GATE: np.array([-np.inf], np.float32)}
+
+
+def cascade_gate(trained: Mapping[str, np.ndarray], benign_tuned_windows: np.ndarray,
+                 share: float = ESCALATE_SHARE) -> float:
+    """The gate that escalates ``share`` of benign windows (their tuned logits given)."""
+    blend_ = Blend.from_trained(trained)
+    assert blend_ is not None
+    screened = blend_.screen(benign_tuned_windows)[:, blend_.blended].max(axis=1)
+    return float(np.quantile(screened, 1.0 - share))
+
+
+def cascade_rows(trained: Mapping[str, np.ndarray], tuned: np.ndarray, semantic: np.ndarray,
+                 owners: np.ndarray, n: int) -> tuple[np.ndarray, float]:
+    """Each row's maximum over its windows of what the served cascade gives (the windows'
+    logits from both towers given), and the share of windows escalated."""
+    blend_ = Blend.from_trained(trained)
+    assert blend_ is not None
+    out = blend_.screen(tuned)
+    escalate = blend_.escalate(tuned)
+    out[escalate] = blend_.combine(tuned[escalate], semantic[escalate])
+    return row_max(out, owners, n), float(escalate.mean()) if escalate.size else 0.0
 
 
 def semantic_tensors(source: EncoderSource, files: Mapping[str, bytes], fit: Sequence[Record],
@@ -189,3 +218,30 @@ def semantic_tensors(source: EncoderSource, files: Mapping[str, bytes], fit: Seq
                        "jailbreak": sum(r.label == "jailbreak" for r in rows)},
               "windows": len(owners), "calibration_benign_rows": len(calibration_benign)}
     return tensors, report
+
+
+def window_towers(model: LoadedModel, texts: Sequence[str],
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both towers' logits for every window of ``texts`` (a cascade model, served graphs) and
+    each window's text index."""
+    assert model.cascade is not None and model._windows is not None
+    wins, owners = model._windows.windows(texts)
+    order = sorted(range(len(wins)), key=lambda k: len(wins[k]))
+    tuned: np.ndarray | None = None
+    semantic: np.ndarray | None = None
+    for start in range(0, len(order), BATCH):
+        chunk = order[start : start + BATCH]
+        width = max(len(wins[k]) for k in chunk)
+        ids = np.zeros((len(chunk), width), np.int64)
+        mask = np.zeros_like(ids)
+        for i, k in enumerate(chunk):
+            ids[i, : len(wins[k])] = wins[k]
+            mask[i, : len(wins[k])] = 1
+        t, s = model.cascade.towers(ids, mask)
+        if tuned is None or semantic is None:
+            tuned, semantic = np.zeros((len(wins), t.shape[1])), np.zeros((len(wins), t.shape[1]))
+        tuned[chunk], semantic[chunk] = t, s
+        if start % (BATCH * 100) == 0:
+            log.info("scored %d of %d windows", start, len(order))
+    assert tuned is not None and semantic is not None
+    return tuned, semantic, np.asarray(owners)

@@ -21,8 +21,9 @@ from typing import Literal
 
 import numpy as np
 
+from safeguards.adapters.classifier.encoder.cascade import GATE
 from safeguards.adapters.classifier.encoder.e5s1 import read_e5s1
-from safeguards.adapters.classifier.encoder.graph import EncoderConfig, build_graph
+from safeguards.adapters.classifier.encoder.graph import EncoderConfig, build_cascade, build_graph
 from safeguards.adapters.classifier.encoder.source import (
     EncoderSource,
     default_cache_dir,
@@ -119,21 +120,42 @@ def quantize(fp32: bytes, variant: Variant) -> bytes:
         return dst.read_bytes()
 
 
-def built_graph(source: EncoderSource, trained_path: Path, trained_sha256: str,
-                variant: Variant, cache_dir: Path | None = None) -> tuple[Path, bytes]:
-    """The cached graph for ``variant`` (built now if missing or damaged) and the tokenizer."""
+def built_graphs(source: EncoderSource, trained_path: Path, trained_sha256: str,
+                 variant: Variant, cache_dir: Path | None = None,
+                 ) -> tuple[tuple[Path, ...], bytes]:
+    """The cached graphs for ``variant`` (built now if missing or damaged) and the tokenizer:
+    one graph, or for a cascade model (``cascade.GATE`` among its trained tensors) the
+    screening graph and the semantic graph."""
     cache = (cache_dir or default_cache_dir()) / "built"
-    key = cache_key(source, trained_sha256, variant)
-    graph_path, sidecar = cache / f"{key}.onnx", cache / f"{key}.sha256"
-    files = read_files(source, cache_dir)
-    if graph_path.is_file() and sidecar.is_file():
-        if sha256_bytes(graph_path.read_bytes()) == sidecar.read_text().strip():
-            return graph_path, files["tokenizer"]
-        log.warning("cached classifier graph %s is damaged; rebuilding", graph_path.name)
-    log.info("building the classifier graph (%s) from %s", variant,
-             ", ".join(f"{p.name}=={p.version}" for p in source.packages))
     trained = read_tensors(trained_path)
-    graph = quantize(encoder_graph(source, files, trained), variant)
-    _atomic_write(graph_path, graph)
-    _atomic_write(sidecar, sha256_bytes(graph).encode())
-    return graph_path, files["tokenizer"]
+    cascade = bool(source.semantic_layers) and GATE in trained
+    key = cache_key(source, trained_sha256, variant) + ("-cascade" if cascade else "")
+    names = (f"{key}-screen", f"{key}-semantic") if cascade else (key,)
+    paths = tuple(cache / f"{name}.onnx" for name in names)
+    files = read_files(source, cache_dir)
+    if all(_intact(path) for path in paths):
+        return paths, files["tokenizer"]
+    log.info("building the classifier graph (%s%s) from %s", variant,
+             ", cascade" if cascade else "",
+             ", ".join(f"{p.name}=={p.version}" for p in source.packages))
+    if cascade:
+        assert source.semantic_layers is not None
+        cfg, weights = encoder_weights(source, files)
+        graphs: tuple[bytes, ...] = build_cascade(cfg, weights, trained, source.semantic_layers)
+    else:
+        graphs = (encoder_graph(source, files, trained),)
+    for path, graph in zip(paths, graphs, strict=True):
+        graph = quantize(graph, variant)
+        _atomic_write(path, graph)
+        _atomic_write(path.with_suffix(".sha256"), sha256_bytes(graph).encode())
+    return paths, files["tokenizer"]
+
+
+def _intact(graph_path: Path) -> bool:
+    sidecar = graph_path.with_suffix(".sha256")
+    if not (graph_path.is_file() and sidecar.is_file()):
+        return False
+    if sha256_bytes(graph_path.read_bytes()) == sidecar.read_text().strip():
+        return True
+    log.warning("cached classifier graph %s is damaged; rebuilding", graph_path.name)
+    return False

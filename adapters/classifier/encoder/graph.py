@@ -29,6 +29,8 @@ from safeguards.adapters.classifier.errors import ModelLoadError
 OPSET = 17
 LOGITS = "logits"
 EMBEDDING = "embedding"
+SHARED_HIDDEN = "shared_hidden"
+SEMANTIC = "semantic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,25 @@ class _Builder:
         self.inits.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
+    def output(self, value: str, name: str) -> None:
+        self.nodes.append(self.helper.make_node("Identity", [value], [name]))
+
+    def model(self, inputs: list[tuple[str, list[Any], str]],
+              outputs: list[tuple[str, list[Any]]]) -> bytes:
+        """The serialized model of the nodes so far: inputs (name, shape, "int64" or "float"),
+        float outputs (name, shape)."""
+        helper, types = self.helper, self.onnx.TensorProto
+        graph = helper.make_graph(
+            self.nodes, "sg_encoder_heads",
+            [helper.make_tensor_value_info(name, types.INT64 if kind == "int64" else types.FLOAT,
+                                           shape) for name, shape, kind in inputs],
+            [helper.make_tensor_value_info(name, types.FLOAT, shape) for name, shape in outputs],
+            initializer=self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="safeguards")
+        model.ir_version = 8
+        return bytes(model.SerializeToString())
+
     def op(self, kind: str, inputs: list[str], stem: str | None = None, **attrs: Any) -> str:
         out = self.name(stem or kind.lower())
         self.nodes.append(self.helper.make_node(kind, inputs, [out], name=out, **attrs))
@@ -173,23 +194,21 @@ def build_graph(cfg: EncoderConfig, encoder: Mapping[str, np.ndarray],
     own (``semantic.heads.*``), blended per label into the tuned tower's logits::
 
         logits = tuned * blend.tuned + semantic * blend.semantic + blend.bias
+
+    (Served, the two towers are split in two graphs, ``build_cascade``: the semantic one runs
+    only on the windows the tuned one leaves in doubt.)
     """
     w = merged_weights(encoder, trained)
     b = _Builder()
-    helper, onnx = b.helper, b.onnx
     ids, mask = "input_ids", "attention_mask"
-    t = _Towers(b, cfg, ids, mask, _embeddings(b, cfg, w, ids))
+    t = _Towers(b, cfg, mask, _embeddings(b, cfg, w, ids))
     x = t.run(w, 0, cfg.num_layers)
     pooled, unit = _pool(b, x, t.maskf)
     logits = _heads(b, unit, trained)
-    outputs = [helper.make_tensor_value_info(LOGITS, onnx.TensorProto.FLOAT, ["batch", "labels"])]
+    outputs: list[tuple[str, list[Any]]] = [(LOGITS, ["batch", "labels"])]
     if semantic_layers:
         base = _strip_prefix(encoder)
-        shared = 0
-        while shared < min(cfg.num_layers, semantic_layers) and all(
-                np.array_equal(w[k], base[k]) for k in base
-                if k.startswith(f"encoder.layer.{shared}.")):
-            shared += 1
+        shared = shared_layers(cfg, w, base, semantic_layers)
         y = t.run(base, shared, semantic_layers, t.after[shared] if shared else None)
         semantic = _heads(b, _pool(b, y, t.maskf)[1], trained, "semantic.heads.")
         logits = b.op("Add", [
@@ -197,20 +216,51 @@ def build_graph(cfg: EncoderConfig, encoder: Mapping[str, np.ndarray],
                          b.op("Mul", [semantic,
                                       b.const("blend_s", _need(trained, "blend.semantic"))])]),
             b.const("blend_b", _need(trained, "blend.bias"))], "blended")
-    b.nodes.append(helper.make_node("Identity", [logits], [LOGITS]))
+    b.output(logits, LOGITS)
     if with_embedding:
-        b.nodes.append(helper.make_node("Identity", [pooled], [EMBEDDING]))
-        outputs.append(helper.make_tensor_value_info(EMBEDDING, onnx.TensorProto.FLOAT,
-                                                     ["batch", cfg.hidden_size]))
-    graph = helper.make_graph(
-        b.nodes, "sg_encoder_heads",
-        [helper.make_tensor_value_info(ids, onnx.TensorProto.INT64, ["batch", "seq"]),
-         helper.make_tensor_value_info(mask, onnx.TensorProto.INT64, ["batch", "seq"])],
-        outputs, initializer=b.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="safeguards")
-    model.ir_version = 8
-    return bytes(model.SerializeToString())
+        b.output(pooled, EMBEDDING)
+        outputs.append((EMBEDDING, ["batch", cfg.hidden_size]))
+    return b.model([(ids, ["batch", "seq"], "int64"), (mask, ["batch", "seq"], "int64")],
+                   outputs)
+
+
+def shared_layers(cfg: EncoderConfig, merged: Mapping[str, np.ndarray],
+                  base: Mapping[str, np.ndarray], semantic_layers: int) -> int:
+    """How many leading layers the tuned tower leaves as pretrained (both towers share them)."""
+    shared = 0
+    while shared < min(cfg.num_layers, semantic_layers) and all(
+            np.array_equal(merged[k], base[k]) for k in base
+            if k.startswith(f"encoder.layer.{shared}.")):
+        shared += 1
+    return shared
+
+
+def build_cascade(cfg: EncoderConfig, encoder: Mapping[str, np.ndarray],
+                  trained: Mapping[str, np.ndarray], semantic_layers: int) -> tuple[bytes, bytes]:
+    """The two towers as two graphs (fp32), so the second runs only where it is needed.
+
+    The screening graph: token ids and mask to the tuned tower's logits (``logits``) and the
+    hidden states after the layers both towers share (``shared_hidden``). The semantic graph:
+    those hidden states and the mask to the semantic heads' logits (``semantic``). Blending
+    (``cascade.Cascade``) happens outside, per window."""
+    w = merged_weights(encoder, trained)
+    base = _strip_prefix(encoder)
+    shared = shared_layers(cfg, w, base, semantic_layers)
+    b = _Builder()
+    ids, mask = "input_ids", "attention_mask"
+    t = _Towers(b, cfg, mask, _embeddings(b, cfg, w, ids))
+    b.output(_heads(b, _pool(b, t.run(w, 0, cfg.num_layers), t.maskf)[1], trained), LOGITS)
+    b.output(t.after[shared] if shared else t.x0, SHARED_HIDDEN)
+    screen = b.model([(ids, ["batch", "seq"], "int64"), (mask, ["batch", "seq"], "int64")],
+                     [(LOGITS, ["batch", "labels"]),
+                      (SHARED_HIDDEN, ["batch", "seq", cfg.hidden_size])])
+    b = _Builder()
+    t = _Towers(b, cfg, mask, SHARED_HIDDEN)
+    y = t.run(base, shared, semantic_layers)
+    b.output(_heads(b, _pool(b, y, t.maskf)[1], trained, "semantic.heads."), SEMANTIC)
+    semantic = b.model([(SHARED_HIDDEN, ["batch", "seq", cfg.hidden_size], "float"),
+                        (mask, ["batch", "seq"], "int64")], [(SEMANTIC, ["batch", "labels"])])
+    return screen, semantic
 
 
 def _embeddings(b: _Builder, cfg: EncoderConfig, w: Mapping[str, np.ndarray], ids: str) -> str:
@@ -232,7 +282,7 @@ class _Towers:
     """Transformer layers over one embedded input; remembers each layer's output so a second
     tower can start from the layers it shares with the first."""
 
-    def __init__(self, b: _Builder, cfg: EncoderConfig, ids: str, mask: str, x: str) -> None:
+    def __init__(self, b: _Builder, cfg: EncoderConfig, mask: str, x: str) -> None:
         self.b, self.cfg = b, cfg
         self.after: dict[int, str] = {}  # layers run -> output
         self.x0 = x
