@@ -2,9 +2,11 @@
 records it (events, inbox key, outbox rows, the state after). Pure CPU, no await, so a commit
 cycle starts at once.
 
-The outbox carries the enforcement commands the events send, and the score signals they forward
-to prompts the account was linked to (``core.prompt_links``): both leave only after the
-transaction that decided them commits, so a forward is never lost and never made twice."""
+The outbox carries the enforcement commands the events send, and the signals they forward to
+other histories (``core.linked_accounts``: scores to the prompts the account was linked to, its
+links to their organisations and API keys, an aggregate's enforcement to its members): all leave
+only after the transaction that decided them commits, so a forward is never lost and never made
+twice."""
 
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ from safeguards.core.codec import encode_command, encode_signal
 from safeguards.core.decide import decide_and_fold
 from safeguards.core.enforcement import commands_for
 from safeguards.core.events import Signal
+from safeguards.core.linked_accounts import forwarded_signals
 from safeguards.core.policy import Policy
 from safeguards.core.ports import AppendRequest, OutboxMessage
-from safeguards.core.prompt_links import forwarded_scores
 from safeguards.core.state import AccountState
 from safeguards.core.subjects import enforce_subject, inputs_subject
 
@@ -62,7 +64,7 @@ def decided_append(state: AccountState, signal: Signal, policy: Policy, now: dat
                       payload=encode_command(c))
         for c in commands_for(events, policy)
     )
-    forwarded = forwarded_scores(signal, events)
+    forwarded = forwarded_signals(state, signal, events, after, policy)
     if forwarded:
         outbox += tuple(
             OutboxMessage(message_id=f.signal_id,

@@ -17,9 +17,12 @@ from datetime import datetime
 
 from safeguards.core.decide import decide_and_fold
 from safeguards.core.events import (
+    AccountLinked,
+    AggregateEnforced,
     EnforcementChanged,
     Event,
     EventBody,
+    MemberLinked,
     RequestObserved,
     ScoreRecorded,
     Signal,
@@ -38,30 +41,49 @@ class Trajectory:
     final_level: int
     first_l3_at: datetime | None
     strikes: int
+    links: tuple[str, ...] = ()  # the aggregates it was linked to (AccountLinked), in order
+    # (level, aggregate) of each change a linked aggregate's enforcement made (``link.enforced``)
+    linked_starts: tuple[tuple[int, str], ...] = ()
+
+
+_PLAIN = frozenset({RequestObserved, ScoreRecorded})  # change nothing a trajectory keeps
 
 
 class _TrajectoryBuilder:
-    __slots__ = ("changes", "final", "first_l3", "max_level", "strikes")
+    __slots__ = ("changes", "enforced_by", "final", "first_l3", "linked_starts", "links",
+                 "max_level", "strikes")
 
     def __init__(self) -> None:
         self.changes: list[tuple[datetime, int, str]] = []
         self.max_level = self.final = self.strikes = 0
         self.first_l3: datetime | None = None
+        self.links: list[str] = []
+        self.linked_starts: list[tuple[int, str]] = []
+        self.enforced_by: dict[int, str] = {}  # version of an AggregateEnforced -> aggregate
 
     def add(self, e: Event) -> None:
         body = e.body
+        if type(body) in _PLAIN:  # most events: one set lookup on the backtest's hot path
+            return
         if isinstance(body, EnforcementChanged):
             self.changes.append((e.occurred_at, body.level, body.rule_id))
             self.final = body.level
             self.max_level = max(self.max_level, body.level)
             if body.level >= 3 and self.first_l3 is None:
                 self.first_l3 = e.occurred_at
+            aggregate = self.enforced_by.get(body.caused_by_version)
+            if aggregate is not None and body.rule_id == "link.enforced":
+                self.linked_starts.append((body.level, aggregate))
         elif isinstance(body, StrikeRecorded):
             self.strikes += 1
+        elif isinstance(body, AccountLinked):
+            self.links.append(body.aggregate)
+        elif isinstance(body, AggregateEnforced):
+            self.enforced_by[e.version] = body.aggregate
 
     def build(self) -> Trajectory:
         return Trajectory(tuple(self.changes), self.max_level, self.final, self.first_l3,
-                          self.strikes)
+                          self.strikes, tuple(self.links), tuple(self.linked_starts))
 
 
 def trajectory_of(events: list[Event]) -> Trajectory:
@@ -99,7 +121,23 @@ class BacktestResult:
             parts.append(f"enforcement changes {len(s.changes)} -> {len(c.changes)}")
         if s.strikes != c.strikes:
             parts.append(f"strikes {s.strikes} -> {c.strikes}")
+        if s.linked_starts != c.linked_starts:
+            parts.append(f"linked starts {_starts(s.linked_starts)} -> {_starts(c.linked_starts)}")
+        if s.links != c.links:
+            parts.append(f"links {', '.join(s.links) or 'none'} -> {', '.join(c.links) or 'none'}")
         return "; ".join(parts) or "same"
+
+    def links_line(self) -> str:
+        """The candidate's links and what their enforcement did ('' where it has none)."""
+        c = self.candidate
+        if not c.links and not c.linked_starts:
+            return ""
+        return (f"linked to {', '.join(c.links) or 'nothing it linked itself'}; "
+                f"linked starts {_starts(c.linked_starts)}")
+
+
+def _starts(starts: tuple[tuple[int, str], ...]) -> str:
+    return ", ".join(f"L{level} from {aggregate}" for level, aggregate in starts) or "none"
 
 
 def _span(seconds: float) -> str:
@@ -111,14 +149,17 @@ def _span(seconds: float) -> str:
 
 def strike_potential(body: EventBody) -> float:
     """The highest score this event could strike on under any policy: a score's maximum, 0 for
-    a request the gate did not throttle, 1 for everything else (decisions, operator actions,
-    appeals, throttles), which always needs a replay. An account whose every event is below a
+    a request the gate did not throttle and for an aggregate's new member, 1 for everything else
+    (decisions, operator actions, appeals, throttles, a linked aggregate's enforcement), which
+    always needs a replay. An account whose every event is below a
     candidate's lowest ``accumulate_above`` cannot be treated differently by it: it strikes
     nothing under either policy, and has no decisions or operator actions to compare."""
     if isinstance(body, ScoreRecorded):
         return 0.0 if body.shadow else max((s for _, s in body.scores), default=0.0)
     if isinstance(body, RequestObserved):
         return 1.0 if body.action == "throttle" else 0.0
+    if isinstance(body, MemberLinked):
+        return 0.0  # an aggregate's new member: no policy decides anything on it
     return 1.0
 
 

@@ -21,6 +21,7 @@ from typing import Literal
 from safeguards.core.errors import InvalidInput, PolicyError
 from safeguards.core.events import (
     AccountLinked,
+    AggregateEnforced,
     AppealResolved,
     ApprovalGranted,
     ApprovalRequested,
@@ -48,6 +49,7 @@ from safeguards.core.ids import (
     policy_entity,
     prompt_entity,
 )
+from safeguards.core.linked_accounts import linked_start
 from safeguards.core.operators import APPROVAL_WINDOW_S, needs_second_operator
 from safeguards.core.policy import THROTTLE_CATEGORY, Policy, parse_policy
 from safeguards.core.prompt_links import PROMPT_LINK_RULE
@@ -155,6 +157,10 @@ def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
             _operator(d, obs, recorded.version)
     elif isinstance(obs, PolicyProposed):
         _propose_policy(d, obs, recorded.version)
+    elif isinstance(obs, AggregateEnforced):
+        start = linked_start(d.state, obs, policy)
+        if start is not None:
+            d.change_level(*start, recorded.version)
     elif isinstance(obs, AppealResolved) and obs.outcome == "overturned":
         d.change_level(_on_ladder(d, obs.level_after), "appeal.overturned",
                        f"appeal {obs.appeal_id} overturned by {obs.operator}", recorded.version)

@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Literal, TypeAlias
 
+# The link events live in their own module; importers find every body type here.
+from safeguards.core.link_events import AccountLinked as AccountLinked
+from safeguards.core.link_events import AggregateEnforced as AggregateEnforced
+from safeguards.core.link_events import MemberLinked as MemberLinked
+
 Scores: TypeAlias = tuple[tuple[str, float], ...]
 ContentKind: TypeAlias = Literal["prompt", "completion"]
 
@@ -87,26 +92,6 @@ class StrikeRecorded:
     model_name: str
     model_version: str
     caused_by_version: int  # the ScoreRecorded event this strike came from
-
-
-@dataclass(frozen=True, slots=True)
-class AccountLinked:
-    """The account was first seen with an aggregate (its organisation, an API key shared with
-    other accounts), or sent a prompt the classifier flagged (link ``prompt``, rule
-    ``link.prompt``: its score is forwarded to the prompt's own history, where every account
-    that sent the same prompt flagged counts once): the aggregate's history adds up this
-    account's scores with theirs, and the aggregate's level applies to this account too (a
-    prompt's, to the requests that carry that prompt)."""
-
-    TYPE: ClassVar[str] = "AccountLinked"
-    SCHEMA_VERSION: ClassVar[int] = 2
-    OBSERVATION: ClassVar[bool] = False
-
-    link: Literal["organization", "api_key", "prompt"]
-    aggregate: str  # the aggregate's entity id: org:<id>, key:<fingerprint> or prompt:<link key>
-    rule_id: str
-    request_id: str
-    caused_by_version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +272,7 @@ class ShadowDecision:
 
 Observation: TypeAlias = (
     RequestObserved | ScoreRecorded | OperatorActionTaken | ReviewClaimed | AppealFiled
-    | AppealResolved | PolicyProposed
+    | AppealResolved | PolicyProposed | MemberLinked | AggregateEnforced
 )
 
 EventBody: TypeAlias = (
@@ -307,6 +292,8 @@ EventBody: TypeAlias = (
     | PolicyProposed
     | PolicyChanged
     | PolicyRejected
+    | MemberLinked
+    | AggregateEnforced
 )
 
 EVENT_TYPES: dict[str, type[EventBody]] = {
@@ -328,6 +315,8 @@ EVENT_TYPES: dict[str, type[EventBody]] = {
         PolicyProposed,
         PolicyChanged,
         PolicyRejected,
+        MemberLinked,
+        AggregateEnforced,
     )
 }
 

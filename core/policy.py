@@ -23,15 +23,15 @@ from typing import Any, Literal
 
 from safeguards.core.errors import PolicyError
 from safeguards.core.policy_document import DocumentChecker
-from safeguards.core.state import RECENT_CONTENT, STRONGEST_KEPT
+from safeguards.core.policy_escalation import LEVELS, escalation_settings
+from safeguards.core.state import STRONGEST_KEPT
 
-LEVELS = range(6)  # L0 monitor .. L5 terminated
 KNOWN_INTERVENTIONS = frozenset(
     {"annotate", "intervene", "sync_classify", "terminate_stream", "throttle", "block", "screen"}
 )
 KNOWN_RULES = ("strike.threshold", "strike.accumulate", "strike.throttled", "escalate.points",
                "escalate.severe", "escalate.severe_evidence", "escalate.review", "expire.level",
-               "link.prompt")
+               "link.prompt", "link.enforced")
 # A request the inline gate throttled counts as a score of 1.0 in this category, when the policy
 # defines it: probing the rate limits is itself a signal.
 THROTTLE_CATEGORY = "rate_abuse"
@@ -140,6 +140,12 @@ class Policy:
     # classifier false positive shared by a couple of users never refuses it to everyone.
     prompt_refuse_level: int | None = None
     prompt_refuse_accounts: int = 1
+    # Linked accounts: an aggregate (organisation, API key, flagged prompt) at
+    # ``linked_trigger_level`` or above starts every account linked to it, and every account that
+    # links to it later, at ``linked_start_level`` in its own history (rule ``link.enforced``;
+    # never lowering a level, never past L3). 0: links start no account anywhere.
+    linked_start_level: int = 0
+    linked_trigger_level: int = 2
 
     def category(self, name: str) -> CategoryPolicy | None:
         """The category's policy; None for an unknown or switched-off category."""
@@ -221,37 +227,7 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         before_sync_hold_ms=c.number(g, "before_sync_hold_ms", "gate", lo=0, hi=60_000,
                                      default=1000),
     )
-    esc = c.get(doc, "escalation", dict, "", {}) or {}
-    recidivism = c.number(esc, "recidivism_factor", "escalation", lo=0, hi=10, default=0.0)
-    automatic_max = c.get(esc, "automatic_max_level", int, "escalation", 3)
-    if automatic_max is None or automatic_max not in LEVELS:
-        if automatic_max is not None:
-            c.problems.append(f"escalation.automatic_max_level: {automatic_max} is not a level "
-                              "0 to 5")
-        automatic_max = 3
-    evidence = c.get(esc, "aggregate_evidence", str, "escalation", "refuse_threshold")
-    if evidence not in ("threshold", "refuse_threshold"):
-        c.problems.append(f"escalation.aggregate_evidence: {evidence!r} is not \"threshold\" "
-                          "or \"refuse_threshold\"")
-    optional_levels = {}
-    for key in ("two_person_set_level", "two_person_lower_from", "prompt_refuse_level"):
-        level = c.get(esc, key, int, "escalation", None)
-        if level is not None and level not in LEVELS:
-            c.problems.append(f"escalation.{key}: {level} is not a level 0 to 5")
-        elif level == 0 and key == "prompt_refuse_level":
-            c.problems.append(f"escalation.{key}: 0 would refuse every prompt ever flagged")
-        optional_levels[key] = level
-    prompt_accounts = c.get(esc, "prompt_refuse_accounts", int, "escalation", 1)
-    if prompt_accounts is None or not 1 <= prompt_accounts <= RECENT_CONTENT:
-        if prompt_accounts is not None:
-            c.problems.append(f"escalation.prompt_refuse_accounts: {prompt_accounts} is outside "
-                              f"[1, {RECENT_CONTENT}] (the accounts a prompt's history remembers)")
-        prompt_accounts = 1
-    for key in esc:
-        if key not in {"recidivism_factor", "automatic_max_level", "aggregate_evidence",
-                       "two_person_set_level", "two_person_lower_from",
-                       "prompt_refuse_level", "prompt_refuse_accounts"}:
-            c.problems.append(f"escalation.{key}: unknown setting")
+    escalation = escalation_settings(c, c.get(doc, "escalation", dict, "", {}) or {})
     for key in doc:
         if key not in {"policy", "categories", "ladder", "rate_tiers", "rules", "gate",
                        "escalation"}:
@@ -267,12 +243,8 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         rate_tiers=tiers,
         shadow_rules=frozenset(shadow),
         gate=gate,
-        recidivism_factor=recidivism,
-        automatic_max_level=automatic_max,
         mode=mode,
-        aggregate_evidence="threshold" if evidence == "threshold" else "refuse_threshold",
-        prompt_refuse_accounts=prompt_accounts,
-        **optional_levels,
+        **escalation,
     )
 
 

@@ -14,12 +14,14 @@ from typing import TypeAlias
 from safeguards.core.errors import VersionGap
 from safeguards.core.events import (
     AccountLinked,
+    AggregateEnforced,
     AppealFiled,
     AppealResolved,
     ApprovalGranted,
     ApprovalRequested,
     EnforcementChanged,
     Event,
+    MemberLinked,
     OperatorActionTaken,
     PolicyChanged,
     PolicyProposed,
@@ -35,7 +37,7 @@ from safeguards.core.ids import PROMPT_PREFIX
 
 # Bump whenever ``evolve`` or AccountState changes meaning: stored snapshots made by another fold
 # version are discarded and rebuilt from events, never trusted.
-FOLD_VERSION = 5
+FOLD_VERSION = 6
 # How many recently scored contents an account remembers (by sha256): the same content scored
 # again (a retry, a replayed prompt) is the same evidence, never a second strike. The fold
 # rebuilds this tuple on every score: 16 keeps the fold at 0.76x of its speed without it, 64
@@ -51,6 +53,10 @@ MAX_LINKS = 16
 # How many of its latest requests' prompt link keys an account remembers (request id, key), so
 # that a score arriving after its request can link the account to the prompt it flagged.
 RECENT_PROMPTS = 16
+# How many member accounts an aggregate (organisation, API key, prompt) remembers, newest kept:
+# those its enforcement reaches at once (``core.linked_accounts``); one forgotten is reached
+# with its next score or link.
+MAX_MEMBERS = 256
 MEMBER_KEY = "member:"  # a prompt's evidence key: the account that sent it (``evidence_key``)
 
 Evidence: TypeAlias = tuple[str, float, str]  # (category, score, request id) of one strike
@@ -109,6 +115,9 @@ class AccountState:
     pending_approval: PendingApproval | None = None  # an action awaiting a second operator
     # (request id, prompt link key) of its last RECENT_PROMPTS requests that had one
     recent_prompts: tuple[tuple[str, str], ...] = ()
+    # In an aggregate's history: the accounts linked to it (``MemberLinked``, or a member's
+    # score), first seen first, the newest MAX_MEMBERS kept; its enforcement reaches them.
+    member_accounts: tuple[str, ...] = ()
 
     def prompt_of(self, request_id: str) -> str | None:
         """The prompt link key of one of its recent requests (None: none remembered)."""
@@ -170,17 +179,19 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests + 1, s.scores, at, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, s.links,
-                            s.pending_approval, prompts)
+                            s.pending_approval, prompts, s.member_accounts)
     if isinstance(body, ScoreRecorded):
         recent = s.recent_content
         key = evidence_key(s.account_id, body)
         if key not in recent:
             recent = (*recent[1 - RECENT_CONTENT:], key)
+        members = s.member_accounts if body.member_account is None else _with_member(
+            s.member_accounts, body.member_account)
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores + 1, at, s.open_appeals, recent,
                             s.strongest, s.review_level, s.links, s.pending_approval,
-                            s.recent_prompts)
+                            s.recent_prompts, members)
     if isinstance(body, StrikeRecorded):
         updated = CategoryRisk(body.category, body.total_after, at, body.half_life_s)
         risk = (*tuple(r for r in s.risk if r.category != body.category), updated)
@@ -189,12 +200,14 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.strikes + 1, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content,
                             _stronger(s.strongest, body.category, body.score, body.request_id),
-                            s.review_level, s.links, s.pending_approval, s.recent_prompts)
+                            s.review_level, s.links, s.pending_approval,
+                            s.recent_prompts, s.member_accounts)
     if isinstance(body, EnforcementChanged):
         return AccountState(s.account_id, s.region, v, body.level, body.expires_at, body.reason,
                             body.rule_id, v, event.policy_version, s.risk, s.strikes, s.requests,
                             s.scores, s.last_seen, s.open_appeals, s.recent_content, s.strongest,
-                            s.review_level, s.links, s.pending_approval, s.recent_prompts)
+                            s.review_level, s.links, s.pending_approval,
+                            s.recent_prompts, s.member_accounts)
     if isinstance(body, OperatorActionTaken):
         # Clearing an account forgives its accumulated points (and the evidence behind them):
         # otherwise the next strike would put it straight back where the operator took it from.
@@ -205,7 +218,8 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                                 s.level_reason, s.level_rule, s.level_version,
                                 s.level_policy_version, s.risk, s.strikes, s.requests, s.scores,
                                 s.last_seen, s.open_appeals, s.recent_content, s.strongest,
-                                s.review_level, s.links, s.pending_approval, s.recent_prompts)
+                                s.review_level, s.links, s.pending_approval, s.recent_prompts,
+                                s.member_accounts)
         return _acted(s, v, cleared=body.action == "clear")
     if isinstance(body, ApprovalRequested):
         pending = PendingApproval(v, body.operator, body.action, body.level, body.expires_at,
@@ -214,7 +228,7 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, s.links, pending,
-                            s.recent_prompts)
+                            s.recent_prompts, s.member_accounts)
     if isinstance(body, ApprovalGranted):  # the approved action takes effect, as one would
         return _acted(s, v, cleared=body.action == "clear")
     if isinstance(body, ReviewRequested):
@@ -222,13 +236,14 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, body.proposed_level, s.links,
-                            s.pending_approval, s.recent_prompts)
+                            s.pending_approval, s.recent_prompts, s.member_accounts)
     if isinstance(body, AppealFiled):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen,
                             (*s.open_appeals, body.appeal_id), s.recent_content, s.strongest,
-                            s.review_level, s.links, s.pending_approval, s.recent_prompts)
+                            s.review_level, s.links, s.pending_approval,
+                            s.recent_prompts, s.member_accounts)
     if isinstance(body, AppealResolved):
         overturned = body.outcome == "overturned"
         appeals = tuple(a for a in s.open_appeals if a != body.appeal_id)
@@ -237,7 +252,7 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             () if overturned else s.risk, s.strikes, s.requests, s.scores,
                             s.last_seen, appeals, s.recent_content,
                             () if overturned else s.strongest, s.review_level, s.links,
-                            s.pending_approval, s.recent_prompts)
+                            s.pending_approval, s.recent_prompts, s.member_accounts)
     if isinstance(body, AccountLinked):
         links = s.links if body.aggregate in s.links else (
             *s.links[1 - MAX_LINKS:], body.aggregate)
@@ -245,14 +260,21 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, links,
-                            s.pending_approval, s.recent_prompts)
-    if isinstance(body, ShadowDecision | ReviewClaimed | PolicyProposed | PolicyChanged
-                  | PolicyRejected):  # facts of the history that change no account's state
+                            s.pending_approval, s.recent_prompts, s.member_accounts)
+    if isinstance(body, MemberLinked):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, s.links,
-                            s.pending_approval, s.recent_prompts)
+                            s.pending_approval, s.recent_prompts,
+                            _with_member(s.member_accounts, body.member_account))
+    if isinstance(body, ShadowDecision | ReviewClaimed | PolicyProposed | PolicyChanged
+                  | PolicyRejected | AggregateEnforced):  # facts that change no state
+        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
+                            s.recent_content, s.strongest, s.review_level, s.links,
+                            s.pending_approval, s.recent_prompts, s.member_accounts)
     raise TypeError(f"evolve has no case for {type(body).__name__}")
 
 
@@ -263,7 +285,15 @@ def _acted(s: AccountState, v: int, *, cleared: bool) -> AccountState:
                         s.level_rule, s.level_version, s.level_policy_version,
                         () if cleared else s.risk, s.strikes, s.requests, s.scores, s.last_seen,
                         s.open_appeals, s.recent_content, () if cleared else s.strongest, 0,
-                        s.links, None, s.recent_prompts)
+                        s.links, None, s.recent_prompts, s.member_accounts)
+
+
+def _with_member(members: tuple[str, ...], member: str) -> tuple[str, ...]:
+    """``members`` with ``member`` (an aggregate's, in the order first seen, the newest
+    MAX_MEMBERS kept: one forgotten comes back, as new, with its next score or link)."""
+    if member in members:
+        return members
+    return (*members[1 - MAX_MEMBERS:], member)
 
 
 def _stronger(strongest: tuple[Evidence, ...], category: str, score: float,

@@ -31,6 +31,8 @@ class BacktestReport:
     differing: list[BacktestResult] = field(default_factory=list)
     skipped_accounts: int = 0  # below the candidate's lowest strike score: the same, unreplayed
     replayed_events: int = 0
+    linked_accounts: int = 0  # replayed accounts the candidate links to an aggregate
+    linked_starts: int = 0  # of them, those a linked aggregate's enforcement raised
 
     @property
     def events_per_s(self) -> float:
@@ -43,9 +45,14 @@ class BacktestReport:
             f"({self.events_per_s:,.0f} events/s; {self.skipped_accounts} accounts below its "
             f"lowest strike score counted unreplayed, {self.replayed_events} events replayed)",
             f"{len(self.differing)} account(s) would have been treated differently",
+            f"links: {self.linked_accounts} account(s) linked to an organisation, API key or "
+            f"prompt; {self.linked_starts} started at the linked level by an enforced one "
+            "(rule link.enforced)",
         ]
         for r in self.differing[:limit]:
             lines.append(f"  {r.account_id}: {r.describe()}")
+            if r.links_line():
+                lines.append(f"    {r.links_line()}")
         if len(self.differing) > limit:
             lines.append(f"  ... and {len(self.differing) - limit} more")
         return "\n".join(lines)
@@ -58,6 +65,8 @@ def _count(report: BacktestReport, replay: AccountReplay) -> None:
     report.accounts += 1
     report.events += result.events_replayed
     report.replayed_events += result.events_replayed
+    report.linked_accounts += bool(result.candidate.links)
+    report.linked_starts += bool(result.candidate.linked_starts)
     if result.differs:
         report.differing.append(result)
 

@@ -24,12 +24,14 @@ from typing import Any, TextIO
 from safeguards.core.errors import InvalidInput, SafeguardsError
 from safeguards.core.events import (
     AccountLinked,
+    AggregateEnforced,
     AppealFiled,
     AppealResolved,
     ApprovalGranted,
     ApprovalRequested,
     EnforcementChanged,
     Event,
+    MemberLinked,
     OperatorActionTaken,
     RequestObserved,
     ReviewClaimed,
@@ -142,6 +144,11 @@ def timeline_row(event: Event) -> dict[str, Any]:
     elif isinstance(b, AccountLinked):
         rule = b.rule_id
         detail = f"linked to {b.aggregate} ({b.link}, request {b.request_id})"
+    elif isinstance(b, AggregateEnforced):
+        detail = (f"linked {b.aggregate} stands at L{b.level} ({b.rule_id}, its "
+                  f"v{b.aggregate_version})")
+    elif isinstance(b, MemberLinked):
+        detail = f"member {b.member_account} ({b.link}, request {b.request_id})"
     elif isinstance(b, StrikeRecorded):
         rule = b.rule_id
         detail = (f"{b.category} +{b.points:.2f} -> {b.total_after:.2f} "

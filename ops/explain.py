@@ -1,8 +1,10 @@
 """``ops explain``: the causal chain behind one enforcement change.
 
 signal -> score (model name and version) -> strikes (points, decayed to the decision's time) ->
-rule -> policy version. Everything comes from the account's stored history: the explanation is a
-reading of the record, not a re-computation that could disagree with it.
+rule -> policy version; and the aggregates the account was linked to (organisation, API key,
+prompt), with, for a change a linked aggregate's enforcement made (rule ``link.enforced``), which
+aggregate at which level. Everything comes from the account's stored history: the explanation is
+a reading of the record, not a re-computation that could disagree with it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from safeguards.core.events import (
+    AccountLinked,
+    AggregateEnforced,
     AppealResolved,
     EnforcementChanged,
     Event,
@@ -36,6 +40,13 @@ class Explanation:
     enforcement: Event  # EnforcementChanged
     trigger: Event | None  # the event whose arrival made the decision
     strikes: tuple[StrikeLink, ...]
+    links: tuple[Event, ...] = ()  # AccountLinked events before the decision
+
+    @property
+    def linked_aggregate(self) -> AggregateEnforced | None:
+        """The linked aggregate's enforcement that made the change (rule ``link.enforced``)."""
+        body = None if self.trigger is None else self.trigger.body
+        return body if isinstance(body, AggregateEnforced) else None
 
     @property
     def change(self) -> EnforcementChanged:
@@ -58,18 +69,21 @@ def explain(history: list[Event], version: int) -> Explanation:
         raise NotAnEnforcement(f"version {version} is {kind}, not an EnforcementChanged")
     body = target.body
     trigger = by_version.get(body.caused_by_version)
-    links: list[StrikeLink] = []
+    strikes: list[StrikeLink] = []
+    linked: list[Event] = []
     for e in history:
         if e.version >= version:
             break
         if _forgives(e):
-            links.clear()  # points were forgiven here; earlier strikes no longer count
+            strikes.clear()  # points were forgiven here; earlier strikes no longer count
         s = e.body
         if isinstance(s, StrikeRecorded):
             elapsed = (target.occurred_at - e.occurred_at).total_seconds()
             decayed = s.points * 0.5 ** (max(elapsed, 0.0) / s.half_life_s)
-            links.append(StrikeLink(e, by_version.get(s.caused_by_version), decayed))
-    return Explanation(target.account_id, target, trigger, tuple(links))
+            strikes.append(StrikeLink(e, by_version.get(s.caused_by_version), decayed))
+        elif isinstance(s, AccountLinked):
+            linked.append(e)
+    return Explanation(target.account_id, target, trigger, tuple(strikes), tuple(linked))
 
 
 def render(ex: Explanation) -> str:
@@ -87,6 +101,18 @@ def render(ex: Explanation) -> str:
         t = ex.trigger
         lines.append(f"triggered by v{t.version} {t.type} (signal {t.causation_id}, "
                      f"correlation {t.correlation_id})")
+    enforced = ex.linked_aggregate
+    if enforced is not None:
+        lines.append(f"linked       {enforced.aggregate} stands at L{enforced.level} (its rule "
+                     f"{enforced.rule_id}, its v{enforced.aggregate_version}): accounts linked "
+                     "to it start at the policy's linked level")
+    if ex.links:
+        lines.append("links (aggregates whose scores and enforcement this account shares):")
+        for e in ex.links:
+            lb = e.body
+            assert isinstance(lb, AccountLinked)
+            lines.append(f"  v{e.version} {e.occurred_at.isoformat()} {lb.aggregate} "
+                         f"({lb.link}, rule {lb.rule_id}, request {lb.request_id})")
     if ex.strikes:
         lines.append("strikes that counted (points decayed to decision time):")
         for link in ex.strikes:
@@ -104,4 +130,6 @@ def render(ex: Explanation) -> str:
             )
     elif c.rule_id.startswith("operator") or c.rule_id.startswith("appeal"):
         lines.append("no strikes: this change was made by a person; see the reason above")
+    elif enforced is not None:
+        lines.append("no strikes: a linked aggregate's enforcement set this level")
     return "\n".join(lines)

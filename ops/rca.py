@@ -12,10 +12,12 @@ from datetime import datetime
 
 from safeguards.core.events import (
     AccountLinked,
+    AggregateEnforced,
     ApprovalGranted,
     ApprovalRequested,
     EnforcementChanged,
     Event,
+    MemberLinked,
     OperatorActionTaken,
     ReviewClaimed,
     ReviewRequested,
@@ -124,6 +126,14 @@ def _decision_rows(history: list[Event]) -> str:
         elif isinstance(body, AccountLinked):
             what = f"linked to {html.escape(body.aggregate)}"
             rule, reason, detail = body.rule_id, _link_reason(body), ""
+        elif isinstance(body, AggregateEnforced):
+            what = f"linked {html.escape(body.aggregate)} at L{body.level}"
+            rule, reason = body.rule_id, (f"the aggregate it is linked to was enforced (its "
+                                          f"v{body.aggregate_version})")
+            detail = ""
+        elif isinstance(body, MemberLinked):
+            what = f"member {html.escape(body.member_account)}"
+            rule, reason, detail = "", f"linked by its {body.link.replace('_', ' ')}", ""
         else:
             continue
         rows.append(

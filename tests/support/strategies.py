@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.events import (
     AccountLinked,
+    AggregateEnforced,
     AppealFiled,
     AppealResolved,
     ApprovalGranted,
@@ -16,6 +17,7 @@ from safeguards.core.events import (
     EnforcementChanged,
     Event,
     EventBody,
+    MemberLinked,
     OperatorActionTaken,
     PolicyChanged,
     PolicyProposed,
@@ -69,8 +71,14 @@ appeal_resolved = st.builds(AppealResolved, appeal_id=texts, operator=texts,
                             level_after=levels, reason=texts)
 review_claimed = st.builds(ReviewClaimed, operator=texts, reason=texts)
 policy_proposed = st.builds(PolicyProposed, operator=texts, reason=texts, document=texts)
+link_kinds = st.sampled_from(("organization", "api_key", "prompt"))
+member_linked = st.builds(MemberLinked, member_account=account_ids, link=link_kinds,
+                          request_id=texts)
+aggregate_enforced = st.builds(AggregateEnforced, aggregate=account_ids, level=levels,
+                               rule_id=texts, aggregate_version=small)
 observations = (request_observed | score_recorded | operator_action | review_claimed
-                | appeal_filed | appeal_resolved | policy_proposed)
+                | appeal_filed | appeal_resolved | policy_proposed | member_linked
+                | aggregate_enforced)
 
 decisions = (
     st.builds(StrikeRecorded, category=st.sampled_from(CATEGORIES), score=unit, points=unit,
@@ -92,7 +100,7 @@ decisions = (
     | st.builds(ApprovalGranted, approver=texts, operator=texts,
                 action=st.sampled_from(("set_level", "clear")), level=levels, reason=texts,
                 caused_by_version=small)
-    | st.builds(AccountLinked, link=st.sampled_from(("organization", "api_key", "prompt")),
+    | st.builds(AccountLinked, link=link_kinds,
                 aggregate=account_ids, rule_id=texts, request_id=texts, caused_by_version=small)
 )
 bodies: st.SearchStrategy[EventBody] = observations | decisions
