@@ -142,6 +142,11 @@ class OperatorRegistry:
             self._seen = mtime
         return self._operators
 
+    def role(self, operator: str) -> str | None:
+        """The operator's registered role; None for a name the registry does not hold."""
+        known = self._current().get(operator)
+        return None if known is None else known[0]
+
     def read_status(self, region: str, operator: str, command: str, subject: str,
                     signature: str | None) -> str:
         """"signed" when a registered operator's key signed this audited read, else why not

@@ -101,3 +101,8 @@ class StoreUnavailable(SafeguardsError):
     """The regional store could not be reached or failed mid-operation; nothing was committed."""
 
     retryable = True
+
+
+class SealBroken(SafeguardsError):
+    """A sealed value did not open under its account's key: altered, truncated, or presented for
+    another account or field. Retrying cannot help."""

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Literal, TypeAlias
 
-# The link events live in their own module; importers find every body type here.
+# The link and erasure events live in their own modules; importers find every body type here.
+from safeguards.core.erasure import AccountErased as AccountErased
 from safeguards.core.link_events import AccountLinked as AccountLinked
 from safeguards.core.link_events import AggregateEnforced as AggregateEnforced
 from safeguards.core.link_events import MemberLinked as MemberLinked
@@ -294,6 +295,7 @@ EventBody: TypeAlias = (
     | PolicyRejected
     | MemberLinked
     | AggregateEnforced
+    | AccountErased
 )
 
 EVENT_TYPES: dict[str, type[EventBody]] = {
@@ -317,6 +319,7 @@ EVENT_TYPES: dict[str, type[EventBody]] = {
         PolicyRejected,
         MemberLinked,
         AggregateEnforced,
+        AccountErased,
     )
 }
 

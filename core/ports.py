@@ -175,3 +175,22 @@ class EventStore(Protocol):
         """The region's review queue: accounts (ascending, after ``after``) whose latest
         ``ReviewRequested`` no operator has yet decided with a ``set_level`` or ``clear``."""
         ...
+
+
+class FieldSealer(Protocol):
+    """An account's data key (``core.erasure``): personal values sealed under it (AES-GCM, bound
+    to the account and a label) open only while the key lives; ``erase`` destroys it, after
+    which what it sealed never opens again (``open`` returns None) and a later ``seal`` makes a
+    new key. The event stores seal events' personal fields with the same keys."""
+
+    async def seal(self, account_id: str, label: str, plaintext: bytes) -> bytes: ...
+
+    async def open(self, account_id: str, label: str, sealed: bytes) -> bytes | None:
+        """The plaintext; None when no live key of the account sealed it (the key was
+        destroyed, or it is another account's). A blob altered, or presented for another
+        label (or account, under the same key), raises ``SealBroken``."""
+        ...
+
+    async def erase(self, account_id: str) -> int:
+        """Destroy the account's data key; how many keys there were (0 or 1)."""
+        ...

@@ -13,6 +13,7 @@ from typing import TypeAlias
 
 from safeguards.core.errors import VersionGap
 from safeguards.core.events import (
+    AccountErased,
     AccountLinked,
     AggregateEnforced,
     AppealFiled,
@@ -269,7 +270,7 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.pending_approval, s.recent_prompts,
                             _with_member(s.member_accounts, body.member_account))
     if isinstance(body, ShadowDecision | ReviewClaimed | PolicyProposed | PolicyChanged
-                  | PolicyRejected | AggregateEnforced):  # facts that change no state
+                  | PolicyRejected | AggregateEnforced | AccountErased):  # change no state
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from safeguards.core.errors import InvalidInput, SafeguardsError
 from safeguards.core.events import (
+    AccountErased,
     AccountLinked,
     AggregateEnforced,
     AppealFiled,
@@ -52,7 +53,7 @@ MAX_CELL = 48
 OPS_MODULES: tuple[str, ...] = ("safeguards.ops.analysis_cli", "safeguards.ops.actions_cli",
                                 "safeguards.ops.queue_cli", "safeguards.ops.policy_cli",
                                 "safeguards.ops.operators_cli", "safeguards.ops.verify_cli",
-                                "safeguards.ops.nats_cli")
+                                "safeguards.ops.nats_cli", "safeguards.ops.erase_cli")
 
 
 class UsageError(InvalidInput):
@@ -188,6 +189,9 @@ def timeline_row(event: Event) -> dict[str, Any]:
     elif isinstance(b, ShadowDecision):
         reason, rule = b.reason, b.rule_id
         level = f"(shadow L{b.current_level}->L{b.would_level})"
+    elif isinstance(b, AccountErased):
+        detail = (f"erased by {b.operator}: personal fields of v1..v{b.erased_through} "
+                  f"({b.keys_destroyed} data key destroyed)")
     return {"version": event.version, "time": _iso(event.occurred_at), "type": event.type,
             "reason": reason, "rule": rule, "policy_version": event.policy_version or "",
             "level": level, "detail": detail}

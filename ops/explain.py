@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from safeguards.core.events import (
+    AccountErased,
     AccountLinked,
     AggregateEnforced,
     AppealResolved,
@@ -41,6 +42,7 @@ class Explanation:
     trigger: Event | None  # the event whose arrival made the decision
     strikes: tuple[StrikeLink, ...]
     links: tuple[Event, ...] = ()  # AccountLinked events before the decision
+    erasure: Event | None = None  # the AccountErased that erased this decision's personal data
 
     @property
     def linked_aggregate(self) -> AggregateEnforced | None:
@@ -83,7 +85,19 @@ def explain(history: list[Event], version: int) -> Explanation:
             strikes.append(StrikeLink(e, by_version.get(s.caused_by_version), decayed))
         elif isinstance(s, AccountLinked):
             linked.append(e)
-    return Explanation(target.account_id, target, trigger, tuple(strikes), tuple(linked))
+    erasure = next((e for e in history if isinstance(e.body, AccountErased)
+                    and e.body.erased_through >= version), None)
+    return Explanation(target.account_id, target, trigger, tuple(strikes), tuple(linked),
+                       erasure)
+
+
+def erasure_line(event: Event) -> str:
+    """How an explanation, a timeline and a report show an erasure."""
+    body = event.body
+    assert isinstance(body, AccountErased)
+    return (f"personal fields of v1..v{body.erased_through} erased at "
+            f"{event.occurred_at.isoformat()} by {body.operator} (data key destroyed; "
+            "they read [erased])")
 
 
 def render(ex: Explanation) -> str:
@@ -97,6 +111,8 @@ def render(ex: Explanation) -> str:
         f"reason       {c.reason}",
         f"risk total   {c.risk_total:.3f} points at decision time",
     ]
+    if ex.erasure is not None:
+        lines.append(f"erased       {erasure_line(ex.erasure)}")
     if ex.trigger is not None:
         t = ex.trigger
         lines.append(f"triggered by v{t.version} {t.type} (signal {t.causation_id}, "

@@ -11,6 +11,7 @@ import html
 from datetime import datetime
 
 from safeguards.core.events import (
+    AccountErased,
     AccountLinked,
     AggregateEnforced,
     ApprovalGranted,
@@ -25,7 +26,7 @@ from safeguards.core.events import (
     ShadowDecision,
     StrikeRecorded,
 )
-from safeguards.ops.explain import explain, render
+from safeguards.ops.explain import erasure_line, explain, render
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#7f7f7f")
@@ -131,6 +132,9 @@ def _decision_rows(history: list[Event]) -> str:
             rule, reason = body.rule_id, (f"the aggregate it is linked to was enforced (its "
                                           f"v{body.aggregate_version})")
             detail = ""
+        elif isinstance(body, AccountErased):
+            what = "erased"
+            rule, reason, detail = body.operator, erasure_line(e), ""
         elif isinstance(body, MemberLinked):
             what = f"member {html.escape(body.member_account)}"
             rule, reason, detail = "", f"linked by its {body.link.replace('_', ' ')}", ""

@@ -67,3 +67,15 @@ class BodyPacker:
         names, get = plan
         packed: bytes = self._packer.pack(dict(zip(names, get(body), strict=True)))
         return packed
+
+    def to_map(self, body: EventBody) -> dict[str, Any]:
+        """The map ``pack`` would pack (for a store that seals some fields first)."""
+        plan = self._fast.get(type(body))
+        if plan is None:
+            return codec.encode_body(body)
+        names, get = plan
+        return dict(zip(names, get(body), strict=True))
+
+    def pack_map(self, body: dict[str, Any]) -> bytes:
+        packed: bytes = self._packer.pack(body)
+        return packed

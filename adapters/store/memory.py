@@ -9,12 +9,24 @@ change of ``FOLD_VERSION`` discards them here as it does there.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from safeguards.adapters.store.bodies import BodyPacker
 from safeguards.adapters.store.chain_keys import chain_row, load_chain_key
+from safeguards.adapters.store.erase import Erasure, tombstone
 from safeguards.adapters.store.reviews import REVIEW_TYPES, open_review
+from safeguards.adapters.store.sealing import (
+    DataKey,
+    Sealing,
+    load_data_master_key,
+    might_be_sealed,
+    needs_key,
+    open_body,
+    seal_map,
+)
 from safeguards.adapters.store.validation import (
     DEFAULT_SNAPSHOT_EVERY,
     UnencodableBody,
@@ -23,12 +35,14 @@ from safeguards.adapters.store.validation import (
     check_range,
     check_request,
     check_state_at,
+    check_text,
     crosses_snapshot,
 )
 from safeguards.core import codec
 from safeguards.core import state as fold_module
 from safeguards.core.backtest import strike_potential
 from safeguards.core.chain import GENESIS, ChainRow, link
+from safeguards.core.erasure import ERASED
 from safeguards.core.errors import ConcurrencyConflict, InvalidInput
 from safeguards.core.events import Event
 from safeguards.core.ids import validate_account_id, validate_region
@@ -42,6 +56,7 @@ from safeguards.core.ports import (
     PendingOutbox,
 )
 from safeguards.core.state import AccountState, fold, initial_state
+from safeguards.core.subjects import enforce_subject
 
 
 @dataclass
@@ -54,6 +69,7 @@ class _Outbox:
 class _Stream:
     events: list[Event] = field(default_factory=list)
     chains: list[bytes] = field(default_factory=list)  # each event's chain link (core.chain)
+    bodies: list[bytes] = field(default_factory=list)  # each body as stored (personal sealed)
     # (version, fold version) -> encoded state; encoded so FOLD_VERSION changes are honoured
     snapshots: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
@@ -62,11 +78,16 @@ class InMemoryEventStore:
     """One region's event store in process memory."""
 
     def __init__(self, region: str, *, snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
-                 chain_key: bytes | None = None) -> None:
+                 chain_key: bytes | None = None, data_key: bytes | None = None) -> None:
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be >= 1")
         self._region = validate_region(region)
         self._chain_key = chain_key or load_chain_key(self._region)
+        # Personal fields are sealed as the PostgreSQL store seals them (sealing.py): the
+        # stored bytes, and so the chain, are what erasure leaves behind.
+        self._sealing = Sealing(self._region, data_key or load_data_master_key(self._region))
+        self._data_keys: dict[str, DataKey] = {}
+        self._packer = BodyPacker()
         self.snapshot_every = snapshot_every
         self._streams: dict[str, _Stream] = {}
         self._feed: list[Event] = []  # index i holds position i + 1
@@ -104,6 +125,7 @@ class InMemoryEventStore:
             for event, body in zip(request.events, bodies, strict=True):
                 previous = stream.chains[-1] if stream.chains else GENESIS
                 stream.chains.append(link(self._chain_key, previous, chain_row(event, body, None)))
+                stream.bodies.append(body)
             stream.events.extend(request.events)
             self._feed.extend(request.events)
             self._event_ids.update(event_ids)
@@ -129,20 +151,63 @@ class InMemoryEventStore:
         stream.snapshots.setdefault((state.version, fold_module.FOLD_VERSION),
                                     codec.encode_state(state))
 
-    @staticmethod
-    def _packed_bodies(requests: Sequence[AppendRequest]) -> list[list[bytes]]:
-        """Each request's bodies as stored (chained from these bytes); what the PostgreSQL
-        store finds when it packs them: an unencodable one refuses the whole batch."""
+    def _packed_bodies(self, requests: Sequence[AppendRequest]) -> list[list[bytes]]:
+        """Each request's bodies as stored, personal fields sealed (chained from these bytes);
+        what the PostgreSQL store finds when it packs them: an unencodable one refuses the
+        whole batch."""
         packed: list[list[bytes]] = []
         for request in requests:
             bodies = []
             for event in request.events:
                 try:
-                    bodies.append(codec.pack_body(event.body))
+                    bodies.append(self._pack(event))
                 except (TypeError, ValueError, OverflowError) as exc:
                     raise UnencodableBody(event.version, exc) from None
             packed.append(bodies)
         return packed
+
+    def _pack(self, event: Event) -> bytes:
+        if not needs_key(event.body):
+            return codec.pack_body(event.body)
+        key = self._data_keys.get(event.account_id)
+        if key is None:
+            key = self._data_keys[event.account_id] = self._sealing.new_key(event.account_id)[0]
+        return self._packer.pack_map(seal_map(self._sealing, event.account_id, key,
+                                              event.body.TYPE, self._packer.to_map(event.body)))
+
+    async def erase(self, account_id: str, operator: str, now: datetime) -> Erasure:
+        """``PostgresEventStore.erase`` (``erase.py``): the key destroyed, what it sealed read
+        as erased from here on, snapshots dropped, commands' reasons blanked, the tombstone."""
+        validate_account_id(account_id)
+        check_text(operator, "operator")
+        stream = self._streams.get(account_id)
+        if stream is None or not stream.events:
+            raise InvalidInput("the account has no events in this region")
+        keys = int(self._data_keys.pop(account_id, None) is not None)
+        self._sealing.forget(account_id)
+        erased: dict[str, Event] = {}
+        for i, (e, stored) in enumerate(zip(stream.events, stream.bodies, strict=True)):
+            if might_be_sealed(stored):
+                stream.events[i] = erased[e.event_id] = dataclasses.replace(e, body=open_body(
+                    self._sealing, e.type, e.schema_version, stored, account_id, e.event_id, None))
+        self._feed = [erased.get(e.event_id, e) if e.account_id == account_id else e
+                      for e in self._feed]
+        snapshots = len(stream.snapshots)
+        stream.snapshots.clear()
+        subject, rewritten = enforce_subject(self._region, account_id), 0
+        for entry in self._outbox.values():
+            message = entry.pending.message
+            command = codec.decode_command(message.payload) if message.subject == subject else None
+            if command is not None and command.reason != ERASED:
+                payload = codec.encode_command(dataclasses.replace(command, reason=ERASED))
+                entry.pending = dataclasses.replace(entry.pending, message=dataclasses.replace(
+                    message, payload=payload))
+                rewritten += 1
+        version = len(stream.events)
+        event = tombstone(account_id, self._region, version, operator, keys, now)
+        request = AppendRequest(account_id, version, (event,))
+        self._apply(request, self._packed_bodies([request])[0])
+        return Erasure(account_id, version, version + 1, keys, snapshots, rewritten)
 
     async def append(self, request: AppendRequest) -> AppendResult:
         check_request(self._region, request)
@@ -190,8 +255,8 @@ class InMemoryEventStore:
         stream = self._streams.get(account_id)
         if stream is None:
             return []
-        return [chain_row(e, codec.pack_body(e.body), c)
-                for e, c in zip(stream.events, stream.chains, strict=True)]
+        return [chain_row(e, b, c)
+                for e, b, c in zip(stream.events, stream.bodies, stream.chains, strict=True)]
 
     async def history(
         self,

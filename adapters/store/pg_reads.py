@@ -19,6 +19,14 @@ from safeguards.adapters.store.errors import translate_errors
 from safeguards.adapters.store.migrate import async_url
 from safeguards.adapters.store.reviews import postgres_open_reviews
 from safeguards.adapters.store.schema import events, operator_reads, outbox, snapshots
+from safeguards.adapters.store.sealing import (
+    KEYS_FOR,
+    DataKey,
+    Sealing,
+    load_data_master_key,
+    might_be_sealed,
+    open_body,
+)
 from safeguards.adapters.store.validation import (
     check_limit,
     check_range,
@@ -41,12 +49,22 @@ from safeguards.core.ports import (
 from safeguards.core.state import AccountState, fold, initial_state
 
 
-def event_from_row(row: Any) -> Event:
+def event_from_row(row: Any, sealing: Sealing | None = None,
+                   keys: dict[str, DataKey] | None = None) -> Event:
+    """An event from its stored row; its sealed fields opened with ``keys`` (each account's
+    live data key), erased where its key is gone (or where no ``sealing`` is given)."""
     (account_id, version, region, event_id, type_name, schema_version, occurred_at,
      causation_id, correlation_id, policy_version, body) = row
+    stored = bytes(body)
+    decoded = (codec.unpack_body(type_name, schema_version, stored)
+               if not might_be_sealed(stored) else
+               open_body(sealing or _NO_KEYS, type_name, schema_version, stored, account_id,
+                         event_id, None if keys is None else keys.get(account_id)))
     return Event(event_id, account_id, region, version, occurred_at, causation_id,
-                 correlation_id, policy_version,
-                 codec.unpack_body(type_name, schema_version, bytes(body)))
+                 correlation_id, policy_version, decoded)
+
+
+_NO_KEYS = Sealing("none", bytes(32))  # opens nothing: every sealed field reads as erased
 
 
 
@@ -55,8 +73,10 @@ class PostgresReadSide:
     the outbox relay's calls, the operator queries). ``PostgresEventStore`` adds the appends."""
 
     def __init__(self, region: str, engine_or_url: AsyncEngine | str, *,
-                 statement_timeout_s: float, connect_timeout_s: float, pool_size: int) -> None:
+                 statement_timeout_s: float, connect_timeout_s: float, pool_size: int,
+                 data_key: bytes | None = None) -> None:
         self._region = validate_region(region)
+        self._sealing = Sealing(self._region, data_key or load_data_master_key(self._region))
         self._region_checked = False  # the database's region marker, read once
         self._timeout = statement_timeout_s
         if isinstance(engine_or_url, AsyncEngine):
@@ -117,6 +137,17 @@ class PostgresReadSide:
 
     # --- reads ----------------------------------------------------------------------------------
 
+    async def _events(self, driver: Any, rows: Sequence[Any]) -> list[Event]:
+        """Stored rows as events, sealed fields opened: the data keys of the accounts whose
+        rows hold sealed fields are read in one statement (none when no row does)."""
+        sealed = list({r[0] for r in rows if might_be_sealed(r[10])})
+        keys: dict[str, DataKey] = {}
+        if sealed:
+            for account, generation, wrapped in await driver.fetch(KEYS_FOR, sealed,
+                                                                   timeout=self._timeout):
+                keys[account] = self._sealing.unwrap(account, generation, bytes(wrapped))
+        return [event_from_row(r, self._sealing, keys) for r in rows]
+
     async def _states(
         self, conn: AsyncConnection, targets: dict[str, int]
     ) -> dict[str, AccountState]:
@@ -134,8 +165,9 @@ class PostgresReadSide:
                 states[account] = decoded
         los = [states[a].version for a in accounts]
         tails: dict[str, list[Event]] = {a: [] for a in accounts}
-        for row in await driver.fetch(sql.TAILS, accounts, los, his, timeout=self._timeout):
-            tails[row[0]].append(event_from_row(row))
+        rows = await driver.fetch(sql.TAILS, accounts, los, his, timeout=self._timeout)
+        for event in await self._events(driver, rows):
+            tails[event.account_id].append(event)
         return {a: fold(states[a], tails[a]) for a in accounts}
 
     async def load(self, account_id: str) -> AccountState:
@@ -165,7 +197,8 @@ class PostgresReadSide:
                 state = initial_state(account_id, self._region)
             rows = await driver.fetch(sql.TAIL, account_id, state.version, hi,
                                       timeout=self._timeout)
-        return fold(state, [event_from_row(r) for r in rows])
+            tail = await self._events(driver, rows)
+        return fold(state, tail)
 
     async def record_read(self, operator: str, command: str, subject: str,
                           signature: str | None = None) -> None:
@@ -217,7 +250,7 @@ class PostgresReadSide:
             rows = await driver.fetch(sql.HISTORY_BY_BOUNDS[since is not None, until is not None],
                                       account_id, from_version, hi, *bounds,
                                       timeout=self._timeout)
-        return [event_from_row(r) for r in rows]
+            return await self._events(driver, rows)
 
     async def state_at(
         self, account_id: str, *, version: int | None = None, at: datetime | None = None
@@ -241,7 +274,8 @@ class PostgresReadSide:
             driver = await self._driver(conn)
             rows = await driver.fetch(sql.FEED, self._region, after_position, limit,
                                       timeout=self._timeout)
-        return [FeedEntry(r[0], event_from_row(r[1:])) for r in rows]
+            decoded = await self._events(driver, [r[1:] for r in rows])
+        return [FeedEntry(r[0], e) for r, e in zip(rows, decoded, strict=True)]
 
     async def histories(self, account_ids: Sequence[str]) -> dict[str, list[Event]]:
         accounts = [validate_account_id(a) for a in account_ids]
@@ -252,8 +286,8 @@ class PostgresReadSide:
             driver = await self._driver(conn)
             rows = await driver.fetch(sql.TAILS, accounts, [0] * len(accounts),
                                       [sql.NO_LIMIT] * len(accounts), timeout=self._timeout)
-        for row in rows:
-            event = event_from_row(row)
+            decoded = await self._events(driver, rows)
+        for event in decoded:
             out.setdefault(event.account_id, []).append(event)
         return out
 
@@ -334,6 +368,8 @@ class PostgresReadSide:
         check_limit(limit)
         async with self._connect() as conn:
             driver = await self._driver(conn)
+            # The queue reads no sealed field (operators, levels, the automatic request's
+            # reason), so its candidates decode without keys: sealed values read as erased.
             return await postgres_open_reviews(driver, event_from_row, after, limit,
                                                self._timeout)
 

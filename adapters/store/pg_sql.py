@@ -14,8 +14,8 @@ CREATE_FEED = sa.text(
     "INSERT INTO feed_counter (region, last_position) VALUES (:region, 0) "
     "ON CONFLICT (region) DO NOTHING"
 )
-# Current version of each account and which of the batch's inbox keys are already recorded.
-# Each account's newest version and chain link, and which inbox keys are already taken.
+# Each account's newest version and chain link, which inbox keys are already taken, and each
+# account's data key (sealing.py).
 PRECHECK = """
 SELECT 0 AS kind, a.id AS key, h.version, h.chain_hash
   FROM unnest($1::text[]) AS a(id)
@@ -23,6 +23,9 @@ SELECT 0 AS kind, a.id AS key, h.version, h.chain_hash
                       ORDER BY e.version DESC LIMIT 1) h ON true
 UNION ALL
 SELECT 1, i.inbox_key, NULL, NULL FROM inbox i WHERE i.inbox_key = ANY($2::text[])
+UNION ALL
+SELECT 2, k.account_id, k.generation, k.wrapped FROM account_keys k
+ WHERE k.account_id = ANY($1::text[])
 """
 CHAIN = """
 SELECT account_id, version, region, event_id, type, schema_version, occurred_at, causation_id,
@@ -30,7 +33,7 @@ SELECT account_id, version, region, event_id, type, schema_version, occurred_at,
   FROM events WHERE account_id = $1 ORDER BY version
 """
 KNOWN_EVENT_IDS = "SELECT event_id FROM events WHERE event_id = ANY($1::text[])"
-# Inbox rows, outbox rows and the feed counter in one statement, one round trip.
+# Inbox rows, outbox rows, snapshots, new data keys and the feed counter in one statement.
 FINISH = """
 WITH i AS (
   INSERT INTO inbox (inbox_key, account_id) SELECT * FROM unnest($2::text[], $3::text[])
@@ -41,6 +44,9 @@ WITH i AS (
   INSERT INTO snapshots (account_id, version, fold_version, state)
   SELECT a, v, $10::int4, st FROM unnest($8::text[], $9::int8[], $11::bytea[]) AS t(a, v, st)
   ON CONFLICT DO NOTHING
+), k AS (
+  INSERT INTO account_keys (account_id, generation, wrapped)
+  SELECT * FROM unnest($12::text[], $13::int8[], $14::bytea[])
 )
 UPDATE feed_counter SET last_position = $7 WHERE region = $1
 """

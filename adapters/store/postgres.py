@@ -41,23 +41,27 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from safeguards.adapters.store import erase
 from safeguards.adapters.store import pg_sql as sql
 from safeguards.adapters.store.bodies import BodyPacker
 from safeguards.adapters.store.chain_keys import load_chain_key
 from safeguards.adapters.store.pg_reads import PostgresReadSide
 from safeguards.adapters.store.pg_sql import EVENT_COLUMNS
 from safeguards.adapters.store.retention import RetentionPolicy, purge
+from safeguards.adapters.store.sealing import DataKey, needs_key, seal_map
 from safeguards.adapters.store.validation import (
     DEFAULT_SNAPSHOT_EVERY,
     UnencodableBody,
     check_batch,
     check_request,
+    check_text,
 )
 from safeguards.core import codec
 from safeguards.core import state as fold_module
 from safeguards.core.backtest import strike_potential
 from safeguards.core.chain import GENESIS, link_values
 from safeguards.core.errors import ConcurrencyConflict
+from safeguards.core.ids import validate_account_id
 from safeguards.core.ports import (
     AppendRequest,
     AppendResult,
@@ -94,11 +98,16 @@ class PostgresEventStore(PostgresReadSide):
         pool_size: int = 10,
         recent_states: int = 10_000,
         chain_key: bytes | None = None,
+        data_key: bytes | None = None,
+        seal_personal: bool = True,
     ) -> None:
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be >= 1")
         super().__init__(region, engine_or_url, statement_timeout_s=statement_timeout_s,
-                         connect_timeout_s=connect_timeout_s, pool_size=pool_size)
+                         connect_timeout_s=connect_timeout_s, pool_size=pool_size,
+                         data_key=data_key)
+        # False only for benchmarks' baselines: personal fields then go to the store in the clear.
+        self.seal_personal = seal_personal
         self._chain_key = chain_key or load_chain_key(self._region)
         self.snapshot_every = snapshot_every
         self._bodies = BodyPacker()
@@ -123,6 +132,27 @@ class PostgresEventStore(PostgresReadSide):
             driver = await self._driver(conn)
             return await purge(driver, policy, now, dry_run=dry_run,
                                statement_timeout_s=self._timeout)
+
+    async def erase(self, account_id: str, operator: str, now: datetime) -> erase.Erasure:
+        """Crypto-shred an account (``erase.py``): its data key destroyed, its snapshots dropped,
+        its commands' reasons blanked and ``AccountErased`` appended, in one transaction."""
+        validate_account_id(account_id)
+        check_text(operator, "operator")
+        async with self._connect() as conn, conn.begin():
+            # The feed lock first, as every append takes it: none runs until this commits.
+            await conn.execute(sql.LOCK_FEED, {"region": self._region})
+            driver = await self._driver(conn)
+            version, keys, snaps, rewritten = await erase.shred(
+                driver, self._region, account_id, self._timeout)
+            # The kept state holds the personal values: never fold the tombstone onto it.
+            self.forget(account_id)
+            event = erase.tombstone(account_id, self._region, version, operator, keys, now)
+            (result,) = (await self._write(conn, [AppendRequest(
+                account_id, version, (event,))], check_event_ids=True)).results
+            if isinstance(result, ConcurrencyConflict):
+                raise result
+        self._sealing.forget(account_id)
+        return erase.Erasure(account_id, version, version + 1, keys, snaps, rewritten)
 
     async def append(self, request: AppendRequest) -> AppendResult:
         check_request(self._region, request)
@@ -201,13 +231,16 @@ class PostgresEventStore(PostgresReadSide):
         current: dict[str, int] = {}
         known_keys: set[str] = set()
         heads: dict[str, bytes] = {}  # each account's newest chain link (core.chain)
+        data_keys: dict[str, DataKey] = {}  # each account's data key (sealing.py)
         for kind, key, version, head in await driver.fetch(sql.PRECHECK, accounts, keys,
                                                            timeout=self._timeout):
             if kind == 0:
                 current[key] = version or 0
                 heads[key] = head or GENESIS
-            else:
+            elif kind == 1:
                 known_keys.add(key)
+            else:
+                data_keys[key] = self._sealing.unwrap(key, version, bytes(head))
         known_ids: set[str] = set()
         if check_event_ids:
             ids = [e.event_id for r in requests for e in r.events]
@@ -219,6 +252,7 @@ class PostgresEventStore(PostgresReadSide):
         inbox_keys: list[str] = []
         inbox_accounts: list[str] = []
         outbox_rows: list[OutboxMessage] = []
+        new_keys: list[tuple[str, int, bytes]] = []
         before = dict(current)
         for request in requests:
             account = request.account_id
@@ -242,6 +276,10 @@ class PostgresEventStore(PostgresReadSide):
                 inbox_keys.append(request.inbox_key)
                 inbox_accounts.append(account)
             outbox_rows.extend(request.outbox)
+            if account not in data_keys and self.seal_personal and any(
+                    needs_key(e.body) for e in request.events):
+                data_keys[account], wrapped = self._sealing.new_key(account)
+                new_keys.append((account, data_keys[account].generation, wrapped))
             current[account] = version + len(request.events)
             results.append(AppendResult(account, current[account]))
 
@@ -254,7 +292,7 @@ class PostgresEventStore(PostgresReadSide):
                 # A generator, not a list: asyncpg streams the COPY in chunks as it encodes, so
                 # the server indexes one chunk while this process packs and folds the next.
                 await driver.copy_records_to_table(
-                    "events", records=self._rows(accepted, last, states, heads),
+                    "events", records=self._rows(accepted, last, states, heads, data_keys),
                     columns=EVENT_COLUMNS, timeout=self._timeout)
             except Exception as exc:
                 if getattr(exc, "constraint_name", None) == "events_event_id_key" and \
@@ -277,6 +315,7 @@ class PostgresEventStore(PostgresReadSide):
                 [m.payload for m in outbox_rows], position,
                 [st.account_id for st in snap_states], [st.version for st in snap_states],
                 fold_module.FOLD_VERSION, [codec.encode_state(st) for st in snap_states],
+                [k[0] for k in new_keys], [k[1] for k in new_keys], [k[2] for k in new_keys],
                 timeout=self._timeout,
             )
         return _Written(results, states, unsnapshotted)
@@ -294,19 +333,25 @@ class PostgresEventStore(PostgresReadSide):
 
     def _rows(self, accepted: list[AppendRequest], last: int,
               states: dict[str, AccountState | None],
-              heads: dict[str, bytes]) -> Iterator[tuple[Any, ...]]:
-        """The COPY rows of the accepted appends, with feed positions after ``last`` and each
-        event's chain link after ``heads`` (updated); each request's events are folded into
-        ``states`` once its rows are out."""
+              heads: dict[str, bytes],
+              data_keys: dict[str, DataKey]) -> Iterator[tuple[Any, ...]]:
+        """The COPY rows of the accepted appends, with feed positions after ``last``, personal
+        fields sealed under ``data_keys`` and each event's chain link (of the sealed bytes)
+        after ``heads`` (updated); each request's events are folded into ``states`` once its
+        rows are out."""
         position = last
         region = self._region
         pack = self._bodies.pack  # codec.pack_body's bytes; see bodies.py
+        to_map, pack_map, sealing = self._bodies.to_map, self._bodies.pack_map, self._sealing
         key = self._chain_key
         for request in accepted:
+            data_key = data_keys.get(request.account_id) if self.seal_personal else None
             for e in request.events:
                 position += 1
                 try:
-                    body = pack(e.body)
+                    body = pack(e.body) if data_key is None or not needs_key(e.body) else \
+                        pack_map(seal_map(sealing, e.account_id, data_key, e.body.TYPE,
+                                          to_map(e.body)))
                 except (TypeError, ValueError, OverflowError) as exc:
                     # Aborts the COPY, so the whole transaction: nothing of the batch is written.
                     raise UnencodableBody(e.version, exc) from None

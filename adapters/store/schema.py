@@ -108,3 +108,15 @@ region_marker = sa.Table(
               server_default=sa.func.now()),
     sa.CheckConstraint("singleton", name="region_marker_one_row"),
 )
+
+# Each account's data key, wrapped under the region's data master key (migration 0008,
+# ``sealing.py``); erasure deletes the row.
+account_keys = sa.Table(
+    "account_keys",
+    metadata,
+    sa.Column("account_id", C_TEXT, primary_key=True),
+    sa.Column("generation", sa.BigInteger, nullable=False),
+    sa.Column("wrapped", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.events import (
+    AccountErased,
     AccountLinked,
     AggregateEnforced,
     AppealFiled,
@@ -102,6 +103,7 @@ decisions = (
                 caused_by_version=small)
     | st.builds(AccountLinked, link=link_kinds,
                 aggregate=account_ids, rule_id=texts, request_id=texts, caused_by_version=small)
+    | st.builds(AccountErased, operator=texts, erased_through=small, keys_destroyed=small)
 )
 bodies: st.SearchStrategy[EventBody] = observations | decisions
 

@@ -1,0 +1,69 @@
+"""Erasure in the PostgreSQL store (``core.erasure``): what ``PostgresEventStore.erase`` does in
+its one transaction, under the feed lock (so no append is between reading the account's key and
+committing): delete the account's data key, drop its snapshots (states hold its digests, links
+and prompt keys in the clear), blank the reasons of its enforcement commands in the outbox (an
+operator's reason is quoted there), and append the tombstone. Events are never rewritten: their
+personal fields were sealed under the key, and the chain covers the sealed bytes.
+
+What stays, and why: the account id (the stream's key); its events' public fields (scores,
+categories, levels, rules, times); aggregate histories (an organisation's, an API key's, a
+prompt's) keep what was forwarded to them, sealed under the aggregate's own key; messages still
+in NATS streams (inputs, dead letters) expire with them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from safeguards.core import codec
+from safeguards.core.erasure import ERASED, AccountErased
+from safeguards.core.errors import InvalidInput
+from safeguards.core.events import Event
+from safeguards.core.ids import derive_id
+from safeguards.core.subjects import enforce_subject
+
+DESTROY_KEY = "DELETE FROM account_keys WHERE account_id = $1 RETURNING generation"
+DROP_SNAPSHOTS = "DELETE FROM snapshots WHERE account_id = $1 RETURNING version"
+CURRENT_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE account_id = $1"
+OUTBOX_ROWS = "SELECT id, payload FROM outbox WHERE subject = $1"
+REWRITE_OUTBOX = "UPDATE outbox SET payload = $2 WHERE id = $1"
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    account_id: str
+    erased_through: int  # the last version whose personal fields are gone
+    tombstone_version: int
+    keys_destroyed: int
+    snapshots_dropped: int
+    outbox_rewritten: int
+
+
+def tombstone(account: str, region: str, version: int, operator: str, keys: int,
+              now: datetime) -> Event:
+    event_id = derive_id("erase", account, str(version + 1))
+    return Event(event_id, account, region, version + 1, now, event_id, event_id, None,
+                 AccountErased(operator, version, keys))
+
+
+async def shred(driver: Any, region: str, account: str,
+                statement_timeout_s: float) -> tuple[int, int, int, int]:
+    """Inside the erasure's transaction: (the account's version, keys destroyed, snapshots
+    dropped, outbox rows rewritten)."""
+    version = int(await driver.fetchval(CURRENT_VERSION, account, timeout=statement_timeout_s))
+    if version == 0:
+        raise InvalidInput("the account has no events in this region")
+    keys = len(await driver.fetch(DESTROY_KEY, account, timeout=statement_timeout_s))
+    snapshots = len(await driver.fetch(DROP_SNAPSHOTS, account, timeout=statement_timeout_s))
+    rewritten = 0
+    for outbox_id, payload in await driver.fetch(OUTBOX_ROWS, enforce_subject(region, account),
+                                                 timeout=statement_timeout_s):
+        command = codec.decode_command(bytes(payload))
+        if command.reason != ERASED:
+            await driver.execute(REWRITE_OUTBOX, outbox_id, codec.encode_command(
+                dataclasses.replace(command, reason=ERASED)), timeout=statement_timeout_s)
+            rewritten += 1
+    return version, keys, snapshots, rewritten
