@@ -11,7 +11,10 @@ not timed; encoding the bodies inside the store is.
                                       [--batch 1000]
 
 Starts its own embedded PostgreSQL unless SAFEGUARDS_DATABASE_URL names a server (a fresh
-database is created on it). Last line: {"events_per_s", "raw_copy_per_s", "ratio"}
+database is created on it). A third pass per repeat runs the store with personal fields left in
+the clear (``seal_personal=False``): ``sealed_vs_unsealed`` is what crypto-shredding's AES-GCM
+and data keys cost the append (issue 14 asks >= 0.8). Last line: {"events_per_s",
+"raw_copy_per_s", "ratio", "unsealed_events_per_s", "sealed_vs_unsealed"}
 """
 
 from __future__ import annotations
@@ -79,9 +82,10 @@ def baseline_rows(rounds: list[list[AppendRequest]]) -> list[tuple[Any, ...]]:
     return rows
 
 
-async def _store_pass(url: str, rounds: list[list[AppendRequest]], args: argparse.Namespace
-                      ) -> float:
-    store = PostgresEventStore(REGION, url, snapshot_every=args.snapshot_every)
+async def _store_pass(url: str, rounds: list[list[AppendRequest]], args: argparse.Namespace,
+                      *, seal: bool = True) -> float:
+    store = PostgresEventStore(REGION, url, snapshot_every=args.snapshot_every,
+                               seal_personal=seal)
     try:
         start = time.perf_counter()
         for batch in rounds:
@@ -113,12 +117,13 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, float]:
     store_times: list[float] = []
     copy_times: list[float] = []
     grouped_times: list[float] = []
+    plain_times: list[float] = []
     try:
         await conn.execute("CREATE TABLE events_copy (LIKE events INCLUDING ALL)")
         for rep in range(args.repeat):
             # The two alternate, so that a noisy neighbour on the machine hits both alike.
             await conn.execute("TRUNCATE events, snapshots, inbox, outbox, feed_counter, "
-                               "events_copy RESTART IDENTITY")
+                               "account_keys, events_copy RESTART IDENTITY")
             await conn.execute("CHECKPOINT")
             store_s = await _store_pass(url, rounds, args)
             stored = await conn.fetchval("SELECT count(*) FROM events")
@@ -142,6 +147,12 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, float]:
             grouped_times.append(time.perf_counter() - start)
             store_times.append(store_s)
             copy_times.append(copy_s)
+            # The same appends with personal fields left in the clear (no data keys, no
+            # AES-GCM): what sealing costs, measured in the same run.
+            await conn.execute("TRUNCATE events, snapshots, inbox, outbox, feed_counter, "
+                               "account_keys RESTART IDENTITY")
+            await conn.execute("CHECKPOINT")
+            plain_times.append(await _store_pass(url, rounds, args, seal=False))
             print(f"pass {rep + 1}: store {total / store_s:,.0f} events/s, "
                   f"raw COPY {total / copy_s:,.0f} events/s, ratio {copy_s / store_s:.2f}")
     finally:
@@ -154,10 +165,15 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, float]:
     print(f"store append_batch (best of {args.repeat}): {events_per_s:,.0f} events/s")
     print(f"raw COPY, one statement (best of {args.repeat}): {raw_per_s:,.0f} events/s")
     print(f"ratio: {events_per_s / raw_per_s:.2f}")
+    plain_per_s = total / min(plain_times)
+    print(f"store append_batch, personal fields in the clear (best of {args.repeat}): "
+          f"{plain_per_s:,.0f} events/s; sealed/plain {events_per_s / plain_per_s:.2f}")
     print(f"(reference: raw COPY in the same {len(groups)} groups, a commit each: "
           f"{total / min(grouped_times):,.0f} events/s)")
     return {"events_per_s": round(events_per_s), "raw_copy_per_s": round(raw_per_s),
-            "ratio": round(events_per_s / raw_per_s, 3)}
+            "ratio": round(events_per_s / raw_per_s, 3),
+            "unsealed_events_per_s": round(plain_per_s),
+            "sealed_vs_unsealed": round(events_per_s / plain_per_s, 3)}
 
 
 def main() -> None:

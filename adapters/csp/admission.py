@@ -17,6 +17,7 @@ key, never the text, to the account's actor.
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import secrets
 import time
@@ -40,6 +41,19 @@ from safeguards.core.prompt_links import prompt_link_key
 # Request ids: a random per-process prefix and a counter (unique without a system call each).
 _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count()
+
+
+_DIGEST_DOMAIN = b"safeguards prompt digest v1\x1f"
+
+
+def prompt_digest(secret: bytes | None, prompt: str) -> str:
+    """The request's ``prompt_sha256``: an HMAC-SHA256 of the scored text under the region's
+    link key (domain-separated from prompt link keys), so that nobody without the key can
+    confirm a guessed short prompt from it; a plain SHA-256 where the region has no key."""
+    data = prompt.encode("utf-8", "surrogatepass")
+    if secret is None:
+        return sha256(data).hexdigest()
+    return hmac.new(secret, _DIGEST_DOMAIN + data, sha256).hexdigest()
 
 
 @dataclass(slots=True)
@@ -73,7 +87,7 @@ class Admission:
         request = GateRequest(caller.account, f"{_ID_PREFIX}{next(_ID_COUNTER):08x}",
                               model=doc["model"], streamed=bool(doc.get("stream", False)),
                               prompt_chars=len(prompt),
-                              prompt_sha256=sha256(prompt.encode()).hexdigest(),
+                              prompt_sha256=prompt_digest(self.link_key, prompt),
                               surface=surface, organization_id=caller.organization_id,
                               project_id=caller.project_id,
                               api_key_fingerprint=caller.api_key_fingerprint, prompt_link=link)
