@@ -18,7 +18,15 @@ listen, a PostgreSQL database per region, and each region's whole service. Then:
   reached us's own store or bus in the clear (content on the bus is sealed);
 - ``hopper_harmful_served``: the region-hopper persona (one account alternating between the us
   and eu proxies) run against the stack, harmful completions served before L3;
-- ``erased_plaintext_found``: null, erasure by crypto-shredding is not built yet.
+- ``erased_plaintext_found``: one us account sends requests naming an organisation, a project
+  and an API key through the us proxy, and an operator note is added to its history; once the
+  stack has stopped it is erased (``PostgresEventStore.erase``, what ``ops erase`` runs) and each
+  of its personal field values (``core.erasure``: digests, ids, link keys, free text, read from
+  its history before the erasure) is searched for, as plaintext bytes, in us's database: event
+  bodies and ids, outbox payloads and subjects, snapshots, inbox keys, key rows, and the dead
+  letters the auditor saw on us's bus. Each hit counts (``erased_values_searched`` says how many
+  values were looked for, ``erased_plaintext_where`` where hits were). Stream keys are not
+  searched: the account id stays, and an organisation's or API key's own history keeps its key.
 
 Ends with one JSON line: ``{"cross_region_publish_refused", "cross_region_subscribe_refused",
 "foreign_writes_refused", "canary_leaks", "erased_plaintext_found", "hopper_harmful_served",
@@ -34,6 +42,7 @@ import os
 import secrets
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +61,10 @@ from safeguards.adapters.bus.nats_auth import (
 )
 from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
 from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.core.erasure import PERSONAL_FIELDS
 from safeguards.core.errors import ResidencyViolation
+from safeguards.core.events import OperatorActionTaken
+from safeguards.core.ports import AppendRequest
 from safeguards.regions.config import RegionConfig
 from safeguards.regions.stack import region_stores, running_stack
 from safeguards.simulations.personas import load_personas
@@ -60,7 +72,7 @@ from safeguards.simulations.session import simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 from bus_support import refused_by_server
-from store_events import make_request
+from store_events import make_event, make_request
 
 HOME, OTHER = "us", "eu"
 # eu's subject families, as a us process would have to name them to reach eu
@@ -130,6 +142,57 @@ async def found_in_database(url: str, canary: bytes) -> int:
         await conn.close()
 
 
+ERASED_ACCOUNT = "acct-erase-0"
+
+
+async def erasable_traffic(proxy: str) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        for i in range(4):
+            body = {"model": "m", "max_tokens": 16, "messages": [
+                {"role": "user", "content": f"plan the team offsite, day {i}"}]}
+            response = await http.post(proxy + "/v1/messages", json=body, headers={
+                "anthropic-version": "2023-06-01", "x-csp-account-id": ERASED_ACCOUNT,
+                "x-csp-organization-id": "org-erase-4f1c", "x-csp-project-id": "proj-erase-9a",
+                "x-csp-api-key-id": "key-erase-77b2"})
+            response.raise_for_status()
+
+
+async def erased_plaintext(url: str, dead_letters: list[bytes]) -> tuple[dict[str, int], int]:
+    """(hits by where they were found, values searched) for the erased account's personal
+    values after erasure."""
+    async with PostgresEventStore(HOME, url) as store:
+        history = await store.history(ERASED_ACCOUNT)
+        note = make_event(ERASED_ACCOUNT, HOME, len(history) + 1, body=OperatorActionTaken(
+            "bench-op", "note", None, None, "customer ticket 88213: asked about the offsite"))
+        await store.append(AppendRequest(ERASED_ACCOUNT, len(history), (note,)))
+        values = {str(getattr(e.body, name)) for e in [*history, note]
+                  for name in PERSONAL_FIELDS.get(e.type, ())
+                  if getattr(e.body, name, None) is not None}
+        await store.erase(ERASED_ACCOUNT, "bench-op", datetime.now(UTC))
+    conn = await asyncpg.connect(url)
+    where: dict[str, int] = {}
+    try:
+        for value in sorted(values):
+            needle = value.encode()
+            for table, column in (("events", "body"), ("outbox", "payload"),
+                                  ("snapshots", "state"), ("account_keys", "wrapped")):
+                n = await conn.fetchval(
+                    f"SELECT count(*) FROM {table} WHERE position($1::bytea in {column}) > 0",
+                    needle)
+                where[f"{table}.{column}"] = where.get(f"{table}.{column}", 0) + n
+            for table, column in (("events", "event_id"), ("events", "causation_id"),
+                                  ("events", "correlation_id"), ("outbox", "subject"),
+                                  ("inbox", "inbox_key")):
+                n = await conn.fetchval(
+                    f"SELECT count(*) FROM {table} WHERE position($1 in {column}) > 0", value)
+                where[f"{table}.{column}"] = where.get(f"{table}.{column}", 0) + n
+            where["dead_letters"] = where.get("dead_letters", 0) + sum(
+                needle in data for data in dead_letters)
+    finally:
+        await conn.close()
+    return {k: v for k, v in where.items() if v}, len(values)
+
+
 async def run(tmp: Path) -> dict[str, Any]:
     os.environ["SAFEGUARDS_STATE_DIR"] = str(tmp / "keys")
     identities = make_identities((HOME, OTHER))
@@ -158,6 +221,7 @@ async def run(tmp: Path) -> dict[str, Any]:
 
             await listener.subscribe(">", cb=keep)
             await canary_through(endpoints.regions[HOME].proxy_url, canary)
+            await erasable_traffic(endpoints.regions[HOME].proxy_url)
             hopper = [p for p in load_personas() if p.name == "region_hopper"]
             async with region_stores(endpoints) as stores:
                 result = await simulate(hopper, {r: e.proxy_url for r, e in
@@ -165,6 +229,9 @@ async def run(tmp: Path) -> dict[str, Any]:
                                         dict(stores), run_id="residency", show_progress=False)
             await listener.close()
         writes = await foreign_writes(configs)
+        erased_hits, erased_values = await erased_plaintext(
+            configs[HOME].database_url,
+            [data for subject, data in seen if subject.startswith(f"sg.{HOME}.dlq.")])
         token = canary.encode()
         leaks_bus = sum(token in data for subject, data in seen
                         if subject.startswith(f"sg.{OTHER}."))
@@ -175,11 +242,13 @@ async def run(tmp: Path) -> dict[str, Any]:
         "cross_region_subscribe_refused": "{}/{}".format(*figures["subscribe"]),
         "foreign_writes_refused": "{}/{}".format(*writes),
         "canary_leaks": leaks_bus + leaks_db,
-        "erased_plaintext_found": None,
+        "erased_plaintext_found": sum(erased_hits.values()),
         "hopper_harmful_served": result.personas[0].max_harmful_served,
         "canary_in_us_store": in_us_store,
         "canary_on_us_bus": sum(token in data for subject, data in seen
                                 if subject.startswith(f"sg.{HOME}.")),
+        "erased_values_searched": erased_values,
+        "erased_plaintext_where": erased_hits,
         "messages_audited": len(seen),
         # the canary's own content messages, seen sealed (what makes "no canary" mean something)
         "us_content_messages_audited": sum(subject.startswith(f"sg.{HOME}.content.")

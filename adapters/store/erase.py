@@ -20,7 +20,7 @@ from typing import Any
 
 from safeguards.core import codec
 from safeguards.core.erasure import ERASED, AccountErased
-from safeguards.core.errors import InvalidInput
+from safeguards.core.errors import CodecError, InvalidInput
 from safeguards.core.events import Event
 from safeguards.core.ids import derive_id
 from safeguards.core.subjects import enforce_subject
@@ -30,6 +30,21 @@ DROP_SNAPSHOTS = "DELETE FROM snapshots WHERE account_id = $1 RETURNING version"
 CURRENT_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE account_id = $1"
 OUTBOX_ROWS = "SELECT id, payload FROM outbox WHERE subject = $1"
 REWRITE_OUTBOX = "UPDATE outbox SET payload = $2 WHERE id = $1"
+# Published rows that may forward the account's signals to an aggregate (prefiltered by the
+# account id's bytes; ``forwards`` decides).
+FORWARDED = ("SELECT id, payload FROM outbox WHERE published_at IS NOT NULL AND subject <> $1 "
+             "AND position($2::bytea in payload) > 0")
+DELETE_OUTBOX = "DELETE FROM outbox WHERE id = ANY($1::int8[])"
+
+
+def forwards(payload: bytes, account: str) -> bool:
+    """Whether an outbox message forwards ``account``'s link or score to an aggregate's
+    history (its envelope names the aggregate, its body the member)."""
+    try:
+        signal = codec.decode_signal(payload)
+    except CodecError:
+        return False
+    return getattr(signal.observation, "member_account", None) == account
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +54,7 @@ class Erasure:
     tombstone_version: int
     keys_destroyed: int
     snapshots_dropped: int
-    outbox_rewritten: int
+    outbox_rewritten: int  # commands' reasons blanked, and published forwards deleted
 
 
 def tombstone(account: str, region: str, version: int, operator: str, keys: int,
@@ -66,4 +81,9 @@ async def shred(driver: Any, region: str, account: str,
             await driver.execute(REWRITE_OUTBOX, outbox_id, codec.encode_command(
                 dataclasses.replace(command, reason=ERASED)), timeout=statement_timeout_s)
             rewritten += 1
-    return version, keys, snapshots, rewritten
+    forwarded = [row[0] for row in await driver.fetch(
+        FORWARDED, enforce_subject(region, account), account.encode("utf-8"),
+        timeout=statement_timeout_s) if forwards(bytes(row[1]), account)]
+    if forwarded:
+        await driver.execute(DELETE_OUTBOX, forwarded, timeout=statement_timeout_s)
+    return version, keys, snapshots, rewritten + len(forwarded)

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from safeguards.adapters.store.bodies import BodyPacker
 from safeguards.adapters.store.chain_keys import chain_row, load_chain_key
-from safeguards.adapters.store.erase import Erasure, tombstone
+from safeguards.adapters.store.erase import Erasure, forwards, tombstone
 from safeguards.adapters.store.reviews import REVIEW_TYPES, open_review
 from safeguards.adapters.store.sealing import (
     DataKey,
@@ -203,6 +203,10 @@ class InMemoryEventStore:
                 entry.pending = dataclasses.replace(entry.pending, message=dataclasses.replace(
                     message, payload=payload))
                 rewritten += 1
+        for outbox_id in [i for i, entry in self._outbox.items() if entry.published
+                          and forwards(entry.pending.message.payload, account_id)]:
+            del self._outbox[outbox_id]
+            rewritten += 1
         version = len(stream.events)
         event = tombstone(account_id, self._region, version, operator, keys, now)
         request = AppendRequest(account_id, version, (event,))

@@ -18,7 +18,7 @@ from safeguards.adapters.store.chain_keys import load_chain_key
 from safeguards.adapters.store.keys import InMemoryFieldSealer, PostgresFieldSealer
 from safeguards.adapters.store.sealing import Sealing
 from safeguards.core.chain import verify
-from safeguards.core.codec import decode_command, encode_command
+from safeguards.core.codec import decode_command, encode_command, encode_signal
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.erasure import ERASED, AccountErased, erased_names
 from safeguards.core.errors import InvalidInput, SealBroken
@@ -28,9 +28,11 @@ from safeguards.core.events import (
     EnforcementChanged,
     Event,
     EventBody,
+    MemberLinked,
     OperatorActionTaken,
     RequestObserved,
     ScoreRecorded,
+    Signal,
     StrikeRecorded,
 )
 from safeguards.core.ports import AppendRequest, FieldSealer, OutboxMessage
@@ -154,9 +156,18 @@ async def test_erase_keeps_the_history_working_and_shows_who(store: StoreUnderTe
     await store.save_snapshot(await store.load("acct-e"))
     when = T0 + timedelta(days=3)
 
+    # a published message that forwarded its link to its organisation's history
+    forward = Signal("fwd-1", "org:" + ORG, store.region, T0, "k",
+                     MemberLinked("acct-e", "organization", "r1"))
+    await store.append(AppendRequest("acct-f", 0, (make_event("acct-f", store.region, 1),),
+                                     outbox=(OutboxMessage("fwd-1", f"sg.{store.region}.acct.1.o",
+                                                           encode_signal(forward)),)))
+    await store.mark_published_messages(["fwd-1"])
+
     done = await store.erase("acct-e", "alice", when)
     assert (done.erased_through, done.tombstone_version, done.keys_destroyed) == (8, 9, 1)
-    assert done.snapshots_dropped >= 1 and done.outbox_rewritten == 1
+    assert done.snapshots_dropped >= 1 and done.outbox_rewritten == 2
+    assert [m.message_id for m in await store.latest_published(100)] == []
 
     after = await store.history("acct-e")
     assert [e.version for e in after] == list(range(1, 10))
