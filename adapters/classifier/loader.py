@@ -137,12 +137,12 @@ class LoadedModel:
         return np.asarray(out, dtype=np.float64)
 
     def _run_tokens(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        if self.cascade is not None:
-            return self.cascade.run(ids, mask)
         inp = self.manifest.input
         feed: dict[str, Any] = {inp.name: ids}
         if inp.attention_mask:
             feed[inp.attention_mask] = mask
+        if self.cascade is not None:
+            return self.cascade.run(feed, mask)
         return self._run(feed)
 
     def _token_feed(self, texts: Sequence[str]) -> dict[str, Any]:

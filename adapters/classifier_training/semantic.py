@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 SEMANTIC_LAYERS = 12
 BENIGN_CAP = 15_000
 C = 0.3
-TUNED_WEIGHT = 0.7
+TUNED_WEIGHT = 0.8
 # Categories of form, not topic, keep the tuned tower's logit as it is: a prompt injection is
 # recognised by what it asks the model to do, and the semantic heads' jailbreak column is
 # weak (0.15 recall at 1 % benign FPR alone) and dilutes an injection hidden after 20,000

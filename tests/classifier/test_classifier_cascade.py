@@ -67,7 +67,8 @@ def test_escalating_every_window_equals_the_blended_graph(seed: int, rows: int) 
                                  providers=["CPUExecutionProvider"])
     [expected] = whole.run(["logits"], {"input_ids": ids, "attention_mask": mask})
     runner = _runner(trained)
-    np.testing.assert_allclose(runner.run(ids, mask), expected, rtol=1e-4, atol=1e-4)
+    out = runner.run({"input_ids": ids, "attention_mask": mask}, mask)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
     assert runner.stats.escalated == rows
 
 
@@ -82,7 +83,7 @@ def test_windows_below_the_gate_keep_the_stand_in_and_the_rest_are_escalated(
     screened = blend.screen(tuned)[:, blend.blended].max(axis=1)
     gate = float(np.median(screened))
     runner = _runner(_trained(seed, gate))
-    out = runner.run(ids, mask)
+    out = runner.run({"input_ids": ids, "attention_mask": mask}, mask)
     escalated = screened >= np.float32(gate)
     np.testing.assert_allclose(out[~escalated], blend.screen(tuned)[~escalated], atol=1e-4)
     np.testing.assert_allclose(out[escalated], blend.combine(tuned, semantic)[escalated],

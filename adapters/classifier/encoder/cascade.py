@@ -97,9 +97,8 @@ class CascadeRunner:
         self.screen_session, self.semantic_session, self.blend = screen, semantic, blend
         self.stats = CascadeStats()
 
-    def _screen(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tuned, hidden = self.screen_session.run(
-            [LOGITS, SHARED_HIDDEN], {"input_ids": ids, "attention_mask": mask})
+    def _screen(self, feed: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        tuned, hidden = self.screen_session.run([LOGITS, SHARED_HIDDEN], dict(feed))
         return np.asarray(tuned, np.float64), hidden
 
     def _semantic(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -109,11 +108,13 @@ class CascadeRunner:
                          "attention_mask": np.ascontiguousarray(mask[:, :width])})[0]
         return np.asarray(out, np.float64)
 
-    def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        tuned, hidden = self._screen(ids, mask)
+    def run(self, feed: Mapping[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+        """Blended logits of one batch of windows: ``feed`` is the screening graph's input (token
+        ids and mask under the manifest's names), ``mask`` the attention mask itself."""
+        tuned, hidden = self._screen(feed)
         out = self.blend.screen(tuned)
         escalate = self.blend.escalate(tuned)
-        self.stats.windows += len(ids)
+        self.stats.windows += len(mask)
         if escalate.any():
             self.stats.escalated += int(escalate.sum())
             out[escalate] = self.blend.combine(
@@ -123,5 +124,5 @@ class CascadeRunner:
     def towers(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Both towers' logits for every window, escalated or not (training sets the gate and
         calibrates from these)."""
-        tuned, hidden = self._screen(ids, mask)
+        tuned, hidden = self._screen({"input_ids": ids, "attention_mask": mask})
         return tuned, self._semantic(hidden, mask)
