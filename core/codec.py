@@ -57,6 +57,16 @@ _COMMAND_CODEC = DataclassCodec(EnforcementCommand)
 
 # --- records that carry text: content for scoring and synchronous classification -------------
 
+def _pack(obj: object, *, use_bin_type: bool = True) -> bytes:
+    """msgpack bytes; a text field that is not valid Unicode (a lone surrogate, which JSON
+    escapes can produce) is the typed MalformedEnvelope, never a UnicodeEncodeError."""
+    try:
+        packed: bytes = msgpack.packb(obj, use_bin_type=use_bin_type)
+    except UnicodeEncodeError:
+        raise MalformedEnvelope("a text field is not valid Unicode (lone surrogate)") from None
+    return packed
+
+
 CONTENT_MAX_BYTES = 1024 * 1024
 _RECORD_CODECS: dict[str, DataclassCodec] = {
     cls.__name__: DataclassCodec(cls) for cls in (ContentItem, ClassifyRequest, ClassifyReply)
@@ -66,7 +76,7 @@ R = TypeVar("R", ContentItem, ClassifyRequest, ClassifyReply)
 
 def encode_record(record: ContentItem | ClassifyRequest | ClassifyReply) -> bytes:
     name = type(record).__name__
-    packed: bytes = msgpack.packb(
+    packed: bytes = _pack(
         {"t": name, "sv": 1, "b": _RECORD_CODECS[name].encode(record)}, use_bin_type=True
     )
     return packed
@@ -90,7 +100,7 @@ _STATE_CODEC = DataclassCodec(AccountState)
 
 
 def encode_state(state: AccountState) -> bytes:
-    packed: bytes = msgpack.packb(
+    packed: bytes = _pack(
         {"fold": FOLD_VERSION, "s": _STATE_CODEC.encode(state)}, use_bin_type=True
     )
     return packed
@@ -121,7 +131,7 @@ def decode_body(type_name: str, schema_version: int, body: Any) -> EventBody:
 
 
 def pack_body(body: EventBody) -> bytes:
-    packed: bytes = msgpack.packb(encode_body(body), use_bin_type=True)
+    packed: bytes = _pack(encode_body(body), use_bin_type=True)
     return packed
 
 
@@ -202,7 +212,7 @@ def event_to_wire(event: Event) -> dict[str, Any]:
 
 
 def encode_event(event: Event) -> bytes:
-    packed: bytes = msgpack.packb(event_to_wire(event), use_bin_type=True)
+    packed: bytes = _pack(event_to_wire(event), use_bin_type=True)
     return packed
 
 
@@ -240,7 +250,7 @@ def encode_signal(signal: Signal) -> bytes:
         "o": None if obs is None else {"t": obs.TYPE, "sv": obs.SCHEMA_VERSION,
                                        "b": encode_body(obs)},
     }
-    packed: bytes = msgpack.packb(env, use_bin_type=True)
+    packed: bytes = _pack(env, use_bin_type=True)
     return packed
 
 
@@ -289,7 +299,7 @@ def _envelope_id(env: dict[str, Any], key: str, *, min_len: int = 1) -> str:
 def encode_command(command: EnforcementCommand) -> bytes:
     env = {"t": "EnforcementCommand", "sv": COMMAND_SCHEMA_VERSION,
            "b": _COMMAND_CODEC.encode(command)}
-    packed: bytes = msgpack.packb(env, use_bin_type=True)
+    packed: bytes = _pack(env, use_bin_type=True)
     return packed
 
 

@@ -26,6 +26,7 @@ from safeguards.core.codec import decode_command, encode_signal
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.events import (
     AccountLinked,
+    AggregateEnforced,
     EnforcementChanged,
     RequestObserved,
     ScoreRecorded,
@@ -214,7 +215,8 @@ async def test_a_flagged_prompt_is_forwarded_to_its_own_history_once_per_account
     """Three accounts send the same prompt (one link key) and the classifier flags it; a fourth
     sends another prompt, scored benign. Each flagged account is linked to the prompt and its
     score forwarded through the outbox (signed as a producer: the node checks every input), so
-    the prompt's own history counts all three and refuses the prompt; the benign one has none."""
+    the prompt's own history counts all three and refuses the prompt; the benign one has none.
+    Once the prompt is enforced, each of its members hears of it (the linked level)."""
     region = region_name()
     js = nc.jetstream()
     store = await make_store(region)
@@ -243,7 +245,8 @@ async def test_a_flagged_prompt_is_forwarded_to_its_own_history_once_per_account
     async with anyio.create_task_group() as tg:
         await tg.start(node.run)
         await publish_signals(js, region, P, signals)
-        await wait_until(lambda: node.metrics.committed == len(signals) + 3)
+        # the signals, the three forwarded scores, and the three members told of the enforcement
+        await wait_until(lambda: node.metrics.committed == len(signals) + 6)
         await wait_until(lambda: bool(refused))
         node.request_stop()
     assert node.metrics.dead_lettered == 0
@@ -255,6 +258,9 @@ async def test_a_flagged_prompt_is_forwarded_to_its_own_history_once_per_account
         linked = [e.body for e in await store.history(account)
                   if isinstance(e.body, AccountLinked)]
         assert [(b.link, b.aggregate) for b in linked] == [("prompt", "prompt:" + harmful)]
+        told = [e.body for e in await store.history(account)
+                if isinstance(e.body, AggregateEnforced)]
+        assert [(b.aggregate, b.level >= 2) for b in told] == [("prompt:" + harmful, True)]
     assert not [e for e in await store.history("fresh-4") if isinstance(e.body, AccountLinked)]
     assert await store.history("prompt:" + benign) == []
     assert await store.pending_outbox(10) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from datetime import UTC, datetime
 
 import msgpack
@@ -40,6 +41,13 @@ def test_event_round_trip(event: Event) -> None:
 @given(signals)
 def test_signal_round_trip(signal: Signal) -> None:
     assert codec.decode_signal(codec.encode_signal(signal)) == signal
+
+
+@given(signals, st.sampled_from(["\ud800", "a\udfff", "\udc80b"]))
+def test_a_lone_surrogate_is_a_typed_error_not_a_unicode_error(signal: Signal,
+                                                               bad: str) -> None:
+    with pytest.raises(MalformedEnvelope, match="lone surrogate"):
+        codec.encode_signal(dataclasses.replace(signal, correlation_id=bad))
 
 
 @given(commands)
