@@ -33,7 +33,7 @@ operating points (figures in ``DATA_SOURCES.md``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,24 +93,32 @@ class Embedder:
             per.setdefault(o, []).append(k)
         keep = sorted(k for ks in per.values()
                       for k in ks[:WINDOWS_PER_ROW] + ks[WINDOWS_PER_ROW:][-1:])
-        order = sorted(keep, key=lambda k: len(wins[k]))
         out = np.zeros((len(wins), self.hidden), np.float32)
-        for start in range(0, len(order), BATCH):
-            chunk = order[start : start + BATCH]
-            width = max(len(wins[k]) for k in chunk)
-            ids = np.zeros((len(chunk), width), np.int64)
-            mask = np.zeros_like(ids)
-            for i, k in enumerate(chunk):
-                ids[i, : len(wins[k])] = wins[k]
-                mask[i, : len(wins[k])] = 1
+        for chunk, ids, mask in padded_batches(wins, keep):
             out[chunk] = self.session.run([EMBEDDING], {"input_ids": ids,
                                                         "attention_mask": mask})[0]
-            if start % (BATCH * 100) == 0:
-                log.info("embedded %d of %d windows", start, len(order))
         kept = np.asarray(keep)
         emb = out[kept]
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         return emb, np.asarray(owners)[kept]
+
+
+def padded_batches(wins: Sequence[Sequence[int]], keep: Iterable[int],
+                   ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+    """The windows ``keep`` (indices into ``wins``), shortest first, as padded batches: each
+    batch's indices, token ids and attention mask."""
+    order = sorted(keep, key=lambda k: len(wins[k]))
+    for start in range(0, len(order), BATCH):
+        chunk = order[start : start + BATCH]
+        width = max(len(wins[k]) for k in chunk)
+        ids = np.zeros((len(chunk), width), np.int64)
+        mask = np.zeros_like(ids)
+        for i, k in enumerate(chunk):
+            ids[i, : len(wins[k])] = wins[k]
+            mask[i, : len(wins[k])] = 1
+        if start % (BATCH * 100) == 0:
+            log.info("read %d of %d windows", start, len(order))
+        yield chunk, ids, mask
 
 
 def training_rows(fit: Sequence[Record], seed: int) -> list[Record]:
@@ -226,22 +234,12 @@ def window_towers(model: LoadedModel, texts: Sequence[str],
     each window's text index."""
     assert model.cascade is not None and model._windows is not None
     wins, owners = model._windows.windows(texts)
-    order = sorted(range(len(wins)), key=lambda k: len(wins[k]))
     tuned: np.ndarray | None = None
     semantic: np.ndarray | None = None
-    for start in range(0, len(order), BATCH):
-        chunk = order[start : start + BATCH]
-        width = max(len(wins[k]) for k in chunk)
-        ids = np.zeros((len(chunk), width), np.int64)
-        mask = np.zeros_like(ids)
-        for i, k in enumerate(chunk):
-            ids[i, : len(wins[k])] = wins[k]
-            mask[i, : len(wins[k])] = 1
+    for chunk, ids, mask in padded_batches(wins, range(len(wins))):
         t, s = model.cascade.towers(ids, mask)
         if tuned is None or semantic is None:
             tuned, semantic = np.zeros((len(wins), t.shape[1])), np.zeros((len(wins), t.shape[1]))
         tuned[chunk], semantic[chunk] = t, s
-        if start % (BATCH * 100) == 0:
-            log.info("scored %d of %d windows", start, len(order))
     assert tuned is not None and semantic is not None
     return tuned, semantic, np.asarray(owners)

@@ -87,3 +87,31 @@ def test_tuned_only_columns_keep_the_tuned_logit() -> None:
                        tuned_only=[0])
     assert (b["blend.tuned"][0], b["blend.semantic"][0], b["blend.bias"][0]) == (1, 0, 0)
     assert b["blend.semantic"][1] > 0
+
+
+def test_padded_batches_keep_the_chosen_windows_shortest_first_with_their_masks() -> None:
+    wins = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]]
+    batches = list(semantic.padded_batches(wins, [0, 1, 3]))
+    chunks = [k for chunk, _, _ in batches for k in chunk]
+    assert chunks == [1, 0, 3]  # window 2 was not asked for
+    for chunk, ids, mask in batches:
+        for row, k in enumerate(chunk):
+            assert list(ids[row, : len(wins[k])]) == wins[k]
+            assert mask[row].sum() == len(wins[k]) and not ids[row, len(wins[k]):].any()
+
+
+def test_cascade_rows_blend_only_the_windows_at_the_gate() -> None:
+    labels = 3
+    b = semantic.blend(np.random.default_rng(1).normal(0, 1, (40, labels)),
+                       np.random.default_rng(2).normal(0, 1, (40, 2)), labels=labels)
+    tuned = np.array([[-3.0, -3.0, 0.0], [3.0, -3.0, 0.0], [-3.0, -3.0, 5.0]])
+    sem_logits = np.array([[9.0, 9.0, 0.0], [9.0, 9.0, 0.0], [9.0, 9.0, 0.0]])
+    trained = {**b, "cascade.gate": np.array([0.0], np.float32)}
+    rows, share = semantic.cascade_rows(trained, tuned, sem_logits, np.array([0, 1, 1]), 2)
+    # window 0 is below the gate: the semantic reading (9) does not count; window 1 is above
+    screened = tuned * b["blend.tuned"] + b["cascade.fill"] * b["blend.semantic"] \
+        + b["blend.bias"]
+    blended = tuned * b["blend.tuned"] + sem_logits * b["blend.semantic"] + b["blend.bias"]
+    np.testing.assert_allclose(rows[0], screened[0], rtol=1e-5)
+    np.testing.assert_allclose(rows[1], np.maximum(blended[1], screened[2]), rtol=1e-5)
+    assert share == 1 / 3  # the tuned-only label (2) never escalates a window
