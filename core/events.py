@@ -365,3 +365,10 @@ class Signal:
     occurred_at: datetime
     correlation_id: str
     observation: Observation | None = field(default=None)
+
+    def sent_on(self, signal_id: str, account_id: str, observation: Observation) -> Signal:
+        """A signal this one's decision sends to another history through the outbox (a score
+        forwarded to a prompt, a link to an organisation, an enforcement to a member): same
+        region, time and correlation; ``signal_id`` derives from its causes."""
+        return Signal(signal_id, account_id, self.region, self.occurred_at, self.correlation_id,
+                      observation)

@@ -49,14 +49,8 @@ def forwarded_signals(before: AccountState, signal: Signal, events: Sequence[Eve
 def member_links(signal: Signal, events: Sequence[Event]) -> list[Signal]:
     """A ``MemberLinked`` to each organisation or API key the decision linked the account to."""
     return [
-        Signal(
-            signal_id=derive_id("member", signal.signal_id, e.body.aggregate),
-            account_id=e.body.aggregate,
-            region=signal.region,
-            occurred_at=signal.occurred_at,
-            correlation_id=signal.correlation_id,
-            observation=MemberLinked(signal.account_id, e.body.link, e.body.request_id),
-        )
+        signal.sent_on(derive_id("member", signal.signal_id, e.body.aggregate), e.body.aggregate,
+                       MemberLinked(signal.account_id, e.body.link, e.body.request_id))
         for e in events
         if isinstance(e.body, AccountLinked) and e.body.link != "prompt"
     ]
@@ -79,14 +73,8 @@ def enforced_members(before: AccountState, signal: Signal, events: Sequence[Even
         m for m in after.member_accounts if m not in known)
     level = AggregateEnforced(after.account_id, after.level, after.level_rule, after.level_version)
     return [
-        Signal(
-            signal_id=derive_id("linked", after.account_id, member, str(after.level_version)),
-            account_id=member,
-            region=signal.region,
-            occurred_at=signal.occurred_at,
-            correlation_id=signal.correlation_id,
-            observation=level,
-        )
+        signal.sent_on(derive_id("linked", after.account_id, member, str(after.level_version)),
+                       member, level)
         for member in told
         if _reachable(member)
     ]

@@ -60,14 +60,8 @@ def forwarded_scores(signal: Signal, events: Sequence[Event]) -> list[Signal]:
     if not isinstance(score, ScoreRecorded):
         return []
     return [
-        Signal(
-            signal_id=derive_id("forward", signal.signal_id, e.body.aggregate),
-            account_id=e.body.aggregate,
-            region=signal.region,
-            occurred_at=signal.occurred_at,
-            correlation_id=signal.correlation_id,
-            observation=dataclasses.replace(score, member_account=signal.account_id),
-        )
+        signal.sent_on(derive_id("forward", signal.signal_id, e.body.aggregate), e.body.aggregate,
+                       dataclasses.replace(score, member_account=signal.account_id))
         for e in events
         if isinstance(e.body, AccountLinked) and e.body.link == "prompt"
     ]

@@ -195,9 +195,7 @@ def cascade_rows(trained: Mapping[str, np.ndarray], tuned: np.ndarray, semantic:
     logits from both towers given), and the share of windows escalated."""
     blend_ = Blend.from_trained(trained)
     assert blend_ is not None
-    out = blend_.screen(tuned)
-    escalate = blend_.escalate(tuned)
-    out[escalate] = blend_.combine(tuned[escalate], semantic[escalate])
+    out, escalate = blend_.apply(tuned, lambda rows: semantic[rows])
     return row_max(out, owners, n), float(escalate.mean()) if escalate.size else 0.0
 
 

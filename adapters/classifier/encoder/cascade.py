@@ -18,7 +18,7 @@ its doubtful windows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,16 +71,27 @@ class Blend:
         out: np.ndarray = tuned * self.tuned + self.fill * self.semantic + self.bias
         return out
 
-    def escalate(self, tuned: np.ndarray) -> np.ndarray:
-        """Which windows (rows) the semantic tower must read."""
+    def escalate(self, screened: np.ndarray) -> np.ndarray:
+        """Which windows (rows) the semantic tower must read, from their screened logits."""
         cols = self.blended
         if cols.size == 0:
-            return np.zeros(tuned.shape[0], bool)
-        return np.asarray(self.screen(tuned)[:, cols].max(axis=1) >= self.gate)
+            return np.zeros(screened.shape[0], bool)
+        return np.asarray(screened[:, cols].max(axis=1) >= self.gate)
 
     def combine(self, tuned: np.ndarray, semantic: np.ndarray) -> np.ndarray:
         out: np.ndarray = tuned * self.tuned + semantic * self.semantic + self.bias
         return out
+
+    def apply(self, tuned: np.ndarray, read_semantic: Callable[[np.ndarray], np.ndarray],
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """The cascade over a batch of windows' tuned logits: blended logits, and which windows
+        were escalated. ``read_semantic(escalated)`` gives the semantic logits of the escalated
+        rows (the served graph runs them; training reads them from both towers' readings)."""
+        out = self.screen(tuned)
+        escalate = self.escalate(out)
+        if escalate.any():
+            out[escalate] = self.combine(tuned[escalate], read_semantic(escalate))
+        return out, escalate
 
 
 @dataclass
@@ -112,13 +123,10 @@ class CascadeRunner:
         """Blended logits of one batch of windows: ``feed`` is the screening graph's input (token
         ids and mask under the manifest's names), ``mask`` the attention mask itself."""
         tuned, hidden = self._screen(feed)
-        out = self.blend.screen(tuned)
-        escalate = self.blend.escalate(tuned)
+        out, escalate = self.blend.apply(
+            tuned, lambda rows: self._semantic(hidden[rows], mask[rows]))
         self.stats.windows += len(mask)
-        if escalate.any():
-            self.stats.escalated += int(escalate.sum())
-            out[escalate] = self.blend.combine(
-                tuned[escalate], self._semantic(hidden[escalate], mask[escalate]))
+        self.stats.escalated += int(escalate.sum())
         return out
 
     def towers(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
