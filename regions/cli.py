@@ -16,6 +16,9 @@ def register(sub: Any) -> None:
                      help="where the embedded servers keep their data (default: ./var)")
     run.add_argument("--regions", default=",".join(DEFAULT_REGIONS),
                      help="comma-separated region names (default: us,eu)")
+    run.add_argument("--nats-servers", type=int, choices=(1, 3), default=3,
+                     help="3 (default): a three-node JetStream cluster per region, R3 streams; "
+                          "1: one nats-server for all regions (lighter, nothing replicated)")
     run.set_defaults(handler=_run)
 
 
@@ -26,5 +29,5 @@ def _run(args: argparse.Namespace) -> int:
 
     regions = tuple(r.strip() for r in args.regions.split(",") if r.strip())
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(run_embedded, args.data_dir.resolve(), regions)
+        anyio.run(run_embedded, args.data_dir.resolve(), regions, args.nats_servers)
     return 0

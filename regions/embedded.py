@@ -2,11 +2,16 @@
 
 ``embedded_infrastructure`` starts NATS (JetStream) and one PostgreSQL per region, each on a free
 port with its own data directory, unless the environment names servers to use instead:
-``SAFEGUARDS_NATS_URL``; ``SAFEGUARDS_DATABASE_URL_<REGION>`` for one region's database; or
+``SAFEGUARDS_NATS_URL`` (one server, or a cluster's servers comma-separated);
+``SAFEGUARDS_DATABASE_URL_<REGION>`` for one region's database; or
 ``SAFEGUARDS_DATABASE_URL``, a server on which each region gets its own database
 (``safeguards_<region>``), so that no two regions ever share one. The NATS it starts admits
 no one but the regions' role identities (``bus.nats_auth``: gate, node, classifier, operator
 per region, keys in the state folder), each allowed only its own region's subjects.
+``nats_servers=3`` gives each region a three-node JetStream cluster of its own instead
+(``nats_cluster``: routes on loopback, R3 streams, every write fsynced before its ack), admitting
+only that region's identities; 1 starts one server for all regions (lighter, nothing
+replicated). ``safeguards run`` starts clusters unless told ``--nats-servers 1``.
 
 ``run_embedded`` (``safeguards run``) then starts the model stand-in and each region's whole
 service (two actor nodes, the classifier adapter, the inline proxy) in its own process, prints
@@ -26,6 +31,7 @@ import anyio
 
 from safeguards.adapters.bus.nats_auth import make_identities, server_authorization
 from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
+from safeguards.adapters.embedded.nats_cluster import EmbeddedNatsCluster
 from safeguards.regions.config import RegionConfig, env_override
 
 
@@ -44,20 +50,32 @@ async def _database_on(server_url: str, name: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def embedded_infrastructure(data_dir: Path, regions: tuple[str, ...]
-                                  ) -> AsyncIterator[list[RegionConfig]]:
-    """NATS and a PostgreSQL database per region, embedded unless the environment names them."""
+async def embedded_infrastructure(data_dir: Path, regions: tuple[str, ...], *,
+                                  nats_servers: int = 1) -> AsyncIterator[list[RegionConfig]]:
+    """NATS and a PostgreSQL database per region, embedded unless the environment names them;
+    ``nats_servers``: 1 (one server for every region) or 3 (a cluster per region)."""
     with contextlib.ExitStack() as stack:
-        nats_url = env_override("SAFEGUARDS_NATS_URL")
-        if nats_url is None:
+        shared_nats = env_override("SAFEGUARDS_NATS_URL")
+        nats_urls: dict[str, str] = {}
+        if shared_nats is None and nats_servers > 1:
+            for region in regions:  # a region's cluster admits only that region's roles
+                cluster = EmbeddedNatsCluster(
+                    data_dir / f"nats-{region}", size=nats_servers, name=f"sg-{region}",
+                    authorization=server_authorization(make_identities((region,))))
+                stack.callback(cluster.close)
+                await anyio.to_thread.run_sync(cluster.start)
+                nats_urls[region] = cluster.url
+        elif shared_nats is None:
             # Our own server admits only the regions' role identities, each to its own subjects
             nats = EmbeddedNats(data_dir / "nats", authorization=server_authorization(
                 make_identities(regions)))
             stack.callback(nats.close)
             await anyio.to_thread.run_sync(nats.start)
-            nats_url = nats.url
+            shared_nats = nats.url
         configs = []
         for region in regions:
+            nats_url = nats_urls.get(region) or shared_nats
+            assert nats_url is not None
             db_url = os.environ.get(f"SAFEGUARDS_DATABASE_URL_{region.upper()}") or None
             shared = env_override("SAFEGUARDS_DATABASE_URL")
             if db_url is None and shared is not None:
@@ -89,13 +107,14 @@ Try it (the official anthropic SDK works against the proxy unmodified):
 """
 
 
-async def run_embedded(data_dir: Path, regions: tuple[str, ...]) -> None:
+async def run_embedded(data_dir: Path, regions: tuple[str, ...], nats_servers: int = 3) -> None:
     from safeguards.adapters.store import migrate
     from safeguards.regions.stack import running_stack
 
     await anyio.Path(data_dir).mkdir(parents=True, exist_ok=True)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with embedded_infrastructure(data_dir, regions) as configs:
+        async with embedded_infrastructure(data_dir, regions,
+                                           nats_servers=nats_servers) as configs:
             for cfg in configs:  # idempotent: a restart finds the schema at head
                 revision = await migrate(cfg.database_url)
                 print(f"region {cfg.name}: schema migrated (revision {revision})", flush=True)

@@ -25,7 +25,7 @@ from anyio.streams.text import TextReceiveStream
 
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
-from safeguards.adapters.bus.producer_auth import load_producer_keys
+from safeguards.adapters.bus.producer_auth import load_forwarding_keys, load_producer_keys
 from safeguards.adapters.classifier.loader import load_model
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
@@ -66,13 +66,12 @@ class StackEndpoints:
                 f"    inline proxy      {r.proxy_url}/v1/messages",
                 f"    proxy metrics     {r.proxy_url}/metrics",
                 f"    PostgreSQL        {r.database_url}",
+                f"    NATS (JetStream)  {r.nats_url}",
                 f"    classifier        {r.classifier}",
                 "    account actors    2 nodes",
                 f"    caller key        {load_caller_keys(r.region)[0].key_id} in "
                 f"{state_dir() / f'caller-{r.region}.keys'} (unsigned callers: 127.0.0.1 only)",
             ]
-        nats = next(iter(self.regions.values())).nats_url if self.regions else "-"
-        lines.insert(0, f"  NATS (JetStream)    {nats}")
         lines += ["  a caller elsewhere signs each request as the provider's front door would:",
                   "    from safeguards.adapters.csp.caller_auth import SignedCaller, "
                   "load_caller_keys",
@@ -115,7 +114,9 @@ class RegionStack:
                     def classifier() -> ClassifierService:  # again after a crash
                         self.classifier = ClassifierService(
                             nc, cfg.name, scorer, ClassifierSettings(partitions=cfg.partitions),
-                            inline=inline, producer=load_producer_keys(cfg.name))
+                            inline=inline, producer=load_producer_keys(cfg.name),
+                            forwarders={p: load_forwarding_keys(cfg.name, p)
+                                        for p in cfg.peers})
                         return self.classifier
 
                     async with anyio.create_task_group() as classifier_tg:
@@ -126,7 +127,8 @@ class RegionStack:
                                                      nats_url=cfg.nats_url,
                                                      partitions=cfg.partitions,
                                                      # listens on 127.0.0.1 only
-                                                     caller_auth="loopback"), self.policy)
+                                                     caller_auth="loopback",
+                                                     peer_regions=cfg.peers), self.policy)
                         self.proxy = proxy
                         async with proxy.running(), serving(proxy, HOST, self.proxy_port,
                                                             lifespan="off") as url:
@@ -156,6 +158,8 @@ async def region_process(config: RegionConfig, upstream_url: str, *,
     cmd = [sys.executable, "-m", "safeguards.regions", "region", "--region", config.name,
            "--nats", config.nats_url, "--database-url", config.database_url,
            "--upstream", upstream_url, "--partitions", str(config.partitions)]
+    for peer in config.peers:
+        cmd += ["--peer", peer]
     if policy_path:
         cmd += ["--policy", policy_path]
     process = await anyio.open_process(cmd, stdout=subprocess.PIPE, stderr=None)

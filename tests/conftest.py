@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
+from safeguards.adapters.embedded.nats_cluster import EmbeddedNatsCluster
 
 
 @dataclass
@@ -87,6 +88,15 @@ def nats_server() -> Iterator[NatsServer]:
         return
     with EmbeddedNats() as server:
         yield NatsServer(server.url, server)
+
+
+@pytest.fixture(scope="session")
+def nats_cluster() -> Iterator[EmbeddedNatsCluster]:
+    """Opt-in: a three-node JetStream cluster (routes on loopback, each server with its own
+    store; R3 streams), for tests of what a region's cluster must ride through. Its ``url``
+    names all three servers. Tests that kill or partition servers start their own."""
+    with EmbeddedNatsCluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -1,4 +1,9 @@
-"""Connecting to a region's NATS with bounded waits and unbounded reconnects."""
+"""Connecting to a region's NATS with bounded waits and unbounded reconnects.
+
+A region's NATS is one server or a cluster: ``url`` may name several servers, comma-separated
+(``nats://a:4222,nats://b:4222,nats://c:4222``); the connection starts on any of them and, when
+its server goes (killed, paused past the ping deadline, partitioned), moves to another.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,14 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 Callback = Callable[..., Awaitable[None]]
+
+
+def server_urls(url: str) -> list[str]:
+    """The servers ``url`` names (one, or several comma-separated: a cluster)."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    if not servers:
+        raise BusUnavailable("no NATS server named")
+    return servers
 
 
 async def connect(url: str, *, name: str, timeout_s: float = 15.0, once: bool = False,
@@ -49,23 +62,26 @@ async def connect(url: str, *, name: str, timeout_s: float = 15.0, once: bool = 
     async def on_reconnect() -> None:
         log.info("NATS connection %s: reconnected", name)
 
+    servers = server_urls(url)
     auth: dict[str, Any] = {}
     if identity is not None:
         auth = {"nkeys_seed_str": identity.seed, "inbox_prefix": identity.inbox_prefix}
-    tls = client_tls(url)
+    tls = client_tls(servers[0])
     if tls is not None:
         auth["tls"] = tls
     try:
         with anyio.fail_after(timeout_s):
             nc: Client = await nats.connect(
-                url,
+                servers,
                 name=name,
                 connect_timeout=connect_timeout_s,
                 max_reconnect_attempts=0 if once else -1,
                 reconnect_time_wait=0.25,
                 allow_reconnect=not once,
-                ping_interval=5,
-                max_outstanding_pings=3,
+                # a server that stops answering (SIGSTOP, a partition, a stalled VM) is
+                # given up within ~4-6 s and the connection moves to another of the cluster
+                ping_interval=2,
+                max_outstanding_pings=2,
                 pending_size=32 * 1024 * 1024,
                 error_cb=error_cb or on_error,
                 disconnected_cb=disconnected_cb or on_disconnect,

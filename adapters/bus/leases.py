@@ -23,6 +23,8 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.jetstream_retry import is_transient, retry_transient
+from safeguards.adapters.bus.streams import PROVISION_DEADLINE_S, cluster_replicas
 from safeguards.core.bus import Lease
 from safeguards.core.ids import validate_region
 
@@ -32,17 +34,25 @@ _TRANSPORT = (TimeoutError, nats.errors.Error)
 
 async def open_bucket(js: JetStreamContext, name: str, **config: object) -> KeyValue:
     """The KV bucket ``name``, created with ``config`` if it does not exist yet (whoever creates
-    it first wins; the others open it)."""
-    try:
-        with anyio.fail_after(OP_TIMEOUT_S * 2):
+    it first wins; the others open it). Its replicas follow the servers, as the streams' do
+    (``streams.cluster_replicas``: R3 on a cluster); a leader election is ridden through."""
+    config.setdefault("replicas", cluster_replicas(js))
+
+    async def once() -> KeyValue:
+        try:
+            return await js.key_value(name)
+        except BucketNotFoundError:
             try:
-                return await js.key_value(name)
-            except BucketNotFoundError:
-                try:
-                    return await js.create_key_value(bucket=name, **config)  # type: ignore[arg-type]
-                except APIError:
-                    return await js.key_value(name)  # another process created it first
-    except _TRANSPORT as exc:
+                return await js.create_key_value(bucket=name, **config)  # type: ignore[arg-type]
+            except APIError as exc:
+                if is_transient(exc):
+                    raise
+                return await js.key_value(name)  # another process created it first
+
+    try:
+        return await retry_transient(once, f"opening KV bucket {name}",
+                                     deadline_s=PROVISION_DEADLINE_S, attempt_s=OP_TIMEOUT_S * 2)
+    except nats.errors.Error as exc:
         raise BusUnavailable(f"opening KV bucket {name}: {type(exc).__name__}") from None
 
 
