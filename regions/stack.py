@@ -25,7 +25,7 @@ from anyio.streams.text import TextReceiveStream
 
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
-from safeguards.adapters.bus.producer_auth import load_forwarding_keys, load_producer_keys
+from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.classifier.loader import load_model
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
@@ -114,9 +114,7 @@ class RegionStack:
                     def classifier() -> ClassifierService:  # again after a crash
                         self.classifier = ClassifierService(
                             nc, cfg.name, scorer, ClassifierSettings(partitions=cfg.partitions),
-                            inline=inline, producer=load_producer_keys(cfg.name),
-                            forwarders={p: load_forwarding_keys(cfg.name, p)
-                                        for p in cfg.peers})
+                            inline=inline, producer=load_producer_keys(cfg.name))
                         return self.classifier
 
                     async with anyio.create_task_group() as classifier_tg:
@@ -127,8 +125,7 @@ class RegionStack:
                                                      nats_url=cfg.nats_url,
                                                      partitions=cfg.partitions,
                                                      # listens on 127.0.0.1 only
-                                                     caller_auth="loopback",
-                                                     peer_regions=cfg.peers), self.policy)
+                                                     caller_auth="loopback"), self.policy)
                         self.proxy = proxy
                         async with proxy.running(), serving(proxy, HOST, self.proxy_port,
                                                             lifespan="off") as url:
@@ -158,8 +155,6 @@ async def region_process(config: RegionConfig, upstream_url: str, *,
     cmd = [sys.executable, "-m", "safeguards.regions", "region", "--region", config.name,
            "--nats", config.nats_url, "--database-url", config.database_url,
            "--upstream", upstream_url, "--partitions", str(config.partitions)]
-    for peer in config.peers:
-        cmd += ["--peer", peer]
     if policy_path:
         cmd += ["--policy", policy_path]
     process = await anyio.open_process(cmd, stdout=subprocess.PIPE, stderr=None)
