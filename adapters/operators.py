@@ -33,6 +33,7 @@ OPERATOR_HEADER = "Sg-Operator"
 SIGNATURE_HEADER = "Sg-Operator-Signature"
 DOMAIN = b"safeguards operator action v1"
 READ_DOMAIN = b"safeguards operator read v1"
+CONSOLE_DOMAIN = b"safeguards console sign-in v1"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
@@ -114,6 +115,16 @@ class OperatorSigner:
         signature = self._key.sign(_read_message(region, self.name, command, subject, nonce))
         return f"{nonce}:{base64.b64encode(signature).decode('ascii')}"
 
+    def sign_console(self, region: str, text: str) -> str:
+        """A console sign-in proof: this operator's signature over ``text`` (the console says
+        what it covers), bound to the region's console (base64url, no padding)."""
+        signature = self._key.sign(_console_message(region, text))
+        return base64.urlsafe_b64encode(signature).decode("ascii").rstrip("=")
+
+
+def _console_message(region: str, text: str) -> bytes:
+    return bound_message(CONSOLE_DOMAIN, f"sg.{validate_region(region)}.console", text.encode())
+
 
 def _read_message(region: str, operator: str, command: str, subject: str, nonce: str) -> bytes:
     return bound_message(READ_DOMAIN, f"sg.{validate_region(region)}.reads",
@@ -146,6 +157,19 @@ class OperatorRegistry:
         """The operator's registered role; None for a name the registry does not hold."""
         known = self._current().get(operator)
         return None if known is None else known[0]
+
+    def console_role(self, region: str, operator: str, text: str, signature: str) -> str | None:
+        """The role of ``operator`` when their registered key signed ``text`` for this region's
+        console (``OperatorSigner.sign_console``), else None."""
+        known = self._current().get(operator)
+        if known is None:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+            known[1].verify(raw, _console_message(region, text))
+        except (InvalidSignature, ValueError):
+            return None
+        return known[0]
 
     def read_status(self, region: str, operator: str, command: str, subject: str,
                     signature: str | None) -> str:

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "safeguards.adapters.classifier.cli",
     "safeguards.simulations.cli",
     "safeguards.regions.stack_cli",
+    "safeguards.ops.console.cli",
 )
 
 

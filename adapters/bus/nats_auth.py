@@ -167,7 +167,9 @@ def role_permissions(region: str, role: NatsRole) -> dict[str, Any]:
         subscribe += [f"sg.{r}.classify"]
         responses = True  # answers go to the asker's reply subject, nowhere else
     else:  # operator
-        publish += [f"sg.{r}.acct.>", *_stream_info(inputs), *_kv_read(policy)]
+        publish += [f"sg.{r}.acct.>", *_stream_info(inputs), *_kv_read(policy),
+                    # the console's health page: dead letters and the enforcement stream's head
+                    *_stream_info(dlq), *_stream_info(enforce)]
     permissions: dict[str, Any] = {"publish": {"allow": sorted(set(publish))},
                                    "subscribe": {"allow": sorted(set(subscribe))}}
     if responses:

@@ -252,6 +252,20 @@ class PostgresReadSide:
                                       timeout=self._timeout)
             return await self._events(driver, rows)
 
+    async def select_events(self, account_id: str, *, types: Sequence[str] = (),
+                            versions: Sequence[int] = (), limit: int = 1000) -> list[Event]:
+        """In version order: the events at ``versions`` if given, else the newest ``limit`` of
+        ``types`` (a long history's decisions and operator actions without the rest)."""
+        validate_account_id(account_id)
+        check_limit(limit)
+        async with self._connect() as conn:
+            driver = await self._driver(conn)
+            rows = (await driver.fetch(sql.AT_VERSIONS, account_id, sorted(set(versions))[:limit],
+                                       timeout=self._timeout) if versions else
+                    (await driver.fetch(sql.NEWEST_OF_TYPES, account_id, list(types), limit,
+                                        timeout=self._timeout))[::-1])
+            return await self._events(driver, rows)
+
     async def state_at(
         self, account_id: str, *, version: int | None = None, at: datetime | None = None
     ) -> AccountState:

@@ -91,6 +91,19 @@ SELECT account_id, version, region, event_id, type, schema_version, occurred_at,
  WHERE account_id = $1 AND version >= $2 AND version <= $3{time}
  ORDER BY version
 """
+# The newest events of some types (the console's timeline markers, an explanation's chain):
+# read backwards along the (account_id, version) key, newest first.
+NEWEST_OF_TYPES = """
+SELECT account_id, version, region, event_id, type, schema_version, occurred_at, causation_id,
+       correlation_id, policy_version, body
+  FROM events
+ WHERE account_id = $1 AND type = ANY($2::text[]) ORDER BY version DESC LIMIT $3
+"""
+AT_VERSIONS = """
+SELECT account_id, version, region, event_id, type, schema_version, occurred_at, causation_id,
+       correlation_id, policy_version, body
+  FROM events WHERE account_id = $1 AND version = ANY($2::int8[]) ORDER BY version
+"""
 # One statement per combination of time bounds, so that each gets a plan that can use the
 # (account_id, occurred_at) index when a time range narrows a long history.
 HISTORY_BY_BOUNDS = {

@@ -1,0 +1,119 @@
+"""The console over HTTP, against a real region store: who may sign in, what each role may do,
+that every read is audited, and what the read pages show."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from safeguards.adapters.operators import OperatorRegistry, add_operator
+from safeguards.ops.console.auth import make_token
+
+from console_support import ConsoleEnv, RunningConsole
+from store_events import make_request, unique_region
+
+ACCOUNT = "acct:console-1"
+
+
+async def _history(console: RunningConsole, events: int = 20) -> None:
+    await console.store.append(make_request(ACCOUNT, console.region, 0, events))
+
+
+async def _sign_in(console: RunningConsole, token: str, pre: str | None = None) -> tuple[int, str]:
+    async with console.client(None) as client:
+        await client.get("/login")
+        answer = await client.post("/login", data={
+            "pre": pre or client.cookies.get("sg_console_pre"), "token": token})
+        return answer.status_code, answer.text
+
+
+async def test_only_a_fresh_token_of_a_registered_operator_of_this_region_signs_in(
+        console_env: ConsoleEnv) -> None:
+    async with console_env() as console:
+        elsewhere = unique_region()
+        add_operator(elsewhere, "zed", "admin")  # an operator of another region only
+        status, text = await _sign_in(console, make_token(elsewhere, "zed", time.time()))
+        assert status == 403 and "no operator of region" in text
+        # alice's key, but a token made for the other region's console
+        add_operator(elsewhere, "alice", "admin")
+        status, _ = await _sign_in(console, make_token(elsewhere, "alice", time.time()))
+        assert status == 403
+        status, text = await _sign_in(console, console.token("alice", time.time() - 3600))
+        assert status == 403 and "expired" in text
+        token = console.token("alice")
+        forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        assert (await _sign_in(console, forged))[0] == 403
+        assert (await _sign_in(console, token, pre="not-the-form-cookie"))[0] == 403
+        assert (await _sign_in(console, token))[0] == 303
+        status, text = await _sign_in(console, token)
+        assert status == 403 and "used already" in text
+
+        async with console.client(None) as anonymous:
+            assert (await anonymous.get("/queue")).headers["location"] == "/login"
+            anonymous.cookies.set(f"sg_console_{console.region}", "e30.bm90LWEtbWFj")
+            assert (await anonymous.get("/queue")).status_code == 303
+
+
+async def test_every_read_is_audited_and_signed(console_env: ConsoleEnv) -> None:
+    async with console_env() as console:
+        await _history(console)
+        async with console.client("vic") as vic:
+            found = await vic.get("/accounts", params={"q": "acct:con"})
+            assert found.status_code == 200 and ACCOUNT in found.text
+            page = await vic.get("/timeline", params={"account": ACCOUNT})
+            assert page.status_code == 200
+            assert 'id="level">L1<' in page.text and 'id="plot-data"' in page.text
+            assert "ladder.l1" in page.text and "explain" in page.text
+            explained = await vic.get("/explain", params={"account": ACCOUNT, "version": 20})
+            assert explained.status_code == 200
+            assert "rule         ladder.l1" in explained.text
+            assert "strikes that counted" in explained.text
+            state = await vic.get("/state", params={"account": ACCOUNT, "at": "7"})
+            assert "version  " in state.text and re.search(r"version\s+7\b", state.text)
+            assert (await vic.get("/explain", params={"account": ACCOUNT,
+                                                      "version": 2})).status_code == 400
+            assert (await vic.get("/timeline", params={"account": "a b"})).status_code == 400
+            assert (await vic.get("/queue")).status_code == 200
+            assert (await vic.get("/linked", params={"account": ACCOUNT})).status_code == 200
+            health = await vic.get("/health")
+            assert health.status_code == 200 and 'id="outbox-pending">0<' in health.text
+        reads = await console.store.operator_reads(limit=50)
+        registry = OperatorRegistry(console.region)
+        seen = {(r[1], r[2], r[3]) for r in reads}
+        for command, subject in (("console.search", "search:acct:con"),
+                                 ("console.timeline", ACCOUNT), ("console.explain", ACCOUNT),
+                                 ("console.state-at", ACCOUNT),
+                                 ("console.queue", f"queue:{console.region}"),
+                                 ("console.linked", ACCOUNT),
+                                 ("console.health", f"region:{console.region}")):
+            assert ("vic", command, subject) in seen
+        assert {registry.read_status(console.region, r[1], r[2], r[3], r[4])
+                for r in reads} == {"signed"}
+
+
+async def test_actions_need_the_session_csrf_token_and_the_role(
+        console_env: ConsoleEnv) -> None:
+    async with console_env() as console:
+        await _history(console, 5)
+        decide = {"account": ACCOUNT, "action": "decide", "level": "4", "reason": "case 1"}
+        async with console.client("carol") as carol:
+            assert (await carol.post("/action", data=decide)).status_code == 403  # no token
+            page = await carol.get("/timeline", params={"account": ACCOUNT})
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert csrf is not None
+            refused = await carol.post("/action", data={**decide, "csrf": csrf.group(1)})
+            assert refused.status_code == 403 and "analyst" in refused.text  # L4 is admins'
+            bad = await carol.post("/action", data={**decide, "level": "9",
+                                                     "csrf": csrf.group(1)})
+            assert bad.status_code == 400
+        async with console.client("vic") as vic:
+            page = await vic.get("/timeline", params={"account": ACCOUNT})
+            assert "Act on this account" not in page.text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert csrf is not None
+            note = {"account": ACCOUNT, "action": "note", "reason": "x", "csrf": csrf.group(1)}
+            assert (await vic.post("/action", data=note)).status_code == 403
+        async with console.client(None) as anonymous:
+            metrics = (await anonymous.get("/metrics")).text
+        assert 'safeguards_console_requests_total{route="/action",status="403"}' in metrics
+        assert 'safeguards_console_sign_ins_total{outcome="ok"} 2.0' in metrics

@@ -1,0 +1,68 @@
+"""A region's console on loopback over a fresh database (and the session's NATS), with its
+operators registered: alice and bob (admins), carol (analyst), vic (viewer)
+(``tests/console/conftest.py`` makes it a fixture)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import httpx
+
+from safeguards.adapters.csp.serving import serving
+from safeguards.adapters.embedded import free_port
+from safeguards.adapters.operators import add_operator
+from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.ops.console.app import ConsoleConfig, build_console
+from safeguards.ops.console.auth import make_token
+
+from store_events import unique_region
+
+OPERATORS = (("alice", "admin"), ("bob", "admin"), ("carol", "analyst"), ("vic", "viewer"))
+
+
+@dataclass
+class RunningConsole:
+    url: str
+    region: str
+    store: PostgresEventStore
+    config: ConsoleConfig
+
+    def token(self, operator: str, now: float | None = None) -> str:
+        return make_token(self.region, operator, time.time() if now is None else now)
+
+    @contextlib.asynccontextmanager
+    async def client(self, operator: str | None) -> AsyncIterator[httpx.AsyncClient]:
+        """An HTTP client signed in as ``operator`` (None: anonymous)."""
+        async with httpx.AsyncClient(base_url=self.url, timeout=30.0) as client:
+            if operator is not None:
+                login = await client.get("/login")
+                assert login.status_code == 200
+                pre = client.cookies.get("sg_console_pre")
+                answer = await client.post("/login", data={"pre": pre,
+                                                           "token": self.token(operator)})
+                assert answer.status_code == 303, answer.text
+            yield client
+
+
+ConsoleEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningConsole]]
+
+
+def console_starter(database_url: str, nats_url: str) -> ConsoleEnv:
+    @contextlib.asynccontextmanager
+    async def start(region: str | None = None, **config: object) -> AsyncIterator[
+            RunningConsole]:
+        name = region or unique_region()
+        for operator, role in OPERATORS:
+            add_operator(name, operator, role)
+        await migrate(database_url)
+        settings = ConsoleConfig(name, database_url, nats_url, 4)
+        for key, value in config.items():
+            setattr(settings, key, value)
+        async with PostgresEventStore(name, database_url) as store, \
+                serving(build_console(settings), "127.0.0.1", free_port()) as url:
+            yield RunningConsole(url, name, store, settings)
+
+    return start
