@@ -31,9 +31,10 @@ from safeguards.adapters.classifier.first_stage import FirstStage
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.decision import Decision, GateRequest, GateResponse
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.homes import HomeRouting
 from safeguards.adapters.csp.identity import Caller
-from safeguards.adapters.csp.messages_api import parse_messages_request
 from safeguards.adapters.csp.metrics import CspMetrics
+from safeguards.adapters.csp.provider_api import MESSAGES_CALL, ProviderCall
 from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.turns import SeenTurns, newest_user_text, scoring_text
 from safeguards.core.prompt_links import prompt_link_key
@@ -75,26 +76,33 @@ class Admission:
         self.telemetry = telemetry
         self.first_stage = first_stage
         self.seen = SeenTurns()
+        self.homes: HomeRouting | None = None  # accounts homed in another region (csp.homes)
         self._observe_check = metrics.check_seconds.observe
 
-    async def admit(self, caller: Caller, body: bytes, surface: str) -> Admitted:
-        doc, conversation = parse_messages_request(body)
+    async def admit(self, caller: Caller, body: bytes, surface: str,
+                    call: ProviderCall = MESSAGES_CALL) -> Admitted:
+        """``body`` in ``call``'s provider shape (a Messages body by default); ``surface``: the
+        front end (``proxy``, ``ext_proc``), to which the provider's API is added."""
+        parsed = call.api.parse(body, call)
+        doc, conversation = parsed.doc, parsed.conversation
         # The newest turn in its context and whatever this process has not scored before for
         # the account: an earlier turn is never counted again on every follow-up.
         prompt = scoring_text(caller.account, conversation, self.seen)
         link = (None if self.link_key is None
                 else prompt_link_key(self.link_key, newest_user_text(conversation)))
         request = GateRequest(caller.account, f"{_ID_PREFIX}{next(_ID_COUNTER):08x}",
-                              model=doc["model"], streamed=bool(doc.get("stream", False)),
+                              model=parsed.model, streamed=parsed.streamed,
                               prompt_chars=len(prompt),
                               prompt_sha256=prompt_digest(self.link_key, prompt),
-                              surface=surface, organization_id=caller.organization_id,
+                              surface=call.surface(surface), organization_id=caller.organization_id,
                               project_id=caller.project_id,
                               api_key_fingerprint=caller.api_key_fingerprint, prompt_link=link)
         if not self.gate.synced and self.synced is not None:
             # Fail-closed start: hold for the enforcement state a while, then the gate refuses.
             with anyio.move_on_after(self.gate.policy.gate.before_sync_hold_ms / 1000):
                 await self.synced.wait()
+        if self.homes is not None:  # learns its home; a foreign home's enforcement applies
+            await self.homes.home_of(request)
         now = time.time()
         t0 = time.perf_counter()
         decision = self.gate.check(request, now)

@@ -20,14 +20,18 @@ from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision, GateReq
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.messages_api import (
     BadRequest,
-    SseScanner,
     completion_of,
     error_body,
-    is_anthropic_error,
     refusal_message,
-    sse_error,
 )
 from safeguards.adapters.csp.metrics import CspMetrics
+from safeguards.adapters.csp.provider_api import (
+    MESSAGES_API,
+    UPSTREAM_FAILURES,
+    ProviderApi,
+    UpstreamFailure,
+    upstream_status_failure,
+)
 from safeguards.adapters.csp.upstream_client import UpstreamError, UpstreamResponse
 from safeguards.core.policy import Policy
 
@@ -49,29 +53,31 @@ class AnswerRelay:
         self.classify_all_streams = classify_all_streams
 
     async def whole(self, request: GateRequest, decision: Decision, response: UpstreamResponse,
-                     send: Send, prompt: str) -> None:
+                     send: Send, prompt: str, api: ProviderApi = MESSAGES_API) -> None:
         try:
             body = await response.read()
         except UpstreamError as exc:
             self.metrics.upstream_errors.labels(type(exc).__name__).inc()
-            await send_error(send, 502, "the upstream model's response was cut off")
+            await send_failure(send, api, UPSTREAM_FAILURES["cut_off"])
             self.admission.observe(request, decision.action, 0, 0, prompt, "")
             return
         status = response.status
         if status != 200:
             self.metrics.upstream_errors.labels(f"status_{status}").inc()
-            if not is_anthropic_error(body):
-                body = error_body(status if status >= 400 else 502,
-                                  f"the upstream model answered with status {status}")
-                status = status if status >= 400 else 502
-            await respond(send, status, body, JSON_HEADER, action_header(decision.action))
+            extra = (action_header(decision.action),)
+            if api.is_own_error(body):  # the provider's own error: passed on as it is
+                kept = tuple((n, v) for n, v in response.headers.items()
+                             if n in api.upstream_error_headers)
+                await respond(send, status, body, JSON_HEADER, *kept, *extra)
+            else:
+                await send_failure(send, api, upstream_status_failure(status), extra)
             self.admission.observe(request, decision.action, 0, 0, prompt, "")
             return
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             self.metrics.upstream_errors.labels("bad_json").inc()
-            await send_error(send, 502, "the upstream model returned a malformed response")
+            await send_failure(send, api, UPSTREAM_FAILURES["malformed"])
             self.admission.observe(request, decision.action, 0, 0, prompt, "")
             return
         completion, tokens_in, tokens_out = completion_of(doc)
@@ -91,14 +97,15 @@ class AnswerRelay:
         self.admission.observe(request, action, tokens_in, tokens_out, prompt, completion)
 
     async def stream(self, request: GateRequest, decision: Decision, response: UpstreamResponse,
-                      receive: Receive, send: Send, prompt: str) -> None:
-        headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                      receive: Receive, send: Send, prompt: str,
+                      api: ProviderApi = MESSAGES_API) -> None:
+        headers = [(b"content-type", api.stream_content_type),
                    (b"cache-control", b"no-cache"), action_header(decision.action)]
         request_id = response.headers.get(b"request-id")
         if request_id:
             headers.append((b"request-id", request_id))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        scanner = SseScanner()
+        scanner = api.scanner()
         every = self.gate.policy.gate.stream_classify_chars  # the policy in force now
         guarded = decision.classify_stream or self.classify_all_streams
         action = decision.action
@@ -142,8 +149,9 @@ class AnswerRelay:
                                     "more_body": True})
             except UpstreamError as exc:
                 self.metrics.upstream_errors.labels(f"stream_{type(exc).__name__}").inc()
+                failure = UPSTREAM_FAILURES["stream_cut_off"]
                 await send({"type": "http.response.body",
-                            "body": sse_error(502, "the upstream model's stream was cut off"),
+                            "body": scanner.error_event(failure.status, failure.message),
                             "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             tg.cancel_scope.cancel()
@@ -155,6 +163,18 @@ async def send_error(send: Send, status: int, message: str,
                      extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     """An error in Anthropic's format (the message names no prompt or completion text)."""
     await respond(send, status, error_body(status, message), JSON_HEADER, *extra)
+
+
+async def send_api_error(send: Send, api: ProviderApi, status: int, message: str,
+                         extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """An error in ``api``'s shape (the message names no prompt or completion text)."""
+    answer = api.error(status, message)
+    await respond(send, answer.status, answer.body, *answer.headers, *extra)
+
+
+async def send_failure(send: Send, api: ProviderApi, failure: UpstreamFailure,
+                       extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    await send_api_error(send, api, failure.status, failure.message, extra)
 
 
 def action_header(action: str) -> tuple[bytes, bytes]:

@@ -66,12 +66,12 @@ from safeguards.adapters.csp.identity import Caller, IdentityHeaders
 from safeguards.adapters.csp.inline_gate import InlineGate
 from safeguards.adapters.csp.messages_api import (
     BadRequest,
-    SseScanner,
     completion_of,
     refusal_message,
     with_safety_prompt,
 )
 from safeguards.adapters.csp.metrics import CspMetrics
+from safeguards.adapters.csp.provider_api import MESSAGES_CALL, ProviderCall, StreamScanner
 from safeguards.adapters.csp.routes import Denied, Route, match
 from safeguards.core.policy import Policy
 
@@ -111,12 +111,13 @@ class _Exchange:
     proof: str | None = None  # the caller assertion
     peer: str | None = None  # the front door's address (the gRPC peer)
     route: Route | None = None  # the route table's match (None: no request headers seen)
+    call: ProviderCall = MESSAGES_CALL  # the provider's API the route speaks
     body: bytearray = field(default_factory=bytearray)
     admitted: Admitted | None = None
     streaming: bool = False
     guarded: bool = False
     response_body: bytearray = field(default_factory=bytearray)
-    scanner: SseScanner = field(default_factory=SseScanner)
+    scanner: StreamScanner = field(default_factory=MESSAGES_CALL.api.scanner)
     checked_at: int = 0
     action: str = ""
     terminated: bool = False
@@ -160,7 +161,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             return await self._handle(ex, message)
         except Exception as exc:
             self._failed(message.WhichOneof("request") or "unknown", exc)
-            return immediate(500, "the safety gate failed on this request")
+            return immediate(500, "the safety gate failed on this request", api=ex.call.api)
 
     def _failed(self, stage: str, exc: Exception, *, answered: bool = True) -> None:
         self.metrics.extproc_errors.labels(stage).inc()
@@ -192,12 +193,13 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         if isinstance(target, Denied):
             self.metrics.extproc_denied.labels(target.reason).inc()
             allow = (("allow", target.allow),) if target.allow else ()
-            return immediate(target.status, target.message, *allow)
-        ex.route = target.route
+            return immediate(target.status, target.message, *allow, api=target.api)
+        ex.route, ex.call = target.route, target.call
+        ex.scanner = target.call.api.scanner()
         try:
             pairs = [(h.key.lower(), h.raw_value if h.raw_value else str(h.value))
                      for h in headers.headers.headers]
-            ex.caller = self.identity.caller(pairs)
+            ex.caller = target.call.caller(self.identity.caller(pairs))
             ex.identity = {k: text(v) for k, v in pairs if k in self.identity.names}
             proofs = [text(v) for k, v in pairs if k == ASSERTION_HEADER]
             if len(proofs) > 1:
@@ -213,20 +215,20 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 self.caller_auth.check(ex.identity, ex.proof, b"", ex.peer, time.time())
         except BadRequest as exc:
             self.metrics.rejected_requests.labels(str(exc.status)).inc()
-            return immediate(exc.status, str(exc))
+            return immediate(exc.status, str(exc), api=ex.call.api)
         if target.route is not Route.MODELS:
             # A blocked account is refused on its headers: Envoy need not buffer the body.
             standing = self.gate.peek(ex.caller.account, time.time(), ex.caller.aggregates)
             if standing.status == 403:
                 self.gate.count(standing)
-                return self._refusal(standing)
+                return self._refusal(standing, ex)
         return pb.ProcessingResponse(request_headers=continue_headers(path=target.forward))
 
     async def _request_body(self, ex: _Exchange, body: pb.HttpBody) -> pb.ProcessingResponse:
         if ex.route is None or ex.caller is None:
             # No request headers came first (a filter that skips them): nothing to route by.
             self.metrics.extproc_denied.labels("no_request_headers").inc()
-            return immediate(500, "the safety gate saw no request headers")
+            return immediate(500, "the safety gate saw no request headers", api=ex.call.api)
         ex.body += body.body
         try:
             if len(ex.body) > self.config.max_body_bytes:
@@ -234,33 +236,35 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if not body.end_of_stream:
                 return pb.ProcessingResponse(request_body=body_response())
             self.caller_auth.check(ex.identity, ex.proof, bytes(ex.body), ex.peer, time.time())
-            if ex.route is not Route.MESSAGES:  # generates nothing: checked on its headers
+            if not ex.route.generates:  # generates nothing: checked on its headers
                 return pb.ProcessingResponse(request_body=body_response())
-            admitted = await self.admission.admit(ex.caller, bytes(ex.body), "ext_proc")
+            admitted = await self.admission.admit(ex.caller, bytes(ex.body), "ext_proc",
+                                                  ex.call)
         except BadRequest as exc:
             self.metrics.rejected_requests.labels(str(exc.status)).inc()
-            return immediate(exc.status, str(exc))
+            return immediate(exc.status, str(exc), api=ex.call.api)
         ex.admitted = admitted
         decision = admitted.decision
         ex.action = decision.action
         ex.guarded = decision.classify_stream or self.config.classify_all_streams
         if decision.refused:
-            return self._refusal(decision)
+            return self._refusal(decision, ex)
         if decision.safety_prompt:
             new_body = json.dumps(with_safety_prompt(admitted.doc)).encode()
             return pb.ProcessingResponse(
                 request_body=body_response(new_body, content_length=True))
         return pb.ProcessingResponse(request_body=body_response())
 
-    def _refusal(self, decision: Decision) -> pb.ProcessingResponse:
+    def _refusal(self, decision: Decision, ex: _Exchange) -> pb.ProcessingResponse:
         message, extra = refusal(decision)
         return immediate(decision.status, message, *extra,
-                          ("x-safeguards-action", decision.action))
+                         ("x-safeguards-action", decision.action), api=ex.call.api)
 
     def _response_headers(self, ex: _Exchange,
                           headers: pb.HttpHeaders) -> pb.ProcessingResponse:
         content_type = header(headers.headers, "content-type") or ""
-        ex.streaming = content_type.startswith("text/event-stream")
+        media = ex.call.api.stream_content_type.split(b";", 1)[0].decode()
+        ex.streaming = content_type.startswith(media)
         status = header(headers.headers, ":status") or "200"
         if status != "200":
             ex.guarded = False

@@ -10,7 +10,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 
-from safeguards.adapters.csp.messages_api import error_body
+from safeguards.adapters.csp.provider_api import MESSAGES_API, ProviderApi
 
 
 def continue_headers(*, remove: tuple[str, ...] = (), path: str | None = None
@@ -27,16 +27,18 @@ def continue_headers(*, remove: tuple[str, ...] = (), path: str | None = None
     return pb.HeadersResponse(response=common)
 
 
-def immediate(status: int, message: str, *extra: tuple[str, str]) -> pb.ProcessingResponse:
-    """Envoy answers the client at once with an Anthropic error (``message`` never quotes the
-    request's content)."""
+def immediate(status: int, message: str, *extra: tuple[str, str],
+              api: ProviderApi = MESSAGES_API) -> pb.ProcessingResponse:
+    """Envoy answers the client at once with an error in ``api``'s shape (Anthropic's unless
+    the route is a provider's; ``message`` never quotes the request's content)."""
+    answer = api.error(status, message)
     headers = pb.HeaderMutation(set_headers=[
-        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, raw_value=v.encode()))
-        for k, v in (("content-type", "application/json"), *extra)
+        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, raw_value=v))
+        for k, v in (*answer.headers, *((k.encode(), v.encode()) for k, v in extra))
     ])
     return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
-        status=http_status_pb2.HttpStatus(code=status),  # type: ignore[arg-type]
-        headers=headers, body=error_body(status, message),
+        status=http_status_pb2.HttpStatus(code=answer.status),  # type: ignore[arg-type]
+        headers=headers, body=answer.body,
         details=f"safeguards_{status}",
     ))
 

@@ -57,15 +57,25 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
 
 def parse_messages_request(body: bytes) -> tuple[dict[str, Any], Conversation]:
     """The request document and its conversation (the text of every block), validated."""
+    doc = json_object(body)
+    model = doc.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest(400, "model: field required (a non-empty string)")
+    return doc, conversation_checked(doc)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest(400, "request body is not valid JSON") from None
     if not isinstance(doc, dict):
         raise BadRequest(400, "request body must be a JSON object")
-    model = doc.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest(400, "model: field required (a non-empty string)")
+    return doc
+
+
+def conversation_checked(doc: dict[str, Any]) -> Conversation:
+    """The conversation of a Messages body (every provider's), its fields validated."""
     messages = doc.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest(400, "messages: field required (a non-empty array)")
@@ -84,7 +94,7 @@ def parse_messages_request(body: bytes) -> tuple[dict[str, Any], Conversation]:
             _check_blocks(content, f"messages.{i}.content")
         elif not isinstance(content, str):
             raise BadRequest(400, f"messages.{i}.content: expected a string or an array")
-    return doc, conversation_of(system, messages)
+    return conversation_of(system, messages)
 
 
 def _check_blocks(blocks: list[Any], path: str) -> None:
@@ -127,18 +137,67 @@ def refusal_message(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "content": [], "stop_reason": "refusal", "stop_sequence": None}
 
 
-class SseScanner:
-    """Splits an SSE byte stream into events and keeps the Messages stream's bookkeeping."""
+class EventLedger:
+    """The Messages stream's bookkeeping over its events (usage, the completion's text for
+    scoring, the open content block), whatever framing carries them (SSE, AWS event-stream)."""
 
-    __slots__ = ("_buffer", "input_tokens", "open_block", "output_tokens", "text", "text_chars")
+    __slots__ = ("input_tokens", "open_block", "output_tokens", "text", "text_chars")
 
     def __init__(self) -> None:
-        self._buffer = b""
         self.input_tokens = 0
         self.output_tokens = 0
         self.open_block: int | None = None
         self.text: list[str] = []
         self.text_chars = 0
+
+    def note(self, data: dict[str, Any]) -> int:
+        """Take one event in; the completion characters it added."""
+        kind = data.get("type")
+        if kind == "content_block_delta":
+            delta = data.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("text"), str):
+                text: str = delta["text"]
+                self.text.append(text)
+                self.text_chars += len(text)
+                return len(text)
+        elif kind == "content_block_start":
+            index = data.get("index")
+            self.open_block = index if isinstance(index, int) else 0
+        elif kind == "content_block_stop":
+            self.open_block = None
+        elif kind == "message_start":
+            message = data.get("message")
+            if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+                self.input_tokens = _int(message["usage"].get("input_tokens"))
+                self.output_tokens = _int(message["usage"].get("output_tokens"))
+        elif kind == "message_delta" and isinstance(data.get("usage"), dict):
+            self.output_tokens = _int(data["usage"].get("output_tokens")) or self.output_tokens
+        return 0
+
+    def completion(self) -> str:
+        return "".join(self.text)
+
+    def refusal_docs(self) -> list[dict[str, Any]]:
+        """The events that end the stream with ``stop_reason: "refusal"``."""
+        out: list[dict[str, Any]] = []
+        if self.open_block is not None:
+            out.append({"type": "content_block_stop", "index": self.open_block})
+            self.open_block = None
+        out.append({"type": "message_delta",
+                    "delta": {"stop_reason": "refusal", "stop_sequence": None},
+                    "usage": {"output_tokens": self.output_tokens}})
+        out.append({"type": "message_stop"})
+        return out
+
+
+class SseScanner(EventLedger):
+    """Splits an SSE byte stream into events and keeps the Messages stream's bookkeeping."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[tuple[bytes, int]]:
         """Complete events in ``chunk`` (with what came before) as (raw bytes, text chars added)."""
@@ -167,46 +226,13 @@ class SseScanner:
             data = json.loads(raw[data_at + 6:])
         except (ValueError, UnicodeDecodeError):
             return 0
-        if not isinstance(data, dict):
-            return 0
-        kind = data.get("type")
-        if kind == "content_block_delta":
-            delta = data.get("delta")
-            if isinstance(delta, dict) and isinstance(delta.get("text"), str):
-                text: str = delta["text"]
-                self.text.append(text)
-                self.text_chars += len(text)
-                return len(text)
-        elif kind == "content_block_start":
-            index = data.get("index")
-            self.open_block = index if isinstance(index, int) else 0
-        elif kind == "content_block_stop":
-            self.open_block = None
-        elif kind == "message_start":
-            message = data.get("message")
-            if isinstance(message, dict) and isinstance(message.get("usage"), dict):
-                self.input_tokens = _int(message["usage"].get("input_tokens"))
-                self.output_tokens = _int(message["usage"].get("output_tokens"))
-        elif kind == "message_delta" and isinstance(data.get("usage"), dict):
-            self.output_tokens = _int(data["usage"].get("output_tokens")) or self.output_tokens
-        return 0
-
-    def completion(self) -> str:
-        return "".join(self.text)
+        return self.note(data) if isinstance(data, dict) else 0
 
     def refusal_events(self) -> bytes:
-        """The events that end the stream with ``stop_reason: "refusal"``."""
-        out = b""
-        if self.open_block is not None:
-            out += sse("content_block_stop", {"type": "content_block_stop",
-                                              "index": self.open_block})
-            self.open_block = None
-        out += sse("message_delta", {
-            "type": "message_delta", "delta": {"stop_reason": "refusal", "stop_sequence": None},
-            "usage": {"output_tokens": self.output_tokens},
-        })
-        out += sse("message_stop", {"type": "message_stop"})
-        return out
+        return b"".join(sse(str(doc["type"]), doc) for doc in self.refusal_docs())
+
+    def error_event(self, status: int, message: str) -> bytes:
+        return sse_error(status, message)
 
 
 def sse_error(status: int, message: str) -> bytes:

@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from safeguards.adapters.csp.answers import (
     action_header,
     read_body,
     respond,
-    send_error,
+    send_api_error,
+    send_failure,
 )
 from safeguards.adapters.csp.caller_auth import (
     ASSERTION_HEADER,
@@ -42,11 +42,16 @@ from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.inline_gate import InlineGate
 from safeguards.adapters.csp.messages_api import (
     BadRequest,
-    error_body,
-    is_anthropic_error,
     parse_messages_request,
     with_safety_prompt,
 )
+from safeguards.adapters.csp.provider_api import (
+    MESSAGES_API,
+    UPSTREAM_FAILURES,
+    ProviderApi,
+    upstream_status_failure,
+)
+from safeguards.adapters.csp.routes import Denied, Target, match
 from safeguards.adapters.csp.upstream_client import (
     UpstreamClient,
     UpstreamError,
@@ -62,7 +67,6 @@ _HOP_BY_HOP = frozenset({
     b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length",
     b"accept-encoding", b"content-encoding",
 })
-_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")  # what /v1/models/{id} may name
 _ASSERTION = ASSERTION_HEADER.encode()  # checked here, never forwarded
 
 
@@ -90,6 +94,7 @@ class ProxyConfig:
     # door) or "loopback" (unsigned requests from this machine too); keys: load_caller_keys.
     caller_auth: str = "required"
     caller_keys: tuple[CallerKey, ...] | None = None
+    peer_regions: tuple[str, ...] = ()  # whose accounts it serves by their home's rules
 
 
 class CspProxy:
@@ -99,7 +104,8 @@ class CspProxy:
         self.config = config
         self.policy = policy
         self.inline = InlineGate(policy, config, connection_name="safeguards-proxy",
-                                 provision_streams=config.provision_streams)
+                                 provision_streams=config.provision_streams,
+                                 peers=config.peer_regions)
         i = self.inline
         self.gate, self.link, self.feed, self.telemetry = i.gate, i.link, i.feed, i.telemetry
         self.classifier, self.metrics, self.identity = i.classifier, i.metrics, i.identity
@@ -145,24 +151,6 @@ class CspProxy:
         if kind != "http":
             return
         path, method = scope["path"], scope["method"]
-        if path == "/v1/messages":
-            if method != "POST":
-                await self._error(send, 405, "use POST for /v1/messages")
-                return
-            try:
-                await self._messages(scope, receive, send)
-            except BadRequest as exc:
-                self.metrics.rejected_requests.labels(str(exc.status)).inc()
-                await self._error(send, exc.status, str(exc))
-            return
-        if path == "/v1/messages/count_tokens" or path == "/v1/models" or path.startswith(
-                "/v1/models/"):
-            try:
-                await self._passthrough(scope, receive, send)
-            except BadRequest as exc:
-                self.metrics.rejected_requests.labels(str(exc.status)).inc()
-                await self._error(send, exc.status, str(exc))
-            return
         if path == "/metrics" and method == "GET":
             await respond(send, 200, self.metrics.render(),
                            (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"))
@@ -184,27 +172,38 @@ class CspProxy:
             await respond(send, 503 if path == "/readyz" and not ready else 200, body,
                           JSON_HEADER)
             return
-        await self._error(send, 404, "no such endpoint on the safeguards proxy")
+        # Deny by default, as ext_proc does: the route table (``routes``) on the normalised path.
+        raw = scope.get("raw_path") or path.encode("latin-1")
+        query = scope.get("query_string", b"")
+        target = match(method, (raw + b"?" + query if query else raw).decode("latin-1"))
+        if isinstance(target, Denied):
+            allow = ((b"allow", target.allow.encode()),) if target.allow else ()
+            await send_api_error(send, target.api, target.status, target.message, allow)
+            return
+        try:
+            if target.route.generates:
+                await self._generate(scope, receive, send, target)
+            else:
+                await self._passthrough(scope, receive, send, target)
+        except BadRequest as exc:
+            self.metrics.rejected_requests.labels(str(exc.status)).inc()
+            await send_api_error(send, target.call.api, exc.status, str(exc))
 
-    async def _upstream(self, send: Send, call: Awaitable[UpstreamResponse]
-                        ) -> UpstreamResponse | None:
+    async def _upstream(self, send: Send, call: Awaitable[UpstreamResponse],
+                        api: ProviderApi = MESSAGES_API) -> UpstreamResponse | None:
         """The upstream's response, or None once its failure has been answered (the one table
-        of upstream failures: a timeout is a 504, anything else unreachable a 502)."""
+        of upstream failures, ``provider_api.UPSTREAM_FAILURES``)."""
         try:
             return await call
         except UpstreamTimeout:
             self.metrics.upstream_errors.labels("timeout").inc()
-            await self._error(send, 504, "the upstream model timed out")
+            await send_failure(send, api, UPSTREAM_FAILURES["timeout"])
         except UpstreamError as exc:
             self.metrics.upstream_errors.labels(type(exc).__name__).inc()
-            await self._error(send, 502, "the upstream model is unreachable")
+            await send_failure(send, api, UPSTREAM_FAILURES["unreachable"])
         return None
 
-    async def _error(self, send: Send, status: int, message: str,
-                     extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-        await send_error(send, status, message, extra)
-
-    # --- /v1/messages ---------------------------------------------------------------------------
+    # --- /v1/messages, Bedrock's invoke, Vertex's rawPredict --------------------------------
 
     async def _caller_and_body(self, scope: Scope, receive: Receive
                                ) -> tuple[Caller, bytes | None, list[tuple[bytes, bytes]]]:
@@ -238,63 +237,62 @@ class CspProxy:
                                    peer[0] if peer else None, time.time())
         return caller, body, forward
 
-    async def _messages(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _generate(self, scope: Scope, receive: Receive, send: Send,
+                        target: Target) -> None:
+        call, api = target.call, target.call.api
         caller, body, forward = await self._caller_and_body(scope, receive)
         if body is None:
             return  # the client went away
-        admitted = await self.admission.admit(caller, body, "proxy")
+        admitted = await self.admission.admit(call.caller(caller), body, "proxy", call)
         request, decision, doc, prompt = (admitted.request, admitted.decision, admitted.doc,
                                           admitted.prompt)
         if decision.refused:
-            await self._refuse(send, decision)
+            await self._refuse(send, decision, api)
             self._observe(request, decision.action, 0, 0, prompt, "")
             return
         if decision.safety_prompt:
             body = json.dumps(with_safety_prompt(doc)).encode()
         forward.append((b"accept-encoding", b"identity"))
         assert self._client is not None, "the proxy serves only inside running()"
-        response = await self._upstream(send, self._client.post("/v1/messages", body, forward))
+        response = await self._upstream(
+            send, self._client.post(target.path, body, forward), api)
         if response is None:
             self._observe(request, decision.action, 0, 0, prompt, "")
             return
+        media = api.stream_content_type.split(b";", 1)[0].decode()
         try:
-            if response.status == 200 and response.content_type.startswith("text/event-stream"):
-                await self.answers.stream(request, decision, response, receive, send, prompt)
+            if response.status == 200 and response.content_type.startswith(media):
+                await self.answers.stream(request, decision, response, receive, send, prompt,
+                                          api)
             else:
-                await self.answers.whole(request, decision, response, send, prompt)
+                await self.answers.whole(request, decision, response, send, prompt, api)
         finally:
             await response.aclose()
 
     # --- /v1/messages/count_tokens and /v1/models ----------------------------------------------
 
-    async def _passthrough(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _passthrough(self, scope: Scope, receive: Receive, send: Send,
+                           target: Target) -> None:
         """Requests that generate nothing: the account header is checked like everywhere;
         count_tokens (POST) is refused for a blocked account but is not rate limited and sends
         no telemetry; the models list and lookup (GET) only need a valid account."""
-        path, method = scope["path"], scope["method"]
-        counting = path == "/v1/messages/count_tokens"
-        if method != ("POST" if counting else "GET"):
-            raise BadRequest(405, f"use {'POST' if counting else 'GET'} for {path}")
+        method, api = scope["method"], target.call.api
         caller, body, forward = await self._caller_and_body(scope, receive)
         if body is None:
             return  # the client went away
-        if not counting and path != "/v1/models" and not _MODEL_ID.fullmatch(path[11:]):
-            raise BadRequest(404, "no such model")
-        if counting:
+        caller = target.call.caller(caller)
+        if method == "POST":  # count_tokens, in either shape
             parse_messages_request(body)  # malformed requests get the same 400s as /v1/messages
             decision = self.gate.peek(caller.account, time.time(), caller.aggregates)
             if decision.flags & BLOCK:
                 self.gate.count(decision)
-                await self._refuse(send, decision)
+                await self._refuse(send, decision, api)
                 return
-        target = scope.get("raw_path") or path.encode("latin-1")
-        query = scope.get("query_string", b"")
-        if query:
-            target += b"?" + query
         forward.append((b"accept-encoding", b"identity"))
         assert self._client is not None, "the proxy serves only inside running()"
-        response = await self._upstream(
-            send, self._client.request(method.encode(), target, body, forward))
+        response = await self._upstream(send, self._client.request(
+            method.encode(), (target.forward or target.path).encode("latin-1"), body, forward),
+            api)
         if response is None:
             return
         try:
@@ -302,15 +300,14 @@ class CspProxy:
                 answer = await response.read()
             except UpstreamError as exc:
                 self.metrics.upstream_errors.labels(type(exc).__name__).inc()
-                await self._error(send, 502, "the upstream model's response was cut off")
+                await send_failure(send, api, UPSTREAM_FAILURES["cut_off"])
                 return
             status = response.status
             if status >= 300:
                 self.metrics.upstream_errors.labels(f"status_{status}").inc()
-                if not is_anthropic_error(answer):
-                    status = status if status >= 400 else 502
-                    answer = error_body(status, f"the upstream model answered with status "
-                                                f"{response.status}")
+                if not api.is_own_error(answer):
+                    await send_failure(send, api, upstream_status_failure(status))
+                    return
             headers = [JSON_HEADER]
             request_id = response.headers.get(b"request-id")
             if request_id:
@@ -319,11 +316,12 @@ class CspProxy:
         finally:
             await response.aclose()
 
-    async def _refuse(self, send: Send, decision: Decision) -> None:
+    async def _refuse(self, send: Send, decision: Decision,
+                      api: ProviderApi = MESSAGES_API) -> None:
         message, extra = refusal(decision)
-        await self._error(send, decision.status, message,
-                          (*((k.encode(), v.encode()) for k, v in extra),
-                           action_header(decision.action)))
+        await send_api_error(send, api, decision.status, message,
+                             (*((k.encode(), v.encode()) for k, v in extra),
+                              action_header(decision.action)))
 
     def _observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,
                  prompt: str, completion: str) -> None:

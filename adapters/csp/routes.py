@@ -27,6 +27,14 @@ Routes (method, normalised path):
 - ``GET /v1/models`` and ``GET /v1/models/{id}``: ``models``; identity and caller assertion
   checked, as on the proxy.
 
+- ``POST /model/{modelId}/invoke`` and ``/model/{modelId}/invoke-with-response-stream``:
+  ``bedrock_invoke``, Amazon Bedrock's shape (``bedrock_api``), gated like ``/v1/messages``;
+  the model id is one segment (``%2F`` where an ARN holds a slash).
+- ``POST /v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model}``
+  ``:rawPredict``
+  and ``:streamRawPredict``: ``vertex_predict``, Google Vertex AI's shape (``vertex_api``), gated
+  like ``/v1/messages``; ``models/count-tokens:rawPredict`` is Vertex's ``count_tokens``.
+
 Anything else is refused at once in Anthropic's error shape, never passed through: a route's
 path with another method is a 405 (``invalid_request_error``, with ``allow``), any other path a
 404 (``not_found_error``). That includes ``/v1/messages/batches`` until each request of a batch
@@ -39,12 +47,24 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import unquote
+
+from safeguards.adapters.csp.bedrock_api import BEDROCK_API
+from safeguards.adapters.csp.provider_api import MESSAGES_CALL, ProviderApi, ProviderCall
+from safeguards.adapters.csp.vertex_api import VERTEX_API
 
 
 class Route(StrEnum):
     MESSAGES = "messages"
     COUNT_TOKENS = "count_tokens"
     MODELS = "models"
+    BEDROCK_INVOKE = "bedrock_invoke"
+    VERTEX_PREDICT = "vertex_predict"
+
+    @property
+    def generates(self) -> bool:
+        """A route to the model: gated (admission, completion checks, telemetry)."""
+        return self in _GENERATING
 
 
 # (normalised path, method) -> route; /v1/models/{id} is matched by _MODEL_PATH.
@@ -53,6 +73,13 @@ ROUTES: dict[str, tuple[str, Route]] = {
     "/v1/messages/count_tokens": ("POST", Route.COUNT_TOKENS),
     "/v1/models": ("GET", Route.MODELS),
 }
+_GENERATING = frozenset((Route.MESSAGES, Route.BEDROCK_INVOKE, Route.VERTEX_PREDICT))
+_BEDROCK_PATH = re.compile(r"/model/([^/]{1,512})/(invoke|invoke-with-response-stream)")
+_BEDROCK_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,255}")  # ids, profiles, ARNs
+_VERTEX_PATH = re.compile(
+    r"/v1/projects/([a-z][a-z0-9-]{4,28}[a-z0-9])/locations/([a-z][a-z0-9-]{0,62})"
+    r"/publishers/anthropic/models/([^/:]{1,256}):(rawPredict|streamRawPredict)")
+_VERTEX_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 _MODEL_PATH = re.compile(r"/v1/models/[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")  # as on the proxy
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -67,6 +94,7 @@ class Target:
     route: Route
     path: str
     forward: str | None
+    call: ProviderCall = MESSAGES_CALL
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +103,7 @@ class Denied:
     reason: str  # the metrics label: not_found, method_not_allowed
     message: str
     allow: str | None = None  # the method the path takes (405)
+    api: ProviderApi = MESSAGES_CALL.api  # whose error shape the refusal takes
 
 
 def _percent(match: re.Match[str]) -> str:
@@ -111,13 +140,50 @@ def match(method: str, raw_path: str) -> Target | Denied:
     """The route of a request (``raw_path``: Envoy's ``:path``, query string included)."""
     path, query = split_target(raw_path)
     normal = normalise_path(path)
+    call = MESSAGES_CALL
     if normal in ROUTES:
         allowed, route = ROUTES[normal]
     elif _MODEL_PATH.fullmatch(normal):
         allowed, route = "GET", Route.MODELS
+    elif normal.startswith("/model/"):
+        found = _provider_call(normal)
+        if isinstance(found, Denied):
+            return found
+        allowed, route, call = "POST", Route.BEDROCK_INVOKE, found
+    elif normal.startswith("/v1/projects/"):
+        found = _provider_call(normal)
+        if isinstance(found, Denied):
+            return found
+        allowed, call = "POST", found
+        route = Route.COUNT_TOKENS if call.model is None else Route.VERTEX_PREDICT
     else:
         return Denied(404, "not_found", "no such endpoint behind the safety gate")
     if method != allowed:
-        return Denied(405, "method_not_allowed", f"use {allowed} for {normal}", allow=allowed)
+        return Denied(405, "method_not_allowed", f"use {allowed} for {normal}", allow=allowed,
+                      api=call.api)
     forward = normal + query
-    return Target(route, normal, None if forward == raw_path else forward)
+    return Target(route, normal, None if forward == raw_path else forward, call)
+
+
+def _provider_call(normal: str) -> ProviderCall | Denied:
+    """Bedrock's or Vertex's call on a normalised path (a Vertex call without a model: its
+    count-tokens operation)."""
+    if normal.startswith("/model/"):
+        found = _BEDROCK_PATH.fullmatch(normal)
+        model = unquote(found.group(1)) if found else ""
+        if found is None or not _BEDROCK_MODEL.fullmatch(model):
+            return Denied(404, "not_found", "no such model or operation behind the safety gate",
+                          api=BEDROCK_API)
+        return ProviderCall(BEDROCK_API, model, found.group(2) != "invoke")
+    vertex = _VERTEX_PATH.fullmatch(normal)
+    model = unquote(vertex.group(3)) if vertex else ""
+    if vertex is None or not _VERTEX_MODEL.fullmatch(model):
+        return Denied(404, "not_found", "no such model or operation behind the safety gate",
+                      api=VERTEX_API)
+    if model == "count-tokens":
+        if vertex.group(4) != "rawPredict":
+            return Denied(404, "not_found", "no such operation behind the safety gate",
+                          api=VERTEX_API)
+        return ProviderCall(VERTEX_API, None, False, vertex.group(1))
+    return ProviderCall(VERTEX_API, model, vertex.group(4) == "streamRawPredict",
+                        vertex.group(1))

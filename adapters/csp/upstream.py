@@ -14,6 +14,11 @@ message change the script, so a test can ask for what it needs through an unmodi
 
 Streaming follows Anthropic's event sequence (message_start, content_block_start, ping,
 content_block_delta..., content_block_stop, message_delta, message_stop) with usage tokens.
+
+It answers in each provider's shape on the provider's paths (the gate's route table,
+``routes``): Bedrock's ``/model/{id}/invoke`` (JSON) and ``invoke-with-response-stream`` (each
+event in an AWS event-stream ``chunk`` frame), Vertex's ``:rawPredict`` and ``:streamRawPredict``
+(SSE), with errors in each provider's shape (``#status=NNN`` too).
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ from typing import Any
 
 import anyio
 
-from safeguards.adapters.csp.messages_api import BadRequest, error_body, parse_messages_request, sse
+from safeguards.adapters.csp.aws_eventstream import chunk_frame
+from safeguards.adapters.csp.bedrock_api import BEDROCK_API
+from safeguards.adapters.csp.messages_api import BadRequest, parse_messages_request, sse
+from safeguards.adapters.csp.provider_api import MESSAGES_API, ParsedRequest, ProviderApi
+from safeguards.adapters.csp.routes import Denied, Route, match
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -86,13 +95,15 @@ class UpstreamApp:
             await _respond(send, 200, b'{"ok":true}')
             return
         path, method = scope["path"], scope["method"]
-        if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
-            await self._models(path, send)
+        target = match(method, (scope.get("raw_path") or path.encode()).decode("latin-1"))
+        if isinstance(target, Denied):
+            await _error(send, target.api, 404, "no such endpoint")
             return
-        counting = path == "/v1/messages/count_tokens"
-        if (path != "/v1/messages" and not counting) or method != "POST":
-            await _respond(send, 404, error_body(404, "no such endpoint"))
+        api = target.call.api
+        if target.route is Route.MODELS:
+            await self._models(target.path, send)
             return
+        counting = target.route is Route.COUNT_TOKENS
         body = b""
         more = True
         while more:
@@ -102,12 +113,16 @@ class UpstreamApp:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.script.max_body_bytes:
-                await _respond(send, 413, error_body(413, "request body too large"))
+                await _error(send, api, 413, "request body too large")
                 return
         try:
-            doc, _ = parse_messages_request(body)
+            if counting:
+                doc, _ = parse_messages_request(body)
+            else:
+                parsed = api.parse(body, target.call)
+                doc = parsed.doc
         except BadRequest as exc:
-            await _respond(send, exc.status, error_body(exc.status, str(exc)))
+            await _error(send, api, exc.status, str(exc))
             return
         if counting:
             self.count_tokens_requests += 1
@@ -116,7 +131,7 @@ class UpstreamApp:
             return
         self.requests += 1
         self.last_system = doc.get("system")
-        await self._complete(doc, send)
+        await self._complete(parsed, api, send)
 
     async def _models(self, path: str, send: Send) -> None:
         self.model_requests += 1
@@ -130,9 +145,10 @@ class UpstreamApp:
             if model["id"] == wanted:
                 await _respond(send, 200, json.dumps(model).encode())
                 return
-        await _respond(send, 404, error_body(404, "no such model"))
+        await _error(send, None, 404, "no such model")
 
-    async def _complete(self, doc: dict[str, Any], send: Send) -> None:
+    async def _complete(self, parsed: ParsedRequest, api: ProviderApi, send: Send) -> None:
+        doc, model = parsed.doc, parsed.model
         last_user = _last_user_text(doc)
         reply = self.script.reply
         status = 200
@@ -155,32 +171,33 @@ class UpstreamApp:
             elif name == "wait-us":
                 wait_s = int(value) / 1_000_000
         if status != 200:
-            await _respond(send, status, error_body(status, "scripted upstream failure"))
+            await _error(send, api, status, "scripted upstream failure")
             return
         if wait_s:
             await anyio.sleep(wait_s)
         prompt_chars = sum(len(t) for t in _all_texts(doc))
         message_id = "msg_" + secrets.token_hex(12)
         usage_in, usage_out = _tokens(prompt_chars), _tokens(len(reply))
-        if not doc.get("stream", False):
+        if not parsed.streamed:
             await _respond(send, 200, json.dumps({
-                "id": message_id, "type": "message", "role": "assistant", "model": doc["model"],
+                "id": message_id, "type": "message", "role": "assistant", "model": model,
                 "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn",
                 "stop_sequence": None,
                 "usage": {"input_tokens": usage_in, "output_tokens": usage_out},
             }).encode())
             return
         await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+            (b"content-type", api.stream_content_type), (b"cache-control", b"no-cache"),
             (b"request-id", b"req_" + secrets.token_hex(8).encode()),
         ]})
-        head = sse("message_start", {"type": "message_start", "message": {
-            "id": message_id, "type": "message", "role": "assistant", "model": doc["model"],
+        event = chunk_frame if api is BEDROCK_API else _sse
+        head = event({"type": "message_start", "message": {
+            "id": message_id, "type": "message", "role": "assistant", "model": model,
             "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": usage_in, "output_tokens": 1}}})
-        head += sse("content_block_start", {"type": "content_block_start", "index": 0,
-                                            "content_block": {"type": "text", "text": ""}})
-        head += sse("ping", {"type": "ping"})
+        head += event({"type": "content_block_start", "index": 0,
+                       "content_block": {"type": "text", "text": ""}})
+        head += event({"type": "ping"})
         await send({"type": "http.response.body", "body": head, "more_body": True})
         step = self.script.chunk_chars
         for start in range(0, len(reply), step):
@@ -188,15 +205,15 @@ class UpstreamApp:
                 raise _Disconnect("scripted disconnect")
             if delay_s:
                 await anyio.sleep(delay_s)
-            delta = sse("content_block_delta", {
+            delta = event({
                 "type": "content_block_delta", "index": 0,
                 "delta": {"type": "text_delta", "text": reply[start:start + step]}})
             await send({"type": "http.response.body", "body": delta, "more_body": True})
-        tail = sse("content_block_stop", {"type": "content_block_stop", "index": 0})
-        tail += sse("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                      "usage": {"output_tokens": usage_out}})
-        tail += sse("message_stop", {"type": "message_stop"})
+        tail = event({"type": "content_block_stop", "index": 0})
+        tail += event({"type": "message_delta",
+                       "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                       "usage": {"output_tokens": usage_out}})
+        tail += event({"type": "message_stop"})
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
@@ -224,10 +241,21 @@ def _last_user_text(doc: dict[str, Any]) -> str:
     return ""
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
+def _sse(doc: dict[str, Any]) -> bytes:
+    return sse(str(doc["type"]), doc)
+
+
+async def _respond(send: Send, status: int, body: bytes,
+                   headers: tuple[tuple[bytes, bytes], ...] = ((b"content-type",
+                                                                 b"application/json"),)) -> None:
     await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        *headers, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _error(send: Send, api: ProviderApi | None, status: int, message: str) -> None:
+    answer = (api or MESSAGES_API).error(status, message)
+    await _respond(send, answer.status, answer.body, answer.headers)
 
 
 async def serve_upstream(host: str, port: int, script: Script | None = None) -> None:

@@ -23,6 +23,7 @@ from extproc_testkit import (
 from safeguards.adapters.csp.admission import Admitted
 from safeguards.adapters.csp.extproc import ExtProcServer
 from safeguards.adapters.csp.identity import Caller
+from safeguards.adapters.csp.provider_api import ProviderCall
 from safeguards.core.policy import Policy
 
 CANARY = "CANARY-ext-proc-routes-5d1e"
@@ -43,9 +44,9 @@ def admissions(server: ExtProcServer, monkeypatch: pytest.MonkeyPatch) -> list[s
     seen: list[str] = []
     admit = server.service.admission.admit
 
-    async def spy(caller: Caller, body: bytes, surface: str) -> Admitted:
+    async def spy(caller: Caller, body: bytes, surface: str, call: ProviderCall) -> Admitted:
         seen.append(caller.account)
-        return await admit(caller, body, surface)
+        return await admit(caller, body, surface, call)
 
     monkeypatch.setattr(server.service.admission, "admit", spy)
     return seen
@@ -167,7 +168,8 @@ async def test_count_tokens_and_models_pass_checked_without_generation(
 async def test_a_failure_is_answered_fail_closed_counted_and_logged_without_content(
         region: Region, nats_url: str, test_policy: Policy, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    async def admit_fails(caller: Caller, body: bytes, surface: str) -> Admitted:
+    async def admit_fails(caller: Caller, body: bytes, surface: str,
+                          call: ProviderCall) -> Admitted:
         raise RuntimeError(f"admit broke on {json.loads(body)['messages'][0]['content']}")
 
     def peek_fails(*args: Any) -> Any:
