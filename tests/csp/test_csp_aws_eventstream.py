@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
@@ -25,7 +26,7 @@ from safeguards.adapters.csp.aws_eventstream import (
 from safeguards.adapters.csp.bedrock_api import EventStreamScanner
 from safeguards.adapters.csp.upstream_client import UpstreamProtocolError
 
-EVENTS = [
+EVENTS: list[dict[str, Any]] = [
     {"type": "message_start", "message": {"usage": {"input_tokens": 7, "output_tokens": 1}}},
     {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
     {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "héllo"}},
