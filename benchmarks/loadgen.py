@@ -11,6 +11,10 @@ Each connection's first three requests open the path (client -> proxy -> upstrea
 timed. Output: one JSON line, ``{"samples_ms": [...], "cpu_s": ..., "wall_s": ...}``; with
 ``--stream`` the samples are the time to the first ``content_block_delta`` byte.
 
+``--front-end bedrock|vertex`` sends the same request in Amazon Bedrock's shape
+(``/model/{id}/invoke``, AWS event-stream when streaming) or Google Vertex AI's
+(``:rawPredict`` / ``:streamRawPredict``) instead of the Messages API's.
+
 ``--sign KID:HEX`` adds the front door's signed caller assertion to each request (computed
 before the request's clock starts; the proxy's verification is part of what is measured).
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import random
@@ -36,11 +41,36 @@ from safeguards.adapters.csp.caller_auth import CallerKey, assertion
 PROMPT = "Say something short."
 
 
-def request_body(streaming: bool, wait_us: int = 0, prompt: str = PROMPT) -> bytes:
-    """A Messages request; ``wait_us`` asks the stand-in for that much model time."""
+FRONT_ENDS = ("messages", "bedrock", "vertex")
+_VERTEX = ("/v1/projects/sg-bench-project/locations/us-east5/publishers/anthropic/models/"
+           "claude-bench")
+# a Bedrock stream's first delta: a chunk frame whose base64 JSON starts with this event type
+_BEDROCK_DELTA = base64.b64encode(b'{"type":"content_block_delta"'[:27])
+
+
+def request_path(front_end: str, streaming: bool) -> bytes:
+    if front_end == "bedrock":
+        return b"/model/claude-bench/" + (b"invoke-with-response-stream" if streaming
+                                          else b"invoke")
+    if front_end == "vertex":
+        return (_VERTEX + (":streamRawPredict" if streaming else ":rawPredict")).encode()
+    return b"/v1/messages"
+
+
+def request_body(streaming: bool, wait_us: int = 0, prompt: str = PROMPT,
+                 front_end: str = "messages") -> bytes:
+    """A request in ``front_end``'s shape; ``wait_us`` asks the stand-in for that much model
+    time."""
     text = prompt + (f" #wait-us={wait_us}" if wait_us else "")
-    return json.dumps({"model": "claude-bench", "max_tokens": 64, "stream": streaming,
-                       "messages": [{"role": "user", "content": text}]}).encode()
+    doc: dict[str, object] = {"max_tokens": 64,
+                              "messages": [{"role": "user", "content": text}]}
+    if front_end == "bedrock":
+        doc["anthropic_version"] = "bedrock-2023-05-31"
+    elif front_end == "vertex":
+        doc.update(anthropic_version="vertex-2023-10-16", stream=streaming)
+    else:
+        doc.update(model="claude-bench", stream=streaming)
+    return json.dumps(doc).encode()
 
 WARMUP = 3
 
@@ -55,6 +85,7 @@ class Connection(asyncio.Protocol):
         self.first_delta: float | None = None
         self.streaming = False
         self.lost: BaseException | None = None
+        self.delta_marker = b"content_block_delta"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -68,7 +99,7 @@ class Connection(asyncio.Protocol):
         buf = self.buffer
         buf += data
         if self.streaming:
-            if self.first_delta is None and b"content_block_delta" in buf:
+            if self.first_delta is None and self.delta_marker in buf:
                 self.first_delta = time.perf_counter()
             if buf.endswith(b"0\r\n\r\n"):
                 self._finish()
@@ -104,14 +135,15 @@ class Connection(asyncio.Protocol):
         return await self.done
 
 
-def request_bytes(host: str, account: int, body: bytes, key: CallerKey | None = None) -> bytes:
+def request_bytes(host: str, account: int, body: bytes, key: CallerKey | None = None,
+                  path: bytes = b"/v1/messages") -> bytes:
     # each request from its own account, so tier 0's 600 requests/minute never bind; signed as
     # the provider's front door signs (the caller assertion) when a key is given
     name = f"bench-{account % 50_000}"
     proof = b"" if key is None else (
         b"\r\nx-csp-caller-assertion: "
         + assertion(key, account=name, body=body, now=time.time()).encode())
-    return (b"POST /v1/messages HTTP/1.1\r\nhost: " + host.encode()
+    return (b"POST " + path + b" HTTP/1.1\r\nhost: " + host.encode()
             + b"\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
             b"x-api-key: bench\r\nx-csp-account-id: " + name.encode() + proof
             + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
@@ -119,12 +151,13 @@ def request_bytes(host: str, account: int, body: bytes, key: CallerKey | None = 
 
 async def run(url: str, concurrency: int, total: int, streaming: bool,
               account_base: int, model_ms: float = 0.0, prompt: str = PROMPT,
-              key: CallerKey | None = None) -> list[float]:
+              key: CallerKey | None = None, front_end: str = "messages") -> list[float]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     netloc = parts.netloc
     loop = asyncio.get_running_loop()
-    body = request_body(streaming, prompt=prompt)
+    body = request_body(streaming, prompt=prompt, front_end=front_end)
+    path = request_path(front_end, streaming)
     counter = iter(range(account_base, account_base + 10**8))
     samples: list[float] = []
     per_client = max(1, total // concurrency)
@@ -132,14 +165,16 @@ async def run(url: str, concurrency: int, total: int, streaming: bool,
     async def one_client(index: int) -> None:
         rng = random.Random(index)
         _, conn = await loop.create_connection(Connection, host, port)
+        if front_end == "bedrock":
+            conn.delta_marker = _BEDROCK_DELTA
         try:
             for i in range(WARMUP + per_client):
                 wait_s, payload = 0.0, body
                 if model_ms > 0:
                     wait_us = round(model_ms * 1000 * rng.uniform(0.5, 1.5))
                     wait_s = wait_us / 1e6
-                    payload = request_body(streaming, wait_us, prompt)
-                data = request_bytes(netloc, next(counter), payload, key)
+                    payload = request_body(streaming, wait_us, prompt, front_end)
+                data = request_bytes(netloc, next(counter), payload, key, path)
                 t0 = time.perf_counter()
                 status = await asyncio.wait_for(conn.request(data, streaming=streaming), 30)
                 t1 = time.perf_counter()
@@ -171,6 +206,7 @@ def main() -> None:
     parser.add_argument("--model-ms", type=float, default=0.0)
     parser.add_argument("--prompt", default=PROMPT)
     parser.add_argument("--sign", metavar="KID:HEX", help="sign each request with this caller key")
+    parser.add_argument("--front-end", choices=FRONT_ENDS, default="messages")
     args = parser.parse_args()
     key = None
     if args.sign:
@@ -178,7 +214,7 @@ def main() -> None:
         key = CallerKey(kid, bytes.fromhex(secret))
     t0, c0 = time.perf_counter(), time.process_time()
     work = run(args.url, args.concurrency, args.requests, args.stream, args.account_base,
-               args.model_ms, args.prompt, key)
+               args.model_ms, args.prompt, key, args.front_end)
     try:
         import uvloop
 

@@ -1,7 +1,7 @@
 """Proxy benchmark: latency the proxy adds over calling the upstream stand-in directly.
 
     python benchmarks/proxy.py [--requests 2000] [--rounds 4] [--nats URL] [--model-ms 50]
-                               [--classifier]
+                               [--classifier] [--front-end messages|bedrock|vertex|all]
 
 The upstream stand-in and the proxy each run in their own process (``safeguards upstream`` and
 ``safeguards proxy``, on uvloop); NATS is an embedded server unless ``--nats`` names one. The load
@@ -20,9 +20,13 @@ Per level it prints direct and proxied p50/p99, the added latency and the ratio,
 process spent per request (proxy, upstream, load generator) and how busy the whole machine was:
 when the machine is saturated (closed-loop clients keep every core busy) latency is queueing for
 CPU, and the proxy's cost shows up as its CPU per request times the queue, not as its own delay.
-The last line is JSON with the worst figure over the levels:
-``{"added_p50_ms", "added_p99_ms", "ttft_added_p50_ms", ...}``, then the one-client figures, the
-proxy's highest CPU per request and how busy the machine got.
+Each front end (``--front-end``, all three by default) is measured the same way against the
+same stand-in, which answers in each provider's shape: the Messages API (``/v1/messages``),
+Amazon Bedrock's (``/model/{id}/invoke``, streaming in AWS event-stream frames) and Google
+Vertex AI's (``:rawPredict`` / ``:streamRawPredict``). The last line is JSON: per front end, the
+worst figure over the levels (``{"added_p50_ms", "added_p99_ms", "ttft_added_p50_ms", ...}``,
+then the one-client figures, the proxy's highest CPU per request and how busy the machine got),
+and the worst over the front ends.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from safeguards.adapters.embedded import EmbeddedNats, free_port
 from safeguards.adapters.embedded.ports import wait_for_port
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
+FRONT_ENDS = ("messages", "bedrock", "vertex")
 
 
 @functools.cache
@@ -88,12 +93,13 @@ _account_base = iter(range(0, 10**9, 1_000_000))
 
 
 def load(url: str, concurrency: int, total: int, run: Run, pids: dict[str, int], *,
-         model_ms: float, prompt: str, stream: bool = False) -> None:
+         model_ms: float, prompt: str, front_end: str, stream: bool = False) -> None:
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     busy0, total0 = machine_busy()
     cmd = [sys.executable, str(LOADGEN), url, str(concurrency), str(total),
            "--account-base", str(next(_account_base)), "--model-ms", str(model_ms),
-           "--prompt", prompt, "--sign", f"{caller_key().key_id}:{caller_key().secret.hex()}"]
+           "--prompt", prompt, "--sign", f"{caller_key().key_id}:{caller_key().secret.hex()}",
+           "--front-end", front_end]
     if stream:
         cmd.append("--stream")
     out = subprocess.run(cmd, check=True, capture_output=True, timeout=600).stdout
@@ -112,8 +118,10 @@ def per_request_us(run: Run, name: str) -> int:
 
 
 def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
-               pids: dict[str, int]) -> dict[str, Any]:
-    go = functools.partial(load, pids=pids, model_ms=args.model_ms, prompt=args.prompt)
+               pids: dict[str, int], front_end: str) -> dict[str, Any]:
+    print(f"front end: {front_end}")
+    go = functools.partial(load, pids=pids, model_ms=args.model_ms, prompt=args.prompt,
+                           front_end=front_end)
     go(upstream, 8, 400, Run())  # warm both paths (connections, caches)
     go(proxy, 8, 400, Run())
     results: dict[str, Any] = {}
@@ -199,7 +207,9 @@ def main() -> None:
                         help="also run the classifier adapter (the shipped model, CPU), so that "
                              "fresh accounts' requests are screened as in production; without "
                              "it every screen fails open at once (no responders)")
+    parser.add_argument("--front-end", choices=(*FRONT_ENDS, "all"), default="all")
     args = parser.parse_args()
+    front_ends = FRONT_ENDS if args.front_end == "all" else (args.front_end,)
     nats_server = None if args.nats else EmbeddedNats().start()
     nats_url = args.nats or (nats_server.url if nats_server else "")
     up_port, proxy_port = free_port(), free_port()
@@ -223,9 +233,13 @@ def main() -> None:
         wait_for_port("127.0.0.1", up_port, 30)
         wait_for_port("127.0.0.1", proxy_port, 30)
         time.sleep(1.0)  # let the proxy's feed read the (empty) enforcement stream
-        results = run_levels(args, f"http://127.0.0.1:{up_port}",
-                             f"http://127.0.0.1:{proxy_port}",
-                             {"upstream": procs[0].pid, "proxy": procs[1].pid})
+        summaries: dict[str, Any] = {}
+        for front_end in front_ends:
+            results = run_levels(args, f"http://127.0.0.1:{up_port}",
+                                 f"http://127.0.0.1:{proxy_port}",
+                                 {"upstream": procs[0].pid, "proxy": procs[1].pid}, front_end)
+            summaries[front_end] = results.pop("summary")
+            print(f"levels ({front_end}):", json.dumps(results))
         metrics = httpx.get(f"http://127.0.0.1:{proxy_port}/metrics").text
         drops = [line for line in metrics.splitlines()
                  if line.startswith(("safeguards_csp_telemetry_dropped_total",
@@ -233,9 +247,10 @@ def main() -> None:
                                      "safeguards_csp_fallbacks_total",
                                      "safeguards_csp_first_stage_total"))]
         print("proxy telemetry:", "; ".join(drops))
-        summary = results.pop("summary")
-        print("levels:", json.dumps(results))
-        print(json.dumps(summary))
+        print(json.dumps({
+            **summaries, "model_ms": args.model_ms,
+            "worst_added_p50_ms": max(s["added_p50_ms"] for s in summaries.values()),
+            "worst_added_p99_ms": max(s["added_p99_ms"] for s in summaries.values())}))
     finally:
         for p in procs:
             p.terminate()
