@@ -14,8 +14,9 @@ only that region's identities; 1 starts one server for all regions (lighter, not
 replicated). ``safeguards run`` starts clusters unless told ``--nats-servers 1``.
 
 ``run_embedded`` (``safeguards run``) then starts the model stand-in and each region's whole
-service (two actor nodes, the classifier adapter, the inline proxy) in its own process, prints
-the endpoints and what to try, and on Ctrl-C drains the regions before the servers stop.
+service (two actor nodes, the classifier adapter, the inline proxy) in its own process, and each
+region's operators' console (``regions.consoles``), prints the endpoints and what to try, and on
+Ctrl-C drains the regions before the servers stop.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ Try it (the official anthropic SDK works against the proxy unmodified):
 
 async def run_embedded(data_dir: Path, regions: tuple[str, ...], nats_servers: int = 3) -> None:
     from safeguards.adapters.store import migrate
+    from safeguards.regions.consoles import LOCAL_ADMIN, ensure_local_admin, running_consoles
     from safeguards.regions.stack import running_stack
 
     await anyio.Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -118,9 +120,18 @@ async def run_embedded(data_dir: Path, regions: tuple[str, ...], nats_servers: i
             for cfg in configs:  # idempotent: a restart finds the schema at head
                 revision = await migrate(cfg.database_url)
                 print(f"region {cfg.name}: schema migrated (revision {revision})", flush=True)
-            async with running_stack(configs) as endpoints:
+            made = [cfg.name for cfg in configs if ensure_local_admin(cfg.name)]
+            async with running_stack(configs) as endpoints, \
+                    running_consoles(configs, endpoints) as consoles:
                 print("\nsafeguards is running on its embedded default (data in "
                       f"{data_dir}):\n{endpoints.describe()}")
+                for region, url in consoles.items():
+                    print(f"  operators' console of {region}: {url}/  (sign in: "
+                          f".venv/bin/safeguards console-link NAME --region {region} "
+                          f"--url {url}, then open the link)")
+                if made:
+                    print(f"  (made operator '{LOCAL_ADMIN}', an admin, in {', '.join(made)}: "
+                          "its key is in the state folder)")
                 first = next(iter(endpoints.regions.values()))
                 print(NEXT_STEPS.format(proxy=first.proxy_url, region=first.region,
                                         db=first.database_url))

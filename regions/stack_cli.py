@@ -53,6 +53,7 @@ async def _serve(args: argparse.Namespace, policy: Any) -> None:
 
     from safeguards.adapters.heap import settle_heap
     from safeguards.regions.config import RegionConfig
+    from safeguards.regions.process_metrics import RegionMetrics
     from safeguards.regions.stack import RegionStack
 
     config = RegionConfig(args.region, args.database_url, args.nats, args.partitions)
@@ -61,8 +62,11 @@ async def _serve(args: argparse.Namespace, policy: Any) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with anyio.create_task_group() as tg:
             endpoints = await tg.start(stack.run)
+            metrics = RegionMetrics(stack)  # nodes, relay, classifier on the proxy's /metrics
+            tg.start_soon(metrics.watch_backlog)
             settle_heap()  # models, caches and modules are loaded: keep them out of GC scans
             print(json.dumps({"ready": True, **asdict(endpoints)}), flush=True)
             async for _ in signals:
                 stack.request_stop()
+                metrics.stop()
                 break
