@@ -27,6 +27,7 @@
   const rows = [data.at, data.top_score, data.strikes, data.throttled, data.level];
   const plot = new uPlot(opts, rows, el);
   el.dataset.points = String(data.at.length);
+  el.dataset.readyMs = performance.now().toFixed(1);  // since navigation start (benchmarks)
   el.dataset.ready = "1";
   window.addEventListener("resize", () => plot.setSize({ width: Math.max(600, el.clientWidth), height: 320 }));
 })();
