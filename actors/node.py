@@ -46,12 +46,13 @@ class Node:
                  policy: Policy | None = None, settings: NodeSettings | None = None,
                  static_partitions: Iterable[int] | None = None,
                  operators: OperatorAuthority | None = None,
-                 producers: MessageAuthority | None = None) -> None:
+                 producers: MessageAuthority | None = None,
+                 forwarders: MessageAuthority | None = None) -> None:
         """``static_partitions`` pins the node to those partitions without leases (benchmarks,
         and the fault test of two nodes that both believe they own a partition). ``operators``
         checks operator actions (default: none is accepted), ``producers`` every other signal
         (default: not checked; see ``core.operators.InputChecks``)."""
-        self.checks = InputChecks(operators, producers)
+        self.checks = InputChecks(operators, producers, forwarders)  # forwarders: core.homes
         self.region = validate_region(region)
         self.partitions = partitions
         self.bus_connector = bus

@@ -40,6 +40,10 @@ class ContentItem:
     correlation_id: str
     organization_id: str | None = None
     api_key_fingerprint: str | None = None
+    # the account's home where it is another region (``core.homes``): the text stays here, its
+    # scores go to the home's input subjects (its partition count ``home_partitions``)
+    home_region: str | None = None
+    home_partitions: int = 0
 
     def aggregates(self) -> tuple[str, ...]:
         """The entity ids of the aggregates it names; InvalidAccountId for a malformed one."""

@@ -30,6 +30,7 @@ from safeguards.core.events import (
     ReviewClaimed,
     Signal,
 )
+from safeguards.core.homes import forwarded_problem
 
 ROLES = ("viewer", "analyst", "admin")
 ANALYST_MAX_LEVEL = 3
@@ -109,9 +110,14 @@ class InputChecks:
     passes the region's producer keys)."""
 
     def __init__(self, operators: OperatorAuthority | None = None,
-                 producers: MessageAuthority | None = None) -> None:
+                 producers: MessageAuthority | None = None,
+                 forwarders: MessageAuthority | None = None) -> None:
+        """``forwarders``: the forwarding keys of the regions that may serve this region's
+        accounts (``core.homes``); what they sign is taken only if it is request metadata or
+        a score."""
         self.operators: OperatorAuthority = operators or NoOperators()
         self.producers = producers
+        self.forwarders = forwarders
 
     def problem(self, subject: str, data: bytes, headers: dict[str, str],
                 signal: Signal) -> tuple[str, str] | None:
@@ -121,5 +127,9 @@ class InputChecks:
             return None if why is None else ("operator_unverified", why)
         if self.producers is not None:
             why = self.producers.problem(subject, data, headers)
+            if why is not None and self.forwarders is not None \
+                    and self.forwarders.problem(subject, data, headers) is None:
+                refused = forwarded_problem(signal)
+                return None if refused is None else ("producer_unverified", refused)
             return None if why is None else ("producer_unverified", why)
         return None

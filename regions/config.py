@@ -17,9 +17,14 @@ class RegionConfig:
     database_url: str  # this region's PostgreSQL; nothing of another region is ever written there
     nats_url: str
     partitions: int = DEFAULT_PARTITIONS
+    # the other regions whose accounts this region's gates serve by their home's rules, and
+    # whose gates may forward scores of this region's accounts here (``core.homes``)
+    peers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate_region(self.name)
+        for peer in self.peers:
+            validate_region(peer)
         if not 1 <= self.partitions <= 4096:
             raise ValueError(f"partitions must be 1..4096, got {self.partitions}")
 

@@ -18,7 +18,7 @@ import anyio
 from safeguards.actors.node import Node
 from safeguards.actors.ownership import owner_of
 from safeguards.actors.settings import NodeSettings
-from safeguards.adapters.bus.producer_auth import load_producer_keys
+from safeguards.adapters.bus.producer_auth import load_forwarders, load_producer_keys
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.heap import settle_heap
 from safeguards.adapters.operators import OperatorRegistry
@@ -143,4 +143,5 @@ class RegionNodes:
                     node_id=f"{cfg.name}-{i}-{uuid.uuid4().hex[:6]}",
                     settings=self.settings, policy=self.policy,
                     operators=OperatorRegistry(cfg.name),
-                    producers=load_producer_keys(cfg.name))
+                    producers=load_producer_keys(cfg.name),
+                    forwarders=load_forwarders(cfg.name, cfg.peers))

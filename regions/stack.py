@@ -10,6 +10,7 @@ It is what ``safeguards run`` serves and what the end-to-end simulation test dri
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -25,7 +26,7 @@ from anyio.streams.text import TextReceiveStream
 
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
-from safeguards.adapters.bus.producer_auth import load_producer_keys
+from safeguards.adapters.bus.producer_auth import load_forwarding_keys, load_producer_keys
 from safeguards.adapters.classifier.loader import load_model
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
@@ -114,7 +115,9 @@ class RegionStack:
                     def classifier() -> ClassifierService:  # again after a crash
                         self.classifier = ClassifierService(
                             nc, cfg.name, scorer, ClassifierSettings(partitions=cfg.partitions),
-                            inline=inline, producer=load_producer_keys(cfg.name))
+                            inline=inline, producer=load_producer_keys(cfg.name),
+                            forwarders={p: load_forwarding_keys(cfg.name, p)
+                                        for p in cfg.peers})
                         return self.classifier
 
                     async with anyio.create_task_group() as classifier_tg:
@@ -125,7 +128,8 @@ class RegionStack:
                                                      nats_url=cfg.nats_url,
                                                      partitions=cfg.partitions,
                                                      # listens on 127.0.0.1 only
-                                                     caller_auth="loopback"), self.policy)
+                                                     caller_auth="loopback",
+                                                     peer_regions=cfg.peers), self.policy)
                         self.proxy = proxy
                         async with proxy.running(), serving(proxy, HOST, self.proxy_port,
                                                             lifespan="off") as url:
@@ -155,6 +159,8 @@ async def region_process(config: RegionConfig, upstream_url: str, *,
     cmd = [sys.executable, "-m", "safeguards.regions", "region", "--region", config.name,
            "--nats", config.nats_url, "--database-url", config.database_url,
            "--upstream", upstream_url, "--partitions", str(config.partitions)]
+    for peer in config.peers:
+        cmd += ["--peer", peer]
     if policy_path:
         cmd += ["--policy", policy_path]
     process = await anyio.open_process(cmd, stdout=subprocess.PIPE, stderr=None)
@@ -184,11 +190,24 @@ async def region_process(config: RegionConfig, upstream_url: str, *,
             await process.aclose()
 
 
+def with_peers(configs: list[RegionConfig]) -> list[RegionConfig]:
+    """Each configuration without peers given the other regions on the same NATS as peers
+    (home routing reaches a peer's subjects over the serving region's own connection)."""
+    return [cfg if cfg.peers else dataclasses.replace(cfg, peers=tuple(
+        other.name for other in configs
+        if other.name != cfg.name and other.nats_url == cfg.nats_url)) for cfg in configs]
+
+
 @contextlib.asynccontextmanager
 async def running_stack(configs: list[RegionConfig], *, policy_path: str | None = None,
-                        upstream_port: int | None = None) -> AsyncIterator[StackEndpoints]:
+                        upstream_port: int | None = None,
+                        home_routing: bool = True) -> AsyncIterator[StackEndpoints]:
     """Start the model stand-in here and every region's stack in its own process; stop them all
-    (regions drain first) when the block exits."""
+    (regions drain first) when the block exits. Regions on one NATS serve each other's
+    accounts by their home's rules (``core.homes``) unless their configurations say otherwise
+    (``peers``) or ``home_routing`` is False."""
+    if home_routing:
+        configs = with_peers(configs)
     upstream = UpstreamApp()
     async with serving(upstream, HOST, upstream_port or free_port(), lifespan="off") as up_url:
         endpoints = StackEndpoints(up_url)

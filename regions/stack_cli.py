@@ -28,6 +28,9 @@ def register(sub: Any) -> None:
     region.add_argument("--proxy-port", type=int, default=0, help="default: a free port")
     region.add_argument("--nodes", type=int, default=2, help="actor nodes (default 2)")
     region.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
+    region.add_argument("--peer", action="append", default=[],
+                        help="another region whose accounts this one serves by their home's "
+                             "rules (home routing; repeat per region)")
     region.add_argument("--policy", default=None, help="policy TOML (default: shipped)")
     region.add_argument("--log-level", default=os.environ.get("SAFEGUARDS_LOG_LEVEL", "WARNING"))
     region.set_defaults(handler=_region)
@@ -56,7 +59,8 @@ async def _serve(args: argparse.Namespace, policy: Any) -> None:
     from safeguards.regions.process_metrics import RegionMetrics
     from safeguards.regions.stack import RegionStack
 
-    config = RegionConfig(args.region, args.database_url, args.nats, args.partitions)
+    config = RegionConfig(args.region, args.database_url, args.nats, args.partitions,
+                          peers=tuple(args.peer))
     stack = RegionStack(config, args.upstream, policy=policy,
                         proxy_port=args.proxy_port or None, nodes=args.nodes)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -16,7 +16,11 @@ another's replies:
 - ``operator`` (``safeguards ops``): publishes operator signals, reads the policy board.
 
 No role may touch another region's subjects, streams or buckets, or any JetStream API beyond
-the operations it needs on its own streams (no stream deletion, no purge, for anyone).
+the operations it needs on its own streams (no stream deletion, no purge, for anyone). With home
+routing (``core.homes``), the one exception: a region's gate and classifier may publish request
+metadata and scores on a peer's input subjects, and its gate may read, by key, a peer's
+directory entry and last enforcement command of an account it names; content, enforcement,
+classify and every subscription stay regional.
 
 Identities: ``SAFEGUARDS_NATS_NKEY_<REGION>_<ROLE>`` (the seed) where set, else the file
 ``<state>/nats-<region>-<role>.nk`` where it exists; with neither, the connection is anonymous
@@ -37,6 +41,7 @@ from typing import Any
 
 import nkeys
 
+from safeguards.adapters.bus.homes import home_bucket_name
 from safeguards.adapters.bus.leases import lease_bucket_name
 from safeguards.adapters.bus.policy_board import policy_bucket_name
 from safeguards.adapters.keyfiles import read_or_make, state_dir
@@ -141,20 +146,40 @@ def _kv_read(bucket: str) -> list[str]:
     return [*_stream_info(f"KV_{bucket}"), *_get(f"KV_{bucket}"), *_consume(f"KV_{bucket}")]
 
 
-def role_permissions(region: str, role: NatsRole) -> dict[str, Any]:
+def _home_forwarding(role: NatsRole, peers: tuple[str, ...]) -> list[str]:
+    """What a serving region's role may do at its peers, for the accounts homed there
+    (``core.homes``): the gate and the classifier publish request metadata and scores to the
+    home's input subjects (never content, enforcement or classify); the gate reads, by key
+    only, the home's directory entry and the last enforcement command of an account it names
+    (direct gets: no listing, no consumer, no subscription)."""
+    out: list[str] = []
+    for p in peers:
+        if role in (NatsRole.GATE, NatsRole.CLASSIFIER):
+            out.append(f"sg.{p}.acct.>")
+        if role is NatsRole.GATE:
+            homes, enforce = home_bucket_name(p), stream_name(p, "ENFORCE")
+            out += [f"$JS.API.DIRECT.GET.KV_{homes}.$KV.{homes}.>",
+                    f"$JS.API.DIRECT.GET.{enforce}.sg.{p}.enforce.>"]
+    return out
+
+
+def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -> dict[str, Any]:
     """The nats-server ``permissions`` of ``role`` in ``region``: allow lists only (everything
-    else is denied)."""
+    else is denied). ``peers``: the regions whose accounts this region's gates may serve
+    (home routing, :func:`_home_forwarding`)."""
     r = validate_region(region)
     inputs, content, enforce, dlq = (stream_name(r, k)
                                      for k in ("INPUTS", "CONTENT", "ENFORCE", "DLQ"))
-    leases, policy = lease_bucket_name(r), policy_bucket_name(r)
+    leases, policy, homes = lease_bucket_name(r), policy_bucket_name(r), home_bucket_name(r)
     publish: list[str] = ["$JS.API.INFO"]
     subscribe: list[str] = [f"{inbox_prefix(r, role)}.>"]
     responses = False
     if role is NatsRole.GATE:
         publish += [f"sg.{r}.acct.>", f"sg.{r}.content.>", f"sg.{r}.classify",
                     *_stream_info(inputs), *_stream_info(content), *_stream_info(enforce),
-                    *_consume(enforce), *_kv_read(policy)]
+                    *_consume(enforce), *_kv_read(policy),
+                    # its region's directory: claims on first use (KV create)
+                    f"$KV.{homes}.>", *_stream_admin(f"KV_{homes}"), *_kv_read(homes)]
     elif role is NatsRole.NODE:
         publish += [f"sg.{r}.enforce.>", f"sg.{r}.acct.>", f"sg.{r}.dlq.>", f"$KV.{leases}.>",
                     f"$KV.{policy}.>"]
@@ -169,7 +194,10 @@ def role_permissions(region: str, role: NatsRole) -> dict[str, Any]:
     else:  # operator
         publish += [f"sg.{r}.acct.>", *_stream_info(inputs), *_kv_read(policy),
                     # the console's health page: dead letters and the enforcement stream's head
-                    *_stream_info(dlq), *_stream_info(enforce)]
+                    *_stream_info(dlq), *_stream_info(enforce),
+                    # onboarding and migrations write the region's directory
+                    f"$KV.{homes}.>", *_stream_admin(f"KV_{homes}"), *_kv_read(homes)]
+    publish += _home_forwarding(role, tuple(p for p in peers if p != r))
     permissions: dict[str, Any] = {"publish": {"allow": sorted(set(publish))},
                                    "subscribe": {"allow": sorted(set(subscribe))}}
     if responses:
@@ -177,8 +205,12 @@ def role_permissions(region: str, role: NatsRole) -> dict[str, Any]:
     return permissions
 
 
-def server_authorization(identities: list[NatsIdentity]) -> dict[str, Any]:
+def server_authorization(identities: list[NatsIdentity], *,
+                         home_routing: bool = False) -> dict[str, Any]:
     """The nats-server ``authorization`` block admitting exactly these identities, each with
-    its role's permissions (public keys only: no secret in the server's configuration)."""
-    return {"users": [{"nkey": i.public_key, "permissions": role_permissions(i.region, i.role)}
+    its role's permissions (public keys only: no secret in the server's configuration).
+    ``home_routing``: each region may serve the other regions' accounts (``core.homes``)."""
+    regions = tuple(sorted({i.region for i in identities})) if home_routing else ()
+    return {"users": [{"nkey": i.public_key,
+                       "permissions": role_permissions(i.region, i.role, regions)}
                       for i in identities]}

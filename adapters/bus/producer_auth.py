@@ -99,3 +99,22 @@ def load_producer_keys(region: str, directory: Path | None = None) -> ProducerKe
     region = validate_region(region)
     return ProducerKeys(shared_secrets(region, "producer", id_prefix="p", directory=directory,
                                        what=f"the {region} region's producer key"))
+
+
+def load_forwarding_keys(serving: str, home: str, directory: Path | None = None) -> ProducerKeys:
+    """The key ``serving``'s gates and classifier sign with what they forward to accounts homed
+    in ``home`` (``core.homes``): one key per pair of regions, so a home trusts each serving
+    region separately and a region's own producer key never leaves it."""
+    serving, home = validate_region(serving), validate_region(home)
+    return ProducerKeys(shared_secrets(home, f"forward_{serving}", id_prefix=f"f{serving}",
+                                       directory=directory,
+                                       what=f"the key {serving} forwards to {home} with"))
+
+
+def load_forwarders(home: str, serving: tuple[str, ...],
+                    directory: Path | None = None) -> ProducerKeys | None:
+    """What ``home``'s nodes verify forwarded signals with: every serving region's pair key
+    (None where no other region serves its accounts)."""
+    keys = [pair for region in serving if region != home
+            for pair in load_forwarding_keys(region, home, directory)._trusted.items()]
+    return ProducerKeys(keys) if keys else None

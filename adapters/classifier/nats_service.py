@@ -55,7 +55,7 @@ from safeguards.adapters.classifier.scorer import MicroBatchScorer, ScoreResult
 from safeguards.adapters.classifier.text import PreparedText
 from safeguards.core.codec import decode_record, encode_record, encode_signal
 from safeguards.core.content import ClassifyReply, ClassifyRequest, ContentItem
-from safeguards.core.errors import CodecError, InvalidAccountId, SafeguardsError
+from safeguards.core.errors import CodecError, InvalidAccountId, InvalidInput, SafeguardsError
 from safeguards.core.events import ScoreRecorded, Signal
 from safeguards.core.ids import aggregate_kind, derive_id, validate_region
 from safeguards.core.subjects import (
@@ -85,13 +85,14 @@ class ClassifierService:
 
     def __init__(self, nc: Client, region: str, primary: MicroBatchScorer,
                  settings: ClassifierSettings, shadows: Sequence[MicroBatchScorer] = (),
-                 inline: MicroBatchScorer | None = None, producer: ProducerKeys | None = None
-                 ) -> None:
+                 inline: MicroBatchScorer | None = None, producer: ProducerKeys | None = None,
+                 forwarders: dict[str, ProducerKeys] | None = None) -> None:
         """``inline`` answers the gates' synchronous requests (same model, its own queue and
         inference thread), so a screening never waits behind background content scoring.
         ``producer``: the region's producer keys; content must carry a gate's MAC and score
-        signals go out with ours (None: neither, for tests that publish raw content)."""
-        self.producer = producer
+        signals go out with ours (None: neither, for tests that publish raw content);
+        ``forwarders``: the key per home region of accounts homed elsewhere (``core.homes``)."""
+        self.producer, self.forwarders = producer, forwarders or {}
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=settings.publish_timeout_s)
         self.region = validate_region(region)
@@ -186,6 +187,9 @@ class ClassifierService:
                 return
             if aggregate_kind(item.account_id) is not None:
                 raise InvalidAccountId("content cannot be an aggregate's own")
+            if item.home_region and not (item.home_region in self.forwarders
+                                         and 1 <= item.home_partitions <= 4096):
+                raise InvalidInput("content names a home this region does not forward to")
             aggregates = item.aggregates()
             prepared = self.primary.prepare(item.text)
         except TextRejected as exc:
@@ -244,7 +248,7 @@ class ClassifierService:
         return Signal(
             signal_id=signal_id,
             account_id=entity,
-            region=item.region,
+            region=item.home_region or item.region,  # scores go to the account's home
             occurred_at=item.occurred_at,  # the content's time, so redelivery is identical
             correlation_id=item.correlation_id,
             observation=ScoreRecorded(
@@ -262,12 +266,15 @@ class ClassifierService:
 
     async def _publish(self, item: ContentItem, aggregates: tuple[str, ...], result: ScoreResult,
                        shadow: bool) -> None:
+        home = item.home_region
+        signer = self.producer if home is None else self.forwarders[home]
         for signal in self.signals_for(item, result, shadow, aggregates):
-            subject = inputs_subject(self.region, self.settings.partitions, signal.account_id)
+            subject = inputs_subject(home or self.region, item.home_partitions if home
+                                     else self.settings.partitions, signal.account_id)
             try:
                 with anyio.fail_after(self.settings.publish_timeout_s):
                     data = encode_signal(signal)
-                    signed = self.producer.headers(subject, data) if self.producer else {}
+                    signed = signer.headers(subject, data) if signer else {}
                     await self.js.publish(subject, data, timeout=self.settings.publish_timeout_s,
                                           headers={"Nats-Msg-Id": signal.signal_id, **signed})
             except (TimeoutError, nats.errors.Error, APIError) as exc:

@@ -31,6 +31,7 @@ from safeguards.adapters.classifier.first_stage import FirstStage
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.decision import Decision, GateRequest, GateResponse
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.homes import HomeRouting
 from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.provider_api import MESSAGES_CALL, ProviderCall
@@ -75,6 +76,7 @@ class Admission:
         self.telemetry = telemetry
         self.first_stage = first_stage
         self.seen = SeenTurns()
+        self.homes: HomeRouting | None = None  # accounts homed in another region (csp.homes)
         self._observe_check = metrics.check_seconds.observe
 
     async def admit(self, caller: Caller, body: bytes, surface: str,
@@ -99,6 +101,8 @@ class Admission:
             # Fail-closed start: hold for the enforcement state a while, then the gate refuses.
             with anyio.move_on_after(self.gate.policy.gate.before_sync_hold_ms / 1000):
                 await self.synced.wait()
+        if self.homes is not None:  # learns its home; a foreign home's enforcement applies
+            await self.homes.home_of(request)
         now = time.time()
         t0 = time.perf_counter()
         decision = self.gate.check(request, now)

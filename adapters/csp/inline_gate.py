@@ -16,7 +16,7 @@ from typing import Protocol
 import anyio
 
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
-from safeguards.adapters.bus.producer_auth import load_producer_keys
+from safeguards.adapters.bus.producer_auth import load_forwarding_keys, load_producer_keys
 from safeguards.adapters.bus.signing import load_verifier
 from safeguards.adapters.classifier.errors import ModelLoadError
 from safeguards.adapters.classifier.first_stage import FirstStage, load_first_stage
@@ -26,6 +26,7 @@ from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
 from safeguards.adapters.csp.feed_snapshot import FeedSnapshot
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.homes import HomeRouting
 from safeguards.adapters.csp.identity import IdentityHeaders, load_link_key
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.streams import ensure_gate_streams
@@ -78,7 +79,9 @@ def _first_stage() -> FirstStage | None:
 
 class InlineGate:
     def __init__(self, policy: Policy, config: FrontEndConfig, *, connection_name: str,
-                 provision_streams: bool = False) -> None:
+                 provision_streams: bool = False, peers: tuple[str, ...] = ()) -> None:
+        """``peers``: the regions whose accounts this gate may serve by their home's rules
+        (``csp.homes``); none: every account is served as this region's."""
         region = self.region = validate_region(config.region)
         self.provision_streams = provision_streams
         self.freeze_gc_after_sync = config.freeze_gc_after_sync
@@ -109,6 +112,13 @@ class InlineGate:
                                    _first_stage(),
                                    synced=self.feed.ready if self.feed is not None else None,
                                    link_key=self.identity.link_key)
+        self.homes = None
+        peers = tuple(p for p in peers if p != region)
+        if self.link is not None and peers:
+            self.homes = HomeRouting(self.link, region, config.partitions, peers, self.gate)
+            self.admission.homes = self.homes
+            self.telemetry.homes = self.homes.foreign_home
+            self.telemetry.forwarders = {p: load_forwarding_keys(region, p) for p in peers}
 
     def _restore(self, snapshot: FeedSnapshot, feed: EnforcementFeed) -> bool:
         """Fail-closed start: the gate serves before its feed has read the stream only when a
@@ -138,6 +148,8 @@ class InlineGate:
                 if self.freeze_gc_after_sync:
                     tg.start_soon(freeze_gc_when_ready, self.feed)
             await tg.start(self.telemetry.run)
+            if self.homes is not None:
+                await tg.start(self.homes.run)
             yield self
             tg.cancel_scope.cancel()
 

@@ -94,6 +94,7 @@ class ProxyConfig:
     # door) or "loopback" (unsigned requests from this machine too); keys: load_caller_keys.
     caller_auth: str = "required"
     caller_keys: tuple[CallerKey, ...] | None = None
+    peer_regions: tuple[str, ...] = ()  # whose accounts it serves by their home's rules
 
 
 class CspProxy:
@@ -103,7 +104,8 @@ class CspProxy:
         self.config = config
         self.policy = policy
         self.inline = InlineGate(policy, config, connection_name="safeguards-proxy",
-                                 provision_streams=config.provision_streams)
+                                 provision_streams=config.provision_streams,
+                                 peers=config.peer_regions)
         i = self.inline
         self.gate, self.link, self.feed, self.telemetry = i.gate, i.link, i.feed, i.telemetry
         self.classifier, self.metrics, self.identity = i.classifier, i.metrics, i.identity

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import anyio
@@ -33,6 +34,7 @@ from safeguards.adapters.csp.decision import GateRequest
 from safeguards.core.codec import encode_record, encode_signal
 from safeguards.core.content import ContentItem, clip_middle
 from safeguards.core.events import ContentKind, RequestObserved, Signal
+from safeguards.core.homes import HomeEntry
 from safeguards.core.subjects import content_subject, inputs_subject
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,11 @@ class Telemetry:
         self.partitions = partitions
         self.publish_timeout_s = publish_timeout_s
         self.workers = workers
+        # Home routing (``csp.homes``): where an account is homed elsewhere, its signal goes
+        # to the home's input subject signed with the pair's forwarding key, and its content
+        # stays here, naming the home its scores go to.
+        self.homes: Callable[[str], HomeEntry | None] | None = None
+        self.forwarders: dict[str, ProducerKeys] = {}
         self._send, self._receive = anyio.create_memory_object_stream[_Item](capacity)
         self._subject_cache: dict[str, tuple[str, str]] = {}
         self._batches: dict[int, _Batch] = {}
@@ -129,14 +136,18 @@ class Telemetry:
             self._subject_cache[account_id] = found
         return found
 
-    def _encode(self, item: _Item, out: list[tuple[str, bytes]]) -> None:
+    def _encode(self, item: _Item, out: list[tuple[str, bytes, HomeEntry | None]]) -> None:
         request, action, tokens_in, tokens_out, prompt, completion, when, _ = item
         at = datetime.fromtimestamp(when, UTC)
         inputs, content = self._subjects(request.account_id)
+        home = None if self.homes is None else self.homes(request.account_id)
+        if home is not None:
+            inputs = inputs_subject(home.home, home.partitions, request.account_id)
         if action:
             signal = Signal(
                 signal_id=f"req:{request.request_id}", account_id=request.account_id,
-                region=self.region, occurred_at=at, correlation_id=request.request_id,
+                region=self.region if home is None else home.home, occurred_at=at,
+                correlation_id=request.request_id,
                 observation=RequestObserved(
                     request_id=request.request_id, model=request.model,
                     surface=request.surface, input_tokens=tokens_in, output_tokens=tokens_out,
@@ -147,7 +158,7 @@ class Telemetry:
                     prompt_link=request.prompt_link,
                 ),
             )
-            out.append((inputs, encode_signal(signal)))
+            out.append((inputs, encode_signal(signal), home))
         for kind, text in zip(_KINDS, (prompt, completion), strict=True):
             if text:
                 record = ContentItem(
@@ -157,10 +168,12 @@ class Telemetry:
                     correlation_id=request.request_id,
                     organization_id=request.organization_id,
                     api_key_fingerprint=request.api_key_fingerprint,
+                    home_region=None if home is None else home.home,
+                    home_partitions=0 if home is None else home.partitions,
                 )
                 data = encode_record(record)
                 out.append((content, data if self.producer is None
-                            else self.producer.seal(content, data)))
+                            else self.producer.seal(content, data), None))
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -215,7 +228,7 @@ class Telemetry:
         if inbox is None:
             self.dropped["not_connected"] += expected
             return
-        messages: list[tuple[str, bytes]] = []
+        messages: list[tuple[str, bytes, HomeEntry | None]] = []
         for item in items:
             self._encode(item, messages)
         batch_id = self._next_batch
@@ -227,10 +240,11 @@ class Telemetry:
         self._deadlines.append((deadline, batch_id))
         publish = nc.publish
         producer = self.producer
-        for index, (subject, payload) in enumerate(messages):
+        for index, (subject, payload, home) in enumerate(messages):
+            signer = producer if home is None else self.forwarders.get(home.home)
             try:
-                await publish(subject, payload, reply=reply, headers=None if producer is None
-                              else producer.headers(subject, payload))
+                await publish(subject, payload, reply=reply, headers=None if signer is None
+                              else signer.headers(subject, payload))
             except (OSError, nats.errors.Error) as exc:
                 # not written (disconnected with a full reconnect buffer, closed): the rest of
                 # the batch would meet the same fate

@@ -1,0 +1,308 @@
+"""Home regions against a real nats-server (started with the regions' role identities and home
+routing) and PostgreSQL: an account homed in eu and served by the us proxy ends in eu's history
+with no text leaving us, and the enforcement eu sets applies at the us proxy; the directory
+claims on first use once, reads peers by key, and a forwarding key carries nothing but request
+metadata and scores."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import anyio
+import asyncpg
+import pytest
+from nats.aio.msg import Msg
+
+from safeguards.actors.node import Node
+from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.bus.homes import HomeDirectory
+from safeguards.adapters.bus.nats_auth import (
+    NatsIdentity,
+    NatsRole,
+    make_identities,
+    nats_identity,
+    new_seed,
+    server_authorization,
+)
+from safeguards.adapters.bus.producer_auth import (
+    load_forwarders,
+    load_forwarding_keys,
+    load_producer_keys,
+)
+from safeguards.adapters.bus.region import NatsBus
+from safeguards.adapters.bus.signing import load_signer
+from safeguards.adapters.classifier.loader import load_model
+from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
+from safeguards.adapters.classifier.scorer import MicroBatchScorer
+from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
+from safeguards.adapters.csp.serving import serving
+from safeguards.adapters.csp.upstream import UpstreamApp
+from safeguards.adapters.embedded import EmbeddedNats, free_port
+from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.core.codec import encode_command, encode_signal
+from safeguards.core.enforcement import EnforcementCommand
+from safeguards.core.events import OperatorActionTaken, RequestObserved, ScoreRecorded, Signal
+from safeguards.core.homes import HomeEntry, directory_key
+from safeguards.core.operators import InputChecks
+from safeguards.core.policy import default_policy
+from safeguards.core.subjects import enforce_subject, inputs_subject
+
+from bus_support import refused_by_server
+
+PARTITIONS = 16
+NOW = datetime(2026, 12, 6, tzinfo=UTC)
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keys of this test's regions only (identities, producer, forwarding, enforcement)."""
+    folder = tmp_path / "state"
+    monkeypatch.setenv("SAFEGUARDS_STATE_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def secured(state: Path, tmp_path: Path) -> Any:
+    """A nats-server admitting us's and eu's roles with home routing, and an auditor that may
+    only listen (it sees every message, to search them for the canary)."""
+    identities = make_identities(("us", "eu"))
+    auditor = NatsIdentity("us", NatsRole.OPERATOR, new_seed())
+    authorization = server_authorization(identities, home_routing=True)
+    authorization["users"].append({"nkey": auditor.public_key, "permissions": {
+        "publish": {"deny": [">"]}, "subscribe": {"allow": [">"]}}})
+    with EmbeddedNats(tmp_path / "nats", authorization=authorization) as server:
+        yield server.url, auditor
+
+
+async def _database(postgres_server: Any) -> str:
+    name = f"sg_home_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(postgres_server.admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url: str = postgres_server.database_url(name)
+    await migrate(url)
+    return url
+
+
+@contextlib.asynccontextmanager
+async def node(url: str, region: str, store: PostgresEventStore, peer: str
+               ) -> AsyncIterator[Node]:
+    running = Node(region=region, partitions=PARTITIONS, bus=NatsBus(url, region), store=store,
+                   settings=NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2),
+                   static_partitions=range(PARTITIONS), producers=load_producer_keys(region),
+                   forwarders=load_forwarders(region, (peer,)))
+    async with anyio.create_task_group() as tg:
+        await tg.start(running.run)
+        yield running
+        running.request_stop()
+
+
+@contextlib.asynccontextmanager
+async def us_classifier(url: str) -> AsyncIterator[ClassifierService]:
+    nc = await connect(url, name="us-classifier", identity=nats_identity("us", NatsRole.CLASSIFIER))
+    try:
+        async with MicroBatchScorer(load_model(allow_gpu=False)) as scorer:
+            service = ClassifierService(nc, "us", scorer, ClassifierSettings(partitions=PARTITIONS),
+                                        producer=load_producer_keys("us"),
+                                        forwarders={"eu": load_forwarding_keys("us", "eu")})
+            async with anyio.create_task_group() as tg:
+                await tg.start(service.run)
+                yield service
+                tg.cancel_scope.cancel()
+    finally:
+        await nc.close()
+
+
+@contextlib.asynccontextmanager
+async def us_proxy(url: str) -> AsyncIterator[tuple[CspProxy, str]]:
+    async with serving(UpstreamApp(), "127.0.0.1", free_port(), lifespan="off") as upstream:
+        proxy = CspProxy(ProxyConfig(region="us", upstream_url=upstream, nats_url=url,
+                                     caller_auth="loopback", feed_heartbeat_s=0.25,
+                                     partitions=PARTITIONS, peer_regions=("eu",)),
+                         default_policy())
+        async with serving(proxy, "127.0.0.1", free_port()) as proxy_url:
+            assert proxy.feed is not None
+            with anyio.fail_after(15):
+                await proxy.feed.ready.wait()
+            yield proxy, proxy_url
+
+
+async def ask(proxy_url: str, account: str, text: str) -> int:
+    sdk = anthropic.AsyncAnthropic(base_url=proxy_url, api_key="unused", max_retries=0,
+                                   default_headers={"x-csp-account-id": account})
+    try:
+        await sdk.messages.create(model="claude-test-1", max_tokens=16,
+                                  messages=[{"role": "user", "content": text}])
+    except anthropic.APIStatusError as exc:
+        return exc.status_code
+    return 200
+
+
+async def until(check: Any, within_s: float = 30.0) -> None:
+    with anyio.fail_after(within_s):
+        while not await check():  # noqa: ASYNC110 - what it waits for has no event
+            await anyio.sleep(0.1)
+
+
+async def hits(url: str, needle: bytes) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        total = 0
+        for table, column in (("events", "body"), ("outbox", "payload"), ("snapshots", "state")):
+            total += await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE position($1::bytea in {column}) > 0", needle)
+        return int(total)
+    finally:
+        await conn.close()
+
+
+def eu_command(account: str, level: int, version: int) -> EnforcementCommand:
+    policy = default_policy()
+    tier = policy.rate_tiers[level]
+    return EnforcementCommand(
+        command_id=f"{account}-{version}", account_id=account, region="eu", level=level,
+        requests_per_minute=tier.requests_per_minute, tokens_per_minute=tier.tokens_per_minute,
+        interventions=policy.ladder[level].interventions, expires_at=None, version=version,
+        policy_version=policy.version, reason="operator.suspend", issued_at=NOW)
+
+
+async def test_an_eu_account_served_in_us_has_one_history_in_eu_and_eu_enforcement(
+        secured: Any, postgres_server: Any) -> None:
+    url, auditor = secured
+    account, local = f"acct-eu-{secrets.token_hex(3)}", f"acct-us-{secrets.token_hex(3)}"
+    canary = f"CANARY-{secrets.token_hex(8)}"
+    us_url, eu_url = await _database(postgres_server), await _database(postgres_server)
+    seen: list[tuple[str, bytes]] = []
+    listener = await connect(url, name="auditor", once=True, identity=auditor)
+
+    async def keep(msg: Msg) -> None:
+        seen.append((msg.subject, msg.data))
+
+    await listener.subscribe(">", cb=keep)
+    operator = await connect(url, name="eu-onboarding",
+                             identity=nats_identity("eu", NatsRole.OPERATOR))
+    async with PostgresEventStore("us", us_url) as us_store, \
+            PostgresEventStore("eu", eu_url) as eu_store, \
+            node(url, "eu", eu_store, "us"), node(url, "us", us_store, "eu"), \
+            us_classifier(url), us_proxy(url) as (proxy, proxy_url):
+        # the CSP onboarded the account in eu
+        eu_directory = await HomeDirectory.open(operator.jetstream(), "eu")
+        await eu_directory.put(account, HomeEntry("eu", PARTITIONS, "onboarding", NOW.isoformat()))
+        for i in range(3):
+            assert await ask(proxy_url, account, f"{canary} summarise my notes, part {i}") == 200
+        assert await ask(proxy_url, local, "plan a picnic") == 200
+
+        async def in_eu() -> bool:
+            kinds = {type(e.body) for e in await eu_store.history(account)}
+            return {RequestObserved, ScoreRecorded} <= kinds
+
+        await until(in_eu)
+        await until(lambda: _has_history(us_store, local))
+        assert await us_store.history(account) == []  # one history: in its home
+        assert await eu_store.history(local) == []
+        assert proxy.inline.homes is not None and proxy.inline.homes.forwarded >= 3
+        us_operator = await connect(url, name="us-operator",
+                                    identity=nats_identity("us", NatsRole.OPERATOR))
+        us_directory = await HomeDirectory.open(us_operator.jetstream(), "us")
+        claimed = await us_directory.local(local)  # the us account: claimed on first use
+        assert claimed is not None and (claimed.home, claimed.set_by) == ("us", "first_use")
+        assert await us_directory.local(account) is None  # the eu account: never claimed here
+        await us_operator.close()
+
+        # eu suspends the account (as eu's relay publishes its actor's command): the us proxy
+        # applies it; the us account is untouched
+        command = eu_command(account, 4, 10_000)
+        subject, payload = enforce_subject("eu", account), encode_command(command)
+        eu_node = await connect(url, name="eu-relay", identity=nats_identity("eu", NatsRole.NODE))
+        await eu_node.jetstream().publish(subject, payload,
+                                          headers=load_signer("eu").headers(subject, payload))
+        await eu_node.close()
+
+        async def refused() -> bool:
+            return await ask(proxy_url, account, "hello again") == 403
+
+        await until(refused, within_s=10)
+        assert await ask(proxy_url, local, "plan another picnic") == 200
+        token = canary.encode()
+        assert not [s for s, data in seen if token in data and not s.startswith("sg.us.content")]
+        assert any(s.startswith("sg.eu.acct.") for s, _ in seen)
+        assert await hits(eu_url, token) == 0 and await hits(us_url, token) == 0
+    await listener.close()
+    await operator.close()
+
+
+async def _has_history(store: PostgresEventStore, account: str) -> bool:
+    return bool(await store.history(account))
+
+
+async def test_first_use_claims_once_and_peers_read_by_key(secured: Any) -> None:
+    url, _ = secured
+    gate_us = await connect(url, name="us-gate", identity=nats_identity("us", NatsRole.GATE))
+    gate_eu = await connect(url, name="eu-gate", identity=nats_identity("eu", NatsRole.GATE))
+    try:
+        us = await HomeDirectory.open(gate_us.jetstream(), "us", ("eu",))
+        eu = await HomeDirectory.open(gate_eu.jetstream(), "eu", ("us",))
+        mine = HomeEntry("us", PARTITIONS, "first_use", NOW.isoformat())
+        assert await us.claim("acct-1", mine) == mine
+        late = HomeEntry("us", 8, "first_use", NOW.isoformat())
+        assert await us.claim("acct-1", late) == mine  # the first claim stands
+        assert await eu.lookup("acct-1") == mine  # eu finds it by key in us's directory
+        assert await eu.lookup("acct-unknown") is None
+        # a malformed entry is counted and skipped, never trusted
+        kv = await gate_us.jetstream().key_value("sg_us_homes")
+        await kv.put(directory_key("acct-bad"), b'{"home": "../x"}')
+        assert await us.local("acct-bad") is None and us.malformed == 1
+    finally:
+        await gate_us.close()
+        await gate_eu.close()
+
+
+async def test_home_routing_opens_only_metadata_and_reads_by_key(secured: Any) -> None:
+    """The us gate may publish on eu's inputs and read eu's entries by key; eu's content,
+    enforcement, classify, directory writes and every eu subscription stay refused."""
+    url, _ = secured
+    gate = nats_identity("us", NatsRole.GATE)
+    assert gate is not None
+    refused = await refused_by_server(
+        url, gate,
+        publish=("sg.eu.acct.3.t0", "sg.eu.content.t0", "sg.eu.enforce.t0", "sg.eu.classify",
+                 "$KV.sg_eu_homes.h1", "$JS.API.CONSUMER.CREATE.SG_EU_ENFORCE",
+                 "$JS.API.STREAM.MSG.GET.SG_EU_ENFORCE",
+                 "$JS.API.DIRECT.GET.SG_EU_ENFORCE.sg.eu.enforce.t0"),
+        subscribe=("sg.eu.enforce.>", "sg.eu.acct.>", "sg.eu.content.>"))
+    assert {s for kind, s in refused if kind == "publish"} == {
+        "sg.eu.content.t0", "sg.eu.enforce.t0", "sg.eu.classify", "$kv.sg_eu_homes.h1",
+        "$js.api.consumer.create.sg_eu_enforce", "$js.api.stream.msg.get.sg_eu_enforce"}
+    assert {s for kind, s in refused if kind == "subscription"} == {
+        "sg.eu.enforce.>", "sg.eu.acct.>", "sg.eu.content.>"}
+
+
+def test_a_forwarding_key_carries_only_request_metadata_and_scores(state: Path) -> None:
+    forwarding = load_forwarding_keys("us", "eu")
+    checks = InputChecks(producers=load_producer_keys("eu"),
+                         forwarders=load_forwarders("eu", ("us",)))
+    request = Signal("req:1", "acct-1", "eu", NOW, "c1", RequestObserved(
+        "r1", "m", "proxy", 10, 5, 40, "ab" * 32, False, "allow"))
+    note = Signal("op:1", "acct-1", "eu", NOW, "c2", OperatorActionTaken(
+        "op", "note", None, None, "free text from another region"))
+    tick = Signal("tick:1", "acct-1", "eu", NOW, "c3")
+    subject = inputs_subject("eu", PARTITIONS, "acct-1")
+    for signal, allowed in ((request, True), (tick, False)):
+        data = encode_signal(signal)
+        problem = checks.problem(subject, data, forwarding.headers(subject, data), signal)
+        assert (problem is None) is allowed, problem
+    data = encode_signal(note)  # an operator action needs an operator's signature, never a key
+    assert checks.problem(subject, data, forwarding.headers(subject, data), note) is not None
+    # a serving region's own producer key is not eu's: refused
+    own = load_producer_keys("us")
+    data = encode_signal(request)
+    assert checks.problem(subject, data, own.headers(subject, data), request) is not None
