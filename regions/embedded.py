@@ -68,8 +68,9 @@ async def embedded_infrastructure(data_dir: Path, regions: tuple[str, ...], *,
                 nats_urls[region] = cluster.url
         elif shared_nats is None:
             # Our own server admits only the regions' role identities, each to its own subjects
+            # (and, home routing, metadata and scores to a peer's inputs: ``core.homes``)
             nats = EmbeddedNats(data_dir / "nats", authorization=server_authorization(
-                make_identities(regions)))
+                make_identities(regions), home_routing=True))
             stack.callback(nats.close)
             await anyio.to_thread.run_sync(nats.start)
             shared_nats = nats.url
