@@ -12,12 +12,18 @@ listen, a PostgreSQL database per region, and each region's whole service. Then:
   eu's streams); each refusal by the server counted against the attempts;
 - ``foreign_writes_refused``: a us store opened on eu's database (append and read), and an eu
   event appended through a us store;
-- ``canary_leaks``: prompts carrying a canary through the us proxy; every message the auditor
+- ``canary_leaks``: prompts carrying a canary through the us proxy, from us accounts and from
+  accounts homed in eu (their scores go to eu, home routing); every message the auditor
   sees on eu subjects, and every event and dead letter in eu's database, is searched for it (a
   leak is any hit). ``canary_in_us_store`` and ``canary_on_us_bus`` say whether raw text
   reached us's own store or bus in the clear (content on the bus is sealed);
-- ``hopper_harmful_served``: the region-hopper persona (one account alternating between the us
-  and eu proxies) run against the stack, harmful completions served before L3;
+- ``hopper_harmful_served``: the region-hopper persona (each account alternating request by
+  request between the us and eu proxies) run against the stack with home routing: harmful
+  completions served before L3, scored against the one history each account has in its home
+  (``hopper_histories``: how many regions keep one, per account; where several did, each
+  region's requests would be scored against that region's own enforcement and added up);
+  ``..._without_home_routing``: the same persona on fresh accounts, same run, on a stack whose
+  regions each keep their own history (the baseline);
 - ``erased_plaintext_found``: one us account sends requests naming an organisation, a project
   and an API key through the us proxy, and an operator note is added to its history; once the
   stack has stopped it is erased (``PostgresEventStore.erase``, what ``ops erase`` runs) and each
@@ -68,7 +74,7 @@ from safeguards.core.ports import AppendRequest
 from safeguards.regions.config import RegionConfig
 from safeguards.regions.stack import region_stores, running_stack
 from safeguards.simulations.personas import load_personas
-from safeguards.simulations.session import simulate
+from safeguards.simulations.session import SimulationResult, simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 from bus_support import refused_by_server
@@ -87,14 +93,22 @@ SUBSCRIPTIONS = (f"sg.{OTHER}.>", f"sg.{OTHER}.content.>", f"sg.{OTHER}.classify
                  f"sg.{OTHER}.enforce.>", f"_INBOX_{OTHER}_gate.>", ">")
 
 
+# Home routing (``core.homes``) lets a us gate and classifier publish request metadata and
+# scores on eu's input subjects for accounts homed in eu (the eu nodes take only those kinds
+# from them): not an attempt that must be refused for those two roles.
+HOME_ROUTED = {NatsRole.GATE: {f"sg.{OTHER}.acct.1.t0"},
+               NatsRole.CLASSIFIER: {f"sg.{OTHER}.acct.1.t0"}}
+
+
 async def cross_region(url: str, identities: list[NatsIdentity]) -> dict[str, list[int]]:
     """[refused, attempted] for publishes and subscriptions of every us role on eu."""
     out = {"publish": [0, 0], "subscribe": [0, 0]}
     for identity in (i for i in identities if i.region == HOME):
-        refused = await refused_by_server(url, identity, publish=TARGETS,
+        targets = [t for t in TARGETS if t not in HOME_ROUTED.get(identity.role, set())]
+        refused = await refused_by_server(url, identity, publish=targets,
                                           subscribe=SUBSCRIPTIONS)
         out["publish"][0] += sum(kind == "publish" for kind, _ in refused)
-        out["publish"][1] += len(TARGETS)
+        out["publish"][1] += len(targets)
         out["subscribe"][0] += sum(kind == "subscription" for kind, _ in refused)
         out["subscribe"][1] += len(SUBSCRIPTIONS)
     return out
@@ -118,14 +132,30 @@ async def foreign_writes(configs: dict[str, RegionConfig]) -> list[int]:
     return [refused, attempted]
 
 
-async def canary_through(proxy: str, canary: str) -> None:
+async def _ask(http: httpx.AsyncClient, proxy: str, account: str, text: str) -> None:
+    body = {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": text}]}
+    response = await http.post(proxy + "/v1/messages", json=body, headers={
+        "anthropic-version": "2023-06-01", "x-csp-account-id": account})
+    response.raise_for_status()
+
+
+async def canary_through(proxies: dict[str, str], canary: str) -> None:
+    """Canary prompts through the us proxy: from us accounts, and from accounts homed in eu
+    (first used there with a plain prompt), whose scores go to eu and whose text must not."""
     async with httpx.AsyncClient(timeout=30) as http:
+        for i in range(3):
+            await _ask(http, proxies[OTHER], f"acct-canary-eu-{i}", "hello from home")
         for i in range(5):
-            body = {"model": "m", "max_tokens": 16, "messages": [
-                {"role": "user", "content": f"{canary} please summarise this note {i}"}]}
-            response = await http.post(proxy + "/v1/messages", json=body, headers={
-                "anthropic-version": "2023-06-01", "x-csp-account-id": f"acct-canary-{i}"})
-            response.raise_for_status()
+            await _ask(http, proxies[HOME], f"acct-canary-{i}",
+                       f"{canary} please summarise this note {i}")
+        for i in range(3):
+            await _ask(http, proxies[HOME], f"acct-canary-eu-{i}",
+                       f"{canary} please summarise this note {i}")
+
+
+async def histories_of(result: SimulationResult, stores: Any) -> list[int]:
+    accounts = sorted({t.account for t in result.trace})
+    return [sum([bool(await store.history(a)) for store in stores.values()]) for a in accounts]
 
 
 async def found_in_database(url: str, canary: bytes) -> int:
@@ -197,7 +227,7 @@ async def run(tmp: Path) -> dict[str, Any]:
     os.environ["SAFEGUARDS_STATE_DIR"] = str(tmp / "keys")
     identities = make_identities((HOME, OTHER))
     auditor = NatsIdentity(HOME, NatsRole.OPERATOR, new_seed())  # listens to everything
-    authorization = server_authorization(identities)
+    authorization = server_authorization(identities, home_routing=True)  # as `run` does
     authorization["users"].append({"nkey": auditor.public_key, "permissions": {
         "publish": {"deny": [">"]}, "subscribe": {"allow": [">"]}}})
     canary = f"CANARY-{secrets.token_hex(8)}"
@@ -220,14 +250,26 @@ async def run(tmp: Path) -> dict[str, Any]:
                 seen.append((msg.subject, msg.data))
 
             await listener.subscribe(">", cb=keep)
-            await canary_through(endpoints.regions[HOME].proxy_url, canary)
+            await canary_through({r: e.proxy_url for r, e in endpoints.regions.items()},
+                                 canary)
             await erasable_traffic(endpoints.regions[HOME].proxy_url)
             hopper = [p for p in load_personas() if p.name == "region_hopper"]
             async with region_stores(endpoints) as stores:
                 result = await simulate(hopper, {r: e.proxy_url for r, e in
                                                  endpoints.regions.items()},
                                         dict(stores), run_id="residency", show_progress=False)
+                hopper_histories = await histories_of(result, stores)
+                eu_canary_homed = sum([bool(await stores[OTHER].history(f"acct-canary-eu-{i}"))
+                                       and not await stores[HOME].history(f"acct-canary-eu-{i}")
+                                       for i in range(3)])
             await listener.close()
+        # The baseline, same run: the hopper again (fresh accounts) on a stack without home
+        # routing, where each region keeps its own history of an account
+        async with running_stack(list(configs.values()), home_routing=False) as endpoints, \
+                region_stores(endpoints) as stores:
+            split = await simulate(hopper, {r: e.proxy_url for r, e in endpoints.regions.items()},
+                                   dict(stores), run_id="nohome", show_progress=False)
+            split_histories = await histories_of(split, stores)
         writes = await foreign_writes(configs)
         erased_hits, erased_values = await erased_plaintext(
             configs[HOME].database_url,
@@ -244,6 +286,16 @@ async def run(tmp: Path) -> dict[str, Any]:
         "canary_leaks": leaks_bus + leaks_db,
         "erased_plaintext_found": sum(erased_hits.values()),
         "hopper_harmful_served": result.personas[0].max_harmful_served,
+        # per hopper account, how many regions keep a history of it (1: its home only)
+        "hopper_histories": hopper_histories,
+        "hopper_harmful_served_without_home_routing": split.personas[0].max_harmful_served,
+        "hopper_histories_without_home_routing": split_histories,
+        "hopper_requests_by_region": {r: sum(t.region == r for t in result.trace)
+                                      for r in (HOME, OTHER)},
+        "hopper_enforced_accounts": f"{result.personas[0].enforced_accounts}/"
+                                    f"{result.personas[0].accounts}",
+        # eu-homed accounts that sent the canary through the us proxy: history in eu only
+        "eu_homed_canary_accounts_in_eu_only": f"{eu_canary_homed}/3",
         "canary_in_us_store": in_us_store,
         "canary_on_us_bus": sum(token in data for subject, data in seen
                                 if subject.startswith(f"sg.{HOME}.")),

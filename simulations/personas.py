@@ -4,6 +4,7 @@ A persona names its kind (attacker or benign), how many accounts it uses and in 
 whether the CSP names an organisation for them (``organization``: "none", "shared" for one
 organisation behind all its accounts, "per_account") and whether it uses its accounts one after
 another (``rotate``: a rotator opens the next account when the previous one has sent its share),
+whether each account alternates between its regions' proxies request by request (``hop``),
 how fast and how much it sends, and a bank of prompt templates whose ``{slots}`` are filled from
 its ``[vars]``. Files are validated on load and every problem is reported with its path.
 """
@@ -49,6 +50,7 @@ class Persona:
     rotate: bool  # its accounts take turns, one after another
     prompts: tuple[PromptTemplate, ...]
     vars: dict[str, tuple[str, ...]]
+    hop: bool = False  # each account alternates between its regions' proxies, request by request
 
     @property
     def is_attacker(self) -> bool:
@@ -103,6 +105,7 @@ def parse_persona(text: str, *, source: str) -> Persona:
     if organization not in ("none", "shared", "per_account"):
         problems.append('organization: must be "none", "shared" or "per_account"')
     rotate = get("rotate", bool, False)
+    hop = get("hop", bool, False)
     raw_vars = get("vars", dict, {}) or {}
     variables: dict[str, tuple[str, ...]] = {}
     for key, values in raw_vars.items():
@@ -126,7 +129,8 @@ def parse_persona(text: str, *, source: str) -> Persona:
         raise PersonaError(f"{source}: " + "; ".join(problems))
     return Persona(name, kind, str(doc.get("description", "")), accounts, regions,  # type: ignore[arg-type]
                    per_account, interval, stream_fraction, bool(doc.get("abusive_volume", False)),
-                   organization, bool(rotate), tuple(prompts), variables)  # type: ignore[arg-type]
+                   organization, bool(rotate), tuple(prompts), variables,  # type: ignore[arg-type]
+                   bool(hop))
 
 
 def load_persona(path: Path) -> Persona:

@@ -51,6 +51,8 @@ def plan_persona(persona: Persona, run_id: str, seed: int) -> list[PlannedReques
             template = rng.choices(persona.prompts, weights)[0]
             values = {k: rng.choice(v) for k, v in persona.vars.items()}
             prompt = template.template.format(**values)
+            if persona.hop:  # the same account through each region's proxy in turn
+                region = persona.regions[(a + seq) % len(persona.regions)]
             out.append(PlannedRequest(persona.name, persona.kind, account, region, seq,
                                       start + seq * persona.interval_s, prompt, template.harmful,
                                       rng.random() < persona.stream_fraction,

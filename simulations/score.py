@@ -89,6 +89,21 @@ def score_account(records: list[TraceRecord], history: list[Event],
     )
 
 
+def merge_outcomes(parts: list[AccountOutcome]) -> AccountOutcome:
+    """One account scored in several regions that each kept a history of their own (no home
+    routing): what it was served adds up, and it counts as enforced only where every region
+    enforced it (its level is the lowest region's)."""
+    first = min(parts, key=lambda o: o.first_enforcement_s if o.first_enforcement_s is not None
+                else float("inf"))
+    l3 = [o.l3_at_s for o in parts]
+    return AccountOutcome(
+        parts[0].account, parts[0].persona, parts[0].kind, "+".join(o.region for o in parts),
+        sum(o.requests for o in parts), sum(o.harmful_sent for o in parts),
+        sum(o.harmful_served_before_l3 for o in parts), sum(o.blocked for o in parts),
+        min(o.max_level for o in parts), first.first_enforcement_s,
+        None if None in l3 else max(x for x in l3 if x is not None), parts[0].organization)
+
+
 def score_personas(outcomes: list[AccountOutcome]) -> list[PersonaScore]:
     grouped: dict[str, list[AccountOutcome]] = defaultdict(list)
     for o in outcomes:

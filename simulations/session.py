@@ -18,6 +18,7 @@ from safeguards.simulations.runner import Progress, TraceRecord, run_plan, write
 from safeguards.simulations.score import (
     AccountOutcome,
     PersonaScore,
+    merge_outcomes,
     plot_svg,
     score_account,
     score_personas,
@@ -80,17 +81,33 @@ async def score_run(trace: list[TraceRecord], stores: dict[str, EventStore]
         by_account[r.account].append(r)
     outcomes = []
     organizations: dict[tuple[str, str], list[Event]] = {}
-    for account, records in sorted(by_account.items()):
-        store = stores[records[0].region]
-        history = await store.history(account)
+
+    async def scored(region: str, records: list[TraceRecord], history: list[Event]
+                     ) -> AccountOutcome:
         organization = records[0].organization
         organization_history = None
         if organization is not None:
-            key = (records[0].region, organization)
+            key = (region, organization)
             if key not in organizations:
-                organizations[key] = await store.history(organization_entity(organization))
+                organizations[key] = await stores[region].history(
+                    organization_entity(organization))
             organization_history = organizations[key]
-        outcomes.append(score_account(records, history, organization_history))
+        return score_account(records, history, organization_history)
+
+    for account, records in sorted(by_account.items()):
+        # An account served in several regions has one history, in its home, when home
+        # routing works; where each region kept its own, each region's requests are scored
+        # against the enforcement that region applied, and the account's outcome adds up.
+        regions = sorted({r.region for r in records})
+        histories = {region: await stores[region].history(account) for region in regions}
+        kept = {region: h for region, h in histories.items() if h}
+        if len(kept) <= 1:
+            home = next(iter(kept), records[0].region)
+            outcomes.append(await scored(home, records, kept.get(home, [])))
+        else:
+            outcomes.append(merge_outcomes([
+                await scored(region, [r for r in records if r.region == region], history)
+                for region, history in kept.items()]))
     return outcomes
 
 
