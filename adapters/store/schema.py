@@ -120,3 +120,18 @@ account_keys = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
               server_default=sa.func.now()),
 )
+
+# Where an account's history starts once its oldest events were truncated (migration 0009,
+# ``event_retention.py``): the first kept version, the chain link it continues from, and a MAC
+# under the region's chain key. Forward-only; never deleted.
+event_anchors = sa.Table(
+    "event_anchors",
+    metadata,
+    sa.Column("account_id", C_TEXT, primary_key=True),
+    sa.Column("retained_from", sa.BigInteger, nullable=False),
+    sa.Column("previous_chain", sa.LargeBinary, nullable=False),
+    sa.Column("events_removed", sa.BigInteger, nullable=False),
+    sa.Column("truncated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("mac", sa.LargeBinary, nullable=False),
+    sa.CheckConstraint("retained_from > 1", name="event_anchors_after_genesis"),
+)
