@@ -8,7 +8,7 @@ figure: navigation start to the timeline's plot drawn (``#plot[data-ready]``: HT
 vendored uPlot and htmx, the plot's data and the tables), Chromium's own clock. Server figures:
 one HTTP GET each (every one audited in the store, as in production).
 
-    python benchmarks/console.py [--signals 50000] [--runs 30]
+    python benchmarks/console.py [--signals 100000] [--runs 30]
 
 Last line: {"events", "browser_timeline_p50_ms", "browser_timeline_p95_ms",
 "browser_small_timeline_p95_ms", "server_timeline_p50_ms", "server_timeline_p95_ms",
@@ -150,8 +150,8 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--signals", type=int, default=50_000,
-                        help="signals decided for the big account (~2 events each)")
+    parser.add_argument("--signals", type=int, default=100_000,
+                        help="signals decided for the big account (about one event each)")
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
     os.environ["SAFEGUARDS_STATE_DIR"] = tempfile.mkdtemp(prefix="sg-console-bench-")

@@ -253,9 +253,10 @@ class PostgresReadSide:
             return await self._events(driver, rows)
 
     async def select_events(self, account_id: str, *, types: Sequence[str] = (),
-                            versions: Sequence[int] = (), limit: int = 1000) -> list[Event]:
+                            versions: Sequence[int] = (), limit: int = 1000,
+                            after: int = 0) -> list[Event]:
         """In version order: the events at ``versions`` if given, else the newest ``limit`` of
-        ``types`` (a long history's decisions and operator actions without the rest)."""
+        ``types`` after version ``after`` (a long history's decisions and operator actions)."""
         validate_account_id(account_id)
         check_limit(limit)
         async with self._connect() as conn:
@@ -263,7 +264,7 @@ class PostgresReadSide:
             rows = (await driver.fetch(sql.AT_VERSIONS, account_id, sorted(set(versions))[:limit],
                                        timeout=self._timeout) if versions else
                     (await driver.fetch(sql.NEWEST_OF_TYPES, account_id, list(types), limit,
-                                        timeout=self._timeout))[::-1])
+                                        after, timeout=self._timeout))[::-1])
             return await self._events(driver, rows)
 
     async def state_at(

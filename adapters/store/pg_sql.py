@@ -97,7 +97,8 @@ NEWEST_OF_TYPES = """
 SELECT account_id, version, region, event_id, type, schema_version, occurred_at, causation_id,
        correlation_id, policy_version, body
   FROM events
- WHERE account_id = $1 AND type = ANY($2::text[]) ORDER BY version DESC LIMIT $3
+ WHERE account_id = $1 AND type = ANY($2::text[]) AND version > $4
+ ORDER BY version DESC LIMIT $3
 """
 AT_VERSIONS = """
 SELECT account_id, version, region, event_id, type, schema_version, occurred_at, causation_id,

@@ -40,6 +40,8 @@ from safeguards.ops.console.actions import ACTIONS, ActionRefused, console_actio
 from safeguards.ops.console.auth import ConsoleAuth, Session, SignInRefused
 from safeguards.ops.console.metrics import ConsoleMetrics, MeasuredApp
 from safeguards.ops.console.reads import (
+    MarkerCache,
+    PlotCache,
     gate_health,
     new_health,
     search_accounts,
@@ -91,6 +93,8 @@ def build_console(config: ConsoleConfig, *, auth: ConsoleAuth | None = None,
                              autoescape=True, undefined=jinja2.StrictUndefined)
     templates = Jinja2Templates(env=env)
     held: dict[str, Any] = {"store": store}
+    plots = PlotCache()
+    marked = MarkerCache(pages.MARKER_TYPES, pages.MARKERS)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -211,7 +215,7 @@ def build_console(config: ConsoleConfig, *, auth: ConsoleAuth | None = None,
     async def timeline(request: Request, viewer: Viewer) -> Response:
         account = account_param(request)
         store = await audited(viewer, "console.timeline", account)
-        view = await pages.timeline(store, account)
+        view = await pages.timeline(store, account, plots, marked)
         return page(request, "timeline.html", viewer, 200 if view["found"] else 404,
                     account=account, **view)
 

@@ -1,7 +1,8 @@
 """What each read page of the console shows, read from the region's store.
 
-The timeline of a long history is a plot of per-bucket figures computed in the database
-(``reads.plot_buckets``), the events that decide or record a person's action read whole, and
+The timeline of a long history is a plot of per-interval figures computed in the database
+(``reads.PlotCache``: a later view reads only the versions after the last one it read), the
+events that decide or record a person's action read whole, and
 the newest page of events; older pages come on demand. An explanation reads only what the chain
 needs (the decision, its trigger, the strikes, links and forgiveness before it, the scores the
 strikes came from) and hands them to ``ops.explain``, so the console and ``ops explain`` say the
@@ -34,7 +35,7 @@ from safeguards.core.events import (
 from safeguards.core.ids import aggregate_kind
 from safeguards.core.state import AccountState
 from safeguards.ops.cli import render_state, timeline_row
-from safeguards.ops.console.reads import plot_buckets
+from safeguards.ops.console.reads import MarkerCache, PlotCache
 from safeguards.ops.explain import NotAnEnforcement, explain, render
 
 PAGE = 100
@@ -68,13 +69,13 @@ def _levels(markers: list[Event], at: list[float]) -> list[int]:
     return out
 
 
-async def timeline(store: Any, account_id: str) -> dict[str, Any]:
+async def timeline(store: Any, account_id: str, plots: PlotCache,
+                   marked: MarkerCache) -> dict[str, Any]:
     state: AccountState = await store.load(account_id)
     if state.version == 0:
         return {"state": state, "found": False}
-    buckets = await plot_buckets(store.engine, account_id)
-    markers: list[Event] = await store.select_events(account_id, types=MARKER_TYPES,
-                                                     limit=MARKERS)
+    buckets = await plots.buckets(store.engine, account_id)
+    markers: list[Event] = await marked.events(store, account_id, state.version)
     newest: list[Event] = await store.history(
         account_id, from_version=max(1, state.version - PAGE + 1))
     plot = {"at": buckets.at, "top_score": buckets.top_score, "strikes": buckets.strikes,

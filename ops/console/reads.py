@@ -12,6 +12,7 @@ throttles per bucket need no event body decoded. The few events that say who dec
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,24 +38,23 @@ WITH RECURSIVE ids(id) AS (
 SELECT id FROM ids WHERE id IS NOT NULL AND starts_with(id, :prefix) LIMIT :limit
 """)
 
-_BUCKETS = sa.text("""
-WITH span AS (
-  SELECT extract(epoch FROM min(occurred_at)) AS t0,
-         extract(epoch FROM max(occurred_at)) AS t1
-    FROM events WHERE account_id = :account
-)
-SELECT width_bucket(extract(epoch FROM e.occurred_at), span.t0, span.t1 + 0.001, :buckets) AS b,
-       extract(epoch FROM max(e.occurred_at)) AS at,
-       count(*) AS events,
-       max(e.strike_potential) FILTER (WHERE e.type = 'ScoreRecorded') AS top_score,
-       count(*) FILTER (WHERE e.type = 'RequestObserved') AS requests,
-       count(*) FILTER (WHERE e.type = 'RequestObserved' AND e.strike_potential >= 1)
-         AS throttled,
-       count(*) FILTER (WHERE e.type = 'StrikeRecorded') AS strikes
-  FROM events e, span
- WHERE e.account_id = :account
+# Per FINE_EVENTS consecutive versions of one account, from ``after`` on: the interval's newest
+# time, its events, its highest score (a score's strike potential), requests, throttled requests
+# (strike potential 1) and strikes. Versions never change, so finished intervals are cached.
+_FINE = sa.text("""
+SELECT (version - 1) / :width AS b, extract(epoch FROM max(occurred_at))::float8 AS at,
+       max(version) AS last, count(*) AS events,
+       max(strike_potential) FILTER (WHERE type = 'ScoreRecorded') AS top_score,
+       count(*) FILTER (WHERE type = 'RequestObserved') AS requests,
+       count(*) FILTER (WHERE type = 'RequestObserved' AND strike_potential >= 1) AS throttled,
+       count(*) FILTER (WHERE type = 'StrikeRecorded') AS strikes
+  FROM events
+ WHERE account_id = :account AND version > :after
  GROUP BY b ORDER BY b
 """)
+FINE_EVENTS = 64
+PLOT_POINTS = 600
+CACHED_ACCOUNTS = 256
 
 _OUTBOX = sa.text("""
 SELECT count(*), extract(epoch FROM now() - min(created_at))
@@ -92,16 +92,91 @@ class PlotBuckets:
     strikes: list[int]
 
 
-async def plot_buckets(engine: Any, account_id: str, buckets: int = 600) -> PlotBuckets:
+# one interval: [newest time, events, top score (-1: none), requests, throttled, strikes]
+_Fine = list[float]
+
+
+def _merge(into: _Fine, row: _Fine) -> None:
+    into[0] = max(into[0], row[0])
+    into[2] = max(into[2], row[2])
+    for i in (1, 3, 4, 5):
+        into[i] += row[i]
+
+
+class PlotCache:
+    """Each recently viewed account's per-interval figures, up to the newest version read: a
+    later view reads only the versions after it (an index range), so a long history's plot
+    costs one full scan on its first view only. Holds figures, no ids but the accounts'."""
+
+    def __init__(self, accounts: int = CACHED_ACCOUNTS) -> None:
+        self._accounts = accounts
+        self._held: OrderedDict[str, tuple[int, dict[int, _Fine]]] = OrderedDict()
+
+    async def buckets(self, engine: Any, account_id: str) -> PlotBuckets:
+        through, fine = self._held.pop(account_id, (0, {}))
+        fine = dict(fine)
+        async with engine.connect() as conn:
+            # a long history's grouping fits in memory instead of sorting on disk
+            await conn.execute(sa.text("SET LOCAL work_mem = '32MB'"))
+            for r in await conn.execute(_FINE, {"account": account_id, "after": through,
+                                                "width": FINE_EVENTS}):
+                row = [float(r.at), float(r.events),
+                       -1.0 if r.top_score is None else float(r.top_score),
+                       float(r.requests), float(r.throttled), float(r.strikes)]
+                if r.b in fine:
+                    _merge(fine[r.b], row)
+                else:
+                    fine[r.b] = row
+                through = max(through, int(r.last))
+            await conn.rollback()
+        self._held[account_id] = (through, fine)
+        while len(self._held) > self._accounts:
+            self._held.popitem(last=False)
+        return _display(fine)
+
+
+class MarkerCache:
+    """Each recently viewed account's newest decisions and operator actions (``types``), up to
+    the newest version read: a later view reads only what came after it."""
+
+    def __init__(self, types: tuple[str, ...], keep: int,
+                 accounts: int = CACHED_ACCOUNTS) -> None:
+        self._types, self._keep, self._accounts = types, keep, accounts
+        self._held: OrderedDict[str, tuple[int, list[Any]]] = OrderedDict()
+
+    async def events(self, store: Any, account_id: str, version: int) -> list[Any]:
+        """The newest ``keep`` events of the types, in version order, as of ``version`` (the
+        account's current version, just read)."""
+        through, held = self._held.pop(account_id, (0, []))
+        if version > through:
+            newer = await store.select_events(account_id, types=self._types,
+                                              limit=self._keep, after=through)
+            # what was appended after ``version`` is read again next time, not twice
+            held = (held + [e for e in newer if e.version <= version])[-self._keep:]
+            through = version
+        self._held[account_id] = (through, held)
+        while len(self._held) > self._accounts:
+            self._held.popitem(last=False)
+        return held
+
+
+def _display(fine: dict[int, _Fine]) -> PlotBuckets:
+    """At most PLOT_POINTS points: consecutive intervals merged."""
     out = PlotBuckets([], [], [], [], [], [])
-    async with engine.connect() as conn:
-        for row in await conn.execute(_BUCKETS, {"account": account_id, "buckets": buckets}):
-            out.at.append(float(row.at))
-            out.events.append(int(row.events))
-            out.top_score.append(None if row.top_score is None else round(row.top_score, 4))
-            out.requests.append(int(row.requests))
-            out.throttled.append(int(row.throttled))
-            out.strikes.append(int(row.strikes))
+    if not fine:
+        return out
+    keys = sorted(fine)
+    per = -(-len(keys) // PLOT_POINTS)
+    for i in range(0, len(keys), per):
+        merged = list(fine[keys[i]])
+        for k in keys[i + 1:i + per]:
+            _merge(merged, fine[k])
+        out.at.append(merged[0])
+        out.events.append(int(merged[1]))
+        out.top_score.append(None if merged[2] < 0 else round(merged[2], 4))
+        out.requests.append(int(merged[3]))
+        out.throttled.append(int(merged[4]))
+        out.strikes.append(int(merged[5]))
     return out
 
 
