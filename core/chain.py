@@ -64,35 +64,68 @@ def link_values(key: bytes, previous: bytes, account_id: str, version: int, regi
 
 
 @dataclass(frozen=True, slots=True)
+class ChainAnchor:
+    """Where an account's history starts once retention truncated its oldest events: the first
+    kept version, the chain link of the last removed event (the kept ones continue from it),
+    and a MAC over them under the region's chain key (:func:`anchor_mac`)."""
+
+    account_id: str
+    retained_from: int
+    previous_chain: bytes
+    events_removed: int
+    truncated_at: datetime
+    mac: bytes
+
+
+def anchor_mac(key: bytes, account_id: str, retained_from: int, previous_chain: bytes,
+               events_removed: int, truncated_at: datetime) -> bytes:
+    fields = "\x1f".join(("anchor", account_id, str(retained_from), str(events_removed),
+                          str(micros(truncated_at))))
+    return hashlib.blake2b(b"".join((fields.encode("utf-8"), b"\x1f", previous_chain)),
+                           key=key, digest_size=32).digest()
+
+
+@dataclass(frozen=True, slots=True)
 class ChainReport:
     account_id: str
     events: int
     unchained: int  # events written before chaining began
     first_break: int | None  # the version where the history stops matching its chain
     why: str = ""
+    retained_from: int = 1  # the first stored version (retention truncated those before it)
 
 
 def verify(keys: bytes | Sequence[bytes], account_id: str,
-           rows: Sequence[ChainRow]) -> ChainReport:
+           rows: Sequence[ChainRow], anchor: ChainAnchor | None = None) -> ChainReport:
     """Check an account's stored events (in version order) against their chain. ``keys``: the
     region's chain keys, newest first; a link made under any of them holds (keys rotate: new
     events are chained under the newest, older ones still verify under the key they were
-    written with)."""
+    written with). ``anchor``: where retention left the history starting; its MAC must hold
+    under one of the keys, and the kept events continue its chain link."""
     ring = (keys,) if isinstance(keys, bytes) else tuple(keys)
     previous = GENESIS
     unchained = 0
-    for expected, row in enumerate(rows, start=1):
+    start = 1
+    if anchor is not None:
+        start, previous = anchor.retained_from, anchor.previous_chain
+        if anchor.account_id != account_id or not any(hmac.compare_digest(anchor_mac(
+                key, account_id, anchor.retained_from, anchor.previous_chain,
+                anchor.events_removed, anchor.truncated_at), anchor.mac) for key in ring):
+            return ChainReport(account_id, len(rows), 0, start,
+                               "the retention anchor was not written under this region's key",
+                               start)
+    for expected, row in enumerate(rows, start=start):
         if row.version != expected:
             return ChainReport(account_id, len(rows), unchained, expected,
-                               f"version {expected} is missing (found {row.version})")
+                               f"version {expected} is missing (found {row.version})", start)
         if row.chain is None:
             if previous != GENESIS:
                 return ChainReport(account_id, len(rows), unchained, row.version,
-                                   "an unchained event after chained ones")
+                                   "an unchained event after chained ones", start)
             unchained += 1
             continue
         if not any(hmac.compare_digest(link(key, previous, row), row.chain) for key in ring):
             return ChainReport(account_id, len(rows), unchained, row.version,
-                               "the event or an earlier one was changed")
+                               "the event or an earlier one was changed", start)
         previous = row.chain
-    return ChainReport(account_id, len(rows), unchained, None)
+    return ChainReport(account_id, len(rows), unchained, None, retained_from=start)

@@ -114,3 +114,14 @@ def erased_names(body: object) -> tuple[str, ...]:
         return ()
     names = PERSONAL_FIELDS.get(getattr(body, "TYPE", ""), ())
     return tuple(n for n in names if is_erased(getattr(body, n, None)))
+
+
+def scrub_state(state: Any) -> Any:
+    """An account state (``core.state.AccountState``) without its personal values: what stands
+    for a truncated history once the account is erased (``event_retention``). Content digests
+    become distinct erased marks (their count still dedupes nothing new), links and prompt
+    keys go (a later request naming an organisation links again), an operator's reason goes."""
+    operator_set = str(getattr(state, "level_rule", "")).startswith(OPERATOR_RULE_PREFIX)
+    return dataclasses.replace(
+        state, recent_content=tuple(f"{ERASED}{i}" for i in range(len(state.recent_content))),
+        links=(), recent_prompts=(), level_reason=ERASED if operator_set else state.level_reason)

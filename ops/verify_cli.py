@@ -5,7 +5,7 @@ who read what, and whether a registered operator's key signed it.
     safeguards ops verify --all --region eu
     safeguards ops reads --region eu [--limit 100] [--json]
     safeguards ops retention --region eu [--inbox-days 30 --outbox-days 7 --snapshot-days 7]
-                             [--dry-run]
+                             [--event-days 365] [--dry-run]
 
 Reads each account's stored events with their chain links and checks them under the region's
 chain key (``core.chain``): the first version where a history stops matching its chain is
@@ -16,14 +16,18 @@ counted as unchained). Exit status 1 when any history is broken.
 key of the region signed it, else "unsigned", "unknown_operator" or "bad_signature".
 
 ``retention`` removes (``--dry-run``: counts) inbox keys, published outbox rows and superseded
-snapshots past their time-to-live (``adapters/store/retention.py`` says what stays and why);
-events are kept. Recorded in the audit like a read.
+snapshots past their time-to-live (``adapters/store/retention.py`` says what stays and why),
+and with an event TTL (``--event-days`` or ``SAFEGUARDS_EVENT_TTL_DAYS_<REGION>``) truncates
+accounts' events older than it behind a chain anchor, after snapshotting the state they fold to
+(``adapters/store/event_retention.py``); ``verify`` checks such histories from their anchor.
+Recorded in the audit like a read.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -55,6 +59,10 @@ def register_ops(ops_sub: Any) -> None:
     retention.add_argument("--inbox-days", type=float, default=30.0)
     retention.add_argument("--outbox-days", type=float, default=7.0)
     retention.add_argument("--snapshot-days", type=float, default=7.0)
+    retention.add_argument("--event-days", type=float, default=None,
+                           help="truncate events older than this (at least 30), snapshotting "
+                                "first; default: $SAFEGUARDS_EVENT_TTL_DAYS_<REGION>, else "
+                                "events are kept")
     retention.add_argument("--dry-run", action="store_true", help="count, remove nothing")
     retention.set_defaults(handler=_retention)
 
@@ -62,14 +70,24 @@ def register_ops(ops_sub: Any) -> None:
 async def _purge(args: argparse.Namespace) -> dict[str, int]:
     from datetime import UTC, datetime
 
+    from safeguards.adapters.store.event_retention import EventRetention, truncate_events
     from safeguards.adapters.store.retention import RetentionPolicy
 
     policy = RetentionPolicy(args.inbox_days * 86400, args.outbox_days * 86400,
                              args.snapshot_days * 86400)
+    event_days = args.event_days
+    if event_days is None:
+        configured = os.environ.get(f"SAFEGUARDS_EVENT_TTL_DAYS_{args.region.upper()}")
+        event_days = float(configured) if configured else None
+    events = None if event_days is None else EventRetention(event_days * 86400)
     store = await audited_store(args, "dry-run" if args.dry_run else "purge")
     try:
-        counts: dict[str, int] = await store.purge(policy, datetime.now(UTC),
-                                                   dry_run=args.dry_run)
+        now = datetime.now(UTC)
+        counts: dict[str, int] = {}
+        if events is not None:  # first: the snapshots it writes are kept by the purge
+            truncated = await truncate_events(store, events, now, dry_run=args.dry_run)
+            counts["events"], counts["event_accounts"] = truncated["events"], truncated["accounts"]
+        counts.update(await store.purge(policy, now, dry_run=args.dry_run))
         return counts
     finally:
         await store.close()
@@ -113,6 +131,7 @@ def _reads(args: argparse.Namespace) -> int:
 
 async def _reports(args: argparse.Namespace) -> list[ChainReport]:
     from safeguards.adapters.store.chain_keys import load_chain_keys
+    from safeguards.adapters.store.event_retention import chain_anchor
 
     keys = load_chain_keys(args.region)
     subject = f"region:{args.region}" if args.all else ",".join(args.accounts)[:256]
@@ -126,7 +145,8 @@ async def _reports(args: argparse.Namespace) -> list[ChainReport]:
                 accounts += page
                 after = page[-1]
         for account in accounts:
-            reports.append(verify(keys, account, await store.chain(account)))
+            reports.append(verify(keys, account, await store.chain(account),
+                                  await chain_anchor(store, account)))
     finally:
         await store.close()
     return reports
@@ -145,10 +165,11 @@ def _verify(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"account": r.account_id, "events": r.events,
                               "unchained": r.unchained, "first_break": r.first_break,
-                              "why": r.why}))
+                              "why": r.why, "retained_from": r.retained_from}))
         elif r.first_break is not None:
             print(f"{r.account_id}: BROKEN at version {r.first_break}: {r.why}")
         else:
-            print(f"{r.account_id}: ok ({r.events} events, {r.unchained} unchained)")
+            kept = f", from version {r.retained_from}" if r.retained_from > 1 else ""
+            print(f"{r.account_id}: ok ({r.events} events, {r.unchained} unchained{kept})")
     print(f"{len(reports)} histories checked, {len(broken)} broken", file=sys.stderr)
     return 1 if broken else 0

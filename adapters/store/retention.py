@@ -13,8 +13,8 @@ What may go, and what must stay so that nothing else changes:
   stay, so every state can still be folded: dropping a snapshot costs a longer fold, never a
   different state.
 
-Events themselves are append-only (a trigger refuses DELETE for every role) and are not purged:
-their retention needs erasure and a truncation that keeps the chain verifiable, not built yet.
+Events are truncated by ``event_retention.py`` (an anchor keeps the chain verifiable; the
+snapshot at each anchor stands for the removed events and is never purged here).
 Dead letters expire in their stream (``StreamSettings.dlq_max_age_s``, 14 days).
 """
 
@@ -52,9 +52,12 @@ _STATEMENTS = {
     "inbox": "FROM inbox WHERE recorded_at < $1",
     "outbox": ("FROM outbox o WHERE o.published_at IS NOT NULL AND o.published_at < $1 "
                "AND EXISTS (SELECT 1 FROM outbox n WHERE n.subject = o.subject AND n.id > o.id)"),
-    "snapshots": ("FROM snapshots s WHERE s.fold_version <> $2 OR (s.created_at < $1 AND EXISTS "
+    "snapshots": ("FROM snapshots s WHERE (s.fold_version <> $2 OR (s.created_at < $1 AND EXISTS "
                   "(SELECT 1 FROM snapshots n WHERE n.account_id = s.account_id "
-                  "AND n.fold_version = s.fold_version AND n.version > s.version))"),
+                  "AND n.fold_version = s.fold_version AND n.version > s.version))) "
+                  # the state at an anchor stands for the truncated events: never purged
+                  "AND NOT EXISTS (SELECT 1 FROM event_anchors a WHERE a.account_id = "
+                  "s.account_id AND a.retained_from = s.version + 1)"),
 }
 
 
