@@ -53,7 +53,8 @@ MAX_CELL = 48
 OPS_MODULES: tuple[str, ...] = ("safeguards.ops.analysis_cli", "safeguards.ops.actions_cli",
                                 "safeguards.ops.queue_cli", "safeguards.ops.policy_cli",
                                 "safeguards.ops.operators_cli", "safeguards.ops.verify_cli",
-                                "safeguards.ops.nats_cli", "safeguards.ops.erase_cli")
+                                "safeguards.ops.nats_cli", "safeguards.ops.erase_cli",
+                                "safeguards.ops.homes_cli")
 
 
 class UsageError(InvalidInput):

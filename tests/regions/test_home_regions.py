@@ -7,6 +7,7 @@ metadata and scores."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ import anyio
 import asyncpg
 import pytest
 from nats.aio.msg import Msg
+from node_support import run_cli
 
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
@@ -45,16 +47,22 @@ from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.csp.upstream import UpstreamApp
 from safeguards.adapters.embedded import EmbeddedNats, free_port
+from safeguards.adapters.operators import add_operator
 from safeguards.adapters.store import PostgresEventStore, migrate
-from safeguards.core.codec import encode_command, encode_signal
+from safeguards.adapters.store.chain_keys import load_chain_keys
+from safeguards.core.chain import verify
+from safeguards.core.codec import decode_command, encode_command, encode_signal
 from safeguards.core.enforcement import EnforcementCommand
+from safeguards.core.erasure import AccountErased
 from safeguards.core.events import OperatorActionTaken, RequestObserved, ScoreRecorded, Signal
 from safeguards.core.homes import HomeEntry, directory_key
 from safeguards.core.operators import InputChecks
 from safeguards.core.policy import default_policy
+from safeguards.core.ports import OutboxMessage
 from safeguards.core.subjects import enforce_subject, inputs_subject
 
 from bus_support import refused_by_server
+from store_events import make_request
 
 PARTITIONS = 16
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
@@ -306,3 +314,44 @@ def test_a_forwarding_key_carries_only_request_metadata_and_scores(state: Path) 
     own = load_producer_keys("us")
     data = encode_signal(request)
     assert checks.problem(subject, data, own.headers(subject, data), request) is not None
+
+
+async def test_migrate_home_moves_the_history_the_command_and_the_directory_entry(
+        secured: Any, postgres_server: Any) -> None:
+    url, _ = secured
+    us_url, eu_url = await _database(postgres_server), await _database(postgres_server)
+    add_operator("us", "alice", "admin")
+    account = "acct-moving"
+    command = dataclasses.replace(eu_command(account, 2, 4), region="us")
+    async with PostgresEventStore("us", us_url) as us_store:
+        request = make_request(account, "us", 0, 4)
+        await us_store.append(dataclasses.replace(request, outbox=(OutboxMessage(
+            "cmd-4", enforce_subject("us", account), encode_command(command)),)))
+        before = await us_store.history(account)
+    nc = await connect(url, name="us-op", identity=nats_identity("us", NatsRole.OPERATOR))
+    us_directory = await HomeDirectory.open(nc.jetstream(), "us")
+    await us_directory.claim(account, HomeEntry("us", PARTITIONS, "first_use", NOW.isoformat()))
+    argv = ("ops", "migrate-home", account, "--from", "us", "--to", "eu", "--operator", "alice",
+            "--nats", url, "--from-database-url", us_url, "--to-database-url", eu_url)
+    assert await run_cli(*argv) == 0
+    async with PostgresEventStore("eu", eu_url) as eu_store, \
+            PostgresEventStore("us", us_url) as us_store:
+        moved = await eu_store.history(account)
+        assert [(e.event_id, e.version, e.body) for e in moved] == [
+            (e.event_id, e.version, e.body) for e in before]
+        assert {e.region for e in moved} == {"eu"}
+        assert verify(load_chain_keys("eu"), account, await eu_store.chain(account)
+                      ).first_break is None
+        (pending,) = await eu_store.pending_outbox(10)  # the level, re-issued by eu's relay
+        assert pending.message.subject == enforce_subject("eu", account)
+        assert decode_command(pending.message.payload) == dataclasses.replace(command,
+                                                                              region="eu")
+        old = await us_store.history(account)
+        assert isinstance(old[-1].body, AccountErased) and len(old) == 5
+    assert await us_directory.local(account) is None
+    eu_nc = await connect(url, name="eu-op", identity=nats_identity("eu", NatsRole.OPERATOR))
+    entry = await (await HomeDirectory.open(eu_nc.jetstream(), "eu")).local(account)
+    assert entry is not None and (entry.home, entry.set_by) == ("eu", "migration")
+    await nc.close()
+    await eu_nc.close()
+    assert await run_cli(*argv) == 2  # erased in its old home: nothing left to move
