@@ -31,6 +31,7 @@ from safeguards.adapters.csp.answers import (
     send_api_error,
     send_failure,
 )
+from safeguards.adapters.csp.batches import BatchGate, serve_batch
 from safeguards.adapters.csp.caller_auth import (
     ASSERTION_HEADER,
     CallerAuth,
@@ -51,7 +52,7 @@ from safeguards.adapters.csp.provider_api import (
     ProviderApi,
     upstream_status_failure,
 )
-from safeguards.adapters.csp.routes import Denied, Target, match
+from safeguards.adapters.csp.routes import Denied, Route, Target, match
 from safeguards.adapters.csp.upstream_client import (
     UpstreamClient,
     UpstreamError,
@@ -68,6 +69,7 @@ _HOP_BY_HOP = frozenset({
     b"accept-encoding", b"content-encoding",
 })
 _ASSERTION = ASSERTION_HEADER.encode()  # checked here, never forwarded
+_BATCH_ROUTES = frozenset((Route.BATCH_CREATE, Route.BATCH_READ, Route.BATCH_RESULTS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,8 @@ class CspProxy:
         self._client: UpstreamClient | None = None
         self.answers = AnswerRelay(self.admission, self.gate, self.metrics, policy,
                                    classify_all_streams=config.classify_all_streams)
+        self.batches = BatchGate(self.admission, self.gate, self.metrics,
+                                 classify_all_streams=config.classify_all_streams)
 
     # --- lifetime -------------------------------------------------------------------------------
 
@@ -175,19 +179,27 @@ class CspProxy:
         # Deny by default, as ext_proc does: the route table (``routes``) on the normalised path.
         raw = scope.get("raw_path") or path.encode("latin-1")
         query = scope.get("query_string", b"")
-        target = match(method, (raw + b"?" + query if query else raw).decode("latin-1"))
+        target = match(method, (raw + b"?" + query if query else raw).decode("latin-1"),
+                       batches=True)
         if isinstance(target, Denied):
             allow = ((b"allow", target.allow.encode()),) if target.allow else ()
             await send_api_error(send, target.api, target.status, target.message, allow)
             return
         try:
-            if target.route.generates:
+            if target.route in _BATCH_ROUTES:
+                await serve_batch(self, scope, receive, send, target)
+            elif target.route.generates:
                 await self._generate(scope, receive, send, target)
             else:
                 await self._passthrough(scope, receive, send, target)
         except BadRequest as exc:
             self.metrics.rejected_requests.labels(str(exc.status)).inc()
             await send_api_error(send, target.call.api, exc.status, str(exc))
+
+    @property
+    def upstream_client(self) -> UpstreamClient:
+        assert self._client is not None, "the proxy serves only inside running()"
+        return self._client
 
     async def _upstream(self, send: Send, call: Awaitable[UpstreamResponse],
                         api: ProviderApi = MESSAGES_API) -> UpstreamResponse | None:

@@ -37,8 +37,9 @@ Routes (method, normalised path):
 
 Anything else is refused at once in Anthropic's error shape, never passed through: a route's
 path with another method is a 405 (``invalid_request_error``, with ``allow``), any other path a
-404 (``not_found_error``). That includes ``/v1/messages/batches`` until each request of a batch
-is checked, the legacy ``/v1/complete``, and ``/metrics``, ``/healthz`` and ``/readyz``, which
+404 (``not_found_error``). That includes, on ext_proc, ``/v1/messages/batches`` (the HTTP proxy
+checks each request of a batch and each result, ``batches``; ext_proc does not yet, so it
+refuses them), the legacy ``/v1/complete``, and ``/metrics``, ``/healthz`` and ``/readyz``, which
 are served on the metrics port and never through Envoy.
 """
 
@@ -60,6 +61,9 @@ class Route(StrEnum):
     MODELS = "models"
     BEDROCK_INVOKE = "bedrock_invoke"
     VERTEX_PREDICT = "vertex_predict"
+    BATCH_CREATE = "batch_create"  # each request in it checked (``batches``)
+    BATCH_RESULTS = "batch_results"  # each result observed and checked (``batches``)
+    BATCH_READ = "batch_read"  # list, retrieve, cancel, delete: identity checked
 
     @property
     def generates(self) -> bool:
@@ -80,6 +84,8 @@ _VERTEX_PATH = re.compile(
     r"/v1/projects/([a-z][a-z0-9-]{4,28}[a-z0-9])/locations/([a-z][a-z0-9-]{0,62})"
     r"/publishers/anthropic/models/([^/:]{1,256}):(rawPredict|streamRawPredict)")
 _VERTEX_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+_BATCH_PATH = re.compile(
+    r"/v1/messages/batches(?:/(msgbatch_[A-Za-z0-9]{1,64})(/results|/cancel)?)?")
 _MODEL_PATH = re.compile(r"/v1/models/[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")  # as on the proxy
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -136,12 +142,16 @@ def normalise_path(path: str) -> str:
     return "/" + "/".join(segments)
 
 
-def match(method: str, raw_path: str) -> Target | Denied:
-    """The route of a request (``raw_path``: Envoy's ``:path``, query string included)."""
+def match(method: str, raw_path: str, *, batches: bool = False) -> Target | Denied:
+    """The route of a request (``raw_path``: Envoy's ``:path``, query string included); with
+    ``batches``, the Message Batches routes too (the HTTP proxy's; ext_proc refuses them)."""
     path, query = split_target(raw_path)
     normal = normalise_path(path)
     call = MESSAGES_CALL
-    if normal in ROUTES:
+    batch = _BATCH_PATH.fullmatch(normal) if batches else None
+    if batch is not None:
+        allowed, route = _batch_route(method, batch)
+    elif normal in ROUTES:
         allowed, route = ROUTES[normal]
     elif _MODEL_PATH.fullmatch(normal):
         allowed, route = "GET", Route.MODELS
@@ -163,6 +173,18 @@ def match(method: str, raw_path: str) -> Target | Denied:
                       api=call.api)
     forward = normal + query
     return Target(route, normal, None if forward == raw_path else forward, call)
+
+
+def _batch_route(method: str, found: re.Match[str]) -> tuple[str, Route]:
+    """The method a batch path takes (list or create; retrieve or delete; results; cancel)."""
+    batch_id, tail = found.group(1), found.group(2)
+    if batch_id is None:
+        return ("GET", Route.BATCH_READ) if method == "GET" else ("POST", Route.BATCH_CREATE)
+    if tail == "/results":
+        return "GET", Route.BATCH_RESULTS
+    if tail == "/cancel":
+        return "POST", Route.BATCH_READ
+    return ("DELETE", Route.BATCH_READ) if method == "DELETE" else ("GET", Route.BATCH_READ)
 
 
 def _provider_call(normal: str) -> ProviderCall | Denied:

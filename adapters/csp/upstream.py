@@ -37,6 +37,7 @@ from safeguards.adapters.csp.bedrock_api import BEDROCK_API
 from safeguards.adapters.csp.messages_api import BadRequest, parse_messages_request, sse
 from safeguards.adapters.csp.provider_api import MESSAGES_API, ParsedRequest, ProviderApi
 from safeguards.adapters.csp.routes import Denied, Route, match
+from safeguards.adapters.csp.upstream_batches import BatchStore
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -56,6 +57,15 @@ _FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod
 
 class _Disconnect(Exception):
     """Ends a streamed response without its closing events (a scripted upstream failure)."""
+
+
+@dataclass(slots=True)
+class Scripted:
+    reply: str
+    status: int = 200
+    disconnect_after: int = -1
+    delay_s: float = 0.0
+    wait_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,7 @@ class UpstreamApp:
         self.count_tokens_requests = 0
         self.model_requests = 0
         self.last_system: Any = None  # what the last request's system prompt was (for tests)
+        self.batches = BatchStore(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -95,13 +106,18 @@ class UpstreamApp:
             await _respond(send, 200, b'{"ok":true}')
             return
         path, method = scope["path"], scope["method"]
-        target = match(method, (scope.get("raw_path") or path.encode()).decode("latin-1"))
+        target = match(method, (scope.get("raw_path") or path.encode()).decode("latin-1"),
+                       batches=True)
         if isinstance(target, Denied):
             await _error(send, target.api, 404, "no such endpoint")
             return
         api = target.call.api
         if target.route is Route.MODELS:
             await self._models(target.path, send)
+            return
+        if target.route in (Route.BATCH_READ, Route.BATCH_RESULTS):
+            status, answer = self.batches.read(method, target.path, _base_url(scope))
+            await _respond(send, status, answer)
             return
         counting = target.route is Route.COUNT_TOKENS
         body = b""
@@ -115,6 +131,10 @@ class UpstreamApp:
             if len(body) > self.script.max_body_bytes:
                 await _error(send, api, 413, "request body too large")
                 return
+        if target.route is Route.BATCH_CREATE:
+            status, answer = self.batches.create(body, _base_url(scope))
+            await _respond(send, status, answer)
+            return
         try:
             if counting:
                 doc, _ = parse_messages_request(body)
@@ -147,45 +167,53 @@ class UpstreamApp:
                 return
         await _error(send, None, 404, "no such model")
 
-    async def _complete(self, parsed: ParsedRequest, api: ProviderApi, send: Send) -> None:
-        doc, model = parsed.doc, parsed.model
+    def scripted(self, doc: dict[str, Any]) -> Scripted:
+        """What the script answers to a request (its directives read)."""
         last_user = _last_user_text(doc)
-        reply = self.script.reply
-        status = 200
-        disconnect_after = -1
-        delay_s = 0.0
-        wait_s = 0.0
+        out = Scripted(self.script.reply)
         for m in _DIRECTIVE.finditer(last_user):
             name, value, flag = m.group(1), m.group(2), m.group(3)
             if flag == "echo":
-                reply = last_user
+                out.reply = last_user
             elif name == "reply-chars":
                 n = int(value)
-                reply = (_FILLER * (n // len(_FILLER) + 1))[:n]
+                out.reply = (_FILLER * (n // len(_FILLER) + 1))[:n]
             elif name == "status":
-                status = int(value)
+                out.status = int(value)
             elif name == "disconnect-after":
-                disconnect_after = int(value)
+                out.disconnect_after = int(value)
             elif name == "delay-ms":
-                delay_s = int(value) / 1000
+                out.delay_s = int(value) / 1000
             elif name == "wait-us":
-                wait_s = int(value) / 1_000_000
-        if status != 200:
-            await _error(send, api, status, "scripted upstream failure")
-            return
-        if wait_s:
-            await anyio.sleep(wait_s)
+                out.wait_s = int(value) / 1_000_000
+        return out
+
+    def message(self, doc: dict[str, Any], model: str, reply: str) -> dict[str, Any]:
+        """The whole Messages response to ``doc``."""
         prompt_chars = sum(len(t) for t in _all_texts(doc))
-        message_id = "msg_" + secrets.token_hex(12)
-        usage_in, usage_out = _tokens(prompt_chars), _tokens(len(reply))
-        if not parsed.streamed:
-            await _respond(send, 200, json.dumps({
-                "id": message_id, "type": "message", "role": "assistant", "model": model,
-                "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn",
-                "stop_sequence": None,
-                "usage": {"input_tokens": usage_in, "output_tokens": usage_out},
-            }).encode())
+        return {"id": "msg_" + secrets.token_hex(12), "type": "message", "role": "assistant",
+                "model": model, "content": [{"type": "text", "text": reply}],
+                "stop_reason": "end_turn", "stop_sequence": None,
+                "usage": {"input_tokens": _tokens(prompt_chars),
+                          "output_tokens": _tokens(len(reply))}}
+
+    async def _complete(self, parsed: ParsedRequest, api: ProviderApi, send: Send) -> None:
+        doc, model = parsed.doc, parsed.model
+        scripted = self.scripted(doc)
+        reply, disconnect_after, delay_s = (scripted.reply, scripted.disconnect_after,
+                                            scripted.delay_s)
+        if scripted.status != 200:
+            await _error(send, api, scripted.status, "scripted upstream failure")
             return
+        if scripted.wait_s:
+            await anyio.sleep(scripted.wait_s)
+        whole = self.message(doc, model, reply)
+        if not parsed.streamed:
+            await _respond(send, 200, json.dumps(whole).encode())
+            return
+        message_id = whole["id"]
+        usage_in, usage_out = (whole["usage"]["input_tokens"],
+                               whole["usage"]["output_tokens"])
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", api.stream_content_type), (b"cache-control", b"no-cache"),
             (b"request-id", b"req_" + secrets.token_hex(8).encode()),
@@ -239,6 +267,11 @@ def _last_user_text(doc: dict[str, Any]) -> str:
                 return content
             return "".join(b["text"] for b in content if b.get("type") == "text")
     return ""
+
+
+def _base_url(scope: Scope) -> str:
+    host = dict(scope["headers"]).get(b"host", b"localhost").decode("latin-1")
+    return f"{scope.get('scheme', 'http')}://{host}"
 
 
 def _sse(doc: dict[str, Any]) -> bytes:
