@@ -49,7 +49,7 @@ from safeguards.core.ids import (
     policy_entity,
     prompt_entity,
 )
-from safeguards.core.linked_accounts import linked_start
+from safeguards.core.linked_accounts import episode_change, linked_start
 from safeguards.core.operators import APPROVAL_WINDOW_S, needs_second_operator
 from safeguards.core.policy import THROTTLE_CATEGORY, Policy, parse_policy
 from safeguards.core.prompt_links import PROMPT_LINK_RULE
@@ -115,6 +115,9 @@ def decide_and_fold(state: AccountState, signal: Signal, policy: Policy, now: da
     ids empty (for a backtest, whose events are compared, never stored)."""
     d = _Decision(state, signal, policy, now, [], ids)
     _decide(d, signal, policy)
+    episode = episode_change(d.state, policy, d.state.version)
+    if episode is not None:  # an aggregate's enforcement starts or stops reaching its members
+        d.emit(episode, decided=True)
     return d.events, d.state
 
 

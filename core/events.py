@@ -20,6 +20,7 @@ from typing import ClassVar, Literal, TypeAlias
 from safeguards.core.erasure import AccountErased as AccountErased
 from safeguards.core.link_events import AccountLinked as AccountLinked
 from safeguards.core.link_events import AggregateEnforced as AggregateEnforced
+from safeguards.core.link_events import LinkedEpisode as LinkedEpisode
 from safeguards.core.link_events import MemberLinked as MemberLinked
 
 Scores: TypeAlias = tuple[tuple[str, float], ...]
@@ -295,6 +296,7 @@ EventBody: TypeAlias = (
     | PolicyRejected
     | MemberLinked
     | AggregateEnforced
+    | LinkedEpisode
     | AccountErased
 )
 
@@ -319,6 +321,7 @@ EVENT_TYPES: dict[str, type[EventBody]] = {
         PolicyRejected,
         MemberLinked,
         AggregateEnforced,
+        LinkedEpisode,
         AccountErased,
     )
 }

@@ -66,3 +66,28 @@ class AggregateEnforced:
     level: int
     rule_id: str
     aggregate_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedEpisode:
+    """In an aggregate's history: an episode of its enforcement reaching its members opens or
+    closes. It opens (``opened``) when the aggregate's level stands at or above the policy's
+    ``linked_trigger_level`` (``trigger_level``, as the policy in force said) with no episode open
+    under that trigger: once re-enforced after a clear, or after a policy lowered the trigger
+    under a level it already held. The newest ``reach`` members are told at once
+    (``AggregateEnforced``, their signal ids derived from this event's version, so a redelivery
+    is absorbed and the next episode tells them again), each member that joins while it lasts,
+    and each older one when its next score or link arrives. It closes when the level falls
+    below ``trigger_level`` (the fold sees that in the ``EnforcementChanged``), or (``closed``)
+    when a policy raised the trigger above the level.
+    Carries no personal field: counts and levels only."""
+
+    TYPE: ClassVar[str] = "LinkedEpisode"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    OBSERVATION: ClassVar[bool] = False
+
+    phase: Literal["opened", "closed"]
+    trigger_level: int
+    level: int  # the aggregate's level when it opened or closed
+    reach: int  # how many of its newest members it told at once (the policy's linked_members)
+    caused_by_version: int

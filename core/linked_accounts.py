@@ -4,15 +4,23 @@ An account linked to an aggregate (its organisation, an API key it shares, a har
 sent: ``AccountLinked``) is a member of the aggregate's history, which learns of it through the
 account's outbox: an organisation or API key from a ``MemberLinked`` signal
 (:func:`member_links`), a prompt from the score forwarded to it (``core.prompt_links``); either
-lands in the aggregate's ``member_accounts``. When the aggregate's own level reaches the policy's
-``linked_trigger_level``, its outbox tells every member (``AggregateEnforced``,
-:func:`enforced_members`), and tells each member that joins while it stays there. The member's
+lands in the aggregate's ``membership``. When the aggregate's own level reaches the policy's
+``linked_trigger_level``, its outbox tells its newest ``linked_members`` members
+(``AggregateEnforced``, :func:`enforced_members`), each member that joins while it stays there,
+and each older one when its next score or link arrives. The member's
 decision starts it at ``linked_start_level`` (:func:`linked_start`, rule ``link.enforced``): never
 lowering its level, never past L3 (L4 and L5 stay with people and review).
 
-Every forwarded signal's id derives from its causes (the member, the aggregate, the version of
-the aggregate's level), so a decision replayed forwards the same signals and the receiving inbox
-absorbs them; a member told twice of the same enforcement is already where it would start.
+Members are told per *episode* (``LinkedEpisode`` in the aggregate's history,
+:func:`episode_change`): one opens when a decision leaves the aggregate at or above the policy's
+trigger with none open under that trigger, and the fold closes it when the level falls below the
+trigger it opened under. Every forwarded signal's id derives from its causes (the member, the
+aggregate, the episode's version), so a decision replayed or redelivered forwards the same
+signals and the receiving inbox absorbs them, while an aggregate cleared and enforced again opens
+a new episode and tells its members again. A policy change is no signal to an aggregate: the
+nodes swap the policy they decide by, so a lowered trigger reaches an aggregate already standing
+at it with the aggregate's next decision (its next member's score or link, an operator's action),
+which opens the episode under the new trigger (:func:`episode_change`); a raised one closes it.
 """
 
 from __future__ import annotations
@@ -23,8 +31,8 @@ from safeguards.core.errors import InvalidAccountId
 from safeguards.core.events import (
     AccountLinked,
     AggregateEnforced,
-    EnforcementChanged,
     Event,
+    LinkedEpisode,
     MemberLinked,
     Signal,
 )
@@ -56,28 +64,44 @@ def member_links(signal: Signal, events: Sequence[Event]) -> list[Signal]:
     ]
 
 
+def episode_change(state: AccountState, policy: Policy, caused_by: int) -> LinkedEpisode | None:
+    """At the end of a decision in an aggregate's history (``state``: after its other events):
+    the episode to open (at or above the policy's trigger with none open under that trigger:
+    enforced anew, or a policy lowered the trigger under the level), or to close (one open, but a
+    policy raised the trigger above the level); None where nothing changes, in an account's
+    history, or where links start no account."""
+    if policy.linked_start_level == 0 or aggregate_kind(state.account_id) is None:
+        return None
+    trigger = policy.linked_trigger_level
+    m = state.membership
+    if state.level >= trigger:
+        if m.episode and m.episode_trigger == trigger:
+            return None
+        return LinkedEpisode("opened", trigger, state.level, policy.linked_members, caused_by)
+    if m.episode:
+        return LinkedEpisode("closed", trigger, state.level, 0, caused_by)
+    return None
+
+
 def enforced_members(before: AccountState, signal: Signal, events: Sequence[Event],
                      after: AccountState, policy: Policy) -> list[Signal]:
-    """In an aggregate's decision: an ``AggregateEnforced`` to every member when its level
-    crosses the policy's trigger level, else (while it stays at or above it) to each member the
-    decision added. Members that are not valid account ids are never told (nothing can
-    forward to them)."""
-    trigger = policy.linked_trigger_level
-    if (policy.linked_start_level == 0 or aggregate_kind(after.account_id) is None
-            or after.level < trigger):
+    """In an aggregate's decision: an ``AggregateEnforced`` to its newest ``linked_members``
+    members when the decision opened an episode, else (while one is open) to each member the
+    decision added or moved to the newest (one the episode had not told). Members that are not
+    valid account ids are never told (nothing can forward to them)."""
+    m = after.membership
+    if (policy.linked_start_level == 0 or not m.episode
+            or after.level < policy.linked_trigger_level
+            or aggregate_kind(after.account_id) is None):
         return []
-    crossed = any(isinstance(e.body, EnforcementChanged)
-                  and e.body.previous_level < trigger <= e.body.level for e in events)
-    known = set(before.member_accounts)
-    told = after.member_accounts if crossed else tuple(
-        m for m in after.member_accounts if m not in known)
+    opened = any(isinstance(e.body, LinkedEpisode) and e.body.phase == "opened" for e in events)
+    # opened: the newest it reaches (the older m.untold are told as their scores or links return)
+    reached = m.accounts[m.untold:] if opened else m.added_since(before.membership)
+    told = [a for a in reached if _reachable(a)]
     level = AggregateEnforced(after.account_id, after.level, after.level_rule, after.level_version)
-    return [
-        signal.sent_on(derive_id("linked", after.account_id, member, str(after.level_version)),
-                       member, level)
-        for member in told
-        if _reachable(member)
-    ]
+    episode = str(m.episode)
+    return [signal.sent_on(derive_id("linked", after.account_id, member, episode), member, level)
+            for member in told]
 
 
 def linked_start(state: AccountState, enforced: AggregateEnforced, policy: Policy

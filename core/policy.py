@@ -146,6 +146,9 @@ class Policy:
     # never lowering a level, never past L3). 0: links start no account anywhere.
     linked_start_level: int = 0
     linked_trigger_level: int = 2
+    # How many of an aggregate's newest members its enforcement tells at once (at most the
+    # MAX_MEMBERS its history remembers); older ones are told with their next score or link.
+    linked_members: int = 256
 
     def category(self, name: str) -> CategoryPolicy | None:
         """The category's policy; None for an unknown or switched-off category."""

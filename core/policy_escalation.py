@@ -6,15 +6,19 @@ from __future__ import annotations
 from typing import Any, Literal, TypedDict
 
 from safeguards.core.policy_document import DocumentChecker
-from safeguards.core.state import RECENT_CONTENT
+from safeguards.core.state import MAX_MEMBERS, RECENT_CONTENT
 
 LEVELS = range(6)  # L0 monitor .. L5 terminated
 # The highest level a link may start an account at: L4 and L5 come from people (or from a
 # severe category's own evidence), never from another history's enforcement.
 LINKED_MAX_LEVEL = 3
+# How many of an aggregate's newest members its enforcement tells at once where a policy does not
+# say (``linked_members``, at most the MAX_MEMBERS its history remembers).
+DEFAULT_LINKED_MEMBERS = 256
 SETTINGS = frozenset({"recidivism_factor", "automatic_max_level", "aggregate_evidence",
                       "two_person_set_level", "two_person_lower_from", "prompt_refuse_level",
-                      "prompt_refuse_accounts", "linked_start_level", "linked_trigger_level"})
+                      "prompt_refuse_accounts", "linked_start_level", "linked_trigger_level",
+                      "linked_members"})
 
 
 class EscalationSettings(TypedDict):
@@ -27,6 +31,7 @@ class EscalationSettings(TypedDict):
     prompt_refuse_accounts: int
     linked_start_level: int
     linked_trigger_level: int
+    linked_members: int
 
 
 def escalation_settings(c: DocumentChecker, esc: dict[str, Any]) -> EscalationSettings:
@@ -57,6 +62,12 @@ def escalation_settings(c: DocumentChecker, esc: dict[str, Any]) -> EscalationSe
                               f"[1, {RECENT_CONTENT}] (the accounts a prompt's history remembers)")
         prompt_accounts = 1
     start, trigger = _linked_levels(c, esc, automatic_max)
+    members = c.get(esc, "linked_members", int, "escalation", DEFAULT_LINKED_MEMBERS)
+    if members is None or not 1 <= members <= MAX_MEMBERS:
+        if members is not None:
+            c.problems.append(f"escalation.linked_members: {members} is outside [1, {MAX_MEMBERS}] "
+                              "(the members an aggregate's history remembers)")
+        members = DEFAULT_LINKED_MEMBERS
     for key in esc:
         if key not in SETTINGS:
             c.problems.append(f"escalation.{key}: unknown setting")
@@ -70,6 +81,7 @@ def escalation_settings(c: DocumentChecker, esc: dict[str, Any]) -> EscalationSe
         prompt_refuse_accounts=prompt_accounts,
         linked_start_level=start,
         linked_trigger_level=trigger,
+        linked_members=members,
     )
 
 

@@ -22,6 +22,7 @@ from safeguards.core.events import (
     ApprovalRequested,
     EnforcementChanged,
     Event,
+    LinkedEpisode,
     MemberLinked,
     OperatorActionTaken,
     PolicyChanged,
@@ -38,7 +39,7 @@ from safeguards.core.ids import PROMPT_PREFIX
 
 # Bump whenever ``evolve`` or AccountState changes meaning: stored snapshots made by another fold
 # version are discarded and rebuilt from events, never trusted.
-FOLD_VERSION = 6
+FOLD_VERSION = 7
 # How many recently scored contents an account remembers (by sha256): the same content scored
 # again (a retry, a replayed prompt) is the same evidence, never a second strike. The fold
 # rebuilds this tuple on every score: 16 keeps the fold at 0.76x of its speed without it, 64
@@ -55,9 +56,12 @@ MAX_LINKS = 16
 # that a score arriving after its request can link the account to the prompt it flagged.
 RECENT_PROMPTS = 16
 # How many member accounts an aggregate (organisation, API key, prompt) remembers, newest kept:
-# those its enforcement reaches at once (``core.linked_accounts``); one forgotten is reached
-# with its next score or link.
-MAX_MEMBERS = 256
+# the most its enforcement can reach at once (``core.linked_accounts``; the policy's
+# ``escalation.linked_members`` says how many it does, default 256). One forgotten is reached
+# with its next score or link. The bound is the fold's, not the policy's, so that a replay folds
+# the same state under any policy: 1,024 ids of at most 128 characters keep a snapshot under
+# ~140 KB, and a member's score costs one set lookup (``Membership``), whatever the count.
+MAX_MEMBERS = 1024
 MEMBER_KEY = "member:"  # a prompt's evidence key: the account that sent it (``evidence_key``)
 
 Evidence: TypeAlias = tuple[str, float, str]  # (category, score, request id) of one strike
@@ -92,6 +96,72 @@ class PendingApproval:
     requested_at: datetime
 
 
+@dataclass(frozen=True)
+class Membership:
+    """In an aggregate's history: the accounts linked to it (``MemberLinked``, or a member's
+    score), first seen first, the newest MAX_MEMBERS kept, and the episode of its enforcement
+    reaching them (``LinkedEpisode``) in course, if one is.
+
+    Not slotted: it keeps a lazily built set of its accounts beside its fields (never encoded,
+    never compared), so that a member's score costs one lookup; the same ``Membership`` passes
+    from state to state until a member joins, so the set is built once per new member."""
+
+    accounts: tuple[str, ...] = ()
+    # the version of the LinkedEpisode that opened the episode in course (0: none is), and the
+    # trigger level it opened under; the episode ends when the level falls below that
+    episode: int = 0
+    episode_trigger: int = 0
+    # how many of the oldest accounts the episode in course has not told (past its reach when
+    # it opened): each moves to the newest, and is told, when its next score or link arrives
+    untold: int = 0
+
+    def __contains__(self, account: object) -> bool:
+        index: frozenset[str] | None = self.__dict__.get("_index")
+        if index is None:
+            index = frozenset(self.accounts)
+            object.__setattr__(self, "_index", index)
+        return account in index
+
+    def is_untold(self, account: str) -> bool:
+        """``account`` is one of the members the episode in course has not told."""
+        return bool(self.untold) and account in self.accounts[:self.untold]
+
+    def with_member(self, member: str) -> Membership:
+        """These members with ``member``, newest last: one forgotten comes back as new with its
+        next score or link, and one the episode in course has not told moves to the newest."""
+        if member in self:
+            if not self.is_untold(member):
+                return self
+            rest = tuple(a for a in self.accounts if a != member)
+            return Membership((*rest, member), self.episode, self.episode_trigger,
+                              self.untold - 1)
+        accounts = (*self.accounts[1 - MAX_MEMBERS:], member)
+        dropped = len(self.accounts) + 1 - len(accounts)
+        return Membership(accounts, self.episode, self.episode_trigger,
+                          max(0, self.untold - dropped))
+
+    def opened(self, episode: int, trigger: int, reach: int) -> Membership:
+        """The episode opened at version ``episode`` told the newest ``reach`` members."""
+        return Membership(self.accounts, episode, trigger, max(0, len(self.accounts) - reach))
+
+    def closed(self) -> Membership:
+        return Membership(self.accounts)
+
+    def added_since(self, before: Membership) -> tuple[str, ...]:
+        """The members that joined, or moved to the newest untold, since ``before`` (an earlier
+        state's), first seen first: a suffix of ``accounts``."""
+        if self is before:
+            return ()
+        start = len(self.accounts)
+        while start > 0 and (self.accounts[start - 1] not in before
+                             or before.is_untold(self.accounts[start - 1])):
+            start -= 1
+        return self.accounts[start:]
+
+
+NO_MEMBERS = Membership()
+
+
 @dataclass(frozen=True, slots=True)
 class AccountState:
     account_id: str
@@ -116,9 +186,8 @@ class AccountState:
     pending_approval: PendingApproval | None = None  # an action awaiting a second operator
     # (request id, prompt link key) of its last RECENT_PROMPTS requests that had one
     recent_prompts: tuple[tuple[str, str], ...] = ()
-    # In an aggregate's history: the accounts linked to it (``MemberLinked``, or a member's
-    # score), first seen first, the newest MAX_MEMBERS kept; its enforcement reaches them.
-    member_accounts: tuple[str, ...] = ()
+    # In an aggregate's history: its members and the episode of its enforcement reaching them
+    membership: Membership = NO_MEMBERS
 
     def prompt_of(self, request_id: str) -> str | None:
         """The prompt link key of one of its recent requests (None: none remembered)."""
@@ -126,6 +195,11 @@ class AccountState:
             if request == request_id:
                 return link
         return None
+
+    @property
+    def member_accounts(self) -> tuple[str, ...]:
+        """In an aggregate's history: its members, first seen first (``Membership``)."""
+        return self.membership.accounts
 
     @property
     def members(self) -> int:
@@ -180,14 +254,14 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests + 1, s.scores, at, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, s.links,
-                            s.pending_approval, prompts, s.member_accounts)
+                            s.pending_approval, prompts, s.membership)
     if isinstance(body, ScoreRecorded):
         recent = s.recent_content
         key = evidence_key(s.account_id, body)
         if key not in recent:
             recent = (*recent[1 - RECENT_CONTENT:], key)
-        members = s.member_accounts if body.member_account is None else _with_member(
-            s.member_accounts, body.member_account)
+        members = s.membership if body.member_account is None else s.membership.with_member(
+            body.member_account)
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores + 1, at, s.open_appeals, recent,
@@ -202,13 +276,16 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.recent_content,
                             _stronger(s.strongest, body.category, body.score, body.request_id),
                             s.review_level, s.links, s.pending_approval,
-                            s.recent_prompts, s.member_accounts)
+                            s.recent_prompts, s.membership)
     if isinstance(body, EnforcementChanged):
+        membership = s.membership
+        if membership.episode and body.level < membership.episode_trigger:  # the episode ends
+            membership = membership.closed()
         return AccountState(s.account_id, s.region, v, body.level, body.expires_at, body.reason,
                             body.rule_id, v, event.policy_version, s.risk, s.strikes, s.requests,
                             s.scores, s.last_seen, s.open_appeals, s.recent_content, s.strongest,
                             s.review_level, s.links, s.pending_approval,
-                            s.recent_prompts, s.member_accounts)
+                            s.recent_prompts, membership)
     if isinstance(body, OperatorActionTaken):
         # Clearing an account forgives its accumulated points (and the evidence behind them):
         # otherwise the next strike would put it straight back where the operator took it from.
@@ -220,7 +297,7 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                                 s.level_policy_version, s.risk, s.strikes, s.requests, s.scores,
                                 s.last_seen, s.open_appeals, s.recent_content, s.strongest,
                                 s.review_level, s.links, s.pending_approval, s.recent_prompts,
-                                s.member_accounts)
+                                s.membership)
         return _acted(s, v, cleared=body.action == "clear")
     if isinstance(body, ApprovalRequested):
         pending = PendingApproval(v, body.operator, body.action, body.level, body.expires_at,
@@ -229,7 +306,7 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, s.links, pending,
-                            s.recent_prompts, s.member_accounts)
+                            s.recent_prompts, s.membership)
     if isinstance(body, ApprovalGranted):  # the approved action takes effect, as one would
         return _acted(s, v, cleared=body.action == "clear")
     if isinstance(body, ReviewRequested):
@@ -237,14 +314,14 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, body.proposed_level, s.links,
-                            s.pending_approval, s.recent_prompts, s.member_accounts)
+                            s.pending_approval, s.recent_prompts, s.membership)
     if isinstance(body, AppealFiled):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen,
                             (*s.open_appeals, body.appeal_id), s.recent_content, s.strongest,
                             s.review_level, s.links, s.pending_approval,
-                            s.recent_prompts, s.member_accounts)
+                            s.recent_prompts, s.membership)
     if isinstance(body, AppealResolved):
         overturned = body.outcome == "overturned"
         appeals = tuple(a for a in s.open_appeals if a != body.appeal_id)
@@ -253,7 +330,7 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             () if overturned else s.risk, s.strikes, s.requests, s.scores,
                             s.last_seen, appeals, s.recent_content,
                             () if overturned else s.strongest, s.review_level, s.links,
-                            s.pending_approval, s.recent_prompts, s.member_accounts)
+                            s.pending_approval, s.recent_prompts, s.membership)
     if isinstance(body, AccountLinked):
         links = s.links if body.aggregate in s.links else (
             *s.links[1 - MAX_LINKS:], body.aggregate)
@@ -261,21 +338,29 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, links,
-                            s.pending_approval, s.recent_prompts, s.member_accounts)
+                            s.pending_approval, s.recent_prompts, s.membership)
     if isinstance(body, MemberLinked):
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, s.links,
                             s.pending_approval, s.recent_prompts,
-                            _with_member(s.member_accounts, body.member_account))
+                            s.membership.with_member(body.member_account))
+    if isinstance(body, LinkedEpisode):
+        episode = (s.membership.opened(v, body.trigger_level, body.reach)
+                   if body.phase == "opened" else s.membership.closed())
+        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
+                            s.recent_content, s.strongest, s.review_level, s.links,
+                            s.pending_approval, s.recent_prompts, episode)
     if isinstance(body, ShadowDecision | ReviewClaimed | PolicyProposed | PolicyChanged
                   | PolicyRejected | AggregateEnforced | AccountErased):  # change no state
         return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
                             s.level_rule, s.level_version, s.level_policy_version, s.risk,
                             s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
                             s.recent_content, s.strongest, s.review_level, s.links,
-                            s.pending_approval, s.recent_prompts, s.member_accounts)
+                            s.pending_approval, s.recent_prompts, s.membership)
     raise TypeError(f"evolve has no case for {type(body).__name__}")
 
 
@@ -286,15 +371,7 @@ def _acted(s: AccountState, v: int, *, cleared: bool) -> AccountState:
                         s.level_rule, s.level_version, s.level_policy_version,
                         () if cleared else s.risk, s.strikes, s.requests, s.scores, s.last_seen,
                         s.open_appeals, s.recent_content, () if cleared else s.strongest, 0,
-                        s.links, None, s.recent_prompts, s.member_accounts)
-
-
-def _with_member(members: tuple[str, ...], member: str) -> tuple[str, ...]:
-    """``members`` with ``member`` (an aggregate's, in the order first seen, the newest
-    MAX_MEMBERS kept: one forgotten comes back, as new, with its next score or link)."""
-    if member in members:
-        return members
-    return (*members[1 - MAX_MEMBERS:], member)
+                        s.links, None, s.recent_prompts, s.membership)
 
 
 def _stronger(strongest: tuple[Evidence, ...], category: str, score: float,

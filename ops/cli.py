@@ -32,6 +32,7 @@ from safeguards.core.events import (
     ApprovalRequested,
     EnforcementChanged,
     Event,
+    LinkedEpisode,
     MemberLinked,
     OperatorActionTaken,
     RequestObserved,
@@ -151,6 +152,9 @@ def timeline_row(event: Event) -> dict[str, Any]:
                   f"v{b.aggregate_version})")
     elif isinstance(b, MemberLinked):
         detail = f"member {b.member_account} ({b.link}, request {b.request_id})"
+    elif isinstance(b, LinkedEpisode):
+        detail = (f"linked enforcement {b.phase} at L{b.level} (trigger L{b.trigger_level}), "
+                  f"its newest {b.reach} member(s) told (from v{b.caused_by_version})")
     elif isinstance(b, StrikeRecorded):
         rule = b.rule_id
         detail = (f"{b.category} +{b.points:.2f} -> {b.total_after:.2f} "

@@ -18,6 +18,7 @@ from safeguards.core.events import (
     ApprovalRequested,
     EnforcementChanged,
     Event,
+    LinkedEpisode,
     MemberLinked,
     OperatorActionTaken,
     ReviewClaimed,
@@ -138,6 +139,11 @@ def _decision_rows(history: list[Event]) -> str:
         elif isinstance(body, MemberLinked):
             what = f"member {html.escape(body.member_account)}"
             rule, reason, detail = "", f"linked by its {body.link.replace('_', ' ')}", ""
+        elif isinstance(body, LinkedEpisode):
+            what = f"linked enforcement {body.phase} at L{body.level}"
+            rule, reason = "link.enforced", (f"trigger L{body.trigger_level}; "
+                                             f"its newest {body.reach} member(s) told at once")
+            detail = ""
         else:
             continue
         rows.append(

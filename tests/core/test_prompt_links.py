@@ -209,7 +209,8 @@ def test_a_prompt_counts_each_account_once_and_refuses_from_the_policys_level() 
     assert (p.level, p.members) == (3, 3)
     assert commands_for(events, POLICY)[0].interventions == PROMPT_REFUSED
     # an organisation at the same level refuses nothing: only a prompt's command carries it
-    org = replace(events[-1], account_id="org:acme")
+    change = next(e for e in reversed(events) if isinstance(e.body, EnforcementChanged))
+    org = replace(change, account_id="org:acme")
     assert commands_for([org], POLICY)[0].interventions == POLICY.ladder[3].interventions
     # a policy without the settings lets the prompt's rung apply, as an organisation's does
     unset = replace(POLICY, prompt_refuse_level=None)

@@ -18,6 +18,7 @@ from safeguards.core.events import (
     EnforcementChanged,
     Event,
     EventBody,
+    LinkedEpisode,
     MemberLinked,
     OperatorActionTaken,
     PolicyChanged,
@@ -104,6 +105,8 @@ decisions = (
     | st.builds(AccountLinked, link=link_kinds,
                 aggregate=account_ids, rule_id=texts, request_id=texts, caused_by_version=small)
     | st.builds(AccountErased, operator=texts, erased_through=small, keys_destroyed=small)
+    | st.builds(LinkedEpisode, phase=st.sampled_from(("opened", "closed")), trigger_level=levels,
+                level=levels, reach=small, caused_by_version=small)
 )
 bodies: st.SearchStrategy[EventBody] = observations | decisions
 
