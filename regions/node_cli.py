@@ -25,6 +25,9 @@ def register(sub: Any) -> None:
     node.add_argument("--node-id", default=None, help="a stable name for this node")
     node.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
                       help="partitions of the region (fixed per region; default %(default)s)")
+    node.add_argument("--peer", action="append", default=[],
+                      help="a region whose gates serve this region's accounts and forward "
+                           "their scores here (home routing; repeat per region)")
     node.add_argument("--log-level", default="INFO")
     node.add_argument("--stats-interval", type=float, default=0.0,
                       help="print the node's counters as a JSON line every N seconds")
@@ -50,7 +53,7 @@ def _node(args: argparse.Namespace) -> int:
     fault_delay = float(os.environ.get("SAFEGUARDS_FAULT_ACK_DELAY_S", "0") or 0)
     settings = NodeSettings(fault_ack_delay_s=fault_delay)
     metrics = anyio.run(run_node, args.region, args.nats, database_url, args.node_id,
-                        args.partitions, settings, args.stats_interval)
+                        args.partitions, settings, args.stats_interval, tuple(args.peer))
     print(json.dumps(metrics), flush=True)
     return 0
 

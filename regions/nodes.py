@@ -34,14 +34,16 @@ log = logging.getLogger(__name__)
 
 async def run_node(region: str, nats_url: str, database_url: str, node_id: str | None,
                    partitions: int, settings: NodeSettings | None = None,
-                   stats_interval_s: float = 0.0) -> dict[str, int]:
-    """Migrate the region's store, run a node until SIGTERM/SIGINT, drain, return its counters."""
+                   stats_interval_s: float = 0.0, peers: tuple[str, ...] = ()) -> dict[str, int]:
+    """Migrate the region's store, run a node until SIGTERM/SIGINT, drain, return its counters.
+    ``peers``: the regions whose forwarded scores of this region's accounts it accepts."""
     with anyio.fail_after(MIGRATE_TIMEOUT_S):
         await migrate(database_url)
     async with PostgresEventStore(region, database_url) as store:
         node = Node(region=region, partitions=partitions, bus=NatsBus(nats_url, region),
                     store=store, node_id=node_id, settings=settings,
-                    operators=OperatorRegistry(region), producers=load_producer_keys(region))
+                    operators=OperatorRegistry(region), producers=load_producer_keys(region),
+                    forwarders=load_forwarders(region, peers))
         async with anyio.create_task_group() as tg:
             await tg.start(node.run)
             settle_heap()  # start-up is done: later collections only walk the working set
