@@ -25,6 +25,9 @@ def register(sub: Any) -> None:
     proxy.add_argument("--caller-auth", choices=("required", "loopback"), default="required",
                        help="required: every request carries the front door's signed caller "
                             "assertion; loopback: unsigned requests from this machine too")
+    proxy.add_argument("--workers", type=int, default=1,
+                       help="worker processes on the port (SO_REUSEPORT), sharing each "
+                            "account's rate-limit quota")
     proxy.set_defaults(handler=_proxy)
 
     upstream = sub.add_parser("upstream", help="run the scripted Messages API model stand-in")
@@ -79,6 +82,13 @@ def _proxy(args: argparse.Namespace) -> int:
                          account_header=args.account_header, partitions=args.partitions,
                          provision_streams=args.provision, freeze_gc_after_sync=True,
                          caller_auth=args.caller_auth)
+    if args.workers > 1:
+        from safeguards.adapters.csp.workers import run_proxy_workers
+
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        return run_proxy_workers(config, _policy(args.policy), args.host, args.port,
+                                 args.workers)
     return _run(serve_proxy, config, _policy(args.policy), args.host, args.port)
 
 

@@ -41,12 +41,12 @@ from safeguards.adapters.csp.decision import (
     flags_of,
 )
 from safeguards.adapters.csp.gate_entry import (
-    RATE_WINDOW_S,
     CacheEntry,
     carry_usage,
     epoch,
     interval,
 )
+from safeguards.adapters.csp.shared_rates import SharedRates
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.events import Scores
 from safeguards.core.ids import aggregate_kind
@@ -69,6 +69,7 @@ class Gate:
         self.counts: dict[tuple[str, str], int] = {}
         self.fallbacks: dict[tuple[str, str], int] = {}
         self.first_stage_verdicts: dict[str, int] = {}  # the screening cascade's, by verdict
+        self.rates: SharedRates | None = None  # worker processes' shared GCRA (shared_rates)
         self.commands_applied = 0
         self.commands_ignored = 0
         # False until the region's enforcement has been read (the feed's initial state or a
@@ -237,15 +238,11 @@ class Gate:
         if ok.status != 200:
             self._count(ok)
             return ok
-        # GCRA on requests: the theoretical arrival time may run at most one window ahead.
-        tat = entry.req_tat if entry.req_tat > now else now
-        new_tat = tat + entry.req_interval
-        if new_tat - now > RATE_WINDOW_S:
-            return self._throttle(ok, "rate_requests", new_tat - now - RATE_WINDOW_S)
-        # Tokens are charged after the response (observe); refuse while the account is in debt.
-        if entry.tok_tat - now > RATE_WINDOW_S:
-            return self._throttle(ok, "rate_tokens", entry.tok_tat - now - RATE_WINDOW_S)
-        entry.req_tat = new_tat
+        # GCRA (this process's, or the quota its worker processes share)
+        throttled = (entry.take(now) if self.rates is None
+                     else self.rates.take(account, now, entry.req_interval))
+        if throttled is not None:
+            return self._throttle(ok, *throttled)
         if not ok.needs_classify:
             self._count(ok)
         return ok
@@ -377,8 +374,11 @@ class Gate:
         tokens = response.input_tokens + response.output_tokens
         if tokens <= 0:
             return
-        tat = entry.tok_tat if entry.tok_tat > now else now
-        entry.tok_tat = tat + tokens * entry.tok_interval
+        if self.rates is not None:
+            self.rates.charge(request.account_id, now, tokens * entry.tok_interval)
+        else:
+            tat = entry.tok_tat if entry.tok_tat > now else now
+            entry.tok_tat = tat + tokens * entry.tok_interval
 
     # --- counters -------------------------------------------------------------------------------
 

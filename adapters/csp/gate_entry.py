@@ -28,6 +28,18 @@ class CacheEntry:
         self.req_tat = 0.0
         self.tok_tat = 0.0
 
+    def take(self, now: float) -> tuple[str, float] | None:
+        """Spend one request on the GCRA: None, or the throttle's reason and retry-after."""
+        # The theoretical arrival time may run at most one window ahead.
+        new_tat = (self.req_tat if self.req_tat > now else now) + self.req_interval
+        if new_tat - now > RATE_WINDOW_S:
+            return "rate_requests", new_tat - now - RATE_WINDOW_S
+        # Tokens are charged after the response (observe); refuse while the account is in debt.
+        if self.tok_tat - now > RATE_WINDOW_S:
+            return "rate_tokens", self.tok_tat - now - RATE_WINDOW_S
+        self.req_tat = new_tat
+        return None
+
 
 def interval(per_minute: int) -> float:
     return math.inf if per_minute <= 0 else 60.0 / per_minute

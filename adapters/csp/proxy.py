@@ -15,6 +15,8 @@ import contextlib
 import json
 import logging
 import math
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -53,6 +55,7 @@ from safeguards.adapters.csp.provider_api import (
     upstream_status_failure,
 )
 from safeguards.adapters.csp.routes import Denied, Route, Target, match
+from safeguards.adapters.csp.shared_rates import SharedRates
 from safeguards.adapters.csp.upstream_client import (
     UpstreamClient,
     UpstreamError,
@@ -166,7 +169,7 @@ class CspProxy:
             staleness = self.gate.staleness(now)
             ready = self.gate.synced
             body = json.dumps({
-                "ready": ready,
+                "ready": ready, "pid": os.getpid(),  # which worker process answered
                 "stream_synced": bool(self.feed is not None and self.feed.ready.is_set()),
                 "nats_connected": bool(self.link is not None and self.link.is_connected),
                 "cache_accounts": self.gate.size,
@@ -341,11 +344,16 @@ class CspProxy:
         self.admission.observe(request, action, tokens_in, tokens_out, prompt, completion)
 
 
-async def serve_proxy(config: ProxyConfig, policy: Policy, host: str, port: int) -> None:
+async def serve_proxy(config: ProxyConfig, policy: Policy, host: str, port: int, *,
+                      sockets: list[socket.socket] | None = None,
+                      rates: SharedRates | None = None) -> None:
+    """Serve on ``host:port``, or on ``sockets`` with the worker processes' shared ``rates``
+    (``workers``)."""
     import uvicorn
 
     proxy = CspProxy(config, policy)
+    proxy.gate.rates = rates
     server_config = uvicorn.Config(proxy, host=host, port=port, log_level="warning",
                                    http="httptools", access_log=False, lifespan="on", loop="none",
                                    proxy_headers=False, date_header=False)
-    await uvicorn.Server(server_config).serve()
+    await uvicorn.Server(server_config).serve(sockets=sockets)
