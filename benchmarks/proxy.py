@@ -2,6 +2,7 @@
 
     python benchmarks/proxy.py [--requests 2000] [--rounds 4] [--nats URL] [--model-ms 50]
                                [--classifier] [--front-end messages|bedrock|vertex|all]
+                               [--workers N]
 
 The upstream stand-in and the proxy each run in their own process (``safeguards upstream`` and
 ``safeguards proxy``, on uvloop); NATS is an embedded server unless ``--nats`` names one. The load
@@ -27,6 +28,11 @@ Vertex AI's (``:rawPredict`` / ``:streamRawPredict``). The last line is JSON: pe
 worst figure over the levels (``{"added_p50_ms", "added_p99_ms", "ttft_added_p50_ms", ...}``,
 then the one-client figures, the proxy's highest CPU per request and how busy the machine got),
 and the worst over the front ends.
+
+With ``--workers N`` a second proxy serves the same upstream from N worker processes
+(``safeguards proxy --workers N``), and the run ends with requests per second at 64 clients
+(non-streaming Messages requests; timed requests over the load generator's wall time), the
+one-process proxy and the N-worker one alternating in ``--rounds`` rounds.
 """
 
 from __future__ import annotations
@@ -87,6 +93,7 @@ class Run:
         self.server_cpu: dict[str, float] = {}
         self.busy = 0.0
         self.total = 0.0
+        self.wall = 0.0
 
 
 _account_base = iter(range(0, 10**9, 1_000_000))
@@ -106,6 +113,7 @@ def load(url: str, concurrency: int, total: int, run: Run, pids: dict[str, int],
     busy1, total1 = machine_busy()
     result = json.loads(out.decode().strip().splitlines()[-1])
     run.samples += result["samples_ms"]
+    run.wall += result["wall_s"]
     run.loadgen_cpu += result["cpu_s"]
     for name, pid in pids.items():
         run.server_cpu[name] = run.server_cpu.get(name, 0.0) + cpu_seconds(pid) - cpu0[name]
@@ -181,6 +189,29 @@ def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
     return results
 
 
+def compare_workers(args: argparse.Namespace, one: str, many: str,
+                    pids: dict[str, int]) -> dict[str, Any]:
+    """Requests per second at 64 clients: the one-process proxy vs the N-worker one."""
+    go = functools.partial(load, pids=pids, model_ms=args.model_ms, prompt=args.prompt,
+                           front_end="messages")
+    go(many, 64, 640, Run())  # warm every worker's upstream connections
+    total = max(args.requests, 64 * 20)
+    single, workers = Run(), Run()
+    for _ in range(args.rounds):
+        go(one, 64, total // args.rounds, single)
+        go(many, 64, total // args.rounds, workers)
+    rps_1 = len(single.samples) / single.wall
+    rps_n = len(workers.samples) / workers.wall
+    print(f"c=64 requests/s: 1 process {rps_1:.0f}, {args.workers} workers {rps_n:.0f} "
+          f"(x{rps_n / rps_1:.2f}); p50 {quantile(single.samples, 0.5):.3f}ms vs "
+          f"{quantile(workers.samples, 0.5):.3f}ms")
+    return {"workers": args.workers, "c64_rps_1_worker": round(rps_1, 1),
+            f"c64_rps_{args.workers}_workers": round(rps_n, 1),
+            "c64_rps_ratio": round(rps_n / rps_1, 2),
+            "c64_p50_ms_1_worker": round(quantile(single.samples, 0.5), 3),
+            f"c64_p50_ms_{args.workers}_workers": round(quantile(workers.samples, 0.5), 3)}
+
+
 def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     exe = str(Path(sys.executable).parent / "safeguards")
     with open(log, "wb") as out:
@@ -208,11 +239,14 @@ def main() -> None:
                              "fresh accounts' requests are screened as in production; without "
                              "it every screen fails open at once (no responders)")
     parser.add_argument("--front-end", choices=(*FRONT_ENDS, "all"), default="all")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="also measure requests/s at 64 clients of a proxy with this many "
+                             "worker processes against the one-process proxy")
     args = parser.parse_args()
     front_ends = FRONT_ENDS if args.front_end == "all" else (args.front_end,)
     nats_server = None if args.nats else EmbeddedNats().start()
     nats_url = args.nats or (nats_server.url if nats_server else "")
-    up_port, proxy_port = free_port(), free_port()
+    up_port, proxy_port, workers_port = free_port(), free_port(), free_port()
     procs = []
     try:
         procs.append(spawn(["upstream", "--port", str(up_port)],
@@ -230,6 +264,12 @@ def main() -> None:
                 if time.monotonic() > deadline or procs[-1].poll() is not None:
                     raise RuntimeError(f"the classifier did not start: see {log}")
                 time.sleep(0.5)
+        if args.workers > 1:
+            procs.append(spawn(["proxy", "--region", "bench", "--upstream",
+                                f"http://127.0.0.1:{up_port}", "--nats", nats_url,
+                                "--port", str(workers_port), "--workers", str(args.workers)],
+                               args.logs / "bench-proxy-workers.log"))
+            wait_for_port("127.0.0.1", workers_port, 60)
         wait_for_port("127.0.0.1", up_port, 30)
         wait_for_port("127.0.0.1", proxy_port, 30)
         time.sleep(1.0)  # let the proxy's feed read the (empty) enforcement stream
@@ -240,6 +280,11 @@ def main() -> None:
                                  {"upstream": procs[0].pid, "proxy": procs[1].pid}, front_end)
             summaries[front_end] = results.pop("summary")
             print(f"levels ({front_end}):", json.dumps(results))
+        throughput: dict[str, Any] = {}
+        if args.workers > 1:
+            throughput = compare_workers(args, f"http://127.0.0.1:{proxy_port}",
+                                         f"http://127.0.0.1:{workers_port}",
+                                         {"upstream": procs[0].pid, "proxy": procs[1].pid})
         metrics = httpx.get(f"http://127.0.0.1:{proxy_port}/metrics").text
         drops = [line for line in metrics.splitlines()
                  if line.startswith(("safeguards_csp_telemetry_dropped_total",
@@ -248,7 +293,7 @@ def main() -> None:
                                      "safeguards_csp_first_stage_total"))]
         print("proxy telemetry:", "; ".join(drops))
         print(json.dumps({
-            **summaries, "model_ms": args.model_ms,
+            **summaries, **throughput, "model_ms": args.model_ms,
             "worst_added_p50_ms": max(s["added_p50_ms"] for s in summaries.values()),
             "worst_added_p99_ms": max(s["added_p99_ms"] for s in summaries.values())}))
     finally:
