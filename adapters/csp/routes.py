@@ -45,6 +45,7 @@ are served on the metrics port and never through Envoy.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -142,9 +143,11 @@ def normalise_path(path: str) -> str:
     return "/" + "/".join(segments)
 
 
+@functools.lru_cache(maxsize=4096)
 def match(method: str, raw_path: str, *, batches: bool = False) -> Target | Denied:
     """The route of a request (``raw_path``: Envoy's ``:path``, query string included); with
-    ``batches``, the Message Batches routes too (the HTTP proxy's; ext_proc refuses them)."""
+    ``batches``, the Message Batches routes too (the HTTP proxy's; ext_proc refuses them).
+    Answers are immutable and cached by their arguments: a serving path sends few spellings."""
     path, query = split_target(raw_path)
     normal = normalise_path(path)
     call = MESSAGES_CALL
