@@ -34,9 +34,12 @@ KNOWN_GAPS: dict[str, int] = {
     # A burst of jailbreaks: borderline ones are now served with the safety prompt (refused only
     # at high confidence), so more get through before the strikes reach L3.
     "burst_jailbreaker": 12,
-    # Alternates between the us and eu proxies: each region's actors see half its requests
-    # until accounts have one home region (issue 14). 2 or 3 served in most runs, 4 or 5 in
-    # about one run in four (measured 2026-12-04, before and after this stop's changes).
+    # Alternates each account between the us and eu proxies request by request. With home
+    # routing (issue 14) each account has one history, in its home, and both regions' gates
+    # apply it: 1 or 2 served when it runs alone (benchmarks/residency.py, 2026-12-06), 4 in a
+    # full run here (the same 4 as on a stack without home routing that day, where the scoring
+    # adds up the two regions' separate histories); what remains is the scoring's pace, not
+    # the region split.
     "region_hopper": 5,
     # Paraphrases the model scores under the refusal point are served (with the safety prompt
     # where borderline); the strikes come from the content stream after serving. 2 or 3 in
@@ -68,7 +71,7 @@ async def test_short_simulation_enforces_attackers_and_spares_benign_users(
         for p in load_personas()
     ]
     secured = EmbeddedNats(tmp_path / "nats", authorization=server_authorization(
-        make_identities(tuple(names.values()))))
+        make_identities(tuple(names.values())), home_routing=True))
     with secured:
         result = await _simulate(list(names.values()), personas, postgres_server, secured.url)
     # no process was refused anything it tried: each role's permissions are enough
