@@ -1,7 +1,7 @@
 """``safeguards ops nats-authorization``: the NATS server configuration that admits a region's
 processes, each only to its own role's subjects (``bus.nats_auth``).
 
-    safeguards ops nats-authorization --region us --region eu > authorization.json
+    safeguards ops nats-authorization --region us --region eu [--home-routing] > auth.json
 
 Prints the ``authorization`` block (JSON, which nats-server reads as configuration; include it
 from the server's file) with every role's public key and permissions. Keys come from
@@ -25,6 +25,9 @@ def register_ops(ops_sub: Any) -> None:
                              help="print the NATS server authorization for regions' processes")
     cmd.add_argument("--region", action="append", required=True,
                      help="a region to admit (repeatable)")
+    cmd.add_argument("--home-routing", action="store_true",
+                     help="let each region's gate and classifier serve the other regions' "
+                          "accounts (metadata and scores to their home, core.homes)")
     cmd.set_defaults(handler=_authorization)
 
 
@@ -33,5 +36,6 @@ def _authorization(args: argparse.Namespace) -> int:
         identities = make_identities(tuple(args.region))
     except InvalidInput as exc:
         return _fail(exc)
-    print(json.dumps({"authorization": server_authorization(identities)}, indent=1))
+    print(json.dumps({"authorization": server_authorization(
+        identities, home_routing=args.home_routing)}, indent=1))
     return 0
