@@ -89,7 +89,8 @@ class Node:
         await bus.provision()
         self.relay = OutboxRelay(store=self.store, commands=bus.commands, signals=bus.signals,
                                  metrics=self.metrics, poll_s=s.relay_poll_s, batch=s.relay_batch,
-                                 store_timeout_s=s.store_timeout_s, reconnects=bus.reconnects)
+                                 store_timeout_s=s.store_timeout_s, reconnects=bus.reconnects,
+                                 reconcile_s=s.reconcile_s)
         self.committer = GroupCommitter(self.store, timeout_s=s.store_timeout_s,
                                         max_appends=s.commit_max_appends,
                                         linger_s=s.commit_linger_s, retry_s=s.store_retry_s,
@@ -147,8 +148,14 @@ class Node:
 
     async def _start_partition(self, partition: int) -> None:
         assert self._tg is not None and self._bus is not None
-        if partition in self.running:
-            return
+        previous = self.running.get(partition)
+        if previous is not None:
+            if not previous.scope.cancel_called:
+                return
+            # Aborted (its lease was lost) and still handing back its mail: the lease is ours
+            # again, so wait for the old worker to end instead of finding it "running" and
+            # leaving the partition to nobody once it does.
+            await previous.done.wait()
         assert self.committer is not None
         worker = PartitionWorker(
             region=self.region, partitions=self.partitions, partition=partition,

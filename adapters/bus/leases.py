@@ -65,6 +65,11 @@ class LeaseBucket:
 
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
+        # Keys this process has held: a write whose answer was lost (a leader election cut the
+        # reply off, the write itself went through) leaves such a key under our name at a
+        # revision we never learnt. It is adopted instead of waiting out the TTL; a key under
+        # our name that this process never held (another process with the same name) is not.
+        self._held: set[tuple[str, str]] = set()
 
     @classmethod
     async def open(cls, js: JetStreamContext, region: str, ttl_s: float) -> LeaseBucket:
@@ -79,13 +84,35 @@ class LeaseBucket:
         except (KeyWrongLastSequenceError, KeyNotFoundError, KeyDeletedError):
             # A race with another holder or with the TTL purge (nats-py's create reads the key
             # back after a wrong-sequence answer, and that read can find it gone): not ours.
+            return await self._adopt(key, holder)
+        except APIError as exc:
+            if getattr(exc, "err_code", None) in (10071, 10164):
+                return await self._adopt(key, holder)
+            raise BusUnavailable(f"acquire {key}: {exc.description}") from None
+        except _TRANSPORT as exc:
+            raise BusUnavailable(f"acquire {key}: {type(exc).__name__}") from None
+        self._held.add((key, holder))
+        return Lease(key, holder, rev)
+
+    async def _adopt(self, key: str, holder: str) -> Lease | None:
+        """The lease, if ``key`` is still under ``holder``'s name from an earlier write of this
+        process whose answer was lost; None otherwise."""
+        if (key, holder) not in self._held:
+            return None
+        try:
+            with anyio.fail_after(OP_TIMEOUT_S):
+                entry = await self._kv.get(key)
+                if entry.value != holder.encode() or entry.revision is None:
+                    return None
+                rev = await self._kv.update(key, holder.encode(), last=entry.revision)
+        except (KeyWrongLastSequenceError, KeyNotFoundError, KeyDeletedError):
             return None
         except APIError as exc:
             if getattr(exc, "err_code", None) in (10071, 10164):
                 return None
-            raise BusUnavailable(f"acquire {key}: {exc.description}") from None
+            raise BusUnavailable(f"adopt {key}: {exc.description}") from None
         except _TRANSPORT as exc:
-            raise BusUnavailable(f"acquire {key}: {type(exc).__name__}") from None
+            raise BusUnavailable(f"adopt {key}: {type(exc).__name__}") from None
         return Lease(key, holder, rev)
 
     async def renew(self, lease: Lease) -> Lease | None:
@@ -107,6 +134,7 @@ class LeaseBucket:
 
     async def release(self, lease: Lease) -> None:
         """Delete the key if we still hold it, so the next holder need not wait for the TTL."""
+        self._held.discard((lease.key, lease.holder))
         try:
             with anyio.fail_after(OP_TIMEOUT_S):
                 await self._kv.delete(lease.key, last=lease.revision)

@@ -8,6 +8,7 @@ stream, forwarded signals and policy board over it. The connection is drained on
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js.errors import APIError, NotFoundError
 
+from safeguards.adapters.bus.cluster_watch import watch_jetstream
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.consumers import ConsumerSettings, PartitionConsumer
 from safeguards.adapters.bus.dlq import DeadLetters
@@ -25,7 +27,7 @@ from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.policy_board import PolicyBoard, run_policy
 from safeguards.adapters.bus.producer_auth import ProducerKeys, load_producer_keys
 from safeguards.adapters.bus.signing import CommandSigner, load_signer
-from safeguards.adapters.bus.streams import StreamSettings, provision_region
+from safeguards.adapters.bus.streams import StreamSettings, cluster_replicas, provision_region
 from safeguards.core.bus import LeaseTable
 from safeguards.core.ids import validate_region
 from safeguards.core.policy import Policy
@@ -33,6 +35,7 @@ from safeguards.core.ports import EventStore, OutboxMessage
 from safeguards.core.subjects import stream_name
 
 PUBLISH_TIMEOUT_S = 2.0
+WRONG_LAST_SEQUENCE = 10071  # Nats-Expected-Last-Subject-Sequence did not hold
 _TRANSPORT = (TimeoutError, nats.errors.Error)
 
 
@@ -55,7 +58,13 @@ class NatsBus:
         nc = await connect(self.url, name=name,
                            identity=nats_identity(self.region, NatsRole.NODE))
         try:
-            yield NatsRegionBus(nc, self.region, self.streams, self.consumers, signer, producer)
+            async with anyio.create_task_group() as tg:
+                if cluster_replicas(nc.jetstream()) > 1:
+                    # a server cut off from its cluster still answers pings: leave it
+                    tg.start_soon(functools.partial(watch_jetstream, nc, name=name))
+                yield NatsRegionBus(nc, self.region, self.streams, self.consumers, signer,
+                                    producer)
+                tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
                 try:
@@ -85,8 +94,14 @@ class JetStreamCommands:
                 await self._js.publish(message.subject, message.payload,
                                        timeout=PUBLISH_TIMEOUT_S, stream=self._stream,
                                        headers=headers)
-        except APIError:
-            raise
+        except APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                raise  # publish_after's answer: the subject moved on
+            # A cluster electing a leader answers 503, "duplicate message id is in process"
+            # (our own retry of a publish still being replicated) or the like: the row stays
+            # pending and goes out again, deduplicated by its id.
+            raise BusUnavailable(f"command publish: {type(exc).__name__} "
+                                 f"{exc.err_code or exc.code}") from None
         except _TRANSPORT as exc:
             raise BusUnavailable(f"command publish: {type(exc).__name__}") from None
 
@@ -102,7 +117,11 @@ class JetStreamCommands:
 
     async def publish_after(self, message: OutboxMessage, last_sequence: int) -> bool:
         try:
-            await self._publish(message, {"Nats-Msg-Id": message.message_id,
+            # Its own message id: the command's id may still sit in the duplicate window (the
+            # broker lost the message, not its memory of the id) and the repair would be
+            # "accepted" and dropped. The expected sequence is what keeps two repairs apart.
+            await self._publish(message, {"Nats-Msg-Id": f"{message.message_id}.repair."
+                                                         f"{last_sequence}",
                                           "Nats-Expected-Last-Subject-Sequence":
                                               str(last_sequence)})
         except APIError:
