@@ -25,6 +25,7 @@ class NodeMetrics:
     commands_published: int = 0  # rows confirmed by JetStream and marked (either path)
     fast_path_overflow: int = 0  # commands left to the slow path because its queue was full
     commands_repaired: int = 0  # newest commands re-published after a broker lost them
+    reconciliations: int = 0  # comparisons of the newest commands with the enforcement stream
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

@@ -16,11 +16,15 @@ A row on an input subject is a forwarded signal: it goes to the inputs stream
 (``RegionBus.signals``) under the same rules, and the receiving actor's inbox absorbs a repeat.
 
 A NATS server that is killed can lose the last messages it had already acknowledged (a single
-server writes its file store behind its acks). So after each reconnect the relay repairs: for
-the accounts among the most recently published rows it compares the stream's last command with
-the newest one it published, and re-publishes ours when the stream's is older or missing, with
+server writes its file store behind its acks; a cluster whose leader dies can lose what it
+acknowledged before a follower had it, as Jepsen found). So the relay reconciles: after each
+reconnect, and every ``reconcile_s`` whether or not this node's connection noticed anything (a
+cluster's leader change elsewhere does not disconnect it), for the accounts among the most
+recently published rows it compares the stream's last command with the newest one committed
+and published, and re-publishes ours when the stream's is older or missing, with
 ``Nats-Expected-Last-Subject-Sequence`` set to what it saw, so a newer command published
-meanwhile is never overwritten by an older one.
+meanwhile is never overwritten by an older one. Each restoration is logged as a warning and
+counted (``commands_repaired``): the alarm that the broker lost an acknowledged command.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ class OutboxRelay:
     def __init__(self, *, store: EventStore, commands: CommandStream, signals: SignalPublisher,
                  metrics: NodeMetrics, poll_s: float = 0.5, batch: int = 256,
                  store_timeout_s: float = 10.0, fast_queue: int = 4096,
-                 reconnects: Callable[[], int] = lambda: 0, repair_scan: int = 4096) -> None:
+                 reconnects: Callable[[], int] = lambda: 0, repair_scan: int = 4096,
+                 reconcile_s: float = 15.0) -> None:
         self.store = store
         self.commands = commands
         self.signals = signals
@@ -68,6 +73,8 @@ class OutboxRelay:
         self._reconnects = reconnects
         self._repaired_at = reconnects()
         self.repair_scan = repair_scan
+        self.reconcile_s = reconcile_s
+        self._reconcile_due = 0.0  # set when it runs
 
     def wake(self) -> None:
         """Called after a commit that wrote outbox rows, so they go out without a poll's wait."""
@@ -91,6 +98,7 @@ class OutboxRelay:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._fast_path)
             tg.start_soon(self._mark_fast)
+            self._reconcile_due = anyio.current_time() + self.reconcile_s
             task_status.started()
             while True:
                 with anyio.move_on_after(self.poll_s):
@@ -98,8 +106,11 @@ class OutboxRelay:
                 self._wake = anyio.Event()
                 await self.flush()
                 seen = self._reconnects()
-                if seen != self._repaired_at and await self.repair() is not None:
+                due = anyio.current_time() >= self._reconcile_due
+                if (seen != self._repaired_at or due) and await self.repair() is not None:
                     self._repaired_at = seen
+                    self._reconcile_due = anyio.current_time() + self.reconcile_s
+                    self.metrics.reconciliations += 1
 
     async def _fast_path(self) -> None:
         async for m in self._fast_out:

@@ -35,6 +35,9 @@ class NodeSettings:
     lease_renew_s: float = 1.5
     relay_poll_s: float = 0.5  # outbox rows of other nodes (or of a crashed one) wait this long
     relay_batch: int = 256
+    # how often the relay compares recently changed accounts' newest commands with the
+    # enforcement stream and restores what the stream lost (besides after every reconnect)
+    reconcile_s: float = 15.0
     drain_timeout_s: float = 15.0
     # Fault injection only: hold acks this long after each commit cycle, so a test's kill -9 lands
     # between commit and ack (the window the inbox must cover). Zero in production.
