@@ -6,7 +6,8 @@ median of several passes); building the history is not.
 
     python benchmarks/fold.py [--events 1000000] [--repeat 3]
 
-Last line: {"events_per_s": ...}
+Last line: {"events_per_s": ..., "events_per_cpu_s": ...} (medians; the second counts only
+this process's CPU time, steadier on a shared machine).
 """
 
 from __future__ import annotations
@@ -58,16 +59,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     history = synthetic_history(args.events)
-    rates = []
+    rates, cpu_rates = [], []
     for _ in range(args.repeat):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         state = fold(initial_state("bench-acct", "eu"), history)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         assert state.version == args.events
         rates.append(args.events / elapsed)
-        print(f"fold of {args.events:,} events: {elapsed:.3f} s, {rates[-1]:,.0f} events/s")
+        cpu_rates.append(args.events / cpu)
+        print(f"fold of {args.events:,} events: {elapsed:.3f} s, {rates[-1]:,.0f} events/s "
+              f"({cpu_rates[-1]:,.0f} per CPU second)")
     print(f"median {statistics.median(rates):,.0f} events/s, best {max(rates):,.0f} events/s")
-    print(json.dumps({"events_per_s": round(statistics.median(rates))}))
+    # per CPU second too: on a shared machine the wall clock also counts other processes' turns
+    print(json.dumps({"events_per_s": round(statistics.median(rates)),
+                      "events_per_cpu_s": round(statistics.median(cpu_rates))}))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
+from safeguards.core.aggregate_members import MAX_MEMBERS as MAX_MEMBERS
+from safeguards.core.aggregate_members import NO_MEMBERS, Membership
 from safeguards.core.errors import VersionGap
 from safeguards.core.events import (
     AccountErased,
@@ -55,13 +57,6 @@ MAX_LINKS = 16
 # How many of its latest requests' prompt link keys an account remembers (request id, key), so
 # that a score arriving after its request can link the account to the prompt it flagged.
 RECENT_PROMPTS = 16
-# How many member accounts an aggregate (organisation, API key, prompt) remembers, newest kept:
-# the most its enforcement can reach at once (``core.linked_accounts``; the policy's
-# ``escalation.linked_members`` says how many it does, default 256). One forgotten is reached
-# with its next score or link. The bound is the fold's, not the policy's, so that a replay folds
-# the same state under any policy: 1,024 ids of at most 128 characters keep a snapshot under
-# ~140 KB, and a member's score costs one set lookup (``Membership``), whatever the count.
-MAX_MEMBERS = 1024
 MEMBER_KEY = "member:"  # a prompt's evidence key: the account that sent it (``evidence_key``)
 
 Evidence: TypeAlias = tuple[str, float, str]  # (category, score, request id) of one strike
@@ -94,72 +89,6 @@ class PendingApproval:
     expires_at: datetime | None
     reason: str
     requested_at: datetime
-
-
-@dataclass(frozen=True)
-class Membership:
-    """In an aggregate's history: the accounts linked to it (``MemberLinked``, or a member's
-    score), first seen first, the newest MAX_MEMBERS kept, and the episode of its enforcement
-    reaching them (``LinkedEpisode``) in course, if one is.
-
-    Not slotted: it keeps a lazily built set of its accounts beside its fields (never encoded,
-    never compared), so that a member's score costs one lookup; the same ``Membership`` passes
-    from state to state until a member joins, so the set is built once per new member."""
-
-    accounts: tuple[str, ...] = ()
-    # the version of the LinkedEpisode that opened the episode in course (0: none is), and the
-    # trigger level it opened under; the episode ends when the level falls below that
-    episode: int = 0
-    episode_trigger: int = 0
-    # how many of the oldest accounts the episode in course has not told (past its reach when
-    # it opened): each moves to the newest, and is told, when its next score or link arrives
-    untold: int = 0
-
-    def __contains__(self, account: object) -> bool:
-        index: frozenset[str] | None = self.__dict__.get("_index")
-        if index is None:
-            index = frozenset(self.accounts)
-            object.__setattr__(self, "_index", index)
-        return account in index
-
-    def is_untold(self, account: str) -> bool:
-        """``account`` is one of the members the episode in course has not told."""
-        return bool(self.untold) and account in self.accounts[:self.untold]
-
-    def with_member(self, member: str) -> Membership:
-        """These members with ``member``, newest last: one forgotten comes back as new with its
-        next score or link, and one the episode in course has not told moves to the newest."""
-        if member in self:
-            if not self.is_untold(member):
-                return self
-            rest = tuple(a for a in self.accounts if a != member)
-            return Membership((*rest, member), self.episode, self.episode_trigger,
-                              self.untold - 1)
-        accounts = (*self.accounts[1 - MAX_MEMBERS:], member)
-        dropped = len(self.accounts) + 1 - len(accounts)
-        return Membership(accounts, self.episode, self.episode_trigger,
-                          max(0, self.untold - dropped))
-
-    def opened(self, episode: int, trigger: int, reach: int) -> Membership:
-        """The episode opened at version ``episode`` told the newest ``reach`` members."""
-        return Membership(self.accounts, episode, trigger, max(0, len(self.accounts) - reach))
-
-    def closed(self) -> Membership:
-        return Membership(self.accounts)
-
-    def added_since(self, before: Membership) -> tuple[str, ...]:
-        """The members that joined, or moved to the newest untold, since ``before`` (an earlier
-        state's), first seen first: a suffix of ``accounts``."""
-        if self is before:
-            return ()
-        start = len(self.accounts)
-        while start > 0 and (self.accounts[start - 1] not in before
-                             or before.is_untold(self.accounts[start - 1])):
-            start -= 1
-        return self.accounts[start:]
-
-
-NO_MEMBERS = Membership()
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +160,57 @@ def evidence_key(account_id: str, score: ScoreRecorded) -> str:
     return score.content_sha256
 
 
+class _StateUnderConstruction:
+    """AccountState's slots, in its order, without its frozen guard: the fold fills one with
+    plain slot stores (a frozen dataclass's ``__init__`` makes one ``object.__setattr__`` call
+    per field, about seven times slower), then :func:`_state` turns it into the AccountState it
+    is (``__class__`` assignment, which Python allows only between identical layouts)."""
+
+    __slots__ = AccountState.__slots__
+
+
+_new = object.__new__
+
+
+def _state(account_id: str, region: str, version: int, level: int,
+           level_expires_at: datetime | None, level_reason: str, level_rule: str,
+           level_version: int, level_policy_version: str | None, risk: tuple[CategoryRisk, ...],
+           strikes: int, requests: int, scores: int, last_seen: datetime | None,
+           open_appeals: tuple[str, ...], recent_content: tuple[str, ...],
+           strongest: tuple[Evidence, ...], review_level: int, links: tuple[str, ...],
+           pending_approval: PendingApproval | None,
+           recent_prompts: tuple[tuple[str, str], ...], membership: Membership) -> AccountState:
+    """``AccountState(...)`` with every field given, in its order: the same state, equal and of
+    the same class, built several times faster. The fold builds one per event, and loads,
+    replays and backtests run on the fold."""
+    s: Any = _new(_StateUnderConstruction)
+    s.account_id = account_id
+    s.region = region
+    s.version = version
+    s.level = level
+    s.level_expires_at = level_expires_at
+    s.level_reason = level_reason
+    s.level_rule = level_rule
+    s.level_version = level_version
+    s.level_policy_version = level_policy_version
+    s.risk = risk
+    s.strikes = strikes
+    s.requests = requests
+    s.scores = scores
+    s.last_seen = last_seen
+    s.open_appeals = open_appeals
+    s.recent_content = recent_content
+    s.strongest = strongest
+    s.review_level = review_level
+    s.links = links
+    s.pending_approval = pending_approval
+    s.recent_prompts = recent_prompts
+    s.membership = membership
+    s.__class__ = AccountState
+    built: AccountState = s
+    return built
+
+
 def initial_state(account_id: str, region: str) -> AccountState:
     return AccountState(account_id=account_id, region=region)
 
@@ -245,133 +225,134 @@ def evolve(state: AccountState, event: Event) -> AccountState:
     s = state
     v = event.version
     at = event.occurred_at
-    # Each branch builds the new state in one constructor call: the fold is the hot path of
+    # Each branch builds the new state in one ``_state`` call: the fold is the hot path of
     # loads, replays and backtests, and dataclasses.replace costs several times more.
     if isinstance(body, RequestObserved):
         prompts = s.recent_prompts if body.prompt_link is None else (
             *s.recent_prompts[1 - RECENT_PROMPTS:], (body.request_id, body.prompt_link))
-        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
-                            s.strikes, s.requests + 1, s.scores, at, s.open_appeals,
-                            s.recent_content, s.strongest, s.review_level, s.links,
-                            s.pending_approval, prompts, s.membership)
+        return _state(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                      s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                      s.strikes, s.requests + 1, s.scores, at, s.open_appeals,
+                      s.recent_content, s.strongest, s.review_level, s.links,
+                      s.pending_approval, prompts, s.membership)
     if isinstance(body, ScoreRecorded):
         recent = s.recent_content
-        key = evidence_key(s.account_id, body)
+        member = body.member_account
+        # an account's own score (no member named) is keyed by its content: evidence_key inline
+        key = body.content_sha256 if member is None else evidence_key(s.account_id, body)
         if key not in recent:
             recent = (*recent[1 - RECENT_CONTENT:], key)
-        members = s.membership if body.member_account is None else s.membership.with_member(
-            body.member_account)
-        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
-                            s.strikes, s.requests, s.scores + 1, at, s.open_appeals, recent,
-                            s.strongest, s.review_level, s.links, s.pending_approval,
-                            s.recent_prompts, members)
+        members = s.membership if member is None else s.membership.with_member(member)
+        return _state(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                      s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                      s.strikes, s.requests, s.scores + 1, at, s.open_appeals, recent,
+                      s.strongest, s.review_level, s.links, s.pending_approval,
+                      s.recent_prompts, members)
     if isinstance(body, StrikeRecorded):
         updated = CategoryRisk(body.category, body.total_after, at, body.half_life_s)
         risk = (*tuple(r for r in s.risk if r.category != body.category), updated)
-        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version, risk,
-                            s.strikes + 1, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content,
-                            _stronger(s.strongest, body.category, body.score, body.request_id),
-                            s.review_level, s.links, s.pending_approval,
-                            s.recent_prompts, s.membership)
+        return _state(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                      s.level_rule, s.level_version, s.level_policy_version, risk,
+                      s.strikes + 1, s.requests, s.scores, s.last_seen, s.open_appeals,
+                      s.recent_content,
+                      _stronger(s.strongest, body.category, body.score, body.request_id),
+                      s.review_level, s.links, s.pending_approval,
+                      s.recent_prompts, s.membership)
     if isinstance(body, EnforcementChanged):
         membership = s.membership
         if membership.episode and body.level < membership.episode_trigger:  # the episode ends
             membership = membership.closed()
-        return AccountState(s.account_id, s.region, v, body.level, body.expires_at, body.reason,
-                            body.rule_id, v, event.policy_version, s.risk, s.strikes, s.requests,
-                            s.scores, s.last_seen, s.open_appeals, s.recent_content, s.strongest,
-                            s.review_level, s.links, s.pending_approval,
-                            s.recent_prompts, membership)
+        return _state(s.account_id, s.region, v, body.level, body.expires_at, body.reason,
+                      body.rule_id, v, event.policy_version, s.risk, s.strikes, s.requests,
+                      s.scores, s.last_seen, s.open_appeals, s.recent_content, s.strongest,
+                      s.review_level, s.links, s.pending_approval,
+                      s.recent_prompts, membership)
     if isinstance(body, OperatorActionTaken):
         # Clearing an account forgives its accumulated points (and the evidence behind them):
         # otherwise the next strike would put it straight back where the operator took it from.
         # Setting or clearing the level is the decision an open review waits for.
         # An action that takes effect also settles any action still waiting for approval.
         if body.action in ("note", "approve"):
-            return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at,
-                                s.level_reason, s.level_rule, s.level_version,
-                                s.level_policy_version, s.risk, s.strikes, s.requests, s.scores,
-                                s.last_seen, s.open_appeals, s.recent_content, s.strongest,
-                                s.review_level, s.links, s.pending_approval, s.recent_prompts,
-                                s.membership)
+            return _state(s.account_id, s.region, v, s.level, s.level_expires_at,
+                          s.level_reason, s.level_rule, s.level_version,
+                          s.level_policy_version, s.risk, s.strikes, s.requests, s.scores,
+                          s.last_seen, s.open_appeals, s.recent_content, s.strongest,
+                          s.review_level, s.links, s.pending_approval, s.recent_prompts,
+                          s.membership)
         return _acted(s, v, cleared=body.action == "clear")
     if isinstance(body, ApprovalRequested):
         pending = PendingApproval(v, body.operator, body.action, body.level, body.expires_at,
                                   body.reason, at)
-        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
-                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, s.strongest, s.review_level, s.links, pending,
-                            s.recent_prompts, s.membership)
+        return _state(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                      s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                      s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
+                      s.recent_content, s.strongest, s.review_level, s.links, pending,
+                      s.recent_prompts, s.membership)
     if isinstance(body, ApprovalGranted):  # the approved action takes effect, as one would
         return _acted(s, v, cleared=body.action == "clear")
     if isinstance(body, ReviewRequested):
-        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
-                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, s.strongest, body.proposed_level, s.links,
-                            s.pending_approval, s.recent_prompts, s.membership)
+        return _state(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                      s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                      s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
+                      s.recent_content, s.strongest, body.proposed_level, s.links,
+                      s.pending_approval, s.recent_prompts, s.membership)
     if isinstance(body, AppealFiled):
-        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
-                            s.strikes, s.requests, s.scores, s.last_seen,
-                            (*s.open_appeals, body.appeal_id), s.recent_content, s.strongest,
-                            s.review_level, s.links, s.pending_approval,
-                            s.recent_prompts, s.membership)
+        return _state(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                      s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                      s.strikes, s.requests, s.scores, s.last_seen,
+                      (*s.open_appeals, body.appeal_id), s.recent_content, s.strongest,
+                      s.review_level, s.links, s.pending_approval,
+                      s.recent_prompts, s.membership)
     if isinstance(body, AppealResolved):
         overturned = body.outcome == "overturned"
         appeals = tuple(a for a in s.open_appeals if a != body.appeal_id)
-        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version,
-                            () if overturned else s.risk, s.strikes, s.requests, s.scores,
-                            s.last_seen, appeals, s.recent_content,
-                            () if overturned else s.strongest, s.review_level, s.links,
-                            s.pending_approval, s.recent_prompts, s.membership)
+        return _state(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                      s.level_rule, s.level_version, s.level_policy_version,
+                      () if overturned else s.risk, s.strikes, s.requests, s.scores,
+                      s.last_seen, appeals, s.recent_content,
+                      () if overturned else s.strongest, s.review_level, s.links,
+                      s.pending_approval, s.recent_prompts, s.membership)
     if isinstance(body, AccountLinked):
         links = s.links if body.aggregate in s.links else (
             *s.links[1 - MAX_LINKS:], body.aggregate)
-        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
-                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, s.strongest, s.review_level, links,
-                            s.pending_approval, s.recent_prompts, s.membership)
+        return _state(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                      s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                      s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
+                      s.recent_content, s.strongest, s.review_level, links,
+                      s.pending_approval, s.recent_prompts, s.membership)
     if isinstance(body, MemberLinked):
-        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
-                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, s.strongest, s.review_level, s.links,
-                            s.pending_approval, s.recent_prompts,
-                            s.membership.with_member(body.member_account))
+        return _state(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                      s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                      s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
+                      s.recent_content, s.strongest, s.review_level, s.links,
+                      s.pending_approval, s.recent_prompts,
+                      s.membership.with_member(body.member_account))
     if isinstance(body, LinkedEpisode):
         episode = (s.membership.opened(v, body.trigger_level, body.reach)
                    if body.phase == "opened" else s.membership.closed())
-        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
-                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, s.strongest, s.review_level, s.links,
-                            s.pending_approval, s.recent_prompts, episode)
+        return _state(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                      s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                      s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
+                      s.recent_content, s.strongest, s.review_level, s.links,
+                      s.pending_approval, s.recent_prompts, episode)
     if isinstance(body, ShadowDecision | ReviewClaimed | PolicyProposed | PolicyChanged
                   | PolicyRejected | AggregateEnforced | AccountErased):  # change no state
-        return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                            s.level_rule, s.level_version, s.level_policy_version, s.risk,
-                            s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
-                            s.recent_content, s.strongest, s.review_level, s.links,
-                            s.pending_approval, s.recent_prompts, s.membership)
+        return _state(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                      s.level_rule, s.level_version, s.level_policy_version, s.risk,
+                      s.strikes, s.requests, s.scores, s.last_seen, s.open_appeals,
+                      s.recent_content, s.strongest, s.review_level, s.links,
+                      s.pending_approval, s.recent_prompts, s.membership)
     raise TypeError(f"evolve has no case for {type(body).__name__}")
 
 
 def _acted(s: AccountState, v: int, *, cleared: bool) -> AccountState:
     """An operator's set_level or clear took effect: a clear forgives the points (and the
     evidence behind them); either settles an open review and any action awaiting approval."""
-    return AccountState(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
-                        s.level_rule, s.level_version, s.level_policy_version,
-                        () if cleared else s.risk, s.strikes, s.requests, s.scores, s.last_seen,
-                        s.open_appeals, s.recent_content, () if cleared else s.strongest, 0,
-                        s.links, None, s.recent_prompts, s.membership)
+    return _state(s.account_id, s.region, v, s.level, s.level_expires_at, s.level_reason,
+                  s.level_rule, s.level_version, s.level_policy_version,
+                  () if cleared else s.risk, s.strikes, s.requests, s.scores, s.last_seen,
+                  s.open_appeals, s.recent_content, () if cleared else s.strongest, 0,
+                  s.links, None, s.recent_prompts, s.membership)
 
 
 def _stronger(strongest: tuple[Evidence, ...], category: str, score: float,

@@ -16,10 +16,11 @@ from linked_region import ORG, T0, Region, request, set_level
 from policies import policy_text
 
 from safeguards.core import codec
+from safeguards.core.aggregate_members import MAX_MEMBERS, Membership
 from safeguards.core.errors import PolicyError
 from safeguards.core.events import AggregateEnforced, LinkedEpisode, ScoreRecorded, Signal
 from safeguards.core.policy import Policy, default_policy, parse_policy
-from safeguards.core.state import MAX_MEMBERS, AccountState, Membership, fold, initial_state
+from safeguards.core.state import AccountState, fold, initial_state
 
 POLICY = default_policy()
 
