@@ -9,8 +9,11 @@
 
 Each action is a signal to the account's actor over the region's NATS (``--nats``, default
 ``$SAFEGUARDS_NATS_URL``), signed with the operator's key (``safeguards ops operator add``); the
-decision, with the operator and reason, lands in the history. A node refuses (dead-letters) an
-action that no registered operator, whose role allows it, signed in the name it gives.
+decision, with the operator and reason, lands in the history. With the region's database
+(``--database-url``) the command waits until the actor has committed it and only then says
+"applied" (JetStream's acknowledgement alone says "sent"), re-sending it meanwhile. A node
+refuses (dead-letters) an action that no registered operator, whose role allows it, signed in
+the name it gives: the wait then ends in an error.
 
 Under the default policy two people decide the gravest actions: an override to L5, and a clear
 or a lower level for an account at L4 or L5, are recorded as an approval request (``ops history``
@@ -27,9 +30,21 @@ from datetime import datetime
 from typing import Any
 
 from safeguards.core.errors import SafeguardsError
-from safeguards.core.events import AppealFiled, AppealResolved, Observation, OperatorActionTaken
+from safeguards.core.events import (
+    AppealFiled,
+    AppealResolved,
+    Observation,
+    OperatorActionTaken,
+    Signal,
+)
 from safeguards.core.subjects import DEFAULT_PARTITIONS
-from safeguards.ops.actions import now_and_nonce, operator_signal, send_operator_signal
+from safeguards.ops.actions import (
+    APPLY_TIMEOUT_S,
+    apply_operator_signal,
+    now_and_nonce,
+    operator_signal,
+    send_operator_signal,
+)
 from safeguards.ops.cli import _fail, _time
 
 
@@ -77,6 +92,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="the region's NATS (default: $SAFEGUARDS_NATS_URL)")
     parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
                         help="the region's partition count (default %(default)s)")
+    parser.add_argument("--database-url", default=None,
+                        help="the region's PostgreSQL: wait until the account's actor has "
+                             "committed the action before saying it is applied (default: "
+                             "$SAFEGUARDS_DATABASE_URL_<REGION>; without one, only 'sent')")
+    parser.add_argument("--wait", type=float, default=APPLY_TIMEOUT_S,
+                        help="how long to wait for the commit, seconds (default %(default)s)")
 
 
 def _level(parser: argparse.ArgumentParser) -> None:
@@ -96,19 +117,41 @@ def _send(args: argparse.Namespace, observation: Observation) -> int:
     if not args.nats:
         print("error: no NATS: pass --nats or set SAFEGUARDS_NATS_URL", file=sys.stderr)
         return 2
+    database_url = args.database_url or os.environ.get(
+        f"SAFEGUARDS_DATABASE_URL_{args.region.upper()}") or None
     now, nonce = now_and_nonce()
     try:
         signal = operator_signal(args.account, args.region, observation, now=now, nonce=nonce)
-        anyio.run(send_operator_signal, args.nats, args.partitions, signal, args.operator)
+        if database_url is None:
+            anyio.run(send_operator_signal, args.nats, args.partitions, signal, args.operator)
+        else:
+            took, events = anyio.run(_apply, args, signal, database_url)
+            print(f"applied {observation.TYPE} for {args.account} (signal {signal.signal_id}): "
+                  f"committed to the account's history after {took:.1f}s "
+                  f"({', '.join(events) or 'no change'})")
+            return 0
     except SafeguardsError as exc:
         return _fail(exc)
     except (OSError, TimeoutError) as exc:
         print(f"error: could not reach NATS at {args.nats}: {type(exc).__name__}",
               file=sys.stderr)
         return 1
-    print(f"sent {observation.TYPE} for {args.account} (signal {signal.signal_id}); "
-          f"the account's actor records and applies it")
+    print(f"sent {observation.TYPE} for {args.account} (signal {signal.signal_id}); not yet "
+          "confirmed applied (give --database-url to wait for the commit)")
     return 0
+
+
+async def _apply(args: argparse.Namespace, signal: Signal, database_url: str
+                 ) -> tuple[float, list[str]]:
+    """Send and wait for the commit; the seconds it took and what the actor recorded."""
+    from safeguards.adapters.store import PostgresEventStore
+
+    async with PostgresEventStore(args.region, database_url) as store:
+        took = await apply_operator_signal(args.nats, args.partitions, signal, args.operator,
+                                           store.inbox_contains, timeout_s=args.wait)
+        events = [e.body.TYPE for e in await store.history(args.account)
+                  if e.causation_id == signal.signal_id]
+    return took, events
 
 
 def _override(args: argparse.Namespace) -> int:
