@@ -25,18 +25,21 @@ from anyio.abc import TaskStatus
 from anyio.streams.text import TextReceiveStream
 
 from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.bus.cross_signals import CrossSignalPublisher, load_cross_secret
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.producer_auth import load_forwarding_keys, load_producer_keys
 from safeguards.adapters.classifier.loader import load_model
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
-from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
+from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores, ScoreResult
 from safeguards.adapters.csp.caller_auth import load_caller_keys
+from safeguards.adapters.csp.identity import load_link_key
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.csp.upstream import UpstreamApp
 from safeguards.adapters.embedded.ports import free_port
 from safeguards.adapters.keyfiles import state_dir
 from safeguards.adapters.store import PostgresEventStore
+from safeguards.core.content import ContentItem
 from safeguards.core.policy import Policy, default_policy
 from safeguards.regions.config import RegionConfig
 from safeguards.regions.nodes import RegionNodes
@@ -81,6 +84,19 @@ class StackEndpoints:
         return "\n".join(lines)
 
 
+class CrossSignalingClassifier(ClassifierService):
+    """The region's classifier, which also counts the prompts it flags for the cross-region
+    board (``bus.cross_signals``); a failure there is counted and never holds up a score."""
+
+    cross: CrossSignalPublisher | None = None
+
+    async def _publish(self, item: ContentItem, aggregates: tuple[str, ...],
+                       result: ScoreResult, shadow: bool) -> None:
+        await super()._publish(item, aggregates, result, shadow)
+        if self.cross is not None and not shadow:
+            await self.cross.observe(item, result.scores)
+
+
 class RegionStack:
     def __init__(self, config: RegionConfig, upstream_url: str, *, policy: Policy | None = None,
                  proxy_port: int | None = None, nodes: int = 2) -> None:
@@ -113,11 +129,15 @@ class RegionStack:
                 async with MicroBatchScorer(model, recent=recent) as scorer, \
                         MicroBatchScorer(model, recent=recent) as inline:
                     def classifier() -> ClassifierService:  # again after a crash
-                        self.classifier = ClassifierService(
+                        self.classifier = CrossSignalingClassifier(
                             nc, cfg.name, scorer, ClassifierSettings(partitions=cfg.partitions),
                             inline=inline, producer=load_producer_keys(cfg.name),
                             forwarders={p: load_forwarding_keys(cfg.name, p)
                                         for p in cfg.peers})
+                        if cfg.peers:  # other regions to tell (core.cross_signals)
+                            self.classifier.cross = CrossSignalPublisher(
+                                nc.jetstream(), cfg.name, load_cross_secret(),
+                                load_link_key(cfg.name))
                         return self.classifier
 
                     async with anyio.create_task_group() as classifier_tg:

@@ -41,6 +41,7 @@ from typing import Any
 
 import nkeys
 
+from safeguards.adapters.bus.cross_signals import GLOBAL_BUCKET
 from safeguards.adapters.bus.homes import home_bucket_name
 from safeguards.adapters.bus.leases import lease_bucket_name
 from safeguards.adapters.bus.policy_board import policy_bucket_name
@@ -198,6 +199,10 @@ def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -
                     # onboarding and migrations write the region's directory
                     f"$KV.{homes}.>", *_stream_admin(f"KV_{homes}"), *_kv_read(homes)]
     publish += _home_forwarding(role, tuple(p for p in peers if p != r))
+    if role is NatsRole.CLASSIFIER:  # cross-region aggregates under its own region's keys
+        publish += [f"$KV.{GLOBAL_BUCKET}.{r}.>", *_stream_admin(f"KV_{GLOBAL_BUCKET}")]
+    elif role is NatsRole.GATE:  # and every region's, read
+        publish += _kv_read(GLOBAL_BUCKET)
     permissions: dict[str, Any] = {"publish": {"allow": sorted(set(publish))},
                                    "subscribe": {"allow": sorted(set(subscribe))}}
     if responses:

@@ -27,9 +27,10 @@ from typing import Any
 
 import anyio
 
+from safeguards.adapters.bus.cross_signals import CrossSignalBoard
 from safeguards.adapters.classifier.first_stage import FirstStage
 from safeguards.adapters.csp.classify import SyncClassifier
-from safeguards.adapters.csp.decision import Decision, GateRequest, GateResponse
+from safeguards.adapters.csp.decision import BLOCK_ACTION, Decision, GateRequest, GateResponse
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.homes import HomeRouting
 from safeguards.adapters.csp.identity import Caller
@@ -77,6 +78,7 @@ class Admission:
         self.first_stage = first_stage
         self.seen = SeenTurns()
         self.homes: HomeRouting | None = None  # accounts homed in another region (csp.homes)
+        self.cross: CrossSignalBoard | None = None  # prompts other regions released as harmful
         self._observe_check = metrics.check_seconds.observe
 
     async def admit(self, caller: Caller, body: bytes, surface: str,
@@ -88,8 +90,8 @@ class Admission:
         # The newest turn in its context and whatever this process has not scored before for
         # the account: an earlier turn is never counted again on every follow-up.
         prompt = scoring_text(caller.account, conversation, self.seen)
-        link = (None if self.link_key is None
-                else prompt_link_key(self.link_key, newest_user_text(conversation)))
+        newest = newest_user_text(conversation)
+        link = None if self.link_key is None else prompt_link_key(self.link_key, newest)
         request = GateRequest(caller.account, f"{_ID_PREFIX}{next(_ID_COUNTER):08x}",
                               model=parsed.model, streamed=parsed.streamed,
                               prompt_chars=len(prompt),
@@ -105,7 +107,13 @@ class Admission:
             await self.homes.home_of(request)
         now = time.time()
         t0 = time.perf_counter()
-        decision = self.gate.check(request, now)
+        if self.cross is not None and self.gate.synced and self.cross.released(newest):
+            # k accounts elsewhere sent this prompt flagged (core.cross_signals): refused here
+            self.cross.refused += 1
+            decision = Decision(BLOCK_ACTION, "prompt_elsewhere", 0, 0, status=403)
+            self.gate.count(decision)
+        else:
+            decision = self.gate.check(request, now)
         self._observe_check(time.perf_counter() - t0)
         if decision.needs_classify:
             decision = await self._classify(request, decision, prompt)

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import anyio
 
+from safeguards.adapters.bus.cross_signals import CrossSignalBoard, load_cross_secret
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.producer_auth import load_forwarding_keys, load_producer_keys
 from safeguards.adapters.bus.signing import load_verifier
@@ -113,12 +114,16 @@ class InlineGate:
                                    synced=self.feed.ready if self.feed is not None else None,
                                    link_key=self.identity.link_key)
         self.homes = None
+        self.cross: CrossSignalBoard | None = None
         peers = tuple(p for p in peers if p != region)
         if self.link is not None and peers:
             self.homes = HomeRouting(self.link, region, config.partitions, peers, self.gate)
             self.admission.homes = self.homes
             self.telemetry.homes = self.homes.foreign_home
             self.telemetry.forwarders = {p: load_forwarding_keys(region, p) for p in peers}
+            link = self.link
+            self.cross = CrossSignalBoard(lambda: link.js, region, load_cross_secret())
+            self.admission.cross = self.cross
 
     def _restore(self, snapshot: FeedSnapshot, feed: EnforcementFeed) -> bool:
         """Fail-closed start: the gate serves before its feed has read the stream only when a
@@ -150,6 +155,8 @@ class InlineGate:
             await tg.start(self.telemetry.run)
             if self.homes is not None:
                 await tg.start(self.homes.run)
+            if self.cross is not None:
+                await tg.start(self.cross.run)
             yield self
             tg.cancel_scope.cancel()
 
