@@ -88,3 +88,25 @@ async def test_the_region_backtest_reports_links() -> None:
     assert f"  a: max level L1 -> L0; final level L1 -> L0; enforcement changes 1 -> 0; " \
            f"linked starts L1 from {ORG} -> none" in text
     assert f"    linked to {ORG}; linked starts none" in text
+
+
+def test_a_second_episode_is_explained_by_the_aggregates_new_enforcement() -> None:
+    """Cleared and enforced again, the organisation opens a second episode: explain names its new
+    enforcement (rule link.enforced for the member), and its own timeline and RCA show both
+    episodes."""
+    r = linked_region()
+    r.send(set_level(ORG, 0, 1), set_level("a", 0, 2))
+    r.send(set_level(ORG, 3, 3))
+    history = r.histories["a"]
+    linked = [e for e in history
+              if isinstance(e.body, EnforcementChanged) and e.body.rule_id == "link.enforced"]
+    assert len(linked) == 2
+    text = render(explain(history, linked[-1].version))
+    assert "enforcement  L0 -> L1" in text and "rule         link.enforced" in text
+    assert f"linked       {ORG} stands at L3 (its rule operator.set_level, its v8)" in text
+    rows = [timeline_row(e) for e in r.histories[ORG] if e.type == "LinkedEpisode"]
+    assert [row["detail"] for row in rows] == [
+        "linked enforcement opened at L2 (trigger L2), its newest 256 member(s) told (from v3)",
+        "linked enforcement opened at L3 (trigger L2), its newest 256 member(s) told (from v8)"]
+    page = rca_html(ORG, "eu", r.histories[ORG], datetime(2026, 12, 9, tzinfo=UTC))
+    assert "linked enforcement opened at L2" in page and "linked enforcement opened at L3" in page
