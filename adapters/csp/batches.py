@@ -14,8 +14,9 @@ account's level ends streams (or ``classify_all_streams``), each completion is s
 that crosses is replaced by a refusal (``stop_reason: "refusal"``, no content), on every read.
 A blocked account may not read results.
 
-The gate keeps each batch's admitted requests in memory (``capacity`` batches, the oldest
-forgotten first, counted in ``forgotten``): results of a batch it does not know (a restart,
+The gate keeps each batch's admitted requests in memory until its results are read
+(``capacity`` batches and ``max_held_chars`` of prompt text, the oldest forgotten first, counted
+in ``forgotten``): results of a batch it does not know (a restart,
 another worker, forgotten) pass with each completion checked by the caller's standing now,
 counted in ``unobserved_results``. Batch objects (create, retrieve, list) are answered with
 ``results_url`` pointing at this proxy, so that clients fetch results through the gate.
@@ -90,6 +91,11 @@ class BatchEntry:
     observed: bool = False
     withheld: set[str] = field(default_factory=set)  # completions replaced by refusals
 
+    @property
+    def held_chars(self) -> int:
+        """The prompt text it holds until its results are read (what the ledger bounds)."""
+        return 0 if self.observed else sum(len(a.prompt) for a in self.admitted.values())
+
 
 @dataclass(slots=True)
 class Submission:
@@ -100,13 +106,16 @@ class Submission:
 
 class BatchGate:
     def __init__(self, admission: Admission, gate: Gate, metrics: CspMetrics, *,
-                 classify_all_streams: bool = False, capacity: int = 1000) -> None:
+                 classify_all_streams: bool = False, capacity: int = 1000,
+                 max_held_chars: int = 64 * 1024 * 1024) -> None:
         self.admission = admission
         self.gate = gate
         self.metrics = metrics
         self.classify_all_streams = classify_all_streams
         self.capacity = capacity
+        self.max_held_chars = max_held_chars
         self._ledger: OrderedDict[str, BatchEntry] = OrderedDict()
+        self.held_chars = 0
         self.forgotten = 0
         self.unobserved_results = 0
 
@@ -135,8 +144,11 @@ class BatchGate:
 
     def remember(self, batch_id: str, entry: BatchEntry) -> None:
         self._ledger[batch_id] = entry
-        while len(self._ledger) > self.capacity:
-            self._ledger.popitem(last=False)
+        self.held_chars += entry.held_chars
+        while len(self._ledger) > self.capacity or (
+                self.held_chars > self.max_held_chars and len(self._ledger) > 1):
+            _, oldest = self._ledger.popitem(last=False)
+            self.held_chars -= oldest.held_chars
             self.forgotten += 1
 
     def known(self, batch_id: str) -> bool:
@@ -167,7 +179,10 @@ class BatchGate:
         if entry is not None:
             out += (json.dumps({"custom_id": custom_id, "result": result}).encode()
                     for custom_id, result in entry.refused.items())
+            self.held_chars -= entry.held_chars
             entry.observed = True
+            for item in entry.admitted.values():
+                item.prompt = ""  # observed: the text is on the content stream, not kept here
         return b"".join(line + b"\n" for line in out)
 
     async def _known(self, entry: BatchEntry, custom_id: str, doc: dict[str, Any]) -> None:

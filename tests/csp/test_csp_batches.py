@@ -96,3 +96,21 @@ async def test_each_request_of_a_batch_is_checked_and_observed(
                      if isinstance(s.observation, RequestObserved)
                      and s.observation.surface == "proxy/batch" and s.account_id == "acct-batch")
     assert batched == [("block", 0), ("intervene", 25), ("terminate_stream", 140)]
+
+
+async def test_a_forgotten_batch_passes_checked_by_the_callers_standing(
+        proxy_env: ProxyEnv) -> None:
+    """The ledger is bounded: the oldest batch is forgotten first, and its results then pass
+    checked by the caller's standing, counted as unobserved (no classifier: fresh accounts'
+    screening fails open, and a fresh account's completions are not checked)."""
+    async with proxy_env() as running:
+        batches = running.proxy.batches
+        batches.capacity = 1
+        sdk = client(running, "acct-fresh")
+        first = await sdk.messages.batches.create(requests=[request("a", BENIGN)])
+        await sdk.messages.batches.create(requests=[request("b", BENIGN)])
+        assert batches.forgotten == 1 and not batches.known(first.id)
+        results = [r async for r in await sdk.messages.batches.results(first.id)]
+        assert [r.custom_id for r in results] == ["a"] and results[0].result.type == "succeeded"
+        assert batches.unobserved_results == 1
+        assert batches.held_chars == len(BENIGN)  # the second batch's prompt, until read
