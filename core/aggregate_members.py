@@ -13,7 +13,10 @@ from dataclasses import dataclass
 # with its next score or link. The bound is the fold's, not the policy's, so that a replay folds
 # the same state under any policy: 1,024 account ids (a valid one has at most 128 characters)
 # keep a snapshot around 140 KB at most, and a member's score costs one set lookup
-# (``Membership``), whatever the count.
+# (``Membership``), whatever the count: benchmarks/fold.py --members 1024 folds an organisation's
+# history about as fast as --members 256 (~0.83M vs ~0.89M events per CPU second). Past the bound
+# members come and go, each return rebuilding the tuple and its set: with 2,048 members taking
+# turns, ~0.21M, what the fold managed with 256 members kept before the set.
 MAX_MEMBERS = 1024
 
 

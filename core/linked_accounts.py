@@ -70,10 +70,11 @@ def episode_change(state: AccountState, policy: Policy, caused_by: int) -> Linke
     enforced anew, or a policy lowered the trigger under the level), or to close (one open, but a
     policy raised the trigger above the level); None where nothing changes, in an account's
     history, or where links start no account."""
-    if policy.linked_start_level == 0 or aggregate_kind(state.account_id) is None:
-        return None
     trigger = policy.linked_trigger_level
     m = state.membership
+    if (state.level < trigger and not m.episode) or policy.linked_start_level == 0 \
+            or aggregate_kind(state.account_id) is None:  # most decisions: the first test
+        return None
     if state.level >= trigger:
         if m.episode and m.episode_trigger == trigger:
             return None
