@@ -41,7 +41,7 @@ import anyio
 import nats.errors
 from nats.aio.client import Client
 from nats.js import api
-from nats.js.errors import APIError
+from nats.js.errors import APIError, ServiceUnavailableError
 
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
@@ -103,8 +103,8 @@ async def raw_consume(nc: Client, region: str, partitions: int, total: int) -> f
         while done < total:
             try:
                 msgs = await sub.fetch(BATCH, timeout=0.5)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue
+            except (nats.errors.TimeoutError, TimeoutError, ServiceUnavailableError):
+                continue  # nothing yet, or the new consumer's leader is still being elected
             for m in msgs:
                 await m.ack()
             done += len(msgs)
@@ -268,6 +268,7 @@ async def faults(cluster: EmbeddedNatsCluster, db: str, args: argparse.Namespace
     print(f"check: {json.dumps(report.summary())}, gate stale {len(result.gate_stale)}",
           flush=True)
     redelivered = sum(n.last_stats().get("duplicates", 0) for n in everyone)
+    repaired = sum(n.last_stats().get("commands_repaired", 0) for n in everyone)
     return {"inputs": report.inputs, "lost": len(report.lost),
             "double_applied": len(report.double_applied), **f.counts,
             "max_recovery_s": max(t for label, t in f.recoveries if label != "baseline"),
@@ -275,7 +276,7 @@ async def faults(cluster: EmbeddedNatsCluster, db: str, args: argparse.Namespace
             "stale_last_value": len(report.stale_last_value),
             "commands_unconfirmed": len(report.commands_unconfirmed),
             "enforcement_changes": report.enforcement_changes,
-            "committed_then_redelivered": redelivered,
+            "committed_then_redelivered": redelivered, "commands_repaired": repaired,
             "publish_retries": retries}
 
 

@@ -16,9 +16,10 @@ def register(sub: Any) -> None:
                      help="where the embedded servers keep their data (default: ./var)")
     run.add_argument("--regions", default=",".join(DEFAULT_REGIONS),
                      help="comma-separated region names (default: us,eu)")
-    run.add_argument("--nats-servers", type=int, choices=(1, 3), default=3,
-                     help="3 (default): a three-node JetStream cluster per region, R3 streams; "
-                          "1: one nats-server for all regions (lighter, nothing replicated)")
+    run.add_argument("--nats-servers", type=int, choices=(1, 3), default=1,
+                     help="1 (default): one nats-server for every region (regions on it serve "
+                          "each other's accounts); 3: a three-node JetStream cluster per region, "
+                          "R3 streams fsynced before every ack")
     run.set_defaults(handler=_run)
 
 

@@ -11,7 +11,8 @@ per region, keys in the state folder), each allowed only its own region's subjec
 ``nats_servers=3`` gives each region a three-node JetStream cluster of its own instead
 (``nats_cluster``: routes on loopback, R3 streams, every write fsynced before its ack), admitting
 only that region's identities; 1 starts one server for all regions (lighter, nothing
-replicated). ``safeguards run`` starts clusters unless told ``--nats-servers 1``.
+replicated, but the regions there may serve each other's accounts). ``safeguards run`` starts
+one server unless told ``--nats-servers 3``.
 
 ``run_embedded`` (``safeguards run``) then starts the model stand-in and each region's whole
 service (two actor nodes, the classifier adapter, the inline proxy) in its own process, and each
@@ -109,7 +110,7 @@ Try it (the official anthropic SDK works against the proxy unmodified):
 """
 
 
-async def run_embedded(data_dir: Path, regions: tuple[str, ...], nats_servers: int = 3) -> None:
+async def run_embedded(data_dir: Path, regions: tuple[str, ...], nats_servers: int = 1) -> None:
     from safeguards.adapters.store import migrate
     from safeguards.regions.consoles import LOCAL_ADMIN, ensure_local_admin, running_consoles
     from safeguards.regions.stack import running_stack

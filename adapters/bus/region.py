@@ -17,12 +17,12 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js.errors import APIError, NotFoundError
 
-from safeguards.adapters.bus.cluster_watch import watch_jetstream
+from safeguards.adapters.bus.cluster_watch import quorum_write, watch_jetstream
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.consumers import ConsumerSettings, PartitionConsumer
 from safeguards.adapters.bus.dlq import DeadLetters
 from safeguards.adapters.bus.errors import BusUnavailable
-from safeguards.adapters.bus.leases import LeaseBucket
+from safeguards.adapters.bus.leases import LeaseBucket, lease_bucket_name
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.policy_board import PolicyBoard, run_policy
 from safeguards.adapters.bus.producer_auth import ProducerKeys, load_producer_keys
@@ -61,7 +61,9 @@ class NatsBus:
             async with anyio.create_task_group() as tg:
                 if cluster_replicas(nc.jetstream()) > 1:
                     # a server cut off from its cluster still answers pings: leave it
-                    tg.start_soon(functools.partial(watch_jetstream, nc, name=name))
+                    probe = quorum_write(nc, lease_bucket_name(self.region), name)
+                    tg.start_soon(functools.partial(watch_jetstream, nc, name=name,
+                                                    probe=probe))
                 yield NatsRegionBus(nc, self.region, self.streams, self.consumers, signer,
                                     producer)
                 tg.cancel_scope.cancel()

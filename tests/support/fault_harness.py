@@ -31,8 +31,9 @@ from checker import CheckReport, check_end_to_end, score_signal
 from nats.aio.client import Client
 from nats.js.errors import APIError
 
-from safeguards.adapters.bus.cluster_watch import watch_jetstream
+from safeguards.adapters.bus.cluster_watch import quorum_write, watch_jetstream
 from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.bus.leases import lease_bucket_name
 from safeguards.adapters.bus.signing import load_signer
 from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.feed import EnforcementFeed
@@ -131,15 +132,15 @@ class RegionLoad:
     probes: int = 0
 
     async def publish(self, s: Signal) -> None:
-        js = self.nc.jetstream(timeout=2.0)
+        js = self.nc.jetstream(timeout=1.0)
         subject, data = inputs_subject(self.region, self.partitions, s.account_id), \
             encode_signal(s)
         headers = producer_headers(self.region, subject, data, s.signal_id)
         self.signals.append(s)
         while True:
             try:
-                with anyio.fail_after(3.0):
-                    await js.publish(subject, data, timeout=2.0, headers=headers)
+                with anyio.fail_after(2.0):
+                    await js.publish(subject, data, timeout=1.0, headers=headers)
                 return
             except (nats.errors.Error, APIError, TimeoutError):
                 self.publish_retries += 1  # no leader yet / server gone: the same id dedups
@@ -212,7 +213,9 @@ async def region_load(nats_url: str, region: str, partitions: int
     nc = await connect(nats_url, name=f"fault-load-{region}")
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(functools.partial(watch_jetstream, nc, name="fault-load"))
+            probe = quorum_write(nc, lease_bucket_name(region), "fault-load")
+            tg.start_soon(functools.partial(watch_jetstream, nc, name="fault-load",
+                                            probe=probe))
             yield RegionLoad(nc, region, partitions)
             tg.cancel_scope.cancel()
     finally:
