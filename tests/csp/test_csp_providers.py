@@ -77,6 +77,10 @@ async def test_sdk_clients_pass_through_whole_and_streamed_with_telemetry(
         arn = await bedrock(running, "acct-0").messages.create(
             model=PROFILE_ARN, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
         assert arn.model == PROFILE_ARN
+        # Vertex's count-tokens operation passes like /v1/messages/count_tokens (no telemetry)
+        counted = await vertex(running, "acct-0").messages.count_tokens(
+            model=VERTEX_MODEL, messages=[{"role": "user", "content": "x" * 40}])
+        assert counted.input_tokens == 10 and running.upstream.count_tokens_requests == 1
         await eventually(lambda: running.proxy.telemetry.sent >= 10, 10)
     js = region.nc.jetstream()
     sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
