@@ -1,0 +1,80 @@
+"""A region on a three-node JetStream cluster loses nothing when its inputs stream's leader is
+killed under load: two actor-node processes, a real gate following the enforcement stream, and
+the end-to-end checker (inputs vs store vs enforcement stream vs the gate's cache)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import anyio
+import nats.errors
+import pytest
+from fault_harness import NodeProcess, check, following_gate, make_signals, region_load
+from nats.js.errors import APIError
+
+from safeguards.adapters.embedded.nats_cluster import EmbeddedNatsCluster
+from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.core.subjects import stream_name
+
+pytestmark = pytest.mark.slow
+
+P = 4
+
+
+async def _leader(cluster: EmbeddedNatsCluster, url: str, stream: str) -> int:
+    nc = await nats.connect(cluster.urls)
+    try:
+        js = nc.jetstream(timeout=2)
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    info = await js.stream_info(stream)
+                    if info.cluster is not None and info.cluster.leader:
+                        return cluster.index_of(info.cluster.leader)
+                except (nats.errors.Error, APIError, TimeoutError):
+                    pass
+                await anyio.sleep(0.2)
+    finally:
+        await nc.close()
+
+
+async def test_killing_the_inputs_leader_under_load_loses_nothing(
+        fresh_database_url: str, tmp_path: Path) -> None:
+    region = "c" + uuid.uuid4().hex[:8]
+    db = fresh_database_url
+    await migrate(db)
+    with EmbeddedNatsCluster(tmp_path / "nats") as cluster:
+        nodes = [NodeProcess(region=region, nats_url=cluster.url, database_url=db,
+                             node_id=f"n{i}", log_dir=tmp_path, partitions=P) for i in range(2)]
+        try:
+            for n in nodes:
+                await n.wait_ready()
+            async with region_load(cluster.url, region, P) as load, \
+                    PostgresEventStore(region, db) as store, \
+                    following_gate(cluster.url, region) as gate:
+                stop = anyio.Event()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(load.steady, make_signals(region, 600, 60, seed=3), 40.0,
+                                  stop)
+                    await anyio.sleep(4)
+                    victim = await _leader(cluster, cluster.url, stream_name(region, "INPUTS"))
+                    cluster.kill(victim)
+                    killed = time.monotonic()
+                    recovery = await load.probe(store, "killed", timeout_s=40)
+                    await anyio.sleep(max(0.0, killed + 5 - time.monotonic()))
+                    cluster.restart(victim)
+                    await anyio.sleep(3)
+                    stop.set()
+                result = await check(store, load, gate, timeout_s=60)
+        finally:
+            for n in nodes:
+                await n.terminate()
+    summary = {**result.report.summary(), "gate_stale": len(result.gate_stale),
+               "recovery_s": recovery, "publish_retries": load.publish_retries}
+    print("CLUSTER_FAULTS " + json.dumps(summary), flush=True)
+    assert result.report.lost == [] and result.report.double_applied == []
+    assert result.ok, summary
+    assert result.report.accounted == len(load.signals) > 100
