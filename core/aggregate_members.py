@@ -26,9 +26,10 @@ class Membership:
     score), first seen first, the newest MAX_MEMBERS kept, and the episode of its enforcement
     reaching them (``LinkedEpisode``) in course, if one is.
 
-    Not slotted: it keeps a lazily built set of its accounts beside its fields (never encoded,
-    never compared), so that a member's score costs one lookup; the same ``Membership`` passes
-    from state to state until a member joins, so the set is built once per new member."""
+    Not slotted: it keeps lazily built sets of its accounts and of the untold ones beside its
+    fields (never encoded, never compared), so that a member's score costs a lookup or two;
+    the same ``Membership`` passes from state to state until a member joins or moves, so each
+    set is built once per change."""
 
     accounts: tuple[str, ...] = ()
     # the version of the LinkedEpisode that opened the episode in course (0: none is), and the
@@ -47,8 +48,15 @@ class Membership:
         return account in index
 
     def is_untold(self, account: str) -> bool:
-        """``account`` is one of the members the episode in course has not told."""
-        return bool(self.untold) and account in self.accounts[:self.untold]
+        """``account`` is one of the members the episode in course has not told (a set built
+        lazily as the accounts' is: asked on every member's score while an episode is open)."""
+        if not self.untold:
+            return False
+        untold: frozenset[str] | None = self.__dict__.get("_untold")
+        if untold is None:
+            untold = frozenset(self.accounts[:self.untold])
+            object.__setattr__(self, "_untold", untold)
+        return account in untold
 
     def with_member(self, member: str) -> Membership:
         """These members with ``member``, newest last: one forgotten comes back as new with its
