@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
+from safeguards.core.aggregate_members import MAX_MEMBERS
 from safeguards.core.policy_document import DocumentChecker
-from safeguards.core.state import MAX_MEMBERS, RECENT_CONTENT
+from safeguards.core.state import RECENT_CONTENT
 
 LEVELS = range(6)  # L0 monitor .. L5 terminated
 # The highest level a link may start an account at: L4 and L5 come from people (or from a
