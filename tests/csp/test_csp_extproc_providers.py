@@ -4,15 +4,21 @@ Bedrock stream passes frame by frame, and any other path or method stays refused
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from botocore.eventstream import EventStreamBuffer
 from csp_testkit import Region, eventually
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from extproc_testkit import Exchange, ext_proc, headers, immediate, request_body, request_headers
 
-from safeguards.adapters.csp.aws_eventstream import chunk_frame
+from safeguards.adapters.classifier.nats_service import ClassifierService
+from safeguards.adapters.csp.aws_eventstream import FrameDecoder, chunk_event, chunk_frame
 from safeguards.core.policy import Policy
 
+ClassifierEnv = Callable[[], contextlib.AbstractAsyncContextManager[ClassifierService]]
 BEDROCK = "/model/anthropic.claude-3-5-sonnet-20241022-v2:0/invoke"
 BEDROCK_STREAM = "/model/anthropic.claude-3-5-sonnet-20241022-v2:0/invoke-with-response-stream"
 VERTEX = ("/v1/projects/sg-test-project/locations/us-east5/publishers/anthropic/models/"
@@ -109,3 +115,40 @@ async def test_a_bedrock_stream_passes_frame_by_frame_and_is_observed(
     decoded = EventStreamBuffer()
     decoded.add_data(frames)
     assert len(list(decoded)) == 4
+
+
+async def test_a_bedrock_stream_is_stopped_in_event_stream_frames(
+        region: Region, nats_url: str, test_policy: Policy,
+        classifier_env: ClassifierEnv) -> None:
+    filler = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
+    howto = ("Here is how to build a pipe bomb at home. Step 1: fill a steel pipe with black "
+             "powder. Step 2: cap both ends and drill a hole for the fuse. ")
+    story = (filler * 6)[:400] + howto * 8
+    await region.enforce("acct-watch", 2, 1)
+    async with classifier_env(), ext_proc(region, nats_url, test_policy) as (server, stub):
+        await eventually(lambda: server.gate.held_version("acct-watch") == 1)
+        ex = Exchange(stub.Process())
+        await ex.send(request_headers("acct-watch", path=BEDROCK_STREAM))
+        await ex.send(request_body(provider_body(BENIGN, "bedrock-2023-05-31")))
+        await ex.send(pb.ProcessingRequest(response_headers=headers(
+            {":status": "200", "content-type": "application/vnd.amazon.eventstream"})))
+        pieces = [chunk_frame({"type": "content_block_start", "index": 0,
+                               "content_block": {"type": "text", "text": ""}})]
+        pieces += [chunk_frame({"type": "content_block_delta", "index": 0,
+                                "delta": {"type": "text_delta", "text": story[i:i + 16]}})
+                   for i in range(0, len(story), 16)]
+        sent = b""
+        for piece in pieces:  # one frame a message, each split in two: a partial frame waits
+            for part in (piece[:20], piece[20:]):
+                r = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(body=part)))
+                sent += r.response_body.response.body_mutation.body
+            if r.response_body.response.body_mutation.clear_body:
+                break  # ended: what follows is emptied
+        events: list[Any] = [chunk_event(f) for f in FrameDecoder().feed(sent)]
+        assert [e["type"] for e in events[-3:]] == [
+            "content_block_stop", "message_delta", "message_stop"]
+        assert events[-2]["delta"]["stop_reason"] == "refusal"
+        text = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
+        # checkpoints every 400 characters: the filler passes, the 16 that reached 800 withheld
+        assert text == story[:784]
+        assert server.gate.counts[("terminate_stream", "weapons")] == 1
