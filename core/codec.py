@@ -32,7 +32,7 @@ from safeguards.core.errors import (
 from safeguards.core.events import EVENT_TYPES, Event, EventBody, Signal
 from safeguards.core.ids import validate_account_id, validate_region
 from safeguards.core.state import FOLD_VERSION, AccountState
-from safeguards.core.upcasters import upcast
+from safeguards.core.upcasters import upcast, upcast_state
 from safeguards.core.wire_fields import (
     DataclassCodec,
     from_micros,
@@ -112,6 +112,21 @@ def decode_state(data: bytes) -> AccountState | None:
     if not isinstance(env, dict) or env.get("fold") != FOLD_VERSION:
         return None
     state: AccountState = _STATE_CODEC.decode(env.get("s"), "AccountState")
+    return state
+
+
+def carry_state(data: bytes) -> AccountState | None:
+    """A snapshot made by this fold or by an earlier one that ``core.upcasters.STATE_UPCASTERS``
+    carry to it (an anchor's, whose events are gone); None where none does (rebuild it from
+    events). Plain loads use :func:`decode_state`, which trusts this fold's snapshots only."""
+    env = _unpack(data, len(data) + 1)
+    fold = env.get("fold") if isinstance(env, dict) else None
+    if not isinstance(fold, int) or isinstance(fold, bool) or not isinstance(env.get("s"), dict):
+        return None
+    carried = upcast_state(fold, env["s"], FOLD_VERSION)
+    if carried is None:
+        return None
+    state: AccountState = _STATE_CODEC.decode(carried, "AccountState")
     return state
 
 

@@ -74,3 +74,35 @@ def upcast(type_name: str, schema_version: int, body: dict[str, Any]) -> dict[st
         body = step(body)
         version += 1
     return body
+
+
+# --- snapshots: a state made by an earlier fold, carried to this one ----------------------------
+# Snapshots of another fold version are rebuilt from events, never trusted; where the events are
+# gone (a history truncated at an anchor, ``adapters/store/event_retention.py``) the anchor's
+# snapshot has to be carried to the new fold instead. ``STATE_UPCASTERS[n]`` lifts a state map
+# encoded by fold n to fold n + 1; a fold change that cannot be carried has no entry.
+
+def upcast_state_fold6_fold7(state: dict[str, Any]) -> dict[str, Any]:
+    """Fold 6 kept an aggregate's members as ``member_accounts`` (the newest 256); fold 7 keeps
+    them in ``membership`` with the episode of its enforcement reaching them, which fold 6 never
+    recorded: none is open, so the aggregate's next decision at or above the trigger opens one
+    and tells its members (again)."""
+    carried = {k: v for k, v in state.items() if k != "member_accounts"}
+    carried["membership"] = {"accounts": state.get("member_accounts", []), "episode": 0,
+                             "episode_trigger": 0, "untold": 0}
+    return carried
+
+
+STATE_UPCASTERS: dict[int, Upcaster] = {6: upcast_state_fold6_fold7}
+
+
+def upcast_state(fold_version: int, state: dict[str, Any], to: int) -> dict[str, Any] | None:
+    """``state``, encoded by fold ``fold_version``, lifted to fold ``to``; None where no chain of
+    upcasters reaches it."""
+    while fold_version < to:
+        step = STATE_UPCASTERS.get(fold_version)
+        if step is None:
+            return None
+        state = step(state)
+        fold_version += 1
+    return state if fold_version == to else None
