@@ -301,7 +301,7 @@ async def serve_batch(proxy: BatchProxy, scope: Scope, receive: Receive, send: S
             answer = await proxy.batches.results(target.path.split("/")[4], caller, answer)
         else:
             if submission is not None:
-                batch_id = _batch_id(answer)
+                batch_id = batch_id_of(answer)
                 if batch_id is None:
                     proxy.metrics.upstream_errors.labels("bad_json").inc()
                     await send_failure(send, MESSAGES_API, UPSTREAM_FAILURES["malformed"])
@@ -314,7 +314,7 @@ async def serve_batch(proxy: BatchProxy, scope: Scope, receive: Receive, send: S
         await response.aclose()
 
 
-def _batch_id(answer: bytes) -> str | None:
+def batch_id_of(answer: bytes) -> str | None:
     try:
         created = json.loads(answer)
     except (ValueError, UnicodeDecodeError):

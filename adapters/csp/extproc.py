@@ -5,9 +5,10 @@ request body BUFFERED (so a safety system prompt can replace the whole body), re
 SEND, response body STREAMED (SSE) or BUFFERED (JSON). Per message:
 
 - request headers: deny by default. The path is normalised and matched against the route table
-  (``routes``: ``POST /v1/messages`` is gated; ``POST /v1/messages/count_tokens`` and ``GET
-  /v1/models[/{id}]`` generate nothing and pass with the identity and caller checks, as on the
-  proxy); anything else is an immediate 404 or 405, counted in
+  (``routes``: ``POST /v1/messages``, Bedrock's and Vertex's routes are gated, batches by
+  ``extproc_batches``; ``POST /v1/messages/count_tokens`` and ``GET /v1/models[/{id}]`` generate
+  nothing and pass with the identity and caller checks, as on the proxy); anything else is an
+  immediate 404 or 405 (in the provider's error shape), counted in
   ``safeguards_csp_extproc_denied_total{reason}``, never passed through. A request that matches
   goes on with the normalised path. The identity headers are validated (``identity``); a bad or
   duplicate one is an immediate Anthropic error; a blocked account is refused here.
@@ -44,6 +45,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from safeguards.adapters.csp.admission import Admission, Admitted
+from safeguards.adapters.csp.batches import BatchGate
 from safeguards.adapters.csp.caller_auth import (
     ASSERTION_HEADER,
     CallerAuth,
@@ -51,6 +53,13 @@ from safeguards.adapters.csp.caller_auth import (
     load_caller_keys,
 )
 from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision, refusal
+from safeguards.adapters.csp.extproc_batches import (
+    BATCH_ROUTES,
+    BatchExchange,
+    batch_exchange,
+    batch_request_body,
+    batch_response_body,
+)
 from safeguards.adapters.csp.extproc_wire import (
     body_response,
     continue_headers,
@@ -76,6 +85,7 @@ from safeguards.adapters.csp.routes import Denied, Route, match
 from safeguards.core.policy import Policy
 
 log = logging.getLogger(__name__)
+_BODILESS = frozenset((Route.MODELS, Route.BATCH_READ, Route.BATCH_RESULTS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +132,7 @@ class _Exchange:
     action: str = ""
     terminated: bool = False
     observed: bool = False
+    batch: BatchExchange | None = None  # a Message Batches route (extproc_batches)
 
 
 class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
@@ -135,6 +146,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.identity = identity
         keys = config.caller_keys or tuple(load_caller_keys(config.region))
         self.caller_auth = CallerAuth(list(keys), config.caller_auth, config.account_header)
+        self.batches = BatchGate(admission, gate, metrics,
+                                 classify_all_streams=config.classify_all_streams)
         self.exchanges = 0
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
@@ -189,12 +202,15 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
 
     def _request_headers(self, ex: _Exchange, headers: pb.HttpHeaders) -> pb.ProcessingResponse:
         target = match(header(headers.headers, ":method") or "",
-                       header(headers.headers, ":path") or "")
+                       header(headers.headers, ":path") or "", batches=True)
         if isinstance(target, Denied):
             self.metrics.extproc_denied.labels(target.reason).inc()
             allow = (("allow", target.allow),) if target.allow else ()
             return immediate(target.status, target.message, *allow, api=target.api)
         ex.route, ex.call = target.route, target.call
+        if target.route in BATCH_ROUTES:
+            ex.batch = batch_exchange(target.route, target.path, header(headers.headers, ":scheme"),
+                                      header(headers.headers, ":authority"))
         ex.scanner = target.call.api.scanner()
         try:
             pairs = [(h.key.lower(), h.raw_value if h.raw_value else str(h.value))
@@ -210,7 +226,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if declared is not None and (not declared.isdigit() or int(declared) > limit):
                 raise BadRequest(413, f"request body exceeds {limit} bytes")
             if headers.end_of_stream:
-                if target.route is not Route.MODELS:
+                if target.route not in _BODILESS:
                     raise BadRequest(400, "request body is required")
                 self.caller_auth.check(ex.identity, ex.proof, b"", ex.peer, time.time())
         except BadRequest as exc:
@@ -236,6 +252,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if not body.end_of_stream:
                 return pb.ProcessingResponse(request_body=body_response())
             self.caller_auth.check(ex.identity, ex.proof, bytes(ex.body), ex.peer, time.time())
+            if ex.batch is not None:
+                return await batch_request_body(self.batches, ex.batch, ex.caller, bytes(ex.body))
             if not ex.route.generates:  # generates nothing: checked on its headers
                 return pb.ProcessingResponse(request_body=body_response())
             admitted = await self.admission.admit(ex.caller, bytes(ex.body), "ext_proc",
@@ -266,12 +284,18 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         media = ex.call.api.stream_content_type.split(b";", 1)[0].decode()
         ex.streaming = content_type.startswith(media)
         status = header(headers.headers, ":status") or "200"
+        if ex.batch is not None:  # its answer is held back and rewritten whole
+            ex.batch.status = status
+            return pb.ProcessingResponse(response_headers=continue_headers(
+                remove=("content-length",)))
         if status != "200":
             ex.guarded = False
         remove = ("content-length",) if ex.guarded else ()
         return pb.ProcessingResponse(response_headers=continue_headers(remove=remove))
 
     async def _response_body(self, ex: _Exchange, body: pb.HttpBody) -> pb.ProcessingResponse:
+        if ex.batch is not None and ex.caller is not None:
+            return await batch_response_body(self.batches, ex.batch, ex.caller, body)
         if ex.admitted is None:
             return pb.ProcessingResponse(response_body=body_response())
         if ex.terminated:

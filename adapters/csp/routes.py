@@ -34,13 +34,14 @@ Routes (method, normalised path):
   ``:rawPredict``
   and ``:streamRawPredict``: ``vertex_predict``, Google Vertex AI's shape (``vertex_api``), gated
   like ``/v1/messages``; ``models/count-tokens:rawPredict`` is Vertex's ``count_tokens``.
+- ``/v1/messages/batches`` (``POST`` create, ``GET`` list), ``/v1/messages/batches/{id}`` (``GET``,
+  ``DELETE``), ``.../{id}/cancel`` (``POST``), ``.../{id}/results`` (``GET``): with
+  ``batches=True``, each request of a batch admitted and each result checked (``batches``).
 
 Anything else is refused at once in Anthropic's error shape, never passed through: a route's
 path with another method is a 405 (``invalid_request_error``, with ``allow``), any other path a
-404 (``not_found_error``). That includes, on ext_proc, ``/v1/messages/batches`` (the HTTP proxy
-checks each request of a batch and each result, ``batches``; ext_proc does not yet, so it
-refuses them), the legacy ``/v1/complete``, and ``/metrics``, ``/healthz`` and ``/readyz``, which
-are served on the metrics port and never through Envoy.
+404 (``not_found_error``). That includes the legacy ``/v1/complete``, and ``/metrics``,
+``/healthz`` and ``/readyz``, which are served on the metrics port and never through Envoy.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def normalise_path(path: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def match(method: str, raw_path: str, *, batches: bool = False) -> Target | Denied:
     """The route of a request (``raw_path``: Envoy's ``:path``, query string included); with
-    ``batches``, the Message Batches routes too (the HTTP proxy's; ext_proc refuses them).
+    ``batches``, the Message Batches routes too (``batches``: each request and result checked).
     Answers are immutable and cached by their arguments: a serving path sends few spellings."""
     path, query = split_target(raw_path)
     normal = normalise_path(path)

@@ -5,6 +5,7 @@ Bedrock stream passes frame by frame, and any other path or method stays refused
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -152,3 +153,53 @@ async def test_a_bedrock_stream_is_stopped_in_event_stream_frames(
         # checkpoints every 400 characters: the filler passes, the 16 that reached 800 withheld
         assert text == story[:784]
         assert server.gate.counts[("terminate_stream", "weapons")] == 1
+
+
+async def test_batches_behind_envoy_are_checked_request_by_request(
+        region: Region, nats_url: str, test_policy: Policy) -> None:
+    """No classifier: fresh accounts' screening fails open, so a fresh account's requests are
+    served; a blocked account's batch is refused whole, on its headers."""
+    await region.enforce("acct-bad", 4, 1)
+    async with ext_proc(region, nats_url, test_policy) as (server, stub):
+        await eventually(lambda: server.gate.held_version("acct-bad") == 1)
+        status, _ = immediate(await Exchange(stub.Process()).send(
+            request_headers("acct-bad", path="/v1/messages/batches")))
+        assert status == 403
+        ex = Exchange(stub.Process())
+        await ex.send(request_headers("acct-batch", path="/v1/messages/batches"))
+        params = {"model": "m", "max_tokens": 10,
+                  "messages": [{"role": "user", "content": BENIGN}]}
+        r = await ex.send(request_body({"requests": [{"custom_id": "a", "params": params},
+                                                     {"custom_id": "b", "params": params}]}))
+        forwarded = json.loads(r.request_body.response.body_mutation.body)
+        assert [q["custom_id"] for q in forwarded["requests"]] == ["a", "b"]
+        await ex.send(pb.ProcessingRequest(response_headers=headers(
+            {":status": "200", "content-type": "application/json"})))
+        created = json.dumps({"id": "msgbatch_1", "type": "message_batch",
+                              "results_url": "http://model.internal/x"}).encode()
+        held = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(body=created[:10])))
+        assert held.response_body.response.body_mutation.body == b""  # held back to the end
+        r = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
+            body=created[10:], end_of_stream=True)))
+        answered = json.loads(r.response_body.response.body_mutation.body)
+        assert answered["results_url"].endswith("/v1/messages/batches/msgbatch_1/results")
+        assert server.service.batches.known("msgbatch_1")
+        # the results: observed once each (telemetry), passed whole
+        ex = Exchange(stub.Process())
+        path = "/v1/messages/batches/msgbatch_1/results"
+        r = await ex.send(pb.ProcessingRequest(request_headers=headers(
+            {":method": "GET", ":path": path, "x-csp-account-id": "acct-batch"}, end=True)))
+        assert r.HasField("request_headers")
+        await ex.send(pb.ProcessingRequest(response_headers=headers({":status": "200"})))
+        message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                    "content": [{"type": "text", "text": "a short reply"}],
+                    "stop_reason": "end_turn", "usage": {"input_tokens": 3, "output_tokens": 4}}
+        lines = b"".join(json.dumps({"custom_id": c, "result": {
+            "type": "succeeded", "message": message}}).encode() + b"\n" for c in "ab")
+        r = await ex.send(pb.ProcessingRequest(response_body=pb.HttpBody(
+            body=lines, end_of_stream=True)))
+        results = [json.loads(line) for line in
+                   r.response_body.response.body_mutation.body.splitlines()]
+        assert [x["custom_id"] for x in results] == ["a", "b"]
+        assert server.service.batches.unobserved_results == 0
+        await eventually(lambda: server.telemetry.sent >= 2)

@@ -87,9 +87,9 @@ async def test_every_spelling_of_messages_is_gated_and_forwarded_as_checked(
 
 
 DENIED = [
-    ("POST", "/v1/messages/batches", 404, "not_found"),
-    ("POST", "/v1/messages/batches/", 404, "not_found"),
-    ("GET", "/v1/messages/batches/msgbatch_1/results", 404, "not_found"),
+    ("GET", "/v1/messages/batches/not-a-batch/results", 404, "not_found"),
+    ("PUT", "/v1/messages/batches", 405, "method_not_allowed"),
+    ("POST", "/v1/messages/batches/msgbatch_1/results", 405, "method_not_allowed"),
     ("POST", "/V1/messages", 404, "not_found"),
     ("POST", "/v1%2Fmessages", 404, "not_found"),
     ("POST", "/v1/complete", 404, "not_found"),
