@@ -200,6 +200,7 @@ def test_membership_agrees_with_a_plain_list(joins: list[str], reach: int, after
 
 steps = st.lists(st.one_of(
     st.tuples(st.just("link"), st.sampled_from(["a", "b", "c", "d", "e"])),
+    st.tuples(st.just("score"), st.sampled_from(["a", "b", "c", "d", "e"])),
     st.tuples(st.just("org"), st.integers(0, 3)),
     st.tuples(st.just("policy"), st.tuples(st.integers(1, 3), st.integers(1, 5))),
     st.tuples(st.just("again"), st.integers(0, 100)),
@@ -210,11 +211,11 @@ steps = st.lists(st.one_of(
 @given(steps)
 def test_after_every_aggregate_decision_its_episode_follows_the_policy_in_force(
         plan: list[tuple[str, object]]) -> None:
-    """Any order of links, operator levels on the organisation, live trigger and reach changes and
-    redeliveries: after each decision of the organisation an episode is open exactly when it
-    stands at the trigger in force, every member it reached (all but the untold prefix) stands
-    at L1 or above, its history folds to its state, and a region fed every signal twice ends in
-    the same states."""
+    """Any order of links, members' scores, operator levels on the organisation, live trigger and
+    reach changes and redeliveries: after each decision of the organisation an episode is open
+    exactly when it stands at the trigger in force, every member it reached (all but the untold
+    prefix) stands at L1 or above, its history folds to its state, and a region fed every signal
+    twice ends in the same states."""
     r, twice = Region(), Region()
     sent: list[Signal] = []
     for i, (kind, arg) in enumerate(plan):
@@ -224,6 +225,8 @@ def test_after_every_aggregate_decision_its_episode_follows_the_policy_in_force(
             continue
         if kind == "link":
             signal = request(str(arg), i)
+        elif kind == "score":  # a member's score reaching the organisation (an untold one moves)
+            signal = member_score(str(arg), i)
         elif kind == "org":
             signal = set_level(ORG, int(arg), i)  # type: ignore[call-overload]
         elif sent:
