@@ -82,8 +82,17 @@ class PartitionOwnership:
 
     async def tick(self) -> None:
         await self._heartbeat()
-        nodes = await self.leases.holders("node.")
-        self.live_nodes = sorted(set(nodes.values()) | {self.node_id})
+        try:
+            nodes = await self.leases.holders("node.")
+            self.live_nodes = sorted(set(nodes.values()) | {self.node_id})
+        except BusUnavailable as exc:
+            # Listing needs more of the cluster than a renewal does (a consumer, so a JetStream
+            # meta leader, which an election can leave missing for seconds): renew what we
+            # hold on the membership last seen rather than let the leases lapse.
+            if not self.live_nodes:
+                raise
+            log.warning("ownership of node %s: %s; keeping the last membership", self.node_id,
+                        exc)
         desired = {p for p in range(self.partitions)
                    if owner_of(p, self.live_nodes) == self.node_id}
         for p, lease in list(self.held.items()):

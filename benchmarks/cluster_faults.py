@@ -10,7 +10,8 @@
    - SIGSTOP the INPUTS leader for 20 s, SIGCONT;
    - partition the INPUTS leader from the other two (a loopback TCP proxy on every route,
      cut, then healed);
-   - kill -9 each actor node in turn (a fresh one replaces it).
+   - kill -9 each actor node in turn (a fresh one replaces it);
+   - kill -9 PostgreSQL and start it again 3 s later (its recovery counts from the restart).
    After each injection and each heal a probe (one new signal per partition) measures the
    seconds until new input is committed again: the recovery time.
 
@@ -48,6 +49,7 @@ from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.bus.streams import provision_region
+from safeguards.adapters.embedded import EmbeddedPostgres
 from safeguards.adapters.embedded.nats_cluster import EmbeddedNatsCluster
 from safeguards.adapters.embedded.scratch import scratch_database
 from safeguards.adapters.store import PostgresEventStore, migrate
@@ -170,7 +172,8 @@ class Faults:
                  store: PostgresEventStore) -> None:
         self.cluster, self.load, self.store = cluster, load, store
         self.recoveries: list[tuple[str, float]] = []
-        self.counts = {"leader_kills": 0, "pauses": 0, "partitions": 0, "node_kills": 0}
+        self.counts = {"leader_kills": 0, "pauses": 0, "partitions": 0, "node_kills": 0,
+                       "postgres_restarts": 0}
 
     async def probe(self, label: str) -> None:
         took = await self.load.probe(self.store, label)
@@ -212,6 +215,19 @@ class Faults:
         self.cluster.heal(victim)
         await self.probe("partition_healed")
 
+    async def postgres_restart(self, pg: EmbeddedPostgres, down_s: float) -> None:
+        print(f"kill -9 PostgreSQL, start it again after {down_s:.0f}s", flush=True)
+        pg.kill()
+        self.counts["postgres_restarts"] += 1
+        since = time.monotonic()
+        await anyio.sleep(down_s)
+        await anyio.to_thread.run_sync(pg.start)
+        took = await self.load.probe(self.store, "postgres_restarted")
+        self.recoveries.append(("postgres_restarted", round(time.monotonic() - since - down_s,
+                                                            2)))
+        print(f"  postgres_restarted: new input committed {took:.2f}s after it was back",
+              flush=True)
+
     async def node_kill(self, nodes: list[NodeProcess], i: int,
                         respawn: Callable[[str], Awaitable[NodeProcess]]) -> None:
         print(f"kill -9 actor node {nodes[i].node_id}", flush=True)
@@ -221,8 +237,8 @@ class Faults:
         nodes[i] = await respawn(f"{nodes[i].node_id}r")
 
 
-async def faults(cluster: EmbeddedNatsCluster, db: str, args: argparse.Namespace,
-                 log_dir: Path) -> dict[str, Any]:
+async def faults(cluster: EmbeddedNatsCluster, db: str, pg: EmbeddedPostgres | None,
+                 args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     region = "flt" + uuid.uuid4().hex[:6]
     partitions = args.partitions
     await migrate(db)
@@ -254,6 +270,8 @@ async def faults(cluster: EmbeddedNatsCluster, db: str, args: argparse.Namespace
                 await f.partition(10.0)
                 await f.node_kill(nodes, 0, spawn)
                 await f.node_kill(nodes, 1, spawn)
+                if pg is not None:  # ours to restart (not SAFEGUARDS_DATABASE_URL's server)
+                    await f.postgres_restart(pg, 3.0)
                 await anyio.sleep(2)
                 stop.set()
             loaded_s = time.monotonic() - start
@@ -300,13 +318,18 @@ def main() -> None:
         if not args.keep:
             stack.callback(shutil.rmtree, state, True)
         thr_db = stack.enter_context(scratch_database("sg_cluster_thr"))
-        flt_db = stack.enter_context(scratch_database("sg_cluster_flt"))
+        pg: EmbeddedPostgres | None = None
+        if os.environ.get("SAFEGUARDS_DATABASE_URL"):
+            flt_db = stack.enter_context(scratch_database("sg_cluster_flt"))
+        else:
+            pg = stack.enter_context(EmbeddedPostgres(Path(state) / "pg"))
+            flt_db = pg.create_database("sg_cluster_flt")
         cluster = stack.enter_context(EmbeddedNatsCluster(
             Path(state) / "nats", route_proxies=True, sync_interval=args.sync_interval))
 
         async def run() -> dict[str, Any]:
             thr = await throughput(cluster, thr_db, args.signals, args.partitions)
-            flt = await faults(cluster, flt_db, args, Path(state))
+            flt = await faults(cluster, flt_db, pg, args, Path(state))
             return {**flt, **thr, "sync_interval": args.sync_interval}
 
         result = anyio.run(run)

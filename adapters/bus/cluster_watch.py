@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 Probe = Callable[[], Awaitable[object]]
 
 
-def quorum_write(nc: Client, bucket: str, name: str, timeout_s: float = 1.0) -> Probe:
+def quorum_write(nc: Client, bucket: str, name: str, timeout_s: float = 0.75) -> Probe:
     """A probe that JetStream acknowledges only with its quorum: a put of ``watch.<name>`` in
     the KV bucket ``bucket`` (a raw publish to its subject; the bucket's TTL removes it)."""
     js = nc.jetstream(timeout=timeout_s)
@@ -43,7 +43,7 @@ def quorum_write(nc: Client, bucket: str, name: str, timeout_s: float = 1.0) -> 
 
 
 async def watch_jetstream(nc: Client, *, name: str, probe: Probe,
-                          interval_s: float = 1.0, timeout_s: float = 1.0,
+                          interval_s: float = 0.5, timeout_s: float = 0.75,
                           failures: int = 3) -> None:
     """Runs until cancelled; logs its moves. Only useful with several servers."""
     failed = 0

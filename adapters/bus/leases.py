@@ -9,6 +9,8 @@ compare-and-set; nothing here votes or elects.
 
 from __future__ import annotations
 
+import re
+
 import anyio
 import nats.errors
 from nats.js import JetStreamContext
@@ -54,6 +56,13 @@ async def open_bucket(js: JetStreamContext, name: str, **config: object) -> KeyV
                                      deadline_s=PROVISION_DEADLINE_S, attempt_s=OP_TIMEOUT_S * 2)
     except nats.errors.Error as exc:
         raise BusUnavailable(f"opening KV bucket {name}: {type(exc).__name__}") from None
+
+
+def _last_sequence(exc: KeyWrongLastSequenceError) -> int | None:
+    """The subject's last sequence a wrong-last-sequence refusal names ("wrong last sequence:
+    N"), if it names one."""
+    found = re.search(r"wrong last sequence: (\d+)", str(exc.description or ""))
+    return int(found.group(1)) if found else None
 
 
 def lease_bucket_name(region: str) -> str:
@@ -104,7 +113,19 @@ class LeaseBucket:
                 entry = await self._kv.get(key)
                 if entry.value != holder.encode() or entry.revision is None:
                     return None
-                rev = await self._kv.update(key, holder.encode(), last=entry.revision)
+                try:
+                    rev = await self._kv.update(key, holder.encode(), last=entry.revision)
+                except KeyWrongLastSequenceError as exc:
+                    # The read came from a replica that lags (KV reads are direct gets, any
+                    # replica answers); the leader named its last revision: adopt that one if
+                    # it, too, is ours.
+                    latest = _last_sequence(exc)
+                    if latest is None:
+                        return None
+                    entry = await self._kv.get(key, revision=latest)
+                    if entry.value != holder.encode():
+                        return None
+                    rev = await self._kv.update(key, holder.encode(), last=latest)
         except (KeyWrongLastSequenceError, KeyNotFoundError, KeyDeletedError):
             return None
         except APIError as exc:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+import asyncpg
 import nats.errors
 from checker import CheckReport, check_end_to_end, score_signal
 from nats.aio.client import Client
@@ -39,6 +40,7 @@ from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.feed import EnforcementFeed
 from safeguards.adapters.csp.gate import Gate
 from safeguards.core.codec import encode_signal
+from safeguards.core.errors import SafeguardsError
 from safeguards.core.events import EnforcementChanged, Signal
 from safeguards.core.policy import default_policy
 from safeguards.core.ports import EventStore
@@ -187,8 +189,9 @@ async def _committed(store: EventStore, key: str) -> bool:
     try:
         with anyio.fail_after(5):
             return await store.inbox_contains(key)
-    except (TimeoutError, OSError):
-        return False
+    except (TimeoutError, OSError, SafeguardsError, asyncpg.PostgresError,
+            asyncpg.InterfaceError):
+        return False  # the store is restarting: ask again
 
 
 @asynccontextmanager
