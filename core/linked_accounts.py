@@ -67,16 +67,19 @@ def member_links(signal: Signal, events: Sequence[Event]) -> list[Signal]:
 def episode_change(state: AccountState, policy: Policy, caused_by: int) -> LinkedEpisode | None:
     """At the end of a decision in an aggregate's history (``state``: after its other events):
     the episode to open (at or above the policy's trigger with none open under that trigger:
-    enforced anew, or a policy lowered the trigger under the level), or to close (one open, but a
-    policy raised the trigger above the level); None where nothing changes, in an account's
-    history, or where links start no account."""
+    enforced anew, or a policy lowered the trigger under the level; or one open that a policy's
+    larger ``linked_members`` would reach further: it opens again and tells the newest that
+    many), or to close (one open, but a policy raised the trigger above the level); None where
+    nothing changes, in an account's history, or where links start no account."""
     trigger = policy.linked_trigger_level
     m = state.membership
     if (state.level < trigger and not m.episode) or policy.linked_start_level == 0 \
             or aggregate_kind(state.account_id) is None:  # most decisions: the first test
         return None
     if state.level >= trigger:
-        if m.episode and m.episode_trigger == trigger:
+        told = len(m.accounts) - m.untold  # the newest, told (or joined since)
+        if m.episode and m.episode_trigger == trigger and (
+                not m.untold or told >= policy.linked_members):
             return None
         return LinkedEpisode("opened", trigger, state.level, policy.linked_members, caused_by)
     if m.episode:

@@ -141,6 +141,20 @@ def test_an_episode_reaches_the_newest_members_and_the_older_ones_as_they_return
     assert len(told(r)) == before  # told once per episode
 
 
+def test_a_policy_reaching_further_opens_the_episode_again() -> None:
+    r = Region(policy(members=2))
+    r.send(request("a", 1), request("b", 1), request("c", 1), request("d", 1))
+    r.send(set_level(ORG, 2, 1))
+    assert [r.level(m) for m in "abcd"] == [0, 0, 1, 1]
+    r.policy = policy(members=3)  # live: the next decision reaches one member further
+    r.send(member_score("d", 1))
+    assert [r.level(m) for m in "abcd"] == [0, 1, 1, 1]
+    assert episodes(r) == [("opened", 2, 2, 2), ("opened", 2, 2, 3)]
+    r.policy = policy(members=1)  # reaching less changes nothing already told
+    r.send(member_score("d", 2))
+    assert len(episodes(r)) == 2 and r.state(ORG).membership.untold == 1
+
+
 def member_score(member: str, i: int) -> Signal:
     """A member's (benign) score, as the classifier sends it to the organisation's history."""
     return Signal(f"score-{member}-{i}", ORG, "eu", T0, f"c-{member}-{i}", ScoreRecorded(
@@ -246,4 +260,5 @@ def test_after_every_aggregate_decision_its_episode_follows_the_policy_in_force(
         if m.episode:
             assert m.episode_trigger == r.policy.linked_trigger_level
             assert all(r.level(a) >= 1 for a in m.accounts[m.untold:])
+            assert not m.untold or len(m.accounts) - m.untold >= r.policy.linked_members
     assert r.states == twice.states
