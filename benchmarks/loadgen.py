@@ -20,8 +20,10 @@ before the request's clock starts; the proxy's verification is part of what is m
 
 ``--model-ms M`` gives every request a model time drawn uniformly from [M/2, 3M/2] (seeded per
 client, so a direct run and a proxied run draw the same sequence), asked of the stand-in with a
-``#wait-us=N`` directive; each sample is then the request's latency minus the time it asked the
-model to take: what the path, not the model, cost. Closed-loop clients stay out of lockstep.
+``x-stand-in-wait-us: N`` header (not a directive in the prompt: the gate screens the prompt,
+and the benchmark's prompt is the same whatever the model time); each sample is then the
+request's latency minus the time it asked the model to take: what the path, not the model,
+cost. Closed-loop clients stay out of lockstep.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from urllib.parse import urlsplit
 
 from safeguards.adapters.csp.caller_auth import CallerKey, assertion
 
-PROMPT = "Say something short."
+# A prompt the screening cascade's first stage clears (checked in benchmarks/proxy.py): a fresh
+# account's benign request as most are served, without waiting on the classifier.
+PROMPT = "What is a good recipe for banana bread with walnuts?"
 
 
 FRONT_ENDS = ("messages", "bedrock", "vertex")
@@ -136,7 +140,7 @@ class Connection(asyncio.Protocol):
 
 
 def request_bytes(host: str, account: int, body: bytes, key: CallerKey | None = None,
-                  path: bytes = b"/v1/messages") -> bytes:
+                  path: bytes = b"/v1/messages", wait_us: int = 0) -> bytes:
     # each request from its own account, so tier 0's 600 requests/minute never bind; signed as
     # the provider's front door signs (the caller assertion) when a key is given
     name = f"bench-{account % 50_000}"
@@ -146,6 +150,7 @@ def request_bytes(host: str, account: int, body: bytes, key: CallerKey | None = 
     return (b"POST " + path + b" HTTP/1.1\r\nhost: " + host.encode()
             + b"\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
             b"x-api-key: bench\r\nx-csp-account-id: " + name.encode() + proof
+            + (b"\r\nx-stand-in-wait-us: " + str(wait_us).encode() if wait_us else b"")
             + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
@@ -169,12 +174,9 @@ async def run(url: str, concurrency: int, total: int, streaming: bool,
             conn.delta_marker = _BEDROCK_DELTA
         try:
             for i in range(WARMUP + per_client):
-                wait_s, payload = 0.0, body
-                if model_ms > 0:
-                    wait_us = round(model_ms * 1000 * rng.uniform(0.5, 1.5))
-                    wait_s = wait_us / 1e6
-                    payload = request_body(streaming, wait_us, prompt, front_end)
-                data = request_bytes(netloc, next(counter), payload, key, path)
+                wait_us = round(model_ms * 1000 * rng.uniform(0.5, 1.5)) if model_ms > 0 else 0
+                wait_s = wait_us / 1e6
+                data = request_bytes(netloc, next(counter), body, key, path, wait_us)
                 t0 = time.perf_counter()
                 status = await asyncio.wait_for(conn.request(data, streaming=streaming), 30)
                 t1 = time.perf_counter()

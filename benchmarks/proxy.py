@@ -54,6 +54,8 @@ from safeguards.adapters.embedded import EmbeddedNats, free_port
 from safeguards.adapters.embedded.ports import wait_for_port
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
+# A prompt the screening cascade's first stage clears, as most benign requests are served.
+PROMPT = "What is a good recipe for banana bread with walnuts?"
 FRONT_ENDS = ("messages", "bedrock", "vertex")
 
 
@@ -230,7 +232,7 @@ def main() -> None:
                              "stand-in takes and the samples leave out (0: it answers at once, "
                              "and 16 or 64 closed-loop clients saturate a small machine's CPU)")
     parser.add_argument("--logs", type=Path, default=Path("/tmp"))
-    parser.add_argument("--prompt", default="Say something short.",
+    parser.add_argument("--prompt", default=PROMPT,
                         help="the user turn of every request (with --classifier: a prompt the "
                              "screening cascade's first stage clears, the default, or one it "
                              "passes on to the contextual model)")

@@ -10,7 +10,9 @@ message change the script, so a test can ask for what it needs through an unmodi
 - ``#disconnect-after=N`` (streaming) drop the connection after N characters of completion
 - ``#delay-ms=N``        wait N ms between streamed chunks
 - ``#wait-us=N``         take N microseconds before the first byte (a model's time for this
-                         request; a benchmark client that chose it can subtract it exactly)
+                         request; a benchmark client that chose it can subtract it exactly;
+                         the ``x-stand-in-wait-us`` header asks the same without changing the
+                         prompt the gate screens)
 
 Streaming follows Anthropic's event sequence (message_start, content_block_start, ping,
 content_block_delta..., content_block_stop, message_delta, message_stop) with usage tokens.
@@ -52,6 +54,7 @@ MODELS: tuple[dict[str, str], ...] = tuple(
     {"type": "model", "id": name, "display_name": display, "created_at": "2025-01-01T00:00:00Z"}
     for name, display in (("claude-stand-in-1", "Stand-in 1"),
                           ("claude-stand-in-2", "Stand-in 2")))
+WAIT_HEADER = b"x-stand-in-wait-us"
 _FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
 
 
@@ -151,7 +154,7 @@ class UpstreamApp:
             return
         self.requests += 1
         self.last_system = doc.get("system")
-        await self._complete(parsed, api, send)
+        await self._complete(parsed, api, send, _wait_header(scope))
 
     async def _models(self, path: str, send: Send) -> None:
         self.model_requests += 1
@@ -197,7 +200,8 @@ class UpstreamApp:
                 "usage": {"input_tokens": _tokens(prompt_chars),
                           "output_tokens": _tokens(len(reply))}}
 
-    async def _complete(self, parsed: ParsedRequest, api: ProviderApi, send: Send) -> None:
+    async def _complete(self, parsed: ParsedRequest, api: ProviderApi, send: Send,
+                        wait_s: float = 0.0) -> None:
         doc, model = parsed.doc, parsed.model
         scripted = self.scripted(doc)
         reply, disconnect_after, delay_s = (scripted.reply, scripted.disconnect_after,
@@ -205,6 +209,7 @@ class UpstreamApp:
         if scripted.status != 200:
             await _error(send, api, scripted.status, "scripted upstream failure")
             return
+        scripted.wait_s += wait_s
         if scripted.wait_s:
             await anyio.sleep(scripted.wait_s)
         whole = self.message(doc, model, reply)
@@ -267,6 +272,15 @@ def _last_user_text(doc: dict[str, Any]) -> str:
                 return content
             return "".join(b["text"] for b in content if b.get("type") == "text")
     return ""
+
+
+def _wait_header(scope: Scope) -> float:
+    """The ``x-stand-in-wait-us`` header's model time (seconds): a benchmark's way to ask for it
+    without changing the prompt the gate screens."""
+    for name, value in scope["headers"]:
+        if name == WAIT_HEADER and value.isdigit() and len(value) <= 8:
+            return int(value) / 1_000_000
+    return 0.0
 
 
 def _base_url(scope: Scope) -> str:
