@@ -45,6 +45,7 @@ class AccountActor:
     activating: bool = False  # first seen, state being loaded (not guessed new)
     in_turn: bool = False  # its head signal is in a commit cycle
     loading: bool = False  # its state is being read from the store
+    quarantined: str | None = None  # why its history cannot be read: its signals are parked
     last_active: float = 0.0
     mailbox: deque[Envelope] = field(default_factory=deque)
 

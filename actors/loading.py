@@ -9,8 +9,9 @@ import anyio
 
 from safeguards.actors.actor import AccountActor
 from safeguards.actors.metrics import NodeMetrics
+from safeguards.actors.quarantine import load_alone
 from safeguards.actors.settings import NodeSettings
-from safeguards.core.errors import ConcurrencyConflict, SafeguardsError
+from safeguards.core.errors import CodecError, ConcurrencyConflict, SafeguardsError
 from safeguards.core.ports import EventStore
 
 
@@ -54,6 +55,15 @@ async def load_states(store: EventStore, actors: Sequence[AccountActor], setting
             try:
                 with anyio.fail_after(settings.store_timeout_s):
                     states = await store.load_many([a.account_id for a in chunk])
+            except CodecError:
+                # some account's history does not decode: find which, load the others
+                try:
+                    await load_alone(store, chunk, settings, metrics)
+                except Exception as exc:
+                    if not is_store_failure(exc):
+                        raise
+                    failures.append((exc, len(chunk)))
+                return
             except Exception as exc:
                 if not is_store_failure(exc):
                     raise

@@ -26,6 +26,7 @@ class NodeMetrics:
     fast_path_overflow: int = 0  # commands left to the slow path because its queue was full
     commands_repaired: int = 0  # newest commands re-published after a broker lost them
     reconciliations: int = 0  # comparisons of the newest commands with the enforcement stream
+    quarantined: int = 0  # accounts set aside because their stored history could not be read
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

@@ -28,6 +28,7 @@ from safeguards.actors.clock import Clock
 from safeguards.actors.commit import GroupCommitter, Result, StoreRefused
 from safeguards.actors.loading import ActivationGuess, load_states
 from safeguards.actors.metrics import NodeMetrics
+from safeguards.actors.quarantine import park_mail
 from safeguards.actors.settings import NodeSettings
 from safeguards.actors.settlement import MailSettlement
 from safeguards.actors.turns import Round
@@ -187,6 +188,9 @@ class PartitionWorker:
                     actor.activating = True  # loaded first; the load tells whether it was new
                 self.actors[signal.account_id] = actor
             actor.last_active = now
+            if actor.quarantined is not None:  # its history is unreadable: park, do not load
+                await park_mail(actor, {}, self.settlement, msg)
+                continue
             envelope = Envelope(signal, msg, since=now)
             if self._parked:
                 self._parked.append((actor, envelope))  # keeps the order behind the backlog
@@ -258,7 +262,10 @@ class PartitionWorker:
                 for actor in actors:
                     actor.loading = False
             for actor in actors:
-                if actor.mailbox and actor.account_id in self._holding:
+                if actor.quarantined is not None:  # unreadable history (``quarantine``)
+                    self._held -= await park_mail(actor, self._holding, self.settlement)
+                    self._unpark()
+                elif actor.mailbox and actor.account_id in self._holding:
                     self._wake(actor)  # ready, or back among the unloaded when its load failed
             if failed:
                 self.metrics.store_failures += 1

@@ -41,6 +41,7 @@ class DeadLetterReason(enum.StrEnum):
     OPERATOR_UNVERIFIED = "operator_unverified"  # an operator action no registered operator
     # with that role signed (unsigned, unknown operator, bad signature, another's name, role)
     PRODUCER_UNVERIFIED = "producer_unverified"  # not made by the region's gates or classifier
+    QUARANTINED = "quarantined"  # its account's stored history cannot be read by this node
 
 
 class InboundMessage(Protocol):
