@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -23,6 +23,7 @@ from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.ownership import PartitionOwnership
 from safeguards.actors.partition import PartitionWorker
 from safeguards.actors.relay import OutboxRelay
+from safeguards.actors.schema_gate import own_schemas
 from safeguards.actors.settings import NodeSettings
 from safeguards.core.bus import BusConnector, RegionBus
 from safeguards.core.ids import validate_region
@@ -47,7 +48,8 @@ class Node:
                  static_partitions: Iterable[int] | None = None,
                  operators: OperatorAuthority | None = None,
                  producers: MessageAuthority | None = None,
-                 forwarders: MessageAuthority | None = None) -> None:
+                 forwarders: MessageAuthority | None = None,
+                 schemas: Mapping[str, int] | None = None) -> None:
         """``static_partitions`` pins the node to those partitions without leases (benchmarks,
         and the fault test of two nodes that both believe they own a partition). ``operators``
         checks operator actions (default: none is accepted), ``producers`` every other signal
@@ -61,6 +63,8 @@ class Node:
         self.clock: Clock = clock or SystemClock()
         self.policy = policy or default_policy()
         self.settings = settings or NodeSettings()
+        # the event schema versions this node reads (``schema_gate``; tests play older nodes)
+        self.schemas = dict(schemas) if schemas is not None else own_schemas()
         self.static_partitions = None if static_partitions is None else sorted(static_partitions)
         self.metrics = NodeMetrics()
         self.ownership: PartitionOwnership | None = None
@@ -115,6 +119,7 @@ class Node:
                     ttl_s=s.lease_ttl_s, renew_s=s.lease_renew_s,
                     start=self._start_partition, stop=self._stop_partition,
                     abort=self._abort_partition, monotonic=self.clock.monotonic,
+                    schemas=self.schemas,
                 )
                 ownership_scope = anyio.CancelScope()
 

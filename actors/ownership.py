@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import anyio
 
+from safeguards.actors.schema_gate import eligible, encode_table
 from safeguards.core.bus import BusUnavailable, Lease, LeaseTable
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ class PartitionOwnership:
                  start: Callable[[int], Awaitable[None]],
                  stop: Callable[[int], Coroutine[Any, Any, None]],
                  abort: Callable[[int], None],
-                 monotonic: Callable[[], float]) -> None:
+                 monotonic: Callable[[], float],
+                 schemas: Mapping[str, int] | None = None) -> None:
         self.leases = leases
         self.node_id = node_id
         self.partitions = partitions
@@ -52,6 +54,10 @@ class PartitionOwnership:
         self._node_lease: Lease | None = None
         self._last_ok = monotonic()
         self.live_nodes: list[str] = []
+        # the event schema versions this node reads, announced for the gate (``schema_gate``)
+        self.schemas = dict(schemas) if schemas is not None else None
+        self._schema_lease: Lease | None = None
+        self.gated = False  # a live node writes what this one cannot read: it runs nothing
 
     @property
     def owned(self) -> frozenset[int]:
@@ -84,7 +90,12 @@ class PartitionOwnership:
         await self._heartbeat()
         try:
             nodes = await self.leases.holders("node.")
-            self.live_nodes = sorted(set(nodes.values()) | {self.node_id})
+            live = sorted(set(nodes.values()) | {self.node_id})
+            if self.schemas is not None:
+                announced = {k.removeprefix("schema."): v
+                             for k, v in (await self.leases.holders("schema.")).items()}
+                live = self._gate(live, announced)
+            self.live_nodes = live
         except BusUnavailable as exc:
             # Listing needs more of the cluster than a renewal does (a consumer, so a JetStream
             # meta leader, which an election can leave missing for seconds): renew what we
@@ -93,8 +104,8 @@ class PartitionOwnership:
                 raise
             log.warning("ownership of node %s: %s; keeping the last membership", self.node_id,
                         exc)
-        desired = {p for p in range(self.partitions)
-                   if owner_of(p, self.live_nodes) == self.node_id}
+        desired = {p for p in range(self.partitions) if self.live_nodes
+                   and owner_of(p, self.live_nodes) == self.node_id}
         for p, lease in list(self.held.items()):
             renewed = await self.leases.renew(lease)
             if renewed is None:
@@ -119,6 +130,17 @@ class PartitionOwnership:
                 self.held[p] = got
                 await self._start(p)
 
+    def _gate(self, live: list[str], announced: dict[str, str]) -> list[str]:
+        """The live nodes that may run partitions (``schema_gate``); alarms once when this
+        node may not."""
+        allowed = eligible(live, announced)
+        gated = self.node_id not in allowed
+        if gated and not self.gated:
+            log.error("ALARM node %s cannot read event schemas a live node writes: it hands "
+                      "its partitions over and takes none", self.node_id)
+        self.gated = gated
+        return allowed
+
     async def _heartbeat(self) -> None:
         if self._node_lease is not None:
             self._node_lease = await self.leases.renew(self._node_lease)
@@ -127,6 +149,12 @@ class PartitionOwnership:
             self._node_lease = await self.leases.acquire(key, self.node_id)
             if self._node_lease is None:
                 raise BusUnavailable(f"node key {key} is held by another process")
+        if self.schemas is not None:
+            if self._schema_lease is not None:
+                self._schema_lease = await self.leases.renew(self._schema_lease)
+            if self._schema_lease is None:
+                self._schema_lease = await self.leases.acquire(f"schema.{self.node_id}",
+                                                               encode_table(self.schemas))
 
     async def shutdown(self) -> None:
         """Drain every partition, then release its lease and the node's heartbeat."""
