@@ -89,12 +89,11 @@ class PartitionOwnership:
     async def tick(self) -> None:
         await self._heartbeat()
         try:
-            nodes = await self.leases.holders("node.")
-            live = sorted(set(nodes.values()) | {self.node_id})
+            keys = await self.leases.holders("")  # one listing: node and schema keys
+            live = sorted({v for k, v in keys.items() if k.startswith("node.")} | {self.node_id})
             if self.schemas is not None:
-                announced = {k.removeprefix("schema."): v
-                             for k, v in (await self.leases.holders("schema.")).items()}
-                live = self._gate(live, announced)
+                live = self._gate(live, {k.removeprefix("schema."): v for k, v in keys.items()
+                                         if k.startswith("schema.")})
             self.live_nodes = live
         except BusUnavailable as exc:
             # Listing needs more of the cluster than a renewal does (a consumer, so a JetStream
