@@ -46,7 +46,6 @@ from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.messages_api import (
     completion_of,
     error_body,
-    is_anthropic_error,
     refusal_message,
     with_safety_prompt,
 )
@@ -57,13 +56,11 @@ from safeguards.adapters.csp.provider_api import (
     MessagesApi,
     ProviderApi,
     ProviderCall,
-    upstream_status_failure,
 )
 from safeguards.adapters.csp.routes import Route, Target
 from safeguards.adapters.csp.upstream_batches import batch_requests
 from safeguards.adapters.csp.upstream_client import (
     UpstreamClient,
-    UpstreamError,
     UpstreamResponse,
 )
 
@@ -256,6 +253,8 @@ class BatchProxy(Protocol):
     async def _upstream(self, send: Send, call: Awaitable[UpstreamResponse],
                         api: ProviderApi = ...) -> UpstreamResponse | None: ...
     async def _refuse(self, send: Send, decision: Decision, api: ProviderApi = ...) -> None: ...
+    async def _upstream_answer(self, send: Send, response: UpstreamResponse,
+                               api: ProviderApi = ...) -> bytes | None: ...
 
 
 async def serve_batch(proxy: BatchProxy, scope: Scope, receive: Receive, send: Send,
@@ -285,21 +284,13 @@ async def serve_batch(proxy: BatchProxy, scope: Scope, receive: Receive, send: S
     if response is None:
         return
     try:
-        try:
-            answer = await response.read()
-        except UpstreamError as exc:
-            proxy.metrics.upstream_errors.labels(type(exc).__name__).inc()
-            await send_failure(send, MESSAGES_API, UPSTREAM_FAILURES["cut_off"])
+        answer = await proxy._upstream_answer(send, response)
+        if answer is None:
             return
-        status = response.status
-        if status >= 300:
-            proxy.metrics.upstream_errors.labels(f"status_{status}").inc()
-            if not is_anthropic_error(answer):
-                await send_failure(send, MESSAGES_API, upstream_status_failure(status))
-                return
-        elif route is Route.BATCH_RESULTS:
+        status = response.status  # an error status here is the upstream's own, passed on
+        if status < 300 and route is Route.BATCH_RESULTS:
             answer = await proxy.batches.results(target.path.split("/")[4], caller, answer)
-        else:
+        elif status < 300:
             if submission is not None:
                 batch_id = batch_id_of(answer)
                 if batch_id is None:

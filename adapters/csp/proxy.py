@@ -218,6 +218,24 @@ class CspProxy:
             await send_failure(send, api, UPSTREAM_FAILURES["unreachable"])
         return None
 
+    async def _upstream_answer(self, send: Send, response: UpstreamResponse,
+                               api: ProviderApi = MESSAGES_API) -> bytes | None:
+        """A whole (unstreamed) upstream answer, or None once its failure has been answered: cut
+        off while reading, or an error status whose body is not in the provider's own shape
+        (one in that shape is passed on as it is)."""
+        try:
+            answer = await response.read()
+        except UpstreamError as exc:
+            self.metrics.upstream_errors.labels(type(exc).__name__).inc()
+            await send_failure(send, api, UPSTREAM_FAILURES["cut_off"])
+            return None
+        if response.status >= 300:
+            self.metrics.upstream_errors.labels(f"status_{response.status}").inc()
+            if not api.is_own_error(answer):
+                await send_failure(send, api, upstream_status_failure(response.status))
+                return None
+        return answer
+
     # --- /v1/messages, Bedrock's invoke, Vertex's rawPredict --------------------------------
 
     async def _caller_and_body(self, scope: Scope, receive: Receive
@@ -311,18 +329,10 @@ class CspProxy:
         if response is None:
             return
         try:
-            try:
-                answer = await response.read()
-            except UpstreamError as exc:
-                self.metrics.upstream_errors.labels(type(exc).__name__).inc()
-                await send_failure(send, api, UPSTREAM_FAILURES["cut_off"])
+            answer = await self._upstream_answer(send, response, api)
+            if answer is None:
                 return
             status = response.status
-            if status >= 300:
-                self.metrics.upstream_errors.labels(f"status_{status}").inc()
-                if not api.is_own_error(answer):
-                    await send_failure(send, api, upstream_status_failure(status))
-                    return
             headers = [JSON_HEADER]
             request_id = response.headers.get(b"request-id")
             if request_id:
