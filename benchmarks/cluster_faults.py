@@ -42,7 +42,7 @@ import anyio
 import nats.errors
 from nats.aio.client import Client
 from nats.js import api
-from nats.js.errors import APIError, ServiceUnavailableError
+from nats.js.errors import ServiceUnavailableError
 
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
@@ -154,19 +154,6 @@ async def throughput(cluster: EmbeddedNatsCluster, db: str, n: int, partitions: 
             "throughput_ratio": round(rate / raw, 3)}
 
 
-async def stream_leader(cluster: EmbeddedNatsCluster, nc: Client, stream: str) -> int:
-    js = nc.jetstream(timeout=3)
-    with anyio.fail_after(60):
-        while True:
-            try:
-                info = await js.stream_info(stream)
-                if info.cluster is not None and info.cluster.leader:
-                    return cluster.index_of(info.cluster.leader)
-            except (nats.errors.Error, APIError, TimeoutError):
-                pass
-            await anyio.sleep(0.3)
-
-
 class Faults:
     def __init__(self, cluster: EmbeddedNatsCluster, load: RegionLoad,
                  store: PostgresEventStore) -> None:
@@ -186,8 +173,8 @@ class Faults:
         await anyio.sleep(max(0.0, since + seconds - time.monotonic()))
 
     async def leader_kill(self, kind: str) -> None:
-        leader = await stream_leader(self.cluster, self.load.nc,
-                                     stream_name(self.load.region, kind))
+        leader = await self.cluster.stream_leader(
+            self.load.nc, stream_name(self.load.region, kind))
         print(f"kill -9 the {kind} leader (server {leader})", flush=True)
         self.cluster.kill(leader)
         self.counts["leader_kills"] += 1
@@ -196,8 +183,8 @@ class Faults:
         await self.probe(f"{kind}_leader_restarted")
 
     async def pause(self, seconds: float) -> None:
-        victim = await stream_leader(self.cluster, self.load.nc,
-                                     stream_name(self.load.region, "INPUTS"))
+        victim = await self.cluster.stream_leader(
+            self.load.nc, stream_name(self.load.region, "INPUTS"))
         print(f"SIGSTOP the INPUTS leader (server {victim}) for {seconds:.0f}s", flush=True)
         self.cluster.pause(victim)
         self.counts["pauses"] += 1
@@ -206,8 +193,8 @@ class Faults:
         await self.probe("leader_resumed")
 
     async def partition(self, seconds: float) -> None:
-        victim = await stream_leader(self.cluster, self.load.nc,
-                                     stream_name(self.load.region, "INPUTS"))
+        victim = await self.cluster.stream_leader(
+            self.load.nc, stream_name(self.load.region, "INPUTS"))
         print(f"partition the INPUTS leader (server {victim}) for {seconds:.0f}s", flush=True)
         self.cluster.cut(victim)
         self.counts["partitions"] += 1

@@ -80,6 +80,25 @@ class EmbeddedNatsCluster:
                 return i
         raise KeyError(server_name)
 
+    async def stream_leader(self, nc: Any, stream: str, *, timeout_s: float = 60.0,
+                            poll_s: float = 0.3) -> int:
+        """Which server leads ``stream`` (``nc``: a connection to this cluster), waiting out an
+        election; ``TimeoutError`` when none is elected within ``timeout_s``."""
+        import anyio
+        import nats.errors
+        from nats.js.errors import APIError
+
+        js = nc.jetstream(timeout=min(3.0, timeout_s))
+        with anyio.fail_after(timeout_s):
+            while True:
+                try:
+                    info = await js.stream_info(stream)
+                    if info.cluster is not None and info.cluster.leader:
+                        return self.index_of(info.cluster.leader)
+                except (nats.errors.Error, APIError, TimeoutError):
+                    pass  # no leader to answer yet: an election is under way
+                await anyio.sleep(poll_s)
+
     def start(self, timeout_s: float = 30.0) -> Self:
         if self.partitioner is not None:
             self.partitioner.start()

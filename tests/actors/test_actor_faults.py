@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +24,8 @@ import asyncpg
 import nats
 import nats.errors
 import pytest
-from checker import CheckReport, check_end_to_end, score_signal
+from checker import CheckReport, check_end_to_end
+from fault_harness import make_signals
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import APIError
@@ -46,7 +45,6 @@ from bus_support import producer_headers
 pytestmark = pytest.mark.slow
 
 P = 8
-T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
 class PostgresServer(Protocol):
@@ -63,23 +61,6 @@ async def create_database(admin_url: str, server_url: str) -> str:
     finally:
         await conn.close()
     return server_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def make_signals(region: str, n: int, accounts: int, seed: int) -> list[Signal]:
-    """A mix of benign scores, points that accumulate, and severe scores that jump a level."""
-    rnd = random.Random(seed)
-    out = []
-    for i in range(n):
-        account = f"acct-{rnd.randrange(accounts)}"
-        roll = rnd.random()
-        if roll < 0.03:
-            scores: tuple[tuple[str, float], ...] = (("weapons", 0.95),)
-        elif roll < 0.25:
-            scores = (("jailbreak", 0.8),)
-        else:
-            scores = (("jailbreak", 0.1), ("cyber", 0.2))
-        out.append(score_signal(region, account, f"{region}-sig-{i}", T0, scores))
-    return out
 
 
 class NodeProcess:

@@ -10,10 +10,8 @@ import uuid
 from pathlib import Path
 
 import anyio
-import nats.errors
 import pytest
 from fault_harness import NodeProcess, check, following_gate, make_signals, region_load
-from nats.js.errors import APIError
 
 from safeguards.adapters.embedded.nats_cluster import EmbeddedNatsCluster
 from safeguards.adapters.store import PostgresEventStore, migrate
@@ -22,23 +20,6 @@ from safeguards.core.subjects import stream_name
 pytestmark = pytest.mark.slow
 
 P = 4
-
-
-async def _leader(cluster: EmbeddedNatsCluster, url: str, stream: str) -> int:
-    nc = await nats.connect(cluster.urls)
-    try:
-        js = nc.jetstream(timeout=2)
-        with anyio.fail_after(30):
-            while True:
-                try:
-                    info = await js.stream_info(stream)
-                    if info.cluster is not None and info.cluster.leader:
-                        return cluster.index_of(info.cluster.leader)
-                except (nats.errors.Error, APIError, TimeoutError):
-                    pass
-                await anyio.sleep(0.2)
-    finally:
-        await nc.close()
 
 
 async def test_killing_the_inputs_leader_under_load_loses_nothing(
@@ -60,7 +41,8 @@ async def test_killing_the_inputs_leader_under_load_loses_nothing(
                     tg.start_soon(load.steady, make_signals(region, 600, 60, seed=3), 40.0,
                                   stop)
                     await anyio.sleep(4)
-                    victim = await _leader(cluster, cluster.url, stream_name(region, "INPUTS"))
+                    victim = await cluster.stream_leader(load.nc, stream_name(region, "INPUTS"),
+                                                         timeout_s=30)
                     cluster.kill(victim)
                     killed = time.monotonic()
                     recovery = await load.probe(store, "killed", timeout_s=40)
