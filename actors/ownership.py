@@ -89,7 +89,8 @@ class PartitionOwnership:
     async def tick(self) -> None:
         await self._heartbeat()
         try:
-            keys = await self.leases.holders("")  # one listing: node and schema keys
+            # one listing for the node and schema keys (the partitions' leases are not read)
+            keys = await self.leases.holders(("node.", "schema."))
             live = sorted({v for k, v in keys.items() if k.startswith("node.")} | {self.node_id})
             if self.schemas is not None:
                 live = self._gate(live, {k.removeprefix("schema."): v for k, v in keys.items()

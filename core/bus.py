@@ -145,8 +145,8 @@ class LeaseTable(Protocol):
 
     async def holder(self, key: str) -> str | None: ...
 
-    async def holders(self, prefix: str) -> dict[str, str]:
-        """Every live key under ``prefix`` with its holder."""
+    async def holders(self, prefix: str | tuple[str, ...]) -> dict[str, str]:
+        """Every live key under ``prefix`` (or any of several) with its holder."""
         ...
 
 

@@ -174,8 +174,9 @@ class LeaseBucket:
             raise BusUnavailable(f"read {key}: {type(exc).__name__}") from None
         return None if entry.value is None else entry.value.decode()
 
-    async def holders(self, prefix: str) -> dict[str, str]:
-        """Every live key under ``prefix`` (e.g. ``node.``) with its holder."""
+    async def holders(self, prefix: str | tuple[str, ...]) -> dict[str, str]:
+        """Every live key under ``prefix`` (e.g. ``node.``, or any of several) with its holder:
+        one listing, and one read per key that matches (not per partition lease)."""
         try:
             with anyio.fail_after(OP_TIMEOUT_S):
                 try:

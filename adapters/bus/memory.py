@@ -306,7 +306,7 @@ class MemoryLeases:
         held = self._live(key)
         return None if held is None else held[0]
 
-    async def holders(self, prefix: str) -> dict[str, str]:
+    async def holders(self, prefix: str | tuple[str, ...]) -> dict[str, str]:
         return {k: h for k in list(self.broker.leases) if k.startswith(prefix)
                 and (h := await self.holder(k)) is not None}
 

@@ -194,6 +194,8 @@ async def test_leases(harness: HarnessFactory) -> None:
         assert renewed is not None and await leases.renew(a) is None  # an old revision
         assert await leases.holder("part.0") == "a"
         assert await leases.holders("part.") == {"part.0": "a"}
+        assert await leases.holders(("node.", "part.")) == {"part.0": "a"}
+        assert await leases.holders(("node.", "schema.")) == {}
         await leases.release(renewed)
         b = await leases.acquire("part.0", "b")
         assert b is not None
