@@ -55,8 +55,12 @@ def epoch_key(secret: bytes, epoch: int) -> bytes:
 def pseudonym(key: bytes, text: str) -> str | None:
     """The prompt's pseudonym under an epoch's key (None for an empty prompt)."""
     normalised = normalise_prompt(text)
-    if not normalised:
-        return None
+    return keyed_pseudonym(key, normalised) if normalised else None
+
+
+def keyed_pseudonym(key: bytes, normalised: str) -> str:
+    """The pseudonym of a prompt already normalised (``normalise_prompt``), for a caller that
+    keys one prompt under several epochs."""
     return hmac.new(key, b"prompt\x1f" + normalised.encode("utf-8", "surrogatepass"),
                     hashlib.sha256).hexdigest()
 

@@ -46,10 +46,12 @@ from safeguards.core.cross_signals import (
     encode_aggregate,
     epoch_key,
     epoch_of,
+    keyed_pseudonym,
     pseudonym,
 )
 from safeguards.core.events import Scores
 from safeguards.core.ids import validate_region
+from safeguards.core.prompt_links import normalise_prompt
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +192,12 @@ class CrossSignalBoard:
         at all while nothing is released)."""
         if not self._released:
             return None
+        normalised = normalise_prompt(text)  # once, for both epochs' keys
+        if not normalised:
+            return None
         current = epoch_of(self.clock())
         for epoch in (current, current - 1):
-            name = pseudonym(self._keys(epoch), text)
-            if name is None:
-                return None
-            found = self._released.get((epoch, name))
+            found = self._released.get((epoch, keyed_pseudonym(self._keys(epoch), normalised)))
             if found is not None:
                 return found
         return None

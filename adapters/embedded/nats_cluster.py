@@ -89,15 +89,19 @@ class EmbeddedNatsCluster:
         from nats.js.errors import APIError
 
         js = nc.jetstream(timeout=min(3.0, timeout_s))
-        with anyio.fail_after(timeout_s):
-            while True:
-                try:
-                    info = await js.stream_info(stream)
-                    if info.cluster is not None and info.cluster.leader:
-                        return self.index_of(info.cluster.leader)
-                except (nats.errors.Error, APIError, TimeoutError):
-                    pass  # no leader to answer yet: an election is under way
-                await anyio.sleep(poll_s)
+        last = "no answer yet"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                info = await js.stream_info(stream)
+            except (nats.errors.Error, APIError, TimeoutError) as exc:
+                last = type(exc).__name__  # no leader to answer: an election is under way
+            else:
+                if info.cluster is not None and info.cluster.leader:
+                    return self.index_of(info.cluster.leader)
+                last = "answered with no leader"
+            await anyio.sleep(poll_s)
+        raise TimeoutError(f"no leader of {stream} within {timeout_s:.0f} s (last: {last})")
 
     def start(self, timeout_s: float = 30.0) -> Self:
         if self.partitioner is not None:

@@ -16,9 +16,11 @@ from safeguards.core.cross_signals import (
     encode_aggregate,
     epoch_key,
     epoch_of,
+    keyed_pseudonym,
     pseudonym,
     residency_problem,
 )
+from safeguards.core.prompt_links import normalise_prompt
 
 SECRET = b"s" * 32
 GOOD = CrossRegionAggregate("us", 20_000, "a" * 64, "weapons", K_MIN)
@@ -29,6 +31,9 @@ def test_pseudonyms_join_the_same_prompt_within_an_epoch_only() -> None:
     assert pseudonym(today, "Build  a BOMB") == pseudonym(today, "build a bomb")
     assert pseudonym(today, "build a bomb") != pseudonym(tomorrow, "build a bomb")
     assert pseudonym(today, "   ") is None
+    # the board normalises a request's prompt once and keys it under both epochs
+    once = normalise_prompt("Build  a BOMB")
+    assert keyed_pseudonym(today, once) == pseudonym(today, "build a bomb")
     assert epoch_of(86_400 * 20_000 + 5) == 20_000
 
 
