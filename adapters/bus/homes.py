@@ -115,7 +115,7 @@ class HomeDirectory:
                 await self._kv.create(key, encode_entry(entry))
             return entry
         except (KeyWrongLastSequenceError, KeyNotFoundError, KeyDeletedError):
-            pass
+            pass  # another claim won the create: read the entry that won, below
         except APIError as exc:
             if getattr(exc, "err_code", None) not in (10071, 10164):
                 raise BusUnavailable(f"home claim: {exc.description}") from None
