@@ -23,11 +23,13 @@ never failing the cycle's other accounts or the node.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
 
+from safeguards.actors import tracing
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.core.bus import BusUnavailable, InboundMessage
 from safeguards.core.errors import ConcurrencyConflict
@@ -119,7 +121,12 @@ class GroupCommitter:
     async def _cycle(self, rounds: list[Round]) -> bool:
         """Commit and finish the rounds; False when the store failed (the caller backs off)."""
         self.cycles += 1
+        started_ns = time.time_ns()
         results = await self._append(rounds)
+        if tracing.TRACER is not None:  # before any await: the relay's fast path reads them
+            for rnd, outcome in zip(rounds, results, strict=True):
+                if rnd.traces:
+                    tracing.committed(rnd.requests, rnd.traces, outcome, started_ns)
         ok = True
         acks: list[InboundMessage] = []
         try:

@@ -36,6 +36,7 @@ from typing import TypeVar
 
 import anyio
 
+from safeguards.actors import tracing
 from safeguards.actors.loading import is_store_failure
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.core.bus import BusUnavailable, CommandStream, SignalPublisher
@@ -116,7 +117,14 @@ class OutboxRelay:
         async for m in self._fast_out:
             if m.subject in self._fast_failed:
                 continue  # an older command of this account is unconfirmed: keep the order
-            if not await self._publish(m):
+            traced = None if tracing.TRACER is None else tracing.relay_span(
+                m.message_id, "signal" if is_inputs_subject(m.subject) else "command")
+            if traced is None:
+                published = await self._publish(m)
+            else:
+                with traced:
+                    published = await self._publish(m)
+            if not published:
                 self._fast_failed.add(m.subject)
             else:
                 # When the marker is behind (a slow store), the slow path marks these instead.

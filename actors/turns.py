@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from opentelemetry.trace import SpanContext
+
+from safeguards.actors import tracing
 from safeguards.actors.actor import AccountActor, Envelope
 from safeguards.core.codec import encode_command, encode_signal
 from safeguards.core.decide import decide_and_fold
@@ -37,18 +40,26 @@ class Round:
     turns: list[tuple[AccountActor, Envelope, AccountState]] = field(default_factory=list)
     requests: list[AppendRequest] = field(default_factory=list)
     rejected: list[tuple[AccountActor, Envelope, Exception]] = field(default_factory=list)
+    # tracing on: the decision span of each traced request, by its index in ``requests``
+    traces: dict[int, SpanContext] = field(default_factory=dict)
 
     def decide(self, actor: AccountActor, env: Envelope, state: AccountState, now: datetime
                ) -> bool:
         """Decide the actor's head signal into this round (True), or record it as rejected
         (False: deciding raised, and the signal leaves the mailbox)."""
         worker = self.worker
+        span = None if tracing.TRACER is None else tracing.start_decision(
+            env.msg.headers, type(env.signal.observation).__name__)
         try:
             request, after = decided_append(state, env.signal, worker.policy, now,
                                             worker.partitions)
         except Exception as exc:  # a decision that fails is a rejected signal, not a crash
+            if span is not None:
+                tracing.rejected(span, exc)
             self.rejected.append((actor, env, exc))
             return False
+        if span is not None:
+            self.traces[len(self.requests)] = tracing.decided(span, request)
         self.requests.append(request)
         self.turns.append((actor, env, after))
         return True

@@ -37,7 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    # Traces only where an OTLP endpoint is configured (``regions.tracing``); else nothing.
+    from safeguards.regions.tracing import configure_from_environment
+
+    traces = configure_from_environment(f"safeguards-{args.command}")
+    try:
+        return handler(args)
+    finally:
+        if traces is not None:
+            traces.shutdown()  # exports the last spans
 
 
 if __name__ == "__main__":

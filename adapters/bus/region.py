@@ -17,6 +17,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js.errors import APIError, NotFoundError
 
+from safeguards.adapters import tracing
 from safeguards.adapters.bus.cluster_watch import quorum_write, watch_jetstream
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.consumers import ConsumerSettings, PartitionConsumer
@@ -91,6 +92,7 @@ class JetStreamCommands:
 
     async def _publish(self, message: OutboxMessage, headers: dict[str, str]) -> None:
         headers.update(self._signer.headers(message.subject, message.payload))
+        tracing.inject_current(headers)  # the relay's span, for the gate's apply (tracing on)
         try:
             with anyio.fail_after(PUBLISH_TIMEOUT_S):
                 await self._js.publish(message.subject, message.payload,
@@ -144,6 +146,7 @@ class JetStreamSignals:
     async def publish(self, message: OutboxMessage) -> None:
         headers = {"Nats-Msg-Id": message.message_id,
                    **self._producer.headers(message.subject, message.payload)}
+        tracing.inject_current(headers)
         try:
             with anyio.fail_after(PUBLISH_TIMEOUT_S):
                 await self._js.publish(message.subject, message.payload,

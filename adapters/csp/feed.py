@@ -28,7 +28,9 @@ import nats
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
 from nats.js import api
+from opentelemetry.trace import SpanKind
 
+from safeguards.adapters import tracing
 from safeguards.adapters.bus.signing import CommandVerifier, command_problem
 from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.feed_snapshot import FeedSnapshot
@@ -168,7 +170,17 @@ class EnforcementFeed:
                 problem = command_problem(command, msg.subject, self.region)
         if problem is None:
             first_sync = not self.ready.is_set()
-            self.gate.apply(command, authoritative=first_sync and bool(self.restored))
+            authoritative = first_sync and bool(self.restored)
+            if tracing.TRACER is None:
+                self.gate.apply(command, authoritative=authoritative)
+            else:  # the relay's publish span is its parent (a malformed one: a new root)
+                with tracing.TRACER.start_as_current_span(
+                        "safeguards.gate.apply", tracing.remote_parent(headers),
+                        kind=SpanKind.CONSUMER, attributes={
+                            "safeguards.level": command.level,
+                            "safeguards.command_version": command.version,
+                            "safeguards.region": self.region}):
+                    self.gate.apply(command, authoritative=authoritative)
             if first_sync:
                 self._seen_in_first_sync.add(command.account_id)
             if self.snapshot is not None and headers:

@@ -21,6 +21,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from safeguards.adapters import tracing
 from safeguards.adapters.csp.answers import (
     JSON_HEADER,
     AnswerRelay,
@@ -192,7 +195,10 @@ class CspProxy:
             if target.route in _BATCH_ROUTES:
                 await serve_batch(self, scope, receive, send, target)
             elif target.route.generates:
-                await self._generate(scope, receive, send, target)
+                if tracing.TRACER is None:
+                    await self._generate(scope, receive, send, target)
+                else:
+                    await self._traced_generate(scope, receive, send, target)
             else:
                 await self._passthrough(scope, receive, send, target)
         except BadRequest as exc:
@@ -301,6 +307,24 @@ class CspProxy:
                 await self.answers.whole(request, decision, response, send, prompt, api)
         finally:
             await response.aclose()
+
+    async def _traced_generate(self, scope: Scope, receive: Receive, send: Send,
+                               target: Target) -> None:
+        """``_generate`` in the request's span (GenAI conventions; the model, usage and action
+        are added where they are known, ``telemetry``). No exception text is recorded."""
+        assert tracing.TRACER is not None
+        api = target.call.api.name
+        with tracing.TRACER.start_as_current_span(
+                "safeguards.proxy.request", kind=SpanKind.SERVER, record_exception=False,
+                set_status_on_exception=False,
+                attributes={tracing.GEN_AI_SYSTEM: tracing.GEN_AI_SYSTEMS.get(api, api),
+                            tracing.GEN_AI_OPERATION: "chat", "safeguards.surface": "proxy",
+                            "safeguards.region": self.config.region}) as span:
+            try:
+                await self._generate(scope, receive, send, target)
+            except BaseException as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
 
     # --- /v1/messages/count_tokens and /v1/models ----------------------------------------------
 

@@ -27,7 +27,10 @@ import nats
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.msg import Msg
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind
 
+from safeguards.adapters import tracing
 from safeguards.adapters.bus.producer_auth import ProducerKeys
 from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.decision import GateRequest
@@ -45,9 +48,13 @@ SUBJECT_CACHE_SIZE = 100_000
 PUBLISH_BATCH = 256  # queued items encoded and written per drain pass
 
 # A queued item: what the drain needs to build the messages of one request, by reference.
-# (request, action, input tokens, output tokens, prompt, completion, unix time, messages)
-# ``messages`` is 1 for a signal only (prompt and completion None), else what it expands to.
-_Item = tuple[GateRequest, str, int, int, "str | None", "str | None", float, int]
+# (request, action, input tokens, output tokens, prompt, completion, unix time, messages,
+# the request's span while tracing is on). ``messages`` is 1 for a signal only (prompt and
+# completion None), else what it expands to.
+_Item = tuple[GateRequest, str, int, int, "str | None", "str | None", float, int,
+              "SpanContext | None"]
+# An encoded message: (subject, payload, the home it is forwarded to, its trace context)
+_Message = tuple[str, bytes, "HomeEntry | None", "SpanContext | None"]
 _CONTENT_ONLY = ""  # the action of an item that carries content and no signal
 _KINDS: tuple[ContentKind, ContentKind] = ("prompt", "completion")
 
@@ -107,14 +114,19 @@ class Telemetry:
                       output_tokens: int, prompt: str, completion: str) -> bool:
         """After a response: its signal, and its prompt and completion for scoring."""
         messages = 1 + bool(prompt) + bool(completion)
+        traced = None if tracing.TRACER is None else _request_span(request, action,
+                                                                  input_tokens, output_tokens)
         return self._put((request, action, input_tokens, output_tokens, prompt, completion,
-                          time.time(), messages))
+                          time.time(), messages, traced))
 
     def emit_request(self, request: GateRequest, action: str, input_tokens: int,
                      output_tokens: int, *, at: datetime | None = None) -> bool:
         """The metadata-only RequestObserved signal for the account's actor."""
         when = at.timestamp() if at is not None else time.time()
-        return self._put((request, action, input_tokens, output_tokens, None, None, when, 1))
+        traced = None if tracing.TRACER is None else _request_span(request, action,
+                                                                  input_tokens, output_tokens)
+        return self._put((request, action, input_tokens, output_tokens, None, None, when, 1,
+                          traced))
 
     def emit_content(self, request: GateRequest, kind: ContentKind, text: str, *,
                      at: datetime | None = None) -> bool:
@@ -123,7 +135,8 @@ class Telemetry:
             return True
         when = at.timestamp() if at is not None else time.time()
         prompt, completion = (text, None) if kind == "prompt" else (None, text)
-        return self._put((request, _CONTENT_ONLY, 0, 0, prompt, completion, when, 1))
+        traced = None if tracing.TRACER is None else _request_span(request, "", 0, 0)
+        return self._put((request, _CONTENT_ONLY, 0, 0, prompt, completion, when, 1, traced))
 
     def _subjects(self, account_id: str) -> tuple[str, str]:
         """The account's inputs and content subjects, memoised (bounded) off the hot path."""
@@ -136,8 +149,10 @@ class Telemetry:
             self._subject_cache[account_id] = found
         return found
 
-    def _encode(self, item: _Item, out: list[tuple[str, bytes, HomeEntry | None]]) -> None:
-        request, action, tokens_in, tokens_out, prompt, completion, when, _ = item
+    def _encode(self, item: _Item, out: list[_Message],
+                context: SpanContext | None = None) -> None:
+        """``item``'s messages into ``out``, carrying ``context`` (its publish span's)."""
+        request, action, tokens_in, tokens_out, prompt, completion, when, _, _ = item
         at = datetime.fromtimestamp(when, UTC)
         inputs, content = self._subjects(request.account_id)
         home = None if self.homes is None else self.homes(request.account_id)
@@ -158,7 +173,7 @@ class Telemetry:
                     prompt_link=request.prompt_link,
                 ),
             )
-            out.append((inputs, encode_signal(signal), home))
+            out.append((inputs, encode_signal(signal), home, context))
         for kind, text in zip(_KINDS, (prompt, completion), strict=True):
             if text:
                 record = ContentItem(
@@ -173,7 +188,7 @@ class Telemetry:
                 )
                 data = encode_record(record)
                 out.append((content, data if self.producer is None
-                            else self.producer.seal(content, data), None))
+                            else self.producer.seal(content, data), None, context))
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -228,9 +243,15 @@ class Telemetry:
         if inbox is None:
             self.dropped["not_connected"] += expected
             return
-        messages: list[tuple[str, bytes, HomeEntry | None]] = []
+        messages: list[_Message] = []
+        spans: list[Span] = []
         for item in items:
-            self._encode(item, messages)
+            if item[8] is None:
+                self._encode(item, messages)
+            else:  # tracing: a publish span per request, from its queueing to its write
+                span = _publish_span(item)
+                spans.append(span)
+                self._encode(item, messages, span.get_span_context())
         batch_id = self._next_batch
         self._next_batch += 1
         reply = f"{inbox}.{batch_id}"
@@ -240,11 +261,14 @@ class Telemetry:
         self._deadlines.append((deadline, batch_id))
         publish = nc.publish
         producer = self.producer
-        for index, (subject, payload, home) in enumerate(messages):
+        for index, (subject, payload, home, context) in enumerate(messages):
             signer = producer if home is None else self.forwarders.get(home.home)
+            headers = None if signer is None else signer.headers(subject, payload)
+            if context is not None:
+                headers = {} if headers is None else dict(headers)
+                tracing.inject(context, headers)
             try:
-                await publish(subject, payload, reply=reply, headers=None if signer is None
-                              else signer.headers(subject, payload))
+                await publish(subject, payload, reply=reply, headers=headers)
             except (OSError, nats.errors.Error) as exc:
                 # not written (disconnected with a full reconnect buffer, closed): the rest of
                 # the batch would meet the same fate
@@ -253,6 +277,8 @@ class Telemetry:
                 self.dropped["publish_failed"] += unsent
                 log.debug("telemetry publish failed: %s", type(exc).__name__)
                 break
+        for span in spans:
+            span.end()
         self._settle(batch_id, batch)
 
     async def _acknowledged(self, msg: Msg) -> None:
@@ -293,3 +319,33 @@ class Telemetry:
     @property
     def dropped_total(self) -> int:
         return sum(self.dropped.values())
+
+
+def _request_span(request: GateRequest, action: str, input_tokens: int,
+                  output_tokens: int) -> SpanContext | None:
+    """Tracing on: the usage (GenAI conventions) on the request's span, and its context for the
+    messages the request sends (None outside a request span, as on ext_proc)."""
+    span = trace.get_current_span()
+    context = span.get_span_context()
+    if not context.is_valid:
+        return None
+    if action and span.is_recording():
+        span.set_attributes({tracing.GEN_AI_REQUEST_MODEL: request.model,
+                             tracing.GEN_AI_INPUT_TOKENS: input_tokens,
+                             tracing.GEN_AI_OUTPUT_TOKENS: output_tokens,
+                             "safeguards.action": action,
+                             "safeguards.request_id": request.request_id,
+                             "safeguards.prompt_chars": request.prompt_chars})
+    return context
+
+
+def _publish_span(item: _Item) -> Span:
+    request, action, when, context = item[0], item[1], item[6], item[8]
+    assert tracing.TRACER is not None and context is not None
+    return tracing.TRACER.start_span(
+        "safeguards.telemetry.publish", trace.set_span_in_context(NonRecordingSpan(context)),
+        kind=SpanKind.PRODUCER, start_time=int(when * 1e9),
+        attributes={"messaging.system": "nats", "messaging.operation.type": "send",
+                    "safeguards.request_id": request.request_id,
+                    "safeguards.signal": bool(action), "safeguards.content": item[7] > 1
+                    or not action})

@@ -47,6 +47,7 @@ def _worker(config: ProxyConfig, policy: Policy, host: str, port: int,
             rates_handle: tuple[str, list[Any]], index: int) -> None:
     import anyio
 
+    from safeguards.adapters import tracing
     from safeguards.adapters.csp.proxy import serve_proxy
 
     logging.basicConfig(level=logging.INFO,
@@ -54,6 +55,8 @@ def _worker(config: ProxyConfig, policy: Policy, host: str, port: int,
     logging.getLogger("httpx").setLevel(logging.WARNING)
     sock = reuse_port_socket(host, port)
     rates = SharedRates.attach(rates_handle)
+    traces = tracing.provider_from_environment("safeguards-proxy")  # None: tracing off
+    tracing.install(traces)
     try:
         import uvloop  # noqa: F401
 
@@ -67,6 +70,8 @@ def _worker(config: ProxyConfig, policy: Policy, host: str, port: int,
     finally:
         sock.close()
         rates.close()
+        if traces is not None:
+            traces.shutdown()  # exports the last spans
 
 
 async def _serve(serve: Any, config: ProxyConfig, policy: Policy, host: str, port: int,

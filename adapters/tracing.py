@@ -1,0 +1,120 @@
+"""OpenTelemetry traces for the adapters: off (nothing at all) unless a process installs a
+tracer provider, and W3C trace context carried in NATS message headers.
+
+``TRACER`` is None until ``install`` gives it a provider: every instrumented place checks that
+one module attribute first, so with no exporter configured the inline path creates no span, reads
+no context variable and writes no header. ``provider_from_environment`` builds the provider a
+process installs: an OTLP/HTTP exporter behind a batch processor when
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or an explicit
+endpoint) is set, else None.
+
+Content capture is off by construction: spans carry GenAI semantic-convention attributes
+(``gen_ai.system``, ``gen_ai.request.model``, ``gen_ai.operation.name``, usage tokens), actions,
+reasons, sizes, categories and request ids, never prompt or completion text and never an
+account id (the metrics do not label accounts either).
+
+Trace context from a peer is read with ``core.trace_context`` (never raises): a malformed
+``traceparent`` starts a new trace and is counted in ``malformed_traceparents``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, Tracer
+from opentelemetry.util.types import AttributeValue
+
+from safeguards.core.trace_context import TRACEPARENT, format_traceparent, read_traceparent
+
+log = logging.getLogger(__name__)
+
+SCOPE = "safeguards.adapters"
+TRACER: Tracer | None = None  # None: tracing is off (the default)
+malformed_traceparents = 0  # trace context from peers that was not W3C: a new root each
+
+# GenAI semantic conventions (opentelemetry-semantic-conventions' gen_ai attributes, which it
+# ships as incubating): the names as the convention spells them.
+GEN_AI_SYSTEM = "gen_ai.system"
+GEN_AI_OPERATION = "gen_ai.operation.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+# the provider API a request came in on -> gen_ai.system's well-known values
+GEN_AI_SYSTEMS = {"messages": "anthropic", "bedrock": "aws.bedrock", "vertex": "gcp.vertex_ai"}
+
+_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def install(provider: TracerProvider | None) -> None:
+    """Turn tracing on with ``provider`` (off again with None)."""
+    global TRACER
+    TRACER = None if provider is None else provider.get_tracer(SCOPE)
+
+
+def provider_from_environment(service: str, endpoint: str | None = None
+                              ) -> TracerProvider | None:
+    """An OTLP/HTTP-exporting provider when an endpoint is configured (``endpoint``: the full
+    traces URL, e.g. ``http://jaeger:4318/v1/traces``; else the standard OTEL_* variables, which
+    the exporter reads itself), or None: no exporter, no provider, no spans."""
+    if endpoint is None and not any(os.environ.get(v) for v in _ENDPOINT_VARIABLES):
+        return None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    log.info("traces exported over OTLP/HTTP (%s)", endpoint or "from the environment")
+    return provider
+
+
+def remote_parent(headers: Mapping[str, str] | None) -> Context | None:
+    """The context a message's ``traceparent`` names (None: none, or malformed and counted)."""
+    global malformed_traceparents
+    parent, malformed = read_traceparent(headers)
+    if parent is None:
+        if malformed:
+            malformed_traceparents += 1
+        return None
+    context = SpanContext(parent.trace_id, parent.span_id, is_remote=True,
+                          trace_flags=TraceFlags(1 if parent.sampled else 0))
+    return trace.set_span_in_context(NonRecordingSpan(context))
+
+
+def inject(context: SpanContext | None, headers: dict[str, str]) -> None:
+    """Write ``context`` as the headers' ``traceparent`` (nothing for None or invalid)."""
+    if context is not None and context.is_valid:
+        headers[TRACEPARENT] = format_traceparent(context.trace_id, context.span_id,
+                                                  context.trace_flags.sampled)
+
+
+def inject_current(headers: dict[str, str]) -> None:
+    """The current span's context into ``headers`` (only while tracing is on)."""
+    if TRACER is not None:
+        inject(trace.get_current_span().get_span_context(), headers)
+
+
+def with_current(headers: dict[str, str]) -> dict[str, str]:
+    """``headers``, with the current span's context while tracing is on."""
+    inject_current(headers)
+    return headers
+
+
+def consuming(name: str, headers: Mapping[str, str] | None,
+              attributes: Mapping[str, AttributeValue] | None = None
+              ) -> AbstractContextManager[object]:
+    """A consumer's span for handling one message, child of the span its ``traceparent`` names
+    (a new root when it has none or a malformed one); nothing while tracing is off. Exceptions
+    mark the span by their type only."""
+    if TRACER is None:
+        return nullcontext()
+    return TRACER.start_as_current_span(name, remote_parent(headers), kind=SpanKind.CONSUMER,
+                                        attributes=attributes, record_exception=False,
+                                        set_status_on_exception=False)
