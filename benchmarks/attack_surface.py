@@ -179,12 +179,14 @@ async def identity(b: Bench, victim: str) -> None:
     now = time.time()
     b.record("identity_duplicate_headers", await b.status(victim, [
         ("x-csp-account-id", "acct-mine"), ("x-csp-account-id", victim)]) == 400)
-    own = assertion(key, account="acct-mine", body=BODY, now=now)
+    own = assertion(key, method="POST", target="/v1/messages", account="acct-mine", body=BODY,
+                    now=now)
     b.record("identity_unknown_key", await b.status(victim, [
         ("x-csp-account-id", victim), (ASSERTION_HEADER, own)]) == 401)
     b.record("identity_stale_assertion", await b.status(victim, [
         ("x-csp-account-id", victim),
-        (ASSERTION_HEADER, assertion(key, account=victim, body=BODY, now=now - 3600))]) == 401)
+        (ASSERTION_HEADER, assertion(key, method="POST", target="/v1/messages", account=victim,
+                                     body=BODY, now=now - 3600))]) == 401)
 
 
 async def poison(b: Bench) -> None:

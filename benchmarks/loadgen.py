@@ -146,7 +146,8 @@ def request_bytes(host: str, account: int, body: bytes, key: CallerKey | None = 
     name = f"bench-{account % 50_000}"
     proof = b"" if key is None else (
         b"\r\nx-csp-caller-assertion: "
-        + assertion(key, account=name, body=body, now=time.time()).encode())
+        + assertion(key, method="POST", target=path.decode("latin-1"), account=name, body=body,
+                    now=time.time()).encode())
     return (b"POST " + path + b" HTTP/1.1\r\nhost: " + host.encode()
             + b"\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
             b"x-api-key: bench\r\nx-csp-account-id: " + name.encode() + proof

@@ -2,12 +2,18 @@
 
 Each request carries a signed assertion in ``x-csp-caller-assertion``::
 
-    v1 kid=<key id> ts=<unix seconds> sig=<hex HMAC-SHA256>
+    v2 kid=<key id> ts=<unix seconds> nonce=<32 hex> sig=<hex HMAC-SHA256>
 
-over ``sg-caller-v1``, the time, the account, organisation, project and API-key id headers (empty
-when absent) and the sha256 of the body, one per line: an assertion names exactly one request's
-identity and content, within ``MAX_SKEW_S`` of the gate's clock. Keys are shared secrets by key
-id, so the front door can roll to a new key while the gate trusts both.
+over the scheme name ``sg-caller-v2``, the time, the nonce, the request's method, its target
+(``signed_target``: the normalised path the route table matches, which holds Bedrock's model id
+and Vertex's project, location and model, and the query string as sent), the account,
+organisation, project and API-key id headers (empty when absent) and the sha256 of the body,
+each field length-prefixed (``<bytes>:<field>\n``) so that no header value or path can pass for
+a field boundary. An assertion names exactly one request: who, what route and model, and what
+body, within ``MAX_SKEW_S`` of the gate's clock; its nonce is taken once per gate process in
+that window (``replayed`` otherwise). Keys are shared secrets by key id, so the front door can
+roll to a new key while the gate trusts both. ``v1`` assertions (no method, path or nonce) are
+refused (``unsupported_scheme``): every signer in this repository signs ``v2``.
 
 Keys: ``SAFEGUARDS_CALLER_KEYS_<REGION>`` (``kid:hex,kid:hex``, each secret at least 32 bytes)
 where set, else the state folder's ``caller-<region>.keys`` (``kid hex`` per line), made on
@@ -17,14 +23,19 @@ Modes (``ProxyConfig.caller_auth``): ``required`` refuses any request without a 
 (401); ``loopback`` (the embedded default, which listens on 127.0.0.1 only) also takes unsigned
 requests from this machine, so that the front door and tools beside the proxy need no key, while
 any other peer must sign. A present assertion is always checked: a bad one is refused anywhere.
+Each refusal is counted by reason (``refused``, and ``on_refused`` for the metrics); its message
+names the reason only, never the identity, the path or the body.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import re
+import secrets
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -32,22 +43,37 @@ from typing import NoReturn, Protocol, TypeVar
 
 from safeguards.adapters.csp.identity import API_KEY_HEADER, ORGANIZATION_HEADER, PROJECT_HEADER
 from safeguards.adapters.csp.messages_api import BadRequest
+from safeguards.adapters.csp.routes import normalise_path, split_target
 from safeguards.adapters.keyfiles import shared_secrets
 from safeguards.core.ids import validate_region
 
 ASSERTION_HEADER = "x-csp-caller-assertion"
+SCHEME = "sg-caller-v2"
+MAX_SKEW_S = 300
+MODES = ("required", "loopback")
+_FIELDS = ("kid", "ts", "nonce", "sig")
+_NONCE = re.compile(r"[0-9a-f]{32}")
+_SIG = re.compile(r"[0-9a-f]{64}")
+_TS = re.compile(r"[0-9]{1,12}")
 
 
-class _HasHeadersAndContent(Protocol):
+class _Url(Protocol):
+    @property
+    def raw_path(self) -> bytes: ...
+
+
+class _HttpRequest(Protocol):
+    @property
+    def method(self) -> str: ...
+    @property
+    def url(self) -> _Url: ...
     @property
     def headers(self) -> MutableMapping[str, str]: ...
     @property
     def content(self) -> bytes: ...
 
 
-_Request = TypeVar("_Request", bound=_HasHeadersAndContent)
-MAX_SKEW_S = 300
-MODES = ("required", "loopback")
+_Request = TypeVar("_Request", bound=_HttpRequest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,56 +89,121 @@ class CallerKey:
             raise ValueError(f"caller key {self.key_id}: the secret must hold at least 32 bytes")
 
 
-def _signed(ts: int, identity: tuple[str, str, str, str], body: bytes) -> bytes:
-    return "\n".join(("sg-caller-v1", str(ts), *identity,
-                      hashlib.sha256(body).hexdigest())).encode("ascii")
+@functools.lru_cache(maxsize=4096)
+def signed_target(raw_target: str) -> str:
+    """The target an assertion binds: the normalised path (as the route table matches it and the
+    upstream is sent it) and the query string as sent. Spellings of one path sign alike, so a
+    hop that normalises the path (Envoy) does not break a signature, and nothing else does."""
+    path, query = split_target(raw_target)
+    return normalise_path(path) + query
 
 
-def assertion(key: CallerKey, *, account: str, body: bytes, now: float,
-              organization: str = "", project: str = "", api_key_id: str = "") -> str:
-    """The header value a front door sends with one request."""
-    ts = int(now)
-    mac = hmac.new(key.secret, _signed(ts, (account, organization, project, api_key_id), body),
-                   hashlib.sha256).hexdigest()
-    return f"v1 kid={key.key_id} ts={ts} sig={mac}"
+def signed_bytes(ts: int, nonce: str, method: str, target: str,
+                 identity: tuple[str, str, str, str], body_digest: str) -> bytes:
+    """What is signed: every field length-prefixed, so distinct requests never sign alike."""
+    out = bytearray()
+    for item in (SCHEME, str(ts), nonce, method, target, *identity, body_digest):
+        data = item.encode("utf-8", "surrogatepass")
+        out += b"%d:%b\n" % (len(data), data)
+    return bytes(out)
+
+
+def _mac(secret: bytes, signed: bytes) -> str:
+    return hmac.new(secret, signed, hashlib.sha256).hexdigest()
+
+
+def assertion(key: CallerKey, *, method: str, target: str, account: str, body: bytes,
+              now: float, organization: str = "", project: str = "", api_key_id: str = "",
+              nonce: str | None = None) -> str:
+    """The header value a front door sends with one request (``target``: the path and query
+    string as sent, e.g. ``/model/<id>/invoke``)."""
+    ts, nonce = int(now), nonce if nonce is not None else secrets.token_hex(16)
+    signed = signed_bytes(ts, nonce, method, signed_target(target),
+                          (account, organization, project, api_key_id),
+                          hashlib.sha256(body).hexdigest())
+    return f"v2 kid={key.key_id} ts={ts} nonce={nonce} sig={_mac(key.secret, signed)}"
+
+
+class _Nonces:
+    """The nonces taken in the accepted window, by the window slot of their assertion's time:
+    a slot is dropped once none of its assertions can be accepted any more."""
+
+    def __init__(self) -> None:
+        self._slots: dict[int, set[str]] = {}
+
+    def take(self, ts: int, nonce: str, now: float) -> bool:
+        """True the first time ``nonce`` is seen, False on a replay."""
+        for slot in [s for s in self._slots if (s + 2) * MAX_SKEW_S < now]:
+            del self._slots[slot]
+        seen = self._slots.setdefault(ts // MAX_SKEW_S, set())
+        if nonce in seen:
+            return False
+        seen.add(nonce)
+        return True
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._slots.values())
 
 
 class CallerAuth:
     def __init__(self, keys: list[CallerKey], mode: str = "required",
-                 account_header: str = "x-csp-account-id") -> None:
+                 account_header: str = "x-csp-account-id",
+                 on_refused: Callable[[str], None] | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"caller_auth must be one of {MODES}, got {mode!r}")
         self._keys = {k.key_id: k.secret for k in keys}
         self.mode = mode
         self.account_header = account_header.lower()
         self.refused: dict[str, int] = {}  # by reason
+        self.on_refused = on_refused
+        self.nonces = _Nonces()
 
     def check(self, identity: Mapping[str, str], value: str | None, body: bytes,
-              peer: str | None, now: float) -> None:
+              peer: str | None, now: float, *, method: str, target: str) -> None:
         """Raise 401 unless the request is proven (or, in ``loopback`` mode, unsigned from this
-        machine). ``identity``: the identity headers as sent (lower-case names)."""
+        machine). ``identity``: the identity headers as sent (lower-case names); ``method`` and
+        ``target``: the request line's (``:method`` and ``:path``, query string included)."""
         if value is None:
             if self.mode == "loopback" and _is_loopback(peer):
                 return
             self._refuse("unsigned", f"missing {ASSERTION_HEADER} header")
-        fields = dict(part.split("=", 1) for part in value.split(" ")[1:] if "=" in part)
-        if not value.startswith("v1 ") or not {"kid", "ts", "sig"} <= fields.keys():
+        scheme, _, rest = value.partition(" ")
+        if scheme != "v2":
+            self._refuse("unsupported_scheme" if scheme == "v1" else "malformed",
+                         f"{ASSERTION_HEADER} must be a v2 assertion")
+        parts = [part.partition("=") for part in rest.split(" ")]
+        fields = {name: field for name, eq, field in parts if eq}
+        if (len(parts) != len(_FIELDS) or sorted(fields) != sorted(_FIELDS)
+                or not _TS.fullmatch(fields["ts"]) or not _NONCE.fullmatch(fields["nonce"])
+                or not _SIG.fullmatch(fields["sig"])):
             self._refuse("malformed", f"malformed {ASSERTION_HEADER} header")
         secret = self._keys.get(fields["kid"])
         if secret is None:
             self._refuse("unknown_key", "the caller assertion's key is not trusted")
-        if not fields["ts"].isdigit() or abs(now - int(fields["ts"])) > MAX_SKEW_S:
+        ts = int(fields["ts"])
+        if abs(now - ts) > MAX_SKEW_S:
             self._refuse("expired", "the caller assertion is outside the accepted time window")
-        signed = _signed(int(fields["ts"]), (
+        signed = signed_bytes(ts, fields["nonce"], method, signed_target(target), (
             identity.get(self.account_header, ""), identity.get(ORGANIZATION_HEADER, ""),
-            identity.get(PROJECT_HEADER, ""), identity.get(API_KEY_HEADER, "")), body)
-        expected = hmac.new(secret, signed, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, fields["sig"]):
+            identity.get(PROJECT_HEADER, ""), identity.get(API_KEY_HEADER, "")),
+            hashlib.sha256(body).hexdigest())
+        if not hmac.compare_digest(_mac(secret, signed), fields["sig"]):
             self._refuse("bad_signature", "the caller assertion does not match this request")
+        if not self.nonces.take(ts, fields["nonce"], now):
+            self._refuse("replayed", "the caller assertion was already used")
 
     def _refuse(self, reason: str, message: str) -> NoReturn:
         self.refused[reason] = self.refused.get(reason, 0) + 1
+        if self.on_refused is not None:
+            self.on_refused(reason)
         raise BadRequest(401, message)
+
+
+def one_assertion(values: list[str]) -> str | None:
+    """The one assertion a request carries (None: unsigned); two are a 400."""
+    if len(values) > 1:
+        raise BadRequest(400, f"duplicate {ASSERTION_HEADER} header")
+    return values[0] if values else None
 
 
 def _is_loopback(peer: str | None) -> bool:
@@ -147,6 +238,7 @@ class SignedCaller:
         for name, value in self.headers.items():
             if value:
                 request.headers[name] = value
-        request.headers[ASSERTION_HEADER] = assertion(self.key, body=request.content,
-                                                      now=time.time(), **self.fields)
+        request.headers[ASSERTION_HEADER] = assertion(
+            self.key, method=request.method, target=request.url.raw_path.decode("latin-1"),
+            body=request.content, now=time.time(), **self.fields)
         return request

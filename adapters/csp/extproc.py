@@ -12,12 +12,11 @@ SEND, response body STREAMED (SSE) or BUFFERED (JSON). Per message:
   ``safeguards_csp_extproc_denied_total{reason}``, never passed through. A request that matches
   goes on with the normalised path. The identity headers are validated (``identity``); a bad or
   duplicate one is an immediate Anthropic error; a blocked account is refused here.
-- request body: the caller assertion is checked; on ``/v1/messages``, ``admit`` (check +
-  synchronous classification); a refusal is an immediate response (403/429 with
-  ``retry-after``/529), an intervention replaces the body. A body with no request headers before
-  it has no route: an immediate 500.
-- response headers: remembers whether the response streams; drops ``content-length`` when the
-  body may be rewritten.
+- request body: the caller assertion is checked (it binds ``:method``, ``:path`` and the body:
+  ``caller_auth``); on ``/v1/messages``, ``admit`` (check + synchronous classification); a
+  refusal is an immediate response (403/429 with ``retry-after``/529), an intervention replaces
+  the body. A body with no request headers before it has no route: an immediate 500.
+- response headers: notes whether the response streams; drops ``content-length`` if it may change.
 - response body: the completion is scored every ``gate.stream_classify_chars`` characters for
   accounts under ``terminate_stream``; once a score crosses the threshold, the chunk is cut at
   the crossing event and ends with ``stop_reason: "refusal"``, and later chunks are emptied.
@@ -51,6 +50,7 @@ from safeguards.adapters.csp.caller_auth import (
     CallerAuth,
     CallerKey,
     load_caller_keys,
+    one_assertion,
 )
 from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision, refusal
 from safeguards.adapters.csp.extproc_batches import (
@@ -119,6 +119,7 @@ class _Exchange:
     caller: Caller | None = None
     identity: dict[str, str] = field(default_factory=dict)  # the identity headers as sent
     proof: str | None = None  # the caller assertion
+    request_line: tuple[str, str] = ("", "")  # :method and :path, bound by the assertion
     peer: str | None = None  # the front door's address (the gRPC peer)
     route: Route | None = None  # the route table's match (None: no request headers seen)
     call: ProviderCall = MESSAGES_CALL  # the provider's API the route speaks
@@ -145,7 +146,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.metrics = metrics
         self.identity = identity
         keys = config.caller_keys or tuple(load_caller_keys(config.region))
-        self.caller_auth = CallerAuth(list(keys), config.caller_auth, config.account_header)
+        self.caller_auth = CallerAuth(list(keys), config.caller_auth, config.account_header,
+                                      on_refused=metrics.count_caller_refused)
         self.batches = BatchGate(admission, gate, metrics,
                                  classify_all_streams=config.classify_all_streams)
         self.exchanges = 0
@@ -201,8 +203,9 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         raise ValueError(f"unexpected ext_proc message {kind!r}")
 
     def _request_headers(self, ex: _Exchange, headers: pb.HttpHeaders) -> pb.ProcessingResponse:
-        target = match(header(headers.headers, ":method") or "",
-                       header(headers.headers, ":path") or "", batches=True)
+        ex.request_line = (header(headers.headers, ":method") or "",
+                           header(headers.headers, ":path") or "")
+        target = match(*ex.request_line, batches=True)
         if isinstance(target, Denied):
             self.metrics.extproc_denied.labels(target.reason).inc()
             allow = (("allow", target.allow),) if target.allow else ()
@@ -217,10 +220,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                      for h in headers.headers.headers]
             ex.caller = target.call.caller(self.identity.caller(pairs))
             ex.identity = {k: text(v) for k, v in pairs if k in self.identity.names}
-            proofs = [text(v) for k, v in pairs if k == ASSERTION_HEADER]
-            if len(proofs) > 1:
-                raise BadRequest(400, f"duplicate {ASSERTION_HEADER} header")
-            ex.proof = proofs[0] if proofs else None
+            ex.proof = one_assertion([text(v) for k, v in pairs if k == ASSERTION_HEADER])
             declared = header(headers.headers, "content-length")
             limit = self.config.max_body_bytes
             if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -228,7 +228,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if headers.end_of_stream:
                 if target.route not in _BODILESS:
                     raise BadRequest(400, "request body is required")
-                self.caller_auth.check(ex.identity, ex.proof, b"", ex.peer, time.time())
+                self.caller_auth.check(ex.identity, ex.proof, b"", ex.peer, time.time(),
+                                       method=ex.request_line[0], target=ex.request_line[1])
         except BadRequest as exc:
             self.metrics.rejected_requests.labels(str(exc.status)).inc()
             return immediate(exc.status, str(exc), api=ex.call.api)
@@ -251,7 +252,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 raise BadRequest(413, f"request body exceeds {self.config.max_body_bytes} bytes")
             if not body.end_of_stream:
                 return pb.ProcessingResponse(request_body=body_response())
-            self.caller_auth.check(ex.identity, ex.proof, bytes(ex.body), ex.peer, time.time())
+            self.caller_auth.check(ex.identity, ex.proof, bytes(ex.body), ex.peer, time.time(),
+                                   method=ex.request_line[0], target=ex.request_line[1])
             if ex.batch is not None:
                 return await batch_request_body(self.batches, ex.batch, ex.caller, bytes(ex.body))
             if not ex.route.generates:  # generates nothing: checked on its headers

@@ -108,5 +108,15 @@ class CspMetrics:
                                       "unhandled errors ext_proc answered with a fail-closed 500",
                                       ["stage"], registry=self.registry)
 
+        # requests refused by caller authentication, by reason (unsigned, bad_signature,
+        # replayed, expired, ...): a signed assertion moved to another route, model or body
+        # is a bad_signature
+        self.caller_refused = Counter("safeguards_csp_caller_refused",
+                                      "requests refused by caller authentication",
+                                      ["reason"], registry=self.registry)
+
+    def count_caller_refused(self, reason: str) -> None:
+        self.caller_refused.labels(reason).inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -118,7 +118,8 @@ class CspProxy:
         self.gate, self.link, self.feed, self.telemetry = i.gate, i.link, i.feed, i.telemetry
         self.classifier, self.metrics, self.identity = i.classifier, i.metrics, i.identity
         keys = config.caller_keys or tuple(load_caller_keys(config.region))
-        self.caller_auth = CallerAuth(list(keys), config.caller_auth, config.account_header)
+        self.caller_auth = CallerAuth(list(keys), config.caller_auth, config.account_header,
+                                      on_refused=self.metrics.count_caller_refused)
         self.admission = i.admission
         self._client: UpstreamClient | None = None
         self.answers = AnswerRelay(self.admission, self.gate, self.metrics, policy,
@@ -271,9 +272,13 @@ class CspProxy:
             if len(proofs) > 1:
                 raise BadRequest(400, f"duplicate {ASSERTION_HEADER} header")
             peer = scope.get("client")
+            raw = scope.get("raw_path") or scope["path"].encode("latin-1")
+            query = scope.get("query_string", b"")
             self.caller_auth.check({n: v.decode("latin-1") for n, v in identity},
                                    proofs[0].decode("latin-1") if proofs else None, body,
-                                   peer[0] if peer else None, time.time())
+                                   peer[0] if peer else None, time.time(),
+                                   method=scope["method"],
+                                   target=(raw + b"?" + query if query else raw).decode("latin-1"))
         return caller, body, forward
 
     async def _generate(self, scope: Scope, receive: Receive, send: Send,

@@ -226,7 +226,8 @@ async def test_a_required_caller_assertion_is_checked_on_the_body(
         await unsigned.close()
         assert status == 401
 
-        proof = assertion(DOOR, account="acct-door", body=raw, now=time.time())
+        proof = assertion(DOOR, method="POST", target="/v1/messages", account="acct-door",
+                          body=raw, now=time.time())
         signed = Exchange(stub.Process())
         pairs = {":method": "POST", ":path": "/v1/messages", "x-csp-account-id": "acct-door",
                  ASSERTION_HEADER: proof}
