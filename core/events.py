@@ -33,10 +33,13 @@ class RequestObserved:
     the ids the CSP passed with the request, the API key its regional fingerprint (an HMAC of the
     key's id, never the id); None when the CSP passed none. ``prompt_link`` is the regional link
     key of its newest user turn (``core.prompt_links``: an HMAC, never the text); None where it
-    had none."""
+    had none. ``fallback`` is the gate's fail-open or fail-closed fallback on it, as
+    ``<mode>:<cause>`` (``open:screen_classifier_timeout``, ``closed:stale_cache``; causes as
+    ``safeguards_csp_fallbacks_total`` counts them), None where it decided normally: the durable
+    record of when inline screening failed open or closed (``ops timeline``)."""
 
     TYPE: ClassVar[str] = "RequestObserved"
-    SCHEMA_VERSION: ClassVar[int] = 4
+    SCHEMA_VERSION: ClassVar[int] = 5
     OBSERVATION: ClassVar[bool] = True
 
     request_id: str
@@ -52,6 +55,7 @@ class RequestObserved:
     project_id: str | None = None
     api_key_fingerprint: str | None = None
     prompt_link: str | None = None
+    fallback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,11 @@ def upcast_request_observed_v3_v4(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def upcast_request_observed_v4_v5(body: dict[str, Any]) -> dict[str, Any]:
+    """v4 predates the gate's fallback mark: none was recorded."""
+    return body
+
+
 def upcast_account_linked_v1_v2(body: dict[str, Any]) -> dict[str, Any]:
     """v1 predates prompt links: every link was an organisation's or an API key's."""
     return body
@@ -48,6 +53,7 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("RequestObserved", 1): upcast_request_observed_v1_v2,
     ("RequestObserved", 2): upcast_request_observed_v2_v3,
     ("RequestObserved", 3): upcast_request_observed_v3_v4,
+    ("RequestObserved", 4): upcast_request_observed_v4_v5,
     ("AccountLinked", 1): upcast_account_linked_v1_v2,
     ("ScoreRecorded", 1): upcast_score_recorded_v1_v2,
 }

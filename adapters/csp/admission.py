@@ -38,6 +38,7 @@ from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.provider_api import MESSAGES_CALL, ProviderCall
 from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.turns import SeenTurns, newest_user_text, scoring_text
+from safeguards.core.events import Scores
 from safeguards.core.prompt_links import prompt_link_key
 
 # Request ids: a random per-process prefix and a counter (unique without a system call each).
@@ -113,7 +114,9 @@ class Admission:
             decision = Decision(BLOCK_ACTION, "prompt_elsewhere", 0, 0, status=403)
             self.gate.count(decision)
         else:
+            self.gate.take_fallback()  # a fallback from before is not this request's
             decision = self.gate.check(request, now)
+            request.fallback = self.gate.take_fallback()
         self._observe_check(time.perf_counter() - t0)
         if decision.needs_classify:
             decision = await self._classify(request, decision, prompt)
@@ -124,21 +127,21 @@ class Admission:
             scores, failure = await self.classifier.classify(
                 request.request_id, "prompt", prompt,
                 deadline_ms=self.gate.policy.gate.classify_deadline_ms)
-            return self.gate.resolve(decision, scores, failure=failure or "classifier_error")
+            return self._resolve(request, decision, scores, failure=failure or "classifier_error")
         # Screening: a short deadline, fail open; what it cannot score in time is served and
         # scored afterwards from the content stream like every request.
         gate_policy = self.gate.policy.gate
         if len(prompt) > gate_policy.screen_max_chars:
-            return self.gate.resolve(decision, None, failure="screen_too_long")
+            return self._resolve(request, decision, None, failure="screen_too_long")
         if self.first_stage is not None and gate_policy.screen_first_stage:
             verdict = self.first_stage.check(prompt)
             counts = self.gate.first_stage_verdicts
             counts[verdict.reason] = counts.get(verdict.reason, 0) + 1
             if verdict.clear:  # served without waiting on the classifier, scored afterwards
-                return self.gate.resolve(decision, (), clear_reason="first_stage_clear")
+                return self._resolve(request, decision, (), clear_reason="first_stage_clear")
         scores, failure = await self.classifier.classify(
             request.request_id, "prompt", prompt, deadline_ms=gate_policy.screen_deadline_ms)
-        return self.gate.resolve(decision, scores,
+        return self._resolve(request, decision, scores,
                                  failure=f"screen_{failure}" if failure else "screen_error")
 
     async def completion_verdict(self, request: GateRequest, completion: str) -> str | None:
@@ -146,7 +149,19 @@ class Admission:
         scores, failure = await self.classifier.classify(
             request.request_id, "completion", completion,
             deadline_ms=self.gate.policy.gate.classify_deadline_ms)
-        return self.gate.stream_verdict(scores, failure=failure or "classifier_error")
+        self.gate.take_fallback()
+        verdict = self.gate.stream_verdict(scores, failure=failure or "classifier_error")
+        request.fallback = self.gate.take_fallback() or request.fallback
+        return verdict
+
+    def _resolve(self, request: GateRequest, decision: Decision, scores: Scores | None, *,
+                 failure: str = "classifier_timeout", clear_reason: str = "") -> Decision:
+        """``gate.resolve``, its fallback (if any) marked on the request: nothing awaits
+        between clearing the gate's note and reading it, so it is this request's."""
+        self.gate.take_fallback()
+        final = self.gate.resolve(decision, scores, failure=failure, clear_reason=clear_reason)
+        request.fallback = self.gate.take_fallback() or request.fallback
+        return final
 
     def observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,
                 prompt: str, completion: str) -> None:

@@ -101,9 +101,9 @@ class GateRequest:
     HMAC of its newest user turn, ``core.prompt_links``): their enforcement applies to the
     request as well as the account's own (a prompt has one only once it was flagged)."""
 
-    __slots__ = ("account_id", "aggregates", "api_key_fingerprint", "model", "organization_id",
-                 "project_id", "prompt_chars", "prompt_link", "prompt_sha256", "request_id",
-                 "streamed", "surface")
+    __slots__ = ("account_id", "aggregates", "api_key_fingerprint", "fallback", "model",
+                 "organization_id", "project_id", "prompt_chars", "prompt_link", "prompt_sha256",
+                 "request_id", "streamed", "surface")
 
     def __init__(self, account_id: str, request_id: str, *, model: str = "", streamed: bool = False,
                  prompt_chars: int = 0, prompt_sha256: str = "", surface: str = "proxy",
@@ -121,6 +121,9 @@ class GateRequest:
         self.api_key_fingerprint = api_key_fingerprint
         self.prompt_link = prompt_link
         self.aggregates = aggregates_of(organization_id, api_key_fingerprint, prompt_link)
+        # the gate's fail-open/closed fallback on it (``<mode>:<cause>``), set by the admission
+        # and carried in its RequestObserved signal: the durable record of fallbacks
+        self.fallback: str | None = None
 
 
 class GateResponse:

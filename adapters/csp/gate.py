@@ -68,6 +68,7 @@ class Gate:
         self.last_contact = -math.inf  # Unix seconds of the last message/heartbeat from the stream
         self.counts: dict[tuple[str, str], int] = {}
         self.fallbacks: dict[tuple[str, str], int] = {}
+        self.last_fallback: str | None = None  # ``<mode>:<cause>``, see take_fallback
         self.first_stage_verdicts: dict[str, int] = {}  # the screening cascade's, by verdict
         self.rates: SharedRates | None = None  # worker processes' shared GCRA (shared_rates)
         self.commands_applied = 0
@@ -390,3 +391,9 @@ class Gate:
     def _fallback(self, cause: str, mode: str) -> None:
         key = (cause, mode)
         self.fallbacks[key] = self.fallbacks.get(key, 0) + 1
+        self.last_fallback = f"{mode}:{cause}"
+
+    def take_fallback(self) -> str | None:
+        """The fallback the last synchronous call made (None: none), cleared."""
+        taken, self.last_fallback = self.last_fallback, None
+        return taken

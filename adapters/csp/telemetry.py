@@ -170,7 +170,7 @@ class Telemetry:
                     streamed=request.streamed, action=action,
                     organization_id=request.organization_id, project_id=request.project_id,
                     api_key_fingerprint=request.api_key_fingerprint,
-                    prompt_link=request.prompt_link,
+                    prompt_link=request.prompt_link, fallback=request.fallback,
                 ),
             )
             out.append((inputs, encode_signal(signal), home, context))

@@ -88,6 +88,7 @@ async def _test_sdk_non_streaming_and_streaming_pass_through(
     first = observed[0]
     assert isinstance(first, RequestObserved)
     assert first.action == "allow" and first.surface == "proxy" and first.output_tokens > 0
+    assert first.fallback is None  # screened as usual: no fail-open or fail-closed mark
     assert len(first.prompt_sha256) == 64 and first.prompt_chars == len("hello there")
     assert b"hello there" not in msgs[0].data
     content = await js.pull_subscribe(f"sg.{region.name}.content.>",
@@ -256,6 +257,13 @@ async def _test_classifier_deadline_miss_is_a_counted_fallback(
     assert time.perf_counter() - started < 1.5
     assert closed.value.status_code == 529
     assert running_proxy.proxy.gate.fallbacks[("classifier_timeout", "closed")] == 1
+    # and durably: the request's signal says so (what ``ops timeline`` reads back)
+    await eventually(lambda: running_proxy.proxy.telemetry.sent >= 1, 10)
+    sub = await region.nc.jetstream().pull_subscribe(
+        f"sg.{region.name}.acct.*.acct-late", stream=stream_name(region.name, "INPUTS"))
+    observed = decode_signal((await sub.fetch(1, timeout=5))[0].data).observation
+    assert isinstance(observed, RequestObserved)
+    assert (observed.action, observed.fallback) == ("block", "closed:classifier_timeout")
 
 
 async def test_stream_is_ended_with_refusal_when_the_score_crosses(

@@ -58,7 +58,8 @@ request_observed = st.builds(RequestObserved, request_id=texts, model=texts, sur
                              organization_id=st.none() | account_ids,
                              project_id=st.none() | account_ids,
                              api_key_fingerprint=st.none() | keyed_hashes,
-                             prompt_link=st.none() | keyed_hashes)
+                             prompt_link=st.none() | keyed_hashes,
+                             fallback=st.none() | texts)
 score_recorded = st.builds(ScoreRecorded, request_id=texts,
                            content_kind=st.sampled_from(("prompt", "completion")),
                            content_sha256=sha, content_chars=small, model_name=texts,
