@@ -5,7 +5,12 @@ port with its own data directory, unless the environment names servers to use in
 ``SAFEGUARDS_NATS_URL`` (one server, or a cluster's servers comma-separated);
 ``SAFEGUARDS_DATABASE_URL_<REGION>`` for one region's database; or
 ``SAFEGUARDS_DATABASE_URL``, a server on which each region gets its own database
-(``safeguards_<region>``), so that no two regions ever share one. The NATS it starts admits
+(``safeguards_<region>``), so that no two regions ever share one. On a server it starts or is
+named with ``SAFEGUARDS_DATABASE_URL`` (the administrative credential), each region gets its own
+login role and password (``store.region_roles``: ``sg_<region>``, the password in the state
+folder), the only role that may connect to its database; the regions' processes connect with
+that, never with the administrator's (a ``SAFEGUARDS_DATABASE_URL_<REGION>`` is used as given:
+provision it with ``safeguards ops provision``). The NATS it starts admits
 no one but the regions' role identities (``bus.nats_auth``: gate, node, classifier, operator
 per region, keys in the state folder), each allowed only its own region's subjects.
 ``nats_servers=3`` gives each region a three-node JetStream cluster of its own instead
@@ -27,28 +32,14 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
 from safeguards.adapters.bus.nats_auth import make_identities, server_authorization
 from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
 from safeguards.adapters.embedded.nats_cluster import EmbeddedNatsCluster
+from safeguards.adapters.store.region_roles import PROVISION_TIMEOUT_S, provision_region
 from safeguards.regions.config import RegionConfig, env_override
-
-
-async def _database_on(server_url: str, name: str) -> str:
-    """``name`` on the server of ``server_url`` (created if missing); its URL."""
-    import asyncpg
-
-    with anyio.fail_after(30):
-        conn = await asyncpg.connect(server_url)
-        try:
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
 
 
 @contextlib.asynccontextmanager
@@ -80,15 +71,16 @@ async def embedded_infrastructure(data_dir: Path, regions: tuple[str, ...], *,
             nats_url = nats_urls.get(region) or shared_nats
             assert nats_url is not None
             db_url = os.environ.get(f"SAFEGUARDS_DATABASE_URL_{region.upper()}") or None
-            shared = env_override("SAFEGUARDS_DATABASE_URL")
-            if db_url is None and shared is not None:
-                db_url = await _database_on(shared, f"safeguards_{region}")
-            if db_url is None:
+            admin_url = env_override("SAFEGUARDS_DATABASE_URL")
+            if db_url is None and admin_url is None:
                 pg = EmbeddedPostgres(data_dir / f"postgres-{region}")
                 stack.callback(pg.close)
                 await anyio.to_thread.run_sync(pg.start)
-                db_url = await anyio.to_thread.run_sync(pg.create_database,
-                                                        f"safeguards_{region}")
+                admin_url = pg.url()
+            if db_url is None:
+                assert admin_url is not None
+                with anyio.fail_after(PROVISION_TIMEOUT_S * 2):  # role, database, migration
+                    db_url = await provision_region(admin_url, region)
             configs.append(RegionConfig(name=region, database_url=db_url, nats_url=nats_url))
         yield configs
 

