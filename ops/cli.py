@@ -55,7 +55,7 @@ OPS_MODULES: tuple[str, ...] = ("safeguards.ops.analysis_cli", "safeguards.ops.a
                                 "safeguards.ops.queue_cli", "safeguards.ops.policy_cli",
                                 "safeguards.ops.operators_cli", "safeguards.ops.verify_cli",
                                 "safeguards.ops.nats_cli", "safeguards.ops.erase_cli",
-                                "safeguards.ops.homes_cli")
+                                "safeguards.ops.homes_cli", "safeguards.ops.timeline_cli")
 
 
 class UsageError(InvalidInput):
@@ -136,7 +136,8 @@ def timeline_row(event: Event) -> dict[str, Any]:
         detail = f"{b.action} via {b.surface}, model {b.model}, {b.input_tokens}+" \
                  f"{b.output_tokens} tokens" + (f", organisation {b.organization_id}"
                                                 if b.organization_id else "") + (
-                     f", prompt link {b.prompt_link}" if b.prompt_link else "")
+                     f", prompt link {b.prompt_link}" if b.prompt_link else "") + (
+                     f", gate fallback {b.fallback}" if b.fallback else "")
     elif isinstance(b, ScoreRecorded):
         top = sorted(b.scores, key=lambda s: -s[1])[:3]
         notes = [b.content_kind, f"{b.model_name} {b.model_version}"]

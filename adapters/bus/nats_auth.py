@@ -196,6 +196,8 @@ def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -
         publish += [f"sg.{r}.acct.>", *_stream_info(inputs), *_kv_read(policy),
                     # the console's health page: dead letters and the enforcement stream's head
                     *_stream_info(dlq), *_stream_info(enforce),
+                    # ``ops timeline``: the dead letters of a window, read by sequence
+                    *_get(dlq),
                     # onboarding and migrations write the region's directory
                     f"$KV.{homes}.>", *_stream_admin(f"KV_{homes}"), *_kv_read(homes)]
     publish += _home_forwarding(role, tuple(p for p in peers if p != r))
