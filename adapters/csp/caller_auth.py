@@ -2,7 +2,7 @@
 
 Each request carries a signed assertion in ``x-csp-caller-assertion``::
 
-    v2 kid=<key id> ts=<unix seconds> nonce=<32 hex> sig=<hex HMAC-SHA256>
+    v2 kid=<key id> ts=<unix seconds> nonce=<32 hex> sig=<64 hex: HMAC-SHA256>  (in this order)
 
 over the scheme name ``sg-caller-v2``, the time, the nonce, the request's method, its target
 (``signed_target``: the normalised path the route table matches, which holds Bedrock's model id
@@ -51,10 +51,9 @@ ASSERTION_HEADER = "x-csp-caller-assertion"
 SCHEME = "sg-caller-v2"
 MAX_SKEW_S = 300
 MODES = ("required", "loopback")
-_FIELDS = ("kid", "ts", "nonce", "sig")
-_NONCE = re.compile(r"[0-9a-f]{32}")
-_SIG = re.compile(r"[0-9a-f]{64}")
-_TS = re.compile(r"[0-9]{1,12}")
+# the fields in this order, one space apart: anything else is malformed
+_V2 = re.compile(r"v2 kid=([A-Za-z0-9-]+) ts=([0-9]{1,12}) nonce=([0-9a-f]{32}) "
+                 r"sig=([0-9a-f]{64})")
 
 
 class _Url(Protocol):
@@ -100,12 +99,13 @@ def signed_target(raw_target: str) -> str:
 
 def signed_bytes(ts: int, nonce: str, method: str, target: str,
                  identity: tuple[str, str, str, str], body_digest: str) -> bytes:
-    """What is signed: every field length-prefixed, so distinct requests never sign alike."""
-    out = bytearray()
-    for item in (SCHEME, str(ts), nonce, method, target, *identity, body_digest):
-        data = item.encode("utf-8", "surrogatepass")
-        out += b"%d:%b\n" % (len(data), data)
-    return bytes(out)
+    """What is signed: every field length-prefixed (its length in UTF-8 bytes), so distinct
+    requests never sign alike."""
+    items = (SCHEME, str(ts), nonce, method, target, *identity, body_digest)
+    if all(item.isascii() for item in items):  # the usual case: one encoding, lengths in chars
+        return "".join([f"{len(item)}:{item}\n" for item in items]).encode("ascii")
+    encoded = [item.encode("utf-8", "surrogatepass") for item in items]
+    return b"".join([b"%d:%b\n" % (len(data), data) for data in encoded])
 
 
 def _mac(secret: bytes, signed: bytes) -> str:
@@ -130,11 +130,14 @@ class _Nonces:
 
     def __init__(self) -> None:
         self._slots: dict[int, set[str]] = {}
+        self._pruned_at = 0.0
 
     def take(self, ts: int, nonce: str, now: float) -> bool:
         """True the first time ``nonce`` is seen, False on a replay."""
-        for slot in [s for s in self._slots if (s + 2) * MAX_SKEW_S < now]:
-            del self._slots[slot]
+        if now - self._pruned_at >= 1.0:
+            self._pruned_at = now
+            for slot in [s for s in self._slots if (s + 2) * MAX_SKEW_S < now]:
+                del self._slots[slot]
         seen = self._slots.setdefault(ts // MAX_SKEW_S, set())
         if nonce in seen:
             return False
@@ -167,29 +170,25 @@ class CallerAuth:
             if self.mode == "loopback" and _is_loopback(peer):
                 return
             self._refuse("unsigned", f"missing {ASSERTION_HEADER} header")
-        scheme, _, rest = value.partition(" ")
-        if scheme != "v2":
-            self._refuse("unsupported_scheme" if scheme == "v1" else "malformed",
-                         f"{ASSERTION_HEADER} must be a v2 assertion")
-        parts = [part.partition("=") for part in rest.split(" ")]
-        fields = {name: field for name, eq, field in parts if eq}
-        if (len(parts) != len(_FIELDS) or sorted(fields) != sorted(_FIELDS)
-                or not _TS.fullmatch(fields["ts"]) or not _NONCE.fullmatch(fields["nonce"])
-                or not _SIG.fullmatch(fields["sig"])):
+        fields = _V2.fullmatch(value)
+        if fields is None:
+            if value.startswith("v1 "):
+                self._refuse("unsupported_scheme", f"{ASSERTION_HEADER} must be a v2 assertion")
             self._refuse("malformed", f"malformed {ASSERTION_HEADER} header")
-        secret = self._keys.get(fields["kid"])
+        key_id, ts_text, nonce, sig = fields.groups()
+        secret = self._keys.get(key_id)
         if secret is None:
             self._refuse("unknown_key", "the caller assertion's key is not trusted")
-        ts = int(fields["ts"])
+        ts = int(ts_text)
         if abs(now - ts) > MAX_SKEW_S:
             self._refuse("expired", "the caller assertion is outside the accepted time window")
-        signed = signed_bytes(ts, fields["nonce"], method, signed_target(target), (
+        signed = signed_bytes(ts, nonce, method, signed_target(target), (
             identity.get(self.account_header, ""), identity.get(ORGANIZATION_HEADER, ""),
             identity.get(PROJECT_HEADER, ""), identity.get(API_KEY_HEADER, "")),
             hashlib.sha256(body).hexdigest())
-        if not hmac.compare_digest(_mac(secret, signed), fields["sig"]):
+        if not hmac.compare_digest(_mac(secret, signed), sig):
             self._refuse("bad_signature", "the caller assertion does not match this request")
-        if not self.nonces.take(ts, fields["nonce"], now):
+        if not self.nonces.take(ts, nonce, now):
             self._refuse("replayed", "the caller assertion was already used")
 
     def _refuse(self, reason: str, message: str) -> NoReturn:
