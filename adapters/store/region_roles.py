@@ -33,6 +33,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 
 from safeguards.adapters.keyfiles import read_or_make, state_dir
+from safeguards.adapters.store.errors import translate_errors
 from safeguards.core.ids import validate_region
 
 ROLE_PREFIX = "sg_"
@@ -146,16 +147,17 @@ async def provision_region(admin_url: str, region: str, database: str | None = N
 
     role, database = region_role(region), database or region_database(region)
     verifier = scram_verifier(region_password(region, directory))
-    conn = await asyncpg.connect(admin_url, timeout=PROVISION_TIMEOUT_S)
-    try:
-        await _ensure_role(conn, role, verifier)
-        await _ensure_database(conn, database)
-        await conn.execute(f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC")
-        await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {_ident(database)} "
-                           f"TO {_ident(role)}")
-    finally:
-        await conn.close()
     admin_db_url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{database}"))
-    await migrate(admin_db_url)
-    await _grant(admin_db_url, role)
+    with translate_errors():
+        conn = await asyncpg.connect(admin_url, timeout=PROVISION_TIMEOUT_S)
+        try:
+            await _ensure_role(conn, role, verifier)
+            await _ensure_database(conn, database)
+            await conn.execute(f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC")
+            await conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {_ident(database)} "
+                               f"TO {_ident(role)}")
+        finally:
+            await conn.close()
+        await migrate(admin_db_url)
+        await _grant(admin_db_url, role)
     return region_url(admin_url, region, database)

@@ -149,3 +149,18 @@ async def test_the_store_works_under_the_region_role(
             await raw.execute("DELETE FROM events WHERE account_id = 'acct-a'")
     finally:
         await raw.close()
+
+
+async def test_ops_provision_repeats_safely_and_prints_no_password(
+        two_regions: Regions, capsys: pytest.CaptureFixture[str]) -> None:
+    region = next(iter(two_regions.urls))
+    capsys.readouterr()
+    assert await run_cli("ops", "provision", "--region", region, "--admin-url",
+                         two_regions.admin_url, "--database",
+                         two_regions.databases[region]) == 0
+    out = capsys.readouterr().out
+    assert region_password(region) not in out
+    summary = json.loads(out)
+    assert summary["database_url"] == two_regions.urls[region]
+    assert summary["role"] == region_role(region) and summary["revision"] == await migrate(
+        two_regions.urls[region])
