@@ -21,6 +21,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from safeguards.adapters import tracing
@@ -316,20 +318,23 @@ class CspProxy:
     async def _traced_generate(self, scope: Scope, receive: Receive, send: Send,
                                target: Target) -> None:
         """``_generate`` in the request's span (GenAI conventions; the model, usage and action
-        are added where they are known, ``telemetry``). No exception text is recorded."""
+        are added where they are known, ``telemetry``). No exception text is recorded. (Span
+        attributes cost: few here; the region and service belong to the resource.)"""
         assert tracing.TRACER is not None
         api = target.call.api.name
-        with tracing.TRACER.start_as_current_span(
-                "safeguards.proxy.request", kind=SpanKind.SERVER, record_exception=False,
-                set_status_on_exception=False,
-                attributes={tracing.GEN_AI_SYSTEM: tracing.GEN_AI_SYSTEMS.get(api, api),
-                            tracing.GEN_AI_OPERATION: "chat", "safeguards.surface": "proxy",
-                            "safeguards.region": self.config.region}) as span:
-            try:
-                await self._generate(scope, receive, send, target)
-            except BaseException as exc:
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                raise
+        span = tracing.TRACER.start_span(
+            "safeguards.proxy.request", kind=SpanKind.SERVER,
+            attributes={tracing.GEN_AI_SYSTEM: tracing.GEN_AI_SYSTEMS.get(api, api),
+                        tracing.GEN_AI_OPERATION: "chat"})
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            await self._generate(scope, receive, send, target)
+        except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     # --- /v1/messages/count_tokens and /v1/models ----------------------------------------------
 

@@ -334,8 +334,7 @@ def _request_span(request: GateRequest, action: str, input_tokens: int,
                              tracing.GEN_AI_INPUT_TOKENS: input_tokens,
                              tracing.GEN_AI_OUTPUT_TOKENS: output_tokens,
                              "safeguards.action": action,
-                             "safeguards.request_id": request.request_id,
-                             "safeguards.prompt_chars": request.prompt_chars})
+                             "safeguards.request_id": request.request_id})
     return context
 
 
