@@ -1,15 +1,15 @@
 """``safeguards ops timeline``: a region's postmortem report, one self-contained HTML file.
 
-    safeguards ops timeline --region eu --since=-24h --until now --out report.html
+    safeguards ops timeline --region eu --since -24h --until now --out report.html
     safeguards ops timeline --region eu --since 2026-12-01T08:00Z --until 2026-12-01T14:00Z \\
         --operator alice --nats nats://... --out incident-17.html
 
 Fail-open/closed windows, enforcement lag, dead letters, enforcement changes by rule and
 operator actions in the window, with plots (``ops.postmortem``). Times: ISO 8601 with a zone,
-``now``, or ``-N`` s/m/h/d before now (written ``--since=-24h``: argparse reads a separate
-``-24h`` as an option); a window is at most 31 days. The reader (``--operator``,
-else $SAFEGUARDS_OPERATOR, else the OS user) must be an analyst or admin registered in the
-region, and the read is recorded (signed where they hold their key) before anything is read.
+``now``, or ``-N`` s/m/h/d before now (``--since -24h``); a window is at most 31 days. The
+reader (``--operator``, else $SAFEGUARDS_OPERATOR, else the OS user) must be an analyst or admin
+registered in the region, and the read is recorded (signed where they hold their key) before
+anything is read.
 Database as for ``ops history``; NATS (``--nats``, default $SAFEGUARDS_NATS_URL) for the
 dead-letter stream: without it, the report says dead letters were not read.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ def register_ops(ops_sub: Any) -> None:
                          "enforcement by rule, operator actions) as self-contained HTML")
     timeline.add_argument("--region", required=True, help="the residency region")
     timeline.add_argument("--since", required=True,
-                          help="ISO 8601 time with a zone, or relative: --since=-24h (-90m, -7d)")
+                          help="ISO 8601 time with a zone, or relative: -24h, -90m, -7d")
     timeline.add_argument("--until", default="now", help="as --since (default: now)")
     timeline.add_argument("--out", type=Path, required=True, help="where to write the report")
     timeline.add_argument("--operator", default=None,
@@ -42,6 +43,9 @@ def register_ops(ops_sub: Any) -> None:
     timeline.add_argument("--database-url", default=None, help=DB_HELP)
     timeline.add_argument("--nats", default=None,
                           help="the region's NATS, for dead letters ($SAFEGUARDS_NATS_URL)")
+    # ``--since -24h``: argparse takes a value that starts with "-" for an option unless it
+    # looks like a negative number; here -N[smhd] does (no option of this parser does)
+    timeline._negative_number_matcher = re.compile(r"^-\d+[smhd]?$|^-\d*\.\d+$")
     timeline.set_defaults(handler=_timeline)
 
 

@@ -130,7 +130,7 @@ async def test_the_report_shows_a_regions_incidents_from_durable_records(
     common = ["ops", "timeline", "--region", region, "--database-url", fresh_database_url,
               "--nats", nats_url, "--out", str(out)]
     monkeypatch.setenv("SAFEGUARDS_OPERATOR", "carol")
-    assert await run_cli(*common, "--since=-3h", "--until", "now") == 0
+    assert await run_cli(*common, "--since", "-3h", "--until", "now") == 0
     page = out.read_text("utf-8")
     assert ("31 requests, 2 fallback window(s), 6 enforcement changes, 1 dead letters, "
             "2 operator actions") in capsys.readouterr().out
@@ -179,7 +179,7 @@ async def test_the_report_shows_a_regions_incidents_from_durable_records(
     unknown = [*common[:3], "zz9", *common[4:]]
     assert await run_cli(*unknown, "--since=-3h") == 2
     assert "error: unknown region 'zz9'" in capsys.readouterr().err
-    assert await run_cli(*common, "--since=-1h", "--until=-2h") == 2
+    assert await run_cli(*common, "--since", "-1h", "--until=-2h") == 2
     assert "must be after --since" in capsys.readouterr().err
     assert await run_cli(*common, "--since=-40d") == 2
     assert "at most 31 days; this one is 40.0" in capsys.readouterr().err
