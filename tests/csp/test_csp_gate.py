@@ -77,7 +77,11 @@ def test_screening_fails_open(gate: Gate) -> None:
     late = gate.resolve(d, None, failure="screen_classifier_timeout")
     assert (late.action, late.reason, late.status) == ("allow", "fail_open", 200)
     assert gate.fallbacks[("screen_classifier_timeout", "open")] == 1
+    # what the admission marks on the request's signal, once (``RequestObserved.fallback``)
+    assert gate.take_fallback() == "open:screen_classifier_timeout"
+    assert gate.take_fallback() is None
     assert gate.resolve(d, (("cyber", 0.1),)).reason == "screened_clear"
+    assert gate.take_fallback() is None
     stale = gate.check(req("fresh"), T0 + 10_000 + gate.policy.gate.max_staleness_s + 1)
     assert stale.status == 200 and stale.screen_only
 
@@ -200,6 +204,7 @@ def test_stale_cache_serves_last_known_state_and_counts(gate: Gate) -> None:
     d = gate.check(req("c"), late)
     assert (d.action, d.reason, d.status) == (BLOCK_ACTION, "fail_closed", 529)
     assert gate.fallbacks[("stale_cache", "closed")] == 1
+    assert gate.take_fallback() == "closed:stale_cache"
     gate.touch(late)
     gate.check(req("b"), late)
     assert gate.fallbacks[("stale_cache", "open")] == 2
