@@ -152,6 +152,7 @@ class Postmortem:
     windows: list[FallbackWindow] = field(default_factory=list)
     fallbacks_truncated: bool = False
     rules: dict[str, RuleMoves] = field(default_factory=dict)
+    decisions_truncated: bool = False  # more enforcement changes and actions than MAX_ROWS
     lag_max_s: list[float | None] = field(default_factory=list)
     commands: int = 0
     unsent: int = 0
@@ -220,6 +221,7 @@ async def read_store(store: Any, pm: Postmortem) -> None:
         _fallbacks(pm, [event_from_row(r) for r in rows])
         rows = await db.fetch(_OF_TYPES, pm.region, ["EnforcementChanged", *OPERATOR_TYPES],
                               pm.since, pm.until, MAX_ROWS)
+        pm.decisions_truncated = len(rows) == MAX_ROWS
         for event in (event_from_row(r) for r in rows):
             _decision(pm, event)
         for b, commands, unsent, lag in await db.fetch(_LAG, pm.since, pm.until, pm.bucket_s,

@@ -84,7 +84,8 @@ def _fallback_section(pm: Postmortem) -> str:
     rows = [(f"fail-{w.mode}", _iso(w.start), _iso(w.end), str(w.end - w.start), w.requests,
              len(w.accounts), ", ".join(f"{c} {n}" for c, n in sorted(w.causes.items())))
             for w in pm.windows]
-    note = (f"<p><b>Only the first {MAX_ROWS} fallback requests were read</b>.</p>"
+    note = (f"<p><b>Only the first {MAX_ROWS} fallback requests were read</b>: narrow the "
+            "window.</p>"
             if pm.fallbacks_truncated else "")
     return (f"<p>{sum(pm.fail_open)} requests served on a fail-open fallback, "
             f"{sum(pm.fail_closed)} refused on a fail-closed one, of {sum(pm.requests)} "
@@ -101,7 +102,9 @@ def _rules_section(pm: Postmortem) -> str:
              ", ".join(f"L{lv}: {len(a)}" for lv, a in sorted(m.to_level.items())))
             for rule, m in ranked]
     series = [(rule, [float(n) for n in m.per_bucket]) for rule, m in ranked[:TOP_RULES]]
-    return (_table(("rule", "changes", "accounts", "accounts moved to each level"), rows)
+    note = (f"<p><b>Only the first {MAX_ROWS} enforcement changes and operator actions were "
+            "read</b>: narrow the window.</p>" if pm.decisions_truncated else "")
+    return note + (_table(("rule", "changes", "accounts", "accounts moved to each level"), rows)
             + (plot_svg(pm, series, "changes", pm.windows) if series else ""))
 
 
@@ -130,8 +133,9 @@ def _dead_letter_section(pm: Postmortem) -> str:
 def _operator_section(pm: Postmortem) -> str:
     who = ", ".join(f"{o} {n}" for o, n in sorted(pm.operator_counts.items())) or "none"
     rows = [(_iso(r.at), r.account, r.operator, r.kind, r.what) for r in pm.operators]
-    return (f"<p>By operator: {_e(who)}. Their reasons are personal data and stay in each "
-            "account's history (<code>safeguards ops history ACCOUNT</code>).</p>"
+    return (f"<p>By operator: {_e(who)}. The first {LISTED} are listed; their reasons are "
+            "personal data and stay in each account's history (<code>safeguards ops history "
+            "ACCOUNT</code>).</p>"
             + _table(("time", "account", "operator", "event", "what"), rows))
 
 
