@@ -12,6 +12,12 @@ listen, a PostgreSQL database per region, and each region's whole service. Then:
   eu's streams); each refusal by the server counted against the attempts;
 - ``foreign_writes_refused``: a us store opened on eu's database (append and read), and an eu
   event appended through a us store;
+- ``cross_region_db_connect_refused``: each region's processes connect as its own PostgreSQL
+  role (``store.region_roles``, ``scram-sha-256`` on the embedded servers); for each region, its
+  credential is tried on the other's database on the other's server and on a server holding both
+  regions' databases (us's, where eu is provisioned too), the other's role with this region's
+  password, and a node's start (``migrate``) on the other's database, which must end in the typed
+  ``CredentialRefused``; each refusal counted against the attempts;
 - ``canary_leaks``: prompts carrying a canary through the us proxy, from us accounts and from
   accounts homed in eu (their scores go to eu, home routing); every message the auditor
   sees on eu subjects, and every event and dead letter in eu's database, is searched for it (a
@@ -35,8 +41,9 @@ listen, a PostgreSQL database per region, and each region's whole service. Then:
   searched: the account id stays, and an organisation's or API key's own history keeps its key.
 
 Ends with one JSON line: ``{"cross_region_publish_refused", "cross_region_subscribe_refused",
-"foreign_writes_refused", "canary_leaks", "erased_plaintext_found", "hopper_harmful_served",
-...}`` (each refusal figure as "refused/attempted").
+"foreign_writes_refused", "cross_region_db_connect_refused", "canary_leaks",
+"erased_plaintext_found", "hopper_harmful_served", ...}`` (each refusal figure as
+"refused/attempted").
 """
 
 from __future__ import annotations
@@ -67,6 +74,13 @@ from safeguards.adapters.bus.nats_auth import (
 )
 from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
 from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.adapters.store.errors import CredentialRefused
+from safeguards.adapters.store.region_roles import (
+    provision_region,
+    region_password,
+    region_url,
+    with_region_password,
+)
 from safeguards.core.erasure import PERSONAL_FIELDS
 from safeguards.core.errors import ResidencyViolation
 from safeguards.core.events import OperatorActionTaken
@@ -132,6 +146,39 @@ async def foreign_writes(configs: dict[str, RegionConfig]) -> list[int]:
     return [refused, attempted]
 
 
+async def cross_region_connects(servers: dict[str, str]) -> list[int]:
+    """[refused, attempted]: each region's credential on the other's database (the other's
+    server, and ``servers[HOME]``, where both regions have one), the other's role with this
+    region's password, and a node's start there. ``servers``: region -> administrator's URL."""
+    refused = attempted = 0
+
+    async def refused_by(attempt: Any, *errors: type[BaseException]) -> None:
+        nonlocal refused, attempted
+        attempted += 1
+        try:
+            conn = await attempt
+        except errors:
+            refused += 1
+        else:
+            await conn.close()
+
+    refusals = (asyncpg.InsufficientPrivilegeError, asyncpg.InvalidPasswordError,
+                asyncpg.InvalidAuthorizationSpecificationError)
+    for mine, theirs in ((HOME, OTHER), (OTHER, HOME)):
+        for server in {servers[theirs], servers[HOME]}:
+            await refused_by(asyncpg.connect(with_region_password(
+                region_url(server, mine, f"safeguards_{theirs}"))), *refusals)
+        wrong = region_url(servers[theirs], theirs).replace(
+            "@", f":{region_password(mine)}@", 1)
+        await refused_by(asyncpg.connect(wrong), *refusals)
+        attempted += 1
+        try:
+            await migrate(region_url(servers[theirs], mine, f"safeguards_{theirs}"))
+        except CredentialRefused:
+            refused += 1
+    return [refused, attempted]
+
+
 async def _ask(http: httpx.AsyncClient, proxy: str, account: str, text: str) -> None:
     body = {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": text}]}
     response = await http.post(proxy + "/v1/messages", json=body, headers={
@@ -159,7 +206,7 @@ async def histories_of(result: SimulationResult, stores: Any) -> list[int]:
 
 
 async def found_in_database(url: str, canary: bytes) -> int:
-    conn = await asyncpg.connect(url)
+    conn = await asyncpg.connect(with_region_password(url))  # as the region's role: its rows
     try:
         hits = 0
         for table, column in (("events", "body"), ("outbox", "payload"),
@@ -199,7 +246,7 @@ async def erased_plaintext(url: str, dead_letters: list[bytes]) -> tuple[dict[st
                   for name in PERSONAL_FIELDS.get(e.type, ())
                   if getattr(e.body, name, None) is not None}
         await store.erase(ERASED_ACCOUNT, "bench-op", datetime.now(UTC))
-    conn = await asyncpg.connect(url)
+    conn = await asyncpg.connect(with_region_password(url))
     where: dict[str, int] = {}
     try:
         for value in sorted(values):
@@ -234,12 +281,14 @@ async def run(tmp: Path) -> dict[str, Any]:
     seen: list[tuple[str, bytes]] = []
     with contextlib.ExitStack() as stack:
         nats = stack.enter_context(EmbeddedNats(tmp / "nats", authorization=authorization))
-        configs = {}
-        for region in (HOME, OTHER):
+        configs, servers = {}, {}
+        for region in (HOME, OTHER):  # as ``safeguards run`` does: a role of its own
             pg = stack.enter_context(EmbeddedPostgres(tmp / f"pg-{region}"))
-            url = pg.create_database(f"safeguards_{region}")
-            await migrate(url)
-            configs[region] = RegionConfig(region, url, nats.url)
+            servers[region] = pg.url()
+            configs[region] = RegionConfig(region, await provision_region(pg.url(), region),
+                                           nats.url)
+        await provision_region(servers[HOME], OTHER)  # us's server holds eu's database too
+        db_connects = await cross_region_connects(servers)
         figures = await cross_region(nats.url, identities)
         async with running_stack(list(configs.values())) as endpoints:
             listener = await connect(nats.url, name="auditor", once=True,
@@ -283,6 +332,7 @@ async def run(tmp: Path) -> dict[str, Any]:
         "cross_region_publish_refused": "{}/{}".format(*figures["publish"]),
         "cross_region_subscribe_refused": "{}/{}".format(*figures["subscribe"]),
         "foreign_writes_refused": "{}/{}".format(*writes),
+        "cross_region_db_connect_refused": "{}/{}".format(*db_connects),
         "canary_leaks": leaks_bus + leaks_db,
         "erased_plaintext_found": sum(erased_hits.values()),
         "hopper_harmful_served": result.personas[0].max_harmful_served,
