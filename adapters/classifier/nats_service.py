@@ -35,6 +35,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError
 
+from safeguards.adapters import tracing
 from safeguards.adapters.bus.dlq import DeadLetters, header_safe
 from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.inbound import JetStreamMessage
@@ -58,12 +59,7 @@ from safeguards.core.content import ClassifyReply, ClassifyRequest, ContentItem
 from safeguards.core.errors import CodecError, InvalidAccountId, InvalidInput, SafeguardsError
 from safeguards.core.events import ScoreRecorded, Signal
 from safeguards.core.ids import aggregate_kind, derive_id, validate_region
-from safeguards.core.subjects import (
-    classify_subject,
-    content_subject,
-    inputs_subject,
-    stream_name,
-)
+from safeguards.core.subjects import classify_subject, content_subject, inputs_subject, stream_name
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +195,9 @@ class ClassifierService:
             await self._dead_letter(msg, "invalid_item", exc)
             return
         try:
-            results = await self._score_all(prepared, item.text, item.kind)
-            for result, shadow in results:
-                await self._publish(item, aggregates, result, shadow)
+            with tracing.consuming("safeguards.classifier.score", msg.headers):
+                for result, shadow in await self._score_all(prepared, item.text, item.kind):
+                    await self._publish(item, aggregates, result, shadow)
             await self._ack(msg)
         except _Retry as retry:
             await self._retry_or_dead_letter(msg, retry)
@@ -276,7 +272,8 @@ class ClassifierService:
                     data = encode_signal(signal)
                     signed = signer.headers(subject, data) if signer else {}
                     await self.js.publish(subject, data, timeout=self.settings.publish_timeout_s,
-                                          headers={"Nats-Msg-Id": signal.signal_id, **signed})
+                                          headers=tracing.with_current(
+                                              {"Nats-Msg-Id": signal.signal_id, **signed}))
             except (TimeoutError, nats.errors.Error, APIError) as exc:
                 raise _Retry("publish_failed", exc) from None
             self.stats.published += 1
