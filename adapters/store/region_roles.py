@@ -133,6 +133,11 @@ async def _grant(admin_db_url: str, role: str) -> None:
                            f"TO {role_id}")
         await conn.execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public "
                            f"TO {role_id}")
+        # and so for what a later migration by this administrator adds
+        await conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, "
+                           f"UPDATE, DELETE ON TABLES TO {role_id}")
+        await conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT, "
+                           f"UPDATE ON SEQUENCES TO {role_id}")
     finally:
         await conn.close()
 

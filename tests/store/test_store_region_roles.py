@@ -23,7 +23,7 @@ import pytest
 from node_support import run_cli
 
 from safeguards.adapters.store import PostgresEventStore, migrate
-from safeguards.adapters.store.errors import CredentialRefused
+from safeguards.adapters.store.errors import CredentialRefused, MigrationNotPermitted
 from safeguards.adapters.store.event_retention import EventRetention, truncate_events
 from safeguards.adapters.store.region_roles import (
     provision_region,
@@ -164,3 +164,17 @@ async def test_ops_provision_repeats_safely_and_prints_no_password(
     assert summary["database_url"] == two_regions.urls[region]
     assert summary["role"] == region_role(region) and summary["revision"] == await migrate(
         two_regions.urls[region])
+
+
+async def test_a_region_role_may_not_migrate_a_schema_left_behind(two_regions: Regions) -> None:
+    region = next(iter(two_regions.urls))
+    admin = await asyncpg.connect(_on(two_regions.admin_url, two_regions.databases[region]))
+    try:
+        head = await admin.fetchval("SELECT version_num FROM alembic_version")
+        await admin.execute("UPDATE alembic_version SET version_num = '0008'")  # as if behind
+        with pytest.raises(MigrationNotPermitted, match="administrative credential"):
+            await migrate(two_regions.urls[region])  # a node's start, under the region's role
+        assert await admin.fetchval("SELECT version_num FROM alembic_version") == "0008"
+        await admin.execute("UPDATE alembic_version SET version_num = $1", head)
+    finally:
+        await admin.close()
