@@ -20,6 +20,8 @@ import anyio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from safeguards.actors import tracing as actor_tracing
+
 log = logging.getLogger(__name__)
 
 # NodeMetrics fields -> (metric name, help); the relay's own under safeguards_relay_
@@ -82,6 +84,12 @@ class RegionCollector(Collector):
         for node in nodes:
             owned.add_metric([region, node.node_id], len(node.owned))
         yield owned
+        # the process's nodes together (the actors' counter is one per process)
+        yield _one(CounterMetricFamily("safeguards_node_malformed_traceparents",
+                                       "signals whose traceparent header was not W3C trace "
+                                       "context (each decision a new trace)",
+                                       labels=["region"]), [region],
+                   actor_tracing.malformed_traceparents)
         restarts = CounterMetricFamily("safeguards_supervisor_restarts",
                                        "components restarted after a crash",
                                        labels=["region", "component"])

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from safeguards.adapters import tracing
 from safeguards.adapters.csp.feed import EnforcementFeed
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.telemetry import Telemetry
@@ -70,6 +71,12 @@ class _GateCollector(Collector):
         for verdict, n in list(gate.first_stage_verdicts.items()):
             verdicts.add_metric([verdict], n)
         yield verdicts
+        # process-wide (every adapter of the process reads peers' trace context: requests,
+        # enforcement commands, content messages); only counted while tracing is on
+        yield CounterMetricFamily("safeguards_adapters_malformed_traceparents",
+                                  "traceparent headers from peers that were not W3C trace "
+                                  "context (each started a new trace)",
+                                  value=tracing.malformed_traceparents)
         if self.telemetry is not None:
             t = self.telemetry
             dropped = CounterMetricFamily("safeguards_csp_telemetry_dropped",

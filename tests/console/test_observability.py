@@ -90,6 +90,9 @@ async def test_the_region_process_and_the_console_export_what_the_rules_read(
     missing = sorted(n for n in _referenced() if n not in names)
     assert not missing, f"the rules or the dashboard read metrics nobody exports: {missing}"
     assert f'safeguards_relay_backlog{{region="{region}"}} 0.0' in exported
+    # trace context peers sent that was not W3C, counted by the nodes and by the adapters
+    assert f'safeguards_node_malformed_traceparents_total{{region="{region}"}} ' in exported
+    assert "\nsafeguards_adapters_malformed_traceparents_total " in exported
     if shutil.which("promtool"):
         with anyio.fail_after(60):
             linted = await anyio.run_process(["promtool", "check", "metrics"],

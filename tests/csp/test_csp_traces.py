@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import anthropic
+import httpx
 import pytest
 from csp_testkit import Region, RunningProxy, eventually
 from node_support import running_node
@@ -163,6 +164,11 @@ async def test_a_malformed_traceparent_on_a_command_starts_a_new_trace_and_is_co
             await region.nc.jetstream().publish(subject, payload, headers=headers)
             await eventually(lambda: running.proxy.gate.held_version(account) == 1)  # noqa: B023
         assert running.proxy.feed is not None and running.proxy.feed.callback_failures == 0
+        async with httpx.AsyncClient() as client:
+            exported = (await client.get(f"{running.url}/metrics")).text
     assert tracing.malformed_traceparents - before == len(hostile)
+    # exported for the operators: the process's count, on its /metrics
+    assert (f"safeguards_adapters_malformed_traceparents_total "
+            f"{float(tracing.malformed_traceparents)}") in exported.splitlines()
     applies = [s for s in spans.get_finished_spans() if s.name == "safeguards.gate.apply"]
     assert len(applies) == len(hostile) and all(s.parent is None for s in applies)
