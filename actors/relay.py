@@ -117,14 +117,7 @@ class OutboxRelay:
         async for m in self._fast_out:
             if m.subject in self._fast_failed:
                 continue  # an older command of this account is unconfirmed: keep the order
-            traced = None if tracing.TRACER is None else tracing.relay_span(
-                m.message_id, "signal" if is_inputs_subject(m.subject) else "command")
-            if traced is None:
-                published = await self._publish(m)
-            else:
-                with traced:
-                    published = await self._publish(m)
-            if not published:
+            if not await self._traced_publish(m, "fast"):
                 self._fast_failed.add(m.subject)
             else:
                 # When the marker is behind (a slow store), the slow path marks these instead.
@@ -145,6 +138,21 @@ class OutboxRelay:
                     break
             if await self._store(self.store.mark_published_messages(ids), done=True):
                 self.metrics.commands_published += len(ids)
+
+    async def _traced_publish(self, m: OutboxMessage, path: str) -> bool:
+        """``_publish`` in a span under the commit that wrote ``m`` (tracing on, and its commit
+        traced in this process), which the bus writes into its headers."""
+        if tracing.TRACER is None:
+            return await self._publish(m)
+        traced = tracing.relay_span(
+            m.message_id, "signal" if is_inputs_subject(m.subject) else "command", path)
+        if traced is None:
+            return await self._publish(m)
+        with traced:
+            sent = await self._publish(m)
+        if sent:
+            tracing.published(m.message_id)
+        return sent
 
     async def _publish(self, m: OutboxMessage) -> bool:
         try:
@@ -220,7 +228,7 @@ class OutboxRelay:
                 return total
             confirmed: list[int] = []
             for row in rows:
-                if not await self._publish(row.message):
+                if not await self._traced_publish(row.message, "slow"):
                     # Stop here: publishing this account's next version before this one would
                     # let the last-value stream end on a stale command.
                     break

@@ -6,8 +6,11 @@ Off (nothing at all) until ``install`` gives a tracer provider (``regions.tracin
 starts a new trace) is the parent of its decision span; the commit span (the group commit's
 time, one span per traced signal) is the decision's child; the relay's publish of a command the
 commit wrote is the commit's child, and is the current span while the bus adapter publishes, which
-writes it into the command's headers for the gate's apply span. Commands the slow path reads back
-from the store carry no context (they were not published at commit time: a crash, an outage).
+writes it into the command's headers for the gate's apply span. The commit's context is kept
+(in memory, bounded) until the command is confirmed published, so a command the fast path could
+not send (its queue full, the bus down, an older command of the account unconfirmed) is
+re-published by the slow path in a span with the same parent, and the gate's apply joins the same
+trace. Rows read back by another process, or after a restart, carry no context.
 Spans carry signal types, rules, levels and counts, never content and never an account id.
 """
 
@@ -32,8 +35,8 @@ if TYPE_CHECKING:
 SCOPE = "safeguards.actors"
 TRACER: Tracer | None = None  # None: tracing is off (the default)
 malformed_traceparents = 0
-PENDING_LIMIT = 4096  # commands committed and not yet taken by the relay's fast path
-# message id -> the commit span that wrote it, for the relay's publish span
+PENDING_LIMIT = 4096  # commands committed and not yet confirmed published
+# message id -> the commit span that wrote it, for the relay's publish span (either path)
 _pending: OrderedDict[str, SpanContext] = OrderedDict()
 
 
@@ -103,15 +106,21 @@ def _outcome(result: object) -> str:
     return type(result).__name__
 
 
-def relay_span(message_id: str, subject_kind: str) -> AbstractContextManager[Span] | None:
-    """The relay's publish span for a command committed under a traced decision (current while
-    the bus publishes, which carries it on), or None."""
+def relay_span(message_id: str, subject_kind: str, path: str = "fast"
+               ) -> AbstractContextManager[Span] | None:
+    """The relay's publish span (``path``: fast or slow) for a command committed under a
+    traced decision (current while the bus publishes, which carries it on), or None."""
     assert TRACER is not None
-    context = _pending.pop(message_id, None)
+    context = _pending.get(message_id)
     if context is None:
         return None
     return TRACER.start_as_current_span(
         "safeguards.relay.publish", trace.set_span_in_context(NonRecordingSpan(context)),
-        kind=SpanKind.PRODUCER, record_exception=False,
+        kind=SpanKind.PRODUCER, record_exception=False, set_status_on_exception=False,
         attributes={"messaging.system": "nats", "messaging.operation.type": "send",
-                    "safeguards.message": subject_kind})
+                    "safeguards.message": subject_kind, "safeguards.relay.path": path})
+
+
+def published(message_id: str) -> None:
+    """A command confirmed published: no later publish of it needs its context."""
+    _pending.pop(message_id, None)

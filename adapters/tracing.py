@@ -21,15 +21,26 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, Tracer
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+)
 from opentelemetry.util.types import AttributeValue
 
 from safeguards.core.trace_context import TRACEPARENT, format_traceparent, read_traceparent
@@ -49,6 +60,11 @@ GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 # the provider API a request came in on -> gen_ai.system's well-known values
 GEN_AI_SYSTEMS = {"messages": "anthropic", "bedrock": "aws.bedrock", "vertex": "gcp.vertex_ai"}
+
+# a request's span on the inline adapter, the proxy's or ext_proc's (service.name says which)
+REQUEST_SPAN = "safeguards.proxy.request"
+BATCH_REQUEST_SPAN = "safeguards.batch.request"  # one request of a batch, admitted
+BATCH_RESULT_SPAN = "safeguards.batch.result"  # its result, observed (first read)
 
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
@@ -118,3 +134,62 @@ def consuming(name: str, headers: Mapping[str, str] | None,
     return TRACER.start_as_current_span(name, remote_parent(headers), kind=SpanKind.CONSUMER,
                                         attributes=attributes, record_exception=False,
                                         set_status_on_exception=False)
+
+
+def start_request(api: str, operation: str | None = "chat",
+                  route: str | None = None) -> Span:
+    """A request's server span (tracing on), not yet current: ``current`` makes it so around
+    each piece of the request's handling, and the messages the request sends carry it."""
+    assert TRACER is not None
+    attributes: dict[str, AttributeValue] = {GEN_AI_SYSTEM: GEN_AI_SYSTEMS.get(api, api)}
+    if operation is not None:
+        attributes[GEN_AI_OPERATION] = operation
+    if route is not None:
+        attributes["safeguards.route"] = route
+    return TRACER.start_span(REQUEST_SPAN, kind=SpanKind.SERVER, attributes=attributes)
+
+
+@contextmanager
+def current(span: Span | None) -> Iterator[None]:
+    """``span`` as the current span inside the block (nothing for None)."""
+    if span is None:
+        yield
+        return
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def failed(span: Span, error: BaseException) -> None:
+    """The span's status: an error, by its type only (messages may quote the request)."""
+    span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+
+
+def current_context() -> SpanContext | None:
+    """The current span's context while tracing is on (None when off or outside a span)."""
+    if TRACER is None:
+        return None
+    context = trace.get_current_span().get_span_context()
+    return context if context.is_valid else None
+
+
+def batch_item(name: str, parent: SpanContext | None = None
+               ) -> AbstractContextManager[object]:
+    """One request of a Message Batch: its admission (``parent`` None: a child of the current
+    span, the creation's request) or its result's observation (``parent``: its admission's
+    span, so the request's signals join the trace its creation began; the results read is a
+    link). Nothing while tracing is off; no custom_id (the client's text) is recorded."""
+    if TRACER is None:
+        return nullcontext()
+    context: Context | None = None
+    links: list[Link] = []
+    if parent is not None:
+        reading = trace.get_current_span().get_span_context()
+        links = [Link(reading)] if reading.is_valid else []
+        context = trace.set_span_in_context(NonRecordingSpan(parent))
+    return TRACER.start_as_current_span(
+        name, context, kind=SpanKind.INTERNAL, links=links, record_exception=False,
+        set_status_on_exception=False,
+        attributes={GEN_AI_SYSTEM: GEN_AI_SYSTEMS["messages"], GEN_AI_OPERATION: "chat"})

@@ -31,6 +31,9 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from opentelemetry.trace import SpanContext
+
+from safeguards.adapters import tracing
 from safeguards.adapters.csp.admission import Admission
 from safeguards.adapters.csp.answers import Receive, Scope, Send, respond, send_failure
 from safeguards.adapters.csp.decision import (
@@ -79,6 +82,7 @@ class _Admitted:
     request: GateRequest
     decision: Decision
     prompt: str
+    trace: SpanContext | None = None  # its admission's span (tracing on): its result's parent
 
 
 @dataclass(slots=True)
@@ -122,19 +126,21 @@ class BatchGate:
         forward: list[dict[str, Any]] = []
         first_refusal: Decision | None = None
         for custom_id, params in batch_requests(body):
-            item = await self.admission.admit(caller, json.dumps(params).encode(), "proxy",
-                                              BATCH_CALL)
-            decision = item.decision
-            if decision.refused:
-                message, _ = refusal(decision)
-                refused[custom_id] = {"type": "errored", "error": json.loads(
-                    error_body(decision.status, message))}
-                self.admission.observe(item.request, decision.action, 0, 0, item.prompt, "")
-                first_refusal = first_refusal or decision
-                continue
+            with tracing.batch_item(tracing.BATCH_REQUEST_SPAN):
+                item = await self.admission.admit(caller, json.dumps(params).encode(), "proxy",
+                                                  BATCH_CALL)
+                decision = item.decision
+                if decision.refused:
+                    message, _ = refusal(decision)
+                    refused[custom_id] = {"type": "errored", "error": json.loads(
+                        error_body(decision.status, message))}
+                    self.admission.observe(item.request, decision.action, 0, 0, item.prompt, "")
+                    first_refusal = first_refusal or decision
+                    continue
+                context = tracing.current_context()
             if decision.safety_prompt:
                 params = with_safety_prompt(params)
-            admitted[custom_id] = _Admitted(item.request, decision, item.prompt)
+            admitted[custom_id] = _Admitted(item.request, decision, item.prompt, context)
             forward.append({"custom_id": custom_id, "params": params})
         body_out = json.dumps({"requests": forward}).encode() if forward else None
         return Submission(body_out, BatchEntry(admitted, refused), first_refusal)
@@ -190,18 +196,21 @@ class BatchGate:
         if item is None:
             self.unobserved_results += 1  # a custom_id the batch did not have: checked alone
             return
-        action = item.decision.action
-        if not entry.observed and completion and (item.decision.classify_stream
-                                                  or self.classify_all_streams):
-            verdict = await self.admission.completion_verdict(item.request, completion)
-            if verdict is not None:
-                entry.withheld.add(custom_id)
-                self.gate.count_terminated(item.decision.level, verdict)
-                self.metrics.streams_terminated.labels(verdict).inc()
-        if custom_id in entry.withheld and isinstance(message, dict):
-            result["message"] = refusal_message(message)
-            action = TERMINATE_ACTION
-        if not entry.observed:
+        if entry.observed:  # read before: checked and observed then
+            if custom_id in entry.withheld and isinstance(message, dict):
+                result["message"] = refusal_message(message)
+            return
+        with tracing.batch_item(tracing.BATCH_RESULT_SPAN, item.trace):
+            action = item.decision.action
+            if completion and (item.decision.classify_stream or self.classify_all_streams):
+                verdict = await self.admission.completion_verdict(item.request, completion)
+                if verdict is not None:
+                    entry.withheld.add(custom_id)
+                    self.gate.count_terminated(item.decision.level, verdict)
+                    self.metrics.streams_terminated.labels(verdict).inc()
+            if custom_id in entry.withheld and isinstance(message, dict):
+                result["message"] = refusal_message(message)
+                action = TERMINATE_ACTION
             self.admission.observe(item.request, action, tokens_in, tokens_out, item.prompt,
                                    completion)
 

@@ -22,6 +22,9 @@ SEND, response body STREAMED (SSE) or BUFFERED (JSON). Per message:
   the crossing event and ends with ``stop_reason: "refusal"``, and later chunks are emptied.
   At end of stream the tokens are charged and telemetry queued.
 
+Tracing on (``adapters.tracing``), a gated exchange is the proxy's request span, current while
+each of its messages is handled, so its telemetry (and a batch's requests) carry its context.
+
 Failures fail closed: an exception while handling any message is answered with an immediate 500
 (``api_error``) on the open stream, instead of ending the stream (which Envoy's
 ``failure_mode_allow`` would turn into an ungated request); it is counted in
@@ -42,13 +45,14 @@ import anyio
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from opentelemetry.trace import Span
 
+from safeguards.adapters import tracing
 from safeguards.adapters.csp.admission import Admission, Admitted
 from safeguards.adapters.csp.batches import BatchGate
 from safeguards.adapters.csp.caller_auth import (
     ASSERTION_HEADER,
     CallerAuth,
-    CallerKey,
     load_caller_keys,
     one_assertion,
 )
@@ -60,6 +64,7 @@ from safeguards.adapters.csp.extproc_batches import (
     batch_request_body,
     batch_response_body,
 )
+from safeguards.adapters.csp.extproc_config import ExtProcConfig as ExtProcConfig
 from safeguards.adapters.csp.extproc_wire import (
     body_response,
     continue_headers,
@@ -86,30 +91,8 @@ from safeguards.core.policy import Policy
 
 log = logging.getLogger(__name__)
 _BODILESS = frozenset((Route.MODELS, Route.BATCH_READ, Route.BATCH_RESULTS))
-
-
-@dataclass(frozen=True, slots=True)
-class ExtProcConfig:
-    region: str
-    nats_url: str | None = None
-    listen: str = "127.0.0.1:50051"
-    account_header: str = "x-csp-account-id"
-    link_key: bytes | None = None  # the region's API-key fingerprint key (None: load_link_key)
-    max_body_bytes: int = 8 * 1024 * 1024
-    partitions: int = 16
-    classify_all_streams: bool = False
-    telemetry_capacity: int = 10_000
-    telemetry_workers: int = 1
-    telemetry_linger_s: float = 0.005  # how long a telemetry batch waits to fill
-    publish_timeout_s: float = 2.0
-    feed_heartbeat_s: float = 1.0
-    freeze_gc_after_sync: bool = False  # a server process: move the loaded cache out of GC scans
-    metrics_port: int = 0  # a Prometheus /metrics endpoint on this port (0: none)
-    # Caller authentication, as on the proxy: "required", or "loopback" (unsigned requests when
-    # the front door, Envoy, calls from this machine; where Envoy sends the ``source.address``
-    # attribute, when the downstream client itself is on this machine); keys: load_caller_keys.
-    caller_auth: str = "required"
-    caller_keys: tuple[CallerKey, ...] | None = None
+_TRACED = frozenset((Route.MESSAGES, Route.BEDROCK_INVOKE, Route.VERTEX_PREDICT,
+                     Route.BATCH_CREATE, Route.BATCH_RESULTS))
 
 
 @dataclass(slots=True)
@@ -134,6 +117,7 @@ class _Exchange:
     terminated: bool = False
     observed: bool = False
     batch: BatchExchange | None = None  # a Message Batches route (extproc_batches)
+    span: Span | None = None  # the request's span (tracing on, a gated route)
 
 
 class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
@@ -164,17 +148,23 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                     return
         finally:
             try:
-                self._observe(ex)
+                with tracing.current(ex.span):
+                    self._observe(ex)
             except Exception as exc:  # the answer is out: count and log, the stream ends well
                 self._failed("observe", exc, answered=False)
+            if ex.span is not None:
+                ex.span.end()
 
     async def _answer(self, ex: _Exchange, message: pb.ProcessingRequest
                       ) -> pb.ProcessingResponse:
         """``_handle``'s answer, or a fail-closed 500 where it raised: an ended stream would let
         Envoy's ``failure_mode_allow`` pass the request ungated."""
         try:
-            return await self._handle(ex, message)
+            with tracing.current(ex.span):
+                return await self._handle(ex, message)
         except Exception as exc:
+            if ex.span is not None:
+                tracing.failed(ex.span, exc)
             self._failed(message.WhichOneof("request") or "unknown", exc)
             return immediate(500, "the safety gate failed on this request", api=ex.call.api)
 
@@ -211,6 +201,10 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             allow = (("allow", target.allow),) if target.allow else ()
             return immediate(target.status, target.message, *allow, api=target.api)
         ex.route, ex.call = target.route, target.call
+        if tracing.TRACER is not None and target.route in _TRACED:
+            batch = target.route in BATCH_ROUTES
+            ex.span = tracing.start_request(target.call.api.name, None if batch else "chat",
+                                            target.route.value if batch else None)
         if target.route in BATCH_ROUTES:
             ex.batch = batch_exchange(target.route, target.path, header(headers.headers, ":scheme"),
                                       header(headers.headers, ":authority"))

@@ -18,12 +18,9 @@ import math
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import dataclass
-
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from typing import Any
 
 from safeguards.adapters import tracing
 from safeguards.adapters.csp.answers import (
@@ -196,12 +193,15 @@ class CspProxy:
             return
         try:
             if target.route in _BATCH_ROUTES:
-                await serve_batch(self, scope, receive, send, target)
+                if tracing.TRACER is None or target.route is Route.BATCH_READ:
+                    await serve_batch(self, scope, receive, send, target)
+                else:
+                    await self._traced(serve_batch(self, scope, receive, send, target), target)
             elif target.route.generates:
                 if tracing.TRACER is None:
                     await self._generate(scope, receive, send, target)
                 else:
-                    await self._traced_generate(scope, receive, send, target)
+                    await self._traced(self._generate(scope, receive, send, target), target)
             else:
                 await self._passthrough(scope, receive, send, target)
         except BadRequest as exc:
@@ -315,25 +315,19 @@ class CspProxy:
         finally:
             await response.aclose()
 
-    async def _traced_generate(self, scope: Scope, receive: Receive, send: Send,
-                               target: Target) -> None:
-        """``_generate`` in the request's span (GenAI conventions; the model, usage and action
-        are added where they are known, ``telemetry``). No exception text is recorded. (Span
-        attributes cost: few here; the region and service belong to the resource.)"""
-        assert tracing.TRACER is not None
-        api = target.call.api.name
-        span = tracing.TRACER.start_span(
-            "safeguards.proxy.request", kind=SpanKind.SERVER,
-            attributes={tracing.GEN_AI_SYSTEM: tracing.GEN_AI_SYSTEMS.get(api, api),
-                        tracing.GEN_AI_OPERATION: "chat"})
-        token = otel_context.attach(trace.set_span_in_context(span))
+    async def _traced(self, handling: Coroutine[Any, Any, None], target: Target) -> None:
+        """``handling`` in the request's span (GenAI conventions; model, usage and action added
+        where known, ``telemetry``; a batch's requests its children). No exception text."""
+        batch = target.route in _BATCH_ROUTES
+        span = tracing.start_request(target.call.api.name, None if batch else "chat",
+                                     target.route.value if batch else None)
         try:
-            await self._generate(scope, receive, send, target)
+            with tracing.current(span):
+                await handling
         except BaseException as exc:
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            tracing.failed(span, exc)
             raise
         finally:
-            otel_context.detach(token)
             span.end()
 
     # --- /v1/messages/count_tokens and /v1/models ----------------------------------------------
