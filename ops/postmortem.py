@@ -19,6 +19,7 @@ counts only. Nothing here writes.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -216,9 +217,8 @@ async def read_store(store: Any, pm: Postmortem) -> None:
         window = (pm.region, pm.since, pm.until)
         for b, n in await db.fetch(_REQUESTS, *window, pm.bucket_s, BUCKETS):
             pm.requests[b] += n
-        rows = await db.fetch(_FALLBACKS, *window, _KEY, _KEY + b"\xc0", MAX_ROWS)
-        pm.fallbacks_truncated = len(rows) == MAX_ROWS
-        _fallbacks(pm, [event_from_row(r) for r in rows])
+        events, pm.fallbacks_truncated = await fallback_events(db, *window)
+        _fallbacks(pm, events)
         rows = await db.fetch(_OF_TYPES, pm.region, ["EnforcementChanged", *OPERATOR_TYPES],
                               pm.since, pm.until, MAX_ROWS)
         pm.decisions_truncated = len(rows) == MAX_ROWS
@@ -233,15 +233,30 @@ async def read_store(store: Any, pm: Postmortem) -> None:
         await conn.rollback()
 
 
-def _fallbacks(pm: Postmortem, events: list[Event]) -> None:
-    open_now: dict[str, FallbackWindow] = {}
+async def fallback_events(db: Any, region: str, since: datetime, until: datetime,
+                          limit: int = MAX_ROWS) -> tuple[list[Event], bool]:
+    """The region's requests in [since, until] that carry a fallback mark, oldest first (at
+    most ``limit``; True: that many were read, there may be more). ``db``: an asyncpg
+    connection. The console's health page counts them too (``fallback_marks``)."""
+    rows = await db.fetch(_FALLBACKS, region, since, until, _KEY, _KEY + b"\xc0", limit)
+    return [event_from_row(r) for r in rows], len(rows) == limit
+
+
+def fallback_marks(events: list[Event]) -> Iterator[tuple[Event, str, str]]:
+    """(event, mode, cause) of each request served or refused on a fallback: its decoded body
+    decides (the query's byte prefilter may let a false positive through)."""
     for e in events:
         body = e.body
         if not isinstance(body, RequestObserved) or not body.fallback:
-            continue  # the byte prefilter's false positive: the decoded body decides
-        mode, _, cause = body.fallback.partition(":")
-        if mode not in ("open", "closed"):
             continue
+        mode, _, cause = body.fallback.partition(":")
+        if mode in ("open", "closed"):
+            yield e, mode, cause
+
+
+def _fallbacks(pm: Postmortem, events: list[Event]) -> None:
+    open_now: dict[str, FallbackWindow] = {}
+    for e, mode, cause in fallback_marks(events):
         (pm.fail_open if mode == "open" else pm.fail_closed)[pm.bucket(e.occurred_at)] += 1
         current = open_now.get(mode)
         if current is None or e.occurred_at - current.end > WINDOW_GAP:

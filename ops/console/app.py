@@ -40,8 +40,10 @@ from safeguards.ops.console.actions import ACTIONS, ActionRefused, console_actio
 from safeguards.ops.console.auth import ConsoleAuth, Session, SignInRefused
 from safeguards.ops.console.metrics import ConsoleMetrics, MeasuredApp
 from safeguards.ops.console.reads import (
+    FALLBACK_ROWS,
     MarkerCache,
     PlotCache,
+    fallback_health,
     gate_health,
     new_health,
     search_accounts,
@@ -269,9 +271,10 @@ def build_console(config: ConsoleConfig, *, auth: ConsoleAuth | None = None,
         store = await audited(viewer, "console.health", f"region:{config.region}")
         figures = new_health()
         await store_health(store.engine, figures)
+        await fallback_health(store.engine, config.region, figures)
         await stream_health(config.nats_url, config.region, figures)
         await gate_health(config.gate_metrics, figures)
-        return page(request, "health.html", viewer, health=figures)
+        return page(request, "health.html", viewer, health=figures, fallback_rows=FALLBACK_ROWS)
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -192,6 +192,35 @@ class RegionHealth:
     stream_errors: list[str] = field(default_factory=list)
     gate: dict[str, float] = field(default_factory=dict)  # proxy metric samples
     gate_errors: list[str] = field(default_factory=list)
+    # durable fail-open/closed marks (the requests' RequestObserved.fallback, in the store):
+    # (mode, cause) -> {"hour": n, "day": n}; the periods read only partly (FALLBACK_ROWS)
+    fallbacks: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    fallbacks_partial: list[str] = field(default_factory=list)
+
+
+FALLBACK_PERIODS = (("hour", 3600.0), ("day", 86400.0))
+FALLBACK_ROWS = 10_000  # marked requests read per period; more is said, not read
+
+
+async def fallback_health(engine: Any, region: str, health: RegionHealth) -> None:
+    """Requests served or refused on a fail-open/closed fallback in the last hour and day, by
+    mode and cause, from the marks the gate wrote into their signals (``ops timeline``'s query:
+    ``postmortem.fallback_events``); unlike the adapters' counters they survive restarts and
+    count every adapter of the region."""
+    from safeguards.ops.postmortem import fallback_events, fallback_marks
+
+    until = datetime.fromtimestamp(health.measured_at, UTC)
+    async with engine.connect() as conn:
+        db = (await conn.get_raw_connection()).driver_connection
+        for period, seconds in FALLBACK_PERIODS:
+            events, partial = await fallback_events(db, region, until - timedelta(seconds=seconds),
+                                                    until, FALLBACK_ROWS)
+            if partial:
+                health.fallbacks_partial.append(period)
+            for _, mode, cause in fallback_marks(events):
+                counts = health.fallbacks.setdefault((mode, cause), {"hour": 0, "day": 0})
+                counts[period] += 1
+        await conn.rollback()
 
 
 async def store_health(engine: Any, health: RegionHealth) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime, timedelta
 
 from safeguards.adapters.operators import OperatorRegistry, add_operator
+from safeguards.core.events import RequestObserved
+from safeguards.core.ports import AppendRequest
 from safeguards.ops.console.auth import make_token
 
 from console_support import ConsoleEnv, RunningConsole
-from store_events import make_request, unique_region
+from store_events import make_event, make_request, unique_region
 
 ACCOUNT = "acct:console-1"
 
@@ -117,3 +120,32 @@ async def test_actions_need_the_session_csrf_token_and_the_role(
             metrics = (await anonymous.get("/metrics")).text
         assert 'safeguards_console_requests_total{route="/action",status="403"}' in metrics
         assert 'safeguards_console_sign_ins_total{outcome="ok"} 2.0' in metrics
+
+
+async def test_the_health_page_counts_fail_open_and_closed_requests_from_the_store(
+        console_env: ConsoleEnv) -> None:
+    """The durable marks the gate writes into requests' signals, over the last hour and day,
+    by mode and cause (a restarted adapter's counters would have forgotten them)."""
+    async with console_env() as console:
+        now = datetime.now(UTC)
+        plan = [(timedelta(minutes=10), "open:screen_classifier_timeout"),
+                (timedelta(minutes=20), "open:screen_classifier_timeout"),
+                (timedelta(minutes=30), None),  # decided normally: not counted
+                (timedelta(hours=5), "closed:stale_cache"),
+                (timedelta(hours=5, minutes=1), "open:screen_classifier_timeout"),
+                (timedelta(days=2), "closed:stale_cache")]  # older than a day
+        events = [make_event("acct:fallbacks", console.region, version, at=now - ago,
+                             body=RequestObserved(
+                                 request_id=f"req-{version}", model="m", surface="proxy",
+                                 input_tokens=1, output_tokens=1, prompt_chars=1,
+                                 prompt_sha256="0" * 64, streamed=False, action="allow",
+                                 fallback=fallback))
+                  for version, (ago, fallback) in enumerate(sorted(plan, reverse=True), 1)]
+        await console.store.append(AppendRequest("acct:fallbacks", 0, tuple(events)))
+        async with console.client("vic") as vic:
+            page = (await vic.get("/health")).text
+    counts = dict(re.findall(r'id="fallback-([a-z_-]+)">(\d+)<', page))
+    assert counts == {"open-screen_classifier_timeout-hour": "2",
+                      "open-screen_classifier_timeout-day": "3",
+                      "closed-stale_cache-hour": "0", "closed-stale_cache-day": "1"}
+    assert "From the region's events" in page and "in-process counters" in page
