@@ -155,8 +155,11 @@ def timeline_row(event: Event) -> dict[str, Any]:
     elif isinstance(b, MemberLinked):
         detail = f"member {b.member_account} ({b.link}, request {b.request_id})"
     elif isinstance(b, LinkedEpisode):
+        level = f"L{b.level}"
+        told = (f"its newest {b.reach} member(s) told" if b.phase == "opened"
+                else "its members no longer told")
         detail = (f"linked enforcement {b.phase} at L{b.level} (trigger L{b.trigger_level}), "
-                  f"its newest {b.reach} member(s) told (from v{b.caused_by_version})")
+                  f"{told} (from v{b.caused_by_version})")
     elif isinstance(b, StrikeRecorded):
         rule = b.rule_id
         detail = (f"{b.category} +{b.points:.2f} -> {b.total_after:.2f} "

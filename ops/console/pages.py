@@ -26,6 +26,7 @@ from safeguards.core.events import (
     ApprovalRequested,
     EnforcementChanged,
     Event,
+    LinkedEpisode,
     MemberLinked,
     OperatorActionTaken,
     ReviewClaimed,
@@ -42,7 +43,8 @@ PAGE = 100
 MARKERS = 2000
 MARKER_TYPES = tuple(t.TYPE for t in (
     EnforcementChanged, OperatorActionTaken, ApprovalRequested, ApprovalGranted, ReviewRequested,
-    ReviewClaimed, AppealFiled, AppealResolved, AccountLinked, AggregateEnforced, AccountErased))
+    ReviewClaimed, AppealFiled, AppealResolved, AccountLinked, AggregateEnforced, AccountErased,
+    LinkedEpisode))
 CHAIN_TYPES = tuple(t.TYPE for t in (StrikeRecorded, AccountLinked, OperatorActionTaken,
                                      AppealResolved, AccountErased))
 MAX_LINKED = 20

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from safeguards.adapters.operators import OperatorRegistry, add_operator
-from safeguards.core.events import RequestObserved
+from safeguards.core.events import EnforcementChanged, EventBody, LinkedEpisode, RequestObserved
 from safeguards.core.ports import AppendRequest
 from safeguards.ops.console.auth import make_token
 
@@ -149,3 +149,30 @@ async def test_the_health_page_counts_fail_open_and_closed_requests_from_the_sto
                       "open-screen_classifier_timeout-day": "3",
                       "closed-stale_cache-hour": "0", "closed-stale_cache-day": "1"}
     assert "From the region's events" in page and "in-process counters" in page
+
+
+async def test_an_organisations_timeline_lists_its_linked_enforcement_episodes(
+        console_env: ConsoleEnv) -> None:
+    """An aggregate's episodes of enforcement reaching its members, opened and closed, are
+    among the timeline's decisions, with the level, the trigger and how many members were told."""
+    org = "org:episodes"
+    bodies: list[EventBody] = [
+        EnforcementChanged(level=2, previous_level=0, expires_at=None, reason="over threshold",
+                           rule_id="escalate.points", risk_total=2.0, caused_by_version=0),
+        LinkedEpisode("opened", trigger_level=2, level=2, reach=256, caused_by_version=1),
+        EnforcementChanged(level=0, previous_level=2, expires_at=None, reason="forgiven",
+                           rule_id="decay", risk_total=0.0, caused_by_version=2),
+        LinkedEpisode("closed", trigger_level=2, level=0, reach=0, caused_by_version=3)]
+    async with console_env() as console:
+        await console.store.append(AppendRequest(org, 0, tuple(
+            make_event(org, console.region, v, body=b) for v, b in enumerate(bodies, 1))))
+        async with console.client("vic") as vic:
+            page = await vic.get("/timeline", params={"account": org})
+    assert page.status_code == 200
+    markers = page.text.split('<table id="markers">', 1)[1].split("</table>", 1)[0]
+    rows = [r for r in markers.split("<tr>") if "LinkedEpisode" in r]
+    assert len(rows) == 2
+    assert ("<td>L0</td>" in rows[0] and "linked enforcement closed at L0 (trigger L2), its "
+            "members no longer told (from v3)" in rows[0])
+    assert ("<td>L2</td>" in rows[1] and "linked enforcement opened at L2 (trigger L2), its "
+            "newest 256 member(s) told (from v1)" in rows[1])
