@@ -10,10 +10,12 @@ and Vertex's project, location and model, and the query string as sent), the acc
 organisation, project and API-key id headers (empty when absent) and the sha256 of the body,
 each field length-prefixed (``<bytes>:<field>\n``) so that no header value or path can pass for
 a field boundary. An assertion names exactly one request: who, what route and model, and what
-body, within ``MAX_SKEW_S`` of the gate's clock; its nonce is taken once per gate process in
-that window (``replayed`` otherwise). Keys are shared secrets by key id, so the front door can
-roll to a new key while the gate trusts both. ``v1`` assertions (no method, path or nonce) are
-refused (``unsupported_scheme``): every signer in this repository signs ``v2``.
+body, within ``MAX_SKEW_S`` of the gate's clock; its nonce is taken once in that window
+(``replayed`` otherwise): once per process by default, once per proxy when its worker processes
+share one table (``shared_nonces``, which refuses ``replay_table_full`` when it is full).
+Keys are shared secrets by key id, so the front door can roll to a new key while the gate
+trusts both. ``v1`` assertions (no method, path or nonce) are refused (``unsupported_scheme``):
+every signer in this repository signs ``v2``.
 
 Keys: ``SAFEGUARDS_CALLER_KEYS_<REGION>`` (``kid:hex,kid:hex``, each secret at least 32 bytes)
 where set, else the state folder's ``caller-<region>.keys`` (``kid hex`` per line), made on
@@ -124,25 +126,36 @@ def assertion(key: CallerKey, *, method: str, target: str, account: str, body: b
     return f"v2 kid={key.key_id} ts={ts} nonce={nonce} sig={_mac(key.secret, signed)}"
 
 
+REPLAYED = "replayed"
+REPLAY_TABLE_FULL = "replay_table_full"
+_NONCE_REFUSALS = {REPLAYED: "the caller assertion was already used",
+                   REPLAY_TABLE_FULL: "too many caller assertions in the window: try again later"}
+
+
+class NonceLedger(Protocol):
+    def take(self, ts: int, nonce: str, now: float) -> str | None:
+        """None the first time ``nonce`` is seen in the window, else the refusal's reason."""
+
+
 class _Nonces:
-    """The nonces taken in the accepted window, by the window slot of their assertion's time:
-    a slot is dropped once none of its assertions can be accepted any more."""
+    """The nonces taken in the accepted window, in this process, by the window slot of their
+    assertion's time: a slot is dropped once none of its assertions can be accepted any more."""
 
     def __init__(self) -> None:
         self._slots: dict[int, set[str]] = {}
         self._pruned_at = 0.0
 
-    def take(self, ts: int, nonce: str, now: float) -> bool:
-        """True the first time ``nonce`` is seen, False on a replay."""
+    def take(self, ts: int, nonce: str, now: float) -> str | None:
+        """None the first time ``nonce`` is seen, ``replayed`` after."""
         if now - self._pruned_at >= 1.0:
             self._pruned_at = now
             for slot in [s for s in self._slots if (s + 2) * MAX_SKEW_S < now]:
                 del self._slots[slot]
         seen = self._slots.setdefault(ts // MAX_SKEW_S, set())
         if nonce in seen:
-            return False
+            return REPLAYED
         seen.add(nonce)
-        return True
+        return None
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._slots.values())
@@ -159,7 +172,7 @@ class CallerAuth:
         self.account_header = account_header.lower()
         self.refused: dict[str, int] = {}  # by reason
         self.on_refused = on_refused
-        self.nonces = _Nonces()
+        self.nonces: NonceLedger = _Nonces()  # the workers' shared table (shared_nonces)
 
     def check(self, identity: Mapping[str, str], value: str | None, body: bytes,
               peer: str | None, now: float, *, method: str, target: str) -> None:
@@ -188,8 +201,9 @@ class CallerAuth:
             hashlib.sha256(body).hexdigest())
         if not hmac.compare_digest(_mac(secret, signed), sig):
             self._refuse("bad_signature", "the caller assertion does not match this request")
-        if not self.nonces.take(ts, nonce, now):
-            self._refuse("replayed", "the caller assertion was already used")
+        refused = self.nonces.take(ts, nonce, now)
+        if refused is not None:
+            self._refuse(refused, _NONCE_REFUSALS[refused])
 
     def _refuse(self, reason: str, message: str) -> NoReturn:
         self.refused[reason] = self.refused.get(reason, 0) + 1

@@ -28,6 +28,10 @@ def register(sub: Any) -> None:
     proxy.add_argument("--workers", type=int, default=1,
                        help="worker processes on the port (SO_REUSEPORT), sharing each "
                             "account's rate-limit quota")
+    proxy.add_argument("--max-request-rate", type=float, default=1000.0,
+                       help="signed requests a second the workers' shared replay table holds "
+                            "nonces for (24 bytes x 602 slots each; past it, new assertions "
+                            "are refused as replay_table_full)")
     proxy.set_defaults(handler=_proxy)
 
     upstream = sub.add_parser("upstream", help="run the scripted Messages API model stand-in")
@@ -88,7 +92,7 @@ def _proxy(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
         return run_proxy_workers(config, _policy(args.policy), args.host, args.port,
-                                 args.workers)
+                                 args.workers, args.max_request_rate)
     return _run(serve_proxy, config, _policy(args.policy), args.host, args.port)
 
 

@@ -40,6 +40,7 @@ from safeguards.adapters.csp.caller_auth import (
     ASSERTION_HEADER,
     CallerAuth,
     CallerKey,
+    NonceLedger,
     load_caller_keys,
 )
 from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest, refusal
@@ -384,13 +385,15 @@ class CspProxy:
 
 async def serve_proxy(config: ProxyConfig, policy: Policy, host: str, port: int, *,
                       sockets: list[socket.socket] | None = None,
-                      rates: SharedRates | None = None) -> None:
+                      rates: SharedRates | None = None, nonces: NonceLedger | None = None) -> None:
     """Serve on ``host:port``, or on ``sockets`` with the worker processes' shared ``rates``
-    (``workers``)."""
+    and ``nonces`` (``workers``)."""
     import uvicorn
 
     proxy = CspProxy(config, policy)
     proxy.gate.rates = rates
+    if nonces is not None:
+        proxy.caller_auth.nonces = nonces
     server_config = uvicorn.Config(proxy, host=host, port=port, log_level="warning",
                                    http="httptools", access_log=False, lifespan="on", loop="none",
                                    proxy_headers=False, date_header=False)

@@ -5,8 +5,10 @@ processes. Each worker binds its own listening socket to the same address with
 ``SO_REUSEPORT`` and the kernel spreads new connections over them. Each worker is a whole gate
 (``InlineGate``): its own NATS link, its own enforcement feed (every worker reads the region's
 whole enforcement stream, so an enforcement command reaches all of them), its own telemetry
-and classify client. What they share is the accounts' rate-limit quota (``shared_rates``: one
-shared-memory GCRA table created here, so that N workers never serve N times an account's rate).
+and classify client. What they share, in shared-memory tables made here, is the accounts'
+rate-limit quota (``shared_rates``, so that N workers never serve N times an account's rate) and
+the caller assertions' nonces (``shared_nonces``, so that an assertion captured once is not
+taken once by each worker; sized for ``max_request_rate`` signed requests a second).
 
 The parent only supervises: it starts the workers (spawned, not forked: no event loop or NATS
 connection is copied), and when one exits it stops the others and exits with a failure, so a
@@ -25,6 +27,13 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from safeguards.adapters.csp.proxy import ProxyConfig
+from safeguards.adapters.csp.shared_nonces import (
+    DEFAULT_MAX_RATE,
+    Handle,
+    SharedNonces,
+    slots_for,
+    table_bytes,
+)
 from safeguards.adapters.csp.shared_rates import SharedRates
 from safeguards.core.policy import Policy
 
@@ -44,7 +53,7 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 
 
 def _worker(config: ProxyConfig, policy: Policy, host: str, port: int,
-            rates_handle: tuple[str, list[Any]], index: int) -> None:
+            rates_handle: tuple[str, list[Any]], nonces_handle: Handle, index: int) -> None:
     import anyio
 
     from safeguards.adapters import tracing
@@ -55,6 +64,7 @@ def _worker(config: ProxyConfig, policy: Policy, host: str, port: int,
     logging.getLogger("httpx").setLevel(logging.WARNING)
     sock = reuse_port_socket(host, port)
     rates = SharedRates.attach(rates_handle)
+    nonces = SharedNonces.attach(nonces_handle)
     traces = tracing.provider_from_environment("safeguards-proxy")  # None: tracing off
     tracing.install(traces)
     try:
@@ -65,29 +75,34 @@ def _worker(config: ProxyConfig, policy: Policy, host: str, port: int,
         options = {}
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            anyio.run(_serve, serve_proxy, config, policy, host, port, sock, rates,
+            anyio.run(_serve, serve_proxy, config, policy, host, port, sock, rates, nonces,
                       backend_options=options)
     finally:
         sock.close()
         rates.close()
+        nonces.close()
         if traces is not None:
             traces.shutdown()  # exports the last spans
 
 
 async def _serve(serve: Any, config: ProxyConfig, policy: Policy, host: str, port: int,
-                 sock: socket.socket, rates: SharedRates) -> None:
-    await serve(config, policy, host, port, sockets=[sock], rates=rates)
+                 sock: socket.socket, rates: SharedRates, nonces: SharedNonces) -> None:
+    await serve(config, policy, host, port, sockets=[sock], rates=rates, nonces=nonces)
 
 
 def run_proxy_workers(config: ProxyConfig, policy: Policy, host: str, port: int,
-                      workers: int) -> int:
+                      workers: int, max_request_rate: float = DEFAULT_MAX_RATE) -> int:
     """Serve the proxy from ``workers`` processes until one exits or a signal stops them."""
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    rates = SharedRates.create()
+    slots = slots_for(max_request_rate)
+    rates, nonces = SharedRates.create(), SharedNonces.create(slots)
+    log.info("replay table: %d slots (%.1f MB) for %g signed requests/s", slots,
+             table_bytes(slots) / 1e6, max_request_rate)
     context = get_context("spawn")
     processes = [context.Process(target=_worker, name=f"safeguards-proxy-{i}", daemon=False,
-                                 args=(config, policy, host, port, rates.handle(), i))
+                                 args=(config, policy, host, port, rates.handle(),
+                                       nonces.handle(), i))
                  for i in range(workers)]
     stopping = False
 
@@ -119,3 +134,4 @@ def run_proxy_workers(config: ProxyConfig, policy: Policy, host: str, port: int,
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         rates.close()
+        nonces.close()
