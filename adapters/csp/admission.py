@@ -17,12 +17,10 @@ key, never the text, to the account's actor.
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import secrets
 import time
 from dataclasses import dataclass
-from hashlib import sha256
 from typing import Any
 
 import anyio
@@ -32,6 +30,7 @@ from safeguards.adapters.classifier.first_stage import FirstStage
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.decision import BLOCK_ACTION, Decision, GateRequest, GateResponse
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.homes import HomeRouting
 from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.metrics import CspMetrics
@@ -39,24 +38,17 @@ from safeguards.adapters.csp.provider_api import MESSAGES_CALL, ProviderCall
 from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.turns import SeenTurns, newest_user_text, scoring_text
 from safeguards.core.events import Scores
-from safeguards.core.prompt_links import prompt_link_key
+from safeguards.core.prompt_links import content_digest, prompt_link_key
 
 # Request ids: a random per-process prefix and a counter (unique without a system call each).
 _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count()
 
 
-_DIGEST_DOMAIN = b"safeguards prompt digest v1\x1f"
-
-
 def prompt_digest(secret: bytes | None, prompt: str) -> str:
-    """The request's ``prompt_sha256``: an HMAC-SHA256 of the scored text under the region's
-    link key (domain-separated from prompt link keys), so that nobody without the key can
-    confirm a guessed short prompt from it; a plain SHA-256 where the region has no key."""
-    data = prompt.encode("utf-8", "surrogatepass")
-    if secret is None:
-        return sha256(data).hexdigest()
-    return hmac.new(secret, _DIGEST_DOMAIN + data, sha256).hexdigest()
+    """The request's ``prompt_sha256``: ``core.prompt_links.content_digest`` of the scored text
+    under the region's link key (the classifier keys ``content_sha256`` the same way)."""
+    return content_digest(secret, prompt)
 
 
 @dataclass(slots=True)
@@ -106,7 +98,7 @@ class Admission:
                 await self.synced.wait()
         if self.homes is not None:  # learns its home; a foreign home's enforcement applies
             await self.homes.home_of(request)
-        now = time.time()
+        now = gate_now()
         t0 = time.perf_counter()
         if self.cross is not None and self.gate.synced and self.cross.released(newest):
             # k accounts elsewhere sent this prompt flagged (core.cross_signals): refused here
@@ -165,5 +157,5 @@ class Admission:
 
     def observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,
                 prompt: str, completion: str) -> None:
-        self.gate.observe(request, GateResponse(action, tokens_in, tokens_out), time.time())
+        self.gate.observe(request, GateResponse(action, tokens_in, tokens_out), gate_now())
         self.telemetry.emit_observed(request, action, tokens_in, tokens_out, prompt, completion)

@@ -25,7 +25,6 @@ counted in ``unobserved_results``. Batch objects (create, retrieve, list) are an
 from __future__ import annotations
 
 import json
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from safeguards.adapters.csp.decision import (
     refusal,
 )
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.messages_api import (
     completion_of,
@@ -160,7 +160,7 @@ class BatchGate:
     async def results(self, batch_id: str, caller: Caller, body: bytes) -> bytes:
         """The results as the client gets them: checked, observed once, refusals spliced in."""
         entry = self._ledger.get(batch_id)
-        standing = self.gate.peek(caller.account, time.time(), caller.aggregates)
+        standing = self.gate.peek(caller.account, gate_now(), caller.aggregates)
         out: list[bytes] = []
         for line in body.splitlines():
             if not line.strip():
@@ -282,7 +282,7 @@ async def serve_batch(proxy: BatchProxy, scope: Scope, receive: Receive, send: S
             return
         body = submission.body
     else:  # a blocked account may not read, cancel or delete batches either
-        standing = proxy.gate.peek(caller.account, time.time(), caller.aggregates)
+        standing = proxy.gate.peek(caller.account, gate_now(), caller.aggregates)
         if standing.flags & BLOCK:
             proxy.gate.count(standing)
             await proxy._refuse(send, standing)

@@ -76,6 +76,7 @@ from safeguards.adapters.csp.extproc_wire import (
     text,
 )
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.identity import Caller, IdentityHeaders
 from safeguards.adapters.csp.inline_gate import InlineGate
 from safeguards.adapters.csp.messages_api import (
@@ -229,7 +230,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             return immediate(exc.status, str(exc), api=ex.call.api)
         if target.route is not Route.MODELS:
             # A blocked account is refused on its headers: Envoy need not buffer the body.
-            standing = self.gate.peek(ex.caller.account, time.time(), ex.caller.aggregates)
+            standing = self.gate.peek(ex.caller.account, gate_now(), ex.caller.aggregates)
             if standing.status == 403:
                 self.gate.count(standing)
                 return self._refusal(standing, ex)

@@ -35,6 +35,7 @@ from safeguards.adapters.bus.signing import CommandVerifier, command_problem
 from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.feed_snapshot import FeedSnapshot
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.heap import settle_heap
 from safeguards.core.codec import decode_command
 from safeguards.core.errors import CodecError
@@ -52,7 +53,7 @@ _STALLED = "Nats-Consumer-Stalled"
 
 class EnforcementFeed:
     def __init__(self, link: BusLink, region: str, gate: Gate, verifier: CommandVerifier, *,
-                 heartbeat_s: float = 1.0, clock: Callable[[], float] = time.time,
+                 heartbeat_s: float = 1.0, clock: Callable[[], float] = gate_now,
                  snapshot: FeedSnapshot | None = None) -> None:
         self.link = link
         self.region = validate_region(region)

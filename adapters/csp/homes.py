@@ -33,6 +33,7 @@ from safeguards.adapters.bus.signing import CommandVerifier, command_problem, lo
 from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.decision import GateRequest
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.core.codec import decode_command
 from safeguards.core.errors import CodecError
 from safeguards.core.homes import HomeEntry
@@ -186,4 +187,4 @@ class HomeRouting:
                 self.rejected[problem] = self.rejected.get(problem, 0) + 1
                 log.error("home enforcement from %s: ALARM command refused (%s)", home, problem)
                 continue
-            self.gate.apply(command, time.time())
+            self.gate.apply(command, gate_now())

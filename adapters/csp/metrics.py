@@ -7,7 +7,6 @@ Latency histograms are observed by the proxy and ext_proc around ``check`` and u
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -17,6 +16,7 @@ from prometheus_client.registry import Collector
 from safeguards.adapters import tracing
 from safeguards.adapters.csp.feed import EnforcementFeed
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.telemetry import Telemetry
 
 CHECK_BUCKETS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2)
@@ -45,7 +45,7 @@ class _GateCollector(Collector):
         yield GaugeMetricFamily("safeguards_csp_cache_accounts",
                                 "accounts with an enforcement command in the cache",
                                 value=gate.size)
-        staleness = gate.staleness(time.time())
+        staleness = gate.staleness(gate_now())
         yield GaugeMetricFamily("safeguards_csp_cache_staleness_seconds",
                                 "seconds since the enforcement stream last spoke",
                                 value=staleness if staleness < 1e12 else -1.0)

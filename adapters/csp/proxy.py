@@ -44,6 +44,7 @@ from safeguards.adapters.csp.caller_auth import (
     load_caller_keys,
 )
 from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest, refusal
+from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.inline_gate import InlineGate
 from safeguards.adapters.csp.messages_api import (
@@ -169,8 +170,7 @@ class CspProxy:
         if path in ("/healthz", "/readyz") and method == "GET":
             # /healthz: the process is alive (always 200). /readyz: 503 until the gate holds
             # its region's enforcement (read from the stream or a verified local snapshot).
-            now = time.time()
-            staleness = self.gate.staleness(now)
+            staleness = self.gate.staleness(gate_now())
             ready = self.gate.synced
             body = json.dumps({
                 "ready": ready, "pid": os.getpid(),  # which worker process answered
@@ -345,7 +345,7 @@ class CspProxy:
         caller = target.call.caller(caller)
         if method == "POST":  # count_tokens, in either shape
             parse_messages_request(body)  # malformed requests get the same 400s as /v1/messages
-            decision = self.gate.peek(caller.account, time.time(), caller.aggregates)
+            decision = self.gate.peek(caller.account, gate_now(), caller.aggregates)
             if decision.flags & BLOCK:
                 self.gate.count(decision)
                 await self._refuse(send, decision, api)

@@ -13,7 +13,9 @@ first free or stale slot of its bucket (a slot whose TATs have both passed holds
 account there is as fresh as a new one); a full bucket evicts the slot nearest to stale, which
 forgets that account's spent quota early (counted in ``evicted``; size the table to the accounts
 active in a minute, 131,072 slots by default, 4 MiB). A tier change keeps the TATs as they are
-(seconds ahead, not units spent), unlike one worker's own cache, which converts them.
+(seconds ahead, not units spent), unlike one worker's own cache, which converts them. Workers
+read ``gate_time``'s steady clock, each its own: one started after a wall-clock step is on the
+stepped clock, so a request TAT further ahead than any take writes is read as one window spent.
 """
 
 from __future__ import annotations
@@ -104,6 +106,13 @@ class SharedRates:
         with lock:
             at = self._find(start, key, now)
             req_tat, tok_tat = _TATS.unpack_from(self._buffer, at + 16)
+            if req_tat > now + 2 * RATE_WINDOW_S:
+                # No take writes a request TAT over a window ahead: a worker whose clock runs
+                # ahead of this one's wrote it (it started before a wall-clock step that this one
+                # started after, ``gate_time``). Count the window spent, not the clocks' gap
+                # (while two clocks disagree, an account may spend a window on each).
+                req_tat = now + RATE_WINDOW_S
+                _TATS.pack_into(self._buffer, at + 16, req_tat, tok_tat)
             new_tat = (req_tat if req_tat > now else now) + req_interval
             if new_tat - now > RATE_WINDOW_S:
                 return "rate_requests", new_tat - now - RATE_WINDOW_S
