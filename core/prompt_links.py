@@ -31,6 +31,7 @@ from safeguards.core.ids import derive_id
 LINK_KEY_HEX = 32  # hex digits kept of the HMAC (128 bits)
 PROMPT_LINK_RULE = "link.prompt"
 _DOMAIN = b"prompt\x1f"  # apart from the API-key fingerprints made under the same key
+_DIGEST_DOMAIN = b"safeguards prompt digest v1\x1f"  # content digests: apart from link keys
 
 
 def normalise_prompt(text: str) -> str:
@@ -49,6 +50,18 @@ def prompt_link_key(secret: bytes, text: str) -> str | None:
         return None
     data = _DOMAIN + normalised.encode("utf-8", "surrogatepass")
     return hmac.new(secret, data, hashlib.sha256).hexdigest()[:LINK_KEY_HEX]
+
+
+def content_digest(secret: bytes | None, text: str) -> str:
+    """A content's digest as the region stores and publishes it (a request's ``prompt_sha256``,
+    a score's ``content_sha256``): an HMAC-SHA256 of the exact text under the region's link key,
+    domain-separated from link keys and API-key fingerprints, so that nobody without the key can
+    confirm a guessed short prompt from it, and a prompt's score and request digests still match.
+    A plain SHA-256 where ``secret`` is None (tests that run without the region's keys)."""
+    data = text.encode("utf-8", "surrogatepass")
+    if secret is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(secret, _DIGEST_DOMAIN + data, hashlib.sha256).hexdigest()
 
 
 def forwarded_scores(signal: Signal, events: Sequence[Event]) -> list[Signal]:
