@@ -13,6 +13,12 @@ person). :func:`residency_problem` is the guard every publisher and every receiv
 refuses anything below the threshold, from another origin than the subject says, or not of
 this exact shape.
 
+On the board each aggregate travels as a *board entry* (:func:`board_entry`): the aggregate's
+bytes on the first line, then one MAC per receiving region (``<region> <key id>:<hex>``) that
+the origin made under the key it forwards to that region with. A receiver takes an aggregate
+only where its own line holds (``bus.cross_signals``): write permission on the board alone
+cannot speak for a region.
+
 A receiving region folds them as risk for its own accounts: its gates refuse a request whose
 newest user turn has a released pseudonym of the current or the previous epoch, as the home
 region refuses a prompt that its own accounts sent flagged (``core.prompt_links``).
@@ -36,6 +42,8 @@ K_MIN = 3  # distinct accounts before a pseudonym may leave its region
 _PSEUDONYM = re.compile(r"[0-9a-f]{64}")
 _CATEGORY = re.compile(r"[a-z][a-z0-9_]{0,31}")
 MAX_AGGREGATE_BYTES = 512
+MAX_ENTRY_BYTES = 8192  # the aggregate and a MAC line per receiving region
+_MAC = re.compile(r"[A-Za-z0-9_.-]{1,64}:[0-9a-f]{64}")
 
 
 class MalformedAggregate(InvalidInput):
@@ -126,6 +134,31 @@ def decode_aggregate(data: bytes, *, origin: str | None = None,
     if why is not None:
         raise MalformedAggregate(why)
     return aggregate
+
+
+def board_entry(aggregate: bytes, macs: dict[str, str]) -> bytes:
+    """The board's value: the aggregate's bytes, then a ``<region> <mac>`` line per receiver."""
+    lines = [f"{region} {mac}".encode("ascii") for region, mac in sorted(macs.items())]
+    return b"\n".join((aggregate, *lines))
+
+
+def split_board_entry(data: bytes) -> tuple[bytes, dict[str, str]]:
+    """The aggregate's bytes and the MAC per receiving region (none: an unsigned entry, as
+    builds before signing wrote); raises :class:`MalformedAggregate` for anything else."""
+    if len(data) > MAX_ENTRY_BYTES:
+        raise MalformedAggregate("too large")
+    aggregate, *rest = data.split(b"\n")
+    macs: dict[str, str] = {}
+    for line in rest:
+        try:
+            region, mac = line.decode("ascii").split(" ")
+            validate_region(region)
+        except (ValueError, InvalidRegion):
+            raise MalformedAggregate("bad MAC line") from None
+        if region in macs or not _MAC.fullmatch(mac):
+            raise MalformedAggregate("bad MAC line")
+        macs[region] = mac
+    return aggregate, macs
 
 
 class DistinctAccounts:

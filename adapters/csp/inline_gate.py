@@ -122,7 +122,9 @@ class InlineGate:
             self.telemetry.homes = self.homes.foreign_home
             self.telemetry.forwarders = {p: load_forwarding_keys(region, p) for p in peers}
             link = self.link
-            self.cross = CrossSignalBoard(lambda: link.js, region, load_cross_secret())
+            self.cross = CrossSignalBoard(
+                lambda: link.js, region, load_cross_secret(),
+                origins={p: load_forwarding_keys(p, region) for p in peers})
             self.admission.cross = self.cross
 
     def _restore(self, snapshot: FeedSnapshot, feed: EnforcementFeed) -> bool:

@@ -12,6 +12,7 @@ from safeguards.core.cross_signals import (
     CrossRegionAggregate,
     DistinctAccounts,
     MalformedAggregate,
+    board_entry,
     decode_aggregate,
     encode_aggregate,
     epoch_key,
@@ -19,6 +20,7 @@ from safeguards.core.cross_signals import (
     keyed_pseudonym,
     pseudonym,
     residency_problem,
+    split_board_entry,
 )
 from safeguards.core.prompt_links import normalise_prompt
 
@@ -64,3 +66,15 @@ def test_released_once_at_k_distinct_accounts() -> None:
     assert counts.add(2, "p", "a") is None  # another epoch starts over
     counts.add(1, "q", "a")  # capacity 2: the oldest pseudonym is forgotten
     assert counts.add(1, "p", "e") is None
+
+
+def test_a_board_entry_carries_the_aggregate_and_one_mac_per_receiver() -> None:
+    data, mac = encode_aggregate(GOOD), "fus1:" + "ab" * 32
+    assert split_board_entry(board_entry(data, {"eu": mac, "ap": mac})) == (
+        data, {"ap": mac, "eu": mac})
+    assert split_board_entry(data) == (data, {})  # unsigned, as builds before signing wrote
+    for bad in (data + b"\neu", data + b"\neu " + mac.encode() + b"\neu " + mac.encode(),
+                data + b"\nEU! " + mac.encode(), data + b"\neu fus1:xyz",
+                data + b"\n" + b"eu " + mac.encode() * 200):
+        with pytest.raises(MalformedAggregate):
+            split_board_entry(bad)

@@ -377,7 +377,8 @@ async def test_a_prompt_flagged_by_k_accounts_in_us_is_refused_in_eu_by_pseudony
 
     await listener.subscribe(">", cb=keep)
     publisher = CrossSignalPublisher(nc.jetstream(), "us", load_cross_secret(),
-                                     load_link_key("us"))
+                                     load_link_key("us"),
+                                     signers={"eu": load_forwarding_keys("us", "eu")})
     flagged = (("weapons_cbrn", 0.97), ("cyber", 0.01))
     try:
         async with node(url, "eu", InMemoryEventStore("eu"), "us"), \
@@ -408,8 +409,8 @@ async def test_a_prompt_flagged_by_k_accounts_in_us_is_refused_in_eu_by_pseudony
                 url, nats_identity("us", NatsRole.CLASSIFIER) or pytest.fail(),
                 publish=("$KV.sg_global_signals.eu.x",))
             assert refused_keys == {("publish", "$kv.sg_global_signals.eu.x")}
-            assert board.take("us.x", b'{"origin": "us", "accounts": 1}') is None
-            assert board.rejected == 1
+            assert board.take("us.x", b'{"origin": "us", "accounts": 1}\nbad') is None
+            assert board.rejected == 1 and board.forged == 0
     finally:
         await listener.close()
         await nc.close()
