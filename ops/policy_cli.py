@@ -69,7 +69,7 @@ def _bus(parser: argparse.ArgumentParser) -> None:
 async def read_board(nats_url: str, region: str) -> PublishedPolicy | None:
     nc = await operator_connection(nats_url, region)
     try:
-        board = await PolicyBoard.open(nc.jetstream(), region)
+        board = await PolicyBoard.open(nc.jetstream(), region, provision=False)
         return (await board.read())[0]
     finally:
         await nc.drain()

@@ -9,6 +9,8 @@ compare-and-set; nothing here votes or elects.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
 
 import anyio
@@ -24,38 +26,66 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.errors import BusUnavailable, ProvisioningConflict
 from safeguards.adapters.bus.jetstream_retry import is_transient, retry_transient
 from safeguards.adapters.bus.streams import PROVISION_DEADLINE_S, cluster_replicas
 from safeguards.core.bus import Lease
 from safeguards.core.ids import validate_region
 
+log = logging.getLogger(__name__)
+
 OP_TIMEOUT_S = 3.0
 _TRANSPORT = (TimeoutError, nats.errors.Error)
 
 
-async def open_bucket(js: JetStreamContext, name: str, **config: object) -> KeyValue:
+async def open_bucket(js: JetStreamContext, name: str, *, provision: bool = True,
+                      **config: object) -> KeyValue:
     """The KV bucket ``name``, created with ``config`` if it does not exist yet (whoever creates
     it first wins; the others open it). Its replicas follow the servers, as the streams' do
-    (``streams.cluster_replicas``: R3 on a cluster); a leader election is ridden through."""
-    config.setdefault("replicas", cluster_replicas(js))
+    (``streams.cluster_replicas``: R3 on a cluster); a leader election is ridden through.
+
+    ``provision``: this process may also raise an existing bucket made with fewer replicas (at
+    R1 while the region ran on one server, now on a cluster), as ``ensure_stream`` raises a
+    stream; a role that may only read the bucket (a gate's policy board) passes False."""
+    replicas = config.setdefault("replicas", cluster_replicas(js))
 
     async def once() -> KeyValue:
         try:
-            return await js.key_value(name)
+            kv = await js.key_value(name)
         except BucketNotFoundError:
             try:
                 return await js.create_key_value(bucket=name, **config)  # type: ignore[arg-type]
             except APIError as exc:
                 if is_transient(exc):
                     raise
-                return await js.key_value(name)  # another process created it first
+                kv = await js.key_value(name)  # another process created it first
+        if provision and isinstance(replicas, int):
+            await _raise_replicas(js, name, replicas)
+        return kv
 
     try:
         return await retry_transient(once, f"opening KV bucket {name}",
                                      deadline_s=PROVISION_DEADLINE_S, attempt_s=OP_TIMEOUT_S * 2)
     except nats.errors.Error as exc:
         raise BusUnavailable(f"opening KV bucket {name}: {type(exc).__name__}") from None
+
+
+async def _raise_replicas(js: JetStreamContext, name: str, want: int) -> None:
+    """Raise the bucket's stream to ``want`` replicas if it has fewer (JetStream copies it to
+    more servers; its keys and revisions stay); more are left alone (a server that is away
+    must not shrink it)."""
+    info = await js.stream_info(f"KV_{name}")
+    have = info.config.num_replicas or 1
+    if have >= want:
+        return
+    try:
+        await js.update_stream(dataclasses.replace(info.config, num_replicas=want))
+    except APIError as exc:
+        if is_transient(exc):
+            raise
+        raise ProvisioningConflict(f"KV bucket {name} is R{have} and cannot be raised to "
+                                   f"R{want}: {exc.description}") from None
+    log.warning("KV bucket %s raised from R%d to R%d", name, have, want)
 
 
 def _last_sequence(exc: KeyWrongLastSequenceError) -> int | None:

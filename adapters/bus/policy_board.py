@@ -85,9 +85,12 @@ class PolicyBoard:
         self._kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext, region: str) -> PolicyBoard:
-        return cls(await open_bucket(js, policy_bucket_name(region), history=8,
-                                     description="the region's policy"))
+    async def open(cls, js: JetStreamContext, region: str, *,
+                   provision: bool = True) -> PolicyBoard:
+        """``provision``: False for a role that may only read the board (a gate, an operator):
+        the nodes create it and raise its replicas."""
+        return cls(await open_bucket(js, policy_bucket_name(region), provision=provision,
+                                     history=8, description="the region's policy"))
 
     async def read(self) -> tuple[PublishedPolicy | None, int]:
         """The published policy (None: nothing published yet) and the key's revision (0)."""

@@ -48,7 +48,7 @@ class BusLink:
         """The region's policy board, or None while there is no connection."""
         if self.js is None or not self.is_connected:
             return None
-        return await PolicyBoard.open(self.js, region)
+        return await PolicyBoard.open(self.js, region, provision=False)
 
     async def follow_policy(self, region: str, gate: Gate) -> None:
         """Keep ``gate`` on the policy the region's board shows (a front end's follower)."""
