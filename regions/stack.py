@@ -40,9 +40,7 @@ from safeguards.adapters.embedded.ports import free_port
 from safeguards.adapters.keyfiles import state_dir
 from safeguards.adapters.store import PostgresEventStore
 from safeguards.core.content import ContentItem
-from safeguards.core.events import Signal
 from safeguards.core.policy import Policy, default_policy
-from safeguards.core.prompt_links import content_digest
 from safeguards.regions.config import RegionConfig
 from safeguards.regions.nodes import RegionNodes
 
@@ -87,21 +85,12 @@ class StackEndpoints:
 
 
 class RegionClassifier(ClassifierService):
-    """The region's classifier as the stack runs it: every score it publishes names its content
-    by ``content_digest`` under the region's link key (the key the gates' ``prompt_sha256`` uses),
-    never by a plain SHA-256 someone could confirm a guessed prompt with; and it counts the
+    """The region's classifier as the stack runs it (given the region's link key, so every score
+    names its content by ``content_digest``, never by a plain SHA-256), which also counts the
     prompts it flags for the cross-region board (``bus.cross_signals``), where a failure is
     counted and never holds up a score."""
 
     cross: CrossSignalPublisher | None = None
-    link_key: bytes | None = None  # None: the service's plain digest (tests without keys)
-
-    def signals_for(self, item: ContentItem, result: ScoreResult, shadow: bool,
-                    aggregates: tuple[str, ...] = ()) -> list[Signal]:
-        if self.link_key is not None:
-            result = dataclasses.replace(
-                result, content_sha256=content_digest(self.link_key, item.text))
-        return super().signals_for(item, result, shadow, aggregates)
 
     async def _publish(self, item: ContentItem, aggregates: tuple[str, ...],
                        result: ScoreResult, shadow: bool) -> None:
@@ -147,8 +136,7 @@ class RegionStack:
                         self.classifier = RegionClassifier(
                             nc, cfg.name, scorer, ClassifierSettings(partitions=cfg.partitions),
                             inline=inline, producer=load_producer_keys(cfg.name),
-                            forwarders=forwarders)
-                        self.classifier.link_key = link_key
+                            forwarders=forwarders, link_key=link_key)
                         if cfg.peers:  # other regions to tell (core.cross_signals)
                             self.classifier.cross = CrossSignalPublisher(
                                 nc.jetstream(), cfg.name, load_cross_secret(), link_key,

@@ -232,6 +232,7 @@ async def _serve_async(args: argparse.Namespace) -> None:
     from safeguards.adapters.classifier.loader import load_model
     from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
     from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
+    from safeguards.adapters.csp.identity import load_link_key
 
     model = load_model(args.model)
     recent = RecentScores()  # what the gates screened, not scored twice
@@ -246,7 +247,8 @@ async def _serve_async(args: argparse.Namespace) -> None:
                 await stack.enter_async_context(scorer)
             service = ClassifierService(nc, args.region, primary,
                                         ClassifierSettings(partitions=args.partitions), shadows,
-                                        inline=inline, producer=load_producer_keys(args.region))
+                                        inline=inline, producer=load_producer_keys(args.region),
+                                        link_key=load_link_key(args.region))
             async with anyio.create_task_group() as tg:
                 await tg.start(service.run)
                 print(f"classifier serving region {args.region}: {primary.name} "

@@ -59,6 +59,7 @@ from safeguards.core.content import ClassifyReply, ClassifyRequest, ContentItem
 from safeguards.core.errors import CodecError, InvalidAccountId, InvalidInput, SafeguardsError
 from safeguards.core.events import ScoreRecorded, Signal
 from safeguards.core.ids import aggregate_kind, derive_id, validate_region
+from safeguards.core.prompt_links import content_digest
 from safeguards.core.subjects import classify_subject, content_subject, inputs_subject, stream_name
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,15 @@ class ClassifierService:
     def __init__(self, nc: Client, region: str, primary: MicroBatchScorer,
                  settings: ClassifierSettings, shadows: Sequence[MicroBatchScorer] = (),
                  inline: MicroBatchScorer | None = None, producer: ProducerKeys | None = None,
-                 forwarders: dict[str, ProducerKeys] | None = None) -> None:
+                 forwarders: dict[str, ProducerKeys] | None = None,
+                 link_key: bytes | None = None) -> None:
         """``inline`` answers the gates' synchronous requests (same model, its own queue and
         inference thread), so a screening never waits behind background content scoring.
         ``producer``: the region's producer keys; content must carry a gate's MAC and score
         signals go out with ours (None: neither, for tests that publish raw content);
         ``forwarders``: the key per home region of accounts homed elsewhere (``core.homes``)."""
         self.producer, self.forwarders = producer, forwarders or {}
+        self.link_key = link_key  # content_sha256 is content_digest under it (None: plain)
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=settings.publish_timeout_s)
         self.region = validate_region(region)
@@ -212,7 +215,7 @@ class ClassifierService:
         self.stats.scored += 1
         if out[0][0].truncated:
             # beyond max_windows: the tail was not scored (content_chars still says how long)
-            log.info("content sha256 %s... truncated for scoring", prepared.sha256[:12])
+            log.info("content of %d chars truncated for scoring", prepared.chars)
         if self.shadows:
             shadow_results: list[ScoreResult | None] = [None] * len(self.shadows)
 
@@ -250,7 +253,7 @@ class ClassifierService:
             observation=ScoreRecorded(
                 request_id=item.request_id,
                 content_kind=item.kind,
-                content_sha256=result.content_sha256,
+                content_sha256=content_digest(self.link_key, item.text),
                 content_chars=result.content_chars,
                 model_name=result.model_name,
                 model_version=result.model_version,

@@ -147,8 +147,8 @@ async def test_no_plain_digest_of_a_canary_prompt_is_stored_or_published(
         async with MicroBatchScorer(load_model(allow_gpu=False)) as scorer, \
                 node(nats_url, region, store), anyio.create_task_group() as tg:
             service = RegionClassifier(nc, region, scorer,
-                                       ClassifierSettings(partitions=PARTITIONS), producer=producer)
-            service.link_key = load_link_key(region)
+                                       ClassifierSettings(partitions=PARTITIONS), producer=producer,
+                                       link_key=load_link_key(region))
             await tg.start(service.run)
             async with proxy_for(nats_url, region) as (_, proxy_url):
                 assert await ask(proxy_url, account, canary) == 200
