@@ -159,6 +159,8 @@ class InlineGate:
                 await tg.start(self.homes.run)
             if self.cross is not None:
                 await tg.start(self.cross.run)
+            if self.metrics.shared is not None:
+                tg.start_soon(self.metrics.shared.keep_published)
             yield self
             tg.cancel_scope.cancel()
 

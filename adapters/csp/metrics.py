@@ -3,6 +3,8 @@
 The gate and the telemetry buffer keep plain integer counters; a collector turns them into
 metric families at scrape time, so the serving path never takes a metrics-library lock for them.
 Latency histograms are observed by the proxy and ext_proc around ``check`` and upstream calls.
+In a worker of a multi-process proxy (``PROMETHEUS_MULTIPROC_DIR`` set) ``render`` answers for
+every worker (``worker_metrics``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from safeguards.adapters.csp.feed import EnforcementFeed
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.telemetry import Telemetry
+from safeguards.adapters.csp.worker_metrics import SharedExposition, shared_directory
 
 CHECK_BUCKETS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2)
 
@@ -94,7 +97,11 @@ class CspMetrics:
     def __init__(self, gate: Gate, telemetry: Telemetry | None = None,
                  feed: EnforcementFeed | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_GateCollector(gate, telemetry, feed))
+        collector = _GateCollector(gate, telemetry, feed)
+        self.registry.register(collector)
+        directory = shared_directory()
+        # one of several workers: /metrics merges every worker's (the worker publishes)
+        self.shared = SharedExposition(collector, directory) if directory else None
         self.check_seconds = Histogram("safeguards_csp_check_seconds", "gate check latency",
                                        buckets=CHECK_BUCKETS, registry=self.registry)
         self.upstream_errors = Counter("safeguards_csp_upstream_errors",
@@ -126,4 +133,6 @@ class CspMetrics:
         self.caller_refused.labels(reason).inc()
 
     def render(self) -> bytes:
+        if self.shared is not None:
+            return self.shared.render()
         return generate_latest(self.registry)

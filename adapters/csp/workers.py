@@ -8,7 +8,9 @@ whole enforcement stream, so an enforcement command reaches all of them), its ow
 and classify client. What they share, in shared-memory tables made here, is the accounts'
 rate-limit quota (``shared_rates``, so that N workers never serve N times an account's rate) and
 the caller assertions' nonces (``shared_nonces``, so that an assertion captured once is not
-taken once by each worker; sized for ``max_request_rate`` signed requests a second).
+taken once by each worker; sized for ``max_request_rate`` signed requests a second). Their
+metrics are merged: a directory made here for the run (removed at stop) holds each worker's
+metric files, and any worker's ``/metrics`` answers for all of them (``worker_metrics``).
 
 The parent only supervises: it starts the workers (spawned, not forked: no event loop or NATS
 connection is copied), and when one exits it stops the others and exits with a failure, so a
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import signal
 import socket
+import tempfile
 from multiprocessing import get_context
 from multiprocessing.connection import wait
 from typing import Any
@@ -35,6 +39,7 @@ from safeguards.adapters.csp.shared_nonces import (
     table_bytes,
 )
 from safeguards.adapters.csp.shared_rates import SharedRates
+from safeguards.adapters.csp.worker_metrics import exported_to_children
 from safeguards.core.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -99,6 +104,7 @@ def run_proxy_workers(config: ProxyConfig, policy: Policy, host: str, port: int,
     rates, nonces = SharedRates.create(), SharedNonces.create(slots)
     log.info("replay table: %d slots (%.1f MB) for %g signed requests/s", slots,
              table_bytes(slots) / 1e6, max_request_rate)
+    metrics_dir = tempfile.mkdtemp(prefix="safeguards-proxy-metrics-")
     context = get_context("spawn")
     processes = [context.Process(target=_worker, name=f"safeguards-proxy-{i}", daemon=False,
                                  args=(config, policy, host, port, rates.handle(),
@@ -115,8 +121,9 @@ def run_proxy_workers(config: ProxyConfig, policy: Policy, host: str, port: int,
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for process in processes:
-            process.start()
+        with exported_to_children(metrics_dir):
+            for process in processes:
+                process.start()
         log.info("proxy on %s:%d with %d worker processes", host, port, workers)
         wait([p.sentinel for p in processes])  # the first to exit ends them all
         if not stopping:
@@ -135,3 +142,11 @@ def run_proxy_workers(config: ProxyConfig, policy: Policy, host: str, port: int,
             signal.signal(sig, handler)
         rates.close()
         nonces.close()
+        _remove(metrics_dir)
+
+
+def _remove(directory: str) -> None:
+    try:
+        shutil.rmtree(directory)
+    except OSError:
+        log.exception("could not remove the workers' metrics directory %s", directory)
