@@ -3,7 +3,9 @@
 While a cluster elects a new stream or meta leader (its leader was killed, paused or cut off),
 JetStream API calls time out, find no responders or answer 503 / "JetStream system temporarily
 unavailable" for a few seconds; an R3 create answers "insufficient resources" while one of the
-three servers is away. Those are worth retrying within a deadline; anything else is an answer.
+three servers is away. A publish to a stream just made on a cluster (a KV put included) finds
+no responders (``NoStreamResponseError``) until its server is known across the routes. Those
+are worth retrying within a deadline; anything else is an answer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TypeVar
 
 import anyio
 import nats.errors
-from nats.js.errors import APIError, ServiceUnavailableError
+from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
 from safeguards.adapters.bus.errors import BusUnavailable
 
@@ -37,7 +39,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, APIError):
         return exc.err_code in _TRANSIENT_CODES or exc.code == 503
     return isinstance(exc, TimeoutError | nats.errors.TimeoutError | nats.errors.NoRespondersError
-                      | nats.errors.ConnectionReconnectingError)
+                      | NoStreamResponseError | nats.errors.ConnectionReconnectingError)
 
 
 async def retry_transient(call: Callable[[], Awaitable[T]], what: str, *,

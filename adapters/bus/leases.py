@@ -46,8 +46,11 @@ async def open_bucket(js: JetStreamContext, name: str, *, provision: bool = True
 
     ``provision``: this process may also raise an existing bucket made with fewer replicas (at
     R1 while the region ran on one server, now on a cluster), as ``ensure_stream`` raises a
-    stream; a role that may only read the bucket (a gate's policy board) passes False."""
+    stream, and set an existing bucket's TTL to ``ttl`` where it was made with another (a changed
+    ``lease_ttl_s``: the last opener's TTL holds); a role that may only read the bucket (a gate's
+    policy board) passes False."""
     replicas = config.setdefault("replicas", cluster_replicas(js))
+    ttl = config.get("ttl")
 
     async def once() -> KeyValue:
         try:
@@ -59,8 +62,9 @@ async def open_bucket(js: JetStreamContext, name: str, *, provision: bool = True
                 if is_transient(exc):
                     raise
                 kv = await js.key_value(name)  # another process created it first
-        if provision and isinstance(replicas, int):
-            await _raise_replicas(js, name, replicas)
+        if provision:
+            await _reconcile(js, name, replicas if isinstance(replicas, int) else None,
+                             float(ttl) if isinstance(ttl, int | float) else None)
         return kv
 
     try:
@@ -70,22 +74,35 @@ async def open_bucket(js: JetStreamContext, name: str, *, provision: bool = True
         raise BusUnavailable(f"opening KV bucket {name}: {type(exc).__name__}") from None
 
 
-async def _raise_replicas(js: JetStreamContext, name: str, want: int) -> None:
-    """Raise the bucket's stream to ``want`` replicas if it has fewer (JetStream copies it to
-    more servers; its keys and revisions stay); more are left alone (a server that is away
-    must not shrink it)."""
+async def _reconcile(js: JetStreamContext, name: str, replicas: int | None,
+                     ttl: float | None) -> None:
+    """Raise the bucket's stream to ``replicas`` if it has fewer (JetStream copies it to more
+    servers; its keys and revisions stay; more are left alone: a server that is away must not
+    shrink it), and set its TTL (max age) to ``ttl`` if it has another (the keys it holds expire
+    by the new one)."""
     info = await js.stream_info(f"KV_{name}")
-    have = info.config.num_replicas or 1
-    if have >= want:
+    have, had_ttl = info.config.num_replicas or 1, info.config.max_age or 0.0
+    config = info.config
+    if replicas is not None and have < replicas:
+        config = dataclasses.replace(config, num_replicas=replicas)
+    if ttl is not None and abs(had_ttl - ttl) > 1e-3:
+        # as nats-py makes a bucket: duplicates are tracked for at most its TTL
+        config = dataclasses.replace(config, max_age=ttl, duplicate_window=min(ttl, 120.0))
+    if config is info.config:
         return
     try:
-        await js.update_stream(dataclasses.replace(info.config, num_replicas=want))
+        await js.update_stream(config)
     except APIError as exc:
         if is_transient(exc):
             raise
-        raise ProvisioningConflict(f"KV bucket {name} is R{have} and cannot be raised to "
-                                   f"R{want}: {exc.description}") from None
-    log.warning("KV bucket %s raised from R%d to R%d", name, have, want)
+        raise ProvisioningConflict(
+            f"KV bucket {name} (R{have}, TTL {had_ttl:g} s) cannot be updated to "
+            f"R{config.num_replicas}, TTL {config.max_age or 0.0:g} s: {exc.description}"
+        ) from None
+    if config.num_replicas != info.config.num_replicas:
+        log.warning("KV bucket %s raised from R%d to R%d", name, have, replicas)
+    if config.max_age != info.config.max_age:
+        log.warning("KV bucket %s TTL changed from %g s to %g s", name, had_ttl, ttl)
 
 
 def _last_sequence(exc: KeyWrongLastSequenceError) -> int | None:

@@ -12,7 +12,7 @@ from nats.aio.client import Client
 from safeguards.actors.node import Node
 from safeguards.actors.ownership import owner_of
 from safeguards.actors.settings import NodeSettings
-from safeguards.adapters.bus.leases import LeaseBucket
+from safeguards.adapters.bus.leases import LeaseBucket, lease_bucket_name, open_bucket
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core.codec import encode_signal
@@ -44,6 +44,32 @@ async def test_lease_is_revision_checked(nc: Client) -> None:
     assert await leases.renew(first) is None  # a stale revision can never renew
     await leases.release(renewed)
     assert await leases.acquire("part.0", "n2") is not None
+
+
+async def test_a_changed_lease_ttl_reaches_an_existing_bucket(nc: Client) -> None:
+    region = "t" + uuid.uuid4().hex[:8]
+    js = nc.jetstream()
+    bucket = lease_bucket_name(region)
+    try:
+        first = await LeaseBucket.open(js, region, ttl_s=30)
+        held = await first.acquire("part.0", "n1")
+        assert held is not None
+        # nodes restarted with lease_ttl_s = 1: the bucket takes it, the lease held is kept
+        leases = await LeaseBucket.open(js, region, ttl_s=1.0)
+        config = (await js.stream_info(f"KV_{bucket}")).config
+        assert config.max_age == 1.0 and config.duplicate_window == 1.0
+        assert await leases.acquire("part.0", "n2") is None  # still n1's
+        # a role that may not provision opens it as it is
+        await open_bucket(js, bucket, provision=False, history=1, ttl=60.0)
+        assert (await js.stream_info(f"KV_{bucket}")).config.max_age == 1.0
+        # n1 stopped renewing: its lease is free after the new TTL, not the old 30 s
+        with anyio.fail_after(10):
+            while True:
+                if await leases.acquire("part.0", "n2") is not None:
+                    break
+                await anyio.sleep(0.2)
+    finally:
+        await js.delete_key_value(bucket)
 
 
 async def test_partitions_spread_and_move_when_a_node_dies(nc: Client, nats_url: str) -> None:
