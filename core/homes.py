@@ -6,7 +6,8 @@ home's input subjects correctly) and how the home was set:
 
 - ``onboarding``: the CSP's onboarding signal named the region (``safeguards ops home set``);
 - ``first_use``: no region's directory knew the account when a gate first served it, so that
-  gate's region claimed it (an atomic create: two gates of one region cannot both claim);
+  gate's region claimed it (atomic creates: first of the account's key in the global home
+  register, so two regions cannot both claim, then in the region's directory);
 - ``migration``: an operator moved the account (``safeguards ops migrate-home``).
 
 A gate serving an account homed elsewhere classifies locally (the text never leaves the

@@ -13,9 +13,11 @@ registered operator key, as for ``ops erase``) moves its history to the new home
 (``adapters/store/home_move.py``: same events in the new region, its newest enforcement
 command re-issued there), moves the directory entry (the new home's set by ``migration``, the
 old home's removed), brings over what arrived meanwhile, then erases the old home's copy
-(crypto-shredding and a tombstone naming the operator, as ``ops erase``). Gates keep a home in
-memory for up to a minute: a request served in that window may still reach the old home after
-its tombstone (``ops history`` shows it there).
+(crypto-shredding and a tombstone naming the operator, as ``ops erase``). Both commands also
+write the account's key in the global home register (``bus.home_claims``): every gate watching
+it drops the home it kept for the account, so its next request asks the directories again
+(with the watch down, a gate keeps a home for up to a minute: a request served in that window
+may still reach the old home after its tombstone, and ``ops history`` shows it there).
 
 NATS: ``--nats`` or ``$SAFEGUARDS_NATS_URL``, as each region's operator role.
 """
@@ -69,13 +71,21 @@ def _nats_url(explicit: str | None) -> str:
 
 async def _directory(url: str, region: str) -> tuple[Any, Any]:
     """(connection, the region's directory) as the region's operator."""
+    nc, directory, _ = await _directories(url, region)
+    return nc, directory
+
+
+async def _directories(url: str, region: str) -> tuple[Any, Any, Any]:
+    """(connection, the region's directory, the global home register) as its operator."""
     from safeguards.adapters.bus.connect import connect
+    from safeguards.adapters.bus.home_claims import HomeClaims
     from safeguards.adapters.bus.homes import HomeDirectory
     from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 
     nc = await connect(url, name=f"safeguards-ops-{region}", once=True,
                        identity=nats_identity(region, NatsRole.OPERATOR))
-    return nc, await HomeDirectory.open(nc.jetstream(), region)
+    js = nc.jetstream()
+    return nc, await HomeDirectory.open(js, region), await HomeClaims.open(js)
 
 
 def _now() -> str:
@@ -84,11 +94,12 @@ def _now() -> str:
 
 async def _home_async(args: argparse.Namespace) -> dict[str, Any]:
     account, region = validate_account_id(args.account), validate_region(args.region)
-    nc, directory = await _directory(_nats_url(args.nats), region)
+    nc, directory, claims = await _directories(_nats_url(args.nats), region)
     try:
         if args.onboard:
-            await directory.put(account, HomeEntry(region, args.partitions, "onboarding",
-                                                   _now()))
+            onboarded = HomeEntry(region, args.partitions, "onboarding", _now())
+            await directory.put(account, onboarded)
+            await claims.notice(account, onboarded)  # gates drop what they kept
         entry = await directory.local(account)
     finally:
         await nc.close()
@@ -130,11 +141,12 @@ async def migrate_home(args: argparse.Namespace) -> dict[str, Any]:
         await _record(new, args.operator, account)
         moved = await copy_history(old, new, account)
         old_nc, old_directory = await _directory(url, source)
-        new_nc, new_directory = await _directory(url, target)
+        new_nc, new_directory, claims = await _directories(url, target)
         try:
-            await new_directory.put(account, HomeEntry(target, args.partitions, "migration",
-                                                       _now()))
+            entry = HomeEntry(target, args.partitions, "migration", _now())
+            await new_directory.put(account, entry)
             await old_directory.remove(account)
+            await claims.notice(account, entry)  # gates drop the old home now
         finally:
             await old_nc.close()
             await new_nc.close()

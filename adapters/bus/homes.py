@@ -5,8 +5,10 @@ the region (:func:`core.homes.directory_key`, a digest: the bucket names no acco
 with its :class:`HomeEntry`. It holds only the region's own accounts; nothing about them is
 written anywhere else. A gate asks its own directory first, then each peer's, reading one key
 (the peers' buckets are readable by key only: ``$JS.API.DIRECT.GET``, no listing, no
-consumer). Claims are KV creates, so of two gates of one region only one claims an account;
-operators set and move entries (``safeguards ops home``, ``migrate-home``).
+consumer). Claims are KV creates, so of two gates of one region only one claims an account, and
+a gate claims only after winning the account's key in the global home register
+(``bus.home_claims``), so of two regions only one does; operators set and move entries
+(``safeguards ops home``, ``migrate-home``) and note them in the register.
 """
 
 from __future__ import annotations

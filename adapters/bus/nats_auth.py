@@ -20,7 +20,9 @@ the operations it needs on its own streams (no stream deletion, no purge, for an
 routing (``core.homes``), the one exception: a region's gate and classifier may publish request
 metadata and scores on a peer's input subjects, and its gate may read, by key, a peer's
 directory entry and last enforcement command of an account it names; content, enforcement,
-classify and every subscription stay regional.
+classify and every subscription stay regional. Every region's gates and operators write and
+watch one global bucket, the home register (``bus.home_claims``: first-use claims, notices of
+moves; digest keys, no text).
 
 Identities: ``SAFEGUARDS_NATS_NKEY_<REGION>_<ROLE>`` (the seed) where set, else the file
 ``<state>/nats-<region>-<role>.nk`` where it exists; with neither, the connection is anonymous
@@ -42,6 +44,7 @@ from typing import Any
 import nkeys
 
 from safeguards.adapters.bus.cross_signals import GLOBAL_BUCKET
+from safeguards.adapters.bus.home_claims import CLAIMS_BUCKET
 from safeguards.adapters.bus.homes import home_bucket_name
 from safeguards.adapters.bus.leases import lease_bucket_name
 from safeguards.adapters.bus.policy_board import policy_bucket_name
@@ -147,6 +150,13 @@ def _kv_read(bucket: str) -> list[str]:
     return [*_stream_info(f"KV_{bucket}"), *_get(f"KV_{bucket}"), *_consume(f"KV_{bucket}")]
 
 
+def _home_register() -> list[str]:
+    """The global home register (``bus.home_claims``): written (a gate's create, an operator's
+    move), read by key and watched; keys are digests, values a region and a partition count."""
+    return [f"$KV.{CLAIMS_BUCKET}.>", *_stream_admin(f"KV_{CLAIMS_BUCKET}"),
+            *_kv_read(CLAIMS_BUCKET)]
+
+
 def _home_forwarding(role: NatsRole, peers: tuple[str, ...]) -> list[str]:
     """What a serving region's role may do at its peers, for the accounts homed there
     (``core.homes``): the gate and the classifier publish request metadata and scores to the
@@ -180,7 +190,9 @@ def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -
                     *_stream_info(inputs), *_stream_info(content), *_stream_info(enforce),
                     *_consume(enforce), *_kv_read(policy),
                     # its region's directory: claims on first use (KV create)
-                    f"$KV.{homes}.>", *_stream_admin(f"KV_{homes}"), *_kv_read(homes)]
+                    f"$KV.{homes}.>", *_stream_admin(f"KV_{homes}"), *_kv_read(homes),
+                    # the global home register: first-use claims (creates), moves watched
+                    *_home_register()]
     elif role is NatsRole.NODE:
         publish += [f"sg.{r}.enforce.>", f"sg.{r}.acct.>", f"sg.{r}.dlq.>", f"$KV.{leases}.>",
                     f"$KV.{policy}.>"]
@@ -199,7 +211,9 @@ def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -
                     # ``ops timeline``: the dead letters of a window, read by sequence
                     *_get(dlq),
                     # onboarding and migrations write the region's directory
-                    f"$KV.{homes}.>", *_stream_admin(f"KV_{homes}"), *_kv_read(homes)]
+                    f"$KV.{homes}.>", *_stream_admin(f"KV_{homes}"), *_kv_read(homes),
+                    # and note the move or onboarding in the global home register
+                    *_home_register()]
     publish += _home_forwarding(role, tuple(p for p in peers if p != r))
     if role is NatsRole.CLASSIFIER:  # cross-region aggregates under its own region's keys
         publish += [f"$KV.{GLOBAL_BUCKET}.{r}.>", *_stream_admin(f"KV_{GLOBAL_BUCKET}")]

@@ -2,7 +2,14 @@
 
 For each account it serves, the gate learns the account's home (``core.homes``) once: its own
 region's directory, then its peers' (one key read each), and where none knows the account, a
-claim in its own directory (first use). The answer is kept in memory for ``cache_s``.
+claim (first use): a create in the global home register (``bus.home_claims``), so of two
+regions serving a new account at once only one becomes its home, then, where that is this
+region, a create in its own directory. The answer is kept in memory for ``cache_s`` at most:
+the gate watches the register's new writes (headers only) and drops a kept home as soon as an
+operator moves or onboards the account there (``ops migrate-home``, ``ops home --onboard``), so
+its next request asks the directories again. While the watch is down (counted in
+``notice_failures``, retried with a doubling backoff) kept homes live out ``cache_s``; every
+(re)start of the watch drops them all, for the notices it may have missed.
 
 For an account homed in another region the request is still classified here (screening, the
 content stream, the classifier: the text never leaves this region), but the metadata signal
@@ -18,16 +25,25 @@ A lookup that fails (NATS down, a slow peer) serves the request as this region's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 
 import anyio
 import nats.errors
 from anyio.abc import TaskStatus
+from nats.js.api import DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.home_claims import (
+    CLAIMS_STREAM,
+    CLAIMS_SUBJECTS,
+    HomeClaims,
+    claim_key,
+)
 from safeguards.adapters.bus.homes import HomeDirectory
 from safeguards.adapters.bus.signing import CommandVerifier, command_problem, load_verifier
 from safeguards.adapters.csp.bus_link import BusLink
@@ -36,7 +52,7 @@ from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.core.codec import decode_command
 from safeguards.core.errors import CodecError
-from safeguards.core.homes import HomeEntry
+from safeguards.core.homes import HomeEntry, directory_key
 from safeguards.core.ids import validate_region
 from safeguards.core.subjects import enforce_subject, stream_name
 
@@ -44,6 +60,9 @@ log = logging.getLogger(__name__)
 
 CACHE_SIZE = 100_000
 REFRESH_QUEUE = 1_000
+NOTICED_KEPT = 10_000  # keys noticed lately: a lookup in flight across a notice is not kept
+NOTICE_RETRY_S, NOTICE_RETRY_CAP_S = 0.5, 30.0
+NOTICE_OPEN_S = 5.0  # opening the register for the watch (a refusal reads as a timeout)
 
 
 class HomeRouting:
@@ -60,7 +79,10 @@ class HomeRouting:
         self.lookup_deadline_s = lookup_deadline_s
         self._directory: HomeDirectory | None = None
         self._verifiers: dict[str, CommandVerifier] = {}
+        self._claims: HomeClaims | None = None
         self._homes: dict[str, tuple[HomeEntry, float]] = {}  # account -> (entry, until)
+        self._accounts: dict[str, str] = {}  # directory key -> account, of the kept homes
+        self._noticed: OrderedDict[str, float] = OrderedDict()  # key -> when last noticed
         self._refreshed: dict[str, float] = {}  # foreign entity -> when its command was read
         self._send, self._receive = anyio.create_memory_object_stream[
             tuple[str, tuple[str, ...]]](REFRESH_QUEUE)
@@ -69,6 +91,11 @@ class HomeRouting:
         self.forwarded = 0  # requests routed to another home
         self.refresh_dropped = 0  # refreshes not queued (queue full): the next request asks
         self.rejected: dict[str, int] = {}  # home commands refused, by reason
+        self.watching = False  # the register's notices are followed (else: cache_s alone)
+        self.notices = 0  # register writes seen
+        self.dropped = 0  # kept homes dropped on a notice
+        self.notice_failures = 0  # watches that failed or ended (kept homes then expire alone)
+        self.foreign_claims = 0  # register claims naming no region this gate knows: not followed
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Open the directory once connected, then refresh the home's enforcement of accounts
@@ -79,13 +106,71 @@ class HomeRouting:
             await self._open()
         except BusUnavailable as exc:  # the first lookup tries again
             log.warning("home directory of %s not opened yet: %s", self.region, exc)
-        async with self._receive:
-            async for home, entities in self._receive:
-                try:
-                    await self._read_commands(home, entities)
-                except BusUnavailable as exc:
-                    self.failures += 1
-                    log.warning("home enforcement refresh from %s failed: %s", home, exc)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_notices)
+            async with self._receive:
+                async for home, entities in self._receive:
+                    try:
+                        await self._read_commands(home, entities)
+                    except BusUnavailable as exc:
+                        self.failures += 1
+                        log.warning("home enforcement refresh from %s failed: %s", home, exc)
+            tg.cancel_scope.cancel()
+
+    async def _watch_notices(self) -> None:
+        """Follow the register's notices for as long as the gate runs: a watch that fails or
+        ends is counted, logged and started again after a doubling backoff."""
+        backoff = NOTICE_RETRY_S
+        while True:
+            try:
+                await self._follow_notices()
+                raise BusUnavailable("the register's watch ended")
+            except (BusUnavailable, TimeoutError, OSError, APIError, nats.errors.Error):
+                self.watching = False
+                self.notice_failures += 1
+                log.warning("home register watch of %s down: kept homes expire after %.0f s "
+                            "until it is back", self.region, self.cache_s, exc_info=True)
+            await anyio.sleep(backoff)
+            backoff = min(NOTICE_RETRY_CAP_S, backoff * 2)
+
+    async def _follow_notices(self) -> None:
+        await self.link.connected.wait()
+        js = self.link.js
+        if js is None or not self.link.is_connected:
+            raise BusUnavailable("not connected")
+        with anyio.fail_after(NOTICE_OPEN_S):
+            await self._open_claims()
+        sub = await js.subscribe(CLAIMS_SUBJECTS, stream=CLAIMS_STREAM, ordered_consumer=True,
+                                 deliver_policy=DeliverPolicy.NEW, headers_only=True,
+                                 inactive_threshold=300.0)
+        try:
+            # what changed while nothing was watching: every kept home is asked again
+            self._homes = {a: (entry, 0.0) for a, (entry, _) in self._homes.items()}
+            self.watching = True
+            async for msg in sub.messages:
+                key = claim_key(msg.subject)
+                if key is not None:
+                    self.forget(key)
+        finally:
+            self.watching = False
+            with anyio.CancelScope(shield=True), \
+                    contextlib.suppress(nats.errors.ConnectionClosedError):
+                await sub.unsubscribe()  # (a closed connection dropped it already)
+
+    def forget(self, key: str) -> None:
+        """The register says the account under ``key`` was claimed, moved or onboarded: its
+        kept home (if any) expires now (a request in flight still reports where it went), and
+        a lookup in flight for it is not kept."""
+        self.notices += 1
+        self._noticed[key] = time.monotonic()
+        self._noticed.move_to_end(key)
+        if len(self._noticed) > NOTICED_KEPT:
+            self._noticed.popitem(last=False)
+        account = self._accounts.get(key)
+        kept = self._homes.get(account) if account is not None else None
+        if account is not None and kept is not None and kept[1] > 0.0:
+            self._homes[account] = (kept[0], 0.0)
+            self.dropped += 1
 
     async def _open(self) -> HomeDirectory:
         if self._directory is None:
@@ -94,6 +179,14 @@ class HomeRouting:
                 raise BusUnavailable("not connected")
             self._directory = await HomeDirectory.open(js, self.region, self.peers)
         return self._directory
+
+    async def _open_claims(self) -> HomeClaims:
+        if self._claims is None:
+            js = self.link.js
+            if js is None or not self.link.is_connected:
+                raise BusUnavailable("not connected")
+            self._claims = await HomeClaims.open(js)
+        return self._claims
 
     async def home_of(self, request: GateRequest) -> HomeEntry | None:
         """The account's home where it is another region (None: served as this region's)."""
@@ -106,12 +199,11 @@ class HomeRouting:
                     entry = await self._lookup(account)
             except (BusUnavailable, TimeoutError) as exc:
                 self.failures += 1
+                self._homes.pop(account, None)  # telemetry: served, and signalled, as ours
                 log.warning("home lookup failed (%s): served as %s's", type(exc).__name__,
                             self.region)
                 return None
-            if len(self._homes) >= CACHE_SIZE:
-                del self._homes[next(iter(self._homes))]
-            self._homes[account] = (entry, now + self.cache_s)
+            self._keep(account, entry, now)
             first = True
         else:
             entry, first = cached[0], False
@@ -135,6 +227,18 @@ class HomeRouting:
                 self.refresh_dropped += 1
         return entry
 
+    def _keep(self, account: str, entry: HomeEntry, asked: float) -> None:
+        """Keep the home looked up since ``asked``, unless a notice for it came meanwhile."""
+        key = directory_key(account)
+        # noticed while it was looked up: serves this request, the next one asks again
+        until = 0.0 if self._noticed.get(key, -1.0) >= asked else asked + self.cache_s
+        if account not in self._homes and len(self._homes) >= CACHE_SIZE:
+            oldest = next(iter(self._homes))
+            del self._homes[oldest]
+            self._accounts.pop(directory_key(oldest), None)
+        self._homes[account] = (entry, until)
+        self._accounts[key] = account
+
     def foreign_home(self, account_id: str) -> HomeEntry | None:
         """The home this gate routed the account to (telemetry's question, after the
         response): None where it is this region's or was never looked up."""
@@ -150,7 +254,13 @@ class HomeRouting:
             return found
         mine = HomeEntry(self.region, self.partitions, "first_use",
                          datetime.now(UTC).isoformat(timespec="seconds"))
-        held = await directory.claim(account, mine)
+        won = await (await self._open_claims()).claim(account, mine)
+        if won is None or (won.home != self.region and won.home not in self.peers):
+            self.foreign_claims += 1
+            raise BusUnavailable("the home register's claim names no region this gate serves")
+        if won.home != self.region:
+            return won  # another region claimed it first: its home, its history
+        held = await directory.claim(account, won)
         self.claimed += held is mine
         return held
 
