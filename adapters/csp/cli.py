@@ -32,6 +32,7 @@ def register(sub: Any) -> None:
                        help="signed requests a second the workers' shared replay table holds "
                             "nonces for (24 bytes x 602 slots each; past it, new assertions "
                             "are refused as replay_table_full)")
+    _peers(proxy)
     proxy.set_defaults(handler=_proxy)
 
     upstream = sub.add_parser("upstream", help="run the scripted Messages API model stand-in")
@@ -51,7 +52,14 @@ def register(sub: Any) -> None:
                               "assertion; loopback: unsigned when Envoy calls from this machine")
     extproc.add_argument("--metrics-port", type=int, default=9464,
                          help="serve Prometheus metrics on this port (0: none)")
+    _peers(extproc)
     extproc.set_defaults(handler=_extproc)
+
+
+def _peers(parser: Any) -> None:
+    parser.add_argument("--peer", action="append", default=[], metavar="REGION",
+                        help="a region whose accounts this gate serves by their home's rules "
+                             "(home routing, the cross-region board; repeatable)")
 
 
 def _policy(path: Path | None) -> Any:
@@ -85,7 +93,7 @@ def _proxy(args: argparse.Namespace) -> int:
     config = ProxyConfig(region=args.region, upstream_url=args.upstream, nats_url=args.nats,
                          account_header=args.account_header, partitions=args.partitions,
                          provision_streams=args.provision, freeze_gc_after_sync=True,
-                         caller_auth=args.caller_auth)
+                         caller_auth=args.caller_auth, peer_regions=tuple(args.peer))
     if args.workers > 1:
         from safeguards.adapters.csp.workers import run_proxy_workers
 
@@ -107,5 +115,6 @@ def _extproc(args: argparse.Namespace) -> int:
 
     config = ExtProcConfig(region=args.region, nats_url=args.nats, listen=args.listen,
                            account_header=args.account_header, partitions=args.partitions,
-                           metrics_port=args.metrics_port, caller_auth=args.caller_auth)
+                           metrics_port=args.metrics_port, caller_auth=args.caller_auth,
+                           peer_regions=tuple(args.peer))
     return _run(serve_extproc, config, _policy(args.policy))

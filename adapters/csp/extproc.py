@@ -361,7 +361,8 @@ class ExtProcServer:
 
     def __init__(self, config: ExtProcConfig, policy: Policy) -> None:
         self.config = config
-        self.inline = InlineGate(policy, config, connection_name="safeguards-extproc")
+        self.inline = InlineGate(policy, config, connection_name="safeguards-extproc",
+                                 peers=config.peer_regions)
         i = self.inline
         self.gate, self.link, self.feed, self.telemetry = i.gate, i.link, i.feed, i.telemetry
         self.classifier, self.metrics, self.admission = i.classifier, i.metrics, i.admission

@@ -29,3 +29,6 @@ class ExtProcConfig:
     # attribute, when the downstream client itself is on this machine); keys: load_caller_keys.
     caller_auth: str = "required"
     caller_keys: tuple[CallerKey, ...] | None = None
+    # the other regions whose accounts it serves by their home's rules (``csp.homes``) and
+    # whose cross-region board entries it takes (``bus.cross_signals``), as the proxy's
+    peer_regions: tuple[str, ...] = ()

@@ -1,7 +1,8 @@
 """Home regions, the global home register (``bus.home_claims``) against a real nats-server started
 with the regions' role identities and home routing: a gate learns a migration from the register's
 notice (not after its minute of cache), and two regions claiming one new account at once end
-with one home; without the register's watch a gate falls back to its cache's expiry, counted."""
+with one home; without the register's watch a gate falls back to its cache's expiry, counted.
+ext_proc gates route homes as the proxy does (``csp.extproc``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from typing import Any
 
 import anyio
 import asyncpg
+import grpc
 import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from extproc_testkit import DOOR, Exchange, body_of, request_body, request_headers
 from node_support import run_cli
 
 from safeguards.adapters.bus.connect import connect
@@ -30,14 +34,18 @@ from safeguards.adapters.bus.nats_auth import (
 )
 from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.decision import GateRequest
+from safeguards.adapters.csp.extproc import ExtProcConfig, ExtProcServer
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.homes import HomeRouting
 from safeguards.adapters.csp.streams import ensure_gate_streams
 from safeguards.adapters.embedded import EmbeddedNats
 from safeguards.adapters.operators import add_operator
 from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.core.codec import decode_signal
+from safeguards.core.events import RequestObserved
 from safeguards.core.homes import HomeEntry
 from safeguards.core.policy import default_policy
+from safeguards.core.subjects import stream_name
 
 from store_events import make_request
 
@@ -224,3 +232,48 @@ async def test_without_the_register_watch_a_gate_falls_back_to_its_cache_expiry(
     finally:
         await op.close()
         await eu_op.close()
+
+
+async def test_an_extproc_gate_routes_an_account_homed_elsewhere_to_its_home(
+        secured: Any) -> None:
+    """ext_proc with peers: an eu account's request signal goes to eu's inputs, none to us's;
+    the cross-region board is followed as on the proxy."""
+    url = secured
+    account = f"acct-eu-{secrets.token_hex(3)}"
+    nodes = {r: await connect(url, name=f"{r}-node", once=True,
+                              identity=nats_identity(r, NatsRole.NODE)) for r in ("us", "eu")}
+    eu_op = await connect(url, name="eu-op", once=True,
+                          identity=nats_identity("eu", NatsRole.OPERATOR))
+    try:
+        for region, nc in nodes.items():
+            await ensure_gate_streams(nc.jetstream(), region)
+        await (await HomeDirectory.open(eu_op.jetstream(), "eu")).put(
+            account, HomeEntry("eu", PARTITIONS, "onboarding", NOW.isoformat()))
+        server = ExtProcServer(ExtProcConfig(
+            region="us", nats_url=url, listen="127.0.0.1:0", feed_heartbeat_s=0.25,
+            caller_auth="loopback", caller_keys=(DOOR,), partitions=PARTITIONS,
+            peer_regions=("eu",)), default_policy())
+        homes, cross = server.inline.homes, server.inline.cross
+        assert homes is not None and cross is not None and server.admission.cross is cross
+        async with server.running():
+            assert server.feed is not None
+            await until(server.feed.ready.is_set, 10.0, 0.05)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                ex = Exchange(pb_grpc.ExternalProcessorStub(channel).Process())
+                await ex.send(request_headers(account))
+                r = await ex.send(request_body(body_of("What is a good banana bread recipe?")))
+                assert r.HasField("request_body")
+                await ex.close()
+            await until(lambda: server.telemetry.sent >= 1, 10.0, 0.05)
+        assert homes.forwarded >= 1 and homes.failures == 0
+        eu_inputs = await nodes["eu"].jetstream().pull_subscribe(
+            "sg.eu.acct.>", stream=stream_name("eu", "INPUTS"))
+        signal = decode_signal((await eu_inputs.fetch(1, timeout=5))[0].data)
+        assert (signal.account_id, signal.region) == (account, "eu")
+        assert isinstance(signal.observation, RequestObserved)
+        assert signal.observation.surface == "ext_proc"
+        info = await nodes["us"].jetstream().stream_info(stream_name("us", "INPUTS"))
+        assert info.state.messages == 0  # nothing of it in us's history
+    finally:
+        for nc in (*nodes.values(), eu_op):
+            await nc.close()
