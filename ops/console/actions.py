@@ -1,27 +1,37 @@
 """Operator actions from the console: the same observations the ``ops`` commands send.
 
 ``claim`` is ``ops queue claim`` (a ``ReviewClaimed``); ``decide`` is ``ops queue decide`` and
-``override`` is ``ops override`` (an operator ``set_level``); ``clear``, ``approve``, ``note``
-and ``appeal-resolve`` are their ``ops`` namesakes. Each is checked against the operator's role
-here (the nodes check it again, with the signature), then published to the account's input
-subject signed with the operator's key (``ops.actions.send_operator_signal``). The two-person
-rule is the actor's: an override to L5 or a clear of a suspended account becomes an approval
-request until a second admin approves it.
+``override`` is ``ops override`` (an operator ``set_level``); ``clear``, ``approve``, ``note``,
+``appeal-file`` and ``appeal-resolve`` are their ``ops`` namesakes. Each is checked against the
+operator's role here (the nodes check it again, with the signature), then published to the
+account's input subject signed with the operator's key (``ops.actions.send_operator_signal``).
+The two-person rule is the actor's: an override to L5 or a clear of a suspended account becomes
+an approval request until a second admin approves it; ``before_send`` lets the console check
+an approval against the account's state first (``console.approvals.check_approval``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from safeguards.core.errors import InvalidInput
-from safeguards.core.events import AppealResolved, Observation, OperatorActionTaken, ReviewClaimed
+from safeguards.core.events import (
+    AppealFiled,
+    AppealResolved,
+    Observation,
+    OperatorActionTaken,
+    ReviewClaimed,
+)
 from safeguards.core.ids import validate_account_id
 from safeguards.core.operators import role_problem
 from safeguards.ops.actions import now_and_nonce, operator_signal, send_operator_signal
 
-ACTIONS = ("claim", "decide", "override", "clear", "approve", "note", "appeal-resolve")
+ACTIONS = ("claim", "decide", "override", "clear", "approve", "note", "appeal-file",
+           "appeal-resolve")
 MAX_REASON = 500
+MAX_NAME = 100
 
 
 class ActionRefused(InvalidInput):
@@ -53,6 +63,13 @@ def _reason(fields: dict[str, str], default: str | None = None) -> str:
     return reason
 
 
+def _name(fields: dict[str, str], name: str, what: str) -> str:
+    value = fields.get(name, "").strip()
+    if not value or len(value) > MAX_NAME or not value.isprintable():
+        raise InvalidInput(f"{what} is required (at most {MAX_NAME} printable characters)")
+    return value
+
+
 def observation_for(action: str, operator: str, fields: dict[str, str]) -> Observation:
     if action == "claim":
         return ReviewClaimed(operator, _reason(fields, "claimed for review"))
@@ -64,6 +81,9 @@ def observation_for(action: str, operator: str, fields: dict[str, str]) -> Obser
         return OperatorActionTaken(operator, "approve", _level(fields), None, _reason(fields))
     if action == "note":
         return OperatorActionTaken(operator, "note", None, None, _reason(fields))
+    if action == "appeal-file":
+        return AppealFiled(_name(fields, "appeal_id", "an appeal id"),
+                           _name(fields, "filed_by", "who filed the appeal"), _reason(fields))
     if action == "appeal-resolve":
         outcome: Literal["upheld", "overturned"]
         if fields.get("outcome") == "upheld":
@@ -72,25 +92,30 @@ def observation_for(action: str, operator: str, fields: dict[str, str]) -> Obser
             outcome = "overturned"
         else:
             raise InvalidInput("outcome must be upheld or overturned")
-        appeal = fields.get("appeal_id", "").strip()
-        if not appeal or len(appeal) > 100:
-            raise InvalidInput("an appeal id is required")
-        return AppealResolved(appeal, operator, outcome, _level(fields, "level_after"),
-                              _reason(fields))
+        return AppealResolved(_name(fields, "appeal_id", "an appeal id"), operator, outcome,
+                              _level(fields, "level_after"), _reason(fields))
     raise InvalidInput(f"unknown action; one of {', '.join(ACTIONS)}")
 
 
-async def console_action(config: Any, operator: str, role: str, fields: dict[str, str]) -> Sent:
+BeforeSend = Callable[[str, Observation], Awaitable[None]]
+
+
+async def console_action(config: Any, operator: str, role: str, fields: dict[str, str], *,
+                         before_send: BeforeSend | None = None) -> Sent:
+    """Checks the action against the operator's role, then ``before_send(account,
+    observation)`` (which raises to stop it), then sends it."""
     account = validate_account_id(fields.get("account", ""))
     action = fields.get("action", "")
     observation = observation_for(action, operator, fields)
     problem = role_problem(role, observation)
     if problem is not None:
         raise ActionRefused(f"{operator} ({role}): {problem}")
+    if before_send is not None:
+        await before_send(account, observation)
     if not config.nats_url:
         raise InvalidInput("this console has no NATS to send actions on")
     now, nonce = now_and_nonce()
     signal = operator_signal(account, config.region, observation, now=now, nonce=nonce)
     await send_operator_signal(config.nats_url, config.partitions, signal, operator)
-    level = getattr(observation, "level", None) if action != "appeal-resolve" else None
+    level = getattr(observation, "level", None) if not action.startswith("appeal") else None
     return Sent(action, account, signal.signal_id, observation.TYPE, level)

@@ -8,9 +8,13 @@ which refuse any action its operator's key did not sign. Every page that reads t
 records the read in the region's audit (``operator_reads``, signed with the operator's key
 where the console holds it): a read that cannot be recorded does not happen.
 
-Operator actions (claim, decide, override, clear, approve) are the very signals the ``ops``
-commands send (``ops.actions``), signed with the operator's key from the console's state folder:
-the decision lands in the account's history and reaches the inline adapters like any other.
+Operator actions (claim, decide, override, clear, approve, appeals) are the very signals the
+``ops`` commands send (``ops.actions``), signed with the operator's key from the console's state
+folder: the decision lands in the account's history and reaches the inline adapters like any
+other. An approval is checked against the account's state before it is sent
+(``console.approvals``): nobody approves their own request (refused with a 403, recorded in the
+region's audit as ``console.refused.own-approval``, counted and logged), and an approval that
+would change nothing (lapsed, superseded, another level) is refused as a bad request.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +39,9 @@ from starlette.templating import Jinja2Templates
 
 from safeguards.adapters.operators import OperatorSigner
 from safeguards.core.errors import InvalidInput, SafeguardsError
+from safeguards.core.events import Observation, OperatorActionTaken
 from safeguards.core.ids import validate_account_id
-from safeguards.ops.console import pages
+from safeguards.ops.console import approvals, pages
 from safeguards.ops.console.actions import ACTIONS, ActionRefused, console_action
 from safeguards.ops.console.auth import ConsoleAuth, Session, SignInRefused
 from safeguards.ops.console.metrics import ConsoleMetrics, MeasuredApp
@@ -260,10 +266,40 @@ def build_console(config: ConsoleConfig, *, auth: ConsoleAuth | None = None,
         return page(request, "queue.html", viewer,
                     rows=[(r, states[r.account_id]) for r in reviews])
 
+    async def approvals_page(request: Request, viewer: Viewer) -> Response:
+        store = await audited(viewer, "console.approvals", f"approvals:{config.region}")
+        rows = await approvals.pending_approvals(store, datetime.now(UTC))
+        return page(request, "approvals.html", viewer, rows=rows)
+
+    async def appeals_page(request: Request, viewer: Viewer) -> Response:
+        store = await audited(viewer, "console.appeals", f"appeals:{config.region}")
+        return page(request, "appeals.html", viewer, rows=await approvals.open_appeals(store))
+
     async def act(request: Request, viewer: Viewer) -> Response:
         form = await request.form()
         fields = {k: str(v) for k, v in form.items() if isinstance(v, str)}
-        sent = await console_action(config, viewer.operator, viewer.role, fields)
+
+        async def approvable(account: str, observation: Observation) -> None:
+            if not (isinstance(observation, OperatorActionTaken)
+                    and observation.action == "approve"):
+                return
+            store = await audited(viewer, "console.approve-check", account)
+            state = await store.load(account)
+            try:
+                approvals.check_approval(state, viewer.operator, observation.level,
+                                         datetime.now(UTC))
+            except approvals.ApprovalProblem as exc:
+                if not exc.own:
+                    raise InvalidInput(str(exc)) from None
+                # kept: who tried to approve their own request, on which account, and when
+                await audited(viewer, "console.refused.own-approval", account)
+                metrics.actions.labels("approve", "refused_own").inc()
+                log.warning("console %s: %s tried to approve their own request (refused)",
+                            config.region, viewer.operator)
+                raise ActionRefused(str(exc)) from None
+
+        sent = await console_action(config, viewer.operator, viewer.role, fields,
+                                    before_send=approvable)
         metrics.actions.labels(sent.action, "sent").inc()
         return page(request, "_sent.html", viewer, sent=sent)
 
@@ -286,7 +322,8 @@ def build_console(config: ConsoleConfig, *, auth: ConsoleAuth | None = None,
         Route("/accounts", reading(accounts)), Route("/timeline", reading(timeline)),
         Route("/events", reading(events)), Route("/state", reading(state)),
         Route("/explain", reading(explain)), Route("/linked", reading(linked)),
-        Route("/queue", reading(queue)),
+        Route("/queue", reading(queue)), Route("/approvals", reading(approvals_page)),
+        Route("/appeals", reading(appeals_page)),
         Route("/action", reading(act), methods=["POST"]),
         Route("/health", reading(health)), Route("/metrics", metrics_endpoint),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
