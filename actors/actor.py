@@ -46,6 +46,7 @@ class AccountActor:
     in_turn: bool = False  # its head signal is in a commit cycle
     loading: bool = False  # its state is being read from the store
     quarantined: str | None = None  # why its history cannot be read: its signals are parked
+    quarantined_at: float | None = None  # when a signal was first parked (``quarantine``)
     last_active: float = 0.0
     mailbox: deque[Envelope] = field(default_factory=deque)
 

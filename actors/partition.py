@@ -28,7 +28,7 @@ from safeguards.actors.clock import Clock
 from safeguards.actors.commit import GroupCommitter, Result, StoreRefused
 from safeguards.actors.loading import ActivationGuess, load_states
 from safeguards.actors.metrics import NodeMetrics
-from safeguards.actors.quarantine import park_mail
+from safeguards.actors.quarantine import park_mail, still_quarantined
 from safeguards.actors.settings import NodeSettings
 from safeguards.actors.settlement import MailSettlement
 from safeguards.actors.turns import Round
@@ -188,7 +188,7 @@ class PartitionWorker:
                     actor.activating = True  # loaded first; the load tells whether it was new
                 self.actors[signal.account_id] = actor
             actor.last_active = now
-            if actor.quarantined is not None:  # its history is unreadable: park, do not load
+            if still_quarantined(actor, now, self.settings):  # unreadable history: park
                 await park_mail(actor, {}, self.settlement, msg)
                 continue
             envelope = Envelope(signal, msg, since=now)

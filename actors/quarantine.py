@@ -9,6 +9,15 @@ region's dead-letter stream under reason ``quarantined`` (kept there, replayable
 can read the history), raises the alarm once per account (an ERROR log line, the
 ``quarantined`` counter) and parks the account's later signals without loading it again. Every
 other account of the partition carries on.
+
+A quarantine is this node's finding, held in memory and not shared: another node may read what
+this one cannot (a newer node during a rolling deploy), so it judges for itself. Finding it again
+is cheap: the next owner's first load of a batch holding the account fails, the batch is loaded
+again one account at a time, and the account's signals are parked from then on (one batch load
+and ``load_batch`` single loads, once per owner; the alarm is raised once per owner). The node
+itself reads the history again ``quarantine_recheck_s`` after the quarantine began, on the
+account's next signal (``still_quarantined``), so a repaired row or a finished deploy ends it
+without a restart; ``safeguards ops dlq replay`` then re-publishes the parked signals.
 """
 
 from __future__ import annotations
@@ -47,6 +56,23 @@ async def load_alone(store: EventStore, actors: Sequence[AccountActor],
         actor.state = states[actor.account_id]
         actor.assumed_new = actor.activating = False
         metrics.loads += 1
+
+
+def still_quarantined(actor: AccountActor, now: float, settings: NodeSettings) -> bool:
+    """Whether a signal of ``actor`` arriving ``now`` is parked. Once ``quarantine_recheck_s``
+    has passed since its first parked signal, the quarantine ends and the actor is loaded again
+    (a history still unreadable quarantines it anew, with a new alarm)."""
+    if actor.quarantined is None:
+        return False
+    if actor.quarantined_at is None:
+        actor.quarantined_at = now
+    elif now - actor.quarantined_at >= settings.quarantine_recheck_s:
+        log.warning("quarantined account: reading its history again after %.0f s",
+                    now - actor.quarantined_at)
+        actor.quarantined = actor.quarantined_at = None
+        actor.state, actor.assumed_new, actor.activating = None, False, True
+        return False
+    return True
 
 
 async def park_mail(actor: AccountActor, holding: dict[str, AccountActor],

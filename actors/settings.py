@@ -31,6 +31,9 @@ class NodeSettings:
     store_timeout_s: float = 10.0  # deadline of one store call
     store_retry_s: float = 0.5  # first wait before retrying a failed store call (doubles)
     store_retry_max_s: float = 5.0
+    # a quarantined account's history is read again this long after its quarantine began (on
+    # its next signal), so a repaired row or a finished deploy ends it without a restart
+    quarantine_recheck_s: float = 60.0
     lease_ttl_s: float = 6.0  # a dead node's partitions are free this long after its last renew
     lease_renew_s: float = 1.5
     relay_poll_s: float = 0.5  # outbox rows of other nodes (or of a crashed one) wait this long

@@ -2,7 +2,10 @@
 
 The original bytes travel unchanged (they may be undecodable); the reason, the error class and
 where the message came from travel in headers. Reasons never carry message content: they are a
-fixed vocabulary plus the typed error's own content-free message.
+fixed vocabulary plus the typed error's own content-free message. The original's proof headers
+(the producer's MAC, an operator's name and signature: over subject and bytes, no content) are
+kept as they were, so ``ops dlq replay`` can re-publish a parked signal exactly as it was sent
+and the node checks it as it checked the original.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ H_SUBJECT = "Sg-Dlq-Subject"
 H_STREAM = "Sg-Dlq-Stream"
 H_SEQUENCE = "Sg-Dlq-Sequence"
 H_DELIVERIES = "Sg-Dlq-Deliveries"
+# The original's proofs, kept under their own names (``bus.producer_auth.PRODUCER_HEADER``,
+# ``adapters.operators.OPERATOR_HEADER`` and ``SIGNATURE_HEADER``).
+KEPT_PROOFS = ("Sg-Producer", "Sg-Operator", "Sg-Operator-Signature")
 
 
 def header_safe(text: str, limit: int = 200) -> str:
@@ -58,6 +64,10 @@ class DeadLetters:
             # Dead-lettering twice (a crash between this publish and the ack) stays one entry.
             "Nats-Msg-Id": f"dlq:{msg.stream}:{msg.sequence}",
         }
+        for name in KEPT_PROOFS:
+            value = msg.headers.get(name)
+            if value and payload is None:  # a replaced payload's proof would prove nothing
+                headers[name] = header_safe(value, 1000)
         if error is not None:
             headers[H_ERROR] = type(error).__name__
             headers[H_DETAIL] = header_safe(str(error))
