@@ -56,7 +56,8 @@ OPS_MODULES: tuple[str, ...] = ("safeguards.ops.analysis_cli", "safeguards.ops.a
                                 "safeguards.ops.operators_cli", "safeguards.ops.verify_cli",
                                 "safeguards.ops.nats_cli", "safeguards.ops.erase_cli",
                                 "safeguards.ops.homes_cli", "safeguards.ops.timeline_cli",
-                                "safeguards.ops.provision_cli")
+                                "safeguards.ops.provision_cli", "safeguards.ops.dlq_cli",
+                                "safeguards.ops.gates_cli")
 
 
 class UsageError(InvalidInput):

@@ -210,6 +210,8 @@ def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -
                     *_stream_info(dlq), *_stream_info(enforce),
                     # ``ops timeline``: the dead letters of a window, read by sequence
                     *_get(dlq),
+                    # ``ops gates verify``: each account's last command, read by subject
+                    *_get(enforce),
                     # onboarding and migrations write the region's directory
                     f"$KV.{homes}.>", *_stream_admin(f"KV_{homes}"), *_kv_read(homes),
                     # and note the move or onboarding in the global home register

@@ -82,7 +82,9 @@ CASES: dict[NatsRole, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], t
         ("sg.eu.classify", "sg.us.enforce.>", "_INBOX_us_gate.>"),
     ),
     NatsRole.OPERATOR: (
-        ("sg.us.acct.3.t0", "$JS.API.STREAM.MSG.GET.SG_US_DLQ"),  # ops timeline's dead letters
+        # ops timeline's dead letters, ops gates verify's last command of an account
+        ("sg.us.acct.3.t0", "$JS.API.STREAM.MSG.GET.SG_US_DLQ",
+         "$JS.API.STREAM.MSG.GET.SG_US_ENFORCE"),
         ("sg.us.enforce.t0", "sg.us.content.t0", "sg.us.classify", "sg.eu.acct.3.t0",
          "$KV.sg_us_policy.current", "$JS.API.STREAM.PURGE.SG_US_DLQ",
          "$JS.API.STREAM.MSG.GET.SG_EU_DLQ", "$JS.API.STREAM.MSG.DELETE.SG_US_DLQ",

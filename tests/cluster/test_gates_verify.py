@@ -1,0 +1,75 @@
+"""``ops gates verify``: an enforcement command the stream lost is reported (the gates would
+apply none), and after the relay's repair nothing is."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from nats.aio.client import Client
+from node_support import run_cli
+
+from safeguards.actors.metrics import NodeMetrics
+from safeguards.actors.relay import OutboxRelay
+from safeguards.adapters.bus.producer_auth import load_producer_keys
+from safeguards.adapters.bus.region import JetStreamCommands, JetStreamSignals
+from safeguards.adapters.bus.signing import load_signer
+from safeguards.adapters.bus.streams import provision_region
+from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.core.codec import encode_command
+from safeguards.core.enforcement import EnforcementCommand
+from safeguards.core.ports import AppendRequest, OutboxMessage
+from safeguards.core.subjects import enforce_subject, stream_name
+
+from store_events import make_event
+
+
+def command(region: str, account: str, version: int) -> OutboxMessage:
+    c = EnforcementCommand(
+        command_id=f"cmd-{account}-{version}", account_id=account, region=region, level=1,
+        requests_per_minute=600, tokens_per_minute=2_000_000, interventions=("annotate",),
+        expires_at=None, version=version, policy_version="p", reason="test",
+        issued_at=datetime(2026, 12, 1, tzinfo=UTC))
+    return OutboxMessage(c.command_id, enforce_subject(region, account), encode_command(c))
+
+
+async def test_a_lost_command_is_reported_until_repaired(
+        nats_url: str, fresh_database_url: str, nc: Client,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    region, db = "g" + uuid.uuid4().hex[:8], fresh_database_url
+    await migrate(db)
+    js = nc.jetstream(timeout=5)
+    await provision_region(js, region)
+    async with PostgresEventStore(region, db) as store:
+        for account in ("acct-1", "acct-2"):
+            for version in (0, 1):
+                await store.append(AppendRequest(account, version, (
+                    make_event(account, region, version + 1),), None,
+                    (command(region, account, version + 1),)))
+        relay = OutboxRelay(store=store, metrics=NodeMetrics(),
+                            commands=JetStreamCommands(nc, region, load_signer(region)),
+                            signals=JetStreamSignals(nc, region, load_producer_keys(region)))
+        assert await relay.flush() == 4
+        verify = ("ops", "gates", "verify", "--region", region, "--nats", nats_url,
+                  "--database-url", db, "--operator", "alice")
+        capsys.readouterr()
+        assert await run_cli(*verify) == 0
+        assert json.loads(capsys.readouterr().out)["summary"]["ok"] == 2
+
+        stream = stream_name(region, "ENFORCE")
+        lost = await js.get_last_msg(stream, enforce_subject(region, "acct-1"))
+        await js.delete_msg(stream, lost.seq or 0)  # the broker loses the newest command
+        assert await run_cli(*verify) == 1
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        # (the stream keeps one command per account: losing it leaves none, not an older one)
+        assert lines[0] == {"account": "acct-1", "outcome": "missing",
+                            "store": {"version": 2, "level": 1}, "stream": None}
+        assert lines[-1]["summary"]["missing"] == 1 and lines[-1]["summary"]["ok"] == 1
+
+        assert await relay.repair() == 1
+        assert await run_cli(*verify) == 0
+        assert json.loads(capsys.readouterr().out)["summary"]["ok"] == 2
+        reads = [(r[1], r[2]) for r in await store.operator_reads(10)]
+        assert reads.count(("alice", "gates-verify")) == 3
