@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import sys
 from typing import Any
 
 from safeguards.core.subjects import DEFAULT_PARTITIONS
+from safeguards.regions.metrics_endpoint import add_metrics_arguments
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -31,6 +33,7 @@ def register(sub: Any) -> None:
     node.add_argument("--log-level", default="INFO")
     node.add_argument("--stats-interval", type=float, default=0.0,
                       help="print the node's counters as a JSON line every N seconds")
+    add_metrics_arguments(node)
     node.set_defaults(handler=_node)
 
 
@@ -52,8 +55,10 @@ def _node(args: argparse.Namespace) -> int:
     # Fault tests widen the commit-to-ack window of node processes they will SIGKILL.
     fault_delay = float(os.environ.get("SAFEGUARDS_FAULT_ACK_DELAY_S", "0") or 0)
     settings = NodeSettings(fault_ack_delay_s=fault_delay)
-    metrics = anyio.run(run_node, args.region, args.nats, database_url, args.node_id,
-                        args.partitions, settings, args.stats_interval, tuple(args.peer))
+    metrics = anyio.run(functools.partial(
+        run_node, args.region, args.nats, database_url, args.node_id, args.partitions, settings,
+        args.stats_interval, tuple(args.peer), metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host))
     print(json.dumps(metrics), flush=True)
     return 0
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 
 import anyio
+import anyio.abc
 
 from safeguards.actors.node import Node
 from safeguards.actors.ownership import owner_of
@@ -25,6 +26,8 @@ from safeguards.adapters.operators import OperatorRegistry
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.core.policy import Policy
 from safeguards.regions.config import RegionConfig
+from safeguards.regions.metrics_endpoint import NodeCollector, metrics_endpoint
+from safeguards.regions.process_metrics import watch_backlog
 from safeguards.regions.supervision import Supervisor
 
 MIGRATE_TIMEOUT_S = 120.0
@@ -34,9 +37,12 @@ log = logging.getLogger(__name__)
 
 async def run_node(region: str, nats_url: str, database_url: str, node_id: str | None,
                    partitions: int, settings: NodeSettings | None = None,
-                   stats_interval_s: float = 0.0, peers: tuple[str, ...] = ()) -> dict[str, int]:
+                   stats_interval_s: float = 0.0, peers: tuple[str, ...] = (), *,
+                   metrics_port: int = 0, metrics_host: str = "127.0.0.1",
+                   backlog_interval_s: float = 5.0) -> dict[str, int]:
     """Migrate the region's store, run a node until SIGTERM/SIGINT, drain, return its counters.
-    ``peers``: the regions whose forwarded scores of this region's accounts it accepts."""
+    ``peers``: the regions whose forwarded scores of this region's accounts it accepts;
+    ``metrics_port``: serve its metrics there (``regions.metrics_endpoint``; 0: not)."""
     with anyio.fail_after(MIGRATE_TIMEOUT_S):
         await migrate(database_url)
     async with PostgresEventStore(region, database_url) as store:
@@ -44,31 +50,48 @@ async def run_node(region: str, nats_url: str, database_url: str, node_id: str |
                     store=store, node_id=node_id, settings=settings,
                     operators=OperatorRegistry(region), producers=load_producer_keys(region),
                     forwarders=load_forwarders(region, peers))
-        async with anyio.create_task_group() as tg:
-            await tg.start(node.run)
-            settle_heap()  # start-up is done: later collections only walk the working set
-            print(json.dumps({"node": node.node_id, "region": region, "ready": True}),
-                  flush=True)
+        backlog: dict[str, float] = {}
+        watching = anyio.CancelScope()
 
-            stats_scope = anyio.CancelScope()
+        async def watch() -> None:  # the relay's backlog, for the metrics endpoint
+            with watching:
+                await watch_backlog(region, store.engine, backlog, backlog_interval_s)
 
-            async def report() -> None:
-                # A counters line on stdout: what supervisors (and fault tests that SIGKILL this
-                # process) read; it holds no account ids and no content.
-                with stats_scope:
-                    while True:
-                        await anyio.sleep(stats_interval_s)
-                        print(json.dumps({"stats": node.metrics.snapshot(),
-                                          "partitions": node.owned}), flush=True)
-
-            if stats_interval_s > 0:
-                tg.start_soon(report)
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    node.request_stop()
-                    break
-            stats_scope.cancel()
+        with metrics_endpoint(metrics_port, metrics_host,
+                              NodeCollector(region, lambda: [node], backlog)) as exported:
+            async with anyio.create_task_group() as tg:
+                await tg.start(node.run)
+                if exported is not None:
+                    tg.start_soon(watch)
+                settle_heap()  # start-up is done: later collections only walk the working set
+                print(json.dumps({"node": node.node_id, "region": region, "ready": True}),
+                      flush=True)
+                await _until_stopped(node, tg, stats_interval_s)
+                watching.cancel()
         return node.metrics.snapshot()
+
+
+async def _until_stopped(node: Node, tg: anyio.abc.TaskGroup, stats_interval_s: float) -> None:
+    """Print the node's counters every ``stats_interval_s`` (0: never) until SIGTERM/SIGINT,
+    then ask the node to stop."""
+    stats_scope = anyio.CancelScope()
+
+    async def report() -> None:
+        # A counters line on stdout: what supervisors (and fault tests that SIGKILL this
+        # process) read; it holds no account ids and no content.
+        with stats_scope:
+            while True:
+                await anyio.sleep(stats_interval_s)
+                print(json.dumps({"stats": node.metrics.snapshot(),
+                                  "partitions": node.owned}), flush=True)
+
+    if stats_interval_s > 0:
+        tg.start_soon(report)
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            node.request_stop()
+            break
+    stats_scope.cancel()
 
 
 CONVERGE_TIMEOUT_S = 20.0

@@ -65,68 +65,82 @@ SCORER_COUNTERS = {
 }
 
 
+Family = CounterMetricFamily | GaugeMetricFamily
+
+
+def node_families(region: str, nodes: list[Any]) -> Iterator[Family]:
+    """The counters of a process's actor nodes (and their relays), one series per node."""
+    for field, (name, text) in NODE_COUNTERS.items():
+        family = CounterMetricFamily(name, text, labels=["region", "node"])
+        for node in nodes:
+            family.add_metric([region, node.node_id], getattr(node.metrics, field))
+        yield family
+    owned = GaugeMetricFamily("safeguards_node_partitions_owned",
+                              "input partitions a node holds the lease of",
+                              labels=["region", "node"])
+    for node in nodes:
+        owned.add_metric([region, node.node_id], len(node.owned))
+    yield owned
+    # the process's nodes together (the actors' counter is one per process)
+    yield _one(CounterMetricFamily("safeguards_node_malformed_traceparents",
+                                   "signals whose traceparent header was not W3C trace "
+                                   "context (each decision a new trace)",
+                                   labels=["region"]), [region],
+               actor_tracing.malformed_traceparents)
+
+
+def classifier_families(region: str, service: Any) -> Iterator[Family]:
+    """A classifier service's counters (``ClassifierService``: its stats and its scorers')."""
+    stats = dataclasses.asdict(service.stats)
+    for field, (name, text) in CLASSIFIER_COUNTERS.items():
+        yield _one(CounterMetricFamily(name, text, labels=["region"]), [region], stats[field])
+    errors = CounterMetricFamily("safeguards_classifier_classify_errors",
+                                 "synchronous classify requests that failed",
+                                 labels=["region", "reason"])
+    for reason, n in dict(service.stats.classify_errors).items():
+        errors.add_metric([region, reason], n)
+    yield errors
+    lanes = {"content": dataclasses.asdict(service.primary.stats)}
+    if service.inline is not service.primary:
+        lanes["inline"] = dataclasses.asdict(service.inline.stats)
+    for field, (name, text) in SCORER_COUNTERS.items():
+        family = CounterMetricFamily(name, text, labels=["region", "lane"])
+        for lane, scorer_stats in lanes.items():
+            family.add_metric([region, lane], scorer_stats[field])
+        yield family
+
+
+def backlog_families(region: str, backlog: dict[str, float]) -> Iterator[Family]:
+    """The relay's backlog as :func:`watch_backlog` last read it."""
+    for key, text in (("pending", "enforcement commands committed, not yet published"),
+                      ("oldest_s", "age of the oldest unpublished enforcement command "
+                                   "(the enforcement lag; 0: none)")):
+        name = ("safeguards_relay_backlog" if key == "pending"
+                else "safeguards_relay_backlog_oldest_seconds")
+        yield _one(GaugeMetricFamily(name, text, labels=["region"]), [region],
+                   backlog.get(key, 0.0))
+    yield _one(GaugeMetricFamily("safeguards_relay_backlog_read_failures",
+                                 "backlog reads from the store that failed",
+                                 labels=["region"]), [region], backlog.get("failures", 0.0))
+
+
 class RegionCollector(Collector):
     def __init__(self, stack: Any, backlog: dict[str, float]) -> None:
         self.stack = stack
         self.backlog = backlog
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[Family]:
         region = self.stack.config.name
-        nodes = list(self.stack.nodes.nodes)
-        for field, (name, text) in NODE_COUNTERS.items():
-            family = CounterMetricFamily(name, text, labels=["region", "node"])
-            for node in nodes:
-                family.add_metric([region, node.node_id], getattr(node.metrics, field))
-            yield family
-        owned = GaugeMetricFamily("safeguards_node_partitions_owned",
-                                  "input partitions a node holds the lease of",
-                                  labels=["region", "node"])
-        for node in nodes:
-            owned.add_metric([region, node.node_id], len(node.owned))
-        yield owned
-        # the process's nodes together (the actors' counter is one per process)
-        yield _one(CounterMetricFamily("safeguards_node_malformed_traceparents",
-                                       "signals whose traceparent header was not W3C trace "
-                                       "context (each decision a new trace)",
-                                       labels=["region"]), [region],
-                   actor_tracing.malformed_traceparents)
+        yield from node_families(region, list(self.stack.nodes.nodes))
         restarts = CounterMetricFamily("safeguards_supervisor_restarts",
                                        "components restarted after a crash",
                                        labels=["region", "component"])
         for component, n in dict(self.stack.nodes.supervisor.restarts).items():
             restarts.add_metric([region, component], n)
         yield restarts
-        service = self.stack.classifier
-        if service is not None:
-            stats = dataclasses.asdict(service.stats)
-            for field, (name, text) in CLASSIFIER_COUNTERS.items():
-                yield _one(CounterMetricFamily(name, text, labels=["region"]), [region],
-                           stats[field])
-            errors = CounterMetricFamily("safeguards_classifier_classify_errors",
-                                         "synchronous classify requests that failed",
-                                         labels=["region", "reason"])
-            for reason, n in dict(service.stats.classify_errors).items():
-                errors.add_metric([region, reason], n)
-            yield errors
-            lanes = {"content": dataclasses.asdict(service.primary.stats)}
-            if service.inline is not service.primary:
-                lanes["inline"] = dataclasses.asdict(service.inline.stats)
-            for field, (name, text) in SCORER_COUNTERS.items():
-                family = CounterMetricFamily(name, text, labels=["region", "lane"])
-                for lane, scorer_stats in lanes.items():
-                    family.add_metric([region, lane], scorer_stats[field])
-                yield family
-        for key, text in (("pending", "enforcement commands committed, not yet published"),
-                          ("oldest_s", "age of the oldest unpublished enforcement command "
-                                       "(the enforcement lag; 0: none)")):
-            name = ("safeguards_relay_backlog" if key == "pending"
-                    else "safeguards_relay_backlog_oldest_seconds")
-            yield _one(GaugeMetricFamily(name, text, labels=["region"]), [region],
-                       self.backlog.get(key, 0.0))
-        yield _one(GaugeMetricFamily("safeguards_relay_backlog_read_failures",
-                                     "backlog reads from the store that failed",
-                                     labels=["region"]), [region],
-                   self.backlog.get("failures", 0.0))
+        if self.stack.classifier is not None:
+            yield from classifier_families(region, self.stack.classifier)
+        yield from backlog_families(region, self.backlog)
 
 
 def _one(family: Any, labels: list[str], value: float) -> Any:
@@ -148,30 +162,37 @@ class RegionMetrics:
         self._scope.cancel()
 
     async def watch_backlog(self) -> None:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from safeguards.adapters.store import PostgresEventStore
-        from safeguards.core.errors import SafeguardsError
-        from safeguards.ops.console.reads import new_health, store_health
-
         cfg = self.stack.config
+        from safeguards.adapters.store import PostgresEventStore
+
         store = PostgresEventStore(cfg.name, cfg.database_url, pool_size=1)
         try:
             with self._scope:
-                while True:
-                    figures = new_health()
-                    try:
-                        with anyio.fail_after(self.interval_s):
-                            await store_health(store.engine, figures)
-                    except (SafeguardsError, SQLAlchemyError, OSError, TimeoutError):
-                        # counted and logged: an unreadable backlog is itself an alert
-                        self.backlog["failures"] = self.backlog.get("failures", 0.0) + 1
-                        log.warning("region %s: could not read the relay backlog", cfg.name,
-                                    exc_info=True)
-                    else:
-                        self.backlog["pending"] = float(figures.outbox_pending)
-                        self.backlog["oldest_s"] = figures.outbox_oldest_s or 0.0
-                    await anyio.sleep(self.interval_s)
+                await watch_backlog(cfg.name, store.engine, self.backlog, self.interval_s)
         finally:
             with anyio.CancelScope(shield=True):
                 await store.close()
+
+
+async def watch_backlog(region: str, engine: Any, backlog: dict[str, float],
+                        interval_s: float) -> None:
+    """Read the relay's backlog from the region's store into ``backlog`` every ``interval_s``
+    until cancelled; a failed read is counted (``failures``) and logged."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from safeguards.core.errors import SafeguardsError
+    from safeguards.ops.console.reads import new_health, store_health
+
+    while True:
+        figures = new_health()
+        try:
+            with anyio.fail_after(interval_s):
+                await store_health(engine, figures)
+        except (SafeguardsError, SQLAlchemyError, OSError, TimeoutError):
+            # counted and logged: an unreadable backlog is itself an alert
+            backlog["failures"] = backlog.get("failures", 0.0) + 1
+            log.warning("region %s: could not read the relay backlog", region, exc_info=True)
+        else:
+            backlog["pending"] = float(figures.outbox_pending)
+            backlog["oldest_s"] = figures.outbox_oldest_s or 0.0
+        await anyio.sleep(interval_s)
