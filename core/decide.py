@@ -165,8 +165,7 @@ def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
         if start is not None:
             d.change_level(*start, recorded.version)
     elif isinstance(obs, AppealResolved) and obs.outcome == "overturned":
-        d.change_level(_on_ladder(d, obs.level_after), "appeal.overturned",
-                       f"appeal {obs.appeal_id} overturned by {obs.operator}", recorded.version)
+        _overturn(d, obs, recorded.version)
 
 
 def _link(d: _Decision, obs: RequestObserved, caused_by: int) -> None:
@@ -366,6 +365,22 @@ def _approve(d: _Decision, obs: OperatorActionTaken, caused_by: int) -> None:
     _carry_out(d, action, pending.level, pending.expires_at,
                f"operator {pending.operator}, approved by {obs.operator}: {pending.reason}",
                caused_by)
+
+
+def _overturn(d: _Decision, obs: AppealResolved, caused_by: int) -> None:
+    """An overturned appeal sets ``level_after``; where an operator's override to that level
+    would take a second operator (lowering a suspended account), it is recorded as a request
+    for approval instead, so an appeal is no way around the two-person rule."""
+    level = _on_ladder(d, obs.level_after)
+    override = OperatorActionTaken(obs.operator, "set_level", level, None, obs.reason)
+    if needs_second_operator(override, d.state.level, set_level=d.policy.two_person_set_level,
+                             lower_from=d.policy.two_person_lower_from):
+        d.emit(ApprovalRequested(obs.operator, "set_level", level, None,
+                                 f"appeal {obs.appeal_id} overturned: {obs.reason}"),
+               decided=True)
+        return
+    d.change_level(level, "appeal.overturned",
+                   f"appeal {obs.appeal_id} overturned by {obs.operator}", caused_by)
 
 
 def _operator(d: _Decision, obs: OperatorActionTaken, caused_by: int) -> None:

@@ -18,7 +18,8 @@ the name it gives: the wait then ends in an error.
 Under the default policy two people decide the gravest actions: an override to L5, and a clear
 or a lower level for an account at L4 or L5, are recorded as an approval request (``ops history``
 shows it) and change nothing until a second admin runs ``ops approve`` with the same target level
-(0 for a clear) within a day.
+(0 for a clear) within a day. An overturned appeal whose ``--level-after`` lowers an account at
+L4 or L5 is such a request too (the appeal itself closes at once).
 """
 
 from __future__ import annotations

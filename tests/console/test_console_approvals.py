@@ -90,6 +90,24 @@ async def test_a_second_admin_approves_a_suspension_and_nobody_approves_their_ow
             change = [e.body for e in history if isinstance(e.body, EnforcementChanged)][-1]
             assert change.level == 5 and "approved by bob" in change.reason
             assert 'id="empty"' in (await bob.get("/approvals")).text
+
+            # an appeal overturned by one admin lowers a terminated account only once a
+            # second admin approves: the appeal closes, the lowering waits on this page
+            assert (await _post(bob, {"account": ACCOUNT, "action": "appeal-file",
+                                      "appeal_id": "A-9", "filed_by": "csp-support",
+                                      "reason": "wrong account"})).status_code == 200
+            await _until(console, ACCOUNT, lambda s: s.open_appeals == ("A-9",))
+            assert (await _post(bob, {"account": ACCOUNT, "action": "appeal-resolve",
+                                      "appeal_id": "A-9", "outcome": "overturned",
+                                      "level_after": "0", "reason": "wrong account"})
+                    ).status_code == 200
+            state = await _until(console, ACCOUNT, lambda s: s.pending_approval is not None)
+            assert state.level == 5 and state.open_appeals == ()
+            row = (await alice.get("/approvals")).text.split('<tr class="approval"', 1)[1]
+            assert "set L0" in row and ">bob<" in row and "appeal A-9 overturned" in row
+            assert (await _post(alice, {**approve, "level": "0", "reason": "agreed"})
+                    ).status_code == 200
+            await _until(console, ACCOUNT, lambda s: s.level == 0)
         async with console.client(None) as anonymous:
             metrics = (await anonymous.get("/metrics")).text
     assert 'safeguards_console_actions_total{action="approve",outcome="refused_own"} 1.0' \
