@@ -117,18 +117,20 @@ class EnforcementChanged:
 
 @dataclass(frozen=True, slots=True)
 class OperatorActionTaken:
-    """An operator's override; ``action`` is ``set_level``, ``clear``, ``note`` or ``approve``.
+    """An operator's override; ``action`` is ``set_level``, ``clear``, ``note``, ``approve`` or
+    ``reject``.
 
     ``approve`` is a second operator agreeing to the action an account's ``ApprovalRequested``
     holds; its ``level`` repeats that action's target (0 for a clear), so nobody approves
-    something other than what they read."""
+    something other than what they read. ``reject`` (an admin declining it, or its proposer
+    withdrawing it) drops that action, named the same way, and changes nothing else."""
 
     TYPE: ClassVar[str] = "OperatorActionTaken"
     SCHEMA_VERSION: ClassVar[int] = 1
     OBSERVATION: ClassVar[bool] = True
 
     operator: str
-    action: Literal["set_level", "clear", "note", "approve"]
+    action: Literal["set_level", "clear", "note", "approve", "reject"]
     level: int | None
     expires_at: datetime | None
     reason: str

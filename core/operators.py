@@ -6,15 +6,15 @@ signature, ``OperatorAuthority``) and that operator's role allows it:
 
 - ``viewer``: reads only; no action.
 - ``analyst``: notes, claims a review, files an appeal, sets a level up to L3.
-- ``admin``: everything, including L4 and L5, clears, approvals, appeal outcomes and policy
-  proposals.
+- ``admin``: everything, including L4 and L5, clears, approvals and rejections, appeal outcomes
+  and policy proposals.
 
 The operator an observation names must be the operator who signed it: nobody acts in another's
 name. Where the policy asks for it, two people decide the gravest actions
 (``needs_second_operator``; the default policy: terminating an account, and clearing or lowering
 a suspended one). The first operator's action is recorded as an ``ApprovalRequested`` and changes
 nothing; a second admin's ``approve`` naming the same target level within ``APPROVAL_WINDOW_S``
-carries it out.
+carries it out; an admin's ``reject`` naming that level (its proposer's too: a withdrawal) drops it.
 """
 
 from __future__ import annotations

@@ -272,13 +272,15 @@ def evolve(state: AccountState, event: Event) -> AccountState:
         # otherwise the next strike would put it straight back where the operator took it from.
         # Setting or clearing the level is the decision an open review waits for.
         # An action that takes effect also settles any action still waiting for approval.
-        if body.action in ("note", "approve"):
+        if body.action in ("note", "approve", "reject"):
+            pending = s.pending_approval  # a reject drops the action it names, nothing else
+            if body.action == "reject" and pending is not None and pending.level == body.level:
+                pending = None
             return _state(s.account_id, s.region, v, s.level, s.level_expires_at,
                           s.level_reason, s.level_rule, s.level_version,
                           s.level_policy_version, s.risk, s.strikes, s.requests, s.scores,
                           s.last_seen, s.open_appeals, s.recent_content, s.strongest,
-                          s.review_level, s.links, s.pending_approval, s.recent_prompts,
-                          s.membership)
+                          s.review_level, s.links, pending, s.recent_prompts, s.membership)
         return _acted(s, v, cleared=body.action == "clear")
     if isinstance(body, ApprovalRequested):
         pending = PendingApproval(v, body.operator, body.action, body.level, body.expires_at,

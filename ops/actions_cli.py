@@ -1,8 +1,10 @@
-"""``safeguards ops override | clear | approve | appeal-file | appeal-resolve``: operator actions.
+"""``safeguards ops override | clear | approve | reject | appeal-file | appeal-resolve``: operator
+actions.
 
     safeguards ops override ACCOUNT --region eu --level 4 --operator alice --reason "case 4411"
     safeguards ops clear ACCOUNT --region eu --operator alice --reason "verified business"
     safeguards ops approve ACCOUNT --region eu --level 0 --operator bob --reason "read case 4411"
+    safeguards ops reject ACCOUNT --region eu --level 0 --operator bob --reason "not enough"
     safeguards ops appeal-file ACCOUNT --region eu --appeal-id A-17 --by ACCOUNT --reason "..."
     safeguards ops appeal-resolve ACCOUNT --region eu --appeal-id A-17 --outcome overturned \\
         --level-after 0 --operator bob --reason "false positive"
@@ -18,7 +20,8 @@ the name it gives: the wait then ends in an error.
 Under the default policy two people decide the gravest actions: an override to L5, and a clear
 or a lower level for an account at L4 or L5, are recorded as an approval request (``ops history``
 shows it) and change nothing until a second admin runs ``ops approve`` with the same target level
-(0 for a clear) within a day. An overturned appeal whose ``--level-after`` lowers an account at
+(0 for a clear) within a day, or an admin (its proposer included) runs ``ops reject`` with that
+level, which drops it. An overturned appeal whose ``--level-after`` lowers an account at
 L4 or L5 is such a request too (the appeal itself closes at once).
 """
 
@@ -68,6 +71,14 @@ def register_ops(ops_sub: Any) -> None:
                          help="the target level of the request you approve (0 for a clear)")
     _who(approve)
     approve.set_defaults(handler=_approve)
+
+    reject = ops_sub.add_parser("reject", help="decline (or, as its proposer, withdraw) the "
+                                               "action an account's approval request holds")
+    _common(reject)
+    reject.add_argument("--level", type=int, required=True, choices=range(6),
+                        help="the target level of the request you reject (0 for a clear)")
+    _who(reject)
+    reject.set_defaults(handler=_reject)
 
     filed = ops_sub.add_parser("appeal-file", help="record an appeal against an enforcement")
     _common(filed)
@@ -167,6 +178,11 @@ def _clear(args: argparse.Namespace) -> int:
 
 def _approve(args: argparse.Namespace) -> int:
     return _send(args, OperatorActionTaken(args.operator, "approve", args.level, None,
+                                           args.reason))
+
+
+def _reject(args: argparse.Namespace) -> int:
+    return _send(args, OperatorActionTaken(args.operator, "reject", args.level, None,
                                            args.reason))
 
 

@@ -1,7 +1,8 @@
 """The review queue, read from the events both stores keep.
 
 An account's review is open from its latest ``ReviewRequested`` until an ``OperatorActionTaken``
-that sets or clears the level (a note does not decide anything); a ``ReviewClaimed`` in between
+that sets or clears the level (a note, or the rejection of an action awaiting approval, does
+not decide anything); a ``ReviewClaimed`` in between
 says who took it. These are the fold's rules for ``AccountState.review_level``, applied to the
 few events of those three types, so the queue is found without folding whole histories.
 
@@ -57,7 +58,7 @@ def open_review(events: Iterable[Event]) -> OpenReview | None:
             review = OpenReview(review.account_id, review.version, review.requested_at,
                                 review.proposed_level, review.rule_id, review.reason,
                                 body.operator, e.occurred_at)
-        elif isinstance(body, OperatorActionTaken) and body.action != "note":
+        elif isinstance(body, OperatorActionTaken) and body.action not in ("note", "reject"):
             review = None
     return review
 

@@ -1,7 +1,8 @@
 """Operator actions from the console: the same observations the ``ops`` commands send.
 
 ``claim`` is ``ops queue claim`` (a ``ReviewClaimed``); ``decide`` is ``ops queue decide`` and
-``override`` is ``ops override`` (an operator ``set_level``); ``clear``, ``approve``, ``note``,
+``override`` is ``ops override`` (an operator ``set_level``); ``clear``, ``approve``, ``reject``,
+``note``,
 ``appeal-file`` and ``appeal-resolve`` are their ``ops`` namesakes. Each is checked against the
 operator's role here (the nodes check it again, with the signature), then published to the
 account's input subject signed with the operator's key (``ops.actions.send_operator_signal``).
@@ -28,7 +29,7 @@ from safeguards.core.ids import validate_account_id
 from safeguards.core.operators import role_problem
 from safeguards.ops.actions import now_and_nonce, operator_signal, send_operator_signal
 
-ACTIONS = ("claim", "decide", "override", "clear", "approve", "note", "appeal-file",
+ACTIONS = ("claim", "decide", "override", "clear", "approve", "reject", "note", "appeal-file",
            "appeal-resolve")
 MAX_REASON = 500
 MAX_NAME = 100
@@ -77,8 +78,9 @@ def observation_for(action: str, operator: str, fields: dict[str, str]) -> Obser
         return OperatorActionTaken(operator, "set_level", _level(fields), None, _reason(fields))
     if action == "clear":
         return OperatorActionTaken(operator, "clear", None, None, _reason(fields))
-    if action == "approve":
-        return OperatorActionTaken(operator, "approve", _level(fields), None, _reason(fields))
+    if action in ("approve", "reject"):
+        verdict: Literal["approve", "reject"] = "approve" if action == "approve" else "reject"
+        return OperatorActionTaken(operator, verdict, _level(fields), None, _reason(fields))
     if action == "note":
         return OperatorActionTaken(operator, "note", None, None, _reason(fields))
     if action == "appeal-file":

@@ -11,10 +11,10 @@ where the console holds it): a read that cannot be recorded does not happen.
 Operator actions (claim, decide, override, clear, approve, appeals) are the very signals the
 ``ops`` commands send (``ops.actions``), signed with the operator's key from the console's state
 folder: the decision lands in the account's history and reaches the inline adapters like any
-other. An approval is checked against the account's state before it is sent
+other. An approval or rejection is checked against the account's state before it is sent
 (``console.approvals``): nobody approves their own request (refused with a 403, recorded in the
-region's audit as ``console.refused.own-approval``, counted and logged), and an approval that
-would change nothing (lapsed, superseded, another level) is refused as a bad request.
+region's audit as ``console.refused.own-approval``, counted and logged), and one that would
+change nothing (lapsed, superseded, another level) is refused as a bad request.
 """
 
 from __future__ import annotations
@@ -281,13 +281,16 @@ def build_console(config: ConsoleConfig, *, auth: ConsoleAuth | None = None,
 
         async def approvable(account: str, observation: Observation) -> None:
             if not (isinstance(observation, OperatorActionTaken)
-                    and observation.action == "approve"):
+                    and observation.action in ("approve", "reject")):
                 return
-            store = await audited(viewer, "console.approve-check", account)
+            store = await audited(viewer, f"console.{observation.action}-check", account)
             state = await store.load(account)
             try:
-                approvals.check_approval(state, viewer.operator, observation.level,
-                                         datetime.now(UTC))
+                if observation.action == "reject":
+                    approvals.check_rejection(state, observation.level, datetime.now(UTC))
+                else:
+                    approvals.check_approval(state, viewer.operator, observation.level,
+                                             datetime.now(UTC))
             except approvals.ApprovalProblem as exc:
                 if not exc.own:
                     raise InvalidInput(str(exc)) from None

@@ -96,6 +96,18 @@ def check_approval(state: AccountState, operator: str, level: int | None,
                               f"L{level}: reload the page")
 
 
+def check_rejection(state: AccountState, level: int | None, now: datetime) -> None:
+    """Raises ``ApprovalProblem`` unless a rejection of ``level`` drops the action awaiting
+    approval (any admin may reject it, its proposer too: a withdrawal)."""
+    pending = awaiting(state, now)
+    if pending is None:
+        raise ApprovalProblem(f"no action awaits approval on {state.account_id} (approved, "
+                              "superseded or lapsed): reload the page")
+    if level != pending.level:
+        raise ApprovalProblem(f"the action awaiting approval targets L{pending.level}, not "
+                              f"L{level}: reload the page")
+
+
 async def _accounts(engine: Any, query: Any, params: dict[str, Any], after: str) -> list[str]:
     async with engine.connect() as conn:
         rows = await conn.execute(query, {**params, "after": after, "limit": PAGE})

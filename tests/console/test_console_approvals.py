@@ -70,7 +70,9 @@ async def test_a_second_admin_approves_a_suspension_and_nobody_approves_their_ow
             # a viewer sees the request but no button, and may not post one
             seen = (await vic.get("/approvals")).text
             assert ACCOUNT in seen and 'class="approve"' not in seen
+            assert 'class="reject"' not in seen
             assert (await _post(vic, approve)).status_code == 403
+            assert (await _post(vic, {**approve, "action": "reject"})).status_code == 403
             # without the session's CSRF token nothing is sent, for an admin too
             assert (await bob.post("/action", data=approve)).status_code == 403
             assert 'class="approve"' in (await bob.get("/approvals")).text
@@ -79,6 +81,17 @@ async def test_a_second_admin_approves_a_suspension_and_nobody_approves_their_ow
             state = await console.store.load(ACCOUNT)
             assert state.level == 0 and state.pending_approval is not None
 
+            # bob rejects it: the request is dropped, the level stays, approving it is too late
+            rejected = await _post(bob, {**approve, "action": "reject", "reason": "no case"})
+            assert rejected.status_code == 200
+            await _until(console, ACCOUNT, lambda s: s.pending_approval is None)
+            late = await _post(bob, {**approve, "reason": "changed my mind"})
+            assert late.status_code == 400 and "no action awaits approval" in late.text
+            assert (await console.store.load(ACCOUNT)).level == 0
+            # alice asks again, and bob approves
+            assert (await _post(alice, {"account": ACCOUNT, "action": "override", "level": "5",
+                                        "reason": "case 77: new evidence"})).status_code == 200
+            await _until(console, ACCOUNT, lambda s: s.pending_approval is not None)
             granted = await _post(bob, {**approve, "reason": "read case 77"})
             assert granted.status_code == 200 and "approve" in granted.text
             state = await _until(console, ACCOUNT, lambda s: s.level == 5)

@@ -1,6 +1,7 @@
-"""Appeals and the two-person rule: overturning an appeal lowers the level at once where one
-operator's override to that level would, and otherwise waits for a second admin's approval
-like the override itself (an appeal is no way around the rule)."""
+"""Appeals, rejections and the two-person rule: overturning an appeal lowers the level at once
+where one operator's override to that level would, and otherwise waits for a second admin's
+approval like the override itself (an appeal is no way around the rule); a rejection drops the
+action awaiting approval and nothing else."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from safeguards.core.events import (
     OperatorActionTaken,
     Signal,
 )
+from safeguards.core.operators import role_problem
 from safeguards.core.policy import default_policy
 from safeguards.core.state import AccountState, fold, initial_state
 
@@ -71,3 +73,20 @@ def test_upholding_changes_no_level_whatever_it_is() -> None:
                      AppealResolved("ap-1", "bob", "upheld", 0, "policy applies"))
     assert [e.type for e in events] == ["AppealResolved"]
     assert s.level == 5 and s.open_appeals == ()
+
+
+def test_a_rejection_drops_the_request_it_names_and_nothing_else() -> None:
+    s, _ = _run(initial_state("a", "eu"), "ask",
+                OperatorActionTaken("alice", "set_level", 5, None, "case 17"))
+    other = OperatorActionTaken("bob", "reject", 4, None, "which one?")
+    s, events = _run(s, "wrong", other)
+    assert [e.type for e in events] == ["OperatorActionTaken"]
+    assert s.pending_approval is not None  # another level: not the request it names
+    rejection = OperatorActionTaken("alice", "reject", 5, None, "withdrawn")
+    assert role_problem("analyst", rejection) is not None and role_problem("admin",
+                                                                          rejection) is None
+    s, events = _run(s, "withdraw", rejection)  # its proposer may withdraw it
+    assert [e.type for e in events] == ["OperatorActionTaken"]
+    assert s.pending_approval is None and s.level == 0
+    s, events = _run(s, "late", OperatorActionTaken("bob", "approve", 5, None, "agreed"))
+    assert not [e for e in events if isinstance(e.body, EnforcementChanged)] and s.level == 0

@@ -29,7 +29,8 @@ def _op(action: str, level: int | None = None) -> OperatorActionTaken:
 
 # account -> its events after two ordinary ones (a request and a score)
 STORIES: dict[str, list[EventBody]] = {
-    "a-open": [_request(), ReviewClaimed("alice", "mine"), _op("note")],
+    # neither a note nor rejecting an action awaiting approval decides the review
+    "a-open": [_request(), ReviewClaimed("alice", "mine"), _op("note"), _op("reject", 4)],
     "b-decided": [_request(), ReviewClaimed("alice", "mine"), _op("set_level", 4)],
     "c-reopened": [_request(), _op("set_level", 3), body_for(1), _request(5)],
     "d-never": [_op("set_level", 2), _op("note")],

@@ -66,7 +66,8 @@ score_recorded = st.builds(ScoreRecorded, request_id=texts,
                            model_version=texts, scores=scores, shadow=st.booleans(),
                            member_account=st.none() | account_ids)
 operator_action = st.builds(OperatorActionTaken, operator=texts,
-                            action=st.sampled_from(("set_level", "clear", "note", "approve")),
+                            action=st.sampled_from(("set_level", "clear", "note", "approve",
+                                                    "reject")),
                             level=st.none() | levels, expires_at=optional_times, reason=texts)
 appeal_filed = st.builds(AppealFiled, appeal_id=texts, filed_by=texts, reason=texts)
 appeal_resolved = st.builds(AppealResolved, appeal_id=texts, operator=texts,
