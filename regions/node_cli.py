@@ -10,8 +10,8 @@ import os
 import sys
 from typing import Any
 
+from safeguards.adapters.metrics_endpoint import add_metrics_arguments
 from safeguards.core.subjects import DEFAULT_PARTITIONS
-from safeguards.regions.metrics_endpoint import add_metrics_arguments
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 

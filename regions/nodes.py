@@ -22,11 +22,12 @@ from safeguards.actors.settings import NodeSettings
 from safeguards.adapters.bus.producer_auth import load_forwarders, load_producer_keys
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.heap import settle_heap
+from safeguards.adapters.metrics_endpoint import metrics_endpoint
 from safeguards.adapters.operators import OperatorRegistry
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.core.policy import Policy
 from safeguards.regions.config import RegionConfig
-from safeguards.regions.metrics_endpoint import NodeCollector, metrics_endpoint
+from safeguards.regions.metrics_endpoint import NodeCollector
 from safeguards.regions.process_metrics import watch_backlog
 from safeguards.regions.supervision import Supervisor
 
@@ -42,7 +43,7 @@ async def run_node(region: str, nats_url: str, database_url: str, node_id: str |
                    backlog_interval_s: float = 5.0) -> dict[str, int]:
     """Migrate the region's store, run a node until SIGTERM/SIGINT, drain, return its counters.
     ``peers``: the regions whose forwarded scores of this region's accounts it accepts;
-    ``metrics_port``: serve its metrics there (``regions.metrics_endpoint``; 0: not)."""
+    ``metrics_port``: serve its metrics there (``adapters.metrics_endpoint``; 0: not)."""
     with anyio.fail_after(MIGRATE_TIMEOUT_S):
         await migrate(database_url)
     async with PostgresEventStore(region, database_url) as store:

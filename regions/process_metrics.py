@@ -11,7 +11,6 @@ every few seconds by :meth:`RegionMetrics.watch_backlog`. No label holds an acco
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from safeguards.actors import tracing as actor_tracing
+from safeguards.adapters.metrics_endpoint import Family, classifier_families
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +46,6 @@ NODE_COUNTERS = {
     "commands_repaired": ("safeguards_relay_commands_repaired",
                           "newest commands re-published after the broker lost them"),
 }
-CLASSIFIER_COUNTERS = {
-    "scored": ("safeguards_classifier_scored", "content messages scored"),
-    "published": ("safeguards_classifier_published", "score signals published"),
-    "retried": ("safeguards_classifier_retried", "content messages retried"),
-    "dead_lettered": ("safeguards_classifier_dead_lettered", "content messages dead-lettered"),
-    "classify_replies": ("safeguards_classifier_classify_replies",
-                         "synchronous classify requests answered"),
-    "shadow_failures": ("safeguards_classifier_shadow_failures", "shadow model failures"),
-}
-SCORER_COUNTERS = {
-    "requests": ("safeguards_classifier_requests", "texts submitted to the model"),
-    "batches": ("safeguards_classifier_batches", "inference batches run"),
-    "windows": ("safeguards_classifier_windows", "128-token windows scored"),
-    "overloaded": ("safeguards_classifier_overloaded", "texts refused: the scorer was full"),
-    "inference_s": ("safeguards_classifier_inference_seconds",
-                    "seconds spent in model inference"),
-}
-
-
-Family = CounterMetricFamily | GaugeMetricFamily
 
 
 def node_families(region: str, nodes: list[Any]) -> Iterator[Family]:
@@ -87,27 +67,6 @@ def node_families(region: str, nodes: list[Any]) -> Iterator[Family]:
                                    "context (each decision a new trace)",
                                    labels=["region"]), [region],
                actor_tracing.malformed_traceparents)
-
-
-def classifier_families(region: str, service: Any) -> Iterator[Family]:
-    """A classifier service's counters (``ClassifierService``: its stats and its scorers')."""
-    stats = dataclasses.asdict(service.stats)
-    for field, (name, text) in CLASSIFIER_COUNTERS.items():
-        yield _one(CounterMetricFamily(name, text, labels=["region"]), [region], stats[field])
-    errors = CounterMetricFamily("safeguards_classifier_classify_errors",
-                                 "synchronous classify requests that failed",
-                                 labels=["region", "reason"])
-    for reason, n in dict(service.stats.classify_errors).items():
-        errors.add_metric([region, reason], n)
-    yield errors
-    lanes = {"content": dataclasses.asdict(service.primary.stats)}
-    if service.inline is not service.primary:
-        lanes["inline"] = dataclasses.asdict(service.inline.stats)
-    for field, (name, text) in SCORER_COUNTERS.items():
-        family = CounterMetricFamily(name, text, labels=["region", "lane"])
-        for lane, scorer_stats in lanes.items():
-            family.add_metric([region, lane], scorer_stats[field])
-        yield family
 
 
 def backlog_families(region: str, backlog: dict[str, float]) -> Iterator[Family]:

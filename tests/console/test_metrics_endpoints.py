@@ -1,6 +1,7 @@
 """Stand-alone processes' own metrics endpoints (``--metrics-port``): a ``safeguards node``
 process exports its node's counters and its relay's backlog under the region process's names,
-and a classifier service's counters are served by the collector ``classifier serve`` uses."""
+and a classifier service's counters are served by ``adapters.metrics_endpoint``'s collector
+(what a stand-alone classifier process serves them with)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from safeguards.adapters.classifier.loader import LEXICAL_MODEL_DIR, load_model
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer
 from safeguards.adapters.embedded import free_port
-from safeguards.regions.metrics_endpoint import ClassifierCollector, metrics_endpoint
+from safeguards.adapters.metrics_endpoint import ClassifierCollector, metrics_endpoint
 
 from bus_support import publish_signals
 from store_events import unique_region
