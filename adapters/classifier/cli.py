@@ -13,6 +13,7 @@ from typing import Any
 
 from safeguards.adapters.classifier.first_stage import FIRST_STAGE_DIR
 from safeguards.adapters.classifier.loader import DEFAULT_MODEL_DIR, LEXICAL_MODEL_DIR
+from safeguards.adapters.metrics_endpoint import add_metrics_arguments
 
 
 def register(sub: Any) -> None:
@@ -77,6 +78,7 @@ def register(sub: Any) -> None:
     serve.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     serve.add_argument("--shadow", type=Path, action="append", default=[],
                        help="a shadow model directory (repeatable): scored and recorded as shadow")
+    add_metrics_arguments(serve)
     serve.set_defaults(handler=_serve)
 
     info = cmds.add_parser("info", help="load a model and print its manifest and provider")
@@ -233,6 +235,7 @@ async def _serve_async(args: argparse.Namespace) -> None:
     from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
     from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
     from safeguards.adapters.csp.identity import load_link_key
+    from safeguards.adapters.metrics_endpoint import ClassifierCollector, metrics_endpoint
 
     model = load_model(args.model)
     recent = RecentScores()  # what the gates screened, not scored twice
@@ -249,6 +252,8 @@ async def _serve_async(args: argparse.Namespace) -> None:
                                         ClassifierSettings(partitions=args.partitions), shadows,
                                         inline=inline, producer=load_producer_keys(args.region),
                                         link_key=load_link_key(args.region))
+            stack.enter_context(metrics_endpoint(args.metrics_port, args.metrics_host,
+                                                 ClassifierCollector(args.region, service)))
             async with anyio.create_task_group() as tg:
                 await tg.start(service.run)
                 print(f"classifier serving region {args.region}: {primary.name} "

@@ -115,3 +115,32 @@ async def test_a_classifier_services_counters_are_served_on_a_metrics_port(
             pass
         else:
             raise AssertionError("the metrics endpoint outlived its block")
+
+
+async def test_a_classifier_serve_process_serves_its_counters_on_its_metrics_port(
+        nats_url: str, tmp_path: Path) -> None:
+    region = unique_region()
+    load_producer_keys(region)
+    port = free_port()
+    out, err = tmp_path / "classifier.out", tmp_path / "classifier.err"
+    cmd = [sys.executable, "-m", "safeguards.regions.command_line", "classifier", "serve",
+           "--region", region, "--nats-url", nats_url, "--partitions", str(P),
+           "--model", str(LEXICAL_MODEL_DIR), "--metrics-port", str(port)]
+    proc = _start(cmd, out, err)
+    try:
+        with anyio.fail_after(60):
+            while "classifier serving region" not in (out.read_text() if out.exists() else ""):
+                assert proc.poll() is None, err.read_text()[-2000:]
+                await anyio.sleep(0.1)
+        text = await _scrape_until(f"http://127.0.0.1:{port}/metrics",
+                                   f'safeguards_classifier_scored_total{{region="{region}"}} 0.0')
+        assert f'safeguards_classifier_dead_lettered_total{{region="{region}"}}' in text
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            while True:
+                if proc.poll() is not None:
+                    break
+                await anyio.sleep(0.1)
+    assert proc.returncode == 0, err.read_text()[-3000:]
