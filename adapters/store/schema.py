@@ -42,6 +42,11 @@ sa.Index("events_account_time_idx", events.c.account_id, events.c.occurred_at)
 sa.Index("events_review_idx", events.c.type, events.c.account_id, events.c.version,
          postgresql_where=events.c.type.in_(
              ["ReviewRequested", "ReviewClaimed", "OperatorActionTaken"]))
+# The console's pending-approvals and appeals pages (ops/console/approvals.py).
+sa.Index("events_approval_requests_idx", events.c.account_id, events.c.occurred_at,
+         postgresql_where=events.c.type == "ApprovalRequested")
+sa.Index("events_appeals_filed_idx", events.c.account_id, events.c.version,
+         postgresql_where=events.c.type == "AppealFiled")
 
 # The feed's counter: one row per region, locked by every append for the rest of its transaction.
 feed_counter = sa.Table(
