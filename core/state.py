@@ -272,7 +272,7 @@ def evolve(state: AccountState, event: Event) -> AccountState:
         # otherwise the next strike would put it straight back where the operator took it from.
         # Setting or clearing the level is the decision an open review waits for.
         # An action that takes effect also settles any action still waiting for approval.
-        if body.action in ("note", "approve", "reject"):
+        if not settles_review(body):
             pending = s.pending_approval  # a reject drops the action it names, nothing else
             if body.action == "reject" and pending is not None and pending.level == body.level:
                 pending = None
@@ -345,6 +345,16 @@ def evolve(state: AccountState, event: Event) -> AccountState:
                       s.recent_content, s.strongest, s.review_level, s.links,
                       s.pending_approval, s.recent_prompts, s.membership)
     raise TypeError(f"evolve has no case for {type(body).__name__}")
+
+
+def settles_review(body: object) -> bool:
+    """Whether an event with this body settles an open review (``review_level`` back to 0, in
+    ``_acted``): an operator's set_level or clear, or a second operator's ``ApprovalGranted``.
+    An ``approve`` settles nothing itself: ``core.decide`` records an ``ApprovalGranted`` after
+    it only where it carries out the action awaiting approval (not one's own, another level's or
+    a lapsed one); nor does a note or a reject. The review queue (adapters/store) reads this."""
+    return isinstance(body, ApprovalGranted) or (
+        isinstance(body, OperatorActionTaken) and body.action in ("set_level", "clear"))
 
 
 def _acted(s: AccountState, v: int, *, cleared: bool) -> AccountState:

@@ -1,15 +1,17 @@
 """The review queue, read from the events both stores keep.
 
-An account's review is open from its latest ``ReviewRequested`` until an ``OperatorActionTaken``
-that sets or clears the level (a note, or the rejection of an action awaiting approval, does
-not decide anything); a ``ReviewClaimed`` in between
+An account's review is open from its latest ``ReviewRequested`` until an event the fold says
+settles it (``core.state.settles_review``): an ``OperatorActionTaken`` that sets or clears the
+level, or an ``ApprovalGranted``, which ``core.decide`` records only where a second operator's
+approval carried out the action awaiting it. An ``approve`` itself settles nothing (one's own, or
+of another level, changes nothing), nor does a note or a reject. A ``ReviewClaimed`` in between
 says who took it. These are the fold's rules for ``AccountState.review_level``, applied to the
-few events of those three types, so the queue is found without folding whole histories.
+few events of those four types, so the queue is found without folding whole histories.
 
 PostgreSQL finds the candidates through a partial index on just those types
-(``events_review_idx``): the accounts that ever had a review are read a page at a time, and the
-events from each one's latest request on are decoded here. Both stores use :func:`open_review`,
-so they cannot disagree on what is open.
+(``events_review_queue_idx``): the accounts that ever had a review are read a page at a time,
+and the events from each one's latest request on are decoded here. Both stores use
+:func:`open_review`, so they cannot disagree on what is open.
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from safeguards.core.events import Event, OperatorActionTaken, ReviewClaimed, ReviewRequested
+from safeguards.core.events import (
+    ApprovalGranted,
+    Event,
+    OperatorActionTaken,
+    ReviewClaimed,
+    ReviewRequested,
+)
 from safeguards.core.ports import OpenReview
+from safeguards.core.state import settles_review
 
-REVIEW_TYPES = (ReviewRequested.TYPE, ReviewClaimed.TYPE, OperatorActionTaken.TYPE)
+REVIEW_TYPES = (ReviewRequested.TYPE, ReviewClaimed.TYPE, OperatorActionTaken.TYPE,
+                ApprovalGranted.TYPE)
 
 # One page of accounts that have a ReviewRequested, with their events of the review types from
 # the latest request on. '' sorts before every account id (ids are at least one character).
@@ -37,7 +47,7 @@ SELECT e.account_id, e.version, e.region, e.event_id, e.type, e.schema_version, 
        e.causation_id, e.correlation_id, e.policy_version, e.body
   FROM latest l
   JOIN events e ON e.account_id = l.account_id AND e.version >= l.requested
- WHERE e.type IN ('ReviewRequested', 'ReviewClaimed', 'OperatorActionTaken')
+ WHERE e.type IN ('ReviewRequested', 'ReviewClaimed', 'OperatorActionTaken', 'ApprovalGranted')
  ORDER BY e.account_id, e.version
 """
 
@@ -58,7 +68,7 @@ def open_review(events: Iterable[Event]) -> OpenReview | None:
             review = OpenReview(review.account_id, review.version, review.requested_at,
                                 review.proposed_level, review.rule_id, review.reason,
                                 body.operator, e.occurred_at)
-        elif isinstance(body, OperatorActionTaken) and body.action not in ("note", "reject"):
+        elif settles_review(body):
             review = None
     return review
 

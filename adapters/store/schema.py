@@ -39,9 +39,9 @@ events = sa.Table(
 )
 sa.Index("events_account_time_idx", events.c.account_id, events.c.occurred_at)
 # The review queue (reviews.py): only the few events of the review types are indexed.
-sa.Index("events_review_idx", events.c.type, events.c.account_id, events.c.version,
+sa.Index("events_review_queue_idx", events.c.type, events.c.account_id, events.c.version,
          postgresql_where=events.c.type.in_(
-             ["ReviewRequested", "ReviewClaimed", "OperatorActionTaken"]))
+             ["ReviewRequested", "ReviewClaimed", "OperatorActionTaken", "ApprovalGranted"]))
 # The console's pending-approvals and appeals pages (ops/console/approvals.py).
 sa.Index("events_approval_requests_idx", events.c.account_id, events.c.occurred_at,
          postgresql_where=events.c.type == "ApprovalRequested")
