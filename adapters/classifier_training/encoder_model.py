@@ -124,6 +124,8 @@ def training_windows(rows: Sequence[Record], windows: TokenWindows) -> list[Wind
                 target[PROMPT_CATEGORIES.index(_category(r, PROMPT_CATEGORIES))] = 1
                 for extra in r.extra_categories:
                     target[PROMPT_CATEGORIES.index(extra)] = 1
+                for unknown in r.unlabelled_categories:
+                    task[PROMPT_CATEGORIES.index(unknown)] = 0
             elif len(r.text) >= DOC_CHARS:
                 task[n_p:] = 1  # a long benign text is a fine negative for answers too
         else:

@@ -17,7 +17,7 @@ import hashlib
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from safeguards.adapters.classifier_training import generated
 from safeguards.adapters.classifier_training.corpus.records import Record, norm_text
@@ -69,6 +69,17 @@ N_GENERATED_EVASIVE_BENIGN = 1500
 N_GENERATED_HARMFUL = 1200
 N_GENERATED_EVASIVE = 800
 N_GENERATED_REFUSALS = 0  # 1500 did not teach the answer heads that refusing is benign
+
+# Partial labels: a row may leave a category unsaid (``Record.unlabelled_categories``), so that
+# training neither rewards nor penalises it there. FRAMES_SILENT_ON_JAILBREAK: a generated harmful
+# request in a jailbreak frame says nothing about jailbreak (labelled harm-only, the head learns
+# "ignore your rules and ..." as benign). JAILBREAK_ROWS_SILENT_ON_HARM: a jailbreak or injection
+# row says nothing about the harm categories (the harm heads learn injection text as harmless).
+# Both on (2026-12-06, one full run, DATA_SOURCES.md): out of distribution ROC AUC 0.825 -> 0.842
+# and harmful recall 0.455 -> 0.487, but benign FPR 0.49 % -> 0.90 % (security 0.4 % -> 3.3 %)
+# and, recalibrated to the shipped model's benign FPR, recall 0.422: worse, so both are off.
+FRAMES_SILENT_ON_JAILBREAK = False
+JAILBREAK_ROWS_SILENT_ON_HARM = False
 
 
 @dataclass
@@ -127,10 +138,14 @@ def generated_rows(seed: int) -> list[Record]:
             else:
                 # A harmful request in a jailbreak frame is labelled with its harm alone: also
                 # labelling it jailbreak (multi-label) collapsed jailbreak recall out of
-                # distribution in two full runs (OOD ROC AUC 0.63 against 0.81 without).
+                # distribution in two full runs (OOD ROC AUC 0.63 against 0.81 without). With
+                # FRAMES_SILENT_ON_JAILBREAK the jailbreak head is told nothing about it either
+                # way (a partial label; see the flag).
                 cats = sorted(e.labels - {"jailbreak"}) or sorted(e.labels)
+                framed = ("jailbreak",) if FRAMES_SILENT_ON_JAILBREAK and "jailbreak" in e.labels \
+                    and cats[0] != "jailbreak" else ()
                 out.append(Record(e.text, "harmful", cats[0], "harmful", "en", source,
-                                  f"gen:{e.group}"))
+                                  f"gen:{e.group}", unlabelled_categories=framed))
 
     add(generated.benign_negatives(N_GENERATED_BENIGN, seed=seed + 11, family="train"), "benign")
     add(generated.evasive_benign(N_GENERATED_EVASIVE_BENIGN, seed=seed + 31, family="train"),
@@ -177,6 +192,19 @@ def generated_refusals(harmful: Sequence[Record], n: int, seed: int) -> list[Rec
     return out
 
 
+HARM_CATEGORIES = ("cyber", "weapons", "violence", "self_harm", "hate", "sexual", "illicit",
+                   "disinformation")
+
+
+def partial_labels(record: Record) -> Record:
+    """With JAILBREAK_ROWS_SILENT_ON_HARM, a jailbreak or injection row says nothing about the
+    harm categories, so the harm heads are not taught that injection text is harmless."""
+    if record.label != "jailbreak" or not JAILBREAK_ROWS_SILENT_ON_HARM:
+        return record
+    return replace(record, unlabelled_categories=tuple(
+        c for c in HARM_CATEGORIES if c not in record.extra_categories))
+
+
 def split(records: Iterable[Record], *, seed: int) -> Splits:
     """Fit, calibration and out-of-distribution evaluation rows."""
     check_disjoint()
@@ -185,7 +213,7 @@ def split(records: Iterable[Record], *, seed: int) -> Splits:
     for r in records:
         package = package_of(r)
         if package in TRAIN_PACKAGES or package == "generated":
-            train_rows.append(r)
+            train_rows.append(partial_labels(r))
         elif package in EVAL_PACKAGES:
             eval_rows.append(r)
     # one row per text in training (AdvBench / HarmBench ship in several packages)

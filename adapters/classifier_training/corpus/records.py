@@ -43,6 +43,9 @@ class Record:
     prompt: str | None = None  # for responses: the request answered
     # further categories of a multi-label row (a harmful request inside a jailbreak frame)
     extra_categories: tuple[str, ...] = ()
+    # categories this row says nothing about: training neither rewards nor penalises them (a
+    # harmful request in a jailbreak frame is no evidence that the frame is benign)
+    unlabelled_categories: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # a wrong label or kind would silently poison training: fail at the extractor instead
@@ -65,6 +68,12 @@ class Record:
         if any(c not in CATEGORIES for c in self.extra_categories) or (
                 self.extra_categories and self.category is None):
             raise ValueError(f"extra categories {self.extra_categories!r} on a {self.label} row")
+        object.__setattr__(self, "unlabelled_categories", tuple(self.unlabelled_categories))
+        if any(c not in CATEGORIES for c in self.unlabelled_categories) or (
+                self.label == "benign" and self.unlabelled_categories) or (
+                {self.category, *self.extra_categories} & set(self.unlabelled_categories)):
+            raise ValueError(
+                f"unlabelled categories {self.unlabelled_categories!r} on a {self.label} row")
 
     def as_dict(self) -> dict[str, str | None]:
         out: dict[str, str | None] = {
@@ -73,6 +82,9 @@ class Record:
             "prompt": self.prompt}
         if self.extra_categories:
             out["extra_categories"] = list(self.extra_categories)  # type: ignore[assignment]
+        if self.unlabelled_categories:
+            out["unlabelled_categories"] = list(  # type: ignore[assignment]
+                self.unlabelled_categories)
         return out
 
 
