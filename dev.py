@@ -44,6 +44,14 @@ def ensure_env() -> None:
     pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "--upgrade", "pip", "setuptools", "wheel"], check=True)
     subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
+    # xds-protos (grpcio's Envoy API, for ext_proc) ships its own, older copy of
+    # opentelemetry/proto; whichever is installed last wins, and the OTLP exporter needs
+    # opentelemetry-proto's (InstrumentationScope). Lay opentelemetry-proto's files down last.
+    version = subprocess.run([str(BIN / "python"), "-c", "from importlib.metadata import version; "
+                              "print(version('opentelemetry-proto'))"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run([*pip, "--force-reinstall", "--no-deps", f"opentelemetry-proto=={version}"],
+                   check=True)
     STAMP.write_text(_fingerprint())
 
 

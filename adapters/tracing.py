@@ -82,7 +82,13 @@ def provider_from_environment(service: str, endpoint: str | None = None
     the exporter reads itself), or None: no exporter, no provider, no spans."""
     if endpoint is None and not any(os.environ.get(v) for v in _ENDPOINT_VARIABLES):
         return None
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError as exc:  # e.g. xds-protos' older opentelemetry/proto laid over ours
+        raise RuntimeError(
+            "an OTLP endpoint is configured but the OTLP exporter cannot load "
+            f"({exc}); reinstall opentelemetry-proto after the other packages "
+            "(pip install --force-reinstall --no-deps opentelemetry-proto)") from exc
 
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)})
     provider = TracerProvider(resource=resource)
