@@ -16,22 +16,12 @@ from safeguards.adapters.bus.region import JetStreamCommands, JetStreamSignals
 from safeguards.adapters.bus.signing import load_signer
 from safeguards.adapters.bus.streams import provision_region
 from safeguards.adapters.store import InMemoryEventStore
-from safeguards.core.codec import decode_command, encode_command, encode_signal
-from safeguards.core.enforcement import EnforcementCommand
+from safeguards.core.codec import decode_command, encode_signal
 from safeguards.core.events import ScoreRecorded, Signal
 from safeguards.core.ports import AppendRequest, OutboxMessage
 from safeguards.core.subjects import enforce_subject, inputs_subject, stream_name
 
-from store_events import make_event
-
-
-def command(region: str, account: str, version: int) -> OutboxMessage:
-    c = EnforcementCommand(
-        command_id=f"cmd-{account}-{version}", account_id=account, region=region, level=1,
-        requests_per_minute=600, tokens_per_minute=2_000_000, interventions=("annotate",),
-        expires_at=None, version=version, policy_version="p", reason="test",
-        issued_at=datetime(2026, 11, 27, tzinfo=UTC))
-    return OutboxMessage(c.command_id, enforce_subject(region, account), encode_command(c))
+from store_events import make_event, outbox_command
 
 
 def forward(region: str, signal_id: str) -> OutboxMessage:
@@ -59,7 +49,7 @@ async def test_a_forwarded_signal_goes_to_the_inputs_stream_signed_once(nc: Clie
     store = InMemoryEventStore(region)
     row = forward(region, "fwd-1")
     await store.append(AppendRequest("acct-1", 0, (make_event("acct-1", region, 1),), None,
-                                     (row, command(region, "acct-1", 1))))
+                                     (row, outbox_command(region, "acct-1", 1))))
     relay = relay_for(nc, store, region, NodeMetrics())
     assert await relay.flush() == 2
     await relay._publish(row)  # a re-publish (a crash before the mark): deduplicated
@@ -80,7 +70,8 @@ async def test_repair_restores_lost_commands_and_never_goes_back(nc: Client) -> 
     await provision_region(js, region)
     stream = stream_name(region, "ENFORCE")
     store = InMemoryEventStore(region)
-    messages = {a: [command(region, a, v) for v in (1, 2)] for a in ("lost", "kept", "newer")}
+    messages = {a: [outbox_command(region, a, v) for v in (1, 2)]
+                for a in ("lost", "kept", "newer")}
     for account, (first, second) in messages.items():
         for version, m in ((0, first), (1, second)):
             await store.append(AppendRequest(account, version, (make_event(account, region,
@@ -97,8 +88,8 @@ async def test_repair_restores_lost_commands_and_never_goes_back(nc: Client) -> 
     await publish(messages["lost"][0])
     for m in messages["kept"]:
         await publish(m)
-    await publish(command(region, "newer", 3))
-    gone = command(region, "gone", 1)
+    await publish(outbox_command(region, "newer", 3))
+    gone = outbox_command(region, "gone", 1)
     await store.append(AppendRequest("gone", 0, (make_event("gone", region, 1),), None, (gone,)))
     await store.mark_published([p.outbox_id for p in await store.pending_outbox(100)])
     # A forwarded signal among the published rows is not a command: repair leaves it alone.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 from nats.aio.client import Client
@@ -18,21 +17,10 @@ from safeguards.adapters.bus.region import JetStreamCommands, JetStreamSignals
 from safeguards.adapters.bus.signing import load_signer
 from safeguards.adapters.bus.streams import provision_region
 from safeguards.adapters.store import PostgresEventStore, migrate
-from safeguards.core.codec import encode_command
-from safeguards.core.enforcement import EnforcementCommand
-from safeguards.core.ports import AppendRequest, OutboxMessage
+from safeguards.core.ports import AppendRequest
 from safeguards.core.subjects import enforce_subject, stream_name
 
-from store_events import make_event
-
-
-def command(region: str, account: str, version: int) -> OutboxMessage:
-    c = EnforcementCommand(
-        command_id=f"cmd-{account}-{version}", account_id=account, region=region, level=1,
-        requests_per_minute=600, tokens_per_minute=2_000_000, interventions=("annotate",),
-        expires_at=None, version=version, policy_version="p", reason="test",
-        issued_at=datetime(2026, 12, 1, tzinfo=UTC))
-    return OutboxMessage(c.command_id, enforce_subject(region, account), encode_command(c))
+from store_events import make_event, outbox_command
 
 
 async def test_a_lost_command_is_reported_until_repaired(
@@ -47,7 +35,7 @@ async def test_a_lost_command_is_reported_until_repaired(
             for version in (0, 1):
                 await store.append(AppendRequest(account, version, (
                     make_event(account, region, version + 1),), None,
-                    (command(region, account, version + 1),)))
+                    (outbox_command(region, account, version + 1),)))
         relay = OutboxRelay(store=store, metrics=NodeMetrics(),
                             commands=JetStreamCommands(nc, region, load_signer(region)),
                             signals=JetStreamSignals(nc, region, load_producer_keys(region)))

@@ -4,7 +4,6 @@ interval, with no reconnect to prompt it (a cluster's leader change elsewhere is
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 import anyio
 import nats
@@ -17,22 +16,12 @@ from safeguards.adapters.bus.signing import load_signer
 from safeguards.adapters.bus.streams import provision_region
 from safeguards.adapters.embedded.nats_cluster import EmbeddedNatsCluster
 from safeguards.adapters.store import InMemoryEventStore
-from safeguards.core.codec import decode_command, encode_command
-from safeguards.core.enforcement import EnforcementCommand
-from safeguards.core.ports import AppendRequest, OutboxMessage
+from safeguards.core.codec import decode_command
+from safeguards.core.ports import AppendRequest
 from safeguards.core.subjects import enforce_subject, stream_name
 
 from bus_support import wait_until
-from store_events import make_event
-
-
-def command(region: str, account: str, version: int) -> OutboxMessage:
-    c = EnforcementCommand(
-        command_id=f"cmd-{account}-{version}", account_id=account, region=region, level=1,
-        requests_per_minute=600, tokens_per_minute=2_000_000, interventions=("annotate",),
-        expires_at=None, version=version, policy_version="p", reason="test",
-        issued_at=datetime(2026, 12, 1, tzinfo=UTC))
-    return OutboxMessage(c.command_id, enforce_subject(region, account), encode_command(c))
+from store_events import make_event, outbox_command
 
 
 async def test_a_lost_command_is_restored_without_a_reconnect(
@@ -47,7 +36,7 @@ async def test_a_lost_command_is_restored_without_a_reconnect(
         for version in (0, 1):
             await store.append(AppendRequest("acct-1", version, (
                 make_event("acct-1", region, version + 1),), None,
-                (command(region, "acct-1", version + 1),)))
+                (outbox_command(region, "acct-1", version + 1),)))
         metrics = NodeMetrics()
         relay = OutboxRelay(store=store, metrics=metrics, poll_s=0.1, reconcile_s=0.5,
                             commands=JetStreamCommands(nc, region, load_signer(region)),

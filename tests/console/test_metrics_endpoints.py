@@ -5,10 +5,12 @@ and a classifier service's counters are served by ``adapters.metrics_endpoint``'
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,34 +51,17 @@ def _start(cmd: list[str], out: Path, err: Path) -> subprocess.Popen[bytes]:
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-async def test_a_node_process_serves_its_counters_and_backlog_on_its_metrics_port(
-        fresh_database_url: str, nats_url: str, tmp_path: Path) -> None:
-    region = unique_region()
-    load_producer_keys(region)  # the region's producer key, made before the node reads it
-    port = free_port()
-    out, err = tmp_path / "node.out", tmp_path / "node.err"
-    cmd = [sys.executable, "-m", "safeguards.regions.node_cli", "node", "--region", region,
-           "--nats", nats_url, "--database-url", fresh_database_url, "--node-id", "n1",
-           "--partitions", str(P), "--log-level", "WARNING", "--metrics-port", str(port)]
+@contextlib.asynccontextmanager
+async def _process(cmd: list[str], tmp_path: Path, ready: str) -> AsyncIterator[None]:
+    """``cmd`` running until it prints ``ready``; SIGTERM at the end, and it must exit 0."""
+    out, err = tmp_path / "process.out", tmp_path / "process.err"
     proc = _start(cmd, out, err)
     try:
         with anyio.fail_after(60):
-            while '"ready": true' not in (out.read_text() if out.exists() else ""):
+            while ready not in (out.read_text() if out.exists() else ""):
                 assert proc.poll() is None, err.read_text()[-2000:]
                 await anyio.sleep(0.1)
-        nc = await nats.connect(nats_url)
-        try:
-            await publish_signals(nc.jetstream(), region, P, [score_signal(
-                0, "acct:metrics-1", datetime.now(UTC), (("jailbreak", 0.2),), region=region)])
-        finally:
-            await nc.drain()
-        labels = f'{{node="n1",region="{region}"}}'
-        text = await _scrape_until(f"http://127.0.0.1:{port}/metrics",
-                                   f"safeguards_node_signals_committed_total{labels} 1.0")
-        assert f"safeguards_node_signals_received_total{labels} 1.0" in text
-        assert f"safeguards_node_partitions_owned{labels} {float(P)}" in text
-        assert f'safeguards_relay_backlog{{region="{region}"}} 0.0' in text
-        assert f'safeguards_relay_backlog_read_failures{{region="{region}"}} 0.0' in text
+        yield
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -86,6 +71,30 @@ async def test_a_node_process_serves_its_counters_and_backlog_on_its_metrics_por
                     break
                 await anyio.sleep(0.1)
     assert proc.returncode == 0, err.read_text()[-3000:]
+
+
+async def test_a_node_process_serves_its_counters_and_backlog_on_its_metrics_port(
+        fresh_database_url: str, nats_url: str, tmp_path: Path) -> None:
+    region = unique_region()
+    load_producer_keys(region)  # the region's producer key, made before the node reads it
+    port = free_port()
+    cmd = [sys.executable, "-m", "safeguards.regions.node_cli", "node", "--region", region,
+           "--nats", nats_url, "--database-url", fresh_database_url, "--node-id", "n1",
+           "--partitions", str(P), "--log-level", "WARNING", "--metrics-port", str(port)]
+    async with _process(cmd, tmp_path, '"ready": true'):
+        nc = await nats.connect(nats_url)
+        try:
+            await publish_signals(nc.jetstream(), region, P, [score_signal(
+                0, "acct:metrics-1", datetime.now(UTC), (("jailbreak", 0.2),), region=region)])
+        finally:
+            await nc.drain()
+        labels = f'{{node="n1",region="{region}"}}'
+        text = await _scrape_until(f"http://127.0.0.1:{port}/metrics",
+                                   f"safeguards_node_signals_committed_total{labels} 1.0")
+    assert f"safeguards_node_signals_received_total{labels} 1.0" in text
+    assert f"safeguards_node_partitions_owned{labels} {float(P)}" in text
+    assert f'safeguards_relay_backlog{{region="{region}"}} 0.0' in text
+    assert f'safeguards_relay_backlog_read_failures{{region="{region}"}} 0.0' in text
 
 
 async def test_a_classifier_services_counters_are_served_on_a_metrics_port(
@@ -122,25 +131,10 @@ async def test_a_classifier_serve_process_serves_its_counters_on_its_metrics_por
     region = unique_region()
     load_producer_keys(region)
     port = free_port()
-    out, err = tmp_path / "classifier.out", tmp_path / "classifier.err"
     cmd = [sys.executable, "-m", "safeguards.regions.command_line", "classifier", "serve",
            "--region", region, "--nats-url", nats_url, "--partitions", str(P),
            "--model", str(LEXICAL_MODEL_DIR), "--metrics-port", str(port)]
-    proc = _start(cmd, out, err)
-    try:
-        with anyio.fail_after(60):
-            while "classifier serving region" not in (out.read_text() if out.exists() else ""):
-                assert proc.poll() is None, err.read_text()[-2000:]
-                await anyio.sleep(0.1)
+    async with _process(cmd, tmp_path, "classifier serving region"):
         text = await _scrape_until(f"http://127.0.0.1:{port}/metrics",
                                    f'safeguards_classifier_scored_total{{region="{region}"}} 0.0')
-        assert f'safeguards_classifier_dead_lettered_total{{region="{region}"}}' in text
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        with anyio.fail_after(30):
-            while True:
-                if proc.poll() is not None:
-                    break
-                await anyio.sleep(0.1)
-    assert proc.returncode == 0, err.read_text()[-3000:]
+    assert f'safeguards_classifier_dead_lettered_total{{region="{region}"}}' in text

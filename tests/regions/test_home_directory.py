@@ -10,24 +10,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.homes import HomeDirectory
 from safeguards.adapters.bus.nats_auth import (
-    NatsIdentity,
     NatsRole,
-    make_identities,
     nats_identity,
-    new_seed,
-    server_authorization,
 )
 from safeguards.adapters.bus.producer_auth import (
     load_forwarders,
     load_forwarding_keys,
     load_producer_keys,
 )
-from safeguards.adapters.embedded import EmbeddedNats
 from safeguards.core.codec import encode_signal
 from safeguards.core.events import OperatorActionTaken, RequestObserved, Signal
 from safeguards.core.homes import HomeEntry, directory_key
@@ -38,27 +31,6 @@ from bus_support import refused_by_server
 
 PARTITIONS = 16
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
-
-
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Keys of this test's regions only (identities, producer, forwarding, enforcement)."""
-    folder = tmp_path / "state"
-    monkeypatch.setenv("SAFEGUARDS_STATE_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
-def secured(state: Path, tmp_path: Path) -> Any:
-    """A nats-server admitting us's and eu's roles with home routing, and an auditor that may
-    only listen (it sees every message, to search them for the canary)."""
-    identities = make_identities(("us", "eu"))
-    auditor = NatsIdentity("us", NatsRole.OPERATOR, new_seed())
-    authorization = server_authorization(identities, home_routing=True)
-    authorization["users"].append({"nkey": auditor.public_key, "permissions": {
-        "publish": {"deny": [">"]}, "subscribe": {"allow": [">"]}}})
-    with EmbeddedNats(tmp_path / "nats", authorization=authorization) as server:
-        yield server.url, auditor
 
 
 async def test_first_use_claims_once_and_peers_read_by_key(secured: Any) -> None:

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg
 import grpc
 import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from extproc_testkit import DOOR, Exchange, body_of, request_body, request_headers
 from node_support import run_cli
+from region_support import region_database
 
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.home_claims import CLAIMS_BUCKET, HomeClaims
@@ -40,7 +40,7 @@ from safeguards.adapters.csp.homes import HomeRouting
 from safeguards.adapters.csp.streams import ensure_gate_streams
 from safeguards.adapters.embedded import EmbeddedNats
 from safeguards.adapters.operators import add_operator
-from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.adapters.store import PostgresEventStore
 from safeguards.core.codec import decode_signal
 from safeguards.core.events import RequestObserved
 from safeguards.core.homes import HomeEntry
@@ -52,13 +52,6 @@ from store_events import make_request
 PARTITIONS = 16
 REGIONS = ("us", "eu", "ap")
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
-
-
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "state"
-    monkeypatch.setenv("SAFEGUARDS_STATE_DIR", str(folder))
-    return folder
 
 
 def _authorization(*, register: bool = True) -> dict[str, Any]:
@@ -114,24 +107,13 @@ async def _provision(url: str, regions: tuple[str, ...]) -> None:
             await nc.close()
 
 
-async def _database(postgres_server: Any) -> str:
-    name = f"sg_notice_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(postgres_server.admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url: str = postgres_server.database_url(name)
-    await migrate(url)
-    return url
-
-
 async def test_a_gate_that_kept_the_old_home_routes_to_the_new_one_after_migrate_home(
         secured: Any, postgres_server: Any) -> None:
     """ap's gate routed the account to us (kept for a minute); migrate-home us -> eu: its next
     request goes to eu, within a second of the migration's end."""
     url = secured
-    us_url, eu_url = await _database(postgres_server), await _database(postgres_server)
+    us_url = await region_database(postgres_server, "sg_notice")
+    eu_url = await region_database(postgres_server, "sg_notice")
     add_operator("us", "alice", "admin")
     account = f"acct-move-{secrets.token_hex(3)}"
     async with PostgresEventStore("us", us_url) as us_store:

@@ -12,15 +12,14 @@ import dataclasses
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import anthropic
 import anyio
 import asyncpg
 import pytest
 from nats.aio.msg import Msg
 from node_support import run_cli
+from region_support import ask, region_database, until
 
 from safeguards.actors.node import Node
 from safeguards.actors.settings import NodeSettings
@@ -28,12 +27,8 @@ from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.cross_signals import CrossSignalPublisher, load_cross_secret
 from safeguards.adapters.bus.homes import HomeDirectory
 from safeguards.adapters.bus.nats_auth import (
-    NatsIdentity,
     NatsRole,
-    make_identities,
     nats_identity,
-    new_seed,
-    server_authorization,
 )
 from safeguards.adapters.bus.producer_auth import (
     load_forwarders,
@@ -49,9 +44,9 @@ from safeguards.adapters.csp.identity import load_link_key
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.csp.upstream import UpstreamApp
-from safeguards.adapters.embedded import EmbeddedNats, free_port
+from safeguards.adapters.embedded import free_port
 from safeguards.adapters.operators import add_operator
-from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
+from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore
 from safeguards.adapters.store.chain_keys import load_chain_keys
 from safeguards.core.chain import verify
 from safeguards.core.codec import decode_command, encode_command
@@ -69,39 +64,6 @@ from store_events import make_request
 
 PARTITIONS = 16
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
-
-
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Keys of this test's regions only (identities, producer, forwarding, enforcement)."""
-    folder = tmp_path / "state"
-    monkeypatch.setenv("SAFEGUARDS_STATE_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
-def secured(state: Path, tmp_path: Path) -> Any:
-    """A nats-server admitting us's and eu's roles with home routing, and an auditor that may
-    only listen (it sees every message, to search them for the canary)."""
-    identities = make_identities(("us", "eu"))
-    auditor = NatsIdentity("us", NatsRole.OPERATOR, new_seed())
-    authorization = server_authorization(identities, home_routing=True)
-    authorization["users"].append({"nkey": auditor.public_key, "permissions": {
-        "publish": {"deny": [">"]}, "subscribe": {"allow": [">"]}}})
-    with EmbeddedNats(tmp_path / "nats", authorization=authorization) as server:
-        yield server.url, auditor
-
-
-async def _database(postgres_server: Any) -> str:
-    name = f"sg_home_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(postgres_server.admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url: str = postgres_server.database_url(name)
-    await migrate(url)
-    return url
 
 
 @contextlib.asynccontextmanager
@@ -147,23 +109,6 @@ async def us_proxy(url: str, region: str = "us", peer: str = "eu"
             yield proxy, proxy_url
 
 
-async def ask(proxy_url: str, account: str, text: str) -> int:
-    sdk = anthropic.AsyncAnthropic(base_url=proxy_url, api_key="unused", max_retries=0,
-                                   default_headers={"x-csp-account-id": account})
-    try:
-        await sdk.messages.create(model="claude-test-1", max_tokens=16,
-                                  messages=[{"role": "user", "content": text}])
-    except anthropic.APIStatusError as exc:
-        return exc.status_code
-    return 200
-
-
-async def until(check: Any, within_s: float = 30.0) -> None:
-    with anyio.fail_after(within_s):
-        while not await check():  # noqa: ASYNC110 - what it waits for has no event
-            await anyio.sleep(0.1)
-
-
 async def hits(url: str, needle: bytes) -> int:
     conn = await asyncpg.connect(url)
     try:
@@ -191,7 +136,8 @@ async def test_an_eu_account_served_in_us_has_one_history_in_eu_and_eu_enforceme
     url, auditor = secured
     account, local = f"acct-eu-{secrets.token_hex(3)}", f"acct-us-{secrets.token_hex(3)}"
     canary = f"CANARY-{secrets.token_hex(8)}"
-    us_url, eu_url = await _database(postgres_server), await _database(postgres_server)
+    us_url = await region_database(postgres_server, "sg_home")
+    eu_url = await region_database(postgres_server, "sg_home")
     seen: list[tuple[str, bytes]] = []
     listener = await connect(url, name="auditor", once=True, identity=auditor)
 
@@ -258,7 +204,8 @@ async def _has_history(store: PostgresEventStore, account: str) -> bool:
 async def test_migrate_home_moves_the_history_the_command_and_the_directory_entry(
         secured: Any, postgres_server: Any) -> None:
     url, _ = secured
-    us_url, eu_url = await _database(postgres_server), await _database(postgres_server)
+    us_url = await region_database(postgres_server, "sg_home")
+    eu_url = await region_database(postgres_server, "sg_home")
     add_operator("us", "alice", "admin")
     account = "acct-moving"
     command = dataclasses.replace(eu_command(account, 2, 4), region="us")

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore
+from safeguards.core.codec import encode_command
+from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.events import (
     EnforcementChanged,
     Event,
@@ -19,6 +21,7 @@ from safeguards.core.events import (
     StrikeRecorded,
 )
 from safeguards.core.ports import AppendRequest, OutboxMessage
+from safeguards.core.subjects import enforce_subject
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 SNAPSHOT_EVERY = 5  # small, so that the contract suite crosses snapshot boundaries often
@@ -88,3 +91,13 @@ def make_request(account: str, region: str, expected: int, count: int = 1, *,
                                    f"sg.{region}.enforce.{account}",
                                    b"\x81\xa1v\x01") for j in range(outbox))
     return AppendRequest(account, expected, events, inbox_key, messages)
+
+
+def outbox_command(region: str, account: str, version: int) -> OutboxMessage:
+    """An account's enforcement command (level 1, version ``version``) as an outbox message."""
+    c = EnforcementCommand(
+        command_id=f"cmd-{account}-{version}", account_id=account, region=region, level=1,
+        requests_per_minute=600, tokens_per_minute=2_000_000, interventions=("annotate",),
+        expires_at=None, version=version, policy_version="p", reason="test",
+        issued_at=datetime(2026, 12, 1, tzinfo=UTC))
+    return OutboxMessage(c.command_id, enforce_subject(region, account), encode_command(c))
