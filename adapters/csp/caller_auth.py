@@ -11,8 +11,9 @@ organisation, project and API-key id headers (empty when absent) and the sha256 
 each field length-prefixed (``<bytes>:<field>\n``) so that no header value or path can pass for
 a field boundary. An assertion names exactly one request: who, what route and model, and what
 body, within ``MAX_SKEW_S`` of the gate's clock; its nonce is taken once in that window
-(``replayed`` otherwise): once per process by default, once per proxy when its worker processes
-share one table (``shared_nonces``, which refuses ``replay_table_full`` when it is full).
+(``replayed`` otherwise), in a fixed table (``shared_nonces``) that refuses
+``replay_table_full`` when full: this process's own by default (sized for ``DEFAULT_MAX_RATE``),
+one per proxy when its worker processes share it.
 Keys are shared secrets by key id, so the front door can roll to a new key while the gate
 trusts both. ``v1`` assertions (no method, path or nonce) are refused (``unsupported_scheme``):
 every signer in this repository signs ``v2``.
@@ -46,12 +47,15 @@ from typing import NoReturn, Protocol, TypeVar
 from safeguards.adapters.csp.identity import API_KEY_HEADER, ORGANIZATION_HEADER, PROJECT_HEADER
 from safeguards.adapters.csp.messages_api import BadRequest
 from safeguards.adapters.csp.routes import normalise_path, split_target
+from safeguards.adapters.csp.shared_nonces import DEFAULT_MAX_RATE, SharedNonces, slots_for
+from safeguards.adapters.csp.shared_nonces import MAX_SKEW_S as MAX_SKEW_S
+from safeguards.adapters.csp.shared_nonces import REPLAY_TABLE_FULL as REPLAY_TABLE_FULL
+from safeguards.adapters.csp.shared_nonces import REPLAYED as REPLAYED
 from safeguards.adapters.keyfiles import shared_secrets
 from safeguards.core.ids import validate_region
 
 ASSERTION_HEADER = "x-csp-caller-assertion"
 SCHEME = "sg-caller-v2"
-MAX_SKEW_S = 300
 MODES = ("required", "loopback")
 # the fields in this order, one space apart: anything else is malformed
 _V2 = re.compile(r"v2 kid=([A-Za-z0-9-]+) ts=([0-9]{1,12}) nonce=([0-9a-f]{32}) "
@@ -126,8 +130,6 @@ def assertion(key: CallerKey, *, method: str, target: str, account: str, body: b
     return f"v2 kid={key.key_id} ts={ts} nonce={nonce} sig={_mac(key.secret, signed)}"
 
 
-REPLAYED = "replayed"
-REPLAY_TABLE_FULL = "replay_table_full"
 _NONCE_REFUSALS = {REPLAYED: "the caller assertion was already used",
                    REPLAY_TABLE_FULL: "too many caller assertions in the window: try again later"}
 
@@ -137,34 +139,11 @@ class NonceLedger(Protocol):
         """None the first time ``nonce`` is seen in the window, else the refusal's reason."""
 
 
-class _Nonces:
-    """The nonces taken in the accepted window, in this process, by the window slot of their
-    assertion's time: a slot is dropped once none of its assertions can be accepted any more."""
-
-    def __init__(self) -> None:
-        self._slots: dict[int, set[str]] = {}
-        self._pruned_at = 0.0
-
-    def take(self, ts: int, nonce: str, now: float) -> str | None:
-        """None the first time ``nonce`` is seen, ``replayed`` after."""
-        if now - self._pruned_at >= 1.0:
-            self._pruned_at = now
-            for slot in [s for s in self._slots if (s + 2) * MAX_SKEW_S < now]:
-                del self._slots[slot]
-        seen = self._slots.setdefault(ts // MAX_SKEW_S, set())
-        if nonce in seen:
-            return REPLAYED
-        seen.add(nonce)
-        return None
-
-    def __len__(self) -> int:
-        return sum(len(s) for s in self._slots.values())
-
-
 class CallerAuth:
     def __init__(self, keys: list[CallerKey], mode: str = "required",
                  account_header: str = "x-csp-account-id",
-                 on_refused: Callable[[str], None] | None = None) -> None:
+                 on_refused: Callable[[str], None] | None = None,
+                 nonces: NonceLedger | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"caller_auth must be one of {MODES}, got {mode!r}")
         self._keys = {k.key_id: k.secret for k in keys}
@@ -172,7 +151,9 @@ class CallerAuth:
         self.account_header = account_header.lower()
         self.refused: dict[str, int] = {}  # by reason
         self.on_refused = on_refused
-        self.nonces: NonceLedger = _Nonces()  # the workers' shared table (shared_nonces)
+        # this process's own table unless given one (the workers' shared table: serve_proxy)
+        self.nonces: NonceLedger = nonces if nonces is not None else SharedNonces.in_process(
+            slots_for(DEFAULT_MAX_RATE))
 
     def check(self, identity: Mapping[str, str], value: str | None, body: bytes,
               peer: str | None, now: float, *, method: str, target: str) -> None:

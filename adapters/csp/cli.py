@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,9 @@ def register(sub: Any) -> None:
                        help="worker processes on the port (SO_REUSEPORT), sharing each "
                             "account's rate-limit quota")
     proxy.add_argument("--max-request-rate", type=float, default=1000.0,
-                       help="signed requests a second the workers' shared replay table holds "
-                            "nonces for (24 bytes x 602 slots each; past it, new assertions "
-                            "are refused as replay_table_full)")
+                       help="signed requests a second the replay table (the workers' shared "
+                            "one, or this process's) holds nonces for (24 bytes x 602 slots "
+                            "each; past it, new assertions are refused as replay_table_full)")
     _peers(proxy)
     proxy.set_defaults(handler=_proxy)
 
@@ -89,6 +90,7 @@ def _run(main: Any, *args: Any) -> int:
 
 def _proxy(args: argparse.Namespace) -> int:
     from safeguards.adapters.csp.proxy import ProxyConfig, serve_proxy
+    from safeguards.adapters.csp.shared_nonces import SharedNonces, slots_for
 
     config = ProxyConfig(region=args.region, upstream_url=args.upstream, nats_url=args.nats,
                          account_header=args.account_header, partitions=args.partitions,
@@ -101,7 +103,10 @@ def _proxy(args: argparse.Namespace) -> int:
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
         return run_proxy_workers(config, _policy(args.policy), args.host, args.port,
                                  args.workers, args.max_request_rate)
-    return _run(serve_proxy, config, _policy(args.policy), args.host, args.port)
+    # one process: its own replay table, sized as the workers' shared one would be
+    nonces = SharedNonces.in_process(slots_for(args.max_request_rate))
+    return _run(functools.partial(serve_proxy, nonces=nonces), config, _policy(args.policy),
+                args.host, args.port)
 
 
 def _upstream(args: argparse.Namespace) -> int:

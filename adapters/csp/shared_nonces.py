@@ -1,5 +1,6 @@
 """Caller-assertion nonces shared by the proxy's worker processes: an assertion is taken once per
-proxy, not once per worker.
+proxy, not once per worker. A single-process gate (the proxy without workers, ext_proc) keeps
+the same table in its own memory (``in_process``): one bound and one refusal everywhere.
 
 Each worker (``workers``) checks caller assertions itself (``caller_auth``), and a nonce taken
 in one process's memory only would let a captured assertion be replayed once on every other
@@ -23,7 +24,8 @@ Size (``slots_for``): a proxy serving ``max_rate`` signed requests a second hold
 time); the table has ``LOAD`` times as many slots, so that at that rate a bucket is on average
 half full and, the buckets being filled at random, an insert finds its bucket full about 4 times
 in 10**7.
-Each slot is 24 bytes: 1,000 requests/s (the default) is 602,048 slots, 14.4 MB. A caller that
+Each slot is 24 bytes: 1,000 requests/s (the default) is 602,048 slots, 14.4 MB (in one process:
+private anonymous pages, which the kernel zero-fills as they are first touched). A caller that
 holds a caller key and signs with times ahead of the clock makes its nonces live up to twice as
 long; past the sized rate the table fills and refuses, as it should.
 """
@@ -33,17 +35,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import mmap
 import secrets
 import struct
+import threading
 import time
 from multiprocessing import get_context, resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
-from safeguards.adapters.csp.caller_auth import MAX_SKEW_S, REPLAY_TABLE_FULL, REPLAYED
-
 log = logging.getLogger(__name__)
 
+MAX_SKEW_S = 300  # how far an assertion's time may be from the gate's clock (caller_auth)
+REPLAYED = "replayed"
+REPLAY_TABLE_FULL = "replay_table_full"
 BUCKET = 64
 GRACE_S = 1
 LOAD = 2
@@ -80,10 +85,15 @@ def _commit(memory: SharedMemory) -> None:
         buffer[at:end] = zeros[:end - at]
 
 
+def _check_slots(slots: int) -> None:
+    if slots < BUCKET or slots % BUCKET:
+        raise ValueError(f"slots must be a positive multiple of {BUCKET}")
+
+
 class SharedNonces:
-    def __init__(self, memory: SharedMemory, locks: list[Any], hash_key: bytes, *,
+    def __init__(self, memory: SharedMemory | mmap.mmap, locks: list[Any], hash_key: bytes, *,
                  owner: bool) -> None:
-        buffer = memory.buf
+        buffer = memory.buf if isinstance(memory, SharedMemory) else memoryview(memory)
         assert buffer is not None  # an open block
         self._memory = memory
         self._buffer: memoryview = buffer
@@ -98,16 +108,25 @@ class SharedNonces:
     @classmethod
     def create(cls, slots: int, stripes: int = 64) -> SharedNonces:
         """A new, zeroed table (in the parent, before the workers start)."""
-        if slots < BUCKET or slots % BUCKET:
-            raise ValueError(f"slots must be a positive multiple of {BUCKET}")
+        _check_slots(slots)
         memory = SharedMemory(create=True, size=table_bytes(slots))  # zero-filled (a new mmap)
         _commit(memory)
         context = get_context("spawn")
         return cls(memory, [context.Lock() for _ in range(stripes)], secrets.token_bytes(32),
                    owner=True)
 
+    @classmethod
+    def in_process(cls, slots: int) -> SharedNonces:
+        """A table in this process's memory only, for a gate that serves from one process: its
+        pages are private, so nothing outside this process reads or writes its nonces."""
+        _check_slots(slots)
+        pages = mmap.mmap(-1, table_bytes(slots), flags=mmap.MAP_PRIVATE)  # anonymous, zeroed
+        return cls(pages, [threading.Lock()], secrets.token_bytes(32), owner=False)
+
     def handle(self) -> Handle:
         """What a worker needs to ``attach`` (picklable into a spawned process)."""
+        if not isinstance(self._memory, SharedMemory):
+            raise ValueError("an in-process replay table cannot be shared")
         return self._memory.name, self._locks, self._hash_key
 
     @classmethod
@@ -122,7 +141,7 @@ class SharedNonces:
     def close(self) -> None:
         self._buffer.release()
         self._memory.close()
-        if self._owner:
+        if self._owner and isinstance(self._memory, SharedMemory):
             self._memory.unlink()
 
     def take(self, ts: int, nonce: str, now: float) -> str | None:
@@ -155,7 +174,7 @@ class SharedNonces:
         self.full += 1
         if now - self._full_logged_at >= 60:  # a caller filling it must not flood the log too
             self._full_logged_at = now
-            log.warning("the shared replay table is full (%d slots, %d refusals here so far): "
+            log.warning("the replay table is full (%d slots, %d refusals here so far): "
                         "new caller assertions are refused until nonces expire; size it with "
                         "--max-request-rate", self.slots, self.full)
 

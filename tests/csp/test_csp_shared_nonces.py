@@ -32,7 +32,13 @@ from safeguards.adapters.csp.caller_auth import (
     assertion,
 )
 from safeguards.adapters.csp.messages_api import BadRequest
-from safeguards.adapters.csp.shared_nonces import BUCKET, GRACE_S, SharedNonces, slots_for
+from safeguards.adapters.csp.shared_nonces import (
+    BUCKET,
+    DEFAULT_MAX_RATE,
+    GRACE_S,
+    SharedNonces,
+    slots_for,
+)
 from safeguards.adapters.embedded import free_port
 from safeguards.adapters.embedded.ports import wait_for_port
 
@@ -88,6 +94,30 @@ def test_a_full_table_fails_closed_across_processes() -> None:
         # the last second an assertion signed at NOW is accepted, its nonce still holds
         edge = NOW + MAX_SKEW_S
         assert _refusal(auth, _proof(edge), edge) == REPLAY_TABLE_FULL
+        later = NOW + MAX_SKEW_S + GRACE_S + 1
+        assert _refusal(auth, _proof(later), later) is None
+        assert table.live(later) == 1
+    finally:
+        table.close()
+
+
+def test_a_single_process_gate_is_bounded_and_fails_closed_too() -> None:
+    """Without workers the gate keeps the same table in its own memory, sized for the default
+    rate: a one-bucket table refuses the next assertion as ``replay_table_full`` once full,
+    still refuses every taken nonce as ``replayed``, and serves again once they expire."""
+    assert isinstance(default := CallerAuth([KEY]).nonces, SharedNonces)
+    assert default.slots == slots_for(DEFAULT_MAX_RATE)
+    table = SharedNonces.in_process(BUCKET)
+    try:
+        auth = CallerAuth([KEY], nonces=table)
+        proofs = [_proof(NOW) for _ in range(BUCKET)]
+        assert [_refusal(auth, proof, NOW) for proof in proofs] == [None] * BUCKET
+        assert table.live(NOW) == BUCKET
+        assert _refusal(auth, _proof(NOW), NOW) == REPLAY_TABLE_FULL
+        assert all(_refusal(auth, proof, NOW) == REPLAYED for proof in proofs)
+        assert auth.refused == {REPLAY_TABLE_FULL: 1, REPLAYED: BUCKET} and table.full == 1
+        with pytest.raises(ValueError):
+            table.handle()  # private pages: no other process can attach
         later = NOW + MAX_SKEW_S + GRACE_S + 1
         assert _refusal(auth, _proof(later), later) is None
         assert table.live(later) == 1
