@@ -25,24 +25,21 @@ from __future__ import annotations
 import logging
 
 import anyio
-import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import (
-    APIError,
     KeyDeletedError,
     KeyNotFoundError,
-    KeyWrongLastSequenceError,
 )
 from nats.js.kv import KeyValue
 
 from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.homes import OP_TIMEOUT_S, TRANSPORT_ERRORS, create_entry, put_entry
 from safeguards.adapters.bus.leases import open_bucket
 from safeguards.core.homes import (
     HomeEntry,
     MalformedHomeEntry,
     decode_entry,
     directory_key,
-    encode_entry,
 )
 
 log = logging.getLogger(__name__)
@@ -50,9 +47,6 @@ log = logging.getLogger(__name__)
 CLAIMS_BUCKET = "sg_home_claims"
 CLAIMS_STREAM = f"KV_{CLAIMS_BUCKET}"
 CLAIMS_SUBJECTS = f"$KV.{CLAIMS_BUCKET}.>"
-OP_TIMEOUT_S = 2.0
-_TRANSPORT = (TimeoutError, OSError, nats.errors.Error)
-_WRONG_LAST = (10071, 10164)  # the server's "wrong last sequence" codes: a create that lost
 
 
 def claim_key(subject: str) -> str | None:
@@ -77,18 +71,8 @@ class HomeClaims:
     async def claim(self, account_id: str, entry: HomeEntry) -> HomeEntry | None:
         """Create the account's key with ``entry`` unless it exists; the entry the register
         holds afterwards (ours, or the one that won; None where that one is unreadable)."""
-        key = directory_key(account_id)
-        try:
-            with anyio.fail_after(OP_TIMEOUT_S):
-                await self._kv.create(key, encode_entry(entry))
+        if await create_entry(self._kv, directory_key(account_id), entry, "home register claim"):
             return entry
-        except (KeyWrongLastSequenceError, KeyNotFoundError, KeyDeletedError):
-            pass  # another claim won: read it below
-        except APIError as exc:
-            if getattr(exc, "err_code", None) not in _WRONG_LAST:
-                raise BusUnavailable(f"home register claim: {exc.description}") from None
-        except _TRANSPORT as exc:
-            raise BusUnavailable(f"home register claim: {type(exc).__name__}") from None
         return await self.get(account_id)
 
     async def get(self, account_id: str) -> HomeEntry | None:
@@ -97,7 +81,7 @@ class HomeClaims:
                 found = await self._kv.get(directory_key(account_id))
         except (KeyNotFoundError, KeyDeletedError):
             return None
-        except _TRANSPORT as exc:
+        except TRANSPORT_ERRORS as exc:
             raise BusUnavailable(f"home register read: {type(exc).__name__}") from None
         if found.value is None:
             return None
@@ -111,8 +95,4 @@ class HomeClaims:
     async def notice(self, account_id: str, entry: HomeEntry) -> None:
         """Overwrite the account's key (operators: an onboarding or a migration), so that
         every gate watching drops the home it kept."""
-        try:
-            with anyio.fail_after(OP_TIMEOUT_S):
-                await self._kv.put(directory_key(account_id), encode_entry(entry))
-        except (APIError, *_TRANSPORT) as exc:
-            raise BusUnavailable(f"home register notice: {type(exc).__name__}") from None
+        await put_entry(self._kv, directory_key(account_id), entry, "home register notice")

@@ -41,7 +41,36 @@ from safeguards.core.ids import validate_region
 log = logging.getLogger(__name__)
 
 OP_TIMEOUT_S = 2.0
-_TRANSPORT = (TimeoutError, OSError, nats.errors.Error)
+TRANSPORT_ERRORS = (TimeoutError, OSError, nats.errors.Error)
+_WRONG_LAST = (10071, 10164)  # the server's "wrong last sequence" codes: a create that lost
+_LOST_CREATE = (KeyWrongLastSequenceError, KeyNotFoundError, KeyDeletedError)
+
+
+async def create_entry(kv: KeyValue, key: str, entry: HomeEntry, what: str) -> bool:
+    """Create ``key`` with ``entry`` unless it exists: True when this create won, False when
+    another claim holds the key (the caller reads the entry that won). ``what`` names the
+    operation in a BusUnavailable."""
+    try:
+        with anyio.fail_after(OP_TIMEOUT_S):
+            await kv.create(key, encode_entry(entry))
+    except _LOST_CREATE:
+        return False
+    except APIError as exc:
+        if getattr(exc, "err_code", None) in _WRONG_LAST:
+            return False
+        raise BusUnavailable(f"{what}: {exc.description}") from None
+    except TRANSPORT_ERRORS as exc:
+        raise BusUnavailable(f"{what}: {type(exc).__name__}") from None
+    return True
+
+
+async def put_entry(kv: KeyValue, key: str, entry: HomeEntry, what: str) -> None:
+    """Set ``key`` to ``entry`` whatever it held."""
+    try:
+        with anyio.fail_after(OP_TIMEOUT_S):
+            await kv.put(key, encode_entry(entry))
+    except (APIError, *TRANSPORT_ERRORS) as exc:
+        raise BusUnavailable(f"{what}: {type(exc).__name__}") from None
 _DELETED = ("DEL", "PURGE")
 
 
@@ -74,7 +103,7 @@ class HomeDirectory:
                 found = await self._kv.get(directory_key(account_id))
         except (KeyNotFoundError, KeyDeletedError):
             return None
-        except _TRANSPORT as exc:
+        except TRANSPORT_ERRORS as exc:
             raise BusUnavailable(f"home directory read: {type(exc).__name__}") from None
         return self._entry(found.value)
 
@@ -90,7 +119,7 @@ class HomeDirectory:
             return None  # no entry, or the peer has no directory yet
         except APIError as exc:
             raise BusUnavailable(f"home directory of {region}: {exc.description}") from None
-        except _TRANSPORT as exc:
+        except TRANSPORT_ERRORS as exc:
             raise BusUnavailable(f"home directory of {region}: {type(exc).__name__}") from None
         if (msg.headers or {}).get("KV-Operation") in _DELETED:
             return None
@@ -111,28 +140,14 @@ class HomeDirectory:
     async def claim(self, account_id: str, entry: HomeEntry) -> HomeEntry:
         """Write ``entry`` only if this directory holds none for the account; what it holds
         afterwards (ours, or the entry that won)."""
-        key = directory_key(account_id)
-        try:
-            with anyio.fail_after(OP_TIMEOUT_S):
-                await self._kv.create(key, encode_entry(entry))
+        if await create_entry(self._kv, directory_key(account_id), entry, "home claim"):
             return entry
-        except (KeyWrongLastSequenceError, KeyNotFoundError, KeyDeletedError):
-            pass  # another claim won the create: read the entry that won, below
-        except APIError as exc:
-            if getattr(exc, "err_code", None) not in (10071, 10164):
-                raise BusUnavailable(f"home claim: {exc.description}") from None
-        except _TRANSPORT as exc:
-            raise BusUnavailable(f"home claim: {type(exc).__name__}") from None
         held = await self.local(account_id)
         return held if held is not None else entry
 
     async def put(self, account_id: str, entry: HomeEntry) -> None:
         """Set the entry whatever it held (operators: onboarding, migration)."""
-        try:
-            with anyio.fail_after(OP_TIMEOUT_S):
-                await self._kv.put(directory_key(account_id), encode_entry(entry))
-        except (APIError, *_TRANSPORT) as exc:
-            raise BusUnavailable(f"home put: {type(exc).__name__}") from None
+        await put_entry(self._kv, directory_key(account_id), entry, "home put")
 
     async def remove(self, account_id: str) -> None:
         """Drop the account from this directory (it moved away); the bucket's history keeps
@@ -140,7 +155,7 @@ class HomeDirectory:
         try:
             with anyio.fail_after(OP_TIMEOUT_S):
                 await self._kv.delete(directory_key(account_id))
-        except (APIError, *_TRANSPORT) as exc:
+        except (APIError, *TRANSPORT_ERRORS) as exc:
             raise BusUnavailable(f"home remove: {type(exc).__name__}") from None
 
     def _entry(self, data: bytes | None) -> HomeEntry | None:
