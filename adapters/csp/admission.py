@@ -20,8 +20,9 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -43,6 +44,7 @@ from safeguards.core.prompt_links import content_digest, prompt_link_key
 # Request ids: a random per-process prefix and a counter (unique without a system call each).
 _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count()
+T = TypeVar("T")
 
 
 def prompt_digest(secret: bytes | None, prompt: str) -> str:
@@ -106,9 +108,7 @@ class Admission:
             decision = Decision(BLOCK_ACTION, "prompt_elsewhere", 0, 0, status=403)
             self.gate.count(decision)
         else:
-            self.gate.take_fallback()  # a fallback from before is not this request's
-            decision = self.gate.check(request, now)
-            request.fallback = self.gate.take_fallback()
+            decision = self._marked(request, lambda: self.gate.check(request, now))
         self._observe_check(time.perf_counter() - t0)
         if decision.needs_classify:
             decision = await self._classify(request, decision, prompt)
@@ -141,19 +141,22 @@ class Admission:
         scores, failure = await self.classifier.classify(
             request.request_id, "completion", completion,
             deadline_ms=self.gate.policy.gate.classify_deadline_ms)
-        self.gate.take_fallback()
-        verdict = self.gate.stream_verdict(scores, failure=failure or "classifier_error")
-        request.fallback = self.gate.take_fallback() or request.fallback
-        return verdict
+        return self._marked(request, lambda: self.gate.stream_verdict(
+            scores, failure=failure or "classifier_error"))
 
     def _resolve(self, request: GateRequest, decision: Decision, scores: Scores | None, *,
                  failure: str = "classifier_timeout", clear_reason: str = "") -> Decision:
-        """``gate.resolve``, its fallback (if any) marked on the request: nothing awaits
-        between clearing the gate's note and reading it, so it is this request's."""
+        return self._marked(request, lambda: self.gate.resolve(
+            decision, scores, failure=failure, clear_reason=clear_reason))
+
+    def _marked(self, request: GateRequest, gate_call: Callable[[], T]) -> T:
+        """A synchronous gate call, the fallback it took (if any) marked on the request: nothing
+        awaits between clearing the gate's note and reading it, so the note is this request's
+        (a later fallback of the same request replaces an earlier one)."""
         self.gate.take_fallback()
-        final = self.gate.resolve(decision, scores, failure=failure, clear_reason=clear_reason)
+        result = gate_call()
         request.fallback = self.gate.take_fallback() or request.fallback
-        return final
+        return result
 
     def observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,
                 prompt: str, completion: str) -> None:

@@ -24,6 +24,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -35,6 +36,8 @@ import asyncpg
 from safeguards.adapters.keyfiles import read_or_make, state_dir
 from safeguards.adapters.store.errors import translate_errors
 from safeguards.core.ids import validate_region
+
+log = logging.getLogger(__name__)
 
 ROLE_PREFIX = "sg_"
 _ROLE = re.compile(r"sg_([a-z][a-z0-9]{0,15})")
@@ -109,9 +112,11 @@ async def _ensure_role(conn: asyncpg.Connection, role: str, verifier: str) -> No
     if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
         try:
             await conn.execute(f"CREATE ROLE {_ident(role)} {attributes} PASSWORD {secret}")
-            return
         except asyncpg.DuplicateObjectError:
-            pass  # another process of the region made it a moment ago: set what we hold
+            # another process of the region made it a moment ago: set what we hold below
+            log.info("role %s was made by another process a moment ago", role)
+        else:
+            return
     await conn.execute(f"ALTER ROLE {_ident(role)} {attributes} PASSWORD {secret}")
 
 
