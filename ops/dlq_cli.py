@@ -180,12 +180,14 @@ async def _send(js: Any, store: Any, stream: str, signal: Any, headers: dict[str
     return "duplicate" if ack.duplicate else "replayed"
 
 
-def _replay(args: argparse.Namespace) -> int:
-    def emit(line: dict[str, Any]) -> None:
-        print(json.dumps(line), flush=True)
+def print_json_line(line: dict[str, Any]) -> None:
+    """One result line of an ops command that reports as it goes (JSON lines)."""
+    print(json.dumps(line), flush=True)
 
+
+def _replay(args: argparse.Namespace) -> int:
     try:
-        counts = _run(lambda a: replay(a, emit), args)
+        counts = _run(lambda a: replay(a, print_json_line), args)
     except SafeguardsError as exc:
         return _fail(exc)
     print(json.dumps({"summary": counts, "dry_run": args.dry_run}))

@@ -28,7 +28,7 @@ from typing import Any
 from safeguards.core.errors import CodecError, InvalidInput, SafeguardsError
 from safeguards.core.ids import validate_region
 from safeguards.ops.cli import DB_HELP, _fail, _run, audited_store
-from safeguards.ops.dlq_cli import nats_url
+from safeguards.ops.dlq_cli import nats_url, print_json_line
 
 
 def register_ops(ops_sub: Any) -> None:
@@ -113,11 +113,8 @@ def mismatches(counts: dict[str, int]) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    def emit(line: dict[str, Any]) -> None:
-        print(json.dumps(line), flush=True)
-
     try:
-        counts = _run(lambda a: verify(a, emit), args)
+        counts = _run(lambda a: verify(a, print_json_line), args)
     except SafeguardsError as exc:
         return _fail(exc)
     print(json.dumps({"summary": counts}))
