@@ -24,16 +24,10 @@ from __future__ import annotations
 
 import logging
 
-import anyio
 from nats.js import JetStreamContext
-from nats.js.errors import (
-    KeyDeletedError,
-    KeyNotFoundError,
-)
 from nats.js.kv import KeyValue
 
-from safeguards.adapters.bus.errors import BusUnavailable
-from safeguards.adapters.bus.homes import OP_TIMEOUT_S, TRANSPORT_ERRORS, create_entry, put_entry
+from safeguards.adapters.bus.homes import create_entry, entry_bytes, put_entry
 from safeguards.adapters.bus.leases import open_bucket
 from safeguards.core.homes import (
     HomeEntry,
@@ -76,17 +70,11 @@ class HomeClaims:
         return await self.get(account_id)
 
     async def get(self, account_id: str) -> HomeEntry | None:
-        try:
-            with anyio.fail_after(OP_TIMEOUT_S):
-                found = await self._kv.get(directory_key(account_id))
-        except (KeyNotFoundError, KeyDeletedError):
-            return None
-        except TRANSPORT_ERRORS as exc:
-            raise BusUnavailable(f"home register read: {type(exc).__name__}") from None
-        if found.value is None:
+        value = await entry_bytes(self._kv, directory_key(account_id), "home register read")
+        if value is None:
             return None
         try:
-            return decode_entry(found.value)
+            return decode_entry(value)
         except MalformedHomeEntry:
             self.malformed += 1
             log.error("home register: an entry this build cannot read (skipped)")

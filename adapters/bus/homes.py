@@ -64,6 +64,19 @@ async def create_entry(kv: KeyValue, key: str, entry: HomeEntry, what: str) -> b
     return True
 
 
+async def entry_bytes(kv: KeyValue, key: str, what: str) -> bytes | None:
+    """What ``key`` holds (None: nothing, or deleted)."""
+    try:
+        with anyio.fail_after(OP_TIMEOUT_S):
+            found = await kv.get(key)
+    except (KeyNotFoundError, KeyDeletedError):
+        return None
+    except TRANSPORT_ERRORS as exc:
+        raise BusUnavailable(f"{what}: {type(exc).__name__}") from None
+    value: bytes | None = found.value
+    return value
+
+
 async def put_entry(kv: KeyValue, key: str, entry: HomeEntry, what: str) -> None:
     """Set ``key`` to ``entry`` whatever it held."""
     try:
@@ -98,14 +111,8 @@ class HomeDirectory:
 
     async def local(self, account_id: str) -> HomeEntry | None:
         """This region's entry for the account (None: not homed here by this directory)."""
-        try:
-            with anyio.fail_after(OP_TIMEOUT_S):
-                found = await self._kv.get(directory_key(account_id))
-        except (KeyNotFoundError, KeyDeletedError):
-            return None
-        except TRANSPORT_ERRORS as exc:
-            raise BusUnavailable(f"home directory read: {type(exc).__name__}") from None
-        return self._entry(found.value)
+        return self._entry(await entry_bytes(self._kv, directory_key(account_id),
+                                             "home directory read"))
 
     async def peer(self, region: str, account_id: str) -> HomeEntry | None:
         """``region``'s entry for the account, read by its key alone."""
