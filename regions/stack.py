@@ -30,7 +30,7 @@ from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.producer_auth import load_forwarding_keys, load_producer_keys
 from safeguards.adapters.classifier.loader import load_model
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
-from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores, ScoreResult
+from safeguards.adapters.classifier.scorer import ScoreResult, stream_and_inline_scorers
 from safeguards.adapters.csp.caller_auth import load_caller_keys
 from safeguards.adapters.csp.identity import load_link_key
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
@@ -127,9 +127,8 @@ class RegionStack:
             nc = await connect(cfg.nats_url, name=f"safeguards-classifier-{cfg.name}",
                                identity=nats_identity(cfg.name, NatsRole.CLASSIFIER))
             try:
-                recent = RecentScores()  # what the gates screened, not scored twice
-                async with MicroBatchScorer(model, recent=recent) as scorer, \
-                        MicroBatchScorer(model, recent=recent) as inline:
+                scorer, inline = stream_and_inline_scorers(model)
+                async with scorer, inline:
                     def classifier() -> ClassifierService:  # again after a crash
                         forwarders = {p: load_forwarding_keys(cfg.name, p) for p in cfg.peers}
                         link_key = load_link_key(cfg.name)

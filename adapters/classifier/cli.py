@@ -233,14 +233,12 @@ async def _serve_async(args: argparse.Namespace) -> None:
     from safeguards.adapters.bus.producer_auth import load_producer_keys
     from safeguards.adapters.classifier.loader import load_model
     from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
-    from safeguards.adapters.classifier.scorer import MicroBatchScorer, RecentScores
+    from safeguards.adapters.classifier.scorer import MicroBatchScorer, stream_and_inline_scorers
     from safeguards.adapters.csp.identity import load_link_key
     from safeguards.adapters.metrics_endpoint import ClassifierCollector, metrics_endpoint
 
     model = load_model(args.model)
-    recent = RecentScores()  # what the gates screened, not scored twice
-    primary = MicroBatchScorer(model, recent=recent)
-    inline = MicroBatchScorer(model, recent=recent)
+    primary, inline = stream_and_inline_scorers(model)
     shadows = [MicroBatchScorer(load_model(d)) for d in args.shadow]
     nc = await connect(args.nats_url, name=f"classifier-{args.region}",
                        identity=nats_identity(args.region, NatsRole.CLASSIFIER))

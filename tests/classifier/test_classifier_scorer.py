@@ -6,16 +6,19 @@ import time
 from dataclasses import replace
 
 import anyio
+import anyio.lowlevel
 import numpy as np
 import pytest
 
 from safeguards.adapters.classifier.errors import ScorerClosed, ScorerOverloaded, TextRejected
+from safeguards.adapters.classifier.lane import InferenceLane
 from safeguards.adapters.classifier.loader import LoadedModel, load_model
 from safeguards.adapters.classifier.scorer import (
     MicroBatchScorer,
     RecentScores,
     ScorerConfig,
     ScoreResult,
+    stream_and_inline_scorers,
 )
 
 BENIGN = "Could you suggest a weekend itinerary for Lisbon with good seafood places?"
@@ -181,3 +184,53 @@ async def test_a_text_screened_inline_is_not_scored_again_for_the_stream(
         await stream.score(BENIGN)
         await stream.score(ATTACK)
         assert stream.stats.reused == 1 and stream.stats.batches == 3
+
+
+async def test_stream_batches_wait_for_the_gates_inline_work_but_are_never_starved(
+        model: LoadedModel) -> None:
+    """Inline scoring (a gate waits on it) goes first: a stream batch does not start while the
+    inline scorer has work, and starts anyway after ``yield_limit_s``."""
+    lane = InferenceLane()
+    async with MicroBatchScorer(model, ScorerConfig(yield_limit_s=30.0), lane=lane) as stream:
+        lane.hold()  # an inline request in progress
+        done = anyio.Event()
+
+        async def score_stream() -> None:
+            await stream.score(BENIGN)
+            done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(score_stream)
+            with anyio.move_on_after(0.3):
+                await done.wait()
+            assert not done.is_set() and stream.stats.batches == 0 and lane.waits == 1
+            lane.release()
+            with anyio.fail_after(10):
+                await done.wait()
+        assert stream.stats.batches == 1
+    async with MicroBatchScorer(model, ScorerConfig(yield_limit_s=0.05), lane=lane) as stream:
+        lane.hold()  # held for good: the stream still gets its turn
+        with anyio.fail_after(10):
+            await stream.score(ATTACK)
+        assert lane.waits == 2 and lane.waited_s >= 0.05
+
+
+async def test_the_inline_scorer_holds_the_lane_only_while_it_works(model: LoadedModel) -> None:
+    stream, inline = stream_and_inline_scorers(model)
+    async with stream, inline:
+        held: list[int] = []
+        lane = inline.holds
+        assert lane is not None and stream.yields_to is lane
+
+        async def watch() -> None:
+            while True:
+                held.append(lane.inline_busy)
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            await inline.score(ATTACK)
+            await stream.score(BENIGN)  # the stream's own work does not hold it
+            tg.cancel_scope.cancel()
+        assert 1 in held and lane.inline_busy == 0
+        assert stream.config.max_batch == 4  # small batches on CPU: a short overlap at most
