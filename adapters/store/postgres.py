@@ -49,6 +49,7 @@ from safeguards.adapters.store.pg_reads import PostgresReadSide
 from safeguards.adapters.store.pg_sql import EVENT_COLUMNS
 from safeguards.adapters.store.retention import RetentionPolicy, purge
 from safeguards.adapters.store.sealing import DataKey, needs_key, seal_map
+from safeguards.adapters.store.transactions import settled_transaction
 from safeguards.adapters.store.validation import (
     DEFAULT_SNAPSHOT_EVERY,
     UnencodableBody,
@@ -138,7 +139,7 @@ class PostgresEventStore(PostgresReadSide):
         its commands' reasons blanked and ``AccountErased`` appended, in one transaction."""
         validate_account_id(account_id)
         check_text(operator, "operator")
-        async with self._connect() as conn, conn.begin():
+        async with self._connect() as conn, settled_transaction(conn):
             # The feed lock first, as every append takes it: none runs until this commits.
             await conn.execute(sql.LOCK_FEED, {"region": self._region})
             driver = await self._driver(conn)
@@ -174,13 +175,13 @@ class PostgresEventStore(PostgresReadSide):
     ) -> list[AppendResult | ConcurrencyConflict]:
         async with self._connect() as conn:
             try:
-                async with conn.begin():
+                async with settled_transaction(conn):
                     written = await self._write(conn, requests, check_event_ids=False)
             except _EventIdTaken:
                 # Rare: a re-decided input reused event ids (stored ones, or another request's
                 # in this batch). The transaction rolled back; redo it with the ids checked, so
                 # only the requests that reuse them fail.
-                async with conn.begin():
+                async with settled_transaction(conn):
                     written = await self._write(conn, requests, check_event_ids=True)
             self._remember(written.states)
             if written.unsnapshotted:

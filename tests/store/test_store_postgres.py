@@ -4,6 +4,7 @@ and driver failures translated at the boundary."""
 from __future__ import annotations
 
 import importlib.resources
+import time
 
 import anyio
 import asyncpg
@@ -235,6 +236,36 @@ async def test_appends_cancelled_at_any_point_land_whole_or_not_at_all(
     assert await stored_snapshots_are_folds(pg_store, "A") is not None
     assert (await pg_store.append(make_request("A", region, version, 1, tag="-end"))).version \
         == version + 1
+
+
+async def test_an_append_cancelled_while_its_commit_is_on_the_wire_is_settled_first(
+    pg_store: PostgresEventStore, fresh_database_url: str,
+) -> None:
+    """A commit that takes a while (a deferred trigger sleeps in it) is cancelled half-way:
+    the append lands, and the caller's very next read (another connection) already sees it,
+    rather than seeing it missing and then, a moment later, present."""
+    region = pg_store.region
+    await pg_store.append(make_request("A", region, 0, 1, tag="-first"))
+    admin = await asyncpg.connect(fresh_database_url.replace("+asyncpg", ""))
+    try:
+        await admin.execute("""
+            CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
+              $$ BEGIN PERFORM pg_sleep(0.4); RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON events
+              DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();""")
+        request = make_request("A", region, 1, 1, inbox_key="k-slow", tag="-slow")
+        started = time.perf_counter()
+        with anyio.move_on_after(0.15) as scope:
+            await pg_store.append(request)
+        assert scope.cancelled_caught  # the caller was cancelled ...
+        assert time.perf_counter() - started >= 0.35  # ... once the commit had settled
+        history = await pg_store.history("A")
+        assert [e.event_id for e in history[1:]] == [e.event_id for e in request.events]
+        assert await pg_store.inbox_contains("k-slow")
+        await admin.execute("DROP TRIGGER slow_commit ON events")
+    finally:
+        await admin.close()
+    assert (await pg_store.append(make_request("A", region, 2, 1, tag="-end"))).version == 3
 
 
 async def test_a_connection_left_mid_operation_is_retryable_and_never_reused(
