@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Protocol
 
 import anyio
 
@@ -26,6 +25,7 @@ from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
 from safeguards.adapters.csp.feed_snapshot import FeedSnapshot
+from safeguards.adapters.csp.front_end_config import FrontEndConfig
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.homes import HomeRouting
 from safeguards.adapters.csp.identity import IdentityHeaders, load_link_key
@@ -35,34 +35,6 @@ from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.keyfiles import state_dir
 from safeguards.core.ids import validate_region
 from safeguards.core.policy import Policy
-
-
-class FrontEndConfig(Protocol):
-    """The settings the proxy's and ext_proc's configurations share."""
-
-    @property
-    def region(self) -> str: ...
-    @property
-    def nats_url(self) -> str | None: ...
-    @property
-    def partitions(self) -> int: ...
-    @property
-    def account_header(self) -> str: ...
-    @property
-    def link_key(self) -> bytes | None: ...
-    @property
-    def telemetry_capacity(self) -> int: ...
-    @property
-    def telemetry_workers(self) -> int: ...
-    @property
-    def telemetry_linger_s(self) -> float: ...
-    @property
-    def publish_timeout_s(self) -> float: ...
-    @property
-    def feed_heartbeat_s(self) -> float: ...
-    @property
-    def freeze_gc_after_sync(self) -> bool: ...
-
 
 log = logging.getLogger(__name__)
 

@@ -39,11 +39,11 @@ from safeguards.adapters.csp.batches import BatchGate, serve_batch
 from safeguards.adapters.csp.caller_auth import (
     ASSERTION_HEADER,
     CallerAuth,
-    CallerKey,
     NonceLedger,
     load_caller_keys,
 )
 from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest, refusal
+from safeguards.adapters.csp.front_end_config import FrontEndConfig
 from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.inline_gate import InlineGate
@@ -79,31 +79,13 @@ _ASSERTION = ASSERTION_HEADER.encode()  # checked here, never forwarded
 _BATCH_ROUTES = frozenset((Route.BATCH_CREATE, Route.BATCH_READ, Route.BATCH_RESULTS))
 
 
-@dataclass(frozen=True, slots=True)
-class ProxyConfig:
-    region: str
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyConfig(FrontEndConfig):
     upstream_url: str
-    nats_url: str | None = None
-    account_header: str = "x-csp-account-id"
-    link_key: bytes | None = None  # the region's API-key fingerprint key (None: load_link_key)
-    max_body_bytes: int = 8 * 1024 * 1024
-    partitions: int = 16
     upstream_connect_timeout_s: float = 5.0
     upstream_read_timeout_s: float = 120.0
     upstream_pool: int = 256
-    classify_all_streams: bool = False
-    telemetry_capacity: int = 10_000
-    telemetry_workers: int = 1
-    telemetry_linger_s: float = 0.005  # how long a telemetry batch waits to fill
-    publish_timeout_s: float = 2.0
-    feed_heartbeat_s: float = 1.0
     provision_streams: bool = False  # create missing gate streams (stand-alone demos and tests)
-    freeze_gc_after_sync: bool = False  # a server process: move the loaded cache out of GC scans
-    # Caller authentication (``caller_auth``): "required" (every request signed by the front
-    # door) or "loopback" (unsigned requests from this machine too); keys: load_caller_keys.
-    caller_auth: str = "required"
-    caller_keys: tuple[CallerKey, ...] | None = None
-    peer_regions: tuple[str, ...] = ()  # whose accounts it serves by their home's rules
 
 
 class CspProxy:
