@@ -8,9 +8,12 @@ For the accounts among the ``--limit`` most recently published outbox rows (the 
 reconciliation scan, ``EventStore.latest_published``), this compares the newest committed and
 published command of each with the stream's last one, and reports each account whose stream
 command is ``missing`` (none: gates apply no enforcement), ``stale`` (an older version: gates
-apply an outdated level) or ``differs`` (same version, another level). A stream command newer
-than the store's newest published one is fine (published, not yet marked). Rows not yet
-published are the relay's, not compared.
+apply an outdated level), ``differs`` (same version, another level) or ``forged`` (not signed by
+a key the region's gates trust, or signed but for another region, subject or an impossible
+level: the gates refuse it, so whoever put it there could not change enforcement, but someone
+wrote to the stream who should not have). A stream command newer than the store's newest
+published one is fine (published, not yet marked). Rows not yet published are the relay's, not
+compared.
 
 Read-only, recorded in the region's audit of operator reads (``ops reads``) before anything is
 read. Prints one JSON line per mismatch and a summary; exits 1 when there is a mismatch, 0
@@ -63,6 +66,7 @@ async def verify(args: argparse.Namespace, emit: Callable[[dict[str, Any]], None
     import anyio
     from nats.js.errors import NotFoundError
 
+    from safeguards.adapters.bus.signing import command_problem, load_verifier
     from safeguards.core.codec import decode_command
     from safeguards.core.subjects import is_inputs_subject, stream_name
     from safeguards.ops.actions import operator_connection
@@ -72,7 +76,9 @@ async def verify(args: argparse.Namespace, emit: Callable[[dict[str, Any]], None
         raise InvalidInput("--limit must be between 1 and 100000")
     url = nats_url(args.nats)
     store = await audited_store(args, f"enforcement of {args.limit} recent rows")
-    counts = {"checked": 0, "ok": 0, "missing": 0, "stale": 0, "differs": 0, "unreadable": 0}
+    trusted = load_verifier(region)  # the keys the region's gates check commands against
+    counts = {"checked": 0, "ok": 0, "missing": 0, "stale": 0, "differs": 0, "forged": 0,
+              "unreadable": 0}
     try:
         newest = await store.latest_published(args.limit)
         nc = await operator_connection(url, region)
@@ -94,6 +100,14 @@ async def verify(args: argparse.Namespace, emit: Callable[[dict[str, Any]], None
                     counts["unreadable"] += 1
                     emit({"subject": row.subject, "outcome": "unreadable"})
                     continue
+                if last is not None and seen is not None:
+                    why = trusted.problem(row.subject, last.data or b"", last.headers) \
+                        or command_problem(seen, row.subject, region)
+                    if why is not None:
+                        counts["forged"] += 1
+                        emit({"subject": row.subject, "outcome": "forged", "reason": why,
+                              "stream_seq": last.seq})
+                        continue
                 outcome = compare(stored, seen)
                 counts[outcome] += 1
                 if outcome != "ok":
@@ -109,7 +123,7 @@ async def verify(args: argparse.Namespace, emit: Callable[[dict[str, Any]], None
 
 
 def mismatches(counts: dict[str, int]) -> int:
-    return sum(counts[k] for k in ("missing", "stale", "differs", "unreadable"))
+    return sum(counts[k] for k in ("missing", "stale", "differs", "forged", "unreadable"))
 
 
 def _verify(args: argparse.Namespace) -> int:

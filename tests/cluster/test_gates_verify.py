@@ -1,5 +1,6 @@
 """``ops gates verify``: an enforcement command the stream lost is reported (the gates would
-apply none), and after the relay's repair nothing is."""
+apply none), and after the relay's repair nothing is; a command on the stream that the gates
+would refuse (unsigned, or signed by a key they do not trust) is reported as forged."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import uuid
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client
 from node_support import run_cli
 
@@ -14,7 +16,7 @@ from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.relay import OutboxRelay
 from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.bus.region import JetStreamCommands, JetStreamSignals
-from safeguards.adapters.bus.signing import load_signer
+from safeguards.adapters.bus.signing import CommandSigner, load_signer
 from safeguards.adapters.bus.streams import provision_region
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.core.ports import AppendRequest
@@ -61,3 +63,37 @@ async def test_a_lost_command_is_reported_until_repaired(
         assert json.loads(capsys.readouterr().out)["summary"]["ok"] == 2
         reads = [(r[1], r[2]) for r in await store.operator_reads(10)]
         assert reads.count(("alice", "gates-verify")) == 3
+
+
+async def test_a_command_the_gates_would_refuse_is_reported_as_forged(
+        nats_url: str, fresh_database_url: str, nc: Client,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    region, db = "g" + uuid.uuid4().hex[:8], fresh_database_url
+    await migrate(db)
+    js = nc.jetstream(timeout=5)
+    await provision_region(js, region)
+    async with PostgresEventStore(region, db) as store:
+        for account in ("acct-1", "acct-2", "acct-3"):
+            await store.append(AppendRequest(account, 0, (make_event(account, region, 1),), None,
+                                             (outbox_command(region, account, 1),)))
+        relay = OutboxRelay(store=store, metrics=NodeMetrics(),
+                            commands=JetStreamCommands(nc, region, load_signer(region)),
+                            signals=JetStreamSignals(nc, region, load_producer_keys(region)))
+        assert await relay.flush() == 3
+        # Someone with write access to the stream lays a newer command over acct-1 unsigned,
+        # and one over acct-2 signed with a key of their own.
+        own_key = CommandSigner(Ed25519PrivateKey.generate())
+        for account, sign in (("acct-1", False), ("acct-2", True)):
+            forged = outbox_command(region, account, 9)
+            await js.publish(forged.subject, forged.payload,
+                             headers=own_key.headers(forged.subject, forged.payload)
+                             if sign else None)
+        capsys.readouterr()
+        assert await run_cli("ops", "gates", "verify", "--region", region, "--nats", nats_url,
+                             "--database-url", db, "--operator", "alice") == 1
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        reasons = {line["subject"]: line["reason"] for line in lines[:-1]}
+        assert reasons == {enforce_subject(region, "acct-1"): "unsigned",
+                          enforce_subject(region, "acct-2"): "unknown_key"}
+        assert lines[-1]["summary"]["forged"] == 2 and lines[-1]["summary"]["ok"] == 1
+
