@@ -182,8 +182,10 @@ class OutboxRelay:
                 ours = decode_command(m.payload).version
                 with anyio.fail_after(PUBLISH_TIMEOUT_S):
                     last = await self.commands.last(m.subject)
+                    # a forged last command (not signed by a trusted key) counts as none: the
+                    # gates refuse it, so the stored command is laid over it
                     seen_seq, seen_version = (0, 0) if last is None else (
-                        last[0], decode_command(last[1]).version)
+                        last[0], 0 if last[1] is None else decode_command(last[1]).version)
                     if seen_version >= ours:
                         continue
                     if not await self.commands.publish_after(m, seen_seq):

@@ -157,8 +157,10 @@ class CommandStream(Protocol):
         """Publish, deduplicated by ``message_id``; BusUnavailable when not confirmed."""
         ...
 
-    async def last(self, subject: str) -> tuple[int, bytes] | None:
-        """The stream sequence and bytes of the newest command on ``subject`` (None: none)."""
+    async def last(self, subject: str) -> tuple[int, bytes | None] | None:
+        """The stream sequence and bytes of the newest command on ``subject`` (None: none);
+        the bytes are None when that message is not signed by a trusted key (the gates refuse
+        it, so for them the account has no command there)."""
         ...
 
     async def publish_after(self, message: OutboxMessage, last_sequence: int) -> bool:

@@ -245,7 +245,7 @@ class MemoryCommands:
         b.command_ids.add(message.message_id)
         b.commands.setdefault(message.subject, []).append((next(b._sequence), message.payload))
 
-    async def last(self, subject: str) -> tuple[int, bytes] | None:
+    async def last(self, subject: str) -> tuple[int, bytes | None] | None:
         self.broker.check()
         entries = self.broker.commands.get(subject)
         return entries[-1] if entries else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -27,7 +28,7 @@ from safeguards.adapters.bus.leases import LeaseBucket, lease_bucket_name
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.policy_board import PolicyBoard, run_policy
 from safeguards.adapters.bus.producer_auth import ProducerKeys, load_producer_keys
-from safeguards.adapters.bus.signing import CommandSigner, load_signer
+from safeguards.adapters.bus.signing import CommandSigner, CommandVerifier, load_signer
 from safeguards.adapters.bus.streams import StreamSettings, cluster_replicas, provision_region
 from safeguards.core.bus import LeaseTable
 from safeguards.core.ids import validate_region
@@ -36,6 +37,7 @@ from safeguards.core.ports import EventStore, OutboxMessage
 from safeguards.core.subjects import stream_name
 
 PUBLISH_TIMEOUT_S = 2.0
+log = logging.getLogger(__name__)
 WRONG_LAST_SEQUENCE = 10071  # Nats-Expected-Last-Subject-Sequence did not hold
 _TRANSPORT = (TimeoutError, nats.errors.Error)
 
@@ -80,12 +82,15 @@ class NatsBus:
 
 class JetStreamCommands:
     """The region's enforcement stream (``core.bus.CommandStream``): every command goes out
-    signed with the region's enforcement key (``signing``), which is what gates check."""
+    signed with the region's enforcement key (``signing``), which is what gates check; a last
+    command not signed by ``trusted`` (default: this key) reads as forged."""
 
-    def __init__(self, nc: Client, region: str, signer: CommandSigner) -> None:
+    def __init__(self, nc: Client, region: str, signer: CommandSigner,
+                 trusted: CommandVerifier | None = None) -> None:
         self._js = nc.jetstream(timeout=5.0)
         self._stream = stream_name(region, "ENFORCE")
         self._signer = signer
+        self._trusted = trusted or CommandVerifier([signer.public])
 
     async def publish(self, message: OutboxMessage) -> None:
         await self._publish(message, {"Nats-Msg-Id": message.message_id})
@@ -109,7 +114,7 @@ class JetStreamCommands:
         except _TRANSPORT as exc:
             raise BusUnavailable(f"command publish: {type(exc).__name__}") from None
 
-    async def last(self, subject: str) -> tuple[int, bytes] | None:
+    async def last(self, subject: str) -> tuple[int, bytes | None] | None:
         try:
             with anyio.fail_after(PUBLISH_TIMEOUT_S):
                 msg = await self._js.get_last_msg(self._stream, subject)
@@ -117,7 +122,13 @@ class JetStreamCommands:
             return None
         except (*_TRANSPORT, APIError) as exc:
             raise BusUnavailable(f"reading the last command: {type(exc).__name__}") from None
-        return msg.seq or 0, msg.data or b""
+        data = msg.data or b""
+        why = self._trusted.problem(subject, data, msg.headers)
+        if why is not None:
+            log.warning("enforcement stream: the last command on a subject is %s (seq %s): "
+                        "the gates refuse it", why, msg.seq)
+            return msg.seq or 0, None
+        return msg.seq or 0, data
 
     async def publish_after(self, message: OutboxMessage, last_sequence: int) -> bool:
         try:

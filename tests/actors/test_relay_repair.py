@@ -79,9 +79,9 @@ async def test_repair_restores_lost_commands_and_never_goes_back(nc: Client) -> 
                                              None, (m,)))
     await store.mark_published([p.outbox_id for p in await store.pending_outbox(100)])
 
-    async def publish(m: OutboxMessage) -> None:
-        await js.publish(m.subject, m.payload, stream=stream, headers={"Nats-Msg-Id":
-                                                                        m.message_id})
+    async def publish(m: OutboxMessage) -> None:  # as a relay did before the crash: signed
+        await js.publish(m.subject, m.payload, stream=stream, headers={
+            "Nats-Msg-Id": m.message_id, **load_signer(region).headers(m.subject, m.payload)})
 
     # What survived the broker's crash: "lost" kept only v1, "kept" both, "newer" got a v3 from
     # another relay after the crash, and "gone" has nothing at all.

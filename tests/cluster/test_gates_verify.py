@@ -1,6 +1,7 @@
 """``ops gates verify``: an enforcement command the stream lost is reported (the gates would
 apply none), and after the relay's repair nothing is; a command on the stream that the gates
-would refuse (unsigned, or signed by a key they do not trust) is reported as forged."""
+would refuse (unsigned, or signed by a key they do not trust) is reported as forged, and the
+relay's repair lays the stored command over it."""
 
 from __future__ import annotations
 
@@ -96,4 +97,10 @@ async def test_a_command_the_gates_would_refuse_is_reported_as_forged(
         assert reasons == {enforce_subject(region, "acct-1"): "unsigned",
                           enforce_subject(region, "acct-2"): "unknown_key"}
         assert lines[-1]["summary"]["forged"] == 2 and lines[-1]["summary"]["ok"] == 1
+        # The relay's repair reads a forged command as none (it had read the newer forged
+        # version as newer than the store's and left it) and lays the stored one over it.
+        assert await relay.repair() == 2
+        assert await run_cli("ops", "gates", "verify", "--region", region, "--nats", nats_url,
+                             "--database-url", db, "--operator", "alice") == 0
+        assert json.loads(capsys.readouterr().out)["summary"]["ok"] == 3
 
