@@ -65,6 +65,7 @@ from safeguards.adapters.csp.extproc_batches import (
     batch_response_body,
 )
 from safeguards.adapters.csp.extproc_config import ExtProcConfig as ExtProcConfig
+from safeguards.adapters.csp.extproc_jobs import JobGate, job_request_body
 from safeguards.adapters.csp.extproc_wire import (
     body_response,
     continue_headers,
@@ -91,7 +92,7 @@ from safeguards.adapters.csp.routes import Denied, Route, match
 from safeguards.core.policy import Policy
 
 log = logging.getLogger(__name__)
-_BODILESS = frozenset((Route.MODELS, Route.BATCH_READ, Route.BATCH_RESULTS))
+_BODILESS = frozenset((Route.MODELS, Route.BATCH_READ, Route.BATCH_RESULTS, Route.JOB_READ))
 _TRACED = frozenset((Route.MESSAGES, Route.BEDROCK_INVOKE, Route.VERTEX_PREDICT,
                      Route.BATCH_CREATE, Route.BATCH_RESULTS))
 
@@ -135,6 +136,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                                       on_refused=metrics.count_caller_refused)
         self.batches = BatchGate(admission, gate, metrics,
                                  classify_all_streams=config.classify_all_streams)
+        self.jobs = JobGate(self.batches)  # providers' batch jobs (provider_batch_jobs)
         self.exchanges = 0
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
@@ -251,6 +253,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                                    method=ex.request_line[0], target=ex.request_line[1])
             if ex.batch is not None:
                 return await batch_request_body(self.batches, ex.batch, ex.caller, bytes(ex.body))
+            if ex.route is Route.JOB_CREATE:  # each record of the job's input file checked
+                return await job_request_body(self.jobs, ex.caller, bytes(ex.body))
             if not ex.route.generates:  # generates nothing: checked on its headers
                 return pb.ProcessingResponse(request_body=body_response())
             admitted = await self.admission.admit(ex.caller, bytes(ex.body), "ext_proc",

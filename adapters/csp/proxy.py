@@ -58,6 +58,7 @@ from safeguards.adapters.csp.provider_api import (
     ProviderApi,
     upstream_status_failure,
 )
+from safeguards.adapters.csp.provider_batch_jobs import JobGate, serve_job
 from safeguards.adapters.csp.routes import Denied, Route, Target, match
 from safeguards.adapters.csp.shared_rates import SharedRates
 from safeguards.adapters.csp.upstream_client import (
@@ -109,6 +110,7 @@ class CspProxy:
                                    classify_all_streams=config.classify_all_streams)
         self.batches = BatchGate(self.admission, self.gate, self.metrics,
                                  classify_all_streams=config.classify_all_streams)
+        self.jobs = JobGate(self.batches)  # providers' batch jobs (provider_batch_jobs)
 
     # --- lifetime -------------------------------------------------------------------------------
 
@@ -180,6 +182,8 @@ class CspProxy:
                     await serve_batch(self, scope, receive, send, target)
                 else:
                     await self._traced(serve_batch(self, scope, receive, send, target), target)
+            elif target.route in (Route.JOB_CREATE, Route.JOB_READ):
+                await serve_job(self, scope, receive, send, target)
             elif target.route.generates:
                 if tracing.TRACER is None:
                     await self._generate(scope, receive, send, target)

@@ -37,6 +37,10 @@ Routes (method, normalised path):
 - ``/v1/messages/batches`` (``POST`` create, ``GET`` list), ``/v1/messages/batches/{id}`` (``GET``,
   ``DELETE``), ``.../{id}/cancel`` (``POST``), ``.../{id}/results`` (``GET``): with
   ``batches=True``, each request of a batch admitted and each result checked (``batches``).
+- ``POST /model-invocation-job`` (Bedrock's ``CreateModelInvocationJob``): with ``batches=True``,
+  ``job_create``, each record of the job's input file checked (``provider_batch_jobs``);
+  ``GET /model-invocation-jobs``, ``GET /model-invocation-job/{id}`` and ``POST .../{id}/stop``:
+  ``job_read``, identity checked and a blocked account refused.
 
 Anything else is refused at once in Anthropic's error shape, never passed through: a route's
 path with another method is a 405 (``invalid_request_error``, with ``allow``), any other path a
@@ -56,6 +60,8 @@ from safeguards.adapters.csp.bedrock_api import BEDROCK_API
 from safeguards.adapters.csp.provider_api import MESSAGES_CALL, ProviderApi, ProviderCall
 from safeguards.adapters.csp.vertex_api import VERTEX_API
 
+JOB_CALL = ProviderCall(BEDROCK_API)  # a Bedrock batch job's routes (their errors: Bedrock's)
+
 
 class Route(StrEnum):
     MESSAGES = "messages"
@@ -66,6 +72,8 @@ class Route(StrEnum):
     BATCH_CREATE = "batch_create"  # each request in it checked (``batches``)
     BATCH_RESULTS = "batch_results"  # each result observed and checked (``batches``)
     BATCH_READ = "batch_read"  # list, retrieve, cancel, delete: identity checked
+    JOB_CREATE = "job_create"  # a provider's batch job: each record of its file checked
+    JOB_READ = "job_read"  # a provider's batch jobs listed, retrieved, stopped
 
     @property
     def generates(self) -> bool:
@@ -88,6 +96,7 @@ _VERTEX_PATH = re.compile(
 _VERTEX_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 _BATCH_PATH = re.compile(
     r"/v1/messages/batches(?:/(msgbatch_[A-Za-z0-9]{1,64})(/results|/cancel)?)?")
+_JOB_PATH = re.compile(r"/model-invocation-job(s|/[^/]{1,1011}(/stop)?)?")
 _MODEL_PATH = re.compile(r"/v1/models/[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")  # as on the proxy
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -153,8 +162,13 @@ def match(method: str, raw_path: str, *, batches: bool = False) -> Target | Deni
     normal = normalise_path(path)
     call = MESSAGES_CALL
     batch = _BATCH_PATH.fullmatch(normal) if batches else None
+    job = _JOB_PATH.fullmatch(normal) if batches and batch is None else None
     if batch is not None:
         allowed, route = _batch_route(method, batch)
+    elif job is not None:  # Bedrock's batch inference jobs, in Bedrock's error shape
+        call = JOB_CALL
+        allowed = "GET" if job.group(1) and not job.group(2) else "POST"
+        route = Route.JOB_READ if job.group(1) else Route.JOB_CREATE
     elif normal in ROUTES:
         allowed, route = ROUTES[normal]
     elif _MODEL_PATH.fullmatch(normal):

@@ -20,7 +20,8 @@ content_block_delta..., content_block_stop, message_delta, message_stop) with us
 It answers in each provider's shape on the provider's paths (the gate's route table,
 ``routes``): Bedrock's ``/model/{id}/invoke`` (JSON) and ``invoke-with-response-stream`` (each
 event in an AWS event-stream ``chunk`` frame), Vertex's ``:rawPredict`` and ``:streamRawPredict``
-(SSE), with errors in each provider's shape (``#status=NNN`` too).
+(SSE), with errors in each provider's shape (``#status=NNN`` too), and Bedrock's batch
+inference jobs (``upstream_jobs``: created, listed, read, stopped; none is run).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from safeguards.adapters.csp.messages_api import BadRequest, parse_messages_requ
 from safeguards.adapters.csp.provider_api import MESSAGES_API, ParsedRequest, ProviderApi
 from safeguards.adapters.csp.routes import Denied, Route, match
 from safeguards.adapters.csp.upstream_batches import BatchStore
+from safeguards.adapters.csp.upstream_jobs import JobStore
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -93,6 +95,7 @@ class UpstreamApp:
         self.model_requests = 0
         self.last_system: Any = None  # what the last request's system prompt was (for tests)
         self.batches = BatchStore(self)
+        self.jobs = JobStore()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -118,6 +121,9 @@ class UpstreamApp:
         if target.route is Route.MODELS:
             await self._models(target.path, send)
             return
+        if target.route is Route.JOB_READ:
+            await _respond(send, *_json(self.jobs.read(method, target.path)))
+            return
         if target.route in (Route.BATCH_READ, Route.BATCH_RESULTS):
             status, answer = self.batches.read(method, target.path, _base_url(scope))
             await _respond(send, status, answer)
@@ -134,6 +140,9 @@ class UpstreamApp:
             if len(body) > self.script.max_body_bytes:
                 await _error(send, api, 413, "request body too large")
                 return
+        if target.route is Route.JOB_CREATE:  # Bedrock's batch inference (upstream_jobs)
+            await _respond(send, *_json(self.jobs.create(body)))
+            return
         if target.route is Route.BATCH_CREATE:
             status, answer = self.batches.create(body, _base_url(scope))
             await _respond(send, status, answer)
@@ -286,6 +295,12 @@ def _wait_header(scope: Scope) -> float:
 def _base_url(scope: Scope) -> str:
     host = dict(scope["headers"]).get(b"host", b"localhost").decode("latin-1")
     return f"{scope.get('scheme', 'http')}://{host}"
+
+
+def _json(answer: tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]
+          ) -> tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]:
+    status, body, headers = answer
+    return status, body, headers or ((b"content-type", b"application/json"),)
 
 
 def _sse(doc: dict[str, Any]) -> bytes:

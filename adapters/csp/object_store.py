@@ -1,0 +1,173 @@
+"""Reading a batch job's input from the object store (S3's API), bounded, for the job gate.
+
+A provider's batch job names its input by URI (Bedrock: ``s3://bucket/key`` for one JSON Lines
+file, or ``s3://bucket/prefix/`` for every object under a folder); the gate reads it before the
+job is created (``provider_batch_jobs``). The read is bounded: at most ``max_objects`` objects
+and ``max_bytes`` in all (what the object store declares is checked before a byte is read, and
+what it sends is cut one byte past the limit). Every failure is a typed error: a bad URI
+(:class:`BadInputUri`), input over the limits (:class:`InputTooLarge`), an object the store
+would not or could not hand over (:class:`ObjectUnreadable`, its ``reason`` a short code,
+never the store's message).
+
+botocore's client is synchronous; each read runs in a worker thread (a job's creation is rare
+next to the requests the gate serves). Credentials, region and endpoint come from botocore's
+usual chain (environment, profile, instance role; ``AWS_ENDPOINT_URL_S3``) unless the
+:class:`ObjectStoreConfig` names them.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+_S3_URI = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.{0,1024})", re.DOTALL)
+
+
+class ObjectStoreError(Exception):
+    """A job's input that cannot be checked; ``status`` is the HTTP status it answers with."""
+
+    status = 400
+
+
+class BadInputUri(ObjectStoreError):
+    pass
+
+
+class InputTooLarge(ObjectStoreError):
+    status = 413
+
+
+class ObjectUnreadable(ObjectStoreError):
+    """The store did not hand the object over (missing, denied, unreachable, cut off)."""
+
+    status = 503
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the job's input could not be read ({reason})")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectStoreConfig:
+    endpoint_url: str | None = None  # None: botocore's (AWS, or AWS_ENDPOINT_URL_S3)
+    region: str | None = None
+    access_key_id: str | None = None  # None: botocore's credential chain
+    secret_access_key: str | None = None
+    max_bytes: int = 64 * 1024 * 1024  # a job's input, all its objects together
+    max_objects: int = 100  # objects under a folder URI
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+
+
+def parse_s3_uri(uri: object) -> tuple[str, str]:
+    """(bucket, key or folder prefix) of an ``s3://`` URI."""
+    found = _S3_URI.fullmatch(uri) if isinstance(uri, str) else None
+    if found is None:
+        raise BadInputUri("s3Uri: expected s3://bucket/key or s3://bucket/folder/")
+    return found.group(1), found.group(2)
+
+
+class S3Reader:
+    """Reads a job's input objects through S3's API (one botocore client, made on first use)."""
+
+    def __init__(self, config: ObjectStoreConfig | None = None) -> None:
+        self.config = config or ObjectStoreConfig()
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    async def read(self, uri: object, expected_owner: str | None = None
+                   ) -> list[tuple[str, bytes]]:
+        """(key, bytes) of each object the URI names, in key order."""
+        bucket, key = parse_s3_uri(uri)
+        return await anyio.to_thread.run_sync(self._read, bucket, key, expected_owner)
+
+    def _botocore(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import botocore.config
+                import botocore.session
+
+                c = self.config
+                self._client = botocore.session.get_session().create_client(
+                    "s3", endpoint_url=c.endpoint_url, region_name=c.region,
+                    aws_access_key_id=c.access_key_id, aws_secret_access_key=c.secret_access_key,
+                    config=botocore.config.Config(
+                        connect_timeout=c.connect_timeout_s, read_timeout=c.read_timeout_s,
+                        retries={"max_attempts": 2, "mode": "standard"}))
+            return self._client
+
+    def _read(self, bucket: str, key: str, owner: str | None) -> list[tuple[str, bytes]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        extra = {"ExpectedBucketOwner": owner} if owner else {}
+        try:
+            client = self._botocore()
+            keys = self._listed(client, bucket, key, extra) if key.endswith("/") or not key else [
+                key]
+            out: list[tuple[str, bytes]] = []
+            left = self.config.max_bytes
+            for name in keys:
+                data = self._object(client, bucket, name, left, extra)
+                left -= len(data)
+                out.append((name, data))
+            return out
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "error"))
+            raise ObjectUnreadable(re.sub(r"[^A-Za-z0-9_.-]", "", code)[:64] or "error") from None
+        except BotoCoreError as exc:
+            raise ObjectUnreadable(type(exc).__name__) from None
+
+    def _listed(self, client: Any, bucket: str, prefix: str, extra: dict[str, str]) -> list[str]:
+        keys: list[str] = []
+        token: dict[str, str] = {}
+        while True:
+            page = client.list_objects_v2(Bucket=bucket, Prefix=prefix, **token, **extra)
+            for item in page.get("Contents", []):
+                if not str(item["Key"]).endswith("/"):  # a folder marker holds no records
+                    keys.append(str(item["Key"]))
+                if len(keys) > self.config.max_objects:
+                    raise InputTooLarge(f"the job's input folder holds more than "
+                                        f"{self.config.max_objects} objects")
+            if not page.get("IsTruncated"):
+                break
+            token = {"ContinuationToken": str(page["NextContinuationToken"])}
+        if not keys:
+            raise ObjectUnreadable("NoSuchKey")
+        return sorted(keys)
+
+    def _object(self, client: Any, bucket: str, key: str, left: int,
+                extra: dict[str, str]) -> bytes:
+        limit = self.config.max_bytes
+        # at most one byte past what is left: a store that sends more than it declared is
+        # caught without reading the rest
+        try:
+            answer = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{left}", **extra)
+        except Exception as exc:  # botocore's ClientError: an empty object has no byte 0
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") == "InvalidRange":
+                return b""
+            raise
+        body = answer["Body"]
+        try:
+            declared = _total_size(answer)
+            if declared is not None and declared > left:
+                raise InputTooLarge(f"the job's input exceeds {limit} bytes")
+            data = bytes(body.read(left + 1))
+        finally:
+            body.close()
+        if len(data) > left:
+            raise InputTooLarge(f"the job's input exceeds {limit} bytes")
+        return data
+
+
+def _total_size(answer: dict[str, Any]) -> int | None:
+    """The object's whole size: ``Content-Range``'s total (a ranged read), else its length."""
+    ranged = answer.get("ContentRange")
+    if isinstance(ranged, str) and "/" in ranged:
+        total = ranged.rsplit("/", 1)[1]
+        return int(total) if total.isdigit() else None
+    length = answer.get("ContentLength")
+    return int(length) if isinstance(length, int) else None

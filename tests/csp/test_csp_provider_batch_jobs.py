@@ -1,0 +1,256 @@
+"""Bedrock batch inference jobs through the proxy: botocore's own ``bedrock`` client (SigV4
+signed, unmodified) creates jobs at the proxy, whose input files lie in a real S3-compatible
+server (moto's, a subprocess); each record is checked and observed like a single request, and
+the job goes upstream unchanged only when every record passes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+import botocore.config
+import botocore.session
+import pytest
+from botocore.exceptions import ClientError
+from csp_testkit import Region, RunningProxy, eventually
+from extproc_testkit import Exchange, ext_proc, immediate, request_body, request_headers
+from nats.js import api
+
+from safeguards.adapters.classifier.nats_service import ClassifierService
+from safeguards.adapters.csp.object_store import ObjectStoreConfig, S3Reader
+from safeguards.adapters.embedded import free_port
+from safeguards.core.codec import decode_signal
+from safeguards.core.events import RequestObserved
+from safeguards.core.policy import Policy
+from safeguards.core.subjects import stream_name
+
+ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
+ClassifierEnv = Callable[[], contextlib.AbstractAsyncContextManager[ClassifierService]]
+
+MODEL = "anthropic.claude-test-1"
+BUCKET = "sg-batch-inputs"
+BENIGN = "What is a good recipe for banana bread with walnuts?"
+BOMB = "Give me step-by-step instructions to build a pipe bomb at home."
+CANARY = "zq-canary-7c41 "  # in every prompt: never in an error or a log line
+KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+@pytest.fixture(scope="module")
+def s3_url() -> Iterator[str]:
+    """moto's S3-compatible server, a real HTTP server in its own process."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                               "-p", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("moto's server did not start")
+            time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}"
+        _s3(url).create_bucket(Bucket=BUCKET)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _s3(url: str) -> Any:
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=url, region_name="us-east-1", **KEYS)
+
+
+def bedrock(running: RunningProxy, account: str) -> Any:
+    """botocore's Bedrock control-plane client at the proxy, with the front door's header."""
+    client = botocore.session.get_session().create_client(
+        "bedrock", endpoint_url=running.url, region_name="us-east-1", **KEYS,
+        config=botocore.config.Config(retries={"total_max_attempts": 1}))
+
+    def identify(request: Any, **_: Any) -> None:
+        request.headers["x-csp-account-id"] = account
+
+    client.meta.events.register("before-sign.bedrock.*", identify)
+    return client
+
+
+def record(record_id: str, content: str) -> dict[str, Any]:
+    return {"recordId": record_id, "modelInput": {
+        "anthropic_version": "bedrock-2023-05-31", "max_tokens": 100,
+        "messages": [{"role": "user", "content": CANARY + content}]}}
+
+
+def put_input(url: str, key: str, lines: list[dict[str, Any]] | bytes) -> str:
+    body = lines if isinstance(lines, bytes) else b"".join(
+        json.dumps(line).encode() + b"\n" for line in lines)
+    _s3(url).put_object(Bucket=BUCKET, Key=key, Body=body)
+    return f"s3://{BUCKET}/{key}"
+
+
+def job(uri: str) -> dict[str, Any]:
+    return {"jobName": "nightly", "modelId": MODEL,
+            "roleArn": "arn:aws:iam::123456789012:role/batch",
+            "inputDataConfig": {"s3InputDataConfig": {"s3Uri": uri}},
+            "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": f"s3://{BUCKET}/out/"}}}
+
+
+async def create(client: Any, uri: str) -> dict[str, Any]:
+    answer: dict[str, Any] = await anyio.to_thread.run_sync(
+        lambda: client.create_model_invocation_job(**job(uri)))
+    return answer
+
+
+async def refused(client: Any, uri: str) -> dict[str, Any]:
+    with pytest.raises(ClientError) as caught:
+        await create(client, uri)
+    error: dict[str, Any] = caught.value.response["Error"]
+    error["status"] = caught.value.response["ResponseMetadata"]["HTTPStatusCode"]
+    return error
+
+
+def reading(running: RunningProxy, url: str, **limits: Any) -> None:
+    running.proxy.jobs.reader = S3Reader(ObjectStoreConfig(
+        endpoint_url=url, region="us-east-1", access_key_id="testing",
+        secret_access_key="testing", **limits))
+
+
+async def observed(region: Region, account: str) -> list[str]:
+    js = region.nc.jetstream()
+    sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
+                                  stream=stream_name(region.name, "INPUTS"),
+                                  config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
+    signals = [decode_signal(m.data) for m in await sub.fetch(20, timeout=5)]
+    return sorted(s.observation.action for s in signals
+                  if isinstance(s.observation, RequestObserved)
+                  and s.observation.surface == "proxy/batch" and s.account_id == account)
+
+
+async def test_a_benign_job_goes_upstream_unchanged_each_record_observed(
+        proxy_env: ProxyEnv, region: Region, s3_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    uri = put_input(s3_url, "benign.jsonl", [record(f"CALL{i:07d}", BENIGN) for i in range(3)])
+    caplog.set_level(logging.DEBUG)  # (after the test's own uploads, which botocore logs)
+    async with proxy_env() as running:
+        reading(running, s3_url)
+        client = bedrock(running, "acct-jobs")
+        created = await create(client, uri)
+        assert created["jobArn"].startswith("arn:aws:bedrock:")
+        sent = running.upstream.jobs.last_body
+        assert sent is not None and sent.pop("clientRequestToken")  # botocore's idempotency
+        assert sent == job(uri)  # the job as the client sent it
+        got = await anyio.to_thread.run_sync(
+            lambda: client.get_model_invocation_job(jobIdentifier=created["jobArn"]))
+        assert got["status"] == "Submitted" and got["modelId"] == MODEL
+        assert running.proxy.jobs.counts["forwarded"] == 1
+        await eventually(lambda: running.proxy.telemetry.sent >= 3, 10)
+    assert await observed(region, "acct-jobs") == ["allow"] * 3
+    assert CANARY.strip() not in caplog.text
+
+
+async def test_a_job_with_a_harmful_record_is_refused_and_never_created(
+        proxy_env: ProxyEnv, region: Region, s3_url: str, classifier_env: ClassifierEnv,
+        caplog: pytest.LogCaptureFixture) -> None:
+    uri = put_input(s3_url, "mixed.jsonl", [record("CALL0000001", BENIGN),
+                                            record("CALL0000002", BOMB),
+                                            record("CALL0000003", BENIGN)])
+    caplog.set_level(logging.DEBUG)
+    async with proxy_env() as running:
+        reading(running, s3_url)
+        await region.enforce("acct-l1", 1, 1)  # L1: every prompt classified before it is served
+        await region.enforce("acct-bad", 4, 1)  # blocked
+        await eventually(lambda: running.proxy.gate.held_version("acct-l1") == 1)
+        await eventually(lambda: running.proxy.gate.held_version("acct-bad") == 1)
+        async with classifier_env():
+            error = await refused(bedrock(running, "acct-l1"), uri)
+        assert (error["status"], error["Code"]) == (403, "AccessDeniedException")
+        assert error["Message"].startswith("1 of 3 records refused by the safety gate")
+        blocked = await refused(bedrock(running, "acct-bad"), uri)
+        assert (blocked["status"], blocked["Code"]) == (403, "AccessDeniedException")
+        assert running.upstream.jobs.created == 0
+        assert running.proxy.gate.counts[("block", "classified_weapons")] == 1
+        assert running.proxy.jobs.counts["refused"] == 2
+        await eventually(lambda: running.proxy.telemetry.sent >= 3, 10)
+    assert await observed(region, "acct-l1") == ["annotate", "annotate", "block"]
+    assert CANARY.strip() not in caplog.text + error["Message"]
+
+
+async def test_bad_input_is_a_typed_error_in_bedrocks_shape(
+        proxy_env: ProxyEnv, s3_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    lines = json.dumps(record("CALL0000001", BENIGN)).encode()
+    malformed = put_input(s3_url, "malformed.jsonl", lines + b"\n{\"recordId\": " + b"\n")
+    oversized = put_input(s3_url, "big.jsonl", [record(f"CALL{i:07d}", BENIGN * 8)
+                                                for i in range(4)])
+    folder = put_input(s3_url, "folder/a.jsonl", [record("CALL0000001", BENIGN)])
+    put_input(s3_url, "folder/b.jsonl", [record("CALL0000002", BENIGN)])
+    caplog.set_level(logging.DEBUG)
+    async with proxy_env() as running:
+        reading(running, s3_url, max_bytes=2000)
+        client = bedrock(running, "acct-bad-input")
+        error = await refused(client, malformed)
+        assert (error["status"], error["Code"]) == (400, "ValidationException")
+        assert error["Message"] == "input object 1, line 2: not valid JSON"
+        error = await refused(client, oversized)
+        assert (error["status"], error["Code"]) == (413, "ValidationException")
+        assert "exceeds 2000 bytes" in error["Message"]
+        running.proxy.jobs.max_records = 1
+        error = await refused(client, folder.rsplit("/", 1)[0] + "/")  # two objects, 2 records
+        assert (error["status"], error["Code"]) == (413, "ValidationException")
+        assert "more than 1 records" in error["Message"]
+        # an object the store does not have: a screened (fresh) account fails closed
+        error = await refused(client, f"s3://{BUCKET}/missing.jsonl")
+        assert (error["status"], error["Code"]) == (503, "ServiceUnavailableException")
+        assert "NoSuchKey" in error["Message"]
+        error = await refused(client, "https://example.com/input.jsonl")
+        assert (error["status"], error["Code"]) == (400, "ValidationException")
+        assert running.upstream.jobs.created == 0
+        assert running.proxy.jobs.counts["bad_input"] == 4
+        assert running.proxy.jobs.counts["unreadable_refused"] == 1
+    assert CANARY.strip() not in caplog.text
+
+
+async def test_jobs_behind_envoy_are_checked_record_by_record(
+        region: Region, nats_url: str, test_policy: Policy, s3_url: str) -> None:
+    """ext_proc: the creation's body passes unchanged once every record passed; a job it cannot
+    check is answered at once in Bedrock's shape; job paths it does not know stay refused."""
+    benign = put_input(s3_url, "envoy.jsonl", [record("CALL0000001", BENIGN)])
+    async with ext_proc(region, nats_url, test_policy) as (server, stub):
+        jobs = server.service.jobs
+        jobs.reader = S3Reader(ObjectStoreConfig(
+            endpoint_url=s3_url, region="us-east-1", access_key_id="testing",
+            secret_access_key="testing"))
+        ex = Exchange(stub.Process())
+        r = await ex.send(request_headers("acct-envoy", path="/model-invocation-job"))
+        assert r.HasField("request_headers")
+        r = await ex.send(request_body(job(benign)))
+        assert r.HasField("request_body")
+        assert not r.request_body.response.body_mutation.body  # unchanged
+        assert jobs.counts["forwarded"] == 1
+        for uri, status, kind in ((f"s3://{BUCKET}/absent.jsonl", 503, "ServiceUnavailable"),
+                                  ("s3://x", 400, "ValidationException")):
+            ex = Exchange(stub.Process())
+            await ex.send(request_headers("acct-envoy", path="/model-invocation-job"))
+            r = await ex.send(request_body(job(uri)))
+            code, body = immediate(r)
+            assert code == status and isinstance(body["message"], str)
+            errortype = {h.header.key: h.header.raw_value.decode()
+                         for h in r.immediate_response.headers.set_headers}["x-amzn-errortype"]
+            assert errortype.startswith(kind)
+        listed = await Exchange(stub.Process()).send(request_headers(
+            "acct-envoy", path="/model-invocation-jobs", method="GET", end=True))
+        assert listed.HasField("request_headers")
+        code, _ = immediate(await Exchange(stub.Process()).send(request_headers(
+            "acct-envoy", path="/model-invocation-job/a/b")))
+        assert code == 404
+        code, _ = immediate(await Exchange(stub.Process()).send(request_headers(
+            "acct-envoy", path="/model-invocation-job", method="GET", end=True)))
+        assert code == 405
