@@ -33,13 +33,13 @@ from safeguards.adapters.csp.decision import (
     INTERVENE_ACTION,
     SCREEN,
     SYNC_CLASSIFY,
-    TERMINATE_ACTION,
     THROTTLE_ACTION,
     Decision,
     GateRequest,
     GateResponse,
     flags_of,
 )
+from safeguards.adapters.csp.gate_counters import GateCounters
 from safeguards.adapters.csp.gate_entry import (
     CacheEntry,
     carry_usage,
@@ -55,7 +55,7 @@ from safeguards.core.policy import Policy
 DEFAULT_MAX_UNCOMMANDED = 200_000  # rate state kept for accounts without a command
 
 
-class Gate:
+class Gate(GateCounters):
     """The per-region inline gate: enforcement cache + rate limits + decisions + counters."""
 
     def __init__(self, policy: Policy, *, max_uncommanded: int = DEFAULT_MAX_UNCOMMANDED) -> None:
@@ -66,10 +66,7 @@ class Gate:
         self._expired: dict[str, int] = {}  # version floor of accounts whose command expired
         self._max_uncommanded = max_uncommanded
         self.last_contact = -math.inf  # Unix seconds of the last message/heartbeat from the stream
-        self.counts: dict[tuple[str, str], int] = {}
-        self.fallbacks: dict[tuple[str, str], int] = {}
-        self.last_fallback: str | None = None  # ``<mode>:<cause>``, see take_fallback
-        self.first_stage_verdicts: dict[str, int] = {}  # the screening cascade's, by verdict
+        GateCounters.__init__(self)
         self.rates: SharedRates | None = None  # worker processes' shared GCRA (shared_rates)
         self.commands_applied = 0
         self.commands_ignored = 0
@@ -362,10 +359,6 @@ class Gate:
                 return name
         return None
 
-    def count_terminated(self, level: int, reason: str) -> None:
-        key = (TERMINATE_ACTION, reason)
-        self.counts[key] = self.counts.get(key, 0) + 1
-
     def observe(self, request: GateRequest, response: GateResponse, now: float) -> None:
         """Charge the response's tokens to the account's token GCRA."""
         entry = self._commanded.get(request.account_id) or self._uncommanded.get(
@@ -380,20 +373,3 @@ class Gate:
         else:
             tat = entry.tok_tat if entry.tok_tat > now else now
             entry.tok_tat = tat + tokens * entry.tok_interval
-
-    # --- counters -------------------------------------------------------------------------------
-
-    def _count(self, decision: Decision) -> None:
-        counts = self.counts
-        key = decision.key
-        counts[key] = counts.get(key, 0) + 1
-
-    def _fallback(self, cause: str, mode: str) -> None:
-        key = (cause, mode)
-        self.fallbacks[key] = self.fallbacks.get(key, 0) + 1
-        self.last_fallback = f"{mode}:{cause}"
-
-    def take_fallback(self) -> str | None:
-        """The fallback the last synchronous call made (None: none), cleared."""
-        taken, self.last_fallback = self.last_fallback, None
-        return taken

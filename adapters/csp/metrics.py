@@ -39,6 +39,19 @@ class _GateCollector(Collector):
         for (action, reason), n in list(gate.counts.items()):
             decisions.add_metric([action, reason], n)
         yield decisions
+        decided = CounterMetricFamily(
+            "safeguards_csp_decisions_by_level", "gate decisions by the account's level",
+            labels=["level"])
+        refused = CounterMetricFamily(
+            "safeguards_csp_refusals_by_level",
+            "refusals (blocked, throttled, failed closed, stream stopped) by the account's level",
+            labels=["level"])
+        for level, (n_decided, n_refused) in enumerate(zip(gate.decided_by_level,
+                                                           gate.refused_by_level, strict=True)):
+            decided.add_metric([str(level)], n_decided)
+            refused.add_metric([str(level)], n_refused)
+        yield decided
+        yield refused
         fallbacks = CounterMetricFamily(
             "safeguards_csp_fallbacks", "fail-open/closed fallbacks (stale cache, classifier)",
             labels=["cause", "mode"])

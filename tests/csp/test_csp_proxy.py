@@ -148,6 +148,9 @@ async def _test_block_and_throttle_follow_the_enforcement_stream(
         metrics = (await http.get(running_proxy.url + "/metrics")).text
     assert 'safeguards_csp_decisions_total{action="block",reason="level_4"} 1.0' in metrics
     assert 'safeguards_csp_decisions_total{action="throttle",reason="rate_requests"} 1.0' in metrics
+    # by the account's level: the L4 block is an enforcement refusal, not one of an L0 account
+    assert 'safeguards_csp_refusals_by_level_total{level="4"} 1.0' in metrics
+    assert 'safeguards_csp_decisions_by_level_total{level="4"} 1.0' in metrics
     assert "safeguards_csp_check_seconds_bucket" in metrics
     assert "safeguards_csp_cache_accounts 2.0" in metrics
 
