@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,23 +28,32 @@ from safeguards.core.subjects import enforce_subject, stream_name
 from store_events import make_event, outbox_command
 
 
-async def test_a_lost_command_is_reported_until_repaired(
-        nats_url: str, fresh_database_url: str, nc: Client,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    region, db = "g" + uuid.uuid4().hex[:8], fresh_database_url
+@asynccontextmanager
+async def published(nc: Client, region: str, db: str, accounts: tuple[str, ...], *,
+                    commands: int) -> AsyncIterator[tuple[PostgresEventStore, OutboxRelay]]:
+    """A region whose ``accounts`` each have ``commands`` commands committed and published by
+    a relay (returned, for its repair)."""
     await migrate(db)
-    js = nc.jetstream(timeout=5)
-    await provision_region(js, region)
+    await provision_region(nc.jetstream(timeout=5), region)
     async with PostgresEventStore(region, db) as store:
-        for account in ("acct-1", "acct-2"):
-            for version in (0, 1):
+        for account in accounts:
+            for version in range(commands):
                 await store.append(AppendRequest(account, version, (
                     make_event(account, region, version + 1),), None,
                     (outbox_command(region, account, version + 1),)))
         relay = OutboxRelay(store=store, metrics=NodeMetrics(),
                             commands=JetStreamCommands(nc, region, load_signer(region)),
                             signals=JetStreamSignals(nc, region, load_producer_keys(region)))
-        assert await relay.flush() == 4
+        assert await relay.flush() == len(accounts) * commands
+        yield store, relay
+
+
+async def test_a_lost_command_is_reported_until_repaired(
+        nats_url: str, fresh_database_url: str, nc: Client,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    region, db = "g" + uuid.uuid4().hex[:8], fresh_database_url
+    js = nc.jetstream(timeout=5)
+    async with published(nc, region, db, ("acct-1", "acct-2"), commands=2) as (store, relay):
         verify = ("ops", "gates", "verify", "--region", region, "--nats", nats_url,
                   "--database-url", db, "--operator", "alice")
         capsys.readouterr()
@@ -70,17 +81,9 @@ async def test_a_command_the_gates_would_refuse_is_reported_as_forged(
         nats_url: str, fresh_database_url: str, nc: Client,
         capsys: pytest.CaptureFixture[str]) -> None:
     region, db = "g" + uuid.uuid4().hex[:8], fresh_database_url
-    await migrate(db)
     js = nc.jetstream(timeout=5)
-    await provision_region(js, region)
-    async with PostgresEventStore(region, db) as store:
-        for account in ("acct-1", "acct-2", "acct-3"):
-            await store.append(AppendRequest(account, 0, (make_event(account, region, 1),), None,
-                                             (outbox_command(region, account, 1),)))
-        relay = OutboxRelay(store=store, metrics=NodeMetrics(),
-                            commands=JetStreamCommands(nc, region, load_signer(region)),
-                            signals=JetStreamSignals(nc, region, load_producer_keys(region)))
-        assert await relay.flush() == 3
+    async with published(nc, region, db, ("acct-1", "acct-2", "acct-3"), commands=1) as (
+            _store, relay):
         # Someone with write access to the stream lays a newer command over acct-1 unsigned,
         # and one over acct-2 signed with a key of their own.
         own_key = CommandSigner(Ed25519PrivateKey.generate())
