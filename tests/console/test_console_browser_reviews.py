@@ -18,12 +18,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from node_support import run_cli, running_node
+from node_support import run_cli
 
-from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
-from safeguards.adapters.csp.serving import serving
-from safeguards.adapters.csp.upstream import UpstreamApp
-from safeguards.adapters.embedded import free_port
 from safeguards.core.events import (
     AppealResolved,
     ApprovalGranted,
@@ -31,11 +27,10 @@ from safeguards.core.events import (
     Event,
     RequestObserved,
 )
-from safeguards.core.policy import default_policy
 from safeguards.core.state import AccountState
 
 from bus_support import publish_signals, wait_until
-from console_support import RunningConsole, console_starter
+from console_support import RunningConsole, console_with_node_and_proxy
 from store_events import unique_region
 from strategies import score_signal
 
@@ -111,146 +106,140 @@ async def test_two_admins_decide_a_lowering_an_appeal_is_overturned_and_the_repo
     from playwright.async_api import async_playwright, expect
 
     region = unique_region()
-    start = console_starter(fresh_database_url, nats_url)
     now = datetime.now(UTC)
     # three distinct requests scored severe in weapons: the node's own escalation to L4
     signals = [score_signal(i, ACCOUNT, now + timedelta(seconds=i), (("weapons", 0.97),),
                             region=region) for i in range(4)]
-    async with start(region) as console, \
-            running_node(nats_url, region, console.store, P) as (_levels, nc), \
-            serving(UpstreamApp(), "127.0.0.1", free_port(), lifespan="off") as upstream:
-        proxy = CspProxy(ProxyConfig(region=region, upstream_url=upstream, nats_url=nats_url,
-                                     partitions=P, feed_heartbeat_s=0.25,
-                                     caller_auth="loopback"), default_policy())
-        async with serving(proxy, "127.0.0.1", free_port()) as proxy_url:
-            await publish_signals(nc.jetstream(), region, P, signals)
-            await _until(console, lambda s: s.level == 4)
-            changes = [e.body for e in await console.store.history(ACCOUNT)
-                       if isinstance(e.body, EnforcementChanged)]
-            assert changes[-1].rule_id == "escalate.severe_evidence"
-            await wait_until(lambda: proxy.gate.level_of(ACCOUNT, time.time()) == 4)
-            # the account sends the canary through the proxy: refused at L4, and recorded
-            assert await _ask(proxy_url) >= 400
-            requests = await _recorded_requests(console)
-            assert [r.body.prompt_chars for r in requests
-                    if isinstance(r.body, RequestObserved)] == [len(CANARY)]
+    async with console_with_node_and_proxy(fresh_database_url, nats_url, region, P) as stack:
+        console, nc, proxy, proxy_url = stack.console, stack.nc, stack.proxy, stack.proxy_url
+        await publish_signals(nc.jetstream(), region, P, signals)
+        await _until(console, lambda s: s.level == 4)
+        changes = [e.body for e in await console.store.history(ACCOUNT)
+                   if isinstance(e.body, EnforcementChanged)]
+        assert changes[-1].rule_id == "escalate.severe_evidence"
+        await wait_until(lambda: proxy.gate.level_of(ACCOUNT, time.time()) == 4)
+        # the account sends the canary through the proxy: refused at L4, and recorded
+        assert await _ask(proxy_url) >= 400
+        requests = await _recorded_requests(console)
+        assert [r.body.prompt_chars for r in requests
+                if isinstance(r.body, RequestObserved)] == [len(CANARY)]
 
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=CHROMIUM,
-                                                   args=["--no-sandbox"])
-                alice = await _signed_in(browser, console, "alice")
-                bob = await _signed_in(browser, console, "bob")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM,
+                                               args=["--no-sandbox"])
+            alice = await _signed_in(browser, console, "alice")
+            bob = await _signed_in(browser, console, "bob")
 
-                # alice asks to lower it: recorded as a request, nothing else changes
-                await _request_lowering(alice, console, "case 5120: false positive?")
-                pending = await _until(console, lambda s: s.pending_approval is not None)
-                assert pending.level == 4 and pending.pending_approval is not None
-                assert pending.pending_approval.operator == "alice"
-                assert pending.pending_approval.level == 2
-                assert proxy.gate.level_of(ACCOUNT, time.time()) == 4
-                await alice.goto(f"{console.url}/approvals")
-                mine = alice.locator(f"tr.approval[data-account='{ACCOUNT}']")
-                await expect(mine.locator(".proposed")).to_have_text("set L2")
-                await expect(mine.locator(".proposer")).to_have_text("alice")
-                await expect(mine.locator(".own")).to_have_text("awaiting another admin")
-                await expect(mine.locator("button.approve")).to_have_count(0)
-                await alice.goto(f"{console.url}/timeline?account={ACCOUNT}")
-                await expect(alice.locator("#level")).to_have_text("L4")
-                await expect(alice.locator("#markers")).to_contain_text("ApprovalRequested")
+            # alice asks to lower it: recorded as a request, nothing else changes
+            await _request_lowering(alice, console, "case 5120: false positive?")
+            pending = await _until(console, lambda s: s.pending_approval is not None)
+            assert pending.level == 4 and pending.pending_approval is not None
+            assert pending.pending_approval.operator == "alice"
+            assert pending.pending_approval.level == 2
+            assert proxy.gate.level_of(ACCOUNT, time.time()) == 4
+            await alice.goto(f"{console.url}/approvals")
+            mine = alice.locator(f"tr.approval[data-account='{ACCOUNT}']")
+            await expect(mine.locator(".proposed")).to_have_text("set L2")
+            await expect(mine.locator(".proposer")).to_have_text("alice")
+            await expect(mine.locator(".own")).to_have_text("awaiting another admin")
+            await expect(mine.locator("button.approve")).to_have_count(0)
+            await alice.goto(f"{console.url}/timeline?account={ACCOUNT}")
+            await expect(alice.locator("#level")).to_have_text("L4")
+            await expect(alice.locator("#markers")).to_contain_text("ApprovalRequested")
 
-                # bob rejects it: the request is dropped and the level stays
-                await bob.goto(f"{console.url}/approvals")
-                row = bob.locator(f"tr.approval[data-account='{ACCOUNT}']")
-                await expect(row.locator(".proposer")).to_have_text("alice")
-                await row.locator("input.reason").fill("not enough: ask the CSP first")
-                await row.locator("button.reject").click()
-                await expect(row.locator("#sent")).to_contain_text("Sent reject")
-                rejected = await _until(console, lambda s: s.pending_approval is None)
-                assert rejected.level == 4
-                assert proxy.gate.level_of(ACCOUNT, time.time()) == 4
-                await bob.reload()
-                await expect(bob.locator("#empty")).to_be_visible()
+            # bob rejects it: the request is dropped and the level stays
+            await bob.goto(f"{console.url}/approvals")
+            row = bob.locator(f"tr.approval[data-account='{ACCOUNT}']")
+            await expect(row.locator(".proposer")).to_have_text("alice")
+            await row.locator("input.reason").fill("not enough: ask the CSP first")
+            await row.locator("button.reject").click()
+            await expect(row.locator("#sent")).to_contain_text("Sent reject")
+            rejected = await _until(console, lambda s: s.pending_approval is None)
+            assert rejected.level == 4
+            assert proxy.gate.level_of(ACCOUNT, time.time()) == 4
+            await bob.reload()
+            await expect(bob.locator("#empty")).to_be_visible()
 
-                # alice asks again, bob approves: the level changes and reaches the proxy
-                await _request_lowering(alice, console, SECRET_REASON)
-                await _until(console, lambda s: s.pending_approval is not None)
-                await bob.reload()
-                row = bob.locator(f"tr.approval[data-account='{ACCOUNT}']")
-                await expect(row).to_contain_text(SECRET_REASON)
-                await row.locator("input.reason").fill("read case 5120")
-                await row.locator("button.approve").click()
-                await expect(row.locator("#sent")).to_contain_text("Sent approve")
-                await expect(row.locator("#sent")).to_contain_text("(L2)")
-                lowered = await _until(console, lambda s: s.level == 2)
-                assert lowered.pending_approval is None
-                await wait_until(lambda: proxy.gate.level_of(ACCOUNT, time.time()) == 2)
-                history = await console.store.history(ACCOUNT)
-                grants = [e.body for e in history if isinstance(e.body, ApprovalGranted)]
-                assert [(g.approver, g.operator, g.level) for g in grants] == [
-                    ("bob", "alice", 2)]
-                await bob.goto(f"{console.url}/timeline?account={ACCOUNT}")
-                await expect(bob.locator("#level")).to_have_text("L2")
-                await expect(bob.locator("#markers")).to_contain_text("ApprovalGranted")
-                assert CANARY not in await bob.content()
+            # alice asks again, bob approves: the level changes and reaches the proxy
+            await _request_lowering(alice, console, SECRET_REASON)
+            await _until(console, lambda s: s.pending_approval is not None)
+            await bob.reload()
+            row = bob.locator(f"tr.approval[data-account='{ACCOUNT}']")
+            await expect(row).to_contain_text(SECRET_REASON)
+            await row.locator("input.reason").fill("read case 5120")
+            await row.locator("button.approve").click()
+            await expect(row.locator("#sent")).to_contain_text("Sent approve")
+            await expect(row.locator("#sent")).to_contain_text("(L2)")
+            lowered = await _until(console, lambda s: s.level == 2)
+            assert lowered.pending_approval is None
+            await wait_until(lambda: proxy.gate.level_of(ACCOUNT, time.time()) == 2)
+            history = await console.store.history(ACCOUNT)
+            grants = [e.body for e in history if isinstance(e.body, ApprovalGranted)]
+            assert [(g.approver, g.operator, g.level) for g in grants] == [
+                ("bob", "alice", 2)]
+            await bob.goto(f"{console.url}/timeline?account={ACCOUNT}")
+            await expect(bob.locator("#level")).to_have_text("L2")
+            await expect(bob.locator("#markers")).to_contain_text("ApprovalGranted")
+            assert CANARY not in await bob.content()
 
-                # alice records the user's appeal; bob overturns it to L0 on /appeals
-                await alice.goto(f"{console.url}/appeals")
-                await alice.fill("#appeal-account", ACCOUNT)
-                await alice.fill("#appeal-id", "A-314")
-                await alice.fill("#appeal-by", "csp-support")
-                await alice.fill("#appeal-reason", "the user is a red-team vendor")
-                await alice.click("#appeal-go")
-                await expect(alice.locator("#filed #sent")).to_contain_text("AppealFiled")
-                await _until(console, lambda s: s.open_appeals == ("A-314",))
-                await bob.goto(f"{console.url}/appeals")
-                appeal = bob.locator("tr.appeal[data-appeal='A-314']")
-                await expect(appeal).to_contain_text("red-team vendor")
-                await expect(appeal.locator("select.level")).to_have_value("2")
-                await appeal.locator("select.outcome").select_option("overturned")
-                await appeal.locator("select.level").select_option("0")
-                await appeal.locator("input.reason").fill("vendor contract on file")
-                await appeal.locator("button.resolve").click()
-                await expect(appeal.locator("#sent")).to_contain_text("AppealResolved")
-                cleared = await _until(console, lambda s: s.level == 0 and not s.open_appeals)
-                assert cleared.pending_approval is None
-                await wait_until(lambda: proxy.gate.level_of(ACCOUNT, time.time()) == 0)
-                resolved = [e.body for e in await console.store.history(ACCOUNT)
-                            if isinstance(e.body, AppealResolved)]
-                assert [(r.operator, r.outcome, r.level_after) for r in resolved] == [
-                    ("bob", "overturned", 0)]
-                await bob.reload()
-                await expect(bob.locator("#empty")).to_be_visible()
+            # alice records the user's appeal; bob overturns it to L0 on /appeals
+            await alice.goto(f"{console.url}/appeals")
+            await alice.fill("#appeal-account", ACCOUNT)
+            await alice.fill("#appeal-id", "A-314")
+            await alice.fill("#appeal-by", "csp-support")
+            await alice.fill("#appeal-reason", "the user is a red-team vendor")
+            await alice.click("#appeal-go")
+            await expect(alice.locator("#filed #sent")).to_contain_text("AppealFiled")
+            await _until(console, lambda s: s.open_appeals == ("A-314",))
+            await bob.goto(f"{console.url}/appeals")
+            appeal = bob.locator("tr.appeal[data-appeal='A-314']")
+            await expect(appeal).to_contain_text("red-team vendor")
+            await expect(appeal.locator("select.level")).to_have_value("2")
+            await appeal.locator("select.outcome").select_option("overturned")
+            await appeal.locator("select.level").select_option("0")
+            await appeal.locator("input.reason").fill("vendor contract on file")
+            await appeal.locator("button.resolve").click()
+            await expect(appeal.locator("#sent")).to_contain_text("AppealResolved")
+            cleared = await _until(console, lambda s: s.level == 0 and not s.open_appeals)
+            assert cleared.pending_approval is None
+            await wait_until(lambda: proxy.gate.level_of(ACCOUNT, time.time()) == 0)
+            resolved = [e.body for e in await console.store.history(ACCOUNT)
+                        if isinstance(e.body, AppealResolved)]
+            assert [(r.operator, r.outcome, r.level_after) for r in resolved] == [
+                ("bob", "overturned", 0)]
+            await bob.reload()
+            await expect(bob.locator("#empty")).to_be_visible()
 
-                # the region's postmortem report, written by the CLI and opened in Chromium
-                report = tmp_path / "postmortem.html"
-                monkeypatch.setenv("SAFEGUARDS_OPERATOR", "carol")
-                assert await run_cli("ops", "timeline", "--region", region, "--database-url",
-                                     fresh_database_url, "--nats", nats_url, "--since",
-                                     "-1h", "--out", str(report)) == 0
-                page = await (await browser.new_context()).new_page()
-                await page.goto(report.as_uri())
-                await expect(page.locator("h1")).to_have_text(f"Postmortem: region {region}")
-                rows = page.locator("tr", has_text=ACCOUNT)
-                actions = [" | ".join(cells) for cells in
-                           [await r.locator("td").all_inner_texts() for r in await rows.all()]]
-                # (the report lists by time; an approval and its grant share theirs)
-                assert sorted(a.split(" | ", 2)[2] for a in actions) == sorted([
-                    "alice | ApprovalRequested | asked set_level to L2",
-                    "bob | OperatorActionTaken | reject",
-                    "alice | ApprovalRequested | asked set_level to L2",
-                    "bob | OperatorActionTaken | approve",
-                    "bob | ApprovalGranted | approved alice's set_level to L2",
-                    "bob | AppealResolved | appeal overturned, L0"])
-                assert actions[0].split(" | ", 2)[2].startswith("alice | ApprovalRequested")
-                rules = page.locator("tr", has=page.locator("td:text-is('operator.set_level')"))
-                await expect(rules).to_contain_text("L2: 1")
-                await expect(page.locator("tr", has=page.locator(
-                    "td:text-is('escalate.severe_evidence')"))).to_contain_text("L4: 1")
-                await expect(page.locator("body")).to_contain_text("By operator: alice 2, "
-                                                                   "bob 4.")
-                await expect(page.locator("body")).to_contain_text(  # the canary's request
-                    "0 refused on a fail-closed one, of 1 requests")
-                text = await page.content()
-                assert CANARY not in text and "CANARY" not in text
-                assert SECRET_REASON not in text
-                await browser.close()
+            # the region's postmortem report, written by the CLI and opened in Chromium
+            report = tmp_path / "postmortem.html"
+            monkeypatch.setenv("SAFEGUARDS_OPERATOR", "carol")
+            assert await run_cli("ops", "timeline", "--region", region, "--database-url",
+                                 fresh_database_url, "--nats", nats_url, "--since",
+                                 "-1h", "--out", str(report)) == 0
+            page = await (await browser.new_context()).new_page()
+            await page.goto(report.as_uri())
+            await expect(page.locator("h1")).to_have_text(f"Postmortem: region {region}")
+            rows = page.locator("tr", has_text=ACCOUNT)
+            actions = [" | ".join(cells) for cells in
+                       [await r.locator("td").all_inner_texts() for r in await rows.all()]]
+            # (the report lists by time; an approval and its grant share theirs)
+            assert sorted(a.split(" | ", 2)[2] for a in actions) == sorted([
+                "alice | ApprovalRequested | asked set_level to L2",
+                "bob | OperatorActionTaken | reject",
+                "alice | ApprovalRequested | asked set_level to L2",
+                "bob | OperatorActionTaken | approve",
+                "bob | ApprovalGranted | approved alice's set_level to L2",
+                "bob | AppealResolved | appeal overturned, L0"])
+            assert actions[0].split(" | ", 2)[2].startswith("alice | ApprovalRequested")
+            rules = page.locator("tr", has=page.locator("td:text-is('operator.set_level')"))
+            await expect(rules).to_contain_text("L2: 1")
+            await expect(page.locator("tr", has=page.locator(
+                "td:text-is('escalate.severe_evidence')"))).to_contain_text("L4: 1")
+            await expect(page.locator("body")).to_contain_text("By operator: alice 2, "
+                                                               "bob 4.")
+            await expect(page.locator("body")).to_contain_text(  # the canary's request
+                "0 refused on a fail-closed one, of 1 requests")
+            text = await page.content()
+            assert CANARY not in text and "CANARY" not in text
+            assert SECRET_REASON not in text
+            await browser.close()

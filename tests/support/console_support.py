@@ -10,11 +10,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import httpx
+from nats.aio.client import Client
 
+from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
+from safeguards.adapters.csp.upstream import UpstreamApp
 from safeguards.adapters.embedded import free_port
 from safeguards.adapters.operators import add_operator
 from safeguards.adapters.store import PostgresEventStore, migrate
+from safeguards.core.policy import default_policy
 from safeguards.ops.console.app import ConsoleConfig, build_console
 from safeguards.ops.console.auth import make_token
 
@@ -66,3 +70,28 @@ def console_starter(database_url: str, nats_url: str) -> ConsoleEnv:
             yield RunningConsole(url, name, store, settings)
 
     return start
+
+
+@dataclass
+class ConsoleStack:
+    console: RunningConsole
+    nc: Client  # the node's connection (publish signals with it)
+    proxy: CspProxy
+    proxy_url: str
+
+
+@contextlib.asynccontextmanager
+async def console_with_node_and_proxy(database_url: str, nats_url: str, region: str,
+                                      partitions: int) -> AsyncIterator[ConsoleStack]:
+    """The region's console, one real node and an inline proxy (over the scripted upstream)
+    whose gate follows the node's commands: what the browser tests drive."""
+    from node_support import running_node
+
+    async with console_starter(database_url, nats_url)(region) as console, \
+            running_node(nats_url, region, console.store, partitions) as (_levels, nc), \
+            serving(UpstreamApp(), "127.0.0.1", free_port(), lifespan="off") as upstream:
+        proxy = CspProxy(ProxyConfig(region=region, upstream_url=upstream, nats_url=nats_url,
+                                     partitions=partitions, feed_heartbeat_s=0.25,
+                                     caller_auth="loopback"), default_policy())
+        async with serving(proxy, "127.0.0.1", free_port()) as proxy_url:
+            yield ConsoleStack(console, nc, proxy, proxy_url)
