@@ -25,7 +25,11 @@ from anyio.abc import TaskStatus
 from anyio.streams.text import TextReceiveStream
 
 from safeguards.adapters.bus.connect import connect
-from safeguards.adapters.bus.cross_signals import CrossSignalPublisher, load_cross_secret
+from safeguards.adapters.bus.cross_signals import (
+    CrossSignalPublisher,
+    load_cross_secret,
+    refuse_thresholds,
+)
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.producer_auth import load_forwarding_keys, load_producer_keys
 from safeguards.adapters.classifier.loader import load_model
@@ -139,7 +143,7 @@ class RegionStack:
                         if cfg.peers:  # other regions to tell (core.cross_signals)
                             self.classifier.cross = CrossSignalPublisher(
                                 nc.jetstream(), cfg.name, load_cross_secret(), link_key,
-                                signers=forwarders)
+                                signers=forwarders, thresholds=refuse_thresholds(self.policy))
                         return self.classifier
 
                     async with anyio.create_task_group() as classifier_tg:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -65,13 +66,14 @@ from safeguards.core.cross_signals import (
 )
 from safeguards.core.events import Scores
 from safeguards.core.ids import validate_region
+from safeguards.core.policy import Policy
 from safeguards.core.prompt_links import normalise_prompt
 
 log = logging.getLogger(__name__)
 
 GLOBAL_BUCKET = "sg_global_signals"
 OP_TIMEOUT_S = 2.0
-DEFAULT_THRESHOLD = 0.9  # a prompt counts only where the classifier is confident
+DEFAULT_THRESHOLD = 0.9  # a prompt counts only where the classifier is confident (no policy)
 RETRY_LIMIT = 5  # attempts at one release before it is abandoned
 RETRY_BASE_S, RETRY_CAP_S = 1.0, 60.0  # backoff after the first failure, doubling, capped
 RETRIES_PER_OBSERVATION = 4  # releases retried at most per score observed (each up to 2 s)
@@ -118,16 +120,20 @@ class CrossSignalPublisher:
     """The classifier's side: count flagged prompts, release signed aggregates at k."""
 
     def __init__(self, js: JetStreamContext, region: str, secret: bytes, account_key: bytes, *,
-                 signers: Mapping[str, ProducerKeys], threshold: float = DEFAULT_THRESHOLD,
+                 signers: Mapping[str, ProducerKeys],
+                 thresholds: Mapping[str, float] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         """``signers``: per peer region, the key this region forwards to it with (each entry
-        carries one MAC per peer; a peer takes only its own)."""
+        carries one MAC per peer; a peer takes only its own). ``thresholds``: per category, the
+        score from which a prompt counts as flagged (the region's policy's refuse thresholds,
+        ``refuse_thresholds``: high confidence; a category not named, e.g. switched off, never
+        counts); None: ``DEFAULT_THRESHOLD`` for every category."""
         self.js = js
         self.region = validate_region(region)
         self.signers = {validate_region(p): k for p, k in signers.items() if p != self.region}
         if not self.signers:
             raise ValueError("cross-region aggregates need at least one peer to sign for")
-        self.threshold = threshold
+        self.thresholds = thresholds
         self.clock = clock
         self._keys = _EpochKeys(secret)
         self._account_key = account_key
@@ -148,7 +154,9 @@ class CrossSignalPublisher:
             await self.retry_due()
         if item.kind != "prompt":
             return
-        flagged = [(s, c) for c, s in scores if s >= self.threshold]
+        limits = self.thresholds
+        flagged = [(s, c) for c, s in scores
+                   if s >= (DEFAULT_THRESHOLD if limits is None else limits.get(c, math.inf))]
         if not flagged:
             return
         epoch = epoch_of(self.clock())
@@ -305,3 +313,9 @@ class CrossSignalBoard:
             if found is not None:
                 return found
         return None
+
+
+def refuse_thresholds(policy: Policy) -> dict[str, float]:
+    """Each enabled category's refuse threshold: where the region's gates refuse a request on
+    its own score, the confidence a prompt needs before it counts towards a release."""
+    return {c.name: c.refuse_threshold for c in policy.enabled_categories}

@@ -30,6 +30,7 @@ from safeguards.adapters.bus.cross_signals import (
     CrossSignalPublisher,
     load_cross_secret,
     open_global_board,
+    refuse_thresholds,
 )
 from safeguards.adapters.bus.nats_auth import (
     NatsIdentity,
@@ -270,5 +271,36 @@ async def test_a_release_the_board_refused_is_retried_with_backoff(
                 await publisher.observe(benign, (("cyber", 0.0),))
             assert (publisher.released, publisher.abandoned, publisher.pending) == (1, 1, 0)
             assert publisher.failures == 1 + 5
+        finally:
+            await nc.close()
+
+
+async def test_only_scores_at_the_policys_refuse_threshold_count_towards_a_release(
+        state: Path, tmp_path: Path) -> None:
+    """The publisher counts a prompt where its score reaches the category's refuse threshold in
+    the region's policy (high confidence), not a fixed point; a category the policy switched
+    off, or does not know, never counts."""
+    policy = default_policy()
+    thresholds = refuse_thresholds(policy)
+    weapons = policy.category("weapons")
+    assert weapons is not None and thresholds["weapons"] == weapons.refuse_threshold
+    thresholds = {**thresholds, "cyber": 0.97}  # a stricter category
+    with EmbeddedNats(tmp_path / "nats") as server:
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            await js.create_key_value(bucket=GLOBAL_BUCKET, history=1)
+            publisher = CrossSignalPublisher(js, "us", _cross_secret(), load_link_key("us"),
+                                             signers={"eu": load_forwarding_keys("us", "eu")},
+                                             thresholds=thresholds)
+            below = (("cyber", 0.95), ("unknown_category", 1.0), ("weapons", 0.2))
+            for i in range(3):  # k accounts, none at a refuse threshold: nothing released
+                await publisher.observe(ContentItem(f"r{i}", f"acct-{i}", "us", "prompt",
+                                                    PROMPT, NOW, f"c{i}"), below)
+            assert publisher.released == 0
+            for i in range(3):
+                await publisher.observe(ContentItem(f"s{i}", f"acct-{i}", "us", "prompt",
+                                                    PROMPT, NOW, f"d{i}"), (("cyber", 0.98),))
+            assert publisher.released == 1
         finally:
             await nc.close()
