@@ -254,7 +254,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if ex.batch is not None:
                 return await batch_request_body(self.batches, ex.batch, ex.caller, bytes(ex.body))
             if ex.route is Route.JOB_CREATE:  # each record of the job's input file checked
-                return await job_request_body(self.jobs, ex.caller, bytes(ex.body))
+                return await job_request_body(self.jobs, ex.call.api, ex.caller, bytes(ex.body))
             if not ex.route.generates:  # generates nothing: checked on its headers
                 return pb.ProcessingResponse(request_body=body_response())
             admitted = await self.admission.admit(ex.caller, bytes(ex.body), "ext_proc",

@@ -1,7 +1,7 @@
 """Providers' batch jobs behind Envoy: ext_proc applies the proxy's job gate
 (``provider_batch_jobs``) to the creation's buffered body; the body goes upstream unchanged when
 every record of the job's input passes, else Envoy answers at once with the job's refusal in
-Bedrock's shape."""
+the provider's shape (Bedrock's or Google's)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from safeguards.adapters.csp.extproc_wire import body_response, immediate
 from safeguards.adapters.csp.identity import Caller
+from safeguards.adapters.csp.provider_api import ProviderApi
 from safeguards.adapters.csp.provider_batch_jobs import JobGate as JobGate
-from safeguards.adapters.csp.routes import JOB_CALL
 
 
-async def job_request_body(jobs: JobGate, caller: Caller, body: bytes) -> pb.ProcessingResponse:
+async def job_request_body(jobs: JobGate, api: ProviderApi, caller: Caller,
+                           body: bytes) -> pb.ProcessingResponse:
     """A job creation's body (whole): passed unchanged, or the job refused. Raises
-    ``BadRequest`` for a malformed job or input (ext_proc answers it in Bedrock's shape)."""
-    refused = await jobs.check_bedrock(caller, body)
+    ``BadRequest`` for a malformed job or input (ext_proc answers it in the provider's shape)."""
+    refused = await jobs.check(caller, api, body)
     if refused is not None:
         return immediate(refused.status, refused.message, *refused.headers,
-                         ("x-safeguards-action", refused.action), api=JOB_CALL.api)
+                         ("x-safeguards-action", refused.action), api=api)
     return pb.ProcessingResponse(request_body=body_response())

@@ -2,9 +2,12 @@
 
 Amazon Bedrock's batch inference (``CreateModelInvocationJob``, ``POST /model-invocation-job``)
 names its input by an S3 URI: a JSON Lines file (or a folder of them), each line
-``{"recordId": ..., "modelInput": <a Bedrock Messages body with anthropic_version>}``. The
-model never sees the file through the gate, so the gate reads it when the job is created
-(``object_store``, bounded) and checks every record as the Message Batches gate checks a batch's
+``{"recordId": ..., "modelInput": <a Bedrock Messages body with anthropic_version>}``. Google
+Vertex AI's batch prediction (``POST /v1/projects/{p}/locations/{l}/batchPredictionJobs``, a
+Claude model) names Cloud Storage objects (``inputConfig.gcsSource.uris``), each line
+``{"custom_id": ..., "request": <a Vertex Messages body>}``. The model never sees the files
+through the gate, so the gate reads them when the job is created (``object_store``,
+``gcs_store``: bounded) and checks every record as the Message Batches gate checks a batch's
 requests (``batches.BatchGate.submit``: the account's decision, rate limits, screening or
 classification as the account's level asks; the signal's surface is ``proxy/batch``). Each
 record is observed like a single request that was not served a completion (the job's output
@@ -12,13 +15,15 @@ goes to the customer's bucket, not through the gate).
 
 The job creation goes upstream unchanged only when every record passes. A record that is
 refused, or one the gate would serve only with the safety prompt (the file cannot be changed on
-its way), refuses the whole job in Bedrock's error shape: the refused records' count and the
-first refusal's reason, never a prompt's text. Bad input is a typed error in Bedrock's shape: a
-malformed body or JSON Lines (``ValidationException``), an input over the limits (413), and an
-object the store does not hand over: for a screened account (any intervention on its standing,
-a fresh account's screening included) or while the gate is not synced the job is refused (503,
-fail closed); otherwise it is forwarded unchecked, counted in ``counts["unreadable_forwarded"]``
-and logged (the model's own read then fails alike).
+its way), refuses the whole job in the provider's error shape: the refused records' count and
+the first refusal's reason, never a prompt's text. Bad input is a typed error in that shape: a
+malformed body or JSON Lines (400), an input over the limits (413), and an object the store
+does not hand over: for a screened account (any intervention on its standing, a fresh
+account's screening included) or while the gate is not synced the job is refused (503, fail
+closed); otherwise it is forwarded unchecked, counted in ``counts["unreadable_forwarded"]`` and
+logged (the model's own read then fails alike). The input is read once, at creation: an object
+replaced between the check and the job's run is not seen (the providers take no object
+version to pin).
 """
 
 from __future__ import annotations
@@ -39,9 +44,9 @@ from safeguards.adapters.csp.answers import (
     send_api_error,
 )
 from safeguards.adapters.csp.batches import BatchGate, BatchProxy
-from safeguards.adapters.csp.bedrock_api import BEDROCK_API
 from safeguards.adapters.csp.decision import BLOCK, Decision, refusal
 from safeguards.adapters.csp.gate_time import gate_now
+from safeguards.adapters.csp.gcs_store import GcsReader
 from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.messages_api import BadRequest, json_object
 from safeguards.adapters.csp.object_store import (
@@ -49,22 +54,27 @@ from safeguards.adapters.csp.object_store import (
     ObjectUnreadable,
     S3Reader,
 )
-from safeguards.adapters.csp.provider_api import ProviderCall
+from safeguards.adapters.csp.provider_api import ProviderApi, ProviderCall
 from safeguards.adapters.csp.routes import Route, Target
+from safeguards.adapters.csp.vertex_api import VERTEX_API
 
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 50_000  # Bedrock's own ceiling for a job's records
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,2047}")  # ids, profiles, ARNs
 _RECORD_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_VERTEX_MODEL = re.compile(r"(?:projects/[^/]{1,64}/locations/[^/]{1,64}/)?"
+                           r"publishers/anthropic/models/([A-Za-z0-9][A-Za-z0-9._@-]{0,127})")
 _INTERVENED = "records the gate serves only with the safety prompt cannot be changed in a file"
 
 
 @dataclass(frozen=True, slots=True)
-class BedrockJob:
-    model_id: str
-    s3_uri: str
-    bucket_owner: str | None
+class JobInput:
+    """What a job's creation says of its input: the model and the objects' URIs."""
+
+    model: str
+    uris: tuple[object, ...]
+    bucket_owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +87,7 @@ class JobRefusal:
     action: str = "block"
 
 
-def bedrock_job(body: bytes) -> BedrockJob:
+def bedrock_job(body: bytes) -> JobInput:
     """A ``CreateModelInvocationJob`` body's model and input, validated."""
     doc = json_object(body)
     for name in ("jobName", "roleArn"):
@@ -97,16 +107,41 @@ def bedrock_job(body: bytes) -> BedrockJob:
         raise BadRequest(400, "inputDataConfig.s3InputDataConfig.s3BucketOwner: an account id")
     if not isinstance(doc.get("outputDataConfig"), dict):
         raise BadRequest(400, "outputDataConfig: field required (an object)")
-    return BedrockJob(model, s3["s3Uri"], owner)
+    return JobInput(model, (s3["s3Uri"],), owner)
 
 
-def bedrock_records(objects: list[tuple[str, bytes]], model: str,
-                    max_records: int = MAX_RECORDS) -> list[tuple[str, dict[str, Any]]]:
-    """(recordId, Messages params) of each line of the job's input objects, each validated as a
-    Bedrock body and turned into the Messages body the gate checks (the job's model named).
-    Errors name the object's place in the input and the line's number, never their text."""
+def vertex_job(body: bytes) -> JobInput:
+    """A ``batchPredictionJobs.create`` body's Claude model and Cloud Storage input, validated
+    (a BigQuery input cannot be read by the gate, so it is refused)."""
+    doc = json_object(body)
+    if not isinstance(doc.get("displayName"), str) or not doc["displayName"]:
+        raise BadRequest(400, "displayName: field required (a non-empty string)")
+    model = _VERTEX_MODEL.fullmatch(doc["model"]) if isinstance(doc.get("model"), str) else None
+    if model is None:
+        raise BadRequest(400, "model: expected publishers/anthropic/models/{model}")
+    source = doc.get("inputConfig")
+    if not isinstance(source, dict) or source.get("instancesFormat") != "jsonl":
+        raise BadRequest(400, "inputConfig.instancesFormat: only jsonl")
+    gcs = source.get("gcsSource")
+    uris = gcs.get("uris") if isinstance(gcs, dict) else None
+    if not isinstance(uris, list) or not uris:
+        raise BadRequest(400, "inputConfig.gcsSource.uris: field required (the safety gate "
+                              "checks Cloud Storage input only)")
+    if not isinstance(doc.get("outputConfig"), dict):
+        raise BadRequest(400, "outputConfig: field required (an object)")
+    return JobInput(model.group(1), tuple(uris))
+
+
+def job_records(objects: list[tuple[str, bytes]], model: str, api: ProviderApi,
+                max_records: int = MAX_RECORDS) -> list[tuple[str, dict[str, Any]]]:
+    """(record id, Messages params) of each line of the job's input objects (Bedrock's
+    ``{"recordId", "modelInput"}``, Vertex's ``{"custom_id", "request"}``), each validated as
+    the provider's body and turned into the Messages body the gate checks (the job's model
+    named). Errors name the object's place in the input and the line's number, never text."""
+    body_key, id_key = ("request", "custom_id") if api is VERTEX_API else ("modelInput",
+                                                                          "recordId")
     out: list[tuple[str, dict[str, Any]]] = []
-    call = ProviderCall(BEDROCK_API, model, False)
+    call = ProviderCall(api, model, False)
     for number, (_, data) in enumerate(objects, 1):
         for line_no, line in enumerate(data.split(b"\n"), 1):
             if not line.strip():
@@ -118,17 +153,18 @@ def bedrock_records(objects: list[tuple[str, bytes]], model: str,
                 record = json.loads(line)
             except (ValueError, UnicodeDecodeError):
                 raise BadRequest(400, f"{where}: not valid JSON") from None
-            model_input = record.get("modelInput") if isinstance(record, dict) else None
+            model_input = record.get(body_key) if isinstance(record, dict) else None
             if not isinstance(model_input, dict):
-                raise BadRequest(400, f"{where}: expected an object with modelInput")
-            record_id = record.get("recordId", f"line-{number}-{line_no}")
+                raise BadRequest(400, f"{where}: expected an object with {body_key}")
+            record_id = record.get(id_key, f"line-{number}-{line_no}")
             if not isinstance(record_id, str) or not _RECORD_ID.fullmatch(record_id):
-                raise BadRequest(400, f"{where}: recordId: 1 to 128 letters, digits, _.:-")
+                raise BadRequest(400, f"{where}: {id_key}: 1 to 128 letters, digits, _.:-")
             try:
-                BEDROCK_API.parse(json.dumps(model_input).encode(), call)
+                api.parse(json.dumps(model_input).encode(), call)
             except BadRequest as exc:
-                raise BadRequest(400, f"{where}: modelInput: {exc}") from None
-            params = {k: v for k, v in model_input.items() if k != "anthropic_version"}
+                raise BadRequest(400, f"{where}: {body_key}: {exc}") from None
+            params = {k: v for k, v in model_input.items() if k not in ("anthropic_version",
+                                                                        "stream")}
             params["model"] = model
             out.append((record_id, params))
     if not out:
@@ -139,24 +175,27 @@ def bedrock_records(objects: list[tuple[str, bytes]], model: str,
 class JobGate:
     """Checks a provider's batch job at its creation (the records of its input file)."""
 
-    def __init__(self, batches: BatchGate, reader: S3Reader | None = None, *,
-                 max_records: int = MAX_RECORDS) -> None:
+    def __init__(self, batches: BatchGate, s3: S3Reader | None = None,
+                 gcs: GcsReader | None = None, *, max_records: int = MAX_RECORDS) -> None:
         self.batches = batches
-        self.reader = reader or S3Reader()
+        self.s3 = s3 or S3Reader()
+        self.gcs = gcs or GcsReader()
         self.max_records = max_records
         self.counts: Counter[str] = Counter()  # forwarded, refused, bad_input, unreadable_*
 
-    async def check_bedrock(self, caller: Caller, body: bytes) -> JobRefusal | None:
+    async def check(self, caller: Caller, api: ProviderApi, body: bytes) -> JobRefusal | None:
         """None: every record passed, the job goes upstream unchanged; else its refusal.
-        Raises ``BadRequest`` for a malformed job or input (answered in Bedrock's shape)."""
+        ``api``: Bedrock's or Vertex's. Raises ``BadRequest`` for a malformed job or input
+        (answered in the provider's shape)."""
         try:
-            return await self._check(caller, body)
+            return await self._check(caller, api, body)
         except BadRequest:
             self.counts["bad_input"] += 1
             raise
 
-    async def _check(self, caller: Caller, body: bytes) -> JobRefusal | None:
-        job = bedrock_job(body)
+    async def _check(self, caller: Caller, api: ProviderApi, body: bytes) -> JobRefusal | None:
+        vertex = api is VERTEX_API
+        job = vertex_job(body) if vertex else bedrock_job(body)
         gate = self.batches.gate
         standing = gate.peek(caller.account, gate_now(), caller.aggregates)
         if standing.flags & BLOCK:
@@ -164,7 +203,8 @@ class JobGate:
             self.counts["refused"] += 1
             return _refused(standing, "this account may not create batch jobs")
         try:
-            objects = await self.reader.read(job.s3_uri, job.bucket_owner)
+            objects = await (self.gcs.read(list(job.uris)) if vertex else
+                             self.s3.read(job.uris[0], job.bucket_owner))
         except ObjectUnreadable as exc:
             if standing.flags or standing.refused or not gate.synced:
                 self.counts["unreadable_refused"] += 1
@@ -177,7 +217,7 @@ class JobGate:
             return None
         except ObjectStoreError as exc:
             raise BadRequest(exc.status, str(exc)) from None
-        records = bedrock_records(objects, job.model_id, self.max_records)
+        records = job_records(objects, job.model, api, self.max_records)
         return await self._records(caller, records)
 
     async def _records(self, caller: Caller,
@@ -220,20 +260,22 @@ class JobProxy(BatchProxy, Protocol):
 
 async def serve_job(proxy: JobProxy, scope: Scope, receive: Receive, send: Send,
                     target: Target) -> None:
-    """Bedrock's batch job routes on the HTTP proxy: a creation checked record by record, the
-    others (list, get, stop) with the caller's identity checked and a blocked account refused."""
+    """The providers' batch job routes on the HTTP proxy: a creation checked record by record,
+    the others (list, get, stop, cancel, delete) with the caller's identity checked and a
+    blocked account refused."""
     caller, body, forward = await proxy._caller_and_body(scope, receive)
     if body is None:
         return  # the client went away
     api = target.call.api
     if target.route is Route.JOB_CREATE:
-        refused = await proxy.jobs.check_bedrock(caller, body)
+        refused = await proxy.jobs.check(target.call.caller(caller), api, body)
         if refused is not None:
             await send_api_error(send, api, refused.status, refused.message, (
                 *((k.encode(), v.encode()) for k, v in refused.headers),
                 action_header(refused.action)))
             return
     else:
+        caller = target.call.caller(caller)
         standing = proxy.gate.peek(caller.account, gate_now(), caller.aggregates)
         if standing.flags & BLOCK:
             proxy.gate.count(standing)

@@ -40,7 +40,10 @@ Routes (method, normalised path):
 - ``POST /model-invocation-job`` (Bedrock's ``CreateModelInvocationJob``): with ``batches=True``,
   ``job_create``, each record of the job's input file checked (``provider_batch_jobs``);
   ``GET /model-invocation-jobs``, ``GET /model-invocation-job/{id}`` and ``POST .../{id}/stop``:
-  ``job_read``, identity checked and a blocked account refused.
+  ``job_read``, identity checked and a blocked account refused. Google Vertex AI's batch
+  prediction jobs alike: ``POST .../locations/{location}/batchPredictionJobs`` is
+  ``job_create``; ``GET`` of it (list), ``GET``/``DELETE .../batchPredictionJobs/{id}`` and
+  ``POST .../{id}:cancel`` are ``job_read`` (the path's project checked as for rawPredict).
 
 Anything else is refused at once in Anthropic's error shape, never passed through: a route's
 path with another method is a 405 (``invalid_request_error``, with ``allow``), any other path a
@@ -97,6 +100,9 @@ _VERTEX_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 _BATCH_PATH = re.compile(
     r"/v1/messages/batches(?:/(msgbatch_[A-Za-z0-9]{1,64})(/results|/cancel)?)?")
 _JOB_PATH = re.compile(r"/model-invocation-job(s|/[^/]{1,1011}(/stop)?)?")
+_VERTEX_JOB_PATH = re.compile(
+    r"/v1/projects/([a-z][a-z0-9-]{4,28}[a-z0-9])/locations/([a-z][a-z0-9-]{0,62})"
+    r"/batchPredictionJobs(?:/([0-9]{1,32})(:cancel)?)?")
 _MODEL_PATH = re.compile(r"/v1/models/[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")  # as on the proxy
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -162,13 +168,11 @@ def match(method: str, raw_path: str, *, batches: bool = False) -> Target | Deni
     normal = normalise_path(path)
     call = MESSAGES_CALL
     batch = _BATCH_PATH.fullmatch(normal) if batches else None
-    job = _JOB_PATH.fullmatch(normal) if batches and batch is None else None
+    job = _job_route(method, normal) if batches and batch is None else None
     if batch is not None:
         allowed, route = _batch_route(method, batch)
-    elif job is not None:  # Bedrock's batch inference jobs, in Bedrock's error shape
-        call = JOB_CALL
-        allowed = "GET" if job.group(1) and not job.group(2) else "POST"
-        route = Route.JOB_READ if job.group(1) else Route.JOB_CREATE
+    elif job is not None:  # Bedrock's and Vertex's batch jobs, in their error shapes
+        allowed, route, call = job
     elif normal in ROUTES:
         allowed, route = ROUTES[normal]
     elif _MODEL_PATH.fullmatch(normal):
@@ -203,6 +207,25 @@ def _batch_route(method: str, found: re.Match[str]) -> tuple[str, Route]:
     if tail == "/cancel":
         return "POST", Route.BATCH_READ
     return ("DELETE", Route.BATCH_READ) if method == "DELETE" else ("GET", Route.BATCH_READ)
+
+
+def _job_route(method: str, normal: str) -> tuple[str, Route, ProviderCall] | None:
+    """A provider's batch job route: the method it takes, the route and the provider."""
+    bedrock = _JOB_PATH.fullmatch(normal)
+    if bedrock is not None:
+        listed, stop = bedrock.group(1), bedrock.group(2)
+        return ("GET" if listed and not stop else "POST",
+                Route.JOB_READ if listed else Route.JOB_CREATE, JOB_CALL)
+    vertex = _VERTEX_JOB_PATH.fullmatch(normal)
+    if vertex is None:
+        return None
+    call = ProviderCall(VERTEX_API, project=vertex.group(1))
+    if vertex.group(3) is None:  # list or create
+        return ("GET", Route.JOB_READ, call) if method == "GET" else ("POST", Route.JOB_CREATE,
+                                                                      call)
+    if vertex.group(4):  # :cancel
+        return "POST", Route.JOB_READ, call
+    return ("DELETE" if method == "DELETE" else "GET"), Route.JOB_READ, call
 
 
 def _provider_call(normal: str) -> ProviderCall | Denied:

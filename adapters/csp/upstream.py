@@ -20,8 +20,8 @@ content_block_delta..., content_block_stop, message_delta, message_stop) with us
 It answers in each provider's shape on the provider's paths (the gate's route table,
 ``routes``): Bedrock's ``/model/{id}/invoke`` (JSON) and ``invoke-with-response-stream`` (each
 event in an AWS event-stream ``chunk`` frame), Vertex's ``:rawPredict`` and ``:streamRawPredict``
-(SSE), with errors in each provider's shape (``#status=NNN`` too), and Bedrock's batch
-inference jobs (``upstream_jobs``: created, listed, read, stopped; none is run).
+(SSE), with errors in each provider's shape (``#status=NNN`` too), and Bedrock's and Vertex's
+batch jobs (``upstream_jobs``: created, listed, read, stopped; none is run).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class UpstreamApp:
             await self._models(target.path, send)
             return
         if target.route is Route.JOB_READ:
-            await _respond(send, *_json(self.jobs.read(method, target.path)))
+            await _respond(send, *_json(self.jobs.read(api, method, target.path)))
             return
         if target.route in (Route.BATCH_READ, Route.BATCH_RESULTS):
             status, answer = self.batches.read(method, target.path, _base_url(scope))
@@ -140,8 +140,8 @@ class UpstreamApp:
             if len(body) > self.script.max_body_bytes:
                 await _error(send, api, 413, "request body too large")
                 return
-        if target.route is Route.JOB_CREATE:  # Bedrock's batch inference (upstream_jobs)
-            await _respond(send, *_json(self.jobs.create(body)))
+        if target.route is Route.JOB_CREATE:  # a provider's batch job (upstream_jobs)
+            await _respond(send, *_json(self.jobs.create(api, target.path, body)))
             return
         if target.route is Route.BATCH_CREATE:
             status, answer = self.batches.create(body, _base_url(scope))

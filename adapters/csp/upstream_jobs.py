@@ -1,6 +1,7 @@
-"""The model stand-in's Bedrock batch inference jobs (``CreateModelInvocationJob`` and the job
-reads), for demos and tests: a job is validated as Bedrock validates its body, answered with its
-``jobArn`` in Bedrock's shape and kept in memory (``Submitted``; the stand-in runs no job)."""
+"""The model stand-in's batch jobs, for demos and tests: Bedrock's batch inference
+(``CreateModelInvocationJob`` and the job reads) and Vertex AI's batch prediction jobs. A job is
+validated as the provider validates its body, answered in the provider's shape (a ``jobArn``;
+a ``BatchPredictionJob`` resource) and kept in memory, never run."""
 
 from __future__ import annotations
 
@@ -12,49 +13,83 @@ from urllib.parse import unquote
 
 from safeguards.adapters.csp.bedrock_api import BEDROCK_API
 from safeguards.adapters.csp.messages_api import BadRequest
-from safeguards.adapters.csp.provider_batch_jobs import bedrock_job
+from safeguards.adapters.csp.provider_api import ProviderApi
+from safeguards.adapters.csp.provider_batch_jobs import bedrock_job, vertex_job
+from safeguards.adapters.csp.vertex_api import VERTEX_API
 
 _ARN = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/"
+Answer = tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]
 
 
-def _error(status: int, message: str) -> tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]:
-    answer = BEDROCK_API.error(status, message)
+def _error(api: ProviderApi, status: int, message: str) -> Answer:
+    answer = api.error(status, message)
     return answer.status, answer.body, answer.headers
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 class JobStore:
     def __init__(self) -> None:
-        self._jobs: dict[str, dict[str, Any]] = {}
+        self._jobs: dict[str, dict[str, Any]] = {}  # Bedrock's job id or Vertex's name -> job
         self.created = 0
         self.last_body: dict[str, Any] | None = None  # the last creation as it came (for tests)
 
-    def create(self, body: bytes) -> tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]:
+    def create(self, api: ProviderApi, path: str, body: bytes) -> Answer:
+        """A job created (``path`` normalised by the route table)."""
         try:
-            bedrock_job(body)
+            (vertex_job if api is VERTEX_API else bedrock_job)(body)
         except BadRequest as exc:
-            return _error(exc.status, str(exc))
+            return _error(api, exc.status, str(exc))
         doc = json.loads(body)
         self.created += 1
         self.last_body = doc
+        if api is VERTEX_API:
+            name = f"{path.removeprefix('/v1/')}/{secrets.randbelow(10**18)}"
+            self._jobs[name] = {
+                "name": name, "displayName": doc["displayName"], "model": doc["model"],
+                "inputConfig": doc["inputConfig"], "outputConfig": doc["outputConfig"],
+                "state": "JOB_STATE_PENDING", "createTime": _now(), "updateTime": _now()}
+            return 200, json.dumps(self._jobs[name]).encode(), ()
         job_id = secrets.token_hex(6)
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         self._jobs[job_id] = {
             "jobArn": _ARN + job_id, "jobName": doc["jobName"], "modelId": doc["modelId"],
-            "roleArn": doc["roleArn"], "status": "Submitted", "submitTime": now,
-            "lastModifiedTime": now, "inputDataConfig": doc["inputDataConfig"],
+            "roleArn": doc["roleArn"], "status": "Submitted", "submitTime": _now(),
+            "lastModifiedTime": _now(), "inputDataConfig": doc["inputDataConfig"],
             "outputDataConfig": doc["outputDataConfig"]}
         return 200, json.dumps({"jobArn": _ARN + job_id}).encode(), ()
 
-    def read(self, method: str, path: str) -> tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]:
-        """List, get, stop (``path`` normalised by the route table)."""
+    def read(self, api: ProviderApi, method: str, path: str) -> Answer:
+        """List, get, stop (Bedrock); list, get, cancel, delete (Vertex)."""
+        if api is VERTEX_API:
+            return self._vertex(method, path)
         if path == "/model-invocation-jobs":
-            summaries = list(reversed(self._jobs.values()))
+            summaries = [j for j in reversed(self._jobs.values()) if "jobArn" in j]
             return 200, json.dumps({"invocationJobSummaries": summaries}).encode(), ()
         parts = path.split("/")  # "", model-invocation-job, {id or ARN}, [stop]
         job = self._jobs.get(unquote(parts[2]).removeprefix(_ARN))
         if job is None:
-            return _error(404, "no such model invocation job")
+            return _error(BEDROCK_API, 404, "no such model invocation job")
         if method == "POST":  # stop
             job["status"] = "Stopping"
+            return 200, b"{}", ()
+        return 200, json.dumps(job).encode(), ()
+
+    def _vertex(self, method: str, path: str) -> Answer:
+        name = path.removeprefix("/v1/")
+        if name.endswith("/batchPredictionJobs"):
+            listed = [j for j in reversed(self._jobs.values())
+                      if str(j.get("name", "")).startswith(name + "/")]
+            return 200, json.dumps({"batchPredictionJobs": listed}).encode(), ()
+        job = self._jobs.get(name.removesuffix(":cancel"))
+        if job is None:
+            return _error(VERTEX_API, 404, "no such batch prediction job")
+        if method == "DELETE":
+            del self._jobs[job["name"]]
+            done = {"name": job["name"] + "/operations/1", "done": True}
+            return 200, json.dumps(done).encode(), ()
+        if name.endswith(":cancel"):
+            job["state"] = "JOB_STATE_CANCELLING"
             return 200, b"{}", ()
         return 200, json.dumps(job).encode(), ()

@@ -1,7 +1,9 @@
-"""Bedrock batch inference jobs through the proxy: botocore's own ``bedrock`` client (SigV4
-signed, unmodified) creates jobs at the proxy, whose input files lie in a real S3-compatible
-server (moto's, a subprocess); each record is checked and observed like a single request, and
-the job goes upstream unchanged only when every record passes."""
+"""Providers' batch jobs through the gate: botocore's own ``bedrock`` client (SigV4 signed,
+unmodified) creates Bedrock batch inference jobs at the proxy, whose input files lie in a real
+S3-compatible server (moto's, a subprocess); Vertex AI batch prediction jobs (Google's REST
+shape) read theirs from a real Cloud Storage emulator (gcp-storage-emulator, a subprocess). Each
+record is checked and observed like a single request, and the job goes upstream unchanged only
+when every record passes."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 import anyio
 import botocore.config
 import botocore.session
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 from csp_testkit import Region, RunningProxy, eventually
@@ -25,6 +28,7 @@ from extproc_testkit import Exchange, ext_proc, immediate, request_body, request
 from nats.js import api
 
 from safeguards.adapters.classifier.nats_service import ClassifierService
+from safeguards.adapters.csp.gcs_store import GcsConfig, GcsReader
 from safeguards.adapters.csp.object_store import ObjectStoreConfig, S3Reader
 from safeguards.adapters.embedded import free_port
 from safeguards.core.codec import decode_signal
@@ -43,27 +47,40 @@ CANARY = "zq-canary-7c41 "  # in every prompt: never in an error or a log line
 KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
-@pytest.fixture(scope="module")
-def s3_url() -> Iterator[str]:
-    """moto's S3-compatible server, a real HTTP server in its own process."""
+@contextlib.contextmanager
+def server_process(*argv: str) -> Iterator[str]:
+    """A real object store server in its own process, on a free loopback port."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                               "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, "-m", *argv, str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 break
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("moto's server did not start")
+                raise RuntimeError(f"{argv[0]} did not start")
             time.sleep(0.1)
-        url = f"http://127.0.0.1:{port}"
-        _s3(url).create_bucket(Bucket=BUCKET)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.fixture(scope="module")
+def s3_url() -> Iterator[str]:
+    """moto's S3-compatible server."""
+    with server_process("moto.server", "-H", "127.0.0.1", "-p") as url:
+        _s3(url).create_bucket(Bucket=BUCKET)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def gcs_url() -> Iterator[str]:
+    """gcp-storage-emulator: Cloud Storage's JSON API, in memory, with the test's bucket."""
+    with server_process("gcp_storage_emulator", "start", "-H", "127.0.0.1", "-M", "-q",
+                        "--default-bucket", BUCKET, "--port") as url:
+        yield url
 
 
 def _s3(url: str) -> Any:
@@ -119,7 +136,7 @@ async def refused(client: Any, uri: str) -> dict[str, Any]:
 
 
 def reading(running: RunningProxy, url: str, **limits: Any) -> None:
-    running.proxy.jobs.reader = S3Reader(ObjectStoreConfig(
+    running.proxy.jobs.s3 = S3Reader(ObjectStoreConfig(
         endpoint_url=url, region="us-east-1", access_key_id="testing",
         secret_access_key="testing", **limits))
 
@@ -225,7 +242,7 @@ async def test_jobs_behind_envoy_are_checked_record_by_record(
     benign = put_input(s3_url, "envoy.jsonl", [record("CALL0000001", BENIGN)])
     async with ext_proc(region, nats_url, test_policy) as (server, stub):
         jobs = server.service.jobs
-        jobs.reader = S3Reader(ObjectStoreConfig(
+        jobs.s3 = S3Reader(ObjectStoreConfig(
             endpoint_url=s3_url, region="us-east-1", access_key_id="testing",
             secret_access_key="testing"))
         ex = Exchange(stub.Process())
@@ -254,3 +271,76 @@ async def test_jobs_behind_envoy_are_checked_record_by_record(
         code, _ = immediate(await Exchange(stub.Process()).send(request_headers(
             "acct-envoy", path="/model-invocation-job", method="GET", end=True)))
         assert code == 405
+
+
+VERTEX_JOBS = "/v1/projects/sg-test-project/locations/us-east5/batchPredictionJobs"
+
+
+def put_gcs(url: str, name: str, lines: list[dict[str, Any]]) -> str:
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    answer = httpx.post(f"{url}/upload/storage/v1/b/{BUCKET}/o",
+                        params={"uploadType": "media", "name": name}, content=body)
+    answer.raise_for_status()
+    return f"gs://{BUCKET}/{name}"
+
+
+def vertex_record(custom_id: str, content: str) -> dict[str, Any]:
+    return {"custom_id": custom_id, "request": {
+        "anthropic_version": "vertex-2023-10-16", "max_tokens": 100,
+        "messages": [{"role": "user", "content": CANARY + content}]}}
+
+
+def vertex_job(*uris: str) -> dict[str, Any]:
+    return {"displayName": "nightly", "model": "publishers/anthropic/models/claude-test@1",
+            "inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": list(uris)}},
+            "outputConfig": {"predictionsFormat": "jsonl",
+                             "gcsDestination": {"outputUriPrefix": f"gs://{BUCKET}/out/"}}}
+
+
+async def test_vertex_batch_prediction_jobs_are_checked_record_by_record(
+        proxy_env: ProxyEnv, region: Region, gcs_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    benign = put_gcs(gcs_url, "in/benign.jsonl",
+                     [vertex_record(f"request-{i}", BENIGN) for i in range(2)])
+    malformed = put_gcs(gcs_url, "in/malformed.jsonl", [{"custom_id": "x", "request": "no"}])
+    caplog.set_level(logging.DEBUG)
+    async with proxy_env() as running:
+        running.proxy.jobs.gcs = GcsReader(GcsConfig(endpoint_url=gcs_url, anonymous=True))
+        await region.enforce("acct-vbad", 4, 1)
+        await eventually(lambda: running.proxy.gate.held_version("acct-vbad") == 1)
+        async with httpx.AsyncClient(base_url=running.url) as http:
+            async def create(account: str, doc: dict[str, Any]) -> httpx.Response:
+                return await http.post(VERTEX_JOBS, json=doc,
+                                       headers={"x-csp-account-id": account})
+
+            created = await create("acct-vertex", vertex_job(benign))
+            assert created.status_code == 200, created.text
+            name = created.json()["name"]
+            assert name.startswith(VERTEX_JOBS.removeprefix("/v1/") + "/")
+            assert created.json()["state"] == "JOB_STATE_PENDING"
+            assert running.upstream.jobs.last_body == vertex_job(benign)  # unchanged
+            got = await http.get(f"/v1/{name}", headers={"x-csp-account-id": "acct-vertex"})
+            assert got.status_code == 200 and got.json()["name"] == name
+            for account, doc, status, code, says in (
+                    ("acct-vbad", vertex_job(benign), 403, "PERMISSION_DENIED",
+                     "may not create batch jobs"),
+                    ("acct-vertex", vertex_job(malformed), 400, "INVALID_ARGUMENT",
+                     "input object 1, line 1: expected an object with request"),
+                    ("acct-vertex", vertex_job(f"gs://{BUCKET}/in/*.jsonl"), 400,
+                     "INVALID_ARGUMENT", "wildcard"),
+                    ("acct-vertex", vertex_job(f"gs://{BUCKET}/in/absent.jsonl"), 503,
+                     "UNAVAILABLE", "NOT_FOUND"),
+                    ("acct-vertex", {**vertex_job(benign), "inputConfig": {
+                        "instancesFormat": "bigquery",
+                        "bigquerySource": {"inputUri": "bq://p.d.t"}}}, 400,
+                     "INVALID_ARGUMENT", "instancesFormat")):
+                refused = await create(account, doc)
+                error = refused.json()["error"]
+                assert (refused.status_code, error["status"]) == (status, code)
+                assert says in error["message"]
+            blocked = await http.get(f"/v1/{name}", headers={"x-csp-account-id": "acct-vbad"})
+            assert blocked.status_code == 403
+        assert running.upstream.jobs.created == 1
+        await eventually(lambda: running.proxy.telemetry.sent >= 2, 10)
+    assert await observed(region, "acct-vertex") == ["allow"] * 2
+    assert CANARY.strip() not in caplog.text
