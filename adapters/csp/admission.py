@@ -77,9 +77,10 @@ class Admission:
         self._observe_check = metrics.check_seconds.observe
 
     async def admit(self, caller: Caller, body: bytes, surface: str,
-                    call: ProviderCall = MESSAGES_CALL) -> Admitted:
+                    call: ProviderCall = MESSAGES_CALL, *, rated: bool = True) -> Admitted:
         """``body`` in ``call``'s provider shape (a Messages body by default); ``surface``: the
-        front end (``proxy``, ``ext_proc``), to which the provider's API is added."""
+        front end (``proxy``, ``ext_proc``), to which the provider's API is added; ``rated``:
+        charged to the account's request rate (a batch's requests after its first are not)."""
         parsed = call.api.parse(body, call)
         doc, conversation = parsed.doc, parsed.conversation
         # The newest turn in its context and whatever this process has not scored before for
@@ -93,7 +94,8 @@ class Admission:
                               prompt_sha256=prompt_digest(self.link_key, prompt),
                               surface=call.surface(surface), organization_id=caller.organization_id,
                               project_id=caller.project_id,
-                              api_key_fingerprint=caller.api_key_fingerprint, prompt_link=link)
+                              api_key_fingerprint=caller.api_key_fingerprint, prompt_link=link,
+                              rated=rated)
         if not self.gate.synced and self.synced is not None:
             # Fail-closed start: hold for the enforcement state a while, then the gate refuses.
             with anyio.move_on_after(self.gate.policy.gate.before_sync_hold_ms / 1000):

@@ -2,8 +2,11 @@
 and each result observed like one.
 
 Creation (``POST /v1/messages/batches``): every request's ``params`` is admitted as a single
-request would be (``Admission.admit``: rate limits, enforcement, screening or classification;
-the signal's surface is ``proxy/batch``). A refused request is withheld from the batch the
+request would be (``Admission.admit``: enforcement, screening or classification; the signal's
+surface is ``proxy/batch``), except that the creation is one call against the account's request
+rate (its first request's check: over the rate, the whole creation is throttled; the requests
+run upstream on the batch's own quota, and their tokens are charged as their results are
+observed). A refused request is withheld from the batch the
 upstream sees and its result is the error a single request got (an ``errored`` result, spliced
 into the results); an intervened one carries the safety system prompt; if every request is
 refused, the creation is refused as its first request was.
@@ -39,6 +42,7 @@ from safeguards.adapters.csp.decision import (
     BLOCK,
     TERMINATE_ACTION,
     TERMINATE_STREAM,
+    THROTTLE_ACTION,
     Decision,
     GateRequest,
     refusal,
@@ -125,10 +129,12 @@ class BatchGate:
         refused: dict[str, dict[str, Any]] = {}
         forward: list[dict[str, Any]] = []
         first_refusal: Decision | None = None
-        for custom_id, params in batch_requests(body):
+        for n, (custom_id, params) in enumerate(batch_requests(body)):
             with tracing.batch_item(tracing.BATCH_REQUEST_SPAN):
+                # The creation is one call against the account's request rate (its first
+                # request's check); over the rate, the whole batch is refused as that call.
                 item = await self.admission.admit(caller, json.dumps(params).encode(), "proxy",
-                                                  BATCH_CALL)
+                                                  BATCH_CALL, rated=n == 0)
                 decision = item.decision
                 if decision.refused:
                     message, _ = refusal(decision)
@@ -136,6 +142,8 @@ class BatchGate:
                         error_body(decision.status, message))}
                     self.admission.observe(item.request, decision.action, 0, 0, item.prompt, "")
                     first_refusal = first_refusal or decision
+                    if n == 0 and decision.action == THROTTLE_ACTION:  # the creation itself
+                        return Submission(None, BatchEntry({}, refused), decision)
                     continue
                 context = tracing.current_context()
             if decision.safety_prompt:

@@ -103,12 +103,13 @@ class GateRequest:
 
     __slots__ = ("account_id", "aggregates", "api_key_fingerprint", "fallback", "model",
                  "organization_id", "project_id", "prompt_chars", "prompt_link", "prompt_sha256",
-                 "request_id", "streamed", "surface")
+                 "rated", "request_id", "streamed", "surface")
 
     def __init__(self, account_id: str, request_id: str, *, model: str = "", streamed: bool = False,
                  prompt_chars: int = 0, prompt_sha256: str = "", surface: str = "proxy",
                  organization_id: str | None = None, project_id: str | None = None,
-                 api_key_fingerprint: str | None = None, prompt_link: str | None = None) -> None:
+                 api_key_fingerprint: str | None = None, prompt_link: str | None = None,
+                 rated: bool = True) -> None:
         self.account_id = account_id
         self.request_id = request_id
         self.model = model
@@ -121,6 +122,9 @@ class GateRequest:
         self.api_key_fingerprint = api_key_fingerprint
         self.prompt_link = prompt_link
         self.aggregates = aggregates_of(organization_id, api_key_fingerprint, prompt_link)
+        # charged to the account's request rate: False for a batch's requests after its first
+        # (the batch's creation is one call; its requests run upstream on the batch's own quota)
+        self.rated = rated
         # the gate's fail-open/closed fallback on it (``<mode>:<cause>``), set by the admission
         # and carried in its RequestObserved signal: the durable record of fallbacks
         self.fallback: str | None = None

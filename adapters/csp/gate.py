@@ -237,10 +237,11 @@ class Gate(GateCounters):
             self._count(ok)
             return ok
         # GCRA (this process's, or the quota its worker processes share)
-        throttled = (entry.take(now) if self.rates is None
-                     else self.rates.take(account, now, entry.req_interval))
-        if throttled is not None:
-            return self._throttle(ok, *throttled)
+        if request.rated:
+            throttled = (entry.take(now) if self.rates is None
+                         else self.rates.take(account, now, entry.req_interval))
+            if throttled is not None:
+                return self._throttle(ok, *throttled)
         if not ok.needs_classify:
             self._count(ok)
         return ok

@@ -5,6 +5,7 @@ like a completion, results fetched through the gate (``results_url`` on the prox
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from safeguards.adapters.csp.messages_api import SAFETY_PROMPT
 from safeguards.adapters.csp.upstream import Script
 from safeguards.core.codec import decode_signal
 from safeguards.core.events import RequestObserved
+from safeguards.core.policy import Policy
 from safeguards.core.subjects import stream_name
 
 ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
@@ -114,3 +116,28 @@ async def test_a_forgotten_batch_passes_checked_by_the_callers_standing(
         assert [r.custom_id for r in results] == ["a"] and results[0].result.type == "succeeded"
         assert batches.unobserved_results == 1
         assert batches.held_chars == len(BENIGN)  # the second batch's prompt, until read
+
+
+async def test_a_batch_is_one_call_against_the_request_rate_not_one_per_request(
+        proxy_env: ProxyEnv, region: Region, test_policy: Policy) -> None:
+    """A batch's requests run upstream on the batch's quota: its creation is charged once to the
+    account's request rate, so a batch larger than a minute's quota is admitted whole; creations
+    past the rate are throttled as a single call is (429 with retry-after), nothing withheld."""
+    tier0 = test_policy.rate_tiers[0]
+    slow = dataclasses.replace(test_policy, rate_tiers=(
+        dataclasses.replace(tier0, requests_per_minute=3), *test_policy.rate_tiers[1:]))
+    async with proxy_env(policy=slow) as running:
+        sdk = client(running, "acct-batch-rate")
+        batch = await sdk.messages.batches.create(
+            requests=[request(f"r{i}", f"{BENIGN} ({i})") for i in range(8)])
+        assert len(running.upstream.batches.last_requests) == 8  # a minute's quota is 3
+        for _ in range(2):  # the rest of the minute's quota: one call each
+            await sdk.messages.batches.create(requests=[request("a", BENIGN),
+                                                        request("b", BENIGN)])
+        with pytest.raises(anthropic.RateLimitError) as throttled:
+            await sdk.messages.batches.create(requests=[request("c", BENIGN)])
+        assert int(throttled.value.response.headers["retry-after"]) >= 1
+        assert running.proxy.gate.counts[("throttle", "rate_requests")] == 1
+        results = {r.custom_id: r.result.type async for r in
+                   await sdk.messages.batches.results(batch.id)}
+        assert results == {f"r{i}": "succeeded" for i in range(8)}
