@@ -9,12 +9,16 @@ prompt every 20 ms, as screening sends them) in three modes, alternating rounds:
 - ``lane``: the same load through ``stream_and_inline_scorers`` (stream batches of 4 on CPU,
   each waiting its turn while inline work is in progress).
 
-Reports inline p50/p99 per mode and the stream's texts/s while the inline traffic runs.
+Reports inline p50/p99 per mode and the stream's texts/s while the inline traffic runs. Then a
+burst: 12 screening requests at once (100-500 characters, each abandoned at the gate's 40 ms
+screening deadline), 10 times, through an inline scorer in batches of up to 64 windows (before)
+and as ``stream_and_inline_scorers`` makes it on CPU (batches of 2): the share answered in time.
 
     python benchmarks/inline_priority.py [--rounds 3] [--requests 100]
 
 Last line: {"alone_p50_ms", "alone_p99_ms", "shared_p50_ms", "shared_p99_ms", "lane_p50_ms",
-"lane_p99_ms", "shared_stream_per_s", "lane_stream_per_s", "runs"}
+"lane_p99_ms", "shared_stream_per_s", "lane_stream_per_s", "burst_in_time_batch64",
+"burst_in_time_inline", "runs"}
 """
 
 from __future__ import annotations
@@ -80,6 +84,28 @@ async def one_round(model: LoadedModel, mode: str, requests: int, seed: int
     return latencies, rate
 
 
+async def burst_in_time(scorer: MicroBatchScorer, seed: int, rounds: int = 10,
+                        size: int = 12, deadline_s: float = 0.04) -> float:
+    """The share of ``size`` simultaneous requests answered within ``deadline_s``."""
+    rnd = random.Random(seed)
+    in_time = 0
+
+    async def one() -> None:
+        nonlocal in_time
+        with anyio.move_on_after(deadline_s):
+            await scorer.score(_text(rnd, rnd.choice((100, 200, 300, 500))))
+            in_time += 1
+
+    async with scorer:
+        await scorer.score(_text(rnd, 200))  # warm
+        for _ in range(rounds):
+            async with anyio.create_task_group() as tg:
+                for _ in range(size):
+                    tg.start_soon(one)
+            await anyio.sleep(0.3)
+    return in_time / (rounds * size)
+
+
 def _p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
@@ -111,6 +137,13 @@ async def main() -> None:
         out[f"{mode}_p99_ms"] = round(_p99(latencies[mode]), 2)
     out["shared_stream_per_s"] = round(statistics.median(rates["shared"]), 1)
     out["lane_stream_per_s"] = round(statistics.median(rates["lane"]), 1)
+    bursts: dict[str, list[float]] = {"batch64": [], "inline": []}
+    for r in range(args.rounds):
+        bursts["batch64"].append(await burst_in_time(MicroBatchScorer(model), seed=r))
+        bursts["inline"].append(await burst_in_time(stream_and_inline_scorers(model)[1], seed=r))
+        print({"round": r, **{k: v[-1] for k, v in bursts.items()}}, flush=True)
+    out["burst_in_time_batch64"] = round(statistics.median(bursts["batch64"]), 3)
+    out["burst_in_time_inline"] = round(statistics.median(bursts["inline"]), 3)
     out["provider"] = model.provider
     out["runs"] = runs
     print(json.dumps(out))
