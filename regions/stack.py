@@ -36,7 +36,7 @@ from safeguards.adapters.classifier.loader import load_model
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import ScoreResult, stream_and_inline_scorers
 from safeguards.adapters.csp.caller_auth import load_caller_keys
-from safeguards.adapters.csp.identity import load_link_key
+from safeguards.adapters.csp.identity import load_link_key, peer_link_key
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.csp.upstream import UpstreamApp
@@ -139,7 +139,9 @@ class RegionStack:
                         self.classifier = RegionClassifier(
                             nc, cfg.name, scorer, ClassifierSettings(partitions=cfg.partitions),
                             inline=inline, producer=load_producer_keys(cfg.name),
-                            forwarders=forwarders, link_key=link_key)
+                            forwarders=forwarders, link_key=link_key,
+                            home_link_keys={p: k for p in cfg.peers
+                                            if (k := peer_link_key(p)) is not None})
                         if cfg.peers:  # other regions to tell (core.cross_signals)
                             self.classifier.cross = CrossSignalPublisher(
                                 nc.jetstream(), cfg.name, load_cross_secret(), link_key,

@@ -9,8 +9,7 @@ id and the actor's inbox (and JetStream's duplicate window) make it idempotent. 
 message is acked only after every publish is confirmed. Retryable failures are nak'ed with a
 delay; after ``max_attempts`` deliveries, or at once for poison (undecodable, wrong region,
 unusable text), the message goes to ``sg.<region>.dlq.classifier`` with its reason in headers.
-The dead letter carries metadata only (stream, sequence, size, sha256): raw text never leaves
-the short-TTL content stream.
+The dead letter carries metadata only (stream, sequence, size, sha256): raw text stays put.
 
 *Responder.* ``sg.<region>.classify`` request/reply for the inline gate, queue group
 ``classifier``. The reply comes within the request's ``deadline_ms`` (measured from receipt), or
@@ -73,8 +72,7 @@ class _Retry(Exception):
 
     def __init__(self, reason: str, error: BaseException) -> None:
         super().__init__(reason)
-        self.reason = reason
-        self.error = error
+        self.reason, self.error = reason, error
 
 
 class ClassifierService:
@@ -84,14 +82,17 @@ class ClassifierService:
                  settings: ClassifierSettings, shadows: Sequence[MicroBatchScorer] = (),
                  inline: MicroBatchScorer | None = None, producer: ProducerKeys | None = None,
                  forwarders: dict[str, ProducerKeys] | None = None,
-                 link_key: bytes | None = None) -> None:
+                 link_key: bytes | None = None,
+                 home_link_keys: dict[str, bytes] | None = None) -> None:
         """``inline`` answers the gates' synchronous requests (same model, its own queue and
         inference thread), so a screening never waits behind background content scoring.
         ``producer``: the region's producer keys; content must carry a gate's MAC and score
         signals go out with ours (None: neither, for tests that publish raw content);
-        ``forwarders``: the key per home region of accounts homed elsewhere (``core.homes``)."""
+        ``forwarders``: the key per home region of accounts homed elsewhere (``core.homes``),
+        ``home_link_keys`` their link keys where given (a score sent home has the home's digest)."""
         self.producer, self.forwarders = producer, forwarders or {}
         self.link_key = link_key  # content_sha256 is content_digest under it (None: plain)
+        self.home_link_keys = home_link_keys or {}
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=settings.publish_timeout_s)
         self.region = validate_region(region)
@@ -244,6 +245,7 @@ class ClassifierService:
                 member: str | None) -> Signal:
         signal_id = derive_id("score", item.request_id, item.kind, result.model_name,
                               result.model_version, *(() if member is None else (entity,)))
+        key = self.link_key and self.home_link_keys.get(item.home_region or "", self.link_key)
         return Signal(
             signal_id=signal_id,
             account_id=entity,
@@ -253,7 +255,7 @@ class ClassifierService:
             observation=ScoreRecorded(
                 request_id=item.request_id,
                 content_kind=item.kind,
-                content_sha256=content_digest(self.link_key, item.text),
+                content_sha256=content_digest(key, item.text),
                 content_chars=result.content_chars,
                 model_name=result.model_name,
                 model_version=result.model_version,
@@ -282,9 +284,8 @@ class ClassifierService:
             self.stats.published += 1
 
     async def _ack(self, msg: Msg) -> None:
-        # A plain ack, not ack_sync: everything it guards (the signals) is already confirmed, and
-        # a lost ack only means a redelivery that re-publishes the same signal ids, which the
-        # duplicate window and the actor's inbox absorb. Waiting for it halved the throughput.
+        # A plain ack, not ack_sync: the signals it guards are confirmed; a lost ack is only a
+        # redelivery of the same signal ids (deduplicated). Waiting for it halved throughput.
         try:
             with anyio.fail_after(self.settings.publish_timeout_s):
                 await msg.ack()
@@ -308,8 +309,7 @@ class ClassifierService:
         payload = msgpack.packb({
             "stream": meta.stream, "sequence": meta.sequence.stream,
             "subject": header_safe(msg.subject), "bytes": len(msg.data),
-            "sha256": hashlib.sha256(msg.data).hexdigest(),
-        })
+            "sha256": hashlib.sha256(msg.data).hexdigest()})
         try:
             await DeadLetters(self.js, self.region).send(
                 JetStreamMessage(msg), DLQ_SOURCE, reason, error, payload=payload,

@@ -87,11 +87,17 @@ class Admission:
         # the account: an earlier turn is never counted again on every follow-up.
         prompt = scoring_text(caller.account, conversation, self.seen)
         newest = newest_user_text(conversation)
-        link = None if self.link_key is None else prompt_link_key(self.link_key, newest)
+        key, home, first = self.link_key, None, False
+        if self.homes is not None:  # an account homed elsewhere is keyed as its home keys it
+            home, first = await self.homes.lookup(caller.account)
+            home_key = None if home is None else self.homes.link_key_of(home.home)
+            if home_key is not None and key is not None:
+                key, caller = home_key, caller.keyed_for(home_key)
+        link = None if key is None else prompt_link_key(key, newest)
         request = GateRequest(caller.account, f"{_ID_PREFIX}{next(_ID_COUNTER):08x}",
                               model=parsed.model, streamed=parsed.streamed,
                               prompt_chars=len(prompt),
-                              prompt_sha256=prompt_digest(self.link_key, prompt),
+                              prompt_sha256=prompt_digest(key, prompt),
                               surface=call.surface(surface), organization_id=caller.organization_id,
                               project_id=caller.project_id,
                               api_key_fingerprint=caller.api_key_fingerprint, prompt_link=link,
@@ -100,8 +106,8 @@ class Admission:
             # Fail-closed start: hold for the enforcement state a while, then the gate refuses.
             with anyio.move_on_after(self.gate.policy.gate.before_sync_hold_ms / 1000):
                 await self.synced.wait()
-        if self.homes is not None:  # learns its home; a foreign home's enforcement applies
-            await self.homes.home_of(request)
+        if self.homes is not None and home is not None:  # the home's enforcement applies
+            await self.homes.follow(request, home, first)
         now = gate_now()
         t0 = time.perf_counter()
         if self.cross is not None and self.gate.synced and self.cross.released(newest):

@@ -29,6 +29,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import anyio
@@ -68,8 +69,11 @@ NOTICE_OPEN_S = 5.0  # opening the register for the watch (a refusal reads as a 
 class HomeRouting:
     def __init__(self, link: BusLink, region: str, partitions: int, peers: tuple[str, ...],
                  gate: Gate, *, cache_s: float = 60.0, refresh_s: float = 1.0,
-                 lookup_deadline_s: float = 1.0) -> None:
+                 lookup_deadline_s: float = 1.0,
+                 link_keys: Mapping[str, bytes] | None = None) -> None:
+        """``link_keys``: the peers' link keys this gate holds (``identity.peer_link_key``)."""
         self.link = link
+        self.link_keys = dict(link_keys or {})
         self.region = validate_region(region)
         self.partitions = partitions
         self.peers = tuple(validate_region(p) for p in peers if p != region)
@@ -189,9 +193,17 @@ class HomeRouting:
         return self._claims
 
     async def home_of(self, request: GateRequest) -> HomeEntry | None:
-        """The account's home where it is another region (None: served as this region's)."""
+        """The account's home where it is another region (None: served as this region's), its
+        enforcement read or refreshed (``lookup`` then ``follow``)."""
+        entry, first = await self.lookup(request.account_id)
+        if entry is not None:
+            await self.follow(request, entry, first)
+        return entry
+
+    async def lookup(self, account: str) -> tuple[HomeEntry | None, bool]:
+        """The account's home where it is another region (None: this region's), and whether it
+        was just looked up (not from memory)."""
         now = time.monotonic()
-        account = request.account_id
         cached = self._homes.get(account)
         if cached is None or cached[1] <= now:
             try:
@@ -202,13 +214,23 @@ class HomeRouting:
                 self._homes.pop(account, None)  # telemetry: served, and signalled, as ours
                 log.warning("home lookup failed (%s): served as %s's", type(exc).__name__,
                             self.region)
-                return None
+                return None, False
             self._keep(account, entry, now)
             first = True
         else:
             entry, first = cached[0], False
-        if entry.home == self.region:
-            return None
+        return (None, False) if entry.home == self.region else (entry, first)
+
+    def link_key_of(self, home: str) -> bytes | None:
+        """The home region's link key, where this gate holds it: an account homed there has its
+        API-key fingerprint, prompt link and digests made under it, as its home makes them."""
+        return self.link_keys.get(home)
+
+    async def follow(self, request: GateRequest, entry: HomeEntry, first: bool) -> None:
+        """The home's enforcement of the account and of the request's aggregates: read now on
+        its first request here (bounded), else refreshed in the background."""
+        now = time.monotonic()
+        account = request.account_id
         self.forwarded += 1
         entities = (account, *request.aggregates)
         if first:  # its first request here waits for the home's enforcement (bounded)
@@ -225,7 +247,6 @@ class HomeRouting:
                 self._send.send_nowait((entry.home, entities))
             except anyio.WouldBlock:
                 self.refresh_dropped += 1
-        return entry
 
     def _keep(self, account: str, entry: HomeEntry, asked: float) -> None:
         """Keep the home looked up since ``asked``, unless a notice for it came meanwhile."""

@@ -7,11 +7,14 @@ refused, whichever front end sees it, rather than one front end taking the first
 another the last. Values are printable ASCII; an account id may not use an aggregate's reserved
 prefix (``org:``, ``key:``, ``prompt:``). Error messages name the header, never echo its value.
 
-The API key's id never goes further than this module: what is kept and compared is its regional
+The API key's id is never stored, sent or logged: what is kept and compared is its regional
 fingerprint, an HMAC-SHA256 of the id under the region's link key (``link_key``), so two
 accounts sharing a key are linked without the key's id being stored, and fingerprints from
 different regions cannot be joined. The same key makes the prompts' link keys
-(``core.prompt_links``, under another domain tag), so the same holds for them.
+(``core.prompt_links``, under another domain tag), so the same holds for them. The id stays on
+the :class:`Caller` for the request's life only, so that a gate serving an account homed in
+another region fingerprints it under the home's key (``Caller.keyed_for``), as the home does:
+one account, one set of identifiers in its one history, whichever region served it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import logging
 import os
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from safeguards.adapters.csp.decision import aggregates_of
@@ -48,11 +51,19 @@ class Caller:
     organization_id: str | None = None
     project_id: str | None = None
     api_key_fingerprint: str | None = None
+    # the API key's id, in memory for this request only (see the module's docstring)
+    api_key_id: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def aggregates(self) -> tuple[str, ...]:
         """The entity ids of its organisation and API key (their own histories)."""
         return aggregates_of(self.organization_id, self.api_key_fingerprint)
+
+    def keyed_for(self, link_key: bytes) -> Caller:
+        """This caller with its API key fingerprinted under ``link_key`` (its home region's)."""
+        if self.api_key_id is None:
+            return self
+        return replace(self, api_key_fingerprint=api_key_fingerprint(link_key, self.api_key_id))
 
 
 def api_key_fingerprint(link_key: bytes, api_key_id: str) -> str:
@@ -76,6 +87,17 @@ def load_link_key(region: str, directory: Path | None = None) -> bytes:
     if len(key) < 32:
         raise ValueError(f"{path} must hold at least 32 bytes of hex")
     return key
+
+
+def peer_link_key(region: str, directory: Path | None = None) -> bytes | None:
+    """Another region's link key where this process was given it (``SAFEGUARDS_LINK_KEY_<R>``
+    or its key file in the state folder), as it holds that region's forwarding keys; None where
+    it was not (never made here: a key of our own making would key that region's accounts
+    wrongly). Without it, an account homed there is keyed under this region's key."""
+    if os.environ.get(f"SAFEGUARDS_LINK_KEY_{region.upper()}") or (
+            state_dir(directory) / f"link-{region}.key").exists():
+        return load_link_key(region, directory)
+    return None
 
 
 class IdentityHeaders:
@@ -107,14 +129,16 @@ class IdentityHeaders:
         account = _checked(self.account_header, raw_account, validate_caller_account_id)
         organization = found.get(ORGANIZATION_HEADER)
         project = found.get(PROJECT_HEADER)
-        api_key = found.get(API_KEY_HEADER)
+        raw_key = found.get(API_KEY_HEADER)
+        api_key = None if raw_key is None else _checked(API_KEY_HEADER, raw_key,
+                                                         validate_account_id)
         return Caller(
             account,
             None if organization is None else _checked(
                 ORGANIZATION_HEADER, organization, _organization_id),
             None if project is None else _checked(PROJECT_HEADER, project, validate_account_id),
-            None if api_key is None else api_key_fingerprint(
-                self.link_key, _checked(API_KEY_HEADER, api_key, validate_account_id)),
+            None if api_key is None else api_key_fingerprint(self.link_key, api_key),
+            api_key,
         )
 
 

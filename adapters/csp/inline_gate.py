@@ -28,7 +28,7 @@ from safeguards.adapters.csp.feed_snapshot import FeedSnapshot
 from safeguards.adapters.csp.front_end_config import FrontEndConfig
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.homes import HomeRouting
-from safeguards.adapters.csp.identity import IdentityHeaders, load_link_key
+from safeguards.adapters.csp.identity import IdentityHeaders, load_link_key, peer_link_key
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.streams import ensure_gate_streams
 from safeguards.adapters.csp.telemetry import Telemetry
@@ -89,7 +89,9 @@ class InlineGate:
         self.cross: CrossSignalBoard | None = None
         peers = tuple(p for p in peers if p != region)
         if self.link is not None and peers:
-            self.homes = HomeRouting(self.link, region, config.partitions, peers, self.gate)
+            keys = {p: k for p in peers if (k := peer_link_key(p)) is not None}
+            self.homes = HomeRouting(self.link, region, config.partitions, peers, self.gate,
+                                     link_keys=keys)
             self.admission.homes = self.homes
             self.telemetry.homes = self.homes.foreign_home
             self.telemetry.forwarders = {p: load_forwarding_keys(region, p) for p in peers}

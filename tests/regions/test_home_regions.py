@@ -40,7 +40,7 @@ from safeguards.adapters.bus.signing import load_signer
 from safeguards.adapters.classifier.loader import load_model
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer
-from safeguards.adapters.csp.identity import load_link_key
+from safeguards.adapters.csp.identity import api_key_fingerprint, load_link_key
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.csp.upstream import UpstreamApp
@@ -57,6 +57,7 @@ from safeguards.core.events import RequestObserved, ScoreRecorded
 from safeguards.core.homes import HomeEntry
 from safeguards.core.policy import default_policy
 from safeguards.core.ports import EventStore, OutboxMessage
+from safeguards.core.prompt_links import content_digest, prompt_link_key
 from safeguards.core.subjects import enforce_subject
 
 from bus_support import refused_by_server
@@ -85,7 +86,9 @@ async def us_classifier(url: str) -> AsyncIterator[ClassifierService]:
         async with MicroBatchScorer(load_model(allow_gpu=False)) as scorer:
             service = ClassifierService(nc, "us", scorer, ClassifierSettings(partitions=PARTITIONS),
                                         producer=load_producer_keys("us"),
-                                        forwarders={"eu": load_forwarding_keys("us", "eu")})
+                                        forwarders={"eu": load_forwarding_keys("us", "eu")},
+                                        link_key=load_link_key("us"),
+                                        home_link_keys={"eu": load_link_key("eu")})
             async with anyio.create_task_group() as tg:
                 await tg.start(service.run)
                 yield service
@@ -147,6 +150,7 @@ async def test_an_eu_account_served_in_us_has_one_history_in_eu_and_eu_enforceme
     await listener.subscribe(">", cb=keep)
     operator = await connect(url, name="eu-onboarding",
                              identity=nats_identity("eu", NatsRole.OPERATOR))
+    load_link_key("eu")  # eu's link key, given to the us gates as eu's forwarding keys are
     async with PostgresEventStore("us", us_url) as us_store, \
             PostgresEventStore("eu", eu_url) as eu_store, \
             node(url, "eu", eu_store, "us"), node(url, "us", us_store, "eu"), \
@@ -154,15 +158,27 @@ async def test_an_eu_account_served_in_us_has_one_history_in_eu_and_eu_enforceme
         # the CSP onboarded the account in eu
         eu_directory = await HomeDirectory.open(operator.jetstream(), "eu")
         await eu_directory.put(account, HomeEntry("eu", PARTITIONS, "onboarding", NOW.isoformat()))
-        for i in range(3):
-            assert await ask(proxy_url, account, f"{canary} summarise my notes, part {i}") == 200
+        prompts = [f"{canary} summarise my notes, part {i}" for i in range(3)]
+        for prompt in prompts:
+            assert await ask(proxy_url, account, prompt, api_key_id="key-7") == 200
         assert await ask(proxy_url, local, "plan a picnic") == 200
 
         async def in_eu() -> bool:
-            kinds = {type(e.body) for e in await eu_store.history(account)}
-            return {RequestObserved, ScoreRecorded} <= kinds
+            kinds = [type(e.body) for e in await eu_store.history(account)]
+            return kinds.count(RequestObserved) == 3 and kinds.count(ScoreRecorded) >= 3
 
         await until(in_eu)
+        # keyed as eu keys its own accounts' requests: one set of identifiers in one history
+        eu_key = load_link_key("eu")
+        bodies = [e.body for e in await eu_store.history(account)]
+        observed = [b for b in bodies if isinstance(b, RequestObserved)]
+        assert {b.api_key_fingerprint for b in observed} == {api_key_fingerprint(eu_key, "key-7")}
+        assert sorted(b.prompt_link or "" for b in observed) == sorted(
+            prompt_link_key(eu_key, p) or "" for p in prompts)
+        assert sorted(b.prompt_sha256 for b in observed) == sorted(
+            content_digest(eu_key, p) for p in prompts)
+        assert {b.content_sha256 for b in bodies if isinstance(b, ScoreRecorded)
+                and b.content_kind == "prompt"} == {content_digest(eu_key, p) for p in prompts}
         await until(lambda: _has_history(us_store, local))
         assert await us_store.history(account) == []  # one history: in its home
         assert await eu_store.history(local) == []

@@ -26,10 +26,14 @@ async def region_database(postgres_server: Any, prefix: str) -> str:
     return url
 
 
-async def ask(proxy_url: str, account: str, text: str) -> int:
-    """One request as ``account`` through the proxy: its HTTP status."""
+async def ask(proxy_url: str, account: str, text: str, *, api_key_id: str | None = None) -> int:
+    """One request as ``account`` (with the CSP's API-key id header, where given) through the
+    proxy: its HTTP status."""
+    headers = {"x-csp-account-id": account}
+    if api_key_id is not None:
+        headers["x-csp-api-key-id"] = api_key_id
     sdk = anthropic.AsyncAnthropic(base_url=proxy_url, api_key="unused", max_retries=0,
-                                   default_headers={"x-csp-account-id": account})
+                                   default_headers=headers)
     try:
         await sdk.messages.create(model="claude-test-1", max_tokens=16,
                                   messages=[{"role": "user", "content": text}])
