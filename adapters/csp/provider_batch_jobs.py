@@ -274,13 +274,8 @@ async def serve_job(proxy: JobProxy, scope: Scope, receive: Receive, send: Send,
                 *((k.encode(), v.encode()) for k, v in refused.headers),
                 action_header(refused.action)))
             return
-    else:
-        caller = target.call.caller(caller)
-        standing = proxy.gate.peek(caller.account, gate_now(), caller.aggregates)
-        if standing.flags & BLOCK:
-            proxy.gate.count(standing)
-            await proxy._refuse(send, standing, api)
-            return
+    elif await proxy.refused_by_standing(send, target.call.caller(caller), api):
+        return
     forward.append((b"accept-encoding", b"identity"))
     response = await proxy._upstream(send, proxy.upstream_client.request(
         scope["method"].encode(), (target.forward or target.path).encode("latin-1"), body,

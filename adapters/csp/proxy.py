@@ -331,10 +331,7 @@ class CspProxy:
         caller = target.call.caller(caller)
         if method == "POST":  # count_tokens, in either shape
             parse_messages_request(body)  # malformed requests get the same 400s as /v1/messages
-            decision = self.gate.peek(caller.account, gate_now(), caller.aggregates)
-            if decision.flags & BLOCK:
-                self.gate.count(decision)
-                await self._refuse(send, decision, api)
+            if await self.refused_by_standing(send, caller, api):
                 return
         forward.append((b"accept-encoding", b"identity"))
         assert self._client is not None, "the proxy serves only inside running()"
@@ -355,6 +352,16 @@ class CspProxy:
             await respond(send, status, answer, *headers)
         finally:
             await response.aclose()
+
+    async def refused_by_standing(self, send: Send, caller: Caller, api: ProviderApi) -> bool:
+        """Refuses (and counts) a blocked account's request by its standing alone, for routes
+        that are not rate limited or screened; True when it did."""
+        decision = self.gate.peek(caller.account, gate_now(), caller.aggregates)
+        if not decision.flags & BLOCK:
+            return False
+        self.gate.count(decision)
+        await self._refuse(send, decision, api)
+        return True
 
     async def _refuse(self, send: Send, decision: Decision,
                       api: ProviderApi = MESSAGES_API) -> None:
