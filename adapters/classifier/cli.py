@@ -94,11 +94,16 @@ def _missing_train_extra(exc: ImportError) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     try:
+        from safeguards.adapters.classifier_training.collapse import TrainingCollapsed
         from safeguards.adapters.classifier_training.encoder_model import train as train_encoder
     except ImportError as exc:
         return _missing_train_extra(exc)
-    manifest = train_encoder(args.out, args.wheels, version=args.version,
-                             reuse_tuned=args.reuse_tuned)
+    try:
+        manifest = train_encoder(args.out, args.wheels, version=args.version,
+                                 reuse_tuned=args.reuse_tuned)
+    except TrainingCollapsed as exc:
+        print(f"error: the trained model was not written: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {args.out / manifest.model_file} and manifest.json "
           f"({manifest.name} {manifest.version})")
     _print_ood(manifest.metrics["ood"])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -54,6 +55,7 @@ from safeguards.adapters.classifier_training import finetune as ft
 from safeguards.adapters.classifier_training import heads as H
 from safeguards.adapters.classifier_training import ood, recipe
 from safeguards.adapters.classifier_training import semantic as sem
+from safeguards.adapters.classifier_training.collapse import check_trained
 from safeguards.adapters.classifier_training.corpus.benign_dialogue import django_translation_pairs
 from safeguards.adapters.classifier_training.corpus.catalogue import read_all
 from safeguards.adapters.classifier_training.corpus.records import Record
@@ -202,6 +204,21 @@ def _probs(raw: np.ndarray, labels: Sequence[LabelSpec]) -> np.ndarray:
 def train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None = None,
           seed: int = SEED, finetune: FinetuneConfig = FINETUNE,
           reuse_tuned: Path | None = None) -> ModelManifest:
+    """Trains in a staging folder beside ``out_dir`` and moves the model files into ``out_dir``
+    only once ``check_trained`` passes: a collapsed run never replaces a working model (it stays
+    in the staging folder for a look)."""
+    staging = out_dir.parent / f".{out_dir.name}.training"
+    manifest = _train(staging, wheels, version=version, cache=cache, seed=seed,
+                      finetune=finetune, reuse_tuned=reuse_tuned)
+    check_trained(manifest)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (manifest.model_file, "manifest.json"):
+        os.replace(staging / name, out_dir / name)
+    return manifest
+
+
+def _train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None,
+           seed: int, finetune: FinetuneConfig, reuse_tuned: Path | None) -> ModelManifest:
     cache = cache or default_cache_dir()
     fetch_wheels(ENCODER, cache)
     records = list(read_all(wheels, recipe.TRAIN_PACKAGES + recipe.EVAL_PACKAGES))

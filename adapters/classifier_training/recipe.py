@@ -78,6 +78,9 @@ N_GENERATED_REFUSALS = 0  # 1500 did not teach the answer heads that refusing is
 # Both on (2026-12-06, one full run, DATA_SOURCES.md): out of distribution ROC AUC 0.825 -> 0.842
 # and harmful recall 0.455 -> 0.487, but benign FPR 0.49 % -> 0.90 % (security 0.4 % -> 3.3 %)
 # and, recalibrated to the shipped model's benign FPR, recall 0.422: worse, so both are off.
+# FRAMES_SILENT_ON_JAILBREAK alone (2026-12-06, one full run): the fine-tune collapsed (the tuned
+# tower answered nearly the same for every text; calibration ROC AUC 0.41-0.57, out of
+# distribution 0.43), cause not found; training now refuses to write such a model.
 FRAMES_SILENT_ON_JAILBREAK = False
 JAILBREAK_ROWS_SILENT_ON_HARM = False
 
