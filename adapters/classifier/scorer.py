@@ -59,11 +59,6 @@ class ScorerConfig:
 # 57 texts/s at 4 windows a batch, 54 at 64) and bounds how long an inline request shares the
 # cores with a batch already running.
 BACKGROUND_CPU_CONFIG = ScorerConfig(max_batch=4)
-# The gates' requests each wait within a deadline of tens of milliseconds: on CPU a batch of n
-# finishes all of them at once after n inferences, so a burst of a dozen screening requests in
-# one batch misses every deadline, where batches of 2 answer the first ones in time (and the
-# scorer skips what a caller has stopped waiting for).
-INLINE_CPU_CONFIG = ScorerConfig(max_batch=2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,5 +372,4 @@ def stream_and_inline_scorers(model: LoadedModel) -> tuple[MicroBatchScorer, Mic
     on_cpu = model.provider == "CPUExecutionProvider"
     stream = MicroBatchScorer(model, BACKGROUND_CPU_CONFIG if on_cpu else None, recent=recent,
                               lane=lane)
-    return stream, MicroBatchScorer(model, INLINE_CPU_CONFIG if on_cpu else None, recent=recent,
-                                    lane=lane, inline=True)
+    return stream, MicroBatchScorer(model, recent=recent, lane=lane, inline=True)
