@@ -20,21 +20,23 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from safeguards.adapters.csp.object_store import BadInputUri, InputTooLarge, ObjectUnreadable
+from safeguards.adapters.csp.object_store import (
+    BadInputUri,
+    InputLimits,
+    InputTooLarge,
+    ObjectUnreadable,
+    range_total,
+)
 
 _GS_URI = re.compile(r"gs://([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])/([^\n\r]{1,1024})")
 _SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
 _UNREADABLE = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND"}
 
 
-@dataclass(frozen=True, slots=True)
-class GcsConfig:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GcsConfig(InputLimits):
     endpoint_url: str = "https://storage.googleapis.com"
     anonymous: bool = False  # an emulator: no credentials
-    max_bytes: int = 64 * 1024 * 1024  # a job's input, all its objects together
-    max_objects: int = 100
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
 
 
 def parse_gs_uri(uri: object) -> tuple[str, str]:
@@ -99,9 +101,8 @@ class GcsReader:
             if answer.status_code not in (200, 206):
                 raise ObjectUnreadable(_UNREADABLE.get(answer.status_code,
                                                        f"status_{answer.status_code}"))
-            ranged = answer.headers.get("content-range", "")
-            total = ranged.rsplit("/", 1)[1] if "/" in ranged else ""
-            if total.isdigit() and int(total) > left:
+            total = range_total(answer.headers.get("content-range"))
+            if total is not None and total > left:
                 raise InputTooLarge(f"the job's input exceeds {self.config.max_bytes} bytes")
             data = bytearray()
             async for chunk in answer.aiter_bytes():

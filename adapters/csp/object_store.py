@@ -51,16 +51,22 @@ class ObjectUnreadable(ObjectStoreError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectStoreConfig:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputLimits:
+    """How much of a job's input the gate reads, and how long it waits (every object store)."""
+
+    max_bytes: int = 64 * 1024 * 1024  # a job's input, all its objects together
+    max_objects: int = 100  # objects under a folder URI, or URIs named
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectStoreConfig(InputLimits):
     endpoint_url: str | None = None  # None: botocore's (AWS, or AWS_ENDPOINT_URL_S3)
     region: str | None = None
     access_key_id: str | None = None  # None: botocore's credential chain
     secret_access_key: str | None = None
-    max_bytes: int = 64 * 1024 * 1024  # a job's input, all its objects together
-    max_objects: int = 100  # objects under a folder URI
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
 
 
 def parse_s3_uri(uri: object) -> tuple[str, str]:
@@ -163,11 +169,18 @@ class S3Reader:
         return data
 
 
+def range_total(content_range: object) -> int | None:
+    """The whole object's size a ranged read's ``Content-Range`` declares (None: none given)."""
+    if isinstance(content_range, str) and "/" in content_range:
+        total = content_range.rsplit("/", 1)[1]
+        return int(total) if total.isdigit() else None
+    return None
+
+
 def _total_size(answer: dict[str, Any]) -> int | None:
     """The object's whole size: ``Content-Range``'s total (a ranged read), else its length."""
-    ranged = answer.get("ContentRange")
-    if isinstance(ranged, str) and "/" in ranged:
-        total = ranged.rsplit("/", 1)[1]
-        return int(total) if total.isdigit() else None
+    total = range_total(answer.get("ContentRange"))
+    if total is not None:
+        return total
     length = answer.get("ContentLength")
     return int(length) if isinstance(length, int) else None
