@@ -13,7 +13,6 @@ rows and no test depends on a fixed port.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,12 +106,6 @@ def nats_url(nats_server: NatsServer) -> str:
 @pytest.fixture
 async def fresh_database_url(postgres_server: PostgresServer) -> str:
     """A new, empty database on the test PostgreSQL server, dropped at session end by the server."""
-    import asyncpg
+    from region_support import new_database
 
-    name = f"sg_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(postgres_server.admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return postgres_server.database_url(name)
+    return await new_database(postgres_server, "sg_test")

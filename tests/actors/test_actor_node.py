@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import anyio
-import asyncpg
 import msgpack
 import pytest
 from checker import check_end_to_end, score_signal
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from region_support import new_database
 
 from safeguards.actors.clock import ManualClock
 from safeguards.actors.node import Node
@@ -53,13 +53,7 @@ class PostgresServer(Protocol):
 
 
 async def create_database(server: PostgresServer) -> str:
-    name = f"sg_actors_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server.admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return server.database_url(name)
+    return await new_database(server, "sg_actors")
 
 
 StoreFactory = Callable[[str], Awaitable[EventStore]]

@@ -13,8 +13,8 @@ import asyncpg
 from safeguards.adapters.store import migrate
 
 
-async def region_database(postgres_server: Any, prefix: str) -> str:
-    """A new database on the test server, migrated to head."""
+async def new_database(postgres_server: Any, prefix: str) -> str:
+    """A new, empty database on the test server (dropped with the server at session end)."""
     name = f"{prefix}_{secrets.token_hex(6)}"
     admin = await asyncpg.connect(postgres_server.admin_url)
     try:
@@ -22,6 +22,12 @@ async def region_database(postgres_server: Any, prefix: str) -> str:
     finally:
         await admin.close()
     url: str = postgres_server.database_url(name)
+    return url
+
+
+async def region_database(postgres_server: Any, prefix: str) -> str:
+    """A new database on the test server, migrated to head."""
+    url = await new_database(postgres_server, prefix)
     await migrate(url)
     return url
 
