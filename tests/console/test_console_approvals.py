@@ -6,16 +6,13 @@ action needs the session's CSRF token; appeals are recorded and decided with the
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
-import anyio
 import httpx
 from node_support import running_node
 
 from safeguards.core.events import AppealResolved, ApprovalGranted, EnforcementChanged
-from safeguards.core.state import AccountState
 
-from console_support import ConsoleEnv, RunningConsole
+from console_support import ConsoleEnv
 
 ACCOUNT = "acct:approvals-1"
 P = 4
@@ -25,17 +22,6 @@ def _csrf(page: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page)
     assert found is not None
     return found.group(1)
-
-
-async def _until(console: RunningConsole, account: str,
-                 holds: Callable[[AccountState], bool], timeout_s: float = 30.0
-                 ) -> AccountState:
-    with anyio.fail_after(timeout_s):
-        while True:
-            state = await console.store.load(account)
-            if holds(state):
-                return state
-            await anyio.sleep(0.1)
 
 
 async def _post(client: httpx.AsyncClient, fields: dict[str, str]) -> httpx.Response:
@@ -53,7 +39,7 @@ async def test_a_second_admin_approves_a_suspension_and_nobody_approves_their_ow
             asked = await _post(alice, {"account": ACCOUNT, "action": "override", "level": "5",
                                         "reason": "case 77: terminate"})
             assert asked.status_code == 200, asked.text
-            state = await _until(console, ACCOUNT, lambda s: s.pending_approval is not None)
+            state = await console.state_when(ACCOUNT, lambda s: s.pending_approval is not None)
             assert state.level == 0
 
             listed = (await alice.get("/approvals")).text
@@ -84,17 +70,17 @@ async def test_a_second_admin_approves_a_suspension_and_nobody_approves_their_ow
             # bob rejects it: the request is dropped, the level stays, approving it is too late
             rejected = await _post(bob, {**approve, "action": "reject", "reason": "no case"})
             assert rejected.status_code == 200
-            await _until(console, ACCOUNT, lambda s: s.pending_approval is None)
+            await console.state_when(ACCOUNT, lambda s: s.pending_approval is None)
             late = await _post(bob, {**approve, "reason": "changed my mind"})
             assert late.status_code == 400 and "no action awaits approval" in late.text
             assert (await console.store.load(ACCOUNT)).level == 0
             # alice asks again, and bob approves
             assert (await _post(alice, {"account": ACCOUNT, "action": "override", "level": "5",
                                         "reason": "case 77: new evidence"})).status_code == 200
-            await _until(console, ACCOUNT, lambda s: s.pending_approval is not None)
+            await console.state_when(ACCOUNT, lambda s: s.pending_approval is not None)
             granted = await _post(bob, {**approve, "reason": "read case 77"})
             assert granted.status_code == 200 and "approve" in granted.text
-            state = await _until(console, ACCOUNT, lambda s: s.level == 5)
+            state = await console.state_when(ACCOUNT, lambda s: s.level == 5)
             assert state.pending_approval is None
             history = await console.store.history(ACCOUNT)
             grants = [e.body for e in history if isinstance(e.body, ApprovalGranted)]
@@ -109,18 +95,18 @@ async def test_a_second_admin_approves_a_suspension_and_nobody_approves_their_ow
             assert (await _post(bob, {"account": ACCOUNT, "action": "appeal-file",
                                       "appeal_id": "A-9", "filed_by": "csp-support",
                                       "reason": "wrong account"})).status_code == 200
-            await _until(console, ACCOUNT, lambda s: s.open_appeals == ("A-9",))
+            await console.state_when(ACCOUNT, lambda s: s.open_appeals == ("A-9",))
             assert (await _post(bob, {"account": ACCOUNT, "action": "appeal-resolve",
                                       "appeal_id": "A-9", "outcome": "overturned",
                                       "level_after": "0", "reason": "wrong account"})
                     ).status_code == 200
-            state = await _until(console, ACCOUNT, lambda s: s.pending_approval is not None)
+            state = await console.state_when(ACCOUNT, lambda s: s.pending_approval is not None)
             assert state.level == 5 and state.open_appeals == ()
             row = (await alice.get("/approvals")).text.split('<tr class="approval"', 1)[1]
             assert "set L0" in row and ">bob<" in row and "appeal A-9 overturned" in row
             assert (await _post(alice, {**approve, "level": "0", "reason": "agreed"})
                     ).status_code == 200
-            await _until(console, ACCOUNT, lambda s: s.level == 0)
+            await console.state_when(ACCOUNT, lambda s: s.level == 0)
         async with console.client(None) as anonymous:
             metrics = (await anonymous.get("/metrics")).text
     assert 'safeguards_console_actions_total{action="approve",outcome="refused_own"} 1.0' \
@@ -141,12 +127,12 @@ async def test_an_appeal_is_recorded_listed_and_decided_with_the_clis_signals(
         # an analyst sets L2 and records the user's appeal against it
         assert (await _post(carol, {"account": account, "action": "override", "level": "2",
                                     "reason": "case 9"})).status_code == 200
-        await _until(console, account, lambda s: s.level == 2)
+        await console.state_when(account, lambda s: s.level == 2)
         filed = await _post(carol, {"account": account, "action": "appeal-file",
                                     "appeal_id": "A-17", "filed_by": "csp-support",
                                     "reason": "user says it was a test suite"})
         assert filed.status_code == 200 and "AppealFiled" in filed.text
-        await _until(console, account, lambda s: s.open_appeals == ("A-17",))
+        await console.state_when(account, lambda s: s.open_appeals == ("A-17",))
 
         page = (await carol.get("/appeals")).text
         row = page.split('<tr class="appeal"', 1)[1].split("</tr>", 1)[0]
@@ -159,7 +145,7 @@ async def test_an_appeal_is_recorded_listed_and_decided_with_the_clis_signals(
         assert 'class="resolve"' in (await bob.get("/appeals")).text
         assert (await bob.post("/action", data=resolve)).status_code == 403  # no CSRF
         assert (await _post(bob, resolve)).status_code == 200
-        state = await _until(console, account, lambda s: not s.open_appeals)
+        state = await console.state_when(account, lambda s: not s.open_appeals)
         assert state.level == 0
         resolved = [e.body for e in await console.store.history(account)
                     if isinstance(e.body, AppealResolved)]

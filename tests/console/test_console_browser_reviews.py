@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from safeguards.core.events import (
     Event,
     RequestObserved,
 )
-from safeguards.core.state import AccountState
 
 from bus_support import publish_signals, wait_until
 from console_support import RunningConsole, console_with_node_and_proxy
@@ -42,16 +40,6 @@ SECRET_REASON = "case 5120: private note about the user"
 
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None,
                                 reason="Debian's chromium is not installed (.ci/run installs it)")
-
-
-async def _until(console: RunningConsole, holds: Callable[[AccountState], bool],
-                 timeout_s: float = 20.0) -> AccountState:
-    with anyio.fail_after(timeout_s):
-        while True:
-            state = await console.store.load(ACCOUNT)
-            if holds(state):
-                return state
-            await anyio.sleep(0.05)
 
 
 async def _recorded_requests(console: RunningConsole) -> list[Event]:
@@ -113,7 +101,7 @@ async def test_two_admins_decide_a_lowering_an_appeal_is_overturned_and_the_repo
     async with console_with_node_and_proxy(fresh_database_url, nats_url, region, P) as stack:
         console, nc, proxy, proxy_url = stack.console, stack.nc, stack.proxy, stack.proxy_url
         await publish_signals(nc.jetstream(), region, P, signals)
-        await _until(console, lambda s: s.level == 4)
+        await console.state_when(ACCOUNT, lambda s: s.level == 4)
         changes = [e.body for e in await console.store.history(ACCOUNT)
                    if isinstance(e.body, EnforcementChanged)]
         assert changes[-1].rule_id == "escalate.severe_evidence"
@@ -132,7 +120,7 @@ async def test_two_admins_decide_a_lowering_an_appeal_is_overturned_and_the_repo
 
             # alice asks to lower it: recorded as a request, nothing else changes
             await _request_lowering(alice, console, "case 5120: false positive?")
-            pending = await _until(console, lambda s: s.pending_approval is not None)
+            pending = await console.state_when(ACCOUNT, lambda s: s.pending_approval is not None)
             assert pending.level == 4 and pending.pending_approval is not None
             assert pending.pending_approval.operator == "alice"
             assert pending.pending_approval.level == 2
@@ -154,7 +142,7 @@ async def test_two_admins_decide_a_lowering_an_appeal_is_overturned_and_the_repo
             await row.locator("input.reason").fill("not enough: ask the CSP first")
             await row.locator("button.reject").click()
             await expect(row.locator("#sent")).to_contain_text("Sent reject")
-            rejected = await _until(console, lambda s: s.pending_approval is None)
+            rejected = await console.state_when(ACCOUNT, lambda s: s.pending_approval is None)
             assert rejected.level == 4
             assert proxy.gate.level_of(ACCOUNT, time.time()) == 4
             await bob.reload()
@@ -162,7 +150,7 @@ async def test_two_admins_decide_a_lowering_an_appeal_is_overturned_and_the_repo
 
             # alice asks again, bob approves: the level changes and reaches the proxy
             await _request_lowering(alice, console, SECRET_REASON)
-            await _until(console, lambda s: s.pending_approval is not None)
+            await console.state_when(ACCOUNT, lambda s: s.pending_approval is not None)
             await bob.reload()
             row = bob.locator(f"tr.approval[data-account='{ACCOUNT}']")
             await expect(row).to_contain_text(SECRET_REASON)
@@ -170,7 +158,7 @@ async def test_two_admins_decide_a_lowering_an_appeal_is_overturned_and_the_repo
             await row.locator("button.approve").click()
             await expect(row.locator("#sent")).to_contain_text("Sent approve")
             await expect(row.locator("#sent")).to_contain_text("(L2)")
-            lowered = await _until(console, lambda s: s.level == 2)
+            lowered = await console.state_when(ACCOUNT, lambda s: s.level == 2)
             assert lowered.pending_approval is None
             await wait_until(lambda: proxy.gate.level_of(ACCOUNT, time.time()) == 2)
             history = await console.store.history(ACCOUNT)
@@ -190,7 +178,7 @@ async def test_two_admins_decide_a_lowering_an_appeal_is_overturned_and_the_repo
             await alice.fill("#appeal-reason", "the user is a red-team vendor")
             await alice.click("#appeal-go")
             await expect(alice.locator("#filed #sent")).to_contain_text("AppealFiled")
-            await _until(console, lambda s: s.open_appeals == ("A-314",))
+            await console.state_when(ACCOUNT, lambda s: s.open_appeals == ("A-314",))
             await bob.goto(f"{console.url}/appeals")
             appeal = bob.locator("tr.appeal[data-appeal='A-314']")
             await expect(appeal).to_contain_text("red-team vendor")
@@ -200,7 +188,8 @@ async def test_two_admins_decide_a_lowering_an_appeal_is_overturned_and_the_repo
             await appeal.locator("input.reason").fill("vendor contract on file")
             await appeal.locator("button.resolve").click()
             await expect(appeal.locator("#sent")).to_contain_text("AppealResolved")
-            cleared = await _until(console, lambda s: s.level == 0 and not s.open_appeals)
+            cleared = await console.state_when(
+                ACCOUNT, lambda s: s.level == 0 and not s.open_appeals)
             assert cleared.pending_approval is None
             await wait_until(lambda: proxy.gate.level_of(ACCOUNT, time.time()) == 0)
             resolved = [e.body for e in await console.store.history(ACCOUNT)

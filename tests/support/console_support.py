@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import anyio
 import httpx
 from nats.aio.client import Client
 
@@ -19,6 +20,7 @@ from safeguards.adapters.embedded import free_port
 from safeguards.adapters.operators import add_operator
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.core.policy import default_policy
+from safeguards.core.state import AccountState
 from safeguards.ops.console.app import ConsoleConfig, build_console
 from safeguards.ops.console.auth import make_token
 
@@ -33,6 +35,17 @@ class RunningConsole:
     region: str
     store: PostgresEventStore
     config: ConsoleConfig
+
+    async def state_when(self, account: str, holds: Callable[[AccountState], bool],
+                         timeout_s: float = 30.0) -> AccountState:
+        """The account's stored state once ``holds`` is true of it (polled: the store has no
+        events to wait on); TimeoutError after ``timeout_s``."""
+        with anyio.fail_after(timeout_s):
+            while True:
+                state = await self.store.load(account)
+                if holds(state):
+                    return state
+                await anyio.sleep(0.05)
 
     def token(self, operator: str, now: float | None = None) -> str:
         return make_token(self.region, operator, time.time() if now is None else now)
