@@ -106,6 +106,7 @@ class _Exchange:
     proof: str | None = None  # the caller assertion
     request_line: tuple[str, str] = ("", "")  # :method and :path, bound by the assertion
     peer: str | None = None  # the front door's address (the gRPC peer)
+    auth: list[str] = field(default_factory=list)  # Authorization: reads a Vertex job's input
     route: Route | None = None  # the route table's match (None: no request headers seen)
     call: ProviderCall = MESSAGES_CALL  # the provider's API the route speaks
     body: bytearray = field(default_factory=bytearray)
@@ -217,6 +218,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                      for h in headers.headers.headers]
             ex.caller = target.call.caller(self.identity.caller(pairs))
             ex.identity = {k: text(v) for k, v in pairs if k in self.identity.names}
+            ex.auth = [text(v) for k, v in pairs if k == "authorization"]
             ex.proof = one_assertion([text(v) for k, v in pairs if k == ASSERTION_HEADER])
             declared = header(headers.headers, "content-length")
             limit = self.config.max_body_bytes
@@ -254,7 +256,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if ex.batch is not None:
                 return await batch_request_body(self.batches, ex.batch, ex.caller, bytes(ex.body))
             if ex.route is Route.JOB_CREATE:  # each record of the job's input file checked
-                return await job_request_body(self.jobs, ex.call.api, ex.caller, bytes(ex.body))
+                return await job_request_body(self.jobs, ex.call.api, ex.caller, ex.body, ex.auth)
             if not ex.route.generates:  # generates nothing: checked on its headers
                 return pb.ProcessingResponse(request_body=body_response())
             admitted = await self.admission.admit(ex.caller, bytes(ex.body), "ext_proc",
@@ -270,8 +272,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             return self._refusal(decision, ex)
         if decision.safety_prompt:
             new_body = json.dumps(with_safety_prompt(admitted.doc)).encode()
-            return pb.ProcessingResponse(
-                request_body=body_response(new_body, content_length=True))
+            return pb.ProcessingResponse(request_body=body_response(new_body, content_length=True))
         return pb.ProcessingResponse(request_body=body_response())
 
     def _refusal(self, decision: Decision, ex: _Exchange) -> pb.ProcessingResponse:
@@ -279,8 +280,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         return immediate(decision.status, message, *extra,
                          ("x-safeguards-action", decision.action), api=ex.call.api)
 
-    def _response_headers(self, ex: _Exchange,
-                          headers: pb.HttpHeaders) -> pb.ProcessingResponse:
+    def _response_headers(self, ex: _Exchange, headers: pb.HttpHeaders) -> pb.ProcessingResponse:
         content_type = header(headers.headers, "content-type") or ""
         media = ex.call.api.stream_content_type.split(b";", 1)[0].decode()
         ex.streaming = content_type.startswith(media)

@@ -5,38 +5,43 @@ gate reads each object through Cloud Storage's JSON API (``GET .../download/stor
 {bucket}/o/{object}?alt=media``, ranged) with the same bounds and typed errors as S3
 (``object_store``): at most ``max_objects`` URIs and ``max_bytes`` in all; a wildcard URI
 cannot be checked object by object before the job starts and is refused
-(:class:`~object_store.BadInputUri`). Credentials: Application Default Credentials
-(``google.auth.default``, read-only scope, refreshed in a worker thread), or none for an
-emulator (``anonymous``).
+(:class:`~input_errors.BadInputUri`).
+
+Whose authority reads: the caller's own, the OAuth bearer token of the job's creation
+(``Authorization: Bearer ...``, the caller's identity on Vertex), never the gate's. Read with
+the gate's credentials, a caller could name an object only the gate may read and learn from the
+gate's answer that it exists and what its records hold (a confused deputy); with the caller's
+token the gate learns nothing the caller could not ask Cloud Storage itself. No token, or one
+Cloud Storage refuses (401, 403), is :class:`~input_errors.AccessRefused` in Vertex's shape
+(``UNAUTHENTICATED``, ``PERMISSION_DENIED``), whatever the account's standing. The token is
+sent to Cloud Storage only, and never logged.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
-import anyio
 import httpx
 
-from safeguards.adapters.csp.object_store import (
+from safeguards.adapters.csp.input_errors import (
+    AccessRefused,
     BadInputUri,
-    InputLimits,
     InputTooLarge,
     ObjectUnreadable,
-    range_total,
 )
+from safeguards.adapters.csp.object_store import InputLimits, range_total
 
 _GS_URI = re.compile(r"gs://([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])/([^\n\r]{1,1024})")
-_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
-_UNREADABLE = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND"}
+_UNREADABLE = {404: "NOT_FOUND"}
+_REFUSED = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,4096}")  # RFC 6750's b64token
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GcsConfig(InputLimits):
     endpoint_url: str = "https://storage.googleapis.com"
-    anonymous: bool = False  # an emulator: no credentials
 
 
 def parse_gs_uri(uri: object) -> tuple[str, str]:
@@ -50,18 +55,35 @@ def parse_gs_uri(uri: object) -> tuple[str, str]:
     return found.group(1), found.group(2)
 
 
+def bearer_token(authorization: list[str]) -> str:
+    """The caller's OAuth token from the ``Authorization`` header's values (one, ``Bearer``);
+    ``AccessRefused`` (401) otherwise. The token is never in the error."""
+    if not authorization:
+        raise AccessRefused(401, "the job's input is read with the caller's own credentials: "
+                                 "the request carries no OAuth bearer token", "UNAUTHENTICATED")
+    scheme, _, token = authorization[0].strip().partition(" ")
+    if (len(authorization) > 1 or scheme.lower() != "bearer"
+            or not _TOKEN.fullmatch(token.strip())):
+        raise AccessRefused(401, "the job's input is read with the caller's own credentials: "
+                                 "expected one Authorization: Bearer header", "UNAUTHENTICATED")
+    return token.strip()
+
+
 class GcsReader:
+    """Reads a job's input objects through Cloud Storage's JSON API, as the caller."""
+
     def __init__(self, config: GcsConfig | None = None) -> None:
         self.config = config or GcsConfig()
-        self._credentials: Any = None
 
-    async def read(self, uris: list[object]) -> list[tuple[str, bytes]]:
-        """(object name, bytes) of each URI, in the job's order."""
+    async def read(self, uris: list[object], authorization: list[str]
+                   ) -> list[tuple[str, bytes]]:
+        """(object name, bytes) of each URI, in the job's order, read with the caller's token
+        (``authorization``: the creation's ``Authorization`` header values)."""
         if not 0 < len(uris) <= self.config.max_objects:
             raise InputTooLarge(f"gcsSource.uris: 1 to {self.config.max_objects} objects")
         named = [parse_gs_uri(uri) for uri in uris]
         c = self.config
-        headers = {} if c.anonymous else {"authorization": f"Bearer {await self._token()}"}
+        headers = {"authorization": f"Bearer {bearer_token(authorization)}"}
         timeout = httpx.Timeout(c.read_timeout_s, connect=c.connect_timeout_s)
         out: list[tuple[str, bytes]] = []
         left = c.max_bytes
@@ -75,22 +97,6 @@ class GcsReader:
             raise ObjectUnreadable(type(exc).__name__) from None
         return out
 
-    async def _token(self) -> str:
-        def refresh() -> str:
-            import google.auth
-            import google.auth.transport.requests
-
-            if self._credentials is None:
-                self._credentials, _ = google.auth.default(scopes=[_SCOPE])
-            if not self._credentials.valid:
-                self._credentials.refresh(google.auth.transport.requests.Request())
-            return str(self._credentials.token)
-
-        try:
-            return await anyio.to_thread.run_sync(refresh)
-        except Exception as exc:  # no credentials here: the input cannot be read
-            raise ObjectUnreadable(f"credentials: {type(exc).__name__}") from None
-
     async def _object(self, client: httpx.AsyncClient, bucket: str, name: str,
                       left: int) -> bytes:
         url = (f"{self.config.endpoint_url}/download/storage/v1/b/{quote(bucket, safe='')}"
@@ -98,6 +104,9 @@ class GcsReader:
         async with client.stream("GET", url, headers={"range": f"bytes=0-{left}"}) as answer:
             if answer.status_code == 416:
                 return b""  # an empty object has no byte 0
+            if answer.status_code in _REFUSED:
+                raise AccessRefused(answer.status_code, "the caller may not read the job's "
+                                    "input", _REFUSED[answer.status_code])
             if answer.status_code not in (200, 206):
                 raise ObjectUnreadable(_UNREADABLE.get(answer.status_code,
                                                        f"status_{answer.status_code}"))

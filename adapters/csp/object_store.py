@@ -4,14 +4,22 @@ A provider's batch job names its input by URI (Bedrock: ``s3://bucket/key`` for 
 file, or ``s3://bucket/prefix/`` for every object under a folder); the gate reads it before the
 job is created (``provider_batch_jobs``). The read is bounded: at most ``max_objects`` objects
 and ``max_bytes`` in all (what the object store declares is checked before a byte is read, and
-what it sends is cut one byte past the limit). Every failure is a typed error: a bad URI
-(:class:`BadInputUri`), input over the limits (:class:`InputTooLarge`), an object the store
-would not or could not hand over (:class:`ObjectUnreadable`, its ``reason`` a short code,
-never the store's message).
+what it sends is cut one byte past the limit). Every failure is a typed error
+(``input_errors``): a bad URI (:class:`BadInputUri`), input over the limits
+(:class:`InputTooLarge`), the job's role denied the read (:class:`AccessRefused`: S3's
+``AccessDenied``, whether or not the object exists, as S3 answers that role), an object the
+store would not or could not hand over otherwise (:class:`ObjectUnreadable`); each with a short
+code as its ``reason``, never the store's message.
+
+Whose authority reads: the job's role (``roleArn``), never the gate's. The gate's own
+credentials only sign STS's ``AssumeRole`` (``assumed_roles``); the objects are listed and read
+with the role's temporary keys, so a caller learns nothing of an object the role it names may
+not read (the gate reading with its own credentials would be a confused deputy).
 
 botocore's client is synchronous; each read runs in a worker thread (a job's creation is rare
-next to the requests the gate serves). Credentials, region and endpoint come from botocore's
-usual chain (environment, profile, instance role; ``AWS_ENDPOINT_URL_S3``) unless the
+next to the requests the gate serves), with an S3 client made for the role's keys. The gate's
+credentials, region and endpoints come from botocore's usual chain (environment, profile,
+instance role; ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL_STS``) unless the
 :class:`ObjectStoreConfig` names them.
 """
 
@@ -24,31 +32,17 @@ from typing import Any
 
 import anyio
 
+from safeguards.adapters.csp.assumed_roles import AssumedRoles, RoleCredentials
+from safeguards.adapters.csp.input_errors import AccessRefused as AccessRefused
+from safeguards.adapters.csp.input_errors import BadInputUri as BadInputUri
+from safeguards.adapters.csp.input_errors import InputTooLarge as InputTooLarge
+from safeguards.adapters.csp.input_errors import ObjectStoreError as ObjectStoreError
+from safeguards.adapters.csp.input_errors import ObjectUnreadable as ObjectUnreadable
+
+_ROLE_DENIED = frozenset(("AccessDenied", "AllAccessDisabled", "AccountProblem"))
+_STALE_KEYS = frozenset(("InvalidAccessKeyId", "ExpiredToken", "InvalidToken",
+                         "TokenRefreshRequired"))
 _S3_URI = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.{0,1024})", re.DOTALL)
-
-
-class ObjectStoreError(Exception):
-    """A job's input that cannot be checked; ``status`` is the HTTP status it answers with."""
-
-    status = 400
-
-
-class BadInputUri(ObjectStoreError):
-    pass
-
-
-class InputTooLarge(ObjectStoreError):
-    status = 413
-
-
-class ObjectUnreadable(ObjectStoreError):
-    """The store did not hand the object over (missing, denied, unreachable, cut off)."""
-
-    status = 503
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"the job's input could not be read ({reason})")
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,9 +58,12 @@ class InputLimits:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ObjectStoreConfig(InputLimits):
     endpoint_url: str | None = None  # None: botocore's (AWS, or AWS_ENDPOINT_URL_S3)
+    sts_endpoint_url: str | None = None  # None: botocore's (AWS, or AWS_ENDPOINT_URL_STS)
     region: str | None = None
-    access_key_id: str | None = None  # None: botocore's credential chain
+    access_key_id: str | None = None  # the gate's, for STS only; None: botocore's chain
     secret_access_key: str | None = None
+    role_duration_s: int = 900  # an assumed role's credentials: STS's shortest
+    max_roles: int = 256  # roles whose credentials are kept
 
 
 def parse_s3_uri(uri: object) -> tuple[str, str]:
@@ -78,40 +75,51 @@ def parse_s3_uri(uri: object) -> tuple[str, str]:
 
 
 class S3Reader:
-    """Reads a job's input objects through S3's API (one botocore client, made on first use)."""
+    """Reads a job's input objects through S3's API, as the job's role (``assumed_roles``)."""
 
     def __init__(self, config: ObjectStoreConfig | None = None) -> None:
         self.config = config or ObjectStoreConfig()
-        self._client: Any = None
+        self.roles = AssumedRoles(lambda: self._botocore("sts"),
+                                  duration_s=self.config.role_duration_s,
+                                  max_roles=self.config.max_roles)
+        self._session: Any = None
         self._lock = threading.Lock()
 
-    async def read(self, uri: object, expected_owner: str | None = None
-                   ) -> list[tuple[str, bytes]]:
-        """(key, bytes) of each object the URI names, in key order."""
+    async def read(self, uri: object, role_arn: str, account: str,
+                   expected_owner: str | None = None) -> list[tuple[str, bytes]]:
+        """(key, bytes) of each object the URI names, in key order, read as ``role_arn`` for a
+        job of ``account`` (its ``ExternalId``)."""
         bucket, key = parse_s3_uri(uri)
-        return await anyio.to_thread.run_sync(self._read, bucket, key, expected_owner)
+        return await anyio.to_thread.run_sync(self._read, bucket, key, expected_owner, role_arn,
+                                              account)
 
-    def _botocore(self) -> Any:
+    def _botocore(self, service: str, role: RoleCredentials | None = None) -> Any:
+        """A client of ``service``: STS with the gate's credentials, S3 with the role's."""
+        import botocore.config
+        import botocore.session
+
         with self._lock:
-            if self._client is None:
-                import botocore.config
-                import botocore.session
+            if self._session is None:
+                self._session = botocore.session.get_session()
+        c = self.config
+        keys = ({"aws_access_key_id": role.access_key_id,
+                 "aws_secret_access_key": role.secret_access_key,
+                 "aws_session_token": role.session_token} if role is not None else
+                {"aws_access_key_id": c.access_key_id,
+                 "aws_secret_access_key": c.secret_access_key})
+        return self._session.create_client(
+            service, endpoint_url=c.endpoint_url if role is not None else c.sts_endpoint_url,
+            region_name=c.region, **keys, config=botocore.config.Config(
+                connect_timeout=c.connect_timeout_s, read_timeout=c.read_timeout_s,
+                retries={"max_attempts": 2, "mode": "standard"}))
 
-                c = self.config
-                self._client = botocore.session.get_session().create_client(
-                    "s3", endpoint_url=c.endpoint_url, region_name=c.region,
-                    aws_access_key_id=c.access_key_id, aws_secret_access_key=c.secret_access_key,
-                    config=botocore.config.Config(
-                        connect_timeout=c.connect_timeout_s, read_timeout=c.read_timeout_s,
-                        retries={"max_attempts": 2, "mode": "standard"}))
-            return self._client
-
-    def _read(self, bucket: str, key: str, owner: str | None) -> list[tuple[str, bytes]]:
+    def _read(self, bucket: str, key: str, owner: str | None, role_arn: str,
+              account: str) -> list[tuple[str, bytes]]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         extra = {"ExpectedBucketOwner": owner} if owner else {}
         try:
-            client = self._botocore()
+            client = self._botocore("s3", self.roles.credentials(role_arn, account))
             keys = self._listed(client, bucket, key, extra) if key.endswith("/") or not key else [
                 key]
             out: list[tuple[str, bytes]] = []
@@ -123,7 +131,12 @@ class S3Reader:
             return out
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", "error"))
-            raise ObjectUnreadable(re.sub(r"[^A-Za-z0-9_.-]", "", code)[:64] or "error") from None
+            code = re.sub(r"[^A-Za-z0-9_.-]", "", code)[:64] or "error"
+            if code in _ROLE_DENIED:
+                raise AccessRefused(403, "the job's role may not read its input", code) from None
+            if code in _STALE_KEYS:  # the role's keys, revoked or expired early: assume anew
+                self.roles.forget(role_arn, account)
+            raise ObjectUnreadable(code) from None
         except BotoCoreError as exc:
             raise ObjectUnreadable(type(exc).__name__) from None
 

@@ -24,6 +24,16 @@ closed); otherwise it is forwarded unchecked, counted in ``counts["unreadable_fo
 logged (the model's own read then fails alike). The input is read once, at creation: an object
 replaced between the check and the job's run is not seen (the providers take no object
 version to pin).
+
+Whose authority reads the input: the job's, never the gate's. A Bedrock job's input is read as
+its role (``roleArn``, assumed through STS: ``assumed_roles``), a Vertex job's with the
+caller's own OAuth token (its ``Authorization`` header). The gate reading with its own
+credentials would be a confused deputy: a caller could name an object it may not read, and the
+gate's answer (its existence, its records' count, their refusals) would tell of it. A role the
+gate may not assume, a token that is missing, or an object that authority may not read refuses
+the job whatever the account's standing (``AccessRefused``: 401/403, or 400 for an invalid role,
+in the provider's shape, counted in ``counts["access_refused"]``), saying no more than the
+provider would tell that authority.
 """
 
 from __future__ import annotations
@@ -43,17 +53,19 @@ from safeguards.adapters.csp.answers import (
     respond,
     send_api_error,
 )
+from safeguards.adapters.csp.assumed_roles import ROLE_ARN
 from safeguards.adapters.csp.batches import BatchGate, BatchProxy
 from safeguards.adapters.csp.decision import BLOCK, Decision, refusal
 from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.gcs_store import GcsReader
 from safeguards.adapters.csp.identity import Caller
-from safeguards.adapters.csp.messages_api import BadRequest, json_object
-from safeguards.adapters.csp.object_store import (
+from safeguards.adapters.csp.input_errors import (
+    AccessRefused,
     ObjectStoreError,
     ObjectUnreadable,
-    S3Reader,
 )
+from safeguards.adapters.csp.messages_api import BadRequest, json_object
+from safeguards.adapters.csp.object_store import S3Reader
 from safeguards.adapters.csp.provider_api import ProviderApi, ProviderCall
 from safeguards.adapters.csp.routes import Route, Target
 from safeguards.adapters.csp.vertex_api import VERTEX_API
@@ -75,6 +87,7 @@ class JobInput:
     model: str
     uris: tuple[object, ...]
     bucket_owner: str | None = None
+    role_arn: str = ""  # Bedrock's: the role that reads the input
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +106,8 @@ def bedrock_job(body: bytes) -> JobInput:
     for name in ("jobName", "roleArn"):
         if not isinstance(doc.get(name), str) or not doc[name]:
             raise BadRequest(400, f"{name}: field required (a non-empty string)")
+    if not ROLE_ARN.fullmatch(doc["roleArn"]):
+        raise BadRequest(400, "roleArn: expected an IAM role's ARN")
     model = doc.get("modelId")
     if not isinstance(model, str) or not _MODEL_ID.fullmatch(model):
         raise BadRequest(400, "modelId: expected a model id, inference profile or ARN")
@@ -107,7 +122,7 @@ def bedrock_job(body: bytes) -> JobInput:
         raise BadRequest(400, "inputDataConfig.s3InputDataConfig.s3BucketOwner: an account id")
     if not isinstance(doc.get("outputDataConfig"), dict):
         raise BadRequest(400, "outputDataConfig: field required (an object)")
-    return JobInput(model, (s3["s3Uri"],), owner)
+    return JobInput(model, (s3["s3Uri"],), owner, doc["roleArn"])
 
 
 def vertex_job(body: bytes) -> JobInput:
@@ -181,19 +196,23 @@ class JobGate:
         self.s3 = s3 or S3Reader()
         self.gcs = gcs or GcsReader()
         self.max_records = max_records
-        self.counts: Counter[str] = Counter()  # forwarded, refused, bad_input, unreadable_*
+        # forwarded, refused, bad_input, access_refused, unreadable_*
+        self.counts: Counter[str] = Counter()
 
-    async def check(self, caller: Caller, api: ProviderApi, body: bytes) -> JobRefusal | None:
+    async def check(self, caller: Caller, api: ProviderApi, body: bytes,
+                    authorization: list[str] | None = None) -> JobRefusal | None:
         """None: every record passed, the job goes upstream unchanged; else its refusal.
-        ``api``: Bedrock's or Vertex's. Raises ``BadRequest`` for a malformed job or input
-        (answered in the provider's shape)."""
+        ``api``: Bedrock's or Vertex's; ``authorization``: the creation's ``Authorization``
+        header values (a Vertex job's input is read with the caller's token). Raises
+        ``BadRequest`` for a malformed job or input (answered in the provider's shape)."""
         try:
-            return await self._check(caller, api, body)
+            return await self._check(caller, api, body, authorization or [])
         except BadRequest:
             self.counts["bad_input"] += 1
             raise
 
-    async def _check(self, caller: Caller, api: ProviderApi, body: bytes) -> JobRefusal | None:
+    async def _check(self, caller: Caller, api: ProviderApi, body: bytes,
+                     authorization: list[str]) -> JobRefusal | None:
         vertex = api is VERTEX_API
         job = vertex_job(body) if vertex else bedrock_job(body)
         gate = self.batches.gate
@@ -203,8 +222,14 @@ class JobGate:
             self.counts["refused"] += 1
             return _refused(standing, "this account may not create batch jobs")
         try:
-            objects = await (self.gcs.read(list(job.uris)) if vertex else
-                             self.s3.read(job.uris[0], job.bucket_owner))
+            objects = await (
+                self.gcs.read(list(job.uris), authorization) if vertex else
+                self.s3.read(job.uris[0], job.role_arn, caller.account, job.bucket_owner))
+        except AccessRefused as exc:
+            self.counts["access_refused"] += 1
+            log.info("a batch job refused: its authority may not read its input (%s)",
+                     exc.reason)
+            return JobRefusal(exc.status, str(exc))
         except ObjectUnreadable as exc:
             if standing.flags or standing.refused or not gate.synced:
                 self.counts["unreadable_refused"] += 1
@@ -268,7 +293,9 @@ async def serve_job(proxy: JobProxy, scope: Scope, receive: Receive, send: Send,
         return  # the client went away
     api = target.call.api
     if target.route is Route.JOB_CREATE:
-        refused = await proxy.jobs.check(target.call.caller(caller), api, body)
+        authorization = [v.decode("latin-1") for k, v in scope["headers"]
+                         if k == b"authorization"]
+        refused = await proxy.jobs.check(target.call.caller(caller), api, body, authorization)
         if refused is not None:
             await send_api_error(send, api, refused.status, refused.message, (
                 *((k.encode(), v.encode()) for k, v in refused.headers),
