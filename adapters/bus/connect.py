@@ -3,17 +3,24 @@
 A region's NATS is one server or a cluster: ``url`` may name several servers, comma-separated
 (``nats://a:4222,nats://b:4222,nats://c:4222``); the connection starts on any of them and, when
 its server goes (killed, paused past the ping deadline, partitioned), moves to another.
+
+Which other: ``ServerRotation``, never the server just left while another has not been tried
+since. nats-py's own choice shuffles the whole list, the server just left included; a paused
+server still accepts TCP connections (the kernel does), so a move back to it waited out the whole
+connect timeout before trying the next, while the partitions' leases ran out.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import nats
-from nats.aio.client import Client
+from nats.aio.client import Client, Server
 
 from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.nats_tls import client_tls
@@ -23,10 +30,42 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 5.0
+# each step of a connect (TCP, the server's INFO, TLS, PONG): a live server answers within
+# milliseconds, and a paused one accepts the TCP connection but never sends INFO, so every
+# second here is a second a move to another server can lose to it
+CONNECT_TIMEOUT_S = 2.0
 
+
+RECONNECT_WAIT_S = 0.25
 
 Callback = Callable[..., Awaitable[None]]
+
+
+class ServerRotation:
+    """nats-py's ``reconnect_to_server_handler``: each attempt goes to the server tried longest
+    ago (never tried first, ties at random), the one the connection is on or just tried counting
+    as tried now; a server tried less than ``wait_s`` ago is waited for (every server failed)."""
+
+    def __init__(self, wait_s: float = RECONNECT_WAIT_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.wait_s = wait_s
+        self._clock = clock
+        self.current: str | None = None  # host:port of the server connected or being tried
+        self._tried: dict[str, float] = {}
+
+    def __call__(self, servers: list[Server], info: dict[str, Any]
+                 ) -> tuple[Server | None, float]:
+        now = self._clock()
+        if self.current is not None:
+            self._tried[self.current] = now  # left it, or it just failed: last in line
+        if not servers:
+            return None, self.wait_s
+        never = float("-inf")
+        candidates = random.sample(servers, len(servers))
+        chosen = min(candidates, key=lambda s: self._tried.get(s.uri.netloc, never))
+        last = self._tried.get(chosen.uri.netloc, never)
+        self.current = chosen.uri.netloc
+        return chosen, max(0.0, last + self.wait_s - now)
 
 
 def server_urls(url: str) -> list[str]:
@@ -69,6 +108,7 @@ async def connect(url: str, *, name: str, timeout_s: float = 15.0, once: bool = 
     tls = client_tls(servers[0])
     if tls is not None:
         auth["tls"] = tls
+    rotation = ServerRotation()
     try:
         with anyio.fail_after(timeout_s):
             nc: Client = await nats.connect(
@@ -76,7 +116,8 @@ async def connect(url: str, *, name: str, timeout_s: float = 15.0, once: bool = 
                 name=name,
                 connect_timeout=connect_timeout_s,
                 max_reconnect_attempts=0 if once else -1,
-                reconnect_time_wait=0.25,
+                reconnect_time_wait=RECONNECT_WAIT_S,
+                reconnect_to_server_handler=rotation,
                 allow_reconnect=not once,
                 # a server that stops answering (SIGSTOP, a partition, a stalled VM) is
                 # given up within ~4-6 s and the connection moves to another of the cluster
@@ -95,4 +136,6 @@ async def connect(url: str, *, name: str, timeout_s: float = 15.0, once: bool = 
         raise BusUnavailable(f"cannot connect to NATS: {type(exc).__name__}") from None
     except (TimeoutError, OSError) as exc:
         raise BusUnavailable(f"cannot connect to NATS: {type(exc).__name__}") from None
+    if nc.connected_url is not None:
+        rotation.current = nc.connected_url.netloc
     return nc
