@@ -17,11 +17,13 @@ A role that STS will not let the gate assume is :class:`~input_errors.AccessRefu
 400 for a role STS finds invalid); a failure of the gate's own credentials or of STS itself is
 :class:`~input_errors.ObjectUnreadable` (as an unreachable store is). Credentials are kept per
 (role, external id) until ``refresh_before_s`` before they expire, at most ``max_roles`` of
-them (the least recently used dropped first).
+them (the least recently used dropped first). The keys are never logged (``repr`` leaves the
+secrets out; botocore, which logs bodies and signing material at DEBUG, is held at INFO).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -36,6 +38,9 @@ SESSION_NAME = "safeguards-job-gate"
 ROLE_ARN = re.compile(r"arn:aws[a-z-]{0,16}:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}")
 _EXTERNAL_ID = re.compile(r"[A-Za-z0-9+=,.@:/_-]{2,1224}")
 _REFUSED = frozenset(("AccessDenied", "AccessDeniedException", "RegionDisabledException"))
+# botocore logs at DEBUG each response's body (AssumeRole's holds the role's secret key) and each
+# request's signing material (the session token): never logged, whatever the process's level
+logging.getLogger("botocore").setLevel(logging.INFO)
 
 
 @dataclass(frozen=True, slots=True)
