@@ -98,20 +98,20 @@ class S3Reader:
         import botocore.config
         import botocore.session
 
-        with self._lock:
-            if self._session is None:
-                self._session = botocore.session.get_session()
         c = self.config
         keys = ({"aws_access_key_id": role.access_key_id,
                  "aws_secret_access_key": role.secret_access_key,
                  "aws_session_token": role.session_token} if role is not None else
                 {"aws_access_key_id": c.access_key_id,
                  "aws_secret_access_key": c.secret_access_key})
-        return self._session.create_client(
-            service, endpoint_url=c.endpoint_url if role is not None else c.sts_endpoint_url,
-            region_name=c.region, **keys, config=botocore.config.Config(
-                connect_timeout=c.connect_timeout_s, read_timeout=c.read_timeout_s,
-                retries={"max_attempts": 2, "mode": "standard"}))
+        with self._lock:  # a botocore session is not thread-safe (its clients are)
+            if self._session is None:
+                self._session = botocore.session.get_session()
+            return self._session.create_client(
+                service, endpoint_url=c.endpoint_url if role is not None else c.sts_endpoint_url,
+                region_name=c.region, **keys, config=botocore.config.Config(
+                    connect_timeout=c.connect_timeout_s, read_timeout=c.read_timeout_s,
+                    retries={"max_attempts": 2, "mode": "standard"}))
 
     def _read(self, bucket: str, key: str, owner: str | None, role_arn: str,
               account: str) -> list[tuple[str, bytes]]:
