@@ -148,7 +148,7 @@ class PartitionWorker:
             except BusUnavailable:
                 self.metrics.bus_failures += 1
                 await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 1.0)  # each try waits out its own API timeout
 
     async def _release_mail(self) -> None:
         """On the way out, hand back what we hold to the partition's next owner."""

@@ -105,11 +105,18 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
     NATS heals by itself. On ``close`` no new requests go out, the outstanding ones are let run
     out, and whatever is buffered but was never handed out is given back (``nak``) so that the
     partition's next owner gets it at once instead of after the ack wait.
+
+    ``provisioned``: the durables already made sure of through this connection (shared by its
+    consumers); opening one of them again (the partition's lease was lost and taken back) only
+    subscribes. Making sure goes through the consumer's leader, which a server's pause or
+    partition can leave missing for seconds, and a pull request is served the moment a new one
+    is elected, where a create waits out its whole API timeout.
     """
 
     def __init__(self, nc: Client, region: str, partition: int,
                  settings: ConsumerSettings | None = None, *,
-                 expires_s: float = 0.5, grace_s: float = 1.0) -> None:
+                 expires_s: float = 0.5, grace_s: float = 1.0,
+                 provisioned: set[str] | None = None) -> None:
         self._nc = nc
         self._js = nc.jetstream(timeout=API_TIMEOUT_S)
         self.region = region
@@ -128,14 +135,18 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
         self._closing = False
         self._interrupted = False
         self._kept_alive = time.monotonic()
+        self._provisioned = provisioned if provisioned is not None else set()
 
     @property
     def credit(self) -> int:
         return int(sum(r[0] for r in self._requests))
 
     async def open(self) -> None:
-        name = await ensure_partition_consumer(self._js, self.region, self.partition,
-                                               self.settings)
+        name = durable_name(self.region, self.partition, self.settings)
+        if name not in self._provisioned:
+            await ensure_partition_consumer(self._js, self.region, self.partition,
+                                            self.settings)
+            self._provisioned.add(name)
         stream = stream_name(self.region, "INPUTS")
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"
         self._inbox = self._nc.new_inbox()

@@ -180,6 +180,7 @@ class NatsRegionBus:
         self.dead_letters = DeadLetters(self._js, self.region)
         self.commands = JetStreamCommands(nc, self.region, signer)
         self.signals = JetStreamSignals(nc, self.region, producer)
+        self._provisioned: set[str] = set()  # durables this connection made sure of
 
     @property
     def ack_wait_s(self) -> float:
@@ -196,7 +197,8 @@ class NatsRegionBus:
         await provision_region(self._js, self.region, self._streams)
 
     def signal_source(self, partition: int) -> PartitionConsumer:
-        return PartitionConsumer(self._nc, self.region, partition, self._consumers)
+        return PartitionConsumer(self._nc, self.region, partition, self._consumers,
+                                 provisioned=self._provisioned)
 
     async def lease_table(self, ttl_s: float) -> LeaseTable:
         return await LeaseBucket.open(self._js, self.region, ttl_s)

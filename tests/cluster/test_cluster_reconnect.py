@@ -8,11 +8,21 @@ timeout while the partitions' leases ran out (``bus.connect.ServerRotation``).
 from __future__ import annotations
 
 import time
+import uuid
 
 import anyio
+from checker import score_signal
+from fault_harness import T0
 
 from safeguards.adapters.bus.connect import CONNECT_TIMEOUT_S, connect
+from safeguards.adapters.bus.consumers import ConsumerSettings, durable_name
+from safeguards.adapters.bus.inbound import JetStreamMessage
+from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.embedded.nats_cluster import EmbeddedNatsCluster
+from safeguards.core.codec import encode_signal
+from safeguards.core.subjects import stream_name
+
+from bus_support import publish_signals
 
 
 def _server_of(cluster: EmbeddedNatsCluster, netloc: str) -> int:
@@ -45,3 +55,43 @@ async def test_moves_off_a_paused_server_to_a_live_one_every_time() -> None:
                     cluster.resume(left)
         finally:
             await nc.close()
+
+
+
+async def test_a_partition_reopened_while_its_consumer_has_no_leader_pulls_at_the_election(
+) -> None:
+    """A partition's lease is lost and taken back while its consumer's leader is paused:
+    opening it again does not wait on a consumer create that no leader answers (5 s a try), so
+    the signal waiting for it is in hand as soon as a new leader is elected."""
+    region = "rot" + uuid.uuid4().hex[:6]
+    signal = score_signal(region, "acct-1", f"{region}-s", T0, (("jailbreak", 0.1),))
+    with EmbeddedNatsCluster() as cluster:
+        async with NatsBus(cluster.url, region).connect("reopen-test") as bus:
+            await bus.provision()
+            first = bus.signal_source(0)
+            await first.open()
+            await first.close()
+            nc = await connect(cluster.url, name="reopen-test-admin")
+            try:
+                js = nc.jetstream(timeout=5)
+                await publish_signals(js, region, 1, [signal])
+                info = await js.consumer_info(stream_name(region, "INPUTS"),
+                                              durable_name(region, 0, ConsumerSettings()))
+            finally:
+                await nc.close()
+            assert info.cluster is not None and info.cluster.leader
+            leader = cluster.index_of(info.cluster.leader)
+            cluster.pause(leader)
+            try:
+                again = bus.signal_source(0)
+                with anyio.fail_after(1.0):
+                    await again.open()
+                got: list[JetStreamMessage] = []
+                with anyio.fail_after(20):  # an election: 4 to 9 s
+                    while not got:
+                        got = await again.fetch(8, timeout_s=0.5)
+                assert [m.data for m in got] == [encode_signal(signal)]
+                await got[0].ack()
+                await again.close()
+            finally:
+                cluster.resume(leader)
