@@ -22,6 +22,7 @@ from safeguards.adapters.bus.inbound import JetStreamMessage
 from safeguards.core.subjects import partition_filter, stream_name
 
 API_TIMEOUT_S = 5.0
+OPEN_TRY_S = 1.5  # a partition's open makes sure of its consumer in tries this long
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +66,22 @@ def partition_consumer_config(region: str, partition: int,
 
 
 async def ensure_partition_consumer(js: JetStreamContext, region: str, partition: int,
-                                    settings: ConsumerSettings | None = None) -> str:
-    """Create (or converge) the durable consumer of one partition; returns its name."""
+                                    settings: ConsumerSettings | None = None, *,
+                                    timeout_s: float = API_TIMEOUT_S) -> str:
+    """Create (or converge) the durable consumer of one partition; returns its name.
+    ``BusUnavailable`` when no answer came within ``timeout_s``."""
     s = settings or ConsumerSettings()
     config = partition_consumer_config(region, partition, s)
     stream = stream_name(region, "INPUTS")
     try:
-        with anyio.fail_after(API_TIMEOUT_S):
+        with anyio.fail_after(timeout_s):
             try:
-                await js.add_consumer(stream, config)
+                await js.add_consumer(stream, config, timeout=timeout_s)
             except APIError as exc:
                 # An existing durable with other settings: adopt it when the filter matches, since
                 # its delivery state (what is acked) is worth more than our preferred limits.
-                info = await js.consumer_info(stream, config.durable_name or "")
+                info = await js.consumer_info(stream, config.durable_name or "",
+                                              timeout=timeout_s)
                 if info.config.filter_subject != config.filter_subject:
                     raise ProvisioningConflict(
                         f"consumer {config.durable_name} filters {info.config.filter_subject}: "
@@ -144,8 +148,9 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
     async def open(self) -> None:
         name = durable_name(self.region, self.partition, self.settings)
         if name not in self._provisioned:
+            # a short try: the durable usually exists, and its create waits on its leader
             await ensure_partition_consumer(self._js, self.region, self.partition,
-                                            self.settings)
+                                            self.settings, timeout_s=OPEN_TRY_S)
             self._provisioned.add(name)
         stream = stream_name(self.region, "INPUTS")
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"
