@@ -7,6 +7,13 @@ releases the partitions another live node should have, and creates the leases of
 free. A dead node's keys expire with the bucket's TTL, so its partitions move within
 ``ttl + renew`` seconds. Leases only spread the work: PostgreSQL's expected version still rejects
 a stale owner's append.
+
+The bucket itself can be out of reach for longer than the TTL: its stream's leader was on a
+server that died or stalled, and a raft election takes 4 to 9 s. Every key lapses in it, and
+nobody can take one meanwhile. A node does not stop its partitions for that: at the next tick
+that reaches the bucket, a lease that lapsed with nobody taking it is taken again (a partition
+another node took is stopped then), and the nodes seen before the outage count as live for one
+more TTL, so that the first node back does not take every partition only to hand them back.
 """
 
 from __future__ import annotations
@@ -53,6 +60,9 @@ class PartitionOwnership:
         self.held: dict[int, Lease] = {}
         self._node_lease: Lease | None = None
         self._last_ok = monotonic()
+        self._lapsed = False  # no tick reached the bucket for a whole TTL
+        self._listed_at = monotonic()
+        self._grace: tuple[frozenset[str], float] = (frozenset(), 0.0)  # nodes, until
         self.live_nodes: list[str] = []
         # the event schema versions this node reads, announced for the gate (``schema_gate``)
         self.schemas = dict(schemas) if schemas is not None else None
@@ -70,28 +80,27 @@ class PartitionOwnership:
             try:
                 await self.tick()
                 self._last_ok = self._monotonic()
+                self._lapsed = False
             except BusUnavailable as exc:
                 log.warning("ownership of node %s: %s", self.node_id, exc)
-                if self._monotonic() - self._last_ok > self.ttl_s:
-                    # We could not renew for a whole TTL: our leases may be someone else's now.
-                    self._lose_all()
+                if self._monotonic() - self._last_ok > self.ttl_s and not self._lapsed:
+                    # Our leases lapsed: the next tick that reaches the bucket tells which
+                    # are still ours (nobody could take one while nobody reaches it).
+                    self._lapsed = True
+                    log.warning("node %s could not renew its leases for %.0f s; it keeps its "
+                                "%d partitions until the lease bucket answers", self.node_id,
+                                self.ttl_s, len(self.held))
             if not started:
                 task_status.started()
                 started = True
             await anyio.sleep(self.renew_s)
-
-    def _lose_all(self) -> None:
-        for p in list(self.held):
-            del self.held[p]
-            self._abort(p)
-        self._node_lease = None
 
     async def tick(self) -> None:
         await self._heartbeat()
         try:
             # one listing for the node and schema keys (the partitions' leases are not read)
             keys = await self.leases.holders(("node.", "schema."))
-            live = sorted({v for k, v in keys.items() if k.startswith("node.")} | {self.node_id})
+            live = self._membership({v for k, v in keys.items() if k.startswith("node.")})
             if self.schemas is not None:
                 live = self._gate(live, {k.removeprefix("schema."): v for k, v in keys.items()
                                          if k.startswith("schema.")})
@@ -108,6 +117,9 @@ class PartitionOwnership:
                    and owner_of(p, self.live_nodes) == self.node_id}
         for p, lease in list(self.held.items()):
             renewed = await self.leases.renew(lease)
+            if renewed is None:
+                # lapsed (the bucket was out of reach for a TTL): ours again if nobody took it
+                renewed = await self.leases.acquire(lease.key, self.node_id)
             if renewed is None:
                 log.warning("node %s lost the lease of partition %d", self.node_id, p)
                 del self.held[p]
@@ -129,6 +141,17 @@ class PartitionOwnership:
             if got is not None:
                 self.held[p] = got
                 await self._start(p)
+
+    def _membership(self, listed: set[str]) -> list[str]:
+        """The live nodes: those listed, this one, and for one TTL after a listing that came
+        more than a TTL after the last one, the nodes live before it (their heartbeats lapsed
+        in the outage as ours did, and come back at their next tick)."""
+        now = self._monotonic()
+        if now - self._listed_at > self.ttl_s:
+            self._grace = (frozenset(self.live_nodes), now + self.ttl_s)
+        self._listed_at = now
+        before, until = self._grace
+        return sorted(listed | {self.node_id} | (before if now < until else frozenset()))
 
     def _gate(self, live: list[str], announced: dict[str, str]) -> list[str]:
         """The live nodes that may run partitions (``schema_gate``); alarms once when this
