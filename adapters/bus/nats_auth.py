@@ -5,12 +5,14 @@ holds only public keys) and its own inbox prefix (``_INBOX_<region>_<role>``), s
 another's replies:
 
 - ``gate`` (the inline proxy, ext_proc): publishes request signals and content, asks
-  ``classify``, follows the enforcement stream and the policy board. It can neither publish an
-  enforcement command nor answer ``classify``.
+  ``classify``, follows the enforcement stream and the policy board, takes caller-assertion
+  nonces in its region's ledger (``nonce_bucket``: a create by publish, nothing else: it cannot
+  read, list or watch the ledger). It can neither publish an enforcement command nor answer
+  ``classify``.
 - ``node`` (account actors): consumes its region's inputs, publishes enforcement commands, the
   score signals an account's decision forwards to a prompt's history (signed with the region's
   producer key, as every input is) and dead letters, holds partition leases, provisions the
-  region's streams and buckets.
+  region's streams and buckets (the nonce ledger's included).
 - ``classifier``: consumes content, answers ``classify`` (responses only to those who asked),
   publishes score signals and dead letters.
 - ``operator`` (``safeguards ops``): publishes operator signals, reads the policy board.
@@ -47,6 +49,7 @@ from safeguards.adapters.bus.cross_signals import GLOBAL_BUCKET
 from safeguards.adapters.bus.home_claims import CLAIMS_BUCKET
 from safeguards.adapters.bus.homes import home_bucket_name
 from safeguards.adapters.bus.leases import lease_bucket_name
+from safeguards.adapters.bus.nonce_bucket import nonce_bucket_name
 from safeguards.adapters.bus.policy_board import policy_bucket_name
 from safeguards.adapters.keyfiles import read_or_make, state_dir
 from safeguards.core.ids import validate_region
@@ -182,6 +185,7 @@ def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -
     inputs, content, enforce, dlq = (stream_name(r, k)
                                      for k in ("INPUTS", "CONTENT", "ENFORCE", "DLQ"))
     leases, policy, homes = lease_bucket_name(r), policy_bucket_name(r), home_bucket_name(r)
+    nonces = nonce_bucket_name(r)
     publish: list[str] = ["$JS.API.INFO"]
     subscribe: list[str] = [f"{inbox_prefix(r, role)}.>"]
     responses = False
@@ -189,6 +193,8 @@ def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -
         publish += [f"sg.{r}.acct.>", f"sg.{r}.content.>", f"sg.{r}.classify",
                     *_stream_info(inputs), *_stream_info(content), *_stream_info(enforce),
                     *_consume(enforce), *_kv_read(policy),
+                    # the region's nonce ledger: creates only (the reply comes to its inbox)
+                    f"$KV.{nonces}.*",
                     # its region's directory: claims on first use (KV create)
                     f"$KV.{homes}.>", *_stream_admin(f"KV_{homes}"), *_kv_read(homes),
                     # the global home register: first-use claims (creates), moves watched
@@ -196,7 +202,8 @@ def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -
     elif role is NatsRole.NODE:
         publish += [f"sg.{r}.enforce.>", f"sg.{r}.acct.>", f"sg.{r}.dlq.>", f"$KV.{leases}.>",
                     f"$KV.{policy}.>"]
-        for stream in (inputs, content, enforce, dlq, f"KV_{leases}", f"KV_{policy}"):
+        for stream in (inputs, content, enforce, dlq, f"KV_{leases}", f"KV_{policy}",
+                       f"KV_{nonces}"):
             publish += _stream_admin(stream)
         publish += [*_consume(inputs), *_get(enforce), *_kv_read(leases), *_kv_read(policy)]
     elif role is NatsRole.CLASSIFIER:

@@ -24,6 +24,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from safeguards.adapters.bus.errors import ProvisioningConflict
 from safeguards.adapters.bus.jetstream_retry import retry_transient
+from safeguards.adapters.bus.nonce_bucket import provision_nonce_bucket
 from safeguards.core.ids import validate_region
 from safeguards.core.subjects import stream_name
 
@@ -167,7 +168,8 @@ def _same(have: api.StreamConfig, want: api.StreamConfig) -> bool:
 
 async def provision_region(js: JetStreamContext, region: str,
                            settings: StreamSettings | None = None) -> None:
-    """All four streams of ``region``; safe to call from every node at every start."""
+    """All four streams of ``region`` and its caller-assertion nonce ledger (``nonce_bucket``);
+    safe to call from every node at every start."""
     region = validate_region(region)
     s = settings or StreamSettings()
     replicas = s.replicas or cluster_replicas(js)
@@ -175,4 +177,5 @@ async def provision_region(js: JetStreamContext, region: str,
     await ensure_stream(js, enforce_config(region, s), replicas=replicas)
     await ensure_stream(js, dlq_config(region, s), replicas=replicas)
     await ensure_stream(js, content_config(region, s), adopt_existing=True, replicas=replicas)
+    await provision_nonce_bucket(js, region, replicas)
     log.info("provisioned the streams of region %s (R%d)", region, replicas)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
+from safeguards.adapters.bus.nonce_bucket import nonce_bucket_name, provision_nonce_bucket
 from safeguards.adapters.bus.streams import (
     StreamSettings,
     content_config,
@@ -25,10 +26,15 @@ def gate_stream_configs(region: str) -> list[api.StreamConfig]:
 
 
 async def ensure_gate_streams(js: JetStreamContext, region: str) -> None:
-    """Create whichever of the region's ENFORCE, INPUTS and CONTENT streams does not exist."""
+    """Create whichever of the region's ENFORCE, INPUTS and CONTENT streams and its nonce
+    ledger (``bus.nonce_bucket``) does not exist."""
     for config in gate_stream_configs(region):
         assert config.name is not None
         try:
             await js.stream_info(config.name)
         except NotFoundError:
             await js.add_stream(config)
+    try:
+        await js.stream_info(f"KV_{nonce_bucket_name(region)}")
+    except NotFoundError:
+        await provision_nonce_bucket(js, region, StreamSettings().replicas)
