@@ -13,7 +13,8 @@ a field boundary. An assertion names exactly one request: who, what route and mo
 body, within ``MAX_SKEW_S`` of the gate's clock; its nonce is taken once in that window
 (``replayed`` otherwise), in a fixed table (``shared_nonces``) that refuses
 ``replay_table_full`` when full: this process's own by default (sized for ``DEFAULT_MAX_RATE``),
-one per proxy when its worker processes share it.
+one per proxy when its worker processes share it; then, where the gate has one, in the region's
+ledger (``verify``, ``nonce_ledger``), so that no other host of the region takes it again.
 Keys are shared secrets by key id, so the front door can roll to a new key while the gate
 trusts both. ``v1`` assertions (no method, path or nonce) are refused (``unsupported_scheme``):
 every signer in this repository signs ``v2``.
@@ -139,11 +140,21 @@ class NonceLedger(Protocol):
         """None the first time ``nonce`` is seen in the window, else the refusal's reason."""
 
 
+class RegionNonces(Protocol):
+    async def take(self, secret: bytes, nonce: str) -> str | None:
+        """None the first time the region sees ``nonce`` (of an assertion signed with
+        ``secret``), else the refusal's reason; may raise BadRequest (``nonce_ledger``)."""
+
+
+Proven = tuple[bytes, str]  # a checked assertion: its key's secret and its nonce
+
+
 class CallerAuth:
     def __init__(self, keys: list[CallerKey], mode: str = "required",
                  account_header: str = "x-csp-account-id",
                  on_refused: Callable[[str], None] | None = None,
-                 nonces: NonceLedger | None = None) -> None:
+                 nonces: NonceLedger | None = None, ledger: RegionNonces | None = None
+                 ) -> None:
         if mode not in MODES:
             raise ValueError(f"caller_auth must be one of {MODES}, got {mode!r}")
         self._keys = {k.key_id: k.secret for k in keys}
@@ -154,15 +165,17 @@ class CallerAuth:
         # this process's own table unless given one (the workers' shared table: serve_proxy)
         self.nonces: NonceLedger = nonces if nonces is not None else SharedNonces.in_process(
             slots_for(DEFAULT_MAX_RATE))
+        self.ledger = ledger  # the region's, after the host's table (None: none)
 
     def check(self, identity: Mapping[str, str], value: str | None, body: bytes,
-              peer: str | None, now: float, *, method: str, target: str) -> None:
+              peer: str | None, now: float, *, method: str, target: str) -> Proven | None:
         """Raise 401 unless the request is proven (or, in ``loopback`` mode, unsigned from this
-        machine). ``identity``: the identity headers as sent (lower-case names); ``method`` and
-        ``target``: the request line's (``:method`` and ``:path``, query string included)."""
+        machine), its nonce taken in this host's table. ``identity``: the identity headers as
+        sent (lower-case names); ``method`` and ``target``: the request line's (``:method`` and
+        ``:path``, query string included). Returns what proved it (None: unsigned)."""
         if value is None:
             if self.mode == "loopback" and _is_loopback(peer):
-                return
+                return None
             self._refuse("unsigned", f"missing {ASSERTION_HEADER} header")
         fields = _V2.fullmatch(value)
         if fields is None:
@@ -185,6 +198,18 @@ class CallerAuth:
         refused = self.nonces.take(ts, nonce, now)
         if refused is not None:
             self._refuse(refused, _NONCE_REFUSALS[refused])
+        return secret, nonce
+
+    async def verify(self, identity: Mapping[str, str], value: str | None, body: bytes,
+                     peer: str | None, now: float, *, method: str, target: str) -> None:
+        """``check``, then the nonce taken in the region's ledger where there is one: a replay
+        to another host of the region is ``replayed`` too (401); a ledger that cannot answer
+        is the ledger's mode's to judge (503 when it is required)."""
+        proven = self.check(identity, value, body, peer, now, method=method, target=target)
+        if proven is not None and self.ledger is not None:
+            refused = await self.ledger.take(*proven)
+            if refused is not None:
+                self._refuse(refused, _NONCE_REFUSALS[refused])
 
     def _refuse(self, reason: str, message: str) -> NoReturn:
         self.refused[reason] = self.refused.get(reason, 0) + 1

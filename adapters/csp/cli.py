@@ -33,6 +33,7 @@ def register(sub: Any) -> None:
                        help="signed requests a second the replay table (the workers' shared "
                             "one, or this process's) holds nonces for (24 bytes x 602 slots "
                             "each; past it, new assertions are refused as replay_table_full)")
+    _nonce_ledger(proxy)
     _peers(proxy)
     proxy.set_defaults(handler=_proxy)
 
@@ -53,8 +54,19 @@ def register(sub: Any) -> None:
                               "assertion; loopback: unsigned when Envoy calls from this machine")
     extproc.add_argument("--metrics-port", type=int, default=9464,
                          help="serve Prometheus metrics on this port (0: none)")
+    _nonce_ledger(extproc)
     _peers(extproc)
     extproc.set_defaults(handler=_extproc)
+
+
+def _nonce_ledger(parser: Any) -> None:
+    parser.add_argument("--nonce-ledger", choices=("required", "local"), default=None,
+                        help="the region's caller-assertion nonce ledger (NATS KV), taken after "
+                             "this host's replay table: required (default; a ledger that does "
+                             "not answer refuses the request with 503) or local (then this "
+                             "host's table alone, counted and logged)")
+    parser.add_argument("--nonce-ledger-deadline-ms", type=float, default=25.0,
+                        help="how long a request waits for the ledger")
 
 
 def _peers(parser: Any) -> None:
@@ -95,7 +107,9 @@ def _proxy(args: argparse.Namespace) -> int:
     config = ProxyConfig(region=args.region, upstream_url=args.upstream, nats_url=args.nats,
                          account_header=args.account_header, partitions=args.partitions,
                          provision_streams=args.provision, freeze_gc_after_sync=True,
-                         caller_auth=args.caller_auth, peer_regions=tuple(args.peer))
+                         caller_auth=args.caller_auth, peer_regions=tuple(args.peer),
+                         nonce_ledger=args.nonce_ledger,
+                         nonce_ledger_deadline_s=args.nonce_ledger_deadline_ms / 1000)
     if args.workers > 1:
         from safeguards.adapters.csp.workers import run_proxy_workers
 
@@ -121,5 +135,6 @@ def _extproc(args: argparse.Namespace) -> int:
     config = ExtProcConfig(region=args.region, nats_url=args.nats, listen=args.listen,
                            account_header=args.account_header, partitions=args.partitions,
                            metrics_port=args.metrics_port, caller_auth=args.caller_auth,
-                           peer_regions=tuple(args.peer))
+                           peer_regions=tuple(args.peer), nonce_ledger=args.nonce_ledger,
+                           nonce_ledger_deadline_s=args.nonce_ledger_deadline_ms / 1000)
     return _run(serve_extproc, config, _policy(args.policy))

@@ -50,12 +50,7 @@ from opentelemetry.trace import Span
 from safeguards.adapters import tracing
 from safeguards.adapters.csp.admission import Admission, Admitted
 from safeguards.adapters.csp.batches import BatchGate
-from safeguards.adapters.csp.caller_auth import (
-    ASSERTION_HEADER,
-    CallerAuth,
-    load_caller_keys,
-    one_assertion,
-)
+from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, CallerAuth, one_assertion
 from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision, refusal
 from safeguards.adapters.csp.extproc_batches import (
     BATCH_ROUTES,
@@ -124,17 +119,15 @@ class _Exchange:
 
 
 class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, config: ExtProcConfig, policy: Policy, gate: Gate,
-                 admission: Admission, metrics: CspMetrics, identity: IdentityHeaders) -> None:
+    def __init__(self, config: ExtProcConfig, policy: Policy, gate: Gate, admission: Admission,
+                 metrics: CspMetrics, identity: IdentityHeaders, caller_auth: CallerAuth) -> None:
         self.config = config
         self.policy = policy
         self.gate = gate
         self.admission = admission
         self.metrics = metrics
         self.identity = identity
-        keys = config.caller_keys or tuple(load_caller_keys(config.region))
-        self.caller_auth = CallerAuth(list(keys), config.caller_auth, config.account_header,
-                                      on_refused=metrics.count_caller_refused)
+        self.caller_auth = caller_auth  # the region's nonce ledger after the host's table
         self.batches = BatchGate(admission, gate, metrics,
                                  classify_all_streams=config.classify_all_streams)
         self.jobs = JobGate(self.batches)  # providers' batch jobs (provider_batch_jobs)
@@ -183,7 +176,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             downstream = downstream_host(message)
             if downstream is not None:  # Envoy names the client: judge it, not Envoy itself
                 ex.peer = downstream
-            return self._request_headers(ex, message.request_headers)
+            return await self._request_headers(ex, message.request_headers)
         if kind == "request_body":
             return await self._request_body(ex, message.request_body)
         if kind == "response_headers":
@@ -196,7 +189,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
         raise ValueError(f"unexpected ext_proc message {kind!r}")
 
-    def _request_headers(self, ex: _Exchange, headers: pb.HttpHeaders) -> pb.ProcessingResponse:
+    async def _request_headers(self, ex: _Exchange, headers: pb.HttpHeaders
+                               ) -> pb.ProcessingResponse:
         ex.request_line = (header(headers.headers, ":method") or "",
                            header(headers.headers, ":path") or "")
         target = match(*ex.request_line, batches=True)
@@ -227,8 +221,9 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if headers.end_of_stream:
                 if target.route not in _BODILESS:
                     raise BadRequest(400, "request body is required")
-                self.caller_auth.check(ex.identity, ex.proof, b"", ex.peer, time.time(),
-                                       method=ex.request_line[0], target=ex.request_line[1])
+                await self.caller_auth.verify(ex.identity, ex.proof, b"", ex.peer, time.time(),
+                                              method=ex.request_line[0],
+                                              target=ex.request_line[1])
         except BadRequest as exc:
             self.metrics.rejected_requests.labels(str(exc.status)).inc()
             return immediate(exc.status, str(exc), api=ex.call.api)
@@ -251,8 +246,9 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 raise BadRequest(413, f"request body exceeds {self.config.max_body_bytes} bytes")
             if not body.end_of_stream:
                 return pb.ProcessingResponse(request_body=body_response())
-            self.caller_auth.check(ex.identity, ex.proof, bytes(ex.body), ex.peer, time.time(),
-                                   method=ex.request_line[0], target=ex.request_line[1])
+            await self.caller_auth.verify(ex.identity, ex.proof, bytes(ex.body), ex.peer,
+                                          time.time(), method=ex.request_line[0],
+                                          target=ex.request_line[1])
             if ex.batch is not None:
                 return await batch_request_body(self.batches, ex.batch, ex.caller, bytes(ex.body))
             if ex.route is Route.JOB_CREATE:  # each record of the job's input file checked
@@ -371,7 +367,7 @@ class ExtProcServer:
         self.gate, self.link, self.feed, self.telemetry = i.gate, i.link, i.feed, i.telemetry
         self.classifier, self.metrics, self.admission = i.classifier, i.metrics, i.admission
         self.service = ExtProcService(config, policy, self.gate, self.admission, self.metrics,
-                                      i.identity)
+                                      i.identity, i.caller_auth)
         self.port: int | None = None
 
     @contextlib.asynccontextmanager

@@ -30,6 +30,11 @@ class FrontEndConfig:
     # keys: load_caller_keys.
     caller_auth: str = "required"
     caller_keys: tuple[CallerKey, ...] | None = None
+    # The region's nonce ledger (``nonce_ledger``), after the host's replay table: "required"
+    # (a ledger that does not answer within the deadline: 503) or "local" (then the host's
+    # table alone); None: "required" with a NATS URL, no ledger without one.
+    nonce_ledger: str | None = None
+    nonce_ledger_deadline_s: float = 0.025
     # the other regions whose accounts it serves by their home's rules (``csp.homes``) and whose
     # cross-region board entries it takes (``bus.cross_signals``)
     peer_regions: tuple[str, ...] = ()

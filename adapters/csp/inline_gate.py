@@ -2,7 +2,8 @@
 
 One place wires what a front end needs around the gate: the background NATS link, the region's
 policy follower, the enforcement feed, telemetry, the synchronous classify client, the metrics,
-the caller's identity headers and admission. ``running()`` owns their background tasks; the
+the caller's identity headers, caller authentication (with the region's nonce ledger over the
+same link, ``nonce_ledger``) and admission. ``running()`` owns their background tasks; the
 front ends add only their own protocol (ASGI routes, the gRPC servicer).
 """
 
@@ -13,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import anyio
+from nats.aio.client import Client as NATS
 
 from safeguards.adapters.bus.cross_signals import CrossSignalBoard, load_cross_secret
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
@@ -22,6 +24,7 @@ from safeguards.adapters.classifier.errors import ModelLoadError
 from safeguards.adapters.classifier.first_stage import FirstStage, load_first_stage
 from safeguards.adapters.csp.admission import Admission
 from safeguards.adapters.csp.bus_link import BusLink
+from safeguards.adapters.csp.caller_auth import CallerAuth, load_caller_keys
 from safeguards.adapters.csp.classify import SyncClassifier
 from safeguards.adapters.csp.feed import EnforcementFeed, freeze_gc_when_ready
 from safeguards.adapters.csp.feed_snapshot import FeedSnapshot
@@ -30,6 +33,7 @@ from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.homes import HomeRouting
 from safeguards.adapters.csp.identity import IdentityHeaders, load_link_key, peer_link_key
 from safeguards.adapters.csp.metrics import CspMetrics
+from safeguards.adapters.csp.nonce_ledger import RegionLedger, ledger_mode
 from safeguards.adapters.csp.streams import ensure_gate_streams
 from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.keyfiles import state_dir
@@ -81,6 +85,15 @@ class InlineGate:
         self.metrics = CspMetrics(self.gate, self.telemetry, self.feed)
         self.identity = IdentityHeaders(config.link_key or load_link_key(region),
                                         config.account_header)
+        mode = ledger_mode(config.nonce_ledger, config.nats_url)
+        self.nonce_ledger = (RegionLedger(region, self._nats, mode=mode,
+                                          deadline_s=config.nonce_ledger_deadline_s,
+                                          on_unavailable=self.metrics.count_ledger_unavailable)
+                             if mode is not None and self.link is not None else None)
+        caller_keys = config.caller_keys or tuple(load_caller_keys(region))
+        self.caller_auth = CallerAuth(list(caller_keys), config.caller_auth, config.account_header,
+                                      on_refused=self.metrics.count_caller_refused,
+                                      ledger=self.nonce_ledger)
         self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics,
                                    _first_stage(),
                                    synced=self.feed.ready if self.feed is not None else None,
@@ -100,6 +113,10 @@ class InlineGate:
                 lambda: link.js, region, load_cross_secret(),
                 origins={p: load_forwarding_keys(p, region) for p in peers})
             self.admission.cross = self.cross
+
+    def _nats(self) -> NATS | None:
+        """The link's connection now (the nonce ledger's; None: none yet)."""
+        return self.link.nc if self.link is not None else None
 
     def _restore(self, snapshot: FeedSnapshot, feed: EnforcementFeed) -> bool:
         """Fail-closed start: the gate serves before its feed has read the stream only when a

@@ -142,8 +142,18 @@ class CspMetrics:
                                       "requests refused by caller authentication",
                                       ["reason"], registry=self.registry)
 
+        # the region's nonce ledger did not answer (timeout, disconnected, no_ledger, ...):
+        # refused (required) or taken on the host's table alone (local_only)
+        self.nonce_ledger_unavailable = Counter(
+            "safeguards_csp_nonce_ledger_unavailable",
+            "caller assertions the region's nonce ledger did not answer for", ["reason", "action"],
+            registry=self.registry)
+
     def count_caller_refused(self, reason: str) -> None:
         self.caller_refused.labels(reason).inc()
+
+    def count_ledger_unavailable(self, reason: str, action: str) -> None:
+        self.nonce_ledger_unavailable.labels(reason, action).inc()
 
     def render(self) -> bytes:
         if self.shared is not None:

@@ -36,12 +36,7 @@ from safeguards.adapters.csp.answers import (
     send_failure,
 )
 from safeguards.adapters.csp.batches import BatchGate, serve_batch
-from safeguards.adapters.csp.caller_auth import (
-    ASSERTION_HEADER,
-    CallerAuth,
-    NonceLedger,
-    load_caller_keys,
-)
+from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, NonceLedger
 from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest, refusal
 from safeguards.adapters.csp.front_end_config import FrontEndConfig
 from safeguards.adapters.csp.gate_time import gate_now
@@ -101,9 +96,7 @@ class CspProxy:
         i = self.inline
         self.gate, self.link, self.feed, self.telemetry = i.gate, i.link, i.feed, i.telemetry
         self.classifier, self.metrics, self.identity = i.classifier, i.metrics, i.identity
-        keys = config.caller_keys or tuple(load_caller_keys(config.region))
-        self.caller_auth = CallerAuth(list(keys), config.caller_auth, config.account_header,
-                                      on_refused=self.metrics.count_caller_refused)
+        self.caller_auth = i.caller_auth  # the region's nonce ledger after the host's table
         self.admission = i.admission
         self._client: UpstreamClient | None = None
         self.answers = AnswerRelay(self.admission, self.gate, self.metrics, policy,
@@ -263,11 +256,11 @@ class CspProxy:
             peer = scope.get("client")
             raw = scope.get("raw_path") or scope["path"].encode("latin-1")
             query = scope.get("query_string", b"")
-            self.caller_auth.check({n: v.decode("latin-1") for n, v in identity},
-                                   proofs[0].decode("latin-1") if proofs else None, body,
-                                   peer[0] if peer else None, time.time(),
-                                   method=scope["method"],
-                                   target=(raw + b"?" + query if query else raw).decode("latin-1"))
+            await self.caller_auth.verify(
+                {n: v.decode("latin-1") for n, v in identity},
+                proofs[0].decode("latin-1") if proofs else None, body,
+                peer[0] if peer else None, time.time(), method=scope["method"],
+                target=(raw + b"?" + query if query else raw).decode("latin-1"))
         return caller, body, forward
 
     async def _generate(self, scope: Scope, receive: Receive, send: Send,

@@ -44,9 +44,13 @@ from multiprocessing import get_context, resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
+from safeguards.adapters.bus.nonce_bucket import ASSERTION_SKEW_S
+
 log = logging.getLogger(__name__)
 
-MAX_SKEW_S = 300  # how far an assertion's time may be from the gate's clock (caller_auth)
+# how far an assertion's time may be from the gate's clock (caller_auth; the region's ledger
+# keeps its nonces for as long: bus.nonce_bucket)
+MAX_SKEW_S = ASSERTION_SKEW_S
 REPLAYED = "replayed"
 REPLAY_TABLE_FULL = "replay_table_full"
 BUCKET = 64

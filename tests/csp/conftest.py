@@ -64,8 +64,11 @@ def proxy_env(region: Region, nats_url: str, test_policy: Policy) -> ProxyEnv:
         app = UpstreamApp(script)
         async with serving(app, "127.0.0.1", free_port(), lifespan="off") as upstream_url:
             # Unsigned test clients on this machine; tests/csp/test_csp_caller_auth.py signs.
+            # The nonce ledger's deadline (25 ms when serving) is generous here: a busy 2-core
+            # test machine must not turn a signed request into a 503 (tested on its own in
+            # tests/csp/test_csp_nonce_ledger.py).
             settings: dict[str, Any] = {"nats_url": nats_url, "feed_heartbeat_s": 0.25,
-                                        "caller_auth": "loopback"}
+                                        "caller_auth": "loopback", "nonce_ledger_deadline_s": 2.0}
             upstream_url = overrides.pop("upstream_url_override", upstream_url)
             settings.update(overrides)
             config = ProxyConfig(region=region.name, upstream_url=upstream_url, **settings)

@@ -1,0 +1,253 @@
+"""The region's nonce ledger: a caller assertion taken at one host of the region (a proxy, an
+ext_proc instance) is refused at every other one; a ledger that cannot answer refuses the
+request (``required``) or leaves the host's table the word (``local``), counted; the ledger holds
+no nonce text; and the gate role may only create keys in its own region's ledger."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from csp_testkit import Region, RunningProxy
+from extproc_testkit import DOOR, Exchange, ext_proc, immediate, request_body, request_headers
+from nats.aio.msg import Msg
+from nats.js import api
+
+from safeguards.adapters.bus.connect import connect
+from safeguards.adapters.bus.nats_auth import (
+    NatsIdentity,
+    NatsRole,
+    make_identities,
+    server_authorization,
+)
+from safeguards.adapters.bus.nonce_bucket import (
+    LEDGER_MAX_AGE_S,
+    nonce_bucket_name,
+    nonce_subject,
+)
+from safeguards.adapters.bus.streams import provision_region
+from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, assertion
+from safeguards.adapters.csp.messages_api import BadRequest
+from safeguards.adapters.csp.nonce_ledger import RegionLedger, ledger_key, ledger_mode
+from safeguards.adapters.embedded import EmbeddedNats
+from safeguards.core.policy import Policy
+
+from bus_support import refused_by_server
+
+KEY = DOOR  # ext_proc's test key: one key for every host of the region
+BODY = json.dumps({"model": "m", "max_tokens": 5,
+                   "messages": [{"role": "user", "content": "hello"}]}).encode()
+ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
+
+
+def signed(account: str = "acct-1", nonce: str | None = None) -> dict[str, str]:
+    return {"x-csp-account-id": account, "content-type": "application/json",
+            ASSERTION_HEADER: assertion(KEY, method="POST", target="/v1/messages",
+                                        account=account, body=BODY, now=time.time(),
+                                        nonce=nonce)}
+
+
+async def post(running: RunningProxy, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        return await http.post(running.url + "/v1/messages", content=BODY, headers=headers)
+
+
+def counter(running: RunningProxy, name: str, labels: str) -> float:
+    for line in running.proxy.metrics.render().decode().splitlines():
+        if line.startswith(f"{name}_total{{{labels}}}"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_an_assertion_taken_at_one_host_is_replayed_at_every_other(
+        proxy_env: ProxyEnv, region: Region, nats_url: str, test_policy: Policy) -> None:
+    nonce = secrets.token_hex(16)
+    headers = signed(nonce=nonce)
+    async with proxy_env(caller_auth="required", caller_keys=(KEY,)) as host_a, \
+            proxy_env(caller_auth="required", caller_keys=(KEY,)) as host_b:
+        assert host_a.proxy.inline.nonce_ledger is not None  # required: a NATS URL is set
+        assert host_a.proxy.inline.nonce_ledger.mode == "required"
+        first = await post(host_a, headers)
+        assert first.status_code == 200, first.text
+        again = await post(host_b, headers)  # the same assertion, another proxy host
+        assert again.status_code == 401
+        assert again.json()["error"]["type"] == "authentication_error"  # Anthropic's shape
+        assert "already used" in again.json()["error"]["message"]
+        assert host_b.proxy.caller_auth.refused == {"replayed": 1}
+        assert counter(host_b, "safeguards_csp_caller_refused", 'reason="replayed"') == 1
+        assert host_a.proxy.caller_auth.refused == {}
+        # a fresh assertion still passes at the second host
+        assert (await post(host_b, signed())).status_code == 200
+
+    # ext_proc behind Envoy is a host of the same region: the assertion is spent there too
+    async with ext_proc(region, nats_url, test_policy, caller_auth="required") as (server, stub):
+        exchange = Exchange(stub.Process())
+        pairs = request_headers("acct-1")
+        pairs.request_headers.headers.headers.add(key=ASSERTION_HEADER,
+                                                  raw_value=headers[ASSERTION_HEADER].encode())
+        assert (await exchange.send(pairs)).HasField("request_headers")
+        status, body = immediate(await exchange.send(request_body(BODY)))
+        assert status == 401 and body["error"] == {
+            "type": "authentication_error", "message": "the caller assertion was already used"}
+        assert server.service.caller_auth.refused == {"replayed": 1}
+
+    # what the ledger holds: keyed digests, never a nonce
+    js = region.nc.jetstream()
+    kv = await js.key_value(nonce_bucket_name(region.name))
+    keys = await kv.keys()
+    assert len(keys) == 2 and ledger_key(KEY.secret, nonce) in keys
+    assert all(len(k) == 32 and nonce not in k and k != nonce for k in keys)
+    info = await js.stream_info(f"KV_{nonce_bucket_name(region.name)}")
+    assert info.config.max_age == LEDGER_MAX_AGE_S and info.config.max_msgs_per_subject == 1
+    assert info.config.storage == api.StorageType.FILE
+
+
+async def test_a_ledger_that_does_not_answer_refuses_or_leaves_the_host_the_word(
+        proxy_env: ProxyEnv, region: Region) -> None:
+    async with proxy_env(caller_auth="required", caller_keys=(KEY,)) as required, \
+            proxy_env(caller_auth="required", caller_keys=(KEY,),
+                      nonce_ledger="local") as local:
+        assert (await post(required, signed())).status_code == 200  # the ledger answers
+        await region.nc.jetstream().delete_stream(f"KV_{nonce_bucket_name(region.name)}")
+        refused = await post(required, signed())
+        assert refused.status_code == 503
+        assert refused.json()["type"] == "error"  # Anthropic's shape, no request text
+        assert "replay check is unavailable" in refused.json()["error"]["message"]
+        assert counter(required, "safeguards_csp_nonce_ledger_unavailable",
+                       'action="refused",reason="no_ledger"') == 1
+        headers = signed()
+        assert (await post(local, headers)).status_code == 200  # the host's table alone
+        assert counter(local, "safeguards_csp_nonce_ledger_unavailable",
+                       'action="local_only",reason="no_ledger"') == 1
+        again = await post(local, headers)  # and that table still refuses a replay here
+        assert again.status_code == 401 and local.proxy.caller_auth.refused == {"replayed": 1}
+
+
+async def test_ext_proc_refuses_with_503_while_its_required_ledger_is_gone(
+        region: Region, nats_url: str, test_policy: Policy) -> None:
+    await region.nc.jetstream().delete_stream(f"KV_{nonce_bucket_name(region.name)}")
+    async with ext_proc(region, nats_url, test_policy, caller_auth="required") as (server, stub):
+        exchange = Exchange(stub.Process())
+        pairs = request_headers("acct-1")
+        pairs.request_headers.headers.headers.add(key=ASSERTION_HEADER,
+                                                  raw_value=signed()[ASSERTION_HEADER].encode())
+        assert (await exchange.send(pairs)).HasField("request_headers")
+        status, body = immediate(await exchange.send(request_body(BODY)))
+        assert status == 503 and body["type"] == "error"
+        assert server.inline.nonce_ledger is not None
+        assert server.inline.nonce_ledger.unavailable == {"no_ledger": 1}
+
+
+async def test_a_slow_ledger_is_cut_at_its_deadline_and_logged_once(
+        nats_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A stream that never answers in time (a subscriber that holds the request): each take
+    waits the deadline, no longer; ``local`` accepts, ``required`` refuses; one log line."""
+    name = "t" + secrets.token_hex(4)
+    nc = await nats.connect(nats_url)
+    held: list[Msg] = []
+
+    async def hold(msg: Msg) -> None:
+        held.append(msg)
+
+    try:
+        await nc.subscribe(f"$KV.{nonce_bucket_name(name)}.>", cb=hold)
+        await nc.flush()
+        seen: list[tuple[str, str]] = []
+        local = RegionLedger(name, lambda: nc, mode="local", deadline_s=0.025,
+                             on_unavailable=lambda r, a: seen.append((r, a)))
+        caplog.set_level(logging.WARNING, "safeguards.adapters.csp.nonce_ledger")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            assert await local.take(KEY.secret, secrets.token_hex(16)) is None
+            assert time.perf_counter() - t0 < 0.2
+        assert seen == [("timeout", "local_only")] * 5 and len(held) == 5
+        assert len(caplog.records) == 1 and "5 times" not in caplog.text  # once, not per call
+        required = RegionLedger(name, lambda: nc, mode="required", deadline_s=0.025)
+        with pytest.raises(BadRequest) as refused:
+            await required.take(KEY.secret, secrets.token_hex(16))
+        assert refused.value.status == 503 and required.unavailable == {"timeout": 1}
+    finally:
+        await nc.close()
+
+
+async def test_no_connection_is_unavailable_without_waiting() -> None:
+    ledger = RegionLedger("us", lambda: None, mode="local")
+    assert await ledger.take(KEY.secret, secrets.token_hex(16)) is None
+    assert ledger.unavailable == {"disconnected": 1}
+    with pytest.raises(BadRequest):
+        await RegionLedger("us", lambda: None).take(KEY.secret, secrets.token_hex(16))
+    assert ledger_mode(None, "nats://x") == "required" and ledger_mode(None, None) is None
+    with pytest.raises(ValueError):
+        ledger_mode("required", None)
+    with pytest.raises(ValueError):
+        ledger_mode("off", "nats://x")
+    with pytest.raises(ValueError):
+        nonce_subject("us", "not-a-digest")
+
+
+# --- permissions: a region's gate creates keys in its own ledger, and nothing else -----------
+
+REGIONS = ("us", "eu")
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, NatsRole], NatsIdentity]:
+    directory = tmp_path_factory.mktemp("nats-keys")
+    return {(i.region, i.role): i for i in make_identities(REGIONS, directory=directory)}
+
+
+@pytest.fixture(scope="module")
+def secured_url(keys: dict[tuple[str, NatsRole], NatsIdentity],
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with EmbeddedNats(tmp_path_factory.mktemp("nats"),
+                      authorization=server_authorization(list(keys.values()))) as server:
+        yield server.url
+
+
+async def test_the_gate_may_only_create_keys_in_its_own_regions_ledger(
+        keys: dict[tuple[str, NatsRole], NatsIdentity], secured_url: str,
+        tmp_path: Path) -> None:
+    for region in REGIONS:  # each region's nodes provision its streams and its ledger
+        node = await connect(secured_url, name="node", once=True,
+                             identity=keys[(region, NatsRole.NODE)])
+        try:
+            await provision_region(node.jetstream(), region)
+        finally:
+            await node.close()
+    gate = await connect(secured_url, name="gate", once=True,
+                         identity=keys[("us", NatsRole.GATE)])
+    try:
+        own = RegionLedger("us", lambda: gate, mode="required", deadline_s=1.0)
+        nonce = secrets.token_hex(16)
+        assert await own.take(KEY.secret, nonce) is None
+        assert await own.take(KEY.secret, nonce) == "replayed"
+        foreign = RegionLedger("eu", lambda: gate, mode="required", deadline_s=0.2)
+        with pytest.raises(BadRequest):  # the server drops the publish: no answer, 503
+            await foreign.take(KEY.secret, secrets.token_hex(16))
+    finally:
+        await gate.close()
+    us, eu = nonce_bucket_name("us"), nonce_bucket_name("eu")
+    digest = ledger_key(KEY.secret, secrets.token_hex(16))
+    denied = (f"$KV.{eu}.{digest}", f"$JS.API.STREAM.INFO.KV_{us}",
+              f"$JS.API.DIRECT.GET.KV_{us}.$KV.{us}.{digest}", f"$JS.API.STREAM.MSG.GET.KV_{us}",
+              f"$JS.API.CONSUMER.CREATE.KV_{us}", f"$JS.API.STREAM.PURGE.KV_{us}",
+              f"$JS.API.STREAM.CREATE.KV_{us}", f"$JS.API.STREAM.INFO.KV_{eu}")
+    refused = await refused_by_server(secured_url, keys[("us", NatsRole.GATE)],
+                                      publish=(f"$KV.{us}.{digest}", *denied),
+                                      subscribe=(f"$KV.{us}.>",))
+    assert refused == ({("publish", s.lower()) for s in denied}
+                       | {("subscription", f"$kv.{us}.>")})
+    # eu's ledger holds nothing of us's gate; us's, the one nonce it took
+    node = await connect(secured_url, name="node", once=True, identity=keys[("eu", NatsRole.NODE)])
+    try:
+        assert (await node.jetstream().stream_info(f"KV_{eu}")).state.messages == 0
+    finally:
+        await node.close()
