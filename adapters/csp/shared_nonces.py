@@ -1,6 +1,8 @@
 """Caller-assertion nonces shared by the proxy's worker processes: an assertion is taken once per
 proxy, not once per worker. A single-process gate (the proxy without workers, ext_proc) keeps
-the same table in its own memory (``in_process``): one bound and one refusal everywhere.
+the same table in its own memory (``in_process``): one bound and one refusal everywhere. This is
+the host's table, the cheap first look; the region's ledger (``nonce_ledger``) then takes the
+nonce once for every host of the region.
 
 Each worker (``workers``) checks caller assertions itself (``caller_auth``), and a nonce taken
 in one process's memory only would let a captured assertion be replayed once on every other

@@ -8,7 +8,8 @@ whole enforcement stream, so an enforcement command reaches all of them), its ow
 and classify client. What they share, in shared-memory tables made here, is the accounts'
 rate-limit quota (``shared_rates``, so that N workers never serve N times an account's rate) and
 the caller assertions' nonces (``shared_nonces``, so that an assertion captured once is not
-taken once by each worker; sized for ``max_request_rate`` signed requests a second). Their
+taken once by each worker; sized for ``max_request_rate`` signed requests a second); after it,
+each worker takes a nonce in the region's ledger over its own link (``nonce_ledger``). Their
 metrics are merged: a directory made here for the run (removed at stop) holds each worker's
 metric files, and any worker's ``/metrics`` answers for all of them (``worker_metrics``).
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,7 +40,8 @@ from safeguards.adapters.bus.streams import provision_region
 from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, assertion
 from safeguards.adapters.csp.messages_api import BadRequest
 from safeguards.adapters.csp.nonce_ledger import RegionLedger, ledger_key, ledger_mode
-from safeguards.adapters.embedded import EmbeddedNats
+from safeguards.adapters.embedded import EmbeddedNats, free_port
+from safeguards.adapters.embedded.ports import wait_for_port
 from safeguards.core.policy import Policy
 
 from bus_support import refused_by_server
@@ -191,6 +195,52 @@ async def test_no_connection_is_unavailable_without_waiting() -> None:
         ledger_mode("off", "nats://x")
     with pytest.raises(ValueError):
         nonce_subject("us", "not-a-digest")
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    exe = str(Path(sys.executable).parent / "safeguards")
+    with open(log, "wb") as sink:
+        return subprocess.Popen([exe, *args], stdout=sink, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+
+
+@pytest.mark.slow
+async def test_proxy_commands_with_workers_take_nonces_region_wide(
+        region: Region, nats_url: str, tmp_path: Path) -> None:
+    """Two ``safeguards proxy`` hosts of one region (one with two worker processes, one with
+    none) and one caller key: an assertion accepted by the first is replayed at the second."""
+    up_port, ports = free_port(), (free_port(), free_port())
+    env = {f"SAFEGUARDS_CALLER_KEYS_{region.name.upper()}": f"{KEY.key_id}:{KEY.secret.hex()}"}
+    common = ["--region", region.name, "--upstream", f"http://127.0.0.1:{up_port}",
+              "--nats", nats_url, "--caller-auth", "required",
+              "--nonce-ledger-deadline-ms", "2000"]  # a busy test machine: no 503 by load
+    procs = [_spawn(["upstream", "--port", str(up_port)], tmp_path / "upstream.log", env),
+             _spawn(["proxy", *common, "--port", str(ports[0]), "--workers", "2"],
+                    tmp_path / "proxy-a.log", env),
+             _spawn(["proxy", *common, "--port", str(ports[1])], tmp_path / "proxy-b.log", env)]
+    try:
+        wait_for_port("127.0.0.1", up_port, 30)
+        for port in ports:
+            wait_for_port("127.0.0.1", port, 60)
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient() as http:
+            for port in ports:
+                while (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code != 200:
+                    assert time.monotonic() < deadline
+            headers = signed()
+            answers = [await http.post(f"http://127.0.0.1:{port}/v1/messages", content=BODY,
+                                       headers=headers) for port in (*ports, ports[0])]
+            fresh = await http.post(f"http://127.0.0.1:{ports[1]}/v1/messages", content=BODY,
+                                    headers=signed())
+            metrics = (await http.get(f"http://127.0.0.1:{ports[1]}/metrics")).text
+        assert [a.status_code for a in answers] == [200, 401, 401], answers[0].text
+        assert fresh.status_code == 200
+        assert 'safeguards_csp_caller_refused_total{reason="replayed"} 1.0' in metrics
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(20)
 
 
 # --- permissions: a region's gate creates keys in its own ledger, and nothing else -----------
