@@ -106,7 +106,8 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
     request that ends (filled, or a 408/409 status when it expires or the server refuses it)
     is replaced at once; one that neither delivers nor ends within its expiry plus a grace
     period (the server restarted and forgot it) is written off and replaced, so a restart of
-    NATS heals by itself. On ``close`` no new requests go out, the outstanding ones are let run
+    NATS heals by itself; so is every request outstanding when the connection moves to another
+    server. On ``close`` no new requests go out, the outstanding ones are let run
     out, and whatever is buffered but was never handed out is given back (``nak``) so that the
     partition's next owner gets it at once instead of after the ack wait.
 
@@ -140,6 +141,7 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
         self._interrupted = False
         self._kept_alive = time.monotonic()
         self._provisioned = provisioned if provisioned is not None else set()
+        self._reconnects = int(nc.stats["reconnects"])
 
     @property
     def credit(self) -> int:
@@ -191,6 +193,12 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
         if self._closing or self._sub is None:
             return
         now = time.monotonic()
+        moved = int(self._nc.stats["reconnects"])
+        if moved != self._reconnects:
+            # The connection moved to another server (or back): requests sent through the old
+            # one may have died with it; their grace period would hold the partition up.
+            self._reconnects = moved
+            self._requests.clear()
         if self._requests and self._requests[0][1] < now:
             lost = 0
             while self._requests and self._requests[0][1] < now:
