@@ -14,6 +14,7 @@ import anyio
 from checker import score_signal
 from fault_harness import T0
 
+from safeguards.adapters.bus.cluster_watch import routed_servers
 from safeguards.adapters.bus.connect import CONNECT_TIMEOUT_S, connect
 from safeguards.adapters.bus.consumers import ConsumerSettings, durable_name
 from safeguards.adapters.bus.inbound import JetStreamMessage
@@ -95,3 +96,33 @@ async def test_a_partition_reopened_while_its_consumer_has_no_leader_pulls_at_th
                 await again.close()
             finally:
                 cluster.resume(leader)
+
+
+async def test_a_server_names_the_servers_it_is_routed_to() -> None:
+    """What the watch asks before it moves a connection (``cluster_watch.routed_servers``): a
+    server cut off from the others names itself alone, the others name each other, a stalled
+    one answers nothing; so a failed write on a server routed to a majority is an election."""
+    with EmbeddedNatsCluster(route_proxies=True) as cluster:
+        netlocs = [u.removeprefix("nats://") for u in cluster.urls]
+        with anyio.fail_after(10):
+            while True:  # the routes come up after the meta leader
+                views = [await routed_servers(n) for n in netlocs]
+                if all(v is not None and len(v) == 3 for v in views):
+                    break
+                await anyio.sleep(0.1)
+        cluster.cut(0)
+        try:
+            with anyio.fail_after(10):
+                while True:
+                    views = [await routed_servers(n) for n in netlocs]
+                    if views[0] == [netlocs[0]]:
+                        break
+                    await anyio.sleep(0.1)
+            assert all(v is not None and sorted(v) == sorted(netlocs[1:]) for v in views[1:])
+        finally:
+            cluster.heal(0)
+        cluster.pause(1)
+        try:
+            assert await routed_servers(netlocs[1], timeout_s=0.5) is None
+        finally:
+            cluster.resume(1)
