@@ -12,8 +12,8 @@ The bucket itself can be out of reach for longer than the TTL: its stream's lead
 server that died or stalled, and a raft election takes 4 to 9 s. Every key lapses in it, and
 nobody can take one meanwhile. A node does not stop its partitions for that: at the next tick
 that reaches the bucket, a lease that lapsed with nobody taking it is taken again (a partition
-another node took is stopped then), and the nodes seen before the outage count as live for one
-more TTL, so that the first node back does not take every partition only to hand them back.
+another node took is stopped then), and the nodes seen before the outage count as live for two
+more renewals, so that the first node back does not take every partition only to hand them back.
 """
 
 from __future__ import annotations
@@ -143,12 +143,14 @@ class PartitionOwnership:
                 await self._start(p)
 
     def _membership(self, listed: set[str]) -> list[str]:
-        """The live nodes: those listed, this one, and for one TTL after a listing that came
-        more than a TTL after the last one, the nodes live before it (their heartbeats lapsed
-        in the outage as ours did, and come back at their next tick)."""
+        """The live nodes: those listed, this one, and for two renewals after a listing that
+        came more than a TTL after the last one, the nodes live before it (their heartbeats
+        lapsed in the outage as ours did, and come back at their next tick)."""
         now = self._monotonic()
         if now - self._listed_at > self.ttl_s:
-            self._grace = (frozenset(self.live_nodes), now + self.ttl_s)
+            # two renewals: the peers' first ticks since the bucket came back; a node that
+            # died in the outage waits that much longer to be replaced
+            self._grace = (frozenset(self.live_nodes), now + 2 * self.renew_s)
         self._listed_at = now
         before, until = self._grace
         return sorted(listed | {self.node_id} | (before if now < until else frozenset()))

@@ -1,7 +1,7 @@
 """The lease bucket out of reach for longer than the TTL (its leader's server died or stalled
 and the election took 4 to 9 s): every lease lapses in it, nobody could take one meanwhile, and
 the nodes keep their partitions instead of stopping them all and trading them back and forth.
-A node that really died in the outage is still replaced, one TTL later."""
+A node that really died in the outage is still replaced once its keys lapse."""
 
 from __future__ import annotations
 
