@@ -12,8 +12,9 @@ The bucket itself can be out of reach for longer than the TTL: its stream's lead
 server that died or stalled, and a raft election takes 4 to 9 s. Every key lapses in it, and
 nobody can take one meanwhile. A node does not stop its partitions for that: at the next tick
 that reaches the bucket, a lease that lapsed with nobody taking it is taken again (a partition
-another node took is stopped then), and the nodes seen before the outage count as live for two
-more renewals, so that the first node back does not take every partition only to hand them back.
+another node took is stopped then), and the nodes seen before the outage count as live for one
+more renewal, so that the first node back does not take every partition only to hand them back
+(a failed tick is tried again after a third of a renewal, so every live node is back by then).
 """
 
 from __future__ import annotations
@@ -77,10 +78,12 @@ class PartitionOwnership:
                   ) -> None:
         started = False
         while True:
+            wait = self.renew_s / 3  # after a failure: the bucket's return is seen at once
             try:
                 await self.tick()
                 self._last_ok = self._monotonic()
                 self._lapsed = False
+                wait = self.renew_s
             except BusUnavailable as exc:
                 log.warning("ownership of node %s: %s", self.node_id, exc)
                 if self._monotonic() - self._last_ok > self.ttl_s and not self._lapsed:
@@ -93,7 +96,7 @@ class PartitionOwnership:
             if not started:
                 task_status.started()
                 started = True
-            await anyio.sleep(self.renew_s)
+            await anyio.sleep(wait)
 
     async def tick(self) -> None:
         await self._heartbeat()
@@ -143,14 +146,15 @@ class PartitionOwnership:
                 await self._start(p)
 
     def _membership(self, listed: set[str]) -> list[str]:
-        """The live nodes: those listed, this one, and for two renewals after a listing that
+        """The live nodes: those listed, this one, and for one renewal after a listing that
         came more than a TTL after the last one, the nodes live before it (their heartbeats
         lapsed in the outage as ours did, and come back at their next tick)."""
         now = self._monotonic()
         if now - self._listed_at > self.ttl_s:
-            # two renewals: the peers' first ticks since the bucket came back; a node that
-            # died in the outage waits that much longer to be replaced
-            self._grace = (frozenset(self.live_nodes), now + 2 * self.renew_s)
+            # one renewal: the peers' first ticks since the bucket came back (a tick that
+            # failed is tried again after a third of one); a node that died in the outage
+            # waits that much longer to be replaced
+            self._grace = (frozenset(self.live_nodes), now + self.renew_s)
         self._listed_at = now
         before, until = self._grace
         return sorted(listed | {self.node_id} | (before if now < until else frozenset()))
