@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -21,17 +22,25 @@ def state_dir(directory: Path | None = None) -> Path:
 
 def read_or_make(path: Path, make: str, what: str) -> str:
     """The text of ``path``; where it does not exist, ``make`` is written there first (mode
-    0600, exclusive create: a file another process made a moment earlier is kept and read)."""
+    0600). The file appears whole or not at all: ``make`` is written to a private temporary
+    file that is then hard-linked to ``path`` (atomic, and refused where the name exists), so
+    a process starting beside this one reads the same key, never an empty file being written;
+    a file another process made a moment earlier is kept and read."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:  # mkstemp made it 0600
+                f.write(make)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(temporary, path)
         except FileExistsError:
             pass
         else:
-            with os.fdopen(fd, "w") as f:
-                f.write(make)
             log.info("made %s in %s", what, path)
+        finally:
+            os.unlink(temporary)
     return path.read_text().strip()
 
 
