@@ -55,13 +55,16 @@ def _sub(*subjects: str) -> set[tuple[str, str]]:
 # role -> (publishes that must pass, publishes refused, subscriptions that must pass, refused)
 CASES: dict[NatsRole, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     NatsRole.GATE: (
-        ("sg.us.acct.3.t0", "sg.us.content.t0", "sg.us.classify"),
-        ("sg.us.enforce.t0", "sg.us.dlq.gate", "sg.eu.acct.3.t0", "sg.eu.classify",
+        ("sg.us.acct.3.t0", "sg.us.content.t0", "sg.us.classify",
+         "$KV.sg_us_nonces.00ff00ff00ff00ff00ff00ff00ff00ff"),  # take a nonce, region-wide
+        ("sg.us.enforce.t0", "$KV.sg_eu_nonces.00ff00ff00ff00ff00ff00ff00ff00ff",
+         "$JS.API.STREAM.MSG.GET.KV_sg_us_nonces", "$JS.API.STREAM.PURGE.KV_sg_us_nonces",
+         "sg.us.dlq.gate", "sg.eu.acct.3.t0", "sg.eu.classify",
          "$JS.API.STREAM.DELETE.SG_US_ENFORCE", "$JS.API.STREAM.PURGE.SG_US_INPUTS",
          "$JS.API.STREAM.CREATE.SG_US_ENFORCE", "$KV.sg_us_policy.current",
          "_INBOX_us_classifier.x"),
         ("_INBOX_us_gate.x.*",),
-        ("sg.us.classify", "sg.us.enforce.>", "sg.us.acct.>", "_INBOX.>",
+        ("sg.us.classify", "sg.us.enforce.>", "sg.us.acct.>", "_INBOX.>", "$KV.sg_us_nonces.>",
          "_INBOX_us_classifier.>", "sg.eu.enforce.>", ">"),
     ),
     NatsRole.NODE: (
@@ -77,7 +80,8 @@ CASES: dict[NatsRole, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], t
     NatsRole.CLASSIFIER: (
         ("sg.us.acct.3.t0", "sg.us.dlq.classifier"),
         ("sg.us.enforce.t0", "sg.eu.acct.3.t0", "sg.us.content.t0", "_INBOX_us_gate.x",
-         "$KV.sg_us_policy.current", "$JS.API.STREAM.DELETE.SG_US_CONTENT"),
+         "$KV.sg_us_policy.current", "$JS.API.STREAM.DELETE.SG_US_CONTENT",
+         "$KV.sg_us_nonces.00ff00ff00ff00ff00ff00ff00ff00ff"),
         ("sg.us.classify", "_INBOX_us_classifier.>"),
         ("sg.eu.classify", "sg.us.enforce.>", "_INBOX_us_gate.>"),
     ),
@@ -88,7 +92,7 @@ CASES: dict[NatsRole, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], t
         ("sg.us.enforce.t0", "sg.us.content.t0", "sg.us.classify", "sg.eu.acct.3.t0",
          "$KV.sg_us_policy.current", "$JS.API.STREAM.PURGE.SG_US_DLQ",
          "$JS.API.STREAM.MSG.GET.SG_EU_DLQ", "$JS.API.STREAM.MSG.DELETE.SG_US_DLQ",
-         "$JS.API.CONSUMER.CREATE.SG_US_DLQ"),
+         "$JS.API.CONSUMER.CREATE.SG_US_DLQ", "$KV.sg_us_nonces.00ff00ff00ff00ff00ff00ff00ff00ff"),
         ("_INBOX_us_operator.>",),
         ("sg.us.classify", "sg.us.enforce.>", "sg.us.dlq.>"),
     ),
