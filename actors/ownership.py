@@ -123,6 +123,11 @@ class PartitionOwnership:
             if renewed is None:
                 # lapsed (the bucket was out of reach for a TTL): ours again if nobody took it
                 renewed = await self.leases.acquire(lease.key, self.node_id)
+            if renewed is None and await self.leases.holder(lease.key) in (None, self.node_id):
+                # Nobody else's: right after a new leader the replicas disagree for a moment
+                # (one has purged the lapsed key, the leader not yet, or our last write went
+                # through unanswered). Keep running; the next tick takes it or sees the taker.
+                continue
             if renewed is None:
                 log.warning("node %s lost the lease of partition %d", self.node_id, p)
                 del self.held[p]
