@@ -4,6 +4,7 @@ role may touch another region's (``bus.nats_auth``)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +23,16 @@ from safeguards.adapters.bus.nats_auth import (
     role_permissions,
     server_authorization,
 )
+from safeguards.adapters.bus.nonce_bucket import nonce_bucket_name
 from safeguards.adapters.bus.streams import StreamSettings, provision_region
+from safeguards.adapters.csp.messages_api import BadRequest
+from safeguards.adapters.csp.nonce_ledger import RegionLedger, ledger_key
 from safeguards.adapters.embedded import EmbeddedNats
 
 from bus_support import refused_by_server
 
 REGIONS = ("us", "eu")
+CALLER_SECRET = secrets.token_bytes(32)  # the front door's caller key (nonce ledger)
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +202,44 @@ def test_the_ops_command_prints_the_servers_authorization(
     seeds = [i.seed for i in make_identities(("us", "eu"))]
     assert not [s for s in seeds if s in json.dumps(users)]  # no secret in a server's config
     assert main(["ops", "nats-authorization", "--region", "U S"]) == 2
+
+
+async def test_the_gate_may_only_create_keys_in_its_own_regions_ledger(
+        keys: dict[tuple[str, NatsRole], NatsIdentity], secured_url: str,
+        tmp_path: Path) -> None:
+    for region in REGIONS:  # each region's nodes provision its streams and its ledger
+        node = await connect(secured_url, name="node", once=True,
+                             identity=keys[(region, NatsRole.NODE)])
+        try:
+            await provision_region(node.jetstream(), region)
+        finally:
+            await node.close()
+    gate = await connect(secured_url, name="gate", once=True,
+                         identity=keys[("us", NatsRole.GATE)])
+    try:
+        own = RegionLedger("us", lambda: gate, mode="required", deadline_s=1.0)
+        nonce = secrets.token_hex(16)
+        assert await own.take(CALLER_SECRET, nonce) is None
+        assert await own.take(CALLER_SECRET, nonce) == "replayed"
+        foreign = RegionLedger("eu", lambda: gate, mode="required", deadline_s=0.2)
+        with pytest.raises(BadRequest):  # the server drops the publish: no answer, 503
+            await foreign.take(CALLER_SECRET, secrets.token_hex(16))
+    finally:
+        await gate.close()
+    us, eu = nonce_bucket_name("us"), nonce_bucket_name("eu")
+    digest = ledger_key(CALLER_SECRET, secrets.token_hex(16))
+    denied = (f"$KV.{eu}.{digest}", f"$JS.API.STREAM.INFO.KV_{us}",
+              f"$JS.API.DIRECT.GET.KV_{us}.$KV.{us}.{digest}", f"$JS.API.STREAM.MSG.GET.KV_{us}",
+              f"$JS.API.CONSUMER.CREATE.KV_{us}", f"$JS.API.STREAM.PURGE.KV_{us}",
+              f"$JS.API.STREAM.CREATE.KV_{us}", f"$JS.API.STREAM.INFO.KV_{eu}")
+    refused = await refused_by_server(secured_url, keys[("us", NatsRole.GATE)],
+                                      publish=(f"$KV.{us}.{digest}", *denied),
+                                      subscribe=(f"$KV.{us}.>",))
+    assert refused == ({("publish", s.lower()) for s in denied}
+                       | {("subscription", f"$kv.{us}.>")})
+    # eu's ledger holds nothing of us's gate; us's, the one nonce it took
+    node = await connect(secured_url, name="node", once=True, identity=keys[("eu", NatsRole.NODE)])
+    try:
+        assert (await node.jetstream().stream_info(f"KV_{eu}")).state.messages == 0
+    finally:
+        await node.close()

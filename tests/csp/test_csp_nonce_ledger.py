@@ -13,7 +13,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,27 +24,17 @@ from extproc_testkit import DOOR, Exchange, ext_proc, immediate, request_body, r
 from nats.aio.msg import Msg
 from nats.js import api
 
-from safeguards.adapters.bus.connect import connect
-from safeguards.adapters.bus.nats_auth import (
-    NatsIdentity,
-    NatsRole,
-    make_identities,
-    server_authorization,
-)
 from safeguards.adapters.bus.nonce_bucket import (
     LEDGER_MAX_AGE_S,
     nonce_bucket_name,
     nonce_subject,
 )
-from safeguards.adapters.bus.streams import provision_region
 from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, assertion
 from safeguards.adapters.csp.messages_api import BadRequest
 from safeguards.adapters.csp.nonce_ledger import RegionLedger, ledger_key, ledger_mode
-from safeguards.adapters.embedded import EmbeddedNats, free_port
+from safeguards.adapters.embedded import free_port
 from safeguards.adapters.embedded.ports import wait_for_port
 from safeguards.core.policy import Policy
-
-from bus_support import refused_by_server
 
 KEY = DOOR  # ext_proc's test key: one key for every host of the region
 BODY = json.dumps({"model": "m", "max_tokens": 5,
@@ -241,63 +231,3 @@ async def test_proxy_commands_with_workers_take_nonces_region_wide(
             proc.terminate()
         for proc in procs:
             proc.wait(20)
-
-
-# --- permissions: a region's gate creates keys in its own ledger, and nothing else -----------
-
-REGIONS = ("us", "eu")
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, NatsRole], NatsIdentity]:
-    directory = tmp_path_factory.mktemp("nats-keys")
-    return {(i.region, i.role): i for i in make_identities(REGIONS, directory=directory)}
-
-
-@pytest.fixture(scope="module")
-def secured_url(keys: dict[tuple[str, NatsRole], NatsIdentity],
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with EmbeddedNats(tmp_path_factory.mktemp("nats"),
-                      authorization=server_authorization(list(keys.values()))) as server:
-        yield server.url
-
-
-async def test_the_gate_may_only_create_keys_in_its_own_regions_ledger(
-        keys: dict[tuple[str, NatsRole], NatsIdentity], secured_url: str,
-        tmp_path: Path) -> None:
-    for region in REGIONS:  # each region's nodes provision its streams and its ledger
-        node = await connect(secured_url, name="node", once=True,
-                             identity=keys[(region, NatsRole.NODE)])
-        try:
-            await provision_region(node.jetstream(), region)
-        finally:
-            await node.close()
-    gate = await connect(secured_url, name="gate", once=True,
-                         identity=keys[("us", NatsRole.GATE)])
-    try:
-        own = RegionLedger("us", lambda: gate, mode="required", deadline_s=1.0)
-        nonce = secrets.token_hex(16)
-        assert await own.take(KEY.secret, nonce) is None
-        assert await own.take(KEY.secret, nonce) == "replayed"
-        foreign = RegionLedger("eu", lambda: gate, mode="required", deadline_s=0.2)
-        with pytest.raises(BadRequest):  # the server drops the publish: no answer, 503
-            await foreign.take(KEY.secret, secrets.token_hex(16))
-    finally:
-        await gate.close()
-    us, eu = nonce_bucket_name("us"), nonce_bucket_name("eu")
-    digest = ledger_key(KEY.secret, secrets.token_hex(16))
-    denied = (f"$KV.{eu}.{digest}", f"$JS.API.STREAM.INFO.KV_{us}",
-              f"$JS.API.DIRECT.GET.KV_{us}.$KV.{us}.{digest}", f"$JS.API.STREAM.MSG.GET.KV_{us}",
-              f"$JS.API.CONSUMER.CREATE.KV_{us}", f"$JS.API.STREAM.PURGE.KV_{us}",
-              f"$JS.API.STREAM.CREATE.KV_{us}", f"$JS.API.STREAM.INFO.KV_{eu}")
-    refused = await refused_by_server(secured_url, keys[("us", NatsRole.GATE)],
-                                      publish=(f"$KV.{us}.{digest}", *denied),
-                                      subscribe=(f"$KV.{us}.>",))
-    assert refused == ({("publish", s.lower()) for s in denied}
-                       | {("subscription", f"$kv.{us}.>")})
-    # eu's ledger holds nothing of us's gate; us's, the one nonce it took
-    node = await connect(secured_url, name="node", once=True, identity=keys[("eu", NatsRole.NODE)])
-    try:
-        assert (await node.jetstream().stream_info(f"KV_{eu}")).state.messages == 0
-    finally:
-        await node.close()
