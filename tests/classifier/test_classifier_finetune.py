@@ -5,6 +5,8 @@ Needs PyTorch (the ``train`` extra); skipped without it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -15,19 +17,27 @@ from tiny_bert import CFG, random_bert
 torch = pytest.importorskip("torch")
 
 
+def _windows(n: int, *, seed: int) -> list[Any]:
+    """``n`` random token windows, each the positive of one of three labels in turn."""
+    from safeguards.adapters.classifier_training import finetune as ft
+
+    rng = np.random.default_rng(seed)
+    windows = []
+    for i in range(n):
+        ids = [1, *rng.integers(4, CFG.vocab_size, int(rng.integers(3, 12))).tolist(), 2]
+        target = np.zeros(3, np.int8)
+        target[i % 3] = 1
+        windows.append(ft.Window(ids, target, np.ones(3, np.int8)))
+    return windows
+
+
 def test_trained_low_rank_updates_and_heads_survive_export() -> None:
     import onnxruntime as ort
 
     from safeguards.adapters.classifier_training import finetune as ft
 
     weights = {k.removeprefix("bert."): v for k, v in random_bert(5).items()}
-    rng = np.random.default_rng(0)
-    windows = []
-    for i in range(24):
-        ids = [1, *rng.integers(4, CFG.vocab_size, int(rng.integers(3, 12))).tolist(), 2]
-        target = np.zeros(3, np.int8)
-        target[i % 3] = 1
-        windows.append(ft.Window(ids, target, np.ones(3, np.int8)))
+    windows = _windows(24, seed=0)
     config = ft.FinetuneConfig(trainable_from=1, rank=4, head_hidden=8, epochs=2, batch=8,
                                lr=1e-2, pair_batch=2)
     trained = ft.train(CFG, weights, windows, (2, 1), config,
@@ -49,3 +59,38 @@ def test_trained_low_rank_updates_and_heads_survive_export() -> None:
         got = session.run(["logits"], {"input_ids": ids.numpy(),
                                        "attention_mask": mask.numpy()})[0]
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_retraining_heads_keeps_the_tuned_encoder_and_learns_new_labels() -> None:
+    from safeguards.adapters.classifier_training import finetune as ft
+    from safeguards.adapters.classifier_training.retrain_heads import train_heads
+
+    weights = {k.removeprefix("bert."): v for k, v in random_bert(5).items()}
+    windows = _windows(32, seed=1)
+    config = ft.FinetuneConfig(trainable_from=1, rank=4, head_hidden=8, epochs=1, batch=8,
+                               lr=1e-2)
+    tuned = ft.train(CFG, weights, windows, (2, 1), config)
+    # new labels: the first column now says whether a window is made mostly of token 7
+    relabelled = []
+    for i, w in enumerate(windows):
+        ids = [1, *([7] * 8), *w.ids[1:4], 2] if i % 2 else w.ids
+        relabelled.append(ft.Window(ids, np.array([i % 2, 0, 0], np.int8), w.task))
+    again = train_heads(CFG, weights, tuned, relabelled, (2, 1), config, epochs=300, lr=3e-2)
+    for key, value in tuned.items():
+        if key.endswith((".lora_a", ".lora_b")):
+            np.testing.assert_allclose(again[key], value, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(again["heads.out.weight"], tuned["heads.out.weight"])
+    # the retrained heads read the kept encoder and separate the new labels
+    encoder = ft.Encoder(CFG, merged_weights(weights, again),
+                         ft.FinetuneConfig(trainable_from=CFG.num_layers))
+    logits = []
+    for w in relabelled:
+        ids = torch.tensor([w.ids])
+        mask = torch.ones_like(ids)
+        with torch.no_grad():
+            unit = encoder.top(encoder.bottom(ids, mask), mask).numpy()
+        hidden = np.maximum(0, unit @ again["heads.hidden.weight"] + again["heads.hidden.bias"])
+        logits.append(float((hidden @ again["heads.out.weight"] + again["heads.out.bias"])[0, 0]))
+    positive = [s for s, w in zip(logits, relabelled, strict=True) if w.target[0]]
+    negative = [s for s, w in zip(logits, relabelled, strict=True) if not w.target[0]]
+    assert min(positive) > max(negative)
