@@ -192,14 +192,6 @@ class HomeRouting:
             self._claims = await HomeClaims.open(js)
         return self._claims
 
-    async def home_of(self, request: GateRequest) -> HomeEntry | None:
-        """The account's home where it is another region (None: served as this region's), its
-        enforcement read or refreshed (``lookup`` then ``follow``)."""
-        entry, first = await self.lookup(request.account_id)
-        if entry is not None:
-            await self.follow(request, entry, first)
-        return entry
-
     async def lookup(self, account: str) -> tuple[HomeEntry | None, bool]:
         """The account's home where it is another region (None: this region's), and whether it
         was just looked up (not from memory)."""
