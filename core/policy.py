@@ -101,6 +101,13 @@ class GatePolicy:
     # The cascade: a microsecond first stage clears what the contextual model would not flag;
     # only what it passes on waits for the classifier (false: every screened prompt does).
     screen_first_stage: bool = True
+    # Per-account fairness at the screening classifier: while one of an account's requests is
+    # screened, its further ones wait their turn (FIFO) at most this long, then each gets its
+    # own full deadline; past it, served unscreened (``screen_account_queue``). At most
+    # ``screen_account_waiters`` wait per account; beyond, served unscreened at once
+    # (``screen_account_queue_full``). 0 ms: no queue, every request straight to the classifier.
+    screen_account_queue_ms: float = 1000.0
+    screen_account_waiters: int = 32
     # A gate that has not yet read its region's enforcement (a start while NATS is down, with no
     # local snapshot) holds a request at most this long for it, then refuses (HTTP 503): an
     # account it knows nothing about is never served as if it were at L0. 0: refuse at once.
@@ -227,6 +234,11 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
             c.number(g, "screen_max_chars", "gate", lo=0, hi=1_000_000, default=4000)
         ),
         screen_first_stage=bool(c.get(g, "screen_first_stage", bool, "gate", True)),
+        screen_account_queue_ms=c.number(g, "screen_account_queue_ms", "gate", lo=0,
+                                         hi=60_000, default=1000),
+        screen_account_waiters=int(
+            c.number(g, "screen_account_waiters", "gate", lo=1, hi=100_000, default=32)
+        ),
         before_sync_hold_ms=c.number(g, "before_sync_hold_ms", "gate", lo=0, hi=60_000,
                                      default=1000),
     )
