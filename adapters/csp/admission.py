@@ -5,7 +5,8 @@ picks what of the conversation is scored (``turns.scoring_text``: the newest tur
 earlier turns only the first time this process sees them), runs ``Gate.check`` (timed into the
 latency histogram) and, when the account's level asks for it, synchronous classification with the
 policy's deadline (for fresh and L0 accounts, screening: a cascade whose first stage clears what
-the contextual model would not flag, then the classifier on a short deadline, failing open).
+the contextual model would not flag, then the classifier on a short deadline, failing open,
+one screening per account at a time: ``screen_turns``).
 ``observe`` runs after the response: it charges tokens to the GCRA and queues the metadata-only
 signal and the content for scoring (never waiting on NATS).
 
@@ -36,6 +37,7 @@ from safeguards.adapters.csp.homes import HomeRouting
 from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.provider_api import MESSAGES_CALL, ProviderCall
+from safeguards.adapters.csp.screen_turns import ScreenTurns
 from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.turns import SeenTurns, newest_user_text, scoring_text
 from safeguards.core.events import Scores
@@ -72,6 +74,7 @@ class Admission:
         self.telemetry = telemetry
         self.first_stage = first_stage
         self.seen = SeenTurns()
+        self.screen_turns = ScreenTurns()  # per-account turns at the screening classifier
         self.homes: HomeRouting | None = None  # accounts homed in another region (csp.homes)
         self.cross: CrossSignalBoard | None = None  # prompts other regions released as harmful
         self._observe_check = metrics.check_seconds.observe
@@ -139,10 +142,18 @@ class Admission:
             counts[verdict.reason] = counts.get(verdict.reason, 0) + 1
             if verdict.clear:  # served without waiting on the classifier, scored afterwards
                 return self._resolve(request, decision, (), clear_reason="first_stage_clear")
-        scores, failure = await self.classifier.classify(
-            request.request_id, "prompt", prompt, deadline_ms=gate_policy.screen_deadline_ms)
+        # One screening per account at the classifier at a time; its others wait their turn
+        # (bounded), then each gets its full deadline: a burst cannot outrun its own screening
+        # nor crowd out other accounts' (csp.screen_turns).
+        async with self.screen_turns.turn(request.account_id,
+                                          gate_policy.screen_account_queue_ms / 1000,
+                                          gate_policy.screen_account_waiters) as missed:
+            if missed:
+                return self._resolve(request, decision, None, failure=missed)
+            scores, failure = await self.classifier.classify(
+                request.request_id, "prompt", prompt, deadline_ms=gate_policy.screen_deadline_ms)
         return self._resolve(request, decision, scores,
-                                 failure=f"screen_{failure}" if failure else "screen_error")
+                             failure=f"screen_{failure}" if failure else "screen_error")
 
     async def completion_verdict(self, request: GateRequest, completion: str) -> str | None:
         """Score the completion so far; a category (or ``fail_closed``) means: end it now."""
