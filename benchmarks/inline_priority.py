@@ -13,7 +13,8 @@ Reports inline p50/p99 per mode and the stream's texts/s while the inline traffi
 burst: 12 screening requests at once (100-500 characters, each abandoned at the gate's 40 ms
 screening deadline), 10 times, through an inline scorer in batches of up to 64 windows and in
 batches of 2: the share answered in time (2026-12-06, idle: 0.29 and 0.33, within each other's
-spread, so the inline scorer kept its batches; on 2 cores a burst of a dozen mostly fails open).
+spread, so the inline scorer kept its batches; on 2 cores a burst of a dozen mostly fails open;
+``benchmarks/screen_burst.py`` measures the same burst through admission with per-account turns).
 
     python benchmarks/inline_priority.py [--rounds 3] [--requests 100]
 
