@@ -21,9 +21,8 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 
@@ -46,7 +45,6 @@ from safeguards.core.prompt_links import content_digest, prompt_link_key
 # Request ids: a random per-process prefix and a counter (unique without a system call each).
 _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count()
-T = TypeVar("T")
 
 
 def prompt_digest(secret: bytes | None, prompt: str) -> str:
@@ -119,7 +117,8 @@ class Admission:
             decision = Decision(BLOCK_ACTION, "prompt_elsewhere", 0, 0, status=403)
             self.gate.count(decision)
         else:
-            decision = self._marked(request, lambda: self.gate.check(request, now))
+            decision = self.gate.check(request, now)
+            _mark(request, decision.fallback)
         self._observe_check(time.perf_counter() - t0)
         if decision.needs_classify:
             decision = await self._classify(request, decision, prompt)
@@ -160,24 +159,24 @@ class Admission:
         scores, failure = await self.classifier.classify(
             request.request_id, "completion", completion,
             deadline_ms=self.gate.policy.gate.classify_deadline_ms)
-        return self._marked(request, lambda: self.gate.stream_verdict(
-            scores, failure=failure or "classifier_error"))
+        verdict = self.gate.stream_verdict(scores, failure=failure or "classifier_error")
+        _mark(request, verdict.fallback)
+        return verdict.stop
 
     def _resolve(self, request: GateRequest, decision: Decision, scores: Scores | None, *,
                  failure: str = "classifier_timeout", clear_reason: str = "") -> Decision:
-        return self._marked(request, lambda: self.gate.resolve(
-            decision, scores, failure=failure, clear_reason=clear_reason))
-
-    def _marked(self, request: GateRequest, gate_call: Callable[[], T]) -> T:
-        """A synchronous gate call, the fallback it took (if any) marked on the request: nothing
-        awaits between clearing the gate's note and reading it, so the note is this request's
-        (a later fallback of the same request replaces an earlier one)."""
-        self.gate.take_fallback()
-        result = gate_call()
-        request.fallback = self.gate.take_fallback() or request.fallback
-        return result
+        final = self.gate.resolve(decision, scores, failure=failure, clear_reason=clear_reason)
+        _mark(request, final.fallback)
+        return final
 
     def observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,
                 prompt: str, completion: str) -> None:
         self.gate.observe(request, GateResponse(action, tokens_in, tokens_out), gate_now())
         self.telemetry.emit_observed(request, action, tokens_in, tokens_out, prompt, completion)
+
+
+def _mark(request: GateRequest, fallback: str | None) -> None:
+    """The fallback a gate call returned for ``request``, marked on it (its RequestObserved
+    signal carries it); a later fallback of the same request replaces an earlier one."""
+    if fallback is not None:
+        request.fallback = fallback

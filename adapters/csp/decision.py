@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from safeguards.core.ids import API_KEY_PREFIX, ORGANIZATION_PREFIX, PROMPT_PREFIX
 
@@ -54,14 +55,17 @@ def flags_of(interventions: Iterable[str]) -> int:
 
 
 class Decision:
-    """What the gate says about one request. Shared instances: treat as read-only."""
+    """What the gate says about one request. Shared instances: treat as read-only.
 
-    __slots__ = ("action", "flags", "key", "level", "needs_classify", "reason", "retry_after_s",
-                 "status")
+    ``fallback``: the fail-open/closed fallback the gate took to reach it (``<mode>:<cause>``;
+    None: none), which the admission marks on the request (``GateRequest.fallback``)."""
+
+    __slots__ = ("action", "fallback", "flags", "key", "level", "needs_classify", "reason",
+                 "retry_after_s", "status")
 
     def __init__(self, action: str, reason: str, level: int, flags: int, *,
                  needs_classify: bool = False, status: int = 200,
-                 retry_after_s: float = 0.0) -> None:
+                 retry_after_s: float = 0.0, fallback: str | None = None) -> None:
         self.action = action
         self.reason = reason
         self.level = level
@@ -69,6 +73,7 @@ class Decision:
         self.needs_classify = needs_classify
         self.status = status
         self.retry_after_s = retry_after_s
+        self.fallback = fallback
         self.key = (action, reason)
 
     @property
@@ -90,7 +95,17 @@ class Decision:
 
     def __repr__(self) -> str:
         return (f"Decision({self.action!r}, {self.reason!r}, level={self.level}, "
-                f"status={self.status}, needs_classify={self.needs_classify})")
+                f"status={self.status}, needs_classify={self.needs_classify}, "
+                f"fallback={self.fallback!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamVerdict:
+    """``Gate.stream_verdict``'s answer: ``stop``, a category name (or ``fail_closed``) when the
+    stream must end now, else None; ``fallback``, the one it took (``<mode>:<cause>``) or None."""
+
+    stop: str | None
+    fallback: str | None = None
 
 
 class GateRequest:
@@ -125,8 +140,9 @@ class GateRequest:
         # charged to the account's request rate: False for a batch's requests after its first
         # (the batch's creation is one call; its requests run upstream on the batch's own quota)
         self.rated = rated
-        # the gate's fail-open/closed fallback on it (``<mode>:<cause>``), set by the admission
-        # and carried in its RequestObserved signal: the durable record of fallbacks
+        # the gate's fail-open/closed fallback on it (``<mode>:<cause>``), copied by the admission
+        # from what the gate returned (the latest one taken) and carried in its RequestObserved
+        # signal: the durable record of fallbacks
         self.fallback: str | None = None
 
 

@@ -15,7 +15,9 @@ Flow per request::
     gate.observe(request, response, now)         # charges tokens to the token GCRA
 
 Counters (decisions by action and reason, fallbacks by cause and mode) are plain ints read by the
-Prometheus collector at scrape time, so the hot path never touches a metrics library.
+Prometheus collector at scrape time, so the hot path never touches a metrics library. A fallback
+is also returned with what it led to (``Decision.fallback``, ``StreamVerdict.fallback``), for the
+caller to mark on its request: the gate keeps no per-request state between calls.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from safeguards.adapters.csp.decision import (
     Decision,
     GateRequest,
     GateResponse,
+    StreamVerdict,
     flags_of,
 )
 from safeguards.adapters.csp.gate_counters import GateCounters
@@ -53,13 +56,14 @@ from safeguards.core.ids import aggregate_kind
 from safeguards.core.policy import Policy
 
 DEFAULT_MAX_UNCOMMANDED = 200_000  # rate state kept for accounts without a command
+_GO_ON = StreamVerdict(None)  # the stream goes on, no fallback taken
 
 
 class Gate(GateCounters):
     """The per-region inline gate: enforcement cache + rate limits + decisions + counters."""
 
     def __init__(self, policy: Policy, *, max_uncommanded: int = DEFAULT_MAX_UNCOMMANDED) -> None:
-        self._decisions: dict[tuple[str, str, int, int, bool], Decision] = {}
+        self._decisions: dict[tuple[str, str, int, int, bool, str | None], Decision] = {}
         self.set_policy(policy)
         self._commanded: dict[str, CacheEntry] = {}
         self._uncommanded: dict[str, CacheEntry] = {}
@@ -105,14 +109,20 @@ class Gate(GateCounters):
     # --- the cache ------------------------------------------------------------------------------
 
     def _intern(self, action: str, reason: str, level: int, flags: int,
-                needs_classify: bool = False, status: int = 200) -> Decision:
-        key = (action, reason, level, flags, needs_classify)
+                needs_classify: bool = False, status: int = 200,
+                fallback: str | None = None) -> Decision:
+        key = (action, reason, level, flags, needs_classify, fallback)
         found = self._decisions.get(key)
         if found is None:
             found = Decision(action, reason, level, flags, needs_classify=needs_classify,
-                             status=status)
+                             status=status, fallback=fallback)
             self._decisions[key] = found
         return found
+
+    def _fell_back(self, decision: Decision, fallback: str) -> Decision:
+        """A standing ``decision`` (not a throttle) reached through ``fallback``."""
+        return self._intern(decision.action, decision.reason, decision.level, decision.flags,
+                            decision.needs_classify, decision.status, fallback)
 
     def _ok_decision(self, level: int, flags: int, scope: str = "") -> Decision:
         """The standing decision of a level; ``scope`` ("org_", "key_", "prompt_") marks an
@@ -187,8 +197,8 @@ class Gate(GateCounters):
 
     def check(self, request: GateRequest, now: float) -> Decision:
         if not self.synced:  # what we know of every account is nothing yet: refuse, never L0
-            self._fallback("not_synced", "closed")
-            refused = self._intern(BLOCK_ACTION, "not_synced", 0, 0, status=503)
+            refused = self._intern(BLOCK_ACTION, "not_synced", 0, 0, status=503,
+                                   fallback=self._fallback("not_synced", "closed"))
             self._count(refused)
             return refused
         if self._override is None:
@@ -201,7 +211,7 @@ class Gate(GateCounters):
         would = self._check(request, now)
         key = (f"shadow_{would.action}", would.reason)
         self.counts[key] = self.counts.get(key, 0) + 1
-        served = self._intern(ALLOW, "shadow", would.level, 0)
+        served = self._intern(ALLOW, "shadow", would.level, 0, fallback=would.fallback)
         self._count(served)
         return served
 
@@ -228,11 +238,10 @@ class Gate(GateCounters):
             if ok.flags & SYNC_CLASSIFY and self._closed:
                 # What we know of an account under screening may be out of date: the policy's
                 # fail-closed categories refuse rather than serve on stale knowledge.
-                self._fallback("stale_cache", "closed")
-                refused = self._stale_closed(ok)
+                refused = self._stale_closed(ok, self._fallback("stale_cache", "closed"))
                 self._count(refused)
                 return refused
-            self._fallback("stale_cache", "open")
+            ok = self._fell_back(ok, self._fallback("stale_cache", "open"))
         if ok.status != 200:
             self._count(ok)
             return ok
@@ -273,8 +282,9 @@ class Gate(GateCounters):
         """Count a decision a front end acted on without going through ``check``."""
         self._count(decision)
 
-    def _stale_closed(self, ok: Decision) -> Decision:
-        return self._intern(BLOCK_ACTION, "fail_closed", ok.level, ok.flags, status=529)
+    def _stale_closed(self, ok: Decision, fallback: str) -> Decision:
+        return self._intern(BLOCK_ACTION, "fail_closed", ok.level, ok.flags, status=529,
+                            fallback=fallback)
 
     def _new_uncommanded(self, account: str) -> CacheEntry:
         if len(self._uncommanded) >= self._max_uncommanded:
@@ -288,21 +298,21 @@ class Gate(GateCounters):
     def _throttle(self, ok: Decision, reason: str, retry_after_s: float) -> Decision:
         retry = 60.0 if math.isinf(retry_after_s) else retry_after_s
         decision = Decision(THROTTLE_ACTION, reason, ok.level, ok.flags, status=429,
-                            retry_after_s=retry)
+                            retry_after_s=retry, fallback=ok.fallback)
         self._count(decision)
         return decision
 
     def resolve(self, decision: Decision, scores: Scores | None, *,
                 failure: str = "classifier_timeout", clear_reason: str = "") -> Decision:
         """The final decision once synchronous classification answered (or did not);
-        ``clear_reason`` names what cleared it when no score did (the cascade's first stage)."""
+        ``clear_reason`` names what cleared it when no score did (the cascade's first stage).
+        Its ``fallback``: the one taken here, else ``decision``'s (the request's latest)."""
         if not decision.needs_classify:
             return decision
         if scores is None and failure.endswith(CLASSIFIER_FORGED):  # screen_ prefix or not
             # An answer that is not the region's classifier's: the path is under attack, and
             # serving on it would let the attacker choose; refuse, even under screening.
-            self._fallback(failure, "closed")
-            final = self._stale_closed(decision)
+            final = self._stale_closed(decision, self._fallback(failure, "closed"))
             self._count(final)
             return final
         present = dict(scores) if scores is not None else {}
@@ -321,44 +331,46 @@ class Gate(GateCounters):
             if score >= intervene_at and score > top:  # the request's own (highest) category
                 top = score
                 borderline, refused = name, (name if score >= refuse_at else "")
+        carried = decision.fallback  # one ``check`` took (a stale cache served on)
         if refused:  # high confidence in this request's own category
             final = self._intern(BLOCK_ACTION, f"classified_{refused}", decision.level,
-                                 decision.flags, status=403)
+                                 decision.flags, status=403, fallback=carried)
             self._count(final)
             return final
         if scores is None or closed_missing:
-            mode = "closed" if closed_missing else "open"
-            self._fallback(failure, mode)
+            fallback = self._fallback(failure, "closed" if closed_missing else "open")
             if closed_missing:
                 final = self._intern(BLOCK_ACTION, "fail_closed", decision.level, decision.flags,
-                                     status=529)
+                                     status=529, fallback=fallback)
                 self._count(final)
                 return final
-            final = self._intern(decision.action, "fail_open", decision.level, decision.flags)
+            final = self._intern(decision.action, "fail_open", decision.level, decision.flags,
+                                 fallback=fallback)
             self._count(final)
             return final
         if borderline:  # served, with the safety system prompt: proportionate, not refused
             final = self._intern(INTERVENE_ACTION, f"borderline_{borderline}", decision.level,
-                                 decision.flags | INTERVENE)
+                                 decision.flags | INTERVENE, fallback=carried)
         else:
             final = self._intern(decision.action, clear_reason or (
                 "screened_clear" if decision.screen_only else "classified_clear"),
-                decision.level, decision.flags)
+                decision.level, decision.flags, fallback=carried)
         self._count(final)
         return final
 
     def stream_verdict(self, scores: Scores | None, *,
-                       failure: str = "classifier_timeout") -> str | None:
-        """Whether a stream must end: a category name (or ``fail_closed``), else None."""
+                       failure: str = "classifier_timeout") -> StreamVerdict:
+        """Whether a stream must end (``stop``: a category name or ``fail_closed``; None: it goes
+        on), with the fallback taken when there are no scores."""
         threshold = self.policy.gate.stream_stop_threshold
         if scores is None:
-            mode = "closed" if self._closed else "open"
-            self._fallback(failure, mode)
-            return "fail_closed" if self._closed else None
+            closed = bool(self._closed)
+            fallback = self._fallback(failure, "closed" if closed else "open")
+            return StreamVerdict("fail_closed" if closed else None, fallback)
         for name, score in scores:
             if score >= threshold and name in self._enabled:
-                return name
-        return None
+                return StreamVerdict(name)
+        return _GO_ON
 
     def observe(self, request: GateRequest, response: GateResponse, now: float) -> None:
         """Charge the response's tokens to the account's token GCRA."""

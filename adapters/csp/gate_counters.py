@@ -19,7 +19,6 @@ class GateCounters:
         self.decided_by_level = [0] * len(LEVEL_NAMES)
         self.refused_by_level = [0] * len(LEVEL_NAMES)
         self.fallbacks: dict[tuple[str, str], int] = {}
-        self.last_fallback: str | None = None  # ``<mode>:<cause>``, see take_fallback
         self.first_stage_verdicts: dict[str, int] = {}  # the screening cascade's, by verdict
 
     def _count(self, decision: Decision) -> None:
@@ -36,12 +35,9 @@ class GateCounters:
         self.counts[key] = self.counts.get(key, 0) + 1
         self.refused_by_level[level] += 1
 
-    def _fallback(self, cause: str, mode: str) -> None:
+    def _fallback(self, cause: str, mode: str) -> str:
+        """Count a fallback; its mark (``<mode>:<cause>``), which the gate returns with what it
+        decided (``Decision.fallback``, ``StreamVerdict.fallback``)."""
         key = (cause, mode)
         self.fallbacks[key] = self.fallbacks.get(key, 0) + 1
-        self.last_fallback = f"{mode}:{cause}"
-
-    def take_fallback(self) -> str | None:
-        """The fallback the last synchronous call made (None: none), cleared."""
-        taken, self.last_fallback = self.last_fallback, None
-        return taken
+        return f"{mode}:{cause}"

@@ -14,6 +14,7 @@ from safeguards.adapters.csp.decision import (
     THROTTLE_ACTION,
     GateRequest,
     GateResponse,
+    StreamVerdict,
 )
 from safeguards.adapters.csp.gate import Gate
 from safeguards.core.enforcement import EnforcementCommand
@@ -77,13 +78,16 @@ def test_screening_fails_open(gate: Gate) -> None:
     late = gate.resolve(d, None, failure="screen_classifier_timeout")
     assert (late.action, late.reason, late.status) == ("allow", "fail_open", 200)
     assert gate.fallbacks[("screen_classifier_timeout", "open")] == 1
-    # what the admission marks on the request's signal, once (``RequestObserved.fallback``)
-    assert gate.take_fallback() == "open:screen_classifier_timeout"
-    assert gate.take_fallback() is None
-    assert gate.resolve(d, (("cyber", 0.1),)).reason == "screened_clear"
-    assert gate.take_fallback() is None
+    # returned with it: what the admission marks on the request's signal (RequestObserved)
+    assert late.fallback == "open:screen_classifier_timeout" and d.fallback is None
+    cleared = gate.resolve(d, (("cyber", 0.1),))
+    assert (cleared.reason, cleared.fallback) == ("screened_clear", None)
     stale = gate.check(req("fresh"), T0 + 10_000 + gate.policy.gate.max_staleness_s + 1)
     assert stale.status == 200 and stale.screen_only
+    assert stale.fallback == "open:stale_cache"
+    # served on the stale cache and cleared: the final decision still says how it got there
+    assert gate.resolve(stale, (("cyber", 0.1),)).fallback == "open:stale_cache"
+    assert gate.resolve(stale, None).fallback == "open:classifier_timeout"  # the latest
 
 
 def test_a_forged_classifier_answer_fails_closed_even_under_screening(gate: Gate) -> None:
@@ -189,7 +193,7 @@ def test_classifier_miss_fails_open_when_every_category_is_open() -> None:
     d = gate.resolve(gate.check(req("a"), T0), None, failure="classifier_unavailable")
     assert (d.action, d.reason, d.status) == (INTERVENE_ACTION, "fail_open", 200)
     assert gate.fallbacks[("classifier_unavailable", "open")] == 1
-    assert gate.stream_verdict(None) is None
+    assert gate.stream_verdict(None) == StreamVerdict(None, "open:classifier_timeout")
 
 
 def test_stale_cache_serves_last_known_state_and_counts(gate: Gate) -> None:
@@ -197,23 +201,26 @@ def test_stale_cache_serves_last_known_state_and_counts(gate: Gate) -> None:
     gate.apply(command("a", 4, 1, gate.policy))
     gate.apply(command("c", 2, 1, gate.policy))
     late = T0 + gate.policy.gate.max_staleness_s + 1
-    assert gate.check(req("a"), late).action == BLOCK_ACTION
+    blocked = gate.check(req("a"), late)
+    assert (blocked.action, blocked.fallback) == (BLOCK_ACTION, "open:stale_cache")
     assert gate.check(req("b"), late).action == "allow"
     assert gate.fallbacks[("stale_cache", "open")] == 2
     # an account under screening, on stale knowledge: the fail-closed categories refuse
     d = gate.check(req("c"), late)
     assert (d.action, d.reason, d.status) == (BLOCK_ACTION, "fail_closed", 529)
     assert gate.fallbacks[("stale_cache", "closed")] == 1
-    assert gate.take_fallback() == "closed:stale_cache"
+    assert d.fallback == "closed:stale_cache"
     gate.touch(late)
-    gate.check(req("b"), late)
+    assert gate.check(req("b"), late).fallback is None
     assert gate.fallbacks[("stale_cache", "open")] == 2
 
 
 def test_stream_verdict_uses_the_stop_threshold(gate: Gate) -> None:
-    assert gate.stream_verdict((("violence", 0.79),)) is None
-    assert gate.stream_verdict((("violence", 0.8),)) == "violence"
-    assert gate.stream_verdict(None) == "fail_closed"  # weapons is fail-closed by default
+    assert gate.stream_verdict((("violence", 0.79),)) == StreamVerdict(None)
+    assert gate.stream_verdict((("violence", 0.8),)) == StreamVerdict("violence")
+    # weapons is fail-closed by default
+    assert gate.stream_verdict(None, failure="classifier_unavailable") == StreamVerdict(
+        "fail_closed", "closed:classifier_unavailable")
 
 
 def test_uncommanded_rate_state_is_bounded() -> None:
@@ -337,13 +344,16 @@ def test_a_live_policy_change_switches_a_category_off_and_the_region_into_modes(
     assert gate.resolve(gate.check(req("a"), T0), weapons).reason == "classified_weapons"
     gate.set_policy(_policy_with(off="weapons"))  # the kill switch
     assert gate.resolve(gate.check(req("a"), T0), weapons).reason == "screened_clear"
-    assert gate.stream_verdict(weapons) is None
+    assert gate.stream_verdict(weapons).stop is None
     gate.apply(command("blocked", 4, 1, gate.policy), T0)
     gate.set_policy(_policy_with("shadow"))
     shadowed = gate.check(req("blocked"), T0)
     assert (shadowed.action, shadowed.reason, shadowed.status) == ("allow", "shadow", 200)
     assert gate.counts[("shadow_block", "level_4")] == 1
     assert gate.peek("blocked", T0).status == 200
+    # served in shadow on a stale cache: the fallback the gate would have taken is the request's
+    stale = gate.check(req("blocked"), T0 + 10_000 + gate.policy.gate.max_staleness_s + 1)
+    assert (stale.reason, stale.fallback) == ("shadow", "open:stale_cache")
     gate.set_policy(_policy_with("refuse"))  # the emergency stop
     stopped = gate.check(req("anyone"), T0)
     assert (stopped.status, stopped.reason) == (403, "policy_refuse")
