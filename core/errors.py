@@ -45,6 +45,12 @@ class UnsupportedSchemaVersion(CodecError):
     """A known type at a schema version with no upcaster path to the current one."""
 
 
+class RetentionBaseUnreadable(CodecError):
+    """A truncated history whose retention base (the snapshot standing for its removed events)
+    is missing, or was made by a fold this build cannot carry to its own: the account cannot be
+    read whole, and must not be folded from its kept events alone."""
+
+
 class PayloadTooLarge(CodecError):
     """A message over the configured size limit; rejected before it is parsed."""
 

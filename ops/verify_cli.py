@@ -20,6 +20,10 @@ snapshots past their time-to-live (``adapters/store/retention.py`` says what sta
 and with an event TTL (``--event-days`` or ``SAFEGUARDS_EVENT_TTL_DAYS_<REGION>``) truncates
 accounts' events older than it behind a chain anchor, after snapshotting the state they fold to
 (``adapters/store/event_retention.py``); ``verify`` checks such histories from their anchor.
+First it carries each truncated history's retention base made by an earlier fold to this
+build's fold (``adapters/store/retention_base.py``); ``retention_bases`` in its output counts the
+bases of another fold (``other_fold``), those it carried, and those this build cannot carry
+(``unreadable``, with the accounts: quarantined where loaded, never truncated further; exit 1).
 Recorded in the audit like a read.
 """
 
@@ -67,11 +71,12 @@ def register_ops(ops_sub: Any) -> None:
     retention.set_defaults(handler=_retention)
 
 
-async def _purge(args: argparse.Namespace) -> dict[str, int]:
+async def _purge(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, Any]]:
     from datetime import UTC, datetime
 
     from safeguards.adapters.store.event_retention import EventRetention, truncate_events
     from safeguards.adapters.store.retention import RetentionPolicy
+    from safeguards.adapters.store.retention_base import carry_bases
 
     policy = RetentionPolicy(args.inbox_days * 86400, args.outbox_days * 86400,
                              args.snapshot_days * 86400)
@@ -84,23 +89,25 @@ async def _purge(args: argparse.Namespace) -> dict[str, int]:
     try:
         now = datetime.now(UTC)
         counts: dict[str, int] = {}
+        bases = await carry_bases(store, dry_run=args.dry_run)  # before any truncation
         if events is not None:  # first: the snapshots it writes are kept by the purge
             truncated = await truncate_events(store, events, now, dry_run=args.dry_run)
             counts["events"], counts["event_accounts"] = truncated["events"], truncated["accounts"]
         counts.update(await store.purge(policy, now, dry_run=args.dry_run))
-        return counts
+        return counts, bases
     finally:
         await store.close()
 
 
 def _retention(args: argparse.Namespace) -> int:
     try:
-        counts = _run(_purge, args)
+        counts, bases = _run(_purge, args)
     except SafeguardsError as exc:
         return _fail(exc)
     print(json.dumps({"dry_run": args.dry_run,
-                      ("would_remove" if args.dry_run else "removed"): counts}))
-    return 0
+                      ("would_remove" if args.dry_run else "removed"): counts,
+                      "retention_bases": bases}))
+    return 1 if bases["unreadable"] else 0
 
 
 async def _audited_reads(args: argparse.Namespace) -> list[dict[str, str]]:

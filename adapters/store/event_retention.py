@@ -19,21 +19,30 @@ link), every event newer than the cutoff, and anything at or after the first eve
 older than the cutoff (times are not strictly ordered by version; a history is never holed).
 
 What changes: ``history`` and explanations start at the anchor; a state before it can no longer
-be asked for (``state_at`` an earlier version fails with a version gap, never a wrong state);
-a fold-version change needs the anchor snapshots carried to the new fold, or those accounts fail
-to load, loudly.
+be asked for (``state_at`` an earlier version fails with a version gap, never a wrong state).
+
+Across fold-version changes: the snapshot at the anchor is the account's *retention base*, never
+discarded for its fold but carried to the current fold by the snapshot upcasters
+(``retention_base.py`` has the rule). An account whose base this build cannot carry is refused
+here (counted as ``refused``, with an alarm): its state at the new anchor cannot be computed,
+and it is never truncated further from its kept events alone.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from safeguards.adapters.store.retention_base import read_bases
 from safeguards.core import codec
+from safeguards.core import state as fold_module
 from safeguards.core.chain import GENESIS, ChainAnchor, anchor_mac
-from safeguards.core.errors import InvalidInput
-from safeguards.core.state import FOLD_VERSION, AccountState
+from safeguards.core.errors import InvalidInput, RetentionBaseUnreadable
+from safeguards.core.state import AccountState
+
+log = logging.getLogger(__name__)
 
 MIN_EVENT_TTL_S = 30 * 86400.0  # appeals, reviews and RCAs need a month of history at least
 
@@ -108,8 +117,8 @@ async def truncate_one(driver: Any, candidate: Candidate, state: AccountState, c
     if state.version != candidate.through:
         raise InvalidInput(f"state at version {state.version}, expected {candidate.through}")
     account, through = candidate.account_id, candidate.through
-    await driver.execute(SNAPSHOT, account, through, FOLD_VERSION, codec.encode_state(state),
-                         timeout=timeout_s)
+    await driver.execute(SNAPSHOT, account, through, fold_module.FOLD_VERSION,
+                         codec.encode_state(state), timeout=timeout_s)
     link = await driver.fetchval(LINK_AT, account, through, timeout=timeout_s)
     previous = GENESIS if link is None else bytes(link)
     before = await read_anchor(driver, account, timeout_s)
@@ -125,25 +134,39 @@ async def truncate_events(store: Any, policy: EventRetention, now: datetime, *,
                           dry_run: bool = False) -> dict[str, int]:
     """Truncate every account's events past ``policy``'s TTL in ``store`` (a
     ``PostgresEventStore``), one transaction per account; with ``dry_run`` only count. Returns
-    ``{"events": removed, "accounts": truncated}`` (or what would be)."""
+    ``{"events": removed, "accounts": truncated, "refused": accounts whose retention base this
+    build cannot read}`` (or what would be)."""
     from safeguards.adapters.store import pg_sql as sql
 
     timeout = store._timeout
     async with store._connect() as conn:
-        found = await candidates(await store._driver(conn), policy, now, timeout)
+        driver = await store._driver(conn)
+        found = await candidates(driver, policy, now, timeout)
+        bases = await read_bases(driver, [c.account_id for c in found], timeout)
+    unreadable = {a for a, base in bases.items() if base.state is None}
     if dry_run:
-        return {"events": sum(c.events for c in found), "accounts": len(found)}
-    removed = 0
+        kept = [c for c in found if c.account_id not in unreadable]
+        return {"events": sum(c.events for c in kept), "accounts": len(kept),
+                "refused": len(found) - len(kept)}
+    removed = truncated = refused = 0
     for candidate in found:
-        async with store._connect() as conn, conn.begin():
-            # the feed lock, as every append takes it: none runs until this commits
-            await conn.execute(sql.LOCK_FEED, {"region": store.region})
-            driver = await store._driver(conn)
-            state = (await store._states(conn, {candidate.account_id: candidate.through}))[
-                candidate.account_id]
-            removed += await truncate_one(driver, candidate, state, store._chain_key, now,
-                                          timeout)
-    return {"events": removed, "accounts": len(found)}
+        try:
+            async with store._connect() as conn, conn.begin():
+                # the feed lock, as every append takes it: none runs until this commits
+                await conn.execute(sql.LOCK_FEED, {"region": store.region})
+                driver = await store._driver(conn)
+                state = (await store._states(conn, {candidate.account_id: candidate.through}))[
+                    candidate.account_id]
+                removed += await truncate_one(driver, candidate, state, store._chain_key, now,
+                                              timeout)
+        except RetentionBaseUnreadable:  # rolled back: nothing of it changed
+            refused += 1
+            continue
+        truncated += 1
+    if refused:
+        log.error("ALARM event retention refused %d accounts: their retention base was made "
+                  "by a fold this build cannot carry", refused)
+    return {"events": removed, "accounts": truncated, "refused": refused}
 
 
 async def chain_anchor(store: Any, account_id: str) -> ChainAnchor | None:

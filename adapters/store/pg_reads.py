@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from safeguards.adapters.store import pg_sql as sql
 from safeguards.adapters.store.errors import translate_errors
 from safeguards.adapters.store.migrate import async_url
+from safeguards.adapters.store.retention_base import rebase
 from safeguards.adapters.store.reviews import postgres_open_reviews
 from safeguards.adapters.store.schema import events, operator_reads, outbox, snapshots
 from safeguards.adapters.store.sealing import (
@@ -39,13 +40,7 @@ from safeguards.core.chain import ChainRow
 from safeguards.core.errors import InvalidInput, WrongRegionDatabase
 from safeguards.core.events import Event
 from safeguards.core.ids import validate_account_id, validate_region
-from safeguards.core.ports import (
-    AccountRisk,
-    FeedEntry,
-    OpenReview,
-    OutboxMessage,
-    PendingOutbox,
-)
+from safeguards.core.ports import AccountRisk, FeedEntry, OpenReview, OutboxMessage, PendingOutbox
 from safeguards.core.state import AccountState, fold, initial_state
 
 
@@ -168,6 +163,8 @@ class PostgresReadSide:
         rows = await driver.fetch(sql.TAILS, accounts, los, his, timeout=self._timeout)
         for event in await self._events(driver, rows):
             tails[event.account_id].append(event)
+        # a truncated history's events start after its retention base (``retention_base``)
+        await rebase(driver, states, tails, targets, self._timeout)
         return {a: fold(states[a], tails[a]) for a in accounts}
 
     async def load(self, account_id: str) -> AccountState:
@@ -197,8 +194,9 @@ class PostgresReadSide:
                 state = initial_state(account_id, self._region)
             rows = await driver.fetch(sql.TAIL, account_id, state.version, hi,
                                       timeout=self._timeout)
-            tail = await self._events(driver, rows)
-        return fold(state, tail)
+            states, tails = {account_id: state}, {account_id: await self._events(driver, rows)}
+            await rebase(driver, states, tails, {account_id: hi}, self._timeout)
+        return fold(states[account_id], tails[account_id])
 
     async def record_read(self, operator: str, command: str, subject: str,
                           signature: str | None = None) -> None:

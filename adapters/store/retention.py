@@ -13,8 +13,10 @@ What may go, and what must stay so that nothing else changes:
   stay, so every state can still be folded: dropping a snapshot costs a longer fold, never a
   different state.
 
-Events are truncated by ``event_retention.py`` (an anchor keeps the chain verifiable; the
-snapshot at each anchor stands for the removed events and is never purged here).
+Events are truncated by ``event_retention.py`` (an anchor keeps the chain verifiable). The
+snapshots at each anchor, of whatever fold, are the account's retention base: they stand for
+the removed events and are never purged here (``retention_base.py`` carries them across fold
+changes).
 Dead letters expire in their stream (``StreamSettings.dlq_max_age_s``, 14 days).
 """
 
@@ -24,8 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from safeguards.core import state as fold_module
 from safeguards.core.errors import InvalidInput
-from safeguards.core.state import FOLD_VERSION
 
 MIN_INBOX_TTL_S = 8 * 86400.0  # the inputs stream's 7 days of redelivery and replay, plus a day
 MIN_OUTBOX_TTL_S = 3600.0
@@ -71,7 +73,7 @@ async def purge(driver: Any, policy: RetentionPolicy, now: datetime, *, dry_run:
         for table, rows in _STATEMENTS.items():
             args: list[Any] = [now - timedelta(seconds=ttl[table])]
             if "$2" in rows:
-                args.append(FOLD_VERSION)
+                args.append(fold_module.FOLD_VERSION)
             verb = "SELECT count(*)" if dry_run else "WITH gone AS (DELETE"
             sql = (f"{verb} {rows}" if dry_run
                    else f"{verb} {rows} RETURNING 1) SELECT count(*) FROM gone")

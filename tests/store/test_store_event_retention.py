@@ -46,11 +46,13 @@ async def test_events_past_the_ttl_go_behind_an_anchor_and_every_state_stays(
         await store.append(make_request("acct-c", region, 0, 1, at=OLD))  # one event: stays
         before = {a: await store.load(a) for a in ("acct-a", "acct-b", "acct-c")}
 
-        assert await truncate_events(store, TTL, NOW, dry_run=True) == {"events": 13,
-                                                                         "accounts": 2}
+        assert await truncate_events(store, TTL, NOW, dry_run=True) == {
+            "events": 13, "accounts": 2, "refused": 0}
         assert len(await store.history("acct-a")) == 13  # a dry run removes nothing
-        assert await truncate_events(store, TTL, NOW) == {"events": 13, "accounts": 2}
-        assert await truncate_events(store, TTL, NOW) == {"events": 0, "accounts": 0}
+        assert await truncate_events(store, TTL, NOW) == {"events": 13, "accounts": 2,
+                                                           "refused": 0}
+        assert await truncate_events(store, TTL, NOW) == {"events": 0, "accounts": 0,
+                                                           "refused": 0}
 
         # the kept events: acct-a's fresh ones, acct-b's newest, acct-c untouched
         assert [e.version for e in await store.history("acct-a")] == [11, 12, 13]
@@ -103,10 +105,13 @@ async def test_events_past_the_ttl_go_behind_an_anchor_and_every_state_stays(
         assert report.first_break == 12 and "anchor" in report.why
     capsys.readouterr()
     assert await run_cli("ops", "retention", "--region", region, "--database-url",
-                         fresh_database_url, "--event-days", "30", "--dry-run") == 0
-    # acct-b's old version 4 is no longer its newest event: it would go now
-    assert json.loads(capsys.readouterr().out)["would_remove"] == {
+                         fresh_database_url, "--event-days", "30", "--dry-run") == 1
+    # acct-b's old version 4 is no longer its newest event: it would go now; the forged anchor
+    # names a retention base (version 11) that was never written: acct-a is unreadable (alarm)
+    report = json.loads(capsys.readouterr().out)
+    assert report["would_remove"] == {
         "events": 1, "event_accounts": 1, "inbox": 0, "outbox": 0, "snapshots": 0}
+    assert report["retention_bases"]["unreadable_accounts"] == ["acct-a"]
 
 
 def test_an_event_ttl_below_a_month_is_refused() -> None:

@@ -123,7 +123,8 @@ async def test_the_store_works_under_the_region_role(
         assert await store.pending_outbox(10) == []
         assert len(await store.read_feed(0, 100)) == 11
         ttl = EventRetention(30 * 86400)
-        assert await truncate_events(store, ttl, NOW) == {"events": 8, "accounts": 2}
+        assert await truncate_events(store, ttl, NOW) == {"events": 8, "accounts": 2,
+                                                           "refused": 0}
         assert [e.version for e in await store.history("acct-a")] == [7, 8]
         await store.purge(RetentionPolicy(), NOW + timedelta(days=3650))
         await store.erase("acct-b", "op-1", NOW)

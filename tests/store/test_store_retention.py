@@ -62,7 +62,8 @@ async def test_retention_keeps_what_decisions_need(fresh_database_url: str,
     assert await run_cli("ops", "retention", "--region", region, "--database-url",
                          fresh_database_url, "--dry-run") == 0
     assert json.loads(capsys.readouterr().out) == {
-        "dry_run": True, "would_remove": {"inbox": 0, "outbox": 0, "snapshots": 0}}
+        "dry_run": True, "would_remove": {"inbox": 0, "outbox": 0, "snapshots": 0},
+        "retention_bases": {"other_fold": 0, "unreadable": 0, "unreadable_accounts": []}}
 
 
 def test_ttls_below_their_floors_are_refused() -> None:
