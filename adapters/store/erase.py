@@ -19,18 +19,20 @@ from datetime import datetime
 from typing import Any
 
 from safeguards.core import codec
+from safeguards.core import state as fold_module
 from safeguards.core.erasure import ERASED, AccountErased, scrub_state
-from safeguards.core.errors import CodecError, InvalidInput
+from safeguards.core.errors import CodecError, InvalidInput, RetentionBaseUnreadable
 from safeguards.core.events import Event
 from safeguards.core.ids import derive_id
 from safeguards.core.subjects import enforce_subject
 
 DESTROY_KEY = "DELETE FROM account_keys WHERE account_id = $1 RETURNING generation"
 DROP_SNAPSHOTS = "DELETE FROM snapshots WHERE account_id = $1 RETURNING version"
-# the state at a retention anchor (``event_retention``) stands for events no longer stored
-ANCHOR_SNAPSHOTS = ("SELECT s.version, s.fold_version, s.state FROM snapshots s "
+# the state at a retention anchor (``retention_base``) stands for events no longer stored
+ANCHOR_SNAPSHOTS = ("SELECT s.version, s.state FROM snapshots s "
                     "JOIN event_anchors a ON a.account_id = s.account_id "
-                    "AND s.version = a.retained_from - 1 WHERE s.account_id = $1")
+                    "AND s.version = a.retained_from - 1 WHERE s.account_id = $1 "
+                    "ORDER BY s.fold_version DESC")
 KEEP_SNAPSHOT = ("INSERT INTO snapshots (account_id, version, fold_version, state) "
                  "VALUES ($1, $2, $3, $4)")
 CURRENT_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE account_id = $1"
@@ -80,13 +82,17 @@ async def shred(driver: Any, region: str, account: str,
     keys = len(await driver.fetch(DESTROY_KEY, account, timeout=statement_timeout_s))
     anchored = await driver.fetch(ANCHOR_SNAPSHOTS, account, timeout=statement_timeout_s)
     snapshots = len(await driver.fetch(DROP_SNAPSHOTS, account, timeout=statement_timeout_s))
-    for snapshot_version, fold_version, data in anchored:
-        # a truncated history's state has no events to refold from: kept, scrubbed
-        state = codec.decode_state(bytes(data))
-        if state is not None:
-            await driver.execute(KEEP_SNAPSHOT, account, snapshot_version, fold_version,
-                                 codec.encode_state(scrub_state(state)),
-                                 timeout=statement_timeout_s)
+    if anchored:
+        # a truncated history's state has no events to refold from: kept, scrubbed, carried to
+        # this fold (an earlier fold's base is never dropped: the history would be lost)
+        base = next((st for _, data in anchored
+                     if (st := codec.carry_state(bytes(data))) is not None), None)
+        if base is None:  # refused before anything is committed: add the upcaster, erase again
+            raise RetentionBaseUnreadable(
+                "the account's retention base was made by a fold this build cannot carry: "
+                "erasing it would lose its history; nothing was erased")
+        await driver.execute(KEEP_SNAPSHOT, account, anchored[0][0], fold_module.FOLD_VERSION,
+                             codec.encode_state(scrub_state(base)), timeout=statement_timeout_s)
     rewritten = 0
     for outbox_id, payload in await driver.fetch(OUTBOX_ROWS, enforce_subject(region, account),
                                                  timeout=statement_timeout_s):

@@ -137,5 +137,30 @@ async def test_dry_run_reports_bases_of_another_fold_and_a_run_carries_them(
         assert await store.load_many(list(ACCOUNTS)) == before
 
 
+async def test_erasure_keeps_a_carried_base_and_refuses_one_it_cannot_carry(
+        fresh_database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    await migrate(fresh_database_url)
+    region = unique_region()
+    before = await _truncated(fresh_database_url, region)
+    _next_fold(monkeypatch, carried=True)
+    async with PostgresEventStore(region, fresh_database_url) as store:
+        await store.erase("acct-a", "op-1", NOW)
+    async with PostgresEventStore(region, fresh_database_url) as store:  # nothing cached
+        erased = await store.load("acct-a")
+        assert erased.version == 14 and erased.level == before["acct-a"].level
+        assert erased.strikes == before["acct-a"].strikes
+    monkeypatch.delitem(STATE_UPCASTERS, fold_module.FOLD_VERSION - 1)
+    _next_fold(monkeypatch, carried=False)
+    async with PostgresEventStore(region, fresh_database_url) as store:
+        with pytest.raises(RetentionBaseUnreadable):
+            await store.erase("acct-b", "op-1", NOW)
+        assert len(await store.history("acct-b")) == 3  # nothing erased, nothing appended
+    monkeypatch.setitem(STATE_UPCASTERS, fold_module.FOLD_VERSION - 2, dict)
+    monkeypatch.setitem(STATE_UPCASTERS, fold_module.FOLD_VERSION - 1, dict)
+    async with PostgresEventStore(region, fresh_database_url) as store:  # the upcaster: it goes
+        await store.erase("acct-b", "op-1", NOW)
+        assert (await store.load("acct-b")).level == before["acct-b"].level
+
+
 def test_an_unreadable_base_is_a_codec_error() -> None:
     assert issubclass(RetentionBaseUnreadable, CodecError)  # what the node quarantines
