@@ -40,7 +40,8 @@ from safeguards.core.events import (
 from safeguards.core.ids import PROMPT_PREFIX
 
 # Bump whenever ``evolve`` or AccountState changes meaning: stored snapshots made by another fold
-# version are discarded and rebuilt from events, never trusted.
+# version are rebuilt from events, never trusted; retention bases, whose events are gone, are
+# carried instead: a bump adds the step ``core.upcasters.STATE_UPCASTERS`` carries them with.
 FOLD_VERSION = 7
 # How many recently scored contents an account remembers (by sha256): the same content scored
 # again (a retry, a replayed prompt) is the same evidence, never a second strike. The fold

@@ -10,7 +10,8 @@ from linked_region import ORG, Region, request
 
 from safeguards.core import codec
 from safeguards.core.aggregate_members import Membership
-from safeguards.core.state import AccountState
+from safeguards.core.state import FOLD_VERSION, AccountState
+from safeguards.core.upcasters import OLDEST_BASE_FOLD, STATE_UPCASTERS
 
 # codec.encode_state of this state by the fold-6 build (c5bb864): an organisation at L2 with two
 # members, kept as fold 6 kept them (member_accounts)
@@ -32,6 +33,13 @@ def test_a_fold6_snapshot_is_carried_with_its_members_and_no_episode_open() -> N
     assert codec.decode_state(FOLD6) is None  # plain loads trust this fold's snapshots only
     assert codec.carry_state(FOLD6) == STATE
     assert codec.carry_state(codec.encode_state(STATE)) == STATE
+
+
+def test_every_fold_that_may_have_written_a_retention_base_is_carried_to_this_one() -> None:
+    # a FOLD_VERSION bump without a STATE_UPCASTERS step would leave every truncated history
+    # unreadable (quarantined) after the deploy
+    missing = [f for f in range(OLDEST_BASE_FOLD, FOLD_VERSION) if f not in STATE_UPCASTERS]
+    assert missing == [], f"no snapshot upcaster from fold {missing}"
 
 
 def test_a_fold_no_upcaster_reaches_is_not_carried() -> None:
