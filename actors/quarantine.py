@@ -1,7 +1,9 @@
 """Quarantine: an account whose stored history cannot be read is set aside, not retried.
 
 A history that does not decode (a corrupt row; an event of a schema version this node's codec
-does not know, written by a newer node during a rolling deploy) is no store outage: loading it
+does not know, written by a newer node during a rolling deploy; a truncated history whose
+retention base was made by a fold this node cannot carry, ``adapters/store/retention_base.py``)
+is no store outage: loading it
 again fails the same way, and failing the partition only hands it to the next owner, which
 fails in turn. So a load that fails to decode is repeated one account at a time
 (``load_alone``) to find the accounts at fault; the partition then parks their signals in the
