@@ -3,12 +3,11 @@
 A history that does not decode (a corrupt row; an event of a schema version this node's codec
 does not know, written by a newer node during a rolling deploy; a truncated history whose
 retention base was made by a fold this node cannot carry, ``adapters/store/retention_base.py``)
-is no store outage: loading it
-again fails the same way, and failing the partition only hands it to the next owner, which
-fails in turn. So a load that fails to decode is repeated one account at a time
-(``load_alone``) to find the accounts at fault; the partition then parks their signals in the
-region's dead-letter stream under reason ``quarantined`` (kept there, replayable once a node
-can read the history), raises the alarm once per account (an ERROR log line, the
+is no store outage: loading it again fails the same way, and failing the partition only hands it
+to the next owner, which fails in turn. So a load that fails to decode is repeated one account
+at a time (``load_alone``) to find the accounts at fault; the partition then parks their signals
+in the region's dead-letter stream under reason ``quarantined`` (kept there, replayable once a
+node can read the history), raises the alarm once per account (an ERROR log line, the
 ``quarantined`` counter) and parks the account's later signals without loading it again. Every
 other account of the partition carries on.
 

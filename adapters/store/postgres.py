@@ -61,7 +61,7 @@ from safeguards.core import codec
 from safeguards.core import state as fold_module
 from safeguards.core.backtest import strike_potential
 from safeguards.core.chain import GENESIS, link_values
-from safeguards.core.errors import ConcurrencyConflict
+from safeguards.core.errors import CodecError, ConcurrencyConflict
 from safeguards.core.ids import validate_account_id
 from safeguards.core.ports import (
     AppendRequest,
@@ -383,7 +383,8 @@ class PostgresEventStore(PostgresReadSide):
                     [codec.encode_state(s) for s in states.values()], timeout=self._timeout,
                 )
             self._remember(dict(states))
-        except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
+        except (sa_exc.SQLAlchemyError, OSError, TimeoutError, CodecError) as exc:
+            # CodecError: a history this build cannot read whole (an unreadable retention base)
             self.snapshot_failures += 1
             log.warning("snapshot write failed after a committed append (%s); %d accounts",
                         type(exc).__name__, len(due))
