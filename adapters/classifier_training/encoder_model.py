@@ -54,6 +54,7 @@ from safeguards.adapters.classifier.manifest import (
 from safeguards.adapters.classifier_training import finetune as ft
 from safeguards.adapters.classifier_training import heads as H
 from safeguards.adapters.classifier_training import ood, recipe
+from safeguards.adapters.classifier_training import retrain_heads as rh
 from safeguards.adapters.classifier_training import semantic as sem
 from safeguards.adapters.classifier_training.collapse import check_trained
 from safeguards.adapters.classifier_training.corpus.benign_dialogue import django_translation_pairs
@@ -61,7 +62,6 @@ from safeguards.adapters.classifier_training.corpus.catalogue import read_all
 from safeguards.adapters.classifier_training.corpus.records import Record
 from safeguards.adapters.classifier_training.corpus.wheels import Archive, fetch
 from safeguards.adapters.classifier_training.finetune import FinetuneConfig, Window
-from safeguards.adapters.classifier_training.retrain_heads import train_heads
 from safeguards.core.policy import default_policy
 
 log = logging.getLogger(__name__)
@@ -238,8 +238,10 @@ def _train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None,
         windows = TokenWindows(tokenizer_from_json(files["tokenizer"]), ENCODER.max_length,
                                ENCODER.stride, ENCODER.prefix)
         if reuse_tuned is not None:  # the tuned encoder as it was, new heads (minutes)
-            trained = train_heads(cfg, weights, read_tensors(reuse_tuned),
-                                  training_windows(splits.fit, windows), sizes, finetune)
+            trained = rh.train_heads(cfg, weights, read_tensors(reuse_tuned),
+                                     training_windows(splits.fit, windows), sizes, finetune,
+                                     epochs=rh.HEAD_EPOCHS, lr=rh.HEAD_LR, warm=rh.WARM_START,
+                                     cache=cache)
         else:
             trained = ft.train(cfg, weights, training_windows(splits.fit, windows), sizes,
                                finetune, translation_pairs(wheels, windows, seed)
@@ -269,6 +271,10 @@ def _train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None,
     trained[GATE] = np.array([sem.cascade_gate(trained, cal[0][benign_windows])], np.float32)
     z_cal, cal_share = sem.cascade_rows(trained, *cal, len(splits.calibration))
     z_ev, ev_share = sem.cascade_rows(trained, *ev, len(splits.evaluation))
+    if reuse_tuned is not None and retrain_heads:
+        semantic_report["heads_retrained"] = {
+            "encoder_from": reuse_tuned.name, "epochs": rh.HEAD_EPOCHS, "lr": rh.HEAD_LR,
+            "warm_start": rh.WARM_START}
     semantic_report["cascade"] = {
         "escalate_share_benign": sem.ESCALATE_SHARE, "gate": round(float(trained[GATE][0]), 5),
         "escalated_windows": {"calibration": round(cal_share, 4),

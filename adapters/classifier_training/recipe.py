@@ -83,6 +83,11 @@ N_GENERATED_REFUSALS = 0  # 1500 did not teach the answer heads that refusing is
 # distribution 0.43), cause not found; training now refuses to write such a model.
 FRAMES_SILENT_ON_JAILBREAK = False
 JAILBREAK_ROWS_SILENT_ON_HARM = False
+# FRAMED_ASKS_ALSO_JAILBREAK: a generated harmful request in a jailbreak frame is a positive of
+# both its harm category and ``jailbreak`` (multi-label). Fine-tuned end to end that way, the
+# tower collapsed twice (2026-12-04); with the tuned encoder kept and only the heads retrained
+# (``classifier train --reuse-tuned ... --retrain-heads``), it did not (DATA_SOURCES.md).
+FRAMED_ASKS_ALSO_JAILBREAK = False
 
 
 @dataclass
@@ -145,10 +150,12 @@ def generated_rows(seed: int) -> list[Record]:
                 # FRAMES_SILENT_ON_JAILBREAK the jailbreak head is told nothing about it either
                 # way (a partial label; see the flag).
                 cats = sorted(e.labels - {"jailbreak"}) or sorted(e.labels)
-                framed = ("jailbreak",) if FRAMES_SILENT_ON_JAILBREAK and "jailbreak" in e.labels \
-                    and cats[0] != "jailbreak" else ()
+                is_framed = "jailbreak" in e.labels and cats[0] != "jailbreak"
+                framed = ("jailbreak",) if FRAMES_SILENT_ON_JAILBREAK and is_framed else ()
+                also = ("jailbreak",) if FRAMED_ASKS_ALSO_JAILBREAK and is_framed else ()
                 out.append(Record(e.text, "harmful", cats[0], "harmful", "en", source,
-                                  f"gen:{e.group}", unlabelled_categories=framed))
+                                  f"gen:{e.group}", extra_categories=also,
+                                  unlabelled_categories=framed))
 
     add(generated.benign_negatives(N_GENERATED_BENIGN, seed=seed + 11, family="train"), "benign")
     add(generated.evasive_benign(N_GENERATED_EVASIVE_BENIGN, seed=seed + 31, family="train"),

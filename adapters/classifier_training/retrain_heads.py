@@ -13,9 +13,12 @@ texts apart shows in the log when it happens.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import random
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +39,7 @@ log = logging.getLogger("safeguards.classifier.train")
 
 HEAD_EPOCHS = 6
 HEAD_LR = 1e-3
+WARM_START = False  # start from the tuned run's heads rather than fresh ones
 PROBE = 512  # windows whose logit spread is logged
 
 
@@ -57,6 +61,55 @@ def load_lora(encoder: Encoder, tuned: Mapping[str, np.ndarray]) -> None:
         raise ValueError("the tuned tensors hold no low-rank factors for this encoder")
 
 
+def embeddings_key(tuned: Mapping[str, np.ndarray], windows: Sequence[Window]) -> str:
+    """What a cached embedding of ``windows`` through the tuned encoder is filed under: the
+    low-rank factors and every window's token ids."""
+    digest = hashlib.sha256()
+    for name in sorted(k for k in tuned if k.endswith((".lora_a", ".lora_b"))):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(tuned[name], np.float32).tobytes())
+    for w in windows:
+        digest.update(np.asarray(w.ids, np.int32).tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()[:24]
+
+
+def cached_embeddings(encoder: Encoder, tuned: Mapping[str, np.ndarray],
+                      windows: Sequence[Window], hidden: int, cache: Path | None) -> torch.Tensor:
+    """``pooled_embeddings``, kept in ``cache`` (about half an hour of CPU for the recipe's
+    windows) under ``embeddings_key``: a label change is then tried in minutes."""
+    path = cache / f"heads-embeddings-{embeddings_key(tuned, windows)}.npy" if cache else None
+    if path is not None and path.is_file():
+        found = np.load(path)
+        if found.shape == (len(windows), hidden):
+            log.info("embeddings of %d windows read from %s", len(windows), path)
+            return torch.from_numpy(found)
+        log.warning("ignoring %s: shape %s, expected %s", path, found.shape,
+                    (len(windows), hidden))
+    embedded = pooled_embeddings(encoder, windows, hidden)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_suffix(".partial.npy")
+        np.save(staged, embedded.numpy())
+        os.replace(staged, path)
+    return embedded
+
+
+def warm_heads(heads: Heads, tuned: Mapping[str, np.ndarray]) -> None:
+    """Start ``heads`` from a trained run's (``Heads.tensors`` layout, read back)."""
+    hw, hb = tuned["heads.hidden.weight"], tuned["heads.hidden.bias"]
+    ow, ob = tuned["heads.out.weight"], tuned["heads.out.bias"]
+    r = c = 0
+    with torch.no_grad():
+        for h, o in zip(heads.hidden, heads.out, strict=True):
+            nr, nc = h.weight.shape[0], o.weight.shape[0]
+            h.weight.copy_(torch.from_numpy(np.ascontiguousarray(hw[:, r : r + nr].T)))
+            h.bias.copy_(torch.from_numpy(hb[r : r + nr].copy()))
+            o.weight.copy_(torch.from_numpy(np.ascontiguousarray(ow[r : r + nr, c : c + nc].T)))
+            o.bias.copy_(torch.from_numpy(ob[c : c + nc].copy()))
+            r, c = r + nr, c + nc
+
+
 def pooled_embeddings(encoder: Encoder, windows: Sequence[Window], hidden: int) -> torch.Tensor:
     """Every window through the tuned encoder once: [windows, hidden], as the heads see it."""
     cached = _bottom_cache(encoder, [w.ids for w in windows])
@@ -74,9 +127,11 @@ def pooled_embeddings(encoder: Encoder, windows: Sequence[Window], hidden: int) 
 def train_heads(cfg: EncoderConfig, weights: dict[str, np.ndarray],
                 tuned: Mapping[str, np.ndarray], windows: Sequence[Window],
                 head_sizes: Sequence[int], ft: FinetuneConfig, *,
-                epochs: int = HEAD_EPOCHS, lr: float = HEAD_LR) -> dict[str, np.ndarray]:
+                epochs: int = HEAD_EPOCHS, lr: float = HEAD_LR, warm: bool = False,
+                cache: Path | None = None) -> dict[str, np.ndarray]:
     """The tuned encoder's low-rank factors as they were, with heads trained anew on
-    ``windows``; the tensors in ``finetune.train``'s layout."""
+    ``windows`` (``warm``: starting from the tuned run's heads); the tensors in
+    ``finetune.train``'s layout. ``cache``: where the windows' embeddings are kept."""
     torch.manual_seed(ft.seed)
     torch.set_num_threads(ft.threads)
     torch.use_deterministic_algorithms(True)
@@ -84,8 +139,10 @@ def train_heads(cfg: EncoderConfig, weights: dict[str, np.ndarray],
     encoder = Encoder(cfg, weights, ft)
     load_lora(encoder, tuned)
     encoder.eval()
-    embedded = pooled_embeddings(encoder, windows, cfg.hidden_size)
+    embedded = cached_embeddings(encoder, tuned, windows, cfg.hidden_size, cache)
     heads = Heads(cfg.hidden_size, head_sizes, ft.head_hidden)
+    if warm:
+        warm_heads(heads, tuned)
     targets = torch.from_numpy(np.stack([w.target for w in windows]).astype(np.float32))
     tasks = torch.from_numpy(np.stack([w.task for w in windows]).astype(np.float32))
     pos = (targets * tasks).sum(0)

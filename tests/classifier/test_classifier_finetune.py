@@ -94,3 +94,33 @@ def test_retraining_heads_keeps_the_tuned_encoder_and_learns_new_labels() -> Non
     positive = [s for s, w in zip(logits, relabelled, strict=True) if w.target[0]]
     negative = [s for s, w in zip(logits, relabelled, strict=True) if not w.target[0]]
     assert min(positive) > max(negative)
+
+
+def test_warm_heads_start_from_the_tuned_runs_and_embeddings_are_kept(
+        tmp_path: Any, monkeypatch: Any) -> None:
+    from safeguards.adapters.classifier_training import finetune as ft
+    from safeguards.adapters.classifier_training import retrain_heads as rh
+
+    weights = {k.removeprefix("bert."): v for k, v in random_bert(5).items()}
+    windows = _windows(16, seed=2)
+    config = ft.FinetuneConfig(trainable_from=1, rank=4, head_hidden=8, epochs=1, batch=8,
+                               lr=1e-2)
+    tuned = ft.train(CFG, weights, windows, (2, 1), config)
+    # no steps from a warm start: the tuned run's heads, read back exactly
+    same = rh.train_heads(CFG, weights, tuned, windows, (2, 1), config, epochs=0, warm=True,
+                          cache=tmp_path)
+    for key in ("heads.hidden.weight", "heads.hidden.bias", "heads.out.weight",
+                "heads.out.bias"):
+        np.testing.assert_array_equal(same[key], tuned[key])
+    assert len(list(tmp_path.glob("heads-embeddings-*.npy"))) == 1
+
+    def not_again(*_: Any) -> Any:
+        raise AssertionError("the kept embeddings were computed again")
+
+    monkeypatch.setattr(rh, "pooled_embeddings", not_again)
+    again = rh.train_heads(CFG, weights, tuned, windows, (2, 1), config, epochs=0, warm=True,
+                           cache=tmp_path)
+    np.testing.assert_array_equal(again["heads.out.weight"], tuned["heads.out.weight"])
+    # other windows are another key: computed, not read
+    with pytest.raises(AssertionError, match="computed again"):
+        rh.train_heads(CFG, weights, tuned, windows[:8], (2, 1), config, epochs=0, cache=tmp_path)
