@@ -42,11 +42,12 @@ import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import anyio
 import nats
+from classifier_service import nats_server  # type: ignore[import-not-found]
 
 from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.classifier.loader import load_model
@@ -56,7 +57,6 @@ from safeguards.adapters.csp.admission import Admission
 from safeguards.adapters.csp.front_end_config import FrontEndConfig
 from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.inline_gate import InlineGate
-from safeguards.adapters.embedded import EmbeddedNats
 from safeguards.core.policy import Policy, default_policy
 
 WORDS = ("the", "of", "to", "process", "request", "account", "weapon", "story", "code", "python",
@@ -70,16 +70,6 @@ def _body(rnd: random.Random, chars: int) -> bytes:
     text = " ".join(rnd.choice(WORDS) for _ in range(chars // 6)) + f" {rnd.random():.6f}"
     return json.dumps({"model": "claude-bench", "max_tokens": 10,
                        "messages": [{"role": "user", "content": text}]}).encode()
-
-
-@contextlib.contextmanager
-def nats_server() -> Iterator[str]:
-    url = os.environ.get("SAFEGUARDS_NATS_URL")
-    if url:
-        yield url
-        return
-    with EmbeddedNats() as server:
-        yield server.url
 
 
 def _policy(queue_ms: float, deadline_ms: float | None = None) -> Policy:

@@ -9,9 +9,8 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 
-import anthropic
 import anyio
-from csp_testkit import Region, RunningProxy, eventually
+from csp_testkit import Region, RunningProxy, action_for, eventually
 
 from safeguards.adapters.classifier.nats_service import ClassifierService
 from safeguards.core.codec import decode_signal
@@ -22,19 +21,10 @@ from safeguards.core.subjects import stream_name
 ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
 ClassifierEnv = Callable[[], contextlib.AbstractAsyncContextManager[ClassifierService]]
 
-MODEL = "claude-test-1"
 WAIT_S = 10.0
 BENIGN = "What is a good recipe for banana bread with walnuts?"
 # past the screening's length bound below: served unscreened, a counted fail-open
 LONG = " ".join(["How long should I knead bread dough by hand before it rises?"] * 6)
-
-
-async def _ask(proxy: RunningProxy, account: str, text: str) -> str:
-    sdk = anthropic.AsyncAnthropic(base_url=proxy.url, api_key="sk-test", max_retries=0,
-                                   default_headers={"x-csp-account-id": account})
-    raw = await sdk.messages.with_raw_response.create(
-        model=MODEL, max_tokens=10, messages=[{"role": "user", "content": text}])
-    return raw.headers["x-safeguards-action"]
 
 
 async def _observed(region: Region, account: str) -> RequestObserved:
@@ -60,7 +50,8 @@ async def test_interleaved_requests_each_carry_their_own_fallback(
     assert len(LONG) > gate_policy.screen_max_chars >= len(BENIGN)
     async with proxy_env(policy=policy) as running_proxy, classifier_env():
         proxy = running_proxy.proxy
-        await _ask(running_proxy, "acct-warm", "What is a good bread recipe?")  # warm the model
+        # warm the model
+        await action_for(running_proxy, "acct-warm", "What is a good bread recipe?")
         turns = proxy.admission.screen_turns
         held, release = anyio.Event(), anyio.Event()
         actions: dict[str, str] = {}
@@ -72,7 +63,7 @@ async def test_interleaved_requests_each_carry_their_own_fallback(
                 await release.wait()
 
         async def ask(account: str, text: str) -> None:
-            actions[account] = await _ask(running_proxy, account, text)
+            actions[account] = await action_for(running_proxy, account, text)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(hold_turn)

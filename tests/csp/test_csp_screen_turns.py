@@ -9,9 +9,8 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 
-import anthropic
 import anyio
-from csp_testkit import Region, RunningProxy, eventually
+from csp_testkit import Region, RunningProxy, action_for, eventually
 
 from safeguards.adapters.classifier.nats_service import ClassifierService
 from safeguards.adapters.csp.screen_turns import QUEUE_FULL, QUEUE_WAIT, ScreenTurns
@@ -20,7 +19,6 @@ from safeguards.core.policy import Policy
 ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
 ClassifierEnv = Callable[[], contextlib.AbstractAsyncContextManager[ClassifierService]]
 
-MODEL = "claude-test-1"
 WAIT_S = 10.0  # long enough never to run out in the tests that are not about running out
 
 
@@ -127,14 +125,6 @@ def _screening_all(policy: Policy, queue_ms: float) -> Policy:
                                         screen_account_queue_ms=queue_ms))
 
 
-async def _ask(proxy: RunningProxy, account: str, text: str) -> str:
-    sdk = anthropic.AsyncAnthropic(base_url=proxy.url, api_key="sk-test", max_retries=0,
-                                   default_headers={"x-csp-account-id": account})
-    raw = await sdk.messages.with_raw_response.create(
-        model=MODEL, max_tokens=10, messages=[{"role": "user", "content": text}])
-    return raw.headers["x-safeguards-action"]
-
-
 async def test_a_burst_is_screened_in_turn_and_another_account_is_not_queued_behind_it(
     proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv, test_policy: Policy
 ) -> None:
@@ -142,17 +132,18 @@ async def test_a_burst_is_screened_in_turn_and_another_account_is_not_queued_beh
     policy = _screening_all(test_policy, 60_000)
     async with proxy_env(policy=policy) as running_proxy, classifier_env():
         turns = running_proxy.proxy.admission.screen_turns
-        await _ask(running_proxy, "acct-warm", "What is a good bread recipe?")  # warm the model
+        # warm the model
+        await action_for(running_proxy, "acct-warm", "What is a good bread recipe?")
         actions: list[str] = []
         other_done_while_burst_waits: list[bool] = []
 
         async def burst(i: int) -> None:
-            actions.append(await _ask(running_proxy, "acct-burst",
+            actions.append(await action_for(running_proxy, "acct-burst",
                                       f"Question {i}: how do I bake bread with walnuts?"))
 
         async def other() -> None:
             await _queued(turns, "acct-burst", 4)
-            actions.append(await _ask(running_proxy, "acct-other", "How do tides work?"))
+            actions.append(await action_for(running_proxy, "acct-other", "How do tides work?"))
             other_done_while_burst_waits.append(turns.waiting("acct-burst") > 0)
 
         async with anyio.create_task_group() as tg:
@@ -173,10 +164,11 @@ async def test_a_wait_past_the_accounts_bound_is_served_unscreened_and_counted(
     n = 6
     policy = _screening_all(test_policy, 1)
     async with proxy_env(policy=policy) as running_proxy, classifier_env():
-        await _ask(running_proxy, "acct-warm", "What is a good bread recipe?")  # warm the model
+        # warm the model
+        await action_for(running_proxy, "acct-warm", "What is a good bread recipe?")
         async with anyio.create_task_group() as tg:
             for i in range(n):
-                tg.start_soon(_ask, running_proxy, "acct-burst", f"Bread question {i}?")
+                tg.start_soon(action_for, running_proxy, "acct-burst", f"Bread question {i}?")
         gate = running_proxy.proxy.gate
         late = gate.fallbacks.get(("screen_account_queue", "open"), 0)
         assert late >= 1  # a classifier round trip takes longer than 1 ms

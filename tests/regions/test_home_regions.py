@@ -163,9 +163,11 @@ async def test_an_eu_account_served_in_us_has_one_history_in_eu_and_eu_enforceme
             assert await ask(proxy_url, account, prompt, api_key_id="key-7") == 200
         assert await ask(proxy_url, local, "plan a picnic") == 200
 
-        async def in_eu() -> bool:
-            kinds = [type(e.body) for e in await eu_store.history(account)]
-            return kinds.count(RequestObserved) == 3 and kinds.count(ScoreRecorded) >= 3
+        async def in_eu() -> bool:  # every request observed, every prompt scored (answers too)
+            bodies = [e.body for e in await eu_store.history(account)]
+            prompts_scored = sum(isinstance(b, ScoreRecorded) and b.content_kind == "prompt"
+                                 for b in bodies)
+            return sum(isinstance(b, RequestObserved) for b in bodies) == 3 and prompts_scored >= 3
 
         await until(in_eu)
         # keyed as eu keys its own accounts' requests: one set of identifiers in one history

@@ -46,10 +46,12 @@ KNOWN_GAPS: dict[str, int] = {
     "account_rotator": 7,
     # Strikes through the same stream: 2-4 in the second session's runs (0-1 before).
     "slow_drip": 4,
+    # Reworded asks, strikes through the same stream: 2-5 in the second session's idle runs
+    # (5 in its clean-clone CI run), 5-9 beside a training job; 1-2 before.
+    "paraphrase_obfuscator": 5,
 }
-# Every other attacker persona: at most 3 served (the bound): paraphrase_obfuscator 2-3
-# and region_hopper 1-3 in the second session's idle runs (5-9 and up to 4 beside a training job:
-# the loop's speed on 2 cores decides these figures).
+# Every other attacker persona: at most 3 served (the bound): region_hopper 1-3 in the
+# second session's runs (the loop's speed on 2 cores decides these figures).
 # Attacker personas not enforced today, and why.
 KNOWN_UNENFORCED: set[str] = set()
 # Benign personas refused today (the target is 1 per 1,000 requests), and why.

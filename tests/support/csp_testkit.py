@@ -67,3 +67,14 @@ def sdk_http() -> Any:
     annotation = str(inspect.signature(anthropic.AsyncAnthropic).parameters["http_client"]
                      .annotation)
     return importlib.import_module("httpx2" if "httpx2" in annotation else "httpx")
+
+
+async def action_for(proxy: RunningProxy, account: str, text: str,
+                     model: str = "claude-test-1") -> str:
+    """What the proxy did with one user message from ``account`` (its
+    ``x-safeguards-action``), sent with the official SDK."""
+    sdk = anthropic.AsyncAnthropic(base_url=proxy.url, api_key="sk-test", max_retries=0,
+                                   default_headers={"x-csp-account-id": account})
+    raw = await sdk.messages.with_raw_response.create(
+        model=model, max_tokens=10, messages=[{"role": "user", "content": text}])
+    return raw.headers["x-safeguards-action"]
