@@ -137,11 +137,21 @@ class EmbeddedNatsCluster:
         """Start server ``i`` again on its ports and store (after ``kill`` or ``stop``)."""
         self.servers[i].start(timeout_s)
 
-    def pause(self, i: int) -> None:
-        """SIGSTOP server ``i``: it holds its sockets but answers nothing (a stalled VM)."""
+    def pause(self, i: int, timeout_s: float = 5.0) -> None:
+        """SIGSTOP server ``i``: it holds its sockets but answers nothing (a stalled VM). Returns
+        once the kernel shows it stopped: a process in a disk wait (an fsync) stops only when
+        that ends, and until then it still answers."""
         pid = self.servers[i].pid
-        if pid is not None:
-            os.kill(pid, signal.SIGSTOP)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGSTOP)
+        stat = Path(f"/proc/{pid}/stat")
+        deadline = time.monotonic() + timeout_s
+        while stat.exists() and time.monotonic() < deadline:
+            state = stat.read_text().rpartition(")")[2].split()[0]
+            if state in ("T", "t"):
+                return
+            time.sleep(0.005)
 
     def resume(self, i: int) -> None:
         pid = self.servers[i].pid
