@@ -13,9 +13,10 @@ memory; :func:`backtest` is the same over one history in a list.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from safeguards.core.decide import decide_and_fold
+from safeguards.core.errors import VersionGap
 from safeguards.core.events import (
     AccountLinked,
     AggregateEnforced,
@@ -29,7 +30,11 @@ from safeguards.core.events import (
     StrikeRecorded,
 )
 from safeguards.core.policy import Policy
-from safeguards.core.state import initial_state
+from safeguards.core.state import AccountState, initial_state
+
+# A retention base's level of L3 or more was first reached before the base: its events are gone,
+# so both trajectories of a replay from it carry this instead of a time (they compare equal).
+BEFORE_BASE = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,12 @@ class _TrajectoryBuilder:
         self.links: list[str] = []
         self.linked_starts: list[tuple[int, str]] = []
         self.enforced_by: dict[int, str] = {}  # version of an AggregateEnforced -> aggregate
+
+    def start_at(self, level: int) -> None:
+        """Start from a retention base at ``level`` (the changes before it are gone)."""
+        self.final = self.max_level = level
+        if level >= 3:
+            self.first_l3 = BEFORE_BASE
 
     def add(self, e: Event) -> None:
         body = e.body
@@ -99,6 +110,7 @@ class BacktestResult:
     events_replayed: int
     stored: Trajectory
     candidate: Trajectory
+    base_version: int = 0  # replayed from the retention base at this version (0: from v1)
 
     @property
     def differs(self) -> bool:
@@ -172,23 +184,40 @@ class AccountReplay:
     """Replays one account's stored events, as they arrive in version order, through a policy.
 
     With ``since``, everything is replayed (earlier strikes still weigh) but only decisions at
-    or after ``since`` are compared.
+    or after ``since`` are compared. With ``start``, a truncated history's retention base (its
+    state at the last version retention removed): the replay folds on from it, since the
+    observations before it are gone, and both trajectories start at its level where the first
+    event after it is compared (so only decisions after the base can differ). Each event must
+    follow the one before (the first: the base, or nothing): a hole is a ``VersionGap``.
     """
 
-    __slots__ = ("_candidate", "_policy", "_since", "_state", "_stored", "account_id", "events")
+    __slots__ = ("_candidate", "_policy", "_seed", "_since", "_state", "_stored", "_version",
+                 "account_id", "base_version", "events")
 
     def __init__(self, account_id: str, region: str, candidate: Policy,
-                 since: datetime | None = None) -> None:
+                 since: datetime | None = None, start: AccountState | None = None) -> None:
         self.account_id = account_id
         self.events = 0
         self._policy = candidate
         self._since = since
-        self._state = initial_state(account_id, region)
+        self._state = initial_state(account_id, region) if start is None else start
+        self.base_version = self._version = self._state.version
+        self._seed = start
         self._stored = _TrajectoryBuilder()
         self._candidate = _TrajectoryBuilder()
 
     def add(self, e: Event) -> None:
+        if e.version != self._version + 1:  # never replay a history with a hole as a whole one
+            raise VersionGap(f"account {self.account_id!r}: replayed to version {self._version}"
+                             f"{' from its retention base' if self.base_version else ''}, "
+                             f"handed version {e.version}")
+        self._version = e.version
         counted = self._since is None or e.occurred_at >= self._since
+        if self._seed is not None:
+            if counted:  # the compared window starts at the base: so do both trajectories
+                self._stored.start_at(self._seed.level)
+                self._candidate.start_at(self._seed.level)
+            self._seed = None
         if counted:
             self.events += 1
             self._stored.add(e)
@@ -205,15 +234,16 @@ class AccountReplay:
 
     def result(self) -> BacktestResult:
         return BacktestResult(self.account_id, self.events, self._stored.build(),
-                              self._candidate.build())
+                              self._candidate.build(), self.base_version)
 
 
-def backtest(events: list[Event], candidate: Policy,
-             since: datetime | None = None) -> BacktestResult:
-    """Replay one account's whole history (version order) through ``candidate``."""
+def backtest(events: list[Event], candidate: Policy, since: datetime | None = None,
+             start: AccountState | None = None) -> BacktestResult:
+    """Replay one account's whole history (version order) through ``candidate``; a truncated
+    one's from its retention base ``start`` (``AccountReplay``)."""
     if not events:
         raise ValueError("backtest needs at least one event")
-    replay = AccountReplay(events[0].account_id, events[0].region, candidate, since)
+    replay = AccountReplay(events[0].account_id, events[0].region, candidate, since, start)
     for e in events:
         replay.add(e)
     return replay.result()

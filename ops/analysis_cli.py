@@ -21,6 +21,7 @@ from typing import Any
 from safeguards.core.errors import SafeguardsError
 from safeguards.core.events import Event
 from safeguards.core.ids import validate_account_id
+from safeguards.core.state import AccountState
 from safeguards.ops.cli import DB_HELP, _fail, _run, _time, audited_store
 
 
@@ -53,12 +54,15 @@ def _region(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", default=None, help=DB_HELP)
 
 
-async def _account_history(args: argparse.Namespace) -> list[Event]:
+async def _account_history(args: argparse.Namespace) -> tuple[list[Event], AccountState | None]:
+    """The account's kept events and, where retention truncated it, its retention base."""
+    from safeguards.adapters.store.retention_base import base_state
+
     validate_account_id(args.account)
     store = await audited_store(args, args.account, pool_size=2)
     try:
         events: list[Event] = await store.history(args.account)
-        return events
+        return events, await base_state(store, args.account)
     finally:
         await store.close()
 
@@ -67,8 +71,8 @@ def _explain(args: argparse.Namespace) -> int:
     from safeguards.ops.explain import NotAnEnforcement, explain, render
 
     try:
-        history = _run(_account_history, args)
-        print(render(explain(history, args.version)))
+        history, base = _run(_account_history, args)
+        print(render(explain(history, args.version, base)))
     except SafeguardsError as exc:
         return _fail(exc)
     except NotAnEnforcement as exc:
@@ -81,14 +85,14 @@ def _rca(args: argparse.Namespace) -> int:
     from safeguards.ops.rca import rca_html
 
     try:
-        history = _run(_account_history, args)
+        history, base = _run(_account_history, args)
     except SafeguardsError as exc:
         return _fail(exc)
     if not history:
         print(f"error: no events for account {args.account!r} in region {args.region!r}",
               file=sys.stderr)
         return 2
-    args.out.write_text(rca_html(args.account, args.region, history, datetime.now(UTC)),
+    args.out.write_text(rca_html(args.account, args.region, history, datetime.now(UTC), base),
                         "utf-8")
     print(f"wrote {args.out} ({len(history)} events)")
     return 0
@@ -117,9 +121,14 @@ def _backtest(args: argparse.Namespace) -> int:
             "region": report.region, "policy_version": report.candidate_version,
             "accounts": report.accounts, "events": report.events,
             "events_per_s": round(report.events_per_s),
-            "differing": [{"account": r.account_id, "change": r.describe()}
-                          for r in report.differing],
+            "from_retention_base": report.based_accounts, "not_replayed": report.not_replayed,
+            "differing": [{"account": r.account_id, "change": r.describe(),
+                           "base_version": r.base_version} for r in report.differing],
         }))
     else:
         print(report.render(limit=args.limit))
+    if report.not_replayed:  # the comparison is incomplete: as ops retention, exit 1
+        print(f"error: {len(report.not_replayed)} account(s) not replayed (retention base "
+              "unreadable, or truncated meanwhile)", file=sys.stderr)
+        return 1
     return 0

@@ -5,12 +5,18 @@ rule -> policy version; and the aggregates the account was linked to (organisati
 prompt), with, for a change a linked aggregate's enforcement made (rule ``link.enforced``), which
 aggregate at which level. Everything comes from the account's stored history: the explanation is
 a reading of the record, not a re-computation that could disagree with it.
+
+A history retention truncated starts after its retention base (the state at the last removed
+version): its explanations say so and show the risk the base carried to the decision (from strikes
+no longer listed), and a change at or before the base is ``BeforeRetentionBase`` (a
+``VersionGap``), never explained from what is left.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from safeguards.core.errors import VersionGap
 from safeguards.core.events import (
     AccountErased,
     AccountLinked,
@@ -22,10 +28,24 @@ from safeguards.core.events import (
     ScoreRecorded,
     StrikeRecorded,
 )
+from safeguards.core.state import AccountState
 
 
 class NotAnEnforcement(LookupError):
     """The version asked for is missing or is not an enforcement change."""
+
+
+class BeforeRetentionBase(VersionGap):
+    """The version asked for is at or before the account's retention base: retention removed
+    its events, and only the base's state stands for them."""
+
+
+def check_after_base(account_id: str, version: int, base: AccountState | None) -> None:
+    if base is not None and version <= base.version:
+        raise BeforeRetentionBase(
+            f"account {account_id!r}: version {version} precedes its kept history; retention "
+            f"removed v1..v{base.version} (its retention base at v{base.version} stands for "
+            f"them), which starts at v{base.version + 1}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +63,9 @@ class Explanation:
     strikes: tuple[StrikeLink, ...]
     links: tuple[Event, ...] = ()  # AccountLinked events before the decision
     erasure: Event | None = None  # the AccountErased that erased this decision's personal data
+    base: AccountState | None = None  # the retention base the kept history starts after
+    # the base's risk per category decayed to the decision (none once forgiven after the base)
+    base_risk: tuple[tuple[str, float], ...] = ()
 
     @property
     def linked_aggregate(self) -> AggregateEnforced | None:
@@ -63,7 +86,11 @@ def _forgives(e: Event) -> bool:
         isinstance(body, AppealResolved) and body.outcome == "overturned")
 
 
-def explain(history: list[Event], version: int) -> Explanation:
+def explain(history: list[Event], version: int, base: AccountState | None = None) -> Explanation:
+    """``history``: the account's kept events (or those the chain needs); ``base``: its
+    retention base where retention truncated it."""
+    account = history[0].account_id if history else (base.account_id if base else "")
+    check_after_base(account, version, base)
     by_version = {e.version: e for e in history}
     target = by_version.get(version)
     if target is None or not isinstance(target.body, EnforcementChanged):
@@ -73,11 +100,13 @@ def explain(history: list[Event], version: int) -> Explanation:
     trigger = by_version.get(body.caused_by_version)
     strikes: list[StrikeLink] = []
     linked: list[Event] = []
+    forgiven = False
     for e in history:
         if e.version >= version:
             break
         if _forgives(e):
             strikes.clear()  # points were forgiven here; earlier strikes no longer count
+            forgiven = True
         s = e.body
         if isinstance(s, StrikeRecorded):
             elapsed = (target.occurred_at - e.occurred_at).total_seconds()
@@ -87,8 +116,16 @@ def explain(history: list[Event], version: int) -> Explanation:
             linked.append(e)
     erasure = next((e for e in history if isinstance(e.body, AccountErased)
                     and e.body.erased_through >= version), None)
+    carried = () if base is None or forgiven else tuple(
+        (r.category, r.at(target.occurred_at)) for r in base.risk)
     return Explanation(target.account_id, target, trigger, tuple(strikes), tuple(linked),
-                       erasure)
+                       erasure, base, carried)
+
+
+def base_line(base: AccountState) -> str:
+    """How an explanation and a report show where a truncated history starts."""
+    return (f"history starts at v{base.version + 1}: retention removed v1..v{base.version}; "
+            f"its retention base there stands for them (L{base.level}, {base.strikes} strikes)")
 
 
 def erasure_line(event: Event) -> str:
@@ -113,6 +150,13 @@ def render(ex: Explanation) -> str:
     ]
     if ex.erasure is not None:
         lines.append(f"erased       {erasure_line(ex.erasure)}")
+    if ex.base is not None:
+        lines.append(f"retention    {base_line(ex.base)}")
+        carried = ", ".join(f"{category} {points:.3f}" for category, points in ex.base_risk)
+        lines.append("carried      " + (
+            f"{carried} pts at decision time, from strikes before the base (not listed)"
+            if carried else "none: forgiven after the base" if ex.base.risk else
+            "no risk from before the base"))
     if ex.trigger is not None:
         t = ex.trigger
         lines.append(f"triggered by v{t.version} {t.type} (signal {t.causation_id}, "

@@ -27,7 +27,8 @@ from safeguards.core.events import (
     ShadowDecision,
     StrikeRecorded,
 )
-from safeguards.ops.explain import erasure_line, explain, render
+from safeguards.core.state import AccountState
+from safeguards.ops.explain import base_line, erasure_line, explain, render
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
            "#17becf", "#7f7f7f")
@@ -38,7 +39,7 @@ def _x(at: datetime, t0: datetime, span: float) -> float:
     return PAD + (W - 2 * PAD) * ((at - t0).total_seconds() / span if span else 0.5)
 
 
-def timeline_svg(history: list[Event]) -> str:
+def timeline_svg(history: list[Event], start_level: int = 0) -> str:
     if not history:
         return "<p>No events.</p>"
     t0, t1 = history[0].occurred_at, history[-1].occurred_at
@@ -60,8 +61,8 @@ def timeline_svg(history: list[Event]) -> str:
     for frac in (0.0, 0.5, 1.0):
         parts.append(f'<text x="{PAD - 30}" y="{score_y(frac) + 4:.1f}" fill="#444">{frac}</text>')
     colours: dict[str, str] = {}
-    level_points: list[tuple[float, float]] = [(PAD, level_y(0))]
-    level = 0
+    level = start_level  # a truncated history's starts at its retention base's
+    level_points: list[tuple[float, float]] = [(PAD, level_y(level))]
     for e in history:
         x = _x(e.occurred_at, t0, span)
         body = e.body
@@ -95,14 +96,14 @@ def timeline_svg(history: list[Event]) -> str:
     return "".join(parts)
 
 
-def _decision_rows(history: list[Event]) -> str:
+def _decision_rows(history: list[Event], base: AccountState | None) -> str:
     rows = []
     for e in history:
         body = e.body
         if isinstance(body, EnforcementChanged):
             what = f"L{body.previous_level} &rarr; L{body.level}"
             rule, reason = body.rule_id, body.reason
-            detail = render(explain(history, e.version))
+            detail = render(explain(history, e.version, base))
         elif isinstance(body, StrikeRecorded):
             what = f"strike {html.escape(body.category)} +{body.points:.2f}"
             rule, reason = body.rule_id, f"score {body.score:.3f}, total {body.total_after:.2f}"
@@ -163,14 +164,18 @@ def _link_reason(body: AccountLinked) -> str:
     return f"first request naming its {body.link.replace('_', ' ')}"
 
 
-def rca_html(account_id: str, region: str, history: list[Event], generated_at: datetime) -> str:
+def rca_html(account_id: str, region: str, history: list[Event], generated_at: datetime,
+             base: AccountState | None = None) -> str:
+    """``history``: the account's kept events; ``base``: its retention base where retention
+    truncated it (the report starts there and says so)."""
     counts: dict[str, int] = {}
     for e in history:
         counts[e.type] = counts.get(e.type, 0) + 1
     summary = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
     final = next((e.body for e in reversed(history) if isinstance(e.body, EnforcementChanged)),
                  None)
-    level = f"L{final.level}" if final else "L0"
+    level = f"L{final.level}" if final else f"L{base.level if base else 0}"
+    start = "" if base is None else f"<p><b>Retention</b>: {html.escape(base_line(base))}.</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>RCA {html.escape(account_id)}</title>
@@ -184,13 +189,14 @@ pre {{ font-size: 12px; white-space: pre-wrap; }}
 <p>Region <b>{html.escape(region)}</b>; {len(history)} events ({html.escape(summary)});
 current level <b>{level}</b>. Generated {generated_at.isoformat()}. No prompt or completion text
 is stored or shown: content appears as hashes and lengths.</p>
+{start}
 <h2>Timeline</h2>
 <p>Dots: classifier scores per category (0&ndash;1). Crosses: strikes. Black line: enforcement
 level (L0&ndash;L5, right axis).</p>
-{timeline_svg(history)}
+{timeline_svg(history, base.level if base else 0)}
 <h2>Decisions</h2>
 <table><tr><th>version</th><th>time</th><th>what</th><th>rule / operator</th><th>reason</th>
 <th>policy</th><th>causal chain</th></tr>
-{_decision_rows(history)}
+{_decision_rows(history, base)}
 </table></body></html>
 """

@@ -19,7 +19,8 @@ link), every event newer than the cutoff, and anything at or after the first eve
 older than the cutoff (times are not strictly ordered by version; a history is never holed).
 
 What changes: ``history`` and explanations start at the anchor; a state before it can no longer
-be asked for (``state_at`` an earlier version fails with a version gap, never a wrong state).
+be asked for (``state_at`` an earlier version, or a time before the first kept event, fails with
+a version gap, never a wrong state); backtests replay the kept events from the base.
 
 Across fold-version changes: the snapshot at the anchor is the account's *retention base*, never
 discarded for its fold but carried to the current fold by the snapshot upcasters

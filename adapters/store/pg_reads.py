@@ -37,7 +37,7 @@ from safeguards.adapters.store.validation import (
 from safeguards.core import codec
 from safeguards.core import state as fold_module
 from safeguards.core.chain import ChainRow
-from safeguards.core.errors import InvalidInput, WrongRegionDatabase
+from safeguards.core.errors import InvalidInput, VersionGap, WrongRegionDatabase
 from safeguards.core.events import Event
 from safeguards.core.ids import validate_account_id, validate_region
 from safeguards.core.ports import AccountRisk, FeedEntry, OpenReview, OutboxMessage, PendingOutbox
@@ -60,7 +60,6 @@ def event_from_row(row: Any, sealing: Sealing | None = None,
 
 
 _NO_KEYS = Sealing("none", bytes(32))  # opens nothing: every sealed field reads as erased
-
 
 
 class PostgresReadSide:
@@ -272,11 +271,12 @@ class PostgresReadSide:
         validate_account_id(account_id)
         check_state_at(version, at)
         if at is not None:
-            q = sa.select(sa.func.max(events.c.version)).where(
-                events.c.account_id == account_id, events.c.occurred_at <= at)
             async with self._connect() as conn:
-                version = (await conn.execute(q)).scalar_one_or_none() or 0
-                await conn.rollback()
+                version, kept_from = await (await self._driver(conn)).fetchrow(
+                    sql.VERSION_AT, account_id, at, timeout=self._timeout)
+            if kept_from is not None and version < kept_from:  # before its retention base
+                raise VersionGap(f"account {account_id!r}: no event it kept occurred by "
+                                 f"{at.isoformat()}; retention removed v1..v{kept_from - 1}")
         return await self._state_at_version(account_id, version)
 
     async def read_feed(self, after_position: int, limit: int) -> list[FeedEntry]:

@@ -126,3 +126,9 @@ SELECT account_id, count(*) FILTER (WHERE $2::timestamptz IS NULL OR occurred_at
 # The database's region (migration 0006): the first store to open it claims it.
 CLAIM_REGION = "INSERT INTO region_marker (region) VALUES ($1) ON CONFLICT DO NOTHING"
 REGION_MARKER = "SELECT region FROM region_marker"
+# state_at a time: the last kept version that occurred by then (0: none), and where a truncated
+# history's kept events start (NULL: never truncated)
+VERSION_AT = """
+SELECT (SELECT coalesce(max(version), 0) FROM events WHERE account_id = $1 AND occurred_at <= $2),
+       (SELECT retained_from FROM event_anchors WHERE account_id = $1)
+"""

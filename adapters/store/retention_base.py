@@ -11,7 +11,10 @@ for its fold version. Reads use it where the events stop short of the state aske
   rolling deploy) or a missing one raises ``RetentionBaseUnreadable``, a ``CodecError``: the
   node quarantines the account and raises the alarm (``actors/quarantine.py``). Its kept events
   alone are never folded as if they were its whole history;
-- a state before the base cannot be asked for (``VersionGap``), never answered with a wrong one.
+- a state before the base cannot be asked for (``VersionGap``), never answered with a wrong one;
+- readers that replay or explain stored events (``ops backtest``, ``ops explain``, ``ops rca``,
+  the console) start from it (``retention_bases``, ``base_state``), never from its kept events
+  alone.
 
 ``ops retention`` first carries every base of an earlier fold to this fold (a snapshot of this
 fold at the same version; the original stays beside it), so loads read it directly and later
@@ -26,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from safeguards.adapters.store.memory import InMemoryEventStore
 from safeguards.adapters.store.pg_sql import NO_LIMIT
 from safeguards.core import codec
 from safeguards.core import state as fold_module
@@ -92,6 +96,23 @@ async def read_bases(driver: Any, accounts: Sequence[str] | None,
             state = None  # not the state it claims to be: unreadable, not trusted
         bases[account] = Base(account, versions[account], tuple(f for f, _ in stored), state)
     return bases
+
+
+async def retention_bases(store: Any, accounts: Sequence[str] | None) -> dict[str, Base]:
+    """The retention bases in ``store`` of ``accounts`` (None: of every truncated history), for
+    the readers that replay stored events (backtests, explanations); none in a store that never
+    truncates (the in-memory twin)."""
+    if isinstance(store, InMemoryEventStore):
+        return {}
+    async with store._connect() as conn:
+        return await read_bases(await store._driver(conn), accounts, store._timeout)
+
+
+async def base_state(store: Any, account_id: str) -> AccountState | None:
+    """``account_id``'s retention base carried to this fold (None: its history was never
+    truncated); ``RetentionBaseUnreadable`` where this build cannot carry it."""
+    base = (await retention_bases(store, [account_id])).get(account_id)
+    return None if base is None else base.readable()
 
 
 def needs_base(state: AccountState, tail: Sequence[Event], hi: int) -> bool:

@@ -38,7 +38,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from safeguards.adapters.operators import OperatorSigner
-from safeguards.core.errors import InvalidInput, SafeguardsError
+from safeguards.core.errors import InvalidInput, SafeguardsError, VersionGap
 from safeguards.core.events import Observation, OperatorActionTaken
 from safeguards.core.ids import validate_account_id
 from safeguards.ops.console import approvals, pages
@@ -159,6 +159,8 @@ def build_console(config: ConsoleConfig, *, auth: ConsoleAuth | None = None,
                 return page(request, "error.html", viewer, 403, message=str(exc))
             except (InvalidInput, NotAnEnforcement) as exc:
                 return page(request, "error.html", viewer, 400, message=str(exc))
+            except VersionGap as exc:  # before a retention base: those events are gone
+                return page(request, "error.html", viewer, 410, message=str(exc))
             except (OSError, TimeoutError) as exc:  # the region's NATS, for an action
                 log.warning("console: could not reach the region's bus", exc_info=True)
                 return page(request, "error.html", viewer, 503,

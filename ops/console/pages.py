@@ -37,7 +37,7 @@ from safeguards.core.ids import aggregate_kind
 from safeguards.core.state import AccountState
 from safeguards.ops.cli import render_state, timeline_row
 from safeguards.ops.console.reads import MarkerCache, PlotCache
-from safeguards.ops.explain import NotAnEnforcement, explain, render
+from safeguards.ops.explain import NotAnEnforcement, check_after_base, explain, render
 
 PAGE = 100
 MARKERS = 2000
@@ -126,7 +126,12 @@ async def state_at(store: Any, account_id: str, at_text: str) -> str:
 
 
 async def explanation(store: Any, account_id: str, version: int) -> str:
-    """``ops explain``'s text for one enforcement change, from the events its chain needs."""
+    """``ops explain``'s text for one enforcement change, from the events its chain needs (and,
+    where retention truncated the history, its retention base)."""
+    from safeguards.adapters.store.retention_base import base_state
+
+    base = await base_state(store, account_id)
+    check_after_base(account_id, version, base)
     target: list[Event] = await store.select_events(account_id, versions=[version])
     if not target or not isinstance(target[0].body, EnforcementChanged):
         raise NotAnEnforcement(f"version {version} is "
@@ -141,7 +146,7 @@ async def explanation(store: Any, account_id: str, version: int) -> str:
                                                    limit=20_000) if refs else []
     history = sorted({e.version: e for e in [*wanted, *extra, *target]}.values(),
                      key=lambda e: e.version)
-    return render(explain(history, version))
+    return render(explain(history, version, base))
 
 
 async def linked(store: Any, account_id: str) -> dict[str, Any]:
