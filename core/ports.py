@@ -142,7 +142,8 @@ class EventStore(Protocol):
 
     async def histories(self, account_ids: Sequence[str]) -> dict[str, list[Event]]:
         """The whole histories of several accounts in one read (each in version order; an
-        account without events is left out)."""
+        account without events is left out). A history retention truncated is its kept events:
+        they follow on from its retention base (``adapters/store/retention_base.py``)."""
         ...
 
     async def account_risks(self, since: datetime | None = None) -> list[AccountRisk]:
