@@ -86,6 +86,9 @@ async def test_a_backtest_replays_a_truncated_history_from_its_retention_base(
         assert same.based_accounts == 2  # the benign bases decided nothing: counted, unreplayed
         assert same.skipped_accounts == (3 if benign else 0)
         assert "2 account(s) replayed from their retention base" in same.render()
+        for since in (CUT - timedelta(days=3), tail[10].occurred_at):  # before it, within it
+            window = await backtest_region(store, parse_policy(GOLDEN_POLICY), since=since)
+            assert window.differing == [] and window.based_accounts == 2
         base = fold(initial_state("golden-acct-1", "eu"), golden_history()[:BASE])
         again = backtest(tail, parse_policy(GOLDEN_POLICY), start=base)
         assert again.candidate.changes == again.stored.changes  # each level, rule and time
