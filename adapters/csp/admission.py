@@ -29,7 +29,13 @@ import anyio
 from safeguards.adapters.bus.cross_signals import CrossSignalBoard
 from safeguards.adapters.classifier.first_stage import FirstStage
 from safeguards.adapters.csp.classify import SyncClassifier
-from safeguards.adapters.csp.decision import BLOCK_ACTION, Decision, GateRequest, GateResponse
+from safeguards.adapters.csp.decision import (
+    BLOCK_ACTION,
+    Decision,
+    GateRequest,
+    GateResponse,
+    StreamVerdict,
+)
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.homes import HomeRouting
@@ -156,12 +162,16 @@ class Admission:
 
     async def completion_verdict(self, request: GateRequest, completion: str) -> str | None:
         """Score the completion so far; a category (or ``fail_closed``) means: end it now."""
+        return (await self.completion_check(request, completion)).stop
+
+    async def completion_check(self, request: GateRequest, completion: str) -> StreamVerdict:
+        """``completion_verdict`` with the fallback it took (None: the completion was scored)."""
         scores, failure = await self.classifier.classify(
             request.request_id, "completion", completion,
             deadline_ms=self.gate.policy.gate.classify_deadline_ms)
         verdict = self.gate.stream_verdict(scores, failure=failure or "classifier_error")
         _mark(request, verdict.fallback)
-        return verdict.stop
+        return verdict
 
     def _resolve(self, request: GateRequest, decision: Decision, scores: Scores | None, *,
                  failure: str = "classifier_timeout", clear_reason: str = "") -> Decision:

@@ -5,18 +5,27 @@ accounts under ``terminate_stream`` (or every account with ``classify_all_stream
 completion is scored every ``gate.stream_classify_chars`` characters and ended with
 ``stop_reason: "refusal"`` once a score crosses ``gate.stream_stop_threshold``. Either way the
 request is observed afterwards (tokens charged, signal and content queued).
+
+``CompletionGuard`` is that check, the one path for every answer that carries a completion: a
+whole response, a stream's text so far, a Message Batch's result (``batches``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from safeguards.adapters.csp.admission import Admission
-from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision, GateRequest
+from safeguards.adapters.csp.decision import (
+    TERMINATE_ACTION,
+    Decision,
+    GateRequest,
+    StreamVerdict,
+)
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.messages_api import (
     BadRequest,
@@ -43,6 +52,61 @@ Send = Callable[[Message], Awaitable[None]]
 JSON_HEADER = (b"content-type", b"application/json")
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A whole answer after its completion check: ``doc`` as the client gets it (a refusal,
+    ``stop_reason: "refusal"`` and no content, when ``withheld``), the completion's text (for
+    the content stream, never a log), its tokens, and whether the classifier scored it."""
+
+    doc: Any
+    completion: str
+    tokens_in: int
+    tokens_out: int
+    withheld: bool
+    scored: bool = False  # checked with the classifier's scores (no fallback taken)
+
+
+class CompletionGuard:
+    """The policy's action on a model's completion. Where the account's level ends streams
+    (``terminate_stream``: on the decision its request was admitted with, or, for an answer
+    read later such as a batch's result, on its standing now) or with ``classify_all_streams``,
+    the completion is scored; a score over ``gate.stream_stop_threshold`` (or a fail-closed
+    classifier failure) withholds it, counted by the gate (``count_terminated``: the level and
+    the category) and in ``streams_terminated``."""
+
+    def __init__(self, admission: Admission, gate: Gate, metrics: CspMetrics, *,
+                 classify_all_streams: bool = False) -> None:
+        self.admission = admission
+        self.gate = gate
+        self.metrics = metrics
+        self.classify_all_streams = classify_all_streams
+
+    def guarded(self, *decisions: Decision) -> bool:
+        return self.classify_all_streams or any(d.classify_stream for d in decisions)
+
+    async def ends(self, request: GateRequest, level: int, completion: str) -> bool:
+        """Scores ``completion`` (so far); True, counted, when it must end now."""
+        return (await self._check(request, level, completion)).stop is not None
+
+    async def _check(self, request: GateRequest, level: int, completion: str) -> StreamVerdict:
+        verdict = await self.admission.completion_check(request, completion)
+        if verdict.stop is not None:
+            self.gate.count_terminated(level, verdict.stop)
+            self.metrics.streams_terminated.labels(verdict.stop).inc()
+        return verdict
+
+    async def whole(self, request: GateRequest, doc: Any, *decisions: Decision) -> Checked:
+        """A whole Messages response (``doc``, parsed) checked under ``decisions`` (the first,
+        the request's admission; any other, the account's standing since)."""
+        completion, tokens_in, tokens_out = completion_of(doc)
+        verdict = None
+        if completion and isinstance(doc, dict) and self.guarded(*decisions):
+            verdict = await self._check(request, max(d.level for d in decisions), completion)
+        withheld = verdict is not None and verdict.stop is not None
+        return Checked(refusal_message(doc) if withheld else doc, completion, tokens_in,
+                       tokens_out, withheld, verdict is not None and verdict.fallback is None)
+
+
 class AnswerRelay:
     def __init__(self, admission: Admission, gate: Gate, metrics: CspMetrics, policy: Policy,
                  *, classify_all_streams: bool = False) -> None:
@@ -50,7 +114,8 @@ class AnswerRelay:
         self.gate = gate
         self.metrics = metrics
         self.policy = policy
-        self.classify_all_streams = classify_all_streams
+        self.guard = CompletionGuard(admission, gate, metrics,
+                                     classify_all_streams=classify_all_streams)
 
     async def whole(self, request: GateRequest, decision: Decision, response: UpstreamResponse,
                      send: Send, prompt: str, api: ProviderApi = MESSAGES_API) -> None:
@@ -80,21 +145,18 @@ class AnswerRelay:
             await send_failure(send, api, UPSTREAM_FAILURES["malformed"])
             self.admission.observe(request, decision.action, 0, 0, prompt, "")
             return
-        completion, tokens_in, tokens_out = completion_of(doc)
+        checked = await self.guard.whole(request, doc, decision)
         action = decision.action
-        if completion and (decision.classify_stream or self.classify_all_streams):
-            verdict = await self.admission.completion_verdict(request, completion)
-            if verdict is not None and isinstance(doc, dict):
-                self.gate.count_terminated(decision.level, verdict)
-                self.metrics.streams_terminated.labels(verdict).inc()
-                body = json.dumps(refusal_message(doc)).encode()
-                action = TERMINATE_ACTION
+        if checked.withheld:
+            body = json.dumps(checked.doc).encode()
+            action = TERMINATE_ACTION
         headers = [JSON_HEADER, action_header(action)]
         request_id = response.headers.get(b"request-id")
         if request_id:
             headers.append((b"request-id", request_id))
         await respond(send, 200, body, *headers)
-        self.admission.observe(request, action, tokens_in, tokens_out, prompt, completion)
+        self.admission.observe(request, action, checked.tokens_in, checked.tokens_out, prompt,
+                               checked.completion)
 
     async def stream(self, request: GateRequest, decision: Decision, response: UpstreamResponse,
                       receive: Receive, send: Send, prompt: str,
@@ -107,7 +169,7 @@ class AnswerRelay:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         scanner = api.scanner()
         every = self.gate.policy.gate.stream_classify_chars  # the policy in force now
-        guarded = decision.classify_stream or self.classify_all_streams
+        guarded = self.guard.guarded(decision)
         action = decision.action
         checked_at = 0
         async with anyio.create_task_group() as tg:
@@ -127,11 +189,8 @@ class AnswerRelay:
                                 await send({"type": "http.response.body", "body": out,
                                             "more_body": True})
                                 out = b""
-                            verdict = await self.admission.completion_verdict(request,
-                                                                             scanner.completion())
-                            if verdict is not None:
-                                self.gate.count_terminated(decision.level, verdict)
-                                self.metrics.streams_terminated.labels(verdict).inc()
+                            if await self.guard.ends(request, decision.level,
+                                                     scanner.completion()):
                                 action = TERMINATE_ACTION
                                 break
                         out += raw

@@ -1,35 +1,47 @@
-"""Message Batches through the gate: each request of a batch is checked like a single request,
-and each result observed like one.
+"""Message Batches through the gate: each request of a batch is checked like a single request, and
+each result observed like one.
 
 Creation (``POST /v1/messages/batches``): every request's ``params`` is admitted as a single
 request would be (``Admission.admit``: enforcement, screening or classification; the signal's
 surface is ``proxy/batch``), except that the creation is one call against the account's request
-rate (its first request's check: over the rate, the whole creation is throttled; the requests
-run upstream on the batch's own quota, and their tokens are charged as their results are
-observed). A refused request is withheld from the batch the
-upstream sees and its result is the error a single request got (an ``errored`` result, spliced
-into the results); an intervened one carries the safety system prompt; if every request is
-refused, the creation is refused as its first request was.
+rate (its first request's check: over the rate, the whole creation is throttled; the requests run
+upstream on the batch's own quota, and their tokens are charged as their results are observed). A
+refused request is withheld from the batch the upstream sees and its result is the error a single
+request got (an ``errored`` result, spliced into the results); an intervened one carries the safety
+system prompt; if every request is refused, the creation is refused as its first request was.
 
-Results (``GET /v1/messages/batches/{id}/results``): each request is observed once, the first
-time its batch's results pass (tokens charged, the signal and the content queued); where its
-account's level ends streams (or ``classify_all_streams``), each completion is scored and one
-that crosses is replaced by a refusal (``stop_reason: "refusal"``, no content), on every read.
-A blocked account may not read results.
+Results (``GET /v1/messages/batches/{id}/results``): each result goes through the single request's
+completion path (``answers.CompletionGuard``): where the account's level ends streams, on the
+decision its request was admitted with or on its standing now (a batch runs for hours: an account
+escalated since is checked as it stands), or with ``classify_all_streams``, its completion is
+scored and one that crosses is replaced by a refusal (``stop_reason: "refusal"``, no content, the
+action ``terminate_stream``), on every read. Each request is observed once, the first time its
+batch's results pass (tokens charged, its RequestObserved signal, its prompt and completion queued
+for scoring), under its result id ``{batch_id}/{custom_id}`` (``result_request_id``): the same on
+every worker and after a restart, so the account's actor and the classifier take it once (their ids
+derive from it) whichever gate observes it. A blocked account may not read results. A line that is
+not a result (malformed, no custom_id) is dropped and counted, as is a result for a request the
+gate withheld (its errored result is the gate's).
 
-The gate keeps each batch's admitted requests in memory until its results are read
-(``capacity`` batches and ``max_held_chars`` of prompt text, the oldest forgotten first, counted
-in ``forgotten``): results of a batch it does not know (a restart,
-another worker, forgotten) pass with each completion checked by the caller's standing now,
-counted in ``unobserved_results``. Batch objects (create, retrieve, list) are answered with
-``results_url`` pointing at this proxy, so that clients fetch results through the gate.
+The gate keeps each batch's admitted requests in memory until its results are read (``capacity``
+batches and ``max_held_chars`` of prompt text, the oldest forgotten first, counted in
+``forgotten``; a forgotten batch's requests are observed then, as requests not yet served, their
+prompts queued for scoring). Results of a batch it does not hold (another worker's, one from
+before a restart, a forgotten one) are checked by the caller's standing now and observed on this
+process's first read of them (the prompt's metadata is the admitting gate's: here the signal
+carries the caller, the model and the tokens), counted in ``unknown_results``. Batch objects
+(create, retrieve, list) are answered with ``results_url`` pointing at this proxy, so that clients
+fetch results through the gate. The ledger is memory: a restart loses it, and the prompts of the
+batches it held whose results had not been read are not observed then.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import Awaitable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,11 +49,18 @@ from opentelemetry.trace import SpanContext
 
 from safeguards.adapters import tracing
 from safeguards.adapters.csp.admission import Admission
-from safeguards.adapters.csp.answers import Receive, Scope, Send, respond, send_failure
+from safeguards.adapters.csp.answers import (
+    Checked,
+    CompletionGuard,
+    Receive,
+    Scope,
+    Send,
+    respond,
+    send_failure,
+)
 from safeguards.adapters.csp.decision import (
     BLOCK,
     TERMINATE_ACTION,
-    TERMINATE_STREAM,
     THROTTLE_ACTION,
     Decision,
     GateRequest,
@@ -95,6 +114,7 @@ class BatchEntry:
     refused: dict[str, dict[str, Any]]  # custom_id -> the errored result it gets
     observed: bool = False
     withheld: set[str] = field(default_factory=set)  # completions replaced by refusals
+    scored: set[str] = field(default_factory=set)  # completions the classifier scored
 
     @property
     def held_chars(self) -> int:
@@ -116,13 +136,15 @@ class BatchGate:
         self.admission = admission
         self.gate = gate
         self.metrics = metrics
-        self.classify_all_streams = classify_all_streams
         self.capacity = capacity
         self.max_held_chars = max_held_chars
         self._ledger: OrderedDict[str, BatchEntry] = OrderedDict()
         self.held_chars = 0
         self.forgotten = 0
-        self.unobserved_results = 0
+        self.unknown_results = 0  # results of batches (or requests) it did not hold
+        self._unknown_read: OrderedDict[str, None] = OrderedDict()  # such batches it has observed
+        self.guard = CompletionGuard(admission, gate, metrics,
+                                     classify_all_streams=classify_all_streams)
 
     async def submit(self, caller: Caller, body: bytes) -> Submission:
         admitted: dict[str, _Admitted] = {}
@@ -154,13 +176,23 @@ class BatchGate:
         return Submission(body_out, BatchEntry(admitted, refused), first_refusal)
 
     def remember(self, batch_id: str, entry: BatchEntry) -> None:
+        """The upstream took the batch as ``batch_id``: its requests are named for their results
+        (``result_request_id``) and held until those are read."""
+        for custom_id, item in entry.admitted.items():
+            item.request.request_id = result_request_id(batch_id, custom_id)
         self._ledger[batch_id] = entry
         self.held_chars += entry.held_chars
         while len(self._ledger) > self.capacity or (
                 self.held_chars > self.max_held_chars and len(self._ledger) > 1):
             _, oldest = self._ledger.popitem(last=False)
-            self.held_chars -= oldest.held_chars
             self.forgotten += 1
+            self.held_chars -= oldest.held_chars
+            if not oldest.observed:  # its requests leave as requests not yet served
+                for item in oldest.admitted.values():
+                    self.admission.observe(item.request, item.decision.action, 0, 0,
+                                           item.prompt, "")
+                    item.prompt = ""
+                oldest.observed = True
 
     def known(self, batch_id: str) -> bool:
         return batch_id in self._ledger
@@ -169,6 +201,8 @@ class BatchGate:
         """The results as the client gets them: checked, observed once, refusals spliced in."""
         entry = self._ledger.get(batch_id)
         standing = self.gate.peek(caller.account, gate_now(), caller.aggregates)
+        first_unknown = entry is None and batch_id not in self._unknown_read
+        first_read = entry is not None and not entry.observed
         out: list[bytes] = []
         for line in body.splitlines():
             if not line.strip():
@@ -178,65 +212,92 @@ class BatchGate:
             except (ValueError, UnicodeDecodeError):
                 self.metrics.upstream_errors.labels("bad_json").inc()
                 continue  # a malformed line is not a result: never passed on unchecked
-            if not isinstance(doc, dict) or not isinstance(doc.get("result"), dict):
+            if not isinstance(doc, dict) or not isinstance(doc.get("result"), dict) or not (
+                    isinstance(doc.get("custom_id"), str)):
                 self.metrics.upstream_errors.labels("bad_json").inc()
                 continue
-            custom_id = str(doc.get("custom_id"))
-            if entry is None:
-                await self._unknown(batch_id, custom_id, doc, caller, standing)
+            custom_id = doc["custom_id"]
+            item = None if entry is None else entry.admitted.get(custom_id)
+            if entry is not None and custom_id in entry.refused:
+                self.metrics.upstream_errors.labels("unexpected_result").inc()
+                continue  # the upstream never had it: its errored result is spliced below
+            if entry is None or item is None:
+                await self._unknown(batch_id, custom_id, doc["result"], caller, standing,
+                                    observe=first_unknown if entry is None else first_read)
             else:
-                await self._known(entry, custom_id, doc)
+                await self._known(entry, custom_id, item, doc["result"], standing)
             out.append(json.dumps(doc).encode())
         if entry is not None:
             out += (json.dumps({"custom_id": custom_id, "result": result}).encode()
                     for custom_id, result in entry.refused.items())
             self.held_chars -= entry.held_chars
             entry.observed = True
-            for item in entry.admitted.values():
-                item.prompt = ""  # observed: the text is on the content stream, not kept here
+            for admitted in entry.admitted.values():
+                admitted.prompt = ""  # observed: the text is on the content stream, not kept here
+        elif first_unknown:
+            self._unknown_read[batch_id] = None
+            while len(self._unknown_read) > self.capacity:
+                self._unknown_read.popitem(last=False)
         return b"".join(line + b"\n" for line in out)
 
-    async def _known(self, entry: BatchEntry, custom_id: str, doc: dict[str, Any]) -> None:
-        item = entry.admitted.get(custom_id)
-        result = doc["result"]
+    async def _known(self, entry: BatchEntry, custom_id: str, item: _Admitted,
+                     result: dict[str, Any], standing: Decision) -> None:
+        """A result of a request this gate admitted: its completion checked under the decision
+        it was admitted with and the account's standing now (on a later read again unless the
+        classifier scored it before: a fail-closed refusal is not kept), and observed once, on
+        the batch's first read."""
         message = result.get("message") if result.get("type") == "succeeded" else None
-        completion, tokens_in, tokens_out = completion_of(message)
-        if item is None:
-            self.unobserved_results += 1  # a custom_id the batch did not have: checked alone
-            return
-        if entry.observed:  # read before: checked and observed then
-            if custom_id in entry.withheld and isinstance(message, dict):
+        first = not entry.observed
+        with (tracing.batch_item(tracing.BATCH_RESULT_SPAN, item.trace) if first
+              else nullcontext()):
+            if custom_id in entry.withheld or custom_id in entry.scored:
+                checked = Checked(message, *completion_of(message),
+                                  withheld=custom_id in entry.withheld)
+            else:
+                checked = await self.guard.whole(item.request, message, item.decision, standing)
+                if checked.scored:  # a fallback's answer holds for this read only
+                    entry.scored.add(custom_id)
+                    if checked.withheld:
+                        entry.withheld.add(custom_id)
+            if checked.withheld and isinstance(message, dict):
                 result["message"] = refusal_message(message)
-            return
-        with tracing.batch_item(tracing.BATCH_RESULT_SPAN, item.trace):
-            action = item.decision.action
-            if completion and (item.decision.classify_stream or self.classify_all_streams):
-                verdict = await self.admission.completion_verdict(item.request, completion)
-                if verdict is not None:
-                    entry.withheld.add(custom_id)
-                    self.gate.count_terminated(item.decision.level, verdict)
-                    self.metrics.streams_terminated.labels(verdict).inc()
-            if custom_id in entry.withheld and isinstance(message, dict):
-                result["message"] = refusal_message(message)
-                action = TERMINATE_ACTION
-            self.admission.observe(item.request, action, tokens_in, tokens_out, item.prompt,
-                                   completion)
+            if first:
+                action = TERMINATE_ACTION if checked.withheld else item.decision.action
+                self.admission.observe(item.request, action, checked.tokens_in,
+                                       checked.tokens_out, item.prompt, checked.completion)
 
-    async def _unknown(self, batch_id: str, custom_id: str, doc: dict[str, Any],
-                       caller: Caller, standing: Decision) -> None:
-        self.unobserved_results += 1
-        result = doc["result"]
+    async def _unknown(self, batch_id: str, custom_id: str, result: dict[str, Any],
+                       caller: Caller, standing: Decision, *, observe: bool) -> None:
+        """A result of a batch this process does not hold (another worker's, one before a
+        restart, a forgotten one) or of a request its batch did not have: checked by the
+        account's standing now and, on this process's first read of it, observed under its
+        result id (the nodes and the classifier take it once whichever gate sends it)."""
+        self.unknown_results += 1
         message = result.get("message") if result.get("type") == "succeeded" else None
-        completion, _, _ = completion_of(message)
-        if completion and isinstance(message, dict) and (
-                standing.flags & TERMINATE_STREAM or self.classify_all_streams):
-            request = GateRequest(caller.account, f"{batch_id}/{custom_id}"[:128],
-                                  surface="proxy/batch")
-            verdict = await self.admission.completion_verdict(request, completion)
-            if verdict is not None:
-                self.gate.count_terminated(standing.level, verdict)
-                self.metrics.streams_terminated.labels(verdict).inc()
-                result["message"] = refusal_message(message)
+        model = message.get("model") if isinstance(message, dict) else None
+        request = GateRequest(caller.account, result_request_id(batch_id, custom_id),
+                              model=model if isinstance(model, str) else "",
+                              surface=BATCH_CALL.surface("proxy"), rated=False,
+                              organization_id=caller.organization_id,
+                              project_id=caller.project_id,
+                              api_key_fingerprint=caller.api_key_fingerprint)
+        checked = await self.guard.whole(request, message, standing)
+        if checked.withheld:
+            result["message"] = checked.doc
+        if observe:
+            self.admission.observe(request, TERMINATE_ACTION if checked.withheld else
+                                   standing.action, checked.tokens_in, checked.tokens_out, "",
+                                   checked.completion)
+
+
+def result_request_id(batch_id: str, custom_id: str) -> str:
+    """The request id a batch's request is observed under: ``{batch_id}/{custom_id}`` (a
+    digest of it past 128 characters), the same on every worker and after a restart, so that
+    the account's actor and the classifier take its signal and scores once (their ids derive
+    from it) whichever gate observes its result."""
+    name = f"{batch_id}/{custom_id}"
+    return name if len(name) <= 128 else "batch:" + hashlib.blake2b(
+        name.encode(), digest_size=16).hexdigest()
 
 
 def with_results_url(body: bytes, base_url: str) -> bytes:

@@ -131,6 +131,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.batches = BatchGate(admission, gate, metrics,
                                  classify_all_streams=config.classify_all_streams)
         self.jobs = JobGate(self.batches)  # providers' batch jobs (provider_batch_jobs)
+        self.guard = self.batches.guard  # the completion check every front end shares
         self.exchanges = 0
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
@@ -263,7 +264,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         ex.admitted = admitted
         decision = admitted.decision
         ex.action = decision.action
-        ex.guarded = decision.classify_stream or self.config.classify_all_streams
+        ex.guarded = self.guard.guarded(decision)
         if decision.refused:
             return self._refusal(decision, ex)
         if decision.safety_prompt:
@@ -309,12 +310,11 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         completion, tokens_in, tokens_out = completion_of(doc)
         ex.scanner.input_tokens, ex.scanner.output_tokens = tokens_in, tokens_out
         ex.scanner.text = [completion]
-        if ex.guarded and completion and isinstance(doc, dict):
-            verdict = await self.admission.completion_verdict(ex.admitted.request, completion)
-            if verdict is not None:
-                self._terminated(ex, verdict)
-                return pb.ProcessingResponse(response_body=body_response(
-                    json.dumps(refusal_message(doc)).encode()))
+        if ex.guarded and completion and isinstance(doc, dict) and await self.guard.ends(
+                ex.admitted.request, ex.admitted.decision.level, completion):
+            self._terminated(ex)
+            return pb.ProcessingResponse(response_body=body_response(
+                json.dumps(refusal_message(doc)).encode()))
         return pb.ProcessingResponse(response_body=body_response())
 
     async def _stream_chunk(self, ex: _Exchange, body: pb.HttpBody) -> pb.BodyResponse:
@@ -328,10 +328,9 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         for raw, added in events:
             if added and scanner.text_chars - ex.checked_at >= every:
                 ex.checked_at = scanner.text_chars
-                verdict = await self.admission.completion_verdict(ex.admitted.request,
-                                                                  scanner.completion())
-                if verdict is not None:
-                    self._terminated(ex, verdict)
+                if await self.guard.ends(ex.admitted.request, ex.admitted.decision.level,
+                                         scanner.completion()):
+                    self._terminated(ex)
                     return body_response(out + scanner.refusal_events())
             out += raw
         if body.end_of_stream:
@@ -339,12 +338,10 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         # Complete events go on now; a partial one waits for the next chunk.
         return body_response(out)
 
-    def _terminated(self, ex: _Exchange, verdict: str) -> None:
-        assert ex.admitted is not None
+    def _terminated(self, ex: _Exchange) -> None:
+        """Its completion withheld (scored and counted by ``answers.CompletionGuard``)."""
         ex.terminated = True
         ex.action = TERMINATE_ACTION
-        self.gate.count_terminated(ex.admitted.decision.level, verdict)
-        self.metrics.streams_terminated.labels(verdict).inc()
 
     def _observe(self, ex: _Exchange) -> None:
         if ex.admitted is None or ex.observed:

@@ -1,6 +1,9 @@
 """Message Batches through the proxy with the official SDK: each request of a batch is checked
 like a single request (refused, intervened, served), each result observed once and checked
-like a completion, results fetched through the gate (``results_url`` on the proxy)."""
+like a completion, results fetched through the gate (``results_url`` on the proxy); results read
+on a gate that does not hold the batch (another worker, a restart), after an escalation, or of a
+batch the ledger forgot. Each result is observed under its result id
+(``{batch_id}/{custom_id}``), so the account's actor takes it once whichever gate sends it."""
 
 from __future__ import annotations
 
@@ -41,6 +44,18 @@ def client(proxy: RunningProxy, account: str) -> anthropic.AsyncAnthropic:
 def request(custom_id: str, content: str) -> Any:  # the SDK's Request, a TypedDict
     return {"custom_id": custom_id, "params": {
         "model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": content}]}}
+
+
+async def observed(region: Region, account: str) -> list[tuple[str, RequestObserved]]:
+    """The account's RequestObserved signals on the region's inputs stream, in order, with
+    their signal ids (the actor's idempotency keys)."""
+    js = region.nc.jetstream()
+    sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
+                                  stream=stream_name(region.name, "INPUTS"),
+                                  config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
+    signals = [decode_signal(m.data) for m in await sub.fetch(50, timeout=2)]
+    return [(s.signal_id, s.observation) for s in signals
+            if isinstance(s.observation, RequestObserved) and s.account_id == account]
 
 
 async def test_each_request_of_a_batch_is_checked_and_observed(
@@ -88,34 +103,10 @@ async def test_each_request_of_a_batch_is_checked_and_observed(
             refused = await http.get(f"{running.url}/v1/messages/batches/{batch.id}/results",
                                      headers={"x-csp-account-id": "acct-bad"})
         assert refused.status_code == 403
-        assert running.proxy.batches.unobserved_results == 0
-    js = region.nc.jetstream()
-    sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
-                                  stream=stream_name(region.name, "INPUTS"),
-                                  config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
-    signals = [decode_signal(m.data) for m in await sub.fetch(10, timeout=5)]
-    batched = sorted((s.observation.action, s.observation.output_tokens) for s in signals
-                     if isinstance(s.observation, RequestObserved)
-                     and s.observation.surface == "proxy/batch" and s.account_id == "acct-batch")
+        assert running.proxy.batches.unknown_results == 0
+    batched = sorted((o.action, o.output_tokens) for _, o in await observed(region, "acct-batch")
+                     if o.surface == "proxy/batch")
     assert batched == [("block", 0), ("intervene", 25), ("terminate_stream", 140)]
-
-
-async def test_a_forgotten_batch_passes_checked_by_the_callers_standing(
-        proxy_env: ProxyEnv) -> None:
-    """The ledger is bounded: the oldest batch is forgotten first, and its results then pass
-    checked by the caller's standing, counted as unobserved (no classifier: fresh accounts'
-    screening fails open, and a fresh account's completions are not checked)."""
-    async with proxy_env() as running:
-        batches = running.proxy.batches
-        batches.capacity = 1
-        sdk = client(running, "acct-fresh")
-        first = await sdk.messages.batches.create(requests=[request("a", BENIGN)])
-        await sdk.messages.batches.create(requests=[request("b", BENIGN)])
-        assert batches.forgotten == 1 and not batches.known(first.id)
-        results = [r async for r in await sdk.messages.batches.results(first.id)]
-        assert [r.custom_id for r in results] == ["a"] and results[0].result.type == "succeeded"
-        assert batches.unobserved_results == 1
-        assert batches.held_chars == len(BENIGN)  # the second batch's prompt, until read
 
 
 async def test_a_batch_is_one_call_against_the_request_rate_not_one_per_request(
@@ -141,3 +132,92 @@ async def test_a_batch_is_one_call_against_the_request_rate_not_one_per_request(
         results = {r.custom_id: r.result.type async for r in
                    await sdk.messages.batches.results(batch.id)}
         assert results == {f"r{i}": "succeeded" for i in range(8)}
+
+
+async def test_results_read_on_a_gate_that_does_not_hold_the_batch_are_checked_and_observed(
+        proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv) -> None:
+    """Two gates on one upstream (a proxy's workers, or one restarted): the batch created on
+    one, its results read on the other, which checks them by the account's standing (L2: output
+    checked) and observes each once under its result id; the admitting gate's own read later
+    sends the same ids (taken once by the actor) with the prompt's metadata."""
+    async with proxy_env(script=Script(reply=WEAPONS_HOWTO * 4)) as admitting, \
+            proxy_env(upstream_url_override=admitting.proxy.config.upstream_url) as other:
+        await region.enforce("acct-two", 2, 1)
+        await eventually(lambda: admitting.proxy.gate.held_version("acct-two") == 1
+                         and other.proxy.gate.held_version("acct-two") == 1)
+        async with classifier_env():
+            batch = await client(admitting, "acct-two").messages.batches.create(requests=[
+                request("plain", BENIGN + " #reply-chars=100"), request("harmful", BENIGN)])
+            assert not other.proxy.batches.known(batch.id)
+            for _ in range(2):  # the second read is checked again, not observed again
+                there = {r.custom_id: r.result async for r in
+                         await client(other, "acct-two").messages.batches.results(batch.id)}
+                assert there["plain"].type == "succeeded"
+                assert there["plain"].message.stop_reason == "end_turn"
+                assert there["harmful"].type == "succeeded"
+                assert there["harmful"].message.stop_reason == "refusal"
+                assert there["harmful"].message.content == []
+            assert other.proxy.batches.unknown_results == 4
+            assert other.proxy.gate.counts[("terminate_stream", "weapons")] == 2
+            here = {r.custom_id: r.result async for r in
+                    await client(admitting, "acct-two").messages.batches.results(batch.id)}
+            assert here["harmful"].message.stop_reason == "refusal"  # type: ignore[union-attr]
+        await eventually(lambda: admitting.proxy.telemetry.sent >= 6
+                         and other.proxy.telemetry.sent >= 4, 10)
+    signals = await observed(region, "acct-two")
+    by_gate = [(sid, o.action, o.output_tokens, o.prompt_chars > 0) for sid, o in signals]
+    ids = {name: f"req:{batch.id}/{name}" for name in ("plain", "harmful")}
+    assert sorted(by_gate) == sorted([
+        (ids["plain"], "intervene", 25, False), (ids["harmful"], "terminate_stream", 140, False),
+        (ids["plain"], "intervene", 25, True), (ids["harmful"], "terminate_stream", 140, True)])
+
+
+async def test_a_result_read_after_an_escalation_is_checked_as_the_account_stands_now(
+        proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv) -> None:
+    """A batch runs for hours: a fresh account's results (not output-checked when it was
+    admitted, nor at the first read) are checked once it stands at L2, withheld from then on,
+    and observed only once (at the first read)."""
+    async with proxy_env(script=Script(reply=WEAPONS_HOWTO * 4)) as running:
+        sdk = client(running, "acct-later")
+        batch = await sdk.messages.batches.create(requests=[request("harmful", BENIGN)])
+        before = [r.result async for r in await sdk.messages.batches.results(batch.id)]
+        assert before[0].type == "succeeded" and before[0].message.stop_reason == "end_turn"
+        await region.enforce("acct-later", 2, 1)
+        await eventually(lambda: running.proxy.gate.held_version("acct-later") == 1)
+        async with classifier_env():
+            # its first answer can take seconds on a busy machine (past the 500 ms deadline)
+            scores, _ = await running.proxy.classifier.classify("warm-up", "completion", BENIGN,
+                                                                deadline_ms=30_000)
+            assert scores is not None
+            after = [r.result async for r in await sdk.messages.batches.results(batch.id)]
+            # scored once: read again, it is not scored again (had the classifier answered late,
+            # the first read failed closed, and the second scores it)
+            again = [r.result async for r in await sdk.messages.batches.results(batch.id)]
+        assert after[0].type == "succeeded" and after[0].message.stop_reason == "refusal"
+        assert again[0].message.stop_reason == "refusal"  # type: ignore[union-attr]
+        assert running.proxy.gate.counts[("terminate_stream", "weapons")] == 1
+        await eventually(lambda: running.proxy.telemetry.sent >= 3, 10)
+    signals = await observed(region, "acct-later")
+    assert [sid for sid, _ in signals] == [f"req:{batch.id}/harmful"]
+
+
+async def test_a_forgotten_batch_is_observed_when_forgotten_and_its_results_later(
+        proxy_env: ProxyEnv, region: Region) -> None:
+    """The ledger is bounded: the batch it forgets has its requests observed then (prompt, no
+    tokens), and its results, read later, are observed under the same ids (so the actor keeps
+    the first), checked by the caller's standing."""
+    async with proxy_env() as running:
+        batches = running.proxy.batches
+        batches.capacity = 1
+        sdk = client(running, "acct-fresh")
+        first = await sdk.messages.batches.create(requests=[request("a", BENIGN)])
+        await sdk.messages.batches.create(requests=[request("b", BOMB)])
+        assert batches.forgotten == 1 and not batches.known(first.id)
+        assert batches.held_chars == len(BOMB)  # the second batch's prompt, until read
+        results = [r async for r in await sdk.messages.batches.results(first.id)]
+        assert [r.custom_id for r in results] == ["a"] and results[0].result.type == "succeeded"
+        assert batches.unknown_results == 1
+        await eventually(lambda: running.proxy.telemetry.sent >= 3, 10)
+    signals = await observed(region, "acct-fresh")
+    assert [(sid, o.output_tokens > 0, o.prompt_chars) for sid, o in signals] == [
+        (f"req:{first.id}/a", False, len(BENIGN)), (f"req:{first.id}/a", True, 0)]

@@ -201,5 +201,5 @@ async def test_batches_behind_envoy_are_checked_request_by_request(
         results = [json.loads(line) for line in
                    r.response_body.response.body_mutation.body.splitlines()]
         assert [x["custom_id"] for x in results] == ["a", "b"]
-        assert server.service.batches.unobserved_results == 0
+        assert server.service.batches.unknown_results == 0
         await eventually(lambda: server.telemetry.sent >= 2)
