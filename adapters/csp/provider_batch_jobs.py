@@ -10,20 +10,33 @@ through the gate, so the gate reads them when the job is created (``object_store
 ``gcs_store``: bounded) and checks every record as the Message Batches gate checks a batch's
 requests (``batches.BatchGate.submit``: the account's decision, rate limits, screening or
 classification as the account's level asks; the signal's surface is ``proxy/batch``). Each
-record is observed like a single request that was not served a completion (the job's output
-goes to the customer's bucket, not through the gate).
+record is observed like a single request that was not served a completion.
+
+What the gate does not see: a job's output. The provider runs the job and writes every record's
+answer to the job's output location with its own service credentials (Bedrock:
+``outputDataConfig.s3OutputDataConfig.s3Uri``, ``{job id}/{input file}.out``, each line the
+record with its ``modelOutput`` or ``error``; Vertex: ``outputConfig``'s Cloud Storage prefix
+or BigQuery table). No answer passes through the gate, so unlike a Message Batch's results
+(``batches``) none can be scored, withheld or replaced by a refusal, nor observed as a
+completion (no output tokens charged, no completion on the content stream; the records'
+prompts are). The gate therefore fails closed where the single path would check the answer: a
+record whose decision ends streams (``terminate_stream``) refuses the job, as one it would serve
+only with the safety prompt does. ``classify_all_streams`` (every completion scored) does not
+reach jobs' outputs. Checking them would mean reading the output objects after the job ends,
+with the job's authority, when a caller asks for the job: observation after the fact, the
+answers already delivered.
 
 The job creation goes upstream unchanged only when every record passes. A record that is
-refused, or one the gate would serve only with the safety prompt (the file cannot be changed on
-its way), refuses the whole job in the provider's error shape: the refused records' count and
-the first refusal's reason, never a prompt's text. Bad input is a typed error in that shape: a
-malformed body or JSON Lines (400), an input over the limits (413), and an object the store
-does not hand over: for a screened account (any intervention on its standing, a fresh
-account's screening included) or while the gate is not synced the job is refused (503, fail
-closed); otherwise it is forwarded unchecked, counted in ``counts["unreadable_forwarded"]`` and
-logged (the model's own read then fails alike). The input is read once, at creation: an object
-replaced between the check and the job's run is not seen (the providers take no object
-version to pin).
+refused, one the gate would serve only with the safety prompt (the file cannot be changed on its
+way), or one whose answer it would check, refuses the whole job in the provider's error shape:
+the refused records' count and the first refusal's reason, never a prompt's text. Bad input is a
+typed error in that shape: a malformed body or JSON Lines (400), an input over the limits (413),
+and an object the store does not hand over: for a screened account (any intervention on its
+standing, a fresh account's screening included) or while the gate is not synced the job is
+refused (503, fail closed); otherwise it is forwarded unchecked, counted in
+``counts["unreadable_forwarded"]`` and logged (the model's own read then fails alike). The input
+is read once, at creation: an object replaced between the check and the job's run is not seen
+(the providers take no object version to pin).
 
 Whose authority reads the input: the job's, never the gate's. A Bedrock job's input is read as
 its role (``roleArn``, assumed through STS: ``assumed_roles``), a Vertex job's with the
@@ -55,7 +68,7 @@ from safeguards.adapters.csp.answers import (
 )
 from safeguards.adapters.csp.assumed_roles import ROLE_ARN
 from safeguards.adapters.csp.batches import BatchGate, BatchProxy
-from safeguards.adapters.csp.decision import BLOCK, Decision, refusal
+from safeguards.adapters.csp.decision import BLOCK, TERMINATE_ACTION, Decision, refusal
 from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.gcs_store import GcsReader
 from safeguards.adapters.csp.identity import Caller
@@ -78,6 +91,8 @@ _RECORD_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _VERTEX_MODEL = re.compile(r"(?:projects/[^/]{1,64}/locations/[^/]{1,64}/)?"
                            r"publishers/anthropic/models/([A-Za-z0-9][A-Za-z0-9._@-]{0,127})")
 _INTERVENED = "records the gate serves only with the safety prompt cannot be changed in a file"
+_OUTPUT_CHECKED = ("records whose answers the gate must check cannot run as a job: its output "
+                   "does not pass through the gate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,13 +267,14 @@ class JobGate:
                               for i, (_, params) in enumerate(records)]}
         submission = await self.batches.submit(caller, json.dumps(batch).encode())
         entry = submission.entry
-        changed = 0
+        changed = unchecked = 0
         for item in entry.admitted.values():  # refused records were observed by submit
             changed += item.decision.safety_prompt
+            unchecked += item.decision.classify_stream and not item.decision.safety_prompt
             self.batches.admission.observe(item.request, item.decision.action, 0, 0,
                                            item.prompt, "")
             item.prompt = ""
-        refused = len(entry.refused) + changed
+        refused = len(entry.refused) + changed + unchecked
         if not refused:
             self.counts["forwarded"] += 1
             log.info("a batch job forwarded: %d records checked", len(records))
@@ -267,8 +283,10 @@ class JobGate:
         log.info("a batch job refused: %d of %d records refused", refused, len(records))
         first = submission.first_refusal
         what = f"{refused} of {len(records)} records refused by the safety gate"
-        if first is None:
+        if first is None and changed:
             return JobRefusal(403, f"{what}: {_INTERVENED}", (), "intervene")
+        if first is None:
+            return JobRefusal(403, f"{what}: {_OUTPUT_CHECKED}", (), TERMINATE_ACTION)
         return _refused(first, what)
 
 

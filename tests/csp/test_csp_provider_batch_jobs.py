@@ -8,6 +8,7 @@ when every record passes."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -126,6 +127,33 @@ async def test_a_job_with_a_harmful_record_is_refused_and_never_created(
         await eventually(lambda: running.proxy.telemetry.sent >= 3, 10)
     assert await observed(region, "acct-l1") == ["annotate", "annotate", "block"]
     assert CANARY.strip() not in caplog.text + error["Message"]
+
+
+async def test_a_job_whose_answers_the_gate_would_check_is_refused(
+        proxy_env: ProxyEnv, region: Region, s3_url: str, classifier_env: ClassifierEnv,
+        test_policy: Policy) -> None:
+    """A job's output goes to the customer's bucket, never through the gate: where the account's
+    level would check the answers (``terminate_stream``, here on an L1 that adds no safety
+    prompt), the gate cannot, so the job is refused (fail closed), each record still observed."""
+    rung = test_policy.ladder[1]
+    checked = dataclasses.replace(test_policy, ladder=(
+        test_policy.ladder[0], dataclasses.replace(
+            rung, interventions=(*rung.interventions, "terminate_stream")),
+        *test_policy.ladder[2:]))
+    uri = put_input(s3_url, "answers.jsonl", [record(f"CALL{i:07d}", BENIGN) for i in range(2)])
+    async with proxy_env(policy=checked) as running:
+        reading(running, s3_url)
+        await dataclasses.replace(region, policy=checked).enforce("acct-checked", 1, 1)
+        await eventually(lambda: running.proxy.gate.held_version("acct-checked") == 1)
+        async with classifier_env():
+            error = await refused(bedrock(running, "acct-checked"), uri)
+        assert (error["status"], error["Code"]) == (403, "AccessDeniedException")
+        assert error["Message"].startswith("2 of 2 records refused by the safety gate: records "
+                                           "whose answers the gate must check")
+        assert running.upstream.jobs.created == 0
+        assert running.proxy.jobs.counts["refused"] == 1
+        await eventually(lambda: running.proxy.telemetry.sent >= 4, 10)
+    assert await observed(region, "acct-checked") == ["annotate", "annotate"]
 
 
 async def test_bad_input_is_a_typed_error_in_bedrocks_shape(
