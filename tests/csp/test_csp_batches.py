@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -135,11 +136,13 @@ async def test_a_batch_is_one_call_against_the_request_rate_not_one_per_request(
 
 
 async def test_results_read_on_a_gate_that_does_not_hold_the_batch_are_checked_and_observed(
-        proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv) -> None:
+        proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv,
+        caplog: pytest.LogCaptureFixture) -> None:
     """Two gates on one upstream (a proxy's workers, or one restarted): the batch created on
     one, its results read on the other, which checks them by the account's standing (L2: output
     checked) and observes each once under its result id; the admitting gate's own read later
     sends the same ids (taken once by the actor) with the prompt's metadata."""
+    caplog.set_level(logging.DEBUG)
     async with proxy_env(script=Script(reply=WEAPONS_HOWTO * 4)) as admitting, \
             proxy_env(upstream_url_override=admitting.proxy.config.upstream_url) as other:
         await region.enforce("acct-two", 2, 1)
@@ -170,6 +173,9 @@ async def test_results_read_on_a_gate_that_does_not_hold_the_batch_are_checked_a
     assert sorted(by_gate) == sorted([
         (ids["plain"], "intervene", 25, False), (ids["harmful"], "terminate_stream", 140, False),
         (ids["plain"], "intervene", 25, True), (ids["harmful"], "terminate_stream", 140, True)])
+    served = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records
+                        if r.name.startswith(("safeguards", "uvicorn", "nats")))  # not the SDK's
+    assert served and BENIGN not in served and "pipe bomb" not in served  # no text in logs
 
 
 async def test_a_result_read_after_an_escalation_is_checked_as_the_account_stands_now(
