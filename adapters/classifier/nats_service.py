@@ -1,8 +1,9 @@
 """The classifier on NATS for one region: content-stream consumer and ``classify`` responder.
 
 *Consumer.* A durable pull consumer on the region's CONTENT stream (work queue, minutes of
-retention). Each item is scored by the primary model and every shadow model; each result becomes
-a :class:`Signal` whose observation is a :class:`ScoreRecorded` (hash, length, scores, model name
+retention), fetched as soon as items are there, some scored first (``intake``: a fresh or flagged
+account's). Each item is scored by the primary model and every shadow model; each result is a
+:class:`Signal` whose observation is a :class:`ScoreRecorded` (hash, length, scores, model name
 and version; never text), published to the account's input subject with ``Nats-Msg-Id`` = the
 signal id. The id derives from (request, kind, model, version), so a redelivery publishes the same
 id and the actor's inbox (and JetStream's duplicate window) make it idempotent. The content
@@ -39,17 +40,14 @@ from safeguards.adapters.bus.dlq import DeadLetters, header_safe
 from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.inbound import JetStreamMessage
 from safeguards.adapters.bus.producer_auth import ProducerKeys, Unsealable
-from safeguards.adapters.bus.streams import (
-    content_config,
-    dlq_config,
-    ensure_stream,
-)
+from safeguards.adapters.bus.streams import content_config, dlq_config, ensure_stream
 from safeguards.adapters.classifier.errors import (
     InferenceFailed,
     ScorerClosed,
     ScorerOverloaded,
     TextRejected,
 )
+from safeguards.adapters.classifier.intake import ContentTriage, fetch_promptly
 from safeguards.adapters.classifier.nats_service_settings import ClassifierSettings, ServiceStats
 from safeguards.adapters.classifier.scorer import MicroBatchScorer, ScoreResult
 from safeguards.adapters.classifier.text import PreparedText
@@ -82,8 +80,8 @@ class ClassifierService:
                  settings: ClassifierSettings, shadows: Sequence[MicroBatchScorer] = (),
                  inline: MicroBatchScorer | None = None, producer: ProducerKeys | None = None,
                  forwarders: dict[str, ProducerKeys] | None = None,
-                 link_key: bytes | None = None,
-                 home_link_keys: dict[str, bytes] | None = None) -> None:
+                 link_key: bytes | None = None, home_link_keys: dict[str, bytes] | None = None,
+                 triage: ContentTriage | None = None) -> None:
         """``inline`` answers the gates' synchronous requests (same model, its own queue and
         inference thread), so a screening never waits behind background content scoring.
         ``producer``: the region's producer keys; content must carry a gate's MAC and score
@@ -91,9 +89,9 @@ class ClassifierService:
         ``forwarders``: the key per home region of accounts homed elsewhere (``core.homes``),
         ``home_link_keys`` their link keys where given (a score sent home has the home's digest)."""
         self.producer, self.forwarders = producer, forwarders or {}
+        self.nc, self.triage = nc, triage  # triage: which content goes first (None: in order)
         self.link_key = link_key  # content_sha256 is content_digest under it (None: plain)
         self.home_link_keys = home_link_keys or {}
-        self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=settings.publish_timeout_s)
         self.region = validate_region(region)
         self.primary = primary
@@ -143,8 +141,7 @@ class ClassifierService:
         limiter = anyio.Semaphore(self.settings.in_flight)
         while True:
             try:
-                msgs = await psub.fetch(self.settings.fetch_batch,
-                                        timeout=self.settings.fetch_timeout_s)
+                msgs = await fetch_promptly(psub, self.settings)
             except TimeoutError:  # nats' own, or asyncio's from deep inside fetch: no messages
                 continue
             except nats.errors.Error as exc:  # connection trouble: back off, nats-py reconnects
@@ -200,22 +197,25 @@ class ClassifierService:
             return
         try:
             with tracing.consuming("safeguards.classifier.score", msg.headers):
-                for result, shadow in await self._score_all(prepared, item.text, item.kind):
+                for result, shadow in await self._score_all(prepared, item, aggregates):
                     await self._publish(item, aggregates, result, shadow)
             await self._ack(msg)
         except _Retry as retry:
             await self._retry_or_dead_letter(msg, retry)
 
-    async def _score_all(self, prepared: PreparedText, text: str,
-                         kind: str) -> list[tuple[ScoreResult, bool]]:
+    async def _score_all(self, prepared: PreparedText, item: ContentItem,
+                         aggregates: tuple[str, ...]) -> list[tuple[ScoreResult, bool]]:
+        text, kind, triage = item.text, item.kind, self.triage
         out: list[tuple[ScoreResult, bool]] = []
         try:
-            out.append((await self.primary.score(prepared, kind), False))
+            urgent = triage is not None and triage.urgent(item, aggregates)
+            out.append((await self.primary.score(prepared, kind, urgent=urgent), False))
         except (ScorerOverloaded, ScorerClosed, InferenceFailed) as exc:
             raise _Retry("scoring_failed", exc) from None
         self.stats.scored += 1
-        if out[0][0].truncated:
-            # beyond max_windows: the tail was not scored (content_chars still says how long)
+        if triage is not None:  # a score the policy counts: the account's next items go first
+            triage.observe(item, aggregates, out[0][0].scores)
+        if out[0][0].truncated:  # beyond max_windows (content_chars still says how long)
             log.info("content of %d chars truncated for scoring", prepared.chars)
         if self.shadows:
             shadow_results: list[ScoreResult | None] = [None] * len(self.shadows)

@@ -13,14 +13,20 @@ same cores. An :class:`InferenceLane` shared by both puts the gates first: the i
 the lane while it has work, and the background scorer, before each of its (small) batches, waits
 for the lane to be free, at most ``yield_limit_s`` so it is never starved. A screening deadline of
 tens of milliseconds then does not depend on how much content is waiting to be scored.
+
+Not all background content is equally pressing: a request marked ``urgent`` (the content
+stream's triage: a fresh account's, one whose account or organisation was just flagged, text the
+first stage does not clear) goes into the next batch ahead of every ordinary one, so an
+attacker's score does not wait behind a benign bulk sender's backlog. A caller that stops waiting
+(a screening past its deadline) leaves a result that was already being computed to the shared
+:class:`RecentScores`, so the content stream does not compute it again.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -37,8 +43,11 @@ from safeguards.adapters.classifier.errors import (
 )
 from safeguards.adapters.classifier.lane import InferenceLane
 from safeguards.adapters.classifier.loader import LoadedModel
+from safeguards.adapters.classifier.recent import RecentScores, ScoreResult
 from safeguards.adapters.classifier.text import PreparedText, prepare_text
-from safeguards.core.events import Scores
+
+__all__ = ["BACKGROUND_CPU_CONFIG", "MicroBatchScorer", "RecentScores", "ScoreResult",
+           "ScorerConfig", "ScorerStats", "stream_and_inline_scorers"]
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +70,6 @@ class ScorerConfig:
 BACKGROUND_CPU_CONFIG = ScorerConfig(max_batch=4)
 
 
-@dataclass(frozen=True, slots=True)
-class ScoreResult:
-    model_name: str
-    model_version: str
-    scores: Scores  # (category, calibrated probability), in manifest order
-    content_sha256: str
-    content_chars: int
-    truncated: bool
-    windows: int
-
-    def flagged(self, thresholds: dict[str, float]) -> list[str]:
-        return [c for c, s in self.scores if s >= thresholds.get(c, math.inf)]
-
-
 @dataclass(eq=False)
 class _Pending:
     prepared: PreparedText
@@ -84,6 +79,7 @@ class _Pending:
     best: np.ndarray | None = None
     error: BaseException | None = None
     abandoned: bool = False  # the caller stopped waiting (deadline, cancellation)
+    urgent: bool = False  # batched ahead of every request that is not
 
     def deliver(self, row: np.ndarray) -> None:
         self.best = row.copy() if self.best is None else np.maximum(self.best, row)
@@ -106,6 +102,8 @@ class ScorerStats:
     rejected: int = 0
     truncated: int = 0
     reused: int = 0  # answered from RecentScores, no inference
+    urgent: int = 0  # requests marked urgent (batched first)
+    kept_late: int = 0  # results computed after their caller stopped waiting, kept for reuse
     inference_s: float = 0.0
 
     @property
@@ -114,31 +112,6 @@ class ScorerStats:
 
 
 _Batch = list[tuple[_Pending, str]]
-
-
-class RecentScores:
-    """The newest results of one model, by content kind and text digest, shared by the scorers
-    of that model in a process: a prompt screened inline is not run through the model a second
-    time when its content item arrives from the stream a moment later (same model, same text,
-    same result: inference is deterministic)."""
-
-    def __init__(self, capacity: int = 4096) -> None:
-        self.capacity = capacity
-        self._results: OrderedDict[tuple[str, str, str], ScoreResult] = OrderedDict()
-
-    @staticmethod
-    def _model_id(model: LoadedModel) -> str:
-        return model.manifest.sha256 or f"{model.name} {model.version}"
-
-    def get(self, model: LoadedModel, kind: str, sha256: str) -> ScoreResult | None:
-        return self._results.get((self._model_id(model), kind, sha256))
-
-    def put(self, model: LoadedModel, kind: str, result: ScoreResult) -> None:
-        key = (self._model_id(model), kind, result.content_sha256)
-        self._results[key] = result
-        self._results.move_to_end(key)
-        while len(self._results) > self.capacity:
-            self._results.popitem(last=False)
 
 
 class MicroBatchScorer:
@@ -202,9 +175,11 @@ class MicroBatchScorer:
             self.stats.truncated += 1
         return prepared
 
-    async def score(self, text: str | bytes | PreparedText, kind: str = "prompt") -> ScoreResult:
-        """Score one text as ``kind`` content ("prompt" or "completion"). Raises TextRejected,
-        ScorerOverloaded, ScorerClosed, InferenceFailed."""
+    async def score(self, text: str | bytes | PreparedText, kind: str = "prompt", *,
+                    urgent: bool = False) -> ScoreResult:
+        """Score one text as ``kind`` content ("prompt" or "completion"); ``urgent``: batched
+        ahead of the requests that are not. Raises TextRejected, ScorerOverloaded,
+        ScorerClosed, InferenceFailed."""
         prepared = text if isinstance(text, PreparedText) else self.prepare(text)
         if self._send is None:
             raise ScorerClosed("scorer is not running")
@@ -213,7 +188,8 @@ class MicroBatchScorer:
             if known is not None:
                 self.stats.reused += 1
                 return known
-        pending = _Pending(prepared, kind, remaining=len(prepared.windows))
+        pending = _Pending(prepared, kind, remaining=len(prepared.windows), urgent=urgent)
+        self.stats.urgent += urgent
         if self.holds is None:
             return await self._score_pending(pending, prepared, kind)
         self.holds.hold()
@@ -245,11 +221,20 @@ class MicroBatchScorer:
         try:
             await pending.done.wait()
         except BaseException:
-            pending.abandoned = True  # its windows are skipped if not yet computed
+            # Its windows are skipped if not yet computed; a result already computed (the
+            # batch finished as the caller gave up) is kept for the content stream's scoring.
+            pending.abandoned = True
+            self._keep_late(pending)
             raise
         if pending.error is not None:
             raise pending.error
+        return self._result(pending)
+
+    def _result(self, pending: _Pending) -> ScoreResult:
+        """The result of a pending request all of whose windows were scored (kept in
+        ``recent``)."""
         assert pending.best is not None
+        prepared, kind = pending.prepared, pending.kind
         # Raw columns were maxed over windows; calibration is monotonic, so this is the
         # maximum calibrated score of each category.
         probs = self.model.calibrate(pending.best[None, :], kind)[0]
@@ -268,6 +253,13 @@ class MicroBatchScorer:
             self.recent.put(self.model, kind, result)
         return result
 
+    def _keep_late(self, pending: _Pending) -> None:
+        """An abandoned request whose windows have all been scored: its result is kept."""
+        if (self.recent is not None and pending.done.is_set() and pending.error is None
+                and pending.best is not None):
+            self.stats.kept_late += 1
+            self._result(pending)
+
     # --- internals -------------------------------------------------------------------------
 
     def _bucket(self, window: str) -> int:
@@ -279,20 +271,25 @@ class MicroBatchScorer:
     async def _collect(self, receive: MemoryObjectReceiveStream[_Pending],
                        batches: MemoryObjectSendStream[_Batch]) -> None:
         cfg = self.config
+        # What has been taken off the queue and not batched yet: urgent first, then the rest.
+        held: tuple[deque[_Pending], deque[_Pending]] = (deque(), deque())
         async with receive, batches:
-            buckets: dict[int, _Batch] = {}
             closed = False
-            while not closed:
-                try:
-                    first = await receive.receive()
-                except anyio.EndOfStream:
-                    break
-                n = self._add(buckets, first)
+            while True:
+                if not (held[0] or held[1]):
+                    if closed:
+                        break
+                    try:
+                        self._hold(held, await receive.receive())
+                    except anyio.EndOfStream:
+                        break
                 # Wait for company only while inference is busy anyway: an idle scorer sends a
                 # lone request at once (latency), a busy one lets requests pile up (throughput).
                 wait = cfg.max_wait_s if self._batches_in_flight else 0.0
                 deadline = anyio.current_time() + wait
-                while n < cfg.max_batch:
+                # Everything queued by now is taken (at most queue_size held), so an urgent
+                # request queued behind ordinary ones still goes into the next batch.
+                while not closed and len(held[0]) + len(held[1]) < cfg.queue_size:
                     try:
                         nxt = await self._next(receive, deadline - anyio.current_time())
                     except anyio.EndOfStream:
@@ -300,13 +297,23 @@ class MicroBatchScorer:
                         break
                     if nxt is None:
                         break
-                    n += self._add(buckets, nxt)
+                    self._hold(held, nxt)
+                buckets: dict[int, _Batch] = {}
+                n = 0
+                for queue in held:
+                    while queue and n < cfg.max_batch:
+                        pending = queue.popleft()
+                        if not pending.abandoned:
+                            n += self._add(buckets, pending)
                 for key in sorted(buckets):
                     batch = buckets[key]
                     for start in range(0, len(batch), cfg.max_batch):
                         self._batches_in_flight += 1
                         await batches.send(batch[start : start + cfg.max_batch])
-                buckets = {}
+
+    @staticmethod
+    def _hold(held: tuple[deque[_Pending], deque[_Pending]], pending: _Pending) -> None:
+        held[0 if pending.urgent else 1].append(pending)
 
     @staticmethod
     async def _next(receive: MemoryObjectReceiveStream[_Pending],
@@ -361,6 +368,8 @@ class MicroBatchScorer:
         for (pending, _), row in zip(batch, raw, strict=True):
             if pending.error is None:
                 pending.deliver(row)
+                if pending.abandoned:  # its caller gave up while this batch ran
+                    self._keep_late(pending)
 
 
 def stream_and_inline_scorers(model: LoadedModel) -> tuple[MicroBatchScorer, MicroBatchScorer]:
