@@ -2,7 +2,7 @@
 
 The regional store orders its feed under one lock, so many small concurrent transactions mostly
 wait for each other. So the node commits in cycles: each cycle takes a round from every
-partition (the head signal of each of its ready actors, decided at once), appends them all with
+partition (the waiting signals of each of its ready actors, decided at once), appends them all with
 one ``append_batch``, and hands the results back. While a cycle commits, the partitions fetch and
 route what arrives, and the next cycle starts the moment this one ends with whatever is ready
 then: a signal waits for at most the cycle in progress, and the node's transactions grow with its

@@ -3,10 +3,10 @@ node's group commits, ack.
 
 An actor with mail is *ready* once its state is in memory (a new account starts from the initial
 state; an existing one is loaded: snapshot plus tail, by the partition's loader). Each cycle of
-the node's ``GroupCommitter`` takes a round from every partition: the head signal of each ready
-actor, decided on the actor's state, one append per account. While a cycle commits, the
-partitions keep fetching and routing, so a signal waits for at most the cycle in progress, and a
-hot account's next signal is decided on the state its previous one committed. A signal is acked
+the node's ``GroupCommitter`` takes a round from every partition: each ready actor's waiting
+signals (``turns``), decided in order from its state, one append per signal. While a cycle
+commits, the partitions keep fetching and routing, so a signal waits for at most the cycle in
+progress, and a hot account's next signals are decided on the state it committed. A signal is acked
 only after the transaction holding its inbox key, events and outbox rows committed, or after the
 store said the inbox already held it. A lost version race reloads the account and decides
 again; a failed store call drops the round's states (they are reloaded) and the committer backs
@@ -289,9 +289,9 @@ class PartitionWorker:
     # --- rounds (called by the committer) ------------------------------------------------------
 
     def take_round(self, limit: int) -> Round | None:
-        """This partition's part of the commit cycle that starts now: the head signal of each
-        ready actor (at most ``limit``, longest ready first), decided on its state (pure CPU, no
-        await, so the cycle starts at once)."""
+        """This partition's part of the commit cycle that starts now: the head signals of each
+        ready actor (at most ``limit`` appends, longest ready first), decided on its state (pure
+        CPU, no await, so the cycle starts at once)."""
         if not self._ready or self.stopping:
             return None
         if len(self._ready) <= limit:
@@ -299,17 +299,17 @@ class PartitionWorker:
             self._ready.clear()
         else:
             actors = [self._ready.pop(key) for key in list(itertools.islice(self._ready, limit))]
-        rnd = Round(self)
-        now = self.clock.now()
+        rnd, now = Round(self), self.clock.now()
+        per_actor = min(self.settings.turn_signals, limit // len(actors))  # the cycle's share
         for actor in actors:
             state = actor.state
             if state is None or not actor.mailbox:  # not expected: every path wakes it again
                 if actor.mailbox:
                     self._wake(actor)  # to the loader
                 continue
-            env = actor.mailbox[0]
-            if not rnd.decide(actor, env, state, now):  # rejected: it leaves the mailbox now
-                self._pop(actor, env)
+            rejected = rnd.decide_turn(actor, state, now, per_actor)
+            if rejected is not None:  # it leaves the mailbox now
+                self._pop(actor, rejected)
             actor.in_turn = True
         self._in_cycle = True
         return rnd

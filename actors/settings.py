@@ -16,6 +16,9 @@ class NodeSettings:
     # Appends in one commit cycle (one transaction), shared evenly by the node's partitions.
     commit_max_appends: int = 4096
     mailbox_capacity: int = 64  # signals one account may hold awaiting its turn
+    # signals of one account decided in one commit cycle (in order, one append each): an
+    # organisation hears of every member's scores, and at one a cycle it fell seconds behind
+    turn_signals: int = 16
     max_conflict_retries: int = 8  # decide-again rounds for one signal within a batch
     reject_after_deliveries: int = 5  # a signal whose decision keeps failing goes to the DLQ
     passivate_after_s: float = 120.0  # an actor idle this long drops its state from memory

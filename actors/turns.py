@@ -1,6 +1,13 @@
-"""An actor's turn in a commit cycle: its head signal decided on its state, as the append that
-records it (events, inbox key, outbox rows, the state after). Pure CPU, no await, so a commit
-cycle starts at once.
+"""An actor's turn in a commit cycle: its head signals decided in order, each on the state the
+one before it leads to, each as the append that records it (events, inbox key, outbox rows, the
+state after). Pure CPU, no await, so a commit cycle starts at once.
+
+A turn takes up to ``NodeSettings.turn_signals`` of the account's waiting signals, not only its
+head: an account (above all an organisation, which hears of every member's scores and links)
+gets a few signals per request, and at one signal a cycle its mailbox fell seconds behind on a
+loaded machine (an organisation's strikes committed 1-2 s after their scores were published, 12
+signals deep). The decisions are the same as one a cycle (same fold, in the same order; one
+``now`` for the turn), each still its own append with its own inbox key.
 
 The outbox carries the enforcement commands the events send, and the signals they forward to
 other histories (``core.linked_accounts``: scores to the prompts the account was linked to, its
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from opentelemetry.trace import SpanContext
@@ -34,7 +42,8 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class Round:
-    """What one partition brings to one commit cycle: a decided head signal per ready actor."""
+    """What one partition brings to one commit cycle: the decided head signals of each ready
+    actor."""
 
     worker: PartitionWorker
     turns: list[tuple[AccountActor, Envelope, AccountState]] = field(default_factory=list)
@@ -43,10 +52,22 @@ class Round:
     # tracing on: the decision span of each traced request, by its index in ``requests``
     traces: dict[int, SpanContext] = field(default_factory=dict)
 
-    def decide(self, actor: AccountActor, env: Envelope, state: AccountState, now: datetime
-               ) -> bool:
-        """Decide the actor's head signal into this round (True), or record it as rejected
-        (False: deciding raised, and the signal leaves the mailbox)."""
+    def decide_turn(self, actor: AccountActor, state: AccountState, now: datetime, limit: int
+                    ) -> Envelope | None:
+        """Decide up to ``limit`` of the actor's waiting signals into this round, in order, each
+        on the state the one before leads to. Returns the head signal when deciding it raised
+        (rejected: it leaves the mailbox); a later signal whose decision raises ends the turn
+        before it and is decided again as the head of the next turn (rejected there)."""
+        for i, env in enumerate(islice(actor.mailbox, max(1, limit))):
+            if not self.decide(actor, env, state, now, reject=i == 0):
+                return env if i == 0 else None
+            state = self.turns[-1][2]
+        return None
+
+    def decide(self, actor: AccountActor, env: Envelope, state: AccountState, now: datetime,
+               *, reject: bool = True) -> bool:
+        """Decide one signal of the actor into this round (True), or (False: deciding raised)
+        record it as rejected where ``reject`` (it leaves the mailbox)."""
         worker = self.worker
         span = None if tracing.TRACER is None else tracing.start_decision(
             env.msg.headers, type(env.signal.observation).__name__)
@@ -56,7 +77,8 @@ class Round:
         except Exception as exc:  # a decision that fails is a rejected signal, not a crash
             if span is not None:
                 tracing.rejected(span, exc)
-            self.rejected.append((actor, env, exc))
+            if reject:
+                self.rejected.append((actor, env, exc))
             return False
         if span is not None:
             self.traces[len(self.requests)] = tracing.decided(span, request)
