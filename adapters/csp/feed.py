@@ -176,7 +176,7 @@ class EnforcementFeed:
             if tracing.TRACER is None or first_sync or not headers \
                     or TRACEPARENT not in headers:
                 # (a re-read of the stream at start is not traced: 100k spans of old traces)
-                self.gate.apply(command, authoritative=authoritative)
+                self.gate.apply(command, now, authoritative=authoritative)
             else:  # the relay's publish span is its parent (a malformed one: a new root)
                 with tracing.TRACER.start_as_current_span(
                         "safeguards.gate.apply", tracing.remote_parent(headers),
@@ -184,7 +184,7 @@ class EnforcementFeed:
                             "safeguards.level": command.level,
                             "safeguards.command_version": command.version,
                             "safeguards.region": self.region}):
-                    self.gate.apply(command, authoritative=authoritative)
+                    self.gate.apply(command, now, authoritative=authoritative)
             if first_sync:
                 self._seen_in_first_sync.add(command.account_id)
             if self.snapshot is not None and headers:

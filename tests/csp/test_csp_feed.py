@@ -16,8 +16,10 @@ from nats.js.client import JetStreamContext
 
 from safeguards.adapters.bus.signing import KEY_ID_HEADER, CommandSigner, command_problem
 from safeguards.adapters.csp.bus_link import BusLink
+from safeguards.adapters.csp.decision import THROTTLE_ACTION, GateRequest
 from safeguards.adapters.csp.feed import EnforcementFeed
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.streams import ensure_gate_streams
 from safeguards.core.codec import encode_command
 from safeguards.core.enforcement import EnforcementCommand
@@ -180,3 +182,36 @@ def test_signed_commands_with_impossible_contents_are_refused() -> None:
     assert command_problem(replace(good, version=0), subject, "eu") == "version_out_of_range"
     assert command_problem(good, enforce_subject("eu", "acct2"), "eu") == "wrong_subject"
     assert command_problem(good, subject.replace("sg.eu", "sg.us"), "us") == "wrong_region"
+
+
+async def test_a_command_keeps_what_the_account_already_spent(nats_url: str) -> None:
+    """A command carries the account's recent usage over to its tier: a level change never hands
+    a rate-limit prober a fresh window (the feed applied commands without the time, and a prober
+    warned at L1 mid-probe was not throttled again)."""
+    region = "t" + secrets.token_hex(4)
+    policy = default_policy()
+    signer = CommandSigner(Ed25519PrivateKey.generate())
+    gate = Gate(policy)
+    request = GateRequest("prober", "r-1")
+    sent = 0
+    while gate.check(request, gate_now()).action != THROTTLE_ACTION:  # its whole burst
+        sent += 1
+        assert sent < 10_000
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await ensure_gate_streams(js, region)
+        link = BusLink(nats_url)
+        feed = EnforcementFeed(link, region, gate, signer.verifier(), heartbeat_s=0.2)
+        async with anyio.create_task_group() as tg:
+            await tg.start(link.run)
+            await tg.start(feed.run)
+            with anyio.fail_after(5):
+                await feed.ready.wait()
+            # warned at L1 (the same rate tier as L0) while it probes
+            await publish(js, signer, make_command(region, "prober", 1, 1, policy))
+            await eventually(lambda: gate.held_version("prober") == 1)
+            assert gate.check(request, gate_now()).action == THROTTLE_ACTION
+            tg.cancel_scope.cancel()
+    finally:
+        await nc.close()
