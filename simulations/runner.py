@@ -47,6 +47,9 @@ class TraceRecord:
     error_type: str | None
     latency_ms: float
     organization: str | None = None
+    # what the gate did with a request it let through (``x-safeguards-action``: allow, annotate,
+    # intervene = served with the safety system prompt); None where it refused it, or unknown
+    action: str | None = None
 
     @property
     def sent(self) -> datetime:
@@ -77,7 +80,9 @@ class Progress:
                 print(file=self.out, flush=True)
 
 
-Sent = tuple[int, str, str | None, str | None]  # status, outcome, stop reason, error type
+# status, outcome, stop reason, error type, the gate's action (``x-safeguards-action``)
+Sent = tuple[int, str, str | None, str | None, str | None]
+ACTION_HEADER = "x-safeguards-action"
 
 
 async def _send(client: anthropic.AsyncAnthropic, req: PlannedRequest) -> Sent:
@@ -86,16 +91,18 @@ async def _send(client: anthropic.AsyncAnthropic, req: PlannedRequest) -> Sent:
         if req.stream:
             async with client.messages.stream(model=MODEL, max_tokens=256,
                                               messages=messages) as stream:
+                action = stream.response.headers.get(ACTION_HEADER)
                 async for _ in stream.text_stream:
                     pass
                 final = await stream.get_final_message()
             stop = final.stop_reason
         else:
-            message = await client.messages.create(model=MODEL, max_tokens=256,
-                                                   messages=messages)
-            stop = message.stop_reason
+            raw = await client.messages.with_raw_response.create(model=MODEL, max_tokens=256,
+                                                                 messages=messages)
+            action = raw.headers.get(ACTION_HEADER)
+            stop = (await raw.parse()).stop_reason
     except anthropic.RateLimitError as exc:
-        return exc.status_code, "throttled", None, "rate_limit_error"
+        return exc.status_code, "throttled", None, "rate_limit_error", None
     except anthropic.APIStatusError as exc:
         body = exc.body if isinstance(exc.body, dict) else {}
         err = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
@@ -105,10 +112,10 @@ async def _send(client: anthropic.AsyncAnthropic, req: PlannedRequest) -> Sent:
         refused = (exc.status_code == 403 and error_type == "permission_error") or (
             exc.status_code == 529 and error_type == "overloaded_error")
         outcome = "blocked" if refused else "error"
-        return exc.status_code, outcome, None, error_type
+        return exc.status_code, outcome, None, error_type, None
     except anthropic.APIError as exc:  # connection failures, a stream cut mid-way
-        return 0, "error", None, type(exc).__name__
-    return 200, ("refused" if stop == "refusal" else "served"), stop, None
+        return 0, "error", None, type(exc).__name__, None
+    return 200, ("refused" if stop == "refusal" else "served"), stop, None, action
 
 
 async def run_plan(
@@ -145,12 +152,12 @@ async def run_plan(
                 client = clients[req.region].with_options(default_headers=identity)
                 sent_at = datetime.now(UTC)
                 t0 = time.perf_counter()
-                status, outcome, stop, error_type = await _send(client, req)
+                status, outcome, stop, error_type, action = await _send(client, req)
                 record = TraceRecord(
                     req.persona, req.kind, req.account, req.region, req.seq, req.offset_s,
                     sent_at.isoformat(), req.harmful, req.stream, req.abusive_volume, req.prompt,
                     status, outcome, stop, error_type, (time.perf_counter() - t0) * 1000,
-                    req.organization)
+                    req.organization, action)
                 records.append(record)
                 if on_record is not None:
                     on_record(record)
