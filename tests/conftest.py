@@ -12,12 +12,15 @@ rows and no test depends on a fixed port.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
@@ -70,7 +73,31 @@ def postgres_server() -> Iterator[PostgresServer]:
             yield PostgresServer(container.get_connection_url(), None)
         return
     with EmbeddedPostgres() as pg:
+        _without_fsync(pg)
         yield PostgresServer(pg.url("postgres"), pg)
+        pg.kill()  # its data goes with it: no shutdown checkpoint to wait for
+
+
+def _without_fsync(pg: EmbeddedPostgres) -> None:
+    """The session's throwaway server skips fsync (and full-page images, which only guard
+    against torn pages after an OS crash). A commit still reaches the kernel before it returns
+    (``synchronous_commit`` stays on), so a server process that crashes loses nothing; only the
+    machine's crash could, and then the data is gone anyway. On a small disk the fsyncs of every
+    commit, ``CREATE DATABASE`` and checkpoint were half the run of the store tests. Tests of a
+    PostgreSQL crash start their own server, with the defaults."""
+
+    async def apply() -> None:
+        conn = await asyncpg.connect(pg.url("postgres"))
+        try:
+            await conn.execute("ALTER SYSTEM SET fsync = off")
+            await conn.execute("ALTER SYSTEM SET full_page_writes = off")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+
+    # a thread of its own: the session's event loop belongs to pytest-asyncio
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, apply()).result()
 
 
 @pytest.fixture(scope="session")
