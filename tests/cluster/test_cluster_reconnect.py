@@ -11,6 +11,7 @@ import time
 import uuid
 
 import anyio
+import pytest
 from checker import score_signal
 from fault_harness import T0
 
@@ -59,6 +60,7 @@ async def test_moves_off_a_paused_server_to_a_live_one_every_time() -> None:
 
 
 
+@pytest.mark.slow  # a fault test: waits out a consumer leader's election (~10 s)
 async def test_a_partition_reopened_while_its_consumer_has_no_leader_pulls_at_the_election(
 ) -> None:
     """A partition's lease is lost and taken back while its consumer's leader is paused:
