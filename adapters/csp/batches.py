@@ -8,7 +8,10 @@ rate (its first request's check: over the rate, the whole creation is throttled;
 upstream on the batch's own quota, and their tokens are charged as their results are observed). A
 refused request is withheld from the batch the upstream sees and its result is the error a single
 request got (an ``errored`` result, spliced into the results); an intervened one carries the safety
-system prompt; if every request is refused, the creation is refused as its first request was.
+system prompt; if every request is refused, the creation is refused as its first request was. A
+creation the upstream does not take (an error, a failure) has its admitted requests observed as
+requests not served, as a single request's failure is (``unserved``). The routes:
+``batch_routes`` (the HTTP proxy), ``extproc_batches`` (behind Envoy).
 
 Results (``GET /v1/messages/batches/{id}/results``): each result goes through the single request's
 completion path (``answers.CompletionGuard``): where the account's level ends streams, on the
@@ -40,26 +43,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Awaitable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from opentelemetry.trace import SpanContext
 
 from safeguards.adapters import tracing
 from safeguards.adapters.csp.admission import Admission
-from safeguards.adapters.csp.answers import (
-    Checked,
-    CompletionGuard,
-    Receive,
-    Scope,
-    Send,
-    respond,
-    send_failure,
-)
+from safeguards.adapters.csp.answers import Checked, CompletionGuard
 from safeguards.adapters.csp.decision import (
-    BLOCK,
     TERMINATE_ACTION,
     THROTTLE_ACTION,
     Decision,
@@ -76,19 +69,8 @@ from safeguards.adapters.csp.messages_api import (
     with_safety_prompt,
 )
 from safeguards.adapters.csp.metrics import CspMetrics
-from safeguards.adapters.csp.provider_api import (
-    MESSAGES_API,
-    UPSTREAM_FAILURES,
-    MessagesApi,
-    ProviderApi,
-    ProviderCall,
-)
-from safeguards.adapters.csp.routes import Route, Target
+from safeguards.adapters.csp.provider_api import MessagesApi, ProviderCall
 from safeguards.adapters.csp.upstream_batches import batch_requests
-from safeguards.adapters.csp.upstream_client import (
-    UpstreamClient,
-    UpstreamResponse,
-)
 
 
 class BatchItemApi(MessagesApi):
@@ -115,6 +97,7 @@ class BatchEntry:
     observed: bool = False
     withheld: set[str] = field(default_factory=set)  # completions replaced by refusals
     scored: set[str] = field(default_factory=set)  # completions the classifier scored
+    batch_id: str = ""  # the upstream's, once it took the batch
 
     @property
     def held_chars(self) -> int:
@@ -180,6 +163,7 @@ class BatchGate:
         (``result_request_id``) and held until those are read."""
         for custom_id, item in entry.admitted.items():
             item.request.request_id = result_request_id(batch_id, custom_id)
+        entry.batch_id = batch_id
         self._ledger[batch_id] = entry
         self.held_chars += entry.held_chars
         while len(self._ledger) > self.capacity or (
@@ -187,12 +171,18 @@ class BatchGate:
             _, oldest = self._ledger.popitem(last=False)
             self.forgotten += 1
             self.held_chars -= oldest.held_chars
-            if not oldest.observed:  # its requests leave as requests not yet served
-                for item in oldest.admitted.values():
-                    self.admission.observe(item.request, item.decision.action, 0, 0,
-                                           item.prompt, "")
-                    item.prompt = ""
-                oldest.observed = True
+            self.unserved(oldest)
+
+    def unserved(self, entry: BatchEntry) -> None:
+        """Observes ``entry``'s admitted requests as requests not served (no tokens, no
+        completion), where not observed yet: its creation failed upstream, or it is forgotten
+        before its results were read."""
+        if entry.observed:
+            return
+        entry.observed = True
+        for item in entry.admitted.values():
+            self.admission.observe(item.request, item.decision.action, 0, 0, item.prompt, "")
+            item.prompt = ""
 
     def known(self, batch_id: str) -> bool:
         return batch_id in self._ledger
@@ -298,102 +288,3 @@ def result_request_id(batch_id: str, custom_id: str) -> str:
     name = f"{batch_id}/{custom_id}"
     return name if len(name) <= 128 else "batch:" + hashlib.blake2b(
         name.encode(), digest_size=16).hexdigest()
-
-
-def with_results_url(body: bytes, base_url: str) -> bytes:
-    """A batch object (or a list of them) with ``results_url`` on this proxy."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return body
-    if not isinstance(doc, dict):
-        return body
-    listed = doc.get("data")
-    batches: list[Any] = listed if isinstance(listed, list) else [doc]
-    for batch in batches:
-        if isinstance(batch, dict) and isinstance(batch.get("id"), str) and batch.get(
-                "results_url"):
-            batch["results_url"] = f"{base_url}/v1/messages/batches/{batch['id']}/results"
-    return json.dumps(doc).encode()
-
-
-class BatchProxy(Protocol):
-    """What the batch routes use of the HTTP proxy (``proxy.CspProxy``)."""
-
-    batches: BatchGate
-    gate: Gate
-    metrics: CspMetrics
-
-    @property
-    def upstream_client(self) -> UpstreamClient: ...
-    async def _caller_and_body(self, scope: Scope, receive: Receive
-                               ) -> tuple[Caller, bytes | None, list[tuple[bytes, bytes]]]: ...
-    async def _upstream(self, send: Send, call: Awaitable[UpstreamResponse],
-                        api: ProviderApi = ...) -> UpstreamResponse | None: ...
-    async def _refuse(self, send: Send, decision: Decision, api: ProviderApi = ...) -> None: ...
-    async def refused_by_standing(self, send: Send, caller: Caller, api: ProviderApi
-                                  ) -> bool: ...
-    async def _upstream_answer(self, send: Send, response: UpstreamResponse,
-                               api: ProviderApi = ...) -> bytes | None: ...
-
-
-async def serve_batch(proxy: BatchProxy, scope: Scope, receive: Receive, send: Send,
-                      target: Target) -> None:
-    """``/v1/messages/batches`` and below, on the HTTP proxy."""
-    caller, body, forward = await proxy._caller_and_body(scope, receive)
-    if body is None:
-        return  # the client went away
-    route, method = target.route, scope["method"]
-    submission = None
-    if route is Route.BATCH_CREATE:
-        submission = await proxy.batches.submit(caller, body)
-        if submission.body is None:
-            assert submission.first_refusal is not None
-            await proxy._refuse(send, submission.first_refusal)
-            return
-        body = submission.body
-    else:  # a blocked account may not read, cancel or delete batches either
-        standing = proxy.gate.peek(caller.account, gate_now(), caller.aggregates)
-        if standing.flags & BLOCK:
-            proxy.gate.count(standing)
-            await proxy._refuse(send, standing)
-            return
-    forward.append((b"accept-encoding", b"identity"))
-    response = await proxy._upstream(send, proxy.upstream_client.request(
-        method.encode(), (target.forward or target.path).encode("latin-1"), body, forward))
-    if response is None:
-        return
-    try:
-        answer = await proxy._upstream_answer(send, response)
-        if answer is None:
-            return
-        status = response.status  # an error status here is the upstream's own, passed on
-        if status < 300 and route is Route.BATCH_RESULTS:
-            answer = await proxy.batches.results(target.path.split("/")[4], caller, answer)
-        elif status < 300:
-            if submission is not None:
-                batch_id = batch_id_of(answer)
-                if batch_id is None:
-                    proxy.metrics.upstream_errors.labels("bad_json").inc()
-                    await send_failure(send, MESSAGES_API, UPSTREAM_FAILURES["malformed"])
-                    return
-                proxy.batches.remember(batch_id, submission.entry)
-            answer = with_results_url(answer, _base_url(scope))
-        content_type = response.headers.get(b"content-type", b"application/json")
-        await respond(send, status, answer, (b"content-type", content_type))
-    finally:
-        await response.aclose()
-
-
-def batch_id_of(answer: bytes) -> str | None:
-    try:
-        created = json.loads(answer)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    batch_id = created.get("id") if isinstance(created, dict) else None
-    return batch_id if isinstance(batch_id, str) else None
-
-
-def _base_url(scope: Scope) -> str:
-    host = next((v for k, v in scope["headers"] if k == b"host"), b"localhost")
-    return f"{scope.get('scheme', 'http')}://{host.decode('latin-1')}"

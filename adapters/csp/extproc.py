@@ -344,6 +344,9 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         ex.action = TERMINATE_ACTION
 
     def _observe(self, ex: _Exchange) -> None:
+        batch = ex.batch.submission if ex.batch is not None else None
+        if batch is not None and not batch.entry.batch_id:  # the upstream did not take it
+            self.batches.unserved(batch.entry)
         if ex.admitted is None or ex.observed:
             return
         ex.observed = True

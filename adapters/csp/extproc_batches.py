@@ -1,13 +1,14 @@
 """Message Batches behind Envoy: ext_proc applies the proxy's batch gate (``batches``).
 
 Creation: the request body (buffered) is replaced by the batch the model may see: refused
-requests withheld (their errored results kept for the results), intervened ones with the
-safety prompt; if every request is refused, the creation is refused at once. The response (the
-batch object) is held back and answered whole with ``results_url`` on the client's authority,
-and the batch's admissions are remembered. Results: the JSON Lines are held back and answered
-whole, checked, observed once and with the refused requests' results spliced in. Holding the
-body back works whether Envoy streams or buffers it: each chunk is emptied, the last carries
-the whole answer.
+requests withheld (their errored results kept for the results), intervened ones with the safety
+prompt; if every request is refused, the creation is refused at once. The response (the batch
+object) is held back and answered whole with ``results_url`` on the client's authority, and the
+batch's admissions are remembered. Results: the JSON Lines are held back and answered whole,
+checked, observed once and with the refused requests' results spliced in; a creation the
+upstream did not take has its admitted requests observed as not served when the exchange ends
+(``ExtProcService._observe``). Holding the body back works whether Envoy streams or buffers it:
+each chunk is emptied, the last carries the whole answer.
 """
 
 from __future__ import annotations
@@ -16,12 +17,8 @@ from dataclasses import dataclass, field
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from safeguards.adapters.csp.batches import (
-    BatchGate,
-    Submission,
-    batch_id_of,
-    with_results_url,
-)
+from safeguards.adapters.csp.batch_routes import batch_id_of, with_results_url
+from safeguards.adapters.csp.batches import BatchGate, Submission
 from safeguards.adapters.csp.decision import refusal
 from safeguards.adapters.csp.extproc_wire import body_response, immediate
 from safeguards.adapters.csp.identity import Caller

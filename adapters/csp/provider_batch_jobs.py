@@ -67,7 +67,8 @@ from safeguards.adapters.csp.answers import (
     send_api_error,
 )
 from safeguards.adapters.csp.assumed_roles import ROLE_ARN
-from safeguards.adapters.csp.batches import BatchGate, BatchProxy
+from safeguards.adapters.csp.batch_routes import BatchProxy
+from safeguards.adapters.csp.batches import BatchGate
 from safeguards.adapters.csp.decision import BLOCK, TERMINATE_ACTION, Decision, refusal
 from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.gcs_store import GcsReader

@@ -35,7 +35,8 @@ from safeguards.adapters.csp.answers import (
     send_api_error,
     send_failure,
 )
-from safeguards.adapters.csp.batches import BatchGate, serve_batch
+from safeguards.adapters.csp.batch_routes import serve_batch
+from safeguards.adapters.csp.batches import BatchGate
 from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, NonceLedger
 from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest, refusal
 from safeguards.adapters.csp.front_end_config import FrontEndConfig

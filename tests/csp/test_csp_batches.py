@@ -22,6 +22,7 @@ from nats.js import api
 from safeguards.adapters.classifier.nats_service import ClassifierService
 from safeguards.adapters.csp.messages_api import SAFETY_PROMPT
 from safeguards.adapters.csp.upstream import Script
+from safeguards.adapters.embedded import free_port
 from safeguards.core.codec import decode_signal
 from safeguards.core.events import RequestObserved
 from safeguards.core.policy import Policy
@@ -227,3 +228,17 @@ async def test_a_forgotten_batch_is_observed_when_forgotten_and_its_results_late
     signals = await observed(region, "acct-fresh")
     assert [(sid, o.output_tokens > 0, o.prompt_chars) for sid, o in signals] == [
         (f"req:{first.id}/a", False, len(BENIGN)), (f"req:{first.id}/a", True, 0)]
+
+
+async def test_a_batch_the_upstream_did_not_take_has_its_requests_observed_as_not_served(
+        proxy_env: ProxyEnv, region: Region) -> None:
+    """As a single request whose upstream failed: each admitted request observed, no tokens."""
+    async with proxy_env(upstream_url_override=f"http://127.0.0.1:{free_port()}") as running:
+        with pytest.raises(anthropic.APIStatusError) as failed:
+            await client(running, "acct-down").messages.batches.create(
+                requests=[request("a", BENIGN), request("b", BENIGN + " (2)")])
+        assert failed.value.status_code >= 500
+        await eventually(lambda: running.proxy.telemetry.sent >= 4, 10)
+    signals = await observed(region, "acct-down")
+    assert sorted((o.surface, o.output_tokens, o.prompt_chars > 0) for _, o in signals) == [
+        ("proxy/batch", 0, True)] * 2
