@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -25,6 +26,9 @@ import pytest
 
 from safeguards.adapters.embedded import EmbeddedNats, EmbeddedPostgres
 from safeguards.adapters.embedded.nats_cluster import EmbeddedNatsCluster
+
+if TYPE_CHECKING:
+    from safeguards.adapters.classifier.loader import LoadedModel
 
 
 @dataclass
@@ -123,6 +127,15 @@ def nats_cluster() -> Iterator[EmbeddedNatsCluster]:
     names all three servers. Tests that kill or partition servers start their own."""
     with EmbeddedNatsCluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def classifier_model() -> LoadedModel:
+    """The shipped default model, loaded once for the whole run (10-15 s a load on this
+    machine; ONNX Runtime sessions are reusable), for every test that serves it."""
+    from safeguards.adapters.classifier.loader import load_model
+
+    return load_model(allow_gpu=False)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from csp_testkit import Region, RunningProxy
 
 from safeguards.adapters.bus.producer_auth import load_producer_keys
-from safeguards.adapters.classifier.loader import LoadedModel, load_model
+from safeguards.adapters.classifier.loader import LoadedModel
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
@@ -80,12 +80,6 @@ def proxy_env(region: Region, nats_url: str, test_policy: Policy) -> ProxyEnv:
                 yield RunningProxy(proxy, url, app)
 
     return start
-
-
-@pytest.fixture(scope="session")
-def classifier_model() -> LoadedModel:
-    """The shipped default model, loaded once (ONNX Runtime sessions are reusable)."""
-    return load_model(allow_gpu=False)
 
 
 ClassifierEnv = Callable[[], contextlib.AbstractAsyncContextManager[ClassifierService]]

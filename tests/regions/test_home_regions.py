@@ -37,7 +37,7 @@ from safeguards.adapters.bus.producer_auth import (
 )
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.bus.signing import load_signer
-from safeguards.adapters.classifier.loader import load_model
+from safeguards.adapters.classifier.loader import LoadedModel
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer
 from safeguards.adapters.csp.identity import api_key_fingerprint, load_link_key
@@ -80,10 +80,10 @@ async def node(url: str, region: str, store: EventStore, peer: str) -> AsyncIter
 
 
 @contextlib.asynccontextmanager
-async def us_classifier(url: str) -> AsyncIterator[ClassifierService]:
+async def us_classifier(url: str, model: LoadedModel) -> AsyncIterator[ClassifierService]:
     nc = await connect(url, name="us-classifier", identity=nats_identity("us", NatsRole.CLASSIFIER))
     try:
-        async with MicroBatchScorer(load_model(allow_gpu=False)) as scorer:
+        async with MicroBatchScorer(model) as scorer:
             service = ClassifierService(nc, "us", scorer, ClassifierSettings(partitions=PARTITIONS),
                                         producer=load_producer_keys("us"),
                                         forwarders={"eu": load_forwarding_keys("us", "eu")},
@@ -135,7 +135,7 @@ def eu_command(account: str, level: int, version: int) -> EnforcementCommand:
 
 
 async def test_an_eu_account_served_in_us_has_one_history_in_eu_and_eu_enforcement(
-        secured: Any, postgres_server: Any) -> None:
+        secured: Any, postgres_server: Any, classifier_model: LoadedModel) -> None:
     url, auditor = secured
     account, local = f"acct-eu-{secrets.token_hex(3)}", f"acct-us-{secrets.token_hex(3)}"
     canary = f"CANARY-{secrets.token_hex(8)}"
@@ -154,7 +154,7 @@ async def test_an_eu_account_served_in_us_has_one_history_in_eu_and_eu_enforceme
     async with PostgresEventStore("us", us_url) as us_store, \
             PostgresEventStore("eu", eu_url) as eu_store, \
             node(url, "eu", eu_store, "us"), node(url, "us", us_store, "eu"), \
-            us_classifier(url), us_proxy(url) as (proxy, proxy_url):
+            us_classifier(url, classifier_model), us_proxy(url) as (proxy, proxy_url):
         # the CSP onboarded the account in eu
         eu_directory = await HomeDirectory.open(operator.jetstream(), "eu")
         await eu_directory.put(account, HomeEntry("eu", PARTITIONS, "onboarding", NOW.isoformat()))

@@ -41,7 +41,7 @@ from safeguards.adapters.bus.nats_auth import (
 )
 from safeguards.adapters.bus.producer_auth import load_forwarding_keys, load_producer_keys
 from safeguards.adapters.bus.region import NatsBus
-from safeguards.adapters.classifier.loader import load_model
+from safeguards.adapters.classifier.loader import LoadedModel
 from safeguards.adapters.classifier.nats_service import ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer
 from safeguards.adapters.csp.identity import load_link_key
@@ -101,7 +101,7 @@ async def node(url: str, region: str, store: InMemoryEventStore | None = None
 
 
 async def test_no_plain_digest_of_a_canary_prompt_is_stored_or_published(
-        state: Path, nats_url: str) -> None:
+        state: Path, nats_url: str, classifier_model: LoadedModel) -> None:
     """Through the region's real path (proxy, content stream, the stack's classifier, a node):
     the request's and the scores' digests are HMACs under the region's link key, and neither the
     canary's plain SHA-256 (hex or raw) nor its text appears in any event or NATS message,
@@ -121,7 +121,7 @@ async def test_no_plain_digest_of_a_canary_prompt_is_stored_or_published(
     nc = await nats.connect(nats_url)
     producer = load_producer_keys(region)
     try:
-        async with MicroBatchScorer(load_model(allow_gpu=False)) as scorer, \
+        async with MicroBatchScorer(classifier_model) as scorer, \
                 node(nats_url, region, store), anyio.create_task_group() as tg:
             service = RegionClassifier(nc, region, scorer,
                                        ClassifierSettings(partitions=PARTITIONS), producer=producer,
