@@ -244,7 +244,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="also measure requests/s at 64 clients of a proxy with this many "
                              "worker processes against the one-process proxy")
+    parser.add_argument("--nonce-ledger-deadline-ms", type=float, default=25.0,
+                        help="the proxies' deadline for the region's nonce ledger (the "
+                             "proxy's default; one answer past it is a 503, which ends the "
+                             "run: raise it on a machine other work keeps busy)")
     args = parser.parse_args()
+    ledger = ["--nonce-ledger-deadline-ms", str(args.nonce_ledger_deadline_ms)]
     front_ends = FRONT_ENDS if args.front_end == "all" else (args.front_end,)
     nats_server = None if args.nats else EmbeddedNats().start()
     nats_url = args.nats or (nats_server.url if nats_server else "")
@@ -255,7 +260,7 @@ def main() -> None:
                            args.logs / "bench-upstream.log"))
         procs.append(spawn(["proxy", "--region", "bench", "--upstream",
                             f"http://127.0.0.1:{up_port}", "--nats", nats_url,
-                            "--port", str(proxy_port), "--provision"],
+                            "--port", str(proxy_port), "--provision", *ledger],
                            args.logs / "bench-proxy.log"))
         if args.classifier:
             log = args.logs / "bench-classifier.log"
@@ -269,7 +274,8 @@ def main() -> None:
         if args.workers > 1:
             procs.append(spawn(["proxy", "--region", "bench", "--upstream",
                                 f"http://127.0.0.1:{up_port}", "--nats", nats_url,
-                                "--port", str(workers_port), "--workers", str(args.workers)],
+                                "--port", str(workers_port), "--workers", str(args.workers),
+                                *ledger],
                                args.logs / "bench-proxy-workers.log"))
             wait_for_port("127.0.0.1", workers_port, 60)
         wait_for_port("127.0.0.1", up_port, 30)
@@ -296,6 +302,7 @@ def main() -> None:
         print("proxy telemetry:", "; ".join(drops))
         print(json.dumps({
             **summaries, **throughput, "model_ms": args.model_ms,
+            "nonce_ledger_deadline_ms": args.nonce_ledger_deadline_ms,
             "worst_added_p50_ms": max(s["added_p50_ms"] for s in summaries.values()),
             "worst_added_p99_ms": max(s["added_p99_ms"] for s in summaries.values())}))
     finally:
