@@ -136,16 +136,25 @@ async def test_a_batch_is_one_call_against_the_request_rate_not_one_per_request(
         assert results == {f"r{i}": "succeeded" for i in range(8)}
 
 
+def patient(policy: Policy) -> Policy:
+    """``policy`` with a 10 s classify deadline: these tests count what the classifier found,
+    and on a busy 2-core machine it can answer past 500 ms (then the check fails closed)."""
+    return dataclasses.replace(policy, gate=dataclasses.replace(policy.gate,
+                                                                classify_deadline_ms=10_000))
+
+
 async def test_results_read_on_a_gate_that_does_not_hold_the_batch_are_checked_and_observed(
         proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv,
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, test_policy: Policy) -> None:
     """Two gates on one upstream (a proxy's workers, or one restarted): the batch created on
     one, its results read on the other, which checks them by the account's standing (L2: output
     checked) and observes each once under its result id; the admitting gate's own read later
     sends the same ids (taken once by the actor) with the prompt's metadata."""
     caplog.set_level(logging.DEBUG)
-    async with proxy_env(script=Script(reply=WEAPONS_HOWTO * 4)) as admitting, \
-            proxy_env(upstream_url_override=admitting.proxy.config.upstream_url) as other:
+    async with proxy_env(script=Script(reply=WEAPONS_HOWTO * 4),
+                         policy=patient(test_policy)) as admitting, \
+            proxy_env(upstream_url_override=admitting.proxy.config.upstream_url,
+                      policy=patient(test_policy)) as other:
         await region.enforce("acct-two", 2, 1)
         await eventually(lambda: admitting.proxy.gate.held_version("acct-two") == 1
                          and other.proxy.gate.held_version("acct-two") == 1)
@@ -180,11 +189,13 @@ async def test_results_read_on_a_gate_that_does_not_hold_the_batch_are_checked_a
 
 
 async def test_a_result_read_after_an_escalation_is_checked_as_the_account_stands_now(
-        proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv) -> None:
+        proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv,
+        test_policy: Policy) -> None:
     """A batch runs for hours: a fresh account's results (not output-checked when it was
     admitted, nor at the first read) are checked once it stands at L2, withheld from then on,
     and observed only once (at the first read)."""
-    async with proxy_env(script=Script(reply=WEAPONS_HOWTO * 4)) as running:
+    async with proxy_env(script=Script(reply=WEAPONS_HOWTO * 4),
+                         policy=patient(test_policy)) as running:
         sdk = client(running, "acct-later")
         batch = await sdk.messages.batches.create(requests=[request("harmful", BENIGN)])
         before = [r.result async for r in await sdk.messages.batches.results(batch.id)]
@@ -192,13 +203,8 @@ async def test_a_result_read_after_an_escalation_is_checked_as_the_account_stand
         await region.enforce("acct-later", 2, 1)
         await eventually(lambda: running.proxy.gate.held_version("acct-later") == 1)
         async with classifier_env():
-            # its first answer can take seconds on a busy machine (past the 500 ms deadline)
-            scores, _ = await running.proxy.classifier.classify("warm-up", "completion", BENIGN,
-                                                                deadline_ms=30_000)
-            assert scores is not None
             after = [r.result async for r in await sdk.messages.batches.results(batch.id)]
-            # scored once: read again, it is not scored again (had the classifier answered late,
-            # the first read failed closed, and the second scores it)
+            # scored once: read again, it is not scored again
             again = [r.result async for r in await sdk.messages.batches.results(batch.id)]
         assert after[0].type == "succeeded" and after[0].message.stop_reason == "refusal"
         assert again[0].message.stop_reason == "refusal"  # type: ignore[union-attr]
