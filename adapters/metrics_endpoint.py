@@ -39,6 +39,10 @@ SCORER_COUNTERS = {
     "overloaded": ("safeguards_classifier_overloaded", "texts refused: the scorer was full"),
     "inference_s": ("safeguards_classifier_inference_seconds",
                     "seconds spent in model inference"),
+    "reused": ("safeguards_classifier_reused", "texts answered from recent results, no inference"),
+    "urgent": ("safeguards_classifier_urgent", "texts batched ahead of the rest (triage)"),
+    "kept_late": ("safeguards_classifier_kept_late",
+                  "results computed after their caller stopped waiting, kept for reuse"),
 }
 
 
@@ -61,6 +65,13 @@ def classifier_families(region: str, service: Any) -> Iterator[Family]:
         for lane, scorer_stats in lanes.items():
             family.add_metric([region, lane], scorer_stats[field])
         yield family
+    triage = getattr(service, "triage", None)
+    if triage is not None:  # content items by why they were scored first (or "ordinary")
+        items = CounterMetricFamily("safeguards_classifier_triage_items",
+                                    "content items by triage reason", labels=["region", "reason"])
+        for reason, n in dict(triage.counts).items():
+            items.add_metric([region, reason], n)
+        yield items
 
 
 

@@ -25,12 +25,14 @@ from safeguards.adapters.classifier.intake import (
     fetch_promptly,
 )
 from safeguards.adapters.classifier.loader import LoadedModel, load_model
+from safeguards.adapters.classifier.nats_service import ClassifierService
 from safeguards.adapters.classifier.nats_service_settings import ClassifierSettings
 from safeguards.adapters.classifier.scorer import (
     MicroBatchScorer,
     RecentScores,
     ScorerConfig,
 )
+from safeguards.adapters.metrics_endpoint import classifier_families
 from safeguards.core.content import ContentItem
 from safeguards.core.ids import organization_entity
 from safeguards.core.policy import default_policy
@@ -191,3 +193,21 @@ async def test_fetch_returns_as_soon_as_an_item_is_stored(nc: Client) -> None:
             await fetch_promptly(sub, ClassifierSettings(partitions=1, fetch_timeout_s=0.2))
     finally:
         await js.delete_stream(name)
+
+
+async def test_the_triage_is_counted_in_the_classifiers_series(
+        nc: Client, model: LoadedModel) -> None:
+    triage = ContentTriage(evidence_thresholds(default_policy()), fresh_prompts=1)
+    async with MicroBatchScorer(model) as scorer:
+        service = ClassifierService(nc, "us", scorer, ClassifierSettings(partitions=1),
+                                    triage=triage)
+        triage.urgent(_item("a"), ())
+        triage.urgent(_item("a"), ())
+        await scorer.score(HARMFUL, urgent=True)
+        families = {f.name: f for f in classifier_families("us", service)}
+    items = {s.labels["reason"]: s.value for s in families["safeguards_classifier_triage_items"]
+             .samples}
+    assert items == {"fresh": 1, "ordinary": 1}
+    urgent = {s.labels["lane"]: s.value for s in families["safeguards_classifier_urgent"].samples
+              if s.name.endswith("_total")}
+    assert urgent == {"content": 1}

@@ -116,6 +116,7 @@ async def test_a_classifier_services_counters_are_served_on_a_metrics_port(
         await nc.drain()
     assert f'safeguards_classifier_scored_total{{region="{region}"}} 0.0' in text
     assert f'safeguards_classifier_batches_total{{lane="content",region="{region}"}} 1.0' in text
+    assert f'safeguards_classifier_urgent_total{{lane="content",region="{region}"}} 0.0' in text
     assert "inline" not in text  # one scorer serves both lanes: one series
     async with httpx.AsyncClient() as client:  # the endpoint is gone with the block
         try:
