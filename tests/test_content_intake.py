@@ -107,9 +107,12 @@ def test_prompts_the_first_stage_passes_on_go_first_and_memory_stays_bounded() -
     assert triage.remembered == (3, 3)  # accounts seen, entities flagged
 
 
-async def test_an_urgent_request_is_batched_ahead_of_a_backlog(model: LoadedModel) -> None:
+@pytest.mark.parametrize("max_defer_s", [60.0, 0.0])
+async def test_an_urgent_request_is_batched_ahead_of_a_backlog(model: LoadedModel,
+                                                               max_defer_s: float) -> None:
     done: list[str] = []
-    async with MicroBatchScorer(model, ScorerConfig(max_batch=4)) as scorer:
+    config = ScorerConfig(max_batch=4, max_defer_s=max_defer_s)
+    async with MicroBatchScorer(model, config) as scorer:
 
         async def one(name: str, text: str, urgent: bool) -> None:
             await scorer.score(text, urgent=urgent)
@@ -121,9 +124,12 @@ async def test_an_urgent_request_is_batched_ahead_of_a_backlog(model: LoadedMode
             await anyio.lowlevel.checkpoint()  # the backlog is queued
             tg.start_soon(one, "urgent", HARMFUL, True)
     assert scorer.stats.urgent == 1 and len(done) == 41
-    # in arrival order it would be last; before it go at most the batches already formed (the
-    # one running, the one handed to the worker, the one waiting to be) and its own
-    assert done.index("urgent") < 16, done
+    if max_defer_s:
+        # in arrival order it would be last; before it go at most the batches already formed
+        # (the one running, the one handed to the worker, the one waiting to be) and its own
+        assert done.index("urgent") < 16, done
+    else:  # every ordinary request held is overdue at once: it joins the line in arrival order
+        assert done.index("urgent") > 30, done
 
 
 async def test_a_screening_given_up_mid_batch_leaves_its_result_for_the_stream(

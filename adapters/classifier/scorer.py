@@ -17,7 +17,8 @@ tens of milliseconds then does not depend on how much content is waiting to be s
 Not all background content is equally pressing: a request marked ``urgent`` (the content
 stream's triage: a fresh account's, one whose account or organisation was just flagged, text the
 first stage does not clear) goes into the next batch ahead of every ordinary one, so an
-attacker's score does not wait behind a benign bulk sender's backlog. A caller that stops waiting
+attacker's score does not wait behind a benign bulk sender's backlog; an ordinary one held for
+``max_defer_s`` joins the urgent line, so none is starved. A caller that stops waiting
 (a screening past its deadline) leaves a result that was already being computed to the shared
 :class:`RecentScores`, so the content stream does not compute it again.
 """
@@ -62,6 +63,8 @@ class ScorerConfig:
     bucket_edges: tuple[int, ...] = (128, 512, 2048)  # window lengths (chars) per bucket
     # With a lane: the longest a batch waits for the inline scorer to finish before it runs anyway
     yield_limit_s: float = 0.25
+    # An ordinary request held this long goes in line with the urgent ones: never starved
+    max_defer_s: float = 2.0
 
 
 # Background scoring on CPU in batches this small loses nothing (2 cores, 400-character texts:
@@ -80,6 +83,7 @@ class _Pending:
     error: BaseException | None = None
     abandoned: bool = False  # the caller stopped waiting (deadline, cancellation)
     urgent: bool = False  # batched ahead of every request that is not
+    held_since: float = 0.0  # when the collector took it off the queue
 
     def deliver(self, row: np.ndarray) -> None:
         self.best = row.copy() if self.best is None else np.maximum(self.best, row)
@@ -298,6 +302,9 @@ class MicroBatchScorer:
                     if nxt is None:
                         break
                     self._hold(held, nxt)
+                aged = anyio.current_time() - cfg.max_defer_s
+                while held[1] and held[1][0].held_since < aged:
+                    held[0].append(held[1].popleft())
                 buckets: dict[int, _Batch] = {}
                 n = 0
                 for queue in held:
@@ -313,6 +320,7 @@ class MicroBatchScorer:
 
     @staticmethod
     def _hold(held: tuple[deque[_Pending], deque[_Pending]], pending: _Pending) -> None:
+        pending.held_since = anyio.current_time()
         held[0 if pending.urgent else 1].append(pending)
 
     @staticmethod
