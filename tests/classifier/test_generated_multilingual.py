@@ -1,0 +1,75 @@
+"""The hand-translated multilingual requests: every language carries the same asks, labels and
+categories are ones the recipe trains, and no text is empty or repeated."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from safeguards.adapters.classifier_training.encoder_model import PROMPT_CATEGORIES
+from safeguards.adapters.classifier_training.generated.multilingual import (
+    HARM_CATEGORIES,
+    LANGUAGES,
+    multilingual_examples,
+)
+
+
+def test_every_language_has_the_same_items() -> None:
+    rows = multilingual_examples()
+    groups_by_lang: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        groups_by_lang[row.lang].add(row.group)
+    assert set(groups_by_lang) == set(LANGUAGES)
+    assert len(LANGUAGES) >= 10
+    reference = groups_by_lang[LANGUAGES[0]]
+    assert len(reference) >= 60
+    for lang in LANGUAGES:
+        assert groups_by_lang[lang] == reference, lang
+    per_group = Counter(row.group for row in rows)
+    assert set(per_group.values()) == {len(LANGUAGES)}
+
+
+def test_labels_and_categories_are_valid() -> None:
+    rows = multilingual_examples()
+    assert set(HARM_CATEGORIES) <= set(PROMPT_CATEGORIES)
+    for row in rows:
+        assert row.label in ("harmful", "benign")
+        if row.label == "harmful":
+            assert row.category in PROMPT_CATEGORIES and row.category != "jailbreak"
+            assert row.group.startswith("ml-harm-")
+        else:
+            assert row.category is None
+            assert row.group.startswith("ml-benign-")
+    by_group = defaultdict(set)
+    for row in rows:
+        by_group[row.group].add((row.label, row.category, row.english))
+    assert all(len(v) == 1 for v in by_group.values())
+
+
+def test_no_empty_or_duplicated_text() -> None:
+    rows = multilingual_examples()
+    texts = [row.text for row in rows]
+    assert all(t.strip() == t and t for t in texts)
+    assert len(set(texts)) == len(texts)
+    # A translation is not the English original left in place.
+    assert all(row.text != row.english for row in rows)
+
+
+def test_both_labels_and_every_harm_category_per_language() -> None:
+    rows = multilingual_examples()
+    for lang in LANGUAGES:
+        mine = [row for row in rows if row.lang == lang]
+        labels = Counter(row.label for row in mine)
+        assert labels["harmful"] >= 30 and labels["benign"] >= 30, lang
+        assert {row.category for row in mine if row.label == "harmful"} == set(HARM_CATEGORIES)
+
+
+def test_scripts_match_languages() -> None:
+    """A translation carries its language's script, so a line pasted under the wrong key shows."""
+    ranges = {"ru": ("\u0400", "\u04ff"), "ar": ("\u0600", "\u06ff"), "hi": ("\u0900", "\u097f"),
+              "ko": ("\uac00", "\ud7a3"), "zh": ("\u4e00", "\u9fff")}
+    for row in multilingual_examples():
+        if row.lang in ranges:
+            lo, hi = ranges[row.lang]
+            assert any(lo <= ch <= hi for ch in row.text), (row.lang, row.group)
+        if row.lang == "ja":
+            assert any("\u3040" <= ch <= "\u30ff" for ch in row.text), row.group
