@@ -88,6 +88,11 @@ JAILBREAK_ROWS_SILENT_ON_HARM = False
 # tower collapsed twice (2026-12-04); with the tuned encoder kept and only the heads retrained
 # (``classifier train --reuse-tuned ... --retrain-heads``), it did not (DATA_SOURCES.md).
 FRAMED_ASKS_ALSO_JAILBREAK = False
+# Our own translations (``generated/multilingual.py``): harmful asks and benign requests, the same
+# items in a dozen languages. The training packages hold almost no harmful request in any
+# language but English, and out of distribution the model missed nearly every one (recall 0.09
+# of 140 non-English harmful requests at 1 % benign FPR, against 0.63 for English ones).
+MULTILINGUAL_GENERATED = True
 
 
 @dataclass
@@ -164,7 +169,24 @@ def generated_rows(seed: int) -> list[Record]:
         "harmful")
     add(generated.evasive_requests(N_GENERATED_EVASIVE, seed=seed + 30, family="train"),
         "harmful")
+    if MULTILINGUAL_GENERATED:
+        out += multilingual_rows()
     return out
+
+
+MULTILINGUAL_SOURCE = "generated:multilingual"
+
+
+def multilingual_rows() -> list[Record]:
+    """Our translations as records: one group per item, so every language of an ask lands on
+    the same side of the fit / calibration split."""
+    from safeguards.adapters.classifier_training.generated.multilingual import (
+        multilingual_examples,
+    )
+
+    return [Record(e.text, e.label, e.category, "harmful" if e.label == "harmful" else
+                   "multilingual", e.lang, MULTILINGUAL_SOURCE, f"gen:{e.group}")
+            for e in multilingual_examples()]
 
 
 _REFUSALS = (

@@ -14,8 +14,9 @@ operating points (figures in ``DATA_SOURCES.md``).
    order, our generated hard negatives (benign requests that sound risky: without them the
    head flags a fifth of the evaluation's hard negatives at 1 % overall), and every harmful and
    jailbreak row from the training packages (generated harmful rows are left out: the head
-   learns harm from real text). Each row is read in the windows the service reads (its first
-   three and its last).
+   learns harm from real text), and our translations of harmful asks into a dozen languages
+   (``recipe.MULTILINGUAL_GENERATED``: the real harmful rows are English). Each row is read in
+   the windows the service reads (its first three and its last).
 3. **Heads**: one multinomial logistic regression over benign and the nine prompt categories
    (balanced classes, ``C``); category c's logit is log p(c) - log p(benign), a linear map of
    the unit-length embedding, stored as ``semantic.heads.out.*``.
@@ -128,7 +129,10 @@ def training_rows(fit: Sequence[Record], seed: int) -> list[Record]:
     benign = sorted((r for r in real if r.label == "benign"),
                     key=lambda r: recipe.stable(r.text, seed))[:BENIGN_CAP]
     hard_negatives = [r for r in generated if r.label == "benign"]
-    return benign + hard_negatives + [r for r in real if r.label != "benign"]
+    # our translations teach harm in other languages (the real harmful rows are English)
+    translated_harm = [r for r in generated
+                       if r.label == "harmful" and r.source == recipe.MULTILINGUAL_SOURCE]
+    return benign + hard_negatives + translated_harm + [r for r in real if r.label != "benign"]
 
 
 def fit_heads(emb: np.ndarray, owners: np.ndarray, rows: Sequence[Record],

@@ -73,3 +73,24 @@ def test_scripts_match_languages() -> None:
             assert any(lo <= ch <= hi for ch in row.text), (row.lang, row.group)
         if row.lang == "ja":
             assert any("\u3040" <= ch <= "\u30ff" for ch in row.text), row.group
+
+
+def test_the_recipe_trains_the_translations_and_keeps_each_item_on_one_side() -> None:
+    """Every language of an item lands in the same split bucket (fit or calibration), harmful
+    translations keep their category, and the semantic heads learn from them."""
+    from safeguards.adapters.classifier_training import recipe, semantic
+    from safeguards.adapters.classifier_training.encoder_model import SEED
+
+    rows = recipe.multilingual_rows()
+    assert rows and all(r.source == recipe.MULTILINGUAL_SOURCE for r in rows)
+    assert {r.kind for r in rows if r.label == "benign"} == {"multilingual"}
+    buckets: dict[str, set[bool]] = defaultdict(set)
+    for r in rows:
+        buckets[r.group].add(recipe.stable(r.group, SEED + 1) < recipe.CALIBRATION_SHARE)
+    assert all(len(sides) == 1 for sides in buckets.values())
+    assert any(True in sides for sides in buckets.values())  # some items calibrate
+    taught = semantic.training_rows(rows, SEED)
+    assert {r.text for r in taught} == {r.text for r in rows}  # harmful and benign alike
+    if recipe.MULTILINGUAL_GENERATED:
+        generated = {r.text for r in recipe.generated_rows(SEED)}
+        assert {r.text for r in rows} <= generated
