@@ -32,8 +32,7 @@ from safeguards.adapters.bus.cross_signals import (
 )
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.producer_auth import load_forwarding_keys, load_producer_keys
-from safeguards.adapters.classifier.errors import ModelLoadError
-from safeguards.adapters.classifier.first_stage import FirstStage, load_first_stage
+from safeguards.adapters.classifier.first_stage import first_stage_or_none
 from safeguards.adapters.classifier.intake import ContentTriage, evidence_thresholds
 from safeguards.adapters.classifier.loader import load_model
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
@@ -134,7 +133,8 @@ class RegionStack:
             nc = await connect(cfg.nats_url, name=f"safeguards-classifier-{cfg.name}",
                                identity=nats_identity(cfg.name, NatsRole.CLASSIFIER))
             # which content the stream scores first; kept across restarts of the classifier
-            triage = ContentTriage(evidence_thresholds(self.policy), _triage_first_stage())
+            triage = ContentTriage(evidence_thresholds(self.policy), first_stage_or_none(
+                "the content triage goes by accounts alone"))
             try:
                 scorer, inline = stream_and_inline_scorers(model)
                 async with scorer, inline:
@@ -180,16 +180,6 @@ class RegionStack:
                     await nc.drain()
                 # The nodes drain last: batches in hand commit and are acked, leases released.
                 self.nodes.request_stop()
-
-
-def _triage_first_stage() -> FirstStage | None:
-    """The first stage for the content triage; without it (damaged files) the triage goes by
-    accounts alone (the gate logs the same failure)."""
-    try:
-        return load_first_stage()
-    except ModelLoadError as exc:
-        log.warning("content triage without its first stage: %s", exc)
-        return None
 
 
 @contextlib.asynccontextmanager

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 import zlib
@@ -108,3 +109,13 @@ def load_first_stage(directory: Path = FIRST_STAGE_DIR) -> FirstStage:
                           name=str(manifest["name"]), version=str(manifest["version"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"first stage in {directory}: {type(exc).__name__}") from None
+
+
+def first_stage_or_none(without: str, directory: Path = FIRST_STAGE_DIR) -> FirstStage | None:
+    """The committed first stage, or None (logged with its traceback) when it cannot load:
+    ``without`` says what its users do instead (slower, never less safe)."""
+    try:
+        return load_first_stage(directory)
+    except ModelLoadError:
+        logging.getLogger(__name__).exception("the first stage did not load: %s", without)
+        return None

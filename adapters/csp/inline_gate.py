@@ -20,8 +20,7 @@ from safeguards.adapters.bus.cross_signals import CrossSignalBoard, load_cross_s
 from safeguards.adapters.bus.nats_auth import NatsRole, nats_identity
 from safeguards.adapters.bus.producer_auth import load_forwarding_keys, load_producer_keys
 from safeguards.adapters.bus.signing import load_verifier
-from safeguards.adapters.classifier.errors import ModelLoadError
-from safeguards.adapters.classifier.first_stage import FirstStage, load_first_stage
+from safeguards.adapters.classifier.first_stage import first_stage_or_none
 from safeguards.adapters.csp.admission import Admission
 from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.caller_auth import CallerAuth, load_caller_keys
@@ -41,17 +40,6 @@ from safeguards.core.ids import validate_region
 from safeguards.core.policy import Policy
 
 log = logging.getLogger(__name__)
-
-
-def _first_stage() -> FirstStage | None:
-    """The screening cascade's first stage; without it (damaged files) every screened prompt
-    waits for the classifier: slower, never less safe."""
-    try:
-        return load_first_stage()
-    except ModelLoadError:
-        log.exception("the screening first stage did not load: every screened prompt goes to "
-                      "the classifier")
-        return None
 
 
 class InlineGate:
@@ -95,7 +83,8 @@ class InlineGate:
                                       on_refused=self.metrics.count_caller_refused,
                                       ledger=self.nonce_ledger)
         self.admission = Admission(self.gate, self.classifier, self.telemetry, self.metrics,
-                                   _first_stage(),
+                                   first_stage_or_none(
+                                       "every screened prompt goes to the classifier"),
                                    synced=self.feed.ready if self.feed is not None else None,
                                    link_key=self.identity.link_key)
         self.homes = None

@@ -4,6 +4,7 @@ and that it passes on what it must (plainly harmful requests) and clears what it
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import zlib
 from pathlib import Path
@@ -19,6 +20,7 @@ from safeguards.adapters.classifier.first_stage import (
     MAX_CHARS,
     FirstStage,
     features,
+    first_stage_or_none,
     load_first_stage,
 )
 
@@ -70,7 +72,8 @@ def test_verdicts() -> None:
     assert stage.check("hello " * (MAX_CHARS // 6 + 1)).reason == "too_long"
 
 
-def test_the_committed_first_stage_loads_and_is_checked(tmp_path: Path) -> None:
+def test_the_committed_first_stage_loads_and_is_checked(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     stage = load_first_stage()
     manifest = json.loads((FIRST_STAGE_DIR / "manifest.json").read_text())
     assert stage.bits == manifest["bits"] and stage.version == manifest["version"]
@@ -86,6 +89,11 @@ def test_the_committed_first_stage_loads_and_is_checked(tmp_path: Path) -> None:
     (damaged / "manifest.json").write_text("{")
     with pytest.raises(ModelLoadError):
         load_first_stage(damaged)
+    # its users go on without it, and say so with the cause
+    with caplog.at_level(logging.ERROR):
+        assert first_stage_or_none("prompts go to the classifier", damaged) is None
+    assert "prompts go to the classifier" in caplog.text and "ModelLoadError" in caplog.text
+    assert first_stage_or_none("unused") is not None
 
 
 PLAINLY_HARMFUL = (
