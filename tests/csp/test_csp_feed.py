@@ -10,11 +10,17 @@ from datetime import UTC, datetime
 
 import anyio
 import nats
+from anyio.abc import TaskGroup
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from csp_testkit import eventually
 from nats.js.client import JetStreamContext
 
-from safeguards.adapters.bus.signing import KEY_ID_HEADER, CommandSigner, command_problem
+from safeguards.adapters.bus.signing import (
+    KEY_ID_HEADER,
+    CommandSigner,
+    CommandVerifier,
+    command_problem,
+)
 from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.decision import THROTTLE_ACTION, GateRequest
 from safeguards.adapters.csp.feed import EnforcementFeed
@@ -46,6 +52,16 @@ async def publish(js: JetStreamContext, signer: CommandSigner, command: Enforcem
     await js.publish(subject, payload, headers=signer.headers(subject, payload))
 
 
+async def start_feed(tg: TaskGroup, nats_url: str, region: str, gate: Gate,
+                     verifier: CommandVerifier) -> EnforcementFeed:
+    """A gate's enforcement feed over its own bus link, both running in ``tg``."""
+    link = BusLink(nats_url)
+    feed = EnforcementFeed(link, region, gate, verifier, heartbeat_s=0.2)
+    await tg.start(link.run)
+    await tg.start(feed.run)
+    return feed
+
+
 async def test_feed_reads_last_values_then_live_updates(nats_url: str) -> None:
     region = "t" + secrets.token_hex(4)
     policy = default_policy()
@@ -64,11 +80,8 @@ async def test_feed_reads_last_values_then_live_updates(nats_url: str) -> None:
         await nc.flush()
 
         gate = Gate(policy)
-        link = BusLink(nats_url)
-        feed = EnforcementFeed(link, region, gate, signer.verifier(), heartbeat_s=0.2)
         async with anyio.create_task_group() as tg:
-            await tg.start(link.run)
-            await tg.start(feed.run)
+            feed = await start_feed(tg, nats_url, region, gate, signer.verifier())
             with anyio.fail_after(5):
                 await feed.ready.wait()
             await eventually(lambda: gate.size == 3)
@@ -123,11 +136,8 @@ async def test_a_failure_while_handling_a_command_is_counted_and_the_stream_re_r
         await ensure_gate_streams(nc.jetstream(), region)
         await publish(nc.jetstream(), signer, make_command(region, "acct", 4, 1, policy))
     gate = _FlakyGate(policy)
-    link = BusLink(nats_url)
-    feed = EnforcementFeed(link, region, gate, signer.verifier(), heartbeat_s=0.2)
     async with anyio.create_task_group() as tg:
-        await tg.start(link.run)
-        await tg.start(feed.run)
+        feed = await start_feed(tg, nats_url, region, gate, signer.verifier())
         # the first delivery fails inside the callback; the next session applies it
         await eventually(lambda: gate.held_version("acct") == 1, 5)
         assert feed.callback_failures == 1 and feed.sessions >= 2
@@ -142,13 +152,10 @@ async def test_only_commands_the_relay_signed_for_their_subject_apply(nats_url: 
     relay = CommandSigner(Ed25519PrivateKey.generate())
     mallory = CommandSigner(Ed25519PrivateKey.generate())
     gate = Gate(policy)
-    link = BusLink(nats_url)
-    feed = EnforcementFeed(link, region, gate, relay.verifier(), heartbeat_s=0.2)
     async with await nats.connect(nats_url) as nc, anyio.create_task_group() as tg:
         js = nc.jetstream()
         await ensure_gate_streams(js, region)
-        await tg.start(link.run)
-        await tg.start(feed.run)
+        feed = await start_feed(tg, nats_url, region, gate, relay.verifier())
         await publish(js, relay, make_command(region, "victim", 5, 3, policy))
         await eventually(lambda: gate.held_version("victim") == 3)
         subject = enforce_subject(region, "victim")
@@ -201,11 +208,8 @@ async def test_a_command_keeps_what_the_account_already_spent(nats_url: str) -> 
     try:
         js = nc.jetstream()
         await ensure_gate_streams(js, region)
-        link = BusLink(nats_url)
-        feed = EnforcementFeed(link, region, gate, signer.verifier(), heartbeat_s=0.2)
         async with anyio.create_task_group() as tg:
-            await tg.start(link.run)
-            await tg.start(feed.run)
+            feed = await start_feed(tg, nats_url, region, gate, signer.verifier())
             with anyio.fail_after(5):
                 await feed.ready.wait()
             # warned at L1 (the same rate tier as L0) while it probes
