@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
-from safeguards.core.events import Event, RequestObserved, ScoreRecorded
 from safeguards.core.policy import parse_policy
 from safeguards.core.ports import AppendRequest, EventStore
 from safeguards.ops.backtest import backtest_region
 
-from golden_events import GOLDEN, golden_history
+from golden_events import GOLDEN, benign_history, golden_history
 
-T0 = datetime(2026, 11, 1, tzinfo=UTC)
 GOLDEN_POLICY = (GOLDEN / "policy-default-2026.11.1.toml").read_text()
-
-
-def _benign(account: str, n: int) -> tuple[Event, ...]:
-    """Requests and low scores only: nothing any of these policies strikes on."""
-    return tuple(
-        Event(f"{account}/{v}", account, "eu", v, T0 + timedelta(minutes=v), f"c{v}", "k", None,
-              ScoreRecorded(f"r{v}", "prompt", f"{v:064x}", 10, "m", "1", (("cyber", 0.2),))
-              if v % 2 else RequestObserved(f"r{v}", "m", "proxy", 1, 1, 10, "0" * 64, False,
-                                            "allow"))
-        for v in range(1, n + 1))
 
 
 async def _fill(store: EventStore) -> int:
@@ -33,7 +21,7 @@ async def _fill(store: EventStore) -> int:
         await store.append(AppendRequest(history[0].account_id, 0, tuple(history)))
         total += len(history)
     for n in (1, 2, 3):  # most accounts benign: the two others are read by history, not feed
-        await store.append(AppendRequest(f"benign-{n}", 0, _benign(f"benign-{n}", 6)))
+        await store.append(AppendRequest(f"benign-{n}", 0, benign_history(f"benign-{n}", 6)))
     return total + 18
 
 

@@ -24,7 +24,6 @@ from safeguards.core import codec
 from safeguards.core import state as fold_module
 from safeguards.core.backtest import backtest
 from safeguards.core.errors import VersionGap
-from safeguards.core.events import Event, RequestObserved, ScoreRecorded
 from safeguards.core.policy import parse_policy
 from safeguards.core.ports import AppendRequest
 from safeguards.core.state import fold, initial_state
@@ -32,7 +31,7 @@ from safeguards.ops.backtest import backtest_region
 from safeguards.ops.console.pages import explanation
 from safeguards.ops.explain import BeforeRetentionBase, explain, render
 
-from golden_events import GOLDEN, golden_history
+from golden_events import GOLDEN, benign_history, golden_history
 
 GOLDEN_POLICY = (GOLDEN / "policy-default-2026.11.1.toml").read_text()
 LAX = parse_policy(GOLDEN_POLICY.replace("threshold = 0.5", "threshold = 0.99"))
@@ -44,17 +43,6 @@ TTL = EventRetention(30 * 86400)
 GOLDEN_ACCOUNTS = ("golden-acct-1", "golden:acct.2")
 
 
-def _benign(account: str, n: int) -> tuple[Event, ...]:
-    """Requests and low scores only, all older than the cutoff."""
-    t0 = datetime(2026, 11, 1, tzinfo=UTC)
-    return tuple(
-        Event(f"{account}/{v}", account, "eu", v, t0 + timedelta(minutes=v), f"c{v}", "k", None,
-              ScoreRecorded(f"r{v}", "prompt", f"{v:064x}", 10, "m", "1", (("cyber", 0.2),))
-              if v % 2 else RequestObserved(f"r{v}", "m", "proxy", 1, 1, 10, "0" * 64, False,
-                                            "allow"))
-        for v in range(1, n + 1))
-
-
 async def _truncated(url: str, *, benign: bool) -> None:
     """The two golden histories (and three benign accounts) with everything before the cutoff
     removed by retention: the golden ones keep v37..v76, the benign ones their newest event."""
@@ -64,7 +52,7 @@ async def _truncated(url: str, *, benign: bool) -> None:
             history = golden_history(index)
             await store.append(AppendRequest(history[0].account_id, 0, tuple(history)))
         for n in (1, 2, 3) if benign else ():
-            await store.append(AppendRequest(f"benign-{n}", 0, _benign(f"benign-{n}", 6)))
+            await store.append(AppendRequest(f"benign-{n}", 0, benign_history(f"benign-{n}", 6)))
         assert (await backtest_region(store, parse_policy(GOLDEN_POLICY))).differing == []
         removed = await truncate_events(store, TTL, CUT + timedelta(days=30))
         assert removed == {"events": 2 * BASE + (15 if benign else 0),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from safeguards.core import codec
-from safeguards.core.events import Event
+from safeguards.core.events import Event, RequestObserved, ScoreRecorded
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
@@ -21,3 +22,15 @@ def golden_history(index: int = 0, name: str = "history-2026-11-v1.jsonl") -> li
         for raw in record.get("events", []):
             histories[-1].append(codec.decode_event(base64.b64decode(raw)))
     return histories[index]
+
+
+def benign_history(account: str, n: int,
+                   t0: datetime = datetime(2026, 11, 1, tzinfo=UTC)) -> tuple[Event, ...]:
+    """``n`` events of an everyday account in region eu, a minute apart from ``t0``: requests
+    and low cyber scores only, nothing any of the tests' policies strikes on."""
+    return tuple(
+        Event(f"{account}/{v}", account, "eu", v, t0 + timedelta(minutes=v), f"c{v}", "k", None,
+              ScoreRecorded(f"r{v}", "prompt", f"{v:064x}", 10, "m", "1", (("cyber", 0.2),))
+              if v % 2 else RequestObserved(f"r{v}", "m", "proxy", 1, 1, 10, "0" * 64, False,
+                                            "allow"))
+        for v in range(1, n + 1))
