@@ -160,12 +160,9 @@ class Admission:
         return self._resolve(request, decision, scores,
                              failure=f"screen_{failure}" if failure else "screen_error")
 
-    async def completion_verdict(self, request: GateRequest, completion: str) -> str | None:
-        """Score the completion so far; a category (or ``fail_closed``) means: end it now."""
-        return (await self.completion_check(request, completion)).stop
-
     async def completion_check(self, request: GateRequest, completion: str) -> StreamVerdict:
-        """``completion_verdict`` with the fallback it took (None: the completion was scored)."""
+        """Score the completion so far: its ``stop`` (a category, or ``fail_closed``) means end
+        it now; its ``fallback``, what it fell back on (None: the completion was scored)."""
         scores, failure = await self.classifier.classify(
             request.request_id, "completion", completion,
             deadline_ms=self.gate.policy.gate.classify_deadline_ms)
