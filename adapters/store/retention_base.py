@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from safeguards.adapters.store.memory import InMemoryEventStore
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 # Each anchored account's base version and the snapshots stored there (any fold), newest fold
 # first; $1: the accounts (NULL: every anchored account).
 BASES = """
-SELECT a.account_id, a.retained_from - 1, s.fold_version, s.state
+SELECT a.account_id, a.retained_from - 1, s.fold_version, s.state, a.truncated_at
   FROM event_anchors a
   LEFT JOIN snapshots s ON s.account_id = a.account_id AND s.version = a.retained_from - 1
  WHERE $1::text[] IS NULL OR a.account_id = ANY($1::text[])
@@ -58,6 +59,7 @@ class Base:
     version: int  # the last removed version: the base is the state there
     folds: tuple[int, ...]  # the folds of the snapshots stored at it, newest first
     state: AccountState | None  # carried to this fold; None: none of them can be
+    removed_at: datetime | None = None  # when retention last truncated the history
 
     @property
     def of_this_fold(self) -> bool:
@@ -78,9 +80,11 @@ async def read_bases(driver: Any, accounts: Sequence[str] | None,
     """The retention bases of ``accounts`` that have one (None: of every anchored account)."""
     rows: dict[str, list[Any]] = {}
     versions: dict[str, int] = {}
-    for account, version, fold, data in await driver.fetch(
+    removed_at: dict[str, datetime] = {}
+    for account, version, fold, data, truncated_at in await driver.fetch(
             BASES, None if accounts is None else list(accounts), timeout=timeout_s):
         versions[account] = int(version)
+        removed_at[account] = truncated_at
         found = rows.setdefault(account, [])
         if fold is not None:
             found.append((int(fold), bytes(data)))
@@ -94,7 +98,8 @@ async def read_bases(driver: Any, accounts: Sequence[str] | None,
         if state is not None and (state.version != versions[account]
                                   or state.account_id != account):
             state = None  # not the state it claims to be: unreadable, not trusted
-        bases[account] = Base(account, versions[account], tuple(f for f, _ in stored), state)
+        bases[account] = Base(account, versions[account], tuple(f for f, _ in stored), state,
+                              removed_at[account])
     return bases
 
 

@@ -3,10 +3,12 @@
 The timeline of a long history is a plot of per-interval figures computed in the database
 (``reads.PlotCache``: a later view reads only the versions after the last one it read), the
 events that decide or record a person's action read whole, and
-the newest page of events; older pages come on demand. An explanation reads only what the chain
-needs (the decision, its trigger, the strikes, links and forgiveness before it, the scores the
-strikes came from) and hands them to ``ops.explain``, so the console and ``ops explain`` say the
-same thing.
+the newest page of events; older pages come on demand, down to the first kept event of a
+history retention truncated (then the page says what retention removed, when, and its base's
+level and risk, and links nothing older: those events are gone). An explanation reads only
+what the chain needs (the decision, its trigger, the strikes, links and forgiveness before it,
+the scores the strikes came from) and hands them to ``ops.explain``, so the console and ``ops
+explain`` say the same thing.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from safeguards.core.state import AccountState
 from safeguards.ops.cli import render_state, timeline_row
 from safeguards.ops.console.reads import MarkerCache, PlotCache
 from safeguards.ops.explain import NotAnEnforcement, check_after_base, explain, render
+from safeguards.ops.retention_note import retention_note
 
 PAGE = 100
 MARKERS = 2000
@@ -86,7 +89,7 @@ async def timeline(store: Any, account_id: str, plots: PlotCache,
     return {"state": state, "found": True, "summary": state_summary(state), "plot": plot,
             "markers": [row(e) for e in reversed(markers)], "markers_capped":
             len(markers) == MARKERS, "events": [row(e) for e in reversed(newest)],
-            "older": newest[0].version - 1 if newest and newest[0].version > 1 else None}
+            **await _older(store, account_id, newest[0].version if newest else None)}
 
 
 def row(e: Event) -> dict[str, Any]:
@@ -100,8 +103,22 @@ async def older_events(store: Any, account_id: str, before: int) -> dict[str, An
         raise InvalidInput("before must be a version >= 1")
     events: list[Event] = await store.history(account_id, from_version=max(1, before - PAGE + 1),
                                               to_version=before)
-    return {"events": [row(e) for e in reversed(events)],
-            "older": events[0].version - 1 if events and events[0].version > 1 else None}
+    older = await _older(store, account_id, events[0].version if events else before + 1)
+    if not events and older["retention"] is None:
+        older["older"] = None  # nothing there, and nothing retention removed: nothing older
+    return {"events": [row(e) for e in reversed(events)], **older}
+
+
+async def _older(store: Any, account_id: str, first: int | None) -> dict[str, Any]:
+    """What a page whose oldest event is ``first`` offers below it: the version the next older
+    page ends at (``older``), or, where retention removed every version before ``first``, what
+    it removed, when, and its base's level and risk (``retention``); neither at version 1."""
+    if first is None or first <= 1:
+        return {"older": None, "retention": None}
+    note = await retention_note(store, account_id)
+    if note is not None and first <= note.first_kept:
+        return {"older": None, "retention": note}
+    return {"older": first - 1, "retention": None}
 
 
 def parse_at(text: str) -> int | datetime:

@@ -8,12 +8,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from safeguards.adapters.operators import OperatorRegistry, add_operator
+from safeguards.adapters.store.event_retention import EventRetention, truncate_events
 from safeguards.core.events import EnforcementChanged, EventBody, LinkedEpisode, RequestObserved
 from safeguards.core.ports import AppendRequest
 from safeguards.ops.console.auth import make_token
 
 from console_support import ConsoleEnv, RunningConsole
-from store_events import make_event, make_request, unique_region
+from store_events import T0, make_event, make_request, unique_region
 
 ACCOUNT = "acct:console-1"
 
@@ -176,3 +177,30 @@ async def test_an_organisations_timeline_lists_its_linked_enforcement_episodes(
             "members no longer told (from v3)" in rows[0])
     assert ("<td>L2</td>" in rows[1] and "linked enforcement opened at L2 (trigger L2), its "
             "newest 256 member(s) told (from v1)" in rows[1])
+
+
+async def test_a_truncated_timeline_says_what_retention_removed_instead_of_an_older_page(
+        console_env: ConsoleEnv) -> None:
+    """Where retention removed every version before the first kept one, the timeline links no
+    empty older page: it says which versions went, when, and its retention base's level and risk
+    (and so does an older page asked for from a link made before the truncation)."""
+    removed_on = T0 + timedelta(days=31)
+    async with console_env() as console:
+        await _history(console)
+        assert (await truncate_events(console.store, EventRetention(30 * 86400), removed_on)
+                )["events"] == 19  # all but the newest
+        base = await console.store.state_at(ACCOUNT, version=19)
+        async with console.client("vic") as vic:
+            page = await vic.get("/timeline", params={"account": ACCOUNT})
+            stale = await vic.get("/events", params={"account": ACCOUNT, "before": "12"})
+            kept = await vic.get("/events", params={"account": ACCOUNT, "before": "20"})
+    assert page.status_code == stale.status_code == kept.status_code == 200
+    assert base.level == 1 and [r.category for r in base.risk] == ["cyber"]
+    said = (f"history before v20 was removed by retention on {removed_on.date().isoformat()} "
+            f"(v1..v19); retention base at v19: L1, risk cyber {base.risk[0].total:.3f}")
+    events = page.text.split('<table id="events">', 1)[1].split("</table>", 1)[0]
+    assert said in events and "older events" not in page.text
+    assert [v for v in re.findall(r"<tr><td>(\d+)</td>", events)] == ["20"]
+    for fragment in (stale.text, kept.text):
+        assert said in fragment and "older events" not in fragment
+    assert "<tr><td>" not in stale.text and "<tr><td>20</td>" in kept.text

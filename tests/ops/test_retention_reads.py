@@ -28,7 +28,9 @@ from safeguards.core.policy import parse_policy
 from safeguards.core.ports import AppendRequest
 from safeguards.core.state import fold, initial_state
 from safeguards.ops.backtest import backtest_region
+from safeguards.ops.console import pages
 from safeguards.ops.console.pages import explanation
+from safeguards.ops.console.reads import MarkerCache, PlotCache
 from safeguards.ops.explain import BeforeRetentionBase, explain, render
 
 from golden_events import GOLDEN, benign_history, golden_history
@@ -182,3 +184,33 @@ async def test_state_at_a_time_before_the_kept_history_is_a_version_gap(
     assert await run_cli("ops", "state-at", "golden-acct-1", "--at", CUT.isoformat(),
                          "--region", "eu", "--database-url", fresh_database_url) == 1
     assert "retention removed" in capsys.readouterr().err
+
+
+async def test_the_consoles_older_pages_stop_at_the_base_and_say_what_retention_removed(
+        fresh_database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _truncated(fresh_database_url, benign=False)
+    monkeypatch.setattr(pages, "PAGE", 10)
+    base = fold(initial_state("golden-acct-1", "eu"), golden_history()[:BASE])
+    async with PostgresEventStore("eu", fresh_database_url) as store:
+        await store.append(AppendRequest("fresh-1", 0, benign_history("fresh-1", 15)))
+        view = await pages.timeline(store, "golden-acct-1", PlotCache(),
+                                    MarkerCache(pages.MARKER_TYPES, pages.MARKERS))
+        assert (view["older"], view["retention"]) == (66, None)  # kept events older than these
+        assert (await pages.older_events(store, "golden-acct-1", 66))["older"] == 56
+        last = await pages.older_events(store, "golden-acct-1", 46)
+        assert [r["version"] for r in last["events"]] == list(range(46, BASE, -1))
+        note = last["retention"]
+        assert last["older"] is None and note is not None  # no link to an empty page
+        assert (note.through, note.removed_at, note.level) == (BASE, CUT + timedelta(days=30),
+                                                               base.level)
+        assert note.risk == tuple((r.category, r.total) for r in base.risk) and note.risk
+        assert (await pages.older_events(store, "golden-acct-1", 20)) == {
+            "events": [], "older": None, "retention": note}
+        # a history retention never truncated pages down to v1, with nothing said
+        fresh = await pages.timeline(store, "fresh-1", PlotCache(),
+                                     MarkerCache(pages.MARKER_TYPES, pages.MARKERS))
+        assert (fresh["older"], fresh["retention"]) == (5, None)
+        assert await pages.older_events(store, "fresh-1", 5) == {
+            "events": [pages.row(e) for e in reversed(benign_history("fresh-1", 5))],
+            "older": None, "retention": None}
+        assert (await pages.older_events(store, "nobody", 5))["older"] is None
