@@ -4,6 +4,10 @@
                                                [--since TIME] [--until TIME] [--json]
     safeguards ops state-at ACCOUNT --region eu --at TIME|VERSION [--json]
 
+Where retention truncated the account's history, ``ops history`` first says so: which versions
+it removed and when, and its retention base's level and risk (``--json``: an object whose
+``retention`` holds that, null where nothing was removed, beside ``events``).
+
 Which database: ``--database-url``, else ``SAFEGUARDS_DATABASE_URL_<REGION>`` (for example
 ``SAFEGUARDS_DATABASE_URL_EU``), else ``SAFEGUARDS_DATABASE_URL``. Times are ISO 8601 with a zone
 (``2026-11-27T10:00:00Z``). Nothing here writes: reads come from the region's own store, so an
@@ -19,7 +23,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from safeguards.core.errors import InvalidInput, SafeguardsError
 from safeguards.core.events import (
@@ -44,6 +48,9 @@ from safeguards.core.events import (
 )
 from safeguards.core.ids import validate_account_id, validate_region
 from safeguards.core.state import AccountState
+
+if TYPE_CHECKING:
+    from safeguards.ops.retention_note import RetentionNote
 
 DB_HELP = ("PostgreSQL URL of the region's store; default: $SAFEGUARDS_DATABASE_URL_<REGION>, "
            "then $SAFEGUARDS_DATABASE_URL")
@@ -314,13 +321,16 @@ async def _open(args: argparse.Namespace) -> Any:
     return await audited_store(args, args.account)
 
 
-async def _history_async(args: argparse.Namespace) -> list[Event]:
+async def _history_async(args: argparse.Namespace) -> tuple[list[Event], RetentionNote | None]:
+    """The events asked for, and the account's retention note (None: never truncated)."""
+    from safeguards.ops.retention_note import retention_note
+
     store = await _open(args)
     try:
         events: list[Event] = await store.history(
             args.account, from_version=args.from_version, to_version=args.to_version,
             since=args.since, until=args.until)
-        return events
+        return events, await retention_note(store, args.account)
     finally:
         await store.close()
 
@@ -350,13 +360,17 @@ def _fail(exc: SafeguardsError) -> int:
 
 def _history(args: argparse.Namespace) -> int:
     try:
-        events = _run(_history_async, args)
+        events, retention = _run(_history_async, args)
     except SafeguardsError as exc:
         return _fail(exc)
     if args.json:
-        json.dump([event_json(e) for e in events], sys.stdout, indent=1)
+        json.dump({"account": args.account, "region": args.region,
+                   "retention": retention.as_json() if retention else None,
+                   "events": [event_json(e) for e in events]}, sys.stdout, indent=1)
         print()
         return 0
+    if retention is not None:  # the rows below are not the start of the history
+        print(retention.line())
     if not events:
         print(f"no events for account {args.account!r} in region {args.region!r} "
               "within the given range")

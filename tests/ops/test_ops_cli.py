@@ -55,7 +55,9 @@ async def test_history_ranges_and_json(fresh_database_url: str, monkeypatch: pyt
     monkeypatch.setenv(f"SAFEGUARDS_DATABASE_URL_{region.upper()}", fresh_database_url)
     assert await _cli("ops", "history", ACCOUNT, "--region", region, "--from-version", "3",
                       "--to-version", "8", "--since", "2026-11-01T12:00:04Z", "--json") == 0
-    rows = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
+    assert (out["account"], out["region"], out["retention"]) == (ACCOUNT, region, None)
+    rows = out["events"]
     assert [r["version"] for r in rows] == [4, 5, 6, 7, 8]
     change = rows[1]
     assert change["type"] == "EnforcementChanged" and change["level"] == "L0->L1"

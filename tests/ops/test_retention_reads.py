@@ -214,3 +214,27 @@ async def test_the_consoles_older_pages_stop_at_the_base_and_say_what_retention_
             "events": [pages.row(e) for e in reversed(benign_history("fresh-1", 5))],
             "older": None, "retention": None}
         assert (await pages.older_events(store, "nobody", 5))["older"] is None
+
+
+async def test_ops_history_first_says_which_versions_retention_removed(
+        fresh_database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    await _truncated(fresh_database_url, benign=False)
+    base = fold(initial_state("golden-acct-1", "eu"), golden_history()[:BASE])
+    args = ("ops", "history", "golden-acct-1", "--region", "eu",
+            "--database-url", fresh_database_url)
+    capsys.readouterr()
+    assert await run_cli(*args) == 0
+    out = capsys.readouterr().out.splitlines()
+    risk = ", ".join(f"{r.category} {r.total:.3f}" for r in base.risk)
+    assert out[0] == (f"history before v{BASE + 1} was removed by retention on "
+                      f"{(CUT + timedelta(days=30)).date().isoformat()} (v1..v{BASE}); "
+                      f"retention base at v{BASE}: L{base.level}, risk {risk}")
+    assert base.level == 1 and risk
+    assert out[1] == f"account golden-acct-1 (region eu): 40 events, versions {BASE + 1}..76"
+    assert await run_cli(*args, "--json") == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["retention"] == {
+        "removed_versions": [1, BASE], "first_kept_version": BASE + 1,
+        "removed_at": (CUT + timedelta(days=30)).isoformat(), "base_version": BASE,
+        "base_level": 1, "base_risk": {r.category: r.total for r in base.risk}}
+    assert [e["version"] for e in listed["events"]] == list(range(BASE + 1, 77))
