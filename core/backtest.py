@@ -5,6 +5,11 @@ decisions (strikes, enforcement) are what a policy made of them. A backtest repl
 their recorded order, at their recorded times, through ``decide`` with the candidate policy and
 compares the enforcement trajectory with the one that was stored. Pure, like the rest of core.
 
+Two trajectories are the same only where they take the same path: the same ordered sequence of
+(level, rule) changes, not merely as many changes to the same highest and final level (``L1 ->
+L2 -> L1`` by escalation is not ``L2 -> L1 -> L2``). Where paths part, the result names the
+stored history's version there and the change each made (:func:`first_divergence`).
+
 :class:`AccountReplay` is incremental (one stored event at a time, in version order), so a whole
 region can be backtested in one pass over its commit-ordered feed without holding histories in
 memory; :func:`backtest` is the same over one history in a list.
@@ -49,6 +54,45 @@ class Trajectory:
     links: tuple[str, ...] = ()  # the aggregates it was linked to (AccountLinked), in order
     # (level, aggregate) of each change a linked aggregate's enforcement made (``link.enforced``)
     linked_starts: tuple[tuple[int, str], ...] = ()
+    # (version, level, rule) of each change in ``changes``; version: the stored history's
+    # observation it followed (the same event in both trajectories of a replay)
+    steps: tuple[tuple[int, int, str], ...] = ()
+
+    @property
+    def path(self) -> tuple[tuple[int, str], ...]:
+        """The (level, rule) of each enforcement change, in order."""
+        return tuple((level, rule) for _, level, rule in self.steps)
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """Where two enforcement paths part: the stored history's version of the observation after
+    which they first differ, and the (level, rule) each took there (None: it made no more)."""
+
+    version: int
+    stored: tuple[int, str] | None
+    candidate: tuple[int, str] | None
+
+    def describe(self) -> str:
+        return f"path differs from v{self.version}: {_step(self.stored)} -> " \
+               f"{_step(self.candidate)}"
+
+
+def _step(step: tuple[int, str] | None) -> str:
+    return "no further change" if step is None else f"L{step[0]} by {step[1]}"
+
+
+def first_divergence(stored: Trajectory, candidate: Trajectory) -> Divergence | None:
+    """The first step where the two paths of (level, rule) changes differ (None: the same)."""
+    s, c = stored.steps, candidate.steps
+    for i in range(max(len(s), len(c))):
+        old = s[i] if i < len(s) else None
+        new = c[i] if i < len(c) else None
+        if old is None or new is None or old[1:] != new[1:]:
+            version = min(step[0] for step in (old, new) if step is not None)
+            return Divergence(version, None if old is None else (old[1], old[2]),
+                              None if new is None else (new[1], new[2]))
+    return None
 
 
 _PLAIN = frozenset({RequestObserved, ScoreRecorded})  # change nothing a trajectory keeps
@@ -56,7 +100,7 @@ _PLAIN = frozenset({RequestObserved, ScoreRecorded})  # change nothing a traject
 
 class _TrajectoryBuilder:
     __slots__ = ("changes", "enforced_by", "final", "first_l3", "linked_starts", "links",
-                 "max_level", "strikes")
+                 "max_level", "observed", "steps", "strikes")
 
     def __init__(self) -> None:
         self.changes: list[tuple[datetime, int, str]] = []
@@ -65,6 +109,8 @@ class _TrajectoryBuilder:
         self.links: list[str] = []
         self.linked_starts: list[tuple[int, str]] = []
         self.enforced_by: dict[int, str] = {}  # version of an AggregateEnforced -> aggregate
+        self.steps: list[tuple[int, int, str]] = []
+        self.observed = 0  # the version of the last observation added
 
     def start_at(self, level: int) -> None:
         """Start from a retention base at ``level`` (the changes before it are gone)."""
@@ -72,12 +118,18 @@ class _TrajectoryBuilder:
         if level >= 3:
             self.first_l3 = BEFORE_BASE
 
-    def add(self, e: Event) -> None:
+    def add(self, e: Event, observed: int | None = None) -> None:
+        """``observed``: the stored observation ``e`` follows (None: the last one added)."""
         body = e.body
         if type(body) in _PLAIN:  # most events: one set lookup on the backtest's hot path
+            self.observed = e.version
             return
+        if body.OBSERVATION:
+            self.observed = e.version
         if isinstance(body, EnforcementChanged):
             self.changes.append((e.occurred_at, body.level, body.rule_id))
+            self.steps.append((self.observed if observed is None else observed, body.level,
+                               body.rule_id))
             self.final = body.level
             self.max_level = max(self.max_level, body.level)
             if body.level >= 3 and self.first_l3 is None:
@@ -94,7 +146,8 @@ class _TrajectoryBuilder:
 
     def build(self) -> Trajectory:
         return Trajectory(tuple(self.changes), self.max_level, self.final, self.first_l3,
-                          self.strikes, tuple(self.links), tuple(self.linked_starts))
+                          self.strikes, tuple(self.links), tuple(self.linked_starts),
+                          tuple(self.steps))
 
 
 def trajectory_of(events: list[Event]) -> Trajectory:
@@ -116,6 +169,11 @@ class BacktestResult:
     def differs(self) -> bool:
         return self.describe() != "same"
 
+    @property
+    def divergence(self) -> Divergence | None:
+        """Where the candidate's path of (level, rule) changes first parts from the stored one."""
+        return first_divergence(self.stored, self.candidate)
+
     def describe(self) -> str:
         s, c = self.stored, self.candidate
         parts = []
@@ -131,6 +189,9 @@ class BacktestResult:
             parts.append(f"L3+ {_span(abs(delta))} {'later' if delta > 0 else 'earlier'}")
         if len(s.changes) != len(c.changes):
             parts.append(f"enforcement changes {len(s.changes)} -> {len(c.changes)}")
+        divergence = self.divergence
+        if divergence is not None:
+            parts.append(divergence.describe())
         if s.strikes != c.strikes:
             parts.append(f"strikes {s.strikes} -> {c.strikes}")
         if s.linked_starts != c.linked_starts:
@@ -230,7 +291,7 @@ class AccountReplay:
                                            ids=False)
         if counted:
             for n in new:
-                self._candidate.add(n)
+                self._candidate.add(n, e.version)
 
     def result(self) -> BacktestResult:
         return BacktestResult(self.account_id, self.events, self._stored.build(),

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from safeguards.core.backtest import Divergence
 from safeguards.core.errors import SafeguardsError
 from safeguards.core.events import Event
 from safeguards.core.ids import validate_account_id
@@ -123,7 +124,9 @@ def _backtest(args: argparse.Namespace) -> int:
             "events_per_s": round(report.events_per_s),
             "from_retention_base": report.based_accounts, "not_replayed": report.not_replayed,
             "differing": [{"account": r.account_id, "change": r.describe(),
-                           "base_version": r.base_version} for r in report.differing],
+                           "base_version": r.base_version,
+                           "first_divergence": _divergence(r.divergence)}
+                          for r in report.differing],
         }))
     else:
         print(report.render(limit=args.limit))
@@ -132,3 +135,11 @@ def _backtest(args: argparse.Namespace) -> int:
               "unreadable, or truncated meanwhile)", file=sys.stderr)
         return 1
     return 0
+
+
+def _divergence(d: Divergence | None) -> dict[str, object] | None:
+    """Where the candidate's path first parts from the stored one, for ``--json``."""
+    if d is None:
+        return None
+    return {"version": d.version, "stored": list(d.stored) if d.stored else None,
+            "candidate": list(d.candidate) if d.candidate else None}

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from node_support import run_cli
 
 from safeguards.adapters.store import InMemoryEventStore, PostgresEventStore, migrate
 from safeguards.core.policy import parse_policy
 from safeguards.core.ports import AppendRequest, EventStore
 from safeguards.ops.backtest import backtest_region
 
-from golden_events import GOLDEN, benign_history, golden_history
+from golden_events import GOLDEN, benign_history, golden_history, rerouted_history
 
 GOLDEN_POLICY = (GOLDEN / "policy-default-2026.11.1.toml").read_text()
 
@@ -54,3 +59,27 @@ async def test_backtest_region_postgres(fresh_database_url: str) -> None:
     await migrate(fresh_database_url)
     async with PostgresEventStore("eu", fresh_database_url) as store:
         await _check(store)
+
+
+async def test_a_history_that_took_another_path_to_the_same_totals_differs(
+        fresh_database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Stored: L2 at v36 and L1 at v40, where the policy decides L1 then L2 (as many changes, as
+    high, to the same end): the region backtest reports it, and where the paths part."""
+    await migrate(fresh_database_url)
+    rerouted = rerouted_history({36: (0, 2, "escalate.points"), 40: (2, 1, "escalate.points")})
+    async with PostgresEventStore("eu", fresh_database_url) as store:
+        await store.append(AppendRequest("golden-acct-1", 0, tuple(rerouted)))
+        report = await backtest_region(store, parse_policy(GOLDEN_POLICY))
+    assert [r.account_id for r in report.differing] == ["golden-acct-1"]
+    said = "path differs from v34: L2 by escalate.points -> L1 by escalate.points"
+    assert f"  golden-acct-1: {said}" in report.render()
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text(GOLDEN_POLICY)
+    capsys.readouterr()
+    assert await run_cli("ops", "backtest", "--policy", str(candidate), "--region", "eu",
+                         "--database-url", fresh_database_url, "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["differing"] == [{"account": "golden-acct-1", "change": said, "base_version": 0,
+                                 "first_divergence": {"version": 34,
+                                                      "stored": [2, "escalate.points"],
+                                                      "candidate": [1, "escalate.points"]}}]

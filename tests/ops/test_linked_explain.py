@@ -86,6 +86,7 @@ async def test_the_region_backtest_reports_links() -> None:
     assert [d.account_id for d in off.differing] == ["a"]
     text = off.render()
     assert f"  a: max level L1 -> L0; final level L1 -> L0; enforcement changes 1 -> 0; " \
+           "path differs from v3: L1 by link.enforced -> no further change; " \
            f"linked starts L1 from {ORG} -> none" in text
     assert f"    linked to {ORG}; linked starts none" in text
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from safeguards.core import codec
-from safeguards.core.events import Event, RequestObserved, ScoreRecorded
+from safeguards.core.events import EnforcementChanged, Event, RequestObserved, ScoreRecorded
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
@@ -34,3 +35,17 @@ def benign_history(account: str, n: int,
               if v % 2 else RequestObserved(f"r{v}", "m", "proxy", 1, 1, 10, "0" * 64, False,
                                             "allow"))
         for v in range(1, n + 1))
+
+
+def rerouted_history(changes: dict[int, tuple[int, int, str]]) -> list[Event]:
+    """The first golden history with the enforcement changes at the given versions stored as
+    (previous level, level, rule) instead: what a different policy made of the same facts.
+    (Its changes are L1 at v14, L0 at v30, L1 at v36, L2 at v40, L3 at v56, L4 at v74 and L0 at
+    v76; the last observation before v36 is v34, before v40 v38.)"""
+    history = golden_history()
+    for version, (previous, level, rule) in changes.items():
+        e = history[version - 1]
+        assert isinstance(e.body, EnforcementChanged) and e.version == version
+        history[version - 1] = dataclasses.replace(e, body=dataclasses.replace(
+            e.body, previous_level=previous, level=level, rule_id=rule))
+    return history
