@@ -24,7 +24,7 @@ def test_every_language_has_the_same_items() -> None:
     assert set(groups_by_lang) == set(LANGUAGES)
     assert len(LANGUAGES) >= 10
     reference = groups_by_lang[LANGUAGES[0]]
-    assert len(reference) >= 60
+    assert len(reference) >= 190  # 96 harmful and 96 benign asks (issue #11)
     for lang in LANGUAGES:
         assert groups_by_lang[lang] == reference, lang
     per_group = Counter(row.group for row in rows)
@@ -62,8 +62,10 @@ def test_both_labels_and_every_harm_category_per_language() -> None:
     for lang in LANGUAGES:
         mine = [row for row in rows if row.lang == lang]
         labels = Counter(row.label for row in mine)
-        assert labels["harmful"] >= 30 and labels["benign"] >= 30, lang
-        assert {row.category for row in mine if row.label == "harmful"} == set(HARM_CATEGORIES)
+        assert labels["harmful"] >= 90 and labels["benign"] >= 90, lang
+        categories = Counter(row.category for row in mine if row.label == "harmful")
+        assert set(categories) == set(HARM_CATEGORIES)
+        assert min(categories.values()) >= 5, (lang, categories)
 
 
 def test_scripts_match_languages() -> None:
@@ -76,6 +78,8 @@ def test_scripts_match_languages() -> None:
             assert any(lo <= ch <= hi for ch in row.text), (row.lang, row.group)
         if row.lang == "ja":
             assert any("\u3040" <= ch <= "\u30ff" for ch in row.text), row.group
+        if row.lang in ("zh", "ko"):  # no Japanese kana pasted under Chinese or Korean
+            assert not any("\u3040" <= ch <= "\u30ff" for ch in row.text), (row.lang, row.group)
 
 
 def test_the_recipe_trains_the_translations_and_keeps_each_item_on_one_side() -> None:
