@@ -32,20 +32,23 @@ from safeguards.adapters.bus.nats_auth import (
     nats_identity,
     server_authorization,
 )
+from safeguards.adapters.bus.signing import load_signer
 from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.decision import GateRequest
 from safeguards.adapters.csp.extproc import ExtProcConfig, ExtProcServer
 from safeguards.adapters.csp.gate import Gate
+from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.homes import HomeRouting
 from safeguards.adapters.csp.streams import ensure_gate_streams
 from safeguards.adapters.embedded import EmbeddedNats
 from safeguards.adapters.operators import add_operator
 from safeguards.adapters.store import PostgresEventStore
-from safeguards.core.codec import decode_signal
+from safeguards.core.codec import decode_signal, encode_command
+from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.events import RequestObserved
 from safeguards.core.homes import HomeEntry
 from safeguards.core.policy import default_policy
-from safeguards.core.subjects import stream_name
+from safeguards.core.subjects import enforce_subject, stream_name
 
 from store_events import make_request
 
@@ -167,6 +170,49 @@ async def test_a_gate_that_kept_the_old_home_routes_to_the_new_one_after_migrate
                           "notice_to_drop_ms_p50": round(lags[10] * 1000, 1),
                           "notice_to_drop_ms_max": round(lags[-1] * 1000, 1)}))
         assert lags[-1] < 1.0
+
+
+async def test_a_level_set_at_home_reaches_a_gate_serving_the_account_before_its_next_request(
+        secured: Any) -> None:
+    """An eu account called the us gate once; eu's relay then suspends it: the us gate's sweep
+    applies the command within about ``refresh_s`` with no further request (a region hopper's
+    next request there meets it; before the sweeps, it met the old level until a request found
+    its refresh due, then the one after that met the new one)."""
+    url = secured
+    account = f"acct-hop-{secrets.token_hex(3)}"
+    await _provision(url, REGIONS)
+    eu_op = await connect(url, name="eu-op", once=True,
+                          identity=nats_identity("eu", NatsRole.OPERATOR))
+    relay = await connect(url, name="eu-relay", once=True,
+                          identity=nats_identity("eu", NatsRole.NODE))
+    try:
+        directory = await HomeDirectory.open(eu_op.jetstream(), "eu")
+        await directory.put(account, HomeEntry("eu", PARTITIONS, "onboarding", NOW.isoformat()))
+        async with gate_routing(url, "us") as us:
+            await until(lambda: us.watching)
+            home = await home_of(us, GateRequest(account, "r1"))
+            assert home is not None and home.home == "eu"
+            assert us.gate.level_of(account, gate_now()) == 0
+            policy = default_policy()
+            command = EnforcementCommand(
+                command_id=f"{account}-7", account_id=account, region="eu", level=4,
+                requests_per_minute=policy.rate_tiers[4].requests_per_minute,
+                tokens_per_minute=policy.rate_tiers[4].tokens_per_minute,
+                interventions=policy.ladder[4].interventions, expires_at=None, version=7,
+                policy_version=policy.version, reason="operator.suspend", issued_at=NOW)
+            subject, payload = enforce_subject("eu", account), encode_command(command)
+            published = time.monotonic()
+            await relay.jetstream().publish(subject, payload,
+                                            headers=load_signer("eu").headers(subject, payload))
+            await until(lambda: us.gate.level_of(account, gate_now()) == 4, within_s=5.0,
+                        step_s=0.005)
+            took_s = time.monotonic() - published
+            assert us.sweep_reads >= 1 and us.failures == 0
+            print(json.dumps({"home_command_to_peer_gate_s": round(took_s, 3)}))
+            assert took_s < 2 * us.refresh_s + 0.5
+    finally:
+        await relay.close()
+        await eu_op.close()
 
 
 async def test_two_regions_claiming_one_new_account_at_once_agree_on_one_home(
