@@ -108,6 +108,12 @@ class GatePolicy:
     # (``screen_account_queue_full``). 0 ms: no queue, every request straight to the classifier.
     screen_account_queue_ms: float = 1000.0
     screen_account_waiters: int = 32
+    # Probation: an account this gate holds no enforcement command for waits up to
+    # ``probation_screen_deadline_ms`` (not ``screen_deadline_ms``) for its first
+    # ``probation_requests`` screenings at the classifier (what the first stage passes on): a
+    # fresh account's first harmful asks are scored before they are served, and only those wait.
+    probation_requests: int = 5
+    probation_screen_deadline_ms: float = 250.0
     # A gate that has not yet read its region's enforcement (a start while NATS is down, with no
     # local snapshot) holds a request at most this long for it, then refuses (HTTP 503): an
     # account it knows nothing about is never served as if it were at L0. 0: refuse at once.
@@ -241,7 +247,14 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         ),
         before_sync_hold_ms=c.number(g, "before_sync_hold_ms", "gate", lo=0, hi=60_000,
                                      default=1000),
+        probation_requests=int(
+            c.number(g, "probation_requests", "gate", lo=0, hi=100_000, default=5)),
+        probation_screen_deadline_ms=c.number(g, "probation_screen_deadline_ms", "gate", lo=1,
+                                              hi=10000, default=250),
     )
+    if gate.probation_screen_deadline_ms < gate.screen_deadline_ms:
+        c.problems.append("gate.probation_screen_deadline_ms: must not be below "
+                          "screen_deadline_ms")
     escalation = escalation_settings(c, c.get(doc, "escalation", dict, "", {}) or {})
     for key in doc:
         if key not in {"policy", "categories", "ladder", "rate_tiers", "rules", "gate",

@@ -182,6 +182,15 @@ class Gate(GateCounters):
         entry = self._commanded.get(account_id)
         return 0 if entry is None or entry.expires <= now else entry.level
 
+    def on_probation(self, account_id: str) -> bool:
+        """Counts a screening of the account: whether it is one of its first
+        ``gate.probation_requests`` here while this gate never held a command for it."""
+        entry = self._uncommanded.get(account_id)
+        if entry is None or account_id in self._expired:
+            return False
+        entry.screened += 1
+        return entry.screened <= self.policy.gate.probation_requests
+
     @property
     def size(self) -> int:
         return len(self._commanded)

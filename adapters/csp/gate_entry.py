@@ -14,8 +14,8 @@ RATE_WINDOW_S = 60.0  # GCRA burst tolerance: one minute's quota may be spent at
 class CacheEntry:
     """One account in the cache: its command (if any) and its GCRA state."""
 
-    __slots__ = ("expires", "level", "ok", "req_interval", "req_tat", "tok_interval", "tok_tat",
-                 "version")
+    __slots__ = ("expires", "level", "ok", "req_interval", "req_tat", "screened", "tok_interval",
+                 "tok_tat", "version")
 
     def __init__(self, level: int, version: int, expires: float, req_interval: float,
                  tok_interval: float, ok: Decision) -> None:
@@ -27,6 +27,7 @@ class CacheEntry:
         self.ok = ok
         self.req_tat = 0.0
         self.tok_tat = 0.0
+        self.screened = 0  # screenings taken on probation (an account without a command)
 
     def take(self, now: float) -> tuple[str, float] | None:
         """Spend one request on the GCRA: None, or the throttle's reason and retry-after."""

@@ -118,3 +118,26 @@ def test_kill_switches_and_the_region_mode_are_policy_settings() -> None:
         parse_policy(policy_text("panic").replace("[policy]\n", "[policy]\ncolour = 1\n", 1))
     assert "policy.mode: 'panic' is not one of enforce, shadow" in str(info.value)
     assert "policy.colour: unknown setting" in str(info.value)
+
+
+def test_probation_knobs_default_read_and_are_validated() -> None:
+    """New accounts' probation (``gate.probation_*``): defaults where a document leaves them
+    out, read where given, and a probation deadline shorter than screening's is refused."""
+    gate = default_policy().gate
+    assert gate.probation_requests >= 1
+    assert gate.probation_screen_deadline_ms >= gate.screen_deadline_ms
+    bare = "\n".join(line for line in default_policy_text().splitlines()
+                     if not line.startswith("probation_"))
+    assert parse_policy(bare).gate.probation_requests == 5
+    assert parse_policy(bare).gate.probation_screen_deadline_ms == 250
+    text = bare.replace("[gate]\n", "[gate]\nprobation_requests = 0\n"
+                        "probation_screen_deadline_ms = 200\n", 1)
+    assert (parse_policy(text).gate.probation_requests,
+            parse_policy(text).gate.probation_screen_deadline_ms) == (0, 200)
+    broken = bare.replace("[gate]\n", "[gate]\nprobation_requests = -1\n"
+                          "probation_screen_deadline_ms = 5\n", 1)
+    with pytest.raises(PolicyError) as info:
+        parse_policy(broken)
+    assert "gate.probation_requests: -1 is outside [0, 100000]" in str(info.value)
+    assert ("gate.probation_screen_deadline_ms: must not be below screen_deadline_ms"
+            in str(info.value))
