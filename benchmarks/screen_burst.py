@@ -7,7 +7,10 @@ the cascade's first stage off so that every prompt goes to the contextual model,
 attacker's flagged prompts do. Modes alternate in rounds:
 
 - ``turns``: ``gate.screen_account_queue_ms`` 1000 (the default);
-- ``none``: 0 (every screening straight to the classifier, as before).
+- ``none``: 0 (every screening straight to the classifier, as before);
+- ``no_probation``: turns, with ``gate.probation_requests`` 0 (every account, fresh ones
+  included, gets ``screen_deadline_ms``; ``turns`` and ``none`` keep the policy's probation, so
+  each fresh account's first 5 screenings get ``probation_screen_deadline_ms``).
 
 Each burst: a fresh account sends 12 requests at once (100-500 characters); meanwhile a second
 fresh account sends single requests, one after another, every 20 ms for 200 ms. Reported per
@@ -23,12 +26,17 @@ without; the second account screened 1.0 vs 0.85, p50/p99 72/127 ms vs 40/157 ms
 singles (lower p50); with turns it is screened one request at a time for ~0.9 s, the second
 account sharing the classifier with one of its requests, never queued behind all twelve.
 
+2026-12-06, later (the same machine, load 3-4, nice 15, ``--rounds 2``, default 40 ms), with new
+accounts' probation (their first 5 screenings wait up to 250 ms): the burst screened 0.77 with
+it vs 0.55 without (``no_probation``, 1.41x), the second account 0.75 vs 0.40, its p50/p99
+37.9/63.3 ms vs 41.2/57.8 ms (0.92x/1.09x); without turns 0.45 (alone: 24/56 ms, 0.94).
+
     python benchmarks/screen_burst.py [--rounds 3] [--bursts 10] [--screen-deadline-ms MS]
 
-Last line: {"turns_burst_screened", "none_burst_screened", "turns_other_p50_ms",
-"turns_other_p99_ms", "none_other_p50_ms", "none_other_p99_ms", "turns_other_screened",
-"none_other_screened", "alone_other_p50_ms", "alone_other_p99_ms", "turns_burst_wait_max_ms",
-"screen_deadline_ms", "provider", "runs"}
+Last line: {"<mode>_burst_screened", "<mode>_other_p50_ms", "<mode>_other_p99_ms",
+"<mode>_other_screened" for each mode (turns, none, no_probation), "alone_other_p50_ms",
+"alone_other_p99_ms", "alone_other_screened", "turns_burst_wait_max_ms", "screen_deadline_ms",
+"provider", "runs"}
 """
 
 from __future__ import annotations
@@ -72,11 +80,13 @@ def _body(rnd: random.Random, chars: int) -> bytes:
                        "messages": [{"role": "user", "content": text}]}).encode()
 
 
-def _policy(queue_ms: float, deadline_ms: float | None = None) -> Policy:
+def _policy(queue_ms: float, deadline_ms: float | None = None,
+            probation: int | None = None) -> Policy:
     base = default_policy()
     return replace(base, gate=replace(
         base.gate, screen_first_stage=False, screen_account_queue_ms=queue_ms,
-        screen_deadline_ms=deadline_ms or base.gate.screen_deadline_ms))
+        screen_deadline_ms=deadline_ms or base.gate.screen_deadline_ms,
+        probation_requests=base.gate.probation_requests if probation is None else probation))
 
 
 async def _screen(admission: Admission, account: str, body: bytes) -> tuple[bool, float]:
@@ -147,7 +157,9 @@ def _p99(values: list[float]) -> float:
 
 async def run(url: str, rounds: int, bursts: int, deadline_ms: float | None
               ) -> dict[str, object]:
-    modes = {"turns": 1000.0, "none": 0.0}
+    # mode: (screen_account_queue_ms, probation_requests; None: the policy's)
+    modes: dict[str, tuple[float, int | None]] = {
+        "turns": (1000.0, None), "none": (0.0, None), "no_probation": (1000.0, 0)}
     screened: dict[str, list[bool]] = {m: [] for m in modes}
     other_ok: dict[str, list[bool]] = {m: [] for m in (*modes, "alone")}
     other_ms: dict[str, list[float]] = {m: [] for m in (*modes, "alone")}
@@ -160,7 +172,8 @@ async def run(url: str, rounds: int, bursts: int, deadline_ms: float | None
         await one_burst(admission, rnd, "warm", burst=True)
         for r in range(rounds):
             for mode in (*modes, "alone"):
-                inline.gate.set_policy(_policy(modes.get(mode, 1000.0), deadline_ms))
+                queue_ms, probation = modes.get(mode, (1000.0, None))
+                inline.gate.set_policy(_policy(queue_ms, deadline_ms, probation))
                 ok: list[bool] = []
                 for b in range(bursts):
                     got, other, ms = await one_burst(admission, rnd, f"{mode}-{r}-{b}",
