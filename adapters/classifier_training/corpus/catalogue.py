@@ -24,6 +24,7 @@ from safeguards.adapters.classifier_training.corpus import benign_requests as re
 from safeguards.adapters.classifier_training.corpus import benign_texts as texts
 from safeguards.adapters.classifier_training.corpus import harmful_sources as harm
 from safeguards.adapters.classifier_training.corpus import jailbreak_sources as jb
+from safeguards.adapters.classifier_training.corpus import redteam_suites as suites
 from safeguards.adapters.classifier_training.corpus import response_sources as resp
 from safeguards.adapters.classifier_training.corpus import sharegpt
 from safeguards.adapters.classifier_training.corpus.records import Record
@@ -82,6 +83,15 @@ SOURCES: tuple[SourceSpec, ...] = (
     _s("hermes-jailbench", "attacks", jb.hermes_attacks),
     _s("langkit", "themes", jb.langkit_themes),
     _s("0din-jef", "nday", jb.odin_jef_nday),
+    # --- red-team suites outside English and over-refusal pairs (issue #11)
+    _s("agent-redteam", "over_refusal", suites.agent_redteam_over_refusal),
+    _s("agent-redteam", "over_dependency", suites.agent_redteam_over_dependency),
+    _s("agent-redteam", "info_leak", suites.agent_redteam_info_leak),
+    _s("agent-redteam", "insecure_output", suites.agent_redteam_insecure_output),
+    _s("agent-redteam", "supply_chain", suites.agent_redteam_supply_chain),
+    _s("vigia", "seeds", suites.vigia_seeds),
+    _s("blastcontain-drill", "jbb_harmful", suites.jbb_harmful),
+    _s("blastcontain-drill", "jbb_benign", suites.jbb_benign),
     # --- model responses
     _s("pyrit", "many_shot", resp.pyrit_many_shot),
     _s("pyrit", "scorer_objective", resp.pyrit_scorer_objective),
