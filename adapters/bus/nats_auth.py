@@ -7,8 +7,9 @@ another's replies:
 - ``gate`` (the inline proxy, ext_proc): publishes request signals and content, asks
   ``classify``, follows the enforcement stream and the policy board, takes caller-assertion
   nonces in its region's ledger (``nonce_bucket``: a create by publish, nothing else: it cannot
-  read, list or watch the ledger). It can neither publish an enforcement command nor answer
-  ``classify``.
+  read, list or watch the ledger), and writes and reads by key its region's batch ledger
+  (``batch_bucket``: sealed metadata of the batches it admitted). It can neither publish an
+  enforcement command nor answer ``classify``.
 - ``node`` (account actors): consumes its region's inputs, publishes enforcement commands, the
   score signals an account's decision forwards to a prompt's history (signed with the region's
   producer key, as every input is) and dead letters, holds partition leases, provisions the
@@ -45,6 +46,7 @@ from typing import Any
 
 import nkeys
 
+from safeguards.adapters.bus.batch_bucket import batch_bucket_name
 from safeguards.adapters.bus.cross_signals import GLOBAL_BUCKET
 from safeguards.adapters.bus.home_claims import CLAIMS_BUCKET
 from safeguards.adapters.bus.homes import home_bucket_name
@@ -185,7 +187,7 @@ def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -
     inputs, content, enforce, dlq = (stream_name(r, k)
                                      for k in ("INPUTS", "CONTENT", "ENFORCE", "DLQ"))
     leases, policy, homes = lease_bucket_name(r), policy_bucket_name(r), home_bucket_name(r)
-    nonces = nonce_bucket_name(r)
+    nonces, batches = nonce_bucket_name(r), batch_bucket_name(r)
     publish: list[str] = ["$JS.API.INFO"]
     subscribe: list[str] = [f"{inbox_prefix(r, role)}.>"]
     responses = False
@@ -195,6 +197,8 @@ def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -
                     *_consume(enforce), *_kv_read(policy),
                     # the region's nonce ledger: creates only (the reply comes to its inbox)
                     f"$KV.{nonces}.*",
+                    # the region's batch ledger: records written and read by key (direct gets)
+                    f"$KV.{batches}.*", f"$JS.API.DIRECT.GET.KV_{batches}.$KV.{batches}.*",
                     # its region's directory: claims on first use (KV create)
                     f"$KV.{homes}.>", *_stream_admin(f"KV_{homes}"), *_kv_read(homes),
                     # the global home register: first-use claims (creates), moves watched
@@ -203,7 +207,7 @@ def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -
         publish += [f"sg.{r}.enforce.>", f"sg.{r}.acct.>", f"sg.{r}.dlq.>", f"$KV.{leases}.>",
                     f"$KV.{policy}.>"]
         for stream in (inputs, content, enforce, dlq, f"KV_{leases}", f"KV_{policy}",
-                       f"KV_{nonces}"):
+                       f"KV_{nonces}", f"KV_{batches}"):
             publish += _stream_admin(stream)
         publish += [*_consume(inputs), *_get(enforce), *_kv_read(leases), *_kv_read(policy)]
     elif role is NatsRole.CLASSIFIER:

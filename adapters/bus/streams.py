@@ -22,6 +22,7 @@ from typing import Any
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
 
+from safeguards.adapters.bus.batch_bucket import provision_batch_bucket
 from safeguards.adapters.bus.errors import ProvisioningConflict
 from safeguards.adapters.bus.jetstream_retry import retry_transient
 from safeguards.adapters.bus.nonce_bucket import provision_nonce_bucket
@@ -56,6 +57,7 @@ class StreamSettings:
     content_max_age_s: float = 10 * 60.0  # raw text lives minutes, never longer
     dlq_max_age_s: float = 14 * 86400.0
     replicas: int | None = None  # None: follow the servers (R3 on a cluster, R1 on one server)
+    batch_ledger_max_bytes: int | None = None  # the batch ledger's bound (None: its max age)
 
 
 def _config(region: str, kind: str, subject: str, description: str, s: StreamSettings,
@@ -168,8 +170,8 @@ def _same(have: api.StreamConfig, want: api.StreamConfig) -> bool:
 
 async def provision_region(js: JetStreamContext, region: str,
                            settings: StreamSettings | None = None) -> None:
-    """All four streams of ``region`` and its caller-assertion nonce ledger (``nonce_bucket``);
-    safe to call from every node at every start."""
+    """All four streams of ``region``, its caller-assertion nonce ledger (``nonce_bucket``) and
+    its batch ledger (``batch_bucket``); safe to call from every node at every start."""
     region = validate_region(region)
     s = settings or StreamSettings()
     replicas = s.replicas or cluster_replicas(js)
@@ -178,4 +180,5 @@ async def provision_region(js: JetStreamContext, region: str,
     await ensure_stream(js, dlq_config(region, s), replicas=replicas)
     await ensure_stream(js, content_config(region, s), adopt_existing=True, replicas=replicas)
     await provision_nonce_bucket(js, region, replicas)
+    await provision_batch_bucket(js, region, replicas, s.batch_ledger_max_bytes)
     log.info("provisioned the streams of region %s (R%d)", region, replicas)

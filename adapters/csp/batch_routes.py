@@ -116,7 +116,7 @@ async def _forward(proxy: BatchProxy, scope: Scope, send: Send, target: Target, 
                     proxy.metrics.upstream_errors.labels("bad_json").inc()
                     await send_failure(send, MESSAGES_API, UPSTREAM_FAILURES["malformed"])
                     return
-                proxy.batches.remember(batch_id, submission.entry)
+                await proxy.batches.remember(batch_id, submission.entry)
             answer = with_results_url(answer, _base_url(scope))
         content_type = response.headers.get(b"content-type", b"application/json")
         await respond(send, status, answer, (b"content-type", content_type))

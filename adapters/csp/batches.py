@@ -29,29 +29,36 @@ gate withheld (its errored result is the gate's).
 The gate keeps each batch's admitted requests in memory until its results are read (``capacity``
 batches and ``max_held_chars`` of prompt text, the oldest forgotten first, counted in
 ``forgotten``; a forgotten batch's requests are observed then, as requests not yet served, their
-prompts queued for scoring). Results of a batch it does not hold (another worker's, one from
-before a restart, a forgotten one) are checked by the caller's standing now and observed on this
-process's first read of them (the prompt's metadata is the admitting gate's: here the signal
-carries the caller, the model and the tokens), counted in ``unknown_results``. Batch objects
-(create, retrieve, list) are answered with ``results_url`` pointing at this proxy, so that clients
-fetch results through the gate. The ledger is memory: a restart loses it, and the prompts of the
-batches it held whose results had not been read are not observed then.
+prompts queued for scoring), and, with ``records``, in the region's batch ledger
+(``batch_ledger``: each admitted request's decision and prompt metadata, each refused request's
+errored result, sealed, no text, kept as long as the provider keeps the results). Results of a
+batch it does not hold (another worker's or proxy host's, one from before a restart, a forgotten
+one) are checked and observed from that record as on the admitting gate, the refused requests'
+results spliced in, except that the prompt's text is queued for scoring by the admitting process
+only (``batch_ledger`` says when that is lost). Without a record (none written, another
+account's, unreadable), they are checked by the caller's standing now and observed on this
+process's first read of them with the caller, the model and the tokens only, counted in
+``unknown_results``. Batch objects (create, retrieve, list) are answered with ``results_url``
+pointing at this proxy, so that clients fetch results through the gate.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import OrderedDict
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-from opentelemetry.trace import SpanContext
 
 from safeguards.adapters import tracing
 from safeguards.adapters.csp.admission import Admission
 from safeguards.adapters.csp.answers import Checked, CompletionGuard
+from safeguards.adapters.csp.batch_ledger import (
+    BatchEntry,
+    BatchItem,
+    BatchRecords,
+    result_request_id,
+)
 from safeguards.adapters.csp.decision import (
     TERMINATE_ACTION,
     THROTTLE_ACTION,
@@ -83,29 +90,6 @@ BATCH_CALL = ProviderCall(BatchItemApi())
 
 
 @dataclass(slots=True)
-class _Admitted:
-    request: GateRequest
-    decision: Decision
-    prompt: str
-    trace: SpanContext | None = None  # its admission's span (tracing on): its result's parent
-
-
-@dataclass(slots=True)
-class BatchEntry:
-    admitted: dict[str, _Admitted]
-    refused: dict[str, dict[str, Any]]  # custom_id -> the errored result it gets
-    observed: bool = False
-    withheld: set[str] = field(default_factory=set)  # completions replaced by refusals
-    scored: set[str] = field(default_factory=set)  # completions the classifier scored
-    batch_id: str = ""  # the upstream's, once it took the batch
-
-    @property
-    def held_chars(self) -> int:
-        """The prompt text it holds until its results are read (what the ledger bounds)."""
-        return 0 if self.observed else sum(len(a.prompt) for a in self.admitted.values())
-
-
-@dataclass(slots=True)
 class Submission:
     body: bytes | None  # the batch the upstream sees (None: every request was refused)
     entry: BatchEntry
@@ -115,7 +99,8 @@ class Submission:
 class BatchGate:
     def __init__(self, admission: Admission, gate: Gate, metrics: CspMetrics, *,
                  classify_all_streams: bool = False, capacity: int = 1000,
-                 max_held_chars: int = 64 * 1024 * 1024) -> None:
+                 max_held_chars: int = 64 * 1024 * 1024,
+                 records: BatchRecords | None = None) -> None:
         self.admission = admission
         self.gate = gate
         self.metrics = metrics
@@ -125,12 +110,16 @@ class BatchGate:
         self.held_chars = 0
         self.forgotten = 0
         self.unknown_results = 0  # results of batches (or requests) it did not hold
-        self._unknown_read: OrderedDict[str, None] = OrderedDict()  # such batches it has observed
+        # such batches it has observed, by (account, batch id)
+        self._unknown_read: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.records = records  # the region's batch ledger (None: this process's memory only)
+        # batches read from it (no text: bounded apart from the batches this gate admitted)
+        self._read_records: OrderedDict[str, BatchEntry] = OrderedDict()
         self.guard = CompletionGuard(admission, gate, metrics,
                                      classify_all_streams=classify_all_streams)
 
     async def submit(self, caller: Caller, body: bytes) -> Submission:
-        admitted: dict[str, _Admitted] = {}
+        admitted: dict[str, BatchItem] = {}
         refused: dict[str, dict[str, Any]] = {}
         forward: list[dict[str, Any]] = []
         first_refusal: Decision | None = None
@@ -148,19 +137,22 @@ class BatchGate:
                     self.admission.observe(item.request, decision.action, 0, 0, item.prompt, "")
                     first_refusal = first_refusal or decision
                     if n == 0 and decision.action == THROTTLE_ACTION:  # the creation itself
-                        return Submission(None, BatchEntry({}, refused), decision)
+                        return Submission(None, BatchEntry({}, refused, account=caller.account),
+                                          decision)
                     continue
                 context = tracing.current_context()
             if decision.safety_prompt:
                 params = with_safety_prompt(params)
-            admitted[custom_id] = _Admitted(item.request, decision, item.prompt, context)
+            admitted[custom_id] = BatchItem(item.request, decision, item.prompt, context)
             forward.append({"custom_id": custom_id, "params": params})
         body_out = json.dumps({"requests": forward}).encode() if forward else None
-        return Submission(body_out, BatchEntry(admitted, refused), first_refusal)
+        return Submission(body_out, BatchEntry(admitted, refused, account=caller.account),
+                          first_refusal)
 
-    def remember(self, batch_id: str, entry: BatchEntry) -> None:
+    async def remember(self, batch_id: str, entry: BatchEntry) -> None:
         """The upstream took the batch as ``batch_id``: its requests are named for their results
-        (``result_request_id``) and held until those are read."""
+        (``result_request_id``), held until those are read, and recorded in the region's batch
+        ledger (``batch_ledger``; a record not written is counted there)."""
         for custom_id, item in entry.admitted.items():
             item.request.request_id = result_request_id(batch_id, custom_id)
         entry.batch_id = batch_id
@@ -172,6 +164,8 @@ class BatchGate:
             self.forgotten += 1
             self.held_chars -= oldest.held_chars
             self.unserved(oldest)
+        if self.records is not None:
+            await self.records.put(entry)
 
     def unserved(self, entry: BatchEntry) -> None:
         """Observes ``entry``'s admitted requests as requests not served (no tokens, no
@@ -184,14 +178,43 @@ class BatchGate:
             self.admission.observe(item.request, item.decision.action, 0, 0, item.prompt, "")
             item.prompt = ""
 
+    async def shut_down(self, deadline_s: float) -> int:
+        """Shutting down: the prompt text of each batch whose results it has not read is
+        queued for scoring now (content only: the request's signal comes with its results, on
+        whichever gate reads them, from the region's record) and published (up to
+        ``deadline_s``); how many prompts."""
+        released = 0
+        for entry in self._ledger.values():
+            if entry.observed:
+                continue
+            for item in entry.admitted.values():
+                if item.prompt:
+                    self.admission.telemetry.emit_content(item.request, "prompt", item.prompt)
+                    item.prompt = ""
+                    released += 1
+        self.held_chars = 0
+        if released:
+            await self.admission.telemetry.settle(deadline_s)
+        return released
+
     def known(self, batch_id: str) -> bool:
         return batch_id in self._ledger
 
     async def results(self, batch_id: str, caller: Caller, body: bytes) -> bytes:
         """The results as the client gets them: checked, observed once, refusals spliced in."""
-        entry = self._ledger.get(batch_id)
+        read = (caller.account, batch_id)
+        entry = self._ledger.get(batch_id) or self._read_records.get(batch_id)
+        if entry is None and self.records is not None:
+            entry = await self.records.get(batch_id)
+            if entry is not None:  # read once from the region's ledger, then kept here
+                entry.observed = read in self._unknown_read
+                self._read_records[batch_id] = entry
+                while len(self._read_records) > self.capacity:
+                    self._read_records.popitem(last=False)
+        if entry is not None and entry.account != caller.account:
+            entry = None  # another account's batch id: not this caller's requests nor context
         standing = self.gate.peek(caller.account, gate_now(), caller.aggregates)
-        first_unknown = entry is None and batch_id not in self._unknown_read
+        first_unknown = entry is None and read not in self._unknown_read
         first_read = entry is not None and not entry.observed
         out: list[bytes] = []
         for line in body.splitlines():
@@ -225,12 +248,12 @@ class BatchGate:
             for admitted in entry.admitted.values():
                 admitted.prompt = ""  # observed: the text is on the content stream, not kept here
         elif first_unknown:
-            self._unknown_read[batch_id] = None
+            self._unknown_read[read] = None
             while len(self._unknown_read) > self.capacity:
                 self._unknown_read.popitem(last=False)
         return b"".join(line + b"\n" for line in out)
 
-    async def _known(self, entry: BatchEntry, custom_id: str, item: _Admitted,
+    async def _known(self, entry: BatchEntry, custom_id: str, item: BatchItem,
                      result: dict[str, Any], standing: Decision) -> None:
         """A result of a request this gate admitted: its completion checked under the decision
         it was admitted with and the account's standing now (on a later read again unless the
@@ -278,13 +301,3 @@ class BatchGate:
             self.admission.observe(request, TERMINATE_ACTION if checked.withheld else
                                    standing.action, checked.tokens_in, checked.tokens_out, "",
                                    checked.completion)
-
-
-def result_request_id(batch_id: str, custom_id: str) -> str:
-    """The request id a batch's request is observed under: ``{batch_id}/{custom_id}`` (a
-    digest of it past 128 characters), the same on every worker and after a restart, so that
-    the account's actor and the classifier take its signal and scores once (their ids derive
-    from it) whichever gate observes its result."""
-    name = f"{batch_id}/{custom_id}"
-    return name if len(name) <= 128 else "batch:" + hashlib.blake2b(
-        name.encode(), digest_size=16).hexdigest()

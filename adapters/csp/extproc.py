@@ -49,6 +49,7 @@ from opentelemetry.trace import Span
 
 from safeguards.adapters import tracing
 from safeguards.adapters.csp.admission import Admission, Admitted
+from safeguards.adapters.csp.batch_ledger import BatchRecords
 from safeguards.adapters.csp.batches import BatchGate
 from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, CallerAuth, one_assertion
 from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision, refusal
@@ -120,7 +121,8 @@ class _Exchange:
 
 class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     def __init__(self, config: ExtProcConfig, policy: Policy, gate: Gate, admission: Admission,
-                 metrics: CspMetrics, identity: IdentityHeaders, caller_auth: CallerAuth) -> None:
+                 metrics: CspMetrics, identity: IdentityHeaders, caller_auth: CallerAuth,
+                 batch_records: BatchRecords | None = None) -> None:
         self.config = config
         self.policy = policy
         self.gate = gate
@@ -129,7 +131,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         self.identity = identity
         self.caller_auth = caller_auth  # the region's nonce ledger after the host's table
         self.batches = BatchGate(admission, gate, metrics,
-                                 classify_all_streams=config.classify_all_streams)
+                                 classify_all_streams=config.classify_all_streams,
+                                 records=batch_records)
         self.jobs = JobGate(self.batches)  # providers' batch jobs (provider_batch_jobs)
         self.guard = self.batches.guard  # the completion check every front end shares
         self.exchanges = 0
@@ -367,7 +370,7 @@ class ExtProcServer:
         self.gate, self.link, self.feed, self.telemetry = i.gate, i.link, i.feed, i.telemetry
         self.classifier, self.metrics, self.admission = i.classifier, i.metrics, i.admission
         self.service = ExtProcService(config, policy, self.gate, self.admission, self.metrics,
-                                      i.identity, i.caller_auth)
+                                      i.identity, i.caller_auth, i.batch_records)
         self.port: int | None = None
 
     @contextlib.asynccontextmanager
@@ -382,6 +385,7 @@ class ExtProcServer:
             finally:
                 with anyio.move_on_after(5, shield=True):
                     await server.stop(grace=1.0)
+                    await self.service.batches.shut_down(self.config.publish_timeout_s)
 
 
 async def serve_extproc(config: ExtProcConfig, policy: Policy) -> None:

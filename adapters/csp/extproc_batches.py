@@ -77,6 +77,6 @@ async def batch_response_body(batches: BatchGate, ex: BatchExchange, caller: Cal
     else:
         batch_id = batch_id_of(answer)
         if ex.submission is not None and batch_id is not None:
-            batches.remember(batch_id, ex.submission.entry)
+            await batches.remember(batch_id, ex.submission.entry)
         answer = with_results_url(answer, ex.base_url)
     return pb.ProcessingResponse(response_body=body_response(answer))

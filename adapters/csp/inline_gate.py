@@ -22,6 +22,7 @@ from safeguards.adapters.bus.producer_auth import load_forwarding_keys, load_pro
 from safeguards.adapters.bus.signing import load_verifier
 from safeguards.adapters.classifier.first_stage import first_stage_or_none
 from safeguards.adapters.csp.admission import Admission
+from safeguards.adapters.csp.batch_ledger import BatchRecords
 from safeguards.adapters.csp.bus_link import BusLink
 from safeguards.adapters.csp.caller_auth import CallerAuth, load_caller_keys
 from safeguards.adapters.csp.classify import SyncClassifier
@@ -78,6 +79,10 @@ class InlineGate:
                                           deadline_s=config.nonce_ledger_deadline_s,
                                           on_unavailable=self.metrics.count_ledger_unavailable)
                              if mode is not None and self.link is not None else None)
+        # the region's batch ledger (csp.batch_ledger), over the same link
+        self.batch_records = (BatchRecords(region, self._nats, producer,
+                                           on_error=self.metrics.count_batch_ledger_error)
+                              if self.link is not None else None)
         caller_keys = config.caller_keys or tuple(load_caller_keys(region))
         self.caller_auth = CallerAuth(list(caller_keys), config.caller_auth, config.account_header,
                                       on_refused=self.metrics.count_caller_refused,

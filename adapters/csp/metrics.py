@@ -148,12 +148,21 @@ class CspMetrics:
             "safeguards_csp_nonce_ledger_unavailable",
             "caller assertions the region's nonce ledger did not answer for", ["reason", "action"],
             registry=self.registry)
+        # the region's batch ledger could not write or read a record (timeout, disconnected,
+        # no_ledger, jetstream_error, unsealable, malformed): op is put or get
+        self.batch_ledger_errors = Counter(
+            "safeguards_csp_batch_ledger_errors",
+            "batch records the region's batch ledger did not write or read", ["op", "reason"],
+            registry=self.registry)
 
     def count_caller_refused(self, reason: str) -> None:
         self.caller_refused.labels(reason).inc()
 
     def count_ledger_unavailable(self, reason: str, action: str) -> None:
         self.nonce_ledger_unavailable.labels(reason, action).inc()
+
+    def count_batch_ledger_error(self, op: str, reason: str) -> None:
+        self.batch_ledger_errors.labels(op, reason).inc()
 
     def render(self) -> bytes:
         if self.shared is not None:

@@ -103,7 +103,8 @@ class CspProxy:
         self.answers = AnswerRelay(self.admission, self.gate, self.metrics, policy,
                                    classify_all_streams=config.classify_all_streams)
         self.batches = BatchGate(self.admission, self.gate, self.metrics,
-                                 classify_all_streams=config.classify_all_streams)
+                                 classify_all_streams=config.classify_all_streams,
+                                 records=i.batch_records)
         self.jobs = JobGate(self.batches)  # providers' batch jobs (provider_batch_jobs)
 
     # --- lifetime -------------------------------------------------------------------------------
@@ -117,6 +118,8 @@ class CspProxy:
         try:
             async with self.inline.running():
                 yield self
+                # a restart: unread batches' prompts are scored now, not lost with this process
+                await self.batches.shut_down(self.config.publish_timeout_s)
         finally:
             self._client = None
             await client.aclose()

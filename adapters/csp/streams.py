@@ -10,6 +10,7 @@ from __future__ import annotations
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
+from safeguards.adapters.bus.batch_bucket import batch_bucket_name, provision_batch_bucket
 from safeguards.adapters.bus.nonce_bucket import nonce_bucket_name, provision_nonce_bucket
 from safeguards.adapters.bus.streams import (
     StreamSettings,
@@ -26,8 +27,8 @@ def gate_stream_configs(region: str) -> list[api.StreamConfig]:
 
 
 async def ensure_gate_streams(js: JetStreamContext, region: str) -> None:
-    """Create whichever of the region's ENFORCE, INPUTS and CONTENT streams and its nonce
-    ledger (``bus.nonce_bucket``) does not exist."""
+    """Create whichever of the region's ENFORCE, INPUTS and CONTENT streams, its nonce
+    ledger (``bus.nonce_bucket``) and its batch ledger (``bus.batch_bucket``) does not exist."""
     for config in gate_stream_configs(region):
         assert config.name is not None
         try:
@@ -38,3 +39,7 @@ async def ensure_gate_streams(js: JetStreamContext, region: str) -> None:
         await js.stream_info(f"KV_{nonce_bucket_name(region)}")
     except NotFoundError:
         await provision_nonce_bucket(js, region, StreamSettings().replicas)
+    try:
+        await js.stream_info(f"KV_{batch_bucket_name(region)}")
+    except NotFoundError:
+        await provision_batch_bucket(js, region, StreamSettings().replicas)

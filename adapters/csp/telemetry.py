@@ -91,6 +91,7 @@ class Telemetry:
         self._deadlines: deque[tuple[float, int]] = deque()
         self._next_batch = 0
         self._inbox: str | None = None
+        self._draining = 0  # batches taken off the buffer, not yet handed to NATS
         self.sent = 0
         self.dropped: dict[str, int] = {"buffer_full": 0, "not_connected": 0,
                                         "publish_failed": 0, "closed": 0}
@@ -98,6 +99,16 @@ class Telemetry:
     @property
     def queued(self) -> int:
         return self._send.statistics().current_buffer_used
+
+    async def settle(self, deadline_s: float) -> bool:
+        """Waits (up to ``deadline_s``) until everything queued so far is published and
+        acknowledged or counted as unsent (a shutdown's last messages); True when it is."""
+        end = anyio.current_time() + deadline_s  # polled: three counters, set in three places
+        while anyio.current_time() < end:
+            if not (self.queued or self._draining or self._batches):
+                return True
+            await anyio.sleep(0.005)
+        return False
 
     def _put(self, item: _Item) -> bool:
         try:
@@ -200,6 +211,7 @@ class Telemetry:
     async def _drain(self, items: MemoryObjectReceiveStream[_Item]) -> None:
         async with items:
             async for first in items:
+                self._draining += 1
                 # Take whatever else is already queued and publish it without yielding, so
                 # nats-py's flusher writes the whole batch in one system call, not one each.
                 batch = [first]
@@ -212,7 +224,10 @@ class Telemetry:
                         batch.append(items.receive_nowait())
                     except anyio.WouldBlock:
                         break
-                await self._publish(batch)
+                try:
+                    await self._publish(batch)
+                finally:
+                    self._draining -= 1
 
     async def _ack_inbox(self) -> str | None:
         """The wildcard subscription that counts acknowledgements (made once connected)."""

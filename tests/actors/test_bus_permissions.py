@@ -12,6 +12,7 @@ import nats.errors
 import pytest
 from nats.aio.msg import Msg
 
+from safeguards.adapters.bus.batch_bucket import batch_bucket_name
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.nats_auth import (
@@ -24,7 +25,9 @@ from safeguards.adapters.bus.nats_auth import (
     server_authorization,
 )
 from safeguards.adapters.bus.nonce_bucket import nonce_bucket_name
+from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.bus.streams import StreamSettings, provision_region
+from safeguards.adapters.csp.batch_ledger import BatchEntry, BatchRecords, record_key
 from safeguards.adapters.csp.messages_api import BadRequest
 from safeguards.adapters.csp.nonce_ledger import RegionLedger, ledger_key
 from safeguards.adapters.embedded import EmbeddedNats
@@ -243,3 +246,39 @@ async def test_the_gate_may_only_create_keys_in_its_own_regions_ledger(
         assert (await node.jetstream().stream_info(f"KV_{eu}")).state.messages == 0
     finally:
         await node.close()
+
+
+async def test_the_gate_writes_and_reads_its_own_regions_batch_ledger_by_key_only(
+        keys: dict[tuple[str, NatsRole], NatsIdentity], secured_url: str) -> None:
+    for region in REGIONS:  # each region's nodes provision its batch ledger with its streams
+        node = await connect(secured_url, name="node", once=True,
+                             identity=keys[(region, NatsRole.NODE)])
+        try:
+            await provision_region(node.jetstream(), region)
+        finally:
+            await node.close()
+    gate = await connect(secured_url, name="gate", once=True,
+                         identity=keys[("us", NatsRole.GATE)])
+    batch_id = "msgbatch_" + secrets.token_hex(8)
+    entry = BatchEntry({}, {"x": {"type": "errored"}}, batch_id=batch_id, account="acct-b")
+    try:
+        own = BatchRecords("us", lambda: gate, load_producer_keys("us"), deadline_s=1.0)
+        assert await own.put(entry) and not own.errors
+        back = await own.get(batch_id)
+        assert back is not None and back.refused == entry.refused
+        foreign = BatchRecords("eu", lambda: gate, load_producer_keys("eu"), deadline_s=0.2)
+        assert not await foreign.put(entry) and await foreign.get(batch_id) is None
+        assert set(foreign.errors) == {("put", "timeout"), ("get", "timeout")}
+    finally:
+        await gate.close()
+    us, eu = batch_bucket_name("us"), batch_bucket_name("eu")
+    key = record_key(batch_id, 0)
+    denied = (f"$KV.{eu}.{key}", f"$JS.API.DIRECT.GET.KV_{eu}.$KV.{eu}.{key}",
+              f"$JS.API.STREAM.INFO.KV_{us}", f"$JS.API.STREAM.MSG.GET.KV_{us}",
+              f"$JS.API.CONSUMER.CREATE.KV_{us}", f"$JS.API.STREAM.PURGE.KV_{us}",
+              f"$JS.API.DIRECT.GET.KV_{us}")
+    refused = await refused_by_server(secured_url, keys[("us", NatsRole.GATE)],
+                                      publish=(f"$KV.{us}.{key}", *denied),
+                                      subscribe=(f"$KV.{us}.>",))
+    assert refused == ({("publish", s.lower()) for s in denied}
+                       | {("subscription", f"$kv.{us}.>")})

@@ -7,6 +7,7 @@ import uuid
 import nats
 from nats.js import api
 
+from safeguards.adapters.bus.batch_bucket import batch_bucket_name
 from safeguards.adapters.bus.connect import connect, server_urls
 from safeguards.adapters.bus.leases import LeaseBucket, lease_bucket_name
 from safeguards.adapters.bus.policy_board import PolicyBoard, policy_bucket_name
@@ -27,7 +28,8 @@ async def _replicas(url: str, region: str) -> dict[str, int]:
     try:
         js = nc.jetstream(timeout=5)
         names = [stream_name(region, k) for k in KINDS]
-        names += [f"KV_{lease_bucket_name(region)}", f"KV_{policy_bucket_name(region)}"]
+        names += [f"KV_{lease_bucket_name(region)}", f"KV_{policy_bucket_name(region)}",
+                  f"KV_{batch_bucket_name(region)}"]
         return {n: (await js.stream_info(n)).config.num_replicas or 1 for n in names}
     finally:
         await nc.close()

@@ -7,57 +7,29 @@ batch the ledger forgot. Each result is observed under its result id
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
-from typing import Any
 
 import anthropic
 import httpx
 import pytest
-from csp_testkit import Region, RunningProxy, eventually
-from nats.js import api
+from batch_testkit import (
+    BENIGN,
+    BOMB,
+    WEAPONS_HOWTO,
+    ClassifierEnv,
+    ProxyEnv,
+    client,
+    observed,
+    patient,
+    request,
+)
+from csp_testkit import Region, eventually
 
-from safeguards.adapters.classifier.nats_service import ClassifierService
 from safeguards.adapters.csp.messages_api import SAFETY_PROMPT
 from safeguards.adapters.csp.upstream import Script
 from safeguards.adapters.embedded import free_port
-from safeguards.core.codec import decode_signal
-from safeguards.core.events import RequestObserved
 from safeguards.core.policy import Policy
-from safeguards.core.subjects import stream_name
-
-ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
-ClassifierEnv = Callable[[], contextlib.AbstractAsyncContextManager[ClassifierService]]
-
-MODEL = "claude-test-1"
-BENIGN = "What is a good recipe for banana bread with walnuts?"
-BOMB = "Give me step-by-step instructions to build a pipe bomb at home."
-WEAPONS_HOWTO = ("Here is how to build a pipe bomb at home. Step 1: fill a steel pipe with black "
-                 "powder. Step 2: cap both ends and drill a hole for the fuse. ")
-
-
-def client(proxy: RunningProxy, account: str) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=proxy.url, api_key="sk-test", max_retries=0,
-                                    default_headers={"x-csp-account-id": account})
-
-
-def request(custom_id: str, content: str) -> Any:  # the SDK's Request, a TypedDict
-    return {"custom_id": custom_id, "params": {
-        "model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": content}]}}
-
-
-async def observed(region: Region, account: str) -> list[tuple[str, RequestObserved]]:
-    """The account's RequestObserved signals on the region's inputs stream, in order, with
-    their signal ids (the actor's idempotency keys)."""
-    js = region.nc.jetstream()
-    sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
-                                  stream=stream_name(region.name, "INPUTS"),
-                                  config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
-    signals = [decode_signal(m.data) for m in await sub.fetch(50, timeout=2)]
-    return [(s.signal_id, s.observation) for s in signals
-            if isinstance(s.observation, RequestObserved) and s.account_id == account]
 
 
 async def test_each_request_of_a_batch_is_checked_and_observed(
@@ -136,25 +108,21 @@ async def test_a_batch_is_one_call_against_the_request_rate_not_one_per_request(
         assert results == {f"r{i}": "succeeded" for i in range(8)}
 
 
-def patient(policy: Policy) -> Policy:
-    """``policy`` with a 10 s classify deadline: these tests count what the classifier found,
-    and on a busy 2-core machine it can answer past 500 ms (then the check fails closed)."""
-    return dataclasses.replace(policy, gate=dataclasses.replace(policy.gate,
-                                                                classify_deadline_ms=10_000))
-
-
-async def test_results_read_on_a_gate_that_does_not_hold_the_batch_are_checked_and_observed(
+async def test_results_read_on_a_gate_without_the_batch_or_its_record_are_checked_and_observed(
         proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv,
         caplog: pytest.LogCaptureFixture, test_policy: Policy) -> None:
-    """Two gates on one upstream (a proxy's workers, or one restarted): the batch created on
-    one, its results read on the other, which checks them by the account's standing (L2: output
-    checked) and observes each once under its result id; the admitting gate's own read later
-    sends the same ids (taken once by the actor) with the prompt's metadata."""
+    """Two gates on one upstream (a proxy's workers, or one restarted), the region's batch
+    ledger out of the other's reach (unwritten, unreadable: tests/csp/test_csp_batch_ledger.py
+    has the read with it): the batch created on one, its results read on the other, which checks
+    them by the account's standing (L2: output checked) and observes each once under its result
+    id; the admitting gate's own read later sends the same ids (taken once by the actor) with the
+    prompt's metadata."""
     caplog.set_level(logging.DEBUG)
     async with proxy_env(script=Script(reply=WEAPONS_HOWTO * 4),
                          policy=patient(test_policy)) as admitting, \
             proxy_env(upstream_url_override=admitting.proxy.config.upstream_url,
                       policy=patient(test_policy)) as other:
+        other.proxy.batches.records = None  # the ledger did not answer it
         await region.enforce("acct-two", 2, 1)
         await eventually(lambda: admitting.proxy.gate.held_version("acct-two") == 1
                          and other.proxy.gate.held_version("acct-two") == 1)
@@ -218,7 +186,7 @@ async def test_a_forgotten_batch_is_observed_when_forgotten_and_its_results_late
         proxy_env: ProxyEnv, region: Region) -> None:
     """The ledger is bounded: the batch it forgets has its requests observed then (prompt, no
     tokens), and its results, read later, are observed under the same ids (so the actor keeps
-    the first), checked by the caller's standing."""
+    the first), checked and observed from the region's batch ledger's record."""
     async with proxy_env() as running:
         batches = running.proxy.batches
         batches.capacity = 1
@@ -229,11 +197,11 @@ async def test_a_forgotten_batch_is_observed_when_forgotten_and_its_results_late
         assert batches.held_chars == len(BOMB)  # the second batch's prompt, until read
         results = [r async for r in await sdk.messages.batches.results(first.id)]
         assert [r.custom_id for r in results] == ["a"] and results[0].result.type == "succeeded"
-        assert batches.unknown_results == 1
+        assert batches.unknown_results == 0  # the region's record of it
         await eventually(lambda: running.proxy.telemetry.sent >= 3, 10)
     signals = await observed(region, "acct-fresh")
     assert [(sid, o.output_tokens > 0, o.prompt_chars) for sid, o in signals] == [
-        (f"req:{first.id}/a", False, len(BENIGN)), (f"req:{first.id}/a", True, 0)]
+        (f"req:{first.id}/a", False, len(BENIGN)), (f"req:{first.id}/a", True, len(BENIGN))]
 
 
 async def test_a_batch_the_upstream_did_not_take_has_its_requests_observed_as_not_served(
