@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -95,7 +96,15 @@ def _missing_train_extra(exc: ImportError) -> int:
     return 2
 
 
+def _progress_to_stderr() -> None:
+    """Training runs for an hour or more: its steps, losses and stages go to stderr (a run that
+    stops learning shows in its loss long before the calibration check refuses it)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
 def _train(args: argparse.Namespace) -> int:
+    _progress_to_stderr()
     try:
         from safeguards.adapters.classifier_training.collapse import TrainingCollapsed
         from safeguards.adapters.classifier_training.encoder_model import train as train_encoder
@@ -157,6 +166,7 @@ def _print_ood(report: dict[str, Any]) -> None:
 
 
 def _train_first_stage(args: argparse.Namespace) -> int:
+    _progress_to_stderr()
     from safeguards.adapters.classifier_training.first_stage import train_first_stage
 
     report = train_first_stage(args.out, args.wheels, version=args.version, cache=args.cache)
