@@ -207,16 +207,22 @@ def test_the_ops_command_prints_the_servers_authorization(
     assert main(["ops", "nats-authorization", "--region", "U S"]) == 2
 
 
-async def test_the_gate_may_only_create_keys_in_its_own_regions_ledger(
-        keys: dict[tuple[str, NatsRole], NatsIdentity], secured_url: str,
-        tmp_path: Path) -> None:
-    for region in REGIONS:  # each region's nodes provision its streams and its ledger
+async def _provision_regions(keys: dict[tuple[str, NatsRole], NatsIdentity],
+                             secured_url: str) -> None:
+    """Each region's nodes provision its streams, its nonce ledger and its batch ledger."""
+    for region in REGIONS:
         node = await connect(secured_url, name="node", once=True,
                              identity=keys[(region, NatsRole.NODE)])
         try:
             await provision_region(node.jetstream(), region)
         finally:
             await node.close()
+
+
+async def test_the_gate_may_only_create_keys_in_its_own_regions_ledger(
+        keys: dict[tuple[str, NatsRole], NatsIdentity], secured_url: str,
+        tmp_path: Path) -> None:
+    await _provision_regions(keys, secured_url)
     gate = await connect(secured_url, name="gate", once=True,
                          identity=keys[("us", NatsRole.GATE)])
     try:
@@ -250,13 +256,7 @@ async def test_the_gate_may_only_create_keys_in_its_own_regions_ledger(
 
 async def test_the_gate_writes_and_reads_its_own_regions_batch_ledger_by_key_only(
         keys: dict[tuple[str, NatsRole], NatsIdentity], secured_url: str) -> None:
-    for region in REGIONS:  # each region's nodes provision its batch ledger with its streams
-        node = await connect(secured_url, name="node", once=True,
-                             identity=keys[(region, NatsRole.NODE)])
-        try:
-            await provision_region(node.jetstream(), region)
-        finally:
-            await node.close()
+    await _provision_regions(keys, secured_url)
     gate = await connect(secured_url, name="gate", once=True,
                          identity=keys[("us", NatsRole.GATE)])
     batch_id = "msgbatch_" + secrets.token_hex(8)
