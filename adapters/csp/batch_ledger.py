@@ -40,7 +40,6 @@ import hashlib
 import json
 import logging
 import struct
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,13 +53,14 @@ from opentelemetry.trace import SpanContext
 from safeguards.adapters.bus.batch_bucket import CHUNK_BYTES, batch_direct_get, batch_subject
 from safeguards.adapters.bus.producer_auth import ProducerKeys, Unsealable
 from safeguards.adapters.csp.decision import Decision, GateRequest
+from safeguards.adapters.csp.sparse_warning import EVERY_S, SparseWarning
 from safeguards.core.ids import validate_region
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 DEFAULT_DEADLINE_S = 0.5
-LOG_EVERY_S = 60.0
+LOG_EVERY_S = EVERY_S
 _COUNT = struct.Struct(">H")  # chunk 0's chunk count
 
 
@@ -157,8 +157,7 @@ class BatchRecords:
         self.on_error = on_error
         self.errors: dict[tuple[str, str], int] = {}  # by (op, reason)
         self.written_bytes = 0  # the sealed values written (what the bucket holds)
-        self._unlogged = 0
-        self._logged_at = -LOG_EVERY_S
+        self._warning = SparseWarning(log, LOG_EVERY_S)
 
     async def put(self, entry: BatchEntry) -> bool:
         """Writes ``entry`` (its ``batch_id`` set) to the ledger; False, counted, where it
@@ -263,11 +262,6 @@ class BatchRecords:
         self.errors[(op, reason)] = self.errors.get((op, reason), 0) + 1
         if self.on_error is not None:
             self.on_error(op, reason)
-        self._unlogged += 1
-        now = time.monotonic()
-        if now - self._logged_at >= LOG_EVERY_S:
-            self._logged_at = now
-            log.warning("the %s batch ledger failed to %s a record (%s; %d times since the last "
-                        "note): those batches' results are checked by the caller's standing on "
-                        "other gates", self.region, op, reason, self._unlogged)
-            self._unlogged = 0
+        self._warning.note("the %s batch ledger failed to %s a record (%s; %d times since the "
+                           "last note): those batches' results are checked by the caller's "
+                           "standing on other gates", self.region, op, reason)

@@ -34,7 +34,6 @@ import hashlib
 import hmac
 import json
 import logging
-import time
 from collections.abc import Callable
 
 import nats.errors
@@ -43,13 +42,14 @@ from nats.aio.client import Client as NATS
 from safeguards.adapters.bus.nonce_bucket import nonce_subject
 from safeguards.adapters.csp.messages_api import BadRequest
 from safeguards.adapters.csp.shared_nonces import REPLAYED
+from safeguards.adapters.csp.sparse_warning import EVERY_S, SparseWarning
 from safeguards.core.ids import validate_region
 
 log = logging.getLogger(__name__)
 
 MODES = ("required", "local")
 DEFAULT_DEADLINE_S = 0.025
-LOG_EVERY_S = 60.0
+LOG_EVERY_S = EVERY_S
 WRONG_LAST_SEQUENCE = 10071  # JetStream: the subject already holds a message
 UNAVAILABLE_MESSAGE = "the replay check is unavailable: try again shortly"
 _EXPECT_NONE = {"Nats-Expected-Last-Subject-Sequence": "0"}
@@ -96,8 +96,7 @@ class RegionLedger:
         self._connection = connection
         self.on_unavailable = on_unavailable
         self.unavailable: dict[str, int] = {}  # by reason
-        self._unlogged = 0
-        self._logged_at = -LOG_EVERY_S
+        self._warning = SparseWarning(log, LOG_EVERY_S)
 
     async def take(self, secret: bytes, nonce: str) -> str | None:
         """None when the region had not seen ``nonce`` (or, in ``local`` mode, could not say);
@@ -143,12 +142,7 @@ class RegionLedger:
         self.unavailable[reason] = self.unavailable.get(reason, 0) + 1
         if self.on_unavailable is not None:
             self.on_unavailable(reason, action)
-        self._unlogged += 1
-        now = time.monotonic()
-        if now - self._logged_at >= LOG_EVERY_S:
-            self._logged_at = now
-            log.warning("the %s nonce ledger did not answer (%s; %d times since the last note): "
-                        "%s", self.region, reason, self._unlogged,
-                        "signed requests are refused with 503" if action == "refused" else
-                        "assertions are taken on this host's replay table alone")
-            self._unlogged = 0
+        self._warning.note("the %s nonce ledger did not answer (%s): %s; %d times since the "
+                           "last note", self.region, reason,
+                           "signed requests are refused with 503" if action == "refused" else
+                           "assertions are taken on this host's replay table alone")
