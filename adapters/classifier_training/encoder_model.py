@@ -245,7 +245,8 @@ def _train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None,
         else:
             trained = ft.train(cfg, weights, training_windows(splits.fit, windows), sizes,
                                finetune, translation_pairs(wheels, windows, seed)
-                               if finetune.pair_weight else ())
+                               if finetune.pair_weight else (),
+                               held_out=training_windows(splits.calibration, windows))
     labels = (_identity(PROMPT_CATEGORIES, 0),
               _identity(COMPLETION_CATEGORIES, len(PROMPT_CATEGORIES)))
     # the tuned tower alone, served (int8), reads the calibration split's benign rows: the

@@ -17,7 +17,7 @@ import logging
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from safeguards.adapters.classifier.encoder.graph import EncoderConfig
+from safeguards.adapters.classifier_training import finetune_watch as fw
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class FinetuneConfig:
     pair_weight: float = 0.0
     threads: int = 2
     seed: int = 20261201
+    watch: fw.WatchConfig = field(default_factory=fw.WatchConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,9 +227,12 @@ def _stack(cached: Sequence[torch.Tensor], idx: Sequence[int],
 
 def train(cfg: EncoderConfig, weights: dict[str, np.ndarray], windows: Sequence[Window],
           head_sizes: Sequence[int], ft: FinetuneConfig,
-          pairs: Sequence[tuple[Sequence[int], Sequence[int]]] = ()) -> dict[str, np.ndarray]:
+          pairs: Sequence[tuple[Sequence[int], Sequence[int]]] = (),
+          held_out: Sequence[Window] = ()) -> dict[str, np.ndarray]:
     """Fine-tune on ``windows`` (and keep the token windows of each translation pair in
-    ``pairs`` close); the trained tensors (low-rank factors and heads)."""
+    ``pairs`` close); the trained tensors (low-rank factors and heads). With ``held_out``
+    windows, a sample of them is read as training goes and the best parameters are returned
+    (``finetune_watch``)."""
     torch.manual_seed(ft.seed)
     torch.set_num_threads(ft.threads)
     torch.use_deterministic_algorithms(True)
@@ -248,9 +253,11 @@ def train(cfg: EncoderConfig, weights: dict[str, np.ndarray], windows: Sequence[
     optimiser = torch.optim.AdamW(params, lr=ft.lr, weight_decay=ft.weight_decay)
     batches = [order[i : i + ft.batch] for i in range(0, len(order), ft.batch)]
     total = len(batches) * ft.epochs
+    watch = _watch(encoder, heads, held_out, params, head_sizes[0], ft)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: min(1.0, (step + 1) / (0.05 * total)) * max(
+        optimiser, lambda step: watch.lr_scale[0] * min(1.0, (step + 1) / (0.05 * total)) * max(
             0.0, (total - step) / total))
+    done = 0
     for epoch in range(ft.epochs):
         rng.shuffle(batches)
         running = 0.0
@@ -273,8 +280,26 @@ def train(cfg: EncoderConfig, weights: dict[str, np.ndarray], windows: Sequence[
             optimiser.step()
             schedule.step()
             running += loss.item()
+            done += 1
             if (step + 1) % 200 == 0:
                 log.info("epoch %d step %d/%d loss %.4f", epoch + 1, step + 1, len(batches),
                          running / 200)
                 running = 0.0
+            if held_out and done % ft.watch.every == 0:
+                watch.check(done, optimiser)
+    if held_out:
+        watch.check(done, optimiser)
+        watch.restore()
+        log.info("returning the parameters of held-out mean ROC AUC %.4f", watch.best_auc)
     return {**encoder.lora_tensors(), **heads.tensors()}
+
+
+def _watch(encoder: Encoder, heads: Heads, held_out: Sequence[Window],
+           params: list[nn.Parameter], prompt_labels: int, ft: FinetuneConfig) -> fw.Watch:
+    chosen = fw.sample([len(w.ids) for w in held_out], ft.watch, ft.seed)
+    sampled = [held_out[k] for k in chosen]
+    cached = _bottom_cache(encoder, [w.ids for w in sampled])
+    targets = np.stack([w.target for w in sampled]) if sampled else np.zeros((0, 0))
+    tasks = np.stack([w.task for w in sampled]) if sampled else np.zeros((0, 0))
+    return fw.Watch(lambda x, m: heads(encoder.top(x, m)), cached, _stack,
+                    encoder.cfg.hidden_size, targets, tasks, prompt_labels, params, ft.watch)

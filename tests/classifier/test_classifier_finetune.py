@@ -41,7 +41,7 @@ def test_trained_low_rank_updates_and_heads_survive_export() -> None:
     config = ft.FinetuneConfig(trainable_from=1, rank=4, head_hidden=8, epochs=2, batch=8,
                                lr=1e-2, pair_batch=2)
     trained = ft.train(CFG, weights, windows, (2, 1), config,
-                       pairs=[([1, 5, 6, 2], [1, 7, 8, 9, 2])])
+                       pairs=[([1, 5, 6, 2], [1, 7, 8, 9, 2])], held_out=_windows(12, seed=9))
     assert any(k.endswith(".lora_a") for k in trained)
     assert trained["heads.out.weight"].shape == (16, 3)  # two hidden layers of 8, side by side
     # the PyTorch encoder with the updates merged, the heads by hand, vs the ONNX graph
@@ -124,3 +124,45 @@ def test_warm_heads_start_from_the_tuned_runs_and_embeddings_are_kept(
     # other windows are another key: computed, not read
     with pytest.raises(AssertionError, match="computed again"):
         rh.train_heads(CFG, weights, tuned, windows[:8], (2, 1), config, epochs=0, cache=tmp_path)
+
+
+def test_the_watch_keeps_the_best_parameters_and_rolls_back_a_collapse() -> None:
+    from safeguards.adapters.classifier_training import finetune_watch as fw
+
+    # one label, a linear scorer over 2-d inputs: the first feature tells positives apart
+    rng = np.random.default_rng(3)
+    target = (np.arange(40) % 2).astype(np.int8)
+    rows = [torch.tensor([[float(t) + rng.normal(0, 0.1), rng.normal()]]) for t in target]
+    weight = torch.nn.Parameter(torch.tensor([[1.0], [0.0]]))
+    optimiser = torch.optim.AdamW([weight], lr=0.1)
+    weight.sum().backward()
+    optimiser.step()  # the optimiser now holds moments for the weight
+    weight.data = torch.tensor([[1.0], [0.0]])
+
+    def stack(cached: Any, idx: Any, hidden: int) -> tuple[Any, Any]:
+        return torch.cat([cached[k] for k in idx]), torch.ones(len(idx), 1)
+
+    watch = fw.Watch(lambda x, m: x @ weight, rows, stack, 2, target[:, None],
+                     np.ones((40, 1), np.int8), 1, [weight], fw.WatchConfig(batch=16))
+    watch.check(100, optimiser)
+    assert watch.best_auc == 1.0 and not watch.history[-1].rolled_back
+    weight.data = torch.tensor([[-1.0], [0.0]])  # diverged: ranks every positive last
+    watch.check(200, optimiser)
+    assert watch.history[-1].rolled_back and watch.history[-1].mean_auc == 0.0
+    assert torch.equal(weight.detach(), torch.tensor([[1.0], [0.0]]))  # back to the best
+    assert watch.lr_scale == [0.5] and not optimiser.state  # moments cleared, rate halved
+    weight.data = torch.tensor([[1.0], [0.1]])  # noisier than the best, within the margin
+    watch.check(300, optimiser)
+    assert not watch.history[-1].rolled_back and watch.best_auc == 1.0
+    assert [r.step for r in watch.history] == [100, 200, 300]
+
+
+def test_sampling_is_fixed_and_ordered_by_length() -> None:
+    from safeguards.adapters.classifier_training import finetune_watch as fw
+
+    lengths = [5, 1, 9, 3, 7, 2]
+    cfg = fw.WatchConfig(rows=4)
+    chosen = fw.sample(lengths, cfg, seed=7)
+    assert chosen == fw.sample(lengths, cfg, seed=7) and len(set(chosen)) == 4
+    assert [lengths[k] for k in chosen] == sorted(lengths[k] for k in chosen)
+    assert fw.sample(lengths[:3], cfg, seed=7) == [1, 0, 2]
