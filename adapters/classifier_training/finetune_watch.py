@@ -94,8 +94,9 @@ class Watch:
             self.lr_scale[0] *= 0.5
             reading.rolled_back = True
         self.history.append(reading)
-        log.info("watch step %d: held-out mean ROC AUC %.4f (best %.4f)%s", step,
+        log.info("watch step %d: held-out mean ROC AUC %.4f (best %.4f) by label %s%s", step,
                  reading.mean_auc, self.best_auc,
+                 " ".join(f"{j}:{a:.3f}" for j, a in reading.per_label.items()),
                  f"; rolled back, learning rate x{self.lr_scale[0]:g}" if reading.rolled_back
                  else "")
 
