@@ -112,6 +112,8 @@ class GatePolicy:
     # ``probation_screen_deadline_ms`` (not ``screen_deadline_ms``) for its first
     # ``probation_requests`` screenings at the classifier (what the first stage passes on): a
     # fresh account's first harmful asks are scored before they are served, and only those wait.
+    # Only answered screenings count (one that missed the deadline uses none up), with at most
+    # 3 x ``probation_requests`` taken in all (``csp.gate_entry.PROBATION_TRIES``): it ends.
     probation_requests: int = 5
     probation_screen_deadline_ms: float = 250.0
     # A gate that has not yet read its region's enforcement (a start while NATS is down, with no

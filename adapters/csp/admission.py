@@ -7,7 +7,7 @@ latency histogram) and, when the account's level asks for it, synchronous classi
 policy's deadline (for fresh and L0 accounts, screening: a cascade whose first stage clears what
 the contextual model would not flag, then the classifier on a short deadline, failing open,
 one screening per account at a time: ``screen_turns``; an account on probation, the first
-screenings of one this gate holds no command for, waits the longer probation deadline).
+answered screenings of one this gate holds no command for, waits the longer probation deadline).
 ``observe`` runs after the response: it charges tokens to the GCRA and queues the metadata-only
 signal and the content for scoring (never waiting on NATS).
 
@@ -157,12 +157,16 @@ class Admission:
             if missed:
                 return self._resolve(request, decision, None, failure=missed)
             # Probation: a fresh account's first screenings wait longer (its first harmful ask
-            # is scored, not served for want of a score); established accounts never do.
+            # is scored, not served for want of a score); established accounts never do. Only
+            # an answered one counts: a classifier overloaded at the start uses none up.
             deadline_ms = gate_policy.screen_deadline_ms
-            if self.gate.on_probation(request.account_id):
+            probation = self.gate.probation(request.account_id)
+            if probation is not None:
                 deadline_ms = max(deadline_ms, gate_policy.probation_screen_deadline_ms)
             scores, failure = await self.classifier.classify(
                 request.request_id, "prompt", prompt, deadline_ms=deadline_ms)
+            if probation is not None and scores is not None:
+                probation.screened += 1
         return self._resolve(request, decision, scores,
                              failure=f"screen_{failure}" if failure else "screen_error")
 

@@ -182,14 +182,13 @@ class Gate(GateCounters):
         entry = self._commanded.get(account_id)
         return 0 if entry is None or entry.expires <= now else entry.level
 
-    def on_probation(self, account_id: str) -> bool:
-        """Counts a screening of the account: whether it is one of its first
-        ``gate.probation_requests`` here while this gate never held a command for it."""
+    def probation(self, account_id: str) -> CacheEntry | None:
+        """The account's entry if a screening of it starting now is on probation (this gate never
+        held a command for it: ``CacheEntry.start_probation``); the caller counts an answer."""
         entry = self._uncommanded.get(account_id)
         if entry is None or account_id in self._expired:
-            return False
-        entry.screened += 1
-        return entry.screened <= self.policy.gate.probation_requests
+            return None
+        return entry if entry.start_probation(self.policy.gate.probation_requests) else None
 
     @property
     def size(self) -> int:

@@ -9,13 +9,16 @@ from datetime import datetime
 from safeguards.adapters.csp.decision import Decision
 
 RATE_WINDOW_S = 60.0  # GCRA burst tolerance: one minute's quota may be spent at once
+# Probation ends after ``gate.probation_requests`` answered screenings, or after this many times
+# as many taken in all (answered or not): an overloaded classifier cannot keep it going forever.
+PROBATION_TRIES = 3
 
 
 class CacheEntry:
     """One account in the cache: its command (if any) and its GCRA state."""
 
-    __slots__ = ("expires", "level", "ok", "req_interval", "req_tat", "screened", "tok_interval",
-                 "tok_tat", "version")
+    __slots__ = ("expires", "level", "ok", "probation_tries", "req_interval", "req_tat",
+                 "screened", "tok_interval", "tok_tat", "version")
 
     def __init__(self, level: int, version: int, expires: float, req_interval: float,
                  tok_interval: float, ok: Decision) -> None:
@@ -27,7 +30,18 @@ class CacheEntry:
         self.ok = ok
         self.req_tat = 0.0
         self.tok_tat = 0.0
-        self.screened = 0  # screenings taken on probation (an account without a command)
+        # an account without a command: its probation screenings answered, and taken in all
+        self.screened = 0
+        self.probation_tries = 0
+
+    def start_probation(self, requests: int) -> bool:
+        """Whether a screening starting now is on probation (counted as taken): fewer than
+        ``requests`` answered (``screened``: the caller counts an answer) and fewer than
+        ``PROBATION_TRIES * requests`` taken. One that missed its deadline uses none up."""
+        if self.screened >= requests or self.probation_tries >= PROBATION_TRIES * requests:
+            return False
+        self.probation_tries += 1
+        return True
 
     def take(self, now: float) -> tuple[str, float] | None:
         """Spend one request on the GCRA: None, or the throttle's reason and retry-after."""
