@@ -14,15 +14,14 @@ fallback); per refused request, the errored result the client gets (an error typ
 message, which names no text); and the caller's account, organisation, project and API-key
 fingerprint. Never the prompt's text: raw text lives only on the region's short-TTL content
 stream (ARCHITECTURE, "Signals raw content never reaches"), and a batch's results are read up to
-29 days later. So a result read by a gate that does not hold its batch in memory is observed
-with every detail but the text: its prompt is queued for scoring by the admitting process only
-(on its own first read of the results, on forgetting the batch, when the upstream did not take
-it, or as it shuts down: ``BatchGate.shut_down``). Where that process ends without a shutdown (a
-crash, a kill) before any of those, the prompts it held are never scored from the batch: the
-admission acted on them where the account's level screened or classified them, but no prompt
-score reaches the account's history, and a prompt link is recorded without the prompt's score;
-its completions are scored as every batch result is. The completion check itself needs no
-prompt text: it scores the completion under the stored decision and the account's standing.
+29 days later. So the admitting gate stores each admitted prompt on the content stream before it
+answers the creation (``batch_prompts``), and a result is observed, on whichever gate reads it,
+with every detail but the prompt's text. A prompt the content stream did not store then (counted)
+is queued for scoring by the admitting process only (on its own first read of the results, on
+forgetting the batch, or as it shuts down: ``BatchGate.shut_down``); only where the stream
+refused it and that process then ends without a shutdown (a crash, a kill) is that prompt never
+scored. The completion check itself needs no prompt text: it scores the completion under the
+stored decision and the account's standing.
 
 Encoding: compact JSON, zlib-compressed, split into values of ``CHUNK_BYTES`` (key
 ``<digest>-<n>``: 32 hex digits of BLAKE2b of the batch id, then the chunk's index; chunk 0 starts

@@ -26,20 +26,23 @@ derive from it) whichever gate observes it. A blocked account may not read resul
 not a result (malformed, no custom_id) is dropped and counted, as is a result for a request the
 gate withheld (its errored result is the gate's).
 
-The gate keeps each batch's admitted requests in memory until its results are read (``capacity``
-batches and ``max_held_chars`` of prompt text, the oldest forgotten first, counted in
-``forgotten``; a forgotten batch's requests are observed then, as requests not yet served, their
-prompts queued for scoring), and, with ``records``, in the region's batch ledger
-(``batch_ledger``: each admitted request's decision and prompt metadata, each refused request's
-errored result, sealed, no text, kept as long as the provider keeps the results). Results of a
-batch it does not hold (another worker's or proxy host's, one from before a restart, a forgotten
-one) are checked and observed from that record as on the admitting gate, the refused requests'
-results spliced in, except that the prompt's text is queued for scoring by the admitting process
-only (``batch_ledger`` says when that is lost). Without a record (none written, another
-account's, unreadable), they are checked by the caller's standing now and observed on this
-process's first read of them with the caller, the model and the tokens only, counted in
-``unknown_results``. Batch objects (create, retrieve, list) are answered with ``results_url``
-pointing at this proxy, so that clients fetch results through the gate.
+Before a creation is answered, its admitted prompts are stored on the region's content stream
+under their result ids (``batch_prompts``, JetStream-acknowledged; on NATS), so a process killed
+after answering has lost no prompt's scoring, and the results' observation sends no prompt text
+again. The gate keeps each batch's admitted requests in memory until its results are read
+(``capacity`` batches and ``max_held_chars`` of prompt text not stored yet, the oldest forgotten
+first, counted in ``forgotten``; a forgotten batch's requests are observed then, as requests not
+yet served, prompts still held queued for scoring), and, with ``records``, in the region's batch
+ledger (``batch_ledger``: each admitted request's decision and prompt metadata, each refused
+request's errored result, sealed, no text, kept as long as the provider keeps the results).
+Results of a batch it does not hold (another worker's or proxy host's, one from before a
+restart, a forgotten one) are checked and observed from that record as on the admitting gate,
+the refused requests' results spliced in (a prompt the content stream did not store at the
+creation is queued by the admitting process only: ``batch_ledger``). Without a record (none
+written, another account's, unreadable), they are checked by the caller's standing now and
+observed on this process's first read of them with the caller, the model and the tokens only,
+counted in ``unknown_results``. Batch objects (create, retrieve, list) are answered with
+``results_url`` pointing at this proxy, so that clients fetch results through the gate.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from safeguards.adapters import tracing
 from safeguards.adapters.csp.admission import Admission
 from safeguards.adapters.csp.answers import Checked, CompletionGuard
@@ -59,6 +64,7 @@ from safeguards.adapters.csp.batch_ledger import (
     BatchRecords,
     result_request_id,
 )
+from safeguards.adapters.csp.batch_prompts import BatchPrompts
 from safeguards.adapters.csp.decision import (
     TERMINATE_ACTION,
     THROTTLE_ACTION,
@@ -117,6 +123,10 @@ class BatchGate:
         self._read_records: OrderedDict[str, BatchEntry] = OrderedDict()
         self.guard = CompletionGuard(admission, gate, metrics,
                                      classify_all_streams=classify_all_streams)
+        # admitted prompts stored on the content stream before a creation is answered (NATS)
+        self.prompts = None if admission.telemetry.link is None else BatchPrompts(
+            admission.telemetry,
+            lambda reason, n: metrics.batch_prompts_unpublished.labels(reason).inc(n))
 
     async def submit(self, caller: Caller, body: bytes) -> Submission:
         admitted: dict[str, BatchItem] = {}
@@ -151,11 +161,18 @@ class BatchGate:
 
     async def remember(self, batch_id: str, entry: BatchEntry) -> None:
         """The upstream took the batch as ``batch_id``: its requests are named for their results
-        (``result_request_id``), held until those are read, and recorded in the region's batch
-        ledger (``batch_ledger``; a record not written is counted there)."""
+        (``result_request_id``), their prompts stored on the region's content stream
+        (``batch_prompts``: one not stored is held here until the results are read), the batch
+        recorded in the region's batch ledger (``batch_ledger``; a record not written is
+        counted there) and held until its results are read. The creation is answered after."""
         for custom_id, item in entry.admitted.items():
             item.request.request_id = result_request_id(batch_id, custom_id)
         entry.batch_id = batch_id
+        async with anyio.create_task_group() as tg:
+            if self.records is not None:
+                tg.start_soon(self.records.put, entry)
+            if self.prompts is not None:
+                tg.start_soon(self.prompts.publish, entry)
         self._ledger[batch_id] = entry
         self.held_chars += entry.held_chars
         while len(self._ledger) > self.capacity or (
@@ -164,8 +181,6 @@ class BatchGate:
             self.forgotten += 1
             self.held_chars -= oldest.held_chars
             self.unserved(oldest)
-        if self.records is not None:
-            await self.records.put(entry)
 
     def unserved(self, entry: BatchEntry) -> None:
         """Observes ``entry``'s admitted requests as requests not served (no tokens, no
@@ -179,9 +194,10 @@ class BatchGate:
             item.prompt = ""
 
     async def shut_down(self, deadline_s: float) -> int:
-        """Shutting down: the prompt text of each batch whose results it has not read is
-        queued for scoring now (content only: the request's signal comes with its results, on
-        whichever gate reads them, from the region's record) and published (up to
+        """Shutting down: the prompt text still held (not stored at the creation) of each batch
+        whose results it has not read is queued for scoring now (content only: the request's
+        signal comes with its results, on whichever gate reads them, from the region's record)
+        and published (up to
         ``deadline_s``); how many prompts."""
         released = 0
         for entry in self._ledger.values():

@@ -154,6 +154,12 @@ class CspMetrics:
             "safeguards_csp_batch_ledger_errors",
             "batch records the region's batch ledger did not write or read", ["op", "reason"],
             registry=self.registry)
+        # admitted batch prompts not stored on the content stream before the creation was
+        # answered (timeout, disconnected, no_stream, jetstream_error): held in memory instead
+        self.batch_prompts_unpublished = Counter(
+            "safeguards_csp_batch_prompts_unpublished",
+            "admitted batch prompts the content stream did not store at the batch's creation",
+            ["reason"], registry=self.registry)
 
     def count_caller_refused(self, reason: str) -> None:
         self.caller_refused.labels(reason).inc()

@@ -149,6 +149,16 @@ class Telemetry:
         traced = None if tracing.TRACER is None else _request_span(request, "", 0, 0)
         return self._put((request, _CONTENT_ONLY, 0, 0, prompt, completion, when, 1, traced))
 
+    def content_message(self, request: GateRequest, text: str) -> tuple[str, bytes, dict[str, str]]:
+        """A prompt's content-stream message as the drain publishes it (clipped, sealed, signed):
+        subject, payload, headers, for a publisher that awaits its acknowledgement itself
+        (``batch_prompts``)."""
+        out: list[_Message] = []
+        self._encode((request, _CONTENT_ONLY, 0, 0, text, None, time.time(), 1, None), out)
+        subject, payload, _, _ = out[0]
+        headers = {} if self.producer is None else self.producer.headers(subject, payload)
+        return subject, payload, headers
+
     def _subjects(self, account_id: str) -> tuple[str, str]:
         """The account's inputs and content subjects, memoised (bounded) off the hot path."""
         found = self._subject_cache.get(account_id)
