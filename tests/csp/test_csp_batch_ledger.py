@@ -6,12 +6,9 @@ its own account's reads only; a large batch's record spans several values."""
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-from collections.abc import AsyncIterator
 
 import anyio
-import nats.errors
 from batch_testkit import (
     BENIGN,
     BOMB,
@@ -22,9 +19,10 @@ from batch_testkit import (
     observed,
     patient,
     request,
+    scored,
+    upstream_only,
 )
 from csp_testkit import Region, eventually
-from nats.js import api
 
 from safeguards.adapters.bus.batch_bucket import CHUNK_BYTES
 from safeguards.adapters.bus.producer_auth import load_producer_keys
@@ -37,35 +35,9 @@ from safeguards.adapters.csp.batch_ledger import (
 )
 from safeguards.adapters.csp.decision import INTERVENE, TERMINATE_STREAM, Decision, GateRequest
 from safeguards.adapters.csp.upstream import Script
-from safeguards.core.codec import decode_signal
-from safeguards.core.events import ScoreRecorded
 from safeguards.core.policy import Policy
-from safeguards.core.subjects import stream_name
 
 PLAIN = BENIGN + " #reply-chars=100"
-
-
-async def scored(region: Region, account: str) -> set[tuple[str, str]]:
-    """The (request id, content kind) of the account's ScoreRecorded signals."""
-    js = region.nc.jetstream()
-    sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
-                                  stream=stream_name(region.name, "INPUTS"),
-                                  config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
-    try:
-        signals = [decode_signal(m.data) for m in await sub.fetch(100, timeout=1)]
-    except nats.errors.TimeoutError:
-        return set()
-    finally:
-        await sub.unsubscribe()
-    return {(s.observation.request_id, s.observation.content_kind) for s in signals
-            if isinstance(s.observation, ScoreRecorded) and s.account_id == account}
-
-
-@contextlib.asynccontextmanager
-async def upstream_only(proxy_env: ProxyEnv, policy: Policy) -> AsyncIterator[str]:
-    """An upstream stand-in that outlives the proxies started on it (its own proxy unused)."""
-    async with proxy_env(script=Script(reply=WEAPONS_HOWTO * 4), policy=policy) as holder:
-        yield holder.proxy.config.upstream_url
 
 
 async def test_results_read_after_a_restart_are_checked_and_observed_as_admitted(
@@ -75,7 +47,7 @@ async def test_results_read_after_a_restart_are_checked_and_observed_as_admitted
     restarted and the account lowered to L0 since: the restarted proxy still withholds the
     harmful completion (the admission's decision asked for the check), splices the refused
     request's errored result in, and observes each result with its prompt's metadata; the
-    prompts, which only the first process held, were queued for scoring as it shut down."""
+    prompts were stored on the content stream by the first process at the creation."""
     policy = patient(test_policy)
     async with upstream_only(proxy_env, policy) as upstream, classifier_env():
         await region.enforce("acct-restart", 2, 1)
@@ -92,7 +64,7 @@ async def test_results_read_after_a_restart_are_checked_and_observed_as_admitted
                        await client(after, "acct-restart").messages.batches.results(batch.id)}
             assert after.proxy.batches.unknown_results == 0
             await eventually(lambda: after.proxy.telemetry.sent >= 2, 10)
-            # the restarted process queued its unread prompts for scoring as it shut down
+            # the first process stored the prompts on the content stream at the creation
             want = {(f"{batch.id}/{name}", "prompt") for name in ("plain", "harmful")}
             found: set[tuple[str, str]] = set()
             for _ in range(60):

@@ -1,20 +1,23 @@
-"""What the Message Batches tests share: the SDK client, a batch request, the RequestObserved
-signals on the region's inputs stream, a patient classify deadline."""
+"""What the Message Batches tests share: the SDK client, a batch request, the RequestObserved and
+ScoreRecorded signals on the region's inputs stream, an upstream stand-in that outlives its
+proxies, a patient classify deadline."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anthropic
+import nats.errors
 from csp_testkit import Region, RunningProxy
 from nats.js import api
 
 from safeguards.adapters.classifier.nats_service import ClassifierService
+from safeguards.adapters.csp.upstream import Script
 from safeguards.core.codec import decode_signal
-from safeguards.core.events import RequestObserved
+from safeguards.core.events import RequestObserved, ScoreRecorded
 from safeguards.core.policy import Policy
 from safeguards.core.subjects import stream_name
 
@@ -48,6 +51,29 @@ async def observed(region: Region, account: str) -> list[tuple[str, RequestObser
     signals = [decode_signal(m.data) for m in await sub.fetch(50, timeout=2)]
     return [(s.signal_id, s.observation) for s in signals
             if isinstance(s.observation, RequestObserved) and s.account_id == account]
+
+
+async def scored(region: Region, account: str) -> set[tuple[str, str]]:
+    """The (request id, content kind) of the account's ScoreRecorded signals."""
+    js = region.nc.jetstream()
+    sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
+                                  stream=stream_name(region.name, "INPUTS"),
+                                  config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
+    try:
+        signals = [decode_signal(m.data) for m in await sub.fetch(100, timeout=1)]
+    except nats.errors.TimeoutError:
+        return set()
+    finally:
+        await sub.unsubscribe()
+    return {(s.observation.request_id, s.observation.content_kind) for s in signals
+            if isinstance(s.observation, ScoreRecorded) and s.account_id == account}
+
+
+@contextlib.asynccontextmanager
+async def upstream_only(proxy_env: ProxyEnv, policy: Policy) -> AsyncIterator[str]:
+    """An upstream stand-in that outlives the proxies started on it (its own proxy unused)."""
+    async with proxy_env(script=Script(reply=WEAPONS_HOWTO * 4), policy=policy) as holder:
+        yield holder.proxy.config.upstream_url
 
 
 def patient(policy: Policy) -> Policy:

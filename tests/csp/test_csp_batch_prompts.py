@@ -1,0 +1,126 @@
+"""A batch's admitted prompts are stored on the region's content stream before its creation is
+answered (``csp.batch_prompts``): a ``safeguards proxy`` process killed with SIGKILL right after
+answering has lost none of them, and the results read later on another process observe each
+request once without sending its prompt again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import anthropic
+import anyio
+import httpx
+import pytest
+from batch_testkit import (
+    BENIGN,
+    ClassifierEnv,
+    ProxyEnv,
+    client,
+    observed,
+    patient,
+    request,
+    scored,
+    upstream_only,
+)
+from csp_testkit import Region, eventually
+
+from safeguards.adapters.bus.producer_auth import load_producer_keys
+from safeguards.adapters.embedded import free_port
+from safeguards.adapters.embedded.ports import wait_for_port
+from safeguards.core.codec import decode_record
+from safeguards.core.content import ContentItem
+from safeguards.core.policy import Policy
+from safeguards.core.subjects import stream_name
+
+ACCOUNT = "acct-killed"
+PROMPTS = {"plain": BENIGN + " #reply-chars=100", "second": BENIGN + " (and a second loaf)"}
+
+
+async def content(region: Region) -> Counter[tuple[str, str]]:
+    """(request id, kind) of the account's items on the region's content stream, how many
+    times each (read by sequence, unsealed with the region's keys: no consumer takes them)."""
+    js = region.nc.jetstream()
+    stream = stream_name(region.name, "CONTENT")
+    state = (await js.stream_info(stream)).state
+    keys = load_producer_keys(region.name)
+    found: Counter[tuple[str, str]] = Counter()
+    for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
+        msg = await js.get_msg(stream, seq)
+        assert msg.subject is not None and msg.data is not None
+        item = decode_record(keys.open(msg.subject, msg.data), ContentItem)
+        if item.account_id == ACCOUNT:
+            found[(item.request_id, item.kind)] += 1
+    return found
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    exe = str(Path(sys.executable).parent / "safeguards")
+    with open(log, "wb") as sink:
+        return subprocess.Popen([exe, *args], stdout=sink, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+async def create_and_kill(region: Region, nats_url: str, upstream: str, log: Path) -> str:
+    """A batch created through a ``safeguards proxy`` process, killed (SIGKILL) as soon as the
+    creation is answered; the batch id."""
+    port = free_port()
+    proc = _spawn(["proxy", "--region", region.name, "--upstream", upstream, "--nats", nats_url,
+                   "--port", str(port), "--caller-auth", "loopback"], log)
+    try:
+        wait_for_port("127.0.0.1", port, 60)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient() as http:
+            while (await http.get(url + "/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, f"not ready: see {log}"
+                await anyio.sleep(0.1)
+        sdk = anthropic.AsyncAnthropic(base_url=url, api_key="sk-test", max_retries=0,
+                                       default_headers={"x-csp-account-id": ACCOUNT})
+        batch = await sdk.messages.batches.create(
+            requests=[request(name, text) for name, text in PROMPTS.items()])
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no shutdown: whatever it still held is gone
+        proc.wait(20)
+    assert proc.returncode == -signal.SIGKILL
+    return batch.id
+
+
+@pytest.mark.slow
+async def test_prompts_of_a_batch_whose_proxy_was_killed_are_scored_once(
+        proxy_env: ProxyEnv, region: Region, nats_url: str, classifier_env: ClassifierEnv,
+        test_policy: Policy, tmp_path: Path) -> None:
+    policy = patient(test_policy)
+    await region.enforce(ACCOUNT, 0, 1)
+    async with upstream_only(proxy_env, policy) as upstream:
+        batch_id = await create_and_kill(region, nats_url, upstream, tmp_path / "proxy.log")
+        ids = {name: f"{batch_id}/{name}" for name in PROMPTS}
+        # every admitted prompt was on the content stream when the creation was answered
+        assert await content(region) == Counter({(i, "prompt"): 1 for i in ids.values()})
+        async with proxy_env(upstream_url_override=upstream, policy=policy) as reader:
+            await eventually(lambda: reader.proxy.gate.held_version(ACCOUNT) == 1)
+            results = {r.custom_id: r.result async for r in
+                       await client(reader, ACCOUNT).messages.batches.results(batch_id)}
+            assert {n: r.type for n, r in results.items()} == dict.fromkeys(PROMPTS, "succeeded")
+            assert reader.proxy.batches.unknown_results == 0  # the record the killed one wrote
+            await eventually(lambda: reader.proxy.telemetry.sent >= 4, 10)
+        # the read sent each request's signal and completion, and no prompt again
+        assert await content(region) == Counter(
+            {(i, kind): 1 for i in ids.values() for kind in ("prompt", "completion")})
+        signals = await observed(region, ACCOUNT)
+        assert sorted((sid, o.prompt_chars) for sid, o in signals) == sorted(
+            (f"req:{ids[name]}", len(text)) for name, text in PROMPTS.items())
+        async with classifier_env():  # the scores reach the account's inputs
+            want = {(i, kind) for i in ids.values() for kind in ("prompt", "completion")}
+            found: set[tuple[str, str]] = set()
+            for _ in range(100):
+                found |= await scored(region, ACCOUNT)
+                if want <= found:
+                    break
+                await anyio.sleep(0.3)
+        assert found == want
