@@ -44,6 +44,10 @@ class ContentItem:
     # scores go to the home's input subjects (its partition count ``home_partitions``)
     home_region: str | None = None
     home_partitions: int = 0
+    # a prompt its gate served without a score (the inline screening or classification missed
+    # its deadline or failed open): the content stream scores it ahead of other content
+    # (``classifier.intake``), bounded per account and never ahead of inline screenings
+    served_unscored: bool = False
 
     def aggregates(self) -> tuple[str, ...]:
         """The entity ids of the aggregates it names; InvalidAccountId for a malformed one."""

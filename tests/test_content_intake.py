@@ -1,5 +1,6 @@
-"""The content stream's intake: fetched as soon as items are there, urgent items batched first,
-and a screening's result kept when its gate stopped waiting (``classifier.intake``, ``scorer``).
+"""The content stream's intake: fetched as soon as items are there, urgent items batched first
+(prompts served unscored ahead of those), and a screening's result kept when its gate stopped
+waiting (``classifier.intake``, ``scorer``).
 
 Against the real default model, first stage and NATS server."""
 
@@ -20,6 +21,9 @@ from nats.aio.client import Client
 
 from safeguards.adapters.classifier.first_stage import load_first_stage
 from safeguards.adapters.classifier.intake import (
+    FIRST,
+    ORDINARY,
+    URGENT,
     ContentTriage,
     evidence_thresholds,
     fetch_promptly,
@@ -50,9 +54,9 @@ def model(classifier_model: LoadedModel) -> LoadedModel:
 
 
 def _item(account: str, text: str = BENIGN, kind: str = "prompt",
-          organization: str | None = None) -> ContentItem:
+          organization: str | None = None, unscored: bool = False) -> ContentItem:
     return ContentItem(f"r-{uuid.uuid4().hex[:8]}", account, "us", kind, text,  # type: ignore[arg-type]
-                       T0, "c", organization_id=organization)
+                       T0, "c", organization_id=organization, served_unscored=unscored)
 
 
 class _Clock:
@@ -105,6 +109,60 @@ def test_prompts_the_first_stage_passes_on_go_first_and_memory_stays_bounded() -
         triage.observe(_item(f"acct-{i}"), (), (("weapons", 0.99),))
         triage.urgent(_item(f"acct-{i}"), ())
     assert triage.remembered == (3, 3)  # accounts seen, entities flagged
+
+
+def test_a_prompt_served_unscored_goes_first_a_bounded_number_of_times_per_account() -> None:
+    clock = _Clock()
+    triage = ContentTriage(evidence_thresholds(default_policy()), fresh_prompts=1,
+                           unscored_prompts=2, unscored_window_s=60, clock=clock)
+    # ahead of a fresh account's first prompt (urgent) and of an ordinary one
+    assert [triage.rank(_item("a", unscored=True), ()) for _ in range(3)] == [
+        FIRST, FIRST, ORDINARY]  # the third is past the account's two (its fresh one was used)
+    assert triage.rank(_item("b"), ()) == URGENT  # fresh
+    assert triage.rank(_item("b", unscored=True), ()) == FIRST  # another account's own two
+    # the mark on a completion counts for nothing (gates set it on prompts only)
+    assert triage.rank(_item("c", kind="completion", unscored=True), ()) == ORDINARY
+    clock.now += 61  # a new window: the account's turns are back
+    assert triage.marks(_item("a", unscored=True), ()) == (False, True)
+    assert triage.counts == {"unscored": 4, "fresh": 1, "ordinary": 2}
+
+
+async def test_a_first_request_is_batched_ahead_of_an_urgent_backlog(model: LoadedModel) -> None:
+    done: list[str] = []
+    async with MicroBatchScorer(model, ScorerConfig(max_batch=4, max_defer_s=60)) as scorer:
+
+        async def one(name: str, text: str, urgent: bool, first: bool) -> None:
+            await scorer.score(text, urgent=urgent, first=first)
+            done.append(name)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                tg.start_soon(one, f"urgent-{i}", f"{BENIGN} ({i})", True, False)
+            await anyio.lowlevel.checkpoint()  # the urgent backlog is queued
+            tg.start_soon(one, "first", HARMFUL, False, True)
+    assert (scorer.stats.first, scorer.stats.urgent, len(done)) == (1, 41, 41)
+    assert done.index("first") < 16, done  # behind the batches already formed, as above
+
+
+async def test_an_urgent_backlog_held_twice_the_deferral_joins_the_first_line(
+        model: LoadedModel) -> None:
+    """Every request held past its deferral at once (0 s): the lines merge in arrival order, so
+    a stream of ``first`` requests cannot starve the urgent (or ordinary) ones."""
+    done: list[str] = []
+    async with MicroBatchScorer(model, ScorerConfig(max_batch=4, max_defer_s=0.0)) as scorer:
+
+        async def one(name: str, text: str, urgent: bool, first: bool) -> None:
+            await scorer.score(text, urgent=urgent, first=first)
+            done.append(name)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(one, f"ordinary-{i}", f"{BENIGN} ({i})", False, False)
+            for i in range(20):
+                tg.start_soon(one, f"urgent-{i}", f"{BENIGN} [{i}]", True, False)
+            await anyio.lowlevel.checkpoint()  # the backlog is queued
+            tg.start_soon(one, "first", HARMFUL, False, True)
+    assert len(done) == 41 and done.index("first") > 30, done
 
 
 @pytest.mark.parametrize("max_defer_s", [60.0, 0.0])

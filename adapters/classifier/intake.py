@@ -15,8 +15,15 @@ scores came seconds late. :class:`ContentTriage` marks the items to score first:
 prompts of an account this process has not seen before (a fresh account), anything of an
 account, organisation or API key one of whose recent scores reached the point where the policy
 counts it (``evidence_thresholds``), and prompts the screening cascade's first stage would pass
-on to the contextual model. Everything is still scored, with the same model and the same result;
-only the order changes, and an ordinary item waits at most while urgent ones are batched.
+on to the contextual model. Ahead of those goes a prompt its gate served without a score (its
+inline screening missed its deadline or failed open, ``ContentItem.served_unscored``: a flag in
+the gate's sealed record, never text): that account was not screened at all, and until this score
+lands nothing stops it (a saturated classifier once delayed one 1.73 s behind the other urgent
+items). Each account gets at most ``unscored_prompts`` of those per ``unscored_window_s``, and
+they rank above other content only, never above the gates' inline screenings (the scorer's lane),
+so a publisher marking every item cannot starve a screening. Everything is still scored, with the
+same model and the same result; only the order changes, and no item waits forever (the scorer
+moves what waited ``max_defer_s`` up a line).
 """
 
 from __future__ import annotations
@@ -55,22 +62,32 @@ def evidence_thresholds(policy: Policy) -> dict[str, float]:
     return {c.name: min(c.threshold, c.accumulate_above) for c in policy.enabled_categories}
 
 
+# The scorer's lines (``MicroBatchScorer.score``): first (``first=True``), urgent, ordinary.
+FIRST, URGENT, ORDINARY = 0, 1, 2
+
+
 class ContentTriage:
     """Which content items the stream scores first. Bounded: at most ``capacity`` accounts
     remembered as seen and as many entities as flagged (least recently used forgotten)."""
 
     def __init__(self, thresholds: Mapping[str, float], first_stage: FirstStage | None = None,
                  *, fresh_prompts: int = 3, flagged_for_s: float = 900.0,
+                 unscored_prompts: int = 10, unscored_window_s: float = 60.0,
                  capacity: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.thresholds = dict(thresholds)
         self.first_stage = first_stage
         self.fresh_prompts = fresh_prompts
         self.flagged_for_s = flagged_for_s
+        self.unscored_prompts = unscored_prompts
+        self.unscored_window_s = unscored_window_s
         self.capacity = capacity
         self.clock = clock
         self._seen: OrderedDict[str, int] = OrderedDict()  # account -> prompts seen
         self._flagged: OrderedDict[str, float] = OrderedDict()  # entity -> when (clock)
-        # why items were urgent (fresh, flagged, first_stage) and how many were not (ordinary)
+        # account -> (when its window began, prompts served unscored put first in it)
+        self._unscored: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        # why items went first (unscored) or were urgent (fresh, flagged, first_stage), and how
+        # many were neither (ordinary)
         self.counts: dict[str, int] = {}
 
     @property
@@ -78,20 +95,31 @@ class ContentTriage:
         """How many accounts it remembers as seen, and how many entities as flagged."""
         return len(self._seen), len(self._flagged)
 
-    def urgent(self, item: ContentItem, aggregates: tuple[str, ...]) -> bool:
-        """Whether ``item`` (whose request named ``aggregates``) is scored first; counts the
-        account's prompt as seen."""
+    def rank(self, item: ContentItem, aggregates: tuple[str, ...]) -> int:
+        """The scorer line of ``item`` (whose request named ``aggregates``): FIRST, URGENT or
+        ORDINARY; counts the account's prompt as seen and why."""
         reason = self._reason(item, aggregates)
         self.counts[reason or "ordinary"] = self.counts.get(reason or "ordinary", 0) + 1
-        return reason is not None
+        return ORDINARY if reason is None else FIRST if reason == "unscored" else URGENT
+
+    def marks(self, item: ContentItem, aggregates: tuple[str, ...]) -> tuple[bool, bool]:
+        """``rank`` as the scorer's ``urgent`` and ``first``."""
+        line = self.rank(item, aggregates)
+        return line == URGENT, line == FIRST
+
+    def urgent(self, item: ContentItem, aggregates: tuple[str, ...]) -> bool:
+        """Whether ``item`` is scored ahead of ordinary items (``rank``)."""
+        return self.rank(item, aggregates) != ORDINARY
 
     def _reason(self, item: ContentItem, aggregates: tuple[str, ...]) -> str | None:
         fresh = False
+        now = self.clock()
         if item.kind == "prompt":
             seen = self._seen.pop(item.account_id, 0)
             self._remember(self._seen, item.account_id, seen + 1)
             fresh = seen < self.fresh_prompts
-        now = self.clock()
+            if item.served_unscored and self._unscored_turn(item.account_id, now):
+                return "unscored"
         for entity in (item.account_id, *aggregates):
             at = self._flagged.get(entity)
             if at is not None and now - at < self.flagged_for_s:
@@ -102,6 +130,15 @@ class ContentTriage:
                 and self.first_stage.check(item.text).reason == "flagged"):
             return "first_stage"
         return None
+
+    def _unscored_turn(self, account: str, now: float) -> bool:
+        """Whether the account has an unscored prompt's turn first left in its window (taken)."""
+        began, taken = self._unscored.pop(account, (now, 0))
+        if now - began >= self.unscored_window_s:
+            began, taken = now, 0
+        turn = taken < self.unscored_prompts
+        self._remember(self._unscored, account, (began, taken + turn))
+        return turn
 
     def observe(self, item: ContentItem, aggregates: tuple[str, ...], scores: Scores) -> None:
         """A score of ``item``: where it reaches a category's evidence threshold, the account

@@ -1,16 +1,16 @@
 """The classifier on NATS for one region: content-stream consumer and ``classify`` responder.
 
 *Consumer.* A durable pull consumer on the region's CONTENT stream (work queue, minutes of
-retention), fetched as soon as items are there, some scored first (``intake``: a fresh or flagged
-account's). Each item is scored by the primary model and every shadow model; each result is a
-:class:`Signal` whose observation is a :class:`ScoreRecorded` (hash, length, scores, model name
-and version; never text), published to the account's input subject with ``Nats-Msg-Id`` = the
-signal id. The id derives from (request, kind, model, version), so a redelivery publishes the same
-id and the actor's inbox (and JetStream's duplicate window) make it idempotent. The content
-message is acked only after every publish is confirmed. Retryable failures are nak'ed with a
-delay; after ``max_attempts`` deliveries, or at once for poison (undecodable, wrong region,
-unusable text), the message goes to ``sg.<region>.dlq.classifier`` with its reason in headers.
-The dead letter carries metadata only (stream, sequence, size, sha256): raw text stays put.
+retention), fetched as soon as items are there, some first (``intake``: one served unscored, a
+fresh or flagged account's). Each item is scored by the primary model and every shadow model; each
+result is a :class:`Signal` whose observation is a :class:`ScoreRecorded` (hash, length, scores,
+model name and version; never text), published to the account's input subject with ``Nats-Msg-Id``
+= the signal id. The id derives from (request, kind, model, version), so a redelivery publishes the
+same id and the actor's inbox (and JetStream's duplicate window) make it idempotent. The content
+message is acked only after every publish is confirmed. Retryable failures are nak'ed with a delay;
+after ``max_attempts`` deliveries, or at once for poison (undecodable, wrong region, unusable
+text), the message goes to ``sg.<region>.dlq.classifier`` with its reason in headers. The dead
+letter carries metadata only (stream, sequence, size, sha256): raw text stays put.
 
 *Responder.* ``sg.<region>.classify`` request/reply for the inline gate, queue group
 ``classifier``. The reply comes within the request's ``deadline_ms`` (measured from receipt), or
@@ -205,11 +205,11 @@ class ClassifierService:
 
     async def _score_all(self, prepared: PreparedText, item: ContentItem,
                          aggregates: tuple[str, ...]) -> list[tuple[ScoreResult, bool]]:
-        text, kind, triage = item.text, item.kind, self.triage
+        text, kind, triage, score = item.text, item.kind, self.triage, self.primary.score
         out: list[tuple[ScoreResult, bool]] = []
-        try:
-            urgent = triage is not None and triage.urgent(item, aggregates)
-            out.append((await self.primary.score(prepared, kind, urgent=urgent), False))
+        try:  # a prompt served unscored first, then urgent items (``intake``), then the rest
+            urgent, first = (False, False) if triage is None else triage.marks(item, aggregates)
+            out.append((await score(prepared, kind, urgent=urgent, first=first), False))
         except (ScorerOverloaded, ScorerClosed, InferenceFailed) as exc:
             raise _Retry("scoring_failed", exc) from None
         self.stats.scored += 1

@@ -17,10 +17,11 @@ tens of milliseconds then does not depend on how much content is waiting to be s
 Not all background content is equally pressing: a request marked ``urgent`` (the content
 stream's triage: a fresh account's, one whose account or organisation was just flagged, text the
 first stage does not clear) goes into the next batch ahead of every ordinary one, so an
-attacker's score does not wait behind a benign bulk sender's backlog; an ordinary one held for
-``max_defer_s`` joins the urgent line, so none is starved. A caller that stops waiting
-(a screening past its deadline) leaves a result that was already being computed to the shared
-:class:`RecentScores`, so the content stream does not compute it again.
+attacker's score does not wait behind a benign bulk sender's backlog; one marked ``first`` (a
+prompt served unscored) goes ahead of the urgent ones too, never of the inline scorer. Held
+``max_defer_s``, an ordinary one joins the urgent line, twice that an urgent one the first line:
+none is starved. A caller that stops waiting (a screening past its deadline) leaves a result
+already being computed to the shared :class:`RecentScores`, not computed again by the stream.
 """
 
 from __future__ import annotations
@@ -63,8 +64,7 @@ class ScorerConfig:
     bucket_edges: tuple[int, ...] = (128, 512, 2048)  # window lengths (chars) per bucket
     # With a lane: the longest a batch waits for the inline scorer to finish before it runs anyway
     yield_limit_s: float = 0.25
-    # An ordinary request held this long goes in line with the urgent ones: never starved
-    max_defer_s: float = 2.0
+    max_defer_s: float = 2.0  # held this long, a request moves up a line (urgent: twice as long)
 
 
 # Background scoring on CPU in batches this small loses nothing (2 cores, 400-character texts:
@@ -82,7 +82,7 @@ class _Pending:
     best: np.ndarray | None = None
     error: BaseException | None = None
     abandoned: bool = False  # the caller stopped waiting (deadline, cancellation)
-    urgent: bool = False  # batched ahead of every request that is not
+    line: int = 2  # 0 first, 1 urgent, 2 ordinary: batched ahead of every later line
     held_since: float = 0.0  # when the collector took it off the queue
 
     def deliver(self, row: np.ndarray) -> None:
@@ -106,7 +106,8 @@ class ScorerStats:
     rejected: int = 0
     truncated: int = 0
     reused: int = 0  # answered from RecentScores, no inference
-    urgent: int = 0  # requests marked urgent (batched first)
+    urgent: int = 0  # requests marked urgent or first (batched ahead of ordinary ones)
+    first: int = 0  # requests marked first (ahead of the urgent ones too)
     kept_late: int = 0  # results computed after their caller stopped waiting, kept for reuse
     inference_s: float = 0.0
 
@@ -180,10 +181,10 @@ class MicroBatchScorer:
         return prepared
 
     async def score(self, text: str | bytes | PreparedText, kind: str = "prompt", *,
-                    urgent: bool = False) -> ScoreResult:
+                    urgent: bool = False, first: bool = False) -> ScoreResult:
         """Score one text as ``kind`` content ("prompt" or "completion"); ``urgent``: batched
-        ahead of the requests that are not. Raises TextRejected, ScorerOverloaded,
-        ScorerClosed, InferenceFailed."""
+        ahead of the requests that are not; ``first``: ahead of the urgent ones too. Raises
+        TextRejected, ScorerOverloaded, ScorerClosed, InferenceFailed."""
         prepared = text if isinstance(text, PreparedText) else self.prepare(text)
         if self._send is None:
             raise ScorerClosed("scorer is not running")
@@ -192,8 +193,10 @@ class MicroBatchScorer:
             if known is not None:
                 self.stats.reused += 1
                 return known
-        pending = _Pending(prepared, kind, remaining=len(prepared.windows), urgent=urgent)
-        self.stats.urgent += urgent
+        pending = _Pending(prepared, kind, remaining=len(prepared.windows),
+                           line=0 if first else 1 if urgent else 2)
+        self.stats.urgent += urgent or first
+        self.stats.first += first
         if self.holds is None:
             return await self._score_pending(pending, prepared, kind)
         self.holds.hold()
@@ -216,9 +219,7 @@ class MicroBatchScorer:
                     pending_sent = True
             if not pending_sent:
                 self.stats.overloaded += 1
-                raise ScorerOverloaded(
-                    f"scoring queue full ({self.config.queue_size} waiting)"
-                )
+                raise ScorerOverloaded(f"scoring queue full ({self.config.queue_size} waiting)")
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise ScorerClosed("scorer is shutting down") from None
         self.stats.requests += 1
@@ -275,12 +276,12 @@ class MicroBatchScorer:
     async def _collect(self, receive: MemoryObjectReceiveStream[_Pending],
                        batches: MemoryObjectSendStream[_Batch]) -> None:
         cfg = self.config
-        # What has been taken off the queue and not batched yet: urgent first, then the rest.
-        held: tuple[deque[_Pending], deque[_Pending]] = (deque(), deque())
+        # What has been taken off the queue and not batched yet: first, urgent, the rest.
+        held: tuple[deque[_Pending], ...] = (deque(), deque(), deque())
         async with receive, batches:
             closed = False
             while True:
-                if not (held[0] or held[1]):
+                if not any(held):
                     if closed:
                         break
                     try:
@@ -293,7 +294,7 @@ class MicroBatchScorer:
                 deadline = anyio.current_time() + wait
                 # Everything queued by now is taken (at most queue_size held), so an urgent
                 # request queued behind ordinary ones still goes into the next batch.
-                while not closed and len(held[0]) + len(held[1]) < cfg.queue_size:
+                while not closed and sum(map(len, held)) < cfg.queue_size:
                     try:
                         nxt = await self._next(receive, deadline - anyio.current_time())
                     except anyio.EndOfStream:
@@ -302,9 +303,7 @@ class MicroBatchScorer:
                     if nxt is None:
                         break
                     self._hold(held, nxt)
-                aged = anyio.current_time() - cfg.max_defer_s
-                while held[1] and held[1][0].held_since < aged:
-                    held[0].append(held[1].popleft())
+                self._age(held, anyio.current_time(), cfg.max_defer_s)
                 buckets: dict[int, _Batch] = {}
                 n = 0
                 for queue in held:
@@ -319,9 +318,18 @@ class MicroBatchScorer:
                         await batches.send(batch[start : start + cfg.max_batch])
 
     @staticmethod
-    def _hold(held: tuple[deque[_Pending], deque[_Pending]], pending: _Pending) -> None:
+    def _hold(held: tuple[deque[_Pending], ...], pending: _Pending) -> None:
         pending.held_since = anyio.current_time()
-        held[0 if pending.urgent else 1].append(pending)
+        held[pending.line].append(pending)
+
+    @staticmethod
+    def _age(held: tuple[deque[_Pending], ...], now: float, defer_s: float) -> None:
+        """Held ``defer_s``, an ordinary request moves up a line; twice as long, an urgent one."""
+        for line, wait_s in ((2, defer_s), (1, 2 * defer_s)):
+            overdue = []
+            while held[line] and held[line][0].held_since < now - wait_s:
+                overdue.append(held[line].popleft())
+            held[line - 1].extend(sorted(overdue, key=lambda p: p.held_since))
 
     @staticmethod
     async def _next(receive: MemoryObjectReceiveStream[_Pending],

@@ -9,7 +9,8 @@ the contextual model would not flag, then the classifier on a short deadline, fa
 one screening per account at a time: ``screen_turns``; an account on probation, the first
 answered screenings of one this gate holds no command for, waits the longer probation deadline).
 ``observe`` runs after the response: it charges tokens to the GCRA and queues the metadata-only
-signal and the content for scoring (never waiting on NATS).
+signal and the content for scoring (never waiting on NATS); a prompt served without a score
+(failed open) is marked ``served_unscored`` there, and the content stream scores it first.
 
 With the region's link key, each request also carries its prompt's link key (an HMAC of the
 normalised newest user turn, ``core.prompt_links``): the gate applies that prompt's enforcement
@@ -184,6 +185,8 @@ class Admission:
                  failure: str = "classifier_timeout", clear_reason: str = "") -> Decision:
         final = self.gate.resolve(decision, scores, failure=failure, clear_reason=clear_reason)
         _mark(request, final.fallback)
+        if final.reason == "fail_open":  # served unscored: its content is scored first
+            request.served_unscored = True
         return final
 
     def observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,

@@ -118,7 +118,7 @@ class GateRequest:
 
     __slots__ = ("account_id", "aggregates", "api_key_fingerprint", "fallback", "model",
                  "organization_id", "project_id", "prompt_chars", "prompt_link", "prompt_sha256",
-                 "rated", "request_id", "streamed", "surface")
+                 "rated", "request_id", "served_unscored", "streamed", "surface")
 
     def __init__(self, account_id: str, request_id: str, *, model: str = "", streamed: bool = False,
                  prompt_chars: int = 0, prompt_sha256: str = "", surface: str = "proxy",
@@ -144,6 +144,9 @@ class GateRequest:
         # from what the gate returned (the latest one taken) and carried in its RequestObserved
         # signal: the durable record of fallbacks
         self.fallback: str | None = None
+        # served without a score (its inline screening or classification failed open): its
+        # content item says so, and the content stream scores it ahead of other content
+        self.served_unscored = False
 
 
 class GateResponse:

@@ -206,6 +206,7 @@ class Telemetry:
                     api_key_fingerprint=request.api_key_fingerprint,
                     home_region=None if home is None else home.home,
                     home_partitions=0 if home is None else home.partitions,
+                    served_unscored=kind == "prompt" and request.served_unscored,
                 )
                 data = encode_record(record)
                 out.append((content, data if self.producer is None

@@ -1,7 +1,8 @@
 """Each request's RequestObserved signal carries the fallback the gate took for that request, and
 only that one, however requests interleave: the gate returns the fallback with its answer
 (``Decision.fallback``) and the admission copies it onto its own request, with no note shared
-between requests in flight (the real proxy, admission, gate and classifier)."""
+between requests in flight (the real proxy, admission, gate and classifier). A prompt served
+without a score goes to the content stream marked so (``ContentItem.served_unscored``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import replace
 import anyio
 from csp_testkit import Region, RunningProxy, action_for, eventually
 
+from safeguards.adapters.classifier.intake import ContentTriage, evidence_thresholds
 from safeguards.adapters.classifier.nats_service import ClassifierService
 from safeguards.core.codec import decode_signal
 from safeguards.core.events import RequestObserved
@@ -48,7 +50,9 @@ async def test_interleaved_requests_each_carry_their_own_fallback(
                           screen_account_queue_ms=WAIT_S * 1000)
     policy = replace(test_policy, gate=gate_policy)
     assert len(LONG) > gate_policy.screen_max_chars >= len(BENIGN)
-    async with proxy_env(policy=policy) as running_proxy, classifier_env():
+    async with proxy_env(policy=policy) as running_proxy, classifier_env() as service:
+        # the content stream's triage, every account's prompts past their fresh ones
+        service.triage = triage = ContentTriage(evidence_thresholds(policy), fresh_prompts=0)
         proxy = running_proxy.proxy
         # warm the model
         await action_for(running_proxy, "acct-warm", "What is a good bread recipe?")
@@ -82,3 +86,7 @@ async def test_interleaved_requests_each_carry_their_own_fallback(
         assert (waited.action, waited.fallback) == ("allow", None)
         long = await _observed(region, "acct-long")
         assert (long.action, long.fallback) == ("allow", "open:screen_too_long")
+        # the prompt served unscreened reached the classifier marked (in the sealed item) and
+        # was scored ahead of other content; the screened prompts and the completions were not
+        await eventually(lambda: sum(triage.counts.values()) == 6, 10)  # 3 prompts, 3 answers
+        assert triage.counts["unscored"] == 1 and service.primary.stats.first == 1
