@@ -18,7 +18,8 @@ A prompt that is not stored within the telemetry's ``publish_timeout_s`` (discon
 a JetStream error, a timeout) stays held as before this module: queued with the batch's first
 read on this process, when the batch is forgotten, or as the process shuts down; counted
 (``safeguards_csp_batch_prompts_unpublished_total{reason}``) and logged at most once a minute, no
-text. A creation is not refused for it: the upstream has already taken the batch.
+text. A creation is not refused for it: the upstream has already taken the batch. At most
+``IN_FLIGHT`` publishes await their acknowledgement at once, all within that one deadline.
 
 Known limit: the prompt's score reaches the account before the request's RequestObserved (sent
 with its result), so a flagged batch prompt does not link the account to the prompt's history
@@ -39,6 +40,8 @@ from safeguards.adapters.csp.sparse_warning import EVERY_S, SparseWarning
 from safeguards.adapters.csp.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+IN_FLIGHT = 512  # publishes awaiting their acknowledgement at once (a batch takes up to 100,000)
 
 
 def message_id(request_id: str) -> str:
@@ -63,10 +66,11 @@ class BatchPrompts:
         items = [item for item in entry.admitted.values() if item.prompt]
         failures: list[str] = []
         deadline_s = self.telemetry.publish_timeout_s
+        limiter = anyio.CapacityLimiter(IN_FLIGHT)
         with anyio.move_on_after(deadline_s):
             async with anyio.create_task_group() as tg:
                 for item in items:
-                    tg.start_soon(self._publish, item, deadline_s, failures)
+                    tg.start_soon(self._publish, item, deadline_s, failures, limiter)
         left = sum(1 for item in items if item.prompt)
         self.published += len(items) - left
         if left:
@@ -80,7 +84,12 @@ class BatchPrompts:
                                self.telemetry.region, reason)
         return left
 
-    async def _publish(self, item: BatchItem, timeout_s: float, failures: list[str]) -> None:
+    async def _publish(self, item: BatchItem, timeout_s: float, failures: list[str],
+                       limiter: anyio.CapacityLimiter) -> None:
+        async with limiter:
+            await self._store(item, timeout_s, failures)
+
+    async def _store(self, item: BatchItem, timeout_s: float, failures: list[str]) -> None:
         link = self.telemetry.link
         nc = link.nc if link is not None else None
         if nc is None or not nc.is_connected:

@@ -124,3 +124,22 @@ async def test_prompts_of_a_batch_whose_proxy_was_killed_are_scored_once(
                     break
                 await anyio.sleep(0.3)
         assert found == want
+
+
+async def test_a_prompt_the_content_stream_does_not_store_stays_held_and_is_counted(
+        proxy_env: ProxyEnv, region: Region, caplog: pytest.LogCaptureFixture) -> None:
+    """No stream stores the region's content (deleted here): the creation is still answered
+    (the upstream took the batch), its prompt is held in memory as before, counted and logged
+    without its text."""
+    async with proxy_env() as running:
+        await region.nc.jetstream().delete_stream(stream_name(region.name, "CONTENT"))
+        batch = await client(running, ACCOUNT).messages.batches.create(
+            requests=[request("plain", PROMPTS["plain"])])
+        batches = running.proxy.batches
+        assert batches.known(batch.id) and batches.held_chars == len(PROMPTS["plain"])
+        assert batches.prompts is not None and batches.prompts.published == 0
+        assert batches.prompts.unpublished == {"no_stream": 1}
+        metrics = running.proxy.metrics.render().decode()
+        assert 'safeguards_csp_batch_prompts_unpublished_total{reason="no_stream"} 1.0' in metrics
+    noted = [r.getMessage() for r in caplog.records if r.name.endswith("batch_prompts")]
+    assert len(noted) == 1 and "no_stream" in noted[0] and BENIGN not in noted[0]
