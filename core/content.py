@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from safeguards.core.events import ContentKind, Scores
-from safeguards.core.ids import api_key_entity, organization_entity
+from safeguards.core.ids import api_key_entity, organization_entity, prompt_entity
 
 CLIP_MARK = "\n[...]\n"
 
@@ -48,9 +48,16 @@ class ContentItem:
     # its deadline or failed open): the content stream scores it ahead of other content
     # (``classifier.intake``), bounded per account and never ahead of inline screenings
     served_unscored: bool = False
+    # a prompt's link key as its gate computed it (``core.prompt_links``: a keyed hash, never
+    # text): its score carries it to the account, which may see the score before the request
+    # (a batch's prompts are scored at its creation, its requests observed with its results)
+    prompt_link: str | None = None
 
     def aggregates(self) -> tuple[str, ...]:
-        """The entity ids of the aggregates it names; InvalidAccountId for a malformed one."""
+        """The entity ids of the aggregates it names; InvalidAccountId for a malformed one, or
+        for a malformed prompt link key (the prompt's, which only the account's decision links)."""
+        if self.prompt_link is not None:
+            prompt_entity(self.prompt_link)
         out = []
         if self.organization_id is not None:
             out.append(organization_entity(self.organization_id))

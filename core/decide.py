@@ -52,7 +52,7 @@ from safeguards.core.ids import (
 from safeguards.core.linked_accounts import episode_change, linked_start
 from safeguards.core.operators import APPROVAL_WINDOW_S, needs_second_operator
 from safeguards.core.policy import THROTTLE_CATEGORY, Policy, parse_policy
-from safeguards.core.prompt_links import PROMPT_LINK_RULE
+from safeguards.core.prompt_links import PROMPT_LINK_RULE, scored_prompt_link
 from safeguards.core.state import AccountState, evidence_key, evolve
 
 # The highest level evidence may take an account to without a person: L4 suspends pending review;
@@ -139,14 +139,14 @@ def _decide(d: _Decision, signal: Signal, policy: Policy) -> None:
         d.emit(ApprovalRequested(obs.operator, action, target, obs.expires_at, obs.reason),
                decided=True)
         return
-    if isinstance(obs, RequestObserved) and obs.prompt_link is not None:
+    if isinstance(obs, RequestObserved | ScoreRecorded) and obs.prompt_link is not None:
         prompt_entity(obs.prompt_link)  # InvalidAccountId: not a link key the gates make
     recorded = d.emit(obs, decided=False)
     if isinstance(obs, ScoreRecorded) and not obs.shadow and not repeated:
         flagged = _strikes(d, obs.scores, obs.request_id, obs.model_name, obs.model_version,
                            recorded.version)
         if flagged and obs.content_kind == "prompt":
-            _link_prompt(d, obs.request_id, recorded.version)
+            _link_prompt(d, obs, recorded.version)
     elif isinstance(obs, RequestObserved):
         if obs.organization_id is not None or obs.api_key_fingerprint is not None:
             _link(d, obs, recorded.version)
@@ -180,11 +180,11 @@ def _link(d: _Decision, obs: RequestObserved, caused_by: int) -> None:
                    decided=True)
 
 
-def _link_prompt(d: _Decision, request_id: str, caused_by: int) -> None:
+def _link_prompt(d: _Decision, score: ScoreRecorded, caused_by: int) -> None:
     """A prompt the classifier flagged (a strike at its category's threshold) links the account
-    to the prompt's own history, once: the actor forwards the score there
-    (``prompt_links.forwarded_scores``), where every account that sent it counts once."""
-    link = d.state.prompt_of(request_id)
+    to the prompt's own history (``prompt_links.scored_prompt_link``), once: the actor forwards
+    the score there (``forwarded_scores``), where every account that sent it counts once."""
+    request_id, link = score.request_id, scored_prompt_link(d.state, score)
     if link is None or PROMPT_PREFIX + link in d.state.links:
         return
     aggregate = PROMPT_PREFIX + link

@@ -13,7 +13,7 @@ Personal, per event type (the README's residency section lists them with the rea
 
 - ``RequestObserved``: ``prompt_sha256`` (a digest of the prompt: short prompts can be guessed),
   ``organization_id``, ``project_id``, ``api_key_fingerprint``, ``prompt_link``;
-- ``ScoreRecorded``: ``content_sha256``;
+- ``ScoreRecorded``: ``content_sha256``, ``prompt_link`` (a prompt's score, from schema 3);
 - ``AccountLinked`` / ``AggregateEnforced``: ``aggregate`` (it names the organisation, key or
   prompt link);
 - operator free text: ``reason`` of ``OperatorActionTaken``, ``ApprovalRequested``,
@@ -39,7 +39,7 @@ SEALED_KEY = "~s"  # the stored body's entry holding its sealed personal fields
 PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "RequestObserved": ("prompt_sha256", "organization_id", "project_id", "api_key_fingerprint",
                         "prompt_link"),
-    "ScoreRecorded": ("content_sha256",),
+    "ScoreRecorded": ("content_sha256", "prompt_link"),
     "AccountLinked": ("aggregate",),
     "AggregateEnforced": ("aggregate",),
     "OperatorActionTaken": ("reason",),

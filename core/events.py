@@ -63,10 +63,13 @@ class ScoreRecorded:
     """A classifier's scores for one piece of content; the text itself is never stored.
 
     In an organisation's history, ``member_account`` names the account whose request it was;
-    in an account's own history it is None."""
+    in an account's own history it is None. ``prompt_link``, on a prompt's score in its
+    account's own history, is the prompt's link key (``core.prompt_links``, a keyed hash, never
+    text) as the gate computed it: a batch prompt is scored before its request is observed, so
+    a flagged one links the account to the prompt by it (``core.decide._link_prompt``)."""
 
     TYPE: ClassVar[str] = "ScoreRecorded"
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
     OBSERVATION: ClassVar[bool] = True
 
     request_id: str
@@ -78,6 +81,7 @@ class ScoreRecorded:
     scores: Scores
     shadow: bool = False
     member_account: str | None = None
+    prompt_link: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,9 @@ regions cannot be joined.
 
 A prompt becomes an aggregate (``prompt:<link key>``, ``core.ids.prompt_entity``) only when the
 classifier flags it: an account's actor that records a strike on a prompt's score links the
-account to the prompt (``AccountLinked``, rule ``link.prompt``) and forwards that score to the
+account to the prompt (``AccountLinked``, rule ``link.prompt``; the key is the one the score
+carries, from the gate through its content item, else its request's: :func:`scored_prompt_link`)
+and forwards that score to the
 prompt's own history (:func:`forwarded_scores`), where it counts once per account. Benign prompts
 never get a history. The prompt's level applies to every request that carries the same prompt,
 and from the policy's ``escalation.prompt_refuse_level`` on (which it reaches only once
@@ -26,7 +28,8 @@ import unicodedata
 from collections.abc import Sequence
 
 from safeguards.core.events import AccountLinked, Event, ScoreRecorded, Signal
-from safeguards.core.ids import derive_id
+from safeguards.core.ids import aggregate_kind, derive_id
+from safeguards.core.state import AccountState
 
 LINK_KEY_HEX = 32  # hex digits kept of the HMAC (128 bits)
 PROMPT_LINK_RULE = "link.prompt"
@@ -64,17 +67,31 @@ def content_digest(secret: bytes | None, text: str) -> str:
     return hmac.new(secret, _DIGEST_DOMAIN + data, hashlib.sha256).hexdigest()
 
 
+def scored_prompt_link(state: AccountState, score: ScoreRecorded) -> str | None:
+    """The link key of the prompt ``score`` scored, in ``state``'s history: the key the score
+    carries, in an account's own history (a batch's prompts are scored from its creation, before
+    their requests are observed with its results), else the key its request's RequestObserved
+    brought (``AccountState.prompt_of``); None for neither. A key on a score in an aggregate's
+    history (an organisation's, a prompt's) names nothing."""
+    if (score.prompt_link is not None and score.member_account is None
+            and aggregate_kind(state.account_id) is None):
+        return score.prompt_link
+    return state.prompt_of(score.request_id)
+
+
 def forwarded_scores(signal: Signal, events: Sequence[Event]) -> list[Signal]:
     """The score signals an account's decision sends on: one to each prompt the decision linked
     the account to (``AccountLinked`` with link ``prompt``), naming the account as the member
-    whose request it was. Ids derive from the score's signal id and the prompt, so a decision
-    replayed forwards the same signals (deduplicated by the bus and the prompt's inbox)."""
+    whose request it was (and no link key: the prompt's history links to nothing). Ids derive
+    from the score's signal id and the prompt, so a decision replayed forwards the same signals
+    (deduplicated by the bus and the prompt's inbox)."""
     score = signal.observation
     if not isinstance(score, ScoreRecorded):
         return []
     return [
         signal.sent_on(derive_id("forward", signal.signal_id, e.body.aggregate), e.body.aggregate,
-                       dataclasses.replace(score, member_account=signal.account_id))
+                       dataclasses.replace(score, member_account=signal.account_id,
+                                           prompt_link=None))
         for e in events
         if isinstance(e.body, AccountLinked) and e.body.link == "prompt"
     ]

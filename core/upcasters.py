@@ -49,6 +49,12 @@ def upcast_score_recorded_v1_v2(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def upcast_score_recorded_v2_v3(body: dict[str, Any]) -> dict[str, Any]:
+    """v2 predates link keys on scores: none was carried. Written out (not left to the field's
+    default) so that a store opening a sealed v2 body knows ``prompt_link`` was never sealed."""
+    return {**body, "prompt_link": None}
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("RequestObserved", 1): upcast_request_observed_v1_v2,
     ("RequestObserved", 2): upcast_request_observed_v2_v3,
@@ -56,6 +62,7 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("RequestObserved", 4): upcast_request_observed_v4_v5,
     ("AccountLinked", 1): upcast_account_linked_v1_v2,
     ("ScoreRecorded", 1): upcast_score_recorded_v1_v2,
+    ("ScoreRecorded", 2): upcast_score_recorded_v2_v3,
 }
 
 

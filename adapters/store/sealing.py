@@ -36,7 +36,8 @@ from safeguards.core.erasure import (
     seal_label,
 )
 from safeguards.core.errors import SealBroken
-from safeguards.core.events import EventBody
+from safeguards.core.events import EVENT_TYPES, EventBody
+from safeguards.core.upcasters import upcast
 
 _FORMAT = b"\x01"
 _HEADER = 1 + 4 + 12
@@ -163,6 +164,10 @@ def open_body(sealing: Sealing, type_name: str, schema_version: int, stored: byt
     sealed = body.pop(SEALED_KEY)
     if not isinstance(sealed, bytes):
         raise SealBroken("a sealed value is malformed")
+    # lifted to this build's schema first: a personal field that the stored version predates is
+    # then present (its upcaster's value), not taken for one its writer sealed
+    body = upcast(type_name, schema_version, body)
+    schema_version = EVENT_TYPES[type_name].SCHEMA_VERSION
     names = tuple(n for n in PERSONAL_FIELDS.get(type_name, ()) if n not in body)
     opened = sealing.open(account, key, seal_label(type_name, names), sealed)
     if opened is None:

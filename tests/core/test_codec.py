@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safeguards.core import codec
+from safeguards.core.content import ContentItem
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.errors import (
     CodecError,
@@ -26,11 +27,22 @@ from safeguards.core.events import (
     RequestObserved,
     ReviewClaimed,
     ReviewRequested,
+    ScoreRecorded,
     Signal,
 )
 from safeguards.core.state import AccountState, PendingApproval
 
-from strategies import bodies, commands, events, signals
+from strategies import (
+    account_ids,
+    bodies,
+    commands,
+    events,
+    keyed_hashes,
+    score_recorded,
+    signals,
+    texts,
+    times,
+)
 
 
 @given(events)
@@ -171,6 +183,41 @@ def test_v1_request_observed_is_upcast() -> None:
           "prompt_chars": 3, "prompt_sha256": "0" * 64, "streamed": False, "action": "allow"}
     body = codec.decode_body("RequestObserved", 1, v1)
     assert isinstance(body, RequestObserved) and body.surface == "proxy"
+
+
+@given(score_recorded, times)
+def test_a_v2_score_without_a_link_key_still_decodes(score: ScoreRecorded, at: datetime) -> None:
+    """Scores stored or sent before they carried the prompt's link key (schema 2) read as
+    carrying none, as events and as signals."""
+    old = codec.encode_body(score)
+    del old["prompt_link"]
+    assert codec.decode_body("ScoreRecorded", 2, old) == dataclasses.replace(score,
+                                                                               prompt_link=None)
+    wire = {"t": "Signal", "sv": 1, "id": "s1", "a": "acct", "r": "eu",
+            "ts": codec.to_micros(at), "k": "", "o": {"t": "ScoreRecorded", "sv": 2, "b": old}}
+    decoded = codec.decode_signal(msgpack.packb(wire, use_bin_type=True))
+    assert decoded.observation == dataclasses.replace(score, prompt_link=None)
+    carried = dataclasses.replace(decoded, observation=score)
+    assert codec.decode_signal(codec.encode_signal(carried)) == carried
+
+
+content_items = st.builds(ContentItem, request_id=texts, account_id=account_ids,
+                          region=st.sampled_from(("us", "eu")),
+                          kind=st.sampled_from(("prompt", "completion")), text=texts,
+                          occurred_at=times, correlation_id=texts,
+                          organization_id=st.none() | account_ids,
+                          api_key_fingerprint=st.none() | keyed_hashes,
+                          served_unscored=st.booleans(), prompt_link=st.none() | keyed_hashes)
+
+
+@given(content_items)
+def test_a_content_item_round_trips_with_or_without_its_link_key(item: ContentItem) -> None:
+    assert codec.decode_record(codec.encode_record(item), ContentItem) == item
+    # a gate that predates the key wrote no such field: it reads as none
+    wire = msgpack.unpackb(codec.encode_record(item), raw=False)
+    del wire["b"]["prompt_link"]
+    older = codec.decode_record(msgpack.packb(wire, use_bin_type=True), ContentItem)
+    assert older == dataclasses.replace(item, prompt_link=None)
 
 
 def test_errors_never_echo_field_values() -> None:

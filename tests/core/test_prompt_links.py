@@ -107,9 +107,10 @@ def request(i: int, link: str | None = LINK, account: str = "a") -> Signal:
 
 
 def score(i: int, scores: tuple[tuple[str, float], ...], account: str = "a",
-          kind: str = "prompt") -> Signal:
+          kind: str = "prompt", link: str | None = None) -> Signal:
     return Signal(f"s{i}", account, "eu", T0, f"c{i}", ScoreRecorded(
-        f"req-{i}", kind, f"{i:064x}", 120, "default", "1", scores))  # type: ignore[arg-type]
+        f"req-{i}", kind, f"{i:064x}", 120, "default", "1", scores,  # type: ignore[arg-type]
+        prompt_link=link))
 
 
 def run(state: AccountState, signal: Signal, policy: Policy = POLICY,
@@ -169,6 +170,47 @@ def test_a_score_without_a_remembered_prompt_links_nothing() -> None:
 def test_a_malformed_link_key_is_refused() -> None:
     with pytest.raises(InvalidAccountId):
         decide(initial_state("a", "eu"), request(1, link="not-hex"), POLICY, T0)
+
+
+def test_a_score_carrying_its_link_key_links_before_its_request_is_observed() -> None:
+    """A batch's prompts are scored from its creation, their requests observed with its results
+    (later): the key the score carries links the account, and the score is forwarded without
+    it (the prompt's history links to nothing); the request, observed after, links no more."""
+    signal = score(1, (("cyber", 0.8),), link=LINK)
+    s, events = run(initial_state("a", "eu"), signal)
+    assert s.recent_prompts == () and PROMPT in s.links
+    linked = links(events)
+    assert [(b.link, b.aggregate, b.rule_id, b.request_id) for b in linked] == [
+        ("prompt", PROMPT, "link.prompt", "req-1")]
+    forwarded = forwarded_scores(signal, events)
+    assert [f.account_id for f in forwarded] == [PROMPT]
+    assert forwarded[0].observation == replace(signal.observation,  # type: ignore[type-var]
+                                               member_account="a", prompt_link=None)
+    s, events = run(s, request(1))
+    assert not links(events) and s.recent_prompts == (("req-1", LINK),)
+    p, events = run(initial_state(PROMPT, "eu"), forwarded[0])
+    assert p.strikes == 1 and not links(events)
+
+
+def test_a_scores_own_key_wins_and_counts_in_the_accounts_own_history_only() -> None:
+    other = "cd" * 16
+    s, _ = run(initial_state("a", "eu"), request(1))  # the request said LINK
+    s, events = run(s, score(1, (("cyber", 0.8),), link=other))
+    assert [b.aggregate for b in links(events)] == ["prompt:" + other]
+    # in an organisation's history a key on a member's score (or on one naming no member)
+    # names nothing: only an account's own decision links it to a prompt
+    member = replace(score(2, (("cyber", 0.9),), link=other), account_id="org:acme")
+    assert isinstance(member.observation, ScoreRecorded)
+    for observation in (member.observation, replace(member.observation, member_account="a")):
+        _, events = run(initial_state("org:acme", "eu"), replace(member, observation=observation))
+        assert any(isinstance(e.body, StrikeRecorded) for e in events) and not links(events)
+
+
+@pytest.mark.parametrize("bad", ["not-hex", "AB" * 16, "ab" * 15, "ab" * 17, ""])
+def test_a_malformed_link_key_on_a_score_is_refused(bad: str) -> None:
+    """A score's key names an aggregate, as a request's does: only a gate's HMAC may."""
+    with pytest.raises(InvalidAccountId):
+        decide(initial_state("a", "eu"), score(1, (("cyber", 0.1),), link=bad), POLICY, T0)
 
 
 def test_a_shadowed_prompt_link_records_what_it_would_do() -> None:

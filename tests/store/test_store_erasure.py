@@ -6,9 +6,11 @@ tombstone says who erased it."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 
 import asyncpg
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,7 +18,8 @@ from hypothesis import strategies as st
 from safeguards.adapters.store import PostgresEventStore, migrate
 from safeguards.adapters.store.chain_keys import load_chain_key
 from safeguards.adapters.store.keys import InMemoryFieldSealer, PostgresFieldSealer
-from safeguards.adapters.store.sealing import Sealing
+from safeguards.adapters.store.sealing import Sealing, open_body, seal_map
+from safeguards.core import codec
 from safeguards.core.chain import verify
 from safeguards.core.codec import decode_command, encode_command, encode_signal
 from safeguards.core.enforcement import EnforcementCommand
@@ -109,6 +112,27 @@ def test_seal_open_round_trip_and_binding(account: str, label: str, plaintext: b
             sealing.unwrap(other, key.generation, wrapped)
     with pytest.raises(SealBroken):
         sealing.open(account, key, label + "x", sealed)
+
+
+def test_a_score_sealed_before_it_carried_a_link_key_still_opens() -> None:
+    """Schema 2 scores had no ``prompt_link`` (sealed: ``content_sha256`` alone); they open and
+    erase as before, and a schema 3 score's link key is sealed and erased like a request's."""
+    sealing, account = Sealing("eu", bytes(range(32))), "acct-1"
+    key, _ = sealing.new_key(account)
+    score = ScoreRecorded("r1", "prompt", "cd" * 32, 30, "clf", "1", (("cyber", 0.95),))
+    v2 = codec.encode_body(score)
+    del v2["prompt_link"]  # as a schema 2 writer stored it
+    stored = msgpack.packb(seal_map(sealing, account, key, "ScoreRecorded", v2))
+    assert open_body(sealing, "ScoreRecorded", 2, stored, account, "e1", key) == score
+    erased = open_body(sealing, "ScoreRecorded", 2, stored, account, "e1", None)
+    assert erased == replace(score, content_sha256=ERASED + "e1")
+    linked = replace(score, prompt_link="ab" * 16)
+    stored = msgpack.packb(seal_map(sealing, account, key, "ScoreRecorded",
+                                    codec.encode_body(linked)))
+    assert b"ab" * 16 not in stored
+    assert open_body(sealing, "ScoreRecorded", 3, stored, account, "e2", key) == linked
+    erased = open_body(sealing, "ScoreRecorded", 3, stored, account, "e2", None)
+    assert erased == replace(score, content_sha256=ERASED + "e2", prompt_link=None)
 
 
 # --- erasure in the event stores ---------------------------------------------------------------

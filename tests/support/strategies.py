@@ -64,7 +64,8 @@ score_recorded = st.builds(ScoreRecorded, request_id=texts,
                            content_kind=st.sampled_from(("prompt", "completion")),
                            content_sha256=sha, content_chars=small, model_name=texts,
                            model_version=texts, scores=scores, shadow=st.booleans(),
-                           member_account=st.none() | account_ids)
+                           member_account=st.none() | account_ids,
+                           prompt_link=st.none() | keyed_hashes)
 operator_action = st.builds(OperatorActionTaken, operator=texts,
                             action=st.sampled_from(("set_level", "clear", "note", "approve",
                                                     "reject")),
