@@ -259,9 +259,9 @@ class ClassifierService:
                 content_chars=result.content_chars,
                 model_name=result.model_name,
                 model_version=result.model_version,
-                scores=result.scores,
-                shadow=shadow,
-                member_account=member,
+                scores=result.scores, shadow=shadow, member_account=member,
+                # the prompt's link key, on the account's own score only: core.decide links it
+                prompt_link=item.prompt_link if member is None else None,
             ),
         )
 

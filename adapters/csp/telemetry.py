@@ -207,6 +207,8 @@ class Telemetry:
                     home_region=None if home is None else home.home,
                     home_partitions=0 if home is None else home.partitions,
                     served_unscored=kind == "prompt" and request.served_unscored,
+                    # its score carries it: a batch prompt's comes before its RequestObserved
+                    prompt_link=request.prompt_link if kind == "prompt" else None,
                 )
                 data = encode_record(record)
                 out.append((content, data if self.producer is None

@@ -29,34 +29,66 @@ from batch_testkit import (
     upstream_only,
 )
 from csp_testkit import Region, eventually
+from nats.js import api
 
 from safeguards.adapters.bus.producer_auth import load_producer_keys
+from safeguards.adapters.csp.identity import load_link_key
 from safeguards.adapters.embedded import free_port
 from safeguards.adapters.embedded.ports import wait_for_port
-from safeguards.core.codec import decode_record
+from safeguards.core.codec import decode_record, decode_signal
 from safeguards.core.content import ContentItem
+from safeguards.core.events import ScoreRecorded
 from safeguards.core.policy import Policy
+from safeguards.core.prompt_links import prompt_link_key
 from safeguards.core.subjects import stream_name
 
 ACCOUNT = "acct-killed"
 PROMPTS = {"plain": BENIGN + " #reply-chars=100", "second": BENIGN + " (and a second loaf)"}
 
 
-async def content(region: Region) -> Counter[tuple[str, str]]:
-    """(request id, kind) of the account's items on the region's content stream, how many
-    times each (read by sequence, unsealed with the region's keys: no consumer takes them)."""
+async def items(region: Region) -> list[ContentItem]:
+    """The account's items on the region's content stream (read by sequence, unsealed with the
+    region's keys: no consumer takes them)."""
     js = region.nc.jetstream()
     stream = stream_name(region.name, "CONTENT")
     state = (await js.stream_info(stream)).state
     keys = load_producer_keys(region.name)
-    found: Counter[tuple[str, str]] = Counter()
+    found: list[ContentItem] = []
     for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
         msg = await js.get_msg(stream, seq)
         assert msg.subject is not None and msg.data is not None
         item = decode_record(keys.open(msg.subject, msg.data), ContentItem)
         if item.account_id == ACCOUNT:
-            found[(item.request_id, item.kind)] += 1
+            found.append(item)
     return found
+
+
+async def content(region: Region) -> Counter[tuple[str, str]]:
+    """(request id, kind) of the account's items on the region's content stream, how many
+    times each."""
+    return Counter((item.request_id, item.kind) for item in await items(region))
+
+
+def link_keys(region: Region, ids: dict[str, str]) -> dict[str, str | None]:
+    """Each request's prompt link key (``core.prompt_links``) as the region's gates make it."""
+    key = load_link_key(region.name)
+    return {ids[name]: prompt_link_key(key, text) for name, text in PROMPTS.items()}
+
+
+async def score_links(region: Region) -> dict[tuple[str, str], str | None]:
+    """(request id, kind) of the account's own scores on the region's inputs, with the prompt
+    link key each carries."""
+    js = region.nc.jetstream()
+    sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
+                                  stream=stream_name(region.name, "INPUTS"),
+                                  config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
+    try:
+        signals = [decode_signal(m.data) for m in await sub.fetch(100, timeout=1)]
+    finally:
+        await sub.unsubscribe()
+    return {(s.observation.request_id, s.observation.content_kind): s.observation.prompt_link
+            for s in signals if isinstance(s.observation, ScoreRecorded)
+            and s.account_id == ACCOUNT}
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -100,8 +132,11 @@ async def test_prompts_of_a_batch_whose_proxy_was_killed_are_scored_once(
     async with upstream_only(proxy_env, policy) as upstream:
         batch_id = await create_and_kill(region, nats_url, upstream, tmp_path / "proxy.log")
         ids = {name: f"{batch_id}/{name}" for name in PROMPTS}
-        # every admitted prompt was on the content stream when the creation was answered
+        # every admitted prompt was on the content stream when the creation was answered, with
+        # its link key (the HMAC, never text), which its score carries to the account
         assert await content(region) == Counter({(i, "prompt"): 1 for i in ids.values()})
+        assert {i.request_id: i.prompt_link for i in await items(region)} == link_keys(region,
+                                                                                       ids)
         async with proxy_env(upstream_url_override=upstream, policy=policy) as reader:
             await eventually(lambda: reader.proxy.gate.held_version(ACCOUNT) == 1)
             results = {r.custom_id: r.result async for r in
@@ -124,6 +159,27 @@ async def test_prompts_of_a_batch_whose_proxy_was_killed_are_scored_once(
                     break
                 await anyio.sleep(0.3)
         assert found == want
+        # the prompts' scores carry their link keys (a flagged one links the account to the
+        # prompt's history though its request is observed only later); completions' none
+        links = link_keys(region, ids)
+        assert await score_links(region) == {
+            (i, kind): links[i] if kind == "prompt" else None for i, kind in want}
+
+
+async def test_each_stored_prompt_carries_its_link_key(proxy_env: ProxyEnv,
+                                                       region: Region) -> None:
+    """The content item of each admitted prompt, stored at the creation, carries the prompt's
+    link key, so that its score, which reaches the account before the request's signal (sent
+    with the results), links a flagged prompt to the prompt's history."""
+    async with proxy_env() as running:
+        batch = await client(running, ACCOUNT).messages.batches.create(
+            requests=[request(name, text) for name, text in PROMPTS.items()])
+        assert running.proxy.batches.held_chars == 0  # all stored: none held
+    ids = {name: f"{batch.id}/{name}" for name in PROMPTS}
+    stored = [i for i in await items(region) if i.request_id.startswith(batch.id + "/")]
+    assert {i.request_id: (i.kind, i.prompt_link) for i in stored} == {
+        i: ("prompt", link) for i, link in link_keys(region, ids).items()}
+    assert all(link is not None for link in link_keys(region, ids).values())
 
 
 async def test_a_prompt_the_content_stream_does_not_store_stays_held_and_is_counted(
