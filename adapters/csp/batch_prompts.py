@@ -21,9 +21,11 @@ read on this process, when the batch is forgotten, or as the process shuts down;
 text. A creation is not refused for it: the upstream has already taken the batch. At most
 ``IN_FLIGHT`` publishes await their acknowledgement at once, all within that one deadline.
 
-Known limit: the prompt's score reaches the account before the request's RequestObserved (sent
-with its result), so a flagged batch prompt does not link the account to the prompt's history
-(``core.decide._link_prompt`` looks the request's link key up among the requests observed so far).
+The prompt's score reaches the account before the request's RequestObserved (sent with its
+result), so the content item carries the prompt's link key (``GateRequest.prompt_link``, the
+region's HMAC of the newest user turn, never text) and the classifier puts it on the account's
+own score: a flagged batch prompt links the account to the prompt's history by it
+(``core.prompt_links.scored_prompt_link``) as a single request's does by its RequestObserved.
 """
 
 from __future__ import annotations
