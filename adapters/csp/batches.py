@@ -216,6 +216,26 @@ class BatchGate:
     def known(self, batch_id: str) -> bool:
         return batch_id in self._ledger
 
+    async def entry_of(self, batch_id: str, account: str) -> BatchEntry | None:
+        """The batch's (or a provider's job's: ``job_outputs``) admitted requests, held here or
+        read from the region's batch ledger (then kept); None where neither has it or it is
+        another account's."""
+        entry = self._ledger.get(batch_id) or self._read_records.get(batch_id)
+        if entry is None and self.records is not None:
+            entry = await self.records.get(batch_id)
+            if entry is not None:
+                self._read_records[batch_id] = entry
+                while len(self._read_records) > self.capacity:
+                    self._read_records.popitem(last=False)
+        return entry if entry is not None and entry.account == account else None
+
+    def observed(self, entry: BatchEntry) -> None:
+        """``entry``'s requests observed with their results: no text kept for them."""
+        self.held_chars -= entry.held_chars
+        entry.observed = True
+        for admitted in entry.admitted.values():
+            admitted.prompt = ""
+
     async def results(self, batch_id: str, caller: Caller, body: bytes) -> bytes:
         """The results as the client gets them: checked, observed once, refusals spliced in."""
         read = (caller.account, batch_id)

@@ -97,6 +97,51 @@ class GcsReader:
             raise ObjectUnreadable(type(exc).__name__) from None
         return out
 
+    async def read_folder(self, folder: object, authorization: list[str]
+                          ) -> list[tuple[str, bytes]]:
+        """(object name, bytes) of each object under ``gs://bucket/prefix``, in name order, read
+        with the caller's token (a job's output folder: ``job_outputs``), with the same bounds
+        as an input."""
+        if not isinstance(folder, str) or not folder.startswith("gs://"):
+            raise BadInputUri("gcsOutputDirectory: expected gs://bucket/folder")
+        bucket, _, prefix = folder.removeprefix("gs://").partition("/")
+        parse_gs_uri(f"gs://{bucket}/{prefix or '_'}")  # the bucket's and prefix's patterns
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        c = self.config
+        headers = {"authorization": f"Bearer {bearer_token(authorization)}"}
+        timeout = httpx.Timeout(c.read_timeout_s, connect=c.connect_timeout_s)
+        names: list[str] = []
+        query = {"prefix": prefix, "fields": "items(name),nextPageToken"}
+        try:
+            async with httpx.AsyncClient(timeout=timeout, headers=headers) as client:
+                while True:
+                    answer = await client.get(
+                        f"{c.endpoint_url}/storage/v1/b/{quote(bucket, safe='')}/o",
+                        params=query)
+                    if answer.status_code in _REFUSED:
+                        raise AccessRefused(answer.status_code, "the caller may not read the "
+                                            "job's output", _REFUSED[answer.status_code])
+                    if answer.status_code != 200:
+                        raise ObjectUnreadable(_UNREADABLE.get(answer.status_code,
+                                                               f"status_{answer.status_code}"))
+                    page = answer.json()
+                    if not isinstance(page, dict):
+                        raise ObjectUnreadable("malformed")
+                    names += [str(i["name"]) for i in page.get("items") or ()
+                              if isinstance(i, dict) and not str(i.get("name", "/")).endswith("/")]
+                    if len(names) > c.max_objects:
+                        raise InputTooLarge(f"the job's output holds more than {c.max_objects} "
+                                            "objects")
+                    if not page.get("nextPageToken"):
+                        break
+                    query["pageToken"] = str(page["nextPageToken"])
+        except (httpx.HTTPError, ValueError) as exc:
+            raise ObjectUnreadable(type(exc).__name__) from None
+        if not names:
+            raise ObjectUnreadable("NOT_FOUND")
+        return await self.read([f"gs://{bucket}/{name}" for name in sorted(names)],
+                               authorization)
+
     async def _object(self, client: httpx.AsyncClient, bucket: str, name: str,
                       left: int) -> bytes:
         url = (f"{self.config.endpoint_url}/download/storage/v1/b/{quote(bucket, safe='')}"

@@ -160,6 +160,12 @@ class CspMetrics:
             "safeguards_csp_batch_prompts_unpublished",
             "admitted batch prompts the content stream did not store at the batch's creation",
             ["reason"], registry=self.registry)
+        # providers' batch jobs' outputs not observed (access_refused, missing, unreadable,
+        # too_large, bad_location: the job's; malformed, duplicate: lines of it)
+        self.job_outputs_unobserved = Counter(
+            "safeguards_csp_job_outputs_unobserved",
+            "batch jobs' outputs, or lines of them, the gate could not observe", ["reason"],
+            registry=self.registry)
 
     def count_caller_refused(self, reason: str) -> None:
         self.caller_refused.labels(reason).inc()

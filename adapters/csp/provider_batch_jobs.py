@@ -10,21 +10,20 @@ through the gate, so the gate reads them when the job is created (``object_store
 ``gcs_store``: bounded) and checks every record as the Message Batches gate checks a batch's
 requests (``batches.BatchGate.submit``: the account's decision, rate limits, screening or
 classification as the account's level asks; the signal's surface is ``proxy/batch``). Each
-record is observed like a single request that was not served a completion.
+record is observed like a single request, its answer once the job has ended (``job_outputs``).
 
-What the gate does not see: a job's output. The provider runs the job and writes every record's
-answer to the job's output location with its own service credentials (Bedrock:
-``outputDataConfig.s3OutputDataConfig.s3Uri``, ``{job id}/{input file}.out``, each line the
-record with its ``modelOutput`` or ``error``; Vertex: ``outputConfig``'s Cloud Storage prefix
-or BigQuery table). No answer passes through the gate, so unlike a Message Batch's results
-(``batches``) none can be scored, withheld or replaced by a refusal, nor observed as a
-completion (no output tokens charged, no completion on the content stream; the records'
-prompts are). The gate therefore fails closed where the single path would check the answer: a
-record whose decision ends streams (``terminate_stream``) refuses the job, as one it would serve
-only with the safety prompt does. ``classify_all_streams`` (every completion scored) does not
-reach jobs' outputs. Checking them would mean reading the output objects after the job ends,
-with the job's authority, when a caller asks for the job: observation after the fact, the
-answers already delivered.
+What the gate sees late: a job's output. The provider runs the job and writes every record's
+answer to the job's output location with its own service credentials; no answer passes through
+the gate, so unlike a Message Batch's results (``batches``) none can be scored, withheld or
+replaced by a refusal before it is delivered. The gate therefore fails closed where the single
+path would check the answer: a record whose decision ends streams (``terminate_stream``) refuses
+the job, as one it would serve only with the safety prompt does. The answers are observed after
+the fact (``job_outputs``): a job created through the HTTP proxy is remembered under its name as
+a Message Batch is (its prompts on the content stream, its record in the region's batch ledger),
+and when a caller's poll of it through the gate finds it ended, its output is read with the
+job's authority and each record's completion observed as a batch result is. Behind Envoy
+ext_proc does not see the job's name, so its records are observed at the creation, as requests
+not served.
 
 The job creation goes upstream unchanged only when every record passes. A record that is
 refused, one the gate would serve only with the safety prompt (the file cannot be changed on its
@@ -67,6 +66,7 @@ from safeguards.adapters.csp.answers import (
     send_api_error,
 )
 from safeguards.adapters.csp.assumed_roles import ROLE_ARN
+from safeguards.adapters.csp.batch_ledger import BatchEntry
 from safeguards.adapters.csp.batch_routes import BatchProxy
 from safeguards.adapters.csp.batches import BatchGate
 from safeguards.adapters.csp.decision import BLOCK, TERMINATE_ACTION, Decision, refusal
@@ -78,6 +78,7 @@ from safeguards.adapters.csp.input_errors import (
     ObjectStoreError,
     ObjectUnreadable,
 )
+from safeguards.adapters.csp.job_outputs import JobOutputs, job_key, record_custom_id
 from safeguards.adapters.csp.messages_api import BadRequest, json_object
 from safeguards.adapters.csp.object_store import S3Reader
 from safeguards.adapters.csp.provider_api import ProviderApi, ProviderCall
@@ -172,6 +173,7 @@ def job_records(objects: list[tuple[str, bytes]], model: str, api: ProviderApi,
     body_key, id_key = ("request", "custom_id") if api is VERTEX_API else ("modelInput",
                                                                           "recordId")
     out: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
     call = ProviderCall(api, model, False)
     for number, (_, data) in enumerate(objects, 1):
         for line_no, line in enumerate(data.split(b"\n"), 1):
@@ -190,6 +192,9 @@ def job_records(objects: list[tuple[str, bytes]], model: str, api: ProviderApi,
             record_id = record.get(id_key, f"line-{number}-{line_no}")
             if not isinstance(record_id, str) or not _RECORD_ID.fullmatch(record_id):
                 raise BadRequest(400, f"{where}: {id_key}: 1 to 128 letters, digits, _.:-")
+            if record_id in seen:  # its answer could not be told from the other's
+                raise BadRequest(400, f"{where}: {id_key}: a duplicate")
+            seen.add(record_id)
             try:
                 api.parse(json.dumps(model_input).encode(), call)
             except BadRequest as exc:
@@ -212,6 +217,7 @@ class JobGate:
         self.s3 = s3 or S3Reader()
         self.gcs = gcs or GcsReader()
         self.max_records = max_records
+        self.outputs = JobOutputs(batches, lambda: self.s3, lambda: self.gcs)
         # forwarded, refused, bad_input, access_refused, unreadable_*
         self.counts: Counter[str] = Counter()
 
@@ -220,7 +226,20 @@ class JobGate:
         """None: every record passed, the job goes upstream unchanged; else its refusal.
         ``api``: Bedrock's or Vertex's; ``authorization``: the creation's ``Authorization``
         header values (a Vertex job's input is read with the caller's token). Raises
-        ``BadRequest`` for a malformed job or input (answered in the provider's shape)."""
+        ``BadRequest`` for a malformed job or input (answered in the provider's shape). The
+        records are observed now, as requests not served (ext_proc: the job's id is not seen)."""
+        refused, entry = await self.admit(caller, api, body, authorization)
+        if entry is not None:
+            self.batches.unserved(entry)
+        return refused
+
+    async def admit(self, caller: Caller, api: ProviderApi, body: bytes,
+                    authorization: list[str] | None = None
+                    ) -> tuple[JobRefusal | None, BatchEntry | None]:
+        """As ``check``, with the admitted records not yet observed: the caller observes them
+        (``BatchGate.unserved``), or, once the upstream has taken the job, remembers them
+        under its name (``BatchGate.remember``) so its output is observed (``job_outputs``).
+        The entry is None where nothing was admitted (refused records were observed)."""
         try:
             return await self._check(caller, api, body, authorization or [])
         except BadRequest:
@@ -228,7 +247,7 @@ class JobGate:
             raise
 
     async def _check(self, caller: Caller, api: ProviderApi, body: bytes,
-                     authorization: list[str]) -> JobRefusal | None:
+                     authorization: list[str]) -> tuple[JobRefusal | None, BatchEntry | None]:
         vertex = api is VERTEX_API
         job = vertex_job(body) if vertex else bedrock_job(body)
         gate = self.batches.gate
@@ -236,7 +255,7 @@ class JobGate:
         if standing.flags & BLOCK:
             gate.count(standing)
             self.counts["refused"] += 1
-            return _refused(standing, "this account may not create batch jobs")
+            return _refused(standing, "this account may not create batch jobs"), None
         try:
             objects = await (
                 self.gcs.read(list(job.uris), authorization) if vertex else
@@ -245,50 +264,54 @@ class JobGate:
             self.counts["access_refused"] += 1
             log.info("a batch job refused: its authority may not read its input (%s)",
                      exc.reason)
-            return JobRefusal(exc.status, str(exc))
+            return JobRefusal(exc.status, str(exc)), None
         except ObjectUnreadable as exc:
             if standing.flags or standing.refused or not gate.synced:
                 self.counts["unreadable_refused"] += 1
                 log.warning("a batch job refused: its input was unreadable (%s)", exc.reason)
                 return JobRefusal(503, f"{exc}; the safety gate checks every record before a "
-                                       "job starts", (("retry-after", "5"),))
+                                       "job starts", (("retry-after", "5"),)), None
             self.counts["unreadable_forwarded"] += 1
             log.warning("a batch job forwarded unchecked: its input was unreadable (%s)",
                         exc.reason)
-            return None
+            return None, None
         except ObjectStoreError as exc:
             raise BadRequest(exc.status, str(exc)) from None
         records = job_records(objects, job.model, api, self.max_records)
         return await self._records(caller, records)
 
-    async def _records(self, caller: Caller,
-                       records: list[tuple[str, dict[str, Any]]]) -> JobRefusal | None:
-        # the batch gate's custom_ids are its own (r0, r1...): a recordId may not fit them
-        batch = {"requests": [{"custom_id": f"r{i}", "params": params}
-                              for i, (_, params) in enumerate(records)]}
+    async def _records(self, caller: Caller, records: list[tuple[str, dict[str, Any]]]
+                       ) -> tuple[JobRefusal | None, BatchEntry | None]:
+        # the batch gate's custom_ids: a recordId may not fit them (the same in the output)
+        batch = {"requests": [{"custom_id": record_custom_id(record_id), "params": params}
+                              for record_id, params in records]}
         submission = await self.batches.submit(caller, json.dumps(batch).encode())
-        entry = submission.entry
-        changed = unchecked = 0
-        for item in entry.admitted.values():  # refused records were observed by submit
-            changed += item.decision.safety_prompt
-            unchecked += item.decision.classify_stream and not item.decision.safety_prompt
-            self.batches.admission.observe(item.request, item.decision.action, 0, 0,
-                                           item.prompt, "")
-            item.prompt = ""
+        entry = submission.entry  # refused records were observed by submit
+        changed = sum(item.decision.safety_prompt for item in entry.admitted.values())
+        unchecked = sum(item.decision.classify_stream and not item.decision.safety_prompt
+                        for item in entry.admitted.values())
         refused = len(entry.refused) + changed + unchecked
         if not refused:
             self.counts["forwarded"] += 1
             log.info("a batch job forwarded: %d records checked", len(records))
-            return None
+            return None, entry
+        self.batches.unserved(entry)
         self.counts["refused"] += 1
         log.info("a batch job refused: %d of %d records refused", refused, len(records))
         first = submission.first_refusal
         what = f"{refused} of {len(records)} records refused by the safety gate"
         if first is None and changed:
-            return JobRefusal(403, f"{what}: {_INTERVENED}", (), "intervene")
+            return JobRefusal(403, f"{what}: {_INTERVENED}", (), "intervene"), None
         if first is None:
-            return JobRefusal(403, f"{what}: {_OUTPUT_CHECKED}", (), TERMINATE_ACTION)
-        return _refused(first, what)
+            return JobRefusal(403, f"{what}: {_OUTPUT_CHECKED}", (), TERMINATE_ACTION), None
+        return _refused(first, what), None
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _refused(decision: Decision, what: str) -> JobRefusal:
@@ -311,17 +334,35 @@ async def serve_job(proxy: JobProxy, scope: Scope, receive: Receive, send: Send,
     if body is None:
         return  # the client went away
     api = target.call.api
+    authorization = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
     if target.route is Route.JOB_CREATE:
-        authorization = [v.decode("latin-1") for k, v in scope["headers"]
-                         if k == b"authorization"]
-        refused = await proxy.jobs.check(target.call.caller(caller), api, body, authorization)
+        refused, entry = await proxy.jobs.admit(target.call.caller(caller), api, body,
+                                                authorization)
         if refused is not None:
             await send_api_error(send, api, refused.status, refused.message, (
                 *((k.encode(), v.encode()) for k, v in refused.headers),
                 action_header(refused.action)))
             return
-    elif await proxy.refused_by_standing(send, target.call.caller(caller), api):
+        try:
+            await _relay(proxy, scope, send, target, body, forward, entry, authorization,
+                         target.call.caller(caller))
+        finally:
+            if entry is not None and not entry.batch_id:  # not taken: observed as not served
+                proxy.jobs.batches.unserved(entry)
         return
+    if await proxy.refused_by_standing(send, target.call.caller(caller), api):
+        return
+    await _relay(proxy, scope, send, target, body, forward, None, authorization,
+                 target.call.caller(caller))
+
+
+async def _relay(proxy: JobProxy, scope: Scope, send: Send, target: Target, body: bytes,
+                 forward: list[tuple[bytes, bytes]], entry: BatchEntry | None,
+                 authorization: list[str], caller: Caller) -> None:
+    """The request upstream and its answer back: a creation's admitted records remembered
+    under the job's name once the upstream took it, an ended job's output observed on a get
+    (``job_outputs``), before the answer is sent."""
+    api = target.call.api
     forward.append((b"accept-encoding", b"identity"))
     response = await proxy._upstream(send, proxy.upstream_client.request(
         scope["method"].encode(), (target.forward or target.path).encode("latin-1"), body,
@@ -332,6 +373,12 @@ async def serve_job(proxy: JobProxy, scope: Scope, receive: Receive, send: Send,
         answer = await proxy._upstream_answer(send, response, api)
         if answer is None:
             return
+        if response.status == 200 and entry is not None:
+            key = job_key(api, _json(answer))
+            if key is not None:
+                await proxy.jobs.batches.remember(key, entry)
+        elif response.status == 200 and scope["method"] == "GET":
+            await proxy.jobs.outputs.poll(caller, api, answer, authorization)
         kept = [(k, v) for k, v in response.headers.items() if k in api.upstream_error_headers]
         content_type = response.headers.get(b"content-type", b"application/json")
         await respond(send, response.status, answer, (b"content-type", content_type), *kept)

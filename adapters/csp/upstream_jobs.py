@@ -1,12 +1,14 @@
 """The model stand-in's batch jobs, for demos and tests: Bedrock's batch inference
 (``CreateModelInvocationJob`` and the job reads) and Vertex AI's batch prediction jobs. A job is
 validated as the provider validates its body, answered in the provider's shape (a ``jobArn``;
-a ``BatchPredictionJob`` resource) and kept in memory, never run."""
+a ``BatchPredictionJob`` resource) and kept in memory; a test runs one (``JobStore.complete``):
+each record answered, the output written where the provider writes it, the job ended."""
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
@@ -93,3 +95,42 @@ class JobStore:
             job["state"] = "JOB_STATE_CANCELLING"
             return 200, b"{}", ()
         return 200, json.dumps(job).encode(), ()
+
+    def complete(self, key: str, read: Callable[[str], bytes],
+                 write: Callable[[str, bytes], None], reply: str = "Here is the answer.") -> str:
+        """Runs a job as its provider would: reads its input (``read(uri)``; one object), answers
+        each record with ``reply`` and writes the output (``write(uri, data)``) where the
+        provider writes it, then ends the job; the output object's URI. ``key``: Bedrock's job
+        ARN or id, Vertex's resource name."""
+        job = self._jobs[key.removeprefix(_ARN)]
+        vertex = "name" in job
+        uri = (job["inputConfig"]["gcsSource"]["uris"][0] if vertex else
+               job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"])
+        lines = []
+        for line in read(uri).split(b"\n"):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            usage = {"input_tokens": 10, "output_tokens": max(1, len(reply) // 4)}
+            message = {"id": "msg_" + secrets.token_hex(12), "type": "message",
+                       "role": "assistant", "model": job.get("modelId", job.get("model")),
+                       "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn",
+                       "stop_sequence": None, "usage": usage}
+            lines.append({**record, "response": message, "status": ""} if vertex else
+                         {**record, "modelOutput": message})
+        data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+        if vertex:
+            prefix = job["outputConfig"]["gcsDestination"]["outputUriPrefix"].rstrip("/")
+            folder = f"{prefix}/prediction-{key.rsplit('/', 1)[-1]}"
+            out = f"{folder}/predictions_00001.jsonl"
+            job.update(state="JOB_STATE_SUCCEEDED", updateTime=_now(),
+                       outputInfo={"gcsOutputDirectory": folder})
+        else:
+            prefix = job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"].rstrip("/")
+            folder = f"{prefix}/{job['jobArn'].removeprefix(_ARN)}"
+            out = f"{folder}/{uri.rsplit('/', 1)[-1]}.out"
+            write(f"{folder}/manifest.json.out", json.dumps(
+                {"processedRecordCount": len(lines), "successRecordCount": len(lines)}).encode())
+            job.update(status="Completed", lastModifiedTime=_now())
+        write(out, data)
+        return out

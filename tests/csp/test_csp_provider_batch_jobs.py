@@ -29,11 +29,13 @@ from jobs_testkit import (
     bedrock,
     create,
     gcs_emulator,
+    gcs_io,
     job,
     moto_server,
     put_input,
     record,
     refused,
+    s3_io,
 )
 from nats.js import api
 
@@ -97,7 +99,13 @@ async def test_a_benign_job_goes_upstream_unchanged_each_record_observed(
             lambda: client.get_model_invocation_job(jobIdentifier=created["jobArn"]))
         assert got["status"] == "Submitted" and got["modelId"] == MODEL
         assert running.proxy.jobs.counts["forwarded"] == 1
-        await eventually(lambda: running.proxy.telemetry.sent >= 3, 10)
+        assert running.proxy.telemetry.sent == 0  # each record's signal comes with its answer
+        running.upstream.jobs.complete(created["jobArn"], *s3_io(s3_url))
+        ended = await anyio.to_thread.run_sync(
+            lambda: client.get_model_invocation_job(jobIdentifier=created["jobArn"]))
+        assert ended["status"] == "Completed"
+        assert running.proxy.jobs.outputs.counts["completions"] == 3
+        await eventually(lambda: running.proxy.telemetry.sent >= 6, 10)  # signals, completions
     assert await observed(region, "acct-jobs") == ["allow"] * 3
     assert CANARY.strip() not in caplog.text
 
@@ -295,7 +303,12 @@ async def test_vertex_batch_prediction_jobs_are_checked_record_by_record(
                 assert says in error["message"]
             blocked = await http.get(f"/v1/{name}", headers={"x-csp-account-id": "acct-vbad"})
             assert blocked.status_code == 403
+            running.upstream.jobs.complete(name, *gcs_io(gcs_url))
+            ended = await http.get(f"/v1/{name}", headers={
+                "x-csp-account-id": "acct-vertex", "authorization": "Bearer caller-token"})
+            assert ended.json()["state"] == "JOB_STATE_SUCCEEDED"
         assert running.upstream.jobs.created == 1
-        await eventually(lambda: running.proxy.telemetry.sent >= 2, 10)
+        assert running.proxy.jobs.outputs.counts["completions"] == 2
+        await eventually(lambda: running.proxy.telemetry.sent >= 4, 10)
     assert await observed(region, "acct-vertex") == ["allow"] * 2
     assert CANARY.strip() not in caplog.text

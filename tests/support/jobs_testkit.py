@@ -10,12 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import botocore.config
 import botocore.session
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 from csp_testkit import RunningProxy
@@ -115,3 +117,43 @@ async def refused(client: Any, uri: str, role: str = ROLE) -> dict[str, Any]:
     error: dict[str, Any] = caught.value.response["Error"]
     error["status"] = caught.value.response["ResponseMetadata"]["HTTPStatusCode"]
     return error
+
+
+def s3_io(url: str, **keys: str) -> tuple[Callable[[str], bytes], Callable[[str, bytes], None]]:
+    """Read and write ``s3://`` URIs at moto's server (the provider's own access, for the
+    upstream stand-in's ``JobStore.complete``)."""
+    client = aws(url, "s3", **keys)
+
+    def split(uri: str) -> tuple[str, str]:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return bucket, key
+
+    def read(uri: str) -> bytes:
+        data: bytes = client.get_object(Bucket=split(uri)[0], Key=split(uri)[1])["Body"].read()
+        return data
+
+    def write(uri: str, data: bytes) -> None:
+        client.put_object(Bucket=split(uri)[0], Key=split(uri)[1], Body=data)
+
+    return read, write
+
+
+def gcs_io(url: str) -> tuple[Callable[[str], bytes], Callable[[str, bytes], None]]:
+    """Read and write ``gs://`` URIs at the Cloud Storage emulator (the provider's access)."""
+    def split(uri: str) -> tuple[str, str]:
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        return bucket, name
+
+    def read(uri: str) -> bytes:
+        bucket, name = split(uri)
+        answer = httpx.get(f"{url}/download/storage/v1/b/{bucket}/o/{quote(name, safe='')}",
+                           params={"alt": "media"})
+        answer.raise_for_status()
+        return answer.content
+
+    def write(uri: str, data: bytes) -> None:
+        bucket, name = split(uri)
+        httpx.post(f"{url}/upload/storage/v1/b/{bucket}/o", params={
+            "uploadType": "media", "name": name}, content=data).raise_for_status()
+
+    return read, write

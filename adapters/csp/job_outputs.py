@@ -1,0 +1,220 @@
+"""Providers' batch jobs' outputs, observed after the fact: each record's completion observed like a
+Message Batch's result.
+
+A job's output never passes through the gate: the provider writes each record's answer to the
+job's output location (Bedrock: ``{outputDataConfig.s3OutputDataConfig.s3Uri}{job id}/``, one
+``{input file}.out`` per input file, each line the record with its ``modelOutput`` or ``error``,
+beside a ``manifest.json.out``; Vertex: ``outputInfo.gcsOutputDirectory``, ``*.jsonl`` files, each
+line the record with its ``response``). So the gate observes a job's output when it learns that
+the job has ended: a caller's poll of the job's status through the gate (Bedrock's
+``GetModelInvocationJob``, Vertex's ``batchPredictionJobs.get``) answered with an ended state
+(``DONE``). No background poll: the gate would need a caller's authority it does not hold
+between requests (a Vertex job's output is read with the caller's own token), and a caller that
+never polls learns of its job's end some other way that the gate cannot see; that job's records
+stay observed as at their creation only (below). The observation runs before the poll is
+answered (bounded by the reader's limits), and never fails the poll: an output that cannot be
+read (``AccessRefused``, missing, over the limits) or a line that is not a record is counted in
+``safeguards_csp_job_outputs_unobserved_total{reason}`` and logged without text.
+
+Whose authority reads the output: the input's (``object_store``, ``gcs_store``): the job's role
+for Bedrock (``roleArn``, assumed through STS), the polling caller's own bearer token for
+Vertex; never the gate's (a confused deputy otherwise).
+
+What is observed, and once: a job the gate admitted on the HTTP proxy was remembered at its
+creation as a Message Batch is (``BatchGate.remember``, under the job's ARN or resource name: its
+records' request ids ``result_request_id(job, record_custom_id(record id))``, their prompts
+stored on the content stream, the job recorded in the region's batch ledger). Each output line's
+completion is observed under that record's request id, as a Message Batch's result is: its
+tokens charged, its RequestObserved signal (metadata only) and its completion queued for scoring
+on the content stream. The same ids on every worker and after a restart: the account's actor
+takes the signal once (its inbox key derives from it), the classifier's score ids derive from
+it, and this process observes a job once (``observed``, bounded). A job this gate does not know
+(its record not in the ledger: created behind Envoy, where ext_proc does not see the job's id
+and observes the records at their creation; another account's; an unreadable record) has its
+completions observed by the caller's standing, counted in ``unknown``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from safeguards.adapters.csp.batch_ledger import result_request_id
+from safeguards.adapters.csp.batches import BATCH_CALL, BatchGate
+from safeguards.adapters.csp.decision import GateRequest
+from safeguards.adapters.csp.gate_time import gate_now
+from safeguards.adapters.csp.gcs_store import GcsReader
+from safeguards.adapters.csp.identity import Caller
+from safeguards.adapters.csp.input_errors import (
+    AccessRefused,
+    InputTooLarge,
+    ObjectStoreError,
+    ObjectUnreadable,
+)
+from safeguards.adapters.csp.messages_api import completion_of
+from safeguards.adapters.csp.object_store import S3Reader
+from safeguards.adapters.csp.provider_api import ProviderApi
+from safeguards.adapters.csp.vertex_api import VERTEX_API
+
+log = logging.getLogger(__name__)
+
+BEDROCK_DONE = frozenset(("Completed", "PartiallyCompleted", "Stopped", "Expired"))
+VERTEX_DONE = frozenset(("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED",
+                         "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"))
+_MISSING = frozenset(("NoSuchKey", "NoSuchBucket", "NOT_FOUND"))
+
+
+def record_custom_id(record_id: str) -> str:
+    """The batch gate's ``custom_id`` of a job's record (a record id may not fit its pattern):
+    the same at the creation and in the output, on every worker."""
+    return "j" + hashlib.blake2b(record_id.encode(), digest_size=16).hexdigest()
+
+
+def job_key(api: ProviderApi, answer: Any) -> str | None:
+    """The job's name in a creation's or a get's answer: Bedrock's ARN, Vertex's resource name."""
+    if not isinstance(answer, dict):
+        return None
+    key = answer.get("name" if api is VERTEX_API else "jobArn")
+    return key if isinstance(key, str) and 0 < len(key) <= 2048 else None
+
+
+class JobOutputs:
+    """Observes the outputs of ended jobs (see the module's docstring)."""
+
+    def __init__(self, batches: BatchGate, s3: Callable[[], S3Reader],
+                 gcs: Callable[[], GcsReader], *, capacity: int = 10_000) -> None:
+        self.batches = batches
+        self._s3, self._gcs = s3, gcs  # the job gate's readers (tests replace them)
+        self.capacity = capacity
+        self.observed: OrderedDict[str, None] = OrderedDict()  # job keys observed here
+        self.counts: Counter[str] = Counter()  # jobs, completions, unknown
+        self.unobserved: Counter[str] = Counter()  # by reason
+
+    def _note(self, reason: str, n: int = 1) -> None:
+        self.unobserved[reason] += n
+        self.batches.metrics.job_outputs_unobserved.labels(reason).inc(n)
+
+    async def poll(self, caller: Caller, api: ProviderApi, answer: bytes,
+                   authorization: list[str]) -> None:
+        """A job's status as the upstream answered the caller's poll: an ended job's output
+        observed, once. Never raises for the output: what it cannot read is counted."""
+        try:
+            doc = json.loads(answer)
+        except (ValueError, UnicodeDecodeError):
+            return  # not a job: the poll is answered as the upstream answered it
+        key = job_key(api, doc)
+        state = doc.get("state" if api is VERTEX_API else "status") if key else None
+        if key is None or state not in (VERTEX_DONE if api is VERTEX_API else BEDROCK_DONE):
+            return
+        if key in self.observed:
+            return
+        try:
+            objects = await self._read(caller, api, doc, authorization)
+        except AccessRefused as exc:
+            self._note("access_refused")
+            log.info("a batch job's output was not observed: its authority may not read it "
+                     "(%s)", exc.reason)
+            return
+        except ObjectStoreError as exc:  # a later poll tries again
+            reason = _reason(exc)
+            self._note(reason)
+            log.warning("a batch job's output was not observed: %s (%s)", reason,
+                        getattr(exc, "reason", type(exc).__name__))
+            return
+        await self._observe(caller, api, key, objects)
+
+    async def _read(self, caller: Caller, api: ProviderApi, doc: dict[str, Any],
+                    authorization: list[str]) -> list[tuple[str, bytes]]:
+        if api is VERTEX_API:
+            info = doc.get("outputInfo")
+            folder = info.get("gcsOutputDirectory") if isinstance(info, dict) else None
+            objects = await self._gcs().read_folder(folder, authorization)
+            return [(name, data) for name, data in objects if name.endswith(".jsonl")]
+        config = doc.get("outputDataConfig")
+        s3 = config.get("s3OutputDataConfig") if isinstance(config, dict) else None
+        uri = s3.get("s3Uri") if isinstance(s3, dict) else None
+        role = doc.get("roleArn")
+        owner = s3.get("s3BucketOwner") if isinstance(s3, dict) else None
+        job_id = str(doc["jobArn"]).rsplit("/", 1)[-1]
+        folder = f"{uri.rstrip('/')}/{job_id}/" if isinstance(uri, str) else None
+        objects = await self._s3().read(folder, role if isinstance(role, str) else "",
+                                        caller.account, owner if isinstance(owner, str) else None)
+        return [(name, data) for name, data in objects
+                if name.endswith(".out") and not name.endswith("manifest.json.out")]
+
+    async def _observe(self, caller: Caller, api: ProviderApi, key: str,
+                       objects: list[tuple[str, bytes]]) -> None:
+        entry = await self.batches.entry_of(key, caller.account)
+        if entry is not None and entry.observed:
+            self._remember(key)
+            return
+        id_key, output_key = ("custom_id", "response") if api is VERTEX_API else (
+            "recordId", "modelOutput")
+        standing = self.batches.gate.peek(caller.account, gate_now(), caller.aggregates)
+        malformed = duplicates = 0
+        seen: set[str] = set()
+        for _, data in objects:
+            for line in data.split(b"\n"):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except (ValueError, UnicodeDecodeError):
+                    record = None
+                record_id = record.get(id_key) if isinstance(record, dict) else None
+                if not isinstance(record_id, str) or not record_id:
+                    malformed += 1
+                    continue
+                message = record.get(output_key)
+                completion, tokens_in, tokens_out = completion_of(message)
+                custom_id = record_custom_id(record_id)
+                if custom_id in seen:
+                    duplicates += 1  # observed once: its request's signal is taken once
+                    continue
+                seen.add(custom_id)
+                item = None if entry is None else entry.admitted.get(custom_id)
+                if item is None:
+                    self.counts["unknown"] += 1
+                    request = self._unknown(caller, key, custom_id, message)
+                    self.batches.admission.observe(request, standing.action, tokens_in,
+                                                   tokens_out, "", completion)
+                else:
+                    self.batches.admission.observe(item.request, item.decision.action,
+                                                   tokens_in, tokens_out, item.prompt,
+                                                   completion)
+                self.counts["completions"] += 1
+        if malformed:
+            self._note("malformed", malformed)
+            log.warning("a batch job's output held %d lines that are not records: not observed",
+                        malformed)
+        if duplicates:
+            self._note("duplicate", duplicates)
+        if entry is not None:
+            self.batches.observed(entry)
+        self.counts["jobs"] += 1
+        self._remember(key)
+
+    def _remember(self, key: str) -> None:
+        self.observed[key] = None
+        while len(self.observed) > self.capacity:
+            self.observed.popitem(last=False)
+
+    @staticmethod
+    def _unknown(caller: Caller, key: str, custom_id: str, message: Any) -> GateRequest:
+        model = message.get("model") if isinstance(message, dict) else None
+        return GateRequest(caller.account, result_request_id(key, custom_id),
+                           model=model if isinstance(model, str) else "",
+                           surface=BATCH_CALL.surface("proxy"), rated=False,
+                           organization_id=caller.organization_id,
+                           project_id=caller.project_id,
+                           api_key_fingerprint=caller.api_key_fingerprint)
+
+
+def _reason(exc: ObjectStoreError) -> str:
+    if isinstance(exc, ObjectUnreadable):
+        return "missing" if exc.reason in _MISSING else "unreadable"
+    return "too_large" if isinstance(exc, InputTooLarge) else "bad_location"
