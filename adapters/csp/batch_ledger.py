@@ -143,6 +143,11 @@ def record_key(batch_id: str, chunk: int) -> str:
     return f"{hashlib.blake2b(batch_id.encode(), digest_size=16).hexdigest()}-{chunk}"
 
 
+def observed_key(name: str) -> str:
+    """The ledger's key noting that ``name``'s results were observed."""
+    return f"{hashlib.blake2b(name.encode(), digest_size=16).hexdigest()}-observed"
+
+
 class BatchRecords:
     """The region's batch ledger, over the gate's own NATS connection."""
 
@@ -237,6 +242,46 @@ class BatchRecords:
         except (ValueError, KeyError, TypeError, struct.error, zlib.error):
             self._note("get", "malformed")
         return None
+
+    async def mark_observed(self, name: str) -> bool:
+        """Notes in the ledger that ``name``'s results (a provider's job's output:
+        ``job_outputs``) were observed, so that another gate does not observe them again;
+        False, counted, where it could not."""
+        subject = batch_subject(self.region, observed_key(name))
+        failures: list[str] = []
+        with anyio.move_on_after(self.deadline_s) as scope:
+            await self._write(subject, self.producer.seal(subject, b"observed"), failures)
+        if scope.cancelled_caught:
+            failures.append("timeout")
+        if failures:
+            self._note("mark", failures[0])
+        return not failures
+
+    async def observed(self, name: str) -> bool:
+        """Whether the ledger notes ``name``'s results as observed (False where it could not
+        be read: counted, and the results are observed again, their ids the same)."""
+        nc = self._connection()
+        if nc is None or not nc.is_connected:
+            self._note("observed", "disconnected")
+            return False
+        try:
+            with anyio.fail_after(self.deadline_s):
+                key = observed_key(name)
+                reply = await nc.request(batch_direct_get(self.region, key), b"",
+                                         timeout=self.deadline_s)
+            status = reply.headers.get("Status") if reply.headers else None
+            if status == "404":
+                return False
+            if status:
+                raise nats.errors.Error(f"direct get: {status}")
+            return self.producer.open(batch_subject(self.region, key), reply.data) == b"observed"
+        except TimeoutError:
+            self._note("observed", "timeout")
+        except nats.errors.Error:
+            self._note("observed", "bus_error")
+        except Unsealable:
+            self._note("observed", "unsealable")
+        return False
 
     async def _read_into(self, nc: NATS, batch_id: str, n: int,
                          pieces: list[bytes | Exception | None]) -> None:

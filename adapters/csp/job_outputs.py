@@ -28,7 +28,10 @@ completion is observed under that record's request id, as a Message Batch's resu
 tokens charged, its RequestObserved signal (metadata only) and its completion queued for scoring
 on the content stream. The same ids on every worker and after a restart: the account's actor
 takes the signal once (its inbox key derives from it), the classifier's score ids derive from
-it, and this process observes a job once (``observed``, bounded). A job this gate does not know
+it, and a job is observed once: this process remembers it (``observed``, bounded), and the
+region's batch ledger notes it for the other gates (``BatchRecords.mark_observed``; a note not
+written or not read is counted there, and another gate then observes the output again, taken
+once by the actor, its completions scored again). A job this gate does not know
 (its record not in the ledger: created behind Envoy, where ext_proc does not see the job's id
 and observes the records at their creation; another account's; an unreadable record) has its
 completions observed by the caller's standing, counted in ``unknown``.
@@ -110,7 +113,9 @@ class JobOutputs:
         state = doc.get("state" if api is VERTEX_API else "status") if key else None
         if key is None or state not in (VERTEX_DONE if api is VERTEX_API else BEDROCK_DONE):
             return
-        if key in self.observed:
+        records = self.batches.records  # the region's batch ledger: observed on another gate
+        if key in self.observed or (records is not None and await records.observed(key)):
+            self._remember(key)
             return
         try:
             objects = await self._read(caller, api, doc, authorization)
@@ -126,6 +131,8 @@ class JobOutputs:
                         getattr(exc, "reason", type(exc).__name__))
             return
         await self._observe(caller, api, key, objects)
+        if records is not None:
+            await records.mark_observed(key)
 
     async def _read(self, caller: Caller, api: ProviderApi, doc: dict[str, Any],
                     authorization: list[str]) -> list[tuple[str, bytes]]:
@@ -148,10 +155,9 @@ class JobOutputs:
 
     async def _observe(self, caller: Caller, api: ProviderApi, key: str,
                        objects: list[tuple[str, bytes]]) -> None:
+        # (an entry forgotten here was observed as not served: its completions are still
+        # scored; its requests' second signals are dropped by the actor, their ids the same)
         entry = await self.batches.entry_of(key, caller.account)
-        if entry is not None and entry.observed:
-            self._remember(key)
-            return
         id_key, output_key = ("custom_id", "response") if api is VERTEX_API else (
             "recordId", "modelOutput")
         standing = self.batches.gate.peek(caller.account, gate_now(), caller.aggregates)

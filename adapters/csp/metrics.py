@@ -149,7 +149,8 @@ class CspMetrics:
             "caller assertions the region's nonce ledger did not answer for", ["reason", "action"],
             registry=self.registry)
         # the region's batch ledger could not write or read a record (timeout, disconnected,
-        # no_ledger, jetstream_error, unsealable, malformed): op is put or get
+        # no_ledger, jetstream_error, unsealable, malformed): op is put or get, or mark or
+        # observed (a batch job's output noted as observed: job_outputs)
         self.batch_ledger_errors = Counter(
             "safeguards_csp_batch_ledger_errors",
             "batch records the region's batch ledger did not write or read", ["op", "reason"],

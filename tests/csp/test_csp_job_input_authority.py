@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any
 
 import anyio
 import httpx
@@ -35,6 +33,7 @@ from jobs_testkit import (
     put_input,
     record,
     refused,
+    relayed_gcs,
 )
 
 from safeguards.adapters.csp.assumed_roles import SESSION_NAME, AssumedRoles
@@ -153,43 +152,11 @@ def test_assumed_credentials_are_kept_until_shortly_before_they_expire(
     assert second.session_token not in repr(second)
 
 
-class _Relay(BaseHTTPRequestHandler):
-    """Forwards Cloud Storage reads to the emulator, noting each one's Authorization header."""
-
-    upstream: ClassVar[str] = ""
-    seen: ClassVar[list[str | None]] = []
-
-    def do_GET(self) -> None:
-        self.seen.append(self.headers.get("authorization"))
-        answer = httpx.get(self.upstream + self.path, headers={
-            k: v for k, v in self.headers.items() if k.lower() in ("range", "authorization")})
-        self.send_response(answer.status_code)
-        for name in ("content-type", "content-range"):
-            if name in answer.headers:
-                self.send_header(name, answer.headers[name])
-        self.send_header("content-length", str(len(answer.content)))
-        self.end_headers()
-        self.wfile.write(answer.content)
-
-    def log_message(self, *_: Any) -> None:
-        return
-
-
 @pytest.fixture(scope="module")
 def gcs_relay() -> Iterator[tuple[str, str, list[str | None]]]:
     """The emulator's URL, a relay's before it, and the Authorization headers it saw."""
-    with gcs_emulator() as url:
-        seen: list[str | None] = []
-        handler = type("Relay", (_Relay,), {"upstream": url, "seen": seen})
-        relay = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        thread = threading.Thread(target=relay.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield url, f"http://127.0.0.1:{relay.server_address[1]}", seen
-        finally:
-            relay.shutdown()
-            relay.server_close()
-            thread.join(10)
+    with gcs_emulator() as url, relayed_gcs(url) as (relay, seen):
+        yield url, relay, seen
 
 
 VERTEX_JOBS = "/v1/projects/sg-test-project/locations/us-east5/batchPredictionJobs"

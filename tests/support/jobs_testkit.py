@@ -9,9 +9,11 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import anyio
@@ -157,3 +159,42 @@ def gcs_io(url: str) -> tuple[Callable[[str], bytes], Callable[[str, bytes], Non
             "uploadType": "media", "name": name}, content=data).raise_for_status()
 
     return read, write
+
+
+class _Relay(BaseHTTPRequestHandler):
+    """Forwards Cloud Storage reads to the emulator, noting each one's Authorization header."""
+
+    upstream: ClassVar[str] = ""
+    seen: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("authorization"))
+        answer = httpx.get(self.upstream + self.path, headers={
+            k: v for k, v in self.headers.items() if k.lower() in ("range", "authorization")})
+        self.send_response(answer.status_code)
+        for name in ("content-type", "content-range"):
+            if name in answer.headers:
+                self.send_header(name, answer.headers[name])
+        self.send_header("content-length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    def log_message(self, *_: Any) -> None:
+        return
+
+
+@contextlib.contextmanager
+def relayed_gcs(upstream: str) -> Iterator[tuple[str, list[str | None]]]:
+    """A relay before the Cloud Storage emulator at ``upstream``: its URL, and the
+    Authorization header of each read it relayed (the token the gate read with)."""
+    seen: list[str | None] = []
+    handler = type("Relay", (_Relay,), {"upstream": upstream, "seen": seen})
+    relay = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=relay.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{relay.server_address[1]}", seen
+    finally:
+        relay.shutdown()
+        relay.server_close()
+        thread.join(10)

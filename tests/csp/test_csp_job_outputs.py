@@ -1,0 +1,251 @@
+"""Providers' batch jobs' outputs observed after the fact (``job_outputs``): a job created through
+the proxy, run by the upstream stand-in (each record answered, the output written where the
+provider writes it), and the caller's poll of its status through the proxy observes each record's
+completion once: its RequestObserved signal (tokens) under the record's result id, its
+completion on the region's content stream. Bedrock: moto's server with IAM's policies enforced
+(the output read as the job's role, never as the gate); Vertex: the Cloud Storage emulator behind
+a relay that records the token each read carried (the caller's own)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from csp_testkit import Region, RunningProxy
+from jobs_testkit import (
+    BENIGN,
+    BUCKET,
+    CANARY,
+    aws,
+    bedrock,
+    create,
+    gcs_emulator,
+    gcs_io,
+    moto_server,
+    record,
+    relayed_gcs,
+    s3_io,
+)
+from nats.js import api
+
+from safeguards.adapters.bus.producer_auth import load_producer_keys
+from safeguards.adapters.csp.batch_ledger import result_request_id
+from safeguards.adapters.csp.gcs_store import GcsConfig, GcsReader
+from safeguards.adapters.csp.job_outputs import JobOutputs, record_custom_id
+from safeguards.adapters.csp.object_store import ObjectStoreConfig, S3Reader
+from safeguards.core.codec import decode_record, decode_signal
+from safeguards.core.content import ContentItem
+from safeguards.core.events import RequestObserved
+from safeguards.core.subjects import stream_name
+
+ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
+
+ROLES = "arn:aws:iam::123456789012:role/"
+READER, INPUT_ONLY = ROLES + "out-reader", ROLES + "input-only"
+REPLY = CANARY + "Mash three ripe bananas, then fold in the walnuts."
+TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]})
+
+
+def _policy(action: str | list[str], resource: str | list[str]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": action, "Resource": resource}]})
+
+
+@pytest.fixture(scope="module")
+def iam() -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
+    """moto's server with IAM enforced once set up: the gate's keys (may assume ``out-reader``
+    and ``input-only``, may read nothing) and the provider's (the stand-in's: S3 at will)."""
+    with moto_server() as url:
+        aws(url, "s3").create_bucket(Bucket=BUCKET)
+        client = aws(url, "iam")
+        keys = []
+        for user, action, resource in (("gate", "sts:AssumeRole", [READER, INPUT_ONLY]),
+                                       ("provider", "s3:*", "*")):
+            client.create_user(UserName=user)
+            made = client.create_access_key(UserName=user)["AccessKey"]
+            client.put_user_policy(UserName=user, PolicyName="p",
+                                   PolicyDocument=_policy(action, resource))
+            keys.append({"aws_access_key_id": made["AccessKeyId"],
+                         "aws_secret_access_key": made["SecretAccessKey"]})
+        for name, resource in (("out-reader", [f"arn:aws:s3:::{BUCKET}",
+                                               f"arn:aws:s3:::{BUCKET}/*"]),
+                               ("input-only", f"arn:aws:s3:::{BUCKET}/in/*")):
+            client.create_role(RoleName=name, AssumeRolePolicyDocument=TRUST)
+            # (moto checks a ListObjectsV2 call against s3:ListObjectsV2, S3 against
+            # s3:ListBucket: the role is granted both)
+            client.put_role_policy(RoleName=name, PolicyName="io", PolicyDocument=_policy(
+                ["s3:GetObject", "s3:ListBucket", "s3:ListObjectsV2"], resource))
+        httpx.post(f"{url}/moto-api/reset-auth", content=b"0").raise_for_status()
+        yield url, keys[0], keys[1]
+
+
+def put(url: str, keys: dict[str, str], key: str, lines: list[dict[str, Any]]) -> str:
+    """A job's input written with the provider's keys (IAM enforced)."""
+    uri = f"s3://{BUCKET}/{key}"
+    s3_io(url, **keys)[1](uri, b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+    return uri
+
+
+async def signals(region: Region, account: str) -> list[RequestObserved]:
+    """The account's RequestObserved signals on the region's inputs stream."""
+    js = region.nc.jetstream()
+    sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
+                                  stream=stream_name(region.name, "INPUTS"),
+                                  config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
+    found = [decode_signal(m.data) for m in await sub.fetch(50, timeout=5)]
+    return [s.observation for s in found if s.account_id == account
+            and isinstance(s.observation, RequestObserved)]
+
+
+async def content(region: Region, account: str) -> list[ContentItem]:
+    """The account's items on the region's content stream (read by sequence, unsealed)."""
+    js = region.nc.jetstream()
+    stream = stream_name(region.name, "CONTENT")
+    state = (await js.stream_info(stream)).state
+    keys = load_producer_keys(region.name)
+    found: list[ContentItem] = []
+    for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
+        msg = await js.get_msg(stream, seq)
+        assert msg.subject is not None and msg.data is not None
+        item = decode_record(keys.open(msg.subject, msg.data), ContentItem)
+        if item.account_id == account:
+            found.append(item)
+    return found
+
+
+async def test_an_ended_bedrock_jobs_output_is_observed_once_read_as_its_role(
+        proxy_env: ProxyEnv, region: Region, iam: tuple[str, dict[str, str], dict[str, str]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    url, gate_keys, provider_keys = iam
+    records = [record(f"CALL{i:07d}", BENIGN) for i in range(2)]
+    uri = put(url, provider_keys, "in/outputs.jsonl", records)
+    caplog.set_level(logging.DEBUG)
+    async with proxy_env() as running:
+        jobs = running.proxy.jobs
+        jobs.s3 = S3Reader(ObjectStoreConfig(
+            endpoint_url=url, sts_endpoint_url=url, region="us-east-1",
+            access_key_id=gate_keys["aws_access_key_id"],
+            secret_access_key=gate_keys["aws_secret_access_key"]))
+        client = bedrock(running, "acct-out")
+        arn = (await create(client, uri, READER))["jobArn"]
+
+        async def poll() -> str:
+            got = await anyio.to_thread.run_sync(
+                lambda: client.get_model_invocation_job(jobIdentifier=arn))
+            return str(got["status"])
+
+        assert await poll() == "Submitted" and jobs.outputs.counts["jobs"] == 0
+        await anyio.to_thread.run_sync(lambda: running.upstream.jobs.complete(
+            arn, *s3_io(url, **provider_keys), reply=REPLY))
+        assert await poll() == "Completed"  # the poll observes the ended job's output
+        assert jobs.outputs.counts == Counter({"jobs": 1, "completions": 2})
+        assert running.proxy.batches.records is not None
+        assert await running.proxy.batches.records.observed(arn)  # noted for other gates
+        await running.proxy.telemetry.settle(5)
+        sent = running.proxy.telemetry.sent
+        assert await poll() == "Completed"  # a second poll adds nothing
+        # another gate (nothing in its memory): the region's ledger says the job was observed
+        jobs.outputs = JobOutputs(running.proxy.batches, lambda: jobs.s3, lambda: jobs.gcs)
+        assert await poll() == "Completed"
+        assert jobs.outputs.counts == Counter()
+        await running.proxy.telemetry.settle(5)
+        assert running.proxy.telemetry.sent == sent
+        assert not jobs.outputs.unobserved
+    ids = {result_request_id(arn, record_custom_id(r["recordId"])) for r in records}
+    observed = await signals(region, "acct-out")
+    assert sorted(o.request_id for o in observed) == sorted(ids)  # each record once
+    assert all(o.output_tokens > 0 and o.action == "allow" for o in observed)
+    assert all(o.surface == "proxy/batch" for o in observed)
+    items = Counter((i.request_id, i.kind) for i in await content(region, "acct-out"))
+    assert items == Counter({(i, k): 1 for i in ids for k in ("prompt", "completion")})
+    completions = [i for i in await content(region, "acct-out") if i.kind == "completion"]
+    assert {i.text for i in completions} == {REPLY}
+    assert CANARY.strip() not in caplog.text
+
+
+async def test_an_output_the_jobs_role_may_not_read_is_counted_and_the_poll_answered(
+        proxy_env: ProxyEnv, iam: tuple[str, dict[str, str], dict[str, str]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    url, gate_keys, provider_keys = iam
+    uri = put(url, provider_keys, "in/refused.jsonl", [record("CALL0000001", BENIGN)])
+    caplog.set_level(logging.DEBUG)
+    async with proxy_env() as running:
+        jobs = running.proxy.jobs
+        jobs.s3 = S3Reader(ObjectStoreConfig(
+            endpoint_url=url, sts_endpoint_url=url, region="us-east-1",
+            access_key_id=gate_keys["aws_access_key_id"],
+            secret_access_key=gate_keys["aws_secret_access_key"]))
+        client = bedrock(running, "acct-out-refused")
+        arn = (await create(client, uri, INPUT_ONLY))["jobArn"]  # its input, not its output
+        await anyio.to_thread.run_sync(lambda: running.upstream.jobs.complete(
+            arn, *s3_io(url, **provider_keys), reply=REPLY))
+        for _ in range(2):  # refused on each poll, each answered as the upstream answered it
+            got = await anyio.to_thread.run_sync(
+                lambda: client.get_model_invocation_job(jobIdentifier=arn))
+            assert got["status"] == "Completed"
+        assert jobs.outputs.unobserved == Counter({"access_refused": 2})
+        assert jobs.outputs.counts["completions"] == 0
+        metric = running.proxy.metrics.job_outputs_unobserved.labels("access_refused")
+        assert metric._value.get() == 2
+    assert "AccessDenied" in caplog.text and CANARY.strip() not in caplog.text
+
+
+VERTEX_JOBS = "/v1/projects/sg-test-project/locations/us-east5/batchPredictionJobs"
+
+
+def vertex_job(uri: str) -> dict[str, Any]:
+    return {"displayName": "nightly", "model": "publishers/anthropic/models/claude-test@1",
+            "inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": [uri]}},
+            "outputConfig": {"predictionsFormat": "jsonl",
+                             "gcsDestination": {"outputUriPrefix": f"gs://{BUCKET}/out/"}}}
+
+
+async def test_an_ended_vertex_jobs_output_is_read_with_the_pollers_token(
+        proxy_env: ProxyEnv, region: Region, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with gcs_emulator() as emulator, relayed_gcs(emulator) as (relay, seen):
+        read, write = gcs_io(emulator)
+        lines = [{"custom_id": f"request-{i}", "request": {
+            "anthropic_version": "vertex-2023-10-16", "max_tokens": 100,
+            "messages": [{"role": "user", "content": CANARY + BENIGN}]}} for i in range(2)]
+        await anyio.to_thread.run_sync(write, f"gs://{BUCKET}/in/outputs.jsonl", b"".join(
+            json.dumps(line).encode() + b"\n" for line in lines))
+        async with proxy_env() as running, httpx.AsyncClient(base_url=running.url) as http:
+            jobs = running.proxy.jobs
+            jobs.gcs = GcsReader(GcsConfig(endpoint_url=relay))
+            token = {"x-csp-account-id": "acct-vout", "authorization": "Bearer ya29.poller"}
+            created = await http.post(VERTEX_JOBS, json=vertex_job(
+                f"gs://{BUCKET}/in/outputs.jsonl"), headers=token)
+            assert created.status_code == 200, created.text
+            name = created.json()["name"]
+            out = await anyio.to_thread.run_sync(
+                lambda: running.upstream.jobs.complete(name, read, write, reply=REPLY))
+            # a line that is not a record, in another output file: counted, never observed
+            await anyio.to_thread.run_sync(write, out.replace("00001", "00002"),
+                                           b"{not json " + CANARY.encode() + b"\n")
+            seen.clear()
+            untokened = await http.get(f"/v1/{name}", headers={"x-csp-account-id": "acct-vout"})
+            assert untokened.json()["state"] == "JOB_STATE_SUCCEEDED"
+            assert jobs.outputs.unobserved == Counter({"access_refused": 1}) and not seen
+            for _ in range(2):  # observed on the first poll with a token only
+                got = await http.get(f"/v1/{name}", headers=token)
+                assert got.json()["state"] == "JOB_STATE_SUCCEEDED"
+            assert jobs.outputs.counts == Counter({"jobs": 1, "completions": 2})
+            assert jobs.outputs.unobserved == Counter({"access_refused": 1, "malformed": 1})
+            assert seen and set(seen) == {"Bearer ya29.poller"}  # listed and read as the caller
+            await running.proxy.telemetry.settle(5)
+    ids = {result_request_id(name, record_custom_id(f"request-{i}")) for i in range(2)}
+    observed = await signals(region, "acct-vout")
+    assert sorted(o.request_id for o in observed) == sorted(ids)
+    assert all(o.output_tokens > 0 for o in observed)
+    items = [i for i in await content(region, "acct-vout") if i.kind == "completion"]
+    assert sorted(i.request_id for i in items) == sorted(ids)
+    assert "ya29" not in caplog.text and CANARY.strip() not in caplog.text
