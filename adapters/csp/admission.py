@@ -190,9 +190,12 @@ class Admission:
         return final
 
     def observe(self, request: GateRequest, action: str, tokens_in: int, tokens_out: int,
-                prompt: str, completion: str) -> None:
+                prompt: str, completion: str) -> bool:
+        """Tokens charged, signal and content queued; False where the telemetry buffer did not
+        take them (counted there)."""
         self.gate.observe(request, GateResponse(action, tokens_in, tokens_out), gate_now())
-        self.telemetry.emit_observed(request, action, tokens_in, tokens_out, prompt, completion)
+        return self.telemetry.emit_observed(request, action, tokens_in, tokens_out, prompt,
+                                            completion)
 
 
 def _mark(request: GateRequest, fallback: str | None) -> None:

@@ -11,10 +11,21 @@ the job has ended: a caller's poll of the job's status through the gate (Bedrock
 (``DONE``). No background poll: the gate would need a caller's authority it does not hold
 between requests (a Vertex job's output is read with the caller's own token), and a caller that
 never polls learns of its job's end some other way that the gate cannot see; that job's records
-stay observed as at their creation only (below). The observation runs before the poll is
-answered (bounded by the reader's limits), and never fails the poll: an output that cannot be
-read (``AccessRefused``, missing, over the limits) or a line that is not a record is counted in
-``safeguards_csp_job_outputs_unobserved_total{reason}`` and logged without text.
+stay observed as at their creation only (below).
+
+Off the poll's path: the poll is answered as the upstream answered it, at once; the observation
+runs in the background (``running``, the proxy's lifetime), at most ``in_flight`` at once per
+process (a poll that finds them all busy is counted ``busy``: the next poll starts it), a job
+already being observed here not started twice. The caller's token (Vertex) goes to the task its
+own poll started and nowhere else; it is never kept. The ledger's note (below) is written only
+once every record's observation was queued: a process killed or cancelled mid-way leaves the job
+to the next poll, on any worker, which observes it again under the same ids (taken once: below).
+On a clean shutdown, the observations in flight get ``drain_s`` to finish (their note written,
+their messages published); those still running are cancelled, unnoted, left for the next poll.
+Nothing here fails the poll: an output that cannot be read (``AccessRefused``, missing, over the
+limits), a line that is not a record, a record the telemetry buffer did not take, or an error of
+the task itself is counted in ``safeguards_csp_job_outputs_unobserved_total{reason}`` and logged
+without text (an error with its traceback's frames, never its message).
 
 Whose authority reads the output: the input's (``object_store``, ``gcs_store``): the job's role
 for Bedrock (``roleArn``, assumed through STS), the polling caller's own bearer token for
@@ -27,11 +38,13 @@ stored on the content stream, the job recorded in the region's batch ledger). Ea
 completion is observed under that record's request id, as a Message Batch's result is: its
 tokens charged, its RequestObserved signal (metadata only) and its completion queued for scoring
 on the content stream. The same ids on every worker and after a restart: the account's actor
-takes the signal once (its inbox key derives from it), the classifier's score ids derive from
-it, and a job is observed once: this process remembers it (``observed``, bounded), and the
-region's batch ledger notes it for the other gates (``BatchRecords.mark_observed``; a note not
-written or not read is counted there, and another gate then observes the output again, taken
-once by the actor, its completions scored again). A job this gate does not know
+takes the signal once (its inbox key is the signal id, ``req:<request id>``), the classifier's
+score ids derive from the request id, and a job is observed once: this process remembers it
+(``observed``, bounded), and the region's batch ledger notes it for the other gates
+(``BatchRecords.mark_observed``; a note not written or not read is counted there, and another
+gate then observes the output again, taken once by the actor, its completions scored again). A
+re-observation does charge the records' tokens to the account's token rate a second time (a
+throttle, not the account's history). A job this gate does not know
 (its record not in the ledger: created behind Envoy, where ext_proc does not see the job's id
 and observes the records at their creation; another account's; an unreadable record) has its
 completions observed by the caller's standing, counted in ``unknown``.
@@ -39,12 +52,18 @@ completions observed by the caller's standing, counted in ``unknown``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import traceback
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskGroup
 
 from safeguards.adapters.csp.batch_ledger import result_request_id
 from safeguards.adapters.csp.batches import BATCH_CALL, BatchGate
@@ -69,6 +88,9 @@ BEDROCK_DONE = frozenset(("Completed", "PartiallyCompleted", "Stopped", "Expired
 VERTEX_DONE = frozenset(("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED",
                          "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"))
 _MISSING = frozenset(("NoSuchKey", "NoSuchBucket", "NOT_FOUND"))
+IN_FLIGHT = 4  # observations at once per process (each holds up to the reader's max_bytes)
+DRAIN_S = 5.0  # a clean shutdown's wait for the observations in flight
+CHECKPOINT = 256  # records observed between two yields to the event loop
 
 
 def record_custom_id(record_id: str) -> str:
@@ -89,32 +111,89 @@ class JobOutputs:
     """Observes the outputs of ended jobs (see the module's docstring)."""
 
     def __init__(self, batches: BatchGate, s3: Callable[[], S3Reader],
-                 gcs: Callable[[], GcsReader], *, capacity: int = 10_000) -> None:
+                 gcs: Callable[[], GcsReader], *, capacity: int = 10_000,
+                 in_flight: int = IN_FLIGHT) -> None:
         self.batches = batches
         self._s3, self._gcs = s3, gcs  # the job gate's readers (tests replace them)
         self.capacity = capacity
+        self.in_flight = in_flight
         self.observed: OrderedDict[str, None] = OrderedDict()  # job keys observed here
+        self.observing: set[str] = set()  # job keys being observed now
         self.counts: Counter[str] = Counter()  # jobs, completions, unknown
         self.unobserved: Counter[str] = Counter()  # by reason
+        self._group: TaskGroup | None = None
+        self._idle: anyio.Event | None = None  # set when the last observation ends (a drain)
 
     def _note(self, reason: str, n: int = 1) -> None:
         self.unobserved[reason] += n
         self.batches.metrics.job_outputs_unobserved.labels(reason).inc(n)
 
-    async def poll(self, caller: Caller, api: ProviderApi, answer: bytes,
-                   authorization: list[str]) -> None:
+    @contextlib.asynccontextmanager
+    async def running(self, drain_s: float = DRAIN_S) -> AsyncIterator[JobOutputs]:
+        """Runs the observations the polls start, until the block exits; then starts no more,
+        gives those in flight ``drain_s`` to finish and publish, and cancels the rest (their
+        job unnoted: the next poll observes it)."""
+        async with anyio.create_task_group() as tg:
+            self._group = tg
+            try:
+                yield self
+            finally:
+                self._group = None
+            with anyio.move_on_after(drain_s):
+                if self.observing:
+                    self._idle = anyio.Event()
+                    await self._idle.wait()
+                await self.batches.admission.telemetry.settle(drain_s)
+            if self.observing:
+                log.warning("%d batch job outputs were being observed at the shutdown: left "
+                            "for their next poll", len(self.observing))
+            tg.cancel_scope.cancel()
+
+    def poll(self, caller: Caller, api: ProviderApi, answer: bytes,
+             authorization: list[str]) -> bool:
         """A job's status as the upstream answered the caller's poll: an ended job's output
-        observed, once. Never raises for the output: what it cannot read is counted."""
+        observation started in the background (True), once at a time. Never blocks, never
+        raises for the output: what is not observed is counted."""
         try:
             doc = json.loads(answer)
         except (ValueError, UnicodeDecodeError):
-            return  # not a job: the poll is answered as the upstream answered it
+            return False  # not a job: the poll is answered as the upstream answered it
         key = job_key(api, doc)
         state = doc.get("state" if api is VERTEX_API else "status") if key else None
         if key is None or state not in (VERTEX_DONE if api is VERTEX_API else BEDROCK_DONE):
-            return
+            return False
+        if key in self.observed or key in self.observing:
+            return False
+        if self._group is None:
+            self._note("not_running")
+            log.warning("a batch job's output was not observed: the proxy is not running")
+            return False
+        if len(self.observing) >= self.in_flight:
+            self._note("busy")
+            log.info("a batch job's output was not observed now: %d observations in flight; "
+                     "its next poll starts it", len(self.observing))
+            return False
+        self.observing.add(key)
+        self._group.start_soon(self._background, caller, api, key, doc, list(authorization))
+        return True
+
+    async def _background(self, caller: Caller, api: ProviderApi, key: str,
+                          doc: dict[str, Any], authorization: list[str]) -> None:
+        try:
+            await self._observe_job(caller, api, key, doc, authorization)
+        except Exception as exc:  # a bug or a failure below: counted, the next poll retries
+            self._note("error")
+            log.error("a batch job's output observation failed (%s): left for the next poll\n"
+                      "%s", type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+        finally:
+            self.observing.discard(key)
+            if not self.observing and self._idle is not None:
+                self._idle.set()
+
+    async def _observe_job(self, caller: Caller, api: ProviderApi, key: str,
+                           doc: dict[str, Any], authorization: list[str]) -> None:
         records = self.batches.records  # the region's batch ledger: observed on another gate
-        if key in self.observed or (records is not None and await records.observed(key)):
+        if records is not None and await records.observed(key):
             self._remember(key)
             return
         try:
@@ -130,9 +209,11 @@ class JobOutputs:
             log.warning("a batch job's output was not observed: %s (%s)", reason,
                         getattr(exc, "reason", type(exc).__name__))
             return
-        await self._observe(caller, api, key, objects)
+        if not await self._observe(caller, api, key, objects):
+            return  # some records not queued: the next poll observes the job again
         if records is not None:
             await records.mark_observed(key)
+        self._remember(key)
 
     async def _read(self, caller: Caller, api: ProviderApi, doc: dict[str, Any],
                     authorization: list[str]) -> list[tuple[str, bytes]]:
@@ -154,19 +235,24 @@ class JobOutputs:
                 if name.endswith(".out") and not name.endswith("manifest.json.out")]
 
     async def _observe(self, caller: Caller, api: ProviderApi, key: str,
-                       objects: list[tuple[str, bytes]]) -> None:
+                       objects: list[tuple[str, bytes]]) -> bool:
+        """Each record's completion observed (queued for the streams); False where some were
+        not (the telemetry buffer full or closed: counted ``unqueued``)."""
         # (an entry forgotten here was observed as not served: its completions are still
         # scored; its requests' second signals are dropped by the actor, their ids the same)
         entry = await self.batches.entry_of(key, caller.account)
         id_key, output_key = ("custom_id", "response") if api is VERTEX_API else (
             "recordId", "modelOutput")
         standing = self.batches.gate.peek(caller.account, gate_now(), caller.aggregates)
-        malformed = duplicates = 0
+        malformed = duplicates = unqueued = lines = 0
         seen: set[str] = set()
         for _, data in objects:
             for line in data.split(b"\n"):
                 if not line.strip():
                     continue
+                lines += 1
+                if lines % CHECKPOINT == 0:
+                    await self._room()  # the live requests run, and keep their buffer's room
                 try:
                     record = json.loads(line)
                 except (ValueError, UnicodeDecodeError):
@@ -186,12 +272,13 @@ class JobOutputs:
                 if item is None:
                     self.counts["unknown"] += 1
                     request = self._unknown(caller, key, custom_id, message)
-                    self.batches.admission.observe(request, standing.action, tokens_in,
-                                                   tokens_out, "", completion)
+                    queued = self.batches.admission.observe(request, standing.action, tokens_in,
+                                                            tokens_out, "", completion)
                 else:
-                    self.batches.admission.observe(item.request, item.decision.action,
-                                                   tokens_in, tokens_out, item.prompt,
-                                                   completion)
+                    queued = self.batches.admission.observe(
+                        item.request, item.decision.action, tokens_in, tokens_out, item.prompt,
+                        completion)
+                unqueued += not queued
                 self.counts["completions"] += 1
         if malformed:
             self._note("malformed", malformed)
@@ -199,10 +286,24 @@ class JobOutputs:
                         malformed)
         if duplicates:
             self._note("duplicate", duplicates)
+        if unqueued:
+            self._note("unqueued", unqueued)
+            log.warning("a batch job's output: %d records' observations were not queued "
+                        "(the telemetry buffer): the job's next poll observes it again", unqueued)
+            return False
         if entry is not None:
             self.batches.observed(entry)
         self.counts["jobs"] += 1
-        self._remember(key)
+        return True
+
+    async def _room(self) -> None:
+        """Yields to the event loop, and waits (up to the telemetry's publish deadline) while
+        its buffer is over half full: the live requests' signals keep their room."""
+        telemetry = self.batches.admission.telemetry
+        await anyio.lowlevel.checkpoint()
+        with anyio.move_on_after(telemetry.publish_timeout_s):
+            while telemetry.room < telemetry.capacity // 2:  # noqa: ASYNC110 (no event to await)
+                await anyio.sleep(0.005)
 
     def _remember(self, key: str) -> None:
         self.observed[key] = None

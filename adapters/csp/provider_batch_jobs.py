@@ -21,7 +21,8 @@ the job, as one it would serve only with the safety prompt does. The answers are
 the fact (``job_outputs``): a job created through the HTTP proxy is remembered under its name as
 a Message Batch is (its prompts on the content stream, its record in the region's batch ledger),
 and when a caller's poll of it through the gate finds it ended, its output is read with the
-job's authority and each record's completion observed as a batch result is. Behind Envoy
+job's authority and each record's completion observed as a batch result is (in the background:
+the poll is answered at once). Behind Envoy
 ext_proc does not see the job's name, so its records are observed at the creation, as requests
 not served.
 
@@ -360,8 +361,8 @@ async def _relay(proxy: JobProxy, scope: Scope, send: Send, target: Target, body
                  forward: list[tuple[bytes, bytes]], entry: BatchEntry | None,
                  authorization: list[str], caller: Caller) -> None:
     """The request upstream and its answer back: a creation's admitted records remembered
-    under the job's name once the upstream took it, an ended job's output observed on a get
-    (``job_outputs``), before the answer is sent."""
+    under the job's name once the upstream took it, an ended job's output observation started
+    on a get (``job_outputs``: in the background, the answer sent at once)."""
     api = target.call.api
     forward.append((b"accept-encoding", b"identity"))
     response = await proxy._upstream(send, proxy.upstream_client.request(
@@ -378,7 +379,7 @@ async def _relay(proxy: JobProxy, scope: Scope, send: Send, target: Target, body
             if key is not None:
                 await proxy.jobs.batches.remember(key, entry)
         elif response.status == 200 and scope["method"] == "GET":
-            await proxy.jobs.outputs.poll(caller, api, answer, authorization)
+            proxy.jobs.outputs.poll(caller, api, answer, authorization)
         kept = [(k, v) for k, v in response.headers.items() if k in api.upstream_error_headers]
         content_type = response.headers.get(b"content-type", b"application/json")
         await respond(send, response.status, answer, (b"content-type", content_type), *kept)

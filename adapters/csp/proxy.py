@@ -82,6 +82,7 @@ class ProxyConfig(FrontEndConfig):
     upstream_connect_timeout_s: float = 5.0
     upstream_read_timeout_s: float = 120.0
     upstream_pool: int = 256
+    job_outputs_drain_s: float = 5.0  # a shutdown's wait for jobs' outputs being observed
     provision_streams: bool = False  # create missing gate streams (stand-alone demos and tests)
 
 
@@ -117,7 +118,9 @@ class CspProxy:
         self._client = client
         try:
             async with self.inline.running():
-                yield self
+                # ended jobs' outputs observed off their polls' path (job_outputs)
+                async with self.jobs.outputs.running(self.config.job_outputs_drain_s):
+                    yield self
                 # a restart: unread batches' prompts are scored now, not lost with this process
                 await self.batches.shut_down(self.config.publish_timeout_s)
         finally:

@@ -85,6 +85,7 @@ class Telemetry:
         # stays here, naming the home its scores go to.
         self.homes: Callable[[str], HomeEntry | None] | None = None
         self.forwarders: dict[str, ProducerKeys] = {}
+        self.capacity = capacity
         self._send, self._receive = anyio.create_memory_object_stream[_Item](capacity)
         self._subject_cache: dict[str, tuple[str, str]] = {}
         self._batches: dict[int, _Batch] = {}
@@ -99,6 +100,12 @@ class Telemetry:
     @property
     def queued(self) -> int:
         return self._send.statistics().current_buffer_used
+
+    @property
+    def room(self) -> int:
+        """How many more items the buffer takes now (a bulk producer paces itself by it:
+        ``job_outputs``)."""
+        return self.capacity - self.queued
 
     async def settle(self, deadline_s: float) -> bool:
         """Waits (up to ``deadline_s``) until everything queued so far is published and

@@ -28,6 +28,7 @@ from jobs_testkit import (
     create,
     gcs_emulator,
     gcs_io,
+    idle,
     moto_server,
     record,
     relayed_gcs,
@@ -138,8 +139,10 @@ async def test_an_ended_bedrock_jobs_output_is_observed_once_read_as_its_role(
         arn = (await create(client, uri, READER))["jobArn"]
 
         async def poll() -> str:
+            """The job's status; the observation it started in the background waited for."""
             got = await anyio.to_thread.run_sync(
                 lambda: client.get_model_invocation_job(jobIdentifier=arn))
+            await idle(jobs.outputs)
             return str(got["status"])
 
         assert await poll() == "Submitted" and jobs.outputs.counts["jobs"] == 0
@@ -153,8 +156,10 @@ async def test_an_ended_bedrock_jobs_output_is_observed_once_read_as_its_role(
         sent = running.proxy.telemetry.sent
         assert await poll() == "Completed"  # a second poll adds nothing
         # another gate (nothing in its memory): the region's ledger says the job was observed
-        jobs.outputs = JobOutputs(running.proxy.batches, lambda: jobs.s3, lambda: jobs.gcs)
-        assert await poll() == "Completed"
+        other = JobOutputs(running.proxy.batches, lambda: jobs.s3, lambda: jobs.gcs)
+        async with other.running():
+            jobs.outputs = other
+            assert await poll() == "Completed"
         assert jobs.outputs.counts == Counter()
         await running.proxy.telemetry.settle(5)
         assert running.proxy.telemetry.sent == sent
@@ -191,6 +196,7 @@ async def test_an_output_the_jobs_role_may_not_read_is_counted_and_the_poll_answ
             got = await anyio.to_thread.run_sync(
                 lambda: client.get_model_invocation_job(jobIdentifier=arn))
             assert got["status"] == "Completed"
+            await idle(jobs.outputs)
         assert jobs.outputs.unobserved == Counter({"access_refused": 2})
         assert jobs.outputs.counts["completions"] == 0
         metric = running.proxy.metrics.job_outputs_unobserved.labels("access_refused")
@@ -234,10 +240,12 @@ async def test_an_ended_vertex_jobs_output_is_read_with_the_pollers_token(
             seen.clear()
             untokened = await http.get(f"/v1/{name}", headers={"x-csp-account-id": "acct-vout"})
             assert untokened.json()["state"] == "JOB_STATE_SUCCEEDED"
+            await idle(jobs.outputs)
             assert jobs.outputs.unobserved == Counter({"access_refused": 1}) and not seen
             for _ in range(2):  # observed on the first poll with a token only
                 got = await http.get(f"/v1/{name}", headers=token)
                 assert got.json()["state"] == "JOB_STATE_SUCCEEDED"
+                await idle(jobs.outputs)
             assert jobs.outputs.counts == Counter({"jobs": 1, "completions": 2})
             assert jobs.outputs.unobserved == Counter({"access_refused": 1, "malformed": 1})
             assert seen and set(seen) == {"Bearer ya29.poller"}  # listed and read as the caller

@@ -30,6 +30,7 @@ from jobs_testkit import (
     create,
     gcs_emulator,
     gcs_io,
+    idle,
     job,
     moto_server,
     put_input,
@@ -104,6 +105,7 @@ async def test_a_benign_job_goes_upstream_unchanged_each_record_observed(
         ended = await anyio.to_thread.run_sync(
             lambda: client.get_model_invocation_job(jobIdentifier=created["jobArn"]))
         assert ended["status"] == "Completed"
+        await idle(running.proxy.jobs.outputs)  # observed in the background (job_outputs)
         assert running.proxy.jobs.outputs.counts["completions"] == 3
         await eventually(lambda: running.proxy.telemetry.sent >= 6, 10)  # signals, completions
     assert await observed(region, "acct-jobs") == ["allow"] * 3
@@ -308,6 +310,7 @@ async def test_vertex_batch_prediction_jobs_are_checked_record_by_record(
                 "x-csp-account-id": "acct-vertex", "authorization": "Bearer caller-token"})
             assert ended.json()["state"] == "JOB_STATE_SUCCEEDED"
         assert running.upstream.jobs.created == 1
+        await idle(running.proxy.jobs.outputs)
         assert running.proxy.jobs.outputs.counts["completions"] == 2
         await eventually(lambda: running.proxy.telemetry.sent >= 4, 10)
     assert await observed(region, "acct-vertex") == ["allow"] * 2

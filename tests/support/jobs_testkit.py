@@ -24,6 +24,7 @@ import pytest
 from botocore.exceptions import ClientError
 from csp_testkit import RunningProxy
 
+from safeguards.adapters.csp.job_outputs import JobOutputs
 from safeguards.adapters.embedded import free_port
 
 MODEL = "anthropic.claude-test-1"
@@ -162,13 +163,17 @@ def gcs_io(url: str) -> tuple[Callable[[str], bytes], Callable[[str, bytes], Non
 
 
 class _Relay(BaseHTTPRequestHandler):
-    """Forwards Cloud Storage reads to the emulator, noting each one's Authorization header."""
+    """Forwards Cloud Storage reads to the emulator, noting each one's Authorization header;
+    an object's download waits for ``hold`` where one is set (a slow store)."""
 
     upstream: ClassVar[str] = ""
     seen: ClassVar[list[str | None]] = []
+    hold: ClassVar[threading.Event | None] = None
 
     def do_GET(self) -> None:
         self.seen.append(self.headers.get("authorization"))
+        if self.hold is not None and self.path.startswith("/download/"):
+            self.hold.wait(60)
         answer = httpx.get(self.upstream + self.path, headers={
             k: v for k, v in self.headers.items() if k.lower() in ("range", "authorization")})
         self.send_response(answer.status_code)
@@ -184,17 +189,30 @@ class _Relay(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def relayed_gcs(upstream: str) -> Iterator[tuple[str, list[str | None]]]:
+def relayed_gcs(upstream: str, hold: threading.Event | None = None
+                ) -> Iterator[tuple[str, list[str | None]]]:
     """A relay before the Cloud Storage emulator at ``upstream``: its URL, and the
-    Authorization header of each read it relayed (the token the gate read with)."""
+    Authorization header of each read it relayed (the token the gate read with). With
+    ``hold``: each object's download waits until it is set (set on the way out)."""
     seen: list[str | None] = []
-    handler = type("Relay", (_Relay,), {"upstream": upstream, "seen": seen})
+    handler = type("Relay", (_Relay,), {"upstream": upstream, "seen": seen, "hold": hold})
     relay = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=relay.serve_forever, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{relay.server_address[1]}", seen
     finally:
+        if hold is not None:
+            hold.set()
         relay.shutdown()
         relay.server_close()
         thread.join(10)
+
+
+async def idle(outputs: JobOutputs) -> None:
+    """Waits for the output observations that polls started in the background to end."""
+    for _ in range(3000):
+        if not outputs.observing:
+            return
+        await anyio.sleep(0.01)
+    raise TimeoutError("a batch job's output observation did not end")
