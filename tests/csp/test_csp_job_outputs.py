@@ -23,8 +23,11 @@ from jobs_testkit import (
     BENIGN,
     BUCKET,
     CANARY,
+    REPLY,
+    VERTEX_JOBS,
     aws,
     bedrock,
+    content,
     create,
     gcs_emulator,
     gcs_io,
@@ -33,24 +36,19 @@ from jobs_testkit import (
     record,
     relayed_gcs,
     s3_io,
+    signals,
+    vertex_job,
 )
-from nats.js import api
 
-from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.csp.batch_ledger import result_request_id
 from safeguards.adapters.csp.gcs_store import GcsConfig, GcsReader
 from safeguards.adapters.csp.job_outputs import JobOutputs, record_custom_id
 from safeguards.adapters.csp.object_store import ObjectStoreConfig, S3Reader
-from safeguards.core.codec import decode_record, decode_signal
-from safeguards.core.content import ContentItem
-from safeguards.core.events import RequestObserved
-from safeguards.core.subjects import stream_name
 
 ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
 
 ROLES = "arn:aws:iam::123456789012:role/"
 READER, INPUT_ONLY = ROLES + "out-reader", ROLES + "input-only"
-REPLY = CANARY + "Mash three ripe bananas, then fold in the walnuts."
 TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]})
 
@@ -93,33 +91,6 @@ def put(url: str, keys: dict[str, str], key: str, lines: list[dict[str, Any]]) -
     uri = f"s3://{BUCKET}/{key}"
     s3_io(url, **keys)[1](uri, b"".join(json.dumps(line).encode() + b"\n" for line in lines))
     return uri
-
-
-async def signals(region: Region, account: str) -> list[RequestObserved]:
-    """The account's RequestObserved signals on the region's inputs stream."""
-    js = region.nc.jetstream()
-    sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
-                                  stream=stream_name(region.name, "INPUTS"),
-                                  config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
-    found = [decode_signal(m.data) for m in await sub.fetch(50, timeout=5)]
-    return [s.observation for s in found if s.account_id == account
-            and isinstance(s.observation, RequestObserved)]
-
-
-async def content(region: Region, account: str) -> list[ContentItem]:
-    """The account's items on the region's content stream (read by sequence, unsealed)."""
-    js = region.nc.jetstream()
-    stream = stream_name(region.name, "CONTENT")
-    state = (await js.stream_info(stream)).state
-    keys = load_producer_keys(region.name)
-    found: list[ContentItem] = []
-    for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
-        msg = await js.get_msg(stream, seq)
-        assert msg.subject is not None and msg.data is not None
-        item = decode_record(keys.open(msg.subject, msg.data), ContentItem)
-        if item.account_id == account:
-            found.append(item)
-    return found
 
 
 async def test_an_ended_bedrock_jobs_output_is_observed_once_read_as_its_role(
@@ -202,16 +173,6 @@ async def test_an_output_the_jobs_role_may_not_read_is_counted_and_the_poll_answ
         metric = running.proxy.metrics.job_outputs_unobserved.labels("access_refused")
         assert metric._value.get() == 2
     assert "AccessDenied" in caplog.text and CANARY.strip() not in caplog.text
-
-
-VERTEX_JOBS = "/v1/projects/sg-test-project/locations/us-east5/batchPredictionJobs"
-
-
-def vertex_job(uri: str) -> dict[str, Any]:
-    return {"displayName": "nightly", "model": "publishers/anthropic/models/claude-test@1",
-            "inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": [uri]}},
-            "outputConfig": {"predictionsFormat": "jsonl",
-                             "gcsDestination": {"outputUriPrefix": f"gs://{BUCKET}/out/"}}}
 
 
 async def test_an_ended_vertex_jobs_output_is_read_with_the_pollers_token(

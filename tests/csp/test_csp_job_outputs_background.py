@@ -1,0 +1,209 @@
+"""Providers' batch jobs' outputs observed off the status poll's path (``job_outputs``): the poll is
+answered while the output's read is held up by a slow store (the Cloud Storage emulator behind a
+relay that holds each object's download), at most ``in_flight`` observations run at once and a
+job is not observed twice at once, a clean shutdown drains an observation in flight or cancels it
+unnoted, and a job whose observation was cancelled is observed by the next poll on another
+gate, each record once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from csp_testkit import Region, RunningProxy
+from jobs_testkit import (
+    BENIGN,
+    BUCKET,
+    CANARY,
+    REPLY,
+    VERTEX_JOBS,
+    content,
+    gcs_emulator,
+    gcs_io,
+    idle,
+    relayed_gcs,
+    signals,
+    vertex_job,
+)
+
+from safeguards.adapters.csp.batch_ledger import result_request_id
+from safeguards.adapters.csp.gcs_store import GcsConfig, GcsReader
+from safeguards.adapters.csp.job_outputs import record_custom_id
+
+ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
+TOKEN = "Bearer ya29.poller"
+
+
+class Store:
+    """The emulator behind its relay: ``hold.clear()`` holds each object's download."""
+
+    def __init__(self, relay: str, hold: threading.Event,
+                 io: tuple[Callable[[str], bytes], Callable[[str, bytes], None]]) -> None:
+        self.relay, self.hold = relay, hold
+        self.read, self.write = io
+
+
+@contextlib.contextmanager
+def store() -> Any:
+    hold = threading.Event()
+    hold.set()  # the creation's input read passes
+    with gcs_emulator() as emulator, relayed_gcs(emulator, hold) as (relay, _):
+        yield Store(relay, hold, gcs_io(emulator))
+
+
+async def ended_job(running: RunningProxy, http: httpx.AsyncClient, gcs: Store,
+                    account: str, records: int = 2) -> str:
+    """A Vertex job created through ``running`` (its input read through the relay) and run
+    by the upstream stand-in; its resource name."""
+    running.proxy.jobs.gcs = GcsReader(GcsConfig(endpoint_url=gcs.relay))
+    lines = [{"custom_id": f"request-{i}", "request": {
+        "anthropic_version": "vertex-2023-10-16", "max_tokens": 100,
+        "messages": [{"role": "user", "content": CANARY + BENIGN}]}} for i in range(records)]
+    uri = f"gs://{BUCKET}/in/{account}.jsonl"
+    await anyio.to_thread.run_sync(gcs.write, uri, b"".join(
+        json.dumps(line).encode() + b"\n" for line in lines))
+    created = await http.post(VERTEX_JOBS, json=vertex_job(uri), headers=headers(account))
+    assert created.status_code == 200, created.text
+    name: str = created.json()["name"]
+    await anyio.to_thread.run_sync(
+        lambda: running.upstream.jobs.complete(name, gcs.read, gcs.write, reply=REPLY))
+    return name
+
+
+def headers(account: str) -> dict[str, str]:
+    return {"x-csp-account-id": account, "authorization": TOKEN}
+
+
+async def poll(http: httpx.AsyncClient, name: str, account: str) -> None:
+    got = await http.get(f"/v1/{name}", headers=headers(account))
+    assert got.status_code == 200 and got.json()["state"] == "JOB_STATE_SUCCEEDED"
+
+
+@contextlib.asynccontextmanager
+async def client(running: RunningProxy) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+        yield http
+
+
+async def test_the_poll_is_answered_while_a_slow_output_is_read(
+        proxy_env: ProxyEnv, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with store() as gcs:
+        async with proxy_env() as running, client(running) as http:
+            outputs = running.proxy.jobs.outputs
+            outputs.in_flight = 1
+            first = await ended_job(running, http, gcs, "acct-slow")
+            second = await ended_job(running, http, gcs, "acct-slow2")
+            gcs.hold.clear()  # the store holds each download
+            await poll(http, first, "acct-slow")  # answered, the output still being read
+            assert outputs.observing == {first} and outputs.counts["completions"] == 0
+            await poll(http, first, "acct-slow")  # not started twice
+            await poll(http, second, "acct-slow2")  # over the bound: left for its next poll
+            assert outputs.observing == {first}
+            assert outputs.unobserved == Counter({"busy": 1})
+            assert "ya29" not in repr(vars(outputs))  # the token is the task's, never kept
+            gcs.hold.set()
+            await idle(outputs)
+            assert outputs.counts == Counter({"jobs": 1, "completions": 2})
+            await poll(http, second, "acct-slow2")
+            await idle(outputs)
+            assert outputs.counts == Counter({"jobs": 2, "completions": 4})
+            records = running.proxy.batches.records
+            assert records is not None
+            assert await records.observed(first) and await records.observed(second)
+    assert "ya29" not in caplog.text and CANARY.strip() not in caplog.text
+
+
+async def test_a_clean_shutdown_waits_for_an_observation_in_flight(
+        proxy_env: ProxyEnv, region: Region) -> None:
+    with store() as gcs:
+        async with proxy_env() as running, client(running) as http:
+            name = await ended_job(running, http, gcs, "acct-drain")
+            upstream = running.proxy.config.upstream_url
+            async with proxy_env(upstream_url_override=upstream,
+                                 job_outputs_drain_s=60.0) as other:
+                other.proxy.jobs.gcs = running.proxy.jobs.gcs
+                async with client(other) as other_http:
+                    gcs.hold.clear()
+                    await poll(other_http, name, "acct-drain")
+                    assert other.proxy.jobs.outputs.observing == {name}
+                # the shutdown starts with the output still held; released while it drains
+                threading.Timer(0.5, gcs.hold.set).start()
+            assert other.proxy.jobs.outputs.counts == Counter({"jobs": 1, "completions": 2})
+            records = running.proxy.batches.records
+            assert records is not None and await records.observed(name)
+    ids = {result_request_id(name, record_custom_id(f"request-{i}")) for i in range(2)}
+    assert sorted(o.request_id for o in await signals(region, "acct-drain")) == sorted(ids)
+
+
+async def test_an_observation_cancelled_at_shutdown_is_observed_once_by_the_next_poll(
+        proxy_env: ProxyEnv, region: Region, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with store() as gcs:
+        async with proxy_env() as running, client(running) as http:
+            name = await ended_job(running, http, gcs, "acct-cut", records=3)
+            upstream = running.proxy.config.upstream_url
+            async with proxy_env(upstream_url_override=upstream,
+                                 job_outputs_drain_s=0.2) as other:
+                other.proxy.jobs.gcs = running.proxy.jobs.gcs
+                async with client(other) as other_http:
+                    gcs.hold.clear()
+                    await poll(other_http, name, "acct-cut")
+                    assert other.proxy.jobs.outputs.observing == {name}
+            # shut down mid-read: cancelled after its drain, the job not noted as observed
+            assert other.proxy.jobs.outputs.counts == Counter()
+            assert "left for their next poll" in caplog.text
+            records = running.proxy.batches.records
+            assert records is not None and not await records.observed(name)
+            gcs.hold.set()
+            await poll(http, name, "acct-cut")  # the next poll, on another gate
+            await idle(running.proxy.jobs.outputs)
+            assert running.proxy.jobs.outputs.counts == Counter({"jobs": 1, "completions": 3})
+            assert await records.observed(name)
+            await running.proxy.telemetry.settle(5)
+    ids = {result_request_id(name, record_custom_id(f"request-{i}")) for i in range(3)}
+    observed = await signals(region, "acct-cut")
+    assert sorted(o.request_id for o in observed) == sorted(ids)  # each record once
+    items = Counter((i.request_id, i.kind) for i in await content(region, "acct-cut"))
+    assert items == Counter({(i, k): 1 for i in ids for k in ("prompt", "completion")})
+
+
+SECRET = CANARY + "a message that must not be logged"
+
+
+class BrokenReader(GcsReader):
+    """A reader that fails as no store does (a bug below the observation)."""
+
+    async def read_folder(self, folder: object, authorization: list[str]
+                          ) -> list[tuple[str, bytes]]:
+        raise RuntimeError(SECRET)
+
+
+async def test_an_error_in_the_background_is_counted_logged_without_text_and_retried(
+        proxy_env: ProxyEnv, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with store() as gcs:
+        async with proxy_env() as running, client(running) as http:
+            name = await ended_job(running, http, gcs, "acct-error")
+            outputs = running.proxy.jobs.outputs
+            running.proxy.jobs.gcs = BrokenReader(GcsConfig(endpoint_url=gcs.relay))
+            for _ in range(2):  # each poll answered; each tries again
+                await poll(http, name, "acct-error")
+                await idle(outputs)
+            assert outputs.unobserved == Counter({"error": 2})
+            metric = running.proxy.metrics.job_outputs_unobserved.labels("error")
+            assert metric._value.get() == 2
+            running.proxy.jobs.gcs = GcsReader(GcsConfig(endpoint_url=gcs.relay))
+            await poll(http, name, "acct-error")
+            await idle(outputs)
+            assert outputs.counts == Counter({"jobs": 1, "completions": 2})
+    assert "RuntimeError" in caplog.text and "in read_folder" in caplog.text  # its frames
+    assert CANARY.strip() not in caplog.text and "must not be logged" not in caplog.text
