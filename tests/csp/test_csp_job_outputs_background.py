@@ -2,8 +2,9 @@
 answered while the output's read is held up by a slow store (the Cloud Storage emulator behind a
 relay that holds each object's download), at most ``in_flight`` observations run at once and a
 job is not observed twice at once, a clean shutdown drains an observation in flight or cancels it
-unnoted, and a job whose observation was cancelled is observed by the next poll on another
-gate, each record once."""
+unnoted, a job whose observation was cancelled is observed by the next poll on another gate,
+each record once, and a job observed twice (its note unread) is taken once by the account's actor
+(the same signal ids)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from csp_testkit import Region, RunningProxy
+from csp_testkit import Region, RunningProxy, eventually
 from jobs_testkit import (
     BENIGN,
     BUCKET,
@@ -34,9 +35,15 @@ from jobs_testkit import (
     vertex_job,
 )
 
+from safeguards.actors.node import Node
+from safeguards.actors.settings import NodeSettings
+from safeguards.adapters.bus.producer_auth import load_producer_keys
+from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.csp.batch_ledger import result_request_id
 from safeguards.adapters.csp.gcs_store import GcsConfig, GcsReader
 from safeguards.adapters.csp.job_outputs import record_custom_id
+from safeguards.adapters.store import InMemoryEventStore
+from safeguards.core.events import RequestObserved
 
 ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
 TOKEN = "Bearer ya29.poller"
@@ -177,6 +184,48 @@ async def test_an_observation_cancelled_at_shutdown_is_observed_once_by_the_next
 
 
 SECRET = CANARY + "a message that must not be logged"
+
+
+async def test_a_job_observed_twice_is_taken_once_by_the_accounts_actor(
+        proxy_env: ProxyEnv, region: Region, nats_url: str) -> None:
+    """A re-observation (a gate that did not read the ledger's note; a process killed after
+    queueing some records) sends the same signal ids and content ids: the actor takes each
+    record's RequestObserved once, its inbox deduplicating the second."""
+    with store() as gcs:
+        async with proxy_env() as running, client(running) as http:
+            name = await ended_job(running, http, gcs, "acct-twice")
+            await poll(http, name, "acct-twice")
+            await idle(running.proxy.jobs.outputs)
+            upstream = running.proxy.config.upstream_url
+            async with proxy_env(upstream_url_override=upstream) as other, \
+                    client(other) as other_http:
+                other.proxy.jobs.gcs = running.proxy.jobs.gcs
+                other.proxy.batches.records = None  # the ledger's note unread
+                await poll(other_http, name, "acct-twice")
+                await idle(other.proxy.jobs.outputs)
+                assert other.proxy.jobs.outputs.counts["completions"] == 2
+                await other.proxy.telemetry.settle(5)
+            await running.proxy.telemetry.settle(5)
+    ids = {result_request_id(name, record_custom_id(f"request-{i}")) for i in range(2)}
+    observed = await signals(region, "acct-twice")
+    assert Counter(o.request_id for o in observed) == {i: 2 for i in ids}  # sent twice
+    items = Counter((i.request_id, i.kind) for i in await content(region, "acct-twice"))
+    assert items == Counter({**{(i, "prompt"): 1 for i in ids},
+                             **{(i, "completion"): 2 for i in ids}})  # scored under one id
+    events = InMemoryEventStore(region.name)
+    node = Node(region=region.name, partitions=running.proxy.config.partitions,
+                bus=NatsBus(nats_url, region.name), store=events, policy=region.policy,
+                settings=NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2),
+                static_partitions=range(running.proxy.config.partitions),
+                producers=load_producer_keys(region.name))
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.run)
+        await eventually(lambda: node.metrics.committed + node.metrics.duplicates >= 4, 30)
+        node.request_stop()
+    assert (node.metrics.committed, node.metrics.duplicates) == (2, 2)
+    history = [e.body for e in await events.history("acct-twice")]
+    taken = [b.request_id for b in history if isinstance(b, RequestObserved)]
+    assert sorted(taken) == sorted(ids)  # each record once
 
 
 class BrokenReader(GcsReader):
