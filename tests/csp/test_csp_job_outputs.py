@@ -13,6 +13,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -32,6 +33,7 @@ from jobs_testkit import (
     gcs_emulator,
     gcs_io,
     idle,
+    killed_proxy,
     moto_server,
     record,
     relayed_gcs,
@@ -145,6 +147,50 @@ async def test_an_ended_bedrock_jobs_output_is_observed_once_read_as_its_role(
     completions = [i for i in await content(region, "acct-out") if i.kind == "completion"]
     assert {i.text for i in completions} == {REPLY}
     assert CANARY.strip() not in caplog.text
+
+
+async def test_a_proxy_killed_mid_observation_leaves_the_job_to_the_next_poll(
+        proxy_env: ProxyEnv, region: Region, nats_url: str, tmp_path: Path,
+        iam: tuple[str, dict[str, str], dict[str, str]]) -> None:
+    """A ``safeguards proxy`` process answers the poll of an ended job and is killed (SIGKILL) at
+    once, its observation cut short (the output's read: STS, a listing, a read, at moto) and
+    its ledger note never written: the next poll, on another gate, observes each record once."""
+    url, gate_keys, provider_keys = iam
+    records = [record(f"KILL{i:07d}", BENIGN) for i in range(2)]
+    uri = put(url, provider_keys, "in/killed.jsonl", records)
+    async with proxy_env() as running:
+        jobs = running.proxy.jobs
+        jobs.s3 = S3Reader(ObjectStoreConfig(
+            endpoint_url=url, sts_endpoint_url=url, region="us-east-1",
+            access_key_id=gate_keys["aws_access_key_id"],
+            secret_access_key=gate_keys["aws_secret_access_key"]))
+        arn = (await create(bedrock(running, "acct-killed"), uri, READER))["jobArn"]
+        await anyio.to_thread.run_sync(lambda: running.upstream.jobs.complete(
+            arn, *s3_io(url, **provider_keys), reply=REPLY))
+        env = {"AWS_ENDPOINT_URL_S3": url, "AWS_ENDPOINT_URL_STS": url,
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID":
+               gate_keys["aws_access_key_id"], "AWS_SECRET_ACCESS_KEY":
+               gate_keys["aws_secret_access_key"]}
+        async with killed_proxy(region.name, nats_url, running.proxy.config.upstream_url,
+                                tmp_path / "proxy.log", env) as killed:
+            client = bedrock(killed, "acct-killed")
+            got = await anyio.to_thread.run_sync(
+                lambda: client.get_model_invocation_job(jobIdentifier=arn))
+            assert got["status"] == "Completed"  # answered; killed as the answer arrives
+        assert running.proxy.batches.records is not None
+        assert not await running.proxy.batches.records.observed(arn)  # never noted
+        client = bedrock(running, "acct-killed")
+        got = await anyio.to_thread.run_sync(
+            lambda: client.get_model_invocation_job(jobIdentifier=arn))
+        await idle(jobs.outputs)
+        assert jobs.outputs.counts == Counter({"jobs": 1, "completions": 2})
+        assert await running.proxy.batches.records.observed(arn)
+        await running.proxy.telemetry.settle(5)
+    ids = {result_request_id(arn, record_custom_id(r["recordId"])) for r in records}
+    observed = await signals(region, "acct-killed")
+    assert sorted(o.request_id for o in observed) == sorted(ids)  # each record once
+    items = Counter((i.request_id, i.kind) for i in await content(region, "acct-killed"))
+    assert items == Counter({(i, k): 1 for i in ids for k in ("prompt", "completion")})
 
 
 async def test_an_output_the_jobs_role_may_not_read_is_counted_and_the_poll_answered(

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -82,10 +85,12 @@ def aws(url: str, service: str, **keys: str) -> Any:
         service, endpoint_url=url, region_name="us-east-1", **(keys or KEYS))
 
 
-def bedrock(running: RunningProxy, account: str) -> Any:
-    """botocore's Bedrock control-plane client at the proxy, with the front door's header."""
+def bedrock(running: RunningProxy | str, account: str) -> Any:
+    """botocore's Bedrock control-plane client at the proxy (or its URL), with the front
+    door's header."""
+    url = running if isinstance(running, str) else running.url
     client = botocore.session.get_session().create_client(
-        "bedrock", endpoint_url=running.url, region_name="us-east-1", **KEYS,
+        "bedrock", endpoint_url=url, region_name="us-east-1", **KEYS,
         config=botocore.config.Config(retries={"total_max_attempts": 1}))
 
     def identify(request: Any, **_: Any) -> None:
@@ -258,3 +263,35 @@ async def content(region: Region, account: str) -> list[ContentItem]:
         if item.account_id == account:
             found.append(item)
     return found
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    exe = str(Path(sys.executable).parent / "safeguards")
+    with open(log, "wb") as sink:
+        return subprocess.Popen([exe, *args], stdout=sink, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+
+
+@contextlib.asynccontextmanager
+async def killed_proxy(region: str, nats_url: str, upstream: str, log: Path,
+                       env: dict[str, str]) -> AsyncIterator[str]:
+    """A ``safeguards proxy`` process (``env`` added to its environment) serving while the block
+    runs, then killed with SIGKILL: no shutdown, whatever it was doing cut short. Its URL."""
+    port = free_port()
+    proc = _spawn(["proxy", "--region", region, "--upstream", upstream, "--nats", nats_url,
+                   "--port", str(port), "--caller-auth", "loopback"], log, env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient() as http:
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(url + "/readyz")).status_code == 200:
+                        break
+                assert proc.poll() is None and time.monotonic() < deadline, f"see {log}"
+                await anyio.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(20)
+    assert proc.returncode == -signal.SIGKILL
