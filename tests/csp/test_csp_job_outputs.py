@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -153,8 +154,9 @@ async def test_a_proxy_killed_mid_observation_leaves_the_job_to_the_next_poll(
         proxy_env: ProxyEnv, region: Region, nats_url: str, tmp_path: Path,
         iam: tuple[str, dict[str, str], dict[str, str]]) -> None:
     """A ``safeguards proxy`` process answers the poll of an ended job and is killed (SIGKILL) at
-    once, its observation cut short (the output's read: STS, a listing, a read, at moto) and
-    its ledger note never written: the next poll, on another gate, observes each record once."""
+    once, its observation cut short (its output listing waits on a store that never answers)
+    and its ledger note never written: the next poll, on another gate, observes each record
+    once."""
     url, gate_keys, provider_keys = iam
     records = [record(f"KILL{i:07d}", BENIGN) for i in range(2)]
     uri = put(url, provider_keys, "in/killed.jsonl", records)
@@ -167,7 +169,13 @@ async def test_a_proxy_killed_mid_observation_leaves_the_job_to_the_next_poll(
         arn = (await create(bedrock(running, "acct-killed"), uri, READER))["jobArn"]
         await anyio.to_thread.run_sync(lambda: running.upstream.jobs.complete(
             arn, *s3_io(url, **provider_keys), reply=REPLY))
-        env = {"AWS_ENDPOINT_URL_S3": url, "AWS_ENDPOINT_URL_STS": url,
+        # the killed process's reads go to a store that never answers: its observation cannot
+        # finish (and note the job) before the kill, however fast the machine
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        hole = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        env = {"AWS_ENDPOINT_URL_S3": hole, "AWS_ENDPOINT_URL_STS": url,
                "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID":
                gate_keys["aws_access_key_id"], "AWS_SECRET_ACCESS_KEY":
                gate_keys["aws_secret_access_key"]}
@@ -177,6 +185,7 @@ async def test_a_proxy_killed_mid_observation_leaves_the_job_to_the_next_poll(
             got = await anyio.to_thread.run_sync(
                 lambda: client.get_model_invocation_job(jobIdentifier=arn))
             assert got["status"] == "Completed"  # answered; killed as the answer arrives
+        silent.close()
         assert running.proxy.batches.records is not None
         assert not await running.proxy.batches.records.observed(arn)  # never noted
         client = bedrock(running, "acct-killed")
