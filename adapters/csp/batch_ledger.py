@@ -53,6 +53,7 @@ from safeguards.adapters.bus.batch_bucket import CHUNK_BYTES, batch_direct_get, 
 from safeguards.adapters.bus.producer_auth import ProducerKeys, Unsealable
 from safeguards.adapters.csp.decision import Decision, GateRequest
 from safeguards.adapters.csp.sparse_warning import EVERY_S, SparseWarning
+from safeguards.adapters.csp.stored_publish import stored
 from safeguards.core.ids import validate_region
 
 log = logging.getLogger(__name__)
@@ -188,25 +189,10 @@ class BatchRecords:
         return True
 
     async def _write(self, subject: str, value: bytes, failures: list[str]) -> None:
-        nc = self._connection()
-        if nc is None or not nc.is_connected:
-            failures.append("disconnected")
-            return
-        try:
-            reply = await nc.request(subject, value, timeout=self.deadline_s)
-        except nats.errors.NoRespondersError:
-            failures.append("no_ledger")  # no stream takes the subject: not provisioned
-            return
-        except nats.errors.Error as exc:
-            failures.append("timeout" if isinstance(exc, nats.errors.TimeoutError)
-                            else "bus_error")
-            return
-        try:
-            answer = json.loads(reply.data)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict) or "seq" not in answer:
-            failures.append("jetstream_error")  # storage full, no leader, ...
+        failure = await stored(self._connection(), subject, value, self.deadline_s,
+                               no_stream="no_ledger")  # no_ledger: the bucket not provisioned
+        if failure is not None:
+            failures.append(failure)
 
     async def get(self, batch_id: str) -> BatchEntry | None:
         """The batch's record (None: none, or counted where it could not be read)."""

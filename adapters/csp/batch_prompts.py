@@ -30,15 +30,14 @@ own score: a flagged batch prompt links the account to the prompt's history by i
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 
 import anyio
-import nats.errors
 
 from safeguards.adapters.csp.batch_ledger import BatchEntry, BatchItem
 from safeguards.adapters.csp.sparse_warning import EVERY_S, SparseWarning
+from safeguards.adapters.csp.stored_publish import stored
 from safeguards.adapters.csp.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -93,26 +92,11 @@ class BatchPrompts:
 
     async def _store(self, item: BatchItem, timeout_s: float, failures: list[str]) -> None:
         link = self.telemetry.link
-        nc = link.nc if link is not None else None
-        if nc is None or not nc.is_connected:
-            failures.append("disconnected")
-            return
         subject, payload, headers = self.telemetry.content_message(item.request, item.prompt)
         headers = {**headers, "Nats-Msg-Id": message_id(item.request.request_id)}
-        try:
-            reply = await nc.request(subject, payload, timeout=timeout_s, headers=headers)
-        except nats.errors.NoRespondersError:
-            failures.append("no_stream")
-            return
-        except nats.errors.Error as exc:
-            failures.append("timeout" if isinstance(exc, nats.errors.TimeoutError)
-                            else "bus_error")
-            return
-        try:
-            answer = json.loads(reply.data)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict) or "seq" not in answer:
-            failures.append("jetstream_error")
+        failure = await stored(link.nc if link is not None else None, subject, payload,
+                               timeout_s, headers=headers)
+        if failure is not None:
+            failures.append(failure)
             return
         item.prompt = ""  # stored (or a duplicate of a stored one): scored from the stream

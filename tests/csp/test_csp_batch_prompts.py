@@ -29,14 +29,13 @@ from batch_testkit import (
     upstream_only,
 )
 from csp_testkit import Region, eventually
+from jobs_testkit import content as stream_items
 from nats.js import api
 
-from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.csp.identity import load_link_key
 from safeguards.adapters.embedded import free_port
 from safeguards.adapters.embedded.ports import wait_for_port
-from safeguards.core.codec import decode_record, decode_signal
-from safeguards.core.content import ContentItem
+from safeguards.core.codec import decode_signal
 from safeguards.core.events import ScoreRecorded
 from safeguards.core.policy import Policy
 from safeguards.core.prompt_links import prompt_link_key
@@ -46,27 +45,10 @@ ACCOUNT = "acct-killed"
 PROMPTS = {"plain": BENIGN + " #reply-chars=100", "second": BENIGN + " (and a second loaf)"}
 
 
-async def items(region: Region) -> list[ContentItem]:
-    """The account's items on the region's content stream (read by sequence, unsealed with the
-    region's keys: no consumer takes them)."""
-    js = region.nc.jetstream()
-    stream = stream_name(region.name, "CONTENT")
-    state = (await js.stream_info(stream)).state
-    keys = load_producer_keys(region.name)
-    found: list[ContentItem] = []
-    for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
-        msg = await js.get_msg(stream, seq)
-        assert msg.subject is not None and msg.data is not None
-        item = decode_record(keys.open(msg.subject, msg.data), ContentItem)
-        if item.account_id == ACCOUNT:
-            found.append(item)
-    return found
-
-
 async def content(region: Region) -> Counter[tuple[str, str]]:
     """(request id, kind) of the account's items on the region's content stream, how many
     times each."""
-    return Counter((item.request_id, item.kind) for item in await items(region))
+    return Counter((item.request_id, item.kind) for item in await stream_items(region, ACCOUNT))
 
 
 def link_keys(region: Region, ids: dict[str, str]) -> dict[str, str | None]:
@@ -135,8 +117,8 @@ async def test_prompts_of_a_batch_whose_proxy_was_killed_are_scored_once(
         # every admitted prompt was on the content stream when the creation was answered, with
         # its link key (the HMAC, never text), which its score carries to the account
         assert await content(region) == Counter({(i, "prompt"): 1 for i in ids.values()})
-        assert {i.request_id: i.prompt_link for i in await items(region)} == link_keys(region,
-                                                                                       ids)
+        on_stream = await stream_items(region, ACCOUNT)
+        assert {i.request_id: i.prompt_link for i in on_stream} == link_keys(region, ids)
         async with proxy_env(upstream_url_override=upstream, policy=policy) as reader:
             await eventually(lambda: reader.proxy.gate.held_version(ACCOUNT) == 1)
             results = {r.custom_id: r.result async for r in
@@ -176,7 +158,8 @@ async def test_each_stored_prompt_carries_its_link_key(proxy_env: ProxyEnv,
             requests=[request(name, text) for name, text in PROMPTS.items()])
         assert running.proxy.batches.held_chars == 0  # all stored: none held
     ids = {name: f"{batch.id}/{name}" for name in PROMPTS}
-    stored = [i for i in await items(region) if i.request_id.startswith(batch.id + "/")]
+    stored = [i for i in await stream_items(region, ACCOUNT)
+              if i.request_id.startswith(batch.id + "/")]
     assert {i.request_id: (i.kind, i.prompt_link) for i in stored} == {
         i: ("prompt", link) for i, link in link_keys(region, ids).items()}
     assert all(link is not None for link in link_keys(region, ids).values())
