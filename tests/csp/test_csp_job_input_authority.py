@@ -34,12 +34,12 @@ from jobs_testkit import (
     record,
     refused,
     relayed_gcs,
+    s3_reader,
 )
 
 from safeguards.adapters.csp.assumed_roles import SESSION_NAME, AssumedRoles
 from safeguards.adapters.csp.gcs_store import GcsConfig, GcsReader
 from safeguards.adapters.csp.input_errors import AccessRefused
-from safeguards.adapters.csp.object_store import ObjectStoreConfig, S3Reader
 from safeguards.core.policy import Policy
 
 ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
@@ -80,12 +80,6 @@ def iam() -> Iterator[tuple[str, dict[str, str]]]:
                     "aws_secret_access_key": made["SecretAccessKey"]}
 
 
-def _reader(url: str, keys: dict[str, str]) -> S3Reader:
-    return S3Reader(ObjectStoreConfig(endpoint_url=url, sts_endpoint_url=url,
-                                      region="us-east-1", access_key_id=keys["aws_access_key_id"],
-                                      secret_access_key=keys["aws_secret_access_key"]))
-
-
 async def test_a_bedrock_jobs_input_is_read_as_its_role_never_as_the_gate(
         proxy_env: ProxyEnv, iam: tuple[str, dict[str, str]],
         caplog: pytest.LogCaptureFixture) -> None:
@@ -98,7 +92,7 @@ async def test_a_bedrock_jobs_input_is_read_as_its_role_never_as_the_gate(
     caplog.set_level(logging.DEBUG)
     async with proxy_env() as running:
         jobs = running.proxy.jobs
-        jobs.s3 = _reader(url, gate_keys)
+        jobs.s3 = s3_reader(url, gate_keys)
         client = bedrock(running, "acct-roles")  # fresh: screened, so unreadable fails closed
         for _ in range(2):  # read as the role: its keys assumed once, then kept
             assert (await create(client, benign, READER))["jobArn"]

@@ -39,6 +39,7 @@ from jobs_testkit import (
     record,
     relayed_gcs,
     s3_io,
+    s3_reader,
     signals,
     vertex_job,
 )
@@ -46,7 +47,6 @@ from jobs_testkit import (
 from safeguards.adapters.csp.batch_ledger import result_request_id
 from safeguards.adapters.csp.gcs_store import GcsConfig, GcsReader
 from safeguards.adapters.csp.job_outputs import JobOutputs, record_custom_id
-from safeguards.adapters.csp.object_store import ObjectStoreConfig, S3Reader
 
 ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
 
@@ -105,10 +105,7 @@ async def test_an_ended_bedrock_jobs_output_is_observed_once_read_as_its_role(
     caplog.set_level(logging.DEBUG)
     async with proxy_env() as running:
         jobs = running.proxy.jobs
-        jobs.s3 = S3Reader(ObjectStoreConfig(
-            endpoint_url=url, sts_endpoint_url=url, region="us-east-1",
-            access_key_id=gate_keys["aws_access_key_id"],
-            secret_access_key=gate_keys["aws_secret_access_key"]))
+        jobs.s3 = s3_reader(url, gate_keys)
         client = bedrock(running, "acct-out")
         arn = (await create(client, uri, READER))["jobArn"]
 
@@ -162,10 +159,7 @@ async def test_a_proxy_killed_mid_observation_leaves_the_job_to_the_next_poll(
     uri = put(url, provider_keys, "in/killed.jsonl", records)
     async with proxy_env() as running:
         jobs = running.proxy.jobs
-        jobs.s3 = S3Reader(ObjectStoreConfig(
-            endpoint_url=url, sts_endpoint_url=url, region="us-east-1",
-            access_key_id=gate_keys["aws_access_key_id"],
-            secret_access_key=gate_keys["aws_secret_access_key"]))
+        jobs.s3 = s3_reader(url, gate_keys)
         arn = (await create(bedrock(running, "acct-killed"), uri, READER))["jobArn"]
         await anyio.to_thread.run_sync(lambda: running.upstream.jobs.complete(
             arn, *s3_io(url, **provider_keys), reply=REPLY))
@@ -210,10 +204,7 @@ async def test_an_output_the_jobs_role_may_not_read_is_counted_and_the_poll_answ
     caplog.set_level(logging.DEBUG)
     async with proxy_env() as running:
         jobs = running.proxy.jobs
-        jobs.s3 = S3Reader(ObjectStoreConfig(
-            endpoint_url=url, sts_endpoint_url=url, region="us-east-1",
-            access_key_id=gate_keys["aws_access_key_id"],
-            secret_access_key=gate_keys["aws_secret_access_key"]))
+        jobs.s3 = s3_reader(url, gate_keys)
         client = bedrock(running, "acct-out-refused")
         arn = (await create(client, uri, INPUT_ONLY))["jobArn"]  # its input, not its output
         await anyio.to_thread.run_sync(lambda: running.upstream.jobs.complete(

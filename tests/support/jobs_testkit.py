@@ -30,6 +30,7 @@ from nats.js import api
 
 from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.csp.job_outputs import JobOutputs
+from safeguards.adapters.csp.object_store import ObjectStoreConfig, S3Reader
 from safeguards.adapters.embedded import free_port
 from safeguards.core.codec import decode_record, decode_signal
 from safeguards.core.content import ContentItem
@@ -98,6 +99,13 @@ def bedrock(running: RunningProxy | str, account: str) -> Any:
 
     client.meta.events.register("before-sign.bedrock.*", identify)
     return client
+
+
+def s3_reader(url: str, keys: dict[str, str]) -> S3Reader:
+    """The gate's S3 reader at moto (``url``, STS there too) with the gate's own keys."""
+    return S3Reader(ObjectStoreConfig(endpoint_url=url, sts_endpoint_url=url,
+                                      region="us-east-1", access_key_id=keys["aws_access_key_id"],
+                                      secret_access_key=keys["aws_secret_access_key"]))
 
 
 def record(record_id: str, content: str) -> dict[str, Any]:
