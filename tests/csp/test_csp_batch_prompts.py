@@ -22,6 +22,7 @@ from batch_testkit import (
     ClassifierEnv,
     ProxyEnv,
     client,
+    input_signals,
     observed,
     patient,
     request,
@@ -30,12 +31,10 @@ from batch_testkit import (
 )
 from csp_testkit import Region, eventually
 from jobs_testkit import content as stream_items
-from nats.js import api
 
 from safeguards.adapters.csp.identity import load_link_key
 from safeguards.adapters.embedded import free_port
 from safeguards.adapters.embedded.ports import wait_for_port
-from safeguards.core.codec import decode_signal
 from safeguards.core.events import ScoreRecorded
 from safeguards.core.policy import Policy
 from safeguards.core.prompt_links import prompt_link_key
@@ -60,16 +59,9 @@ def link_keys(region: Region, ids: dict[str, str]) -> dict[str, str | None]:
 async def score_links(region: Region) -> dict[tuple[str, str], str | None]:
     """(request id, kind) of the account's own scores on the region's inputs, with the prompt
     link key each carries."""
-    js = region.nc.jetstream()
-    sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
-                                  stream=stream_name(region.name, "INPUTS"),
-                                  config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
-    try:
-        signals = [decode_signal(m.data) for m in await sub.fetch(100, timeout=1)]
-    finally:
-        await sub.unsubscribe()
     return {(s.observation.request_id, s.observation.content_kind): s.observation.prompt_link
-            for s in signals if isinstance(s.observation, ScoreRecorded)
+            for s in await input_signals(region, 100, wait_s=1)
+            if isinstance(s.observation, ScoreRecorded)
             and s.account_id == ACCOUNT}
 
 

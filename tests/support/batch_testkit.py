@@ -17,7 +17,7 @@ from nats.js import api
 from safeguards.adapters.classifier.nats_service import ClassifierService
 from safeguards.adapters.csp.upstream import Script
 from safeguards.core.codec import decode_signal
-from safeguards.core.events import RequestObserved, ScoreRecorded
+from safeguards.core.events import RequestObserved, ScoreRecorded, Signal
 from safeguards.core.policy import Policy
 from safeguards.core.subjects import stream_name
 
@@ -41,31 +41,32 @@ def request(custom_id: str, content: str) -> Any:  # the SDK's Request, a TypedD
         "model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": content}]}}
 
 
-async def observed(region: Region, account: str) -> list[tuple[str, RequestObserved]]:
-    """The account's RequestObserved signals on the region's inputs stream, in order, with
-    their signal ids (the actor's idempotency keys)."""
-    js = region.nc.jetstream()
-    sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
-                                  stream=stream_name(region.name, "INPUTS"),
-                                  config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
-    signals = [decode_signal(m.data) for m in await sub.fetch(50, timeout=2)]
-    return [(s.signal_id, s.observation) for s in signals
-            if isinstance(s.observation, RequestObserved) and s.account_id == account]
-
-
-async def scored(region: Region, account: str) -> set[tuple[str, str]]:
-    """The (request id, content kind) of the account's ScoreRecorded signals."""
+async def input_signals(region: Region, limit: int = 100, wait_s: float = 2.0) -> list[Signal]:
+    """Up to ``limit`` signals on the region's inputs stream, in order, read by a fresh
+    consumer (none: an empty list)."""
     js = region.nc.jetstream()
     sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
                                   stream=stream_name(region.name, "INPUTS"),
                                   config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
     try:
-        signals = [decode_signal(m.data) for m in await sub.fetch(100, timeout=1)]
+        return [decode_signal(m.data) for m in await sub.fetch(limit, timeout=wait_s)]
     except nats.errors.TimeoutError:
-        return set()
+        return []
     finally:
         await sub.unsubscribe()
-    return {(s.observation.request_id, s.observation.content_kind) for s in signals
+
+
+async def observed(region: Region, account: str) -> list[tuple[str, RequestObserved]]:
+    """The account's RequestObserved signals on the region's inputs stream, in order, with
+    their signal ids (the actor's idempotency keys)."""
+    return [(s.signal_id, s.observation) for s in await input_signals(region, 50)
+            if isinstance(s.observation, RequestObserved) and s.account_id == account]
+
+
+async def scored(region: Region, account: str) -> set[tuple[str, str]]:
+    """The (request id, content kind) of the account's ScoreRecorded signals."""
+    return {(s.observation.request_id, s.observation.content_kind)
+            for s in await input_signals(region, 100, wait_s=1)
             if isinstance(s.observation, ScoreRecorded) and s.account_id == account}
 
 

@@ -24,15 +24,15 @@ import botocore.config
 import botocore.session
 import httpx
 import pytest
+from batch_testkit import input_signals
 from botocore.exceptions import ClientError
 from csp_testkit import Region, RunningProxy
-from nats.js import api
 
 from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.csp.job_outputs import JobOutputs
 from safeguards.adapters.csp.object_store import ObjectStoreConfig, S3Reader
 from safeguards.adapters.embedded import free_port
-from safeguards.core.codec import decode_record, decode_signal
+from safeguards.core.codec import decode_record
 from safeguards.core.content import ContentItem
 from safeguards.core.events import RequestObserved
 from safeguards.core.subjects import stream_name
@@ -248,13 +248,8 @@ def vertex_job(uri: str) -> dict[str, Any]:
 
 async def signals(region: Region, account: str) -> list[RequestObserved]:
     """The account's RequestObserved signals on the region's inputs stream."""
-    js = region.nc.jetstream()
-    sub = await js.pull_subscribe(f"sg.{region.name}.acct.>",
-                                  stream=stream_name(region.name, "INPUTS"),
-                                  config=api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT))
-    found = [decode_signal(m.data) for m in await sub.fetch(50, timeout=5)]
-    return [s.observation for s in found if s.account_id == account
-            and isinstance(s.observation, RequestObserved)]
+    return [s.observation for s in await input_signals(region, 50, wait_s=5)
+            if s.account_id == account and isinstance(s.observation, RequestObserved)]
 
 
 async def content(region: Region, account: str) -> list[ContentItem]:
