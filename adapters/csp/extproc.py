@@ -1,35 +1,30 @@
 """Envoy ext_proc: the same gate, applied by Envoy's External Processing filter over gRPC.
 
 One ``Process`` stream is one HTTP exchange. Expected filter settings: request headers SEND,
-request body BUFFERED (so a safety system prompt can replace the whole body), response headers
-SEND, response body STREAMED (SSE) or BUFFERED (JSON). Per message:
+request body BUFFERED (a safety system prompt replaces the whole body), response headers SEND,
+response body STREAMED (SSE) or BUFFERED (JSON), on every route. Per message:
 
-- request headers: deny by default. The path is normalised and matched against the route table
-  (``routes``: ``POST /v1/messages``, Bedrock's and Vertex's routes are gated, batches by
-  ``extproc_batches``; ``POST /v1/messages/count_tokens`` and ``GET /v1/models[/{id}]`` generate
-  nothing and pass with the identity and caller checks, as on the proxy); anything else is an
-  immediate 404 or 405 (in the provider's error shape), counted in
-  ``safeguards_csp_extproc_denied_total{reason}``, never passed through. A request that matches
-  goes on with the normalised path. The identity headers are validated (``identity``); a bad or
-  duplicate one is an immediate Anthropic error; a blocked account is refused here.
-- request body: the caller assertion is checked (it binds ``:method``, ``:path`` and the body:
-  ``caller_auth``); on ``/v1/messages``, ``admit`` (check + synchronous classification); a
-  refusal is an immediate response (403/429 with ``retry-after``/529), an intervention replaces
-  the body. A body with no request headers before it has no route: an immediate 500.
-- response headers: notes whether the response streams; drops ``content-length`` if it may change.
-- response body: the completion is scored every ``gate.stream_classify_chars`` characters for
-  accounts under ``terminate_stream``; once a score crosses the threshold, the chunk is cut at
-  the crossing event and ends with ``stop_reason: "refusal"``, and later chunks are emptied.
-  At end of stream the tokens are charged and telemetry queued.
+- request headers: deny by default: the normalised path is matched against ``routes`` (the
+  messages, Bedrock and Vertex routes gated; batches by ``extproc_batches``, providers' batch
+  jobs by ``extproc_jobs``; count_tokens and models checked as on the proxy); anything else is
+  an immediate 404 or 405 in the provider's shape, counted in
+  ``safeguards_csp_extproc_denied_total{reason}``. A match goes on with the normalised path.
+  A bad or duplicate identity header is an immediate error; a blocked account is refused here.
+- request body: the caller assertion is checked (``caller_auth``: it binds ``:method``,
+  ``:path`` and the body); on a generating route, ``admit``: a refusal is an immediate answer
+  (403/429/529), an intervention replaces the body. A body with no headers before it: a 500.
+- response headers: whether it streams; ``content-length`` dropped where the body may change.
+- response body: for accounts under ``terminate_stream`` the completion is scored every
+  ``gate.stream_classify_chars`` characters; past the threshold the chunk is cut at the crossing
+  event, ends with ``stop_reason: "refusal"``, and later chunks are emptied. At end of stream the
+  tokens are charged and telemetry queued.
 
-Tracing on (``adapters.tracing``), a gated exchange is the proxy's request span, current while
-each of its messages is handled, so its telemetry (and a batch's requests) carry its context.
-
-Failures fail closed: an exception while handling any message is answered with an immediate 500
-(``api_error``) on the open stream, instead of ending the stream (which Envoy's
-``failure_mode_allow`` would turn into an ungated request); it is counted in
-``safeguards_csp_extproc_errors_total{stage}`` (the message kind) and logged with its traceback
-but without exception messages, which may quote the request.
+Tracing on, a gated exchange is the proxy's request span, current while each of its messages
+is handled, so its telemetry (and a batch's requests) carry its context.
+Failures fail closed: an exception on any message is answered with an immediate 500
+(``api_error``) on the open stream, never an ended stream (which Envoy's ``failure_mode_allow``
+turns into an ungated request), counted in ``safeguards_csp_extproc_errors_total{stage}`` and
+logged with its traceback but no exception message (one may quote the request).
 """
 from __future__ import annotations
 
@@ -61,7 +56,7 @@ from safeguards.adapters.csp.extproc_batches import (
     batch_response_body,
 )
 from safeguards.adapters.csp.extproc_config import ExtProcConfig as ExtProcConfig
-from safeguards.adapters.csp.extproc_jobs import JobGate, job_request_body
+from safeguards.adapters.csp.extproc_jobs import JobExchange, JobGate, job_exchange
 from safeguards.adapters.csp.extproc_wire import (
     body_response,
     continue_headers,
@@ -116,6 +111,7 @@ class _Exchange:
     terminated: bool = False
     observed: bool = False
     batch: BatchExchange | None = None  # a Message Batches route (extproc_batches)
+    job: JobExchange | None = None  # a provider's batch job's creation or get (extproc_jobs)
     span: Span | None = None  # the request's span (tracing on, a gated route)
 
 
@@ -123,12 +119,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     def __init__(self, config: ExtProcConfig, policy: Policy, gate: Gate, admission: Admission,
                  metrics: CspMetrics, identity: IdentityHeaders, caller_auth: CallerAuth,
                  batch_records: BatchRecords | None = None) -> None:
-        self.config = config
-        self.policy = policy
-        self.gate = gate
-        self.admission = admission
-        self.metrics = metrics
-        self.identity = identity
+        self.config, self.policy, self.gate, self.admission = config, policy, gate, admission
+        self.metrics, self.identity = metrics, identity
         self.caller_auth = caller_auth  # the region's nonce ledger after the host's table
         self.batches = BatchGate(admission, gate, metrics,
                                  classify_all_streams=config.classify_all_streams,
@@ -187,10 +179,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             return self._response_headers(ex, message.response_headers)
         if kind == "response_body":
             return await self._response_body(ex, message.response_body)
-        if kind == "request_trailers":
-            return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
-        if kind == "response_trailers":
-            return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+        if kind in ("request_trailers", "response_trailers"):
+            return pb.ProcessingResponse(**{kind: pb.TrailersResponse()})
         raise ValueError(f"unexpected ext_proc message {kind!r}")
 
     async def _request_headers(self, ex: _Exchange, headers: pb.HttpHeaders
@@ -210,6 +200,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         if target.route in BATCH_ROUTES:
             ex.batch = batch_exchange(target.route, target.path, header(headers.headers, ":scheme"),
                                       header(headers.headers, ":authority"))
+        ex.job = job_exchange(target.route, target.call.api, ex.request_line[0], target.path)
         ex.scanner = target.call.api.scanner()
         try:
             pairs = [(h.key.lower(), h.raw_value if h.raw_value else str(h.value))
@@ -237,7 +228,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             if standing.status == 403:
                 self.gate.count(standing)
                 return self._refusal(standing, ex)
-        return pb.ProcessingResponse(request_headers=continue_headers(path=target.forward))
+        return pb.ProcessingResponse(request_headers=continue_headers(
+            path=target.forward, remove=("accept-encoding",) if ex.job else ()))  # job: read
 
     async def _request_body(self, ex: _Exchange, body: pb.HttpBody) -> pb.ProcessingResponse:
         if ex.route is None or ex.caller is None:
@@ -255,8 +247,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                                           target=ex.request_line[1])
             if ex.batch is not None:
                 return await batch_request_body(self.batches, ex.batch, ex.caller, bytes(ex.body))
-            if ex.route is Route.JOB_CREATE:  # each record of the job's input file checked
-                return await job_request_body(self.jobs, ex.call.api, ex.caller, ex.body, ex.auth)
+            if ex.job is not None and not ex.job.poll:  # each record of the job's input checked
+                return await ex.job.request_body(self.jobs, ex.caller, ex.body, ex.auth)
             if not ex.route.generates:  # generates nothing: checked on its headers
                 return pb.ProcessingResponse(request_body=body_response())
             admitted = await self.admission.admit(ex.caller, bytes(ex.body), "ext_proc",
@@ -289,6 +281,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             ex.batch.status = status
             return pb.ProcessingResponse(response_headers=continue_headers(
                 remove=("content-length",)))
+        if ex.job is not None:
+            ex.job.status = status
         if status != "200":
             ex.guarded = False
         remove = ("content-length",) if ex.guarded else ()
@@ -297,6 +291,9 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
     async def _response_body(self, ex: _Exchange, body: pb.HttpBody) -> pb.ProcessingResponse:
         if ex.batch is not None and ex.caller is not None:
             return await batch_response_body(self.batches, ex.batch, ex.caller, body)
+        if ex.job is not None and ex.caller is not None:
+            return await ex.job.response_body(self.jobs, ex.caller, body, ex.auth,
+                                              self.config.max_body_bytes)
         if ex.admitted is None:
             return pb.ProcessingResponse(response_body=body_response())
         if ex.terminated:
@@ -347,9 +344,10 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         ex.action = TERMINATE_ACTION
 
     def _observe(self, ex: _Exchange) -> None:
-        batch = ex.batch.submission if ex.batch is not None else None
-        if batch is not None and not batch.entry.batch_id:  # the upstream did not take it
-            self.batches.unserved(batch.entry)
+        if ex.batch is not None:
+            ex.batch.ended(self.batches)
+        if ex.job is not None:
+            ex.job.ended(self.jobs)
         if ex.admitted is None or ex.observed:
             return
         ex.observed = True
@@ -378,7 +376,9 @@ class ExtProcServer:
         server = grpc.aio.server()
         pb_grpc.add_ExternalProcessorServicer_to_server(self.service, server)
         self.port = server.add_insecure_port(self.config.listen)
-        async with self.inline.running():
+        # ended jobs' outputs observed off their polls' path (job_outputs), drained on exit
+        async with self.inline.running(), self.service.jobs.outputs.running(
+                self.config.job_outputs_drain_s):
             await server.start()
             try:
                 yield self

@@ -7,7 +7,7 @@ object) is held back and answered whole with ``results_url`` on the client's aut
 batch's admissions are remembered. Results: the JSON Lines are held back and answered whole,
 checked, observed once and with the refused requests' results spliced in; a creation the
 upstream did not take has its admitted requests observed as not served when the exchange ends
-(``ExtProcService._observe``). Holding the body back works whether Envoy streams or buffers it:
+(``BatchExchange.ended``). Holding the body back works whether Envoy streams or buffers it:
 each chunk is emptied, the last carries the whole answer.
 """
 
@@ -37,6 +37,12 @@ class BatchExchange:
     submission: Submission | None = None
     status: str = "200"
     body: bytearray = field(default_factory=bytearray)
+
+    def ended(self, batches: BatchGate) -> None:
+        """The exchange is over: a creation the upstream did not take (no batch id seen) has
+        its admitted requests observed as requests not served."""
+        if self.submission is not None and not self.submission.entry.batch_id:
+            batches.unserved(self.submission.entry)
 
 
 def batch_exchange(route: Route, path: str, scheme: str | None,

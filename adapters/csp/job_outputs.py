@@ -31,10 +31,11 @@ Whose authority reads the output: the input's (``object_store``, ``gcs_store``):
 for Bedrock (``roleArn``, assumed through STS), the polling caller's own bearer token for
 Vertex; never the gate's (a confused deputy otherwise).
 
-What is observed, and once: a job the gate admitted on the HTTP proxy was remembered at its
-creation as a Message Batch is (``BatchGate.remember``, under the job's ARN or resource name: its
-records' request ids ``result_request_id(job, record_custom_id(record id))``, their prompts
-stored on the content stream, the job recorded in the region's batch ledger). Each output line's
+What is observed, and once: a job the gate admitted (on the HTTP proxy or behind Envoy) was
+remembered at its creation as a Message Batch is (``BatchGate.remember``, under the job's ARN
+or resource name: its records' request ids ``result_request_id(job, record_custom_id(record
+id))``, their prompts stored on the content stream, the job recorded in the region's batch
+ledger). Each output line's
 completion is observed under that record's request id, as a Message Batch's result is: its
 tokens charged, its RequestObserved signal (metadata only) and its completion queued for scoring
 on the content stream. The same ids on every worker and after a restart: the account's actor
@@ -44,9 +45,8 @@ score ids derive from the request id, and a job is observed once: this process r
 (``BatchRecords.mark_observed``; a note not written or not read is counted there, and another
 gate then observes the output again, taken once by the actor, its completions scored again). A
 re-observation does charge the records' tokens to the account's token rate a second time (a
-throttle, not the account's history). A job this gate does not know
-(its record not in the ledger: created behind Envoy, where ext_proc does not see the job's id
-and observes the records at their creation; another account's; an unreadable record) has its
+throttle, not the account's history). A job this gate does not know (its record not in the
+ledger: its creation's answer not seen, another account's, an unreadable record) has its
 completions observed by the caller's standing, counted in ``unknown``.
 """
 

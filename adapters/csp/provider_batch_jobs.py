@@ -22,9 +22,8 @@ the fact (``job_outputs``): a job created through the HTTP proxy is remembered u
 a Message Batch is (its prompts on the content stream, its record in the region's batch ledger),
 and when a caller's poll of it through the gate finds it ended, its output is read with the
 job's authority and each record's completion observed as a batch result is (in the background:
-the poll is answered at once). Behind Envoy
-ext_proc does not see the job's name, so its records are observed at the creation, as requests
-not served.
+the poll is answered at once). Behind Envoy, ext_proc does the same from the creation's and the
+poll's answers (``extproc_jobs``).
 
 The job creation goes upstream unchanged only when every record passes. A record that is
 refused, one the gate would serve only with the safety prompt (the file cannot be changed on its
@@ -222,25 +221,17 @@ class JobGate:
         # forwarded, refused, bad_input, access_refused, unreadable_*
         self.counts: Counter[str] = Counter()
 
-    async def check(self, caller: Caller, api: ProviderApi, body: bytes,
-                    authorization: list[str] | None = None) -> JobRefusal | None:
-        """None: every record passed, the job goes upstream unchanged; else its refusal.
-        ``api``: Bedrock's or Vertex's; ``authorization``: the creation's ``Authorization``
-        header values (a Vertex job's input is read with the caller's token). Raises
-        ``BadRequest`` for a malformed job or input (answered in the provider's shape). The
-        records are observed now, as requests not served (ext_proc: the job's id is not seen)."""
-        refused, entry = await self.admit(caller, api, body, authorization)
-        if entry is not None:
-            self.batches.unserved(entry)
-        return refused
-
     async def admit(self, caller: Caller, api: ProviderApi, body: bytes,
                     authorization: list[str] | None = None
                     ) -> tuple[JobRefusal | None, BatchEntry | None]:
-        """As ``check``, with the admitted records not yet observed: the caller observes them
-        (``BatchGate.unserved``), or, once the upstream has taken the job, remembers them
-        under its name (``BatchGate.remember``) so its output is observed (``job_outputs``).
-        The entry is None where nothing was admitted (refused records were observed)."""
+        """The job's refusal, or None: every record passed, the job goes upstream unchanged.
+        ``api``: Bedrock's or Vertex's; ``authorization``: the creation's ``Authorization``
+        header values (a Vertex job's input is read with the caller's token). Raises
+        ``BadRequest`` for a malformed job or input (answered in the provider's shape). The
+        admitted records are not observed yet: once the upstream has taken the job, the caller
+        remembers them under its name (``BatchGate.remember``) so its output is observed
+        (``job_outputs``), else observes them as not served (``BatchGate.unserved``). The
+        entry is None where nothing was admitted (refused records were observed)."""
         try:
             return await self._check(caller, api, body, authorization or [])
         except BadRequest:
