@@ -42,7 +42,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import nats.errors
@@ -62,6 +62,8 @@ FORMAT = 1
 DEFAULT_DEADLINE_S = 0.5
 LOG_EVERY_S = EVERY_S
 _COUNT = struct.Struct(">H")  # chunk 0's chunk count
+_CREATE = {"Nats-Expected-Last-Subject-Sequence": "0"}  # a KV create: no value under the key
+Noted = Literal["noted", "already", "failed"]
 
 
 @dataclass(slots=True)
@@ -229,19 +231,24 @@ class BatchRecords:
             self._note("get", "malformed")
         return None
 
-    async def mark_observed(self, name: str) -> bool:
+    async def mark_observed(self, name: str) -> Noted:
         """Notes in the ledger that ``name``'s results (a provider's job's output:
-        ``job_outputs``) were observed, so that another gate does not observe them again;
-        False, counted, where it could not."""
+        ``job_outputs``) were observed, so that another gate does not observe them again:
+        ``noted`` where this call wrote the note, ``already`` where another had (the write is
+        a create: it expects no value under the key), ``failed``, counted, where it could not
+        tell (the ledger did not answer or refused)."""
         subject = batch_subject(self.region, observed_key(name))
-        failures: list[str] = []
-        with anyio.move_on_after(self.deadline_s) as scope:
-            await self._write(subject, self.producer.seal(subject, b"observed"), failures)
-        if scope.cancelled_caught:
-            failures.append("timeout")
-        if failures:
-            self._note("mark", failures[0])
-        return not failures
+        failure: str | None = "timeout"
+        with anyio.move_on_after(self.deadline_s):
+            failure = await stored(self._connection(), subject,
+                                   self.producer.seal(subject, b"observed"), self.deadline_s,
+                                   headers=_CREATE, no_stream="no_ledger")
+        if failure is None:
+            return "noted"
+        if failure == "jetstream_error" and await self.observed(name):
+            return "already"  # the create found the key written: another gate's note
+        self._note("mark", failure)
+        return "failed"
 
     async def observed(self, name: str) -> bool:
         """Whether the ledger notes ``name``'s results as observed (False where it could not

@@ -32,22 +32,24 @@ for Bedrock (``roleArn``, assumed through STS), the polling caller's own bearer 
 Vertex; never the gate's (a confused deputy otherwise).
 
 What is observed, and once: a job the gate admitted (on the HTTP proxy or behind Envoy) was
-remembered at its creation as a Message Batch is (``BatchGate.remember``, under the job's ARN
-or resource name: its records' request ids ``result_request_id(job, record_custom_id(record
-id))``, their prompts stored on the content stream, the job recorded in the region's batch
-ledger). Each output line's
-completion is observed under that record's request id, as a Message Batch's result is: its
-tokens charged, its RequestObserved signal (metadata only) and its completion queued for scoring
-on the content stream. The same ids on every worker and after a restart: the account's actor
-takes the signal once (its inbox key is the signal id, ``req:<request id>``), the classifier's
-score ids derive from the request id, and a job is observed once: this process remembers it
-(``observed``, bounded), and the region's batch ledger notes it for the other gates
-(``BatchRecords.mark_observed``; a note not written or not read is counted there, and another
-gate then observes the output again, taken once by the actor, its completions scored again). A
-re-observation does charge the records' tokens to the account's token rate a second time (a
-throttle, not the account's history). A job this gate does not know (its record not in the
-ledger: its creation's answer not seen, another account's, an unreadable record) has its
-completions observed by the caller's standing, counted in ``unknown``.
+remembered at its creation as a Message Batch is (``BatchGate.remember``, under the job's ARN or
+resource name: its records' request ids ``result_request_id(job, record_custom_id(record id))``,
+their prompts stored on the content stream, the job recorded in the region's batch ledger). Each
+output line's completion is observed under that record's request id, as a Message Batch's result is:
+its tokens charged (once per job: below), its RequestObserved signal (metadata only) and its
+completion queued for scoring on the content stream. The same ids on every worker and after a
+restart: the account's actor takes the signal once (its inbox key is the signal id, ``req:<request
+id>``), the classifier's score ids derive from the request id, and a job is observed once: this
+process remembers it (``observed``, bounded), and the region's batch ledger notes it for the other
+gates (``BatchRecords.mark_observed``; a note not written or not read is counted there, and another
+gate then observes the output again, taken once by the actor, its completions scored again). The
+records' tokens are charged to the account's token rate once per job: after the note, by the
+observation whose note created it (the note is a create), not by one that found another's (a
+re-observation: another worker's poll, a process killed after queueing); where the ledger could not
+say (no ledger, not reachable: counted) the observation charges, as a gate alone would. A process
+killed between its note and its charge leaves the job uncharged. A job this gate does not know (its
+record not in the ledger: its creation's answer not seen, another account's, an unreadable record)
+has its completions observed by the caller's standing, counted in ``unknown``.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ from anyio.abc import TaskGroup
 
 from safeguards.adapters.csp.batch_ledger import result_request_id
 from safeguards.adapters.csp.batches import BATCH_CALL, BatchGate
-from safeguards.adapters.csp.decision import GateRequest
+from safeguards.adapters.csp.decision import GateRequest, GateResponse
 from safeguards.adapters.csp.gate_time import gate_now
 from safeguards.adapters.csp.gcs_store import GcsReader
 from safeguards.adapters.csp.identity import Caller
@@ -121,6 +123,7 @@ class JobOutputs:
         self.observing: set[str] = set()  # job keys being observed now
         self.counts: Counter[str] = Counter()  # jobs, completions, unknown
         self.unobserved: Counter[str] = Counter()  # by reason
+        self.charged = 0  # the tokens charged to the accounts' token rates
         self._group: TaskGroup | None = None
         self._idle: anyio.Event | None = None  # set when the last observation ends (a drain)
 
@@ -209,11 +212,21 @@ class JobOutputs:
             log.warning("a batch job's output was not observed: %s (%s)", reason,
                         getattr(exc, "reason", type(exc).__name__))
             return
-        if not await self._observe(caller, api, key, objects):
+        tokens = await self._observe(caller, api, key, objects)
+        if tokens is None:
             return  # some records not queued: the next poll observes the job again
-        if records is not None:
-            await records.mark_observed(key)
+        noted = "failed" if records is None else await records.mark_observed(key)
+        if noted != "already":  # the job's tokens charged once: by the gate that noted it
+            self._charge(caller, tokens)
         self._remember(key)
+
+    def _charge(self, caller: Caller, tokens: int) -> None:
+        """The job's records' tokens charged to the account's token rate, at once (a GCRA
+        charged a sum is charged its parts)."""
+        if tokens > 0:
+            self.charged += tokens
+            self.batches.gate.observe(GateRequest(caller.account, "", rated=False),
+                                      GateResponse("", tokens, 0), gate_now())
 
     async def _read(self, caller: Caller, api: ProviderApi, doc: dict[str, Any],
                     authorization: list[str]) -> list[tuple[str, bytes]]:
@@ -235,16 +248,18 @@ class JobOutputs:
                 if name.endswith(".out") and not name.endswith("manifest.json.out")]
 
     async def _observe(self, caller: Caller, api: ProviderApi, key: str,
-                       objects: list[tuple[str, bytes]]) -> bool:
-        """Each record's completion observed (queued for the streams); False where some were
-        not (the telemetry buffer full or closed: counted ``unqueued``)."""
+                       objects: list[tuple[str, bytes]]) -> int | None:
+        """Each record's completion observed (queued for the streams, its tokens not charged
+        yet); the records' tokens, or None where some were not queued (the telemetry buffer
+        full or closed: counted ``unqueued``)."""
         # (an entry forgotten here was observed as not served: its completions are still
         # scored; its requests' second signals are dropped by the actor, their ids the same)
         entry = await self.batches.entry_of(key, caller.account)
         id_key, output_key = ("custom_id", "response") if api is VERTEX_API else (
             "recordId", "modelOutput")
         standing = self.batches.gate.peek(caller.account, gate_now(), caller.aggregates)
-        malformed = duplicates = unqueued = lines = 0
+        malformed = duplicates = unqueued = lines = tokens = 0
+        emit = self.batches.admission.telemetry.emit_observed  # charged once the job is noted
         seen: set[str] = set()
         for _, data in objects:
             for line in data.split(b"\n"):
@@ -272,13 +287,13 @@ class JobOutputs:
                 if item is None:
                     self.counts["unknown"] += 1
                     request = self._unknown(caller, key, custom_id, message)
-                    queued = self.batches.admission.observe(request, standing.action, tokens_in,
-                                                            tokens_out, "", completion)
+                    queued = emit(request, standing.action, tokens_in, tokens_out, "",
+                                  completion)
                 else:
-                    queued = self.batches.admission.observe(
-                        item.request, item.decision.action, tokens_in, tokens_out, item.prompt,
-                        completion)
+                    queued = emit(item.request, item.decision.action, tokens_in, tokens_out,
+                                  item.prompt, completion)
                 unqueued += not queued
+                tokens += tokens_in + tokens_out
                 self.counts["completions"] += 1
         if malformed:
             self._note("malformed", malformed)
@@ -290,11 +305,11 @@ class JobOutputs:
             self._note("unqueued", unqueued)
             log.warning("a batch job's output: %d records' observations were not queued "
                         "(the telemetry buffer): the job's next poll observes it again", unqueued)
-            return False
+            return None
         if entry is not None:
             self.batches.observed(entry)
         self.counts["jobs"] += 1
-        return True
+        return tokens
 
     async def _room(self) -> None:
         """Yields to the event loop, and waits (up to the telemetry's publish deadline) while

@@ -150,3 +150,18 @@ async def test_a_large_batch_record_spans_several_values_and_reads_back(region: 
         want.request_id, want.prompt_sha256, want.prompt_link, False)
     assert back.admitted["req-1"].decision.classify_stream
     assert await records.get("msgbatch_never") is None and not records.errors
+
+
+async def test_a_jobs_observed_note_is_created_once(region: Region) -> None:
+    """The note that a provider's job's output was observed is a create: the first gate to
+    write it is told so, a later one that it was there (so only one charges the job's
+    tokens: ``job_outputs``)."""
+    records = BatchRecords(region.name, lambda: region.nc, load_producer_keys(region.name),
+                           deadline_s=5.0)
+    name = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/" + secrets.token_hex(6)
+    assert not await records.observed(name)
+    assert await records.mark_observed(name) == "noted"
+    assert await records.observed(name)
+    assert await records.mark_observed(name) == "already"
+    assert await records.mark_observed(name + "x") == "noted"
+    assert not records.errors

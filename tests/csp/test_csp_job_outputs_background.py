@@ -41,7 +41,7 @@ from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.csp.batch_ledger import result_request_id
 from safeguards.adapters.csp.gcs_store import GcsConfig, GcsReader
-from safeguards.adapters.csp.job_outputs import record_custom_id
+from safeguards.adapters.csp.job_outputs import JobOutputs, record_custom_id
 from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core.events import RequestObserved
 
@@ -53,8 +53,9 @@ class Store:
     """The emulator behind its relay: ``hold.clear()`` holds each object's download."""
 
     def __init__(self, relay: str, hold: threading.Event,
-                 io: tuple[Callable[[str], bytes], Callable[[str, bytes], None]]) -> None:
-        self.relay, self.hold = relay, hold
+                 io: tuple[Callable[[str], bytes], Callable[[str, bytes], None]],
+                 seen: list[str | None]) -> None:
+        self.relay, self.hold, self.seen = relay, hold, seen  # seen: each read's token
         self.read, self.write = io
 
 
@@ -62,8 +63,8 @@ class Store:
 def store() -> Any:
     hold = threading.Event()
     hold.set()  # the creation's input read passes
-    with gcs_emulator() as emulator, relayed_gcs(emulator, hold) as (relay, _):
-        yield Store(relay, hold, gcs_io(emulator))
+    with gcs_emulator() as emulator, relayed_gcs(emulator, hold) as (relay, seen):
+        yield Store(relay, hold, gcs_io(emulator), seen)
 
 
 async def ended_job(running: RunningProxy, http: httpx.AsyncClient, gcs: Store,
@@ -226,6 +227,41 @@ async def test_a_job_observed_twice_is_taken_once_by_the_accounts_actor(
     history = [e.body for e in await events.history("acct-twice")]
     taken = [b.request_id for b in history if isinstance(b, RequestObserved)]
     assert sorted(taken) == sorted(ids)  # each record once
+
+
+async def test_a_job_observed_by_two_gates_at_once_charges_its_tokens_once(
+        proxy_env: ProxyEnv, region: Region) -> None:
+    """Two gates' observations of one job both pass the ledger's check before either notes it
+    (their output reads held until both have started): both queue its records (the actor takes
+    them once), one creates the note and charges the records' tokens, the other finds the note
+    and charges nothing."""
+    with store() as gcs:
+        async with proxy_env() as running, client(running) as http:
+            name = await ended_job(running, http, gcs, "acct-racing")
+            jobs = running.proxy.jobs
+            first = jobs.outputs
+            second = JobOutputs(running.proxy.batches, lambda: jobs.s3, lambda: jobs.gcs)
+            async with second.running():
+                gcs.hold.clear()
+                seen = len(gcs.seen)
+                for outputs in (first, second):
+                    jobs.outputs = outputs
+                    await poll(http, name, "acct-racing")
+                # each has listed the output and waits on its object: past the ledger's check
+                await eventually(lambda: len(gcs.seen) >= seen + 4, 30)
+                gcs.hold.set()
+                await idle(first)
+                await idle(second)
+            for outputs in (first, second):
+                assert outputs.counts == Counter({"jobs": 1, "completions": 2})
+            per_record = 10 + len(REPLY) // 4  # the stand-in's usage
+            assert sorted((first.charged, second.charged)) == [0, 2 * per_record]
+            assert running.proxy.batches.records is not None
+            assert await running.proxy.batches.records.observed(name)
+            await running.proxy.telemetry.settle(5)
+    ids = {result_request_id(name, record_custom_id(f"request-{i}")) for i in range(2)}
+    observed = await signals(region, "acct-racing")
+    assert Counter(o.request_id for o in observed) == {i: 2 for i in ids}  # sent by each
 
 
 class BrokenReader(GcsReader):
