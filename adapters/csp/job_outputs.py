@@ -17,15 +17,20 @@ Off the poll's path: the poll is answered as the upstream answered it, at once; 
 runs in the background (``running``, the proxy's lifetime), at most ``in_flight`` at once per
 process (a poll that finds them all busy is counted ``busy``: the next poll starts it), a job
 already being observed here not started twice. The caller's token (Vertex) goes to the task its
-own poll started and nowhere else; it is never kept. The ledger's note (below) is written only
-once every record's observation was queued: a process killed or cancelled mid-way leaves the job
-to the next poll, on any worker, which observes it again under the same ids (taken once: below).
-On a clean shutdown, the observations in flight get ``drain_s`` to finish (their note written,
-their messages published); those still running are cancelled, unnoted, left for the next poll.
-Nothing here fails the poll: an output that cannot be read (``AccessRefused``, missing, over the
-limits), a line that is not a record, a record the telemetry buffer did not take, or an error of
-the task itself is counted in ``safeguards_csp_job_outputs_unobserved_total{reason}`` and logged
-without text (an error with its traceback's frames, never its message).
+own poll started and nowhere else; it is never kept. Each record's messages (its signal, its
+completion, a prompt still held) are published by the observation itself, ``PUBLISHERS`` at
+once, each awaiting JetStream's acknowledgement (``stored_publish``), not through the telemetry
+buffer; the ledger's note (below) is written only once every record's messages were stored: a
+process killed or cancelled mid-way, even just before its note, leaves the job to the next poll,
+on any worker, which observes it again under the same ids (taken once: below), and a record not
+stored (disconnected, refused, no acknowledgement in the telemetry's ``publish_timeout_s``)
+stops the observation, unnoted, for the next poll. On a clean shutdown, the observations in
+flight get ``drain_s`` to finish (their note written); those still running are cancelled,
+unnoted, left for the next poll. Nothing here fails the poll: an output that cannot be read
+(``AccessRefused``, missing, over the limits), a line that is not a record, a record not stored
+(``unstored``), or an error of the task itself is counted in
+``safeguards_csp_job_outputs_unobserved_total{reason}`` and logged without text (an error with
+its traceback's frames, never its message).
 
 Whose authority reads the output: the input's (``object_store``, ``gcs_store``): the job's role
 for Bedrock (``roleArn``, assumed through STS), the polling caller's own bearer token for
@@ -37,7 +42,7 @@ resource name: its records' request ids ``result_request_id(job, record_custom_i
 their prompts stored on the content stream, the job recorded in the region's batch ledger). Each
 output line's completion is observed under that record's request id, as a Message Batch's result is:
 its tokens charged (once per job: below), its RequestObserved signal (metadata only) and its
-completion queued for scoring on the content stream. The same ids on every worker and after a
+completion stored for scoring on the content stream. The same ids on every worker and after a
 restart: the account's actor takes the signal once (its inbox key is the signal id, ``req:<request
 id>``), the classifier's score ids derive from the request id, and a job is observed once: this
 process remembers it (``observed``, bounded), and the region's batch ledger notes it for the other
@@ -45,7 +50,7 @@ gates (``BatchRecords.mark_observed``; a note not written or not read is counted
 gate then observes the output again, taken once by the actor, its completions scored again). The
 records' tokens are charged to the account's token rate once per job: after the note, by the
 observation whose note created it (the note is a create), not by one that found another's (a
-re-observation: another worker's poll, a process killed after queueing); where the ledger could not
+re-observation: another worker's poll, a process killed before its note); where the ledger could not
 say (no ledger, not reachable: counted) the observation charges, as a gate alone would. A process
 killed between its note and its charge leaves the job uncharged. A job this gate does not know (its
 record not in the ledger: its creation's answer not seen, another account's, an unreadable record)
@@ -66,6 +71,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from safeguards.adapters.csp.batch_ledger import result_request_id
 from safeguards.adapters.csp.batches import BATCH_CALL, BatchGate
@@ -82,6 +88,7 @@ from safeguards.adapters.csp.input_errors import (
 from safeguards.adapters.csp.messages_api import completion_of
 from safeguards.adapters.csp.object_store import S3Reader
 from safeguards.adapters.csp.provider_api import ProviderApi
+from safeguards.adapters.csp.stored_publish import stored
 from safeguards.adapters.csp.vertex_api import VERTEX_API
 
 log = logging.getLogger(__name__)
@@ -93,6 +100,9 @@ _MISSING = frozenset(("NoSuchKey", "NoSuchBucket", "NOT_FOUND"))
 IN_FLIGHT = 4  # observations at once per process (each holds up to the reader's max_bytes)
 DRAIN_S = 5.0  # a clean shutdown's wait for the observations in flight
 CHECKPOINT = 256  # records observed between two yields to the event loop
+PUBLISHERS = 64  # records' messages awaiting JetStream's acknowledgement at once, per job
+# a record's observation: (request, action, input tokens, output tokens, prompt, completion)
+Observation = tuple[GateRequest, str, int, int, str, str]
 
 
 def record_custom_id(record_id: str) -> str:
@@ -124,6 +134,7 @@ class JobOutputs:
         self.counts: Counter[str] = Counter()  # jobs, completions, unknown
         self.unobserved: Counter[str] = Counter()  # by reason
         self.charged = 0  # the tokens charged to the accounts' token rates
+        self.stored = 0  # the records' messages JetStream acknowledged
         self._group: TaskGroup | None = None
         self._idle: anyio.Event | None = None  # set when the last observation ends (a drain)
 
@@ -214,7 +225,7 @@ class JobOutputs:
             return
         tokens = await self._observe(caller, api, key, objects)
         if tokens is None:
-            return  # some records not queued: the next poll observes the job again
+            return  # some records not stored: the next poll observes the job again
         noted = "failed" if records is None else await records.mark_observed(key)
         if noted != "already":  # the job's tokens charged once: by the gate that noted it
             self._charge(caller, tokens)
@@ -249,76 +260,96 @@ class JobOutputs:
 
     async def _observe(self, caller: Caller, api: ProviderApi, key: str,
                        objects: list[tuple[str, bytes]]) -> int | None:
-        """Each record's completion observed (queued for the streams, its tokens not charged
-        yet); the records' tokens, or None where some were not queued (the telemetry buffer
-        full or closed: counted ``unqueued``)."""
+        """Each record's completion observed: its messages stored on the region's streams, each
+        acknowledged by JetStream (its tokens not charged yet); the records' tokens, or None
+        where some were not stored (counted ``unstored``: the next poll observes the job)."""
         # (an entry forgotten here was observed as not served: its completions are still
         # scored; its requests' second signals are dropped by the actor, their ids the same)
         entry = await self.batches.entry_of(key, caller.account)
         id_key, output_key = ("custom_id", "response") if api is VERTEX_API else (
             "recordId", "modelOutput")
         standing = self.batches.gate.peek(caller.account, gate_now(), caller.aggregates)
-        malformed = duplicates = unqueued = lines = tokens = 0
-        emit = self.batches.admission.telemetry.emit_observed  # charged once the job is noted
+        malformed = duplicates = lines = tokens = sent = 0
         seen: set[str] = set()
-        for _, data in objects:
-            for line in data.split(b"\n"):
-                if not line.strip():
-                    continue
-                lines += 1
-                if lines % CHECKPOINT == 0:
-                    await self._room()  # the live requests run, and keep their buffer's room
-                try:
-                    record = json.loads(line)
-                except (ValueError, UnicodeDecodeError):
-                    record = None
-                record_id = record.get(id_key) if isinstance(record, dict) else None
-                if not isinstance(record_id, str) or not record_id:
-                    malformed += 1
-                    continue
-                message = record.get(output_key)
-                completion, tokens_in, tokens_out = completion_of(message)
-                custom_id = record_custom_id(record_id)
-                if custom_id in seen:
-                    duplicates += 1  # observed once: its request's signal is taken once
-                    continue
-                seen.add(custom_id)
-                item = None if entry is None else entry.admitted.get(custom_id)
-                if item is None:
-                    self.counts["unknown"] += 1
-                    request = self._unknown(caller, key, custom_id, message)
-                    queued = emit(request, standing.action, tokens_in, tokens_out, "",
-                                  completion)
-                else:
-                    queued = emit(item.request, item.decision.action, tokens_in, tokens_out,
-                                  item.prompt, completion)
-                unqueued += not queued
-                tokens += tokens_in + tokens_out
-                self.counts["completions"] += 1
+        unstored: list[str] = []  # why a record's messages were not stored (the first stops)
+        send, receive = anyio.create_memory_object_stream[Observation](PUBLISHERS)
+        async with anyio.create_task_group() as tg:
+            for _ in range(PUBLISHERS):
+                tg.start_soon(self._publisher, receive.clone(), unstored)
+            receive.close()
+            async with send:
+                for line in (line for _, data in objects for line in data.split(b"\n")):
+                    if unstored:
+                        break  # the job is left for its next poll: no use sending the rest
+                    if not line.strip():
+                        continue
+                    lines += 1
+                    if lines % CHECKPOINT == 0:
+                        await anyio.lowlevel.checkpoint()  # the live requests run
+                    try:
+                        record = json.loads(line)
+                    except (ValueError, UnicodeDecodeError):
+                        record = None
+                    record_id = record.get(id_key) if isinstance(record, dict) else None
+                    if not isinstance(record_id, str) or not record_id:
+                        malformed += 1
+                        continue
+                    message = record.get(output_key)
+                    completion, tokens_in, tokens_out = completion_of(message)
+                    custom_id = record_custom_id(record_id)
+                    if custom_id in seen:
+                        duplicates += 1  # observed once: its request's signal is taken once
+                        continue
+                    seen.add(custom_id)
+                    item = None if entry is None else entry.admitted.get(custom_id)
+                    if item is None:
+                        self.counts["unknown"] += 1
+                        await send.send((self._unknown(caller, key, custom_id, message),
+                                         standing.action, tokens_in, tokens_out, "",
+                                         completion))
+                    else:
+                        await send.send((item.request, item.decision.action, tokens_in,
+                                         tokens_out, item.prompt, completion))
+                    sent += 1
+                    tokens += tokens_in + tokens_out
+                    self.counts["completions"] += 1
         if malformed:
             self._note("malformed", malformed)
             log.warning("a batch job's output held %d lines that are not records: not observed",
                         malformed)
         if duplicates:
             self._note("duplicate", duplicates)
-        if unqueued:
-            self._note("unqueued", unqueued)
-            log.warning("a batch job's output: %d records' observations were not queued "
-                        "(the telemetry buffer): the job's next poll observes it again", unqueued)
+        if unstored:
+            self._note("unstored", len(unstored))
+            log.warning("a batch job's output: %d of %d records' observations were not stored "
+                        "(%s): the job's next poll observes it again", len(unstored), sent,
+                        unstored[0])
             return None
         if entry is not None:
             self.batches.observed(entry)
         self.counts["jobs"] += 1
         return tokens
 
-    async def _room(self) -> None:
-        """Yields to the event loop, and waits (up to the telemetry's publish deadline) while
-        its buffer is over half full: the live requests' signals keep their room."""
+    async def _publisher(self, observations: MemoryObjectReceiveStream[Observation],
+                         unstored: list[str]) -> None:
+        """Stores each observation's messages (the RequestObserved signal, the prompt still held,
+        the completion) and awaits JetStream's acknowledgement of each; once one was not
+        stored, the rest are only counted."""
         telemetry = self.batches.admission.telemetry
-        await anyio.lowlevel.checkpoint()
-        with anyio.move_on_after(telemetry.publish_timeout_s):
-            while telemetry.room < telemetry.capacity // 2:  # noqa: ASYNC110 (no event to await)
-                await anyio.sleep(0.005)
+        async with observations:
+            async for observation in observations:
+                if unstored:
+                    unstored.append("skipped")
+                    continue
+                link = telemetry.link
+                for subject, payload, headers in telemetry.observed_messages(*observation):
+                    failure = await stored(link.nc if link is not None else None, subject,
+                                           payload, telemetry.publish_timeout_s,
+                                           headers=headers)
+                    if failure is not None:
+                        unstored.append(failure)
+                        break
+                    self.stored += 1
 
     def _remember(self, key: str) -> None:
         self.observed[key] = None

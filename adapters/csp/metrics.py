@@ -162,7 +162,7 @@ class CspMetrics:
             "admitted batch prompts the content stream did not store at the batch's creation",
             ["reason"], registry=self.registry)
         # providers' batch jobs' outputs not observed (access_refused, missing, unreadable,
-        # too_large, bad_location: the job's; malformed, duplicate, unqueued: lines of it; busy,
+        # too_large, bad_location: the job's; malformed, duplicate, unstored: lines of it; busy,
         # not_running, error: the background observation's, left for the job's next poll)
         self.job_outputs_unobserved = Counter(
             "safeguards_csp_job_outputs_unobserved",

@@ -101,12 +101,6 @@ class Telemetry:
     def queued(self) -> int:
         return self._send.statistics().current_buffer_used
 
-    @property
-    def room(self) -> int:
-        """How many more items the buffer takes now (a bulk producer paces itself by it:
-        ``job_outputs``)."""
-        return self.capacity - self.queued
-
     async def settle(self, deadline_s: float) -> bool:
         """Waits (up to ``deadline_s``) until everything queued so far is published and
         acknowledged or counted as unsent (a shutdown's last messages); True when it is."""
@@ -160,11 +154,23 @@ class Telemetry:
         """A prompt's content-stream message as the drain publishes it (clipped, sealed, signed):
         subject, payload, headers, for a publisher that awaits its acknowledgement itself
         (``batch_prompts``)."""
+        return self.observed_messages(request, _CONTENT_ONLY, 0, 0, text, "")[0]
+
+    def observed_messages(self, request: GateRequest, action: str, input_tokens: int,
+                          output_tokens: int, prompt: str, completion: str
+                          ) -> list[tuple[str, bytes, dict[str, str]]]:
+        """``emit_observed``'s messages as the drain publishes them (the signal to the account's
+        home, each signed): subject, payload, headers, for a publisher that awaits their
+        acknowledgement itself (``job_outputs``)."""
         out: list[_Message] = []
-        self._encode((request, _CONTENT_ONLY, 0, 0, text, None, time.time(), 1, None), out)
-        subject, payload, _, _ = out[0]
-        headers = {} if self.producer is None else self.producer.headers(subject, payload)
-        return subject, payload, headers
+        self._encode((request, action, input_tokens, output_tokens, prompt, completion,
+                      time.time(), 1, None), out)
+        return [(subject, payload, {} if (signer := self._signer(home)) is None
+                 else signer.headers(subject, payload)) for subject, payload, home, _ in out]
+
+    def _signer(self, home: HomeEntry | None) -> ProducerKeys | None:
+        """Who signs a message: the region's producer key, or the forwarding key of its home."""
+        return self.producer if home is None else self.forwarders.get(home.home)
 
     def _subjects(self, account_id: str) -> tuple[str, str]:
         """The account's inputs and content subjects, memoised (bounded) off the hot path."""
@@ -297,7 +303,7 @@ class Telemetry:
         publish = nc.publish
         producer = self.producer
         for index, (subject, payload, home, context) in enumerate(messages):
-            signer = producer if home is None else self.forwarders.get(home.home)
+            signer = producer if home is None else self.forwarders.get(home.home)  # _signer
             headers = None if signer is None else signer.headers(subject, payload)
             if context is not None:
                 headers = {} if headers is None else dict(headers)

@@ -123,6 +123,8 @@ async def test_an_ended_bedrock_jobs_output_is_observed_once_read_as_its_role(
         assert jobs.outputs.counts == Counter({"jobs": 1, "completions": 2})
         assert running.proxy.batches.records is not None
         assert await running.proxy.batches.records.observed(arn)  # noted for other gates
+        first = jobs.outputs
+        assert first.stored == 4  # each record's signal and completion, acknowledged
         await running.proxy.telemetry.settle(5)
         sent = running.proxy.telemetry.sent
         assert await poll() == "Completed"  # a second poll adds nothing
@@ -131,9 +133,9 @@ async def test_an_ended_bedrock_jobs_output_is_observed_once_read_as_its_role(
         async with other.running():
             jobs.outputs = other
             assert await poll() == "Completed"
-        assert jobs.outputs.counts == Counter()
+        assert jobs.outputs.counts == Counter() and jobs.outputs.stored == 0
         await running.proxy.telemetry.settle(5)
-        assert running.proxy.telemetry.sent == sent
+        assert running.proxy.telemetry.sent == sent and first.stored == 4
         assert not jobs.outputs.unobserved
     ids = {result_request_id(arn, record_custom_id(r["recordId"])) for r in records}
     observed = await signals(region, "acct-out")

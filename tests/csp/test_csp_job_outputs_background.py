@@ -9,6 +9,7 @@ each record once, and a job observed twice (its note unread) is taken once by th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -44,6 +45,7 @@ from safeguards.adapters.csp.gcs_store import GcsConfig, GcsReader
 from safeguards.adapters.csp.job_outputs import JobOutputs, record_custom_id
 from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core.events import RequestObserved
+from safeguards.core.subjects import stream_name
 
 ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
 TOKEN = "Bearer ya29.poller"
@@ -262,6 +264,35 @@ async def test_a_job_observed_by_two_gates_at_once_charges_its_tokens_once(
     ids = {result_request_id(name, record_custom_id(f"request-{i}")) for i in range(2)}
     observed = await signals(region, "acct-racing")
     assert Counter(o.request_id for o in observed) == {i: 2 for i in ids}  # sent by each
+
+
+async def test_a_job_is_noted_only_once_every_records_messages_were_stored(
+        proxy_env: ProxyEnv, region: Region) -> None:
+    """The ledger's note waits for JetStream's acknowledgement of each record's messages: while
+    the region's content stream refuses the completions (a message size it does not take), the
+    job is left unnoted and uncharged (counted ``unstored``), and its next poll, the stream
+    taking them again, stores each completion, notes the job and charges it."""
+    with store() as gcs:
+        async with proxy_env() as running, client(running) as http:
+            name = await ended_job(running, http, gcs, "acct-unstored")
+            outputs = running.proxy.jobs.outputs
+            records = running.proxy.batches.records
+            assert records is not None
+            js = region.nc.jetstream()
+            config = (await js.stream_info(stream_name(region.name, "CONTENT"))).config
+            await js.update_stream(dataclasses.replace(config, max_msg_size=64))
+            await poll(http, name, "acct-unstored")
+            await idle(outputs)
+            assert outputs.unobserved["unstored"] >= 1 and outputs.counts["jobs"] == 0
+            assert outputs.charged == 0 and not await records.observed(name)
+            await js.update_stream(config)
+            await poll(http, name, "acct-unstored")
+            await idle(outputs)
+            assert outputs.counts["jobs"] == 1 and await records.observed(name)
+            assert outputs.charged == 2 * (10 + len(REPLY) // 4)  # the stand-in's usage
+    ids = {result_request_id(name, record_custom_id(f"request-{i}")) for i in range(2)}
+    items = [i for i in await content(region, "acct-unstored") if i.kind == "completion"]
+    assert sorted(i.request_id for i in items) == sorted(ids)  # each stored, by the second
 
 
 class BrokenReader(GcsReader):

@@ -107,7 +107,7 @@ async def test_a_benign_job_goes_upstream_unchanged_each_record_observed(
         assert ended["status"] == "Completed"
         await idle(running.proxy.jobs.outputs)  # observed in the background (job_outputs)
         assert running.proxy.jobs.outputs.counts["completions"] == 3
-        await eventually(lambda: running.proxy.telemetry.sent >= 6, 10)  # signals, completions
+        assert running.proxy.jobs.outputs.stored == 6  # signals, completions: acknowledged
     assert await observed(region, "acct-jobs") == ["allow"] * 3
     assert CANARY.strip() not in caplog.text
 
@@ -312,6 +312,6 @@ async def test_vertex_batch_prediction_jobs_are_checked_record_by_record(
         assert running.upstream.jobs.created == 1
         await idle(running.proxy.jobs.outputs)
         assert running.proxy.jobs.outputs.counts["completions"] == 2
-        await eventually(lambda: running.proxy.telemetry.sent >= 4, 10)
+        assert running.proxy.jobs.outputs.stored == 4
     assert await observed(region, "acct-vertex") == ["allow"] * 2
     assert CANARY.strip() not in caplog.text
