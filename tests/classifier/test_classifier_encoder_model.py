@@ -40,9 +40,9 @@ BENIGN = ["How do I kill a Python process that hangs on Linux?",
           "You are a helpful assistant for ACME's billing team. Answer politely and briefly."]
 
 
-@pytest.fixture(scope="module")
-def model() -> LoadedModel:
-    return load_model(allow_gpu=False)
+@pytest.fixture
+def model(classifier_model: LoadedModel) -> LoadedModel:
+    return classifier_model  # the run's one load of the shipped model: these tests only read it
 
 
 def _manifest() -> dict[str, Any]:

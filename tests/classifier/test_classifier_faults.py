@@ -10,7 +10,7 @@ import nats
 import pytest
 
 from safeguards.adapters.bus.streams import StreamSettings, ensure_stream, inputs_config
-from safeguards.adapters.classifier.loader import load_model
+from safeguards.adapters.classifier.loader import LoadedModel
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer
 from safeguards.adapters.embedded import EmbeddedNats
@@ -30,7 +30,8 @@ def _item(region: str, n: int) -> ContentItem:
                        correlation_id=f"c{n}")
 
 
-async def test_scoring_resumes_after_a_nats_crash(tmp_path: Path) -> None:
+async def test_scoring_resumes_after_a_nats_crash(tmp_path: Path,
+                                                  classifier_model: LoadedModel) -> None:
     region = "tfault"
     server = EmbeddedNats(tmp_path / "nats").start()
     try:
@@ -39,7 +40,7 @@ async def test_scoring_resumes_after_a_nats_crash(tmp_path: Path) -> None:
         js = nc.jetstream(timeout=5)
         await ensure_stream(js, inputs_config(region, StreamSettings()))
         settings = ClassifierSettings(partitions=P, retry_delay_s=0.05, publish_timeout_s=2.0)
-        async with MicroBatchScorer(load_model()) as scorer, anyio.create_task_group() as tg:
+        async with MicroBatchScorer(classifier_model) as scorer, anyio.create_task_group() as tg:
             service = ClassifierService(nc, region, scorer, settings)
             await tg.start(service.run)
             for n in range(5):
