@@ -54,7 +54,7 @@ _STALLED = "Nats-Consumer-Stalled"
 class EnforcementFeed:
     def __init__(self, link: BusLink, region: str, gate: Gate, verifier: CommandVerifier, *,
                  heartbeat_s: float = 1.0, clock: Callable[[], float] = gate_now,
-                 snapshot: FeedSnapshot | None = None) -> None:
+                 snapshot: FeedSnapshot | None = None, cleanup_timeout_s: float = 2.0) -> None:
         self.link = link
         self.region = validate_region(region)
         self.verifier = verifier
@@ -65,6 +65,10 @@ class EnforcementFeed:
         self._seen_in_first_sync: set[str] = set()
         self.gate = gate
         self.heartbeat_s = heartbeat_s
+        # the longest a session's end waits to delete its consumer (best effort: the server
+        # drops an inactive one by itself); at shutdown the link may close the connection under
+        # that request, and nats-py then leaves it unanswered until this runs out
+        self.cleanup_timeout_s = cleanup_timeout_s
         self.clock = clock
         self.stream = stream_name(region, "ENFORCE")
         self.ready = anyio.Event()  # set once the initial state has been read
@@ -121,7 +125,7 @@ class EnforcementFeed:
                     log.warning("enforcement feed for %s: heartbeats missed", self.region)
                     return
         finally:
-            with anyio.move_on_after(2.0, shield=True):
+            with anyio.move_on_after(self.cleanup_timeout_s, shield=True):
                 # Best effort: the server drops an inactive ephemeral consumer by itself.
                 with contextlib.suppress(OSError, TimeoutError, nats.errors.Error):
                     await sub.unsubscribe()

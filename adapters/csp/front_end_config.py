@@ -23,6 +23,7 @@ class FrontEndConfig:
     telemetry_linger_s: float = 0.005  # how long a telemetry batch waits to fill
     publish_timeout_s: float = 2.0
     feed_heartbeat_s: float = 1.0
+    feed_cleanup_timeout_s: float = 2.0  # EnforcementFeed.cleanup_timeout_s
     freeze_gc_after_sync: bool = False  # a server process: move the loaded cache out of GC scans
     # Caller authentication: "required" (every request signed by the front door) or "loopback"
     # (unsigned requests from this machine too; for ext_proc, where Envoy sends the

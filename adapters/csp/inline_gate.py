@@ -61,7 +61,8 @@ class InlineGate:
             snapshot = FeedSnapshot(state_dir() / f"enforce-cache-{region}.snapshot", region,
                                     verifier)
             self.feed = EnforcementFeed(self.link, region, self.gate, verifier,
-                                        heartbeat_s=config.feed_heartbeat_s, snapshot=snapshot)
+                                        heartbeat_s=config.feed_heartbeat_s, snapshot=snapshot,
+                                        cleanup_timeout_s=config.feed_cleanup_timeout_s)
             self.gate.synced = self._restore(snapshot, self.feed)
         producer = load_producer_keys(region)  # signs and seals what the gate publishes
         self.telemetry = Telemetry(self.link, region, config.partitions,

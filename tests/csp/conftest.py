@@ -67,7 +67,10 @@ def proxy_env(region: Region, nats_url: str, test_policy: Policy) -> ProxyEnv:
             # The nonce ledger's deadline (25 ms when serving) is generous here: a busy 2-core
             # test machine must not turn a signed request into a 503 (tested on its own in
             # tests/csp/test_csp_nonce_ledger.py).
+            # The feed's consumer clean-up at shutdown: 0.25 s, not 2 (the link closing the
+            # connection under its request leaves that unanswered; the server drops the consumer).
             settings: dict[str, Any] = {"nats_url": nats_url, "feed_heartbeat_s": 0.25,
+                                        "feed_cleanup_timeout_s": 0.25,
                                         "caller_auth": "loopback", "nonce_ledger_deadline_s": 2.0}
             upstream_url = overrides.pop("upstream_url_override", upstream_url)
             settings.update(overrides)

@@ -306,6 +306,7 @@ async def test_an_extproc_gate_routes_an_account_homed_elsewhere_to_its_home(
             account, HomeEntry("eu", PARTITIONS, "onboarding", NOW.isoformat()))
         server = ExtProcServer(ExtProcConfig(
             region="us", nats_url=url, listen="127.0.0.1:0", feed_heartbeat_s=0.25,
+            feed_cleanup_timeout_s=0.25,
             caller_auth="loopback", caller_keys=(DOOR,), partitions=PARTITIONS,
             peer_regions=("eu",)), default_policy())
         homes, cross = server.inline.homes, server.inline.cross

@@ -103,6 +103,7 @@ async def us_proxy(url: str, region: str = "us", peer: str = "eu"
     async with serving(UpstreamApp(), "127.0.0.1", free_port(), lifespan="off") as upstream:
         proxy = CspProxy(ProxyConfig(region=region, upstream_url=upstream, nats_url=url,
                                      caller_auth="loopback", feed_heartbeat_s=0.25,
+                                     feed_cleanup_timeout_s=0.25,
                                      partitions=PARTITIONS, peer_regions=(peer,)),
                          default_policy())
         async with serving(proxy, "127.0.0.1", free_port()) as proxy_url:

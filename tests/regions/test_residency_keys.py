@@ -77,6 +77,7 @@ async def proxy_for(url: str, region: str, peers: tuple[str, ...] = ()
     async with serving(UpstreamApp(), "127.0.0.1", free_port(), lifespan="off") as upstream:
         proxy = CspProxy(ProxyConfig(region=region, upstream_url=upstream, nats_url=url,
                                      caller_auth="loopback", feed_heartbeat_s=0.25,
+                                     feed_cleanup_timeout_s=0.25,
                                      partitions=PARTITIONS, peer_regions=peers),
                          default_policy())
         async with serving(proxy, "127.0.0.1", free_port()) as proxy_url:

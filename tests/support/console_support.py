@@ -105,6 +105,7 @@ async def console_with_node_and_proxy(database_url: str, nats_url: str, region: 
             serving(UpstreamApp(), "127.0.0.1", free_port(), lifespan="off") as upstream:
         proxy = CspProxy(ProxyConfig(region=region, upstream_url=upstream, nats_url=nats_url,
                                      partitions=partitions, feed_heartbeat_s=0.25,
+                                     feed_cleanup_timeout_s=0.25,
                                      caller_auth="loopback"), default_policy())
         async with serving(proxy, "127.0.0.1", free_port()) as proxy_url:
             yield ConsoleStack(console, nc, proxy, proxy_url)

@@ -64,6 +64,7 @@ async def ext_proc(region: Region, nats_url: str, policy: Policy, caller_auth: s
     """An ext_proc server; by default Envoy (this test, on 127.0.0.1) sends unsigned callers."""
     server = ExtProcServer(ExtProcConfig(region=region.name, nats_url=nats_url,
                                          listen="127.0.0.1:0", feed_heartbeat_s=0.25,
+                                         feed_cleanup_timeout_s=0.25,
                                          caller_auth=caller_auth, caller_keys=(DOOR,),
                                          nonce_ledger_deadline_s=2.0), policy)  # a busy machine
     async with server.running():
