@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 import anyio
+import pytest
 from checker import check_end_to_end, score_signal
 from nats.aio.client import Client
 
@@ -72,6 +73,7 @@ async def test_a_changed_lease_ttl_reaches_an_existing_bucket(nc: Client) -> Non
         await js.delete_key_value(bucket)
 
 
+@pytest.mark.slow  # a fault test: a node dies, its leases run out
 async def test_partitions_spread_and_move_when_a_node_dies(nc: Client, nats_url: str) -> None:
     region = "t" + uuid.uuid4().hex[:8]
     js = nc.jetstream()

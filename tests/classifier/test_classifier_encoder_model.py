@@ -117,6 +117,7 @@ def test_a_long_benign_document_with_a_harmful_tail_is_caught(model: LoadedModel
     assert not (model.predict([filler * 200]) >= thresholds).any()
 
 
+@pytest.mark.slow  # a fault test: a damaged cache, rebuilt (~30 s)
 def test_damaged_cached_graph_is_rebuilt(tmp_path: Path) -> None:
     m = read_manifest(DEFAULT_MODEL_DIR / "manifest.json")
     assert m.encoder is not None and m.sha256 is not None

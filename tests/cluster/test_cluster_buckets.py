@@ -9,6 +9,7 @@ import uuid
 import anyio
 import nats
 import nats.errors
+import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
@@ -46,6 +47,7 @@ async def _first_put(kv: KeyValue) -> None:
                 await anyio.sleep(0.1)
 
 
+@pytest.mark.slow  # a cluster test (three servers)
 async def test_r1_buckets_on_a_cluster_are_raised_to_r3_keeping_their_keys(
         nats_cluster: EmbeddedNatsCluster) -> None:
     region = "c" + uuid.uuid4().hex[:8]

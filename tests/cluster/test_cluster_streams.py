@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import nats
+import pytest
 from nats.js import api
 
 from safeguards.adapters.bus.batch_bucket import batch_bucket_name
@@ -46,6 +47,7 @@ async def _provision(url: str, region: str) -> None:
         await nc.close()
 
 
+@pytest.mark.slow  # a cluster test (three servers)
 async def test_a_cluster_gets_r3_streams_and_buckets(nats_cluster: EmbeddedNatsCluster) -> None:
     region = "c" + uuid.uuid4().hex[:8]
     assert len(server_urls(nats_cluster.url)) == 3
@@ -60,6 +62,7 @@ async def test_one_server_gets_r1(nats_url: str) -> None:
     assert set((await _replicas(nats_url, region)).values()) == {1}
 
 
+@pytest.mark.slow  # a cluster test (three servers)
 async def test_an_r1_stream_on_a_cluster_is_raised_to_r3(
         nats_cluster: EmbeddedNatsCluster) -> None:
     region = "c" + uuid.uuid4().hex[:8]

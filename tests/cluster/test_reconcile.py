@@ -7,6 +7,7 @@ import uuid
 
 import anyio
 import nats
+import pytest
 
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.actors.relay import OutboxRelay
@@ -24,6 +25,7 @@ from bus_support import wait_until
 from store_events import make_event, outbox_command
 
 
+@pytest.mark.slow  # a cluster test (three servers), a lost command
 async def test_a_lost_command_is_restored_without_a_reconnect(
         nats_cluster: EmbeddedNatsCluster) -> None:
     region = "r" + uuid.uuid4().hex[:8]

@@ -149,6 +149,7 @@ async def test_an_ended_bedrock_jobs_output_is_observed_once_read_as_its_role(
     assert CANARY.strip() not in caplog.text
 
 
+@pytest.mark.slow  # a fault test: SIGKILLs a proxy process
 async def test_a_proxy_killed_mid_observation_leaves_the_job_to_the_next_poll(
         proxy_env: ProxyEnv, region: Region, nats_url: str, tmp_path: Path,
         iam: tuple[str, dict[str, str], dict[str, str]]) -> None:
