@@ -66,8 +66,8 @@ class EnforcementFeed:
         self.gate = gate
         self.heartbeat_s = heartbeat_s
         # the longest a session's end waits to delete its consumer (best effort: the server
-        # drops an inactive one by itself); at shutdown the link may close the connection under
-        # that request, and nats-py then leaves it unanswered until this runs out
+        # drops an inactive one by itself): a bound for a NATS that does not answer. A front
+        # end's stop closes the link only after this (``InlineGate.running``).
         self.cleanup_timeout_s = cleanup_timeout_s
         self.clock = clock
         self.stream = stream_name(region, "ENFORCE")
@@ -76,6 +76,7 @@ class EnforcementFeed:
         self.resyncs = 0
         self.rejected: dict[str, int] = {}  # refused commands by reason (never applied)
         self.callback_failures = 0  # messages whose handling raised (the session re-reads)
+        self.cleanup_timeouts = 0  # sessions whose consumer delete went unanswered in time
         self._expected = 1
         self._broken = False
         self._last_seen = 0.0
@@ -125,12 +126,16 @@ class EnforcementFeed:
                     log.warning("enforcement feed for %s: heartbeats missed", self.region)
                     return
         finally:
-            with anyio.move_on_after(self.cleanup_timeout_s, shield=True):
+            with anyio.move_on_after(self.cleanup_timeout_s, shield=True) as cleanup:
                 # Best effort: the server drops an inactive ephemeral consumer by itself.
                 with contextlib.suppress(OSError, TimeoutError, nats.errors.Error):
                     await sub.unsubscribe()
                     if consumer is not None and nc.is_connected:
                         await js.delete_consumer(self.stream, consumer)
+            if cleanup.cancelled_caught:
+                self.cleanup_timeouts += 1
+                log.warning("enforcement feed for %s: consumer delete unanswered after %.1f s; "
+                            "the server expires it", self.region, self.cleanup_timeout_s)
 
     async def _on_msg(self, msg: Msg) -> None:
         """The subscription's callback: nothing raised here may vanish into nats-py's error

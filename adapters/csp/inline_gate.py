@@ -129,26 +129,32 @@ class InlineGate:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[InlineGate]:
-        async with anyio.create_task_group() as tg:
+        # Two task groups: everything that talks over the link stops (and cleans up, e.g. the
+        # feed deletes its consumer) before the link closes the connection. Cancelled together,
+        # the close raced those requests: left unanswered, each stop sat out the feed's timeout.
+        async with anyio.create_task_group() as link_tg:
             if self.link is not None:
-                await tg.start(self.link.run)
-                tg.start_soon(self.link.follow_policy, self.region, self.gate)
-                if self.provision_streams:
-                    tg.start_soon(self._provision)
-            if self.feed is not None:
-                await tg.start(self.feed.run)
-                tg.start_soon(self.feed.persist)
-                if self.freeze_gc_after_sync:
-                    tg.start_soon(freeze_gc_when_ready, self.feed)
-            await tg.start(self.telemetry.run)
-            if self.homes is not None:
-                await tg.start(self.homes.run)
-            if self.cross is not None:
-                await tg.start(self.cross.run)
-            if self.metrics.shared is not None:
-                tg.start_soon(self.metrics.shared.keep_published)
-            yield self
-            tg.cancel_scope.cancel()
+                await link_tg.start(self.link.run)
+            async with anyio.create_task_group() as tg:
+                if self.link is not None:
+                    tg.start_soon(self.link.follow_policy, self.region, self.gate)
+                    if self.provision_streams:
+                        tg.start_soon(self._provision)
+                if self.feed is not None:
+                    await tg.start(self.feed.run)
+                    tg.start_soon(self.feed.persist)
+                    if self.freeze_gc_after_sync:
+                        tg.start_soon(freeze_gc_when_ready, self.feed)
+                await tg.start(self.telemetry.run)
+                if self.homes is not None:
+                    await tg.start(self.homes.run)
+                if self.cross is not None:
+                    await tg.start(self.cross.run)
+                if self.metrics.shared is not None:
+                    tg.start_soon(self.metrics.shared.keep_published)
+                yield self
+                tg.cancel_scope.cancel()
+            link_tg.cancel_scope.cancel()
 
     async def _provision(self) -> None:
         assert self.link is not None

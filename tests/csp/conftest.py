@@ -67,8 +67,8 @@ def proxy_env(region: Region, nats_url: str, test_policy: Policy) -> ProxyEnv:
             # The nonce ledger's deadline (25 ms when serving) is generous here: a busy 2-core
             # test machine must not turn a signed request into a 503 (tested on its own in
             # tests/csp/test_csp_nonce_ledger.py).
-            # The feed's consumer clean-up at shutdown: 0.25 s, not 2 (the link closing the
-            # connection under its request leaves that unanswered; the server drops the consumer).
+            # The feed's consumer clean-up at shutdown: 0.25 s, not 2, for the tests that stop a
+            # proxy whose NATS is gone (a clean stop is answered at once: test_csp_shutdown).
             settings: dict[str, Any] = {"nats_url": nats_url, "feed_heartbeat_s": 0.25,
                                         "feed_cleanup_timeout_s": 0.25,
                                         "caller_auth": "loopback", "nonce_ledger_deadline_s": 2.0}
