@@ -93,9 +93,16 @@ def _memory_dir() -> str | None:
     (``/dev/shm``) where the machine has it. A run creates hundreds of databases (some 7 MB and
     300 files each) and hundreds of regions' streams; on disk, deleting the databases at the
     session's end took 14 s after the store tests alone, and stopping NATS and deleting its
-    store 6 s after the csp, regions and store tests."""
+    store 6 s after the csp, regions and store tests. Only where it has room for them
+    (``_MEMORY_DIR_FREE``); a container's 64 MB ``/dev/shm`` would fail the run: the
+    temporary directory then, as before."""
     shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+    if not (os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK)):
+        return None
+    return shm if shutil.disk_usage(shm).free >= _MEMORY_DIR_FREE else None
+
+
+_MEMORY_DIR_FREE = 4 * 1024**3  # bytes free in /dev/shm for the session's servers to use it
 
 
 def _without_fsync(pg: EmbeddedPostgres) -> None:
