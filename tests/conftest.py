@@ -80,7 +80,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         return
     scratch = Path(tempfile.mkdtemp(prefix="sg-test-pg-", dir=_memory_dir()))
     try:
-        with EmbeddedPostgres(scratch) as pg:
+        # dynamic shared memory in its data directory, not /dev/shm/PostgreSQL.*: a killed
+        # server leaves its segments behind, and these go with the scratch directory
+        with EmbeddedPostgres(scratch, settings={"dynamic_shared_memory_type": "mmap"}) as pg:
             _without_fsync(pg)
             yield PostgresServer(pg.url("postgres"), pg)
             pg.kill()  # its data goes with it: no shutdown checkpoint to wait for

@@ -7,6 +7,7 @@ import signal
 import stat
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from safeguards.adapters.embedded.ports import free_port, wait_for_port
@@ -61,10 +62,14 @@ class EmbeddedPostgres(ServerProcess):
     stop_signal = signal.SIGINT  # fast shutdown: in-flight transactions roll back
     tmp_prefix = "sg-pg-"
 
-    def __init__(self, data_dir: Path | None = None, *, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path | None = None, *, port: int | None = None,
+                 settings: Mapping[str, str] | None = None) -> None:
+        """``settings``: more server settings (``-c name=value``), e.g. ones that take effect
+        only at start."""
         super().__init__(data_dir)
         self.pgdata = self.root / "pgdata"
         self.port = port or free_port()
+        self.settings = dict(settings or {})
         self.host = "127.0.0.1"
         self._user: pwd.struct_passwd | None = None
 
@@ -107,6 +112,8 @@ class EmbeddedPostgres(ServerProcess):
             "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={socket_dir}",
             "-c", "max_connections=300", "-c", "shared_buffers=128MB",
         ]
+        for name, value in self.settings.items():
+            cmd += ["-c", f"{name}={value}"]
         try:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True,
