@@ -17,12 +17,17 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError
 
+from safeguards.adapters.bus.direct_reads import DirectRead, read_direct
 from safeguards.adapters.bus.errors import BusUnavailable, ProvisioningConflict
 from safeguards.adapters.bus.inbound import JetStreamMessage
 from safeguards.core.subjects import partition_filter, stream_name
 
 API_TIMEOUT_S = 5.0
 OPEN_TRY_S = 1.5  # a partition's open makes sure of its consumer in tries this long
+# how long a consumer goes unserved (no leader) before its partition reads the stream directly:
+# past a leadership hand-over, short of nats-server's 4-9 s election after a server died
+DIRECT_AFTER_S = 1.0
+DIRECT_TIMEOUT_S = 0.5
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +121,11 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
     subscribes. Making sure goes through the consumer's leader, which a server's pause or
     partition can leave missing for seconds, and a pull request is served the moment a new one
     is elected, where a create waits out its whole API timeout.
+
+    A consumer whose leader's server died answers pull requests "no responders" until its
+    group elects another (nats-server waits 4-9 s): past ``DIRECT_AFTER_S`` of that, ``fetch``
+    reads what follows the last delivery straight from the stream's replicas (``direct_reads``;
+    the consumer delivers it again later, and the inbox knows it).
     """
 
     def __init__(self, nc: Client, region: str, partition: int,
@@ -142,6 +152,12 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
         self._kept_alive = time.monotonic()
         self._provisioned = provisioned if provisioned is not None else set()
         self._reconnects = int(nc.stats["reconnects"])
+        # the consumer's leader is gone (pull requests answered "no responders") since then;
+        # the last message it delivered, and where reading the stream directly goes on from
+        self._leaderless_since: float | None = None
+        self._last_delivered: JetStreamMessage | None = None
+        self._direct_next = 0
+        self.direct_reads = 0  # messages read directly while the consumer had no leader
 
     @property
     def credit(self) -> int:
@@ -166,26 +182,63 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
             raise BusUnavailable(f"subscribing for partition {self.partition}: "
                                  f"{type(exc).__name__}") from None
 
-    async def fetch(self, batch: int, timeout_s: float) -> list[JetStreamMessage]:
+    async def fetch(self, batch: int, timeout_s: float) -> list[JetStreamMessage | DirectRead]:
         """Up to ``batch`` messages: those already delivered at once, else the first to arrive
-        within ``timeout_s`` (an empty list when none did)."""
+        within ``timeout_s`` (an empty list when none did). While the consumer has had no
+        leader for ``DIRECT_AFTER_S``, what follows its last delivery is read from the stream
+        directly (``direct_reads``)."""
         if self._sub is None:
             raise RuntimeError("PartitionConsumer.fetch before open")
         self._batch = batch
         await self._top_up()
+        if not self._buffer and self._leaderless_for() >= DIRECT_AFTER_S:
+            direct = await self._read_direct(batch)
+            if direct:
+                return list(direct)
         if not self._buffer and not self._interrupted:
             with anyio.move_on_after(timeout_s):
                 while not self._buffer and not self._interrupted:
                     await self._arrived.wait()
                     if not self._buffer:
                         self._arrived = anyio.Event()
-        out = [self._buffer.popleft() for _ in range(min(batch, len(self._buffer)))]
+        out: list[JetStreamMessage | DirectRead] = [
+            self._buffer.popleft() for _ in range(min(batch, len(self._buffer)))]
         if not self._buffer:
             self._arrived = anyio.Event()
         elif time.monotonic() - self._kept_alive > self.settings.backoff[0] / 3:
             await self.keep_alive()
         await self._top_up()
         return out
+
+    def _leaderless_for(self) -> float:
+        since = self._leaderless_since
+        return 0.0 if since is None or self._interrupted else time.monotonic() - since
+
+    async def _read_direct(self, batch: int) -> list[DirectRead]:
+        """The partition's next messages after the consumer's last delivery (or after the last
+        ones read this way), from any replica of the stream; none when nothing was delivered
+        yet through this consumer (where it stands is unknown) or no replica answered."""
+        last = self._last_delivered
+        if last is None:
+            return []
+        if self._direct_next == 0:
+            log.warning("partition %d: its consumer has no leader (an election after a server "
+                        "was lost); reading the stream directly meanwhile", self.partition)
+        start = max(self._direct_next, last.sequence + 1)
+        stream = stream_name(self.region, "INPUTS")
+        try:
+            msgs = await read_direct(self._nc, stream, partition_filter(self.region,
+                                                                        self.partition),
+                                     start, batch, DIRECT_TIMEOUT_S)
+        except BusUnavailable as exc:
+            log.info("partition %d: %s", self.partition, exc)
+            return []
+        if msgs:
+            self._direct_next = msgs[-1].sequence + 1
+            self.direct_reads += len(msgs)
+        else:
+            self._direct_next = start
+        return msgs
 
     async def _top_up(self) -> None:
         """Write off requests past their deadline, then request enough to bring credit plus
@@ -224,12 +277,26 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
 
     async def _on_message(self, msg: Msg) -> None:
         status = msg.headers.get(api.Header.STATUS) if msg.headers else None
+        if status == api.StatusCode.SERVICE_UNAVAILABLE:
+            # "No responders": the consumer has no leader. The next fetch asks again; asking
+            # from here answered each 503 with another request, a thousand a second per
+            # partition through the cluster during the whole election.
+            if self._requests:
+                self._requests.popleft()
+            if self._leaderless_since is None:
+                self._leaderless_since = time.monotonic()
+            if self._closing and not self._requests:
+                self._arrived.set()
+            return
+        if self._leaderless_since is not None:
+            self._leaderless_since, self._direct_next = None, 0  # the consumer answers again
         if status is None:
             if self._requests:
                 self._requests[0][0] -= 1
                 if self._requests[0][0] <= 0:
                     self._requests.popleft()
-            self._buffer.append(JetStreamMessage(msg))
+            self._last_delivered = JetStreamMessage(msg)
+            self._buffer.append(self._last_delivered)
             self._arrived.set()
         elif status == api.StatusCode.CONTROL_MESSAGE:
             return  # a heartbeat

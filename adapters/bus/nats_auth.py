@@ -209,7 +209,10 @@ def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -
         for stream in (inputs, content, enforce, dlq, f"KV_{leases}", f"KV_{policy}",
                        f"KV_{nonces}", f"KV_{batches}"):
             publish += _stream_admin(stream)
-        publish += [*_consume(inputs), *_get(enforce), *_kv_read(leases), *_kv_read(policy)]
+        # direct gets of the inputs: a partition whose consumer has no leader reads from any
+        # replica meanwhile (``direct_reads``)
+        publish += [*_consume(inputs), *_get(inputs), *_get(enforce), *_kv_read(leases),
+                    *_kv_read(policy)]
     elif role is NatsRole.CLASSIFIER:
         publish += [f"sg.{r}.acct.>", f"sg.{r}.dlq.>", *_stream_info(inputs),
                     *_stream_info(content), *_stream_info(dlq), *_consume(content)]

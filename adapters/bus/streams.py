@@ -75,8 +75,10 @@ def _config(region: str, kind: str, subject: str, description: str, s: StreamSet
 
 
 def inputs_config(region: str, s: StreamSettings) -> api.StreamConfig:
+    # allow_direct: a partition whose consumer lost its leader reads from any replica meanwhile
+    # (``direct_reads``)
     return _config(region, "INPUTS", "acct", f"signals for the account actors of region {region}",
-                   s, max_age=s.inputs_max_age_s)
+                   s, max_age=s.inputs_max_age_s, allow_direct=True)
 
 
 def enforce_config(region: str, s: StreamSettings) -> api.StreamConfig:
@@ -164,6 +166,7 @@ def _same(have: api.StreamConfig, want: api.StreamConfig) -> bool:
         and f(have.max_age) == f(want.max_age)
         and f(have.duplicate_window) == f(want.duplicate_window)
         and (have.max_msgs_per_subject or -1) == (want.max_msgs_per_subject or -1)
+        and bool(have.allow_direct) == bool(want.allow_direct)
         and _replicated(have, want)
     )
 

@@ -77,9 +77,10 @@ CASES: dict[NatsRole, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], t
     ),
     NatsRole.NODE: (
         ("sg.us.enforce.t0", "sg.us.dlq.actors", "$KV.sg_us_leases.p1",
-         "$JS.API.STREAM.CREATE.SG_US_INPUTS", "sg.us.acct.3.prompt~3Aab"),
+         "$JS.API.STREAM.CREATE.SG_US_INPUTS", "sg.us.acct.3.prompt~3Aab",
+         "$JS.API.DIRECT.GET.SG_US_INPUTS"),  # a partition's reads while its consumer elects
         ("sg.us.content.t0", "sg.us.classify", "sg.eu.enforce.t0", "sg.eu.dlq.actors",
-         "sg.eu.acct.3.t0",
+         "sg.eu.acct.3.t0", "$JS.API.DIRECT.GET.SG_EU_INPUTS",
          "$JS.API.STREAM.DELETE.SG_US_INPUTS", "$KV.sg_eu_leases.p1",
          "$JS.API.STREAM.CREATE.SG_EU_INPUTS"),
         ("_INBOX_us_node.>",),

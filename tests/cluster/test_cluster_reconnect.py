@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 
 import anyio
 import pytest
@@ -18,9 +19,9 @@ from fault_harness import T0
 from safeguards.adapters.bus.cluster_watch import routed_servers
 from safeguards.adapters.bus.connect import CONNECT_TIMEOUT_S, connect
 from safeguards.adapters.bus.consumers import ConsumerSettings, durable_name
-from safeguards.adapters.bus.inbound import JetStreamMessage
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.embedded.nats_cluster import EmbeddedNatsCluster
+from safeguards.core.bus import InboundMessage
 from safeguards.core.codec import encode_signal
 from safeguards.core.subjects import stream_name
 
@@ -89,7 +90,7 @@ async def test_a_partition_reopened_while_its_consumer_has_no_leader_pulls_at_th
                 again = bus.signal_source(0)
                 with anyio.fail_after(1.0):
                     await again.open()
-                got: list[JetStreamMessage] = []
+                got: Sequence[InboundMessage] = []
                 with anyio.fail_after(20):  # an election: 4 to 9 s
                     while not got:
                         got = await again.fetch(8, timeout_s=0.5)
