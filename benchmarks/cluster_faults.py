@@ -185,7 +185,11 @@ class Faults:
     async def leader_kill(self, kind: str) -> None:
         leader = await self.cluster.stream_leader(
             self.load.nc, stream_name(self.load.region, kind))
-        print(f"{_now()} kill -9 the {kind} leader (server {leader})", flush=True)
+        inputs = await self.cluster.stream_leader(
+            self.load.nc, stream_name(self.load.region, "INPUTS"))
+        # input waits for the inputs stream's election only where the victim leads it too
+        also = " (it leads INPUTS too)" if kind != "INPUTS" and inputs == leader else ""
+        print(f"{_now()} kill -9 the {kind} leader (server {leader}){also}", flush=True)
         self.cluster.kill(leader)
         self.counts["leader_kills"] += 1
         await self.hold(time.monotonic(), 5.0, f"{kind}_leader_killed")
