@@ -63,6 +63,9 @@ class PartitionOwnership:
         self._last_ok = monotonic()
         self._lapsed = False  # no tick reached the bucket for a whole TTL
         self._listed_at = monotonic()
+        self._beat_at = monotonic()  # our heartbeat's last renewal
+        self._beat_lapsed = False  # it went unrenewed for a TTL since the last listing
+        self._list_failed = False  # this tick's listing failed: the membership is stale
         self._grace: tuple[frozenset[str], float] = (frozenset(), 0.0)  # nodes, until
         self.live_nodes: list[str] = []
         # the event schema versions this node reads, announced for the gate (``schema_gate``)
@@ -77,14 +80,22 @@ class PartitionOwnership:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
         started = False
+        failed_at: float | None = None
         while True:
             wait = self.renew_s / 3  # after a failure: the bucket's return is seen at once
             try:
                 await self.tick()
                 self._last_ok = self._monotonic()
                 self._lapsed = False
-                wait = self.renew_s
+                # For a TTL after the bucket was out of reach, keep ticking at a third of a
+                # renewal: a peer that died in the outage has its keys lapse any moment now,
+                # and its partitions would otherwise wait up to a whole renewal more for us.
+                if self._list_failed:
+                    failed_at = self._last_ok
+                recent = failed_at is not None and self._last_ok - failed_at < self.ttl_s
+                wait = self.renew_s / 3 if recent else self.renew_s
             except BusUnavailable as exc:
+                failed_at = self._monotonic()
                 log.warning("ownership of node %s: %s", self.node_id, exc)
                 if self._monotonic() - self._last_ok > self.ttl_s and not self._lapsed:
                     # Our leases lapsed: the next tick that reaches the bucket tells which
@@ -100,6 +111,7 @@ class PartitionOwnership:
 
     async def tick(self) -> None:
         await self._heartbeat()
+        self._list_failed = False
         try:
             # one listing for the node and schema keys (the partitions' leases are not read)
             keys = await self.leases.holders(("node.", "schema."))
@@ -114,6 +126,7 @@ class PartitionOwnership:
             # hold on the membership last seen rather than let the leases lapse.
             if not self.live_nodes:
                 raise
+            self._list_failed = True
             log.warning("ownership of node %s: %s; keeping the last membership", self.node_id,
                         exc)
         desired = {p for p in range(self.partitions) if self.live_nodes
@@ -153,14 +166,17 @@ class PartitionOwnership:
     def _membership(self, listed: set[str]) -> list[str]:
         """The live nodes: those listed, this one, and for one renewal after a listing that
         came more than a TTL after the last one, the nodes live before it (their heartbeats
-        lapsed in the outage as ours did, and come back at their next tick)."""
+        lapsed in the outage as ours did, and come back at their next tick). Only where ours
+        lapsed too: while only the listing failed (it needs a JetStream meta leader, renewals
+        do not) every live node kept renewing, and one missing now is gone; its partitions
+        should not wait a renewal more."""
         now = self._monotonic()
-        if now - self._listed_at > self.ttl_s:
+        if now - self._listed_at > self.ttl_s and self._beat_lapsed:
             # one renewal: the peers' first ticks since the bucket came back (a tick that
             # failed is tried again after a third of one); a node that died in the outage
             # waits that much longer to be replaced
             self._grace = (frozenset(self.live_nodes), now + self.renew_s)
-        self._listed_at = now
+        self._listed_at, self._beat_lapsed = now, False
         before, until = self._grace
         return sorted(listed | {self.node_id} | (before if now < until else frozenset()))
 
@@ -183,6 +199,9 @@ class PartitionOwnership:
             self._node_lease = await self.leases.acquire(key, self.node_id)
             if self._node_lease is None:
                 raise BusUnavailable(f"node key {key} is held by another process")
+        now = self._monotonic()
+        self._beat_lapsed = self._beat_lapsed or now - self._beat_at > self.ttl_s
+        self._beat_at = now
         if self.schemas is not None:
             if self._schema_lease is not None:
                 self._schema_lease = await self.leases.renew(self._schema_lease)

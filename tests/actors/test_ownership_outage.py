@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from safeguards.actors.ownership import PartitionOwnership, owner_of
 from safeguards.adapters.bus.memory import MemoryBroker, MemoryLeases
+from safeguards.core.bus import BusUnavailable
 
 P = 8
 TTL = 6.0
@@ -64,3 +65,38 @@ async def test_an_outage_longer_than_the_ttl_moves_and_stops_nothing() -> None:
         await a.tick()
     assert a.owned == frozenset(range(P))
     assert sorted(p for kind, _, p in events if kind == "start") == sorted(_theirs("b"))
+
+
+class _ListingDown(MemoryLeases):
+    """The bucket takes writes but cannot be listed: a listing needs a consumer, so a
+    JetStream meta leader, which an election can leave missing while the stream has one."""
+
+    listing_down = False
+
+    async def holders(self, prefix: str | tuple[str, ...]) -> dict[str, str]:
+        if self.listing_down:
+            raise BusUnavailable("list: ServiceUnavailableError")
+        return await super().holders(prefix)
+
+
+async def test_a_peer_gone_while_only_the_listing_failed_is_replaced_at_once() -> None:
+    clock = Clock()
+    broker = MemoryBroker("listing", monotonic=clock)
+    events: list[tuple[str, str, int]] = []
+    a, b = _node("a", broker, clock, events), _node("b", broker, clock, events)
+    leases = _ListingDown(broker, TTL)
+    a.leases = leases
+    for _ in range(2):
+        await a.tick()
+        await b.tick()
+        await a.tick()
+    assert (a.owned, b.owned) == (_theirs("a"), _theirs("b"))
+
+    leases.listing_down = True  # b dies; a keeps renewing on the membership it last saw
+    for _ in range(5):
+        clock.now += 1.5
+        await a.tick()
+    assert a.owned == _theirs("a")
+    leases.listing_down = False
+    await a.tick()  # b's heartbeat lapsed while a's never did: b is gone, no grace for it
+    assert a.owned == frozenset(range(P))
