@@ -78,8 +78,15 @@ async def test_signals_flow_while_the_consumer_elects_and_are_delivered_again_af
                 await got[0].ack()
                 victim = await _consumer_elsewhere(nc, cluster, region)
                 cluster.kill(victim)
-                with anyio.fail_after(30):
-                    await publish_signals(js, region, 1, during)
+                # published through a survivor: a connection on the victim would reconnect
+                # first, and the consumer could be elected before anything is read directly
+                survivors = ",".join(u for i, u in enumerate(cluster.urls) if i != victim)
+                publisher = await connect(survivors, name="direct-test-publisher")
+                try:
+                    with anyio.fail_after(30):
+                        await publish_signals(publisher.jetstream(timeout=5), region, 1, during)
+                finally:
+                    await publisher.close()
 
                 # the consumer cannot deliver them until it has a leader: read directly
                 direct: list[InboundMessage] = []
