@@ -21,7 +21,6 @@ at once. So ext_proc needs the response's headers and body on these routes (``SE
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 
@@ -30,7 +29,6 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from safeguards.adapters.csp.batch_ledger import BatchEntry
 from safeguards.adapters.csp.extproc_wire import body_response, immediate
 from safeguards.adapters.csp.identity import Caller
-from safeguards.adapters.csp.job_outputs import job_key
 from safeguards.adapters.csp.provider_api import ProviderApi
 from safeguards.adapters.csp.provider_batch_jobs import JobGate as JobGate
 from safeguards.adapters.csp.routes import Route
@@ -76,23 +74,14 @@ class JobExchange:
             return passed
         if not body.end_of_stream:
             return passed
-        try:
-            doc = json.loads(bytes(self.answer))
-        except (ValueError, UnicodeDecodeError):
-            return passed  # not a job: passed as the upstream answered
-        if self.entry is not None:
-            key = job_key(self.api, doc)
-            if key is not None:
-                await jobs.batches.remember(key, self.entry)
-        elif self.poll:
-            jobs.outputs.poll(caller, self.api, bytes(self.answer), authorization)
+        if self.entry is not None or self.poll:
+            await jobs.answered(caller, self.api, self.entry, bytes(self.answer), authorization)
         return passed
 
     def ended(self, jobs: JobGate) -> None:
         """The exchange is over: a creation's admitted records the upstream did not take (no
         job's name seen) are observed as requests not served."""
-        if self.entry is not None and not self.entry.batch_id:
-            jobs.batches.unserved(self.entry)
+        jobs.settled(self.entry)
 
 
 def job_exchange(route: Route, api: ProviderApi, method: str, path: str) -> JobExchange | None:

@@ -221,6 +221,24 @@ class JobGate:
         # forwarded, refused, bad_input, access_refused, unreadable_*
         self.counts: Counter[str] = Counter()
 
+    async def answered(self, caller: Caller, api: ProviderApi, entry: BatchEntry | None,
+                       answer: bytes, authorization: list[str]) -> None:
+        """A job route's 200 answer, on either front end: a creation's admitted records
+        remembered under the job's name, else (a status poll) an ended job's output observed
+        in the background."""
+        if entry is not None:
+            key = job_key(api, _json(answer))
+            if key is not None:
+                await self.batches.remember(key, entry)
+        else:
+            self.outputs.poll(caller, api, answer, authorization)
+
+    def settled(self, entry: BatchEntry | None) -> None:
+        """A creation's exchange is over: admitted records the upstream did not take (no
+        job's name seen) are observed as requests not served."""
+        if entry is not None and not entry.batch_id:
+            self.batches.unserved(entry)
+
     async def admit(self, caller: Caller, api: ProviderApi, body: bytes,
                     authorization: list[str] | None = None
                     ) -> tuple[JobRefusal | None, BatchEntry | None]:
@@ -339,8 +357,7 @@ async def serve_job(proxy: JobProxy, scope: Scope, receive: Receive, send: Send,
             await _relay(proxy, scope, send, target, body, forward, entry, authorization,
                          target.call.caller(caller))
         finally:
-            if entry is not None and not entry.batch_id:  # not taken: observed as not served
-                proxy.jobs.batches.unserved(entry)
+            proxy.jobs.settled(entry)
         return
     if await proxy.refused_by_standing(send, target.call.caller(caller), api):
         return
@@ -365,12 +382,8 @@ async def _relay(proxy: JobProxy, scope: Scope, send: Send, target: Target, body
         answer = await proxy._upstream_answer(send, response, api)
         if answer is None:
             return
-        if response.status == 200 and entry is not None:
-            key = job_key(api, _json(answer))
-            if key is not None:
-                await proxy.jobs.batches.remember(key, entry)
-        elif response.status == 200 and scope["method"] == "GET":
-            proxy.jobs.outputs.poll(caller, api, answer, authorization)
+        if response.status == 200 and (entry is not None or scope["method"] == "GET"):
+            await proxy.jobs.answered(caller, api, entry, answer, authorization)
         kept = [(k, v) for k, v in response.headers.items() if k in api.upstream_error_headers]
         content_type = response.headers.get(b"content-type", b"application/json")
         await respond(send, response.status, answer, (b"content-type", content_type), *kept)
