@@ -121,9 +121,10 @@ class PartitionOwnership:
                                          if k.startswith("schema.")})
             self.live_nodes = live
         except BusUnavailable as exc:
-            # Listing needs more of the cluster than a renewal does (a consumer, so a JetStream
-            # meta leader, which an election can leave missing for seconds): renew what we
-            # hold on the membership last seen rather than let the leases lapse.
+            # The listing failed where a renewal went through (it is several reads; where
+            # the server does not list a stream's subjects, a consumer, so a JetStream meta
+            # leader, which an election can leave missing for seconds): renew what we hold on
+            # the membership last seen rather than let the leases lapse.
             if not self.live_nodes:
                 raise
             self._list_failed = True
@@ -167,9 +168,8 @@ class PartitionOwnership:
         """The live nodes: those listed, this one, and for one renewal after a listing that
         came more than a TTL after the last one, the nodes live before it (their heartbeats
         lapsed in the outage as ours did, and come back at their next tick). Only where ours
-        lapsed too: while only the listing failed (it needs a JetStream meta leader, renewals
-        do not) every live node kept renewing, and one missing now is gone; its partitions
-        should not wait a renewal more."""
+        lapsed too: while only the listing failed every live node kept renewing, and one
+        missing now is gone; its partitions should not wait a renewal more."""
         now = self._monotonic()
         if now - self._listed_at > self.ttl_s and self._beat_lapsed:
             # one renewal: the peers' first ticks since the bucket came back (a tick that

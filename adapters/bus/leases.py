@@ -119,8 +119,11 @@ def lease_bucket_name(region: str) -> str:
 class LeaseBucket:
     """The lease table (``core.bus.LeaseTable``) of a region in a NATS KV bucket."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str) -> None:
         self._kv = kv
+        self._js = js
+        self._stream = f"KV_{bucket}"
+        self._subjects = f"$KV.{bucket}."
         # Keys this process has held: a write whose answer was lost (a leader election cut the
         # reply off, the write itself went through) leaves such a key under our name at a
         # revision we never learnt. It is adopted instead of waiting out the TTL; a key under
@@ -129,8 +132,9 @@ class LeaseBucket:
 
     @classmethod
     async def open(cls, js: JetStreamContext, region: str, ttl_s: float) -> LeaseBucket:
-        return cls(await open_bucket(js, lease_bucket_name(region), history=1, ttl=ttl_s,
-                                     description="partition and node leases"))
+        bucket = lease_bucket_name(region)
+        return cls(await open_bucket(js, bucket, history=1, ttl=ttl_s,
+                                     description="partition and node leases"), js, bucket)
 
     async def acquire(self, key: str, holder: str) -> Lease | None:
         """The lease if ``key`` was free, None if someone holds it."""
@@ -223,25 +227,39 @@ class LeaseBucket:
 
     async def holders(self, prefix: str | tuple[str, ...]) -> dict[str, str]:
         """Every live key under ``prefix`` (e.g. ``node.``, or any of several) with its holder:
-        one listing, and one read per key that matches (not per partition lease)."""
+        one listing, and one read per key that matches (not per partition lease). Both are
+        answered by the bucket's stream leader, as a renewal is: no consumer, so no JetStream
+        meta leader, which a server's return after a network partition can leave missing for
+        seconds while the bucket takes renewals (``_keys``)."""
         try:
             with anyio.fail_after(OP_TIMEOUT_S):
-                try:
-                    # No server-side filter: nats-py matches filters by substring, and 2.9
-                    # ignores them; the bucket holds tens of keys.
-                    keys = await self._kv.keys()
-                except NoKeysError:
-                    return {}
                 out: dict[str, str] = {}
-                for key in keys:
+                for key in await self._keys():
                     if not key.startswith(prefix):
                         continue
                     try:
                         entry = await self._kv.get(key)
                     except (KeyNotFoundError, KeyDeletedError):
-                        continue
+                        continue  # a delete marker, or purged since the listing
                     if entry.value is not None:
                         out[key] = entry.value.decode()
                 return out
         except _TRANSPORT as exc:
             raise BusUnavailable(f"list {prefix}: {type(exc).__name__}") from None
+
+    async def _keys(self) -> list[str]:
+        """The bucket's keys, deleted ones included: the subjects its stream holds, from the
+        stream's info (its leader answers; ``subjects_filter`` needs nats-server 2.8, which
+        tests ran on 2.9 and 2.15). Where a server answers without them, the key listing of
+        nats-py, whose ordered consumer needs the meta leader."""
+        info = await self._js.stream_info(self._stream, subjects_filter=f"{self._subjects}>")
+        if info.state.subjects is not None:
+            return [s.removeprefix(self._subjects) for s in info.state.subjects]
+        if not info.state.messages:
+            return []
+        try:
+            # No server-side filter: nats-py matches filters by substring, and 2.9 ignores
+            # them; the bucket holds tens of keys.
+            return await self._kv.keys()
+        except NoKeysError:
+            return []

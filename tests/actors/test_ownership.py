@@ -6,9 +6,11 @@ import uuid
 from datetime import UTC, datetime
 
 import anyio
+import nats
 import pytest
 from checker import check_end_to_end, score_signal
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from safeguards.actors.node import Node
 from safeguards.actors.ownership import owner_of
@@ -45,6 +47,42 @@ async def test_lease_is_revision_checked(nc: Client) -> None:
     assert await leases.renew(first) is None  # a stale revision can never renew
     await leases.release(renewed)
     assert await leases.acquire("part.0", "n2") is not None
+
+
+async def test_nodes_are_listed_by_the_stream_leader_with_no_consumer(
+        nc: Client, nats_url: str) -> None:
+    """The listing goes where a renewal goes (the bucket's stream leader: its info, then reads
+    by key), never through a consumer, whose create needs a JetStream meta leader that a
+    server's return after a network partition can leave missing for seconds."""
+    region = "t" + uuid.uuid4().hex[:8]
+    js = nc.jetstream()
+    leases = await LeaseBucket.open(js, region, ttl_s=30)
+    for key, holder in (("node.a", "a"), ("node.b", "b"), ("node.c", "c"), ("schema.a", "{}"),
+                        ("part.0", "a"), ("part.1", "b")):
+        assert await leases.acquire(key, holder) is not None
+    gone = await leases.acquire("node.d", "d")
+    assert gone is not None
+    await leases.release(gone)  # a delete marker stays in the stream: not a live key
+    spy = await nats.connect(nats_url)
+    asked: list[str] = []
+
+    async def seen(msg: Msg) -> None:
+        asked.append(msg.subject)
+
+    try:
+        await spy.subscribe("$JS.API.>", cb=seen)
+        await spy.flush()
+        listed = await leases.holders(("node.", "schema."))
+        await nc.flush()
+        await spy.flush()
+    finally:
+        await spy.close()
+    assert listed == {"node.a": "a", "node.b": "b", "node.c": "c", "schema.a": "{}"}
+    assert await leases.holders("part.") == {"part.0": "a", "part.1": "b"}
+    bucket = lease_bucket_name(region)
+    assert asked and all(s in (f"$JS.API.STREAM.INFO.KV_{bucket}",
+                               f"$JS.API.STREAM.MSG.GET.KV_{bucket}") for s in asked), asked
+    await js.delete_key_value(bucket)
 
 
 async def test_a_changed_lease_ttl_reaches_an_existing_bucket(nc: Client) -> None:

@@ -68,8 +68,9 @@ async def test_an_outage_longer_than_the_ttl_moves_and_stops_nothing() -> None:
 
 
 class _ListingDown(MemoryLeases):
-    """The bucket takes writes but cannot be listed: a listing needs a consumer, so a
-    JetStream meta leader, which an election can leave missing while the stream has one."""
+    """The bucket takes writes but cannot be listed (a listing is several reads; where the
+    server lists no subjects, a consumer, so a JetStream meta leader, which an election can
+    leave missing while the stream has one)."""
 
     listing_down = False
 
