@@ -27,6 +27,11 @@ OPEN_TRY_S = 1.5  # a partition's open makes sure of its consumer in tries this 
 # how long a consumer goes unserved (no leader) before its partition reads the stream directly:
 # past a leadership hand-over, short of nats-server's 4-9 s election after a server died
 DIRECT_AFTER_S = 1.0
+# pull requests in a row that got no answer at all, not even an expiry (the consumer's leader is
+# on a server that is paused or cut off, whose interest its routes still hold, so nobody says
+# "no responders") before its partition reads the stream directly: each waited its expiry and
+# grace period, already past ``DIRECT_AFTER_S``
+DIRECT_AFTER_UNANSWERED = 1
 DIRECT_TIMEOUT_S = 0.5
 
 log = logging.getLogger(__name__)
@@ -125,7 +130,9 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
     A consumer whose leader's server died answers pull requests "no responders" until its
     group elects another (nats-server waits 4-9 s): past ``DIRECT_AFTER_S`` of that, ``fetch``
     reads what follows the last delivery straight from the stream's replicas (``direct_reads``;
-    the consumer delivers it again later, and the inbox knows it).
+    the consumer delivers it again later, and the inbox knows it). So does one whose leader's
+    server is paused or partitioned away, which leaves pull requests unanswered instead:
+    after ``DIRECT_AFTER_UNANSWERED`` of them written off in a row.
     """
 
     def __init__(self, nc: Client, region: str, partition: int,
@@ -157,6 +164,7 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
         self._leaderless_since: float | None = None
         self._last_delivered: JetStreamMessage | None = None
         self._direct_next = 0
+        self._unanswered = 0  # pull requests written off in a row with no answer at all
         self.direct_reads = 0  # messages read directly while the consumer had no leader
 
     @property
@@ -191,7 +199,7 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
             raise RuntimeError("PartitionConsumer.fetch before open")
         self._batch = batch
         await self._top_up()
-        if not self._buffer and self._leaderless_for() >= DIRECT_AFTER_S:
+        if not self._buffer and self._unserved():
             direct = await self._read_direct(batch)
             if direct:
                 return list(direct)
@@ -210,9 +218,14 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
         await self._top_up()
         return out
 
-    def _leaderless_for(self) -> float:
+    def _unserved(self) -> bool:
+        """The consumer serves no pull request: it has had no leader for ``DIRECT_AFTER_S``,
+        or ``DIRECT_AFTER_UNANSWERED`` requests in a row went unanswered."""
         since = self._leaderless_since
-        return 0.0 if since is None or self._interrupted else time.monotonic() - since
+        if self._interrupted:
+            return False
+        return (self._unanswered >= DIRECT_AFTER_UNANSWERED
+                or (since is not None and time.monotonic() - since >= DIRECT_AFTER_S))
 
     async def _read_direct(self, batch: int) -> list[DirectRead]:
         """The partition's next messages after the consumer's last delivery (or after the last
@@ -222,8 +235,9 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
         if last is None:
             return []
         if self._direct_next == 0:
-            log.warning("partition %d: its consumer has no leader (an election after a server "
-                        "was lost); reading the stream directly meanwhile", self.partition)
+            log.warning("partition %d: its consumer does not serve pull requests (no leader, or "
+                        "its server paused or cut off); reading the stream directly meanwhile",
+                        self.partition)
         start = max(self._direct_next, last.sequence + 1)
         stream = stream_name(self.region, "INPUTS")
         try:
@@ -257,6 +271,7 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
             while self._requests and self._requests[0][1] < now:
                 self._requests.popleft()
                 lost += 1
+            self._unanswered += lost
             log.warning("partition %d: %d pull request(s) neither filled nor expired (the "
                         "server restarted?); requesting again", self.partition, lost)
         have = self.credit + len(self._buffer)
@@ -288,8 +303,9 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
             if self._closing and not self._requests:
                 self._arrived.set()
             return
-        if self._leaderless_since is not None:
-            self._leaderless_since, self._direct_next = None, 0  # the consumer answers again
+        if self._leaderless_since is not None or self._unanswered:
+            # the consumer answers again
+            self._leaderless_since, self._unanswered, self._direct_next = None, 0, 0
         if status is None:
             if self._requests:
                 self._requests[0][0] -= 1

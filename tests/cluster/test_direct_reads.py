@@ -114,3 +114,58 @@ async def test_signals_flow_while_the_consumer_elects_and_are_delivered_again_af
             finally:
                 await nc.close()
                 cluster.restart(victim)
+
+
+@pytest.mark.slow  # pauses a server for a few seconds
+async def test_signals_flow_while_the_consumers_server_is_paused() -> None:
+    """A paused server keeps its routes, so pull requests forwarded to its consumer go
+    unanswered (no "no responders"): once one is written off, the partition reads directly."""
+    region = "dip" + uuid.uuid4().hex[:6]
+    before, *during = [score_signal(region, f"acct-{i}", f"{region}-s{i}", T0,
+                                    (("jailbreak", 0.1),)) for i in range(4)]
+    with EmbeddedNatsCluster() as cluster:
+        nc = await connect(cluster.url, name="direct-test-admin")
+        try:
+            async with NatsBus(cluster.url, region).connect("direct-test-provision") as bus:
+                await bus.provision()
+                await bus.signal_source(0).open()  # makes the partition's consumer
+            victim = await _consumer_elsewhere(nc, cluster, region)
+            # the partition and the publisher on the survivors: only the consumer is paused
+            survivors = ",".join(u for i, u in enumerate(cluster.urls) if i != victim)
+            async with NatsBus(survivors, region).connect("direct-test") as bus:
+                source = bus.signal_source(0)
+                await source.open()
+                publisher = await connect(survivors, name="direct-test-publisher")
+                try:
+                    js = publisher.jetstream(timeout=5)
+                    await publish_signals(js, region, 1, [before])
+                    got: Sequence[InboundMessage] = []
+                    with anyio.fail_after(20):
+                        while not got:
+                            got = await source.fetch(8, timeout_s=0.5)
+                    await got[0].ack()
+                    cluster.pause(victim)
+                    try:
+                        await publish_signals(js, region, 1, during)
+                        direct: list[InboundMessage] = []
+                        with anyio.fail_after(30):
+                            while len(direct) < len(during):
+                                direct += await source.fetch(8, timeout_s=0.5)
+                    finally:
+                        cluster.resume(victim)
+                    assert all(isinstance(m, DirectRead) for m in direct)
+                    assert [m.data for m in direct] == [encode_signal(s) for s in during]
+                    # the consumer answers again and delivers each of them
+                    again: list[InboundMessage] = []
+                    with anyio.fail_after(30):
+                        while len(again) < len(during):
+                            again += await source.fetch(8, timeout_s=0.5)
+                    assert all(isinstance(m, JetStreamMessage) for m in again)
+                    assert [m.sequence for m in again] == [m.sequence for m in direct]
+                    for m in again:
+                        await m.ack()
+                finally:
+                    await publisher.close()
+                await source.close()
+        finally:
+            await nc.close()
