@@ -15,6 +15,10 @@ body, within ``MAX_SKEW_S`` of the gate's clock; its nonce is taken once in that
 ``replay_table_full`` when full: this process's own by default (sized for ``DEFAULT_MAX_RATE``),
 one per proxy when its worker processes share it; then, where the gate has one, in the region's
 ledger (``verify``, ``nonce_ledger``), so that no other host of the region takes it again.
+The ledger's round trip need not hold the request up: ``begin`` checks everything here and
+sends the ledger's take, and its ``PendingNonce`` is ``settle``d before any byte of an answer
+goes to the caller (``settled_first``: the upstream call runs meanwhile and is aborted when the
+ledger refuses, so nothing of its answer is delivered; the proxy's generating routes).
 Keys are shared secrets by key id, so the front door can roll to a new key while the gate
 trusts both. ``v1`` assertions (no method, path or nonce) are refused (``unsupported_scheme``):
 every signer in this repository signs ``v2``.
@@ -33,13 +37,15 @@ names the reason only, never the identity, the path or the body.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from ipaddress import ip_address
 from pathlib import Path
@@ -55,6 +61,7 @@ from safeguards.adapters.csp.shared_nonces import REPLAYED as REPLAYED
 from safeguards.adapters.keyfiles import shared_secrets
 from safeguards.core.ids import validate_region
 
+log = logging.getLogger(__name__)
 ASSERTION_HEADER = "x-csp-caller-assertion"
 SCHEME = "sg-caller-v2"
 MODES = ("required", "loopback")
@@ -80,6 +87,7 @@ class _HttpRequest(Protocol):
 
 
 _Request = TypeVar("_Request", bound=_HttpRequest)
+_Answer = TypeVar("_Answer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,17 +213,74 @@ class CallerAuth:
         """``check``, then the nonce taken in the region's ledger where there is one: a replay
         to another host of the region is ``replayed`` too (401); a ledger that cannot answer
         is the ledger's mode's to judge (503 when it is required)."""
+        await settle(self.begin(identity, value, body, peer, now, method=method, target=target))
+
+    def begin(self, identity: Mapping[str, str], value: str | None, body: bytes,
+              peer: str | None, now: float, *, method: str, target: str) -> PendingNonce | None:
+        """``verify`` with the ledger's answer still to come: ``check`` (raises as it does),
+        then the ledger's take sent; None where there is nothing more to wait for (unsigned, or
+        no ledger). The caller must ``settle`` it before anything of an answer is delivered."""
         proven = self.check(identity, value, body, peer, now, method=method, target=target)
-        if proven is not None and self.ledger is not None:
-            refused = await self.ledger.take(*proven)
-            if refused is not None:
-                self._refuse(refused, _NONCE_REFUSALS[refused])
+        if proven is None or self.ledger is None:
+            return None
+        return PendingNonce(self, asyncio.ensure_future(self.ledger.take(*proven)))
 
     def _refuse(self, reason: str, message: str) -> NoReturn:
         self.refused[reason] = self.refused.get(reason, 0) + 1
         if self.on_refused is not None:
             self.on_refused(reason)
         raise BadRequest(401, message)
+
+
+class PendingNonce:
+    """The region ledger's take of a checked assertion's nonce, on its way."""
+
+    def __init__(self, auth: CallerAuth, take: asyncio.Future[str | None]) -> None:
+        self._auth = auth
+        self._take = take
+        self._settling = False
+        take.add_done_callback(self._unsettled)
+
+    async def settle(self) -> None:
+        """Return once the ledger took the nonce; raise 401 where it had been taken (as
+        ``verify`` does) or the ledger's own refusal (503 when it is required and did not
+        answer in its deadline)."""
+        self._settling = True
+        refused = await self._take
+        if refused is not None:
+            self._auth._refuse(refused, _NONCE_REFUSALS[refused])
+
+    def _unsettled(self, take: asyncio.Future[str | None]) -> None:
+        """An outcome nobody settles (the request was refused or cut off first) is read here:
+        a 503 (the ledger counted and logged it) or, where the ledger failed in a way it does
+        not expect, logged with its traceback."""
+        failure = None if take.cancelled() else take.exception()
+        if failure is not None and not self._settling and not isinstance(failure, BadRequest):
+            log.error("the nonce ledger's take failed", exc_info=failure)
+
+
+async def settle(pending: PendingNonce | None) -> None:
+    if pending is not None:
+        await pending.settle()
+
+
+async def settled_first(pending: PendingNonce | None, call: Awaitable[_Answer],
+                        close: Callable[[_Answer], Awaitable[None]]) -> _Answer:
+    """``call``'s answer once ``pending`` has settled, ``call`` running meanwhile. Where the
+    ledger refuses, ``call`` is cancelled (an answer it already had is ``close``d) and the
+    refusal raised: nothing of the answer reaches the caller."""
+    if pending is None:
+        return await call
+    running = asyncio.ensure_future(call)
+    try:
+        await pending.settle()
+    except BaseException:
+        running.cancel()
+        await asyncio.wait((running,))
+        if not running.cancelled() and running.exception() is None:
+            await close(running.result())
+        raise
+    return await running
 
 
 def one_assertion(values: list[str]) -> str | None:

@@ -13,7 +13,11 @@ response body STREAMED (SSE) or BUFFERED (JSON), on every route. Per message:
 - request body: the caller assertion is checked (``caller_auth``: it binds ``:method``,
   ``:path`` and the body); on a generating route, ``admit``: a refusal is an immediate answer
   (403/429/529), an intervention replaces the body. A body with no headers before it: a 500.
-- response headers: whether it streams; ``content-length`` dropped where the body may change.
+- response headers: first, on a generating route, the region nonce ledger's take of the
+  assertion, sent at its check and answering while Envoy went upstream (``_unproven``): a
+  replayed assertion or a required ledger's silence is an immediate 401/503 here, nothing of
+  the answer passed or observed; then whether it streams; ``content-length`` dropped where the
+  body may change.
 - response body: for accounts under ``terminate_stream`` the completion is scored every
   ``gate.stream_classify_chars`` characters; past the threshold the chunk is cut at the crossing
   event, ends with ``stop_reason: "refusal"``, and later chunks are emptied. At end of stream the
@@ -33,30 +37,30 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import anyio
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from opentelemetry.trace import Span
 
 from safeguards.adapters import tracing
-from safeguards.adapters.csp.admission import Admission, Admitted
+from safeguards.adapters.csp import caller_auth as auth
+from safeguards.adapters.csp.admission import Admission
 from safeguards.adapters.csp.batch_ledger import BatchRecords
 from safeguards.adapters.csp.batches import BatchGate
 from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, CallerAuth, one_assertion
 from safeguards.adapters.csp.decision import TERMINATE_ACTION, Decision, refusal
 from safeguards.adapters.csp.extproc_batches import (
     BATCH_ROUTES,
-    BatchExchange,
     batch_exchange,
     batch_request_body,
     batch_response_body,
 )
 from safeguards.adapters.csp.extproc_config import ExtProcConfig as ExtProcConfig
-from safeguards.adapters.csp.extproc_jobs import JobExchange, JobGate, job_exchange
+from safeguards.adapters.csp.extproc_exchange import Exchange as _Exchange
+from safeguards.adapters.csp.extproc_jobs import JobGate, job_exchange
 from safeguards.adapters.csp.extproc_wire import (
     body_response,
     continue_headers,
@@ -69,7 +73,7 @@ from safeguards.adapters.csp.extproc_wire import (
 )
 from safeguards.adapters.csp.gate import Gate
 from safeguards.adapters.csp.gate_time import gate_now
-from safeguards.adapters.csp.identity import Caller, IdentityHeaders
+from safeguards.adapters.csp.identity import IdentityHeaders
 from safeguards.adapters.csp.inline_gate import InlineGate
 from safeguards.adapters.csp.messages_api import (
     BadRequest,
@@ -78,7 +82,6 @@ from safeguards.adapters.csp.messages_api import (
     with_safety_prompt,
 )
 from safeguards.adapters.csp.metrics import CspMetrics
-from safeguards.adapters.csp.provider_api import MESSAGES_CALL, ProviderCall, StreamScanner
 from safeguards.adapters.csp.routes import Denied, Route, match
 from safeguards.core.policy import Policy
 
@@ -86,33 +89,6 @@ log = logging.getLogger(__name__)
 _BODILESS = frozenset((Route.MODELS, Route.BATCH_READ, Route.BATCH_RESULTS, Route.JOB_READ))
 _TRACED = frozenset((Route.MESSAGES, Route.BEDROCK_INVOKE, Route.VERTEX_PREDICT,
                      Route.BATCH_CREATE, Route.BATCH_RESULTS))
-
-
-@dataclass(slots=True)
-class _Exchange:
-    """What one HTTP exchange has shown so far."""
-
-    caller: Caller | None = None
-    identity: dict[str, str] = field(default_factory=dict)  # the identity headers as sent
-    proof: str | None = None  # the caller assertion
-    request_line: tuple[str, str] = ("", "")  # :method and :path, bound by the assertion
-    peer: str | None = None  # the front door's address (the gRPC peer)
-    auth: list[str] = field(default_factory=list)  # Authorization: reads a Vertex job's input
-    route: Route | None = None  # the route table's match (None: no request headers seen)
-    call: ProviderCall = MESSAGES_CALL  # the provider's API the route speaks
-    body: bytearray = field(default_factory=bytearray)
-    admitted: Admitted | None = None
-    streaming: bool = False
-    guarded: bool = False
-    response_body: bytearray = field(default_factory=bytearray)
-    scanner: StreamScanner = field(default_factory=MESSAGES_CALL.api.scanner)
-    checked_at: int = 0
-    action: str = ""
-    terminated: bool = False
-    observed: bool = False
-    batch: BatchExchange | None = None  # a Message Batches route (extproc_batches)
-    job: JobExchange | None = None  # a provider's batch job's creation or get (extproc_jobs)
-    span: Span | None = None  # the request's span (tracing on, a gated route)
 
 
 class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
@@ -176,7 +152,7 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         if kind == "request_body":
             return await self._request_body(ex, message.request_body)
         if kind == "response_headers":
-            return self._response_headers(ex, message.response_headers)
+            return await self._response_headers(ex, message.response_headers)
         if kind == "response_body":
             return await self._response_body(ex, message.response_body)
         if kind in ("request_trailers", "response_trailers"):
@@ -242,9 +218,12 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
                 raise BadRequest(413, f"request body exceeds {self.config.max_body_bytes} bytes")
             if not body.end_of_stream:
                 return pb.ProcessingResponse(request_body=body_response())
-            await self.caller_auth.verify(ex.identity, ex.proof, bytes(ex.body), ex.peer,
-                                          time.time(), method=ex.request_line[0],
-                                          target=ex.request_line[1])
+            ex.pending = self.caller_auth.begin(ex.identity, ex.proof, bytes(ex.body), ex.peer,
+                                                time.time(), method=ex.request_line[0],
+                                                target=ex.request_line[1])
+            if ex.batch is not None or ex.job is not None or not ex.route.generates:
+                await auth.settle(ex.pending)
+                ex.pending = None
             if ex.batch is not None:
                 return await batch_request_body(self.batches, ex.batch, ex.caller, bytes(ex.body))
             if ex.job is not None and not ex.job.poll:  # each record of the job's input checked
@@ -260,8 +239,9 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         decision = admitted.decision
         ex.action = decision.action
         ex.guarded = self.guard.guarded(decision)
-        if decision.refused:
-            return self._refusal(decision, ex)
+        if decision.refused:  # a replayed assertion is a 401, not the account's refusal
+            unproven = await self._unproven(ex)
+            return self._refusal(decision, ex) if unproven is None else unproven
         if decision.safety_prompt:
             new_body = json.dumps(with_safety_prompt(admitted.doc)).encode()
             return pb.ProcessingResponse(request_body=body_response(new_body, content_length=True))
@@ -272,7 +252,23 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         return immediate(decision.status, message, *extra,
                          ("x-safeguards-action", decision.action), api=ex.call.api)
 
-    def _response_headers(self, ex: _Exchange, headers: pb.HttpHeaders) -> pb.ProcessingResponse:
+    async def _unproven(self, ex: _Exchange) -> pb.ProcessingResponse | None:
+        """The caller's refusal where the region's ledger refuses its assertion (nothing of the
+        answer passes, the request is not observed), else None once it has taken it."""
+        try:
+            await auth.settle(ex.pending)
+        except BadRequest as exc:
+            ex.admitted = None
+            self.metrics.rejected_requests.labels(str(exc.status)).inc()
+            return immediate(exc.status, str(exc), api=ex.call.api)
+        finally:
+            ex.pending = None
+        return None
+
+    async def _response_headers(self, ex: _Exchange, headers: pb.HttpHeaders
+                                ) -> pb.ProcessingResponse:
+        if (unproven := await self._unproven(ex)) is not None:
+            return unproven
         content_type = header(headers.headers, "content-type") or ""
         media = ex.call.api.stream_content_type.split(b";", 1)[0].decode()
         ex.streaming = content_type.startswith(media)
@@ -289,6 +285,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         return pb.ProcessingResponse(response_headers=continue_headers(remove=remove))
 
     async def _response_body(self, ex: _Exchange, body: pb.HttpBody) -> pb.ProcessingResponse:
+        if (unproven := await self._unproven(ex)) is not None:  # response headers skipped
+            return unproven
         if ex.batch is not None and ex.caller is not None:
             return await batch_response_body(self.batches, ex.batch, ex.caller, body)
         if ex.job is not None and ex.caller is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
 import socket
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from safeguards.adapters import tracing
+from safeguards.adapters.csp import caller_auth as auth
 from safeguards.adapters.csp.answers import (
     JSON_HEADER,
     AnswerRelay,
@@ -64,8 +64,6 @@ from safeguards.adapters.csp.upstream_client import (
     UpstreamTimeout,
 )
 from safeguards.core.policy import Policy
-
-log = logging.getLogger(__name__)
 
 _HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
@@ -237,7 +235,14 @@ class CspProxy:
     async def _caller_and_body(self, scope: Scope, receive: Receive
                                ) -> tuple[Caller, bytes | None, list[tuple[bytes, bytes]]]:
         """The validated caller, the body (None: the client went away) and the headers to
-        forward (the identity headers and hop-by-hop ones stay here)."""
+        forward (the identity headers and hop-by-hop ones stay here); the caller proven."""
+        caller, body, forward, pending = await self._caller_pending(scope, receive)
+        await auth.settle(pending)
+        return caller, body, forward
+
+    async def _caller_pending(self, scope: Scope, receive: Receive) -> tuple[
+            Caller, bytes | None, list[tuple[bytes, bytes]], auth.PendingNonce | None]:
+        """``_caller_and_body``, the ledger's answer to come: ``settle`` it before answering."""
         identity: list[tuple[str, bytes]] = []
         declared: bytes | None = None
         forward: list[tuple[bytes, bytes]] = []
@@ -263,23 +268,25 @@ class CspProxy:
             peer = scope.get("client")
             raw = scope.get("raw_path") or scope["path"].encode("latin-1")
             query = scope.get("query_string", b"")
-            await self.caller_auth.verify(
+            pending = self.caller_auth.begin(
                 {n: v.decode("latin-1") for n, v in identity},
                 proofs[0].decode("latin-1") if proofs else None, body,
                 peer[0] if peer else None, time.time(), method=scope["method"],
                 target=(raw + b"?" + query if query else raw).decode("latin-1"))
-        return caller, body, forward
+            return caller, body, forward, pending
+        return caller, body, forward, None
 
     async def _generate(self, scope: Scope, receive: Receive, send: Send,
                         target: Target) -> None:
         call, api = target.call, target.call.api
-        caller, body, forward = await self._caller_and_body(scope, receive)
+        caller, body, forward, pending = await self._caller_pending(scope, receive)  # ledger: later
         if body is None:
             return  # the client went away
         admitted = await self.admission.admit(call.caller(caller), body, "proxy", call)
         request, decision, doc, prompt = (admitted.request, admitted.decision, admitted.doc,
                                           admitted.prompt)
         if decision.refused:
+            await auth.settle(pending)  # a replayed assertion is a 401, not the account's refusal
             await self._refuse(send, decision, api)
             self._observe(request, decision.action, 0, 0, prompt, "")
             return
@@ -287,8 +294,8 @@ class CspProxy:
             body = json.dumps(with_safety_prompt(doc)).encode()
         forward.append((b"accept-encoding", b"identity"))
         assert self._client is not None, "the proxy serves only inside running()"
-        response = await self._upstream(
-            send, self._client.post(target.path, body, forward), api)
+        response = await self._upstream(send, auth.settled_first(
+            pending, self._client.post(target.path, body, forward), UpstreamResponse.aclose), api)
         if response is None:
             self._observe(request, decision.action, 0, 0, prompt, "")
             return

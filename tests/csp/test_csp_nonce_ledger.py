@@ -20,7 +20,16 @@ import httpx
 import nats
 import pytest
 from csp_testkit import Region, RunningProxy
-from extproc_testkit import DOOR, Exchange, ext_proc, immediate, request_body, request_headers
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from extproc_testkit import (
+    DOOR,
+    Exchange,
+    ext_proc,
+    headers,
+    immediate,
+    request_body,
+    request_headers,
+)
 from nats.aio.msg import Msg
 from nats.js import api
 
@@ -52,6 +61,12 @@ def signed(account: str = "acct-1", nonce: str | None = None) -> dict[str, str]:
 async def post(running: RunningProxy, headers: dict[str, str]) -> httpx.Response:
     async with httpx.AsyncClient() as http:
         return await http.post(running.url + "/v1/messages", content=BODY, headers=headers)
+
+
+def upstream_answers(content_type: str = "application/json") -> pb.ProcessingRequest:
+    """Envoy's message once the upstream's answer begins (ext_proc settles the ledger there)."""
+    return pb.ProcessingRequest(response_headers=headers(
+        {":status": "200", "content-type": content_type}))
 
 
 def counter(running: RunningProxy, name: str, labels: str) -> float:
@@ -88,7 +103,9 @@ async def test_an_assertion_taken_at_one_host_is_replayed_at_every_other(
         pairs.request_headers.headers.headers.add(key=ASSERTION_HEADER,
                                                   raw_value=headers[ASSERTION_HEADER].encode())
         assert (await exchange.send(pairs)).HasField("request_headers")
-        status, body = immediate(await exchange.send(request_body(BODY)))
+        # the request goes upstream while the ledger answers; its answer is refused whole
+        assert (await exchange.send(request_body(BODY))).HasField("request_body")
+        status, body = immediate(await exchange.send(upstream_answers()))
         assert status == 401 and body["error"] == {
             "type": "authentication_error", "message": "the caller assertion was already used"}
         assert server.service.caller_auth.refused == {"replayed": 1}
@@ -134,7 +151,8 @@ async def test_ext_proc_refuses_with_503_while_its_required_ledger_is_gone(
         pairs.request_headers.headers.headers.add(key=ASSERTION_HEADER,
                                                   raw_value=signed()[ASSERTION_HEADER].encode())
         assert (await exchange.send(pairs)).HasField("request_headers")
-        status, body = immediate(await exchange.send(request_body(BODY)))
+        assert (await exchange.send(request_body(BODY))).HasField("request_body")
+        status, body = immediate(await exchange.send(upstream_answers()))
         assert status == 503 and body["type"] == "error"
         assert server.inline.nonce_ledger is not None
         assert server.inline.nonce_ledger.unavailable == {"no_ledger": 1}
