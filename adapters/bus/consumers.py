@@ -24,6 +24,7 @@ from safeguards.core.subjects import partition_filter, stream_name
 
 API_TIMEOUT_S = 5.0
 OPEN_TRY_S = 1.5  # a partition's open makes sure of its consumer in tries this long
+ENSURE_AGAIN_S = 5.0  # a create unanswered at open is tried again this often until one answers
 # how long a consumer goes unserved (no leader) before its partition reads the stream directly:
 # past a leadership hand-over, short of nats-server's 4-9 s election after a server died
 DIRECT_AFTER_S = 1.0
@@ -166,6 +167,8 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
         self._direct_next = 0
         self._unanswered = 0  # pull requests written off in a row with no answer at all
         self.direct_reads = 0  # messages read directly while the consumer had no leader
+        self._unsure_at: float | None = None  # its create went unanswered (``open``) then
+        self._served = False  # the consumer answered a pull request (not "no responders")
 
     @property
     def credit(self) -> int:
@@ -174,10 +177,15 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
     async def open(self) -> None:
         name = durable_name(self.region, self.partition, self.settings)
         if name not in self._provisioned:
-            # a short try: the durable usually exists, and its create waits on its leader
-            await ensure_partition_consumer(self._js, self.region, self.partition,
-                                            self.settings, timeout_s=OPEN_TRY_S)
-            self._provisioned.add(name)
+            try:
+                await self._make_sure(name)
+            except BusUnavailable as exc:
+                # Its create waits on the consumer's leader (a short try: the durable usually
+                # exists), and the next try would wait out another one after an election,
+                # where a pull request is served the moment a leader is elected: pull now,
+                # make sure of the consumer once it answers (``fetch``).
+                log.warning("partition %d: %s; pulling meanwhile", self.partition, exc)
+                self._unsure_at = time.monotonic()
         stream = stream_name(self.region, "INPUTS")
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"
         self._inbox = self._nc.new_inbox()
@@ -190,13 +198,28 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
             raise BusUnavailable(f"subscribing for partition {self.partition}: "
                                  f"{type(exc).__name__}") from None
 
+    async def _make_sure(self, name: str) -> None:
+        await ensure_partition_consumer(self._js, self.region, self.partition, self.settings,
+                                        timeout_s=OPEN_TRY_S)
+        self._provisioned.add(name)
+        self._unsure_at = None
+
     async def fetch(self, batch: int, timeout_s: float) -> list[JetStreamMessage | DirectRead]:
         """Up to ``batch`` messages: those already delivered at once, else the first to arrive
         within ``timeout_s`` (an empty list when none did). While the consumer has had no
         leader for ``DIRECT_AFTER_S``, what follows its last delivery is read from the stream
-        directly (``direct_reads``)."""
+        directly (``direct_reads``). A consumer whose create went unanswered at ``open`` is
+        made sure of once it answers a pull (or every ``ENSURE_AGAIN_S`` until then: it may
+        not exist yet)."""
         if self._sub is None:
             raise RuntimeError("PartitionConsumer.fetch before open")
+        unsure = self._unsure_at
+        if unsure is not None and (self._served or time.monotonic() - unsure >= ENSURE_AGAIN_S):
+            try:
+                await self._make_sure(durable_name(self.region, self.partition, self.settings))
+            except BusUnavailable as exc:
+                self._unsure_at = time.monotonic()
+                log.warning("partition %d: %s", self.partition, exc)
         self._batch = batch
         await self._top_up()
         if not self._buffer and self._unserved():
@@ -303,6 +326,7 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
             if self._closing and not self._requests:
                 self._arrived.set()
             return
+        self._served = True
         if self._leaderless_since is not None or self._unanswered:
             # the consumer answers again
             self._leaderless_since, self._unanswered, self._direct_next = None, 0, 0

@@ -101,6 +101,50 @@ async def test_a_partition_reopened_while_its_consumer_has_no_leader_pulls_at_th
                 cluster.resume(leader)
 
 
+@pytest.mark.slow  # a fault test: waits out a consumer leader's election (~10 s)
+async def test_a_partition_taken_over_while_its_consumer_has_no_leader_pulls_at_the_election(
+) -> None:
+    """A node that never opened the partition before (a dead node's, taken over while its
+    consumer's leader is paused) does not wait on creates that no leader answers either: it
+    pulls, the signal is in hand once a leader is elected, and the consumer is made sure of
+    then."""
+    region = "tot" + uuid.uuid4().hex[:6]
+    signal = score_signal(region, "acct-1", f"{region}-s", T0, (("jailbreak", 0.1),))
+    with EmbeddedNatsCluster() as cluster:
+        async with NatsBus(cluster.url, region).connect("takeover-test-old") as bus:
+            await bus.provision()
+            first = bus.signal_source(0)
+            await first.open()
+            await first.close()
+        nc = await connect(cluster.url, name="takeover-test-admin")
+        try:
+            js = nc.jetstream(timeout=5)
+            await publish_signals(js, region, 1, [signal])
+            info = await js.consumer_info(stream_name(region, "INPUTS"),
+                                          durable_name(region, 0, ConsumerSettings()))
+        finally:
+            await nc.close()
+        assert info.cluster is not None and info.cluster.leader
+        leader = cluster.index_of(info.cluster.leader)
+        survivors = ",".join(u for i, u in enumerate(cluster.urls) if i != leader)
+        cluster.pause(leader)
+        try:
+            async with NatsBus(survivors, region).connect("takeover-test-new") as bus:
+                source = bus.signal_source(0)
+                await source.open()  # one unanswered create, not one a try until elected
+                got: Sequence[InboundMessage] = []
+                with anyio.fail_after(20):  # an election: 4 to 9 s
+                    while not got:
+                        got = await source.fetch(8, timeout_s=0.5)
+                assert [m.data for m in got] == [encode_signal(signal)]
+                await got[0].ack()
+                await source.fetch(8, timeout_s=0.1)  # makes sure of the consumer now
+                assert bus._provisioned == {durable_name(region, 0, ConsumerSettings())}
+                await source.close()
+        finally:
+            cluster.resume(leader)
+
+
 async def test_a_server_names_the_servers_it_is_routed_to() -> None:
     """What the watch asks before it moves a connection (``cluster_watch.routed_servers``): a
     server cut off from the others names itself alone, the others name each other, a stalled
