@@ -4,9 +4,10 @@ Every node heartbeats ``node.<id>`` and holds ``part.<p>`` for the partitions it
 it computes, from the live nodes, the partitions that rendezvous hashing gives it; it renews the
 leases it holds (a revision-checked update: a lease that expired and was taken cannot be renewed),
 releases the partitions another live node should have, and creates the leases of its own that are
-free. A dead node's keys expire with the bucket's TTL, so its partitions move within
-``ttl + renew`` seconds. Leases only spread the work: PostgreSQL's expected version still rejects
-a stale owner's append.
+free. A dead node's keys expire with the bucket's TTL, so its partitions move within ``ttl``
+and a third of a renewal: the nodes are listed that often between renewals, and a node ticks
+that often while a partition of its own is still another's. Leases only spread the work:
+PostgreSQL's expected version still rejects a stale owner's append.
 
 The bucket itself can be out of reach for longer than the TTL: its stream's leader was on a
 server that died or stalled, and a raft election takes 4 to 9 s. Every key lapses in it, and
@@ -72,6 +73,7 @@ class PartitionOwnership:
         self.schemas = dict(schemas) if schemas is not None else None
         self._schema_lease: Lease | None = None
         self.gated = False  # a live node writes what this one cannot read: it runs nothing
+        self.waiting_for: frozenset[int] = frozenset()  # ours, still held by another
 
     @property
     def owned(self) -> frozenset[int]:
@@ -93,7 +95,9 @@ class PartitionOwnership:
                 if self._list_failed:
                     failed_at = self._last_ok
                 recent = failed_at is not None and self._last_ok - failed_at < self.ttl_s
-                wait = self.renew_s / 3 if recent else self.renew_s
+                # so, too, while a partition of ours is still another's: a dead node's
+                # heartbeat lapses a moment before the leases it renewed after it
+                wait = self.renew_s / 3 if recent or self.waiting_for else self.renew_s
             except BusUnavailable as exc:
                 failed_at = self._monotonic()
                 log.warning("ownership of node %s: %s", self.node_id, exc)
@@ -107,7 +111,25 @@ class PartitionOwnership:
             if not started:
                 task_status.started()
                 started = True
-            await anyio.sleep(wait)
+            await self._until_next_tick(wait)
+
+    async def _until_next_tick(self, wait: float) -> None:
+        """Sleep ``wait``, listing the nodes every third of a renewal meanwhile: when a live
+        node's heartbeat has lapsed (it died), tick at once, so that its partitions are taken
+        the moment its leases lapse rather than up to a renewal later."""
+        steps = max(1, round(wait / (self.renew_s / 3)))
+        for step in range(steps):
+            await anyio.sleep(wait / steps)
+            peers = set(self.live_nodes) - {self.node_id}
+            if step == steps - 1 or not peers:
+                continue
+            try:
+                listed = await self.leases.holders("node.")
+            except BusUnavailable as exc:
+                log.warning("ownership of node %s: listing the nodes: %s", self.node_id, exc)
+                continue
+            if peers - set(listed.values()):
+                return
 
     async def tick(self) -> None:
         await self._heartbeat()
@@ -163,6 +185,7 @@ class PartitionOwnership:
             if got is not None:
                 self.held[p] = got
                 await self._start(p)
+        self.waiting_for = frozenset(desired - set(self.held))
 
     def _membership(self, listed: set[str]) -> list[str]:
         """The live nodes: those listed, this one, and for one renewal after a listing that

@@ -101,3 +101,46 @@ async def test_a_peer_gone_while_only_the_listing_failed_is_replaced_at_once() -
     leases.listing_down = False
     await a.tick()  # b's heartbeat lapsed while a's never did: b is gone, no grace for it
     assert a.owned == frozenset(range(P))
+
+
+class _Counting(MemoryLeases):
+    listings = 0
+
+    async def holders(self, prefix: str | tuple[str, ...]) -> dict[str, str]:
+        self.listings += 1
+        return await super().holders(prefix)
+
+
+async def test_a_dead_peer_is_noticed_between_renewals_and_its_leases_taken_as_they_lapse(
+) -> None:
+    clock = Clock()
+    broker = MemoryBroker("between", monotonic=clock)
+    events: list[tuple[str, str, int]] = []
+    a, b = _node("a", broker, clock, events), _node("b", broker, clock, events)
+    leases = _Counting(broker, TTL)
+    a.leases = leases
+    for _ in range(2):
+        await a.tick()
+        await b.tick()
+        await a.tick()
+    assert (a.owned, b.owned) == (_theirs("a"), _theirs("b")) and not a.waiting_for
+    a.renew_s = 0.03  # real sleeps, kept short
+
+    leases.listings = 0
+    await a._until_next_tick(a.renew_s)  # b alive: the whole renewal, listed twice meanwhile
+    assert leases.listings == 2
+
+    # b dies: its heartbeat lapses a moment before the partition leases it renewed after it
+    assert b._node_lease is not None
+    await b.leases.release(b._node_lease)
+    leases.listings = 0
+    await a._until_next_tick(a.renew_s)  # noticed at the first listing: a ticks at once
+    assert leases.listings == 1
+    last, *rest = sorted(b.held.items(), reverse=True)
+    for _, lease in rest:
+        await b.leases.release(lease)
+    await a.tick()
+    assert a.waiting_for == {last[0]}  # a ticks again in a third of a renewal, not a whole one
+    await b.leases.release(last[1])
+    await a.tick()
+    assert a.owned == frozenset(range(P)) and not a.waiting_for
