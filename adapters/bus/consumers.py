@@ -23,7 +23,7 @@ from safeguards.adapters.bus.inbound import JetStreamMessage
 from safeguards.core.subjects import partition_filter, stream_name
 
 API_TIMEOUT_S = 5.0
-OPEN_TRY_S = 1.5  # a partition's open makes sure of its consumer in tries this long
+OPEN_TRY_S = 0.5  # a partition's open makes sure of its consumer in a try this long (then pulls)
 ENSURE_AGAIN_S = 5.0  # a create unanswered at open is tried again this often until one answers
 # how long a consumer goes unserved (no leader) before its partition reads the stream directly:
 # past a leadership hand-over, short of nats-server's 4-9 s election after a server died
@@ -169,6 +169,7 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
         self.direct_reads = 0  # messages read directly while the consumer had no leader
         self._unsure_at: float | None = None  # its create went unanswered (``open``) then
         self._served = False  # the consumer answered a pull request (not "no responders")
+        self._tried_served = False  # and was made sure of since (or tried)
 
     @property
     def credit(self) -> int:
@@ -209,12 +210,14 @@ class PartitionConsumer:  # the bus port's SignalSource on JetStream
         within ``timeout_s`` (an empty list when none did). While the consumer has had no
         leader for ``DIRECT_AFTER_S``, what follows its last delivery is read from the stream
         directly (``direct_reads``). A consumer whose create went unanswered at ``open`` is
-        made sure of once it answers a pull (or every ``ENSURE_AGAIN_S`` until then: it may
-        not exist yet)."""
+        made sure of once it answers a pull, and every ``ENSURE_AGAIN_S`` until that went
+        through (it may not exist yet)."""
         if self._sub is None:
             raise RuntimeError("PartitionConsumer.fetch before open")
         unsure = self._unsure_at
-        if unsure is not None and (self._served or time.monotonic() - unsure >= ENSURE_AGAIN_S):
+        if unsure is not None and ((self._served and not self._tried_served)
+                                   or time.monotonic() - unsure >= ENSURE_AGAIN_S):
+            self._tried_served = self._served  # once at once; then every ENSURE_AGAIN_S
             try:
                 await self._make_sure(durable_name(self.region, self.partition, self.settings))
             except BusUnavailable as exc:

@@ -138,7 +138,9 @@ async def test_a_partition_taken_over_while_its_consumer_has_no_leader_pulls_at_
                         got = await source.fetch(8, timeout_s=0.5)
                 assert [m.data for m in got] == [encode_signal(signal)]
                 await got[0].ack()
-                await source.fetch(8, timeout_s=0.1)  # makes sure of the consumer now
+                with anyio.fail_after(20):  # made sure of once it answers
+                    while not bus._provisioned:
+                        await source.fetch(8, timeout_s=0.1)
                 assert bus._provisioned == {durable_name(region, 0, ConsumerSettings())}
                 await source.close()
         finally:
