@@ -111,7 +111,11 @@ def load(url: str, concurrency: int, total: int, run: Run, pids: dict[str, int],
            "--front-end", front_end]
     if stream:
         cmd.append("--stream")
-    out = subprocess.run(cmd, check=True, capture_output=True, timeout=600).stdout
+    done = subprocess.run(cmd, capture_output=True, timeout=600)
+    if done.returncode != 0:  # say why (a status other than 200, a lost connection), not only that
+        raise SystemExit(f"load generator failed at {concurrency} clients: "
+                         f"{done.stderr.decode(errors='replace').strip().splitlines()[-1:]}")
+    out = done.stdout
     busy1, total1 = machine_busy()
     result = json.loads(out.decode().strip().splitlines()[-1])
     run.samples += result["samples_ms"]
@@ -244,7 +248,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1,
                         help="also measure requests/s at 64 clients of a proxy with this many "
                              "worker processes against the one-process proxy")
-    parser.add_argument("--nonce-ledger-deadline-ms", type=float, default=25.0,
+    parser.add_argument("--nonce-ledger-deadline-ms", type=float, default=100.0,
                         help="the proxies' deadline for the region's nonce ledger (the "
                              "proxy's default; one answer past it is a 503, which ends the "
                              "run: raise it on a machine other work keeps busy)")

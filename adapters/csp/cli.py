@@ -65,8 +65,9 @@ def _nonce_ledger(parser: Any) -> None:
                              "this host's replay table: required (default; a ledger that does "
                              "not answer refuses the request with 503) or local (then this "
                              "host's table alone, counted and logged)")
-    parser.add_argument("--nonce-ledger-deadline-ms", type=float, default=25.0,
-                        help="how long a request waits for the ledger")
+    parser.add_argument("--nonce-ledger-deadline-ms", type=float, default=100.0,
+                        help="how long a request waits for the ledger (a generating "
+                             "request waits for it beside its upstream call)")
 
 
 def _peers(parser: Any) -> None:

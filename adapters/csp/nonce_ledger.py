@@ -48,7 +48,7 @@ from safeguards.core.ids import validate_region
 log = logging.getLogger(__name__)
 
 MODES = ("required", "local")
-DEFAULT_DEADLINE_S = 0.025
+DEFAULT_DEADLINE_S = 0.1  # FrontEndConfig.nonce_ledger_deadline_s says why
 LOG_EVERY_S = EVERY_S
 WRONG_LAST_SEQUENCE = 10071  # JetStream: the subject already holds a message
 UNAVAILABLE_MESSAGE = "the replay check is unavailable: try again shortly"
