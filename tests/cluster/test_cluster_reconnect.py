@@ -23,6 +23,7 @@ from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.embedded.nats_cluster import EmbeddedNatsCluster
 from safeguards.core.bus import InboundMessage
 from safeguards.core.codec import encode_signal
+from safeguards.core.events import Signal
 from safeguards.core.subjects import stream_name
 
 from bus_support import publish_signals
@@ -61,6 +62,22 @@ async def test_moves_off_a_paused_server_to_a_live_one_every_time() -> None:
 
 
 
+async def _publish_to_partition_0(cluster: EmbeddedNatsCluster, region: str,
+                                  signal: Signal) -> int:
+    """Publish ``signal`` to partition 0's inputs; the server leading that partition's
+    consumer."""
+    nc = await connect(cluster.url, name="partition-0-admin")
+    try:
+        js = nc.jetstream(timeout=5)
+        await publish_signals(js, region, 1, [signal])
+        info = await js.consumer_info(stream_name(region, "INPUTS"),
+                                      durable_name(region, 0, ConsumerSettings()))
+    finally:
+        await nc.close()
+    assert info.cluster is not None and info.cluster.leader
+    return cluster.index_of(info.cluster.leader)
+
+
 @pytest.mark.slow  # a fault test: waits out a consumer leader's election (~10 s)
 async def test_a_partition_reopened_while_its_consumer_has_no_leader_pulls_at_the_election(
 ) -> None:
@@ -75,16 +92,7 @@ async def test_a_partition_reopened_while_its_consumer_has_no_leader_pulls_at_th
             first = bus.signal_source(0)
             await first.open()
             await first.close()
-            nc = await connect(cluster.url, name="reopen-test-admin")
-            try:
-                js = nc.jetstream(timeout=5)
-                await publish_signals(js, region, 1, [signal])
-                info = await js.consumer_info(stream_name(region, "INPUTS"),
-                                              durable_name(region, 0, ConsumerSettings()))
-            finally:
-                await nc.close()
-            assert info.cluster is not None and info.cluster.leader
-            leader = cluster.index_of(info.cluster.leader)
+            leader = await _publish_to_partition_0(cluster, region, signal)
             cluster.pause(leader)
             try:
                 again = bus.signal_source(0)
@@ -116,16 +124,7 @@ async def test_a_partition_taken_over_while_its_consumer_has_no_leader_pulls_at_
             first = bus.signal_source(0)
             await first.open()
             await first.close()
-        nc = await connect(cluster.url, name="takeover-test-admin")
-        try:
-            js = nc.jetstream(timeout=5)
-            await publish_signals(js, region, 1, [signal])
-            info = await js.consumer_info(stream_name(region, "INPUTS"),
-                                          durable_name(region, 0, ConsumerSettings()))
-        finally:
-            await nc.close()
-        assert info.cluster is not None and info.cluster.leader
-        leader = cluster.index_of(info.cluster.leader)
+        leader = await _publish_to_partition_0(cluster, region, signal)
         survivors = ",".join(u for i, u in enumerate(cluster.urls) if i != leader)
         cluster.pause(leader)
         try:
