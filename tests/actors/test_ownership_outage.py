@@ -5,6 +5,8 @@ A node that really died in the outage is still replaced once its keys lapse."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from safeguards.actors.ownership import PartitionOwnership, owner_of
 from safeguards.adapters.bus.memory import MemoryBroker, MemoryLeases
 from safeguards.core.bus import BusUnavailable
@@ -80,17 +82,27 @@ class _ListingDown(MemoryLeases):
         return await super().holders(prefix)
 
 
-async def test_a_peer_gone_while_only_the_listing_failed_is_replaced_at_once() -> None:
+_L = TypeVar("_L", bound=MemoryLeases)
+
+
+async def _settled_pair(name: str, leases_type: type[_L]
+                        ) -> tuple[Clock, PartitionOwnership, PartitionOwnership, _L]:
+    """Nodes a and b sharing one broker, a's leases of ``leases_type``, each holding its own."""
     clock = Clock()
-    broker = MemoryBroker("listing", monotonic=clock)
+    broker = MemoryBroker(name, monotonic=clock)
     events: list[tuple[str, str, int]] = []
     a, b = _node("a", broker, clock, events), _node("b", broker, clock, events)
-    leases = _ListingDown(broker, TTL)
+    leases = leases_type(broker, TTL)
     a.leases = leases
     for _ in range(2):
         await a.tick()
         await b.tick()
         await a.tick()
+    return clock, a, b, leases
+
+
+async def test_a_peer_gone_while_only_the_listing_failed_is_replaced_at_once() -> None:
+    clock, a, b, leases = await _settled_pair("listing", _ListingDown)
     assert (a.owned, b.owned) == (_theirs("a"), _theirs("b"))
 
     leases.listing_down = True  # b dies; a keeps renewing on the membership it last saw
@@ -113,16 +125,7 @@ class _Counting(MemoryLeases):
 
 async def test_a_dead_peer_is_noticed_between_renewals_and_its_leases_taken_as_they_lapse(
 ) -> None:
-    clock = Clock()
-    broker = MemoryBroker("between", monotonic=clock)
-    events: list[tuple[str, str, int]] = []
-    a, b = _node("a", broker, clock, events), _node("b", broker, clock, events)
-    leases = _Counting(broker, TTL)
-    a.leases = leases
-    for _ in range(2):
-        await a.tick()
-        await b.tick()
-        await a.tick()
+    _clock, a, b, leases = await _settled_pair("between", _Counting)
     assert (a.owned, b.owned) == (_theirs("a"), _theirs("b")) and not a.waiting_for
     a.renew_s = 0.03  # real sleeps, kept short
 
