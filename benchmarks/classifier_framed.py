@@ -90,15 +90,16 @@ def flagged(model: LoadedModel, texts: list[str]) -> tuple[np.ndarray, int]:
 def measure(model: LoadedModel, framed: list[tuple[str, str]], asks: list[str]) -> dict[str, Any]:
     alone, _ = flagged(model, asks)
     hits, jailbreak = flagged(model, [text for _, text in framed])
+    any_hit = np.any(hits, axis=1)
     by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for (source, _), hit in zip(framed, hits.any(axis=1).tolist(), strict=True):
+    for (source, _), hit in zip(framed, any_hit.tolist(), strict=True):
         by_source[source][0] += int(hit)
         by_source[source][1] += 1
     probe, _ = flagged(model, [f.format(ask=a) for f in PROBE_FRAMES for a in PROBE_ASKS])
     benign, _ = flagged(model, list(PROBE_BENIGN))
     return {"model": model.name, "version": model.version,
             "asks_alone_recall": round(float(alone.any(axis=1).mean()), 4),
-            "framed_recall": round(float(hits.any(axis=1).mean()), 4),
+            "framed_recall": round(float(any_hit.mean()), 4),
             "framed_jailbreak_recall": round(float(hits[:, jailbreak].mean()), 4),
             "framed_by_source": {s: f"{n}/{total}" for s, (n, total) in sorted(by_source.items())},
             "probe_framed": f"{int(probe.any(axis=1).sum())}/{len(probe)}",
