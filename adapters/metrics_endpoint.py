@@ -43,6 +43,8 @@ SCORER_COUNTERS = {
     "urgent": ("safeguards_classifier_urgent", "texts batched ahead of the rest (triage)"),
     "kept_late": ("safeguards_classifier_kept_late",
                   "results computed after their caller stopped waiting, kept for reuse"),
+    "joined": ("safeguards_classifier_joined",
+               "texts answered by waiting for the other lane's computation of the same text"),
 }
 
 

@@ -220,6 +220,51 @@ async def test_a_screening_given_up_mid_batch_leaves_its_result_for_the_stream(
     assert result.scores == model_scores(model, HARMFUL)
 
 
+async def test_a_screening_given_up_before_its_batch_is_finished_and_the_stream_joins_it(
+        model: LoadedModel) -> None:
+    """The gate gave up on a screening still queued behind a running batch: the inline scorer
+    finishes it once it is idle, and the stream's item of that prompt waits for that result
+    instead of queueing a second computation."""
+    running, release = threading.Event(), threading.Event()
+
+    class GatedModel:
+        """The real model; its first inference waits until the test has given up on the
+        screening queued behind it."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(model, name)
+
+        def raw(self, texts: Sequence[str]) -> np.ndarray:
+            running.set()
+            release.wait(10)
+            return model.raw(texts)
+
+    recent = RecentScores()
+    inline = MicroBatchScorer(GatedModel(), recent=recent,  # type: ignore[arg-type]
+                              inline=True)
+    results: list[tuple[tuple[str, float], ...]] = []
+    async with inline, MicroBatchScorer(model, recent=recent) as stream, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(inline.score, BENIGN)  # its batch runs (and waits for the release)
+        await anyio.to_thread.run_sync(running.wait, 10)
+        with anyio.move_on_after(0.05):  # the gate's deadline passes while it is queued
+            await inline.score(HARMFUL)
+        joined = anyio.Event()
+
+        async def stream_item() -> None:  # the content stream's item of the same prompt
+            results.append((await stream.score(HARMFUL)).scores)
+            joined.set()
+
+        tg.start_soon(stream_item)
+        await anyio.lowlevel.checkpoint()
+        release.set()
+        with anyio.fail_after(10):
+            await joined.wait()
+    assert results == [model_scores(model, HARMFUL)]
+    assert (stream.stats.joined, stream.stats.reused, stream.stats.batches) == (1, 1, 0)
+    assert inline.stats.kept_late == 1 and inline.stats.batches == 2
+
+
 def model_scores(model: LoadedModel, text: str) -> tuple[tuple[str, float], ...]:
     probs = model.calibrate(model.raw([text]).max(axis=0, keepdims=True), "prompt")[0]
     return tuple((lab.category, round(float(probs[j]), 6))

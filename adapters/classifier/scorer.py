@@ -22,6 +22,13 @@ prompt served unscored) goes ahead of the urgent ones too, never of the inline s
 ``max_defer_s``, an ordinary one joins the urgent line, twice that an urgent one the first line:
 none is starved. A caller that stops waiting (a screening past its deadline) leaves a result
 already being computed to the shared :class:`RecentScores`, not computed again by the stream.
+
+A screening given up before its batch ran is finished too, by the inline scorer while no gate
+waits on it (``ScorerConfig.late_batch`` windows at a time), and the stream's item of that prompt
+waits for it (``RecentScores.running``) instead of scoring it again from the back of its queue:
+on a CPU-starved machine every screening misses its deadline, the gate serves the prompt, and
+dropping the screening left the account's first strike to the stream's backlog (a slow drip's
+first strike came 3-5 s after its first harmful prompt, 5-8 of its asks served before L3).
 """
 
 from __future__ import annotations
@@ -29,12 +36,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
 import anyio
-import numpy as np
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -45,6 +50,12 @@ from safeguards.adapters.classifier.errors import (
 )
 from safeguards.adapters.classifier.lane import InferenceLane
 from safeguards.adapters.classifier.loader import LoadedModel
+from safeguards.adapters.classifier.pending import (
+    BACKGROUND_CPU_CONFIG,
+    PendingScore,
+    ScorerConfig,
+    ScorerStats,
+)
 from safeguards.adapters.classifier.recent import RecentScores, ScoreResult
 from safeguards.adapters.classifier.text import PreparedText, prepare_text
 
@@ -54,69 +65,10 @@ __all__ = ["BACKGROUND_CPU_CONFIG", "MicroBatchScorer", "RecentScores", "ScoreRe
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ScorerConfig:
-    max_batch: int = 64  # windows per inference call
-    max_wait_s: float = 0.002  # how long the first request of a batch may wait for company
-    queue_size: int = 2048  # requests waiting to be batched
-    enqueue_timeout_s: float = 0.05  # backpressure before ScorerOverloaded
-    workers: int = 1  # concurrent inference calls (threads)
-    bucket_edges: tuple[int, ...] = (128, 512, 2048)  # window lengths (chars) per bucket
-    # With a lane: the longest a batch waits for the inline scorer to finish before it runs anyway
-    yield_limit_s: float = 0.25
-    max_defer_s: float = 2.0  # held this long, a request moves up a line (urgent: twice as long)
-
-
-# Background scoring on CPU in batches this small loses nothing (2 cores, 400-character texts:
-# 57 texts/s at 4 windows a batch, 54 at 64) and bounds how long an inline request shares the
-# cores with a batch already running.
-BACKGROUND_CPU_CONFIG = ScorerConfig(max_batch=4)
-
-
-@dataclass(eq=False)
-class _Pending:
-    prepared: PreparedText
-    kind: str = "prompt"  # which label set reads the result ("prompt" or "completion")
-    done: anyio.Event = field(default_factory=anyio.Event)
-    remaining: int = 0
-    best: np.ndarray | None = None
-    error: BaseException | None = None
-    abandoned: bool = False  # the caller stopped waiting (deadline, cancellation)
-    line: int = 2  # 0 first, 1 urgent, 2 ordinary: batched ahead of every later line
-    held_since: float = 0.0  # when the collector took it off the queue
-
-    def deliver(self, row: np.ndarray) -> None:
-        self.best = row.copy() if self.best is None else np.maximum(self.best, row)
-        self.remaining -= 1
-        if self.remaining == 0:
-            self.done.set()
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.done.is_set():
-            self.error = exc
-            self.done.set()
-
-
-@dataclass
-class ScorerStats:
-    requests: int = 0
-    batches: int = 0
-    windows: int = 0
-    overloaded: int = 0
-    rejected: int = 0
-    truncated: int = 0
-    reused: int = 0  # answered from RecentScores, no inference
-    urgent: int = 0  # requests marked urgent or first (batched ahead of ordinary ones)
-    first: int = 0  # requests marked first (ahead of the urgent ones too)
-    kept_late: int = 0  # results computed after their caller stopped waiting, kept for reuse
-    inference_s: float = 0.0
-
-    @property
-    def mean_batch(self) -> float:
-        return self.windows / self.batches if self.batches else 0.0
-
-
-_Batch = list[tuple[_Pending, str]]
+_Batch = list[tuple[PendingScore, str]]
+# While inference is busy and only requests given up on wait, how often the collector looks for
+# new work (a waiting caller's goes first)
+LATE_POLL_S = 0.01
 
 
 class MicroBatchScorer:
@@ -131,10 +83,14 @@ class MicroBatchScorer:
         self.config = config or ScorerConfig()
         self.recent = recent
         self.holds = lane if inline else None  # the lane this scorer holds while it works
+        # An inline scorer that keeps results for the stream finishes what its callers gave up
+        # on (``_collect``): the gate serves such a prompt unscored, and its content item
+        # arrives a moment later to be scored from the back of the stream's queue.
+        self.finishes_late = inline and recent is not None
         self.yields_to = None if inline else lane  # the lane its batches wait their turn on
         self.stats = ScorerStats()
         self._tg: TaskGroup | None = None
-        self._send: MemoryObjectSendStream[_Pending] | None = None
+        self._send: MemoryObjectSendStream[PendingScore] | None = None
         self._limiter = anyio.CapacityLimiter(self.config.workers)
         self._batches_in_flight = 0  # sent to the workers and not finished
 
@@ -147,7 +103,7 @@ class MicroBatchScorer:
         return self.model.version
 
     async def __aenter__(self) -> Self:
-        send, receive = anyio.create_memory_object_stream[_Pending](self.config.queue_size)
+        send, receive = anyio.create_memory_object_stream[PendingScore](self.config.queue_size)
         batch_send, batch_receive = anyio.create_memory_object_stream[_Batch](
             self.config.workers)
         self._tg = anyio.create_task_group()
@@ -190,11 +146,13 @@ class MicroBatchScorer:
             raise ScorerClosed("scorer is not running")
         if self.recent is not None:
             known = self.recent.get(self.model, kind, prepared.sha256)
+            if known is None and self.holds is None:  # a screening of it may be under way
+                known = await self._join(kind, prepared.sha256)
             if known is not None:
                 self.stats.reused += 1
                 return known
-        pending = _Pending(prepared, kind, remaining=len(prepared.windows),
-                           line=0 if first else 1 if urgent else 2)
+        pending = PendingScore(prepared, kind, remaining=len(prepared.windows),
+                               line=0 if first else 1 if urgent else 2)
         self.stats.urgent += urgent or first
         self.stats.first += first
         if self.holds is None:
@@ -205,7 +163,21 @@ class MicroBatchScorer:
         finally:
             self.holds.release()
 
-    async def _score_pending(self, pending: _Pending, prepared: PreparedText,
+    async def _join(self, kind: str, sha256: str) -> ScoreResult | None:
+        """The result of the model's other scorer computing the same text now (the inline
+        scorer finishing a screening its gate gave up on); None when none is, it failed, or it
+        took longer than ``max_defer_s``."""
+        assert self.recent is not None
+        done = self.recent.running(self.model, kind, sha256)
+        if done is None:
+            return None
+        with anyio.move_on_after(self.config.max_defer_s):  # then it is scored here after all
+            await done.wait()
+        known = self.recent.get(self.model, kind, sha256)
+        self.stats.joined += known is not None
+        return known
+
+    async def _score_pending(self, pending: PendingScore, prepared: PreparedText,
                              kind: str) -> ScoreResult:
         assert self._send is not None
         try:
@@ -223,11 +195,14 @@ class MicroBatchScorer:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise ScorerClosed("scorer is shutting down") from None
         self.stats.requests += 1
+        if self.finishes_late and self.recent is not None:  # queued: it will be finished
+            self.recent.computing(self.model, kind, prepared.sha256, pending.done)
         try:
             await pending.done.wait()
         except BaseException:
-            # Its windows are skipped if not yet computed; a result already computed (the
-            # batch finished as the caller gave up) is kept for the content stream's scoring.
+            # A result already computed (the batch finished as the caller gave up) is kept for
+            # the content stream's scoring; windows not yet computed are computed later where
+            # the scorer finishes late (``_collect``), skipped otherwise.
             pending.abandoned = True
             self._keep_late(pending)
             raise
@@ -235,9 +210,11 @@ class MicroBatchScorer:
             raise pending.error
         return self._result(pending)
 
-    def _result(self, pending: _Pending) -> ScoreResult:
+    def _result(self, pending: PendingScore) -> ScoreResult:
         """The result of a pending request all of whose windows were scored (kept in
         ``recent``)."""
+        if pending.result is not None:
+            return pending.result
         assert pending.best is not None
         prepared, kind = pending.prepared, pending.kind
         # Raw columns were maxed over windows; calibration is monotonic, so this is the
@@ -256,9 +233,10 @@ class MicroBatchScorer:
         )
         if self.recent is not None:
             self.recent.put(self.model, kind, result)
+        pending.result = result
         return result
 
-    def _keep_late(self, pending: _Pending) -> None:
+    def _keep_late(self, pending: PendingScore) -> None:
         """An abandoned request whose windows have all been scored: its result is kept."""
         if (self.recent is not None and pending.done.is_set() and pending.error is None
                 and pending.best is not None):
@@ -273,11 +251,12 @@ class MicroBatchScorer:
                 return i
         return len(self.config.bucket_edges)
 
-    async def _collect(self, receive: MemoryObjectReceiveStream[_Pending],
+    async def _collect(self, receive: MemoryObjectReceiveStream[PendingScore],
                        batches: MemoryObjectSendStream[_Batch]) -> None:
         cfg = self.config
         # What has been taken off the queue and not batched yet: first, urgent, the rest.
-        held: tuple[deque[_Pending], ...] = (deque(), deque(), deque())
+        held: tuple[deque[PendingScore], ...] = (deque(), deque(), deque())
+        late: deque[PendingScore] = deque()  # given up on, to finish (``finishes_late``)
         async with receive, batches:
             closed = False
             while True:
@@ -285,9 +264,15 @@ class MicroBatchScorer:
                     if closed:
                         break
                     try:
-                        self._hold(held, await receive.receive())
+                        if not late:
+                            self._hold(held, await receive.receive())
+                        elif self._batches_in_flight:  # late work only on an idle model
+                            if (nxt := await self._next(receive, LATE_POLL_S)) is None:
+                                continue
+                            self._hold(held, nxt)
                     except anyio.EndOfStream:
-                        break
+                        closed = True
+                        continue
                 # Wait for company only while inference is busy anyway: an idle scorer sends a
                 # lone request at once (latency), a busy one lets requests pile up (throughput).
                 wait = cfg.max_wait_s if self._batches_in_flight else 0.0
@@ -311,19 +296,27 @@ class MicroBatchScorer:
                         pending = queue.popleft()
                         if not pending.abandoned:
                             n += self._add(buckets, pending)
+                        elif self.finishes_late:
+                            late.append(pending)
+                while len(late) > cfg.queue_size:  # bounded: the oldest is left to the stream
+                    late.popleft().fail(ScorerOverloaded("too many screenings given up on"))
+                while late and n < (cfg.late_batch if n == 0 else 0):
+                    n += self._add(buckets, late.popleft())
                 for key in sorted(buckets):
                     batch = buckets[key]
                     for start in range(0, len(batch), cfg.max_batch):
                         self._batches_in_flight += 1
                         await batches.send(batch[start : start + cfg.max_batch])
+            for pending in late:  # nobody waits for them but a stream item joining one
+                pending.fail(ScorerClosed("scorer is shutting down"))
 
     @staticmethod
-    def _hold(held: tuple[deque[_Pending], ...], pending: _Pending) -> None:
+    def _hold(held: tuple[deque[PendingScore], ...], pending: PendingScore) -> None:
         pending.held_since = anyio.current_time()
         held[pending.line].append(pending)
 
     @staticmethod
-    def _age(held: tuple[deque[_Pending], ...], now: float, defer_s: float) -> None:
+    def _age(held: tuple[deque[PendingScore], ...], now: float, defer_s: float) -> None:
         """Held ``defer_s``, an ordinary request moves up a line; twice as long, an urgent one."""
         for line, wait_s in ((2, defer_s), (1, 2 * defer_s)):
             overdue = []
@@ -332,8 +325,8 @@ class MicroBatchScorer:
             held[line - 1].extend(sorted(overdue, key=lambda p: p.held_since))
 
     @staticmethod
-    async def _next(receive: MemoryObjectReceiveStream[_Pending],
-                    remaining: float) -> _Pending | None:
+    async def _next(receive: MemoryObjectReceiveStream[PendingScore],
+                    remaining: float) -> PendingScore | None:
         """The next queued request, waiting at most ``remaining`` seconds; None on timeout."""
         try:
             return receive.receive_nowait()
@@ -344,7 +337,7 @@ class MicroBatchScorer:
             return await receive.receive()
         return None
 
-    def _add(self, buckets: dict[int, _Batch], pending: _Pending) -> int:
+    def _add(self, buckets: dict[int, _Batch], pending: PendingScore) -> int:
         for window in pending.prepared.windows:
             buckets.setdefault(self._bucket(window), []).append((pending, window))
         return len(pending.prepared.windows)
@@ -358,7 +351,7 @@ class MicroBatchScorer:
                     self._batches_in_flight -= 1
 
     async def _run_batch(self, queued: _Batch) -> None:
-        batch = [(p, w) for p, w in queued if not p.abandoned]
+        batch = [(p, w) for p, w in queued if self.finishes_late or not p.abandoned]
         if not batch:
             return
         if self.yields_to is not None:
@@ -386,6 +379,8 @@ class MicroBatchScorer:
                 pending.deliver(row)
                 if pending.abandoned:  # its caller gave up while this batch ran
                     self._keep_late(pending)
+                elif self.finishes_late and pending.done.is_set():
+                    self._result(pending)  # in ``recent`` before a stream item joining it wakes
 
 
 def stream_and_inline_scorers(model: LoadedModel) -> tuple[MicroBatchScorer, MicroBatchScorer]:
