@@ -20,6 +20,7 @@ from nats.js.errors import APIError
 from safeguards.adapters.bus.direct_reads import DirectRead, read_direct
 from safeguards.adapters.bus.errors import BusUnavailable, ProvisioningConflict
 from safeguards.adapters.bus.inbound import JetStreamMessage
+from safeguards.adapters.bus.jetstream_retry import is_transient
 from safeguards.core.subjects import partition_filter, stream_name
 
 API_TIMEOUT_S = 5.0
@@ -80,7 +81,9 @@ async def ensure_partition_consumer(js: JetStreamContext, region: str, partition
                                     settings: ConsumerSettings | None = None, *,
                                     timeout_s: float = API_TIMEOUT_S) -> str:
     """Create (or converge) the durable consumer of one partition; returns its name.
-    ``BusUnavailable`` when no answer came within ``timeout_s``."""
+    ``BusUnavailable`` when no answer came within ``timeout_s``, or one a retry can help (no
+    JetStream meta leader: "temporarily unavailable", as right after a network partition
+    heals, when a dead node's partitions are taken over)."""
     s = settings or ConsumerSettings()
     config = partition_consumer_config(region, partition, s)
     stream = stream_name(region, "INPUTS")
@@ -89,6 +92,8 @@ async def ensure_partition_consumer(js: JetStreamContext, region: str, partition
             try:
                 await js.add_consumer(stream, config, timeout=timeout_s)
             except APIError as exc:
+                if is_transient(exc):
+                    raise
                 # An existing durable with other settings: adopt it when the filter matches, since
                 # its delivery state (what is acked) is worth more than our preferred limits.
                 info = await js.consumer_info(stream, config.durable_name or "",
@@ -100,6 +105,11 @@ async def ensure_partition_consumer(js: JetStreamContext, region: str, partition
                     ) from None
     except TimeoutError:
         raise BusUnavailable(f"creating consumer {config.durable_name}: no answer") from None
+    except (APIError, nats.errors.Error) as exc:
+        if not is_transient(exc):
+            raise
+        raise BusUnavailable(f"creating consumer {config.durable_name}: "
+                             f"{type(exc).__name__}") from None
     assert config.durable_name is not None
     return config.durable_name
 
