@@ -123,12 +123,14 @@ class Node:
                 )
                 ownership_scope = anyio.CancelScope()
 
-                async def own() -> None:
+                async def own(*, task_status: anyio.abc.TaskStatus[None]) -> None:
                     with ownership_scope:
                         assert self.ownership is not None
-                        await self.ownership.run()
+                        await self.ownership.run(task_status=task_status)
 
-                tg.start_soon(own)
+                # started once its first tick is done: the peers it saw have been asked for
+                # (``ownership``), so one that dies right after is evicted, not waited out
+                await tg.start(own)
             task_status.started()
             await self._stop.wait()
             log.info("node %s draining", self.node_id)

@@ -9,6 +9,13 @@ and a third of a renewal: the nodes are listed that often between renewals, and 
 that often while a partition of its own is still another's. Leases only spread the work:
 PostgreSQL's expected version still rejects a stale owner's append.
 
+A node killed outright need not wait out the TTL: every node answers presence asks on the bus
+(``LeaseTable.announce``) and asks its peers' at each of those listings. A peer the bus has
+known no connection for over ``gone_s`` (a renewal: longer than a reconnect to another server)
+is evicted: its keys are deleted, revision-checked, and its partitions taken at the next tick.
+A peer that is slow, stalled or behind a paused server still holds the interest, so it is not
+gone; one cut off by a network partition is, and takes its partitions back once it returns.
+
 The bucket itself can be out of reach for longer than the TTL: its stream's leader was on a
 server that died or stalled, and a raft election takes 4 to 9 s. Every key lapses in it, and
 nobody can take one meanwhile. A node does not stop its partitions for that: at the next tick
@@ -49,7 +56,8 @@ class PartitionOwnership:
                  stop: Callable[[int], Coroutine[Any, Any, None]],
                  abort: Callable[[int], None],
                  monotonic: Callable[[], float],
-                 schemas: Mapping[str, int] | None = None) -> None:
+                 schemas: Mapping[str, int] | None = None,
+                 gone_s: float | None = None) -> None:
         self.leases = leases
         self.node_id = node_id
         self.partitions = partitions
@@ -74,6 +82,14 @@ class PartitionOwnership:
         self._schema_lease: Lease | None = None
         self.gated = False  # a live node writes what this one cannot read: it runs nothing
         self.waiting_for: frozenset[int] = frozenset()  # ours, still held by another
+        # A peer the bus has known nobody for (its process has no connection: it died) for
+        # ``gone_s`` is evicted: its keys are deleted and its partitions taken at once instead
+        # of a TTL later. Past a reconnect to another server (a fraction of a second), and only
+        # a peer that answered once (a node of an older release never does).
+        self.gone_s = renew_s if gone_s is None else gone_s
+        self._seen: set[str] = set()  # peers that answered a presence ask
+        self._gone_since: dict[str, float] = {}
+        self._announced = False
 
     @property
     def owned(self) -> frozenset[int]:
@@ -120,6 +136,8 @@ class PartitionOwnership:
         steps = max(1, round(wait / (self.renew_s / 3)))
         for step in range(steps):
             await anyio.sleep(wait / steps)
+            if await self._a_peer_left():
+                return
             peers = set(self.live_nodes) - {self.node_id}
             if step == steps - 1 or not peers:
                 continue
@@ -131,6 +149,59 @@ class PartitionOwnership:
             if peers - set(listed.values()):
                 return
 
+    async def _a_peer_left(self) -> bool:
+        """Ask every known peer whether it is still on the bus; True once one has been gone
+        for ``gone_s`` (the next tick evicts it)."""
+        peers = (set(self.live_nodes) | self._grace[0] | set(self._gone_since)) - {self.node_id}
+        gone: dict[str, bool] = {}
+
+        async def ask(peer: str) -> None:
+            try:
+                gone[peer] = await self.leases.gone(peer)
+            except BusUnavailable as exc:
+                log.info("ownership of node %s: asking for %s: %s", self.node_id, peer, exc)
+
+        async with anyio.create_task_group() as tg:
+            for peer in peers:
+                tg.start_soon(ask, peer)
+        now = self._monotonic()
+        for peer, left in gone.items():
+            if not left:
+                self._seen.add(peer)
+                self._gone_since.pop(peer, None)
+            elif peer in self._seen:
+                self._gone_since.setdefault(peer, now)
+        return any(now - since >= self.gone_s for since in self._gone_since.values())
+
+    async def _evict_the_dead(self, live: list[str]) -> list[str]:
+        """``live`` less the peers gone for ``gone_s`` and gone still, whose keys are deleted
+        (revision-checked: whatever one renewed since stays; PostgreSQL's expected version
+        rejects a stale owner's append either way)."""
+        now = self._monotonic()
+        dead = set()
+        for peer, since in list(self._gone_since.items()):
+            if now - since < self.gone_s:
+                continue
+            if not await self.leases.gone(peer):  # back (reconnected) since the last ask
+                self._gone_since.pop(peer)
+                continue
+            dead.add(peer)
+            try:
+                freed = await self.leases.evict(peer)
+            except BusUnavailable as exc:
+                log.warning("node %s: evicting %s: %s", self.node_id, peer, exc)
+                continue
+            self._gone_since.pop(peer)
+            self._seen.discard(peer)
+            log.warning("node %s: node %s has had no connection to the bus for %.1f s (it "
+                        "died, or its server was cut off): freed %s", self.node_id, peer,
+                        now - since,
+                        ", ".join(freed) or "none of its keys (already lapsed)")
+        if dead:
+            before, until = self._grace
+            self._grace = (before - dead, until)
+        return [n for n in live if n not in dead]
+
     async def tick(self) -> None:
         await self._heartbeat()
         self._list_failed = False
@@ -138,10 +209,13 @@ class PartitionOwnership:
             # one listing for the node and schema keys (the partitions' leases are not read)
             keys = await self.leases.holders(("node.", "schema."))
             live = self._membership({v for k, v in keys.items() if k.startswith("node.")})
+            live = await self._evict_the_dead(live)
             if self.schemas is not None:
                 live = self._gate(live, {k.removeprefix("schema."): v for k, v in keys.items()
                                          if k.startswith("schema.")})
             self.live_nodes = live
+            if set(live) - self._seen - {self.node_id}:
+                await self._a_peer_left()  # a peer new to us is asked at once (``gone_s``)
         except BusUnavailable as exc:
             # The listing failed where a renewal went through (it is several reads; where
             # the server does not list a stream's subjects, a consumer, so a JetStream meta
@@ -215,6 +289,9 @@ class PartitionOwnership:
         return allowed
 
     async def _heartbeat(self) -> None:
+        if not self._announced:  # before the node key: a peer that lists it finds us
+            await self.leases.announce(self.node_id)
+            self._announced = True
         if self._node_lease is not None:
             self._node_lease = await self.leases.renew(self._node_lease)
         if self._node_lease is None:

@@ -149,6 +149,21 @@ class LeaseTable(Protocol):
         """Every live key under ``prefix`` (or any of several) with its holder."""
         ...
 
+    async def announce(self, holder: str) -> None:
+        """Answer presence asks for ``holder`` for as long as this process is on the bus."""
+        ...
+
+    async def gone(self, holder: str) -> bool:
+        """True only when the bus knows nobody who answers for ``holder`` (the process that
+        announced it has no connection left: it died); an answer, or none in time (a slow or
+        stalled process, a server in the way), is not gone."""
+        ...
+
+    async def evict(self, holder: str) -> list[str]:
+        """Delete the keys ``holder`` holds, each checked against the revision read (one it
+        renewed meanwhile stays); the keys deleted."""
+        ...
+
 
 class CommandStream(Protocol):
     """The region's enforcement stream: the newest command per account subject."""

@@ -9,12 +9,16 @@ compare-and-set; nothing here votes or elects.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
 
 import anyio
 import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import (
     APIError,
@@ -35,6 +39,9 @@ from safeguards.core.ids import validate_region
 log = logging.getLogger(__name__)
 
 OP_TIMEOUT_S = 3.0
+# a presence ask answered by nobody in this long is not taken for gone (``gone``): a stalled
+# process, or its server paused or cut off behind a route that still carries the interest
+PRESENCE_TIMEOUT_S = 0.25
 _TRANSPORT = (TimeoutError, nats.errors.Error)
 
 
@@ -116,12 +123,23 @@ def lease_bucket_name(region: str) -> str:
     return f"sg_{validate_region(region)}_leases"
 
 
+def presence_subject(region: str, holder: str) -> str:
+    """Where ``holder``'s process answers presence asks (any holder name, hex-encoded: a
+    subject token must not hold dots or wildcards)."""
+    return f"sg.{validate_region(region)}.presence.{holder.encode().hex()}"
+
+
 class LeaseBucket:
     """The lease table (``core.bus.LeaseTable``) of a region in a NATS KV bucket."""
 
-    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext, bucket: str, *,
+                 presence: tuple[Client, str] | None = None) -> None:
         self._kv = kv
         self._js = js
+        # the connection and region presence is announced and asked through; without it
+        # nobody is ever taken for gone
+        self._presence = presence
+        self._announced: dict[str, Subscription] = {}
         self._stream = f"KV_{bucket}"
         self._subjects = f"$KV.{bucket}."
         # Keys this process has held: a write whose answer was lost (a leader election cut the
@@ -131,10 +149,13 @@ class LeaseBucket:
         self._held: set[tuple[str, str]] = set()
 
     @classmethod
-    async def open(cls, js: JetStreamContext, region: str, ttl_s: float) -> LeaseBucket:
+    async def open(cls, js: JetStreamContext, region: str, ttl_s: float, *,
+                   nc: Client | None = None) -> LeaseBucket:
+        """``nc``: the connection ``js`` came from, for presence (``announce``, ``gone``)."""
         bucket = lease_bucket_name(region)
         return cls(await open_bucket(js, bucket, history=1, ttl=ttl_s,
-                                     description="partition and node leases"), js, bucket)
+                                     description="partition and node leases"), js, bucket,
+                   presence=None if nc is None else (nc, region))
 
     async def acquire(self, key: str, holder: str) -> Lease | None:
         """The lease if ``key`` was free, None if someone holds it."""
@@ -246,6 +267,73 @@ class LeaseBucket:
                 return out
         except _TRANSPORT as exc:
             raise BusUnavailable(f"list {prefix}: {type(exc).__name__}") from None
+
+    async def announce(self, holder: str) -> None:
+        """Answer presence asks for ``holder`` through this connection: nats-py subscribes
+        again after every reconnect, and the subscription dies with the process."""
+        if self._presence is None or holder in self._announced:
+            return
+        nc, region = self._presence
+
+        async def answer(msg: Msg) -> None:
+            if msg.reply:
+                with contextlib.suppress(nats.errors.Error):
+                    await nc.publish(msg.reply, b"")
+
+        try:
+            self._announced[holder] = await nc.subscribe(presence_subject(region, holder),
+                                                         cb=answer)
+        except nats.errors.Error as exc:
+            raise BusUnavailable(f"announce {holder}: {type(exc).__name__}") from None
+
+    async def gone(self, holder: str) -> bool:
+        """True when the server says nobody listens for ``holder`` ("no responders": no
+        connection of the cluster subscribes, so its process has none left); an answer, a
+        timeout (a paused server or a stalled process: its interest stays) or a failure of our
+        own connection is not gone."""
+        if self._presence is None:
+            return False
+        nc, region = self._presence
+        try:
+            await nc.request(presence_subject(region, holder), b"",
+                             timeout=PRESENCE_TIMEOUT_S)
+        except nats.errors.NoRespondersError:
+            return True
+        except _TRANSPORT:
+            return False
+        return False
+
+    async def evict(self, holder: str) -> list[str]:
+        """Delete every key whose value names ``holder`` (a dead process's), each checked
+        against the revision read: one it renewed meanwhile, or another took, stays."""
+        try:
+            with anyio.fail_after(OP_TIMEOUT_S):
+                return [key for key in sorted(await self._keys())
+                        if await self._delete_if(key, holder)]
+        except APIError as exc:
+            raise BusUnavailable(f"evict {holder}: {exc.description}") from None
+        except _TRANSPORT as exc:
+            raise BusUnavailable(f"evict {holder}: {type(exc).__name__}") from None
+
+    async def _delete_if(self, key: str, holder: str) -> bool:
+        """Delete ``key`` if its newest revision names ``holder``."""
+        try:
+            entry = await self._kv.get(key)
+            if entry.value != holder.encode() or entry.revision is None:
+                return False
+            try:
+                await self._kv.delete(key, last=entry.revision)
+            except KeyWrongLastSequenceError as exc:
+                # renewed or taken since, or the read came from a replica that lags: the
+                # leader named its last revision; deleted if that one is theirs too
+                latest = _last_sequence(exc)
+                if latest is None or (await self._kv.get(key, revision=latest)
+                                      ).value != holder.encode():
+                    return False
+                await self._kv.delete(key, last=latest)
+        except (KeyWrongLastSequenceError, KeyNotFoundError, KeyDeletedError):
+            return False
+        return True
 
     async def _keys(self) -> list[str]:
         """The bucket's keys, deleted ones included: the subjects its stream holds, from the

@@ -66,6 +66,7 @@ class MemoryBroker:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     dead_letter_ids: set[str] = field(default_factory=set)
     leases: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # holder, rev, until
+    present: set[str] = field(default_factory=set)  # lease holders announced (and not died)
     policy: PublishedPolicy | None = None  # the policy board's entry
     _sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: anyio.Event | None = None
@@ -309,6 +310,20 @@ class MemoryLeases:
     async def holders(self, prefix: str | tuple[str, ...]) -> dict[str, str]:
         return {k: h for k in list(self.broker.leases) if k.startswith(prefix)
                 and (h := await self.holder(k)) is not None}
+
+    async def announce(self, holder: str) -> None:
+        self.broker.check()
+        self.broker.present.add(holder)
+
+    async def gone(self, holder: str) -> bool:
+        self.broker.check()
+        return holder not in self.broker.present
+
+    async def evict(self, holder: str) -> list[str]:
+        held = await self.holders("")
+        for key in (out := sorted(k for k, h in held.items() if h == holder)):
+            del self.broker.leases[key]
+        return out
 
 
 class MemoryRegionBus:

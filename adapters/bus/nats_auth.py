@@ -12,8 +12,9 @@ another's replies:
   enforcement command nor answer ``classify``.
 - ``node`` (account actors): consumes its region's inputs, publishes enforcement commands, the
   score signals an account's decision forwards to a prompt's history (signed with the region's
-  producer key, as every input is) and dead letters, holds partition leases, provisions the
-  region's streams and buckets (the nonce ledger's included).
+  producer key, as every input is) and dead letters, holds partition leases and asks and
+  answers its peers' presence (``leases.presence_subject``; answers only to those who asked),
+  provisions the region's streams and buckets (the nonce ledger's included).
 - ``classifier``: consumes content, answers ``classify`` (responses only to those who asked),
   publishes score signals and dead letters.
 - ``operator`` (``safeguards ops``): publishes operator signals, reads the policy board.
@@ -213,6 +214,10 @@ def role_permissions(region: str, role: NatsRole, peers: tuple[str, ...] = ()) -
         # replica meanwhile (``direct_reads``)
         publish += [*_consume(inputs), *_get(inputs), *_get(enforce), *_kv_read(leases),
                     *_kv_read(policy)]
+        # presence: a peer whose process died is evicted from the leases at once (``ownership``)
+        publish += [f"sg.{r}.presence.*"]
+        subscribe += [f"sg.{r}.presence.*"]
+        responses = True
     elif role is NatsRole.CLASSIFIER:
         publish += [f"sg.{r}.acct.>", f"sg.{r}.dlq.>", *_stream_info(inputs),
                     *_stream_info(content), *_stream_info(dlq), *_consume(content)]

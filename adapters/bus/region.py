@@ -201,7 +201,7 @@ class NatsRegionBus:
                                  provisioned=self._provisioned)
 
     async def lease_table(self, ttl_s: float) -> LeaseTable:
-        return await LeaseBucket.open(self._js, self.region, ttl_s)
+        return await LeaseBucket.open(self._js, self.region, ttl_s, nc=self._nc)
 
     async def run_policy(self, store: EventStore, apply: Callable[[Policy], None]) -> None:
         board: PolicyBoard | None = None

@@ -204,6 +204,22 @@ async def test_leases(harness: HarnessFactory) -> None:
         assert await leases.acquire("part.0", "c") is not None
 
 
+async def test_lease_holders_announce_themselves_and_a_gone_one_is_evicted(
+        harness: HarnessFactory) -> None:
+    async with harness() as h:
+        leases = await h.bus.lease_table(ttl_s=30)
+        await leases.announce("node/a.1")  # any holder name: not a subject token
+        assert not await leases.gone("node/a.1")
+        assert await leases.gone("b")  # nobody answers for b: no process of it is on the bus
+        for key, holder in (("node.b", "b"), ("part.0", "b"), ("part.1", "node/a.1"),
+                            ("part.2", "b")):
+            assert await leases.acquire(key, holder) is not None
+        assert await leases.evict("b") == ["node.b", "part.0", "part.2"]
+        assert await leases.holders("") == {"part.1": "node/a.1"}
+        assert await leases.acquire("part.0", "node/a.1") is not None  # free at once
+        assert await leases.evict("b") == []
+
+
 async def test_commands_newest_per_subject_deduplicated_and_published_if_last(
         harness: HarnessFactory) -> None:
     async with harness() as h:

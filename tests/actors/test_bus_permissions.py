@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import nats.errors
 import pytest
 from nats.aio.msg import Msg
@@ -15,6 +16,7 @@ from nats.aio.msg import Msg
 from safeguards.adapters.bus.batch_bucket import batch_bucket_name
 from safeguards.adapters.bus.connect import connect
 from safeguards.adapters.bus.errors import BusUnavailable
+from safeguards.adapters.bus.leases import LeaseBucket, presence_subject
 from safeguards.adapters.bus.nats_auth import (
     NatsIdentity,
     NatsRole,
@@ -166,6 +168,33 @@ async def test_the_node_provisions_and_the_gate_writes_and_follows(
     finally:
         await gate.close()
         await node.close()
+
+
+async def test_nodes_answer_each_others_presence_in_their_own_region_only(
+        keys: dict[tuple[str, NatsRole], NatsIdentity], secured_url: str) -> None:
+    await _provision_regions(keys, secured_url)
+    a, b, stranger = [await connect(secured_url, name=n, once=True, identity=keys[(r, role)])
+                      for n, r, role in (("a", "us", NatsRole.NODE), ("b", "us", NatsRole.NODE),
+                                         ("c", "eu", NatsRole.NODE))]
+    try:
+        leases_a, leases_b = [await LeaseBucket.open(nc.jetstream(), "us", 30, nc=nc)
+                              for nc in (a, b)]
+        await leases_b.announce("b")
+        await b.flush()
+        assert not await leases_a.gone("b")
+        with pytest.raises(nats.errors.Error):  # another region's node may not ask
+            await stranger.request(presence_subject("us", "b"), b"", timeout=0.5)
+    finally:
+        await b.close()
+        await stranger.close()
+    try:
+        with anyio.fail_after(5):  # b's process is gone, once the server has seen it close
+            while True:
+                if await leases_a.gone("b"):
+                    break
+                await anyio.sleep(0.05)
+    finally:
+        await a.close()
 
 
 def test_identities_come_from_the_environment_or_the_state_folder(

@@ -15,7 +15,12 @@ from nats.aio.msg import Msg
 from safeguards.actors.node import Node
 from safeguards.actors.ownership import owner_of
 from safeguards.actors.settings import NodeSettings
-from safeguards.adapters.bus.leases import LeaseBucket, lease_bucket_name, open_bucket
+from safeguards.adapters.bus.leases import (
+    LeaseBucket,
+    lease_bucket_name,
+    open_bucket,
+    presence_subject,
+)
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core.codec import encode_signal
@@ -83,6 +88,40 @@ async def test_nodes_are_listed_by_the_stream_leader_with_no_consumer(
     assert asked and all(s in (f"$JS.API.STREAM.INFO.KV_{bucket}",
                                f"$JS.API.STREAM.MSG.GET.KV_{bucket}") for s in asked), asked
     await js.delete_key_value(bucket)
+
+
+async def test_a_holder_that_stalls_is_not_gone_and_one_disconnected_is(
+        nc: Client, nats_url: str) -> None:
+    region = "t" + uuid.uuid4().hex[:8]
+    leases = await LeaseBucket.open(nc.jetstream(), region, ttl_s=30, nc=nc)
+    other = await nats.connect(nats_url)
+    try:
+        theirs = await LeaseBucket.open(other.jetstream(), region, ttl_s=30, nc=other)
+        await theirs.announce("b")
+        await other.flush()
+        assert not await leases.gone("b")
+        # a stalled process (or one behind a paused server) still holds the interest
+        stalled = await other.subscribe(presence_subject(region, "c"), cb=_never_answer)
+        await other.flush()
+        assert not await leases.gone("c")
+        await stalled.unsubscribe()
+    finally:
+        await other.close()
+    await _until_gone(leases, "b")  # once the server has seen the connection close
+    assert await leases.gone("c")
+    await nc.jetstream().delete_key_value(lease_bucket_name(region))
+
+
+async def _until_gone(leases: LeaseBucket, holder: str) -> None:
+    with anyio.fail_after(5):
+        while True:
+            if await leases.gone(holder):
+                return
+            await anyio.sleep(0.05)
+
+
+async def _never_answer(msg: Msg) -> None:
+    return None
 
 
 async def test_a_changed_lease_ttl_reaches_an_existing_bucket(nc: Client) -> None:
@@ -153,3 +192,32 @@ async def test_partitions_spread_and_move_when_a_node_dies(nc: Client, nats_url:
         a.request_stop()
     report = await check_end_to_end(store, js, region, signals)
     assert report.ok, report.summary()
+
+
+@pytest.mark.slow  # a fault test: a node dies; its leases would last 30 s
+async def test_a_dead_nodes_partitions_are_taken_long_before_its_leases_lapse(
+        nats_url: str) -> None:
+    """b's process dies (its connection closes, nothing released): a evicts it within about a
+    renewal of noticing, where its leases would have held its partitions for a TTL."""
+    region = "t" + uuid.uuid4().hex[:8]
+    store = InMemoryEventStore(region)
+    settings = NodeSettings(fetch_timeout_s=0.2, relay_poll_s=0.2, lease_ttl_s=30.0,
+                            lease_renew_s=0.5)
+    a, b = (Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
+                 node_id=n, settings=settings) for n in ("a", "b"))
+    async with anyio.create_task_group() as tg:
+        await tg.start(a.run)
+        await wait_until(lambda: len(a.owned) == P, 10)
+        b_scope = anyio.CancelScope()
+
+        async def run_b(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with b_scope:
+                await b.run(task_status=task_status)
+
+        await tg.start(run_b)
+        await wait_until(lambda: set(a.owned) | set(b.owned) == set(range(P))
+                         and not set(a.owned) & set(b.owned) and bool(b.owned), 15)
+        await wait_until(lambda: a.ownership is not None and "b" in a.ownership._seen, 5)
+        b_scope.cancel()  # no drain, no release: its connection just closes
+        await wait_until(lambda: len(a.owned) == P, 10)  # its leases had 30 s to run
+        a.request_stop()

@@ -1,7 +1,9 @@
 """The lease bucket out of reach for longer than the TTL (its leader's server died or stalled
 and the election took 4 to 9 s): every lease lapses in it, nobody could take one meanwhile, and
 the nodes keep their partitions instead of stopping them all and trading them back and forth.
-A node that really died in the outage is still replaced once its keys lapse."""
+A node that really died in the outage is still replaced once its keys lapse, and one whose
+process the bus knows no connection of for a renewal (it died) is evicted without waiting for
+them."""
 
 from __future__ import annotations
 
@@ -147,3 +149,41 @@ async def test_a_dead_peer_is_noticed_between_renewals_and_its_leases_taken_as_t
     await b.leases.release(last[1])
     await a.tick()
     assert a.owned == frozenset(range(P)) and not a.waiting_for
+
+
+async def test_a_peer_that_left_the_bus_is_evicted_well_before_its_keys_lapse() -> None:
+    clock, a, _b, leases = await _settled_pair("left", MemoryLeases)
+    broker = leases.broker
+    assert not await a._a_peer_left()  # b answers: seen
+    broker.present.discard("b")  # b's process dies: its connection is gone
+    assert not await a._a_peer_left()
+    clock.now += 1.0  # a reconnect to another server takes less: not gone yet
+    assert not await a._a_peer_left()
+    clock.now += 0.6
+    assert await a._a_peer_left()  # a ticks at once
+    await a.tick()
+    assert a.owned == frozenset(range(P)) and not a.waiting_for  # 1.6 s after, not a TTL
+    assert "node.b" not in broker.leases and a.live_nodes == ["a"]
+
+
+async def test_a_peer_back_on_the_bus_or_never_seen_on_it_is_not_evicted() -> None:
+    clock, a, b, leases = await _settled_pair("back", MemoryLeases)
+    broker = leases.broker
+    assert not await a._a_peer_left()
+    broker.present.discard("b")  # a reconnect, or a node cut off by a network partition
+    assert not await a._a_peer_left()
+    clock.now += 2.0
+    assert await a._a_peer_left()
+    broker.present.add("b")  # back before a's tick: asked again there, it answers
+    await a.tick()
+    assert (a.owned, b.owned) == (_theirs("a"), _theirs("b"))
+    assert a.live_nodes == ["a", "b"]
+
+    # a node of an older release never answers: it keeps its keys until they lapse
+    broker.present.discard("b")
+    a._seen.clear()
+    for _ in range(3):
+        clock.now += 1.0
+        assert not await a._a_peer_left()
+    await a.tick()
+    assert a.owned == _theirs("a") and a.live_nodes == ["a", "b"]
