@@ -175,7 +175,10 @@ class Faults:
     async def probe(self, label: str) -> None:
         took = await self.load.probe(self.store, label)
         self.recoveries.append((label, took))
-        print(f"{_now()}   {label}: new input committed after {took:.2f}s", flush=True)
+        # each partition's probe: seconds until JetStream accepted it / until it was committed
+        each = " ".join(f"p{p}={a:.1f}/{c:.1f}"
+                        for p, (a, c) in sorted(self.load.last_probe.items()))
+        print(f"{_now()}   {label}: new input committed after {took:.2f}s ({each})", flush=True)
 
     async def hold(self, since: float, seconds: float, label: str) -> None:
         """Probe now, then keep the fault on until ``seconds`` after ``since``."""
@@ -249,7 +252,8 @@ async def faults(cluster: EmbeddedNatsCluster, db: str, pg: EmbeddedPostgres | N
 
     async def spawn(node_id: str) -> NodeProcess:
         node = NodeProcess(region=region, nats_url=cluster.url, database_url=db,
-                           node_id=node_id, log_dir=log_dir, partitions=partitions)
+                           node_id=node_id, log_dir=log_dir, partitions=partitions,
+                           log_level=args.node_log_level)
         everyone.append(node)
         await node.wait_ready()
         return node
@@ -319,6 +323,8 @@ def main() -> None:
     parser.add_argument("--faults", type=lambda v: set(v.split(",")), default=set(FAULTS),
                         help=f"which faults, comma-separated (default: all of "
                              f"{','.join(FAULTS)})")
+    parser.add_argument("--node-log-level", default="WARNING",
+                        help="the actor nodes' log level (INFO says when each takes a partition)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the servers' and nodes' logs (printed folder)")
     args = parser.parse_args()

@@ -77,13 +77,13 @@ class NodeProcess:
     """``python -m safeguards.regions.node_cli node`` as a child process we can SIGKILL."""
 
     def __init__(self, *, region: str, nats_url: str, database_url: str, node_id: str,
-                 log_dir: Path, partitions: int) -> None:
+                 log_dir: Path, partitions: int, log_level: str = "WARNING") -> None:
         self.node_id = node_id
         self.out = log_dir / f"{node_id}.out"
         self.err = log_dir / f"{node_id}.err"
         cmd = [sys.executable, "-m", "safeguards.regions.node_cli", "node", "--region", region,
                "--nats", nats_url, "--database-url", database_url, "--node-id", node_id,
-               "--partitions", str(partitions), "--log-level", "WARNING",
+               "--partitions", str(partitions), "--log-level", log_level,
                "--stats-interval", "1"]
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err,
@@ -132,6 +132,8 @@ class RegionLoad:
     signals: list[Signal] = field(default_factory=list)  # every signal published, probes too
     publish_retries: int = 0
     probes: int = 0
+    # partition: seconds until JetStream accepted its probe, and until it was committed
+    last_probe: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     async def publish(self, s: Signal) -> None:
         js = self.nc.jetstream(timeout=1.0)
@@ -161,7 +163,8 @@ class RegionLoad:
 
     async def probe(self, store: EventStore, label: str, timeout_s: float = 120.0) -> float:
         """One new signal per partition, published now; seconds until every one is committed
-        (JetStream accepted it and the partition's owner decided it)."""
+        (JetStream accepted it and the partition's owner decided it); ``last_probe`` holds each
+        partition's, and when its probe was accepted."""
         self.probes += 1
         start = time.monotonic()
         probes = []
@@ -173,15 +176,21 @@ class RegionLoad:
             probes.append(score_signal(self.region, account,
                                        f"{self.region}-probe-{label}-{self.probes}-{p}", T0,
                                        (("jailbreak", 0.1),)))
+        self.last_probe = {}
+
+        async def committed(p: int, s: Signal) -> None:
+            await self.publish(s)
+            published = round(time.monotonic() - start, 2)
+            while True:
+                if await _committed(store, s.signal_id):
+                    break
+                await anyio.sleep(0.1)
+            self.last_probe[p] = (published, round(time.monotonic() - start, 2))
+
         with anyio.fail_after(timeout_s):
             async with anyio.create_task_group() as tg:
-                for s in probes:
-                    tg.start_soon(self.publish, s)
-            for s in probes:
-                while True:
-                    if await _committed(store, s.signal_id):
-                        break
-                    await anyio.sleep(0.1)
+                for p, s in enumerate(probes):
+                    tg.start_soon(committed, p, s)
         return round(time.monotonic() - start, 2)
 
 
