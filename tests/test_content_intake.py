@@ -223,8 +223,8 @@ async def test_a_screening_given_up_mid_batch_leaves_its_result_for_the_stream(
 async def test_a_screening_given_up_before_its_batch_is_finished_and_the_stream_joins_it(
         model: LoadedModel) -> None:
     """The gate gave up on a screening still queued behind a running batch: the inline scorer
-    finishes it once it is idle, and the stream's item of that prompt waits for that result
-    instead of queueing a second computation."""
+    hands it to the stream's, first in line, and the stream's item of that prompt waits for that
+    result instead of queueing a second computation."""
     running, release = threading.Event(), threading.Event()
 
     class GatedModel:
@@ -245,6 +245,7 @@ async def test_a_screening_given_up_before_its_batch_is_finished_and_the_stream_
     results: list[tuple[tuple[str, float], ...]] = []
     async with inline, MicroBatchScorer(model, recent=recent) as stream, \
             anyio.create_task_group() as tg:
+        inline.late_to = stream
         tg.start_soon(inline.score, BENIGN)  # its batch runs (and waits for the release)
         await anyio.to_thread.run_sync(running.wait, 10)
         with anyio.move_on_after(0.05):  # the gate's deadline passes while it is queued
@@ -261,8 +262,9 @@ async def test_a_screening_given_up_before_its_batch_is_finished_and_the_stream_
         with anyio.fail_after(10):
             await joined.wait()
     assert results == [model_scores(model, HARMFUL)]
-    assert (stream.stats.joined, stream.stats.reused, stream.stats.batches) == (1, 1, 0)
-    assert inline.stats.kept_late == 1 and inline.stats.batches == 2
+    assert (stream.stats.joined, stream.stats.reused, stream.stats.first) == (1, 1, 1)
+    assert (inline.stats.handed_over, inline.stats.batches) == (1, 1)
+    assert stream.stats.batches == 1 and stream.stats.kept_late == 1
 
 
 def model_scores(model: LoadedModel, text: str) -> tuple[tuple[str, float], ...]:

@@ -1,11 +1,14 @@
-"""What the micro-batching scorer (``scorer``) is configured with, holds per request, and counts."""
+"""What the micro-batching scorer (``scorer``) is configured with, holds per request and
+counts, and how it moves its held requests up a line."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import anyio
 import numpy as np
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from safeguards.adapters.classifier.recent import ScoreResult
 from safeguards.adapters.classifier.text import PreparedText
@@ -22,10 +25,6 @@ class ScorerConfig:
     # With a lane: the longest a batch waits for the inline scorer to finish before it runs anyway
     yield_limit_s: float = 0.25
     max_defer_s: float = 2.0  # held this long, a request moves up a line (urgent: twice as long)
-    # An inline scorer that keeps results for the stream finishes the requests its callers gave
-    # up on (``MicroBatchScorer``), in batches of at most this many windows, only while it has
-    # no waiting caller's work, and keeps at most ``queue_size`` of them
-    late_batch: int = 4
 
 
 # Background scoring on CPU in batches this small loses nothing (2 cores, 400-character texts:
@@ -46,6 +45,8 @@ class PendingScore:
     line: int = 2  # 0 first, 1 urgent, 2 ordinary: batched ahead of every later line
     held_since: float = 0.0  # when the collector took it off the queue
     result: ScoreResult | None = None  # once computed (``MicroBatchScorer._result``)
+    # computed even though its caller gave up: handed over for the stream's item to join
+    finish: bool = False
 
     def deliver(self, row: np.ndarray) -> None:
         self.best = row.copy() if self.best is None else np.maximum(self.best, row)
@@ -74,8 +75,31 @@ class ScorerStats:
     # requests another scorer of the model was computing, answered by waiting for its result
     # (the stream's item of a prompt whose screening the gate gave up on)
     joined: int = 0
+    handed_over: int = 0  # requests given up on before their batch, handed to ``late_to``
     inference_s: float = 0.0
 
     @property
     def mean_batch(self) -> float:
         return self.windows / self.batches if self.batches else 0.0
+
+
+def age_held(held: tuple[deque[PendingScore], ...], now: float, defer_s: float) -> None:
+    """Held ``defer_s``, an ordinary request moves up a line; twice as long, an urgent one."""
+    for line, wait_s in ((2, defer_s), (1, 2 * defer_s)):
+        overdue = []
+        while held[line] and held[line][0].held_since < now - wait_s:
+            overdue.append(held[line].popleft())
+        held[line - 1].extend(sorted(overdue, key=lambda p: p.held_since))
+
+
+async def next_queued(receive: MemoryObjectReceiveStream[PendingScore],
+                      remaining: float) -> PendingScore | None:
+    """The next queued request, waiting at most ``remaining`` seconds; None on timeout."""
+    try:
+        return receive.receive_nowait()
+    except anyio.WouldBlock:
+        if remaining <= 0:
+            return None
+    with anyio.move_on_after(remaining):
+        return await receive.receive()
+    return None

@@ -23,12 +23,11 @@ prompt served unscored) goes ahead of the urgent ones too, never of the inline s
 none is starved. A caller that stops waiting (a screening past its deadline) leaves a result
 already being computed to the shared :class:`RecentScores`, not computed again by the stream.
 
-A screening given up before its batch ran is finished too, by the inline scorer while no gate
-waits on it (``ScorerConfig.late_batch`` windows at a time), and the stream's item of that prompt
-waits for it (``RecentScores.running``) instead of scoring it again from the back of its queue:
-on a CPU-starved machine every screening misses its deadline, the gate serves the prompt, and
-dropping the screening left the account's first strike to the stream's backlog (a slow drip's
-first strike came 3-5 s after its first harmful prompt, 5-8 of its asks served before L3).
+A screening given up before it was batched goes to the stream's scorer (``late_to``), first in
+line, and the stream's item of that prompt (the gate served it unscored) waits for that result
+(``RecentScores.running``) instead of queueing it again at the back: on a CPU-starved machine
+every screening misses its deadline, and dropping them left a slow drip's first strike to the
+stream's backlog (3-5 s after its first harmful prompt).
 """
 
 from __future__ import annotations
@@ -55,6 +54,8 @@ from safeguards.adapters.classifier.pending import (
     PendingScore,
     ScorerConfig,
     ScorerStats,
+    age_held,
+    next_queued,
 )
 from safeguards.adapters.classifier.recent import RecentScores, ScoreResult
 from safeguards.adapters.classifier.text import PreparedText, prepare_text
@@ -66,9 +67,6 @@ log = logging.getLogger(__name__)
 
 
 _Batch = list[tuple[PendingScore, str]]
-# While inference is busy and only requests given up on wait, how often the collector looks for
-# new work (a waiting caller's goes first)
-LATE_POLL_S = 0.01
 
 
 class MicroBatchScorer:
@@ -83,10 +81,9 @@ class MicroBatchScorer:
         self.config = config or ScorerConfig()
         self.recent = recent
         self.holds = lane if inline else None  # the lane this scorer holds while it works
-        # An inline scorer that keeps results for the stream finishes what its callers gave up
-        # on (``_collect``): the gate serves such a prompt unscored, and its content item
-        # arrives a moment later to be scored from the back of the stream's queue.
-        self.finishes_late = inline and recent is not None
+        # who finishes what this one's callers gave up on before it was batched (the inline
+        # scorer's: the stream's, ``stream_and_inline_scorers``)
+        self.late_to: MicroBatchScorer | None = None
         self.yields_to = None if inline else lane  # the lane its batches wait their turn on
         self.stats = ScorerStats()
         self._tg: TaskGroup | None = None
@@ -195,14 +192,14 @@ class MicroBatchScorer:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise ScorerClosed("scorer is shutting down") from None
         self.stats.requests += 1
-        if self.finishes_late and self.recent is not None:  # queued: it will be finished
+        if self.late_to is not None and self.recent is not None:  # queued: it is finished
             self.recent.computing(self.model, kind, prepared.sha256, pending.done)
         try:
             await pending.done.wait()
         except BaseException:
             # A result already computed (the batch finished as the caller gave up) is kept for
-            # the content stream's scoring; windows not yet computed are computed later where
-            # the scorer finishes late (``_collect``), skipped otherwise.
+            # the content stream's scoring; one not batched yet goes to ``late_to`` (else it
+            # is skipped).
             pending.abandoned = True
             self._keep_late(pending)
             raise
@@ -256,7 +253,6 @@ class MicroBatchScorer:
         cfg = self.config
         # What has been taken off the queue and not batched yet: first, urgent, the rest.
         held: tuple[deque[PendingScore], ...] = (deque(), deque(), deque())
-        late: deque[PendingScore] = deque()  # given up on, to finish (``finishes_late``)
         async with receive, batches:
             closed = False
             while True:
@@ -264,15 +260,9 @@ class MicroBatchScorer:
                     if closed:
                         break
                     try:
-                        if not late:
-                            self._hold(held, await receive.receive())
-                        elif self._batches_in_flight:  # late work only on an idle model
-                            if (nxt := await self._next(receive, LATE_POLL_S)) is None:
-                                continue
-                            self._hold(held, nxt)
+                        self._hold(held, await receive.receive())
                     except anyio.EndOfStream:
-                        closed = True
-                        continue
+                        break
                 # Wait for company only while inference is busy anyway: an idle scorer sends a
                 # lone request at once (latency), a busy one lets requests pile up (throughput).
                 wait = cfg.max_wait_s if self._batches_in_flight else 0.0
@@ -281,61 +271,63 @@ class MicroBatchScorer:
                 # request queued behind ordinary ones still goes into the next batch.
                 while not closed and sum(map(len, held)) < cfg.queue_size:
                     try:
-                        nxt = await self._next(receive, deadline - anyio.current_time())
+                        nxt = await next_queued(receive, deadline - anyio.current_time())
                     except anyio.EndOfStream:
                         closed = True
                         break
                     if nxt is None:
                         break
                     self._hold(held, nxt)
-                self._age(held, anyio.current_time(), cfg.max_defer_s)
+                age_held(held, anyio.current_time(), cfg.max_defer_s)
                 buckets: dict[int, _Batch] = {}
                 n = 0
                 for queue in held:
                     while queue and n < cfg.max_batch:
                         pending = queue.popleft()
-                        if not pending.abandoned:
+                        if not pending.abandoned or pending.finish:
                             n += self._add(buckets, pending)
-                        elif self.finishes_late:
-                            late.append(pending)
-                while len(late) > cfg.queue_size:  # bounded: the oldest is left to the stream
-                    late.popleft().fail(ScorerOverloaded("too many screenings given up on"))
-                while late and n < (cfg.late_batch if n == 0 else 0):
-                    n += self._add(buckets, late.popleft())
+                        else:
+                            self._hand_over(pending)
                 for key in sorted(buckets):
                     batch = buckets[key]
                     for start in range(0, len(batch), cfg.max_batch):
                         self._batches_in_flight += 1
                         await batches.send(batch[start : start + cfg.max_batch])
-            for pending in late:  # nobody waits for them but a stream item joining one
-                pending.fail(ScorerClosed("scorer is shutting down"))
+
+    def _wanted(self, queued: _Batch) -> _Batch:
+        """What of a batch is still wanted: one given up on since it was batched is handed over
+        where it has one window (none of it scored yet), else skipped."""
+        out = []
+        for pending, window in queued:
+            if not pending.abandoned or pending.finish:
+                out.append((pending, window))
+            elif len(pending.prepared.windows) == 1:
+                self._hand_over(pending)
+        return out
+
+    def _hand_over(self, pending: PendingScore) -> None:
+        """A request its caller gave up on before any window of it was scored: to ``late_to``,
+        first in its line (finished for whoever joins it), or skipped."""
+        target = self.late_to
+        if target is None:
+            return
+        if target._send is None:
+            pending.fail(ScorerClosed("nobody finishes it"))  # a joiner scores it itself
+            return
+        pending.finish, pending.line = True, 0
+        try:
+            target._send.send_nowait(pending)
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pending.fail(ScorerOverloaded("the stream's queue is full"))
+            return
+        target.stats.requests += 1
+        target.stats.first += 1
+        self.stats.handed_over += 1
 
     @staticmethod
     def _hold(held: tuple[deque[PendingScore], ...], pending: PendingScore) -> None:
         pending.held_since = anyio.current_time()
         held[pending.line].append(pending)
-
-    @staticmethod
-    def _age(held: tuple[deque[PendingScore], ...], now: float, defer_s: float) -> None:
-        """Held ``defer_s``, an ordinary request moves up a line; twice as long, an urgent one."""
-        for line, wait_s in ((2, defer_s), (1, 2 * defer_s)):
-            overdue = []
-            while held[line] and held[line][0].held_since < now - wait_s:
-                overdue.append(held[line].popleft())
-            held[line - 1].extend(sorted(overdue, key=lambda p: p.held_since))
-
-    @staticmethod
-    async def _next(receive: MemoryObjectReceiveStream[PendingScore],
-                    remaining: float) -> PendingScore | None:
-        """The next queued request, waiting at most ``remaining`` seconds; None on timeout."""
-        try:
-            return receive.receive_nowait()
-        except anyio.WouldBlock:
-            if remaining <= 0:
-                return None
-        with anyio.move_on_after(remaining):
-            return await receive.receive()
-        return None
 
     def _add(self, buckets: dict[int, _Batch], pending: PendingScore) -> int:
         for window in pending.prepared.windows:
@@ -351,12 +343,12 @@ class MicroBatchScorer:
                     self._batches_in_flight -= 1
 
     async def _run_batch(self, queued: _Batch) -> None:
-        batch = [(p, w) for p, w in queued if self.finishes_late or not p.abandoned]
+        batch = self._wanted(queued)
         if not batch:
             return
         if self.yields_to is not None:
             await self.yields_to.wait_turn(self.config.yield_limit_s)
-            batch = [(p, w) for p, w in batch if not p.abandoned]
+            batch = self._wanted(batch)
             if not batch:
                 return
         texts = [w for _, w in batch]
@@ -379,7 +371,7 @@ class MicroBatchScorer:
                 pending.deliver(row)
                 if pending.abandoned:  # its caller gave up while this batch ran
                     self._keep_late(pending)
-                elif self.finishes_late and pending.done.is_set():
+                elif self.late_to is not None and pending.done.is_set():
                     self._result(pending)  # in ``recent`` before a stream item joining it wakes
 
 
@@ -392,4 +384,6 @@ def stream_and_inline_scorers(model: LoadedModel) -> tuple[MicroBatchScorer, Mic
     on_cpu = model.provider == "CPUExecutionProvider"
     stream = MicroBatchScorer(model, BACKGROUND_CPU_CONFIG if on_cpu else None, recent=recent,
                               lane=lane)
-    return stream, MicroBatchScorer(model, recent=recent, lane=lane, inline=True)
+    inline = MicroBatchScorer(model, recent=recent, lane=lane, inline=True)
+    inline.late_to = stream  # screenings its gates gave up on are finished there, first
+    return stream, inline
