@@ -254,12 +254,32 @@ class PartitionOwnership:
                     tg.start_soon(self._stop, p)
             for lease in handed.values():
                 await self.leases.release(lease)
-        for p in sorted(desired - set(self.held)):
-            got = await self.leases.acquire(f"part.{p}", self.node_id)
-            if got is not None:
-                self.held[p] = got
-                await self._start(p)
+        await self._take(sorted(desired - set(self.held)))
         self.waiting_for = frozenset(desired - set(self.held))
+
+    async def _take(self, free: list[int]) -> None:
+        """Acquire the leases of ``free`` all at once (a dead peer's partitions come together,
+        and one after another the last waited for every other's round trip), then start those
+        we got; ``BusUnavailable`` after that when any acquire failed."""
+        got: dict[int, Lease | None] = {}
+        failed: list[BusUnavailable] = []
+
+        async def acquire(p: int) -> None:
+            try:
+                got[p] = await self.leases.acquire(f"part.{p}", self.node_id)
+            except BusUnavailable as exc:
+                failed.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for p in free:
+                tg.start_soon(acquire, p)
+        for p in free:
+            lease = got.get(p)
+            if lease is not None:
+                self.held[p] = lease
+                await self._start(p)
+        if failed:
+            raise failed[0]
 
     def _membership(self, listed: set[str]) -> list[str]:
         """The live nodes: those listed, this one, and for one renewal after a listing that

@@ -306,14 +306,31 @@ class LeaseBucket:
     async def evict(self, holder: str) -> list[str]:
         """Delete every key whose value names ``holder`` (a dead process's), each checked
         against the revision read: one it renewed meanwhile, or another took, stays."""
+        deleted: set[str] = set()
+        failed: list[str] = []
+
+        async def delete(key: str) -> None:
+            try:
+                if await self._delete_if(key, holder):
+                    deleted.add(key)
+            except APIError as exc:
+                failed.append(str(exc.description))
+            except nats.errors.Error as exc:
+                failed.append(type(exc).__name__)
+
         try:
             with anyio.fail_after(OP_TIMEOUT_S):
-                return [key for key in sorted(await self._keys())
-                        if await self._delete_if(key, holder)]
+                keys = await self._keys()
+                async with anyio.create_task_group() as tg:  # at once: one round trip, not N
+                    for key in keys:
+                        tg.start_soon(delete, key)
         except APIError as exc:
             raise BusUnavailable(f"evict {holder}: {exc.description}") from None
         except _TRANSPORT as exc:
             raise BusUnavailable(f"evict {holder}: {type(exc).__name__}") from None
+        if failed:  # what was deleted stays so; the next eviction tries the rest
+            raise BusUnavailable(f"evict {holder}: {failed[0]}")
+        return sorted(deleted)
 
     async def _delete_if(self, key: str, holder: str) -> bool:
         """Delete ``key`` if its newest revision names ``holder``."""
