@@ -223,8 +223,8 @@ async def test_a_screening_given_up_mid_batch_leaves_its_result_for_the_stream(
 async def test_a_screening_given_up_before_its_batch_is_finished_and_the_stream_joins_it(
         model: LoadedModel) -> None:
     """The gate gave up on a screening still queued behind a running batch: the inline scorer
-    hands it to the stream's, first in line, and the stream's item of that prompt waits for that
-    result instead of queueing a second computation."""
+    hands it to the stream's, and the stream's item of that prompt joins it there (moving it up
+    to its own line) instead of queueing a second computation."""
     running, release = threading.Event(), threading.Event()
 
     class GatedModel:
@@ -253,7 +253,7 @@ async def test_a_screening_given_up_before_its_batch_is_finished_and_the_stream_
         joined = anyio.Event()
 
         async def stream_item() -> None:  # the content stream's item of the same prompt
-            results.append((await stream.score(HARMFUL)).scores)
+            results.append((await stream.score(HARMFUL, first=True)).scores)
             joined.set()
 
         tg.start_soon(stream_item)
@@ -262,7 +262,7 @@ async def test_a_screening_given_up_before_its_batch_is_finished_and_the_stream_
         with anyio.fail_after(10):
             await joined.wait()
     assert results == [model_scores(model, HARMFUL)]
-    assert (stream.stats.joined, stream.stats.reused, stream.stats.first) == (1, 1, 1)
+    assert (stream.stats.joined, stream.stats.reused) == (1, 1)
     assert (inline.stats.handed_over, inline.stats.batches) == (1, 1)
     assert stream.stats.batches == 1 and stream.stats.kept_late == 1
 

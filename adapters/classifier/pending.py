@@ -47,6 +47,7 @@ class PendingScore:
     result: ScoreResult | None = None  # once computed (``MicroBatchScorer._result``)
     # computed even though its caller gave up: handed over for the stream's item to join
     finish: bool = False
+    batched: bool = False  # its windows went into a batch
 
     def deliver(self, row: np.ndarray) -> None:
         self.best = row.copy() if self.best is None else np.maximum(self.best, row)

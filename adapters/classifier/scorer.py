@@ -23,15 +23,16 @@ prompt served unscored) goes ahead of the urgent ones too, never of the inline s
 none is starved. A caller that stops waiting (a screening past its deadline) leaves a result
 already being computed to the shared :class:`RecentScores`, not computed again by the stream.
 
-A screening given up before it was batched goes to the stream's scorer (``late_to``), first in
-line, and the stream's item of that prompt (the gate served it unscored) waits for that result
-(``RecentScores.running``) instead of queueing it again at the back: on a CPU-starved machine
+A screening given up before it was batched goes to the stream's scorer (``late_to``) in its
+line, and the stream's item of that prompt (the gate served it unscored) joins it there, moving
+it up to the item's own line, instead of queueing it again at the back: on a CPU-starved machine
 every screening misses its deadline, and dropping them left a slow drip's first strike to the
 stream's backlog (3-5 s after its first harmful prompt).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -84,6 +85,7 @@ class MicroBatchScorer:
         # who finishes what this one's callers gave up on before it was batched (the inline
         # scorer's: the stream's, ``stream_and_inline_scorers``)
         self.late_to: MicroBatchScorer | None = None
+        self._taken: dict[tuple[str, str], PendingScore] = {}  # handed to this one, by text
         self.yields_to = None if inline else lane  # the lane its batches wait their turn on
         self.stats = ScorerStats()
         self._tg: TaskGroup | None = None
@@ -144,7 +146,7 @@ class MicroBatchScorer:
         if self.recent is not None:
             known = self.recent.get(self.model, kind, prepared.sha256)
             if known is None and self.holds is None:  # a screening of it may be under way
-                known = await self._join(kind, prepared.sha256)
+                known = await self._join(kind, prepared.sha256, 0 if first else 1 if urgent else 2)
             if known is not None:
                 self.stats.reused += 1
                 return known
@@ -160,15 +162,19 @@ class MicroBatchScorer:
         finally:
             self.holds.release()
 
-    async def _join(self, kind: str, sha256: str) -> ScoreResult | None:
-        """The result of the model's other scorer computing the same text now (the inline
-        scorer finishing a screening its gate gave up on); None when none is, it failed, or it
-        took longer than ``max_defer_s``."""
-        assert self.recent is not None
+    async def _join(self, kind: str, sha256: str, line: int) -> ScoreResult | None:
+        """The result of a computation of the text under way (a screening given up on, handed
+        here: moved up to ``line``); None when there is none, it failed, or took too long."""
+        assert self.recent is not None and self._send is not None
         done = self.recent.running(self.model, kind, sha256)
         if done is None:
             return None
-        with anyio.move_on_after(self.config.max_defer_s):  # then it is scored here after all
+        taken = self._taken.pop((kind, sha256), None)
+        if taken is not None and not taken.batched and line < taken.line:
+            taken.line = line  # held again in this line; the copy left behind is skipped
+            with contextlib.suppress(anyio.WouldBlock):
+                self._send.send_nowait(taken)
+        with anyio.move_on_after(self.config.max_defer_s * (1 if taken is None else 10)):
             await done.wait()
         known = self.recent.get(self.model, kind, sha256)
         self.stats.joined += known is not None
@@ -284,6 +290,8 @@ class MicroBatchScorer:
                 for queue in held:
                     while queue and n < cfg.max_batch:
                         pending = queue.popleft()
+                        if pending.batched:  # a copy left behind in a lower line (``_join``)
+                            continue
                         if not pending.abandoned or pending.finish:
                             n += self._add(buckets, pending)
                         else:
@@ -306,22 +314,24 @@ class MicroBatchScorer:
         return out
 
     def _hand_over(self, pending: PendingScore) -> None:
-        """A request its caller gave up on before any window of it was scored: to ``late_to``,
-        first in its line (finished for whoever joins it), or skipped."""
+        """Given up on before any window was scored: to ``late_to`` (for ``_join``), or skipped."""
         target = self.late_to
         if target is None:
             return
         if target._send is None:
             pending.fail(ScorerClosed("nobody finishes it"))  # a joiner scores it itself
             return
-        pending.finish, pending.line = True, 0
+        pending.finish, pending.batched = True, False  # none of it was scored here
         try:
             target._send.send_nowait(pending)
         except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             pending.fail(ScorerOverloaded("the stream's queue is full"))
             return
+        taken = target._taken
+        taken[(pending.kind, pending.prepared.sha256)] = pending
+        while len(taken) > target.config.queue_size:  # unclaimed: the oldest is forgotten
+            del taken[next(iter(taken))]
         target.stats.requests += 1
-        target.stats.first += 1
         self.stats.handed_over += 1
 
     @staticmethod
@@ -330,6 +340,7 @@ class MicroBatchScorer:
         held[pending.line].append(pending)
 
     def _add(self, buckets: dict[int, _Batch], pending: PendingScore) -> int:
+        pending.batched = True
         for window in pending.prepared.windows:
             buckets.setdefault(self._bucket(window), []).append((pending, window))
         return len(pending.prepared.windows)
@@ -385,5 +396,5 @@ def stream_and_inline_scorers(model: LoadedModel) -> tuple[MicroBatchScorer, Mic
     stream = MicroBatchScorer(model, BACKGROUND_CPU_CONFIG if on_cpu else None, recent=recent,
                               lane=lane)
     inline = MicroBatchScorer(model, recent=recent, lane=lane, inline=True)
-    inline.late_to = stream  # screenings its gates gave up on are finished there, first
+    inline.late_to = stream  # screenings its gates gave up on are finished there
     return stream, inline
