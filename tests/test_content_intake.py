@@ -267,6 +267,50 @@ async def test_a_screening_given_up_before_its_batch_is_finished_and_the_stream_
     assert stream.stats.batches == 1 and stream.stats.kept_late == 1
 
 
+async def test_the_stream_item_joining_a_handed_over_screening_moves_it_up_to_its_line(
+        model: LoadedModel) -> None:
+    """A screening handed to the stream waits in its own (ordinary) line behind the stream's
+    backlog; the content item of that prompt, served unscored (first), moves it up there."""
+    running, release = threading.Event(), threading.Event()
+
+    class GatedModel:
+        def __getattr__(self, name: str) -> object:
+            return getattr(model, name)
+
+        def raw(self, texts: Sequence[str]) -> np.ndarray:
+            running.set()
+            release.wait(10)
+            return model.raw(texts)
+
+    recent, done = RecentScores(), []
+    inline = MicroBatchScorer(model, recent=recent, inline=True)
+    stream = MicroBatchScorer(GatedModel(), ScorerConfig(max_batch=4, max_defer_s=60),  # type: ignore[arg-type]
+                              recent=recent)
+    inline.late_to = stream
+
+    async def one(name: str, text: str, first: bool = False) -> None:
+        await stream.score(text, first=first)
+        done.append(name)
+
+    async with inline, stream, anyio.create_task_group() as tg:
+        tg.start_soon(one, "blocker", f"{BENIGN} (blocker)")
+        await anyio.to_thread.run_sync(running.wait, 10)  # the stream's worker is busy
+        for i in range(20):
+            tg.start_soon(one, f"bulk-{i}", f"{BENIGN} ({i})")
+        await anyio.lowlevel.checkpoint()
+        with anyio.CancelScope() as scope:  # the gate gives up before the inline scorer ran it
+            scope.cancel()
+            await inline.score(HARMFUL)
+        await wait_until(lambda: inline.stats.handed_over == 1, 10)
+        tg.start_soon(one, "item", HARMFUL, True)  # its content item, served unscored
+        await anyio.lowlevel.checkpoint()
+        release.set()
+    # joined, not scored twice, and moved up: behind the batches already formed (the running
+    # one, the one handed to the worker, the one waiting to be), not behind the backlog
+    assert stream.stats.joined == 1 and stream.stats.windows == 22
+    assert done.index("item") <= 9, done
+
+
 def model_scores(model: LoadedModel, text: str) -> tuple[tuple[str, float], ...]:
     probs = model.calibrate(model.raw([text]).max(axis=0, keepdims=True), "prompt")[0]
     return tuple((lab.category, round(float(probs[j]), 6))
