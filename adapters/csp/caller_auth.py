@@ -266,21 +266,42 @@ async def settle(pending: PendingNonce | None) -> None:
 
 async def settled_first(pending: PendingNonce | None, call: Awaitable[_Answer],
                         close: Callable[[_Answer], Awaitable[None]]) -> _Answer:
-    """``call``'s answer once ``pending`` has settled, ``call`` running meanwhile. Where the
-    ledger refuses, ``call`` is cancelled (an answer it already had is ``close``d) and the
-    refusal raised: nothing of the answer reaches the caller."""
+    """``call``'s answer once ``pending`` has settled, ``call`` awaited meanwhile in this task
+    (no task of its own: a proxy's request is written upstream in this turn of the loop, before
+    the ledger's take, queued since ``begin``, is encoded and sent, and its answer is taken up
+    without another hop). Where the ledger refuses first, ``call`` is cancelled; where it refuses
+    after, the answer is ``close``d; either way the refusal is raised and nothing of the answer
+    reaches the caller."""
     if pending is None:
         return await call
-    running = asyncio.ensure_future(call)
+    task = asyncio.current_task()
+    assert task is not None, "settled_first runs in a task"
+    take = pending._take
+    interrupted = False
+
+    def refused(done: asyncio.Future[str | None]) -> None:
+        nonlocal interrupted
+        if done.cancelled() or done.exception() is not None or done.result() is not None:
+            interrupted = True
+            task.cancel()  # ``call`` ends where it waits: its connection closed, no answer
+
+    take.add_done_callback(refused)
+    try:
+        answer = await call
+    except asyncio.CancelledError:
+        if interrupted and task.uncancel() == 0:  # the ledger's cancel, and no one else's
+            await pending.settle()  # raises the refusal
+        raise
+    finally:
+        take.remove_done_callback(refused)
+    if interrupted:  # the cancel came as ``call`` finished, and it was swallowed there
+        task.uncancel()
     try:
         await pending.settle()
     except BaseException:
-        running.cancel()
-        await asyncio.wait((running,))
-        if not running.cancelled() and running.exception() is None:
-            await close(running.result())
+        await close(answer)
         raise
-    return await running
+    return answer
 
 
 def one_assertion(values: list[str]) -> str | None:
