@@ -27,9 +27,9 @@ time); the table has ``LOAD`` times as many slots, so that at that rate a bucket
 half full and, the buckets being filled at random, an insert finds its bucket full about 4 times
 in 10**7.
 Each slot is 24 bytes: 1,000 requests/s (the default) is 602,048 slots, 14.4 MB (in one process:
-private anonymous pages, which the kernel zero-fills as they are first touched). A caller that
-holds a caller key and signs with times ahead of the clock makes its nonces live up to twice as
-long; past the sized rate the table fills and refuses, as it should.
+private anonymous pages, made with the table, so that no request pays for a page's first touch).
+A caller that holds a caller key and signs with times ahead of the clock makes its nonces live
+up to twice as long; past the sized rate the table fills and refuses, as it should.
 """
 
 from __future__ import annotations
@@ -126,7 +126,10 @@ class SharedNonces:
         """A table in this process's memory only, for a gate that serves from one process: its
         pages are private, so nothing outside this process reads or writes its nonces."""
         _check_slots(slots)
-        pages = mmap.mmap(-1, table_bytes(slots), flags=mmap.MAP_PRIVATE)  # anonymous, zeroed
+        # anonymous and zeroed, its pages made now (as ``create`` commits the shared block's):
+        # otherwise a request's take pays two page faults the first time its bucket is touched
+        pages = mmap.mmap(-1, table_bytes(slots),
+                          flags=mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0))
         return cls(pages, [threading.Lock()], secrets.token_bytes(32), owner=False)
 
     def handle(self) -> Handle:
