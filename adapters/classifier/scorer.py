@@ -23,15 +23,14 @@ prompt served unscored) goes ahead of the urgent ones too, never of the inline s
 none is starved. A caller that stops waiting (a screening past its deadline) leaves a result
 already being computed to the shared :class:`RecentScores`, not computed again by the stream.
 
-A screening given up before it was batched goes to the stream's scorer (``late_to``) in its
-line, and the stream's item of that prompt (the gate served it unscored) joins it there, moving
-it up to the item's own line, instead of queueing it again at the back: on a CPU-starved machine
-every screening misses its deadline, and dropping them left a slow drip's first strike to the
-stream's backlog (3-5 s after its first harmful prompt).
+One given up on before it was scored goes to the stream's scorer (``late_to``), where the
+stream's item of that prompt joins it, moving it up to its own line (``_join``): dropped, it was
+queued again at the back when the gate served it unscored (every screening, on a starved CPU).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import time
@@ -82,10 +81,10 @@ class MicroBatchScorer:
         self.config = config or ScorerConfig()
         self.recent = recent
         self.holds = lane if inline else None  # the lane this scorer holds while it works
-        # who finishes what this one's callers gave up on before it was batched (the inline
-        # scorer's: the stream's, ``stream_and_inline_scorers``)
+        # who finishes what its callers gave up on (inline: the stream's scorer)
         self.late_to: MicroBatchScorer | None = None
         self._taken: dict[tuple[str, str], PendingScore] = {}  # handed to this one, by text
+        self._joining: dict[tuple[str, str], int] = {}  # the line items waiting for one want
         self.yields_to = None if inline else lane  # the lane its batches wait their turn on
         self.stats = ScorerStats()
         self._tg: TaskGroup | None = None
@@ -163,19 +162,24 @@ class MicroBatchScorer:
             self.holds.release()
 
     async def _join(self, kind: str, sha256: str, line: int) -> ScoreResult | None:
-        """The result of a computation of the text under way (a screening given up on, handed
-        here: moved up to ``line``); None when there is none, it failed, or took too long."""
+        """A computation of the text under way, moved up to ``line``: its result, or None."""
         assert self.recent is not None and self._send is not None
         done = self.recent.running(self.model, kind, sha256)
         if done is None:
             return None
-        taken = self._taken.pop((kind, sha256), None)
-        if taken is not None and not taken.batched and line < taken.line:
+        key = (kind, sha256)
+        taken = self._taken.pop(key, None)
+        if taken is None:  # not handed over yet (its batch waits for the inline worker)
+            self._joining[key] = min(line, self._joining.get(key, line))
+        elif not taken.batched and line < taken.line:
             taken.line = line  # held again in this line; the copy left behind is skipped
             with contextlib.suppress(anyio.WouldBlock):
                 self._send.send_nowait(taken)
-        with anyio.move_on_after(self.config.max_defer_s * (1 if taken is None else 10)):
-            await done.wait()
+        try:
+            with anyio.move_on_after(self.config.max_defer_s * 10):  # a scorer gone: scored here
+                await done.wait()
+        finally:
+            self._joining.pop(key, None)
         known = self.recent.get(self.model, kind, sha256)
         self.stats.joined += known is not None
         return known
@@ -214,8 +218,7 @@ class MicroBatchScorer:
         return self._result(pending)
 
     def _result(self, pending: PendingScore) -> ScoreResult:
-        """The result of a pending request all of whose windows were scored (kept in
-        ``recent``)."""
+        """The result of a request all of whose windows were scored (kept in ``recent``)."""
         if pending.result is not None:
             return pending.result
         assert pending.best is not None
@@ -246,13 +249,8 @@ class MicroBatchScorer:
             self.stats.kept_late += 1
             self._result(pending)
 
-    # --- internals -------------------------------------------------------------------------
-
-    def _bucket(self, window: str) -> int:
-        for i, edge in enumerate(self.config.bucket_edges):
-            if len(window) <= edge:
-                return i
-        return len(self.config.bucket_edges)
+    def _bucket(self, window: str) -> int:  # the first edge at least as long, else the last
+        return bisect.bisect_left(self.config.bucket_edges, len(window))
 
     async def _collect(self, receive: MemoryObjectReceiveStream[PendingScore],
                        batches: MemoryObjectSendStream[_Batch]) -> None:
@@ -303,14 +301,15 @@ class MicroBatchScorer:
                         await batches.send(batch[start : start + cfg.max_batch])
 
     def _wanted(self, queued: _Batch) -> _Batch:
-        """What of a batch is still wanted: one given up on since it was batched is handed over
-        where it has one window (none of it scored yet), else skipped."""
+        """What of a batch is still wanted (one given up on is handed over, ``_hand_over``)."""
         out = []
         for pending, window in queued:
             if not pending.abandoned or pending.finish:
                 out.append((pending, window))
             elif len(pending.prepared.windows) == 1:
                 self._hand_over(pending)
+            else:  # a stream item joining it scores it itself
+                pending.fail(ScorerClosed("given up on"))
         return out
 
     def _hand_over(self, pending: PendingScore) -> None:
@@ -321,16 +320,17 @@ class MicroBatchScorer:
         if target._send is None:
             pending.fail(ScorerClosed("nobody finishes it"))  # a joiner scores it itself
             return
+        key = (pending.kind, pending.prepared.sha256)
         pending.finish, pending.batched = True, False  # none of it was scored here
+        pending.line = min(pending.line, target._joining.pop(key, pending.line))
         try:
             target._send.send_nowait(pending)
         except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             pending.fail(ScorerOverloaded("the stream's queue is full"))
             return
-        taken = target._taken
-        taken[(pending.kind, pending.prepared.sha256)] = pending
-        while len(taken) > target.config.queue_size:  # unclaimed: the oldest is forgotten
-            del taken[next(iter(taken))]
+        target._taken[key] = pending
+        while len(target._taken) > target.config.queue_size:  # unclaimed: oldest forgotten
+            del target._taken[next(iter(target._taken))]
         target.stats.requests += 1
         self.stats.handed_over += 1
 
