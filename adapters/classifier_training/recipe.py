@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from safeguards.adapters.classifier_training import generated
-from safeguards.adapters.classifier_training.corpus.records import Record, norm_text
+from safeguards.adapters.classifier_training.corpus.records import PLACEHOLDER, Record, norm_text
 from safeguards.adapters.classifier_training.sources import Example
 
 # package -> role; a package absent here is not read
@@ -97,6 +97,12 @@ FRAMED_ASKS_ALSO_JAILBREAK = False
 # language but English, and out of distribution the model missed nearly every one (recall 0.09
 # of 140 non-English harmful requests at 1 % benign FPR, against 0.63 for English ones).
 MULTILINGUAL_GENERATED = True
+# Real jailbreak templates from the training packages (PyRIT's and the others whose slot for
+# the request reads ``{HARMFUL_REQUEST}``) filled with real harmful asks from the training
+# packages, each a positive of ``jailbreak`` and of the ask's harm category. Attackers send
+# templates filled, never the placeholder; without these the model saw a frame only empty or
+# only around our own generated asks (whose frames it learned instead of framing).
+FILLS_PER_TEMPLATE = 4
 
 
 @dataclass
@@ -228,6 +234,27 @@ def generated_refusals(harmful: Sequence[Record], n: int, seed: int) -> list[Rec
     return out
 
 
+def filled_templates(rows: Sequence[Record], per_template: int, seed: int) -> list[Record]:
+    """Each real jailbreak template with a slot for the request, filled with ``per_template``
+    real English harmful asks (none generated): multi-label rows, jailbreak and the ask's harm,
+    in the template's group so that its copies land on one side of the fit / calibration split."""
+    asks = sorted((r for r in rows if r.label == "harmful" and r.lang == "en"
+                   and r.category in HARM_CATEGORIES and package_of(r) != "generated"
+                   and 20 <= len(r.text) <= 300), key=lambda r: stable(r.text, seed))
+    out: list[Record] = []
+    if not asks:
+        return out
+    for t in rows:
+        if t.label != "jailbreak" or PLACEHOLDER not in t.text:
+            continue
+        for k in range(per_template):
+            ask = asks[int(stable(f"{k}:{t.text}", seed) * len(asks))]
+            assert ask.category is not None
+            out.append(replace(t, text=t.text.replace(PLACEHOLDER, ask.text.strip()),
+                               source=f"{t.source}+filled", extra_categories=(ask.category,)))
+    return out
+
+
 HARM_CATEGORIES = ("cyber", "weapons", "violence", "self_harm", "hate", "sexual", "illicit",
                    "disinformation")
 
@@ -262,6 +289,7 @@ def split(records: Iterable[Record], *, seed: int) -> Splits:
         seen_texts.add(key)
         unique.append(r)
     harmful = [r for r in unique if r.label == "harmful"]
+    unique += filled_templates(unique, FILLS_PER_TEMPLATE, seed + 50)
     unique += generated_refusals(harmful, N_GENERATED_REFUSALS, seed + 40)
     out = Splits()
     for r in _capped(unique, seed):
