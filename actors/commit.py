@@ -14,10 +14,11 @@ transactions cost less CPU per signal); a backlog never waits.
 The enforcement commands a cycle committed go to ``on_committed`` (the relay's fast path) before
 any partition decides again, and before the cycle's acks (one deadline for them all), so they
 are published first. A store failure fails every round of the cycle (their states are reloaded)
-and the next cycle waits, with backoff. A batch the store refuses as a whole as malformed (a
-bug, not a race) is split by round, then by request, so only the signal behind the request the
-store refuses is set aside: dead-lettered alone with the store's reason (``store_refused``),
-never failing the cycle's other accounts or the node.
+and the next cycle waits out a backoff (``backoff``), cut short when a partition's load succeeds
+again. A batch the store refuses as a whole as malformed (a bug, not a race) is split by round,
+then by request, so only the signal behind the request the store refuses is set aside:
+dead-lettered alone with the store's reason (``store_refused``), never failing the cycle's other
+accounts or the node.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from safeguards.actors import tracing
+from safeguards.actors.backoff import StoreBackoff
 from safeguards.actors.metrics import NodeMetrics
 from safeguards.core.bus import BusUnavailable, InboundMessage
 from safeguards.core.errors import ConcurrencyConflict
@@ -60,8 +62,8 @@ Result = AppendResult | ConcurrencyConflict | StoreRefused
 
 class GroupCommitter:
     def __init__(self, store: EventStore, *, timeout_s: float, max_appends: int = 4096,
-                 linger_s: float = 0.0, linger_below: int = 128, retry_s: float = 0.5,
-                 retry_max_s: float = 5.0,
+                 linger_s: float = 0.0, linger_below: int = 128, retry_s: float = 0.1,
+                 retry_max_s: float = 0.5,
                  is_store_failure: Callable[[BaseException], bool] = lambda _: False,
                  on_committed: Callable[[Sequence[OutboxMessage]], None] = lambda _: None,
                  metrics: NodeMetrics | None = None, ack_delay_s: float = 0.0) -> None:
@@ -70,8 +72,8 @@ class GroupCommitter:
         self.max_appends = max_appends  # per cycle, shared evenly by the partitions
         self.linger_s = linger_s
         self.linger_below = linger_below
-        self.retry_s = retry_s
-        self.retry_max_s = retry_max_s
+        self.backoff = StoreBackoff(retry_s, retry_max_s)
+        self._answered = anyio.Event()  # a partition's load succeeded after failing
         self.is_store_failure = is_store_failure
         self.on_committed = on_committed
         self.metrics = metrics or NodeMetrics()  # store failures, acks that were not sent
@@ -93,7 +95,6 @@ class GroupCommitter:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
         task_status.started()
-        delay = self.retry_s
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
@@ -106,14 +107,21 @@ class GroupCommitter:
                 if not rounds:
                     break
                 if await self._cycle(rounds):
-                    delay = self.retry_s
+                    self.backoff.succeeded(log, "group commit: the store answers")
                 else:
                     self.metrics.store_failures += 1
-                    log.warning("group commit failed (the store is unavailable); the accounts "
-                                "are reloaded and the next cycle waits %.1fs", delay)
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, self.retry_max_s)
+                    delay = self.backoff.failed()
+                    self.backoff.log_failure(log, "group commit failed (the store is "
+                                             "unavailable); the accounts are reloaded")
+                    self._answered = anyio.Event()
+                    with anyio.move_on_after(delay):
+                        await self._answered.wait()
             # What woke us meanwhile was taken by the loop above, unless it came after.
+
+    def store_answered(self) -> None:
+        """A partition's load succeeded after failing: the store is back, so a cycle waiting
+        out its backoff (the accounts its failure unloaded are ready again) starts now."""
+        self._answered.set()
 
     def _ready_count(self) -> int:
         return sum(w.ready_count for w in self._sources.values())

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import anyio
 
 from safeguards.actors.actor import AccountActor, Envelope, MailboxFull
+from safeguards.actors.backoff import StoreBackoff
 from safeguards.actors.clock import Clock
 from safeguards.actors.commit import GroupCommitter, Result, StoreRefused
 from safeguards.actors.loading import ActivationGuess, load_states
@@ -75,7 +76,7 @@ class PartitionWorker:
         self._in_cycle = False  # a round of ours is in a commit cycle
         self._room = anyio.Event()  # a round ended: the intake may fetch again
         self._load_wanted = anyio.Event()
-        self._load_delay = settings.store_retry_s
+        self._load_backoff = StoreBackoff(settings.store_retry_s, settings.store_retry_max_s)
         self._activation = ActivationGuess()
 
     def request_stop(self) -> None:
@@ -241,9 +242,8 @@ class PartitionWorker:
     # --- loads ---------------------------------------------------------------------------------
 
     async def _loader(self) -> None:
-        """Loads the state of actors that have mail and none in memory (an account seen for the
-        first time without optimistic activation, a refused activation, a lost race, a failed
-        store call); a failed load is retried with backoff."""
+        """Loads the state of actors that have mail and none in memory (first seen without
+        optimistic activation, refused activation, lost race, failed store call), with backoff."""
         while True:
             await self._load_wanted.wait()
             self._load_wanted = anyio.Event()
@@ -269,12 +269,12 @@ class PartitionWorker:
                     self._wake(actor)  # ready, or back among the unloaded when its load failed
             if failed:
                 self.metrics.store_failures += 1
-                log.warning("partition %d: loading %d account(s) failed (%s); retrying in %.1fs",
-                            self.partition, failed[1], failed[0], self._load_delay)
-                await anyio.sleep(self._load_delay)
-                self._load_delay = min(self._load_delay * 2, self.settings.store_retry_max_s)
-            else:
-                self._load_delay = self.settings.store_retry_s
+                delay = self._load_backoff.failed()
+                self._load_backoff.log_failure(log, "partition %d: loading %d account(s) failed "
+                                               "(%s)", self.partition, failed[1], failed[0])
+                await anyio.sleep(delay)
+            elif self._load_backoff.succeeded(log, "partition %d: loads", self.partition):
+                self.committer.store_answered()  # its own wait need not run out
 
     def _learn_activation(self, new: bool) -> None:
         if self._activation.learn(new):

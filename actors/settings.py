@@ -32,11 +32,12 @@ class NodeSettings:
     load_batch: int = 128  # accounts whose states one store call reads (snapshots + tails)
     load_concurrency: int = 1  # such calls at once, per partition (the pool serves them all)
     store_timeout_s: float = 10.0  # deadline of one store call
-    store_retry_s: float = 0.5  # first wait before retrying a failed store call (doubles)
-    # at most this long between tries: a restarted PostgreSQL is used again within 2 s of being
-    # back (cluster_faults: 4.9 s of recovery with 5 s, the waits having grown to 4 s while it
-    # started); a node's tries are one call per partition, no load on a store that is down
-    store_retry_max_s: float = 2.0
+    store_retry_s: float = 0.1  # first wait before retrying a failed store call (doubles)
+    # at most this long between tries (each wait drawn between half and all of it): a restarted
+    # PostgreSQL is used again within 0.5 s of accepting connections (with 2 s, the first append
+    # came 2 s after it was back); a node's tries are one call per partition and one commit, no
+    # load on a store that is down, and its log says so once per spell (``backoff``)
+    store_retry_max_s: float = 0.5
     # a quarantined account's history is read again this long after its quarantine began (on
     # its next signal), so a repaired row or a finished deploy ends it without a restart
     quarantine_recheck_s: float = 60.0
