@@ -30,7 +30,7 @@ from nats.js.kv import KeyValue
 
 from safeguards.adapters.bus.errors import BusUnavailable
 from safeguards.adapters.bus.leases import open_bucket
-from safeguards.core.errors import PolicyError
+from safeguards.core.errors import PolicyError, SafeguardsError
 from safeguards.core.events import PolicyChanged
 from safeguards.core.ids import policy_entity, validate_region
 from safeguards.core.policy import Policy, parse_policy
@@ -146,6 +146,7 @@ class PolicyPublisher:
         self.poll_s = poll_s
         self.seen = 0
         self.failures = 0
+        self.outage = 0  # polls failed in a row because the store or the bus is down
 
     async def run(self, board: Board) -> None:
         while True:
@@ -154,9 +155,23 @@ class PolicyPublisher:
                 if newest is not None:
                     await board.publish(newest)
                     self.seen = newest.history_version
-            except Exception:
+            except Exception as exc:
                 self.failures += 1
-                log.exception("publishing the %s region's policy failed", self.region)
+                if not (isinstance(exc, SafeguardsError) and exc.retryable):
+                    log.exception("publishing the %s region's policy failed", self.region)
+                else:
+                    # An outage is said once, not with a traceback every poll (two a second
+                    # per node for as long as PostgreSQL is down).
+                    self.outage += 1
+                    if self.outage == 1:
+                        log.warning("publishing the %s region's policy failed (%s); trying "
+                                    "again every %.1f s", self.region, type(exc).__name__,
+                                    self.poll_s)
+            else:
+                if self.outage:
+                    log.info("publishing the %s region's policy again after %d failed polls",
+                             self.region, self.outage)
+                self.outage = 0
             await anyio.sleep(self.poll_s)
 
 
