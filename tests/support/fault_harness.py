@@ -73,6 +73,15 @@ def partition_of(region: str, partitions: int, account: str) -> int:
     return int(inputs_subject(region, partitions, account).split(".")[3])
 
 
+def store_failure_lines(err: Path) -> int:
+    """A node's log's lines saying that a store call failed (group commits, partitions' loads,
+    the policy publisher): one per outage and loop, not one per try."""
+    loops = (" safeguards.actors.commit: ", " safeguards.actors.partition: ",
+             " safeguards.adapters.bus.policy_board: ")
+    return sum(1 for line in err.read_text().splitlines()
+               if " failed " in line and any(loop in line for loop in loops))
+
+
 class NodeProcess:
     """``python -m safeguards.regions.node_cli node`` as a child process we can SIGKILL."""
 
