@@ -101,8 +101,11 @@ MULTILINGUAL_GENERATED = True
 # the request reads ``{HARMFUL_REQUEST}``) filled with real harmful asks from the training
 # packages, each a positive of ``jailbreak`` and of the ask's harm category. Attackers send
 # templates filled, never the placeholder; without these the model saw a frame only empty or
-# only around our own generated asks (whose frames it learned instead of framing).
-FILLS_PER_TEMPLATE = 4
+# only around our own generated asks (whose frames it learned instead of framing). Off until a
+# model trained with it is judged (``benchmarks/classifier_framed.py``): 2026.12.9, the shipped
+# model, was trained without it and must stay reproducible from this recipe. The heads-only run
+# with 4 (2026-12-07) did not finish within its session on a loaded machine.
+FILLS_PER_TEMPLATE = 0
 
 
 @dataclass
