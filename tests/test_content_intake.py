@@ -190,23 +190,30 @@ async def test_an_urgent_request_is_batched_ahead_of_a_backlog(model: LoadedMode
         assert done.index("urgent") > 30, done
 
 
+class GatedModel:
+    """The real model; each inference says it is running, then waits for the test's release
+    (the test gives up on a screening meanwhile)."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.running, self.release = threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.model, name)
+
+    def raw(self, texts: Sequence[str]) -> np.ndarray:
+        self.running.set()
+        self.release.wait(10)
+        return self.model.raw(texts)
+
+
 async def test_a_screening_given_up_mid_batch_leaves_its_result_for_the_stream(
         model: LoadedModel) -> None:
-    running, release = threading.Event(), threading.Event()
-
-    class GatedModel:
-        """The real model; its inference waits until the test has given up on the result."""
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(model, name)
-
-        def raw(self, texts: Sequence[str]) -> np.ndarray:
-            running.set()
-            release.wait(10)
-            return model.raw(texts)
+    gated = GatedModel(model)
+    running, release = gated.running, gated.release
 
     recent = RecentScores()
-    inline = MicroBatchScorer(GatedModel(), recent=recent)  # type: ignore[arg-type]
+    inline = MicroBatchScorer(gated, recent=recent)  # type: ignore[arg-type]
     async with inline, MicroBatchScorer(model, recent=recent) as stream:
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tg:
@@ -225,22 +232,11 @@ async def test_a_screening_given_up_before_its_batch_is_finished_and_the_stream_
     """The gate gave up on a screening still queued behind a running batch: the inline scorer
     hands it to the stream's, and the stream's item of that prompt joins it there (moving it up
     to its own line) instead of queueing a second computation."""
-    running, release = threading.Event(), threading.Event()
-
-    class GatedModel:
-        """The real model; its first inference waits until the test has given up on the
-        screening queued behind it."""
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(model, name)
-
-        def raw(self, texts: Sequence[str]) -> np.ndarray:
-            running.set()
-            release.wait(10)
-            return model.raw(texts)
+    gated = GatedModel(model)
+    running, release = gated.running, gated.release
 
     recent = RecentScores()
-    inline = MicroBatchScorer(GatedModel(), recent=recent,  # type: ignore[arg-type]
+    inline = MicroBatchScorer(gated, recent=recent,  # type: ignore[arg-type]
                               inline=True)
     results: list[tuple[tuple[str, float], ...]] = []
     async with inline, MicroBatchScorer(model, recent=recent) as stream, \
@@ -271,20 +267,12 @@ async def test_the_stream_item_joining_a_handed_over_screening_moves_it_up_to_it
         model: LoadedModel) -> None:
     """A screening handed to the stream waits in its own (ordinary) line behind the stream's
     backlog; the content item of that prompt, served unscored (first), moves it up there."""
-    running, release = threading.Event(), threading.Event()
-
-    class GatedModel:
-        def __getattr__(self, name: str) -> object:
-            return getattr(model, name)
-
-        def raw(self, texts: Sequence[str]) -> np.ndarray:
-            running.set()
-            release.wait(10)
-            return model.raw(texts)
+    gated = GatedModel(model)
+    running, release = gated.running, gated.release
 
     recent, done = RecentScores(), []
     inline = MicroBatchScorer(model, recent=recent, inline=True)
-    stream = MicroBatchScorer(GatedModel(), ScorerConfig(max_batch=4, max_defer_s=60),  # type: ignore[arg-type]
+    stream = MicroBatchScorer(gated, ScorerConfig(max_batch=4, max_defer_s=60),  # type: ignore[arg-type]
                               recent=recent)
     inline.late_to = stream
 
