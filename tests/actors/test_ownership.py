@@ -165,18 +165,7 @@ async def test_partitions_spread_and_move_when_a_node_dies(nc: Client, nats_url:
                for i in range(60)]
 
     async with anyio.create_task_group() as tg:
-        await tg.start(a.run)
-        await wait_until(lambda: len(a.owned) == P, 10)
-        b_scope = anyio.CancelScope()
-
-        async def run_b(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-            with b_scope:
-                await b.run(task_status=task_status)
-
-        await tg.start(run_b)
-        # Rebalanced: each runs the partitions rendezvous hashing gives it, none twice.
-        await wait_until(lambda: set(a.owned) | set(b.owned) == set(range(P))
-                         and not set(a.owned) & set(b.owned) and bool(b.owned), 15)
+        b_scope = await _a_then_b_balanced(tg, a, b)
         for s in signals[:30]:
             await js.publish(inputs_subject(region, P, s.account_id), encode_signal(s),
                              headers={"Nats-Msg-Id": s.signal_id}, timeout=5)
@@ -194,6 +183,23 @@ async def test_partitions_spread_and_move_when_a_node_dies(nc: Client, nats_url:
     assert report.ok, report.summary()
 
 
+async def _a_then_b_balanced(tg: anyio.abc.TaskGroup, a: Node, b: Node) -> anyio.CancelScope:
+    """a takes every partition, then b joins (in a scope the test can cancel to kill it) and
+    they rebalance: each runs the partitions rendezvous hashing gives it, none twice."""
+    await tg.start(a.run)
+    await wait_until(lambda: len(a.owned) == P, 10)
+    b_scope = anyio.CancelScope()
+
+    async def run_b(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with b_scope:
+            await b.run(task_status=task_status)
+
+    await tg.start(run_b)
+    await wait_until(lambda: set(a.owned) | set(b.owned) == set(range(P))
+                     and not set(a.owned) & set(b.owned) and bool(b.owned), 15)
+    return b_scope
+
+
 @pytest.mark.slow  # a fault test: a node dies; its leases would last 30 s
 async def test_a_dead_nodes_partitions_are_taken_long_before_its_leases_lapse(
         nats_url: str) -> None:
@@ -206,17 +212,7 @@ async def test_a_dead_nodes_partitions_are_taken_long_before_its_leases_lapse(
     a, b = (Node(region=region, partitions=P, bus=NatsBus(nats_url, region), store=store,
                  node_id=n, settings=settings) for n in ("a", "b"))
     async with anyio.create_task_group() as tg:
-        await tg.start(a.run)
-        await wait_until(lambda: len(a.owned) == P, 10)
-        b_scope = anyio.CancelScope()
-
-        async def run_b(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-            with b_scope:
-                await b.run(task_status=task_status)
-
-        await tg.start(run_b)
-        await wait_until(lambda: set(a.owned) | set(b.owned) == set(range(P))
-                         and not set(a.owned) & set(b.owned) and bool(b.owned), 15)
+        b_scope = await _a_then_b_balanced(tg, a, b)
         await wait_until(lambda: a.ownership is not None and "b" in a.ownership._seen, 5)
         b_scope.cancel()  # no drain, no release: its connection just closes
         await wait_until(lambda: len(a.owned) == P, 10)  # its leases had 30 s to run
