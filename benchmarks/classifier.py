@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 
@@ -30,15 +29,7 @@ from safeguards.adapters.classifier_training import longform
 
 def workload(n: int, seed: int = 7) -> list[str]:
     """Prompt-sized texts (40 to 400 characters) cut from generated prose, deterministic."""
-    rng = random.Random(seed)
-    docs = [d.text for d in longform.generate(50, seed=seed, max_chars=4000)]
-    out = []
-    for _ in range(n):
-        doc = rng.choice(docs)
-        size = rng.randint(40, 400)
-        start = rng.randint(0, max(0, len(doc) - size))
-        out.append(doc[start : start + size])
-    return out
+    return longform.prose_cuts(n, seed=seed)
 
 
 async def run_arm(model: LoadedModel, config: ScorerConfig, texts: list[str],

@@ -42,15 +42,7 @@ def persona_prompts() -> list[str]:
 
 def texts(n_prose: int, seed: int = 3) -> list[str]:
     """The persona prompts and ``n_prose`` cuts of 40 to 600 characters of generated prose."""
-    rng = random.Random(seed)
-    docs = [d.text for d in longform.generate(50, seed=seed, max_chars=4000)]
-    cuts = []
-    for _ in range(n_prose):
-        doc = rng.choice(docs)
-        size = rng.randint(40, 600)
-        start = rng.randint(0, max(0, len(doc) - size))
-        cuts.append(doc[start : start + size])
-    return persona_prompts() + cuts
+    return persona_prompts() + longform.prose_cuts(n_prose, seed=seed, max_chars=600)
 
 
 def alone(model: LoadedModel, items: Sequence[str]) -> np.ndarray:

@@ -330,3 +330,17 @@ _SHORT_HARD_NEGATIVES = [
 
 def short_hard_negatives() -> list[str]:
     return list(_SHORT_HARD_NEGATIVES)
+
+
+def prose_cuts(n: int, *, seed: int, min_chars: int = 40, max_chars: int = 400) -> list[str]:
+    """``n`` prompt-sized cuts (``min_chars`` to ``max_chars``) of 50 generated documents, in a
+    fixed order for ``seed``: benchmark workloads that are neither ours to score nor anyone's."""
+    rng = random.Random(seed)
+    docs = [d.text for d in generate(50, seed=seed, max_chars=4000)]
+    out = []
+    for _ in range(n):
+        doc = rng.choice(docs)
+        size = rng.randint(min_chars, max_chars)
+        start = rng.randint(0, max(0, len(doc) - size))
+        out.append(doc[start : start + size])
+    return out
