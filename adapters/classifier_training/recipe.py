@@ -241,6 +241,8 @@ def filled_templates(rows: Sequence[Record], per_template: int, seed: int) -> li
     """Each real jailbreak template with a slot for the request, filled with ``per_template``
     real English harmful asks (none generated): multi-label rows, jailbreak and the ask's harm,
     in the template's group so that its copies land on one side of the fit / calibration split."""
+    if per_template <= 0:
+        return []
     asks = sorted((r for r in rows if r.label == "harmful" and r.lang == "en"
                    and r.category in HARM_CATEGORIES and package_of(r) != "generated"
                    and 20 <= len(r.text) <= 300), key=lambda r: stable(r.text, seed))
