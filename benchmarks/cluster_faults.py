@@ -65,13 +65,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"
 from checker import score_signal
 from fault_harness import (
     T0,
-    NodeProcess,
     RegionLoad,
     check,
     following_gate,
     make_signals,
     region_load,
 )
+from node_process import NodeProcess
 
 from bus_support import producer_headers
 

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 import anyio
 import asyncpg
@@ -32,6 +28,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import PubAck
 from nats.js.errors import APIError
+from node_process import NodeProcess
 
 from safeguards.actors.node import Node
 from safeguards.actors.ownership import owner_of
@@ -70,70 +67,12 @@ async def create_database(admin_url: str, server_url: str) -> str:
     return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-class NodeProcess:
-    """``python -m safeguards.regions.node_cli node`` as a child process we can SIGKILL."""
-
-    started: ClassVar[list[NodeProcess]] = []  # reaped by ``log_dir``'s teardown
-
-    def __init__(self, *, region: str, nats_url: str, database_url: str, node_id: str,
-                 log_dir: Path, ack_delay_s: float = 0.0) -> None:
-        self.node_id = node_id
-        self.out = log_dir / f"{node_id}.out"
-        self.err = log_dir / f"{node_id}.err"
-        cmd = [sys.executable, "-m", "safeguards.regions.node_cli", "node", "--region", region,
-               "--nats", nats_url, "--database-url", database_url, "--node-id", node_id,
-               "--partitions", str(P), "--log-level", "WARNING", "--stats-interval", "0.5"]
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1",
-                                              "SAFEGUARDS_FAULT_ACK_DELAY_S": str(ack_delay_s)})
-        NodeProcess.started.append(self)
-
-    async def wait_ready(self, timeout_s: float = 60.0) -> None:
-        with anyio.fail_after(timeout_s):
-            while True:
-                if self.proc.poll() is not None:
-                    tail = self.err.read_text()[-2000:]
-                    raise RuntimeError(f"node {self.node_id} exited: {tail}")
-                if self.out.exists() and '"ready": true' in self.out.read_text():
-                    return
-                await anyio.sleep(0.1)
-
-    def last_stats(self) -> dict[str, int]:
-        """The counters the process last printed (a killed one cannot print its final ones)."""
-        stats: dict[str, int] = {}
-        for line in self.out.read_text().splitlines():
-            if line.startswith('{"stats"'):
-                stats = json.loads(line)["stats"]
-        return stats
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    async def terminate(self, timeout_s: float = 30.0) -> dict[str, int]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        with anyio.fail_after(timeout_s):
-            while True:
-                if self.proc.poll() is not None:
-                    break
-                await anyio.sleep(0.1)
-        assert self.proc.returncode == 0, self.err.read_text()[-3000:]
-        lines = [ln for ln in self.out.read_text().splitlines() if ln.startswith("{")]
-        counters: dict[str, int] = json.loads(lines[-1])
-        return counters
-
-
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Iterator[Path]:
     """The test's folder for node logs; node processes a failed test left running are killed
     (they would take CPU from every later test of the run)."""
     yield tmp_path
-    while NodeProcess.started:
-        node = NodeProcess.started.pop()
-        if node.proc.poll() is None:
-            node.kill9()
+    NodeProcess.reap_started()
 
 
 class Harness:
@@ -251,7 +190,8 @@ async def test_kill9_nodes_mid_batch_repeatedly(nc: Client, nats_url: str,
     await h.subscribe()
     # Acks held 50 ms after each commit: most kills land between a commit and its acks.
     nodes = [NodeProcess(region=region, nats_url=nats_url, database_url=db, node_id=f"n{i}",
-                         log_dir=log_dir, ack_delay_s=0.05) for i in range(2)]
+                         log_dir=log_dir, partitions=P, stats_interval_s=0.5, ack_delay_s=0.05)
+             for i in range(2)]
     for n in nodes:
         await n.wait_ready()
     leases = await LeaseBucket.open(h.js, region, ttl_s=NodeSettings().lease_ttl_s)
@@ -272,7 +212,7 @@ async def test_kill9_nodes_mid_batch_repeatedly(nc: Client, nats_url: str,
             # running out; the takeover is timed from the kill either way
             nodes[round_ % 2] = NodeProcess(region=region, nats_url=nats_url, database_url=db,
                                             node_id=f"n{round_ % 2}-r{round_}", log_dir=log_dir,
-                                            ack_delay_s=0.05)
+                                            partitions=P, stats_interval_s=0.5, ack_delay_s=0.05)
             everyone.append(nodes[round_ % 2])
             with anyio.fail_after(15):  # the dead node's partitions are all taken over
                 while True:
@@ -289,7 +229,7 @@ async def test_kill9_nodes_mid_batch_repeatedly(nc: Client, nats_url: str,
     async with PostgresEventStore(region, db) as store:
         report = await h.wait_accounted(store, 90, with_received=True)
     for n in nodes:
-        await n.terminate()
+        await n.stop_cleanly()
     counters = [n.last_stats() for n in everyone]
     # Signals a killed node committed but never acked come back and are found in the inbox.
     report_line("kill9_nodes", report, kills, takeover_s=takeovers,
@@ -314,7 +254,8 @@ async def test_nats_server_restart_under_load(postgres_server: PostgresServer,
         signals = make_signals(region, 1500, accounts=100, seed=2)
         h = Harness(client, region, signals)
         nodes = [NodeProcess(region=region, nats_url=server.url, database_url=db,
-                             node_id=f"n{i}", log_dir=log_dir) for i in range(2)]
+                             node_id=f"n{i}", log_dir=log_dir, partitions=P,
+                             stats_interval_s=0.5) for i in range(2)]
         for n in nodes:
             await n.wait_ready()
         restarts = 0
@@ -328,7 +269,7 @@ async def test_nats_server_restart_under_load(postgres_server: PostgresServer,
                 server.start()
         async with PostgresEventStore(region, db) as store:
             report = await h.wait_accounted(store, 120, with_received=False)
-        counters = [await n.terminate() for n in nodes]
+        counters = [await n.stop_cleanly() for n in nodes]
         await client.close()
         report_line("nats_restart", report, restarts,
                     bus_failures=sum(c["bus_failures"] for c in counters),
@@ -354,7 +295,8 @@ async def test_postgres_restart_under_load(nc: Client, nats_url: str, log_dir: P
         h = Harness(nc, region, signals)
         await h.subscribe()
         nodes = [NodeProcess(region=region, nats_url=nats_url, database_url=db,
-                             node_id=f"n{i}", log_dir=log_dir) for i in range(2)]
+                             node_id=f"n{i}", log_dir=log_dir, partitions=P,
+                             stats_interval_s=0.5) for i in range(2)]
         for n in nodes:
             await n.wait_ready()
         restarts = 0
@@ -374,7 +316,7 @@ async def test_postgres_restart_under_load(nc: Client, nats_url: str, log_dir: P
         assert len(h.signals) < len(signals), "the load ran out before the second recovery"
         async with PostgresEventStore(region, db) as store:
             report = await h.wait_accounted(store, 120, with_received=True)
-        counters = [await n.terminate() for n in nodes]
+        counters = [await n.stop_cleanly() for n in nodes]
         failures = sum(c["store_failures"] for c in counters)
         said = sum(store_failure_lines(n.err) for n in nodes)
         report_line("postgres_restart", report, restarts, recovery_s=recovery_s,

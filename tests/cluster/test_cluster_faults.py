@@ -11,7 +11,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from fault_harness import NodeProcess, check, following_gate, make_signals, region_load
+from fault_harness import check, following_gate, make_signals, region_load
+from node_process import NodeProcess
 
 from safeguards.adapters.embedded.nats_cluster import EmbeddedNatsCluster
 from safeguards.adapters.store import PostgresEventStore, migrate

@@ -12,12 +12,7 @@ newest committed enforcement.
 from __future__ import annotations
 
 import functools
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -80,55 +75,6 @@ def store_failure_lines(err: Path) -> int:
              " safeguards.adapters.bus.policy_board: ")
     return sum(1 for line in err.read_text().splitlines()
                if " failed " in line and any(loop in line for loop in loops))
-
-
-class NodeProcess:
-    """``python -m safeguards.regions.node_cli node`` as a child process we can SIGKILL."""
-
-    def __init__(self, *, region: str, nats_url: str, database_url: str, node_id: str,
-                 log_dir: Path, partitions: int, log_level: str = "WARNING") -> None:
-        self.node_id = node_id
-        self.out = log_dir / f"{node_id}.out"
-        self.err = log_dir / f"{node_id}.err"
-        cmd = [sys.executable, "-m", "safeguards.regions.node_cli", "node", "--region", region,
-               "--nats", nats_url, "--database-url", database_url, "--node-id", node_id,
-               "--partitions", str(partitions), "--log-level", log_level,
-               "--stats-interval", "1"]
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    async def wait_ready(self, timeout_s: float = 90.0) -> None:
-        with anyio.fail_after(timeout_s):
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"node {self.node_id} exited: "
-                                       f"{self.err.read_text()[-2000:]}")
-                if self.out.exists() and '"ready": true' in self.out.read_text():
-                    return
-                await anyio.sleep(0.1)
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def last_stats(self) -> dict[str, int]:
-        stats: dict[str, int] = {}
-        for line in self.out.read_text().splitlines():
-            if line.startswith('{"stats"'):
-                stats = json.loads(line)["stats"]
-        return stats
-
-    async def terminate(self, timeout_s: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        with anyio.move_on_after(timeout_s):
-            while True:
-                if self.proc.poll() is not None:
-                    break
-                await anyio.sleep(0.1)
-        if self.proc.poll() is None:
-            self.kill9()
 
 
 @dataclass(slots=True)
