@@ -122,9 +122,8 @@ def test_the_committed_first_stage_was_measured_out_of_distribution() -> None:
     of benign text (the load taken off the classifier)."""
     ood = json.loads((FIRST_STAGE_DIR / "manifest.json").read_text())["metrics"]["ood"]
     assert ood["rows"] > 10_000
-    # 2026.12.9's teacher flags 38 % more evaluation rows than 2026.12.6's did; distilled from
-    # it, the first stage clears 0.74 % of the harmful rows the teacher flags (a handful; 0.26 %
-    # before) but 1.4 % of all harmful rows, where the one distilled from 2026.12.6 cleared 8.2 %
+    # distilled from 2026.12.11 it clears 0.55 % of the harmful rows the teacher flags (a
+    # handful) and 1.85 % of all harmful rows (the one distilled from 2026.12.6 cleared 8.2 %)
     assert ood["teacher_flagged_harmful_cleared"] <= 0.01
     assert ood["harmful_cleared"] <= 0.02
     assert ood["benign_cleared"] >= 0.4
