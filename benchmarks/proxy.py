@@ -9,7 +9,10 @@ The upstream stand-in and the proxy each run in their own process (``safeguards 
 comes from a third process, ``benchmarks/loadgen.py`` (raw keep-alive connections on uvloop, a few
 tens of microseconds of client CPU per request, so the client is not what is measured), at 1, 16
 and 64 concurrent clients, non-streaming. Direct and proxied runs alternate in ``--rounds``
-rounds per level, so load from other work on a shared machine falls on both alike. Streaming:
+rounds per level, so load from other work on a shared machine falls on both alike. Before the
+levels, every account they will name is served once, so they measure accounts the gate already
+serves; a new account's first request (its home learnt or claimed, its gate entry made) is
+measured apart, at one client from accounts never seen (``new_account``). Streaming:
 time to the first ``content_block_delta`` byte, direct vs proxied, at 1 client.
 
 With ``--model-ms M`` each request asks the stand-in to take a model time drawn from
@@ -48,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from loadgen import WARMUP  # requests each load generator client sends before its samples
 
 from safeguards.adapters.csp.caller_auth import CallerKey, load_caller_keys
 from safeguards.adapters.embedded import EmbeddedNats, free_port
@@ -101,12 +105,26 @@ class Run:
 _account_base = iter(range(0, 10**9, 1_000_000))
 
 
+# The load generator names its accounts ``bench-{n % 50,000}``: every level reuses the same
+# accounts (the steady state of accounts the gate already serves); a new account's first request
+# is measured apart, from accounts of its own range (``_fresh_base``), never reused.
+_fresh_base = iter(range(10_000, 50_000, 2_000))
+FRESH_ACCOUNTS = 200
+
+
+def accounts_touched(concurrency: int, total: int) -> int:
+    """How many accounts one load generator run names (``loadgen.run``: each request its own)."""
+    return concurrency * (WARMUP + max(1, total // concurrency))
+
+
 def load(url: str, concurrency: int, total: int, run: Run, pids: dict[str, int], *,
-         model_ms: float, prompt: str, front_end: str, stream: bool = False) -> None:
+         model_ms: float, prompt: str, front_end: str, stream: bool = False,
+         account_base: int | None = None) -> None:
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     busy0, total0 = machine_busy()
+    base = next(_account_base) if account_base is None else account_base
     cmd = [sys.executable, str(LOADGEN), url, str(concurrency), str(total),
-           "--account-base", str(next(_account_base)), "--model-ms", str(model_ms),
+           "--account-base", str(base), "--model-ms", str(model_ms),
            "--prompt", prompt, "--sign", f"{caller_key().key_id}:{caller_key().secret.hex()}",
            "--front-end", front_end]
     if stream:
@@ -138,11 +156,15 @@ def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
                            front_end=front_end)
     go(upstream, 8, 400, Run())  # warm both paths (connections, caches)
     go(proxy, 8, 400, Run())
+    # every account the levels will name has been served once (its home learnt, its gate entry
+    # made): the levels measure the steady state; a new account's first request comes after
+    levels_ = [(c, max(args.requests, c * 20)) for c in (1, 16, 64)]
+    touched = max(accounts_touched(c, max(c, total // args.rounds)) for c, total in levels_)
+    go(proxy, 64, touched - 64 * WARMUP, Run())
     results: dict[str, Any] = {}
     worst50 = worst99 = -1e9
     cores = os.cpu_count() or 1
-    for concurrency in (1, 16, 64):
-        total = max(args.requests, concurrency * 20)
+    for concurrency, total in levels_:
         per_round = max(concurrency, total // args.rounds)
         direct, proxied = Run(), Run()
         for _ in range(args.rounds):
@@ -174,6 +196,18 @@ def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
               f"cores{' - SATURATED: latency is CPU queueing' if busy > 0.9 else ''})")
         results[f"c{concurrency}"] = level
         worst50, worst99 = max(worst50, p50 - d50), max(worst99, p99 - d99)
+    # a new account's first request (one client, each request from an account never seen)
+    fresh = Run()
+    go(proxy, 1, FRESH_ACCOUNTS, fresh, account_base=next(_fresh_base))
+    c1 = results["c1"]
+    f50, f99 = quantile(fresh.samples, 0.5), quantile(fresh.samples, 0.99)
+    results["new_account"] = {"proxy_p50_ms": round(f50, 3), "proxy_p99_ms": round(f99, 3),
+                              "added_p50_ms": round(f50 - c1["direct_p50_ms"], 3),
+                              "added_p99_ms": round(f99 - c1["direct_p99_ms"], 3),
+                              "n": len(fresh.samples)}
+    print(f"a new account's first request: proxy p50={f50:.3f}ms p99={f99:.3f}ms "
+          f"(added vs c=1 direct: p50={f50 - c1['direct_p50_ms']:.3f}ms "
+          f"p99={f99 - c1['direct_p99_ms']:.3f}ms; n={len(fresh.samples)})")
     go(upstream, 1, 20, Run(), stream=True)
     go(proxy, 1, 20, Run(), stream=True)
     t_direct, t_proxy = Run(), Run()
@@ -189,6 +223,8 @@ def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
         "ttft_added_p50_ms": round(tp - td, 3),
         # the same figures at one client (no queueing), and what explains the rest
         "c1_added_p50_ms": levels[0]["added_p50_ms"], "c1_added_p99_ms": levels[0]["added_p99_ms"],
+        "new_account_added_p50_ms": results["new_account"]["added_p50_ms"],
+        "new_account_added_p99_ms": results["new_account"]["added_p99_ms"],
         "proxy_cpu_us_per_request": max(lv["proxy_cpu_us_per_request"] for lv in levels),
         "max_machine_busy": max(lv["machine_busy_during_proxied"] for lv in levels),
     }
