@@ -139,7 +139,10 @@ async def test_an_eu_account_served_in_us_has_one_history_in_eu_and_eu_enforceme
         secured: Any, postgres_server: Any, classifier_model: LoadedModel) -> None:
     url, auditor = secured
     account, local = f"acct-eu-{secrets.token_hex(3)}", f"acct-us-{secrets.token_hex(3)}"
-    canary = f"CANARY-{secrets.token_hex(8)}"
+    # unique to this run, and plainly benign: a "CANARY-<hex>" prompt reads as an injection
+    # test's canary token to the jailbreak head (refused 5-8 % of the time), which this test,
+    # about where identifiers go, must not depend on
+    canary = f"garden club notes {secrets.randbelow(10**12)}"
     us_url = await region_database(postgres_server, "sg_home")
     eu_url = await region_database(postgres_server, "sg_home")
     seen: list[tuple[str, bytes]] = []
@@ -159,7 +162,7 @@ async def test_an_eu_account_served_in_us_has_one_history_in_eu_and_eu_enforceme
         # the CSP onboarded the account in eu
         eu_directory = await HomeDirectory.open(operator.jetstream(), "eu")
         await eu_directory.put(account, HomeEntry("eu", PARTITIONS, "onboarding", NOW.isoformat()))
-        prompts = [f"{canary} summarise my notes, part {i}" for i in range(3)]
+        prompts = [f"Summarise my {canary}, part {i}" for i in range(3)]
         for prompt in prompts:
             assert await ask(proxy_url, account, prompt, api_key_id="key-7") == 200
         assert await ask(proxy_url, local, "plan a picnic") == 200

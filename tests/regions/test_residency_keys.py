@@ -108,7 +108,9 @@ async def test_no_plain_digest_of_a_canary_prompt_is_stored_or_published(
     canary's plain SHA-256 (hex or raw) nor its text appears in any event or NATS message,
     dead letters included."""
     region, account = "t" + secrets.token_hex(4), f"acct-{secrets.token_hex(3)}"
-    canary = f"CANARY-{secrets.token_hex(8)} summarise my notes"
+    # unique to this run, and plainly benign (a "CANARY-<hex>" prompt reads as an injection
+    # test's canary token to the jailbreak head, refused 5-8 % of the time)
+    canary = f"Summarise my garden club notes {secrets.randbelow(10**12)}"
     plain = hashlib.sha256(canary.encode()).hexdigest()
     keyed = content_digest(load_link_key(region), canary)
     seen: list[bytes] = []
