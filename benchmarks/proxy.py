@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import subprocess
@@ -107,9 +108,10 @@ _account_base = iter(range(0, 10**9, 1_000_000))
 
 # The load generator names its accounts ``bench-{n % 50,000}``: every level reuses the same
 # accounts (the steady state of accounts the gate already serves); a new account's first request
-# is measured apart, from accounts of its own range (``_fresh_base``), never reused.
-_fresh_base = iter(range(10_000, 50_000, 2_000))
+# is measured apart, on accounts past every level's, a new range each time (``_fresh_slots``).
+ACCOUNT_NAMES = 50_000
 FRESH_ACCOUNTS = 200
+_fresh_slots = itertools.count()
 
 
 def accounts_touched(concurrency: int, total: int) -> int:
@@ -159,7 +161,8 @@ def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
     # every account the levels will name has been served once (its home learnt, its gate entry
     # made): the levels measure the steady state; a new account's first request comes after
     levels_ = [(c, max(args.requests, c * 20)) for c in (1, 16, 64)]
-    touched = max(accounts_touched(c, max(c, total // args.rounds)) for c, total in levels_)
+    touched = max(accounts_touched(8, 400),
+                  *(accounts_touched(c, max(c, total // args.rounds)) for c, total in levels_))
     go(proxy, 64, touched - 64 * WARMUP, Run())
     results: dict[str, Any] = {}
     worst50 = worst99 = -1e9
@@ -198,7 +201,10 @@ def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
         worst50, worst99 = max(worst50, p50 - d50), max(worst99, p99 - d99)
     # a new account's first request (one client, each request from an account never seen)
     fresh = Run()
-    go(proxy, 1, FRESH_ACCOUNTS, fresh, account_base=next(_fresh_base))
+    fresh_base = touched + (FRESH_ACCOUNTS + WARMUP) * next(_fresh_slots)
+    if fresh_base + FRESH_ACCOUNTS + WARMUP > ACCOUNT_NAMES:
+        raise SystemExit("--requests too large: no account names left for new accounts")
+    go(proxy, 1, FRESH_ACCOUNTS, fresh, account_base=fresh_base)
     c1 = results["c1"]
     f50, f99 = quantile(fresh.samples, 0.5), quantile(fresh.samples, 0.99)
     results["new_account"] = {"proxy_p50_ms": round(f50, 3), "proxy_p99_ms": round(f99, 3),
