@@ -160,14 +160,14 @@ def run_levels(args: argparse.Namespace, upstream: str, proxy: str,
     go(proxy, 8, 400, Run())
     # every account the levels will name has been served once (its home learnt, its gate entry
     # made): the levels measure the steady state; a new account's first request comes after
-    levels_ = [(c, max(args.requests, c * 20)) for c in (1, 16, 64)]
+    level_sizes = [(c, max(args.requests, c * 20)) for c in (1, 16, 64)]
     touched = max(accounts_touched(8, 400),
-                  *(accounts_touched(c, max(c, total // args.rounds)) for c, total in levels_))
+                  *(accounts_touched(c, max(c, total // args.rounds)) for c, total in level_sizes))
     go(proxy, 64, touched - 64 * WARMUP, Run())
     results: dict[str, Any] = {}
     worst50 = worst99 = -1e9
     cores = os.cpu_count() or 1
-    for concurrency, total in levels_:
+    for concurrency, total in level_sizes:
         per_round = max(concurrency, total // args.rounds)
         direct, proxied = Run(), Run()
         for _ in range(args.rounds):
