@@ -24,6 +24,7 @@ from safeguards.adapters.classifier.encoder.tensors import read_tensors
 from safeguards.adapters.classifier.encoder.windows import TokenWindows, tokenizer_from_json
 from safeguards.adapters.classifier.errors import ModelLoadError
 from safeguards.adapters.classifier.manifest import ModelManifest, read_manifest
+from safeguards.adapters.classifier.normalize import normalize
 from safeguards.core.policy import default_policy
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,13 @@ class LoadedModel:
     def raw(self, texts: Sequence[str]) -> np.ndarray:
         """The model's output columns for a batch of texts, shape (n, columns). A text longer
         than the encoder's window is scored in overlapping token windows, each column's maximum
-        kept: nothing is cut off."""
+        kept: nothing is cut off. The manifest's normaliser, where it names one, is applied
+        first, so that every caller (the service, calibration, evaluation, distillation) scores
+        what the model was calibrated on; on text ``prepare_text`` has normalised already it
+        finds nothing more to undo."""
         inp = self.manifest.input
+        if self.manifest.normalizer is not None:
+            texts = [normalize(t, self.manifest.normalizer) for t in texts]
         if inp.kind == "string":
             out = self._run({inp.name: np.asarray(list(texts), dtype=object)})
         elif self._windows is not None:

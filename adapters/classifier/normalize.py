@@ -23,6 +23,9 @@ sees its text unchanged.
    mapped to ``o i e a s t b g a s i l`` (``m4ke a b0mb`` becomes ``make a bomb``); quantities
    and versions such as ``4th``, ``10mg``, ``python3``, ``covid19`` are left alone;
 7. runs of whitespace become one space, and the ends are trimmed.
+
+``sg-decode-1`` (the encoder models'): encoded payloads, base64 and hex, replaced by the text they
+carry where they decode to readable text (``payloads.py``); nothing else changes, case included.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-NORMALIZER_VERSIONS = ("sg-norm-1",)
+from safeguards.adapters.classifier.payloads import decode_payloads
+
+NORMALIZER_VERSIONS = ("sg-norm-1", "sg-decode-1")
 
 _INVISIBLE = dict.fromkeys(
     [0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x200B, 0x200C, 0x200D,
@@ -66,6 +71,8 @@ _OTHER_SPACE = re.compile(r"[^\S ]")
 
 def normalize(text: str, version: str = "sg-norm-1") -> str:
     """The normalised form of ``text`` under ``version`` (see the module docstring)."""
+    if version == "sg-decode-1":  # encoded payloads read as what they say (``payloads``)
+        return decode_payloads(text)
     if version != "sg-norm-1":
         raise ValueError(f"unknown normaliser {version!r}")
     # Collapsing whitespace can form a new spaced-out run ("0     0_0" -> "0 0_0"): apply the
