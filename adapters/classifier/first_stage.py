@@ -12,7 +12,8 @@ held-out rows so that it passes (nearly) everything the contextual model flags. 
 lower-cased words (``\\w+``) and word pairs, character pairs inside long words of scripts
 written without spaces, and the text's length class (words, in powers of two), hashed with
 CRC-32 into ``2**bits`` buckets, as a binary vector scaled to unit length. Text it has too
-little familiar vocabulary for (``min_known``) is passed on.
+little familiar vocabulary for (``min_known``) is passed on, and so is text carrying an encoded
+payload that the contextual model decodes (``payloads``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 
 from safeguards.adapters.classifier.encoder.tensors import read_tensors
 from safeguards.adapters.classifier.errors import ModelLoadError
+from safeguards.adapters.classifier.payloads import has_payload
 
 FIRST_STAGE_DIR = Path(__file__).parent / "models" / "first_stage"
 _WORD = re.compile(r"\w+")
@@ -58,7 +60,7 @@ def features(text: str, bits: int) -> np.ndarray:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     clear: bool
-    reason: str  # "clear", "flagged", "unfamiliar", "too_long"
+    reason: str  # "clear", "flagged", "unfamiliar", "too_long", "encoded"
     score: float
 
 
@@ -86,6 +88,10 @@ class FirstStage:
     def check(self, text: str) -> Verdict:
         if len(text) > MAX_CHARS:
             return Verdict(False, "too_long", math.inf)
+        if has_payload(text):
+            # its words are not what the contextual model reads (``payloads``): an encoded ask
+            # must reach the model that decodes it, never be cleared on its wrapper's words
+            return Verdict(False, "encoded", math.inf)
         s, known = self.score(text)
         if s >= self.threshold:
             return Verdict(False, "flagged", s)

@@ -97,9 +97,29 @@ def _from_hex(run: str) -> str | None:
 def decode_payloads(text: str) -> str:
     """``text`` with every readable encoded run replaced by what it decodes to."""
     for _ in range(MAX_PASSES):
+        if not _may_hold_runs(text):
+            break
         # hex first: a hex run is also a base64 run, and read as base64 it is noise
         decoded = _decode_runs(_decode_runs(text, _HEX, _from_hex), _BASE64, _from_base64)
         if decoded == text:
             break
         text = decoded
     return text
+
+
+def _may_hold_runs(text: str) -> bool:
+    """False when no run can be there: a run is MIN_RUN characters without white space (a
+    split is several times faster than the patterns' scan, and most text has no such word)."""
+    return max(map(len, text.split()), default=0) >= MIN_RUN
+
+
+def has_payload(text: str) -> bool:
+    """Whether ``text`` carries a run that :func:`decode_payloads` would decode (the first
+    readable one found answers)."""
+    if not _may_hold_runs(text):
+        return False
+    for m in _HEX.finditer(text):
+        if len(m.group(1)) <= MAX_RUN_CHARS and _from_hex(m.group(1)) is not None:
+            return True
+    return any(len(m.group(0)) <= MAX_RUN_CHARS and _from_base64(m.group(0)) is not None
+               for m in _BASE64.finditer(text))
