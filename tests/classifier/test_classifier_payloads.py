@@ -15,6 +15,7 @@ from safeguards.adapters.classifier.normalize import normalize
 from safeguards.adapters.classifier.payloads import (
     MAX_PASSES,
     MAX_RUNS,
+    MIN_RUN,
     decode_payloads,
     readable,
 )
@@ -70,7 +71,7 @@ def test_text_round_trips_through_each_encoding(text: str, encoding: str) -> Non
                "url": base64.urlsafe_b64encode(data).decode().rstrip("="),
                "hex": data.hex()}[encoding]
     decoded = decode_payloads(f"please decode {payload} thanks")
-    if len(payload) >= 16 and readable(data) is not None:
+    if len(payload.rstrip("=")) >= MIN_RUN and readable(data) is not None:
         assert decoded == f"please decode {text} thanks"
     else:
         assert decoded == f"please decode {payload} thanks"
