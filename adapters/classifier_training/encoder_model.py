@@ -225,7 +225,7 @@ def _train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None,
     fetch_wheels(ENCODER, cache)
     records = list(read_all(wheels, recipe.TRAIN_PACKAGES + recipe.EVAL_PACKAGES))
     records += recipe.generated_rows(seed)
-    splits = recipe.split(records, seed=seed)
+    splits = recipe.normalised(recipe.split(records, seed=seed))
     log.info("fit %d, calibration %d, evaluation %d rows", len(splits.fit),
              len(splits.calibration), len(splits.evaluation))
     files = read_files(ENCODER, cache)
@@ -359,7 +359,8 @@ def _write(out_dir: Path, version: str, trained: dict[str, np.ndarray],
         sha256=sha256_file(tensors_path),
         input=InputSpec("token_ids", "input_ids", None, ENCODER.max_length, "attention_mask"),
         output_name="logits", output_kind="logits", labels=prompt, completion_labels=completion,
-        max_chars=200_000, max_windows=1, fine_chars=0, normalizer=None, encoder=encoder,
+        max_chars=200_000, max_windows=1, fine_chars=0, normalizer=recipe.NORMALIZER,
+        encoder=encoder,
         metrics={
             "seed": seed,
             "toolchain": {"torch": torch.__version__, "scikit-learn": sklearn.__version__,

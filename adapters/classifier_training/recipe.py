@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from safeguards.adapters.classifier.normalize import normalize
 from safeguards.adapters.classifier_training import generated
 from safeguards.adapters.classifier_training.corpus.records import PLACEHOLDER, Record, norm_text
 from safeguards.adapters.classifier_training.sources import Example
@@ -72,6 +73,9 @@ N_GENERATED_BENIGN = 2500
 N_GENERATED_EVASIVE_BENIGN = 1500
 N_GENERATED_HARMFUL = 1200
 N_GENERATED_EVASIVE = 800
+# Benign asks bearing hashes, keys, base64 (``generated/identifiers.py``): 500 together with
+# FILLS_PER_TEMPLATE = 4 made 2026.12.12 (2026-12-07), worse out of distribution (DATA_SOURCES.md)
+N_GENERATED_IDENTIFIER_ASKS = 0
 N_GENERATED_REFUSALS = 0  # 1500 did not teach the answer heads that refusing is benign
 
 # Partial labels: a row may leave a category unsaid (``Record.unlabelled_categories``), so that
@@ -101,11 +105,20 @@ MULTILINGUAL_GENERATED = True
 # the request reads ``{HARMFUL_REQUEST}``) filled with real harmful asks from the training
 # packages, each a positive of ``jailbreak`` and of the ask's harm category. Attackers send
 # templates filled, never the placeholder; without these the model saw a frame only empty or
-# only around our own generated asks (whose frames it learned instead of framing). Off until a
-# model trained with it is judged (``benchmarks/classifier_framed.py``): 2026.12.9, the shipped
-# model, was trained without it and must stay reproducible from this recipe. The heads-only run
-# with 4 (2026-12-07) did not finish within its session on a loaded machine.
+# only around our own generated asks (whose frames it learned instead of framing). 4, with the
+# identifier-bearing benign asks, made 2026.12.12 (2026-12-07, one watched full run): framed asks
+# out of distribution 0.296 against the shipped 0.300 (the frames in training are not the
+# evaluation's), ROC AUC 0.902 against 0.917 and benign FPR higher in 9 of 14 kinds: not shipped.
 FILLS_PER_TEMPLATE = 0
+
+
+# The text normaliser the model is trained, calibrated and served with (the manifest names it):
+# ``sg-decode-1`` reads encoded payloads (base64, hex) as the text they carry
+# (``adapters/classifier/payloads.py``). 85 of 203,852 training rows change, nearly all
+# injections whose payload says "ignore previous instructions" or "cat /etc/shadow". The shipped
+# 2026.12.13 is 2026.12.11 (tower and calibration read on raw text) with this normaliser named;
+# a rebuild reads those rows decoded from the start.
+NORMALIZER: str | None = "sg-decode-1"
 
 
 @dataclass
@@ -113,6 +126,18 @@ class Splits:
     fit: list[Record] = field(default_factory=list)
     calibration: list[Record] = field(default_factory=list)
     evaluation: list[Record] = field(default_factory=list)
+
+
+def normalised(splits: Splits) -> Splits:
+    """Every row's text as the model reads it (``NORMALIZER``; the rows unchanged without one)."""
+    version = NORMALIZER
+    if version is None:
+        return splits
+
+    def each(rows: list[Record]) -> list[Record]:
+        return [replace(r, text=normalize(r.text, version)) for r in rows]
+
+    return Splits(each(splits.fit), each(splits.calibration), each(splits.evaluation))
 
 
 def package_of(record: Record) -> str:
@@ -177,6 +202,8 @@ def generated_rows(seed: int) -> list[Record]:
 
     add(generated.benign_negatives(N_GENERATED_BENIGN, seed=seed + 11, family="train"), "benign")
     add(generated.evasive_benign(N_GENERATED_EVASIVE_BENIGN, seed=seed + 31, family="train"),
+        "benign")
+    add(generated.identifier_asks(N_GENERATED_IDENTIFIER_ASKS, seed=seed + 41, family="train"),
         "benign")
     add(generated.harmful_requests(N_GENERATED_HARMFUL, seed=seed + 10, family="train"),
         "harmful")

@@ -3,6 +3,7 @@ generation is deterministic, held-out topics never reach training."""
 
 from __future__ import annotations
 
+import base64
 import re
 import zipfile
 from pathlib import Path
@@ -113,6 +114,27 @@ def test_evasive_families_are_deterministic_disjoint_and_labelled() -> None:
     benign_held = generated.evasive_benign(500, seed=8, family="heldout")
     assert not {e.text for e in benign} & {e.text for e in benign_held}
     assert not _UNSEEN_ONLY & set(re.findall(r"[a-z]+", " ".join(e.text for e in benign).lower()))
+
+
+def test_identifier_asks_are_benign_deterministic_split_and_carry_their_tokens() -> None:
+    from safeguards.adapters.classifier_training import generated
+    from safeguards.adapters.classifier_training.generated import identifiers
+
+    a = generated.identifier_asks(400, seed=3, family="train")
+    assert [e.text for e in a] == [e.text for e in generated.identifier_asks(
+        400, seed=3, family="train")]
+    assert all(not e.labels and "{" not in e.text for e in a)
+    assert all(e.source == "generated:benign:identifiers" for e in a)
+    # every ask carries a machine identifier: a hex run, a UUID, a key or a base64 payload
+    token = re.compile(r"[0-9a-f]{7,}|[A-Za-z0-9_-]{16,}|[A-Za-z0-9+/]{8,}={0,2}")
+    assert all(token.search(e.text) for e in a)
+    # a base64 payload decodes to the benign passage it was made from
+    b64 = next(e.text.rsplit(" ", 1)[1] for e in a if e.text.startswith("Decode this base64"))
+    assert base64.b64decode(b64).decode().isprintable()
+    # held-out templates never occur in training text
+    held_templates = generated._split(identifiers._TEMPLATES, "heldout")
+    openings = {t.split("{", 1)[0] for t in held_templates}
+    assert held_templates and not any(e.text.startswith(o) for e in a for o in openings if o)
 
 
 def test_training_code_never_reads_the_simulation_personas() -> None:

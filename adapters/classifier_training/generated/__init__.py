@@ -27,7 +27,8 @@ figures measure generalisation to new wording, not memorisation of templates.
 
 Modules: ``families`` (the two families and the split of a bank), ``harmful`` (harmful requests
 and obfuscation), ``benign`` (hard benign negatives, news, fiction dialogue), ``evasive``
-(evasive requests), ``evasive_negatives`` (their hard negatives and benign mirrors), and
+(evasive requests), ``evasive_negatives`` (their hard negatives and benign mirrors),
+``identifiers`` (benign asks bearing hashes, keys and encoded text), and
 ``word_banks``, which reads the words they draw on from the JSON files under ``banks/``
 (data, not code: a new phrase is an edit there). Import from the package: it re-exports what
 other code uses.
@@ -48,6 +49,7 @@ from safeguards.adapters.classifier_training.generated.evasive import (
 from safeguards.adapters.classifier_training.generated.evasive_negatives import evasive_benign
 from safeguards.adapters.classifier_training.generated.families import Family, _split
 from safeguards.adapters.classifier_training.generated.harmful import harmful_requests, obfuscate
+from safeguards.adapters.classifier_training.generated.identifiers import identifier_asks
 
 __all__ = [
     "_EVASIVE_KINDS",
@@ -59,6 +61,7 @@ __all__ = [
     "evasive_requests",
     "fiction_dialogue",
     "harmful_requests",
+    "identifier_asks",
     "news",
     "obfuscate",
 ]
