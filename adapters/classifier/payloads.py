@@ -20,8 +20,9 @@ text, and leaves everything else alone:
 - at most ``MAX_RUNS`` runs per pass, runs longer than ``MAX_RUN_CHARS`` are left alone: the
   cost is linear in the text and bounded.
 
-Applied where the manifest names it (``prepare_text``), before windowing; the hash and length
-always describe the original text, and the decoded text is never stored or logged (it is content
+Applied where the manifest names it, before windowing (``prepare_text`` and the loader's
+``raw``, so calibration and evaluation read what the service reads); the hash and length always
+describe the original text, and the decoded text is never stored or logged (it is content
 like any prompt).
 """
 
