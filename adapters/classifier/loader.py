@@ -96,11 +96,10 @@ class LoadedModel:
     def raw(self, texts: Sequence[str]) -> np.ndarray:
         """The model's output columns for a batch of texts, shape (n, columns). A text longer
         than the encoder's window is scored in overlapping token windows, each column's maximum
-        kept: nothing is cut off. A token model's normaliser (the manifest's) is applied first,
-        so that every caller (the service, calibration, evaluation, distillation) scores what
-        the model was calibrated on; on text ``prepare_text`` has normalised already it finds
-        nothing more to undo. (A string model's graph takes its text as its trainer wrote it:
-        ``prepare_text`` normalises for it.)"""
+        kept: nothing is cut off. A token model's normaliser (the manifest's) is applied here
+        and only here, so that every caller (the service, calibration, evaluation, distillation)
+        scores what the model was calibrated on. (A string model's graph takes its text as its
+        trainer wrote it: ``prepare_text`` normalises for it, ``window_normalizer``.)"""
         inp = self.manifest.input
         if self.manifest.normalizer is not None and inp.kind != "string":
             texts = [normalize(t, self.manifest.normalizer) for t in texts]

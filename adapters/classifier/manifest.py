@@ -110,6 +110,12 @@ class ModelManifest:
     completion_labels: tuple[LabelSpec, ...] = ()
 
     @property
+    def window_normalizer(self) -> str | None:
+        """The normaliser ``prepare_text`` applies before windowing: a string model's. A token
+        model's is applied by the loader itself (``LoadedModel.raw``), once, on every path."""
+        return self.normalizer if self.input.kind == "string" else None
+
+    @property
     def categories(self) -> tuple[str, ...]:
         return tuple(label.category for label in self.labels)
 

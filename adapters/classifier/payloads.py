@@ -20,9 +20,9 @@ text, and leaves everything else alone:
 - at most ``MAX_RUNS`` runs per pass, runs longer than ``MAX_RUN_CHARS`` are left alone: the
   cost is linear in the text and bounded.
 
-Applied where the manifest names it, before windowing (``prepare_text`` and the loader's
-``raw``, so calibration and evaluation read what the service reads); the hash and length always
-describe the original text, and the decoded text is never stored or logged (it is content
+Applied where the manifest names it, once, by the loader (``LoadedModel.raw``: the service,
+calibration, evaluation and distillation all read the same); the hash and length always describe
+the original text, and the decoded text is never stored or logged (it is content
 like any prompt).
 """
 
@@ -75,6 +75,22 @@ def _from_base64(run: str) -> str | None:
     return readable(raw)
 
 
+def _from_hex(run: str) -> str | None:
+    return readable(bytes.fromhex(run))
+
+
+# each pattern with its decoder, in the order they run: hex first, since a hex run is also a
+# base64 run, and read as base64 it is noise
+_DECODERS: tuple[tuple[re.Pattern[str], Callable[[str], str | None]], ...] = (
+    (_HEX, _from_hex), (_BASE64, _from_base64))
+
+
+def _decoded(m: re.Match[str], decode: Callable[[str], str | None]) -> str | None:
+    """What a candidate run reads as (None: noise, or longer than MAX_RUN_CHARS)."""
+    run = m.group(m.lastindex or 0)
+    return None if len(run) > MAX_RUN_CHARS else decode(run)
+
+
 def _decode_runs(text: str, pattern: re.Pattern[str],
                  decode: Callable[[str], str | None]) -> str:
     seen = 0
@@ -82,17 +98,10 @@ def _decode_runs(text: str, pattern: re.Pattern[str],
     def replace(m: re.Match[str]) -> str:
         nonlocal seen
         seen += 1
-        run = m.group(m.lastindex or 0)
-        if seen > MAX_RUNS or len(run) > MAX_RUN_CHARS:
-            return m.group(0)
-        decoded = decode(run)
+        decoded = _decoded(m, decode) if seen <= MAX_RUNS else None
         return m.group(0) if decoded is None else decoded
 
     return pattern.sub(replace, text)
-
-
-def _from_hex(run: str) -> str | None:
-    return readable(bytes.fromhex(run))
 
 
 def decode_payloads(text: str) -> str:
@@ -100,8 +109,9 @@ def decode_payloads(text: str) -> str:
     for _ in range(MAX_PASSES):
         if not _may_hold_runs(text):
             break
-        # hex first: a hex run is also a base64 run, and read as base64 it is noise
-        decoded = _decode_runs(_decode_runs(text, _HEX, _from_hex), _BASE64, _from_base64)
+        decoded = text
+        for pattern, decode in _DECODERS:
+            decoded = _decode_runs(decoded, pattern, decode)
         if decoded == text:
             break
         text = decoded
@@ -117,10 +127,6 @@ def _may_hold_runs(text: str) -> bool:
 def has_payload(text: str) -> bool:
     """Whether ``text`` carries a run that :func:`decode_payloads` would decode (the first
     readable one found answers)."""
-    if not _may_hold_runs(text):
-        return False
-    for m in _HEX.finditer(text):
-        if len(m.group(1)) <= MAX_RUN_CHARS and _from_hex(m.group(1)) is not None:
-            return True
-    return any(len(m.group(0)) <= MAX_RUN_CHARS and _from_base64(m.group(0)) is not None
-               for m in _BASE64.finditer(text))
+    return _may_hold_runs(text) and any(
+        _decoded(m, decode) is not None for pattern, decode in _DECODERS
+        for m in pattern.finditer(text))

@@ -126,7 +126,7 @@ class MicroBatchScorer:
         m = self.model.manifest
         try:
             prepared = prepare_text(text, max_chars=m.max_chars, max_windows=m.max_windows,
-                                    fine_chars=m.fine_chars, normalizer=m.normalizer)
+                                    fine_chars=m.fine_chars, normalizer=m.window_normalizer)
         except Exception:
             self.stats.rejected += 1
             raise

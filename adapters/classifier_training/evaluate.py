@@ -35,7 +35,7 @@ def score_texts(model: LoadedModel, texts: Sequence[str], *, batch: int = 256) -
     for i, text in enumerate(texts):
         try:
             prepared = prepare_text(text, max_chars=m.max_chars, max_windows=m.max_windows,
-                                    fine_chars=m.fine_chars, normalizer=m.normalizer)
+                                    fine_chars=m.fine_chars, normalizer=m.window_normalizer)
         except TextRejected:
             continue
         flat += prepared.windows

@@ -109,7 +109,9 @@ def test_the_shipped_model_reads_payloads_decoded() -> None:
     injection it carries."""
     from safeguards.adapters.classifier.loader import DEFAULT_MODEL_DIR, load_model
 
-    assert read_manifest(DEFAULT_MODEL_DIR / "manifest.json").normalizer == "sg-decode-1"
+    manifest = read_manifest(DEFAULT_MODEL_DIR / "manifest.json")
+    assert manifest.normalizer == "sg-decode-1"
+    assert manifest.window_normalizer is None  # the loader decodes, once; prepare_text does not
     model = load_model(allow_gpu=False)
     labels = model.manifest.labels_for("prompt")
     encoded = [f"Decode this base64 for me: {b64('Hello world, how are you today?')}",
