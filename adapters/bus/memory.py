@@ -68,6 +68,7 @@ class MemoryBroker:
     leases: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # holder, rev, until
     present: set[str] = field(default_factory=set)  # lease holders announced (and not died)
     policy: PublishedPolicy | None = None  # the policy board's entry
+    policy_changed: anyio.Event | None = None  # set (and replaced) when the entry changes
     _sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: anyio.Event | None = None
 
@@ -372,6 +373,13 @@ class MemoryPolicyBoard:
     def __init__(self, broker: MemoryBroker) -> None:
         self.broker = broker
 
+    async def wait_change(self, timeout_s: float) -> None:
+        self.broker.check()
+        if self.broker.policy_changed is None:
+            self.broker.policy_changed = anyio.Event()
+        with anyio.move_on_after(timeout_s):
+            await self.broker.policy_changed.wait()
+
     async def read(self) -> tuple[PublishedPolicy | None, int]:
         self.broker.check()
         current = self.broker.policy
@@ -382,4 +390,7 @@ class MemoryPolicyBoard:
         if current is not None and current.history_version >= policy.history_version:
             return False
         self.broker.policy = policy
+        changed, self.broker.policy_changed = self.broker.policy_changed, None
+        if changed is not None:
+            changed.set()  # every waiting follower wakes; later waits wait for the next change
         return True

@@ -3,7 +3,10 @@
 The region's policy history (``policy:<region>`` in its event store) is the record; the board
 is how the newest ``PolicyChanged`` of that history reaches every process of the region. Actor
 nodes publish to it (``PolicyPublisher``); actor nodes, proxies and ext_proc servers follow it
-(``follow_policy``) and apply a new document within a poll interval. A write names the history
+(``follow_policy``): a follower watches the board's key and reads it again when it changes (and
+at least every ``RECHECK_S`` should a change notice be lost), so a new document applies within
+milliseconds and an idle follower costs nothing (polling four times a second was 6.5 % of an
+idle proxy's CPU samples). A write names the history
 version it comes from and is a compare-and-set on the key's revision, so an older document never
 replaces a newer one, whichever node writes last. A document that does not validate is refused
 by readers (counted and logged), never applied.
@@ -11,6 +14,7 @@ by readers (counted and logged), never applied.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +44,7 @@ log = logging.getLogger(__name__)
 
 KEY = "current"
 OP_TIMEOUT_S = 3.0
+RECHECK_S = 5.0  # a follower reads the board at least this often, change notices or not
 _TRANSPORT = (TimeoutError, nats.errors.Error, APIError)
 
 
@@ -79,10 +84,16 @@ class Board(Protocol):
 
     async def publish(self, policy: PublishedPolicy) -> bool: ...
 
+    async def wait_change(self, timeout_s: float) -> None:
+        """Return when the board may have changed since the last call, or after ``timeout_s``
+        (a spurious return is harmless: the caller reads again)."""
+        ...
+
 
 class PolicyBoard:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
+        self._watcher: KeyValue.KeyWatcher | None = None
 
     @classmethod
     async def open(cls, js: JetStreamContext, region: str, *,
@@ -104,6 +115,22 @@ class PolicyBoard:
         if entry.value is None:
             return None, entry.revision or 0
         return PublishedPolicy.decode(entry.value), entry.revision or 0
+
+    async def wait_change(self, timeout_s: float) -> None:
+        """A watch on the key (opened on first use): its next update, or ``timeout_s``."""
+        try:
+            if self._watcher is None:
+                with anyio.fail_after(OP_TIMEOUT_S):
+                    self._watcher = await self._kv.watch(KEY)
+            await self._watcher.updates(timeout=timeout_s)  # type: ignore[no-untyped-call]
+        except nats.errors.TimeoutError:
+            return  # nothing changed meanwhile
+        except _TRANSPORT as exc:
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:  # a new watch next time; this one's subscription goes
+                with contextlib.suppress(*_TRANSPORT):
+                    await watcher.stop()  # type: ignore[no-untyped-call]
+            raise BusUnavailable(f"watching the policy board: {type(exc).__name__}") from None
 
     async def publish(self, policy: PublishedPolicy) -> bool:
         """Put ``policy`` unless the board already holds its history version or a newer one."""
@@ -177,8 +204,9 @@ class PolicyPublisher:
 
 async def follow_policy(open_board: Callable[[], Awaitable[Board | None]], region: str,
                         apply: Callable[[Policy, PublishedPolicy], None], *,
-                        poll_s: float = 0.25) -> None:
-    """Apply every new document the region's board shows (a process's policy follower)."""
+                        recheck_s: float = RECHECK_S) -> None:
+    """Apply every new document the region's board shows (a process's policy follower): read,
+    then wait for the board's change notice (at most ``recheck_s``) and read again."""
     board: Board | None = None
     applied = ""
     while True:
@@ -199,10 +227,13 @@ async def follow_policy(open_board: Callable[[], Awaitable[Board | None]], regio
                         log.info("region %s: policy %s in force (history v%d)", region,
                                  policy.version, published.history_version)
                     applied = published.sha256
+            if board is not None:
+                await board.wait_change(recheck_s)
+                continue
         except BusUnavailable as exc:
             log.debug("policy board unavailable: %s", exc)
             board = None
-        await anyio.sleep(poll_s)
+        await anyio.sleep(0.25)  # no board yet, or the bus is down: try again shortly
 
 
 async def run_policy(store: EventStore, region: str, open_board: Callable[[], Awaitable[Board]],

@@ -19,7 +19,8 @@ import nats
 import pytest
 
 from safeguards.adapters.bus.consumers import ConsumerSettings
-from safeguards.adapters.bus.memory import MemoryBroker, MemoryBus
+from safeguards.adapters.bus.memory import MemoryBroker, MemoryBus, MemoryPolicyBoard
+from safeguards.adapters.bus.policy_board import Board, PolicyBoard, PublishedPolicy
 from safeguards.adapters.bus.region import NatsBus
 from safeguards.adapters.store import InMemoryEventStore
 from safeguards.core.bus import InboundMessage, RegionBus
@@ -266,6 +267,61 @@ async def test_the_memory_bus_publishes_and_follows_the_stores_newest_policy() -
         tg.start_soon(bus.run_policy, store, lambda p: applied.append(p.version))
         await wait_until(lambda: len(applied) == 1, 5)
         await store.append(AppendRequest(policy_entity(region), 1, (events[1],)))
-        await anyio.sleep(1.0)  # the follower polls 4 times a second
+        await anyio.sleep(1.0)  # the follower is woken by the board's change
         tg.cancel_scope.cancel()
     assert applied == [default_policy().version.replace("default-", "candidate-", 1)]
+
+
+@contextlib.asynccontextmanager
+async def nats_board(url: str) -> AsyncIterator[Board]:
+    nc = await nats.connect(url)
+    try:
+        yield await PolicyBoard.open(nc.jetstream(), "b" + uuid.uuid4().hex[:8])
+    finally:
+        await nc.close()
+
+
+@contextlib.asynccontextmanager
+async def memory_board() -> AsyncIterator[Board]:
+    yield MemoryPolicyBoard(MemoryBroker("b" + uuid.uuid4().hex[:8]))
+
+
+@pytest.fixture(params=["memory", "nats"])
+def board(request: pytest.FixtureRequest) -> Callable[[], contextlib.AbstractAsyncContextManager[
+        Board]]:
+    if request.param == "memory":
+        return memory_board
+    url = request.getfixturevalue("nats_url")
+    return lambda: nats_board(url)
+
+
+def published(version: int) -> PublishedPolicy:
+    text = default_policy_text()
+    return PublishedPolicy(version, f"v{version}", hashlib.sha256(text.encode()).hexdigest(),
+                           text)
+
+
+async def test_a_follower_waiting_on_the_board_wakes_when_it_changes(
+        board: Callable[[], contextlib.AbstractAsyncContextManager[Board]]) -> None:
+    """Followers wait for the board's change notice instead of polling: a publish wakes a
+    waiting follower at once; with no change, the wait ends at its timeout."""
+    async with board() as b:
+        await b.wait_change(0.2)  # a NATS watch first replays the key's state
+        await b.wait_change(0.2)
+        started = anyio.current_time()
+        await b.wait_change(0.3)  # nothing changes: the timeout ends it
+        assert anyio.current_time() - started >= 0.25
+        woke: list[float] = []
+
+        async def follower() -> None:
+            await b.wait_change(10.0)
+            woke.append(anyio.current_time())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower)
+            await anyio.sleep(0.2)
+            published_at = anyio.current_time()
+            assert await b.publish(published(1))
+        assert woke and woke[0] - published_at < 2.0
+        current, _ = await b.read()
+        assert current == published(1)
