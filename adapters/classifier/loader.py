@@ -12,6 +12,7 @@ import ctypes
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -93,13 +94,23 @@ class LoadedModel:
     def version(self) -> str:
         return self.manifest.version
 
+    @property
+    def width(self) -> int:
+        """Output columns the manifest reads (prompt labels, then completion labels)."""
+        return max((lab.index for lab in (*self.manifest.labels,
+                                          *self.manifest.completion_labels)), default=-1) + 1
+
     def raw(self, texts: Sequence[str]) -> np.ndarray:
         """The model's output columns for a batch of texts, shape (n, columns). A text longer
         than the encoder's window is scored in overlapping token windows, each column's maximum
         kept: nothing is cut off. A token model's normaliser (the manifest's) is applied here
         and only here, so that every caller (the service, calibration, evaluation, distillation)
         scores what the model was calibrated on. (A string model's graph takes its text as its
-        trainer wrote it: ``prepare_text`` normalises for it, ``window_normalizer``.)"""
+        trainer wrote it: ``prepare_text`` normalises for it, ``window_normalizer``.)
+
+        With a fragment arm (``manifest.fragments``) the rows are twice as wide: each text's
+        columns, then each column's maximum over the text's fragments read alone (-inf for a
+        text with none); ``calibrate`` reads both."""
         inp = self.manifest.input
         if self.manifest.normalizer is not None and inp.kind != "string":
             texts = [normalize(t, self.manifest.normalizer) for t in texts]
@@ -109,27 +120,44 @@ class LoadedModel:
             out = self._windows.run(texts, self._run_tokens)
         else:
             out = self._run(self._token_feed(texts))
-        width = max((lab.index for lab in (*self.manifest.labels,
-                                           *self.manifest.completion_labels)), default=-1) + 1
+        width = self.width
         if out.ndim != 2 or out.shape[1] < width:
             raise ModelLoadError(
                 f"model output {self.manifest.output_name!r} has shape {out.shape}; "
                 f"expected (n, {width})"
             )
-        return out
+        arm = self.manifest.fragments
+        if arm is None or inp.kind == "string":
+            return out
+        # A cascade's semantic tower reads a fragment only where the tuned tower puts it near
+        # the arm's own points (``arm.gate``): at the cascade's gate it would read over half of
+        # benign fragments, and the fragments would cost three times the text itself.
+        pieces = [arm.split(t) for t in texts]
+        owners = np.asarray([i for i, ps in enumerate(pieces) for _ in ps], dtype=np.int64)
+        fragments = np.full((len(texts), out.shape[1]), -np.inf)
+        if owners.size:
+            flat = [f for ps in pieces for f in ps]
+            read = (self._windows.run(flat, partial(self._run_tokens, gate=arm.gate))
+                    if self._windows is not None else self._run(self._token_feed(flat)))
+            np.maximum.at(fragments, owners, read)
+        return np.concatenate([out, fragments], axis=1)
 
     def calibrate(self, raw: np.ndarray, kind: str = "prompt") -> np.ndarray:
-        """Calibrated probabilities from raw output rows, columns in the kind's label order."""
+        """Calibrated probabilities from raw output rows, columns in the kind's label order. A
+        prompt's score in a category is the larger of its whole reading and, where the model
+        has a fragment arm, its fragments' reading through the arm's own calibration."""
         labels = self.manifest.labels_for(kind)
         out = np.empty((raw.shape[0], len(labels)))
         for j, lab in enumerate(labels):
-            col = raw[:, lab.index]
-            cal = lab.calibration
-            if cal.kind == "identity":
-                out[:, j] = np.clip(col, 0.0, 1.0)
-            else:
-                x = cal.a * col + cal.b if cal.kind == "platt" else col / cal.t
-                out[:, j] = 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+            out[:, j] = lab.calibration.apply_array(raw[:, lab.index])
+        arm = self.manifest.fragments
+        if kind == "prompt" and arm is not None and raw.shape[1] >= 2 * self.width:
+            offset = raw.shape[1] // 2
+            column = {lab.category: j for j, lab in enumerate(labels)}
+            for lab in arm.labels:
+                j = column[lab.category]
+                np.maximum(out[:, j], lab.calibration.apply_array(raw[:, offset + lab.index]),
+                           out=out[:, j])
         return out
 
     def predict(self, texts: Sequence[str], kind: str = "prompt") -> np.ndarray:
@@ -142,13 +170,14 @@ class LoadedModel:
         out = self.session.run([self.manifest.output_name], feed)[0]
         return np.asarray(out, dtype=np.float64)
 
-    def _run_tokens(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _run_tokens(self, ids: np.ndarray, mask: np.ndarray,
+                    gate: float | None = None) -> np.ndarray:
         inp = self.manifest.input
         feed: dict[str, Any] = {inp.name: ids}
         if inp.attention_mask:
             feed[inp.attention_mask] = mask
         if self.cascade is not None:
-            return self.cascade.run(feed, mask)
+            return self.cascade.run(feed, mask, gate)
         return self._run(feed)
 
     def _token_feed(self, texts: Sequence[str]) -> dict[str, Any]:

@@ -14,12 +14,13 @@ A manifest is a JSON document next to the model file::
       "normalizer": "sg-norm-1",
       "labels": [{"index": 0, "category": "jailbreak", "threshold": 0.5,
                   "calibration": {"kind": "platt", "a": 1.0, "b": 0.0}}, ...],
+      "fragments": {"first": 2, "last": 6, "min_chars": 12, "labels": [...]},
       "unsupported_categories": {"<category>": "why the data cannot support it"},
       "metrics": {...free-form figures from training...}
     }
 
-Calibration turns an output column into a probability: ``platt`` is ``sigmoid(a*z + b)``,
-``temperature`` is ``sigmoid(z / t)``, ``identity`` takes the column as already a probability.
+Labels and their calibration: ``labels.py``. ``fragments`` (optional): a prompt's sentences are
+read alone as well, each label's maximum over them calibrated on its own (``fragments.py``).
 ``normalizer`` (optional) names the text normaliser (see ``normalize.py``) the model was trained
 behind; the scoring path applies it to every text before windowing.
 Parsing is strict and reports every problem at once.
@@ -28,54 +29,28 @@ Parsing is strict and reports every problem at once.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from safeguards.adapters.classifier.encoder.source import EncoderSource, parse_source
 from safeguards.adapters.classifier.errors import ManifestError
+from safeguards.adapters.classifier.fragments import FragmentArm, parse_fragment_arm
+from safeguards.adapters.classifier.labels import (
+    Calibration,
+    LabelSpec,
+    Problems,
+    labels_json,
+    parse_labels,
+)
 from safeguards.adapters.classifier.normalize import NORMALIZER_VERSIONS
+
+__all__ = ["MANIFEST_FORMAT", "Calibration", "FragmentArm", "InputSpec", "LabelSpec",
+           "ModelManifest", "parse_manifest", "read_manifest"]
 
 MANIFEST_FORMAT = 1
 InputKind = Literal["string", "token_ids"]
 OutputKind = Literal["logits", "probabilities"]
-CalibrationKind = Literal["platt", "temperature", "identity"]
-
-
-@dataclass(frozen=True, slots=True)
-class Calibration:
-    kind: CalibrationKind
-    a: float = 1.0  # platt slope
-    b: float = 0.0  # platt intercept
-    t: float = 1.0  # temperature
-
-    def apply_array(self, z: np.ndarray) -> np.ndarray:
-        if self.kind == "identity":
-            out: np.ndarray = np.clip(z, 0.0, 1.0)
-            return out
-        x = self.a * z + self.b if self.kind == "platt" else z / self.t
-        result: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
-        return result
-
-    def apply(self, z: float) -> float:
-        if self.kind == "identity":
-            return min(1.0, max(0.0, z))
-        x = self.a * z + self.b if self.kind == "platt" else z / self.t
-        if x >= 0:
-            return 1.0 / (1.0 + math.exp(-x))
-        e = math.exp(x)
-        return e / (1.0 + e)
-
-
-@dataclass(frozen=True, slots=True)
-class LabelSpec:
-    index: int
-    category: str
-    threshold: float
-    calibration: Calibration
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +83,8 @@ class ModelManifest:
     encoder: EncoderSource | None = None
     # Heads trained on model responses: how completions are read (prompts use ``labels``).
     completion_labels: tuple[LabelSpec, ...] = ()
+    # A prompt's sentences read alone too, at operating points of their own (``fragments.py``).
+    fragments: FragmentArm | None = None
 
     @property
     def window_normalizer(self) -> str | None:
@@ -142,56 +119,21 @@ class ModelManifest:
             "max_windows": self.max_windows,
             "fine_chars": self.fine_chars,
             **({"normalizer": self.normalizer} if self.normalizer else {}),
-            "labels": _labels_json(self.labels),
-            **({"completion_labels": _labels_json(self.completion_labels)}
+            "labels": labels_json(self.labels),
+            **({"completion_labels": labels_json(self.completion_labels)}
                if self.completion_labels else {}),
+            **({"fragments": self.fragments.to_json()} if self.fragments else {}),
             **({"encoder": self.encoder.to_json()} if self.encoder else {}),
             "unsupported_categories": dict(self.unsupported_categories),
             "metrics": self.metrics,
         }
 
 
-def _labels_json(labels: tuple[LabelSpec, ...]) -> list[dict[str, Any]]:
-    return [{"index": lab.index, "category": lab.category, "threshold": lab.threshold,
-             "calibration": {"kind": lab.calibration.kind, "a": lab.calibration.a,
-                             "b": lab.calibration.b, "t": lab.calibration.t}}
-            for lab in labels]
-
-
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, msg: str) -> None:
-        self.items.append(msg)
-
-    def get(self, obj: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str,
-            *, optional: bool = False) -> Any:
-        if key not in obj:
-            if not optional:
-                self.add(f"{path}.{key}: missing")
-            return None
-        value = obj[key]
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) and kind in (int, float, (int, float)):
-            self.add(f"{path}.{key}: expected {_kind_name(kind)}, got bool")
-            return None
-        if not isinstance(value, kind):
-            self.add(f"{path}.{key}: expected {_kind_name(kind)}, got {type(value).__name__}")
-            return None
-        return value
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    if isinstance(kind, tuple):
-        return " or ".join(k.__name__ for k in kind)
-    return kind.__name__
 
 
 def parse_manifest(data: Any, *, known_categories: frozenset[str] | None = None) -> ModelManifest:
     """Validate a decoded manifest document; raise :class:`ManifestError` listing all problems."""
-    p = _Problems()
+    p = Problems()
     if not isinstance(data, dict):
         raise ManifestError(f"manifest must be a JSON object, got {type(data).__name__}")
     fmt = p.get(data, "format", int, "manifest")
@@ -233,11 +175,14 @@ def parse_manifest(data: Any, *, known_categories: frozenset[str] | None = None)
     if isinstance(normalizer, str) and normalizer not in NORMALIZER_VERSIONS:
         p.add(f"manifest.normalizer: {normalizer[:40]!r} is not one of "
               f"{', '.join(NORMALIZER_VERSIONS)}")
-    labels = _parse_labels(p, data.get("labels"), known_categories)
+    labels = parse_labels(p, data.get("labels"), known_categories)
     completion_labels: tuple[LabelSpec, ...] = ()
     if data.get("completion_labels") is not None:
-        completion_labels = _parse_labels(p, data.get("completion_labels"), known_categories,
-                                          path="manifest.completion_labels", contiguous=False)
+        completion_labels = parse_labels(p, data.get("completion_labels"), known_categories,
+                                         path="manifest.completion_labels", contiguous=False)
+    fragments = None
+    if data.get("fragments") is not None:
+        fragments = parse_fragment_arm(p, data["fragments"], labels, known_categories)
     encoder: EncoderSource | None = None
     if data.get("encoder") is not None:
         try:
@@ -258,7 +203,7 @@ def parse_manifest(data: Any, *, known_categories: frozenset[str] | None = None)
     metrics = p.get(data, "metrics", dict, "manifest", optional=True) or {}
     known = {"format", "name", "version", "model_file", "sha256", "input", "output", "max_chars",
              "max_windows", "fine_chars", "normalizer", "labels", "unsupported_categories",
-             "metrics", "encoder", "completion_labels"}
+             "metrics", "encoder", "completion_labels", "fragments"}
     extra = sorted(k for k in data if k not in known)
     if extra:
         p.add(f"manifest: unexpected field(s) {', '.join(repr(k)[:40] for k in extra[:5])}")
@@ -269,11 +214,11 @@ def parse_manifest(data: Any, *, known_categories: frozenset[str] | None = None)
         output_name=out_name, output_kind=out_kind, labels=labels,  # type: ignore[arg-type]
         max_chars=max_chars, max_windows=max_windows, fine_chars=fine_chars,
         unsupported_categories=tuple(unsupported), normalizer=normalizer, metrics=metrics,
-        encoder=encoder, completion_labels=completion_labels,
+        encoder=encoder, completion_labels=completion_labels, fragments=fragments,
     )
 
 
-def _parse_input(p: _Problems, raw: Any) -> InputSpec | None:
+def _parse_input(p: Problems, raw: Any) -> InputSpec | None:
     if not isinstance(raw, dict):
         p.add("manifest.input: missing or not an object")
         return None
@@ -294,64 +239,6 @@ def _parse_input(p: _Problems, raw: Any) -> InputSpec | None:
         p.add("manifest.input.kind: must be 'string' or 'token_ids'")
     return None
 
-
-def _parse_labels(p: _Problems, raw: Any, known: frozenset[str] | None, *,
-                  path: str = "manifest.labels", contiguous: bool = True) -> tuple[LabelSpec, ...]:
-    """A label set; ``contiguous`` sets must use indices 0..n-1 (others index further columns
-    of the same output)."""
-    where = path
-    if not isinstance(raw, list) or not raw:
-        p.add(f"{where}: must be a non-empty array")
-        return ()
-    out: list[LabelSpec] = []
-    for i, lab in enumerate(raw):
-        path = f"{where}[{i}]"
-        if not isinstance(lab, dict):
-            p.add(f"{path}: must be an object")
-            continue
-        index = p.get(lab, "index", int, path)
-        cat = p.get(lab, "category", str, path)
-        thr = p.get(lab, "threshold", (int, float), path)
-        if isinstance(thr, int | float) and not 0.0 <= thr <= 1.0:
-            p.add(f"{path}.threshold: must be within [0, 1]")
-        if isinstance(cat, str) and known is not None and cat not in known:
-            p.add(f"{path}.category: {cat[:40]!r} is not a policy category")
-        cal = _parse_calibration(p, lab.get("calibration"), f"{path}.calibration")
-        if index is not None and cat is not None and thr is not None and cal is not None:
-            out.append(LabelSpec(index, cat, float(thr), cal))
-    indices = [lab.index for lab in out]
-    if len(out) == len(raw) and (
-            (contiguous and sorted(indices) != list(range(len(raw))))
-            or len(set(indices)) != len(indices) or any(i < 0 for i in indices)):
-        p.add(f"{where}: indices must be " + ("0..n-1, each once" if contiguous
-                                              else "distinct and non-negative"))
-    cats = [lab.category for lab in out]
-    if len(set(cats)) != len(cats):
-        p.add(f"{where}: a category appears twice")
-    return tuple(sorted(out, key=lambda lab: lab.index))
-
-
-def _parse_calibration(p: _Problems, raw: Any, path: str) -> Calibration | None:
-    if not isinstance(raw, dict):
-        p.add(f"{path}: missing or not an object")
-        return None
-    kind = p.get(raw, "kind", str, path)
-    vals: dict[str, float] = {}
-    for key in ("a", "b", "t"):
-        v = p.get(raw, key, (int, float), path, optional=True)
-        if v is not None:
-            if not math.isfinite(v):
-                p.add(f"{path}.{key}: must be finite")
-            vals[key] = float(v)
-    if kind == "temperature" and vals.get("t", 1.0) <= 0:
-        p.add(f"{path}.t: must be positive")
-    if kind == "platt" and vals.get("a", 1.0) <= 0:
-        # a score is the maximum over windows: only an increasing calibration keeps that right
-        p.add(f"{path}.a: must be positive")
-    if kind not in ("platt", "temperature", "identity"):
-        p.add(f"{path}.kind: must be 'platt', 'temperature' or 'identity'")
-        return None
-    return Calibration(kind, **vals)  # type: ignore[arg-type]
 
 
 def read_manifest(path: Path, *, known_categories: frozenset[str] | None = None) -> ModelManifest:

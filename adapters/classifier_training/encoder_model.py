@@ -52,8 +52,8 @@ from safeguards.adapters.classifier.manifest import (
     ModelManifest,
 )
 from safeguards.adapters.classifier_training import finetune as ft
+from safeguards.adapters.classifier_training import fragment_arm, ood, recipe
 from safeguards.adapters.classifier_training import heads as H
-from safeguards.adapters.classifier_training import ood, recipe
 from safeguards.adapters.classifier_training import retrain_heads as rh
 from safeguards.adapters.classifier_training import semantic as sem
 from safeguards.adapters.classifier_training.collapse import check_trained
@@ -207,11 +207,13 @@ def train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None = Non
           reuse_tuned: Path | None = None, retrain_heads: bool = False) -> ModelManifest:
     """Trains in a staging folder beside ``out_dir`` and moves the model files into ``out_dir``
     only once ``check_trained`` passes: a collapsed run never replaces a working model (it stays
-    in the staging folder for a look)."""
+    in the staging folder for a look). The fragment arm is fitted last, on the calibration
+    split, and the out-of-distribution report redone for the model as served with it."""
     staging = out_dir.parent / f".{out_dir.name}.training"
     manifest = _train(staging, wheels, version=version, cache=cache, seed=seed,
                       finetune=finetune, reuse_tuned=reuse_tuned, retrain_heads=retrain_heads)
     check_trained(manifest)
+    manifest = fragment_arm.attach(staging, staging, wheels, version=version)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in (manifest.model_file, "manifest.json"):
         os.replace(staging / name, out_dir / name)

@@ -55,3 +55,17 @@ def test_bad_window_settings_are_typed_errors() -> None:
         TokenWindows(_tokenizer(), 10, 9)
     with pytest.raises(ModelLoadError):
         tokenizer_from_json(b"{not json")
+
+
+def test_windows_of_very_different_lengths_run_apart() -> None:
+    """Every window of a session run is padded to its longest: a prompt and its short sentences
+    go in separate runs; similar lengths share one, at most RUN_BATCH windows each."""
+    from safeguards.adapters.classifier.encoder.windows import RUN_BATCH, runs_by_width
+
+    lengths = [100, 20, 22, 18, 40]
+    order = sorted(range(len(lengths)), key=lambda k: lengths[k])
+    assert runs_by_width(order, lengths) == [[3, 1, 2], [4], [0]]
+    same = [30] * (RUN_BATCH + 5)
+    runs = runs_by_width(list(range(len(same))), same)
+    assert [len(r) for r in runs] == [RUN_BATCH, 5]
+    assert sorted(k for r in runs_by_width(order, lengths) for k in r) == list(range(len(lengths)))

@@ -71,24 +71,25 @@ class Blend:
         out: np.ndarray = tuned * self.tuned + self.fill * self.semantic + self.bias
         return out
 
-    def escalate(self, screened: np.ndarray) -> np.ndarray:
-        """Which windows (rows) the semantic tower must read, from their screened logits."""
+    def escalate(self, screened: np.ndarray, gate: float | None = None) -> np.ndarray:
+        """Which windows (rows) the semantic tower must read, from their screened logits (at
+        ``gate``, by default the trained one)."""
         cols = self.blended
         if cols.size == 0:
             return np.zeros(screened.shape[0], bool)
-        return np.asarray(screened[:, cols].max(axis=1) >= self.gate)
+        return np.asarray(screened[:, cols].max(axis=1) >= (self.gate if gate is None else gate))
 
     def combine(self, tuned: np.ndarray, semantic: np.ndarray) -> np.ndarray:
         out: np.ndarray = tuned * self.tuned + semantic * self.semantic + self.bias
         return out
 
     def apply(self, tuned: np.ndarray, read_semantic: Callable[[np.ndarray], np.ndarray],
-              ) -> tuple[np.ndarray, np.ndarray]:
+              gate: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The cascade over a batch of windows' tuned logits: blended logits, and which windows
         were escalated. ``read_semantic(escalated)`` gives the semantic logits of the escalated
         rows (the served graph runs them; training reads them from both towers' readings)."""
         out = self.screen(tuned)
-        escalate = self.escalate(out)
+        escalate = self.escalate(out, gate)
         if escalate.any():
             out[escalate] = self.combine(tuned[escalate], read_semantic(escalate))
         return out, escalate
@@ -119,12 +120,14 @@ class CascadeRunner:
                          "attention_mask": np.ascontiguousarray(mask[:, :width])})[0]
         return np.asarray(out, np.float64)
 
-    def run(self, feed: Mapping[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
+    def run(self, feed: Mapping[str, np.ndarray], mask: np.ndarray,
+            gate: float | None = None) -> np.ndarray:
         """Blended logits of one batch of windows: ``feed`` is the screening graph's input (token
-        ids and mask under the manifest's names), ``mask`` the attention mask itself."""
+        ids and mask under the manifest's names), ``mask`` the attention mask itself; ``gate``
+        overrides the trained escalation gate (a prompt's fragments, ``fragments.py``)."""
         tuned, hidden = self._screen(feed)
         out, escalate = self.blend.apply(
-            tuned, lambda rows: self._semantic(hidden[rows], mask[rows]))
+            tuned, lambda rows: self._semantic(hidden[rows], mask[rows]), gate)
         self.stats.windows += len(mask)
         self.stats.escalated += int(escalate.sum())
         return out

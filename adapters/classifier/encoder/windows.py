@@ -85,8 +85,7 @@ class TokenWindows:
         windows, owners = self.windows(texts)
         order = sorted(range(len(windows)), key=lambda k: len(windows[k]))
         best: np.ndarray | None = None
-        for start in range(0, len(order), RUN_BATCH):
-            chunk = order[start : start + RUN_BATCH]
+        for chunk in runs_by_width(order, [len(w) for w in windows]):
             width = max(len(windows[k]) for k in chunk)
             ids = np.zeros((len(chunk), width), dtype=np.int64)
             mask = np.zeros((len(chunk), width), dtype=np.int64)
@@ -100,3 +99,19 @@ class TokenWindows:
             np.maximum.at(best, idx, out)
         assert best is not None
         return best
+
+
+def runs_by_width(order: list[int], lengths: list[int]) -> list[list[int]]:
+    """``order`` (shortest first) cut into session runs of at most RUN_BATCH windows, a new run
+    started where a window is over twice the run's shortest (and 16 tokens longer): every
+    window of a run is padded to its longest, so a prompt's short sentences are not run at the
+    width of the prompt itself (a 100-token prompt and four 20-token sentences: 180 token slots
+    in two runs, not 500 in one)."""
+    runs: list[list[int]] = []
+    for k in order:
+        if runs and len(runs[-1]) < RUN_BATCH and lengths[k] <= max(
+                2 * lengths[runs[-1][0]], lengths[runs[-1][0]] + 16):
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return runs
