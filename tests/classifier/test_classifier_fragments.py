@@ -143,5 +143,14 @@ def test_a_fitted_arm_flags_none_of_the_benign_texts_it_was_fitted_on(
         assert (lab.calibration.apply_array(raw[:, offset + lab.index]) < lab.threshold).all()
         # a fragment at the whole text's own strike point is not over the arm's
         own = next(x for x in whole.manifest.labels if x.category == lab.category)
-        at_own_point = fragment_arm.raw_at(own.calibration, own.threshold)
+        at_own_point = own.calibration.raw_for(own.threshold)
         assert lab.calibration.apply(at_own_point) <= lab.threshold + 1e-9
+
+
+@given(st.sampled_from(["platt", "temperature", "identity"]), st.floats(0.1, 20.0),
+       st.floats(-50.0, 50.0), st.floats(0.01, 0.99))
+def test_raw_for_inverts_a_calibration(kind: str, slope: float, bias: float,
+                                       probability: float) -> None:
+    """The arm's floor (the whole text's own points) is read back through ``raw_for``."""
+    cal = Calibration(kind, a=slope, b=bias, t=slope)  # type: ignore[arg-type]
+    assert cal.apply(cal.raw_for(probability)) == pytest.approx(probability, abs=1e-9)
