@@ -73,13 +73,19 @@ class Rung:
     interventions: tuple[str, ...]
     # Inline classification at this level intervenes (safety system prompt) from category
     # threshold x this scale: enhanced filtering is stricter for an account that has already shown
-    # abuse (1 = the thresholds). Refusal stays at each category's ``refuse_threshold``.
+    # abuse (1 = the thresholds). Refusal stays at each category's ``refuse_threshold`` unless
+    # ``refuse_from_threshold``.
     classify_threshold_scale: float = 1.0
     # Whether the rung's inline classification refuses when the classifier cannot answer for a
     # category marked ``on_unavailable = "closed"`` (screening at L0 never does): a warned
     # account is not refused because the classifier is slow, an account under enhanced
     # filtering is.
     fail_closed: bool = True
+    # Whether inline classification at this rung refuses from each category's strike
+    # ``threshold`` instead of its ``refuse_threshold``: an account with strikes from several
+    # distinct requests is not answered where the classifier flags its request (its requests
+    # under every threshold are served as before).
+    refuse_from_threshold: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +360,8 @@ def _ladder(c: DocumentChecker, rungs: list[Any]) -> tuple[Rung, ...]:
                 classify_threshold_scale=c.number(spec, "classify_threshold_scale", path,
                                                   lo=0.05, hi=1.0, default=1.0),
                 fail_closed=bool(c.get(spec, "fail_closed", bool, path, True)),
+                refuse_from_threshold=bool(c.get(spec, "refuse_from_threshold", bool, path,
+                                                 False)),
             )
         )
     if [r.level for r in out] != list(LEVELS):

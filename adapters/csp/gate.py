@@ -94,9 +94,11 @@ class Gate(GateCounters):
         self._closed = tuple(sorted(closed))
         self._enabled = frozenset(c.name for c in enabled)
         # per level: (category, intervene at: threshold x the rung's classify_threshold_scale,
-        # refuse at: the category's refuse_threshold, fails closed)
+        # refuse at: the category's refuse_threshold, or its threshold where the rung says so,
+        # fails closed)
         self._thresholds = tuple(
-            tuple((c.name, c.threshold * rung.classify_threshold_scale, c.refuse_threshold,
+            tuple((c.name, c.threshold * rung.classify_threshold_scale,
+                   c.threshold if rung.refuse_from_threshold else c.refuse_threshold,
                    c.name in closed and (rung.fail_closed or policy.mode == "fail_closed"))
                   for c in enabled)
             for rung in policy.ladder)

@@ -155,7 +155,7 @@ def test_rate_history_survives_a_level_change(gate: Gate) -> None:
     assert gate.check(req("a"), T0).action == "allow"
 
 
-def test_classification_refuses_only_at_high_confidence(gate: Gate) -> None:
+def test_classification_refuses_a_flagged_request_in_its_own_category(gate: Gate) -> None:
     gate.apply(command("a", 2, 1, gate.policy))
     pending = gate.check(req("a"), T0)
     assert pending.needs_classify and pending.safety_prompt and pending.classify_stream
@@ -165,12 +165,6 @@ def test_classification_refuses_only_at_high_confidence(gate: Gate) -> None:
     assert cyber.threshold < cyber.refuse_threshold < 1
     hit = gate.resolve(pending, (("weapons", 0.1), ("cyber", cyber.refuse_threshold)))
     assert (hit.action, hit.reason, hit.status) == (BLOCK_ACTION, "classified_cyber", 403)
-    # above the threshold but short of high confidence: served, with the safety system prompt
-    between = (cyber.threshold + cyber.refuse_threshold) / 2
-    guarded = gate.resolve(pending, (("weapons", 0.1), ("cyber", between)))
-    assert (guarded.action, guarded.reason, guarded.status) == (
-        INTERVENE_ACTION, "borderline_cyber", 200)
-    assert guarded.safety_prompt and gate.counts[(INTERVENE_ACTION, "borderline_cyber")] == 1
 
 
 def test_classifier_miss_fails_closed_per_the_policy(gate: Gate) -> None:
@@ -265,6 +259,24 @@ def test_enhanced_filtering_guards_from_the_rungs_scaled_threshold(gate: Gate) -
         assert (l1.status, l1.reason) == (200, "classified_clear") and not l1.safety_prompt
         assert gate.resolve(level_one, sure).status == 403
 
+
+
+def test_a_rung_that_refuses_from_the_threshold_refuses_a_flagged_request(gate: Gate) -> None:
+    """From enhanced filtering on (two distinct strikes), a score at the category's threshold
+    but under its refuse threshold is refused; a warned account is served it (the safety prompt
+    where the rung intervenes); a score under the threshold is served at both."""
+    policy = gate.policy
+    assert policy.ladder[2].refuse_from_threshold and not policy.ladder[1].refuse_from_threshold
+    cyber = next(c for c in policy.categories if c.name == "cyber")
+    flagged = (("cyber", (cyber.threshold + cyber.refuse_threshold) / 2), ("weapons", 0.0))
+    under = (("cyber", cyber.threshold * 0.9), ("weapons", 0.0))
+    gate.apply(command("l2", 2, 1, policy))
+    gate.apply(command("l1", 1, 1, policy))
+    l2 = gate.resolve(gate.check(req("l2"), T0), flagged)
+    assert (l2.status, l2.reason) == (403, "classified_cyber")
+    assert gate.resolve(gate.check(req("l2"), T0), under).status == 200
+    l1 = gate.resolve(gate.check(req("l1"), T0), flagged)
+    assert l1.status == 200
 
 def member(account: str, organization: str | None) -> GateRequest:
     return GateRequest(account, "r1", organization_id=organization)
