@@ -83,15 +83,22 @@ def encode_record(record: ContentItem | ClassifyRequest | ClassifyReply) -> byte
 
 
 def decode_record(data: bytes, cls: type[R], *, max_bytes: int = CONTENT_MAX_BYTES) -> R:
-    env = _check_keys(_unpack(data, max_bytes), _COMMAND_KEYS)
-    kind = _get(env, "t", str)
-    if kind != cls.__name__:
-        raise UnknownType(f"expected a {cls.__name__}, got type {type_label(kind)}")
-    sv = _get(env, "sv", int)
-    if sv != 1:
-        raise UnsupportedSchemaVersion(f"{cls.__name__} schema version {sv}; this build reads 1")
-    record: R = _RECORD_CODECS[kind].decode(_get(env, "b", dict), kind)
+    env = _envelope(data, max_bytes, _COMMAND_KEYS, cls.__name__, 1)
+    record: R = _RECORD_CODECS[cls.__name__].decode(_get(env, "b", dict), cls.__name__)
     return record
+
+
+def _envelope(data: bytes, max_bytes: int, keys: frozenset[str], kind: str,
+              version: int) -> dict[str, Any]:
+    """A wire envelope's fields once its type is ``kind`` and its schema ``version``."""
+    env = _check_keys(_unpack(data, max_bytes), keys)
+    got = _get(env, "t", str)
+    if got != kind:
+        raise UnknownType(f"expected {kind}, got type {type_label(got)}")
+    sv = _get(env, "sv", int)
+    if sv != version:
+        raise UnsupportedSchemaVersion(f"{kind} schema version {sv}; this build reads {version}")
+    return env
 
 
 # --- snapshots: an account's state, tagged with the fold version that produced it -------------
@@ -270,13 +277,7 @@ def encode_signal(signal: Signal) -> bytes:
 
 
 def decode_signal(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Signal:
-    env = _check_keys(_unpack(data, max_bytes), _SIGNAL_KEYS)
-    kind = _get(env, "t", str)
-    if kind != "Signal":
-        raise UnknownType(f"expected a Signal, got type {type_label(kind)}")
-    sv = _get(env, "sv", int)
-    if sv != SIGNAL_SCHEMA_VERSION:
-        raise UnsupportedSchemaVersion(f"Signal schema version {sv}; this build reads 1")
+    env = _envelope(data, max_bytes, _SIGNAL_KEYS, "Signal", SIGNAL_SCHEMA_VERSION)
     account, region = _ids(env)
     raw_obs = _get(env, "o", dict, nullable=True)
     observation = None
@@ -319,15 +320,8 @@ def encode_command(command: EnforcementCommand) -> bytes:
 
 
 def decode_command(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> EnforcementCommand:
-    env = _check_keys(_unpack(data, max_bytes), _COMMAND_KEYS)
-    kind = _get(env, "t", str)
-    if kind != "EnforcementCommand":
-        raise UnknownType(f"expected an EnforcementCommand, got type {type_label(kind)}")
-    sv = _get(env, "sv", int)
-    if sv != COMMAND_SCHEMA_VERSION:
-        raise UnsupportedSchemaVersion(
-            f"EnforcementCommand schema version {sv}; this build reads 1"
-        )
+    env = _envelope(data, max_bytes, _COMMAND_KEYS, "EnforcementCommand",
+                    COMMAND_SCHEMA_VERSION)
     command: EnforcementCommand = _COMMAND_CODEC.decode(_get(env, "b", dict), "EnforcementCommand")
     try:
         validate_account_id(command.account_id)
