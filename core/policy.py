@@ -104,6 +104,10 @@ class GatePolicy:
     # the classifier and skips prompts longer than ``screen_max_chars`` (served, scored after).
     screen_deadline_ms: float = 10.0
     screen_max_chars: int = 4000
+    # And this much longer per 1,000 characters of the prompt: the classifier reads a prompt
+    # window by window, so a fixed deadline let a long prompt (a padded or framed harmful ask)
+    # miss it and be served unscreened. A ceiling, not a wait (``screen_deadline_for``).
+    screen_deadline_ms_per_1000_chars: float = 0.0
     # The cascade: a microsecond first stage clears what the contextual model would not flag;
     # only what it passes on waits for the classifier (false: every screened prompt does).
     screen_first_stage: bool = True
@@ -126,6 +130,10 @@ class GatePolicy:
     # local snapshot) holds a request at most this long for it, then refuses (HTTP 503): an
     # account it knows nothing about is never served as if it were at L0. 0: refuse at once.
     before_sync_hold_ms: float = 1000.0
+
+    def screen_deadline_for(self, chars: int) -> float:
+        """Screening's deadline (ms) for a prompt of ``chars`` characters."""
+        return self.screen_deadline_ms + self.screen_deadline_ms_per_1000_chars * chars / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +255,8 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         screen_max_chars=int(
             c.number(g, "screen_max_chars", "gate", lo=0, hi=1_000_000, default=4000)
         ),
+        screen_deadline_ms_per_1000_chars=c.number(g, "screen_deadline_ms_per_1000_chars", "gate",
+                                                   lo=0, hi=10000, default=0),
         screen_first_stage=bool(c.get(g, "screen_first_stage", bool, "gate", True)),
         screen_account_queue_ms=c.number(g, "screen_account_queue_ms", "gate", lo=0,
                                          hi=60_000, default=1000),

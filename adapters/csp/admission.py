@@ -160,7 +160,7 @@ class Admission:
             # Probation: a fresh account's first screenings wait longer (its first harmful ask
             # is scored, not served for want of a score); established accounts never do. Only
             # an answered one counts: a classifier overloaded at the start uses none up.
-            deadline_ms = gate_policy.screen_deadline_ms
+            deadline_ms = gate_policy.screen_deadline_for(len(prompt))
             probation = self.gate.probation(request.account_id)
             if probation is not None:
                 deadline_ms = max(deadline_ms, gate_policy.probation_screen_deadline_ms)

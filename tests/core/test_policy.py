@@ -141,3 +141,23 @@ def test_probation_knobs_default_read_and_are_validated() -> None:
     assert "gate.probation_requests: -1 is outside [0, 100000]" in str(info.value)
     assert ("gate.probation_screen_deadline_ms: must not be below screen_deadline_ms"
             in str(info.value))
+
+
+def test_screening_deadline_grows_with_the_prompt() -> None:
+    """``gate.screen_deadline_ms_per_1000_chars``: 0 where a document leaves it out (a flat
+    deadline), read where given, never negative; the default policy gives a long prompt more
+    time than a short one, within screening's longest prompt."""
+    gate = default_policy().gate
+    assert gate.screen_deadline_for(0) == gate.screen_deadline_ms
+    assert gate.screen_deadline_ms < gate.screen_deadline_for(1000) < gate.screen_deadline_for(
+        gate.screen_max_chars) <= 1000
+    bare = "\n".join(line for line in default_policy_text().splitlines()
+                     if not line.startswith("screen_deadline_ms_per_1000_chars"))
+    flat = parse_policy(bare).gate
+    assert flat.screen_deadline_for(4000) == flat.screen_deadline_ms
+    text = bare.replace("[gate]\n", "[gate]\nscreen_deadline_ms_per_1000_chars = 25\n", 1)
+    assert parse_policy(text).gate.screen_deadline_for(2000) == flat.screen_deadline_ms + 50
+    with pytest.raises(PolicyError) as info:
+        parse_policy(bare.replace("[gate]\n", "[gate]\nscreen_deadline_ms_per_1000_chars = -1\n",
+                                  1))
+    assert "gate.screen_deadline_ms_per_1000_chars: -1 is outside" in str(info.value)
