@@ -94,6 +94,11 @@ class RateTier:
     tokens_per_minute: int
 
 
+# What a prompt's length adds to an inline deadline is counted up to this many characters: a
+# very long prompt does not hold a request for seconds (at 60 ms per 1,000, at most 960 ms).
+DEADLINE_CHARS_CAP = 16_000
+
+
 @dataclass(frozen=True, slots=True)
 class GatePolicy:
     max_staleness_s: float
@@ -104,10 +109,11 @@ class GatePolicy:
     # the classifier and skips prompts longer than ``screen_max_chars`` (served, scored after).
     screen_deadline_ms: float = 10.0
     screen_max_chars: int = 4000
-    # And this much longer per 1,000 characters of the prompt: the classifier reads a prompt
-    # window by window, so a fixed deadline let a long prompt (a padded or framed harmful ask)
-    # miss it and be served unscreened. A ceiling, not a wait (``screen_deadline_for``).
-    screen_deadline_ms_per_1000_chars: float = 0.0
+    # Both inline deadlines (``classify_deadline_ms`` and ``screen_deadline_ms``) are this much
+    # longer per 1,000 characters of the prompt (counted up to ``DEADLINE_CHARS_CAP``): the
+    # classifier reads a prompt window by window, so a fixed deadline let a long prompt (a padded
+    # or framed harmful ask) miss it and be served unscored. A ceiling, not a wait.
+    deadline_ms_per_1000_chars: float = 0.0
     # The cascade: a microsecond first stage clears what the contextual model would not flag;
     # only what it passes on waits for the classifier (false: every screened prompt does).
     screen_first_stage: bool = True
@@ -133,7 +139,14 @@ class GatePolicy:
 
     def screen_deadline_for(self, chars: int) -> float:
         """Screening's deadline (ms) for a prompt of ``chars`` characters."""
-        return self.screen_deadline_ms + self.screen_deadline_ms_per_1000_chars * chars / 1000
+        return self.screen_deadline_ms + self._per_length_ms(chars)
+
+    def classify_deadline_for(self, chars: int) -> float:
+        """Inline classification's deadline (ms, from L1) for a prompt of ``chars``."""
+        return self.classify_deadline_ms + self._per_length_ms(chars)
+
+    def _per_length_ms(self, chars: int) -> float:
+        return self.deadline_ms_per_1000_chars * min(chars, DEADLINE_CHARS_CAP) / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +268,8 @@ def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
         screen_max_chars=int(
             c.number(g, "screen_max_chars", "gate", lo=0, hi=1_000_000, default=4000)
         ),
-        screen_deadline_ms_per_1000_chars=c.number(g, "screen_deadline_ms_per_1000_chars", "gate",
-                                                   lo=0, hi=10000, default=0),
+        deadline_ms_per_1000_chars=c.number(g, "deadline_ms_per_1000_chars", "gate", lo=0,
+                                            hi=10000, default=0),
         screen_first_stage=bool(c.get(g, "screen_first_stage", bool, "gate", True)),
         screen_account_queue_ms=c.number(g, "screen_account_queue_ms", "gate", lo=0,
                                          hi=60_000, default=1000),

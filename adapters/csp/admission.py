@@ -136,7 +136,7 @@ class Admission:
         if not decision.screen_only:  # the account's level asks for it: the policy's deadline
             scores, failure = await self.classifier.classify(
                 request.request_id, "prompt", prompt,
-                deadline_ms=self.gate.policy.gate.classify_deadline_ms)
+                deadline_ms=self.gate.policy.gate.classify_deadline_for(len(prompt)))
             return self._resolve(request, decision, scores, failure=failure or "classifier_error")
         # Screening: a short deadline, fail open; what it cannot score in time is served and
         # scored afterwards from the content stream like every request.

@@ -6,7 +6,13 @@ import pytest
 from policies import policy_text
 
 from safeguards.core.errors import PolicyError
-from safeguards.core.policy import KNOWN_RULES, default_policy, default_policy_text, parse_policy
+from safeguards.core.policy import (
+    DEADLINE_CHARS_CAP,
+    KNOWN_RULES,
+    default_policy,
+    default_policy_text,
+    parse_policy,
+)
 
 
 def test_default_policy_loads() -> None:
@@ -143,21 +149,24 @@ def test_probation_knobs_default_read_and_are_validated() -> None:
             in str(info.value))
 
 
-def test_screening_deadline_grows_with_the_prompt() -> None:
-    """``gate.screen_deadline_ms_per_1000_chars``: 0 where a document leaves it out (a flat
+def test_inline_deadlines_grow_with_the_prompt() -> None:
+    """``gate.deadline_ms_per_1000_chars``: 0 where a document leaves it out (a flat
     deadline), read where given, never negative; the default policy gives a long prompt more
-    time than a short one, within screening's longest prompt."""
+    time than a short one, screening and classification alike, counted up to a cap."""
     gate = default_policy().gate
     assert gate.screen_deadline_for(0) == gate.screen_deadline_ms
+    assert gate.classify_deadline_for(1000) - gate.classify_deadline_ms == (
+        gate.screen_deadline_for(1000) - gate.screen_deadline_ms) > 0
+    assert gate.classify_deadline_for(10**6) == gate.classify_deadline_for(DEADLINE_CHARS_CAP)
     assert gate.screen_deadline_ms < gate.screen_deadline_for(1000) < gate.screen_deadline_for(
         gate.screen_max_chars) <= 1000
     bare = "\n".join(line for line in default_policy_text().splitlines()
-                     if not line.startswith("screen_deadline_ms_per_1000_chars"))
+                     if not line.startswith("deadline_ms_per_1000_chars"))
     flat = parse_policy(bare).gate
     assert flat.screen_deadline_for(4000) == flat.screen_deadline_ms
-    text = bare.replace("[gate]\n", "[gate]\nscreen_deadline_ms_per_1000_chars = 25\n", 1)
+    text = bare.replace("[gate]\n", "[gate]\ndeadline_ms_per_1000_chars = 25\n", 1)
     assert parse_policy(text).gate.screen_deadline_for(2000) == flat.screen_deadline_ms + 50
     with pytest.raises(PolicyError) as info:
-        parse_policy(bare.replace("[gate]\n", "[gate]\nscreen_deadline_ms_per_1000_chars = -1\n",
+        parse_policy(bare.replace("[gate]\n", "[gate]\ndeadline_ms_per_1000_chars = -1\n",
                                   1))
-    assert "gate.screen_deadline_ms_per_1000_chars: -1 is outside" in str(info.value)
+    assert "gate.deadline_ms_per_1000_chars: -1 is outside" in str(info.value)

@@ -48,7 +48,7 @@ async def test_a_new_accounts_first_screening_waits_the_probation_deadline_and_n
 ) -> None:
     policy = replace(test_policy, gate=replace(
         test_policy.gate, screen_deadline_ms=1, probation_requests=1,
-        probation_screen_deadline_ms=5000, screen_deadline_ms_per_1000_chars=0))
+        probation_screen_deadline_ms=5000, deadline_ms_per_1000_chars=0))
     async with proxy_env(policy=policy) as running_proxy, classifier_env():
         proxy = running_proxy.proxy
         gate = proxy.gate
@@ -78,7 +78,7 @@ async def test_no_probation_when_the_policy_turns_it_off(
 ) -> None:
     policy = replace(test_policy, gate=replace(
         test_policy.gate, screen_deadline_ms=1, probation_requests=0,
-        probation_screen_deadline_ms=5000, screen_deadline_ms_per_1000_chars=0))
+        probation_screen_deadline_ms=5000, deadline_ms_per_1000_chars=0))
     async with proxy_env(policy=policy) as running_proxy, classifier_env():
         action, _ = await _ask(running_proxy, "acct-new")
         assert action == "allow"
@@ -89,12 +89,12 @@ async def test_no_probation_when_the_policy_turns_it_off(
 async def test_a_longer_prompt_gets_a_longer_screening_deadline(
     proxy_env: ProxyEnv, classifier_env: ClassifierEnv, test_policy: Policy
 ) -> None:
-    """Screening's deadline grows with the prompt (``screen_deadline_ms_per_1000_chars``): with
+    """Screening's deadline grows with the prompt (``deadline_ms_per_1000_chars``): with
     no probation and a 1 ms base no classifier meets, the harmful ask (63 characters) is still
     scored and refused when each 1,000 characters add 80 s; without that, it is served."""
     policy = replace(test_policy, gate=replace(
         test_policy.gate, screen_deadline_ms=1, probation_requests=0,
-        screen_deadline_ms_per_1000_chars=80_000))
+        deadline_ms_per_1000_chars=80_000))
     async with proxy_env(policy=policy) as running_proxy, classifier_env():
         with pytest.raises(anthropic.PermissionDeniedError):
             await _client(running_proxy, "acct-new").messages.create(
@@ -102,6 +102,28 @@ async def test_a_longer_prompt_gets_a_longer_screening_deadline(
         gate = running_proxy.proxy.gate
         assert gate.counts[("block", "classified_weapons")] == 1
         assert TIMED_OUT not in gate.fallbacks
+
+
+async def test_a_warned_accounts_longer_prompt_gets_a_longer_classification_deadline(
+    proxy_env: ProxyEnv, region: Region, classifier_env: ClassifierEnv, test_policy: Policy
+) -> None:
+    """From L1 the account's prompts are classified inline within ``classify_deadline_ms``,
+    which grows with the prompt too: with a 1 ms base, a warned account's harmful ask is
+    scored and refused when each 1,000 characters add 80 s, and served unscored without."""
+    for per_1000, refused in ((80_000, True), (0, False)):
+        policy = replace(test_policy, gate=replace(
+            test_policy.gate, classify_deadline_ms=1, deadline_ms_per_1000_chars=per_1000))
+        async with proxy_env(policy=policy) as running_proxy, classifier_env():
+            gate = running_proxy.proxy.gate
+            account = f"acct-warned-{per_1000}"
+            await region.enforce(account, 1, 1)
+            await eventually(lambda: gate.held_version(account) == 1)
+            try:
+                action, _ = await _ask(running_proxy, account)
+            except anthropic.PermissionDeniedError:
+                action = "block"
+            assert (action == "block") is refused
+            assert (("block", "classified_weapons") in gate.counts) is refused
 
 def test_probation_counts_answered_screenings_and_ends_after_three_times_as_many_in_all(
         test_policy: Policy) -> None:
@@ -131,7 +153,7 @@ async def test_a_probation_screening_that_went_unanswered_leaves_the_probation_w
 ) -> None:
     policy = replace(test_policy, gate=replace(
         test_policy.gate, screen_deadline_ms=1, probation_requests=1,
-        probation_screen_deadline_ms=5000, screen_deadline_ms_per_1000_chars=0))
+        probation_screen_deadline_ms=5000, deadline_ms_per_1000_chars=0))
     async with proxy_env(policy=policy) as running_proxy:
         gate = running_proxy.proxy.gate
         # no classifier yet: the first two probation screenings get no answer, served unscored
