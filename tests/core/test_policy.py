@@ -6,13 +6,8 @@ import pytest
 from policies import policy_text
 
 from safeguards.core.errors import PolicyError
-from safeguards.core.policy import (
-    DEADLINE_CHARS_CAP,
-    KNOWN_RULES,
-    default_policy,
-    default_policy_text,
-    parse_policy,
-)
+from safeguards.core.policy import KNOWN_RULES, default_policy, default_policy_text, parse_policy
+from safeguards.core.policy_gate import DEADLINE_CHARS_CAP
 
 
 def test_default_policy_loads() -> None:

@@ -110,20 +110,23 @@ async def test_a_warned_accounts_longer_prompt_gets_a_longer_classification_dead
     """From L1 the account's prompts are classified inline within ``classify_deadline_ms``,
     which grows with the prompt too: with a 1 ms base, a warned account's harmful ask is
     scored and refused when each 1,000 characters add 80 s, and served unscored without."""
-    for per_1000, refused in ((80_000, True), (0, False)):
+    async def warned_ask(per_1000: float) -> tuple[str, Gate]:
         policy = replace(test_policy, gate=replace(
             test_policy.gate, classify_deadline_ms=1, deadline_ms_per_1000_chars=per_1000))
         async with proxy_env(policy=policy) as running_proxy, classifier_env():
             gate = running_proxy.proxy.gate
-            account = f"acct-warned-{per_1000}"
+            account = f"acct-warned-{per_1000:.0f}"
             await region.enforce(account, 1, 1)
             await eventually(lambda: gate.held_version(account) == 1)
             try:
-                action, _ = await _ask(running_proxy, account)
+                return (await _ask(running_proxy, account))[0], gate
             except anthropic.PermissionDeniedError:
-                action = "block"
-            assert (action == "block") is refused
-            assert (("block", "classified_weapons") in gate.counts) is refused
+                return "block", gate
+
+    for per_1000, refused in ((80_000.0, True), (0.0, False)):
+        action, gate = await warned_ask(per_1000)
+        assert (action == "block") is refused
+        assert (("block", "classified_weapons") in gate.counts) is refused
 
 def test_probation_counts_answered_screenings_and_ends_after_three_times_as_many_in_all(
         test_policy: Policy) -> None:
