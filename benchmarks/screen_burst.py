@@ -10,7 +10,9 @@ attacker's flagged prompts do. Modes alternate in rounds:
 - ``none``: 0 (every screening straight to the classifier, as before);
 - ``no_probation``: turns, with ``gate.probation_requests`` 0 (every account, fresh ones
   included, gets ``screen_deadline_ms``; ``turns`` and ``none`` keep the policy's probation, so
-  each fresh account's first 5 screenings get ``probation_screen_deadline_ms``).
+  each fresh account's first 5 screenings get ``probation_screen_deadline_ms``);
+- ``flat_deadline``: turns, with ``gate.deadline_ms_per_1000_chars`` 0 (the deadline no longer
+  grows with the prompt, as before policy default-2026.12.11).
 
 Each burst: a fresh account sends 12 requests at once (100-500 characters); meanwhile a second
 fresh account sends single requests, one after another, every 20 ms for 200 ms. Reported per
@@ -34,9 +36,9 @@ it vs 0.55 without (``no_probation``, 1.41x), the second account 0.75 vs 0.40, i
     python benchmarks/screen_burst.py [--rounds 3] [--bursts 10] [--screen-deadline-ms MS]
 
 Last line: {"<mode>_burst_screened", "<mode>_other_p50_ms", "<mode>_other_p99_ms",
-"<mode>_other_screened" for each mode (turns, none, no_probation), "alone_other_p50_ms",
-"alone_other_p99_ms", "alone_other_screened", "turns_burst_wait_max_ms", "screen_deadline_ms",
-"provider", "runs"}
+"<mode>_other_screened" for each mode (turns, none, no_probation, flat_deadline),
+"alone_other_p50_ms", "alone_other_p99_ms", "alone_other_screened", "turns_burst_wait_max_ms",
+"screen_deadline_ms", "deadline_ms_per_1000_chars", "provider", "runs"}
 """
 
 from __future__ import annotations
@@ -81,12 +83,14 @@ def _body(rnd: random.Random, chars: int) -> bytes:
 
 
 def _policy(queue_ms: float, deadline_ms: float | None = None,
-            probation: int | None = None) -> Policy:
-    base = default_policy()
-    return replace(base, gate=replace(
-        base.gate, screen_first_stage=False, screen_account_queue_ms=queue_ms,
-        screen_deadline_ms=deadline_ms or base.gate.screen_deadline_ms,
-        probation_requests=base.gate.probation_requests if probation is None else probation))
+            probation: int | None = None, per_1000_chars: float | None = None) -> Policy:
+    base = default_policy().gate
+    return replace(default_policy(), gate=replace(
+        base, screen_first_stage=False, screen_account_queue_ms=queue_ms,
+        screen_deadline_ms=deadline_ms or base.screen_deadline_ms,
+        probation_requests=base.probation_requests if probation is None else probation,
+        deadline_ms_per_1000_chars=(base.deadline_ms_per_1000_chars if per_1000_chars is None
+                                    else per_1000_chars)))
 
 
 async def _screen(admission: Admission, account: str, body: bytes) -> tuple[bool, float]:
@@ -157,9 +161,11 @@ def _p99(values: list[float]) -> float:
 
 async def run(url: str, rounds: int, bursts: int, deadline_ms: float | None
               ) -> dict[str, object]:
-    # mode: (screen_account_queue_ms, probation_requests; None: the policy's)
-    modes: dict[str, tuple[float, int | None]] = {
-        "turns": (1000.0, None), "none": (0.0, None), "no_probation": (1000.0, 0)}
+    # mode: (screen_account_queue_ms, probation_requests, deadline_ms_per_1000_chars; None:
+    # the policy's)
+    modes: dict[str, tuple[float, int | None, float | None]] = {
+        "turns": (1000.0, None, None), "none": (0.0, None, None),
+        "no_probation": (1000.0, 0, None), "flat_deadline": (1000.0, None, 0.0)}
     screened: dict[str, list[bool]] = {m: [] for m in modes}
     other_ok: dict[str, list[bool]] = {m: [] for m in (*modes, "alone")}
     other_ms: dict[str, list[float]] = {m: [] for m in (*modes, "alone")}
@@ -172,8 +178,8 @@ async def run(url: str, rounds: int, bursts: int, deadline_ms: float | None
         await one_burst(admission, rnd, "warm", burst=True)
         for r in range(rounds):
             for mode in (*modes, "alone"):
-                queue_ms, probation = modes.get(mode, (1000.0, None))
-                inline.gate.set_policy(_policy(queue_ms, deadline_ms, probation))
+                queue_ms, probation, per_1000 = modes.get(mode, (1000.0, None, None))
+                inline.gate.set_policy(_policy(queue_ms, deadline_ms, probation, per_1000))
                 ok: list[bool] = []
                 for b in range(bursts):
                     got, other, ms = await one_burst(admission, rnd, f"{mode}-{r}-{b}",
@@ -198,6 +204,7 @@ async def run(url: str, rounds: int, bursts: int, deadline_ms: float | None
         out[f"{mode}_other_screened"] = round(sum(other_ok[mode]) / len(other_ok[mode]), 3)
     out["turns_burst_wait_max_ms"] = round(waited * 1000, 1)
     out["screen_deadline_ms"] = deadline_ms or default_policy().gate.screen_deadline_ms
+    out["deadline_ms_per_1000_chars"] = default_policy().gate.deadline_ms_per_1000_chars
     out["provider"] = provider
     out["runs"] = runs
     return out
