@@ -34,11 +34,12 @@ it vs 0.55 without (``no_probation``, 1.41x), the second account 0.75 vs 0.40, i
 37.9/63.3 ms vs 41.2/57.8 ms (0.92x/1.09x); without turns 0.45 (alone: 24/56 ms, 0.94).
 
     python benchmarks/screen_burst.py [--rounds 3] [--bursts 10] [--screen-deadline-ms MS]
+                                      [--scale N]
 
 Last line: {"<mode>_burst_screened", "<mode>_other_p50_ms", "<mode>_other_p99_ms",
 "<mode>_other_screened" for each mode (turns, none, no_probation, flat_deadline),
 "alone_other_p50_ms", "alone_other_p99_ms", "alone_other_screened", "turns_burst_wait_max_ms",
-"screen_deadline_ms", "deadline_ms_per_1000_chars", "provider", "runs"}
+"screen_deadline_ms", "deadline_ms_per_1000_chars", "scale", "provider", "runs"}
 """
 
 from __future__ import annotations
@@ -76,8 +77,14 @@ BURST = 12
 OTHER_EVERY_S, OTHER_SPAN_S = 0.02, 0.2
 
 
+SCALE = [1]  # prompt lengths x this (--scale)
+
+
 def _body(rnd: random.Random, chars: int) -> bytes:
-    text = " ".join(rnd.choice(WORDS) for _ in range(chars // 6)) + f" {rnd.random():.6f}"
+    words = [rnd.choice(WORDS) for _ in range(chars // 6)]
+    if SCALE[0] > 1:  # long prompts are written in sentences (the classifier reads them alone too)
+        words = [w + "." if i % 12 == 11 else w for i, w in enumerate(words)]
+    text = " ".join(words) + f" {rnd.random():.6f}"
     return json.dumps({"model": "claude-bench", "max_tokens": 10,
                        "messages": [{"role": "user", "content": text}]}).encode()
 
@@ -106,7 +113,7 @@ async def one_burst(admission: Admission, rnd: random.Random, tag: str, *, burst
     burst_screened: list[bool] = []
     other_screened: list[bool] = []
     other_ms: list[float] = []
-    bodies = [_body(rnd, rnd.choice((100, 200, 300, 500))) for _ in range(BURST)]
+    bodies = [_body(rnd, SCALE[0] * rnd.choice((100, 200, 300, 500))) for _ in range(BURST)]
     other = f"other-{tag}"
 
     async def one(body: bytes) -> None:
@@ -117,7 +124,7 @@ async def one_burst(admission: Admission, rnd: random.Random, tag: str, *, burst
         started = time.perf_counter()
         for i in range(int(OTHER_SPAN_S / OTHER_EVERY_S)):
             await anyio.sleep(max(0.0, started + i * OTHER_EVERY_S - time.perf_counter()))
-            screened, ms = await _screen(admission, other, _body(rnd, 300))
+            screened, ms = await _screen(admission, other, _body(rnd, SCALE[0] * 300))
             other_screened.append(screened)
             other_ms.append(ms)
 
@@ -205,6 +212,7 @@ async def run(url: str, rounds: int, bursts: int, deadline_ms: float | None
     out["turns_burst_wait_max_ms"] = round(waited * 1000, 1)
     out["screen_deadline_ms"] = deadline_ms or default_policy().gate.screen_deadline_ms
     out["deadline_ms_per_1000_chars"] = default_policy().gate.deadline_ms_per_1000_chars
+    out["scale"] = SCALE[0]
     out["provider"] = provider
     out["runs"] = runs
     return out
@@ -214,9 +222,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bursts", type=int, default=10)
+    parser.add_argument("--scale", type=int, default=1,
+                        help="prompt lengths times this, written in sentences (4: the burst's "
+                             "400-2,000 characters, the other account's 1,200)")
     parser.add_argument("--screen-deadline-ms", type=float, default=None,
                         help="instead of the default policy's (40 ms): a busier machine's")
     args = parser.parse_args()
+    SCALE[0] = max(1, args.scale)
     with tempfile.TemporaryDirectory() as keys, nats_server() as url:
         os.environ.setdefault("SAFEGUARDS_STATE_DIR", keys)  # this run's region keys, not var/
         result = anyio.run(run, url, args.rounds, args.bursts, args.screen_deadline_ms)
