@@ -77,12 +77,9 @@ BURST = 12
 OTHER_EVERY_S, OTHER_SPAN_S = 0.02, 0.2
 
 
-SCALE = [1]  # prompt lengths x this (--scale)
-
-
-def _body(rnd: random.Random, chars: int) -> bytes:
+def _body(rnd: random.Random, chars: int, sentences: bool = False) -> bytes:
     words = [rnd.choice(WORDS) for _ in range(chars // 6)]
-    if SCALE[0] > 1:  # long prompts are written in sentences (the classifier reads them alone too)
+    if sentences:  # as long prompts are written (the classifier reads sentences alone too)
         words = [w + "." if i % 12 == 11 else w for i, w in enumerate(words)]
     text = " ".join(words) + f" {rnd.random():.6f}"
     return json.dumps({"model": "claude-bench", "max_tokens": 10,
@@ -91,8 +88,9 @@ def _body(rnd: random.Random, chars: int) -> bytes:
 
 def _policy(queue_ms: float, deadline_ms: float | None = None,
             probation: int | None = None, per_1000_chars: float | None = None) -> Policy:
-    base = default_policy().gate
-    return replace(default_policy(), gate=replace(
+    policy = default_policy()
+    base = policy.gate
+    return replace(policy, gate=replace(
         base, screen_first_stage=False, screen_account_queue_ms=queue_ms,
         screen_deadline_ms=deadline_ms or base.screen_deadline_ms,
         probation_requests=base.probation_requests if probation is None else probation,
@@ -107,13 +105,15 @@ async def _screen(admission: Admission, account: str, body: bytes) -> tuple[bool
     return admitted.request.fallback is None, (time.perf_counter() - t0) * 1000
 
 
-async def one_burst(admission: Admission, rnd: random.Random, tag: str, *, burst: bool
-                    ) -> tuple[list[bool], list[bool], list[float]]:
-    """The burst's screened flags, the other account's screened flags and latencies (ms)."""
+async def one_burst(admission: Admission, rnd: random.Random, tag: str, *, burst: bool,
+                    scale: int = 1) -> tuple[list[bool], list[bool], list[float]]:
+    """The burst's screened flags, the other account's screened flags and latencies (ms);
+    ``scale``: prompt lengths times this, written in sentences when over 1."""
     burst_screened: list[bool] = []
     other_screened: list[bool] = []
     other_ms: list[float] = []
-    bodies = [_body(rnd, SCALE[0] * rnd.choice((100, 200, 300, 500))) for _ in range(BURST)]
+    bodies = [_body(rnd, scale * rnd.choice((100, 200, 300, 500)), scale > 1)
+              for _ in range(BURST)]
     other = f"other-{tag}"
 
     async def one(body: bytes) -> None:
@@ -124,7 +124,7 @@ async def one_burst(admission: Admission, rnd: random.Random, tag: str, *, burst
         started = time.perf_counter()
         for i in range(int(OTHER_SPAN_S / OTHER_EVERY_S)):
             await anyio.sleep(max(0.0, started + i * OTHER_EVERY_S - time.perf_counter()))
-            screened, ms = await _screen(admission, other, _body(rnd, SCALE[0] * 300))
+            screened, ms = await _screen(admission, other, _body(rnd, scale * 300, scale > 1))
             other_screened.append(screened)
             other_ms.append(ms)
 
@@ -166,8 +166,8 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
-async def run(url: str, rounds: int, bursts: int, deadline_ms: float | None
-              ) -> dict[str, object]:
+async def run(url: str, rounds: int, bursts: int, deadline_ms: float | None,
+              scale: int = 1) -> dict[str, object]:
     # mode: (screen_account_queue_ms, probation_requests, deadline_ms_per_1000_chars; None:
     # the policy's)
     modes: dict[str, tuple[float, int | None, float | None]] = {
@@ -190,7 +190,7 @@ async def run(url: str, rounds: int, bursts: int, deadline_ms: float | None
                 ok: list[bool] = []
                 for b in range(bursts):
                     got, other, ms = await one_burst(admission, rnd, f"{mode}-{r}-{b}",
-                                                     burst=mode != "alone")
+                                                     burst=mode != "alone", scale=scale)
                     ok += got
                     other_ok[mode] += other
                     other_ms[mode] += ms
@@ -212,7 +212,7 @@ async def run(url: str, rounds: int, bursts: int, deadline_ms: float | None
     out["turns_burst_wait_max_ms"] = round(waited * 1000, 1)
     out["screen_deadline_ms"] = deadline_ms or default_policy().gate.screen_deadline_ms
     out["deadline_ms_per_1000_chars"] = default_policy().gate.deadline_ms_per_1000_chars
-    out["scale"] = SCALE[0]
+    out["scale"] = scale
     out["provider"] = provider
     out["runs"] = runs
     return out
@@ -228,10 +228,10 @@ def main() -> None:
     parser.add_argument("--screen-deadline-ms", type=float, default=None,
                         help="instead of the default policy's (40 ms): a busier machine's")
     args = parser.parse_args()
-    SCALE[0] = max(1, args.scale)
     with tempfile.TemporaryDirectory() as keys, nats_server() as url:
         os.environ.setdefault("SAFEGUARDS_STATE_DIR", keys)  # this run's region keys, not var/
-        result = anyio.run(run, url, args.rounds, args.bursts, args.screen_deadline_ms)
+        result = anyio.run(run, url, args.rounds, args.bursts, args.screen_deadline_ms,
+                           max(1, args.scale))
     print(json.dumps(result))
 
 
