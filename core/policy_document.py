@@ -22,7 +22,7 @@ class DocumentChecker:
         if isinstance(value, bool) and kind is not bool and not (
             isinstance(kind, tuple) and bool in kind
         ):
-            self.problems.append(f"{path}.{key}: expected a number, got a boolean")
+            self.problems.append(f"{_join(path, key)}: expected a number, got a boolean")
             return None
         if not isinstance(value, kind):
             self.problems.append(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from safeguards.core.errors import InvalidInput
+from safeguards.core.policy_document import DocumentChecker
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "persona_files"
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")
@@ -66,21 +67,11 @@ def parse_persona(text: str, *, source: str) -> Persona:
         doc: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PersonaError(f"{source}: not valid TOML: {exc}") from None
-    problems: list[str] = []
+    checker = DocumentChecker()
+    problems = checker.problems
 
     def get(key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-        if key not in doc:
-            if default is ...:
-                problems.append(f"{key}: missing")
-            return None if default is ... else default
-        value = doc[key]
-        if isinstance(value, bool) and kind in (int, float, (int, float)):
-            problems.append(f"{key}: expected a number")
-            return None
-        if not isinstance(value, kind):
-            problems.append(f"{key}: expected {getattr(kind, '__name__', kind)}")
-            return None
-        return value
+        return checker.get(doc, key, kind, "", default)
 
     name = get("name", str) or ""
     if name and not _NAME.fullmatch(name):
