@@ -145,9 +145,11 @@ class AnswerRelay:
             await send_failure(send, api, UPSTREAM_FAILURES["malformed"])
             self.admission.observe(request, decision.action, 0, 0, prompt, "")
             return
-        checked = await self.guard.whole(request, doc, decision)
+        # An answer nobody checks is passed on first; its tokens and text are read after.
+        checked = (await self.guard.whole(request, doc, decision)
+                   if self.guard.guarded(decision) else None)
         action = decision.action
-        if checked.withheld:
+        if checked is not None and checked.withheld:
             body = json.dumps(checked.doc).encode()
             action = TERMINATE_ACTION
         headers = [JSON_HEADER, action_header(action)]
@@ -155,6 +157,8 @@ class AnswerRelay:
         if request_id:
             headers.append((b"request-id", request_id))
         await respond(send, 200, body, *headers)
+        if checked is None:
+            checked = await self.guard.whole(request, doc, decision)
         self.admission.observe(request, action, checked.tokens_in, checked.tokens_out, prompt,
                                checked.completion)
 

@@ -390,11 +390,13 @@ async def serve_proxy(config: ProxyConfig, policy: Policy, host: str, port: int,
     and ``nonces`` (``workers``)."""
     import uvicorn
 
+    from safeguards.adapters.csp.http_server import PROXY_SERVER_OPTIONS
+
     proxy = CspProxy(config, policy)
     proxy.gate.rates = rates
     if nonces is not None:
         proxy.caller_auth.nonces = nonces
     server_config = uvicorn.Config(proxy, host=host, port=port, log_level="warning",
-                                   http="httptools", access_log=False, lifespan="on", loop="none",
-                                   proxy_headers=False, date_header=False)
+                                   access_log=False, lifespan="on", loop="none",
+                                   **PROXY_SERVER_OPTIONS)
     await uvicorn.Server(server_config).serve(sockets=sockets)

@@ -20,6 +20,7 @@ from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.classifier.loader import LoadedModel
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer
+from safeguards.adapters.csp.http_server import PROXY_SERVER_OPTIONS
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
 from safeguards.adapters.csp.streams import ensure_gate_streams
@@ -76,7 +77,7 @@ def proxy_env(region: Region, nats_url: str, test_policy: Policy) -> ProxyEnv:
             settings.update(overrides)
             config = ProxyConfig(region=region.name, upstream_url=upstream_url, **settings)
             proxy = CspProxy(config, policy)
-            async with serving(proxy, "127.0.0.1", free_port()) as url:
+            async with serving(proxy, "127.0.0.1", free_port(), **PROXY_SERVER_OPTIONS) as url:
                 if proxy.feed is not None and settings["nats_url"] == nats_url:
                     with anyio.fail_after(10):
                         await proxy.feed.ready.wait()
