@@ -102,7 +102,8 @@ def _run(main: Any, *args: Any) -> int:
 
 
 def _proxy(args: argparse.Namespace) -> int:
-    from safeguards.adapters.csp.proxy import ProxyConfig, serve_proxy
+    from safeguards.adapters.csp.http_server import serve_proxy
+    from safeguards.adapters.csp.proxy import ProxyConfig
     from safeguards.adapters.csp.shared_nonces import SharedNonces, slots_for
 
     config = ProxyConfig(region=args.region, upstream_url=args.upstream, nats_url=args.nats,

@@ -1,5 +1,5 @@
-"""The proxy's HTTP/1.1 server protocol: uvicorn's httptools protocol, with each response's head
-written together with its first body bytes.
+"""The proxy served over HTTP/1.1 (``serve_proxy``): uvicorn's httptools protocol, with each
+response's head written together with its first body bytes.
 
 uvicorn writes a response's status line and headers in one ``transport.write`` and its body in
 another, so a client waiting on the proxy is woken twice per answer: once for a head it cannot
@@ -15,11 +15,19 @@ that wrote them; a connection closed with a head held writes it first.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from safeguards.adapters.csp.caller_auth import NonceLedger
+from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
+from safeguards.adapters.csp.shared_rates import SharedRates
+from safeguards.core.policy import Policy
+
 _STATUS_LINE = b"HTTP/1.1 "  # how every head uvicorn writes begins (interim 100s included)
+_STATUS_LINE_LEN = len(_STATUS_LINE)
 
 
 class HeadHeldTransport:
@@ -38,7 +46,7 @@ class HeadHeldTransport:
         if head is not None:
             self._head = None
             self._transport.writelines((head, data))
-        elif bytes(data[:len(_STATUS_LINE)]) == _STATUS_LINE:
+        elif data[:_STATUS_LINE_LEN] == _STATUS_LINE:
             self._head = bytes(data)
             self._loop.call_soon(self.flush)
         else:
@@ -99,3 +107,18 @@ class HeadHeldHttpToolsProtocol(HttpToolsProtocol):
 # tests' proxies, so they serve as production does).
 PROXY_SERVER_OPTIONS: dict[str, Any] = {
     "http": HeadHeldHttpToolsProtocol, "proxy_headers": False, "date_header": False}
+
+
+async def serve_proxy(config: ProxyConfig, policy: Policy, host: str, port: int, *,
+                      sockets: list[socket.socket] | None = None,
+                      rates: SharedRates | None = None, nonces: NonceLedger | None = None) -> None:
+    """Serve on ``host:port``, or on ``sockets`` with the worker processes' shared ``rates``
+    and ``nonces`` (``workers``)."""
+    proxy = CspProxy(config, policy)
+    proxy.gate.rates = rates
+    if nonces is not None:
+        proxy.caller_auth.nonces = nonces
+    server_config = uvicorn.Config(proxy, host=host, port=port, log_level="warning",
+                                   access_log=False, lifespan="on", loop="none",
+                                   **PROXY_SERVER_OPTIONS)
+    await uvicorn.Server(server_config).serve(sockets=sockets)

@@ -15,7 +15,6 @@ import contextlib
 import json
 import math
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from safeguards.adapters.csp.answers import (
 )
 from safeguards.adapters.csp.batch_routes import serve_batch
 from safeguards.adapters.csp.batches import BatchGate
-from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER, NonceLedger
+from safeguards.adapters.csp.caller_auth import ASSERTION_HEADER
 from safeguards.adapters.csp.decision import BLOCK, Decision, GateRequest, refusal
 from safeguards.adapters.csp.front_end_config import FrontEndConfig
 from safeguards.adapters.csp.gate_time import gate_now
@@ -56,7 +55,6 @@ from safeguards.adapters.csp.provider_api import (
 )
 from safeguards.adapters.csp.provider_batch_jobs import JobGate, serve_job
 from safeguards.adapters.csp.routes import Denied, Route, Target, match
-from safeguards.adapters.csp.shared_rates import SharedRates
 from safeguards.adapters.csp.upstream_client import (
     UpstreamClient,
     UpstreamError,
@@ -382,21 +380,3 @@ class CspProxy:
         """After the response: charge tokens, and queue the signal and the content."""
         self.admission.observe(request, action, tokens_in, tokens_out, prompt, completion)
 
-
-async def serve_proxy(config: ProxyConfig, policy: Policy, host: str, port: int, *,
-                      sockets: list[socket.socket] | None = None,
-                      rates: SharedRates | None = None, nonces: NonceLedger | None = None) -> None:
-    """Serve on ``host:port``, or on ``sockets`` with the worker processes' shared ``rates``
-    and ``nonces`` (``workers``)."""
-    import uvicorn
-
-    from safeguards.adapters.csp.http_server import PROXY_SERVER_OPTIONS
-
-    proxy = CspProxy(config, policy)
-    proxy.gate.rates = rates
-    if nonces is not None:
-        proxy.caller_auth.nonces = nonces
-    server_config = uvicorn.Config(proxy, host=host, port=port, log_level="warning",
-                                   access_log=False, lifespan="on", loop="none",
-                                   **PROXY_SERVER_OPTIONS)
-    await uvicorn.Server(server_config).serve(sockets=sockets)

@@ -63,7 +63,7 @@ def _worker(config: ProxyConfig, policy: Policy, host: str, port: int,
     import anyio
 
     from safeguards.adapters import tracing
-    from safeguards.adapters.csp.proxy import serve_proxy
+    from safeguards.adapters.csp.http_server import serve_proxy
 
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s %(levelname)s worker-{index} %(name)s %(message)s")
