@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from safeguards.core.events import EnforcementChanged, Event
+from safeguards.core.events import EnforcementChanged, Event, RequestObserved
 from safeguards.simulations.runner import TraceRecord
-from safeguards.simulations.score import score_account, score_personas, summary
+from safeguards.simulations.score import score_account, score_personas, summary, table
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -75,3 +75,30 @@ def test_what_a_gate_served_before_the_enforcement_reached_it_counts() -> None:
     # an older trace without the gate's action: sent before the event, as before
     older = [replace(r, action=None) for r in records]
     assert score_account(older, [level_at("d1", 1, 3, 1.5)]).harmful_served_before_l3 == 2
+
+
+def observed(account: str, version: int, fallback: str | None) -> Event:
+    body = RequestObserved(f"r{version}", "m", "proxy", 1, 1, 10, "0" * 64, False, "allow",
+                           fallback=fallback)
+    return Event(f"o{version}", account, "us", version, T0 + timedelta(seconds=version),
+                 "c", "c", "p", body)
+
+
+def test_requests_served_failing_open_are_counted_apart() -> None:
+    """What a gate served for want of a score (its screening missed the deadline, the prompt was
+    too long to screen) is told apart from what the model scored and let through; a fail-closed
+    fallback and a normal decision are not counted."""
+    history = [observed("u1", 1, "open:screen_classifier_timeout"), observed("u1", 2, None),
+               observed("u1", 3, "closed:stale_cache"), observed("u1", 4, "open:screen_too_long"),
+               level_at("u1", 5, 3, 10)]
+    records = [record("drip", "attacker", "u1", i, harmful=True, outcome="served")
+               for i in range(4)]
+    outcome = score_account(records, history)
+    assert outcome.served_unscreened == 2
+    other = score_account([replace(r, account="u2") for r in records],
+                          [observed("u2", 1, "open:classifier_unavailable")])
+    [persona] = score_personas([outcome, other])
+    assert persona.served_unscreened == 3
+    s = summary([persona])
+    assert s["attacker_requests_unscreened"] == 3 and s["benign_requests_unscreened"] == 0
+    assert "unscreened" in table([persona]).splitlines()[0]
