@@ -101,4 +101,9 @@ def test_requests_served_failing_open_are_counted_apart() -> None:
     assert persona.served_unscreened == 3
     s = summary([persona])
     assert s["attacker_requests_unscreened"] == 3 and s["benign_requests_unscreened"] == 0
-    assert "unscreened" in table([persona]).splitlines()[0]
+    assert persona.unscreened_causes == (("screen_classifier_timeout", 1),
+                                         ("screen_too_long", 1), ("classifier_unavailable", 1))
+    lines = table([persona]).splitlines()
+    assert "unscreened" in lines[0]
+    assert lines[-1] == ("unscreened attacker requests by cause: screen_classifier_timeout 1, "
+                         "screen_too_long 1, classifier_unavailable 1")
