@@ -201,10 +201,10 @@ class GatedModel:
     def __getattr__(self, name: str) -> object:
         return getattr(self.model, name)
 
-    def raw(self, texts: Sequence[str]) -> np.ndarray:
+    def raw(self, texts: Sequence[str], fragments: bool | Sequence[bool] = True) -> np.ndarray:
         self.running.set()
         self.release.wait(10)
-        return self.model.raw(texts)
+        return self.model.raw(texts, fragments)
 
 
 async def test_a_screening_given_up_mid_batch_leaves_its_result_for_the_stream(

@@ -100,7 +100,7 @@ class LoadedModel:
         return max((lab.index for lab in (*self.manifest.labels,
                                           *self.manifest.completion_labels)), default=-1) + 1
 
-    def raw(self, texts: Sequence[str]) -> np.ndarray:
+    def raw(self, texts: Sequence[str], fragments: bool | Sequence[bool] = True) -> np.ndarray:
         """The model's output columns for a batch of texts, shape (n, columns). A text longer
         than the encoder's window is scored in overlapping token windows, each column's maximum
         kept: nothing is cut off. A token model's normaliser (the manifest's) is applied here
@@ -110,7 +110,9 @@ class LoadedModel:
 
         With a fragment arm (``manifest.fragments``) the rows are twice as wide: each text's
         columns, then each column's maximum over the text's fragments read alone (-inf for a
-        text with none); ``calibrate`` reads both."""
+        text with none); ``calibrate`` reads both. ``fragments`` (one flag, or one per text)
+        says which texts the arm reads: only a prompt's score uses it, so a completion's
+        fragments (about a third of its cost) are not computed and stay -inf."""
         inp = self.manifest.input
         if self.manifest.normalizer is not None and inp.kind != "string":
             texts = [normalize(t, self.manifest.normalizer) for t in texts]
@@ -132,15 +134,18 @@ class LoadedModel:
         # A cascade's semantic tower reads a fragment only where the tuned tower puts it near
         # the arm's own points (``arm.gate``): at the cascade's gate it would read over half of
         # benign fragments, and the fragments would cost three times the text itself.
-        pieces = [arm.split(t) for t in texts]
+        wanted = ([fragments] * len(texts) if isinstance(fragments, bool) else list(fragments))
+        if len(wanted) != len(texts):
+            raise ValueError(f"{len(wanted)} fragment flags for {len(texts)} texts")
+        pieces = [arm.split(t) if want else [] for t, want in zip(texts, wanted, strict=True)]
         owners = np.asarray([i for i, ps in enumerate(pieces) for _ in ps], dtype=np.int64)
-        fragments = np.full((len(texts), out.shape[1]), -np.inf)
+        by_fragment = np.full((len(texts), out.shape[1]), -np.inf)
         if owners.size:
             flat = [f for ps in pieces for f in ps]
             read = (self._windows.run(flat, partial(self._run_tokens, gate=arm.gate))
                     if self._windows is not None else self._run(self._token_feed(flat)))
-            np.maximum.at(fragments, owners, read)
-        return np.concatenate([out, fragments], axis=1)
+            np.maximum.at(by_fragment, owners, read)
+        return np.concatenate([out, by_fragment], axis=1)
 
     def calibrate(self, raw: np.ndarray, kind: str = "prompt") -> np.ndarray:
         """Calibrated probabilities from raw output rows, columns in the kind's label order. A
@@ -164,7 +169,7 @@ class LoadedModel:
         """Calibrated probabilities, shape (n, labels), columns in the kind's label order."""
         if not texts:
             return np.zeros((0, len(self.manifest.labels_for(kind))))
-        return self.calibrate(self.raw(texts), kind)
+        return self.calibrate(self.raw(texts, fragments=kind == "prompt"), kind)
 
     def _run(self, feed: dict[str, Any]) -> np.ndarray:
         out = self.session.run([self.manifest.output_name], feed)[0]

@@ -363,10 +363,11 @@ class MicroBatchScorer:
             if not batch:
                 return
         texts = [w for _, w in batch]
+        prompts = [pending.kind == "prompt" for pending, _ in batch]  # only they read fragments
         started = time.perf_counter()
         try:
             raw = await anyio.to_thread.run_sync(
-                self.model.raw, texts, limiter=self._limiter)
+                self.model.raw, texts, prompts, limiter=self._limiter)
         except Exception as exc:  # ORT errors: fail this batch's callers, keep serving
             log.error("inference failed for a batch of %d: %s", len(texts),
                       type(exc).__name__)
