@@ -68,13 +68,16 @@ class ContentItem:
 
 @dataclass(frozen=True, slots=True)
 class ClassifyRequest:
-    """Synchronous scoring for the inline gate; the reply must arrive within ``deadline_ms``."""
+    """Synchronous scoring for the inline gate; the reply must arrive within ``deadline_ms``.
+    ``first``: a fresh account's probation screening (its first asks are scored rather than
+    served for want of a score): the classifier batches it ahead of its other inline work."""
 
     request_id: str
     region: str
     kind: ContentKind
     text: str = field(repr=False)
     deadline_ms: float
+    first: bool = False
 
 
 @dataclass(frozen=True, slots=True)

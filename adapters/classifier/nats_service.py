@@ -362,7 +362,7 @@ class ClassifierService:
         result: ScoreResult | None = None
         with anyio.move_on_after(budget) as scope:
             try:
-                result = await self.inline.score(req.text, req.kind)
+                result = await self.inline.score(req.text, req.kind, first=req.first)
             except TextRejected as exc:
                 error = exc.reason
             except ScorerOverloaded:

@@ -158,14 +158,17 @@ class Admission:
             if missed:
                 return self._resolve(request, decision, None, failure=missed)
             # Probation: a fresh account's first screenings wait longer (its first harmful ask
-            # is scored, not served for want of a score); established accounts never do. Only
-            # an answered one counts: a classifier overloaded at the start uses none up.
+            # is scored, not served for want of a score) and are scored ahead of the
+            # classifier's other inline work (on saturated cores a queue of ordinary
+            # screenings would outlast even the longer deadline); established accounts never
+            # are. Only an answered one counts: a classifier overloaded at the start uses none up.
             deadline_ms = gate_policy.screen_deadline_for(len(prompt))
             probation = self.gate.probation(request.account_id)
             if probation is not None:
                 deadline_ms = max(deadline_ms, gate_policy.probation_screen_deadline_ms)
             scores, failure = await self.classifier.classify(
-                request.request_id, "prompt", prompt, deadline_ms=deadline_ms)
+                request.request_id, "prompt", prompt, deadline_ms=deadline_ms,
+                first=probation is not None)
             if probation is not None and scores is not None:
                 probation.screened += 1
         return self._resolve(request, decision, scores,

@@ -41,8 +41,10 @@ class SyncClassifier:
         self.calls = 0
 
     async def classify(self, request_id: str, kind: ContentKind, text: str, *,
-                       deadline_ms: float | None = None) -> tuple[Scores | None, str]:
-        """Scores, or None and why; ``deadline_ms`` overrides the policy's (screening)."""
+                       deadline_ms: float | None = None,
+                       first: bool = False) -> tuple[Scores | None, str]:
+        """Scores, or None and why; ``deadline_ms`` overrides the policy's (screening);
+        ``first`` asks the classifier to score it ahead of its other inline work (probation)."""
         self.calls += 1
         deadline_ms = self.deadline_ms if deadline_ms is None else deadline_ms
         if len(text) > MAX_CLASSIFY_CHARS:
@@ -51,7 +53,7 @@ class SyncClassifier:
         if nc is None or not nc.is_connected:
             return None, "classifier_unavailable"
         request = ClassifyRequest(request_id=request_id, region=self.region, kind=kind,
-                                  text=text, deadline_ms=deadline_ms)
+                                  text=text, deadline_ms=deadline_ms, first=first)
         deadline_s = deadline_ms / 1000
         payload = encode_record(request)
         if self.producer is not None:

@@ -284,6 +284,12 @@ async def test_the_gates_requests_have_their_own_scorer(nats_url: str,
         await _wait_for(lambda: h.service.stats.published == 1)
         assert h.service.inline is not h.service.primary
         assert (h.service.inline.stats.requests, h.service.primary.stats.requests) == (1, 1)
+        # a fresh account's probation screening goes ahead of the other inline work
+        assert h.service.inline.stats.first == 0
+        first = ClassifyRequest("r-3", h.region, "prompt", BENIGN, 2000.0, first=True)
+        msg = await h.nc.request(classify_subject(h.region), encode_record(first), timeout=5)
+        assert decode_record(msg.data, ClassifyReply).error is None
+        assert (h.service.inline.stats.requests, h.service.inline.stats.first) == (2, 1)
 
 
 async def test_provisioning_is_idempotent_and_adopts_existing_streams(

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safeguards.core import codec
-from safeguards.core.content import ContentItem
+from safeguards.core.content import ClassifyRequest, ContentItem
 from safeguards.core.enforcement import EnforcementCommand
 from safeguards.core.errors import (
     CodecError,
@@ -218,6 +218,23 @@ def test_a_content_item_round_trips_with_or_without_its_link_key(item: ContentIt
     del wire["b"]["prompt_link"]
     older = codec.decode_record(msgpack.packb(wire, use_bin_type=True), ContentItem)
     assert older == dataclasses.replace(item, prompt_link=None)
+
+
+classify_requests = st.builds(ClassifyRequest, request_id=texts,
+                              region=st.sampled_from(("us", "eu")),
+                              kind=st.sampled_from(("prompt", "completion")), text=texts,
+                              deadline_ms=st.floats(0, 10_000), first=st.booleans())
+
+
+@given(classify_requests)
+def test_a_classify_request_round_trips_and_an_older_gates_is_not_first(
+        req: ClassifyRequest) -> None:
+    assert codec.decode_record(codec.encode_record(req), ClassifyRequest) == req
+    # a gate that predates probation's priority wrote no such field: an ordinary screening
+    wire = msgpack.unpackb(codec.encode_record(req), raw=False)
+    del wire["b"]["first"]
+    older = codec.decode_record(msgpack.packb(wire, use_bin_type=True), ClassifyRequest)
+    assert older == dataclasses.replace(req, first=False)
 
 
 def test_errors_never_echo_field_values() -> None:

@@ -49,9 +49,10 @@ async def test_a_new_accounts_first_screening_waits_the_probation_deadline_and_n
     policy = replace(test_policy, gate=replace(
         test_policy.gate, screen_deadline_ms=1, probation_requests=1,
         probation_screen_deadline_ms=5000, deadline_ms_per_1000_chars=0))
-    async with proxy_env(policy=policy) as running_proxy, classifier_env():
+    async with proxy_env(policy=policy) as running_proxy, classifier_env() as classifier:
         proxy = running_proxy.proxy
         gate = proxy.gate
+        assert classifier.inline.stats.first == 0
         # an established account: its region has commanded it (L0, screened like a fresh one)
         await region.enforce("acct-known", 0, 1)
         await eventually(lambda: gate.held_version("acct-known") == 1)
@@ -61,6 +62,8 @@ async def test_a_new_accounts_first_screening_waits_the_probation_deadline_and_n
                 model=MODEL, max_tokens=10, messages=[{"role": "user", "content": BOMB}])
         assert gate.counts[("block", "classified_weapons")] == 1
         assert TIMED_OUT not in gate.fallbacks
+        # and it was scored ahead of the classifier's other inline work
+        assert classifier.inline.stats.first == 1
         # past its probation, the same account gets screening's deadline: missed, served, and
         # scored afterwards (fail open, counted)
         action, _ = await _ask(running_proxy, "acct-new")
