@@ -49,8 +49,12 @@ class AccountOutcome:
     first_enforcement_s: float | None  # from the account's first request to its first L1+
     l3_at_s: float | None
     organization: str | None = None
-    served_unscreened: int = 0  # served because the gate's inline check failed open
-    unscreened_causes: tuple[tuple[str, int], ...] = ()  # (cause, requests), most first
+    # served because the gate's inline check failed open: (cause, requests), most first
+    unscreened_causes: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def served_unscreened(self) -> int:
+        return sum(n for _, n in self.unscreened_causes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +70,12 @@ class PersonaScore:
     blocked: int
     median_time_to_enforcement_s: float | None
     max_level: int = 0  # highest level any of its accounts reached
-    served_unscreened: int = 0  # its requests served because an inline check failed open
+    # its requests served because an inline check failed open, by cause
     unscreened_causes: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def served_unscreened(self) -> int:
+        return sum(n for _, n in self.unscreened_causes)
 
     @property
     def enforced(self) -> bool:
@@ -111,7 +119,6 @@ def score_account(records: list[TraceRecord], history: list[Event],
             if e.body.level >= ENFORCED_LEVEL:
                 l3_at = _earliest(l3_at, e.occurred_at)
     harmful = [r for r in records if r.harmful]
-    unscreened = unscreened_causes(history)
     served_before = [r for r in harmful if r.outcome == "served" and (
         l3_at is None or r.sent < l3_at or r.action in UNENFORCED_ACTIONS)]
     return AccountOutcome(
@@ -122,8 +129,7 @@ def score_account(records: list[TraceRecord], history: list[Event],
         max(0.0, (first_at - start).total_seconds()) if first_at else None,
         max(0.0, (l3_at - start).total_seconds()) if l3_at else None,
         first.organization,
-        sum(n for _, n in unscreened),
-        unscreened,
+        unscreened_causes(history),
     )
 
 
@@ -140,7 +146,7 @@ def merge_outcomes(parts: list[AccountOutcome]) -> AccountOutcome:
         sum(o.harmful_served_before_l3 for o in parts), sum(o.blocked for o in parts),
         min(o.max_level for o in parts), first.first_enforcement_s,
         None if None in l3 else max(x for x in l3 if x is not None), parts[0].organization,
-        sum(o.served_unscreened for o in parts), merge_causes(o.unscreened_causes for o in parts))
+        merge_causes(o.unscreened_causes for o in parts))
 
 
 def score_personas(outcomes: list[AccountOutcome]) -> list[PersonaScore]:
@@ -161,7 +167,6 @@ def score_personas(outcomes: list[AccountOutcome]) -> list[PersonaScore]:
             sum(a.blocked for a in accts),
             statistics.median(times) if times else None,
             max(a.max_level for a in accts),
-            sum(a.served_unscreened for a in accts),
             merge_causes(a.unscreened_causes for a in accts),
         ))
     return scores
