@@ -37,8 +37,8 @@ from safeguards.adapters.classifier.loader import LoadedModel, load_model
 from safeguards.adapters.classifier.scorer import (
     MicroBatchScorer,
     ScorerConfig,
-    stream_and_inline_scorers,
 )
+from safeguards.adapters.classifier.scorer_pair import stream_and_inline_scorers
 
 WORDS = ("the", "of", "to", "process", "request", "account", "weapon", "story", "code", "python",
          "medical", "system", "kill", "data", "patient", "dose", "server", "thread", "chapter",

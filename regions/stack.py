@@ -36,7 +36,8 @@ from safeguards.adapters.classifier.first_stage import first_stage_or_none
 from safeguards.adapters.classifier.intake import ContentTriage, evidence_thresholds
 from safeguards.adapters.classifier.loader import load_model
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
-from safeguards.adapters.classifier.scorer import ScoreResult, stream_and_inline_scorers
+from safeguards.adapters.classifier.scorer import ScoreResult
+from safeguards.adapters.classifier.scorer_pair import stream_and_inline_scorers
 from safeguards.adapters.csp.caller_auth import load_caller_keys
 from safeguards.adapters.csp.identity import load_link_key, peer_link_key
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig

@@ -282,7 +282,8 @@ async def _serve_async(args: argparse.Namespace) -> None:
     from safeguards.adapters.bus.producer_auth import load_producer_keys
     from safeguards.adapters.classifier.loader import load_model
     from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
-    from safeguards.adapters.classifier.scorer import MicroBatchScorer, stream_and_inline_scorers
+    from safeguards.adapters.classifier.scorer import MicroBatchScorer
+    from safeguards.adapters.classifier.scorer_pair import stream_and_inline_scorers
     from safeguards.adapters.csp.identity import load_link_key
     from safeguards.adapters.metrics_endpoint import ClassifierCollector, metrics_endpoint
 

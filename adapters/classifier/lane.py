@@ -3,7 +3,7 @@
 A gate waits on an inline score within a deadline of tens of milliseconds; the content stream's
 background scoring only has to keep up. Both run on the same model and cores, so the inline
 scorer holds the lane while it has work and the stream scorer waits its turn before each batch,
-at most a bounded time so it is never starved (``scorer.stream_and_inline_scorers``).
+at most a bounded time so it is never starved (``scorer_pair.stream_and_inline_scorers``).
 """
 
 from __future__ import annotations

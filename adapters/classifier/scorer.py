@@ -50,7 +50,6 @@ from safeguards.adapters.classifier.errors import (
 from safeguards.adapters.classifier.lane import InferenceLane
 from safeguards.adapters.classifier.loader import LoadedModel
 from safeguards.adapters.classifier.pending import (
-    BACKGROUND_CPU_CONFIG,
     PendingScore,
     ScorerConfig,
     ScorerStats,
@@ -60,8 +59,7 @@ from safeguards.adapters.classifier.pending import (
 from safeguards.adapters.classifier.recent import RecentScores, ScoreResult
 from safeguards.adapters.classifier.text import PreparedText, prepare_text
 
-__all__ = ["BACKGROUND_CPU_CONFIG", "MicroBatchScorer", "RecentScores", "ScoreResult",
-           "ScorerConfig", "ScorerStats", "stream_and_inline_scorers"]
+__all__ = ["MicroBatchScorer", "RecentScores", "ScoreResult", "ScorerConfig", "ScorerStats"]
 
 log = logging.getLogger(__name__)
 
@@ -386,16 +384,3 @@ class MicroBatchScorer:
                 elif self.late_to is not None and pending.done.is_set():
                     self._result(pending)  # in ``recent`` before a stream item joining it wakes
 
-
-def stream_and_inline_scorers(model: LoadedModel) -> tuple[MicroBatchScorer, MicroBatchScorer]:
-    """The content stream's scorer and the gates' inline scorer of one model, sharing one
-    :class:`RecentScores` (a prompt screened inline is not scored again when it arrives from the
-    stream) and one :class:`InferenceLane` (inline first)."""
-    recent = RecentScores()
-    lane = InferenceLane()
-    on_cpu = model.provider == "CPUExecutionProvider"
-    stream = MicroBatchScorer(model, BACKGROUND_CPU_CONFIG if on_cpu else None, recent=recent,
-                              lane=lane)
-    inline = MicroBatchScorer(model, recent=recent, lane=lane, inline=True)
-    inline.late_to = stream  # screenings its gates gave up on are finished there
-    return stream, inline
