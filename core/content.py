@@ -70,7 +70,8 @@ class ContentItem:
 class ClassifyRequest:
     """Synchronous scoring for the inline gate; the reply must arrive within ``deadline_ms``.
     ``first``: a fresh account's probation screening (its first asks are scored rather than
-    served for want of a score): the classifier batches it ahead of its other inline work."""
+    served for want of a score) or a flagged account's check (L1 and up): the classifier
+    batches it ahead of its other inline work, ordinary screenings."""
 
     request_id: str
     region: str

@@ -133,10 +133,12 @@ class Admission:
         return Admitted(request, decision, doc, prompt)
 
     async def _classify(self, request: GateRequest, decision: Decision, prompt: str) -> Decision:
-        if not decision.screen_only:  # the account's level asks for it: the policy's deadline
+        if not decision.screen_only:  # the account's level asks for it: the policy's deadline,
+            # ahead of ordinary screenings at the classifier as a fresh account's are: a flagged
+            # account's check must not queue behind established accounts' screenings
             scores, failure = await self.classifier.classify(
                 request.request_id, "prompt", prompt,
-                deadline_ms=self.gate.policy.gate.classify_deadline_for(len(prompt)))
+                deadline_ms=self.gate.policy.gate.classify_deadline_for(len(prompt)), first=True)
             return self._resolve(request, decision, scores, failure=failure or "classifier_error")
         # Screening: a short deadline, fail open; what it cannot score in time is served and
         # scored afterwards from the content stream like every request.
