@@ -65,6 +65,12 @@ def register(sub: Any) -> None:
     first.add_argument("--version", default="2026.12.4")
     first.set_defaults(handler=_train_first_stage)
 
+    hold = cmds.add_parser("fit-first-stage-hold", help="read the committed first stage's hold "
+                                                        "point off the calibration rows")
+    hold.add_argument("--dir", type=Path, default=FIRST_STAGE_DIR)
+    hold.add_argument("--wheels", type=Path, default=Path("var/classifier-wheels"))
+    hold.set_defaults(handler=_fit_first_stage_hold)
+
     fetch = cmds.add_parser("fetch", help="download the pinned encoder weights into the model "
                                           "cache and build the graph, so the service starts "
                                           "offline")
@@ -199,6 +205,14 @@ def _train_first_stage(args: argparse.Namespace) -> int:
     report = train_first_stage(args.out, args.wheels, version=args.version, cache=args.cache)
     print(f"wrote {args.out}/weights.safetensors and manifest.json")
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def _fit_first_stage_hold(args: argparse.Namespace) -> int:
+    _progress_to_stderr()
+    from safeguards.adapters.classifier_training.first_stage import fit_hold
+
+    print(json.dumps(fit_hold(args.dir, args.wheels), indent=2))
     return 0
 
 

@@ -14,6 +14,12 @@ written without spaces, and the text's length class (words, in powers of two), h
 CRC-32 into ``2**bits`` buckets, as a binary vector scaled to unit length. Text it has too
 little familiar vocabulary for (``min_known``) is passed on, and so is text carrying an encoded
 payload that the contextual model decodes (``payloads``).
+
+Its own score also ranks what it passes on: at or above its ``hold`` point (where a small share
+of benign text is, and most harmful text) a verdict ``holds``. The gate lets a held prompt of a
+new or a flagged account wait longer for the contextual model, and asks the client to retry
+rather than serve it unscored when that model is too busy (``gate.hold_ms``); the first stage
+still refuses nothing on its own reading.
 """
 
 from __future__ import annotations
@@ -62,18 +68,20 @@ class Verdict:
     clear: bool
     reason: str  # "clear", "flagged", "unfamiliar", "too_long", "encoded"
     score: float
+    holds: bool = False  # passed on and at or above the hold point (``FirstStage.hold``)
 
 
 class FirstStage:
     """The loaded first stage: ``check(text)`` says whether it clears ``text``."""
 
     def __init__(self, weights: np.ndarray, bias: float, threshold: float, min_known: float,
-                 *, name: str, version: str) -> None:
+                 *, name: str, version: str, hold: float = math.inf) -> None:
         if weights.ndim != 1 or weights.size & (weights.size - 1):
             raise ModelLoadError("first stage: weights must be one power-of-two vector")
         self.weights = weights.astype(np.float32)
         self.bits = int(weights.size).bit_length() - 1
         self.bias, self.threshold, self.min_known = bias, threshold, min_known
+        self.hold = hold  # a passed-on score this high holds (inf: none does)
         self.name, self.version = name, version
 
     def score(self, text: str) -> tuple[float, float]:
@@ -91,10 +99,10 @@ class FirstStage:
         if has_payload(text):
             # its words are not what the contextual model reads (``payloads``): an encoded ask
             # must reach the model that decodes it, never be cleared on its wrapper's words
-            return Verdict(False, "encoded", math.inf)
+            return Verdict(False, "encoded", math.inf, holds=True)
         s, known = self.score(text)
         if s >= self.threshold:
-            return Verdict(False, "flagged", s)
+            return Verdict(False, "flagged", s, holds=s >= self.hold)
         if known < self.min_known:
             return Verdict(False, "unfamiliar", s)
         return Verdict(True, "clear", s)
@@ -112,7 +120,8 @@ def load_first_stage(directory: Path = FIRST_STAGE_DIR) -> FirstStage:
         tensors = read_tensors(path)
         return FirstStage(tensors["weights"], float(manifest["bias"]),
                           float(manifest["threshold"]), float(manifest["min_known"]),
-                          name=str(manifest["name"]), version=str(manifest["version"]))
+                          name=str(manifest["name"]), version=str(manifest["version"]),
+                          hold=float(manifest.get("hold", math.inf)))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"first stage in {directory}: {type(exc).__name__}") from None
 

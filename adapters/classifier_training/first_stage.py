@@ -9,9 +9,11 @@ strike point": the first stage learns to pass what the teacher flags, nearly fla
 
 The pass threshold is read off the calibration rows: the highest score at which the first stage
 still passes ``PASS_FLAGGED`` of the rows the teacher flags and ``PASS_HARMFUL`` of the rows
-labelled harmful. The report gives, on the evaluation rows, the share of benign text it clears
-per kind (the load taken off the contextual model) and what it clears that the teacher flags
-(the cost: those requests are served, and scored from the content stream afterwards).
+labelled harmful. The hold point too (``fit_hold``): the score that ``HOLD_BENIGN`` of the
+calibration benign rows reach. The report gives, on the evaluation rows, the share of benign
+text it clears per kind (the load taken off the contextual model) and what it clears that the
+teacher flags (the cost: those requests are served, and scored from the content stream
+afterwards).
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ from typing import Any
 import numpy as np
 
 from safeguards.adapters.classifier.encoder.tensors import write_tensors
-from safeguards.adapters.classifier.first_stage import MAX_CHARS, FirstStage, features
+from safeguards.adapters.classifier.first_stage import (
+    MAX_CHARS,
+    FirstStage,
+    features,
+    load_first_stage,
+)
 from safeguards.adapters.classifier.loader import DEFAULT_MODEL_DIR, LoadedModel, load_model
 from safeguards.adapters.classifier_training import recipe
 from safeguards.adapters.classifier_training.corpus.catalogue import read_all
@@ -43,6 +50,9 @@ PASS_FLAGGED = 0.995  # of the calibration rows the teacher flags, passed on
 PASS_HARMFUL = 0.98  # of the calibration rows labelled harmful or jailbreak, passed on
 MIN_KNOWN = 0.5  # text with fewer familiar features than this is passed on
 C = 8.0  # inverse L2 strength of the logistic regression (1 and 4 cleared less benign text)
+# The hold point: at most this share of the calibration benign rows holds (out of distribution on
+# 2026.12.11's stage: 5.7 % of benign rows and 73 % of harmful and jailbreak rows held)
+HOLD_BENIGN = 0.05
 PROMPT_LABELS = ("harmful", "jailbreak", "benign")
 
 
@@ -117,9 +127,47 @@ def train_first_stage(out_dir: Path, wheels: Path, *, version: str, seed: int = 
     harm_cal = np.array([r.label != "benign" for r in cal])
     stage.threshold = min(_threshold(s_cal, m_cal >= 0, PASS_FLAGGED),
                           _threshold(s_cal, harm_cal, PASS_HARMFUL))
+    stage.hold = max(stage.threshold, _threshold(s_cal, ~harm_cal, HOLD_BENIGN))
     report = {"calibration": _report(stage, cal, m_cal), "ood": _report(stage, ev, m_ev)}
     _write(out_dir, stage, weights, version, report, seed)
     return report
+
+
+def fit_hold(out_dir: Path, wheels: Path, *, seed: int = SEED) -> dict[str, Any]:
+    """The committed first stage's hold point read off the calibration rows (``HOLD_BENIGN``),
+    written into its manifest with what it holds on the calibration and evaluation rows; its
+    weights and pass threshold are left as they are."""
+    records = list(read_all(wheels, recipe.TRAIN_PACKAGES + recipe.EVAL_PACKAGES))
+    records += recipe.generated_rows(seed)
+    splits = recipe.split(records, seed=seed)
+    cal, ev = ([r for r in rows if r.label in PROMPT_LABELS]
+               for rows in (splits.calibration, splits.evaluation))
+    stage = load_first_stage(out_dir)
+    s_cal = np.array([stage.score(r.text)[0] for r in cal])
+    stage.hold = max(stage.threshold, _threshold(
+        s_cal, np.array([r.label == "benign" for r in cal]), HOLD_BENIGN))
+    report = {"calibration": _hold_report(stage, cal), "ood": _hold_report(stage, ev)}
+    path = out_dir / "manifest.json"
+    manifest = json.loads(path.read_text("utf-8"))
+    manifest["hold"] = stage.hold
+    manifest["recipe"]["hold_benign"] = HOLD_BENIGN
+    manifest["metrics"]["hold"] = report
+    path.write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+    return report
+
+
+def _hold_report(stage: FirstStage, rows: Sequence[Record]) -> dict[str, Any]:
+    """The share of benign rows (all, and per kind) and of harmful rows the hold point holds."""
+    holds = np.array([stage.check(r.text).holds for r in rows])
+    benign = np.array([r.label == "benign" for r in rows])
+    by_kind: dict[str, list[bool]] = defaultdict(list)
+    for r, h in zip(rows, holds, strict=True):
+        if r.label == "benign":
+            by_kind[r.kind].append(bool(h))
+    return {"rows": len(rows), "benign_held": round(float(holds[benign].mean()), 4),
+            "harmful_held": round(float(holds[~benign].mean()), 4),
+            "benign_held_by_kind": {k: round(float(np.mean(v)), 4)
+                                    for k, v in sorted(by_kind.items())}}
 
 
 def _report(stage: FirstStage, rows: Sequence[Record], m: np.ndarray) -> dict[str, Any]:
@@ -158,10 +206,11 @@ def _write(out_dir: Path, stage: FirstStage, weights: np.ndarray, version: str,
     manifest = {
         "name": stage.name, "version": version, "model_file": model_file.name,
         "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(),
-        "bits": BITS, "bias": stage.bias, "threshold": stage.threshold,
+        "bits": BITS, "bias": stage.bias, "threshold": stage.threshold, "hold": stage.hold,
         "min_known": stage.min_known,
         "recipe": {"seed": seed, "slack": SLACK, "pass_flagged": PASS_FLAGGED,
-                   "pass_harmful": PASS_HARMFUL, "c": C, "teacher": _teacher_id()},
+                   "pass_harmful": PASS_HARMFUL, "hold_benign": HOLD_BENIGN, "c": C,
+                   "teacher": _teacher_id()},
         "metrics": report,
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
