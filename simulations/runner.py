@@ -50,6 +50,7 @@ class TraceRecord:
     # what the gate did with a request it let through (``x-safeguards-action``: allow, annotate,
     # intervene = served with the safety system prompt); None where it refused it, or unknown
     action: str | None = None
+    attempts: int = 1  # sent this many times: a 529 is retried as the SDK does (``OVERLOADED``)
 
     @property
     def sent(self) -> datetime:
@@ -83,6 +84,11 @@ class Progress:
 # status, outcome, stop reason, error type, the gate's action (``x-safeguards-action``)
 Sent = tuple[int, str, str | None, str | None, str | None]
 ACTION_HEADER = "x-safeguards-action"
+# A 529 overloaded_error (the gate could not have the prompt screened in time) is sent again up
+# to this many times, this long after, as the official SDKs do by default (two retries, after
+# the answer's retry-after of 1 s); a 429 throttle is not (the plan's pacing is the client's).
+OVERLOADED_RETRIES = 2
+OVERLOADED_RETRY_AFTER_S = 1.0
 
 
 async def _send(client: anthropic.AsyncAnthropic, req: PlannedRequest) -> Sent:
@@ -116,6 +122,19 @@ async def _send(client: anthropic.AsyncAnthropic, req: PlannedRequest) -> Sent:
     except anthropic.APIError as exc:  # connection failures, a stream cut mid-way
         return 0, "error", None, type(exc).__name__, None
     return 200, ("refused" if stop == "refusal" else "served"), stop, None, action
+
+
+async def send_retrying_overloaded(client: anthropic.AsyncAnthropic, req: PlannedRequest
+                                   ) -> tuple[Sent, int]:
+    """``req`` sent, and again after a 529 overloaded_error (``OVERLOADED_RETRIES``); what the
+    last attempt got, and how many were made."""
+    attempts = 1
+    sent = await _send(client, req)
+    while (sent[0], sent[3]) == (529, "overloaded_error") and attempts <= OVERLOADED_RETRIES:
+        await anyio.sleep(OVERLOADED_RETRY_AFTER_S)
+        attempts += 1
+        sent = await _send(client, req)
+    return sent, attempts
 
 
 async def run_plan(
@@ -152,12 +171,13 @@ async def run_plan(
                 client = clients[req.region].with_options(default_headers=identity)
                 sent_at = datetime.now(UTC)
                 t0 = time.perf_counter()
-                status, outcome, stop, error_type, action = await _send(client, req)
+                (status, outcome, stop, error_type, action), attempts = \
+                    await send_retrying_overloaded(client, req)
                 record = TraceRecord(
                     req.persona, req.kind, req.account, req.region, req.seq, req.offset_s,
                     sent_at.isoformat(), req.harmful, req.stream, req.abusive_volume, req.prompt,
                     status, outcome, stop, error_type, (time.perf_counter() - t0) * 1000,
-                    req.organization, action)
+                    req.organization, action, attempts)
                 records.append(record)
                 if on_record is not None:
                     on_record(record)
