@@ -46,6 +46,14 @@ class GatePolicy:
     # 3 x ``probation_requests`` taken in all (``csp.gate_entry.PROBATION_TRIES``): it ends.
     probation_requests: int = 5
     probation_screen_deadline_ms: float = 250.0
+    # Held prompts: a prompt the first stage holds (its own score at its hold point: most
+    # harmful asks, a few benign ones), from an account on probation or one classified inline
+    # (L1 and up), waits up to ``hold_ms`` for the classifier; one still unanswered for want of
+    # time (its deadline or the account's turn passed: ``csp.admission.TOO_BUSY``) is refused
+    # with HTTP 529 and a retry-after instead of served unscored. Its late score is kept, so the
+    # client's retry is decided on it. A classifier that cannot be reached fails as before.
+    # 0: off (served unscored at the deadline where the level fails open).
+    hold_ms: float = 0.0
     # A gate that has not yet read its region's enforcement (a start while NATS is down, with no
     # local snapshot) holds a request at most this long for it, then refuses (HTTP 503): an
     # account it knows nothing about is never served as if it were at L0. 0: refuse at once.
@@ -92,8 +100,12 @@ def gate_settings(c: DocumentChecker, g: dict[str, Any]) -> GatePolicy:
             c.number(g, "probation_requests", "gate", lo=0, hi=100_000, default=5)),
         probation_screen_deadline_ms=c.number(g, "probation_screen_deadline_ms", "gate", lo=1,
                                               hi=10000, default=250),
+        hold_ms=c.number(g, "hold_ms", "gate", lo=0, hi=60_000, default=0),
     )
     if gate.probation_screen_deadline_ms < gate.screen_deadline_ms:
         c.problems.append("gate.probation_screen_deadline_ms: must not be below "
                           "screen_deadline_ms")
+    if 0 < gate.hold_ms < max(gate.probation_screen_deadline_ms, gate.classify_deadline_ms):
+        c.problems.append("gate.hold_ms: must be 0 or not below probation_screen_deadline_ms "
+                          "and classify_deadline_ms")
     return gate

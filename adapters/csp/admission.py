@@ -44,7 +44,7 @@ from safeguards.adapters.csp.homes import HomeRouting
 from safeguards.adapters.csp.identity import Caller
 from safeguards.adapters.csp.metrics import CspMetrics
 from safeguards.adapters.csp.provider_api import MESSAGES_CALL, ProviderCall
-from safeguards.adapters.csp.screen_turns import ScreenTurns
+from safeguards.adapters.csp.screen_turns import QUEUE_FULL, QUEUE_WAIT, ScreenTurns
 from safeguards.adapters.csp.telemetry import Telemetry
 from safeguards.adapters.csp.turns import SeenTurns, newest_user_text, scoring_text
 from safeguards.core.events import Scores
@@ -52,6 +52,10 @@ from safeguards.core.prompt_links import content_digest, prompt_link_key
 
 # Request ids: a random per-process prefix and a counter (unique without a system call each).
 _ID_PREFIX = secrets.token_hex(8)
+# Why a prompt went unscored where the classifier is there but too busy (its score of the prompt
+# comes late and is kept; another request of the account was being screened): a held prompt
+# (``gate.hold_ms``) is refused with a retry-after for these, not served.
+TOO_BUSY = frozenset({"classifier_timeout", "screen_classifier_timeout", QUEUE_WAIT, QUEUE_FULL})
 _ID_COUNTER = itertools.count()
 
 
@@ -133,48 +137,65 @@ class Admission:
         return Admitted(request, decision, doc, prompt)
 
     async def _classify(self, request: GateRequest, decision: Decision, prompt: str) -> Decision:
+        gate_policy = self.gate.policy.gate
         if not decision.screen_only:  # the account's level asks for it: the policy's deadline,
             # ahead of ordinary screenings at the classifier as a fresh account's are: a flagged
-            # account's check must not queue behind established accounts' screenings
+            # account's check must not queue behind established accounts' screenings; one the
+            # first stage holds waits longer, and is refused to retry if still unanswered
+            held = gate_policy.hold_ms > 0 and self._holds(prompt)
+            deadline_ms = gate_policy.classify_deadline_for(len(prompt))
             scores, failure = await self.classifier.classify(
-                request.request_id, "prompt", prompt,
-                deadline_ms=self.gate.policy.gate.classify_deadline_for(len(prompt)), first=True)
-            return self._resolve(request, decision, scores, failure=failure or "classifier_error")
+                request.request_id, "prompt", prompt, first=True,
+                deadline_ms=max(deadline_ms, gate_policy.hold_ms) if held else deadline_ms)
+            return self._resolve(request, decision, scores, failure=failure or "classifier_error",
+                                 busy_closed=held)
         # Screening: a short deadline, fail open; what it cannot score in time is served and
         # scored afterwards from the content stream like every request.
-        gate_policy = self.gate.policy.gate
         if len(prompt) > gate_policy.screen_max_chars:
             return self._resolve(request, decision, None, failure="screen_too_long")
+        holds = False  # the first stage's own score at its hold point
         if self.first_stage is not None and gate_policy.screen_first_stage:
             verdict = self.first_stage.check(prompt)
             counts = self.gate.first_stage_verdicts
             counts[verdict.reason] = counts.get(verdict.reason, 0) + 1
             if verdict.clear:  # served without waiting on the classifier, scored afterwards
                 return self._resolve(request, decision, (), clear_reason="first_stage_clear")
+            holds = verdict.holds
         # One screening per account at the classifier at a time; its others wait their turn
         # (bounded), then each gets its full deadline: a burst cannot outrun its own screening
         # nor crowd out other accounts' (csp.screen_turns).
+        # Probation: a fresh account's first screenings wait longer (its first harmful ask is
+        # scored, not served for want of a score) and are scored ahead of the classifier's other
+        # inline work (on saturated cores a queue of ordinary screenings would outlast even the
+        # longer deadline); established accounts never are. Only an answered one counts: a
+        # classifier overloaded at the start uses none up. One the first stage holds waits
+        # longer still, and is refused with a retry-after if the classifier is too busy even
+        # for that (``gate.hold_ms``): not served unscreened.
+        probation = self.gate.probation(request.account_id)
+        held = probation is not None and holds and gate_policy.hold_ms > 0
         async with self.screen_turns.turn(request.account_id,
                                           gate_policy.screen_account_queue_ms / 1000,
                                           gate_policy.screen_account_waiters) as missed:
             if missed:
-                return self._resolve(request, decision, None, failure=missed)
-            # Probation: a fresh account's first screenings wait longer (its first harmful ask
-            # is scored, not served for want of a score) and are scored ahead of the
-            # classifier's other inline work (on saturated cores a queue of ordinary
-            # screenings would outlast even the longer deadline); established accounts never
-            # are. Only an answered one counts: a classifier overloaded at the start uses none up.
+                return self._resolve(request, decision, None, failure=missed, busy_closed=held)
             deadline_ms = gate_policy.screen_deadline_for(len(prompt))
-            probation = self.gate.probation(request.account_id)
             if probation is not None:
-                deadline_ms = max(deadline_ms, gate_policy.probation_screen_deadline_ms)
+                deadline_ms = max(deadline_ms, gate_policy.probation_screen_deadline_ms,
+                                  gate_policy.hold_ms if held else 0.0)
             scores, failure = await self.classifier.classify(
                 request.request_id, "prompt", prompt, deadline_ms=deadline_ms,
                 first=probation is not None)
             if probation is not None and scores is not None:
                 probation.screened += 1
         return self._resolve(request, decision, scores,
-                             failure=f"screen_{failure}" if failure else "screen_error")
+                             failure=f"screen_{failure}" if failure else "screen_error",
+                             busy_closed=held)
+
+    def _holds(self, prompt: str) -> bool:
+        """Whether the first stage holds ``prompt`` (its own score at its hold point)."""
+        stage = self.first_stage
+        return (stage is not None and self.gate.policy.gate.screen_first_stage
+                and stage.check(prompt).holds)
 
     async def completion_check(self, request: GateRequest, completion: str) -> StreamVerdict:
         """Score the completion so far: its ``stop`` (a category, or ``fail_closed``) means end
@@ -187,8 +208,12 @@ class Admission:
         return verdict
 
     def _resolve(self, request: GateRequest, decision: Decision, scores: Scores | None, *,
-                 failure: str = "classifier_timeout", clear_reason: str = "") -> Decision:
-        final = self.gate.resolve(decision, scores, failure=failure, clear_reason=clear_reason)
+                 failure: str = "classifier_timeout", clear_reason: str = "",
+                 busy_closed: bool = False) -> Decision:
+        """``busy_closed``: a held prompt, refused (529) if the classifier was too busy for it
+        (``TOO_BUSY``)."""
+        final = self.gate.resolve(decision, scores, failure=failure, clear_reason=clear_reason,
+                                  fail_closed=busy_closed and failure in TOO_BUSY)
         _mark(request, final.fallback)
         if final.reason == "fail_open":  # served unscored: its content is scored first
             request.served_unscored = True

@@ -169,8 +169,8 @@ def refusal(decision: Decision) -> tuple[str, tuple[tuple[str, str], ...]]:
     if decision.status == 429:
         retry = str(max(1, math.ceil(decision.retry_after_s)))
         return "rate limit exceeded for this account", (("retry-after", retry),)
-    if decision.status == 529:
-        return "safety screening is unavailable; retry later", ()
+    if decision.status == 529:  # the classifier too busy to answer in time: it may next time
+        return "safety screening is unavailable; retry later", (("retry-after", "1"),)
     if decision.status == 503:
         return "the safeguards gate is starting; retry shortly", (("retry-after", "1"),)
     return "this request was refused by the platform's usage policy", ()

@@ -313,10 +313,11 @@ class Gate(GateCounters):
         return decision
 
     def resolve(self, decision: Decision, scores: Scores | None, *,
-                failure: str = "classifier_timeout", clear_reason: str = "") -> Decision:
-        """The final decision once synchronous classification answered (or did not);
-        ``clear_reason`` names what cleared it when no score did (the cascade's first stage).
-        Its ``fallback``: the one taken here, else ``decision``'s (the request's latest)."""
+                failure: str = "classifier_timeout", clear_reason: str = "",
+                fail_closed: bool = False) -> Decision:
+        """The final decision once synchronous classification answered (or did not); its
+        ``fallback``: the one taken here, else ``decision``'s. ``clear_reason``: what cleared it
+        when no score did (the first stage); ``fail_closed``: no score refuses (529) anyway."""
         if not decision.needs_classify:
             return decision
         if scores is None and failure.endswith(CLASSIFIER_FORGED):  # screen_ prefix or not
@@ -329,8 +330,8 @@ class Gate(GateCounters):
         closed_missing: list[str] = []
         borderline = refused = ""
         top = -1.0
-        # Screening (fresh and L0 accounts) fails open: only an account the policy already
-        # classifies is refused for want of a fail-closed category's score.
+        # Screening (fresh and L0 accounts) fails open but for ``fail_closed`` (probation under
+        # load): else only an account the policy classifies is refused for want of a score.
         may_close = not decision.screen_only
         for name, intervene_at, refuse_at, closed in self._thresholds[decision.level]:
             score = present.get(name)
@@ -348,8 +349,9 @@ class Gate(GateCounters):
             self._count(final)
             return final
         if scores is None or closed_missing:
-            fallback = self._fallback(failure, "closed" if closed_missing else "open")
-            if closed_missing:
+            closed = bool(closed_missing) or (scores is None and fail_closed)
+            fallback = self._fallback(failure, "closed" if closed else "open")
+            if closed:
                 final = self._intern(BLOCK_ACTION, "fail_closed", decision.level, decision.flags,
                                      status=529, fallback=fallback)
                 self._count(final)

@@ -20,6 +20,7 @@ from safeguards.adapters.bus.producer_auth import load_producer_keys
 from safeguards.adapters.classifier.loader import LoadedModel
 from safeguards.adapters.classifier.nats_service import ClassifierService, ClassifierSettings
 from safeguards.adapters.classifier.scorer import MicroBatchScorer
+from safeguards.adapters.classifier.scorer_pair import stream_and_inline_scorers
 from safeguards.adapters.csp.http_server import PROXY_SERVER_OPTIONS
 from safeguards.adapters.csp.proxy import CspProxy, ProxyConfig
 from safeguards.adapters.csp.serving import serving
@@ -86,7 +87,7 @@ def proxy_env(region: Region, nats_url: str, test_policy: Policy) -> ProxyEnv:
     return start
 
 
-ClassifierEnv = Callable[[], contextlib.AbstractAsyncContextManager[ClassifierService]]
+ClassifierEnv = Callable[..., contextlib.AbstractAsyncContextManager[ClassifierService]]
 
 
 @pytest.fixture
@@ -94,16 +95,19 @@ def classifier_env(region: Region, nats_url: str,
                    classifier_model: LoadedModel) -> ClassifierEnv:
     """Runs the real classifier adapter for ``region`` (its own NATS connection, a fresh
     MicroBatchScorer, ClassifierService answering ``sg.<region>.classify``) inside the test's
-    task; on exit its subscriptions are gone from the server before the block returns."""
+    task; on exit its subscriptions are gone from the server before the block returns.
+    ``paired``: the stream's and the inline scorer as a region runs them (``scorer_pair``)."""
 
     @contextlib.asynccontextmanager
-    async def start() -> AsyncIterator[ClassifierService]:
+    async def start(paired: bool = False) -> AsyncIterator[ClassifierService]:
         nc = await nats.connect(nats_url, name="csp-test-classifier")
+        scorer, inline = (stream_and_inline_scorers(classifier_model) if paired
+                          else (MicroBatchScorer(classifier_model), None))
         try:
-            async with MicroBatchScorer(classifier_model) as scorer:
+            async with scorer, inline or contextlib.nullcontext():
                 # the region's producer keys, as the gates under test seal and sign with them
                 service = ClassifierService(nc, region.name, scorer,
-                                            ClassifierSettings(partitions=16),
+                                            ClassifierSettings(partitions=16), inline=inline,
                                             producer=load_producer_keys(region.name))
                 async with anyio.create_task_group() as tg:
                     await tg.start(service.run)
