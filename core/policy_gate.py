@@ -51,7 +51,8 @@ class GatePolicy:
     # (L1 and up), waits up to ``hold_ms`` for the classifier; one still unanswered for want of
     # time (its deadline or the account's turn passed: ``csp.admission.TOO_BUSY``) is refused
     # with HTTP 529 and a retry-after instead of served unscored. Its late score is kept, so the
-    # client's retry is decided on it. A classifier that cannot be reached fails as before.
+    # client's retry is decided on it. A classifier that is down (unreachable, or answering
+    # nothing: ``csp.admission.ALIVE_S``) fails as before.
     # 0: off (served unscored at the deadline where the level fails open).
     hold_ms: float = 0.0
     # A gate that has not yet read its region's enforcement (a start while NATS is down, with no

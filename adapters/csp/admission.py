@@ -56,6 +56,9 @@ _ID_PREFIX = secrets.token_hex(8)
 # comes late and is kept; another request of the account was being screened): a held prompt
 # (``gate.hold_ms``) is refused with a retry-after for these, not served.
 TOO_BUSY = frozenset({"classifier_timeout", "screen_classifier_timeout", QUEUE_WAIT, QUEUE_FULL})
+# ... and only while the classifier answered some request this recently: one that has not (down,
+# or hung) is not busy, and a held prompt fails as any other then.
+ALIVE_S = 10.0
 _ID_COUNTER = itertools.count()
 
 
@@ -213,7 +216,8 @@ class Admission:
         """``busy_closed``: a held prompt, refused (529) if the classifier was too busy for it
         (``TOO_BUSY``)."""
         final = self.gate.resolve(decision, scores, failure=failure, clear_reason=clear_reason,
-                                  fail_closed=busy_closed and failure in TOO_BUSY)
+                                  fail_closed=busy_closed and failure in TOO_BUSY
+                                  and self.classifier.replied_within(ALIVE_S))
         _mark(request, final.fallback)
         if final.reason == "fail_open":  # served unscored: its content is scored first
             request.served_unscored = True

@@ -8,6 +8,8 @@ with the reason it is missing (``classifier_timeout``, ``classifier_unavailable`
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import nats
 
@@ -39,6 +41,12 @@ class SyncClassifier:
         self.subject = classify_subject(region)
         self.deadline_ms = deadline_ms
         self.calls = 0
+        self.replied_at = -math.inf  # when the classifier last answered (scores or its error)
+
+    def replied_within(self, seconds: float) -> bool:
+        """Whether the classifier answered a request in the last ``seconds``: it is up, and a
+        request of ours it did not answer in time found it busy, not gone."""
+        return anyio.current_time() - self.replied_at <= seconds
 
     async def classify(self, request_id: str, kind: ContentKind, text: str, *,
                        deadline_ms: float | None = None,
@@ -77,6 +85,7 @@ class SyncClassifier:
             return None, "classifier_error"
         if answer.request_id != request_id:
             return None, CLASSIFIER_FORGED if self.producer is not None else "classifier_error"
+        self.replied_at = anyio.current_time()
         if answer.error is not None:
             # The classifier's own verdicts on why it has no scores: it ran out of our deadline,
             # or it is shedding load / shutting down; anything else is an error.

@@ -12,13 +12,16 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import anthropic
+import nats
 import pytest
 from csp_testkit import Region, RunningProxy, eventually
+from nats.aio.msg import Msg
 
 from safeguards.adapters.classifier.nats_service import ClassifierService
 from safeguards.adapters.csp.decision import GateRequest
 from safeguards.adapters.csp.gate import Gate
 from safeguards.core.policy import Policy
+from safeguards.core.subjects import classify_subject
 
 ProxyEnv = Callable[..., contextlib.AbstractAsyncContextManager[RunningProxy]]
 ClassifierEnv = Callable[..., contextlib.AbstractAsyncContextManager[ClassifierService]]
@@ -77,37 +80,61 @@ async def test_a_new_accounts_first_screening_waits_the_probation_deadline_and_n
         assert proxy.classifier.calls == 3  # each one went to the classifier
 
 
-@pytest.mark.parametrize("fail_closed", [True, False])
+@pytest.mark.parametrize("hold_ms", [1, 0])
 async def test_a_held_probation_screening_the_classifier_is_too_busy_for_is_refused_to_retry(
-    proxy_env: ProxyEnv, classifier_env: ClassifierEnv, test_policy: Policy, fail_closed: bool
+    proxy_env: ProxyEnv, classifier_env: ClassifierEnv, test_policy: Policy, hold_ms: float
 ) -> None:
-    """``gate.hold_ms``: the first stage holds the pipe-bomb ask, and a hold no
-    classifier meets (1 ms) refuses the fresh account's ask with 529 overloaded_error and
-    retry-after 1 (what the SDKs retry); the prompt's late score is kept at the classifier for
-    that retry. Off (0), it is served unscreened at the probation deadline."""
+    """``gate.hold_ms``: the first stage holds the pipe-bomb ask, and a hold no classifier meets
+    (1 ms: it answers "deadline" at once) refuses the fresh account's ask with 529
+    overloaded_error and retry-after 1 (what the SDKs retry); the prompt's late score is kept
+    at the classifier for that retry. With the hold off (0), served unscreened."""
     policy = replace(test_policy, gate=replace(
         test_policy.gate, screen_deadline_ms=1, probation_requests=1,
-        probation_screen_deadline_ms=1, deadline_ms_per_1000_chars=0,
-        hold_ms=1 if fail_closed else 0))
+        probation_screen_deadline_ms=1, deadline_ms_per_1000_chars=0, hold_ms=hold_ms))
     async with proxy_env(policy=policy) as running_proxy, \
             classifier_env(paired=True) as classifier:
         gate = running_proxy.proxy.gate
         first_stage = running_proxy.proxy.admission.first_stage
         assert first_stage is not None and first_stage.check(BOMB).holds
-        if not fail_closed:
+        if not hold_ms:
             action, _ = await _ask(running_proxy, "acct-new")
             assert action == "allow" and gate.fallbacks[TIMED_OUT] == 1
             return
-        with pytest.raises(anthropic.OverloadedError) as refused:
+        with pytest.raises(anthropic.OverloadedError) as refusal:
             await _ask(running_proxy, "acct-new")
-        assert refused.value.status_code == 529
-        assert refused.value.response.headers["retry-after"] == "1"
+        assert refusal.value.status_code == 529
+        assert refusal.value.response.headers["retry-after"] == "1"
         assert gate.fallbacks[TIMED_OUT_CLOSED] == 1 and TIMED_OUT not in gate.fallbacks
         assert gate.counts[("block", "fail_closed")] == 1
         recent, sha256 = classifier.inline.recent, classifier.inline.prepare(BOMB).sha256
         assert recent is not None
         await eventually(lambda: recent.get(classifier.inline.model, "prompt", sha256)
                          is not None, within_s=30)
+
+
+async def test_a_held_prompt_is_served_when_the_classifier_answers_nothing(
+    proxy_env: ProxyEnv, region: Region, nats_url: str, test_policy: Policy
+) -> None:
+    """A classifier that takes requests and answers none (hung, or gone behind a subscription)
+    is not busy: with nothing answered in ``ALIVE_S``, a held prompt that times out is served
+    unscreened like any other, not refused for ever."""
+    policy = replace(test_policy, gate=replace(
+        test_policy.gate, screen_deadline_ms=1, probation_requests=1,
+        probation_screen_deadline_ms=50, deadline_ms_per_1000_chars=0, hold_ms=50))
+    silent = await nats.connect(nats_url, name="silent-classifier")
+    try:
+        await silent.subscribe(classify_subject(region.name), cb=_ignore)
+        await silent.flush()
+        async with proxy_env(policy=policy) as running_proxy:
+            action, _ = await _ask(running_proxy, "acct-new")
+            assert action == "allow"
+            assert running_proxy.proxy.gate.fallbacks[TIMED_OUT] == 1
+    finally:
+        await silent.close()
+
+
+async def _ignore(msg: Msg) -> None:
+    return None
 
 
 async def test_no_probation_when_the_policy_turns_it_off(
