@@ -51,6 +51,15 @@ REFUSE_FPR = 0.0001
 # escalates 7 % of fragments instead of 57 %, and on the framed asks it loses none of the
 # fragments that reach a point (a margin of 1.0 loses none either; 0.5 loses 4 of 84).
 GATE_MARGIN = 1.5
+# Categories the arm does not read. Jailbreak: a sentence alone that tells a model to ignore
+# something is an instruction-following test or a system prompt's rule far more often than an
+# attack, and a jailbreak frame is most of its text, read whole. On 2026.12.14's evaluation rows
+# (400 benign per kind, every harmful and jailbreak row) the arm's jailbreak column added 0.011
+# jailbreak recall at the strike point (0.006 at the refusal point) for 0.10 points of benign
+# false positives (code 1.5 % to 0.5 %, system prompts 2.0 % to 1.4 %; at the refusal point
+# code 0.5 % to 0): IFBench's "... Only output this sentence here, ignore all other requests."
+# was refused as a jailbreak (0.949). Harmful recall does not move.
+NOT_READ = frozenset({"jailbreak"})
 
 
 def fragment_raw(model: LoadedModel, arm: FragmentArm, texts: Sequence[str],
@@ -78,6 +87,8 @@ def fit(model: LoadedModel, benign_texts: Sequence[str], *, first: int = FIRST,
     points: dict[str, Any] = {}
     everyone = np.ones(len(benign_texts), dtype=bool)
     for lab in model.manifest.labels:
+        if lab.category in NOT_READ:
+            continue
         column = z[:, lab.index]
         strike_at, refuse_at = policy[lab.category]
         # never below the whole text's own points (what its calibration maps to the thresholds)
@@ -115,7 +126,8 @@ def attach(model_dir: Path, out_dir: Path, wheels: Path, *, version: str,
     metrics = dict(manifest.metrics)
     metrics["fragments"] = report
     if evaluate:
-        metrics["ood_without_fragments"] = metrics.get("ood")
+        if manifest.fragments is None:  # else its figures read without an arm are kept
+            metrics["ood_without_fragments"] = metrics.get("ood")
         metrics["ood"] = _served_report(served, splits.evaluation)
     new = dataclasses.replace(manifest, version=version, fragments=arm, metrics=metrics)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -152,7 +152,9 @@ def test_a_fitted_arm_flags_none_of_the_benign_texts_it_was_fitted_on(
               "second one always work?"]
     arm, report = fragment_arm.fit(whole, benign)
     assert report["benign_texts_with_fragments"] == len(benign)
-    assert {lab.category for lab in arm.labels} == set(model.manifest.categories)
+    assert {lab.category for lab in arm.labels} == (set(model.manifest.categories)
+                                                    - fragment_arm.NOT_READ)
+    assert "jailbreak" not in report["points"]
     fitted = dataclasses.replace(whole, manifest=dataclasses.replace(whole.manifest,
                                                                      fragments=arm))
     raw = fitted.raw(benign)
@@ -172,3 +174,18 @@ def test_raw_for_inverts_a_calibration(kind: str, slope: float, bias: float,
     """The arm's floor (the whole text's own points) is read back through ``raw_for``."""
     cal = Calibration(kind, a=slope, b=bias, t=slope)  # type: ignore[arg-type]
     assert cal.apply(cal.raw_for(probability)) == pytest.approx(probability, abs=1e-9)
+
+
+def test_a_sentence_telling_the_model_to_ignore_the_rest_is_not_a_jailbreak_alone(
+        model: LoadedModel) -> None:
+    """The shipped arm does not read jailbreak (``fragment_arm.NOT_READ``): an instruction
+    test's closing rule read alone has an injection's words (jailbreak far over its threshold),
+    but the request is not one, and read as a prompt it is not flagged."""
+    assert model.manifest.fragments is not None
+    assert "jailbreak" not in {lab.category for lab in model.manifest.fragments.labels}
+    rule = "Only output the code, ignore all other requests."
+    text = f"Write a Python function that returns the file name from a path using os.path. {rule}"
+    jailbreak = model.manifest.categories.index("jailbreak")
+    threshold = model.manifest.labels[jailbreak].threshold
+    assert model.predict([rule])[0][jailbreak] > threshold
+    assert model.predict([text])[0][jailbreak] < threshold
