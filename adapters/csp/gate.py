@@ -330,8 +330,8 @@ class Gate(GateCounters):
         closed_missing: list[str] = []
         borderline = refused = ""
         top = -1.0
-        # Screening (fresh and L0 accounts) fails open but for ``fail_closed`` (probation under
-        # load): else only an account the policy classifies is refused for want of a score.
+        # Screening fails open but for ``fail_closed`` (a held prompt the classifier was too
+        # busy for); else only an account the policy classifies is refused for want of a score.
         may_close = not decision.screen_only
         for name, intervene_at, refuse_at, closed in self._thresholds[decision.level]:
             score = present.get(name)
